@@ -1,0 +1,21 @@
+//! What Skiff knows about Kubernetes objects, with no IO: the resource
+//! registry, defaults, validation, selectors, patches (JSON, merge,
+//! strategic merge, server-side apply), Table output and `Status` errors.
+//!
+//! Objects travel as `serde_json::Value`; each kind is checked against its
+//! typed k8s-openapi struct through [`registry::ResourceType::decode`].
+
+pub mod apply;
+pub mod defaults;
+pub mod fields;
+pub mod meta;
+pub mod openapi;
+pub mod registry;
+pub mod schema;
+pub mod selector;
+pub mod status;
+pub mod strategic;
+pub mod table;
+pub mod validate;
+
+pub use status::ApiError;

@@ -1,0 +1,225 @@
+//! Errors in Kubernetes' own `Status` form: an HTTP code, a machine-readable
+//! reason clients branch on, and a message for people.
+
+use serde_json::{json, Value};
+
+/// A failed request, as the API reports it.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{reason} ({code}): {message}")]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    /// `details` of the Status: name, group, kind, causes.
+    pub details: Option<Value>,
+}
+
+/// One field-level cause of an `Invalid` error.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cause {
+    pub reason: &'static str,
+    pub field: String,
+    pub message: String,
+}
+
+impl Cause {
+    pub fn required(field: impl Into<String>) -> Self {
+        Self {
+            reason: "FieldValueRequired",
+            field: field.into(),
+            message: "Required value".into(),
+        }
+    }
+    pub fn invalid(field: impl Into<String>, value: &str, why: impl std::fmt::Display) -> Self {
+        Self {
+            reason: "FieldValueInvalid",
+            field: field.into(),
+            message: format!("Invalid value: {value:?}: {why}"),
+        }
+    }
+    pub fn immutable(field: impl Into<String>) -> Self {
+        Self {
+            reason: "FieldValueInvalid",
+            field: field.into(),
+            message: "field is immutable".into(),
+        }
+    }
+    pub fn unsupported(field: impl Into<String>, value: &str, allowed: &[&str]) -> Self {
+        Self {
+            reason: "FieldValueNotSupported",
+            field: field.into(),
+            message: format!(
+                "Unsupported value: {value:?}: supported values: {}",
+                allowed.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+}
+
+fn details(group: &str, kind: &str, name: &str) -> Value {
+    let mut d = json!({ "kind": kind });
+    if !name.is_empty() {
+        d["name"] = json!(name);
+    }
+    if !group.is_empty() {
+        d["group"] = json!(group);
+    }
+    d
+}
+
+/// The `group.resource` form upstream uses in messages (`deployments.apps`).
+fn qualified(group: &str, resource: &str) -> String {
+    if group.is_empty() {
+        resource.to_owned()
+    } else {
+        format!("{resource}.{group}")
+    }
+}
+
+impl ApiError {
+    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message)
+    }
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "Forbidden", message)
+    }
+    pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
+        let mut e = Self::new(
+            404,
+            "NotFound",
+            format!("{} {name:?} not found", qualified(group, resource)),
+        );
+        e.details = Some(details(group, resource, name));
+        e
+    }
+    pub fn no_route(path: &str) -> Self {
+        Self::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))
+    }
+    pub fn method_not_allowed(verb: &str, resource: &str) -> Self {
+        Self::new(405, "MethodNotAllowed", format!("{verb} is not supported on {resource}"))
+    }
+    pub fn not_acceptable(message: impl Into<String>) -> Self {
+        Self::new(406, "NotAcceptable", message)
+    }
+    pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
+        let mut e = Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} {name:?} already exists", qualified(group, resource)),
+        );
+        e.details = Some(details(group, resource, name));
+        e
+    }
+    pub fn conflict(group: &str, resource: &str, name: &str, why: impl std::fmt::Display) -> Self {
+        let mut e = Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} {name:?}: {why}",
+                qualified(group, resource)
+            ),
+        );
+        e.details = Some(details(group, resource, name));
+        e
+    }
+    pub fn stale(group: &str, resource: &str, name: &str) -> Self {
+        Self::conflict(
+            group,
+            resource,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )
+    }
+    /// A server-side apply conflict, one cause per contested field.
+    pub fn apply_conflict(conflicts: &[(String, String)]) -> Self {
+        let lines: Vec<String> = conflicts
+            .iter()
+            .map(|(manager, field)| format!("conflict with {manager:?}: {field}"))
+            .collect();
+        let mut e = Self::new(
+            409,
+            "Conflict",
+            format!("Apply failed with {} conflict{}: {}", conflicts.len(),
+                if conflicts.len() == 1 { "" } else { "s" }, lines.join("\n")),
+        );
+        e.details = Some(json!({
+            "causes": conflicts.iter().map(|(manager, field)| json!({
+                "reason": "FieldManagerConflict",
+                "message": format!("conflict with {manager:?}"),
+                "field": field,
+            })).collect::<Vec<_>>()
+        }));
+        e
+    }
+    pub fn gone(message: impl Into<String>) -> Self {
+        Self::new(410, "Expired", message)
+    }
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {limit}"))
+    }
+    pub fn unsupported_media_type(content_type: &str) -> Self {
+        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml; got {content_type:?}"))
+    }
+    pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
+        let summary: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        let mut d = details(group, kind, name);
+        d["causes"] = causes
+            .iter()
+            .map(|c| json!({ "reason": c.reason, "message": c.message, "field": c.field }))
+            .collect();
+        let mut e = Self::new(
+            422,
+            "Invalid",
+            format!("{kind}.{} {name:?} is invalid: {}", if group.is_empty() { "" } else { group }, summary.join(", "))
+                .replace(". \"", " \""),
+        );
+        e.details = Some(d);
+        e
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "InternalError", message)
+    }
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(504, "Timeout", message)
+    }
+
+    /// The `v1 Status` body.
+    pub fn to_status(&self) -> Value {
+        let mut s = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some(d) = &self.details {
+            s["details"] = d.clone();
+        }
+        s
+    }
+}
+
+/// A `Success` Status (for deletes that return no object).
+pub fn success(group: &str, kind: &str, name: &str, uid: &str) -> Value {
+    let mut d = details(group, kind, name);
+    if !uid.is_empty() {
+        d["uid"] = json!(uid);
+    }
+    json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": d })
+}

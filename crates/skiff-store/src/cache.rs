@@ -1,0 +1,294 @@
+//! The watch cache: the whole keyspace kept in memory, fed by one watch on
+//! the backend, with a window of recent events. Lists and watches are served
+//! from here; writes go straight through to the backend. A read waits until
+//! the cache has caught up with the backend's latest revision, so a client
+//! always reads its own writes.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{broadcast, watch, RwLock};
+
+use crate::{
+    Error, Event, EventKind, KeyValue, ListOptions, ListPage, Result, Revision, Store, WatchStream,
+};
+
+/// A [`Store`] that serves reads and watches from memory.
+pub struct WatchCache {
+    inner: Arc<dyn Store>,
+    state: Arc<RwLock<State>>,
+    /// The revision the cache has applied up to.
+    applied: watch::Receiver<Revision>,
+    events: broadcast::Sender<Arc<Event>>,
+}
+
+struct State {
+    items: BTreeMap<String, KeyValue>,
+    history: VecDeque<Arc<Event>>,
+    /// Events after this revision are all in `history`.
+    history_start: Revision,
+    revision: Revision,
+    capacity: usize,
+}
+
+impl State {
+    fn apply(&mut self, event: Event) -> Arc<Event> {
+        match event.kind {
+            EventKind::Deleted => {
+                self.items.remove(&event.kv.key);
+            }
+            _ => {
+                self.items.insert(event.kv.key.clone(), event.kv.clone());
+            }
+        }
+        self.revision = event.kv.mod_rev;
+        let event = Arc::new(event);
+        if self.history.len() == self.capacity {
+            if let Some(old) = self.history.pop_front() {
+                self.history_start = old.kv.mod_rev;
+            }
+        }
+        self.history.push_back(event.clone());
+        event
+    }
+}
+
+impl WatchCache {
+    /// Loads the backend's whole keyspace and follows its changes. `capacity`
+    /// is how many recent events are kept for watchers that resume.
+    pub async fn new(inner: Arc<dyn Store>, capacity: usize) -> Result<Arc<Self>> {
+        let (items, revision) = load(inner.as_ref()).await?;
+        let state = Arc::new(RwLock::new(State {
+            items,
+            history: VecDeque::with_capacity(capacity.min(4096)),
+            history_start: revision,
+            revision,
+            capacity: capacity.max(1),
+        }));
+        let (applied_tx, applied) = watch::channel(revision);
+        let (events, _) = broadcast::channel(capacity.clamp(16, 1 << 16));
+        let cache = Arc::new(Self {
+            inner: inner.clone(),
+            state: state.clone(),
+            applied,
+            events: events.clone(),
+        });
+        tokio::spawn(follow(inner, state, applied_tx, events));
+        Ok(cache)
+    }
+
+    /// Waits until the cache has applied the backend's latest revision.
+    async fn sync(&self) -> Result<()> {
+        let latest = self.inner.current_revision().await?;
+        let mut applied = self.applied.clone();
+        applied
+            .wait_for(|rev| *rev >= latest)
+            .await
+            .map_err(|_| Error::Closed)?;
+        Ok(())
+    }
+}
+
+async fn load(store: &dyn Store) -> Result<(BTreeMap<String, KeyValue>, Revision)> {
+    let mut items = BTreeMap::new();
+    let mut opts = ListOptions {
+        limit: 10_000,
+        ..Default::default()
+    };
+    loop {
+        let page = store.list("", opts.clone()).await?;
+        opts.revision = Some(page.revision);
+        opts.start_after = page.items.last().map(|kv| kv.key.clone());
+        items.extend(page.items.into_iter().map(|kv| (kv.key.clone(), kv)));
+        if !page.more {
+            return Ok((items, page.revision));
+        }
+    }
+}
+
+/// Applies the backend's events to the cache, forever. On a broken or
+/// compacted backend watch it reloads the whole state.
+async fn follow(
+    inner: Arc<dyn Store>,
+    state: Arc<RwLock<State>>,
+    applied: watch::Sender<Revision>,
+    events: broadcast::Sender<Arc<Event>>,
+) {
+    loop {
+        let from = state.read().await.revision;
+        let mut stream = match inner.watch("", from).await {
+            Ok(s) => s,
+            Err(Error::Compacted { .. }) => {
+                reload(inner.as_ref(), &state, &applied).await;
+                continue;
+            }
+            Err(Error::Closed) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "watch cache: backend watch failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        while let Some(next) = stream.next().await {
+            match next {
+                Ok(event) => {
+                    let rev = event.kv.mod_rev;
+                    let mut st = state.write().await;
+                    if rev <= st.revision {
+                        continue;
+                    }
+                    let event = st.apply(event);
+                    // Sent under the lock, so a watcher that subscribes while
+                    // holding the read lock sees no gap and no repeat.
+                    let _ = events.send(event);
+                    drop(st);
+                    applied.send_replace(rev);
+                }
+                Err(Error::Compacted { .. }) => {
+                    reload(inner.as_ref(), &state, &applied).await;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch cache: backend watch broke; resuming");
+                    break;
+                }
+            }
+        }
+        if applied.is_closed() {
+            return;
+        }
+    }
+}
+
+async fn reload(inner: &dyn Store, state: &RwLock<State>, applied: &watch::Sender<Revision>) {
+    match load(inner).await {
+        Ok((items, revision)) => {
+            let mut st = state.write().await;
+            st.items = items;
+            st.history.clear();
+            st.history_start = revision;
+            st.revision = revision;
+            drop(st);
+            applied.send_replace(revision);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "watch cache: reload failed");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Store for WatchCache {
+    async fn create(&self, key: &str, value: Bytes) -> Result<Revision> {
+        self.inner.create(key, value).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        self.sync().await?;
+        Ok(self.state.read().await.items.get(key).cloned())
+    }
+
+    async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListPage> {
+        if opts.revision.is_some_and(|r| r > 0) {
+            // A continuation at a past revision: the backend keeps history.
+            return self.inner.list(prefix, opts).await;
+        }
+        self.sync().await?;
+        let st = self.state.read().await;
+        let start = match &opts.start_after {
+            Some(k) => std::ops::Bound::Excluded(k.clone()),
+            None => std::ops::Bound::Included(prefix.to_owned()),
+        };
+        let limit = if opts.limit == 0 { usize::MAX } else { opts.limit };
+        let mut iter = st
+            .items
+            .range((start, std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, kv)| kv.clone());
+        let items: Vec<KeyValue> = iter.by_ref().take(limit).collect();
+        let more = iter.next().is_some();
+        Ok(ListPage {
+            items,
+            revision: st.revision,
+            more,
+        })
+    }
+
+    async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<Revision> {
+        self.inner.update(key, value, expected).await
+    }
+
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue> {
+        self.inner.delete(key, expected).await
+    }
+
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
+        let st = self.state.read().await;
+        if after < st.history_start {
+            return Err(Error::Compacted {
+                requested: after,
+                oldest: st.history_start,
+            });
+        }
+        if after > st.revision {
+            drop(st);
+            // A revision the cache has not seen yet: wait for it.
+            let mut applied = self.applied.clone();
+            let _ = applied.wait_for(|rev| *rev >= after).await;
+            return self.watch(prefix, after).await;
+        }
+        let replay: Vec<Arc<Event>> = st
+            .history
+            .iter()
+            .filter(|e| e.kv.mod_rev > after && e.kv.key.starts_with(prefix))
+            .cloned()
+            .collect();
+        let mut live = self.events.subscribe();
+        drop(st);
+        let prefix = prefix.to_owned();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut last = after;
+            for e in replay {
+                last = e.kv.mod_rev;
+                if tx.send(Ok(Event::clone(&e))).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                tokio::select! {
+                    next = live.recv() => match next {
+                        Ok(e) => {
+                            if e.kv.mod_rev > last && e.kv.key.starts_with(&prefix) {
+                                last = e.kv.mod_rev;
+                                if tx.send(Ok(Event::clone(&e))).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            let _ = tx.send(Err(Error::Compacted { requested: last, oldest: last + 1 })).await;
+                            return;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(crate::embedded::tokio_stream_from(rx))
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        self.inner.compact(revision).await
+    }
+
+    async fn current_revision(&self) -> Result<Revision> {
+        self.inner.current_revision().await
+    }
+}

@@ -1,0 +1,37 @@
+use crate::Revision;
+
+/// What a store operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("key {key:?} already exists")]
+    AlreadyExists { key: String },
+    #[error("key {key:?} not found")]
+    NotFound { key: String },
+    #[error("key {key:?} changed: expected revision {expected}, found {actual}")]
+    Conflict {
+        key: String,
+        expected: Revision,
+        actual: Revision,
+    },
+    #[error("revision {requested} is compacted; the oldest kept is {oldest}")]
+    Compacted {
+        requested: Revision,
+        oldest: Revision,
+    },
+    #[error("revision {requested} is newer than the latest, {latest}")]
+    FutureRevision {
+        requested: Revision,
+        latest: Revision,
+    },
+    #[error("embedded database {path}: {source}")]
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("the store is shut down")]
+    Closed,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

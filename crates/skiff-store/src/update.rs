@@ -1,0 +1,38 @@
+use bytes::Bytes;
+
+use crate::{Error, KeyValue, Revision, Store};
+
+/// Reads a key, computes its next value and writes it with compare-and-swap,
+/// retrying when another writer got there first (upstream's
+/// `GuaranteedUpdate`). `next` returns the new value or its own error, and
+/// sees `None` when the key is absent. A `cached` value, if given, is tried
+/// first and replaced by a fresh read on conflict.
+pub async fn guaranteed_update<E, F>(
+    store: &dyn Store,
+    key: &str,
+    mut cached: Option<KeyValue>,
+    mut next: F,
+) -> Result<(Bytes, Revision), E>
+where
+    E: From<Error>,
+    F: FnMut(Option<&KeyValue>) -> Result<Bytes, E>,
+{
+    loop {
+        let current = match cached.take() {
+            Some(kv) => Some(kv),
+            None => store.get(key).await?,
+        };
+        let value = next(current.as_ref())?;
+        let written = match &current {
+            Some(kv) => store.update(key, value.clone(), kv.mod_rev).await,
+            None => store.create(key, value.clone()).await,
+        };
+        match written {
+            Ok(rev) => return Ok((value, rev)),
+            Err(Error::Conflict { .. } | Error::AlreadyExists { .. } | Error::NotFound { .. }) => {
+                continue
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! One conformance suite, run against every backend: the embedded store, etcd
+//! (a real `etcd` process started here), and the watch cache over each.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use skiff_store::{
+    guaranteed_update, Embedded, Error, Etcd, EventKind, ListOptions, Store, WatchCache,
+};
+
+struct Backend {
+    store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+    _etcd: Option<EtcdProcess>,
+}
+
+struct EtcdProcess(Child);
+
+impl Drop for EtcdProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn embedded() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Embedded::open(dir.path().join("state.db")).unwrap());
+    Backend { store, _dir: dir, _etcd: None }
+}
+
+async fn etcd() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let url = format!("http://127.0.0.1:{client}");
+    let child = Command::new("etcd")
+        .args(["--data-dir", dir.path().join("etcd").to_str().unwrap()])
+        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args(["--initial-cluster", &format!("default=http://127.0.0.1:{peer}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcd must be installed (Debian package etcd-server)");
+    let process = EtcdProcess(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let store = loop {
+        if let Ok(s) = Etcd::connect(&url).await {
+            if s.current_revision().await.is_ok() {
+                break s;
+            }
+        }
+        assert!(Instant::now() < deadline, "etcd did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    Backend { store: Arc::new(store), _dir: dir, _etcd: Some(process) }
+}
+
+async fn cached(backend: Backend) -> Backend {
+    let store = WatchCache::new(backend.store.clone(), 1000).await.unwrap();
+    Backend { store, ..backend }
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+async fn create_get_update_delete(s: &dyn Store) {
+    let r1 = s.create("/t/a", b("1")).await.unwrap();
+    assert!(matches!(s.create("/t/a", b("x")).await, Err(Error::AlreadyExists { .. })));
+    let kv = s.get("/t/a").await.unwrap().unwrap();
+    assert_eq!((kv.value, kv.create_rev, kv.mod_rev), (b("1"), r1, r1));
+    let r2 = s.update("/t/a", b("2"), r1).await.unwrap();
+    assert!(r2 > r1);
+    assert!(matches!(s.update("/t/a", b("3"), r1).await, Err(Error::Conflict { .. })));
+    assert!(matches!(s.update("/t/nope", b("3"), r1).await, Err(Error::NotFound { .. })));
+    assert!(matches!(s.delete("/t/a", Some(r1)).await, Err(Error::Conflict { .. })));
+    let gone = s.delete("/t/a", Some(r2)).await.unwrap();
+    assert_eq!(gone.value, b("2"));
+    assert!(gone.mod_rev > r2);
+    assert_eq!(s.get("/t/a").await.unwrap(), None);
+    assert!(matches!(s.delete("/t/a", None).await, Err(Error::NotFound { .. })));
+    assert!(s.current_revision().await.unwrap() >= gone.mod_rev);
+}
+
+async fn list_pages(s: &dyn Store) {
+    for i in 0..25 {
+        s.create(&format!("/l/k{i:02}"), b(&i.to_string())).await.unwrap();
+    }
+    s.create("/lz/other", b("x")).await.unwrap();
+    let all = s.list("/l/", ListOptions::default()).await.unwrap();
+    assert_eq!(all.items.len(), 25);
+    assert!(!all.more);
+    let mut seen = Vec::new();
+    let mut opts = ListOptions { limit: 10, ..Default::default() };
+    loop {
+        let page = s.list("/l/", opts.clone()).await.unwrap();
+        // A change between pages is not seen: pages read at one revision.
+        if seen.is_empty() {
+            s.update("/l/k20", b("changed"), all.items[20].mod_rev)
+                .await
+                .unwrap();
+        }
+        seen.extend(page.items.iter().map(|kv| (kv.key.clone(), kv.value.clone())));
+        opts.revision = Some(page.revision);
+        opts.start_after = page.items.last().map(|kv| kv.key.clone());
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 25);
+    assert_eq!(seen[20], ("/l/k20".to_string(), b("20")));
+    let fresh = s.list("/l/", ListOptions::default()).await.unwrap();
+    assert_eq!(fresh.items[20].value, b("changed"));
+}
+
+async fn watch_from_revision(s: &dyn Store) {
+    let r1 = s.create("/w/a", b("1")).await.unwrap();
+    let r2 = s.update("/w/a", b("2"), r1).await.unwrap();
+    s.create("/other/x", b("x")).await.unwrap();
+    let mut w = s.watch("/w/", r1).await.unwrap();
+    let r3 = s.delete("/w/a", None).await.unwrap().mod_rev;
+    let r4 = s.create("/w/b", b("b")).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let e = tokio::time::timeout(Duration::from_secs(10), w.next())
+            .await
+            .expect("event in time")
+            .unwrap()
+            .unwrap();
+        got.push((e.kind, e.kv.key, e.kv.value, e.kv.mod_rev));
+    }
+    assert_eq!(
+        got,
+        vec![
+            (EventKind::Updated, "/w/a".into(), b("2"), r2),
+            (EventKind::Deleted, "/w/a".into(), b("2"), r3),
+            (EventKind::Created, "/w/b".into(), b("b"), r4),
+        ]
+    );
+}
+
+async fn compaction(s: &dyn Store) {
+    let r1 = s.create("/c/a", b("1")).await.unwrap();
+    let r2 = s.update("/c/a", b("2"), r1).await.unwrap();
+    let r3 = s.create("/c/b", b("b")).await.unwrap();
+    s.compact(r2).await.unwrap();
+    let old = s.list("/c/", ListOptions { revision: Some(r1), ..Default::default() }).await;
+    assert!(matches!(old, Err(Error::Compacted { .. })), "{old:?}");
+    let at = s.list("/c/", ListOptions { revision: Some(r2), ..Default::default() }).await.unwrap();
+    assert_eq!(at.items.len(), 1);
+    assert_eq!(at.items[0].value, b("2"));
+    let mut w = s.watch("/c/", r2).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(10), w.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(e.kv.mod_rev, r3);
+}
+
+/// The cache forgets history past its window; too-old resumes are refused.
+async fn watch_too_old_is_gone(s: &dyn Store) {
+    let first = s.create("/g/0", b("0")).await.unwrap();
+    for i in 1..1100 {
+        s.create(&format!("/g/{i}"), b("x")).await.unwrap();
+    }
+    s.compact(first + 5).await.unwrap();
+    // A backend may refuse at once or end the stream with the error.
+    let refused = match s.watch("/g/", first).await {
+        Err(e) => e,
+        Ok(mut w) => tokio::time::timeout(Duration::from_secs(10), w.next())
+            .await
+            .expect("an answer in time")
+            .expect("an item")
+            .expect_err("an error, not an event"),
+    };
+    assert!(matches!(refused, Error::Compacted { .. }), "{refused:?}");
+}
+
+async fn concurrent_guaranteed_update(s: Arc<dyn Store>) {
+    s.create("/n/counter", b("0")).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                guaranteed_update::<Error, _>(s.as_ref(), "/n/counter", None, |cur| {
+                    let n: u64 = std::str::from_utf8(&cur.unwrap().value).unwrap().parse().unwrap();
+                    Ok(b(&(n + 1).to_string()))
+                })
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(s.get("/n/counter").await.unwrap().unwrap().value, b("80"));
+}
+
+macro_rules! suite {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn create_get_update_delete() {
+                let be = $make.await;
+                super::create_get_update_delete(be.store.as_ref()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn list_pages() {
+                let be = $make.await;
+                super::list_pages(be.store.as_ref()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn watch_from_revision() {
+                let be = $make.await;
+                super::watch_from_revision(be.store.as_ref()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn compaction() {
+                let be = $make.await;
+                super::compaction(be.store.as_ref()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn watch_too_old_is_gone() {
+                let be = $make.await;
+                super::watch_too_old_is_gone(be.store.as_ref()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_guaranteed_update() {
+                let be = $make.await;
+                super::concurrent_guaranteed_update(be.store.clone()).await;
+            }
+        }
+    };
+}
+
+suite!(embedded_store, embedded());
+suite!(etcd_store, etcd());
+suite!(cached_embedded, async { cached(embedded().await).await });
+suite!(cached_etcd, async { cached(etcd().await).await });
+
+/// State survives reopening the same file.
+#[tokio::test]
+async fn embedded_reopens_with_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let rev = {
+        let s = Embedded::open(&path).unwrap();
+        s.create("/p/a", b("kept")).await.unwrap()
+    };
+    let s = Embedded::open(&path).unwrap();
+    assert_eq!(s.current_revision().await.unwrap(), rev);
+    assert_eq!(s.get("/p/a").await.unwrap().unwrap().value, b("kept"));
+    assert!(s.create("/p/b", b("x")).await.unwrap() > rev);
+}
