@@ -50,7 +50,11 @@ impl Cause {
             field: field.into(),
             message: format!(
                 "Unsupported value: {value:?}: supported values: {}",
-                allowed.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ")
+                allowed
+                    .iter()
+                    .map(|a| format!("{a:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }
@@ -104,10 +108,18 @@ impl ApiError {
         e
     }
     pub fn no_route(path: &str) -> Self {
-        Self::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))
+        Self::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
     }
     pub fn method_not_allowed(verb: &str, resource: &str) -> Self {
-        Self::new(405, "MethodNotAllowed", format!("{verb} is not supported on {resource}"))
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            format!("{verb} is not supported on {resource}"),
+        )
     }
     pub fn not_acceptable(message: impl Into<String>) -> Self {
         Self::new(406, "NotAcceptable", message)
@@ -150,8 +162,12 @@ impl ApiError {
         let mut e = Self::new(
             409,
             "Conflict",
-            format!("Apply failed with {} conflict{}: {}", conflicts.len(),
-                if conflicts.len() == 1 { "" } else { "s" }, lines.join("\n")),
+            format!(
+                "Apply failed with {} conflict{}: {}",
+                conflicts.len(),
+                if conflicts.len() == 1 { "" } else { "s" },
+                lines.join("\n")
+            ),
         );
         e.details = Some(json!({
             "causes": conflicts.iter().map(|(manager, field)| json!({
@@ -166,7 +182,11 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
     pub fn too_large(limit: usize) -> Self {
-        Self::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {limit}"))
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {limit}"),
+        )
     }
     pub fn unsupported_media_type(content_type: &str) -> Self {
         Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml; got {content_type:?}"))
@@ -184,8 +204,12 @@ impl ApiError {
         let mut e = Self::new(
             422,
             "Invalid",
-            format!("{kind}.{} {name:?} is invalid: {}", if group.is_empty() { "" } else { group }, summary.join(", "))
-                .replace(". \"", " \""),
+            format!(
+                "{kind}.{} {name:?} is invalid: {}",
+                if group.is_empty() { "" } else { group },
+                summary.join(", ")
+            )
+            .replace(". \"", " \""),
         );
         e.details = Some(d);
         e

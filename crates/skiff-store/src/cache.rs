@@ -204,7 +204,11 @@ impl Store for WatchCache {
             Some(k) => std::ops::Bound::Excluded(k.clone()),
             None => std::ops::Bound::Included(prefix.to_owned()),
         };
-        let limit = if opts.limit == 0 { usize::MAX } else { opts.limit };
+        let limit = if opts.limit == 0 {
+            usize::MAX
+        } else {
+            opts.limit
+        };
         let mut iter = st
             .items
             .range((start, std::ops::Bound::Unbounded))

@@ -91,10 +91,12 @@ impl Embedded {
         let conn = open(&path)?;
         conn.execute_batch(SCHEMA).map_err(sqlite(&path))?;
         let meta = |name: &str| -> Result<i64> {
-            conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0))
-                .optional()
-                .map(|v| v.unwrap_or(0))
-                .map_err(sqlite(&path))
+            conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map(|v| v.unwrap_or(0))
+            .map_err(sqlite(&path))
         };
         let last_logged: i64 = conn
             .query_row("SELECT COALESCE(MAX(rev), 0) FROM log", [], |r| r.get(0))
@@ -234,7 +236,11 @@ impl Store for Embedded {
             None => prefix.as_bytes().to_vec(),
         };
         let end = prefix_end(prefix);
-        let limit = if opts.limit == 0 { i64::MAX } else { opts.limit as i64 + 1 };
+        let limit = if opts.limit == 0 {
+            i64::MAX
+        } else {
+            opts.limit as i64 + 1
+        };
         let mut items = self
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(
@@ -245,7 +251,8 @@ impl Store for Embedded {
                      WHERE l.deleted = 0 ORDER BY l.key LIMIT ?4",
                 )?;
                 let rows = stmt.query_map(params![start, end, revision, limit], row_event)?;
-                rows.map(|r| r.map(|e| e.kv)).collect::<rusqlite::Result<Vec<_>>>()
+                rows.map(|r| r.map(|e| e.kv))
+                    .collect::<rusqlite::Result<Vec<_>>>()
             })
             .await?;
         let more = opts.limit > 0 && items.len() > opts.limit;
@@ -375,7 +382,9 @@ impl Writer {
         let start = self.revision.load(Ordering::Acquire);
         let mut rev = start;
         let outcome = (|| -> rusqlite::Result<Vec<Result<Option<Event>>>> {
-            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut results = Vec::with_capacity(batch.len());
             for req in &batch {
                 results.push(apply(&tx, &req.op, &mut rev, &self.compacted)?);
@@ -428,28 +437,29 @@ fn apply(
     rev: &mut Revision,
     compacted: &AtomicI64,
 ) -> rusqlite::Result<Result<Option<Event>>> {
-    let mut insert = |key: &str, create_rev: Option<Revision>, deleted: bool, value: &Bytes| {
-        *rev += 1;
-        let create_rev = create_rev.unwrap_or(*rev);
-        tx.prepare_cached(
+    let mut insert =
+        |key: &str, create_rev: Option<Revision>, deleted: bool, value: &Bytes| {
+            *rev += 1;
+            let create_rev = create_rev.unwrap_or(*rev);
+            tx.prepare_cached(
             "INSERT INTO log (rev, key, create_rev, deleted, value) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![*rev, key.as_bytes(), create_rev, deleted, value.as_ref()])?;
-        let kind = match (deleted, create_rev == *rev) {
-            (true, _) => EventKind::Deleted,
-            (false, true) => EventKind::Created,
-            (false, false) => EventKind::Updated,
+            let kind = match (deleted, create_rev == *rev) {
+                (true, _) => EventKind::Deleted,
+                (false, true) => EventKind::Created,
+                (false, false) => EventKind::Updated,
+            };
+            Ok::<_, rusqlite::Error>(Some(Event {
+                kind,
+                kv: KeyValue {
+                    key: key.to_owned(),
+                    value: value.clone(),
+                    create_rev,
+                    mod_rev: *rev,
+                },
+            }))
         };
-        Ok::<_, rusqlite::Error>(Some(Event {
-            kind,
-            kv: KeyValue {
-                key: key.to_owned(),
-                value: value.clone(),
-                create_rev,
-                mod_rev: *rev,
-            },
-        }))
-    };
     let at = Revision::MAX;
     Ok(match op {
         Op::Create { key, value } => match live(tx, key, at)? {

@@ -154,10 +154,7 @@ impl Store for Etcd {
         };
         let txn = Txn::new()
             .when([condition])
-            .and_then([
-                TxnOp::get(key, None),
-                TxnOp::delete(key, None),
-            ])
+            .and_then([TxnOp::get(key, None), TxnOp::delete(key, None)])
             .or_else([TxnOp::get(key, None)]);
         let resp = self.client().kv_client().txn(txn).await?;
         let current = Self::current(&resp);

@@ -28,13 +28,21 @@ impl Drop for EtcdProcess {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn embedded() -> Backend {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Embedded::open(dir.path().join("state.db")).unwrap());
-    Backend { store, _dir: dir, _etcd: None }
+    Backend {
+        store,
+        _dir: dir,
+        _etcd: None,
+    }
 }
 
 async fn etcd() -> Backend {
@@ -43,10 +51,21 @@ async fn etcd() -> Backend {
     let url = format!("http://127.0.0.1:{client}");
     let child = Command::new("etcd")
         .args(["--data-dir", dir.path().join("etcd").to_str().unwrap()])
-        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
         .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args(["--initial-cluster", &format!("default=http://127.0.0.1:{peer}")])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+        ])
+        .args([
+            "--initial-cluster",
+            &format!("default=http://127.0.0.1:{peer}"),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -62,7 +81,11 @@ async fn etcd() -> Backend {
         assert!(Instant::now() < deadline, "etcd did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    Backend { store: Arc::new(store), _dir: dir, _etcd: Some(process) }
+    Backend {
+        store: Arc::new(store),
+        _dir: dir,
+        _etcd: Some(process),
+    }
 }
 
 async fn cached(backend: Backend) -> Backend {
@@ -76,32 +99,52 @@ fn b(s: &str) -> Bytes {
 
 async fn create_get_update_delete(s: &dyn Store) {
     let r1 = s.create("/t/a", b("1")).await.unwrap();
-    assert!(matches!(s.create("/t/a", b("x")).await, Err(Error::AlreadyExists { .. })));
+    assert!(matches!(
+        s.create("/t/a", b("x")).await,
+        Err(Error::AlreadyExists { .. })
+    ));
     let kv = s.get("/t/a").await.unwrap().unwrap();
     assert_eq!((kv.value, kv.create_rev, kv.mod_rev), (b("1"), r1, r1));
     let r2 = s.update("/t/a", b("2"), r1).await.unwrap();
     assert!(r2 > r1);
-    assert!(matches!(s.update("/t/a", b("3"), r1).await, Err(Error::Conflict { .. })));
-    assert!(matches!(s.update("/t/nope", b("3"), r1).await, Err(Error::NotFound { .. })));
-    assert!(matches!(s.delete("/t/a", Some(r1)).await, Err(Error::Conflict { .. })));
+    assert!(matches!(
+        s.update("/t/a", b("3"), r1).await,
+        Err(Error::Conflict { .. })
+    ));
+    assert!(matches!(
+        s.update("/t/nope", b("3"), r1).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.delete("/t/a", Some(r1)).await,
+        Err(Error::Conflict { .. })
+    ));
     let gone = s.delete("/t/a", Some(r2)).await.unwrap();
     assert_eq!(gone.value, b("2"));
     assert!(gone.mod_rev > r2);
     assert_eq!(s.get("/t/a").await.unwrap(), None);
-    assert!(matches!(s.delete("/t/a", None).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        s.delete("/t/a", None).await,
+        Err(Error::NotFound { .. })
+    ));
     assert!(s.current_revision().await.unwrap() >= gone.mod_rev);
 }
 
 async fn list_pages(s: &dyn Store) {
     for i in 0..25 {
-        s.create(&format!("/l/k{i:02}"), b(&i.to_string())).await.unwrap();
+        s.create(&format!("/l/k{i:02}"), b(&i.to_string()))
+            .await
+            .unwrap();
     }
     s.create("/lz/other", b("x")).await.unwrap();
     let all = s.list("/l/", ListOptions::default()).await.unwrap();
     assert_eq!(all.items.len(), 25);
     assert!(!all.more);
     let mut seen = Vec::new();
-    let mut opts = ListOptions { limit: 10, ..Default::default() };
+    let mut opts = ListOptions {
+        limit: 10,
+        ..Default::default()
+    };
     loop {
         let page = s.list("/l/", opts.clone()).await.unwrap();
         // A change between pages is not seen: pages read at one revision.
@@ -110,7 +153,11 @@ async fn list_pages(s: &dyn Store) {
                 .await
                 .unwrap();
         }
-        seen.extend(page.items.iter().map(|kv| (kv.key.clone(), kv.value.clone())));
+        seen.extend(
+            page.items
+                .iter()
+                .map(|kv| (kv.key.clone(), kv.value.clone())),
+        );
         opts.revision = Some(page.revision);
         opts.start_after = page.items.last().map(|kv| kv.key.clone());
         if !page.more {
@@ -154,13 +201,34 @@ async fn compaction(s: &dyn Store) {
     let r2 = s.update("/c/a", b("2"), r1).await.unwrap();
     let r3 = s.create("/c/b", b("b")).await.unwrap();
     s.compact(r2).await.unwrap();
-    let old = s.list("/c/", ListOptions { revision: Some(r1), ..Default::default() }).await;
+    let old = s
+        .list(
+            "/c/",
+            ListOptions {
+                revision: Some(r1),
+                ..Default::default()
+            },
+        )
+        .await;
     assert!(matches!(old, Err(Error::Compacted { .. })), "{old:?}");
-    let at = s.list("/c/", ListOptions { revision: Some(r2), ..Default::default() }).await.unwrap();
+    let at = s
+        .list(
+            "/c/",
+            ListOptions {
+                revision: Some(r2),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(at.items.len(), 1);
     assert_eq!(at.items[0].value, b("2"));
     let mut w = s.watch("/c/", r2).await.unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(10), w.next()).await.unwrap().unwrap().unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(e.kv.mod_rev, r3);
 }
 
@@ -191,7 +259,10 @@ async fn concurrent_guaranteed_update(s: Arc<dyn Store>) {
         tasks.push(tokio::spawn(async move {
             for _ in 0..10 {
                 guaranteed_update::<Error, _>(s.as_ref(), "/n/counter", None, |cur| {
-                    let n: u64 = std::str::from_utf8(&cur.unwrap().value).unwrap().parse().unwrap();
+                    let n: u64 = std::str::from_utf8(&cur.unwrap().value)
+                        .unwrap()
+                        .parse()
+                        .unwrap();
                     Ok(b(&(n + 1).to_string()))
                 })
                 .await

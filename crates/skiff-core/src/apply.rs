@@ -1,0 +1,243 @@
+//! Field management: server-side apply, and the `managedFields` bookkeeping
+//! of ordinary writes.
+
+use serde_json::{json, Value};
+
+use crate::fields::{display, remove_at, value_at, FieldSet};
+use crate::{meta, strategic, ApiError};
+
+/// One entry of `metadata.managedFields`.
+#[derive(Clone, Debug)]
+struct Entry {
+    manager: String,
+    operation: String,
+    api_version: String,
+    time: String,
+    subresource: Option<String>,
+    fields: FieldSet,
+}
+
+impl Entry {
+    fn parse(v: &Value) -> Option<Self> {
+        Some(Self {
+            manager: v["manager"].as_str()?.to_owned(),
+            operation: v["operation"].as_str().unwrap_or("Update").to_owned(),
+            api_version: v["apiVersion"].as_str().unwrap_or("").to_owned(),
+            time: v["time"].as_str().unwrap_or("").to_owned(),
+            subresource: v["subresource"].as_str().map(str::to_owned),
+            fields: FieldSet::from_json(&v["fieldsV1"]),
+        })
+    }
+
+    fn to_json(&self) -> Value {
+        let mut v = json!({
+            "manager": self.manager,
+            "operation": self.operation,
+            "apiVersion": self.api_version,
+            "time": self.time,
+            "fieldsType": "FieldsV1",
+            "fieldsV1": self.fields.to_json(),
+        });
+        if let Some(s) = &self.subresource {
+            v["subresource"] = json!(s);
+        }
+        v
+    }
+}
+
+fn entries(obj: &Value) -> Vec<Entry> {
+    meta::get(obj, "managedFields")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Entry::parse)
+        .collect()
+}
+
+fn store(obj: &mut Value, list: Vec<Entry>) {
+    let list: Vec<Value> = list
+        .into_iter()
+        .filter(|e| !e.fields.is_empty())
+        .map(|e| e.to_json())
+        .collect();
+    if list.is_empty() {
+        meta::remove(obj, "managedFields");
+    } else {
+        meta::set(obj, "managedFields", list);
+    }
+}
+
+/// Who is writing, and through which operation.
+pub struct Manager<'a> {
+    pub name: &'a str,
+    pub api_version: &'a str,
+    pub subresource: Option<&'a str>,
+}
+
+/// Server-side apply of `config` onto `current` (absent on create) by
+/// `manager`. Fields another manager owns with a different value are
+/// conflicts unless `force`; fields this manager applied before and no
+/// longer applies are removed unless someone else owns them.
+pub fn apply(
+    current: Option<&Value>,
+    config: &Value,
+    manager: &Manager,
+    force: bool,
+    def: Option<&str>,
+) -> Result<Value, ApiError> {
+    let empty = json!({});
+    let current = current.unwrap_or(&empty);
+    let mut managers = entries(current);
+    let applied = FieldSet::of(config, def);
+    let is_me = |e: &Entry| e.manager == manager.name && e.operation == "Apply";
+
+    let mut conflicts = Vec::new();
+    for e in managers.iter().filter(|e| !is_me(e)) {
+        for path in applied.0.intersection(&e.fields.0) {
+            if value_at(current, path) != value_at(config, path) {
+                conflicts.push((e.manager.clone(), display(path)));
+            }
+        }
+    }
+    if !conflicts.is_empty() && !force {
+        return Err(ApiError::apply_conflict(&conflicts));
+    }
+
+    let mut patch = config.clone();
+    meta::remove(&mut patch, "managedFields");
+    let mut merged = strategic::patch(current, &patch, def)?;
+
+    let previous = managers
+        .iter()
+        .find(|e| is_me(e))
+        .map(|e| e.fields.clone())
+        .unwrap_or_default();
+    for path in previous.0.difference(&applied.0) {
+        let owned_elsewhere = managers
+            .iter()
+            .any(|e| !is_me(e) && e.fields.0.contains(path));
+        if !owned_elsewhere {
+            remove_at(&mut merged, path);
+        }
+    }
+    if force {
+        for e in managers.iter_mut().filter(|e| !is_me(e)) {
+            e.fields.0.retain(|p| !applied.0.contains(p));
+        }
+    }
+    managers.retain(|e| !is_me(e));
+    managers.push(Entry {
+        manager: manager.name.to_owned(),
+        operation: "Apply".into(),
+        api_version: manager.api_version.to_owned(),
+        time: meta::now(),
+        subresource: manager.subresource.map(str::to_owned),
+        fields: applied,
+    });
+    store(&mut merged, managers);
+    Ok(merged)
+}
+
+/// Records an ordinary write (create, update, patch): the fields it changed
+/// move to `manager`. A write that sets `managedFields` itself keeps them.
+pub fn track_update(old: Option<&Value>, new: &mut Value, manager: &Manager, def: Option<&str>) {
+    let given = meta::get(new, "managedFields").cloned();
+    let before = old.and_then(|o| meta::get(o, "managedFields")).cloned();
+    if given.is_some() && given != before {
+        return;
+    }
+    let mut managers = old.map(entries).unwrap_or_default();
+    let now = FieldSet::of(new, def);
+    let empty = json!({});
+    let old_obj = old.unwrap_or(&empty);
+    let changed: Vec<_> = now
+        .0
+        .iter()
+        .filter(|p| value_at(old_obj, p) != value_at(new, p))
+        .cloned()
+        .collect();
+    for e in managers.iter_mut() {
+        e.fields.0.retain(|p| now.0.contains(p));
+    }
+    let is_me = |e: &Entry| {
+        e.manager == manager.name
+            && e.operation == "Update"
+            && e.subresource.as_deref() == manager.subresource
+    };
+    if !changed.is_empty() {
+        for e in managers.iter_mut().filter(|e| !is_me(e)) {
+            e.fields.0.retain(|p| !changed.contains(p));
+        }
+        match managers.iter_mut().find(|e| is_me(e)) {
+            Some(e) => {
+                e.fields.0.extend(changed);
+                e.time = meta::now();
+            }
+            None => managers.push(Entry {
+                manager: manager.name.to_owned(),
+                operation: "Update".into(),
+                api_version: manager.api_version.to_owned(),
+                time: meta::now(),
+                subresource: manager.subresource.map(str::to_owned),
+                fields: FieldSet(changed.into_iter().collect()),
+            }),
+        }
+    }
+    store(new, managers);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEPLOY: Option<&str> = Some("io.k8s.api.apps.v1.Deployment");
+
+    fn mgr(name: &str) -> Manager<'_> {
+        Manager {
+            name,
+            api_version: "apps/v1",
+            subresource: None,
+        }
+    }
+
+    fn deploy(replicas: i64, image: &str) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "c", "image": image}]}}}})
+    }
+
+    #[test]
+    fn apply_then_conflict_then_force() {
+        let first = apply(None, &deploy(1, "i:1"), &mgr("alice"), false, DEPLOY).unwrap();
+        assert_eq!(first["metadata"]["managedFields"][0]["manager"], "alice");
+        // Same values from another manager: shared, no conflict.
+        let shared = apply(Some(&first), &deploy(1, "i:1"), &mgr("bob"), false, DEPLOY).unwrap();
+        let err = apply(Some(&shared), &deploy(3, "i:1"), &mgr("bob"), false, DEPLOY).unwrap_err();
+        assert_eq!((err.code, err.reason), (409, "Conflict"));
+        assert!(err.message.contains(".spec.replicas"), "{}", err.message);
+        let forced = apply(Some(&shared), &deploy(3, "i:1"), &mgr("bob"), true, DEPLOY).unwrap();
+        assert_eq!(forced["spec"]["replicas"], 3);
+    }
+
+    #[test]
+    fn fields_dropped_from_config_are_removed() {
+        let mut with_label = deploy(1, "i");
+        with_label["metadata"]["labels"] = json!({"a": "1"});
+        let first = apply(None, &with_label, &mgr("alice"), false, DEPLOY).unwrap();
+        let second = apply(Some(&first), &deploy(1, "i"), &mgr("alice"), false, DEPLOY).unwrap();
+        assert!(second["metadata"]["labels"].get("a").is_none(), "{second}");
+    }
+
+    #[test]
+    fn updates_move_changed_fields_to_the_writer() {
+        let first = apply(None, &deploy(1, "i"), &mgr("alice"), false, DEPLOY).unwrap();
+        let mut scaled = first.clone();
+        scaled["spec"]["replicas"] = json!(5);
+        track_update(Some(&first), &mut scaled, &mgr("scaler"), DEPLOY);
+        let managed = scaled["metadata"]["managedFields"].as_array().unwrap();
+        let scaler = managed.iter().find(|e| e["manager"] == "scaler").unwrap();
+        assert_eq!(scaler["fieldsV1"], json!({"f:spec": {"f:replicas": {}}}));
+        // Now alice re-applying replicas 1 conflicts with the scaler.
+        let err = apply(Some(&scaled), &deploy(1, "i"), &mgr("alice"), false, DEPLOY).unwrap_err();
+        assert!(err.message.contains("scaler"));
+    }
+}

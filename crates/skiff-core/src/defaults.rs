@@ -1,0 +1,224 @@
+//! Upstream's defaults for the fields kubectl shows, applied on every write.
+
+use serde_json::{json, Value};
+
+use crate::registry::ResourceType;
+
+/// Sets `obj[key]` to `value` when it is absent or null.
+fn or_insert(obj: &mut Value, key: &str, value: Value) {
+    if let Some(map) = obj.as_object_mut() {
+        let slot = map.entry(key.to_owned()).or_insert(Value::Null);
+        if slot.is_null() {
+            *slot = value;
+        }
+    }
+}
+
+/// Applies defaults to an object of resource type `r`.
+pub fn apply(r: &ResourceType, obj: &mut Value) {
+    match (r.group, r.kind) {
+        ("", "Pod") => {
+            if obj.get("spec").is_some() {
+                pod_spec(&mut obj["spec"]);
+            }
+        }
+        ("apps", "Deployment") => {
+            let spec = spec(obj);
+            or_insert(spec, "replicas", json!(1));
+            or_insert(spec, "revisionHistoryLimit", json!(10));
+            or_insert(spec, "progressDeadlineSeconds", json!(600));
+            or_insert(spec, "strategy", json!({}));
+            or_insert(&mut spec["strategy"], "type", json!("RollingUpdate"));
+            if spec["strategy"]["type"] == "RollingUpdate" {
+                or_insert(&mut spec["strategy"], "rollingUpdate", json!({}));
+                let ru = &mut spec["strategy"]["rollingUpdate"];
+                or_insert(ru, "maxSurge", json!("25%"));
+                or_insert(ru, "maxUnavailable", json!("25%"));
+            }
+            template(spec);
+        }
+        ("apps", "ReplicaSet") => {
+            let spec = spec(obj);
+            or_insert(spec, "replicas", json!(1));
+            template(spec);
+        }
+        ("apps", "StatefulSet") => {
+            let spec = spec(obj);
+            or_insert(spec, "replicas", json!(1));
+            or_insert(spec, "podManagementPolicy", json!("OrderedReady"));
+            or_insert(spec, "revisionHistoryLimit", json!(10));
+            or_insert(
+                spec,
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+            );
+            or_insert(
+                spec,
+                "persistentVolumeClaimRetentionPolicy",
+                json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+            );
+            template(spec);
+        }
+        ("apps", "DaemonSet") => {
+            let spec = spec(obj);
+            or_insert(spec, "revisionHistoryLimit", json!(10));
+            or_insert(
+                spec,
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+            );
+            template(spec);
+        }
+        ("batch", "Job") => job_spec(spec(obj)),
+        ("batch", "CronJob") => {
+            let spec = spec(obj);
+            or_insert(spec, "concurrencyPolicy", json!("Allow"));
+            or_insert(spec, "suspend", json!(false));
+            or_insert(spec, "successfulJobsHistoryLimit", json!(3));
+            or_insert(spec, "failedJobsHistoryLimit", json!(1));
+            or_insert(spec, "jobTemplate", json!({}));
+            or_insert(&mut spec["jobTemplate"], "spec", json!({}));
+            job_spec(&mut spec["jobTemplate"]["spec"]);
+        }
+        ("", "Service") => {
+            let spec = spec(obj);
+            or_insert(spec, "type", json!("ClusterIP"));
+            or_insert(spec, "sessionAffinity", json!("None"));
+            if spec["type"] != "ExternalName" {
+                or_insert(spec, "internalTrafficPolicy", json!("Cluster"));
+                or_insert(spec, "ipFamilyPolicy", json!("SingleStack"));
+                or_insert(spec, "ipFamilies", json!(["IPv4"]));
+            }
+            for port in spec["ports"].as_array_mut().into_iter().flatten() {
+                or_insert(port, "protocol", json!("TCP"));
+                let p = port["port"].clone();
+                or_insert(port, "targetPort", p);
+            }
+        }
+        ("", "Namespace") => {
+            or_insert(obj, "spec", json!({}));
+            or_insert(&mut obj["spec"], "finalizers", json!(["kubernetes"]));
+            or_insert(obj, "status", json!({}));
+            or_insert(&mut obj["status"], "phase", json!("Active"));
+            let name = crate::meta::name(obj).to_owned();
+            let meta = crate::meta::meta_mut(obj);
+            let labels = meta.entry("labels").or_insert(json!({}));
+            if labels.is_null() {
+                *labels = json!({});
+            }
+            labels["kubernetes.io/metadata.name"] = json!(name);
+        }
+        ("", "Secret") => or_insert(obj, "type", json!("Opaque")),
+        ("", "PersistentVolumeClaim") => {
+            or_insert(spec(obj), "volumeMode", json!("Filesystem"));
+            or_insert(obj, "status", json!({}));
+            or_insert(&mut obj["status"], "phase", json!("Pending"));
+        }
+        ("", "PersistentVolume") => {
+            or_insert(spec(obj), "persistentVolumeReclaimPolicy", json!("Retain"));
+            or_insert(obj, "status", json!({}));
+            or_insert(&mut obj["status"], "phase", json!("Pending"));
+        }
+        _ => {}
+    }
+}
+
+fn spec(obj: &mut Value) -> &mut Value {
+    or_insert(obj, "spec", json!({}));
+    &mut obj["spec"]
+}
+
+fn template(spec: &mut Value) {
+    if let Some(pod) = spec.get_mut("template").and_then(|t| t.get_mut("spec")) {
+        pod_spec(pod);
+    }
+}
+
+fn job_spec(spec: &mut Value) {
+    or_insert(spec, "parallelism", json!(1));
+    if spec["parallelism"] == 1 {
+        or_insert(spec, "completions", json!(1));
+    }
+    or_insert(spec, "backoffLimit", json!(6));
+    or_insert(spec, "completionMode", json!("NonIndexed"));
+    or_insert(spec, "suspend", json!(false));
+    or_insert(spec, "manualSelector", json!(false));
+    or_insert(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+    template(spec);
+}
+
+/// Defaults of a pod spec, in pods and in templates.
+pub fn pod_spec(spec: &mut Value) {
+    or_insert(spec, "restartPolicy", json!("Always"));
+    or_insert(spec, "dnsPolicy", json!("ClusterFirst"));
+    or_insert(spec, "schedulerName", json!("default-scheduler"));
+    or_insert(spec, "terminationGracePeriodSeconds", json!(30));
+    or_insert(spec, "securityContext", json!({}));
+    for list in ["initContainers", "containers"] {
+        for c in spec[list].as_array_mut().into_iter().flatten() {
+            container(c);
+        }
+    }
+}
+
+fn container(c: &mut Value) {
+    or_insert(c, "terminationMessagePath", json!("/dev/termination-log"));
+    or_insert(c, "terminationMessagePolicy", json!("File"));
+    or_insert(c, "resources", json!({}));
+    let image = c["image"].as_str().unwrap_or("");
+    or_insert(c, "imagePullPolicy", json!(pull_policy(image)));
+    for port in c["ports"].as_array_mut().into_iter().flatten() {
+        or_insert(port, "protocol", json!("TCP"));
+    }
+}
+
+/// `Always` for `:latest` or untagged images, else `IfNotPresent`.
+fn pull_policy(image: &str) -> &'static str {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    match last.split_once(':') {
+        _ if image.contains('@') => "IfNotPresent",
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::lookup;
+
+    #[test]
+    fn pull_policy_table() {
+        for (image, want) in [
+            ("busybox", "Always"),
+            ("busybox:latest", "Always"),
+            ("busybox:1.36", "IfNotPresent"),
+            ("127.0.0.1:5000/busybox", "Always"),
+            ("127.0.0.1:5000/busybox:1", "IfNotPresent"),
+            ("busybox@sha256:abc", "IfNotPresent"),
+        ] {
+            assert_eq!(pull_policy(image), want, "{image}");
+        }
+    }
+
+    #[test]
+    fn deployment_defaults_keep_given_values() {
+        let mut d = json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}}});
+        apply(lookup("apps", "v1", "deployments").unwrap(), &mut d);
+        assert_eq!(d["spec"]["replicas"], 3);
+        assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
+    }
+
+    #[test]
+    fn service_ports_default_target_port() {
+        let mut s = json!({"spec": {"ports": [{"port": 80}]}});
+        apply(lookup("", "v1", "services").unwrap(), &mut s);
+        assert_eq!(s["spec"]["ports"][0]["targetPort"], 80);
+        assert_eq!(s["spec"]["ports"][0]["protocol"], "TCP");
+        assert_eq!(s["spec"]["type"], "ClusterIP");
+    }
+}

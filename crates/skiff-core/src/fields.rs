@@ -1,0 +1,299 @@
+//! Field sets, the `fieldsV1` form of `managedFields`: which fields of an
+//! object a manager owns. A set is kept as its leaf paths; a path element is
+//! `f:<field>`, `k:<merge key json>` for an item of a keyed list, `v:<json>`
+//! for an item of a set, and `.` for a keyed item itself.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Map, Value};
+
+use crate::schema::{schemas, ListStrategy};
+
+pub type Path = Vec<String>;
+
+/// The leaf paths a manager owns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FieldSet(pub BTreeSet<Path>);
+
+/// Top-level metadata fields that no manager owns.
+const UNOWNED_META: &[&str] = &[
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "managedFields",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "selfLink",
+];
+
+impl FieldSet {
+    /// Every field set in `obj`, an object of root definition `def`.
+    pub fn of(obj: &Value, def: Option<&str>) -> Self {
+        let mut set = BTreeSet::new();
+        let Some(map) = obj.as_object() else {
+            return Self(set);
+        };
+        for (k, v) in map {
+            if matches!(k.as_str(), "apiVersion" | "kind" | "status") {
+                continue;
+            }
+            let mut path = vec![format!("f:{k}")];
+            if k == "metadata" {
+                for (mk, mv) in v.as_object().into_iter().flatten() {
+                    if UNOWNED_META.contains(&mk.as_str()) {
+                        continue;
+                    }
+                    path.push(format!("f:{mk}"));
+                    let child = def.and_then(|d| schemas().property_def(d, "metadata"));
+                    walk(mv, child, Some(mk), &mut path, &mut set);
+                    path.pop();
+                }
+                continue;
+            }
+            walk(v, def, Some(k), &mut path, &mut set);
+        }
+        Self(set)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The `fieldsV1` JSON form.
+    pub fn to_json(&self) -> Value {
+        let mut root = Map::new();
+        for path in &self.0 {
+            let mut node = &mut root;
+            for part in path {
+                node = node
+                    .entry(part.clone())
+                    .or_insert_with(|| json!({}))
+                    .as_object_mut()
+                    .expect("field set nodes are objects");
+            }
+        }
+        Value::Object(root)
+    }
+
+    /// Parses the `fieldsV1` JSON form.
+    pub fn from_json(v: &Value) -> Self {
+        fn go(v: &Value, path: &mut Path, out: &mut BTreeSet<Path>) {
+            match v.as_object() {
+                Some(m) if !m.is_empty() => {
+                    for (k, child) in m {
+                        path.push(k.clone());
+                        go(child, path, out);
+                        path.pop();
+                    }
+                }
+                _ => {
+                    if !path.is_empty() {
+                        out.insert(path.clone());
+                    }
+                }
+            }
+        }
+        let mut out = BTreeSet::new();
+        go(v, &mut Vec::new(), &mut out);
+        Self(out)
+    }
+}
+
+/// Adds the leaves of `v`, the value of field `field` in definition `def`
+/// (the definition holding the field), found at `path`.
+fn walk(
+    v: &Value,
+    def: Option<&str>,
+    field: Option<&str>,
+    path: &mut Path,
+    out: &mut BTreeSet<Path>,
+) {
+    let s = schemas();
+    let own_def = match (def, field) {
+        (Some(d), Some(f)) => s.property_def(d, f),
+        _ => None,
+    };
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            let is_map = matches!((def, field), (Some(d), Some(f)) if s.is_map(d, f));
+            for (k, child) in m {
+                path.push(format!("f:{k}"));
+                if is_map || own_def.is_none() {
+                    walk(child, None, None, path, out);
+                } else {
+                    walk(child, own_def, Some(k), path, out);
+                }
+                path.pop();
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            let strategy = match (def, field) {
+                (Some(d), Some(f)) => s.list_strategy(d, f),
+                _ => ListStrategy::Atomic,
+            };
+            let items_def = match (def, field) {
+                (Some(d), Some(f)) => s.items_def(d, f),
+                _ => None,
+            };
+            match strategy {
+                ListStrategy::Atomic => {
+                    out.insert(path.clone());
+                }
+                ListStrategy::Set => {
+                    for item in items {
+                        path.push(format!("v:{item}"));
+                        out.insert(path.clone());
+                        path.pop();
+                    }
+                }
+                ListStrategy::Map(key) => {
+                    for item in items {
+                        path.push(format!("k:{}", json!({ key: item.get(key) })));
+                        path.push(".".into());
+                        out.insert(path.clone());
+                        path.pop();
+                        for (k, child) in item.as_object().into_iter().flatten() {
+                            path.push(format!("f:{k}"));
+                            walk(child, items_def, Some(k), path, out);
+                            path.pop();
+                        }
+                        path.pop();
+                    }
+                }
+            }
+        }
+        _ => {
+            out.insert(path.clone());
+        }
+    }
+}
+
+/// The value at a field path, if present.
+pub fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(obj, |v, part| step(v, part))
+}
+
+fn step<'a>(v: &'a Value, part: &str) -> Option<&'a Value> {
+    if part == "." {
+        return Some(v);
+    }
+    if let Some(f) = part.strip_prefix("f:") {
+        return v.get(f);
+    }
+    let items = v.as_array()?;
+    if let Some(k) = part.strip_prefix("k:") {
+        let want: Map<String, Value> = serde_json::from_str(k).ok()?;
+        return items
+            .iter()
+            .find(|i| want.iter().all(|(wk, wv)| i.get(wk) == Some(wv)));
+    }
+    let want: Value = serde_json::from_str(part.strip_prefix("v:")?).ok()?;
+    items.iter().find(|i| **i == want)
+}
+
+/// Removes the field at `path` from `obj`: a keyed item when the path ends
+/// in `.`, a set item for `v:`, a field otherwise.
+pub fn remove_at(obj: &mut Value, path: &[String]) {
+    let (last, parent_path) = match path.split_last() {
+        Some(split) => split,
+        None => return,
+    };
+    let (target, parent_path) = if last == "." {
+        match parent_path.split_last() {
+            Some((item, rest)) => (item, rest),
+            None => return,
+        }
+    } else {
+        (last, parent_path)
+    };
+    let Some(parent) = parent_path
+        .iter()
+        .try_fold(obj, |v, part| step_mut(v, part))
+    else {
+        return;
+    };
+    if let Some(f) = target.strip_prefix("f:") {
+        if let Some(m) = parent.as_object_mut() {
+            m.remove(f);
+        }
+    } else if let Some(items) = parent.as_array_mut() {
+        let found = step(&Value::Array(items.clone()), target).cloned();
+        if let Some(found) = found {
+            items.retain(|i| *i != found);
+        }
+    }
+}
+
+fn step_mut<'a>(v: &'a mut Value, part: &str) -> Option<&'a mut Value> {
+    if part == "." {
+        return Some(v);
+    }
+    if let Some(f) = part.strip_prefix("f:") {
+        return v.get_mut(f);
+    }
+    let found = step(v, part)?.clone();
+    v.as_array_mut()?.iter_mut().find(|i| **i == found)
+}
+
+/// Upstream's dotted rendering of a path, for conflict messages
+/// (`.spec.replicas`, `.spec.template.spec.containers[name="web"].image`).
+pub fn display(path: &[String]) -> String {
+    let mut out = String::new();
+    for part in path {
+        if let Some(f) = part.strip_prefix("f:") {
+            out.push('.');
+            out.push_str(f);
+        } else if let Some(k) = part.strip_prefix("k:") {
+            let m: Map<String, Value> = serde_json::from_str(k).unwrap_or_default();
+            let inner: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out.push_str(&format!("[{}]", inner.join(",")));
+        } else if let Some(v) = part.strip_prefix("v:") {
+            out.push_str(&format!("[={v}]"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEPLOY: Option<&str> = Some("io.k8s.api.apps.v1.Deployment");
+
+    #[test]
+    fn keyed_lists_use_merge_keys_and_round_trip() {
+        let d = json!({"metadata": {"name": "web", "labels": {"app": "web"}},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let set = FieldSet::of(&d, DEPLOY);
+        let fields = set.to_json();
+        assert_eq!(fields["f:metadata"], json!({"f:labels": {"f:app": {}}}));
+        assert_eq!(
+            fields["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"],
+            json!({".": {}, "f:image": {}, "f:name": {}})
+        );
+        assert_eq!(FieldSet::from_json(&fields), set);
+        let image: Path = [
+            "f:spec",
+            "f:template",
+            "f:spec",
+            "f:containers",
+            "k:{\"name\":\"c\"}",
+            "f:image",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(value_at(&d, &image), Some(&json!("i")));
+        assert_eq!(
+            display(&image),
+            ".spec.template.spec.containers[name=\"c\"].image"
+        );
+        let mut d2 = d.clone();
+        let mut item = image.clone();
+        *item.last_mut().unwrap() = ".".into();
+        remove_at(&mut d2, &item);
+        assert_eq!(d2["spec"]["template"]["spec"]["containers"], json!([]));
+    }
+}

@@ -1,0 +1,232 @@
+//! Every resource the API serves: where it lives, its scope and names, and
+//! the typed k8s-openapi struct that checks its shape.
+
+use schemars::{generate::SchemaGenerator, Schema};
+use serde_json::Value;
+
+/// One resource type at one group-version.
+#[derive(Debug)]
+pub struct ResourceType {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    pub subresources: &'static [&'static str],
+    /// Round-trips an object through its typed struct: an error means the
+    /// object has the wrong shape; fields the struct does not know are dropped.
+    pub decode: fn(Value) -> Result<Value, serde_json::Error>,
+    /// Adds the type's JSON schema to a generator.
+    pub schema: fn(&mut SchemaGenerator) -> Schema,
+}
+
+impl ResourceType {
+    /// `apps/v1`, or `v1` for the core group.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    pub fn singular(&self) -> String {
+        self.kind.to_ascii_lowercase()
+    }
+
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+
+    pub fn has_subresource(&self, name: &str) -> bool {
+        self.subresources.contains(&name)
+    }
+
+    /// Whether updates to the main resource ignore `status` (upstream's
+    /// status strategy), because a status subresource exists.
+    pub fn has_status(&self) -> bool {
+        self.has_subresource("status")
+    }
+
+    /// The storage key prefix shared by every version of this resource.
+    pub fn key_prefix(&self) -> String {
+        let group = if self.group.is_empty() {
+            "core"
+        } else {
+            self.group
+        };
+        // Versions whose schemas differ are stored apart (no conversion yet).
+        if self.group == "autoscaling" {
+            format!("/registry/{group}/{}/{}/", self.version, self.plural)
+        } else {
+            format!("/registry/{group}/{}/", self.plural)
+        }
+    }
+
+    /// The storage key of one object.
+    pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
+        match namespace {
+            Some(ns) if self.namespaced => format!("{}{ns}/{name}", self.key_prefix()),
+            _ => format!("{}{name}", self.key_prefix()),
+        }
+    }
+
+    /// The key prefix of a list, in one namespace or across all.
+    pub fn list_prefix(&self, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) if self.namespaced => format!("{}{ns}/", self.key_prefix()),
+            _ => self.key_prefix(),
+        }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(
+    v: Value,
+) -> Result<Value, serde_json::Error> {
+    serde_json::to_value(serde_json::from_value::<T>(v)?)
+}
+
+fn schema<T: schemars::JsonSchema>(g: &mut SchemaGenerator) -> Schema {
+    g.subschema_for::<T>()
+}
+
+macro_rules! resources {
+    ($( $group:literal $version:literal $kind:literal $plural:literal $scope:ident $ty:ty,
+        [$($short:literal),*] [$($cat:literal),*] [$($sub:literal),*]; )*) => {
+        /// Every served resource, in discovery order.
+        pub static RESOURCES: &[ResourceType] = &[$(
+            ResourceType {
+                group: $group,
+                version: $version,
+                kind: $kind,
+                plural: $plural,
+                namespaced: resources!(@scope $scope),
+                short_names: &[$($short),*],
+                categories: &[$($cat),*],
+                subresources: &[$($sub),*],
+                decode: decode::<$ty>,
+                schema: schema::<$ty>,
+            },
+        )*];
+    };
+    (@scope Namespaced) => { true };
+    (@scope Cluster) => { false };
+}
+
+use k8s_openapi::api::{
+    apps::v1 as apps, autoscaling::v1 as as1, autoscaling::v2 as as2, batch::v1 as batch,
+    coordination::v1 as coord, core::v1 as core, discovery::v1 as disc, events::v1 as ev,
+    networking::v1 as net, policy::v1 as policy, rbac::v1 as rbac, storage::v1 as storage,
+};
+
+resources! {
+    "" "v1" "Namespace" "namespaces" Cluster core::Namespace, ["ns"] [] ["status", "finalize"];
+    "" "v1" "Pod" "pods" Namespaced core::Pod, ["po"] ["all"] ["status", "binding", "eviction"];
+    "" "v1" "Node" "nodes" Cluster core::Node, ["no"] [] ["status"];
+    "" "v1" "Service" "services" Namespaced core::Service, ["svc"] ["all"] ["status"];
+    "" "v1" "Endpoints" "endpoints" Namespaced core::Endpoints, ["ep"] [] [];
+    "" "v1" "ConfigMap" "configmaps" Namespaced core::ConfigMap, ["cm"] [] [];
+    "" "v1" "Secret" "secrets" Namespaced core::Secret, [] [] [];
+    "" "v1" "Event" "events" Namespaced core::Event, ["ev"] [] [];
+    "" "v1" "ServiceAccount" "serviceaccounts" Namespaced core::ServiceAccount, ["sa"] [] [];
+    "" "v1" "PersistentVolume" "persistentvolumes" Cluster core::PersistentVolume, ["pv"] [] ["status"];
+    "" "v1" "PersistentVolumeClaim" "persistentvolumeclaims" Namespaced core::PersistentVolumeClaim, ["pvc"] [] ["status"];
+    "" "v1" "LimitRange" "limitranges" Namespaced core::LimitRange, ["limits"] [] [];
+    "" "v1" "ResourceQuota" "resourcequotas" Namespaced core::ResourceQuota, ["quota"] [] ["status"];
+    "apps" "v1" "Deployment" "deployments" Namespaced apps::Deployment, ["deploy"] ["all"] ["status", "scale"];
+    "apps" "v1" "ReplicaSet" "replicasets" Namespaced apps::ReplicaSet, ["rs"] ["all"] ["status", "scale"];
+    "apps" "v1" "StatefulSet" "statefulsets" Namespaced apps::StatefulSet, ["sts"] ["all"] ["status", "scale"];
+    "apps" "v1" "DaemonSet" "daemonsets" Namespaced apps::DaemonSet, ["ds"] ["all"] ["status"];
+    "apps" "v1" "ControllerRevision" "controllerrevisions" Namespaced apps::ControllerRevision, [] [] [];
+    "batch" "v1" "Job" "jobs" Namespaced batch::Job, [] ["all"] ["status"];
+    "batch" "v1" "CronJob" "cronjobs" Namespaced batch::CronJob, ["cj"] ["all"] ["status"];
+    "autoscaling" "v2" "HorizontalPodAutoscaler" "horizontalpodautoscalers" Namespaced as2::HorizontalPodAutoscaler, ["hpa"] ["all"] ["status"];
+    "autoscaling" "v1" "HorizontalPodAutoscaler" "horizontalpodautoscalers" Namespaced as1::HorizontalPodAutoscaler, ["hpa"] ["all"] ["status"];
+    "coordination.k8s.io" "v1" "Lease" "leases" Namespaced coord::Lease, [] [] [];
+    "storage.k8s.io" "v1" "StorageClass" "storageclasses" Cluster storage::StorageClass, ["sc"] [] [];
+    "rbac.authorization.k8s.io" "v1" "Role" "roles" Namespaced rbac::Role, [] [] [];
+    "rbac.authorization.k8s.io" "v1" "RoleBinding" "rolebindings" Namespaced rbac::RoleBinding, [] [] [];
+    "rbac.authorization.k8s.io" "v1" "ClusterRole" "clusterroles" Cluster rbac::ClusterRole, [] [] [];
+    "rbac.authorization.k8s.io" "v1" "ClusterRoleBinding" "clusterrolebindings" Cluster rbac::ClusterRoleBinding, [] [] [];
+    "networking.k8s.io" "v1" "Ingress" "ingresses" Namespaced net::Ingress, ["ing"] [] ["status"];
+    "networking.k8s.io" "v1" "IngressClass" "ingressclasses" Cluster net::IngressClass, [] [] [];
+    "networking.k8s.io" "v1" "NetworkPolicy" "networkpolicies" Namespaced net::NetworkPolicy, ["netpol"] [] [];
+    "discovery.k8s.io" "v1" "EndpointSlice" "endpointslices" Namespaced disc::EndpointSlice, [] [] [];
+    "events.k8s.io" "v1" "Event" "events" Namespaced ev::Event, ["ev"] [] [];
+    "policy" "v1" "PodDisruptionBudget" "poddisruptionbudgets" Namespaced policy::PodDisruptionBudget, ["pdb"] [] ["status"];
+}
+
+/// Finds a resource by group, version and plural name.
+pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// Finds a resource by group, version and kind.
+pub fn by_kind(group: &str, version: &str, kind: &str) -> Option<&'static ResourceType> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.kind == kind)
+}
+
+/// The group-versions served, in preference order within each group.
+pub fn group_versions() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+    for r in RESOURCES {
+        match out.iter_mut().find(|(g, _)| *g == r.group) {
+            Some((_, versions)) if !versions.contains(&r.version) => versions.push(r.version),
+            Some(_) => {}
+            None => out.push((r.group, vec![r.version])),
+        }
+    }
+    out
+}
+
+/// Splits `apps/v1` into `("apps", "v1")` and `v1` into `("", "v1")`.
+pub fn split_api_version(api_version: &str) -> (&str, &str) {
+    api_version.split_once('/').unwrap_or(("", api_version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plural_names_are_unique_per_group_version() {
+        for (i, a) in RESOURCES.iter().enumerate() {
+            for b in &RESOURCES[i + 1..] {
+                assert!(
+                    !(a.group == b.group && a.version == b.version && a.plural == b.plural),
+                    "{} served twice",
+                    a.plural
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn decode_checks_shape_and_drops_unknown_fields() {
+        let pods = lookup("", "v1", "pods").unwrap();
+        let ok = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}], "bogus": 1}});
+        let out = (pods.decode)(ok).unwrap();
+        assert!(out["spec"].get("bogus").is_none());
+        let bad = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p"}, "spec": {"containers": "nope"}});
+        assert!((pods.decode)(bad).is_err());
+    }
+
+    #[test]
+    fn keys_nest_namespace_under_resource() {
+        let d = lookup("apps", "v1", "deployments").unwrap();
+        assert_eq!(
+            d.key(Some("ns"), "web"),
+            "/registry/apps/deployments/ns/web"
+        );
+        let n = lookup("", "v1", "nodes").unwrap();
+        assert_eq!(n.key(Some("ignored"), "n1"), "/registry/core/nodes/n1");
+    }
+}

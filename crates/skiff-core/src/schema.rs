@@ -1,0 +1,312 @@
+//! The JSON schemas of every served type, generated once from the
+//! k8s-openapi structs, with the patch metadata upstream keeps in Go struct
+//! tags: which lists merge, and by which key.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use serde_json::{Map, Value};
+
+use crate::registry::{ResourceType, RESOURCES};
+
+/// How a list field behaves under strategic merge patch and apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListStrategy {
+    /// Replaced whole.
+    Atomic,
+    /// A set of scalars: merged by value.
+    Set,
+    /// A list of objects merged by the value of one key.
+    Map(&'static str),
+}
+
+/// `(definition, property, merge key)`; no key means a set of scalars.
+/// Upstream's `patchStrategy:"merge"` struct tags.
+const MERGE_LISTS: &[(&str, &str, Option<&str>)] = &[
+    ("io.k8s.api.core.v1.PodSpec", "containers", Some("name")),
+    ("io.k8s.api.core.v1.PodSpec", "initContainers", Some("name")),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "ephemeralContainers",
+        Some("name"),
+    ),
+    ("io.k8s.api.core.v1.PodSpec", "volumes", Some("name")),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "imagePullSecrets",
+        Some("name"),
+    ),
+    ("io.k8s.api.core.v1.PodSpec", "hostAliases", Some("ip")),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "topologySpreadConstraints",
+        Some("topologyKey"),
+    ),
+    ("io.k8s.api.core.v1.PodSpec", "resourceClaims", Some("name")),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "schedulingGates",
+        Some("name"),
+    ),
+    (
+        "io.k8s.api.core.v1.Container",
+        "ports",
+        Some("containerPort"),
+    ),
+    ("io.k8s.api.core.v1.Container", "env", Some("name")),
+    (
+        "io.k8s.api.core.v1.Container",
+        "volumeMounts",
+        Some("mountPath"),
+    ),
+    (
+        "io.k8s.api.core.v1.Container",
+        "volumeDevices",
+        Some("devicePath"),
+    ),
+    ("io.k8s.api.core.v1.EphemeralContainer", "env", Some("name")),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "volumeMounts",
+        Some("mountPath"),
+    ),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "volumeDevices",
+        Some("devicePath"),
+    ),
+    ("io.k8s.api.core.v1.PodStatus", "conditions", Some("type")),
+    ("io.k8s.api.core.v1.PodStatus", "podIPs", Some("ip")),
+    ("io.k8s.api.core.v1.PodStatus", "hostIPs", Some("ip")),
+    ("io.k8s.api.core.v1.NodeStatus", "conditions", Some("type")),
+    ("io.k8s.api.core.v1.NodeStatus", "addresses", Some("type")),
+    ("io.k8s.api.core.v1.NodeSpec", "podCIDRs", None),
+    ("io.k8s.api.core.v1.ServiceSpec", "ports", Some("port")),
+    ("io.k8s.api.core.v1.ServiceAccount", "secrets", Some("name")),
+    (
+        "io.k8s.api.core.v1.PersistentVolumeClaimStatus",
+        "conditions",
+        Some("type"),
+    ),
+    (
+        "io.k8s.api.core.v1.NamespaceStatus",
+        "conditions",
+        Some("type"),
+    ),
+    (
+        "io.k8s.api.apps.v1.DeploymentStatus",
+        "conditions",
+        Some("type"),
+    ),
+    (
+        "io.k8s.api.apps.v1.ReplicaSetStatus",
+        "conditions",
+        Some("type"),
+    ),
+    (
+        "io.k8s.api.apps.v1.StatefulSetStatus",
+        "conditions",
+        Some("type"),
+    ),
+    (
+        "io.k8s.api.apps.v1.DaemonSetStatus",
+        "conditions",
+        Some("type"),
+    ),
+    ("io.k8s.api.batch.v1.JobStatus", "conditions", Some("type")),
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "finalizers",
+        None,
+    ),
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "ownerReferences",
+        Some("uid"),
+    ),
+];
+
+/// Fields whose patches carry `$retainKeys` (one-of unions).
+const RETAIN_KEYS: &[(&str, &str)] = &[
+    ("io.k8s.api.core.v1.PodSpec", "volumes"),
+    ("io.k8s.api.apps.v1.DeploymentSpec", "strategy"),
+    ("io.k8s.api.apps.v1.DaemonSetSpec", "updateStrategy"),
+    ("io.k8s.api.apps.v1.StatefulSetSpec", "updateStrategy"),
+];
+
+/// All generated schemas, by definition name.
+pub struct Schemas {
+    pub definitions: Map<String, Value>,
+    roots: HashMap<(&'static str, &'static str, &'static str), String>,
+}
+
+/// The schemas, generated on first use.
+pub fn schemas() -> &'static Schemas {
+    static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
+    SCHEMAS.get_or_init(generate)
+}
+
+fn generate() -> Schemas {
+    let mut gen = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let mut roots = HashMap::new();
+    for r in RESOURCES {
+        let root = (r.schema)(&mut gen);
+        if let Some(name) = ref_name(root.as_value()) {
+            roots.insert((r.group, r.version, r.kind), name.to_owned());
+        }
+    }
+    add_subresource_types(&mut gen);
+    let mut definitions: Map<String, Value> = gen.take_definitions(true).into_iter().collect();
+    for ((group, version, kind), name) in &roots {
+        if let Some(def) = definitions.get_mut(name) {
+            def["x-kubernetes-group-version-kind"] =
+                serde_json::json!([{ "group": group, "version": version, "kind": kind }]);
+        }
+    }
+    for (name, kind, group, version) in [
+        (
+            "io.k8s.api.autoscaling.v1.Scale",
+            "Scale",
+            "autoscaling",
+            "v1",
+        ),
+        (
+            "io.k8s.apimachinery.pkg.apis.meta.v1.Status",
+            "Status",
+            "",
+            "v1",
+        ),
+        ("io.k8s.api.core.v1.Binding", "Binding", "", "v1"),
+        ("io.k8s.api.policy.v1.Eviction", "Eviction", "policy", "v1"),
+    ] {
+        if let Some(def) = definitions.get_mut(name) {
+            def["x-kubernetes-group-version-kind"] =
+                serde_json::json!([{ "group": group, "version": version, "kind": kind }]);
+        }
+    }
+    for (def, prop, key) in MERGE_LISTS {
+        if let Some(p) = definitions
+            .get_mut(*def)
+            .and_then(|d| d["properties"].get_mut(*prop))
+        {
+            let retain = RETAIN_KEYS.contains(&(def, prop));
+            p["x-kubernetes-patch-strategy"] =
+                Value::from(if retain { "merge,retainKeys" } else { "merge" });
+            match key {
+                Some(k) => {
+                    p["x-kubernetes-patch-merge-key"] = Value::from(*k);
+                    p["x-kubernetes-list-type"] = Value::from("map");
+                    p["x-kubernetes-list-map-keys"] = serde_json::json!([k]);
+                }
+                None => p["x-kubernetes-list-type"] = Value::from("set"),
+            }
+        }
+    }
+    for (def, prop) in RETAIN_KEYS {
+        if let Some(p) = definitions
+            .get_mut(*def)
+            .and_then(|d| d["properties"].get_mut(*prop))
+        {
+            if p.get("x-kubernetes-patch-strategy").is_none() {
+                p["x-kubernetes-patch-strategy"] = Value::from("retainKeys");
+            }
+        }
+    }
+    Schemas { definitions, roots }
+}
+
+/// Types that appear in subresources but are no resource of their own.
+fn add_subresource_types(gen: &mut schemars::generate::SchemaGenerator) {
+    use k8s_openapi::api::{autoscaling::v1::Scale, core::v1::Binding, policy::v1::Eviction};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, Status};
+    gen.subschema_for::<Scale>();
+    gen.subschema_for::<Binding>();
+    gen.subschema_for::<Eviction>();
+    gen.subschema_for::<Status>();
+    gen.subschema_for::<DeleteOptions>();
+}
+
+/// The definition a schema refers to, directly or through `allOf`.
+pub fn ref_name(schema: &Value) -> Option<&str> {
+    schema
+        .get("$ref")
+        .or_else(|| schema.get("allOf")?.get(0)?.get("$ref"))
+        .and_then(Value::as_str)
+        .and_then(|r| r.rsplit('/').next())
+}
+
+impl Schemas {
+    /// The root definition name of a resource.
+    pub fn root(&self, r: &ResourceType) -> Option<&str> {
+        self.roots
+            .get(&(r.group, r.version, r.kind))
+            .map(String::as_str)
+    }
+
+    /// The schema of property `prop` of definition `def`.
+    pub fn property(&self, def: &str, prop: &str) -> Option<&Value> {
+        self.definitions.get(def)?.get("properties")?.get(prop)
+    }
+
+    /// The definition name of property `prop`'s own type, for an object.
+    pub fn property_def(&self, def: &str, prop: &str) -> Option<&str> {
+        ref_name(self.property(def, prop)?)
+    }
+
+    /// The definition name of the items of list property `prop`.
+    pub fn items_def(&self, def: &str, prop: &str) -> Option<&str> {
+        ref_name(self.property(def, prop)?.get("items")?)
+    }
+
+    /// How list property `prop` of `def` merges.
+    pub fn list_strategy(&self, def: &str, prop: &str) -> ListStrategy {
+        MERGE_LISTS
+            .iter()
+            .find(|(d, p, _)| *d == def && *p == prop)
+            .map_or(ListStrategy::Atomic, |(_, _, key)| match key {
+                Some(k) => ListStrategy::Map(k),
+                None => ListStrategy::Set,
+            })
+    }
+
+    /// Whether property `prop` of `def` is a map (`additionalProperties`).
+    pub fn is_map(&self, def: &str, prop: &str) -> bool {
+        self.property(def, prop)
+            .is_some_and(|p| p.get("additionalProperties").is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::lookup;
+
+    #[test]
+    fn deployment_schema_carries_gvk_and_merge_keys() {
+        let s = schemas();
+        let root = s
+            .root(lookup("apps", "v1", "deployments").unwrap())
+            .unwrap();
+        assert_eq!(root, "io.k8s.api.apps.v1.Deployment");
+        assert_eq!(
+            s.definitions[root]["x-kubernetes-group-version-kind"][0]["kind"],
+            "Deployment"
+        );
+        let containers = s
+            .property("io.k8s.api.core.v1.PodSpec", "containers")
+            .unwrap();
+        assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
+        assert_eq!(
+            s.list_strategy("io.k8s.api.core.v1.PodSpec", "containers"),
+            ListStrategy::Map("name")
+        );
+        assert_eq!(
+            s.list_strategy("io.k8s.api.core.v1.PodSpec", "tolerations"),
+            ListStrategy::Atomic
+        );
+        assert_eq!(
+            s.property_def("io.k8s.api.apps.v1.DeploymentSpec", "template"),
+            Some("io.k8s.api.core.v1.PodTemplateSpec")
+        );
+    }
+}

@@ -1,0 +1,284 @@
+//! Label selectors (`a=b,c!=d,e in (f,g),h notin (i),j,!k`) and field
+//! selectors (`metadata.name=x,spec.nodeName!=`).
+
+use serde_json::Value;
+
+use crate::{meta, ApiError};
+
+#[derive(Clone, Debug, PartialEq)]
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    NotExists(String),
+}
+
+/// A parsed label selector; the empty one matches everything.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LabelSelector(Vec<Requirement>);
+
+/// Splits on commas that are not inside parentheses.
+fn split_terms(s: &str) -> Vec<&str> {
+    let (mut depth, mut start, mut out) = (0, 0, Vec::new());
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out.into_iter()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+fn values(list: &str) -> Result<Vec<String>, ApiError> {
+    let inner = list
+        .trim()
+        .strip_prefix('(')
+        .and_then(|l| l.strip_suffix(')'))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unable to parse requirement: expected (values), found {list:?}"
+            ))
+        })?;
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect())
+}
+
+fn check_key(key: &str) -> Result<String, ApiError> {
+    let ok = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+    if ok {
+        Ok(key.to_owned())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "unable to parse requirement: invalid label key {key:?}"
+        )))
+    }
+}
+
+impl LabelSelector {
+    pub fn parse(s: &str) -> Result<Self, ApiError> {
+        let mut reqs = Vec::new();
+        for term in split_terms(s) {
+            let req = if let Some(key) = term.strip_prefix('!') {
+                Requirement::NotExists(check_key(key.trim())?)
+            } else if let Some((k, v)) = term.split_once("!=") {
+                Requirement::NotEquals(check_key(k.trim())?, v.trim().to_owned())
+            } else if let Some((k, v)) = term.split_once("==") {
+                Requirement::Equals(check_key(k.trim())?, v.trim().to_owned())
+            } else if let Some((k, v)) = term.split_once('=') {
+                Requirement::Equals(check_key(k.trim())?, v.trim().to_owned())
+            } else if let Some((k, v)) = term.split_once(" notin ") {
+                Requirement::NotIn(check_key(k.trim())?, values(v)?)
+            } else if let Some((k, v)) = term.split_once(" in ") {
+                Requirement::In(check_key(k.trim())?, values(v)?)
+            } else {
+                Requirement::Exists(check_key(term)?)
+            };
+            reqs.push(req);
+        }
+        Ok(Self(reqs))
+    }
+
+    /// Builds one from a `metav1.LabelSelector` object
+    /// (`matchLabels`, `matchExpressions`).
+    pub fn from_object(sel: &Value) -> Result<Self, ApiError> {
+        let mut reqs = Vec::new();
+        if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
+            for (k, v) in m {
+                reqs.push(Requirement::Equals(
+                    k.clone(),
+                    v.as_str().unwrap_or("").to_owned(),
+                ));
+            }
+        }
+        for e in sel
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let key = e["key"].as_str().unwrap_or("").to_owned();
+            let vals: Vec<String> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            reqs.push(match e["operator"].as_str() {
+                Some("In") => Requirement::In(key, vals),
+                Some("NotIn") => Requirement::NotIn(key, vals),
+                Some("Exists") => Requirement::Exists(key),
+                Some("DoesNotExist") => Requirement::NotExists(key),
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "{other:?} is not a valid label selector operator"
+                    )))
+                }
+            });
+        }
+        Ok(Self(reqs))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn matches<'a>(&self, labels: impl Fn(&str) -> Option<&'a str>) -> bool {
+        self.0.iter().all(|r| match r {
+            Requirement::Equals(k, v) => labels(k) == Some(v.as_str()),
+            Requirement::NotEquals(k, v) => labels(k) != Some(v.as_str()),
+            Requirement::In(k, vs) => labels(k).is_some_and(|l| vs.iter().any(|v| v == l)),
+            Requirement::NotIn(k, vs) => !labels(k).is_some_and(|l| vs.iter().any(|v| v == l)),
+            Requirement::Exists(k) => labels(k).is_some(),
+            Requirement::NotExists(k) => labels(k).is_none(),
+        })
+    }
+
+    pub fn matches_object(&self, obj: &Value) -> bool {
+        let labels = meta::get(obj, "labels");
+        self.matches(|k| labels?.get(k)?.as_str())
+    }
+}
+
+/// A parsed field selector: `path=value` and `path!=value` terms.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FieldSelector(Vec<(String, bool, String)>);
+
+impl FieldSelector {
+    pub fn parse(s: &str) -> Result<Self, ApiError> {
+        let mut terms = Vec::new();
+        for term in split_terms(s) {
+            let (path, equal, value) = if let Some((p, v)) = term.split_once("!=") {
+                (p, false, v)
+            } else if let Some((p, v)) = term.split_once("==") {
+                (p, true, v)
+            } else if let Some((p, v)) = term.split_once('=') {
+                (p, true, v)
+            } else {
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: {term:?}; can't understand {term:?}"
+                )));
+            };
+            terms.push((path.trim().to_owned(), equal, value.trim().to_owned()));
+        }
+        Ok(Self(terms))
+    }
+
+    /// The value a term requires for `path`, if one term pins it.
+    pub fn exact(&self, path: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(p, eq, _)| p == path && *eq)
+            .map(|(_, _, v)| v.as_str())
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.0.iter().all(|(path, equal, want)| {
+            let have = match meta::path(obj, path) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Bool(b)) => b.to_string(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => String::new(),
+            };
+            (have == *want) == *equal
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn label_selector_table() {
+        let obj = json!({"metadata": {"labels": {"app": "web", "tier": "front"}}});
+        let cases = [
+            ("", true),
+            ("app=web", true),
+            ("app==web", true),
+            ("app=db", false),
+            ("app!=db", true),
+            ("app!=web", false),
+            ("app in (web,db)", true),
+            ("app in (db)", false),
+            ("app notin (db)", true),
+            ("app notin (web, db)", false),
+            ("tier", true),
+            ("missing", false),
+            ("!missing", true),
+            ("!app", false),
+            ("app=web,tier=front", true),
+            ("app=web,tier in (back)", false),
+            ("missing!=x", true),
+            ("missing notin (x)", true),
+        ];
+        for (sel, want) in cases {
+            let s = LabelSelector::parse(sel).unwrap();
+            assert_eq!(s.matches_object(&obj), want, "{sel}");
+        }
+    }
+
+    #[test]
+    fn bad_label_selectors_are_refused() {
+        for bad in ["app in web", "a b=c", "=x"] {
+            assert_eq!(LabelSelector::parse(bad).unwrap_err().code, 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn selector_from_object() {
+        let sel = LabelSelector::from_object(&json!({
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["front"]}]
+        }))
+        .unwrap();
+        assert!(
+            sel.matches_object(&json!({"metadata": {"labels": {"app": "web", "tier": "front"}}}))
+        );
+        assert!(!sel.matches_object(&json!({"metadata": {"labels": {"app": "web"}}})));
+    }
+
+    #[test]
+    fn field_selector_table() {
+        let pod = json!({"metadata": {"name": "p", "namespace": "ns"},
+                         "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
+        let cases = [
+            ("metadata.name=p", true),
+            ("metadata.name!=p", false),
+            ("spec.nodeName=n1,status.phase=Running", true),
+            ("spec.nodeName=", false),
+            ("status.phase!=Pending", true),
+            ("spec.schedulerName=", true),
+        ];
+        for (sel, want) in cases {
+            assert_eq!(
+                FieldSelector::parse(sel).unwrap().matches(&pod),
+                want,
+                "{sel}"
+            );
+        }
+        assert_eq!(
+            FieldSelector::parse("metadata.name=p")
+                .unwrap()
+                .exact("metadata.name"),
+            Some("p")
+        );
+    }
+}

@@ -1,0 +1,311 @@
+//! Strategic merge patch: a merge patch that knows, from the schema, which
+//! lists merge by key, plus the directives kubectl sends (`$patch`,
+//! `$retainKeys`, `$setElementOrder/…`, `$deleteFromPrimitiveList/…`).
+
+use serde_json::{Map, Value};
+
+use crate::schema::{schemas, ListStrategy, Schemas};
+use crate::ApiError;
+
+/// Applies `patch` to `original`, an object whose root definition is `def`
+/// (`None` patches as a plain merge patch would, with directives honoured).
+pub fn patch(original: &Value, patch: &Value, def: Option<&str>) -> Result<Value, ApiError> {
+    let s = schemas();
+    match merge_value(s, Some(original), patch, def)? {
+        Some(v) => Ok(v),
+        None => Err(ApiError::bad_request("the patch deletes the whole object")),
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::bad_request(msg.into())
+}
+
+/// Merges one value; `None` means "delete this value".
+fn merge_value(
+    s: &Schemas,
+    original: Option<&Value>,
+    patch: &Value,
+    def: Option<&str>,
+) -> Result<Option<Value>, ApiError> {
+    let Some(p) = patch.as_object() else {
+        return Ok(if patch.is_null() {
+            None
+        } else {
+            Some(patch.clone())
+        });
+    };
+    match p.get("$patch").and_then(Value::as_str) {
+        Some("delete") => return Ok(None),
+        Some("replace") => {
+            let mut out = p.clone();
+            out.remove("$patch");
+            return Ok(Some(Value::Object(out)));
+        }
+        Some("merge") | None => {}
+        Some(other) => return Err(bad(format!("unknown patch type: {other:?}"))),
+    }
+    let mut out = match original {
+        Some(Value::Object(o)) => o.clone(),
+        _ => Map::new(),
+    };
+    for (key, value) in p {
+        if key == "$patch" || key == "$retainKeys" {
+            continue;
+        }
+        if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/") {
+            let drop: Vec<&Value> = value.as_array().into_iter().flatten().collect();
+            if let Some(Value::Array(items)) = out.get_mut(field) {
+                items.retain(|v| !drop.contains(&v));
+            }
+            continue;
+        }
+        if key.starts_with("$setElementOrder/") {
+            continue;
+        }
+        if key.starts_with('$') {
+            return Err(bad(format!("unknown patch directive: {key:?}")));
+        }
+        let child_def = def.and_then(|d| s.property_def(d, key));
+        let merged = match value {
+            Value::Array(items) => {
+                let strategy = def.map_or(ListStrategy::Atomic, |d| s.list_strategy(d, key));
+                let items_def = def.and_then(|d| s.items_def(d, key));
+                let order = p
+                    .get(&format!("$setElementOrder/{key}"))
+                    .and_then(Value::as_array);
+                Some(merge_list(
+                    s,
+                    out.get(key),
+                    items,
+                    strategy,
+                    items_def,
+                    order,
+                )?)
+            }
+            _ => merge_value(s, out.get(key), value, child_def)?,
+        };
+        match merged {
+            Some(v) => {
+                out.insert(key.clone(), v);
+            }
+            None => {
+                out.remove(key);
+            }
+        }
+    }
+    // Lists named only in an order directive are reordered in place.
+    for (key, order) in p {
+        if let (Some(field), Value::Array(order)) = (key.strip_prefix("$setElementOrder/"), order) {
+            if p.contains_key(field) {
+                continue;
+            }
+            let strategy = def.map_or(ListStrategy::Atomic, |d| s.list_strategy(d, field));
+            if let Some(Value::Array(items)) = out.get_mut(field) {
+                reorder(items, order, strategy);
+            }
+        }
+    }
+    if let Some(retain) = p.get("$retainKeys").and_then(Value::as_array) {
+        let keep: Vec<&str> = retain.iter().filter_map(Value::as_str).collect();
+        out.retain(|k, _| keep.contains(&k.as_str()));
+    }
+    Ok(Some(Value::Object(out)))
+}
+
+fn merge_list(
+    s: &Schemas,
+    original: Option<&Value>,
+    patch: &[Value],
+    strategy: ListStrategy,
+    items_def: Option<&str>,
+    order: Option<&Vec<Value>>,
+) -> Result<Value, ApiError> {
+    let orig: Vec<Value> = original
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut out = match strategy {
+        ListStrategy::Atomic => {
+            if patch.iter().any(|v| v.get("$patch").is_some()) {
+                let replace = patch.iter().any(|v| v["$patch"] == "replace");
+                if !replace {
+                    return Err(bad("$patch directives need a list with a merge key"));
+                }
+            }
+            patch
+                .iter()
+                .filter(|v| v.get("$patch").is_none())
+                .cloned()
+                .collect()
+        }
+        ListStrategy::Set => {
+            let mut out = orig;
+            for v in patch {
+                if !out.contains(v) {
+                    out.push(v.clone());
+                }
+            }
+            out
+        }
+        ListStrategy::Map(key) => {
+            if patch
+                .iter()
+                .any(|v| v.get("$patch").and_then(Value::as_str) == Some("replace"))
+            {
+                return Ok(Value::Array(
+                    patch
+                        .iter()
+                        .filter(|v| v.get("$patch").is_none())
+                        .cloned()
+                        .collect(),
+                ));
+            }
+            let mut out = orig;
+            for item in patch {
+                let id = item.get(key).ok_or_else(|| {
+                    bad(format!(
+                        "map: {item} does not contain declared merge key: {key}"
+                    ))
+                })?;
+                let pos = out.iter().position(|o| o.get(key) == Some(id));
+                let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+                match (pos, delete) {
+                    (Some(i), true) => {
+                        out.remove(i);
+                    }
+                    (None, true) => {}
+                    (Some(i), false) => match merge_value(s, Some(&out[i]), item, items_def)? {
+                        Some(v) => out[i] = v,
+                        None => {
+                            out.remove(i);
+                        }
+                    },
+                    (None, false) => {
+                        if let Some(v) = merge_value(s, None, item, items_def)? {
+                            out.push(v);
+                        }
+                    }
+                }
+            }
+            out
+        }
+    };
+    if let Some(order) = order {
+        reorder(&mut out, order, strategy);
+    }
+    Ok(Value::Array(out))
+}
+
+/// Orders `items` as `order` lists them; items it does not name keep their
+/// relative order, after the named ones.
+fn reorder(items: &mut [Value], order: &[Value], strategy: ListStrategy) {
+    let rank = |v: &Value| -> usize {
+        order
+            .iter()
+            .position(|o| match strategy {
+                ListStrategy::Map(key) => o.get(key).is_some() && o.get(key) == v.get(key),
+                _ => o == v,
+            })
+            .unwrap_or(usize::MAX)
+    };
+    items.sort_by_key(|v| rank(v));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const DEPLOY: Option<&str> = Some("io.k8s.api.apps.v1.Deployment");
+
+    fn check(original: Value, p: Value, want: Value) {
+        assert_eq!(patch(&original, &p, DEPLOY).unwrap(), want);
+    }
+
+    fn pod(containers: Value) -> Value {
+        json!({"spec": {"template": {"spec": {"containers": containers}}}})
+    }
+
+    #[test]
+    fn containers_merge_by_name() {
+        check(
+            pod(json!([{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}])),
+            pod(json!([{"name": "b", "image": "b:2"}])),
+            pod(json!([{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:2"}])),
+        );
+    }
+
+    #[test]
+    fn delete_directive_removes_one_item() {
+        check(
+            pod(json!([{"name": "a", "image": "a"}, {"name": "b", "image": "b"}])),
+            pod(json!([{"name": "a", "$patch": "delete"}])),
+            pod(json!([{"name": "b", "image": "b"}])),
+        );
+    }
+
+    #[test]
+    fn set_element_order_orders_the_merged_list() {
+        let p = json!({"spec": {"template": {"spec": {
+            "$setElementOrder/containers": [{"name": "b"}, {"name": "a"}],
+            "containers": [{"name": "a", "image": "a:2"}]}}}});
+        check(
+            pod(json!([{"name": "a", "image": "a"}, {"name": "b", "image": "b"}])),
+            p,
+            pod(json!([{"name": "b", "image": "b"}, {"name": "a", "image": "a:2"}])),
+        );
+    }
+
+    #[test]
+    fn null_removes_and_maps_merge() {
+        check(
+            json!({"metadata": {"labels": {"a": "1", "b": "2"}}}),
+            json!({"metadata": {"labels": {"a": null, "c": "3"}}}),
+            json!({"metadata": {"labels": {"b": "2", "c": "3"}}}),
+        );
+    }
+
+    #[test]
+    fn atomic_lists_are_replaced() {
+        let t = |v: Value| json!({"spec": {"template": {"spec": {"tolerations": v}}}});
+        check(
+            t(json!([{"key": "a"}])),
+            t(json!([{"key": "b"}])),
+            t(json!([{"key": "b"}])),
+        );
+    }
+
+    #[test]
+    fn retain_keys_drops_the_other_union_member() {
+        check(
+            json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}}),
+            json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate", "rollingUpdate": null}}}),
+            json!({"spec": {"strategy": {"type": "Recreate"}}}),
+        );
+    }
+
+    #[test]
+    fn primitive_set_lists_union_and_delete() {
+        check(
+            json!({"metadata": {"finalizers": ["a", "b"]}}),
+            json!({"metadata": {"finalizers": ["c"], "$deleteFromPrimitiveList/finalizers": ["a"]}}),
+            json!({"metadata": {"finalizers": ["b", "c"]}}),
+        );
+    }
+
+    #[test]
+    fn replace_directive_replaces_a_map() {
+        check(
+            json!({"metadata": {"labels": {"a": "1"}}}),
+            json!({"metadata": {"labels": {"$patch": "replace", "b": "2"}}}),
+            json!({"metadata": {"labels": {"b": "2"}}}),
+        );
+    }
+
+    #[test]
+    fn missing_merge_key_is_a_bad_request() {
+        let err = patch(&pod(json!([])), &pod(json!([{"image": "x"}])), DEPLOY).unwrap_err();
+        assert_eq!(err.code, 400);
+    }
+}

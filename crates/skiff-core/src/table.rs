@@ -1,0 +1,664 @@
+//! `meta.k8s.io/v1 Table` output: the columns kubectl prints for each kind.
+
+use serde_json::{json, Value};
+
+use crate::meta;
+use crate::registry::ResourceType;
+
+/// One column: name, type, priority (`-o wide` shows priority 1).
+type Column = (&'static str, &'static str, u8);
+
+fn columns(kind: &str) -> &'static [Column] {
+    match kind {
+        "Pod" => &[
+            ("Name", "string", 0),
+            ("Ready", "string", 0),
+            ("Status", "string", 0),
+            ("Restarts", "string", 0),
+            ("Age", "string", 0),
+            ("IP", "string", 1),
+            ("Node", "string", 1),
+            ("Nominated Node", "string", 1),
+            ("Readiness Gates", "string", 1),
+        ],
+        "Deployment" => &[
+            ("Name", "string", 0),
+            ("Ready", "string", 0),
+            ("Up-to-date", "integer", 0),
+            ("Available", "integer", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        "ReplicaSet" => &[
+            ("Name", "string", 0),
+            ("Desired", "integer", 0),
+            ("Current", "integer", 0),
+            ("Ready", "integer", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        "StatefulSet" => &[
+            ("Name", "string", 0),
+            ("Ready", "string", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+        ],
+        "DaemonSet" => &[
+            ("Name", "string", 0),
+            ("Desired", "integer", 0),
+            ("Current", "integer", 0),
+            ("Ready", "integer", 0),
+            ("Up-to-date", "integer", 0),
+            ("Available", "integer", 0),
+            ("Node Selector", "string", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        "Service" => &[
+            ("Name", "string", 0),
+            ("Type", "string", 0),
+            ("Cluster-IP", "string", 0),
+            ("External-IP", "string", 0),
+            ("Port(s)", "string", 0),
+            ("Age", "string", 0),
+            ("Selector", "string", 1),
+        ],
+        "Node" => &[
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Roles", "string", 0),
+            ("Age", "string", 0),
+            ("Version", "string", 0),
+            ("Internal-IP", "string", 1),
+            ("External-IP", "string", 1),
+            ("OS-Image", "string", 1),
+            ("Kernel-Version", "string", 1),
+            ("Container-Runtime", "string", 1),
+        ],
+        "Namespace" => &[
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "ConfigMap" => &[
+            ("Name", "string", 0),
+            ("Data", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        "Secret" => &[
+            ("Name", "string", 0),
+            ("Type", "string", 0),
+            ("Data", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        "Event" => &[
+            ("Last Seen", "string", 0),
+            ("Type", "string", 0),
+            ("Reason", "string", 0),
+            ("Object", "string", 0),
+            ("Message", "string", 0),
+        ],
+        "Job" => &[
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Completions", "string", 0),
+            ("Duration", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "CronJob" => &[
+            ("Name", "string", 0),
+            ("Schedule", "string", 0),
+            ("Suspend", "boolean", 0),
+            ("Active", "integer", 0),
+            ("Last Schedule", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "Endpoints" => &[
+            ("Name", "string", 0),
+            ("Endpoints", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "ServiceAccount" => &[
+            ("Name", "string", 0),
+            ("Secrets", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "PersistentVolumeClaim" => &[
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Volume", "string", 0),
+            ("Capacity", "string", 0),
+            ("Access Modes", "string", 0),
+            ("StorageClass", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "Lease" => &[
+            ("Name", "string", 0),
+            ("Holder", "string", 0),
+            ("Age", "string", 0),
+        ],
+        _ => &[("Name", "string", 0), ("Age", "string", 0)],
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn int(v: &Value) -> i64 {
+    v.as_i64().unwrap_or(0)
+}
+
+fn or_none(v: String) -> String {
+    if v.is_empty() {
+        "<none>".into()
+    } else {
+        v
+    }
+}
+
+/// Upstream's `HumanDuration` of the time since an RFC 3339 timestamp.
+pub fn age(timestamp: &str) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(timestamp) else {
+        return "<unknown>".into();
+    };
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
+    human_duration(secs)
+}
+
+pub fn human_duration(secs: i64) -> String {
+    let (m, h, d) = (secs / 60, secs / 3600, secs / 86400);
+    match () {
+        _ if secs < 120 => format!("{secs}s"),
+        _ if m < 10 => match secs % 60 {
+            0 => format!("{m}m"),
+            s => format!("{m}m{s}s"),
+        },
+        _ if m < 180 => format!("{m}m"),
+        _ if h < 8 => match m % 60 {
+            0 => format!("{h}h"),
+            mm => format!("{h}h{mm}m"),
+        },
+        _ if h < 48 => format!("{h}h"),
+        _ if h < 192 => match h % 24 {
+            0 => format!("{d}d"),
+            hh => format!("{d}d{hh}h"),
+        },
+        _ if d < 730 => format!("{d}d"),
+        _ if d < 2920 => match d % 365 {
+            0 => format!("{}y", d / 365),
+            dd => format!("{}y{dd}d", d / 365),
+        },
+        _ => format!("{}y", d / 365),
+    }
+}
+
+fn join(items: impl Iterator<Item = String>) -> String {
+    items.collect::<Vec<_>>().join(",")
+}
+
+fn containers(spec: &Value) -> (String, String) {
+    let list = spec["containers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    (
+        join(list.iter().map(|c| s(&c["name"]))),
+        join(list.iter().map(|c| s(&c["image"]))),
+    )
+}
+
+fn selector(sel: &Value) -> String {
+    let mut parts: Vec<String> = sel["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", s(v)))
+        .collect();
+    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
+        let vals = join(e["values"].as_array().into_iter().flatten().map(s));
+        parts.push(match e["operator"].as_str() {
+            Some("In") => format!("{} in ({vals})", s(&e["key"])),
+            Some("NotIn") => format!("{} notin ({vals})", s(&e["key"])),
+            Some("Exists") => s(&e["key"]),
+            _ => format!("!{}", s(&e["key"])),
+        });
+    }
+    or_none(parts.join(","))
+}
+
+fn pod_status(pod: &Value) -> String {
+    if meta::is_deleting(pod) {
+        return "Terminating".into();
+    }
+    let statuses = pod["status"]["containerStatuses"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    for c in statuses {
+        if let Some(reason) = c["state"]["waiting"]["reason"].as_str() {
+            return reason.into();
+        }
+        if let Some(reason) = c["state"]["terminated"]["reason"].as_str() {
+            return reason.into();
+        }
+    }
+    if let Some(reason) = pod["status"]["reason"].as_str() {
+        return reason.into();
+    }
+    or_none(s(&pod["status"]["phase"])).replace("<none>", "Pending")
+}
+
+fn cells(kind: &str, o: &Value) -> Vec<Value> {
+    let name = json!(meta::name(o));
+    let created = json!(meta::get_str(o, "creationTimestamp").map_or("<unknown>".into(), age));
+    let (spec, status) = (&o["spec"], &o["status"]);
+    match kind {
+        "Pod" => {
+            let statuses = status["containerStatuses"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let total = spec["containers"].as_array().map_or(0, Vec::len);
+            let ready = statuses.iter().filter(|c| c["ready"] == true).count();
+            let restarts: i64 = statuses.iter().map(|c| int(&c["restartCount"])).sum();
+            vec![
+                name,
+                json!(format!("{ready}/{total}")),
+                json!(pod_status(o)),
+                json!(restarts.to_string()),
+                created,
+                json!(or_none(s(&status["podIP"]))),
+                json!(or_none(s(&spec["nodeName"]))),
+                json!(or_none(s(&status["nominatedNodeName"]))),
+                json!("<none>"),
+            ]
+        }
+        "Deployment" => {
+            let (c, i) = containers(&spec["template"]["spec"]);
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    int(&status["readyReplicas"]),
+                    int(&spec["replicas"])
+                )),
+                json!(int(&status["updatedReplicas"])),
+                json!(int(&status["availableReplicas"])),
+                created,
+                json!(c),
+                json!(i),
+                json!(selector(&spec["selector"])),
+            ]
+        }
+        "ReplicaSet" => {
+            let (c, i) = containers(&spec["template"]["spec"]);
+            vec![
+                name,
+                json!(int(&spec["replicas"])),
+                json!(int(&status["replicas"])),
+                json!(int(&status["readyReplicas"])),
+                created,
+                json!(c),
+                json!(i),
+                json!(selector(&spec["selector"])),
+            ]
+        }
+        "StatefulSet" => {
+            let (c, i) = containers(&spec["template"]["spec"]);
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    int(&status["readyReplicas"]),
+                    int(&spec["replicas"])
+                )),
+                created,
+                json!(c),
+                json!(i),
+            ]
+        }
+        "DaemonSet" => {
+            let (c, i) = containers(&spec["template"]["spec"]);
+            let ns = join(
+                spec["template"]["spec"]["nodeSelector"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}={}", s(v))),
+            );
+            vec![
+                name,
+                json!(int(&status["desiredNumberScheduled"])),
+                json!(int(&status["currentNumberScheduled"])),
+                json!(int(&status["numberReady"])),
+                json!(int(&status["updatedNumberScheduled"])),
+                json!(int(&status["numberAvailable"])),
+                json!(or_none(ns)),
+                created,
+                json!(c),
+                json!(i),
+                json!(selector(&spec["selector"])),
+            ]
+        }
+        "Service" => {
+            let ports = join(spec["ports"].as_array().into_iter().flatten().map(|p| {
+                match p["nodePort"].as_i64() {
+                    Some(np) => format!("{}:{np}/{}", int(&p["port"]), s(&p["protocol"])),
+                    None => format!("{}/{}", int(&p["port"]), s(&p["protocol"])),
+                }
+            }));
+            let external = join(
+                status["loadBalancer"]["ingress"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|i| s(&i["ip"])),
+            );
+            let sel = join(
+                spec["selector"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}={}", s(v))),
+            );
+            vec![
+                name,
+                json!(s(&spec["type"])),
+                json!(or_none(s(&spec["clusterIP"]))),
+                json!(or_none(external)),
+                json!(or_none(ports)),
+                created,
+                json!(or_none(sel)),
+            ]
+        }
+        "Node" => {
+            let ready = status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Ready");
+            let mut st = match ready.map(|c| s(&c["status"])) {
+                Some(x) if x == "True" => "Ready".to_string(),
+                Some(_) => "NotReady".to_string(),
+                None => "Unknown".to_string(),
+            };
+            if spec["unschedulable"] == true {
+                st.push_str(",SchedulingDisabled");
+            }
+            let roles = join(meta::labels(o).filter_map(|(k, _)| {
+                k.strip_prefix("node-role.kubernetes.io/")
+                    .map(str::to_owned)
+            }));
+            let addr = |t: &str| {
+                or_none(join(
+                    status["addresses"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|a| a["type"] == t)
+                        .map(|a| s(&a["address"])),
+                ))
+            };
+            let info = &status["nodeInfo"];
+            vec![
+                name,
+                json!(st),
+                json!(or_none(roles)),
+                created,
+                json!(s(&info["kubeletVersion"])),
+                json!(addr("InternalIP")),
+                json!(addr("ExternalIP")),
+                json!(s(&info["osImage"])),
+                json!(s(&info["kernelVersion"])),
+                json!(s(&info["containerRuntimeVersion"])),
+            ]
+        }
+        "Namespace" => vec![name, json!(s(&status["phase"])), created],
+        "ConfigMap" => {
+            let n = o["data"].as_object().map_or(0, |m| m.len())
+                + o["binaryData"].as_object().map_or(0, |m| m.len());
+            vec![name, json!(n), created]
+        }
+        "Secret" => vec![
+            name,
+            json!(s(&o["type"])),
+            json!(o["data"].as_object().map_or(0, |m| m.len())),
+            created,
+        ],
+        "Event" => {
+            let last = ["lastTimestamp", "eventTime", "firstTimestamp"]
+                .iter()
+                .find_map(|f| o[f].as_str());
+            let last = last
+                .or_else(|| meta::get_str(o, "creationTimestamp"))
+                .map_or("<unknown>".into(), age);
+            let obj = format!(
+                "{}/{}",
+                s(&o["involvedObject"]["kind"]).to_lowercase(),
+                s(&o["involvedObject"]["name"])
+            );
+            vec![
+                json!(last),
+                json!(s(&o["type"])),
+                json!(s(&o["reason"])),
+                json!(obj),
+                json!(s(&o["message"])),
+            ]
+        }
+        "Job" => {
+            let conds = status["conditions"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let has = |t: &str| {
+                conds
+                    .iter()
+                    .any(|c| c["type"] == t && c["status"] == "True")
+            };
+            let st = if has("Complete") {
+                "Complete"
+            } else if has("Failed") {
+                "Failed"
+            } else if has("Suspended") {
+                "Suspended"
+            } else {
+                "Running"
+            };
+            let duration = match (
+                status["startTime"].as_str(),
+                status["completionTime"].as_str(),
+            ) {
+                (Some(a), Some(b)) => match (
+                    chrono::DateTime::parse_from_rfc3339(a),
+                    chrono::DateTime::parse_from_rfc3339(b),
+                ) {
+                    (Ok(a), Ok(b)) => human_duration((b - a).num_seconds()),
+                    _ => String::new(),
+                },
+                (Some(a), None) => age(a),
+                _ => String::new(),
+            };
+            vec![
+                name,
+                json!(st),
+                json!(format!(
+                    "{}/{}",
+                    int(&status["succeeded"]),
+                    int(&spec["completions"])
+                )),
+                json!(duration),
+                created,
+            ]
+        }
+        "CronJob" => vec![
+            name,
+            json!(s(&spec["schedule"])),
+            json!(spec["suspend"] == true),
+            json!(status["active"].as_array().map_or(0, Vec::len)),
+            json!(status["lastScheduleTime"]
+                .as_str()
+                .map_or("<none>".into(), age)),
+            created,
+        ],
+        "Endpoints" => {
+            let eps: Vec<String> = o["subsets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|ss| {
+                    let ports: Vec<i64> = ss["ports"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|p| int(&p["port"]))
+                        .collect();
+                    ss["addresses"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .flat_map(move |a| {
+                            let ip = s(&a["ip"]);
+                            let ports = ports.clone();
+                            if ports.is_empty() {
+                                vec![ip]
+                            } else {
+                                ports.into_iter().map(|p| format!("{ip}:{p}")).collect()
+                            }
+                        })
+                })
+                .collect();
+            vec![name, json!(or_none(eps.join(","))), created]
+        }
+        "ServiceAccount" => vec![
+            name,
+            json!(o["secrets"].as_array().map_or(0, Vec::len).to_string()),
+            created,
+        ],
+        "PersistentVolumeClaim" => vec![
+            name,
+            json!(s(&status["phase"])),
+            json!(s(&spec["volumeName"])),
+            json!(s(&status["capacity"]["storage"])),
+            json!(join(
+                status["accessModes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|m| match m.as_str() {
+                        Some("ReadWriteOnce") => "RWO".to_string(),
+                        Some("ReadOnlyMany") => "ROX".into(),
+                        Some("ReadWriteMany") => "RWX".into(),
+                        Some("ReadWriteOncePod") => "RWOP".into(),
+                        _ => s(m),
+                    })
+            )),
+            json!(or_none(s(&spec["storageClassName"]))),
+            created,
+        ],
+        "Lease" => vec![name, json!(or_none(s(&spec["holderIdentity"]))), created],
+        _ => vec![name, created],
+    }
+}
+
+/// Renders objects of `r` as a Table. `include` is the `includeObject`
+/// parameter: `None`, `Metadata` (the default) or `Object`.
+pub fn render(
+    r: &ResourceType,
+    items: &[Value],
+    resource_version: &str,
+    cont: Option<&str>,
+    include: &str,
+) -> Value {
+    let cols = columns(r.kind);
+    let definitions: Vec<Value> = cols
+        .iter()
+        .map(|(name, ty, priority)| {
+            let mut c = json!({"name": name, "type": ty, "format": "", "description": "", "priority": priority});
+            if *name == "Name" {
+                c["format"] = json!("name");
+            }
+            c
+        })
+        .collect();
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|o| {
+            let object = match include {
+                "None" => Value::Null,
+                "Object" => o.clone(),
+                _ => json!({
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": o["metadata"].clone(),
+                }),
+            };
+            json!({"cells": cells(r.kind, o), "object": object})
+        })
+        .collect();
+    let mut metadata = json!({"resourceVersion": resource_version});
+    if let Some(c) = cont {
+        metadata["continue"] = json!(c);
+    }
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": metadata,
+        "columnDefinitions": definitions,
+        "rows": rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::lookup;
+
+    #[test]
+    fn human_durations() {
+        for (secs, want) in [
+            (5, "5s"),
+            (119, "119s"),
+            (150, "2m30s"),
+            (600, "10m"),
+            (4 * 3600 + 60, "4h1m"),
+            (30 * 3600, "30h"),
+            (3 * 86400 + 3600, "3d1h"),
+            (100 * 86400, "100d"),
+        ] {
+            assert_eq!(human_duration(secs), want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn pod_row() {
+        let pods = lookup("", "v1", "pods").unwrap();
+        let pod = json!({"metadata": {"name": "p", "creationTimestamp": meta::now()},
+            "spec": {"nodeName": "n1", "containers": [{"name": "a"}, {"name": "b"}]},
+            "status": {"phase": "Running", "podIP": "10.42.0.5",
+                "containerStatuses": [{"ready": true, "restartCount": 2}, {"ready": false, "restartCount": 1}]}});
+        let t = render(pods, &[pod], "7", None, "Metadata");
+        let cells = &t["rows"][0]["cells"];
+        assert_eq!(cells[0], "p");
+        assert_eq!(cells[1], "1/2");
+        assert_eq!(cells[2], "Running");
+        assert_eq!(cells[3], "3");
+        assert_eq!(cells[5], "10.42.0.5");
+        assert_eq!(cells[6], "n1");
+        assert_eq!(t["columnDefinitions"][5]["priority"], 1);
+        assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    }
+}
