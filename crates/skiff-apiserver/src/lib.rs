@@ -1,1 +1,128 @@
+//! The Kubernetes API server: the cluster's one entry point.
+//!
+//! HTTPS (rustls) → authentication → REST handlers over the [`Store`]
+//! (behind its watch cache) → JSON or Table replies, watch streams,
+//! discovery and OpenAPI. Only this crate touches the store.
 
+mod auth;
+mod bootstrap;
+mod discovery;
+mod handlers;
+mod openapi;
+mod pki;
+mod request;
+mod response;
+mod serve;
+mod storage;
+mod watch;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use skiff_store::{Embedded, Etcd, Store, WatchCache};
+
+/// How to start a server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub bind_address: IpAddr,
+    pub https_port: u16,
+    /// etcd endpoints; the embedded store under `data_dir` when absent.
+    pub datastore_endpoint: Option<String>,
+    /// How many recent events the watch cache keeps for resuming watchers.
+    pub watch_cache_events: usize,
+}
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            bind_address: IpAddr::from([127, 0, 0, 1]),
+            https_port: 6443,
+            datastore_endpoint: None,
+            watch_cache_events: 100_000,
+        }
+    }
+}
+
+/// What can stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("certificate: {0}")]
+    Certificate(String),
+    #[error("tls: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("store: {0}")]
+    Store(#[from] skiff_store::Error),
+    #[error("listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("bootstrap: {0}")]
+    Bootstrap(skiff_core::ApiError),
+}
+
+/// A running API server.
+pub struct Server {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The admin kubeconfig it wrote.
+    pub kubeconfig: PathBuf,
+    serving: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Serves until the task is dropped or fails.
+    pub async fn wait(self) {
+        let _ = self.serving.await;
+    }
+}
+
+/// Opens the store, makes or loads credentials, creates the built-in
+/// namespaces and starts serving. Returns once the port is listening.
+pub async fn start(config: Config) -> Result<Server, Error> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let backend: Arc<dyn Store> = match &config.datastore_endpoint {
+        Some(endpoints) => Arc::new(Etcd::connect(endpoints).await?),
+        None => Arc::new(Embedded::open(dir.join("state.db"))?),
+    };
+    let store: Arc<dyn Store> = WatchCache::new(backend, config.watch_cache_events).await?;
+    let creds = pki::Credentials::load_or_create(dir, config.bind_address)?;
+    let host = if config.bind_address.is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        config.bind_address
+    };
+    let addr = SocketAddr::new(config.bind_address, config.https_port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| Error::Bind { addr, source })?;
+    let kubeconfig = creds.write_kubeconfig(
+        dir,
+        &format!("https://{}", SocketAddr::new(host, addr.port())),
+    )?;
+    let api = Arc::new(handlers::Api::new(store, auth::Authenticator::new(&creds)));
+    bootstrap::run(&api).await.map_err(Error::Bootstrap)?;
+    let tls = serve::tls_config(&creds)?;
+    let serving = tokio::spawn(serve::run(listener, tls, api));
+    tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server ready");
+    Ok(Server {
+        addr,
+        kubeconfig,
+        serving,
+    })
+}

@@ -93,7 +93,12 @@ pub fn apply(
 
     let mut conflicts = Vec::new();
     for e in managers.iter().filter(|e| !is_me(e)) {
-        for path in applied.0.intersection(&e.fields.0) {
+        // A keyed item itself (`.`) is shared by whoever sets its fields.
+        for path in applied
+            .0
+            .intersection(&e.fields.0)
+            .filter(|p| p.last().is_none_or(|l| l != "."))
+        {
             if value_at(current, path) != value_at(config, path) {
                 conflicts.push((e.manager.clone(), display(path)));
             }

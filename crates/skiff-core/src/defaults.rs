@@ -89,7 +89,12 @@ pub fn apply(r: &ResourceType, obj: &mut Value) {
                 or_insert(spec, "ipFamilyPolicy", json!("SingleStack"));
                 or_insert(spec, "ipFamilies", json!(["IPv4"]));
             }
-            for port in spec["ports"].as_array_mut().into_iter().flatten() {
+            for port in spec
+                .get_mut("ports")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
                 or_insert(port, "protocol", json!("TCP"));
                 let p = port["port"].clone();
                 or_insert(port, "targetPort", p);
@@ -155,7 +160,12 @@ pub fn pod_spec(spec: &mut Value) {
     or_insert(spec, "terminationGracePeriodSeconds", json!(30));
     or_insert(spec, "securityContext", json!({}));
     for list in ["initContainers", "containers"] {
-        for c in spec[list].as_array_mut().into_iter().flatten() {
+        for c in spec
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
             container(c);
         }
     }
@@ -167,7 +177,12 @@ fn container(c: &mut Value) {
     or_insert(c, "resources", json!({}));
     let image = c["image"].as_str().unwrap_or("");
     or_insert(c, "imagePullPolicy", json!(pull_policy(image)));
-    for port in c["ports"].as_array_mut().into_iter().flatten() {
+    for port in c
+        .get_mut("ports")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
         or_insert(port, "protocol", json!("TCP"));
     }
 }
@@ -211,6 +226,12 @@ mod tests {
         let c = &d["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["imagePullPolicy"], "IfNotPresent");
         assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
+        let pod = &d["spec"]["template"]["spec"];
+        assert!(
+            pod.get("initContainers").is_none(),
+            "no nulls for absent lists"
+        );
+        assert!(c.get("ports").is_none());
     }
 
     #[test]

@@ -36,14 +36,13 @@ struct State {
 }
 
 impl State {
-    fn apply(&mut self, event: Event) -> Arc<Event> {
-        match event.kind {
-            EventKind::Deleted => {
-                self.items.remove(&event.kv.key);
-            }
-            _ => {
-                self.items.insert(event.kv.key.clone(), event.kv.clone());
-            }
+    fn apply(&mut self, mut event: Event) -> Arc<Event> {
+        let prev = match event.kind {
+            EventKind::Deleted => self.items.remove(&event.kv.key),
+            _ => self.items.insert(event.kv.key.clone(), event.kv.clone()),
+        };
+        if event.kind == EventKind::Updated {
+            event.prev = prev.map(|kv| kv.value);
         }
         self.revision = event.kv.mod_rev;
         let event = Arc::new(event);

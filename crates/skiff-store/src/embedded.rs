@@ -170,6 +170,12 @@ impl Embedded {
     }
 }
 
+/// The exclusive upper bound of keys under `prefix`, as a BLOB that sorts
+/// after every key when the prefix is empty.
+fn key_end(prefix: &str) -> Vec<u8> {
+    prefix_end(prefix).unwrap_or_else(|| vec![0xff; 64])
+}
+
 fn row_event(row: &rusqlite::Row) -> rusqlite::Result<Event> {
     let key: Vec<u8> = row.get(0)?;
     let deleted: bool = row.get(3)?;
@@ -186,7 +192,11 @@ fn row_event(row: &rusqlite::Row) -> rusqlite::Result<Event> {
     } else {
         EventKind::Updated
     };
-    Ok(Event { kind, kv })
+    Ok(Event {
+        kind,
+        kv,
+        prev: None,
+    })
 }
 
 /// The latest row of `key` at or before `at`, tombstones included.
@@ -235,7 +245,7 @@ impl Store for Embedded {
             }
             None => prefix.as_bytes().to_vec(),
         };
-        let end = prefix_end(prefix);
+        let end = key_end(prefix);
         let limit = if opts.limit == 0 {
             i64::MAX
         } else {
@@ -292,7 +302,7 @@ impl Store for Embedded {
                 oldest,
             });
         }
-        let (start, end) = (prefix.as_bytes().to_vec(), prefix_end(prefix));
+        let (start, end) = (prefix.as_bytes().to_vec(), key_end(prefix));
         let history = self
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(
@@ -458,6 +468,7 @@ fn apply(
                     create_rev,
                     mod_rev: *rev,
                 },
+                prev: None,
             }))
         };
     let at = Revision::MAX;

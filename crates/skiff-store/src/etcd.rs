@@ -104,7 +104,7 @@ impl Store for Etcd {
             Some(k) => format!("{k}\0"),
             None => range_start(prefix),
         };
-        let mut get = GetOptions::new().with_range(prefix_end(prefix));
+        let mut get = GetOptions::new().with_range(prefix_end(prefix).unwrap_or_else(|| vec![0]));
         if opts.limit > 0 {
             get = get.with_limit(opts.limit as i64);
         }
@@ -174,7 +174,7 @@ impl Store for Etcd {
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
         let opts = WatchOptions::new()
-            .with_range(prefix_end(prefix))
+            .with_range(prefix_end(prefix).unwrap_or_else(|| vec![0]))
             .with_start_revision(after + 1)
             .with_prev_key();
         let mut stream = self.client().watch(range_start(prefix), Some(opts)).await?;
@@ -207,6 +207,7 @@ impl Store for Etcd {
                                 EventKind::Updated
                             },
                             kv: convert(kv),
+                            prev: ev.prev_kv().map(|p| Bytes::copy_from_slice(p.value())),
                         },
                         EventType::Delete => {
                             let Some(prev) = ev.prev_kv() else { continue };
@@ -215,6 +216,7 @@ impl Store for Etcd {
                             Event {
                                 kind: EventKind::Deleted,
                                 kv: last,
+                                prev: None,
                             }
                         }
                     };

@@ -45,11 +45,13 @@ pub enum EventKind {
 }
 
 /// One change. For a deletion `kv` holds the last value and `kv.mod_rev` is
-/// the revision of the deletion.
+/// the revision of the deletion. `prev` is the value before an update, where
+/// the source knows it (the watch cache always does).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     pub kind: EventKind,
     pub kv: KeyValue,
+    pub prev: Option<Bytes>,
 }
 
 /// A stream of events in revision order. It ends with `Err(Compacted)` when
@@ -99,14 +101,15 @@ pub trait Store: Send + Sync + 'static {
     async fn current_revision(&self) -> Result<Revision>;
 }
 
-/// The smallest key greater than every key starting with `prefix`.
-pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
+/// The smallest key greater than every key starting with `prefix`; `None`
+/// when no key is (the empty prefix).
+pub(crate) fn prefix_end(prefix: &str) -> Option<Vec<u8>> {
     let mut end = prefix.as_bytes().to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
             end.push(last + 1);
-            return end;
+            return Some(end);
         }
     }
-    vec![0]
+    None
 }

@@ -4,9 +4,10 @@ use crate::{Error, KeyValue, Revision, Store};
 
 /// Reads a key, computes its next value and writes it with compare-and-swap,
 /// retrying when another writer got there first (upstream's
-/// `GuaranteedUpdate`). `next` returns the new value or its own error, and
-/// sees `None` when the key is absent. A `cached` value, if given, is tried
-/// first and replaced by a fresh read on conflict.
+/// `GuaranteedUpdate`). `next` sees `None` when the key is absent and
+/// returns the new value, `None` to leave the key as it is, or its own
+/// error. A `cached` value, if given, is tried first and replaced by a fresh
+/// read on conflict. Returns the value and revision the key ends with.
 pub async fn guaranteed_update<E, F>(
     store: &dyn Store,
     key: &str,
@@ -15,14 +16,22 @@ pub async fn guaranteed_update<E, F>(
 ) -> Result<(Bytes, Revision), E>
 where
     E: From<Error>,
-    F: FnMut(Option<&KeyValue>) -> Result<Bytes, E>,
+    F: FnMut(Option<&KeyValue>) -> Result<Option<Bytes>, E>,
 {
     loop {
         let current = match cached.take() {
             Some(kv) => Some(kv),
             None => store.get(key).await?,
         };
-        let value = next(current.as_ref())?;
+        let Some(value) = next(current.as_ref())? else {
+            return match current {
+                Some(kv) => Ok((kv.value, kv.mod_rev)),
+                None => Err(Error::NotFound {
+                    key: key.to_owned(),
+                }
+                .into()),
+            };
+        };
         let written = match &current {
             Some(kv) => store.update(key, value.clone(), kv.mod_rev).await,
             None => store.create(key, value.clone()).await,

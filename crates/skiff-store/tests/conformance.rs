@@ -263,7 +263,7 @@ async fn concurrent_guaranteed_update(s: Arc<dyn Store>) {
                         .unwrap()
                         .parse()
                         .unwrap();
-                    Ok(b(&(n + 1).to_string()))
+                    Ok(Some(b(&(n + 1).to_string())))
                 })
                 .await
                 .unwrap();
@@ -318,6 +318,48 @@ suite!(embedded_store, embedded());
 suite!(etcd_store, etcd());
 suite!(cached_embedded, async { cached(embedded().await).await });
 suite!(cached_etcd, async { cached(etcd().await).await });
+
+/// A cache over a store that already holds data starts with all of it.
+async fn cache_loads_existing_state(backend: Backend) {
+    backend.store.create("/e/a", b("1")).await.unwrap();
+    let rev = backend.store.create("/e/b", b("2")).await.unwrap();
+    let cache = WatchCache::new(backend.store.clone(), 100).await.unwrap();
+    assert_eq!(
+        cache
+            .list("", ListOptions::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    assert_eq!(cache.get("/e/a").await.unwrap().unwrap().value, b("1"));
+    let mut w = cache.watch("/e/", rev).await.unwrap();
+    cache.create("/e/c", b("3")).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.kv.key, "/e/c");
+    assert!(
+        matches!(
+            cache.watch("/e/", rev - 1).await,
+            Err(Error::Compacted { .. })
+        ),
+        "older than the load"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_loads_existing_embedded_state() {
+    cache_loads_existing_state(embedded().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_loads_existing_etcd_state() {
+    cache_loads_existing_state(etcd().await).await;
+}
 
 /// State survives reopening the same file.
 #[tokio::test]

@@ -1,0 +1,51 @@
+//! Authentication: bearer tokens issued at first start.
+
+use crate::pki::Credentials;
+
+/// Who made a request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct User {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+pub struct Authenticator {
+    tokens: Vec<(String, User)>,
+}
+
+impl Authenticator {
+    pub fn new(creds: &Credentials) -> Self {
+        let user = |name: &str, groups: &[&str]| User {
+            name: name.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        };
+        Self {
+            tokens: vec![
+                (
+                    creds.admin_token.clone(),
+                    user("system:admin", &["system:masters", "system:authenticated"]),
+                ),
+                (
+                    creds.node_token.clone(),
+                    user(
+                        "system:node-joiner",
+                        &["system:nodes", "system:authenticated"],
+                    ),
+                ),
+            ],
+        }
+    }
+
+    /// The user an `Authorization` header value names, if any.
+    pub fn authenticate(&self, header: Option<&str>) -> Option<User> {
+        let token = header?.strip_prefix("Bearer ")?.trim();
+        self.tokens
+            .iter()
+            .find(|(t, _)| constant_time_eq(t.as_bytes(), token.as_bytes()))
+            .map(|(_, u)| u.clone())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

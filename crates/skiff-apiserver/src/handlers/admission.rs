@@ -1,0 +1,355 @@
+//! What the server does to an object between decoding and storing it:
+//! system metadata, namespace lifecycle, defaults, pod admission,
+//! validation, generation and field management.
+
+use rand::Rng;
+use serde_json::{json, Value};
+use skiff_core::apply::{track_update, Manager};
+use skiff_core::registry::{self, ResourceType};
+use skiff_core::schema::schemas;
+use skiff_core::{defaults, meta, validate, ApiError};
+
+use super::Api;
+
+/// Metadata only the server sets.
+const SYSTEM_META: &[&str] = &[
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+    "selfLink",
+];
+
+/// Five characters as upstream's `generateName` appends.
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+pub fn root_def(r: &ResourceType) -> Option<&'static str> {
+    schemas().root(r)
+}
+
+fn has_generation(r: &ResourceType, obj: &Value) -> bool {
+    obj.get("spec").is_some() || r.has_status()
+}
+
+/// The object without the parts a spec change ignores.
+fn spec_of(r: &ResourceType, obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+        if !r.has_status() {
+            m.remove("apiVersion");
+            m.remove("kind");
+        }
+    }
+    o
+}
+
+impl Api {
+    /// Refuses writes into a namespace that is missing or being deleted.
+    pub async fn check_namespace(
+        &self,
+        r: &ResourceType,
+        ns: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        let namespaces = registry::lookup("", "v1", "namespaces").expect("namespaces are served");
+        match self.objects.try_get(namespaces, None, ns).await? {
+            None => Err(ApiError::not_found("", "namespaces", ns)),
+            Some(n) if meta::is_deleting(&n) => Err(ApiError {
+                details: Some(json!({"name": name, "kind": r.plural, "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]})),
+                ..ApiError::forbidden(format!(
+                    "{} {name:?} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                    r.plural
+                ))
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Prepares a new object: namespace, name, system metadata, status,
+    /// defaults, pod admission, validation and managed fields.
+    pub async fn prepare_create(
+        &self,
+        r: &ResourceType,
+        path_ns: Option<&str>,
+        obj: &mut Value,
+        manager: &str,
+    ) -> Result<(), ApiError> {
+        if r.namespaced {
+            let ns = match (path_ns, meta::namespace(obj)) {
+                (Some(p), Some(b)) if p != b => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ))
+                }
+                (Some(p), _) => p.to_owned(),
+                (None, Some(b)) => b.to_owned(),
+                (None, None) => return Err(ApiError::method_not_allowed("POST", r.plural)),
+            };
+            meta::set(obj, "namespace", ns);
+        } else {
+            meta::remove(obj, "namespace");
+        }
+        if meta::name(obj).is_empty() {
+            if let Some(prefix) = meta::get_str(obj, "generateName").map(str::to_owned) {
+                meta::set(obj, "name", format!("{prefix}{}", random_suffix()));
+            }
+        }
+        if let Some(ns) = meta::namespace(obj).map(str::to_owned) {
+            self.check_namespace(r, &ns, meta::name(obj)).await?;
+        }
+        for field in SYSTEM_META {
+            meta::remove(obj, field);
+        }
+        meta::remove(obj, "resourceVersion");
+        meta::set(obj, "uid", uuid::Uuid::new_v4().to_string());
+        meta::set(obj, "creationTimestamp", meta::now());
+        if has_generation(r, obj) {
+            meta::set(obj, "generation", 1);
+        }
+        match r.kind {
+            "Pod" => obj["status"] = json!({"phase": "Pending"}),
+            "Node" | "Namespace" | "Event" => {}
+            _ if r.has_status() => obj["status"] = json!({}),
+            _ => {}
+        }
+        defaults::apply(r, obj);
+        if r.kind == "Pod" && r.group.is_empty() {
+            admit_pod(obj);
+        }
+        validate::object(r, obj, None)?;
+        let manager = Manager {
+            name: manager,
+            api_version: &r.api_version(),
+            subresource: None,
+        };
+        track_update(None, obj, &manager, root_def(r));
+        Ok(())
+    }
+}
+
+/// Upstream's pod admission: service account, priority, QoS class and the
+/// default tolerations for unreachable and not-ready nodes.
+fn admit_pod(pod: &mut Value) {
+    let spec = &mut pod["spec"];
+    if spec["serviceAccountName"]
+        .as_str()
+        .is_none_or(str::is_empty)
+    {
+        spec["serviceAccountName"] = json!("default");
+    }
+    spec["serviceAccount"] = spec["serviceAccountName"].clone();
+    if spec["priority"].is_null() {
+        spec["priority"] = json!(0);
+    }
+    if spec["enableServiceLinks"].is_null() {
+        spec["enableServiceLinks"] = json!(true);
+    }
+    if spec["preemptionPolicy"].is_null() {
+        spec["preemptionPolicy"] = json!("PreemptLowerPriority");
+    }
+    let mut tolerations: Vec<Value> = spec["tolerations"].as_array().cloned().unwrap_or_default();
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let covered = tolerations.iter().any(|t| {
+            (t["key"] == key || (t["key"].is_null() && t["operator"] == "Exists"))
+                && (t["effect"].is_null() || t["effect"] == "NoExecute")
+        });
+        if !covered {
+            tolerations.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        }
+    }
+    spec["tolerations"] = Value::Array(tolerations);
+    pod["status"]["qosClass"] = json!(qos_class(&pod["spec"]));
+}
+
+/// `Guaranteed` when every container's requests equal its limits for cpu
+/// and memory, `BestEffort` when none sets any, else `Burstable`.
+fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|l| spec[*l].as_array().into_iter().flatten())
+        .collect();
+    let any = containers.iter().any(|c| {
+        let res = &c["resources"];
+        ["requests", "limits"].iter().any(|k| {
+            res[*k]
+                .as_object()
+                .is_some_and(|m| m.contains_key("cpu") || m.contains_key("memory"))
+        })
+    });
+    if !any {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        let res = &c["resources"];
+        ["cpu", "memory"].iter().all(|k| {
+            let limit = &res["limits"][*k];
+            !limit.is_null() && (res["requests"][*k].is_null() || res["requests"][*k] == *limit)
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Prepares the next state of a stored object from a requested one.
+/// `subresource` decides what the write may change: `status` only the
+/// status, the main resource everything but status (where a status
+/// subresource exists).
+pub fn prepare_update(
+    r: &ResourceType,
+    current: &Value,
+    mut next: Value,
+    manager: &str,
+    subresource: Option<&str>,
+) -> Result<Value, ApiError> {
+    match subresource {
+        Some("status") => {
+            let status = next.get("status").cloned().unwrap_or(Value::Null);
+            let managed = meta::get(&next, "managedFields").cloned();
+            next = current.clone();
+            next["status"] = status;
+            if let Some(m) = managed {
+                meta::set(&mut next, "managedFields", m);
+            }
+        }
+        _ => {
+            if r.has_status() {
+                match current.get("status") {
+                    Some(s) => next["status"] = s.clone(),
+                    None => {
+                        if let Some(m) = next.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for field in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        match meta::get(current, field) {
+            Some(v) => meta::set(&mut next, field, v.clone()),
+            None => {
+                meta::remove(&mut next, field);
+            }
+        }
+    }
+    if meta::is_deleting(current) {
+        let added = meta::finalizers(&next)
+            .into_iter()
+            .any(|f| !meta::finalizers(current).contains(&f));
+        if added {
+            return Err(ApiError::invalid(
+                r.group,
+                r.kind,
+                meta::name(current),
+                vec![skiff_core::status::Cause {
+                    reason: "FieldValueForbidden",
+                    field: "metadata.finalizers".into(),
+                    message:
+                        "Forbidden: no new finalizers can be added if the object is being deleted"
+                            .into(),
+                }],
+            ));
+        }
+    }
+    defaults::apply(r, &mut next);
+    if meta::get(current, "generation").is_some() && spec_of(r, &next) != spec_of(r, current) {
+        let generation = meta::get(current, "generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        meta::set(&mut next, "generation", generation + 1);
+    }
+    validate::object(r, &next, Some(current))?;
+    let manager = Manager {
+        name: manager,
+        api_version: &r.api_version(),
+        subresource,
+    };
+    track_update(Some(current), &mut next, &manager, root_def(r));
+    Ok(next)
+}
+
+/// Whether `next` differs from `current` in anything but its resourceVersion.
+pub fn changed(current: &Value, next: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        meta::remove(&mut v, "resourceVersion");
+        v
+    };
+    strip(current) != strip(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qos_classes() {
+        let c = |res: Value| json!({"containers": [{"name": "c", "resources": res}]});
+        assert_eq!(qos_class(&c(json!({}))), "BestEffort");
+        assert_eq!(
+            qos_class(&c(json!({"requests": {"cpu": "1"}}))),
+            "Burstable"
+        );
+        assert_eq!(
+            qos_class(&c(json!({"limits": {"cpu": "1", "memory": "1Gi"}}))),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos_class(&c(
+                json!({"requests": {"cpu": "500m"}, "limits": {"cpu": "1", "memory": "1Gi"}})
+            )),
+            "Burstable"
+        );
+    }
+
+    #[test]
+    fn update_keeps_system_fields_and_bumps_generation_on_spec_change() {
+        let r = registry::lookup("apps", "v1", "deployments").unwrap();
+        let current = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "d", "uid": "u1", "generation": 1, "creationTimestamp": "2024-01-01T00:00:00Z"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"a": "b"}},
+                "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}},
+            "status": {"replicas": 1}});
+        let mut next = current.clone();
+        next["metadata"]["uid"] = json!("forged");
+        next["status"] = json!({"replicas": 99});
+        let same = prepare_update(r, &current, next.clone(), "m", None).unwrap();
+        assert_eq!(same["metadata"]["uid"], "u1");
+        assert_eq!(same["status"]["replicas"], 1);
+        assert_eq!(same["metadata"]["generation"], 1);
+        next["spec"]["replicas"] = json!(3);
+        let bumped = prepare_update(r, &current, next.clone(), "m", None).unwrap();
+        assert_eq!(bumped["metadata"]["generation"], 2);
+        let status = prepare_update(r, &current, next, "m", Some("status")).unwrap();
+        assert_eq!(
+            (
+                status["spec"]["replicas"].clone(),
+                status["status"]["replicas"].clone()
+            ),
+            (json!(1), json!(99))
+        );
+    }
+}

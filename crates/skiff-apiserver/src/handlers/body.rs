@@ -1,0 +1,207 @@
+//! Request bodies: size limit, JSON or YAML, the kind check, and field
+//! validation against the typed struct.
+
+use axum::body::Body;
+use bytes::Bytes;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::HeaderMap;
+use serde_json::Value;
+use skiff_core::registry::ResourceType;
+use skiff_core::ApiError;
+
+/// Upstream's limit on a request body.
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+pub async fn read(body: Body, headers: &HeaderMap) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(ApiError::too_large(MAX_BODY));
+    }
+    axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| ApiError::too_large(MAX_BODY))
+}
+
+/// The media type of the body, without parameters.
+pub fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Parses JSON, or YAML when the content type says so.
+pub fn parse(bytes: &[u8], content_type: &str) -> Result<Value, ApiError> {
+    if !matches!(content_type, "" | "*/*")
+        && !content_type.contains("json")
+        && !content_type.contains("yaml")
+    {
+        // Clients that sent protobuf or CBOR retry with JSON on a 415.
+        return Err(ApiError::unsupported_media_type(content_type));
+    }
+    let value: Value = if content_type.contains("yaml") {
+        serde_yaml::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?
+    } else {
+        serde_json::from_slice(bytes).map_err(|e| {
+            ApiError::bad_request(format!(
+                "error decoding request body: json parse error: {e}"
+            ))
+        })?
+    };
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the request body must be an object"));
+    }
+    Ok(value)
+}
+
+/// Checks that the object's `apiVersion` and `kind` fit the resource.
+pub fn check_kind(r: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    let kind = obj["kind"].as_str().unwrap_or("");
+    let api_version = obj["apiVersion"].as_str().unwrap_or("");
+    if kind.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "Object 'Kind' is missing in '{}'",
+            compact(obj)
+        )));
+    }
+    if api_version.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "Object 'apiVersion' is missing in '{}'",
+            compact(obj)
+        )));
+    }
+    let (group, _) = skiff_core::registry::split_api_version(api_version);
+    if kind != r.kind || group != r.group {
+        return Err(ApiError::bad_request(format!(
+            "the object provided is unrecognized (must be of type {}): {api_version}, Kind={kind}",
+            r.kind
+        )));
+    }
+    if api_version != r.api_version() {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({api_version}) does not match the expected API version ({})",
+            r.api_version()
+        )));
+    }
+    Ok(())
+}
+
+fn compact(obj: &Value) -> String {
+    let s = obj.to_string();
+    if s.len() > 200 {
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(200).map_or(s.len(), |(i, _)| i)]
+        )
+    } else {
+        s
+    }
+}
+
+/// Round-trips an object through its typed struct. Shape errors are 400;
+/// unknown fields are errors under `Strict`, warnings under `Warn` (the
+/// default) and dropped silently under `Ignore`.
+pub fn typed(
+    r: &ResourceType,
+    obj: Value,
+    validation: Option<&str>,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let clean = (r.decode)(obj.clone()).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{} in version {:?} cannot be handled as a {}: {e}",
+            r.kind, r.version, r.kind
+        ))
+    })?;
+    let mut unknown = Vec::new();
+    if validation != Some("Ignore") {
+        unknown_fields(&obj, &clean, "", &mut unknown);
+    }
+    let messages: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field {f:?}"))
+        .collect();
+    if validation == Some("Strict") && !messages.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            messages.join(", ")
+        )));
+    }
+    Ok((clean, messages))
+}
+
+/// Paths present in `given` but gone from its typed round-trip.
+fn unknown_fields(given: &Value, known: &Value, at: &str, out: &mut Vec<String>) {
+    match (given, known) {
+        (Value::Object(g), Value::Object(k)) => {
+            for (name, v) in g {
+                let path = if at.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{at}.{name}")
+                };
+                match k.get(name) {
+                    None if !v.is_null() => out.push(path),
+                    Some(kv) => unknown_fields(v, kv, &path, out),
+                    None => {}
+                }
+            }
+        }
+        (Value::Array(g), Value::Array(k)) => {
+            for (i, (gv, kv)) in g.iter().zip(k).enumerate() {
+                unknown_fields(gv, kv, &format!("{at}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_fields_are_found_with_paths() {
+        let r = skiff_core::registry::lookup("apps", "v1", "deployments").unwrap();
+        let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x", "bogus": 1},
+            "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i", "imagex": "typo"}]}}}});
+        let (_, warnings) = typed(r, d.clone(), None).unwrap();
+        assert_eq!(
+            warnings,
+            vec![
+                "unknown field \"metadata.bogus\"".to_string(),
+                "unknown field \"spec.template.spec.containers[0].imagex\"".to_string(),
+            ]
+        );
+        let err = typed(r, d, Some("Strict")).unwrap_err();
+        assert_eq!(err.code, 400);
+        assert!(err.message.starts_with("strict decoding error"));
+    }
+
+    #[test]
+    fn wrong_kind_is_a_bad_request() {
+        let r = skiff_core::registry::lookup("", "v1", "pods").unwrap();
+        assert_eq!(
+            check_kind(r, &json!({"apiVersion": "v1", "kind": "Service"}))
+                .unwrap_err()
+                .code,
+            400
+        );
+        assert_eq!(
+            check_kind(r, &json!({"apiVersion": "v1"}))
+                .unwrap_err()
+                .code,
+            400
+        );
+        check_kind(r, &json!({"apiVersion": "v1", "kind": "Pod"})).unwrap();
+    }
+}

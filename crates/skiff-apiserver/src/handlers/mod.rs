@@ -1,0 +1,179 @@
+//! REST handlers: authenticate, route, decode, admit, store, reply.
+
+mod admission;
+mod body;
+pub mod delete;
+pub mod read;
+mod subresource;
+mod write;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::Response;
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, USER_AGENT};
+use hyper::{HeaderMap, Request};
+use serde_json::json;
+use skiff_core::ApiError;
+use skiff_store::Store;
+
+use crate::auth::{Authenticator, User};
+use crate::request::{self, Query, Route, Target, Verb};
+use crate::response;
+use crate::storage::Objects;
+
+/// The API: the store's objects and who may use them.
+pub struct Api {
+    pub objects: Objects,
+    auth: Authenticator,
+}
+
+/// Everything a resource handler needs to know about its request.
+pub struct Call<'a> {
+    pub target: &'a Target,
+    pub query: &'a Query,
+    pub headers: &'a HeaderMap,
+}
+
+impl Call<'_> {
+    pub fn accept(&self) -> &str {
+        self.headers
+            .get(ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The field manager: the `fieldManager` parameter, else the client's
+    /// user agent up to its first `/`, as upstream does.
+    pub fn manager(&self) -> String {
+        if let Some(m) = &self.query.field_manager {
+            return m.clone();
+        }
+        let agent = self
+            .headers
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("unknown");
+        agent.split('/').next().unwrap_or(agent).to_owned()
+    }
+}
+
+impl Api {
+    pub fn new(store: Arc<dyn Store>, auth: Authenticator) -> Self {
+        Self {
+            objects: Objects { store },
+            auth,
+        }
+    }
+
+    pub async fn handle(&self, req: Request<Body>) -> Response {
+        match self.dispatch(req).await {
+            Ok(r) => r,
+            Err(e) => response::error(&e),
+        }
+    }
+
+    async fn dispatch(&self, req: Request<Body>) -> Result<Response, ApiError> {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().to_owned();
+        let route = request::route(&path);
+        if let Ok(Route::Health) = route {
+            return Ok(response::bytes(
+                200,
+                "text/plain; charset=utf-8",
+                b"ok".to_vec(),
+            ));
+        }
+        let auth = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let user: User = self
+            .auth
+            .authenticate(auth)
+            .ok_or_else(ApiError::unauthorized)?;
+        tracing::debug!(user = %user.name, groups = ?user.groups, method = %parts.method, %path, "request");
+        let accept = parts
+            .headers
+            .get(ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        match route? {
+            Route::Health => unreachable!("answered before authentication"),
+            Route::Version => Ok(response::json(200, &version())),
+            Route::RootDiscovery { legacy } => Ok(crate::discovery::root(legacy, &accept)),
+            Route::GroupDiscovery { group } => crate::discovery::group(&group),
+            Route::ResourceList { group, version } => crate::discovery::resources(&group, &version),
+            Route::OpenApiIndex => Ok(crate::openapi::index()),
+            Route::OpenApiDocument { group, version } => crate::openapi::document(&group, &version),
+            Route::Resource(target) => {
+                let query = Query::parse(parts.uri.query())?;
+                let verb = request::verb(&parts.method, &target, &query)?;
+                let call = Call {
+                    target: &target,
+                    query: &query,
+                    headers: &parts.headers,
+                };
+                let mut reply = match verb {
+                    Verb::Get => self.get(&call).await,
+                    Verb::List => self.list(&call).await,
+                    Verb::Watch => self.watch(&call).await,
+                    Verb::Create => {
+                        let body = body::read(body, &parts.headers).await?;
+                        self.create(&call, body).await
+                    }
+                    Verb::Update => {
+                        let body = body::read(body, &parts.headers).await?;
+                        self.update(&call, body).await
+                    }
+                    Verb::Patch => {
+                        let body = body::read(body, &parts.headers).await?;
+                        self.patch(&call, body).await
+                    }
+                    Verb::Delete => {
+                        let body = body::read(body, &parts.headers).await?;
+                        self.delete(&call, body).await
+                    }
+                    Verb::DeleteCollection => {
+                        let body = body::read(body, &parts.headers).await?;
+                        self.delete_collection(&call, body).await
+                    }
+                }?;
+                reply.headers_mut().insert(
+                    "Audit-Id",
+                    HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                        .unwrap_or(HeaderValue::from_static("-")),
+                );
+                Ok(reply)
+            }
+        }
+    }
+}
+
+/// Adds `Warning` headers (RFC 7234 form, as upstream) to a reply.
+pub fn with_warnings(mut reply: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let text = format!("299 - {:?}", w);
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            reply.headers_mut().append("Warning", v);
+        }
+    }
+    reply
+}
+
+fn version() -> serde_json::Value {
+    json!({
+        "major": "1",
+        "minor": "35",
+        "emulationMajor": "1",
+        "emulationMinor": "35",
+        "gitVersion": concat!("v1.35.0-skiff.", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "",
+        "goVersion": "",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", a => a }),
+    })
+}

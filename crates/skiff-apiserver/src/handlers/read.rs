@@ -1,0 +1,172 @@
+//! get and list, as JSON or as a Table.
+
+use axum::response::Response;
+use base64::Engine;
+use serde_json::{json, Value};
+use skiff_core::registry::ResourceType;
+use skiff_core::selector::{FieldSelector, LabelSelector};
+use skiff_core::{table, ApiError};
+use skiff_store::{ListOptions, Revision};
+
+use super::{Api, Call};
+use crate::response::{self, wants_table};
+use crate::storage::decode;
+
+/// Where a paginated list goes on: the revision it reads at and the last
+/// key it returned.
+pub fn encode_continue(rev: Revision, key: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"rv": rev, "start": key}).to_string())
+}
+
+fn decode_continue(token: &str) -> Result<(Revision, String), ApiError> {
+    let bad = || ApiError::bad_request(format!("continue key is not valid: {token}"));
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    Ok((
+        v["rv"].as_i64().ok_or_else(bad)?,
+        v["start"].as_str().ok_or_else(bad)?.to_owned(),
+    ))
+}
+
+/// Selectors of a list or watch.
+pub struct Filter {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+}
+
+impl Filter {
+    pub fn from_call(call: &Call<'_>) -> Result<Self, ApiError> {
+        let mut fields = call.query.field_selector.clone().unwrap_or_default();
+        if let Some(name) = &call.target.name {
+            // A watch on one object's path.
+            let term = format!("metadata.name={name}");
+            fields = if fields.is_empty() {
+                term
+            } else {
+                format!("{fields},{term}")
+            };
+        }
+        Ok(Self {
+            labels: LabelSelector::parse(call.query.label_selector.as_deref().unwrap_or(""))?,
+            fields: FieldSelector::parse(&fields)?,
+        })
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches_object(obj) && self.fields.matches(obj)
+    }
+
+    /// A key prefix narrower than the resource's, when the field selector
+    /// pins the namespace.
+    pub fn namespace<'a>(&'a self, call: &'a Call<'_>) -> Option<&'a str> {
+        call.target
+            .namespace
+            .as_deref()
+            .or_else(|| self.fields.exact("metadata.namespace"))
+    }
+}
+
+/// Stamps `apiVersion` and `kind` on a list item (stored objects have them,
+/// but objects written by older clients may not).
+fn stamp(r: &ResourceType, mut obj: Value) -> Value {
+    obj["apiVersion"] = json!(r.api_version());
+    obj["kind"] = json!(r.kind);
+    obj
+}
+
+impl Api {
+    pub async fn get(&self, call: &Call<'_>) -> Result<Response, ApiError> {
+        let t = call.target;
+        let r = t.resource;
+        let name = t.name.as_deref().unwrap_or_default();
+        let obj = self.objects.get(r, t.namespace.as_deref(), name).await?;
+        if t.subresource.as_deref() == Some("scale") {
+            return Ok(response::json(200, &super::subresource::scale_of(r, &obj)));
+        }
+        if wants_table(call.accept()) && t.subresource.is_none() {
+            let rv = obj["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            let include = call.query.include_object.as_deref().unwrap_or("Metadata");
+            return Ok(response::json(
+                200,
+                &table::render(r, &[obj], &rv, None, include),
+            ));
+        }
+        Ok(response::json(200, &obj))
+    }
+
+    pub async fn list(&self, call: &Call<'_>) -> Result<Response, ApiError> {
+        let r = call.target.resource;
+        let filter = Filter::from_call(call)?;
+        let limit = call.query.limit;
+        let mut opts = ListOptions {
+            limit: if limit == 0 { 0 } else { limit.max(100) },
+            ..Default::default()
+        };
+        if let Some(token) = &call.query.continue_token {
+            let (rev, start) = decode_continue(token)?;
+            opts.revision = Some(rev);
+            opts.start_after = Some(start);
+        } else if call.query.resource_version_match.as_deref() == Some("Exact") {
+            let rv = call.query.resource_version.as_deref().unwrap_or("");
+            opts.revision =
+                Some(rv.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resource version {rv:?}"))
+                })?);
+        }
+        let mut items = Vec::new();
+        let (revision, cont) = loop {
+            let (page, rev, more) = self.objects.list(r, filter.namespace(call), opts.clone()).await.map_err(|e| {
+                if e.code == 410 && call.query.continue_token.is_some() {
+                    ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
+                } else {
+                    e
+                }
+            })?;
+            let last = page.last().map(|kv| kv.key.clone());
+            for kv in &page {
+                let obj = decode(kv)?;
+                if filter.matches(&obj) {
+                    items.push((kv.key.clone(), stamp(r, obj)));
+                }
+            }
+            if limit > 0 && items.len() >= limit {
+                let more = more || items.len() > limit;
+                items.truncate(limit);
+                let token = more.then(|| encode_continue(rev, &items[limit - 1].0));
+                break (rev, token);
+            }
+            if !more {
+                break (rev, None);
+            }
+            opts.revision = Some(rev);
+            opts.start_after = last;
+        };
+        let items: Vec<Value> = items.into_iter().map(|(_, o)| o).collect();
+        if wants_table(call.accept()) {
+            let include = call.query.include_object.as_deref().unwrap_or("Metadata");
+            return Ok(response::json(
+                200,
+                &table::render(r, &items, &revision.to_string(), cont.as_deref(), include),
+            ));
+        }
+        let mut metadata = json!({"resourceVersion": revision.to_string()});
+        if let Some(c) = cont {
+            metadata["continue"] = json!(c);
+        }
+        Ok(response::json(
+            200,
+            &json!({
+                "kind": r.list_kind(),
+                "apiVersion": r.api_version(),
+                "metadata": metadata,
+                "items": items,
+            }),
+        ))
+    }
+}

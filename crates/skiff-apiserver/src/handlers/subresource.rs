@@ -1,0 +1,162 @@
+//! The scale, binding and eviction subresources.
+
+use axum::response::Response;
+use serde_json::{json, Value};
+use skiff_core::registry::{self, ResourceType};
+use skiff_core::selector::LabelSelector;
+use skiff_core::{meta, status, ApiError};
+
+use super::admission::{changed, prepare_update};
+use super::body;
+use super::delete::DeleteOptions;
+use super::{Api, Call};
+use crate::response;
+use crate::storage::Change;
+
+/// The `autoscaling/v1 Scale` view of a workload.
+pub fn scale_of(r: &ResourceType, obj: &Value) -> Value {
+    let selector = LabelSelector::from_object(&obj["spec"]["selector"])
+        .map(|_| selector_string(&obj["spec"]["selector"]))
+        .unwrap_or_default();
+    let m = &obj["metadata"];
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": m["name"], "namespace": m["namespace"], "uid": m["uid"],
+            "resourceVersion": m["resourceVersion"], "creationTimestamp": m["creationTimestamp"],
+        },
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(if r.kind == "StatefulSet" { 1 } else { 0 })},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+    })
+}
+
+fn selector_string(sel: &Value) -> String {
+    let mut parts: Vec<String> = sel["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect();
+    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
+        let key = e["key"].as_str().unwrap_or("");
+        let vals: Vec<&str> = e["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        parts.push(match e["operator"].as_str() {
+            Some("In") => format!("{key} in ({})", vals.join(",")),
+            Some("NotIn") => format!("{key} notin ({})", vals.join(",")),
+            Some("Exists") => key.to_owned(),
+            _ => format!("!{key}"),
+        });
+    }
+    parts.join(",")
+}
+
+impl Api {
+    /// Sets a workload's replicas from a new Scale.
+    pub async fn update_scale(
+        &self,
+        call: &Call<'_>,
+        name: &str,
+        scale: Value,
+    ) -> Result<Response, ApiError> {
+        let r = call.target.resource;
+        let replicas = scale["spec"]["replicas"].as_i64().ok_or_else(|| {
+            ApiError::invalid(
+                "autoscaling",
+                "Scale",
+                name,
+                vec![status::Cause::required("spec.replicas")],
+            )
+        })?;
+        if replicas < 0 {
+            return Err(ApiError::invalid(
+                "autoscaling",
+                "Scale",
+                name,
+                vec![status::Cause::invalid(
+                    "spec.replicas",
+                    &replicas.to_string(),
+                    "must be greater than or equal to 0",
+                )],
+            ));
+        }
+        let precondition = meta::resource_version(&scale);
+        let manager = call.manager();
+        let updated = self
+            .objects
+            .update(r, call.target.namespace.as_deref(), name, |current| {
+                if precondition.is_some_and(|rv| Some(rv) != meta::resource_version(&current)) {
+                    return Err(ApiError::stale(r.group, r.plural, name));
+                }
+                let mut next = current.clone();
+                next["spec"]["replicas"] = json!(replicas);
+                let next = prepare_update(r, &current, next, &manager, None)?;
+                Ok(if changed(&current, &next) {
+                    Change::Write(next)
+                } else {
+                    Change::Keep
+                })
+            })
+            .await?;
+        Ok(response::json(200, &scale_of(r, &updated)))
+    }
+
+    /// Binds a pod to a node (`pods/binding`), once.
+    pub async fn bind(
+        &self,
+        call: &Call<'_>,
+        name: &str,
+        raw: &[u8],
+    ) -> Result<Response, ApiError> {
+        let binding = body::parse(raw, &body::content_type(call.headers))?;
+        let node = binding["target"]["name"].as_str().unwrap_or("").to_owned();
+        if node.is_empty() {
+            return Err(ApiError::invalid(
+                "",
+                "Binding",
+                name,
+                vec![status::Cause::required("target.name")],
+            ));
+        }
+        let pods = call.target.resource;
+        self.objects
+            .update(pods, call.target.namespace.as_deref(), name, |current| {
+                if meta::is_deleting(&current) {
+                    return Err(ApiError::conflict("", "pods", name, "pod is being deleted, cannot be assigned to a host"));
+                }
+                if let Some(bound) = current["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+                    return Err(ApiError::conflict("", "pods", name, format!("pod {name} is already assigned to node {bound:?}")));
+                }
+                let mut next = current.clone();
+                next["spec"]["nodeName"] = json!(node);
+                let mut conditions: Vec<Value> = next["status"]["conditions"].as_array().cloned().unwrap_or_default();
+                conditions.retain(|c| c["type"] != "PodScheduled");
+                conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now()}));
+                next["status"]["conditions"] = json!(conditions);
+                Ok(Change::Write(next))
+            })
+            .await?;
+        Ok(response::json(201, &status::success("", "pods", name, "")))
+    }
+
+    /// Evicts a pod: a delete with the eviction's options. Disruption
+    /// budgets are not consulted yet.
+    pub async fn evict(
+        &self,
+        call: &Call<'_>,
+        name: &str,
+        raw: &[u8],
+    ) -> Result<Response, ApiError> {
+        let eviction = body::parse(raw, &body::content_type(call.headers))?;
+        let opts = DeleteOptions::from_value(&eviction["deleteOptions"], call);
+        let pods = registry::lookup("", "v1", "pods").expect("pods are served");
+        self.delete_one(pods, call.target.namespace.as_deref(), name, &opts)
+            .await?;
+        Ok(response::json(201, &status::success("", "pods", name, "")))
+    }
+}

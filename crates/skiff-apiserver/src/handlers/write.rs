@@ -1,0 +1,257 @@
+//! create (POST), update (PUT) and patch (PATCH, including server-side
+//! apply).
+
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::Value;
+use skiff_core::registry::ResourceType;
+use skiff_core::{apply, meta, strategic, ApiError};
+
+use super::admission::{changed, prepare_update, root_def};
+use super::body::{self, check_kind, content_type, typed};
+use super::{with_warnings, Api, Call};
+use crate::response;
+use crate::storage::Change;
+
+impl Api {
+    pub async fn create(&self, call: &Call<'_>, raw: Bytes) -> Result<Response, ApiError> {
+        let t = call.target;
+        let r = t.resource;
+        match (t.subresource.as_deref(), &t.name) {
+            (Some("binding"), Some(name)) => return self.bind(call, name, &raw).await,
+            (Some("eviction"), Some(name)) => return self.evict(call, name, &raw).await,
+            (None, None) => {}
+            _ => return Err(ApiError::method_not_allowed("POST", r.plural)),
+        }
+        let obj = body::parse(&raw, &content_type(call.headers))?;
+        check_kind(r, &obj)?;
+        let (mut obj, warnings) = typed(r, obj, call.query.field_validation.as_deref())?;
+        self.prepare_create(r, t.namespace.as_deref(), &mut obj, &call.manager())
+            .await?;
+        if !call.query.dry_run {
+            self.objects.create(r, &mut obj).await?;
+        }
+        Ok(with_warnings(response::json(201, &obj), &warnings))
+    }
+
+    pub async fn update(&self, call: &Call<'_>, raw: Bytes) -> Result<Response, ApiError> {
+        let t = call.target;
+        let r = t.resource;
+        let name = t.name.as_deref().unwrap_or_default();
+        let ns = t.namespace.as_deref();
+        let incoming = body::parse(&raw, &content_type(call.headers))?;
+        if t.subresource.as_deref() == Some("scale") {
+            return self.update_scale(call, name, incoming).await;
+        }
+        check_kind(r, &incoming)?;
+        let (incoming, warnings) = typed(r, incoming, call.query.field_validation.as_deref())?;
+        let given = meta::name(&incoming);
+        if !given.is_empty() && given != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({given}) does not match the name on the URL ({name})"
+            )));
+        }
+        let precondition = meta::resource_version(&incoming);
+        let manager = call.manager();
+        let sub = t.subresource.as_deref();
+        let updated = self
+            .objects
+            .update(r, ns, name, |current| {
+                if precondition.is_some_and(|rv| Some(rv) != meta::resource_version(&current)) {
+                    return Err(ApiError::stale(r.group, r.plural, name));
+                }
+                let mut next = incoming.clone();
+                meta::set(&mut next, "name", name);
+                if sub == Some("finalize") {
+                    let mut n = current.clone();
+                    n["spec"]["finalizers"] = next["spec"]["finalizers"].clone();
+                    next = n;
+                }
+                let sub = if sub == Some("finalize") { None } else { sub };
+                let next = prepare_update(r, &current, next, &manager, sub)?;
+                Ok(if changed(&current, &next) {
+                    Change::Write(next)
+                } else {
+                    Change::Keep
+                })
+            })
+            .await?;
+        let updated = self.finish_deletion(r, updated).await?;
+        Ok(with_warnings(response::json(200, &updated), &warnings))
+    }
+
+    pub async fn patch(&self, call: &Call<'_>, raw: Bytes) -> Result<Response, ApiError> {
+        let t = call.target;
+        let r = t.resource;
+        let name = t.name.as_deref().unwrap_or_default();
+        let ns = t.namespace.as_deref();
+        let kind = content_type(call.headers);
+        if kind == "application/apply-patch+yaml" {
+            return self.apply(call, &raw).await;
+        }
+        let patch: Value = serde_json::from_slice(&raw)
+            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+        let validation = call.query.field_validation.as_deref();
+        if t.subresource.as_deref() == Some("scale") {
+            let current = self.objects.get(r, ns, name).await?;
+            let scale = super::subresource::scale_of(r, &current);
+            let next = apply_patch(&kind, &scale, &patch, None)?;
+            return self.update_scale(call, name, next).await;
+        }
+        let manager = call.manager();
+        let sub = t.subresource.as_deref();
+        let mut warnings = Vec::new();
+        let updated = self
+            .objects
+            .update(r, ns, name, |current| {
+                let patched = apply_patch(&kind, &current, &patch, root_def(r))?;
+                if meta::resource_version(&patched) != meta::resource_version(&current) {
+                    return Err(ApiError::stale(r.group, r.plural, name));
+                }
+                check_kind(r, &patched)?;
+                let (patched, w) = typed(r, patched, validation)?;
+                warnings = w;
+                let next = prepare_update(r, &current, patched, &manager, sub)?;
+                Ok(if changed(&current, &next) {
+                    Change::Write(next)
+                } else {
+                    Change::Keep
+                })
+            })
+            .await?;
+        let updated = self.finish_deletion(r, updated).await?;
+        Ok(with_warnings(response::json(200, &updated), &warnings))
+    }
+
+    /// Server-side apply: creates the object, or merges the applied
+    /// configuration into it with field ownership.
+    async fn apply(&self, call: &Call<'_>, raw: &[u8]) -> Result<Response, ApiError> {
+        let t = call.target;
+        let r = t.resource;
+        let name = t.name.as_deref().unwrap_or_default();
+        let ns = t.namespace.as_deref();
+        let manager = call.query.field_manager.clone().ok_or_else(|| {
+            ApiError::bad_request(
+                "PATCH, application/apply-patch+yaml requires fieldManager parameter",
+            )
+        })?;
+        let config = body::parse(raw, "application/yaml")?;
+        check_kind(r, &config)?;
+        let (mut config, warnings) = typed(r, config, call.query.field_validation.as_deref())?;
+        match meta::name(&config) {
+            "" => meta::set(&mut config, "name", name),
+            given if given != name => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({given}) does not match the name on the URL ({name})"
+                )))
+            }
+            _ => {}
+        }
+        let sub = t.subresource.as_deref();
+        let mgr = apply::Manager {
+            name: &manager,
+            api_version: &r.api_version(),
+            subresource: sub,
+        };
+        let force = call.query.force;
+        loop {
+            if self.objects.try_get(r, ns, name).await?.is_none() {
+                let mut obj = apply::apply(None, &config, &mgr, force, root_def(r))?;
+                self.prepare_create(r, ns, &mut obj, &manager).await?;
+                if call.query.dry_run {
+                    return Ok(with_warnings(response::json(201, &obj), &warnings));
+                }
+                match self.objects.create(r, &mut obj).await {
+                    Ok(()) => return Ok(with_warnings(response::json(201, &obj), &warnings)),
+                    Err(e) if e.reason == "AlreadyExists" => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let result = self
+                .objects
+                .update(r, ns, name, |current| {
+                    let merged = apply::apply(Some(&current), &config, &mgr, force, root_def(r))?;
+                    let next = prepare_update(r, &current, merged, &manager, sub)?;
+                    Ok(if changed(&current, &next) {
+                        Change::Write(next)
+                    } else {
+                        Change::Keep
+                    })
+                })
+                .await;
+            match result {
+                Ok(updated) => {
+                    let updated = self.finish_deletion(r, updated).await?;
+                    return Ok(with_warnings(response::json(200, &updated), &warnings));
+                }
+                Err(e) if e.reason == "NotFound" && e.message.contains(name) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Deletes an object whose deletion waited only for finalizers that are
+    /// now gone.
+    pub async fn finish_deletion(&self, r: &ResourceType, obj: Value) -> Result<Value, ApiError> {
+        let pod_waiting = r.kind == "Pod"
+            && meta::get(&obj, "deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                > 0;
+        let ns_waiting = r.kind == "Namespace"
+            && obj["spec"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty());
+        if !meta::is_deleting(&obj)
+            || !meta::finalizers(&obj).is_empty()
+            || pod_waiting
+            || ns_waiting
+        {
+            return Ok(obj);
+        }
+        match self
+            .objects
+            .delete(
+                r,
+                meta::namespace(&obj),
+                meta::name(&obj),
+                meta::resource_version(&obj),
+            )
+            .await
+        {
+            Ok(gone) => Ok(gone),
+            Err(e) if e.code == 404 || e.code == 409 => Ok(obj),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Applies a JSON, merge or strategic merge patch.
+fn apply_patch(
+    kind: &str,
+    current: &Value,
+    patch: &Value,
+    def: Option<&str>,
+) -> Result<Value, ApiError> {
+    match kind {
+        "application/json-patch+json" => {
+            let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+                .map_err(|e| ApiError::bad_request(format!("the JSON patch is malformed: {e}")))?;
+            let mut doc = current.clone();
+            json_patch::patch(&mut doc, &ops).map_err(|e| ApiError {
+                code: 422,
+                reason: "Invalid",
+                message: format!("the JSON patch could not be applied: {e}"),
+                details: None,
+            })?;
+            Ok(doc)
+        }
+        "application/merge-patch+json" => {
+            let mut doc = current.clone();
+            json_patch::merge(&mut doc, patch);
+            Ok(doc)
+        }
+        "application/strategic-merge-patch+json" => strategic::patch(current, patch, def),
+        other => Err(ApiError::unsupported_media_type(other)),
+    }
+}

@@ -1,0 +1,171 @@
+//! The cluster's credentials, made on first start and kept in the data dir:
+//! a CA, the API server's serving certificate, the admin token with its
+//! kubeconfig, and the node join token.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use rand::Rng;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use sha2::{Digest, Sha256};
+
+use crate::Error;
+
+/// Paths and secrets of a server's credentials.
+pub struct Credentials {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub admin_token: String,
+    pub node_token: String,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn read(path: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(io(path))
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    f.write_all(contents.as_bytes()).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut rng = rand::rng();
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
+}
+
+fn cert_error(e: rcgen::Error) -> Error {
+    Error::Certificate(e.to_string())
+}
+
+/// Names the serving certificate is valid for.
+fn serving_names(bind: IpAddr) -> (Vec<String>, Vec<IpAddr>) {
+    let mut dns = vec![
+        "localhost".to_string(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        "kubernetes.default.svc.cluster.local".into(),
+    ];
+    if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
+        let host = host.trim();
+        if !host.is_empty() {
+            dns.push(host.to_owned());
+        }
+    }
+    let mut ips: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "10.43.0.1".parse().unwrap()];
+    if !bind.is_unspecified() && !ips.contains(&bind) {
+        ips.push(bind);
+    }
+    (dns, ips)
+}
+
+impl Credentials {
+    /// Loads the credentials under `dir`, making any that are missing.
+    pub fn load_or_create(dir: &Path, bind: IpAddr) -> Result<Self, Error> {
+        let tls = dir.join("tls");
+        std::fs::create_dir_all(&tls).map_err(io(&tls))?;
+        let ca_crt = tls.join("ca.crt");
+        let ca_key = tls.join("ca.key");
+        if !ca_crt.exists() {
+            let key = KeyPair::generate().map_err(cert_error)?;
+            let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_error)?;
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "skiff-ca");
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+            let cert = params.self_signed(&key).map_err(cert_error)?;
+            write_private(&ca_key, &key.serialize_pem())?;
+            write_private(&ca_crt, &cert.pem())?;
+            // A new CA invalidates any older serving certificate.
+            let _ = std::fs::remove_file(tls.join("serving.crt"));
+        }
+        let serving_crt = tls.join("serving.crt");
+        let serving_key = tls.join("serving.key");
+        if !serving_crt.exists() {
+            let ca_key_pair = KeyPair::from_pem(&read(&ca_key)?).map_err(cert_error)?;
+            let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(cert_error)?;
+            ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            ca_params
+                .distinguished_name
+                .push(DnType::CommonName, "skiff-ca");
+            let issuer = Issuer::new(ca_params, ca_key_pair);
+            let key = KeyPair::generate().map_err(cert_error)?;
+            let (dns, ips) = serving_names(bind);
+            let mut params = CertificateParams::new(dns).map_err(cert_error)?;
+            params
+                .subject_alt_names
+                .extend(ips.into_iter().map(SanType::IpAddress));
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "kube-apiserver");
+            params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+            let cert = params.signed_by(&key, &issuer).map_err(cert_error)?;
+            write_private(&serving_key, &key.serialize_pem())?;
+            write_private(&serving_crt, &cert.pem())?;
+        }
+        let ca_pem = read(&ca_crt)?;
+        let admin_path = tls.join("admin.token");
+        if !admin_path.exists() {
+            write_private(&admin_path, &random_hex(32))?;
+        }
+        let node_path = dir.join("node-token");
+        if !node_path.exists() {
+            // As k3s does: the CA's hash lets a joining node pin the CA.
+            let hash = hex(&Sha256::digest(ca_pem.as_bytes()));
+            write_private(&node_path, &format!("K10{hash}::node:{}", random_hex(16)))?;
+        }
+        Ok(Self {
+            cert_pem: read(&serving_crt)?,
+            key_pem: read(&serving_key)?,
+            admin_token: read(&admin_path)?.trim().to_owned(),
+            node_token: read(&node_path)?.trim().to_owned(),
+            ca_pem,
+        })
+    }
+
+    /// Writes `kubeconfig.yaml` for the admin, pointing at `server`.
+    pub fn write_kubeconfig(&self, dir: &Path, server: &str) -> Result<PathBuf, Error> {
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
+        let config = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: admin\n  user:\n    token: {}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\ncurrent-context: skiff\npreferences: {{}}\n",
+            self.admin_token
+        );
+        let path = dir.join("kubeconfig.yaml");
+        write_private(&path, &config)?;
+        Ok(path)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

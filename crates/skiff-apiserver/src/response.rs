@@ -1,0 +1,67 @@
+//! Building replies: JSON bodies, `Status` errors, content negotiation.
+
+use axum::body::Body;
+use axum::response::Response;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::StatusCode;
+use serde_json::Value;
+use skiff_core::ApiError;
+
+pub fn json(code: u16, value: &Value) -> Response {
+    bytes(
+        code,
+        "application/json",
+        serde_json::to_vec(value).unwrap_or_default(),
+    )
+}
+
+pub fn bytes(code: u16, content_type: &str, body: Vec<u8>) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/json")),
+    );
+    r
+}
+
+pub fn error(e: &ApiError) -> Response {
+    json(e.code, &e.to_status())
+}
+
+/// Whether the client asked for a `meta.k8s.io` Table.
+pub fn wants_table(accept: &str) -> bool {
+    accept.split(',').any(|part| {
+        let part = part.replace(' ', "");
+        part.contains("as=Table") && part.contains("g=meta.k8s.io")
+    })
+}
+
+/// Whether the client accepts aggregated discovery.
+pub fn wants_aggregated(accept: &str) -> bool {
+    accept.split(',').any(|part| {
+        let part = part.replace(' ', "");
+        part.contains("as=APIGroupDiscoveryList") && part.contains("v=v2")
+    })
+}
+
+/// Maps a store failure on object `name` of `r` to the API's error.
+pub fn store_error(
+    e: skiff_store::Error,
+    r: &skiff_core::registry::ResourceType,
+    name: &str,
+) -> ApiError {
+    use skiff_store::Error as E;
+    match e {
+        E::AlreadyExists { .. } => ApiError::already_exists(r.group, r.plural, name),
+        E::NotFound { .. } => ApiError::not_found(r.group, r.plural, name),
+        E::Conflict { .. } => ApiError::stale(r.group, r.plural, name),
+        E::Compacted { requested, .. } => {
+            ApiError::gone(format!("too old resource version: {requested}"))
+        }
+        E::FutureRevision { requested, latest } => ApiError::timeout(format!(
+            "Too large resource version: {requested}, current: {latest}"
+        )),
+        other => ApiError::internal(other.to_string()),
+    }
+}

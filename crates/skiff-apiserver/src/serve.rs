@@ -1,0 +1,68 @@
+//! The HTTPS listener: rustls with HTTP/2 and HTTP/1.1 (for upgrades).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::handlers::Api;
+use crate::pki::Credentials;
+use crate::Error;
+
+pub fn tls_config(creds: &Credentials) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let certs = rustls_pemfile::certs(&mut creds.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Certificate(e.to_string()))?;
+    let key = rustls_pemfile::private_key(&mut creds.key_pem.as_bytes())
+        .map_err(|e| Error::Certificate(e.to_string()))?
+        .ok_or_else(|| Error::Certificate("no private key in serving.key".into()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts connections forever, one task each.
+pub async fn run(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: Arc<Api>) {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let api = api.clone();
+        tokio::spawn(async move {
+            let stream = match acceptor.accept(tcp).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let api = api.clone();
+                async move { Ok::<_, std::convert::Infallible>(api.handle(req.map(Body::new)).await) }
+            });
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http2().max_concurrent_streams(1000);
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+        });
+    }
+}

@@ -1,0 +1,171 @@
+//! Objects over the key-value store: JSON encoding, `resourceVersion` from
+//! the store's revisions, and compare-and-swap updates.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+use skiff_core::registry::ResourceType;
+use skiff_core::{meta, ApiError};
+use skiff_store::{guaranteed_update, KeyValue, ListOptions, Revision, Store};
+
+use crate::response::store_error;
+
+/// The typed-object view of the store.
+pub struct Objects {
+    pub store: Arc<dyn Store>,
+}
+
+/// Decodes a stored object and stamps its `resourceVersion`.
+pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
+    decode_at(&kv.value, kv.mod_rev)
+}
+
+pub fn decode_at(bytes: &[u8], rev: Revision) -> Result<Value, ApiError> {
+    let mut obj: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::internal(format!("stored object is corrupt: {e}")))?;
+    meta::set(&mut obj, "resourceVersion", rev.to_string());
+    Ok(obj)
+}
+
+/// Encodes an object for storage, without its `resourceVersion`.
+pub fn encode(obj: &Value) -> Bytes {
+    let mut obj = obj.clone();
+    meta::remove(&mut obj, "resourceVersion");
+    Bytes::from(serde_json::to_vec(&obj).unwrap_or_default())
+}
+
+/// What a read-modify-write decided.
+pub enum Change {
+    Write(Value),
+    Keep,
+}
+
+impl Objects {
+    pub async fn get(
+        &self,
+        r: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        self.try_get(r, ns, name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))
+    }
+
+    pub async fn try_get(
+        &self,
+        r: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>, ApiError> {
+        let kv = self
+            .store
+            .get(&r.key(ns, name))
+            .await
+            .map_err(|e| store_error(e, r, name))?;
+        kv.as_ref().map(decode).transpose()
+    }
+
+    pub async fn create(&self, r: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+        let name = meta::name(obj).to_owned();
+        let key = r.key(meta::namespace(obj), &name);
+        let rev = self
+            .store
+            .create(&key, encode(obj))
+            .await
+            .map_err(|e| store_error(e, r, &name))?;
+        meta::set(obj, "resourceVersion", rev.to_string());
+        Ok(())
+    }
+
+    /// Reads the object, lets `change` decide its next state, and writes it
+    /// if the object did not change meanwhile (retrying if it did).
+    pub async fn update<F>(
+        &self,
+        r: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        mut change: F,
+    ) -> Result<Value, ApiError>
+    where
+        F: FnMut(Value) -> Result<Change, ApiError>,
+    {
+        let key = r.key(ns, name);
+        let (bytes, rev) =
+            guaranteed_update::<UpdateError, _>(self.store.as_ref(), &key, None, |current| {
+                let current =
+                    current.ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
+                match change(decode(current)?)? {
+                    Change::Write(next) => Ok(Some(encode(&next))),
+                    Change::Keep => Ok(None),
+                }
+            })
+            .await
+            .map_err(|UpdateError(e)| e)?;
+        decode_at(&bytes, rev)
+    }
+
+    /// Replaces the object if its revision is still `expected`.
+    pub async fn replace(
+        &self,
+        r: &ResourceType,
+        obj: &mut Value,
+        expected: Revision,
+    ) -> Result<(), ApiError> {
+        let name = meta::name(obj).to_owned();
+        let key = r.key(meta::namespace(obj), &name);
+        let rev = self
+            .store
+            .update(&key, encode(obj), expected)
+            .await
+            .map_err(|e| store_error(e, r, &name))?;
+        meta::set(obj, "resourceVersion", rev.to_string());
+        Ok(())
+    }
+
+    /// Deletes the object if its revision is still `expected` (when given).
+    pub async fn delete(
+        &self,
+        r: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        expected: Option<Revision>,
+    ) -> Result<Value, ApiError> {
+        let kv = self
+            .store
+            .delete(&r.key(ns, name), expected)
+            .await
+            .map_err(|e| store_error(e, r, name))?;
+        decode(&kv)
+    }
+
+    pub async fn list(
+        &self,
+        r: &ResourceType,
+        ns: Option<&str>,
+        opts: ListOptions,
+    ) -> Result<(Vec<KeyValue>, Revision, bool), ApiError> {
+        let page = self
+            .store
+            .list(&r.list_prefix(ns), opts)
+            .await
+            .map_err(|e| store_error(e, r, ""))?;
+        Ok((page.items, page.revision, page.more))
+    }
+}
+
+/// A read-modify-write failure: the caller's own refusal, or the store's.
+struct UpdateError(ApiError);
+
+impl From<ApiError> for UpdateError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<skiff_store::Error> for UpdateError {
+    fn from(e: skiff_store::Error) -> Self {
+        Self(ApiError::internal(e.to_string()))
+    }
+}

@@ -1,0 +1,191 @@
+//! Watch streams: one JSON event per line, from the watch cache, with
+//! initial events, bookmarks and selector transitions as upstream sends them.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use skiff_core::registry::ResourceType;
+use skiff_core::{table, ApiError};
+use skiff_store::{EventKind, ListOptions, Revision};
+
+use crate::handlers::read::Filter;
+use crate::handlers::{Api, Call};
+use crate::response::{self, wants_table};
+use crate::storage::{decode, decode_at};
+
+/// How often an idle watch with bookmarks allowed gets one.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+
+/// How one watch renders its objects.
+struct Render {
+    r: &'static ResourceType,
+    table: bool,
+    include: String,
+}
+
+impl Render {
+    fn event(&self, kind: &str, obj: &Value) -> Bytes {
+        let object = if self.table {
+            let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or("");
+            table::render(self.r, std::slice::from_ref(obj), rv, None, &self.include)
+        } else {
+            obj.clone()
+        };
+        let mut line =
+            serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    }
+
+    fn bookmark(&self, rev: Revision, initial_end: bool) -> Bytes {
+        let mut metadata = json!({"resourceVersion": rev.to_string()});
+        if initial_end {
+            metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let obj =
+            json!({"kind": self.r.kind, "apiVersion": self.r.api_version(), "metadata": metadata});
+        let mut line =
+            serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    }
+}
+
+fn expired(rev: &str) -> Bytes {
+    let status = ApiError::gone(format!("too old resource version: {rev}")).to_status();
+    let mut line =
+        serde_json::to_vec(&json!({"type": "ERROR", "object": status})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+impl Api {
+    pub async fn watch(&self, call: &Call<'_>) -> Result<Response, ApiError> {
+        let r = call.target.resource;
+        let q = call.query;
+        let filter = Filter::from_call(call)?;
+        let ns = filter.namespace(call).map(str::to_owned);
+        let prefix = r.list_prefix(ns.as_deref());
+        let render = Render {
+            r,
+            table: wants_table(call.accept()),
+            include: q
+                .include_object
+                .clone()
+                .unwrap_or_else(|| "Metadata".into()),
+        };
+        let rv = q.resource_version.clone().unwrap_or_default();
+        let send_initial = q.send_initial_events || rv.is_empty() || rv == "0";
+        let bookmark_initial = q.send_initial_events && q.allow_bookmarks;
+        let mut initial = Vec::new();
+        let from: Revision = if send_initial {
+            let (items, rev, _) = self
+                .objects
+                .list(r, ns.as_deref(), ListOptions::default())
+                .await?;
+            for kv in &items {
+                let obj = decode(kv)?;
+                if filter.matches(&obj) {
+                    initial.push(render.event("ADDED", &obj));
+                }
+            }
+            rev
+        } else {
+            rv.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}")))?
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+        let stream = match self.objects.store.watch(&prefix, from).await {
+            Ok(s) => s,
+            Err(skiff_store::Error::Compacted { .. }) => {
+                let _ = tx.send(expired(&rv)).await;
+                drop(tx);
+                return Ok(stream_response(rx));
+            }
+            Err(e) => return Err(crate::response::store_error(e, r, "")),
+        };
+        let timeout = Duration::from_secs(q.timeout_seconds.unwrap_or(1800).max(1));
+        let allow_bookmarks = q.allow_bookmarks;
+        tokio::spawn(async move {
+            for line in initial {
+                if tx.send(line).await.is_err() {
+                    return;
+                }
+            }
+            if bookmark_initial && tx.send(render.bookmark(from, true)).await.is_err() {
+                return;
+            }
+            let mut stream = stream;
+            let deadline = tokio::time::sleep(timeout);
+            tokio::pin!(deadline);
+            let mut ticker = tokio::time::interval_at(
+                tokio::time::Instant::now() + BOOKMARK_EVERY,
+                BOOKMARK_EVERY,
+            );
+            let mut last = from;
+            loop {
+                let line = tokio::select! {
+                    _ = &mut deadline => return,
+                    _ = tx.closed() => return,
+                    _ = ticker.tick() => {
+                        if !allow_bookmarks { continue; }
+                        Some(render.bookmark(last, false))
+                    }
+                    next = stream.next() => match next {
+                        None => return,
+                        Some(Err(_)) => Some(expired(&last.to_string())),
+                        Some(Ok(event)) => {
+                            last = event.kv.mod_rev;
+                            translate(&render, &filter, &event)
+                        }
+                    },
+                };
+                if let Some(line) = line {
+                    let is_error = line.starts_with(b"{\"type\":\"ERROR\"");
+                    if tx.send(line).await.is_err() || is_error {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(stream_response(rx))
+    }
+}
+
+/// The watch event a store event becomes for this watcher, if any: an
+/// object entering the selector is ADDED, one leaving it DELETED.
+fn translate(render: &Render, filter: &Filter, event: &skiff_store::Event) -> Option<Bytes> {
+    let obj = decode_at(&event.kv.value, event.kv.mod_rev).ok()?;
+    let now = filter.matches(&obj);
+    match event.kind {
+        EventKind::Created => now.then(|| render.event("ADDED", &obj)),
+        EventKind::Deleted => now.then(|| render.event("DELETED", &obj)),
+        EventKind::Updated => {
+            let before = match &event.prev {
+                Some(prev) => decode_at(prev, event.kv.mod_rev).is_ok_and(|p| filter.matches(&p)),
+                None => now,
+            };
+            match (before, now) {
+                (true, true) => Some(render.event("MODIFIED", &obj)),
+                (false, true) => Some(render.event("ADDED", &obj)),
+                (true, false) => Some(render.event("DELETED", &obj)),
+                (false, false) => None,
+            }
+        }
+    }
+}
+
+fn stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response {
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
+    let mut reply = response::bytes(200, "application/json", Vec::new());
+    *reply.body_mut() = Body::from_stream(body);
+    reply
+}
