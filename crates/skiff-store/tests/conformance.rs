@@ -215,13 +215,13 @@ async fn compaction(s: &dyn Store) {
         .list(
             "/c/",
             ListOptions {
-                revision: Some(r2),
+                revision: Some(r3),
                 ..Default::default()
             },
         )
         .await
         .unwrap();
-    assert_eq!(at.items.len(), 1);
+    assert_eq!(at.items.len(), 2);
     assert_eq!(at.items[0].value, b("2"));
     let mut w = s.watch("/c/", r2).await.unwrap();
     let e = tokio::time::timeout(Duration::from_secs(10), w.next())
