@@ -1,1 +1,65 @@
-fn main() {}
+//! `cargo xtask`: chores that are not part of the shipped binary.
+//!
+//! - `cargo xtask test`: installs the upstream kubectl if missing, checks
+//!   the tools the tests need, then runs `cargo fmt --check`,
+//!   `cargo clippy -D warnings` and every test in the workspace.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+fn main() -> Result<()> {
+    let task = std::env::args().nth(1);
+    match task.as_deref() {
+        Some("test") => test(),
+        Some("tidy") => tidy(),
+        _ => bail!("usage: cargo xtask <test|tidy>"),
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("$ {cmd:?}");
+    let status = cmd.current_dir(root()).status().with_context(|| format!("run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// The upstream kubectl v1.35 the end-to-end tests drive.
+fn kubectl() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("KUBECTL") {
+        return Ok(p.into());
+    }
+    let dest = PathBuf::from(std::env::var("HOME").context("HOME")?).join(".local/bin");
+    let kubectl = dest.join("kubectl");
+    let installer = root().join("../shared/tools/install-kube-clients.sh");
+    let works = Command::new(&kubectl).args(["version", "--client"]).output().is_ok_and(|o| o.status.success());
+    if !works {
+        run(Command::new("bash").arg(&installer).arg(&dest))?;
+    }
+    Ok(kubectl)
+}
+
+fn tidy() -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+}
+
+fn test() -> Result<()> {
+    let kubectl = kubectl()?;
+    if Command::new("etcd").arg("--version").output().is_err() {
+        bail!("etcd is not installed: apt-get install etcd-server (the store suite runs a real etcd)");
+    }
+    tidy()?;
+    run(cargo().args(["test", "--workspace"]).env("KUBECTL", kubectl))
+}

@@ -100,12 +100,16 @@ pub fn apply(
             .filter(|p| p.last().is_none_or(|l| l != "."))
         {
             if value_at(current, path) != value_at(config, path) {
-                conflicts.push((e.manager.clone(), display(path)));
+                conflicts.push((e.manager.clone(), path.clone()));
             }
         }
     }
+    let force =
+        force || (!conflicts.is_empty() && upgrades_client_side_apply(current, &conflicts, def));
     if !conflicts.is_empty() && !force {
-        return Err(ApiError::apply_conflict(&conflicts));
+        let shown: Vec<(String, String)> =
+            conflicts.iter().map(|(m, p)| (m.clone(), display(p))).collect();
+        return Err(ApiError::apply_conflict(&shown));
     }
 
     let mut patch = config.clone();
@@ -141,6 +145,26 @@ pub fn apply(
     });
     store(&mut merged, managers);
     Ok(merged)
+}
+
+/// The manager kubectl's client-side apply writes as.
+const CLIENT_SIDE_APPLY: &str = "kubectl-client-side-apply";
+
+/// Upstream's path from client-side to server-side apply: conflicts only
+/// with client-side apply, on fields its last-applied configuration set,
+/// are taken over rather than refused.
+fn upgrades_client_side_apply(current: &Value, conflicts: &[(String, crate::fields::Path)], def: Option<&str>) -> bool {
+    let Some(last) = meta::get(current, "annotations")
+        .and_then(|a| a.get("kubectl.kubernetes.io/last-applied-configuration"))
+        .and_then(Value::as_str)
+        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+    else {
+        return false;
+    };
+    let last_applied = FieldSet::of(&last, def);
+    conflicts
+        .iter()
+        .all(|(manager, path)| manager == CLIENT_SIDE_APPLY && last_applied.0.contains(path))
 }
 
 /// Records an ordinary write (create, update, patch): the fields it changed
@@ -244,5 +268,20 @@ mod tests {
         // Now alice re-applying replicas 1 conflicts with the scaler.
         let err = apply(Some(&scaled), &deploy(1, "i"), &mgr("alice"), false, DEPLOY).unwrap_err();
         assert!(err.message.contains("scaler"));
+    }
+
+    #[test]
+    fn client_side_apply_fields_are_taken_over() {
+        let mut created = deploy(1, "i:1");
+        let last = deploy(1, "i:1").to_string();
+        created["metadata"]["annotations"] = json!({"kubectl.kubernetes.io/last-applied-configuration": last});
+        let mut csa = created.clone();
+        track_update(None, &mut csa, &mgr(CLIENT_SIDE_APPLY), DEPLOY);
+        let upgraded = apply(Some(&csa), &deploy(1, "i:2"), &mgr("kubectl"), false, DEPLOY).unwrap();
+        assert_eq!(upgraded["spec"]["template"]["spec"]["containers"][0]["image"], "i:2");
+        // Another Update manager's fields still conflict.
+        let mut other = created;
+        track_update(None, &mut other, &mgr("kubectl-edit"), DEPLOY);
+        assert!(apply(Some(&other), &deploy(1, "i:2"), &mgr("kubectl"), false, DEPLOY).is_err());
     }
 }
