@@ -19,12 +19,18 @@ fn main() -> Result<()> {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("$ {cmd:?}");
-    let status = cmd.current_dir(root()).status().with_context(|| format!("run {cmd:?}"))?;
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("run {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }
@@ -43,7 +49,10 @@ fn kubectl() -> Result<PathBuf> {
     let dest = PathBuf::from(std::env::var("HOME").context("HOME")?).join(".local/bin");
     let kubectl = dest.join("kubectl");
     let installer = root().join("../shared/tools/install-kube-clients.sh");
-    let works = Command::new(&kubectl).args(["version", "--client"]).output().is_ok_and(|o| o.status.success());
+    let works = Command::new(&kubectl)
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !works {
         run(Command::new("bash").arg(&installer).arg(&dest))?;
     }
@@ -52,14 +61,25 @@ fn kubectl() -> Result<PathBuf> {
 
 fn tidy() -> Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
 }
 
 fn test() -> Result<()> {
     let kubectl = kubectl()?;
     if Command::new("etcd").arg("--version").output().is_err() {
-        bail!("etcd is not installed: apt-get install etcd-server (the store suite runs a real etcd)");
+        bail!(
+            "etcd is not installed: apt-get install etcd-server (the store suite runs a real etcd)"
+        );
     }
     tidy()?;
-    run(cargo().args(["test", "--workspace"]).env("KUBECTL", kubectl))
+    run(cargo()
+        .args(["test", "--workspace"])
+        .env("KUBECTL", kubectl))
 }

@@ -107,8 +107,10 @@ pub fn apply(
     let force =
         force || (!conflicts.is_empty() && upgrades_client_side_apply(current, &conflicts, def));
     if !conflicts.is_empty() && !force {
-        let shown: Vec<(String, String)> =
-            conflicts.iter().map(|(m, p)| (m.clone(), display(p))).collect();
+        let shown: Vec<(String, String)> = conflicts
+            .iter()
+            .map(|(m, p)| (m.clone(), display(p)))
+            .collect();
         return Err(ApiError::apply_conflict(&shown));
     }
 
@@ -153,7 +155,11 @@ const CLIENT_SIDE_APPLY: &str = "kubectl-client-side-apply";
 /// Upstream's path from client-side to server-side apply: conflicts only
 /// with client-side apply, on fields its last-applied configuration set,
 /// are taken over rather than refused.
-fn upgrades_client_side_apply(current: &Value, conflicts: &[(String, crate::fields::Path)], def: Option<&str>) -> bool {
+fn upgrades_client_side_apply(
+    current: &Value,
+    conflicts: &[(String, crate::fields::Path)],
+    def: Option<&str>,
+) -> bool {
     let Some(last) = meta::get(current, "annotations")
         .and_then(|a| a.get("kubectl.kubernetes.io/last-applied-configuration"))
         .and_then(Value::as_str)
@@ -274,14 +280,32 @@ mod tests {
     fn client_side_apply_fields_are_taken_over() {
         let mut created = deploy(1, "i:1");
         let last = deploy(1, "i:1").to_string();
-        created["metadata"]["annotations"] = json!({"kubectl.kubernetes.io/last-applied-configuration": last});
+        created["metadata"]["annotations"] =
+            json!({"kubectl.kubernetes.io/last-applied-configuration": last});
         let mut csa = created.clone();
         track_update(None, &mut csa, &mgr(CLIENT_SIDE_APPLY), DEPLOY);
-        let upgraded = apply(Some(&csa), &deploy(1, "i:2"), &mgr("kubectl"), false, DEPLOY).unwrap();
-        assert_eq!(upgraded["spec"]["template"]["spec"]["containers"][0]["image"], "i:2");
+        let upgraded = apply(
+            Some(&csa),
+            &deploy(1, "i:2"),
+            &mgr("kubectl"),
+            false,
+            DEPLOY,
+        )
+        .unwrap();
+        assert_eq!(
+            upgraded["spec"]["template"]["spec"]["containers"][0]["image"],
+            "i:2"
+        );
         // Another Update manager's fields still conflict.
         let mut other = created;
         track_update(None, &mut other, &mgr("kubectl-edit"), DEPLOY);
-        assert!(apply(Some(&other), &deploy(1, "i:2"), &mgr("kubectl"), false, DEPLOY).is_err());
+        assert!(apply(
+            Some(&other),
+            &deploy(1, "i:2"),
+            &mgr("kubectl"),
+            false,
+            DEPLOY
+        )
+        .is_err());
     }
 }

@@ -17,11 +17,7 @@ fn or_insert(obj: &mut Value, key: &str, value: Value) {
 /// Applies defaults to an object of resource type `r`.
 pub fn apply(r: &ResourceType, obj: &mut Value) {
     match (r.group, r.kind) {
-        ("", "Pod") => {
-            if obj.get("spec").is_some() {
-                pod_spec(&mut obj["spec"]);
-            }
-        }
+        ("", "Pod") if obj.get("spec").is_some() => pod_spec(&mut obj["spec"]),
         ("apps", "Deployment") => {
             let spec = spec(obj);
             or_insert(spec, "replicas", json!(1));

@@ -105,7 +105,7 @@ fn labels(obj: &Value, causes: &mut Vec<Cause>) {
                     && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric()));
         if !valid_value {
             causes.push(Cause::invalid(
-                format!("metadata.labels"),
+                "metadata.labels",
                 v,
                 "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
             ));

@@ -48,7 +48,11 @@ fn apply(c: &Cluster, manifest: &str, extra: &[&str]) -> String {
     let mut args = vec!["apply", "-f", "-"];
     args.extend(extra);
     let out = c.kubectl_stdin(&args, manifest);
-    assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -60,24 +64,51 @@ fn apply_client_side_twice_then_server_side() {
     let d = c.json(&["get", "deployment", "web"]);
     assert_eq!(d["spec"]["replicas"], 2);
     assert_eq!(d["metadata"]["generation"], 1);
-    assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate", "defaults applied");
+    assert_eq!(
+        d["spec"]["strategy"]["type"], "RollingUpdate",
+        "defaults applied"
+    );
 
-    let changed = MANIFEST.replace("replicas: 2", "replicas: 3").replace("greeting: hello", "greeting: bye");
+    let changed = MANIFEST
+        .replace("replicas: 2", "replicas: 3")
+        .replace("greeting: hello", "greeting: bye");
     let out = apply(&c, &changed, &[]);
     assert!(out.contains("deployment.apps/web configured"), "{out}");
     assert!(out.contains("service/web unchanged"), "{out}");
     let d = c.json(&["get", "deployment", "web"]);
     assert_eq!(d["spec"]["replicas"], 3);
     assert_eq!(d["metadata"]["generation"], 2);
-    assert_eq!(c.json(&["get", "cm", "web-config"])["data"]["greeting"], "bye");
+    assert_eq!(
+        c.json(&["get", "cm", "web-config"])["data"]["greeting"],
+        "bye"
+    );
 
-    let out = apply(&c, &changed.replace("image: busybox:1.36", "image: busybox:1.37"), &["--server-side"]);
-    assert!(out.contains("deployment.apps/web serverside-applied"), "{out}");
+    let out = apply(
+        &c,
+        &changed.replace("image: busybox:1.36", "image: busybox:1.37"),
+        &["--server-side"],
+    );
+    assert!(
+        out.contains("deployment.apps/web serverside-applied"),
+        "{out}"
+    );
     let d = c.json(&["get", "deployment", "web", "--show-managed-fields"]);
-    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "busybox:1.37");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "busybox:1.37"
+    );
     assert_eq!(d["metadata"]["generation"], 3);
-    let managers: Vec<&Value> = d["metadata"]["managedFields"].as_array().unwrap().iter().collect();
-    assert!(managers.iter().any(|m| m["manager"] == "kubectl" && m["operation"] == "Apply"), "{managers:?}");
+    let managers: Vec<&Value> = d["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert!(
+        managers
+            .iter()
+            .any(|m| m["manager"] == "kubectl" && m["operation"] == "Apply"),
+        "{managers:?}"
+    );
 }
 
 #[test]
@@ -86,18 +117,50 @@ fn get_in_every_output_format() {
     apply(&c, MANIFEST, &[]);
     let wide = c.ok(&["get", "deployments", "-o", "wide"]);
     let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]);
-    assert!(wide.lines().nth(1).unwrap().contains("busybox:1.36"), "{wide}");
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "AGE",
+            "CONTAINERS",
+            "IMAGES",
+            "SELECTOR"
+        ]
+    );
+    assert!(
+        wide.lines().nth(1).unwrap().contains("busybox:1.36"),
+        "{wide}"
+    );
     let narrow = c.ok(&["get", "deployments"]);
-    assert!(!narrow.contains("IMAGES"), "wide columns only with -o wide: {narrow}");
+    assert!(
+        !narrow.contains("IMAGES"),
+        "wide columns only with -o wide: {narrow}"
+    );
     let yaml = c.ok(&["get", "service", "web", "-o", "yaml"]);
-    assert!(yaml.contains("kind: Service") && yaml.contains("targetPort: 80"), "{yaml}");
+    assert!(
+        yaml.contains("kind: Service") && yaml.contains("targetPort: 80"),
+        "{yaml}"
+    );
     let list = c.json(&["get", "deploy,svc,cm"]);
     assert_eq!(list["items"].as_array().unwrap().len(), 3, "{list}");
     let by_label = c.ok(&["get", "deploy", "-l", "tier=front", "-o", "name"]);
     assert_eq!(by_label.trim(), "deployment.apps/web");
-    assert_eq!(c.ok(&["get", "deploy", "-l", "tier=back", "-o", "name"]).trim(), "");
-    let by_field = c.ok(&["get", "cm", "--field-selector", "metadata.name=web-config", "-o", "name"]);
+    assert_eq!(
+        c.ok(&["get", "deploy", "-l", "tier=back", "-o", "name"])
+            .trim(),
+        ""
+    );
+    let by_field = c.ok(&[
+        "get",
+        "cm",
+        "--field-selector",
+        "metadata.name=web-config",
+        "-o",
+        "name",
+    ]);
     assert_eq!(by_field.trim(), "configmap/web-config");
     let ns = c.ok(&["get", "namespaces", "-o", "name"]);
     for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -110,31 +173,55 @@ fn watch_sees_added_modified_deleted() {
     let c = Cluster::start();
     let out_path = c.dir.path().join("watch.out");
     let mut watcher = c
-        .kubectl_cmd(&["get", "configmaps", "-w", "--output-watch-events", "-o", "json"])
+        .kubectl_cmd(&[
+            "get",
+            "configmaps",
+            "-w",
+            "--output-watch-events",
+            "-o",
+            "json",
+        ])
         .stdout(std::fs::File::create(&out_path).unwrap())
         .spawn()
         .unwrap();
     let seen = |kind: &str| {
         let text = std::fs::read_to_string(&out_path).unwrap_or_default();
         text.lines().any(|l| {
-            serde_json::from_str::<Value>(l).is_ok_and(|e| e["type"] == kind && e["object"]["metadata"]["name"] == "probe")
+            serde_json::from_str::<Value>(l)
+                .is_ok_and(|e| e["type"] == kind && e["object"]["metadata"]["name"] == "probe")
         })
     };
     // The watch starts after the initial list; create only once it runs.
     wait_for("the watch to start", Duration::from_secs(20), || {
-        apply(&c, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe}\n", &[]);
-        c.ok(&["label", "cm", "probe", "--overwrite", &format!("n={}", rand_suffix())]);
+        apply(
+            &c,
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe}\n",
+            &[],
+        );
+        c.ok(&[
+            "label",
+            "cm",
+            "probe",
+            "--overwrite",
+            &format!("n={}", rand_suffix()),
+        ]);
         seen("MODIFIED").then_some(())
     });
     c.ok(&["delete", "cm", "probe"]);
-    wait_for("DELETED", Duration::from_secs(20), || seen("DELETED").then_some(()));
+    wait_for("DELETED", Duration::from_secs(20), || {
+        seen("DELETED").then_some(())
+    });
     assert!(seen("ADDED"));
     let _ = watcher.kill();
     let _ = watcher.wait();
 }
 
 fn rand_suffix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        % 1_000_000
 }
 
 #[test]
@@ -142,26 +229,86 @@ fn describe_edit_patch_label_annotate_scale() {
     let c = Cluster::start();
     apply(&c, MANIFEST, &[]);
     let described = c.ok(&["describe", "deployment", "web"]);
-    assert!(described.contains("Replicas:") && described.contains("2 desired"), "{described}");
-    assert!(described.contains("RollingUpdateStrategy:  25% max unavailable, 25% max surge"), "{described}");
+    assert!(
+        described.contains("Replicas:") && described.contains("2 desired"),
+        "{described}"
+    );
+    assert!(
+        described.contains("RollingUpdateStrategy:  25% max unavailable, 25% max surge"),
+        "{described}"
+    );
 
     let editor = c.dir.path().join("editor.sh");
-    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/greeting: hello/greeting: edited/' \"$1\"\n").unwrap();
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's/greeting: hello/greeting: edited/' \"$1\"\n",
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = c.kubectl_cmd(&["edit", "configmap", "web-config"]).env("KUBE_EDITOR", &editor).output().unwrap();
-    assert!(out.status.success(), "edit: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(c.json(&["get", "cm", "web-config"])["data"]["greeting"], "edited");
+    let out = c
+        .kubectl_cmd(&["edit", "configmap", "web-config"])
+        .env("KUBE_EDITOR", &editor)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "edit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        c.json(&["get", "cm", "web-config"])["data"]["greeting"],
+        "edited"
+    );
 
-    c.ok(&["patch", "cm", "web-config", "--type", "merge", "-p", r#"{"data":{"merged":"yes"}}"#]);
-    c.ok(&["patch", "cm", "web-config", "--type", "json", "-p", r#"[{"op":"replace","path":"/data/greeting","value":"json"}]"#]);
-    c.ok(&["patch", "deploy", "web", "--type", "strategic", "-p",
-        r#"{"spec":{"template":{"spec":{"containers":[{"name":"sidecar","image":"busybox:1"}]}}}}"#]);
+    c.ok(&[
+        "patch",
+        "cm",
+        "web-config",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"merged":"yes"}}"#,
+    ]);
+    c.ok(&[
+        "patch",
+        "cm",
+        "web-config",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"replace","path":"/data/greeting","value":"json"}]"#,
+    ]);
+    c.ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type",
+        "strategic",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"sidecar","image":"busybox:1"}]}}}}"#,
+    ]);
     let cm = c.json(&["get", "cm", "web-config"]);
-    assert_eq!((cm["data"]["merged"].as_str(), cm["data"]["greeting"].as_str()), (Some("yes"), Some("json")));
-    let containers = c.json(&["get", "deploy", "web"])["spec"]["template"]["spec"]["containers"].clone();
-    let names: Vec<&str> = containers.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["web", "sidecar"], "strategic merge keeps the existing container");
+    assert_eq!(
+        (
+            cm["data"]["merged"].as_str(),
+            cm["data"]["greeting"].as_str()
+        ),
+        (Some("yes"), Some("json"))
+    );
+    let containers =
+        c.json(&["get", "deploy", "web"])["spec"]["template"]["spec"]["containers"].clone();
+    let names: Vec<&str> = containers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["web", "sidecar"],
+        "strategic merge keeps the existing container"
+    );
 
     c.ok(&["label", "deploy", "web", "env=prod"]);
     c.ok(&["annotate", "deploy", "web", "owner=team-a"]);
@@ -171,7 +318,10 @@ fn describe_edit_patch_label_annotate_scale() {
     assert_eq!(d["metadata"]["annotations"]["owner"], "team-a");
     assert_eq!(d["spec"]["replicas"], 5);
     let out = c.kubectl(&["label", "deploy", "web", "env=dev"]);
-    assert!(!out.status.success(), "relabel without --overwrite is refused");
+    assert!(
+        !out.status.success(),
+        "relabel without --overwrite is refused"
+    );
 }
 
 #[test]
@@ -181,16 +331,35 @@ fn delete_wait_and_discovery() {
     let out = c.ok(&["delete", "deployment", "web", "--wait"]);
     assert!(out.contains("deleted"), "{out}");
     let gone = c.fails(&["get", "deployment", "web"]);
-    assert!(gone.contains("NotFound") || gone.contains("not found"), "{gone}");
+    assert!(
+        gone.contains("NotFound") || gone.contains("not found"),
+        "{gone}"
+    );
 
     let resources = c.ok(&["api-resources"]);
-    for line in ["deployments", "statefulsets", "horizontalpodautoscalers", "leases", "poddisruptionbudgets", "endpointslices"] {
-        assert!(resources.contains(line), "{line} missing from api-resources");
+    for line in [
+        "deployments",
+        "statefulsets",
+        "horizontalpodautoscalers",
+        "leases",
+        "poddisruptionbudgets",
+        "endpointslices",
+    ] {
+        assert!(
+            resources.contains(line),
+            "{line} missing from api-resources"
+        );
     }
     let pods = resources.lines().find(|l| l.starts_with("pods ")).unwrap();
-    assert!(pods.contains(" po ") && pods.contains("true") && pods.contains("Pod"), "{pods}");
+    assert!(
+        pods.contains(" po ") && pods.contains("true") && pods.contains("Pod"),
+        "{pods}"
+    );
     let explained = c.ok(&["explain", "deployment.spec.strategy"]);
-    assert!(explained.contains("rollingUpdate") && explained.contains("<RollingUpdateDeployment>"), "{explained}");
+    assert!(
+        explained.contains("rollingUpdate") && explained.contains("<RollingUpdateDeployment>"),
+        "{explained}"
+    );
 }
 
 #[test]
@@ -199,30 +368,53 @@ fn bad_input_gets_a_status() {
     let unknown = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: b}\nbogus: 1\n";
     let out = c.kubectl_stdin(&["apply", "-f", "-"], unknown);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("unknown field \"bogus\""), "{err}");
+    assert!(
+        !out.status.success() && err.contains("unknown field \"bogus\""),
+        "{err}"
+    );
 
     let bad_name = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Bad_Name}\n";
     let out = c.kubectl_stdin(&["apply", "-f", "-"], bad_name);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("is invalid") && err.contains("metadata.name"), "{err}");
+    assert!(
+        err.contains("is invalid") && err.contains("metadata.name"),
+        "{err}"
+    );
 
-    let big = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata: {{a: \"{}\"}}\n", "x".repeat(4 << 20));
+    let big = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata: {{a: \"{}\"}}\n",
+        "x".repeat(4 << 20)
+    );
     let out = c.kubectl_stdin(&["apply", "-f", "-", "--validate=false"], &big);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("too large"), "{err}");
 
-    assert!(c.fails(&["get", "widgets"]).contains("doesn't have a resource type"));
-    assert!(c.fails(&["--token", "wrong", "get", "pods"]).contains("Unauthorized"));
+    assert!(c
+        .fails(&["get", "widgets"])
+        .contains("doesn't have a resource type"));
+    assert!(c
+        .fails(&["--token", "wrong", "get", "pods"])
+        .contains("Unauthorized"));
 
-    apply(&c, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cas}\ndata: {a: b}\n", &[]);
+    apply(
+        &c,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cas}\ndata: {a: b}\n",
+        &[],
+    );
     let mut cm = c.json(&["get", "cm", "cas"]);
     c.ok(&["label", "cm", "cas", "touched=yes"]);
     cm["data"]["a"] = "stale".into();
     let out = c.kubectl_stdin(&["replace", "-f", "-"], &cm.to_string());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("the object has been modified"), "a stale resourceVersion conflicts: {err}");
+    assert!(
+        err.contains("the object has been modified"),
+        "a stale resourceVersion conflicts: {err}"
+    );
 
-    let out = c.kubectl_stdin(&["apply", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: nowhere}\n");
+    let out = c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: nowhere}\n",
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("namespaces \"nowhere\" not found"));
 }
 
@@ -236,5 +428,9 @@ fn restart_keeps_state_and_credentials() {
     c.spawn(&[]);
     assert_eq!(std::fs::read_to_string(c.kubeconfig()).unwrap(), kubeconfig);
     assert_eq!(c.json(&["get", "deploy", "web"])["metadata"]["uid"], uid);
-    apply(&c, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: after}\n", &[]);
+    apply(
+        &c,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: after}\n",
+        &[],
+    );
 }

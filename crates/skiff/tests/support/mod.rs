@@ -15,7 +15,11 @@ pub struct Cluster {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The kubectl the tests use; it must be the upstream v1.35 client.
@@ -47,7 +51,11 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Optio
 
 impl Cluster {
     pub fn start() -> Self {
-        let mut c = Self { dir: tempfile::tempdir().unwrap(), port: free_port(), child: None };
+        let mut c = Self {
+            dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
+            child: None,
+        };
         c.spawn(&[]);
         c
     }
@@ -65,10 +73,14 @@ impl Cluster {
             .spawn()
             .expect("start skiff server");
         self.child = Some(child);
-        wait_for("the API server to answer /readyz", Duration::from_secs(30), || {
-            let out = self.kubectl(&["get", "--raw", "/readyz"]);
-            (out.status.success() && out.stdout == b"ok").then_some(())
-        });
+        wait_for(
+            "the API server to answer /readyz",
+            Duration::from_secs(30),
+            || {
+                let out = self.kubectl(&["get", "--raw", "/readyz"]);
+                (out.status.success() && out.stdout == b"ok").then_some(())
+            },
+        );
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
@@ -76,7 +88,10 @@ impl Cluster {
     }
 
     pub fn admin_token(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("tls/admin.token")).unwrap().trim().to_owned()
+        std::fs::read_to_string(self.dir.path().join("tls/admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
     }
 
     pub fn ca_pem(&self) -> Vec<u8> {
@@ -89,7 +104,9 @@ impl Cluster {
 
     pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(kubectl_path());
-        cmd.env("KUBECONFIG", self.kubeconfig()).env_remove("KUBE_EDITOR").args(args);
+        cmd.env("KUBECONFIG", self.kubeconfig())
+            .env_remove("KUBE_EDITOR")
+            .args(args);
         cmd
     }
 
@@ -107,7 +124,12 @@ impl Cluster {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     }
 
@@ -126,7 +148,11 @@ impl Cluster {
     /// Runs kubectl, asserts failure, returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
-        assert!(!out.status.success(), "kubectl {args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} should fail: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8(out.stderr).unwrap()
     }
 
