@@ -3,6 +3,10 @@
 //! - `cargo xtask test`: installs the upstream kubectl if missing, checks
 //!   the tools the tests need, then runs `cargo fmt --check`,
 //!   `cargo clippy -D warnings` and every test in the workspace.
+//! - `cargo xtask tidy`: only the format and lint checks.
+//! - `cargo xtask gen-protobuf`: regenerates the protobuf field table.
+
+mod protobuf;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,7 +18,8 @@ fn main() -> Result<()> {
     match task.as_deref() {
         Some("test") => test(),
         Some("tidy") => tidy(),
-        _ => bail!("usage: cargo xtask <test|tidy>"),
+        Some("gen-protobuf") => protobuf::generate(&root()),
+        _ => bail!("usage: cargo xtask <test|tidy|gen-protobuf>"),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod defaults;
 pub mod fields;
 pub mod meta;
 pub mod openapi;
+pub mod protobuf;
 pub mod registry;
 pub mod schema;
 pub mod selector;

@@ -434,3 +434,92 @@ fn restart_keeps_state_and_credentials() {
         &[],
     );
 }
+
+/// kubectl's imperative commands send protobuf bodies.
+#[test]
+fn imperative_commands_send_protobuf() {
+    let c = Cluster::start();
+    c.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox:1.36",
+        "--replicas=3",
+        "--port=80",
+    ]);
+    c.ok(&["create", "configmap", "cfg", "--from-literal=k=v"]);
+    c.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "pw",
+        "--from-literal=password=s3cret",
+    ]);
+    c.ok(&[
+        "run",
+        "one",
+        "--image=busybox",
+        "--labels=app=one",
+        "--",
+        "sleep",
+        "10",
+    ]);
+    c.ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--port=8080",
+        "--target-port=80",
+    ]);
+    c.ok(&["create", "namespace", "team-a"]);
+    c.ok(&[
+        "create",
+        "deployment",
+        "idle",
+        "--image=busybox",
+        "--replicas=0",
+    ]);
+
+    let d = c.json(&["get", "deploy", "web"]);
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "web");
+    let container = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        (
+            container["image"].as_str(),
+            container["ports"][0]["containerPort"].as_i64()
+        ),
+        (Some("busybox:1.36"), Some(80))
+    );
+    assert_eq!(
+        c.json(&["get", "deploy", "idle"])["spec"]["replicas"],
+        0,
+        "an explicit zero survives"
+    );
+    assert_eq!(c.json(&["get", "cm", "cfg"])["data"]["k"], "v");
+    assert_eq!(
+        c.json(&["get", "secret", "pw"])["data"]["password"],
+        "czNjcmV0"
+    );
+    let pod = c.json(&["get", "pod", "one"]);
+    assert_eq!(
+        pod["spec"]["containers"][0]["args"],
+        serde_json::json!(["sleep", "10"])
+    );
+    assert_eq!(pod["metadata"]["labels"]["app"], "one");
+    assert!(pod["metadata"]
+        .get("creationTimestamp")
+        .is_some_and(|t| t.as_str().unwrap().starts_with("20")));
+    let svc = c.json(&["get", "svc", "web"]);
+    assert_eq!(
+        (
+            svc["spec"]["ports"][0]["port"].as_i64(),
+            svc["spec"]["ports"][0]["targetPort"].as_i64()
+        ),
+        (Some(8080), Some(80))
+    );
+    assert_eq!(
+        c.json(&["get", "ns", "team-a"])["status"]["phase"],
+        "Active"
+    );
+}

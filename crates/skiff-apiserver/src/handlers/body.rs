@@ -38,13 +38,15 @@ pub fn content_type(headers: &HeaderMap) -> String {
         .to_ascii_lowercase()
 }
 
-/// Parses JSON, or YAML when the content type says so.
+/// Parses JSON, YAML or Kubernetes protobuf, as the content type says.
 pub fn parse(bytes: &[u8], content_type: &str) -> Result<Value, ApiError> {
+    if content_type == "application/vnd.kubernetes.protobuf" {
+        return skiff_core::protobuf::decode(bytes);
+    }
     if !matches!(content_type, "" | "*/*")
         && !content_type.contains("json")
         && !content_type.contains("yaml")
     {
-        // Clients that sent protobuf or CBOR retry with JSON on a 415.
         return Err(ApiError::unsupported_media_type(content_type));
     }
     let value: Value = if content_type.contains("yaml") {
