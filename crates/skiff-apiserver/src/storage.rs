@@ -28,17 +28,96 @@ pub fn decode_at(bytes: &[u8], rev: Revision) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
-/// Encodes an object for storage, without its `resourceVersion`.
+/// Encodes an object for storage, without its `resourceVersion`, with
+/// `apiVersion`, `kind` and `metadata` first so that [`with_rv`] can find
+/// the metadata without parsing.
 pub fn encode(obj: &Value) -> Bytes {
-    let mut obj = obj.clone();
-    meta::remove(&mut obj, "resourceVersion");
-    Bytes::from(serde_json::to_vec(&obj).unwrap_or_default())
+    let mut out = Vec::with_capacity(1024);
+    out.push(b'{');
+    let Some(map) = obj.as_object() else {
+        return Bytes::from(serde_json::to_vec(obj).unwrap_or_default());
+    };
+    let mut first = true;
+    let mut field = |out: &mut Vec<u8>, k: &str, v: &Value| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        let _ = serde_json::to_writer(&mut *out, k);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut *out, v);
+    };
+    for key in ["apiVersion", "kind"] {
+        if let Some(v) = map.get(key) {
+            field(&mut out, key, v);
+        }
+    }
+    let mut metadata = map
+        .get("metadata")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    metadata.remove("resourceVersion");
+    field(&mut out, "metadata", &Value::Object(metadata));
+    for (k, v) in map {
+        if !matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+            field(&mut out, k, v);
+        }
+    }
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+/// A stored object's JSON with its `resourceVersion` spliced into the
+/// metadata, without parsing it (see [`encode`]).
+pub fn with_rv(bytes: &[u8], rev: Revision) -> Vec<u8> {
+    const KEY: &[u8] = b"\"metadata\":{";
+    let Some(at) = bytes.windows(KEY.len()).position(|w| w == KEY) else {
+        // Not written by `encode`: take the slow road.
+        return decode_at(bytes, rev)
+            .map(|v| serde_json::to_vec(&v).unwrap_or_default())
+            .unwrap_or_default();
+    };
+    let split = at + KEY.len();
+    let mut out = Vec::with_capacity(bytes.len() + 32);
+    out.extend_from_slice(&bytes[..split]);
+    out.extend_from_slice(b"\"resourceVersion\":\"");
+    out.extend_from_slice(rev.to_string().as_bytes());
+    out.push(b'"');
+    if bytes.get(split) != Some(&b'}') {
+        out.push(b',');
+    }
+    out.extend_from_slice(&bytes[split..]);
+    out
 }
 
 /// What a read-modify-write decided.
 pub enum Change {
     Write(Value),
     Keep,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn splicing_the_revision_equals_decoding() {
+        for obj in [
+            json!({"kind": "Pod", "apiVersion": "v1", "spec": {"template": {"metadata": {"x": 1}}}, "metadata": {"name": "a", "resourceVersion": "3"}}),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {}}),
+        ] {
+            let stored = encode(&obj);
+            assert!(!String::from_utf8_lossy(&stored).contains("resourceVersion"));
+            let spliced: Value = serde_json::from_slice(&with_rv(&stored, 42)).unwrap();
+            assert_eq!(spliced, decode_at(&stored, 42).unwrap());
+            assert_eq!(spliced["metadata"]["resourceVersion"], "42");
+            assert!(spliced["spec"]
+                .get("template")
+                .is_none_or(|t| t["metadata"].get("resourceVersion").is_none()));
+        }
+    }
 }
 
 impl Objects {
@@ -50,6 +129,20 @@ impl Objects {
     ) -> Result<Value, ApiError> {
         self.try_get(r, ns, name)
             .await?
+            .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))
+    }
+
+    /// The stored bytes and revision of an object.
+    pub async fn get_raw(
+        &self,
+        r: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<KeyValue, ApiError> {
+        self.store
+            .get(&r.key(ns, name))
+            .await
+            .map_err(|e| store_error(e, r, name))?
             .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))
     }
 

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::json;
 use skiff_core::registry::ResourceType;
 use skiff_core::{table, ApiError};
 use skiff_store::{EventKind, ListOptions, Revision};
@@ -15,7 +15,7 @@ use skiff_store::{EventKind, ListOptions, Revision};
 use crate::handlers::read::Filter;
 use crate::handlers::{Api, Call};
 use crate::response::{self, wants_table};
-use crate::storage::{decode, decode_at};
+use crate::storage::{decode_at, with_rv};
 
 /// How often an idle watch with bookmarks allowed gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
@@ -28,17 +28,28 @@ struct Render {
 }
 
 impl Render {
-    fn event(&self, kind: &str, obj: &Value) -> Bytes {
-        let object = if self.table {
-            let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or("");
-            table::render(self.r, std::slice::from_ref(obj), rv, None, &self.include)
+    /// One event line for a stored object at revision `rev`. JSON objects
+    /// are spliced in unparsed; Tables need the parsed object.
+    fn event(&self, kind: &str, stored: &[u8], rev: Revision) -> Option<Bytes> {
+        let mut line = Vec::with_capacity(stored.len() + 64);
+        line.extend_from_slice(b"{\"type\":\"");
+        line.extend_from_slice(kind.as_bytes());
+        line.extend_from_slice(b"\",\"object\":");
+        if self.table {
+            let obj = decode_at(stored, rev).ok()?;
+            let table = table::render(
+                self.r,
+                std::slice::from_ref(&obj),
+                &rev.to_string(),
+                None,
+                &self.include,
+            );
+            serde_json::to_writer(&mut line, &table).ok()?;
         } else {
-            obj.clone()
-        };
-        let mut line =
-            serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-        line.push(b'\n');
-        Bytes::from(line)
+            line.extend_from_slice(&with_rv(stored, rev));
+        }
+        line.extend_from_slice(b"}\n");
+        Some(Bytes::from(line))
     }
 
     fn bookmark(&self, rev: Revision, initial_end: bool) -> Bytes {
@@ -88,9 +99,8 @@ impl Api {
                 .list(r, ns.as_deref(), ListOptions::default())
                 .await?;
             for kv in &items {
-                let obj = decode(kv)?;
-                if filter.matches(&obj) {
-                    initial.push(render.event("ADDED", &obj));
+                if filter.matches_bytes(&kv.value)? {
+                    initial.extend(render.event("ADDED", &kv.value, kv.mod_rev));
                 }
             }
             rev
@@ -159,24 +169,25 @@ impl Api {
 /// The watch event a store event becomes for this watcher, if any: an
 /// object entering the selector is ADDED, one leaving it DELETED.
 fn translate(render: &Render, filter: &Filter, event: &skiff_store::Event) -> Option<Bytes> {
-    let obj = decode_at(&event.kv.value, event.kv.mod_rev).ok()?;
-    let now = filter.matches(&obj);
-    match event.kind {
-        EventKind::Created => now.then(|| render.event("ADDED", &obj)),
-        EventKind::Deleted => now.then(|| render.event("DELETED", &obj)),
+    let (value, rev) = (&event.kv.value, event.kv.mod_rev);
+    let now = filter.matches_bytes(value).ok()?;
+    let kind = match event.kind {
+        EventKind::Created => now.then_some("ADDED")?,
+        EventKind::Deleted => now.then_some("DELETED")?,
         EventKind::Updated => {
             let before = match &event.prev {
-                Some(prev) => decode_at(prev, event.kv.mod_rev).is_ok_and(|p| filter.matches(&p)),
-                None => now,
+                Some(prev) if !filter.is_everything() => filter.matches_bytes(prev).ok()?,
+                _ => now,
             };
             match (before, now) {
-                (true, true) => Some(render.event("MODIFIED", &obj)),
-                (false, true) => Some(render.event("ADDED", &obj)),
-                (true, false) => Some(render.event("DELETED", &obj)),
-                (false, false) => None,
+                (true, true) => "MODIFIED",
+                (false, true) => "ADDED",
+                (true, false) => "DELETED",
+                (false, false) => return None,
             }
         }
-    }
+    };
+    render.event(kind, value, rev)
 }
 
 fn stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response {

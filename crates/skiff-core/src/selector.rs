@@ -180,6 +180,10 @@ impl FieldSelector {
         Ok(Self(terms))
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The value a term requires for `path`, if one term pins it.
     pub fn exact(&self, path: &str) -> Option<&str> {
         self.0

@@ -1,8 +1,457 @@
-//! `skiff bench`: measurements of a running control plane.
+//! `skiff bench api`: starts a `skiff server` (this binary) in a temporary
+//! data dir and measures it over HTTPS: start-to-ready time, idle RSS,
+//! durable creates/s from concurrent clients, GET latency, LIST of every
+//! pod from the watch cache, and event delivery to many watchers. With
+//! etcd on the PATH it measures creates/s on the etcd backend as well.
+//! Every phase is bounded in count and time; all traffic stays on 127.0.0.1.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures::StreamExt;
+use serde_json::json;
 
 #[derive(clap::Subcommand)]
-pub enum What {}
+pub enum What {
+    /// The API server and its store.
+    Api(ApiArgs),
+}
 
-pub async fn run(what: What) -> anyhow::Result<()> {
-    match what {}
+#[derive(clap::Args)]
+pub struct ApiArgs {
+    /// Concurrent clients, each with its own connection.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Pods created (and then listed).
+    #[arg(long, default_value_t = 10_000)]
+    pods: usize,
+    /// Concurrent watchers.
+    #[arg(long, default_value_t = 1_000)]
+    watchers: usize,
+    /// Objects created while the watchers listen.
+    #[arg(long, default_value_t = 100)]
+    watch_events: usize,
+}
+
+pub async fn run(what: What) -> Result<()> {
+    match what {
+        What::Api(args) => api(args).await,
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A server child process and a client for it.
+struct Server {
+    child: Child,
+    url: String,
+    token: String,
+    ca: reqwest::Certificate,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `skiff server` and returns it with the time it took to answer
+    /// `/readyz`.
+    async fn start(dir: &Path, extra: &[&str]) -> Result<(Self, Duration)> {
+        let port = free_port()?;
+        let started = Instant::now();
+        let child = Command::new(std::env::current_exe()?)
+            .args(["server", "--data-dir"])
+            .arg(dir)
+            .args(["--https-port", &port.to_string()])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?;
+        let url = format!("https://127.0.0.1:{port}");
+        let mut server = None;
+        let deadline = started + Duration::from_secs(30);
+        let mut child = Some(child);
+        while Instant::now() < deadline {
+            if let (Ok(ca), Ok(token)) = (
+                std::fs::read(dir.join("tls/ca.crt")),
+                std::fs::read_to_string(dir.join("tls/admin.token")),
+            ) {
+                let ca = reqwest::Certificate::from_pem(&ca)?;
+                let probe = reqwest::Client::builder()
+                    .add_root_certificate(ca.clone())
+                    .build()?;
+                if let Ok(r) = probe.get(format!("{url}/readyz")).send().await {
+                    if r.status().is_success() {
+                        let ready = started.elapsed();
+                        server = Some((
+                            Self {
+                                child: child.take().expect("child"),
+                                url,
+                                token: token.trim().into(),
+                                ca,
+                            },
+                            ready,
+                        ));
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if let Some(mut c) = child {
+            let _ = c.kill();
+            bail!("the server did not become ready in 30 s");
+        }
+        server.context("server")
+    }
+
+    fn client(&self) -> Result<reqwest::Client> {
+        Ok(reqwest::Client::builder()
+            .add_root_certificate(self.ca.clone())
+            .pool_max_idle_per_host(1)
+            .timeout(Duration::from_secs(60))
+            .build()?)
+    }
+
+    fn rss_kib(&self) -> u64 {
+        rss_kib(self.child.id())
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn pod(name: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "bench", "shard": name.len().to_string()}},
+        "spec": {"containers": [{"name": "main", "image": "busybox:1.36",
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}
+    })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Creates `count` pods from `clients` concurrent clients; returns the
+/// rate and the sorted latencies.
+async fn create_pods(
+    server: &Server,
+    clients: usize,
+    count: usize,
+    prefix: &str,
+) -> Result<(f64, Vec<Duration>)> {
+    let url = format!("{}/api/v1/namespaces/default/pods", server.url);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (client, url, token, prefix) = (
+            server.client()?,
+            url.clone(),
+            server.token.clone(),
+            prefix.to_owned(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            for i in (c..count).step_by(clients) {
+                let t = Instant::now();
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&pod(&format!("{prefix}-{i}")))
+                    .send()
+                    .await?;
+                if r.status() != 201 {
+                    bail!(
+                        "create answered {}: {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    );
+                }
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    all.sort();
+    Ok((rate, all))
+}
+
+async fn api(args: ApiArgs) -> Result<()> {
+    let dir = tempdir()?;
+    let (server, ready) = Server::start(&dir, &[]).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = server.rss_kib();
+    println!("start to ready                 {}", ms(ready));
+    println!("idle RSS                       {} MiB", idle_rss / 1024);
+
+    let (rate, lat) = create_pods(&server, args.clients, args.pods, "pod").await?;
+    println!(
+        "creates/s (embedded, {} clients) {rate:.0}  (p50 {}, p99 {})",
+        args.clients,
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.99))
+    );
+
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        let (client, url, token, pods) = (
+            server.client()?,
+            server.url.clone(),
+            server.token.clone(),
+            args.pods,
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            for i in 0..2_000usize {
+                let name = format!("pod-{}", (i * 7919 + c * 104_729) % pods);
+                let t = Instant::now();
+                let r = client
+                    .get(format!("{url}/api/v1/namespaces/default/pods/{name}"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await?;
+                r.error_for_status()?.bytes().await?;
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut gets = Vec::new();
+    for t in tasks {
+        gets.extend(t.await??);
+    }
+    gets.sort();
+    println!(
+        "GET p50 / p99                  {} / {}",
+        ms(percentile(&gets, 0.5)),
+        ms(percentile(&gets, 0.99))
+    );
+
+    let client = server.client()?;
+    let mut lists = Vec::new();
+    let mut body = bytes::Bytes::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let r = client
+            .get(format!("{}/api/v1/pods", server.url))
+            .bearer_auth(&server.token)
+            .send()
+            .await?;
+        body = r.error_for_status()?.bytes().await?;
+        lists.push(t.elapsed());
+    }
+    let listed: serde_json::Value = serde_json::from_slice(&body)?;
+    let n = listed["items"].as_array().map_or(0, Vec::len);
+    if n < args.pods {
+        bail!("LIST returned {n} pods, expected {}", args.pods);
+    }
+    lists.sort();
+    println!(
+        "LIST {} pods p50 / max       {} / {}",
+        args.pods,
+        ms(percentile(&lists, 0.5)),
+        ms(*lists.last().unwrap())
+    );
+
+    watchers(&server, &args).await?;
+    println!(
+        "RSS after load                 {} MiB",
+        server.rss_kib() / 1024
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    etcd_creates(&args).await
+}
+
+/// Opens the watchers, creates objects, and measures when each watcher
+/// receives each one.
+async fn watchers(server: &Server, args: &ApiArgs) -> Result<()> {
+    // Watchers share a few HTTP/2 connections, 100 streams each.
+    let pool: Vec<reqwest::Client> = (0..args.watchers.div_ceil(100))
+        .map(|_| server.client())
+        .collect::<Result<_>>()?;
+    let client = server.client()?;
+    let url = format!("{}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=0&allowWatchBookmarks=false", server.url);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut handles = Vec::new();
+    for w in 0..args.watchers {
+        let (client, url, token, tx, ready_tx) = (
+            pool[w % pool.len()].clone(),
+            url.clone(),
+            server.token.clone(),
+            tx.clone(),
+            ready_tx.clone(),
+        );
+        let expect = args.watch_events;
+        handles.push(tokio::spawn(async move {
+            let r = client
+                .get(&url)
+                .bearer_auth(&token)
+                .timeout(Duration::from_secs(120))
+                .send()
+                .await?;
+            let _ = ready_tx.send(());
+            let mut stream = r.bytes_stream();
+            let mut buf = Vec::new();
+            let mut seen = 0;
+            while let Some(chunk) = stream.next().await {
+                buf.extend_from_slice(&chunk?);
+                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    let now = Instant::now();
+                    let event: serde_json::Value = serde_json::from_slice(&line)?;
+                    if let Some(name) = event["object"]["metadata"]["name"].as_str() {
+                        let _ = tx.send((name.to_owned(), now));
+                        seen += 1;
+                    }
+                    if seen == expect {
+                        return Ok::<_, anyhow::Error>(());
+                    }
+                }
+            }
+            Ok(())
+        }));
+    }
+    drop(tx);
+    for _ in 0..args.watchers {
+        tokio::time::timeout(Duration::from_secs(60), ready_rx.recv())
+            .await?
+            .context("a watcher failed to start")?;
+    }
+    let create = format!("{}/api/v1/namespaces/default/configmaps", server.url);
+    let mut sent = std::collections::HashMap::new();
+    for i in 0..args.watch_events {
+        let name = format!("watched-{i}");
+        sent.insert(name.clone(), Instant::now());
+        let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"i": i.to_string()}});
+        client
+            .post(&create)
+            .bearer_auth(&server.token)
+            .json(&body)
+            .send()
+            .await?
+            .error_for_status()?;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut delays = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while delays.len() < args.watchers * args.watch_events {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((name, at))) => {
+                if let Some(t0) = sent.get(&name) {
+                    delays.push(at.saturating_duration_since(*t0));
+                }
+            }
+            _ => break,
+        }
+    }
+    for h in handles {
+        h.abort();
+    }
+    delays.sort();
+    println!(
+        "watch delivery ({} watchers × {} events, {} received) p50 / p99 / max  {} / {} / {}",
+        args.watchers,
+        args.watch_events,
+        delays.len(),
+        ms(percentile(&delays, 0.5)),
+        ms(percentile(&delays, 0.99)),
+        ms(delays.last().copied().unwrap_or_default())
+    );
+    Ok(())
+}
+
+/// The same create load against the etcd backend, when etcd is installed.
+async fn etcd_creates(args: &ApiArgs) -> Result<()> {
+    if Command::new("etcd").arg("--version").output().is_err() {
+        println!("creates/s (etcd)               skipped: etcd is not installed");
+        return Ok(());
+    }
+    let dir = tempdir()?;
+    let (client_port, peer_port) = (free_port()?, free_port()?);
+    let client_url = format!("http://127.0.0.1:{client_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let mut etcd = Command::new("etcd")
+        .args(["--data-dir"])
+        .arg(dir.join("etcd"))
+        .args([
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ])
+        .args(["--initial-cluster", &format!("default={peer_url}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let result = async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", client_port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("etcd did not start");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (server, _) =
+            Server::start(&dir.join("skiff"), &["--datastore-endpoint", &client_url]).await?;
+        let (rate, lat) = create_pods(&server, args.clients, args.pods.min(5_000), "etcd").await?;
+        println!(
+            "creates/s (etcd, {} clients)   {rate:.0}  (p50 {}, p99 {})",
+            args.clients,
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.99))
+        );
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let _ = etcd.kill();
+    let _ = etcd.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn tempdir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("skiff-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

@@ -3,14 +3,13 @@
 use axum::response::Response;
 use base64::Engine;
 use serde_json::{json, Value};
-use skiff_core::registry::ResourceType;
 use skiff_core::selector::{FieldSelector, LabelSelector};
 use skiff_core::{table, ApiError};
-use skiff_store::{ListOptions, Revision};
+use skiff_store::{KeyValue, ListOptions, Revision};
 
 use super::{Api, Call};
 use crate::response::{self, wants_table};
-use crate::storage::decode;
+use crate::storage::{decode, with_rv};
 
 /// Where a paginated list goes on: the revision it reads at and the last
 /// key it returned.
@@ -59,6 +58,37 @@ impl Filter {
         self.labels.matches_object(obj) && self.fields.matches(obj)
     }
 
+    /// Whether the filter lets every object through.
+    pub fn is_everything(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
+    /// Matches stored JSON, parsing only as much as the selectors need.
+    pub fn matches_bytes(&self, bytes: &[u8]) -> Result<bool, ApiError> {
+        if self.is_everything() {
+            return Ok(true);
+        }
+        let corrupt =
+            |e: serde_json::Error| ApiError::internal(format!("stored object is corrupt: {e}"));
+        if self.fields.is_empty() {
+            #[derive(serde::Deserialize)]
+            struct Meta {
+                #[serde(default)]
+                labels: std::collections::HashMap<String, String>,
+            }
+            #[derive(serde::Deserialize)]
+            struct Labelled {
+                metadata: Meta,
+            }
+            let o: Labelled = serde_json::from_slice(bytes).map_err(corrupt)?;
+            return Ok(self
+                .labels
+                .matches(|k| o.metadata.labels.get(k).map(String::as_str)));
+        }
+        let obj: Value = serde_json::from_slice(bytes).map_err(corrupt)?;
+        Ok(self.matches(&obj))
+    }
+
     /// A key prefix narrower than the resource's, when the field selector
     /// pins the namespace.
     pub fn namespace<'a>(&'a self, call: &'a Call<'_>) -> Option<&'a str> {
@@ -69,24 +99,28 @@ impl Filter {
     }
 }
 
-/// Stamps `apiVersion` and `kind` on a list item (stored objects have them,
-/// but objects written by older clients may not).
-fn stamp(r: &ResourceType, mut obj: Value) -> Value {
-    obj["apiVersion"] = json!(r.api_version());
-    obj["kind"] = json!(r.kind);
-    obj
-}
-
 impl Api {
     pub async fn get(&self, call: &Call<'_>) -> Result<Response, ApiError> {
         let t = call.target;
         let r = t.resource;
         let name = t.name.as_deref().unwrap_or_default();
+        let table = wants_table(call.accept()) && t.subresource.is_none();
+        if !table && t.subresource.as_deref() != Some("scale") {
+            let kv = self
+                .objects
+                .get_raw(r, t.namespace.as_deref(), name)
+                .await?;
+            return Ok(response::bytes(
+                200,
+                "application/json",
+                with_rv(&kv.value, kv.mod_rev),
+            ));
+        }
         let obj = self.objects.get(r, t.namespace.as_deref(), name).await?;
         if t.subresource.as_deref() == Some("scale") {
             return Ok(response::json(200, &super::subresource::scale_of(r, &obj)));
         }
-        if wants_table(call.accept()) && t.subresource.is_none() {
+        if table {
             let rv = obj["metadata"]["resourceVersion"]
                 .as_str()
                 .unwrap_or("")
@@ -119,7 +153,7 @@ impl Api {
                     ApiError::bad_request(format!("invalid resource version {rv:?}"))
                 })?);
         }
-        let mut items = Vec::new();
+        let mut items: Vec<KeyValue> = Vec::new();
         let (revision, cont) = loop {
             let (page, rev, more) = self.objects.list(r, filter.namespace(call), opts.clone()).await.map_err(|e| {
                 if e.code == 410 && call.query.continue_token.is_some() {
@@ -129,16 +163,15 @@ impl Api {
                 }
             })?;
             let last = page.last().map(|kv| kv.key.clone());
-            for kv in &page {
-                let obj = decode(kv)?;
-                if filter.matches(&obj) {
-                    items.push((kv.key.clone(), stamp(r, obj)));
+            for kv in page {
+                if filter.matches_bytes(&kv.value)? {
+                    items.push(kv);
                 }
             }
             if limit > 0 && items.len() >= limit {
                 let more = more || items.len() > limit;
                 items.truncate(limit);
-                let token = more.then(|| encode_continue(rev, &items[limit - 1].0));
+                let token = more.then(|| encode_continue(rev, &items[limit - 1].key));
                 break (rev, token);
             }
             if !more {
@@ -147,26 +180,33 @@ impl Api {
             opts.revision = Some(rev);
             opts.start_after = last;
         };
-        let items: Vec<Value> = items.into_iter().map(|(_, o)| o).collect();
         if wants_table(call.accept()) {
+            let objects = items.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
             let include = call.query.include_object.as_deref().unwrap_or("Metadata");
             return Ok(response::json(
                 200,
-                &table::render(r, &items, &revision.to_string(), cont.as_deref(), include),
+                &table::render(r, &objects, &revision.to_string(), cont.as_deref(), include),
             ));
         }
         let mut metadata = json!({"resourceVersion": revision.to_string()});
         if let Some(c) = cont {
             metadata["continue"] = json!(c);
         }
-        Ok(response::json(
-            200,
-            &json!({
-                "kind": r.list_kind(),
-                "apiVersion": r.api_version(),
-                "metadata": metadata,
-                "items": items,
-            }),
-        ))
+        let head = format!(
+            "{{\"kind\":{},\"apiVersion\":{},\"metadata\":{metadata},\"items\":[",
+            Value::from(r.list_kind()),
+            Value::from(r.api_version())
+        );
+        let size: usize = items.iter().map(|kv| kv.value.len() + 32).sum();
+        let mut body = Vec::with_capacity(head.len() + size + 2);
+        body.extend_from_slice(head.as_bytes());
+        for (i, kv) in items.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(&with_rv(&kv.value, kv.mod_rev));
+        }
+        body.extend_from_slice(b"]}");
+        Ok(response::bytes(200, "application/json", body))
     }
 }
