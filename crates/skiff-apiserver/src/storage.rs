@@ -97,29 +97,6 @@ pub enum Change {
     Keep,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn splicing_the_revision_equals_decoding() {
-        for obj in [
-            json!({"kind": "Pod", "apiVersion": "v1", "spec": {"template": {"metadata": {"x": 1}}}, "metadata": {"name": "a", "resourceVersion": "3"}}),
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {}}),
-        ] {
-            let stored = encode(&obj);
-            assert!(!String::from_utf8_lossy(&stored).contains("resourceVersion"));
-            let spliced: Value = serde_json::from_slice(&with_rv(&stored, 42)).unwrap();
-            assert_eq!(spliced, decode_at(&stored, 42).unwrap());
-            assert_eq!(spliced["metadata"]["resourceVersion"], "42");
-            assert!(spliced["spec"]
-                .get("template")
-                .is_none_or(|t| t["metadata"].get("resourceVersion").is_none()));
-        }
-    }
-}
-
 impl Objects {
     pub async fn get(
         &self,
@@ -260,5 +237,28 @@ impl From<ApiError> for UpdateError {
 impl From<skiff_store::Error> for UpdateError {
     fn from(e: skiff_store::Error) -> Self {
         Self(ApiError::internal(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn splicing_the_revision_equals_decoding() {
+        for obj in [
+            json!({"kind": "Pod", "apiVersion": "v1", "spec": {"template": {"metadata": {"x": 1}}}, "metadata": {"name": "a", "resourceVersion": "3"}}),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {}}),
+        ] {
+            let stored = encode(&obj);
+            assert!(!String::from_utf8_lossy(&stored).contains("resourceVersion"));
+            let spliced: Value = serde_json::from_slice(&with_rv(&stored, 42)).unwrap();
+            assert_eq!(spliced, decode_at(&stored, 42).unwrap());
+            assert_eq!(spliced["metadata"]["resourceVersion"], "42");
+            assert!(spliced["spec"]
+                .get("template")
+                .is_none_or(|t| t["metadata"].get("resourceVersion").is_none()));
+        }
     }
 }
