@@ -17,7 +17,7 @@ pub async fn run(api: &Api) -> Result<(), ApiError> {
         api.prepare_create(namespaces, None, &mut ns, "skiff-apiserver")
             .await?;
         match api.objects.create(namespaces, &mut ns).await {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(e) if e.reason == "AlreadyExists" => {}
             Err(e) => return Err(e),
         }

@@ -137,16 +137,19 @@ impl Objects {
         kv.as_ref().map(decode).transpose()
     }
 
-    pub async fn create(&self, r: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+    /// Stores a new object; returns its JSON as stored, with the new
+    /// `resourceVersion` (also set on `obj`).
+    pub async fn create(&self, r: &ResourceType, obj: &mut Value) -> Result<Vec<u8>, ApiError> {
         let name = meta::name(obj).to_owned();
         let key = r.key(meta::namespace(obj), &name);
+        let bytes = encode(obj);
         let rev = self
             .store
-            .create(&key, encode(obj))
+            .create(&key, bytes.clone())
             .await
             .map_err(|e| store_error(e, r, &name))?;
         meta::set(obj, "resourceVersion", rev.to_string());
-        Ok(())
+        Ok(with_rv(&bytes, rev))
     }
 
     /// Reads the object, lets `change` decide its next state, and writes it

@@ -3,7 +3,9 @@
 
 use serde_json::{json, Value};
 
-use crate::fields::{display, remove_at, value_at, FieldSet};
+use std::collections::BTreeSet;
+
+use crate::fields::{display, remove_at, tree, value_at, FieldSet, Path};
 use crate::{meta, strategic, ApiError};
 
 /// One entry of `metadata.managedFields`.
@@ -181,14 +183,30 @@ pub fn track_update(old: Option<&Value>, new: &mut Value, manager: &Manager, def
     if given.is_some() && given != before {
         return;
     }
-    let mut managers = old.map(entries).unwrap_or_default();
+    let Some(old) = old else {
+        // A new object: the writer owns everything in it.
+        let mut entry = json!({
+            "manager": manager.name,
+            "operation": "Update",
+            "apiVersion": manager.api_version,
+            "time": meta::now(),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": tree(new, def),
+        });
+        if let Some(sub) = manager.subresource {
+            entry["subresource"] = json!(sub);
+        }
+        if entry["fieldsV1"].as_object().is_some_and(|m| !m.is_empty()) {
+            meta::set(new, "managedFields", json!([entry]));
+        }
+        return;
+    };
     let now = FieldSet::of(new, def);
-    let empty = json!({});
-    let old_obj = old.unwrap_or(&empty);
-    let changed: Vec<_> = now
+    let mut managers = entries(old);
+    let changed: BTreeSet<Path> = now
         .0
         .iter()
-        .filter(|p| value_at(old_obj, p) != value_at(new, p))
+        .filter(|p| value_at(old, p) != value_at(new, p))
         .cloned()
         .collect();
     for e in managers.iter_mut() {
@@ -214,7 +232,7 @@ pub fn track_update(old: Option<&Value>, new: &mut Value, manager: &Manager, def
                 api_version: manager.api_version.to_owned(),
                 time: meta::now(),
                 subresource: manager.subresource.map(str::to_owned),
-                fields: FieldSet(changed.into_iter().collect()),
+                fields: FieldSet(changed),
             }),
         }
     }

@@ -32,30 +32,7 @@ const UNOWNED_META: &[&str] = &[
 impl FieldSet {
     /// Every field set in `obj`, an object of root definition `def`.
     pub fn of(obj: &Value, def: Option<&str>) -> Self {
-        let mut set = BTreeSet::new();
-        let Some(map) = obj.as_object() else {
-            return Self(set);
-        };
-        for (k, v) in map {
-            if matches!(k.as_str(), "apiVersion" | "kind" | "status") {
-                continue;
-            }
-            let mut path = vec![format!("f:{k}")];
-            if k == "metadata" {
-                for (mk, mv) in v.as_object().into_iter().flatten() {
-                    if UNOWNED_META.contains(&mk.as_str()) {
-                        continue;
-                    }
-                    path.push(format!("f:{mk}"));
-                    let child = def.and_then(|d| schemas().property_def(d, "metadata"));
-                    walk(mv, child, Some(mk), &mut path, &mut set);
-                    path.pop();
-                }
-                continue;
-            }
-            walk(v, def, Some(k), &mut path, &mut set);
-        }
-        Self(set)
+        Self::from_json(&tree(obj, def))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -102,72 +79,88 @@ impl FieldSet {
     }
 }
 
-/// Adds the leaves of `v`, the value of field `field` in definition `def`
-/// (the definition holding the field), found at `path`.
-fn walk(
-    v: &Value,
-    def: Option<&str>,
-    field: Option<&str>,
-    path: &mut Path,
-    out: &mut BTreeSet<Path>,
-) {
+/// The `fieldsV1` tree of every field set in `obj`, an object of root
+/// definition `def`.
+pub fn tree(obj: &Value, def: Option<&str>) -> Value {
+    let mut out = Map::new();
+    for (k, v) in obj.as_object().into_iter().flatten() {
+        if matches!(k.as_str(), "apiVersion" | "kind" | "status") {
+            continue;
+        }
+        if k == "metadata" {
+            let meta_def = def.and_then(|d| schemas().property_def(d, "metadata"));
+            let mut meta = Map::new();
+            for (mk, mv) in v.as_object().into_iter().flatten() {
+                if !UNOWNED_META.contains(&mk.as_str()) {
+                    meta.insert(format!("f:{mk}"), node(mv, meta_def, Some(mk)));
+                }
+            }
+            if !meta.is_empty() {
+                out.insert("f:metadata".into(), Value::Object(meta));
+            }
+            continue;
+        }
+        out.insert(format!("f:{k}"), node(v, def, Some(k)));
+    }
+    Value::Object(out)
+}
+
+/// The subtree of `v`, the value of field `field` in definition `def` (the
+/// definition holding the field); `{}` for a leaf.
+fn node(v: &Value, def: Option<&str>, field: Option<&str>) -> Value {
     let s = schemas();
-    let own_def = match (def, field) {
-        (Some(d), Some(f)) => s.property_def(d, f),
-        _ => None,
+    let (def, field) = match (def, field) {
+        (Some(d), Some(f)) => (d, f),
+        _ => return untyped(v),
     };
+    let mut out = Map::new();
     match v {
         Value::Object(m) if !m.is_empty() => {
-            let is_map = matches!((def, field), (Some(d), Some(f)) if s.is_map(d, f));
+            let own_def = s.property_def(def, field);
             for (k, child) in m {
-                path.push(format!("f:{k}"));
-                if is_map || own_def.is_none() {
-                    walk(child, None, None, path, out);
-                } else {
-                    walk(child, own_def, Some(k), path, out);
-                }
-                path.pop();
+                let sub = match own_def {
+                    Some(d) if !s.is_map(def, field) => node(child, Some(d), Some(k)),
+                    _ => untyped(child),
+                };
+                out.insert(format!("f:{k}"), sub);
             }
         }
-        Value::Array(items) if !items.is_empty() => {
-            let strategy = match (def, field) {
-                (Some(d), Some(f)) => s.list_strategy(d, f),
-                _ => ListStrategy::Atomic,
-            };
-            let items_def = match (def, field) {
-                (Some(d), Some(f)) => s.items_def(d, f),
-                _ => None,
-            };
-            match strategy {
-                ListStrategy::Atomic => {
-                    out.insert(path.clone());
-                }
-                ListStrategy::Set => {
-                    for item in items {
-                        path.push(format!("v:{item}"));
-                        out.insert(path.clone());
-                        path.pop();
-                    }
-                }
-                ListStrategy::Map(key) => {
-                    for item in items {
-                        path.push(format!("k:{}", json!({ key: item.get(key) })));
-                        path.push(".".into());
-                        out.insert(path.clone());
-                        path.pop();
-                        for (k, child) in item.as_object().into_iter().flatten() {
-                            path.push(format!("f:{k}"));
-                            walk(child, items_def, Some(k), path, out);
-                            path.pop();
-                        }
-                        path.pop();
-                    }
+        Value::Array(items) if !items.is_empty() => match s.list_strategy(def, field) {
+            ListStrategy::Atomic => {}
+            ListStrategy::Set => {
+                for item in items {
+                    out.insert(format!("v:{item}"), json!({}));
                 }
             }
-        }
-        _ => {
-            out.insert(path.clone());
-        }
+            ListStrategy::Map(key) => {
+                let items_def = s.items_def(def, field);
+                for item in items {
+                    let mut entry = Map::new();
+                    entry.insert(".".into(), json!({}));
+                    for (k, child) in item.as_object().into_iter().flatten() {
+                        entry.insert(format!("f:{k}"), node(child, items_def, Some(k)));
+                    }
+                    out.insert(
+                        format!("k:{}", json!({ key: item.get(key) })),
+                        Value::Object(entry),
+                    );
+                }
+            }
+        },
+        _ => {}
+    }
+    Value::Object(out)
+}
+
+/// The subtree of a value with no schema: objects by field, lists atomic.
+fn untyped(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, c)| (format!("f:{k}"), untyped(c)))
+                .collect(),
+        ),
+        _ => json!({}),
     }
 }
 

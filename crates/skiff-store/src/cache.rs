@@ -192,6 +192,10 @@ impl Store for WatchCache {
         Ok(self.state.read().await.items.get(key).cloned())
     }
 
+    async fn get_any(&self, key: &str) -> Result<Option<KeyValue>> {
+        Ok(self.state.read().await.items.get(key).cloned())
+    }
+
     async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListPage> {
         if opts.revision.is_some_and(|r| r > 0) {
             // A continuation at a past revision: the backend keeps history.

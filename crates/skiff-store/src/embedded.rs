@@ -389,8 +389,10 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: Vec<Request>) {
-        let start = self.revision.load(Ordering::Acquire);
-        let mut rev = start;
+        let mut rev = self.revision.load(Ordering::Acquire);
+        let started = std::time::Instant::now();
+        let size = batch.len();
+
         let outcome = (|| -> rusqlite::Result<Vec<Result<Option<Event>>>> {
             let tx = self
                 .conn
@@ -399,16 +401,10 @@ impl Writer {
             for req in &batch {
                 results.push(apply(&tx, &req.op, &mut rev, &self.compacted)?);
             }
-            if rev != start {
-                tx.execute(
-                    "INSERT INTO meta (name, value) VALUES ('revision', ?1)
-                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                    [rev],
-                )?;
-            }
             tx.commit()?;
             Ok(results)
         })();
+        tracing::trace!(size, elapsed = ?started.elapsed(), "store batch committed");
         match outcome {
             Ok(results) => {
                 self.revision.store(rev, Ordering::Release);
@@ -510,6 +506,13 @@ fn apply(
                 "INSERT INTO meta (name, value) VALUES ('compacted', ?1)
                  ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
                 [revision],
+            )?;
+            // Tombstones are gone now, so the log's last row may no longer
+            // carry the latest revision: keep it here.
+            tx.execute(
+                "INSERT INTO meta (name, value) VALUES ('revision', ?1)
+                 ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
+                [*rev],
             )?;
             compacted.fetch_max(*revision, Ordering::AcqRel);
             Ok(None)

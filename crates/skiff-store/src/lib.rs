@@ -86,6 +86,11 @@ pub trait Store: Send + Sync + 'static {
     async fn create(&self, key: &str, value: Bytes) -> Result<Revision>;
     /// Reads the latest value of a key.
     async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
+    /// Reads a key from what the store has at hand, which may trail the
+    /// latest write (upstream's `resourceVersion=0` reads).
+    async fn get_any(&self, key: &str) -> Result<Option<KeyValue>> {
+        self.get(key).await
+    }
     /// Lists keys under a prefix, in key order.
     async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListPage>;
     /// Replaces a key's value if its `mod_rev` is still `expected`.

@@ -373,5 +373,12 @@ async fn embedded_reopens_with_state() {
     let s = Embedded::open(&path).unwrap();
     assert_eq!(s.current_revision().await.unwrap(), rev);
     assert_eq!(s.get("/p/a").await.unwrap().unwrap().value, b("kept"));
-    assert!(s.create("/p/b", b("x")).await.unwrap() > rev);
+    let created = s.create("/p/b", b("x")).await.unwrap();
+    assert!(created > rev);
+    // A deletion compacted away still counts: revisions never go back.
+    let deleted = s.delete("/p/b", None).await.unwrap().mod_rev;
+    s.compact(deleted).await.unwrap();
+    drop(s);
+    let s = Embedded::open(&path).unwrap();
+    assert_eq!(s.current_revision().await.unwrap(), deleted);
 }

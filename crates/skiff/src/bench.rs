@@ -72,7 +72,10 @@ impl Server {
             .arg(dir)
             .args(["--https-port", &port.to_string()])
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .spawn()?;
         let url = format!("https://127.0.0.1:{port}");

@@ -10,6 +10,7 @@ use skiff_core::schema::schemas;
 use skiff_core::{defaults, meta, validate, ApiError};
 
 use super::Api;
+use crate::response::store_error;
 
 /// Metadata only the server sets.
 const SYSTEM_META: &[&str] = &[
@@ -61,9 +62,42 @@ impl Api {
         name: &str,
     ) -> Result<(), ApiError> {
         let namespaces = registry::lookup("", "v1", "namespaces").expect("namespaces are served");
-        match self.objects.try_get(namespaces, None, ns).await? {
+        #[derive(serde::Deserialize)]
+        struct Meta {
+            #[serde(rename = "deletionTimestamp")]
+            deletion: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Namespace {
+            metadata: Meta,
+        }
+        let key = namespaces.key(None, ns);
+        let store = &self.objects.store;
+        let read = |kv: Option<skiff_store::KeyValue>| -> Result<Option<Namespace>, ApiError> {
+            kv.map(|kv| {
+                serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(e.to_string()))
+            })
+            .transpose()
+        };
+        // The cache as it stands answers almost always; a missing or
+        // terminating namespace is confirmed with a consistent read.
+        let mut found = read(
+            store
+                .get_any(&key)
+                .await
+                .map_err(|e| store_error(e, namespaces, ns))?,
+        )?;
+        if found.as_ref().is_none_or(|n| n.metadata.deletion.is_some()) {
+            found = read(
+                store
+                    .get(&key)
+                    .await
+                    .map_err(|e| store_error(e, namespaces, ns))?,
+            )?;
+        }
+        match found {
             None => Err(ApiError::not_found("", "namespaces", ns)),
-            Some(n) if meta::is_deleting(&n) => Err(ApiError {
+            Some(n) if n.metadata.deletion.is_some() => Err(ApiError {
                 details: Some(json!({"name": name, "kind": r.plural, "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]})),
                 ..ApiError::forbidden(format!(
                     "{} {name:?} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
@@ -328,11 +362,13 @@ mod tests {
     #[test]
     fn update_keeps_system_fields_and_bumps_generation_on_spec_change() {
         let r = registry::lookup("apps", "v1", "deployments").unwrap();
-        let current = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        let mut current = json!({"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "web", "namespace": "d", "uid": "u1", "generation": 1, "creationTimestamp": "2024-01-01T00:00:00Z"},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"a": "b"}},
                 "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}},
             "status": {"replicas": 1}});
+        // Stored objects always carry their defaults.
+        defaults::apply(r, &mut current);
         let mut next = current.clone();
         next["metadata"]["uid"] = json!("forged");
         next["status"] = json!({"replicas": 99});

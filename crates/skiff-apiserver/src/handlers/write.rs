@@ -28,10 +28,14 @@ impl Api {
         let (mut obj, warnings) = typed(r, obj, call.query.field_validation.as_deref())?;
         self.prepare_create(r, t.namespace.as_deref(), &mut obj, &call.manager())
             .await?;
-        if !call.query.dry_run {
-            self.objects.create(r, &mut obj).await?;
+        if call.query.dry_run {
+            return Ok(with_warnings(response::json(201, &obj), &warnings));
         }
-        Ok(with_warnings(response::json(201, &obj), &warnings))
+        let stored = self.objects.create(r, &mut obj).await?;
+        Ok(with_warnings(
+            response::bytes(201, "application/json", stored),
+            &warnings,
+        ))
     }
 
     pub async fn update(&self, call: &Call<'_>, raw: Bytes) -> Result<Response, ApiError> {
@@ -162,7 +166,12 @@ impl Api {
                     return Ok(with_warnings(response::json(201, &obj), &warnings));
                 }
                 match self.objects.create(r, &mut obj).await {
-                    Ok(()) => return Ok(with_warnings(response::json(201, &obj), &warnings)),
+                    Ok(stored) => {
+                        return Ok(with_warnings(
+                            response::bytes(201, "application/json", stored),
+                            &warnings,
+                        ))
+                    }
                     Err(e) if e.reason == "AlreadyExists" => continue,
                     Err(e) => return Err(e),
                 }
