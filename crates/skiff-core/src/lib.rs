@@ -11,6 +11,7 @@ pub mod fields;
 pub mod meta;
 pub mod openapi;
 pub mod protobuf;
+pub mod quantity;
 pub mod registry;
 pub mod schema;
 pub mod selector;

@@ -1,0 +1,80 @@
+//! The plugin framework: one small trait per extension point and an
+//! explicit status, as upstream's scheduling framework has.
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::node_info::NodeInfo;
+
+/// What a plugin decided about a pod on a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    Success,
+    /// The pod does not fit now; it might after the cluster changes.
+    Unschedulable(Vec<String>),
+    /// The pod cannot fit this node whatever else changes.
+    UnschedulableAndUnresolvable(Vec<String>),
+    Error(String),
+}
+
+impl Status {
+    pub fn unschedulable(reason: impl Into<String>) -> Self {
+        Self::Unschedulable(vec![reason.into()])
+    }
+
+    pub fn unresolvable(reason: impl Into<String>) -> Self {
+        Self::UnschedulableAndUnresolvable(vec![reason.into()])
+    }
+
+    pub fn is_success(&self) -> bool {
+        matches!(self, Self::Success)
+    }
+
+    /// The reasons, counted in the "0/N nodes are available" message.
+    pub fn reasons(&self) -> &[String] {
+        match self {
+            Self::Unschedulable(r) | Self::UnschedulableAndUnresolvable(r) => r,
+            _ => &[],
+        }
+    }
+}
+
+/// Decides whether a pod may run on a node.
+pub trait Filter: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn filter(&self, pod: &Pod, node: &NodeInfo) -> Status;
+}
+
+/// The highest score a plugin gives after normalizing.
+pub const MAX_SCORE: i64 = 100;
+
+/// Ranks the nodes a pod fits on.
+pub trait Score: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// How much this plugin's normalized score counts.
+    fn weight(&self) -> i64;
+    fn score(&self, pod: &Pod, node: &NodeInfo) -> i64;
+    /// Maps raw scores to 0..=MAX_SCORE; the default keeps them.
+    fn normalize(&self, _scores: &mut [i64]) {}
+}
+
+/// Scales scores so the highest becomes MAX_SCORE (or the lowest, when
+/// `reverse`, for plugins where less is better).
+pub fn normalize_to_max(scores: &mut [i64], reverse: bool) {
+    let max = scores.iter().copied().max().unwrap_or(0);
+    if max == 0 {
+        if reverse {
+            scores.iter_mut().for_each(|s| *s = MAX_SCORE);
+        }
+        return;
+    }
+    for s in scores.iter_mut() {
+        let scaled = *s * MAX_SCORE / max;
+        *s = if reverse { MAX_SCORE - scaled } else { scaled };
+    }
+}
+
+/// The plugins one scheduler runs.
+pub struct Profile {
+    pub filters: Vec<Box<dyn Filter>>,
+    pub scores: Vec<Box<dyn Score>>,
+}

@@ -1,0 +1,8 @@
+//! The scheduler: watches unbound pods and nodes through the API, filters
+//! and scores nodes with plugins, and binds each pod through
+//! `pods/binding`. It never touches the store.
+
+pub mod framework;
+pub mod node_info;
+pub mod plugins;
+pub mod schedule;

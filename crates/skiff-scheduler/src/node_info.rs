@@ -1,0 +1,114 @@
+//! What the scheduler knows about one node: the node itself and the
+//! resources its pods (bound or assumed) request.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use skiff_core::quantity::parse_milli;
+
+/// Resource amounts in thousandths (`cpu: 100m` → 100, `memory: 1Ki` →
+/// 1_024_000).
+pub type Resources = BTreeMap<String, i128>;
+
+/// Requests that count when a pod asks for nothing, for scoring only
+/// (upstream's non-zero defaults: 100m CPU, 200Mi memory).
+pub const DEFAULT_CPU_MILLI: i128 = 100;
+pub const DEFAULT_MEMORY_MILLI: i128 = 200 * 1024 * 1024 * 1000;
+
+#[derive(Clone, Debug, Default)]
+pub struct NodeInfo {
+    pub node: Node,
+    pub allocatable: Resources,
+    pub requested: Resources,
+    /// Requests with the non-zero defaults, for scoring.
+    pub requested_nonzero: Resources,
+    pub pod_count: i128,
+}
+
+fn add(into: &mut Resources, from: &Resources, sign: i128) {
+    for (k, v) in from {
+        *into.entry(k.clone()).or_default() += sign * v;
+    }
+}
+
+impl NodeInfo {
+    pub fn new(node: Node) -> Self {
+        let allocatable = node
+            .status
+            .as_ref()
+            .and_then(|s| s.allocatable.clone().or_else(|| s.capacity.clone()))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, q)| Some((k, parse_milli(&q.0)?)))
+            .collect();
+        Self {
+            node,
+            allocatable,
+            ..Default::default()
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.node.metadata.name.as_deref().unwrap_or("")
+    }
+
+    /// Counts a pod on this node (`sign` 1) or stops counting it (-1).
+    pub fn account(&mut self, pod: &Pod, sign: i128) {
+        let requests = pod_requests(pod);
+        add(&mut self.requested, &requests, sign);
+        add(&mut self.requested_nonzero, &with_defaults(requests), sign);
+        self.pod_count += sign;
+    }
+
+    /// What is left of a resource.
+    pub fn free(&self, resource: &str) -> i128 {
+        self.allocatable.get(resource).copied().unwrap_or(0)
+            - self.requested.get(resource).copied().unwrap_or(0)
+    }
+}
+
+/// A pod's requests: its containers' summed, or its largest init
+/// container's where that is more, plus overhead. A limit with no request
+/// counts as the request, as upstream defaulting makes it.
+pub fn pod_requests(pod: &Pod) -> Resources {
+    let Some(spec) = &pod.spec else {
+        return Resources::new();
+    };
+    let container = |c: &k8s_openapi::api::core::v1::Container| -> Resources {
+        let res = c.resources.as_ref();
+        let mut out: Resources = res
+            .and_then(|r| r.limits.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, q)| Some((k, parse_milli(&q.0)?)))
+            .collect();
+        for (k, q) in res.and_then(|r| r.requests.clone()).unwrap_or_default() {
+            if let Some(v) = parse_milli(&q.0) {
+                out.insert(k, v);
+            }
+        }
+        out
+    };
+    let mut total = Resources::new();
+    for c in &spec.containers {
+        add(&mut total, &container(c), 1);
+    }
+    for c in spec.init_containers.iter().flatten() {
+        for (k, v) in container(c) {
+            let slot = total.entry(k).or_default();
+            *slot = (*slot).max(v);
+        }
+    }
+    for (k, q) in spec.overhead.clone().unwrap_or_default() {
+        if let Some(v) = parse_milli(&q.0) {
+            *total.entry(k).or_default() += v;
+        }
+    }
+    total
+}
+
+fn with_defaults(mut r: Resources) -> Resources {
+    r.entry("cpu".into()).or_insert(DEFAULT_CPU_MILLI);
+    r.entry("memory".into()).or_insert(DEFAULT_MEMORY_MILLI);
+    r
+}

@@ -1,0 +1,75 @@
+//! The default plugins, each with its own table tests.
+
+mod balanced_allocation;
+mod node_affinity;
+mod node_name;
+mod node_resources_fit;
+mod node_unschedulable;
+mod taint_toleration;
+
+pub use balanced_allocation::BalancedAllocation;
+pub use node_affinity::NodeAffinity;
+pub use node_name::NodeName;
+pub use node_resources_fit::{LeastAllocated, NodeResourcesFit};
+pub use node_unschedulable::NodeUnschedulable;
+pub use taint_toleration::{tolerates, TaintToleration};
+
+use crate::framework::Profile;
+
+/// Upstream's default profile, with its score weights.
+pub fn default_profile() -> Profile {
+    Profile {
+        filters: vec![
+            Box::new(NodeUnschedulable),
+            Box::new(NodeName),
+            Box::new(TaintToleration),
+            Box::new(NodeAffinity),
+            Box::new(NodeResourcesFit),
+        ],
+        scores: vec![
+            Box::new(TaintToleration),
+            Box::new(NodeAffinity),
+            Box::new(LeastAllocated),
+            Box::new(BalancedAllocation),
+        ],
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use serde_json::{json, Value};
+
+    use crate::node_info::NodeInfo;
+
+    pub fn pod(spec: Value) -> Pod {
+        let mut spec = spec;
+        if spec.get("containers").is_none() {
+            spec["containers"] = json!([{"name": "c", "image": "i"}]);
+        }
+        serde_json::from_value(
+            json!({"metadata": {"name": "p", "namespace": "default"}, "spec": spec}),
+        )
+        .unwrap()
+    }
+
+    pub fn node(name: &str, labels: Value, spec: Value, allocatable: Value) -> NodeInfo {
+        NodeInfo::new(
+            serde_json::from_value::<Node>(json!({
+                "metadata": {"name": name, "labels": labels},
+                "spec": spec,
+                "status": {"allocatable": allocatable},
+            }))
+            .unwrap(),
+        )
+    }
+
+    pub fn plain(name: &str) -> NodeInfo {
+        node(
+            name,
+            json!({}),
+            json!({}),
+            json!({"cpu": "4", "memory": "8Gi", "pods": "110"}),
+        )
+    }
+}

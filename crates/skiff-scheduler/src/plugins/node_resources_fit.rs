@@ -1,0 +1,160 @@
+//! NodeResourcesFit: a pod fits where every resource it requests (cpu,
+//! memory, ephemeral-storage, extended resources) and one more pod slot
+//! are still free. LeastAllocated scores emptier nodes higher.
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::framework::{Filter, Score, Status, MAX_SCORE};
+use crate::node_info::{pod_requests, NodeInfo};
+
+pub struct NodeResourcesFit;
+
+impl Filter for NodeResourcesFit {
+    fn name(&self) -> &'static str {
+        "NodeResourcesFit"
+    }
+
+    fn filter(&self, pod: &Pod, node: &NodeInfo) -> Status {
+        let mut reasons = Vec::new();
+        let max_pods = node.allocatable.get("pods").copied().unwrap_or(110_000) / 1000;
+        if node.pod_count + 1 > max_pods {
+            reasons.push("Too many pods".to_owned());
+        }
+        for (resource, want) in pod_requests(pod) {
+            if want > 0 && want > node.free(&resource) {
+                reasons.push(format!("Insufficient {resource}"));
+            }
+        }
+        if reasons.is_empty() {
+            Status::Success
+        } else {
+            Status::Unschedulable(reasons)
+        }
+    }
+}
+
+/// The fraction of cpu and memory left free after placing the pod, as a
+/// 0..=100 score (upstream's default LeastAllocated strategy).
+pub struct LeastAllocated;
+
+/// `(requested after placing the pod, allocatable)` of cpu and memory,
+/// with the non-zero defaults.
+pub fn usage(pod: &Pod, node: &NodeInfo) -> [(i128, i128); 2] {
+    let mut want = pod_requests(pod);
+    want.entry("cpu".into())
+        .or_insert(crate::node_info::DEFAULT_CPU_MILLI);
+    want.entry("memory".into())
+        .or_insert(crate::node_info::DEFAULT_MEMORY_MILLI);
+    ["cpu", "memory"].map(|r| {
+        let used = node.requested_nonzero.get(r).copied().unwrap_or(0) + want[r];
+        (used, node.allocatable.get(r).copied().unwrap_or(0))
+    })
+}
+
+impl Score for LeastAllocated {
+    fn name(&self) -> &'static str {
+        "NodeResourcesFit"
+    }
+
+    fn weight(&self) -> i64 {
+        1
+    }
+
+    fn score(&self, pod: &Pod, node: &NodeInfo) -> i64 {
+        let per: Vec<i64> = usage(pod, node)
+            .iter()
+            .map(|&(used, cap)| {
+                if cap <= 0 || used > cap {
+                    0
+                } else {
+                    ((cap - used) * MAX_SCORE as i128 / cap) as i64
+                }
+            })
+            .collect();
+        per.iter().sum::<i64>() / per.len() as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::test_util::{node, pod};
+    use serde_json::json;
+
+    fn requesting(cpu: &str, memory: &str) -> Pod {
+        pod(
+            json!({"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}),
+        )
+    }
+
+    #[test]
+    fn filter_table() {
+        let n = node(
+            "n",
+            json!({}),
+            json!({}),
+            json!({"cpu": "2", "memory": "4Gi", "pods": "2", "nvidia.com/gpu": "1"}),
+        );
+        let cases: Vec<(Pod, Vec<&str>)> = vec![
+            (requesting("1", "1Gi"), vec![]),
+            (requesting("3", "1Gi"), vec!["Insufficient cpu"]),
+            (
+                requesting("3", "5Gi"),
+                vec!["Insufficient cpu", "Insufficient memory"],
+            ),
+            (
+                pod(
+                    json!({"containers": [{"name": "c", "image": "i", "resources": {"limits": {"nvidia.com/gpu": "2"}}}]}),
+                ),
+                vec!["Insufficient nvidia.com/gpu"],
+            ),
+            (
+                pod(
+                    json!({"containers": [{"name": "c", "image": "i", "resources": {"requests": {"ephemeral-storage": "1Gi"}}}]}),
+                ),
+                vec!["Insufficient ephemeral-storage"],
+            ),
+            (
+                pod(
+                    json!({"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "500m"}}}],
+                "initContainers": [{"name": "init", "image": "i", "resources": {"requests": {"cpu": "2500m"}}}]}),
+                ),
+                vec!["Insufficient cpu"],
+            ),
+        ];
+        for (p, want) in cases {
+            let got = NodeResourcesFit.filter(&p, &n);
+            assert_eq!(
+                got.reasons(),
+                want.iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .as_slice()
+            );
+        }
+        let mut full = n.clone();
+        full.account(&requesting("100m", "1Mi"), 1);
+        full.account(&requesting("100m", "1Mi"), 1);
+        assert_eq!(
+            NodeResourcesFit
+                .filter(&requesting("100m", "1Mi"), &full)
+                .reasons(),
+            ["Too many pods".to_string()]
+        );
+    }
+
+    #[test]
+    fn least_allocated_prefers_emptier_nodes() {
+        let p = requesting("1", "1Gi");
+        let empty = node(
+            "a",
+            json!({}),
+            json!({}),
+            json!({"cpu": "4", "memory": "4Gi"}),
+        );
+        let mut busy = empty.clone();
+        busy.account(&requesting("2", "2Gi"), 1);
+        assert_eq!(LeastAllocated.score(&p, &empty), 75);
+        assert_eq!(LeastAllocated.score(&p, &busy), 25);
+    }
+}

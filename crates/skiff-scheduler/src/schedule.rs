@@ -1,0 +1,198 @@
+//! One scheduling decision: filter the nodes, score the feasible ones, pick
+//! the best; or explain why no node fits.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use rand::Rng;
+
+use crate::framework::{Profile, Status};
+use crate::node_info::NodeInfo;
+
+/// Why a pod fits nowhere: reason → number of nodes that gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FitError {
+    pub nodes: usize,
+    pub reasons: BTreeMap<String, usize>,
+}
+
+impl FitError {
+    /// Upstream's message: "0/5 nodes are available: 2 Insufficient cpu,
+    /// 3 node(s) had untolerated taint {dedicated: gpu}."
+    pub fn message(&self) -> String {
+        let mut parts: Vec<String> = self
+            .reasons
+            .iter()
+            .map(|(r, n)| format!("{n} {r}"))
+            .collect();
+        parts.sort();
+        if parts.is_empty() {
+            format!("0/{} nodes are available.", self.nodes)
+        } else {
+            format!(
+                "0/{} nodes are available: {}.",
+                self.nodes,
+                parts.join(", ")
+            )
+        }
+    }
+}
+
+/// How many feasible nodes to find before scoring, as upstream's adaptive
+/// `percentageOfNodesToScore`: all of a small cluster, a shrinking share
+/// (never under 5 %, never under 100 nodes) of a large one.
+pub fn feasible_to_find(nodes: usize) -> usize {
+    if nodes < 100 {
+        return nodes;
+    }
+    let percent = (50 - nodes as i64 / 125).max(5) as usize;
+    (nodes * percent / 100).max(100)
+}
+
+/// Picks a node for `pod` among `nodes`, starting the search at `start`
+/// (rotated between cycles so that every node gets its turn).
+pub fn schedule(
+    profile: &Profile,
+    pod: &Pod,
+    nodes: &[NodeInfo],
+    start: usize,
+    score_all: bool,
+) -> Result<usize, FitError> {
+    let want = if score_all {
+        nodes.len()
+    } else {
+        feasible_to_find(nodes.len())
+    };
+    let mut feasible = Vec::new();
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..nodes.len() {
+        if feasible.len() >= want {
+            break;
+        }
+        let idx = (start + i) % nodes.len();
+        let node = &nodes[idx];
+        let failed = profile
+            .filters
+            .iter()
+            .map(|f| f.filter(pod, node))
+            .find(|s| !s.is_success());
+        match failed {
+            None => feasible.push(idx),
+            Some(Status::Error(e)) => {
+                *reasons.entry(e).or_default() += 1;
+            }
+            Some(s) => {
+                for r in s.reasons() {
+                    *reasons.entry(r.clone()).or_default() += 1;
+                }
+            }
+        }
+    }
+    if feasible.is_empty() {
+        return Err(FitError {
+            nodes: nodes.len(),
+            reasons,
+        });
+    }
+    if feasible.len() == 1 {
+        return Ok(feasible[0]);
+    }
+    let mut totals = vec![0i64; feasible.len()];
+    for plugin in &profile.scores {
+        let mut scores: Vec<i64> = feasible
+            .iter()
+            .map(|&i| plugin.score(pod, &nodes[i]))
+            .collect();
+        plugin.normalize(&mut scores);
+        for (t, s) in totals.iter_mut().zip(scores) {
+            *t += s * plugin.weight();
+        }
+    }
+    // The best score wins; ties are broken at random, as upstream does.
+    let best = totals.iter().copied().max().unwrap_or(0);
+    let mut rng = rand::rng();
+    let mut chosen = feasible[0];
+    let mut seen = 0;
+    for (&i, &t) in feasible.iter().zip(&totals) {
+        if t == best {
+            seen += 1;
+            if rng.random_range(0..seen) == 0 {
+                chosen = i;
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::default_profile;
+    use crate::plugins::test_util::{node, pod};
+    use serde_json::json;
+
+    #[test]
+    fn explains_with_counted_reasons() {
+        let mut nodes: Vec<NodeInfo> = (0..2)
+            .map(|i| {
+                node(
+                    &format!("small{i}"),
+                    json!({}),
+                    json!({}),
+                    json!({"cpu": "1", "memory": "1Gi"}),
+                )
+            })
+            .collect();
+        nodes.extend((0..3).map(|i| {
+            node(
+                &format!("gpu{i}"),
+                json!({}),
+                json!({"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}),
+                json!({"cpu": "8", "memory": "8Gi"}),
+            )
+        }));
+        let p = pod(
+            json!({"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "2"}}}]}),
+        );
+        let err = schedule(&default_profile(), &p, &nodes, 0, false).unwrap_err();
+        assert_eq!(err.message(), "0/5 nodes are available: 2 Insufficient cpu, 3 node(s) had untolerated taint {dedicated: gpu}.");
+    }
+
+    #[test]
+    fn picks_the_emptier_node() {
+        let busy_pod = pod(
+            json!({"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "3", "memory": "3Gi"}}}]}),
+        );
+        let mut busy = node(
+            "busy",
+            json!({}),
+            json!({}),
+            json!({"cpu": "4", "memory": "4Gi"}),
+        );
+        busy.account(&busy_pod, 1);
+        let idle = node(
+            "idle",
+            json!({}),
+            json!({}),
+            json!({"cpu": "4", "memory": "4Gi"}),
+        );
+        let nodes = vec![busy, idle];
+        let p = pod(
+            json!({"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}}}]}),
+        );
+        for start in 0..2 {
+            assert_eq!(
+                schedule(&default_profile(), &p, &nodes, start, false),
+                Ok(1)
+            );
+        }
+    }
+
+    #[test]
+    fn adaptive_share_of_nodes() {
+        assert_eq!(feasible_to_find(50), 50);
+        assert_eq!(feasible_to_find(1000), 420);
+        assert_eq!(feasible_to_find(5000), 500);
+        assert_eq!(feasible_to_find(100_000), 5000);
+    }
+}
