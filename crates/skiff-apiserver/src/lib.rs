@@ -115,7 +115,11 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         dir,
         &format!("https://{}", SocketAddr::new(host, addr.port())),
     )?;
-    let api = Arc::new(handlers::Api::new(store, auth::Authenticator::new(&creds)));
+    let api = Arc::new(handlers::Api::new(
+        store,
+        auth::Authenticator::new(&creds),
+        creds.ca_pem.clone(),
+    ));
     bootstrap::run(&api).await.map_err(Error::Bootstrap)?;
     let tls = serve::tls_config(&creds)?;
     let serving = tokio::spawn(serve::run(listener, tls, api));

@@ -19,6 +19,9 @@ pub struct Target {
 #[derive(Debug)]
 pub enum Route {
     Health,
+    /// `/cacerts`: the cluster CA, for joining nodes to check against the
+    /// hash in their token.
+    CaCerts,
     Version,
     /// `/api` or `/apis`.
     RootDiscovery {
@@ -51,6 +54,7 @@ pub fn route(path: &str) -> Result<Route, ApiError> {
     let (group, version, rest) = match parts.as_slice() {
         ["healthz" | "livez" | "readyz", ..] => return Ok(Route::Health),
         ["version"] => return Ok(Route::Version),
+        ["cacerts"] => return Ok(Route::CaCerts),
         ["api"] => return Ok(Route::RootDiscovery { legacy: true }),
         ["apis"] => return Ok(Route::RootDiscovery { legacy: false }),
         ["openapi", "v3"] => return Ok(Route::OpenApiIndex),

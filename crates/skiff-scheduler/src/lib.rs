@@ -5,4 +5,8 @@
 pub mod framework;
 pub mod node_info;
 pub mod plugins;
+pub mod queue;
+mod run;
 pub mod schedule;
+
+pub use run::{run, Config, SCHEDULER_NAME};

@@ -25,8 +25,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs the control plane: the API server and its store.
+    /// Runs the control plane: the API server, its store and the scheduler.
     Server(ServerArgs),
+    /// Runs a node agent; for now simulated nodes (`--simulate N`).
+    Agent(AgentArgs),
     /// Measures the control plane.
     Bench {
         #[command(subcommand)]
@@ -49,6 +51,99 @@ struct ServerArgs {
     /// of the embedded store.
     #[arg(long)]
     datastore_endpoint: Option<String>,
+    /// Do not run the scheduler inside the server.
+    #[arg(long)]
+    disable_scheduler: bool,
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// The API server, e.g. https://127.0.0.1:6443.
+    #[arg(long)]
+    server: String,
+    /// A file holding the node token (the server's `<data-dir>/node-token`).
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+    /// The node token itself.
+    #[arg(long)]
+    token: Option<String>,
+    /// Register this many simulated nodes; no containers run.
+    #[arg(long)]
+    simulate: Option<usize>,
+    /// Simulated node names are `<prefix>-00000`, `<prefix>-00001`, …
+    #[arg(long, default_value = "sim")]
+    node_prefix: String,
+    /// Each simulated node's cpu.
+    #[arg(long, default_value = "4")]
+    cpu: String,
+    /// Each simulated node's memory.
+    #[arg(long, default_value = "16Gi")]
+    memory: String,
+    /// Each simulated node's pod slots.
+    #[arg(long, default_value = "110")]
+    max_pods: String,
+    /// A label for every simulated node, `key=value` (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// A taint for every simulated node, `key=value:Effect` (repeatable).
+    #[arg(long = "taint", value_parser = parse_taint)]
+    taints: Vec<(String, String, String)>,
+    /// Spread the nodes over this many `topology.kubernetes.io/zone`s.
+    #[arg(long, default_value_t = 3)]
+    zones: usize,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.into(), v.into()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+fn parse_taint(s: &str) -> Result<(String, String, String), String> {
+    let (kv, effect) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not key=value:Effect"))?;
+    if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        return Err(format!(
+            "{effect:?} is not NoSchedule, PreferNoSchedule or NoExecute"
+        ));
+    }
+    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+    Ok((k.into(), v.into(), effect.into()))
+}
+
+async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(path)) => skiff_kubelet::join::read_token(path)?,
+        (None, None) => anyhow::bail!("give --token-file or --token"),
+    };
+    let Some(count) = args.simulate else {
+        anyhow::bail!("only simulated nodes exist so far: pass --simulate N");
+    };
+    let client = skiff_kubelet::join::client(&args.server, &token).await?;
+    let config = skiff_kubelet::simulated::Config {
+        count,
+        prefix: args.node_prefix,
+        cpu: args.cpu,
+        memory: args.memory,
+        pods: args.max_pods,
+        labels: args.labels,
+        taints: args.taints,
+        zones: args.zones,
+    };
+    tokio::select! {
+        r = skiff_kubelet::simulated::run(client, config) => r?,
+        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+    }
+    Ok(())
+}
+
+/// A client for the server's own API, as the in-process components use.
+async fn local_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
 }
 
 impl ServerArgs {
@@ -77,12 +172,20 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Server(args) => {
                 let server = skiff_apiserver::start(args.config()).await?;
+                if !args.disable_scheduler {
+                    let client = local_client(&server.kubeconfig).await?;
+                    tokio::spawn(skiff_scheduler::run(
+                        client,
+                        skiff_scheduler::Config::default(),
+                    ));
+                }
                 tokio::select! {
                     _ = server.wait() => {}
                     _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
                 }
                 Ok(())
             }
+            Command::Agent(args) => agent(args).await,
             Command::Bench { what } => bench::run(what).await,
         }
     })

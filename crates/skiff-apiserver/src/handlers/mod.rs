@@ -26,6 +26,7 @@ use crate::storage::Objects;
 pub struct Api {
     pub objects: Objects,
     auth: Authenticator,
+    ca_pem: String,
 }
 
 /// Everything a resource handler needs to know about its request.
@@ -59,10 +60,11 @@ impl Call<'_> {
 }
 
 impl Api {
-    pub fn new(store: Arc<dyn Store>, auth: Authenticator) -> Self {
+    pub fn new(store: Arc<dyn Store>, auth: Authenticator, ca_pem: String) -> Self {
         Self {
             objects: Objects { store },
             auth,
+            ca_pem,
         }
     }
 
@@ -77,12 +79,11 @@ impl Api {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_owned();
         let route = request::route(&path);
-        if let Ok(Route::Health) = route {
-            return Ok(response::bytes(
-                200,
-                "text/plain; charset=utf-8",
-                b"ok".to_vec(),
-            ));
+        let text = |body: Vec<u8>| response::bytes(200, "text/plain; charset=utf-8", body);
+        match route {
+            Ok(Route::Health) => return Ok(text(b"ok".to_vec())),
+            Ok(Route::CaCerts) => return Ok(text(self.ca_pem.clone().into_bytes())),
+            _ => {}
         }
         let auth = parts
             .headers
@@ -100,7 +101,7 @@ impl Api {
             .unwrap_or("")
             .to_owned();
         match route? {
-            Route::Health => unreachable!("answered before authentication"),
+            Route::Health | Route::CaCerts => unreachable!("answered before authentication"),
             Route::Version => Ok(response::json(200, &version())),
             Route::RootDiscovery { legacy } => Ok(crate::discovery::root(legacy, &accept)),
             Route::GroupDiscovery { group } => crate::discovery::group(&group),

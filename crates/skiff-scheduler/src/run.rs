@@ -1,0 +1,356 @@
+//! The scheduler as an API client: watchers keep the node cache and the
+//! queue current; one loop takes pods off the queue, places them, and binds
+//! them asynchronously (the pod counts on its node as "assumed" meanwhile).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Binding, Event, Node, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::watcher::{self, Event as WatchEvent};
+use kube::Client;
+use tokio::sync::Notify;
+
+use crate::framework::Profile;
+use crate::node_info::NodeInfo;
+use crate::plugins::default_profile;
+use crate::queue::{Key, Queue};
+use crate::schedule::schedule;
+
+pub const SCHEDULER_NAME: &str = "default-scheduler";
+
+/// Scheduler settings.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// Score every feasible node instead of an adaptive share.
+    pub score_all_nodes: bool,
+}
+
+/// What the watchers know, shared with the scheduling loop.
+#[derive(Default)]
+struct Cache {
+    nodes: Vec<NodeInfo>,
+    index: HashMap<String, usize>,
+    /// Pods counted on a node (bound, or assumed while binding), by key.
+    placed: HashMap<Key, (String, Pod)>,
+    /// Unbound pods waiting for a node, by key.
+    pending: HashMap<Key, Pod>,
+    /// The last failure message reported per pod, to report changes only.
+    reported: HashMap<Key, String>,
+    queue: Queue,
+    start: usize,
+}
+
+fn key(pod: &Pod) -> Key {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or(""),
+        pod.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+fn node_of(pod: &Pod) -> Option<&str> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .filter(|n| !n.is_empty())
+}
+
+impl Cache {
+    fn unplace(&mut self, key: &str) {
+        if let Some((node, pod)) = self.placed.remove(key) {
+            if let Some(&i) = self.index.get(&node) {
+                self.nodes[i].account(&pod, -1);
+            }
+        }
+    }
+
+    fn place(&mut self, key: Key, node: &str, pod: Pod) {
+        self.unplace(&key);
+        if let Some(&i) = self.index.get(node) {
+            self.nodes[i].account(&pod, 1);
+        }
+        self.placed.insert(key, (node.to_owned(), pod));
+    }
+
+    fn apply_pod(&mut self, pod: Pod) {
+        let k = key(&pod);
+        let deleting = pod.metadata.deletion_timestamp.is_some();
+        match node_of(&pod).map(str::to_owned) {
+            Some(node) if !is_terminal(&pod) => {
+                self.pending.remove(&k);
+                self.queue.forget(&k);
+                self.reported.remove(&k);
+                self.place(k, &node, pod);
+            }
+            Some(_) => {
+                self.unplace(&k);
+                self.queue.wake_all();
+            }
+            None if deleting || is_terminal(&pod) => self.delete_pod(&k),
+            None => {
+                let ours = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.scheduler_name.as_deref())
+                    .unwrap_or(SCHEDULER_NAME)
+                    == SCHEDULER_NAME;
+                if ours && !self.placed.contains_key(&k) {
+                    self.pending.insert(k.clone(), pod);
+                    self.queue.push(k);
+                }
+            }
+        }
+    }
+
+    fn delete_pod(&mut self, key: &str) {
+        self.pending.remove(key);
+        self.reported.remove(key);
+        self.queue.forget(key);
+        if self.placed.contains_key(key) {
+            self.unplace(key);
+            self.queue.wake_all();
+        }
+    }
+
+    fn apply_node(&mut self, node: Node) {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let mut info = NodeInfo::new(node);
+        for (n, pod) in self.placed.values() {
+            if *n == name {
+                info.account(pod, 1);
+            }
+        }
+        match self.index.get(&name) {
+            Some(&i) => self.nodes[i] = info,
+            None => {
+                self.index.insert(name, self.nodes.len());
+                self.nodes.push(info);
+            }
+        }
+        self.queue.wake_all();
+    }
+
+    fn delete_node(&mut self, name: &str) {
+        if let Some(i) = self.index.remove(name) {
+            self.nodes.swap_remove(i);
+            if let Some(moved) = self.nodes.get(i) {
+                self.index.insert(moved.name().to_owned(), i);
+            }
+        }
+    }
+}
+
+/// Runs the scheduler until the client's server goes away for good.
+pub async fn run(client: Client, config: Config) {
+    let cache = Arc::new(Mutex::new(Cache::default()));
+    let wake = Arc::new(Notify::new());
+    tokio::spawn(watch_nodes(client.clone(), cache.clone(), wake.clone()));
+    tokio::spawn(watch_pods(client.clone(), cache.clone(), wake.clone()));
+    let profile = default_profile();
+    loop {
+        let next = cache.lock().unwrap_or_else(|e| e.into_inner()).queue.pop();
+        match next {
+            Some(key) => schedule_one(&client, &cache, &profile, &config, key),
+            None => wake.notified().await,
+        }
+    }
+}
+
+async fn watch_nodes(client: Client, cache: Arc<Mutex<Cache>>, wake: Arc<Notify>) {
+    let mut events = watcher::watcher(Api::<Node>::all(client), watcher::Config::default()).boxed();
+    while let Some(event) = events.next().await {
+        let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            Ok(WatchEvent::Apply(node) | WatchEvent::InitApply(node)) => c.apply_node(node),
+            Ok(WatchEvent::Delete(node)) => {
+                c.delete_node(node.metadata.name.as_deref().unwrap_or(""))
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "scheduler: node watch"),
+        }
+        if !c.queue.is_empty() {
+            wake.notify_one();
+        }
+    }
+}
+
+async fn watch_pods(client: Client, cache: Arc<Mutex<Cache>>, wake: Arc<Notify>) {
+    let mut events = watcher::watcher(Api::<Pod>::all(client), watcher::Config::default()).boxed();
+    while let Some(event) = events.next().await {
+        let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            Ok(WatchEvent::Apply(pod) | WatchEvent::InitApply(pod)) => c.apply_pod(pod),
+            Ok(WatchEvent::Delete(pod)) => c.delete_pod(&key(&pod)),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "scheduler: pod watch"),
+        }
+        if !c.queue.is_empty() {
+            wake.notify_one();
+        }
+    }
+}
+
+/// Tries one pod: on a fit it is assumed on the node and bound in the
+/// background; otherwise it is parked and the reasons are reported.
+fn schedule_one(
+    client: &Client,
+    cache: &Arc<Mutex<Cache>>,
+    profile: &Profile,
+    config: &Config,
+    key: Key,
+) {
+    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(pod) = c.pending.get(&key).cloned() else {
+        return;
+    };
+    let start = c.start;
+    c.start = c.start.wrapping_add(1);
+    match schedule(profile, &pod, &c.nodes, start, config.score_all_nodes) {
+        Ok(i) => {
+            let node = c.nodes[i].name().to_owned();
+            c.pending.remove(&key);
+            c.place(key.clone(), &node, pod.clone());
+            drop(c);
+            tokio::spawn(bind(client.clone(), cache.clone(), key, pod, node));
+        }
+        Err(fit) => {
+            let message = fit.message();
+            let changed =
+                c.reported.insert(key.clone(), message.clone()).as_ref() != Some(&message);
+            c.queue.park(key);
+            drop(c);
+            if changed {
+                tokio::spawn(report_unschedulable(client.clone(), pod, message));
+            }
+        }
+    }
+}
+
+async fn bind(client: Client, cache: Arc<Mutex<Cache>>, key: Key, pod: Pod, node: String) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let binding = Binding {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            uid: pod.metadata.uid.clone(),
+            ..Default::default()
+        },
+        target: ObjectReference {
+            kind: Some("Node".into()),
+            name: Some(node.clone()),
+            api_version: Some("v1".into()),
+            ..Default::default()
+        },
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    match pods
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            &name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+    {
+        Ok(_) => {
+            let message = format!("Successfully assigned {ns}/{name} to {node}");
+            record(&client, &pod, "Normal", "Scheduled", &message).await;
+        }
+        Err(e) => {
+            tracing::info!(pod = %key, %node, error = %e, "binding failed; retrying");
+            let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+            c.unplace(&key);
+            if let kube::Error::Api(s) = &e {
+                if s.code == 404 {
+                    return;
+                }
+            }
+            c.pending.insert(key.clone(), pod);
+            c.queue.push(key);
+        }
+    }
+}
+
+/// Sets `PodScheduled=False` with reason `Unschedulable` and records a
+/// `FailedScheduling` event.
+async fn report_unschedulable(client: Client, pod: Pod, message: String) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let patch = serde_json::json!({"status": {"conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": message, "lastProbeTime": null, "lastTransitionTime": Time(now()),
+    }]}});
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    if let Err(e) = pods
+        .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+    {
+        tracing::debug!(pod = %name, error = %e, "could not set PodScheduled=False");
+    }
+    record(&client, &pod, "Warning", "FailedScheduling", &message).await;
+}
+
+fn now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
+}
+
+/// Records an event about a pod, as `default-scheduler`.
+async fn record(client: &Client, pod: &Pod, kind: &str, reason: &str, message: &str) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let now = now();
+    let event = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!(
+                "{}.",
+                pod.metadata.name.as_deref().unwrap_or("pod")
+            )),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: pod.metadata.name.clone(),
+            namespace: Some(ns.clone()),
+            uid: pod.metadata.uid.clone(),
+            resource_version: pod.metadata.resource_version.clone(),
+            ..Default::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some(kind.into()),
+        count: Some(1),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        event_time: Some(MicroTime(now)),
+        reporting_component: Some(SCHEDULER_NAME.into()),
+        reporting_instance: Some(SCHEDULER_NAME.into()),
+        action: Some(if kind == "Normal" {
+            "Binding".into()
+        } else {
+            "Scheduling".into()
+        }),
+        source: Some(k8s_openapi::api::core::v1::EventSource {
+            component: Some(SCHEDULER_NAME.into()),
+            host: None,
+        }),
+        ..Default::default()
+    };
+    if let Err(e) = Api::<Event>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &event)
+        .await
+    {
+        tracing::debug!(error = %e, "could not record event");
+    }
+}

@@ -1,0 +1,196 @@
+//! End to end: the scheduler inside `skiff server` places pods on simulated
+//! nodes (`skiff agent --simulate`), driven by the real kubectl.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{wait_for, Cluster};
+
+/// A `skiff agent --simulate` process, killed on drop.
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn agent(c: &Cluster, prefix: &str, count: usize, extra: &[&str]) -> Agent {
+    let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["agent", "--server", &c.url(), "--token-file"])
+        .arg(c.dir.path().join("node-token"))
+        .args(["--simulate", &count.to_string(), "--node-prefix", prefix])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start skiff agent");
+    let agent = Agent(child);
+    wait_for(
+        "simulated nodes to register",
+        Duration::from_secs(30),
+        || {
+            let nodes = c.json(&["get", "nodes"]);
+            let n = nodes["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["metadata"]["name"].as_str().unwrap().starts_with(prefix))
+                .count();
+            (n == count).then_some(())
+        },
+    );
+    agent
+}
+
+fn pod_manifest(name: &str, spec: &str) -> String {
+    format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers:\n  - name: main\n    image: busybox\n{spec}")
+}
+
+fn node_of(c: &Cluster, pod: &str) -> Option<String> {
+    let p = c.json(&["get", "pod", pod]);
+    p["spec"]["nodeName"].as_str().map(str::to_owned)
+}
+
+fn wait_running(c: &Cluster, pod: &str) -> String {
+    wait_for(&format!("{pod} to run"), Duration::from_secs(30), || {
+        let p = c.json(&["get", "pod", pod]);
+        (p["status"]["phase"] == "Running")
+            .then(|| p["spec"]["nodeName"].as_str().unwrap().to_owned())
+    })
+}
+
+fn create(c: &Cluster, manifest: &str) {
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], manifest);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn unschedulable_pod_waits_with_reasons_then_fits_a_new_node() {
+    let c = Cluster::start();
+    let _small = agent(&c, "small", 3, &["--cpu", "2"]);
+    create(
+        &c,
+        &pod_manifest(
+            "big",
+            "    resources:\n      requests:\n        cpu: \"6\"\n",
+        ),
+    );
+    let described = wait_for(
+        "the FailedScheduling event",
+        Duration::from_secs(30),
+        || {
+            let d = c.ok(&["describe", "pod", "big"]);
+            d.contains("FailedScheduling").then_some(d)
+        },
+    );
+    assert!(
+        described.contains("0/3 nodes are available: 3 Insufficient cpu."),
+        "{described}"
+    );
+    let p = c.json(&["get", "pod", "big"]);
+    let cond = p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "PodScheduled")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (cond["status"].as_str(), cond["reason"].as_str()),
+        (Some("False"), Some("Unschedulable"))
+    );
+
+    let _big = agent(&c, "large", 1, &["--cpu", "8"]);
+    assert_eq!(wait_running(&c, "big"), "large-00000");
+    let events = c.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=big,reason=Scheduled",
+        "-o",
+        "name",
+    ]);
+    assert!(!events.trim().is_empty(), "a Scheduled event is recorded");
+}
+
+#[test]
+fn taints_tolerations_and_cordon() {
+    let c = Cluster::start();
+    let _nodes = agent(&c, "n", 2, &[]);
+    c.ok(&["taint", "nodes", "n-00000", "dedicated=gpu:NoSchedule"]);
+    for i in 0..4 {
+        create(&c, &pod_manifest(&format!("plain-{i}"), ""));
+        assert_eq!(
+            wait_running(&c, &format!("plain-{i}")),
+            "n-00001",
+            "untolerated taint keeps pods off n-00000"
+        );
+    }
+    let tolerant = "  tolerations:\n  - key: dedicated\n    operator: Equal\n    value: gpu\n    effect: NoSchedule\n  nodeSelector:\n    kubernetes.io/hostname: n-00000\n";
+    create(&c, &pod_manifest("gpu-job", tolerant));
+    assert_eq!(wait_running(&c, "gpu-job"), "n-00000");
+
+    c.ok(&["taint", "nodes", "n-00000", "dedicated-"]);
+    c.ok(&["cordon", "n-00001"]);
+    create(&c, &pod_manifest("after-cordon", ""));
+    assert_eq!(wait_running(&c, "after-cordon"), "n-00000");
+    c.ok(&["cordon", "n-00000"]);
+    create(&c, &pod_manifest("nowhere", ""));
+    let described = wait_for("FailedScheduling", Duration::from_secs(30), || {
+        let d = c.ok(&["describe", "pod", "nowhere"]);
+        d.contains("FailedScheduling").then_some(d)
+    });
+    assert!(
+        described.contains("0/2 nodes are available: 2 node(s) were unschedulable."),
+        "{described}"
+    );
+    c.ok(&["uncordon", "n-00001"]);
+    assert_eq!(
+        wait_running(&c, "nowhere"),
+        "n-00001",
+        "uncordon lets the waiting pod in"
+    );
+}
+
+#[test]
+fn node_selector_and_required_affinity() {
+    let c = Cluster::start();
+    let _plain = agent(&c, "plain", 2, &[]);
+    let _ssd = agent(&c, "ssd", 2, &["--label", "disk=ssd"]);
+    for i in 0..3 {
+        create(
+            &c,
+            &pod_manifest(&format!("sel-{i}"), "  nodeSelector:\n    disk: ssd\n"),
+        );
+    }
+    let affinity = "  affinity:\n    nodeAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms:\n        - matchExpressions:\n          - {key: disk, operator: NotIn, values: [ssd]}\n";
+    for i in 0..3 {
+        create(&c, &pod_manifest(&format!("aff-{i}"), affinity));
+    }
+    let mut placed = BTreeMap::new();
+    for i in 0..3 {
+        placed.insert(format!("sel-{i}"), wait_running(&c, &format!("sel-{i}")));
+        placed.insert(format!("aff-{i}"), wait_running(&c, &format!("aff-{i}")));
+    }
+    for (pod, node) in &placed {
+        let want = if pod.starts_with("sel") {
+            "ssd-"
+        } else {
+            "plain-"
+        };
+        assert!(node.starts_with(want), "{pod} landed on {node}");
+    }
+    assert!(node_of(&c, "sel-0").is_some());
+    let nodes: Value = c.json(&["get", "nodes", "-l", "disk=ssd"]);
+    assert_eq!(nodes["items"].as_array().unwrap().len(), 2);
+}
