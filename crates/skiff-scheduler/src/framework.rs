@@ -1,9 +1,32 @@
 //! The plugin framework: one small trait per extension point and an
 //! explicit status, as upstream's scheduling framework has.
 
+use std::any::Any;
+use std::collections::HashMap;
+
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::node_info::NodeInfo;
+
+/// What plugins computed once per scheduling cycle, by plugin name.
+#[derive(Default)]
+pub struct CycleState(HashMap<&'static str, Box<dyn Any + Send + Sync>>);
+
+impl CycleState {
+    pub fn put<T: Any + Send + Sync>(&mut self, plugin: &'static str, value: T) {
+        self.0.insert(plugin, Box::new(value));
+    }
+
+    pub fn get<T: Any>(&self, plugin: &'static str) -> Option<&T> {
+        self.0.get(plugin)?.downcast_ref()
+    }
+}
+
+/// Computes, once per pod, what filtering and scoring it on each node needs.
+pub trait PreFilter: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn pre_filter(&self, state: &mut CycleState, pod: &Pod, nodes: &[NodeInfo]);
+}
 
 /// What a plugin decided about a pod on a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,7 +64,7 @@ impl Status {
 /// Decides whether a pod may run on a node.
 pub trait Filter: Send + Sync {
     fn name(&self) -> &'static str;
-    fn filter(&self, pod: &Pod, node: &NodeInfo) -> Status;
+    fn filter(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Status;
 }
 
 /// The highest score a plugin gives after normalizing.
@@ -52,9 +75,24 @@ pub trait Score: Send + Sync {
     fn name(&self) -> &'static str;
     /// How much this plugin's normalized score counts.
     fn weight(&self) -> i64;
-    fn score(&self, pod: &Pod, node: &NodeInfo) -> i64;
+    fn score(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> i64;
     /// Maps raw scores to 0..=MAX_SCORE; the default keeps them.
     fn normalize(&self, _scores: &mut [i64]) {}
+}
+
+/// Scales scores linearly onto 0..=MAX_SCORE, lowest to highest.
+pub fn normalize_min_max(scores: &mut [i64]) {
+    let (min, max) = (
+        scores.iter().copied().min().unwrap_or(0),
+        scores.iter().copied().max().unwrap_or(0),
+    );
+    for s in scores.iter_mut() {
+        *s = if max == min {
+            MAX_SCORE
+        } else {
+            (*s - min) * MAX_SCORE / (max - min)
+        };
+    }
 }
 
 /// Scales scores so the highest becomes MAX_SCORE (or the lowest, when
@@ -75,6 +113,7 @@ pub fn normalize_to_max(scores: &mut [i64], reverse: bool) {
 
 /// The plugins one scheduler runs.
 pub struct Profile {
+    pub pre_filters: Vec<Box<dyn PreFilter>>,
     pub filters: Vec<Box<dyn Filter>>,
     pub scores: Vec<Box<dyn Score>>,
 }

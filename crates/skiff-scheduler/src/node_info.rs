@@ -15,9 +15,40 @@ pub type Resources = BTreeMap<String, i128>;
 pub const DEFAULT_CPU_MILLI: i128 = 100;
 pub const DEFAULT_MEMORY_MILLI: i128 = 200 * 1024 * 1024 * 1000;
 
+/// What affinity and spreading need to know of a pod on a node.
+#[derive(Clone, Debug, Default)]
+pub struct PlacedPod {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Its required anti-affinity terms, which bind newcomers too.
+    pub anti_affinity: Vec<k8s_openapi::api::core::v1::PodAffinityTerm>,
+}
+
+impl PlacedPod {
+    fn of(pod: &Pod) -> Self {
+        Self {
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            anti_affinity: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.affinity.as_ref())
+                .and_then(|a| a.pod_anti_affinity.as_ref())
+                .and_then(|a| {
+                    a.required_during_scheduling_ignored_during_execution
+                        .clone()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct NodeInfo {
     pub node: Node,
+    pub pods: Vec<PlacedPod>,
     pub allocatable: Resources,
     pub requested: Resources,
     /// Requests with the non-zero defaults, for scoring.
@@ -58,6 +89,25 @@ impl NodeInfo {
         add(&mut self.requested, &requests, sign);
         add(&mut self.requested_nonzero, &with_defaults(requests), sign);
         self.pod_count += sign;
+        let placed = PlacedPod::of(pod);
+        if sign > 0 {
+            self.pods.push(placed);
+        } else if let Some(i) = self
+            .pods
+            .iter()
+            .position(|p| p.namespace == placed.namespace && p.name == placed.name)
+        {
+            self.pods.swap_remove(i);
+        }
+    }
+
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.node
+            .metadata
+            .labels
+            .as_ref()?
+            .get(key)
+            .map(String::as_str)
     }
 
     /// What is left of a resource.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 use rand::Rng;
 
-use crate::framework::{Profile, Status};
+use crate::framework::{CycleState, Profile, Status};
 use crate::node_info::NodeInfo;
 
 /// Why a pod fits nowhere: reason → number of nodes that gave it.
@@ -58,6 +58,10 @@ pub fn schedule(
     start: usize,
     score_all: bool,
 ) -> Result<usize, FitError> {
+    let mut state = CycleState::default();
+    for p in &profile.pre_filters {
+        p.pre_filter(&mut state, pod, nodes);
+    }
     let want = if score_all {
         nodes.len()
     } else {
@@ -74,7 +78,7 @@ pub fn schedule(
         let failed = profile
             .filters
             .iter()
-            .map(|f| f.filter(pod, node))
+            .map(|f| f.filter(&state, pod, node))
             .find(|s| !s.is_success());
         match failed {
             None => feasible.push(idx),
@@ -101,7 +105,7 @@ pub fn schedule(
     for plugin in &profile.scores {
         let mut scores: Vec<i64> = feasible
             .iter()
-            .map(|&i| plugin.score(pod, &nodes[i]))
+            .map(|&i| plugin.score(&state, pod, &nodes[i]))
             .collect();
         plugin.normalize(&mut scores);
         for (t, s) in totals.iter_mut().zip(scores) {

@@ -194,3 +194,63 @@ fn node_selector_and_required_affinity() {
     let nodes: Value = c.json(&["get", "nodes", "-l", "disk=ssd"]);
     assert_eq!(nodes["items"].as_array().unwrap().len(), 2);
 }
+
+fn labelled_pod(name: &str, extra: &str) -> String {
+    format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: web}}\nspec:\n  containers:\n  - name: main\n    image: busybox\n{extra}")
+}
+
+#[test]
+fn required_anti_affinity_spreads_one_per_node() {
+    let c = Cluster::start();
+    let _nodes = agent(&c, "h", 3, &[]);
+    let anti = "  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - labelSelector: {matchLabels: {app: web}}\n        topologyKey: kubernetes.io/hostname\n";
+    let mut hosts = std::collections::BTreeSet::new();
+    for i in 0..3 {
+        create(&c, &labelled_pod(&format!("web-{i}"), anti));
+        hosts.insert(wait_running(&c, &format!("web-{i}")));
+    }
+    assert_eq!(hosts.len(), 3, "one replica per node: {hosts:?}");
+    create(&c, &labelled_pod("web-3", anti));
+    let described = wait_for("FailedScheduling", Duration::from_secs(30), || {
+        let d = c.ok(&["describe", "pod", "web-3"]);
+        d.contains("FailedScheduling").then_some(d)
+    });
+    assert!(
+        described.contains("3 node(s) didn't match pod anti-affinity rules"),
+        "{described}"
+    );
+}
+
+#[test]
+fn topology_spread_balances_three_zones() {
+    let c = Cluster::start();
+    let _nodes = agent(&c, "z", 6, &["--zones", "3"]);
+    let spread = "  topologySpreadConstraints:\n  - maxSkew: 1\n    topologyKey: topology.kubernetes.io/zone\n    whenUnsatisfiable: DoNotSchedule\n    labelSelector: {matchLabels: {app: web}}\n";
+    for i in 0..9 {
+        create(&c, &labelled_pod(&format!("s-{i}"), spread));
+    }
+    let zone_of: BTreeMap<String, String> = c.json(&["get", "nodes"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["metadata"]["name"].as_str().unwrap().to_owned(),
+                n["metadata"]["labels"]["topology.kubernetes.io/zone"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let mut per_zone: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..9 {
+        let node = wait_running(&c, &format!("s-{i}"));
+        *per_zone.entry(zone_of[&node].clone()).or_default() += 1;
+    }
+    assert_eq!(
+        per_zone.values().copied().collect::<Vec<_>>(),
+        [3, 3, 3],
+        "{per_zone:?}"
+    );
+}

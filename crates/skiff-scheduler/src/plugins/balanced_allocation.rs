@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::Pod;
 
 use super::node_resources_fit::usage;
-use crate::framework::{Score, MAX_SCORE};
+use crate::framework::{CycleState, Score, MAX_SCORE};
 use crate::node_info::NodeInfo;
 
 pub struct BalancedAllocation;
@@ -20,7 +20,7 @@ impl Score for BalancedAllocation {
 
     /// `(1 - std-dev of the used fractions) × 100`; for two resources the
     /// standard deviation is half their difference.
-    fn score(&self, pod: &Pod, node: &NodeInfo) -> i64 {
+    fn score(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> i64 {
         let fractions: Vec<f64> = usage(pod, node)
             .iter()
             .map(|&(used, cap)| {
@@ -59,7 +59,10 @@ mod tests {
             json!({}),
             json!({"cpu": "2", "memory": "16Gi"}),
         );
-        assert_eq!(BalancedAllocation.score(&p, &even), 100);
-        assert!(BalancedAllocation.score(&p, &lopsided) < 100);
+        assert_eq!(
+            BalancedAllocation.score(&CycleState::default(), &p, &even),
+            100
+        );
+        assert!(BalancedAllocation.score(&CycleState::default(), &p, &lopsided) < 100);
     }
 }

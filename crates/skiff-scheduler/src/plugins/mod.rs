@@ -1,17 +1,21 @@
 //! The default plugins, each with its own table tests.
 
 mod balanced_allocation;
+mod inter_pod_affinity;
 mod node_affinity;
 mod node_name;
 mod node_resources_fit;
 mod node_unschedulable;
+mod pod_topology_spread;
 mod taint_toleration;
 
 pub use balanced_allocation::BalancedAllocation;
+pub use inter_pod_affinity::InterPodAffinity;
 pub use node_affinity::NodeAffinity;
 pub use node_name::NodeName;
 pub use node_resources_fit::{LeastAllocated, NodeResourcesFit};
 pub use node_unschedulable::NodeUnschedulable;
+pub use pod_topology_spread::PodTopologySpread;
 pub use taint_toleration::{tolerates, TaintToleration};
 
 use crate::framework::Profile;
@@ -19,18 +23,23 @@ use crate::framework::Profile;
 /// Upstream's default profile, with its score weights.
 pub fn default_profile() -> Profile {
     Profile {
+        pre_filters: vec![Box::new(InterPodAffinity), Box::new(PodTopologySpread)],
         filters: vec![
             Box::new(NodeUnschedulable),
             Box::new(NodeName),
             Box::new(TaintToleration),
             Box::new(NodeAffinity),
             Box::new(NodeResourcesFit),
+            Box::new(InterPodAffinity),
+            Box::new(PodTopologySpread),
         ],
         scores: vec![
             Box::new(TaintToleration),
             Box::new(NodeAffinity),
             Box::new(LeastAllocated),
             Box::new(BalancedAllocation),
+            Box::new(InterPodAffinity),
+            Box::new(PodTopologySpread),
         ],
     }
 }

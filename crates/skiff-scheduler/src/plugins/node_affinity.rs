@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Pod};
 
-use crate::framework::{normalize_to_max, Filter, Score, Status};
+use crate::framework::{normalize_to_max, CycleState, Filter, Score, Status};
 use crate::node_info::NodeInfo;
 
 pub struct NodeAffinity;
@@ -57,7 +57,7 @@ impl Filter for NodeAffinity {
         "NodeAffinity"
     }
 
-    fn filter(&self, pod: &Pod, node: &NodeInfo) -> Status {
+    fn filter(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
         let Some(spec) = &pod.spec else {
             return Status::Success;
         };
@@ -94,7 +94,7 @@ impl Score for NodeAffinity {
     }
 
     /// The summed weights of the preferred terms the node matches.
-    fn score(&self, pod: &Pod, node: &NodeInfo) -> i64 {
+    fn score(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> i64 {
         pod.spec
             .as_ref()
             .and_then(|s| s.affinity.as_ref())
@@ -171,7 +171,9 @@ mod tests {
         ];
         for (spec, ok) in cases {
             assert_eq!(
-                NodeAffinity.filter(&pod(spec.clone()), &n).is_success(),
+                NodeAffinity
+                    .filter(&CycleState::default(), &pod(spec.clone()), &n)
+                    .is_success(),
                 ok,
                 "{spec}"
             );
@@ -191,7 +193,10 @@ mod tests {
             json!({}),
             json!({}),
         );
-        let mut scores = vec![NodeAffinity.score(&p, &a), NodeAffinity.score(&p, &b)];
+        let mut scores = vec![
+            NodeAffinity.score(&CycleState::default(), &p, &a),
+            NodeAffinity.score(&CycleState::default(), &p, &b),
+        ];
         assert_eq!(scores, vec![10, 40]);
         NodeAffinity.normalize(&mut scores);
         assert_eq!(scores, vec![25, 100]);

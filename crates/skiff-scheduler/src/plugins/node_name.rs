@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::framework::{Filter, Status};
+use crate::framework::{CycleState, Filter, Status};
 use crate::node_info::NodeInfo;
 
 pub struct NodeName;
@@ -14,7 +14,7 @@ impl Filter for NodeName {
         "NodeName"
     }
 
-    fn filter(&self, pod: &Pod, node: &NodeInfo) -> Status {
+    fn filter(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
         match pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
             Some(n) if !n.is_empty() && n != node.name() => Status::unresolvable(REASON),
             _ => Status::Success,
@@ -37,7 +37,7 @@ mod tests {
         ] {
             assert_eq!(
                 NodeName
-                    .filter(&pod(spec.clone()), &plain(node))
+                    .filter(&CycleState::default(), &pod(spec.clone()), &plain(node))
                     .is_success(),
                 ok,
                 "{spec} on {node}"

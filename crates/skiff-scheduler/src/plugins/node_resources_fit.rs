@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::framework::{Filter, Score, Status, MAX_SCORE};
+use crate::framework::{CycleState, Filter, Score, Status, MAX_SCORE};
 use crate::node_info::{pod_requests, NodeInfo};
 
 pub struct NodeResourcesFit;
@@ -14,7 +14,7 @@ impl Filter for NodeResourcesFit {
         "NodeResourcesFit"
     }
 
-    fn filter(&self, pod: &Pod, node: &NodeInfo) -> Status {
+    fn filter(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
         let mut reasons = Vec::new();
         let max_pods = node.allocatable.get("pods").copied().unwrap_or(110_000) / 1000;
         if node.pod_count + 1 > max_pods {
@@ -60,7 +60,7 @@ impl Score for LeastAllocated {
         1
     }
 
-    fn score(&self, pod: &Pod, node: &NodeInfo) -> i64 {
+    fn score(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> i64 {
         let per: Vec<i64> = usage(pod, node)
             .iter()
             .map(|&(used, cap)| {
@@ -123,7 +123,7 @@ mod tests {
             ),
         ];
         for (p, want) in cases {
-            let got = NodeResourcesFit.filter(&p, &n);
+            let got = NodeResourcesFit.filter(&CycleState::default(), &p, &n);
             assert_eq!(
                 got.reasons(),
                 want.iter()
@@ -137,7 +137,7 @@ mod tests {
         full.account(&requesting("100m", "1Mi"), 1);
         assert_eq!(
             NodeResourcesFit
-                .filter(&requesting("100m", "1Mi"), &full)
+                .filter(&CycleState::default(), &requesting("100m", "1Mi"), &full)
                 .reasons(),
             ["Too many pods".to_string()]
         );
@@ -154,7 +154,7 @@ mod tests {
         );
         let mut busy = empty.clone();
         busy.account(&requesting("2", "2Gi"), 1);
-        assert_eq!(LeastAllocated.score(&p, &empty), 75);
-        assert_eq!(LeastAllocated.score(&p, &busy), 25);
+        assert_eq!(LeastAllocated.score(&CycleState::default(), &p, &empty), 75);
+        assert_eq!(LeastAllocated.score(&CycleState::default(), &p, &busy), 25);
     }
 }

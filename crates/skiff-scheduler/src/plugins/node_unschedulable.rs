@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::{Pod, Taint};
 
 use super::tolerates;
-use crate::framework::{Filter, Status};
+use crate::framework::{CycleState, Filter, Status};
 use crate::node_info::NodeInfo;
 
 pub struct NodeUnschedulable;
@@ -16,7 +16,7 @@ impl Filter for NodeUnschedulable {
         "NodeUnschedulable"
     }
 
-    fn filter(&self, pod: &Pod, node: &NodeInfo) -> Status {
+    fn filter(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
         let cordoned = node
             .node
             .spec
@@ -52,7 +52,12 @@ mod tests {
             (json!({}), &open, true),
             (tolerant, &cordoned, true),
         ] {
-            assert_eq!(NodeUnschedulable.filter(&pod(spec), n).is_success(), ok);
+            assert_eq!(
+                NodeUnschedulable
+                    .filter(&CycleState::default(), &pod(spec), n)
+                    .is_success(),
+                ok
+            );
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::core::v1::{Pod, Taint, Toleration};
 
-use crate::framework::{normalize_to_max, Filter, Score, Status};
+use crate::framework::{normalize_to_max, CycleState, Filter, Score, Status};
 use crate::node_info::NodeInfo;
 
 pub struct TaintToleration;
@@ -50,7 +50,7 @@ impl Filter for TaintToleration {
         "TaintToleration"
     }
 
-    fn filter(&self, pod: &Pod, node: &NodeInfo) -> Status {
+    fn filter(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
         let untolerated = taints(node)
             .iter()
             .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
@@ -76,7 +76,7 @@ impl Score for TaintToleration {
     }
 
     /// The number of `PreferNoSchedule` taints the pod does not tolerate.
-    fn score(&self, pod: &Pod, node: &NodeInfo) -> i64 {
+    fn score(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> i64 {
         taints(node)
             .iter()
             .filter(|t| t.effect == "PreferNoSchedule" && !tolerates(pod, t))
@@ -162,8 +162,11 @@ mod tests {
         ];
         for (t, tolerations, ok) in cases {
             let n = node("n", json!({}), json!({"taints": [t.clone()]}), json!({}));
-            let status =
-                TaintToleration.filter(&pod(json!({"tolerations": tolerations.clone()})), &n);
+            let status = TaintToleration.filter(
+                &CycleState::default(),
+                &pod(json!({"tolerations": tolerations.clone()})),
+                &n,
+            );
             assert_eq!(
                 status.is_success(),
                 ok,
@@ -186,8 +189,8 @@ mod tests {
         let clean = node("b", json!({}), json!({}), json!({}));
         let p = pod(json!({}));
         let mut scores = vec![
-            TaintToleration.score(&p, &soft),
-            TaintToleration.score(&p, &clean),
+            TaintToleration.score(&CycleState::default(), &p, &soft),
+            TaintToleration.score(&CycleState::default(), &p, &clean),
         ];
         TaintToleration.normalize(&mut scores);
         assert_eq!(scores, vec![0, 100]);
