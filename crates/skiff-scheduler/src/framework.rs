@@ -6,19 +6,30 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::node_info::NodeInfo;
+use crate::node_info::{pod_requests, NodeInfo, Resources};
 
-/// What plugins computed once per scheduling cycle, by plugin name.
+/// What one scheduling cycle computed once: the pod's requests, and each
+/// plugin's own pre-filter results by plugin name.
 #[derive(Default)]
-pub struct CycleState(HashMap<&'static str, Box<dyn Any + Send + Sync>>);
+pub struct CycleState {
+    pub requests: Resources,
+    plugins: HashMap<&'static str, Box<dyn Any + Send + Sync>>,
+}
 
 impl CycleState {
+    pub fn for_pod(pod: &Pod) -> Self {
+        Self {
+            requests: pod_requests(pod),
+            plugins: HashMap::new(),
+        }
+    }
+
     pub fn put<T: Any + Send + Sync>(&mut self, plugin: &'static str, value: T) {
-        self.0.insert(plugin, Box::new(value));
+        self.plugins.insert(plugin, Box::new(value));
     }
 
     pub fn get<T: Any>(&self, plugin: &'static str) -> Option<&T> {
-        self.0.get(plugin)?.downcast_ref()
+        self.plugins.get(plugin)?.downcast_ref()
     }
 }
 

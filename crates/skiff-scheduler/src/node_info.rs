@@ -49,6 +49,8 @@ impl PlacedPod {
 pub struct NodeInfo {
     pub node: Node,
     pub pods: Vec<PlacedPod>,
+    /// How many of `pods` carry required anti-affinity terms.
+    pub with_anti_affinity: usize,
     pub allocatable: Resources,
     pub requested: Resources,
     /// Requests with the non-zero defaults, for scoring.
@@ -91,13 +93,15 @@ impl NodeInfo {
         self.pod_count += sign;
         let placed = PlacedPod::of(pod);
         if sign > 0 {
+            self.with_anti_affinity += usize::from(!placed.anti_affinity.is_empty());
             self.pods.push(placed);
         } else if let Some(i) = self
             .pods
             .iter()
             .position(|p| p.namespace == placed.namespace && p.name == placed.name)
         {
-            self.pods.swap_remove(i);
+            let gone = self.pods.swap_remove(i);
+            self.with_anti_affinity -= usize::from(!gone.anti_affinity.is_empty());
         }
     }
 

@@ -58,7 +58,7 @@ pub fn schedule(
     start: usize,
     score_all: bool,
 ) -> Result<usize, FitError> {
-    let mut state = CycleState::default();
+    let mut state = CycleState::for_pod(pod);
     for p in &profile.pre_filters {
         p.pre_filter(&mut state, pod, nodes);
     }

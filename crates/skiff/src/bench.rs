@@ -5,9 +5,11 @@
 //! etcd on the PATH it measures creates/s on the etcd backend as well.
 //! Every phase is bounded in count and time; all traffic stays on 127.0.0.1.
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -18,6 +20,27 @@ use serde_json::json;
 pub enum What {
     /// The API server and its store.
     Api(ApiArgs),
+    /// The scheduler, on simulated nodes (upstream's basic workload).
+    Schedule(ScheduleArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ScheduleArgs {
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 5_000)]
+    nodes: usize,
+    /// Pods created (cpu 100m, memory 128Mi each).
+    #[arg(long, default_value_t = 10_000)]
+    pods: usize,
+    /// Concurrent clients creating pods.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Give every pod a zone spread constraint (maxSkew 1, DoNotSchedule).
+    #[arg(long)]
+    spread: bool,
+    /// Make the scheduler score every feasible node.
+    #[arg(long)]
+    score_all_nodes: bool,
 }
 
 #[derive(clap::Args)]
@@ -39,6 +62,7 @@ pub struct ApiArgs {
 pub async fn run(what: What) -> Result<()> {
     match what {
         What::Api(args) => api(args).await,
+        What::Schedule(args) => schedule(args).await,
     }
 }
 
@@ -139,6 +163,191 @@ fn rss_kib(pid: u32) -> u64 {
         })
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0)
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Creates pods and measures, from a watch, when each is bound.
+async fn schedule(args: ScheduleArgs) -> Result<()> {
+    let dir = tempdir()?;
+    let extra: &[&str] = if args.score_all_nodes {
+        &["--scheduler-score-all-nodes"]
+    } else {
+        &[]
+    };
+    let (server, _) = Server::start(&dir, extra).await?;
+    let started = Instant::now();
+    let mut agent = Command::new(std::env::current_exe()?)
+        .args(["agent", "--server", &server.url, "--token-file"])
+        .arg(dir.join("node-token"))
+        .args([
+            "--simulate",
+            &args.nodes.to_string(),
+            "--cpu",
+            "4",
+            "--memory",
+            "32Gi",
+            "--zones",
+            "3",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let client = server.client()?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let list: serde_json::Value = client
+            .get(format!("{}/api/v1/nodes", server.url))
+            .bearer_auth(&server.token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if list["items"].as_array().map_or(0, Vec::len) >= args.nodes {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = agent.kill();
+            bail!("nodes did not register in 5 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "{} simulated nodes registered in {}",
+        args.nodes,
+        ms(started.elapsed())
+    );
+    let agent_rss = rss_kib(agent.id());
+    println!(
+        "agent RSS                      {} MiB ({} bytes per node)",
+        agent_rss / 1024,
+        agent_rss * 1024 / args.nodes as u64
+    );
+
+    // Watch bindings before creating anything.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let watch_url = format!(
+        "{}/api/v1/namespaces/default/pods?watch=true&resourceVersion=0",
+        server.url
+    );
+    let watch = client
+        .get(&watch_url)
+        .bearer_auth(&server.token)
+        .timeout(Duration::from_secs(900))
+        .send()
+        .await?;
+    let watcher = tokio::spawn(async move {
+        let mut stream = watch.bytes_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else { return };
+            buf.extend_from_slice(&chunk);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                let Ok(event) = serde_json::from_slice::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if event["object"]["spec"]["nodeName"].is_string() {
+                    let name = event["object"]["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned();
+                    let _ = tx.send((name, Instant::now()));
+                }
+            }
+        }
+    });
+
+    let url = format!("{}/api/v1/namespaces/default/pods", server.url);
+    let sent = Arc::new(Mutex::new(HashMap::new()));
+    let first = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        let (client, url, token, sent) = (
+            server.client()?,
+            url.clone(),
+            server.token.clone(),
+            sent.clone(),
+        );
+        let (count, clients, spread) = (args.pods, args.clients, args.spread);
+        tasks.push(tokio::spawn(async move {
+            for i in (c..count).step_by(clients) {
+                let name = format!("sched-{i}");
+                let mut body = pod(&name);
+                body["metadata"]["labels"] = json!({"app": "bench"});
+                if spread {
+                    body["spec"]["topologySpreadConstraints"] = json!([{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                        "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "bench"}}}]);
+                }
+                sent.lock().unwrap().insert(name, Instant::now());
+                let r = client.post(&url).bearer_auth(&token).json(&body).send().await?;
+                if r.status() != 201 {
+                    bail!("create answered {}", r.status());
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let created = first.elapsed();
+    let mut bound = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    while bound.len() < args.pods {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((name, at))) => {
+                bound.entry(name).or_insert(at);
+            }
+            _ => break,
+        }
+    }
+    let last = bound.values().max().copied().unwrap_or(first);
+    let sent = sent.lock().unwrap();
+    let mut latencies: Vec<Duration> = bound
+        .iter()
+        .filter_map(|(n, at)| Some(at.saturating_duration_since(*sent.get(n)?)))
+        .collect();
+    latencies.sort();
+    let elapsed = last.saturating_duration_since(first);
+    println!(
+        "pods created in                {} ({:.0}/s)",
+        ms(created),
+        args.pods as f64 / created.as_secs_f64()
+    );
+    println!(
+        "pods bound                     {}/{} in {} → {:.0} pods/s",
+        bound.len(),
+        args.pods,
+        ms(elapsed),
+        bound.len() as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    println!(
+        "create-to-bound p50 / p99      {} / {}",
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99))
+    );
+    println!(
+        "peak RSS server / agent        {} / {} MiB",
+        peak_rss_kib(server.child.id()) / 1024,
+        peak_rss_kib(agent.id()) / 1024
+    );
+    watcher.abort();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }
 
 fn pod(name: &str) -> serde_json::Value {

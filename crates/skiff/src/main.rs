@@ -54,6 +54,9 @@ struct ServerArgs {
     /// Do not run the scheduler inside the server.
     #[arg(long)]
     disable_scheduler: bool,
+    /// Score every feasible node rather than upstream's adaptive share.
+    #[arg(long)]
+    scheduler_score_all_nodes: bool,
 }
 
 #[derive(clap::Args)]

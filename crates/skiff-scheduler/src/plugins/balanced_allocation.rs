@@ -20,8 +20,8 @@ impl Score for BalancedAllocation {
 
     /// `(1 - std-dev of the used fractions) × 100`; for two resources the
     /// standard deviation is half their difference.
-    fn score(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> i64 {
-        let fractions: Vec<f64> = usage(pod, node)
+    fn score(&self, state: &CycleState, _: &Pod, node: &NodeInfo) -> i64 {
+        let fractions: Vec<f64> = usage(&state.requests, node)
             .iter()
             .map(|&(used, cap)| {
                 if cap <= 0 {
@@ -60,9 +60,9 @@ mod tests {
             json!({"cpu": "2", "memory": "16Gi"}),
         );
         assert_eq!(
-            BalancedAllocation.score(&CycleState::default(), &p, &even),
+            BalancedAllocation.score(&CycleState::for_pod(&p), &p, &even),
             100
         );
-        assert!(BalancedAllocation.score(&CycleState::default(), &p, &lopsided) < 100);
+        assert!(BalancedAllocation.score(&CycleState::for_pod(&p), &p, &lopsided) < 100);
     }
 }

@@ -139,7 +139,7 @@ impl PreFilter for InterPodAffinity {
             .iter()
             .map(|(w, t)| (*w, domains(t, &ns, nodes)))
             .collect();
-        for node in nodes {
+        for node in nodes.iter().filter(|n| n.with_anti_affinity > 0) {
             for existing in &node.pods {
                 forbid(&mut s, existing, node, &ns, &labels);
             }

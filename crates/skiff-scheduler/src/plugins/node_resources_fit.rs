@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::framework::{CycleState, Filter, Score, Status, MAX_SCORE};
-use crate::node_info::{pod_requests, NodeInfo};
+use crate::node_info::{NodeInfo, Resources, DEFAULT_CPU_MILLI, DEFAULT_MEMORY_MILLI};
 
 pub struct NodeResourcesFit;
 
@@ -14,14 +14,14 @@ impl Filter for NodeResourcesFit {
         "NodeResourcesFit"
     }
 
-    fn filter(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
+    fn filter(&self, state: &CycleState, _: &Pod, node: &NodeInfo) -> Status {
         let mut reasons = Vec::new();
         let max_pods = node.allocatable.get("pods").copied().unwrap_or(110_000) / 1000;
         if node.pod_count + 1 > max_pods {
             reasons.push("Too many pods".to_owned());
         }
-        for (resource, want) in pod_requests(pod) {
-            if want > 0 && want > node.free(&resource) {
+        for (resource, &want) in &state.requests {
+            if want > 0 && want > node.free(resource) {
                 reasons.push(format!("Insufficient {resource}"));
             }
         }
@@ -39,14 +39,14 @@ pub struct LeastAllocated;
 
 /// `(requested after placing the pod, allocatable)` of cpu and memory,
 /// with the non-zero defaults.
-pub fn usage(pod: &Pod, node: &NodeInfo) -> [(i128, i128); 2] {
-    let mut want = pod_requests(pod);
-    want.entry("cpu".into())
-        .or_insert(crate::node_info::DEFAULT_CPU_MILLI);
-    want.entry("memory".into())
-        .or_insert(crate::node_info::DEFAULT_MEMORY_MILLI);
-    ["cpu", "memory"].map(|r| {
-        let used = node.requested_nonzero.get(r).copied().unwrap_or(0) + want[r];
+pub fn usage(requests: &Resources, node: &NodeInfo) -> [(i128, i128); 2] {
+    [("cpu", DEFAULT_CPU_MILLI), ("memory", DEFAULT_MEMORY_MILLI)].map(|(r, default)| {
+        let want = requests
+            .get(r)
+            .copied()
+            .filter(|v| *v > 0)
+            .unwrap_or(default);
+        let used = node.requested_nonzero.get(r).copied().unwrap_or(0) + want;
         (used, node.allocatable.get(r).copied().unwrap_or(0))
     })
 }
@@ -60,8 +60,8 @@ impl Score for LeastAllocated {
         1
     }
 
-    fn score(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> i64 {
-        let per: Vec<i64> = usage(pod, node)
+    fn score(&self, state: &CycleState, _: &Pod, node: &NodeInfo) -> i64 {
+        let per: Vec<i64> = usage(&state.requests, node)
             .iter()
             .map(|&(used, cap)| {
                 if cap <= 0 || used > cap {
@@ -123,7 +123,7 @@ mod tests {
             ),
         ];
         for (p, want) in cases {
-            let got = NodeResourcesFit.filter(&CycleState::default(), &p, &n);
+            let got = NodeResourcesFit.filter(&CycleState::for_pod(&p), &p, &n);
             assert_eq!(
                 got.reasons(),
                 want.iter()
@@ -137,7 +137,11 @@ mod tests {
         full.account(&requesting("100m", "1Mi"), 1);
         assert_eq!(
             NodeResourcesFit
-                .filter(&CycleState::default(), &requesting("100m", "1Mi"), &full)
+                .filter(
+                    &CycleState::for_pod(&requesting("100m", "1Mi")),
+                    &requesting("100m", "1Mi"),
+                    &full
+                )
                 .reasons(),
             ["Too many pods".to_string()]
         );
@@ -154,7 +158,13 @@ mod tests {
         );
         let mut busy = empty.clone();
         busy.account(&requesting("2", "2Gi"), 1);
-        assert_eq!(LeastAllocated.score(&CycleState::default(), &p, &empty), 75);
-        assert_eq!(LeastAllocated.score(&CycleState::default(), &p, &busy), 25);
+        assert_eq!(
+            LeastAllocated.score(&CycleState::for_pod(&p), &p, &empty),
+            75
+        );
+        assert_eq!(
+            LeastAllocated.score(&CycleState::for_pod(&p), &p, &busy),
+            25
+        );
     }
 }
