@@ -9,4 +9,4 @@ pub mod queue;
 mod run;
 pub mod schedule;
 
-pub use run::{run, Config, SCHEDULER_NAME};
+pub use run::{run, Config, LEASE, SCHEDULER_NAME};

@@ -26,6 +26,8 @@ pub const SCHEDULER_NAME: &str = "default-scheduler";
 pub struct Config {
     /// Score every feasible node instead of an adaptive share.
     pub score_all_nodes: bool,
+    /// Lease timings of the leader election.
+    pub election: skiff_controllers::leader::Timing,
 }
 
 /// What the watchers know, shared with the scheduling loop.
@@ -150,18 +152,42 @@ impl Cache {
     }
 }
 
-/// Runs the scheduler until the client's server goes away for good.
+/// The Lease that decides which scheduler instance schedules.
+pub const LEASE: (&str, &str) = ("kube-system", "kube-scheduler");
+
+/// Runs the scheduler until the task is dropped. Only the instance holding
+/// the `kube-system/kube-scheduler` Lease schedules; the others keep their
+/// caches warm and wait.
 pub async fn run(client: Client, config: Config) {
     let cache = Arc::new(Mutex::new(Cache::default()));
     let wake = Arc::new(Notify::new());
     tokio::spawn(watch_nodes(client.clone(), cache.clone(), wake.clone()));
     tokio::spawn(watch_pods(client.clone(), cache.clone(), wake.clone()));
+    let identity = skiff_controllers::leader::identity("scheduler");
+    let (mut leading, _election) = skiff_controllers::leader::elect(
+        client.clone(),
+        LEASE.0,
+        LEASE.1,
+        identity,
+        config.election.clone(),
+    );
     let profile = default_profile();
     loop {
+        if !*leading.borrow() {
+            if leading.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
         let next = cache.lock().unwrap_or_else(|e| e.into_inner()).queue.pop();
         match next {
             Some(key) => schedule_one(&client, &cache, &profile, &config, key),
-            None => wake.notified().await,
+            None => {
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = leading.changed() => {}
+                }
+            }
         }
     }
 }
