@@ -97,6 +97,23 @@ pub enum Change {
     Keep,
 }
 
+impl Change {
+    /// Writes `next` unless it equals `current` but for its
+    /// resourceVersion (upstream skips such no-op updates).
+    pub fn unless_same(current: &Value, next: Value) -> Self {
+        let strip = |v: &Value| {
+            let mut v = v.clone();
+            meta::remove(&mut v, "resourceVersion");
+            v
+        };
+        if strip(current) == strip(&next) {
+            Self::Keep
+        } else {
+            Self::Write(next)
+        }
+    }
+}
+
 impl Objects {
     pub async fn get(
         &self,

@@ -156,6 +156,34 @@ impl LabelSelector {
     }
 }
 
+/// The string form of a `metav1.LabelSelector` object, as `kubectl` and
+/// the scale subresource show it (`app=web,tier in (a,b)`).
+pub fn format_object(sel: &Value) -> String {
+    let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    let mut parts: Vec<String> = sel["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", text(v)))
+        .collect();
+    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
+        let key = text(&e["key"]);
+        let values: Vec<String> = e["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        parts.push(match e["operator"].as_str() {
+            Some("In") => format!("{key} in ({})", values.join(",")),
+            Some("NotIn") => format!("{key} notin ({})", values.join(",")),
+            Some("Exists") => key,
+            _ => format!("!{key}"),
+        });
+    }
+    parts.join(",")
+}
+
 /// A parsed field selector: `path=value` and `path!=value` terms.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FieldSelector(Vec<(String, bool, String)>);

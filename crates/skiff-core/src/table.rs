@@ -222,22 +222,7 @@ fn containers(spec: &Value) -> (String, String) {
 }
 
 fn selector(sel: &Value) -> String {
-    let mut parts: Vec<String> = sel["matchLabels"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={}", s(v)))
-        .collect();
-    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
-        let vals = join(e["values"].as_array().into_iter().flatten().map(s));
-        parts.push(match e["operator"].as_str() {
-            Some("In") => format!("{} in ({vals})", s(&e["key"])),
-            Some("NotIn") => format!("{} notin ({vals})", s(&e["key"])),
-            Some("Exists") => s(&e["key"]),
-            _ => format!("!{}", s(&e["key"])),
-        });
-    }
-    or_none(parts.join(","))
+    or_none(crate::selector::format_object(sel))
 }
 
 fn pod_status(pod: &Value) -> String {

@@ -325,16 +325,6 @@ pub fn prepare_update(
     Ok(next)
 }
 
-/// Whether `next` differs from `current` in anything but its resourceVersion.
-pub fn changed(current: &Value, next: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        meta::remove(&mut v, "resourceVersion");
-        v
-    };
-    strip(current) != strip(next)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use skiff_core::registry::{self, ResourceType};
 use skiff_core::selector::LabelSelector;
 use skiff_core::{meta, status, ApiError};
 
-use super::admission::{changed, prepare_update};
+use super::admission::prepare_update;
 use super::body;
 use super::delete::DeleteOptions;
 use super::{Api, Call};
@@ -16,7 +16,7 @@ use crate::storage::Change;
 /// The `autoscaling/v1 Scale` view of a workload.
 pub fn scale_of(r: &ResourceType, obj: &Value) -> Value {
     let selector = LabelSelector::from_object(&obj["spec"]["selector"])
-        .map(|_| selector_string(&obj["spec"]["selector"]))
+        .map(|_| skiff_core::selector::format_object(&obj["spec"]["selector"]))
         .unwrap_or_default();
     let m = &obj["metadata"];
     json!({
@@ -29,31 +29,6 @@ pub fn scale_of(r: &ResourceType, obj: &Value) -> Value {
         "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(if r.kind == "StatefulSet" { 1 } else { 0 })},
         "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
     })
-}
-
-fn selector_string(sel: &Value) -> String {
-    let mut parts: Vec<String> = sel["matchLabels"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-        .collect();
-    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
-        let key = e["key"].as_str().unwrap_or("");
-        let vals: Vec<&str> = e["values"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        parts.push(match e["operator"].as_str() {
-            Some("In") => format!("{key} in ({})", vals.join(",")),
-            Some("NotIn") => format!("{key} notin ({})", vals.join(",")),
-            Some("Exists") => key.to_owned(),
-            _ => format!("!{key}"),
-        });
-    }
-    parts.join(",")
 }
 
 impl Api {
@@ -96,11 +71,7 @@ impl Api {
                 let mut next = current.clone();
                 next["spec"]["replicas"] = json!(replicas);
                 let next = prepare_update(r, &current, next, &manager, None)?;
-                Ok(if changed(&current, &next) {
-                    Change::Write(next)
-                } else {
-                    Change::Keep
-                })
+                Ok(Change::unless_same(&current, next))
             })
             .await?;
         Ok(response::json(200, &scale_of(r, &updated)))

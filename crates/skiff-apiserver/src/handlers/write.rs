@@ -7,7 +7,7 @@ use serde_json::Value;
 use skiff_core::registry::ResourceType;
 use skiff_core::{apply, meta, strategic, ApiError};
 
-use super::admission::{changed, prepare_update, root_def};
+use super::admission::{prepare_update, root_def};
 use super::body::{self, check_kind, content_type, typed};
 use super::{with_warnings, Api, Call};
 use crate::response;
@@ -73,11 +73,7 @@ impl Api {
                 }
                 let sub = if sub == Some("finalize") { None } else { sub };
                 let next = prepare_update(r, &current, next, &manager, sub)?;
-                Ok(if changed(&current, &next) {
-                    Change::Write(next)
-                } else {
-                    Change::Keep
-                })
+                Ok(Change::unless_same(&current, next))
             })
             .await?;
         let updated = self.finish_deletion(r, updated).await?;
@@ -116,11 +112,7 @@ impl Api {
                 let (patched, w) = typed(r, patched, validation)?;
                 warnings = w;
                 let next = prepare_update(r, &current, patched, &manager, sub)?;
-                Ok(if changed(&current, &next) {
-                    Change::Write(next)
-                } else {
-                    Change::Keep
-                })
+                Ok(Change::unless_same(&current, next))
             })
             .await?;
         let updated = self.finish_deletion(r, updated).await?;
@@ -181,11 +173,7 @@ impl Api {
                 .update(r, ns, name, |current| {
                     let merged = apply::apply(Some(&current), &config, &mgr, force, root_def(r))?;
                     let next = prepare_update(r, &current, merged, &manager, sub)?;
-                    Ok(if changed(&current, &next) {
-                        Change::Write(next)
-                    } else {
-                        Change::Keep
-                    })
+                    Ok(Change::unless_same(&current, next))
                 })
                 .await;
             match result {
