@@ -1,7 +1,13 @@
 //! The scheduling queue: pods waiting for a try (active), and pods that fit
 //! nowhere until the cluster changes (unschedulable).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+/// The first back-off after a failed attempt, doubled each time.
+const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest back-off.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// A pod's `namespace/name`.
 pub type Key = String;
@@ -11,6 +17,7 @@ pub struct Queue {
     active: VecDeque<Key>,
     queued: HashSet<Key>,
     unschedulable: HashSet<Key>,
+    attempts: HashMap<Key, u32>,
 }
 
 impl Queue {
@@ -35,8 +42,19 @@ impl Queue {
         }
     }
 
+    /// How long a pod whose attempt failed waits before the next one:
+    /// 1 s, doubling up to 10 s, as upstream's back-off queue.
+    pub fn back_off(&mut self, key: &str) -> Duration {
+        let n = self.attempts.entry(key.to_owned()).or_default();
+        *n = n.saturating_add(1);
+        INITIAL_BACKOFF
+            .saturating_mul(1 << (*n - 1).min(10))
+            .min(MAX_BACKOFF)
+    }
+
     /// Forgets a pod (bound or deleted).
     pub fn forget(&mut self, key: &str) {
+        self.attempts.remove(key);
         self.unschedulable.remove(key);
         if self.queued.remove(key) {
             self.active.retain(|k| k != key);
@@ -75,5 +93,9 @@ mod tests {
         q.push("c".into());
         q.forget("c");
         assert!(q.is_empty());
+        let waits: Vec<u64> = (0..6).map(|_| q.back_off("d").as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 10, 10]);
+        q.forget("d");
+        assert_eq!(q.back_off("d").as_secs(), 1);
     }
 }

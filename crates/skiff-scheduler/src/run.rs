@@ -181,7 +181,7 @@ pub async fn run(client: Client, config: Config) {
         }
         let next = cache.lock().unwrap_or_else(|e| e.into_inner()).queue.pop();
         match next {
-            Some(key) => schedule_one(&client, &cache, &profile, &config, key),
+            Some(key) => schedule_one(&client, &cache, &wake, &profile, &config, key),
             None => {
                 tokio::select! {
                     _ = wake.notified() => {}
@@ -231,6 +231,7 @@ async fn watch_pods(client: Client, cache: Arc<Mutex<Cache>>, wake: Arc<Notify>)
 fn schedule_one(
     client: &Client,
     cache: &Arc<Mutex<Cache>>,
+    wake: &Arc<Notify>,
     profile: &Profile,
     config: &Config,
     key: Key,
@@ -247,7 +248,14 @@ fn schedule_one(
             c.pending.remove(&key);
             c.place(key.clone(), &node, pod.clone());
             drop(c);
-            tokio::spawn(bind(client.clone(), cache.clone(), key, pod, node));
+            tokio::spawn(bind(
+                client.clone(),
+                cache.clone(),
+                wake.clone(),
+                key,
+                pod,
+                node,
+            ));
         }
         Err(fit) => {
             let message = fit.message();
@@ -262,7 +270,14 @@ fn schedule_one(
     }
 }
 
-async fn bind(client: Client, cache: Arc<Mutex<Cache>>, key: Key, pod: Pod, node: String) {
+async fn bind(
+    client: Client,
+    cache: Arc<Mutex<Cache>>,
+    wake: Arc<Notify>,
+    key: Key,
+    pod: Pod,
+    node: String,
+) {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let binding = Binding {
@@ -295,15 +310,22 @@ async fn bind(client: Client, cache: Arc<Mutex<Cache>>, key: Key, pod: Pod, node
         }
         Err(e) => {
             tracing::info!(pod = %key, %node, error = %e, "binding failed; retrying");
-            let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
-            c.unplace(&key);
-            if let kube::Error::Api(s) = &e {
-                if s.code == 404 {
+            let gone = matches!(&e, kube::Error::Api(s) if s.code == 404);
+            let wait = {
+                let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+                c.unplace(&key);
+                if gone {
                     return;
                 }
+                c.pending.insert(key.clone(), pod);
+                c.queue.back_off(&key)
+            };
+            tokio::time::sleep(wait).await;
+            let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+            if c.pending.contains_key(&key) {
+                c.queue.push(key);
+                wake.notify_one();
             }
-            c.pending.insert(key.clone(), pod);
-            c.queue.push(key);
         }
     }
 }
