@@ -89,6 +89,29 @@ async fn kube_rs_list_watch_create_patch_delete() {
         matches!(err, kube::Error::Api(ref s) if s.code == 404 && s.reason == "NotFound"),
         "{err:?}"
     );
+
+    // deletecollection removes exactly what the selector names.
+    api.create(&PostParams::default(), &configmap("three"))
+        .await
+        .unwrap();
+    let mut other = configmap("other");
+    other.metadata.labels = Some([("suite".to_string(), "else".to_string())].into());
+    api.create(&PostParams::default(), &other).await.unwrap();
+    api.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("suite=kube-rs"),
+    )
+    .await
+    .unwrap();
+    let left: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert_eq!(left, ["other"]);
 }
 
 /// kube-runtime's watcher uses streaming lists (sendInitialEvents) first.
