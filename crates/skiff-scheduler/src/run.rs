@@ -181,7 +181,10 @@ pub async fn run(client: Client, config: Config) {
         }
         let next = cache.lock().unwrap_or_else(|e| e.into_inner()).queue.pop();
         match next {
-            Some(key) => schedule_one(&client, &cache, &wake, &profile, &config, key),
+            // Placing a pod is CPU work: keep it off the async workers.
+            Some(key) => tokio::task::block_in_place(|| {
+                schedule_one(&client, &cache, &wake, &profile, &config, key)
+            }),
             None => {
                 tokio::select! {
                     _ = wake.notified() => {}

@@ -65,7 +65,12 @@ impl PreFilter for PodTopologySpread {
                     .iter()
                     .filter(|p| p.namespace == ns && matches(&p.labels))
                     .count() as i64;
-                *counts.entry(value.to_owned()).or_default() += n;
+                match counts.get_mut(value) {
+                    Some(count) => *count += n,
+                    None => {
+                        counts.insert(value.to_owned(), n);
+                    }
+                }
             }
             let min = counts.values().copied().min().unwrap_or(0);
             constraints.push(Constraint {
