@@ -421,7 +421,8 @@ async fn create_pods(
 
 async fn api(args: ApiArgs) -> Result<()> {
     let dir = tempdir()?;
-    let (server, ready) = Server::start(&dir, &[]).await?;
+    // The API server alone: no scheduler watching and caching every pod.
+    let (server, ready) = Server::start(&dir, &["--disable-scheduler"]).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = server.rss_kib();
     println!("start to ready                 {}", ms(ready));
@@ -643,8 +644,11 @@ async fn etcd_creates(args: &ApiArgs) -> Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let (server, _) =
-            Server::start(&dir.join("skiff"), &["--datastore-endpoint", &client_url]).await?;
+        let (server, _) = Server::start(
+            &dir.join("skiff"),
+            &["--datastore-endpoint", &client_url, "--disable-scheduler"],
+        )
+        .await?;
         let (rate, lat) = create_pods(&server, args.clients, args.pods.min(5_000), "etcd").await?;
         println!(
             "creates/s (etcd, {} clients)   {rate:.0}  (p50 {}, p99 {})",
