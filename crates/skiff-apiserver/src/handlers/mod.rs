@@ -116,30 +116,21 @@ impl Api {
                     query: &query,
                     headers: &parts.headers,
                 };
+                let reads = matches!(verb, Verb::Get | Verb::List | Verb::Watch);
+                let body = if reads {
+                    bytes::Bytes::new()
+                } else {
+                    body::read(body, &parts.headers).await?
+                };
                 let mut reply = match verb {
                     Verb::Get => self.get(&call).await,
                     Verb::List => self.list(&call).await,
                     Verb::Watch => self.watch(&call).await,
-                    Verb::Create => {
-                        let body = body::read(body, &parts.headers).await?;
-                        self.create(&call, body).await
-                    }
-                    Verb::Update => {
-                        let body = body::read(body, &parts.headers).await?;
-                        self.update(&call, body).await
-                    }
-                    Verb::Patch => {
-                        let body = body::read(body, &parts.headers).await?;
-                        self.patch(&call, body).await
-                    }
-                    Verb::Delete => {
-                        let body = body::read(body, &parts.headers).await?;
-                        self.delete(&call, body).await
-                    }
-                    Verb::DeleteCollection => {
-                        let body = body::read(body, &parts.headers).await?;
-                        self.delete_collection(&call, body).await
-                    }
+                    Verb::Create => self.create(&call, body).await,
+                    Verb::Update => self.update(&call, body).await,
+                    Verb::Patch => self.patch(&call, body).await,
+                    Verb::Delete => self.delete(&call, body).await,
+                    Verb::DeleteCollection => self.delete_collection(&call, body).await,
                 }?;
                 reply.headers_mut().insert(
                     "Audit-Id",
