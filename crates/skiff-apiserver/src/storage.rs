@@ -121,9 +121,7 @@ impl Objects {
         ns: Option<&str>,
         name: &str,
     ) -> Result<Value, ApiError> {
-        self.try_get(r, ns, name)
-            .await?
-            .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))
+        decode(&self.get_raw(r, ns, name).await?)
     }
 
     /// The stored bytes and revision of an object.
@@ -183,7 +181,7 @@ impl Objects {
     {
         let key = r.key(ns, name);
         let (bytes, rev) =
-            guaranteed_update::<UpdateError, _>(self.store.as_ref(), &key, None, |current| {
+            guaranteed_update::<UpdateError, _>(self.store.as_ref(), &key, |current| {
                 let current =
                     current.ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
                 match change(decode(current)?)? {

@@ -74,10 +74,3 @@ pub fn path<'a>(obj: &'a Value, dotted: &str) -> Option<&'a Value> {
 pub fn now() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
-
-/// Now with microseconds, as upstream's `MicroTime`.
-pub fn now_micro() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
-}

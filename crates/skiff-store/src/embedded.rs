@@ -323,7 +323,12 @@ impl Store for Embedded {
                 }
             }
             loop {
-                let batch = match live_events.recv().await {
+                let next = tokio::select! {
+                    next = live_events.recv() => next,
+                    // The watcher went away: stop rather than wait for a write.
+                    _ = tx.closed() => return,
+                };
+                let batch = match next {
                     Ok(batch) => batch,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         let _ = tx

@@ -6,12 +6,10 @@ use crate::{Error, KeyValue, Revision, Store};
 /// retrying when another writer got there first (upstream's
 /// `GuaranteedUpdate`). `next` sees `None` when the key is absent and
 /// returns the new value, `None` to leave the key as it is, or its own
-/// error. A `cached` value, if given, is tried first and replaced by a fresh
-/// read on conflict. Returns the value and revision the key ends with.
+/// error. Returns the value and revision the key ends with.
 pub async fn guaranteed_update<E, F>(
     store: &dyn Store,
     key: &str,
-    mut cached: Option<KeyValue>,
     mut next: F,
 ) -> Result<(Bytes, Revision), E>
 where
@@ -19,10 +17,7 @@ where
     F: FnMut(Option<&KeyValue>) -> Result<Option<Bytes>, E>,
 {
     loop {
-        let current = match cached.take() {
-            Some(kv) => Some(kv),
-            None => store.get(key).await?,
-        };
+        let current = store.get(key).await?;
         let Some(value) = next(current.as_ref())? else {
             return match current {
                 Some(kv) => Ok((kv.value, kv.mod_rev)),

@@ -258,7 +258,7 @@ async fn concurrent_guaranteed_update(s: Arc<dyn Store>) {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..10 {
-                guaranteed_update::<Error, _>(s.as_ref(), "/n/counter", None, |cur| {
+                guaranteed_update::<Error, _>(s.as_ref(), "/n/counter", |cur| {
                     let n: u64 = std::str::from_utf8(&cur.unwrap().value)
                         .unwrap()
                         .parse()
