@@ -10,6 +10,7 @@ pub mod defaults;
 pub mod fields;
 pub mod meta;
 pub mod openapi;
+pub mod placement;
 pub mod protobuf;
 pub mod quantity;
 pub mod registry;

@@ -57,6 +57,31 @@ struct ServerArgs {
     /// Score every feasible node rather than upstream's adaptive share.
     #[arg(long)]
     scheduler_score_all_nodes: bool,
+    /// Do not run the controller manager inside the server.
+    #[arg(long)]
+    disable_controller_manager: bool,
+    /// How long a node may miss Lease renewals before it is unreachable.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
+    /// The range each node's podCIDR is taken from.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: String,
+}
+
+/// `40s`, `2m`, `500ms` or a number of seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 40s"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" => Ok(std::time::Duration::from_secs(n)),
+        "m" => Ok(std::time::Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?} is not a duration like 40s")),
+    }
 }
 
 #[derive(clap::Args)]
@@ -177,10 +202,20 @@ fn main() -> anyhow::Result<()> {
                 let server = skiff_apiserver::start(args.config()).await?;
                 if !args.disable_scheduler {
                     let client = local_client(&server.kubeconfig).await?;
-                    tokio::spawn(skiff_scheduler::run(
-                        client,
-                        skiff_scheduler::Config::default(),
-                    ));
+                    let config = skiff_scheduler::Config {
+                        score_all_nodes: args.scheduler_score_all_nodes,
+                        ..Default::default()
+                    };
+                    tokio::spawn(skiff_scheduler::run(client, config));
+                }
+                if !args.disable_controller_manager {
+                    let client = local_client(&server.kubeconfig).await?;
+                    let config = skiff_controllers::manager::Config {
+                        node_monitor_grace: args.node_monitor_grace_period,
+                        cluster_cidr: args.cluster_cidr.clone(),
+                        ..Default::default()
+                    };
+                    tokio::spawn(skiff_controllers::manager::run(client, config));
                 }
                 tokio::select! {
                     _ = server.wait() => {}

@@ -159,6 +159,9 @@ impl Api {
         if r.kind == "Pod" && r.group.is_empty() {
             admit_pod(obj);
         }
+        if r.kind == "Job" && r.group == "batch" {
+            select_job_pods(obj);
+        }
         validate::object(r, obj, None)?;
         let manager = Manager {
             name: manager,
@@ -167,6 +170,29 @@ impl Api {
         };
         track_update(None, obj, &manager, root_def(r));
         Ok(())
+    }
+}
+
+/// A Job without `manualSelector` selects its pods by its uid, and its
+/// template carries the matching labels, as upstream's job strategy does.
+fn select_job_pods(job: &mut Value) {
+    if job["spec"]["manualSelector"] == true {
+        return;
+    }
+    let uid = meta::get_str(job, "uid").unwrap_or_default().to_owned();
+    let name = meta::name(job).to_owned();
+    job["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+    let labels = &mut job["spec"]["template"]["metadata"]["labels"];
+    if !labels.is_object() {
+        *labels = json!({});
+    }
+    for (key, value) in [
+        ("batch.kubernetes.io/controller-uid", &uid),
+        ("batch.kubernetes.io/job-name", &name),
+        ("controller-uid", &uid),
+        ("job-name", &name),
+    ] {
+        labels[key] = json!(value);
     }
 }
 

@@ -1,7 +1,8 @@
 //! NodeAffinity: `nodeSelector` and required node affinity filter nodes;
 //! preferred node affinity scores them.
 
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Pod};
+use k8s_openapi::api::core::v1::Pod;
+use skiff_core::placement::{node_selected, term_matches};
 
 use crate::framework::{normalize_to_max, CycleState, Filter, Score, Status};
 use crate::node_info::NodeInfo;
@@ -9,48 +10,6 @@ use crate::node_info::NodeInfo;
 pub struct NodeAffinity;
 
 pub const REASON: &str = "node(s) didn't match Pod's node affinity/selector";
-
-fn label<'a>(node: &'a NodeInfo, key: &str) -> Option<&'a str> {
-    node.node
-        .metadata
-        .labels
-        .as_ref()?
-        .get(key)
-        .map(String::as_str)
-}
-
-fn requirement(node: &NodeInfo, r: &NodeSelectorRequirement, field: bool) -> bool {
-    let value = if field {
-        (r.key == "metadata.name").then(|| node.name())
-    } else {
-        label(node, &r.key)
-    };
-    let values = r.values.as_deref().unwrap_or(&[]);
-    let number = |s: &str| s.parse::<i64>().ok();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => !value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" => {
-            matches!((value.and_then(number), values.first().and_then(|x| number(x))), (Some(a), Some(b)) if a > b)
-        }
-        "Lt" => {
-            matches!((value.and_then(number), values.first().and_then(|x| number(x))), (Some(a), Some(b)) if a < b)
-        }
-        _ => false,
-    }
-}
-
-/// A term matches when all its requirements do; an empty term matches
-/// nothing.
-fn term(node: &NodeInfo, t: &NodeSelectorTerm) -> bool {
-    let exprs = t.match_expressions.as_deref().unwrap_or(&[]);
-    let fields = t.match_fields.as_deref().unwrap_or(&[]);
-    (!exprs.is_empty() || !fields.is_empty())
-        && exprs.iter().all(|r| requirement(node, r, false))
-        && fields.iter().all(|r| requirement(node, r, true))
-}
 
 impl Filter for NodeAffinity {
     fn name(&self) -> &'static str {
@@ -61,22 +20,7 @@ impl Filter for NodeAffinity {
         let Some(spec) = &pod.spec else {
             return Status::Success;
         };
-        let selector_ok = spec
-            .node_selector
-            .iter()
-            .flatten()
-            .all(|(k, v)| label(node, k) == Some(v.as_str()));
-        let required = spec
-            .affinity
-            .as_ref()
-            .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|a| {
-                a.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            });
-        let affinity_ok =
-            required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term(node, t)));
-        if selector_ok && affinity_ok {
+        if node_selected(spec, &node.node) {
             Status::Success
         } else {
             Status::unresolvable(REASON)
@@ -105,7 +49,7 @@ impl Score for NodeAffinity {
             })
             .into_iter()
             .flatten()
-            .filter(|p| term(node, &p.preference))
+            .filter(|p| term_matches(&node.node, &p.preference))
             .map(|p| i64::from(p.weight))
             .sum()
     }

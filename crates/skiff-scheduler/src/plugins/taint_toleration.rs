@@ -1,40 +1,20 @@
 //! TaintToleration: `NoSchedule` and `NoExecute` taints keep off pods that
 //! do not tolerate them; `PreferNoSchedule` taints lower a node's score.
 
-use k8s_openapi::api::core::v1::{Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Pod, Taint};
+use skiff_core::placement::tolerated;
 
 use crate::framework::{normalize_to_max, CycleState, Filter, Score, Status};
 use crate::node_info::NodeInfo;
 
 pub struct TaintToleration;
 
-/// Whether one toleration matches one taint (upstream's
-/// `ToleratesTaint`): an empty key with `Exists` matches every taint; an
-/// empty effect matches every effect.
-fn matches(t: &Toleration, taint: &Taint) -> bool {
-    let effect_ok = t.effect.as_deref().is_none_or(str::is_empty)
-        || t.effect.as_deref() == Some(taint.effect.as_str());
-    let key = t.key.as_deref().unwrap_or("");
-    let op = t.operator.as_deref().unwrap_or("Equal");
-    if !effect_ok || (!key.is_empty() && key != taint.key) {
-        return false;
-    }
-    match op {
-        "Exists" => true,
-        "Equal" | "" => {
-            !key.is_empty()
-                && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-        }
-        _ => false,
-    }
-}
-
 /// Whether any of the pod's tolerations matches the taint.
 pub fn tolerates(pod: &Pod, taint: &Taint) -> bool {
     pod.spec
         .as_ref()
         .and_then(|s| s.tolerations.as_ref())
-        .is_some_and(|ts| ts.iter().any(|t| matches(t, taint)))
+        .is_some_and(|ts| tolerated(ts, taint))
 }
 
 fn taints(node: &NodeInfo) -> &[Taint] {

@@ -1,0 +1,160 @@
+//! What workload controllers share about pods: ownership, readiness and
+//! making pods from templates.
+
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+use serde_json::{json, Value};
+use skiff_core::selector;
+
+/// The owner reference that marks `obj` as the controller of what it makes.
+pub fn controller_ref<K: Resource<DynamicType = ()>>(obj: &K) -> Value {
+    json!({
+        "apiVersion": K::api_version(&()), "kind": K::kind(&()),
+        "name": obj.name_any(), "uid": obj.uid(),
+        "controller": true, "blockOwnerDeletion": true,
+    })
+}
+
+/// The controlling owner of an object, if any.
+pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .as_ref()?
+        .iter()
+        .find(|r| r.controller == Some(true))
+}
+
+/// Whether `meta` is controlled by the object with this uid.
+pub fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
+    controller_of(meta).is_some_and(|r| r.uid == uid)
+}
+
+/// Whether a label selector matches labels; an empty or missing selector
+/// matches nothing, as workload controllers treat it.
+pub fn selects(sel: Option<&LabelSelector>, meta: &ObjectMeta) -> bool {
+    let Some(sel) = sel else { return false };
+    let value = serde_json::to_value(sel).unwrap_or_default();
+    let Ok(sel) = selector::LabelSelector::from_object(&value) else {
+        return false;
+    };
+    !sel.is_empty() && sel.matches(|k| meta.labels.as_ref()?.get(k).map(String::as_str))
+}
+
+pub fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+/// Not finished and not being deleted (upstream's `IsPodActive`).
+pub fn is_active(pod: &Pod) -> bool {
+    !matches!(phase(pod), "Succeeded" | "Failed") && pod.metadata.deletion_timestamp.is_none()
+}
+
+/// When the pod's Ready condition turned true, if it is true.
+pub fn ready_since(pod: &Pod) -> Option<chrono::DateTime<chrono::Utc>> {
+    let c = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")?;
+    let t = c
+        .last_transition_time
+        .as_ref()
+        .map(|t| t.0.as_millisecond())
+        .unwrap_or(0);
+    chrono::DateTime::from_timestamp_millis(t)
+}
+
+pub fn is_ready(pod: &Pod) -> bool {
+    ready_since(pod).is_some()
+}
+
+/// Ready for at least `min_ready_seconds`.
+pub fn is_available(pod: &Pod, min_ready_seconds: i32, now: chrono::DateTime<chrono::Utc>) -> bool {
+    ready_since(pod).is_some_and(|t| {
+        min_ready_seconds <= 0 || t + chrono::Duration::seconds(min_ready_seconds.into()) <= now
+    })
+}
+
+/// A new pod from a template, owned by `owner`.
+pub fn from_template(template: Option<&PodTemplateSpec>, namespace: &str, owner: Value) -> Value {
+    let template = template
+        .map(|t| serde_json::to_value(t).unwrap_or_default())
+        .unwrap_or_default();
+    let mut meta = template["metadata"].clone();
+    if !meta.is_object() {
+        meta = json!({});
+    }
+    meta["namespace"] = json!(namespace);
+    meta["ownerReferences"] = json!([owner]);
+    if let Some(m) = meta.as_object_mut() {
+        m.remove("name");
+        m.remove("resourceVersion");
+        m.remove("uid");
+        m.remove("creationTimestamp");
+    }
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"]})
+}
+
+/// Upstream's ranking of pods to delete first when scaling down: unbound
+/// before bound, pending before unknown before running, not ready before
+/// ready, more restarts before fewer, newer before older.
+pub fn deletion_rank(pod: &Pod) -> impl Ord {
+    let bound = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
+    let phase = match phase(pod) {
+        "Pending" => 0,
+        "Unknown" => 1,
+        _ => 2,
+    };
+    let restarts: i32 = pod
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .map(|c| c.restart_count)
+        .sum();
+    let created = pod
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_millisecond())
+        .unwrap_or(0);
+    (
+        bound,
+        phase,
+        is_ready(pod),
+        std::cmp::Reverse(restarts),
+        std::cmp::Reverse(created),
+    )
+}
+
+/// The slow-start batch sizes for creating `n` objects: 1, 2, 4, …
+pub fn slow_start_batches(n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let (mut left, mut size) = (n, 1);
+    while left > 0 {
+        let b = size.min(left);
+        out.push(b);
+        left -= b;
+        size *= 2;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_start_doubles() {
+        assert_eq!(slow_start_batches(0), Vec::<usize>::new());
+        assert_eq!(slow_start_batches(10), vec![1, 2, 4, 3]);
+    }
+}

@@ -1,0 +1,249 @@
+//! The writes controllers make, behind a trait: the real one goes to the API
+//! server, and unit tests use an in-memory fake that records every call.
+
+use async_trait::async_trait;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
+use kube::core::ApiResource;
+use kube::Resource;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+/// Why a write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{reason} ({code}): {message}")]
+    Api {
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    #[error("talking to the API server: {0}")]
+    Transport(String),
+    #[error("decoding {kind}: {source}")]
+    Decode {
+        kind: String,
+        source: serde_json::Error,
+    },
+}
+
+impl Error {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Api { code: 404, .. })
+    }
+
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Api { code: 409, .. })
+    }
+}
+
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Self {
+        match e {
+            kube::Error::Api(s) => Error::Api {
+                code: s.code,
+                reason: s.reason.clone(),
+                message: s.message.clone(),
+            },
+            other => Error::Transport(other.to_string()),
+        }
+    }
+}
+
+/// Which object a write is about.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    pub resource: ApiResource,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl Target {
+    pub fn of<K: Resource<DynamicType = ()>>(namespace: Option<&str>, name: &str) -> Self {
+        Target {
+            resource: ApiResource::erase::<K>(&()),
+            namespace: namespace.map(str::to_owned),
+            name: name.to_owned(),
+        }
+    }
+}
+
+/// How to delete.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Deletion {
+    /// Only delete the object with this uid.
+    pub uid: Option<String>,
+    pub propagation: Option<&'static str>,
+    pub grace_seconds: Option<u32>,
+}
+
+/// The writes controllers make.
+#[async_trait]
+pub trait Cluster: Send + Sync {
+    /// Creates `obj` (its `apiVersion` and `kind` tell the resource).
+    async fn create(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        obj: Value,
+    ) -> Result<Value, Error>;
+    /// A JSON merge patch of the object, or of its status subresource.
+    async fn merge_patch(
+        &self,
+        target: &Target,
+        patch: Value,
+        status: bool,
+    ) -> Result<Value, Error>;
+    /// A JSON patch (RFC 6902), e.g. to edit a list with a test first.
+    async fn json_patch(&self, target: &Target, patch: Value) -> Result<Value, Error>;
+    async fn delete(&self, target: &Target, how: Deletion) -> Result<(), Error>;
+    /// Reads an object from the API server rather than a cache.
+    async fn get(&self, target: &Target) -> Result<Option<Value>, Error>;
+    /// Replaces a subresource (namespaces' `finalize`).
+    async fn replace_subresource(
+        &self,
+        target: &Target,
+        subresource: &str,
+        obj: Value,
+    ) -> Result<Value, Error>;
+    /// Records an event; it never fails the caller.
+    fn event(&self, event: Value);
+}
+
+/// Creates a typed object.
+pub async fn create<K>(cluster: &dyn Cluster, obj: &Value) -> Result<K, Error>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned,
+{
+    let ns = obj["metadata"]["namespace"].as_str();
+    let created = cluster
+        .create(&ApiResource::erase::<K>(&()), ns, obj.clone())
+        .await?;
+    decode(created)
+}
+
+/// Decodes a typed object.
+pub fn decode<K: Resource<DynamicType = ()> + DeserializeOwned>(v: Value) -> Result<K, Error> {
+    serde_json::from_value(v).map_err(|source| Error::Decode {
+        kind: K::kind(&()).into_owned(),
+        source,
+    })
+}
+
+/// A typed object as JSON.
+pub fn encode<K: Serialize>(obj: &K) -> Value {
+    serde_json::to_value(obj).unwrap_or(Value::Null)
+}
+
+/// The real cluster: the API server.
+#[derive(Clone)]
+pub struct KubeCluster {
+    client: kube::Client,
+}
+
+impl KubeCluster {
+    pub fn new(client: kube::Client) -> Self {
+        Self { client }
+    }
+
+    fn api(&self, r: &ApiResource, ns: Option<&str>) -> Api<DynamicObject> {
+        match ns {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, r),
+            None => Api::all_with(self.client.clone(), r),
+        }
+    }
+}
+
+fn to_value(obj: DynamicObject) -> Value {
+    serde_json::to_value(obj).unwrap_or(Value::Null)
+}
+
+#[async_trait]
+impl Cluster for KubeCluster {
+    async fn create(&self, r: &ApiResource, ns: Option<&str>, obj: Value) -> Result<Value, Error> {
+        let obj: DynamicObject = serde_json::from_value(obj).map_err(|source| Error::Decode {
+            kind: "object".into(),
+            source,
+        })?;
+        let created = self.api(r, ns).create(&PostParams::default(), &obj).await?;
+        Ok(to_value(created))
+    }
+
+    async fn merge_patch(&self, t: &Target, patch: Value, status: bool) -> Result<Value, Error> {
+        let api = self.api(&t.resource, t.namespace.as_deref());
+        let params = PatchParams::default();
+        let patched = if status {
+            api.patch_status(&t.name, &params, &Patch::Merge(&patch))
+                .await?
+        } else {
+            api.patch(&t.name, &params, &Patch::Merge(&patch)).await?
+        };
+        Ok(to_value(patched))
+    }
+
+    async fn json_patch(&self, t: &Target, patch: Value) -> Result<Value, Error> {
+        let patch: json_patch::Patch =
+            serde_json::from_value(patch).map_err(|source| Error::Decode {
+                kind: "JSON patch".into(),
+                source,
+            })?;
+        let api = self.api(&t.resource, t.namespace.as_deref());
+        let patched = api
+            .patch(&t.name, &PatchParams::default(), &Patch::Json::<()>(patch))
+            .await?;
+        Ok(to_value(patched))
+    }
+
+    async fn delete(&self, t: &Target, how: Deletion) -> Result<(), Error> {
+        let params = DeleteParams {
+            grace_period_seconds: how.grace_seconds,
+            propagation_policy: match how.propagation {
+                Some("Foreground") => Some(kube::api::PropagationPolicy::Foreground),
+                Some("Orphan") => Some(kube::api::PropagationPolicy::Orphan),
+                Some(_) => Some(kube::api::PropagationPolicy::Background),
+                None => None,
+            },
+            preconditions: how.uid.map(|uid| Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        self.api(&t.resource, t.namespace.as_deref())
+            .delete(&t.name, &params)
+            .await?;
+        Ok(())
+    }
+
+    async fn get(&self, t: &Target) -> Result<Option<Value>, Error> {
+        Ok(self
+            .api(&t.resource, t.namespace.as_deref())
+            .get_opt(&t.name)
+            .await?
+            .map(to_value))
+    }
+
+    async fn replace_subresource(&self, t: &Target, sub: &str, obj: Value) -> Result<Value, Error> {
+        let replaced = self
+            .api(&t.resource, t.namespace.as_deref())
+            .replace_subresource(sub, &t.name, &PostParams::default(), &obj)
+            .await?;
+        Ok(to_value(replaced))
+    }
+
+    fn event(&self, event: Value) {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            event["metadata"]["namespace"].as_str().unwrap_or("default"),
+            &ApiResource::erase::<k8s_openapi::api::core::v1::Event>(&()),
+        );
+        tokio::spawn(async move {
+            let Ok(obj) = serde_json::from_value::<DynamicObject>(event) else {
+                return;
+            };
+            if let Err(e) = api.create(&PostParams::default(), &obj).await {
+                tracing::debug!(error = %e, "could not record an event");
+            }
+        });
+    }
+}

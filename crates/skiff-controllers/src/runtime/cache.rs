@@ -1,0 +1,188 @@
+//! Informers: a watch keeps a local cache of one kind of object and tells
+//! handlers about every change, with the object before and after.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::watcher::{self, Event};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+/// `namespace/name`, or `name` for cluster-scoped objects.
+pub fn key_of<K: Resource>(obj: &K) -> String {
+    match obj.meta().namespace.as_deref() {
+        Some(ns) => format!("{ns}/{}", obj.name_any()),
+        None => obj.name_any(),
+    }
+}
+
+/// The namespace and name in a key.
+pub fn split_key(key: &str) -> (Option<&str>, &str) {
+    match key.split_once('/') {
+        Some((ns, name)) => (Some(ns), name),
+        None => (None, key),
+    }
+}
+
+/// Objects of one kind by key, as last seen.
+pub struct Cache<K> {
+    objects: RwLock<HashMap<String, Arc<K>>>,
+    synced: watch::Sender<bool>,
+}
+
+impl<K> Default for Cache<K> {
+    fn default() -> Self {
+        Self {
+            objects: RwLock::default(),
+            synced: watch::Sender::new(false),
+        }
+    }
+}
+
+impl<K: Resource> Cache<K> {
+    pub fn get(&self, key: &str) -> Option<Arc<K>> {
+        self.read().get(key).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<K>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// The objects in one namespace.
+    pub fn list_in(&self, ns: &str) -> Vec<Arc<K>> {
+        self.read()
+            .values()
+            .filter(|o| o.meta().namespace.as_deref() == Some(ns))
+            .cloned()
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Puts `obj` in the cache, returning what it replaces.
+    pub fn insert(&self, obj: K) -> Option<Arc<K>> {
+        let key = key_of(&obj);
+        self.write().insert(key, Arc::new(obj))
+    }
+
+    pub fn remove(&self, key: &str) -> Option<Arc<K>> {
+        self.write().remove(key)
+    }
+
+    /// Waits until the first full list has been loaded.
+    pub async fn wait_synced(&self) {
+        let mut rx = self.synced.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<K>>> {
+        self.objects.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<K>>> {
+        self.objects.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Called with the object before and after a change; `None` before means
+/// added, `None` after means deleted.
+pub type Handler<K> = Box<dyn Fn(Option<&K>, Option<&K>) + Send + Sync>;
+
+/// A watch feeding a [`Cache`] and its handlers.
+pub struct Informer<K> {
+    cache: Arc<Cache<K>>,
+    handlers: Vec<Handler<K>>,
+}
+
+impl<K> Default for Informer<K> {
+    fn default() -> Self {
+        Self {
+            cache: Arc::default(),
+            handlers: Vec::new(),
+        }
+    }
+}
+
+impl<K> Informer<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    pub fn cache(&self) -> Arc<Cache<K>> {
+        self.cache.clone()
+    }
+
+    pub fn on_change(&mut self, handler: impl Fn(Option<&K>, Option<&K>) + Send + Sync + 'static) {
+        self.handlers.push(Box::new(handler));
+    }
+
+    /// Applies a change to the cache and tells the handlers.
+    pub fn apply(&self, obj: K) {
+        let new = Arc::new(obj);
+        let old = self.cache.write().insert(key_of(&*new), new.clone());
+        self.notify(old.as_deref(), Some(&new));
+    }
+
+    pub fn delete(&self, obj: &K) {
+        let old = self.cache.remove(&key_of(obj));
+        self.notify(Some(old.as_deref().unwrap_or(obj)), None);
+    }
+
+    fn notify(&self, old: Option<&K>, new: Option<&K>) {
+        for h in &self.handlers {
+            h(old, new);
+        }
+    }
+
+    /// Watches `api` forever, relisting as the watcher decides.
+    pub async fn run(self, api: Api<K>, config: watcher::Config) {
+        let mut relist: Option<HashMap<String, K>> = None;
+        let mut events = watcher::watcher(api, config).boxed();
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(Event::Init) => relist = Some(HashMap::new()),
+                Ok(Event::InitApply(obj)) => {
+                    if let Some(seen) = relist.as_mut() {
+                        seen.insert(key_of(&obj), obj);
+                    }
+                }
+                Ok(Event::InitDone) => {
+                    let seen = relist.take().unwrap_or_default();
+                    let gone: Vec<Arc<K>> = self
+                        .cache
+                        .list()
+                        .into_iter()
+                        .filter(|o| !seen.contains_key(&key_of(&**o)))
+                        .collect();
+                    for obj in gone {
+                        self.delete(&obj);
+                    }
+                    for (_, obj) in seen {
+                        self.apply(obj);
+                    }
+                    self.cache.synced.send_replace(true);
+                }
+                Ok(Event::Apply(obj)) => self.apply(obj),
+                Ok(Event::Delete(obj)) => self.delete(&obj),
+                Err(e) => {
+                    tracing::debug!(kind = %K::kind(&()), error = %e, "watch failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
