@@ -430,8 +430,7 @@ impl Pass<'_> {
                     stamp.clone()
                 }
             };
-            let last_update = if touch || prev.is_none_or(|c| c.reason.as_deref() != Some(reason))
-            {
+            let last_update = if touch || prev.is_none_or(|c| c.reason.as_deref() != Some(reason)) {
                 stamp.clone()
             } else {
                 prev.and_then(|c| c.last_update_time.as_ref())

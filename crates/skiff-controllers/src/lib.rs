@@ -1,11 +1,23 @@
 //! The controller manager: a small controller runtime and the
 //! reconciliation loops that make desired state real.
 
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
+pub mod gc;
+pub mod ipam;
+pub mod job;
 pub mod leader;
 pub mod manager;
+pub mod namespace;
+pub mod node_lifecycle;
 pub mod owned;
+pub mod podgc;
 pub mod pods;
 pub mod replicaset;
+pub mod revisions;
 pub mod rollout;
 pub mod runtime;
+pub mod serviceaccount;
+pub mod statefulset;

@@ -6,19 +6,37 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{
+    Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, Service, ServiceAccount,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::watcher;
 use kube::Client;
 
+use crate::cronjob::CronJobController;
+use crate::daemonset::DaemonSetController;
 use crate::deployment::DeploymentController;
+use crate::endpoints::EndpointsController;
+use crate::gc::GarbageCollector;
+use crate::ipam::IpamController;
+use crate::job::JobController;
 use crate::leader;
+use crate::namespace::NamespaceController;
+use crate::node_lifecycle::NodeLifecycleController;
+use crate::podgc::PodGcController;
 use crate::replicaset::ReplicaSetController;
 use crate::runtime::api::KubeCluster;
 use crate::runtime::cache::Informer;
 use crate::runtime::controller::{self, Reconcile};
 use crate::runtime::queue::Queue;
+use crate::serviceaccount::ServiceAccountController;
+use crate::statefulset::StatefulSetController;
 
 /// Settings of the controller manager.
 #[derive(Clone, Debug)]
@@ -102,28 +120,133 @@ pub async fn run(client: Client, config: Config) {
 }
 
 async fn run_all(client: Client, config: Config) {
-    let cluster = Arc::new(KubeCluster::new(client.clone()));
+    let cluster: Arc<dyn crate::runtime::api::Cluster> = Arc::new(KubeCluster::new(client.clone()));
+    let n = config.workers;
     let mut pods = Informer::<Pod>::default();
+    let mut nodes = Informer::<Node>::default();
+    let mut leases = Informer::<Lease>::default();
+    let mut namespaces = Informer::<Namespace>::default();
+    let mut accounts = Informer::<ServiceAccount>::default();
+    let mut services = Informer::<Service>::default();
+    let endpoints = Informer::<Endpoints>::default();
+    let mut slices = Informer::<EndpointSlice>::default();
     let mut sets = Informer::<ReplicaSet>::default();
     let mut deployments = Informer::<Deployment>::default();
+    let mut statefulsets = Informer::<StatefulSet>::default();
+    let mut daemonsets = Informer::<DaemonSet>::default();
+    let mut revisions = Informer::<ControllerRevision>::default();
+    let mut claims = Informer::<PersistentVolumeClaim>::default();
+    let mut jobs = Informer::<Job>::default();
+    let mut cronjobs = Informer::<CronJob>::default();
     let mut w = Wiring::default();
 
     let q = Queue::new();
-    let rs = ReplicaSetController::new(&mut sets, &mut pods, cluster.clone(), q.clone());
-    w.workers(rs, q, config.workers);
+    let c = ReplicaSetController::new(&mut sets, &mut pods, cluster.clone(), q.clone());
+    w.workers(c, q, n);
     let q = Queue::new();
-    let d = DeploymentController::new(
+    let c = DeploymentController::new(
         &mut deployments,
         &mut sets,
         &pods,
         cluster.clone(),
         q.clone(),
     );
-    w.workers(d, q, config.workers);
+    w.workers(c, q, n);
+    let q = Queue::new();
+    let c = StatefulSetController::new(
+        &mut statefulsets,
+        &mut pods,
+        &mut revisions,
+        &claims,
+        cluster.clone(),
+        q.clone(),
+    );
+    w.workers(c, q, n);
+    let q = Queue::new();
+    let c = DaemonSetController::new(
+        &mut daemonsets,
+        &mut pods,
+        &mut nodes,
+        &mut revisions,
+        cluster.clone(),
+        q.clone(),
+    );
+    w.workers(c, q, n);
+    let q = Queue::new();
+    let c = JobController::new(&mut jobs, &mut pods, cluster.clone(), q.clone());
+    w.workers(c, q, n);
+    let q = Queue::new();
+    let c = CronJobController::new(&mut cronjobs, &mut jobs, cluster.clone(), q.clone());
+    w.workers(c, q, 1);
+    let q = Queue::new();
+    let c = NamespaceController::new(&mut namespaces, cluster.clone(), q.clone());
+    w.workers(c, q, n);
+    let q = Queue::new();
+    let c =
+        ServiceAccountController::new(&mut namespaces, &mut accounts, cluster.clone(), q.clone());
+    w.workers(c, q, 1);
+    let q = Queue::new();
+    let c = NodeLifecycleController::new(
+        &mut nodes,
+        &mut leases,
+        &mut pods,
+        cluster.clone(),
+        q.clone(),
+        config.node_monitor_grace,
+    );
+    w.workers(c, q, n);
+    let q = Queue::new();
+    let c = EndpointsController::new(
+        &mut services,
+        &mut pods,
+        &endpoints,
+        &mut slices,
+        cluster.clone(),
+        q.clone(),
+    );
+    w.workers(c, q, n);
+    let q = Queue::new();
+    let c = PodGcController::new(&mut pods, &mut nodes, cluster.clone(), q.clone());
+    w.workers(c, q, 1);
+    match config.cluster_cidr.parse() {
+        Ok(range) => {
+            let q = Queue::new();
+            let c = IpamController::new(&mut nodes, cluster.clone(), q.clone(), range);
+            w.workers(c, q, 1);
+        }
+        Err(e) => tracing::error!(error = %e, "--cluster-cidr is invalid; nodes get no podCIDR"),
+    }
+    let q = Queue::new();
+    let gc = GarbageCollector::new(cluster.clone(), q.clone());
+    gc.watch(&mut pods);
+    gc.watch(&mut sets);
+    gc.watch(&mut deployments);
+    gc.watch(&mut slices);
+    gc.watch(&mut statefulsets);
+    gc.watch(&mut daemonsets);
+    gc.watch(&mut revisions);
+    gc.watch(&mut claims);
+    gc.watch(&mut jobs);
+    gc.watch(&mut cronjobs);
+    gc.watch(&mut services);
+    w.workers(gc, q, n);
 
     w.watch(pods, Api::all(client.clone()));
+    w.watch(nodes, Api::all(client.clone()));
+    w.watch(leases, Api::namespaced(client.clone(), "kube-node-lease"));
+    w.watch(namespaces, Api::all(client.clone()));
+    w.watch(accounts, Api::all(client.clone()));
+    w.watch(services, Api::all(client.clone()));
+    w.watch(endpoints, Api::all(client.clone()));
+    w.watch(slices, Api::all(client.clone()));
     w.watch(sets, Api::all(client.clone()));
     w.watch(deployments, Api::all(client.clone()));
+    w.watch(statefulsets, Api::all(client.clone()));
+    w.watch(daemonsets, Api::all(client.clone()));
+    w.watch(revisions, Api::all(client.clone()));
+    w.watch(claims, Api::all(client.clone()));
+    w.watch(jobs, Api::all(client.clone()));
+    w.watch(cronjobs, Api::all(client.clone()));
 
     let mut tasks = tokio::task::JoinSet::new();
     for t in w.watches {

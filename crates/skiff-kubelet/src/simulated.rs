@@ -14,8 +14,6 @@ use kube::runtime::watcher::{self, Event};
 use kube::Client;
 use serde_json::{json, Value};
 
-/// How often leases are renewed, as the kubelet does.
-const LEASE_RENEW: Duration = Duration::from_secs(10);
 /// How many API calls the agent makes at once.
 const CONCURRENCY: usize = 16;
 
@@ -33,6 +31,8 @@ pub struct Config {
     pub taints: Vec<(String, String, String)>,
     /// Nodes are spread over this many `topology.kubernetes.io/zone`s.
     pub zones: usize,
+    /// How often Leases are renewed; the kubelet's default is 10 s.
+    pub heartbeat: Duration,
 }
 
 impl Config {
@@ -120,7 +120,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
             .map(|(i, n)| (n, i))
             .collect(),
     );
-    let leases = tokio::spawn(renew_leases(client.clone(), names));
+    let leases = tokio::spawn(renew_leases(client.clone(), names, config.heartbeat));
     let pods = run_pods(client, config, index).await;
     leases.abort();
     pods
@@ -147,9 +147,9 @@ async fn register(nodes: &Api<Node>, config: &Config, i: usize) -> Result<(), ku
 }
 
 /// Keeps one Lease per node in `kube-node-lease` renewed.
-async fn renew_leases(client: Client, names: Vec<String>) {
+async fn renew_leases(client: Client, names: Vec<String>, every: Duration) {
     let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
-    let mut tick = tokio::time::interval(LEASE_RENEW);
+    let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         let now = k8s_openapi::jiff::Timestamp::now().to_string();
@@ -173,7 +173,8 @@ async fn renew_leases(client: Client, names: Vec<String>) {
 }
 
 /// Pods bound to simulated nodes start at once and go as soon as they are
-/// deleted.
+/// deleted; pods that run to completion (restartPolicy Never or OnFailure)
+/// succeed at once.
 async fn run_pods(
     client: Client,
     config: Config,
@@ -234,15 +235,20 @@ async fn run_pods(
                 };
                 let (a, b) = config.pod_subnet(i);
                 let ip = format!("10.{a}.{b}.{host}");
+                let mut status = running(&pod, &ip, i);
+                let runs_to_completion = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.restart_policy.as_deref())
+                    .is_some_and(|p| p != "Always");
+                if runs_to_completion {
+                    status = succeeded(status);
+                }
                 if let Err(e) = api
-                    .patch_status(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Strategic(&running(&pod, &ip, i)),
-                    )
+                    .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&status))
                     .await
                 {
-                    tracing::debug!(pod = %name, error = %e, "could not mark the pod running");
+                    tracing::debug!(pod = %name, error = %e, "could not mark the pod started");
                 }
             }
         })
@@ -275,4 +281,24 @@ fn running(pod: &Pod, ip: &str, node: usize) -> Value {
         "conditions": [condition("PodReadyToStartContainers"), condition("Initialized"), condition("Ready"), condition("ContainersReady"), condition("PodScheduled")],
         "containerStatuses": containers,
     }})
+}
+
+/// A started pod's status turned into that of a pod whose containers all
+/// exited 0.
+fn succeeded(mut status: Value) -> Value {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let s = &mut status["status"];
+    s["phase"] = json!("Succeeded");
+    for c in s["conditions"].as_array_mut().into_iter().flatten() {
+        if c["type"] == "Ready" || c["type"] == "ContainersReady" {
+            c["status"] = json!("False");
+            c["reason"] = json!("PodCompleted");
+        }
+    }
+    for c in s["containerStatuses"].as_array_mut().into_iter().flatten() {
+        c["ready"] = json!(false);
+        c["started"] = json!(false);
+        c["state"] = json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}});
+    }
+    status
 }

@@ -119,6 +119,9 @@ struct AgentArgs {
     /// Spread the nodes over this many `topology.kubernetes.io/zone`s.
     #[arg(long, default_value_t = 3)]
     zones: usize,
+    /// How often the nodes renew their Leases.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    heartbeat_interval: std::time::Duration,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -159,6 +162,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         labels: args.labels,
         taints: args.taints,
         zones: args.zones,
+        heartbeat: args.heartbeat_interval,
     };
     tokio::select! {
         r = skiff_kubelet::simulated::run(client, config) => r?,

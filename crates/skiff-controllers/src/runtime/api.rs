@@ -99,6 +99,15 @@ pub trait Cluster: Send + Sync {
     async fn delete(&self, target: &Target, how: Deletion) -> Result<(), Error>;
     /// Reads an object from the API server rather than a cache.
     async fn get(&self, target: &Target) -> Result<Option<Value>, Error>;
+    /// Lists the objects of a resource in a namespace (or everywhere).
+    async fn list(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Value>, Error>;
+    /// Deletes every object of a resource in a namespace.
+    async fn delete_collection(&self, resource: &ApiResource, namespace: &str)
+        -> Result<(), Error>;
     /// Replaces a subresource (namespaces' `finalize`).
     async fn replace_subresource(
         &self,
@@ -221,6 +230,18 @@ impl Cluster for KubeCluster {
             .get_opt(&t.name)
             .await?
             .map(to_value))
+    }
+
+    async fn list(&self, r: &ApiResource, ns: Option<&str>) -> Result<Vec<Value>, Error> {
+        let list = self.api(r, ns).list(&Default::default()).await?;
+        Ok(list.items.into_iter().map(to_value).collect())
+    }
+
+    async fn delete_collection(&self, r: &ApiResource, ns: &str) -> Result<(), Error> {
+        self.api(r, Some(ns))
+            .delete_collection(&DeleteParams::background(), &Default::default())
+            .await?;
+        Ok(())
     }
 
     async fn replace_subresource(&self, t: &Target, sub: &str, obj: Value) -> Result<Value, Error> {

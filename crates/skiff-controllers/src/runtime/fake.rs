@@ -183,6 +183,26 @@ impl Cluster for FakeCluster {
             .cloned())
     }
 
+    async fn list(&self, r: &ApiResource, ns: Option<&str>) -> Result<Vec<Value>, Error> {
+        let objects = self.objects.lock().unwrap();
+        Ok(objects
+            .iter()
+            .filter(|((plural, _), o)| {
+                *plural == r.plural && ns.is_none_or(|ns| o["metadata"]["namespace"] == ns)
+            })
+            .map(|(_, o)| o.clone())
+            .collect())
+    }
+
+    async fn delete_collection(&self, r: &ApiResource, ns: &str) -> Result<(), Error> {
+        self.record("deletecollection", r, ns.to_owned(), Value::Null);
+        self.objects
+            .lock()
+            .unwrap()
+            .retain(|(plural, _), o| !(*plural == r.plural && o["metadata"]["namespace"] == ns));
+        Ok(())
+    }
+
     async fn replace_subresource(&self, t: &Target, sub: &str, obj: Value) -> Result<Value, Error> {
         let k = key(t.namespace.as_deref(), &t.name);
         self.record(

@@ -1,0 +1,378 @@
+//! Endpoints and EndpointSlices for Services with a selector: the IPs of
+//! the pods it selects, ready or not, with the Service's ports resolved
+//! against each pod's container ports.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use serde_json::{json, Value};
+
+use crate::pods;
+use crate::runtime::api::{self, Cluster, Deletion, Error, Target};
+use crate::runtime::cache::{key_of, Cache, Informer};
+use crate::runtime::controller::{Action, Reconcile};
+use crate::runtime::queue::Queue;
+
+pub const SERVICE_NAME: &str = "kubernetes.io/service-name";
+const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+const MANAGER: &str = "endpointslice-controller.k8s.io";
+/// Endpoints per slice, upstream's default.
+const PER_SLICE: usize = 100;
+
+pub struct EndpointsController {
+    pub services: Arc<Cache<Service>>,
+    pub pods: Arc<Cache<Pod>>,
+    pub endpoints: Arc<Cache<Endpoints>>,
+    pub slices: Arc<Cache<EndpointSlice>>,
+    pub cluster: Arc<dyn Cluster>,
+}
+
+fn selects(svc: &Service, pod: &Pod) -> bool {
+    let Some(sel) = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .filter(|s| !s.is_empty())
+    else {
+        return false;
+    };
+    let labels = pod.labels();
+    sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+impl EndpointsController {
+    pub fn new(
+        services: &mut Informer<Service>,
+        pods: &mut Informer<Pod>,
+        endpoints: &Informer<Endpoints>,
+        slices: &mut Informer<EndpointSlice>,
+        cluster: Arc<dyn Cluster>,
+        queue: Arc<Queue>,
+    ) -> Self {
+        crate::owned::queue_self(services, queue.clone());
+        let svc_cache = services.cache();
+        let q = queue.clone();
+        pods.on_change(move |old, new| {
+            // Only what endpoints show matters: labels, IP, readiness, node.
+            if let (Some(a), Some(b)) = (old, new) {
+                let view = |p: &Pod| {
+                    (
+                        p.labels().clone(),
+                        p.status.as_ref().and_then(|s| s.pod_ip.clone()),
+                        pods::is_ready(p),
+                        p.metadata.deletion_timestamp.is_some(),
+                        pods::phase(p).to_owned(),
+                    )
+                };
+                if view(a) == view(b) {
+                    return;
+                }
+            }
+            for p in [old, new].into_iter().flatten() {
+                for svc in svc_cache.list_in(&p.namespace().unwrap_or_default()) {
+                    if selects(&svc, p) {
+                        q.add(key_of(&*svc));
+                    }
+                }
+            }
+        });
+        slices.on_change(move |_, new| {
+            if let Some(s) = new {
+                if let Some(svc) = s.labels().get(SERVICE_NAME) {
+                    queue.add(format!("{}/{svc}", s.namespace().unwrap_or_default()));
+                }
+            }
+        });
+        Self {
+            services: services.cache(),
+            pods: pods.cache(),
+            endpoints: endpoints.cache(),
+            slices: slices.cache(),
+            cluster,
+        }
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), Error> {
+        if let Some(ep) = self.endpoints.get(key) {
+            let target = Target::of::<Endpoints>(ep.namespace().as_deref(), &ep.name_any());
+            match self.cluster.delete(&target, Deletion::default()).await {
+                Err(e) if !e.is_not_found() => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A Service port resolved for one pod: `(name, port, protocol)`.
+type Port = (String, i32, String);
+
+fn resolve_ports(svc: &Service, pod: &Pod) -> Option<Vec<Port>> {
+    let mut out = Vec::new();
+    for p in svc.spec.as_ref()?.ports.iter().flatten() {
+        let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        let port = match &p.target_port {
+            None => p.port,
+            Some(IntOrString::Int(i)) => *i,
+            Some(IntOrString::String(name)) => {
+                let found = pod
+                    .spec
+                    .as_ref()?
+                    .containers
+                    .iter()
+                    .flat_map(|c| c.ports.iter().flatten())
+                    .find(|cp| cp.name.as_deref() == Some(name.as_str()));
+                match found {
+                    Some(cp) => cp.container_port,
+                    None => continue,
+                }
+            }
+        };
+        out.push((p.name.clone().unwrap_or_default(), port, protocol));
+    }
+    Some(out)
+}
+
+fn target_ref(pod: &Pod) -> Value {
+    json!({"kind": "Pod", "namespace": pod.namespace(), "name": pod.name_any(), "uid": pod.uid()})
+}
+
+#[async_trait]
+impl Reconcile for EndpointsController {
+    fn name(&self) -> &'static str {
+        "endpoints"
+    }
+
+    async fn reconcile(&self, key: &str) -> Result<Action, Error> {
+        let Some(svc) = self.services.get(key) else {
+            self.remove(key).await?;
+            return Ok(Action::Done);
+        };
+        if svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.as_ref())
+            .is_none_or(|s| s.is_empty())
+            || svc.metadata.deletion_timestamp.is_some()
+        {
+            return Ok(Action::Done);
+        }
+        let ns = svc.namespace().unwrap_or_default();
+        let name = svc.name_any();
+        let publish_not_ready = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.publish_not_ready_addresses)
+            == Some(true);
+        // Pods grouped by their resolved ports.
+        let mut groups: BTreeMap<Vec<Port>, Vec<(Arc<Pod>, bool)>> = BTreeMap::new();
+        let mut selected: Vec<Arc<Pod>> = self
+            .pods
+            .list_in(&ns)
+            .into_iter()
+            .filter(|p| selects(&svc, p))
+            .collect();
+        selected.sort_by_key(|p| p.name_any());
+        for pod in selected {
+            let ip = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .unwrap_or_default();
+            if ip.is_empty() || matches!(pods::phase(&pod), "Succeeded" | "Failed") {
+                continue;
+            }
+            let Some(ports) = resolve_ports(&svc, &pod) else {
+                continue;
+            };
+            let ready = (pods::is_ready(&pod) || publish_not_ready)
+                && pod.metadata.deletion_timestamp.is_none();
+            groups.entry(ports).or_default().push((pod, ready));
+        }
+        let ip = |p: &Pod| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .unwrap_or_default()
+        };
+        let address = |p: &Pod| json!({"ip": ip(p), "nodeName": p.spec.as_ref().and_then(|s| s.node_name.clone()), "targetRef": target_ref(p)});
+        let ports_json = |ports: &[Port]| -> Vec<Value> {
+            ports
+                .iter()
+                .map(|(n, p, proto)| {
+                    let mut v = json!({"port": p, "protocol": proto});
+                    if !n.is_empty() {
+                        v["name"] = json!(n);
+                    }
+                    v
+                })
+                .collect()
+        };
+        let subsets: Vec<Value> = groups
+            .iter()
+            .filter(|(ports, _)| !ports.is_empty())
+            .map(|(ports, members)| {
+                let (ready, not_ready): (Vec<_>, Vec<_>) = members
+                    .iter()
+                    .filter(|(p, _)| p.metadata.deletion_timestamp.is_none())
+                    .partition(|(_, r)| *r);
+                let mut s = json!({"ports": ports_json(ports)});
+                if !ready.is_empty() {
+                    s["addresses"] =
+                        json!(ready.iter().map(|(p, _)| address(p)).collect::<Vec<_>>());
+                }
+                if !not_ready.is_empty() {
+                    s["notReadyAddresses"] = json!(not_ready
+                        .iter()
+                        .map(|(p, _)| address(p))
+                        .collect::<Vec<_>>());
+                }
+                s
+            })
+            .collect();
+        let labels = svc.labels().clone();
+        match self.endpoints.get(key) {
+            Some(ep) => {
+                let current = serde_json::to_value(&ep.subsets).unwrap_or_default();
+                let want = if subsets.is_empty() {
+                    Value::Null
+                } else {
+                    json!(subsets)
+                };
+                if current != want {
+                    let target = Target::of::<Endpoints>(Some(&ns), &name);
+                    self.cluster
+                        .merge_patch(&target, json!({"subsets": subsets}), false)
+                        .await?;
+                }
+            }
+            None => {
+                let ep = json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name, "namespace": ns, "labels": labels}, "subsets": subsets});
+                match api::create::<Endpoints>(&*self.cluster, &ep).await {
+                    Err(e) if !e.is_conflict() => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        // EndpointSlices: one per port set, at most PER_SLICE endpoints each.
+        let mut desired: Vec<Value> = Vec::new();
+        for (ports, members) in &groups {
+            for chunk in members.chunks(PER_SLICE) {
+                let endpoints: Vec<Value> = chunk.iter().map(|(p, ready)| {
+                    let terminating = p.metadata.deletion_timestamp.is_some();
+                    json!({"addresses": [ip(p)], "conditions": {"ready": ready, "serving": pods::is_ready(p) || publish_not_ready, "terminating": terminating},
+                           "nodeName": p.spec.as_ref().and_then(|s| s.node_name.clone()), "targetRef": target_ref(p)})
+                }).collect();
+                desired.push(json!({"ports": ports_json(ports), "endpoints": endpoints}));
+            }
+        }
+        let mut existing: Vec<Arc<EndpointSlice>> = self
+            .slices
+            .list_in(&ns)
+            .into_iter()
+            .filter(|s| {
+                s.labels().get(SERVICE_NAME) == Some(&name)
+                    && s.labels().get(MANAGED_BY).map(String::as_str) == Some(MANAGER)
+            })
+            .collect();
+        existing.sort_by_key(|s| s.name_any());
+        if desired.is_empty() && existing.is_empty() {
+            desired.push(json!({"ports": [], "endpoints": []}));
+        }
+        for (i, want) in desired.iter().enumerate() {
+            match existing.get(i) {
+                Some(slice) => {
+                    let current = json!({"ports": serde_json::to_value(&slice.ports).unwrap_or_default(), "endpoints": serde_json::to_value(&slice.endpoints).unwrap_or_default()});
+                    let normalize = |v: &Value| if v.is_null() { json!([]) } else { v.clone() };
+                    if normalize(&current["ports"]) != want["ports"]
+                        || normalize(&current["endpoints"]) != want["endpoints"]
+                    {
+                        let target = Target::of::<EndpointSlice>(Some(&ns), &slice.name_any());
+                        self.cluster
+                            .merge_patch(&target, want.clone(), false)
+                            .await?;
+                    }
+                }
+                None => {
+                    let mut slice_labels = labels.clone();
+                    slice_labels.insert(SERVICE_NAME.into(), name.clone());
+                    slice_labels.insert(MANAGED_BY.into(), MANAGER.into());
+                    let obj = json!({
+                        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                        "metadata": {"generateName": format!("{name}-"), "namespace": ns, "labels": slice_labels, "ownerReferences": [pods::controller_ref(&*svc)]},
+                        "addressType": "IPv4", "ports": want["ports"], "endpoints": want["endpoints"],
+                    });
+                    api::create::<EndpointSlice>(&*self.cluster, &obj).await?;
+                }
+            }
+        }
+        for extra in existing.iter().skip(desired.len().max(1)) {
+            let target = Target::of::<EndpointSlice>(Some(&ns), &extra.name_any());
+            match self.cluster.delete(&target, Deletion::default()).await {
+                Err(e) if !e.is_not_found() => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(Action::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::fake::FakeCluster;
+
+    fn pod(name: &str, ip: &str, ready: bool) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "d", "uid": name, "labels": {"app": "web"}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "ports": [{"name": "http", "containerPort": 8080}]}]},
+            "status": {"phase": "Running", "podIP": ip, "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]},
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn ready_and_unready_pods_with_named_ports() {
+        let fake = Arc::new(FakeCluster::default());
+        let (mut services, mut pods, endpoints, mut slices) = (
+            Informer::default(),
+            Informer::default(),
+            Informer::default(),
+            Informer::default(),
+        );
+        let c = EndpointsController::new(
+            &mut services,
+            &mut pods,
+            &endpoints,
+            &mut slices,
+            fake.clone(),
+            Queue::new(),
+        );
+        services.apply(serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "d", "uid": "svc"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"name": "web", "port": 80, "targetPort": "http"}]},
+        })).unwrap());
+        pods.apply(pod("a", "10.42.0.5", true));
+        pods.apply(pod("b", "10.42.0.6", false));
+        pods.apply(pod("nip", "", true));
+        c.reconcile("d/web").await.unwrap();
+        let created = fake.bodies("create");
+        let ep = created.iter().find(|o| o["kind"] == "Endpoints").unwrap();
+        assert_eq!(ep["subsets"][0]["addresses"][0]["ip"], "10.42.0.5");
+        assert_eq!(ep["subsets"][0]["notReadyAddresses"][0]["ip"], "10.42.0.6");
+        assert_eq!(ep["subsets"][0]["ports"][0]["port"], 8080);
+        let slice = created
+            .iter()
+            .find(|o| o["kind"] == "EndpointSlice")
+            .unwrap();
+        assert_eq!(slice["metadata"]["labels"][SERVICE_NAME], "web");
+        assert_eq!(slice["endpoints"].as_array().unwrap().len(), 2);
+        assert_eq!(slice["endpoints"][1]["conditions"]["ready"], false);
+        assert_eq!(slice["metadata"]["ownerReferences"][0]["uid"], "svc");
+    }
+}

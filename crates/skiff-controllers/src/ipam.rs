@@ -1,0 +1,172 @@
+//! Node IPAM: each node without a podCIDR gets the next free /24 of the
+//! cluster CIDR.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Node;
+use kube::ResourceExt;
+use serde_json::json;
+
+use crate::runtime::api::{Cluster, Error, Target};
+use crate::runtime::cache::{Cache, Informer};
+use crate::runtime::controller::{Action, Reconcile};
+use crate::runtime::queue::Queue;
+
+/// Node ranges are this long, as upstream's default for IPv4.
+const NODE_PREFIX: u8 = 24;
+
+/// An IPv4 range such as `10.42.0.0/16`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Cidr {
+    pub base: u32,
+    pub prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (ip, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a CIDR like 10.42.0.0/16"))?;
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("{prefix:?} is not a prefix length"))?;
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        };
+        Ok(Cidr {
+            base: u32::from(ip) & mask,
+            prefix,
+        })
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", Ipv4Addr::from(self.base), self.prefix)
+    }
+}
+
+impl Cidr {
+    /// The `i`th /24 inside this range, if there is one.
+    pub fn subnet(&self, i: u32) -> Option<Cidr> {
+        let count = 1u64 << (NODE_PREFIX.checked_sub(self.prefix)?);
+        (u64::from(i) < count).then(|| Cidr {
+            base: self.base + (i << (32 - NODE_PREFIX)),
+            prefix: NODE_PREFIX,
+        })
+    }
+}
+
+pub struct IpamController {
+    pub nodes: Arc<Cache<Node>>,
+    pub cluster: Arc<dyn Cluster>,
+    pub range: Cidr,
+}
+
+impl IpamController {
+    pub fn new(
+        nodes: &mut Informer<Node>,
+        cluster: Arc<dyn Cluster>,
+        queue: Arc<Queue>,
+        range: Cidr,
+    ) -> Self {
+        crate::owned::queue_self(nodes, queue);
+        Self {
+            nodes: nodes.cache(),
+            cluster,
+            range,
+        }
+    }
+}
+
+#[async_trait]
+impl Reconcile for IpamController {
+    fn name(&self) -> &'static str {
+        "node-ipam"
+    }
+
+    async fn reconcile(&self, key: &str) -> Result<Action, Error> {
+        let Some(node) = self.nodes.get(key) else {
+            return Ok(Action::Done);
+        };
+        if node
+            .spec
+            .as_ref()
+            .and_then(|s| s.pod_cidr.as_deref())
+            .is_some_and(|c| !c.is_empty())
+        {
+            return Ok(Action::Done);
+        }
+        let used: HashSet<String> = self
+            .nodes
+            .list()
+            .iter()
+            .filter_map(|n| n.spec.as_ref()?.pod_cidr.clone())
+            .collect();
+        let free = (0..)
+            .map_while(|i| self.range.subnet(i))
+            .map(|c| c.to_string())
+            .find(|c| !used.contains(c));
+        let Some(cidr) = free else {
+            tracing::warn!(node = %node.name_any(), range = %self.range, "no podCIDR left");
+            return Ok(Action::Done);
+        };
+        let target = Target::of::<Node>(None, &node.name_any());
+        self.cluster
+            .merge_patch(
+                &target,
+                json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}),
+                false,
+            )
+            .await?;
+        Ok(Action::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_of_a_range() {
+        let c: Cidr = "10.42.0.0/16".parse().unwrap();
+        assert_eq!(c.subnet(0).unwrap().to_string(), "10.42.0.0/24");
+        assert_eq!(c.subnet(255).unwrap().to_string(), "10.42.255.0/24");
+        assert_eq!(c.subnet(256), None);
+        assert!("10.42.0.0".parse::<Cidr>().is_err());
+    }
+
+    #[tokio::test]
+    async fn gives_the_next_free_range() {
+        use crate::runtime::fake::FakeCluster;
+        let fake = Arc::new(FakeCluster::default());
+        let mut nodes = Informer::default();
+        let c = IpamController::new(
+            &mut nodes,
+            fake.clone(),
+            Queue::new(),
+            "10.42.0.0/16".parse().unwrap(),
+        );
+        nodes.apply(
+            serde_json::from_value(
+                json!({"metadata": {"name": "a"}, "spec": {"podCIDR": "10.42.0.0/24"}}),
+            )
+            .unwrap(),
+        );
+        nodes.apply(serde_json::from_value(json!({"metadata": {"name": "b"}})).unwrap());
+        c.reconcile("b").await.unwrap();
+        assert_eq!(fake.bodies("patch")[0]["spec"]["podCIDR"], "10.42.1.0/24");
+    }
+}
