@@ -20,7 +20,7 @@ pub fn template_hash(template: &Value, collision_count: Option<i32>) -> String {
         }
     };
     feed(template.to_string().as_bytes());
-    if let Some(c) = collision_count {
+    if let Some(c) = collision_count.filter(|c| *c > 0) {
         feed(c.to_string().as_bytes());
     }
     h.to_string()
@@ -143,6 +143,7 @@ mod tests {
             template_hash(&t, None)
         );
         assert_ne!(template_hash(&t, None), template_hash(&t, Some(1)));
+        assert_eq!(template_hash(&t, None), template_hash(&t, Some(0)));
         assert!(template_hash(&t, None)
             .bytes()
             .all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b)));

@@ -4,49 +4,10 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{wait_for, Cluster};
-
-/// A `skiff agent --simulate` process, killed on drop.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn agent(c: &Cluster, prefix: &str, count: usize, extra: &[&str]) -> Agent {
-    let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args(["agent", "--server", &c.url(), "--token-file"])
-        .arg(c.dir.path().join("node-token"))
-        .args(["--simulate", &count.to_string(), "--node-prefix", prefix])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start skiff agent");
-    let agent = Agent(child);
-    wait_for(
-        "simulated nodes to register",
-        Duration::from_secs(30),
-        || {
-            let nodes = c.json(&["get", "nodes"]);
-            let n = nodes["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|n| n["metadata"]["name"].as_str().unwrap().starts_with(prefix))
-                .count();
-            (n == count).then_some(())
-        },
-    );
-    agent
-}
+use support::{agent, create, wait_for, Cluster};
 
 fn pod_manifest(name: &str, spec: &str) -> String {
     format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers:\n  - name: main\n    image: busybox\n{spec}")
@@ -63,15 +24,6 @@ fn wait_running(c: &Cluster, pod: &str) -> String {
         (p["status"]["phase"] == "Running")
             .then(|| p["spec"]["nodeName"].as_str().unwrap().to_owned())
     })
-}
-
-fn create(c: &Cluster, manifest: &str) {
-    let out = c.kubectl_stdin(&["apply", "-f", "-"], manifest);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

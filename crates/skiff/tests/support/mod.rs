@@ -176,3 +176,51 @@ impl Drop for Cluster {
         self.kill();
     }
 }
+
+/// A `skiff agent --simulate` process, killed on drop.
+pub struct Agent(pub Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn agent(c: &Cluster, prefix: &str, count: usize, extra: &[&str]) -> Agent {
+    let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["agent", "--server", &c.url(), "--token-file"])
+        .arg(c.dir.path().join("node-token"))
+        .args(["--simulate", &count.to_string(), "--node-prefix", prefix])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start skiff agent");
+    let agent = Agent(child);
+    wait_for(
+        "simulated nodes to register",
+        Duration::from_secs(30),
+        || {
+            let nodes = c.json(&["get", "nodes"]);
+            let n = nodes["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["metadata"]["name"].as_str().unwrap().starts_with(prefix))
+                .count();
+            (n == count).then_some(())
+        },
+    );
+    agent
+}
+
+/// Applies a manifest with `kubectl apply -f -`.
+pub fn create(c: &Cluster, manifest: &str) {
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], manifest);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

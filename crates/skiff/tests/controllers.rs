@@ -1,0 +1,353 @@
+//! End to end: the controller manager inside `skiff server` reconciles
+//! workloads on simulated nodes, driven by the real kubectl.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{agent, create, wait_for, Cluster};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn names(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Pods with this label that are not being deleted.
+fn live_pods(c: &Cluster, selector: &str) -> Vec<Value> {
+    let pods = c.json(&["get", "pods", "-l", selector]);
+    pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .cloned()
+        .collect()
+}
+
+/// Lines a long-running kubectl prints, gathered on a thread.
+struct Watch {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Watch {
+    fn start(c: &Cluster, args: &[&str]) -> Self {
+        let mut child = c
+            .kubectl_cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Watch { child, lines }
+    }
+
+    fn next(&self) -> String {
+        self.lines.recv_timeout(LIMIT).expect("a watch line")
+    }
+
+    fn drain(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn deployment_heals_scales_rolls_out_and_rolls_back() {
+    let c = Cluster::start();
+    let _nodes = agent(&c, "sim", 3, &[]);
+    c.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "--replicas=3",
+    ]);
+    c.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let events = c.ok(&["get", "events"]);
+    assert!(
+        events.contains("ScalingReplicaSet") && events.contains("Scaled up replica set web-"),
+        "{events}"
+    );
+    assert!(events.contains("SuccessfulCreate"), "{events}");
+
+    // A deleted pod is replaced.
+    let before: Vec<String> = live_pods(&c, "app=web")
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(before.len(), 3);
+    c.ok(&["delete", "pod", &before[0], "--wait=false"]);
+    wait_for("a replacement pod", LIMIT, || {
+        let now: Vec<String> = live_pods(&c, "app=web")
+            .iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        (now.len() == 3 && !now.contains(&before[0])).then_some(())
+    });
+
+    c.ok(&["scale", "deployment/web", "--replicas=5"]);
+    wait_for("5 available replicas", LIMIT, || {
+        (c.json(&["get", "deployment", "web"])["status"]["availableReplicas"] == 5).then_some(())
+    });
+
+    // A rolling update never drops below replicas - maxUnavailable (25% of
+    // 5, rounded down: 1) available pods.
+    let watch = Watch::start(
+        &c,
+        &[
+            "get",
+            "deployment",
+            "web",
+            "--watch",
+            "-o",
+            "jsonpath={.status.availableReplicas}{\"\\n\"}",
+        ],
+    );
+    assert_eq!(watch.next(), "5");
+    c.ok(&["set", "image", "deployment/web", "busybox=busybox:1.36"]);
+    c.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let seen: Vec<i64> = watch
+        .drain()
+        .iter()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|n| *n >= 4),
+        "available replicas during the rollout: {seen:?}"
+    );
+    drop(watch);
+
+    let history = c.ok(&["rollout", "history", "deployment/web"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .skip(2)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(revisions.len(), 2, "{history}");
+    c.ok(&["rollout", "undo", "deployment/web"]);
+    c.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let d = c.json(&["get", "deployment", "web"]);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "busybox"
+    );
+    assert_eq!(
+        c.json(&["get", "replicasets"])["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "undo reuses the first ReplicaSet"
+    );
+
+    // Orphaning leaves the ReplicaSets and pods behind, without owners.
+    c.ok(&["delete", "deployment", "web", "--cascade=orphan"]);
+    wait_for("the deployment to go", LIMIT, || {
+        c.fails(&["get", "deployment", "web"])
+            .contains("NotFound")
+            .then_some(())
+    });
+    let sets = c.json(&["get", "replicasets"]);
+    assert!(sets["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|rs| rs["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(|r| r.is_empty())));
+    assert_eq!(live_pods(&c, "app=web").len(), 5);
+}
+
+#[test]
+fn statefulset_orders_pods_and_daemonset_follows_nodes() {
+    let c = Cluster::start();
+    let _nodes = agent(&c, "sim", 2, &[]);
+    let _gpu = agent(&c, "gpu", 1, &["--taint", "dedicated=gpu:NoSchedule"]);
+    let watch = Watch::start(
+        &c,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=db",
+            "--watch",
+            "--output-watch-events",
+            "--no-headers",
+        ],
+    );
+    create(
+        &c,
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: web}\nspec:\n  replicas: 2\n  serviceName: web\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: [{name: c, image: busybox}]}\n  volumeClaimTemplates:\n  - metadata: {name: data}\n    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n",
+    );
+    c.ok(&["rollout", "status", "statefulset/web", "--timeout=60s"]);
+    let mut added = Vec::new();
+    while added.len() < 2 {
+        let line = watch.next();
+        let mut words = line.split_whitespace();
+        if words.next() == Some("ADDED") {
+            added.push(words.next().unwrap().to_owned());
+        }
+    }
+    assert_eq!(added, ["web-0", "web-1"]);
+    let claims = names(&c.json(&["get", "pvc"]));
+    assert_eq!(claims, ["data-web-0", "data-web-1"]);
+    let pod = c.json(&["get", "pod", "web-1"]);
+    assert_eq!(
+        pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        "data-web-1"
+    );
+    assert_eq!(pod["spec"]["hostname"], "web-1");
+
+    create(
+        &c,
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec: {containers: [{name: c, image: busybox}]}\n",
+    );
+    c.ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    let placed = |c: &Cluster| -> Vec<String> {
+        let mut n: Vec<String> = live_pods(c, "app=agent")
+            .iter()
+            .filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_owned))
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(
+        placed(&c),
+        ["sim-00000", "sim-00001"],
+        "not on the tainted node"
+    );
+    let _late = agent(&c, "late", 1, &[]);
+    wait_for("a daemon pod on the new node", LIMIT, || {
+        (placed(&c) == ["late-00000", "sim-00000", "sim-00001"]).then_some(())
+    });
+}
+
+#[test]
+fn job_completes_and_namespace_deletion_removes_its_contents() {
+    let c = Cluster::start();
+    let _nodes = agent(&c, "sim", 2, &[]);
+    create(
+        &c,
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: pi}\nspec:\n  completions: 3\n  parallelism: 2\n  template:\n    spec: {restartPolicy: Never, containers: [{name: c, image: busybox}]}\n",
+    );
+    c.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/pi",
+        "--timeout=60s",
+    ]);
+    let job = c.json(&["get", "job", "pi"]);
+    assert_eq!(job["status"]["succeeded"], 3);
+
+    c.ok(&["create", "namespace", "doomed"]);
+    c.ok(&[
+        "-n",
+        "doomed",
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "--replicas=2",
+    ]);
+    c.ok(&[
+        "-n",
+        "doomed",
+        "create",
+        "configmap",
+        "settings",
+        "--from-literal=a=b",
+    ]);
+    c.ok(&[
+        "-n",
+        "doomed",
+        "rollout",
+        "status",
+        "deployment/web",
+        "--timeout=60s",
+    ]);
+    c.ok(&["delete", "namespace", "doomed", "--timeout=60s"]);
+    assert!(c
+        .fails(&["get", "namespace", "doomed"])
+        .contains("NotFound"));
+    let left = c.json(&["get", "pods,configmaps,deployments", "-n", "doomed"]);
+    assert_eq!(left["items"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn pods_of_a_silent_node_are_evicted_and_come_back_elsewhere() {
+    let mut c = Cluster::start();
+    c.kill();
+    c.spawn(&["--node-monitor-grace-period", "3s"]);
+    let _stay = agent(&c, "stay", 2, &["--heartbeat-interval", "1s"]);
+    let doomed = agent(&c, "doomed", 1, &["--heartbeat-interval", "1s"]);
+    create(
+        &c,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 6\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      tolerations: [{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 1}]\n      containers: [{name: c, image: busybox}]\n",
+    );
+    c.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let on = |c: &Cluster, prefix: &str| {
+        live_pods(c, "app=web")
+            .iter()
+            .filter(|p| {
+                p["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(prefix))
+            })
+            .count()
+    };
+    assert!(
+        on(&c, "doomed") > 0,
+        "some pods landed on the node that will go silent"
+    );
+    drop(doomed);
+    wait_for("the silent node to be unreachable", LIMIT, || {
+        let n = c.json(&["get", "node", "doomed-00000"]);
+        let ready = n["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .cloned()
+            .unwrap();
+        let tainted = n["spec"]["taints"].as_array().is_some_and(|t| {
+            t.iter()
+                .any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute")
+        });
+        (ready["status"] == "Unknown" && tainted).then_some(())
+    });
+    wait_for("all pods back on the live nodes", LIMIT, || {
+        let running = live_pods(&c, "app=web")
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .count();
+        (on(&c, "doomed") == 0 && on(&c, "stay") == 6 && running == 6).then_some(())
+    });
+    let events = c.ok(&["get", "events"]);
+    assert!(events.contains("TaintManagerEviction"), "{events}");
+}
