@@ -22,6 +22,19 @@ pub enum What {
     Api(ApiArgs),
     /// The scheduler, on simulated nodes (upstream's basic workload).
     Schedule(ScheduleArgs),
+    /// The controller manager, in its own process: a large Deployment on
+    /// simulated nodes, scaled up and down.
+    Controllers(ControllersArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ControllersArgs {
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 500)]
+    nodes: usize,
+    /// The Deployment's replicas.
+    #[arg(long, default_value_t = 1_000)]
+    replicas: usize,
 }
 
 #[derive(clap::Args)]
@@ -63,6 +76,7 @@ pub async fn run(what: What) -> Result<()> {
     match what {
         What::Api(args) => api(args).await,
         What::Schedule(args) => schedule(args).await,
+        What::Controllers(args) => controllers(args).await,
     }
 }
 
@@ -177,29 +191,34 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Creates pods and measures, from a watch, when each is bound.
-async fn schedule(args: ScheduleArgs) -> Result<()> {
-    let dir = tempdir()?;
-    let extra: &[&str] = if args.score_all_nodes {
-        &["--scheduler-score-all-nodes"]
-    } else {
-        &[]
-    };
-    let (server, _) = Server::start(&dir, extra).await?;
-    let started = Instant::now();
+/// User and system CPU time of a process so far.
+fn cpu_time(pid: u32) -> Duration {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // After the command name (in parentheses) come the state, then
+            // ten more fields, then utime and stime.
+            let rest = s.rsplit_once(')')?.1.to_owned();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    // The kernel's USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+/// Starts the simulated nodes and waits until they are registered.
+async fn simulated_nodes(
+    server: &Server,
+    dir: &Path,
+    nodes: usize,
+    extra: &[&str],
+) -> Result<Child> {
     let mut agent = Command::new(std::env::current_exe()?)
         .args(["agent", "--server", &server.url, "--token-file"])
         .arg(dir.join("node-token"))
-        .args([
-            "--simulate",
-            &args.nodes.to_string(),
-            "--cpu",
-            "4",
-            "--memory",
-            "32Gi",
-            "--zones",
-            "3",
-        ])
+        .args(["--simulate", &nodes.to_string()])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()?;
@@ -213,8 +232,8 @@ async fn schedule(args: ScheduleArgs) -> Result<()> {
             .await?
             .json()
             .await?;
-        if list["items"].as_array().map_or(0, Vec::len) >= args.nodes {
-            break;
+        if list["items"].as_array().map_or(0, Vec::len) >= nodes {
+            return Ok(agent);
         }
         if Instant::now() > deadline {
             let _ = agent.kill();
@@ -222,6 +241,161 @@ async fn schedule(args: ScheduleArgs) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A Deployment scaled up to `replicas` and back to zero, with the
+/// controller manager in its own process so its CPU and memory show.
+async fn controllers(args: ControllersArgs) -> Result<()> {
+    let dir = tempdir()?;
+    let (server, _) = Server::start(&dir, &["--disable-controller-manager"]).await?;
+    let mut agent = simulated_nodes(
+        &server,
+        &dir,
+        args.nodes,
+        &["--cpu", "32", "--memory", "64Gi"],
+    )
+    .await?;
+    let mut manager = Command::new(std::env::current_exe()?)
+        .args(["controller-manager", "--kubeconfig"])
+        .arg(dir.join("kubeconfig.yaml"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let pid = manager.id();
+    let client = server.client()?;
+    let url = format!("{}/apis/apps/v1/namespaces/default/deployments", server.url);
+    let get_status = || async {
+        let d: serde_json::Value = client
+            .get(format!("{url}/bench"))
+            .bearer_auth(&server.token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok::<_, anyhow::Error>(d)
+    };
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "bench"},
+        "spec": {"replicas": args.replicas, "selector": {"matchLabels": {"app": "bench"}},
+                 "template": {"metadata": {"labels": {"app": "bench"}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox",
+                                       "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}},
+    });
+    let cpu0 = cpu_time(pid);
+    let started = Instant::now();
+    let r = client
+        .post(&url)
+        .bearer_auth(&server.token)
+        .json(&deployment)
+        .send()
+        .await?;
+    if r.status() != 201 {
+        bail!("creating the deployment answered {}", r.status());
+    }
+    let deadline = started + Duration::from_secs(600);
+    loop {
+        let d = get_status().await?;
+        if d["status"]["availableReplicas"].as_u64() == Some(args.replicas as u64) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the deployment was not available in 10 minutes: {}",
+                d["status"]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let up = started.elapsed();
+    let cpu_up = cpu_time(pid).saturating_sub(cpu0);
+    println!(
+        "{} nodes; deployment of {} replicas",
+        args.nodes, args.replicas
+    );
+    println!(
+        "apply → all available          {} (controller-manager CPU {:.2} s, {:.0}% of a core)",
+        ms(up),
+        cpu_up.as_secs_f64(),
+        100.0 * cpu_up.as_secs_f64() / up.as_secs_f64()
+    );
+    let cpu1 = cpu_time(pid);
+    let started = Instant::now();
+    let r = client
+        .patch(format!("{url}/bench"))
+        .bearer_auth(&server.token)
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"spec":{"replicas":0}}"#)
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("scaling to 0 answered {}", r.status());
+    }
+    let pods_url = format!(
+        "{}/api/v1/namespaces/default/pods?labelSelector=app%3Dbench",
+        server.url
+    );
+    loop {
+        let list: serde_json::Value = client
+            .get(&pods_url)
+            .bearer_auth(&server.token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if list["items"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        if Instant::now() > started + Duration::from_secs(600) {
+            bail!("pods were not gone in 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let down = started.elapsed();
+    let cpu_down = cpu_time(pid).saturating_sub(cpu1);
+    println!(
+        "scale to 0 → all pods gone     {} (controller-manager CPU {:.2} s, {:.0}% of a core)",
+        ms(down),
+        cpu_down.as_secs_f64(),
+        100.0 * cpu_down.as_secs_f64() / down.as_secs_f64()
+    );
+    println!(
+        "controller-manager RSS         {} MiB now, {} MiB peak",
+        rss_kib(pid) / 1024,
+        peak_rss_kib(pid) / 1024
+    );
+    println!(
+        "server peak RSS                {} MiB",
+        peak_rss_kib(server.child.id()) / 1024
+    );
+    for child in [&mut manager, &mut agent] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Creates pods and measures, from a watch, when each is bound.
+async fn schedule(args: ScheduleArgs) -> Result<()> {
+    let dir = tempdir()?;
+    // The scheduler alone, as upstream's scheduler_perf measures it.
+    let extra: &[&str] = if args.score_all_nodes {
+        &["--disable-controller-manager", "--scheduler-score-all-nodes"]
+    } else {
+        &["--disable-controller-manager"]
+    };
+    let (server, _) = Server::start(&dir, extra).await?;
+    let client = server.client()?;
+    let started = Instant::now();
+    let mut agent = simulated_nodes(
+        &server,
+        &dir,
+        args.nodes,
+        &["--cpu", "4", "--memory", "32Gi", "--zones", "3"],
+    )
+    .await?;
     println!(
         "{} simulated nodes registered in {}",
         args.nodes,

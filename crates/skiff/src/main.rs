@@ -29,6 +29,8 @@ enum Command {
     Server(ServerArgs),
     /// Runs a node agent; for now simulated nodes (`--simulate N`).
     Agent(AgentArgs),
+    /// Runs the controller manager alone, against any API server.
+    ControllerManager(ControllerManagerArgs),
     /// Measures the control plane.
     Bench {
         #[command(subcommand)]
@@ -82,6 +84,19 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "m" => Ok(std::time::Duration::from_secs(n * 60)),
         _ => Err(format!("{s:?} is not a duration like 40s")),
     }
+}
+
+#[derive(clap::Args)]
+struct ControllerManagerArgs {
+    /// A kubeconfig for the API server (e.g. `<data-dir>/kubeconfig.yaml`).
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// How long a node may miss Lease renewals before it is unreachable.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
+    /// The range each node's podCIDR is taken from.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: String,
 }
 
 #[derive(clap::Args)]
@@ -228,6 +243,19 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Agent(args) => agent(args).await,
+            Command::ControllerManager(args) => {
+                let client = local_client(&args.kubeconfig).await?;
+                let config = skiff_controllers::manager::Config {
+                    node_monitor_grace: args.node_monitor_grace_period,
+                    cluster_cidr: args.cluster_cidr,
+                    ..Default::default()
+                };
+                tokio::select! {
+                    _ = skiff_controllers::manager::run(client, config) => {}
+                    _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+                }
+                Ok(())
+            }
             Command::Bench { what } => bench::run(what).await,
         }
     })
