@@ -14,13 +14,12 @@ use serde_json::{json, Value};
 use skiff_core::placement::{node_selected, tolerated};
 
 use crate::owned;
-use crate::pods;
+use crate::pods::{self, PodControl};
 use crate::revisions;
 use crate::rollout;
-use crate::runtime::api::{Cluster, Deletion, Error, Target};
+use crate::runtime::api::{Cluster, Error, Target};
 use crate::runtime::cache::{key_of, Cache, Informer};
 use crate::runtime::controller::{Action, Reconcile};
-use crate::runtime::events;
 use crate::runtime::expectations::Expectations;
 use crate::runtime::queue::Queue;
 
@@ -253,6 +252,14 @@ impl Reconcile for DaemonSetController {
         if self.expectations.satisfied(key) && (!create.is_empty() || !delete.is_empty()) {
             self.expectations.expect(key, create.len(), delete.len());
             let ns = ds.namespace().unwrap_or_default();
+            let control = PodControl {
+                cluster: &*self.cluster,
+                expectations: &self.expectations,
+                key,
+                owner: &*ds,
+                component: COMPONENT,
+            };
+            let mut failed = None;
             for node in &create {
                 let mut pod =
                     pods::from_template(Some(&spec.template), &ns, pods::controller_ref(&*ds));
@@ -268,61 +275,13 @@ impl Reconcile for DaemonSetController {
                 pod["spec"]["tolerations"] = json!(tolerations);
                 pod["spec"]["affinity"]["nodeAffinity"]
                     ["requiredDuringSchedulingIgnoredDuringExecution"] = json!({"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]});
-                match self
-                    .cluster
-                    .create(&Target::of::<Pod>(None, "").resource, Some(&ns), pod)
-                    .await
-                {
-                    Ok(created) => self.cluster.event(events::about(
-                        &*ds,
-                        COMPONENT,
-                        false,
-                        "SuccessfulCreate",
-                        &format!(
-                            "Created pod: {}",
-                            created["metadata"]["name"].as_str().unwrap_or("")
-                        ),
-                    )),
-                    Err(e) => {
-                        self.expectations.creation_observed(key);
-                        self.cluster.event(events::about(
-                            &*ds,
-                            COMPONENT,
-                            true,
-                            "FailedCreate",
-                            &format!("Error creating: {e}"),
-                        ));
-                        return Err(e);
-                    }
+                if let Err(e) = control.create(pod).await {
+                    failed.get_or_insert(e);
                 }
             }
-            for p in &delete {
-                let target = Target::of::<Pod>(p.namespace().as_deref(), &p.name_any());
-                match self
-                    .cluster
-                    .delete(
-                        &target,
-                        Deletion {
-                            uid: p.uid(),
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                {
-                    Ok(()) => self.cluster.event(events::about(
-                        &*ds,
-                        COMPONENT,
-                        false,
-                        "SuccessfulDelete",
-                        &format!("Deleted pod: {}", p.name_any()),
-                    )),
-                    Err(e) => {
-                        self.expectations.deletion_observed(key);
-                        if !e.is_not_found() {
-                            return Err(e);
-                        }
-                    }
-                }
+            control.delete_all(&delete).await?;
+            if let Some(e) = failed {
+                return Err(e);
             }
         }
         let status = json!({

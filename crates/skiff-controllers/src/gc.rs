@@ -10,12 +10,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::core::ApiResource;
-use kube::Resource;
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::runtime::api::{Cluster, Deletion, Error, Target};
-use crate::runtime::cache::Informer;
+use crate::runtime::cache::{Informer, Object};
 use crate::runtime::controller::{Action, Reconcile};
 use crate::runtime::queue::Queue;
 
@@ -72,13 +70,7 @@ impl GarbageCollector {
     /// Adds one kind of object to the graph.
     pub fn watch<K>(&self, informer: &mut Informer<K>)
     where
-        K: Resource<DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
+        K: Object,
     {
         let (graph, queue) = (self.graph.clone(), self.queue.clone());
         let resource = ApiResource::erase::<K>(&());

@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 
 use crate::owned;
-use crate::pods;
+use crate::pods::{self, PodControl};
 use crate::runtime::api::{Cluster, Deletion, Error, Target};
 use crate::runtime::cache::{Cache, Informer};
 use crate::runtime::controller::{Action, Reconcile};
@@ -50,31 +50,22 @@ impl JobController {
         }
     }
 
-    async fn delete_pods(&self, key: &str, pods: &[Arc<Pod>]) -> Result<(), Error> {
+    fn control<'a>(&'a self, key: &'a str, job: &'a Job) -> PodControl<'a, Job> {
+        PodControl {
+            cluster: &*self.cluster,
+            expectations: &self.expectations,
+            key,
+            owner: job,
+            component: COMPONENT,
+        }
+    }
+
+    async fn delete_pods(&self, key: &str, job: &Job, pods: &[Arc<Pod>]) -> Result<(), Error> {
         if pods.is_empty() {
             return Ok(());
         }
         self.expectations.expect(key, 0, pods.len());
-        for p in pods {
-            let target = Target::of::<Pod>(p.namespace().as_deref(), &p.name_any());
-            if let Err(e) = self
-                .cluster
-                .delete(
-                    &target,
-                    Deletion {
-                        uid: p.uid(),
-                        ..Default::default()
-                    },
-                )
-                .await
-            {
-                self.expectations.deletion_observed(key);
-                if !e.is_not_found() {
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
+        self.control(key, job).delete_all(pods).await
     }
 }
 
@@ -123,7 +114,7 @@ impl Reconcile for JobController {
             .cloned()
             .collect();
         if finished(&job).is_some() {
-            self.delete_pods(key, &active).await?;
+            self.delete_pods(key, &job, &active).await?;
             let Some(ttl) = spec.ttl_seconds_after_finished else {
                 return Ok(Action::Done);
             };
@@ -193,13 +184,13 @@ impl Reconcile for JobController {
             None
         };
         if let Some((reason, message)) = failure {
-            self.delete_pods(key, &active).await?;
+            self.delete_pods(key, &job, &active).await?;
             conditions.push(condition("FailureTarget", reason, message));
             conditions.push(condition("Failed", reason, message));
             self.cluster
                 .event(events::about(&*job, COMPONENT, true, reason, message));
         } else if complete {
-            self.delete_pods(key, &active).await?;
+            self.delete_pods(key, &job, &active).await?;
             conditions.push(condition(
                 "SuccessCriteriaMet",
                 "CompletionsReached",
@@ -231,43 +222,20 @@ impl Reconcile for JobController {
                 let mut pod =
                     pods::from_template(Some(&spec.template), &ns, pods::controller_ref(&*job));
                 pod["metadata"]["generateName"] = json!(format!("{}-", job.name_any()));
-                for _ in 0..n {
-                    match self
-                        .cluster
-                        .create(
-                            &Target::of::<Pod>(None, "").resource,
-                            Some(&ns),
-                            pod.clone(),
-                        )
-                        .await
-                    {
-                        Ok(created) => self.cluster.event(events::about(
-                            &*job,
-                            COMPONENT,
-                            false,
-                            "SuccessfulCreate",
-                            &format!(
-                                "Created pod: {}",
-                                created["metadata"]["name"].as_str().unwrap_or("")
-                            ),
-                        )),
-                        Err(e) => {
+                let control = self.control(key, &job);
+                for i in 0..n {
+                    if let Err(e) = control.create(pod.clone()).await {
+                        for _ in i + 1..n {
                             self.expectations.creation_observed(key);
-                            self.cluster.event(events::about(
-                                &*job,
-                                COMPONENT,
-                                true,
-                                "FailedCreate",
-                                &format!("Error creating: {e}"),
-                            ));
-                            return Err(e);
                         }
+                        return Err(e);
                     }
                 }
             } else if active.len() > want {
                 let mut extra = active.clone();
                 extra.sort_by_key(|p| pods::deletion_rank(p));
-                self.delete_pods(key, &extra[..active.len() - want]).await?;
+                self.delete_pods(key, &job, &extra[..active.len() - want])
+                    .await?;
             }
             if let Some(d) = spec.active_deadline_seconds {
                 requeue = Some(Duration::from_secs(
@@ -275,7 +243,7 @@ impl Reconcile for JobController {
                 ));
             }
         } else if spec.suspend == Some(true) {
-            self.delete_pods(key, &active).await?;
+            self.delete_pods(key, &job, &active).await?;
         }
         let mut next = json!({
             "startTime": start, "active": active.len(), "succeeded": succeeded, "failed": failed, "ready": ready,

@@ -32,7 +32,7 @@ use crate::node_lifecycle::NodeLifecycleController;
 use crate::podgc::PodGcController;
 use crate::replicaset::ReplicaSetController;
 use crate::runtime::api::KubeCluster;
-use crate::runtime::cache::Informer;
+use crate::runtime::cache::{Informer, Object};
 use crate::runtime::controller::{self, Reconcile};
 use crate::runtime::queue::Queue;
 use crate::serviceaccount::ServiceAccountController;
@@ -75,13 +75,7 @@ struct Wiring {
 impl Wiring {
     fn watch<K>(&mut self, informer: Informer<K>, api: Api<K>)
     where
-        K: kube::Resource<DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
+        K: Object,
     {
         let cache = informer.cache();
         self.synced

@@ -5,11 +5,9 @@
 use std::sync::Arc;
 
 use kube::api::ObjectMeta;
-use kube::Resource;
-use serde::de::DeserializeOwned;
 
 use crate::pods::controller_of;
-use crate::runtime::cache::Informer;
+use crate::runtime::cache::{Informer, Object};
 use crate::runtime::expectations::Expectations;
 use crate::runtime::queue::Queue;
 
@@ -31,13 +29,7 @@ pub fn track<C>(
     expectations: Option<Arc<Expectations>>,
     candidates: impl Fn(&C) -> Vec<String> + Send + Sync + 'static,
 ) where
-    C: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    C: Object,
 {
     informer.on_change(move |old, new| {
         let observe = |key: &str, created: bool| {
@@ -99,13 +91,7 @@ pub fn track<C>(
 /// Queues the key of every changed object of the owner kind itself.
 pub fn queue_self<K>(informer: &mut Informer<K>, queue: Arc<Queue>)
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Object,
 {
     informer.on_change(move |old, new| {
         if let Some(o) = new.or(old) {

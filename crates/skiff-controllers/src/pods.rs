@@ -1,11 +1,18 @@
 //! What workload controllers share about pods: ownership, readiness and
 //! making pods from templates.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::core::ApiResource;
 use kube::{Resource, ResourceExt};
 use serde_json::{json, Value};
 use skiff_core::selector;
+
+use crate::runtime::api::{Cluster, Deletion, Error, Target};
+use crate::runtime::events;
+use crate::runtime::expectations::Expectations;
 
 /// The owner reference that marks `obj` as the controller of what it makes.
 pub fn controller_ref<K: Resource<DynamicType = ()>>(obj: &K) -> Value {
@@ -146,6 +153,84 @@ pub fn slow_start_batches(n: usize) -> Vec<usize> {
         size *= 2;
     }
     out
+}
+
+/// Creates and deletes one owner's pods with upstream's events, keeping the
+/// owner's expectations honest when a write fails.
+pub struct PodControl<'a, K> {
+    pub cluster: &'a dyn Cluster,
+    pub expectations: &'a Expectations,
+    /// The owner's key in its expectations.
+    pub key: &'a str,
+    pub owner: &'a K,
+    pub component: &'static str,
+}
+
+impl<K: Resource<DynamicType = ()> + Sync> PodControl<'_, K> {
+    fn event(&self, warning: bool, reason: &str, message: &str) {
+        self.cluster.event(events::about(
+            self.owner,
+            self.component,
+            warning,
+            reason,
+            message,
+        ));
+    }
+
+    /// Creates `pod`; its creation was expected.
+    pub async fn create(&self, pod: Value) -> Result<(), Error> {
+        let ns = pod["metadata"]["namespace"].as_str().map(str::to_owned);
+        match self
+            .cluster
+            .create(&ApiResource::erase::<Pod>(&()), ns.as_deref(), pod)
+            .await
+        {
+            Ok(created) => {
+                let name = created["metadata"]["name"].as_str().unwrap_or("");
+                self.event(false, "SuccessfulCreate", &format!("Created pod: {name}"));
+                Ok(())
+            }
+            Err(e) => {
+                self.expectations.creation_observed(self.key);
+                self.event(true, "FailedCreate", &format!("Error creating: {e}"));
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes `pod`; its deletion was expected. A pod already gone is no
+    /// error.
+    pub async fn delete(&self, pod: &Pod) -> Result<(), Error> {
+        let target = Target::of::<Pod>(pod.namespace().as_deref(), &pod.name_any());
+        let how = Deletion {
+            uid: pod.uid(),
+            ..Default::default()
+        };
+        match self.cluster.delete(&target, how).await {
+            Ok(()) => {
+                self.event(
+                    false,
+                    "SuccessfulDelete",
+                    &format!("Deleted pod: {}", pod.name_any()),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.expectations.deletion_observed(self.key);
+                if e.is_not_found() {
+                    return Ok(());
+                }
+                self.event(true, "FailedDelete", &format!("Error deleting: {e}"));
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes `pods` at once; their deletions were expected.
+    pub async fn delete_all(&self, pods: &[Arc<Pod>]) -> Result<(), Error> {
+        let results = futures::future::join_all(pods.iter().map(|p| self.delete(p))).await;
+        results.into_iter().collect()
+    }
 }
 
 #[cfg(test)]

@@ -12,11 +12,10 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 
 use crate::owned;
-use crate::pods::{self, controller_of};
-use crate::runtime::api::{Cluster, Deletion, Error, Target};
+use crate::pods::{self, controller_of, PodControl};
+use crate::runtime::api::{Cluster, Error, Target};
 use crate::runtime::cache::{Cache, Informer};
 use crate::runtime::controller::{Action, Reconcile};
-use crate::runtime::events;
 use crate::runtime::expectations::Expectations;
 use crate::runtime::queue::Queue;
 
@@ -77,47 +76,30 @@ impl ReplicaSetController {
         }
     }
 
+    fn control<'a>(&'a self, key: &'a str, rs: &'a ReplicaSet) -> PodControl<'a, ReplicaSet> {
+        PodControl {
+            cluster: &*self.cluster,
+            expectations: &self.expectations,
+            key,
+            owner: rs,
+            component: COMPONENT,
+        }
+    }
+
+    /// Creates pods in slow-start batches (1, 2, 4, …), stopping at the
+    /// first failure.
     async fn create_pods(&self, key: &str, rs: &ReplicaSet, count: usize) -> Result<(), Error> {
         self.expectations.expect(key, count, 0);
         let ns = rs.namespace().unwrap_or_default();
         let template = rs.spec.as_ref().and_then(|s| s.template.as_ref());
         let mut pod = pods::from_template(template, &ns, pods::controller_ref(rs));
         pod["metadata"]["generateName"] = json!(format!("{}-", rs.name_any()));
-        let resource = Target::of::<Pod>(None, "").resource;
+        let control = self.control(key, rs);
         let mut left = count;
         for batch in pods::slow_start_batches(count) {
-            let results = join_all(
-                (0..batch).map(|_| self.cluster.create(&resource, Some(&ns), pod.clone())),
-            )
-            .await;
+            let results = join_all((0..batch).map(|_| control.create(pod.clone()))).await;
             left -= batch;
-            let mut failed = None;
-            for r in results {
-                match r {
-                    Ok(created) => self.cluster.event(events::about(
-                        rs,
-                        COMPONENT,
-                        false,
-                        "SuccessfulCreate",
-                        &format!(
-                            "Created pod: {}",
-                            created["metadata"]["name"].as_str().unwrap_or("")
-                        ),
-                    )),
-                    Err(e) => {
-                        self.expectations.creation_observed(key);
-                        self.cluster.event(events::about(
-                            rs,
-                            COMPONENT,
-                            true,
-                            "FailedCreate",
-                            &format!("Error creating: {e}"),
-                        ));
-                        failed = Some(e);
-                    }
-                }
-            }
-            if let Some(e) = failed {
+            if let Some(e) = results.into_iter().find_map(Result::err) {
                 for _ in 0..left {
                     self.expectations.creation_observed(key);
                 }
@@ -127,6 +109,7 @@ impl ReplicaSetController {
         Ok(())
     }
 
+    /// Deletes the `count` pods upstream would pick first.
     async fn delete_pods(
         &self,
         key: &str,
@@ -135,43 +118,8 @@ impl ReplicaSetController {
         count: usize,
     ) -> Result<(), Error> {
         active.sort_by_key(|p| pods::deletion_rank(p));
-        let doomed = &active[..count];
         self.expectations.expect(key, 0, count);
-        let results = join_all(doomed.iter().map(|p| async move {
-            let target = Target::of::<Pod>(p.namespace().as_deref(), &p.name_any());
-            let how = Deletion {
-                uid: p.uid(),
-                ..Default::default()
-            };
-            (p, self.cluster.delete(&target, how).await)
-        }))
-        .await;
-        let mut first_error = None;
-        for (p, r) in results {
-            match r {
-                Ok(()) => self.cluster.event(events::about(
-                    rs,
-                    COMPONENT,
-                    false,
-                    "SuccessfulDelete",
-                    &format!("Deleted pod: {}", p.name_any()),
-                )),
-                Err(e) => {
-                    self.expectations.deletion_observed(key);
-                    if !e.is_not_found() {
-                        self.cluster.event(events::about(
-                            rs,
-                            COMPONENT,
-                            true,
-                            "FailedDelete",
-                            &format!("Error deleting: {e}"),
-                        ));
-                        first_error.get_or_insert(e);
-                    }
-                }
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        self.control(key, rs).delete_all(&active[..count]).await
     }
 }
 

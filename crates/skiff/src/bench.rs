@@ -382,7 +382,10 @@ async fn schedule(args: ScheduleArgs) -> Result<()> {
     let dir = tempdir()?;
     // The scheduler alone, as upstream's scheduler_perf measures it.
     let extra: &[&str] = if args.score_all_nodes {
-        &["--disable-controller-manager", "--scheduler-score-all-nodes"]
+        &[
+            "--disable-controller-manager",
+            "--scheduler-score-all-nodes",
+        ]
     } else {
         &["--disable-controller-manager"]
     };

@@ -27,6 +27,23 @@ pub fn split_key(key: &str) -> (Option<&str>, &str) {
     }
 }
 
+/// What an informer can watch: a typed Kubernetes object.
+pub trait Object:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
+}
+
+impl<K> Object for K where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Objects of one kind by key, as last seen.
 pub struct Cache<K> {
     objects: RwLock<HashMap<String, Arc<K>>>,
@@ -114,13 +131,7 @@ impl<K> Default for Informer<K> {
 
 impl<K> Informer<K>
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Object,
 {
     pub fn cache(&self) -> Arc<Cache<K>> {
         self.cache.clone()
