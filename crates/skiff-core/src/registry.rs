@@ -118,7 +118,8 @@ macro_rules! resources {
 use k8s_openapi::api::{
     apps::v1 as apps, autoscaling::v1 as as1, autoscaling::v2 as as2, batch::v1 as batch,
     coordination::v1 as coord, core::v1 as core, discovery::v1 as disc, events::v1 as ev,
-    networking::v1 as net, policy::v1 as policy, rbac::v1 as rbac, storage::v1 as storage,
+    networking::v1 as net, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as sched,
+    storage::v1 as storage,
 };
 
 resources! {
@@ -145,6 +146,7 @@ resources! {
     "autoscaling" "v2" "HorizontalPodAutoscaler" "horizontalpodautoscalers" Namespaced as2::HorizontalPodAutoscaler, ["hpa"] ["all"] ["status"];
     "autoscaling" "v1" "HorizontalPodAutoscaler" "horizontalpodautoscalers" Namespaced as1::HorizontalPodAutoscaler, ["hpa"] ["all"] ["status"];
     "coordination.k8s.io" "v1" "Lease" "leases" Namespaced coord::Lease, [] [] [];
+    "scheduling.k8s.io" "v1" "PriorityClass" "priorityclasses" Cluster sched::PriorityClass, ["pc"] [] [];
     "storage.k8s.io" "v1" "StorageClass" "storageclasses" Cluster storage::StorageClass, ["sc"] [] [];
     "rbac.authorization.k8s.io" "v1" "Role" "roles" Namespaced rbac::Role, [] [] [];
     "rbac.authorization.k8s.io" "v1" "RoleBinding" "rolebindings" Namespaced rbac::RoleBinding, [] [] [];

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::node_info::{pod_requests, NodeInfo, Resources};
+use crate::node_info::{pod_requests, NodeInfo, PlacedPod, Resources};
 
 /// What one scheduling cycle computed once: the pod's requests, and each
 /// plugin's own pre-filter results by plugin name.
@@ -122,9 +122,55 @@ pub fn normalize_to_max(scores: &mut [i64], reverse: bool) {
     }
 }
 
+/// Computes, once per pod and only when there is a choice to make, what
+/// scoring needs.
+pub trait PreScore: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn pre_score(&self, state: &mut CycleState, pod: &Pod, nodes: &[NodeInfo]);
+}
+
+/// A node chosen for a pod that fits nowhere, and the pods to evict there
+/// so that it fits.
+#[derive(Clone, Debug)]
+pub struct Nomination {
+    pub node: usize,
+    pub victims: Vec<PlacedPod>,
+}
+
+/// Runs when no node fits: may make room (preemption).
+pub trait PostFilter: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn post_filter(
+        &self,
+        state: &CycleState,
+        pod: &Pod,
+        nodes: &[NodeInfo],
+        filters: &[Box<dyn Filter>],
+        statuses: &[Status],
+    ) -> Option<Nomination>;
+}
+
+/// Binds a pod to its node: the last step of a scheduling cycle.
+#[async_trait::async_trait]
+pub trait Bind: Send + Sync {
+    fn name(&self) -> &'static str;
+    async fn bind(&self, pod: &Pod, node: &str) -> Status;
+}
+
+/// Whether `pod` passes every filter on `node`.
+pub fn fits(filters: &[Box<dyn Filter>], state: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
+    filters
+        .iter()
+        .map(|f| f.filter(state, pod, node))
+        .find(|s| !s.is_success())
+        .unwrap_or(Status::Success)
+}
+
 /// The plugins one scheduler runs.
 pub struct Profile {
     pub pre_filters: Vec<Box<dyn PreFilter>>,
     pub filters: Vec<Box<dyn Filter>>,
+    pub post_filters: Vec<Box<dyn PostFilter>>,
+    pub pre_scores: Vec<Box<dyn PreScore>>,
     pub scores: Vec<Box<dyn Score>>,
 }

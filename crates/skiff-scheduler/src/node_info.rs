@@ -23,6 +23,11 @@ pub struct PlacedPod {
     pub labels: BTreeMap<String, String>,
     /// Its required anti-affinity terms, which bind newcomers too.
     pub anti_affinity: Vec<k8s_openapi::api::core::v1::PodAffinityTerm>,
+    pub priority: i32,
+    pub requests: Resources,
+    /// Being deleted: it still holds its resources, but preemption no
+    /// longer counts it as a victim.
+    pub terminating: bool,
 }
 
 impl PlacedPod {
@@ -41,6 +46,9 @@ impl PlacedPod {
                         .clone()
                 })
                 .unwrap_or_default(),
+            priority: pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
+            requests: pod_requests(pod),
+            terminating: pod.metadata.deletion_timestamp.is_some(),
         }
     }
 }
@@ -87,11 +95,14 @@ impl NodeInfo {
 
     /// Counts a pod on this node (`sign` 1) or stops counting it (-1).
     pub fn account(&mut self, pod: &Pod, sign: i128) {
-        let requests = pod_requests(pod);
-        add(&mut self.requested, &requests, sign);
-        add(&mut self.requested_nonzero, &with_defaults(requests), sign);
-        self.pod_count += sign;
         let placed = PlacedPod::of(pod);
+        add(&mut self.requested, &placed.requests, sign);
+        add(
+            &mut self.requested_nonzero,
+            &with_defaults(placed.requests.clone()),
+            sign,
+        );
+        self.pod_count += sign;
         if sign > 0 {
             self.with_anti_affinity += usize::from(!placed.anti_affinity.is_empty());
             self.pods.push(placed);
@@ -103,6 +114,33 @@ impl NodeInfo {
             let gone = self.pods.swap_remove(i);
             self.with_anti_affinity -= usize::from(!gone.anti_affinity.is_empty());
         }
+    }
+
+    /// Stops counting the `i`th pod, as if it were gone; returns it.
+    pub fn remove(&mut self, i: usize) -> PlacedPod {
+        let gone = self.pods.swap_remove(i);
+        add(&mut self.requested, &gone.requests, -1);
+        add(
+            &mut self.requested_nonzero,
+            &with_defaults(gone.requests.clone()),
+            -1,
+        );
+        self.pod_count -= 1;
+        self.with_anti_affinity -= usize::from(!gone.anti_affinity.is_empty());
+        gone
+    }
+
+    /// Counts a pod again after [`NodeInfo::remove`].
+    pub fn restore(&mut self, placed: PlacedPod) {
+        add(&mut self.requested, &placed.requests, 1);
+        add(
+            &mut self.requested_nonzero,
+            &with_defaults(placed.requests.clone()),
+            1,
+        );
+        self.pod_count += 1;
+        self.with_anti_affinity += usize::from(!placed.anti_affinity.is_empty());
+        self.pods.push(placed);
     }
 
     pub fn label(&self, key: &str) -> Option<&str> {

@@ -1,7 +1,9 @@
-//! The scheduling queue: pods waiting for a try (active), and pods that fit
+//! The scheduling queue: pods waiting for a try (active, highest priority
+//! first, then oldest, as upstream's PrioritySort), and pods that fit
 //! nowhere until the cluster changes (unschedulable).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::Duration;
 
 /// The first back-off after a failed attempt, doubled each time.
@@ -14,30 +16,41 @@ pub type Key = String;
 
 #[derive(Default)]
 pub struct Queue {
-    active: VecDeque<Key>,
-    queued: HashSet<Key>,
+    active: BinaryHeap<(i32, Reverse<u64>, Key)>,
+    /// Keys in `active`, with the sequence number of their live entry
+    /// (entries of forgotten keys stay in the heap until popped).
+    queued: HashMap<Key, u64>,
+    priorities: HashMap<Key, i32>,
     unschedulable: HashSet<Key>,
     attempts: HashMap<Key, u32>,
+    seq: u64,
 }
 
 impl Queue {
     /// Adds a pod to the active queue, once.
-    pub fn push(&mut self, key: Key) {
+    pub fn push(&mut self, key: Key, priority: i32) {
         self.unschedulable.remove(&key);
-        if self.queued.insert(key.clone()) {
-            self.active.push_back(key);
+        self.priorities.insert(key.clone(), priority);
+        if !self.queued.contains_key(&key) {
+            self.seq += 1;
+            self.queued.insert(key.clone(), self.seq);
+            self.active.push((priority, Reverse(self.seq), key));
         }
     }
 
     pub fn pop(&mut self) -> Option<Key> {
-        let key = self.active.pop_front()?;
-        self.queued.remove(&key);
-        Some(key)
+        while let Some((_, Reverse(seq), key)) = self.active.pop() {
+            if self.queued.get(&key) == Some(&seq) {
+                self.queued.remove(&key);
+                return Some(key);
+            }
+        }
+        None
     }
 
     /// Parks a pod until an event that could make it fit.
     pub fn park(&mut self, key: Key) {
-        if !self.queued.contains(&key) {
+        if !self.queued.contains_key(&key) {
             self.unschedulable.insert(key);
         }
     }
@@ -56,21 +69,21 @@ impl Queue {
     pub fn forget(&mut self, key: &str) {
         self.attempts.remove(key);
         self.unschedulable.remove(key);
-        if self.queued.remove(key) {
-            self.active.retain(|k| k != key);
-        }
+        self.queued.remove(key);
+        self.priorities.remove(key);
     }
 
     /// A node joined or changed, or a pod left: every parked pod gets
     /// another try.
     pub fn wake_all(&mut self) {
         for key in std::mem::take(&mut self.unschedulable) {
-            self.push(key);
+            let priority = self.priorities.get(&key).copied().unwrap_or(0);
+            self.push(key, priority);
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.active.is_empty()
+        self.queued.is_empty()
     }
 }
 
@@ -79,18 +92,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn higher_priority_first_then_oldest() {
+        let mut q = Queue::default();
+        q.push("low".into(), 0);
+        q.push("high".into(), 1000);
+        q.push("low2".into(), 0);
+        q.push("high2".into(), 1000);
+        q.forget("low");
+        let order: Vec<Key> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(order, ["high", "high2", "low2"]);
+    }
+
+    #[test]
     fn parked_pods_return_on_wake() {
         let mut q = Queue::default();
-        q.push("a".into());
-        q.push("a".into());
-        q.push("b".into());
+        q.push("a".into(), 0);
+        q.push("a".into(), 0);
+        q.push("b".into(), 0);
         assert_eq!(q.pop().as_deref(), Some("a"));
         q.park("a".into());
         assert_eq!(q.pop().as_deref(), Some("b"));
         assert!(q.pop().is_none());
         q.wake_all();
         assert_eq!(q.pop().as_deref(), Some("a"));
-        q.push("c".into());
+        q.push("c".into(), 0);
         q.forget("c");
         assert!(q.is_empty());
         let waits: Vec<u64> = (0..6).map(|_| q.back_off("d").as_secs()).collect();

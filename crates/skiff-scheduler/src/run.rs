@@ -6,18 +6,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, Event, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::Client;
 use tokio::sync::Notify;
 
-use crate::framework::Profile;
-use crate::node_info::NodeInfo;
-use crate::plugins::default_profile;
+use crate::framework::{Bind, Profile, Status};
+use crate::node_info::{NodeInfo, PlacedPod};
+use crate::plugins::{default_profile, DefaultBinder};
 use crate::queue::{Key, Queue};
-use crate::schedule::schedule;
+use crate::schedule::{preempt, schedule};
 
 pub const SCHEDULER_NAME: &str = "default-scheduler";
 
@@ -51,6 +51,10 @@ fn key(pod: &Pod) -> Key {
         pod.metadata.namespace.as_deref().unwrap_or(""),
         pod.metadata.name.as_deref().unwrap_or("")
     )
+}
+
+fn priority(pod: &Pod) -> i32 {
+    pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
 }
 
 fn is_terminal(pod: &Pod) -> bool {
@@ -107,8 +111,9 @@ impl Cache {
                     .unwrap_or(SCHEDULER_NAME)
                     == SCHEDULER_NAME;
                 if ours && !self.placed.contains_key(&k) {
+                    let priority = priority(&pod);
                     self.pending.insert(k.clone(), pod);
-                    self.queue.push(k);
+                    self.queue.push(k, priority);
                 }
             }
         }
@@ -172,6 +177,9 @@ pub async fn run(client: Client, config: Config) {
         config.election.clone(),
     );
     let profile = default_profile();
+    let binder: Arc<dyn Bind> = Arc::new(DefaultBinder {
+        client: client.clone(),
+    });
     loop {
         if !*leading.borrow() {
             if leading.changed().await.is_err() {
@@ -183,7 +191,7 @@ pub async fn run(client: Client, config: Config) {
         match next {
             // Placing a pod is CPU work: keep it off the async workers.
             Some(key) => tokio::task::block_in_place(|| {
-                schedule_one(&client, &cache, &wake, &profile, &config, key)
+                schedule_one(&client, &binder, &cache, &wake, &profile, &config, key)
             }),
             None => {
                 tokio::select! {
@@ -233,6 +241,7 @@ async fn watch_pods(client: Client, cache: Arc<Mutex<Cache>>, wake: Arc<Notify>)
 /// background; otherwise it is parked and the reasons are reported.
 fn schedule_one(
     client: &Client,
+    binder: &Arc<dyn Bind>,
     cache: &Arc<Mutex<Cache>>,
     wake: &Arc<Notify>,
     profile: &Profile,
@@ -253,6 +262,7 @@ fn schedule_one(
             drop(c);
             tokio::spawn(bind(
                 client.clone(),
+                binder.clone(),
                 cache.clone(),
                 wake.clone(),
                 key,
@@ -261,6 +271,24 @@ fn schedule_one(
             ));
         }
         Err(fit) => {
+            // While earlier victims are still leaving, wait for them
+            // rather than evicting more.
+            let nominated = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.nominated_node_name.as_deref());
+            let waiting = nominated.and_then(|n| c.index.get(n)).is_some_and(|&i| {
+                c.nodes[i]
+                    .pods
+                    .iter()
+                    .any(|p| p.terminating && p.priority < priority(&pod))
+            });
+            if !waiting {
+                if let Some(n) = preempt(profile, &pod, &c.nodes, &fit) {
+                    let node = c.nodes[n.node].name().to_owned();
+                    tokio::spawn(evict(client.clone(), pod.clone(), node, n.victims));
+                }
+            }
             let message = fit.message();
             let changed =
                 c.reported.insert(key.clone(), message.clone()).as_ref() != Some(&message);
@@ -275,49 +303,26 @@ fn schedule_one(
 
 async fn bind(
     client: Client,
+    binder: Arc<dyn Bind>,
     cache: Arc<Mutex<Cache>>,
     wake: Arc<Notify>,
     key: Key,
     pod: Pod,
     node: String,
 ) {
-    let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let binding = Binding {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(ns.clone()),
-            uid: pod.metadata.uid.clone(),
-            ..Default::default()
-        },
-        target: ObjectReference {
-            kind: Some("Node".into()),
-            name: Some(node.clone()),
-            api_version: Some("v1".into()),
-            ..Default::default()
-        },
-    };
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    match pods
-        .create_subresource::<_, serde_json::Value>(
-            "binding",
-            &name,
-            &PostParams::default(),
-            &binding,
-        )
-        .await
-    {
-        Ok(_) => {
+    match binder.bind(&pod, &node).await {
+        Status::Success => {
+            let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
             let message = format!("Successfully assigned {ns}/{name} to {node}");
             record(&client, &pod, "Normal", "Scheduled", &message).await;
         }
-        Err(e) => {
-            tracing::info!(pod = %key, %node, error = %e, "binding failed; retrying");
-            let gone = matches!(&e, kube::Error::Api(s) if s.code == 404);
+        failed => {
+            tracing::info!(pod = %key, %node, status = ?failed, "binding failed");
             let wait = {
                 let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
                 c.unplace(&key);
-                if gone {
+                if matches!(failed, Status::UnschedulableAndUnresolvable(_)) {
                     return;
                 }
                 c.pending.insert(key.clone(), pod);
@@ -325,11 +330,47 @@ async fn bind(
             };
             tokio::time::sleep(wait).await;
             let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
-            if c.pending.contains_key(&key) {
-                c.queue.push(key);
+            if let Some(p) = c.pending.get(&key).map(priority) {
+                c.queue.push(key, p);
                 wake.notify_one();
             }
         }
+    }
+}
+
+/// Evicts the victims of a preemption and nominates the node for the pod.
+async fn evict(client: Client, pod: Pod, node: String, victims: Vec<PlacedPod>) {
+    let preemptor = format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    );
+    for v in victims {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &v.namespace);
+        match pods.delete(&v.name, &Default::default()).await {
+            Ok(either) => {
+                if let Some(victim) = either.left() {
+                    let message = format!("Preempted by pod {preemptor} on node {node}");
+                    record(&client, &victim, "Normal", "Preempted", &message).await;
+                }
+            }
+            Err(e) => tracing::debug!(victim = %v.name, error = %e, "could not preempt"),
+        }
+    }
+    let pods: Api<Pod> = Api::namespaced(
+        client.clone(),
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+    );
+    let patch = serde_json::json!({"status": {"nominatedNodeName": node}});
+    if let Err(e) = pods
+        .patch_status(
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        tracing::debug!(pod = %preemptor, error = %e, "could not nominate a node");
     }
 }
 

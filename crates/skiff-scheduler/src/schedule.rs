@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 use rand::Rng;
 
-use crate::framework::{CycleState, Profile, Status};
+use crate::framework::{fits, CycleState, Nomination, Profile, Status};
 use crate::node_info::NodeInfo;
 
 /// Why a pod fits nowhere: reason → number of nodes that gave it.
@@ -14,6 +14,8 @@ use crate::node_info::NodeInfo;
 pub struct FitError {
     pub nodes: usize,
     pub reasons: BTreeMap<String, usize>,
+    /// Each node's verdict, by index, for preemption to weigh.
+    pub statuses: Vec<Status>,
 }
 
 impl FitError {
@@ -36,6 +38,24 @@ impl FitError {
             )
         }
     }
+}
+
+/// After a failed cycle, asks the post-filters (preemption) whom to evict
+/// and where.
+pub fn preempt(
+    profile: &Profile,
+    pod: &Pod,
+    nodes: &[NodeInfo],
+    fit: &FitError,
+) -> Option<Nomination> {
+    let mut state = CycleState::for_pod(pod);
+    for p in &profile.pre_filters {
+        p.pre_filter(&mut state, pod, nodes);
+    }
+    profile
+        .post_filters
+        .iter()
+        .find_map(|p| p.post_filter(&state, pod, nodes, &profile.filters, &fit.statuses))
 }
 
 /// How many feasible nodes to find before scoring, as upstream's adaptive
@@ -69,26 +89,23 @@ pub fn schedule(
     };
     let mut feasible = Vec::new();
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut statuses = vec![Status::Success; nodes.len()];
     for i in 0..nodes.len() {
         if feasible.len() >= want {
             break;
         }
         let idx = (start + i) % nodes.len();
-        let node = &nodes[idx];
-        let failed = profile
-            .filters
-            .iter()
-            .map(|f| f.filter(&state, pod, node))
-            .find(|s| !s.is_success());
-        match failed {
-            None => feasible.push(idx),
-            Some(Status::Error(e)) => {
-                *reasons.entry(e).or_default() += 1;
+        match fits(&profile.filters, &state, pod, &nodes[idx]) {
+            Status::Success => feasible.push(idx),
+            Status::Error(e) => {
+                *reasons.entry(e.clone()).or_default() += 1;
+                statuses[idx] = Status::Error(e);
             }
-            Some(s) => {
+            s => {
                 for r in s.reasons() {
                     *reasons.entry(r.clone()).or_default() += 1;
                 }
+                statuses[idx] = s;
             }
         }
     }
@@ -96,10 +113,14 @@ pub fn schedule(
         return Err(FitError {
             nodes: nodes.len(),
             reasons,
+            statuses,
         });
     }
     if feasible.len() == 1 {
         return Ok(feasible[0]);
+    }
+    for p in &profile.pre_scores {
+        p.pre_score(&mut state, pod, nodes);
     }
     let mut totals = vec![0i64; feasible.len()];
     for plugin in &profile.scores {

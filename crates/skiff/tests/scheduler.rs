@@ -206,3 +206,35 @@ fn topology_spread_balances_three_zones() {
         "{per_zone:?}"
     );
 }
+
+#[test]
+fn a_higher_priority_pod_preempts_a_lower_one() {
+    let c = Cluster::start();
+    let _node = agent(&c, "small", 1, &["--cpu", "2"]);
+    create(
+        &c,
+        "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: low}\nvalue: 10\n---\napiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: high}\nvalue: 1000\n",
+    );
+    let sized = |name: &str, class: &str, cpu: &str| {
+        pod_manifest(
+            name,
+            &format!("    resources: {{requests: {{cpu: {cpu}}}}}\n  priorityClassName: {class}\n"),
+        )
+    };
+    create(&c, &sized("low", "low", "1500m"));
+    wait_running(&c, "low");
+    assert_eq!(c.json(&["get", "pod", "low"])["spec"]["priority"], 10);
+    create(&c, &sized("high", "high", "1"));
+    let node = wait_running(&c, "high");
+    assert_eq!(node, "small-00000");
+    assert!(c.fails(&["get", "pod", "low"]).contains("NotFound"));
+    let events = c.ok(&["get", "events", "--field-selector", "reason=Preempted"]);
+    assert!(
+        events.contains("Preempted by pod default/high on node small-00000"),
+        "{events}"
+    );
+    let refused = c.kubectl_stdin(&["apply", "-f", "-"], &sized("nobody", "missing", "1"));
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr)
+        .contains("no PriorityClass with name missing was found"));
+}

@@ -157,6 +157,7 @@ impl Api {
         }
         defaults::apply(r, obj);
         if r.kind == "Pod" && r.group.is_empty() {
+            self.resolve_priority(obj).await?;
             admit_pod(obj);
         }
         if r.kind == "Job" && r.group == "batch" {
@@ -169,6 +170,50 @@ impl Api {
             subresource: None,
         };
         track_update(None, obj, &manager, root_def(r));
+        Ok(())
+    }
+}
+
+impl Api {
+    /// Upstream's Priority admission: a pod's `priorityClassName` (or the
+    /// global default class) sets its `priority` and `preemptionPolicy`.
+    async fn resolve_priority(&self, pod: &mut Value) -> Result<(), ApiError> {
+        let classes = registry::lookup("scheduling.k8s.io", "v1", "priorityclasses")
+            .expect("priority classes are served");
+        let name = pod["spec"]["priorityClassName"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let class = if name.is_empty() {
+            let (items, _, _) = self.objects.list(classes, None, Default::default()).await?;
+            items
+                .iter()
+                .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+                .find(|c| c["globalDefault"] == true)
+        } else {
+            let found = self.objects.try_get(classes, None, &name).await?;
+            Some(found.ok_or_else(|| {
+                ApiError::forbidden(format!(
+                    "pods \"{}\" is forbidden: no PriorityClass with name {name} was found",
+                    meta::name(pod)
+                ))
+            })?)
+        };
+        if let Some(class) = class {
+            if !pod["spec"]["priority"].is_null() && pod["spec"]["priority"] != class["value"] {
+                return Err(ApiError::forbidden(format!(
+                    "pods \"{}\" is forbidden: the integer value of priority ({}) must not be provided in pod spec; priority admission controller computed {} from the given PriorityClass name",
+                    meta::name(pod),
+                    pod["spec"]["priority"],
+                    class["value"]
+                )));
+            }
+            pod["spec"]["priorityClassName"] = class["metadata"]["name"].clone();
+            pod["spec"]["priority"] = class["value"].clone();
+            if let Some(policy) = class["preemptionPolicy"].as_str() {
+                pod["spec"]["preemptionPolicy"] = json!(policy);
+            }
+        }
         Ok(())
     }
 }

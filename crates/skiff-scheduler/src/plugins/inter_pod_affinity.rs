@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm};
 use skiff_core::selector::LabelSelector;
 
-use crate::framework::{normalize_min_max, CycleState, Filter, PreFilter, Score, Status};
+use crate::framework::{normalize_min_max, CycleState, Filter, PreFilter, PreScore, Score, Status};
 use crate::node_info::{NodeInfo, PlacedPod};
 
 pub struct InterPodAffinity;
@@ -27,8 +27,13 @@ struct State {
     anti_affinity: Vec<Domains>,
     /// Topology values that existing pods' anti-affinity forbids, by key.
     forbidden: HashMap<String, HashSet<String>>,
-    preferred: Vec<(i64, Domains)>,
 }
+
+/// Preferred terms resolved against the cluster, with their weights
+/// (negative for anti-affinity).
+struct Preferred(Vec<(i64, Domains)>);
+
+const PREFERRED: &str = "InterPodAffinity/preferred";
 
 /// Whether `pod` (in `namespace` with `labels`) is selected by `term`,
 /// a term owned by a pod in `owner_ns`.
@@ -124,7 +129,7 @@ impl PreFilter for InterPodAffinity {
     fn pre_filter(&self, state: &mut CycleState, pod: &Pod, nodes: &[NodeInfo]) {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let labels = pod.metadata.labels.clone().unwrap_or_default();
-        let (required, required_anti, preferred) = terms(pod);
+        let (required, required_anti, _) = terms(pod);
         let mut s = State::default();
         for t in &required {
             // The first pod of a group that selects itself may go anywhere.
@@ -135,16 +140,31 @@ impl PreFilter for InterPodAffinity {
             .iter()
             .map(|t| domains(t, &ns, nodes))
             .collect();
-        s.preferred = preferred
-            .iter()
-            .map(|(w, t)| (*w, domains(t, &ns, nodes)))
-            .collect();
         for node in nodes.iter().filter(|n| n.with_anti_affinity > 0) {
             for existing in &node.pods {
                 forbid(&mut s, existing, node, &ns, &labels);
             }
         }
         state.put(NAME, s);
+    }
+}
+
+impl PreScore for InterPodAffinity {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn pre_score(&self, state: &mut CycleState, pod: &Pod, nodes: &[NodeInfo]) {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let (_, _, preferred) = terms(pod);
+        if preferred.is_empty() {
+            return;
+        }
+        let resolved = preferred
+            .iter()
+            .map(|(w, t)| (*w, domains(t, &ns, nodes)))
+            .collect();
+        state.put(PREFERRED, Preferred(resolved));
     }
 }
 
@@ -213,10 +233,10 @@ impl Score for InterPodAffinity {
     }
 
     fn score(&self, state: &CycleState, _: &Pod, node: &NodeInfo) -> i64 {
-        let Some(s) = state.get::<State>(NAME) else {
+        let Some(Preferred(preferred)) = state.get::<Preferred>(PREFERRED) else {
             return 0;
         };
-        s.preferred
+        preferred
             .iter()
             .filter_map(|(w, d)| Some(w * d.values.get(node.label(&d.key)?).copied().unwrap_or(0)))
             .sum()
@@ -257,6 +277,32 @@ mod tests {
             .iter()
             .map(|n| InterPodAffinity.filter(&state, &incoming, n).is_success())
             .collect()
+    }
+
+    #[test]
+    fn preferred_terms_score_after_pre_score() {
+        let nodes = cluster(&[(0, labelled("db", "db"))]);
+        let mut incoming = pod(
+            json!({"affinity": {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 10, "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "zone"}}]}}}),
+        );
+        incoming.metadata.name = Some("web".into());
+        let mut state = CycleState::default();
+        InterPodAffinity.pre_filter(&mut state, &incoming, &nodes);
+        let unscored: Vec<i64> = nodes
+            .iter()
+            .map(|n| InterPodAffinity.score(&state, &incoming, n))
+            .collect();
+        assert!(unscored.iter().all(|s| *s == 0), "scores need pre_score");
+        InterPodAffinity.pre_score(&mut state, &incoming, &nodes);
+        let scores: Vec<i64> = nodes
+            .iter()
+            .map(|n| InterPodAffinity.score(&state, &incoming, n))
+            .collect();
+        assert!(
+            scores[0] > 0 && scores[0] > *scores.last().unwrap(),
+            "{scores:?}"
+        );
     }
 
     fn with_affinity(mut p: Pod, kind: &str, app: &str, key: &str) -> Pod {

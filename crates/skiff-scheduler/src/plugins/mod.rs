@@ -1,6 +1,8 @@
 //! The default plugins, each with its own table tests.
 
 mod balanced_allocation;
+mod default_binder;
+mod default_preemption;
 mod inter_pod_affinity;
 mod node_affinity;
 mod node_name;
@@ -10,6 +12,8 @@ mod pod_topology_spread;
 mod taint_toleration;
 
 pub use balanced_allocation::BalancedAllocation;
+pub use default_binder::DefaultBinder;
+pub use default_preemption::DefaultPreemption;
 pub use inter_pod_affinity::InterPodAffinity;
 pub use node_affinity::NodeAffinity;
 pub use node_name::NodeName;
@@ -33,6 +37,8 @@ pub fn default_profile() -> Profile {
             Box::new(InterPodAffinity),
             Box::new(PodTopologySpread),
         ],
+        post_filters: vec![Box::new(DefaultPreemption)],
+        pre_scores: vec![Box::new(InterPodAffinity)],
         scores: vec![
             Box::new(TaintToleration),
             Box::new(NodeAffinity),
