@@ -108,7 +108,7 @@ impl Server {
         let child = Command::new(std::env::current_exe()?)
             .args(["server", "--data-dir"])
             .arg(dir)
-            .args(["--https-port", &port.to_string()])
+            .args(["--https-port", &port.to_string(), "--disable-agent"])
             .args(extra)
             .env(
                 "RUST_LOG",

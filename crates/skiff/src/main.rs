@@ -25,10 +25,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs the control plane: the API server, its store and the scheduler.
+    /// Runs the control plane (API server, store, scheduler, controllers) and a node agent.
     Server(ServerArgs),
-    /// Runs a node agent; for now simulated nodes (`--simulate N`).
-    Agent(AgentArgs),
+    /// Runs a node agent: real containers through containerd, or simulated nodes (`--simulate N`).
+    Agent(Box<AgentArgs>),
+    /// Loads a docker-archive or OCI archive into a node's containerd.
+    Image {
+        #[command(subcommand)]
+        what: ImageCommand,
+    },
     /// Runs the controller manager alone, against any API server.
     ControllerManager(ControllerManagerArgs),
     /// Measures the control plane.
@@ -62,6 +67,9 @@ struct ServerArgs {
     /// Do not run the controller manager inside the server.
     #[arg(long)]
     disable_controller_manager: bool,
+    /// Do not run a node agent (with its own containerd) inside the server.
+    #[arg(long)]
+    disable_agent: bool,
     /// How long a node may miss Lease renewals before it is unreachable.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: std::time::Duration,
@@ -84,6 +92,18 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "m" => Ok(std::time::Duration::from_secs(n * 60)),
         _ => Err(format!("{s:?} is not a duration like 40s")),
     }
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Imports an image archive into the agent's containerd.
+    Import {
+        /// The agent's data dir (`<server data-dir>/agent` for the agent
+        /// inside `skiff server`).
+        #[arg(long, default_value = "/var/lib/skiff/agent")]
+        data_dir: PathBuf,
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -113,6 +133,18 @@ struct AgentArgs {
     /// Register this many simulated nodes; no containers run.
     #[arg(long)]
     simulate: Option<usize>,
+    /// Where the agent keeps its containerd, pod logs and state.
+    #[arg(long, default_value = "/var/lib/skiff/agent")]
+    data_dir: PathBuf,
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// This node's InternalIP.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: String,
+    /// Use this CRI socket instead of starting the agent's own containerd.
+    #[arg(long)]
+    container_runtime_endpoint: Option<PathBuf>,
     /// Simulated node names are `<prefix>-00000`, `<prefix>-00001`, …
     #[arg(long, default_value = "sim")]
     node_prefix: String,
@@ -164,10 +196,21 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         (None, Some(path)) => skiff_kubelet::join::read_token(path)?,
         (None, None) => anyhow::bail!("give --token-file or --token"),
     };
-    let Some(count) = args.simulate else {
-        anyhow::bail!("only simulated nodes exist so far: pass --simulate N");
-    };
     let client = skiff_kubelet::join::client(&args.server, &token).await?;
+    let Some(count) = args.simulate else {
+        let config = skiff_kubelet::agent::Config {
+            node_name: args.node_name.unwrap_or_else(host_name),
+            node_ip: args.node_ip,
+            data_dir: args.data_dir,
+            runtime_endpoint: args.container_runtime_endpoint,
+            bridge: "skiff0".into(),
+        };
+        tokio::select! {
+            r = skiff_kubelet::agent::run(client, config) => r?,
+            _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+        }
+        return Ok(());
+    };
     let config = skiff_kubelet::simulated::Config {
         count,
         prefix: args.node_prefix,
@@ -184,6 +227,14 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
     }
     Ok(())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "skiff".into())
 }
 
 /// A client for the server's own API, as the in-process components use.
@@ -236,13 +287,41 @@ fn main() -> anyhow::Result<()> {
                     };
                     tokio::spawn(skiff_controllers::manager::run(client, config));
                 }
+                if !args.disable_agent {
+                    let client = local_client(&server.kubeconfig).await?;
+                    let config = skiff_kubelet::agent::Config {
+                        node_name: host_name(),
+                        node_ip: args.bind_address.to_string(),
+                        data_dir: args.data_dir.join("agent"),
+                        runtime_endpoint: None,
+                        bridge: "skiff0".into(),
+                    };
+                    tokio::spawn(async move {
+                        if let Err(e) = skiff_kubelet::agent::run(client, config).await {
+                            tracing::error!(error = %e, "node agent stopped");
+                        }
+                    });
+                }
                 tokio::select! {
                     _ = server.wait() => {}
                     _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
                 }
                 Ok(())
             }
-            Command::Agent(args) => agent(args).await,
+            Command::Agent(args) => agent(*args).await,
+            Command::Image {
+                what: ImageCommand::Import { data_dir, file },
+            } => {
+                let socket = skiff_kubelet::containerd::Layout::new(&data_dir).socket();
+                let status = std::process::Command::new("ctr")
+                    .arg("--address")
+                    .arg(&socket)
+                    .args(["-n", "k8s.io", "images", "import"])
+                    .arg(&file)
+                    .status()?;
+                anyhow::ensure!(status.success(), "ctr could not import {}", file.display());
+                Ok(())
+            }
             Command::ControllerManager(args) => {
                 let client = local_client(&args.kubeconfig).await?;
                 let config = skiff_controllers::manager::Config {

@@ -12,6 +12,9 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub port: u16,
     child: Option<Child>,
+    /// Whether the server runs its node agent (real containers); tests
+    /// that use simulated nodes leave it out.
+    with_agent: bool,
 }
 
 pub fn free_port() -> u16 {
@@ -51,10 +54,20 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Optio
 
 impl Cluster {
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A server with its node agent and containerd.
+    pub fn start_with_agent() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(with_agent: bool) -> Self {
         let mut c = Self {
             dir: tempfile::tempdir().unwrap(),
             port: free_port(),
             child: None,
+            with_agent,
         };
         c.spawn(&[]);
         c
@@ -68,6 +81,11 @@ impl Cluster {
             .arg(self.dir.path())
             .args(["--https-port", &self.port.to_string()])
             .args(extra)
+            .args(if self.with_agent {
+                &[][..]
+            } else {
+                &["--disable-agent"][..]
+            })
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -1,0 +1,128 @@
+//! The real agent: registers this machine as a node, runs its own
+//! containerd (or uses a given CRI endpoint), heartbeats, and runs the pods
+//! bound to it. When the runtime cannot start, the node still registers
+//! and reports NotReady with the reason.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams};
+use kube::Client;
+use serde_json::json;
+
+use crate::containerd::{self, Layout};
+use crate::cri::Cri;
+use crate::node;
+use crate::pods::Worker;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node_name: String,
+    pub node_ip: String,
+    pub data_dir: PathBuf,
+    /// An existing CRI socket instead of the agent's own containerd.
+    pub runtime_endpoint: Option<PathBuf>,
+    /// The CNI bridge's name.
+    pub bridge: String,
+}
+
+/// Runs the node until the task is dropped.
+pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
+    let layout = Layout::new(&config.data_dir);
+    let mut containerd_child = None;
+    let socket = match &config.runtime_endpoint {
+        Some(s) => Ok(s.clone()),
+        None => match containerd::start(&layout).await {
+            Ok(child) => {
+                containerd_child = Some(child);
+                Ok(layout.socket())
+            }
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    let cri = match &socket {
+        Ok(s) => Cri::connect(s).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.clone()),
+    };
+    let runtime_version = |cri: &Result<Cri, String>| -> Result<String, String> {
+        cri.as_ref()
+            .map(|_| "containerd".to_owned())
+            .map_err(Clone::clone)
+    };
+    let capacity = node::capacity(&config.data_dir);
+    let arch = std::env::consts::ARCH
+        .replace("x86_64", "amd64")
+        .replace("aarch64", "arm64");
+    let labels = json!({"kubernetes.io/hostname": config.node_name, "kubernetes.io/os": "linux", "kubernetes.io/arch": arch});
+    let status = node::status(
+        &config.node_name,
+        &config.node_ip,
+        &capacity,
+        &runtime_version(&cri),
+    );
+    node::register(&client, &config.node_name, labels, status).await?;
+    tracing::info!(node = %config.node_name, runtime = ?runtime_version(&cri), "node registered");
+
+    let heartbeat = {
+        let (client, config, cri, capacity) = (
+            client.clone(),
+            config.clone(),
+            cri.clone(),
+            capacity.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = node::renew_lease(&client, &config.node_name).await {
+                    tracing::warn!(error = %e, "lease renewal failed");
+                }
+                let runtime = match &cri {
+                    Ok(c) => c.ready().await.map(|_| "containerd".to_owned()),
+                    Err(e) => Err(e.clone()),
+                };
+                let status = node::status(&config.node_name, &config.node_ip, &capacity, &runtime);
+                let nodes: Api<Node> = Api::all(client.clone());
+                if let Err(e) = nodes
+                    .patch_status(
+                        &config.node_name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&json!({"status": status})),
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %e, "node status update failed");
+                }
+                tokio::time::sleep(node::HEARTBEAT).await;
+            }
+        })
+    };
+    let Ok(cri) = cri else {
+        // No runtime: keep heartbeating NotReady.
+        let _ = heartbeat.await;
+        return Ok(());
+    };
+    // The pod network needs the node's podCIDR, which node IPAM assigns.
+    let nodes: Api<Node> = Api::all(client.clone());
+    let cidr = loop {
+        let n = nodes.get(&config.node_name).await?;
+        if let Some(c) = n.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty()) {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if let Err(e) = containerd::write_cni(&layout, &config.bridge, &cidr) {
+        tracing::error!(error = %e, "could not write the CNI network");
+    }
+    let worker = Arc::new(Worker::new(
+        client,
+        cri,
+        config.node_name.clone(),
+        config.node_ip.clone(),
+        config.data_dir.join("pods"),
+    ));
+    worker.run().await;
+    drop(containerd_child);
+    heartbeat.abort();
+    Ok(())
+}

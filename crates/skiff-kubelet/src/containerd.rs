@@ -1,0 +1,171 @@
+//! The agent's own containerd, as k3s runs one: a generated config with its
+//! own root, state and socket under the agent's data dir, runc, overlayfs,
+//! the CNI bridge for the node's podCIDR, and `restrict_oom_score_adj`
+//! (root here lacks CAP_SYS_RESOURCE, see ../shared/facts/node-runtime.md).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+/// The image every pod sandbox runs (see `skiff image build-pause`).
+pub const PAUSE_IMAGE: &str = "skiff.local/pause:1";
+/// Where Debian's containernetworking-plugins live.
+pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
+
+/// Why containerd did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("starting containerd (is Debian's containerd package installed?): {0}")]
+    Spawn(std::io::Error),
+    #[error("containerd exited at start; see {0}")]
+    Exited(PathBuf),
+    #[error("containerd did not open {0} within 20 s")]
+    NoSocket(PathBuf),
+}
+
+/// Paths of one agent's containerd.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub dir: PathBuf,
+}
+
+impl Layout {
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            dir: data_dir.join("containerd"),
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("containerd.sock")
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+
+    fn cni_conf_dir(&self) -> PathBuf {
+        self.dir.join("cni")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join("containerd.log")
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), Error> {
+    let wrap = |source| Error::Write {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(wrap)?;
+    }
+    std::fs::write(path, text).map_err(wrap)
+}
+
+/// containerd's configuration for this agent.
+pub fn config(layout: &Layout) -> String {
+    let d = layout.dir.display();
+    format!(
+        r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+
+[grpc]
+  address = "{d}/containerd.sock"
+
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN_DIR}"
+    conf_dir = "{d}/cni"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{d}/certs.d"
+"#
+    )
+}
+
+/// The CNI network for the node's pods: a bridge with host-local
+/// addresses from the node's podCIDR.
+pub fn cni_config(layout: &Layout, bridge: &str, pod_cidr: &str) -> String {
+    let ipam_dir = layout.dir.join("cni-ipam");
+    serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": "skiff",
+        "plugins": [
+            {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": pod_cidr}]], "routes": [{"dst": "0.0.0.0/0"}],
+                      "dataDir": ipam_dir}},
+            {"type": "portmap", "capabilities": {"portMappings": true}},
+        ],
+    })
+    .to_string()
+}
+
+/// Writes the CNI network for `pod_cidr`.
+pub fn write_cni(layout: &Layout, bridge: &str, pod_cidr: &str) -> Result<(), Error> {
+    write(
+        &layout.cni_conf_dir().join("10-skiff.conflist"),
+        &cni_config(layout, bridge, pod_cidr),
+    )
+}
+
+/// Starts containerd and waits for its socket. The child dies with the
+/// returned handle.
+pub async fn start(layout: &Layout) -> Result<Child, Error> {
+    write(&layout.config(), &config(layout))?;
+    let log = std::fs::File::create(layout.log()).map_err(|source| Error::Write {
+        path: layout.log(),
+        source,
+    })?;
+    let log2 = log.try_clone().map_err(|source| Error::Write {
+        path: layout.log(),
+        source,
+    })?;
+    let _ = std::fs::remove_file(layout.socket());
+    let mut child = Command::new("containerd")
+        .arg("--config")
+        .arg(layout.config())
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(Error::Spawn)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if tokio::net::UnixStream::connect(layout.socket())
+            .await
+            .is_ok()
+        {
+            return Ok(child);
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return Err(Error::Exited(layout.log()));
+        }
+        if Instant::now() > deadline {
+            return Err(Error::NoSocket(layout.socket()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

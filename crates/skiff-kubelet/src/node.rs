@@ -1,0 +1,154 @@
+//! The real node: registration with this machine's capacity, addresses and
+//! system info, a Lease renewed every 10 s, and a status whose Ready
+//! condition says whether the container runtime works (and why not).
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::{json, Value};
+
+/// How often the Lease is renewed and the status refreshed.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// What this machine offers, as the kubelet reports it.
+pub fn capacity(data_dir: &Path) -> Value {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    let disk = disk_bytes(data_dir);
+    json!({"cpu": cpus.to_string(), "memory": format!("{mem_kib}Ki"), "ephemeral-storage": disk.to_string(), "pods": "110"})
+}
+
+fn disk_bytes(path: &Path) -> u64 {
+    // `df` is everywhere and spares us an unsafe statvfs.
+    std::process::Command::new("df")
+        .args(["-B1", "--output=size"])
+        .arg(path)
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8(o.stdout)
+                .ok()?
+                .lines()
+                .nth(1)?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+fn os_image() -> String {
+    std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("PRETTY_NAME=")
+                    .map(|v| v.trim_matches('"').to_owned())
+            })
+        })
+        .unwrap_or_else(|| "Linux".into())
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The node's status, Ready or not with the runtime's reason.
+pub fn status(name: &str, ip: &str, capacity: &Value, runtime: &Result<String, String>) -> Value {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let condition = |t: &str, s: &str, reason: &str, message: &str| json!({"type": t, "status": s, "reason": reason, "message": message, "lastHeartbeatTime": now, "lastTransitionTime": now});
+    let ready = match runtime {
+        Ok(_) => condition(
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status",
+        ),
+        Err(why) => condition(
+            "Ready",
+            "False",
+            "KubeletNotReady",
+            &format!("container runtime is down: {why}"),
+        ),
+    };
+    json!({
+        "capacity": capacity,
+        "allocatable": capacity,
+        "conditions": [
+            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            ready,
+        ],
+        "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
+        "nodeInfo": {
+            "machineID": std::fs::read_to_string("/etc/machine-id").unwrap_or_default().trim(), "systemUUID": "", "bootID": "",
+            "kernelVersion": kernel(), "osImage": os_image(),
+            "containerRuntimeVersion": runtime.as_ref().map(String::as_str).unwrap_or("unknown"),
+            "kubeletVersion": "v1.35.0-skiff", "kubeProxyVersion": "",
+            "operatingSystem": "linux", "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+        },
+    })
+}
+
+/// Registers the node, or refreshes it if it exists.
+pub async fn register(
+    client: &Client,
+    name: &str,
+    labels: Value,
+    status: Value,
+) -> Result<Node, kube::Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "status": status,
+    }))
+    .expect("a well-formed node");
+    match nodes.create(&PostParams::default(), &node).await {
+        Ok(n) => Ok(n),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            nodes
+                .patch_status(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({"status": node.status})),
+                )
+                .await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Renews the node's Lease in `kube-node-lease`.
+pub async fn renew_lease(client: &Client, name: &str) -> Result<(), kube::Error> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": name, "namespace": "kube-node-lease"},
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": k8s_openapi::jiff::Timestamp::now().to_string()},
+    });
+    leases
+        .patch(
+            name,
+            &PatchParams::apply("skiff-agent").force(),
+            &Patch::Apply(&lease),
+        )
+        .await
+        .map(|_| ())
+}

@@ -1,0 +1,615 @@
+//! Pods on a real node, level-triggered: for each pod bound here, compare
+//! the spec with what the runtime reports and take the next step (sandbox,
+//! image, container, restart), then report the status. The runtime's state
+//! is the truth, so a restarted agent picks up where it was.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::watcher::{self, Event};
+use kube::Client;
+use serde_json::{json, Value};
+
+use crate::cri::{Cri, Error};
+
+const UID_LABEL: &str = "io.kubernetes.pod.uid";
+const NAME_LABEL: &str = "io.kubernetes.container.name";
+/// How often every pod is compared with the runtime, besides API events.
+const RESYNC: Duration = Duration::from_secs(1);
+
+/// Pods bound to this node, by uid.
+type Pods = Arc<Mutex<HashMap<String, Pod>>>;
+
+pub struct Worker {
+    pub client: Client,
+    pub cri: Cri,
+    pub node: String,
+    pub node_ip: String,
+    pub log_dir: std::path::PathBuf,
+    /// The last status written per pod uid.
+    reported: Mutex<HashMap<String, Value>>,
+}
+
+impl Worker {
+    pub fn new(
+        client: Client,
+        cri: Cri,
+        node: String,
+        node_ip: String,
+        log_dir: std::path::PathBuf,
+    ) -> Self {
+        Self {
+            client,
+            cri,
+            node,
+            node_ip,
+            log_dir,
+            reported: Mutex::default(),
+        }
+    }
+
+    /// Follows the pods bound here and keeps syncing them.
+    pub async fn run(self: Arc<Self>) {
+        let pods: Pods = Arc::default();
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let config = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node));
+        let (p, w) = (pods.clone(), wake.clone());
+        tokio::spawn(async move {
+            let mut events = watcher::watcher(api, config).boxed();
+            while let Some(e) = events.next().await {
+                let mut map = p.lock().unwrap_or_else(|e| e.into_inner());
+                match e {
+                    Ok(Event::Apply(pod) | Event::InitApply(pod)) => {
+                        map.insert(pod.metadata.uid.clone().unwrap_or_default(), pod);
+                    }
+                    Ok(Event::Delete(pod)) => {
+                        map.remove(pod.metadata.uid.as_deref().unwrap_or_default());
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "pod watch"),
+                }
+                w.notify_one();
+            }
+        });
+        loop {
+            let snapshot: Vec<Pod> = pods
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            for pod in &snapshot {
+                if let Err(e) = self.sync(pod).await {
+                    tracing::warn!(pod = ?pod.metadata.name, error = %e, "pod sync");
+                }
+            }
+            let known: Vec<String> = snapshot
+                .iter()
+                .filter_map(|p| p.metadata.uid.clone())
+                .collect();
+            if let Err(e) = self.remove_orphans(&known).await {
+                tracing::debug!(error = %e, "orphan sandboxes");
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(RESYNC) => {}
+            }
+        }
+    }
+
+    async fn sandboxes(&self, uid: &str) -> Result<Vec<cri::PodSandbox>, Error> {
+        let filter = cri::PodSandboxFilter {
+            label_selector: [(UID_LABEL.to_owned(), uid.to_owned())].into(),
+            ..Default::default()
+        };
+        let r = self
+            .cri
+            .runtime
+            .clone()
+            .list_pod_sandbox(cri::ListPodSandboxRequest {
+                filter: Some(filter),
+            })
+            .await?;
+        Ok(r.into_inner().items)
+    }
+
+    async fn containers(&self, sandbox: &str) -> Result<Vec<cri::Container>, Error> {
+        let filter = cri::ContainerFilter {
+            pod_sandbox_id: sandbox.to_owned(),
+            ..Default::default()
+        };
+        let r = self
+            .cri
+            .runtime
+            .clone()
+            .list_containers(cri::ListContainersRequest {
+                filter: Some(filter),
+            })
+            .await?;
+        Ok(r.into_inner().containers)
+    }
+
+    /// Stops and removes a pod's containers and sandboxes.
+    async fn tear_down(&self, uid: &str, grace: i64) -> Result<(), Error> {
+        let mut rt = self.cri.runtime.clone();
+        for sb in self.sandboxes(uid).await? {
+            for c in self.containers(&sb.id).await? {
+                if c.state == cri::ContainerState::ContainerRunning as i32 {
+                    rt.stop_container(cri::StopContainerRequest {
+                        container_id: c.id.clone(),
+                        timeout: grace,
+                    })
+                    .await?;
+                }
+            }
+            rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: sb.id.clone(),
+            })
+            .await?;
+            rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: sb.id.clone(),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_orphans(&self, known: &[String]) -> Result<(), Error> {
+        let r = self
+            .cri
+            .runtime
+            .clone()
+            .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+            .await?;
+        for sb in r.into_inner().items {
+            if let Some(uid) = sb.labels.get(UID_LABEL) {
+                if !known.contains(uid) {
+                    self.tear_down(uid, 0).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sandbox_config(&self, pod: &Pod, attempt: u32) -> cri::PodSandboxConfig {
+        let m = &pod.metadata;
+        let (name, ns, uid) = (
+            m.name.clone().unwrap_or_default(),
+            m.namespace.clone().unwrap_or_default(),
+            m.uid.clone().unwrap_or_default(),
+        );
+        let log_directory = self.log_dir.join(format!("{ns}_{name}_{uid}"));
+        let _ = std::fs::create_dir_all(&log_directory);
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.clone(),
+                uid: uid.clone(),
+                namespace: ns.clone(),
+                attempt,
+            }),
+            hostname: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.hostname.clone())
+                .unwrap_or(name.clone()),
+            log_directory: log_directory.display().to_string(),
+            labels: [
+                (UID_LABEL.to_owned(), uid),
+                ("io.kubernetes.pod.name".to_owned(), name),
+                ("io.kubernetes.pod.namespace".to_owned(), ns),
+            ]
+            .into(),
+            linux: Some(cri::LinuxPodSandboxConfig::default()),
+            ..Default::default()
+        }
+    }
+
+    /// Makes sure the image is present, pulling it as the policy says.
+    async fn ensure_image(&self, c: &Container) -> Result<(), String> {
+        let image = c.image.clone().unwrap_or_default();
+        let spec = cri::ImageSpec {
+            image: image.clone(),
+            ..Default::default()
+        };
+        let present = self
+            .cri
+            .images
+            .clone()
+            .image_status(cri::ImageStatusRequest {
+                image: Some(spec.clone()),
+                verbose: false,
+            })
+            .await
+            .map_err(|e| e.message().to_owned())?
+            .into_inner()
+            .image
+            .is_some();
+        let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
+        if present && policy != "Always" {
+            return Ok(());
+        }
+        if policy == "Never" {
+            return Err(format!("ErrImageNeverPull: container image {image:?} is not present with pull policy of Never"));
+        }
+        match self
+            .cri
+            .images
+            .clone()
+            .pull_image(cri::PullImageRequest {
+                image: Some(spec),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(_) if present => Ok(()),
+            Err(e) => Err(format!("ErrImagePull: {}", e.message())),
+        }
+    }
+
+    async fn start_container(
+        &self,
+        sandbox: &str,
+        config: &cri::PodSandboxConfig,
+        c: &Container,
+        attempt: u32,
+    ) -> Result<(), Error> {
+        let env = c
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|e| {
+                Some(cri::KeyValue {
+                    key: e.name.clone(),
+                    value: e.value.clone()?,
+                })
+            })
+            .collect();
+        let limits = c
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.clone())
+            .unwrap_or_default();
+        let requests = c
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.clone())
+            .unwrap_or_default();
+        let milli = |q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
+            q.and_then(|q| skiff_core::quantity::parse_milli(&q.0))
+        };
+        let cpu_request = milli(requests.get("cpu")).or(milli(limits.get("cpu")));
+        let resources = cri::LinuxContainerResources {
+            cpu_shares: cpu_request.map_or(2, |m| (m * 1024 / 1000).max(2) as i64),
+            cpu_period: if limits.contains_key("cpu") {
+                100_000
+            } else {
+                0
+            },
+            cpu_quota: milli(limits.get("cpu")).map_or(0, |m| (m * 100) as i64),
+            memory_limit_in_bytes: milli(limits.get("memory")).map_or(0, |m| (m / 1000) as i64),
+            ..Default::default()
+        };
+        let name = c.name.clone();
+        let container = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: name.clone(),
+                attempt,
+            }),
+            image: Some(cri::ImageSpec {
+                image: c.image.clone().unwrap_or_default(),
+                ..Default::default()
+            }),
+            command: c.command.clone().unwrap_or_default(),
+            args: c.args.clone().unwrap_or_default(),
+            working_dir: c.working_dir.clone().unwrap_or_default(),
+            envs: env,
+            labels: [
+                (NAME_LABEL.to_owned(), name.clone()),
+                (
+                    UID_LABEL.to_owned(),
+                    config.labels.get(UID_LABEL).cloned().unwrap_or_default(),
+                ),
+            ]
+            .into(),
+            log_path: format!("{name}/{attempt}.log"),
+            linux: Some(cri::LinuxContainerConfig {
+                resources: Some(resources),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut rt = self.cri.runtime.clone();
+        let id = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sandbox.to_owned(),
+                config: Some(container),
+                sandbox_config: Some(config.clone()),
+            })
+            .await?
+            .into_inner()
+            .container_id;
+        rt.start_container(cri::StartContainerRequest { container_id: id })
+            .await?;
+        Ok(())
+    }
+
+    /// One step for one pod, then its status.
+    async fn sync(&self, pod: &Pod) -> Result<(), Error> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let spec = pod.spec.clone().unwrap_or_default();
+        if pod.metadata.deletion_timestamp.is_some() {
+            let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30);
+            self.tear_down(&uid, grace).await?;
+            let api: Api<Pod> = Api::namespaced(
+                self.client.clone(),
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+            );
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            let _ = api
+                .delete(pod.metadata.name.as_deref().unwrap_or_default(), &params)
+                .await;
+            self.reported
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&uid);
+            return Ok(());
+        }
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or("Pending");
+        if matches!(phase, "Succeeded" | "Failed") {
+            return Ok(());
+        }
+        let ready_sandbox = self
+            .sandboxes(&uid)
+            .await?
+            .into_iter()
+            .find(|s| s.state == cri::PodSandboxState::SandboxReady as i32);
+        let config = self.sandbox_config(pod, 0);
+        let sandbox = match ready_sandbox {
+            Some(s) => s.id,
+            None => {
+                self.cri
+                    .runtime
+                    .clone()
+                    .run_pod_sandbox(cri::RunPodSandboxRequest {
+                        config: Some(config.clone()),
+                        runtime_handler: String::new(),
+                    })
+                    .await?
+                    .into_inner()
+                    .pod_sandbox_id
+            }
+        };
+        let restart = spec.restart_policy.as_deref().unwrap_or("Always");
+        let mut waiting: HashMap<String, String> = HashMap::new();
+        let existing = self.containers(&sandbox).await?;
+        for c in &spec.containers {
+            let mine: Vec<&cri::Container> = existing
+                .iter()
+                .filter(|x| x.labels.get(NAME_LABEL) == Some(&c.name))
+                .collect();
+            let latest = mine
+                .iter()
+                .max_by_key(|x| x.metadata.as_ref().map_or(0, |m| m.attempt));
+            let attempt = latest
+                .and_then(|x| x.metadata.as_ref())
+                .map_or(0, |m| m.attempt);
+            let start_as = match latest {
+                None => Some(0),
+                Some(x) if x.state == cri::ContainerState::ContainerExited as i32 => {
+                    let status = self
+                        .cri
+                        .runtime
+                        .clone()
+                        .container_status(cri::ContainerStatusRequest {
+                            container_id: x.id.clone(),
+                            verbose: false,
+                        })
+                        .await?
+                        .into_inner()
+                        .status
+                        .unwrap_or_default();
+                    let again =
+                        restart == "Always" || (restart == "OnFailure" && status.exit_code != 0);
+                    let finished = chrono::DateTime::from_timestamp_nanos(status.finished_at);
+                    // Upstream's back-off: 10 s doubling per restart, up to 5 min.
+                    let delay = chrono::Duration::seconds((10i64 << attempt.min(5)).min(300));
+                    if again && chrono::Utc::now() >= finished + delay {
+                        Some(attempt + 1)
+                    } else {
+                        if again {
+                            waiting.insert(c.name.clone(), "CrashLoopBackOff".into());
+                        }
+                        None
+                    }
+                }
+                Some(_) => None,
+            };
+            if let Some(attempt) = start_as {
+                if let Err(why) = self.ensure_image(c).await {
+                    waiting.insert(c.name.clone(), why);
+                    continue;
+                }
+                if let Err(e) = self.start_container(&sandbox, &config, c, attempt).await {
+                    waiting.insert(c.name.clone(), format!("CreateContainerError: {e}"));
+                }
+            }
+        }
+        self.report(pod, &sandbox, &waiting).await
+    }
+
+    async fn report(
+        &self,
+        pod: &Pod,
+        sandbox: &str,
+        waiting: &HashMap<String, String>,
+    ) -> Result<(), Error> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut rt = self.cri.runtime.clone();
+        let ip = rt
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: sandbox.to_owned(),
+                verbose: false,
+            })
+            .await?
+            .into_inner()
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default();
+        let existing = self.containers(sandbox).await?;
+        let stamp = |nanos: i64| {
+            chrono::DateTime::from_timestamp_nanos(nanos)
+                .format("%Y-%m-%dT%H:%M:%SZ")
+                .to_string()
+        };
+        let mut statuses = Vec::new();
+        let (mut running, mut succeeded, mut failed) = (0, 0, 0);
+        let restart = spec.restart_policy.as_deref().unwrap_or("Always");
+        for c in &spec.containers {
+            let latest = existing
+                .iter()
+                .filter(|x| x.labels.get(NAME_LABEL) == Some(&c.name))
+                .max_by_key(|x| x.metadata.as_ref().map_or(0, |m| m.attempt));
+            let (state, id, restarts) = match latest {
+                None => (
+                    json!({"waiting": {"reason": waiting.get(&c.name).map(|w| w.split(':').next().unwrap_or("").to_owned()).unwrap_or_else(|| "ContainerCreating".into()), "message": waiting.get(&c.name)}}),
+                    String::new(),
+                    0,
+                ),
+                Some(x) => {
+                    let s = rt
+                        .container_status(cri::ContainerStatusRequest {
+                            container_id: x.id.clone(),
+                            verbose: false,
+                        })
+                        .await?
+                        .into_inner()
+                        .status
+                        .unwrap_or_default();
+                    let attempt = x.metadata.as_ref().map_or(0, |m| m.attempt);
+                    let state = if s.state == cri::ContainerState::ContainerRunning as i32 {
+                        running += 1;
+                        json!({"running": {"startedAt": stamp(s.started_at)}})
+                    } else if s.state == cri::ContainerState::ContainerExited as i32 {
+                        if s.exit_code == 0 {
+                            succeeded += 1
+                        } else {
+                            failed += 1
+                        }
+                        let reason = if s.reason.is_empty() {
+                            if s.exit_code == 0 {
+                                "Completed".to_owned()
+                            } else {
+                                "Error".to_owned()
+                            }
+                        } else {
+                            s.reason.clone()
+                        };
+                        let terminated = json!({"terminated": {"exitCode": s.exit_code, "reason": reason, "startedAt": stamp(s.started_at), "finishedAt": stamp(s.finished_at), "containerID": format!("containerd://{}", x.id)}});
+                        match waiting.get(&c.name) {
+                            Some(w) => {
+                                json!({"waiting": {"reason": w, "message": format!("back-off restarting failed container {}", c.name)}, "__last": terminated})
+                            }
+                            None => terminated,
+                        }
+                    } else {
+                        json!({"waiting": {"reason": "ContainerCreating"}})
+                    };
+                    (state, x.id.clone(), attempt)
+                }
+            };
+            let mut st = json!({
+                "name": c.name, "image": c.image, "imageID": "", "containerID": if id.is_empty() { Value::Null } else { json!(format!("containerd://{id}")) },
+                "ready": state.get("running").is_some(), "started": state.get("running").is_some(), "restartCount": restarts,
+                "state": state,
+            });
+            if let Some(last) = st["state"].as_object_mut().and_then(|o| o.remove("__last")) {
+                st["lastState"] = last;
+            }
+            statuses.push(st);
+        }
+        let total = spec.containers.len();
+        let phase = if running == total {
+            "Running"
+        } else if succeeded == total && restart != "Always" {
+            "Succeeded"
+        } else if failed > 0 && succeeded + failed == total && restart == "Never" {
+            "Failed"
+        } else if running + succeeded + failed > 0 {
+            "Running"
+        } else {
+            "Pending"
+        };
+        let ready = running == total;
+        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let cond = |t: &str, ok: bool| json!({"type": t, "status": if ok { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": now});
+        let host_ip = self.node_ip.clone();
+        let mut status = json!({
+            "phase": phase, "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
+            "conditions": [cond("PodReadyToStartContainers", !ip.is_empty()), cond("Initialized", true), cond("Ready", ready), cond("ContainersReady", ready), cond("PodScheduled", true)],
+            "containerStatuses": statuses,
+            "startTime": pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0.to_string()).unwrap_or(now.clone()),
+        });
+        if !ip.is_empty() {
+            status["podIP"] = json!(ip);
+            status["podIPs"] = json!([{"ip": ip}]);
+        }
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        // Compare without timestamps of conditions, which change every pass.
+        let comparable = |s: &Value| {
+            let mut s = s.clone();
+            for c in s["conditions"].as_array_mut().into_iter().flatten() {
+                c.as_object_mut().map(|o| o.remove("lastTransitionTime"));
+            }
+            s
+        };
+        let same = self
+            .reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&uid)
+            .is_some_and(|r| comparable(r) == comparable(&status));
+        if same {
+            return Ok(());
+        }
+        let api: Api<Pod> = Api::namespaced(
+            self.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+        );
+        match api
+            .patch_status(
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": status})),
+            )
+            .await
+        {
+            Ok(_) => {
+                self.reported
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(uid, status);
+            }
+            Err(e) => tracing::debug!(error = %e, "could not report pod status"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,207 @@
+//! End to end with real containers: `skiff server` with its node agent and
+//! its own containerd, runc and CNI bridge, driven by the real kubectl.
+//! Needs root and Debian's containerd, runc, containernetworking-plugins,
+//! busybox-static, umoci and skopeo (`.ci/run` installs them).
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{create, wait_for, Cluster};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+fn check_prerequisites() {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    assert!(root, "the real-container tests need root");
+    for tool in ["containerd", "runc", "ctr", "umoci", "skopeo", "busybox"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(found, "{tool} is missing: run .ci/run or apt-get install containerd runc containernetworking-plugins busybox-static umoci skopeo");
+    }
+    assert!(
+        Path::new("/usr/lib/cni/bridge").exists(),
+        "containernetworking-plugins is missing"
+    );
+}
+
+fn pod(c: &Cluster, name: &str) -> Value {
+    c.json(&["get", "pod", name])
+}
+
+fn container_state(p: &Value) -> Value {
+    p["status"]["containerStatuses"][0].clone()
+}
+
+/// Stops what the test started outside the server: its containerd (by its
+/// own config path) and its bridge.
+struct Cleanup(std::path::PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let config = self.0.join("agent/containerd/config.toml");
+        let _ = Command::new("pkill")
+            .args(["-f", &format!("containerd --config {}", config.display())])
+            .status();
+        let _ = Command::new("ip")
+            .args(["link", "delete", "skiff0"])
+            .status();
+    }
+}
+
+#[test]
+fn pods_run_as_real_containers() {
+    check_prerequisites();
+    let images = tempfile::tempdir().unwrap();
+    let built = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/build-test-images.sh"
+    ))
+    .arg(images.path())
+    .output()
+    .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let c = Cluster::start_with_agent();
+    let _cleanup = Cleanup(c.dir.path().to_owned());
+    let agent_dir = c.dir.path().join("agent");
+    wait_for("containerd's socket", LIMIT, || {
+        agent_dir
+            .join("containerd/containerd.sock")
+            .exists()
+            .then_some(())
+    });
+    for image in ["pause.tar", "busybox.tar"] {
+        let status = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["image", "import", "--data-dir"])
+            .arg(&agent_dir)
+            .arg(images.path().join(image))
+            .output()
+            .unwrap();
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+    }
+    let node = wait_for("a Ready node", LIMIT, || {
+        let nodes = c.json(&["get", "nodes"]);
+        let n = nodes["items"].as_array()?.first()?.clone();
+        let ready = n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        ready.then_some(n)
+    });
+    assert!(node["spec"]["podCIDR"]
+        .as_str()
+        .unwrap()
+        .starts_with("10.42."));
+    assert!(node["status"]["capacity"]["cpu"].as_str().is_some());
+
+    let manifest = |name: &str, restart: &str, policy: &str, image: &str, cmd: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: {restart}\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: main\n    image: {image}\n    imagePullPolicy: {policy}\n    command: [sh, -c, '{cmd}']\n")
+    };
+    create(
+        &c,
+        &manifest(
+            "runner",
+            "Always",
+            "IfNotPresent",
+            "skiff.local/busybox:1",
+            "sleep 3600",
+        ),
+    );
+    create(
+        &c,
+        &manifest(
+            "crasher",
+            "Always",
+            "IfNotPresent",
+            "skiff.local/busybox:1",
+            "exit 1",
+        ),
+    );
+    create(
+        &c,
+        &manifest(
+            "oneshot",
+            "Never",
+            "IfNotPresent",
+            "skiff.local/busybox:1",
+            "true",
+        ),
+    );
+    create(
+        &c,
+        &manifest(
+            "missing",
+            "Always",
+            "Never",
+            "skiff.local/nothing:1",
+            "true",
+        ),
+    );
+
+    let ip = wait_for("runner to run", LIMIT, || {
+        let p = pod(&c, "runner");
+        (p["status"]["phase"] == "Running" && container_state(&p)["ready"] == true)
+            .then(|| p["status"]["podIP"].as_str().map(str::to_owned))
+            .flatten()
+    });
+    assert!(
+        ip.starts_with("10.42."),
+        "pod IP {ip} from the node's podCIDR"
+    );
+    wait_for("oneshot to succeed", LIMIT, || {
+        let p = pod(&c, "oneshot");
+        (p["status"]["phase"] == "Succeeded"
+            && container_state(&p)["state"]["terminated"]["reason"] == "Completed")
+            .then_some(())
+    });
+    wait_for("crasher to back off", LIMIT, || {
+        let s = container_state(&pod(&c, "crasher"));
+        (s["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+            && s["restartCount"].as_i64() >= Some(1)
+            && s["lastState"]["terminated"]["exitCode"] == 1)
+            .then_some(())
+    });
+    wait_for("missing to report its image", LIMIT, || {
+        let s = container_state(&pod(&c, "missing"));
+        (s["state"]["waiting"]["reason"] == "ErrImageNeverPull").then_some(())
+    });
+    let shown = c.ok(&["get", "pods"]);
+    assert!(
+        shown.contains("CrashLoopBackOff") && shown.contains("Completed"),
+        "{shown}"
+    );
+
+    // Deleting pods stops their containers and removes their sandboxes.
+    c.ok(&["delete", "pods", "--all", "--timeout=60s"]);
+    let socket = agent_dir.join("containerd/containerd.sock");
+    wait_for("the runtime to be empty", LIMIT, || {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .args(["-n", "k8s.io", "tasks", "ls", "-q"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
+}

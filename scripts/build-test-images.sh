@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds the test images from Debian packages, with no registry: a busybox
+# image (skiff.local/busybox:1) and the sandbox image (skiff.local/pause:1,
+# busybox sleeping for ever), each as a docker-archive in OUT_DIR.
+set -euo pipefail
+out="${1:?usage: build-test-images.sh OUT_DIR}"
+mkdir -p "$out"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+build() { # name tag entrypoint...
+  local name="$1" tag="$2"; shift 2
+  local layout="$work/$name"
+  umoci init --layout "$layout" >/dev/null
+  umoci new --image "$layout:$tag" >/dev/null
+  umoci unpack --rootless --image "$layout:$tag" "$work/$name-bundle" >/dev/null
+  local root="$work/$name-bundle/rootfs"
+  mkdir -p "$root/bin" "$root/tmp" "$root/etc" "$root/proc" "$root/sys" "$root/dev"
+  cp /bin/busybox "$root/bin/busybox"
+  for tool in sh sleep echo cat ls env true false wget httpd nc id hostname ps kill trap printf head; do
+    ln -sf busybox "$root/bin/$tool"
+  done
+  echo "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"
+  echo "root:x:0:" > "$root/etc/group"
+  umoci repack --image "$layout:$tag" "$work/$name-bundle" >/dev/null
+  umoci config --image "$layout:$tag" --config.env PATH=/bin "$@" >/dev/null
+  skopeo copy --quiet "oci:$layout:$tag" "docker-archive:$out/$name.tar:skiff.local/$name:$tag" >/dev/null
+}
+
+build busybox 1 --config.cmd sh
+build pause 1 --config.entrypoint /bin/sleep --config.entrypoint 2147483647
+echo "$out/busybox.tar $out/pause.tar"
