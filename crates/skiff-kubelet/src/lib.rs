@@ -8,5 +8,6 @@ pub mod containerd;
 pub mod cri;
 pub mod join;
 pub mod node;
+pub mod pod_inputs;
 pub mod pods;
 pub mod simulated;

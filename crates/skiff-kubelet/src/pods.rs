@@ -16,6 +16,7 @@ use kube::Client;
 use serde_json::{json, Value};
 
 use crate::cri::{Cri, Error};
+use crate::pod_inputs;
 
 const UID_LABEL: &str = "io.kubernetes.pod.uid";
 const NAME_LABEL: &str = "io.kubernetes.container.name";
@@ -259,18 +260,9 @@ impl Worker {
         config: &cri::PodSandboxConfig,
         c: &Container,
         attempt: u32,
+        env: Vec<cri::KeyValue>,
+        mounts: Vec<cri::Mount>,
     ) -> Result<(), Error> {
-        let env = c
-            .env
-            .iter()
-            .flatten()
-            .filter_map(|e| {
-                Some(cri::KeyValue {
-                    key: e.name.clone(),
-                    value: e.value.clone()?,
-                })
-            })
-            .collect();
         let limits = c
             .resources
             .as_ref()
@@ -310,6 +302,7 @@ impl Worker {
             args: c.args.clone().unwrap_or_default(),
             working_dir: c.working_dir.clone().unwrap_or_default(),
             envs: env,
+            mounts,
             labels: [
                 (NAME_LABEL.to_owned(), name.clone()),
                 (
@@ -366,6 +359,8 @@ impl Worker {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&uid);
+            // Only the pod's own directories: hostPath volumes live elsewhere.
+            let _ = std::fs::remove_dir_all(self.log_dir.join(&uid));
             return Ok(());
         }
         let phase = pod
@@ -399,6 +394,24 @@ impl Worker {
         };
         let restart = spec.restart_policy.as_deref().unwrap_or("Always");
         let mut waiting: HashMap<String, String> = HashMap::new();
+        // Volumes are refreshed on every pass, so mounted ConfigMaps and
+        // Secrets follow their objects.
+        let volume_dir = self.log_dir.join(&uid).join("volumes");
+        let volumes = pod_inputs::volumes(&self.client, pod, &volume_dir).await;
+        let pod_ip = self
+            .cri
+            .runtime
+            .clone()
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: sandbox.clone(),
+                verbose: false,
+            })
+            .await?
+            .into_inner()
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default();
         let existing = self.containers(&sandbox).await?;
         for c in &spec.containers {
             let mine: Vec<&cri::Container> = existing
@@ -447,7 +460,27 @@ impl Worker {
                     waiting.insert(c.name.clone(), why);
                     continue;
                 }
-                if let Err(e) = self.start_container(&sandbox, &config, c, attempt).await {
+                let volumes = match &volumes {
+                    Ok(v) => v,
+                    Err(why) => {
+                        waiting
+                            .insert(c.name.clone(), format!("CreateContainerConfigError: {why}"));
+                        continue;
+                    }
+                };
+                let env = match pod_inputs::env(&self.client, pod, c, &pod_ip).await {
+                    Ok(env) => env,
+                    Err(why) => {
+                        waiting
+                            .insert(c.name.clone(), format!("CreateContainerConfigError: {why}"));
+                        continue;
+                    }
+                };
+                let mounts = pod_inputs::mounts(c, volumes);
+                if let Err(e) = self
+                    .start_container(&sandbox, &config, c, attempt, env, mounts)
+                    .await
+                {
                     waiting.insert(c.name.clone(), format!("CreateContainerError: {e}"));
                 }
             }

@@ -183,6 +183,36 @@ fn pods_run_as_real_containers() {
         let s = container_state(&pod(&c, "missing"));
         (s["state"]["waiting"]["reason"] == "ErrImageNeverPull").then_some(())
     });
+    // Environment and files from a ConfigMap and a Secret.
+    c.ok(&[
+        "create",
+        "configmap",
+        "settings",
+        "--from-literal=greeting=hello",
+        "--from-literal=color=blue",
+    ]);
+    c.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=password=s3cret",
+    ]);
+    create(
+        &c,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: reader}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    command: [sh, -c, 'test \"$GREETING\" = hello && test \"$password\" = s3cret && test \"$POD\" = reader && test \"$(cat /etc/settings/color)\" = blue && test \"$(cat /etc/creds/password)\" = s3cret && test -d /scratch']\n    env:\n    - {name: GREETING, valueFrom: {configMapKeyRef: {name: settings, key: greeting}}}\n    - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}\n    envFrom: [{secretRef: {name: creds}}]\n    volumeMounts:\n    - {name: settings, mountPath: /etc/settings}\n    - {name: creds, mountPath: /etc/creds}\n    - {name: scratch, mountPath: /scratch}\n  volumes:\n  - {name: settings, configMap: {name: settings}}\n  - {name: creds, secret: {secretName: creds}}\n  - {name: scratch, emptyDir: {}}\n",
+    );
+    create(&c, "apiVersion: v1\nkind: Pod\nmetadata: {name: unconfigured}\nspec:\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    envFrom: [{configMapRef: {name: absent}}]\n");
+    wait_for("reader to find its inputs", LIMIT, || {
+        let p = pod(&c, "reader");
+        assert_ne!(p["status"]["phase"], "Failed", "{}", p["status"]);
+        (p["status"]["phase"] == "Succeeded").then_some(())
+    });
+    wait_for("unconfigured to wait for its ConfigMap", LIMIT, || {
+        let s = container_state(&pod(&c, "unconfigured"));
+        (s["state"]["waiting"]["reason"] == "CreateContainerConfigError").then_some(())
+    });
+
     let shown = c.ok(&["get", "pods"]);
     assert!(
         shown.contains("CrashLoopBackOff") && shown.contains("Completed"),

@@ -1,0 +1,260 @@
+//! What a container is given besides its image: environment variables
+//! (values, ConfigMap and Secret keys, pod fields, `envFrom`) and volumes
+//! (emptyDir, hostPath, ConfigMap, Secret), materialized under the pod's
+//! directory and kept current on every sync.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::api::Api;
+use kube::Client;
+
+/// The data of a ConfigMap or Secret, as bytes by key; `None` when it does
+/// not exist.
+async fn data(
+    client: &Client,
+    ns: &str,
+    kind: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+    let fail = |e: kube::Error| format!("{kind} {name:?}: {e}");
+    if kind == "secret" {
+        let s = Api::<Secret>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(fail)?;
+        Ok(s.map(|s| {
+            let mut out: BTreeMap<String, Vec<u8>> = s
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            out.extend(
+                s.string_data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes())),
+            );
+            out
+        }))
+    } else {
+        let c = Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(fail)?;
+        Ok(c.map(|c| {
+            let mut out: BTreeMap<String, Vec<u8>> = c
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            out.extend(
+                c.binary_data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0)),
+            );
+            out
+        }))
+    }
+}
+
+/// A pod field for `fieldRef`.
+fn field(pod: &Pod, path: &str, pod_ip: &str) -> Option<String> {
+    let m = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    Some(match path {
+        "metadata.name" => m.name.clone()?,
+        "metadata.namespace" => m.namespace.clone()?,
+        "metadata.uid" => m.uid.clone()?,
+        "spec.nodeName" => spec?.node_name.clone()?,
+        "spec.serviceAccountName" => spec?.service_account_name.clone()?,
+        "status.podIP" => pod_ip.to_owned(),
+        "status.hostIP" => pod.status.as_ref()?.host_ip.clone().unwrap_or_default(),
+        other => {
+            let key = other
+                .strip_prefix("metadata.labels['")?
+                .strip_suffix("']")?;
+            m.labels.as_ref()?.get(key)?.clone()
+        }
+    })
+}
+
+/// The container's environment; an error is a `CreateContainerConfigError`.
+pub async fn env(
+    client: &Client,
+    pod: &Pod,
+    c: &Container,
+    pod_ip: &str,
+) -> Result<Vec<cri::KeyValue>, String> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for from in c.env_from.iter().flatten() {
+        let (kind, name, optional) = match (&from.config_map_ref, &from.secret_ref) {
+            (Some(r), _) => ("configmap", r.name.clone(), r.optional == Some(true)),
+            (_, Some(r)) => ("secret", r.name.clone(), r.optional == Some(true)),
+            _ => continue,
+        };
+        match data(client, &ns, kind, &name).await? {
+            Some(d) => {
+                let prefix = from.prefix.clone().unwrap_or_default();
+                out.extend(d.into_iter().map(|(k, v)| {
+                    (
+                        format!("{prefix}{k}"),
+                        String::from_utf8_lossy(&v).into_owned(),
+                    )
+                }));
+            }
+            None if optional => {}
+            None => return Err(format!("{kind} {name:?} not found")),
+        }
+    }
+    for e in c.env.iter().flatten() {
+        let value = if let Some(v) = &e.value {
+            Some(v.clone())
+        } else if let Some(src) = &e.value_from {
+            let ns = ns.as_str();
+            let from_key = |kind: &'static str, name: String, key: String, optional: bool| async move {
+                match data(client, ns, kind, &name).await? {
+                    Some(d) => match d.get(&key) {
+                        Some(v) => Ok(Some(String::from_utf8_lossy(v).into_owned())),
+                        None if optional => Ok(None),
+                        None => Err(format!("couldn't find key {key} in {kind} {ns}/{name}")),
+                    },
+                    None if optional => Ok(None),
+                    None => Err(format!("{kind} {name:?} not found")),
+                }
+            };
+            if let Some(r) = &src.config_map_key_ref {
+                from_key(
+                    "configmap",
+                    r.name.clone(),
+                    r.key.clone(),
+                    r.optional == Some(true),
+                )
+                .await?
+            } else if let Some(r) = &src.secret_key_ref {
+                from_key(
+                    "secret",
+                    r.name.clone(),
+                    r.key.clone(),
+                    r.optional == Some(true),
+                )
+                .await?
+            } else if let Some(r) = &src.field_ref {
+                field(pod, &r.field_path, pod_ip)
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        if let Some(v) = value {
+            out.insert(e.name.clone(), v);
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|(key, value)| cri::KeyValue { key, value })
+        .collect())
+}
+
+/// Writes `files` into `dir` where they differ, with `mode`.
+fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        if std::fs::read(&path).ok().as_ref() == Some(bytes) {
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        let tmp = path.with_extension("skiff-tmp");
+        std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Makes the pod's volumes exist under `dir`, returning each one's host
+/// path; an error is a `CreateContainerConfigError`.
+pub async fn volumes(
+    client: &Client,
+    pod: &Pod,
+    dir: &Path,
+) -> Result<BTreeMap<String, PathBuf>, String> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let path = dir.join(&v.name);
+        if v.empty_dir.is_some() {
+            std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        } else if let Some(h) = &v.host_path {
+            if h.type_.as_deref() == Some("DirectoryOrCreate") {
+                std::fs::create_dir_all(&h.path).map_err(|e| format!("{}: {e}", h.path))?;
+            }
+            out.insert(v.name.clone(), PathBuf::from(&h.path));
+            continue;
+        } else {
+            let (kind, name, items, mode, optional) = match (&v.config_map, &v.secret) {
+                (Some(c), _) => (
+                    "configmap",
+                    c.name.clone(),
+                    c.items.clone(),
+                    c.default_mode,
+                    c.optional == Some(true),
+                ),
+                (_, Some(s)) => (
+                    "secret",
+                    s.secret_name.clone().unwrap_or_default(),
+                    s.items.clone(),
+                    s.default_mode,
+                    s.optional == Some(true),
+                ),
+                _ => continue,
+            };
+            let files = match data(client, &ns, kind, &name).await? {
+                Some(d) => match items {
+                    Some(items) => items
+                        .iter()
+                        .filter_map(|i| Some((i.path.clone(), d.get(&i.key)?.clone())))
+                        .collect(),
+                    None => d,
+                },
+                None if optional => BTreeMap::new(),
+                None => return Err(format!("{kind} {name:?} not found")),
+            };
+            write_files(&path, &files, mode.unwrap_or(0o644) as u32)?;
+        }
+        out.insert(v.name.clone(), path);
+    }
+    Ok(out)
+}
+
+/// The container's mounts of the pod's volumes.
+pub fn mounts(c: &Container, volumes: &BTreeMap<String, PathBuf>) -> Vec<cri::Mount> {
+    c.volume_mounts
+        .iter()
+        .flatten()
+        .filter_map(|m| {
+            let mut host = volumes.get(&m.name)?.clone();
+            if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                host = host.join(sub);
+            }
+            Some(cri::Mount {
+                container_path: m.mount_path.clone(),
+                host_path: host.display().to_string(),
+                readonly: m.read_only == Some(true),
+                ..Default::default()
+            })
+        })
+        .collect()
+}
