@@ -20,6 +20,8 @@ use crate::pod_inputs;
 
 const UID_LABEL: &str = "io.kubernetes.pod.uid";
 const NAME_LABEL: &str = "io.kubernetes.container.name";
+/// How many pods are synced at once.
+const PARALLEL_SYNCS: usize = 16;
 /// How often every pod is compared with the runtime, besides API events.
 const RESYNC: Duration = Duration::from_secs(1);
 
@@ -85,11 +87,15 @@ impl Worker {
                 .values()
                 .cloned()
                 .collect();
-            for pod in &snapshot {
-                if let Err(e) = self.sync(pod).await {
-                    tracing::warn!(pod = ?pod.metadata.name, error = %e, "pod sync");
-                }
-            }
+            // Pods are independent: sync several at once, each once a pass.
+            let this = &*self;
+            futures::stream::iter(&snapshot)
+                .for_each_concurrent(PARALLEL_SYNCS, |pod| async move {
+                    if let Err(e) = this.sync(pod).await {
+                        tracing::warn!(pod = ?pod.metadata.name, error = %e, "pod sync");
+                    }
+                })
+                .await;
             let known: Vec<String> = snapshot
                 .iter()
                 .filter_map(|p| p.metadata.uid.clone())

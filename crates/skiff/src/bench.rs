@@ -25,6 +25,19 @@ pub enum What {
     /// The controller manager, in its own process: a large Deployment on
     /// simulated nodes, scaled up and down.
     Controllers(ControllersArgs),
+    /// Pod startup on one real node (root, containerd): creation to Running.
+    Pods(PodsArgs),
+}
+
+#[derive(clap::Args)]
+pub struct PodsArgs {
+    /// Pods created at once.
+    #[arg(long, default_value_t = 50)]
+    pods: usize,
+    /// A folder with `pause.tar` and `busybox.tar`, as
+    /// `scripts/build-test-images.sh DIR` makes them.
+    #[arg(long)]
+    images: std::path::PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -77,6 +90,7 @@ pub async fn run(what: What) -> Result<()> {
         What::Api(args) => api(args).await,
         What::Schedule(args) => schedule(args).await,
         What::Controllers(args) => controllers(args).await,
+        What::Pods(args) => pods(args).await,
     }
 }
 
@@ -375,6 +389,203 @@ async fn controllers(args: ControllersArgs) -> Result<()> {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Pod startup latency on one real node: a separate `skiff agent` with its
+/// own containerd, images imported, pods created at once, each timed from
+/// its create request to the watch event that shows it Running.
+async fn pods(args: PodsArgs) -> Result<()> {
+    let dir = tempdir()?;
+    let (server, _) = Server::start(&dir, &[]).await?;
+    let agent_dir = dir.join("agent");
+    let mut agent = Command::new(std::env::current_exe()?)
+        .args(["agent", "--server", &server.url, "--token-file"])
+        .arg(dir.join("node-token"))
+        .arg("--data-dir")
+        .arg(&agent_dir)
+        .args(["--node-name", "bench"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let socket = agent_dir.join("containerd/containerd.sock");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !socket.exists() {
+        if Instant::now() > deadline {
+            let _ = agent.kill();
+            bail!("containerd did not start; is it installed, and are we root?");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for image in ["pause.tar", "busybox.tar"] {
+        let ok = Command::new("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .args(["-n", "k8s.io", "images", "import"])
+            .arg(args.images.join(image))
+            .stdout(Stdio::null())
+            .status()?
+            .success();
+        if !ok {
+            let _ = agent.kill();
+            bail!("could not import {image}");
+        }
+    }
+    let client = server.client()?;
+    // The node is Ready once its network is configured.
+    loop {
+        let node: serde_json::Value = client
+            .get(format!("{}/api/v1/nodes/bench", server.url))
+            .bearer_auth(&server.token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let ready = node["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        });
+        if ready {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = agent.kill();
+            bail!("the node did not become Ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let agent_idle = rss_kib(agent.id());
+    let containerd_idle = child_rss_kib(agent.id(), "containerd");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let watch = client
+        .get(format!(
+            "{}/api/v1/namespaces/default/pods?watch=true",
+            server.url
+        ))
+        .bearer_auth(&server.token)
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await?;
+    let watcher = tokio::spawn(async move {
+        let mut stream = watch.bytes_stream();
+        let mut buf = Vec::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            buf.extend_from_slice(&chunk);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                let Ok(event) = serde_json::from_slice::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if event["object"]["status"]["phase"] == "Running" {
+                    let name = event["object"]["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned();
+                    let _ = tx.send((name, Instant::now()));
+                }
+            }
+        }
+    });
+    let url = format!("{}/api/v1/namespaces/default/pods", server.url);
+    let mut sent = HashMap::new();
+    let creates = (0..args.pods).map(|i| {
+        let name = format!("start-{i}");
+        let body = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "c", "image": "skiff.local/busybox:1",
+                     "imagePullPolicy": "Never", "command": ["sleep", "3600"]}]}});
+        let (client, url, token) = (&client, &url, &server.token);
+        async move {
+            let at = Instant::now();
+            let r = client.post(url).bearer_auth(token).json(&body).send().await?;
+            anyhow::ensure!(r.status() == 201, "create answered {}", r.status());
+            Ok::<_, anyhow::Error>((name, at))
+        }
+    });
+    for r in futures::future::join_all(creates).await {
+        let (name, at) = r?;
+        sent.insert(name, at);
+    }
+    let mut running = HashMap::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(120);
+    while running.len() < args.pods {
+        match tokio::time::timeout_at(until, rx.recv()).await {
+            Ok(Some((name, at))) => {
+                running.entry(name).or_insert(at);
+            }
+            _ => break,
+        }
+    }
+    let mut latencies: Vec<Duration> = running
+        .iter()
+        .filter_map(|(n, at)| Some(at.saturating_duration_since(*sent.get(n)?)))
+        .collect();
+    latencies.sort();
+    println!("{} pods on one node, image present", args.pods);
+    println!(
+        "create → Running p50 / p99     {} / {} ({}/{} running)",
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99)),
+        running.len(),
+        args.pods
+    );
+    println!(
+        "idle RSS agent / containerd    {} / {} MiB",
+        agent_idle / 1024,
+        containerd_idle / 1024
+    );
+    watcher.abort();
+    // Pods go before the agent, so no container outlives the run.
+    let _ = client.delete(&url).bearer_auth(&server.token).send().await;
+    let gone_by = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < gone_by {
+        let list: serde_json::Value = client
+            .get(&url)
+            .bearer_auth(&server.token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if list["items"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The agent removes the sandboxes of deleted pods; wait for that.
+    while Instant::now() < gone_by {
+        let tasks = Command::new("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .args(["-n", "k8s.io", "tasks", "ls", "-q"])
+            .output()?;
+        if String::from_utf8_lossy(&tasks.stdout).trim().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let config = agent_dir.join("containerd/config.toml");
+    let _ = Command::new("pkill")
+        .args(["-f", &format!("containerd --config {}", config.display())])
+        .status();
+    let _ = Command::new("ip")
+        .args(["link", "delete", "skiff0"])
+        .status();
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The RSS of a child of `parent` whose command is `name`.
+fn child_rss_kib(parent: u32, name: &str) -> u64 {
+    let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+        .unwrap_or_default();
+    children
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .map_or(0, rss_kib)
 }
 
 /// Creates pods and measures, from a watch, when each is bound.
