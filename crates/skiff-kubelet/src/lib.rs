@@ -10,4 +10,5 @@ pub mod join;
 pub mod node;
 pub mod pod_inputs;
 pub mod pods;
+pub mod probes;
 pub mod simulated;

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use crate::cri::{Cri, Error};
 use crate::pod_inputs;
+use crate::probes::Prober;
 
 const UID_LABEL: &str = "io.kubernetes.pod.uid";
 const NAME_LABEL: &str = "io.kubernetes.container.name";
@@ -36,6 +37,7 @@ pub struct Worker {
     pub log_dir: std::path::PathBuf,
     /// The last status written per pod uid.
     reported: Mutex<HashMap<String, Value>>,
+    prober: Prober,
 }
 
 impl Worker {
@@ -53,6 +55,7 @@ impl Worker {
             node_ip,
             log_dir,
             reported: Mutex::default(),
+            prober: Prober::default(),
         }
     }
 
@@ -100,6 +103,21 @@ impl Worker {
                 .iter()
                 .filter_map(|p| p.metadata.uid.clone())
                 .collect();
+            if let Ok(all) = self
+                .cri
+                .runtime
+                .clone()
+                .list_containers(cri::ListContainersRequest { filter: None })
+                .await
+            {
+                let ids: Vec<String> = all
+                    .into_inner()
+                    .containers
+                    .into_iter()
+                    .map(|c| c.id)
+                    .collect();
+                self.prober.retain(&ids);
+            }
             if let Err(e) = self.remove_orphans(&known).await {
                 tracing::debug!(error = %e, "orphan sandboxes");
             }
@@ -491,7 +509,66 @@ impl Worker {
                 }
             }
         }
-        self.report(pod, &sandbox, &waiting).await
+        let ready = self.probe(pod, &sandbox, &pod_ip).await?;
+        self.report(pod, &sandbox, &waiting, &ready).await
+    }
+
+    /// Runs the probes of the pod's running containers, killing those whose
+    /// liveness or startup probe failed; returns readiness by container.
+    async fn probe(
+        &self,
+        pod: &Pod,
+        sandbox: &str,
+        pod_ip: &str,
+    ) -> Result<HashMap<String, bool>, Error> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let existing = self.containers(sandbox).await?;
+        let mut ready = HashMap::new();
+        for c in &spec.containers {
+            let Some(x) = existing
+                .iter()
+                .filter(|x| x.labels.get(NAME_LABEL) == Some(&c.name))
+                .max_by_key(|x| x.metadata.as_ref().map_or(0, |m| m.attempt))
+                .filter(|x| x.state == cri::ContainerState::ContainerRunning as i32)
+            else {
+                continue;
+            };
+            let status = self
+                .cri
+                .runtime
+                .clone()
+                .container_status(cri::ContainerStatusRequest {
+                    container_id: x.id.clone(),
+                    verbose: false,
+                })
+                .await?
+                .into_inner()
+                .status
+                .unwrap_or_default();
+            let age =
+                chrono::Utc::now() - chrono::DateTime::from_timestamp_nanos(status.started_at);
+            let started = std::time::Instant::now()
+                .checked_sub(age.to_std().unwrap_or_default())
+                .unwrap_or_else(std::time::Instant::now);
+            let outcome = self
+                .prober
+                .check(&self.cri, c, &x.id, started, pod_ip)
+                .await;
+            if let Some(why) = outcome.kill {
+                tracing::info!(pod = ?pod.metadata.name, container = %c.name, %why, "killing the container");
+                let grace = spec.termination_grace_period_seconds.unwrap_or(30);
+                self.cri
+                    .runtime
+                    .clone()
+                    .stop_container(cri::StopContainerRequest {
+                        container_id: x.id.clone(),
+                        timeout: grace,
+                    })
+                    .await?;
+            }
+            ready.insert(c.name.clone(), outcome.ready);
+        }
+        Ok(ready)
     }
 
     async fn report(
@@ -499,6 +576,7 @@ impl Worker {
         pod: &Pod,
         sandbox: &str,
         waiting: &HashMap<String, String>,
+        probed: &HashMap<String, bool>,
     ) -> Result<(), Error> {
         let spec = pod.spec.clone().unwrap_or_default();
         let mut rt = self.cri.runtime.clone();
@@ -520,7 +598,7 @@ impl Worker {
                 .to_string()
         };
         let mut statuses = Vec::new();
-        let (mut running, mut succeeded, mut failed) = (0, 0, 0);
+        let (mut running, mut succeeded, mut failed, mut ready_count) = (0, 0, 0, 0);
         let restart = spec.restart_policy.as_deref().unwrap_or("Always");
         for c in &spec.containers {
             let latest = existing
@@ -575,9 +653,12 @@ impl Worker {
                     (state, x.id.clone(), attempt)
                 }
             };
+            let is_running = state.get("running").is_some();
+            let ready = is_running && probed.get(&c.name).copied().unwrap_or(true);
+            ready_count += usize::from(ready);
             let mut st = json!({
                 "name": c.name, "image": c.image, "imageID": "", "containerID": if id.is_empty() { Value::Null } else { json!(format!("containerd://{id}")) },
-                "ready": state.get("running").is_some(), "started": state.get("running").is_some(), "restartCount": restarts,
+                "ready": ready, "started": is_running, "restartCount": restarts,
                 "state": state,
             });
             if let Some(last) = st["state"].as_object_mut().and_then(|o| o.remove("__last")) {
@@ -597,7 +678,7 @@ impl Worker {
         } else {
             "Pending"
         };
-        let ready = running == total;
+        let ready = ready_count == total;
         let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
         let cond = |t: &str, ok: bool| json!({"type": t, "status": if ok { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": now});
         let host_ip = self.node_ip.clone();

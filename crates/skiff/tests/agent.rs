@@ -49,10 +49,31 @@ struct Cleanup(std::path::PathBuf);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let config = self.0.join("agent/containerd/config.toml");
+        let containerd = self.0.join("agent/containerd");
+        let config = containerd.join("config.toml");
+        let socket = containerd.join("containerd.sock");
         let _ = Command::new("pkill")
             .args(["-f", &format!("containerd --config {}", config.display())])
             .status();
+        // After a failure, containers may outlive containerd: stop their
+        // shims and release their mounts.
+        let _ = Command::new("pkill")
+            .args([
+                "-f",
+                &format!("containerd-shim-runc-v2 .*-address {}", socket.display()),
+            ])
+            .status();
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let prefix = self.0.display().to_string();
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in ours {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
         let _ = Command::new("ip")
             .args(["link", "delete", "skiff0"])
             .status();
@@ -212,6 +233,49 @@ fn pods_run_as_real_containers() {
         let s = container_state(&pod(&c, "unconfigured"));
         (s["state"]["waiting"]["reason"] == "CreateContainerConfigError").then_some(())
     });
+
+    // Probes: readiness gates Ready; a failing liveness probe restarts.
+    let probed = |name: &str, probe: &str, cmd: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    command: [sh, -c, '{cmd}']\n    {probe}: {{exec: {{command: [sh, -c, test -f /tmp/flag]}}, periodSeconds: 1, failureThreshold: 1}}\n")
+    };
+    create(
+        &c,
+        &probed(
+            "warming",
+            "readinessProbe",
+            "sleep 4; touch /tmp/flag; sleep 3600",
+        ),
+    );
+    create(
+        &c,
+        &probed(
+            "sickly",
+            "livenessProbe",
+            "touch /tmp/flag; sleep 2; rm /tmp/flag; sleep 3600",
+        ),
+    );
+    let ready = |p: &Value| {
+        p["status"]["conditions"].as_array().and_then(|cs| {
+            cs.iter()
+                .find(|c| c["type"] == "Ready")
+                .map(|c| c["status"] == "True")
+        })
+    };
+    wait_for("warming to run, not yet ready", LIMIT, || {
+        let p = pod(&c, "warming");
+        (p["status"]["phase"] == "Running" && ready(&p) == Some(false)).then_some(())
+    });
+    wait_for("warming to become ready", LIMIT, || {
+        ready(&pod(&c, "warming")).filter(|r| *r).map(|_| ())
+    });
+    wait_for(
+        "sickly to be restarted by its liveness probe",
+        LIMIT,
+        || {
+            let s = container_state(&pod(&c, "sickly"));
+            (s["restartCount"].as_i64() >= Some(1)).then_some(())
+        },
+    );
 
     let shown = c.ok(&["get", "pods"]);
     assert!(

@@ -1,0 +1,229 @@
+//! Startup, liveness and readiness probes (exec, httpGet, tcpSocket) with
+//! upstream's timings: initialDelaySeconds, periodSeconds, timeoutSeconds,
+//! successThreshold and failureThreshold.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::cri::Cri;
+
+#[derive(Default)]
+struct Seen {
+    successes: i32,
+    failures: i32,
+    last: Option<Instant>,
+    /// Passing (`Some(true)`) or failed past its threshold (`Some(false)`).
+    verdict: Option<bool>,
+    message: String,
+}
+
+/// What the probes say about a running container.
+#[derive(Debug, Default, PartialEq)]
+pub struct Outcome {
+    pub ready: bool,
+    /// Set when the container must be killed, with the reason.
+    pub kill: Option<String>,
+}
+
+/// Probe results per container id and probe kind.
+#[derive(Default)]
+pub struct Prober {
+    seen: Mutex<HashMap<(String, &'static str), Seen>>,
+}
+
+impl Prober {
+    /// Runs the container's due probes and says what follows.
+    pub async fn check(
+        &self,
+        cri: &Cri,
+        c: &Container,
+        id: &str,
+        started: Instant,
+        pod_ip: &str,
+    ) -> Outcome {
+        if let Some(p) = &c.startup_probe {
+            match self.run(cri, c, p, id, "Startup", started, pod_ip).await {
+                Some(true) => {}
+                Some(false) => {
+                    return Outcome {
+                        ready: false,
+                        kill: Some(self.message(id, "Startup")),
+                    }
+                }
+                None => return Outcome::default(),
+            }
+        }
+        if let Some(p) = &c.liveness_probe {
+            if self.run(cri, c, p, id, "Liveness", started, pod_ip).await == Some(false) {
+                return Outcome {
+                    ready: false,
+                    kill: Some(self.message(id, "Liveness")),
+                };
+            }
+        }
+        let ready = match &c.readiness_probe {
+            Some(p) => self.run(cri, c, p, id, "Readiness", started, pod_ip).await == Some(true),
+            None => true,
+        };
+        Outcome { ready, kill: None }
+    }
+
+    fn message(&self, id: &str, kind: &'static str) -> String {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let m = seen
+            .get(&(id.to_owned(), kind))
+            .map(|s| s.message.clone())
+            .unwrap_or_default();
+        format!("{kind} probe failed: {m}")
+    }
+
+    /// Forgets containers that are gone.
+    pub fn retain(&self, live: &[String]) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(id, _), _| live.contains(id));
+    }
+
+    /// Runs one probe if it is due; returns its verdict so far.
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &self,
+        cri: &Cri,
+        c: &Container,
+        p: &Probe,
+        id: &str,
+        kind: &'static str,
+        started: Instant,
+        pod_ip: &str,
+    ) -> Option<bool> {
+        let key = (id.to_owned(), kind);
+        let period = Duration::from_secs(p.period_seconds.unwrap_or(10).max(1) as u64);
+        let delay = Duration::from_secs(p.initial_delay_seconds.unwrap_or(0).max(0) as u64);
+        {
+            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            let s = seen.get(&key);
+            let due = started.elapsed() >= delay
+                && s.and_then(|s| s.last).is_none_or(|l| l.elapsed() >= period);
+            // A passed startup probe is not run again.
+            if !due || (kind == "Startup" && s.and_then(|s| s.verdict) == Some(true)) {
+                return s.and_then(|s| s.verdict);
+            }
+        }
+        let timeout = Duration::from_secs(p.timeout_seconds.unwrap_or(1).max(1) as u64);
+        let result = probe(cri, c, p, id, pod_ip, timeout).await;
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let s = seen.entry(key).or_default();
+        s.last = Some(Instant::now());
+        match result {
+            Ok(()) => {
+                s.successes += 1;
+                s.failures = 0;
+                if s.successes >= p.success_threshold.unwrap_or(1).max(1) {
+                    s.verdict = Some(true);
+                }
+            }
+            Err(m) => {
+                s.failures += 1;
+                s.successes = 0;
+                s.message = m;
+                // An unproven readiness probe counts as failing from the
+                // first failure.
+                if s.failures >= p.failure_threshold.unwrap_or(3).max(1)
+                    || (kind == "Readiness" && s.verdict.is_none())
+                {
+                    s.verdict = Some(false);
+                }
+            }
+        }
+        s.verdict
+    }
+}
+
+fn port(c: &Container, port: &IntOrString) -> Option<i32> {
+    match port {
+        IntOrString::Int(p) => Some(*p),
+        IntOrString::String(name) => c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .map(|p| p.container_port),
+    }
+}
+
+/// One probe attempt: `Ok` on success, the failure message otherwise.
+async fn probe(
+    cri: &Cri,
+    c: &Container,
+    p: &Probe,
+    id: &str,
+    pod_ip: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    if let Some(exec) = &p.exec {
+        let r = cri
+            .runtime
+            .clone()
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: id.to_owned(),
+                cmd: exec.command.clone().unwrap_or_default(),
+                timeout: timeout.as_secs() as i64,
+            })
+            .await
+            .map_err(|e| e.message().to_owned())?
+            .into_inner();
+        return if r.exit_code == 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "command exited with {}: {}",
+                r.exit_code,
+                String::from_utf8_lossy(&r.stdout).trim()
+            ))
+        };
+    }
+    if let Some(http) = &p.http_get {
+        let port = port(c, &http.port).ok_or("unknown named port")?;
+        let host = http.host.clone().unwrap_or_else(|| pod_ip.to_owned());
+        let url = format!(
+            "http://{host}:{port}{}",
+            http.path.as_deref().unwrap_or("/")
+        );
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let r = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("Get {url:?}: {e}"))?;
+        let code = r.status().as_u16();
+        return if (200..400).contains(&code) {
+            Ok(())
+        } else {
+            Err(format!("HTTP probe failed with statuscode: {code}"))
+        };
+    }
+    if let Some(tcp) = &p.tcp_socket {
+        let port = port(c, &tcp.port).ok_or("unknown named port")?;
+        let host = tcp.host.clone().unwrap_or_else(|| pod_ip.to_owned());
+        return match tokio::time::timeout(
+            timeout,
+            tokio::net::TcpStream::connect((host.as_str(), port as u16)),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("dial tcp {host}:{port}: {e}")),
+            Err(_) => Err(format!("dial tcp {host}:{port}: i/o timeout")),
+        };
+    }
+    Ok(())
+}
