@@ -169,3 +169,29 @@ pub async fn start(layout: &Layout) -> Result<Child, Error> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_keeps_everything_under_the_data_dir() {
+        let layout = Layout::new(Path::new("/data/agent"));
+        let c = config(&layout);
+        assert!(c.contains("root = \"/data/agent/containerd/root\""));
+        assert!(c.contains("address = \"/data/agent/containerd/containerd.sock\""));
+        assert!(
+            c.contains("restrict_oom_score_adj = true"),
+            "root here lacks CAP_SYS_RESOURCE"
+        );
+        assert!(c.contains(&format!("sandbox_image = \"{PAUSE_IMAGE}\"")));
+        let cni: serde_json::Value =
+            serde_json::from_str(&cni_config(&layout, "br9", "10.42.3.0/24")).unwrap();
+        assert_eq!(cni["plugins"][0]["bridge"], "br9");
+        assert_eq!(
+            cni["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
+            "10.42.3.0/24"
+        );
+        assert_eq!(cni["plugins"][0]["ipMasq"], false);
+    }
+}

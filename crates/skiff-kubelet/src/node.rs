@@ -152,3 +152,43 @@ pub async fn renew_lease(client: &Client, name: &str) -> Result<(), kube::Error>
         .await
         .map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_says_why_the_runtime_is_down() {
+        let cap = json!({"cpu": "2", "memory": "1Gi", "pods": "110"});
+        let up = status("n1", "10.0.0.1", &cap, &Ok("containerd".into()));
+        let ready = |s: &Value| {
+            s["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "Ready")
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(ready(&up)["status"], "True");
+        let down = status("n1", "10.0.0.1", &cap, &Err("containerd not found".into()));
+        assert_eq!(ready(&down)["status"], "False");
+        assert!(ready(&down)["message"]
+            .as_str()
+            .unwrap()
+            .contains("containerd not found"));
+        assert_eq!(
+            down["addresses"][0],
+            json!({"type": "InternalIP", "address": "10.0.0.1"})
+        );
+        assert_eq!(down["allocatable"], cap);
+    }
+
+    #[test]
+    fn capacity_reads_this_machine() {
+        let cap = capacity(Path::new("/"));
+        assert!(cap["cpu"].as_str().unwrap().parse::<usize>().unwrap() >= 1);
+        assert!(cap["memory"].as_str().unwrap().ends_with("Ki"));
+        assert_eq!(cap["pods"], "110");
+    }
+}

@@ -258,3 +258,65 @@ pub fn mounts(c: &Container, volumes: &BTreeMap<String, PathBuf>) -> Vec<cri::Mo
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pod_fields_and_mounts() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u", "labels": {"app": "web"}},
+            "spec": {"nodeName": "n1", "containers": []},
+        }))
+        .unwrap();
+        for (path, want) in [
+            ("metadata.name", Some("p")),
+            ("metadata.namespace", Some("ns")),
+            ("spec.nodeName", Some("n1")),
+            ("status.podIP", Some("10.42.0.7")),
+            ("metadata.labels['app']", Some("web")),
+            ("metadata.labels['nope']", None),
+        ] {
+            assert_eq!(field(&pod, path, "10.42.0.7").as_deref(), want, "{path}");
+        }
+        let c: Container = serde_json::from_value(json!({"name": "c", "volumeMounts": [
+            {"name": "cfg", "mountPath": "/etc/cfg", "readOnly": true},
+            {"name": "data", "mountPath": "/data", "subPath": "x"},
+            {"name": "unknown", "mountPath": "/nope"}]}))
+        .unwrap();
+        let volumes: BTreeMap<String, PathBuf> = [
+            ("cfg".to_owned(), PathBuf::from("/v/cfg")),
+            ("data".to_owned(), PathBuf::from("/v/data")),
+        ]
+        .into();
+        let m = mounts(&c, &volumes);
+        assert_eq!(m.len(), 2);
+        assert_eq!((m[0].host_path.as_str(), m[0].readonly), ("/v/cfg", true));
+        assert_eq!(m[1].host_path, "/v/data/x");
+    }
+
+    #[test]
+    fn files_are_written_with_their_mode_and_only_when_changed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("skiff-files-{}", std::process::id()));
+        let files: BTreeMap<String, Vec<u8>> = [("a".to_owned(), b"1".to_vec())].into();
+        write_files(&dir, &files, 0o600).unwrap();
+        let meta = std::fs::metadata(dir.join("a")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let before = meta.modified().unwrap();
+        write_files(&dir, &files, 0o600).unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.join("a"))
+                .unwrap()
+                .modified()
+                .unwrap(),
+            before
+        );
+        let changed: BTreeMap<String, Vec<u8>> = [("a".to_owned(), b"2".to_vec())].into();
+        write_files(&dir, &changed, 0o600).unwrap();
+        assert_eq!(std::fs::read(dir.join("a")).unwrap(), b"2");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
