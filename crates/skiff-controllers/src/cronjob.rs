@@ -47,6 +47,23 @@ impl CronJobController {
     }
 }
 
+impl CronJobController {
+    /// Deletes one of the CronJob's Jobs, with its pods; a Job already
+    /// gone is no error.
+    async fn delete_job(&self, job: &Job) -> Result<(), Error> {
+        let target = Target::of::<Job>(job.namespace().as_deref(), &job.name_any());
+        let how = Deletion {
+            uid: job.uid(),
+            propagation: Some("Background"),
+            ..Default::default()
+        };
+        match self.cluster.delete(&target, how).await {
+            Err(e) if !e.is_not_found() => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
 fn stamp(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
@@ -153,22 +170,7 @@ impl Reconcile for CronJobController {
                 .collect();
             let extra = done.len().saturating_sub(limit.max(0) as usize);
             for j in &done[..extra] {
-                let target = Target::of::<Job>(Some(&ns), &j.name_any());
-                match self
-                    .cluster
-                    .delete(
-                        &target,
-                        Deletion {
-                            uid: j.uid(),
-                            propagation: Some("Background"),
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                {
-                    Err(e) if !e.is_not_found() => return Err(e),
-                    _ => {}
-                }
+                self.delete_job(j).await?;
             }
         }
         let last_successful = owned
@@ -216,28 +218,14 @@ impl Reconcile for CronJobController {
             } else {
                 if spec.concurrency_policy.as_deref() == Some("Replace") {
                     for j in active.drain(..) {
-                        let target = Target::of::<Job>(Some(&ns), &j.name_any());
-                        match self
-                            .cluster
-                            .delete(
-                                &target,
-                                Deletion {
-                                    uid: j.uid(),
-                                    propagation: Some("Background"),
-                                    ..Default::default()
-                                },
-                            )
-                            .await
-                        {
-                            Err(e) if !e.is_not_found() => return Err(e),
-                            _ => self.cluster.event(events::about(
-                                &*cj,
-                                COMPONENT,
-                                false,
-                                "SuccessfulDelete",
-                                &format!("Deleted job {}", j.name_any()),
-                            )),
-                        }
+                        self.delete_job(&j).await?;
+                        self.cluster.event(events::about(
+                            &*cj,
+                            COMPONENT,
+                            false,
+                            "SuccessfulDelete",
+                            &format!("Deleted job {}", j.name_any()),
+                        ));
                     }
                 }
                 let template = spec.job_template.clone();

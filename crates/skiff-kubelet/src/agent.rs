@@ -62,7 +62,12 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         &capacity,
         &runtime_version(&cri),
     );
-    node::register(&client, &config.node_name, labels, status).await?;
+    let me = json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": config.node_name, "labels": labels},
+        "status": status,
+    });
+    node::register(&client, me).await?;
     tracing::info!(node = %config.node_name, runtime = ?runtime_version(&cri), "node registered");
 
     let heartbeat = {

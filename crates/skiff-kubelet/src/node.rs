@@ -106,29 +106,18 @@ pub fn status(name: &str, ip: &str, capacity: &Value, runtime: &Result<String, S
     })
 }
 
-/// Registers the node, or refreshes it if it exists.
-pub async fn register(
-    client: &Client,
-    name: &str,
-    labels: Value,
-    status: Value,
-) -> Result<Node, kube::Error> {
+/// Registers a node (a whole Node object), or refreshes its status if it
+/// exists.
+pub async fn register(client: &Client, node: Value) -> Result<Node, kube::Error> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let node: Node = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": labels},
-        "status": status,
-    }))
-    .expect("a well-formed node");
+    let node: Node = serde_json::from_value(node).expect("a well-formed node");
     match nodes.create(&PostParams::default(), &node).await {
         Ok(n) => Ok(n),
         Err(kube::Error::Api(e)) if e.code == 409 => {
+            let name = node.metadata.name.as_deref().unwrap_or_default();
+            let patch = json!({"status": node.status});
             nodes
-                .patch_status(
-                    name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&json!({"status": node.status})),
-                )
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
         }
         Err(e) => Err(e),

@@ -26,6 +26,17 @@ const PARALLEL_SYNCS: usize = 16;
 /// How often every pod is compared with the runtime, besides API events.
 const RESYNC: Duration = Duration::from_secs(1);
 
+/// What the runtime reports of one sandbox, read once per pass.
+struct Observed {
+    pod_ip: String,
+    /// The latest container of each name, with its status.
+    latest: HashMap<String, cri::ContainerStatus>,
+}
+
+fn attempt_of(status: &cri::ContainerStatus) -> u32 {
+    status.metadata.as_ref().map_or(0, |m| m.attempt)
+}
+
 /// Pods bound to this node, by uid.
 type Pods = Arc<Mutex<HashMap<String, Pod>>>;
 
@@ -422,47 +433,14 @@ impl Worker {
         // Secrets follow their objects.
         let volume_dir = self.log_dir.join(&uid).join("volumes");
         let volumes = pod_inputs::volumes(&self.client, pod, &volume_dir).await;
-        let pod_ip = self
-            .cri
-            .runtime
-            .clone()
-            .pod_sandbox_status(cri::PodSandboxStatusRequest {
-                pod_sandbox_id: sandbox.clone(),
-                verbose: false,
-            })
-            .await?
-            .into_inner()
-            .status
-            .and_then(|s| s.network)
-            .map(|n| n.ip)
-            .unwrap_or_default();
-        let existing = self.containers(&sandbox).await?;
+        let mut seen = self.observe(&sandbox).await?;
+        let mut started = false;
         for c in &spec.containers {
-            let mine: Vec<&cri::Container> = existing
-                .iter()
-                .filter(|x| x.labels.get(NAME_LABEL) == Some(&c.name))
-                .collect();
-            let latest = mine
-                .iter()
-                .max_by_key(|x| x.metadata.as_ref().map_or(0, |m| m.attempt));
-            let attempt = latest
-                .and_then(|x| x.metadata.as_ref())
-                .map_or(0, |m| m.attempt);
+            let latest = seen.latest.get(&c.name);
+            let attempt = latest.map_or(0, attempt_of);
             let start_as = match latest {
                 None => Some(0),
-                Some(x) if x.state == cri::ContainerState::ContainerExited as i32 => {
-                    let status = self
-                        .cri
-                        .runtime
-                        .clone()
-                        .container_status(cri::ContainerStatusRequest {
-                            container_id: x.id.clone(),
-                            verbose: false,
-                        })
-                        .await?
-                        .into_inner()
-                        .status
-                        .unwrap_or_default();
+                Some(status) if status.state == cri::ContainerState::ContainerExited as i32 => {
                     let again =
                         restart == "Always" || (restart == "OnFailure" && status.exit_code != 0);
                     let finished = chrono::DateTime::from_timestamp_nanos(status.finished_at);
@@ -492,7 +470,7 @@ impl Worker {
                         continue;
                     }
                 };
-                let env = match pod_inputs::env(&self.client, pod, c, &pod_ip).await {
+                let env = match pod_inputs::env(&self.client, pod, c, &seen.pod_ip).await {
                     Ok(env) => env,
                     Err(why) => {
                         waiting
@@ -507,36 +485,45 @@ impl Worker {
                 {
                     waiting.insert(c.name.clone(), format!("CreateContainerError: {e}"));
                 }
+                started = true;
             }
         }
-        let ready = self.probe(pod, &sandbox, &pod_ip).await?;
-        self.report(pod, &sandbox, &waiting, &ready).await
+        if started {
+            seen = self.observe(&sandbox).await?;
+        }
+        let ready = self.probe(pod, &seen).await?;
+        self.report(pod, &seen, &waiting, &ready).await
     }
 
-    /// Runs the probes of the pod's running containers, killing those whose
-    /// liveness or startup probe failed; returns readiness by container.
-    async fn probe(
-        &self,
-        pod: &Pod,
-        sandbox: &str,
-        pod_ip: &str,
-    ) -> Result<HashMap<String, bool>, Error> {
-        let spec = pod.spec.clone().unwrap_or_default();
-        let existing = self.containers(sandbox).await?;
-        let mut ready = HashMap::new();
-        for c in &spec.containers {
-            let Some(x) = existing
-                .iter()
-                .filter(|x| x.labels.get(NAME_LABEL) == Some(&c.name))
-                .max_by_key(|x| x.metadata.as_ref().map_or(0, |m| m.attempt))
-                .filter(|x| x.state == cri::ContainerState::ContainerRunning as i32)
-            else {
+    /// One look at a sandbox: its IP and the latest container of each name
+    /// with its status, read once per pass.
+    async fn observe(&self, sandbox: &str) -> Result<Observed, Error> {
+        let mut rt = self.cri.runtime.clone();
+        let pod_ip = rt
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: sandbox.to_owned(),
+                verbose: false,
+            })
+            .await?
+            .into_inner()
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default();
+        let mut newest: HashMap<String, &cri::Container> = HashMap::new();
+        let containers = self.containers(sandbox).await?;
+        for x in &containers {
+            let Some(name) = x.labels.get(NAME_LABEL) else {
                 continue;
             };
-            let status = self
-                .cri
-                .runtime
-                .clone()
+            let attempt = |c: &cri::Container| c.metadata.as_ref().map_or(0, |m| m.attempt);
+            if newest.get(name).is_none_or(|n| attempt(n) < attempt(x)) {
+                newest.insert(name.clone(), x);
+            }
+        }
+        let mut latest = HashMap::new();
+        for (name, x) in newest {
+            let status = rt
                 .container_status(cri::ContainerStatusRequest {
                     container_id: x.id.clone(),
                     verbose: false,
@@ -545,6 +532,24 @@ impl Worker {
                 .into_inner()
                 .status
                 .unwrap_or_default();
+            latest.insert(name, status);
+        }
+        Ok(Observed { pod_ip, latest })
+    }
+
+    /// Runs the probes of the pod's running containers, killing those whose
+    /// liveness or startup probe failed; returns readiness by container.
+    async fn probe(&self, pod: &Pod, seen: &Observed) -> Result<HashMap<String, bool>, Error> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut ready = HashMap::new();
+        for c in &spec.containers {
+            let Some(status) = seen
+                .latest
+                .get(&c.name)
+                .filter(|s| s.state == cri::ContainerState::ContainerRunning as i32)
+            else {
+                continue;
+            };
             let age =
                 chrono::Utc::now() - chrono::DateTime::from_timestamp_nanos(status.started_at);
             let started = std::time::Instant::now()
@@ -552,7 +557,7 @@ impl Worker {
                 .unwrap_or_else(std::time::Instant::now);
             let outcome = self
                 .prober
-                .check(&self.cri, c, &x.id, started, pod_ip)
+                .check(&self.cri, c, &status.id, started, &seen.pod_ip)
                 .await;
             if let Some(why) = outcome.kill {
                 tracing::info!(pod = ?pod.metadata.name, container = %c.name, %why, "killing the container");
@@ -561,7 +566,7 @@ impl Worker {
                     .runtime
                     .clone()
                     .stop_container(cri::StopContainerRequest {
-                        container_id: x.id.clone(),
+                        container_id: status.id.clone(),
                         timeout: grace,
                     })
                     .await?;
@@ -574,24 +579,12 @@ impl Worker {
     async fn report(
         &self,
         pod: &Pod,
-        sandbox: &str,
+        seen: &Observed,
         waiting: &HashMap<String, String>,
         probed: &HashMap<String, bool>,
     ) -> Result<(), Error> {
         let spec = pod.spec.clone().unwrap_or_default();
-        let mut rt = self.cri.runtime.clone();
-        let ip = rt
-            .pod_sandbox_status(cri::PodSandboxStatusRequest {
-                pod_sandbox_id: sandbox.to_owned(),
-                verbose: false,
-            })
-            .await?
-            .into_inner()
-            .status
-            .and_then(|s| s.network)
-            .map(|n| n.ip)
-            .unwrap_or_default();
-        let existing = self.containers(sandbox).await?;
+        let ip = seen.pod_ip.clone();
         let stamp = |nanos: i64| {
             chrono::DateTime::from_timestamp_nanos(nanos)
                 .format("%Y-%m-%dT%H:%M:%SZ")
@@ -601,27 +594,13 @@ impl Worker {
         let (mut running, mut succeeded, mut failed, mut ready_count) = (0, 0, 0, 0);
         let restart = spec.restart_policy.as_deref().unwrap_or("Always");
         for c in &spec.containers {
-            let latest = existing
-                .iter()
-                .filter(|x| x.labels.get(NAME_LABEL) == Some(&c.name))
-                .max_by_key(|x| x.metadata.as_ref().map_or(0, |m| m.attempt));
-            let (state, id, restarts) = match latest {
+            let (state, id, restarts) = match seen.latest.get(&c.name) {
                 None => (
                     json!({"waiting": {"reason": waiting.get(&c.name).map(|w| w.split(':').next().unwrap_or("").to_owned()).unwrap_or_else(|| "ContainerCreating".into()), "message": waiting.get(&c.name)}}),
                     String::new(),
                     0,
                 ),
-                Some(x) => {
-                    let s = rt
-                        .container_status(cri::ContainerStatusRequest {
-                            container_id: x.id.clone(),
-                            verbose: false,
-                        })
-                        .await?
-                        .into_inner()
-                        .status
-                        .unwrap_or_default();
-                    let attempt = x.metadata.as_ref().map_or(0, |m| m.attempt);
+                Some(s) => {
                     let state = if s.state == cri::ContainerState::ContainerRunning as i32 {
                         running += 1;
                         json!({"running": {"startedAt": stamp(s.started_at)}})
@@ -640,7 +619,7 @@ impl Worker {
                         } else {
                             s.reason.clone()
                         };
-                        let terminated = json!({"terminated": {"exitCode": s.exit_code, "reason": reason, "startedAt": stamp(s.started_at), "finishedAt": stamp(s.finished_at), "containerID": format!("containerd://{}", x.id)}});
+                        let terminated = json!({"terminated": {"exitCode": s.exit_code, "reason": reason, "startedAt": stamp(s.started_at), "finishedAt": stamp(s.finished_at), "containerID": format!("containerd://{}", s.id)}});
                         match waiting.get(&c.name) {
                             Some(w) => {
                                 json!({"waiting": {"reason": w, "message": format!("back-off restarting failed container {}", c.name)}, "__last": terminated})
@@ -650,7 +629,7 @@ impl Worker {
                     } else {
                         json!({"waiting": {"reason": "ContainerCreating"}})
                     };
-                    (state, x.id.clone(), attempt)
+                    (state, s.id.clone(), attempt_of(s))
                 }
             };
             let is_running = state.get("running").is_some();

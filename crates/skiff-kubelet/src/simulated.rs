@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{stream, StreamExt};
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::watcher::{self, Event};
 use kube::Client;
 use serde_json::{json, Value};
@@ -103,14 +102,13 @@ fn status(resources: &Value, i: usize) -> Value {
 
 /// Registers the nodes and keeps them alive until the task is dropped.
 pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
-    let nodes: Api<Node> = Api::all(client.clone());
     let names: Vec<String> = (0..config.count).map(|i| config.name(i)).collect();
     let registered = stream::iter(0..config.count)
-        .map(|i| register(&nodes, &config, i))
+        .map(|i| crate::node::register(&client, config.node(i)))
         .buffer_unordered(CONCURRENCY)
         .collect::<Vec<_>>()
         .await;
-    registered.into_iter().collect::<Result<Vec<()>, _>>()?;
+    registered.into_iter().collect::<Result<Vec<_>, _>>()?;
     tracing::info!(count = config.count, "simulated nodes registered");
     let index: Arc<HashMap<String, usize>> = Arc::new(
         names
@@ -126,44 +124,16 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
     pods
 }
 
-async fn register(nodes: &Api<Node>, config: &Config, i: usize) -> Result<(), kube::Error> {
-    let node: Node = serde_json::from_value(config.node(i)).expect("a well-formed node");
-    match nodes.create(&PostParams::default(), &node).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            // Registered before: refresh its status.
-            let patch = json!({"status": node.status});
-            nodes
-                .patch_status(
-                    &config.name(i),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-                .map(|_| ())
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// Keeps one Lease per node in `kube-node-lease` renewed.
 async fn renew_leases(client: Client, names: Vec<String>, every: Duration) {
-    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let now = k8s_openapi::jiff::Timestamp::now().to_string();
         stream::iter(&names)
             .for_each_concurrent(CONCURRENCY, |name| {
-                let (leases, now) = (&leases, &now);
+                let client = &client;
                 async move {
-                    let lease = json!({
-                        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                        "metadata": {"name": name, "namespace": "kube-node-lease"},
-                        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now},
-                    });
-                    let params = PatchParams::apply("skiff-agent").force();
-                    if let Err(e) = leases.patch(name, &params, &Patch::Apply(&lease)).await {
+                    if let Err(e) = crate::node::renew_lease(client, name).await {
                         tracing::warn!(node = %name, error = %e, "lease renewal failed");
                     }
                 }

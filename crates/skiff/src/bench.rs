@@ -181,28 +181,25 @@ impl Server {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`), 0 if unknown.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_owned)
+            let line = s
+                .lines()
+                .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
+            line.split_whitespace().nth(1)?.parse().ok()
         })
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0)
 }
 
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
+    status_kib(pid, "VmHWM")
 }
 
 /// User and system CPU time of a process so far.
