@@ -8,6 +8,7 @@ mod auth;
 mod bootstrap;
 mod discovery;
 mod handlers;
+mod node_proxy;
 mod openapi;
 mod pki;
 mod request;
@@ -119,6 +120,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         store,
         auth::Authenticator::new(&creds),
         creds.ca_pem.clone(),
+        node_proxy::NodeDialer::new(&creds)?,
     ));
     bootstrap::run(&api).await.map_err(Error::Bootstrap)?;
     let tls = serve::tls_config(&creds)?;

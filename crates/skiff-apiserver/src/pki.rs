@@ -21,6 +21,9 @@ pub struct Credentials {
     pub key_pem: String,
     pub admin_token: String,
     pub node_token: String,
+    /// The client certificate the API server shows node agents.
+    pub kubelet_client_cert_pem: String,
+    pub kubelet_client_key_pem: String,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -106,19 +109,14 @@ impl Credentials {
             let cert = params.self_signed(&key).map_err(cert_error)?;
             write_private(&ca_key, &key.serialize_pem())?;
             write_private(&ca_crt, &cert.pem())?;
-            // A new CA invalidates any older serving certificate.
+            // A new CA invalidates any certificate it did not sign.
             let _ = std::fs::remove_file(tls.join("serving.crt"));
+            let _ = std::fs::remove_file(tls.join("kubelet-client.crt"));
         }
         let serving_crt = tls.join("serving.crt");
         let serving_key = tls.join("serving.key");
         if !serving_crt.exists() {
-            let ca_key_pair = KeyPair::from_pem(&read(&ca_key)?).map_err(cert_error)?;
-            let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(cert_error)?;
-            ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            ca_params
-                .distinguished_name
-                .push(DnType::CommonName, "skiff-ca");
-            let issuer = Issuer::new(ca_params, ca_key_pair);
+            let issuer = ca_issuer(&ca_key)?;
             let key = KeyPair::generate().map_err(cert_error)?;
             let (dns, ips) = serving_names(bind);
             let mut params = CertificateParams::new(dns).map_err(cert_error)?;
@@ -132,6 +130,24 @@ impl Credentials {
             let cert = params.signed_by(&key, &issuer).map_err(cert_error)?;
             write_private(&serving_key, &key.serialize_pem())?;
             write_private(&serving_crt, &cert.pem())?;
+        }
+        let client_crt = tls.join("kubelet-client.crt");
+        let client_key = tls.join("kubelet-client.key");
+        if !client_crt.exists() {
+            let issuer = ca_issuer(&ca_key)?;
+            let key = KeyPair::generate().map_err(cert_error)?;
+            let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_error)?;
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "kube-apiserver-kubelet-client");
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, "system:masters");
+            params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+            let cert = params.signed_by(&key, &issuer).map_err(cert_error)?;
+            write_private(&client_key, &key.serialize_pem())?;
+            write_private(&client_crt, &cert.pem())?;
         }
         let ca_pem = read(&ca_crt)?;
         let admin_path = tls.join("admin.token");
@@ -149,6 +165,8 @@ impl Credentials {
             key_pem: read(&serving_key)?,
             admin_token: read(&admin_path)?.trim().to_owned(),
             node_token: read(&node_path)?.trim().to_owned(),
+            kubelet_client_cert_pem: read(&client_crt)?,
+            kubelet_client_key_pem: read(&client_key)?,
             ca_pem,
         })
     }
@@ -164,6 +182,17 @@ impl Credentials {
         write_private(&path, &config)?;
         Ok(path)
     }
+}
+
+/// The CA as an issuer of certificates.
+fn ca_issuer(ca_key: &Path) -> Result<Issuer<'static, KeyPair>, Error> {
+    let key = KeyPair::from_pem(&read(ca_key)?).map_err(cert_error)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_error)?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "skiff-ca");
+    Ok(Issuer::new(params, key))
 }
 
 fn hex(bytes: &[u8]) -> String {

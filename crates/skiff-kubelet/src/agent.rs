@@ -3,6 +3,7 @@
 //! bound to it. When the runtime cannot start, the node still registers
 //! and reports NotReady with the reason.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::containerd::{self, Layout};
 use crate::cri::Cri;
 use crate::node;
 use crate::pods::Worker;
+use crate::server::{self, Streams};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -26,7 +28,15 @@ pub struct Config {
     pub runtime_endpoint: Option<PathBuf>,
     /// The CNI bridge's name.
     pub bridge: String,
+    /// The cluster CA, whose client certificates the agent's endpoint
+    /// accepts.
+    pub ca_pem: String,
+    /// The port of the agent's endpoint (logs, exec); 0 picks a free one.
+    pub port: u16,
 }
+
+/// runc's state directory of a containerd the agent did not start.
+const DEFAULT_RUNC_ROOT: &str = "/run/containerd/runc/k8s.io";
 
 /// Runs the node until the task is dropped.
 pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
@@ -62,6 +72,33 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         &capacity,
         &runtime_version(&cri),
     );
+    let mut endpoint = None;
+    if let Ok(cri) = &cri {
+        let streams = Arc::new(Streams {
+            cri: cri.clone(),
+            runc_root: match &config.runtime_endpoint {
+                Some(_) => PathBuf::from(DEFAULT_RUNC_ROOT),
+                None => layout.runc_root(),
+            },
+        });
+        let addr = SocketAddr::new(
+            config
+                .node_ip
+                .parse()
+                .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            config.port,
+        );
+        match server::start(addr, &config.ca_pem, &config.node_name, streams).await {
+            Ok(started) => endpoint = Some(started),
+            Err(e) => {
+                tracing::error!(error = %e, "the agent's endpoint (logs, exec) did not start")
+            }
+        }
+    }
+    let mut status = status;
+    if let Some((addr, _)) = &endpoint {
+        status["daemonEndpoints"] = json!({"kubeletEndpoint": {"Port": addr.port()}});
+    }
     let me = json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": config.node_name, "labels": labels},
@@ -127,6 +164,9 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         config.data_dir.join("pods"),
     ));
     worker.run().await;
+    if let Some((_, serving)) = endpoint {
+        serving.abort();
+    }
     drop(containerd_child);
     heartbeat.abort();
     Ok(())

@@ -47,6 +47,12 @@ impl Layout {
         self.dir.join("containerd.sock")
     }
 
+    /// runc's state directory for the CRI namespace, which `runc exec`
+    /// needs.
+    pub fn runc_root(&self) -> PathBuf {
+        self.dir.join("runc").join("k8s.io")
+    }
+
     fn config(&self) -> PathBuf {
         self.dir.join("config.toml")
     }
@@ -57,6 +63,10 @@ impl Layout {
 
     fn log(&self) -> PathBuf {
         self.dir.join("containerd.log")
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.dir.join("containerd.pid")
     }
 }
 
@@ -96,6 +106,8 @@ state = "{d}/state"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = "{d}/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN_DIR}"
     conf_dir = "{d}/cni"
@@ -130,9 +142,35 @@ pub fn write_cni(layout: &Layout, bridge: &str, pod_cidr: &str) -> Result<(), Er
     )
 }
 
+/// Stops a containerd an earlier agent on this data dir left running (it
+/// died without stopping its child). Its containers keep running under
+/// their shims, and the new containerd takes them over.
+async fn stop_stale(layout: &Layout) {
+    let Ok(pid) = std::fs::read_to_string(layout.pid_file()) else {
+        return;
+    };
+    let pid = pid.trim();
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let ours = std::fs::read(proc_dir.join("cmdline"))
+        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&*layout.config().to_string_lossy()));
+    if !ours {
+        return;
+    }
+    tracing::info!(pid, "stopping the containerd a previous agent left running");
+    let _ = Command::new("kill").args(["-TERM", pid]).status().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proc_dir.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if proc_dir.exists() {
+        let _ = Command::new("kill").args(["-KILL", pid]).status().await;
+    }
+}
+
 /// Starts containerd and waits for its socket. The child dies with the
 /// returned handle.
 pub async fn start(layout: &Layout) -> Result<Child, Error> {
+    stop_stale(layout).await;
     write(&layout.config(), &config(layout))?;
     let log = std::fs::File::create(layout.log()).map_err(|source| Error::Write {
         path: layout.log(),
@@ -152,6 +190,9 @@ pub async fn start(layout: &Layout) -> Result<Child, Error> {
         .kill_on_drop(true)
         .spawn()
         .map_err(Error::Spawn)?;
+    if let Some(pid) = child.id() {
+        write(&layout.pid_file(), &pid.to_string())?;
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if tokio::net::UnixStream::connect(layout.socket())

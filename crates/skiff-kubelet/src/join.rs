@@ -48,8 +48,8 @@ fn ca_hash(token: &str) -> Result<&str, Error> {
 }
 
 /// A client for `server` authenticated by the node token, trusting the CA
-/// whose hash the token names.
-pub async fn client(server: &str, token: &str) -> Result<kube::Client, Error> {
+/// whose hash the token names; and that CA.
+pub async fn client(server: &str, token: &str) -> Result<(kube::Client, String), Error> {
     let want = ca_hash(token)?;
     let url = format!("{}/cacerts", server.trim_end_matches('/'));
     // The CA is not known yet: its hash, checked below, is what proves it.
@@ -88,7 +88,7 @@ pub async fn client(server: &str, token: &str) -> Result<kube::Client, Error> {
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .map_err(|e| Error::Kubeconfig(e.to_string()))?;
-    Ok(kube::Client::try_from(config)?)
+    Ok((kube::Client::try_from(config)?, ca))
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use crate::pod_inputs;
 use crate::probes::Prober;
 
 const UID_LABEL: &str = "io.kubernetes.pod.uid";
-const NAME_LABEL: &str = "io.kubernetes.container.name";
+pub(crate) const NAME_LABEL: &str = "io.kubernetes.container.name";
 /// How many pods are synced at once.
 const PARALLEL_SYNCS: usize = 16;
 /// How often every pod is compared with the runtime, besides API events.
@@ -31,6 +31,10 @@ struct Observed {
     pod_ip: String,
     /// The latest container of each name, with its status.
     latest: HashMap<String, cri::ContainerStatus>,
+}
+
+pub(crate) fn attempt_of_container(c: &cri::Container) -> u32 {
+    c.metadata.as_ref().map_or(0, |m| m.attempt)
 }
 
 fn attempt_of(status: &cri::ContainerStatus) -> u32 {
@@ -213,6 +217,18 @@ impl Worker {
         Ok(())
     }
 
+    /// Where the runtime writes the pod's container logs.
+    fn sandbox_log_dir(&self, pod: &Pod) -> std::path::PathBuf {
+        let m = &pod.metadata;
+        let part = |v: &Option<String>| v.clone().unwrap_or_default();
+        self.log_dir.join(format!(
+            "{}_{}_{}",
+            part(&m.namespace),
+            part(&m.name),
+            part(&m.uid)
+        ))
+    }
+
     fn sandbox_config(&self, pod: &Pod, attempt: u32) -> cri::PodSandboxConfig {
         let m = &pod.metadata;
         let (name, ns, uid) = (
@@ -220,7 +236,7 @@ impl Worker {
             m.namespace.clone().unwrap_or_default(),
             m.uid.clone().unwrap_or_default(),
         );
-        let log_directory = self.log_dir.join(format!("{ns}_{name}_{uid}"));
+        let log_directory = self.sandbox_log_dir(pod);
         let _ = std::fs::create_dir_all(&log_directory);
         cri::PodSandboxConfig {
             metadata: Some(cri::PodSandboxMetadata {
@@ -396,6 +412,7 @@ impl Worker {
                 .remove(&uid);
             // Only the pod's own directories: hostPath volumes live elsewhere.
             let _ = std::fs::remove_dir_all(self.log_dir.join(&uid));
+            let _ = std::fs::remove_dir_all(self.sandbox_log_dir(pod));
             return Ok(());
         }
         let phase = pod
@@ -516,8 +533,10 @@ impl Worker {
             let Some(name) = x.labels.get(NAME_LABEL) else {
                 continue;
             };
-            let attempt = |c: &cri::Container| c.metadata.as_ref().map_or(0, |m| m.attempt);
-            if newest.get(name).is_none_or(|n| attempt(n) < attempt(x)) {
+            if newest
+                .get(name)
+                .is_none_or(|n| attempt_of_container(n) < attempt_of_container(x))
+            {
                 newest.insert(name.clone(), x);
             }
         }

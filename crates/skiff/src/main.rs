@@ -70,6 +70,9 @@ struct ServerArgs {
     /// Do not run a node agent (with its own containerd) inside the server.
     #[arg(long)]
     disable_agent: bool,
+    /// The port of the embedded agent's endpoint (logs, exec); 0 picks one.
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
     /// How long a node may miss Lease renewals before it is unreachable.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: std::time::Duration,
@@ -145,6 +148,9 @@ struct AgentArgs {
     /// Use this CRI socket instead of starting the agent's own containerd.
     #[arg(long)]
     container_runtime_endpoint: Option<PathBuf>,
+    /// The port of the agent's endpoint (logs, exec); 0 picks one.
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
     /// Simulated node names are `<prefix>-00000`, `<prefix>-00001`, …
     #[arg(long, default_value = "sim")]
     node_prefix: String,
@@ -196,7 +202,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         (None, Some(path)) => skiff_kubelet::join::read_token(path)?,
         (None, None) => anyhow::bail!("give --token-file or --token"),
     };
-    let client = skiff_kubelet::join::client(&args.server, &token).await?;
+    let (client, ca_pem) = skiff_kubelet::join::client(&args.server, &token).await?;
     let Some(count) = args.simulate else {
         let config = skiff_kubelet::agent::Config {
             node_name: args.node_name.unwrap_or_else(host_name),
@@ -204,10 +210,12 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             data_dir: args.data_dir,
             runtime_endpoint: args.container_runtime_endpoint,
             bridge: "skiff0".into(),
+            ca_pem,
+            port: args.kubelet_port,
         };
         tokio::select! {
             r = skiff_kubelet::agent::run(client, config) => r?,
-            _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+            _ = shutdown() => tracing::info!("shutting down"),
         }
         return Ok(());
     };
@@ -224,9 +232,25 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     };
     tokio::select! {
         r = skiff_kubelet::simulated::run(client, config) => r?,
-        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+        _ = shutdown() => tracing::info!("shutting down"),
     }
     Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 fn host_name() -> String {
@@ -295,6 +319,8 @@ fn main() -> anyhow::Result<()> {
                         data_dir: args.data_dir.join("agent"),
                         runtime_endpoint: None,
                         bridge: "skiff0".into(),
+                        ca_pem: std::fs::read_to_string(args.data_dir.join("tls/ca.crt"))?,
+                        port: args.kubelet_port,
                     };
                     tokio::spawn(async move {
                         if let Err(e) = skiff_kubelet::agent::run(client, config).await {
@@ -304,7 +330,7 @@ fn main() -> anyhow::Result<()> {
                 }
                 tokio::select! {
                     _ = server.wait() => {}
-                    _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+                    _ = shutdown() => tracing::info!("shutting down"),
                 }
                 Ok(())
             }
@@ -331,7 +357,7 @@ fn main() -> anyhow::Result<()> {
                 };
                 tokio::select! {
                     _ = skiff_controllers::manager::run(client, config) => {}
-                    _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+                    _ = shutdown() => tracing::info!("shutting down"),
                 }
                 Ok(())
             }

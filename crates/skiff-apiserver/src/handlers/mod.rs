@@ -18,6 +18,7 @@ use skiff_core::ApiError;
 use skiff_store::Store;
 
 use crate::auth::{Authenticator, User};
+use crate::node_proxy::NodeDialer;
 use crate::request::{self, Query, Route, Target, Verb};
 use crate::response;
 use crate::storage::Objects;
@@ -27,6 +28,7 @@ pub struct Api {
     pub objects: Objects,
     auth: Authenticator,
     ca_pem: String,
+    nodes: NodeDialer,
 }
 
 /// Everything a resource handler needs to know about its request.
@@ -60,11 +62,17 @@ impl Call<'_> {
 }
 
 impl Api {
-    pub fn new(store: Arc<dyn Store>, auth: Authenticator, ca_pem: String) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        auth: Authenticator,
+        ca_pem: String,
+        nodes: NodeDialer,
+    ) -> Self {
         Self {
             objects: Objects { store },
             auth,
             ca_pem,
+            nodes,
         }
     }
 
@@ -108,6 +116,9 @@ impl Api {
             Route::ResourceList { group, version } => crate::discovery::resources(&group, &version),
             Route::OpenApiIndex => Ok(crate::openapi::index()),
             Route::OpenApiDocument { group, version } => crate::openapi::document(&group, &version),
+            Route::Resource(target) if is_node_stream(&target) => {
+                self.nodes.forward(&self.objects, &target, parts).await
+            }
             Route::Resource(target) => {
                 let query = Query::parse(parts.uri.query())?;
                 let verb = request::verb(&parts.method, &target, &query)?;
@@ -141,6 +152,15 @@ impl Api {
             }
         }
     }
+}
+
+/// Pod subresources the node agent serves.
+fn is_node_stream(target: &crate::request::Target) -> bool {
+    target.resource.plural == "pods"
+        && matches!(
+            target.subresource.as_deref(),
+            Some("log" | "exec" | "attach" | "portforward")
+        )
 }
 
 /// Adds `Warning` headers (RFC 7234 form, as upstream) to a reply.

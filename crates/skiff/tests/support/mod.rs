@@ -82,7 +82,7 @@ impl Cluster {
             .args(["--https-port", &self.port.to_string()])
             .args(extra)
             .args(if self.with_agent {
-                &[][..]
+                &["--kubelet-port", "0"][..]
             } else {
                 &["--disable-agent"][..]
             })

@@ -1,0 +1,214 @@
+//! The agent's HTTPS endpoint, which the API server calls for pod logs and
+//! exec (`/containerLogs/…`, `/exec/…`). It serves a self-signed
+//! certificate and admits only callers with a client certificate from the
+//! cluster CA: the API server's.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::StatusCode;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use k8s_cri::v1 as cri;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::cri::Cri;
+use crate::pods::{attempt_of_container, NAME_LABEL};
+use crate::{exec, logs};
+
+/// What the stream handlers need: the runtime, and runc's state for exec.
+pub struct Streams {
+    pub cri: Cri,
+    pub runc_root: PathBuf,
+}
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("certificate: {0}")]
+    Certificate(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A Kubernetes `Status` reply from the agent.
+pub fn failure(code: StatusCode, reason: &str, message: impl Into<String>) -> Response {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message.into(), "reason": reason, "code": code.as_u16()});
+    (
+        code,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+impl Streams {
+    /// A pod's containers of one name, oldest attempt first, from its
+    /// newest sandbox.
+    pub async fn attempts(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<Vec<cri::Container>, Response> {
+        let runtime_error = |e: tonic::Status| {
+            failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                e.message(),
+            )
+        };
+        let filter = cri::PodSandboxFilter {
+            label_selector: [
+                ("io.kubernetes.pod.name".to_owned(), pod.to_owned()),
+                ("io.kubernetes.pod.namespace".to_owned(), ns.to_owned()),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let sandbox = self
+            .cri
+            .runtime
+            .clone()
+            .list_pod_sandbox(cri::ListPodSandboxRequest {
+                filter: Some(filter),
+            })
+            .await
+            .map_err(runtime_error)?
+            .into_inner()
+            .items
+            .into_iter()
+            .max_by_key(|s| s.created_at)
+            .ok_or_else(|| {
+                failure(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("pod {ns}/{pod} is not running on this node"),
+                )
+            })?;
+        let filter = cri::ContainerFilter {
+            pod_sandbox_id: sandbox.id,
+            label_selector: [(NAME_LABEL.to_owned(), container.to_owned())].into(),
+            ..Default::default()
+        };
+        let mut containers = self
+            .cri
+            .runtime
+            .clone()
+            .list_containers(cri::ListContainersRequest {
+                filter: Some(filter),
+            })
+            .await
+            .map_err(runtime_error)?
+            .into_inner()
+            .containers;
+        if containers.is_empty() {
+            return Err(failure(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("container {container:?} in pod {pod:?} is waiting to start"),
+            ));
+        }
+        containers.sort_by_key(attempt_of_container);
+        Ok(containers)
+    }
+}
+
+fn router(streams: Arc<Streams>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/containerLogs/{ns}/{pod}/{container}", get(logs::serve))
+        .route(
+            "/exec/{ns}/{pod}/{container}",
+            get(exec::serve).post(exec::serve),
+        )
+        .with_state(streams)
+}
+
+/// TLS that requires a client certificate signed by the cluster CA.
+fn tls_config(ca_pem: &str, names: Vec<String>) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| Error::Certificate(e.to_string()))?;
+        roots.add(cert)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| Error::Certificate(e.to_string()))?;
+    let own =
+        rcgen::generate_simple_self_signed(names).map_err(|e| Error::Certificate(e.to_string()))?;
+    let key = rustls::pki_types::PrivateKeyDer::try_from(own.signing_key.serialize_der())
+        .map_err(|e| Error::Certificate(e.to_owned()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![own.cert.der().clone()], key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Binds `addr` and serves until the task is dropped; returns the bound
+/// address once listening.
+pub async fn start(
+    addr: SocketAddr,
+    ca_pem: &str,
+    node_name: &str,
+    streams: Arc<Streams>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), Error> {
+    let tls = tls_config(ca_pem, vec![node_name.to_owned(), addr.ip().to_string()])?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| Error::Bind { addr, source })?;
+    let router = router(streams);
+    let acceptor = TlsAcceptor::from(tls);
+    let serving = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, peer)) = listener.accept().await else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, router) = (acceptor.clone(), router.clone());
+            tokio::spawn(async move {
+                let stream = match acceptor.accept(tcp).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "agent TLS handshake refused");
+                        return;
+                    }
+                };
+                let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                    router.clone().oneshot(req.map(Body::new))
+                });
+                if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await
+                {
+                    tracing::debug!(%peer, error = %e, "agent connection ended");
+                }
+            });
+        }
+    });
+    Ok((bound, serving))
+}
