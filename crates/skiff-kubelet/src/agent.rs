@@ -33,6 +33,8 @@ pub struct Config {
     pub ca_pem: String,
     /// The port of the agent's endpoint (logs, exec); 0 picks a free one.
     pub port: u16,
+    /// Registries (`host:port`) to pull from over plain HTTP.
+    pub insecure_registries: Vec<String>,
 }
 
 /// runc's state directory of a containerd the agent did not start.
@@ -41,6 +43,9 @@ const DEFAULT_RUNC_ROOT: &str = "/run/containerd/runc/k8s.io";
 /// Runs the node until the task is dropped.
 pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
     let layout = Layout::new(&config.data_dir);
+    if let Err(e) = containerd::write_registries(&layout, &config.insecure_registries) {
+        tracing::error!(error = %e, "could not write the registries' configuration");
+    }
     let mut containerd_child = None;
     let socket = match &config.runtime_endpoint {
         Some(s) => Ok(s.clone()),

@@ -134,6 +134,23 @@ pub fn cni_config(layout: &Layout, bridge: &str, pod_cidr: &str) -> String {
     .to_string()
 }
 
+/// containerd's `hosts.toml` that lets it pull from `host` (`addr:port`)
+/// over plain HTTP.
+pub fn registry_hosts(host: &str) -> String {
+    format!("server = \"http://{host}\"\n\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n")
+}
+
+/// Lets containerd pull from each of `hosts` over plain HTTP.
+pub fn write_registries(layout: &Layout, hosts: &[String]) -> Result<(), Error> {
+    for host in hosts {
+        write(
+            &layout.dir.join("certs.d").join(host).join("hosts.toml"),
+            &registry_hosts(host),
+        )?;
+    }
+    Ok(())
+}
+
 /// Writes the CNI network for `pod_cidr`.
 pub fn write_cni(layout: &Layout, bridge: &str, pod_cidr: &str) -> Result<(), Error> {
     write(
@@ -234,5 +251,10 @@ mod tests {
             "10.42.3.0/24"
         );
         assert_eq!(cni["plugins"][0]["ipMasq"], false);
+        let hosts = registry_hosts("127.0.0.1:5000");
+        assert!(
+            hosts.starts_with("server = \"http://127.0.0.1:5000\""),
+            "{hosts}"
+        );
     }
 }

@@ -1,13 +1,16 @@
 //! What a container is given besides its image: environment variables
 //! (values, ConfigMap and Secret keys, pod fields, `envFrom`) and volumes
-//! (emptyDir, hostPath, ConfigMap, Secret), materialized under the pod's
-//! directory and kept current on every sync.
+//! (emptyDir on disk or in memory, hostPath, ConfigMap, Secret, downwardAPI,
+//! projected), materialized under the pod's directory and kept current on
+//! every sync.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret,
+};
 use kube::api::Api;
 use kube::Client;
 
@@ -184,6 +187,133 @@ fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>, mode: u32) -> Resu
     Ok(())
 }
 
+/// The files of a ConfigMap or Secret volume (or projection): every key,
+/// or the chosen `items`.
+async fn object_files(
+    client: &Client,
+    ns: &str,
+    kind: &str,
+    name: &str,
+    items: Option<&[KeyToPath]>,
+    optional: bool,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    match data(client, ns, kind, name).await? {
+        Some(d) => Ok(match items {
+            Some(items) => items
+                .iter()
+                .filter_map(|i| Some((i.path.clone(), d.get(&i.key)?.clone())))
+                .collect(),
+            None => d,
+        }),
+        None if optional => Ok(BTreeMap::new()),
+        None => Err(format!("{kind} {name:?} not found")),
+    }
+}
+
+/// `key="value"` lines, as downward API files list labels and annotations.
+fn pairs(map: Option<&BTreeMap<String, String>>) -> String {
+    map.into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v:?}\n"))
+        .collect()
+}
+
+/// The files of a downwardAPI volume (or projection).
+fn downward_files(
+    pod: &Pod,
+    items: &[DownwardAPIVolumeFile],
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let mut files = BTreeMap::new();
+    for item in items {
+        let value = if let Some(f) = &item.field_ref {
+            match f.field_path.as_str() {
+                "metadata.labels" => pairs(pod.metadata.labels.as_ref()),
+                "metadata.annotations" => pairs(pod.metadata.annotations.as_ref()),
+                path => {
+                    field(pod, path, "").ok_or_else(|| format!("unsupported fieldPath {path:?}"))?
+                }
+            }
+        } else if let Some(r) = &item.resource_field_ref {
+            let c = pod
+                .spec
+                .iter()
+                .flat_map(|s| s.containers.iter())
+                .find(|c| Some(&c.name) == r.container_name.as_ref())
+                .ok_or_else(|| {
+                    format!(
+                        "resourceFieldRef names no container: {:?}",
+                        r.container_name
+                    )
+                })?;
+            resource_field(c, &r.resource, r.divisor.as_ref().map(|d| d.0.as_str()))?
+        } else {
+            continue;
+        };
+        files.insert(item.path.clone(), value.into_bytes());
+    }
+    Ok(files)
+}
+
+/// A container's request or limit (`limits.cpu`, `requests.memory`, …) in
+/// units of `divisor`, rounded up as upstream does.
+fn resource_field(c: &Container, resource: &str, divisor: Option<&str>) -> Result<String, String> {
+    let (kind, name) = resource
+        .split_once('.')
+        .ok_or_else(|| format!("unsupported resource {resource:?}"))?;
+    let r = c.resources.as_ref();
+    let set = match kind {
+        "limits" => r.and_then(|r| r.limits.as_ref()),
+        "requests" => r.and_then(|r| r.requests.as_ref()),
+        _ => return Err(format!("unsupported resource {resource:?}")),
+    };
+    let milli = |q: &str| skiff_core::quantity::parse_milli(q);
+    let value = set
+        .and_then(|s| s.get(name))
+        .and_then(|q| milli(&q.0))
+        .unwrap_or(0);
+    let divisor = divisor.and_then(milli).filter(|d| *d > 0).unwrap_or(1000);
+    Ok(((value.max(0) + divisor - 1) / divisor).to_string())
+}
+
+/// Mounts a tmpfs for a `medium: Memory` emptyDir, once.
+fn mount_tmpfs(path: &Path, size: Option<&str>) -> Result<(), String> {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let target = path.display().to_string();
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(&target))
+    {
+        return Ok(());
+    }
+    let mut options = "mode=0777".to_owned();
+    if let Some(bytes) = size.and_then(skiff_core::quantity::parse_milli) {
+        options.push_str(&format!(",size={}", bytes / 1000));
+    }
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
+        .arg(path)
+        .status()
+        .map_err(|e| format!("mount tmpfs on {target}: {e}"))?;
+    if !status.success() {
+        return Err(format!("mount tmpfs on {target} failed"));
+    }
+    Ok(())
+}
+
+/// Unmounts whatever is mounted under `dir` (memory-backed emptyDirs), so
+/// the directory can go.
+pub fn release(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let prefix = format!("{}/", dir.display());
+    for m in mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|m| m.starts_with(&prefix))
+    {
+        let _ = std::process::Command::new("umount").arg(m).status();
+    }
+}
+
 /// Makes the pod's volumes exist under `dir`, returning each one's host
 /// path; an error is a `CreateContainerConfigError`.
 pub async fn volumes(
@@ -195,45 +325,84 @@ pub async fn volumes(
     let mut out = BTreeMap::new();
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         let path = dir.join(&v.name);
-        if v.empty_dir.is_some() {
+        let mut files = BTreeMap::new();
+        let mode;
+        if let Some(e) = &v.empty_dir {
             std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            if e.medium.as_deref() == Some("Memory") {
+                mount_tmpfs(&path, e.size_limit.as_ref().map(|q| q.0.as_str()))?;
+            }
+            out.insert(v.name.clone(), path);
+            continue;
         } else if let Some(h) = &v.host_path {
             if h.type_.as_deref() == Some("DirectoryOrCreate") {
                 std::fs::create_dir_all(&h.path).map_err(|e| format!("{}: {e}", h.path))?;
             }
             out.insert(v.name.clone(), PathBuf::from(&h.path));
             continue;
+        } else if let Some(c) = &v.config_map {
+            mode = c.default_mode.unwrap_or(0o644);
+            files = object_files(
+                client,
+                &ns,
+                "configmap",
+                &c.name,
+                c.items.as_deref(),
+                c.optional == Some(true),
+            )
+            .await?;
+        } else if let Some(s) = &v.secret {
+            mode = s.default_mode.unwrap_or(0o644);
+            let name = s.secret_name.clone().unwrap_or_default();
+            files = object_files(
+                client,
+                &ns,
+                "secret",
+                &name,
+                s.items.as_deref(),
+                s.optional == Some(true),
+            )
+            .await?;
+        } else if let Some(d) = &v.downward_api {
+            mode = d.default_mode.unwrap_or(0o644);
+            files = downward_files(pod, d.items.as_deref().unwrap_or_default())?;
+        } else if let Some(p) = &v.projected {
+            mode = p.default_mode.unwrap_or(0o644);
+            for source in p.sources.iter().flatten() {
+                if let Some(c) = &source.config_map {
+                    files.extend(
+                        object_files(
+                            client,
+                            &ns,
+                            "configmap",
+                            &c.name,
+                            c.items.as_deref(),
+                            c.optional == Some(true),
+                        )
+                        .await?,
+                    );
+                } else if let Some(s) = &source.secret {
+                    files.extend(
+                        object_files(
+                            client,
+                            &ns,
+                            "secret",
+                            &s.name,
+                            s.items.as_deref(),
+                            s.optional == Some(true),
+                        )
+                        .await?,
+                    );
+                } else if let Some(d) = &source.downward_api {
+                    files.extend(downward_files(pod, d.items.as_deref().unwrap_or_default())?);
+                } else if source.service_account_token.is_some() {
+                    return Err("serviceAccountToken projections are not supported yet".into());
+                }
+            }
         } else {
-            let (kind, name, items, mode, optional) = match (&v.config_map, &v.secret) {
-                (Some(c), _) => (
-                    "configmap",
-                    c.name.clone(),
-                    c.items.clone(),
-                    c.default_mode,
-                    c.optional == Some(true),
-                ),
-                (_, Some(s)) => (
-                    "secret",
-                    s.secret_name.clone().unwrap_or_default(),
-                    s.items.clone(),
-                    s.default_mode,
-                    s.optional == Some(true),
-                ),
-                _ => continue,
-            };
-            let files = match data(client, &ns, kind, &name).await? {
-                Some(d) => match items {
-                    Some(items) => items
-                        .iter()
-                        .filter_map(|i| Some((i.path.clone(), d.get(&i.key)?.clone())))
-                        .collect(),
-                    None => d,
-                },
-                None if optional => BTreeMap::new(),
-                None => return Err(format!("{kind} {name:?} not found")),
-            };
-            write_files(&path, &files, mode.unwrap_or(0o644) as u32)?;
+            continue;
         }
+        write_files(&path, &files, mode as u32)?;
         out.insert(v.name.clone(), path);
     }
     Ok(out)
@@ -295,6 +464,33 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!((m[0].host_path.as_str(), m[0].readonly), ("/v/cfg", true));
         assert_eq!(m[1].host_path, "/v/data/x");
+    }
+
+    #[test]
+    fn downward_api_files() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "web", "tier": "1"}},
+            "spec": {"containers": [{"name": "c", "resources": {"limits": {"memory": "64Mi", "cpu": "250m"}}}]},
+        }))
+        .unwrap();
+        let items: Vec<DownwardAPIVolumeFile> = serde_json::from_value(json!([
+            {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}},
+            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+            {"path": "mem", "resourceFieldRef": {"containerName": "c", "resource": "limits.memory", "divisor": "1Mi"}},
+            {"path": "cpu", "resourceFieldRef": {"containerName": "c", "resource": "limits.cpu"}},
+        ]))
+        .unwrap();
+        let files = downward_files(&pod, &items).unwrap();
+        let text = |k: &str| String::from_utf8(files[k].clone()).unwrap();
+        assert_eq!(text("name"), "p");
+        assert_eq!(text("labels"), "app=\"web\"\ntier=\"1\"\n");
+        assert_eq!(text("mem"), "64");
+        assert_eq!(text("cpu"), "1", "cpu rounds up to whole cores");
+        let bad: Vec<DownwardAPIVolumeFile> = serde_json::from_value(
+            json!([{"path": "x", "fieldRef": {"fieldPath": "spec.nothing"}}]),
+        )
+        .unwrap();
+        assert!(downward_files(&pod, &bad).is_err());
     }
 
     #[test]

@@ -31,6 +31,8 @@ struct Observed {
     pod_ip: String,
     /// The latest container of each name, with its status.
     latest: HashMap<String, cri::ContainerStatus>,
+    /// The one before it, if any.
+    previous: HashMap<String, cri::ContainerStatus>,
 }
 
 pub(crate) fn attempt_of_container(c: &cri::Container) -> u32 {
@@ -39,6 +41,123 @@ pub(crate) fn attempt_of_container(c: &cri::Container) -> u32 {
 
 fn attempt_of(status: &cri::ContainerStatus) -> u32 {
     status.metadata.as_ref().map_or(0, |m| m.attempt)
+}
+
+/// Where a pod's init containers are.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Init {
+    Done,
+    Running,
+    /// One failed and the pod's restartPolicy is Never.
+    Failed,
+}
+
+/// What starting any container of one pod needs.
+struct Launch<'a> {
+    pod: &'a Pod,
+    sandbox: &'a str,
+    config: &'a cri::PodSandboxConfig,
+    volumes: &'a Result<std::collections::BTreeMap<String, std::path::PathBuf>, String>,
+}
+
+fn exited(status: &cri::ContainerStatus) -> bool {
+    status.state == cri::ContainerState::ContainerExited as i32
+}
+
+/// Upstream's restart back-off: the first restart is immediate, then 10 s
+/// doubling per restart, up to 5 min.
+fn restart_delay(attempt: u32) -> chrono::Duration {
+    match attempt {
+        0 => chrono::Duration::zero(),
+        n => chrono::Duration::seconds((10i64 << (n - 1).min(5)).min(300)),
+    }
+}
+
+/// Whether an exited container's back-off is over.
+fn restart_due(status: &cri::ContainerStatus) -> bool {
+    let finished = chrono::DateTime::from_timestamp_nanos(status.finished_at);
+    chrono::Utc::now() >= finished + restart_delay(attempt_of(status))
+}
+
+fn stamp(nanos: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(nanos)
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// The `terminated` state of an exited container.
+fn terminated(s: &cri::ContainerStatus) -> Value {
+    let reason = match (s.reason.as_str(), s.exit_code) {
+        ("", 0) => "Completed",
+        ("", _) => "Error",
+        (r, _) => r,
+    };
+    json!({"terminated": {"exitCode": s.exit_code, "reason": reason,
+        "startedAt": stamp(s.started_at), "finishedAt": stamp(s.finished_at),
+        "containerID": format!("containerd://{}", s.id)}})
+}
+
+/// One container's status from what the runtime shows of it; `waiting`
+/// holds why a container is not (re)started, `probed` its readiness.
+fn container_status(
+    c: &Container,
+    seen: &Observed,
+    waiting: &HashMap<String, String>,
+    probed: &HashMap<String, bool>,
+    before_start: &str,
+) -> Value {
+    let why = waiting.get(&c.name);
+    let split = |w: &str| {
+        let (reason, message) = w.split_once(": ").unwrap_or((w, ""));
+        (reason.to_owned(), message.to_owned())
+    };
+    let state;
+    let mut last = Value::Null;
+    let (id, restarts) = match seen.latest.get(&c.name) {
+        None => {
+            let (reason, message) =
+                why.map_or((before_start.to_owned(), String::new()), |w| split(w));
+            state = json!({"waiting": {"reason": reason, "message": message}});
+            (String::new(), 0)
+        }
+        Some(s) => {
+            if s.state == cri::ContainerState::ContainerRunning as i32 {
+                state = json!({"running": {"startedAt": stamp(s.started_at)}});
+            } else if exited(s) {
+                let terminated = terminated(s);
+                match why {
+                    Some(w) => {
+                        let (reason, mut message) = split(w);
+                        if reason == "CrashLoopBackOff" {
+                            message = format!("back-off restarting failed container {}", c.name);
+                        }
+                        state = json!({"waiting": {"reason": reason, "message": message}});
+                        last = terminated;
+                    }
+                    None => state = terminated,
+                }
+            } else {
+                state = json!({"waiting": {"reason": "ContainerCreating"}});
+            }
+            (s.id.clone(), attempt_of(s))
+        }
+    };
+    let is_running = state["running"].is_object();
+    let ready = is_running && probed.get(&c.name).copied().unwrap_or(true);
+    let mut status = json!({
+        "name": c.name, "image": c.image, "imageID": "",
+        "containerID": if id.is_empty() { Value::Null } else { json!(format!("containerd://{id}")) },
+        "ready": ready, "started": is_running, "restartCount": restarts, "state": state,
+    });
+    if last.is_null() {
+        if let Some(p) = seen.previous.get(&c.name).filter(|p| exited(p)) {
+            last = terminated(p);
+        }
+    }
+    if !last.is_null() {
+        status["lastState"] = last;
+    }
+    status
 }
 
 /// Pods bound to this node, by uid.
@@ -53,6 +172,9 @@ pub struct Worker {
     /// The last status written per pod uid.
     reported: Mutex<HashMap<String, Value>>,
     prober: Prober,
+    /// Failed pulls by pod uid and container: when to try again, and how
+    /// many failed.
+    pull_backoff: Mutex<HashMap<(String, String), (std::time::Instant, u32)>>,
 }
 
 impl Worker {
@@ -71,6 +193,7 @@ impl Worker {
             log_dir,
             reported: Mutex::default(),
             prober: Prober::default(),
+            pull_backoff: Mutex::default(),
         }
     }
 
@@ -80,24 +203,39 @@ impl Worker {
         let wake = Arc::new(tokio::sync::Notify::new());
         let api: Api<Pod> = Api::all(self.client.clone());
         let config = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node));
-        let (p, w) = (pods.clone(), wake.clone());
+        // Until the first full list arrives, the worker does nothing: an
+        // empty map would make every running pod look orphaned.
+        let listed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p, w, l) = (pods.clone(), wake.clone(), listed.clone());
         tokio::spawn(async move {
             let mut events = watcher::watcher(api, config).boxed();
+            let mut relist: HashMap<String, Pod> = HashMap::new();
             while let Some(e) = events.next().await {
                 let mut map = p.lock().unwrap_or_else(|e| e.into_inner());
+                let uid = |pod: &Pod| pod.metadata.uid.clone().unwrap_or_default();
                 match e {
-                    Ok(Event::Apply(pod) | Event::InitApply(pod)) => {
-                        map.insert(pod.metadata.uid.clone().unwrap_or_default(), pod);
+                    Ok(Event::Init) => relist.clear(),
+                    Ok(Event::InitApply(pod)) => {
+                        relist.insert(uid(&pod), pod);
+                    }
+                    Ok(Event::InitDone) => {
+                        *map = std::mem::take(&mut relist);
+                        l.store(true, std::sync::atomic::Ordering::Release);
+                    }
+                    Ok(Event::Apply(pod)) => {
+                        map.insert(uid(&pod), pod);
                     }
                     Ok(Event::Delete(pod)) => {
-                        map.remove(pod.metadata.uid.as_deref().unwrap_or_default());
+                        map.remove(&uid(&pod));
                     }
-                    Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "pod watch"),
                 }
                 w.notify_one();
             }
         });
+        while !listed.load(std::sync::atomic::Ordering::Acquire) {
+            wake.notified().await;
+        }
         loop {
             let snapshot: Vec<Pod> = pods
                 .lock()
@@ -132,6 +270,10 @@ impl Worker {
                     .map(|c| c.id)
                     .collect();
                 self.prober.retain(&ids);
+                self.pull_backoff
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|(uid, _), _| known.contains(uid));
             }
             if let Err(e) = self.remove_orphans(&known).await {
                 tracing::debug!(error = %e, "orphan sandboxes");
@@ -175,18 +317,54 @@ impl Worker {
         Ok(r.into_inner().containers)
     }
 
-    /// Stops and removes a pod's containers and sandboxes.
-    async fn tear_down(&self, uid: &str, grace: i64) -> Result<(), Error> {
+    /// Stops and removes a pod's containers and sandboxes: each running
+    /// container gets its preStop hook, then SIGTERM, then SIGKILL once the
+    /// grace period is over.
+    async fn tear_down(&self, uid: &str, pod: Option<&Pod>, grace: i64) -> Result<(), Error> {
         let mut rt = self.cri.runtime.clone();
+        let deadline = std::time::Instant::now() + Duration::from_secs(grace.max(0) as u64);
         for sb in self.sandboxes(uid).await? {
-            for c in self.containers(&sb.id).await? {
-                if c.state == cri::ContainerState::ContainerRunning as i32 {
+            let running: Vec<cri::Container> = self
+                .containers(&sb.id)
+                .await?
+                .into_iter()
+                .filter(|c| c.state == cri::ContainerState::ContainerRunning as i32)
+                .collect();
+            let pod_ip = match pod {
+                Some(_) => self
+                    .observe(&sb.id)
+                    .await
+                    .map(|o| o.pod_ip)
+                    .unwrap_or_default(),
+                None => String::new(),
+            };
+            let stops = running.iter().map(|c| {
+                let mut rt = rt.clone();
+                let pod_ip = pod_ip.clone();
+                async move {
+                    let spec = pod.and_then(|p| {
+                        let name = c.labels.get(NAME_LABEL)?;
+                        p.spec.as_ref()?.containers.iter().find(|s| &s.name == name)
+                    });
+                    let pre_stop = spec.and_then(|s| s.lifecycle.as_ref()?.pre_stop.as_ref());
+                    if let (Some(spec), Some(hook)) = (spec, pre_stop) {
+                        let left = deadline.saturating_duration_since(std::time::Instant::now());
+                        if let Err(why) =
+                            crate::probes::hook(&self.cri, spec, hook, &c.id, &pod_ip, left).await
+                        {
+                            tracing::info!(container = %spec.name, %why, "preStop hook failed");
+                        }
+                    }
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
                     rt.stop_container(cri::StopContainerRequest {
                         container_id: c.id.clone(),
-                        timeout: grace,
+                        timeout: left.as_secs() as i64,
                     })
-                    .await?;
+                    .await
                 }
+            });
+            for stopped in futures::future::join_all(stops).await {
+                stopped?;
             }
             rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
                 pod_sandbox_id: sb.id.clone(),
@@ -210,7 +388,8 @@ impl Worker {
         for sb in r.into_inner().items {
             if let Some(uid) = sb.labels.get(UID_LABEL) {
                 if !known.contains(uid) {
-                    self.tear_down(uid, 0).await?;
+                    self.tear_down(uid, None, 0).await?;
+                    pod_inputs::release(&self.log_dir.join(uid));
                 }
             }
         }
@@ -262,8 +441,9 @@ impl Worker {
         }
     }
 
-    /// Makes sure the image is present, pulling it as the policy says.
-    async fn ensure_image(&self, c: &Container) -> Result<(), String> {
+    /// Makes sure the image is present, pulling it as the policy says;
+    /// failed pulls back off 10 s doubling to 5 min (`ImagePullBackOff`).
+    async fn ensure_image(&self, uid: &str, c: &Container) -> Result<(), String> {
         let image = c.image.clone().unwrap_or_default();
         let spec = cri::ImageSpec {
             image: image.clone(),
@@ -289,7 +469,16 @@ impl Worker {
         if policy == "Never" {
             return Err(format!("ErrImageNeverPull: container image {image:?} is not present with pull policy of Never"));
         }
-        match self
+        let key = (uid.to_owned(), c.name.clone());
+        let backoff = || self.pull_backoff.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((until, _)) = backoff().get(&key) {
+            if std::time::Instant::now() < *until {
+                return Err(format!(
+                    "ImagePullBackOff: Back-off pulling image {image:?}"
+                ));
+            }
+        }
+        let pulled = self
             .cri
             .images
             .clone()
@@ -297,11 +486,20 @@ impl Worker {
                 image: Some(spec),
                 ..Default::default()
             })
-            .await
-        {
-            Ok(_) => Ok(()),
+            .await;
+        match pulled {
+            Ok(_) => {
+                backoff().remove(&key);
+                Ok(())
+            }
             Err(_) if present => Ok(()),
-            Err(e) => Err(format!("ErrImagePull: {}", e.message())),
+            Err(e) => {
+                let mut b = backoff();
+                let failures = b.get(&key).map_or(0, |(_, n)| *n);
+                let delay = Duration::from_secs((10u64 << failures.min(5)).min(300));
+                b.insert(key, (std::time::Instant::now() + delay, failures + 1));
+                Err(format!("ErrImagePull: {}", e.message()))
+            }
         }
     }
 
@@ -390,7 +588,7 @@ impl Worker {
         let spec = pod.spec.clone().unwrap_or_default();
         if pod.metadata.deletion_timestamp.is_some() {
             let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30);
-            self.tear_down(&uid, grace).await?;
+            self.tear_down(&uid, Some(pod), grace).await?;
             let api: Api<Pod> = Api::namespaced(
                 self.client.clone(),
                 pod.metadata.namespace.as_deref().unwrap_or_default(),
@@ -411,6 +609,7 @@ impl Worker {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&uid);
             // Only the pod's own directories: hostPath volumes live elsewhere.
+            pod_inputs::release(&self.log_dir.join(&uid));
             let _ = std::fs::remove_dir_all(self.log_dir.join(&uid));
             let _ = std::fs::remove_dir_all(self.sandbox_log_dir(pod));
             return Ok(());
@@ -452,19 +651,46 @@ impl Worker {
         let volumes = pod_inputs::volumes(&self.client, pod, &volume_dir).await;
         let mut seen = self.observe(&sandbox).await?;
         let mut started = false;
-        for c in &spec.containers {
+        let launch = Launch {
+            pod,
+            sandbox: &sandbox,
+            config: &config,
+            volumes: &volumes,
+        };
+        // Init containers run one at a time, in order, each to success.
+        let mut init = Init::Done;
+        for c in spec.init_containers.iter().flatten() {
             let latest = seen.latest.get(&c.name);
-            let attempt = latest.map_or(0, attempt_of);
+            if latest.is_some_and(|s| exited(s) && s.exit_code == 0) {
+                continue;
+            }
+            init = Init::Running;
+            match latest {
+                None => started |= self.launch(&launch, c, 0, &seen.pod_ip, &mut waiting).await,
+                Some(s) if exited(s) && restart == "Never" => init = Init::Failed,
+                Some(s) if exited(s) => match restart_due(s) {
+                    true => {
+                        started |= self
+                            .launch(&launch, c, attempt_of(s) + 1, &seen.pod_ip, &mut waiting)
+                            .await
+                    }
+                    false => {
+                        waiting.insert(c.name.clone(), "CrashLoopBackOff".into());
+                    }
+                },
+                Some(_) => {}
+            }
+            break;
+        }
+        for c in spec.containers.iter().filter(|_| init == Init::Done) {
+            let latest = seen.latest.get(&c.name);
             let start_as = match latest {
                 None => Some(0),
-                Some(status) if status.state == cri::ContainerState::ContainerExited as i32 => {
+                Some(status) if exited(status) => {
                     let again =
                         restart == "Always" || (restart == "OnFailure" && status.exit_code != 0);
-                    let finished = chrono::DateTime::from_timestamp_nanos(status.finished_at);
-                    // Upstream's back-off: 10 s doubling per restart, up to 5 min.
-                    let delay = chrono::Duration::seconds((10i64 << attempt.min(5)).min(300));
-                    if again && chrono::Utc::now() >= finished + delay {
-                        Some(attempt + 1)
+                    if again && restart_due(status) {
+                        Some(attempt_of(status) + 1)
                     } else {
                         if again {
                             waiting.insert(c.name.clone(), "CrashLoopBackOff".into());
@@ -475,41 +701,58 @@ impl Worker {
                 Some(_) => None,
             };
             if let Some(attempt) = start_as {
-                if let Err(why) = self.ensure_image(c).await {
-                    waiting.insert(c.name.clone(), why);
-                    continue;
-                }
-                let volumes = match &volumes {
-                    Ok(v) => v,
-                    Err(why) => {
-                        waiting
-                            .insert(c.name.clone(), format!("CreateContainerConfigError: {why}"));
-                        continue;
-                    }
-                };
-                let env = match pod_inputs::env(&self.client, pod, c, &seen.pod_ip).await {
-                    Ok(env) => env,
-                    Err(why) => {
-                        waiting
-                            .insert(c.name.clone(), format!("CreateContainerConfigError: {why}"));
-                        continue;
-                    }
-                };
-                let mounts = pod_inputs::mounts(c, volumes);
-                if let Err(e) = self
-                    .start_container(&sandbox, &config, c, attempt, env, mounts)
-                    .await
-                {
-                    waiting.insert(c.name.clone(), format!("CreateContainerError: {e}"));
-                }
-                started = true;
+                started |= self
+                    .launch(&launch, c, attempt, &seen.pod_ip, &mut waiting)
+                    .await;
             }
         }
         if started {
             seen = self.observe(&sandbox).await?;
         }
         let ready = self.probe(pod, &seen).await?;
-        self.report(pod, &seen, &waiting, &ready).await
+        self.report(pod, &seen, &waiting, &ready, init).await
+    }
+
+    /// Starts one container (image, configuration, mounts); a reason it
+    /// cannot start goes to `waiting`. Returns whether it started.
+    async fn launch(
+        &self,
+        at: &Launch<'_>,
+        c: &Container,
+        attempt: u32,
+        pod_ip: &str,
+        waiting: &mut HashMap<String, String>,
+    ) -> bool {
+        let uid = at.pod.metadata.uid.clone().unwrap_or_default();
+        if let Err(why) = self.ensure_image(&uid, c).await {
+            waiting.insert(c.name.clone(), why);
+            return false;
+        }
+        let volumes = match at.volumes {
+            Ok(v) => v,
+            Err(why) => {
+                waiting.insert(c.name.clone(), format!("CreateContainerConfigError: {why}"));
+                return false;
+            }
+        };
+        let env = match pod_inputs::env(&self.client, at.pod, c, pod_ip).await {
+            Ok(env) => env,
+            Err(why) => {
+                waiting.insert(c.name.clone(), format!("CreateContainerConfigError: {why}"));
+                return false;
+            }
+        };
+        let mounts = pod_inputs::mounts(c, volumes);
+        match self
+            .start_container(at.sandbox, at.config, c, attempt, env, mounts)
+            .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                waiting.insert(c.name.clone(), format!("CreateContainerError: {e}"));
+                false
+            }
+        }
     }
 
     /// One look at a sandbox: its IP and the latest container of each name
@@ -527,33 +770,46 @@ impl Worker {
             .and_then(|s| s.network)
             .map(|n| n.ip)
             .unwrap_or_default();
-        let mut newest: HashMap<String, &cri::Container> = HashMap::new();
-        let containers = self.containers(sandbox).await?;
-        for x in &containers {
-            let Some(name) = x.labels.get(NAME_LABEL) else {
-                continue;
-            };
-            if newest
-                .get(name)
-                .is_none_or(|n| attempt_of_container(n) < attempt_of_container(x))
-            {
-                newest.insert(name.clone(), x);
+        let mut by_name: HashMap<String, Vec<cri::Container>> = HashMap::new();
+        for x in self.containers(sandbox).await? {
+            if let Some(name) = x.labels.get(NAME_LABEL) {
+                by_name.entry(name.clone()).or_default().push(x);
             }
         }
-        let mut latest = HashMap::new();
-        for (name, x) in newest {
-            let status = rt
-                .container_status(cri::ContainerStatusRequest {
-                    container_id: x.id.clone(),
-                    verbose: false,
-                })
-                .await?
-                .into_inner()
-                .status
-                .unwrap_or_default();
-            latest.insert(name, status);
+        let (mut latest, mut previous) = (HashMap::new(), HashMap::new());
+        for (name, mut attempts) in by_name {
+            attempts.sort_by_key(attempt_of_container);
+            // As upstream's container GC: only the last dead container of
+            // each name is kept, for `lastState` and `logs --previous`.
+            let old = attempts.len().saturating_sub(2);
+            for dead in attempts.drain(..old) {
+                if dead.state == cri::ContainerState::ContainerExited as i32 {
+                    let _ = rt
+                        .remove_container(cri::RemoveContainerRequest {
+                            container_id: dead.id,
+                        })
+                        .await;
+                }
+            }
+            for (i, x) in attempts.iter().rev().enumerate() {
+                let status = rt
+                    .container_status(cri::ContainerStatusRequest {
+                        container_id: x.id.clone(),
+                        verbose: false,
+                    })
+                    .await?
+                    .into_inner()
+                    .status
+                    .unwrap_or_default();
+                let into = if i == 0 { &mut latest } else { &mut previous };
+                into.insert(name.clone(), status);
+            }
         }
-        Ok(Observed { pod_ip, latest })
+        Ok(Observed {
+            pod_ip,
+            latest,
+            previous,
+        })
     }
 
     /// Runs the probes of the pod's running containers, killing those whose
@@ -601,71 +857,42 @@ impl Worker {
         seen: &Observed,
         waiting: &HashMap<String, String>,
         probed: &HashMap<String, bool>,
+        init: Init,
     ) -> Result<(), Error> {
         let spec = pod.spec.clone().unwrap_or_default();
         let ip = seen.pod_ip.clone();
-        let stamp = |nanos: i64| {
-            chrono::DateTime::from_timestamp_nanos(nanos)
-                .format("%Y-%m-%dT%H:%M:%SZ")
-                .to_string()
-        };
-        let mut statuses = Vec::new();
-        let (mut running, mut succeeded, mut failed, mut ready_count) = (0, 0, 0, 0);
         let restart = spec.restart_policy.as_deref().unwrap_or("Always");
-        for c in &spec.containers {
-            let (state, id, restarts) = match seen.latest.get(&c.name) {
-                None => (
-                    json!({"waiting": {"reason": waiting.get(&c.name).map(|w| w.split(':').next().unwrap_or("").to_owned()).unwrap_or_else(|| "ContainerCreating".into()), "message": waiting.get(&c.name)}}),
-                    String::new(),
-                    0,
-                ),
-                Some(s) => {
-                    let state = if s.state == cri::ContainerState::ContainerRunning as i32 {
-                        running += 1;
-                        json!({"running": {"startedAt": stamp(s.started_at)}})
-                    } else if s.state == cri::ContainerState::ContainerExited as i32 {
-                        if s.exit_code == 0 {
-                            succeeded += 1
-                        } else {
-                            failed += 1
-                        }
-                        let reason = if s.reason.is_empty() {
-                            if s.exit_code == 0 {
-                                "Completed".to_owned()
-                            } else {
-                                "Error".to_owned()
-                            }
-                        } else {
-                            s.reason.clone()
-                        };
-                        let terminated = json!({"terminated": {"exitCode": s.exit_code, "reason": reason, "startedAt": stamp(s.started_at), "finishedAt": stamp(s.finished_at), "containerID": format!("containerd://{}", s.id)}});
-                        match waiting.get(&c.name) {
-                            Some(w) => {
-                                json!({"waiting": {"reason": w, "message": format!("back-off restarting failed container {}", c.name)}, "__last": terminated})
-                            }
-                            None => terminated,
-                        }
-                    } else {
-                        json!({"waiting": {"reason": "ContainerCreating"}})
-                    };
-                    (state, s.id.clone(), attempt_of(s))
-                }
-            };
-            let is_running = state.get("running").is_some();
-            let ready = is_running && probed.get(&c.name).copied().unwrap_or(true);
-            ready_count += usize::from(ready);
-            let mut st = json!({
-                "name": c.name, "image": c.image, "imageID": "", "containerID": if id.is_empty() { Value::Null } else { json!(format!("containerd://{id}")) },
-                "ready": ready, "started": is_running, "restartCount": restarts,
-                "state": state,
-            });
-            if let Some(last) = st["state"].as_object_mut().and_then(|o| o.remove("__last")) {
-                st["lastState"] = last;
-            }
-            statuses.push(st);
-        }
+        let init_statuses: Vec<Value> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| container_status(c, seen, waiting, probed, "PodInitializing"))
+            .collect();
+        let before_start = if init == Init::Done {
+            "ContainerCreating"
+        } else {
+            "PodInitializing"
+        };
+        let statuses: Vec<Value> = spec
+            .containers
+            .iter()
+            .map(|c| container_status(c, seen, waiting, probed, before_start))
+            .collect();
+        let count = |f: &dyn Fn(&Value) -> bool| statuses.iter().filter(|s| f(s)).count();
+        let running = count(&|s| s["state"]["running"].is_object());
+        let succeeded = count(&|s| s["state"]["terminated"]["exitCode"] == 0);
+        let failed = count(&|s| {
+            s["state"]["terminated"]["exitCode"]
+                .as_i64()
+                .is_some_and(|c| c != 0)
+        });
+        let ready_count = count(&|s| s["ready"] == true);
         let total = spec.containers.len();
-        let phase = if running == total {
+        let phase = if init == Init::Failed {
+            "Failed"
+        } else if init == Init::Running {
+            "Pending"
+        } else if running == total {
             "Running"
         } else if succeeded == total && restart != "Always" {
             "Succeeded"
@@ -682,8 +909,9 @@ impl Worker {
         let host_ip = self.node_ip.clone();
         let mut status = json!({
             "phase": phase, "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
-            "conditions": [cond("PodReadyToStartContainers", !ip.is_empty()), cond("Initialized", true), cond("Ready", ready), cond("ContainersReady", ready), cond("PodScheduled", true)],
+            "conditions": [cond("PodReadyToStartContainers", !ip.is_empty()), cond("Initialized", init == Init::Done), cond("Ready", ready), cond("ContainersReady", ready), cond("PodScheduled", true)],
             "containerStatuses": statuses,
+            "initContainerStatuses": init_statuses,
             "startTime": pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0.to_string()).unwrap_or(now.clone()),
         });
         if !ip.is_empty() {

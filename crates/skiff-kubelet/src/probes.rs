@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::cri::Cri;
@@ -155,6 +155,29 @@ fn port(c: &Container, port: &IntOrString) -> Option<i32> {
             .find(|p| p.name.as_deref() == Some(name.as_str()))
             .map(|p| p.container_port),
     }
+}
+
+/// Runs a lifecycle hook (`preStop`, `postStart`): exec, httpGet,
+/// tcpSocket or sleep; `Ok` on success, the failure message otherwise.
+pub async fn hook(
+    cri: &Cri,
+    c: &Container,
+    handler: &LifecycleHandler,
+    id: &str,
+    pod_ip: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    if let Some(s) = &handler.sleep {
+        tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64).min(timeout)).await;
+        return Ok(());
+    }
+    let as_probe = Probe {
+        exec: handler.exec.clone(),
+        http_get: handler.http_get.clone(),
+        tcp_socket: handler.tcp_socket.clone(),
+        ..Default::default()
+    };
+    probe(cri, c, &as_probe, id, pod_ip, timeout).await
 }
 
 /// One probe attempt: `Ok` on success, the failure message otherwise.

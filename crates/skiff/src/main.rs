@@ -73,6 +73,10 @@ struct ServerArgs {
     /// The port of the embedded agent's endpoint (logs, exec); 0 picks one.
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
+    /// A registry (`host:port`) the embedded agent pulls from over plain
+    /// HTTP (repeatable).
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
     /// How long a node may miss Lease renewals before it is unreachable.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: std::time::Duration,
@@ -151,6 +155,9 @@ struct AgentArgs {
     /// The port of the agent's endpoint (logs, exec); 0 picks one.
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
+    /// A registry (`host:port`) to pull from over plain HTTP (repeatable).
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
     /// Simulated node names are `<prefix>-00000`, `<prefix>-00001`, …
     #[arg(long, default_value = "sim")]
     node_prefix: String,
@@ -212,6 +219,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             bridge: "skiff0".into(),
             ca_pem,
             port: args.kubelet_port,
+            insecure_registries: args.insecure_registries,
         };
         tokio::select! {
             r = skiff_kubelet::agent::run(client, config) => r?,
@@ -321,6 +329,7 @@ fn main() -> anyhow::Result<()> {
                         bridge: "skiff0".into(),
                         ca_pem: std::fs::read_to_string(args.data_dir.join("tls/ca.crt"))?,
                         port: args.kubelet_port,
+                        insecure_registries: args.insecure_registries.clone(),
                     };
                     tokio::spawn(async move {
                         if let Err(e) = skiff_kubelet::agent::run(client, config).await {

@@ -1,7 +1,8 @@
 //! End to end with real containers: `skiff server` with its node agent and
 //! its own containerd, runc and CNI bridge, driven by the real kubectl.
 //! Needs root and Debian's containerd, runc, containernetworking-plugins,
-//! busybox-static, umoci and skopeo (`.ci/run` installs them).
+//! busybox-static, umoci, skopeo and docker-registry (`.ci/run` installs
+//! them).
 
 mod support;
 
@@ -20,14 +21,22 @@ fn check_prerequisites() {
         .lines()
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
     assert!(root, "the real-container tests need root");
-    for tool in ["containerd", "runc", "ctr", "umoci", "skopeo", "busybox"] {
+    for tool in [
+        "containerd",
+        "runc",
+        "ctr",
+        "umoci",
+        "skopeo",
+        "busybox",
+        "docker-registry",
+    ] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
             .unwrap()
             .status
             .success();
-        assert!(found, "{tool} is missing: run .ci/run or apt-get install containerd runc containernetworking-plugins busybox-static umoci skopeo");
+        assert!(found, "{tool} is missing: run .ci/run or apt-get install containerd runc containernetworking-plugins busybox-static umoci skopeo docker-registry");
     }
     assert!(
         Path::new("/usr/lib/cni/bridge").exists(),
@@ -80,9 +89,69 @@ impl Drop for Cleanup {
     }
 }
 
-#[test]
-fn pods_run_as_real_containers() {
-    check_prerequisites();
+/// A real registry (Debian's docker-registry) on 127.0.0.1 serving the
+/// test's busybox image as `127.0.0.1:PORT/test/busybox:1`.
+struct Registry {
+    host: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start(images: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let host = format!("127.0.0.1:{}", support::free_port());
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let registry = Self {
+            host,
+            child,
+            _dir: dir,
+        };
+        wait_for("the registry to listen", LIMIT, || {
+            std::net::TcpStream::connect(&registry.host).ok()
+        });
+        let pushed = Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!(
+                "docker-archive:{}",
+                images.join("busybox.tar").display()
+            ))
+            .arg(format!("docker://{}/test/busybox:1", registry.host))
+            .output()
+            .unwrap();
+        assert!(
+            pushed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&pushed.stderr)
+        );
+        registry
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn build_images() -> tempfile::TempDir {
     let images = tempfile::tempdir().unwrap();
     let built = Command::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -96,14 +165,43 @@ fn pods_run_as_real_containers() {
         "{}",
         String::from_utf8_lossy(&built.stderr)
     );
-    let c = Cluster::start_with_agent();
+    images
+}
+
+/// The host pid of a container's main process, from containerd.
+fn host_pid(socket: &Path, container_id: &str) -> String {
+    let id = container_id.trim_start_matches("containerd://");
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(socket)
+        .args(["-n", "k8s.io", "tasks", "ls"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some(id)).then(|| f.next().unwrap_or_default().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no task for container {id}"))
+}
+
+fn manifest(name: &str, restart: &str, policy: &str, image: &str, cmd: &str) -> String {
+    format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: {restart}\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: main\n    image: {image}\n    imagePullPolicy: {policy}\n    command: [sh, -c, '{cmd}']\n")
+}
+
+#[test]
+fn pods_run_as_real_containers() {
+    check_prerequisites();
+    let images = build_images();
+    let registry = Registry::start(images.path());
+    let registry_flags = ["--insecure-registry", registry.host.as_str()];
+    let mut c = Cluster::start_with_agent(&registry_flags);
     let _cleanup = Cleanup(c.dir.path().to_owned());
     let agent_dir = c.dir.path().join("agent");
+    let socket = agent_dir.join("containerd/containerd.sock");
     wait_for("containerd's socket", LIMIT, || {
-        agent_dir
-            .join("containerd/containerd.sock")
-            .exists()
-            .then_some(())
+        socket.exists().then_some(())
     });
     for image in ["pause.tar", "busybox.tar"] {
         let status = Command::new(env!("CARGO_BIN_EXE_skiff"))
@@ -133,41 +231,59 @@ fn pods_run_as_real_containers() {
         .starts_with("10.42."));
     assert!(node["status"]["capacity"]["cpu"].as_str().is_some());
 
-    let manifest = |name: &str, restart: &str, policy: &str, image: &str, cmd: &str| {
-        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: {restart}\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: main\n    image: {image}\n    imagePullPolicy: {policy}\n    command: [sh, -c, '{cmd}']\n")
-    };
+    lifecycle_and_restarts(&c, &socket);
+    inputs_logs_and_exec(&c);
+    probes(&c);
+    init_containers_and_volumes(&c);
+    limits_and_termination(&c);
+    registry_pulls(&c, &registry.host);
+    agent_restart_keeps_containers(&mut c, &socket, &registry_flags);
+
+    let shown = c.ok(&["get", "pods"]);
+    assert!(
+        shown.contains("CrashLoopBackOff") && shown.contains("Completed"),
+        "{shown}"
+    );
+    // Deleting pods stops their containers and removes their sandboxes.
+    c.ok(&["delete", "pods", "--all", "--timeout=60s"]);
+    wait_for("the runtime to be empty", LIMIT, || {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .args(["-n", "k8s.io", "tasks", "ls", "-q"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
+}
+
+/// Running, succeeding, crashing with back-off, a missing image, and a
+/// process killed from the host coming back.
+fn lifecycle_and_restarts(c: &Cluster, socket: &Path) {
+    let busybox = "skiff.local/busybox:1";
     create(
-        &c,
-        &manifest(
-            "runner",
-            "Always",
-            "IfNotPresent",
-            "skiff.local/busybox:1",
-            "sleep 3600",
-        ),
+        c,
+        &manifest("runner", "Always", "IfNotPresent", busybox, "sleep 3600"),
     );
     create(
-        &c,
+        c,
         &manifest(
             "crasher",
             "Always",
             "IfNotPresent",
-            "skiff.local/busybox:1",
-            "exit 1",
+            busybox,
+            "echo crashing; exit 1",
         ),
     );
     create(
-        &c,
-        &manifest(
-            "oneshot",
-            "Never",
-            "IfNotPresent",
-            "skiff.local/busybox:1",
-            "true",
-        ),
+        c,
+        &manifest("oneshot", "Never", "IfNotPresent", busybox, "true"),
     );
     create(
-        &c,
+        c,
         &manifest(
             "missing",
             "Always",
@@ -176,9 +292,8 @@ fn pods_run_as_real_containers() {
             "true",
         ),
     );
-
     let ip = wait_for("runner to run", LIMIT, || {
-        let p = pod(&c, "runner");
+        let p = pod(c, "runner");
         (p["status"]["phase"] == "Running" && container_state(&p)["ready"] == true)
             .then(|| p["status"]["podIP"].as_str().map(str::to_owned))
             .flatten()
@@ -188,23 +303,63 @@ fn pods_run_as_real_containers() {
         "pod IP {ip} from the node's podCIDR"
     );
     wait_for("oneshot to succeed", LIMIT, || {
-        let p = pod(&c, "oneshot");
+        let p = pod(c, "oneshot");
         (p["status"]["phase"] == "Succeeded"
             && container_state(&p)["state"]["terminated"]["reason"] == "Completed")
             .then_some(())
     });
     wait_for("crasher to back off", LIMIT, || {
-        let s = container_state(&pod(&c, "crasher"));
+        let s = container_state(&pod(c, "crasher"));
         (s["state"]["waiting"]["reason"] == "CrashLoopBackOff"
             && s["restartCount"].as_i64() >= Some(1)
             && s["lastState"]["terminated"]["exitCode"] == 1)
             .then_some(())
     });
+    let restarts = |p: &str| {
+        container_state(&pod(c, p))["restartCount"]
+            .as_i64()
+            .unwrap_or(0)
+    };
+    let before = restarts("crasher");
+    wait_for("crasher's restart count to grow", LIMIT, || {
+        (restarts("crasher") > before).then_some(())
+    });
+    assert!(
+        c.ok(&["logs", "crasher", "--previous"])
+            .contains("crashing"),
+        "logs --previous show the last run"
+    );
     wait_for("missing to report its image", LIMIT, || {
-        let s = container_state(&pod(&c, "missing"));
+        let s = container_state(&pod(c, "missing"));
         (s["state"]["waiting"]["reason"] == "ErrImageNeverPull").then_some(())
     });
-    // Environment and files from a ConfigMap and a Secret.
+    // A process killed from the host is restarted by the kubelet.
+    let id = container_state(&pod(c, "runner"))["containerID"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pid = host_pid(socket, &id);
+    assert!(Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_for(
+        "runner to be restarted after its process was killed",
+        LIMIT,
+        || {
+            let s = container_state(&pod(c, "runner"));
+            (s["restartCount"] == 1
+                && s["state"]["running"].is_object()
+                && s["lastState"]["terminated"]["exitCode"] == 137)
+                .then_some(())
+        },
+    );
+}
+
+/// Environment and files from a ConfigMap and a Secret, checked through
+/// `kubectl logs` and `kubectl exec`, with stdin and exit codes.
+fn inputs_logs_and_exec(c: &Cluster) {
     c.ok(&[
         "create",
         "configmap",
@@ -220,26 +375,55 @@ fn pods_run_as_real_containers() {
         "--from-literal=password=s3cret",
     ]);
     create(
-        &c,
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: reader}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    command: [sh, -c, 'test \"$GREETING\" = hello && test \"$password\" = s3cret && test \"$POD\" = reader && test \"$(cat /etc/settings/color)\" = blue && test \"$(cat /etc/creds/password)\" = s3cret && test -d /scratch']\n    env:\n    - {name: GREETING, valueFrom: {configMapKeyRef: {name: settings, key: greeting}}}\n    - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}\n    envFrom: [{secretRef: {name: creds}}]\n    volumeMounts:\n    - {name: settings, mountPath: /etc/settings}\n    - {name: creds, mountPath: /etc/creds}\n    - {name: scratch, mountPath: /scratch}\n  volumes:\n  - {name: settings, configMap: {name: settings}}\n  - {name: creds, secret: {secretName: creds}}\n  - {name: scratch, emptyDir: {}}\n",
+        c,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: reader}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    command: [sh, -c, 'echo \"$GREETING $password $POD\"; sleep 3600']\n    env:\n    - {name: GREETING, valueFrom: {configMapKeyRef: {name: settings, key: greeting}}}\n    - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}\n    envFrom: [{secretRef: {name: creds}}]\n    volumeMounts:\n    - {name: settings, mountPath: /etc/settings}\n    - {name: creds, mountPath: /etc/creds}\n    - {name: scratch, mountPath: /scratch}\n  volumes:\n  - {name: settings, configMap: {name: settings}}\n  - {name: creds, secret: {secretName: creds}}\n  - {name: scratch, emptyDir: {}}\n",
     );
-    create(&c, "apiVersion: v1\nkind: Pod\nmetadata: {name: unconfigured}\nspec:\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    envFrom: [{configMapRef: {name: absent}}]\n");
-    wait_for("reader to find its inputs", LIMIT, || {
-        let p = pod(&c, "reader");
-        assert_ne!(p["status"]["phase"], "Failed", "{}", p["status"]);
-        (p["status"]["phase"] == "Succeeded").then_some(())
+    create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: unconfigured}\nspec:\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    envFrom: [{configMapRef: {name: absent}}]\n");
+    wait_for("reader to log its environment", LIMIT, || {
+        let out = c.kubectl(&["logs", "reader"]);
+        (String::from_utf8_lossy(&out.stdout).trim() == "hello s3cret reader").then_some(())
     });
+    let files = c.ok(&[
+        "exec",
+        "reader",
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/settings/color; echo; cat /etc/creds/password; echo; test -d /scratch && echo scratch",
+    ]);
+    assert_eq!(files, "blue\ns3cret\nscratch\n");
+    let echoed = c.kubectl_stdin(&["exec", "-i", "reader", "--", "cat"], "from stdin\n");
+    assert!(
+        echoed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&echoed.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&echoed.stdout), "from stdin\n");
+    let failed = c.kubectl(&["exec", "reader", "--", "sh", "-c", "echo oops >&2; exit 3"]);
+    assert_eq!(
+        failed.status.code(),
+        Some(3),
+        "exec passes the exit code on"
+    );
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("oops"));
+    let tail = c.ok(&["logs", "reader", "--tail=1", "--timestamps"]);
+    assert!(
+        tail.ends_with(" hello s3cret reader\n") && tail.starts_with("20"),
+        "{tail}"
+    );
     wait_for("unconfigured to wait for its ConfigMap", LIMIT, || {
-        let s = container_state(&pod(&c, "unconfigured"));
+        let s = container_state(&pod(c, "unconfigured"));
         (s["state"]["waiting"]["reason"] == "CreateContainerConfigError").then_some(())
     });
+}
 
-    // Probes: readiness gates Ready; a failing liveness probe restarts.
+/// Readiness gates Ready; a failing liveness probe restarts.
+fn probes(c: &Cluster) {
     let probed = |name: &str, probe: &str, cmd: &str| {
         format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    command: [sh, -c, '{cmd}']\n    {probe}: {{exec: {{command: [sh, -c, test -f /tmp/flag]}}, periodSeconds: 1, failureThreshold: 1}}\n")
     };
     create(
-        &c,
+        c,
         &probed(
             "warming",
             "readinessProbe",
@@ -247,7 +431,7 @@ fn pods_run_as_real_containers() {
         ),
     );
     create(
-        &c,
+        c,
         &probed(
             "sickly",
             "livenessProbe",
@@ -262,40 +446,142 @@ fn pods_run_as_real_containers() {
         })
     };
     wait_for("warming to run, not yet ready", LIMIT, || {
-        let p = pod(&c, "warming");
+        let p = pod(c, "warming");
         (p["status"]["phase"] == "Running" && ready(&p) == Some(false)).then_some(())
     });
     wait_for("warming to become ready", LIMIT, || {
-        ready(&pod(&c, "warming")).filter(|r| *r).map(|_| ())
+        ready(&pod(c, "warming")).filter(|r| *r).map(|_| ())
     });
     wait_for(
         "sickly to be restarted by its liveness probe",
         LIMIT,
         || {
-            let s = container_state(&pod(&c, "sickly"));
+            let s = container_state(&pod(c, "sickly"));
             (s["restartCount"].as_i64() >= Some(1)).then_some(())
         },
     );
+}
 
-    let shown = c.ok(&["get", "pods"]);
-    assert!(
-        shown.contains("CrashLoopBackOff") && shown.contains("Completed"),
-        "{shown}"
+/// Init containers run in order before the app; downwardAPI files and a
+/// memory-backed emptyDir; a failing init container fails a Never pod.
+fn init_containers_and_volumes(c: &Cluster) {
+    create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: inits, labels: {app: web}}\nspec:\n  terminationGracePeriodSeconds: 1\n  initContainers:\n  - {name: one, image: skiff.local/busybox:1, command: [sh, -c, 'echo first > /work/order'], volumeMounts: [{name: work, mountPath: /work}]}\n  - {name: two, image: skiff.local/busybox:1, command: [sh, -c, 'sleep 1; echo second >> /work/order'], volumeMounts: [{name: work, mountPath: /work}]}\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    command: [sh, -c, 'cat /work/order; sleep 3600']\n    volumeMounts: [{name: work, mountPath: /work}, {name: info, mountPath: /info}, {name: mem, mountPath: /mem}]\n  volumes:\n  - {name: work, emptyDir: {}}\n  - {name: mem, emptyDir: {medium: Memory}}\n  - name: info\n    downwardAPI:\n      items:\n      - {path: name, fieldRef: {fieldPath: metadata.name}}\n      - {path: labels, fieldRef: {fieldPath: metadata.labels}}\n");
+    create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: badinit}\nspec:\n  restartPolicy: Never\n  initContainers:\n  - {name: setup, image: skiff.local/busybox:1, command: [sh, -c, 'exit 2']}\n  containers:\n  - {name: main, image: skiff.local/busybox:1, command: [sh, -c, 'sleep 3600']}\n");
+    wait_for("inits to run after its init containers", LIMIT, || {
+        let p = pod(c, "inits");
+        let inits = p["status"]["initContainerStatuses"].as_array()?.clone();
+        let done = inits.len() == 2
+            && inits
+                .iter()
+                .all(|s| s["state"]["terminated"]["reason"] == "Completed");
+        (done && p["status"]["phase"] == "Running").then_some(())
+    });
+    wait_for(
+        "the app to log what the init containers wrote",
+        LIMIT,
+        || {
+            let out = c.kubectl(&["logs", "inits"]);
+            (String::from_utf8_lossy(&out.stdout) == "first\nsecond\n").then_some(())
+        },
     );
-
-    // Deleting pods stops their containers and removes their sandboxes.
-    c.ok(&["delete", "pods", "--all", "--timeout=60s"]);
-    let socket = agent_dir.join("containerd/containerd.sock");
-    wait_for("the runtime to be empty", LIMIT, || {
-        let out = Command::new("ctr")
-            .arg("--address")
-            .arg(&socket)
-            .args(["-n", "k8s.io", "tasks", "ls", "-q"])
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .is_empty()
+    assert_eq!(c.ok(&["exec", "inits", "--", "cat", "/info/name"]), "inits");
+    assert_eq!(
+        c.ok(&["exec", "inits", "--", "cat", "/info/labels"]),
+        "app=\"web\"\n"
+    );
+    let mounts = c.ok(&["exec", "inits", "--", "cat", "/proc/mounts"]);
+    assert!(
+        mounts.lines().any(|l| l.starts_with("tmpfs /mem tmpfs")),
+        "{mounts}"
+    );
+    wait_for("badinit to fail", LIMIT, || {
+        let p = pod(c, "badinit");
+        let init = &p["status"]["initContainerStatuses"][0];
+        (p["status"]["phase"] == "Failed" && init["state"]["terminated"]["exitCode"] == 2)
             .then_some(())
     });
+}
+
+/// Going past the memory limit is OOMKilled; deletion runs the preStop hook
+/// and sends SIGTERM, which the process handles within its grace period.
+fn limits_and_termination(c: &Cluster) {
+    create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: hog}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    command: [sh, -c, 'dd if=/dev/zero of=/dev/null bs=64M count=1']\n    resources: {limits: {memory: 16Mi}}\n");
+    wait_for("hog to be OOMKilled", LIMIT, || {
+        let s = container_state(&pod(c, "hog"));
+        (s["state"]["terminated"]["reason"] == "OOMKilled").then_some(())
+    });
+    let host = c.dir.path().join("graceful");
+    std::fs::create_dir_all(&host).unwrap();
+    create(c, &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: graceful}}\nspec:\n  terminationGracePeriodSeconds: 60\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    command: [sh, -c, 'trap \"echo clean > /host/term; exit 0\" TERM; while true; do sleep 1; done']\n    lifecycle: {{preStop: {{exec: {{command: [sh, -c, 'echo ran > /host/prestop']}}}}}}\n    volumeMounts: [{{name: host, mountPath: /host}}]\n  volumes: [{{name: host, hostPath: {{path: {}}}}}]\n", host.display()));
+    wait_for("graceful to run", LIMIT, || {
+        (pod(c, "graceful")["status"]["phase"] == "Running").then_some(())
+    });
+    let started = std::time::Instant::now();
+    c.ok(&["delete", "pod", "graceful", "--timeout=60s"]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("prestop")).unwrap(),
+        "ran\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.join("term")).unwrap(),
+        "clean\n"
+    );
+    // The process left on SIGTERM: nothing waited for the 60 s SIGKILL.
+    assert!(started.elapsed() < Duration::from_secs(50));
+}
+
+/// A pull from the local registry works; a missing image there reports
+/// ErrImagePull, then ImagePullBackOff.
+fn registry_pulls(c: &Cluster, registry: &str) {
+    let pulled = format!("{registry}/test/busybox:1");
+    let absent = format!("{registry}/test/absent:1");
+    create(
+        c,
+        &manifest("pulled", "Always", "Always", &pulled, "sleep 3600"),
+    );
+    create(
+        c,
+        &manifest("unpullable", "Always", "IfNotPresent", &absent, "true"),
+    );
+    wait_for("pulled to run", LIMIT, || {
+        (pod(c, "pulled")["status"]["phase"] == "Running").then_some(())
+    });
+    let mut reasons = std::collections::BTreeSet::new();
+    wait_for("unpullable to back off", LIMIT, || {
+        let s = container_state(&pod(c, "unpullable"));
+        if let Some(r) = s["state"]["waiting"]["reason"].as_str() {
+            reasons.insert(r.to_owned());
+        }
+        (reasons.contains("ImagePullBackOff")).then_some(())
+    });
+}
+
+/// The agent (here inside the server) crashes and comes back: running
+/// containers are left alone and re-adopted.
+fn agent_restart_keeps_containers(c: &mut Cluster, socket: &Path, flags: &[&str]) {
+    let before = container_state(&pod(c, "reader"));
+    let pid = host_pid(socket, before["containerID"].as_str().unwrap());
+    c.kill();
+    c.spawn(flags);
+    create(
+        c,
+        &manifest(
+            "after",
+            "Always",
+            "IfNotPresent",
+            "skiff.local/busybox:1",
+            "sleep 3600",
+        ),
+    );
+    wait_for("a pod created after the restart to run", LIMIT, || {
+        (pod(c, "after")["status"]["phase"] == "Running").then_some(())
+    });
+    let after = container_state(&pod(c, "reader"));
+    assert_eq!(after["containerID"], before["containerID"]);
+    assert_eq!(after["restartCount"], before["restartCount"]);
+    assert!(after["state"]["running"].is_object(), "{after}");
+    assert_eq!(
+        host_pid(socket, after["containerID"].as_str().unwrap()),
+        pid
+    );
 }

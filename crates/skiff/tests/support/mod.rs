@@ -54,22 +54,22 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Optio
 
 impl Cluster {
     pub fn start() -> Self {
-        Self::start_with(false)
+        Self::start_with(false, &[])
     }
 
-    /// A server with its node agent and containerd.
-    pub fn start_with_agent() -> Self {
-        Self::start_with(true)
+    /// A server with its node agent and containerd, and `extra` flags.
+    pub fn start_with_agent(extra: &[&str]) -> Self {
+        Self::start_with(true, extra)
     }
 
-    fn start_with(with_agent: bool) -> Self {
+    fn start_with(with_agent: bool, extra: &[&str]) -> Self {
         let mut c = Self {
             dir: tempfile::tempdir().unwrap(),
             port: free_port(),
             child: None,
             with_agent,
         };
-        c.spawn(&[]);
+        c.spawn(extra);
         c
     }
 
