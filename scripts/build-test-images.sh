@@ -17,13 +17,14 @@ build() { # name tag entrypoint...
   local root="$work/$name-bundle/rootfs"
   mkdir -p "$root/bin" "$root/tmp" "$root/etc" "$root/proc" "$root/sys" "$root/dev"
   cp /bin/busybox "$root/bin/busybox"
-  for tool in sh sleep echo cat ls env true false wget httpd nc id hostname ps kill trap printf head tail dd test touch rm mkdir grep tr date; do
+  for tool in sh sleep echo cat ls env true false wget httpd nc id hostname ps kill trap printf head tail dd test touch rm mkdir grep tr date tar; do
     ln -sf busybox "$root/bin/$tool"
   done
   echo "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"
   echo "root:x:0:" > "$root/etc/group"
   umoci repack --image "$layout:$tag" "$work/$name-bundle" >/dev/null
   umoci config --image "$layout:$tag" --config.env PATH=/bin "$@" >/dev/null
+  rm -f "$out/$name.tar"
   skopeo copy --quiet "oci:$layout:$tag" "docker-archive:$out/$name.tar:skiff.local/$name:$tag" >/dev/null
 }
 

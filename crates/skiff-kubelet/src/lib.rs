@@ -13,6 +13,8 @@ mod logs;
 pub mod node;
 pub mod pod_inputs;
 pub mod pods;
+mod port_forward;
 pub mod probes;
 pub mod server;
 pub mod simulated;
+mod spdy;

@@ -1,5 +1,6 @@
-//! The agent's HTTPS endpoint, which the API server calls for pod logs and
-//! exec (`/containerLogs/…`, `/exec/…`). It serves a self-signed
+//! The agent's HTTPS endpoint, which the API server calls for pod logs,
+//! exec and port forwarding (`/containerLogs/…`, `/exec/…`,
+//! `/portForward/…`). It serves a self-signed
 //! certificate and admits only callers with a client certificate from the
 //! cluster CA: the API server's.
 
@@ -23,7 +24,7 @@ use tower::ServiceExt;
 
 use crate::cri::Cri;
 use crate::pods::{attempt_of_container, NAME_LABEL};
-use crate::{exec, logs};
+use crate::{exec, logs, port_forward};
 
 /// What the stream handlers need: the runtime, and runc's state for exec.
 pub struct Streams {
@@ -57,22 +58,17 @@ pub fn failure(code: StatusCode, reason: &str, message: impl Into<String>) -> Re
         .into_response()
 }
 
+fn runtime_error(e: tonic::Status) -> Response {
+    failure(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalError",
+        e.message(),
+    )
+}
+
 impl Streams {
-    /// A pod's containers of one name, oldest attempt first, from its
-    /// newest sandbox.
-    pub async fn attempts(
-        &self,
-        ns: &str,
-        pod: &str,
-        container: &str,
-    ) -> Result<Vec<cri::Container>, Response> {
-        let runtime_error = |e: tonic::Status| {
-            failure(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
-                e.message(),
-            )
-        };
+    /// The pod's newest sandbox.
+    async fn sandbox(&self, ns: &str, pod: &str) -> Result<cri::PodSandbox, Response> {
         let filter = cri::PodSandboxFilter {
             label_selector: [
                 ("io.kubernetes.pod.name".to_owned(), pod.to_owned()),
@@ -81,8 +77,7 @@ impl Streams {
             .into(),
             ..Default::default()
         };
-        let sandbox = self
-            .cri
+        self.cri
             .runtime
             .clone()
             .list_pod_sandbox(cri::ListPodSandboxRequest {
@@ -100,7 +95,45 @@ impl Streams {
                     "NotFound",
                     format!("pod {ns}/{pod} is not running on this node"),
                 )
-            })?;
+            })
+    }
+
+    /// The pod's IP address.
+    pub async fn pod_ip(&self, ns: &str, pod: &str) -> Result<std::net::IpAddr, Response> {
+        let sandbox = self.sandbox(ns, pod).await?;
+        let ip = self
+            .cri
+            .runtime
+            .clone()
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: sandbox.id,
+                verbose: false,
+            })
+            .await
+            .map_err(runtime_error)?
+            .into_inner()
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default();
+        ip.parse().map_err(|_| {
+            failure(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("pod {ns}/{pod} has no IP address yet"),
+            )
+        })
+    }
+
+    /// A pod's containers of one name, oldest attempt first, from its
+    /// newest sandbox.
+    pub async fn attempts(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<Vec<cri::Container>, Response> {
+        let sandbox = self.sandbox(ns, pod).await?;
         let filter = cri::ContainerFilter {
             pod_sandbox_id: sandbox.id,
             label_selector: [(NAME_LABEL.to_owned(), container.to_owned())].into(),
@@ -136,6 +169,10 @@ fn router(streams: Arc<Streams>) -> Router {
         .route(
             "/exec/{ns}/{pod}/{container}",
             get(exec::serve).post(exec::serve),
+        )
+        .route(
+            "/portForward/{ns}/{pod}",
+            get(port_forward::serve).post(port_forward::serve),
         )
         .with_state(streams)
 }

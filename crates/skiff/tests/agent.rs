@@ -233,6 +233,7 @@ fn pods_run_as_real_containers() {
 
     lifecycle_and_restarts(&c, &socket);
     inputs_logs_and_exec(&c);
+    port_forward_and_copy(&c);
     probes(&c);
     init_containers_and_volumes(&c);
     limits_and_termination(&c);
@@ -415,6 +416,54 @@ fn inputs_logs_and_exec(c: &Cluster) {
         let s = container_state(&pod(c, "unconfigured"));
         (s["state"]["waiting"]["reason"] == "CreateContainerConfigError").then_some(())
     });
+}
+
+/// `kubectl port-forward` reaches an httpd in a pod; `kubectl cp` copies
+/// a file in and out (tar over exec).
+fn port_forward_and_copy(c: &Cluster) {
+    create(
+        c,
+        &manifest(
+            "httpd",
+            "Always",
+            "IfNotPresent",
+            "skiff.local/busybox:1",
+            "mkdir -p /www && echo served > /www/index.html && httpd -f -p 8080 -h /www",
+        ),
+    );
+    wait_for("httpd to run", LIMIT, || {
+        (pod(c, "httpd")["status"]["phase"] == "Running").then_some(())
+    });
+    let port = support::free_port();
+    let mut forward = c
+        .kubectl_cmd(&["port-forward", "pod/httpd", &format!("{port}:8080")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let page = wait_for("a page through port-forward", LIMIT, || {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply).ok()?;
+        reply.contains("200 OK").then_some(reply)
+    });
+    let _ = forward.kill();
+    let _ = forward.wait();
+    assert!(page.ends_with("served\n"), "{page}");
+
+    let local = c.dir.path().join("to-copy");
+    std::fs::write(&local, "copied\n").unwrap();
+    c.ok(&["cp", local.to_str().unwrap(), "httpd:/tmp/copied"]);
+    assert_eq!(
+        c.ok(&["exec", "httpd", "--", "cat", "/tmp/copied"]),
+        "copied\n"
+    );
+    let back = c.dir.path().join("copied-back");
+    c.ok(&["cp", "httpd:/www/index.html", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(back).unwrap(), "served\n");
 }
 
 /// Readiness gates Ready; a failing liveness probe restarts.
