@@ -1,14 +1,16 @@
 //! What exists from the first start: the built-in namespaces and priority
-//! classes.
+//! classes, and the `kubernetes` Service whose endpoint is this server.
 
-use serde_json::json;
+use std::net::SocketAddr;
+
+use serde_json::{json, Value};
 use skiff_core::registry;
 use skiff_core::ApiError;
 
 use crate::handlers::delete::BUILT_IN_NAMESPACES;
 use crate::handlers::Api;
 
-pub async fn run(api: &Api) -> Result<(), ApiError> {
+pub async fn run(api: &Api, address: SocketAddr) -> Result<(), ApiError> {
     let namespaces = registry::lookup("", "v1", "namespaces").expect("namespaces are served");
     for name in BUILT_IN_NAMESPACES {
         if api.objects.try_get(namespaces, None, name).await?.is_some() {
@@ -42,5 +44,76 @@ pub async fn run(api: &Api) -> Result<(), ApiError> {
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    api.services.repair().await?;
+    kubernetes_service(api, address).await
+}
+
+/// Creates an object unless it exists, or replaces it when `replace`.
+async fn ensure(
+    api: &Api,
+    plural: &str,
+    group: &str,
+    mut obj: Value,
+    replace: bool,
+) -> Result<(), ApiError> {
+    let r = registry::lookup(group, "v1", plural).expect("built-in resources are served");
+    let (ns, name) = (
+        obj["metadata"]["namespace"].as_str().map(str::to_owned),
+        obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    );
+    match api.objects.try_get(r, ns.as_deref(), &name).await? {
+        Some(current) if replace => {
+            if current["subsets"] == obj["subsets"]
+                && current["endpoints"] == obj["endpoints"]
+                && current["ports"] == obj["ports"]
+            {
+                return Ok(());
+            }
+            let mut next = current.clone();
+            for field in ["subsets", "endpoints", "ports"] {
+                if obj.get(field).is_some() {
+                    next[field] = obj[field].take();
+                }
+            }
+            let rv = skiff_core::meta::resource_version(&current).unwrap_or(0);
+            api.objects.replace(r, &mut next, rv).await
+        }
+        Some(_) => Ok(()),
+        None => {
+            api.prepare_create(r, ns.as_deref(), &mut obj, "skiff-apiserver")
+                .await?;
+            match api.store_new(r, &mut obj).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.reason == "AlreadyExists" => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+/// The `default/kubernetes` Service at the range's first address, with
+/// Endpoints and an EndpointSlice naming this server.
+async fn kubernetes_service(api: &Api, address: SocketAddr) -> Result<(), ApiError> {
+    let ip = address.ip().to_string();
+    let port = address.port();
+    let labels = json!({"component": "apiserver", "provider": "kubernetes"});
+    let service = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": labels},
+        "spec": {"clusterIP": api.services.api_ip().to_string(), "type": "ClusterIP", "sessionAffinity": "None",
+                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}});
+    ensure(api, "services", "", service, false).await?;
+    let endpoints = json!({"apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]});
+    ensure(api, "endpoints", "", endpoints, true).await?;
+    let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "skiff-apiserver"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": true, "serving": true, "terminating": false}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}]});
+    ensure(api, "endpointslices", "discovery.k8s.io", slice, true).await
 }

@@ -14,6 +14,7 @@ mod pki;
 mod request;
 mod response;
 mod serve;
+mod services;
 mod storage;
 mod watch;
 
@@ -33,6 +34,9 @@ pub struct Config {
     pub datastore_endpoint: Option<String>,
     /// How many recent events the watch cache keeps for resuming watchers.
     pub watch_cache_events: usize,
+    /// Where Service ClusterIPs come from; the first is the `kubernetes`
+    /// Service's.
+    pub service_cidr: skiff_core::cidr::Cidr,
 }
 
 impl Config {
@@ -43,6 +47,7 @@ impl Config {
             https_port: 6443,
             datastore_endpoint: None,
             watch_cache_events: 100_000,
+            service_cidr: "10.43.0.0/16".parse().expect("a valid default range"),
         }
     }
 }
@@ -121,8 +126,11 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         auth::Authenticator::new(&creds),
         creds.ca_pem.clone(),
         node_proxy::NodeDialer::new(&creds)?,
+        config.service_cidr,
     ));
-    bootstrap::run(&api).await.map_err(Error::Bootstrap)?;
+    bootstrap::run(&api, SocketAddr::new(host, addr.port()))
+        .await
+        .map_err(Error::Bootstrap)?;
     let tls = serve::tls_config(&creds)?;
     let serving = tokio::spawn(serve::run(listener, tls, api));
     tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server ready");

@@ -2,72 +2,18 @@
 //! cluster CIDR.
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use serde_json::json;
+use skiff_core::cidr::Cidr;
 
 use crate::runtime::api::{Cluster, Error, Target};
 use crate::runtime::cache::{Cache, Informer};
 use crate::runtime::controller::{Action, Reconcile};
 use crate::runtime::queue::Queue;
-
-/// Node ranges are this long, as upstream's default for IPv4.
-const NODE_PREFIX: u8 = 24;
-
-/// An IPv4 range such as `10.42.0.0/16`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Cidr {
-    pub base: u32,
-    pub prefix: u8,
-}
-
-impl std::str::FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (ip, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not a CIDR like 10.42.0.0/16"))?;
-        let ip: Ipv4Addr = ip
-            .parse()
-            .map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= 32)
-            .ok_or_else(|| format!("{prefix:?} is not a prefix length"))?;
-        let mask = if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - prefix)
-        };
-        Ok(Cidr {
-            base: u32::from(ip) & mask,
-            prefix,
-        })
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", Ipv4Addr::from(self.base), self.prefix)
-    }
-}
-
-impl Cidr {
-    /// The `i`th /24 inside this range, if there is one.
-    pub fn subnet(&self, i: u32) -> Option<Cidr> {
-        let count = 1u64 << (NODE_PREFIX.checked_sub(self.prefix)?);
-        (u64::from(i) < count).then(|| Cidr {
-            base: self.base + (i << (32 - NODE_PREFIX)),
-            prefix: NODE_PREFIX,
-        })
-    }
-}
 
 pub struct IpamController {
     pub nodes: Arc<Cache<Node>>,

@@ -83,6 +83,9 @@ struct ServerArgs {
     /// The range each node's podCIDR is taken from.
     #[arg(long, default_value = "10.42.0.0/16")]
     cluster_cidr: String,
+    /// The range Service ClusterIPs are taken from.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    service_cidr: skiff_core::cidr::Cidr,
 }
 
 /// `40s`, `2m`, `500ms` or a number of seconds.
@@ -282,6 +285,7 @@ impl ServerArgs {
         config.bind_address = self.bind_address;
         config.https_port = self.https_port;
         config.datastore_endpoint = self.datastore_endpoint.clone();
+        config.service_cidr = self.service_cidr;
         config
     }
 }

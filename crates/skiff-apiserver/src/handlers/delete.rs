@@ -185,7 +185,13 @@ impl Api {
             let result = match plan(r, &current, opts) {
                 Plan::AlreadyMarked => return Ok(current),
                 _ if opts.dry_run => return Ok(current),
-                Plan::Now => self.objects.delete(r, ns, name, rv).await,
+                Plan::Now => {
+                    let gone = self.objects.delete(r, ns, name, rv).await;
+                    if let Ok(gone) = &gone {
+                        self.released(r, gone).await;
+                    }
+                    gone
+                }
                 Plan::Mark(mut next) => self
                     .objects
                     .replace(r, &mut next, rv.unwrap_or(0))

@@ -21,7 +21,9 @@ use crate::auth::{Authenticator, User};
 use crate::node_proxy::NodeDialer;
 use crate::request::{self, Query, Route, Target, Verb};
 use crate::response;
+use crate::services::Allocator;
 use crate::storage::Objects;
+use skiff_core::cidr::Cidr;
 
 /// The API: the store's objects and who may use them.
 pub struct Api {
@@ -29,6 +31,7 @@ pub struct Api {
     auth: Authenticator,
     ca_pem: String,
     nodes: NodeDialer,
+    pub services: Allocator,
 }
 
 /// Everything a resource handler needs to know about its request.
@@ -67,8 +70,10 @@ impl Api {
         auth: Authenticator,
         ca_pem: String,
         nodes: NodeDialer,
+        service_range: Cidr,
     ) -> Self {
         Self {
+            services: Allocator::new(service_range, store.clone()),
             objects: Objects { store },
             auth,
             ca_pem,

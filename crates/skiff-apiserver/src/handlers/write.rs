@@ -11,6 +11,7 @@ use super::admission::{prepare_update, root_def};
 use super::body::{self, check_kind, content_type, typed};
 use super::{with_warnings, Api, Call};
 use crate::response;
+use crate::services::{self, Need, Pool};
 use crate::storage::Change;
 
 impl Api {
@@ -31,7 +32,7 @@ impl Api {
         if call.query.dry_run {
             return Ok(with_warnings(response::json(201, &obj), &warnings));
         }
-        let stored = self.objects.create(r, &mut obj).await?;
+        let stored = self.store_new(r, &mut obj).await?;
         Ok(with_warnings(
             response::bytes(201, "application/json", stored),
             &warnings,
@@ -59,8 +60,7 @@ impl Api {
         let manager = call.manager();
         let sub = t.subresource.as_deref();
         let updated = self
-            .objects
-            .update(r, ns, name, |current| {
+            .update_object(r, ns, name, |current| {
                 if precondition.is_some_and(|rv| Some(rv) != meta::resource_version(&current)) {
                     return Err(ApiError::stale(r.group, r.plural, name));
                 }
@@ -102,8 +102,7 @@ impl Api {
         let sub = t.subresource.as_deref();
         let mut warnings = Vec::new();
         let updated = self
-            .objects
-            .update(r, ns, name, |current| {
+            .update_object(r, ns, name, |current| {
                 let patched = apply_patch(&kind, &current, &patch, root_def(r))?;
                 if meta::resource_version(&patched) != meta::resource_version(&current) {
                     return Err(ApiError::stale(r.group, r.plural, name));
@@ -157,7 +156,7 @@ impl Api {
                 if call.query.dry_run {
                     return Ok(with_warnings(response::json(201, &obj), &warnings));
                 }
-                match self.objects.create(r, &mut obj).await {
+                match self.store_new(r, &mut obj).await {
                     Ok(stored) => {
                         return Ok(with_warnings(
                             response::bytes(201, "application/json", stored),
@@ -169,8 +168,7 @@ impl Api {
                 }
             }
             let result = self
-                .objects
-                .update(r, ns, name, |current| {
+                .update_object(r, ns, name, |current| {
                     let merged = apply::apply(Some(&current), &config, &mgr, force, root_def(r))?;
                     let next = prepare_update(r, &current, merged, &manager, sub)?;
                     Ok(Change::unless_same(&current, next))
@@ -184,6 +182,92 @@ impl Api {
                 Err(e) if e.reason == "NotFound" && e.message.contains(name) => continue,
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Stores a new object; a Service first gets its ClusterIP and
+    /// NodePorts, given back if storing fails.
+    pub async fn store_new(&self, r: &ResourceType, obj: &mut Value) -> Result<Vec<u8>, ApiError> {
+        if !is_service(r) {
+            return self.objects.create(r, obj).await;
+        }
+        self.services.admit(obj).await?;
+        let stored = self.objects.create(r, obj).await;
+        if stored.is_err() {
+            self.services.release(&services::held(obj)).await;
+        }
+        stored
+    }
+
+    /// `Objects::update` that also settles a Service's NodePorts: ports
+    /// an update newly needs are claimed before it is written, and those
+    /// it no longer holds are given back after.
+    async fn update_object<F>(
+        &self,
+        r: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        mut change: F,
+    ) -> Result<Value, ApiError>
+    where
+        F: FnMut(Value) -> Result<Change, ApiError>,
+    {
+        if !is_service(r) {
+            return self.objects.update(r, ns, name, change).await;
+        }
+        let mut pool = Pool::default();
+        loop {
+            let mut need = Need::default();
+            let mut before = None;
+            let result = self
+                .objects
+                .update(r, ns, name, |current| {
+                    before = Some(current.clone());
+                    match change(current.clone())? {
+                        Change::Write(mut next) => {
+                            need = services::settle(&current, &mut next, &pool);
+                            if need != Need::default() {
+                                return Err(ApiError::internal("NodePorts to claim first"));
+                            }
+                            Ok(Change::unless_same(&current, next))
+                        }
+                        keep => Ok(keep),
+                    }
+                })
+                .await;
+            let claimed = |pool: &Pool| services::Held {
+                ip: None,
+                ports: pool.free.iter().chain(&pool.asked).copied().collect(),
+            };
+            match (result, before) {
+                (Err(_), Some(current)) if need != Need::default() => {
+                    if let Err(e) = self.services.fill(&current, &need, &mut pool).await {
+                        self.services.release(&claimed(&pool)).await;
+                        return Err(e);
+                    }
+                }
+                (Err(e), _) => {
+                    self.services.release(&claimed(&pool)).await;
+                    return Err(e);
+                }
+                (Ok(updated), before) => {
+                    let now = services::held(&updated).ports;
+                    let mut unused = claimed(&pool);
+                    unused
+                        .ports
+                        .extend(before.map(|b| services::held(&b).ports).unwrap_or_default());
+                    unused.ports.retain(|p| !now.contains(p));
+                    self.services.release(&unused).await;
+                    return Ok(updated);
+                }
+            }
+        }
+    }
+
+    /// Gives back what a deleted object held (a Service's addresses).
+    pub async fn released(&self, r: &ResourceType, gone: &Value) {
+        if is_service(r) {
+            self.services.release(&services::held(gone)).await;
         }
     }
 
@@ -216,11 +300,18 @@ impl Api {
             )
             .await
         {
-            Ok(gone) => Ok(gone),
+            Ok(gone) => {
+                self.released(r, &gone).await;
+                Ok(gone)
+            }
             Err(e) if e.code == 404 || e.code == 409 => Ok(obj),
             Err(e) => Err(e),
         }
     }
+}
+
+fn is_service(r: &ResourceType) -> bool {
+    r.group.is_empty() && r.kind == "Service"
 }
 
 /// Applies a JSON, merge or strategic merge patch.

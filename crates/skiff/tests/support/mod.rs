@@ -234,6 +234,15 @@ pub fn agent(c: &Cluster, prefix: &str, count: usize, extra: &[&str]) -> Agent {
 }
 
 /// Applies a manifest with `kubectl apply -f -`.
+impl Cluster {
+    /// Applies `manifest`, asserts kubectl fails, returns its stderr.
+    pub fn fails_stdin(&self, manifest: &str) -> String {
+        let out = self.kubectl_stdin(&["apply", "-f", "-"], manifest);
+        assert!(!out.status.success(), "applying {manifest} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
 pub fn create(c: &Cluster, manifest: &str) {
     let out = c.kubectl_stdin(&["apply", "-f", "-"], manifest);
     assert!(

@@ -1,0 +1,128 @@
+//! Service addresses with the real kubectl: ClusterIPs from the service
+//! range (the first for `kubernetes`), NodePorts from 30000–32767,
+//! collisions refused, headless Services, allocations freed on delete and
+//! kept across a restart.
+
+mod support;
+
+use support::{create, Cluster};
+
+fn service(name: &str, kind: &str, extra: &str) -> String {
+    format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  type: {kind}\n  selector: {{app: web}}\n{extra}  ports:\n  - {{name: http, port: 80, targetPort: http}}\n  - {{name: tls, port: 443, targetPort: 8443}}\n")
+}
+
+#[test]
+fn services_get_addresses_that_never_collide() {
+    let mut c = Cluster::start();
+    let kubernetes = c.json(&["get", "service", "kubernetes"]);
+    assert_eq!(kubernetes["spec"]["clusterIP"], "10.43.0.1");
+    let endpoints = c.json(&["get", "endpoints", "kubernetes"]);
+    assert_eq!(endpoints["subsets"][0]["addresses"][0]["ip"], "127.0.0.1");
+    assert_eq!(
+        endpoints["subsets"][0]["ports"][0]["port"].as_u64(),
+        Some(u64::from(c.port))
+    );
+
+    create(&c, &service("web", "NodePort", ""));
+    let web = c.json(&["get", "service", "web"]);
+    let ip = web["spec"]["clusterIP"].as_str().unwrap().to_owned();
+    assert!(ip.starts_with("10.43.") && ip != "10.43.0.1", "{ip}");
+    assert_eq!(web["spec"]["clusterIPs"][0], ip.as_str());
+    let ports: Vec<u64> = web["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["nodePort"].as_u64().unwrap())
+        .collect();
+    assert!(
+        ports.iter().all(|p| (30000..=32767).contains(p)),
+        "{ports:?}"
+    );
+    assert_ne!(ports[0], ports[1]);
+
+    // The same ClusterIP or NodePort again is refused.
+    let taken_ip = c.fails_stdin(&service(
+        "copy-ip",
+        "ClusterIP",
+        &format!("  clusterIP: {ip}\n"),
+    ));
+    assert!(
+        taken_ip.contains("provided IP is already allocated"),
+        "{taken_ip}"
+    );
+    let taken_port = c.fails_stdin(&format!("apiVersion: v1\nkind: Service\nmetadata: {{name: copy-port}}\nspec:\n  type: NodePort\n  ports:\n  - {{port: 80, nodePort: {}}}\n", ports[0]));
+    assert!(
+        taken_port.contains("provided port is already allocated"),
+        "{taken_port}"
+    );
+    let outside = c.fails_stdin(&service("outside", "ClusterIP", "  clusterIP: 10.99.0.5\n"));
+    assert!(outside.contains("not in the valid range"), "{outside}");
+    assert!(c.kubectl(&["get", "service", "copy-ip"]).status.code() != Some(0));
+
+    // Headless Services get no address; a chosen free one is honoured.
+    create(&c, &service("headless", "ClusterIP", "  clusterIP: None\n"));
+    assert_eq!(
+        c.json(&["get", "service", "headless"])["spec"]["clusterIP"],
+        "None"
+    );
+    create(
+        &c,
+        &service("dns", "ClusterIP", "  clusterIP: 10.43.0.10\n"),
+    );
+    assert_eq!(
+        c.json(&["get", "service", "dns"])["spec"]["clusterIP"],
+        "10.43.0.10"
+    );
+
+    // Switching to ClusterIP gives the NodePorts back.
+    c.ok(&[
+        "patch",
+        "service",
+        "web",
+        "-p",
+        r#"{"spec":{"type":"ClusterIP"}}"#,
+    ]);
+    let patched = c.json(&["get", "service", "web"]);
+    assert!(
+        patched["spec"]["ports"][0].get("nodePort").is_none(),
+        "{patched}"
+    );
+    create(&c, &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: reuse}}\nspec:\n  type: NodePort\n  ports:\n  - {{name: a, port: 80, nodePort: {}}}\n", ports[0]));
+    // Adding a port to a NodePort Service allocates only for the new one.
+    c.ok(&[
+        "patch",
+        "service",
+        "reuse",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/ports/-","value":{"name":"b","port":81}}]"#,
+    ]);
+    let reuse = c.json(&["get", "service", "reuse"]);
+    assert_eq!(
+        reuse["spec"]["ports"][0]["nodePort"].as_u64(),
+        Some(ports[0])
+    );
+    assert!(reuse["spec"]["ports"][1]["nodePort"].as_u64().is_some());
+
+    // Allocations outlive a restart; deleting a Service frees its address.
+    c.kill();
+    c.spawn(&[]);
+    let again = c.fails_stdin(&service(
+        "copy-ip",
+        "ClusterIP",
+        &format!("  clusterIP: {ip}\n"),
+    ));
+    assert!(
+        again.contains("provided IP is already allocated"),
+        "{again}"
+    );
+    c.ok(&["delete", "service", "web"]);
+    create(
+        &c,
+        &service("copy-ip", "ClusterIP", &format!("  clusterIP: {ip}\n")),
+    );
+    assert_eq!(
+        c.json(&["get", "service", "copy-ip"])["spec"]["clusterIP"],
+        ip.as_str()
+    );
+}
