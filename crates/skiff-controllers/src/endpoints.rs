@@ -200,7 +200,26 @@ impl Reconcile for EndpointsController {
                 .and_then(|s| s.pod_ip.clone())
                 .unwrap_or_default()
         };
-        let address = |p: &Pod| json!({"ip": ip(p), "nodeName": p.spec.as_ref().and_then(|s| s.node_name.clone()), "targetRef": target_ref(p)});
+        // As upstream: a pod whose subdomain is this Service is named by
+        // its hostname (StatefulSet pods: `web-0.web.ns.svc…`).
+        let hostname = |p: &Pod| {
+            let spec = p.spec.as_ref()?;
+            (spec.subdomain.as_deref() == Some(name.as_str()))
+                .then(|| spec.hostname.clone())
+                .flatten()
+        };
+        let named = |mut v: Value, p: &Pod| {
+            if let Some(h) = hostname(p) {
+                v["hostname"] = json!(h);
+            }
+            v
+        };
+        let address = |p: &Pod| {
+            named(
+                json!({"ip": ip(p), "nodeName": p.spec.as_ref().and_then(|s| s.node_name.clone()), "targetRef": target_ref(p)}),
+                p,
+            )
+        };
         let ports_json = |ports: &[Port]| -> Vec<Value> {
             ports
                 .iter()
@@ -265,8 +284,8 @@ impl Reconcile for EndpointsController {
             for chunk in members.chunks(PER_SLICE) {
                 let endpoints: Vec<Value> = chunk.iter().map(|(p, ready)| {
                     let terminating = p.metadata.deletion_timestamp.is_some();
-                    json!({"addresses": [ip(p)], "conditions": {"ready": ready, "serving": pods::is_ready(p) || publish_not_ready, "terminating": terminating},
-                           "nodeName": p.spec.as_ref().and_then(|s| s.node_name.clone()), "targetRef": target_ref(p)})
+                    named(json!({"addresses": [ip(p)], "conditions": {"ready": ready, "serving": pods::is_ready(p) || publish_not_ready, "terminating": terminating},
+                           "nodeName": p.spec.as_ref().and_then(|s| s.node_name.clone()), "targetRef": target_ref(p)}), p)
                 }).collect();
                 desired.push(json!({"ports": ports_json(ports), "endpoints": endpoints}));
             }

@@ -35,6 +35,15 @@ pub struct Config {
     pub port: u16,
     /// Registries (`host:port`) to pull from over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// Cluster DNS for pods with `dnsPolicy: ClusterFirst`.
+    pub dns: Option<Dns>,
+}
+
+/// The cluster DNS server and domain pods are given.
+#[derive(Clone, Debug)]
+pub struct Dns {
+    pub server: String,
+    pub domain: String,
 }
 
 /// runc's state directory of a containerd the agent did not start.
@@ -167,6 +176,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         config.node_name.clone(),
         config.node_ip.clone(),
         config.data_dir.join("pods"),
+        config.dns.clone(),
     ));
     worker.run().await;
     if let Some((_, serving)) = endpoint {

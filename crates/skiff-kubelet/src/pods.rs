@@ -169,6 +169,8 @@ pub struct Worker {
     pub node: String,
     pub node_ip: String,
     pub log_dir: std::path::PathBuf,
+    /// What pods with `dnsPolicy: ClusterFirst` resolve with.
+    dns: Option<crate::agent::Dns>,
     /// The last status written per pod uid.
     reported: Mutex<HashMap<String, Value>>,
     prober: Prober,
@@ -184,8 +186,10 @@ impl Worker {
         node: String,
         node_ip: String,
         log_dir: std::path::PathBuf,
+        dns: Option<crate::agent::Dns>,
     ) -> Self {
         Self {
+            dns,
             client,
             cri,
             node,
@@ -433,12 +437,34 @@ impl Worker {
             labels: [
                 (UID_LABEL.to_owned(), uid),
                 ("io.kubernetes.pod.name".to_owned(), name),
-                ("io.kubernetes.pod.namespace".to_owned(), ns),
+                ("io.kubernetes.pod.namespace".to_owned(), ns.clone()),
             ]
             .into(),
             linux: Some(cri::LinuxPodSandboxConfig::default()),
+            dns_config: self.dns_config(pod, &ns),
             ..Default::default()
         }
+    }
+
+    /// `resolv.conf` for the pod: the cluster DNS with the namespace's
+    /// search path for `ClusterFirst` (the default), the node's own for
+    /// `Default`.
+    fn dns_config(&self, pod: &Pod, ns: &str) -> Option<cri::DnsConfig> {
+        let spec = pod.spec.as_ref()?;
+        let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
+        let host_network = spec.host_network == Some(true);
+        let cluster = match policy {
+            "ClusterFirst" => !host_network,
+            "ClusterFirstWithHostNet" => true,
+            _ => false,
+        };
+        let dns = self.dns.as_ref().filter(|_| cluster)?;
+        let d = &dns.domain;
+        Some(cri::DnsConfig {
+            servers: vec![dns.server.clone()],
+            searches: vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.clone()],
+            options: vec!["ndots:5".into()],
+        })
     }
 
     /// Makes sure the image is present, pulling it as the policy says;

@@ -86,6 +86,16 @@ struct ServerArgs {
     /// The range Service ClusterIPs are taken from.
     #[arg(long, default_value = "10.43.0.0/16")]
     service_cidr: skiff_core::cidr::Cidr,
+    /// Do not run the cluster DNS server.
+    #[arg(long)]
+    disable_dns: bool,
+    /// The port the cluster DNS server listens on (at the bind address);
+    /// the `kube-dns` Service forwards port 53 there. 0 picks one.
+    #[arg(long, default_value_t = 53)]
+    dns_port: u16,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
 }
 
 /// `40s`, `2m`, `500ms` or a number of seconds.
@@ -161,6 +171,19 @@ struct AgentArgs {
     /// A registry (`host:port`) to pull from over plain HTTP (repeatable).
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
+    /// The cluster's pod range (routed nowhere outside the nodes).
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: skiff_core::cidr::Cidr,
+    /// The cluster's Service range (routed nowhere outside the proxy).
+    #[arg(long, default_value = "10.43.0.0/16")]
+    service_cidr: skiff_core::cidr::Cidr,
+    /// The cluster DNS address pods are given (default: the service
+    /// range's tenth address).
+    #[arg(long)]
+    cluster_dns: Option<String>,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
     /// Simulated node names are `<prefix>-00000`, `<prefix>-00001`, …
     #[arg(long, default_value = "sim")]
     node_prefix: String,
@@ -223,7 +246,17 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             ca_pem,
             port: args.kubelet_port,
             insecure_registries: args.insecure_registries,
+            dns: Some(skiff_kubelet::agent::Dns {
+                server: args
+                    .cluster_dns
+                    .unwrap_or_else(|| dns_address(&args.service_cidr)),
+                domain: args.cluster_domain,
+            }),
         };
+        let proxy = skiff_proxy::Config {
+            unreachable: vec![args.cluster_cidr.to_string(), args.service_cidr.to_string()],
+        };
+        tokio::spawn(skiff_proxy::run(client.clone(), proxy));
         tokio::select! {
             r = skiff_kubelet::agent::run(client, config) => r?,
             _ = shutdown() => tracing::info!("shutting down"),
@@ -246,6 +279,11 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         _ = shutdown() => tracing::info!("shutting down"),
     }
     Ok(())
+}
+
+/// The `kube-dns` Service's address: the service range's tenth.
+fn dns_address(range: &skiff_core::cidr::Cidr) -> String {
+    range.nth(10).map(|ip| ip.to_string()).unwrap_or_default()
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -306,6 +344,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Server(args) => {
                 let server = skiff_apiserver::start(args.config()).await?;
+                let mut dns_task = None;
                 if !args.disable_scheduler {
                     let client = local_client(&server.kubeconfig).await?;
                     let config = skiff_scheduler::Config {
@@ -323,6 +362,24 @@ fn main() -> anyhow::Result<()> {
                     };
                     tokio::spawn(skiff_controllers::manager::run(client, config));
                 }
+                if !args.disable_dns {
+                    let client = local_client(&server.kubeconfig).await?;
+                    let config = skiff_dns::Config {
+                        addr: std::net::SocketAddr::new(args.bind_address, args.dns_port),
+                        domain: args.cluster_domain.clone(),
+                    };
+                    match skiff_dns::start(client.clone(), config).await {
+                        Ok((serving, task)) => {
+                            tracing::info!(%serving, "cluster DNS ready");
+                            skiff_dns::publish(&client, &dns_address(&args.service_cidr), serving)
+                                .await?;
+                            dns_task = Some(task);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "the cluster DNS server did not start")
+                        }
+                    }
+                }
                 if !args.disable_agent {
                     let client = local_client(&server.kubeconfig).await?;
                     let config = skiff_kubelet::agent::Config {
@@ -334,7 +391,15 @@ fn main() -> anyhow::Result<()> {
                         ca_pem: std::fs::read_to_string(args.data_dir.join("tls/ca.crt"))?,
                         port: args.kubelet_port,
                         insecure_registries: args.insecure_registries.clone(),
+                        dns: (!args.disable_dns).then(|| skiff_kubelet::agent::Dns {
+                            server: dns_address(&args.service_cidr),
+                            domain: args.cluster_domain.clone(),
+                        }),
                     };
+                    let proxy = skiff_proxy::Config {
+                        unreachable: vec![args.cluster_cidr.clone(), args.service_cidr.to_string()],
+                    };
+                    tokio::spawn(skiff_proxy::run(client.clone(), proxy));
                     tokio::spawn(async move {
                         if let Err(e) = skiff_kubelet::agent::run(client, config).await {
                             tracing::error!(error = %e, "node agent stopped");
@@ -344,6 +409,9 @@ fn main() -> anyhow::Result<()> {
                 tokio::select! {
                     _ = server.wait() => {}
                     _ = shutdown() => tracing::info!("shutting down"),
+                }
+                if let Some(task) = dns_task {
+                    task.abort();
                 }
                 Ok(())
             }

@@ -86,6 +86,16 @@ impl Drop for Cleanup {
         let _ = Command::new("ip")
             .args(["link", "delete", "skiff0"])
             .status();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", "skiff"])
+            .stderr(std::process::Stdio::null())
+            .status();
+        for range in ["10.42.0.0/16", "10.43.0.0/16"] {
+            let _ = Command::new("ip")
+                .args(["route", "delete", "unreachable", range])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
 }
 
@@ -238,6 +248,7 @@ fn pods_run_as_real_containers() {
     init_containers_and_volumes(&c);
     limits_and_termination(&c);
     registry_pulls(&c, &registry.host);
+    services_route_to_ready_pods(&c);
     agent_restart_keeps_containers(&mut c, &socket, &registry_flags);
 
     let shown = c.ok(&["get", "pods"]);
@@ -514,7 +525,7 @@ fn probes(c: &Cluster) {
 /// Init containers run in order before the app; downwardAPI files and a
 /// memory-backed emptyDir; a failing init container fails a Never pod.
 fn init_containers_and_volumes(c: &Cluster) {
-    create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: inits, labels: {app: web}}\nspec:\n  terminationGracePeriodSeconds: 1\n  initContainers:\n  - {name: one, image: skiff.local/busybox:1, command: [sh, -c, 'echo first > /work/order'], volumeMounts: [{name: work, mountPath: /work}]}\n  - {name: two, image: skiff.local/busybox:1, command: [sh, -c, 'sleep 1; echo second >> /work/order'], volumeMounts: [{name: work, mountPath: /work}]}\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    command: [sh, -c, 'cat /work/order; sleep 3600']\n    volumeMounts: [{name: work, mountPath: /work}, {name: info, mountPath: /info}, {name: mem, mountPath: /mem}]\n  volumes:\n  - {name: work, emptyDir: {}}\n  - {name: mem, emptyDir: {medium: Memory}}\n  - name: info\n    downwardAPI:\n      items:\n      - {path: name, fieldRef: {fieldPath: metadata.name}}\n      - {path: labels, fieldRef: {fieldPath: metadata.labels}}\n");
+    create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: inits, labels: {app: inits}}\nspec:\n  terminationGracePeriodSeconds: 1\n  initContainers:\n  - {name: one, image: skiff.local/busybox:1, command: [sh, -c, 'echo first > /work/order'], volumeMounts: [{name: work, mountPath: /work}]}\n  - {name: two, image: skiff.local/busybox:1, command: [sh, -c, 'sleep 1; echo second >> /work/order'], volumeMounts: [{name: work, mountPath: /work}]}\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    command: [sh, -c, 'cat /work/order; sleep 3600']\n    volumeMounts: [{name: work, mountPath: /work}, {name: info, mountPath: /info}, {name: mem, mountPath: /mem}]\n  volumes:\n  - {name: work, emptyDir: {}}\n  - {name: mem, emptyDir: {medium: Memory}}\n  - name: info\n    downwardAPI:\n      items:\n      - {path: name, fieldRef: {fieldPath: metadata.name}}\n      - {path: labels, fieldRef: {fieldPath: metadata.labels}}\n");
     create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: badinit}\nspec:\n  restartPolicy: Never\n  initContainers:\n  - {name: setup, image: skiff.local/busybox:1, command: [sh, -c, 'exit 2']}\n  containers:\n  - {name: main, image: skiff.local/busybox:1, command: [sh, -c, 'sleep 3600']}\n");
     wait_for("inits to run after its init containers", LIMIT, || {
         let p = pod(c, "inits");
@@ -536,7 +547,7 @@ fn init_containers_and_volumes(c: &Cluster) {
     assert_eq!(c.ok(&["exec", "inits", "--", "cat", "/info/name"]), "inits");
     assert_eq!(
         c.ok(&["exec", "inits", "--", "cat", "/info/labels"]),
-        "app=\"web\"\n"
+        "app=\"inits\"\n"
     );
     let mounts = c.ok(&["exec", "inits", "--", "cat", "/proc/mounts"]);
     assert!(
@@ -602,6 +613,117 @@ fn registry_pulls(c: &Cluster, registry: &str) {
             reasons.insert(r.to_owned());
         }
         (reasons.contains("ImagePullBackOff")).then_some(())
+    });
+}
+
+/// A ClusterIP Service balances over both replicas of a Deployment, fails
+/// fast with none, recovers on scale-up, and its rules go with it.
+fn services_route_to_ready_pods(c: &Cluster) {
+    create(c, "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: httpd\n        image: skiff.local/busybox:1\n        command: [sh, -c, 'mkdir -p /www && hostname > /www/index.html && httpd -f -p 8080 -h /www']\n        ports: [{name: http, containerPort: 8080}]\n        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: http}]\n");
+    create(
+        c,
+        &manifest(
+            "client",
+            "Always",
+            "IfNotPresent",
+            "skiff.local/busybox:1",
+            "sleep 3600",
+        ),
+    );
+    c.ok(&["rollout", "status", "deploy/web", "--timeout=90s"]);
+    wait_for("client to run", LIMIT, || {
+        (pod(c, "client")["status"]["phase"] == "Running").then_some(())
+    });
+    let ip = c.json(&["get", "service", "web"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let fetch = |target: &str| {
+        c.kubectl(&[
+            "exec",
+            "client",
+            "--",
+            "timeout",
+            "3",
+            "wget",
+            "-qO-",
+            &format!("http://{target}/"),
+        ])
+    };
+    let pods: std::collections::BTreeSet<String> = c
+        .ok(&["get", "pods", "-l", "app=web", "-o", "name"])
+        .lines()
+        .map(|l| l.trim_start_matches("pod/").to_owned())
+        .collect();
+    let mut answered = std::collections::BTreeSet::new();
+    wait_for(
+        "both replicas to answer through the ClusterIP",
+        LIMIT,
+        || {
+            let out = fetch(&ip);
+            if out.status.success() {
+                answered.insert(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+            }
+            (answered == pods).then_some(())
+        },
+    );
+    // Names resolve through the cluster DNS, with the namespace's search
+    // path; a headless Service resolves to the ready pods themselves.
+    for name in ["web", "web.default.svc.cluster.local"] {
+        let mut seen = std::collections::BTreeSet::new();
+        wait_for(&format!("both replicas to answer at {name}"), LIMIT, || {
+            let out = fetch(name);
+            if out.status.success() {
+                seen.insert(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+            }
+            (seen == pods).then_some(())
+        });
+    }
+    create(c, "apiVersion: v1\nkind: Service\nmetadata: {name: web-pods}\nspec:\n  clusterIP: None\n  selector: {app: web}\n  ports: [{name: http, port: 8080}]\n");
+    let pod_ips: std::collections::BTreeSet<String> = pods
+        .iter()
+        .map(|p| pod(c, p)["status"]["podIP"].as_str().unwrap().to_owned())
+        .collect();
+    wait_for(
+        "the headless Service to resolve to both pods",
+        LIMIT,
+        || {
+            let out = c.kubectl(&[
+                "exec",
+                "client",
+                "--",
+                "nslookup",
+                "web-pods.default.svc.cluster.local",
+            ]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            pod_ips
+                .iter()
+                .all(|ip| text.contains(ip.as_str()))
+                .then_some(())
+        },
+    );
+    c.ok(&["scale", "deploy/web", "--replicas=0"]);
+    wait_for(
+        "the Service to refuse connections with no endpoints",
+        LIMIT,
+        || {
+            let out = fetch(&ip);
+            let text = String::from_utf8_lossy(&out.stderr).into_owned();
+            let refused = text.contains("No route to host") || text.contains("refused");
+            (!out.status.success() && refused).then_some(())
+        },
+    );
+    c.ok(&["scale", "deploy/web", "--replicas=2"]);
+    wait_for("the Service to answer again", LIMIT, || {
+        fetch(&ip).status.success().then_some(())
+    });
+    c.ok(&["delete", "service", "web"]);
+    wait_for("the Service's rules to go", LIMIT, || {
+        let out = Command::new("nft")
+            .args(["list", "map", "ip", "skiff", "services"])
+            .output()
+            .ok()?;
+        (!String::from_utf8_lossy(&out.stdout).contains(&ip)).then_some(())
     });
 }
 

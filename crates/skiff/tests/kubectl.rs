@@ -145,7 +145,8 @@ fn get_in_every_output_format() {
         "{yaml}"
     );
     let list = c.json(&["get", "deploy,svc,cm"]);
-    assert_eq!(list["items"].as_array().unwrap().len(), 3, "{list}");
+    // The deployment, the `kubernetes` and `web` Services, the ConfigMap.
+    assert_eq!(list["items"].as_array().unwrap().len(), 4, "{list}");
     let by_label = c.ok(&["get", "deploy", "-l", "tier=front", "-o", "name"]);
     assert_eq!(by_label.trim(), "deployment.apps/web");
     assert_eq!(

@@ -79,7 +79,7 @@ impl Cluster {
         let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
             .args(["server", "--data-dir"])
             .arg(self.dir.path())
-            .args(["--https-port", &self.port.to_string()])
+            .args(["--https-port", &self.port.to_string(), "--dns-port", "0"])
             .args(extra)
             .args(if self.with_agent {
                 &["--kubelet-port", "0"][..]

@@ -1,0 +1,256 @@
+//! Cluster DNS: answers for the cluster domain over UDP and TCP, from a
+//! [`zone::Zone`] rebuilt whenever a Service or EndpointSlice changes.
+//! Messages are parsed and written with `hickory-proto`. Names outside the
+//! cluster domain are refused: nothing is forwarded off the machine.
+
+pub mod zone;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::rdata::{A, SRV};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use skiff_controllers::runtime::cache::{Cache, Informer, Object};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Notify;
+
+use zone::{Entry, Found, Zone};
+
+/// How long answers may be cached, as upstream's CoreDNS default.
+const TTL: u32 = 5;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where to listen (UDP and TCP); port 0 picks one.
+    pub addr: SocketAddr,
+    /// The cluster domain, `cluster.local`.
+    pub domain: String,
+}
+
+/// The reply to one query message, or `None` if it cannot be parsed.
+pub fn respond(zone: &Zone, request: &[u8]) -> Option<Vec<u8>> {
+    let query = Message::from_vec(request).ok()?;
+    let mut reply = Message::new();
+    reply
+        .set_id(query.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(query.op_code())
+        .set_recursion_desired(query.recursion_desired())
+        .set_recursion_available(false)
+        .set_authoritative(true);
+    let Some(q) = query.queries().first() else {
+        reply.set_response_code(ResponseCode::FormErr);
+        return reply.to_vec().ok();
+    };
+    reply.add_query(q.clone());
+    match zone.find(&q.name().to_ascii()) {
+        Found::Elsewhere => {
+            reply.set_authoritative(false);
+            reply.set_response_code(ResponseCode::Refused);
+        }
+        Found::NoName => {
+            reply.set_response_code(ResponseCode::NXDomain);
+        }
+        Found::Records(entries) => {
+            for e in entries {
+                let data = match (e, q.query_type()) {
+                    (Entry::A(ip), RecordType::A | RecordType::ANY) => RData::A(A(*ip)),
+                    (Entry::Srv { port, target }, RecordType::SRV | RecordType::ANY) => {
+                        let Ok(target) = Name::from_ascii(target) else {
+                            continue;
+                        };
+                        RData::SRV(SRV::new(0, 100, *port, target))
+                    }
+                    _ => continue,
+                };
+                reply.add_answer(Record::from_rdata(q.name().clone(), TTL, data));
+            }
+        }
+    }
+    reply.to_vec().ok()
+}
+
+fn follow<K: Object>(client: &Client, wake: &Arc<Notify>) -> Arc<Cache<K>> {
+    let mut informer = Informer::<K>::default();
+    let w = wake.clone();
+    informer.on_change(move |_, _| w.notify_one());
+    let cache = informer.cache();
+    tokio::spawn(informer.run(Api::all(client.clone()), watcher::Config::default()));
+    cache
+}
+
+/// Binds UDP and TCP and serves until the returned task is dropped;
+/// returns the bound address.
+pub async fn start(
+    client: Client,
+    config: Config,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let udp = UdpSocket::bind(config.addr).await?;
+    let addr = udp.local_addr()?;
+    let tcp = TcpListener::bind(addr).await?;
+    let zone = Arc::new(RwLock::new(Arc::new(Zone::default())));
+    let task = tokio::spawn(async move {
+        let wake = Arc::new(Notify::new());
+        let services: Arc<Cache<Service>> = follow(&client, &wake);
+        let slices: Arc<Cache<EndpointSlice>> = follow(&client, &wake);
+        let z = zone.clone();
+        let rebuild = async move {
+            loop {
+                let svcs: Vec<Service> = services.list().iter().map(|s| (**s).clone()).collect();
+                let eps: Vec<EndpointSlice> = slices.list().iter().map(|s| (**s).clone()).collect();
+                let next = Arc::new(Zone::build(&config.domain, &svcs, &eps));
+                *z.write().unwrap_or_else(|e| e.into_inner()) = next;
+                wake.notified().await;
+            }
+        };
+        let current = move || zone.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let c = current.clone();
+        let udp_loop = async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
+                    continue;
+                };
+                if let Some(reply) = respond(&c(), &buf[..n]) {
+                    let _ = udp.send_to(&reply, peer).await;
+                }
+            }
+        };
+        let tcp_loop = async move {
+            loop {
+                let Ok((mut conn, _)) = tcp.accept().await else {
+                    continue;
+                };
+                let current = current.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let Ok(len) = conn.read_u16().await else {
+                            return;
+                        };
+                        let mut msg = vec![0u8; len as usize];
+                        if conn.read_exact(&mut msg).await.is_err() {
+                            return;
+                        }
+                        let Some(reply) = respond(&current(), &msg) else {
+                            return;
+                        };
+                        let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+                        framed.extend_from_slice(&reply);
+                        if conn.write_all(&framed).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        };
+        tokio::join!(rebuild, udp_loop, tcp_loop);
+    });
+    Ok((addr, task))
+}
+
+/// Publishes the server as the `kube-system/kube-dns` Service at
+/// `service_ip`, port 53 over UDP and TCP, with Endpoints and an
+/// EndpointSlice naming `serving`.
+pub async fn publish(
+    client: &Client,
+    service_ip: &str,
+    serving: SocketAddr,
+) -> Result<(), kube::Error> {
+    use k8s_openapi::api::core::v1::Endpoints;
+    use kube::api::{Patch, PatchParams, PostParams};
+    let params = PatchParams::apply("skiff-dns").force();
+    let port = serving.port();
+    let ip = serving.ip().to_string();
+    let labels = serde_json::json!({"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"});
+    let service = serde_json::json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": labels},
+        "spec": {"clusterIP": service_ip, "ports": [
+            {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": port},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": port}]}});
+    // Created or replaced whole: its two ports share the number 53, and a
+    // merge keyed by port alone would fold them into one.
+    let services = Api::<Service>::namespaced(client.clone(), "kube-system");
+    let mut service: Service = serde_json::from_value(service).expect("a well-formed Service");
+    match services.get_opt("kube-dns").await? {
+        Some(current) => {
+            service.metadata.resource_version = current.metadata.resource_version;
+            services
+                .replace("kube-dns", &PostParams::default(), &service)
+                .await?;
+        }
+        None => {
+            services.create(&PostParams::default(), &service).await?;
+        }
+    }
+    let endpoints = serde_json::json!({"apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": ip}], "ports": [
+            {"name": "dns", "port": port, "protocol": "UDP"}, {"name": "dns-tcp", "port": port, "protocol": "TCP"}]}]});
+    Api::<Endpoints>::namespaced(client.clone(), "kube-system")
+        .patch("kube-dns", &params, &Patch::Apply(&endpoints))
+        .await?;
+    let slice = serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                     "labels": {"kubernetes.io/service-name": "kube-dns", "endpointslice.kubernetes.io/managed-by": "skiff-dns"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": true, "serving": true, "terminating": false}}],
+        "ports": [{"name": "dns", "port": port, "protocol": "UDP"}, {"name": "dns-tcp", "port": port, "protocol": "TCP"}]});
+    Api::<EndpointSlice>::namespaced(client.clone(), "kube-system")
+        .patch("kube-dns", &params, &Patch::Apply(&slice))
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::Query;
+    use serde_json::json;
+
+    fn ask(zone: &Zone, name: &str, kind: RecordType) -> Message {
+        let mut q = Message::new();
+        q.set_id(7)
+            .add_query(Query::query(Name::from_ascii(name).unwrap(), kind));
+        Message::from_vec(&respond(zone, &q.to_vec().unwrap()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn answers_on_the_wire() {
+        let services: Vec<Service> = serde_json::from_value(json!([
+            {"metadata": {"name": "web", "namespace": "default"},
+             "spec": {"clusterIP": "10.43.0.20", "ports": [{"name": "http", "port": 80}]}},
+        ]))
+        .unwrap();
+        let zone = Zone::build("cluster.local", &services, &[]);
+        let a = ask(&zone, "web.default.svc.cluster.local.", RecordType::A);
+        assert_eq!(a.id(), 7);
+        assert_eq!(a.response_code(), ResponseCode::NoError);
+        assert_eq!(a.answers().len(), 1);
+        assert_eq!(
+            a.answers()[0].data(),
+            &RData::A(A("10.43.0.20".parse().unwrap()))
+        );
+        let aaaa = ask(&zone, "web.default.svc.cluster.local.", RecordType::AAAA);
+        assert_eq!(
+            (aaaa.response_code(), aaaa.answers().len()),
+            (ResponseCode::NoError, 0)
+        );
+        let srv = ask(
+            &zone,
+            "_http._tcp.web.default.svc.cluster.local.",
+            RecordType::SRV,
+        );
+        assert_eq!(srv.answers().len(), 1);
+        let missing = ask(&zone, "db.default.svc.cluster.local.", RecordType::A);
+        assert_eq!(missing.response_code(), ResponseCode::NXDomain);
+        let outside = ask(&zone, "example.com.", RecordType::A);
+        assert_eq!(outside.response_code(), ResponseCode::Refused);
+        assert!(respond(&zone, b"junk").is_none());
+    }
+}

@@ -1,0 +1,163 @@
+//! The Service proxy that runs on every node: it follows Services and
+//! EndpointSlices through the API server and keeps the `ip skiff` nftables
+//! table in step (see [`rules`]), applying each change as one atomic
+//! `nft -f` transaction. It also routes the cluster and service ranges to
+//! `unreachable`, so no packet for them leaves the machine, and removes
+//! everything it made when it stops.
+
+pub mod rules;
+
+use std::process::Stdio;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use skiff_controllers::runtime::cache::{Cache, Informer, Object};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+
+use rules::{Ruleset, TABLE};
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Ranges whose packets must never leave the machine.
+    pub unreachable: Vec<String>,
+}
+
+/// Why nft refused a change.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("running nft (is Debian's nftables installed?): {0}")]
+    Spawn(std::io::Error),
+    #[error("nft: {0}")]
+    Rejected(String),
+}
+
+/// Applies an nft script in one transaction.
+pub async fn apply(script: &str) -> Result<(), Error> {
+    let mut child = tokio::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(Error::Spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .await
+            .map_err(Error::Spawn)?;
+    }
+    let out = child.wait_with_output().await.map_err(Error::Spawn)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Rejected(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ))
+    }
+}
+
+/// Lets packets from pods be DNATed to loopback endpoints (the API server
+/// and cluster DNS of a single-node cluster listen on 127.0.0.1).
+const ROUTE_LOCALNET: &str = "/proc/sys/net/ipv4/conf/all/route_localnet";
+
+/// Whether any endpoint is on the loopback range.
+fn dnats_to_loopback(set: &Ruleset) -> bool {
+    set.chains
+        .values()
+        .flatten()
+        .any(|r| r.contains("dnat ip to 127."))
+}
+
+/// Removes the table and routes when the proxy stops, however it stops,
+/// and restores `route_localnet`.
+struct Cleanup {
+    routes: Vec<String>,
+    localnet_was: Option<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "ip", TABLE])
+            .stderr(Stdio::null())
+            .status();
+        if let Some(was) = &self.localnet_was {
+            let _ = std::fs::write(ROUTE_LOCALNET, was);
+        }
+        for range in &self.routes {
+            let _ = std::process::Command::new("ip")
+                .args(["route", "delete", "unreachable", range])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// A cache of `K` kept current through the API server; changes wake `wake`.
+fn follow<K>(client: &Client, wake: &Arc<Notify>) -> Arc<Cache<K>>
+where
+    K: Object,
+{
+    let mut informer = Informer::<K>::default();
+    let w = wake.clone();
+    informer.on_change(move |_, _| w.notify_one());
+    let cache = informer.cache();
+    tokio::spawn(informer.run(Api::all(client.clone()), watcher::Config::default()));
+    cache
+}
+
+/// Keeps the rules in step with the cluster until the task is dropped.
+pub async fn run(client: Client, config: Config) {
+    let mut cleanup = Cleanup {
+        routes: Vec::new(),
+        localnet_was: None,
+    };
+    for range in &config.unreachable {
+        let added = tokio::process::Command::new("ip")
+            .args(["route", "replace", "unreachable", range])
+            .status()
+            .await;
+        match added {
+            Ok(s) if s.success() => cleanup.routes.push(range.clone()),
+            _ => tracing::warn!(%range, "could not route the range to unreachable"),
+        }
+    }
+    let wake = Arc::new(Notify::new());
+    let services: Arc<Cache<Service>> = follow(&client, &wake);
+    let slices: Arc<Cache<EndpointSlice>> = follow(&client, &wake);
+    tokio::join!(services.wait_synced(), slices.wait_synced());
+    let mut applied: Option<Ruleset> = None;
+    loop {
+        let svcs: Vec<Service> = services.list().iter().map(|s| (**s).clone()).collect();
+        let eps: Vec<EndpointSlice> = slices.list().iter().map(|s| (**s).clone()).collect();
+        let next = rules::desired(&svcs, &eps);
+        if cleanup.localnet_was.is_none() && dnats_to_loopback(&next) {
+            if let Ok(was) = std::fs::read_to_string(ROUTE_LOCALNET) {
+                match std::fs::write(ROUTE_LOCALNET, "1") {
+                    Ok(()) => cleanup.localnet_was = Some(was),
+                    Err(e) => tracing::warn!(error = %e, "could not allow loopback endpoints"),
+                }
+            }
+        }
+        let script = rules::script(applied.as_ref(), &next);
+        if !script.is_empty() {
+            match apply(&script).await {
+                Ok(()) => applied = Some(next),
+                Err(e) => {
+                    // Start over from a fresh table next time.
+                    tracing::error!(error = %e, "could not update the proxy rules");
+                    applied = None;
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+        } else if applied.is_none() {
+            applied = Some(next);
+        }
+        wake.notified().await;
+    }
+}
