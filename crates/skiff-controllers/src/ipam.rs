@@ -19,6 +19,8 @@ pub struct IpamController {
     pub nodes: Arc<Cache<Node>>,
     pub cluster: Arc<dyn Cluster>,
     pub range: Cidr,
+    /// Ranges this controller handed out, by node.
+    assigned: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl IpamController {
@@ -33,6 +35,7 @@ impl IpamController {
             nodes: nodes.cache(),
             cluster,
             range,
+            assigned: Default::default(),
         }
     }
 }
@@ -55,28 +58,44 @@ impl Reconcile for IpamController {
         {
             return Ok(Action::Done);
         }
-        let used: HashSet<String> = self
-            .nodes
-            .list()
-            .iter()
-            .filter_map(|n| n.spec.as_ref()?.pod_cidr.clone())
-            .collect();
-        let free = (0..)
-            .map_while(|i| self.range.subnet(i))
-            .map(|c| c.to_string())
-            .find(|c| !used.contains(c));
-        let Some(cidr) = free else {
-            tracing::warn!(node = %node.name_any(), range = %self.range, "no podCIDR left");
-            return Ok(Action::Done);
+        // Ranges handed out but not yet seen in the cache count as used:
+        // two nodes joining at once must not share one.
+        let cidr = {
+            let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+            let nodes = self.nodes.list();
+            assigned.retain(|name, _| nodes.iter().any(|n| n.name_any() == *name));
+            let used: HashSet<String> = nodes
+                .iter()
+                .filter_map(|n| n.spec.as_ref()?.pod_cidr.clone())
+                .chain(assigned.values().cloned())
+                .collect();
+            let free = (0..)
+                .map_while(|i| self.range.subnet(i))
+                .map(|c| c.to_string())
+                .find(|c| !used.contains(c));
+            let Some(cidr) = free else {
+                tracing::warn!(node = %node.name_any(), range = %self.range, "no podCIDR left");
+                return Ok(Action::Done);
+            };
+            assigned.insert(node.name_any(), cidr.clone());
+            cidr
         };
         let target = Target::of::<Node>(None, &node.name_any());
-        self.cluster
+        let patched = self
+            .cluster
             .merge_patch(
                 &target,
                 json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}),
                 false,
             )
-            .await?;
+            .await;
+        if patched.is_err() {
+            self.assigned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&node.name_any());
+        }
+        patched?;
         Ok(Action::Done)
     }
 }
@@ -114,5 +133,9 @@ mod tests {
         nodes.apply(serde_json::from_value(json!({"metadata": {"name": "b"}})).unwrap());
         c.reconcile("b").await.unwrap();
         assert_eq!(fake.bodies("patch")[0]["spec"]["podCIDR"], "10.42.1.0/24");
+        // A node joining before the cache shows b's range gets the next.
+        nodes.apply(serde_json::from_value(json!({"metadata": {"name": "c"}})).unwrap());
+        c.reconcile("c").await.unwrap();
+        assert_eq!(fake.bodies("patch")[1]["spec"]["podCIDR"], "10.42.2.0/24");
     }
 }

@@ -1,8 +1,9 @@
-//! The Service proxy that runs on every node: it follows Services and
-//! EndpointSlices through the API server and keeps the `ip skiff` nftables
-//! table in step (see [`rules`]), applying each change as one atomic
-//! `nft -f` transaction. It also routes the cluster and service ranges to
-//! `unreachable`, so no packet for them leaves the machine, and removes
+//! The Service proxy and pod routes of every node: it follows Services,
+//! EndpointSlices and Nodes through the API server and keeps the `ip skiff`
+//! nftables table in step (see [`rules`]), applying each change as one
+//! atomic `nft -f` transaction. It routes every other node's podCIDR via
+//! that node's InternalIP, and the rest of the cluster and service ranges
+//! to `unreachable`, so no packet for them leaves the machine. It removes
 //! everything it made when it stops.
 
 pub mod rules;
@@ -10,7 +11,9 @@ pub mod rules;
 use std::process::Stdio;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -22,6 +25,8 @@ use rules::{Ruleset, TABLE};
 
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// This node, whose own podCIDR is local.
+    pub node_name: String,
     /// Ranges whose packets must never leave the machine.
     pub unreachable: Vec<String>,
 }
@@ -75,8 +80,42 @@ fn dnats_to_loopback(set: &Ruleset) -> bool {
 /// Removes the table and routes when the proxy stops, however it stops,
 /// and restores `route_localnet`.
 struct Cleanup {
-    routes: Vec<String>,
+    /// Routes added, as `ip route` arguments.
+    routes: Vec<Vec<String>>,
     localnet_was: Option<String>,
+}
+
+/// Runs `ip route <verb> <route…>`; whether it worked.
+async fn route(verb: &str, spec: &[String]) -> bool {
+    let status = tokio::process::Command::new("ip")
+        .arg("route")
+        .arg(verb)
+        .args(spec)
+        .stderr(Stdio::null())
+        .status()
+        .await;
+    status.is_ok_and(|s| s.success())
+}
+
+/// Routes to the other nodes' pods: podCIDR → InternalIP.
+fn node_routes(nodes: &[Arc<Node>], me: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for n in nodes {
+        if n.metadata.name.as_deref() == Some(me) {
+            continue;
+        }
+        let cidr = n.spec.as_ref().and_then(|s| s.pod_cidr.clone());
+        let ip = n
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
+            .map(|a| a.address.clone());
+        if let (Some(cidr), Some(ip)) = (cidr, ip) {
+            out.insert(cidr, ip);
+        }
+    }
+    out
 }
 
 impl Drop for Cleanup {
@@ -88,9 +127,10 @@ impl Drop for Cleanup {
         if let Some(was) = &self.localnet_was {
             let _ = std::fs::write(ROUTE_LOCALNET, was);
         }
-        for range in &self.routes {
+        for spec in &self.routes {
             let _ = std::process::Command::new("ip")
-                .args(["route", "delete", "unreachable", range])
+                .args(["route", "delete"])
+                .args(spec)
                 .stderr(Stdio::null())
                 .status();
         }
@@ -117,21 +157,47 @@ pub async fn run(client: Client, config: Config) {
         localnet_was: None,
     };
     for range in &config.unreachable {
-        let added = tokio::process::Command::new("ip")
-            .args(["route", "replace", "unreachable", range])
-            .status()
-            .await;
-        match added {
-            Ok(s) if s.success() => cleanup.routes.push(range.clone()),
-            _ => tracing::warn!(%range, "could not route the range to unreachable"),
+        let spec = vec!["unreachable".to_owned(), range.clone()];
+        if route("replace", &spec).await {
+            cleanup.routes.push(spec);
+        } else {
+            tracing::warn!(%range, "could not route the range to unreachable");
         }
     }
     let wake = Arc::new(Notify::new());
     let services: Arc<Cache<Service>> = follow(&client, &wake);
     let slices: Arc<Cache<EndpointSlice>> = follow(&client, &wake);
-    tokio::join!(services.wait_synced(), slices.wait_synced());
+    let nodes: Arc<Cache<Node>> = follow(&client, &wake);
+    tokio::join!(
+        services.wait_synced(),
+        slices.wait_synced(),
+        nodes.wait_synced()
+    );
     let mut applied: Option<Ruleset> = None;
+    let mut routed: BTreeMap<String, String> = BTreeMap::new();
     loop {
+        let want = node_routes(&nodes.list(), &config.node_name);
+        for (cidr, via) in &routed {
+            if want.get(cidr) != Some(via) {
+                let spec = vec![cidr.clone(), "via".to_owned(), via.clone()];
+                route("delete", &spec).await;
+                cleanup.routes.retain(|r| *r != spec);
+            }
+        }
+        let mut now = BTreeMap::new();
+        for (cidr, via) in want {
+            if routed.get(&cidr) != Some(&via) {
+                let spec = vec![cidr.clone(), "via".to_owned(), via.clone()];
+                if !route("replace", &spec).await {
+                    // Tried again on the next change.
+                    tracing::warn!(%cidr, %via, "could not route to a node's pods");
+                    continue;
+                }
+                cleanup.routes.push(spec);
+            }
+            now.insert(cidr, via);
+        }
+        routed = now;
         let svcs: Vec<Service> = services.list().iter().map(|s| (**s).clone()).collect();
         let eps: Vec<EndpointSlice> = slices.list().iter().map(|s| (**s).clone()).collect();
         let next = rules::desired(&svcs, &eps);

@@ -254,6 +254,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             }),
         };
         let proxy = skiff_proxy::Config {
+            node_name: config.node_name.clone(),
             unreachable: vec![args.cluster_cidr.to_string(), args.service_cidr.to_string()],
         };
         tokio::spawn(skiff_proxy::run(client.clone(), proxy));
@@ -397,6 +398,7 @@ fn main() -> anyhow::Result<()> {
                         }),
                     };
                     let proxy = skiff_proxy::Config {
+                        node_name: config.node_name.clone(),
                         unreachable: vec![args.cluster_cidr.clone(), args.service_cidr.to_string()],
                     };
                     tokio::spawn(skiff_proxy::run(client.clone(), proxy));

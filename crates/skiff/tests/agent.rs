@@ -257,6 +257,7 @@ fn pods_run_as_real_containers() {
         "{shown}"
     );
     // Deleting pods stops their containers and removes their sandboxes.
+    c.ok(&["delete", "deployments", "--all"]);
     c.ok(&["delete", "pods", "--all", "--timeout=60s"]);
     wait_for("the runtime to be empty", LIMIT, || {
         let out = Command::new("ctr")

@@ -63,14 +63,19 @@ impl Cluster {
     }
 
     fn start_with(with_agent: bool, extra: &[&str]) -> Self {
-        let mut c = Self {
+        let mut c = Self::unstarted(with_agent);
+        c.spawn(extra);
+        c
+    }
+
+    /// A data dir and port for a server that [`Cluster::spawn`] starts.
+    pub fn unstarted(with_agent: bool) -> Self {
+        Self {
             dir: tempfile::tempdir().unwrap(),
             port: free_port(),
             child: None,
             with_agent,
-        };
-        c.spawn(extra);
-        c
+        }
     }
 
     /// Starts the server on the same data dir and port again.

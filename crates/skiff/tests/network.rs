@@ -1,0 +1,374 @@
+//! The pod network, Services and DNS across two nodes. The test bed: a
+//! bridge this test creates with the server on it, and two agents, each in
+//! its own network namespace with its own containerd, joined to the bridge
+//! by veth pairs. Everything is torn down by its own names afterwards.
+//! Needs root and the packages `.ci/run` installs.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{create, wait_for, Cluster};
+
+const LIMIT: Duration = Duration::from_secs(90);
+const SUBNET: &str = "10.99.0";
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One simulated host: a network namespace running `skiff agent`.
+struct Host {
+    name: String,
+    netns: String,
+    ip: String,
+    dir: PathBuf,
+    agent: Option<Child>,
+}
+
+/// The bridge, the namespaces and the agents; dropped, it removes them all.
+struct Bed {
+    bridge: String,
+    hosts: Vec<Host>,
+    c: Cluster,
+}
+
+impl Bed {
+    fn start(images: &Path) -> Self {
+        let tag = std::process::id() % 100_000;
+        let bridge = format!("skb{tag}");
+        run(&["ip", "link", "add", &bridge, "type", "bridge"]);
+        let mut bed = Bed {
+            bridge: bridge.clone(),
+            hosts: Vec::new(),
+            c: Cluster::unstarted(false),
+        };
+        run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{SUBNET}.1/24"),
+            "dev",
+            &bridge,
+        ]);
+        run(&["ip", "link", "set", &bridge, "up"]);
+        for i in 1..=2 {
+            let netns = format!("skn{tag}-{i}");
+            let (outside, inside) = (format!("skv{tag}h{i}"), format!("skv{tag}n{i}"));
+            run(&["ip", "netns", "add", &netns]);
+            bed.hosts.push(Host {
+                name: format!("node-{i}"),
+                netns: netns.clone(),
+                ip: format!("{SUBNET}.1{i}"),
+                dir: bed.c.dir.path().join(format!("node-{i}")),
+                agent: None,
+            });
+            run(&[
+                "ip", "link", "add", &outside, "type", "veth", "peer", "name", &inside,
+            ]);
+            run(&["ip", "link", "set", &outside, "master", &bridge, "up"]);
+            run(&["ip", "link", "set", &inside, "netns", &netns]);
+            let ns = |args: &[&str]| {
+                let mut all = vec!["ip", "netns", "exec", &netns];
+                all.extend_from_slice(args);
+                run(&all);
+            };
+            ns(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{SUBNET}.1{i}/24"),
+                "dev",
+                &inside,
+            ]);
+            ns(&["ip", "link", "set", &inside, "up"]);
+            ns(&["ip", "link", "set", "lo", "up"]);
+        }
+        bed.c.spawn(&["--bind-address", &format!("{SUBNET}.1")]);
+        for h in &mut bed.hosts {
+            std::fs::create_dir_all(&h.dir).unwrap();
+            let log = std::fs::File::create(h.dir.join("agent.log")).unwrap();
+            // nsenter changes only the network namespace: `ip netns exec`
+            // would also remount /sys and hide the cgroup mounts runc needs.
+            let agent = Command::new("nsenter")
+                .arg(format!("--net=/run/netns/{}", h.netns))
+                .args([env!("CARGO_BIN_EXE_skiff"), "agent"])
+                .args(["--server", &format!("https://{SUBNET}.1:{}", bed.c.port)])
+                .arg("--token-file")
+                .arg(bed.c.dir.path().join("node-token"))
+                .arg("--data-dir")
+                .arg(&h.dir)
+                .args(["--node-name", &h.name, "--node-ip", &h.ip])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            h.agent = Some(agent);
+        }
+        for h in &bed.hosts {
+            let socket = h.dir.join("containerd/containerd.sock");
+            wait_for("the agent's containerd", LIMIT, || {
+                socket.exists().then_some(())
+            });
+            for image in ["pause.tar", "busybox.tar"] {
+                let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+                    .args(["image", "import", "--data-dir"])
+                    .arg(&h.dir)
+                    .arg(images.join(image))
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        wait_for("both nodes Ready", LIMIT, || {
+            let nodes = bed.c.json(&["get", "nodes"]);
+            let ready = nodes["items"]
+                .as_array()?
+                .iter()
+                .filter(|n| {
+                    n["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+                .count();
+            (ready == 2).then_some(())
+        });
+        bed
+    }
+
+    /// `ip netns exec <host> …`, its output.
+    fn exec(&self, host: usize, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.hosts[host].netns])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        for h in &mut self.hosts {
+            if let Some(mut agent) = h.agent.take() {
+                // SIGTERM: the agent stops its containerd and removes its
+                // rules and routes.
+                let _ = Command::new("kill")
+                    .args(["-TERM", &agent.id().to_string()])
+                    .status();
+                let _ = agent.wait();
+            }
+            let socket = h.dir.join("containerd/containerd.sock");
+            let _ = Command::new("pkill")
+                .args([
+                    "-f",
+                    &format!(
+                        "containerd --config {}",
+                        h.dir.join("containerd/config.toml").display()
+                    ),
+                ])
+                .status();
+            let _ = Command::new("pkill")
+                .args([
+                    "-f",
+                    &format!("containerd-shim-runc-v2 .*-address {}", socket.display()),
+                ])
+                .status();
+        }
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let prefix = self.c.dir.path().display().to_string();
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in ours {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
+        for h in &self.hosts {
+            let _ = Command::new("ip")
+                .args(["netns", "delete", &h.netns])
+                .status();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.bridge])
+            .status();
+    }
+}
+
+fn build_images() -> tempfile::TempDir {
+    let images = tempfile::tempdir().unwrap();
+    let built = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/build-test-images.sh"
+    ))
+    .arg(images.path())
+    .output()
+    .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    images
+}
+
+fn pod(c: &Cluster, name: &str) -> Value {
+    c.json(&["get", "pod", name])
+}
+
+#[test]
+fn services_dns_and_pod_network_across_two_nodes() {
+    let images = build_images();
+    let bed = Bed::start(images.path());
+    let c = &bed.c;
+    create(c, "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      affinity:\n        podAntiAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n          - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}\n      containers:\n      - name: httpd\n        image: skiff.local/busybox:1\n        imagePullPolicy: Never\n        command: [sh, -c, 'mkdir -p /www && hostname > /www/index.html && httpd -f -p 8080 -h /www']\n        ports: [{name: http, containerPort: 8080}]\n        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: http}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web-pods}\nspec:\n  clusterIP: None\n  selector: {app: web}\n  ports: [{name: http, port: 8080}]\n");
+    for h in &bed.hosts {
+        create(c, &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: client-{0}}}\nspec:\n  nodeName: {0}\n  terminationGracePeriodSeconds: 1\n  containers: [{{name: c, image: skiff.local/busybox:1, imagePullPolicy: Never, command: [sleep, '3600']}}]\n", h.name));
+    }
+    c.ok(&["rollout", "status", "deploy/web", "--timeout=90s"]);
+    let backends: Vec<Value> = c.json(&["get", "pods", "-l", "app=web"])["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let nodes: BTreeSet<&str> = backends
+        .iter()
+        .filter_map(|p| p["spec"]["nodeName"].as_str())
+        .collect();
+    assert_eq!(nodes.len(), 2, "one backend per node");
+    let names: BTreeSet<String> = backends
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    let ips: BTreeSet<String> = backends
+        .iter()
+        .map(|p| p["status"]["podIP"].as_str().unwrap().to_owned())
+        .collect();
+    for h in &bed.hosts {
+        wait_for("the client pods to run", LIMIT, || {
+            (pod(c, &format!("client-{}", h.name))["status"]["phase"] == "Running").then_some(())
+        });
+    }
+    let fetch = |client: &str, target: &str| {
+        c.kubectl(&[
+            "exec",
+            client,
+            "--",
+            "timeout",
+            "3",
+            "wget",
+            "-qO-",
+            &format!("http://{target}/"),
+        ])
+    };
+    let svc = c.json(&["get", "service", "web"]);
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_owned();
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+
+    // From either node, through the ClusterIP and the DNS name, both
+    // backends answer.
+    for h in &bed.hosts {
+        let client = format!("client-{}", h.name);
+        for target in [cluster_ip.as_str(), "web", "web.default.svc.cluster.local"] {
+            let mut seen = BTreeSet::new();
+            wait_for(
+                &format!("both backends at {target} from {client}"),
+                LIMIT,
+                || {
+                    let out = fetch(&client, target);
+                    if out.status.success() {
+                        seen.insert(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+                    }
+                    (seen == names).then_some(())
+                },
+            );
+        }
+    }
+    // Pod to pod by IP, across nodes.
+    let far = backends
+        .iter()
+        .find(|p| p["spec"]["nodeName"] == "node-2")
+        .unwrap();
+    let far_ip = far["status"]["podIP"].as_str().unwrap();
+    let out = fetch("client-node-1", &format!("{far_ip}:8080"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        far["metadata"]["name"].as_str().unwrap()
+    );
+    // The headless Service resolves to both pods.
+    let looked_up = c.ok(&[
+        "exec",
+        "client-node-1",
+        "--",
+        "nslookup",
+        "web-pods.default.svc.cluster.local",
+    ]);
+    assert!(
+        ips.iter().all(|ip| looked_up.contains(ip.as_str())),
+        "{looked_up}"
+    );
+    // The NodePort answers on each node's IP, from outside the nodes.
+    for h in &bed.hosts {
+        let body = wait_for(&format!("the NodePort on {}", h.ip), LIMIT, || {
+            http_get(&format!("{}:{node_port}", h.ip))
+        });
+        assert!(names.contains(body.trim()), "{body}");
+    }
+    // No endpoints: connections fail at once; scaling back restores.
+    c.ok(&["scale", "deploy/web", "--replicas=0"]);
+    wait_for("the Service to refuse connections", LIMIT, || {
+        let out = fetch("client-node-1", &cluster_ip);
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        let refused = text.contains("No route to host") || text.contains("refused");
+        (!out.status.success() && refused).then_some(())
+    });
+    c.ok(&["scale", "deploy/web", "--replicas=2"]);
+    wait_for("the Service to answer again", LIMIT, || {
+        fetch("client-node-2", &cluster_ip)
+            .status
+            .success()
+            .then_some(())
+    });
+    // Deleting the Service removes its rules on every node.
+    c.ok(&["delete", "service", "web"]);
+    for i in 0..bed.hosts.len() {
+        wait_for("the Service's rules to go", LIMIT, || {
+            let out = bed.exec(i, &["nft", "list", "map", "ip", "skiff", "services"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (out.status.success() && !text.contains(&cluster_ip)).then_some(())
+        });
+    }
+}
+
+/// A plain HTTP GET from the test process; the body on a 200.
+fn http_get(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut conn =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(3)).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    conn.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).ok()?;
+    let (head, body) = reply.split_once("\r\n\r\n")?;
+    head.contains(" 200 ").then(|| body.to_owned())
+}
