@@ -96,6 +96,15 @@ struct ServerArgs {
     /// The cluster's DNS domain.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// Do not run the built-in ingress controller.
+    #[arg(long)]
+    disable_ingress: bool,
+    /// The ingress controller's HTTP port (at the bind address); 0 picks one.
+    #[arg(long, default_value_t = 80)]
+    ingress_port: u16,
+    /// The ingress controller's HTTPS port; 0 picks one.
+    #[arg(long, default_value_t = 443)]
+    ingress_https_port: u16,
 }
 
 /// `40s`, `2m`, `500ms` or a number of seconds.
@@ -381,6 +390,26 @@ fn main() -> anyhow::Result<()> {
                         }
                     }
                 }
+                let mut ingress_task = None;
+                if !args.disable_ingress {
+                    let client = local_client(&server.kubeconfig).await?;
+                    let config = skiff_ingress::Config {
+                        http: std::net::SocketAddr::new(args.bind_address, args.ingress_port),
+                        https: std::net::SocketAddr::new(
+                            args.bind_address,
+                            args.ingress_https_port,
+                        ),
+                    };
+                    match skiff_ingress::start(client, config).await {
+                        Ok((http, https, task)) => {
+                            tracing::info!(%http, %https, "ingress controller ready");
+                            ingress_task = Some(task);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "the ingress controller did not start")
+                        }
+                    }
+                }
                 if !args.disable_agent {
                     let client = local_client(&server.kubeconfig).await?;
                     let config = skiff_kubelet::agent::Config {
@@ -412,7 +441,7 @@ fn main() -> anyhow::Result<()> {
                     _ = server.wait() => {}
                     _ = shutdown() => tracing::info!("shutting down"),
                 }
-                if let Some(task) = dns_task {
+                for task in [dns_task, ingress_task].into_iter().flatten() {
                     task.abort();
                 }
                 Ok(())

@@ -205,7 +205,16 @@ fn pods_run_as_real_containers() {
     check_prerequisites();
     let images = build_images();
     let registry = Registry::start(images.path());
-    let registry_flags = ["--insecure-registry", registry.host.as_str()];
+    let (http, https) = (support::free_port(), support::free_port());
+    let (http_port, https_port) = (http.to_string(), https.to_string());
+    let registry_flags = [
+        "--insecure-registry",
+        registry.host.as_str(),
+        "--ingress-port",
+        &http_port,
+        "--ingress-https-port",
+        &https_port,
+    ];
     let mut c = Cluster::start_with_agent(&registry_flags);
     let _cleanup = Cleanup(c.dir.path().to_owned());
     let agent_dir = c.dir.path().join("agent");
@@ -249,6 +258,7 @@ fn pods_run_as_real_containers() {
     limits_and_termination(&c);
     registry_pulls(&c, &registry.host);
     services_route_to_ready_pods(&c);
+    ingress_routes_by_host_and_path(&c, http, https);
     agent_restart_keeps_containers(&mut c, &socket, &registry_flags);
 
     let shown = c.ok(&["get", "pods"]);
@@ -726,6 +736,89 @@ fn services_route_to_ready_pods(c: &Cluster) {
             .ok()?;
         (!String::from_utf8_lossy(&out.stdout).contains(&ip)).then_some(())
     });
+}
+
+/// The built-in ingress controller routes by host and path, falls back to
+/// the default backend, terminates TLS from a Secret, and follows changes.
+fn ingress_routes_by_host_and_path(c: &Cluster, http: u16, https: u16) {
+    let site = |name: &str, files: &str| {
+        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: httpd\n        image: skiff.local/busybox:1\n        command: [sh, -c, '{files} && httpd -f -p 8080 -h /www']\n        readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{port: 80, targetPort: 8080}}]\n")
+    };
+    create(
+        c,
+        &site("front", "mkdir -p /www && echo front > /www/index.html"),
+    );
+    create(
+        c,
+        &site("api", "mkdir -p /www/api && echo api > /www/api/index.html"),
+    );
+    let cert = rcgen::generate_simple_self_signed(vec!["app.test".to_owned()]).unwrap();
+    let (crt, key) = (c.dir.path().join("app.crt"), c.dir.path().join("app.key"));
+    std::fs::write(&crt, cert.cert.pem()).unwrap();
+    std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+    c.ok(&[
+        "create",
+        "secret",
+        "tls",
+        "app-tls",
+        "--cert",
+        crt.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    create(c, "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: app}\nspec:\n  defaultBackend: {service: {name: front, port: {number: 80}}}\n  tls: [{hosts: [app.test], secretName: app-tls}]\n  rules:\n  - host: app.test\n    http:\n      paths:\n      - {path: /api, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}\n      - {path: /, pathType: Prefix, backend: {service: {name: front, port: {number: 80}}}}\n");
+    assert_eq!(
+        c.json(&["get", "ingressclass", "skiff"])["metadata"]["annotations"]
+            ["ingressclass.kubernetes.io/is-default-class"],
+        "true"
+    );
+    c.ok(&["rollout", "status", "deploy/front", "--timeout=90s"]);
+    c.ok(&["rollout", "status", "deploy/api", "--timeout=90s"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::builder()
+        .resolve("app.test", ([127, 0, 0, 1], http).into())
+        .resolve("other.test", ([127, 0, 0, 1], http).into())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let get = |url: String| {
+        let client = client.clone();
+        runtime.block_on(async move {
+            let r = client.get(&url).send().await.ok()?;
+            Some((r.status().as_u16(), r.text().await.ok()?))
+        })
+    };
+    let at = |host: &str, path: &str| format!("http://{host}:{http}{path}");
+    wait_for("the ingress to route /api", LIMIT, || {
+        (get(at("app.test", "/api/"))? == (200, "api\n".to_owned())).then_some(())
+    });
+    assert_eq!(get(at("app.test", "/")), Some((200, "front\n".to_owned())));
+    assert_eq!(
+        get(at("other.test", "/")),
+        Some((200, "front\n".to_owned())),
+        "other hosts get the default backend"
+    );
+    let tls = reqwest::Client::builder()
+        .resolve("app.test", ([127, 0, 0, 1], https).into())
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let secure = runtime.block_on(async {
+        let r = tls
+            .get(format!("https://app.test:{https}/api/"))
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap()
+    });
+    assert_eq!(secure, "api\n");
+    // Live changes: without the Ingress nothing matches.
+    c.ok(&["delete", "ingress", "app"]);
+    wait_for("the routes to go with the Ingress", LIMIT, || {
+        (get(at("app.test", "/api/"))?.0 == 404).then_some(())
+    });
+    c.ok(&["delete", "deployment", "front", "api"]);
 }
 
 /// The agent (here inside the server) crashes and comes back: running

@@ -89,7 +89,7 @@ impl Cluster {
             .args(if self.with_agent {
                 &["--kubelet-port", "0"][..]
             } else {
-                &["--disable-agent"][..]
+                &["--disable-agent", "--disable-ingress"][..]
             })
             .stdout(Stdio::null())
             .stderr(log)
