@@ -60,6 +60,11 @@ fn id(parts: &[&str]) -> String {
     digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The chain of one Service port (protocol in lower case).
+pub fn service_chain(ns: &str, name: &str, port_name: &str, proto: &str) -> String {
+    format!("svc-{}", id(&[ns, name, port_name, proto]))
+}
+
 fn protocol(p: Option<&String>) -> String {
     p.map_or("tcp".into(), |p| p.to_ascii_lowercase())
 }
@@ -119,7 +124,7 @@ pub fn desired(services: &[Service], slices: &[EndpointSlice]) -> Ruleset {
                 continue;
             }
             let key = format!("{ip} . {proto} . {}", port.port);
-            let svc_chain = format!("svc-{}", id(&[ns, name, &port_name, &proto]));
+            let svc_chain = service_chain(ns, name, &port_name, &proto);
             let mut svc_rules = Vec::new();
             let mut picks = Vec::new();
             for (i, (addr, target_port)) in targets.iter().enumerate() {

@@ -12,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod network;
+
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use serde_json::json;
@@ -27,6 +29,8 @@ pub enum What {
     Controllers(ControllersArgs),
     /// Pod startup on one real node (root, containerd): creation to Running.
     Pods(PodsArgs),
+    /// Cluster DNS queries/s and proxy rule updates (root, nftables).
+    Network(network::NetworkArgs),
 }
 
 #[derive(clap::Args)]
@@ -91,6 +95,7 @@ pub async fn run(what: What) -> Result<()> {
         What::Schedule(args) => schedule(args).await,
         What::Controllers(args) => controllers(args).await,
         What::Pods(args) => pods(args).await,
+        What::Network(args) => network::run(args).await,
     }
 }
 
