@@ -29,8 +29,12 @@ pub enum What {
     Controllers(ControllersArgs),
     /// Pod startup on one real node (root, containerd): creation to Running.
     Pods(PodsArgs),
-    /// Cluster DNS queries/s and proxy rule updates (root, nftables).
+    /// Cluster DNS queries/s and proxy rule updates (root, nftables); with
+    /// `--images`, HTTP through a ClusterIP against straight to the pod.
     Network(network::NetworkArgs),
+    /// The HTTP client `bench network` runs inside a pod's network.
+    #[command(hide = true)]
+    HttpLoad(network::HttpLoadArgs),
 }
 
 #[derive(clap::Args)]
@@ -96,6 +100,7 @@ pub async fn run(what: What) -> Result<()> {
         What::Controllers(args) => controllers(args).await,
         What::Pods(args) => pods(args).await,
         What::Network(args) => network::run(args).await,
+        What::HttpLoad(args) => network::http_load(args).await,
     }
 }
 
@@ -393,68 +398,106 @@ async fn controllers(args: ControllersArgs) -> Result<()> {
     Ok(())
 }
 
+/// A real node for a benchmark: a separate `skiff agent` with its own
+/// containerd, the images imported, Ready. Dropped, it stops the agent with
+/// SIGTERM, so its proxy rules, routes and containerd go too.
+struct RealNode {
+    agent: Child,
+    dir: std::path::PathBuf,
+}
+
+impl RealNode {
+    async fn start(server: &Server, dir: &Path, images: &Path) -> Result<Self> {
+        let agent = Command::new(std::env::current_exe()?)
+            .args(["agent", "--server", &server.url, "--token-file"])
+            .arg(dir.join("node-token"))
+            .arg("--data-dir")
+            .arg(dir.join("agent"))
+            .args(["--node-name", "bench", "--kubelet-port", "0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?;
+        let node = Self {
+            agent,
+            dir: dir.join("agent"),
+        };
+        let socket = node.socket();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !socket.exists() {
+            if Instant::now() > deadline {
+                bail!("containerd did not start; is it installed, and are we root?");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for image in ["pause.tar", "busybox.tar"] {
+            let ok = Command::new("ctr")
+                .arg("--address")
+                .arg(&socket)
+                .args(["-n", "k8s.io", "images", "import"])
+                .arg(images.join(image))
+                .stdout(Stdio::null())
+                .status()?
+                .success();
+            if !ok {
+                bail!("could not import {image}");
+            }
+        }
+        let client = server.client()?;
+        // The node is Ready once its network is configured.
+        loop {
+            let node: serde_json::Value = client
+                .get(format!("{}/api/v1/nodes/bench", server.url))
+                .bearer_auth(&server.token)
+                .send()
+                .await?
+                .json()
+                .await?;
+            let ready = node["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the node did not become Ready");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(node)
+    }
+
+    fn socket(&self) -> std::path::PathBuf {
+        self.dir.join("containerd/containerd.sock")
+    }
+}
+
+impl Drop for RealNode {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.agent.id().to_string()])
+            .status();
+        let _ = self.agent.wait();
+        let config = self.dir.join("containerd/config.toml");
+        let _ = Command::new("pkill")
+            .args(["-f", &format!("containerd --config {}", config.display())])
+            .status();
+        let _ = Command::new("ip")
+            .args(["link", "delete", "skiff0"])
+            .status();
+    }
+}
+
 /// Pod startup latency on one real node: a separate `skiff agent` with its
 /// own containerd, images imported, pods created at once, each timed from
 /// its create request to the watch event that shows it Running.
 async fn pods(args: PodsArgs) -> Result<()> {
     let dir = tempdir()?;
     let (server, _) = Server::start(&dir, &[]).await?;
-    let agent_dir = dir.join("agent");
-    let mut agent = Command::new(std::env::current_exe()?)
-        .args(["agent", "--server", &server.url, "--token-file"])
-        .arg(dir.join("node-token"))
-        .arg("--data-dir")
-        .arg(&agent_dir)
-        .args(["--node-name", "bench"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
-    let socket = agent_dir.join("containerd/containerd.sock");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !socket.exists() {
-        if Instant::now() > deadline {
-            let _ = agent.kill();
-            bail!("containerd did not start; is it installed, and are we root?");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    for image in ["pause.tar", "busybox.tar"] {
-        let ok = Command::new("ctr")
-            .arg("--address")
-            .arg(&socket)
-            .args(["-n", "k8s.io", "images", "import"])
-            .arg(args.images.join(image))
-            .stdout(Stdio::null())
-            .status()?
-            .success();
-        if !ok {
-            let _ = agent.kill();
-            bail!("could not import {image}");
-        }
-    }
+    let node = RealNode::start(&server, &dir, &args.images).await?;
+    let agent = &node.agent;
+    let socket = node.socket();
     let client = server.client()?;
-    // The node is Ready once its network is configured.
-    loop {
-        let node: serde_json::Value = client
-            .get(format!("{}/api/v1/nodes/bench", server.url))
-            .bearer_auth(&server.token)
-            .send()
-            .await?
-            .json()
-            .await?;
-        let ready = node["status"]["conditions"].as_array().is_some_and(|c| {
-            c.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        });
-        if ready {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = agent.kill();
-            bail!("the node did not become Ready");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let agent_idle = rss_kib(agent.id());
     let containerd_idle = child_rss_kib(agent.id(), "containerd");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
@@ -563,15 +606,7 @@ async fn pods(args: PodsArgs) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _ = agent.kill();
-    let _ = agent.wait();
-    let config = agent_dir.join("containerd/config.toml");
-    let _ = Command::new("pkill")
-        .args(["-f", &format!("containerd --config {}", config.display())])
-        .status();
-    let _ = Command::new("ip")
-        .args(["link", "delete", "skiff0"])
-        .status();
+    drop(node);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -40,6 +40,10 @@ struct Bed {
     bridge: String,
     hosts: Vec<Host>,
     c: Cluster,
+    /// The ingress controller's HTTP port on the server.
+    ingress: u16,
+    /// Routes from the server's side to the nodes' pods, as `ip route` args.
+    routes: Vec<Vec<String>>,
 }
 
 impl Bed {
@@ -51,6 +55,8 @@ impl Bed {
             bridge: bridge.clone(),
             hosts: Vec::new(),
             c: Cluster::unstarted(false),
+            ingress: support::free_port(),
+            routes: Vec::new(),
         };
         run(&[
             "ip",
@@ -93,7 +99,15 @@ impl Bed {
             ns(&["ip", "link", "set", &inside, "up"]);
             ns(&["ip", "link", "set", "lo", "up"]);
         }
-        bed.c.spawn(&["--bind-address", &format!("{SUBNET}.1")]);
+        let (http, https) = (bed.ingress.to_string(), support::free_port().to_string());
+        bed.c.spawn(&[
+            "--bind-address",
+            &format!("{SUBNET}.1"),
+            "--ingress-port",
+            &http,
+            "--ingress-https-port",
+            &https,
+        ]);
         for h in &mut bed.hosts {
             std::fs::create_dir_all(&h.dir).unwrap();
             let log = std::fs::File::create(h.dir.join("agent.log")).unwrap();
@@ -148,6 +162,20 @@ impl Bed {
                 .count();
             (ready == 2).then_some(())
         });
+        // The server's host is on the nodes' network, as a node would be:
+        // the ingress controller reaches pods through their node.
+        for node in bed.c.json(&["get", "nodes"])["items"].as_array().unwrap() {
+            let cidr = node["spec"]["podCIDR"].as_str().unwrap().to_owned();
+            let ip = node["status"]["addresses"][0]["address"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let spec = vec![cidr, "via".to_owned(), ip];
+            let mut args = vec!["ip", "route", "add"];
+            args.extend(spec.iter().map(String::as_str));
+            run(&args);
+            bed.routes.push(spec);
+        }
         bed
     }
 
@@ -163,6 +191,12 @@ impl Bed {
 
 impl Drop for Bed {
     fn drop(&mut self) {
+        for spec in &self.routes {
+            let _ = Command::new("ip")
+                .args(["route", "delete"])
+                .args(spec)
+                .status();
+        }
         for h in &mut self.hosts {
             if let Some(mut agent) = h.agent.take() {
                 // SIGTERM: the agent stops its containerd and removes its
@@ -334,6 +368,30 @@ fn services_dns_and_pod_network_across_two_nodes() {
         });
         assert!(names.contains(body.trim()), "{body}");
     }
+    // An Ingress on the server routes by host and path to the backends.
+    create(c, "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: app}\nspec:\n  rules:\n  - host: app.test\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::builder()
+        .resolve(
+            "app.test",
+            (std::net::Ipv4Addr::new(10, 99, 0, 1), bed.ingress).into(),
+        )
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let url = format!("http://app.test:{}/", bed.ingress);
+    let mut seen = BTreeSet::new();
+    wait_for("both backends through the Ingress", LIMIT, || {
+        let body = runtime.block_on(async {
+            let r = client.get(&url).send().await.ok()?;
+            r.status().is_success().then_some(())?;
+            r.text().await.ok()
+        });
+        if let Some(b) = body {
+            seen.insert(b.trim().to_owned());
+        }
+        (seen == names).then_some(())
+    });
     // No endpoints: connections fail at once; scaling back restores.
     c.ok(&["scale", "deploy/web", "--replicas=0"]);
     wait_for("the Service to refuse connections", LIMIT, || {

@@ -28,6 +28,187 @@ pub struct NetworkArgs {
     /// EndpointSlice changes timed one after another.
     #[arg(long, default_value_t = 50)]
     changes: usize,
+    /// With `pause.tar` and `busybox.tar` here (`scripts/build-test-images.sh
+    /// DIR`), also run a real node and compare HTTP through a ClusterIP
+    /// with HTTP straight to the pod.
+    #[arg(long)]
+    images: Option<std::path::PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct HttpLoadArgs {
+    /// `ip:port` to GET `/` from, a new connection per request.
+    #[arg(long)]
+    target: SocketAddr,
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+}
+
+/// Closed-loop HTTP/1.0 GETs from `connections` tasks; prints requests/s
+/// and latency percentiles.
+pub async fn http_load(args: HttpLoadArgs) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections {
+        let target = args.target;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failed = 0u64;
+            while Instant::now() < deadline {
+                let at = Instant::now();
+                let once = async {
+                    let mut conn = tokio::net::TcpStream::connect(target).await?;
+                    conn.write_all(b"GET / HTTP/1.0\r\n\r\n").await?;
+                    let mut reply = Vec::new();
+                    conn.read_to_end(&mut reply).await?;
+                    anyhow::ensure!(
+                        reply.starts_with(b"HTTP/1.") && reply.windows(5).any(|w| w == b" 200 "),
+                        "not a 200"
+                    );
+                    anyhow::Ok(())
+                };
+                match tokio::time::timeout(Duration::from_secs(2), once).await {
+                    Ok(Ok(())) => latencies.push(at.elapsed()),
+                    _ => failed += 1,
+                }
+            }
+            (latencies, failed)
+        }));
+    }
+    let (mut all, mut failed) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, f) = t.await?;
+        all.extend(l);
+        failed += f;
+    }
+    all.sort();
+    println!(
+        "{:.0} requests/s, p50 {} p99 {}, {failed} failed",
+        all.len() as f64 / args.seconds as f64,
+        ms(percentile(&all, 0.5)),
+        ms(percentile(&all, 0.99))
+    );
+    Ok(())
+}
+
+/// HTTP through a ClusterIP against straight to the pod, from one client
+/// in a pod's network namespace, on one real node.
+async fn through_service(
+    server: &Server,
+    dir: &std::path::Path,
+    images: &std::path::Path,
+) -> Result<()> {
+    let node = super::RealNode::start(server, dir, images).await?;
+    let http = server.client()?;
+    let ns = format!("{}/api/v1/namespaces/default", server.url);
+    for (path, body) in [
+        (
+            "pods",
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "httpd", "labels": {"app": "httpd"}},
+            "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "c", "image": "skiff.local/busybox:1", "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "mkdir -p /www && echo ok > /www/index.html && httpd -f -p 8080 -h /www"]}]}}),
+        ),
+        (
+            "pods",
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client"},
+            "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "c", "image": "skiff.local/busybox:1", "imagePullPolicy": "Never",
+                "command": ["sleep", "3600"]}]}}),
+        ),
+        (
+            "services",
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "httpd"},
+            "spec": {"selector": {"app": "httpd"}, "ports": [{"port": 80, "targetPort": 8080}]}}),
+        ),
+    ] {
+        http.post(format!("{ns}/{path}"))
+            .bearer_auth(&server.token)
+            .json(&body)
+            .send()
+            .await?;
+    }
+    let get = |path: String| {
+        let req = http.get(format!("{ns}/{path}")).bearer_auth(&server.token);
+        async move { anyhow::Ok(req.send().await?.json::<serde_json::Value>().await?) }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (pod_ip, client_id) = loop {
+        let (httpd, client) = (
+            get("pods/httpd".into()).await?,
+            get("pods/client".into()).await?,
+        );
+        let slice_ready =
+            get("endpoints/httpd".into()).await?["subsets"][0]["addresses"].is_array();
+        let running = |p: &serde_json::Value| p["status"]["phase"] == "Running";
+        if running(&httpd) && running(&client) && slice_ready {
+            let id = client["status"]["containerStatuses"][0]["containerID"]
+                .as_str()
+                .unwrap_or_default();
+            break (
+                httpd["status"]["podIP"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                id.trim_start_matches("containerd://").to_owned(),
+            );
+        }
+        if Instant::now() > deadline {
+            bail!("the pods did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let cluster_ip = get("services/httpd".into()).await?["spec"]["clusterIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let tasks = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(node.socket())
+        .args(["-n", "k8s.io", "tasks", "ls"])
+        .output()?;
+    let pid = String::from_utf8_lossy(&tasks.stdout)
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some(client_id.as_str())).then(|| f.next().unwrap_or_default().to_owned())
+        })
+        .unwrap_or_default();
+    // Give the proxy its moment: the rule follows the endpoint.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (what, target) in [
+        ("ClusterIP", format!("{cluster_ip}:80")),
+        ("pod IP", format!("{pod_ip}:8080")),
+    ] {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net=/proc/{pid}/ns/net"))
+            .arg(std::env::current_exe()?)
+            .args(["bench", "http-load", "--target", &target])
+            .output()?;
+        println!(
+            "http via {what:<9} ({target}): {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    let _ = http
+        .delete(format!("{ns}/pods"))
+        .bearer_auth(&server.token)
+        .send()
+        .await;
+    let gone_by = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < gone_by {
+        let tasks = std::process::Command::new("ctr")
+            .arg("--address")
+            .arg(node.socket())
+            .args(["-n", "k8s.io", "tasks", "ls", "-q"])
+            .output()?;
+        if String::from_utf8_lossy(&tasks.stdout).trim().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
 }
 
 fn slice(i: usize, endpoints: usize) -> serde_json::Value {
@@ -209,5 +390,8 @@ pub async fn run(args: NetworkArgs) -> Result<()> {
         ms(percentile(&waits, 0.5)),
         ms(percentile(&waits, 0.99))
     );
+    if let Some(images) = &args.images {
+        through_service(&server, &dir, images).await?;
+    }
     Ok(())
 }

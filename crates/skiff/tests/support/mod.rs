@@ -89,8 +89,9 @@ impl Cluster {
             .args(if self.with_agent {
                 &["--kubelet-port", "0"][..]
             } else {
-                &["--disable-agent", "--disable-ingress"][..]
+                &["--disable-agent"][..]
             })
+            .args((!extra.contains(&"--ingress-port")).then_some("--disable-ingress"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
