@@ -1,6 +1,10 @@
-//! Authentication: bearer tokens issued at first start.
+//! Authentication: bearer tokens issued at first start, and service account
+//! tokens (JWTs this server signed).
+
+use std::sync::Arc;
 
 use crate::pki::Credentials;
+use crate::tokens::Issuer;
 
 /// Who made a request.
 #[derive(Clone, Debug, PartialEq)]
@@ -11,10 +15,11 @@ pub struct User {
 
 pub struct Authenticator {
     tokens: Vec<(String, User)>,
+    issuer: Arc<Issuer>,
 }
 
 impl Authenticator {
-    pub fn new(creds: &Credentials) -> Self {
+    pub fn new(creds: &Credentials, issuer: Arc<Issuer>) -> Self {
         let user = |name: &str, groups: &[&str]| User {
             name: name.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
@@ -33,16 +38,19 @@ impl Authenticator {
                     ),
                 ),
             ],
+            issuer,
         }
     }
 
     /// The user an `Authorization` header value names, if any.
     pub fn authenticate(&self, header: Option<&str>) -> Option<User> {
         let token = header?.strip_prefix("Bearer ")?.trim();
-        self.tokens
+        let fixed = self
+            .tokens
             .iter()
             .find(|(t, _)| constant_time_eq(t.as_bytes(), token.as_bytes()))
-            .map(|(_, u)| u.clone())
+            .map(|(_, u)| u.clone());
+        fixed.or_else(|| self.issuer.verify(token, chrono::Utc::now().timestamp()))
     }
 }
 

@@ -30,6 +30,10 @@ fn subresource(r: &ResourceType, sub: &str) -> (Value, &'static [&'static str]) 
         ),
         "binding" => (kind("", "v1", "Binding"), &["create"]),
         "eviction" => (kind("policy", "v1", "Eviction"), &["create"]),
+        "token" => (
+            kind("authentication.k8s.io", "v1", "TokenRequest"),
+            &["create"],
+        ),
         "log" => (kind("", "v1", "Pod"), &["get"]),
         "exec" => (kind("", "v1", "PodExecOptions"), &["create", "get"]),
         "attach" => (kind("", "v1", "PodAttachOptions"), &["create", "get"]),

@@ -16,6 +16,7 @@ mod response;
 mod serve;
 mod services;
 mod storage;
+mod tokens;
 mod watch;
 
 use std::net::{IpAddr, SocketAddr};
@@ -105,6 +106,8 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     };
     let store: Arc<dyn Store> = WatchCache::new(backend, config.watch_cache_events).await?;
     let creds = pki::Credentials::load_or_create(dir, config.bind_address)?;
+    let issuer =
+        Arc::new(tokens::Issuer::new(&creds.service_account_key).map_err(Error::Certificate)?);
     let host = if config.bind_address.is_unspecified() {
         IpAddr::from([127, 0, 0, 1])
     } else {
@@ -123,10 +126,11 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     )?;
     let api = Arc::new(handlers::Api::new(
         store,
-        auth::Authenticator::new(&creds),
+        auth::Authenticator::new(&creds, issuer.clone()),
         creds.ca_pem.clone(),
         node_proxy::NodeDialer::new(&creds)?,
         config.service_cidr,
+        issuer,
     ));
     bootstrap::run(&api, SocketAddr::new(host, addr.port()))
         .await

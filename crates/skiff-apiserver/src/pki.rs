@@ -24,6 +24,8 @@ pub struct Credentials {
     /// The client certificate the API server shows node agents.
     pub kubelet_client_cert_pem: String,
     pub kubelet_client_key_pem: String,
+    /// The key service account tokens are signed with (PKCS#8 DER).
+    pub service_account_key: Vec<u8>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -149,6 +151,14 @@ impl Credentials {
             write_private(&client_key, &key.serialize_pem())?;
             write_private(&client_crt, &cert.pem())?;
         }
+        let sa_key = tls.join("service-account.key");
+        if !sa_key.exists() {
+            let key = KeyPair::generate().map_err(cert_error)?;
+            write_private(&sa_key, &key.serialize_pem())?;
+        }
+        let service_account_key = KeyPair::from_pem(&read(&sa_key)?)
+            .map_err(cert_error)?
+            .serialize_der();
         let ca_pem = read(&ca_crt)?;
         let admin_path = tls.join("admin.token");
         if !admin_path.exists() {
@@ -167,6 +177,7 @@ impl Credentials {
             node_token: read(&node_path)?.trim().to_owned(),
             kubelet_client_cert_pem: read(&client_crt)?,
             kubelet_client_key_pem: read(&client_key)?,
+            service_account_key,
             ca_pem,
         })
     }

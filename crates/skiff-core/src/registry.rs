@@ -131,7 +131,7 @@ resources! {
     "" "v1" "ConfigMap" "configmaps" Namespaced core::ConfigMap, ["cm"] [] [];
     "" "v1" "Secret" "secrets" Namespaced core::Secret, [] [] [];
     "" "v1" "Event" "events" Namespaced core::Event, ["ev"] [] [];
-    "" "v1" "ServiceAccount" "serviceaccounts" Namespaced core::ServiceAccount, ["sa"] [] [];
+    "" "v1" "ServiceAccount" "serviceaccounts" Namespaced core::ServiceAccount, ["sa"] [] ["token"];
     "" "v1" "PersistentVolume" "persistentvolumes" Cluster core::PersistentVolume, ["pv"] [] ["status"];
     "" "v1" "PersistentVolumeClaim" "persistentvolumeclaims" Namespaced core::PersistentVolumeClaim, ["pvc"] [] ["status"];
     "" "v1" "LimitRange" "limitranges" Namespaced core::LimitRange, ["limits"] [] [];

@@ -4,12 +4,15 @@
 //! projected), materialized under the pod's directory and kept current on
 //! every sync.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret,
+    ServiceAccountTokenProjection,
 };
 use kube::api::Api;
 use kube::Client;
@@ -314,12 +317,77 @@ pub fn release(dir: &Path) {
     }
 }
 
+/// Service account tokens projected into pods, by pod uid and path, with
+/// when to renew them (at 80% of their life, as upstream).
+#[derive(Default)]
+pub struct Tokens(Mutex<HashMap<(String, String), (Vec<u8>, Instant)>>);
+
+impl Tokens {
+    /// Forgets the tokens of pods not in `known`.
+    pub fn retain(&self, known: &[String]) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(uid, _), _| known.contains(uid));
+    }
+}
+
+/// A token for the pod's service account, bound to the pod, from the API
+/// server's TokenRequest; reused until it is due for renewal.
+async fn token(
+    client: &Client,
+    pod: &Pod,
+    source: &ServiceAccountTokenProjection,
+    tokens: &Tokens,
+) -> Result<Vec<u8>, String> {
+    let m = &pod.metadata;
+    let key = (m.uid.clone().unwrap_or_default(), source.path.clone());
+    if let Some((token, renew)) = tokens.0.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if Instant::now() < *renew {
+            return Ok(token.clone());
+        }
+    }
+    let ns = m.namespace.clone().unwrap_or_default();
+    let account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    let seconds = source.expiration_seconds.unwrap_or(3600).max(600);
+    let body = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"audiences": source.audience.iter().collect::<Vec<_>>(), "expirationSeconds": seconds,
+                 "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": m.name, "uid": m.uid}}});
+    let request = hyper::Request::post(format!(
+        "/api/v1/namespaces/{ns}/serviceaccounts/{account}/token"
+    ))
+    .header("content-type", "application/json")
+    .body(body.to_string().into_bytes())
+    .map_err(|e| e.to_string())?;
+    let reply: serde_json::Value = client
+        .request(request)
+        .await
+        .map_err(|e| format!("token for service account {account:?}: {e}"))?;
+    let token = reply["status"]["token"]
+        .as_str()
+        .ok_or("the TokenRequest reply has no token")?
+        .as_bytes()
+        .to_vec();
+    let renew = Instant::now() + Duration::from_secs((seconds as u64) * 4 / 5);
+    tokens
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, (token.clone(), renew));
+    Ok(token)
+}
+
 /// Makes the pod's volumes exist under `dir`, returning each one's host
 /// path; an error is a `CreateContainerConfigError`.
 pub async fn volumes(
     client: &Client,
     pod: &Pod,
     dir: &Path,
+    tokens: &Tokens,
 ) -> Result<BTreeMap<String, PathBuf>, String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let mut out = BTreeMap::new();
@@ -395,8 +463,9 @@ pub async fn volumes(
                     );
                 } else if let Some(d) = &source.downward_api {
                     files.extend(downward_files(pod, d.items.as_deref().unwrap_or_default())?);
-                } else if source.service_account_token.is_some() {
-                    return Err("serviceAccountToken projections are not supported yet".into());
+                } else if let Some(t) = &source.service_account_token {
+                    let bytes = token(client, pod, t, tokens).await?;
+                    files.insert(t.path.clone(), bytes);
                 }
             }
         } else {

@@ -177,6 +177,8 @@ pub struct Worker {
     /// Failed pulls by pod uid and container: when to try again, and how
     /// many failed.
     pull_backoff: Mutex<HashMap<(String, String), (std::time::Instant, u32)>>,
+    /// Service account tokens projected into pods.
+    tokens: pod_inputs::Tokens,
 }
 
 impl Worker {
@@ -198,6 +200,7 @@ impl Worker {
             reported: Mutex::default(),
             prober: Prober::default(),
             pull_backoff: Mutex::default(),
+            tokens: pod_inputs::Tokens::default(),
         }
     }
 
@@ -278,6 +281,7 @@ impl Worker {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .retain(|(uid, _), _| known.contains(uid));
+                self.tokens.retain(&known);
             }
             if let Err(e) = self.remove_orphans(&known).await {
                 tracing::debug!(error = %e, "orphan sandboxes");
@@ -674,7 +678,7 @@ impl Worker {
         // Volumes are refreshed on every pass, so mounted ConfigMaps and
         // Secrets follow their objects.
         let volume_dir = self.log_dir.join(&uid).join("volumes");
-        let volumes = pod_inputs::volumes(&self.client, pod, &volume_dir).await;
+        let volumes = pod_inputs::volumes(&self.client, pod, &volume_dir, &self.tokens).await;
         let mut seen = self.observe(&sandbox).await?;
         let mut started = false;
         let launch = Launch {

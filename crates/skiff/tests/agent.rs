@@ -565,6 +565,34 @@ fn init_containers_and_volumes(c: &Cluster) {
         mounts.lines().any(|l| l.starts_with("tmpfs /mem tmpfs")),
         "{mounts}"
     );
+    // A projected service account token authenticates to the API server.
+    create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: tokened}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    command: [sleep, '3600']\n    volumeMounts: [{name: api, mountPath: /var/run/secrets/api}]\n  volumes:\n  - name: api\n    projected:\n      sources:\n      - serviceAccountToken: {path: token, expirationSeconds: 3600}\n      - downwardAPI: {items: [{path: namespace, fieldRef: {fieldPath: metadata.namespace}}]}\n");
+    wait_for("tokened to run", LIMIT, || {
+        (pod(c, "tokened")["status"]["phase"] == "Running").then_some(())
+    });
+    let token = c.ok(&["exec", "tokened", "--", "cat", "/var/run/secrets/api/token"]);
+    assert_eq!(
+        c.ok(&[
+            "exec",
+            "tokened",
+            "--",
+            "cat",
+            "/var/run/secrets/api/namespace"
+        ]),
+        "default"
+    );
+    let listed = c.ok(&[
+        "--token",
+        token.trim(),
+        "get",
+        "pod",
+        "tokened",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(listed.trim(), "pod/tokened");
+    let refused = c.kubectl(&["--token", "not-a-token", "get", "pods"]);
+    assert!(!refused.status.success());
     wait_for("badinit to fail", LIMIT, || {
         let p = pod(c, "badinit");
         let init = &p["status"]["initContainerStatuses"][0];

@@ -67,12 +67,15 @@ fn services_get_addresses_that_never_collide() {
     );
     create(
         &c,
-        &service("dns", "ClusterIP", "  clusterIP: 10.43.0.10\n"),
+        &service("chosen", "ClusterIP", "  clusterIP: 10.43.0.11\n"),
     );
     assert_eq!(
-        c.json(&["get", "service", "dns"])["spec"]["clusterIP"],
-        "10.43.0.10"
+        c.json(&["get", "service", "chosen"])["spec"]["clusterIP"],
+        "10.43.0.11"
     );
+    // 10.43.0.10 is kube-dns's.
+    let dns = c.fails_stdin(&service("dns", "ClusterIP", "  clusterIP: 10.43.0.10\n"));
+    assert!(dns.contains("already allocated"), "{dns}");
 
     // Switching to ClusterIP gives the NodePorts back.
     c.ok(&[

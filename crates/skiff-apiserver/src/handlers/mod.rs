@@ -23,6 +23,7 @@ use crate::request::{self, Query, Route, Target, Verb};
 use crate::response;
 use crate::services::Allocator;
 use crate::storage::Objects;
+use crate::tokens::Issuer;
 use skiff_core::cidr::Cidr;
 
 /// The API: the store's objects and who may use them.
@@ -32,6 +33,7 @@ pub struct Api {
     ca_pem: String,
     nodes: NodeDialer,
     pub services: Allocator,
+    issuer: Arc<Issuer>,
 }
 
 /// Everything a resource handler needs to know about its request.
@@ -71,8 +73,10 @@ impl Api {
         ca_pem: String,
         nodes: NodeDialer,
         service_range: Cidr,
+        issuer: Arc<Issuer>,
     ) -> Self {
         Self {
+            issuer,
             services: Allocator::new(service_range, store.clone()),
             objects: Objects { store },
             auth,

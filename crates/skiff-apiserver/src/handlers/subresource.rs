@@ -1,4 +1,4 @@
-//! The scale, binding and eviction subresources.
+//! The scale, binding, eviction and service account token subresources.
 
 use axum::response::Response;
 use serde_json::{json, Value};
@@ -129,5 +129,70 @@ impl Api {
         self.delete_one(pods, call.target.namespace.as_deref(), name, &opts)
             .await?;
         Ok(response::json(201, &status::success("", "pods", name, "")))
+    }
+
+    /// `serviceaccounts/token`: a signed token for the account, bound to a
+    /// pod when the request names one.
+    pub async fn token_request(
+        &self,
+        call: &Call<'_>,
+        name: &str,
+        raw: &[u8],
+    ) -> Result<Response, ApiError> {
+        let r = call.target.resource;
+        let ns = call.target.namespace.as_deref().unwrap_or("default");
+        let account = self.objects.get(r, Some(ns), name).await?;
+        let request = body::parse(raw, &body::content_type(call.headers))?;
+        let spec = &request["spec"];
+        let seconds = spec["expirationSeconds"].as_i64().unwrap_or(3600);
+        if seconds < 600 {
+            return Err(ApiError::invalid(
+                "authentication.k8s.io",
+                "TokenRequest",
+                name,
+                vec![status::Cause::invalid(
+                    "spec.expirationSeconds",
+                    &seconds.to_string(),
+                    "may not specify a duration less than 10 minutes",
+                )],
+            ));
+        }
+        let audiences: Vec<String> = spec["audiences"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .filter(|a: &Vec<String>| !a.is_empty())
+            .unwrap_or_else(|| vec![crate::tokens::ISSUER.to_owned()]);
+        let bound = &spec["boundObjectRef"];
+        let pod = (bound["kind"] == "Pod").then(|| {
+            (
+                bound["name"].as_str().unwrap_or_default().to_owned(),
+                bound["uid"].as_str().unwrap_or_default().to_owned(),
+            )
+        });
+        let now = chrono::Utc::now();
+        let expires = now + chrono::Duration::seconds(seconds);
+        let claims = crate::tokens::Claims {
+            namespace: ns,
+            name,
+            uid: meta::get_str(&account, "uid").unwrap_or_default(),
+            audiences: audiences.clone(),
+            expires: expires.timestamp(),
+            pod,
+        };
+        let token = self
+            .issuer
+            .issue(&claims, now.timestamp())
+            .map_err(ApiError::internal)?;
+        let reply = json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "metadata": {"name": name, "namespace": ns, "creationTimestamp": now.format("%Y-%m-%dT%H:%M:%SZ").to_string()},
+            "spec": {"audiences": audiences, "expirationSeconds": seconds, "boundObjectRef": spec.get("boundObjectRef")},
+            "status": {"token": token, "expirationTimestamp": expires.format("%Y-%m-%dT%H:%M:%SZ").to_string()},
+        });
+        Ok(response::json(201, &reply))
     }
 }

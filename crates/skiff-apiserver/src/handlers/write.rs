@@ -21,6 +21,7 @@ impl Api {
         match (t.subresource.as_deref(), &t.name) {
             (Some("binding"), Some(name)) => return self.bind(call, name, &raw).await,
             (Some("eviction"), Some(name)) => return self.evict(call, name, &raw).await,
+            (Some("token"), Some(name)) => return self.token_request(call, name, &raw).await,
             (None, None) => {}
             _ => return Err(ApiError::method_not_allowed("POST", r.plural)),
         }
