@@ -320,7 +320,10 @@ pub fn release(dir: &Path) {
 /// Service account tokens projected into pods, by pod uid and path, with
 /// when to renew them (at 80% of their life, as upstream).
 #[derive(Default)]
-pub struct Tokens(Mutex<HashMap<(String, String), (Vec<u8>, Instant)>>);
+pub struct Tokens(Mutex<HashMap<TokenKey, (Vec<u8>, Instant)>>);
+
+/// A projected token: pod uid and path.
+type TokenKey = (String, String);
 
 impl Tokens {
     /// Forgets the tokens of pods not in `known`.
