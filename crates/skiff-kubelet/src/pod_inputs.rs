@@ -153,6 +153,22 @@ pub async fn env(
                 .await?
             } else if let Some(r) = &src.field_ref {
                 field(pod, &r.field_path, pod_ip)
+            } else if let Some(r) = &src.resource_field_ref {
+                // The container named, or this one.
+                let target = match &r.container_name {
+                    Some(name) if !name.is_empty() => pod
+                        .spec
+                        .iter()
+                        .flat_map(|s| s.containers.iter())
+                        .find(|x| &x.name == name)
+                        .ok_or_else(|| format!("resourceFieldRef names no container: {name:?}"))?,
+                    _ => c,
+                };
+                Some(resource_field(
+                    target,
+                    &r.resource,
+                    r.divisor.as_ref().map(|d| d.0.as_str()),
+                )?)
             } else {
                 None
             }
@@ -536,6 +552,27 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!((m[0].host_path.as_str(), m[0].readonly), ("/v/cfg", true));
         assert_eq!(m[1].host_path, "/v/data/x");
+    }
+
+    #[tokio::test]
+    async fn env_from_resource_fields() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": [{"name": "c", "resources": {"limits": {"memory": "128Mi"}, "requests": {"cpu": "500m"}},
+                "env": [
+                    {"name": "MEM_MI", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+                    {"name": "CPU_M", "valueFrom": {"resourceFieldRef": {"containerName": "c", "resource": "requests.cpu", "divisor": "1m"}}},
+                ]}]},
+        }))
+        .unwrap();
+        // No ConfigMap or Secret is named, so the client is never used.
+        let client =
+            Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        let env = env(&client, &pod, c, "").await.unwrap();
+        let get = |k: &str| env.iter().find(|e| e.key == k).map(|e| e.value.clone());
+        assert_eq!(get("MEM_MI").as_deref(), Some("128"));
+        assert_eq!(get("CPU_M").as_deref(), Some("500"));
     }
 
     #[test]
