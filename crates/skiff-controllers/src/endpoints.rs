@@ -19,6 +19,22 @@ use crate::runtime::controller::{Action, Reconcile};
 use crate::runtime::queue::Queue;
 
 pub const SERVICE_NAME: &str = "kubernetes.io/service-name";
+
+/// The EndpointSlices of Service `ns/name`.
+pub fn slices_of<'a>(
+    slices: &'a [EndpointSlice],
+    ns: &'a str,
+    name: &'a str,
+) -> impl Iterator<Item = &'a EndpointSlice> {
+    slices.iter().filter(move |s| {
+        s.metadata.namespace.as_deref() == Some(ns)
+            && s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME))
+                .is_some_and(|n| n == name)
+    })
+}
 const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
 const MANAGER: &str = "endpointslice-controller.k8s.io";
 /// Endpoints per slice, upstream's default.

@@ -13,9 +13,8 @@ use hickory_proto::rr::rdata::{A, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::watcher;
 use kube::{Api, Client};
-use skiff_controllers::runtime::cache::{Cache, Informer, Object};
+use skiff_controllers::runtime::cache::{follow, Cache};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Notify;
@@ -76,15 +75,6 @@ pub fn respond(zone: &Zone, request: &[u8]) -> Option<Vec<u8>> {
     reply.to_vec().ok()
 }
 
-fn follow<K: Object>(client: &Client, wake: &Arc<Notify>) -> Arc<Cache<K>> {
-    let mut informer = Informer::<K>::default();
-    let w = wake.clone();
-    informer.on_change(move |_, _| w.notify_one());
-    let cache = informer.cache();
-    tokio::spawn(informer.run(Api::all(client.clone()), watcher::Config::default()));
-    cache
-}
-
 /// Binds UDP and TCP and serves until the returned task is dropped;
 /// returns the bound address.
 pub async fn start(
@@ -97,8 +87,8 @@ pub async fn start(
     let zone = Arc::new(RwLock::new(Arc::new(Zone::default())));
     let task = tokio::spawn(async move {
         let wake = Arc::new(Notify::new());
-        let services: Arc<Cache<Service>> = follow(&client, &wake);
-        let slices: Arc<Cache<EndpointSlice>> = follow(&client, &wake);
+        let services: Arc<Cache<Service>> = follow(&client, Some(wake.clone()));
+        let slices: Arc<Cache<EndpointSlice>> = follow(&client, Some(wake.clone()));
         let z = zone.clone();
         let rebuild = async move {
             loop {

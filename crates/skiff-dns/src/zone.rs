@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use skiff_controllers::endpoints::slices_of;
 
 /// One record a name holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,17 +67,7 @@ impl Zone {
             let base = format!("{name}.{ns}.svc.{domain}");
             // The namespace and `svc` levels exist, if empty.
             zone.names.entry(format!("{ns}.svc.{domain}")).or_default();
-            let mine: Vec<&EndpointSlice> = slices
-                .iter()
-                .filter(|s| {
-                    s.metadata.namespace.as_ref() == Some(ns)
-                        && s.metadata
-                            .labels
-                            .as_ref()
-                            .and_then(|l| l.get("kubernetes.io/service-name"))
-                            == Some(name)
-                })
-                .collect();
+            let mine: Vec<&EndpointSlice> = slices_of(slices, ns, name).collect();
             let headless = spec.cluster_ip.as_deref() == Some("None");
             let mut targets = Vec::new();
             if headless {

@@ -26,7 +26,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use skiff_controllers::runtime::cache::{Cache, Informer, Object};
+use skiff_controllers::runtime::cache::{follow, Cache, Informer};
 use tokio::net::TcpListener;
 
 use routes::Table;
@@ -49,13 +49,6 @@ struct State {
     next: AtomicUsize,
     /// TLS certificates by host, rebuilt when Secrets or Ingresses change.
     certs: Certs,
-}
-
-fn follow<K: Object>(client: &Client) -> Arc<Cache<K>> {
-    let informer = Informer::<K>::default();
-    let cache = informer.cache();
-    tokio::spawn(informer.run(Api::all(client.clone()), watcher::Config::default()));
-    cache
 }
 
 fn text(code: StatusCode, message: &str) -> Response<Body> {
@@ -258,9 +251,9 @@ pub async fn start(
     let state = Arc::new(State {
         ingresses: ingresses.cache(),
         secrets: secrets.cache(),
-        classes: follow(&client),
-        services: follow(&client),
-        slices: follow(&client),
+        classes: follow(&client, None),
+        services: follow(&client, None),
+        slices: follow(&client, None),
         next: AtomicUsize::new(0),
         certs: Certs::default(),
     });

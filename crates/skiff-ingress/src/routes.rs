@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
+use skiff_controllers::endpoints::slices_of;
 
 /// The class this controller serves.
 pub const CLASS: &str = "skiff";
@@ -172,14 +173,7 @@ pub fn endpoints(b: &Backend, services: &[Service], slices: &[EndpointSlice]) ->
     let Some(port) = port else { return Vec::new() };
     let port_name = port.name.clone().unwrap_or_default();
     let mut out = Vec::new();
-    for slice in slices.iter().filter(|s| {
-        s.metadata.namespace.as_deref() == Some(b.namespace.as_str())
-            && s.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("kubernetes.io/service-name"))
-                == Some(&b.service)
-    }) {
+    for slice in slices_of(slices, &b.namespace, &b.service) {
         let Some(target) = slice
             .ports
             .iter()

@@ -15,9 +15,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::watcher;
-use kube::{Api, Client};
-use skiff_controllers::runtime::cache::{Cache, Informer, Object};
+use kube::Client;
+use skiff_controllers::runtime::cache::{follow, Cache};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
@@ -137,19 +136,6 @@ impl Drop for Cleanup {
     }
 }
 
-/// A cache of `K` kept current through the API server; changes wake `wake`.
-fn follow<K>(client: &Client, wake: &Arc<Notify>) -> Arc<Cache<K>>
-where
-    K: Object,
-{
-    let mut informer = Informer::<K>::default();
-    let w = wake.clone();
-    informer.on_change(move |_, _| w.notify_one());
-    let cache = informer.cache();
-    tokio::spawn(informer.run(Api::all(client.clone()), watcher::Config::default()));
-    cache
-}
-
 /// Keeps the rules in step with the cluster until the task is dropped.
 pub async fn run(client: Client, config: Config) {
     let mut cleanup = Cleanup {
@@ -165,9 +151,9 @@ pub async fn run(client: Client, config: Config) {
         }
     }
     let wake = Arc::new(Notify::new());
-    let services: Arc<Cache<Service>> = follow(&client, &wake);
-    let slices: Arc<Cache<EndpointSlice>> = follow(&client, &wake);
-    let nodes: Arc<Cache<Node>> = follow(&client, &wake);
+    let services: Arc<Cache<Service>> = follow(&client, Some(wake.clone()));
+    let slices: Arc<Cache<EndpointSlice>> = follow(&client, Some(wake.clone()));
+    let nodes: Arc<Cache<Node>> = follow(&client, Some(wake.clone()));
     tokio::join!(
         services.wait_synced(),
         slices.wait_synced(),

@@ -17,6 +17,7 @@ use std::fmt::Write;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use sha2::{Digest, Sha256};
+use skiff_controllers::endpoints::slices_of;
 
 /// The table the proxy owns, and nothing else.
 pub const TABLE: &str = "skiff";
@@ -85,17 +86,7 @@ pub fn desired(services: &[Service], slices: &[EndpointSlice]) -> Ruleset {
                 .and_then(|c| c.client_ip.as_ref()?.timeout_seconds)
                 .unwrap_or(10800)
         });
-        let mine: Vec<&EndpointSlice> = slices
-            .iter()
-            .filter(|s| {
-                s.metadata.namespace.as_ref() == Some(ns)
-                    && s.metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get("kubernetes.io/service-name"))
-                        == Some(name)
-            })
-            .collect();
+        let mine: Vec<&EndpointSlice> = slices_of(slices, ns, name).collect();
         for port in spec.ports.iter().flatten() {
             let proto = protocol(port.protocol.as_ref());
             let port_name = port.name.clone().unwrap_or_default();

@@ -470,6 +470,23 @@ impl RealNode {
     fn socket(&self) -> std::path::PathBuf {
         self.dir.join("containerd/containerd.sock")
     }
+
+    /// Waits until `until` for the runtime to run nothing: the agent
+    /// removes the sandboxes of deleted pods.
+    async fn wait_empty(&self, until: Instant) -> Result<()> {
+        while Instant::now() < until {
+            let tasks = Command::new("ctr")
+                .arg("--address")
+                .arg(self.socket())
+                .args(["-n", "k8s.io", "tasks", "ls", "-q"])
+                .output()?;
+            if String::from_utf8_lossy(&tasks.stdout).trim().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for RealNode {
@@ -496,7 +513,6 @@ async fn pods(args: PodsArgs) -> Result<()> {
     let (server, _) = Server::start(&dir, &[]).await?;
     let node = RealNode::start(&server, &dir, &args.images).await?;
     let agent = &node.agent;
-    let socket = node.socket();
     let client = server.client()?;
     let agent_idle = rss_kib(agent.id());
     let containerd_idle = child_rss_kib(agent.id(), "containerd");
@@ -594,18 +610,7 @@ async fn pods(args: PodsArgs) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // The agent removes the sandboxes of deleted pods; wait for that.
-    while Instant::now() < gone_by {
-        let tasks = Command::new("ctr")
-            .arg("--address")
-            .arg(&socket)
-            .args(["-n", "k8s.io", "tasks", "ls", "-q"])
-            .output()?;
-        if String::from_utf8_lossy(&tasks.stdout).trim().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    node.wait_empty(gone_by).await?;
     drop(node);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{create, wait_for, Cluster};
+use support::{create, pod, wait_for, Cluster};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -44,10 +44,6 @@ fn check_prerequisites() {
     );
 }
 
-fn pod(c: &Cluster, name: &str) -> Value {
-    c.json(&["get", "pod", name])
-}
-
 fn container_state(p: &Value) -> Value {
     p["status"]["containerStatuses"][0].clone()
 }
@@ -58,31 +54,8 @@ struct Cleanup(std::path::PathBuf);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let containerd = self.0.join("agent/containerd");
-        let config = containerd.join("config.toml");
-        let socket = containerd.join("containerd.sock");
-        let _ = Command::new("pkill")
-            .args(["-f", &format!("containerd --config {}", config.display())])
-            .status();
-        // After a failure, containers may outlive containerd: stop their
-        // shims and release their mounts.
-        let _ = Command::new("pkill")
-            .args([
-                "-f",
-                &format!("containerd-shim-runc-v2 .*-address {}", socket.display()),
-            ])
-            .status();
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-        let prefix = self.0.display().to_string();
-        let mut ours: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in ours {
-            let _ = Command::new("umount").args(["-l", m]).status();
-        }
+        support::stop_containerd(&self.0.join("agent"));
+        support::unmount_under(&self.0);
         let _ = Command::new("ip")
             .args(["link", "delete", "skiff0"])
             .status();
@@ -161,23 +134,6 @@ impl Drop for Registry {
     }
 }
 
-fn build_images() -> tempfile::TempDir {
-    let images = tempfile::tempdir().unwrap();
-    let built = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../scripts/build-test-images.sh"
-    ))
-    .arg(images.path())
-    .output()
-    .unwrap();
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    images
-}
-
 /// The host pid of a container's main process, from containerd.
 fn host_pid(socket: &Path, container_id: &str) -> String {
     let id = container_id.trim_start_matches("containerd://");
@@ -203,7 +159,7 @@ fn manifest(name: &str, restart: &str, policy: &str, image: &str, cmd: &str) -> 
 #[test]
 fn pods_run_as_real_containers() {
     check_prerequisites();
-    let images = build_images();
+    let images = support::build_images();
     let registry = Registry::start(images.path());
     let (http, https) = (support::free_port(), support::free_port());
     let (http_port, https_port) = (http.to_string(), https.to_string());
@@ -222,19 +178,7 @@ fn pods_run_as_real_containers() {
     wait_for("containerd's socket", LIMIT, || {
         socket.exists().then_some(())
     });
-    for image in ["pause.tar", "busybox.tar"] {
-        let status = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args(["image", "import", "--data-dir"])
-            .arg(&agent_dir)
-            .arg(images.path().join(image))
-            .output()
-            .unwrap();
-        assert!(
-            status.status.success(),
-            "{}",
-            String::from_utf8_lossy(&status.stderr)
-        );
-    }
+    support::import_images(&agent_dir, images.path());
     let node = wait_for("a Ready node", LIMIT, || {
         let nodes = c.json(&["get", "nodes"]);
         let n = nodes["items"].as_array()?.first()?.clone();

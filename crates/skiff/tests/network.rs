@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{create, wait_for, Cluster};
+use support::{create, pod, wait_for, Cluster};
 
 const LIMIT: Duration = Duration::from_secs(90);
 const SUBNET: &str = "10.99.0";
@@ -133,19 +133,7 @@ impl Bed {
             wait_for("the agent's containerd", LIMIT, || {
                 socket.exists().then_some(())
             });
-            for image in ["pause.tar", "busybox.tar"] {
-                let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
-                    .args(["image", "import", "--data-dir"])
-                    .arg(&h.dir)
-                    .arg(images.join(image))
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
+            support::import_images(&h.dir, images);
         }
         wait_for("both nodes Ready", LIMIT, || {
             let nodes = bed.c.json(&["get", "nodes"]);
@@ -206,34 +194,9 @@ impl Drop for Bed {
                     .status();
                 let _ = agent.wait();
             }
-            let socket = h.dir.join("containerd/containerd.sock");
-            let _ = Command::new("pkill")
-                .args([
-                    "-f",
-                    &format!(
-                        "containerd --config {}",
-                        h.dir.join("containerd/config.toml").display()
-                    ),
-                ])
-                .status();
-            let _ = Command::new("pkill")
-                .args([
-                    "-f",
-                    &format!("containerd-shim-runc-v2 .*-address {}", socket.display()),
-                ])
-                .status();
+            support::stop_containerd(&h.dir);
         }
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-        let prefix = self.c.dir.path().display().to_string();
-        let mut ours: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in ours {
-            let _ = Command::new("umount").args(["-l", m]).status();
-        }
+        support::unmount_under(self.c.dir.path());
         for h in &self.hosts {
             let _ = Command::new("ip")
                 .args(["netns", "delete", &h.netns])
@@ -245,30 +208,9 @@ impl Drop for Bed {
     }
 }
 
-fn build_images() -> tempfile::TempDir {
-    let images = tempfile::tempdir().unwrap();
-    let built = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../scripts/build-test-images.sh"
-    ))
-    .arg(images.path())
-    .output()
-    .unwrap();
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    images
-}
-
-fn pod(c: &Cluster, name: &str) -> Value {
-    c.json(&["get", "pod", name])
-}
-
 #[test]
 fn services_dns_and_pod_network_across_two_nodes() {
-    let images = build_images();
+    let images = support::build_images();
     let bed = Bed::start(images.path());
     let c = &bed.c;
     create(c, "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      affinity:\n        podAntiAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n          - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}\n      containers:\n      - name: httpd\n        image: skiff.local/busybox:1\n        imagePullPolicy: Never\n        command: [sh, -c, 'mkdir -p /www && hostname > /www/index.html && httpd -f -p 8080 -h /www']\n        ports: [{name: http, containerPort: 8080}]\n        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: http}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web-pods}\nspec:\n  clusterIP: None\n  selector: {app: web}\n  ports: [{name: http, port: 8080}]\n");

@@ -197,3 +197,18 @@ where
         }
     }
 }
+
+/// A cache of `K` kept current from the API server by a spawned informer;
+/// every change wakes `wake`, when given.
+pub fn follow<K: Object>(
+    client: &kube::Client,
+    wake: Option<Arc<tokio::sync::Notify>>,
+) -> Arc<Cache<K>> {
+    let mut informer = Informer::<K>::default();
+    if let Some(wake) = wake {
+        informer.on_change(move |_, _| wake.notify_one());
+    }
+    let cache = informer.cache();
+    tokio::spawn(informer.run(Api::all(client.clone()), watcher::Config::default()));
+    cache
+}

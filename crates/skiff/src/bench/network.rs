@@ -196,19 +196,8 @@ async fn through_service(
         .bearer_auth(&server.token)
         .send()
         .await;
-    let gone_by = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < gone_by {
-        let tasks = std::process::Command::new("ctr")
-            .arg("--address")
-            .arg(node.socket())
-            .args(["-n", "k8s.io", "tasks", "ls", "-q"])
-            .output()?;
-        if String::from_utf8_lossy(&tasks.stdout).trim().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok(())
+    node.wait_empty(Instant::now() + Duration::from_secs(30))
+        .await
 }
 
 fn slice(i: usize, endpoints: usize) -> serde_json::Value {

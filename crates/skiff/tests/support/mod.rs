@@ -257,3 +257,76 @@ pub fn create(c: &Cluster, manifest: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The busybox and pause images as docker archives, built from Debian
+/// packages by `scripts/build-test-images.sh`.
+pub fn build_images() -> tempfile::TempDir {
+    let images = tempfile::tempdir().unwrap();
+    let built = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/build-test-images.sh"
+    ))
+    .arg(images.path())
+    .output()
+    .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    images
+}
+
+/// Loads the test images into the containerd of the agent at `agent_dir`.
+pub fn import_images(agent_dir: &Path, images: &Path) {
+    for image in ["pause.tar", "busybox.tar"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["image", "import", "--data-dir"])
+            .arg(agent_dir)
+            .arg(images.join(image))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Stops the containerd of the agent at `agent_dir` (by its config path)
+/// and, after a failure, the shims that outlive it.
+pub fn stop_containerd(agent_dir: &Path) {
+    let containerd = agent_dir.join("containerd");
+    let config = containerd.join("config.toml");
+    let socket = containerd.join("containerd.sock");
+    let _ = Command::new("pkill")
+        .args(["-f", &format!("containerd --config {}", config.display())])
+        .status();
+    let _ = Command::new("pkill")
+        .args([
+            "-f",
+            &format!("containerd-shim-runc-v2 .*-address {}", socket.display()),
+        ])
+        .status();
+}
+
+/// Lazily unmounts everything mounted under `dir`, deepest first.
+pub fn unmount_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let prefix = dir.display().to_string();
+    let mut ours: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in ours {
+        let _ = Command::new("umount").args(["-l", m]).status();
+    }
+}
+
+/// A pod as JSON.
+pub fn pod(c: &Cluster, name: &str) -> serde_json::Value {
+    c.json(&["get", "pod", name])
+}
