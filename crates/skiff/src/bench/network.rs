@@ -175,8 +175,21 @@ async fn through_service(
             (f.next() == Some(client_id.as_str())).then(|| f.next().unwrap_or_default().to_owned())
         })
         .unwrap_or_default();
-    // Give the proxy its moment: the rule follows the endpoint.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The agent's proxy must have the Service's rule before it is timed.
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let map = tokio::process::Command::new("nft")
+            .args(["list", "map", "ip", skiff_proxy::rules::TABLE, "services"])
+            .output()
+            .await?;
+        if String::from_utf8_lossy(&map.stdout).contains(&cluster_ip) {
+            break;
+        }
+        if Instant::now() > until {
+            bail!("the proxy did not route {cluster_ip} in 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for (what, target) in [
         ("ClusterIP", format!("{cluster_ip}:80")),
         ("pod IP", format!("{pod_ip}:8080")),
