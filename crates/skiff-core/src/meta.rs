@@ -72,5 +72,5 @@ pub fn path<'a>(obj: &'a Value, dotted: &str) -> Option<&'a Value> {
 
 /// Now, in the RFC 3339 form upstream writes (`2024-05-01T10:00:00Z`).
 pub fn now() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

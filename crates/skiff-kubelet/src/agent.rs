@@ -129,8 +129,9 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
             capacity.clone(),
         );
         tokio::spawn(async move {
+            let mut lease = node::LeaseKeeper::new(&client, &config.node_name);
             loop {
-                if let Err(e) = node::renew_lease(&client, &config.node_name).await {
+                if let Err(e) = lease.renew().await {
                     tracing::warn!(error = %e, "lease renewal failed");
                 }
                 let runtime = match &cri {

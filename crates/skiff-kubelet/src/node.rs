@@ -5,14 +5,18 @@
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
 
 /// How often the Lease is renewed and the status refreshed.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// How long a Lease holds without renewal, as the kubelet's default.
+const LEASE_SECONDS: i32 = 40;
 
 /// What this machine offers, as the kubelet reports it.
 pub fn capacity(data_dir: &Path) -> Value {
@@ -124,22 +128,61 @@ pub async fn register(client: &Client, node: Value) -> Result<Node, kube::Error>
     }
 }
 
-/// Renews the node's Lease in `kube-node-lease`.
-pub async fn renew_lease(client: &Client, name: &str) -> Result<(), kube::Error> {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    let lease = json!({
-        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-        "metadata": {"name": name, "namespace": "kube-node-lease"},
-        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": k8s_openapi::jiff::Timestamp::now().to_string()},
-    });
-    leases
-        .patch(
-            name,
-            &PatchParams::apply("skiff-agent").force(),
-            &Patch::Apply(&lease),
-        )
-        .await
-        .map(|_| ())
+/// Keeps one node's Lease in `kube-node-lease` renewed as the kubelet
+/// does: read (or created) once, then each renewal replaces the last copy
+/// with a new `renewTime`. A failed renewal makes the next one read the
+/// Lease again, so a conflict costs one extra request, not a lost beat.
+pub struct LeaseKeeper {
+    leases: Api<Lease>,
+    name: String,
+    last: Option<Lease>,
+}
+
+impl LeaseKeeper {
+    pub fn new(client: &Client, name: &str) -> Self {
+        Self {
+            leases: Api::namespaced(client.clone(), "kube-node-lease"),
+            name: name.to_owned(),
+            last: None,
+        }
+    }
+
+    pub async fn renew(&mut self) -> Result<(), kube::Error> {
+        let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
+        let current = match self.last.take() {
+            Some(lease) => Some(lease),
+            None => self.leases.get_opt(&self.name).await?,
+        };
+        let renewed = match current {
+            Some(mut lease) => {
+                let spec = lease.spec.get_or_insert_with(Default::default);
+                spec.holder_identity = Some(self.name.clone());
+                spec.lease_duration_seconds = Some(LEASE_SECONDS);
+                spec.renew_time = Some(now);
+                self.leases
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await?
+            }
+            None => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        namespace: Some("kube-node-lease".into()),
+                        ..Default::default()
+                    },
+                    spec: Some(LeaseSpec {
+                        holder_identity: Some(self.name.clone()),
+                        lease_duration_seconds: Some(LEASE_SECONDS),
+                        renew_time: Some(now),
+                        ..Default::default()
+                    }),
+                };
+                self.leases.create(&PostParams::default(), &lease).await?
+            }
+        };
+        self.last = Some(renewed);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -126,16 +126,17 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
 
 /// Keeps one Lease per node in `kube-node-lease` renewed.
 async fn renew_leases(client: Client, names: Vec<String>, every: Duration) {
+    let mut keepers: Vec<_> = names
+        .iter()
+        .map(|n| crate::node::LeaseKeeper::new(&client, n))
+        .collect();
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        stream::iter(&names)
-            .for_each_concurrent(CONCURRENCY, |name| {
-                let client = &client;
-                async move {
-                    if let Err(e) = crate::node::renew_lease(client, name).await {
-                        tracing::warn!(node = %name, error = %e, "lease renewal failed");
-                    }
+        stream::iter(keepers.iter_mut())
+            .for_each_concurrent(CONCURRENCY, |keeper| async move {
+                if let Err(e) = keeper.renew().await {
+                    tracing::warn!(error = %e, "lease renewal failed");
                 }
             })
             .await;

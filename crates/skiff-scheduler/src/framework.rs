@@ -150,6 +150,39 @@ pub trait PostFilter: Send + Sync {
     ) -> Option<Nomination>;
 }
 
+/// Claims what a pod needs on its chosen node before it is bound, and gives
+/// it back (`unreserve`) if a later Reserve plugin or the binding fails.
+pub trait Reserve: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn reserve(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Status;
+    fn unreserve(&self, state: &CycleState, pod: &Pod, node: &str);
+}
+
+/// Runs every Reserve plugin in order; when one fails, unreserves all of
+/// them in reverse order (as upstream does) and returns its status.
+pub fn reserve(
+    plugins: &[Box<dyn Reserve>],
+    state: &CycleState,
+    pod: &Pod,
+    node: &NodeInfo,
+) -> Status {
+    for p in plugins {
+        let status = p.reserve(state, pod, node);
+        if !status.is_success() {
+            unreserve(plugins, state, pod, node.name());
+            return status;
+        }
+    }
+    Status::Success
+}
+
+/// Gives back what the Reserve plugins claimed, in reverse order.
+pub fn unreserve(plugins: &[Box<dyn Reserve>], state: &CycleState, pod: &Pod, node: &str) {
+    for p in plugins.iter().rev() {
+        p.unreserve(state, pod, node);
+    }
+}
+
 /// Binds a pod to its node: the last step of a scheduling cycle.
 #[async_trait::async_trait]
 pub trait Bind: Send + Sync {
@@ -173,4 +206,91 @@ pub struct Profile {
     pub post_filters: Vec<Box<dyn PostFilter>>,
     pub pre_scores: Vec<Box<dyn PreScore>>,
     pub scores: Vec<Box<dyn Score>>,
+    pub reserves: Vec<Box<dyn Reserve>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::plugins::test_util::{node, pod};
+    use serde_json::json;
+
+    /// Records its calls in a shared log; refuses when `refuse` is set.
+    struct Recorder {
+        name: &'static str,
+        refuse: bool,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Reserve for Recorder {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+
+        fn reserve(&self, _: &CycleState, _: &Pod, node: &NodeInfo) -> Status {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("reserve {} on {}", self.name, node.name()));
+            if self.refuse {
+                Status::unschedulable("no room")
+            } else {
+                Status::Success
+            }
+        }
+
+        fn unreserve(&self, _: &CycleState, _: &Pod, node: &str) {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("unreserve {} on {node}", self.name));
+        }
+    }
+
+    #[test]
+    fn reserve_runs_in_order_and_unwinds_in_reverse() {
+        let p = pod(json!({"containers": [{"name": "c", "image": "i"}]}));
+        let n = node("n1", json!({}), json!({}), json!({"cpu": "1"}));
+        let state = CycleState::for_pod(&p);
+        let cases: [(bool, Vec<&str>, bool); 2] = [
+            (false, vec!["reserve a on n1", "reserve b on n1"], true),
+            (
+                true,
+                vec![
+                    "reserve a on n1",
+                    "reserve b on n1",
+                    "unreserve b on n1",
+                    "unreserve a on n1",
+                ],
+                false,
+            ),
+        ];
+        for (b_refuses, want, ok) in cases {
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let plugins: Vec<Box<dyn Reserve>> = vec![
+                Box::new(Recorder {
+                    name: "a",
+                    refuse: false,
+                    log: log.clone(),
+                }),
+                Box::new(Recorder {
+                    name: "b",
+                    refuse: b_refuses,
+                    log: log.clone(),
+                }),
+            ];
+            assert_eq!(reserve(&plugins, &state, &p, &n).is_success(), ok);
+            assert_eq!(*log.lock().unwrap(), want);
+            if ok {
+                // A failed binding gives everything back.
+                unreserve(&plugins, &state, &p, "n1");
+                assert_eq!(
+                    log.lock().unwrap()[2..],
+                    ["unreserve b on n1", "unreserve a on n1"]
+                );
+            }
+        }
+    }
 }

@@ -4,16 +4,115 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use skiff_core::quantity::parse_milli;
 
 /// Resource amounts in thousandths (`cpu: 100m` → 100, `memory: 1Ki` →
-/// 1_024_000).
-pub type Resources = BTreeMap<String, i128>;
+/// 1_024_000). The common resources have fields of their own, so that
+/// filtering and scoring thousands of nodes a pod compares numbers, not
+/// names; extended resources (`nvidia.com/gpu`) are kept by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub cpu: i128,
+    pub memory: i128,
+    pub ephemeral_storage: i128,
+    pub pods: i128,
+    pub extended: BTreeMap<String, i128>,
+}
+
+impl Resources {
+    /// Reads a `ResourceList`, skipping quantities that do not parse.
+    pub fn parse(list: &BTreeMap<String, Quantity>) -> Self {
+        let mut out = Self::default();
+        for (name, q) in list {
+            if let Some(v) = parse_milli(&q.0) {
+                *out.slot(name) = v;
+            }
+        }
+        out
+    }
+
+    /// The amount of one resource, by name.
+    pub fn get(&self, name: &str) -> i128 {
+        match name {
+            "cpu" => self.cpu,
+            "memory" => self.memory,
+            "ephemeral-storage" => self.ephemeral_storage,
+            "pods" => self.pods,
+            other => self.extended.get(other).copied().unwrap_or(0),
+        }
+    }
+
+    fn slot(&mut self, name: &str) -> &mut i128 {
+        match name {
+            "cpu" => &mut self.cpu,
+            "memory" => &mut self.memory,
+            "ephemeral-storage" => &mut self.ephemeral_storage,
+            "pods" => &mut self.pods,
+            other => self.extended.entry(other.to_owned()).or_default(),
+        }
+    }
+
+    /// Every resource with a non-zero amount, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, i128)> {
+        [
+            ("cpu", self.cpu),
+            ("memory", self.memory),
+            ("ephemeral-storage", self.ephemeral_storage),
+            ("pods", self.pods),
+        ]
+        .into_iter()
+        .chain(self.extended.iter().map(|(k, v)| (k.as_str(), *v)))
+        .filter(|(_, v)| *v != 0)
+    }
+
+    /// Adds `sign` times `other`.
+    fn add(&mut self, other: &Resources, sign: i128) {
+        self.cpu += sign * other.cpu;
+        self.memory += sign * other.memory;
+        self.ephemeral_storage += sign * other.ephemeral_storage;
+        self.pods += sign * other.pods;
+        for (k, v) in &other.extended {
+            *self.extended.entry(k.clone()).or_default() += sign * v;
+        }
+    }
+
+    /// Each resource the larger of the two.
+    fn max(&mut self, other: &Resources) {
+        self.cpu = self.cpu.max(other.cpu);
+        self.memory = self.memory.max(other.memory);
+        self.ephemeral_storage = self.ephemeral_storage.max(other.ephemeral_storage);
+        self.pods = self.pods.max(other.pods);
+        for (k, v) in &other.extended {
+            let slot = self.extended.entry(k.clone()).or_default();
+            *slot = (*slot).max(*v);
+        }
+    }
+
+    /// With upstream's non-zero defaults where cpu or memory is unset.
+    fn with_defaults(&self) -> Self {
+        Self {
+            cpu: if self.cpu > 0 {
+                self.cpu
+            } else {
+                DEFAULT_CPU_MILLI
+            },
+            memory: if self.memory > 0 {
+                self.memory
+            } else {
+                DEFAULT_MEMORY_MILLI
+            },
+            ..Default::default()
+        }
+    }
+}
 
 /// Requests that count when a pod asks for nothing, for scoring only
 /// (upstream's non-zero defaults: 100m CPU, 200Mi memory).
 pub const DEFAULT_CPU_MILLI: i128 = 100;
 pub const DEFAULT_MEMORY_MILLI: i128 = 200 * 1024 * 1024 * 1000;
+/// The kubelet's default `maxPods`, for nodes that report none.
+const DEFAULT_MAX_PODS: i128 = 110;
 
 /// What affinity and spreading need to know of a pod on a node.
 #[derive(Clone, Debug, Default)]
@@ -66,22 +165,16 @@ pub struct NodeInfo {
     pub pod_count: i128,
 }
 
-fn add(into: &mut Resources, from: &Resources, sign: i128) {
-    for (k, v) in from {
-        *into.entry(k.clone()).or_default() += sign * v;
-    }
-}
-
 impl NodeInfo {
     pub fn new(node: Node) -> Self {
-        let allocatable = node
+        let list = node
             .status
             .as_ref()
-            .and_then(|s| s.allocatable.clone().or_else(|| s.capacity.clone()))
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(k, q)| Some((k, parse_milli(&q.0)?)))
-            .collect();
+            .and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()));
+        let mut allocatable = list.map(Resources::parse).unwrap_or_default();
+        if !list.is_some_and(|l| l.contains_key("pods")) {
+            allocatable.pods = DEFAULT_MAX_PODS * 1000;
+        }
         Self {
             node,
             allocatable,
@@ -96,12 +189,9 @@ impl NodeInfo {
     /// Counts a pod on this node (`sign` 1) or stops counting it (-1).
     pub fn account(&mut self, pod: &Pod, sign: i128) {
         let placed = PlacedPod::of(pod);
-        add(&mut self.requested, &placed.requests, sign);
-        add(
-            &mut self.requested_nonzero,
-            &with_defaults(placed.requests.clone()),
-            sign,
-        );
+        self.requested.add(&placed.requests, sign);
+        self.requested_nonzero
+            .add(&placed.requests.with_defaults(), sign);
         self.pod_count += sign;
         if sign > 0 {
             self.with_anti_affinity += usize::from(!placed.anti_affinity.is_empty());
@@ -119,12 +209,9 @@ impl NodeInfo {
     /// Stops counting the `i`th pod, as if it were gone; returns it.
     pub fn remove(&mut self, i: usize) -> PlacedPod {
         let gone = self.pods.swap_remove(i);
-        add(&mut self.requested, &gone.requests, -1);
-        add(
-            &mut self.requested_nonzero,
-            &with_defaults(gone.requests.clone()),
-            -1,
-        );
+        self.requested.add(&gone.requests, -1);
+        self.requested_nonzero
+            .add(&gone.requests.with_defaults(), -1);
         self.pod_count -= 1;
         self.with_anti_affinity -= usize::from(!gone.anti_affinity.is_empty());
         gone
@@ -132,12 +219,9 @@ impl NodeInfo {
 
     /// Counts a pod again after [`NodeInfo::remove`].
     pub fn restore(&mut self, placed: PlacedPod) {
-        add(&mut self.requested, &placed.requests, 1);
-        add(
-            &mut self.requested_nonzero,
-            &with_defaults(placed.requests.clone()),
-            1,
-        );
+        self.requested.add(&placed.requests, 1);
+        self.requested_nonzero
+            .add(&placed.requests.with_defaults(), 1);
         self.pod_count += 1;
         self.with_anti_affinity += usize::from(!placed.anti_affinity.is_empty());
         self.pods.push(placed);
@@ -154,8 +238,7 @@ impl NodeInfo {
 
     /// What is left of a resource.
     pub fn free(&self, resource: &str) -> i128 {
-        self.allocatable.get(resource).copied().unwrap_or(0)
-            - self.requested.get(resource).copied().unwrap_or(0)
+        self.allocatable.get(resource) - self.requested.get(resource)
     }
 }
 
@@ -164,43 +247,33 @@ impl NodeInfo {
 /// counts as the request, as upstream defaulting makes it.
 pub fn pod_requests(pod: &Pod) -> Resources {
     let Some(spec) = &pod.spec else {
-        return Resources::new();
+        return Resources::default();
     };
     let container = |c: &k8s_openapi::api::core::v1::Container| -> Resources {
-        let res = c.resources.as_ref();
-        let mut out: Resources = res
-            .and_then(|r| r.limits.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(k, q)| Some((k, parse_milli(&q.0)?)))
-            .collect();
-        for (k, q) in res.and_then(|r| r.requests.clone()).unwrap_or_default() {
+        let Some(res) = c.resources.as_ref() else {
+            return Resources::default();
+        };
+        let mut out = res
+            .limits
+            .as_ref()
+            .map(Resources::parse)
+            .unwrap_or_default();
+        for (k, q) in res.requests.iter().flatten() {
             if let Some(v) = parse_milli(&q.0) {
-                out.insert(k, v);
+                *out.slot(k) = v;
             }
         }
         out
     };
-    let mut total = Resources::new();
+    let mut total = Resources::default();
     for c in &spec.containers {
-        add(&mut total, &container(c), 1);
+        total.add(&container(c), 1);
     }
     for c in spec.init_containers.iter().flatten() {
-        for (k, v) in container(c) {
-            let slot = total.entry(k).or_default();
-            *slot = (*slot).max(v);
-        }
+        total.max(&container(c));
     }
-    for (k, q) in spec.overhead.clone().unwrap_or_default() {
-        if let Some(v) = parse_milli(&q.0) {
-            *total.entry(k).or_default() += v;
-        }
+    if let Some(overhead) = &spec.overhead {
+        total.add(&Resources::parse(overhead), 1);
     }
     total
-}
-
-fn with_defaults(mut r: Resources) -> Resources {
-    r.entry("cpu".into()).or_insert(DEFAULT_CPU_MILLI);
-    r.entry("memory".into()).or_insert(DEFAULT_MEMORY_MILLI);
-    r
 }

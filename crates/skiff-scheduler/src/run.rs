@@ -13,7 +13,7 @@ use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::Client;
 use tokio::sync::Notify;
 
-use crate::framework::{Bind, Profile, Status};
+use crate::framework::{reserve, unreserve, Bind, CycleState, Profile, Status};
 use crate::node_info::{NodeInfo, PlacedPod};
 use crate::plugins::{default_profile, DefaultBinder};
 use crate::queue::{Key, Queue};
@@ -176,7 +176,7 @@ pub async fn run(client: Client, config: Config) {
         identity,
         config.election.clone(),
     );
-    let profile = default_profile();
+    let profile = Arc::new(default_profile());
     let binder: Arc<dyn Bind> = Arc::new(DefaultBinder {
         client: client.clone(),
     });
@@ -244,7 +244,7 @@ fn schedule_one(
     binder: &Arc<dyn Bind>,
     cache: &Arc<Mutex<Cache>>,
     wake: &Arc<Notify>,
-    profile: &Profile,
+    profile: &Arc<Profile>,
     config: &Config,
     key: Key,
 ) {
@@ -255,19 +255,31 @@ fn schedule_one(
     let start = c.start;
     c.start = c.start.wrapping_add(1);
     match schedule(profile, &pod, &c.nodes, start, config.score_all_nodes) {
-        Ok(i) => {
-            let node = c.nodes[i].name().to_owned();
+        Ok(placement) => {
+            let chosen = &c.nodes[placement.node];
+            let node = chosen.name().to_owned();
+            let reserved = reserve(&profile.reserves, &placement.state, &pod, chosen);
+            if !reserved.is_success() {
+                drop(c);
+                tracing::info!(pod = %key, %node, status = ?reserved, "reserving failed");
+                tokio::spawn(retry_later(cache.clone(), wake.clone(), key));
+                return;
+            }
             c.pending.remove(&key);
             c.place(key.clone(), &node, pod.clone());
             drop(c);
             tokio::spawn(bind(
-                client.clone(),
-                binder.clone(),
-                cache.clone(),
-                wake.clone(),
+                Binding {
+                    client: client.clone(),
+                    binder: binder.clone(),
+                    profile: profile.clone(),
+                    cache: cache.clone(),
+                    wake: wake.clone(),
+                },
                 key,
                 pod,
                 node,
+                placement.state,
             ));
         }
         Err(fit) => {
@@ -301,40 +313,51 @@ fn schedule_one(
     }
 }
 
-async fn bind(
+/// What a binding task needs of the scheduler.
+struct Binding {
     client: Client,
     binder: Arc<dyn Bind>,
+    profile: Arc<Profile>,
     cache: Arc<Mutex<Cache>>,
     wake: Arc<Notify>,
-    key: Key,
-    pod: Pod,
-    node: String,
-) {
-    match binder.bind(&pod, &node).await {
+}
+
+async fn bind(b: Binding, key: Key, pod: Pod, node: String, state: CycleState) {
+    match b.binder.bind(&pod, &node).await {
         Status::Success => {
             let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
             let name = pod.metadata.name.as_deref().unwrap_or_default();
             let message = format!("Successfully assigned {ns}/{name} to {node}");
-            record(&client, &pod, "Normal", "Scheduled", &message).await;
+            record(&b.client, &pod, "Normal", "Scheduled", &message).await;
         }
         failed => {
             tracing::info!(pod = %key, %node, status = ?failed, "binding failed");
-            let wait = {
-                let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+            unreserve(&b.profile.reserves, &state, &pod, &node);
+            {
+                let mut c = b.cache.lock().unwrap_or_else(|e| e.into_inner());
                 c.unplace(&key);
                 if matches!(failed, Status::UnschedulableAndUnresolvable(_)) {
                     return;
                 }
                 c.pending.insert(key.clone(), pod);
-                c.queue.back_off(&key)
-            };
-            tokio::time::sleep(wait).await;
-            let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(p) = c.pending.get(&key).map(priority) {
-                c.queue.push(key, p);
-                wake.notify_one();
             }
+            retry_later(b.cache, b.wake, key).await;
         }
+    }
+}
+
+/// Puts a pending pod back in the queue after its back-off.
+async fn retry_later(cache: Arc<Mutex<Cache>>, wake: Arc<Notify>, key: Key) {
+    let wait = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .queue
+        .back_off(&key);
+    tokio::time::sleep(wait).await;
+    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = c.pending.get(&key).map(priority) {
+        c.queue.push(key, p);
+        wake.notify_one();
     }
 }
 

@@ -19,6 +19,28 @@ pub struct FitError {
 }
 
 impl FitError {
+    /// Counts the reasons of the nodes that failed, `(index, verdict)`.
+    fn new(nodes: usize, failed: Vec<(usize, Status)>) -> Self {
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        let mut statuses = vec![Status::Success; nodes];
+        for (i, s) in failed {
+            match &s {
+                Status::Error(e) => *reasons.entry(e.clone()).or_default() += 1,
+                s => {
+                    for r in s.reasons() {
+                        *reasons.entry(r.clone()).or_default() += 1;
+                    }
+                }
+            }
+            statuses[i] = s;
+        }
+        Self {
+            nodes,
+            reasons,
+            statuses,
+        }
+    }
+
     /// Upstream's message: "0/5 nodes are available: 2 Insufficient cpu,
     /// 3 node(s) had untolerated taint {dedicated: gpu}."
     pub fn message(&self) -> String {
@@ -58,6 +80,13 @@ pub fn preempt(
         .find_map(|p| p.post_filter(&state, pod, nodes, &profile.filters, &fit.statuses))
 }
 
+/// The node chosen for a pod, by index, and what the cycle computed, for
+/// the Reserve plugins.
+pub struct Placement {
+    pub node: usize,
+    pub state: CycleState,
+}
+
 /// How many feasible nodes to find before scoring, as upstream's adaptive
 /// `percentageOfNodesToScore`: all of a small cluster, a shrinking share
 /// (never under 5 %, never under 100 nodes) of a large one.
@@ -77,7 +106,7 @@ pub fn schedule(
     nodes: &[NodeInfo],
     start: usize,
     score_all: bool,
-) -> Result<usize, FitError> {
+) -> Result<Placement, FitError> {
     let mut state = CycleState::for_pod(pod);
     for p in &profile.pre_filters {
         p.pre_filter(&mut state, pod, nodes);
@@ -87,9 +116,8 @@ pub fn schedule(
     } else {
         feasible_to_find(nodes.len())
     };
-    let mut feasible = Vec::new();
-    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    let mut statuses = vec![Status::Success; nodes.len()];
+    let mut feasible = Vec::with_capacity(want.min(nodes.len()));
+    let mut failed = Vec::new();
     for i in 0..nodes.len() {
         if feasible.len() >= want {
             break;
@@ -97,27 +125,17 @@ pub fn schedule(
         let idx = (start + i) % nodes.len();
         match fits(&profile.filters, &state, pod, &nodes[idx]) {
             Status::Success => feasible.push(idx),
-            Status::Error(e) => {
-                *reasons.entry(e.clone()).or_default() += 1;
-                statuses[idx] = Status::Error(e);
-            }
-            s => {
-                for r in s.reasons() {
-                    *reasons.entry(r.clone()).or_default() += 1;
-                }
-                statuses[idx] = s;
-            }
+            s => failed.push((idx, s)),
         }
     }
     if feasible.is_empty() {
-        return Err(FitError {
-            nodes: nodes.len(),
-            reasons,
-            statuses,
-        });
+        return Err(FitError::new(nodes.len(), failed));
     }
     if feasible.len() == 1 {
-        return Ok(feasible[0]);
+        return Ok(Placement {
+            node: feasible[0],
+            state,
+        });
     }
     for p in &profile.pre_scores {
         p.pre_score(&mut state, pod, nodes);
@@ -146,7 +164,10 @@ pub fn schedule(
             }
         }
     }
-    Ok(chosen)
+    Ok(Placement {
+        node: chosen,
+        state,
+    })
 }
 
 #[cfg(test)]
@@ -179,7 +200,9 @@ mod tests {
         let p = pod(
             json!({"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "2"}}}]}),
         );
-        let err = schedule(&default_profile(), &p, &nodes, 0, false).unwrap_err();
+        let Err(err) = schedule(&default_profile(), &p, &nodes, 0, false) else {
+            panic!("the pod fits nowhere");
+        };
         assert_eq!(err.message(), "0/5 nodes are available: 2 Insufficient cpu, 3 node(s) had untolerated taint {dedicated: gpu}.");
     }
 
@@ -206,10 +229,8 @@ mod tests {
             json!({"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}}}]}),
         );
         for start in 0..2 {
-            assert_eq!(
-                schedule(&default_profile(), &p, &nodes, start, false),
-                Ok(1)
-            );
+            let chosen = schedule(&default_profile(), &p, &nodes, start, false).map(|p| p.node);
+            assert_eq!(chosen.ok(), Some(1));
         }
     }
 

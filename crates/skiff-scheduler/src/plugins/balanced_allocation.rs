@@ -21,16 +21,13 @@ impl Score for BalancedAllocation {
     /// `(1 - std-dev of the used fractions) × 100`; for two resources the
     /// standard deviation is half their difference.
     fn score(&self, state: &CycleState, _: &Pod, node: &NodeInfo) -> i64 {
-        let fractions: Vec<f64> = usage(&state.requests, node)
-            .iter()
-            .map(|&(used, cap)| {
-                if cap <= 0 {
-                    1.0
-                } else {
-                    (used as f64 / cap as f64).min(1.0)
-                }
-            })
-            .collect();
+        let fractions = usage(&state.requests, node).map(|(used, cap)| {
+            if cap <= 0 {
+                1.0
+            } else {
+                (used as f64 / cap as f64).min(1.0)
+            }
+        });
         let std = (fractions[0] - fractions[1]).abs() / 2.0;
         ((1.0 - std) * MAX_SCORE as f64) as i64
     }

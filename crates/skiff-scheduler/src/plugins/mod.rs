@@ -47,6 +47,9 @@ pub fn default_profile() -> Profile {
             Box::new(InterPodAffinity),
             Box::new(PodTopologySpread),
         ],
+        // Upstream's default Reserve plugins bind volumes and devices,
+        // which Skiff's scheduler does not place.
+        reserves: vec![],
     }
 }
 

@@ -16,11 +16,10 @@ impl Filter for NodeResourcesFit {
 
     fn filter(&self, state: &CycleState, _: &Pod, node: &NodeInfo) -> Status {
         let mut reasons = Vec::new();
-        let max_pods = node.allocatable.get("pods").copied().unwrap_or(110_000) / 1000;
-        if node.pod_count + 1 > max_pods {
+        if node.pod_count + 1 > node.allocatable.pods / 1000 {
             reasons.push("Too many pods".to_owned());
         }
-        for (resource, &want) in &state.requests {
+        for (resource, want) in state.requests.iter() {
             if want > 0 && want > node.free(resource) {
                 reasons.push(format!("Insufficient {resource}"));
             }
@@ -40,15 +39,17 @@ pub struct LeastAllocated;
 /// `(requested after placing the pod, allocatable)` of cpu and memory,
 /// with the non-zero defaults.
 pub fn usage(requests: &Resources, node: &NodeInfo) -> [(i128, i128); 2] {
-    [("cpu", DEFAULT_CPU_MILLI), ("memory", DEFAULT_MEMORY_MILLI)].map(|(r, default)| {
-        let want = requests
-            .get(r)
-            .copied()
-            .filter(|v| *v > 0)
-            .unwrap_or(default);
-        let used = node.requested_nonzero.get(r).copied().unwrap_or(0) + want;
-        (used, node.allocatable.get(r).copied().unwrap_or(0))
-    })
+    let want = |v: i128, default: i128| if v > 0 { v } else { default };
+    [
+        (
+            node.requested_nonzero.cpu + want(requests.cpu, DEFAULT_CPU_MILLI),
+            node.allocatable.cpu,
+        ),
+        (
+            node.requested_nonzero.memory + want(requests.memory, DEFAULT_MEMORY_MILLI),
+            node.allocatable.memory,
+        ),
+    ]
 }
 
 impl Score for LeastAllocated {
@@ -61,16 +62,13 @@ impl Score for LeastAllocated {
     }
 
     fn score(&self, state: &CycleState, _: &Pod, node: &NodeInfo) -> i64 {
-        let per: Vec<i64> = usage(&state.requests, node)
-            .iter()
-            .map(|&(used, cap)| {
-                if cap <= 0 || used > cap {
-                    0
-                } else {
-                    ((cap - used) * MAX_SCORE as i128 / cap) as i64
-                }
-            })
-            .collect();
+        let per = usage(&state.requests, node).map(|(used, cap)| {
+            if cap <= 0 || used > cap {
+                0
+            } else {
+                ((cap - used) * MAX_SCORE as i128 / cap) as i64
+            }
+        });
         per.iter().sum::<i64>() / per.len() as i64
     }
 }
