@@ -180,18 +180,32 @@ impl Objects {
         F: FnMut(Value) -> Result<Change, ApiError>,
     {
         let key = r.key(ns, name);
+        // The object the last attempt wrote, so that it need not be
+        // decoded again from its bytes.
+        let mut written = None;
         let (bytes, rev) =
             guaranteed_update::<UpdateError, _>(self.store.as_ref(), &key, |current| {
                 let current =
                     current.ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
+                written = None;
                 match change(decode(current)?)? {
-                    Change::Write(next) => Ok(Some(encode(&next))),
+                    Change::Write(next) => {
+                        let bytes = encode(&next);
+                        written = Some(next);
+                        Ok(Some(bytes))
+                    }
                     Change::Keep => Ok(None),
                 }
             })
             .await
             .map_err(|UpdateError(e)| e)?;
-        decode_at(&bytes, rev)
+        match written {
+            Some(mut obj) => {
+                meta::set(&mut obj, "resourceVersion", rev.to_string());
+                Ok(obj)
+            }
+            None => decode_at(&bytes, rev),
+        }
     }
 
     /// Replaces the object if its revision is still `expected`.

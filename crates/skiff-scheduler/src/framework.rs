@@ -2,7 +2,6 @@
 //! explicit status, as upstream's scheduling framework has.
 
 use std::any::Any;
-use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -10,26 +9,33 @@ use crate::node_info::{pod_requests, NodeInfo, PlacedPod, Resources};
 
 /// What one scheduling cycle computed once: the pod's requests, and each
 /// plugin's own pre-filter results by plugin name.
+/// A plugin's entry is looked up for every node a pod is tried on, so the
+/// few entries sit in a vector searched by name rather than a hash map.
 #[derive(Default)]
 pub struct CycleState {
     pub requests: Resources,
-    plugins: HashMap<&'static str, Box<dyn Any + Send + Sync>>,
+    plugins: Vec<(&'static str, Box<dyn Any + Send + Sync>)>,
 }
 
 impl CycleState {
     pub fn for_pod(pod: &Pod) -> Self {
         Self {
             requests: pod_requests(pod),
-            plugins: HashMap::new(),
+            plugins: Vec::new(),
         }
     }
 
     pub fn put<T: Any + Send + Sync>(&mut self, plugin: &'static str, value: T) {
-        self.plugins.insert(plugin, Box::new(value));
+        self.plugins.retain(|(name, _)| *name != plugin);
+        self.plugins.push((plugin, Box::new(value)));
     }
 
     pub fn get<T: Any>(&self, plugin: &'static str) -> Option<&T> {
-        self.plugins.get(plugin)?.downcast_ref()
+        self.plugins
+            .iter()
+            .find(|(name, _)| *name == plugin)?
+            .1
+            .downcast_ref()
     }
 }
 

@@ -145,7 +145,10 @@ impl PreFilter for InterPodAffinity {
                 forbid(&mut s, existing, node, &ns, &labels);
             }
         }
-        state.put(NAME, s);
+        // Nothing to check: the filter lets every node through.
+        if !(s.affinity.is_empty() && s.anti_affinity.is_empty() && s.forbidden.is_empty()) {
+            state.put(NAME, s);
+        }
     }
 }
 

@@ -23,12 +23,15 @@ impl Filter for NodeUnschedulable {
             .as_ref()
             .and_then(|s| s.unschedulable)
             .unwrap_or(false);
+        if !cordoned {
+            return Status::Success;
+        }
         let taint = Taint {
             key: "node.kubernetes.io/unschedulable".into(),
             effect: "NoSchedule".into(),
             ..Default::default()
         };
-        if cordoned && !tolerates(pod, &taint) {
+        if !tolerates(pod, &taint) {
             Status::unresolvable(REASON)
         } else {
             Status::Success

@@ -82,7 +82,9 @@ impl PreFilter for PodTopologySpread {
                 self_match: matches(&labels),
             });
         }
-        state.put(NAME, constraints);
+        if !constraints.is_empty() {
+            state.put(NAME, constraints);
+        }
     }
 }
 
