@@ -2,6 +2,7 @@
 //! resources its pods (bound or assumed) request.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -152,9 +153,20 @@ impl PlacedPod {
     }
 }
 
+/// The next [`NodeInfo::generation`]; never 0, shared by all node infos so
+/// that no two states of any node share one.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    GENERATION.fetch_add(1, Ordering::Relaxed)
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct NodeInfo {
     pub node: Node,
+    /// Changes whenever the node or the pods counted on it change, and is
+    /// unique across node infos: what plugins key their memos by.
+    pub generation: u64,
     pub pods: Vec<PlacedPod>,
     /// How many of `pods` carry required anti-affinity terms.
     pub with_anti_affinity: usize,
@@ -177,6 +189,7 @@ impl NodeInfo {
         }
         Self {
             node,
+            generation: next_generation(),
             allocatable,
             ..Default::default()
         }
@@ -188,6 +201,7 @@ impl NodeInfo {
 
     /// Counts a pod on this node (`sign` 1) or stops counting it (-1).
     pub fn account(&mut self, pod: &Pod, sign: i128) {
+        self.generation = next_generation();
         let placed = PlacedPod::of(pod);
         self.requested.add(&placed.requests, sign);
         self.requested_nonzero
@@ -208,6 +222,7 @@ impl NodeInfo {
 
     /// Stops counting the `i`th pod, as if it were gone; returns it.
     pub fn remove(&mut self, i: usize) -> PlacedPod {
+        self.generation = next_generation();
         let gone = self.pods.swap_remove(i);
         self.requested.add(&gone.requests, -1);
         self.requested_nonzero
@@ -219,6 +234,7 @@ impl NodeInfo {
 
     /// Counts a pod again after [`NodeInfo::remove`].
     pub fn restore(&mut self, placed: PlacedPod) {
+        self.generation = next_generation();
         self.requested.add(&placed.requests, 1);
         self.requested_nonzero
             .add(&placed.requests.with_defaults(), 1);

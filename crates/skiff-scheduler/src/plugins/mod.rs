@@ -27,7 +27,10 @@ use crate::framework::Profile;
 /// Upstream's default profile, with its score weights.
 pub fn default_profile() -> Profile {
     Profile {
-        pre_filters: vec![Box::new(InterPodAffinity), Box::new(PodTopologySpread)],
+        pre_filters: vec![
+            Box::new(InterPodAffinity),
+            Box::new(PodTopologySpread::default()),
+        ],
         filters: vec![
             Box::new(NodeUnschedulable),
             Box::new(NodeName),
@@ -35,7 +38,7 @@ pub fn default_profile() -> Profile {
             Box::new(NodeAffinity),
             Box::new(NodeResourcesFit),
             Box::new(InterPodAffinity),
-            Box::new(PodTopologySpread),
+            Box::new(PodTopologySpread::default()),
         ],
         post_filters: vec![Box::new(DefaultPreemption)],
         pre_scores: vec![Box::new(InterPodAffinity)],
@@ -45,7 +48,7 @@ pub fn default_profile() -> Profile {
             Box::new(LeastAllocated),
             Box::new(BalancedAllocation),
             Box::new(InterPodAffinity),
-            Box::new(PodTopologySpread),
+            Box::new(PodTopologySpread::default()),
         ],
         // Upstream's default Reserve plugins bind volumes and devices,
         // which Skiff's scheduler does not place.

@@ -3,6 +3,7 @@
 //! `maxSkew`; `ScheduleAnyway` constraints score emptier domains higher.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Pod;
 use skiff_core::selector::LabelSelector;
@@ -11,7 +12,19 @@ use super::NodeAffinity;
 use crate::framework::{normalize_min_max, CycleState, Filter, PreFilter, Score, Status};
 use crate::node_info::NodeInfo;
 
-pub struct PodTopologySpread;
+/// Counting a selector's pods on every node is most of a spread pod's
+/// cycle; the counts are remembered per node and recounted only on nodes
+/// whose [`NodeInfo::generation`] changed since.
+#[derive(Default)]
+pub struct PodTopologySpread {
+    memo: Mutex<HashMap<MemoKey, Vec<(u64, i64)>>>,
+}
+
+/// Namespace, label selector (as JSON) and topology key of a constraint.
+type MemoKey = (String, String, String);
+
+/// Constraints remembered at most; more, and the memo starts over.
+const MEMO_LIMIT: usize = 64;
 
 const NAME: &str = "PodTopologySpread";
 
@@ -50,21 +63,39 @@ impl PreFilter for PodTopologySpread {
                 sel.as_ref()
                     .is_some_and(|s| s.matches(|k| l.get(k).map(String::as_str)))
             };
+            let key = (
+                ns.clone(),
+                serde_json::to_string(&c.label_selector).unwrap_or_default(),
+                c.topology_key.clone(),
+            );
+            let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+            if memo.len() >= MEMO_LIMIT && !memo.contains_key(&key) {
+                memo.clear();
+            }
+            let known = memo.entry(key).or_default();
+            known.resize(nodes.len(), (0, 0));
             let mut counts: HashMap<String, i64> = HashMap::new();
             // Only nodes the pod could go to by its node affinity count
             // (upstream's default nodeAffinityPolicy: Honor).
-            for node in nodes
-                .iter()
-                .filter(|n| NodeAffinity.filter(&none, pod, n).is_success())
-            {
+            for (i, node) in nodes.iter().enumerate() {
+                if !NodeAffinity.filter(&none, pod, node).is_success() {
+                    continue;
+                }
                 let Some(value) = node.label(&c.topology_key) else {
                     continue;
                 };
-                let n = node
-                    .pods
-                    .iter()
-                    .filter(|p| p.namespace == ns && matches(&p.labels))
-                    .count() as i64;
+                let n = match known[i] {
+                    (generation, n) if generation == node.generation => n,
+                    _ => {
+                        let n = node
+                            .pods
+                            .iter()
+                            .filter(|p| p.namespace == ns && matches(&p.labels))
+                            .count() as i64;
+                        known[i] = (node.generation, n);
+                        n
+                    }
+                };
                 match counts.get_mut(value) {
                     Some(count) => *count += n,
                     None => {
@@ -185,10 +216,14 @@ mod tests {
 
     fn feasible(p: &Pod, nodes: &[NodeInfo]) -> Vec<bool> {
         let mut state = CycleState::default();
-        PodTopologySpread.pre_filter(&mut state, p, nodes);
+        PodTopologySpread::default().pre_filter(&mut state, p, nodes);
         nodes
             .iter()
-            .map(|n| PodTopologySpread.filter(&state, p, n).is_success())
+            .map(|n| {
+                PodTopologySpread::default()
+                    .filter(&state, p, n)
+                    .is_success()
+            })
             .collect()
     }
 
@@ -213,19 +248,46 @@ mod tests {
     }
 
     #[test]
+    fn remembered_counts_follow_changed_nodes() {
+        let plugin = PodTopologySpread::default();
+        let p = spread_pod("new", "DoNotSchedule");
+        let mut nodes = zones([1, 1, 0]);
+        let check = |nodes: &[NodeInfo]| -> Vec<bool> {
+            let mut state = CycleState::default();
+            plugin.pre_filter(&mut state, &p, nodes);
+            nodes
+                .iter()
+                .map(|n| plugin.filter(&state, &p, n).is_success())
+                .collect()
+        };
+        assert_eq!(check(&nodes), [false, false, true]);
+        // A pod lands in zone c: the same plugin must see it.
+        nodes[2].account(&spread_pod("c0", "DoNotSchedule"), 1);
+        assert_eq!(check(&nodes), [true, true, true]);
+        // Zone a's node is replaced by an empty one at the same index.
+        nodes[0] = node(
+            "n-a2",
+            json!({"zone": "a"}),
+            json!({}),
+            json!({"cpu": "8", "memory": "8Gi"}),
+        );
+        assert_eq!(check(&nodes), [true, false, false]);
+    }
+
+    #[test]
     fn schedule_anyway_prefers_the_emptier_zone() {
         let p = spread_pod("new", "ScheduleAnyway");
         let nodes = zones([2, 1, 0]);
         let mut state = CycleState::default();
-        PodTopologySpread.pre_filter(&mut state, &p, &nodes);
-        assert!(nodes
-            .iter()
-            .all(|n| PodTopologySpread.filter(&state, &p, n).is_success()));
+        PodTopologySpread::default().pre_filter(&mut state, &p, &nodes);
+        assert!(nodes.iter().all(|n| PodTopologySpread::default()
+            .filter(&state, &p, n)
+            .is_success()));
         let mut scores: Vec<i64> = nodes
             .iter()
-            .map(|n| PodTopologySpread.score(&state, &p, n))
+            .map(|n| PodTopologySpread::default().score(&state, &p, n))
             .collect();
-        PodTopologySpread.normalize(&mut scores);
+        PodTopologySpread::default().normalize(&mut scores);
         assert_eq!(scores, vec![0, 50, 100]);
     }
 }
