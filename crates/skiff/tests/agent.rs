@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{create, pod, wait_for, Cluster};
+use support::{assert_success, create, pod, wait_for, Cluster};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -118,11 +118,7 @@ impl Registry {
             .arg(format!("docker://{}/test/busybox:1", registry.host))
             .output()
             .unwrap();
-        assert!(
-            pushed.status.success(),
-            "{}",
-            String::from_utf8_lossy(&pushed.stderr)
-        );
+        assert_success(&pushed, "skopeo copy");
         registry
     }
 }
@@ -360,11 +356,7 @@ fn inputs_logs_and_exec(c: &Cluster) {
     ]);
     assert_eq!(files, "blue\ns3cret\nscratch\n");
     let echoed = c.kubectl_stdin(&["exec", "-i", "reader", "--", "cat"], "from stdin\n");
-    assert!(
-        echoed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&echoed.stderr)
-    );
+    assert_success(&echoed, "exec -i");
     assert_eq!(String::from_utf8_lossy(&echoed.stdout), "from stdin\n");
     let failed = c.kubectl(&["exec", "reader", "--", "sh", "-c", "echo oops >&2; exit 3"]);
     assert_eq!(

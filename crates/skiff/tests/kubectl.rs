@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{wait_for, Cluster};
+use support::{assert_success, wait_for, Cluster};
 
 const MANIFEST: &str = r#"
 apiVersion: apps/v1
@@ -48,11 +48,7 @@ fn apply(c: &Cluster, manifest: &str, extra: &[&str]) -> String {
     let mut args = vec!["apply", "-f", "-"];
     args.extend(extra);
     let out = c.kubectl_stdin(&args, manifest);
-    assert!(
-        out.status.success(),
-        "apply failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "apply");
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -252,11 +248,7 @@ fn describe_edit_patch_label_annotate_scale() {
         .env("KUBE_EDITOR", &editor)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "edit: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "edit");
     assert_eq!(
         c.json(&["get", "cm", "web-config"])["data"]["greeting"],
         "edited"

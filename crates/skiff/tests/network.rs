@@ -12,18 +12,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{create, pod, wait_for, Cluster};
+use support::{assert_success, create, pod, wait_for, Cluster};
 
 const LIMIT: Duration = Duration::from_secs(90);
 const SUBNET: &str = "10.99.0";
 
 fn run(args: &[&str]) {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, &format!("{args:?}"));
 }
 
 /// One simulated host: a network namespace running `skiff agent`.
@@ -282,11 +278,7 @@ fn services_dns_and_pod_network_across_two_nodes() {
         .unwrap();
     let far_ip = far["status"]["podIP"].as_str().unwrap();
     let out = fetch("client-node-1", &format!("{far_ip}:8080"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "fetch across nodes");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         far["metadata"]["name"].as_str().unwrap()

@@ -19,27 +19,8 @@ impl Filter for NodeResourcesFit {
         if node.pod_count + 1 > node.allocatable.pods / 1000 {
             reasons.push("Too many pods".to_owned());
         }
-        let (want, free) = (&state.requests, |r| node.free(r));
-        let common = [
-            ("cpu", want.cpu, node.allocatable.cpu - node.requested.cpu),
-            (
-                "memory",
-                want.memory,
-                node.allocatable.memory - node.requested.memory,
-            ),
-            (
-                "ephemeral-storage",
-                want.ephemeral_storage,
-                node.allocatable.ephemeral_storage - node.requested.ephemeral_storage,
-            ),
-        ];
-        for (resource, want, free) in common {
-            if want > 0 && want > free {
-                reasons.push(format!("Insufficient {resource}"));
-            }
-        }
-        for (resource, &want) in &want.extended {
-            if want > 0 && want > free(resource) {
+        for (resource, want) in state.requests.iter() {
+            if want > 0 && want > node.free(resource) {
                 reasons.push(format!("Insufficient {resource}"));
             }
         }

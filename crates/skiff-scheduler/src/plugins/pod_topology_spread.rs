@@ -55,17 +55,20 @@ impl PreFilter for PodTopologySpread {
         let none = CycleState::default();
         let mut constraints = Vec::new();
         for c in specs {
-            let sel = c
+            let selector = c
                 .label_selector
                 .as_ref()
-                .and_then(|s| LabelSelector::from_object(&serde_json::to_value(s).ok()?).ok());
+                .and_then(|s| serde_json::to_value(s).ok());
+            let sel = selector
+                .as_ref()
+                .and_then(|s| LabelSelector::from_object(s).ok());
             let matches = |l: &std::collections::BTreeMap<String, String>| {
                 sel.as_ref()
                     .is_some_and(|s| s.matches(|k| l.get(k).map(String::as_str)))
             };
             let key = (
                 ns.clone(),
-                serde_json::to_string(&c.label_selector).unwrap_or_default(),
+                selector.as_ref().map(|s| s.to_string()).unwrap_or_default(),
                 c.topology_key.clone(),
             );
             let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());

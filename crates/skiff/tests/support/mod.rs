@@ -249,13 +249,18 @@ impl Cluster {
     }
 }
 
-pub fn create(c: &Cluster, manifest: &str) {
-    let out = c.kubectl_stdin(&["apply", "-f", "-"], manifest);
+/// Asserts that a command exited 0, showing `what` and its stderr if not.
+pub fn assert_success(out: &Output, what: &str) {
     assert!(
         out.status.success(),
-        "{}",
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+pub fn create(c: &Cluster, manifest: &str) {
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], manifest);
+    assert_success(&out, "apply");
 }
 
 /// The busybox and pause images as docker archives, built from Debian
@@ -269,11 +274,7 @@ pub fn build_images() -> tempfile::TempDir {
     .arg(images.path())
     .output()
     .unwrap();
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    assert_success(&built, "build-test-images.sh");
     images
 }
 
@@ -286,11 +287,7 @@ pub fn import_images(agent_dir: &Path, images: &Path) {
             .arg(images.join(image))
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, image);
     }
 }
 
