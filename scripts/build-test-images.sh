@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the test images from Debian packages, with no registry: a busybox
-# image (skiff.local/busybox:1) and the sandbox image (skiff.local/pause:1,
-# busybox sleeping for ever), each as a docker-archive in OUT_DIR.
+# Builds the test image from Debian packages, with no registry: a busybox
+# image (skiff.local/busybox:1) as a docker-archive in OUT_DIR. (The sandbox
+# image needs no building: the agent makes its own.)
 set -euo pipefail
 out="${1:?usage: build-test-images.sh OUT_DIR}"
 mkdir -p "$out"
@@ -29,5 +29,4 @@ build() { # name tag entrypoint...
 }
 
 build busybox 1 --config.cmd sh
-build pause 1 --config.entrypoint /bin/sleep --config.entrypoint 2147483647
-echo "$out/busybox.tar $out/pause.tar"
+echo "$out/busybox.tar"

@@ -221,7 +221,12 @@ impl Query {
                 "fieldValidation" => q.field_validation = Some(v),
                 "fieldManager" => q.field_manager = Some(v),
                 "force" => q.force = truthy(&v),
-                "dryRun" => q.dry_run = !v.is_empty(),
+                "dryRun" if v == "All" => q.dry_run = true,
+                "dryRun" => {
+                    return Err(ApiError::bad_request(format!(
+                        "Invalid dryRun value {v:?}: only \"All\" is supported"
+                    )))
+                }
                 "propagationPolicy" => q.propagation_policy = Some(v),
                 "gracePeriodSeconds" => q.grace_period_seconds = Some(number(&v)?),
                 "includeObject" => q.include_object = Some(v),

@@ -208,6 +208,31 @@ impl Objects {
         }
     }
 
+    /// What [`Objects::update`] would write, without writing it (a dry
+    /// run): the next state `change` decides, at the current revision.
+    pub async fn preview<F>(
+        &self,
+        r: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        mut change: F,
+    ) -> Result<Value, ApiError>
+    where
+        F: FnMut(Value) -> Result<Change, ApiError>,
+    {
+        let current = self.get(r, ns, name).await?;
+        let rv = meta::get_str(&current, "resourceVersion").map(str::to_owned);
+        match change(current.clone())? {
+            Change::Write(mut next) => {
+                if let Some(rv) = rv {
+                    meta::set(&mut next, "resourceVersion", rv);
+                }
+                Ok(next)
+            }
+            Change::Keep => Ok(current),
+        }
+    }
+
     /// Replaces the object if its revision is still `expected`.
     pub async fn replace(
         &self,

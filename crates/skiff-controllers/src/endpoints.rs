@@ -316,7 +316,9 @@ impl Reconcile for EndpointsController {
             })
             .collect();
         existing.sort_by_key(|s| s.name_any());
-        if desired.is_empty() && existing.is_empty() {
+        // A Service always keeps one slice, emptied when no pod is left
+        // (its last endpoints must not linger as terminating ones).
+        if desired.is_empty() {
             desired.push(json!({"ports": [], "endpoints": []}));
         }
         for (i, want) in desired.iter().enumerate() {
@@ -346,7 +348,7 @@ impl Reconcile for EndpointsController {
                 }
             }
         }
-        for extra in existing.iter().skip(desired.len().max(1)) {
+        for extra in existing.iter().skip(desired.len()) {
             let target = Target::of::<EndpointSlice>(Some(&ns), &extra.name_any());
             match self.cluster.delete(&target, Deletion::default()).await {
                 Err(e) if !e.is_not_found() => return Err(e),
@@ -409,5 +411,75 @@ mod tests {
         assert_eq!(slice["endpoints"].as_array().unwrap().len(), 2);
         assert_eq!(slice["endpoints"][1]["conditions"]["ready"], false);
         assert_eq!(slice["metadata"]["ownerReferences"][0]["uid"], "svc");
+    }
+
+    #[tokio::test]
+    async fn scaling_to_zero_empties_the_slice_every_time() {
+        let fake = Arc::new(FakeCluster::default());
+        let (mut services, mut pods, endpoints, mut slices) = (
+            Informer::default(),
+            Informer::default(),
+            Informer::default(),
+            Informer::default(),
+        );
+        let c = EndpointsController::new(
+            &mut services,
+            &mut pods,
+            &endpoints,
+            &mut slices,
+            fake.clone(),
+            Queue::new(),
+        );
+        services.apply(
+            serde_json::from_value(json!({
+                "metadata": {"name": "web", "namespace": "d", "uid": "svc"},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+            }))
+            .unwrap(),
+        );
+        // The controller sees the cluster's slices as its informer would.
+        let addresses = || {
+            let mut ips = Vec::new();
+            for s in fake.objects("endpointslices") {
+                slices.apply(serde_json::from_value(s.clone()).unwrap());
+                for e in s["endpoints"].as_array().into_iter().flatten() {
+                    ips.push(e["addresses"][0].as_str().unwrap().to_owned());
+                }
+            }
+            ips.sort();
+            ips
+        };
+        for round in 0..3 {
+            let (a, b) = (format!("a{round}"), format!("b{round}"));
+            let ips = [
+                format!("10.42.0.{}", 10 + round),
+                format!("10.42.0.{}", 20 + round),
+            ];
+            pods.apply(pod(&a, &ips[0], true));
+            pods.apply(pod(&b, &ips[1], true));
+            c.reconcile("d/web").await.unwrap();
+            assert_eq!(addresses(), ips.to_vec(), "round {round}: both pods");
+            // Scaled to 0: the pods terminate, then go.
+            for (name, ip) in [(&a, &ips[0]), (&b, &ips[1])] {
+                let mut p = pod(name, ip, true);
+                p.metadata.deletion_timestamp =
+                    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        k8s_openapi::jiff::Timestamp::now(),
+                    ));
+                pods.apply(p);
+            }
+            c.reconcile("d/web").await.unwrap();
+            assert_eq!(addresses(), ips.to_vec(), "round {round}: terminating");
+            for name in [&a, &b] {
+                pods.delete(&pod(name, "", true));
+            }
+            c.reconcile("d/web").await.unwrap();
+            assert_eq!(
+                addresses(),
+                Vec::<String>::new(),
+                "round {round}: no endpoint left"
+            );
+            assert_eq!(fake.objects("endpointslices").len(), 1, "one slice kept");
+        }
     }
 }

@@ -212,6 +212,26 @@ impl FieldSelector {
         self.0.is_empty()
     }
 
+    /// Refuses fields a kind cannot be selected by, as upstream does
+    /// ("field label not supported"), and maps the labels that name
+    /// another path (an Event's `source`) to that path.
+    pub fn supported_by(mut self, group: &str, kind: &str) -> Result<Self, ApiError> {
+        for (path, _, _) in &mut self.0 {
+            if matches!(path.as_str(), "metadata.name" | "metadata.namespace") {
+                continue;
+            }
+            match field_label(group, kind, path) {
+                Some(real) => *path = real.to_owned(),
+                None => {
+                    return Err(ApiError::bad_request(format!(
+                        "field label not supported: {path}"
+                    )))
+                }
+            }
+        }
+        Ok(self)
+    }
+
     /// The value a term requires for `path`, if one term pins it.
     pub fn exact(&self, path: &str) -> Option<&str> {
         self.0
@@ -233,10 +253,93 @@ impl FieldSelector {
     }
 }
 
+/// The object path behind a field label a kind may be selected by,
+/// besides `metadata.name` and `metadata.namespace` (upstream's field
+/// label conversions per kind).
+fn field_label(group: &str, kind: &str, label: &str) -> Option<&'static str> {
+    const POD: &[&str] = &[
+        "spec.nodeName",
+        "spec.restartPolicy",
+        "spec.schedulerName",
+        "spec.serviceAccountName",
+        "spec.hostNetwork",
+        "status.phase",
+        "status.podIP",
+        "status.nominatedNodeName",
+    ];
+    const EVENT: &[&str] = &[
+        "involvedObject.kind",
+        "involvedObject.namespace",
+        "involvedObject.name",
+        "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
+        "reason",
+        "reportingComponent",
+        "type",
+    ];
+    const NEW_EVENT: &[&str] = &[
+        "regarding.kind",
+        "regarding.namespace",
+        "regarding.name",
+        "regarding.uid",
+        "regarding.apiVersion",
+        "regarding.resourceVersion",
+        "regarding.fieldPath",
+        "reason",
+        "reportingController",
+        "type",
+    ];
+    let labels: &[&'static str] = match (group, kind) {
+        ("", "Pod") => POD,
+        ("", "Node") => &["spec.unschedulable"],
+        ("", "Event") if label == "source" => return Some("source.component"),
+        ("", "Event") => EVENT,
+        ("events.k8s.io", "Event") if label == "deprecatedSource" => {
+            return Some("deprecatedSource.component")
+        }
+        ("events.k8s.io", "Event") => NEW_EVENT,
+        ("", "Secret") => &["type"],
+        ("", "Namespace") => &["status.phase"],
+        ("", "Service") => &["spec.clusterIP", "spec.type"],
+        ("", "ReplicationController") | ("apps", "ReplicaSet") => &["status.replicas"],
+        ("batch", "Job") => &["status.successful"],
+        ("certificates.k8s.io", "CertificateSigningRequest") => &["spec.signerName"],
+        _ => &[],
+    };
+    labels.iter().copied().find(|l| *l == label)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn field_labels_per_kind() {
+        let check = |group, kind, s: &str| {
+            FieldSelector::parse(s)
+                .unwrap()
+                .supported_by(group, kind)
+                .map(|f| f.0.into_iter().map(|t| t.0).collect::<Vec<_>>())
+                .map_err(|e| e.message)
+        };
+        assert_eq!(
+            check("", "ConfigMap", "data.a=1"),
+            Err("field label not supported: data.a".to_owned())
+        );
+        assert!(check("", "ConfigMap", "metadata.name=x,metadata.namespace!=y").is_ok());
+        assert!(check("", "Pod", "spec.nodeName=n,status.phase!=Failed").is_ok());
+        assert!(check("apps", "Deployment", "status.replicas=1").is_err());
+        assert!(check("apps", "ReplicaSet", "status.replicas=1").is_ok());
+        assert_eq!(
+            check("", "Event", "source=kubelet,reason=Pulled"),
+            Ok(vec!["source.component".to_owned(), "reason".to_owned()])
+        );
+        assert!(check("", "Secret", "type=Opaque").is_ok());
+        assert!(check("", "Node", "spec.nodeName=x").is_err());
+    }
 
     #[test]
     fn label_selector_table() {

@@ -144,6 +144,13 @@ fn columns(kind: &str) -> &'static [Column] {
             ("Holder", "string", 0),
             ("Age", "string", 0),
         ],
+        "EndpointSlice" => &[
+            ("Name", "string", 0),
+            ("AddressType", "string", 0),
+            ("Ports", "string", 0),
+            ("Endpoints", "string", 0),
+            ("Age", "string", 0),
+        ],
         _ => &[("Name", "string", 0), ("Age", "string", 0)],
     }
 }
@@ -555,7 +562,42 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             created,
         ],
         "Lease" => vec![name, json!(or_none(s(&spec["holderIdentity"]))), created],
+        "EndpointSlice" => {
+            let ports = o["ports"].as_array().into_iter().flatten().map(|p| {
+                match (p["port"].as_i64(), p["name"].as_str()) {
+                    (Some(n), _) => n.to_string(),
+                    (None, Some(name)) => name.to_owned(),
+                    (None, None) => "*".to_owned(),
+                }
+            });
+            let addresses = o["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().into_iter().flatten().map(s));
+            vec![
+                name,
+                json!(s(&o["addressType"])),
+                json!(first_three(ports)),
+                json!(first_three(addresses)),
+                created,
+            ]
+        }
         _ => vec![name, created],
+    }
+}
+
+/// Up to three items joined by commas, then "+ N more...", or `<unset>`
+/// when there are none (upstream's printer).
+fn first_three(items: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = items.collect();
+    if items.is_empty() {
+        return "<unset>".into();
+    }
+    let shown = items[..items.len().min(3)].join(",");
+    match items.len() {
+        n if n > 3 => format!("{shown} + {} more...", n - 3),
+        _ => shown,
     }
 }
 
@@ -645,5 +687,48 @@ mod tests {
         assert_eq!(cells[6], "n1");
         assert_eq!(t["columnDefinitions"][5]["priority"], 1);
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    }
+
+    #[test]
+    fn endpoint_slice_rows() {
+        let slices = lookup("discovery.k8s.io", "v1", "endpointslices").unwrap();
+        let slice = |ports: Value, endpoints: Value| {
+            json!({"metadata": {"name": "web-x", "creationTimestamp": meta::now()},
+                "addressType": "IPv4", "ports": ports, "endpoints": endpoints})
+        };
+        let ep = |ip: &str| json!({"addresses": [ip]});
+        let t = render(
+            slices,
+            &[
+                slice(
+                    json!([{"port": 80}, {"name": "h"}]),
+                    json!([ep("10.0.0.1"), ep("10.0.0.2")]),
+                ),
+                slice(json!([]), json!([])),
+                slice(
+                    json!([{"port": 80}]),
+                    json!((1..=5)
+                        .map(|i| ep(&format!("10.0.0.{i}")))
+                        .collect::<Vec<_>>()),
+                ),
+            ],
+            "7",
+            None,
+            "Metadata",
+        );
+        let names: Vec<&str> = t["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["Name", "AddressType", "Ports", "Endpoints", "Age"]);
+        let row = |i: usize| t["rows"][i]["cells"].clone();
+        assert_eq!(row(0)[1], "IPv4");
+        assert_eq!(row(0)[2], "80,h");
+        assert_eq!(row(0)[3], "10.0.0.1,10.0.0.2");
+        assert_eq!(row(1)[2], "<unset>");
+        assert_eq!(row(1)[3], "<unset>");
+        assert_eq!(row(2)[3], "10.0.0.1,10.0.0.2,10.0.0.3 + 2 more...");
     }
 }

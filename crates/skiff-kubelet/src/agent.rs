@@ -16,6 +16,7 @@ use serde_json::json;
 use crate::containerd::{self, Layout};
 use crate::cri::Cri;
 use crate::node;
+use crate::pause_image;
 use crate::pods::Worker;
 use crate::server::{self, Streams};
 
@@ -37,6 +38,9 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     /// Cluster DNS for pods with `dnsPolicy: ClusterFirst`.
     pub dns: Option<Dns>,
+    /// The sandbox image; the built-in [`pause_image::DEFAULT`] is
+    /// imported when missing.
+    pub pause_image: String,
 }
 
 /// The cluster DNS server and domain pods are given.
@@ -45,6 +49,9 @@ pub struct Dns {
     pub server: String,
     pub domain: String,
 }
+
+/// How often readiness is checked while the node is not Ready.
+const READINESS_POLL: Duration = Duration::from_millis(100);
 
 /// runc's state directory of a containerd the agent did not start.
 const DEFAULT_RUNC_ROOT: &str = "/run/containerd/runc/k8s.io";
@@ -58,7 +65,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
     let mut containerd_child = None;
     let socket = match &config.runtime_endpoint {
         Some(s) => Ok(s.clone()),
-        None => match containerd::start(&layout).await {
+        None => match containerd::start(&layout, &config.pause_image).await {
             Ok(child) => {
                 containerd_child = Some(child);
                 Ok(layout.socket())
@@ -70,22 +77,25 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         Ok(s) => Cri::connect(s).await.map_err(|e| e.to_string()),
         Err(e) => Err(e.clone()),
     };
-    let runtime_version = |cri: &Result<Cri, String>| -> Result<String, String> {
-        cri.as_ref()
-            .map(|_| "containerd".to_owned())
-            .map_err(Clone::clone)
-    };
+    if let (Ok(cri), Ok(socket)) = (&cri, &socket) {
+        if config.pause_image == pause_image::DEFAULT {
+            if let Err(e) =
+                pause_image::ensure(cri, socket, &config.pause_image, &config.data_dir).await
+            {
+                tracing::error!(error = %e, "no pause image: pods cannot start");
+            }
+        }
+    }
     let capacity = node::capacity(&config.data_dir);
     let arch = std::env::consts::ARCH
         .replace("x86_64", "amd64")
         .replace("aarch64", "arm64");
     let labels = json!({"kubernetes.io/hostname": config.node_name, "kubernetes.io/os": "linux", "kubernetes.io/arch": arch});
-    let status = node::status(
-        &config.node_name,
-        &config.node_ip,
-        &capacity,
-        &runtime_version(&cri),
-    );
+    let readiness = match &cri {
+        Ok(c) => c.ready().await.map(|_| "containerd".to_owned()),
+        Err(e) => Err(e.clone()),
+    };
+    let status = node::status(&config.node_name, &config.node_ip, &capacity, &readiness);
     let mut endpoint = None;
     if let Ok(cri) = &cri {
         let streams = Arc::new(Streams {
@@ -119,38 +129,62 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         "status": status,
     });
     node::register(&client, me).await?;
-    tracing::info!(node = %config.node_name, runtime = ?runtime_version(&cri), "node registered");
+    tracing::info!(node = %config.node_name, runtime = ?readiness, "node registered");
 
+    // Status goes out at each heartbeat, and at once when readiness
+    // changes: while NotReady, readiness is checked every
+    // [`READINESS_POLL`] (the pod network comes up moments after
+    // registration) and a wake-up checks it right away.
+    let wake = Arc::new(tokio::sync::Notify::new());
     let heartbeat = {
-        let (client, config, cri, capacity) = (
+        let (client, config, cri, capacity, wake) = (
             client.clone(),
             config.clone(),
             cri.clone(),
             capacity.clone(),
+            wake.clone(),
         );
         tokio::spawn(async move {
             let mut lease = node::LeaseKeeper::new(&client, &config.node_name);
+            let nodes: Api<Node> = Api::all(client.clone());
+            let mut next_beat = tokio::time::Instant::now();
+            let mut reported = None;
             loop {
-                if let Err(e) = lease.renew().await {
-                    tracing::warn!(error = %e, "lease renewal failed");
-                }
                 let runtime = match &cri {
                     Ok(c) => c.ready().await.map(|_| "containerd".to_owned()),
                     Err(e) => Err(e.clone()),
                 };
-                let status = node::status(&config.node_name, &config.node_ip, &capacity, &runtime);
-                let nodes: Api<Node> = Api::all(client.clone());
-                if let Err(e) = nodes
-                    .patch_status(
-                        &config.node_name,
-                        &PatchParams::default(),
-                        &Patch::Merge(&json!({"status": status})),
-                    )
-                    .await
-                {
-                    tracing::warn!(error = %e, "node status update failed");
+                let beat = tokio::time::Instant::now() >= next_beat;
+                if beat {
+                    if let Err(e) = lease.renew().await {
+                        tracing::warn!(error = %e, "lease renewal failed");
+                    }
+                    next_beat = tokio::time::Instant::now() + node::HEARTBEAT;
                 }
-                tokio::time::sleep(node::HEARTBEAT).await;
+                if beat || reported != Some(runtime.is_ok()) {
+                    let status =
+                        node::status(&config.node_name, &config.node_ip, &capacity, &runtime);
+                    match nodes
+                        .patch_status(
+                            &config.node_name,
+                            &PatchParams::default(),
+                            &Patch::Merge(&json!({"status": status})),
+                        )
+                        .await
+                    {
+                        Ok(_) => reported = Some(runtime.is_ok()),
+                        Err(e) => tracing::warn!(error = %e, "node status update failed"),
+                    }
+                }
+                let pause = if runtime.is_ok() {
+                    next_beat - tokio::time::Instant::now()
+                } else {
+                    READINESS_POLL
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = wake.notified() => {}
+                }
             }
         })
     };
@@ -171,6 +205,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
     if let Err(e) = containerd::write_cni(&layout, &config.bridge, &cidr) {
         tracing::error!(error = %e, "could not write the CNI network");
     }
+    wake.notify_one();
     let worker = Arc::new(Worker::new(
         client,
         cri,

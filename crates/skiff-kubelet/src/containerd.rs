@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
-/// The image every pod sandbox runs (see `skiff image build-pause`).
-pub const PAUSE_IMAGE: &str = "skiff.local/pause:1";
 /// Where Debian's containernetworking-plugins live.
 pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
 
@@ -22,6 +20,8 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("finding a loopback port for containerd's streaming server: {0}")]
+    StreamPort(std::io::Error),
     #[error("starting containerd (is Debian's containerd package installed?): {0}")]
     Spawn(std::io::Error),
     #[error("containerd exited at start; see {0}")]
@@ -81,8 +81,10 @@ fn write(path: &Path, text: &str) -> Result<(), Error> {
     std::fs::write(path, text).map_err(wrap)
 }
 
-/// containerd's configuration for this agent.
-pub fn config(layout: &Layout) -> String {
+/// containerd's configuration for this agent, whose pod sandboxes run
+/// `sandbox_image` and whose streaming server (attach, exec on a
+/// terminal) listens on loopback at `stream_port`.
+pub fn config(layout: &Layout, sandbox_image: &str, stream_port: u16) -> String {
     let d = layout.dir.display();
     format!(
         r#"version = 2
@@ -99,7 +101,9 @@ state = "{d}/state"
   path = "{d}/opt"
 
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_IMAGE}"
+  sandbox_image = "{sandbox_image}"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "{stream_port}"
   restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
@@ -140,8 +144,28 @@ pub fn registry_hosts(host: &str) -> String {
     format!("server = \"http://{host}\"\n\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n")
 }
 
-/// Lets containerd pull from each of `hosts` over plain HTTP.
+/// The registry of Skiff's own images, which exist only where they were
+/// made or imported.
+pub const LOCAL_REGISTRY: &str = "skiff.local";
+
+/// `hosts.toml` for [`LOCAL_REGISTRY`]: a closed port on loopback, so that
+/// a pull of a missing local image fails at once and never leaves the
+/// machine.
+pub fn local_registry_hosts() -> String {
+    "server = \"http://127.0.0.1:1\"\n".to_owned()
+}
+
+/// Lets containerd pull from each of `hosts` over plain HTTP, and never
+/// look for [`LOCAL_REGISTRY`] on the network.
 pub fn write_registries(layout: &Layout, hosts: &[String]) -> Result<(), Error> {
+    write(
+        &layout
+            .dir
+            .join("certs.d")
+            .join(LOCAL_REGISTRY)
+            .join("hosts.toml"),
+        &local_registry_hosts(),
+    )?;
     for host in hosts {
         write(
             &layout.dir.join("certs.d").join(host).join("hosts.toml"),
@@ -186,9 +210,16 @@ async fn stop_stale(layout: &Layout) {
 
 /// Starts containerd and waits for its socket. The child dies with the
 /// returned handle.
-pub async fn start(layout: &Layout) -> Result<Child, Error> {
+pub async fn start(layout: &Layout, sandbox_image: &str) -> Result<Child, Error> {
     stop_stale(layout).await;
-    write(&layout.config(), &config(layout))?;
+    let stream_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(Error::StreamPort)?;
+    write(
+        &layout.config(),
+        &config(layout, sandbox_image, stream_port),
+    )?;
     let log = std::fs::File::create(layout.log()).map_err(|source| Error::Write {
         path: layout.log(),
         source,
@@ -235,14 +266,16 @@ mod tests {
     #[test]
     fn config_keeps_everything_under_the_data_dir() {
         let layout = Layout::new(Path::new("/data/agent"));
-        let c = config(&layout);
+        let c = config(&layout, "example.local/pause:2", 41000);
         assert!(c.contains("root = \"/data/agent/containerd/root\""));
         assert!(c.contains("address = \"/data/agent/containerd/containerd.sock\""));
         assert!(
             c.contains("restrict_oom_score_adj = true"),
             "root here lacks CAP_SYS_RESOURCE"
         );
-        assert!(c.contains(&format!("sandbox_image = \"{PAUSE_IMAGE}\"")));
+        assert!(c.contains("sandbox_image = \"example.local/pause:2\""));
+        assert!(c.contains("stream_server_address = \"127.0.0.1\""));
+        assert!(c.contains("stream_server_port = \"41000\""));
         let cni: serde_json::Value =
             serde_json::from_str(&cni_config(&layout, "br9", "10.42.3.0/24")).unwrap();
         assert_eq!(cni["plugins"][0]["bridge"], "br9");

@@ -65,4 +65,27 @@ impl Cri {
             Some(c) => Err(format!("{} is false: {} {}", c.r#type, c.reason, c.message)),
         }
     }
+
+    /// Every image name the runtime holds (its ID when untagged), with
+    /// the image's size in bytes.
+    pub async fn image_sizes(&self) -> Result<Vec<(String, u64)>, Error> {
+        let images = self
+            .images
+            .clone()
+            .list_images(k8s_cri::v1::ListImagesRequest { filter: None })
+            .await?
+            .into_inner()
+            .images;
+        Ok(images
+            .into_iter()
+            .flat_map(|i| {
+                let names = if i.repo_tags.is_empty() {
+                    vec![i.id]
+                } else {
+                    i.repo_tags
+                };
+                names.into_iter().map(move |n| (n, i.size))
+            })
+            .collect())
+    }
 }

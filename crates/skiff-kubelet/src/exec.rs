@@ -1,9 +1,10 @@
 //! `kubectl exec` over WebSocket (`v5.channel.k8s.io`, or `v4`): each binary
 //! message is a channel byte and data (0 stdin, 1 stdout, 2 stderr, 3 the
-//! final `Status`, 4 terminal size; `255 0` closes stdin in v5). The
-//! process runs through `runc exec`, which starts it inside the container
-//! with the container's environment, user and cgroup, as containerd's shim
-//! does.
+//! final `Status`, 4 terminal size; `255 0` closes stdin in v5). Without a
+//! terminal the process runs through `runc exec`, which starts it inside
+//! the container with the container's environment, user and cgroup, as
+//! containerd's shim does; with one (`-t`), the runtime runs it on a
+//! terminal of its own (see `runtime_stream`).
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
+use crate::runtime_stream;
 use crate::server::{failure, Streams};
 
 const STDIN: u8 = 0;
@@ -35,6 +37,7 @@ struct Request {
     stdin: bool,
     stdout: bool,
     stderr: bool,
+    tty: bool,
 }
 
 fn parse(query: &str) -> Request {
@@ -46,6 +49,7 @@ fn parse(query: &str) -> Request {
             "stdin" => r.stdin = yes(&v),
             "stdout" => r.stdout = yes(&v),
             "stderr" => r.stderr = yes(&v),
+            "tty" => r.tty = yes(&v),
             _ => {}
         }
     }
@@ -97,6 +101,17 @@ pub async fn serve(
             "BadRequest",
             format!("container {container:?} in pod {pod:?} is not running"),
         );
+    }
+    if request.tty {
+        let options = runtime_stream::Options {
+            stdin: request.stdin,
+            stdout: request.stdout,
+            stderr: false,
+            tty: true,
+        };
+        let id = latest.id.clone();
+        return runtime_stream::exec_on_terminal(&streams, id, request.command, options, upgrade)
+            .await;
     }
     let child = Command::new("runc")
         .arg("--root")
@@ -221,8 +236,10 @@ mod tests {
                 stdin: true,
                 stdout: true,
                 stderr: true,
+                tty: false,
             }
         );
+        assert!(parse("command=sh&tty=true").tty);
         assert!(!parse("command=ls").stdin);
     }
 

@@ -7,14 +7,17 @@
 pub mod agent;
 pub mod containerd;
 pub mod cri;
+pub mod events;
 mod exec;
 pub mod join;
 mod logs;
 pub mod node;
+pub mod pause_image;
 pub mod pod_inputs;
 pub mod pods;
 mod port_forward;
 pub mod probes;
+mod runtime_stream;
 pub mod server;
 pub mod simulated;
 mod spdy;

@@ -16,6 +16,7 @@ use kube::Client;
 use serde_json::{json, Value};
 
 use crate::cri::{Cri, Error};
+use crate::events::{container_path, Recorder, Type};
 use crate::pod_inputs;
 use crate::probes::Prober;
 
@@ -179,6 +180,7 @@ pub struct Worker {
     pull_backoff: Mutex<HashMap<(String, String), (std::time::Instant, u32)>>,
     /// Service account tokens projected into pods.
     tokens: pod_inputs::Tokens,
+    events: Recorder,
 }
 
 impl Worker {
@@ -190,6 +192,7 @@ impl Worker {
         log_dir: std::path::PathBuf,
         dns: Option<crate::agent::Dns>,
     ) -> Self {
+        let (client_for_events, node_for_events) = (client.clone(), node.clone());
         Self {
             dns,
             client,
@@ -201,6 +204,7 @@ impl Worker {
             prober: Prober::default(),
             pull_backoff: Mutex::default(),
             tokens: pod_inputs::Tokens::default(),
+            events: Recorder::start(client_for_events, &node_for_events),
         }
     }
 
@@ -282,6 +286,7 @@ impl Worker {
                     .unwrap_or_else(|e| e.into_inner())
                     .retain(|(uid, _), _| known.contains(uid));
                 self.tokens.retain(&known);
+                self.events.retain(&known);
             }
             if let Err(e) = self.remove_orphans(&known).await {
                 tracing::debug!(error = %e, "orphan sandboxes");
@@ -354,6 +359,10 @@ impl Worker {
                         let name = c.labels.get(NAME_LABEL)?;
                         p.spec.as_ref()?.containers.iter().find(|s| &s.name == name)
                     });
+                    if let (Some(pod), Some(spec)) = (pod, spec) {
+                        let message = format!("Stopping container {}", spec.name);
+                        self.event(pod, &spec.name, Type::Normal, "Killing", &message);
+                    }
                     let pre_stop = spec.and_then(|s| s.lifecycle.as_ref()?.pre_stop.as_ref());
                     if let (Some(spec), Some(hook)) = (spec, pre_stop) {
                         let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -471,9 +480,24 @@ impl Worker {
         })
     }
 
+    /// An event about `pod`, or about its container `container` when not
+    /// empty.
+    fn event(&self, pod: &Pod, container: &str, kind: Type, reason: &str, message: &str) {
+        let path = if container.is_empty() {
+            String::new()
+        } else {
+            container_path(container)
+        };
+        self.events.record(pod, &path, kind, reason, message);
+    }
+
     /// Makes sure the image is present, pulling it as the policy says;
     /// failed pulls back off 10 s doubling to 5 min (`ImagePullBackOff`).
-    async fn ensure_image(&self, uid: &str, c: &Container) -> Result<(), String> {
+    /// Each step is an event, with upstream's reasons and messages.
+    async fn ensure_image(&self, pod: &Pod, c: &Container) -> Result<(), String> {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let event =
+            |kind, reason: &str, message: &str| self.event(pod, &c.name, kind, reason, message);
         let image = c.image.clone().unwrap_or_default();
         let spec = cri::ImageSpec {
             image: image.clone(),
@@ -494,20 +518,29 @@ impl Worker {
             .is_some();
         let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
         if present && policy != "Always" {
+            let message = format!("Container image {image:?} already present on machine");
+            event(Type::Normal, "Pulled", &message);
             return Ok(());
         }
         if policy == "Never" {
-            return Err(format!("ErrImageNeverPull: container image {image:?} is not present with pull policy of Never"));
+            let message =
+                format!("Container image {image:?} is not present with pull policy of Never");
+            event(Type::Warning, "ErrImageNeverPull", &message);
+            event(Type::Warning, "Failed", "Error: ErrImageNeverPull");
+            return Err(format!("ErrImageNeverPull: {message}"));
         }
         let key = (uid.to_owned(), c.name.clone());
         let backoff = || self.pull_backoff.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((until, _)) = backoff().get(&key) {
             if std::time::Instant::now() < *until {
-                return Err(format!(
-                    "ImagePullBackOff: Back-off pulling image {image:?}"
-                ));
+                let message = format!("Back-off pulling image {image:?}");
+                event(Type::Normal, "BackOff", &message);
+                event(Type::Warning, "Failed", "Error: ImagePullBackOff");
+                return Err(format!("ImagePullBackOff: {message}"));
             }
         }
+        event(Type::Normal, "Pulling", &format!("Pulling image {image:?}"));
+        let began = std::time::Instant::now();
         let pulled = self
             .cri
             .images
@@ -520,6 +553,11 @@ impl Worker {
         match pulled {
             Ok(_) => {
                 backoff().remove(&key);
+                let took = began.elapsed().as_secs_f64();
+                let message = format!(
+                    "Successfully pulled image {image:?} in {took:.3}s ({took:.3}s including waiting)"
+                );
+                event(Type::Normal, "Pulled", &message);
                 Ok(())
             }
             Err(_) if present => Ok(()),
@@ -528,6 +566,9 @@ impl Worker {
                 let failures = b.get(&key).map_or(0, |(_, n)| *n);
                 let delay = Duration::from_secs((10u64 << failures.min(5)).min(300));
                 b.insert(key, (std::time::Instant::now() + delay, failures + 1));
+                let message = format!("Failed to pull image {image:?}: {}", e.message());
+                event(Type::Warning, "Failed", &message);
+                event(Type::Warning, "Failed", "Error: ErrImagePull");
                 Err(format!("ErrImagePull: {}", e.message()))
             }
         }
@@ -535,8 +576,7 @@ impl Worker {
 
     async fn start_container(
         &self,
-        sandbox: &str,
-        config: &cri::PodSandboxConfig,
+        at: &Launch<'_>,
         c: &Container,
         attempt: u32,
         env: Vec<cri::KeyValue>,
@@ -586,11 +626,14 @@ impl Worker {
                 (NAME_LABEL.to_owned(), name.clone()),
                 (
                     UID_LABEL.to_owned(),
-                    config.labels.get(UID_LABEL).cloned().unwrap_or_default(),
+                    at.config.labels.get(UID_LABEL).cloned().unwrap_or_default(),
                 ),
             ]
             .into(),
             log_path: format!("{name}/{attempt}.log"),
+            stdin: c.stdin == Some(true),
+            stdin_once: c.stdin_once == Some(true),
+            tty: c.tty == Some(true),
             linux: Some(cri::LinuxContainerConfig {
                 resources: Some(resources),
                 ..Default::default()
@@ -600,15 +643,19 @@ impl Worker {
         let mut rt = self.cri.runtime.clone();
         let id = rt
             .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: sandbox.to_owned(),
+                pod_sandbox_id: at.sandbox.to_owned(),
                 config: Some(container),
-                sandbox_config: Some(config.clone()),
+                sandbox_config: Some(at.config.clone()),
             })
             .await?
             .into_inner()
             .container_id;
+        let created = format!("Created container: {name}");
+        self.event(at.pod, &name, Type::Normal, "Created", &created);
         rt.start_container(cri::StartContainerRequest { container_id: id })
             .await?;
+        let started = format!("Started container {name}");
+        self.event(at.pod, &name, Type::Normal, "Started", &started);
         Ok(())
     }
 
@@ -661,16 +708,23 @@ impl Worker {
         let sandbox = match ready_sandbox {
             Some(s) => s.id,
             None => {
-                self.cri
+                let made = self
+                    .cri
                     .runtime
                     .clone()
                     .run_pod_sandbox(cri::RunPodSandboxRequest {
                         config: Some(config.clone()),
                         runtime_handler: String::new(),
                     })
-                    .await?
-                    .into_inner()
-                    .pod_sandbox_id
+                    .await;
+                match made {
+                    Ok(made) => made.into_inner().pod_sandbox_id,
+                    Err(e) => {
+                        let message = format!("Failed to create pod sandbox: {}", e.message());
+                        self.event(pod, "", Type::Warning, "FailedCreatePodSandBox", &message);
+                        return Err(e.into());
+                    }
+                }
             }
         };
         let restart = spec.restart_policy.as_deref().unwrap_or("Always");
@@ -704,9 +758,7 @@ impl Worker {
                             .launch(&launch, c, attempt_of(s) + 1, &seen.pod_ip, &mut waiting)
                             .await
                     }
-                    false => {
-                        waiting.insert(c.name.clone(), "CrashLoopBackOff".into());
-                    }
+                    false => self.back_off(pod, c, &mut waiting),
                 },
                 Some(_) => {}
             }
@@ -723,7 +775,7 @@ impl Worker {
                         Some(attempt_of(status) + 1)
                     } else {
                         if again {
-                            waiting.insert(c.name.clone(), "CrashLoopBackOff".into());
+                            self.back_off(pod, c, &mut waiting);
                         }
                         None
                     }
@@ -743,6 +795,21 @@ impl Worker {
         self.report(pod, &seen, &waiting, &ready, init).await
     }
 
+    /// Marks a container that waits to restart (`CrashLoopBackOff`).
+    fn back_off(&self, pod: &Pod, c: &Container, waiting: &mut HashMap<String, String>) {
+        let m = &pod.metadata;
+        let part = |v: &Option<String>| v.clone().unwrap_or_default();
+        let message = format!(
+            "Back-off restarting failed container {} in pod {}_{}({})",
+            c.name,
+            part(&m.name),
+            part(&m.namespace),
+            part(&m.uid)
+        );
+        self.event(pod, &c.name, Type::Warning, "BackOff", &message);
+        waiting.insert(c.name.clone(), "CrashLoopBackOff".into());
+    }
+
     /// Starts one container (image, configuration, mounts); a reason it
     /// cannot start goes to `waiting`. Returns whether it started.
     async fn launch(
@@ -753,14 +820,24 @@ impl Worker {
         pod_ip: &str,
         waiting: &mut HashMap<String, String>,
     ) -> bool {
-        let uid = at.pod.metadata.uid.clone().unwrap_or_default();
-        if let Err(why) = self.ensure_image(&uid, c).await {
+        if let Err(why) = self.ensure_image(at.pod, c).await {
             waiting.insert(c.name.clone(), why);
             return false;
         }
+        let failed = |why: &str| {
+            self.event(
+                at.pod,
+                &c.name,
+                Type::Warning,
+                "Failed",
+                &format!("Error: {why}"),
+            );
+        };
         let volumes = match at.volumes {
             Ok(v) => v,
             Err(why) => {
+                let message = format!("MountVolume.SetUp failed: {why}");
+                self.event(at.pod, "", Type::Warning, "FailedMount", &message);
                 waiting.insert(c.name.clone(), format!("CreateContainerConfigError: {why}"));
                 return false;
             }
@@ -768,17 +845,16 @@ impl Worker {
         let env = match pod_inputs::env(&self.client, at.pod, c, pod_ip).await {
             Ok(env) => env,
             Err(why) => {
+                failed(&why);
                 waiting.insert(c.name.clone(), format!("CreateContainerConfigError: {why}"));
                 return false;
             }
         };
         let mounts = pod_inputs::mounts(c, volumes);
-        match self
-            .start_container(at.sandbox, at.config, c, attempt, env, mounts)
-            .await
-        {
+        match self.start_container(at, c, attempt, env, mounts).await {
             Ok(()) => true,
             Err(e) => {
+                failed(&e.to_string());
                 waiting.insert(c.name.clone(), format!("CreateContainerError: {e}"));
                 false
             }
@@ -864,8 +940,17 @@ impl Worker {
                 .prober
                 .check(&self.cri, c, &status.id, started, &seen.pod_ip)
                 .await;
-            if let Some(why) = outcome.kill {
-                tracing::info!(pod = ?pod.metadata.name, container = %c.name, %why, "killing the container");
+            for failure in &outcome.failures {
+                self.event(pod, &c.name, Type::Warning, "Unhealthy", failure);
+            }
+            if let Some(probe) = outcome.kill {
+                tracing::info!(pod = ?pod.metadata.name, container = %c.name, probe, "killing the container");
+                let message = format!(
+                    "Container {} failed {} probe, will be restarted",
+                    c.name,
+                    probe.to_lowercase()
+                );
+                self.event(pod, &c.name, Type::Normal, "Killing", &message);
                 let grace = spec.termination_grace_period_seconds.unwrap_or(30);
                 self.cri
                     .runtime

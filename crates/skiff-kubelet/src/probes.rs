@@ -19,15 +19,18 @@ struct Seen {
     last: Option<Instant>,
     /// Passing (`Some(true)`) or failed past its threshold (`Some(false)`).
     verdict: Option<bool>,
-    message: String,
 }
 
 /// What the probes say about a running container.
 #[derive(Debug, Default, PartialEq)]
 pub struct Outcome {
     pub ready: bool,
-    /// Set when the container must be killed, with the reason.
-    pub kill: Option<String>,
+    /// Set when the container must be killed: the probe that failed it
+    /// (`Liveness` or `Startup`).
+    pub kill: Option<&'static str>,
+    /// What each probe that failed this time said (`Readiness probe
+    /// failed: …`), for `Unhealthy` events.
+    pub failures: Vec<String>,
 }
 
 /// Probe results per container id and probe kind.
@@ -46,40 +49,44 @@ impl Prober {
         started: Instant,
         pod_ip: &str,
     ) -> Outcome {
+        let mut failures = Vec::new();
+        let at = (cri, c, id, started, pod_ip);
         if let Some(p) = &c.startup_probe {
-            match self.run(cri, c, p, id, "Startup", started, pod_ip).await {
+            match self.run(at, p, "Startup", &mut failures).await {
                 Some(true) => {}
                 Some(false) => {
                     return Outcome {
                         ready: false,
-                        kill: Some(self.message(id, "Startup")),
+                        kill: Some("Startup"),
+                        failures,
                     }
                 }
-                None => return Outcome::default(),
+                None => {
+                    return Outcome {
+                        failures,
+                        ..Outcome::default()
+                    }
+                }
             }
         }
         if let Some(p) = &c.liveness_probe {
-            if self.run(cri, c, p, id, "Liveness", started, pod_ip).await == Some(false) {
+            if self.run(at, p, "Liveness", &mut failures).await == Some(false) {
                 return Outcome {
                     ready: false,
-                    kill: Some(self.message(id, "Liveness")),
+                    kill: Some("Liveness"),
+                    failures,
                 };
             }
         }
         let ready = match &c.readiness_probe {
-            Some(p) => self.run(cri, c, p, id, "Readiness", started, pod_ip).await == Some(true),
+            Some(p) => self.run(at, p, "Readiness", &mut failures).await == Some(true),
             None => true,
         };
-        Outcome { ready, kill: None }
-    }
-
-    fn message(&self, id: &str, kind: &'static str) -> String {
-        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let m = seen
-            .get(&(id.to_owned(), kind))
-            .map(|s| s.message.clone())
-            .unwrap_or_default();
-        format!("{kind} probe failed: {m}")
+        Outcome {
+            ready,
+            kill: None,
+            failures,
+        }
     }
 
     /// Forgets containers that are gone.
@@ -90,17 +97,14 @@ impl Prober {
             .retain(|(id, _), _| live.contains(id));
     }
 
-    /// Runs one probe if it is due; returns its verdict so far.
-    #[allow(clippy::too_many_arguments)]
+    /// Runs one probe if it is due; returns its verdict so far, and adds
+    /// what it said to `failures` if it ran and failed.
     async fn run(
         &self,
-        cri: &Cri,
-        c: &Container,
+        (cri, c, id, started, pod_ip): (&Cri, &Container, &str, Instant, &str),
         p: &Probe,
-        id: &str,
         kind: &'static str,
-        started: Instant,
-        pod_ip: &str,
+        failures: &mut Vec<String>,
     ) -> Option<bool> {
         let key = (id.to_owned(), kind);
         let period = Duration::from_secs(p.period_seconds.unwrap_or(10).max(1) as u64);
@@ -131,7 +135,7 @@ impl Prober {
             Err(m) => {
                 s.failures += 1;
                 s.successes = 0;
-                s.message = m;
+                failures.push(format!("{kind} probe failed: {m}"));
                 // An unproven readiness probe counts as failing from the
                 // first failure.
                 if s.failures >= p.failure_threshold.unwrap_or(3).max(1)

@@ -24,7 +24,7 @@ use tower::ServiceExt;
 
 use crate::cri::Cri;
 use crate::pods::{attempt_of_container, NAME_LABEL};
-use crate::{exec, logs, port_forward};
+use crate::{exec, logs, port_forward, runtime_stream};
 
 /// What the stream handlers need: the runtime, and runc's state for exec.
 pub struct Streams {
@@ -162,6 +162,22 @@ impl Streams {
     }
 }
 
+impl Streams {
+    /// The ID of the container's running attempt.
+    pub async fn running(&self, ns: &str, pod: &str, container: &str) -> Result<String, Response> {
+        let attempts = self.attempts(ns, pod, container).await?;
+        let latest = &attempts[attempts.len() - 1];
+        if latest.state != cri::ContainerState::ContainerRunning as i32 {
+            return Err(failure(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("container {container:?} in pod {pod:?} is not running"),
+            ));
+        }
+        Ok(latest.id.clone())
+    }
+}
+
 fn router(streams: Arc<Streams>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -169,6 +185,10 @@ fn router(streams: Arc<Streams>) -> Router {
         .route(
             "/exec/{ns}/{pod}/{container}",
             get(exec::serve).post(exec::serve),
+        )
+        .route(
+            "/attach/{ns}/{pod}/{container}",
+            get(runtime_stream::attach).post(runtime_stream::attach),
         )
         .route(
             "/portForward/{ns}/{pod}",

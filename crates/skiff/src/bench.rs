@@ -42,7 +42,7 @@ pub struct PodsArgs {
     /// Pods created at once.
     #[arg(long, default_value_t = 50)]
     pods: usize,
-    /// A folder with `pause.tar` and `busybox.tar`, as
+    /// A folder with `busybox.tar`, as
     /// `scripts/build-test-images.sh DIR` makes them.
     #[arg(long)]
     images: std::path::PathBuf,
@@ -429,18 +429,16 @@ impl RealNode {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        for image in ["pause.tar", "busybox.tar"] {
-            let ok = Command::new("ctr")
-                .arg("--address")
-                .arg(&socket)
-                .args(["-n", "k8s.io", "images", "import"])
-                .arg(images.join(image))
-                .stdout(Stdio::null())
-                .status()?
-                .success();
-            if !ok {
-                bail!("could not import {image}");
-            }
+        let ok = Command::new("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .args(["-n", "k8s.io", "images", "import"])
+            .arg(images.join("busybox.tar"))
+            .stdout(Stdio::null())
+            .status()?
+            .success();
+        if !ok {
+            bail!("could not import busybox.tar");
         }
         let client = server.client()?;
         // The node is Ready once its network is configured.

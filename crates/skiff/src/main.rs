@@ -2,6 +2,7 @@
 //! components together; the logic lives in the component crates.
 
 mod bench;
+mod image;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -29,10 +30,10 @@ enum Command {
     Server(ServerArgs),
     /// Runs a node agent: real containers through containerd, or simulated nodes (`--simulate N`).
     Agent(Box<AgentArgs>),
-    /// Loads a docker-archive or OCI archive into a node's containerd.
+    /// Images in a node's containerd: import an archive, list.
     Image {
         #[command(subcommand)]
-        what: ImageCommand,
+        what: image::Command,
     },
     /// Runs the controller manager alone, against any API server.
     ControllerManager(ControllerManagerArgs),
@@ -77,6 +78,10 @@ struct ServerArgs {
     /// HTTP (repeatable).
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
+    /// The embedded agent's sandbox image (default: Skiff's own, made by
+    /// the agent itself).
+    #[arg(long, default_value = skiff_kubelet::pause_image::DEFAULT)]
+    pause_image: String,
     /// How long a node may miss Lease renewals before it is unreachable.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: std::time::Duration,
@@ -121,18 +126,6 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "m" => Ok(std::time::Duration::from_secs(n * 60)),
         _ => Err(format!("{s:?} is not a duration like 40s")),
     }
-}
-
-#[derive(Subcommand)]
-enum ImageCommand {
-    /// Imports an image archive into the agent's containerd.
-    Import {
-        /// The agent's data dir (`<server data-dir>/agent` for the agent
-        /// inside `skiff server`).
-        #[arg(long, default_value = "/var/lib/skiff/agent")]
-        data_dir: PathBuf,
-        file: PathBuf,
-    },
 }
 
 #[derive(clap::Args)]
@@ -180,6 +173,9 @@ struct AgentArgs {
     /// A registry (`host:port`) to pull from over plain HTTP (repeatable).
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
+    /// The sandbox image (default: Skiff's own, made by the agent itself).
+    #[arg(long, default_value = skiff_kubelet::pause_image::DEFAULT)]
+    pause_image: String,
     /// The cluster's pod range (routed nowhere outside the nodes).
     #[arg(long, default_value = "10.42.0.0/16")]
     cluster_cidr: skiff_core::cidr::Cidr,
@@ -261,6 +257,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
                     .unwrap_or_else(|| dns_address(&args.service_cidr)),
                 domain: args.cluster_domain,
             }),
+            pause_image: args.pause_image,
         };
         let proxy = skiff_proxy::Config {
             node_name: config.node_name.clone(),
@@ -425,6 +422,7 @@ fn main() -> anyhow::Result<()> {
                             server: dns_address(&args.service_cidr),
                             domain: args.cluster_domain.clone(),
                         }),
+                        pause_image: args.pause_image.clone(),
                     };
                     let proxy = skiff_proxy::Config {
                         node_name: config.node_name.clone(),
@@ -447,19 +445,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Agent(args) => agent(*args).await,
-            Command::Image {
-                what: ImageCommand::Import { data_dir, file },
-            } => {
-                let socket = skiff_kubelet::containerd::Layout::new(&data_dir).socket();
-                let status = std::process::Command::new("ctr")
-                    .arg("--address")
-                    .arg(&socket)
-                    .args(["-n", "k8s.io", "images", "import"])
-                    .arg(&file)
-                    .status()?;
-                anyhow::ensure!(status.success(), "ctr could not import {}", file.display());
-                Ok(())
-            }
+            Command::Image { what } => image::run(what).await,
             Command::ControllerManager(args) => {
                 let client = local_client(&args.kubeconfig).await?;
                 let config = skiff_controllers::manager::Config {

@@ -15,61 +15,8 @@ use support::{assert_success, create, pod, wait_for, Cluster};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
-fn check_prerequisites() {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    assert!(root, "the real-container tests need root");
-    for tool in [
-        "containerd",
-        "runc",
-        "ctr",
-        "umoci",
-        "skopeo",
-        "busybox",
-        "docker-registry",
-    ] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .unwrap()
-            .status
-            .success();
-        assert!(found, "{tool} is missing: run .ci/run or apt-get install containerd runc containernetworking-plugins busybox-static umoci skopeo docker-registry");
-    }
-    assert!(
-        Path::new("/usr/lib/cni/bridge").exists(),
-        "containernetworking-plugins is missing"
-    );
-}
-
 fn container_state(p: &Value) -> Value {
     p["status"]["containerStatuses"][0].clone()
-}
-
-/// Stops what the test started outside the server: its containerd (by its
-/// own config path) and its bridge.
-struct Cleanup(std::path::PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        support::stop_containerd(&self.0.join("agent"));
-        support::unmount_under(&self.0);
-        let _ = Command::new("ip")
-            .args(["link", "delete", "skiff0"])
-            .status();
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", "skiff"])
-            .stderr(std::process::Stdio::null())
-            .status();
-        for range in ["10.42.0.0/16", "10.43.0.0/16"] {
-            let _ = Command::new("ip")
-                .args(["route", "delete", "unreachable", range])
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
 }
 
 /// A real registry (Debian's docker-registry) on 127.0.0.1 serving the
@@ -154,7 +101,7 @@ fn manifest(name: &str, restart: &str, policy: &str, image: &str, cmd: &str) -> 
 
 #[test]
 fn pods_run_as_real_containers() {
-    check_prerequisites();
+    support::check_prerequisites();
     let images = support::build_images();
     let registry = Registry::start(images.path());
     let (http, https) = (support::free_port(), support::free_port());
@@ -168,7 +115,7 @@ fn pods_run_as_real_containers() {
         &https_port,
     ];
     let mut c = Cluster::start_with_agent(&registry_flags);
-    let _cleanup = Cleanup(c.dir.path().to_owned());
+    let _cleanup = support::Cleanup(c.dir.path().to_owned());
     let agent_dir = c.dir.path().join("agent");
     let socket = agent_dir.join("containerd/containerd.sock");
     wait_for("containerd's socket", LIMIT, || {

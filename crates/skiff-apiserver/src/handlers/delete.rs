@@ -184,7 +184,8 @@ impl Api {
             }
             let result = match plan(r, &current, opts) {
                 Plan::AlreadyMarked => return Ok(current),
-                _ if opts.dry_run => return Ok(current),
+                Plan::Now if opts.dry_run => return Ok(current),
+                Plan::Mark(next) if opts.dry_run => return Ok(next),
                 Plan::Now => {
                     let gone = self.objects.delete(r, ns, name, rv).await;
                     if let Ok(gone) = &gone {
@@ -213,7 +214,8 @@ impl Api {
         let t = call.target;
         let r = t.resource;
         let labels = LabelSelector::parse(call.query.label_selector.as_deref().unwrap_or(""))?;
-        let fields = FieldSelector::parse(call.query.field_selector.as_deref().unwrap_or(""))?;
+        let fields = FieldSelector::parse(call.query.field_selector.as_deref().unwrap_or(""))?
+            .supported_by(r.group, r.kind)?;
         let opts = DeleteOptions::parse(call, &raw)?;
         let (items, _, _) = self
             .objects

@@ -50,7 +50,8 @@ impl Filter {
         }
         Ok(Self {
             labels: LabelSelector::parse(call.query.label_selector.as_deref().unwrap_or(""))?,
-            fields: FieldSelector::parse(&fields)?,
+            fields: FieldSelector::parse(&fields)?
+                .supported_by(call.target.resource.group, call.target.resource.kind)?,
         })
     }
 

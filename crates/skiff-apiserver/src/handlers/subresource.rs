@@ -62,9 +62,9 @@ impl Api {
         }
         let precondition = meta::resource_version(&scale);
         let manager = call.manager();
+        let ns = call.target.namespace.as_deref();
         let updated = self
-            .objects
-            .update(r, call.target.namespace.as_deref(), name, |current| {
+            .update_object(r, ns, name, call.query.dry_run, |current| {
                 if precondition.is_some_and(|rv| Some(rv) != meta::resource_version(&current)) {
                     return Err(ApiError::stale(r.group, r.plural, name));
                 }
@@ -95,8 +95,8 @@ impl Api {
             ));
         }
         let pods = call.target.resource;
-        self.objects
-            .update(pods, call.target.namespace.as_deref(), name, |current| {
+        let ns = call.target.namespace.as_deref();
+        self.update_object(pods, ns, name, call.query.dry_run, |current| {
                 if meta::is_deleting(&current) {
                     return Err(ApiError::conflict("", "pods", name, "pod is being deleted, cannot be assigned to a host"));
                 }

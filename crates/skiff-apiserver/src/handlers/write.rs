@@ -60,8 +60,9 @@ impl Api {
         let precondition = meta::resource_version(&incoming);
         let manager = call.manager();
         let sub = t.subresource.as_deref();
+        let dry_run = call.query.dry_run;
         let updated = self
-            .update_object(r, ns, name, |current| {
+            .update_object(r, ns, name, dry_run, |current| {
                 if precondition.is_some_and(|rv| Some(rv) != meta::resource_version(&current)) {
                     return Err(ApiError::stale(r.group, r.plural, name));
                 }
@@ -77,7 +78,7 @@ impl Api {
                 Ok(Change::unless_same(&current, next))
             })
             .await?;
-        let updated = self.finish_deletion(r, updated).await?;
+        let updated = self.finish_deletion(r, updated, dry_run).await?;
         Ok(with_warnings(response::json(200, &updated), &warnings))
     }
 
@@ -102,8 +103,9 @@ impl Api {
         let manager = call.manager();
         let sub = t.subresource.as_deref();
         let mut warnings = Vec::new();
+        let dry_run = call.query.dry_run;
         let updated = self
-            .update_object(r, ns, name, |current| {
+            .update_object(r, ns, name, dry_run, |current| {
                 let patched = apply_patch(&kind, &current, &patch, root_def(r))?;
                 if meta::resource_version(&patched) != meta::resource_version(&current) {
                     return Err(ApiError::stale(r.group, r.plural, name));
@@ -115,7 +117,7 @@ impl Api {
                 Ok(Change::unless_same(&current, next))
             })
             .await?;
-        let updated = self.finish_deletion(r, updated).await?;
+        let updated = self.finish_deletion(r, updated, dry_run).await?;
         Ok(with_warnings(response::json(200, &updated), &warnings))
     }
 
@@ -169,7 +171,7 @@ impl Api {
                 }
             }
             let result = self
-                .update_object(r, ns, name, |current| {
+                .update_object(r, ns, name, call.query.dry_run, |current| {
                     let merged = apply::apply(Some(&current), &config, &mgr, force, root_def(r))?;
                     let next = prepare_update(r, &current, merged, &manager, sub)?;
                     Ok(Change::unless_same(&current, next))
@@ -177,7 +179,7 @@ impl Api {
                 .await;
             match result {
                 Ok(updated) => {
-                    let updated = self.finish_deletion(r, updated).await?;
+                    let updated = self.finish_deletion(r, updated, call.query.dry_run).await?;
                     return Ok(with_warnings(response::json(200, &updated), &warnings));
                 }
                 Err(e) if e.reason == "NotFound" && e.message.contains(name) => continue,
@@ -202,17 +204,22 @@ impl Api {
 
     /// `Objects::update` that also settles a Service's NodePorts: ports
     /// an update newly needs are claimed before it is written, and those
-    /// it no longer holds are given back after.
-    async fn update_object<F>(
+    /// it no longer holds are given back after. A dry run only previews
+    /// the change: nothing is written or claimed.
+    pub async fn update_object<F>(
         &self,
         r: &ResourceType,
         ns: Option<&str>,
         name: &str,
+        dry_run: bool,
         mut change: F,
     ) -> Result<Value, ApiError>
     where
         F: FnMut(Value) -> Result<Change, ApiError>,
     {
+        if dry_run {
+            return self.objects.preview(r, ns, name, change).await;
+        }
         if !is_service(r) {
             return self.objects.update(r, ns, name, change).await;
         }
@@ -273,8 +280,16 @@ impl Api {
     }
 
     /// Deletes an object whose deletion waited only for finalizers that are
-    /// now gone.
-    pub async fn finish_deletion(&self, r: &ResourceType, obj: Value) -> Result<Value, ApiError> {
+    /// now gone (unless this is a dry run).
+    pub async fn finish_deletion(
+        &self,
+        r: &ResourceType,
+        obj: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        if dry_run {
+            return Ok(obj);
+        }
         let pod_waiting = r.kind == "Pod"
             && meta::get(&obj, "deletionGracePeriodSeconds")
                 .and_then(Value::as_i64)

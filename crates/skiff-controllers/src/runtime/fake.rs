@@ -56,6 +56,17 @@ impl FakeCluster {
             .insert((plural.to_owned(), k), obj);
     }
 
+    /// The stored objects of one resource, as the cluster holds them now.
+    pub fn objects(&self, plural: &str) -> Vec<Value> {
+        self.objects
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((p, _), _)| p == plural)
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
     /// The recorded calls with this verb, as `plural key`.
     pub fn made(&self, verb: &str) -> Vec<String> {
         self.calls

@@ -28,7 +28,7 @@ pub struct NetworkArgs {
     /// EndpointSlice changes timed one after another.
     #[arg(long, default_value_t = 50)]
     changes: usize,
-    /// With `pause.tar` and `busybox.tar` here (`scripts/build-test-images.sh
+    /// With `busybox.tar` here (`scripts/build-test-images.sh
     /// DIR`), also run a real node and compare HTTP through a ClusterIP
     /// with HTTP straight to the pod.
     #[arg(long)]

@@ -57,6 +57,11 @@ impl Cluster {
         Self::start_with(false, &[])
     }
 
+    /// A server without node agent, with `extra` flags.
+    pub fn start_with_flags(extra: &[&str]) -> Self {
+        Self::start_with(false, extra)
+    }
+
     /// A server with its node agent and containerd, and `extra` flags.
     pub fn start_with_agent(extra: &[&str]) -> Self {
         Self::start_with(true, extra)
@@ -263,7 +268,7 @@ pub fn create(c: &Cluster, manifest: &str) {
     assert_success(&out, "apply");
 }
 
-/// The busybox and pause images as docker archives, built from Debian
+/// The busybox image as a docker archive, built from Debian
 /// packages by `scripts/build-test-images.sh`.
 pub fn build_images() -> tempfile::TempDir {
     let images = tempfile::tempdir().unwrap();
@@ -278,17 +283,16 @@ pub fn build_images() -> tempfile::TempDir {
     images
 }
 
-/// Loads the test images into the containerd of the agent at `agent_dir`.
+/// Loads the busybox image into the containerd of the agent at
+/// `agent_dir` (a server's data dir or an agent's).
 pub fn import_images(agent_dir: &Path, images: &Path) {
-    for image in ["pause.tar", "busybox.tar"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args(["image", "import", "--data-dir"])
-            .arg(agent_dir)
-            .arg(images.join(image))
-            .output()
-            .unwrap();
-        assert_success(&out, image);
-    }
+    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["image", "import", "--data-dir"])
+        .arg(agent_dir)
+        .arg(images.join("busybox.tar"))
+        .output()
+        .unwrap();
+    assert_success(&out, "import busybox.tar");
 }
 
 /// Stops the containerd of the agent at `agent_dir` (by its config path)
@@ -326,4 +330,59 @@ pub fn unmount_under(dir: &Path) {
 /// A pod as JSON.
 pub fn pod(c: &Cluster, name: &str) -> serde_json::Value {
     c.json(&["get", "pod", name])
+}
+
+/// Asserts this test can run real containers: root, and the Debian
+/// packages `scripts/setup.sh --test` installs.
+pub fn check_prerequisites() {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    assert!(root, "the real-container tests need root");
+    for tool in [
+        "containerd",
+        "runc",
+        "ctr",
+        "umoci",
+        "skopeo",
+        "busybox",
+        "docker-registry",
+    ] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(found, "{tool} is missing: run .ci/run or apt-get install containerd runc containernetworking-plugins busybox-static umoci skopeo docker-registry");
+    }
+    assert!(
+        Path::new("/usr/lib/cni/bridge").exists(),
+        "containernetworking-plugins is missing"
+    );
+}
+
+/// Stops what the test started outside the server: its containerd (by its
+/// own config path) and its bridge.
+pub struct Cleanup(pub std::path::PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        stop_containerd(&self.0.join("agent"));
+        unmount_under(&self.0);
+        let _ = Command::new("ip")
+            .args(["link", "delete", "skiff0"])
+            .status();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", "skiff"])
+            .stderr(std::process::Stdio::null())
+            .status();
+        for range in ["10.42.0.0/16", "10.43.0.0/16"] {
+            let _ = Command::new("ip")
+                .args(["route", "delete", "unreachable", range])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
 }

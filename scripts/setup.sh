@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Skiff needs on this machine (Debian 12):
+#   to build:        protobuf-compiler libprotobuf-dev (etcd and CRI bindings)
+#   to run pods:     containerd runc containernetworking-plugins (containers,
+#                    pod network), nftables iproute2 (Services, routes)
+# With --test, also what the test suite drives: etcd-server (the store
+# suite), busybox-static umoci skopeo (the test image), docker-registry
+# (image pulls), procps util-linux (process and terminal tools).
+set -euo pipefail
+
+packages=(protobuf-compiler libprotobuf-dev containerd runc containernetworking-plugins nftables iproute2)
+if [ "${1:-}" = "--test" ]; then
+  packages+=(etcd-server busybox-static umoci skopeo docker-registry procps util-linux)
+fi
+
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "setup.sh: run as root (or install sudo)" >&2; exit 1; }
+  sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
