@@ -17,7 +17,7 @@ build() { # name tag entrypoint...
   local root="$work/$name-bundle/rootfs"
   mkdir -p "$root/bin" "$root/tmp" "$root/etc" "$root/proc" "$root/sys" "$root/dev"
   cp /bin/busybox "$root/bin/busybox"
-  for tool in sh sleep echo cat ls env true false wget httpd nc id hostname ps kill trap printf head tail dd test touch rm mkdir grep tr date tar timeout nslookup; do
+  for tool in sh sleep echo cat ls env true false wget httpd nc id hostname ps kill trap printf head tail dd test touch rm mkdir grep tr date tar timeout nslookup tty stty; do
     ln -sf busybox "$root/bin/$tool"
   done
   echo "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"

@@ -208,11 +208,10 @@ async fn probe(
         return if r.exit_code == 0 {
             Ok(())
         } else {
-            Err(format!(
-                "command exited with {}: {}",
-                r.exit_code,
-                String::from_utf8_lossy(&r.stdout).trim()
-            ))
+            // As upstream: what the command printed is the message.
+            let mut output = r.stdout;
+            output.extend_from_slice(&r.stderr);
+            Err(String::from_utf8_lossy(&output).trim_end().to_owned())
         };
     }
     if let Some(http) = &p.http_get {
