@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod network;
+mod startup;
 
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
@@ -32,6 +33,9 @@ pub enum What {
     /// Cluster DNS queries/s and proxy rule updates (root, nftables); with
     /// `--images`, HTTP through a ClusterIP against straight to the pod.
     Network(network::NetworkArgs),
+    /// From `skiff server` on an empty data dir to `/readyz`, a Ready node
+    /// and a first pod Running (root, containerd).
+    Startup(startup::StartupArgs),
     /// The HTTP client `bench network` runs inside a pod's network.
     #[command(hide = true)]
     HttpLoad(network::HttpLoadArgs),
@@ -100,6 +104,7 @@ pub async fn run(what: What) -> Result<()> {
         What::Controllers(args) => controllers(args).await,
         What::Pods(args) => pods(args).await,
         What::Network(args) => network::run(args).await,
+        What::Startup(args) => startup::run(args).await,
         What::HttpLoad(args) => network::http_load(args).await,
     }
 }
@@ -124,16 +129,23 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// Starts `skiff server` and returns it with the time it took to answer
-    /// `/readyz`.
+    /// Starts `skiff server` without its node agent and returns it with
+    /// the time it took to answer `/readyz`.
     async fn start(dir: &Path, extra: &[&str]) -> Result<(Self, Duration)> {
+        let mut args = vec!["--disable-agent"];
+        args.extend(extra);
+        Self::start_at(dir, &args, Instant::now()).await
+    }
+
+    /// Starts `skiff server` with `args` and returns it with the time from
+    /// `started` until it answered `/readyz`.
+    async fn start_at(dir: &Path, args: &[&str], started: Instant) -> Result<(Self, Duration)> {
         let port = free_port()?;
-        let started = Instant::now();
         let child = Command::new(std::env::current_exe()?)
             .args(["server", "--data-dir"])
             .arg(dir)
-            .args(["--https-port", &port.to_string(), "--disable-agent"])
-            .args(extra)
+            .args(["--https-port", &port.to_string()])
+            .args(args)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),

@@ -35,7 +35,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let out = tokio::process::Command::new("ctr")
                 .arg("--address")
                 .arg(&socket)
-                .args(["--timeout", "2s", "-n", "k8s.io", "images", "import"])
+                .args(["-n", "k8s.io", "images", "import"])
                 .arg(&file)
                 .output()
                 .await
