@@ -19,5 +19,6 @@ mod port_forward;
 pub mod probes;
 mod runtime_stream;
 pub mod server;
+mod session;
 pub mod simulated;
 mod spdy;

@@ -209,22 +209,40 @@ fn compress(c: &mut Compress, input: &[u8]) -> Result<Vec<u8>, Error> {
     }
 }
 
+/// The largest header block accepted once decompressed.
+const MAX_HEADER_BLOCK: usize = 64 * 1024;
+
+/// Inflates one header block. Refuses a block that inflates past
+/// [`MAX_HEADER_BLOCK`] or that zlib stops reading (input after the end
+/// of the stream), rather than looping on it.
 fn decompress(d: &mut Decompress, input: &[u8]) -> Result<Vec<u8>, Error> {
-    let mut out = Vec::with_capacity(input.len() * 4 + 64);
+    let mut out = Vec::with_capacity((input.len() * 4 + 64).min(MAX_HEADER_BLOCK));
     let mut at = 0;
     while at < input.len() {
-        let before = d.total_in();
+        let (before_in, before_out) = (d.total_in(), d.total_out());
+        let mut retried = false;
         match d.decompress_vec(&input[at..], &mut out, FlushDecompress::Sync) {
             Ok(_) => {}
             Err(e) if e.needs_dictionary().is_some() => {
                 d.set_dictionary(dictionary())
                     .map_err(|e| Error::Protocol(e.to_string()))?;
+                retried = true;
             }
             Err(e) => return Err(Error::Protocol(format!("header block: {e}"))),
         }
-        at += (d.total_in() - before) as usize;
-        if out.len() == out.capacity() {
-            out.reserve(out.capacity());
+        let consumed = (d.total_in() - before_in) as usize;
+        at += consumed;
+        if out.len() > MAX_HEADER_BLOCK {
+            return Err(Error::Protocol("header block too large".into()));
+        }
+        let room = out.len() < out.capacity();
+        if consumed == 0 && d.total_out() == before_out && room && !retried {
+            return Err(Error::Protocol(
+                "header block: input zlib does not read".into(),
+            ));
+        }
+        if !room {
+            out.reserve(out.capacity().min(MAX_HEADER_BLOCK));
         }
     }
     Ok(out)
@@ -386,5 +404,32 @@ mod tests {
             assert_eq!(headers["port"], port);
         }
         assert!(parse_headers(&[0, 0, 0, 1, 0, 0]).is_err());
+    }
+
+    /// A zlib stream that ends, then one byte more: zlib reads nothing
+    /// further, which once spun the reader for ever.
+    #[test]
+    fn input_after_the_end_of_the_stream_is_refused() {
+        let mut deflate = Compress::new(Compression::default(), true);
+        let mut wire = Vec::with_capacity(256);
+        deflate
+            .compress_vec(&0u32.to_be_bytes(), &mut wire, FlushCompress::Finish)
+            .unwrap();
+        wire.push(0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(decompress(&mut Decompress::new(true), &wire).is_err());
+        });
+        let refused = rx.recv_timeout(std::time::Duration::from_secs(5));
+        assert_eq!(refused, Ok(true), "refused, and promptly");
+    }
+
+    #[test]
+    fn header_blocks_that_inflate_too_far_are_refused() {
+        let mut deflate = Compress::new(Compression::default(), true);
+        let bomb = vec![b'a'; 10 * MAX_HEADER_BLOCK];
+        let wire = compress(&mut deflate, &bomb).unwrap();
+        assert!(wire.len() < 4096, "a small block on the wire");
+        assert!(decompress(&mut Decompress::new(true), &wire).is_err());
     }
 }

@@ -23,12 +23,16 @@ fn skiff(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// kubectl's switch to SPDY for exec and attach (its fallback protocol).
+const SPDY: &str = "KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false";
+
 /// Runs a kubectl command line on a pseudo-terminal (util-linux `script`),
-/// typing `input`; returns everything the terminal showed.
-fn on_terminal(c: &Cluster, kubectl_args: &str, input: &str) -> String {
+/// typing `input`; returns everything the terminal showed. `env` is set
+/// for kubectl (`VAR=value`, or empty).
+fn on_terminal(c: &Cluster, env: &str, kubectl_args: &str, input: &str) -> String {
     use std::io::Write;
     let command = format!(
-        "{} --kubeconfig {} {kubectl_args}",
+        "env {env} {} --kubeconfig {} {kubectl_args}",
         support::kubectl_path().display(),
         c.kubeconfig().display()
     );
@@ -111,13 +115,31 @@ fn fresh_start_to_interactive_pods() {
         assert!(events.contains(wanted), "{wanted} missing from {events}");
     }
 
-    // kubectl exec -it runs on a terminal.
-    let shown = on_terminal(&c, "exec -it web -- tty", "");
-    assert!(shown.contains("/dev/pts/"), "exec -it: {shown}");
+    // kubectl exec -it runs on a terminal, over WebSocket and over SPDY.
+    for env in ["", SPDY] {
+        let shown = on_terminal(&c, env, "exec -it web -- tty", "");
+        assert!(shown.contains("/dev/pts/"), "exec -it {env}: {shown}");
+    }
+    // Without a terminal over SPDY: output, stdin and the exit code.
+    let out = c
+        .kubectl_cmd(&["exec", "-i", "web", "--", "sh", "-c", "cat; exit 3"])
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"through spdy\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through spdy\n");
+    assert_eq!(out.status.code(), Some(3), "the exit code comes back");
 
     // kubectl run -it --rm: typed input reaches the shell, the pod goes.
     let shown = on_terminal(
         &c,
+        "",
         &format!("run -it --rm talk --image={BUSYBOX} --restart=Never -- sh"),
         "echo hello-$((6*7))\nexit\n",
     );
@@ -152,6 +174,20 @@ fn fresh_start_to_interactive_pods() {
         "tick",
         "attach shows output written after it attached"
     );
+    let mut attach = c
+        .kubectl_cmd(&["attach", "quiet"])
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(attach.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = attach.kill();
+    let _ = attach.wait();
+    assert_eq!(line.trim(), "tick", "attach over SPDY");
 
     // What the node agent did, in `kubectl describe pod`.
     let pod = |name: &str, image: &str, command: &str, extra: &str| {
