@@ -186,18 +186,11 @@ mod tests {
         let r = parse(
             "command=sh&command=-c&command=echo+hi&stdin=true&stdout=true&stderr=1&container=c",
         );
-        assert_eq!(
-            r,
-            Request {
-                command: vec!["sh".into(), "-c".into(), "echo hi".into()],
-                stdin: true,
-                stdout: true,
-                stderr: true,
-                tty: false,
-            }
-        );
-        assert!(parse("command=sh&tty=true").tty);
-        assert!(!parse("command=ls").stdin);
+        assert_eq!(r.command, ["sh", "-c", "echo hi"]);
+        assert!(r.channels.stdin && r.channels.stdout && r.channels.stderr);
+        assert!(!r.channels.tty);
+        assert!(parse("command=sh&tty=true").channels.tty);
+        assert!(!parse("command=ls").channels.stdin);
     }
 
     #[test]
