@@ -373,23 +373,34 @@ mod tests {
         .unwrap()
     }
 
-    #[tokio::test]
-    async fn ready_and_unready_pods_with_named_ports() {
+    struct Informers {
+        services: Informer<Service>,
+        pods: Informer<Pod>,
+        slices: Informer<EndpointSlice>,
+    }
+
+    fn controller() -> (Arc<FakeCluster>, EndpointsController, Informers) {
         let fake = Arc::new(FakeCluster::default());
-        let (mut services, mut pods, endpoints, mut slices) = (
-            Informer::default(),
-            Informer::default(),
-            Informer::default(),
-            Informer::default(),
-        );
+        let mut i = Informers {
+            services: Informer::default(),
+            pods: Informer::default(),
+            slices: Informer::default(),
+        };
+        let endpoints = Informer::default();
         let c = EndpointsController::new(
-            &mut services,
-            &mut pods,
+            &mut i.services,
+            &mut i.pods,
             &endpoints,
-            &mut slices,
+            &mut i.slices,
             fake.clone(),
             Queue::new(),
         );
+        (fake, c, i)
+    }
+
+    #[tokio::test]
+    async fn ready_and_unready_pods_with_named_ports() {
+        let (fake, c, Informers { services, pods, .. }) = controller();
         services.apply(serde_json::from_value(json!({
             "metadata": {"name": "web", "namespace": "d", "uid": "svc"},
             "spec": {"selector": {"app": "web"}, "ports": [{"name": "web", "port": 80, "targetPort": "http"}]},
@@ -415,21 +426,15 @@ mod tests {
 
     #[tokio::test]
     async fn scaling_to_zero_empties_the_slice_every_time() {
-        let fake = Arc::new(FakeCluster::default());
-        let (mut services, mut pods, endpoints, mut slices) = (
-            Informer::default(),
-            Informer::default(),
-            Informer::default(),
-            Informer::default(),
-        );
-        let c = EndpointsController::new(
-            &mut services,
-            &mut pods,
-            &endpoints,
-            &mut slices,
-            fake.clone(),
-            Queue::new(),
-        );
+        let (
+            fake,
+            c,
+            Informers {
+                services,
+                pods,
+                slices,
+            },
+        ) = controller();
         services.apply(
             serde_json::from_value(json!({
                 "metadata": {"name": "web", "namespace": "d", "uid": "svc"},
