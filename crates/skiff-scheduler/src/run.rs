@@ -445,9 +445,9 @@ async fn record(client: &Client, pod: &Pod, kind: &str, reason: &str, message: &
         reason: Some(reason.into()),
         message: Some(message.into()),
         type_: Some(kind.into()),
-        count: Some(1),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
+        // As upstream's scheduler, which records through the events API:
+        // only a microsecond `eventTime`, no legacy timestamps or count (so
+        // `kubectl describe` lists it before the kubelet's events).
         event_time: Some(MicroTime(now)),
         reporting_component: Some(SCHEDULER_NAME.into()),
         reporting_instance: Some(SCHEDULER_NAME.into()),
