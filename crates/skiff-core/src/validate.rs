@@ -83,6 +83,16 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
             );
         }
         ("", "Service") => service(spec, &mut causes),
+        ("", "ConfigMap") => {
+            for field in ["data", "binaryData"] {
+                data_keys(&obj[field], field, &mut causes);
+            }
+        }
+        ("", "Secret") => {
+            for field in ["data", "stringData"] {
+                data_keys(&obj[field], field, &mut causes);
+            }
+        }
         _ => {}
     }
     if let Some(old) = old {
@@ -181,6 +191,7 @@ fn pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
             }
         }
     }
+    volumes(spec, at, causes);
     if let Some(policy) = spec["restartPolicy"].as_str() {
         if !matches!(policy, "Always" | "OnFailure" | "Never") {
             causes.push(Cause::unsupported(
@@ -188,6 +199,143 @@ fn pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
                 policy,
                 &["Always", "OnFailure", "Never"],
             ));
+        }
+    }
+}
+
+/// Why `path` may not name a file inside a volume (a path from a pod spec
+/// the node agent joins onto a host directory), if it may not: it must be
+/// relative and must not step up with `..`.
+pub fn local_path_problem(path: &str) -> Option<&'static str> {
+    if path.starts_with('/') {
+        Some("must be a relative path")
+    } else if path.split('/').any(|part| part == "..") {
+        Some("must not contain '..'")
+    } else {
+        None
+    }
+}
+
+/// Whether `key` may name a ConfigMap's or Secret's entry (a file in its
+/// volume): `[-._a-zA-Z0-9]+`, at most 253, not `.` or `..`, not `..`-led.
+pub fn is_data_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 253
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && key != "."
+        && !key.starts_with("..")
+}
+
+const DATA_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
+
+fn data_keys(map: &Value, at: &str, causes: &mut Vec<Cause>) {
+    for key in map.as_object().into_iter().flat_map(|m| m.keys()) {
+        if !is_data_key(key) {
+            causes.push(Cause::invalid(format!("{at}[{key}]"), key, DATA_KEY_MSG));
+        }
+    }
+}
+
+/// A file path in a volume's `items` (or a projection's).
+fn item_path(path: &Value, at: String, causes: &mut Vec<Cause>) {
+    match path.as_str() {
+        None | Some("") => causes.push(Cause::required(at)),
+        Some(p) => {
+            if let Some(why) = local_path_problem(p) {
+                causes.push(Cause::invalid(at, p, why));
+            }
+        }
+    }
+}
+
+/// `items` of a configMap, secret or downwardAPI volume or projection.
+fn items(list: &Value, keyed: bool, at: &str, causes: &mut Vec<Cause>) {
+    for (k, item) in list.as_array().into_iter().flatten().enumerate() {
+        let here = format!("{at}.items[{k}]");
+        if keyed && item["key"].as_str().is_none_or(str::is_empty) {
+            causes.push(Cause::required(format!("{here}.key")));
+        }
+        item_path(&item["path"], format!("{here}.path"), causes);
+    }
+}
+
+/// Volume names are DNS labels, once each; the paths inside them stay
+/// inside them; every mount names a volume, and its subPath stays inside
+/// it.
+fn volumes(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
+    let mut names = Vec::new();
+    for (i, v) in spec["volumes"].as_array().into_iter().flatten().enumerate() {
+        let here = format!("{at}.volumes[{i}]");
+        match v["name"].as_str() {
+            None | Some("") => causes.push(Cause::required(format!("{here}.name"))),
+            Some(n) if !is_dns_label(n) => {
+                causes.push(Cause::invalid(format!("{here}.name"), n, LABEL_MSG))
+            }
+            Some(n) if names.contains(&n) => causes.push(Cause {
+                reason: "FieldValueDuplicate",
+                field: format!("{here}.name"),
+                message: format!("Duplicate value: {n:?}"),
+            }),
+            Some(n) => names.push(n),
+        }
+        for kind in ["configMap", "secret"] {
+            items(&v[kind]["items"], true, &format!("{here}.{kind}"), causes);
+        }
+        items(
+            &v["downwardAPI"]["items"],
+            false,
+            &format!("{here}.downwardAPI"),
+            causes,
+        );
+        let sources = v["projected"]["sources"].as_array();
+        for (j, source) in sources.into_iter().flatten().enumerate() {
+            let there = format!("{here}.projected.sources[{j}]");
+            for kind in ["configMap", "secret"] {
+                items(
+                    &source[kind]["items"],
+                    true,
+                    &format!("{there}.{kind}"),
+                    causes,
+                );
+            }
+            items(
+                &source["downwardAPI"]["items"],
+                false,
+                &format!("{there}.downwardAPI"),
+                causes,
+            );
+            if source["serviceAccountToken"].is_object() {
+                let path = &source["serviceAccountToken"]["path"];
+                item_path(path, format!("{there}.serviceAccountToken.path"), causes);
+            }
+        }
+    }
+    for list in ["initContainers", "containers"] {
+        for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
+            let mounts = c["volumeMounts"].as_array();
+            for (j, m) in mounts.into_iter().flatten().enumerate() {
+                let here = format!("{at}.{list}[{i}].volumeMounts[{j}]");
+                let name = m["name"].as_str().unwrap_or_default();
+                if !names.contains(&name) {
+                    causes.push(Cause {
+                        reason: "FieldValueNotFound",
+                        field: format!("{here}.name"),
+                        message: format!("Not found: {name:?}"),
+                    });
+                }
+                if m["mountPath"].as_str().is_none_or(str::is_empty) {
+                    causes.push(Cause::required(format!("{here}.mountPath")));
+                }
+                for field in ["subPath", "subPathExpr"] {
+                    if let Some(p) = m[field].as_str().filter(|p| !p.is_empty()) {
+                        if let Some(why) = local_path_problem(p) {
+                            causes.push(Cause::invalid(format!("{here}.{field}"), p, why));
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -279,6 +427,88 @@ mod tests {
         ] {
             assert_eq!(is_dns_label(s), label, "{s}");
             assert_eq!(is_dns_subdomain(s), sub, "{s}");
+        }
+    }
+
+    #[test]
+    fn volume_paths_stay_inside_their_volumes() {
+        let pods = lookup("", "v1", "pods").unwrap();
+        let pod = |volume: Value, mount: Value| {
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [
+                {"name": "c", "image": "i", "volumeMounts": [mount]}], "volumes": [volume]}})
+        };
+        let fields = |p: &Value| -> Vec<String> {
+            match object(pods, p, None) {
+                Ok(()) => vec![],
+                Err(e) => e.details.unwrap()["causes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["field"].as_str().unwrap().to_owned())
+                    .collect(),
+            }
+        };
+        let mount = json!({"name": "v", "mountPath": "/m"});
+        let ok = pod(
+            json!({"name": "v", "configMap": {"name": "c", "items": [{"key": "k", "path": "a/b"}]}}),
+            mount.clone(),
+        );
+        assert_eq!(fields(&ok), Vec::<String>::new());
+        for (volume, field) in [
+            (
+                json!({"name": "/etc/cron.d", "configMap": {"name": "c"}}),
+                "spec.volumes[0].name",
+            ),
+            (json!({"name": "v", "emptyDir": {}, "x": 1}), ""),
+            (
+                json!({"name": "v", "configMap": {"name": "c", "items": [{"key": "k", "path": "../../etc/passwd"}]}}),
+                "spec.volumes[0].configMap.items[0].path",
+            ),
+            (
+                json!({"name": "v", "secret": {"secretName": "s", "items": [{"key": "k", "path": "/etc/shadow"}]}}),
+                "spec.volumes[0].secret.items[0].path",
+            ),
+            (
+                json!({"name": "v", "downwardAPI": {"items": [{"path": "a/../../x", "fieldRef": {"fieldPath": "metadata.name"}}]}}),
+                "spec.volumes[0].downwardAPI.items[0].path",
+            ),
+            (
+                json!({"name": "v", "projected": {"sources": [{"serviceAccountToken": {"path": "../t"}}]}}),
+                "spec.volumes[0].projected.sources[0].serviceAccountToken.path",
+            ),
+        ] {
+            let got = fields(&pod(volume.clone(), mount.clone()));
+            match field {
+                "" => assert!(got.is_empty(), "{volume}: {got:?}"),
+                f => assert_eq!(got.first().map(String::as_str), Some(f), "{volume}"),
+            }
+        }
+        let v = json!({"name": "v", "emptyDir": {}});
+        for (m, field) in [
+            (
+                json!({"name": "v", "mountPath": "/m", "subPath": "/"}),
+                "spec.containers[0].volumeMounts[0].subPath",
+            ),
+            (
+                json!({"name": "v", "mountPath": "/m", "subPath": "a/../.."}),
+                "spec.containers[0].volumeMounts[0].subPath",
+            ),
+            (
+                json!({"name": "w", "mountPath": "/m"}),
+                "spec.containers[0].volumeMounts[0].name",
+            ),
+        ] {
+            assert_eq!(
+                fields(&pod(v.clone(), m.clone())),
+                vec![field.to_owned()],
+                "{m}"
+            );
+        }
+        let cms = lookup("", "v1", "configmaps").unwrap();
+        let cm = |key: &str| json!({"metadata": {"name": "c"}, "data": {key: "x"}});
+        assert!(object(cms, &cm("app.conf"), None).is_ok());
+        for bad in ["../x", "a/b", "..", "."] {
+            assert!(object(cms, &cm(bad), None).is_err(), "{bad}");
         }
     }
 

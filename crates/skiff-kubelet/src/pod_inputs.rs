@@ -190,7 +190,18 @@ fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>, mode: u32) -> Resu
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for (name, bytes) in files {
+        if let Some(why) = skiff_core::validate::local_path_problem(name) {
+            return Err(format!("file {name:?} {why}"));
+        }
         let path = dir.join(name);
+        if let Some(parent) = Path::new(name).parent().and_then(Path::to_str) {
+            if !parent.is_empty() {
+                inside(dir, parent)?;
+            }
+        }
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(format!("file {name:?} is a symbolic link"));
+        }
         if std::fs::read(&path).ok().as_ref() == Some(bytes) {
             continue;
         }
@@ -400,17 +411,32 @@ async fn token(
     Ok(token)
 }
 
-/// Makes the pod's volumes exist under `dir`, returning each one's host
-/// path; an error is a `CreateContainerConfigError`.
+/// One volume of a pod on this node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Volume {
+    pub path: PathBuf,
+    /// Files the agent writes (ConfigMaps, Secrets, the downward API,
+    /// projections) are mounted read-only, as upstream does, so that no
+    /// container can plant what the agent would write through.
+    pub read_only: bool,
+}
+
+/// Makes the pod's volumes exist under `dir`; an error is a
+/// `CreateContainerConfigError`. Names and paths from the spec are
+/// checked again here (the API server validates them): none may lead out
+/// of `dir`.
 pub async fn volumes(
     client: &Client,
     pod: &Pod,
     dir: &Path,
     tokens: &Tokens,
-) -> Result<BTreeMap<String, PathBuf>, String> {
+) -> Result<BTreeMap<String, Volume>, String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let mut out = BTreeMap::new();
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        if !skiff_core::validate::is_dns_label(&v.name) {
+            return Err(format!("volume name {:?} is not a DNS label", v.name));
+        }
         let path = dir.join(&v.name);
         let mut files = BTreeMap::new();
         let mode;
@@ -419,13 +445,26 @@ pub async fn volumes(
             if e.medium.as_deref() == Some("Memory") {
                 mount_tmpfs(&path, e.size_limit.as_ref().map(|q| q.0.as_str()))?;
             }
-            out.insert(v.name.clone(), path);
+            out.insert(
+                v.name.clone(),
+                Volume {
+                    path,
+                    read_only: false,
+                },
+            );
             continue;
         } else if let Some(h) = &v.host_path {
             if h.type_.as_deref() == Some("DirectoryOrCreate") {
                 std::fs::create_dir_all(&h.path).map_err(|e| format!("{}: {e}", h.path))?;
             }
-            out.insert(v.name.clone(), PathBuf::from(&h.path));
+            let path = PathBuf::from(&h.path);
+            out.insert(
+                v.name.clone(),
+                Volume {
+                    path,
+                    read_only: false,
+                },
+            );
             continue;
         } else if let Some(c) = &v.config_map {
             mode = c.default_mode.unwrap_or(0o644);
@@ -491,29 +530,63 @@ pub async fn volumes(
             continue;
         }
         write_files(&path, &files, mode as u32)?;
-        out.insert(v.name.clone(), path);
+        out.insert(
+            v.name.clone(),
+            Volume {
+                path,
+                read_only: true,
+            },
+        );
     }
     Ok(out)
 }
 
 /// The container's mounts of the pod's volumes.
-pub fn mounts(c: &Container, volumes: &BTreeMap<String, PathBuf>) -> Vec<cri::Mount> {
-    c.volume_mounts
-        .iter()
-        .flatten()
-        .filter_map(|m| {
-            let mut host = volumes.get(&m.name)?.clone();
-            if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-                host = host.join(sub);
+pub fn mounts(
+    c: &Container,
+    volumes: &BTreeMap<String, Volume>,
+) -> Result<Vec<cri::Mount>, String> {
+    let mut out = Vec::new();
+    for m in c.volume_mounts.iter().flatten() {
+        let Some(volume) = volumes.get(&m.name) else {
+            continue;
+        };
+        let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            Some(sub) => inside(&volume.path, sub)?,
+            None => volume.path.clone(),
+        };
+        out.push(cri::Mount {
+            container_path: m.mount_path.clone(),
+            host_path: host.display().to_string(),
+            readonly: volume.read_only || m.read_only == Some(true),
+            ..Default::default()
+        });
+    }
+    Ok(out)
+}
+
+/// `base/relative`, made if missing, refused if it would lead out of
+/// `base`: an absolute path, a `..`, or a symbolic link on the way (which a
+/// container can plant in a writable volume).
+pub fn inside(base: &Path, relative: &str) -> Result<PathBuf, String> {
+    if let Some(why) = skiff_core::validate::local_path_problem(relative) {
+        return Err(format!("path {relative:?} {why}"));
+    }
+    let mut at = base.to_path_buf();
+    for part in Path::new(relative).components() {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(format!("path {relative:?} leads through a symbolic link"))
             }
-            Some(cri::Mount {
-                container_path: m.mount_path.clone(),
-                host_path: host.display().to_string(),
-                readonly: m.read_only == Some(true),
-                ..Default::default()
-            })
-        })
-        .collect()
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&at).map_err(|e| format!("{}: {e}", at.display()))?;
+            }
+            Err(e) => return Err(format!("{}: {e}", at.display())),
+        }
+    }
+    Ok(at)
 }
 
 #[cfg(test)]
@@ -543,15 +616,51 @@ mod tests {
             {"name": "data", "mountPath": "/data", "subPath": "x"},
             {"name": "unknown", "mountPath": "/nope"}]}))
         .unwrap();
-        let volumes: BTreeMap<String, PathBuf> = [
-            ("cfg".to_owned(), PathBuf::from("/v/cfg")),
-            ("data".to_owned(), PathBuf::from("/v/data")),
+        let volume = |path: &str, read_only| Volume {
+            path: PathBuf::from(path),
+            read_only,
+        };
+        let data = tempfile_dir("mounts");
+        std::fs::create_dir_all(&data).unwrap();
+        let volumes: BTreeMap<String, Volume> = [
+            ("cfg".to_owned(), volume("/v/cfg", false)),
+            ("data".to_owned(), volume(data.to_str().unwrap(), true)),
         ]
         .into();
-        let m = mounts(&c, &volumes);
+        let m = mounts(&c, &volumes).unwrap();
         assert_eq!(m.len(), 2);
         assert_eq!((m[0].host_path.as_str(), m[0].readonly), ("/v/cfg", true));
-        assert_eq!(m[1].host_path, "/v/data/x");
+        assert_eq!(m[1].host_path, data.join("x").display().to_string());
+        assert!(m[1].readonly, "files the agent writes are read-only");
+        std::fs::remove_dir_all(&data).unwrap();
+    }
+
+    #[test]
+    fn paths_from_the_spec_stay_inside_their_volume() {
+        let dir = tempfile_dir("inside");
+        std::fs::create_dir_all(dir.join("vol")).unwrap();
+        let base = dir.join("vol");
+        assert_eq!(inside(&base, "a/b").unwrap(), base.join("a/b"));
+        assert!(base.join("a/b").is_dir(), "made when missing");
+        for bad in ["/", "/etc", "../x", "a/../../x"] {
+            assert!(inside(&base, bad).is_err(), "{bad}");
+        }
+        // A link a container planted in its volume is not followed.
+        std::os::unix::fs::symlink("/", base.join("root")).unwrap();
+        assert!(inside(&base, "root/etc").is_err());
+        let files: BTreeMap<String, Vec<u8>> = [("root".to_owned(), b"x".to_vec())].into();
+        assert!(
+            write_files(&base, &files, 0o644).is_err(),
+            "no write through a link"
+        );
+        let files: BTreeMap<String, Vec<u8>> = [("../out".to_owned(), b"x".to_vec())].into();
+        assert!(write_files(&base, &files, 0o644).is_err());
+        assert!(!dir.join("out").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("skiff-{name}-{}", std::process::id()))
     }
 
     #[tokio::test]

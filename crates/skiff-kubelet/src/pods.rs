@@ -58,7 +58,7 @@ struct Launch<'a> {
     pod: &'a Pod,
     sandbox: &'a str,
     config: &'a cri::PodSandboxConfig,
-    volumes: &'a Result<std::collections::BTreeMap<String, std::path::PathBuf>, String>,
+    volumes: &'a Result<std::collections::BTreeMap<String, pod_inputs::Volume>, String>,
 }
 
 fn exited(status: &cri::ContainerStatus) -> bool {
@@ -850,7 +850,14 @@ impl Worker {
                 return false;
             }
         };
-        let mounts = pod_inputs::mounts(c, volumes);
+        let mounts = match pod_inputs::mounts(c, volumes) {
+            Ok(m) => m,
+            Err(why) => {
+                failed(&why);
+                waiting.insert(c.name.clone(), format!("CreateContainerConfigError: {why}"));
+                return false;
+            }
+        };
         match self.start_container(at, c, attempt, env, mounts).await {
             Ok(()) => true,
             Err(e) => {
