@@ -192,6 +192,7 @@ fn pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
         }
     }
     volumes(spec, at, causes);
+    security(spec, at, causes);
     if let Some(policy) = spec["restartPolicy"].as_str() {
         if !matches!(policy, "Always" | "OnFailure" | "Never") {
             causes.push(Cause::unsupported(
@@ -199,6 +200,79 @@ fn pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
                 policy,
                 &["Always", "OnFailure", "Never"],
             ));
+        }
+    }
+}
+
+/// The sysctls a pod may set: upstream's safe set, namespaced per pod.
+pub const SAFE_SYSCTLS: &[&str] = &[
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+];
+
+/// A setting Skiff's node agent cannot apply: refused here rather than
+/// dropped on the node.
+fn not_applied(field: String) -> Cause {
+    Cause {
+        reason: "FieldValueForbidden",
+        field,
+        message: "Forbidden: Skiff's node agent cannot apply this setting".into(),
+    }
+}
+
+/// Security settings the node agent does not implement are refused.
+fn security(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
+    let pod = &spec["securityContext"];
+    let here = format!("{at}.securityContext");
+    for field in [
+        "seLinuxOptions",
+        "appArmorProfile",
+        "windowsOptions",
+        "seLinuxChangePolicy",
+    ] {
+        if !pod[field].is_null() {
+            causes.push(not_applied(format!("{here}.{field}")));
+        }
+    }
+    for (i, sysctl) in pod["sysctls"].as_array().into_iter().flatten().enumerate() {
+        let name = sysctl["name"].as_str().unwrap_or_default();
+        if !SAFE_SYSCTLS.contains(&name) {
+            causes.push(Cause {
+                reason: "FieldValueForbidden",
+                field: format!("{here}.sysctls[{i}].name"),
+                message: format!(
+                    "Forbidden: {name:?} is not a safe sysctl (the safe ones: {})",
+                    SAFE_SYSCTLS.join(", ")
+                ),
+            });
+        }
+    }
+    if pod["seccompProfile"]["type"] == "Localhost" {
+        causes.push(not_applied(format!("{here}.seccompProfile")));
+    }
+    for list in ["initContainers", "containers"] {
+        for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
+            let sc = &c["securityContext"];
+            let here = format!("{at}.{list}[{i}].securityContext");
+            for field in ["seLinuxOptions", "appArmorProfile", "windowsOptions"] {
+                if !sc[field].is_null() {
+                    causes.push(not_applied(format!("{here}.{field}")));
+                }
+            }
+            if sc["procMount"].as_str().is_some_and(|p| p != "Default") {
+                causes.push(not_applied(format!("{here}.procMount")));
+            }
+            if sc["seccompProfile"]["type"] == "Localhost" {
+                causes.push(not_applied(format!("{here}.seccompProfile")));
+            }
         }
     }
 }
@@ -509,6 +583,39 @@ mod tests {
         assert!(object(cms, &cm("app.conf"), None).is_ok());
         for bad in ["../x", "a/b", "..", "."] {
             assert!(object(cms, &cm(bad), None).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn security_settings_the_node_cannot_apply_are_refused() {
+        let pods = lookup("", "v1", "pods").unwrap();
+        let pod = |pod_sc: Value, sc: Value| {
+            json!({"metadata": {"name": "p"}, "spec": {"securityContext": pod_sc,
+                "containers": [{"name": "c", "image": "i", "securityContext": sc}]}})
+        };
+        let ok = pod(
+            json!({"runAsUser": 1, "sysctls": [{"name": "net.ipv4.tcp_syncookies", "value": "1"}]}),
+            json!({"capabilities": {"drop": ["ALL"]}, "procMount": "Default", "seccompProfile": {"type": "RuntimeDefault"}}),
+        );
+        assert!(object(pods, &ok, None).is_ok());
+        for (pod_sc, sc) in [
+            (json!({"seLinuxOptions": {"level": "s0"}}), json!({})),
+            (
+                json!({"sysctls": [{"name": "kernel.msgmax", "value": "1"}]}),
+                json!({}),
+            ),
+            (json!({}), json!({"procMount": "Unmasked"})),
+            (
+                json!({}),
+                json!({"seccompProfile": {"type": "Localhost", "localhostProfile": "x.json"}}),
+            ),
+        ] {
+            let err = object(pods, &pod(pod_sc.clone(), sc.clone()), None).unwrap_err();
+            assert!(
+                err.message.contains("Forbidden"),
+                "{pod_sc} {sc}: {}",
+                err.message
+            );
         }
     }
 

@@ -18,6 +18,7 @@ pub mod pods;
 mod port_forward;
 pub mod probes;
 mod runtime_stream;
+pub mod security;
 pub mod server;
 mod session;
 pub mod simulated;

@@ -19,6 +19,7 @@ use crate::cri::{Cri, Error};
 use crate::events::{container_path, Recorder, Type};
 use crate::pod_inputs;
 use crate::probes::Prober;
+use crate::security;
 
 const UID_LABEL: &str = "io.kubernetes.pod.uid";
 pub(crate) const NAME_LABEL: &str = "io.kubernetes.container.name";
@@ -425,7 +426,12 @@ impl Worker {
         ))
     }
 
-    fn sandbox_config(&self, pod: &Pod, attempt: u32) -> cri::PodSandboxConfig {
+    fn sandbox_config(
+        &self,
+        pod: &Pod,
+        attempt: u32,
+        security: cri::LinuxSandboxSecurityContext,
+    ) -> cri::PodSandboxConfig {
         let m = &pod.metadata;
         let (name, ns, uid) = (
             m.name.clone().unwrap_or_default(),
@@ -441,11 +447,13 @@ impl Worker {
                 namespace: ns.clone(),
                 attempt,
             }),
-            hostname: pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.hostname.clone())
-                .unwrap_or(name.clone()),
+            // A pod on the node's network has the node's name, as upstream.
+            hostname: match pod.spec.as_ref() {
+                Some(s) if s.host_network == Some(true) => String::new(),
+                spec => spec
+                    .and_then(|s| s.hostname.clone())
+                    .unwrap_or(name.clone()),
+            },
             log_directory: log_directory.display().to_string(),
             labels: [
                 (UID_LABEL.to_owned(), uid),
@@ -453,7 +461,11 @@ impl Worker {
                 ("io.kubernetes.pod.namespace".to_owned(), ns.clone()),
             ]
             .into(),
-            linux: Some(cri::LinuxPodSandboxConfig::default()),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(security),
+                sysctls: pod.spec.as_ref().map(security::sysctls).unwrap_or_default(),
+                ..Default::default()
+            }),
             dns_config: self.dns_config(pod, &ns),
             ..Default::default()
         }
@@ -581,6 +593,7 @@ impl Worker {
         attempt: u32,
         env: Vec<cri::KeyValue>,
         mounts: Vec<cri::Mount>,
+        security: cri::LinuxContainerSecurityContext,
     ) -> Result<(), Error> {
         let limits = c
             .resources
@@ -636,7 +649,7 @@ impl Worker {
             tty: c.tty == Some(true),
             linux: Some(cri::LinuxContainerConfig {
                 resources: Some(resources),
-                ..Default::default()
+                security_context: Some(security),
             }),
             ..Default::default()
         };
@@ -704,7 +717,27 @@ impl Worker {
             .await?
             .into_iter()
             .find(|s| s.state == cri::PodSandboxState::SandboxReady as i32);
-        let config = self.sandbox_config(pod, 0);
+        let security = match security::sandbox(&spec) {
+            Ok(s) => s,
+            Err(why) => {
+                // Nothing runs with less isolation than asked for.
+                self.event(pod, "", Type::Warning, "Failed", &format!("Error: {why}"));
+                let waiting = spec
+                    .containers
+                    .iter()
+                    .map(|c| (c.name.clone(), format!("CreateContainerConfigError: {why}")))
+                    .collect();
+                let seen = Observed {
+                    pod_ip: String::new(),
+                    latest: HashMap::new(),
+                    previous: HashMap::new(),
+                };
+                return self
+                    .report(pod, &seen, &waiting, &HashMap::new(), Init::Done)
+                    .await;
+            }
+        };
+        let config = self.sandbox_config(pod, 0, security);
         let sandbox = match ready_sandbox {
             Some(s) => s.id,
             None => {
@@ -795,6 +828,27 @@ impl Worker {
         self.report(pod, &seen, &waiting, &ready, init).await
     }
 
+    /// Who the container's image runs as, as the runtime reads it.
+    async fn image_user(&self, c: &Container) -> security::ImageUser {
+        let status = self
+            .cri
+            .images
+            .clone()
+            .image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image: c.image.clone().unwrap_or_default(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await;
+        let image = status.ok().and_then(|s| s.into_inner().image);
+        security::ImageUser {
+            uid: image.as_ref().and_then(|i| i.uid.as_ref()).map(|u| u.value),
+            name: image.map(|i| i.username).unwrap_or_default(),
+        }
+    }
+
     /// Marks a container that waits to restart (`CrashLoopBackOff`).
     fn back_off(&self, pod: &Pod, c: &Container, waiting: &mut HashMap<String, String>) {
         let m = &pod.metadata;
@@ -858,7 +912,20 @@ impl Worker {
                 return false;
             }
         };
-        match self.start_container(at, c, attempt, env, mounts).await {
+        let spec = at.pod.spec.clone().unwrap_or_default();
+        let image_user = self.image_user(c).await;
+        let security = match security::container(&spec, c, &image_user) {
+            Ok(s) => s,
+            Err(why) => {
+                failed(&why);
+                waiting.insert(c.name.clone(), format!("CreateContainerConfigError: {why}"));
+                return false;
+            }
+        };
+        match self
+            .start_container(at, c, attempt, env, mounts, security)
+            .await
+        {
             Ok(()) => true,
             Err(e) => {
                 failed(&e.to_string());
@@ -982,7 +1049,12 @@ impl Worker {
         init: Init,
     ) -> Result<(), Error> {
         let spec = pod.spec.clone().unwrap_or_default();
-        let ip = seen.pod_ip.clone();
+        // A pod on the node's network has the node's address.
+        let ip = if spec.host_network == Some(true) && seen.pod_ip.is_empty() {
+            self.node_ip.clone()
+        } else {
+            seen.pod_ip.clone()
+        };
         let restart = spec.restart_policy.as_deref().unwrap_or("Always");
         let init_statuses: Vec<Value> = spec
             .init_containers

@@ -64,27 +64,33 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 
 /// The containerd socket of the agent at `data_dir`, or of the embedded
 /// agent when it is a server's data dir; an error when nothing answers
-/// there within [`DIAL_TIMEOUT`].
+/// there within [`DIAL_TIMEOUT`] (a containerd still starting gets that
+/// long to open its socket).
 async fn socket(data_dir: &Path) -> anyhow::Result<PathBuf> {
-    let embedded = Layout::new(&data_dir.join("agent")).socket();
-    let socket = if embedded.exists() {
-        embedded
+    let server = data_dir.join("agent").is_dir() || data_dir.join("kubeconfig.yaml").exists();
+    let socket = if server {
+        Layout::new(&data_dir.join("agent")).socket()
     } else {
         Layout::new(data_dir).socket()
     };
-    let dial = tokio::time::timeout(DIAL_TIMEOUT, tokio::net::UnixStream::connect(&socket)).await;
-    match dial {
-        Ok(Ok(_)) => Ok(socket),
-        Ok(Err(e)) => bail!(
-            "no containerd at {} ({e}): is `skiff server` or `skiff agent` running with --data-dir {}?",
-            socket.display(),
-            data_dir.display()
-        ),
-        Err(_) => bail!(
-            "the containerd at {} did not answer within 2 s: is it stuck or starting?",
-            socket.display()
-        ),
-    }
+    let deadline = tokio::time::Instant::now() + DIAL_TIMEOUT;
+    let last = loop {
+        let dial =
+            tokio::time::timeout_at(deadline, tokio::net::UnixStream::connect(&socket)).await;
+        match dial {
+            Ok(Ok(_)) => return Ok(socket),
+            Ok(Err(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(Err(e)) => break e.to_string(),
+            Err(_) => break "no answer".to_owned(),
+        }
+    };
+    bail!(
+        "no containerd answers at {} within 2 s ({last}): is `skiff server` or `skiff agent` running with --data-dir {}?",
+        socket.display(),
+        data_dir.display()
+    )
 }
 
 /// Bytes as upstream's tools print them (`4.2MB`).
@@ -118,7 +124,7 @@ mod tests {
     async fn a_dir_without_containerd_fails_in_one_line() {
         let dir = tempfile::tempdir().unwrap();
         let err = socket(dir.path()).await.unwrap_err().to_string();
-        assert!(err.contains("no containerd at"), "{err}");
+        assert!(err.contains("no containerd answers at"), "{err}");
         assert!(!err.contains('\n'), "{err}");
     }
 }

@@ -1,0 +1,207 @@
+//! Isolation as asked for, with real containers: each securityContext
+//! field observed from inside the container, host namespaces, runAsNonRoot
+//! refusing a root image, settings the agent cannot apply refused at
+//! admission, and every path escape from a pod spec refused with the host
+//! untouched. Needs root and `scripts/setup.sh --test`.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{assert_success, create, wait_for, Cluster};
+
+const LIMIT: Duration = Duration::from_secs(90);
+const BUSYBOX: &str = "skiff.local/busybox:1";
+
+fn pod(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n{spec}"
+    )
+}
+
+fn container(security: &str) -> String {
+    format!("  containers:\n  - name: main\n    image: {BUSYBOX}\n    command: [sleep, '3600']\n{security}")
+}
+
+fn running(c: &Cluster, name: &str) {
+    wait_for(&format!("pod {name} Running"), LIMIT, || {
+        (support::pod(c, name)["status"]["phase"] == "Running").then_some(())
+    });
+}
+
+fn exec(c: &Cluster, name: &str, command: &str) -> String {
+    let out = c.kubectl(&["exec", name, "--", "sh", "-c", command]);
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// `kubectl apply` of `manifest` fails; returns what it said.
+fn refused(c: &Cluster, manifest: &str) -> String {
+    c.fails_stdin(manifest)
+}
+
+#[test]
+fn isolation_is_applied_or_refused() {
+    support::check_prerequisites();
+    let images = support::build_images();
+    let c = Cluster::start_with_agent(&[]);
+    let _cleanup = support::Cleanup(c.dir.path().to_owned());
+    wait_for("containerd's socket", LIMIT, || {
+        let socket = c.dir.path().join("agent/containerd/containerd.sock");
+        socket.exists().then_some(())
+    });
+    support::import_images(c.dir.path(), images.path());
+
+    // Users, groups, capabilities, no_new_privs, read-only root.
+    create(
+        &c,
+        &pod(
+            "locked",
+            &format!(
+                "  securityContext: {{runAsUser: 1000, runAsGroup: 3000, fsGroup: 2000, seccompProfile: {{type: RuntimeDefault}}}}\n{}",
+                container("    securityContext: {readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}\n")
+            ),
+        ),
+    );
+    // The same image with no settings, to compare.
+    create(&c, &pod("open", &container("")));
+    running(&c, "locked");
+    running(&c, "open");
+    let id = exec(&c, "locked", "id");
+    assert!(
+        id.contains("uid=1000") && id.contains("gid=3000") && id.contains("2000"),
+        "{id}"
+    );
+    let status = exec(
+        &c,
+        "locked",
+        "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status",
+    );
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    assert!(status.contains("Seccomp:\t2"), "a seccomp filter: {status}");
+    let open = exec(
+        &c,
+        "open",
+        "id; grep -E '^(CapEff|NoNewPrivs):' /proc/self/status",
+    );
+    assert!(
+        open.contains("uid=0") && open.contains("NoNewPrivs:\t0"),
+        "{open}"
+    );
+    assert!(!open.contains("CapEff:\t0000000000000000"), "{open}");
+    let write = exec(&c, "locked", "touch /x && echo wrote");
+    assert!(
+        write.contains("Read-only file system") && !write.contains("wrote"),
+        "{write}"
+    );
+
+    // Host namespaces.
+    create(
+        &c,
+        &pod(
+            "host",
+            &format!("  hostNetwork: true\n  hostPID: true\n{}", container("")),
+        ),
+    );
+    running(&c, "host");
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(exec(&c, "host", "hostname").trim(), host_name.trim());
+    let links = exec(&c, "host", "cat /proc/net/dev");
+    assert!(
+        links.contains("skiff0"),
+        "the node's own bridge is visible: {links}"
+    );
+    let processes = exec(&c, "host", "ps");
+    assert!(
+        processes.contains("containerd"),
+        "host processes visible: {processes}"
+    );
+    let own = exec(&c, "open", "ps");
+    assert!(!own.contains("containerd"), "{own}");
+    assert_eq!(support::pod(&c, "host")["status"]["podIP"], "127.0.0.1");
+
+    // runAsNonRoot with an image that runs as root.
+    create(
+        &c,
+        &pod(
+            "rooted",
+            &container("    securityContext: {runAsNonRoot: true}\n"),
+        ),
+    );
+    wait_for("runAsNonRoot refused", LIMIT, || {
+        let p = support::pod(&c, "rooted");
+        let waiting = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+        (waiting["reason"] == "CreateContainerConfigError"
+            && waiting["message"]
+                .as_str()?
+                .contains("container has runAsNonRoot and image will run as root"))
+        .then_some(())
+    });
+
+    // Settings the agent cannot apply are refused at admission.
+    for security in [
+        "    securityContext: {procMount: Unmasked}\n",
+        "    securityContext: {seLinuxOptions: {level: s0}}\n",
+        "    securityContext: {seccompProfile: {type: Localhost, localhostProfile: x.json}}\n",
+    ] {
+        let said = refused(&c, &pod("never", &container(security)));
+        assert!(said.contains("Forbidden"), "{security}: {said}");
+    }
+    let said = refused(
+        &c,
+        &pod(
+            "never",
+            &format!(
+                "  securityContext: {{sysctls: [{{name: kernel.msgmax, value: '1'}}]}}\n{}",
+                container("")
+            ),
+        ),
+    );
+    assert!(said.contains("not a safe sysctl"), "{said}");
+
+    // Path escapes: refused, the host untouched.
+    let before = std::fs::read_dir("/etc").unwrap().count();
+    for (volume, mount) in [
+        ("  - name: /etc/cron.d\n    configMap: {name: cfg}\n", "/etc/cron.d"),
+        ("  - name: v\n    configMap: {name: cfg, items: [{key: a, path: ../../../../etc/escaped}]}\n", "v"),
+        ("  - name: v\n    emptyDir: {medium: Memory}\n", "v"),
+    ] {
+        let sub = if volume.contains("emptyDir") { ", subPath: /" } else { "" };
+        let manifest = pod(
+            "escape",
+            &format!(
+                "  volumes:\n{volume}  containers:\n  - name: main\n    image: {BUSYBOX}\n    volumeMounts: [{{name: {mount:?}, mountPath: /m{sub}}}]\n"
+            ),
+        );
+        let said = refused(&c, &manifest);
+        assert!(said.contains("Invalid value"), "{volume}: {said}");
+    }
+    let out = c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {'../escaped': x}\n",
+    );
+    assert!(!out.status.success(), "a key that climbs is refused");
+    assert_eq!(std::fs::read_dir("/etc").unwrap().count(), before);
+    assert!(!std::path::Path::new("/etc/escaped").exists());
+    // A link a container plants in its volume is not followed by a subPath
+    // (the init container plants it before the other starts).
+    create(
+        &c,
+        &pod(
+            "planter",
+            &format!(
+                "  volumes:\n  - name: v\n    emptyDir: {{}}\n  initContainers:\n  - name: main\n    image: {BUSYBOX}\n    command: [busybox, ln, -s, /, /m/root]\n    volumeMounts: [{{name: v, mountPath: /m}}]\n  containers:\n  - name: follower\n    image: {BUSYBOX}\n    command: [sh, -c, 'until ls /host/etc/hostname; do sleep 1; done; sleep 3600']\n    volumeMounts: [{{name: v, mountPath: /host, subPath: root}}]\n"
+            ),
+        ),
+    );
+    wait_for("the subPath through a link refused", LIMIT, || {
+        let p = support::pod(&c, "planter");
+        let statuses = p["status"]["containerStatuses"].as_array()?.clone();
+        let follower = statuses.iter().find(|s| s["name"] == "follower")?;
+        let message = follower["state"]["waiting"]["message"].as_str()?;
+        message.contains("symbolic link").then_some(())
+    });
+
+    let out = c.kubectl(&["delete", "pods", "--all", "--timeout=60s"]);
+    assert_success(&out, "delete pods");
+}
