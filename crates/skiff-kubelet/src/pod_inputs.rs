@@ -305,8 +305,9 @@ fn resource_field(c: &Container, resource: &str, divisor: Option<&str>) -> Resul
     Ok(((value.max(0) + divisor - 1) / divisor).to_string())
 }
 
-/// Mounts a tmpfs for a `medium: Memory` emptyDir, once.
-fn mount_tmpfs(path: &Path, size: Option<&str>) -> Result<(), String> {
+/// Mounts a tmpfs at `path` (a `medium: Memory` emptyDir, or a volume of
+/// secrets), once; `mode` is its root directory's.
+fn mount_tmpfs(path: &Path, mode: u32, size: Option<&str>) -> Result<(), String> {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     let target = path.display().to_string();
     if mounts
@@ -315,7 +316,7 @@ fn mount_tmpfs(path: &Path, size: Option<&str>) -> Result<(), String> {
     {
         return Ok(());
     }
-    let mut options = "mode=0777".to_owned();
+    let mut options = format!("mode={mode:o}");
     if let Some(bytes) = size.and_then(skiff_core::quantity::parse_milli) {
         options.push_str(&format!(",size={}", bytes / 1000));
     }
@@ -443,7 +444,7 @@ pub async fn volumes(
         if let Some(e) = &v.empty_dir {
             std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             if e.medium.as_deref() == Some("Memory") {
-                mount_tmpfs(&path, e.size_limit.as_ref().map(|q| q.0.as_str()))?;
+                mount_tmpfs(&path, 0o777, e.size_limit.as_ref().map(|q| q.0.as_str()))?;
             }
             out.insert(
                 v.name.clone(),
@@ -528,6 +529,11 @@ pub async fn volumes(
             }
         } else {
             continue;
+        }
+        // Secrets and tokens never touch the node's disk.
+        if v.secret.is_some() || v.projected.is_some() {
+            std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            mount_tmpfs(&path, 0o755, None)?;
         }
         write_files(&path, &files, mode as u32)?;
         out.insert(

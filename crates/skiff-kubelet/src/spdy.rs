@@ -432,4 +432,65 @@ mod tests {
         assert!(wire.len() < 4096, "a small block on the wire");
         assert!(decompress(&mut Decompress::new(true), &wire).is_err());
     }
+
+    /// Random and truncated frames, some carrying valid-looking control
+    /// headers and compressed blocks, end the session (or leave it waiting
+    /// for more input) without a panic or a spin: the reader always gives
+    /// the runtime back within the deadline.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn random_and_truncated_frames_never_hang_the_reader() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for round in 0..300 {
+            let mut wire = Vec::new();
+            for _ in 0..rng.random_range(1..4) {
+                let control = rng.random_bool(0.7);
+                let mut body: Vec<u8> =
+                    (0..rng.random_range(0..64)).map(|_| rng.random()).collect();
+                if control && rng.random_bool(0.5) {
+                    // A SYN_STREAM with a real zlib block, maybe cut or
+                    // followed by junk.
+                    let mut deflate = Compress::new(Compression::default(), true);
+                    let mut block = compress(&mut deflate, &1u32.to_be_bytes()).unwrap();
+                    if rng.random_bool(0.5) {
+                        block.truncate(rng.random_range(0..=block.len()));
+                    }
+                    body = [vec![0, 0, 0, 1, 0, 0, 0, 0, 0, 0], block, body].concat();
+                }
+                let mut head = [0u8; 8];
+                if control {
+                    head[..2].copy_from_slice(&(0x8000 | VERSION).to_be_bytes());
+                    let kind = [SYN_STREAM, RST_STREAM, PING, GOAWAY, 42][rng.random_range(0..5)];
+                    head[2..4].copy_from_slice(&kind.to_be_bytes());
+                } else {
+                    head[..4].copy_from_slice(&rng.random::<u32>().to_be_bytes());
+                    head[0] &= 0x7f;
+                }
+                head[4..].copy_from_slice(&(body.len() as u32).to_be_bytes());
+                head[4] = rng.random::<u8>() & 1;
+                wire.extend_from_slice(&head);
+                wire.extend_from_slice(&body);
+            }
+            if rng.random_bool(0.3) {
+                wire.truncate(rng.random_range(0..=wire.len()));
+            }
+            let (mut ours, theirs) = tokio::io::duplex(1 << 16);
+            let (_sender, mut incoming) = session(theirs);
+            use tokio::io::AsyncWriteExt;
+            ours.write_all(&wire).await.unwrap();
+            ours.shutdown().await.unwrap();
+            // Drain what the peer sends back (replies, window updates).
+            let drain = tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut sink = vec![0u8; 4096];
+                while let Ok(1..) = ours.read(&mut sink).await {}
+            });
+            let ended = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                while incoming.recv().await.is_some() {}
+            })
+            .await;
+            assert!(ended.is_ok(), "round {round}: the session did not end");
+            drain.abort();
+        }
+    }
 }

@@ -95,6 +95,28 @@ fn isolation_is_applied_or_refused() {
         "{write}"
     );
 
+    // Secrets live on tmpfs, never on the node's disk.
+    c.ok(&["create", "secret", "generic", "sec", "--from-literal=k=v"]);
+    create(
+        &c,
+        &pod(
+            "secretive",
+            &format!(
+                "  volumes:\n  - name: sec\n    secret: {{secretName: sec}}\n{}    volumeMounts: [{{name: sec, mountPath: /s}}]\n",
+                container("")
+            ),
+        ),
+    );
+    running(&c, "secretive");
+    assert_eq!(exec(&c, "secretive", "cat /s/k"), "v");
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let dir = c.dir.path().display().to_string();
+    let on_tmpfs = mounts.lines().any(|l| {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        fields[0] == "tmpfs" && fields[1].starts_with(&dir) && fields[1].ends_with("/volumes/sec")
+    });
+    assert!(on_tmpfs, "the secret volume is a tmpfs");
+
     // Host namespaces.
     create(
         &c,
