@@ -45,10 +45,26 @@ pub async fn run(api: &Api, address: SocketAddr) -> Result<(), ApiError> {
         }
     }
     api.services.repair().await?;
+    for role in crate::authz::bootstrap::cluster_roles() {
+        ensure(api, "clusterroles", "rbac.authorization.k8s.io", role, true).await?;
+    }
+    for binding in crate::authz::bootstrap::cluster_role_bindings() {
+        ensure(
+            api,
+            "clusterrolebindings",
+            "rbac.authorization.k8s.io",
+            binding,
+            true,
+        )
+        .await?;
+    }
     kubernetes_service(api, address).await
 }
 
-/// Creates an object unless it exists, or replaces it when `replace`.
+/// Creates an object unless it exists, or, when `replace`, brings its
+/// content (every field but `metadata`) to `obj`'s, unless an
+/// administrator turned that off (`rbac.authorization.kubernetes.io/autoupdate:
+/// "false"`, as upstream).
 async fn ensure(
     api: &Api,
     plural: &str,
@@ -66,17 +82,23 @@ async fn ensure(
     );
     match api.objects.try_get(r, ns.as_deref(), &name).await? {
         Some(current) if replace => {
-            if current["subsets"] == obj["subsets"]
-                && current["endpoints"] == obj["endpoints"]
-                && current["ports"] == obj["ports"]
-            {
+            let annotations = &current["metadata"]["annotations"];
+            if annotations["rbac.authorization.kubernetes.io/autoupdate"] == "false" {
+                return Ok(());
+            }
+            let content: Vec<String> = obj
+                .as_object()
+                .into_iter()
+                .flat_map(|o| o.keys())
+                .filter(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
+                .cloned()
+                .collect();
+            if content.iter().all(|f| current[f] == obj[f]) {
                 return Ok(());
             }
             let mut next = current.clone();
-            for field in ["subsets", "endpoints", "ports"] {
-                if obj.get(field).is_some() {
-                    next[field] = obj[field].take();
-                }
+            for field in content {
+                next[&field] = obj[&field].take();
             }
             let rv = skiff_core::meta::resource_version(&current).unwrap_or(0);
             api.objects.replace(r, &mut next, rv).await

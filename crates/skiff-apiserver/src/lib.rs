@@ -5,6 +5,7 @@
 //! discovery and OpenAPI. Only this crate touches the store.
 
 mod auth;
+mod authz;
 mod bootstrap;
 mod discovery;
 mod handlers;
@@ -38,6 +39,29 @@ pub struct Config {
     /// Where Service ClusterIPs come from; the first is the `kubernetes`
     /// Service's.
     pub service_cidr: skiff_core::cidr::Cidr,
+    pub authorization: AuthorizationMode,
+}
+
+/// How requests are authorized (`--authorization-mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuthorizationMode {
+    /// Roles and bindings, as upstream's RBAC.
+    #[default]
+    Rbac,
+    /// Everything any authenticated user asks (benchmarks only).
+    AlwaysAllow,
+}
+
+impl std::str::FromStr for AuthorizationMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "RBAC" => Ok(Self::Rbac),
+            "AlwaysAllow" => Ok(Self::AlwaysAllow),
+            other => Err(format!("{other:?} is not RBAC or AlwaysAllow")),
+        }
+    }
 }
 
 impl Config {
@@ -49,6 +73,7 @@ impl Config {
             datastore_endpoint: None,
             watch_cache_events: 100_000,
             service_cidr: "10.43.0.0/16".parse().expect("a valid default range"),
+            authorization: AuthorizationMode::default(),
         }
     }
 }
@@ -124,17 +149,27 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         dir,
         &format!("https://{}", SocketAddr::new(host, addr.port())),
     )?;
+    let rbac = Arc::new(authz::rbac::Rbac::default());
+    let authorizer: Arc<dyn authz::Authorizer> = match config.authorization {
+        AuthorizationMode::Rbac => rbac.clone(),
+        AuthorizationMode::AlwaysAllow => Arc::new(authz::AlwaysAllow),
+    };
     let api = Arc::new(handlers::Api::new(
-        store,
+        store.clone(),
         auth::Authenticator::new(&creds, issuer.clone()),
         creds.ca_pem.clone(),
         node_proxy::NodeDialer::new(&creds)?,
         config.service_cidr,
         issuer,
+        authorizer,
     ));
     bootstrap::run(&api, SocketAddr::new(host, addr.port()))
         .await
         .map_err(Error::Bootstrap)?;
+    if config.authorization == AuthorizationMode::Rbac {
+        let revision = rbac.load(store.as_ref()).await?;
+        tokio::spawn(rbac.follow(store, revision));
+    }
     let tls = serve::tls_config(&creds)?;
     let serving = tokio::spawn(serve::run(listener, tls, api));
     tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server ready");

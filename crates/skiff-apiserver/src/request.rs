@@ -151,6 +151,22 @@ pub enum Verb {
     DeleteCollection,
 }
 
+impl Verb {
+    /// The verb as authorization rules name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::List => "list",
+            Self::Watch => "watch",
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Patch => "patch",
+            Self::Delete => "delete",
+            Self::DeleteCollection => "deletecollection",
+        }
+    }
+}
+
 pub fn verb(method: &Method, target: &Target, query: &Query) -> Result<Verb, ApiError> {
     let named = target.name.is_some();
     Ok(match *method {

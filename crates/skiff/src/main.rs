@@ -59,6 +59,10 @@ struct ServerArgs {
     /// of the embedded store.
     #[arg(long)]
     datastore_endpoint: Option<String>,
+    /// How requests are authorized: RBAC, or AlwaysAllow (any
+    /// authenticated user may do anything; for benchmarks).
+    #[arg(long, default_value = "RBAC")]
+    authorization_mode: skiff_apiserver::AuthorizationMode,
     /// Do not run the scheduler inside the server.
     #[arg(long)]
     disable_scheduler: bool,
@@ -331,6 +335,7 @@ impl ServerArgs {
         config.https_port = self.https_port;
         config.datastore_endpoint = self.datastore_endpoint.clone();
         config.service_cidr = self.service_cidr;
+        config.authorization = self.authorization_mode;
         config
     }
 }

@@ -464,7 +464,9 @@ fn init_containers_and_volumes(c: &Cluster) {
         ]),
         "default"
     );
-    let listed = c.ok(&[
+    // The token names its ServiceAccount, which may do nothing until a
+    // role is bound to it.
+    let as_pod = [
         "--token",
         token.trim(),
         "get",
@@ -472,8 +474,24 @@ fn init_containers_and_volumes(c: &Cluster) {
         "tokened",
         "-o",
         "name",
+    ];
+    let refused = c.fails(&as_pod);
+    assert!(
+        refused.contains(r#"User "system:serviceaccount:default:default" cannot get resource "pods" in API group "" in the namespace "default""#),
+        "{refused}"
+    );
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "default-view",
+        "--clusterrole=view",
+        "--serviceaccount=default:default",
     ]);
-    assert_eq!(listed.trim(), "pod/tokened");
+    let listed = wait_for("the binding to take effect", LIMIT, || {
+        let out = c.kubectl(&as_pod);
+        out.status.success().then_some(out.stdout)
+    });
+    assert_eq!(String::from_utf8_lossy(&listed).trim(), "pod/tokened");
     let refused = c.kubectl(&["--token", "not-a-token", "get", "pods"]);
     assert!(!refused.status.success());
     wait_for("badinit to fail", LIMIT, || {

@@ -244,5 +244,11 @@ fn fresh_start_to_interactive_pods() {
         "one Pulled event for the crashing pod: {events}"
     );
 
-    c.ok(&["delete", "pods", "--all", "--timeout=60s"]);
+    c.ok(&[
+        "delete",
+        "pods",
+        "--all",
+        "--grace-period=1",
+        "--timeout=60s",
+    ]);
 }

@@ -18,6 +18,7 @@ use skiff_core::ApiError;
 use skiff_store::Store;
 
 use crate::auth::{Authenticator, User};
+use crate::authz::{self, Attributes, Authorizer, Decision};
 use crate::node_proxy::NodeDialer;
 use crate::request::{self, Query, Route, Target, Verb};
 use crate::response;
@@ -34,6 +35,7 @@ pub struct Api {
     nodes: NodeDialer,
     pub services: Allocator,
     issuer: Arc<Issuer>,
+    authorizer: Arc<dyn Authorizer>,
 }
 
 /// Everything a resource handler needs to know about its request.
@@ -74,9 +76,11 @@ impl Api {
         nodes: NodeDialer,
         service_range: Cidr,
         issuer: Arc<Issuer>,
+        authorizer: Arc<dyn Authorizer>,
     ) -> Self {
         Self {
             issuer,
+            authorizer,
             services: Allocator::new(service_range, store.clone()),
             objects: Objects { store },
             auth,
@@ -117,7 +121,48 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        match route? {
+        let route = route?;
+        let query = match &route {
+            Route::Resource(_) => Some(Query::parse(parts.uri.query())?),
+            _ => None,
+        };
+        let target = match (&route, &query) {
+            (Route::Resource(target), Some(query)) => {
+                let verb = if is_node_stream(target) {
+                    // Streams into a pod need `create` (upstream asks it of
+                    // WebSocket upgrades too); logs need `get`.
+                    if target.subresource.as_deref() == Some("log") {
+                        "get"
+                    } else {
+                        "create"
+                    }
+                } else {
+                    request::verb(&parts.method, target, query)?.name()
+                };
+                (
+                    verb,
+                    authz::Target::Resource {
+                        group: target.resource.group.to_owned(),
+                        resource: target.resource.plural.to_owned(),
+                        subresource: target.subresource.clone(),
+                        namespace: target.namespace.clone(),
+                        name: target.name.clone(),
+                    },
+                )
+            }
+            _ => ("get", authz::Target::Path(path.clone())),
+        };
+        let attributes = Attributes {
+            user,
+            verb: target.0.to_owned(),
+            target: target.1,
+        };
+        if self.authorizer.authorize(&attributes) != Decision::Allow {
+            let message = authz::forbidden_message(&attributes);
+            tracing::info!(%message, "request refused");
+            return Err(ApiError::forbidden(message));
+        }
+        match route {
             Route::Health | Route::CaCerts => unreachable!("answered before authentication"),
             Route::Version => Ok(response::json(200, &version())),
             Route::RootDiscovery { legacy } => Ok(crate::discovery::root(legacy, &accept)),
@@ -129,7 +174,7 @@ impl Api {
                 self.nodes.forward(&self.objects, &target, parts).await
             }
             Route::Resource(target) => {
-                let query = Query::parse(parts.uri.query())?;
+                let query = query.expect("parsed for every resource route");
                 let verb = request::verb(&parts.method, &target, &query)?;
                 let call = Call {
                     target: &target,

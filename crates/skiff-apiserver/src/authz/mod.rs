@@ -1,0 +1,148 @@
+//! Authorization, the pipeline stage after authentication: may this user
+//! do this verb on this resource (or non-resource path)? `--authorization-mode`
+//! picks the authorizer: `RBAC` (the default) or `AlwaysAllow`.
+
+pub mod bootstrap;
+pub mod rbac;
+
+use crate::auth::User;
+
+/// What a request asks to do, as authorizers see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attributes {
+    pub user: User,
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`,
+    /// `deletecollection`.
+    pub verb: String,
+    pub target: Target,
+}
+
+/// A resource (with its subresource, namespace and name) or a path.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Target {
+    Resource {
+        group: String,
+        resource: String,
+        subresource: Option<String>,
+        namespace: Option<String>,
+        name: Option<String>,
+    },
+    Path(String),
+}
+
+/// An authorizer's answer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Decision {
+    Allow,
+    /// Not allowed by this authorizer (others may still allow).
+    NoOpinion,
+}
+
+/// One authorization mode.
+pub trait Authorizer: Send + Sync {
+    fn authorize(&self, a: &Attributes) -> Decision;
+}
+
+/// Allows everything (`--authorization-mode AlwaysAllow`, for benchmarks).
+pub struct AlwaysAllow;
+
+impl Authorizer for AlwaysAllow {
+    fn authorize(&self, _: &Attributes) -> Decision {
+        Decision::Allow
+    }
+}
+
+/// Upstream's message for a refused request.
+pub fn forbidden_message(a: &Attributes) -> String {
+    let user = &a.user.name;
+    let verb = &a.verb;
+    match &a.target {
+        Target::Path(path) => {
+            format!("forbidden: User {user:?} cannot {verb} path {path:?}")
+        }
+        Target::Resource {
+            group,
+            resource,
+            subresource,
+            namespace,
+            name,
+        } => {
+            let full = match subresource {
+                Some(s) => format!("{resource}/{s}"),
+                None => resource.clone(),
+            };
+            let qualified = if group.is_empty() {
+                resource.clone()
+            } else {
+                format!("{resource}.{group}")
+            };
+            let what = match name {
+                Some(n) => format!("{qualified} {n:?}"),
+                None => qualified,
+            };
+            let scope = match namespace {
+                Some(ns) => format!("in the namespace {ns:?}"),
+                None => "at the cluster scope".to_owned(),
+            };
+            format!(
+                "{what} is forbidden: User {user:?} cannot {verb} resource {full:?} in API group {group:?} {scope}"
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_as_upstream() {
+        let user = User {
+            name: "alice".into(),
+            groups: vec![],
+        };
+        let a = Attributes {
+            user: user.clone(),
+            verb: "list".into(),
+            target: Target::Resource {
+                group: "".into(),
+                resource: "secrets".into(),
+                subresource: None,
+                namespace: Some("b".into()),
+                name: None,
+            },
+        };
+        assert_eq!(
+            forbidden_message(&a),
+            r#"secrets is forbidden: User "alice" cannot list resource "secrets" in API group "" in the namespace "b""#
+        );
+        let a = Attributes {
+            user: user.clone(),
+            verb: "create".into(),
+            target: Target::Resource {
+                group: "".into(),
+                resource: "pods".into(),
+                subresource: Some("exec".into()),
+                namespace: Some("a".into()),
+                name: Some("web".into()),
+            },
+        };
+        assert_eq!(
+            forbidden_message(&a),
+            r#"pods "web" is forbidden: User "alice" cannot create resource "pods/exec" in API group "" in the namespace "a""#
+        );
+        let a = Attributes {
+            user,
+            verb: "get".into(),
+            target: Target::Resource {
+                group: "apps".into(),
+                resource: "deployments".into(),
+                subresource: None,
+                namespace: None,
+                name: None,
+            },
+        };
+        assert!(forbidden_message(&a).starts_with("deployments.apps is forbidden"));
+        assert!(forbidden_message(&a).ends_with("at the cluster scope"));
+    }
+}

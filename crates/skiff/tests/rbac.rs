@@ -1,0 +1,152 @@
+//! Authorization with RBAC: ServiceAccounts bound to `view`, `edit` and
+//! `admin` in one namespace and nothing in another; each allowed verb
+//! works, each forbidden one gets 403 with upstream's message; `edit`
+//! cannot manage RBAC; a ClusterRole labelled to aggregate into `view`
+//! extends it.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{wait_for, Cluster};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// A token for ServiceAccount `name` in namespace `a`.
+fn token(c: &Cluster, name: &str) -> String {
+    c.ok(&["create", "serviceaccount", name, "-n", "a"]);
+    c.ok(&["create", "token", name, "-n", "a"])
+        .trim()
+        .to_owned()
+}
+
+/// kubectl as the holder of `token`.
+fn as_user(c: &Cluster, token: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["--token", token];
+    all.extend(args);
+    c.kubectl(&all)
+}
+
+fn allowed(c: &Cluster, token: &str, args: &[&str]) {
+    let out = wait_for(&format!("{args:?} to be allowed"), LIMIT, || {
+        let out = as_user(c, token, args);
+        out.status.success().then_some(out)
+    });
+    assert!(out.status.success());
+}
+
+fn forbidden(c: &Cluster, token: &str, args: &[&str]) -> String {
+    let out = as_user(c, token, args);
+    assert!(!out.status.success(), "{args:?} should be forbidden");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(said.contains("is forbidden: User"), "{args:?}: {said}");
+    said
+}
+
+#[test]
+fn roles_grant_what_they_say_in_their_namespace_only() {
+    let c = Cluster::start_with_flags(&["--disable-scheduler"]);
+    for ns in ["a", "b"] {
+        c.ok(&["create", "namespace", ns]);
+        c.ok(&["create", "configmap", "cfg", "-n", ns, "--from-literal=k=v"]);
+        c.ok(&[
+            "create",
+            "secret",
+            "generic",
+            "sec",
+            "-n",
+            ns,
+            "--from-literal=k=v",
+        ]);
+    }
+    let (alice, bob, carol) = (token(&c, "alice"), token(&c, "bob"), token(&c, "carol"));
+    for (user, role) in [("alice", "view"), ("bob", "edit"), ("carol", "admin")] {
+        c.ok(&[
+            "create",
+            "rolebinding",
+            user,
+            "-n",
+            "a",
+            &format!("--clusterrole={role}"),
+            &format!("--serviceaccount=a:{user}"),
+        ]);
+    }
+
+    // view: reads, but not Secrets, and writes nothing.
+    allowed(&c, &alice, &["get", "configmaps", "-n", "a"]);
+    let said = forbidden(&c, &alice, &["get", "secrets", "-n", "a"]);
+    assert!(
+        said.contains(r#"User "system:serviceaccount:a:alice" cannot list resource "secrets" in API group "" in the namespace "a""#),
+        "{said}"
+    );
+    forbidden(&c, &alice, &["create", "configmap", "new", "-n", "a"]);
+    let said = forbidden(&c, &alice, &["get", "configmaps", "-n", "b"]);
+    assert!(said.contains(r#"in the namespace "b""#), "{said}");
+    forbidden(&c, &alice, &["get", "nodes"]);
+
+    // edit: writes and reads Secrets, but manages no RBAC.
+    allowed(&c, &bob, &["create", "configmap", "made", "-n", "a"]);
+    allowed(&c, &bob, &["get", "secret", "sec", "-n", "a"]);
+    allowed(&c, &bob, &["delete", "configmap", "made", "-n", "a"]);
+    forbidden(
+        &c,
+        &bob,
+        &[
+            "create",
+            "rolebinding",
+            "x",
+            "-n",
+            "a",
+            "--clusterrole=view",
+            "--user=bob",
+        ],
+    );
+    forbidden(&c, &bob, &["get", "secrets", "-n", "b"]);
+
+    // admin: RBAC in its namespace.
+    allowed(
+        &c,
+        &carol,
+        &[
+            "create",
+            "rolebinding",
+            "x",
+            "-n",
+            "a",
+            "--clusterrole=view",
+            "--user=someone",
+        ],
+    );
+    forbidden(
+        &c,
+        &carol,
+        &[
+            "create",
+            "clusterrolebinding",
+            "y",
+            "--clusterrole=view",
+            "--user=someone",
+        ],
+    );
+
+    // A ClusterRole labelled to join `view` extends it.
+    c.ok(&[
+        "create",
+        "clusterrole",
+        "secret-reader",
+        "--verb=get,list",
+        "--resource=secrets",
+    ]);
+    c.ok(&[
+        "label",
+        "clusterrole",
+        "secret-reader",
+        "rbac.authorization.k8s.io/aggregate-to-view=true",
+    ]);
+    allowed(&c, &alice, &["get", "secrets", "-n", "a"]);
+    forbidden(&c, &alice, &["get", "secrets", "-n", "b"]);
+
+    // The admin (system:masters) may do anything; discovery works for all.
+    c.ok(&["get", "secrets", "-A"]);
+    allowed(&c, &alice, &["api-versions"]);
+}
