@@ -72,6 +72,24 @@ fn roles_grant_what_they_say_in_their_namespace_only() {
         ]);
     }
 
+    // Who am I, and what may I do?
+    let who =
+        String::from_utf8_lossy(&as_user(&c, &alice, &["auth", "whoami"]).stdout).into_owned();
+    assert!(who.contains("system:serviceaccount:a:alice"), "{who}");
+    let can = |token: &str, args: &[&str]| {
+        let mut all = vec!["auth", "can-i"];
+        all.extend(args);
+        String::from_utf8_lossy(&as_user(&c, token, &all).stdout)
+            .trim()
+            .to_owned()
+    };
+    wait_for("alice's binding", LIMIT, || {
+        (can(&alice, &["list", "pods", "-n", "a"]) == "yes").then_some(())
+    });
+    assert_eq!(can(&alice, &["list", "secrets", "-n", "a"]), "no");
+    assert_eq!(can(&bob, &["create", "deployments.apps", "-n", "a"]), "yes");
+    assert_eq!(can(&bob, &["create", "deployments.apps", "-n", "b"]), "no");
+
     // view: reads, but not Secrets, and writes nothing.
     allowed(&c, &alice, &["get", "configmaps", "-n", "a"]);
     let said = forbidden(&c, &alice, &["get", "secrets", "-n", "a"]);

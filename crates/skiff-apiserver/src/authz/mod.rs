@@ -4,6 +4,7 @@
 
 pub mod bootstrap;
 pub mod rbac;
+pub mod reviews;
 
 use crate::auth::User;
 

@@ -121,6 +121,9 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
+        if let Some(review) = authz::reviews::Review::of(&path) {
+            return self.review(review, user, &parts, body).await;
+        }
         let route = route?;
         let query = match &route {
             Route::Resource(_) => Some(Query::parse(parts.uri.query())?),
@@ -205,6 +208,36 @@ impl Api {
                 Ok(reply)
             }
         }
+    }
+}
+
+impl Api {
+    /// A review the user asks about itself (`kubectl auth can-i`, `whoami`).
+    async fn review(
+        &self,
+        review: authz::reviews::Review,
+        user: User,
+        parts: &hyper::http::request::Parts,
+        body: Body,
+    ) -> Result<Response, ApiError> {
+        if parts.method != hyper::Method::POST {
+            return Err(ApiError::method_not_allowed(
+                parts.method.as_str(),
+                parts.uri.path(),
+            ));
+        }
+        let attributes = Attributes {
+            user,
+            verb: "create".into(),
+            target: review.target(),
+        };
+        if self.authorizer.authorize(&attributes) != Decision::Allow {
+            return Err(ApiError::forbidden(authz::forbidden_message(&attributes)));
+        }
+        let raw = body::read(body, &parts.headers).await?;
+        let request = body::parse(&raw, &body::content_type(&parts.headers))?;
+        let answer = review.answer(&attributes.user, self.authorizer.as_ref(), &request);
+        Ok(response::json(201, &answer))
     }
 }
 
