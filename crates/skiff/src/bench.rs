@@ -95,6 +95,9 @@ pub struct ApiArgs {
     /// Objects created while the watchers listen.
     #[arg(long, default_value_t = 100)]
     watch_events: usize,
+    /// The server's `--authorization-mode` (RBAC or AlwaysAllow).
+    #[arg(long, default_value = "RBAC")]
+    authorization_mode: String,
 }
 
 pub async fn run(what: What) -> Result<()> {
@@ -884,8 +887,14 @@ async fn create_pods(
 async fn api(args: ApiArgs) -> Result<()> {
     let dir = tempdir()?;
     // The API server alone: no scheduler watching and caching every pod.
-    let (server, ready) = Server::start(&dir, &["--disable-scheduler"]).await?;
+    let flags = [
+        "--disable-scheduler",
+        "--authorization-mode",
+        &args.authorization_mode,
+    ];
+    let (server, ready) = Server::start(&dir, &flags).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    println!("authorization mode             {}", args.authorization_mode);
     let idle_rss = server.rss_kib();
     println!("start to ready                 {}", ms(ready));
     println!("idle RSS                       {} MiB", idle_rss / 1024);
