@@ -70,7 +70,7 @@ impl Rule {
 }
 
 /// Who a binding names.
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Subject {
     User(String),
     Group(String),
@@ -82,13 +82,51 @@ enum RoleRef {
     Role(String),
 }
 
-/// Roles and bindings, indexed by subject.
+/// What is bound to each user and group, apart, so that a request's
+/// names find their entries without allocating.
+struct BySubject<T> {
+    users: HashMap<String, Vec<T>>,
+    groups: HashMap<String, Vec<T>>,
+}
+
+impl<T> Default for BySubject<T> {
+    fn default() -> Self {
+        Self {
+            users: HashMap::new(),
+            groups: HashMap::new(),
+        }
+    }
+}
+
+impl<T> BySubject<T> {
+    fn add(&mut self, subject: Subject, item: T) {
+        let (map, name) = match subject {
+            Subject::User(n) => (&mut self.users, n),
+            Subject::Group(n) => (&mut self.groups, n),
+        };
+        map.entry(name).or_default().push(item);
+    }
+
+    /// Everything bound to the user or one of its groups.
+    fn of<'a>(&'a self, user: &'a crate::auth::User) -> impl Iterator<Item = &'a T> {
+        let own = self.users.get(&user.name).into_iter().flatten();
+        let groups = user
+            .groups
+            .iter()
+            .flat_map(|g| self.groups.get(g).into_iter().flatten());
+        own.chain(groups)
+    }
+}
+
+/// Roles and bindings, indexed by namespace and subject.
 #[derive(Default)]
 pub struct Index {
     cluster_roles: HashMap<String, Arc<Vec<Rule>>>,
-    roles: HashMap<(String, String), Arc<Vec<Rule>>>,
-    cluster_bindings: HashMap<Subject, Vec<String>>,
-    bindings: HashMap<(String, Subject), Vec<RoleRef>>,
+    /// Roles by namespace, then name.
+    roles: HashMap<String, HashMap<String, Arc<Vec<Rule>>>>,
+    cluster_bindings: BySubject<String>,
+    /// RoleBindings by namespace.
+    bindings: HashMap<String, BySubject<RoleRef>>,
 }
 
 fn rules_of(role: &Value) -> Vec<Rule> {
@@ -145,11 +183,10 @@ impl Index {
         }
         for role in roles {
             let m = &role["metadata"];
-            let key = (
-                m["namespace"].as_str().unwrap_or_default().to_owned(),
-                m["name"].as_str().unwrap_or_default().to_owned(),
-            );
-            index.roles.insert(key, Arc::new(rules_of(role)));
+            let ns = m["namespace"].as_str().unwrap_or_default().to_owned();
+            let name = m["name"].as_str().unwrap_or_default().to_owned();
+            let rules = Arc::new(rules_of(role));
+            index.roles.entry(ns).or_default().insert(name, rules);
         }
         for binding in cluster_bindings {
             if binding["roleRef"]["kind"] != "ClusterRole" {
@@ -157,11 +194,7 @@ impl Index {
             }
             let role = binding["roleRef"]["name"].as_str().unwrap_or_default();
             for s in subjects_of(binding) {
-                index
-                    .cluster_bindings
-                    .entry(s)
-                    .or_default()
-                    .push(role.to_owned());
+                index.cluster_bindings.add(s, role.to_owned());
             }
         }
         for binding in bindings {
@@ -177,12 +210,9 @@ impl Index {
                 Some("Role") => RoleRef::Role(name),
                 _ => continue,
             };
+            let local = index.bindings.entry(ns.to_owned()).or_default();
             for s in subjects_of(binding) {
-                index
-                    .bindings
-                    .entry((ns.to_owned(), s))
-                    .or_default()
-                    .push(role.clone());
+                local.add(s, role.clone());
             }
         }
         index
@@ -190,38 +220,32 @@ impl Index {
 
     /// Whether a rule bound to the user or its groups covers `a`.
     pub fn allows(&self, a: &Attributes) -> bool {
-        let subjects = std::iter::once(Subject::User(a.user.name.clone()))
-            .chain(a.user.groups.iter().cloned().map(Subject::Group));
-        let namespace = match &a.target {
-            Target::Resource { namespace, .. } => namespace.as_deref(),
-            Target::Path(_) => None,
-        };
         let covers = |rules: Option<&Arc<Vec<Rule>>>| {
             rules.is_some_and(|rules| rules.iter().any(|r| r.allows(a)))
         };
-        for s in subjects {
-            let cluster = self.cluster_bindings.get(&s).into_iter().flatten();
-            if cluster
-                .into_iter()
-                .any(|role| covers(self.cluster_roles.get(role)))
-            {
-                return true;
-            }
-            let Some(ns) = namespace else {
-                continue;
-            };
-            let local = self.bindings.get(&(ns.to_owned(), s)).into_iter().flatten();
-            for role in local {
-                let rules = match role {
-                    RoleRef::ClusterRole(name) => self.cluster_roles.get(name),
-                    RoleRef::Role(name) => self.roles.get(&(ns.to_owned(), name.clone())),
-                };
-                if covers(rules) {
-                    return true;
-                }
-            }
+        let cluster_wide = self.cluster_bindings.of(&a.user);
+        if cluster_wide
+            .into_iter()
+            .any(|role| covers(self.cluster_roles.get(role)))
+        {
+            return true;
         }
-        false
+        let ns = match &a.target {
+            Target::Resource {
+                namespace: Some(ns),
+                ..
+            } => ns,
+            _ => return false,
+        };
+        let Some(local) = self.bindings.get(ns) else {
+            return false;
+        };
+        local.of(&a.user).any(|role| {
+            covers(match role {
+                RoleRef::ClusterRole(name) => self.cluster_roles.get(name),
+                RoleRef::Role(name) => self.roles.get(ns).and_then(|r| r.get(name)),
+            })
+        })
     }
 }
 
