@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::pki::Credentials;
-use crate::tokens::Issuer;
+use crate::tokens::{Bound, Issuer};
 
 /// Who made a request.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,15 +42,28 @@ impl Authenticator {
         }
     }
 
-    /// The user an `Authorization` header value names, if any.
-    pub fn authenticate(&self, header: Option<&str>) -> Option<User> {
-        let token = header?.strip_prefix("Bearer ")?.trim();
+    /// The user an `Authorization` header value names, if any, with what
+    /// a service account token is bound to.
+    pub fn authenticate(&self, header: &str) -> Option<(User, Option<Bound>)> {
+        let token = header.strip_prefix("Bearer ")?.trim();
         let fixed = self
             .tokens
             .iter()
             .find(|(t, _)| constant_time_eq(t.as_bytes(), token.as_bytes()))
-            .map(|(_, u)| u.clone());
-        fixed.or_else(|| self.issuer.verify(token, chrono::Utc::now().timestamp()))
+            .map(|(_, u)| (u.clone(), None));
+        fixed.or_else(|| {
+            self.issuer
+                .verify(token, chrono::Utc::now().timestamp())
+                .map(|(user, bound)| (user, Some(bound)))
+        })
+    }
+}
+
+/// Who sends a request without credentials, as upstream names it.
+pub fn anonymous() -> User {
+    User {
+        name: "system:anonymous".into(),
+        groups: vec!["system:unauthenticated".into()],
     }
 }
 

@@ -66,8 +66,9 @@ impl Issuer {
     }
 
     /// The service account a token names, if it is ours, meant for the
-    /// API server and valid at `now`.
-    pub fn verify(&self, token: &str, now: i64) -> Option<User> {
+    /// API server and valid at `now`, with what it is bound to (which must
+    /// still exist for the token to be honoured).
+    pub fn verify(&self, token: &str, now: i64) -> Option<(User, Bound)> {
         let (signed, sig) = token.rsplit_once('.')?;
         let (_, payload) = signed.split_once('.')?;
         let sig = URL_SAFE_NO_PAD.decode(sig).ok()?;
@@ -85,18 +86,56 @@ impl Issuer {
             return None;
         }
         let sub = claims["sub"].as_str()?;
-        let ns = sub
+        let (ns, account) = sub
             .strip_prefix("system:serviceaccount:")?
-            .split(':')
-            .next()?;
-        Some(User {
+            .split_once(':')?;
+        let k8s = &claims["kubernetes.io"];
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        let bound = Bound {
+            namespace: ns.to_owned(),
+            account: account.to_owned(),
+            account_uid: text(&k8s["serviceaccount"]["uid"]),
+            pod: k8s["pod"]
+                .is_object()
+                .then(|| (text(&k8s["pod"]["name"]), text(&k8s["pod"]["uid"]))),
+        };
+        let user = User {
             name: sub.to_owned(),
             groups: vec![
                 "system:serviceaccounts".into(),
                 format!("system:serviceaccounts:{ns}"),
                 "system:authenticated".into(),
             ],
-        })
+        };
+        Some((user, bound))
+    }
+}
+
+/// What a service account token is bound to: its account (by uid) and,
+/// when it was made for one, a pod (name and uid).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bound {
+    pub namespace: String,
+    pub account: String,
+    pub account_uid: String,
+    pub pod: Option<(String, String)>,
+}
+
+impl Bound {
+    /// Whether `account` (and `pod`, for a pod-bound token) are the very
+    /// objects the token was made for: a deleted and re-created one has
+    /// another uid.
+    pub fn holds(&self, account: Option<&Value>, pod: Option<&Value>) -> bool {
+        let uid = |o: Option<&Value>| {
+            o.and_then(|o| o["metadata"]["uid"].as_str())
+                .map(str::to_owned)
+        };
+        let account_ok = uid(account).is_some_and(|u| u == self.account_uid);
+        let pod_ok = match &self.pod {
+            None => true,
+            Some((_, want)) => uid(pod).is_some_and(|u| &u == want),
+        };
+        account_ok && pod_ok
     }
 }
 
@@ -128,8 +167,20 @@ mod tests {
     fn tokens_name_their_service_account_until_they_expire() {
         let i = issuer();
         let token = i.issue(&claims(ISSUER, 1_000), 100).unwrap();
-        let user = i.verify(&token, 500).unwrap();
+        let (user, bound) = i.verify(&token, 500).unwrap();
         assert_eq!(user.name, "system:serviceaccount:apps:builder");
+        assert_eq!(bound.pod, Some(("web-0".into(), "p1".into())));
+        let with_uid = |u: &str| serde_json::json!({"metadata": {"uid": u}});
+        assert!(bound.holds(Some(&with_uid("u1")), Some(&with_uid("p1"))));
+        assert!(!bound.holds(Some(&with_uid("u1")), None), "the pod is gone");
+        assert!(
+            !bound.holds(Some(&with_uid("u1")), Some(&with_uid("p2"))),
+            "another pod of that name"
+        );
+        assert!(
+            !bound.holds(None, Some(&with_uid("p1"))),
+            "the account is gone"
+        );
         assert!(user
             .groups
             .contains(&"system:serviceaccounts:apps".to_owned()));

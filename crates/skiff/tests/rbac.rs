@@ -167,4 +167,69 @@ fn roles_grant_what_they_say_in_their_namespace_only() {
     // The admin (system:masters) may do anything; discovery works for all.
     c.ok(&["get", "secrets", "-A"]);
     allowed(&c, &alice, &["api-versions"]);
+
+    // Without credentials: the anonymous user, allowed public information.
+    let anonymous = |path: &str| {
+        let ca = reqwest::Certificate::from_pem(&c.ca_pem()).unwrap();
+        let client = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .unwrap();
+        let url = format!("{}{path}", c.url());
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let reply = client.get(url).send().await.unwrap();
+            (reply.status().as_u16(), reply.text().await.unwrap())
+        })
+    };
+    assert_eq!(anonymous("/version").0, 200);
+    let (code, said) = anonymous("/api/v1/namespaces/a/configmaps");
+    assert_eq!(code, 403, "{said}");
+    assert!(
+        said.contains(r#"User \"system:anonymous\" cannot list"#),
+        "{said}"
+    );
+
+    // A token whose account, or pod, is gone stops working.
+    c.ok(&["run", "holder", "-n", "a", "--image=busybox"]);
+    let uid = c.ok(&[
+        "get",
+        "pod",
+        "holder",
+        "-n",
+        "a",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    let bound = c.ok(&[
+        "create",
+        "token",
+        "alice",
+        "-n",
+        "a",
+        "--bound-object-kind=Pod",
+        "--bound-object-name=holder",
+        &format!("--bound-object-uid={uid}"),
+    ]);
+    allowed(&c, bound.trim(), &["get", "configmaps", "-n", "a"]);
+    c.ok(&[
+        "delete",
+        "pod",
+        "holder",
+        "-n",
+        "a",
+        "--grace-period=0",
+        "--force",
+    ]);
+    let out = as_user(&c, bound.trim(), &["get", "configmaps", "-n", "a"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthorized"),
+        "the pod is gone"
+    );
+    c.ok(&["delete", "serviceaccount", "alice", "-n", "a"]);
+    let out = as_user(&c, &alice, &["get", "configmaps", "-n", "a"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthorized"),
+        "the account is gone"
+    );
 }

@@ -14,7 +14,7 @@ use axum::response::Response;
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, USER_AGENT};
 use hyper::{HeaderMap, Request};
 use serde_json::json;
-use skiff_core::ApiError;
+use skiff_core::{registry, ApiError};
 use skiff_store::Store;
 
 use crate::auth::{Authenticator, User};
@@ -110,10 +110,21 @@ impl Api {
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let user: User = self
-            .auth
-            .authenticate(auth)
-            .ok_or_else(ApiError::unauthorized)?;
+        // No credentials: the anonymous user, whom RBAC allows only
+        // public information. Wrong ones: 401.
+        let user: User = match auth {
+            None => crate::auth::anonymous(),
+            Some(header) => {
+                let (user, bound) = self
+                    .auth
+                    .authenticate(header)
+                    .ok_or_else(ApiError::unauthorized)?;
+                if let Some(bound) = bound {
+                    self.check_binding(&bound).await?;
+                }
+                user
+            }
+        };
         tracing::debug!(user = %user.name, groups = ?user.groups, method = %parts.method, %path, "request");
         let accept = parts
             .headers
@@ -212,6 +223,26 @@ impl Api {
 }
 
 impl Api {
+    /// Refuses a service account token whose account, or pod, is gone.
+    async fn check_binding(&self, bound: &crate::tokens::Bound) -> Result<(), ApiError> {
+        let lookup =
+            |plural| registry::lookup("", "v1", plural).expect("core resources are served");
+        let ns = Some(bound.namespace.as_str());
+        let account = self
+            .objects
+            .try_get(lookup("serviceaccounts"), ns, &bound.account)
+            .await?;
+        let pod = match &bound.pod {
+            Some((name, _)) => self.objects.try_get(lookup("pods"), ns, name).await?,
+            None => None,
+        };
+        if bound.holds(account.as_ref(), pod.as_ref()) {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+
     /// A review the user asks about itself (`kubectl auth can-i`, `whoami`).
     async fn review(
         &self,

@@ -167,12 +167,34 @@ impl Api {
             .filter(|a: &Vec<String>| !a.is_empty())
             .unwrap_or_else(|| vec![crate::tokens::ISSUER.to_owned()]);
         let bound = &spec["boundObjectRef"];
-        let pod = (bound["kind"] == "Pod").then(|| {
-            (
-                bound["name"].as_str().unwrap_or_default().to_owned(),
-                bound["uid"].as_str().unwrap_or_default().to_owned(),
-            )
-        });
+        // As upstream: the pod must exist, and its live uid is the one the
+        // token carries (a uid given must match it).
+        let pod = match bound["kind"].as_str() {
+            Some("Pod") => {
+                let name = bound["name"].as_str().unwrap_or_default();
+                let pods = registry::lookup("", "v1", "pods").expect("pods are served");
+                let live = self.objects.get(pods, Some(ns), name).await?;
+                let uid = meta::get_str(&live, "uid").unwrap_or_default().to_owned();
+                if bound["uid"]
+                    .as_str()
+                    .is_some_and(|u| !u.is_empty() && u != uid)
+                {
+                    return Err(ApiError::conflict(
+                        "",
+                        "pods",
+                        name,
+                        format!("the UID in the bound object reference ({}) does not match the UID in record ({uid}); the object might have been deleted and then recreated", bound["uid"].as_str().unwrap_or_default()),
+                    ));
+                }
+                Some((name.to_owned(), uid))
+            }
+            None => None,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "cannot bind a token to a {other}: only Pods are supported"
+                )))
+            }
+        };
         let now = chrono::Utc::now();
         let expires = now + chrono::Duration::seconds(seconds);
         let claims = crate::tokens::Claims {
