@@ -174,18 +174,12 @@ fn pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
     ] {
         for (i, c) in items.into_iter().flatten().enumerate() {
             let here = format!("{at}.{list}[{i}]");
-            match c["name"].as_str() {
-                None | Some("") => causes.push(Cause::required(format!("{here}.name"))),
-                Some(n) if !is_dns_label(n) => {
-                    causes.push(Cause::invalid(format!("{here}.name"), n, LABEL_MSG))
-                }
-                Some(n) if seen.contains(&n) => causes.push(Cause {
-                    reason: "FieldValueDuplicate",
-                    field: format!("{here}.name"),
-                    message: format!("Duplicate value: {n:?}"),
-                }),
-                Some(n) => seen.push(n),
-            }
+            unique_label(
+                c["name"].as_str(),
+                format!("{here}.name"),
+                &mut seen,
+                causes,
+            );
             if c["image"].as_str().is_none_or(|s| s.trim().is_empty()) {
                 causes.push(Cause::required(format!("{here}.image")));
             }
@@ -201,6 +195,25 @@ fn pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
                 &["Always", "OnFailure", "Never"],
             ));
         }
+    }
+}
+
+/// A name that must be a DNS label, and be so once among `seen`.
+fn unique_label<'a>(
+    name: Option<&'a str>,
+    field: String,
+    seen: &mut Vec<&'a str>,
+    causes: &mut Vec<Cause>,
+) {
+    match name {
+        None | Some("") => causes.push(Cause::required(field)),
+        Some(n) if !is_dns_label(n) => causes.push(Cause::invalid(field, n, LABEL_MSG)),
+        Some(n) if seen.contains(&n) => causes.push(Cause {
+            reason: "FieldValueDuplicate",
+            field,
+            message: format!("Duplicate value: {n:?}"),
+        }),
+        Some(n) => seen.push(n),
     }
 }
 
@@ -342,18 +355,12 @@ fn volumes(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
     let mut names = Vec::new();
     for (i, v) in spec["volumes"].as_array().into_iter().flatten().enumerate() {
         let here = format!("{at}.volumes[{i}]");
-        match v["name"].as_str() {
-            None | Some("") => causes.push(Cause::required(format!("{here}.name"))),
-            Some(n) if !is_dns_label(n) => {
-                causes.push(Cause::invalid(format!("{here}.name"), n, LABEL_MSG))
-            }
-            Some(n) if names.contains(&n) => causes.push(Cause {
-                reason: "FieldValueDuplicate",
-                field: format!("{here}.name"),
-                message: format!("Duplicate value: {n:?}"),
-            }),
-            Some(n) => names.push(n),
-        }
+        unique_label(
+            v["name"].as_str(),
+            format!("{here}.name"),
+            &mut names,
+            causes,
+        );
         for kind in ["configMap", "secret"] {
             items(&v[kind]["items"], true, &format!("{here}.{kind}"), causes);
         }

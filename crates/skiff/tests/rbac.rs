@@ -106,35 +106,20 @@ fn roles_grant_what_they_say_in_their_namespace_only() {
     allowed(&c, &bob, &["create", "configmap", "made", "-n", "a"]);
     allowed(&c, &bob, &["get", "secret", "sec", "-n", "a"]);
     allowed(&c, &bob, &["delete", "configmap", "made", "-n", "a"]);
-    forbidden(
-        &c,
-        &bob,
-        &[
-            "create",
-            "rolebinding",
-            "x",
-            "-n",
-            "a",
-            "--clusterrole=view",
-            "--user=bob",
-        ],
-    );
+    let bind_view = [
+        "create",
+        "rolebinding",
+        "x",
+        "-n",
+        "a",
+        "--clusterrole=view",
+        "--user=someone",
+    ];
+    forbidden(&c, &bob, &bind_view);
     forbidden(&c, &bob, &["get", "secrets", "-n", "b"]);
 
     // admin: RBAC in its namespace.
-    allowed(
-        &c,
-        &carol,
-        &[
-            "create",
-            "rolebinding",
-            "x",
-            "-n",
-            "a",
-            "--clusterrole=view",
-            "--user=someone",
-        ],
-    );
+    allowed(&c, &carol, &bind_view);
     forbidden(
         &c,
         &carol,

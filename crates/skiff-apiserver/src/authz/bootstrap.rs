@@ -212,16 +212,7 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(
                     &["rbac.authorization.k8s.io"],
                     &["rolebindings", "roles"],
-                    &[
-                        "create",
-                        "delete",
-                        "deletecollection",
-                        "get",
-                        "list",
-                        "patch",
-                        "update",
-                        "watch",
-                    ],
+                    &[READ, WRITE].concat(),
                 ),
             ],
         ),
