@@ -460,6 +460,7 @@ fn immutable(r: &ResourceType, new: &Value, old: &Value, causes: &mut Vec<Cause>
         ("", "Service") => &["spec.clusterIP"],
         ("", "Pod") => &["spec.nodeName", "spec.restartPolicy", "spec.volumes"],
         ("", "PersistentVolumeClaim") => &["spec.storageClassName", "spec.volumeMode"],
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => &["roleRef"],
         _ => &[],
     };
     for path in paths {

@@ -132,6 +132,61 @@ fn roles_grant_what_they_say_in_their_namespace_only() {
         ],
     );
 
+    // No escalation: admin in `a` may not bind what it does not hold, nor
+    // write a role with more than it has.
+    let said = String::from_utf8_lossy(
+        &as_user(
+            &c,
+            &carol,
+            &[
+                "create",
+                "rolebinding",
+                "root",
+                "-n",
+                "a",
+                "--clusterrole=cluster-admin",
+                "--user=carol",
+            ],
+        )
+        .stderr,
+    )
+    .into_owned();
+    assert!(
+        said.contains("attempting to grant RBAC permissions not currently held"),
+        "{said}"
+    );
+    allowed(
+        &c,
+        &carol,
+        &[
+            "create",
+            "role",
+            "pod-reader",
+            "-n",
+            "a",
+            "--verb=get",
+            "--resource=pods",
+        ],
+    );
+    let said = String::from_utf8_lossy(
+        &as_user(
+            &c,
+            &carol,
+            &[
+                "create",
+                "role",
+                "node-reader",
+                "-n",
+                "a",
+                "--verb=get",
+                "--resource=nodes",
+            ],
+        )
+        .stderr,
+    )
+    .into_owned();
+    assert!(said.contains("not currently held"), "{said}");
+
     // A ClusterRole labelled to join `view` extends it.
     c.ok(&[
         "create",

@@ -3,6 +3,7 @@
 //! picks the authorizer: `RBAC` (the default) or `AlwaysAllow`.
 
 pub mod bootstrap;
+pub mod escalation;
 pub mod rbac;
 pub mod reviews;
 
@@ -42,6 +43,11 @@ pub enum Decision {
 /// One authorization mode.
 pub trait Authorizer: Send + Sync {
     fn authorize(&self, a: &Attributes) -> Decision;
+
+    /// The rules of the Role `name` in `namespace`, or of the ClusterRole
+    /// `name` (aggregated) when `namespace` is `None`; `None` if there is
+    /// no such role.
+    fn rules_of(&self, namespace: Option<&str>, name: &str) -> Option<Vec<rbac::Rule>>;
 }
 
 /// Allows everything (`--authorization-mode AlwaysAllow`, for benchmarks).
@@ -50,6 +56,10 @@ pub struct AlwaysAllow;
 impl Authorizer for AlwaysAllow {
     fn authorize(&self, _: &Attributes) -> Decision {
         Decision::Allow
+    }
+
+    fn rules_of(&self, _: Option<&str>, _: &str) -> Option<Vec<rbac::Rule>> {
+        Some(Vec::new())
     }
 }
 

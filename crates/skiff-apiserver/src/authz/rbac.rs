@@ -264,6 +264,15 @@ impl Authorizer for Rbac {
             Decision::NoOpinion
         }
     }
+
+    fn rules_of(&self, namespace: Option<&str>, name: &str) -> Option<Vec<Rule>> {
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let rules = match namespace {
+            None => index.cluster_roles.get(name),
+            Some(ns) => index.roles.get(ns).and_then(|r| r.get(name)),
+        };
+        rules.map(|r| r.as_ref().clone())
+    }
 }
 
 fn kinds() -> [&'static ResourceType; 4] {

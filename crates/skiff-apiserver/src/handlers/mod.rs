@@ -43,6 +43,7 @@ pub struct Call<'a> {
     pub target: &'a Target,
     pub query: &'a Query,
     pub headers: &'a HeaderMap,
+    pub user: &'a User,
 }
 
 impl Call<'_> {
@@ -194,6 +195,7 @@ impl Api {
                     target: &target,
                     query: &query,
                     headers: &parts.headers,
+                    user: &attributes.user,
                 };
                 let reads = matches!(verb, Verb::Get | Verb::List | Verb::Watch);
                 let body = if reads {
@@ -223,6 +225,16 @@ impl Api {
 }
 
 impl Api {
+    /// Refuses a role or binding that grants more than its writer holds.
+    pub fn no_escalation(
+        &self,
+        call: &Call<'_>,
+        r: &skiff_core::registry::ResourceType,
+        obj: &serde_json::Value,
+    ) -> Result<(), ApiError> {
+        authz::escalation::check(self.authorizer.as_ref(), call.user, r, obj)
+    }
+
     /// Refuses a service account token whose account, or pod, is gone.
     async fn check_binding(&self, bound: &crate::tokens::Bound) -> Result<(), ApiError> {
         let lookup =

@@ -30,6 +30,7 @@ impl Api {
         let (mut obj, warnings) = typed(r, obj, call.query.field_validation.as_deref())?;
         self.prepare_create(r, t.namespace.as_deref(), &mut obj, &call.manager())
             .await?;
+        self.no_escalation(call, r, &obj)?;
         if call.query.dry_run {
             return Ok(with_warnings(response::json(201, &obj), &warnings));
         }
@@ -75,6 +76,7 @@ impl Api {
                 }
                 let sub = if sub == Some("finalize") { None } else { sub };
                 let next = prepare_update(r, &current, next, &manager, sub)?;
+                self.no_escalation(call, r, &next)?;
                 Ok(Change::unless_same(&current, next))
             })
             .await?;
@@ -114,6 +116,7 @@ impl Api {
                 let (patched, w) = typed(r, patched, validation)?;
                 warnings = w;
                 let next = prepare_update(r, &current, patched, &manager, sub)?;
+                self.no_escalation(call, r, &next)?;
                 Ok(Change::unless_same(&current, next))
             })
             .await?;
@@ -156,6 +159,7 @@ impl Api {
             if self.objects.try_get(r, ns, name).await?.is_none() {
                 let mut obj = apply::apply(None, &config, &mgr, force, root_def(r))?;
                 self.prepare_create(r, ns, &mut obj, &manager).await?;
+                self.no_escalation(call, r, &obj)?;
                 if call.query.dry_run {
                     return Ok(with_warnings(response::json(201, &obj), &warnings));
                 }
@@ -174,6 +178,7 @@ impl Api {
                 .update_object(r, ns, name, call.query.dry_run, |current| {
                     let merged = apply::apply(Some(&current), &config, &mgr, force, root_def(r))?;
                     let next = prepare_update(r, &current, merged, &manager, sub)?;
+                    self.no_escalation(call, r, &next)?;
                     Ok(Change::unless_same(&current, next))
                 })
                 .await;
