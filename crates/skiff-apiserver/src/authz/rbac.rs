@@ -315,6 +315,9 @@ impl Rbac {
                     Err(e) => tracing::warn!(error = %e, "watching RBAC objects"),
                 }
             }
+            if streams.is_empty() {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
             let mut changes = futures::stream::select_all(streams);
             // One change (or the end of a stream) means: read them all again.
             let _ = changes.next().await;
