@@ -96,8 +96,14 @@ async fn route(verb: &str, spec: &[String]) -> bool {
     status.is_ok_and(|s| s.success())
 }
 
-/// Routes to the other nodes' pods: podCIDR → InternalIP.
-fn node_routes(nodes: &[Arc<Node>], me: &str) -> BTreeMap<String, String> {
+/// Routes to the other nodes' pods: podCIDR → InternalIP. Only a podCIDR
+/// inside the cluster's range, via an IPv4 address, becomes a route (a
+/// Node naming `default` or `0.0.0.0/0` would take the host's traffic).
+fn node_routes(
+    nodes: &[Arc<Node>],
+    me: &str,
+    cluster: Option<skiff_core::cidr::Cidr>,
+) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for n in nodes {
         if n.metadata.name.as_deref() == Some(me) {
@@ -110,8 +116,15 @@ fn node_routes(nodes: &[Arc<Node>], me: &str) -> BTreeMap<String, String> {
             .and_then(|s| s.addresses.as_ref())
             .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
             .map(|a| a.address.clone());
-        if let (Some(cidr), Some(ip)) = (cidr, ip) {
-            out.insert(cidr, ip);
+        let cidr = cidr.and_then(|c| c.parse::<skiff_core::cidr::Cidr>().ok());
+        let ip = ip.and_then(|i| i.parse::<std::net::Ipv4Addr>().ok());
+        let inside = |c: &skiff_core::cidr::Cidr| {
+            cluster.is_some_and(|range| {
+                c.prefix >= range.prefix && range.offset(std::net::Ipv4Addr::from(c.base)).is_some()
+            })
+        };
+        if let (Some(cidr), Some(ip)) = (cidr.filter(inside), ip) {
+            out.insert(cidr.to_string(), ip.to_string());
         }
     }
     out
@@ -162,7 +175,8 @@ pub async fn run(client: Client, config: Config) {
     let mut applied: Option<Ruleset> = None;
     let mut routed: BTreeMap<String, String> = BTreeMap::new();
     loop {
-        let want = node_routes(&nodes.list(), &config.node_name);
+        let cluster = config.unreachable.first().and_then(|r| r.parse().ok());
+        let want = node_routes(&nodes.list(), &config.node_name, cluster);
         for (cidr, via) in &routed {
             if want.get(cidr) != Some(via) {
                 let spec = vec![cidr.clone(), "via".to_owned(), via.clone()];
@@ -211,5 +225,37 @@ pub async fn run(client: Client, config: Config) {
             applied = Some(next);
         }
         wake.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pod_ranges_inside_the_cluster_become_routes() {
+        let node = |name: &str, cidr: &str, ip: &str| {
+            Arc::new(
+                serde_json::from_value::<Node>(serde_json::json!({
+                    "metadata": {"name": name},
+                    "spec": {"podCIDR": cidr},
+                    "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
+                }))
+                .unwrap(),
+            )
+        };
+        let nodes = [
+            node("me", "10.42.0.0/24", "192.168.1.1"),
+            node("b", "10.42.1.0/24", "192.168.1.2"),
+            node("c", "default", "192.168.1.3"),
+            node("d", "0.0.0.0/0", "192.168.1.4"),
+            node("e", "10.42.2.0/24", "192.168.1.5 onlink"),
+            node("f", "10.99.0.0/24", "192.168.1.6"),
+        ];
+        let routes = node_routes(&nodes, "me", "10.42.0.0/16".parse().ok());
+        assert_eq!(
+            routes.into_iter().collect::<Vec<_>>(),
+            [("10.42.1.0/24".to_owned(), "192.168.1.2".to_owned())]
+        );
     }
 }

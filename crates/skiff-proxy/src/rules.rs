@@ -66,8 +66,21 @@ pub fn service_chain(ns: &str, name: &str, port_name: &str, proto: &str) -> Stri
     format!("svc-{}", id(&[ns, name, port_name, proto]))
 }
 
-fn protocol(p: Option<&String>) -> String {
-    p.map_or("tcp".into(), |p| p.to_ascii_lowercase())
+/// The protocol as nftables names it; `None` for any other string, which
+/// never reaches a script.
+fn protocol(p: Option<&String>) -> Option<&'static str> {
+    match p.map(String::as_str) {
+        None | Some("TCP") => Some("tcp"),
+        Some("UDP") => Some("udp"),
+        Some("SCTP") => Some("sctp"),
+        Some(_) => None,
+    }
+}
+
+/// An address from an object, if it is an IPv4 address: the script gets
+/// the parsed value, never the object's string.
+fn ipv4(s: &str) -> Option<std::net::Ipv4Addr> {
+    s.parse().ok()
 }
 
 /// The ruleset for these Services and their EndpointSlices.
@@ -78,8 +91,9 @@ pub fn desired(services: &[Service], slices: &[EndpointSlice]) -> Ruleset {
             continue;
         };
         let Some(spec) = &svc.spec else { continue };
-        let ip = spec.cluster_ip.clone().unwrap_or_default();
-        let has_ip = !ip.is_empty() && ip != "None";
+        let cluster_ip = spec.cluster_ip.as_deref().and_then(ipv4);
+        let has_ip = cluster_ip.is_some();
+        let ip = cluster_ip.map(|ip| ip.to_string()).unwrap_or_default();
         let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
             spec.session_affinity_config
                 .as_ref()
@@ -88,14 +102,16 @@ pub fn desired(services: &[Service], slices: &[EndpointSlice]) -> Ruleset {
         });
         let mine: Vec<&EndpointSlice> = slices_of(slices, ns, name).collect();
         for port in spec.ports.iter().flatten() {
-            let proto = protocol(port.protocol.as_ref());
+            let Some(proto) = protocol(port.protocol.as_ref()) else {
+                continue;
+            };
             let port_name = port.name.clone().unwrap_or_default();
             // Ready endpoints of this port, each once.
             let mut targets: BTreeSet<(String, i32)> = BTreeSet::new();
             for slice in &mine {
                 let Some(target) = slice.ports.iter().flatten().find(|p| {
                     p.name.clone().unwrap_or_default() == port_name
-                        && protocol(p.protocol.as_ref()) == proto
+                        && protocol(p.protocol.as_ref()) == Some(proto)
                 }) else {
                     continue;
                 };
@@ -105,8 +121,8 @@ pub fn desired(services: &[Service], slices: &[EndpointSlice]) -> Ruleset {
                 for e in &slice.endpoints {
                     let ready = e.conditions.as_ref().and_then(|c| c.ready) != Some(false);
                     if ready {
-                        if let Some(addr) = e.addresses.first() {
-                            targets.insert((addr.clone(), target_port));
+                        if let Some(addr) = e.addresses.first().and_then(|a| ipv4(a)) {
+                            targets.insert((addr.to_string(), target_port));
                         }
                     }
                 }
@@ -115,7 +131,7 @@ pub fn desired(services: &[Service], slices: &[EndpointSlice]) -> Ruleset {
                 continue;
             }
             let key = format!("{ip} . {proto} . {}", port.port);
-            let svc_chain = service_chain(ns, name, &port_name, &proto);
+            let svc_chain = service_chain(ns, name, &port_name, proto);
             let mut svc_rules = Vec::new();
             let mut picks = Vec::new();
             for (i, (addr, target_port)) in targets.iter().enumerate() {
@@ -267,6 +283,36 @@ mod tests {
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn strings_from_objects_never_reach_the_script() {
+        let mut svc = web(false, Some(30080));
+        let evil = "tcp } ; flush ruleset ; add table ip x {";
+        svc.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].protocol = Some(evil.into());
+        let mut other = web(false, None);
+        other.metadata.name = Some("other".into());
+        other.spec.as_mut().unwrap().cluster_ip = Some("10.43.0.21; flush ruleset".into());
+        let mut bad = slice(&[("10.42.0.5 ; flush ruleset", true), ("10.42.0.6", true)]);
+        bad.metadata.labels =
+            Some([("kubernetes.io/service-name".to_owned(), "web".to_owned())].into());
+        let set = desired(&[svc, other], &[bad]);
+        let script = format!("{set:?}");
+        assert!(!script.contains("flush"), "{script}");
+        let set = desired(
+            &[web(false, None)],
+            &[slice(&[
+                ("10.42.0.5 ; flush ruleset", true),
+                ("10.42.0.6", true),
+            ])],
+        );
+        let dnats: Vec<&String> = set
+            .chains
+            .values()
+            .flatten()
+            .filter(|r| r.contains("dnat"))
+            .collect();
+        assert_eq!(dnats.len(), 1, "only the real address: {dnats:?}");
     }
 
     #[test]
