@@ -83,6 +83,14 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
             );
         }
         ("", "Service") => service(spec, &mut causes),
+        ("discovery.k8s.io", "EndpointSlice") => endpoint_slice(obj, &mut causes),
+        ("", "Node") => {
+            if let Some(cidr) = spec["podCIDR"].as_str().filter(|c| !c.is_empty()) {
+                if cidr.parse::<crate::cidr::Cidr>().is_err() {
+                    causes.push(Cause::invalid("spec.podCIDR", cidr, "must be a valid CIDR"));
+                }
+            }
+        }
         ("", "ConfigMap") => {
             for field in ["data", "binaryData"] {
                 data_keys(&obj[field], field, &mut causes);
@@ -450,6 +458,77 @@ fn service(spec: &Value, causes: &mut Vec<Cause>) {
         if ports.len() > 1 && p["name"].as_str().is_none_or(str::is_empty) {
             causes.push(Cause::required(format!("spec.ports[{i}].name")));
         }
+        protocol(&p["protocol"], format!("spec.ports[{i}].protocol"), causes);
+        if !p["nodePort"].is_null() && !matches!(kind, "NodePort" | "LoadBalancer") {
+            causes.push(Cause {
+                reason: "FieldValueForbidden",
+                field: format!("spec.ports[{i}].nodePort"),
+                message: format!("Forbidden: may not be used when `type` is '{kind}'"),
+            });
+        }
+    }
+    match spec["clusterIP"].as_str() {
+        None | Some("" | "None") => {}
+        Some(ip) if ip.parse::<std::net::Ipv4Addr>().is_err() => causes.push(Cause::invalid(
+            "spec.clusterIP",
+            ip,
+            "must be a valid IPv4 address, (e.g. 10.9.8.7)",
+        )),
+        Some(_) if kind == "ExternalName" => causes.push(Cause {
+            reason: "FieldValueForbidden",
+            field: "spec.clusterIP".into(),
+            message: "Forbidden: may not be set for ExternalName services".into(),
+        }),
+        Some(_) => {}
+    }
+}
+
+/// A port's protocol: TCP (the default), UDP or SCTP.
+fn protocol(value: &Value, field: String, causes: &mut Vec<Cause>) {
+    if let Some(p) = value.as_str() {
+        if !matches!(p, "TCP" | "UDP" | "SCTP") {
+            causes.push(Cause::unsupported(field, p, &["SCTP", "TCP", "UDP"]));
+        }
+    }
+}
+
+/// An EndpointSlice's addresses are of its `addressType`, its ports'
+/// protocols TCP, UDP or SCTP.
+fn endpoint_slice(obj: &Value, causes: &mut Vec<Cause>) {
+    let kind = obj["addressType"].as_str().unwrap_or_default();
+    if !matches!(kind, "IPv4" | "IPv6" | "FQDN") {
+        causes.push(Cause::unsupported(
+            "addressType",
+            kind,
+            &["FQDN", "IPv4", "IPv6"],
+        ));
+        return;
+    }
+    for (i, e) in obj["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        for (j, a) in e["addresses"].as_array().into_iter().flatten().enumerate() {
+            let a = a.as_str().unwrap_or_default();
+            let valid = match kind {
+                "IPv4" => a.parse::<std::net::Ipv4Addr>().is_ok(),
+                "IPv6" => a.parse::<std::net::Ipv6Addr>().is_ok(),
+                _ => is_dns_subdomain(a),
+            };
+            if !valid {
+                let why = format!("must be a valid {kind} address");
+                causes.push(Cause::invalid(
+                    format!("endpoints[{i}].addresses[{j}]"),
+                    a,
+                    why,
+                ));
+            }
+        }
+    }
+    for (i, p) in obj["ports"].as_array().into_iter().flatten().enumerate() {
+        protocol(&p["protocol"], format!("ports[{i}].protocol"), causes);
     }
 }
 
@@ -592,6 +671,56 @@ mod tests {
         for bad in ["../x", "a/b", "..", "."] {
             assert!(object(cms, &cm(bad), None).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn addresses_and_protocols_are_what_they_claim() {
+        let check = |plural: &str, group: &str, obj: Value| {
+            let r = lookup(group, "v1", plural).unwrap();
+            object(r, &obj, None).map_err(|e| e.message)
+        };
+        let svc = |spec: Value| json!({"metadata": {"name": "s"}, "spec": spec});
+        assert!(check(
+            "services",
+            "",
+            svc(json!({"ports": [{"port": 80, "protocol": "UDP"}]}))
+        )
+        .is_ok());
+        for spec in [
+            json!({"ports": [{"port": 80, "protocol": "tcp } flush"}]}),
+            json!({"ports": [{"port": 80, "nodePort": 30001}]}),
+            json!({"clusterIP": "10.43.0.9; flush ruleset", "ports": [{"port": 80}]}),
+        ] {
+            assert!(check("services", "", svc(spec.clone())).is_err(), "{spec}");
+        }
+        let slice = |kind: &str, address: &str| json!({"metadata": {"name": "e"}, "addressType": kind, "endpoints": [{"addresses": [address]}]});
+        assert!(check(
+            "endpointslices",
+            "discovery.k8s.io",
+            slice("IPv4", "10.42.0.5")
+        )
+        .is_ok());
+        assert!(check(
+            "endpointslices",
+            "discovery.k8s.io",
+            slice("IPv4", "10.42.0.5 ; flush")
+        )
+        .is_err());
+        assert!(check(
+            "endpointslices",
+            "discovery.k8s.io",
+            slice("IPv6", "10.42.0.5")
+        )
+        .is_err());
+        assert!(check(
+            "endpointslices",
+            "discovery.k8s.io",
+            slice("FQDN", "web.example.com")
+        )
+        .is_ok());
+        let node = |cidr: &str| json!({"metadata": {"name": "n"}, "spec": {"podCIDR": cidr}});
+        assert!(check("nodes", "", node("10.42.1.0/24")).is_ok());
+        assert!(check("nodes", "", node("default")).is_err());
     }
 
     #[test]

@@ -314,6 +314,39 @@ fn qos_class(spec: &Value) -> &'static str {
 /// `subresource` decides what the write may change: `status` only the
 /// status, the main resource everything but status (where a status
 /// subresource exists).
+/// As upstream: a Service whose type changes to one without NodePorts
+/// loses the NodePorts it had, unless the update set them itself.
+fn drop_type_dependent_fields(current: &Value, next: &mut Value) {
+    let takes_ports = |v: &Value| {
+        matches!(
+            v["spec"]["type"].as_str(),
+            Some("NodePort" | "LoadBalancer")
+        )
+    };
+    if !takes_ports(current) || takes_ports(next) {
+        return;
+    }
+    let old_ports = current["spec"]["ports"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (i, port) in next["spec"]["ports"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let unchanged = old_ports
+            .get(i)
+            .is_some_and(|o| o["nodePort"] == port["nodePort"]);
+        if unchanged {
+            if let Some(p) = port.as_object_mut() {
+                p.remove("nodePort");
+            }
+        }
+    }
+}
+
 pub fn prepare_update(
     r: &ResourceType,
     current: &Value,
@@ -343,6 +376,9 @@ pub fn prepare_update(
                 }
             }
         }
+    }
+    if r.group.is_empty() && r.kind == "Service" {
+        drop_type_dependent_fields(current, &mut next);
     }
     for field in [
         "name",
