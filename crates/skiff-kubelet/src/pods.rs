@@ -506,7 +506,8 @@ impl Worker {
     /// Makes sure the image is present, pulling it as the policy says;
     /// failed pulls back off 10 s doubling to 5 min (`ImagePullBackOff`).
     /// Each step is an event, with upstream's reasons and messages.
-    async fn ensure_image(&self, pod: &Pod, c: &Container) -> Result<(), String> {
+    /// Returns who the image runs as, read from the same status.
+    async fn ensure_image(&self, pod: &Pod, c: &Container) -> Result<security::ImageUser, String> {
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
         let event =
             |kind, reason: &str, message: &str| self.event(pod, &c.name, kind, reason, message);
@@ -515,24 +516,12 @@ impl Worker {
             image: image.clone(),
             ..Default::default()
         };
-        let present = self
-            .cri
-            .images
-            .clone()
-            .image_status(cri::ImageStatusRequest {
-                image: Some(spec.clone()),
-                verbose: false,
-            })
-            .await
-            .map_err(|e| e.message().to_owned())?
-            .into_inner()
-            .image
-            .is_some();
+        let present = self.image_status(&spec).await?;
         let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
-        if present && policy != "Always" {
+        if let (Some(found), false) = (&present, policy == "Always") {
             let message = format!("Container image {image:?} already present on machine");
             event(Type::Normal, "Pulled", &message);
-            return Ok(());
+            return Ok(security::ImageUser::of(found));
         }
         if policy == "Never" {
             let message =
@@ -558,7 +547,7 @@ impl Worker {
             .images
             .clone()
             .pull_image(cri::PullImageRequest {
-                image: Some(spec),
+                image: Some(spec.clone()),
                 ..Default::default()
             })
             .await;
@@ -570,9 +559,16 @@ impl Worker {
                     "Successfully pulled image {image:?} in {took:.3}s ({took:.3}s including waiting)"
                 );
                 event(Type::Normal, "Pulled", &message);
-                Ok(())
+                let pulled = self.image_status(&spec).await?;
+                Ok(pulled
+                    .as_ref()
+                    .map(security::ImageUser::of)
+                    .unwrap_or_default())
             }
-            Err(_) if present => Ok(()),
+            Err(_) if present.is_some() => Ok(present
+                .as_ref()
+                .map(security::ImageUser::of)
+                .unwrap_or_default()),
             Err(e) => {
                 let mut b = backoff();
                 let failures = b.get(&key).map_or(0, |(_, n)| *n);
@@ -828,25 +824,19 @@ impl Worker {
         self.report(pod, &seen, &waiting, &ready, init).await
     }
 
-    /// Who the container's image runs as, as the runtime reads it.
-    async fn image_user(&self, c: &Container) -> security::ImageUser {
+    /// The runtime's record of an image, if it has it.
+    async fn image_status(&self, spec: &cri::ImageSpec) -> Result<Option<cri::Image>, String> {
         let status = self
             .cri
             .images
             .clone()
             .image_status(cri::ImageStatusRequest {
-                image: Some(cri::ImageSpec {
-                    image: c.image.clone().unwrap_or_default(),
-                    ..Default::default()
-                }),
+                image: Some(spec.clone()),
                 verbose: false,
             })
-            .await;
-        let image = status.ok().and_then(|s| s.into_inner().image);
-        security::ImageUser {
-            uid: image.as_ref().and_then(|i| i.uid.as_ref()).map(|u| u.value),
-            name: image.map(|i| i.username).unwrap_or_default(),
-        }
+            .await
+            .map_err(|e| e.message().to_owned())?;
+        Ok(status.into_inner().image)
     }
 
     /// Marks a container that waits to restart (`CrashLoopBackOff`).
@@ -874,10 +864,13 @@ impl Worker {
         pod_ip: &str,
         waiting: &mut HashMap<String, String>,
     ) -> bool {
-        if let Err(why) = self.ensure_image(at.pod, c).await {
-            waiting.insert(c.name.clone(), why);
-            return false;
-        }
+        let image_user = match self.ensure_image(at.pod, c).await {
+            Ok(user) => user,
+            Err(why) => {
+                waiting.insert(c.name.clone(), why);
+                return false;
+            }
+        };
         let failed = |why: &str| {
             self.event(
                 at.pod,
@@ -913,7 +906,6 @@ impl Worker {
             }
         };
         let spec = at.pod.spec.clone().unwrap_or_default();
-        let image_user = self.image_user(c).await;
         let security = match security::container(&spec, c, &image_user) {
             Ok(s) => s,
             Err(why) => {

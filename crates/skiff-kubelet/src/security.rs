@@ -16,6 +16,16 @@ pub struct ImageUser {
     pub name: String,
 }
 
+impl ImageUser {
+    /// Who the runtime says `image` runs as.
+    pub fn of(image: &cri::Image) -> Self {
+        Self {
+            uid: image.uid.as_ref().map(|u| u.value),
+            name: image.username.clone(),
+        }
+    }
+}
+
 /// The namespaces a pod shares with the node, or among its containers.
 pub fn namespaces(spec: &PodSpec) -> cri::NamespaceOption {
     let mode = |host: Option<bool>, otherwise: cri::NamespaceMode| {
@@ -101,13 +111,13 @@ fn refuse_unsupported_pod_fields(spec: &PodSpec) -> Result<(), String> {
 }
 
 /// The container's security settings, its own over the pod's. `image`
-/// says who the image runs as, for `runAsNonRoot`.
+/// says who the image runs as, for `runAsNonRoot`. (The pod's own
+/// unsupported fields are refused by [`sandbox`], which runs first.)
 pub fn container(
     spec: &PodSpec,
     c: &Container,
     image: &ImageUser,
 ) -> Result<cri::LinuxContainerSecurityContext, String> {
-    refuse_unsupported_pod_fields(spec)?;
     let pod = spec.security_context.clone().unwrap_or_default();
     let own = c.security_context.clone().unwrap_or_default();
     let at = format!("container {:?}", c.name);

@@ -74,6 +74,11 @@ fn forbidden(r: &ResourceType, obj: &Value, user: &User, why: String) -> ApiErro
     ))
 }
 
+fn not_held(r: &ResourceType, obj: &Value, user: &User, rule: &Rule) -> ApiError {
+    let why = format!("is attempting to grant RBAC permissions not currently held: {rule:?}");
+    forbidden(r, obj, user, why)
+}
+
 /// Refuses a write of `obj` (a role or binding of kind `r`) that would
 /// give `user` more than it has. Other kinds pass.
 pub fn check(
@@ -117,12 +122,7 @@ pub fn check(
             let rules: Vec<Rule> = serde_json::from_value(obj["rules"].clone()).unwrap_or_default();
             match first_not_held(authorizer, user, namespace, &rules) {
                 None => Ok(()),
-                Some(rule) => Err(forbidden(
-                    r,
-                    obj,
-                    user,
-                    format!("is attempting to grant RBAC permissions not currently held: {rule:?}"),
-                )),
+                Some(rule) => Err(not_held(r, obj, user, rule)),
             }
         }
         "RoleBinding" | "ClusterRoleBinding" => {
@@ -146,12 +146,7 @@ pub fn check(
             };
             match first_not_held(authorizer, user, namespace, &rules) {
                 None => Ok(()),
-                Some(rule) => Err(forbidden(
-                    r,
-                    obj,
-                    user,
-                    format!("is attempting to grant RBAC permissions not currently held: {rule:?}"),
-                )),
+                Some(rule) => Err(not_held(r, obj, user, rule)),
             }
         }
         _ => Ok(()),
