@@ -208,7 +208,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
     wake.notify_one();
     let worker = Arc::new(Worker::new(
         client,
-        cri,
+        Arc::new(cri),
         config.node_name.clone(),
         config.node_ip.clone(),
         config.data_dir.join("pods"),

@@ -6,11 +6,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::cri::Cri;
+use crate::runtime::ContainerRuntime;
 
 #[derive(Default)]
 struct Seen {
@@ -43,14 +42,14 @@ impl Prober {
     /// Runs the container's due probes and says what follows.
     pub async fn check(
         &self,
-        cri: &Cri,
+        runtime: &dyn ContainerRuntime,
         c: &Container,
         id: &str,
         started: Instant,
         pod_ip: &str,
     ) -> Outcome {
         let mut failures = Vec::new();
-        let at = (cri, c, id, started, pod_ip);
+        let at = (runtime, c, id, started, pod_ip);
         if let Some(p) = &c.startup_probe {
             match self.run(at, p, "Startup", &mut failures).await {
                 Some(true) => {}
@@ -101,7 +100,7 @@ impl Prober {
     /// what it said to `failures` if it ran and failed.
     async fn run(
         &self,
-        (cri, c, id, started, pod_ip): (&Cri, &Container, &str, Instant, &str),
+        (runtime, c, id, started, pod_ip): (&dyn ContainerRuntime, &Container, &str, Instant, &str),
         p: &Probe,
         kind: &'static str,
         failures: &mut Vec<String>,
@@ -120,7 +119,7 @@ impl Prober {
             }
         }
         let timeout = Duration::from_secs(p.timeout_seconds.unwrap_or(1).max(1) as u64);
-        let result = probe(cri, c, p, id, pod_ip, timeout).await;
+        let result = probe(runtime, c, p, id, pod_ip, timeout).await;
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let s = seen.entry(key).or_default();
         s.last = Some(Instant::now());
@@ -164,7 +163,7 @@ fn port(c: &Container, port: &IntOrString) -> Option<i32> {
 /// Runs a lifecycle hook (`preStop`, `postStart`): exec, httpGet,
 /// tcpSocket or sleep; `Ok` on success, the failure message otherwise.
 pub async fn hook(
-    cri: &Cri,
+    runtime: &dyn ContainerRuntime,
     c: &Container,
     handler: &LifecycleHandler,
     id: &str,
@@ -181,12 +180,12 @@ pub async fn hook(
         tcp_socket: handler.tcp_socket.clone(),
         ..Default::default()
     };
-    probe(cri, c, &as_probe, id, pod_ip, timeout).await
+    probe(runtime, c, &as_probe, id, pod_ip, timeout).await
 }
 
 /// One probe attempt: `Ok` on success, the failure message otherwise.
 async fn probe(
-    cri: &Cri,
+    runtime: &dyn ContainerRuntime,
     c: &Container,
     p: &Probe,
     id: &str,
@@ -194,17 +193,11 @@ async fn probe(
     timeout: Duration,
 ) -> Result<(), String> {
     if let Some(exec) = &p.exec {
-        let r = cri
-            .runtime
-            .clone()
-            .exec_sync(cri::ExecSyncRequest {
-                container_id: id.to_owned(),
-                cmd: exec.command.clone().unwrap_or_default(),
-                timeout: timeout.as_secs() as i64,
-            })
+        let command = exec.command.clone().unwrap_or_default();
+        let r = runtime
+            .exec_sync(id, &command, timeout.as_secs() as i64)
             .await
-            .map_err(|e| e.message().to_owned())?
-            .into_inner();
+            .map_err(|e| e.message().to_owned())?;
         return if r.exit_code == 0 {
             Ok(())
         } else {

@@ -23,7 +23,8 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::cri::Cri;
-use crate::pods::{attempt_of_container, NAME_LABEL};
+use crate::cri_config::NAME_LABEL;
+use crate::pods::attempt_of_container;
 use crate::{exec, logs, port_forward, runtime_stream};
 
 /// What the stream handlers need: the runtime, and runc's state for exec.

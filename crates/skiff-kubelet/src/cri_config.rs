@@ -1,0 +1,155 @@
+//! The CRI configuration of a pod's sandbox and containers, built from
+//! typed values of the pod spec.
+
+use std::path::{Path, PathBuf};
+
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::{Container, Pod};
+
+use crate::agent::Dns;
+use crate::security;
+
+pub const UID_LABEL: &str = "io.kubernetes.pod.uid";
+pub const NAME_LABEL: &str = "io.kubernetes.container.name";
+
+/// Where the runtime writes the pod's container logs, under `log_dir`.
+pub fn sandbox_log_dir(log_dir: &Path, pod: &Pod) -> PathBuf {
+    let m = &pod.metadata;
+    let part = |v: &Option<String>| v.clone().unwrap_or_default();
+    log_dir.join(format!(
+        "{}_{}_{}",
+        part(&m.namespace),
+        part(&m.name),
+        part(&m.uid)
+    ))
+}
+
+pub fn sandbox(
+    pod: &Pod,
+    attempt: u32,
+    security: cri::LinuxSandboxSecurityContext,
+    log_directory: &Path,
+    dns: Option<&Dns>,
+) -> cri::PodSandboxConfig {
+    let m = &pod.metadata;
+    let (name, ns, uid) = (
+        m.name.clone().unwrap_or_default(),
+        m.namespace.clone().unwrap_or_default(),
+        m.uid.clone().unwrap_or_default(),
+    );
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.clone(),
+            uid: uid.clone(),
+            namespace: ns.clone(),
+            attempt,
+        }),
+        // A pod on the node's network has the node's name, as upstream.
+        hostname: match pod.spec.as_ref() {
+            Some(s) if s.host_network == Some(true) => String::new(),
+            spec => spec
+                .and_then(|s| s.hostname.clone())
+                .unwrap_or(name.clone()),
+        },
+        log_directory: log_directory.display().to_string(),
+        labels: [
+            (UID_LABEL.to_owned(), uid),
+            ("io.kubernetes.pod.name".to_owned(), name),
+            ("io.kubernetes.pod.namespace".to_owned(), ns.clone()),
+        ]
+        .into(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(security),
+            sysctls: pod.spec.as_ref().map(security::sysctls).unwrap_or_default(),
+            ..Default::default()
+        }),
+        dns_config: dns_config(pod, &ns, dns),
+        ..Default::default()
+    }
+}
+
+/// `resolv.conf` for the pod: the cluster DNS with the namespace's search
+/// path for `ClusterFirst` (the default), the node's own for `Default`.
+fn dns_config(pod: &Pod, ns: &str, dns: Option<&Dns>) -> Option<cri::DnsConfig> {
+    let spec = pod.spec.as_ref()?;
+    let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
+    let host_network = spec.host_network == Some(true);
+    let cluster = match policy {
+        "ClusterFirst" => !host_network,
+        "ClusterFirstWithHostNet" => true,
+        _ => false,
+    };
+    let dns = dns.filter(|_| cluster)?;
+    let d = &dns.domain;
+    Some(cri::DnsConfig {
+        servers: vec![dns.server.clone()],
+        searches: vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.clone()],
+        options: vec!["ndots:5".into()],
+    })
+}
+
+/// CPU shares, quota and the memory limit from requests and limits.
+fn resources(c: &Container) -> cri::LinuxContainerResources {
+    let r = c.resources.clone().unwrap_or_default();
+    let (limits, requests) = (r.limits.unwrap_or_default(), r.requests.unwrap_or_default());
+    let milli = |q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
+        q.and_then(|q| skiff_core::quantity::parse_milli(&q.0))
+    };
+    let cpu_request = milli(requests.get("cpu")).or(milli(limits.get("cpu")));
+    cri::LinuxContainerResources {
+        cpu_shares: cpu_request.map_or(2, |m| (m * 1024 / 1000).max(2) as i64),
+        cpu_period: if limits.contains_key("cpu") {
+            100_000
+        } else {
+            0
+        },
+        cpu_quota: milli(limits.get("cpu")).map_or(0, |m| (m * 100) as i64),
+        memory_limit_in_bytes: milli(limits.get("memory")).map_or(0, |m| (m / 1000) as i64),
+        ..Default::default()
+    }
+}
+
+/// What one container of a pod runs with.
+pub struct ContainerInputs {
+    pub env: Vec<cri::KeyValue>,
+    pub mounts: Vec<cri::Mount>,
+    pub security: cri::LinuxContainerSecurityContext,
+}
+
+pub fn container(
+    c: &Container,
+    pod_uid: &str,
+    attempt: u32,
+    inputs: ContainerInputs,
+) -> cri::ContainerConfig {
+    let name = c.name.clone();
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.clone(),
+            attempt,
+        }),
+        image: Some(cri::ImageSpec {
+            image: c.image.clone().unwrap_or_default(),
+            ..Default::default()
+        }),
+        command: c.command.clone().unwrap_or_default(),
+        args: c.args.clone().unwrap_or_default(),
+        working_dir: c.working_dir.clone().unwrap_or_default(),
+        envs: inputs.env,
+        mounts: inputs.mounts,
+        labels: [
+            (NAME_LABEL.to_owned(), name.clone()),
+            (UID_LABEL.to_owned(), pod_uid.to_owned()),
+        ]
+        .into(),
+        log_path: format!("{name}/{attempt}.log"),
+        stdin: c.stdin == Some(true),
+        stdin_once: c.stdin_once == Some(true),
+        tty: c.tty == Some(true),
+        linux: Some(cri::LinuxContainerConfig {
+            resources: Some(resources(c)),
+            security_context: Some(inputs.security),
+        }),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,308 @@
+//! What to do next for one pod, from its spec and what the runtime shows:
+//! a pure function, as upstream's computePodActions.
+
+use std::collections::HashMap;
+
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+/// What the runtime reports of one pod's sandbox, read once per sync.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub pod_ip: String,
+    /// The latest container of each name, with its status.
+    pub latest: HashMap<String, cri::ContainerStatus>,
+    /// The one before it, if any.
+    pub previous: HashMap<String, cri::ContainerStatus>,
+}
+
+/// Where a pod's init containers are.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    Done,
+    Running,
+    /// One failed and the pod's restartPolicy is Never.
+    Failed,
+}
+
+/// The next steps for a pod's containers.
+#[derive(Debug, PartialEq)]
+pub struct Plan {
+    /// Containers to start now, by name, with their attempt number.
+    pub start: Vec<(String, u32)>,
+    /// Exited containers waiting out their restart back-off.
+    pub back_off: Vec<String>,
+    pub init: Init,
+    /// When the earliest back-off ends, if any: the pod's next step is due
+    /// then even if nothing else happens.
+    pub due: Option<Timestamp>,
+}
+
+pub fn attempt_of(status: &cri::ContainerStatus) -> u32 {
+    status.metadata.as_ref().map_or(0, |m| m.attempt)
+}
+
+pub fn exited(status: &cri::ContainerStatus) -> bool {
+    status.state == cri::ContainerState::ContainerExited as i32
+}
+
+pub fn running(status: &cri::ContainerStatus) -> bool {
+    status.state == cri::ContainerState::ContainerRunning as i32
+}
+
+/// A CRI timestamp (nanoseconds) as a point in time.
+pub fn instant(nanos: i64) -> Timestamp {
+    Timestamp::from_nanosecond(i128::from(nanos)).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// Upstream's restart back-off after `attempt` restarts: the first restart
+/// is immediate, then 10 s doubling per restart, up to 5 min.
+pub fn restart_delay(attempt: u32) -> SignedDuration {
+    match attempt {
+        0 => SignedDuration::ZERO,
+        n => SignedDuration::from_secs((10i64 << (n - 1).min(5)).min(300)),
+    }
+}
+
+/// Decides which containers start now and which wait.
+pub fn plan(spec: &PodSpec, seen: &Observed, now: Timestamp) -> Plan {
+    let restart = spec.restart_policy.as_deref().unwrap_or("Always");
+    let mut plan = Plan {
+        start: Vec::new(),
+        back_off: Vec::new(),
+        init: Init::Done,
+        due: None,
+    };
+    // An exited container restarts once its back-off is over.
+    let again = |plan: &mut Plan, name: &str, s: &cri::ContainerStatus| {
+        let due = instant(s.finished_at) + restart_delay(attempt_of(s));
+        if now >= due {
+            plan.start.push((name.to_owned(), attempt_of(s) + 1));
+        } else {
+            plan.back_off.push(name.to_owned());
+            plan.due = Some(plan.due.map_or(due, |d| d.min(due)));
+        }
+    };
+    // Init containers run one at a time, in order, each to success.
+    for c in spec.init_containers.iter().flatten() {
+        let latest = seen.latest.get(&c.name);
+        if latest.is_some_and(|s| exited(s) && s.exit_code == 0) {
+            continue;
+        }
+        plan.init = Init::Running;
+        match latest {
+            None => plan.start.push((c.name.clone(), 0)),
+            Some(s) if exited(s) && restart == "Never" => plan.init = Init::Failed,
+            Some(s) if exited(s) => again(&mut plan, &c.name, s),
+            Some(_) => {}
+        }
+        return plan;
+    }
+    for c in &spec.containers {
+        match seen.latest.get(&c.name) {
+            None => plan.start.push((c.name.clone(), 0)),
+            Some(s) if exited(s) => {
+                if restart == "Always" || (restart == "OnFailure" && s.exit_code != 0) {
+                    again(&mut plan, &c.name, s);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Container;
+
+    const T0: i64 = 1_700_000_000_000_000_000;
+
+    fn spec(init: &[&str], main: &[&str], restart: &str) -> PodSpec {
+        let c = |n: &&str| Container {
+            name: n.to_string(),
+            ..Default::default()
+        };
+        PodSpec {
+            init_containers: (!init.is_empty()).then(|| init.iter().map(c).collect()),
+            containers: main.iter().map(c).collect(),
+            restart_policy: Some(restart.into()),
+            ..Default::default()
+        }
+    }
+
+    fn status(state: cri::ContainerState, attempt: u32, code: i32) -> cri::ContainerStatus {
+        cri::ContainerStatus {
+            metadata: Some(cri::ContainerMetadata {
+                name: String::new(),
+                attempt,
+            }),
+            state: state as i32,
+            exit_code: code,
+            started_at: T0,
+            finished_at: if state == cri::ContainerState::ContainerExited {
+                T0
+            } else {
+                0
+            },
+            ..Default::default()
+        }
+    }
+
+    fn seen(of: &[(&str, cri::ContainerStatus)]) -> Observed {
+        Observed {
+            latest: of.iter().map(|(n, s)| (n.to_string(), s.clone())).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn after(secs: i64) -> Timestamp {
+        instant(T0) + SignedDuration::from_secs(secs)
+    }
+
+    use cri::ContainerState::{ContainerExited as Exited, ContainerRunning as Running};
+
+    #[test]
+    fn back_off_doubles_from_ten_seconds_to_five_minutes() {
+        let secs: Vec<i64> = (0..8).map(|n| restart_delay(n).as_secs()).collect();
+        assert_eq!(secs, [0, 10, 20, 40, 80, 160, 300, 300]);
+    }
+
+    #[test]
+    fn plans() {
+        let starts = |v: &[(&str, u32)]| -> Vec<(String, u32)> {
+            v.iter().map(|(n, a)| (n.to_string(), *a)).collect()
+        };
+        struct Case {
+            name: &'static str,
+            spec: PodSpec,
+            seen: Observed,
+            now: Timestamp,
+            start: Vec<(String, u32)>,
+            back_off: Vec<&'static str>,
+            init: Init,
+            due: Option<Timestamp>,
+        }
+        let cases = [
+            Case {
+                name: "a new pod starts its first init container only",
+                spec: spec(&["i1", "i2"], &["app"], "Always"),
+                seen: seen(&[]),
+                now: after(0),
+                start: starts(&[("i1", 0)]),
+                back_off: vec![],
+                init: Init::Running,
+                due: None,
+            },
+            Case {
+                name: "a running init container holds the rest back",
+                spec: spec(&["i1", "i2"], &["app"], "Always"),
+                seen: seen(&[("i1", status(Running, 0, 0))]),
+                now: after(0),
+                start: vec![],
+                back_off: vec![],
+                init: Init::Running,
+                due: None,
+            },
+            Case {
+                name: "a finished init container lets the next one start",
+                spec: spec(&["i1", "i2"], &["app"], "Always"),
+                seen: seen(&[("i1", status(Exited, 0, 0))]),
+                now: after(0),
+                start: starts(&[("i2", 0)]),
+                back_off: vec![],
+                init: Init::Running,
+                due: None,
+            },
+            Case {
+                name: "after the init containers, every app container starts",
+                spec: spec(&["i1"], &["a", "b"], "Always"),
+                seen: seen(&[("i1", status(Exited, 0, 0))]),
+                now: after(0),
+                start: starts(&[("a", 0), ("b", 0)]),
+                back_off: vec![],
+                init: Init::Done,
+                due: None,
+            },
+            Case {
+                name: "a failed init container with restartPolicy Never fails the pod",
+                spec: spec(&["i1"], &["app"], "Never"),
+                seen: seen(&[("i1", status(Exited, 0, 1))]),
+                now: after(100),
+                start: vec![],
+                back_off: vec![],
+                init: Init::Failed,
+                due: None,
+            },
+            Case {
+                name: "a failed init container restarts at once the first time",
+                spec: spec(&["i1"], &["app"], "OnFailure"),
+                seen: seen(&[("i1", status(Exited, 0, 1))]),
+                now: after(0),
+                start: starts(&[("i1", 1)]),
+                back_off: vec![],
+                init: Init::Running,
+                due: None,
+            },
+            Case {
+                name: "a crashed container waits out its back-off",
+                spec: spec(&[], &["app"], "Always"),
+                seen: seen(&[("app", status(Exited, 2, 1))]),
+                now: after(19),
+                start: vec![],
+                back_off: vec!["app"],
+                init: Init::Done,
+                due: Some(after(20)),
+            },
+            Case {
+                name: "and restarts when it is over",
+                spec: spec(&[], &["app"], "Always"),
+                seen: seen(&[("app", status(Exited, 2, 1))]),
+                now: after(20),
+                start: starts(&[("app", 3)]),
+                back_off: vec![],
+                init: Init::Done,
+                due: None,
+            },
+            Case {
+                name: "OnFailure leaves a successful container alone",
+                spec: spec(&[], &["ok", "bad"], "OnFailure"),
+                seen: seen(&[("ok", status(Exited, 0, 0)), ("bad", status(Exited, 0, 2))]),
+                now: after(0),
+                start: starts(&[("bad", 1)]),
+                back_off: vec![],
+                init: Init::Done,
+                due: None,
+            },
+            Case {
+                name: "Never restarts nothing",
+                spec: spec(&[], &["a"], "Never"),
+                seen: seen(&[("a", status(Exited, 0, 2))]),
+                now: after(600),
+                start: vec![],
+                back_off: vec![],
+                init: Init::Done,
+                due: None,
+            },
+            Case {
+                name: "the earliest back-off is when the pod is due",
+                spec: spec(&[], &["a", "b"], "Always"),
+                seen: seen(&[("a", status(Exited, 3, 1)), ("b", status(Exited, 1, 1))]),
+                now: after(1),
+                start: vec![],
+                back_off: vec!["a", "b"],
+                init: Init::Done,
+                due: Some(after(10)),
+            },
+        ];
+        for case in cases {
+            let p = plan(&case.spec, &case.seen, case.now);
+            assert_eq!(p.start, case.start, "{}", case.name);
+            assert_eq!(p.back_off, case.back_off, "{}", case.name);
+            assert_eq!(p.init, case.init, "{}", case.name);
+            assert_eq!(p.due, case.due, "{}", case.name);
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! A pod's status from what the runtime shows: a pure function, so that
+//! the same facts always give the same status and a condition's
+//! `lastTransitionTime` moves only when the condition does.
+
+use std::collections::HashMap;
+
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::{
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, HostIP, PodCondition, PodIP, PodSpec, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::plan::{attempt_of, exited, instant, running, Init, Observed};
+
+/// Why a container is not running: upstream's reason and message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Waiting {
+    pub reason: String,
+    pub message: String,
+}
+
+impl Waiting {
+    pub fn new(reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            reason: reason.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything a pod's status is made of.
+pub struct Facts<'a> {
+    pub spec: &'a PodSpec,
+    pub seen: &'a Observed,
+    /// Containers that could not (re)start, and why.
+    pub waiting: &'a HashMap<String, Waiting>,
+    /// Readiness from probes, by container; a container without a
+    /// readiness probe is ready when running.
+    pub probed: &'a HashMap<String, bool>,
+    pub init: Init,
+    pub node_ip: &'a str,
+    /// The status last written, for times that must not move.
+    pub previous: Option<&'a PodStatus>,
+    pub now: Timestamp,
+}
+
+/// A timestamp at the API's precision (whole seconds), so that a status
+/// compares equal to itself after a round trip.
+fn time(t: Timestamp) -> Time {
+    Time(Timestamp::from_second(t.as_second()).unwrap_or(t))
+}
+
+fn terminated(s: &cri::ContainerStatus) -> ContainerStateTerminated {
+    let reason = match (s.reason.as_str(), s.exit_code) {
+        ("", 0) => "Completed",
+        ("", _) => "Error",
+        (r, _) => r,
+    };
+    ContainerStateTerminated {
+        exit_code: s.exit_code,
+        reason: Some(reason.to_owned()),
+        message: (!s.message.is_empty()).then(|| s.message.clone()),
+        started_at: Some(time(instant(s.started_at))),
+        finished_at: Some(time(instant(s.finished_at))),
+        container_id: Some(format!("containerd://{}", s.id)),
+        ..Default::default()
+    }
+}
+
+fn waiting_state(w: &Waiting) -> ContainerState {
+    ContainerState {
+        waiting: Some(ContainerStateWaiting {
+            reason: Some(w.reason.clone()),
+            message: (!w.message.is_empty()).then(|| w.message.clone()),
+        }),
+        ..Default::default()
+    }
+}
+
+fn container_status(c: &Container, f: &Facts, before_start: &str) -> ContainerStatus {
+    let why = f.waiting.get(&c.name);
+    let mut last = None;
+    let latest = f.seen.latest.get(&c.name);
+    let state = match latest {
+        None => waiting_state(why.unwrap_or(&Waiting::new(before_start, ""))),
+        Some(s) if running(s) => ContainerState {
+            running: Some(ContainerStateRunning {
+                started_at: Some(time(instant(s.started_at))),
+            }),
+            ..Default::default()
+        },
+        Some(s) if exited(s) => match why {
+            Some(w) => {
+                last = Some(terminated(s));
+                waiting_state(w)
+            }
+            None => ContainerState {
+                terminated: Some(terminated(s)),
+                ..Default::default()
+            },
+        },
+        Some(_) => waiting_state(&Waiting::new("ContainerCreating", "")),
+    };
+    let last = last.or_else(|| {
+        f.seen
+            .previous
+            .get(&c.name)
+            .filter(|p| exited(p))
+            .map(terminated)
+    });
+    let is_running = state.running.is_some();
+    ContainerStatus {
+        name: c.name.clone(),
+        image: c.image.clone().unwrap_or_default(),
+        image_id: String::new(),
+        container_id: latest.map(|s| format!("containerd://{}", s.id)),
+        ready: is_running && f.probed.get(&c.name).copied().unwrap_or(true),
+        started: Some(is_running),
+        restart_count: latest.map_or(0, |s| attempt_of(s) as i32),
+        state: Some(state),
+        last_state: last.map(|t| ContainerState {
+            terminated: Some(t),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The pod's phase, as upstream's getPhase.
+fn phase(spec: &PodSpec, init: Init, statuses: &[ContainerStatus]) -> &'static str {
+    let restart = spec.restart_policy.as_deref().unwrap_or("Always");
+    let exit_code = |s: &ContainerStatus| {
+        s.state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .map(|t| t.exit_code)
+    };
+    let count = |f: &dyn Fn(&ContainerStatus) -> bool| statuses.iter().filter(|s| f(s)).count();
+    let running = count(&|s| s.state.as_ref().is_some_and(|s| s.running.is_some()));
+    let succeeded = count(&|s| exit_code(s) == Some(0));
+    let failed = count(&|s| exit_code(s).is_some_and(|c| c != 0));
+    let total = statuses.len();
+    match init {
+        Init::Failed => "Failed",
+        Init::Running => "Pending",
+        Init::Done if running == total => "Running",
+        Init::Done if succeeded == total && restart != "Always" => "Succeeded",
+        Init::Done if failed > 0 && succeeded + failed == total && restart == "Never" => "Failed",
+        Init::Done if running + succeeded + failed > 0 => "Running",
+        Init::Done => "Pending",
+    }
+}
+
+/// The status the pod has, given the facts.
+pub fn pod_status(f: &Facts) -> PodStatus {
+    let spec = f.spec;
+    // A pod on the node's network has the node's address.
+    let ip = if spec.host_network == Some(true) && f.seen.pod_ip.is_empty() {
+        f.node_ip.to_owned()
+    } else {
+        f.seen.pod_ip.clone()
+    };
+    let init_statuses: Vec<ContainerStatus> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| container_status(c, f, "PodInitializing"))
+        .collect();
+    let before_start = match f.init {
+        Init::Done => "ContainerCreating",
+        _ => "PodInitializing",
+    };
+    let statuses: Vec<ContainerStatus> = spec
+        .containers
+        .iter()
+        .map(|c| container_status(c, f, before_start))
+        .collect();
+    let ready = statuses.iter().all(|s| s.ready);
+    let previous = |kind: &str| {
+        f.previous
+            .and_then(|p| p.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == kind))
+    };
+    let condition = |kind: &str, ok: bool| {
+        let status = if ok { "True" } else { "False" };
+        let since = previous(kind)
+            .filter(|c| c.status == status)
+            .and_then(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| time(f.now));
+        PodCondition {
+            type_: kind.to_owned(),
+            status: status.to_owned(),
+            last_transition_time: Some(since),
+            ..Default::default()
+        }
+    };
+    let start_time = f
+        .previous
+        .and_then(|p| p.start_time.clone())
+        .unwrap_or_else(|| time(f.now));
+    let network_ready = !ip.is_empty();
+    PodStatus {
+        phase: Some(phase(spec, f.init, &statuses).to_owned()),
+        host_ip: Some(f.node_ip.to_owned()),
+        host_ips: Some(vec![HostIP {
+            ip: f.node_ip.to_owned(),
+        }]),
+        pod_ip: (!ip.is_empty()).then(|| ip.clone()),
+        pod_ips: (!ip.is_empty()).then(|| vec![PodIP { ip }]),
+        conditions: Some(vec![
+            condition("PodReadyToStartContainers", network_ready),
+            condition("Initialized", f.init == Init::Done),
+            condition("Ready", ready),
+            condition("ContainersReady", ready),
+            condition("PodScheduled", true),
+        ]),
+        container_statuses: Some(statuses),
+        init_container_statuses: Some(init_statuses),
+        start_time: Some(start_time),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::SignedDuration;
+
+    const T0: i64 = 1_700_000_000_000_000_000;
+
+    fn spec(restart: &str, init: bool) -> PodSpec {
+        serde_json::from_value(serde_json::json!({
+            "containers": [{"name": "a", "image": "app:1"}, {"name": "b", "image": "app:1"}],
+            "initContainers": if init { serde_json::json!([{"name": "i", "image": "app:1"}]) } else { serde_json::Value::Null },
+            "restartPolicy": restart,
+        }))
+        .unwrap()
+    }
+
+    fn container(state: cri::ContainerState, attempt: u32, code: i32) -> cri::ContainerStatus {
+        cri::ContainerStatus {
+            id: format!("id{attempt}"),
+            metadata: Some(cri::ContainerMetadata {
+                name: String::new(),
+                attempt,
+            }),
+            state: state as i32,
+            exit_code: code,
+            started_at: T0,
+            finished_at: T0 + 1_000_000_000,
+            ..Default::default()
+        }
+    }
+
+    use cri::ContainerState::{
+        ContainerCreated as Created, ContainerExited as Exited, ContainerRunning as Running,
+    };
+
+    fn seen(of: &[(&str, cri::ContainerStatus)]) -> Observed {
+        Observed {
+            pod_ip: "10.42.0.5".into(),
+            latest: of.iter().map(|(n, s)| (n.to_string(), s.clone())).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn status_of(
+        spec: &PodSpec,
+        seen: &Observed,
+        init: Init,
+        previous: Option<&PodStatus>,
+        at: i64,
+    ) -> PodStatus {
+        pod_status(&Facts {
+            spec,
+            seen,
+            waiting: &HashMap::new(),
+            probed: &HashMap::new(),
+            init,
+            node_ip: "192.0.2.1",
+            previous,
+            now: instant(T0) + SignedDuration::from_secs(at),
+        })
+    }
+
+    #[test]
+    fn phases() {
+        let cases = [
+            (
+                "nothing started",
+                spec("Always", false),
+                seen(&[]),
+                Init::Done,
+                "Pending",
+            ),
+            (
+                "init running",
+                spec("Always", true),
+                seen(&[("i", container(Running, 0, 0))]),
+                Init::Running,
+                "Pending",
+            ),
+            (
+                "init failed",
+                spec("Never", true),
+                seen(&[("i", container(Exited, 0, 1))]),
+                Init::Failed,
+                "Failed",
+            ),
+            (
+                "all running",
+                spec("Always", false),
+                seen(&[
+                    ("a", container(Running, 0, 0)),
+                    ("b", container(Running, 0, 0)),
+                ]),
+                Init::Done,
+                "Running",
+            ),
+            (
+                "one created",
+                spec("Always", false),
+                seen(&[
+                    ("a", container(Running, 0, 0)),
+                    ("b", container(Created, 0, 0)),
+                ]),
+                Init::Done,
+                "Running",
+            ),
+            (
+                "all done",
+                spec("OnFailure", false),
+                seen(&[
+                    ("a", container(Exited, 0, 0)),
+                    ("b", container(Exited, 0, 0)),
+                ]),
+                Init::Done,
+                "Succeeded",
+            ),
+            (
+                "all done but Always",
+                spec("Always", false),
+                seen(&[
+                    ("a", container(Exited, 0, 0)),
+                    ("b", container(Exited, 0, 0)),
+                ]),
+                Init::Done,
+                "Running",
+            ),
+            (
+                "one failed, Never",
+                spec("Never", false),
+                seen(&[
+                    ("a", container(Exited, 0, 0)),
+                    ("b", container(Exited, 0, 2)),
+                ]),
+                Init::Done,
+                "Failed",
+            ),
+            (
+                "one failed, one runs",
+                spec("Never", false),
+                seen(&[
+                    ("a", container(Running, 0, 0)),
+                    ("b", container(Exited, 0, 2)),
+                ]),
+                Init::Done,
+                "Running",
+            ),
+        ];
+        for (name, spec, seen, init, phase) in cases {
+            let status = status_of(&spec, &seen, init, None, 0);
+            assert_eq!(status.phase.as_deref(), Some(phase), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_condition_moves_only_when_its_status_does() {
+        let spec = spec("Always", false);
+        let starting = seen(&[("a", container(Running, 0, 0))]);
+        let first = status_of(&spec, &starting, Init::Done, None, 0);
+        let running = seen(&[
+            ("a", container(Running, 0, 0)),
+            ("b", container(Running, 0, 0)),
+        ]);
+        let second = status_of(&spec, &running, Init::Done, Some(&first), 5);
+        let third = status_of(&spec, &running, Init::Done, Some(&second), 9);
+        let since = |s: &PodStatus, kind: &str| {
+            let c = s
+                .conditions
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|c| c.type_ == kind)
+                .unwrap();
+            (
+                c.status.clone(),
+                c.last_transition_time.clone().unwrap().0.as_second(),
+            )
+        };
+        let t0 = instant(T0).as_second();
+        assert_eq!(since(&first, "Ready"), ("False".into(), t0));
+        assert_eq!(since(&second, "Ready"), ("True".into(), t0 + 5));
+        assert_eq!(since(&third, "Ready"), ("True".into(), t0 + 5));
+        assert_eq!(since(&third, "Initialized"), ("True".into(), t0));
+        assert_eq!(third.start_time, first.start_time);
+        assert_eq!(third, second, "the same facts give the same status");
+    }
+
+    #[test]
+    fn a_container_waiting_to_restart_shows_why_and_its_last_run() {
+        let spec = spec("Always", false);
+        let mut seen = seen(&[
+            ("a", container(Exited, 2, 137)),
+            ("b", container(Running, 0, 0)),
+        ]);
+        seen.latest.get_mut("a").unwrap().reason = "OOMKilled".into();
+        let waiting = HashMap::from([(
+            "a".to_owned(),
+            Waiting::new("CrashLoopBackOff", "back-off restarting failed container a"),
+        )]);
+        let probed = HashMap::from([("b".to_owned(), false)]);
+        let status = pod_status(&Facts {
+            spec: &spec,
+            seen: &seen,
+            waiting: &waiting,
+            probed: &probed,
+            init: Init::Done,
+            node_ip: "192.0.2.1",
+            previous: None,
+            now: instant(T0),
+        });
+        let statuses = status.container_statuses.unwrap();
+        let a = &statuses[0];
+        let w = a.state.as_ref().unwrap().waiting.as_ref().unwrap();
+        assert_eq!(w.reason.as_deref(), Some("CrashLoopBackOff"));
+        let last = a.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
+        assert_eq!(
+            (last.exit_code, last.reason.as_deref()),
+            (137, Some("OOMKilled"))
+        );
+        assert_eq!((a.restart_count, a.ready), (2, false));
+        assert_eq!(a.container_id.as_deref(), Some("containerd://id2"));
+        // Running but failing its readiness probe.
+        assert_eq!(
+            (statuses[1].started, statuses[1].ready),
+            (Some(true), false)
+        );
+        assert_eq!(status.pod_ip.as_deref(), Some("10.42.0.5"));
+    }
+}

@@ -1,0 +1,329 @@
+//! Pod workers on the fake runtime, against a fake API server that
+//! records what the workers write.
+
+use std::sync::Mutex;
+
+use hyper::{Request, Response};
+use kube::client::Body;
+use serde_json::Value;
+
+use super::*;
+use crate::runtime::fake::{FakeRuntime, Pull};
+
+/// What the workers sent to the API: method, path and body.
+type Requests = Arc<Mutex<Vec<(String, String, Value)>>>;
+
+/// A client whose API server records every request and answers writes
+/// with a minimal object and reads with NotFound.
+fn fake_api() -> (Client, Requests) {
+    let requests: Requests = Arc::default();
+    let log = requests.clone();
+    let service = tower::service_fn(move |r: Request<Body>| {
+        let log = log.clone();
+        async move {
+            let (parts, body) = r.into_parts();
+            let bytes = body.collect_bytes().await.unwrap_or_default();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let method = parts.method.to_string();
+            log.lock()
+                .unwrap()
+                .push((method.clone(), parts.uri.path().to_owned(), body.clone()));
+            let (code, answer) = match method.as_str() {
+                "POST" => (201, body),
+                "GET" => (
+                    404,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+                ),
+                _ => (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}),
+                ),
+            };
+            let response = Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                .unwrap();
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    (Client::new(service, "default"), requests)
+}
+
+fn pod(name: &str, containers: &[(&str, &str)], restart: &str) -> Pod {
+    let containers: Vec<Value> = containers
+        .iter()
+        .map(|(n, image)| json!({"name": n, "image": image}))
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+        "spec": {"containers": containers, "restartPolicy": restart, "nodeName": "n1"},
+    }))
+    .unwrap()
+}
+
+struct Node {
+    worker: Arc<Worker>,
+    fake: Arc<FakeRuntime>,
+    requests: Requests,
+    _dir: TempDir,
+}
+
+/// A directory removed when the test ends.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn node(test: &str) -> Node {
+    let dir = std::env::temp_dir().join(format!("skiff-pods-{test}-{}", std::process::id()));
+    let (client, requests) = fake_api();
+    let fake = Arc::new(FakeRuntime::default());
+    let worker = Arc::new(Worker::new(
+        client,
+        fake.clone(),
+        "n1".into(),
+        "192.0.2.1".into(),
+        dir.clone(),
+        None,
+    ));
+    Node {
+        worker,
+        fake,
+        requests,
+        _dir: TempDir(dir),
+    }
+}
+
+impl Node {
+    /// Starts a worker for `pod`; the sender stands for the dispatcher.
+    fn start(&self, pod: Pod) -> Slot {
+        let uid = pod.metadata.uid.clone().unwrap();
+        let (slot, rx) = watch::channel(Some(pod));
+        tokio::spawn(self.worker.clone().pod_worker(uid, rx));
+        slot
+    }
+
+    /// The statuses written for pod `name`, oldest first.
+    fn statuses(&self, name: &str) -> Vec<Value> {
+        let path = format!("/api/v1/namespaces/default/pods/{name}/status");
+        let requests = self.requests.lock().unwrap();
+        requests
+            .iter()
+            .filter(|(m, p, _)| m == "PATCH" && *p == path)
+            .map(|(_, _, body)| body["status"].clone())
+            .collect()
+    }
+
+    fn latest_status(&self, name: &str) -> Value {
+        self.statuses(name).pop().unwrap_or(Value::Null)
+    }
+}
+
+/// Waits for `done` to hold, checking as the workers make progress; fails
+/// after ten seconds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn waiting_reason(status: &Value, i: usize) -> String {
+    status["containerStatuses"][i]["state"]["waiting"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_hanging_pull_delays_no_other_pod() {
+    let n = node("hang");
+    n.fake.registry("stuck:1", Pull::Hangs);
+    n.fake.add_image("app:1");
+    let _stuck = n.start(pod("stuck", &[("c", "stuck:1")], "Always"));
+    let _crashy = n.start(pod("crashy", &[("c", "app:1")], "Always"));
+    until("crashy runs", || {
+        n.fake
+            .container_named("uid-crashy", "c")
+            .is_some_and(|s| running(&s))
+    })
+    .await;
+    // The stuck pod's pull has not returned, yet a new pod starts and a
+    // crashed container restarts (the first restart has no back-off).
+    let _fresh = n.start(pod("fresh", &[("c", "app:1")], "Always"));
+    let first = n.fake.container_named("uid-crashy", "c").unwrap();
+    n.fake.exit(&first.id, 1);
+    until("fresh runs", || {
+        n.latest_status("fresh")["phase"] == "Running"
+    })
+    .await;
+    until("crashy restarts", || {
+        n.fake
+            .container_named("uid-crashy", "c")
+            .is_some_and(|s| running(&s) && attempt_of_status(&s) == 1)
+    })
+    .await;
+    assert_eq!(n.fake.pulls(), ["stuck:1"]);
+    assert!(n.fake.container_named("uid-stuck", "c").is_none());
+    let stuck = n.latest_status("stuck");
+    assert_eq!(waiting_reason(&stuck, 0), "ContainerCreating", "{stuck}");
+}
+
+fn attempt_of_status(s: &cri::ContainerStatus) -> u32 {
+    crate::plan::attempt_of(s)
+}
+
+#[tokio::test]
+async fn a_crashing_container_backs_off_and_reports_its_last_state() {
+    let n = node("crash");
+    n.fake.add_image("app:1");
+    let _slot = n.start(pod("p", &[("c", "app:1")], "Always"));
+    until("the container runs", || {
+        n.latest_status("p")["phase"] == "Running"
+    })
+    .await;
+    // Two crashes: the first restart is immediate, the second waits 10 s.
+    for attempt in 0..2 {
+        until("the attempt runs", || {
+            n.fake
+                .container_named("uid-p", "c")
+                .is_some_and(|s| running(&s) && attempt_of_status(&s) == attempt)
+        })
+        .await;
+        let c = n.fake.container_named("uid-p", "c").unwrap();
+        n.fake.exit(&c.id, 3);
+    }
+    until("CrashLoopBackOff is reported", || {
+        waiting_reason(&n.latest_status("p"), 0) == "CrashLoopBackOff"
+    })
+    .await;
+    let status = n.latest_status("p");
+    let c = &status["containerStatuses"][0];
+    assert_eq!(c["restartCount"], 1, "{status}");
+    assert_eq!(c["lastState"]["terminated"]["exitCode"], 3, "{status}");
+    assert_eq!(c["lastState"]["terminated"]["reason"], "Error", "{status}");
+    assert_eq!(c["ready"], false);
+}
+
+#[tokio::test]
+async fn a_failed_pull_backs_off_then_succeeds_for_a_new_pod() {
+    let n = node("pull");
+    n.fake
+        .registry("gone:1", Pull::Fails("manifest unknown".into()));
+    let _slot = n.start(pod("p", &[("c", "gone:1")], "Always"));
+    until("ErrImagePull is reported", || {
+        waiting_reason(&n.latest_status("p"), 0) == "ErrImagePull"
+    })
+    .await;
+    let status = n.latest_status("p");
+    assert_eq!(
+        status["containerStatuses"][0]["state"]["waiting"]["message"],
+        "manifest unknown"
+    );
+    until("ImagePullBackOff is reported", || {
+        waiting_reason(&n.latest_status("p"), 0) == "ImagePullBackOff"
+    })
+    .await;
+    assert_eq!(
+        n.fake.pulls().len(),
+        1,
+        "no second pull inside the back-off"
+    );
+}
+
+#[tokio::test]
+async fn a_pod_runs_to_completion_with_init_containers_in_order() {
+    let n = node("init");
+    n.fake.add_image("app:1");
+    let mut p = pod("job", &[("main", "app:1")], "Never");
+    p.spec.as_mut().unwrap().init_containers = Some(vec![serde_json::from_value(
+        json!({"name": "first", "image": "app:1"}),
+    )
+    .unwrap()]);
+    let _slot = n.start(p);
+    until("the init container runs", || {
+        n.fake.container_named("uid-job", "first").is_some()
+    })
+    .await;
+    assert!(n.fake.container_named("uid-job", "main").is_none());
+    assert_eq!(n.latest_status("job")["phase"], "Pending");
+    let first = n.fake.container_named("uid-job", "first").unwrap();
+    n.fake.exit(&first.id, 0);
+    until("main runs", || {
+        n.fake
+            .container_named("uid-job", "main")
+            .is_some_and(|s| running(&s))
+    })
+    .await;
+    let main = n.fake.container_named("uid-job", "main").unwrap();
+    n.fake.exit(&main.id, 0);
+    until("the pod succeeds", || {
+        n.latest_status("job")["phase"] == "Succeeded"
+    })
+    .await;
+    let status = n.latest_status("job");
+    assert_eq!(
+        status["initContainerStatuses"][0]["state"]["terminated"]["reason"],
+        "Completed"
+    );
+    assert_eq!(
+        status["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+        0
+    );
+    assert_eq!(
+        status["podIP"].as_str().map(|ip| ip.starts_with("10.88.")),
+        Some(true)
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_pod_is_stopped_then_removed_from_the_api() {
+    let n = node("delete");
+    n.fake.add_image("app:1");
+    let slot = n.start(pod("p", &[("c", "app:1")], "Always"));
+    until("the pod runs", || {
+        n.latest_status("p")["phase"] == "Running"
+    })
+    .await;
+    let mut deleting = pod("p", &[("c", "app:1")], "Always");
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+    );
+    deleting.metadata.deletion_grace_period_seconds = Some(0);
+    slot.send_replace(Some(deleting));
+    until("the sandbox is gone", || n.fake.sandbox_count() == 0).await;
+    until("the pod is deleted", || {
+        n.requests.lock().unwrap().iter().any(|(m, p, body)| {
+            m == "DELETE"
+                && p == "/api/v1/namespaces/default/pods/p"
+                && body["preconditions"]["uid"] == "uid-p"
+        })
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unchanged_pod_is_reported_once() {
+    let n = node("quiet");
+    n.fake.add_image("app:1");
+    let slot = n.start(pod("p", &[("c", "app:1")], "Always"));
+    until("the pod runs", || {
+        n.latest_status("p")["phase"] == "Running"
+    })
+    .await;
+    let written = n.statuses("p").len();
+    // Each change of the pod wakes its worker, which finds nothing new.
+    for _ in 0..3 {
+        let looked = n.fake.looks();
+        slot.send_modify(|_| {});
+        until("the worker looked again", || n.fake.looks() > looked).await;
+    }
+    let looked = n.fake.looks();
+    until("the worker's timer fired", || n.fake.looks() > looked).await;
+    assert_eq!(n.statuses("p").len(), written, "{:?}", n.statuses("p"));
+}

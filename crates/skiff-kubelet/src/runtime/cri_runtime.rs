@@ -1,0 +1,171 @@
+//! [`ContainerRuntime`] over CRI's gRPC services.
+
+use k8s_cri::v1 as cri;
+
+use super::{ContainerRuntime, Result};
+use crate::cri::Cri;
+
+#[async_trait::async_trait]
+impl ContainerRuntime for Cri {
+    async fn sandboxes(&self, labels: &[(&str, &str)]) -> Result<Vec<cri::PodSandbox>> {
+        let filter = (!labels.is_empty()).then(|| cri::PodSandboxFilter {
+            label_selector: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        });
+        let request = cri::ListPodSandboxRequest { filter };
+        Ok(self
+            .runtime
+            .clone()
+            .list_pod_sandbox(request)
+            .await?
+            .into_inner()
+            .items)
+    }
+
+    async fn sandbox_ip(&self, id: &str) -> Result<String> {
+        let request = cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_owned(),
+            verbose: false,
+        };
+        let status = self.runtime.clone().pod_sandbox_status(request).await?;
+        Ok(status
+            .into_inner()
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default())
+    }
+
+    async fn run_sandbox(&self, config: &cri::PodSandboxConfig) -> Result<String> {
+        let request = cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        };
+        let made = self.runtime.clone().run_pod_sandbox(request).await?;
+        Ok(made.into_inner().pod_sandbox_id)
+    }
+
+    async fn stop_sandbox(&self, id: &str) -> Result<()> {
+        let pod_sandbox_id = id.to_owned();
+        let request = cri::StopPodSandboxRequest { pod_sandbox_id };
+        self.runtime.clone().stop_pod_sandbox(request).await?;
+        Ok(())
+    }
+
+    async fn remove_sandbox(&self, id: &str) -> Result<()> {
+        let pod_sandbox_id = id.to_owned();
+        let request = cri::RemovePodSandboxRequest { pod_sandbox_id };
+        self.runtime.clone().remove_pod_sandbox(request).await?;
+        Ok(())
+    }
+
+    async fn containers(&self, sandbox: Option<&str>) -> Result<Vec<cri::Container>> {
+        let filter = sandbox.map(|id| cri::ContainerFilter {
+            pod_sandbox_id: id.to_owned(),
+            ..Default::default()
+        });
+        let request = cri::ListContainersRequest { filter };
+        Ok(self
+            .runtime
+            .clone()
+            .list_containers(request)
+            .await?
+            .into_inner()
+            .containers)
+    }
+
+    async fn container_status(&self, id: &str) -> Result<cri::ContainerStatus> {
+        let request = cri::ContainerStatusRequest {
+            container_id: id.to_owned(),
+            verbose: false,
+        };
+        let status = self.runtime.clone().container_status(request).await?;
+        Ok(status.into_inner().status.unwrap_or_default())
+    }
+
+    async fn create_container(
+        &self,
+        sandbox: &str,
+        config: &cri::ContainerConfig,
+        sandbox_config: &cri::PodSandboxConfig,
+    ) -> Result<String> {
+        let request = cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox.to_owned(),
+            config: Some(config.clone()),
+            sandbox_config: Some(sandbox_config.clone()),
+        };
+        let made = self.runtime.clone().create_container(request).await?;
+        Ok(made.into_inner().container_id)
+    }
+
+    async fn start_container(&self, id: &str) -> Result<()> {
+        let container_id = id.to_owned();
+        let request = cri::StartContainerRequest { container_id };
+        self.runtime.clone().start_container(request).await?;
+        Ok(())
+    }
+
+    async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
+        let container_id = id.to_owned();
+        let request = cri::StopContainerRequest {
+            container_id,
+            timeout,
+        };
+        self.runtime.clone().stop_container(request).await?;
+        Ok(())
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<()> {
+        let container_id = id.to_owned();
+        let request = cri::RemoveContainerRequest { container_id };
+        self.runtime.clone().remove_container(request).await?;
+        Ok(())
+    }
+
+    async fn exec_sync(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: i64,
+    ) -> Result<cri::ExecSyncResponse> {
+        let request = cri::ExecSyncRequest {
+            container_id: id.to_owned(),
+            cmd: command.to_vec(),
+            timeout,
+        };
+        Ok(self.runtime.clone().exec_sync(request).await?.into_inner())
+    }
+
+    async fn image_status(&self, image: &str) -> Result<Option<cri::Image>> {
+        let request = cri::ImageStatusRequest {
+            image: Some(spec(image)),
+            verbose: false,
+        };
+        Ok(self
+            .images
+            .clone()
+            .image_status(request)
+            .await?
+            .into_inner()
+            .image)
+    }
+
+    async fn pull_image(&self, image: &str) -> Result<()> {
+        let request = cri::PullImageRequest {
+            image: Some(spec(image)),
+            ..Default::default()
+        };
+        self.images.clone().pull_image(request).await?;
+        Ok(())
+    }
+}
+
+fn spec(image: &str) -> cri::ImageSpec {
+    cri::ImageSpec {
+        image: image.to_owned(),
+        ..Default::default()
+    }
+}

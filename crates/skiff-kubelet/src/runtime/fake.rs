@@ -1,0 +1,325 @@
+//! An in-memory [`ContainerRuntime`]: sandboxes get addresses, containers
+//! run until told to exit, images come from a scripted registry. For unit
+//! tests of the pod workers, with no root and no containerd.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use k8s_cri::v1 as cri;
+use tonic::Status;
+
+use super::{ContainerRuntime, Result};
+
+/// What pulling an image from the fake registry does.
+#[derive(Clone, Debug)]
+pub enum Pull {
+    /// The image arrives, running as this user (`""` for the image's
+    /// default, root).
+    Succeeds {
+        user: String,
+    },
+    Fails(String),
+    /// The pull never returns.
+    Hangs,
+}
+
+#[derive(Default)]
+struct State {
+    next_id: u64,
+    sandboxes: BTreeMap<String, (cri::PodSandbox, String)>,
+    containers: BTreeMap<String, (cri::Container, cri::ContainerStatus)>,
+    images: BTreeMap<String, cri::Image>,
+    registry: BTreeMap<String, Pull>,
+    pulls: Vec<String>,
+    looks: usize,
+}
+
+/// The fake runtime; cheap to share behind an `Arc`.
+#[derive(Default)]
+pub struct FakeRuntime {
+    state: Mutex<State>,
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+}
+
+fn not_found(what: &str, id: &str) -> Status {
+    Status::not_found(format!("{what} {id:?} not found"))
+}
+
+impl FakeRuntime {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts an image on the node, as `skiff image import` would.
+    pub fn add_image(&self, image: &str) {
+        let record = cri::Image {
+            id: format!("sha256:{image}"),
+            repo_tags: vec![image.to_owned()],
+            ..Default::default()
+        };
+        self.state().images.insert(image.to_owned(), record);
+    }
+
+    /// Says what pulling `image` does.
+    pub fn registry(&self, image: &str, pull: Pull) {
+        self.state().registry.insert(image.to_owned(), pull);
+    }
+
+    /// Every pull asked for so far, in order.
+    pub fn pulls(&self) -> Vec<String> {
+        self.state().pulls.clone()
+    }
+
+    /// Ends a running container with this exit code.
+    pub fn exit(&self, id: &str, code: i32) {
+        let mut state = self.state();
+        if let Some((c, s)) = state.containers.get_mut(id) {
+            if s.state == cri::ContainerState::ContainerRunning as i32 {
+                c.state = cri::ContainerState::ContainerExited as i32;
+                s.state = c.state;
+                s.exit_code = code;
+                s.finished_at = now();
+            }
+        }
+    }
+
+    /// The latest container named `name` in the pod with this uid.
+    pub fn container_named(&self, uid: &str, name: &str) -> Option<cri::ContainerStatus> {
+        let state = self.state();
+        let sandboxes: Vec<&String> = state
+            .sandboxes
+            .iter()
+            .filter(|(_, (s, _))| s.metadata.as_ref().is_some_and(|m| m.uid == uid))
+            .map(|(id, _)| id)
+            .collect();
+        state
+            .containers
+            .values()
+            .filter(|(c, _)| sandboxes.contains(&&c.pod_sandbox_id))
+            .filter(|(c, _)| c.metadata.as_ref().is_some_and(|m| m.name == name))
+            .max_by_key(|(c, _)| c.metadata.as_ref().map(|m| m.attempt))
+            .map(|(_, s)| s.clone())
+    }
+
+    /// How many times a sandbox's containers were listed: each is one
+    /// look of a pod worker at its pod.
+    pub fn looks(&self) -> usize {
+        self.state().looks
+    }
+
+    /// How many sandboxes exist, in any state.
+    pub fn sandbox_count(&self) -> usize {
+        self.state().sandboxes.len()
+    }
+}
+
+#[async_trait::async_trait]
+impl ContainerRuntime for FakeRuntime {
+    async fn sandboxes(&self, labels: &[(&str, &str)]) -> Result<Vec<cri::PodSandbox>> {
+        let state = self.state();
+        Ok(state
+            .sandboxes
+            .values()
+            .map(|(s, _)| s)
+            .filter(|s| {
+                labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .cloned()
+            .collect())
+    }
+
+    async fn sandbox_ip(&self, id: &str) -> Result<String> {
+        let state = self.state();
+        let (_, ip) = state
+            .sandboxes
+            .get(id)
+            .ok_or_else(|| not_found("sandbox", id))?;
+        Ok(ip.clone())
+    }
+
+    async fn run_sandbox(&self, config: &cri::PodSandboxConfig) -> Result<String> {
+        let mut state = self.state();
+        state.next_id += 1;
+        let n = state.next_id;
+        let id = format!("sandbox-{n}");
+        let host = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+            .is_some_and(|n| n.network == cri::NamespaceMode::Node as i32);
+        let ip = match host {
+            true => String::new(),
+            false => format!("10.88.{}.{}", n / 250, n % 250 + 2),
+        };
+        let sandbox = cri::PodSandbox {
+            id: id.clone(),
+            metadata: config.metadata.clone(),
+            state: cri::PodSandboxState::SandboxReady as i32,
+            created_at: now(),
+            labels: config.labels.clone(),
+            ..Default::default()
+        };
+        state.sandboxes.insert(id.clone(), (sandbox, ip));
+        Ok(id)
+    }
+
+    async fn stop_sandbox(&self, id: &str) -> Result<()> {
+        let mut state = self.state();
+        let ids: Vec<String> = state
+            .containers
+            .iter()
+            .filter(|(_, (c, _))| c.pod_sandbox_id == id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        drop(state);
+        for c in ids {
+            self.exit(&c, 137);
+        }
+        state = self.state();
+        let (s, _) = state
+            .sandboxes
+            .get_mut(id)
+            .ok_or_else(|| not_found("sandbox", id))?;
+        s.state = cri::PodSandboxState::SandboxNotready as i32;
+        Ok(())
+    }
+
+    async fn remove_sandbox(&self, id: &str) -> Result<()> {
+        let mut state = self.state();
+        state.containers.retain(|_, (c, _)| c.pod_sandbox_id != id);
+        state.sandboxes.remove(id);
+        Ok(())
+    }
+
+    async fn containers(&self, sandbox: Option<&str>) -> Result<Vec<cri::Container>> {
+        let mut state = self.state();
+        state.looks += usize::from(sandbox.is_some());
+        Ok(state
+            .containers
+            .values()
+            .map(|(c, _)| c)
+            .filter(|c| sandbox.is_none_or(|s| c.pod_sandbox_id == s))
+            .cloned()
+            .collect())
+    }
+
+    async fn container_status(&self, id: &str) -> Result<cri::ContainerStatus> {
+        let state = self.state();
+        let (_, s) = state
+            .containers
+            .get(id)
+            .ok_or_else(|| not_found("container", id))?;
+        Ok(s.clone())
+    }
+
+    async fn create_container(
+        &self,
+        sandbox: &str,
+        config: &cri::ContainerConfig,
+        _: &cri::PodSandboxConfig,
+    ) -> Result<String> {
+        let mut state = self.state();
+        if !state.sandboxes.contains_key(sandbox) {
+            return Err(not_found("sandbox", sandbox));
+        }
+        let image = config.image.as_ref().map(|i| i.image.clone());
+        if !image.as_ref().is_some_and(|i| state.images.contains_key(i)) {
+            return Err(Status::failed_precondition(format!(
+                "image {:?} is not on the node",
+                image.unwrap_or_default()
+            )));
+        }
+        state.next_id += 1;
+        let id = format!("container-{}", state.next_id);
+        let created = cri::ContainerState::ContainerCreated as i32;
+        let container = cri::Container {
+            id: id.clone(),
+            pod_sandbox_id: sandbox.to_owned(),
+            metadata: config.metadata.clone(),
+            image: config.image.clone(),
+            state: created,
+            created_at: now(),
+            labels: config.labels.clone(),
+            ..Default::default()
+        };
+        let status = cri::ContainerStatus {
+            id: id.clone(),
+            metadata: config.metadata.clone(),
+            state: created,
+            created_at: now(),
+            image: config.image.clone(),
+            labels: config.labels.clone(),
+            ..Default::default()
+        };
+        state.containers.insert(id.clone(), (container, status));
+        Ok(id)
+    }
+
+    async fn start_container(&self, id: &str) -> Result<()> {
+        let mut state = self.state();
+        let (c, s) = state
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| not_found("container", id))?;
+        c.state = cri::ContainerState::ContainerRunning as i32;
+        s.state = c.state;
+        s.started_at = now();
+        Ok(())
+    }
+
+    async fn stop_container(&self, id: &str, _timeout: i64) -> Result<()> {
+        self.exit(id, 137);
+        Ok(())
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<()> {
+        self.state().containers.remove(id);
+        Ok(())
+    }
+
+    async fn exec_sync(&self, id: &str, _: &[String], _: i64) -> Result<cri::ExecSyncResponse> {
+        let running = self.container_status(id).await?.state;
+        Ok(cri::ExecSyncResponse {
+            exit_code: if running == cri::ContainerState::ContainerRunning as i32 {
+                0
+            } else {
+                1
+            },
+            ..Default::default()
+        })
+    }
+
+    async fn image_status(&self, image: &str) -> Result<Option<cri::Image>> {
+        Ok(self.state().images.get(image).cloned())
+    }
+
+    async fn pull_image(&self, image: &str) -> Result<()> {
+        // A pull takes a moment, as a real one does.
+        tokio::task::yield_now().await;
+        let pull = {
+            let mut state = self.state();
+            state.pulls.push(image.to_owned());
+            state.registry.get(image).cloned()
+        };
+        match pull {
+            Some(Pull::Succeeds { user }) => {
+                self.add_image(image);
+                if let Some(i) = self.state().images.get_mut(image) {
+                    i.username = user;
+                }
+                Ok(())
+            }
+            Some(Pull::Fails(why)) => Err(Status::unknown(why)),
+            Some(Pull::Hangs) => std::future::pending().await,
+            None => Err(Status::not_found(format!(
+                "failed to resolve reference {image:?}: not found"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! The seam between the pod workers and a container runtime: the calls of
+//! CRI's runtime and image services that running pods needs, with the
+//! CRI implementation over containerd and an in-memory fake for tests and
+//! simulated nodes.
+
+mod cri_runtime;
+pub mod fake;
+
+use k8s_cri::v1 as cri;
+
+/// What a runtime call returns; the error carries the runtime's code and
+/// message, as CRI's do.
+pub type Result<T> = std::result::Result<T, tonic::Status>;
+
+/// Sandboxes, containers and images, as CRI models them.
+#[async_trait::async_trait]
+pub trait ContainerRuntime: Send + Sync {
+    /// Sandboxes, all of them or those whose labels match `labels`.
+    async fn sandboxes(&self, labels: &[(&str, &str)]) -> Result<Vec<cri::PodSandbox>>;
+    /// The sandbox's pod IP, empty when it has none (host network).
+    async fn sandbox_ip(&self, id: &str) -> Result<String>;
+    /// Creates and starts a sandbox; returns its id.
+    async fn run_sandbox(&self, config: &cri::PodSandboxConfig) -> Result<String>;
+    async fn stop_sandbox(&self, id: &str) -> Result<()>;
+    async fn remove_sandbox(&self, id: &str) -> Result<()>;
+
+    /// Containers, all of them or those of one sandbox.
+    async fn containers(&self, sandbox: Option<&str>) -> Result<Vec<cri::Container>>;
+    async fn container_status(&self, id: &str) -> Result<cri::ContainerStatus>;
+    /// Creates a container in a sandbox; returns its id.
+    async fn create_container(
+        &self,
+        sandbox: &str,
+        config: &cri::ContainerConfig,
+        sandbox_config: &cri::PodSandboxConfig,
+    ) -> Result<String>;
+    async fn start_container(&self, id: &str) -> Result<()>;
+    /// Sends SIGTERM, then SIGKILL after `timeout` seconds.
+    async fn stop_container(&self, id: &str, timeout: i64) -> Result<()>;
+    async fn remove_container(&self, id: &str) -> Result<()>;
+    /// Runs a command in a container to its end (exec probes and hooks).
+    async fn exec_sync(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: i64,
+    ) -> Result<cri::ExecSyncResponse>;
+
+    /// The runtime's record of an image, if it holds it.
+    async fn image_status(&self, image: &str) -> Result<Option<cri::Image>>;
+    async fn pull_image(&self, image: &str) -> Result<()>;
+}
