@@ -33,6 +33,11 @@ use crate::security;
 /// How often a pod's worker looks at the runtime when nothing else wakes
 /// it: the fallback that notices exits, and the probes' tick.
 const RESYNC: Duration = Duration::from_secs(1);
+/// The same on a simulated node, whose fake runtime changes only through
+/// its worker.
+const SIMULATED_RESYNC: Duration = Duration::from_secs(10);
+/// How soon a status that could not be written is tried again.
+const RETRY: Duration = Duration::from_secs(1);
 
 pub(crate) fn attempt_of_container(c: &cri::Container) -> u32 {
     c.metadata.as_ref().map_or(0, |m| m.attempt)
@@ -60,7 +65,12 @@ pub struct Worker {
     pulls: Pulls,
     /// Service account tokens projected into pods.
     tokens: pod_inputs::Tokens,
-    events: Recorder,
+    /// None on simulated nodes, which record no events.
+    events: Option<Recorder>,
+    /// Simulated nodes run on the fake runtime: no files, volumes,
+    /// environment lookups or probes, and a slower look at the runtime,
+    /// which changes only through the worker.
+    simulated: bool,
 }
 
 /// One pod's worker, as the dispatcher sees it: the latest pod (`None`
@@ -76,7 +86,7 @@ impl Worker {
         log_dir: std::path::PathBuf,
         dns: Option<crate::agent::Dns>,
     ) -> Self {
-        let events = Recorder::start(client.clone(), &node);
+        let events = Some(Recorder::start(client.clone(), &node));
         Self {
             dns,
             client,
@@ -88,6 +98,46 @@ impl Worker {
             pulls: Pulls::default(),
             tokens: pod_inputs::Tokens::default(),
             events,
+            simulated: false,
+        }
+    }
+
+    /// The worker of a simulated node, on a fake runtime.
+    pub fn simulated(
+        client: Client,
+        runtime: Arc<dyn ContainerRuntime>,
+        node: String,
+        node_ip: String,
+    ) -> Self {
+        Self {
+            dns: None,
+            client,
+            runtime,
+            node,
+            node_ip,
+            log_dir: std::path::PathBuf::new(),
+            prober: Prober::default(),
+            pulls: Pulls::default(),
+            tokens: pod_inputs::Tokens::default(),
+            events: None,
+            simulated: true,
+        }
+    }
+
+    /// How long a pod's worker waits when nothing wakes it.
+    fn resync(&self) -> Duration {
+        if self.simulated {
+            SIMULATED_RESYNC
+        } else {
+            RESYNC
+        }
+    }
+
+    /// Unmounts what the pod's directory holds (nothing on simulated
+    /// nodes, which have none).
+    fn release(&self, uid: &str) {
+        if !self.simulated {
+            pod_inputs::release(&self.log_dir.join(uid));
         }
     }
 
@@ -97,61 +147,21 @@ impl Worker {
         let api: Api<Pod> = Api::all(self.client.clone());
         let config = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node));
         let mut events = watcher::watcher(api, config).boxed();
-        let mut slots: HashMap<String, Slot> = HashMap::new();
-        let mut relist: HashMap<String, Pod> = HashMap::new();
-        // Until the first full list arrives, nothing is cleaned up: an
-        // empty map would make every running pod look orphaned.
-        let mut listed = false;
+        let mut pods = Dispatcher::new(self.clone());
         let mut housekeeping = tokio::time::interval(RESYNC * 2);
         loop {
-            let event = tokio::select! {
+            tokio::select! {
                 e = events.next() => match e {
-                    Some(e) => e,
+                    Some(Ok(event)) => pods.handle(event),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "pod watch; retrying");
+                        tokio::time::sleep(RETRY).await;
+                    }
                     None => return,
                 },
-                _ = housekeeping.tick() => {
-                    if listed {
-                        self.housekeeping(&slots).await;
-                    }
-                    continue;
-                }
-            };
-            let uid = |pod: &Pod| pod.metadata.uid.clone().unwrap_or_default();
-            match event {
-                Ok(Event::Init) => relist.clear(),
-                Ok(Event::InitApply(pod)) => {
-                    relist.insert(uid(&pod), pod);
-                }
-                Ok(Event::InitDone) => {
-                    for (gone, slot) in slots.extract_if(|uid, _| !relist.contains_key(uid)) {
-                        tracing::debug!(pod = gone, "gone while the watch was down");
-                        slot.send_replace(None);
-                    }
-                    for (uid, pod) in relist.drain() {
-                        self.deliver(&mut slots, uid, pod);
-                    }
-                    listed = true;
-                }
-                Ok(Event::Apply(pod)) => self.deliver(&mut slots, uid(&pod), pod),
-                Ok(Event::Delete(pod)) => {
-                    if let Some(slot) = slots.remove(&uid(&pod)) {
-                        slot.send_replace(None);
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "pod watch"),
+                _ = housekeeping.tick() => pods.housekeeping().await,
             }
         }
-    }
-
-    /// Hands a pod to its worker, starting one for a new pod.
-    fn deliver(self: &Arc<Self>, slots: &mut HashMap<String, Slot>, uid: String, pod: Pod) {
-        if let Some(slot) = slots.get(&uid) {
-            slot.send_replace(Some(pod));
-            return;
-        }
-        let (slot, rx) = watch::channel(Some(pod));
-        slots.insert(uid.clone(), slot);
-        tokio::spawn(self.clone().pod_worker(uid, rx));
     }
 
     /// One pod's worker: syncs at each change of the pod and when its
@@ -163,14 +173,14 @@ impl Worker {
                 if let Err(e) = self.tear_down(&uid, None, 0).await {
                     tracing::warn!(pod = uid, error = %e, "tearing down a deleted pod");
                 }
-                pod_inputs::release(&self.log_dir.join(&uid));
+                self.release(&uid);
                 return;
             };
             let next = match self.sync(&current, &mut state).await {
                 Ok(next) => next,
                 Err(e) => {
                     tracing::warn!(pod = ?current.metadata.name, error = %e, "pod sync");
-                    RESYNC
+                    RETRY
                 }
             };
             tokio::select! {
@@ -187,10 +197,11 @@ impl Worker {
 
     /// Removes what belongs to no pod: sandboxes of pods gone while the
     /// agent was down, probe results and tokens of gone containers.
-    async fn housekeeping(&self, slots: &HashMap<String, Slot>) {
-        let known: Vec<String> = slots.keys().cloned().collect();
-        self.tokens.retain(&known);
-        self.events.retain(&known);
+    async fn housekeeping(&self, known: &[String]) {
+        self.tokens.retain(known);
+        if let Some(events) = &self.events {
+            events.retain(known);
+        }
         if let Ok(all) = self.runtime.containers(None).await {
             let ids: Vec<String> = all.into_iter().map(|c| c.id).collect();
             self.prober.retain(&ids);
@@ -206,7 +217,7 @@ impl Worker {
                 if let Err(e) = self.tear_down(uid, None, 0).await {
                     tracing::debug!(error = %e, "orphan sandbox");
                 }
-                pod_inputs::release(&self.log_dir.join(uid));
+                self.release(uid);
             }
         }
     }
@@ -269,7 +280,9 @@ impl Worker {
         } else {
             container_path(container)
         };
-        self.events.record(pod, &path, kind, reason, message);
+        if let Some(events) = &self.events {
+            events.record(pod, &path, kind, reason, message);
+        }
     }
 
     /// Makes sure the image is present, pulling it as the policy says;
@@ -349,11 +362,11 @@ impl Worker {
         if pod.metadata.deletion_timestamp.is_some() {
             self.finish(pod, &uid).await?;
             state.reported = None;
-            return Ok(RESYNC);
+            return Ok(RETRY);
         }
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if matches!(phase, Some("Succeeded" | "Failed")) {
-            return Ok(RESYNC);
+            return Ok(self.resync());
         }
         let security = match security::sandbox(&spec) {
             Ok(s) => s,
@@ -371,14 +384,19 @@ impl Worker {
                 let seen = Observed::default();
                 self.report(pod, state, &seen, &waiting, &HashMap::new(), Init::Done)
                     .await;
-                return Ok(RESYNC);
+                return Ok(RETRY);
             }
         };
         let (sandbox, config) = self.ensure_sandbox(pod, &uid, security).await?;
         // Volumes are refreshed on every sync, so mounted ConfigMaps and
         // Secrets follow their objects.
-        let volume_dir = self.log_dir.join(&uid).join("volumes");
-        let volumes = pod_inputs::volumes(&self.client, pod, &volume_dir, &self.tokens).await;
+        let volumes = match self.simulated {
+            true => Ok(Default::default()),
+            false => {
+                let volume_dir = self.log_dir.join(&uid).join("volumes");
+                pod_inputs::volumes(&self.client, pod, &volume_dir, &self.tokens).await
+            }
+        };
         let mut seen = self.observe(&sandbox).await?;
         let plan = plan::plan(&spec, &seen, Timestamp::now());
         let mut waiting: HashMap<String, Waiting> = HashMap::new();
@@ -415,14 +433,19 @@ impl Worker {
         if !plan.start.is_empty() {
             seen = self.observe(&sandbox).await?;
         }
-        let ready = self.probe(pod, &seen).await?;
-        self.report(pod, state, &seen, &waiting, &ready, plan.init)
+        let ready = match self.simulated {
+            true => HashMap::new(),
+            false => self.probe(pod, &seen).await?,
+        };
+        let written = self
+            .report(pod, state, &seen, &waiting, &ready, plan.init)
             .await;
         let until_due = plan
             .due
             .map(|due| due.duration_since(Timestamp::now()))
             .and_then(|d| Duration::try_from(d).ok());
-        Ok(until_due.map_or(RESYNC, |d| d.min(RESYNC)))
+        let resync = if written { self.resync() } else { RETRY };
+        Ok(until_due.map_or(resync, |d| d.min(resync)))
     }
 
     /// Whether starting these containers needs an image pulled first.
@@ -464,10 +487,12 @@ impl Worker {
         let _ = api
             .delete(pod.metadata.name.as_deref().unwrap_or_default(), &params)
             .await;
-        // Only the pod's own directories: hostPath volumes live elsewhere.
-        pod_inputs::release(&self.log_dir.join(uid));
-        let _ = std::fs::remove_dir_all(self.log_dir.join(uid));
-        let _ = std::fs::remove_dir_all(cri_config::sandbox_log_dir(&self.log_dir, pod));
+        if !self.simulated {
+            // Only the pod's own directories: hostPath volumes live elsewhere.
+            self.release(uid);
+            let _ = std::fs::remove_dir_all(self.log_dir.join(uid));
+            let _ = std::fs::remove_dir_all(cri_config::sandbox_log_dir(&self.log_dir, pod));
+        }
         Ok(())
     }
 
@@ -494,7 +519,9 @@ impl Worker {
         for dead in &sandboxes {
             self.runtime.remove_sandbox(&dead.id).await?;
         }
-        let _ = std::fs::create_dir_all(&log_dir);
+        if !self.simulated {
+            let _ = std::fs::create_dir_all(&log_dir);
+        }
         let config = cri_config::sandbox(pod, next, security, &log_dir, dns);
         match self.runtime.run_sandbox(&config).await {
             Ok(id) => Ok((id, config)),
@@ -542,7 +569,10 @@ impl Worker {
             self.event(at.pod, "", Type::Warning, "FailedMount", &message);
             Waiting::new("CreateContainerConfigError", why.clone())
         })?;
-        let env = pod_inputs::env(&self.client, at.pod, c, at.pod_ip).await;
+        let env = match self.simulated {
+            true => Ok(Vec::new()),
+            false => pod_inputs::env(&self.client, at.pod, c, at.pod_ip).await,
+        };
         let inputs = ContainerInputs {
             env: env.map_err(config_error)?,
             mounts: pod_inputs::mounts(c, volumes).map_err(config_error)?,
@@ -651,7 +681,7 @@ impl Worker {
         waiting: &HashMap<String, Waiting>,
         probed: &HashMap<String, bool>,
         init: Init,
-    ) {
+    ) -> bool {
         let spec = pod.spec.clone().unwrap_or_default();
         let status = pod_status(&Facts {
             spec: &spec,
@@ -664,7 +694,7 @@ impl Worker {
             now: Timestamp::now(),
         });
         if state.reported.as_ref() == Some(&status) {
-            return;
+            return true;
         }
         let api: Api<Pod> = Api::namespaced(
             self.client.clone(),
@@ -676,8 +706,90 @@ impl Worker {
             .patch_status(name, &PatchParams::default(), &patch)
             .await
         {
-            Ok(_) => state.reported = Some(status),
-            Err(e) => tracing::debug!(error = %e, "could not report pod status"),
+            Ok(_) => {
+                state.reported = Some(status);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not report pod status");
+                false
+            }
+        }
+    }
+}
+
+/// Hands each pod bound to a node to its own worker, from the events of
+/// a watch on those pods.
+pub struct Dispatcher {
+    worker: Arc<Worker>,
+    slots: HashMap<String, Slot>,
+    /// Every pod worker still running, those of deleted pods included
+    /// until their teardown is over.
+    running: HashMap<String, tokio::task::JoinHandle<()>>,
+    /// The pods of a relist in progress.
+    relist: HashMap<String, Pod>,
+    /// Until the first full list arrives, nothing is cleaned up: an empty
+    /// map would make every running pod look orphaned.
+    listed: bool,
+}
+
+impl Dispatcher {
+    pub fn new(worker: Arc<Worker>) -> Self {
+        Self {
+            worker,
+            slots: HashMap::new(),
+            running: HashMap::new(),
+            relist: HashMap::new(),
+            listed: false,
+        }
+    }
+
+    pub fn handle(&mut self, event: Event<Pod>) {
+        let uid = |pod: &Pod| pod.metadata.uid.clone().unwrap_or_default();
+        match event {
+            Event::Init => self.relist.clear(),
+            Event::InitApply(pod) => {
+                self.relist.insert(uid(&pod), pod);
+            }
+            Event::InitDone => {
+                let relist = std::mem::take(&mut self.relist);
+                let gone = self.slots.extract_if(|uid, _| !relist.contains_key(uid));
+                for (uid, slot) in gone {
+                    tracing::debug!(pod = uid, "gone while the watch was down");
+                    slot.send_replace(None);
+                }
+                for (uid, pod) in relist {
+                    self.deliver(uid, pod);
+                }
+                self.listed = true;
+            }
+            Event::Apply(pod) => self.deliver(uid(&pod), pod),
+            Event::Delete(pod) => {
+                if let Some(slot) = self.slots.remove(&uid(&pod)) {
+                    slot.send_replace(None);
+                }
+            }
+        }
+    }
+
+    /// Hands a pod to its worker, starting one for a new pod.
+    fn deliver(&mut self, uid: String, pod: Pod) {
+        if let Some(slot) = self.slots.get(&uid) {
+            slot.send_replace(Some(pod));
+            return;
+        }
+        let (slot, rx) = watch::channel(Some(pod));
+        self.slots.insert(uid.clone(), slot);
+        let worker = tokio::spawn(self.worker.clone().pod_worker(uid.clone(), rx));
+        self.running.insert(uid, worker);
+    }
+
+    /// Removes what belongs to no pod worker, once the pods are known.
+    pub async fn housekeeping(&mut self) {
+        self.running.retain(|_, worker| !worker.is_finished());
+        if self.listed {
+            let known: Vec<String> = self.running.keys().cloned().collect();
+            self.worker.housekeeping(&known).await;
         }
     }
 }

@@ -1,20 +1,26 @@
 //! Simulated nodes: one process registers many nodes, keeps their Leases
-//! and Ready condition fresh, marks pods bound to them Running (with an IP
-//! from the node's range) and lets deleted pods go. No containers run.
+//! and Ready condition fresh, and runs the pods bound to them with the real
+//! pod worker on a fake runtime per node (addresses from the node's range).
+//! No containers run.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::watcher::{self, Event};
 use kube::Client;
 use serde_json::{json, Value};
 
+use crate::pods::{Dispatcher, Worker};
+use crate::runtime::fake::FakeRuntime;
+
 /// How many API calls the agent makes at once.
 const CONCURRENCY: usize = 16;
+/// How often what belongs to no pod is removed from the fake runtimes.
+const HOUSEKEEPING: Duration = Duration::from_secs(10);
 
 /// What the simulated nodes look like.
 #[derive(Clone, Debug)]
@@ -91,7 +97,7 @@ fn status(resources: &Value, i: usize) -> Value {
             condition("PIDPressure", "False", "KubeletHasSufficientPID", "simulated"),
             condition("Ready", "True", "KubeletReady", "simulated node is posting ready status"),
         ],
-        "addresses": [{"type": "InternalIP", "address": format!("192.0.2.{}", i % 250 + 1)}, {"type": "Hostname", "address": format!("node-{i}")}],
+        "addresses": [{"type": "InternalIP", "address": node_ip(i)}, {"type": "Hostname", "address": format!("node-{i}")}],
         "nodeInfo": {
             "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "simulated", "osImage": "Skiff simulated node",
             "containerRuntimeVersion": "simulated://1", "kubeletVersion": "v1.35.0-skiff", "kubeProxyVersion": "",
@@ -143,133 +149,80 @@ async fn renew_leases(client: Client, names: Vec<String>, every: Duration) {
     }
 }
 
-/// Pods bound to simulated nodes start at once and go as soon as they are
-/// deleted; pods that run to completion (restartPolicy Never or OnFailure)
-/// succeed at once.
+/// The pods of all simulated nodes, from one watch, each handed to the
+/// real pod worker of its node, which runs it on that node's fake
+/// runtime: pods start at once, pods that run to completion (restartPolicy
+/// Never or OnFailure) succeed at once, and deleted pods go.
 async fn run_pods(
     client: Client,
     config: Config,
     index: Arc<HashMap<String, usize>>,
 ) -> Result<(), kube::Error> {
-    let pods: Api<Pod> = Api::all(client.clone());
-    let selector = watcher::Config::default().fields("spec.nodeName!=");
-    let next_ip: Arc<Mutex<HashMap<usize, u32>>> = Arc::default();
-    watcher::watcher(pods, selector)
-        .for_each_concurrent(CONCURRENCY, |event| {
-            let (client, config, index, next_ip) = (
-                client.clone(),
-                config.clone(),
-                index.clone(),
-                next_ip.clone(),
-            );
-            async move {
-                let pod = match event {
-                    Ok(Event::Apply(p) | Event::InitApply(p)) => p,
-                    Ok(_) => return,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "pod watch");
-                        return;
-                    }
-                };
-                let Some(&i) = pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.node_name.as_ref())
-                    .and_then(|n| index.get(n))
-                else {
-                    return;
-                };
-                let api: Api<Pod> = Api::namespaced(
-                    client,
-                    pod.metadata.namespace.as_deref().unwrap_or("default"),
-                );
-                let name = pod.metadata.name.clone().unwrap_or_default();
-                if pod.metadata.deletion_timestamp.is_some() {
-                    let _ = api
-                        .delete(&name, &DeleteParams::default().grace_period(0))
-                        .await;
-                    return;
-                }
-                let phase = pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.phase.as_deref())
-                    .unwrap_or("Pending");
-                if phase != "Pending" {
-                    return;
-                }
-                let host = {
-                    let mut ips = next_ip.lock().unwrap_or_else(|e| e.into_inner());
-                    let n = ips.entry(i).or_insert(1);
-                    *n = *n % 254 + 1;
-                    *n
-                };
-                let (a, b) = config.pod_subnet(i);
-                let ip = format!("10.{a}.{b}.{host}");
-                let mut status = running(&pod, &ip, i);
-                let runs_to_completion = pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.restart_policy.as_deref())
-                    .is_some_and(|p| p != "Always");
-                if runs_to_completion {
-                    status = succeeded(status);
-                }
-                if let Err(e) = api
-                    .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&status))
-                    .await
-                {
-                    tracing::debug!(pod = %name, error = %e, "could not mark the pod started");
-                }
-            }
-        })
-        .await;
-    Ok(())
-}
-
-/// The status of a pod whose containers all started.
-fn running(pod: &Pod, ip: &str, node: usize) -> Value {
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let condition = |t: &str| json!({"type": t, "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
-    let containers: Vec<Value> = pod
-        .spec
+    let completing: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut nodes: HashMap<String, Dispatcher> = index
         .iter()
-        .flat_map(|s| &s.containers)
-        .map(|c| {
-            json!({
-                "name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
-                "containerID": format!("simulated://{}", c.name), "ready": true, "started": true,
-                "restartCount": 0, "state": {"running": {"startedAt": now}},
-            })
+        .map(|(name, &i)| {
+            let completing = completing.clone();
+            let completes = Box::new(move |uid: &str| {
+                let set = completing.lock().unwrap_or_else(|e| e.into_inner());
+                set.contains(uid)
+            });
+            let (a, b) = config.pod_subnet(i);
+            let runtime = Arc::new(FakeRuntime::simulating([10, a, b], completes));
+            let worker = Worker::simulated(client.clone(), runtime, name.clone(), node_ip(i));
+            (name.clone(), Dispatcher::new(Arc::new(worker)))
         })
         .collect();
-    json!({"status": {
-        "phase": "Running",
-        "hostIP": format!("192.0.2.{}", node % 250 + 1),
-        "podIP": ip,
-        "podIPs": [{"ip": ip}],
-        "startTime": now,
-        "conditions": [condition("PodReadyToStartContainers"), condition("Initialized"), condition("Ready"), condition("ContainersReady"), condition("PodScheduled")],
-        "containerStatuses": containers,
-    }})
+    let pods: Api<Pod> = Api::all(client.clone());
+    let selector = watcher::Config::default().fields("spec.nodeName!=");
+    let mut events = watcher::watcher(pods, selector).boxed();
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    loop {
+        let event = tokio::select! {
+            e = events.next() => match e {
+                Some(Ok(event)) => event,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "pod watch; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                None => return Ok(()),
+            },
+            _ = housekeeping.tick() => {
+                for node in nodes.values_mut() {
+                    node.housekeeping().await;
+                }
+                continue;
+            }
+        };
+        let node_of = |pod: &Pod| pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        let pod = match &event {
+            Event::Init | Event::InitDone => {
+                for node in nodes.values_mut() {
+                    node.handle(event.clone());
+                }
+                continue;
+            }
+            Event::InitApply(pod) | Event::Apply(pod) | Event::Delete(pod) => pod,
+        };
+        let Some(node) = node_of(pod).and_then(|n| nodes.get_mut(&n)) else {
+            continue;
+        };
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref());
+        {
+            let mut set = completing.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(event, Event::Delete(_)) || policy.is_none_or(|p| p == "Always") {
+                set.remove(&uid);
+            } else {
+                set.insert(uid);
+            }
+        }
+        node.handle(event);
+    }
 }
 
-/// A started pod's status turned into that of a pod whose containers all
-/// exited 0.
-fn succeeded(mut status: Value) -> Value {
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let s = &mut status["status"];
-    s["phase"] = json!("Succeeded");
-    for c in s["conditions"].as_array_mut().into_iter().flatten() {
-        if c["type"] == "Ready" || c["type"] == "ContainersReady" {
-            c["status"] = json!("False");
-            c["reason"] = json!("PodCompleted");
-        }
-    }
-    for c in s["containerStatuses"].as_array_mut().into_iter().flatten() {
-        c["ready"] = json!(false);
-        c["started"] = json!(false);
-        c["state"] = json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}});
-    }
-    status
+/// A simulated node's address, in TEST-NET-1: nothing is ever sent there.
+fn node_ip(i: usize) -> String {
+    format!("192.0.2.{}", i % 250 + 1)
 }

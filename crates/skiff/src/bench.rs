@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod network;
+mod runtime_floor;
 mod startup;
 
 use anyhow::{bail, Context, Result};
@@ -593,6 +594,12 @@ async fn pods(args: PodsArgs) -> Result<()> {
         .filter_map(|(n, at)| Some(at.saturating_duration_since(*sent.get(n)?)))
         .collect();
     latencies.sort();
+    let first_sent = sent.values().min().copied();
+    let all_running = running.values().max().copied();
+    let span = match (first_sent, all_running) {
+        (Some(a), Some(b)) => b.saturating_duration_since(a),
+        _ => Duration::ZERO,
+    };
     println!("{} pods on one node, image present", args.pods);
     println!(
         "create → Running p50 / p99     {} / {} ({}/{} running)",
@@ -601,6 +608,7 @@ async fn pods(args: PodsArgs) -> Result<()> {
         running.len(),
         args.pods
     );
+    println!("first create → all Running     {}", ms(span));
     println!(
         "idle RSS agent / containerd    {} / {} MiB",
         agent_idle / 1024,
@@ -624,6 +632,20 @@ async fn pods(args: PodsArgs) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     node.wait_empty(gone_by).await?;
+    let floor = runtime_floor::measure(
+        &node.socket(),
+        &dir.join("floor-logs"),
+        "skiff.local/busybox:1",
+        args.pods,
+    )
+    .await?;
+    println!(
+        "runtime floor p50 / p99 / all  {} / {} / {} ({} sandboxes + containers straight through CRI)",
+        ms(percentile(&floor, 0.5)),
+        ms(percentile(&floor, 0.99)),
+        ms(floor.last().copied().unwrap_or_default()),
+        args.pods
+    );
     drop(node);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);

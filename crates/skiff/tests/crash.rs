@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::{wait_for, Cluster};
+use support::{agent, create, wait_for, Cluster};
 
 #[test]
 fn sigkill_during_creates_loses_no_acknowledged_write() {
@@ -70,4 +70,55 @@ fn sigkill_during_creates_loses_no_acknowledged_write() {
         stored.len(),
         acked.len()
     );
+}
+
+/// SIGKILL the server 0.7 s into a rollout of 500 replicas over 50
+/// simulated nodes, and start it again on the same data dir: the rollout
+/// completes and every pod bound to a node runs the new image. The
+/// simulated nodes run the real pod worker, which writes again any status
+/// the outage refused.
+#[test]
+fn sigkill_during_a_rollout_leaves_every_bound_pod_running() {
+    let mut c = Cluster::start();
+    let _nodes = agent(&c, "crash", 50, &[]);
+    create(
+        &c,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 500\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: c, image: 'busybox:1'}]}\n",
+    );
+    let rolled_out = |c: &Cluster, image: &str| {
+        let d = c.json(&["get", "deployment", "web"]);
+        let s = &d["status"];
+        let done = d["metadata"]["generation"] == s["observedGeneration"]
+            && [
+                "replicas",
+                "updatedReplicas",
+                "readyReplicas",
+                "availableReplicas",
+            ]
+            .iter()
+            .all(|k| s[k] == 500);
+        let pods = c.json(&["get", "pods", "-l", "app=web"]);
+        let pods = pods["items"].as_array().unwrap().clone();
+        let running = pods.iter().all(|p| {
+            p["spec"]["nodeName"].is_string()
+                && p["status"]["phase"] == "Running"
+                && p["spec"]["containers"][0]["image"] == image
+        });
+        (done && running && pods.len() == 500).then_some(())
+    };
+    wait_for("500 pods running", Duration::from_secs(180), || {
+        rolled_out(&c, "busybox:1")
+    });
+    c.ok(&["set", "image", "deployment/web", "c=busybox:2"]);
+    // Not a wait for anything: the crash is meant to land mid-rollout.
+    std::thread::sleep(Duration::from_millis(700));
+    c.kill();
+    c.spawn(&[]);
+    wait_for(
+        "the rollout to complete after the restart",
+        Duration::from_secs(240),
+        || rolled_out(&c, "busybox:2"),
+    );
+    let unbound = c.json(&["get", "pods", "--field-selector", "spec.nodeName="]);
+    assert_eq!(unbound["items"].as_array().unwrap().len(), 0);
 }

@@ -34,10 +34,18 @@ struct State {
     looks: usize,
 }
 
+/// Whether a pod's containers, by pod uid, exit 0 as soon as they start.
+pub type Completes = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// The fake runtime; cheap to share behind an `Arc`.
 #[derive(Default)]
 pub struct FakeRuntime {
     state: Mutex<State>,
+    /// Simulated nodes hold every image.
+    every_image: bool,
+    /// The first three octets of sandbox addresses.
+    network: Option<[u8; 3]>,
+    completes: Option<Completes>,
 }
 
 fn now() -> i64 {
@@ -49,6 +57,18 @@ fn not_found(what: &str, id: &str) -> Status {
 }
 
 impl FakeRuntime {
+    /// The runtime of a simulated node: every image is present, sandboxes
+    /// get addresses in `network`.0/24, and the containers of pods that
+    /// `completes` names exit 0 at once.
+    pub fn simulating(network: [u8; 3], completes: Completes) -> Self {
+        Self {
+            every_image: true,
+            network: Some(network),
+            completes: Some(completes),
+            ..Default::default()
+        }
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -153,9 +173,10 @@ impl ContainerRuntime for FakeRuntime {
             .and_then(|l| l.security_context.as_ref())
             .and_then(|s| s.namespace_options.as_ref())
             .is_some_and(|n| n.network == cri::NamespaceMode::Node as i32);
-        let ip = match host {
-            true => String::new(),
-            false => format!("10.88.{}.{}", n / 250, n % 250 + 2),
+        let ip = match (host, self.network) {
+            (true, _) => String::new(),
+            (false, Some([a, b, c])) => format!("{a}.{b}.{c}.{}", n % 253 + 2),
+            (false, None) => format!("10.88.{}.{}", n / 250, n % 250 + 2),
         };
         let sandbox = cri::PodSandbox {
             id: id.clone(),
@@ -229,7 +250,7 @@ impl ContainerRuntime for FakeRuntime {
             return Err(not_found("sandbox", sandbox));
         }
         let image = config.image.as_ref().map(|i| i.image.clone());
-        if !image.as_ref().is_some_and(|i| state.images.contains_key(i)) {
+        if !self.every_image && !image.as_ref().is_some_and(|i| state.images.contains_key(i)) {
             return Err(Status::failed_precondition(format!(
                 "image {:?} is not on the node",
                 image.unwrap_or_default()
@@ -270,6 +291,13 @@ impl ContainerRuntime for FakeRuntime {
         c.state = cri::ContainerState::ContainerRunning as i32;
         s.state = c.state;
         s.started_at = now();
+        let uid = c.labels.get(crate::cri_config::UID_LABEL).cloned();
+        drop(state);
+        if let (Some(completes), Some(uid)) = (&self.completes, uid) {
+            if completes(&uid) {
+                self.exit(id, 0);
+            }
+        }
         Ok(())
     }
 
@@ -296,6 +324,13 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn image_status(&self, image: &str) -> Result<Option<cri::Image>> {
+        if self.every_image {
+            return Ok(Some(cri::Image {
+                id: format!("sha256:{image}"),
+                repo_tags: vec![image.to_owned()],
+                ..Default::default()
+            }));
+        }
         Ok(self.state().images.get(image).cloned())
     }
 
