@@ -107,7 +107,7 @@ impl NodeDialer {
         &self,
         objects: &Objects,
         target: &Target,
-        mut parts: Parts,
+        parts: Parts,
     ) -> Result<Response, ApiError> {
         let ns = target.namespace.as_deref().unwrap_or("default");
         let name = target.name.as_deref().unwrap_or_default();
@@ -118,11 +118,6 @@ impl NodeDialer {
                 "pod {name} does not have a host assigned"
             )));
         }
-        let nodes = registry::lookup("", "v1", "nodes").expect("nodes are registered");
-        let node = objects.get(nodes, None, node_name).await?;
-        let (ip, port) = agent_address(&node).ok_or_else(|| {
-            ApiError::internal(format!("node {node_name:?} has no InternalIP address"))
-        })?;
         let query = parts
             .uri
             .query()
@@ -137,6 +132,34 @@ impl NodeDialer {
             }
             None => unreachable!("only subresources are forwarded"),
         };
+        self.send(objects, node_name, &path, parts).await
+    }
+
+    /// Forwards a request to a node agent's own endpoint at `path`.
+    pub async fn proxy(
+        &self,
+        objects: &Objects,
+        node: &str,
+        path: &str,
+        parts: Parts,
+    ) -> Result<Response, ApiError> {
+        self.send(objects, node, path, parts).await
+    }
+
+    /// Sends the request to `path` on the node's agent, splicing an
+    /// upgraded connection.
+    async fn send(
+        &self,
+        objects: &Objects,
+        node_name: &str,
+        path: &str,
+        mut parts: Parts,
+    ) -> Result<Response, ApiError> {
+        let nodes = registry::lookup("", "v1", "nodes").expect("nodes are registered");
+        let node = objects.get(nodes, None, node_name).await?;
+        let (ip, port) = agent_address(&node).ok_or_else(|| {
+            ApiError::internal(format!("node {node_name:?} has no InternalIP address"))
+        })?;
         let dial_error = |e: &dyn std::fmt::Display| {
             ApiError::internal(format!("error dialing backend: {ip}:{port}: {e}"))
         };

@@ -42,6 +42,12 @@ pub enum Route {
         version: String,
     },
     Resource(Target),
+    /// `/api/v1/nodes/{node}/proxy/{path}`: a request for the node
+    /// agent's own endpoint (`/stats/summary`, `/healthz`).
+    NodeProxy {
+        node: String,
+        path: String,
+    },
 }
 
 /// Parses a path into a route; unknown paths and resources are 404.
@@ -85,6 +91,12 @@ pub fn route(path: &str) -> Result<Route, ApiError> {
             return Ok(Route::ResourceList {
                 group: g.to_string(),
                 version: v.to_string(),
+            })
+        }
+        ["api", "v1", "nodes", node, "proxy", tail @ ..] => {
+            return Ok(Route::NodeProxy {
+                node: node.to_string(),
+                path: format!("/{}", tail.join("/")),
             })
         }
         ["api", v, rest @ ..] => ("", *v, rest),

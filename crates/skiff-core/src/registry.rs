@@ -125,7 +125,7 @@ use k8s_openapi::api::{
 resources! {
     "" "v1" "Namespace" "namespaces" Cluster core::Namespace, ["ns"] [] ["status", "finalize"];
     "" "v1" "Pod" "pods" Namespaced core::Pod, ["po"] ["all"] ["status", "binding", "eviction", "log", "exec", "attach", "portforward"];
-    "" "v1" "Node" "nodes" Cluster core::Node, ["no"] [] ["status"];
+    "" "v1" "Node" "nodes" Cluster core::Node, ["no"] [] ["status", "proxy"];
     "" "v1" "Service" "services" Namespaced core::Service, ["svc"] ["all"] ["status"];
     "" "v1" "Endpoints" "endpoints" Namespaced core::Endpoints, ["ep"] [] [];
     "" "v1" "ConfigMap" "configmaps" Namespaced core::ConfigMap, ["cm"] [] [];

@@ -97,8 +97,11 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
     };
     let status = node::status(&config.node_name, &config.node_ip, &capacity, &readiness);
     let mut endpoint = None;
+    let usage = Arc::new(crate::usage::Usage::default());
     if let Ok(cri) = &cri {
         let streams = Arc::new(Streams {
+            usage: usage.clone(),
+            node_name: config.node_name.clone(),
             cri: cri.clone(),
             runc_root: match &config.runtime_endpoint {
                 Some(_) => PathBuf::from(DEFAULT_RUNC_ROOT),
@@ -213,6 +216,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         config.node_ip.clone(),
         config.data_dir.join("pods"),
         config.dns.clone(),
+        usage,
     ));
     worker.run().await;
     if let Some((_, serving)) = endpoint {

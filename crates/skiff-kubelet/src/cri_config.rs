@@ -118,11 +118,13 @@ pub struct ContainerInputs {
 
 pub fn container(
     c: &Container,
-    pod_uid: &str,
+    pod: &Pod,
     attempt: u32,
     inputs: ContainerInputs,
 ) -> cri::ContainerConfig {
     let name = c.name.clone();
+    let part = |v: &Option<String>| v.clone().unwrap_or_default();
+    let m = &pod.metadata;
     cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {
             name: name.clone(),
@@ -139,7 +141,9 @@ pub fn container(
         mounts: inputs.mounts,
         labels: [
             (NAME_LABEL.to_owned(), name.clone()),
-            (UID_LABEL.to_owned(), pod_uid.to_owned()),
+            (UID_LABEL.to_owned(), part(&m.uid)),
+            ("io.kubernetes.pod.name".to_owned(), part(&m.name)),
+            ("io.kubernetes.pod.namespace".to_owned(), part(&m.namespace)),
         ]
         .into(),
         log_path: format!("{name}/{attempt}.log"),

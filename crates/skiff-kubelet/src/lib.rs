@@ -28,3 +28,4 @@ pub mod server;
 mod session;
 pub mod simulated;
 mod spdy;
+pub mod usage;

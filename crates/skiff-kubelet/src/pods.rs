@@ -65,6 +65,8 @@ pub struct Worker {
     pulls: Pulls,
     /// Service account tokens projected into pods.
     tokens: pod_inputs::Tokens,
+    /// What the pods use, sampled at each housekeeping.
+    usage: Arc<crate::usage::Usage>,
     /// None on simulated nodes, which record no events.
     events: Option<Recorder>,
     /// Simulated nodes run on the fake runtime: no files, volumes,
@@ -85,9 +87,11 @@ impl Worker {
         node_ip: String,
         log_dir: std::path::PathBuf,
         dns: Option<crate::agent::Dns>,
+        usage: Arc<crate::usage::Usage>,
     ) -> Self {
         let events = Some(Recorder::start(client.clone(), &node));
         Self {
+            usage,
             dns,
             client,
             runtime,
@@ -110,6 +114,7 @@ impl Worker {
         node_ip: String,
     ) -> Self {
         Self {
+            usage: Arc::default(),
             dns: None,
             client,
             runtime,
@@ -205,6 +210,12 @@ impl Worker {
         if let Ok(all) = self.runtime.containers(None).await {
             let ids: Vec<String> = all.into_iter().map(|c| c.id).collect();
             self.prober.retain(&ids);
+        }
+        if !self.simulated {
+            match self.runtime.stats().await {
+                Ok(stats) => self.usage.sample(&stats),
+                Err(e) => tracing::debug!(error = %e, "container statistics"),
+            }
         }
         let Ok(sandboxes) = self.runtime.sandboxes(&[]).await else {
             return;
@@ -579,8 +590,7 @@ impl Worker {
             security: security::container(&at.pod.spec.clone().unwrap_or_default(), c, &image_user)
                 .map_err(config_error)?,
         };
-        let uid = at.pod.metadata.uid.as_deref().unwrap_or_default();
-        let config = cri_config::container(c, uid, attempt, inputs);
+        let config = cri_config::container(c, at.pod, attempt, inputs);
         let rt = &self.runtime;
         let id = rt
             .create_container(at.sandbox, &config, at.config)

@@ -31,6 +31,9 @@ use crate::{exec, logs, port_forward, runtime_stream};
 pub struct Streams {
     pub cri: Cri,
     pub runc_root: PathBuf,
+    /// What the node's pods use, for `/stats/summary`.
+    pub usage: Arc<crate::usage::Usage>,
+    pub node_name: String,
 }
 
 /// Why the endpoint could not start.
@@ -183,6 +186,7 @@ fn router(streams: Arc<Streams>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(logs::serve))
+        .route("/stats/summary", get(summary))
         .route(
             "/exec/{ns}/{pod}/{container}",
             get(exec::serve).post(exec::serve),
@@ -196,6 +200,12 @@ fn router(streams: Arc<Streams>) -> Router {
             get(port_forward::serve).post(port_forward::serve),
         )
         .with_state(streams)
+}
+
+/// Upstream's Summary API: CPU and memory of the node's pods.
+async fn summary(axum::extract::State(streams): axum::extract::State<Arc<Streams>>) -> Response {
+    let body = streams.usage.summary(&streams.node_name).to_string();
+    ([("content-type", "application/json")], body).into_response()
 }
 
 /// TLS that requires a client certificate signed by the cluster CA.

@@ -346,6 +346,7 @@ async fn controllers(args: ControllersArgs) -> Result<()> {
     }
     let up = started.elapsed();
     let cpu_up = cpu_time(pid).saturating_sub(cpu0);
+    let agent_kib = rss_kib(agent.id());
     println!(
         "{} nodes; deployment of {} replicas",
         args.nodes, args.replicas
@@ -404,6 +405,11 @@ async fn controllers(args: ControllersArgs) -> Result<()> {
     println!(
         "server peak RSS                {} MiB",
         peak_rss_kib(server.child.id()) / 1024
+    );
+    println!(
+        "simulated nodes' agent RSS     {} MiB with every replica running ({} KiB per node, pod workers included)",
+        agent_kib / 1024,
+        agent_kib / args.nodes.max(1) as u64
     );
     for child in [&mut manager, &mut agent] {
         let _ = child.kill();

@@ -321,6 +321,26 @@ fn inputs_logs_and_exec(c: &Cluster) {
         let s = container_state(&pod(c, "unconfigured"));
         (s["state"]["waiting"]["reason"] == "CreateContainerConfigError").then_some(())
     });
+    // The node's Summary API, through the API server's node proxy: the
+    // reader's memory and, from the second sample on, its CPU rate.
+    let node = pod(c, "reader")["spec"]["nodeName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = format!("/api/v1/nodes/{node}/proxy/stats/summary");
+    wait_for("the reader's usage in the node's summary", LIMIT, || {
+        let summary: Value = serde_json::from_str(&c.ok(&["get", "--raw", &url])).ok()?;
+        let reader = summary["pods"]
+            .as_array()?
+            .iter()
+            .find(|p| p["podRef"]["name"] == "reader")?
+            .clone();
+        let main = &reader["containers"][0];
+        let used = main["memory"]["workingSetBytes"].as_u64()? > 0
+            && main["cpu"]["usageNanoCores"].is_u64()
+            && main["name"] == "main";
+        used.then_some(())
+    });
 }
 
 /// `kubectl port-forward` reaches an httpd in a pod; `kubectl cp` copies

@@ -165,6 +165,16 @@ impl Api {
                     },
                 )
             }
+            (Route::NodeProxy { node, .. }, _) => (
+                proxy_verb(&parts.method),
+                authz::Target::Resource {
+                    group: String::new(),
+                    resource: "nodes".into(),
+                    subresource: Some("proxy".into()),
+                    namespace: None,
+                    name: Some(node.clone()),
+                },
+            ),
             _ => ("get", authz::Target::Path(path.clone())),
         };
         let attributes = Attributes {
@@ -185,6 +195,15 @@ impl Api {
             Route::ResourceList { group, version } => crate::discovery::resources(&group, &version),
             Route::OpenApiIndex => Ok(crate::openapi::index()),
             Route::OpenApiDocument { group, version } => crate::openapi::document(&group, &version),
+            Route::NodeProxy { node, path } => {
+                let query = parts
+                    .uri
+                    .query()
+                    .map(|q| format!("?{q}"))
+                    .unwrap_or_default();
+                let to = format!("{path}{query}");
+                self.nodes.proxy(&self.objects, &node, &to, parts).await
+            }
             Route::Resource(target) if is_node_stream(&target) => {
                 self.nodes.forward(&self.objects, &target, parts).await
             }
@@ -285,6 +304,17 @@ impl Api {
 }
 
 /// Pod subresources the node agent serves.
+/// The verb a proxied request is authorized for, as upstream maps them.
+fn proxy_verb(method: &hyper::Method) -> &'static str {
+    match *method {
+        hyper::Method::POST => "create",
+        hyper::Method::PUT => "update",
+        hyper::Method::PATCH => "patch",
+        hyper::Method::DELETE => "delete",
+        _ => "get",
+    }
+}
+
 fn is_node_stream(target: &crate::request::Target) -> bool {
     target.resource.plural == "pods"
         && matches!(

@@ -89,6 +89,7 @@ fn node(test: &str) -> Node {
         "192.0.2.1".into(),
         dir.clone(),
         None,
+        Arc::default(),
     ));
     Node {
         worker,

@@ -139,6 +139,17 @@ impl ContainerRuntime for Cri {
         Ok(self.runtime.clone().exec_sync(request).await?.into_inner())
     }
 
+    async fn stats(&self) -> Result<Vec<cri::ContainerStats>> {
+        let request = cri::ListContainerStatsRequest { filter: None };
+        Ok(self
+            .runtime
+            .clone()
+            .list_container_stats(request)
+            .await?
+            .into_inner()
+            .stats)
+    }
+
     async fn image_status(&self, image: &str) -> Result<Option<cri::Image>> {
         let request = cri::ImageStatusRequest {
             image: Some(spec(image)),

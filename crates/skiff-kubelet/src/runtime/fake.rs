@@ -323,6 +323,24 @@ impl ContainerRuntime for FakeRuntime {
         })
     }
 
+    /// Every container, using nothing.
+    async fn stats(&self) -> Result<Vec<cri::ContainerStats>> {
+        let state = self.state();
+        Ok(state
+            .containers
+            .values()
+            .map(|(c, _)| cri::ContainerStats {
+                attributes: Some(cri::ContainerAttributes {
+                    id: c.id.clone(),
+                    metadata: c.metadata.clone(),
+                    labels: c.labels.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect())
+    }
+
     async fn image_status(&self, image: &str) -> Result<Option<cri::Image>> {
         if self.every_image {
             return Ok(Some(cri::Image {

@@ -46,6 +46,9 @@ pub trait ContainerRuntime: Send + Sync {
         timeout: i64,
     ) -> Result<cri::ExecSyncResponse>;
 
+    /// CPU and memory statistics of every container.
+    async fn stats(&self) -> Result<Vec<cri::ContainerStats>>;
+
     /// The runtime's record of an image, if it holds it.
     async fn image_status(&self, image: &str) -> Result<Option<cri::Image>>;
     async fn pull_image(&self, image: &str) -> Result<()>;
