@@ -13,6 +13,7 @@ mod exec;
 pub mod join;
 mod logs;
 pub mod node;
+mod ownership;
 pub mod pause_image;
 pub mod plan;
 pub mod pod_inputs;

@@ -433,6 +433,8 @@ pub async fn volumes(
     tokens: &Tokens,
 ) -> Result<BTreeMap<String, Volume>, String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let security = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let fs_group = security.and_then(|s| s.fs_group).map(|g| g as u32);
     let mut out = BTreeMap::new();
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         if !skiff_core::validate::is_dns_label(&v.name) {
@@ -442,9 +444,23 @@ pub async fn volumes(
         let mut files = BTreeMap::new();
         let mode;
         if let Some(e) = &v.empty_dir {
+            let new = !path.exists();
             std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             if e.medium.as_deref() == Some("Memory") {
                 mount_tmpfs(&path, 0o777, e.size_limit.as_ref().map(|q| q.0.as_str()))?;
+            } else if new {
+                // As upstream: anyone in the pod may write an emptyDir.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            // The group is set when the volume is set up (once in the
+            // pod's life, so `fsGroupChangePolicy` Always and
+            // OnRootMismatch agree), and again if its root lost it.
+            if let Some(gid) = fs_group {
+                if new || !crate::ownership::root_matches(&path, gid, false) {
+                    crate::ownership::apply(&path, gid, false)?;
+                }
             }
             out.insert(
                 v.name.clone(),
@@ -525,10 +541,20 @@ pub async fn volumes(
                 } else if let Some(t) = &source.service_account_token {
                     let bytes = token(client, pod, t, tokens).await?;
                     files.insert(t.path.clone(), bytes);
+                } else {
+                    let kind = source_kind(&serde_json::to_value(source).unwrap_or_default());
+                    return Err(format!(
+                        "volume {:?}: projected {kind} sources are not supported on this node",
+                        v.name
+                    ));
                 }
             }
         } else {
-            continue;
+            let kind = source_kind(&serde_json::to_value(v).unwrap_or_default());
+            return Err(format!(
+                "volume {:?}: {kind} volumes are not supported on this node",
+                v.name
+            ));
         }
         // Secrets and tokens never touch the node's disk.
         if v.secret.is_some() || v.projected.is_some() {
@@ -536,6 +562,9 @@ pub async fn volumes(
             mount_tmpfs(&path, 0o755, None)?;
         }
         write_files(&path, &files, mode as u32)?;
+        if let Some(gid) = fs_group {
+            crate::ownership::apply(&path, gid, true)?;
+        }
         out.insert(
             v.name.clone(),
             Volume {
@@ -545,6 +574,14 @@ pub async fn volumes(
         );
     }
     Ok(out)
+}
+
+/// The kind of a volume or projection source: its one field besides the
+/// name.
+fn source_kind(source: &serde_json::Value) -> String {
+    let mut fields = source.as_object().into_iter().flat_map(|o| o.keys());
+    let kind = fields.find(|k| *k != "name");
+    kind.cloned().unwrap_or_else(|| "empty".into())
 }
 
 /// The container's mounts of the pod's volumes.

@@ -73,6 +73,10 @@ pub struct Worker {
     /// environment lookups or probes, and a slower look at the runtime,
     /// which changes only through the worker.
     simulated: bool,
+    /// Bounds how many pods sync at once: simulated nodes share one, so
+    /// that thousands of pods created together do not all hold their
+    /// sync's memory at the same moment.
+    syncs: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// One pod's worker, as the dispatcher sees it: the latest pod (`None`
@@ -103,6 +107,7 @@ impl Worker {
             tokens: pod_inputs::Tokens::default(),
             events,
             simulated: false,
+            syncs: None,
         }
     }
 
@@ -112,8 +117,10 @@ impl Worker {
         runtime: Arc<dyn ContainerRuntime>,
         node: String,
         node_ip: String,
+        syncs: Arc<tokio::sync::Semaphore>,
     ) -> Self {
         Self {
+            syncs: Some(syncs),
             usage: Arc::default(),
             dns: None,
             client,
@@ -175,19 +182,26 @@ impl Worker {
         let mut state = PodState::default();
         loop {
             let Some(current) = pod.borrow_and_update().clone() else {
-                if let Err(e) = self.tear_down(&uid, None, 0).await {
+                if let Err(e) = Box::pin(self.tear_down(&uid, None, 0)).await {
                     tracing::warn!(pod = uid, error = %e, "tearing down a deleted pod");
                 }
                 self.release(&uid);
                 return;
             };
-            let next = match self.sync(&current, &mut state).await {
+            // Boxed, so that an idle worker holds only its wait, not the
+            // largest state a sync passes through.
+            let permit = match &self.syncs {
+                Some(syncs) => syncs.clone().acquire_owned().await.ok(),
+                None => None,
+            };
+            let next = match Box::pin(self.sync(&current, &mut state)).await {
                 Ok(next) => next,
                 Err(e) => {
                     tracing::warn!(pod = ?current.metadata.name, error = %e, "pod sync");
                     RETRY
                 }
             };
+            drop((current, permit));
             tokio::select! {
                 changed = pod.changed() => {
                     // The dispatcher went without a last word: stop.
@@ -782,8 +796,11 @@ impl Dispatcher {
         }
     }
 
-    /// Hands a pod to its worker, starting one for a new pod.
-    fn deliver(&mut self, uid: String, pod: Pod) {
+    /// Hands a pod to its worker, starting one for a new pod. The worker
+    /// has no use for the pod's field managers, which are most of its
+    /// size.
+    fn deliver(&mut self, uid: String, mut pod: Pod) {
+        pod.metadata.managed_fields = None;
         if let Some(slot) = self.slots.get(&uid) {
             slot.send_replace(Some(pod));
             return;

@@ -19,6 +19,8 @@ use crate::runtime::fake::FakeRuntime;
 
 /// How many API calls the agent makes at once.
 const CONCURRENCY: usize = 16;
+/// How many pods of all simulated nodes sync at once.
+const PARALLEL_SYNCS: usize = 64;
 /// How often what belongs to no pod is removed from the fake runtimes.
 const HOUSEKEEPING: Duration = Duration::from_secs(10);
 
@@ -159,6 +161,7 @@ async fn run_pods(
     index: Arc<HashMap<String, usize>>,
 ) -> Result<(), kube::Error> {
     let completing: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let syncs = Arc::new(tokio::sync::Semaphore::new(PARALLEL_SYNCS));
     let mut nodes: HashMap<String, Dispatcher> = index
         .iter()
         .map(|(name, &i)| {
@@ -169,7 +172,13 @@ async fn run_pods(
             });
             let (a, b) = config.pod_subnet(i);
             let runtime = Arc::new(FakeRuntime::simulating([10, a, b], completes));
-            let worker = Worker::simulated(client.clone(), runtime, name.clone(), node_ip(i));
+            let worker = Worker::simulated(
+                client.clone(),
+                runtime,
+                name.clone(),
+                node_ip(i),
+                syncs.clone(),
+            );
             (name.clone(), Dispatcher::new(Arc::new(worker)))
         })
         .collect();

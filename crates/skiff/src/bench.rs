@@ -292,6 +292,7 @@ async fn controllers(args: ControllersArgs) -> Result<()> {
         &["--cpu", "32", "--memory", "64Gi"],
     )
     .await?;
+    let agent_idle_kib = rss_kib(agent.id());
     let mut manager = Command::new(std::env::current_exe()?)
         .args(["controller-manager", "--kubeconfig"])
         .arg(dir.join("kubeconfig.yaml"))
@@ -407,9 +408,11 @@ async fn controllers(args: ControllersArgs) -> Result<()> {
         peak_rss_kib(server.child.id()) / 1024
     );
     println!(
-        "simulated nodes' agent RSS     {} MiB with every replica running ({} KiB per node, pod workers included)",
+        "simulated nodes' agent RSS     {} MiB registered ({} KiB per node), {} MiB with every replica running ({} KiB per pod worker)",
+        agent_idle_kib / 1024,
+        agent_idle_kib / args.nodes.max(1) as u64,
         agent_kib / 1024,
-        agent_kib / args.nodes.max(1) as u64
+        agent_kib.saturating_sub(agent_idle_kib) / args.replicas.max(1) as u64
     );
     for child in [&mut manager, &mut agent] {
         let _ = child.kill();
