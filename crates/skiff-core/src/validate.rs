@@ -279,6 +279,10 @@ fn security(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
     if pod["seccompProfile"]["type"] == "Localhost" {
         causes.push(not_applied(format!("{here}.seccompProfile")));
     }
+    // Strict needs a runtime that reports the image's own groups.
+    if pod["supplementalGroupsPolicy"] == "Strict" {
+        causes.push(not_applied(format!("{here}.supplementalGroupsPolicy")));
+    }
     for list in ["initContainers", "containers"] {
         for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
             let sc = &c["securityContext"];
@@ -742,6 +746,7 @@ mod tests {
                 json!({}),
             ),
             (json!({}), json!({"procMount": "Unmasked"})),
+            (json!({"supplementalGroupsPolicy": "Strict"}), json!({})),
             (
                 json!({}),
                 json!({"seccompProfile": {"type": "Localhost", "localhostProfile": "x.json"}}),

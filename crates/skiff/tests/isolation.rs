@@ -117,6 +117,56 @@ fn isolation_is_applied_or_refused() {
     });
     assert!(on_tmpfs, "the secret volume is a tmpfs");
 
+    // fsGroup owns the volumes: an emptyDir a non-root user may write, a
+    // secret its group may read.
+    create(
+        &c,
+        &pod(
+            "grouped",
+            &format!(
+                "  securityContext: {{runAsUser: 1000, fsGroup: 2000}}
+  volumes:
+  - name: data
+    emptyDir: {{}}
+  - name: sec
+    secret: {{secretName: sec, defaultMode: 0400}}
+{}    volumeMounts: [{{name: data, mountPath: /data}}, {{name: sec, mountPath: /s}}]
+",
+                container("")
+            ),
+        ),
+    );
+    running(&c, "grouped");
+    let owned = exec(
+        &c,
+        "grouped",
+        "stat -c '%g %a' /data /s/k; touch /data/f && stat -c '%g' /data/f; cat /s/k",
+    );
+    assert_eq!(owned, "2000 2777\n2000 440\n2000\nv", "{owned}");
+    // A volume the node cannot mount is refused, not left out.
+    create(
+        &c,
+        &pod(
+            "claims",
+            &format!(
+                "  volumes:
+  - name: data
+    persistentVolumeClaim: {{claimName: data}}
+{}    volumeMounts: [{{name: data, mountPath: /data}}]
+",
+                container("")
+            ),
+        ),
+    );
+    wait_for("claims to be refused", LIMIT, || {
+        let p = support::pod(&c, "claims");
+        let waiting = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+        let message = waiting["message"].as_str().unwrap_or_default();
+        (waiting["reason"] == "CreateContainerConfigError"
+            && message.contains("persistentVolumeClaim volumes are not supported"))
+        .then_some(())
+    });
+
     // Host namespaces.
     create(
         &c,
