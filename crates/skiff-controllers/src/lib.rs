@@ -18,6 +18,7 @@ pub mod pods;
 pub mod replicaset;
 pub mod revisions;
 pub mod rollout;
+pub mod root_ca;
 pub mod runtime;
 pub mod serviceaccount;
 pub mod statefulset;

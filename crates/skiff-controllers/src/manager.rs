@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, Service, ServiceAccount,
+    ConfigMap, Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
@@ -31,6 +31,7 @@ use crate::namespace::NamespaceController;
 use crate::node_lifecycle::NodeLifecycleController;
 use crate::podgc::PodGcController;
 use crate::replicaset::ReplicaSetController;
+use crate::root_ca::RootCaPublisher;
 use crate::runtime::api::KubeCluster;
 use crate::runtime::cache::{Informer, Object};
 use crate::runtime::controller::{self, Reconcile};
@@ -48,6 +49,9 @@ pub struct Config {
     pub node_monitor_grace: Duration,
     /// The range node podCIDRs come from.
     pub cluster_cidr: String,
+    /// The cluster CA (PEM) published in every namespace as
+    /// `kube-root-ca.crt`; none publishes nothing.
+    pub root_ca: Option<String>,
     pub election: leader::Timing,
 }
 
@@ -57,6 +61,7 @@ impl Default for Config {
             workers: 5,
             node_monitor_grace: Duration::from_secs(40),
             cluster_cidr: "10.42.0.0/16".into(),
+            root_ca: None,
             election: leader::Timing::default(),
         }
     }
@@ -82,6 +87,17 @@ impl Wiring {
             .push(Box::pin(async move { cache.wait_synced().await }));
         self.watches
             .push(Box::pin(informer.run(api, watcher::Config::default())));
+    }
+
+    /// As [`Wiring::watch`], of the objects `config` selects.
+    fn watch_some<K>(&mut self, informer: Informer<K>, api: Api<K>, config: watcher::Config)
+    where
+        K: Object,
+    {
+        let cache = informer.cache();
+        self.synced
+            .push(Box::pin(async move { cache.wait_synced().await }));
+        self.watches.push(Box::pin(informer.run(api, config)));
     }
 
     fn workers<R: Reconcile>(&mut self, r: R, queue: Arc<Queue>, n: usize) {
@@ -179,6 +195,18 @@ async fn run_all(client: Client, config: Config) {
     let c =
         ServiceAccountController::new(&mut namespaces, &mut accounts, cluster.clone(), q.clone());
     w.workers(c, q, 1);
+    let mut root_maps = Informer::<ConfigMap>::default();
+    if let Some(ca) = config.root_ca.clone() {
+        let q = Queue::new();
+        let c = RootCaPublisher::new(
+            &mut namespaces,
+            &mut root_maps,
+            cluster.clone(),
+            q.clone(),
+            ca,
+        );
+        w.workers(c, q, 1);
+    }
     let q = Queue::new();
     let c = NodeLifecycleController::new(
         &mut nodes,
@@ -230,6 +258,11 @@ async fn run_all(client: Client, config: Config) {
     w.watch(leases, Api::namespaced(client.clone(), "kube-node-lease"));
     w.watch(namespaces, Api::all(client.clone()));
     w.watch(accounts, Api::all(client.clone()));
+    if config.root_ca.is_some() {
+        let only =
+            watcher::Config::default().fields(&format!("metadata.name={}", crate::root_ca::NAME));
+        w.watch_some(root_maps, Api::all(client.clone()), only);
+    }
     w.watch(services, Api::all(client.clone()));
     w.watch(endpoints, Api::all(client.clone()));
     w.watch(slices, Api::all(client.clone()));

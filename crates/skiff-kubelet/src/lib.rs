@@ -10,6 +10,8 @@ pub mod cri;
 mod cri_config;
 pub mod events;
 mod exec;
+#[cfg(test)]
+mod fake_api;
 pub mod join;
 mod logs;
 pub mod node;
@@ -26,6 +28,7 @@ pub mod runtime;
 mod runtime_stream;
 pub mod security;
 pub mod server;
+mod service_env;
 mod session;
 pub mod simulated;
 mod spdy;

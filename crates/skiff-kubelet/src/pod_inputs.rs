@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret,
+    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Service,
     ServiceAccountTokenProjection,
 };
 use kube::api::Api;
@@ -90,6 +90,33 @@ fn field(pod: &Pod, path: &str, pod_ip: &str) -> Option<String> {
     })
 }
 
+/// The Services' variables: the API server's always, the namespace's
+/// when the pod's `enableServiceLinks` is on (the default).
+async fn service_vars(
+    client: &Client,
+    pod: &Pod,
+    ns: &str,
+) -> Result<BTreeMap<String, String>, String> {
+    let fail = |e: kube::Error| format!("listing services: {e}");
+    let links = pod.spec.as_ref().and_then(|s| s.enable_service_links) != Some(false);
+    let mut services = match links {
+        true => {
+            Api::<Service>::namespaced(client.clone(), ns)
+                .list(&Default::default())
+                .await
+                .map_err(fail)?
+                .items
+        }
+        false => Vec::new(),
+    };
+    let api_server = Api::<Service>::namespaced(client.clone(), "default")
+        .get_opt("kubernetes")
+        .await
+        .map_err(fail)?;
+    services.extend(api_server);
+    Ok(crate::service_env::vars(&services))
+}
+
 /// The container's environment; an error is a `CreateContainerConfigError`.
 pub async fn env(
     client: &Client,
@@ -98,7 +125,7 @@ pub async fn env(
     pod_ip: &str,
 ) -> Result<Vec<cri::KeyValue>, String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    let mut out = service_vars(client, pod, &ns).await?;
     for from in c.env_from.iter().flatten() {
         let (kind, name, optional) = match (&from.config_map_ref, &from.secret_ref) {
             (Some(r), _) => ("configmap", r.name.clone(), r.optional == Some(true)),
@@ -717,9 +744,8 @@ mod tests {
                 ]}]},
         }))
         .unwrap();
-        // No ConfigMap or Secret is named, so the client is never used.
-        let client =
-            Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        // No ConfigMap or Secret is named; no Service exists.
+        let (client, _) = crate::fake_api::fake_api();
         let c = &pod.spec.as_ref().unwrap().containers[0];
         let env = env(&client, &pod, c, "").await.unwrap();
         let get = |k: &str| env.iter().find(|e| e.key == k).map(|e| e.value.clone());

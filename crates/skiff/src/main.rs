@@ -292,6 +292,15 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The cluster CA (PEM) a kubeconfig trusts, for `kube-root-ca.crt`.
+fn cluster_ca(kubeconfig: &std::path::Path) -> Option<String> {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig).ok()?;
+    let cluster = config.clusters.first()?.cluster.as_ref()?;
+    let data = cluster.certificate_authority_data.as_ref()?;
+    let pem = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, data).ok()?;
+    String::from_utf8(pem).ok()
+}
+
 /// The `kube-dns` Service's address: the service range's tenth.
 fn dns_address(range: &skiff_core::cidr::Cidr) -> String {
     range.nth(10).map(|ip| ip.to_string()).unwrap_or_default()
@@ -370,6 +379,7 @@ fn main() -> anyhow::Result<()> {
                     let config = skiff_controllers::manager::Config {
                         node_monitor_grace: args.node_monitor_grace_period,
                         cluster_cidr: args.cluster_cidr.clone(),
+                        root_ca: cluster_ca(&server.kubeconfig),
                         ..Default::default()
                     };
                     tokio::spawn(skiff_controllers::manager::run(client, config));
@@ -456,6 +466,7 @@ fn main() -> anyhow::Result<()> {
                 let config = skiff_controllers::manager::Config {
                     node_monitor_grace: args.node_monitor_grace_period,
                     cluster_cidr: args.cluster_cidr,
+                    root_ca: cluster_ca(&args.kubeconfig),
                     ..Default::default()
                 };
                 tokio::select! {

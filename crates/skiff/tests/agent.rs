@@ -138,6 +138,7 @@ fn pods_run_as_real_containers() {
     assert!(node["status"]["capacity"]["cpu"].as_str().is_some());
 
     lifecycle_and_restarts(&c, &socket);
+    service_account_credentials(&c);
     inputs_logs_and_exec(&c);
     port_forward_and_copy(&c);
     probes(&c);
@@ -341,6 +342,73 @@ fn inputs_logs_and_exec(c: &Cluster) {
             && main["name"] == "main";
         used.then_some(())
     });
+}
+
+/// A pod gets its service account's token, the cluster CA and its
+/// namespace without asking, and the API server's address in its
+/// environment; the token names the account, carries only its rights, and
+/// dies with the pod.
+fn service_account_credentials(c: &Cluster) {
+    create(
+        c,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: sa-reader}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - {name: main, image: 'skiff.local/busybox:1', command: [sleep, '3600']}\n",
+    );
+    wait_for("sa-reader to run", LIMIT, || {
+        (pod(c, "sa-reader")["status"]["phase"] == "Running").then_some(())
+    });
+    let dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let read = |file: &str| c.ok(&["exec", "sa-reader", "--", "cat", &format!("{dir}/{file}")]);
+    let token = read("token");
+    assert_eq!(read("namespace"), "default");
+    assert!(read("ca.crt").starts_with("-----BEGIN CERTIFICATE-----"));
+    let host = c.ok(&[
+        "exec",
+        "sa-reader",
+        "--",
+        "sh",
+        "-c",
+        "echo $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT",
+    ]);
+    let ip = c.ok(&[
+        "get",
+        "service",
+        "kubernetes",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    assert_eq!(host.trim(), format!("{ip}:443"));
+    let as_pod = |args: &[&str]| {
+        let mut all = vec!["--token", token.as_str()];
+        all.extend_from_slice(args);
+        c.kubectl(&all)
+    };
+    let whoami = as_pod(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_success(&whoami, "auth whoami with the pod's token");
+    assert_eq!(
+        String::from_utf8_lossy(&whoami.stdout),
+        "system:serviceaccount:default:default"
+    );
+    let secrets = as_pod(&["get", "secrets"]);
+    assert!(
+        String::from_utf8_lossy(&secrets.stderr).contains(
+            "User \"system:serviceaccount:default:default\" cannot list resource \"secrets\" in API group \"\" in the namespace \"default\""
+        ),
+        "{}",
+        String::from_utf8_lossy(&secrets.stderr)
+    );
+    c.ok(&["delete", "pod", "sa-reader", "--wait=true"]);
+    let after = as_pod(&["auth", "whoami"]);
+    assert!(!after.status.success());
+    assert!(
+        String::from_utf8_lossy(&after.stderr).contains("Unauthorized"),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
 }
 
 /// `kubectl port-forward` reaches an httpd in a pod; `kubectl cp` copies

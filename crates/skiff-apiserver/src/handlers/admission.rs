@@ -23,7 +23,7 @@ const SYSTEM_META: &[&str] = &[
 ];
 
 /// Five characters as upstream's `generateName` appends.
-fn random_suffix() -> String {
+pub(super) fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
     (0..5)
@@ -158,6 +158,7 @@ impl Api {
         defaults::apply(r, obj);
         if r.kind == "Pod" && r.group.is_empty() {
             self.resolve_priority(obj).await?;
+            self.admit_service_account(obj).await?;
             admit_pod(obj);
         }
         if r.kind == "Job" && r.group == "batch" {
@@ -241,17 +242,10 @@ fn select_job_pods(job: &mut Value) {
     }
 }
 
-/// Upstream's pod admission: service account, priority, QoS class and the
-/// default tolerations for unreachable and not-ready nodes.
+/// Upstream's pod admission: priority, QoS class and the default
+/// tolerations for unreachable and not-ready nodes.
 fn admit_pod(pod: &mut Value) {
     let spec = &mut pod["spec"];
-    if spec["serviceAccountName"]
-        .as_str()
-        .is_none_or(str::is_empty)
-    {
-        spec["serviceAccountName"] = json!("default");
-    }
-    spec["serviceAccount"] = spec["serviceAccountName"].clone();
     if spec["priority"].is_null() {
         spec["priority"] = json!(0);
     }

@@ -4,6 +4,7 @@ mod admission;
 mod body;
 pub mod delete;
 pub mod read;
+mod service_account;
 mod subresource;
 mod write;
 
