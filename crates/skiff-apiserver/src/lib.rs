@@ -9,6 +9,7 @@ mod authz;
 mod bootstrap;
 mod discovery;
 mod handlers;
+mod impersonation;
 mod node_proxy;
 mod openapi;
 mod pki;

@@ -102,6 +102,46 @@ fn roles_grant_what_they_say_in_their_namespace_only() {
     assert!(said.contains(r#"in the namespace "b""#), "{said}");
     forbidden(&c, &alice, &["get", "nodes"]);
 
+    // Impersonation: the admin acts as alice and has only her rights;
+    // alice may not act as anyone.
+    let as_alice = ["--as", "system:serviceaccount:a:alice"];
+    let mut whoami = as_alice.to_vec();
+    whoami.extend([
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(c.ok(&whoami), "system:serviceaccount:a:alice");
+    let mut list = as_alice.to_vec();
+    list.extend(["get", "configmaps", "-n", "a", "-o", "name"]);
+    c.ok(&list);
+    let mut secrets = as_alice.to_vec();
+    secrets.extend(["get", "secrets", "-n", "a"]);
+    let said = c.fails(&secrets);
+    assert!(
+        said.contains(r#"User "system:serviceaccount:a:alice" cannot list resource "secrets""#),
+        "{said}"
+    );
+    let said = forbidden(
+        &c,
+        &alice,
+        &[
+            "get",
+            "pods",
+            "-n",
+            "a",
+            "--as",
+            "carol",
+            "--as-group",
+            "devs",
+        ],
+    );
+    assert!(
+        said.contains(r#"User "system:serviceaccount:a:alice" cannot impersonate resource "users" in API group "" at the cluster scope"#),
+        "{said}"
+    );
+
     // edit: writes and reads Secrets, but manages no RBAC.
     allowed(&c, &bob, &["create", "configmap", "made", "-n", "a"]);
     allowed(&c, &bob, &["get", "secret", "sec", "-n", "a"]);

@@ -127,6 +127,7 @@ impl Api {
                 user
             }
         };
+        let user = self.impersonate(user, &parts.headers)?;
         tracing::debug!(user = %user.name, groups = ?user.groups, method = %parts.method, %path, "request");
         let accept = parts
             .headers
@@ -305,6 +306,27 @@ impl Api {
 }
 
 /// Pod subresources the node agent serves.
+impl Api {
+    /// The user a request acts as: `user`, or whom it impersonates if
+    /// `user` may impersonate each part of them.
+    fn impersonate(&self, user: User, headers: &hyper::HeaderMap) -> Result<User, ApiError> {
+        let Some(wanted) = crate::impersonation::requested(headers)? else {
+            return Ok(user);
+        };
+        for target in crate::impersonation::targets(&wanted) {
+            let attributes = Attributes {
+                user: user.clone(),
+                verb: "impersonate".into(),
+                target,
+            };
+            if self.authorizer.authorize(&attributes) != Decision::Allow {
+                return Err(ApiError::forbidden(authz::forbidden_message(&attributes)));
+            }
+        }
+        Ok(crate::impersonation::user(&wanted))
+    }
+}
+
 /// The verb a proxied request is authorized for, as upstream maps them.
 fn proxy_verb(method: &hyper::Method) -> &'static str {
     match *method {
