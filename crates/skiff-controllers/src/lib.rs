@@ -16,6 +16,7 @@ pub mod owned;
 pub mod podgc;
 pub mod pods;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod revisions;
 pub mod rollout;
 pub mod root_ca;

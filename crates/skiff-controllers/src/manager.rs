@@ -12,7 +12,8 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, Service, ServiceAccount,
+    ConfigMap, Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, ResourceQuota, Service,
+    ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
@@ -31,6 +32,7 @@ use crate::namespace::NamespaceController;
 use crate::node_lifecycle::NodeLifecycleController;
 use crate::podgc::PodGcController;
 use crate::replicaset::ReplicaSetController;
+use crate::resourcequota::ResourceQuotaController;
 use crate::root_ca::RootCaPublisher;
 use crate::runtime::api::KubeCluster;
 use crate::runtime::cache::{Informer, Object};
@@ -195,6 +197,10 @@ async fn run_all(client: Client, config: Config) {
     let c =
         ServiceAccountController::new(&mut namespaces, &mut accounts, cluster.clone(), q.clone());
     w.workers(c, q, 1);
+    let mut quotas = Informer::<ResourceQuota>::default();
+    let q = Queue::new();
+    let c = ResourceQuotaController::new(&mut quotas, &mut pods, cluster.clone(), q.clone());
+    w.workers(c, q, 1);
     let mut root_maps = Informer::<ConfigMap>::default();
     if let Some(ca) = config.root_ca.clone() {
         let q = Queue::new();
@@ -258,6 +264,7 @@ async fn run_all(client: Client, config: Config) {
     w.watch(leases, Api::namespaced(client.clone(), "kube-node-lease"));
     w.watch(namespaces, Api::all(client.clone()));
     w.watch(accounts, Api::all(client.clone()));
+    w.watch(quotas, Api::all(client.clone()));
     if config.root_ca.is_some() {
         let only =
             watcher::Config::default().fields(&format!("metadata.name={}", crate::root_ca::NAME));

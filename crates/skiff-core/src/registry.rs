@@ -167,6 +167,13 @@ pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static Resou
         .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
+/// The preferred version of a resource, by group and plural name.
+pub fn preferred(group: &str, plural: &str) -> Option<&'static ResourceType> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.plural == plural)
+}
+
 /// Finds a resource by group, version and kind.
 pub fn by_kind(group: &str, version: &str, kind: &str) -> Option<&'static ResourceType> {
     RESOURCES

@@ -141,8 +141,9 @@ fn get_in_every_output_format() {
         "{yaml}"
     );
     let list = c.json(&["get", "deploy,svc,cm"]);
-    // The deployment, the `kubernetes` and `web` Services, the ConfigMap.
-    assert_eq!(list["items"].as_array().unwrap().len(), 4, "{list}");
+    // The deployment, the `kubernetes` and `web` Services, the ConfigMap
+    // and the cluster CA's (`kube-root-ca.crt`, in every namespace).
+    assert_eq!(list["items"].as_array().unwrap().len(), 5, "{list}");
     let by_label = c.ok(&["get", "deploy", "-l", "tier=front", "-o", "name"]);
     assert_eq!(by_label.trim(), "deployment.apps/web");
     assert_eq!(

@@ -102,6 +102,46 @@ fn roles_grant_what_they_say_in_their_namespace_only() {
     assert!(said.contains(r#"in the namespace "b""#), "{said}");
     forbidden(&c, &alice, &["get", "nodes"]);
 
+    // What alice may do here, listed; and the reviews components ask.
+    let list = as_user(&c, &alice, &["auth", "can-i", "--list", "-n", "a"]);
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        listed.contains("configmaps") && !listed.contains("secrets"),
+        "{listed}"
+    );
+    // (`--raw`: the reviews are not in discovery.)
+    let review = |kind: &str, spec: &str| {
+        let (group_version, plural) = match kind {
+            "SubjectAccessReview" => ("authorization.k8s.io/v1", "subjectaccessreviews"),
+            _ => ("authentication.k8s.io/v1", "tokenreviews"),
+        };
+        let manifest = format!(
+            "{{\"apiVersion\": \"{group_version}\", \"kind\": \"{kind}\", \"spec\": {spec}}}"
+        );
+        let path = format!("/apis/{group_version}/{plural}");
+        let out = c.kubectl_stdin(&["create", "--raw", &path, "-f", "-"], &manifest);
+        support::assert_success(&out, kind);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let sar = |resource: &str| {
+        review(
+            "SubjectAccessReview",
+            &format!(r#"{{"user": "system:serviceaccount:a:alice", "groups": ["system:serviceaccounts"], "resourceAttributes": {{"verb": "list", "resource": "{resource}", "namespace": "a"}}}}"#),
+        )["status"]["allowed"]
+            .clone()
+    };
+    assert_eq!(
+        (sar("configmaps"), sar("secrets")),
+        (serde_json::json!(true), serde_json::json!(false))
+    );
+    let tr = review("TokenReview", &format!(r#"{{"token": "{alice}"}}"#));
+    assert_eq!(
+        tr["status"]["user"]["username"], "system:serviceaccount:a:alice",
+        "{tr}"
+    );
+    let bad = review("TokenReview", r#"{"token": "nonsense"}"#);
+    assert_eq!(bad["status"]["authenticated"], false, "{bad}");
+
     // Impersonation: the admin acts as alice and has only her rights;
     // alice may not act as anyone.
     let as_alice = ["--as", "system:serviceaccount:a:alice"];

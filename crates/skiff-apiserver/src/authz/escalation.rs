@@ -180,6 +180,10 @@ mod tests {
                 json!([{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"]}]);
             (name == "reader").then(|| serde_json::from_value(reader).unwrap())
         }
+
+        fn rules_for(&self, _: &crate::auth::User, _: &str) -> Vec<Rule> {
+            self.rules_of(None, "reader").unwrap_or_default()
+        }
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub trait Authorizer: Send + Sync {
     /// `name` (aggregated) when `namespace` is `None`; `None` if there is
     /// no such role.
     fn rules_of(&self, namespace: Option<&str>, name: &str) -> Option<Vec<rbac::Rule>>;
+
+    /// The rules that apply to `user` in `namespace` (what `kubectl auth
+    /// can-i --list` shows).
+    fn rules_for(&self, user: &User, namespace: &str) -> Vec<rbac::Rule>;
 }
 
 /// Allows everything (`--authorization-mode AlwaysAllow`, for benchmarks).
@@ -60,6 +64,17 @@ impl Authorizer for AlwaysAllow {
 
     fn rules_of(&self, _: Option<&str>, _: &str) -> Option<Vec<rbac::Rule>> {
         Some(Vec::new())
+    }
+
+    fn rules_for(&self, _: &User, _: &str) -> Vec<rbac::Rule> {
+        let all = vec!["*".to_owned()];
+        vec![rbac::Rule {
+            verbs: all.clone(),
+            api_groups: all.clone(),
+            resources: all.clone(),
+            resource_names: Vec::new(),
+            non_resource_urls: all,
+        }]
     }
 }
 

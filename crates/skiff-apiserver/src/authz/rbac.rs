@@ -249,6 +249,33 @@ impl Index {
     }
 }
 
+impl Index {
+    /// Every rule that applies to the user in `namespace`: its
+    /// cluster-wide bindings' and the namespace's.
+    pub fn rules_for(&self, user: &crate::auth::User, namespace: &str) -> Vec<Rule> {
+        let mut out: Vec<Rule> = Vec::new();
+        let mut add = |rules: Option<&Arc<Vec<Rule>>>| {
+            for r in rules.into_iter().flat_map(|r| r.iter()) {
+                if !out.contains(r) {
+                    out.push(r.clone());
+                }
+            }
+        };
+        for role in self.cluster_bindings.of(user) {
+            add(self.cluster_roles.get(role));
+        }
+        if let Some(local) = self.bindings.get(namespace) {
+            for role in local.of(user) {
+                add(match role {
+                    RoleRef::ClusterRole(name) => self.cluster_roles.get(name),
+                    RoleRef::Role(name) => self.roles.get(namespace).and_then(|r| r.get(name)),
+                });
+            }
+        }
+        out
+    }
+}
+
 /// The RBAC authorizer over an index kept in step with the store.
 #[derive(Default)]
 pub struct Rbac {
@@ -263,6 +290,11 @@ impl Authorizer for Rbac {
         } else {
             Decision::NoOpinion
         }
+    }
+
+    fn rules_for(&self, user: &crate::auth::User, namespace: &str) -> Vec<Rule> {
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner()).clone();
+        index.rules_for(user, namespace)
     }
 
     fn rules_of(&self, namespace: Option<&str>, name: &str) -> Option<Vec<Rule>> {

@@ -159,6 +159,7 @@ impl Api {
         if r.kind == "Pod" && r.group.is_empty() {
             self.resolve_priority(obj).await?;
             self.admit_service_account(obj).await?;
+            self.limit_pod(obj).await?;
             admit_pod(obj);
         }
         if r.kind == "Job" && r.group == "batch" {

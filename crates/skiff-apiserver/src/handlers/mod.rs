@@ -3,6 +3,7 @@
 mod admission;
 mod body;
 pub mod delete;
+mod quota;
 pub mod read;
 mod service_account;
 mod subresource;
@@ -14,7 +15,7 @@ use axum::body::Body;
 use axum::response::Response;
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, USER_AGENT};
 use hyper::{HeaderMap, Request};
-use serde_json::json;
+use serde_json::{json, Value};
 use skiff_core::{registry, ApiError};
 use skiff_store::Store;
 
@@ -300,12 +301,32 @@ impl Api {
         }
         let raw = body::read(body, &parts.headers).await?;
         let request = body::parse(&raw, &body::content_type(&parts.headers))?;
-        let answer = review.answer(&attributes.user, self.authorizer.as_ref(), &request);
+        let answer = match review {
+            authz::reviews::Review::Token => self.token_review(&request).await,
+            _ => review.answer(&attributes.user, self.authorizer.as_ref(), &request),
+        };
         Ok(response::json(201, &answer))
+    }
+
+    /// TokenReview: whose is this token, if it is valid now.
+    async fn token_review(&self, request: &Value) -> Value {
+        let token = request["spec"]["token"].as_str().unwrap_or_default();
+        let found = match self.auth.authenticate(&format!("Bearer {token}")) {
+            Some((user, Some(bound))) => self.check_binding(&bound).await.ok().map(|_| user),
+            Some((user, None)) => Some(user),
+            None => None,
+        };
+        let status = match found {
+            Some(user) => json!({"authenticated": true,
+                "user": {"username": user.name, "groups": user.groups}}),
+            None => json!({"authenticated": false, "error": "invalid bearer token"}),
+        };
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+            "metadata": {"creationTimestamp": null}, "spec": request["spec"], "status": status})
     }
 }
 
-/// Pod subresources the node agent serves.
+/// Impersonation, between authentication and authorization.
 impl Api {
     /// The user a request acts as: `user`, or whom it impersonates if
     /// `user` may impersonate each part of them.
@@ -338,6 +359,7 @@ fn proxy_verb(method: &hyper::Method) -> &'static str {
     }
 }
 
+/// Pod subresources the node agent serves.
 fn is_node_stream(target: &crate::request::Target) -> bool {
     target.resource.plural == "pods"
         && matches!(

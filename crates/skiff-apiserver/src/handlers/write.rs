@@ -196,6 +196,7 @@ impl Api {
     /// Stores a new object; a Service first gets its ClusterIP and
     /// NodePorts, given back if storing fails.
     pub async fn store_new(&self, r: &ResourceType, obj: &mut Value) -> Result<Vec<u8>, ApiError> {
+        self.charge_quota(r, obj).await?;
         if !is_service(r) {
             return self.objects.create(r, obj).await;
         }

@@ -1,0 +1,167 @@
+//! Two admission steps on a namespace's policy objects: LimitRanger fills
+//! in and bounds pods' requests and limits; ResourceQuota charges each new
+//! object to its namespace's quotas (in their `status.used`, atomically per
+//! quota) and refuses what would go over, with upstream's messages. The
+//! quota controller recomputes usage from the objects themselves.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use skiff_core::registry::{self, ResourceType};
+use skiff_core::{limit_range, meta, quantity, quota, ApiError};
+
+use super::Api;
+use crate::storage::Change;
+
+impl Api {
+    async fn all_in(&self, plural: &str, group: &str, ns: &str) -> Result<Vec<Value>, ApiError> {
+        let Some(r) = registry::preferred(group, plural) else {
+            return Ok(Vec::new());
+        };
+        let (items, _, _) = self.objects.list(r, Some(ns), Default::default()).await?;
+        Ok(items
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+            .collect())
+    }
+
+    /// LimitRanger: defaults from the namespace's LimitRanges, then their
+    /// bounds.
+    pub(super) async fn limit_pod(&self, pod: &mut Value) -> Result<(), ApiError> {
+        let ns = meta::namespace(pod).unwrap_or("default").to_owned();
+        let ranges = self.all_in("limitranges", "", &ns).await?;
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        limit_range::default_pod(pod, &ranges);
+        let broken = limit_range::violations(pod, &ranges);
+        if broken.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(format!(
+            "pods \"{}\" is forbidden: [{}]",
+            meta::name(pod),
+            broken.join(", ")
+        )))
+    }
+
+    /// ResourceQuota: charges `obj` to every quota of its namespace that
+    /// counts it.
+    pub(super) async fn charge_quota(&self, r: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+        let Some(ns) = meta::namespace(obj).map(str::to_owned) else {
+            return Ok(());
+        };
+        let quotas = self.all_in("resourcequotas", "", &ns).await?;
+        if quotas.is_empty() {
+            return Ok(());
+        }
+        let delta = quota::usage(r.group, r.plural, obj);
+        let forbidden = |message: String| {
+            ApiError::forbidden(format!(
+                "{} \"{}\" is forbidden: {message}",
+                r.plural,
+                meta::name(obj)
+            ))
+        };
+        let resource = registry::lookup("", "v1", "resourcequotas").expect("served");
+        for q in quotas {
+            let name = meta::name(&q).to_owned();
+            let hard: BTreeMap<String, String> =
+                serde_json::from_value(q["spec"]["hard"].clone()).unwrap_or_default();
+            if r.plural == "pods" && r.group.is_empty() {
+                let missing = unspecified(obj, &hard);
+                if !missing.is_empty() {
+                    return Err(forbidden(format!(
+                        "failed quota: {name}: must specify {}",
+                        missing.join("; ")
+                    )));
+                }
+            }
+            let charged: Vec<&String> = hard.keys().filter(|k| delta.contains_key(*k)).collect();
+            if charged.is_empty() {
+                continue;
+            }
+            // Usage the controller has not written yet is counted here.
+            let mut live = BTreeMap::new();
+            for key in &charged {
+                if q["status"]["used"][key.as_str()].is_null() {
+                    live.insert(key.to_string(), self.live_usage(key, &ns).await?);
+                }
+            }
+            self.objects
+                .update(resource, Some(&ns), &name, |mut current| {
+                    let mut exceeded = Vec::new();
+                    let mut next = BTreeMap::new();
+                    for key in &charged {
+                        let used = current["status"]["used"][key.as_str()]
+                            .as_str()
+                            .and_then(quantity::parse_milli)
+                            .or_else(|| live.get(key.as_str()).copied())
+                            .unwrap_or(0);
+                        let limit = hard[key.as_str()].as_str();
+                        let after = used + delta[key.as_str()];
+                        if quantity::parse_milli(limit).is_some_and(|l| after > l) {
+                            exceeded.push((key.as_str(), used, limit));
+                        }
+                        next.insert(key.to_string(), after);
+                    }
+                    if !exceeded.is_empty() {
+                        let list = |f: &dyn Fn(&(&str, i128, &str)) -> String| {
+                            exceeded.iter().map(f).collect::<Vec<_>>().join(",")
+                        };
+                        return Err(forbidden(format!(
+                            "exceeded quota: {name}, requested: {}, used: {}, limited: {}",
+                            list(&|(k, _, _)| format!("{k}={}", quota::format(k, delta[*k]))),
+                            list(&|(k, used, _)| format!("{k}={}", quota::format(k, *used))),
+                            list(&|(k, _, limit)| format!("{k}={limit}")),
+                        )));
+                    }
+                    current["status"]["hard"] = current["spec"]["hard"].clone();
+                    if !current["status"]["used"].is_object() {
+                        current["status"]["used"] = json!({});
+                    }
+                    for (key, value) in next {
+                        current["status"]["used"][&key] = json!(quota::format(&key, value));
+                    }
+                    Ok(Change::Write(current))
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A quota resource's usage in `ns`, from the objects themselves.
+    async fn live_usage(&self, key: &str, ns: &str) -> Result<i128, ApiError> {
+        let Some((group, plural)) = quota::counted_kind(key) else {
+            return Ok(0);
+        };
+        let objects = self.all_in(&plural, &group, ns).await?;
+        Ok(objects
+            .iter()
+            .filter_map(|o| quota::usage(&group, &plural, o).get(key).copied())
+            .sum())
+    }
+}
+
+/// The compute resources a quota limits that a pod's containers leave
+/// unset: `requests.cpu for: app,sidecar`.
+fn unspecified(pod: &Value, hard: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for key in hard.keys() {
+        let (kind, resource) = match key.split_once('.') {
+            Some((k @ ("requests" | "limits"), r)) if r == "cpu" || r == "memory" => (k, r),
+            None if key == "cpu" || key == "memory" => ("requests", key.as_str()),
+            _ => continue,
+        };
+        let lacking: Vec<&str> = ["initContainers", "containers"]
+            .iter()
+            .flat_map(|l| pod["spec"][*l].as_array().into_iter().flatten())
+            .filter(|c| c["resources"][kind][resource].is_null())
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        if !lacking.is_empty() {
+            out.push(format!("{key} for: {}", lacking.join(",")));
+        }
+    }
+    out
+}

@@ -1,0 +1,212 @@
+//! What objects count against a ResourceQuota (`pods`, `requests.cpu`,
+//! `count/deployments.apps`, …), as upstream's evaluators count them, and
+//! quantities written back the way the API shows them.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::quantity::parse_milli;
+
+/// Usage in thousandths of a unit, by quota resource name.
+pub type Usage = BTreeMap<String, i128>;
+
+/// The core resources quota names without `count/`.
+const PLAIN_COUNTS: &[&str] = &[
+    "pods",
+    "services",
+    "configmaps",
+    "secrets",
+    "persistentvolumeclaims",
+    "replicationcontrollers",
+    "resourcequotas",
+];
+
+/// Whether an object of `plural` in `group` still uses quota: pods that
+/// finished do not.
+pub fn counts(plural: &str, obj: &Value) -> bool {
+    !(plural == "pods"
+        && matches!(
+            obj["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        ))
+}
+
+/// The sum of one resource over a pod's containers: app containers add
+/// up, init containers run one at a time, so the larger wins.
+fn pod_resource(spec: &Value, kind: &str, resource: &str) -> Option<i128> {
+    let of = |c: &Value| {
+        c["resources"][kind][resource]
+            .as_str()
+            .and_then(parse_milli)
+    };
+    let list = |l: &str| spec[l].as_array().cloned().unwrap_or_default();
+    let apps: Vec<Option<i128>> = list("containers").iter().map(of).collect();
+    let inits: Vec<Option<i128>> = list("initContainers").iter().map(of).collect();
+    if apps.iter().chain(&inits).all(Option::is_none) {
+        return None;
+    }
+    let sum: i128 = apps.iter().flatten().sum();
+    let init = inits.iter().flatten().copied().max().unwrap_or(0);
+    Some(sum.max(init))
+}
+
+/// What one object uses, for the quota resources that apply to it.
+pub fn usage(group: &str, plural: &str, obj: &Value) -> Usage {
+    let mut u = Usage::new();
+    if !counts(plural, obj) {
+        return u;
+    }
+    let qualified = if group.is_empty() {
+        plural.to_owned()
+    } else {
+        format!("{plural}.{group}")
+    };
+    u.insert(format!("count/{qualified}"), 1000);
+    if group.is_empty() && PLAIN_COUNTS.contains(&plural) {
+        u.insert(plural.to_owned(), 1000);
+    }
+    match (group, plural) {
+        ("", "pods") => {
+            let spec = &obj["spec"];
+            for resource in ["cpu", "memory", "ephemeral-storage"] {
+                if let Some(r) = pod_resource(spec, "requests", resource) {
+                    u.insert(format!("requests.{resource}"), r);
+                    if resource != "ephemeral-storage" {
+                        u.insert(resource.to_owned(), r);
+                    }
+                }
+                if let Some(l) = pod_resource(spec, "limits", resource) {
+                    u.insert(format!("limits.{resource}"), l);
+                }
+            }
+        }
+        ("", "services") => {
+            let kind = obj["spec"]["type"].as_str().unwrap_or("ClusterIP");
+            let ports = obj["spec"]["ports"].as_array().map_or(0, Vec::len) as i128;
+            match kind {
+                "NodePort" => {
+                    u.insert("services.nodeports".into(), ports * 1000);
+                }
+                "LoadBalancer" => {
+                    u.insert("services.loadbalancers".into(), 1000);
+                    u.insert("services.nodeports".into(), ports * 1000);
+                }
+                _ => {}
+            }
+        }
+        ("", "persistentvolumeclaims") => {
+            if let Some(r) = obj["spec"]["resources"]["requests"]["storage"]
+                .as_str()
+                .and_then(parse_milli)
+            {
+                u.insert("requests.storage".into(), r);
+            }
+        }
+        _ => {}
+    }
+    u
+}
+
+/// The `(group, plural)` whose objects a quota resource name counts.
+pub fn counted_kind(resource: &str) -> Option<(String, String)> {
+    if let Some(what) = resource.strip_prefix("count/") {
+        let (plural, group) = what.split_once('.').unwrap_or((what, ""));
+        return Some((group.to_owned(), plural.to_owned()));
+    }
+    let core = |p: &str| Some((String::new(), p.to_owned()));
+    match resource {
+        r if PLAIN_COUNTS.contains(&r) => core(r),
+        "services.nodeports" | "services.loadbalancers" => core("services"),
+        "requests.storage" => core("persistentvolumeclaims"),
+        r if r.starts_with("requests.") || r.starts_with("limits.") => core("pods"),
+        "cpu" | "memory" => core("pods"),
+        _ => None,
+    }
+}
+
+/// Resources measured in bytes are written in binary units.
+fn binary(resource: &str) -> bool {
+    ["memory", "storage", "ephemeral-storage"]
+        .iter()
+        .any(|r| resource == *r || resource.ends_with(&format!(".{r}")))
+}
+
+/// A quantity as the API writes it: `300m`, `3`, `384Mi`.
+pub fn format(resource: &str, milli: i128) -> String {
+    if milli % 1000 != 0 {
+        return format!("{milli}m");
+    }
+    let units = milli / 1000;
+    if binary(resource) && units != 0 {
+        for (suffix, shift) in [
+            ("Ei", 60),
+            ("Pi", 50),
+            ("Ti", 40),
+            ("Gi", 30),
+            ("Mi", 20),
+            ("Ki", 10),
+        ] {
+            let size = 1i128 << shift;
+            if units % size == 0 {
+                return format!("{}{suffix}", units / size);
+            }
+        }
+    }
+    units.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_pod_counts_its_containers_and_the_larger_init() {
+        let pod = json!({"spec": {
+            "containers": [
+                {"resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "1"}}},
+                {"resources": {"requests": {"cpu": "200m", "memory": "64Mi"}}},
+            ],
+            "initContainers": [{"resources": {"requests": {"cpu": "500m"}}}],
+        }});
+        let u = usage("", "pods", &pod);
+        assert_eq!(u["pods"], 1000);
+        assert_eq!(u["count/pods"], 1000);
+        assert_eq!(u["requests.cpu"], 500);
+        assert_eq!(u["cpu"], 500);
+        assert_eq!(u["requests.memory"], 128 * 1024 * 1024 * 1000);
+        assert_eq!(u["limits.cpu"], 1000);
+        assert!(!u.contains_key("limits.memory"));
+        let done = json!({"spec": {}, "status": {"phase": "Succeeded"}});
+        assert!(usage("", "pods", &done).is_empty());
+    }
+
+    #[test]
+    fn services_and_other_kinds() {
+        let svc = json!({"spec": {"type": "NodePort", "ports": [{"port": 1}, {"port": 2}]}});
+        let u = usage("", "services", &svc);
+        assert_eq!((u["services"], u["services.nodeports"]), (1000, 2000));
+        let u = usage("apps", "deployments", &json!({}));
+        assert_eq!(u.keys().collect::<Vec<_>>(), ["count/deployments.apps"]);
+        assert_eq!(
+            counted_kind("count/deployments.apps"),
+            Some(("apps".into(), "deployments".into()))
+        );
+        assert_eq!(
+            counted_kind("requests.cpu"),
+            Some(("".into(), "pods".into()))
+        );
+        assert_eq!(counted_kind("bogus"), None);
+    }
+
+    #[test]
+    fn quantities_as_the_api_writes_them() {
+        assert_eq!(format("pods", 3000), "3");
+        assert_eq!(format("requests.cpu", 300), "300m");
+        assert_eq!(format("requests.cpu", 2000), "2");
+        assert_eq!(format("requests.memory", 384 * 1024 * 1024 * 1000), "384Mi");
+        assert_eq!(format("limits.memory", 1000 * 1000), "1000");
+        assert_eq!(format("pods", 0), "0");
+    }
+}

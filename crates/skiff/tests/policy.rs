@@ -1,0 +1,74 @@
+//! A namespace's policy objects with the real kubectl: LimitRange defaults
+//! and bounds, ResourceQuota counted at admission (upstream's refusal) and
+//! kept in the quota's status (`kubectl describe quota`).
+
+mod support;
+
+use std::time::Duration;
+
+use support::{create, wait_for, Cluster};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn pod(name: &str, resources: &str) -> String {
+    format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: q}}\nspec:\n  containers:\n  - name: c\n    image: busybox\n{resources}")
+}
+
+#[test]
+fn limit_ranges_fill_and_bound_and_quotas_refuse_the_fourth_pod() {
+    let c = Cluster::start();
+    c.ok(&["create", "namespace", "q"]);
+    create(
+        &c,
+        "apiVersion: v1\nkind: LimitRange\nmetadata: {name: limits, namespace: q}\nspec:\n  limits:\n  - type: Container\n    default: {cpu: 200m}\n    defaultRequest: {cpu: 100m}\n    max: {memory: 1Gi}\n",
+    );
+    create(
+        &c,
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: q, namespace: q}\nspec:\n  hard: {pods: '3', requests.cpu: '1'}\n",
+    );
+    wait_for("the quota's status", LIMIT, || {
+        let q = c.json(&["get", "quota", "q", "-n", "q"]);
+        (q["status"]["used"]["pods"] == "0").then_some(())
+    });
+    for name in ["p1", "p2", "p3"] {
+        create(&c, &pod(name, ""));
+    }
+    let p1 = c.json(&["get", "pod", "p1", "-n", "q"]);
+    let resources = &p1["spec"]["containers"][0]["resources"];
+    assert_eq!(resources["requests"]["cpu"], "100m", "{resources}");
+    assert_eq!(resources["limits"]["cpu"], "200m", "{resources}");
+
+    let refused = c.fails_stdin(&pod("p4", ""));
+    assert!(
+        refused.contains(r#"pods "p4" is forbidden: exceeded quota: q, requested: pods=1, used: pods=3, limited: pods=3"#),
+        "{refused}"
+    );
+    let described = c.ok(&["describe", "quota", "q", "-n", "q"]);
+    let row = |name: &str| {
+        described
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(row("pods"), ["pods", "3", "3"], "{described}");
+    assert_eq!(
+        row("requests.cpu"),
+        ["requests.cpu", "300m", "1"],
+        "{described}"
+    );
+
+    // A deleted pod gives its share back.
+    c.ok(&["delete", "pod", "p1", "-n", "q", "--wait=false"]);
+    wait_for("the quota to count two pods", LIMIT, || {
+        let q = c.json(&["get", "quota", "q", "-n", "q"]);
+        (q["status"]["used"]["pods"] == "2").then_some(())
+    });
+    create(&c, &pod("p4", ""));
+
+    let big = c.fails_stdin(&pod("big", "    resources: {limits: {memory: 2Gi}}\n"));
+    assert!(
+        big.contains("maximum memory usage per Container is 1Gi, but limit is 2Gi"),
+        "{big}"
+    );
+}
