@@ -4,6 +4,7 @@
 //! (behind its watch cache) → JSON or Table replies, watch streams,
 //! discovery and OpenAPI. Only this crate touches the store.
 
+mod audit;
 mod auth;
 mod authz;
 mod bootstrap;
@@ -41,6 +42,10 @@ pub struct Config {
     /// Service's.
     pub service_cidr: skiff_core::cidr::Cidr,
     pub authorization: AuthorizationMode,
+    /// Where audit events go, as JSON lines; no auditing when absent.
+    pub audit_log: Option<PathBuf>,
+    /// The audit policy; every request at Metadata when absent.
+    pub audit_policy: Option<PathBuf>,
 }
 
 /// How requests are authorized (`--authorization-mode`).
@@ -75,6 +80,8 @@ impl Config {
             watch_cache_events: 100_000,
             service_cidr: "10.43.0.0/16".parse().expect("a valid default range"),
             authorization: AuthorizationMode::default(),
+            audit_log: None,
+            audit_policy: None,
         }
     }
 }
@@ -100,6 +107,8 @@ pub enum Error {
     },
     #[error("bootstrap: {0}")]
     Bootstrap(skiff_core::ApiError),
+    #[error("audit: {0}")]
+    Audit(String),
 }
 
 /// A running API server.
@@ -155,7 +164,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         AuthorizationMode::Rbac => rbac.clone(),
         AuthorizationMode::AlwaysAllow => Arc::new(authz::AlwaysAllow),
     };
-    let api = Arc::new(handlers::Api::new(
+    let mut api = handlers::Api::new(
         store.clone(),
         auth::Authenticator::new(&creds, issuer.clone()),
         creds.ca_pem.clone(),
@@ -163,7 +172,15 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         config.service_cidr,
         issuer,
         authorizer,
-    ));
+    );
+    if let Some(path) = &config.audit_log {
+        let policy = match &config.audit_policy {
+            Some(p) => audit::Policy::load(p).map_err(Error::Audit)?,
+            None => audit::Policy::metadata_only(),
+        };
+        api = api.with_audit(policy, audit::Log::open(path).map_err(Error::Audit)?);
+    }
+    let api = Arc::new(api);
     bootstrap::run(&api, SocketAddr::new(host, addr.port()))
         .await
         .map_err(Error::Bootstrap)?;

@@ -53,7 +53,9 @@ pub async fn run(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: Arc
             };
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let api = api.clone();
-                async move { Ok::<_, std::convert::Infallible>(api.handle(req.map(Body::new)).await) }
+                let mut req = req.map(Body::new);
+                req.extensions_mut().insert(crate::audit::Peer(peer.ip()));
+                async move { Ok::<_, std::convert::Infallible>(api.handle(req).await) }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder.http2().max_concurrent_streams(1000);

@@ -13,6 +13,7 @@ pub mod limit_range;
 pub mod meta;
 pub mod openapi;
 pub mod placement;
+pub mod pod_security;
 pub mod protobuf;
 pub mod quantity;
 pub mod quota;

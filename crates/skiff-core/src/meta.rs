@@ -74,3 +74,8 @@ pub fn path<'a>(obj: &'a Value, dotted: &str) -> Option<&'a Value> {
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
+
+/// Now with microseconds, as upstream's MicroTime (`…T10:00:00.123456Z`).
+pub fn now_micro() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}

@@ -63,6 +63,13 @@ struct ServerArgs {
     /// authenticated user may do anything; for benchmarks).
     #[arg(long, default_value = "RBAC")]
     authorization_mode: skiff_apiserver::AuthorizationMode,
+    /// Write an audit.k8s.io/v1 Event per request to this file (JSON lines).
+    #[arg(long)]
+    audit_log_path: Option<PathBuf>,
+    /// The audit.k8s.io/v1 Policy deciding each request's level; without
+    /// it every request is logged at Metadata.
+    #[arg(long, requires = "audit_log_path")]
+    audit_policy_file: Option<PathBuf>,
     /// Do not run the scheduler inside the server.
     #[arg(long)]
     disable_scheduler: bool,
@@ -345,6 +352,8 @@ impl ServerArgs {
         config.datastore_endpoint = self.datastore_endpoint.clone();
         config.service_cidr = self.service_cidr;
         config.authorization = self.authorization_mode;
+        config.audit_log = self.audit_log_path.clone();
+        config.audit_policy = self.audit_policy_file.clone();
         config
     }
 }

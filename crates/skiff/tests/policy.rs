@@ -72,3 +72,41 @@ fn limit_ranges_fill_and_bound_and_quotas_refuse_the_fourth_pod() {
         "{big}"
     );
 }
+
+#[test]
+fn pod_security_levels_refuse_and_warn_as_upstream() {
+    let c = Cluster::start();
+    c.ok(&["create", "namespace", "locked"]);
+    c.ok(&[
+        "label",
+        "namespace",
+        "locked",
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    c.ok(&["create", "namespace", "watched"]);
+    c.ok(&[
+        "label",
+        "namespace",
+        "watched",
+        "pod-security.kubernetes.io/warn=baseline",
+    ]);
+    let privileged = |ns: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: root, namespace: {ns}}}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    securityContext: {{privileged: true}}\n")
+    };
+    let refused = c.fails_stdin(&privileged("locked"));
+    assert!(
+        refused.contains(r#"pods "root" is forbidden: violates PodSecurity "restricted:latest": privileged (container "c" must not set securityContext.privileged=true), allowPrivilegeEscalation != false"#),
+        "{refused}"
+    );
+    create(
+        &c,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: fine, namespace: locked}\nspec:\n  securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}\n  containers:\n  - name: c\n    image: busybox\n    securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}\n",
+    );
+    let warned = c.kubectl_stdin(&["apply", "-f", "-"], &privileged("watched"));
+    support::assert_success(&warned, "a pod in a namespace that only warns");
+    let stderr = String::from_utf8_lossy(&warned.stderr);
+    assert!(
+        stderr.contains(r#"Warning: would violate PodSecurity "baseline:latest": privileged (container "c" must not set securityContext.privileged=true)"#),
+        "{stderr}"
+    );
+}

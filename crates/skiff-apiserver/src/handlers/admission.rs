@@ -109,14 +109,15 @@ impl Api {
     }
 
     /// Prepares a new object: namespace, name, system metadata, status,
-    /// defaults, pod admission, validation and managed fields.
+    /// defaults, pod admission, validation and managed fields. Returns the
+    /// warnings admission has for the client.
     pub async fn prepare_create(
         &self,
         r: &ResourceType,
         path_ns: Option<&str>,
         obj: &mut Value,
         manager: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Vec<String>, ApiError> {
         if r.namespaced {
             let ns = match (path_ns, meta::namespace(obj)) {
                 (Some(p), Some(b)) if p != b => {
@@ -166,13 +167,14 @@ impl Api {
             select_job_pods(obj);
         }
         validate::object(r, obj, None)?;
+        let warnings = self.pod_security(r, obj).await?;
         let manager = Manager {
             name: manager,
             api_version: &r.api_version(),
             subresource: None,
         };
         track_update(None, obj, &manager, root_def(r));
-        Ok(())
+        Ok(warnings)
     }
 }
 

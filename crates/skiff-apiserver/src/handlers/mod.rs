@@ -3,6 +3,7 @@
 mod admission;
 mod body;
 pub mod delete;
+mod pod_security;
 mod quota;
 pub mod read;
 mod service_account;
@@ -19,6 +20,7 @@ use serde_json::{json, Value};
 use skiff_core::{registry, ApiError};
 use skiff_store::Store;
 
+use crate::audit;
 use crate::auth::{Authenticator, User};
 use crate::authz::{self, Attributes, Authorizer, Decision};
 use crate::node_proxy::NodeDialer;
@@ -38,6 +40,8 @@ pub struct Api {
     pub services: Allocator,
     issuer: Arc<Issuer>,
     authorizer: Arc<dyn Authorizer>,
+    /// The audit policy and log, with `--audit-log-path`.
+    audit: Option<(audit::Policy, audit::Log)>,
 }
 
 /// Everything a resource handler needs to know about its request.
@@ -89,17 +93,118 @@ impl Api {
             auth,
             ca_pem,
             nodes,
+            audit: None,
         }
+    }
+
+    /// Audits requests with this policy into this log.
+    pub fn with_audit(mut self, policy: audit::Policy, log: audit::Log) -> Self {
+        self.audit = Some((policy, log));
+        self
     }
 
     pub async fn handle(&self, req: Request<Body>) -> Response {
-        match self.dispatch(req).await {
+        let received = skiff_core::meta::now_micro();
+        let uri = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().path().to_owned(), |p| p.to_string());
+        let source = req
+            .extensions()
+            .get::<audit::Peer>()
+            .map(|p| p.0.to_string());
+        let agent = req
+            .headers()
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let mut trail = audit::Trail::default();
+        let reply = match self.dispatch(req, &mut trail).await {
             Ok(r) => r,
             Err(e) => response::error(&e),
+        };
+        let Some((_, log)) = &self.audit else {
+            return reply;
+        };
+        let (Some(user), Some(target)) = (&trail.user, &trail.target) else {
+            return reply;
+        };
+        if trail.level == audit::Level::None {
+            return reply;
         }
+        // The reply's body, when the level keeps it and it is one object.
+        let json = reply
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        let (reply, response) =
+            if trail.level == audit::Level::RequestResponse && json && trail.verb != "watch" {
+                let (head, body) = reply.into_parts();
+                match axum::body::to_bytes(body, usize::MAX).await {
+                    Ok(bytes) => {
+                        let object = serde_json::from_slice(&bytes).ok();
+                        (Response::from_parts(head, Body::from(bytes)), object)
+                    }
+                    Err(_) => (Response::from_parts(head, Body::empty()), None),
+                }
+            } else {
+                (reply, None)
+            };
+        let id = uuid::Uuid::new_v4().to_string();
+        log.write(&audit::event(&audit::Record {
+            level: trail.level,
+            id: &id,
+            uri: &uri,
+            verb: &trail.verb,
+            user,
+            impersonated: trail.acted.as_ref(),
+            source: source.as_deref().unwrap_or_default(),
+            user_agent: &agent,
+            target,
+            code: reply.status().as_u16(),
+            received: &received,
+            request: trail.request.as_ref(),
+            response: response.as_ref(),
+        }));
+        reply
     }
 
-    async fn dispatch(&self, req: Request<Body>) -> Result<Response, ApiError> {
+    /// Which level the policy gives this request; reads its body for the
+    /// log when the level keeps it.
+    async fn audit_level(
+        &self,
+        trail: &mut audit::Trail,
+        verb: &str,
+        target: &authz::Target,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Body, ApiError> {
+        trail.verb = verb.to_owned();
+        trail.target = Some(target.clone());
+        let Some((policy, _)) = &self.audit else {
+            return Ok(body);
+        };
+        let Some(user) = &trail.user else {
+            return Ok(body);
+        };
+        trail.level = policy.level(user, verb, target);
+        if trail.level < audit::Level::Request || !matches!(verb, "create" | "update" | "patch") {
+            return Ok(body);
+        }
+        let bytes = axum::body::to_bytes(body, body::MAX_BODY)
+            .await
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        // JSON, YAML or protobuf, logged as JSON.
+        trail.request = body::parse(&bytes, &body::content_type(headers)).ok();
+        Ok(Body::from(bytes))
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request<Body>,
+        trail: &mut audit::Trail,
+    ) -> Result<Response, ApiError> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_owned();
         let route = request::route(&path);
@@ -128,7 +233,11 @@ impl Api {
                 user
             }
         };
+        trail.user = Some(user.clone());
         let user = self.impersonate(user, &parts.headers)?;
+        if Some(&user) != trail.user.as_ref() {
+            trail.acted = Some(user.clone());
+        }
         tracing::debug!(user = %user.name, groups = ?user.groups, method = %parts.method, %path, "request");
         let accept = parts
             .headers
@@ -137,6 +246,9 @@ impl Api {
             .unwrap_or("")
             .to_owned();
         if let Some(review) = authz::reviews::Review::of(&path) {
+            let body = self
+                .audit_level(trail, "create", &review.target(), &parts.headers, body)
+                .await?;
             return self.review(review, user, &parts, body).await;
         }
         let route = route?;
@@ -180,6 +292,9 @@ impl Api {
             ),
             _ => ("get", authz::Target::Path(path.clone())),
         };
+        let body = self
+            .audit_level(trail, target.0, &target.1, &parts.headers, body)
+            .await?;
         let attributes = Attributes {
             user,
             verb: target.0.to_owned(),

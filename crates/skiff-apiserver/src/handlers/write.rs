@@ -27,9 +27,11 @@ impl Api {
         }
         let obj = body::parse(&raw, &content_type(call.headers))?;
         check_kind(r, &obj)?;
-        let (mut obj, warnings) = typed(r, obj, call.query.field_validation.as_deref())?;
-        self.prepare_create(r, t.namespace.as_deref(), &mut obj, &call.manager())
+        let (mut obj, mut warnings) = typed(r, obj, call.query.field_validation.as_deref())?;
+        let admitted = self
+            .prepare_create(r, t.namespace.as_deref(), &mut obj, &call.manager())
             .await?;
+        warnings.extend(admitted);
         self.no_escalation(call, r, &obj)?;
         if call.query.dry_run {
             return Ok(with_warnings(response::json(201, &obj), &warnings));
@@ -138,7 +140,7 @@ impl Api {
         })?;
         let config = body::parse(raw, "application/yaml")?;
         check_kind(r, &config)?;
-        let (mut config, warnings) = typed(r, config, call.query.field_validation.as_deref())?;
+        let (mut config, mut warnings) = typed(r, config, call.query.field_validation.as_deref())?;
         match meta::name(&config) {
             "" => meta::set(&mut config, "name", name),
             given if given != name => {
@@ -158,7 +160,8 @@ impl Api {
         loop {
             if self.objects.try_get(r, ns, name).await?.is_none() {
                 let mut obj = apply::apply(None, &config, &mgr, force, root_def(r))?;
-                self.prepare_create(r, ns, &mut obj, &manager).await?;
+                let admitted = self.prepare_create(r, ns, &mut obj, &manager).await?;
+                warnings.extend(admitted);
                 self.no_escalation(call, r, &obj)?;
                 if call.query.dry_run {
                     return Ok(with_warnings(response::json(201, &obj), &warnings));

@@ -1,0 +1,91 @@
+//! Upstream's PodSecurity admission: a namespace's
+//! `pod-security.kubernetes.io/enforce` label refuses pods that break its
+//! level, `warn` answers with a warning kubectl prints; workloads' pod
+//! templates get warnings for both, as upstream gives them.
+
+use serde_json::Value;
+use skiff_core::pod_security::{violations, Level};
+use skiff_core::registry::{self, ResourceType};
+use skiff_core::{meta, ApiError};
+
+use super::Api;
+
+const PREFIX: &str = "pod-security.kubernetes.io";
+
+/// Where a workload keeps its pod template's spec.
+fn template_spec<'a>(r: &ResourceType, obj: &'a Value) -> Option<&'a Value> {
+    match (r.group, r.kind) {
+        ("", "Pod") => Some(&obj["spec"]),
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet")
+        | ("batch", "Job")
+        | ("", "ReplicationController" | "PodTemplate") => {
+            let t = if r.kind == "PodTemplate" {
+                &obj["template"]
+            } else {
+                &obj["spec"]["template"]
+            };
+            Some(&t["spec"])
+        }
+        ("batch", "CronJob") => Some(&obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]),
+        _ => None,
+    }
+}
+
+impl Api {
+    /// Checks a new pod or pod template against its namespace's levels;
+    /// returns the warnings to answer with.
+    pub(super) async fn pod_security(
+        &self,
+        r: &ResourceType,
+        obj: &Value,
+    ) -> Result<Vec<String>, ApiError> {
+        let (Some(spec), Some(ns)) = (template_spec(r, obj), meta::namespace(obj)) else {
+            return Ok(Vec::new());
+        };
+        let namespaces = registry::lookup("", "v1", "namespaces").expect("served");
+        let Some(namespace) = self.objects.try_get(namespaces, None, ns).await? else {
+            return Ok(Vec::new());
+        };
+        let labels = &namespace["metadata"]["labels"];
+        let level_of = |mode: &str| {
+            let level = labels[format!("{PREFIX}/{mode}")]
+                .as_str()
+                .and_then(Level::parse)?;
+            let version = labels[format!("{PREFIX}/{mode}-version")]
+                .as_str()
+                .unwrap_or("latest")
+                .to_owned();
+            let name = labels[format!("{PREFIX}/{mode}")]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            Some((level, format!("{name}:{version}")))
+        };
+        let is_pod = r.kind == "Pod" && r.group.is_empty();
+        let mut warnings = Vec::new();
+        if let Some((level, shown)) = level_of("enforce") {
+            let broken = violations(level, spec);
+            if !broken.is_empty() {
+                let why = broken.join(", ");
+                if is_pod {
+                    return Err(ApiError::forbidden(format!(
+                        "pods \"{}\" is forbidden: violates PodSecurity \"{shown}\": {why}",
+                        meta::name(obj)
+                    )));
+                }
+                warnings.push(format!("would violate PodSecurity \"{shown}\": {why}"));
+            }
+        }
+        if let Some((level, shown)) = level_of("warn") {
+            let broken = violations(level, spec);
+            let warning = format!(
+                "would violate PodSecurity \"{shown}\": {}",
+                broken.join(", ")
+            );
+            if !broken.is_empty() && !warnings.contains(&warning) {
+                warnings.push(warning);
+            }
+        }
+        Ok(warnings)
+    }
+}

@@ -1,0 +1,112 @@
+//! The audit log: one audit.k8s.io/v1 Event per request, at the level the
+//! policy gives it, with the request's user, target and outcome.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{wait_for, Cluster};
+
+const POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+rules:
+- level: Metadata
+  resources: [{group: '', resources: [secrets]}]
+- level: RequestResponse
+  resources: [{group: '', resources: [configmaps]}]
+- level: None
+  nonResourceURLs: ['/readyz', '/healthz']
+- level: Metadata
+";
+
+fn events(log: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is one JSON event"))
+        .collect()
+}
+
+#[test]
+fn one_event_per_request_at_the_policy_level() {
+    let files = tempfile::tempdir().unwrap();
+    let (log, policy) = (
+        files.path().join("audit.log"),
+        files.path().join("policy.yaml"),
+    );
+    std::fs::write(&policy, POLICY).unwrap();
+    let c = Cluster::start_with_flags(&[
+        "--audit-log-path",
+        log.to_str().unwrap(),
+        "--audit-policy-file",
+        policy.to_str().unwrap(),
+    ]);
+    c.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "--from-literal=password=hunter2",
+    ]);
+    c.ok(&["create", "configmap", "m", "--from-literal=k=v"]);
+    let refused = c.kubectl(&["get", "configmap", "m", "--as", "jane"]);
+    assert!(!refused.status.success());
+    let uri = "/api/v1/namespaces/default/configmaps/m";
+    let find = |verb: &str, path: &str| -> Vec<Value> {
+        events(&log)
+            .into_iter()
+            .filter(|e| {
+                e["verb"] == verb
+                    && e["requestURI"]
+                        .as_str()
+                        .is_some_and(|u| u.starts_with(path))
+            })
+            .collect()
+    };
+    let gets = wait_for("the get's event", Duration::from_secs(10), || {
+        let found = find("get", uri);
+        (!found.is_empty()).then_some(found)
+    });
+    assert_eq!(gets.len(), 1, "one event per request: {gets:?}");
+    let get = &gets[0];
+    assert_eq!(get["level"], "RequestResponse");
+    assert_eq!(get["user"]["username"], "system:admin");
+    assert_eq!(get["impersonatedUser"]["username"], "jane");
+    assert_eq!(
+        get["responseStatus"]["code"], 403,
+        "jane may not read it: {get}"
+    );
+    assert_eq!(get["objectRef"]["name"], "m");
+    assert_eq!(get["stage"], "ResponseComplete");
+
+    let by_kubectl = |e: &Value| {
+        e["userAgent"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("kubectl"))
+    };
+    let made: Vec<Value> = find("create", "/api/v1/namespaces/default/configmaps")
+        .into_iter()
+        .filter(by_kubectl)
+        .collect();
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(made[0]["requestObject"]["data"]["k"], "v");
+    assert_eq!(made[0]["responseObject"]["metadata"]["name"], "m");
+    assert_eq!(made[0]["responseStatus"]["code"], 201);
+
+    let secret: Vec<Value> = find("create", "/api/v1/namespaces/default/secrets")
+        .into_iter()
+        .filter(by_kubectl)
+        .collect();
+    assert_eq!(secret.len(), 1, "{secret:?}");
+    assert_eq!(secret[0]["level"], "Metadata");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains("aHVudGVyMg") && !text.contains("hunter2"),
+        "no Secret content in the log"
+    );
+    assert!(
+        find("get", "/readyz").is_empty(),
+        "level None is not logged"
+    );
+}
