@@ -100,6 +100,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
     let usage = Arc::new(crate::usage::Usage::default());
     if let Ok(cri) = &cri {
         let streams = Arc::new(Streams {
+            client: client.clone(),
             usage: usage.clone(),
             node_name: config.node_name.clone(),
             cri: cri.clone(),

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod containerd;
 pub mod cri;
 mod cri_config;
+mod endpoint_auth;
 pub mod events;
 mod exec;
 #[cfg(test)]

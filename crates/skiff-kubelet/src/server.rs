@@ -1,8 +1,9 @@
 //! The agent's HTTPS endpoint, which the API server calls for pod logs,
 //! exec and port forwarding (`/containerLogs/…`, `/exec/…`,
-//! `/portForward/…`). It serves a self-signed
-//! certificate and admits only callers with a client certificate from the
-//! cluster CA: the API server's.
+//! `/portForward/…`) and the pods' usage (`/stats/summary`). It serves a
+//! self-signed certificate and admits callers with a client certificate
+//! from the cluster CA (the API server's) or a bearer token whose user may
+//! use this node ([`crate::endpoint_auth`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +30,8 @@ use crate::{exec, logs, port_forward, runtime_stream};
 
 /// What the stream handlers need: the runtime, and runc's state for exec.
 pub struct Streams {
+    /// The agent's API client, for TokenReview and SubjectAccessReview.
+    pub client: kube::Client,
     pub cri: Cri,
     pub runc_root: PathBuf,
     /// What the node's pods use, for `/stats/summary`.
@@ -183,6 +186,8 @@ impl Streams {
 }
 
 fn router(streams: Arc<Streams>) -> Router {
+    let authorize =
+        axum::middleware::from_fn_with_state(streams.clone(), crate::endpoint_auth::authorize);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(logs::serve))
@@ -199,6 +204,7 @@ fn router(streams: Arc<Streams>) -> Router {
             "/portForward/{ns}/{pod}",
             get(port_forward::serve).post(port_forward::serve),
         )
+        .layer(authorize)
         .with_state(streams)
 }
 
@@ -208,7 +214,8 @@ async fn summary(axum::extract::State(streams): axum::extract::State<Arc<Streams
     ([("content-type", "application/json")], body).into_response()
 }
 
-/// TLS that requires a client certificate signed by the cluster CA.
+/// TLS that verifies a client certificate against the cluster CA when one
+/// is presented; callers without one need a bearer token.
 fn tls_config(ca_pem: &str, names: Vec<String>) -> Result<Arc<rustls::ServerConfig>, Error> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
@@ -220,6 +227,7 @@ fn tls_config(ca_pem: &str, names: Vec<String>) -> Result<Arc<rustls::ServerConf
         Arc::new(roots),
         provider.clone(),
     )
+    .allow_unauthenticated()
     .build()
     .map_err(|e| Error::Certificate(e.to_string()))?;
     let own =
@@ -266,8 +274,17 @@ pub async fn start(
                         return;
                     }
                 };
+                let verified = crate::endpoint_auth::Verified(
+                    stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .is_some_and(|c| !c.is_empty()),
+                );
                 let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                    router.clone().oneshot(req.map(Body::new))
+                    let mut req = req.map(Body::new);
+                    req.extensions_mut().insert(verified);
+                    router.clone().oneshot(req)
                 });
                 if let Err(e) = auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)

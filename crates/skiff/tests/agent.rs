@@ -342,6 +342,50 @@ fn inputs_logs_and_exec(c: &Cluster) {
             && main["name"] == "main";
         used.then_some(())
     });
+
+    // The agent's own endpoint: a token's user must be allowed to use the
+    // node (here `nodes/stats`); no token is 401.
+    let port = c.json(&["get", "node", &node])["status"]["daemonEndpoints"]["kubeletEndpoint"]
+        ["Port"]
+        .as_u64()
+        .unwrap();
+    c.ok(&["create", "serviceaccount", "viewer"]);
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "viewer",
+        "--clusterrole=view",
+        "--serviceaccount=default:viewer",
+    ]);
+    let viewer = c.ok(&["create", "token", "viewer"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // The agent's certificate is its own, self-signed: only the token is
+    // under test here.
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let stats = |token: Option<&str>| {
+        let mut request = client.get(format!("https://127.0.0.1:{port}/stats/summary"));
+        if let Some(t) = token {
+            request = request.bearer_auth(t.trim());
+        }
+        runtime.block_on(async move {
+            let r = request.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    let (code, body) = stats(Some(&c.admin_token()));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"podRef\""), "{body}");
+    let (code, body) = stats(Some(&viewer));
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("Forbidden (user=system:serviceaccount:default:viewer, verb=get, resource=nodes, subresource(s)=[stats])"),
+        "{body}"
+    );
+    assert_eq!(stats(None).0, 401);
 }
 
 /// A pod gets its service account's token, the cluster CA and its

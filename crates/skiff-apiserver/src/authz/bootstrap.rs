@@ -302,6 +302,14 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
                 rule(&[""], &["serviceaccounts"], &["get"]),
                 rule(&[""], &["serviceaccounts/token"], &["create"]),
+                // The agent's endpoint asks who a caller is and whether
+                // it may use the node.
+                rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+                rule(
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews", "localsubjectaccessreviews"],
+                    &["create"],
+                ),
                 rule(
                     &["", "discovery.k8s.io"],
                     &["services", "endpoints", "endpointslices"],

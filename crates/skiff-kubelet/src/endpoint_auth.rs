@@ -1,0 +1,113 @@
+//! Who may use the agent's endpoint, as upstream's kubelet decides: a
+//! client certificate from the cluster CA (the API server's), or a bearer
+//! token the API server vouches for (TokenReview) whose user may do the
+//! request's verb on this node's `nodes/proxy`, `nodes/log`, `nodes/stats`
+//! or `nodes/metrics` (SubjectAccessReview).
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use hyper::StatusCode;
+use serde_json::{json, Value};
+
+use crate::server::{failure, Streams};
+
+/// Whether the connection presented a client certificate the TLS layer
+/// verified against the cluster CA.
+#[derive(Clone, Copy)]
+pub struct Verified(pub bool);
+
+/// The node subresource a path falls under, as upstream maps them.
+pub fn subresource(path: &str) -> &'static str {
+    let first = path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    match first {
+        "stats" => "stats",
+        "metrics" => "metrics",
+        "logs" | "containerLogs" => "log",
+        _ => "proxy",
+    }
+}
+
+/// The verb an HTTP method is authorized as.
+pub fn verb(method: &hyper::Method) -> &'static str {
+    match *method {
+        hyper::Method::POST => "create",
+        hyper::Method::PUT => "update",
+        hyper::Method::PATCH => "patch",
+        hyper::Method::DELETE => "delete",
+        _ => "get",
+    }
+}
+
+/// POSTs a review to the API server and returns its status.
+async fn review(client: &kube::Client, path: &str, body: Value) -> Result<Value, String> {
+    let request = hyper::Request::post(path)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&body).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let reply: Value = client.request(request).await.map_err(|e| e.to_string())?;
+    Ok(reply["status"].clone())
+}
+
+/// The middleware: lets the request through, or answers 401 or 403.
+pub async fn authorize(State(streams): State<Arc<Streams>>, req: Request, next: Next) -> Response {
+    if req.extensions().get::<Verified>().is_some_and(|v| v.0) || req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let token = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let Some(token) = token else {
+        return failure(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    };
+    let client = &streams.client;
+    let tokens = "/apis/authentication.k8s.io/v1/tokenreviews";
+    let asked = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
+    let user = match review(client, tokens, asked).await {
+        Ok(s) if s["authenticated"] == true => s["user"].clone(),
+        Ok(_) => return failure(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized"),
+        Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e),
+    };
+    let (verb, sub) = (verb(req.method()), subresource(req.uri().path()));
+    let node = &streams.node_name;
+    let access = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+    let asked = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {"user": user["username"], "groups": user["groups"], "uid": user["uid"],
+            "resourceAttributes": {"verb": verb, "resource": "nodes", "subresource": sub, "name": node}}});
+    match review(client, access, asked).await {
+        Ok(s) if s["allowed"] == true => next.run(req).await,
+        Ok(_) => {
+            let name = user["username"].as_str().unwrap_or_default();
+            let message = format!(
+                "Forbidden (user={name}, verb={verb}, resource=nodes, subresource(s)=[{sub}])"
+            );
+            failure(StatusCode::FORBIDDEN, "Forbidden", message)
+        }
+        Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_methods_map_as_upstream() {
+        assert_eq!(subresource("/stats/summary"), "stats");
+        assert_eq!(subresource("/metrics/cadvisor"), "metrics");
+        assert_eq!(subresource("/containerLogs/ns/pod/c"), "log");
+        assert_eq!(subresource("/exec/ns/pod/c"), "proxy");
+        assert_eq!(subresource("/portForward/ns/pod"), "proxy");
+        assert_eq!(verb(&hyper::Method::POST), "create");
+        assert_eq!(verb(&hyper::Method::GET), "get");
+    }
+}
