@@ -106,9 +106,12 @@ fn pods_run_as_real_containers() {
     let registry = Registry::start(images.path());
     let (http, https) = (support::free_port(), support::free_port());
     let (http_port, https_port) = (http.to_string(), https.to_string());
+    let silent = Silent::start();
     let registry_flags = [
         "--insecure-registry",
         registry.host.as_str(),
+        "--insecure-registry",
+        silent.host.as_str(),
         "--ingress-port",
         &http_port,
         "--ingress-https-port",
@@ -138,6 +141,7 @@ fn pods_run_as_real_containers() {
     assert!(node["status"]["capacity"]["cpu"].as_str().is_some());
 
     lifecycle_and_restarts(&c, &socket);
+    a_hanging_pull_delays_no_other_pod(&c, &silent);
     service_account_credentials(&c);
     inputs_logs_and_exec(&c);
     port_forward_and_copy(&c);
@@ -386,6 +390,67 @@ fn inputs_logs_and_exec(c: &Cluster) {
         "{body}"
     );
     assert_eq!(stats(None).0, 401);
+}
+
+/// A registry on 127.0.0.1 (plain HTTP) that accepts connections and
+/// never answers, so a pull from it never ends.
+struct Silent {
+    host: String,
+    reached: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Silent {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let reached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = reached.clone();
+        // Holds every connection open, silent, until the test ends.
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming().flatten() {
+                seen.store(true, std::sync::atomic::Ordering::SeqCst);
+                held.push(conn);
+            }
+        });
+        Self { host, reached }
+    }
+}
+
+/// While one pod's pull hangs on the silent registry, another pod starts
+/// and a third one's crashed container restarts.
+fn a_hanging_pull_delays_no_other_pod(c: &Cluster, silent: &Silent) {
+    let reached = &silent.reached;
+    let manifest = |name: &str, image: &str, cmd: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - {{name: main, image: '{image}', imagePullPolicy: Always, command: [sh, -c, '{cmd}']}}\n")
+    };
+    create(
+        c,
+        &manifest("stuck", &format!("{}/never:1", silent.host), "true"),
+    );
+    wait_for("the pull to reach the silent registry", LIMIT, || {
+        reached
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then_some(())
+    });
+    let local = |name: &str, cmd: &str| {
+        manifest(name, "skiff.local/busybox:1", cmd)
+            .replace("imagePullPolicy: Always", "imagePullPolicy: Never")
+    };
+    create(c, &local("fresh", "sleep 3600"));
+    create(c, &local("crashy", "sleep 1; exit 1"));
+    wait_for("fresh to run and crashy to restart", LIMIT, || {
+        let fresh = pod(c, "fresh")["status"]["phase"] == "Running";
+        let restarts = container_state(&pod(c, "crashy"))["restartCount"].as_u64()?;
+        (fresh && restarts >= 1).then_some(())
+    });
+    // All the while, the stuck pod's pull has not come back.
+    let stuck = container_state(&pod(c, "stuck"));
+    assert_eq!(
+        stuck["state"]["waiting"]["reason"], "ContainerCreating",
+        "{stuck}"
+    );
+    c.ok(&["delete", "pod", "stuck", "fresh", "crashy", "--wait=false"]);
 }
 
 /// A pod gets its service account's token, the cluster CA and its
