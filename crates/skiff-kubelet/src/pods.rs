@@ -161,8 +161,22 @@ impl Worker {
         let mut events = watcher::watcher(api, config).boxed();
         let mut pods = Dispatcher::new(self.clone());
         let mut housekeeping = tokio::time::interval(RESYNC * 2);
+        // Runtimes that tell container changes wake workers at once; the
+        // stream is asked for again if it ends (the runtime restarted).
+        let mut changes = self.runtime.events().await;
+        let told = changes.is_some();
         loop {
+            let change = async {
+                match changes.as_mut() {
+                    Some(c) => c.next().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                uid = change => match uid {
+                    Some(uid) => pods.wake(&uid),
+                    None => changes = None,
+                },
                 e = events.next() => match e {
                     Some(Ok(event)) => pods.handle(event),
                     Some(Err(e)) => {
@@ -171,7 +185,12 @@ impl Worker {
                     }
                     None => return,
                 },
-                _ = housekeeping.tick() => pods.housekeeping().await,
+                _ = housekeeping.tick() => {
+                    if told && changes.is_none() {
+                        changes = self.runtime.events().await;
+                    }
+                    pods.housekeeping().await;
+                }
             }
         }
     }
@@ -793,6 +812,13 @@ impl Dispatcher {
                     slot.send_replace(None);
                 }
             }
+        }
+    }
+
+    /// Wakes a pod's worker: its containers changed.
+    pub fn wake(&self, uid: &str) {
+        if let Some(slot) = self.slots.get(uid) {
+            slot.send_modify(|_| {});
         }
     }
 

@@ -84,7 +84,11 @@ impl Node {
 /// Waits for `done` to hold, checking as the workers make progress; fails
 /// after ten seconds.
 async fn until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    until_within(what, Duration::from_secs(10), done).await
+}
+
+async fn until_within(what: &str, limit: Duration, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -284,4 +288,32 @@ async fn an_unchanged_pod_is_reported_once() {
     let looked = n.fake.looks();
     until("the worker's timer fired", || n.fake.looks() > looked).await;
     assert_eq!(n.statuses("p").len(), written, "{:?}", n.statuses("p"));
+}
+
+#[tokio::test]
+async fn a_runtime_event_wakes_the_pod_worker() {
+    // A simulated node's worker looks at its runtime by itself only every
+    // ten seconds; the runtime's event brings it back at once.
+    let (client, _) = fake_api();
+    let fake = Arc::new(FakeRuntime::default());
+    fake.add_image("app:1");
+    let syncs = Arc::new(tokio::sync::Semaphore::new(4));
+    let worker = Worker::simulated(client, fake.clone(), "n1".into(), "192.0.2.1".into(), syncs);
+    let mut pods = Dispatcher::new(Arc::new(worker));
+    let mut changes = fake.events().await.expect("the fake tells its changes");
+    pods.handle(Event::Apply(pod("p", &[("c", "app:1")], "Always")));
+    let runs = |attempt: u32| {
+        let fake = fake.clone();
+        move || {
+            fake.container_named("uid-p", "c")
+                .is_some_and(|s| running(&s) && attempt_of_status(&s) == attempt)
+        }
+    };
+    until("the container runs", runs(0)).await;
+    let first = fake.container_named("uid-p", "c").unwrap();
+    fake.exit(&first.id, 1);
+    let uid = changes.next().await.unwrap();
+    assert_eq!(uid, "uid-p");
+    pods.wake(&uid);
+    until_within("the restart", SIMULATED_RESYNC / 2, runs(1)).await;
 }

@@ -150,6 +150,23 @@ impl ContainerRuntime for Cri {
             .stats)
     }
 
+    async fn events(&self) -> Option<super::Events> {
+        use futures::StreamExt;
+        let request = cri::GetEventsRequest {};
+        let stream = match self.runtime.clone().get_container_events(request).await {
+            Ok(s) => s.into_inner(),
+            Err(e) => {
+                tracing::debug!(error = %e.message(), "the runtime sends no container events");
+                return None;
+            }
+        };
+        let uids = stream.filter_map(|event| async move {
+            let sandbox = event.ok()?.pod_sandbox_status?;
+            Some(sandbox.metadata?.uid)
+        });
+        Some(uids.boxed())
+    }
+
     async fn image_status(&self, image: &str) -> Result<Option<cri::Image>> {
         let request = cri::ImageStatusRequest {
             image: Some(spec(image)),

@@ -38,9 +38,11 @@ struct State {
 pub type Completes = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// The fake runtime; cheap to share behind an `Arc`.
-#[derive(Default)]
 pub struct FakeRuntime {
     state: Mutex<State>,
+    /// Tells subscribers the uid of each pod whose container started or
+    /// exited.
+    changes: tokio::sync::broadcast::Sender<String>,
     /// Simulated nodes hold every image.
     every_image: bool,
     /// The first three octets of sandbox addresses.
@@ -56,7 +58,26 @@ fn not_found(what: &str, id: &str) -> Status {
     Status::not_found(format!("{what} {id:?} not found"))
 }
 
+impl Default for FakeRuntime {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            changes: tokio::sync::broadcast::channel(64).0,
+            every_image: false,
+            network: None,
+            completes: None,
+        }
+    }
+}
+
 impl FakeRuntime {
+    /// The pod uid of a container's sandbox.
+    fn pod_of(state: &State, container: &str) -> Option<String> {
+        let (c, _) = state.containers.get(container)?;
+        let (sandbox, _) = state.sandboxes.get(&c.pod_sandbox_id)?;
+        Some(sandbox.metadata.as_ref()?.uid.clone())
+    }
+
     /// The runtime of a simulated node: every image is present, sandboxes
     /// get addresses in `network`.0/24, and the containers of pods that
     /// `completes` names exit 0 at once.
@@ -96,13 +117,18 @@ impl FakeRuntime {
     /// Ends a running container with this exit code.
     pub fn exit(&self, id: &str, code: i32) {
         let mut state = self.state();
-        if let Some((c, s)) = state.containers.get_mut(id) {
-            if s.state == cri::ContainerState::ContainerRunning as i32 {
-                c.state = cri::ContainerState::ContainerExited as i32;
-                s.state = c.state;
-                s.exit_code = code;
-                s.finished_at = now();
-            }
+        let Some((c, s)) = state.containers.get_mut(id) else {
+            return;
+        };
+        if s.state != cri::ContainerState::ContainerRunning as i32 {
+            return;
+        }
+        c.state = cri::ContainerState::ContainerExited as i32;
+        s.state = c.state;
+        s.exit_code = code;
+        s.finished_at = now();
+        if let Some(uid) = Self::pod_of(&state, id) {
+            let _ = self.changes.send(uid);
         }
     }
 
@@ -339,6 +365,21 @@ impl ContainerRuntime for FakeRuntime {
                 ..Default::default()
             })
             .collect())
+    }
+
+    async fn events(&self) -> Option<super::Events> {
+        use futures::StreamExt;
+        let changes = self.changes.subscribe();
+        let uids = futures::stream::unfold(changes, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(uid) => return Some((uid, rx)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Some(uids.boxed())
     }
 
     async fn image_status(&self, image: &str) -> Result<Option<cri::Image>> {

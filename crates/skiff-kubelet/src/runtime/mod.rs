@@ -12,6 +12,9 @@ use k8s_cri::v1 as cri;
 /// message, as CRI's do.
 pub type Result<T> = std::result::Result<T, tonic::Status>;
 
+/// The uids of pods whose containers changed, as the runtime tells them.
+pub type Events = futures::stream::BoxStream<'static, String>;
+
 /// Sandboxes, containers and images, as CRI models them.
 #[async_trait::async_trait]
 pub trait ContainerRuntime: Send + Sync {
@@ -48,6 +51,11 @@ pub trait ContainerRuntime: Send + Sync {
 
     /// CPU and memory statistics of every container.
     async fn stats(&self) -> Result<Vec<cri::ContainerStats>>;
+
+    /// Container changes as they happen (CRI's GetContainerEvents); `None`
+    /// when the runtime does not tell them, and the pod workers' periodic
+    /// look is all there is (upstream's PLEG relist).
+    async fn events(&self) -> Option<Events>;
 
     /// The runtime's record of an image, if it holds it.
     async fn image_status(&self, image: &str) -> Result<Option<cri::Image>>;
