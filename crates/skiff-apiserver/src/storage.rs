@@ -138,6 +138,37 @@ impl Objects {
             .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))
     }
 
+    /// An object as the watch cache has it, which may trail the latest
+    /// write: for admission's reads of policy objects.
+    pub async fn recent(
+        &self,
+        r: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>, ApiError> {
+        let kv = self
+            .store
+            .get_any(&r.key(ns, name))
+            .await
+            .map_err(|e| store_error(e, r, name))?;
+        kv.as_ref().map(decode).transpose()
+    }
+
+    /// Every object of a resource in a namespace (or everywhere), as the
+    /// watch cache has them.
+    pub async fn recent_list(
+        &self,
+        r: &ResourceType,
+        ns: Option<&str>,
+    ) -> Result<Vec<Value>, ApiError> {
+        let items = self
+            .store
+            .list_any(&r.list_prefix(ns))
+            .await
+            .map_err(|e| store_error(e, r, ""))?;
+        items.iter().map(decode).collect()
+    }
+
     pub async fn try_get(
         &self,
         r: &ResourceType,

@@ -196,6 +196,17 @@ impl Store for WatchCache {
         Ok(self.state.read().await.items.get(key).cloned())
     }
 
+    async fn list_any(&self, prefix: &str) -> Result<Vec<KeyValue>> {
+        let st = self.state.read().await;
+        let start = std::ops::Bound::Included(prefix.to_owned());
+        Ok(st
+            .items
+            .range((start, std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, kv)| kv.clone())
+            .collect())
+    }
+
     async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListPage> {
         if opts.revision.is_some_and(|r| r > 0) {
             // A continuation at a past revision: the backend keeps history.

@@ -93,6 +93,12 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Lists keys under a prefix, in key order.
     async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListPage>;
+    /// Lists every key under a prefix from what the store has at hand,
+    /// which may trail the latest write (what admission reads policy
+    /// objects with, as upstream's informers serve them).
+    async fn list_any(&self, prefix: &str) -> Result<Vec<KeyValue>> {
+        Ok(self.list(prefix, ListOptions::default()).await?.items)
+    }
     /// Replaces a key's value if its `mod_rev` is still `expected`.
     async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<Revision>;
     /// Deletes a key, if its `mod_rev` is `expected` when given. Returns the

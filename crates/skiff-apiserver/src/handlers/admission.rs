@@ -189,11 +189,8 @@ impl Api {
             .unwrap_or("")
             .to_owned();
         let class = if name.is_empty() {
-            let (items, _, _) = self.objects.list(classes, None, Default::default()).await?;
-            items
-                .iter()
-                .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
-                .find(|c| c["globalDefault"] == true)
+            let items = self.objects.recent_list(classes, None).await?;
+            items.into_iter().find(|c| c["globalDefault"] == true)
         } else {
             let found = self.objects.try_get(classes, None, &name).await?;
             Some(found.ok_or_else(|| {

@@ -43,7 +43,7 @@ impl Api {
             return Ok(Vec::new());
         };
         let namespaces = registry::lookup("", "v1", "namespaces").expect("served");
-        let Some(namespace) = self.objects.try_get(namespaces, None, ns).await? else {
+        let Some(namespace) = self.objects.recent(namespaces, None, ns).await? else {
             return Ok(Vec::new());
         };
         let labels = &namespace["metadata"]["labels"];

@@ -18,11 +18,7 @@ impl Api {
         let Some(r) = registry::preferred(group, plural) else {
             return Ok(Vec::new());
         };
-        let (items, _, _) = self.objects.list(r, Some(ns), Default::default()).await?;
-        Ok(items
-            .iter()
-            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
-            .collect())
+        self.objects.recent_list(r, Some(ns)).await
     }
 
     /// LimitRanger: defaults from the namespace's LimitRanges, then their

@@ -29,7 +29,7 @@ impl Api {
         pod["spec"]["serviceAccountName"] = json!(name);
         pod["spec"]["serviceAccount"] = json!(name);
         let accounts = registry::lookup("", "v1", "serviceaccounts").expect("served");
-        let account = self.objects.try_get(accounts, Some(&ns), &name).await?;
+        let account = self.objects.recent(accounts, Some(&ns), &name).await?;
         // The default account appears moments after its namespace; a pod
         // created meanwhile is let through, as its token follows.
         if account.is_none() && name != "default" {
