@@ -18,6 +18,52 @@ const VERBS: &[&str] = &[
     "update",
     "watch",
 ];
+/// The reviews: create-only resources whose answer is the reply (see
+/// `authz::reviews`), listed so that clients find them.
+const REVIEWS: &[(&str, &str, &str)] = &[
+    (
+        "authentication.k8s.io",
+        "selfsubjectreviews",
+        "SelfSubjectReview",
+    ),
+    ("authentication.k8s.io", "tokenreviews", "TokenReview"),
+    (
+        "authorization.k8s.io",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+    ),
+    (
+        "authorization.k8s.io",
+        "selfsubjectrulesreviews",
+        "SelfSubjectRulesReview",
+    ),
+    (
+        "authorization.k8s.io",
+        "subjectaccessreviews",
+        "SubjectAccessReview",
+    ),
+];
+
+fn reviews<'a>(
+    group: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = &'static (&'static str, &'static str, &'static str)> + 'a {
+    REVIEWS
+        .iter()
+        .filter(move |(g, _, _)| *g == group && version == "v1")
+}
+
+/// Every served group with its versions, the reviews' groups included.
+fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out = group_versions();
+    for (group, _, _) in REVIEWS {
+        if !out.iter().any(|(g, _)| g == group) {
+            out.push((group, vec!["v1"]));
+        }
+    }
+    out
+}
+
 const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 /// A subresource's kind and verbs.
@@ -76,7 +122,13 @@ fn aggregated_group(group: &str, versions: &[&str]) -> Value {
         "metadata": {"name": group, "creationTimestamp": null},
         "versions": versions.iter().map(|v| json!({
             "version": v,
-            "resources": served(group, v).map(aggregated_resource).collect::<Vec<_>>(),
+            "resources": served(group, v).map(aggregated_resource).chain(reviews(group, v).map(|(g, plural, kind)| json!({
+                "resource": plural,
+                "responseKind": {"group": g, "version": "v1", "kind": kind},
+                "scope": "Cluster",
+                "singularResource": plural.trim_end_matches('s'),
+                "verbs": ["create"],
+            }))).collect::<Vec<_>>(),
             "freshness": "Current",
         })).collect::<Vec<_>>(),
     })
@@ -93,7 +145,7 @@ fn group_entry(group: &str, versions: &[&str]) -> Value {
 
 /// `/api` or `/apis`.
 pub fn root(legacy: bool, accept: &str) -> Response {
-    let groups = group_versions();
+    let groups = groups();
     let (core, named): (Vec<_>, Vec<_>) = groups.iter().partition(|(g, _)| g.is_empty());
     if wants_aggregated(accept) {
         let items: Vec<Value> = if legacy { &core } else { &named }
@@ -133,7 +185,7 @@ pub fn root(legacy: bool, accept: &str) -> Response {
 
 /// `/apis/{group}`.
 pub fn group(group: &str) -> Result<Response, ApiError> {
-    let groups = group_versions();
+    let groups = groups();
     let (_, versions) = groups
         .iter()
         .find(|(g, _)| *g == group && !g.is_empty())
@@ -166,6 +218,12 @@ pub fn resources(group: &str, version: &str) -> Result<Response, ApiError> {
             }
             list.push(entry);
         }
+    }
+    for (_, plural, kind) in reviews(group, version) {
+        list.push(
+            json!({"name": plural, "singularName": plural.trim_end_matches('s'),
+            "namespaced": false, "kind": kind, "verbs": ["create"]}),
+        );
     }
     if list.is_empty() {
         let path = if group.is_empty() {

@@ -344,6 +344,22 @@ fn delete_wait_and_discovery() {
             "{line} missing from api-resources"
         );
     }
+    // The reviews are listed, create-only, as upstream lists them.
+    let reviews = c.ok(&[
+        "api-resources",
+        "--api-group=authorization.k8s.io",
+        "-o",
+        "wide",
+    ]);
+    let sar = reviews
+        .lines()
+        .find(|l| l.starts_with("subjectaccessreviews "))
+        .unwrap_or_else(|| panic!("{reviews}"));
+    let columns: Vec<&str> = sar.split_whitespace().collect();
+    assert!(
+        columns.contains(&"SubjectAccessReview") && columns.last() == Some(&"create"),
+        "{sar}"
+    );
     let pods = resources.lines().find(|l| l.starts_with("pods ")).unwrap();
     assert!(
         pods.contains(" po ") && pods.contains("true") && pods.contains("Pod"),

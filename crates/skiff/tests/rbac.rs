@@ -109,7 +109,6 @@ fn roles_grant_what_they_say_in_their_namespace_only() {
         listed.contains("configmaps") && !listed.contains("secrets"),
         "{listed}"
     );
-    // (`--raw`: the reviews are not in discovery.)
     let review = |kind: &str, spec: &str| {
         let (group_version, plural) = match kind {
             "SubjectAccessReview" => ("authorization.k8s.io/v1", "subjectaccessreviews"),
