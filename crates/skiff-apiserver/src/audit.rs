@@ -17,16 +17,51 @@ use crate::authz::Target;
 pub struct Peer(pub std::net::IpAddr);
 
 /// What the handlers learn of a request as it passes the stages, for its
-/// audit event.
+/// audit event; empty (and `on` false) when nothing is audited.
 #[derive(Default)]
 pub struct Trail {
+    pub on: bool,
+    pub received: String,
+    pub uri: String,
+    pub source: String,
+    pub user_agent: String,
     pub user: Option<User>,
+    /// Bodies are logged without their managed fields.
+    pub omit_managed_fields: bool,
     /// Whom the request impersonated, if anyone.
     pub acted: Option<User>,
     pub verb: String,
     pub target: Option<Target>,
     pub level: Level,
     pub request: Option<Value>,
+}
+
+impl Trail {
+    /// The trail of a request the log will see: when and where from.
+    pub fn begin<B>(req: &hyper::Request<B>) -> Self {
+        let uri = req.uri();
+        let header = |name| {
+            req.headers()
+                .get(name)
+                .and_then(|v: &hyper::header::HeaderValue| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Self {
+            on: true,
+            received: skiff_core::meta::now_micro(),
+            uri: uri
+                .path_and_query()
+                .map_or_else(|| uri.path().to_owned(), |p| p.to_string()),
+            source: req
+                .extensions()
+                .get::<Peer>()
+                .map(|p| p.0.to_string())
+                .unwrap_or_default(),
+            user_agent: header(hyper::header::USER_AGENT),
+            ..Default::default()
+        }
+    }
 }
 
 /// How much of a request the log keeps.
@@ -40,7 +75,7 @@ pub enum Level {
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 struct GroupResources {
     group: String,
     resources: Vec<String>,
@@ -49,9 +84,11 @@ struct GroupResources {
 
 /// One rule of a policy: empty lists match everything.
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 struct Rule {
     level: Level,
+    omit_stages: Vec<String>,
+    omit_managed_fields: Option<bool>,
     users: Vec<String>,
     user_groups: Vec<String>,
     verbs: Vec<String>,
@@ -63,10 +100,16 @@ struct Rule {
 
 /// An audit.k8s.io/v1 Policy.
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct Policy {
     rules: Vec<Rule>,
+    omit_stages: Vec<String>,
+    omit_managed_fields: bool,
 }
+
+/// The only stage events are written at.
+const COMPLETE: &str = "ResponseComplete";
+const STAGES: &[&str] = &["RequestReceived", "ResponseStarted", COMPLETE, "Panic"];
 
 fn any_or(list: &[String], f: impl Fn(&str) -> bool) -> bool {
     list.is_empty() || list.iter().any(|x| f(x))
@@ -131,26 +174,54 @@ impl Policy {
                 level: Level::Metadata,
                 ..Default::default()
             }],
+            ..Default::default()
         }
     }
 
-    /// Reads an audit.k8s.io/v1 Policy (YAML or JSON).
+    /// Reads an audit.k8s.io/v1 Policy (YAML or JSON) from a file.
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let value: Value =
-            serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        if value["kind"] != "Policy" {
-            return Err(format!("{}: not an audit.k8s.io Policy", path.display()));
-        }
-        serde_json::from_value(value).map_err(|e| format!("{}: {e}", path.display()))
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    /// The level of the first rule that matches; None when none does.
-    pub fn level(&self, user: &User, verb: &str, target: &Target) -> Level {
-        self.rules
-            .iter()
-            .find(|r| r.matches(user, verb, target))
-            .map_or(Level::None, |r| r.level)
+    /// Parses a Policy; unknown fields and stages are refused rather than
+    /// ignored.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut value: Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        if value["kind"] != "Policy" {
+            return Err("not an audit.k8s.io Policy".into());
+        }
+        if let Some(o) = value.as_object_mut() {
+            for envelope in ["apiVersion", "kind", "metadata"] {
+                o.remove(envelope);
+            }
+        }
+        let policy: Self = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        let stages = policy.rules.iter().flat_map(|r| &r.omit_stages);
+        let mut all = policy.omit_stages.iter().chain(stages);
+        if let Some(bad) = all.find(|s| !STAGES.contains(&s.as_str())) {
+            return Err(format!("unknown stage {bad:?} in omitStages"));
+        }
+        Ok(policy)
+    }
+
+    /// The level of the first rule that matches (None when none does, or
+    /// when it or the policy omits the stage events are written at), and
+    /// whether its bodies are logged without their managed fields.
+    pub fn decide(&self, user: &User, verb: &str, target: &Target) -> (Level, bool) {
+        let Some(rule) = self.rules.iter().find(|r| r.matches(user, verb, target)) else {
+            return (Level::None, false);
+        };
+        let omitted = |stages: &[String]| stages.iter().any(|s| s == COMPLETE);
+        let level = if omitted(&self.omit_stages) || omitted(&rule.omit_stages) {
+            Level::None
+        } else {
+            rule.level
+        };
+        (
+            level,
+            rule.omit_managed_fields.unwrap_or(self.omit_managed_fields),
+        )
     }
 }
 
@@ -170,6 +241,7 @@ pub struct Record<'a> {
     pub received: &'a str,
     pub request: Option<&'a Value>,
     pub response: Option<&'a Value>,
+    pub omit_managed_fields: bool,
 }
 
 /// The audit.k8s.io/v1 Event of a request that completed.
@@ -207,15 +279,20 @@ pub fn event(r: &Record) -> Value {
         }
         e["objectRef"] = object;
     }
-    if r.level >= Level::Request {
-        if let Some(body) = r.request {
-            e["requestObject"] = body.clone();
+    let logged = |body: &Value| {
+        let mut body = body.clone();
+        if r.omit_managed_fields {
+            if let Some(m) = body["metadata"].as_object_mut() {
+                m.remove("managedFields");
+            }
         }
+        body
+    };
+    if let Some(body) = r.request.filter(|_| r.level >= Level::Request) {
+        e["requestObject"] = logged(body);
     }
-    if r.level >= Level::RequestResponse {
-        if let Some(body) = r.response {
-            e["responseObject"] = body.clone();
-        }
+    if let Some(body) = r.response.filter(|_| r.level >= Level::RequestResponse) {
+        e["responseObject"] = logged(body);
     }
     e
 }
@@ -273,7 +350,7 @@ mod tests {
 
     #[test]
     fn the_first_matching_rule_decides() {
-        let policy: Policy = serde_yaml::from_str(
+        let policy = Policy::parse(
             "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: None\n  users: [system:kube-proxy]\n- level: Metadata\n  resources: [{group: '', resources: [secrets]}]\n- level: RequestResponse\n  verbs: [create]\n  namespaces: [prod]\n- level: Request\n",
         )
         .unwrap();
@@ -281,21 +358,28 @@ mod tests {
         let proxy = user("system:kube-proxy", &[]);
         let secrets = res("", "secrets", Some("prod"));
         let pods = res("", "pods", Some("prod"));
-        assert_eq!(policy.level(&proxy, "get", &pods), Level::None);
-        assert_eq!(policy.level(&alice, "create", &secrets), Level::Metadata);
+        assert_eq!(policy.decide(&proxy, "get", &pods).0, Level::None);
+        assert_eq!(policy.decide(&alice, "create", &secrets).0, Level::Metadata);
         assert_eq!(
-            policy.level(&alice, "create", &pods),
+            policy.decide(&alice, "create", &pods).0,
             Level::RequestResponse
         );
         assert_eq!(
-            policy.level(&alice, "create", &res("", "pods", Some("dev"))),
+            policy
+                .decide(&alice, "create", &res("", "pods", Some("dev")))
+                .0,
             Level::Request
         );
         assert_eq!(
-            policy.level(&alice, "get", &Target::Path("/healthz".into())),
+            policy
+                .decide(&alice, "get", &Target::Path("/healthz".into()))
+                .0,
             Level::Request
         );
-        assert_eq!(Policy::default().level(&alice, "get", &pods), Level::None);
+        assert_eq!(
+            Policy::default().decide(&alice, "get", &pods).0,
+            Level::None
+        );
     }
 
     #[test]
@@ -317,6 +401,7 @@ mod tests {
             received: "2026-01-01T00:00:00.000000Z",
             request: Some(&body),
             response: Some(&body),
+            omit_managed_fields: false,
         };
         let meta = event(&record(Level::Metadata));
         assert_eq!(
@@ -328,5 +413,48 @@ mod tests {
         assert_eq!(full["requestObject"], body);
         assert_eq!(full["responseObject"], body);
         assert_eq!(full["responseStatus"]["code"], 201);
+    }
+
+    #[test]
+    fn omitted_stages_managed_fields_and_unknown_fields() {
+        let load = Policy::parse;
+        let head = "apiVersion: audit.k8s.io/v1\nkind: Policy\n";
+        let alice = user("alice", &[]);
+        let pods = res("", "pods", Some("a"));
+        let quiet = load(&format!(
+            "{head}omitStages: [ResponseComplete]\nrules: [{{level: Metadata}}]\n"
+        ))
+        .unwrap();
+        assert_eq!(quiet.decide(&alice, "get", &pods).0, Level::None);
+        let lean = load(&format!("{head}omitManagedFields: true\nrules: [{{level: RequestResponse}}, {{level: Metadata, omitManagedFields: false}}]\n")).unwrap();
+        assert_eq!(
+            lean.decide(&alice, "get", &pods),
+            (Level::RequestResponse, true)
+        );
+        assert!(load(&format!(
+            "{head}rules: [{{level: Metadata, omitStages: [Sometime]}}]\n"
+        ))
+        .is_err());
+        assert!(load(&format!("{head}rules: [{{level: Metadata, userz: [a]}}]\n")).is_err());
+        let body = json!({"metadata": {"name": "m", "managedFields": [{"manager": "kubectl"}]}});
+        let target = res("", "configmaps", Some("a"));
+        let event = event(&Record {
+            level: Level::RequestResponse,
+            id: "1",
+            uri: "/",
+            verb: "create",
+            user: &alice,
+            impersonated: None,
+            source: "",
+            user_agent: "",
+            target: &target,
+            code: 201,
+            received: "",
+            request: Some(&body),
+            response: Some(&body),
+            omit_managed_fields: true,
+        });
+        assert_eq!(event["requestObject"], json!({"metadata": {"name": "m"}}));
+        assert_eq!(event["responseObject"], json!({"metadata": {"name": "m"}}));
     }
 }

@@ -20,6 +20,24 @@ use crate::runtime::queue::Queue;
 /// How often a terminating namespace is checked while its contents go.
 const RECHECK: Duration = Duration::from_millis(500);
 
+/// Whether the namespace exists and is not being deleted: controllers
+/// that keep an object in every namespace write only into these.
+pub fn is_live(namespaces: &Cache<Namespace>, ns: &str) -> bool {
+    namespaces
+        .get(ns)
+        .is_some_and(|n| n.metadata.deletion_timestamp.is_none())
+}
+
+/// The outcome of writing a namespace's own object: a conflict (someone
+/// made it first) or a 403 (the namespace began terminating meanwhile)
+/// leaves nothing to do.
+pub fn settled(written: Result<(), Error>) -> Result<Action, Error> {
+    match written {
+        Err(e) if !e.is_conflict() && !matches!(e, Error::Api { code: 403, .. }) => Err(e),
+        _ => Ok(Action::Done),
+    }
+}
+
 pub struct NamespaceController {
     pub namespaces: Arc<Cache<Namespace>>,
     pub cluster: Arc<dyn Cluster>,

@@ -55,11 +55,7 @@ impl Reconcile for RootCaPublisher {
     }
 
     async fn reconcile(&self, ns: &str) -> Result<Action, Error> {
-        let live = self
-            .namespaces
-            .get(ns)
-            .is_some_and(|n| n.metadata.deletion_timestamp.is_none());
-        if !live {
+        if !crate::namespace::is_live(&self.namespaces, ns) {
             return Ok(Action::Done);
         }
         let data = json!({"ca.crt": self.ca});
@@ -85,11 +81,7 @@ impl Reconcile for RootCaPublisher {
                     .map(drop)
             }
         };
-        match made {
-            // 403: the namespace began terminating meanwhile.
-            Err(e) if !e.is_conflict() && !matches!(e, Error::Api { code: 403, .. }) => Err(e),
-            _ => Ok(Action::Done),
-        }
+        crate::namespace::settled(made)
     }
 }
 

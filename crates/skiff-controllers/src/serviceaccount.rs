@@ -48,19 +48,13 @@ impl Reconcile for ServiceAccountController {
     }
 
     async fn reconcile(&self, ns: &str) -> Result<Action, Error> {
-        let live = self
-            .namespaces
-            .get(ns)
-            .is_some_and(|n| n.metadata.deletion_timestamp.is_none());
+        let live = crate::namespace::is_live(&self.namespaces, ns);
         if !live || self.accounts.get(&format!("{ns}/default")).is_some() {
             return Ok(Action::Done);
         }
         let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}});
-        match api::create::<ServiceAccount>(&*self.cluster, &sa).await {
-            // 403: the namespace began terminating meanwhile.
-            Err(e) if !e.is_conflict() && !matches!(e, Error::Api { code: 403, .. }) => Err(e),
-            _ => Ok(Action::Done),
-        }
+        let made = api::create::<ServiceAccount>(&*self.cluster, &sa).await;
+        crate::namespace::settled(made.map(drop))
     }
 }
 

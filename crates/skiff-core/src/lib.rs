@@ -24,5 +24,6 @@ pub mod status;
 pub mod strategic;
 pub mod table;
 pub mod validate;
+pub mod verb;
 
 pub use status::ApiError;

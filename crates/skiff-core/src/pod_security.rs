@@ -67,6 +67,32 @@ fn verb(names: &[String], one: &str, many: &str) -> String {
     if names.len() == 1 { one } else { many }.to_owned()
 }
 
+/// The containers that add a capability `refused` names (as it names it),
+/// and those capabilities, each once.
+fn adding(
+    containers: &[&Value],
+    refused: impl Fn(&str) -> Option<String>,
+) -> (Vec<String>, Vec<String>) {
+    let (mut names, mut caps) = (Vec::new(), Vec::new());
+    for c in containers {
+        let added = c["securityContext"]["capabilities"]["add"].as_array();
+        let bad: Vec<String> = added
+            .into_iter()
+            .flatten()
+            .filter_map(|cap| refused(cap.as_str().unwrap_or_default()))
+            .collect();
+        if !bad.is_empty() {
+            names.push(c["name"].as_str().unwrap_or_default().to_owned());
+        }
+        for cap in bad {
+            if !caps.contains(&cap) {
+                caps.push(cap);
+            }
+        }
+    }
+    (names, caps)
+}
+
 /// What in `spec` breaks `level`, as upstream words each failed check.
 pub fn violations(level: Level, spec: &Value) -> Vec<String> {
     if level == Level::Privileged {
@@ -103,30 +129,11 @@ pub fn violations(level: Level, spec: &Value) -> Vec<String> {
             containers_phrase(&privileged)
         ));
     }
-    let mut added = Vec::new();
-    for c in &containers {
-        for cap in c["securityContext"]["capabilities"]["add"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            let cap = cap.as_str().unwrap_or_default().trim_start_matches("CAP_");
-            if !BASELINE_CAPS.contains(&cap) && !added.contains(&cap.to_owned()) {
-                added.push(cap.to_owned());
-            }
-        }
-    }
+    let (with, added) = adding(&containers, |cap| {
+        let cap = cap.trim_start_matches("CAP_");
+        (!BASELINE_CAPS.contains(&cap)).then(|| cap.to_owned())
+    });
     if !added.is_empty() {
-        let with = those(&|c| {
-            c["securityContext"]["capabilities"]["add"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|cap| {
-                    !BASELINE_CAPS
-                        .contains(&cap.as_str().unwrap_or_default().trim_start_matches("CAP_"))
-                })
-        });
         let caps: Vec<String> = added.iter().map(|c| format!("{c:?}")).collect();
         out.push(format!(
             "non-default capabilities ({} must not include {} in securityContext.capabilities.add)",
@@ -237,36 +244,13 @@ pub fn violations(level: Level, spec: &Value) -> Vec<String> {
             containers_phrase(&escalating)
         ));
     }
-    let mut no_drop = Vec::new();
-    let mut bad_add = Vec::new();
-    let mut bad_caps: Vec<String> = Vec::new();
-    for c in &containers {
-        let caps = &c["securityContext"]["capabilities"];
-        let drops_all = caps["drop"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|d| d == "ALL");
-        if !drops_all {
-            no_drop.push(name(c));
-        }
-        let adds: Vec<String> = caps["add"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a.as_str())
-            .filter(|a| a.trim_start_matches("CAP_") != "NET_BIND_SERVICE")
-            .map(str::to_owned)
-            .collect();
-        if !adds.is_empty() {
-            bad_add.push(name(c));
-            for a in adds {
-                if !bad_caps.contains(&a) {
-                    bad_caps.push(a);
-                }
-            }
-        }
-    }
+    let no_drop = those(&|c| {
+        let drops = &c["securityContext"]["capabilities"]["drop"];
+        !drops.as_array().into_iter().flatten().any(|d| d == "ALL")
+    });
+    let (bad_add, bad_caps) = adding(&containers, |cap| {
+        (cap.trim_start_matches("CAP_") != "NET_BIND_SERVICE").then(|| cap.to_owned())
+    });
     if !no_drop.is_empty() || !bad_add.is_empty() {
         let mut parts = Vec::new();
         if !no_drop.is_empty() {

@@ -34,17 +34,6 @@ pub fn subresource(path: &str) -> &'static str {
     }
 }
 
-/// The verb an HTTP method is authorized as.
-pub fn verb(method: &hyper::Method) -> &'static str {
-    match *method {
-        hyper::Method::POST => "create",
-        hyper::Method::PUT => "update",
-        hyper::Method::PATCH => "patch",
-        hyper::Method::DELETE => "delete",
-        _ => "get",
-    }
-}
-
 /// POSTs a review to the API server and returns its status.
 async fn review(client: &kube::Client, path: &str, body: Value) -> Result<Value, String> {
     let request = hyper::Request::post(path)
@@ -77,7 +66,8 @@ pub async fn authorize(State(streams): State<Arc<Streams>>, req: Request, next: 
         Ok(_) => return failure(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized"),
         Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e),
     };
-    let (verb, sub) = (verb(req.method()), subresource(req.uri().path()));
+    let verb = skiff_core::verb::of_method(req.method().as_str());
+    let sub = subresource(req.uri().path());
     let node = &streams.node_name;
     let access = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
     let asked = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
@@ -101,13 +91,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_and_methods_map_as_upstream() {
+    fn paths_map_as_upstream() {
         assert_eq!(subresource("/stats/summary"), "stats");
         assert_eq!(subresource("/metrics/cadvisor"), "metrics");
         assert_eq!(subresource("/containerLogs/ns/pod/c"), "log");
         assert_eq!(subresource("/exec/ns/pod/c"), "proxy");
         assert_eq!(subresource("/portForward/ns/pod"), "proxy");
-        assert_eq!(verb(&hyper::Method::POST), "create");
-        assert_eq!(verb(&hyper::Method::GET), "get");
     }
 }

@@ -212,9 +212,11 @@ pub async fn env(
         .collect())
 }
 
-/// Writes `files` into `dir` where they differ, with `mode`.
-fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>, mode: u32) -> Result<(), String> {
+/// Writes `files` into `dir` where they differ, with `mode`; says whether
+/// it wrote any.
+fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>, mode: u32) -> Result<bool, String> {
     use std::os::unix::fs::PermissionsExt;
+    let mut wrote = false;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for (name, bytes) in files {
         if let Some(why) = skiff_core::validate::local_path_problem(name) {
@@ -240,8 +242,9 @@ fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>, mode: u32) -> Resu
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
             .map_err(|e| format!("{}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+        wrote = true;
     }
-    Ok(())
+    Ok(wrote)
 }
 
 /// The files of a ConfigMap or Secret volume (or projection): every key,
@@ -588,9 +591,12 @@ pub async fn volumes(
             std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             mount_tmpfs(&path, 0o755, None)?;
         }
-        write_files(&path, &files, mode as u32)?;
+        let wrote = write_files(&path, &files, mode as u32)?;
+        // New files take the group once; an unchanged volume is left be.
         if let Some(gid) = fs_group {
-            crate::ownership::apply(&path, gid, true)?;
+            if wrote || !crate::ownership::root_matches(&path, gid, true) {
+                crate::ownership::apply(&path, gid, true)?;
+            }
         }
         out.insert(
             v.name.clone(),

@@ -104,22 +104,11 @@ impl Api {
     }
 
     pub async fn handle(&self, req: Request<Body>) -> Response {
-        let received = skiff_core::meta::now_micro();
-        let uri = req
-            .uri()
-            .path_and_query()
-            .map_or_else(|| req.uri().path().to_owned(), |p| p.to_string());
-        let source = req
-            .extensions()
-            .get::<audit::Peer>()
-            .map(|p| p.0.to_string());
-        let agent = req
-            .headers()
-            .get(USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let mut trail = audit::Trail::default();
+        // Nothing is gathered for the log when there is none.
+        let mut trail = match self.audit {
+            Some(_) => audit::Trail::begin(&req),
+            None => audit::Trail::default(),
+        };
         let reply = match self.dispatch(req, &mut trail).await {
             Ok(r) => r,
             Err(e) => response::error(&e),
@@ -155,17 +144,18 @@ impl Api {
         log.write(&audit::event(&audit::Record {
             level: trail.level,
             id: &id,
-            uri: &uri,
+            uri: &trail.uri,
             verb: &trail.verb,
             user,
             impersonated: trail.acted.as_ref(),
-            source: source.as_deref().unwrap_or_default(),
-            user_agent: &agent,
+            source: &trail.source,
+            user_agent: &trail.user_agent,
             target,
             code: reply.status().as_u16(),
-            received: &received,
+            received: &trail.received,
             request: trail.request.as_ref(),
             response: response.as_ref(),
+            omit_managed_fields: trail.omit_managed_fields,
         }));
         reply
     }
@@ -180,15 +170,12 @@ impl Api {
         headers: &HeaderMap,
         body: Body,
     ) -> Result<Body, ApiError> {
+        let (Some((policy, _)), Some(user)) = (&self.audit, &trail.user) else {
+            return Ok(body);
+        };
         trail.verb = verb.to_owned();
         trail.target = Some(target.clone());
-        let Some((policy, _)) = &self.audit else {
-            return Ok(body);
-        };
-        let Some(user) = &trail.user else {
-            return Ok(body);
-        };
-        trail.level = policy.level(user, verb, target);
+        (trail.level, trail.omit_managed_fields) = policy.decide(user, verb, target);
         if trail.level < audit::Level::Request || !matches!(verb, "create" | "update" | "patch") {
             return Ok(body);
         }
@@ -233,11 +220,12 @@ impl Api {
                 user
             }
         };
-        trail.user = Some(user.clone());
+        let authenticated = trail.on.then(|| user.clone());
         let user = self.impersonate(user, &parts.headers)?;
-        if Some(&user) != trail.user.as_ref() {
+        if authenticated.as_ref().is_some_and(|a| *a != user) {
             trail.acted = Some(user.clone());
         }
+        trail.user = authenticated;
         tracing::debug!(user = %user.name, groups = ?user.groups, method = %parts.method, %path, "request");
         let accept = parts
             .headers
@@ -281,7 +269,7 @@ impl Api {
                 )
             }
             (Route::NodeProxy { node, .. }, _) => (
-                proxy_verb(&parts.method),
+                skiff_core::verb::of_method(parts.method.as_str()),
                 authz::Target::Resource {
                     group: String::new(),
                     resource: "nodes".into(),
@@ -460,17 +448,6 @@ impl Api {
             }
         }
         Ok(crate::impersonation::user(&wanted))
-    }
-}
-
-/// The verb a proxied request is authorized for, as upstream maps them.
-fn proxy_verb(method: &hyper::Method) -> &'static str {
-    match *method {
-        hyper::Method::POST => "create",
-        hyper::Method::PUT => "update",
-        hyper::Method::PATCH => "patch",
-        hyper::Method::DELETE => "delete",
-        _ => "get",
     }
 }
 
