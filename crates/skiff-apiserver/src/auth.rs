@@ -1,10 +1,29 @@
-//! Authentication: bearer tokens issued at first start, and service account
-//! tokens (JWTs this server signed).
+//! Authentication: client certificates from the cluster CA (Common Name
+//! the user, Organizations the groups), bearer tokens issued at first
+//! start, and service account tokens (JWTs this server signed).
 
 use std::sync::Arc;
 
 use crate::pki::Credentials;
 use crate::tokens::{Bound, Issuer};
+
+/// The identity in the client certificate a connection showed, if any
+/// (verified against the cluster CA in the TLS handshake).
+#[derive(Clone, Debug, Default)]
+pub struct ClientCertificate(pub Option<Arc<skiff_core::certs::Identity>>);
+
+impl ClientCertificate {
+    /// The certificate's user, if it is valid at `now`.
+    pub fn user(&self, now: i64) -> Option<User> {
+        let id = self.0.as_ref().filter(|id| id.valid_at(now))?;
+        let mut groups = id.groups.clone();
+        groups.push("system:authenticated".into());
+        Some(User {
+            name: id.name.clone(),
+            groups,
+        })
+    }
+}
 
 /// Who made a request.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,11 +49,13 @@ impl Authenticator {
                     creds.admin_token.clone(),
                     user("system:admin", &["system:masters", "system:authenticated"]),
                 ),
+                // The join token is a bootstrap credential, as kubeadm's
+                // and k3s's: it may ask for a node certificate, no more.
                 (
                     creds.node_token.clone(),
                     user(
-                        "system:node-joiner",
-                        &["system:nodes", "system:authenticated"],
+                        &format!("system:bootstrap:{}", bootstrap_id(&creds.node_token)),
+                        &["system:bootstrappers", "system:authenticated"],
                     ),
                 ),
             ],
@@ -57,6 +78,13 @@ impl Authenticator {
                 .map(|(user, bound)| (user, Some(bound)))
         })
     }
+}
+
+/// A join token's id, as a bootstrap token's: the first six characters
+/// of its secret (`K10<ca-hash>::node:<secret>`).
+fn bootstrap_id(token: &str) -> String {
+    let secret = token.rsplit(':').next().unwrap_or_default();
+    secret.chars().take(6).collect()
 }
 
 /// Who sends a request without credentials, as upstream names it.

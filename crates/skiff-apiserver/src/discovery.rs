@@ -42,6 +42,11 @@ const REVIEWS: &[(&str, &str, &str)] = &[
         "subjectaccessreviews",
         "SubjectAccessReview",
     ),
+    (
+        "authorization.k8s.io",
+        "localsubjectaccessreviews",
+        "LocalSubjectAccessReview",
+    ),
 ];
 
 fn reviews<'a>(
@@ -125,7 +130,7 @@ fn aggregated_group(group: &str, versions: &[&str]) -> Value {
             "resources": served(group, v).map(aggregated_resource).chain(reviews(group, v).map(|(g, plural, kind)| json!({
                 "resource": plural,
                 "responseKind": {"group": g, "version": "v1", "kind": kind},
-                "scope": "Cluster",
+                "scope": if plural.starts_with("local") { "Namespaced" } else { "Cluster" },
                 "singularResource": plural.trim_end_matches('s'),
                 "verbs": ["create"],
             }))).collect::<Vec<_>>(),
@@ -222,7 +227,7 @@ pub fn resources(group: &str, version: &str) -> Result<Response, ApiError> {
     for (_, plural, kind) in reviews(group, version) {
         list.push(
             json!({"name": plural, "singularName": plural.trim_end_matches('s'),
-            "namespaced": false, "kind": kind, "verbs": ["create"]}),
+            "namespaced": plural.starts_with("local"), "kind": kind, "verbs": ["create"]}),
         );
     }
     if list.is_empty() {

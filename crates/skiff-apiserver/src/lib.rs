@@ -51,8 +51,11 @@ pub struct Config {
 /// How requests are authorized (`--authorization-mode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AuthorizationMode {
-    /// Roles and bindings, as upstream's RBAC.
+    /// The Node authorizer (what each node may read and write), then
+    /// roles and bindings, as upstream's default.
     #[default]
+    NodeRbac,
+    /// Roles and bindings only: nodes get what RBAC grants them.
     Rbac,
     /// Everything any authenticated user asks (benchmarks only).
     AlwaysAllow,
@@ -63,9 +66,32 @@ impl std::str::FromStr for AuthorizationMode {
 
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
+            "Node,RBAC" => Ok(Self::NodeRbac),
             "RBAC" => Ok(Self::Rbac),
             "AlwaysAllow" => Ok(Self::AlwaysAllow),
-            other => Err(format!("{other:?} is not RBAC or AlwaysAllow")),
+            other => Err(format!("{other:?} is not Node,RBAC, RBAC or AlwaysAllow")),
+        }
+    }
+}
+
+/// The control plane's own components, each acting as its upstream user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    Scheduler,
+    ControllerManager,
+    Proxy,
+    Dns,
+    Ingress,
+}
+
+impl Component {
+    pub fn user(self) -> &'static str {
+        match self {
+            Self::Scheduler => "system:kube-scheduler",
+            Self::ControllerManager => "system:kube-controller-manager",
+            Self::Proxy => "system:kube-proxy",
+            Self::Dns => "system:coredns",
+            Self::Ingress => "system:skiff-ingress",
         }
     }
 }
@@ -118,9 +144,36 @@ pub struct Server {
     /// The admin kubeconfig it wrote.
     pub kubeconfig: PathBuf,
     serving: tokio::task::JoinHandle<()>,
+    creds: pki::Credentials,
+    data_dir: PathBuf,
+    url: String,
 }
 
 impl Server {
+    /// A kubeconfig for one of the control plane's components, with a
+    /// client certificate for its own user.
+    pub fn kubeconfig_for(&self, component: Component) -> Result<PathBuf, Error> {
+        self.creds
+            .write_component_kubeconfig(&self.data_dir, &self.url, component.user(), &[])
+    }
+
+    /// A kubeconfig for the server's own node agent: the node's identity
+    /// (`system:node:<name>` in `system:nodes`), as a joining node gets
+    /// through the CSR API.
+    pub fn node_kubeconfig(&self, node: &str) -> Result<PathBuf, Error> {
+        self.creds.write_component_kubeconfig(
+            &self.data_dir,
+            &self.url,
+            &format!("system:node:{node}"),
+            &["system:nodes"],
+        )
+    }
+
+    /// The cluster CA's certificate and key (PEM), for the CSR signer.
+    pub fn signing_ca(&self) -> (String, String) {
+        (self.creds.ca_pem.clone(), self.creds.ca_key_pem.clone())
+    }
+
     /// Serves until the task is dropped or fails.
     pub async fn wait(self) {
         let _ = self.serving.await;
@@ -155,12 +208,15 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     let addr = listener
         .local_addr()
         .map_err(|source| Error::Bind { addr, source })?;
-    let kubeconfig = creds.write_kubeconfig(
-        dir,
-        &format!("https://{}", SocketAddr::new(host, addr.port())),
-    )?;
+    let url = format!("https://{}", SocketAddr::new(host, addr.port()));
+    let kubeconfig = creds.write_kubeconfig(dir, &url)?;
     let rbac = Arc::new(authz::rbac::Rbac::default());
+    let graph = Arc::new(authz::node::Graph::default());
     let authorizer: Arc<dyn authz::Authorizer> = match config.authorization {
+        AuthorizationMode::NodeRbac => Arc::new(authz::Chain(vec![
+            Arc::new(authz::node::NodeAuthorizer::new(graph.clone())),
+            rbac.clone(),
+        ])),
         AuthorizationMode::Rbac => rbac.clone(),
         AuthorizationMode::AlwaysAllow => Arc::new(authz::AlwaysAllow),
     };
@@ -184,9 +240,13 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     bootstrap::run(&api, SocketAddr::new(host, addr.port()))
         .await
         .map_err(Error::Bootstrap)?;
-    if config.authorization == AuthorizationMode::Rbac {
+    if config.authorization != AuthorizationMode::AlwaysAllow {
         let revision = rbac.load(store.as_ref()).await?;
-        tokio::spawn(rbac.follow(store, revision));
+        tokio::spawn(rbac.follow(store.clone(), revision));
+    }
+    if config.authorization == AuthorizationMode::NodeRbac {
+        let revision = graph.load(store.as_ref()).await?;
+        tokio::spawn(graph.follow(store, revision));
     }
     let tls = serve::tls_config(&creds)?;
     let serving = tokio::spawn(serve::run(listener, tls, api));
@@ -195,5 +255,8 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         addr,
         kubeconfig,
         serving,
+        creds,
+        data_dir: config.data_dir.clone(),
+        url,
     })
 }

@@ -1,6 +1,10 @@
 //! The cluster's credentials, made on first start and kept in the data dir:
-//! a CA, the API server's serving certificate, the admin token with its
-//! kubeconfig, and the node join token.
+//! a CA, the API server's serving certificate, the admin's client
+//! certificate (in `system:masters`) with its kubeconfig, an admin token
+//! (for benchmarks and scripts), and the node join token (a bootstrap
+//! credential: it may only ask for a node certificate). The control
+//! plane's own components get client certificates for their upstream
+//! users at each start.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -11,6 +15,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use sha2::{Digest, Sha256};
+use skiff_core::certs::Authority;
 
 use crate::Error;
 
@@ -26,6 +31,10 @@ pub struct Credentials {
     pub kubelet_client_key_pem: String,
     /// The key service account tokens are signed with (PKCS#8 DER).
     pub service_account_key: Vec<u8>,
+    /// The CA's key (PEM), to sign client certificates.
+    pub ca_key_pem: String,
+    pub admin_cert_pem: String,
+    pub admin_key_pem: String,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -114,6 +123,7 @@ impl Credentials {
             // A new CA invalidates any certificate it did not sign.
             let _ = std::fs::remove_file(tls.join("serving.crt"));
             let _ = std::fs::remove_file(tls.join("kubelet-client.crt"));
+            let _ = std::fs::remove_file(tls.join("admin.crt"));
         }
         let serving_crt = tls.join("serving.crt");
         let serving_key = tls.join("serving.key");
@@ -164,6 +174,21 @@ impl Credentials {
         if !admin_path.exists() {
             write_private(&admin_path, &random_hex(32))?;
         }
+        let admin_crt = tls.join("admin.crt");
+        let admin_key = tls.join("admin.key");
+        if !admin_crt.exists() {
+            let ca = Authority::new(&ca_pem, &read(&ca_key)?).map_err(Error::Certificate)?;
+            let (cert, key) = ca
+                .issue_client(
+                    "system:admin",
+                    &["system:masters"],
+                    chrono::Utc::now().timestamp(),
+                    i64::MAX,
+                )
+                .map_err(Error::Certificate)?;
+            write_private(&admin_key, &key)?;
+            write_private(&admin_crt, &cert)?;
+        }
         let node_path = dir.join("node-token");
         if !node_path.exists() {
             // As k3s does: the CA's hash lets a joining node pin the CA.
@@ -178,21 +203,80 @@ impl Credentials {
             kubelet_client_cert_pem: read(&client_crt)?,
             kubelet_client_key_pem: read(&client_key)?,
             service_account_key,
+            ca_key_pem: read(&ca_key)?,
+            admin_cert_pem: read(&admin_crt)?,
+            admin_key_pem: read(&admin_key)?,
             ca_pem,
         })
     }
 
+    /// The CA, able to sign client certificates.
+    pub fn authority(&self) -> Result<Authority, Error> {
+        Authority::new(&self.ca_pem, &self.ca_key_pem).map_err(Error::Certificate)
+    }
+
     /// Writes `kubeconfig.yaml` for the admin, pointing at `server`.
     pub fn write_kubeconfig(&self, dir: &Path, server: &str) -> Result<PathBuf, Error> {
-        let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
-        let config = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: admin\n  user:\n    token: {}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\ncurrent-context: skiff\npreferences: {{}}\n",
-            self.admin_token
-        );
         let path = dir.join("kubeconfig.yaml");
+        let config = kubeconfig(
+            server,
+            &self.ca_pem,
+            &self.admin_cert_pem,
+            &self.admin_key_pem,
+        );
         write_private(&path, &config)?;
         Ok(path)
     }
+
+    /// Writes a kubeconfig for one of the control plane's own users under
+    /// `<dir>/components/`, with a certificate issued now.
+    pub fn write_component_kubeconfig(
+        &self,
+        dir: &Path,
+        server: &str,
+        user: &str,
+        groups: &[&str],
+    ) -> Result<PathBuf, Error> {
+        let components = dir.join("components");
+        std::fs::create_dir_all(&components).map_err(io(&components))?;
+        let (cert, key) = self
+            .authority()?
+            .issue_client(
+                user,
+                groups,
+                chrono::Utc::now().timestamp(),
+                COMPONENT_LIFETIME,
+            )
+            .map_err(Error::Certificate)?;
+        let file: String = user
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let path = components.join(format!("{file}.kubeconfig"));
+        write_private(&path, &kubeconfig(server, &self.ca_pem, &cert, &key))?;
+        Ok(path)
+    }
+}
+
+/// How long the components' certificates last; they are issued anew at
+/// each start.
+const COMPONENT_LIFETIME: i64 = 365 * 24 * 3600;
+
+/// A kubeconfig for `server` with a client certificate.
+fn kubeconfig(server: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\nusers:\n- name: skiff\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: skiff\ncurrent-context: skiff\npreferences: {{}}\n",
+        b64(ca_pem),
+        b64(cert_pem),
+        b64(key_pem),
+    )
 }
 
 /// The CA as an issuer of certificates.

@@ -21,9 +21,24 @@ pub fn tls_config(creds: &Credentials) -> Result<Arc<rustls::ServerConfig>, Erro
         .map_err(|e| Error::Certificate(e.to_string()))?
         .ok_or_else(|| Error::Certificate("no private key in serving.key".into()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Client certificates from the cluster CA name their user; a request
+    // without one may still bring a token, or be anonymous.
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pemfile::certs(&mut creds.ca_pem.as_bytes()) {
+        roots
+            .add(ca.map_err(|e| Error::Certificate(e.to_string()))?)
+            .map_err(|e| Error::Certificate(e.to_string()))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| Error::Certificate(e.to_string()))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
@@ -51,10 +66,22 @@ pub async fn run(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: Arc
                     return;
                 }
             };
+            // The chain was verified in the handshake; its identity (and
+            // validity, checked per request) is read once.
+            let identity = crate::auth::ClientCertificate(
+                stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|cert| skiff_core::certs::identity(cert))
+                    .map(Arc::new),
+            );
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let api = api.clone();
                 let mut req = req.map(Body::new);
                 req.extensions_mut().insert(crate::audit::Peer(peer.ip()));
+                req.extensions_mut().insert(identity.clone());
                 async move { Ok::<_, std::convert::Infallible>(api.handle(req).await) }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());

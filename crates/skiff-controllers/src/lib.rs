@@ -1,6 +1,7 @@
 //! The controller manager: a small controller runtime and the
 //! reconciliation loops that make desired state real.
 
+pub mod certificates;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;

@@ -10,6 +10,7 @@ use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
 use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, ResourceQuota, Service,
@@ -20,6 +21,7 @@ use kube::api::Api;
 use kube::runtime::watcher;
 use kube::Client;
 
+use crate::certificates;
 use crate::cronjob::CronJobController;
 use crate::daemonset::DaemonSetController;
 use crate::deployment::DeploymentController;
@@ -54,6 +56,9 @@ pub struct Config {
     /// The cluster CA (PEM) published in every namespace as
     /// `kube-root-ca.crt`; none publishes nothing.
     pub root_ca: Option<String>,
+    /// The cluster CA's certificate and key (PEM), to sign certificate
+    /// requests; without it none are signed.
+    pub signing_ca: Option<(String, String)>,
     pub election: leader::Timing,
 }
 
@@ -64,6 +69,7 @@ impl Default for Config {
             node_monitor_grace: Duration::from_secs(40),
             cluster_cidr: "10.42.0.0/16".into(),
             root_ca: None,
+            signing_ca: None,
             election: leader::Timing::default(),
         }
     }
@@ -213,6 +219,23 @@ async fn run_all(client: Client, config: Config) {
         );
         w.workers(c, q, 1);
     }
+    let mut requests = Informer::<CertificateSigningRequest>::default();
+    let q = Queue::new();
+    let c = certificates::Approver::new(&mut requests, cluster.clone(), q.clone());
+    w.workers(c, q, 1);
+    if let Some((cert, key)) = &config.signing_ca {
+        match skiff_core::certs::Authority::new(cert, key) {
+            Ok(authority) => {
+                let q = Queue::new();
+                let c =
+                    certificates::Signer::new(&mut requests, cluster.clone(), q.clone(), authority);
+                w.workers(c, q, 1);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the signing CA is unusable; no certificates are signed")
+            }
+        }
+    }
     let q = Queue::new();
     let c = NodeLifecycleController::new(
         &mut nodes,
@@ -270,6 +293,7 @@ async fn run_all(client: Client, config: Config) {
             watcher::Config::default().fields(&format!("metadata.name={}", crate::root_ca::NAME));
         w.watch_some(root_maps, Api::all(client.clone()), only);
     }
+    w.watch(requests, Api::all(client.clone()));
     w.watch(services, Api::all(client.clone()));
     w.watch(endpoints, Api::all(client.clone()));
     w.watch(slices, Api::all(client.clone()));

@@ -6,6 +6,7 @@
 //! typed k8s-openapi struct through [`registry::ResourceType::decode`].
 
 pub mod apply;
+pub mod certs;
 pub mod cidr;
 pub mod defaults;
 pub mod fields;

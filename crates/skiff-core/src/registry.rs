@@ -117,9 +117,9 @@ macro_rules! resources {
 
 use k8s_openapi::api::{
     apps::v1 as apps, autoscaling::v1 as as1, autoscaling::v2 as as2, batch::v1 as batch,
-    coordination::v1 as coord, core::v1 as core, discovery::v1 as disc, events::v1 as ev,
-    networking::v1 as net, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as sched,
-    storage::v1 as storage,
+    certificates::v1 as certs, coordination::v1 as coord, core::v1 as core, discovery::v1 as disc,
+    events::v1 as ev, networking::v1 as net, policy::v1 as policy, rbac::v1 as rbac,
+    scheduling::v1 as sched, storage::v1 as storage,
 };
 
 resources! {
@@ -157,6 +157,7 @@ resources! {
     "networking.k8s.io" "v1" "NetworkPolicy" "networkpolicies" Namespaced net::NetworkPolicy, ["netpol"] [] [];
     "discovery.k8s.io" "v1" "EndpointSlice" "endpointslices" Namespaced disc::EndpointSlice, [] [] [];
     "events.k8s.io" "v1" "Event" "events" Namespaced ev::Event, ["ev"] [] [];
+    "certificates.k8s.io" "v1" "CertificateSigningRequest" "certificatesigningrequests" Cluster certs::CertificateSigningRequest, ["csr"] [] ["status", "approval"];
     "policy" "v1" "PodDisruptionBudget" "poddisruptionbudgets" Namespaced policy::PodDisruptionBudget, ["pdb"] [] ["status"];
 }
 

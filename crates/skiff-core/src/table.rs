@@ -139,6 +139,14 @@ fn columns(kind: &str) -> &'static [Column] {
             ("StorageClass", "string", 0),
             ("Age", "string", 0),
         ],
+        "CertificateSigningRequest" => &[
+            ("Name", "string", 0),
+            ("Age", "string", 0),
+            ("SignerName", "string", 0),
+            ("Requestor", "string", 0),
+            ("RequestedDuration", "string", 0),
+            ("Condition", "string", 0),
+        ],
         "Lease" => &[
             ("Name", "string", 0),
             ("Holder", "string", 0),
@@ -562,6 +570,36 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             created,
         ],
         "Lease" => vec![name, json!(or_none(s(&spec["holderIdentity"]))), created],
+        "CertificateSigningRequest" => {
+            let mut conditions: Vec<String> = status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["type"].as_str().map(str::to_owned))
+                .collect();
+            if !status["certificate"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty()
+            {
+                conditions.push("Issued".into());
+            }
+            let duration = spec["expirationSeconds"]
+                .as_i64()
+                .map_or("<none>".into(), human_duration);
+            vec![
+                name,
+                created,
+                json!(s(&spec["signerName"])),
+                json!(s(&spec["username"])),
+                json!(duration),
+                json!(if conditions.is_empty() {
+                    "Pending".into()
+                } else {
+                    conditions.join(",")
+                }),
+            ]
+        }
         "EndpointSlice" => {
             let ports = o["ports"].as_array().into_iter().flatten().map(|p| {
                 match (p["port"].as_i64(), p["name"].as_str()) {

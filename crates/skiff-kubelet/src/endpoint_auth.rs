@@ -1,8 +1,10 @@
-//! Who may use the agent's endpoint, as upstream's kubelet decides: a
-//! client certificate from the cluster CA (the API server's), or a bearer
-//! token the API server vouches for (TokenReview) whose user may do the
-//! request's verb on this node's `nodes/proxy`, `nodes/log`, `nodes/stats`
-//! or `nodes/metrics` (SubjectAccessReview).
+//! Who may use the agent's endpoint, as upstream's kubelet decides: the
+//! user of a client certificate from the cluster CA (Common Name and
+//! Organizations), or of a bearer token the API server vouches for
+//! (TokenReview), when it may do the request's verb on this node's
+//! `nodes/proxy`, `nodes/log`, `nodes/stats` or `nodes/metrics`
+//! (SubjectAccessReview). Nodes' own certificates come from the same CA,
+//! and the `system:node` rules grant none of those.
 
 use std::sync::Arc;
 
@@ -14,10 +16,10 @@ use serde_json::{json, Value};
 
 use crate::server::{failure, Streams};
 
-/// Whether the connection presented a client certificate the TLS layer
-/// verified against the cluster CA.
-#[derive(Clone, Copy)]
-pub struct Verified(pub bool);
+/// The identity in the client certificate the connection presented (the
+/// TLS layer verified it against the cluster CA), if any.
+#[derive(Clone, Default)]
+pub struct Certified(pub Option<Arc<skiff_core::certs::Identity>>);
 
 /// The node subresource a path falls under, as upstream maps them.
 pub fn subresource(path: &str) -> &'static str {
@@ -46,25 +48,26 @@ async fn review(client: &kube::Client, path: &str, body: Value) -> Result<Value,
 
 /// The middleware: lets the request through, or answers 401 or 403.
 pub async fn authorize(State(streams): State<Arc<Streams>>, req: Request, next: Next) -> Response {
-    if req.extensions().get::<Verified>().is_some_and(|v| v.0) || req.uri().path() == "/healthz" {
+    if req.uri().path() == "/healthz" {
         return next.run(req).await;
     }
-    let token = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    let Some(token) = token else {
-        return failure(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
-    };
     let client = &streams.client;
-    let tokens = "/apis/authentication.k8s.io/v1/tokenreviews";
-    let asked = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
-    let user = match review(client, tokens, asked).await {
-        Ok(s) if s["authenticated"] == true => s["user"].clone(),
-        Ok(_) => return failure(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized"),
-        Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e),
+    let certified = req
+        .extensions()
+        .get::<Certified>()
+        .cloned()
+        .unwrap_or_default();
+    let user = match certified.0 {
+        Some(id) if id.valid_at(chrono::Utc::now().timestamp()) => {
+            let mut groups = id.groups.clone();
+            groups.push("system:authenticated".into());
+            json!({"username": id.name, "groups": groups})
+        }
+        Some(_) => return failure(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized"),
+        None => match token_user(client, bearer(&req)).await {
+            Ok(user) => user,
+            Err(reply) => return reply,
+        },
     };
     let verb = skiff_core::verb::of_method(req.method().as_str());
     let sub = subresource(req.uri().path());
@@ -83,6 +86,41 @@ pub async fn authorize(State(streams): State<Arc<Streams>>, req: Request, next: 
             failure(StatusCode::FORBIDDEN, "Forbidden", message)
         }
         Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e),
+    }
+}
+
+fn bearer(req: &Request) -> Option<String> {
+    req.headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+}
+
+/// The user of the request's bearer token, as the API server's
+/// TokenReview tells; or the reply refusing the request.
+async fn token_user(client: &kube::Client, token: Option<String>) -> Result<Value, Response> {
+    let Some(token) = token else {
+        return Err(failure(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized",
+        ));
+    };
+    let tokens = "/apis/authentication.k8s.io/v1/tokenreviews";
+    let asked = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
+    match review(client, tokens, asked).await {
+        Ok(s) if s["authenticated"] == true => Ok(s["user"].clone()),
+        Ok(_) => Err(failure(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized",
+        )),
+        Err(e) => Err(failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            e,
+        )),
     }
 }
 

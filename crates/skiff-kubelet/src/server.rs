@@ -274,16 +274,18 @@ pub async fn start(
                         return;
                     }
                 };
-                let verified = crate::endpoint_auth::Verified(
+                let verified = crate::endpoint_auth::Certified(
                     stream
                         .get_ref()
                         .1
                         .peer_certificates()
-                        .is_some_and(|c| !c.is_empty()),
+                        .and_then(|chain| chain.first())
+                        .and_then(|cert| skiff_core::certs::identity(cert))
+                        .map(Arc::new),
                 );
                 let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                     let mut req = req.map(Body::new);
-                    req.extensions_mut().insert(verified);
+                    req.extensions_mut().insert(verified.clone());
                     router.clone().oneshot(req)
                 });
                 if let Err(e) = auto::Builder::new(TokioExecutor::new())

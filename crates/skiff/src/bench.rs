@@ -96,8 +96,8 @@ pub struct ApiArgs {
     /// Objects created while the watchers listen.
     #[arg(long, default_value_t = 100)]
     watch_events: usize,
-    /// The server's `--authorization-mode` (RBAC or AlwaysAllow).
-    #[arg(long, default_value = "RBAC")]
+    /// The server's `--authorization-mode` (Node,RBAC, RBAC or AlwaysAllow).
+    #[arg(long, default_value = "Node,RBAC")]
     authorization_mode: String,
 }
 
@@ -252,8 +252,8 @@ async fn simulated_nodes(
     extra: &[&str],
 ) -> Result<Child> {
     let mut agent = Command::new(std::env::current_exe()?)
-        .args(["agent", "--server", &server.url, "--token-file"])
-        .arg(dir.join("node-token"))
+        .args(["agent", "--kubeconfig"])
+        .arg(dir.join("kubeconfig.yaml"))
         .args(["--simulate", &nodes.to_string()])
         .args(extra)
         .env("RUST_LOG", "warn")

@@ -59,9 +59,10 @@ struct ServerArgs {
     /// of the embedded store.
     #[arg(long)]
     datastore_endpoint: Option<String>,
-    /// How requests are authorized: RBAC, or AlwaysAllow (any
+    /// How requests are authorized: Node,RBAC (nodes by the Node
+    /// authorizer, everyone by roles), RBAC, or AlwaysAllow (any
     /// authenticated user may do anything; for benchmarks).
-    #[arg(long, default_value = "RBAC")]
+    #[arg(long, default_value = "Node,RBAC")]
     authorization_mode: skiff_apiserver::AuthorizationMode,
     /// Write an audit.k8s.io/v1 Event per request to this file (JSON lines).
     #[arg(long)]
@@ -150,21 +151,34 @@ struct ControllerManagerArgs {
     /// The range each node's podCIDR is taken from.
     #[arg(long, default_value = "10.42.0.0/16")]
     cluster_cidr: String,
+    /// The CA certificate (PEM) that signs approved certificate requests
+    /// (e.g. `<data-dir>/tls/ca.crt`).
+    #[arg(long, requires = "cluster_signing_key_file")]
+    cluster_signing_cert_file: Option<PathBuf>,
+    /// The CA's key (e.g. `<data-dir>/tls/ca.key`).
+    #[arg(long, requires = "cluster_signing_cert_file")]
+    cluster_signing_key_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
 struct AgentArgs {
-    /// The API server, e.g. https://127.0.0.1:6443.
-    #[arg(long)]
-    server: String,
-    /// A file holding the node token (the server's `<data-dir>/node-token`).
+    /// The API server, e.g. https://127.0.0.1:6443 (with a node token).
+    #[arg(long, required_unless_present = "kubeconfig")]
+    server: Option<String>,
+    /// A file holding the node token (the server's `<data-dir>/node-token`):
+    /// a bootstrap credential the agent trades for its own certificate.
     #[arg(long, conflicts_with = "token")]
     token_file: Option<PathBuf>,
     /// The node token itself.
     #[arg(long)]
     token: Option<String>,
+    /// A kubeconfig to use as it is instead of joining with a token; what
+    /// simulated nodes need (a credential that may act for all of them,
+    /// e.g. the server's `kubeconfig.yaml`).
+    #[arg(long, conflicts_with_all = ["token", "token_file"])]
+    kubeconfig: Option<PathBuf>,
     /// Register this many simulated nodes; no containers run.
-    #[arg(long)]
+    #[arg(long, requires = "kubeconfig")]
     simulate: Option<usize>,
     /// Where the agent keeps its containerd, pod logs and state.
     #[arg(long, default_value = "/var/lib/skiff/agent")]
@@ -246,15 +260,22 @@ fn parse_taint(s: &str) -> Result<(String, String, String), String> {
 }
 
 async fn agent(args: AgentArgs) -> anyhow::Result<()> {
-    let token = match (&args.token, &args.token_file) {
-        (Some(t), _) => t.clone(),
-        (None, Some(path)) => skiff_kubelet::join::read_token(path)?,
-        (None, None) => anyhow::bail!("give --token-file or --token"),
+    let node_name = args.node_name.clone().unwrap_or_else(host_name);
+    let (client, ca_pem) = match (&args.kubeconfig, &args.token, &args.token_file) {
+        (Some(path), _, _) => skiff_kubelet::join::from_kubeconfig(path).await?,
+        (None, token, file) => {
+            let token = match (token, file) {
+                (Some(t), _) => t.clone(),
+                (None, Some(path)) => skiff_kubelet::join::read_token(path)?,
+                (None, None) => anyhow::bail!("give --token-file, --token or --kubeconfig"),
+            };
+            let server = args.server.as_deref().unwrap_or_default();
+            skiff_kubelet::join::client(server, &token, &args.data_dir, &node_name).await?
+        }
     };
-    let (client, ca_pem) = skiff_kubelet::join::client(&args.server, &token).await?;
     let Some(count) = args.simulate else {
         let config = skiff_kubelet::agent::Config {
-            node_name: args.node_name.unwrap_or_else(host_name),
+            node_name,
             node_ip: args.node_ip,
             data_dir: args.data_dir,
             runtime_endpoint: args.container_runtime_endpoint,
@@ -375,8 +396,10 @@ fn main() -> anyhow::Result<()> {
             Command::Server(args) => {
                 let server = skiff_apiserver::start(args.config()).await?;
                 let mut dns_task = None;
+                use skiff_apiserver::Component;
                 if !args.disable_scheduler {
-                    let client = local_client(&server.kubeconfig).await?;
+                    let client =
+                        local_client(&server.kubeconfig_for(Component::Scheduler)?).await?;
                     let config = skiff_scheduler::Config {
                         score_all_nodes: args.scheduler_score_all_nodes,
                         ..Default::default()
@@ -384,17 +407,20 @@ fn main() -> anyhow::Result<()> {
                     tokio::spawn(skiff_scheduler::run(client, config));
                 }
                 if !args.disable_controller_manager {
-                    let client = local_client(&server.kubeconfig).await?;
+                    let kubeconfig = server.kubeconfig_for(Component::ControllerManager)?;
+                    let client = local_client(&kubeconfig).await?;
                     let config = skiff_controllers::manager::Config {
                         node_monitor_grace: args.node_monitor_grace_period,
                         cluster_cidr: args.cluster_cidr.clone(),
                         root_ca: cluster_ca(&server.kubeconfig),
+                        signing_ca: Some(server.signing_ca()),
                         ..Default::default()
                     };
                     tokio::spawn(skiff_controllers::manager::run(client, config));
                 }
                 if !args.disable_dns {
-                    let client = local_client(&server.kubeconfig).await?;
+                    let client = local_client(&server.kubeconfig_for(Component::Dns)?).await?;
+                    let admin = local_client(&server.kubeconfig).await?;
                     let config = skiff_dns::Config {
                         addr: std::net::SocketAddr::new(args.bind_address, args.dns_port),
                         domain: args.cluster_domain.clone(),
@@ -402,7 +428,7 @@ fn main() -> anyhow::Result<()> {
                     match skiff_dns::start(client.clone(), config).await {
                         Ok((serving, task)) => {
                             tracing::info!(%serving, "cluster DNS ready");
-                            skiff_dns::publish(&client, &dns_address(&args.service_cidr), serving)
+                            skiff_dns::publish(&admin, &dns_address(&args.service_cidr), serving)
                                 .await?;
                             dns_task = Some(task);
                         }
@@ -413,7 +439,7 @@ fn main() -> anyhow::Result<()> {
                 }
                 let mut ingress_task = None;
                 if !args.disable_ingress {
-                    let client = local_client(&server.kubeconfig).await?;
+                    let client = local_client(&server.kubeconfig_for(Component::Ingress)?).await?;
                     let config = skiff_ingress::Config {
                         http: std::net::SocketAddr::new(args.bind_address, args.ingress_port),
                         https: std::net::SocketAddr::new(
@@ -432,9 +458,12 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
                 if !args.disable_agent {
-                    let client = local_client(&server.kubeconfig).await?;
+                    let node_name = host_name();
+                    let client = local_client(&server.node_kubeconfig(&node_name)?).await?;
+                    let proxy_client =
+                        local_client(&server.kubeconfig_for(Component::Proxy)?).await?;
                     let config = skiff_kubelet::agent::Config {
-                        node_name: host_name(),
+                        node_name,
                         node_ip: args.bind_address.to_string(),
                         data_dir: args.data_dir.join("agent"),
                         runtime_endpoint: None,
@@ -452,7 +481,7 @@ fn main() -> anyhow::Result<()> {
                         node_name: config.node_name.clone(),
                         unreachable: vec![args.cluster_cidr.clone(), args.service_cidr.to_string()],
                     };
-                    tokio::spawn(skiff_proxy::run(client.clone(), proxy));
+                    tokio::spawn(skiff_proxy::run(proxy_client, proxy));
                     tokio::spawn(async move {
                         if let Err(e) = skiff_kubelet::agent::run(client, config).await {
                             tracing::error!(error = %e, "node agent stopped");
@@ -472,10 +501,21 @@ fn main() -> anyhow::Result<()> {
             Command::Image { what } => image::run(what).await,
             Command::ControllerManager(args) => {
                 let client = local_client(&args.kubeconfig).await?;
+                let signing_ca = match (
+                    &args.cluster_signing_cert_file,
+                    &args.cluster_signing_key_file,
+                ) {
+                    (Some(cert), Some(key)) => Some((
+                        std::fs::read_to_string(cert)?,
+                        std::fs::read_to_string(key)?,
+                    )),
+                    _ => None,
+                };
                 let config = skiff_controllers::manager::Config {
                     node_monitor_grace: args.node_monitor_grace_period,
                     cluster_cidr: args.cluster_cidr,
                     root_ca: cluster_ca(&args.kubeconfig),
+                    signing_ca,
                     ..Default::default()
                 };
                 tokio::select! {

@@ -486,11 +486,7 @@ fn service_account_credentials(c: &Cluster) {
         "jsonpath={.spec.clusterIP}",
     ]);
     assert_eq!(host.trim(), format!("{ip}:443"));
-    let as_pod = |args: &[&str]| {
-        let mut all = vec!["--token", token.as_str()];
-        all.extend_from_slice(args);
-        c.kubectl(&all)
-    };
+    let as_pod = |args: &[&str]| c.kubectl_as(&token, args);
     let whoami = as_pod(&[
         "auth",
         "whoami",
@@ -663,16 +659,10 @@ fn init_containers_and_volumes(c: &Cluster) {
     );
     // The token names its ServiceAccount, which may do nothing until a
     // role is bound to it.
-    let as_pod = [
-        "--token",
-        token.trim(),
-        "get",
-        "pod",
-        "tokened",
-        "-o",
-        "name",
-    ];
-    let refused = c.fails(&as_pod);
+    let as_pod = ["get", "pod", "tokened", "-o", "name"];
+    let out = c.kubectl_as(token.trim(), &as_pod);
+    assert!(!out.status.success());
+    let refused = String::from_utf8_lossy(&out.stderr);
     assert!(
         refused.contains(r#"User "system:serviceaccount:default:default" cannot get resource "pods" in API group "" in the namespace "default""#),
         "{refused}"
@@ -685,11 +675,11 @@ fn init_containers_and_volumes(c: &Cluster) {
         "--serviceaccount=default:default",
     ]);
     let listed = wait_for("the binding to take effect", LIMIT, || {
-        let out = c.kubectl(&as_pod);
+        let out = c.kubectl_as(token.trim(), &as_pod);
         out.status.success().then_some(out.stdout)
     });
     assert_eq!(String::from_utf8_lossy(&listed).trim(), "pod/tokened");
-    let refused = c.kubectl(&["--token", "not-a-token", "get", "pods"]);
+    let refused = c.kubectl_as("not-a-token", &["get", "pods"]);
     assert!(!refused.status.success());
     wait_for("badinit to fail", LIMIT, || {
         let p = pod(c, "badinit");

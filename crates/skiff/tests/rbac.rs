@@ -22,9 +22,7 @@ fn token(c: &Cluster, name: &str) -> String {
 
 /// kubectl as the holder of `token`.
 fn as_user(c: &Cluster, token: &str, args: &[&str]) -> std::process::Output {
-    let mut all = vec!["--token", token];
-    all.extend(args);
-    c.kubectl(&all)
+    c.kubectl_as(token, args)
 }
 
 fn allowed(c: &Cluster, token: &str, args: &[&str]) {

@@ -260,70 +260,95 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
             ],
         ),
-        // What a node agent (and its proxy) does. Upstream narrows reads of
-        // Secrets and ConfigMaps to a node's own pods with the Node
-        // authorizer, which Skiff does not have yet.
+        role("system:node", defaults.clone(), node_rules()),
         role(
-            "system:node",
-            defaults,
+            "system:node-bootstrapper",
+            defaults.clone(),
+            vec![rule(
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests"],
+                &["create", "get", "list", "watch"],
+            )],
+        ),
+        role(
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            defaults.clone(),
+            vec![rule(
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/nodeclient"],
+                &["create"],
+            )],
+        ),
+        role(
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            defaults.clone(),
+            vec![rule(
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/selfnodeclient"],
+                &["create"],
+            )],
+        ),
+        role("system:kube-scheduler", defaults.clone(), scheduler_rules()),
+        role(
+            "system:kube-controller-manager",
+            defaults.clone(),
+            controller_manager_rules(),
+        ),
+        role(
+            "system:node-proxier",
+            defaults.clone(),
             vec![
+                rule(&[""], &["endpoints", "services"], &["list", "watch"]),
+                rule(&[""], &["nodes"], READ),
                 rule(
-                    &[""],
-                    &["nodes"],
-                    &["create", "get", "list", "watch", "patch", "update"],
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                    &["list", "watch"],
                 ),
-                rule(&[""], &["nodes/status"], &["patch", "update"]),
-                rule(
-                    &["coordination.k8s.io"],
-                    &["leases"],
-                    &["create", "delete", "get", "patch", "update"],
-                ),
-                rule(
-                    &[""],
-                    &["pods"],
-                    &["get", "list", "watch", "create", "delete"],
-                ),
-                rule(&[""], &["pods/status"], &["patch", "update"]),
-                rule(&[""], &["pods/eviction"], &["create"]),
                 rule(
                     &["", "events.k8s.io"],
                     &["events"],
                     &["create", "patch", "update"],
                 ),
+            ],
+        ),
+        role(
+            "system:coredns",
+            defaults.clone(),
+            vec![
                 rule(
                     &[""],
-                    &[
-                        "configmaps",
-                        "secrets",
-                        "persistentvolumeclaims",
-                        "persistentvolumes",
-                    ],
-                    &["get", "list", "watch"],
-                ),
-                rule(&[""], &["serviceaccounts"], &["get"]),
-                rule(&[""], &["serviceaccounts/token"], &["create"]),
-                // The agent's endpoint asks who a caller is and whether
-                // it may use the node.
-                rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
-                rule(
-                    &["authorization.k8s.io"],
-                    &["subjectaccessreviews", "localsubjectaccessreviews"],
-                    &["create"],
+                    &["endpoints", "services", "pods", "namespaces"],
+                    &["list", "watch"],
                 ),
                 rule(
-                    &["", "discovery.k8s.io"],
-                    &["services", "endpoints", "endpointslices"],
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                    &["list", "watch"],
+                ),
+            ],
+        ),
+        role(
+            "system:skiff-ingress",
+            defaults,
+            vec![
+                rule(&[""], &["services", "endpoints", "secrets"], READ),
+                rule(&["discovery.k8s.io"], &["endpointslices"], READ),
+                rule(
+                    &["networking.k8s.io"],
+                    &["ingresses", "ingressclasses"],
                     READ,
                 ),
+                rule(&["networking.k8s.io"], &["ingressclasses"], &["create"]),
                 rule(
-                    &["storage.k8s.io"],
-                    &[
-                        "csidrivers",
-                        "csinodes",
-                        "storageclasses",
-                        "volumeattachments",
-                    ],
-                    READ,
+                    &["networking.k8s.io"],
+                    &["ingresses/status"],
+                    &["patch", "update"],
+                ),
+                rule(
+                    &["", "events.k8s.io"],
+                    &["events"],
+                    &["create", "patch", "update"],
                 ),
             ],
         ),
@@ -342,8 +367,24 @@ fn binding(role: &str, groups: &[&str]) -> Value {
         "subjects": subjects})
 }
 
+/// A binding of `role` to users.
+fn user_binding(name: &str, role: &str, users: &[&str]) -> Value {
+    let mut b = binding(role, &[]);
+    b["metadata"]["name"] = json!(name);
+    b["subjects"] = users
+        .iter()
+        .map(|u| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u}))
+        .collect();
+    b
+}
+
 /// The default ClusterRoleBindings.
 pub fn cluster_role_bindings() -> Vec<Value> {
+    let csr_role = "system:certificates.k8s.io:certificatesigningrequests";
+    let mut nodeclient = binding(&format!("{csr_role}:nodeclient"), &["system:bootstrappers"]);
+    nodeclient["metadata"]["name"] = json!("system:node-autoapprove-bootstrap");
+    let mut selfnodeclient = binding(&format!("{csr_role}:selfnodeclient"), &["system:nodes"]);
+    selfnodeclient["metadata"]["name"] = json!("system:node-autoapprove-certificate-rotation");
     vec![
         binding("cluster-admin", &["system:masters"]),
         binding("system:discovery", &["system:authenticated"]),
@@ -352,7 +393,214 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:public-info-viewer",
             &["system:authenticated", "system:unauthenticated"],
         ),
-        binding("system:node", &["system:nodes"]),
+        // As upstream: kept, bound to no one; the Node authorizer grants
+        // nodes their rules, narrowed to their own pods' objects.
+        binding("system:node", &[]),
+        binding("system:node-bootstrapper", &["system:bootstrappers"]),
+        nodeclient,
+        selfnodeclient,
+        user_binding(
+            "system:kube-scheduler",
+            "system:kube-scheduler",
+            &["system:kube-scheduler"],
+        ),
+        user_binding(
+            "system:kube-controller-manager",
+            "system:kube-controller-manager",
+            &["system:kube-controller-manager"],
+        ),
+        user_binding(
+            "system:node-proxier",
+            "system:node-proxier",
+            &["system:kube-proxy"],
+        ),
+        user_binding("system:coredns", "system:coredns", &["system:coredns"]),
+        user_binding(
+            "system:skiff-ingress",
+            "system:skiff-ingress",
+            &["system:skiff-ingress"],
+        ),
+    ]
+}
+
+/// What a node agent (and the proxy beside it) may do, as upstream's
+/// `system:node` rules: the Node authorizer narrows reads of Secrets,
+/// ConfigMaps, claims, volumes and ServiceAccounts to its own pods'
+/// (those rules are not here), and NodeRestriction its writes to its own
+/// Node and its own pods.
+pub fn node_rules() -> Vec<Value> {
+    vec![
+        rule(
+            &[""],
+            &["nodes"],
+            &["create", "get", "list", "watch", "patch", "update"],
+        ),
+        rule(&[""], &["nodes/status"], &["patch", "update"]),
+        rule(
+            &["coordination.k8s.io"],
+            &["leases"],
+            &["create", "delete", "get", "patch", "update"],
+        ),
+        rule(
+            &[""],
+            &["pods"],
+            &["get", "list", "watch", "create", "delete"],
+        ),
+        rule(&[""], &["pods/status"], &["patch", "update"]),
+        rule(&[""], &["pods/eviction"], &["create"]),
+        rule(
+            &["", "events.k8s.io"],
+            &["events"],
+            &["create", "patch", "update"],
+        ),
+        rule(
+            &[""],
+            &["persistentvolumeclaims/status"],
+            &["patch", "update"],
+        ),
+        // The agent's endpoint asks who a caller is and whether it may
+        // use the node.
+        rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+        rule(
+            &["authorization.k8s.io"],
+            &["subjectaccessreviews", "localsubjectaccessreviews"],
+            &["create"],
+        ),
+        // Renewing its own certificate.
+        rule(
+            &["certificates.k8s.io"],
+            &["certificatesigningrequests"],
+            &["create", "get", "list", "watch"],
+        ),
+        rule(
+            &["", "discovery.k8s.io"],
+            &["services", "endpoints", "endpointslices"],
+            READ,
+        ),
+        rule(
+            &["storage.k8s.io"],
+            &[
+                "csidrivers",
+                "csinodes",
+                "storageclasses",
+                "volumeattachments",
+            ],
+            READ,
+        ),
+    ]
+}
+
+/// Upstream's `system:kube-scheduler` and `system:volume-scheduler`.
+fn scheduler_rules() -> Vec<Value> {
+    vec![
+        rule(
+            &["", "events.k8s.io"],
+            &["events"],
+            &["create", "patch", "update"],
+        ),
+        rule(
+            &["coordination.k8s.io"],
+            &["leases"],
+            &["create", "get", "update"],
+        ),
+        rule(&[""], &["nodes"], READ),
+        rule(&[""], &["namespaces"], READ),
+        rule(&[""], &["pods"], &["delete", "get", "list", "watch"]),
+        rule(&[""], &["bindings", "pods/binding"], &["create"]),
+        rule(&[""], &["pods/status"], &["patch", "update"]),
+        rule(
+            &[""],
+            &[
+                "replicationcontrollers",
+                "services",
+                "persistentvolumeclaims",
+                "persistentvolumes",
+            ],
+            READ,
+        ),
+        rule(
+            &["apps", "extensions"],
+            &["replicasets", "statefulsets"],
+            READ,
+        ),
+        rule(&["policy"], &["poddisruptionbudgets"], READ),
+        rule(
+            &["storage.k8s.io"],
+            &[
+                "storageclasses",
+                "csinodes",
+                "csidrivers",
+                "csistoragecapacities",
+            ],
+            READ,
+        ),
+        rule(
+            &[""],
+            &["persistentvolumes", "persistentvolumeclaims"],
+            &["patch", "update"],
+        ),
+        rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+        rule(
+            &["authorization.k8s.io"],
+            &["subjectaccessreviews"],
+            &["create"],
+        ),
+    ]
+}
+
+/// What the controller manager's loops do, run under one user: upstream
+/// gives each loop its own account with its own role; the garbage
+/// collector's and the namespace controller's (read, change and delete
+/// anything) already cover most of the others'.
+fn controller_manager_rules() -> Vec<Value> {
+    let all = &["*"];
+    vec![
+        rule(
+            all,
+            all,
+            &[
+                "get",
+                "list",
+                "watch",
+                "patch",
+                "update",
+                "delete",
+                "deletecollection",
+            ],
+        ),
+        rule(
+            &[""],
+            &[
+                "pods",
+                "events",
+                "endpoints",
+                "configmaps",
+                "serviceaccounts",
+                "persistentvolumeclaims",
+                "persistentvolumes",
+                "pods/eviction",
+                "pods/binding",
+            ],
+            &["create"],
+        ),
+        rule(
+            &["apps"],
+            &["replicasets", "controllerrevisions"],
+            &["create"],
+        ),
+        rule(&["batch"], &["jobs"], &["create"]),
+        rule(&["discovery.k8s.io"], &["endpointslices"], &["create"]),
+        rule(&["events.k8s.io"], &["events"], &["create"]),
+        rule(&["coordination.k8s.io"], &["leases"], &["create"]),
+        rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+        rule(
+            &["authorization.k8s.io"],
+            &["subjectaccessreviews"],
+            &["create"],
+        ),
+        // The certificate controllers: approving node client
+        // certificates and signing approved requests with the CA.
+        rule(&["certificates.k8s.io"], &["signers"], &["approve", "sign"]),
     ]
 }
 
@@ -427,7 +675,16 @@ mod tests {
             "selfsubjectaccessreviews",
             None
         ));
-        assert!(ask(&["system:nodes"], "patch", "", "nodes", None));
+        // Nodes get their rules from the Node authorizer, not RBAC.
+        assert!(!ask(&["system:nodes"], "patch", "", "nodes", None));
+        assert!(ask(
+            &["system:bootstrappers"],
+            "create",
+            "certificates.k8s.io",
+            "certificatesigningrequests",
+            None
+        ));
+        assert!(!ask(&["system:bootstrappers"], "list", "", "pods", None));
         assert!(!ask(
             &["system:nodes"],
             "create",

@@ -4,8 +4,11 @@
 
 pub mod bootstrap;
 pub mod escalation;
+pub mod node;
 pub mod rbac;
 pub mod reviews;
+
+use std::sync::Arc;
 
 use crate::auth::User;
 
@@ -52,6 +55,33 @@ pub trait Authorizer: Send + Sync {
     /// The rules that apply to `user` in `namespace` (what `kubectl auth
     /// can-i --list` shows).
     fn rules_for(&self, user: &User, namespace: &str) -> Vec<rbac::Rule>;
+}
+
+/// Authorizers asked in turn (`--authorization-mode Node,RBAC`): the
+/// first to allow decides.
+pub struct Chain(pub Vec<Arc<dyn Authorizer>>);
+
+impl Authorizer for Chain {
+    fn authorize(&self, a: &Attributes) -> Decision {
+        match self.0.iter().any(|z| z.authorize(a) == Decision::Allow) {
+            true => Decision::Allow,
+            false => Decision::NoOpinion,
+        }
+    }
+
+    fn rules_of(&self, namespace: Option<&str>, name: &str) -> Option<Vec<rbac::Rule>> {
+        self.0.iter().find_map(|z| z.rules_of(namespace, name))
+    }
+
+    fn rules_for(&self, user: &User, namespace: &str) -> Vec<rbac::Rule> {
+        let mut out: Vec<rbac::Rule> = Vec::new();
+        for rule in self.0.iter().flat_map(|z| z.rules_for(user, namespace)) {
+            if !out.contains(&rule) {
+                out.push(rule);
+            }
+        }
+        out
+    }
 }
 
 /// Allows everything (`--authorization-mode AlwaysAllow`, for benchmarks).

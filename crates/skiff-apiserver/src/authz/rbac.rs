@@ -320,6 +320,14 @@ fn kinds() -> [&'static ResourceType; 4] {
 }
 
 impl Rbac {
+    /// An authorizer over a fixed index.
+    #[cfg(test)]
+    pub fn from_index(index: Index) -> Self {
+        Self {
+            index: RwLock::new(Arc::new(index)),
+        }
+    }
+
     /// Rebuilds the index from the store; returns the revision it read.
     pub async fn load(&self, store: &dyn Store) -> Result<i64, skiff_store::Error> {
         let mut lists: Vec<Vec<Value>> = Vec::new();

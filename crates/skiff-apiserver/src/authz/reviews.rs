@@ -2,8 +2,9 @@
 //! (`kubectl auth can-i`: may I do this?), SelfSubjectRulesReview (`can-i
 //! --list`: what may I do here?) and SelfSubjectReview (`kubectl auth
 //! whoami`: who am I?) — and what components ask about others:
-//! SubjectAccessReview (may this user?) and TokenReview (whose token is
-//! this?, answered by the handlers, which hold the authenticator).
+//! SubjectAccessReview (may this user?), LocalSubjectAccessReview (may
+//! this user, in this namespace?) and TokenReview (whose token is this?,
+//! answered by the handlers, which hold the authenticator).
 //! Nothing is stored: the answer is the reply.
 
 use serde_json::{json, Value};
@@ -12,12 +13,14 @@ use super::{Attributes, Authorizer, Decision, Target};
 use crate::auth::User;
 
 /// A review endpoint.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Review {
     Access,
     Rules,
     Subject,
     SubjectAccess,
+    /// In the namespace of its path.
+    LocalSubjectAccess(String),
     Token,
 }
 
@@ -30,30 +33,60 @@ impl Review {
             "/apis/authentication.k8s.io/v1/selfsubjectreviews" => Some(Self::Subject),
             "/apis/authorization.k8s.io/v1/subjectaccessreviews" => Some(Self::SubjectAccess),
             "/apis/authentication.k8s.io/v1/tokenreviews" => Some(Self::Token),
-            _ => None,
+            other => {
+                let ns = other
+                    .strip_prefix("/apis/authorization.k8s.io/v1/namespaces/")?
+                    .strip_suffix("/localsubjectaccessreviews")?;
+                (!ns.is_empty() && !ns.contains('/'))
+                    .then(|| Self::LocalSubjectAccess(ns.to_owned()))
+            }
+        }
+    }
+
+    /// A local review's request must ask about its own namespace (an
+    /// empty one is filled in); the message refusing it if not.
+    pub fn check(&self, request: &mut Value) -> Result<(), String> {
+        let Self::LocalSubjectAccess(ns) = self else {
+            return Ok(());
+        };
+        let asked = &mut request["spec"]["resourceAttributes"]["namespace"];
+        match asked.as_str() {
+            None | Some("") => {
+                *asked = json!(ns);
+                Ok(())
+            }
+            Some(a) if a == ns => Ok(()),
+            Some(a) => Err(format!(
+                "spec.resourceAttributes.namespace must match metadata.namespace: {a:?} != {ns:?}"
+            )),
         }
     }
 
     /// What creating this review is, for authorization.
-    pub fn target(self) -> Target {
+    pub fn target(&self) -> Target {
         let (group, resource) = match self {
             Self::Access => ("authorization.k8s.io", "selfsubjectaccessreviews"),
             Self::Rules => ("authorization.k8s.io", "selfsubjectrulesreviews"),
             Self::Subject => ("authentication.k8s.io", "selfsubjectreviews"),
             Self::SubjectAccess => ("authorization.k8s.io", "subjectaccessreviews"),
+            Self::LocalSubjectAccess(_) => ("authorization.k8s.io", "localsubjectaccessreviews"),
             Self::Token => ("authentication.k8s.io", "tokenreviews"),
+        };
+        let namespace = match self {
+            Self::LocalSubjectAccess(ns) => Some(ns.clone()),
+            _ => None,
         };
         Target::Resource {
             group: group.into(),
             resource: resource.into(),
             subresource: None,
-            namespace: None,
+            namespace,
             name: None,
         }
     }
 
     /// The reply to `request` from `user` (all but [`Review::Token`]).
-    pub fn answer(self, user: &User, authorizer: &dyn Authorizer, request: &Value) -> Value {
+    pub fn answer(&self, user: &User, authorizer: &dyn Authorizer, request: &Value) -> Value {
         match self {
             Self::Token => json!({}),
             Self::Rules => {
@@ -76,14 +109,19 @@ impl Review {
                     "status": {"resourceRules": resource, "nonResourceRules": non_resource, "incomplete": false},
                 })
             }
-            Self::SubjectAccess => {
+            Self::SubjectAccess | Self::LocalSubjectAccess(_) => {
                 let spec = &request["spec"];
                 let asked = User {
                     name: spec["user"].as_str().unwrap_or_default().to_owned(),
                     groups: serde_json::from_value(spec["groups"].clone()).unwrap_or_default(),
                 };
                 let mut reply = Self::Access.answer(&asked, authorizer, request);
-                reply["kind"] = json!("SubjectAccessReview");
+                if let Self::LocalSubjectAccess(ns) = self {
+                    reply["kind"] = json!("LocalSubjectAccessReview");
+                    reply["metadata"]["namespace"] = json!(ns);
+                } else {
+                    reply["kind"] = json!("SubjectAccessReview");
+                }
                 reply
             }
             Self::Subject => json!({
@@ -153,6 +191,21 @@ mod tests {
             Review::of("/apis/authorization.k8s.io/v1/localsubjectaccessreviews"),
             None
         );
+        let local =
+            Review::of("/apis/authorization.k8s.io/v1/namespaces/a/localsubjectaccessreviews")
+                .unwrap();
+        assert_eq!(local, Review::LocalSubjectAccess("a".into()));
+        let mut elsewhere = json!({"spec": {"resourceAttributes": {"namespace": "b"}}});
+        assert!(local
+            .check(&mut elsewhere)
+            .unwrap_err()
+            .contains("must match"));
+        let mut unset = json!({"spec": {"user": "alice", "resourceAttributes": {"verb": "get", "resource": "pods"}}});
+        local.check(&mut unset).unwrap();
+        assert_eq!(unset["spec"]["resourceAttributes"]["namespace"], "a");
+        let reply = local.answer(&user, &Rbac::default(), &unset);
+        assert_eq!(reply["kind"], "LocalSubjectAccessReview");
+        assert_eq!(reply["status"]["allowed"], false);
         let who = Review::Subject.answer(&user, &Rbac::default(), &json!({}));
         assert_eq!(who["status"]["userInfo"]["username"], "alice");
         let ask = json!({"spec": {"resourceAttributes": {"verb": "list", "resource": "secrets", "namespace": "a"}}});

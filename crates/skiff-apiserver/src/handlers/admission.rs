@@ -349,6 +349,17 @@ pub fn prepare_update(
     subresource: Option<&str>,
 ) -> Result<Value, ApiError> {
     match subresource {
+        _ if r.group == "certificates.k8s.io" => {
+            let status = super::certificates::merge_status(subresource, current, &next);
+            if subresource.is_some() {
+                let managed = meta::get(&next, "managedFields").cloned();
+                next = current.clone();
+                if let Some(m) = managed {
+                    meta::set(&mut next, "managedFields", m);
+                }
+            }
+            next["status"] = status;
+        }
         Some("status") => {
             let status = next.get("status").cloned().unwrap_or(Value::Null);
             let managed = meta::get(&next, "managedFields").cloned();

@@ -145,10 +145,29 @@ impl Api {
             ));
         }
         let opts = DeleteOptions::parse(call, &raw)?;
+        self.admit_node_delete(call, t.resource, name).await?;
         let obj = self
             .delete_one(t.resource, t.namespace.as_deref(), name, &opts)
             .await?;
         Ok(response::json(200, &obj))
+    }
+
+    /// NodeRestriction for deletions: a node deletes (or evicts) only the
+    /// pods bound to it.
+    pub async fn admit_node_delete(
+        &self,
+        call: &Call<'_>,
+        r: &ResourceType,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        if crate::authz::node::node_of(call.user).is_none() {
+            return Ok(());
+        }
+        let ns = call.target.namespace.as_deref();
+        match self.objects.try_get(r, ns, name).await? {
+            Some(current) => super::node_restriction::admit_delete(call.user, r, &current),
+            None => Ok(()),
+        }
     }
 
     /// Deletes one object, or marks it for deletion when finalizers or a

@@ -2,7 +2,9 @@
 
 mod admission;
 mod body;
+mod certificates;
 pub mod delete;
+mod node_restriction;
 mod pod_security;
 mod quota;
 pub mod read;
@@ -205,11 +207,20 @@ impl Api {
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
+        // A valid client certificate names the user; else a token does.
         // No credentials: the anonymous user, whom RBAC allows only
-        // public information. Wrong ones: 401.
-        let user: User = match auth {
-            None => crate::auth::anonymous(),
-            Some(header) => {
+        // public information. Wrong ones (or an expired certificate): 401.
+        let certificate = parts
+            .extensions
+            .get::<crate::auth::ClientCertificate>()
+            .cloned()
+            .unwrap_or_default();
+        let by_certificate = certificate.user(chrono::Utc::now().timestamp());
+        let user: User = match (by_certificate, auth) {
+            (Some(user), _) => user,
+            (None, None) if certificate.0.is_some() => return Err(ApiError::unauthorized()),
+            (None, None) => crate::auth::anonymous(),
+            (None, Some(header)) => {
                 let (user, bound) = self
                     .auth
                     .authenticate(header)
@@ -350,14 +361,34 @@ impl Api {
 }
 
 impl Api {
-    /// Refuses a role or binding that grants more than its writer holds.
-    pub fn no_escalation(
+    /// The admission steps that depend on who writes (`current` is the
+    /// stored object of an update): a CSR records its requester and a
+    /// decision or certificate needs its signer verb; a role or binding
+    /// may grant no more than its writer holds; a node writes only its
+    /// own objects (NodeRestriction).
+    pub fn admit_as(
         &self,
         call: &Call<'_>,
         r: &skiff_core::registry::ResourceType,
-        obj: &serde_json::Value,
+        current: Option<&Value>,
+        obj: &mut Value,
     ) -> Result<(), ApiError> {
-        authz::escalation::check(self.authorizer.as_ref(), call.user, r, obj)
+        if r.group == "certificates.k8s.io" {
+            match current {
+                None => certificates::admit_new(call.user, obj)?,
+                Some(current) => {
+                    certificates::admit_change(self.authorizer.as_ref(), call.user, current, obj)?
+                }
+            }
+        }
+        authz::escalation::check(self.authorizer.as_ref(), call.user, r, obj)?;
+        node_restriction::admit(
+            call.user,
+            r,
+            call.target.subresource.as_deref(),
+            current,
+            obj,
+        )
     }
 
     /// Refuses a service account token whose account, or pod, is gone.
@@ -403,7 +434,8 @@ impl Api {
             return Err(ApiError::forbidden(authz::forbidden_message(&attributes)));
         }
         let raw = body::read(body, &parts.headers).await?;
-        let request = body::parse(&raw, &body::content_type(&parts.headers))?;
+        let mut request = body::parse(&raw, &body::content_type(&parts.headers))?;
+        review.check(&mut request).map_err(ApiError::bad_request)?;
         let answer = match review {
             authz::reviews::Review::Token => self.token_review(&request).await,
             _ => review.answer(&attributes.user, self.authorizer.as_ref(), &request),

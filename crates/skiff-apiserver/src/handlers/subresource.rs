@@ -13,6 +13,9 @@ use super::{Api, Call};
 use crate::response;
 use crate::storage::Change;
 
+/// The longest a service account token lives: a year.
+const MAX_TOKEN_SECONDS: i64 = 365 * 24 * 3600;
+
 /// The `autoscaling/v1 Scale` view of a workload.
 pub fn scale_of(r: &ResourceType, obj: &Value) -> Value {
     let selector = LabelSelector::from_object(&obj["spec"]["selector"])
@@ -126,6 +129,7 @@ impl Api {
         let eviction = body::parse(raw, &body::content_type(call.headers))?;
         let opts = DeleteOptions::from_value(&eviction["deleteOptions"], call);
         let pods = registry::lookup("", "v1", "pods").expect("pods are served");
+        self.admit_node_delete(call, pods, name).await?;
         self.delete_one(pods, call.target.namespace.as_deref(), name, &opts)
             .await?;
         Ok(response::json(201, &status::success("", "pods", name, "")))
@@ -144,7 +148,12 @@ impl Api {
         let account = self.objects.get(r, Some(ns), name).await?;
         let request = body::parse(raw, &body::content_type(call.headers))?;
         let spec = &request["spec"];
-        let seconds = spec["expirationSeconds"].as_i64().unwrap_or(3600);
+        // Longer requests get the longest lifetime, as upstream's
+        // `--service-account-max-token-expiration` does.
+        let seconds = spec["expirationSeconds"]
+            .as_i64()
+            .unwrap_or(3600)
+            .min(MAX_TOKEN_SECONDS);
         if seconds < 600 {
             return Err(ApiError::invalid(
                 "authentication.k8s.io",
@@ -186,9 +195,13 @@ impl Api {
                         format!("the UID in the bound object reference ({}) does not match the UID in record ({uid}); the object might have been deleted and then recreated", bound["uid"].as_str().unwrap_or_default()),
                     ));
                 }
+                super::node_restriction::admit_token(call.user, Some(&live))?;
                 Some((name.to_owned(), uid))
             }
-            None => None,
+            None => {
+                super::node_restriction::admit_token(call.user, None)?;
+                None
+            }
             Some(other) => {
                 return Err(ApiError::bad_request(format!(
                     "cannot bind a token to a {other}: only Pods are supported"

@@ -32,7 +32,7 @@ impl Api {
             .prepare_create(r, t.namespace.as_deref(), &mut obj, &call.manager())
             .await?;
         warnings.extend(admitted);
-        self.no_escalation(call, r, &obj)?;
+        self.admit_as(call, r, None, &mut obj)?;
         if call.query.dry_run {
             return Ok(with_warnings(response::json(201, &obj), &warnings));
         }
@@ -77,8 +77,8 @@ impl Api {
                     next = n;
                 }
                 let sub = if sub == Some("finalize") { None } else { sub };
-                let next = prepare_update(r, &current, next, &manager, sub)?;
-                self.no_escalation(call, r, &next)?;
+                let mut next = prepare_update(r, &current, next, &manager, sub)?;
+                self.admit_as(call, r, Some(&current), &mut next)?;
                 Ok(Change::unless_same(&current, next))
             })
             .await?;
@@ -117,8 +117,8 @@ impl Api {
                 check_kind(r, &patched)?;
                 let (patched, w) = typed(r, patched, validation)?;
                 warnings = w;
-                let next = prepare_update(r, &current, patched, &manager, sub)?;
-                self.no_escalation(call, r, &next)?;
+                let mut next = prepare_update(r, &current, patched, &manager, sub)?;
+                self.admit_as(call, r, Some(&current), &mut next)?;
                 Ok(Change::unless_same(&current, next))
             })
             .await?;
@@ -162,7 +162,7 @@ impl Api {
                 let mut obj = apply::apply(None, &config, &mgr, force, root_def(r))?;
                 let admitted = self.prepare_create(r, ns, &mut obj, &manager).await?;
                 warnings.extend(admitted);
-                self.no_escalation(call, r, &obj)?;
+                self.admit_as(call, r, None, &mut obj)?;
                 if call.query.dry_run {
                     return Ok(with_warnings(response::json(201, &obj), &warnings));
                 }
@@ -180,8 +180,8 @@ impl Api {
             let result = self
                 .update_object(r, ns, name, call.query.dry_run, |current| {
                     let merged = apply::apply(Some(&current), &config, &mgr, force, root_def(r))?;
-                    let next = prepare_update(r, &current, merged, &manager, sub)?;
-                    self.no_escalation(call, r, &next)?;
+                    let mut next = prepare_update(r, &current, merged, &manager, sub)?;
+                    self.admit_as(call, r, Some(&current), &mut next)?;
                     Ok(Change::unless_same(&current, next))
                 })
                 .await;

@@ -143,6 +143,29 @@ impl Cluster {
         self.kubectl_cmd(args).output().expect("run kubectl")
     }
 
+    /// Runs kubectl with only `token` as its credential: a kubeconfig
+    /// with a client certificate would authenticate as the certificate's
+    /// user whatever token is added (client certificates come first, as
+    /// upstream).
+    pub fn kubectl_as(&self, token: &str, args: &[&str]) -> Output {
+        let path = self.dir.path().join("token.kubeconfig");
+        if !path.exists() {
+            use base64::Engine;
+            let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem());
+            let config = format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\ncontexts:\n- name: skiff\n  context: {{cluster: skiff, user: token}}\ncurrent-context: skiff\nusers:\n- name: token\n  user: {{}}\n",
+                self.url()
+            );
+            std::fs::write(&path, config).unwrap();
+        }
+        Command::new(kubectl_path())
+            .env("KUBECONFIG", &path)
+            .args(["--token", token])
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+
     /// Runs kubectl with `stdin` as its input.
     pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Output {
         use std::io::Write;
@@ -218,8 +241,8 @@ impl Drop for Agent {
 
 pub fn agent(c: &Cluster, prefix: &str, count: usize, extra: &[&str]) -> Agent {
     let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args(["agent", "--server", &c.url(), "--token-file"])
-        .arg(c.dir.path().join("node-token"))
+        .args(["agent", "--kubeconfig"])
+        .arg(c.kubeconfig())
         .args(["--simulate", &count.to_string(), "--node-prefix", prefix])
         .args(extra)
         .stdout(Stdio::null())
