@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod authz;
 mod bootstrap;
+mod compaction;
 mod discovery;
 mod handlers;
 mod impersonation;
@@ -46,6 +47,8 @@ pub struct Config {
     pub audit_log: Option<PathBuf>,
     /// The audit policy; every request at Metadata when absent.
     pub audit_policy: Option<PathBuf>,
+    /// How often the store's history is compacted; never when absent.
+    pub compaction_interval: Option<std::time::Duration>,
 }
 
 /// How requests are authorized (`--authorization-mode`).
@@ -108,6 +111,7 @@ impl Config {
             authorization: AuthorizationMode::default(),
             audit_log: None,
             audit_policy: None,
+            compaction_interval: Some(std::time::Duration::from_secs(300)),
         }
     }
 }
@@ -246,7 +250,10 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     }
     if config.authorization == AuthorizationMode::NodeRbac {
         let revision = graph.load(store.as_ref()).await?;
-        tokio::spawn(graph.follow(store, revision));
+        tokio::spawn(graph.follow(store.clone(), revision));
+    }
+    if let Some(every) = config.compaction_interval.filter(|d| !d.is_zero()) {
+        tokio::spawn(compaction::run(store, every));
     }
     let tls = serve::tls_config(&creds)?;
     let serving = tokio::spawn(serve::run(listener, tls, api));

@@ -77,8 +77,15 @@ fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
 
 fn open(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).map_err(sqlite(path))?;
+    // Pages freed by compaction go back to the file system. This takes
+    // only on a new file, before WAL mode and the first table; an older
+    // file keeps its free pages for reuse.
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")
+        .map_err(sqlite(path))?;
+    // secure_delete: the bytes of removed rows (a compacted Secret) are
+    // overwritten, not left in free pages.
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON;",
     )
     .map_err(sqlite(path))?;
     Ok(conn)
@@ -420,6 +427,10 @@ impl Writer {
                 if !events.is_empty() {
                     let _ = self.events.send(Arc::new(events));
                 }
+                let compacted = batch.iter().any(|r| matches!(r.op, Op::Compact { .. }));
+                if compacted {
+                    self.reclaim();
+                }
                 for (req, result) in batch.into_iter().zip(results) {
                     let _ = req.reply.send(result);
                 }
@@ -436,6 +447,25 @@ impl Writer {
                     }));
                 }
             }
+        }
+    }
+}
+
+impl Writer {
+    /// After a compaction: free pages back to the file system and the WAL
+    /// (which still holds the removed rows' pages) checkpointed and
+    /// truncated.
+    fn reclaim(&self) {
+        // Each step of `incremental_vacuum` frees one page.
+        let reclaimed = (|| {
+            let mut vacuum = self.conn.prepare("PRAGMA incremental_vacuum")?;
+            let mut pages = vacuum.query([])?;
+            while pages.next()?.is_some() {}
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        })();
+        if let Err(e) = reclaimed {
+            tracing::warn!(error = %e, "reclaiming space after compaction");
         }
     }
 }

@@ -71,6 +71,9 @@ struct ServerArgs {
     /// it every request is logged at Metadata.
     #[arg(long, requires = "audit_log_path")]
     audit_policy_file: Option<PathBuf>,
+    /// How often the store's history is compacted (0 never).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    compaction_interval: std::time::Duration,
     /// Do not run the scheduler inside the server.
     #[arg(long)]
     disable_scheduler: bool,
@@ -375,6 +378,7 @@ impl ServerArgs {
         config.authorization = self.authorization_mode;
         config.audit_log = self.audit_log_path.clone();
         config.audit_policy = self.audit_policy_file.clone();
+        config.compaction_interval = Some(self.compaction_interval);
         config
     }
 }

@@ -398,6 +398,14 @@ fn bad_input_gets_a_status() {
     let out = c.kubectl_stdin(&["apply", "-f", "-", "--validate=false"], &big);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("too large"), "{err}");
+    // A JSON patch doubling the object with each copy is refused early.
+    c.ok(&["create", "configmap", "bomb", "--from-literal=a=xxxxxxxx"]);
+    let copies: Vec<String> = (0..40)
+        .map(|i| format!(r#"{{"op":"copy","from":"/data","path":"/data/x{i}"}}"#))
+        .collect();
+    let bomb = format!("[{}]", copies.join(","));
+    let err = c.fails(&["patch", "configmap", "bomb", "--type=json", "-p", &bomb]);
+    assert!(err.contains("too large"), "{err}");
 
     assert!(c
         .fails(&["get", "widgets"])

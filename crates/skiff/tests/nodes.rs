@@ -211,7 +211,7 @@ fn nodes_have_their_own_identities_and_see_only_their_own_pods_objects() {
     });
     let refused = stderr(&kubectl(a, &["get", "secret", "for-b"], None));
     assert!(
-        refused.contains(r#"User "system:node:a" cannot get resource "secrets""#),
+        refused.contains(r#"User "system:node:a" cannot get resource "secrets" in API group "" in the namespace "default": no relationship found between node 'a' and this object"#),
         "{refused}"
     );
     assert!(stderr(&kubectl(a, &["get", "secrets"], None)).contains("forbidden"));

@@ -55,6 +55,12 @@ pub trait Authorizer: Send + Sync {
     /// The rules that apply to `user` in `namespace` (what `kubectl auth
     /// can-i --list` shows).
     fn rules_for(&self, user: &User, namespace: &str) -> Vec<rbac::Rule>;
+
+    /// Why a request it did not allow was refused, when it can tell more
+    /// than the verb and resource.
+    fn reason(&self, _: &Attributes) -> Option<String> {
+        None
+    }
 }
 
 /// Authorizers asked in turn (`--authorization-mode Node,RBAC`): the
@@ -82,6 +88,10 @@ impl Authorizer for Chain {
         }
         out
     }
+
+    fn reason(&self, a: &Attributes) -> Option<String> {
+        self.0.iter().find_map(|z| z.reason(a))
+    }
 }
 
 /// Allows everything (`--authorization-mode AlwaysAllow`, for benchmarks).
@@ -105,6 +115,15 @@ impl Authorizer for AlwaysAllow {
             resource_names: Vec::new(),
             non_resource_urls: all,
         }]
+    }
+}
+
+/// Upstream's message for a request `authorizer` refused, with its reason
+/// when it gives one.
+pub fn refusal(authorizer: &dyn Authorizer, a: &Attributes) -> String {
+    match authorizer.reason(a) {
+        Some(why) => format!("{}: {why}", forbidden_message(a)),
+        None => forbidden_message(a),
     }
 }
 

@@ -9,7 +9,7 @@ use skiff_core::registry::{self, ResourceType};
 use skiff_core::schema::schemas;
 use skiff_core::{defaults, meta, validate, ApiError};
 
-use super::Api;
+use super::{strategy, Api};
 use crate::response::store_error;
 
 /// Metadata only the server sets.
@@ -150,22 +150,22 @@ impl Api {
         if has_generation(r, obj) {
             meta::set(obj, "generation", 1);
         }
-        match r.kind {
-            "Pod" => obj["status"] = json!({"phase": "Pending"}),
-            "Node" | "Namespace" | "Event" => {}
-            _ if r.has_status() => obj["status"] = json!({}),
-            _ => {}
+        let strategy = strategy::of(r);
+        match strategy.initial_status(r, obj) {
+            Some(status) => obj["status"] = status,
+            None => {
+                if let Some(o) = obj.as_object_mut() {
+                    o.remove("status");
+                }
+            }
         }
         defaults::apply(r, obj);
         if r.kind == "Pod" && r.group.is_empty() {
             self.resolve_priority(obj).await?;
             self.admit_service_account(obj).await?;
             self.limit_pod(obj).await?;
-            admit_pod(obj);
         }
-        if r.kind == "Job" && r.group == "batch" {
-            select_job_pods(obj);
-        }
+        strategy.prepare_create(obj);
         validate::object(r, obj, None)?;
         let warnings = self.pod_security(r, obj).await?;
         let manager = Manager {
@@ -219,172 +219,17 @@ impl Api {
     }
 }
 
-/// A Job without `manualSelector` selects its pods by its uid, and its
-/// template carries the matching labels, as upstream's job strategy does.
-fn select_job_pods(job: &mut Value) {
-    if job["spec"]["manualSelector"] == true {
-        return;
-    }
-    let uid = meta::get_str(job, "uid").unwrap_or_default().to_owned();
-    let name = meta::name(job).to_owned();
-    job["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
-    let labels = &mut job["spec"]["template"]["metadata"]["labels"];
-    if !labels.is_object() {
-        *labels = json!({});
-    }
-    for (key, value) in [
-        ("batch.kubernetes.io/controller-uid", &uid),
-        ("batch.kubernetes.io/job-name", &name),
-        ("controller-uid", &uid),
-        ("job-name", &name),
-    ] {
-        labels[key] = json!(value);
-    }
-}
-
-/// Upstream's pod admission: priority, QoS class and the default
-/// tolerations for unreachable and not-ready nodes.
-fn admit_pod(pod: &mut Value) {
-    let spec = &mut pod["spec"];
-    if spec["priority"].is_null() {
-        spec["priority"] = json!(0);
-    }
-    if spec["enableServiceLinks"].is_null() {
-        spec["enableServiceLinks"] = json!(true);
-    }
-    if spec["preemptionPolicy"].is_null() {
-        spec["preemptionPolicy"] = json!("PreemptLowerPriority");
-    }
-    let mut tolerations: Vec<Value> = spec["tolerations"].as_array().cloned().unwrap_or_default();
-    for key in [
-        "node.kubernetes.io/not-ready",
-        "node.kubernetes.io/unreachable",
-    ] {
-        let covered = tolerations.iter().any(|t| {
-            (t["key"] == key || (t["key"].is_null() && t["operator"] == "Exists"))
-                && (t["effect"].is_null() || t["effect"] == "NoExecute")
-        });
-        if !covered {
-            tolerations.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
-        }
-    }
-    spec["tolerations"] = Value::Array(tolerations);
-    pod["status"]["qosClass"] = json!(qos_class(&pod["spec"]));
-}
-
-/// `Guaranteed` when every container's requests equal its limits for cpu
-/// and memory, `BestEffort` when none sets any, else `Burstable`.
-fn qos_class(spec: &Value) -> &'static str {
-    let containers: Vec<&Value> = ["initContainers", "containers"]
-        .iter()
-        .flat_map(|l| spec[*l].as_array().into_iter().flatten())
-        .collect();
-    let any = containers.iter().any(|c| {
-        let res = &c["resources"];
-        ["requests", "limits"].iter().any(|k| {
-            res[*k]
-                .as_object()
-                .is_some_and(|m| m.contains_key("cpu") || m.contains_key("memory"))
-        })
-    });
-    if !any {
-        return "BestEffort";
-    }
-    let guaranteed = containers.iter().all(|c| {
-        let res = &c["resources"];
-        ["cpu", "memory"].iter().all(|k| {
-            let limit = &res["limits"][*k];
-            !limit.is_null() && (res["requests"][*k].is_null() || res["requests"][*k] == *limit)
-        })
-    });
-    if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
-}
-
-/// Prepares the next state of a stored object from a requested one.
-/// `subresource` decides what the write may change: `status` only the
-/// status, the main resource everything but status (where a status
-/// subresource exists).
-/// As upstream: a Service whose type changes to one without NodePorts
-/// loses the NodePorts it had, unless the update set them itself.
-fn drop_type_dependent_fields(current: &Value, next: &mut Value) {
-    let takes_ports = |v: &Value| {
-        matches!(
-            v["spec"]["type"].as_str(),
-            Some("NodePort" | "LoadBalancer")
-        )
-    };
-    if !takes_ports(current) || takes_ports(next) {
-        return;
-    }
-    let old_ports = current["spec"]["ports"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for (i, port) in next["spec"]["ports"]
-        .as_array_mut()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let unchanged = old_ports
-            .get(i)
-            .is_some_and(|o| o["nodePort"] == port["nodePort"]);
-        if unchanged {
-            if let Some(p) = port.as_object_mut() {
-                p.remove("nodePort");
-            }
-        }
-    }
-}
-
+/// Prepares the next state of a stored object from a requested one:
+/// the resource's strategy decides what a write through `subresource`
+/// may change; system metadata stays; the generation counts spec changes.
 pub fn prepare_update(
     r: &ResourceType,
     current: &Value,
-    mut next: Value,
+    next: Value,
     manager: &str,
     subresource: Option<&str>,
 ) -> Result<Value, ApiError> {
-    match subresource {
-        _ if r.group == "certificates.k8s.io" => {
-            let status = super::certificates::merge_status(subresource, current, &next);
-            if subresource.is_some() {
-                let managed = meta::get(&next, "managedFields").cloned();
-                next = current.clone();
-                if let Some(m) = managed {
-                    meta::set(&mut next, "managedFields", m);
-                }
-            }
-            next["status"] = status;
-        }
-        Some("status") => {
-            let status = next.get("status").cloned().unwrap_or(Value::Null);
-            let managed = meta::get(&next, "managedFields").cloned();
-            next = current.clone();
-            next["status"] = status;
-            if let Some(m) = managed {
-                meta::set(&mut next, "managedFields", m);
-            }
-        }
-        _ => {
-            if r.has_status() {
-                match current.get("status") {
-                    Some(s) => next["status"] = s.clone(),
-                    None => {
-                        if let Some(m) = next.as_object_mut() {
-                            m.remove("status");
-                        }
-                    }
-                }
-            }
-        }
-    }
-    if r.group.is_empty() && r.kind == "Service" {
-        drop_type_dependent_fields(current, &mut next);
-    }
+    let mut next = strategy::of(r).prepare_update(r, current, next, subresource);
     for field in [
         "name",
         "namespace",
@@ -440,26 +285,6 @@ pub fn prepare_update(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn qos_classes() {
-        let c = |res: Value| json!({"containers": [{"name": "c", "resources": res}]});
-        assert_eq!(qos_class(&c(json!({}))), "BestEffort");
-        assert_eq!(
-            qos_class(&c(json!({"requests": {"cpu": "1"}}))),
-            "Burstable"
-        );
-        assert_eq!(
-            qos_class(&c(json!({"limits": {"cpu": "1", "memory": "1Gi"}}))),
-            "Guaranteed"
-        );
-        assert_eq!(
-            qos_class(&c(
-                json!({"requests": {"cpu": "500m"}, "limits": {"cpu": "1", "memory": "1Gi"}})
-            )),
-            "Burstable"
-        );
-    }
 
     #[test]
     fn update_keeps_system_fields_and_bumps_generation_on_spec_change() {

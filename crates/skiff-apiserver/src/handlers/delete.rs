@@ -78,30 +78,10 @@ fn plan(r: &ResourceType, obj: &Value, opts: &DeleteOptions) -> Plan {
             meta::set(&mut next, "finalizers", json!(finalizers));
         }
     }
-    let grace = match r.kind {
-        "Pod" if r.group.is_empty() => {
-            let running = !obj["spec"]["nodeName"].as_str().unwrap_or("").is_empty()
-                && !matches!(
-                    obj["status"]["phase"].as_str(),
-                    Some("Succeeded" | "Failed")
-                );
-            let requested = opts
-                .grace_period
-                .or(obj["spec"]["terminationGracePeriodSeconds"].as_i64())
-                .unwrap_or(30);
-            if running {
-                requested.max(0)
-            } else {
-                0
-            }
-        }
-        _ => 0,
-    };
-    let waits_for_namespace_finalizers = r.kind == "Namespace"
-        && obj["spec"]["finalizers"]
-            .as_array()
-            .is_some_and(|f| !f.is_empty());
-    if finalizers.is_empty() && grace == 0 && !waits_for_namespace_finalizers {
+    let strategy = super::strategy::of(r);
+    let grace = strategy.grace_seconds(obj, opts.grace_period);
+    let held = strategy.holds_deletion(obj);
+    if finalizers.is_empty() && grace == 0 && !held {
         return Plan::Now;
     }
     if meta::is_deleting(obj) {
@@ -124,9 +104,7 @@ fn plan(r: &ResourceType, obj: &Value, opts: &DeleteOptions) -> Plan {
             meta::set(&mut next, "generation", g + 1);
         }
     }
-    if r.kind == "Namespace" {
-        next["status"]["phase"] = json!("Terminating");
-    }
+    strategy.mark_deleting(&mut next);
     Plan::Mark(next)
 }
 

@@ -9,6 +9,7 @@ mod pod_security;
 mod quota;
 pub mod read;
 mod service_account;
+mod strategy;
 mod subresource;
 mod write;
 
@@ -300,7 +301,7 @@ impl Api {
             target: target.1,
         };
         if self.authorizer.authorize(&attributes) != Decision::Allow {
-            let message = authz::forbidden_message(&attributes);
+            let message = authz::refusal(self.authorizer.as_ref(), &attributes);
             tracing::info!(%message, "request refused");
             return Err(ApiError::forbidden(message));
         }

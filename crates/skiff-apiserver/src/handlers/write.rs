@@ -299,19 +299,16 @@ impl Api {
         if dry_run {
             return Ok(obj);
         }
-        let pod_waiting = r.kind == "Pod"
-            && meta::get(&obj, "deletionGracePeriodSeconds")
-                .and_then(Value::as_i64)
-                .unwrap_or(0)
-                > 0;
-        let ns_waiting = r.kind == "Namespace"
-            && obj["spec"]["finalizers"]
-                .as_array()
-                .is_some_and(|f| !f.is_empty());
+        // A grace period still running (a pod's node has not reported it
+        // stopped), or what the strategy holds it for.
+        let grace_left = meta::get(&obj, "deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            > 0;
         if !meta::is_deleting(&obj)
             || !meta::finalizers(&obj).is_empty()
-            || pod_waiting
-            || ns_waiting
+            || grace_left
+            || super::strategy::of(r).holds_deletion(&obj)
         {
             return Ok(obj);
         }
@@ -339,6 +336,51 @@ fn is_service(r: &ResourceType) -> bool {
     r.group.is_empty() && r.kind == "Service"
 }
 
+/// Upstream's bound on a JSON patch's operations.
+const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+
+/// The largest object a patch may make (etcd's request limit, 1.5 MiB).
+pub const MAX_OBJECT_BYTES: usize = 3 << 19;
+
+/// Applies a JSON patch one operation at a time, counting what each adds
+/// (an `add`, `replace` or `copy` of a value adds at most its size), so
+/// that a patch doubling the object with every `copy` is refused long
+/// before it fills memory.
+fn json_patch_bounded(current: &Value, ops: json_patch::Patch) -> Result<Value, ApiError> {
+    if ops.0.len() > MAX_JSON_PATCH_OPERATIONS {
+        return Err(ApiError {
+            code: 413,
+            reason: "RequestEntityTooLarge",
+            message: format!(
+                "the allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, but found {}",
+                ops.0.len()
+            ),
+            details: None,
+        });
+    }
+    let size = |v: &Value| serde_json::to_vec(v).map_or(0, |b| b.len());
+    let mut doc = current.clone();
+    let mut bound = size(&doc);
+    for op in ops.0 {
+        bound += match &op {
+            json_patch::PatchOperation::Add(a) => size(&a.value),
+            json_patch::PatchOperation::Replace(r) => size(&r.value),
+            json_patch::PatchOperation::Copy(c) => doc.pointer(c.from.as_str()).map_or(0, size),
+            _ => 0,
+        };
+        if bound > MAX_OBJECT_BYTES {
+            return Err(ApiError::too_large(MAX_OBJECT_BYTES));
+        }
+        json_patch::patch(&mut doc, &[op]).map_err(|e| ApiError {
+            code: 422,
+            reason: "Invalid",
+            message: format!("the JSON patch could not be applied: {e}"),
+            details: None,
+        })?;
+    }
+    Ok(doc)
+}
+
 /// Applies a JSON, merge or strategic merge patch.
 fn apply_patch(
     kind: &str,
@@ -350,14 +392,7 @@ fn apply_patch(
         "application/json-patch+json" => {
             let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| ApiError::bad_request(format!("the JSON patch is malformed: {e}")))?;
-            let mut doc = current.clone();
-            json_patch::patch(&mut doc, &ops).map_err(|e| ApiError {
-                code: 422,
-                reason: "Invalid",
-                message: format!("the JSON patch could not be applied: {e}"),
-                details: None,
-            })?;
-            Ok(doc)
+            json_patch_bounded(current, ops)
         }
         "application/merge-patch+json" => {
             let mut doc = current.clone();
@@ -366,5 +401,40 @@ fn apply_patch(
         }
         "application/strategic-merge-patch+json" => strategic::patch(current, patch, def),
         other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_patches_are_bounded_as_they_apply() {
+        let current = json!({"spec": {"a": "x".repeat(1000)}});
+        // Each copy doubles the object: refused long before it is big.
+        let bomb: Vec<Value> = (0..40)
+            .map(|i| json!({"op": "copy", "from": "/spec", "path": format!("/spec/x{i}")}))
+            .collect();
+        let ops = serde_json::from_value(json!(bomb)).unwrap();
+        assert_eq!(json_patch_bounded(&current, ops).unwrap_err().code, 413);
+        let many: Vec<Value> = (0..=MAX_JSON_PATCH_OPERATIONS)
+            .map(|_| json!({"op": "test", "path": "/spec", "value": {}}))
+            .collect();
+        let err =
+            json_patch_bounded(&current, serde_json::from_value(json!(many)).unwrap()).unwrap_err();
+        assert!(
+            err.message.contains("maximum operations"),
+            "{}",
+            err.message
+        );
+        let fine = serde_json::from_value(json!([
+            {"op": "copy", "from": "/spec/a", "path": "/spec/b"},
+            {"op": "remove", "path": "/spec/a"}
+        ]))
+        .unwrap();
+        let patched = json_patch_bounded(&current, fine).unwrap();
+        assert_eq!(patched["spec"]["b"].as_str().unwrap().len(), 1000);
+        assert!(patched["spec"]["a"].is_null());
     }
 }

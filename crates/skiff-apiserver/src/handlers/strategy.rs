@@ -1,0 +1,412 @@
+//! One strategy per resource, as upstream's registry strategies: what a
+//! new object starts with, what a write through each subresource may
+//! change, what holds a deletion and how long. The handlers ask the
+//! strategy of the resource at hand; a kind with nothing of its own uses
+//! the generic one, so a new kind plugs in here without touching them.
+
+use serde_json::{json, Value};
+use skiff_core::meta;
+use skiff_core::registry::ResourceType;
+
+/// What a resource does at each step of a write.
+pub trait Strategy: Sync {
+    /// The status a new object starts with: by default none where there
+    /// is a status subresource (it is the writers' of `/status`), as sent
+    /// elsewhere.
+    fn initial_status(&self, r: &ResourceType, sent: &Value) -> Option<Value> {
+        if r.has_status() {
+            Some(json!({}))
+        } else {
+            sent.get("status").cloned()
+        }
+    }
+
+    /// What the server sets on a new object after defaults.
+    fn prepare_create(&self, _obj: &mut Value) {}
+
+    /// The next state of `current` from `next`, written through
+    /// `subresource`: `/status` changes only the status, the main
+    /// resource everything but (where a status subresource exists).
+    fn prepare_update(
+        &self,
+        r: &ResourceType,
+        current: &Value,
+        next: Value,
+        subresource: Option<&str>,
+    ) -> Value {
+        split_status(r, current, next, subresource)
+    }
+
+    /// How many seconds a deletion waits (a running pod's grace period).
+    fn grace_seconds(&self, _obj: &Value, _requested: Option<i64>) -> i64 {
+        0
+    }
+
+    /// Whether the object waits for more than its finalizers and its
+    /// grace period to go.
+    fn holds_deletion(&self, _obj: &Value) -> bool {
+        false
+    }
+
+    /// What marking the object for deletion changes besides metadata.
+    fn mark_deleting(&self, _obj: &mut Value) {}
+}
+
+/// The status/spec split every strategy starts from.
+pub fn split_status(
+    r: &ResourceType,
+    current: &Value,
+    mut next: Value,
+    subresource: Option<&str>,
+) -> Value {
+    match subresource {
+        Some("status") => {
+            let status = next.get("status").cloned().unwrap_or(Value::Null);
+            let managed = meta::get(&next, "managedFields").cloned();
+            next = current.clone();
+            next["status"] = status;
+            if let Some(m) = managed {
+                meta::set(&mut next, "managedFields", m);
+            }
+        }
+        _ if r.has_status() => match current.get("status") {
+            Some(s) => next["status"] = s.clone(),
+            None => {
+                if let Some(m) = next.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        },
+        _ => {}
+    }
+    next
+}
+
+/// The strategy of a resource.
+pub fn of(r: &ResourceType) -> &'static dyn Strategy {
+    match (r.group, r.kind) {
+        ("", "Pod") => &Pods,
+        ("", "Namespace") => &Namespaces,
+        ("", "Node" | "Event") | ("events.k8s.io", "Event") => &StatusAsSent,
+        ("", "Service") => &Services,
+        ("batch", "Job") => &Jobs,
+        ("certificates.k8s.io", "CertificateSigningRequest") => &CertificateSigningRequests,
+        _ => &Generic,
+    }
+}
+
+struct Generic;
+impl Strategy for Generic {}
+
+/// Nodes and Events keep the status they are created with.
+struct StatusAsSent;
+impl Strategy for StatusAsSent {
+    fn initial_status(&self, _: &ResourceType, sent: &Value) -> Option<Value> {
+        sent.get("status").cloned()
+    }
+}
+
+/// The longest a deletion waits: a century.
+const MAX_GRACE_SECONDS: i64 = 100 * 365 * 24 * 3600;
+
+struct Pods;
+impl Strategy for Pods {
+    fn initial_status(&self, _: &ResourceType, _: &Value) -> Option<Value> {
+        Some(json!({"phase": "Pending"}))
+    }
+
+    fn prepare_create(&self, pod: &mut Value) {
+        admit_pod(pod);
+    }
+
+    /// A pod bound to a node and not finished waits for its grace period
+    /// (the request's, else its own, else 30 s); others go at once.
+    fn grace_seconds(&self, pod: &Value, requested: Option<i64>) -> i64 {
+        let running = !pod["spec"]["nodeName"].as_str().unwrap_or("").is_empty()
+            && !matches!(
+                pod["status"]["phase"].as_str(),
+                Some("Succeeded" | "Failed")
+            );
+        // No deadline past a century (beyond it the clock's arithmetic
+        // would overflow).
+        let grace = requested
+            .or(pod["spec"]["terminationGracePeriodSeconds"].as_i64())
+            .unwrap_or(30)
+            .min(MAX_GRACE_SECONDS);
+        if running {
+            grace.max(0)
+        } else {
+            0
+        }
+    }
+}
+
+struct Namespaces;
+impl Strategy for Namespaces {
+    fn initial_status(&self, _: &ResourceType, sent: &Value) -> Option<Value> {
+        sent.get("status").cloned()
+    }
+
+    /// Until the namespace controller empties `spec.finalizers`.
+    fn holds_deletion(&self, ns: &Value) -> bool {
+        ns["spec"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+    }
+
+    fn mark_deleting(&self, ns: &mut Value) {
+        ns["status"]["phase"] = json!("Terminating");
+    }
+}
+
+struct Services;
+impl Strategy for Services {
+    fn prepare_update(
+        &self,
+        r: &ResourceType,
+        current: &Value,
+        next: Value,
+        subresource: Option<&str>,
+    ) -> Value {
+        let mut next = split_status(r, current, next, subresource);
+        drop_type_dependent_fields(current, &mut next);
+        next
+    }
+}
+
+/// As upstream: a Service whose type changes to one without NodePorts
+/// loses the NodePorts it had, unless the update set them itself.
+fn drop_type_dependent_fields(current: &Value, next: &mut Value) {
+    let takes_ports = |v: &Value| {
+        matches!(
+            v["spec"]["type"].as_str(),
+            Some("NodePort" | "LoadBalancer")
+        )
+    };
+    if !takes_ports(current) || takes_ports(next) {
+        return;
+    }
+    let old_ports = current["spec"]["ports"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (i, port) in next["spec"]["ports"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let unchanged = old_ports
+            .get(i)
+            .is_some_and(|o| o["nodePort"] == port["nodePort"]);
+        if unchanged {
+            if let Some(p) = port.as_object_mut() {
+                p.remove("nodePort");
+            }
+        }
+    }
+}
+
+struct Jobs;
+impl Strategy for Jobs {
+    /// A Job without `manualSelector` selects its pods by its uid, and its
+    /// template carries the matching labels.
+    fn prepare_create(&self, job: &mut Value) {
+        if job["spec"]["manualSelector"] == true {
+            return;
+        }
+        let uid = meta::get_str(job, "uid").unwrap_or_default().to_owned();
+        let name = meta::name(job).to_owned();
+        job["spec"]["selector"] =
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+        let labels = &mut job["spec"]["template"]["metadata"]["labels"];
+        if !labels.is_object() {
+            *labels = json!({});
+        }
+        for (key, value) in [
+            ("batch.kubernetes.io/controller-uid", &uid),
+            ("batch.kubernetes.io/job-name", &name),
+            ("controller-uid", &uid),
+            ("job-name", &name),
+        ] {
+            labels[key] = json!(value);
+        }
+    }
+}
+
+struct CertificateSigningRequests;
+impl Strategy for CertificateSigningRequests {
+    /// `/approval` changes only the conditions, `/status` everything of
+    /// the status but the decision, the main resource none of it.
+    fn prepare_update(
+        &self,
+        _: &ResourceType,
+        current: &Value,
+        mut next: Value,
+        subresource: Option<&str>,
+    ) -> Value {
+        let status = super::certificates::merge_status(subresource, current, &next);
+        if subresource.is_some() {
+            let managed = meta::get(&next, "managedFields").cloned();
+            next = current.clone();
+            if let Some(m) = managed {
+                meta::set(&mut next, "managedFields", m);
+            }
+        }
+        next["status"] = status;
+        next
+    }
+}
+
+/// Upstream's pod admission: priority, QoS class and the default
+/// tolerations for unreachable and not-ready nodes.
+fn admit_pod(pod: &mut Value) {
+    let spec = &mut pod["spec"];
+    if spec["priority"].is_null() {
+        spec["priority"] = json!(0);
+    }
+    if spec["enableServiceLinks"].is_null() {
+        spec["enableServiceLinks"] = json!(true);
+    }
+    if spec["preemptionPolicy"].is_null() {
+        spec["preemptionPolicy"] = json!("PreemptLowerPriority");
+    }
+    let mut tolerations: Vec<Value> = spec["tolerations"].as_array().cloned().unwrap_or_default();
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let covered = tolerations.iter().any(|t| {
+            (t["key"] == key || (t["key"].is_null() && t["operator"] == "Exists"))
+                && (t["effect"].is_null() || t["effect"] == "NoExecute")
+        });
+        if !covered {
+            tolerations.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        }
+    }
+    spec["tolerations"] = Value::Array(tolerations);
+    pod["status"]["qosClass"] = json!(qos_class(&pod["spec"]));
+}
+
+/// `Guaranteed` when every container's requests equal its limits for cpu
+/// and memory, `BestEffort` when none sets any, else `Burstable`.
+fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|l| spec[*l].as_array().into_iter().flatten())
+        .collect();
+    let any = containers.iter().any(|c| {
+        let res = &c["resources"];
+        ["requests", "limits"].iter().any(|k| {
+            res[*k]
+                .as_object()
+                .is_some_and(|m| m.contains_key("cpu") || m.contains_key("memory"))
+        })
+    });
+    if !any {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        let res = &c["resources"];
+        ["cpu", "memory"].iter().all(|k| {
+            let limit = &res["limits"][*k];
+            !limit.is_null() && (res["requests"][*k].is_null() || res["requests"][*k] == *limit)
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_core::registry;
+
+    fn r(group: &str, plural: &str) -> &'static ResourceType {
+        registry::preferred(group, plural).unwrap()
+    }
+
+    #[test]
+    fn each_kind_starts_changes_and_goes_as_upstream() {
+        let sent = json!({"status": {"phase": "Running"}});
+        let start = |g, p| of(r(g, p)).initial_status(r(g, p), &sent);
+        assert_eq!(start("", "pods"), Some(json!({"phase": "Pending"})));
+        assert_eq!(start("", "nodes"), Some(json!({"phase": "Running"})));
+        assert_eq!(start("", "namespaces"), Some(json!({"phase": "Running"})));
+        assert_eq!(start("apps", "deployments"), Some(json!({})));
+        assert_eq!(start("", "configmaps"), Some(json!({"phase": "Running"})));
+
+        let pods = of(r("", "pods"));
+        let pod = |node: &str, phase: &str| json!({"spec": {"nodeName": node}, "status": {"phase": phase}});
+        assert_eq!(pods.grace_seconds(&pod("n", "Running"), None), 30);
+        assert_eq!(pods.grace_seconds(&pod("n", "Running"), Some(5)), 5);
+        assert_eq!(pods.grace_seconds(&pod("", "Pending"), None), 0);
+        assert_eq!(pods.grace_seconds(&pod("n", "Succeeded"), None), 0);
+        assert_eq!(
+            pods.grace_seconds(&pod("n", "Running"), Some(i64::MAX)),
+            MAX_GRACE_SECONDS
+        );
+        assert_eq!(
+            of(r("", "configmaps")).grace_seconds(&json!({}), Some(9)),
+            0
+        );
+
+        let namespaces = of(r("", "namespaces"));
+        let mut ns = json!({"spec": {"finalizers": ["kubernetes"]}});
+        assert!(namespaces.holds_deletion(&ns));
+        namespaces.mark_deleting(&mut ns);
+        assert_eq!(ns["status"]["phase"], "Terminating");
+        assert!(!namespaces.holds_deletion(&json!({"spec": {"finalizers": []}})));
+
+        let services = r("", "services");
+        let node_port =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30001}]}});
+        let mut cluster_ip = node_port.clone();
+        cluster_ip["spec"]["type"] = json!("ClusterIP");
+        let next = of(services).prepare_update(services, &node_port, cluster_ip, None);
+        assert!(next["spec"]["ports"][0]["nodePort"].is_null());
+
+        let jobs = r("batch", "jobs");
+        let mut job = json!({"metadata": {"name": "j", "uid": "u"}, "spec": {"template": {}}});
+        of(jobs).prepare_create(&mut job);
+        assert_eq!(
+            job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+            "u"
+        );
+        assert_eq!(
+            job["spec"]["template"]["metadata"]["labels"]["job-name"],
+            "j"
+        );
+
+        let csrs = r("certificates.k8s.io", "certificatesigningrequests");
+        let current = json!({"spec": {"request": "a"}, "status": {"certificate": "c"}});
+        let asked = json!({"spec": {"request": "forged"}, "status": {"certificate": "x", "conditions": [{"type": "Approved", "status": "True"}]}});
+        let approved = of(csrs).prepare_update(csrs, &current, asked, Some("approval"));
+        assert_eq!(approved["spec"]["request"], "a");
+        assert_eq!(approved["status"]["certificate"], "c");
+        assert_eq!(approved["status"]["conditions"][0]["type"], "Approved");
+    }
+
+    #[test]
+    fn qos_classes() {
+        let c = |res: Value| json!({"containers": [{"name": "c", "resources": res}]});
+        assert_eq!(qos_class(&c(json!({}))), "BestEffort");
+        assert_eq!(
+            qos_class(&c(json!({"requests": {"cpu": "1"}}))),
+            "Burstable"
+        );
+        assert_eq!(
+            qos_class(&c(json!({"limits": {"cpu": "1", "memory": "1Gi"}}))),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos_class(&c(
+                json!({"requests": {"cpu": "500m"}, "limits": {"cpu": "1", "memory": "1Gi"}})
+            )),
+            "Burstable"
+        );
+    }
+}

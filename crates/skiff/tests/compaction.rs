@@ -1,0 +1,105 @@
+//! Compaction with the real kubectl: the store forgets history older than
+//! its last tick, so a deleted Secret's bytes leave every file of the data
+//! dir, a continue token from before is answered 410, and the database
+//! shrinks after a delete storm.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+use support::{wait_for, Cluster};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Whether any file under `dir` holds `needle`.
+fn found_under(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().flatten().any(|entry| {
+        let path = entry.path();
+        if path.is_dir() {
+            return found_under(&path, needle);
+        }
+        std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+    })
+}
+
+/// The database's size with its write-ahead log.
+fn database_size(dir: &Path) -> u64 {
+    ["state.db", "state.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[test]
+fn compaction_forgets_what_was_deleted() {
+    let c = Cluster::start_with_flags(&["--compaction-interval", "1s"]);
+    let dir = c.dir.path();
+    // Secrets are stored with their data in base64, as sent.
+    let canary = "canary-7c41e2-never-seen-again";
+    let needle = base64::engine::general_purpose::STANDARD.encode(canary);
+    c.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "gone",
+        &format!("--from-literal=k={canary}"),
+    ]);
+    for i in 0..2 {
+        c.ok(&["create", "configmap", &format!("page-{i}")]);
+    }
+    let page: serde_json::Value = serde_json::from_str(&c.ok(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?limit=1",
+    ]))
+    .unwrap();
+    let token = page["metadata"]["continue"].as_str().unwrap().to_owned();
+    assert!(found_under(dir, needle.as_bytes()), "the Secret is stored");
+    c.ok(&["delete", "secret", "gone"]);
+
+    // A delete storm: 300 ConfigMaps of 8 KiB, then none.
+    let big = "x".repeat(8 << 10);
+    let mut manifests = String::new();
+    for i in 0..300 {
+        manifests.push_str(&format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: storm-{i}, labels: {{storm: \"yes\"}}}}\ndata: {{v: {big}}}\n---\n"
+        ));
+    }
+    let out = c.kubectl_stdin(&["create", "-f", "-"], &manifests);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let peak = database_size(dir);
+    // One deletecollection (kubectl's own deletes are throttled client-side).
+    c.ok(&[
+        "delete",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?labelSelector=storm%3Dyes",
+    ]);
+
+    wait_for(
+        "the deleted Secret's bytes to leave the disk",
+        LIMIT,
+        || (!found_under(dir, needle.as_bytes())).then_some(()),
+    );
+    let out = c.kubectl(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/default/configmaps?limit=1&continue={token}"),
+    ]);
+    let refused = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && refused.contains("too old"),
+        "{refused}"
+    );
+    let shrunk = wait_for("the database to shrink", LIMIT, || {
+        let now = database_size(dir);
+        (now < peak / 2).then_some(now)
+    });
+    assert!(shrunk < peak);
+}
