@@ -188,10 +188,16 @@ impl Server {
 /// namespaces and starts serving. Returns once the port is listening.
 pub async fn start(config: Config) -> Result<Server, Error> {
     let dir = &config.data_dir;
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+    // The data dir holds the CA key and the store: its owner's only.
+    let private = |source| Error::Io {
         path: dir.clone(),
         source,
-    })?;
+    };
+    std::fs::create_dir_all(dir).map_err(private)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(private)?;
+    }
     let backend: Arc<dyn Store> = match &config.datastore_endpoint {
         Some(endpoints) => Arc::new(Etcd::connect(endpoints).await?),
         None => Arc::new(Embedded::open(dir.join("state.db"))?),

@@ -44,6 +44,9 @@ pub fn tls_config(creds: &Credentials) -> Result<Arc<rustls::ServerConfig>, Erro
     Ok(Arc::new(config))
 }
 
+/// How long a client has to finish its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Accepts connections forever, one task each.
 pub async fn run(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: Arc<Api>) {
     let acceptor = TlsAcceptor::from(tls);
@@ -59,10 +62,15 @@ pub async fn run(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: Arc
         let acceptor = acceptor.clone();
         let api = api.clone();
         tokio::spawn(async move {
-            let stream = match acceptor.accept(tcp).await {
-                Ok(s) => s,
-                Err(e) => {
+            // A connection that never finishes its handshake is dropped.
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
                     return;
                 }
             };

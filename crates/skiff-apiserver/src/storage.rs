@@ -28,6 +28,20 @@ pub fn decode_at(bytes: &[u8], rev: Revision) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
+/// The largest object stored (etcd's request limit, 1.5 MiB).
+pub const MAX_OBJECT_BYTES: usize = 3 << 19;
+
+/// Encodes an object for storage, refusing one over [`MAX_OBJECT_BYTES`]
+/// (a patch or an update can grow an object past what a request body
+/// may carry).
+pub fn encode_bounded(obj: &Value) -> Result<Bytes, ApiError> {
+    let bytes = encode(obj);
+    if bytes.len() > MAX_OBJECT_BYTES {
+        return Err(ApiError::too_large(MAX_OBJECT_BYTES));
+    }
+    Ok(bytes)
+}
+
 /// Encodes an object for storage, without its `resourceVersion`, with
 /// `apiVersion`, `kind` and `metadata` first so that [`with_rv`] can find
 /// the metadata without parsing.
@@ -188,7 +202,7 @@ impl Objects {
     pub async fn create(&self, r: &ResourceType, obj: &mut Value) -> Result<Vec<u8>, ApiError> {
         let name = meta::name(obj).to_owned();
         let key = r.key(meta::namespace(obj), &name);
-        let bytes = encode(obj);
+        let bytes = encode_bounded(obj)?;
         let rev = self
             .store
             .create(&key, bytes.clone())
@@ -221,7 +235,7 @@ impl Objects {
                 written = None;
                 match change(decode(current)?)? {
                     Change::Write(next) => {
-                        let bytes = encode(&next);
+                        let bytes = encode_bounded(&next)?;
                         written = Some(next);
                         Ok(Some(bytes))
                     }
@@ -275,7 +289,7 @@ impl Objects {
         let key = r.key(meta::namespace(obj), &name);
         let rev = self
             .store
-            .update(&key, encode(obj), expected)
+            .update(&key, encode_bounded(obj)?, expected)
             .await
             .map_err(|e| store_error(e, r, &name))?;
         meta::set(obj, "resourceVersion", rev.to_string());

@@ -242,6 +242,9 @@ fn tls_config(ca_pem: &str, names: Vec<String>) -> Result<Arc<rustls::ServerConf
     Ok(Arc::new(config))
 }
 
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Binds `addr` and serves until the task is dropped; returns the bound
 /// address once listening.
 pub async fn start(
@@ -267,10 +270,15 @@ pub async fn start(
             let _ = tcp.set_nodelay(true);
             let (acceptor, router) = (acceptor.clone(), router.clone());
             tokio::spawn(async move {
-                let stream = match acceptor.accept(tcp).await {
-                    Ok(s) => s,
-                    Err(e) => {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                let stream = match handshake.await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "agent TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "agent TLS handshake timed out");
                         return;
                     }
                 };

@@ -76,6 +76,20 @@ fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
 }
 
 fn open(path: &Path) -> Result<Connection> {
+    // Only its owner reads the database (it holds Secrets); SQLite gives
+    // the WAL and shared-memory files the database's mode.
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     let conn = Connection::open(path).map_err(sqlite(path))?;
     // Pages freed by compaction go back to the file system. This takes
     // only on a new file, before WAL mode and the first table; an older

@@ -28,6 +28,11 @@ pub enum Error {
         path: String,
         source: rusqlite::Error,
     },
+    #[error("embedded database {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
     #[error("the store is shut down")]

@@ -339,8 +339,7 @@ fn is_service(r: &ResourceType) -> bool {
 /// Upstream's bound on a JSON patch's operations.
 const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
 
-/// The largest object a patch may make (etcd's request limit, 1.5 MiB).
-pub const MAX_OBJECT_BYTES: usize = 3 << 19;
+use crate::storage::MAX_OBJECT_BYTES;
 
 /// Applies a JSON patch one operation at a time, counting what each adds
 /// (an `add`, `replace` or `copy` of a value adds at most its size), so
