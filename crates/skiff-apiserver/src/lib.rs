@@ -10,6 +10,7 @@ mod authz;
 mod bootstrap;
 mod compaction;
 mod discovery;
+mod encryption;
 mod handlers;
 mod impersonation;
 mod node_proxy;
@@ -49,6 +50,8 @@ pub struct Config {
     pub audit_policy: Option<PathBuf>,
     /// How often the store's history is compacted; never when absent.
     pub compaction_interval: Option<std::time::Duration>,
+    /// An EncryptionConfiguration: which resources are encrypted at rest.
+    pub encryption_config: Option<PathBuf>,
 }
 
 /// How requests are authorized (`--authorization-mode`).
@@ -112,6 +115,7 @@ impl Config {
             audit_log: None,
             audit_policy: None,
             compaction_interval: Some(std::time::Duration::from_secs(300)),
+            encryption_config: None,
         }
     }
 }
@@ -139,6 +143,8 @@ pub enum Error {
     Bootstrap(skiff_core::ApiError),
     #[error("audit: {0}")]
     Audit(String),
+    #[error("encryption: {0}")]
+    Encryption(String),
 }
 
 /// A running API server.
@@ -201,6 +207,15 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     let backend: Arc<dyn Store> = match &config.datastore_endpoint {
         Some(endpoints) => Arc::new(Etcd::connect(endpoints).await?),
         None => Arc::new(Embedded::open(dir.join("state.db"))?),
+    };
+    let backend: Arc<dyn Store> = match &config.encryption_config {
+        Some(path) => Arc::new(encryption::Encrypted {
+            inner: backend,
+            transformers: Arc::new(
+                encryption::Transformers::load(path).map_err(Error::Encryption)?,
+            ),
+        }),
+        None => backend,
     };
     let store: Arc<dyn Store> = WatchCache::new(backend, config.watch_cache_events).await?;
     let creds = pki::Credentials::load_or_create(dir, config.bind_address)?;

@@ -309,4 +309,8 @@ impl Store for WatchCache {
     async fn current_revision(&self) -> Result<Revision> {
         self.inner.current_revision().await
     }
+
+    fn stale(&self, kv: &KeyValue) -> bool {
+        self.inner.stale(kv)
+    }
 }

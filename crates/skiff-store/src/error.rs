@@ -37,6 +37,9 @@ pub enum Error {
     Etcd(#[from] etcd_client::Error),
     #[error("the store is shut down")]
     Closed,
+    /// A value could not be encrypted or decrypted (encryption at rest).
+    #[error("transforming a stored value: {0}")]
+    Transform(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

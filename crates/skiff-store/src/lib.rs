@@ -110,6 +110,11 @@ pub trait Store: Send + Sync + 'static {
     async fn compact(&self, revision: Revision) -> Result<()>;
     /// The latest revision.
     async fn current_revision(&self) -> Result<Revision>;
+    /// Whether this value, as read, should be written again even unchanged
+    /// (it was encrypted with a key that is no longer the first).
+    fn stale(&self, _kv: &KeyValue) -> bool {
+        false
+    }
 }
 
 /// The smallest key greater than every key starting with `prefix`; `None`

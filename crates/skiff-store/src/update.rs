@@ -18,14 +18,18 @@ where
 {
     loop {
         let current = store.get(key).await?;
-        let Some(value) = next(current.as_ref())? else {
-            return match current {
-                Some(kv) => Ok((kv.value, kv.mod_rev)),
-                None => Err(Error::NotFound {
+        let value = match (next(current.as_ref())?, &current) {
+            (Some(value), _) => value,
+            // Unchanged, but stored in a form to renew (an old key): written
+            // again as it is.
+            (None, Some(kv)) if store.stale(kv) => kv.value.clone(),
+            (None, Some(kv)) => return Ok((kv.value.clone(), kv.mod_rev)),
+            (None, None) => {
+                return Err(Error::NotFound {
                     key: key.to_owned(),
                 }
-                .into()),
-            };
+                .into())
+            }
         };
         let written = match &current {
             Some(kv) => store.update(key, value.clone(), kv.mod_rev).await,

@@ -99,6 +99,10 @@ pub struct ApiArgs {
     /// The server's `--authorization-mode` (Node,RBAC, RBAC or AlwaysAllow).
     #[arg(long, default_value = "Node,RBAC")]
     authorization_mode: String,
+    /// The server's `--encryption-provider-config` (e.g. one encrypting
+    /// pods, to measure what encryption at rest costs the creates).
+    #[arg(long)]
+    encryption_provider_config: Option<std::path::PathBuf>,
 }
 
 pub async fn run(what: What) -> Result<()> {
@@ -918,11 +922,17 @@ async fn create_pods(
 async fn api(args: ApiArgs) -> Result<()> {
     let dir = tempdir()?;
     // The API server alone: no scheduler watching and caching every pod.
-    let flags = [
-        "--disable-scheduler",
-        "--authorization-mode",
-        &args.authorization_mode,
+    let mut flags = vec![
+        "--disable-scheduler".to_owned(),
+        "--authorization-mode".to_owned(),
+        args.authorization_mode.clone(),
     ];
+    if let Some(path) = &args.encryption_provider_config {
+        flags.push("--encryption-provider-config".into());
+        flags.push(path.display().to_string());
+        println!("encryption at rest             {}", path.display());
+    }
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let (server, ready) = Server::start(&dir, &flags).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     println!("authorization mode             {}", args.authorization_mode);

@@ -71,6 +71,10 @@ struct ServerArgs {
     /// it every request is logged at Metadata.
     #[arg(long, requires = "audit_log_path")]
     audit_policy_file: Option<PathBuf>,
+    /// An apiserver.config.k8s.io/v1 EncryptionConfiguration: the
+    /// resources encrypted at rest (providers aesgcm and identity).
+    #[arg(long)]
+    encryption_provider_config: Option<PathBuf>,
     /// How often the store's history is compacted (0 never).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     compaction_interval: std::time::Duration,
@@ -379,6 +383,7 @@ impl ServerArgs {
         config.audit_log = self.audit_log_path.clone();
         config.audit_policy = self.audit_policy_file.clone();
         config.compaction_interval = Some(self.compaction_interval);
+        config.encryption_config = self.encryption_provider_config.clone();
         config
     }
 }

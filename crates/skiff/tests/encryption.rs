@@ -1,0 +1,112 @@
+//! Encryption at rest with the real kubectl: with an EncryptionConfiguration
+//! Secrets are stored sealed with AES-GCM (no file under the data dir holds
+//! their data), read back across a restart, and re-sealed with a new key
+//! by rewriting them (rotation).
+
+mod support;
+
+use std::path::Path;
+
+use base64::Engine;
+use support::Cluster;
+
+/// Whether any file under `dir` holds `needle`.
+fn found_under(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().flatten().any(|entry| {
+        let path = entry.path();
+        if path.is_dir() {
+            return found_under(&path, needle);
+        }
+        std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+    })
+}
+
+fn config(keys: &[(&str, &str)]) -> String {
+    let keys: Vec<String> = keys
+        .iter()
+        .map(|(name, secret)| format!("      - {{name: {name}, secret: {secret}}}\n"))
+        .collect();
+    format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - aesgcm:\n      keys:\n{}  - identity: {{}}\n",
+        keys.concat()
+    )
+}
+
+#[test]
+fn secrets_are_sealed_at_rest_and_rotate() {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let (one, two) = (("one", b64(&[7u8; 32])), ("two", b64(&[9u8; 32])));
+    let keys_dir = tempfile::tempdir().unwrap();
+    let file = keys_dir.path().join("encryption.yaml");
+    std::fs::write(&file, config(&[(one.0, &one.1)])).unwrap();
+    let flag = file.display().to_string();
+    let mut c = Cluster::unstarted(false);
+    c.spawn(&["--encryption-provider-config", &flag]);
+
+    let canary = "canary-sealed-3b9e";
+    let needle = b64(canary.as_bytes());
+    c.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s",
+        &format!("--from-literal=k={canary}"),
+    ]);
+    c.ok(&[
+        "create",
+        "configmap",
+        "plain",
+        &format!("--from-literal=k={canary}"),
+    ]);
+    let read = c.ok(&["get", "secret", "s", "-o", "jsonpath={.data.k}"]);
+    assert_eq!(read, needle);
+    let dir = c.dir.path().to_path_buf();
+    let dir = dir.as_path();
+    assert!(found_under(dir, b"k8s:enc:aesgcm:v1:one:"));
+    assert!(
+        !found_under(dir, needle.as_bytes()),
+        "the Secret's data is sealed"
+    );
+    assert!(found_under(dir, canary.as_bytes()), "ConfigMaps are not");
+
+    // Across a restart, and after a rotation: the new key first, the old
+    // one still there to read; rewriting the Secrets seals them anew.
+    c.kill();
+    std::fs::write(&file, config(&[(two.0, &two.1), (one.0, &one.1)])).unwrap();
+    c.spawn(&["--encryption-provider-config", &flag]);
+    assert_eq!(
+        c.ok(&["get", "secret", "s", "-o", "jsonpath={.data.k}"]),
+        needle
+    );
+    let all = c.ok(&["get", "secrets", "-o", "json"]);
+    // (kubectl validates a replace with OpenAPI v2, which Skiff does not
+    // serve yet.)
+    let out = c.kubectl_stdin(&["replace", "--validate=false", "-f", "-"], &all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(found_under(dir, b"k8s:enc:aesgcm:v1:two:"));
+    // Without the key it was sealed with, the server does not start, and
+    // says why.
+    c.kill();
+    std::fs::write(&file, config(&[("three", &b64(&[1u8; 16]))])).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args([
+            "server",
+            "--disable-agent",
+            "--dns-port",
+            "0",
+            "--disable-ingress",
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--https-port", &c.port.to_string()])
+        .args(["--encryption-provider-config", &flag])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no provider has the key"), "{err}");
+}
