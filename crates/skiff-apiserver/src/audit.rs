@@ -226,6 +226,22 @@ impl Policy {
 }
 
 /// What one audit event says.
+/// Annotations admission adds to a request's audit event (as upstream's
+/// `pod-security.kubernetes.io/audit-violations`), carried on the reply.
+#[derive(Clone, Debug, Default)]
+pub struct Annotations(pub Vec<(String, String)>);
+
+/// `reply` with audit annotations, if there are any.
+pub fn annotated(
+    mut reply: axum::response::Response,
+    annotations: Vec<(String, String)>,
+) -> axum::response::Response {
+    if !annotations.is_empty() {
+        reply.extensions_mut().insert(Annotations(annotations));
+    }
+    reply
+}
+
 pub struct Record<'a> {
     pub level: Level,
     pub id: &'a str,
@@ -242,6 +258,7 @@ pub struct Record<'a> {
     pub request: Option<&'a Value>,
     pub response: Option<&'a Value>,
     pub omit_managed_fields: bool,
+    pub annotations: Option<&'a Annotations>,
 }
 
 /// The audit.k8s.io/v1 Event of a request that completed.
@@ -258,6 +275,11 @@ pub fn event(r: &Record) -> Value {
     });
     if let Some(i) = r.impersonated {
         e["impersonatedUser"] = user(i);
+    }
+    if let Some(Annotations(notes)) = r.annotations {
+        let notes: serde_json::Map<String, Value> =
+            notes.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        e["annotations"] = Value::Object(notes);
     }
     if let Target::Resource {
         group,
@@ -402,6 +424,7 @@ mod tests {
             request: Some(&body),
             response: Some(&body),
             omit_managed_fields: false,
+            annotations: None,
         };
         let meta = event(&record(Level::Metadata));
         assert_eq!(
@@ -453,6 +476,7 @@ mod tests {
             request: Some(&body),
             response: Some(&body),
             omit_managed_fields: true,
+            annotations: None,
         });
         assert_eq!(event["requestObject"], json!({"metadata": {"name": "m"}}));
         assert_eq!(event["responseObject"], json!({"metadata": {"name": "m"}}));

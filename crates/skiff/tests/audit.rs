@@ -109,4 +109,32 @@ fn one_event_per_request_at_the_policy_level() {
         find("get", "/readyz").is_empty(),
         "level None is not logged"
     );
+
+    // PodSecurity `audit`: the pod is admitted, its violations noted.
+    c.ok(&["create", "namespace", "audited"]);
+    c.ok(&[
+        "label",
+        "namespace",
+        "audited",
+        "pod-security.kubernetes.io/audit=restricted",
+    ]);
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: loose, namespace: audited}\nspec:\n  containers: [{name: c, image: busybox, securityContext: {privileged: true}}]\n";
+    let out = c.kubectl_stdin(&["create", "-f", "-"], pod);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let noted = wait_for("the pod's create event", Duration::from_secs(10), || {
+        find("create", "/api/v1/namespaces/audited/pods")
+            .into_iter()
+            .find(by_kubectl)
+    });
+    let violations = noted["annotations"]["pod-security.kubernetes.io/audit-violations"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        violations.starts_with("would violate PodSecurity \"restricted:latest\": privileged"),
+        "{noted}"
+    );
 }

@@ -9,6 +9,7 @@ use skiff_core::registry::{self, ResourceType};
 use skiff_core::schema::schemas;
 use skiff_core::{defaults, meta, validate, ApiError};
 
+use super::pod_security::Admitted;
 use super::{strategy, Api};
 use crate::response::store_error;
 
@@ -110,14 +111,14 @@ impl Api {
 
     /// Prepares a new object: namespace, name, system metadata, status,
     /// defaults, pod admission, validation and managed fields. Returns the
-    /// warnings admission has for the client.
+    /// warnings admission has for the client and its audit annotations.
     pub async fn prepare_create(
         &self,
         r: &ResourceType,
         path_ns: Option<&str>,
         obj: &mut Value,
         manager: &str,
-    ) -> Result<Vec<String>, ApiError> {
+    ) -> Result<Admitted, ApiError> {
         if r.namespaced {
             let ns = match (path_ns, meta::namespace(obj)) {
                 (Some(p), Some(b)) if p != b => {
@@ -167,14 +168,14 @@ impl Api {
         }
         strategy.prepare_create(obj);
         validate::object(r, obj, None)?;
-        let warnings = self.pod_security(r, obj).await?;
+        let admitted = self.pod_security(r, obj).await?;
         let manager = Manager {
             name: manager,
             api_version: &r.api_version(),
             subresource: None,
         };
         track_update(None, obj, &manager, root_def(r));
-        Ok(warnings)
+        Ok(admitted)
     }
 }
 

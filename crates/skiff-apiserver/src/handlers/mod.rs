@@ -159,6 +159,7 @@ impl Api {
             request: trail.request.as_ref(),
             response: response.as_ref(),
             omit_managed_fields: trail.omit_managed_fields,
+            annotations: reply.extensions().get::<audit::Annotations>(),
         }));
         reply
     }

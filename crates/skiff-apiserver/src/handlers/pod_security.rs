@@ -1,7 +1,8 @@
 //! Upstream's PodSecurity admission: a namespace's
 //! `pod-security.kubernetes.io/enforce` label refuses pods that break its
-//! level, `warn` answers with a warning kubectl prints; workloads' pod
-//! templates get warnings for both, as upstream gives them.
+//! level, `warn` answers with a warning kubectl prints, `audit` notes the
+//! violations on the request's audit event; workloads' pod templates get
+//! warnings for enforce and warn, as upstream gives them.
 
 use serde_json::Value;
 use skiff_core::pod_security::{violations, Level};
@@ -33,18 +34,18 @@ fn template_spec<'a>(r: &ResourceType, obj: &'a Value) -> Option<&'a Value> {
 
 impl Api {
     /// Checks a new pod or pod template against its namespace's levels;
-    /// returns the warnings to answer with.
+    /// returns the warnings to answer with and the audit annotations.
     pub(super) async fn pod_security(
         &self,
         r: &ResourceType,
         obj: &Value,
-    ) -> Result<Vec<String>, ApiError> {
+    ) -> Result<Admitted, ApiError> {
         let (Some(spec), Some(ns)) = (template_spec(r, obj), meta::namespace(obj)) else {
-            return Ok(Vec::new());
+            return Ok(Admitted::default());
         };
         let namespaces = registry::lookup("", "v1", "namespaces").expect("served");
         let Some(namespace) = self.objects.recent(namespaces, None, ns).await? else {
-            return Ok(Vec::new());
+            return Ok(Admitted::default());
         };
         let labels = &namespace["metadata"]["labels"];
         let level_of = |mode: &str| {
@@ -86,6 +87,27 @@ impl Api {
                 warnings.push(warning);
             }
         }
-        Ok(warnings)
+        let mut audit = Vec::new();
+        if let Some((level, shown)) = level_of("audit") {
+            let broken = violations(level, spec);
+            if !broken.is_empty() {
+                audit.push((
+                    format!("{PREFIX}/audit-violations"),
+                    format!(
+                        "would violate PodSecurity \"{shown}\": {}",
+                        broken.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(Admitted { warnings, audit })
     }
+}
+
+/// What admission has for the reply: warnings for the client, annotations
+/// for the request's audit event.
+#[derive(Default)]
+pub struct Admitted {
+    pub warnings: Vec<String>,
+    pub audit: Vec<(String, String)>,
 }

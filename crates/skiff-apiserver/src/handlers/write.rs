@@ -10,9 +10,9 @@ use skiff_core::{apply, meta, strategic, ApiError};
 use super::admission::{prepare_update, root_def};
 use super::body::{self, check_kind, content_type, typed};
 use super::{with_warnings, Api, Call};
-use crate::response;
 use crate::services::{self, Need, Pool};
 use crate::storage::Change;
+use crate::{audit, response};
 
 impl Api {
     pub async fn create(&self, call: &Call<'_>, raw: Bytes) -> Result<Response, ApiError> {
@@ -31,16 +31,15 @@ impl Api {
         let admitted = self
             .prepare_create(r, t.namespace.as_deref(), &mut obj, &call.manager())
             .await?;
-        warnings.extend(admitted);
+        warnings.extend(admitted.warnings);
         self.admit_as(call, r, None, &mut obj)?;
         if call.query.dry_run {
-            return Ok(with_warnings(response::json(201, &obj), &warnings));
+            let reply = with_warnings(response::json(201, &obj), &warnings);
+            return Ok(audit::annotated(reply, admitted.audit));
         }
         let stored = self.store_new(r, &mut obj).await?;
-        Ok(with_warnings(
-            response::bytes(201, "application/json", stored),
-            &warnings,
-        ))
+        let reply = with_warnings(response::bytes(201, "application/json", stored), &warnings);
+        Ok(audit::annotated(reply, admitted.audit))
     }
 
     pub async fn update(&self, call: &Call<'_>, raw: Bytes) -> Result<Response, ApiError> {
@@ -161,7 +160,7 @@ impl Api {
             if self.objects.try_get(r, ns, name).await?.is_none() {
                 let mut obj = apply::apply(None, &config, &mgr, force, root_def(r))?;
                 let admitted = self.prepare_create(r, ns, &mut obj, &manager).await?;
-                warnings.extend(admitted);
+                warnings.extend(admitted.warnings);
                 self.admit_as(call, r, None, &mut obj)?;
                 if call.query.dry_run {
                     return Ok(with_warnings(response::json(201, &obj), &warnings));
