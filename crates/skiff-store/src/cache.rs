@@ -76,7 +76,11 @@ impl WatchCache {
             applied,
             events: events.clone(),
         });
-        tokio::spawn(follow(inner, state, applied_tx, events));
+        let (following_tx, mut following) = watch::channel(false);
+        tokio::spawn(follow(inner, state, applied_tx, events, following_tx));
+        // Ready once it follows the backend: a compaction made before then
+        // would otherwise make it reload and forget the history it holds.
+        let _ = tokio::time::timeout(FOLLOW_DEADLINE, following.wait_for(|f| *f)).await;
         Ok(cache)
     }
 
@@ -109,18 +113,26 @@ async fn load(store: &dyn Store) -> Result<(BTreeMap<String, KeyValue>, Revision
     }
 }
 
+/// How long a new cache waits for its backend watch before it serves.
+const FOLLOW_DEADLINE: Duration = Duration::from_secs(5);
+
 /// Applies the backend's events to the cache, forever. On a broken or
-/// compacted backend watch it reloads the whole state.
+/// compacted backend watch it reloads the whole state. `following` turns
+/// true once the first backend watch is open.
 async fn follow(
     inner: Arc<dyn Store>,
     state: Arc<RwLock<State>>,
     applied: watch::Sender<Revision>,
     events: broadcast::Sender<Arc<Event>>,
+    following: watch::Sender<bool>,
 ) {
     loop {
         let from = state.read().await.revision;
         let mut stream = match inner.watch("", from).await {
-            Ok(s) => s,
+            Ok(s) => {
+                following.send_replace(true);
+                s
+            }
             Err(Error::Compacted { .. }) => {
                 reload(inner.as_ref(), &state, &applied).await;
                 continue;
