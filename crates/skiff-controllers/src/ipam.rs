@@ -63,24 +63,39 @@ impl Reconcile for IpamController {
         let cidr = {
             let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
             let nodes = self.nodes.list();
-            assigned.retain(|name, _| nodes.iter().any(|n| n.name_any() == *name));
-            let used: HashSet<String> = nodes
-                .iter()
-                .filter_map(|n| n.spec.as_ref()?.pod_cidr.clone())
-                .chain(assigned.values().cloned())
-                .collect();
-            let free = (0..)
-                .map_while(|i| self.range.subnet(i))
-                .map(|c| c.to_string())
-                .find(|c| !used.contains(c));
-            let Some(cidr) = free else {
-                tracing::warn!(node = %node.name_any(), range = %self.range, "no podCIDR left");
-                return Ok(Action::Done);
-            };
-            assigned.insert(node.name_any(), cidr.clone());
-            cidr
+            // Assigned already, and the cache has not seen it yet: the same
+            // range again, never a second one.
+            let mine = assigned.get(&node.name_any()).cloned();
+            match mine {
+                Some(cidr) => cidr,
+                None => {
+                    assigned.retain(|name, _| nodes.iter().any(|n| n.name_any() == *name));
+                    let used: HashSet<String> = nodes
+                        .iter()
+                        .filter_map(|n| n.spec.as_ref()?.pod_cidr.clone())
+                        .chain(assigned.values().cloned())
+                        .collect();
+                    let free = (0..)
+                        .map_while(|i| self.range.subnet(i))
+                        .map(|c| c.to_string())
+                        .find(|c| !used.contains(c));
+                    let Some(cidr) = free else {
+                        tracing::warn!(node = %node.name_any(), range = %self.range, "no podCIDR left");
+                        return Ok(Action::Done);
+                    };
+                    assigned.insert(node.name_any(), cidr.clone());
+                    cidr
+                }
+            }
         };
-        let target = Target::of::<Node>(None, &node.name_any());
+        self.patch(&node.name_any(), cidr).await
+    }
+}
+
+impl IpamController {
+    /// Writes a node's podCIDR; forgets the assignment if that fails.
+    async fn patch(&self, name: &str, cidr: String) -> Result<Action, Error> {
+        let target = Target::of::<Node>(None, name);
         let patched = self
             .cluster
             .merge_patch(
@@ -93,7 +108,7 @@ impl Reconcile for IpamController {
             self.assigned
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&node.name_any());
+                .remove(name);
         }
         patched?;
         Ok(Action::Done)
@@ -103,6 +118,32 @@ impl Reconcile for IpamController {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_node_keeps_its_range_while_the_cache_catches_up() {
+        use crate::runtime::fake::FakeCluster;
+        let fake = Arc::new(FakeCluster::default());
+        let mut nodes = Informer::default();
+        let c = IpamController::new(
+            &mut nodes,
+            fake.clone(),
+            Queue::new(),
+            "10.42.0.0/16".parse().unwrap(),
+        );
+        for name in ["b", "a"] {
+            nodes.apply(serde_json::from_value(json!({"metadata": {"name": name}})).unwrap());
+        }
+        // b is reconciled twice before its podCIDR reaches the cache.
+        c.reconcile("b").await.unwrap();
+        c.reconcile("b").await.unwrap();
+        c.reconcile("a").await.unwrap();
+        let given: Vec<String> = fake
+            .bodies("patch")
+            .iter()
+            .map(|p| p["spec"]["podCIDR"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(given, ["10.42.0.0/24", "10.42.0.0/24", "10.42.1.0/24"]);
+    }
 
     #[test]
     fn subnets_of_a_range() {

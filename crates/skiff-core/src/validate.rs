@@ -89,6 +89,15 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
                 if cidr.parse::<crate::cidr::Cidr>().is_err() {
                     causes.push(Cause::invalid("spec.podCIDR", cidr, "must be a valid CIDR"));
                 }
+                // As upstream: set once; the node's pods already use it.
+                let before = old.and_then(|o| o["spec"]["podCIDR"].as_str());
+                if before.is_some_and(|b| !b.is_empty() && b != cidr) {
+                    causes.push(Cause {
+                        reason: "FieldValueForbidden",
+                        field: "spec.podCIDR".into(),
+                        message: "Forbidden: node updates may not change podCIDR except from \"\" to valid".into(),
+                    });
+                }
             }
         }
         ("", "ConfigMap") => {
