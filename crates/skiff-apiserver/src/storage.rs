@@ -28,6 +28,16 @@ pub fn decode_at(bytes: &[u8], rev: Revision) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
+/// The object a store read found, if any.
+fn decoded(
+    kv: skiff_store::Result<Option<KeyValue>>,
+    r: &ResourceType,
+    name: &str,
+) -> Result<Option<Value>, ApiError> {
+    let kv = kv.map_err(|e| store_error(e, r, name))?;
+    kv.as_ref().map(decode).transpose()
+}
+
 /// The largest object stored (etcd's request limit, 1.5 MiB).
 pub const MAX_OBJECT_BYTES: usize = 3 << 19;
 
@@ -160,12 +170,8 @@ impl Objects {
         ns: Option<&str>,
         name: &str,
     ) -> Result<Option<Value>, ApiError> {
-        let kv = self
-            .store
-            .get_any(&r.key(ns, name))
-            .await
-            .map_err(|e| store_error(e, r, name))?;
-        kv.as_ref().map(decode).transpose()
+        let kv = self.store.get_any(&r.key(ns, name)).await;
+        decoded(kv, r, name)
     }
 
     /// Every object of a resource in a namespace (or everywhere), as the
@@ -189,12 +195,8 @@ impl Objects {
         ns: Option<&str>,
         name: &str,
     ) -> Result<Option<Value>, ApiError> {
-        let kv = self
-            .store
-            .get(&r.key(ns, name))
-            .await
-            .map_err(|e| store_error(e, r, name))?;
-        kv.as_ref().map(decode).transpose()
+        let kv = self.store.get(&r.key(ns, name)).await;
+        decoded(kv, r, name)
     }
 
     /// Stores a new object; returns its JSON as stored, with the new

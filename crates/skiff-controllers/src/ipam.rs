@@ -118,18 +118,19 @@ impl IpamController {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::fake::FakeCluster;
+
+    fn controller() -> (Arc<FakeCluster>, Informer<Node>, IpamController) {
+        let fake = Arc::new(FakeCluster::default());
+        let mut nodes = Informer::default();
+        let range = "10.42.0.0/16".parse().unwrap();
+        let c = IpamController::new(&mut nodes, fake.clone(), Queue::new(), range);
+        (fake, nodes, c)
+    }
 
     #[tokio::test]
     async fn a_node_keeps_its_range_while_the_cache_catches_up() {
-        use crate::runtime::fake::FakeCluster;
-        let fake = Arc::new(FakeCluster::default());
-        let mut nodes = Informer::default();
-        let c = IpamController::new(
-            &mut nodes,
-            fake.clone(),
-            Queue::new(),
-            "10.42.0.0/16".parse().unwrap(),
-        );
+        let (fake, nodes, c) = controller();
         for name in ["b", "a"] {
             nodes.apply(serde_json::from_value(json!({"metadata": {"name": name}})).unwrap());
         }
@@ -156,15 +157,7 @@ mod tests {
 
     #[tokio::test]
     async fn gives_the_next_free_range() {
-        use crate::runtime::fake::FakeCluster;
-        let fake = Arc::new(FakeCluster::default());
-        let mut nodes = Informer::default();
-        let c = IpamController::new(
-            &mut nodes,
-            fake.clone(),
-            Queue::new(),
-            "10.42.0.0/16".parse().unwrap(),
-        );
+        let (fake, nodes, c) = controller();
         nodes.apply(
             serde_json::from_value(
                 json!({"metadata": {"name": "a"}, "spec": {"podCIDR": "10.42.0.0/24"}}),

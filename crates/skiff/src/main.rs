@@ -170,7 +170,11 @@ struct ControllerManagerArgs {
 #[derive(clap::Args)]
 struct AgentArgs {
     /// The API server, e.g. https://127.0.0.1:6443 (with a node token).
-    #[arg(long, required_unless_present = "kubeconfig")]
+    #[arg(
+        long,
+        required_unless_present = "kubeconfig",
+        conflicts_with = "kubeconfig"
+    )]
     server: Option<String>,
     /// A file holding the node token (the server's `<data-dir>/node-token`):
     /// a bootstrap credential the agent trades for its own certificate.

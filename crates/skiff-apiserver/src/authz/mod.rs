@@ -8,7 +8,9 @@ pub mod node;
 pub mod rbac;
 pub mod reviews;
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::auth::User;
 
@@ -60,6 +62,24 @@ pub trait Authorizer: Send + Sync {
     /// than the verb and resource.
     fn reason(&self, _: &Attributes) -> Option<String> {
         None
+    }
+}
+
+/// Reads an authorizer's objects again until the store answers (half a
+/// second between tries); returns the revision read at.
+async fn reload<F, R>(what: &str, mut load: F) -> i64
+where
+    F: FnMut() -> R,
+    R: Future<Output = Result<i64, skiff_store::Error>>,
+{
+    loop {
+        match load().await {
+            Ok(revision) => return revision,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading {what}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
     }
 }
 

@@ -219,6 +219,8 @@ impl Graph {
                 (Ok(pods), Ok(claims)) => vec![pods, claims],
                 (Err(e), _) | (_, Err(e)) => {
                     tracing::warn!(error = %e, "watching pods for the Node authorizer");
+                    // Not at once again: each round reads every pod.
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                     Vec::new()
                 }
             };
@@ -246,18 +248,8 @@ impl Graph {
                     }
                 }
             }
-            loop {
-                match self.load(store.as_ref()).await {
-                    Ok(r) => {
-                        revision = r;
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading pods for the Node authorizer");
-                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    }
-                }
-            }
+            revision =
+                super::reload("pods for the Node authorizer", || self.load(store.as_ref())).await;
         }
     }
 }

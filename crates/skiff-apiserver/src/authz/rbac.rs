@@ -361,18 +361,7 @@ impl Rbac {
             let mut changes = futures::stream::select_all(streams);
             // One change (or the end of a stream) means: read them all again.
             let _ = changes.next().await;
-            loop {
-                match self.load(store.as_ref()).await {
-                    Ok(r) => {
-                        revision = r;
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading RBAC objects");
-                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    }
-                }
-            }
+            revision = super::reload("RBAC objects", || self.load(store.as_ref())).await;
         }
     }
 }

@@ -143,8 +143,8 @@ impl Strategy for Pods {
 
 struct Namespaces;
 impl Strategy for Namespaces {
-    fn initial_status(&self, _: &ResourceType, sent: &Value) -> Option<Value> {
-        sent.get("status").cloned()
+    fn initial_status(&self, r: &ResourceType, sent: &Value) -> Option<Value> {
+        StatusAsSent.initial_status(r, sent)
     }
 
     /// Until the namespace controller empties `spec.finalizers`.
