@@ -1,5 +1,6 @@
 //! What exists from the first start: the built-in namespaces and priority
-//! classes, and the `kubernetes` Service whose endpoint is this server.
+//! classes, the bootstrap roles, the default StorageClass, and the
+//! `kubernetes` Service whose endpoint is this server.
 
 use std::net::SocketAddr;
 
@@ -58,7 +59,25 @@ pub async fn run(api: &Api, address: SocketAddr) -> Result<(), ApiError> {
         )
         .await?;
     }
+    ensure(
+        api,
+        "storageclasses",
+        "storage.k8s.io",
+        local_path_class(),
+        false,
+    )
+    .await?;
     kubernetes_service(api, address).await
+}
+
+/// The default class: a directory on the node where the claim's first
+/// pod runs. Made once; an administrator may change or delete it.
+fn local_path_class() -> Value {
+    use skiff_core::volumes::{DEFAULT_CLASS, LOCAL_PATH, LOCAL_PATH_CLASS};
+    json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": LOCAL_PATH_CLASS, "annotations": {DEFAULT_CLASS: "true"}},
+        "provisioner": LOCAL_PATH, "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer", "allowVolumeExpansion": true})
 }
 
 /// Creates an object unless it exists, or, when `replace`, brings its

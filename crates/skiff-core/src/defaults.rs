@@ -117,8 +117,13 @@ pub fn apply(r: &ResourceType, obj: &mut Value) {
         }
         ("", "PersistentVolume") => {
             or_insert(spec(obj), "persistentVolumeReclaimPolicy", json!("Retain"));
+            or_insert(spec(obj), "volumeMode", json!("Filesystem"));
             or_insert(obj, "status", json!({}));
             or_insert(&mut obj["status"], "phase", json!("Pending"));
+        }
+        ("storage.k8s.io", "StorageClass") => {
+            or_insert(obj, "reclaimPolicy", json!("Delete"));
+            or_insert(obj, "volumeBindingMode", json!("Immediate"));
         }
         _ => {}
     }

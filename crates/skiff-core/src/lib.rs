@@ -26,5 +26,6 @@ pub mod strategic;
 pub mod table;
 pub mod validate;
 pub mod verb;
+pub mod volumes;
 
 pub use status::ApiError;

@@ -137,6 +137,29 @@ fn columns(kind: &str) -> &'static [Column] {
             ("Capacity", "string", 0),
             ("Access Modes", "string", 0),
             ("StorageClass", "string", 0),
+            ("VolumeAttributesClass", "string", 0),
+            ("Age", "string", 0),
+            ("VolumeMode", "string", 1),
+        ],
+        "PersistentVolume" => &[
+            ("Name", "string", 0),
+            ("Capacity", "string", 0),
+            ("Access Modes", "string", 0),
+            ("Reclaim Policy", "string", 0),
+            ("Status", "string", 0),
+            ("Claim", "string", 0),
+            ("StorageClass", "string", 0),
+            ("VolumeAttributesClass", "string", 0),
+            ("Reason", "string", 0),
+            ("Age", "string", 0),
+            ("VolumeMode", "string", 1),
+        ],
+        "StorageClass" => &[
+            ("Name", "string", 0),
+            ("Provisioner", "string", 0),
+            ("ReclaimPolicy", "string", 0),
+            ("VolumeBindingMode", "string", 0),
+            ("AllowVolumeExpansion", "string", 0),
             ("Age", "string", 0),
         ],
         "CertificateSigningRequest" => &[
@@ -218,6 +241,31 @@ pub fn human_duration(secs: i64) -> String {
             dd => format!("{}y{dd}d", d / 365),
         },
         _ => format!("{}y", d / 365),
+    }
+}
+
+/// Access modes as kubectl abbreviates them.
+fn access_modes(modes: &Value) -> String {
+    join(
+        modes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| match m.as_str() {
+                Some("ReadWriteOnce") => "RWO".to_string(),
+                Some("ReadOnlyMany") => "ROX".into(),
+                Some("ReadWriteMany") => "RWX".into(),
+                Some("ReadWriteOncePod") => "RWOP".into(),
+                _ => s(m),
+            }),
+    )
+}
+
+fn or_unset(v: String) -> String {
+    if v.is_empty() {
+        "<unset>".into()
+    } else {
+        v
     }
 }
 
@@ -553,22 +601,48 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             json!(s(&status["phase"])),
             json!(s(&spec["volumeName"])),
             json!(s(&status["capacity"]["storage"])),
-            json!(join(
-                status["accessModes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|m| match m.as_str() {
-                        Some("ReadWriteOnce") => "RWO".to_string(),
-                        Some("ReadOnlyMany") => "ROX".into(),
-                        Some("ReadWriteMany") => "RWX".into(),
-                        Some("ReadWriteOncePod") => "RWOP".into(),
-                        _ => s(m),
-                    })
-            )),
-            json!(or_none(s(&spec["storageClassName"]))),
+            json!(access_modes(&status["accessModes"])),
+            json!(s(&spec["storageClassName"])),
+            json!(or_unset(s(&spec["volumeAttributesClassName"]))),
             created,
+            json!(s(&spec["volumeMode"])),
         ],
+        "PersistentVolume" => {
+            let r = &spec["claimRef"];
+            let claim = match r["name"].as_str() {
+                Some(n) => format!("{}/{n}", s(&r["namespace"])),
+                None => String::new(),
+            };
+            vec![
+                name,
+                json!(s(&spec["capacity"]["storage"])),
+                json!(access_modes(&spec["accessModes"])),
+                json!(s(&spec["persistentVolumeReclaimPolicy"])),
+                json!(s(&status["phase"])),
+                json!(claim),
+                json!(s(&spec["storageClassName"])),
+                json!(or_unset(s(&spec["volumeAttributesClassName"]))),
+                json!(s(&status["reason"])),
+                created,
+                json!(s(&spec["volumeMode"])),
+            ]
+        }
+        "StorageClass" => {
+            let default = meta::get(o, "annotations")
+                .is_some_and(|a| a["storageclass.kubernetes.io/is-default-class"] == "true");
+            let name = match default {
+                true => json!(format!("{} (default)", meta::name(o))),
+                false => name,
+            };
+            vec![
+                name,
+                json!(s(&o["provisioner"])),
+                json!(s(&o["reclaimPolicy"])),
+                json!(s(&o["volumeBindingMode"])),
+                json!(o["allowVolumeExpansion"] == true),
+                created,
+            ]
+        }
         "Lease" => vec![name, json!(or_none(s(&spec["holderIdentity"]))), created],
         "CertificateSigningRequest" => {
             let mut conditions: Vec<String> = status["conditions"]

@@ -8,6 +8,8 @@ use crate::selector::LabelSelector;
 use crate::status::Cause;
 use crate::{meta, ApiError};
 
+mod storage;
+
 /// Whether `s` is a DNS-1123 label (`[a-z0-9]([-a-z0-9]*[a-z0-9])?`, ≤ 63).
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
@@ -110,6 +112,9 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
                 data_keys(&obj[field], field, &mut causes);
             }
         }
+        ("", "PersistentVolume") => storage::volume(spec, old, &mut causes),
+        ("", "PersistentVolumeClaim") => storage::claim(obj, old, &mut causes),
+        ("storage.k8s.io", "StorageClass") => storage::class(obj, old, &mut causes),
         _ => {}
     }
     if let Some(old) = old {
@@ -551,7 +556,6 @@ fn immutable(r: &ResourceType, new: &Value, old: &Value, causes: &mut Vec<Cause>
         ("batch", "Job") => &["spec.selector", "spec.completions"],
         ("", "Service") => &["spec.clusterIP"],
         ("", "Pod") => &["spec.nodeName", "spec.restartPolicy", "spec.volumes"],
-        ("", "PersistentVolumeClaim") => &["spec.storageClassName", "spec.volumeMode"],
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => &["roleRef"],
         _ => &[],
     };

@@ -18,6 +18,7 @@ use crate::storage::decode_at;
 
 const PODS: &str = "/registry/core/pods/";
 const CLAIMS: &str = "/registry/core/persistentvolumeclaims/";
+const VOLUMES: &str = "/registry/core/persistentvolumes/";
 
 /// What a pod can make its node read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -50,6 +51,9 @@ struct Edges {
     counts: HashMap<(String, Used), usize>,
     /// Which volume each claim (namespace, name) is bound to.
     claims: HashMap<(String, String), String>,
+    /// The node each local-path volume lives on: its agent makes and
+    /// removes the directory, and releases the volume's cleanup finalizer.
+    local_volumes: HashMap<String, String>,
 }
 
 impl Edges {
@@ -103,6 +107,28 @@ impl Edges {
             Some(volume) => self.claims.insert(key, volume.to_owned()),
             None => self.claims.remove(&key),
         };
+    }
+
+    fn put_volume(&mut self, pv: &Value) {
+        let name = pv["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let typed: Option<k8s_openapi::api::core::v1::PersistentVolume> =
+            serde_json::from_value(pv.clone()).ok();
+        let node = typed
+            .as_ref()
+            .filter(|pv| skiff_core::volumes::is_local_path(pv))
+            .and_then(skiff_core::volumes::pinned_node);
+        match node {
+            Some(node) => self.local_volumes.insert(name, node.to_owned()),
+            None => self.local_volumes.remove(&name),
+        };
+    }
+
+    /// Whether `volume` is a local-path volume on `node`.
+    fn holds_locally(&self, node: &str, volume: &str) -> bool {
+        self.local_volumes.get(volume).is_some_and(|n| n == node)
     }
 
     fn has(&self, node: &str, kind: Kind, namespace: &str, name: &str) -> bool {
@@ -189,11 +215,17 @@ impl Graph {
         self.edges.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reads every pod and claim; returns the revision read at.
+    /// Reads every pod, claim and volume; returns the revision read at.
     pub async fn load(&self, store: &dyn Store) -> Result<i64, skiff_store::Error> {
         let pods = store.list(PODS, ListOptions::default()).await?;
         let claims = store.list(CLAIMS, ListOptions::default()).await?;
+        let volumes = store.list(VOLUMES, ListOptions::default()).await?;
         let mut edges = Edges::default();
+        for kv in &volumes.items {
+            if let Ok(pv) = decode_at(&kv.value, kv.mod_rev) {
+                edges.put_volume(&pv);
+            }
+        }
         for kv in &pods.items {
             if let Ok(pod) = decode_at(&kv.value, kv.mod_rev) {
                 edges.put_pod(&kv.key, &pod);
@@ -205,7 +237,7 @@ impl Graph {
             }
         }
         *self.write() = edges;
-        Ok(pods.revision.max(claims.revision))
+        Ok(pods.revision.max(claims.revision).max(volumes.revision))
     }
 
     /// Applies the store's changes for ever, reading everything again when
@@ -215,9 +247,10 @@ impl Graph {
             let streams = match (
                 store.watch(PODS, revision).await,
                 store.watch(CLAIMS, revision).await,
+                store.watch(VOLUMES, revision).await,
             ) {
-                (Ok(pods), Ok(claims)) => vec![pods, claims],
-                (Err(e), _) | (_, Err(e)) => {
+                (Ok(pods), Ok(claims), Ok(volumes)) => vec![pods, claims, volumes],
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                     tracing::warn!(error = %e, "watching pods for the Node authorizer");
                     // Not at once again: each round reads every pod.
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -228,6 +261,20 @@ impl Graph {
             while let Some(Ok(event)) = changes.next().await {
                 let mut edges = self.write();
                 let key = &event.kv.key;
+                if key.starts_with(VOLUMES) {
+                    match event.kind {
+                        EventKind::Deleted => {
+                            let name = key.trim_start_matches(VOLUMES);
+                            edges.local_volumes.remove(name);
+                        }
+                        _ => {
+                            if let Ok(pv) = decode_at(&event.kv.value, event.kv.mod_rev) {
+                                edges.put_volume(&pv);
+                            }
+                        }
+                    }
+                    continue;
+                }
                 match (event.kind, key.starts_with(PODS)) {
                     (EventKind::Deleted, true) => edges.forget_pod(key),
                     (_, true) => {
@@ -308,8 +355,15 @@ impl Authorizer for NodeAuthorizer {
             ("", "serviceaccounts", Some("token")) if a.verb == "create" => {
                 graph(Kind::ServiceAccount)
             }
-            ("", "persistentvolumes", None) if a.verb == "get" => {
-                match named.is_some_and(|v| self.graph.read().has_volume(node, v)) {
+            ("", "persistentvolumes", None) => {
+                let graph = self.graph.read();
+                let allowed = named.is_some_and(|v| match a.verb.as_str() {
+                    "get" => graph.has_volume(node, v) || graph.holds_locally(node, v),
+                    // NodeRestriction lets it change only the finalizer.
+                    "patch" | "update" => graph.holds_locally(node, v),
+                    _ => false,
+                });
+                match allowed {
                     true => Decision::Allow,
                     false => Decision::NoOpinion,
                 }

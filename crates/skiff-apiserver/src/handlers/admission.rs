@@ -166,6 +166,10 @@ impl Api {
             self.admit_service_account(obj).await?;
             self.limit_pod(obj).await?;
         }
+        if r.kind == "PersistentVolumeClaim" && r.group.is_empty() {
+            self.default_storage_class(obj).await?;
+        }
+        super::storage::protect(r, obj);
         strategy.prepare_create(obj);
         validate::object(r, obj, None)?;
         let admitted = self.pod_security(r, obj).await?;

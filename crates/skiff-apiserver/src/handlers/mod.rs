@@ -9,6 +9,7 @@ mod pod_security;
 mod quota;
 pub mod read;
 mod service_account;
+mod storage;
 mod strategy;
 mod subresource;
 mod write;

@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 use skiff_core::registry::ResourceType;
+use skiff_core::volumes::LOCAL_PATH_CLEANUP;
 use skiff_core::{meta, ApiError};
 
 use crate::auth::User;
@@ -60,6 +61,29 @@ pub fn admit(
                 }
             }
         },
+        // The Node authorizer lets a node write only the local-path
+        // volumes on it, and here only their cleanup finalizer.
+        ("", "PersistentVolume") => {
+            // Everything but the cleanup finalizer, as compared.
+            let rest = |o: &Value| {
+                let mut o = o.clone();
+                let finalizers: Vec<String> = meta::finalizers(&o)
+                    .into_iter()
+                    .filter(|f| f != LOCAL_PATH_CLEANUP)
+                    .collect();
+                let m = meta::meta_mut(&mut o);
+                m.remove("resourceVersion");
+                m.remove("managedFields");
+                m.insert("finalizers".into(), serde_json::json!(finalizers));
+                o
+            };
+            match current {
+                Some(current) if rest(current) == rest(obj) => Ok(()),
+                _ => forbidden(format!(
+                    "node {node:?} may only add or remove the {LOCAL_PATH_CLEANUP} finalizer of a volume"
+                )),
+            }
+        }
         ("coordination.k8s.io", "Lease") => {
             let own = meta::namespace(obj) == Some("kube-node-lease") && meta::name(obj) == node;
             if own {
@@ -147,6 +171,21 @@ mod tests {
             groups: vec![],
         };
         assert!(admit(&admin, nodes, None, Some(&node_b), &node_b).is_ok());
+        let volumes = registry::lookup("", "v1", "persistentvolumes").unwrap();
+        let pv = json!({"metadata": {"name": "pvc-1", "resourceVersion": "7",
+            "finalizers": ["kubernetes.io/pv-protection"]}, "spec": {"local": {"path": "/v/pvc-1"}}});
+        let mut held = pv.clone();
+        held["metadata"]["finalizers"] = json!(["kubernetes.io/pv-protection", LOCAL_PATH_CLEANUP]);
+        held["metadata"]["resourceVersion"] = json!("8");
+        assert!(admit(&a, volumes, None, Some(&pv), &held).is_ok());
+        assert!(admit(&a, volumes, None, Some(&held), &pv).is_ok());
+        let mut unprotected = pv.clone();
+        unprotected["metadata"]["finalizers"] = json!([]);
+        assert!(admit(&a, volumes, None, Some(&pv), &unprotected).is_err());
+        let mut moved = pv.clone();
+        moved["spec"]["local"]["path"] = json!("/etc");
+        assert!(admit(&a, volumes, None, Some(&pv), &moved).is_err());
+        assert!(admit(&a, volumes, None, None, &pv).is_err());
         assert!(admit_delete(&a, pods, &mine).is_ok());
         assert!(admit_delete(&a, pods, &theirs)
             .unwrap_err()

@@ -63,6 +63,7 @@ impl Api {
         let manager = call.manager();
         let sub = t.subresource.as_deref();
         let dry_run = call.query.dry_run;
+        let expandable = self.expandable_classes(r).await?;
         let updated = self
             .update_object(r, ns, name, dry_run, |current| {
                 if precondition.is_some_and(|rv| Some(rv) != meta::resource_version(&current)) {
@@ -78,6 +79,7 @@ impl Api {
                 let sub = if sub == Some("finalize") { None } else { sub };
                 let mut next = prepare_update(r, &current, next, &manager, sub)?;
                 self.admit_as(call, r, Some(&current), &mut next)?;
+                super::storage::admit_resize(expandable.as_ref(), &current, &next)?;
                 Ok(Change::unless_same(&current, next))
             })
             .await?;
@@ -107,6 +109,7 @@ impl Api {
         let sub = t.subresource.as_deref();
         let mut warnings = Vec::new();
         let dry_run = call.query.dry_run;
+        let expandable = self.expandable_classes(r).await?;
         let updated = self
             .update_object(r, ns, name, dry_run, |current| {
                 let patched = apply_patch(&kind, &current, &patch, root_def(r))?;
@@ -118,6 +121,7 @@ impl Api {
                 warnings = w;
                 let mut next = prepare_update(r, &current, patched, &manager, sub)?;
                 self.admit_as(call, r, Some(&current), &mut next)?;
+                super::storage::admit_resize(expandable.as_ref(), &current, &next)?;
                 Ok(Change::unless_same(&current, next))
             })
             .await?;
@@ -156,6 +160,7 @@ impl Api {
             subresource: sub,
         };
         let force = call.query.force;
+        let expandable = self.expandable_classes(r).await?;
         loop {
             if self.objects.try_get(r, ns, name).await?.is_none() {
                 let mut obj = apply::apply(None, &config, &mgr, force, root_def(r))?;
@@ -181,6 +186,7 @@ impl Api {
                     let merged = apply::apply(Some(&current), &config, &mgr, force, root_def(r))?;
                     let mut next = prepare_update(r, &current, merged, &manager, sub)?;
                     self.admit_as(call, r, Some(&current), &mut next)?;
+                    super::storage::admit_resize(expandable.as_ref(), &current, &next)?;
                     Ok(Change::unless_same(&current, next))
                 })
                 .await;
