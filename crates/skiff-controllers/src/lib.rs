@@ -24,3 +24,4 @@ pub mod root_ca;
 pub mod runtime;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod volume;

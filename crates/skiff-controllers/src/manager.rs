@@ -13,10 +13,11 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, ResourceQuota, Service,
-    ServiceAccount,
+    ConfigMap, Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
+    ResourceQuota, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
 use kube::runtime::watcher;
 use kube::Client;
@@ -42,6 +43,7 @@ use crate::runtime::controller::{self, Reconcile};
 use crate::runtime::queue::Queue;
 use crate::serviceaccount::ServiceAccountController;
 use crate::statefulset::StatefulSetController;
+use crate::volume;
 
 /// Settings of the controller manager.
 #[derive(Clone, Debug)]
@@ -154,6 +156,8 @@ async fn run_all(client: Client, config: Config) {
     let mut daemonsets = Informer::<DaemonSet>::default();
     let mut revisions = Informer::<ControllerRevision>::default();
     let mut claims = Informer::<PersistentVolumeClaim>::default();
+    let mut volumes = Informer::<PersistentVolume>::default();
+    let mut classes = Informer::<StorageClass>::default();
     let mut jobs = Informer::<Job>::default();
     let mut cronjobs = Informer::<CronJob>::default();
     let mut w = Wiring::default();
@@ -256,6 +260,25 @@ async fn run_all(client: Client, config: Config) {
         q.clone(),
     );
     w.workers(c, q, n);
+    let (claim_queue, volume_queue) = (Queue::new(), Queue::new());
+    let informers = volume::Informers {
+        claims: &mut claims,
+        volumes: &mut volumes,
+        classes: &mut classes,
+        nodes: &nodes,
+        pods: &mut pods,
+    };
+    let shared = volume::Shared::new(
+        informers,
+        cluster.clone(),
+        claim_queue.clone(),
+        volume_queue.clone(),
+    );
+    let c = volume::ClaimController {
+        shared: shared.clone(),
+    };
+    w.workers(c, claim_queue, n);
+    w.workers(volume::VolumeController { shared }, volume_queue, n);
     let q = Queue::new();
     let c = PodGcController::new(&mut pods, &mut nodes, cluster.clone(), q.clone());
     w.workers(c, q, 1);
@@ -303,6 +326,8 @@ async fn run_all(client: Client, config: Config) {
     w.watch(daemonsets, Api::all(client.clone()));
     w.watch(revisions, Api::all(client.clone()));
     w.watch(claims, Api::all(client.clone()));
+    w.watch(volumes, Api::all(client.clone()));
+    w.watch(classes, Api::all(client.clone()));
     w.watch(jobs, Api::all(client.clone()));
     w.watch(cronjobs, Api::all(client.clone()));
 
