@@ -189,6 +189,14 @@ pub fn unreserve(plugins: &[Box<dyn Reserve>], state: &CycleState, pod: &Pod, no
     }
 }
 
+/// Readies what the pod needs on its chosen node just before it is bound
+/// (claims told the node their volumes go on).
+#[async_trait::async_trait]
+pub trait PreBind: Send + Sync {
+    fn name(&self) -> &'static str;
+    async fn pre_bind(&self, state: &CycleState, pod: &Pod, node: &str) -> Status;
+}
+
 /// Binds a pod to its node: the last step of a scheduling cycle.
 #[async_trait::async_trait]
 pub trait Bind: Send + Sync {
@@ -213,6 +221,7 @@ pub struct Profile {
     pub pre_scores: Vec<Box<dyn PreScore>>,
     pub scores: Vec<Box<dyn Score>>,
     pub reserves: Vec<Box<dyn Reserve>>,
+    pub pre_binds: Vec<Box<dyn PreBind>>,
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use crate::framework::{reserve, unreserve, Bind, CycleState, Profile, Status};
 use crate::node_info::{NodeInfo, PlacedPod};
-use crate::plugins::{default_profile, DefaultBinder};
+use crate::plugins::{profile, DefaultBinder, Volumes};
 use crate::queue::{Key, Queue};
 use crate::schedule::{preempt, schedule};
 
@@ -168,6 +168,8 @@ pub async fn run(client: Client, config: Config) {
     let wake = Arc::new(Notify::new());
     tokio::spawn(watch_nodes(client.clone(), cache.clone(), wake.clone()));
     tokio::spawn(watch_pods(client.clone(), cache.clone(), wake.clone()));
+    let volumes = Arc::new(Volumes::default());
+    watch_volumes(&client, &volumes, &cache, &wake);
     let identity = skiff_controllers::leader::identity("scheduler");
     let (mut leading, _election) = skiff_controllers::leader::elect(
         client.clone(),
@@ -176,7 +178,7 @@ pub async fn run(client: Client, config: Config) {
         identity,
         config.election.clone(),
     );
-    let profile = Arc::new(default_profile());
+    let profile = Arc::new(profile(volumes, Some(client.clone())));
     let binder: Arc<dyn Bind> = Arc::new(DefaultBinder {
         client: client.clone(),
     });
@@ -219,6 +221,74 @@ async fn watch_nodes(client: Client, cache: Arc<Mutex<Cache>>, wake: Arc<Notify>
             wake.notify_one();
         }
     }
+}
+
+/// Keeps the claims, volumes and classes volume binding reads; any change
+/// may let a waiting pod fit.
+fn watch_volumes(
+    client: &Client,
+    volumes: &Arc<Volumes>,
+    cache: &Arc<Mutex<Cache>>,
+    wake: &Arc<Notify>,
+) {
+    fn follow<K>(
+        api: Api<K>,
+        cache: Arc<Mutex<Cache>>,
+        wake: Arc<Notify>,
+        put: impl Fn(K) + Send + 'static,
+        remove: impl Fn(&K) + Send + 'static,
+    ) where
+        K: kube::Resource
+            + Clone
+            + std::fmt::Debug
+            + k8s_openapi::serde::de::DeserializeOwned
+            + Send
+            + 'static,
+    {
+        tokio::spawn(async move {
+            let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(WatchEvent::Apply(o) | WatchEvent::InitApply(o)) => put(o),
+                    Ok(WatchEvent::Delete(o)) => remove(&o),
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "scheduler: volume watch");
+                        continue;
+                    }
+                }
+                let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+                c.queue.wake_all();
+                if !c.queue.is_empty() {
+                    wake.notify_one();
+                }
+            }
+        });
+    }
+    let (v, r) = (volumes.clone(), volumes.clone());
+    follow(
+        Api::all(client.clone()),
+        cache.clone(),
+        wake.clone(),
+        move |c| v.put_claim(c),
+        move |c| r.remove_claim(c),
+    );
+    let (v, r) = (volumes.clone(), volumes.clone());
+    follow(
+        Api::all(client.clone()),
+        cache.clone(),
+        wake.clone(),
+        move |pv| v.put_volume(pv),
+        move |pv| r.remove_volume(pv),
+    );
+    let (v, r) = (volumes.clone(), volumes.clone());
+    follow(
+        Api::all(client.clone()),
+        cache.clone(),
+        wake.clone(),
+        move |c| v.put_class(c),
+        move |c| r.remove_class(c),
+    );
 }
 
 async fn watch_pods(client: Client, cache: Arc<Mutex<Cache>>, wake: Arc<Notify>) {
@@ -323,7 +393,18 @@ struct Binding {
 }
 
 async fn bind(b: Binding, key: Key, pod: Pod, node: String, state: CycleState) {
-    match b.binder.bind(&pod, &node).await {
+    let mut readied = Status::Success;
+    for p in &b.profile.pre_binds {
+        readied = p.pre_bind(&state, &pod, &node).await;
+        if !readied.is_success() {
+            break;
+        }
+    }
+    let bound = match readied {
+        Status::Success => b.binder.bind(&pod, &node).await,
+        failed => failed,
+    };
+    match bound {
         Status::Success => {
             let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
             let name = pod.metadata.name.as_deref().unwrap_or_default();

@@ -10,6 +10,7 @@ mod node_resources_fit;
 mod node_unschedulable;
 mod pod_topology_spread;
 mod taint_toleration;
+mod volume_binding;
 
 pub use balanced_allocation::BalancedAllocation;
 pub use default_binder::DefaultBinder;
@@ -21,13 +22,27 @@ pub use node_resources_fit::{LeastAllocated, NodeResourcesFit};
 pub use node_unschedulable::NodeUnschedulable;
 pub use pod_topology_spread::PodTopologySpread;
 pub use taint_toleration::{tolerates, TaintToleration};
+pub use volume_binding::{VolumeBinding, Volumes};
+
+use std::sync::Arc;
 
 use crate::framework::Profile;
 
-/// Upstream's default profile, with its score weights.
+/// Upstream's default profile, with its score weights, without volumes.
 pub fn default_profile() -> Profile {
+    profile(Arc::default(), None)
+}
+
+/// Upstream's default profile, with its score weights; volume binding
+/// reads `volumes` and names chosen nodes on claims through `client`.
+pub fn profile(volumes: Arc<Volumes>, client: Option<kube::Client>) -> Profile {
+    let binding = || VolumeBinding {
+        volumes: volumes.clone(),
+        client: client.clone(),
+    };
     Profile {
         pre_filters: vec![
+            Box::new(binding()),
             Box::new(InterPodAffinity),
             Box::new(PodTopologySpread::default()),
         ],
@@ -37,6 +52,7 @@ pub fn default_profile() -> Profile {
             Box::new(TaintToleration),
             Box::new(NodeAffinity),
             Box::new(NodeResourcesFit),
+            Box::new(binding()),
             Box::new(InterPodAffinity),
             Box::new(PodTopologySpread::default()),
         ],
@@ -50,9 +66,10 @@ pub fn default_profile() -> Profile {
             Box::new(InterPodAffinity),
             Box::new(PodTopologySpread::default()),
         ],
-        // Upstream's default Reserve plugins bind volumes and devices,
-        // which Skiff's scheduler does not place.
+        // Upstream reserves volumes in its cache here; Skiff names the
+        // node on the claims at pre-bind and the volume controller binds.
         reserves: vec![],
+        pre_binds: vec![Box::new(binding())],
     }
 }
 

@@ -1,0 +1,335 @@
+//! VolumeBinding, as upstream's: a pod fits a node only where every claim
+//! it uses can be served: a bound claim's volume must allow the node; a
+//! claim waiting for its first consumer needs a free volume the node may
+//! use or a class that can provision there. Once a node is chosen, the
+//! waiting claims are told which (`volume.kubernetes.io/selected-node`),
+//! so that the volume controller binds or provisions on it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, Patch, PatchParams};
+use kube::Client;
+use serde_json::json;
+use skiff_core::volumes::{self as v, LOCAL_PATH, LOCAL_PATH_ROOT, SELECTED_NODE};
+
+use crate::framework::{CycleState, Filter, PreBind, PreFilter, Status};
+use crate::node_info::NodeInfo;
+
+const NAME: &str = "VolumeBinding";
+pub const CONFLICT: &str = "node(s) had volume node affinity conflict";
+pub const NO_VOLUME: &str = "node(s) didn't find available persistent volumes to bind";
+pub const NO_LOCAL_PATH: &str = "node(s) keep no local-path volumes";
+
+/// The claims, volumes and classes the scheduler's watchers keep.
+#[derive(Default)]
+pub struct Volumes {
+    inner: RwLock<View>,
+}
+
+#[derive(Default)]
+struct View {
+    /// By `namespace/name`.
+    claims: HashMap<String, Arc<PersistentVolumeClaim>>,
+    volumes: HashMap<String, Arc<PersistentVolume>>,
+    classes: HashMap<String, Arc<StorageClass>>,
+}
+
+fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    match &meta.namespace {
+        Some(ns) => format!("{ns}/{}", meta.name.clone().unwrap_or_default()),
+        None => meta.name.clone().unwrap_or_default(),
+    }
+}
+
+impl Volumes {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, View> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn put_claim(&self, c: PersistentVolumeClaim) {
+        self.write()
+            .claims
+            .insert(name_of(&c.metadata), Arc::new(c));
+    }
+
+    pub fn remove_claim(&self, c: &PersistentVolumeClaim) {
+        self.write().claims.remove(&name_of(&c.metadata));
+    }
+
+    pub fn put_volume(&self, pv: PersistentVolume) {
+        self.write()
+            .volumes
+            .insert(name_of(&pv.metadata), Arc::new(pv));
+    }
+
+    pub fn remove_volume(&self, pv: &PersistentVolume) {
+        self.write().volumes.remove(&name_of(&pv.metadata));
+    }
+
+    pub fn put_class(&self, c: StorageClass) {
+        self.write()
+            .classes
+            .insert(name_of(&c.metadata), Arc::new(c));
+    }
+
+    pub fn remove_class(&self, c: &StorageClass) {
+        self.write().classes.remove(&name_of(&c.metadata));
+    }
+}
+
+/// What one claim of the pod needs of a node.
+enum Need {
+    /// Its volume's node affinity must allow the node.
+    Bound(Arc<PersistentVolume>),
+    /// A free volume the node may use, or a class that provisions there.
+    Waiting {
+        claim: Arc<PersistentVolumeClaim>,
+        free: Vec<Arc<PersistentVolume>>,
+        provisioner: Option<String>,
+    },
+}
+
+/// The pod's needs, or why it fits nowhere.
+type Needs = Result<Vec<Need>, String>;
+
+pub struct VolumeBinding {
+    pub volumes: Arc<Volumes>,
+    pub client: Option<Client>,
+}
+
+impl VolumeBinding {
+    fn needs(&self, pod: &Pod) -> Needs {
+        let view = self.volumes.inner.read().unwrap_or_else(|e| e.into_inner());
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let mut needs = Vec::new();
+        let claims = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .filter_map(|v| v.persistent_volume_claim.as_ref());
+        for c in claims {
+            let Some(claim) = view.claims.get(&format!("{ns}/{}", c.claim_name)) else {
+                return Err(format!(
+                    "persistentvolumeclaim {:?} not found",
+                    c.claim_name
+                ));
+            };
+            if claim.metadata.deletion_timestamp.is_some() {
+                return Err(format!(
+                    "persistentvolumeclaim {:?} is being deleted",
+                    c.claim_name
+                ));
+            }
+            let bound = claim.spec.as_ref().and_then(|s| s.volume_name.as_deref());
+            if let Some(name) = bound.filter(|n| !n.is_empty()) {
+                match view.volumes.get(name) {
+                    Some(pv) => needs.push(Need::Bound(pv.clone())),
+                    None => return Err(format!("persistentvolume {name:?} not found")),
+                }
+                continue;
+            }
+            let class = view.classes.get(v::claim_class(claim));
+            let waits = class.and_then(|c| c.volume_binding_mode.as_deref())
+                == Some("WaitForFirstConsumer");
+            if !waits {
+                return Err("pod has unbound immediate PersistentVolumeClaims".into());
+            }
+            let free = view
+                .volumes
+                .values()
+                .filter(|pv| v::mismatch(claim, pv).is_none())
+                .cloned()
+                .collect();
+            needs.push(Need::Waiting {
+                claim: claim.clone(),
+                free,
+                provisioner: class.map(|c| c.provisioner.clone()),
+            });
+        }
+        Ok(needs)
+    }
+}
+
+fn keeps_local_path(node: &Node) -> bool {
+    let annotations = node.metadata.annotations.as_ref();
+    annotations.is_some_and(|a| a.contains_key(LOCAL_PATH_ROOT))
+}
+
+impl PreFilter for VolumeBinding {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn pre_filter(&self, state: &mut CycleState, pod: &Pod, _: &[NodeInfo]) {
+        let uses_claims = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .any(|v| v.persistent_volume_claim.is_some());
+        if uses_claims {
+            state.put(NAME, self.needs(pod));
+        }
+    }
+}
+
+impl Filter for VolumeBinding {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn filter(&self, state: &CycleState, _: &Pod, node: &NodeInfo) -> Status {
+        let Some(needs) = state.get::<Needs>(NAME) else {
+            return Status::Success;
+        };
+        let needs = match needs {
+            Ok(n) => n,
+            Err(why) => return Status::unresolvable(why.clone()),
+        };
+        for need in needs {
+            match need {
+                Need::Bound(pv) if !v::node_allows(pv, &node.node) => {
+                    return Status::unresolvable(CONFLICT)
+                }
+                Need::Bound(_) => {}
+                Need::Waiting {
+                    free, provisioner, ..
+                } => {
+                    if free.iter().any(|pv| v::node_allows(pv, &node.node)) {
+                        continue;
+                    }
+                    match provisioner.as_deref() {
+                        Some(LOCAL_PATH) if !keeps_local_path(&node.node) => {
+                            return Status::unresolvable(NO_LOCAL_PATH)
+                        }
+                        Some(_) => {}
+                        None => return Status::unresolvable(NO_VOLUME),
+                    }
+                }
+            }
+        }
+        Status::Success
+    }
+}
+
+#[async_trait::async_trait]
+impl PreBind for VolumeBinding {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    /// Names the chosen node on each claim that waits for it.
+    async fn pre_bind(&self, state: &CycleState, _: &Pod, node: &str) -> Status {
+        let (Some(Ok(needs)), Some(client)) = (state.get::<Needs>(NAME), &self.client) else {
+            return Status::Success;
+        };
+        for need in needs {
+            let Need::Waiting { claim, .. } = need else {
+                continue;
+            };
+            if v::selected_node(claim) == Some(node) {
+                continue;
+            }
+            let ns = claim.metadata.namespace.clone().unwrap_or_default();
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+            let patch = json!({"metadata": {"annotations": {SELECTED_NODE: node}}});
+            let name = claim.metadata.name.clone().unwrap_or_default();
+            if let Err(e) = api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                return Status::Error(format!("naming node {node} on claim {ns}/{name}: {e}"));
+            }
+        }
+        Status::Success
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::test_util::{node, pod};
+    use serde_json::json;
+
+    fn claim(name: &str, class: &str, volume: Option<&str>) -> PersistentVolumeClaim {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default", "uid": name},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class, "volumeName": volume,
+                "resources": {"requests": {"storage": "1Gi"}}}}))
+        .unwrap()
+    }
+
+    fn pinned(name: &str, node: &str, class: &str) -> PersistentVolume {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                "local": {"path": "/x"}, "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}}}))
+        .unwrap()
+    }
+
+    fn class(name: &str, provisioner: &str, mode: &str) -> StorageClass {
+        serde_json::from_value(json!({"metadata": {"name": name}, "provisioner": provisioner, "volumeBindingMode": mode})).unwrap()
+    }
+
+    fn decide(plugin: &VolumeBinding, claim: &str, nodes: &[NodeInfo]) -> Vec<Status> {
+        let p =
+            pod(json!({"volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]}));
+        let mut state = CycleState::default();
+        plugin.pre_filter(&mut state, &p, nodes);
+        nodes.iter().map(|n| plugin.filter(&state, &p, n)).collect()
+    }
+
+    #[test]
+    fn table() {
+        let volumes = Arc::new(Volumes::default());
+        let plugin = VolumeBinding {
+            volumes: volumes.clone(),
+            client: None,
+        };
+        let local = |name: &str, root: bool| {
+            let mut n = node(
+                name,
+                json!({"kubernetes.io/hostname": name}),
+                json!({}),
+                json!({}),
+            );
+            if root {
+                n.node.metadata.annotations =
+                    Some([(LOCAL_PATH_ROOT.to_owned(), "/v".to_owned())].into());
+            }
+            n
+        };
+        let nodes = [local("a", true), local("b", true), local("c", false)];
+        volumes.put_class(class("local-path", LOCAL_PATH, "WaitForFirstConsumer"));
+        volumes.put_class(class("later", "example.com/disk", "WaitForFirstConsumer"));
+        volumes.put_class(class("now", "example.com/disk", "Immediate"));
+        volumes.put_volume(pinned("on-b", "b", "later"));
+        volumes.put_volume(pinned("bound-a", "a", "local-path"));
+        volumes.put_claim(claim("bound", "local-path", Some("bound-a")));
+        volumes.put_claim(claim("waiting", "local-path", None));
+        volumes.put_claim(claim("static", "", None));
+        volumes.put_claim(claim("immediate", "now", None));
+        let ok = Status::Success;
+        let conflict = Status::unresolvable(CONFLICT);
+        assert_eq!(
+            decide(&plugin, "bound", &nodes),
+            [ok.clone(), conflict.clone(), conflict]
+        );
+        let no_root = Status::unresolvable(NO_LOCAL_PATH);
+        assert_eq!(
+            decide(&plugin, "waiting", &nodes),
+            [ok.clone(), ok.clone(), no_root]
+        );
+        let missing = Status::unresolvable("persistentvolumeclaim \"nope\" not found");
+        assert_eq!(decide(&plugin, "nope", &nodes[..1]), [missing]);
+        let immediate = Status::unresolvable("pod has unbound immediate PersistentVolumeClaims");
+        assert_eq!(decide(&plugin, "immediate", &nodes[..1]), [immediate]);
+        assert_eq!(
+            decide(&plugin, "static", &nodes[..1]),
+            [Status::unresolvable(
+                "pod has unbound immediate PersistentVolumeClaims"
+            )]
+        );
+    }
+}
