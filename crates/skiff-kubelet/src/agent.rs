@@ -15,10 +15,12 @@ use serde_json::json;
 
 use crate::containerd::{self, Layout};
 use crate::cri::Cri;
+use crate::local_path::LocalPath;
 use crate::node;
 use crate::pause_image;
 use crate::pods::Worker;
 use crate::server::{self, Streams};
+use skiff_core::volumes::LOCAL_PATH_ROOT;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -127,9 +129,14 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
     if let Some((addr, _)) = &endpoint {
         status["daemonEndpoints"] = json!({"kubeletEndpoint": {"Port": addr.port()}});
     }
+    let local_path = Arc::new(LocalPath {
+        root: config.data_dir.join("local-path"),
+        node: config.node_name.clone(),
+    });
+    let annotations = json!({LOCAL_PATH_ROOT: local_path.root.display().to_string()});
     let me = json!({
         "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": config.node_name, "labels": labels},
+        "metadata": {"name": config.node_name, "labels": labels, "annotations": annotations},
         "status": status,
     });
     node::register(&client, me).await?;
@@ -210,16 +217,24 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         tracing::error!(error = %e, "could not write the CNI network");
     }
     wake.notify_one();
-    let worker = Arc::new(Worker::new(
-        client,
-        Arc::new(cri),
-        config.node_name.clone(),
-        config.node_ip.clone(),
-        config.data_dir.join("pods"),
-        config.dns.clone(),
-        usage,
-    ));
+    let sweeper = {
+        let (client, local_path) = (client.clone(), local_path.clone());
+        tokio::spawn(async move { local_path.run(client).await })
+    };
+    let worker = Arc::new(
+        Worker::new(
+            client,
+            Arc::new(cri),
+            config.node_name.clone(),
+            config.node_ip.clone(),
+            config.data_dir.join("pods"),
+            config.dns.clone(),
+            usage,
+        )
+        .with_local_path(local_path),
+    );
     worker.run().await;
+    sweeper.abort();
     if let Some((_, serving)) = endpoint {
         serving.abort();
     }

@@ -14,6 +14,7 @@ mod exec;
 #[cfg(test)]
 mod fake_api;
 pub mod join;
+mod local_path;
 mod logs;
 pub mod node;
 mod ownership;

@@ -119,6 +119,12 @@ pub async fn register(client: &Client, node: Value) -> Result<Node, kube::Error>
         Ok(n) => Ok(n),
         Err(kube::Error::Api(e)) if e.code == 409 => {
             let name = node.metadata.name.as_deref().unwrap_or_default();
+            if let Some(a) = &node.metadata.annotations {
+                let patch = json!({"metadata": {"annotations": a}});
+                nodes
+                    .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+            }
             let patch = json!({"status": node.status});
             nodes
                 .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))

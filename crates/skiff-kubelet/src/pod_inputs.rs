@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Service,
-    ServiceAccountTokenProjection,
+    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, PersistentVolume,
+    PersistentVolumeClaim, Pod, Secret, Service, ServiceAccountTokenProjection,
 };
 use kube::api::Api;
 use kube::Client;
+
+use crate::local_path::LocalPath;
 
 /// The data of a ConfigMap or Secret, as bytes by key; `None` when it does
 /// not exist.
@@ -461,6 +463,7 @@ pub async fn volumes(
     pod: &Pod,
     dir: &Path,
     tokens: &Tokens,
+    local_path: Option<&LocalPath>,
 ) -> Result<BTreeMap<String, Volume>, String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let security = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
@@ -499,6 +502,16 @@ pub async fn volumes(
                     read_only: false,
                 },
             );
+            continue;
+        } else if let Some(c) = &v.persistent_volume_claim {
+            let path = claimed(client, &ns, &c.claim_name, local_path).await?;
+            if let Some(gid) = fs_group {
+                if !crate::ownership::root_matches(&path, gid, false) {
+                    crate::ownership::apply(&path, gid, false)?;
+                }
+            }
+            let read_only = c.read_only == Some(true);
+            out.insert(v.name.clone(), Volume { path, read_only });
             continue;
         } else if let Some(h) = &v.host_path {
             if h.type_.as_deref() == Some("DirectoryOrCreate") {
@@ -607,6 +620,66 @@ pub async fn volumes(
         );
     }
     Ok(out)
+}
+
+/// The directory on this node of the volume bound to a claim; an error
+/// while the claim is unbound (the pod waits).
+async fn claimed(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    local_path: Option<&LocalPath>,
+) -> Result<PathBuf, String> {
+    let claim = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("persistentvolumeclaim {name:?}: {e}"))?
+        .ok_or_else(|| format!("persistentvolumeclaim {name:?} not found"))?;
+    let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+    let volume = claim.spec.as_ref().and_then(|s| s.volume_name.clone());
+    let Some(volume) = volume.filter(|v| bound && !v.is_empty()) else {
+        return Err(format!("persistentvolumeclaim {name:?} is not bound yet"));
+    };
+    let pv = Api::<PersistentVolume>::all(client.clone())
+        .get(&volume)
+        .await
+        .map_err(|e| format!("persistentvolume {volume:?}: {e}"))?;
+    let spec = pv.spec.clone().unwrap_or_default();
+    if spec.volume_mode.as_deref() == Some("Block") {
+        return Err(format!(
+            "persistentvolume {volume:?}: volumeMode Block is not supported on this node"
+        ));
+    }
+    if skiff_core::volumes::is_local_path(&pv) {
+        let Some(local_path) = local_path else {
+            return Err(format!(
+                "persistentvolume {volume:?}: this node keeps no local-path volumes"
+            ));
+        };
+        return local_path.ensure(client, &pv).await;
+    }
+    let path = match (&spec.local, &spec.host_path) {
+        (Some(l), _) => PathBuf::from(&l.path),
+        (None, Some(h)) => {
+            if h.type_.as_deref() == Some("DirectoryOrCreate") {
+                std::fs::create_dir_all(&h.path).map_err(|e| format!("{}: {e}", h.path))?;
+            }
+            PathBuf::from(&h.path)
+        }
+        (None, None) => {
+            let kind = source_kind(&serde_json::to_value(&spec).unwrap_or_default());
+            return Err(format!(
+                "persistentvolume {volume:?}: its volume source is not supported on this node (hostPath and local are): {kind}"
+            ));
+        }
+    };
+    if !path.is_dir() {
+        return Err(format!(
+            "persistentvolume {volume:?}: path {} does not exist on this node",
+            path.display()
+        ));
+    }
+    Ok(path)
 }
 
 /// The kind of a volume or projection source: its one field besides the

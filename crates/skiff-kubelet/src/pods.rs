@@ -5,6 +5,7 @@
 //! reports the status ([`pod_status`]). The runtime's state is the truth,
 //! so a restarted agent picks up where it was.
 
+use crate::local_path::LocalPath;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,6 +78,8 @@ pub struct Worker {
     /// that thousands of pods created together do not all hold their
     /// sync's memory at the same moment.
     syncs: Option<Arc<tokio::sync::Semaphore>>,
+    /// Where this node keeps local-path volumes (none when simulated).
+    local_path: Option<Arc<LocalPath>>,
 }
 
 /// One pod's worker, as the dispatcher sees it: the latest pod (`None`
@@ -95,6 +98,7 @@ impl Worker {
     ) -> Self {
         let events = Some(Recorder::start(client.clone(), &node));
         Self {
+            local_path: None,
             usage,
             dns,
             client,
@@ -111,6 +115,12 @@ impl Worker {
         }
     }
 
+    /// Mounts local-path volumes from `local_path`.
+    pub fn with_local_path(mut self, local_path: Arc<LocalPath>) -> Self {
+        self.local_path = Some(local_path);
+        self
+    }
+
     /// The worker of a simulated node, on a fake runtime.
     pub fn simulated(
         client: Client,
@@ -121,6 +131,7 @@ impl Worker {
     ) -> Self {
         Self {
             syncs: Some(syncs),
+            local_path: None,
             usage: Arc::default(),
             dns: None,
             client,
@@ -438,7 +449,8 @@ impl Worker {
             true => Ok(Default::default()),
             false => {
                 let volume_dir = self.log_dir.join(&uid).join("volumes");
-                pod_inputs::volumes(&self.client, pod, &volume_dir, &self.tokens).await
+                let local_path = self.local_path.as_deref();
+                pod_inputs::volumes(&self.client, pod, &volume_dir, &self.tokens, local_path).await
             }
         };
         let mut seen = self.observe(&sandbox).await?;
