@@ -174,7 +174,27 @@ fn workload(spec: &Value, causes: &mut Vec<Cause>) {
             Err(e) => causes.push(Cause::invalid("spec.selector", &sel.to_string(), e.message)),
         },
     }
-    pod_template(&spec["template"], "spec.template", causes);
+    // A StatefulSet's claim templates are volumes of its pods.
+    let claims = spec["volumeClaimTemplates"].as_array();
+    match claims.filter(|c| !c.is_empty()) {
+        Some(claims) => {
+            let mut template = spec["template"].clone();
+            let mut volumes = template["spec"]["volumes"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for c in claims {
+                let name = &c["metadata"]["name"];
+                volumes.retain(|v| v["name"] != *name);
+                volumes.push(
+                    serde_json::json!({"name": name, "persistentVolumeClaim": {"claimName": name}}),
+                );
+            }
+            template["spec"]["volumes"] = Value::Array(volumes);
+            pod_template(&template, "spec.template", causes);
+        }
+        None => pod_template(&spec["template"], "spec.template", causes),
+    }
 }
 
 fn pod_template(t: &Value, at: &str, causes: &mut Vec<Cause>) {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 mod network;
 mod runtime_floor;
 mod startup;
+mod volumes;
 
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
@@ -37,6 +38,9 @@ pub enum What {
     /// From `skiff server` on an empty data dir to `/readyz`, a Ready node
     /// and a first pod Running (root, containerd).
     Startup(startup::StartupArgs),
+    /// The PersistentVolume controller binding many claims, and a
+    /// StatefulSet's local-path volumes on one real node.
+    Volumes(volumes::VolumesArgs),
     /// The HTTP client `bench network` runs inside a pod's network.
     #[command(hide = true)]
     HttpLoad(network::HttpLoadArgs),
@@ -114,6 +118,7 @@ pub async fn run(what: What) -> Result<()> {
         What::Network(args) => network::run(args).await,
         What::Startup(args) => startup::run(args).await,
         What::HttpLoad(args) => network::http_load(args).await,
+        What::Volumes(args) => volumes::run(args).await,
     }
 }
 

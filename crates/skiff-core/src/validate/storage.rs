@@ -217,10 +217,17 @@ pub fn claim(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
             "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
         ));
     }
+    // Shrinking a request (to recover from a failed expansion) stops at
+    // what the volume has.
     let has = parse_milli(old["status"]["capacity"]["storage"].as_str().unwrap_or(""));
+    let before = parse_milli(
+        before["resources"]["requests"]["storage"]
+            .as_str()
+            .unwrap_or(""),
+    );
     let asked = storage.as_str().and_then(parse_milli);
-    if let (Some(has), Some(asked)) = (has, asked) {
-        if bound && asked < has {
+    if let (Some(has), Some(asked), Some(before)) = (has, asked, before) {
+        if bound && asked < before && asked < has {
             causes.push(forbidden(
                 "spec.resources.requests.storage",
                 "field can not be less than status.capacity",
@@ -353,6 +360,18 @@ mod tests {
         let mut causes = Vec::new();
         claim(&shrunk, Some(&bound), &mut causes);
         assert_eq!(fields(&causes), ["spec.resources.requests.storage"]);
+        let mut smaller_than_its_volume = bound.clone();
+        smaller_than_its_volume["status"]["capacity"]["storage"] = json!("2Gi");
+        let mut causes = Vec::new();
+        claim(
+            &smaller_than_its_volume,
+            Some(&smaller_than_its_volume),
+            &mut causes,
+        );
+        assert!(
+            causes.is_empty(),
+            "a claim may ask less than its volume has: {causes:?}"
+        );
         let mut renamed = bound.clone();
         renamed["spec"]["volumeName"] = json!("pv2");
         let mut causes = Vec::new();

@@ -1,0 +1,326 @@
+//! Persistent storage end to end, with real containers and the real
+//! kubectl: an emptyDir dies with its pod while a claim's files outlive
+//! it; static volumes bind by size; the default local-path class waits
+//! for its first consumer, provisions on that pod's node and keeps later
+//! pods there; reclaim policies; a claim in use outlives its deletion
+//! until its pod goes; a StatefulSet's pod comes back to its data.
+//! Needs root and `scripts/setup.sh --test`.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{create, wait_for, Cluster};
+
+const LIMIT: Duration = Duration::from_secs(90);
+const BUSYBOX: &str = "skiff.local/busybox:1";
+
+/// A pod that mounts `volume` (YAML of one volume named `data`) at /data.
+fn pod(name: &str, volume: &str) -> String {
+    pod_on(name, volume, None)
+}
+
+/// As [`pod`], on `node` when one is given.
+fn pod_on(name: &str, volume: &str, node: Option<&str>) -> String {
+    let selector = node.map_or(String::new(), |n| {
+        format!("  nodeSelector: {{kubernetes.io/hostname: {n}}}\n")
+    });
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+{selector}  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: data
+    {volume}
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    command: [sleep, '3600']
+    volumeMounts: [{{name: data, mountPath: /data}}]
+"
+    )
+}
+
+fn claim(name: &str, class: Option<&str>, size: &str) -> String {
+    let class = class.map_or(String::new(), |c| format!("  storageClassName: {c:?}\n"));
+    format!(
+        "apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: {name}}}
+spec:
+{class}  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: {size}}}}}
+"
+    )
+}
+
+fn host_volume(name: &str, size: &str, path: &Path, policy: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: {name}}}
+spec:
+  capacity: {{storage: {size}}}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: {policy}
+  storageClassName: ''
+  hostPath: {{path: {}, type: DirectoryOrCreate}}
+",
+        path.display()
+    )
+}
+
+/// The pod, once it exists.
+fn get_pod(c: &Cluster, name: &str) -> Option<Value> {
+    let out = c.kubectl(&["get", "pod", name, "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn running(c: &Cluster, name: &str) -> Value {
+    wait_for(&format!("pod {name} Running"), LIMIT, || {
+        get_pod(c, name).filter(|p| p["status"]["phase"] == "Running")
+    })
+}
+
+fn exec(c: &Cluster, name: &str, command: &str) -> String {
+    let out = c.kubectl(&["exec", name, "--", "sh", "-c", command]);
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Deletes a pod and waits until it is gone.
+fn delete_pod(c: &Cluster, name: &str) {
+    c.ok(&["delete", "pod", name, "--wait=true", "--timeout=60s"]);
+}
+
+fn phase(c: &Cluster, kind: &str, name: &str) -> String {
+    let o = c.json(&["get", kind, name]);
+    o["status"]["phase"].as_str().unwrap_or_default().to_owned()
+}
+
+fn wait_phase(c: &Cluster, kind: &str, name: &str, want: &str) {
+    wait_for(&format!("{kind} {name} {want}"), LIMIT, || {
+        (phase(c, kind, name) == want).then_some(())
+    });
+}
+
+fn events_of(c: &Cluster, name: &str) -> String {
+    let selector = format!("involvedObject.name={name}");
+    c.ok(&["get", "events", "--field-selector", &selector, "-o", "json"])
+}
+
+#[test]
+fn claims_outlive_pods() {
+    support::check_prerequisites();
+    let images = support::build_images();
+    let c = Cluster::start_with_agent(&[]);
+    let _cleanup = support::Cleanup(c.dir.path().to_owned());
+    wait_for("containerd's socket", LIMIT, || {
+        let socket = c.dir.path().join("agent/containerd/containerd.sock");
+        socket.exists().then_some(())
+    });
+    support::import_images(c.dir.path(), images.path());
+    let node = wait_for("the node", LIMIT, || {
+        let nodes = c.json(&["get", "nodes"]);
+        nodes["items"][0]["metadata"]["name"]
+            .as_str()
+            .map(str::to_owned)
+    });
+    // Simulated nodes keep no local-path volumes: the scheduler must not
+    // pick them for a pod with a local-path claim.
+    let _others = support::agent(&c, "sim-", 3, &[]);
+
+    // The default class, as kubectl shows it.
+    let classes = c.ok(&["get", "storageclass"]);
+    assert!(classes.contains("local-path (default)"), "{classes}");
+    assert!(classes.contains("skiff.io/local-path"), "{classes}");
+    assert!(classes.contains("WaitForFirstConsumer"), "{classes}");
+
+    // An emptyDir dies with its pod.
+    create(&c, &pod_on("scratch", "emptyDir: {}", Some(&node)));
+    running(&c, "scratch");
+    exec(&c, "scratch", "echo kept > /data/file");
+    delete_pod(&c, "scratch");
+    create(&c, &pod_on("scratch", "emptyDir: {}", Some(&node)));
+    running(&c, "scratch");
+    let gone = exec(&c, "scratch", "cat /data/file");
+    assert!(gone.contains("No such file"), "{gone}");
+    delete_pod(&c, "scratch");
+
+    // The default class waits for its first consumer.
+    create(&c, &claim("data", None, "64Mi"));
+    wait_for("WaitForFirstConsumer", LIMIT, || {
+        events_of(&c, "data")
+            .contains("waiting for first consumer to be created before binding")
+            .then_some(())
+    });
+    assert_eq!(phase(&c, "pvc", "data"), "Pending");
+    let stored = c.json(&["get", "pvc", "data"]);
+    assert_eq!(stored["spec"]["storageClassName"], "local-path");
+
+    // Its first pod has it made on its node; the file outlives the pod.
+    create(
+        &c,
+        &pod("writer", "persistentVolumeClaim: {claimName: data}"),
+    );
+    let writer = running(&c, "writer");
+    assert_eq!(writer["spec"]["nodeName"], node.as_str());
+    wait_phase(&c, "pvc", "data", "Bound");
+    let volume = c.json(&["get", "pvc", "data"])["spec"]["volumeName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dir = c.dir.path().join("agent/local-path").join(&volume);
+    assert!(dir.is_dir(), "{} exists", dir.display());
+    exec(&c, "writer", "echo kept > /data/file");
+    assert_eq!(std::fs::read_to_string(dir.join("file")).unwrap(), "kept\n");
+    delete_pod(&c, "writer");
+    create(
+        &c,
+        &pod("reader", "persistentVolumeClaim: {claimName: data}"),
+    );
+    let reader = running(&c, "reader");
+    assert_eq!(
+        reader["spec"]["nodeName"],
+        node.as_str(),
+        "stays with its volume"
+    );
+    assert_eq!(exec(&c, "reader", "cat /data/file"), "kept\n");
+
+    // kubectl's columns.
+    let pvc = c.ok(&["get", "pvc", "data"]);
+    for column in [
+        "NAME",
+        "STATUS",
+        "VOLUME",
+        "CAPACITY",
+        "ACCESS MODES",
+        "STORAGECLASS",
+        "VOLUMEATTRIBUTESCLASS",
+        "AGE",
+    ] {
+        assert!(pvc.contains(column), "{pvc}");
+    }
+    assert!(
+        pvc.contains("Bound")
+            && pvc.contains(&volume)
+            && pvc.contains("64Mi")
+            && pvc.contains("RWO"),
+        "{pvc}"
+    );
+    let pv = c.ok(&["get", "pv", &volume]);
+    for column in ["CAPACITY", "RECLAIM POLICY", "CLAIM", "REASON"] {
+        assert!(pv.contains(column), "{pv}");
+    }
+    assert!(
+        pv.contains("Delete") && pv.contains("default/data") && pv.contains("local-path"),
+        "{pv}"
+    );
+
+    // A claim in use stays until its pod goes; then Delete removes the
+    // volume and its directory.
+    c.ok(&["delete", "pvc", "data", "--wait=false"]);
+    let held = c.json(&["get", "pvc", "data"]);
+    assert!(held["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(running(&c, "reader")["status"]["phase"], "Running");
+    delete_pod(&c, "reader");
+    wait_for("the claim gone", LIMIT, || {
+        let out = c.kubectl(&["get", "pvc", "data"]);
+        (!out.status.success()).then_some(())
+    });
+    wait_for("the volume and its directory gone", LIMIT, || {
+        let out = c.kubectl(&["get", "pv", &volume]);
+        (!out.status.success() && !dir.exists()).then_some(())
+    });
+
+    // Static volumes: the smallest that fits, never a smaller one; Retain
+    // keeps the data and the volume goes Released.
+    let host = c.dir.path().join("static");
+    create(
+        &c,
+        &host_volume("small", "32Mi", &host.join("small"), "Retain"),
+    );
+    create(&c, &host_volume("big", "1Gi", &host.join("big"), "Retain"));
+    create(
+        &c,
+        &host_volume("fit", "128Mi", &host.join("fit"), "Retain"),
+    );
+    create(&c, &claim("static", Some(""), "100Mi"));
+    wait_phase(&c, "pvc", "static", "Bound");
+    assert_eq!(
+        c.json(&["get", "pvc", "static"])["spec"]["volumeName"],
+        "fit"
+    );
+    assert_eq!(phase(&c, "pv", "small"), "Available");
+    assert_eq!(phase(&c, "pv", "big"), "Available");
+    create(
+        &c,
+        &pod_on(
+            "static",
+            "persistentVolumeClaim: {claimName: static}",
+            Some(&node),
+        ),
+    );
+    running(&c, "static");
+    exec(&c, "static", "echo retained > /data/file");
+    delete_pod(&c, "static");
+    c.ok(&["delete", "pvc", "static"]);
+    wait_phase(&c, "pv", "fit", "Released");
+    assert_eq!(
+        std::fs::read_to_string(host.join("fit/file")).unwrap(),
+        "retained\n"
+    );
+    let too_big = claim("huge", Some(""), "2Gi");
+    create(&c, &too_big);
+    wait_for("no volume for a claim larger than any", LIMIT, || {
+        events_of(&c, "huge")
+            .contains("no persistent volumes available for this claim")
+            .then_some(())
+    });
+    assert_eq!(phase(&c, "pvc", "huge"), "Pending");
+
+    // A StatefulSet's pod comes back to its own data.
+    create(
+        &c,
+        &format!(
+            "apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: web}}
+spec:
+  serviceName: web
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {BUSYBOX}
+        command: [sleep, '3600']
+        volumeMounts: [{{name: www, mountPath: /data}}]
+  volumeClaimTemplates:
+  - metadata: {{name: www}}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {{requests: {{storage: 16Mi}}}}
+"
+        ),
+    );
+    running(&c, "web-1");
+    exec(&c, "web-1", "hostname > /data/who");
+    let uid = support::pod(&c, "web-1")["metadata"]["uid"].clone();
+    delete_pod(&c, "web-1");
+    let again = wait_for("web-1 back", LIMIT, || {
+        get_pod(&c, "web-1")
+            .filter(|p| p["metadata"]["uid"] != uid && p["status"]["phase"] == "Running")
+    });
+    assert_eq!(again["spec"]["nodeName"], node.as_str());
+    assert_eq!(exec(&c, "web-1", "cat /data/who"), "web-1\n");
+    wait_phase(&c, "pvc", "www-web-0", "Bound");
+}
