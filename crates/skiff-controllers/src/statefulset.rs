@@ -78,11 +78,16 @@ impl StatefulSetController {
             {
                 l.extend(extra.iter().map(|(k, v)| (k.clone(), json!(v))));
             }
-            let claim = json!({
+            let mut claim = json!({
                 "apiVersion": "v1", "kind": "PersistentVolumeClaim",
                 "metadata": {"name": name, "namespace": ns, "labels": claim_labels, "annotations": t.metadata.annotations},
                 "spec": t.spec,
             });
+            // whenDeleted: Delete makes the set own its claims, so they
+            // go with it.
+            if retention(sts).0 == "Delete" {
+                claim["metadata"]["ownerReferences"] = json!([pods::controller_ref(sts)]);
+            }
             match api::create::<PersistentVolumeClaim>(&*self.cluster, &claim).await {
                 Ok(_) => self.cluster.event(events::about(
                     sts,
@@ -170,6 +175,69 @@ impl StatefulSetController {
         }
     }
 
+    /// whenScaled: Delete: the claims of ordinals scaled away go once
+    /// their pods have.
+    async fn delete_scaled_claims(
+        &self,
+        sts: &StatefulSet,
+        by_ordinal: &BTreeMap<i32, Arc<Pod>>,
+        wanted: &std::ops::Range<i32>,
+    ) -> Result<(), Error> {
+        let ns = sts.namespace().unwrap_or_default();
+        let set = sts.name_any();
+        let selector = sts
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.match_labels.clone());
+        let templates: Vec<String> = sts
+            .spec
+            .iter()
+            .flat_map(|s| s.volume_claim_templates.iter().flatten())
+            .map(|t| t.name_any())
+            .collect();
+        for claim in self.claims.list_in(&ns) {
+            if claim.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let name = claim.name_any();
+            let ordinal = templates.iter().find_map(|t| {
+                name.strip_prefix(&format!("{t}-{set}-"))?
+                    .parse::<i32>()
+                    .ok()
+            });
+            let Some(i) = ordinal.filter(|i| !wanted.contains(i) && !by_ordinal.contains_key(i))
+            else {
+                continue;
+            };
+            // Only claims this set made (they carry its selector's labels).
+            let labels = claim.labels();
+            let made = selector
+                .iter()
+                .flatten()
+                .all(|(k, v)| labels.get(k) == Some(v));
+            if !made {
+                continue;
+            }
+            let target = Target::of::<PersistentVolumeClaim>(Some(&ns), &name);
+            let how = Deletion {
+                uid: claim.uid(),
+                ..Default::default()
+            };
+            match self.cluster.delete(&target, how).await {
+                Err(e) if !e.is_not_found() => return Err(e),
+                _ => {}
+            }
+            self.cluster.event(events::about(
+                sts,
+                COMPONENT,
+                false,
+                "SuccessfulDelete",
+                &format!("delete Claim {name} Pod {set}-{i} in StatefulSet {set} success"),
+            ));
+        }
+        Ok(())
+    }
+
     async fn delete_pod(&self, sts: &StatefulSet, pod: &Pod) -> Result<(), Error> {
         let target = Target::of::<Pod>(pod.namespace().as_deref(), &pod.name_any());
         match self
@@ -199,6 +267,18 @@ impl StatefulSetController {
         ));
         Ok(())
     }
+}
+
+/// The set's `persistentVolumeClaimRetentionPolicy`: (whenDeleted,
+/// whenScaled), Retain unless set.
+fn retention(sts: &StatefulSet) -> (&str, &str) {
+    let policy = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.persistent_volume_claim_retention_policy.as_ref());
+    let deleted = policy.and_then(|p| p.when_deleted.as_deref());
+    let scaled = policy.and_then(|p| p.when_scaled.as_deref());
+    (deleted.unwrap_or("Retain"), scaled.unwrap_or("Retain"))
 }
 
 fn healthy(p: &Pod) -> bool {
@@ -339,6 +419,10 @@ impl Reconcile for StatefulSetController {
                     .status(&sts, &by_ordinal, &current_revision, &update_revision)
                     .await;
             }
+        }
+        if retention(&sts).1 == "Delete" {
+            self.delete_scaled_claims(&sts, &by_ordinal, &wanted)
+                .await?;
         }
         // Rolling update, highest ordinal first, down to the partition.
         if !on_delete && condemned.is_empty() && by_ordinal.values().all(|p| healthy(p)) {
@@ -523,5 +607,48 @@ mod tests {
         fake.clear();
         c.reconcile("d/web").await.unwrap();
         assert_eq!(fake.made("delete"), vec!["pods d/web-2"]);
+    }
+
+    #[tokio::test]
+    async fn claims_follow_the_retention_policy() {
+        let (fake, sets, pods, c) = setup();
+        let mut set = sts(2, "Parallel");
+        set.spec
+            .as_mut()
+            .unwrap()
+            .persistent_volume_claim_retention_policy =
+            serde_json::from_value(json!({"whenDeleted": "Delete", "whenScaled": "Delete"}))
+                .unwrap();
+        sets.apply(set.clone());
+        c.reconcile("d/web").await.unwrap();
+        let claims: Vec<Value> = fake
+            .bodies("create")
+            .into_iter()
+            .filter(|o| o["kind"] == "PersistentVolumeClaim")
+            .collect();
+        assert_eq!(claims.len(), 2);
+        assert_eq!(
+            claims[0]["metadata"]["ownerReferences"][0]["kind"],
+            "StatefulSet"
+        );
+        for claim in &claims {
+            c.claims
+                .insert(serde_json::from_value(claim.clone()).unwrap());
+        }
+        for p in created_pods(&fake) {
+            pods.apply(running(&p, true));
+        }
+        set.spec.as_mut().unwrap().replicas = Some(1);
+        sets.apply(set);
+        fake.clear();
+        c.reconcile("d/web").await.unwrap();
+        assert_eq!(fake.made("delete"), vec!["pods d/web-1"], "the pod first");
+        pods.delete(&pods.cache().get("d/web-1").unwrap());
+        fake.clear();
+        c.reconcile("d/web").await.unwrap();
+        assert_eq!(
+            fake.made("delete"),
+            vec!["persistentvolumeclaims d/data-web-1"]
+        );
     }
 }
