@@ -5,7 +5,6 @@
 //! reports the status ([`pod_status`]). The runtime's state is the truth,
 //! so a restarted agent picks up where it was.
 
-use crate::local_path::LocalPath;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +22,7 @@ use tokio::sync::watch;
 use crate::cri::Error;
 use crate::cri_config::{self, ContainerInputs, NAME_LABEL, UID_LABEL};
 use crate::events::{container_path, Recorder, Type};
+use crate::local_path::LocalPath;
 use crate::plan::{self, running, Init, Observed};
 use crate::pod_inputs;
 use crate::pod_status::{pod_status, Facts, Waiting};
@@ -39,6 +39,9 @@ const RESYNC: Duration = Duration::from_secs(1);
 const SIMULATED_RESYNC: Duration = Duration::from_secs(10);
 /// How soon a status that could not be written is tried again.
 const RETRY: Duration = Duration::from_secs(1);
+/// How often size-limited emptyDirs are measured, as upstream's eviction
+/// manager does.
+const USAGE_CHECK: Duration = Duration::from_secs(10);
 
 pub(crate) fn attempt_of_container(c: &cri::Container) -> u32 {
     c.metadata.as_ref().map_or(0, |m| m.attempt)
@@ -51,6 +54,11 @@ struct PodState {
     reported: Option<PodStatus>,
     /// Failed pulls by container: when to try again, and how many failed.
     pull_backoff: HashMap<String, (Instant, u32)>,
+    /// The directories of the pod's claims once found (a bound claim's
+    /// volume, and where it is, never change).
+    claimed: pod_inputs::Claimed,
+    /// When the usage of the pod's size-limited emptyDirs was last measured.
+    usage_checked: Option<Instant>,
 }
 
 /// The node's pod workers and what they share.
@@ -449,10 +457,26 @@ impl Worker {
             true => Ok(Default::default()),
             false => {
                 let volume_dir = self.log_dir.join(&uid).join("volumes");
-                let local_path = self.local_path.as_deref();
-                pod_inputs::volumes(&self.client, pod, &volume_dir, &self.tokens, local_path).await
+                let mounts = pod_inputs::Mounts {
+                    tokens: &self.tokens,
+                    local_path: self.local_path.as_deref(),
+                    claimed: &mut state.claimed,
+                };
+                pod_inputs::volumes(&self.client, pod, &volume_dir, mounts).await
             }
         };
+        if let Ok(v) = &volumes {
+            let due = state
+                .usage_checked
+                .is_none_or(|t| t.elapsed() >= USAGE_CHECK);
+            if due {
+                state.usage_checked = Some(Instant::now());
+                if let Some(message) = pod_inputs::over_limit(pod, v) {
+                    self.evict(pod, &uid, &message).await?;
+                    return Ok(self.resync());
+                }
+            }
+        }
         let mut seen = self.observe(&sandbox).await?;
         let plan = plan::plan(&spec, &seen, Timestamp::now());
         let mut waiting: HashMap<String, Waiting> = HashMap::new();
@@ -521,6 +545,36 @@ impl Worker {
             }
         }
         false
+    }
+
+    /// Evicts the pod as upstream's eviction manager does: stopped within
+    /// its grace period, then Failed with reason Evicted; its controller
+    /// replaces it.
+    async fn evict(&self, pod: &Pod, uid: &str, message: &str) -> Result<(), Error> {
+        self.event(pod, "", Type::Warning, "Evicted", message);
+        let grace = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30);
+        self.tear_down(uid, Some(pod), grace).await?;
+        let api: Api<Pod> = Api::namespaced(
+            self.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+        );
+        let now = Timestamp::now().to_string();
+        let status = json!({"status": {"phase": "Failed", "reason": "Evicted", "message": message,
+            "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet",
+                "message": message, "lastTransitionTime": now}]}});
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        if let Err(e) = api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+        {
+            // Measured again at the next check, and evicted again.
+            tracing::warn!(error = %e, "could not report an eviction");
+        }
+        Ok(())
     }
 
     /// A pod being deleted: stop it within its grace period, then remove

@@ -80,7 +80,10 @@ impl Config {
         let resources = json!({"cpu": self.cpu, "memory": self.memory, "pods": self.pods, "ephemeral-storage": "100Gi"});
         json!({
             "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": labels},
+            // Claims provisioned here are never mounted: a simulated pod
+            // has no files.
+            "metadata": {"name": name, "labels": labels,
+                "annotations": {skiff_core::volumes::LOCAL_PATH_ROOT: "/simulated/local-path"}},
             "spec": {"podCIDR": format!("10.{a}.{b}.0/24"), "taints": taints},
             "status": status(&resources, i),
         })

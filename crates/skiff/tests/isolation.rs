@@ -151,7 +151,7 @@ fn isolation_is_applied_or_refused() {
             &format!(
                 "  volumes:
   - name: data
-    persistentVolumeClaim: {{claimName: data}}
+    nfs: {{server: 127.0.0.1, path: /exports}}
 {}    volumeMounts: [{{name: data, mountPath: /data}}]
 ",
                 container("")
@@ -163,7 +163,7 @@ fn isolation_is_applied_or_refused() {
         let waiting = &p["status"]["containerStatuses"][0]["state"]["waiting"];
         let message = waiting["message"].as_str().unwrap_or_default();
         (waiting["reason"] == "CreateContainerConfigError"
-            && message.contains("persistentVolumeClaim volumes are not supported"))
+            && message.contains("nfs volumes are not supported"))
         .then_some(())
     });
 

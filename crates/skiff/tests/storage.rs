@@ -131,8 +131,7 @@ fn claims_outlive_pods() {
             .as_str()
             .map(str::to_owned)
     });
-    // Simulated nodes keep no local-path volumes: the scheduler must not
-    // pick them for a pod with a local-path claim.
+    // Other nodes a volume's pods could go to, were it not for the volume.
     let _others = support::agent(&c, "sim-", 3, &[]);
 
     // The default class, as kubectl shows it.
@@ -152,6 +151,25 @@ fn claims_outlive_pods() {
     assert!(gone.contains("No such file"), "{gone}");
     delete_pod(&c, "scratch");
 
+    // An emptyDir over its sizeLimit gets its pod evicted.
+    create(
+        &c,
+        &pod_on("greedy", "emptyDir: {sizeLimit: 1Mi}", Some(&node)),
+    );
+    running(&c, "greedy");
+    exec(
+        &c,
+        "greedy",
+        "dd if=/dev/zero of=/data/fill bs=1024 count=2048",
+    );
+    let evicted = wait_for("the pod evicted", LIMIT, || {
+        get_pod(&c, "greedy").filter(|p| p["status"]["phase"] == "Failed")
+    });
+    assert_eq!(evicted["status"]["reason"], "Evicted");
+    let message = evicted["status"]["message"].as_str().unwrap();
+    assert!(message.contains("exceeds the limit \"1Mi\""), "{message}");
+    delete_pod(&c, "greedy");
+
     // The default class waits for its first consumer.
     create(&c, &claim("data", None, "64Mi"));
     wait_for("WaitForFirstConsumer", LIMIT, || {
@@ -163,10 +181,15 @@ fn claims_outlive_pods() {
     let stored = c.json(&["get", "pvc", "data"]);
     assert_eq!(stored["spec"]["storageClassName"], "local-path");
 
-    // Its first pod has it made on its node; the file outlives the pod.
+    // Its first pod has it made on its node; the file outlives the pod,
+    // and the next pod, free to go anywhere, goes where the volume is.
     create(
         &c,
-        &pod("writer", "persistentVolumeClaim: {claimName: data}"),
+        &pod_on(
+            "writer",
+            "persistentVolumeClaim: {claimName: data}",
+            Some(&node),
+        ),
     );
     let writer = running(&c, "writer");
     assert_eq!(writer["spec"]["nodeName"], node.as_str());
@@ -298,6 +321,7 @@ spec:
   template:
     metadata: {{labels: {{app: web}}}}
     spec:
+      nodeSelector: {{kubernetes.io/hostname: {node}}}
       terminationGracePeriodSeconds: 1
       containers:
       - name: main
