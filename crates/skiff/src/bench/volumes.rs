@@ -188,6 +188,38 @@ async fn statefulset(args: &VolumesArgs, images: &std::path::Path) -> Result<()>
         args.replicas,
         ms(running)
     );
+    // The set and its pods go before the agent, so no container outlives
+    // the run.
+    let client = server.client()?;
+    let sets = format!(
+        "{}/apis/apps/v1/namespaces/default/statefulsets/bench",
+        server.url
+    );
+    client
+        .delete(&sets)
+        .bearer_auth(&server.token)
+        .send()
+        .await?;
+    let gone_by = Instant::now() + Duration::from_secs(60);
+    loop {
+        client
+            .delete(&pods)
+            .bearer_auth(&server.token)
+            .send()
+            .await?;
+        let left: Value = client
+            .get(&pods)
+            .bearer_auth(&server.token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if left["items"].as_array().is_some_and(Vec::is_empty) || Instant::now() > gone_by {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    node.wait_empty(gone_by).await?;
     drop(node);
     Ok(())
 }
