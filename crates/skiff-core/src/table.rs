@@ -244,6 +244,14 @@ pub fn human_duration(secs: i64) -> String {
     }
 }
 
+/// A claim's or volume's phase, or `Terminating` once it is being deleted.
+fn phase_or_terminating(o: &Value) -> String {
+    match meta::is_deleting(o) {
+        true => "Terminating".into(),
+        false => s(&o["status"]["phase"]),
+    }
+}
+
 /// Access modes as kubectl abbreviates them.
 fn access_modes(modes: &Value) -> String {
     join(
@@ -598,7 +606,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
         ],
         "PersistentVolumeClaim" => vec![
             name,
-            json!(s(&status["phase"])),
+            json!(phase_or_terminating(o)),
             json!(s(&spec["volumeName"])),
             json!(s(&status["capacity"]["storage"])),
             json!(access_modes(&status["accessModes"])),
@@ -618,7 +626,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 json!(s(&spec["capacity"]["storage"])),
                 json!(access_modes(&spec["accessModes"])),
                 json!(s(&spec["persistentVolumeReclaimPolicy"])),
-                json!(s(&status["phase"])),
+                json!(phase_or_terminating(o)),
                 json!(claim),
                 json!(s(&spec["storageClassName"])),
                 json!(or_unset(s(&spec["volumeAttributesClassName"]))),
