@@ -350,6 +350,32 @@ fn services_dns_and_pod_network_across_two_nodes() {
             (out.status.success() && !text.contains(&cluster_ip)).then_some(())
         });
     }
+
+    // A local-path claim is made on its first pod's node; the next pod,
+    // free to go to either node, goes there too and finds the file.
+    create(c, "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 16Mi}}\n");
+    let user = |name: &str, node: Option<&str>| {
+        let selector = node.map_or(String::new(), |n| {
+            format!("  nodeSelector: {{kubernetes.io/hostname: {n}}}\n")
+        });
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{selector}  terminationGracePeriodSeconds: 1\n  volumes: [{{name: data, persistentVolumeClaim: {{claimName: data}}}}]\n  containers: [{{name: c, image: skiff.local/busybox:1, imagePullPolicy: Never, command: [sh, -c, 'echo {name} >> /data/log; sleep 3600'], volumeMounts: [{{name: data, mountPath: /data}}]}}]\n")
+    };
+    create(c, &user("first", Some("node-2")));
+    wait_for("the first user to run", LIMIT, || {
+        (pod(c, "first")["status"]["phase"] == "Running").then_some(())
+    });
+    c.ok(&["delete", "pod", "first", "--wait=true", "--timeout=60s"]);
+    create(c, &user("second", None));
+    let second = wait_for("the second user to run", LIMIT, || {
+        let p = pod(c, "second");
+        (p["status"]["phase"] == "Running").then_some(p)
+    });
+    assert_eq!(
+        second["spec"]["nodeName"], "node-2",
+        "the pod follows its volume"
+    );
+    let log = c.ok(&["exec", "second", "--", "cat", "/data/log"]);
+    assert_eq!(log, "first\nsecond\n");
 }
 
 /// A plain HTTP GET from the test process; the body on a 200.
