@@ -13,6 +13,7 @@ mod discovery;
 mod encryption;
 mod handlers;
 mod impersonation;
+mod inflight;
 mod node_proxy;
 mod openapi;
 mod pki;
@@ -52,6 +53,10 @@ pub struct Config {
     pub compaction_interval: Option<std::time::Duration>,
     /// An EncryptionConfiguration: which resources are encrypted at rest.
     pub encryption_config: Option<PathBuf>,
+    /// Non-mutating requests in flight at most (0: no cap); beyond, 429.
+    pub max_requests_inflight: usize,
+    /// Mutating requests in flight at most (0: no cap); beyond, 429.
+    pub max_mutating_requests_inflight: usize,
 }
 
 /// How requests are authorized (`--authorization-mode`).
@@ -115,6 +120,8 @@ impl Config {
             audit_log: None,
             audit_policy: None,
             compaction_interval: Some(std::time::Duration::from_secs(300)),
+            max_requests_inflight: 400,
+            max_mutating_requests_inflight: 200,
             encryption_config: None,
         }
     }
@@ -261,7 +268,10 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         };
         api = api.with_audit(policy, audit::Log::open(path).map_err(Error::Audit)?);
     }
-    let api = Arc::new(api);
+    let api = Arc::new(api.with_limits(inflight::Limits::new(
+        config.max_requests_inflight,
+        config.max_mutating_requests_inflight,
+    )));
     bootstrap::run(&api, SocketAddr::new(host, addr.port()))
         .await
         .map_err(Error::Bootstrap)?;

@@ -29,6 +29,19 @@ pub fn error(e: &ApiError) -> Response {
     json(e.code, &e.to_status())
 }
 
+/// 429 beyond the in-flight caps, with upstream's body and `Retry-After`.
+pub fn too_many_requests() -> Response {
+    let status = serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": "Too many requests, please try again later.",
+        "reason": "TooManyRequests", "details": {"retryAfterSeconds": 1}, "code": 429});
+    let mut r = json(429, &status);
+    r.headers_mut().insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from_static("1"),
+    );
+    r
+}
+
 /// Whether the client asked for a `meta.k8s.io` Table.
 pub fn wants_table(accept: &str) -> bool {
     accept.split(',').any(|part| {

@@ -75,6 +75,14 @@ struct ServerArgs {
     /// resources encrypted at rest (providers aesgcm and identity).
     #[arg(long)]
     encryption_provider_config: Option<PathBuf>,
+    /// Non-mutating requests in flight at most (0: no cap); beyond it
+    /// requests are answered 429 with Retry-After. Watches, exec, attach,
+    /// port-forward, proxy and logs are not counted.
+    #[arg(long, default_value_t = 400)]
+    max_requests_inflight: usize,
+    /// Mutating requests in flight at most (0: no cap).
+    #[arg(long, default_value_t = 200)]
+    max_mutating_requests_inflight: usize,
     /// How often the store's history is compacted (0 never).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     compaction_interval: std::time::Duration,
@@ -388,6 +396,8 @@ impl ServerArgs {
         config.audit_policy = self.audit_policy_file.clone();
         config.compaction_interval = Some(self.compaction_interval);
         config.encryption_config = self.encryption_provider_config.clone();
+        config.max_requests_inflight = self.max_requests_inflight;
+        config.max_mutating_requests_inflight = self.max_mutating_requests_inflight;
         config
     }
 }

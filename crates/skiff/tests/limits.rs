@@ -69,3 +69,92 @@ fn objects_connections_and_files_are_bounded() {
     assert_eq!(mode(c.dir.path()), 0o700);
     assert_eq!(mode(&c.dir.path().join("state.db")), 0o600);
 }
+
+/// Beyond `--max-mutating-requests-inflight`, a write is answered at once
+/// with 429, upstream's Status and `Retry-After`; the slot comes back when
+/// the write holding it ends. A write whose body is still arriving holds
+/// its slot, as a slow client's would.
+#[test]
+fn writes_beyond_the_in_flight_cap_get_429() {
+    let c = Cluster::start_with_flags(&["--max-mutating-requests-inflight", "1"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&c.ca_pem()).unwrap())
+        .http1_only()
+        .build()
+        .unwrap();
+    let url = format!("{}/api/v1/namespaces/default/configmaps", c.url());
+    let token = c.admin_token();
+    runtime.block_on(async {
+        let post = |body: reqwest::Body| {
+            client
+                .post(&url)
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        // A write that holds the one slot until its body is sent (the
+        // cluster's own writers may hold it a moment: try again then).
+        let (refused, finish, slow) = loop {
+            assert!(std::time::Instant::now() < deadline, "no 429 in 30 s");
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+            let stream = futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|chunk| (chunk, rx))
+            });
+            let slow = tokio::spawn(post(reqwest::Body::wrap_stream(stream)));
+            tx.send(Ok(
+                b"{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":".to_vec(),
+            ))
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if slow.is_finished() {
+                continue;
+            }
+            let quick = post(
+                r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"quick"}}"#.into(),
+            )
+            .await
+            .unwrap();
+            if quick.status() == 429 {
+                break (quick, tx, slow);
+            }
+            drop(tx);
+            let _ = slow.await;
+        };
+        assert_eq!(refused.headers()["retry-after"], "1");
+        let status: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(status["reason"], "TooManyRequests");
+        assert_eq!(status["code"], 429);
+        finish
+            .send(Ok(b"{\"name\":\"slow\"}}".to_vec()))
+            .await
+            .unwrap();
+        drop(finish);
+        let slow = slow.await.unwrap().unwrap();
+        let code = slow.status();
+        assert_eq!(
+            code,
+            201,
+            "the slow write completes: {}",
+            slow.text().await.unwrap()
+        );
+        // The slot is free again.
+        let mut after = None;
+        while std::time::Instant::now() < deadline {
+            let r = post(
+                r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"after"}}"#.into(),
+            )
+            .await
+            .unwrap();
+            if r.status() != 429 {
+                after = Some(r.status());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(after, Some(reqwest::StatusCode::CREATED));
+    });
+}

@@ -46,6 +46,8 @@ pub struct Api {
     authorizer: Arc<dyn Authorizer>,
     /// The audit policy and log, with `--audit-log-path`.
     audit: Option<(audit::Policy, audit::Log)>,
+    /// The caps on requests in flight.
+    limits: crate::inflight::Limits,
 }
 
 /// Everything a resource handler needs to know about its request.
@@ -98,6 +100,7 @@ impl Api {
             ca_pem,
             nodes,
             audit: None,
+            limits: crate::inflight::Limits::new(0, 0),
         }
     }
 
@@ -107,7 +110,16 @@ impl Api {
         self
     }
 
+    /// Caps the requests in flight.
+    pub fn with_limits(mut self, limits: crate::inflight::Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     pub async fn handle(&self, req: Request<Body>) -> Response {
+        let Ok(_slot) = self.limits.admit(req.method(), req.uri()) else {
+            return response::too_many_requests();
+        };
         // Nothing is gathered for the log when there is none.
         let mut trail = match self.audit {
             Some(_) => audit::Trail::begin(&req),
