@@ -179,9 +179,12 @@ pub async fn run(client: Client, config: Config) {
         config.election.clone(),
     );
     let profile = Arc::new(profile(volumes, Some(client.clone())));
-    let binder: Arc<dyn Bind> = Arc::new(DefaultBinder {
-        client: client.clone(),
-    });
+    let binder = Binder {
+        bind: Arc::new(DefaultBinder {
+            client: client.clone(),
+        }),
+        slots: Arc::new(tokio::sync::Semaphore::new(BINDS_IN_FLIGHT)),
+    };
     loop {
         if !*leading.borrow() {
             if leading.changed().await.is_err() {
@@ -311,7 +314,7 @@ async fn watch_pods(client: Client, cache: Arc<Mutex<Cache>>, wake: Arc<Notify>)
 /// background; otherwise it is parked and the reasons are reported.
 fn schedule_one(
     client: &Client,
-    binder: &Arc<dyn Bind>,
+    binder: &Binder,
     cache: &Arc<Mutex<Cache>>,
     wake: &Arc<Notify>,
     profile: &Arc<Profile>,
@@ -341,7 +344,8 @@ fn schedule_one(
             tokio::spawn(bind(
                 Binding {
                     client: client.clone(),
-                    binder: binder.clone(),
+                    binder: binder.bind.clone(),
+                    slots: binder.slots.clone(),
                     profile: profile.clone(),
                     cache: cache.clone(),
                     wake: wake.clone(),
@@ -387,12 +391,26 @@ fn schedule_one(
 struct Binding {
     client: Client,
     binder: Arc<dyn Bind>,
+    /// Shared by every binding task: how many may write at once.
+    slots: Arc<tokio::sync::Semaphore>,
     profile: Arc<Profile>,
     cache: Arc<Mutex<Cache>>,
     wake: Arc<Notify>,
 }
 
+/// How many pods are bound (with their pre-bind writes) at once: a burst
+/// of placements waits here instead of overrunning the API server's
+/// in-flight cap.
+const BINDS_IN_FLIGHT: usize = 64;
+
+/// The binder and the slots binding tasks share.
+struct Binder {
+    bind: Arc<dyn Bind>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
 async fn bind(b: Binding, key: Key, pod: Pod, node: String, state: CycleState) {
+    let slot = b.slots.clone().acquire_owned().await;
     let mut readied = Status::Success;
     for p in &b.profile.pre_binds {
         readied = p.pre_bind(&state, &pod, &node).await;
@@ -412,6 +430,7 @@ async fn bind(b: Binding, key: Key, pod: Pod, node: String, state: CycleState) {
             record(&b.client, &pod, "Normal", "Scheduled", &message).await;
         }
         failed => {
+            drop(slot);
             tracing::info!(pod = %key, %node, status = ?failed, "binding failed");
             unreserve(&b.profile.reserves, &state, &pod, &node);
             {
