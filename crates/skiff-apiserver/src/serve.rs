@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -47,10 +47,22 @@ pub fn tls_config(creds: &Credentials) -> Result<Arc<rustls::ServerConfig>, Erro
 /// How long a client has to finish its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long a connection may take to send a request's headers, the first
+/// or the next on a kept-alive connection (upstream's ReadHeaderTimeout).
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(32);
+
+/// Connections served at once; beyond, new ones wait in the listen
+/// backlog until one ends.
+const MAX_CONNECTIONS: usize = 8192;
+
 /// Accepts connections forever, one task each.
 pub async fn run(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: Arc<Api>) {
     let acceptor = TlsAcceptor::from(tls);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (tcp, peer) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
@@ -62,6 +74,7 @@ pub async fn run(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: Arc
         let acceptor = acceptor.clone();
         let api = api.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             // A connection that never finishes its handshake is dropped.
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -85,6 +98,10 @@ pub async fn run(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: Arc
                     .and_then(|cert| skiff_core::certs::identity(cert))
                     .map(Arc::new),
             );
+            // The protocol is the one agreed in the handshake: nothing is
+            // read to guess it, so a silent HTTP/1.1 client meets the
+            // header timeout.
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let api = api.clone();
                 let mut req = req.map(Body::new);
@@ -93,7 +110,21 @@ pub async fn run(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: Arc
                 async move { Ok::<_, std::convert::Infallible>(api.handle(req).await) }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder.http2().max_concurrent_streams(1000);
+            builder = match h2 {
+                true => builder.http2_only(),
+                false => builder.http1_only(),
+            };
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            // A peer that stops answering pings is let go.
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(1000)
+                .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
+                .keep_alive_timeout(std::time::Duration::from_secs(20));
             if let Err(e) = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await

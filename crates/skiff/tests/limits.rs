@@ -70,6 +70,41 @@ fn objects_connections_and_files_are_bounded() {
     assert_eq!(mode(&c.dir.path().join("state.db")), 0o600);
 }
 
+/// A client that starts a request's headers and never finishes them
+/// (slowloris) is closed once the header timeout (32 s, as upstream's)
+/// has passed.
+#[test]
+fn a_request_whose_headers_never_end_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let c = Cluster::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut c.ca_pem().as_slice()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", c.port))
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = connector.connect(name, tcp).await.expect("handshake");
+        tls.write_all(b"GET /version HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(90), tls.read(&mut byte)).await;
+        let closed = matches!(read, Ok(Ok(0)) | Ok(Err(_)));
+        assert!(closed, "the server closed the connection: {read:?}");
+    });
+}
+
 /// Beyond `--max-mutating-requests-inflight`, a write is answered at once
 /// with 429, upstream's Status and `Retry-After`; the slot comes back when
 /// the write holding it ends. A write whose body is still arriving holds
