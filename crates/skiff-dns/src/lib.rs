@@ -75,6 +75,40 @@ pub fn respond(zone: &Zone, request: &[u8]) -> Option<Vec<u8>> {
     reply.to_vec().ok()
 }
 
+/// The largest UDP reply without EDNS (RFC 1035).
+const UDP_PLAIN: usize = 512;
+/// The most an EDNS client is answered over UDP, whatever it offers.
+const UDP_EDNS_MAX: usize = 4096;
+
+/// The reply to one query over UDP: within 512 bytes, or the size the
+/// client's EDNS offers (up to 4096); a larger one goes out truncated (TC
+/// set, no answers) so the client asks again over TCP. An EDNS query is
+/// answered with EDNS.
+pub fn respond_udp(zone: &Zone, request: &[u8]) -> Option<Vec<u8>> {
+    let query = Message::from_vec(request).ok()?;
+    let full = respond(zone, request)?;
+    let offered = query
+        .extensions()
+        .as_ref()
+        .map(|e| e.max_payload() as usize);
+    let limit = offered.map_or(UDP_PLAIN, |n| n.clamp(UDP_PLAIN, UDP_EDNS_MAX));
+    let mut reply = Message::from_vec(&full).ok()?;
+    if let Some(edns) = query.extensions() {
+        let mut ours = hickory_proto::op::Edns::new();
+        ours.set_max_payload(UDP_EDNS_MAX as u16)
+            .set_version(edns.version());
+        reply.set_edns(ours);
+    }
+    let bytes = reply.to_vec().ok()?;
+    if bytes.len() <= limit {
+        return Some(bytes);
+    }
+    reply.take_answers();
+    reply.take_additionals();
+    reply.set_truncated(true);
+    reply.to_vec().ok()
+}
+
 /// Binds UDP and TCP and serves until the returned task is dropped;
 /// returns the bound address.
 pub async fn start(
@@ -107,7 +141,7 @@ pub async fn start(
                 let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
                     continue;
                 };
-                if let Some(reply) = respond(&c(), &buf[..n]) {
+                if let Some(reply) = respond_udp(&c(), &buf[..n]) {
                     let _ = udp.send_to(&reply, peer).await;
                 }
             }
@@ -242,5 +276,47 @@ mod tests {
         let outside = ask(&zone, "example.com.", RecordType::A);
         assert_eq!(outside.response_code(), ResponseCode::Refused);
         assert!(respond(&zone, b"junk").is_none());
+    }
+
+    #[test]
+    fn large_answers_over_udp_are_truncated_unless_edns_allows_them() {
+        let services: Vec<Service> = serde_json::from_value(json!([
+            {"metadata": {"name": "many", "namespace": "default"},
+             "spec": {"clusterIP": "None", "ports": [{"name": "http", "port": 80}]}},
+        ]))
+        .unwrap();
+        let endpoints: Vec<serde_json::Value> = (0..60)
+            .map(|i| json!({"addresses": [format!("10.42.0.{}", i + 2)], "conditions": {"ready": true}}))
+            .collect();
+        let slices: Vec<EndpointSlice> = serde_json::from_value(json!([
+            {"metadata": {"name": "many-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "many"}},
+             "addressType": "IPv4", "endpoints": endpoints},
+        ]))
+        .unwrap();
+        let zone = Zone::build("cluster.local", &services, &slices);
+        let query = |edns: Option<u16>| {
+            let mut q = Message::new();
+            q.set_id(9).add_query(Query::query(
+                Name::from_ascii("many.default.svc.cluster.local.").unwrap(),
+                RecordType::A,
+            ));
+            if let Some(size) = edns {
+                let mut e = hickory_proto::op::Edns::new();
+                e.set_max_payload(size);
+                q.set_edns(e);
+            }
+            q.to_vec().unwrap()
+        };
+        let plain = respond_udp(&zone, &query(None)).unwrap();
+        assert!(plain.len() <= 512);
+        let plain = Message::from_vec(&plain).unwrap();
+        assert!(plain.truncated() && plain.answers().is_empty());
+        let big = Message::from_vec(&respond_udp(&zone, &query(Some(4096))).unwrap()).unwrap();
+        assert!(!big.truncated());
+        assert_eq!(big.answers().len(), 60);
+        assert!(big.extensions().is_some(), "EDNS answered with EDNS");
+        // Over TCP the whole answer always goes.
+        let tcp = Message::from_vec(&respond(&zone, &query(None)).unwrap()).unwrap();
+        assert_eq!(tcp.answers().len(), 60);
     }
 }
