@@ -51,6 +51,35 @@ struct State {
     certs: Certs,
 }
 
+/// Removes the headers that concern one connection only (RFC 9110 §7.6.1):
+/// those `Connection` names, and the standard hop-by-hop ones.
+fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
+    for h in named {
+        headers.remove(h.as_str());
+    }
+    for h in [
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(h);
+    }
+}
+
 fn text(code: StatusCode, message: &str) -> Response<Body> {
     Response::builder()
         .status(code)
@@ -102,6 +131,10 @@ impl State {
             );
         }
         let target = targets[self.next.fetch_add(1, Ordering::Relaxed) % targets.len()];
+        let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
+        if !upgrade {
+            strip_hop_by_hop(req.headers_mut());
+        }
         let upstream = async {
             let tcp = tokio::net::TcpStream::connect(target).await?;
             let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
@@ -120,7 +153,12 @@ impl State {
                 .map_err(std::io::Error::other)
         };
         match upstream.await {
-            Ok(reply) => reply.map(Body::new),
+            Ok(mut reply) => {
+                if reply.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    strip_hop_by_hop(reply.headers_mut());
+                }
+                reply.map(Body::new)
+            }
             Err(e) => text(StatusCode::BAD_GATEWAY, &format!("backend {target}: {e}")),
         }
     }
@@ -282,4 +320,30 @@ pub async fn start(
         );
     });
     Ok((addrs.0, addrs.1, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_stay_on_their_hop() {
+        let mut h = hyper::HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic abc"),
+            ("x-kept", "yes"),
+        ] {
+            h.insert(
+                hyper::header::HeaderName::from_static(k),
+                hyper::header::HeaderValue::from_static(v),
+            );
+        }
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
 }

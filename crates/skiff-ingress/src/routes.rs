@@ -103,8 +103,20 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 impl Table {
+    /// The routes of `ingresses`; where two claim the same host and path,
+    /// the oldest Ingress keeps it (then by namespace and name), whatever
+    /// order they come in.
     pub fn build(ingresses: &[Ingress]) -> Self {
         let mut t = Table::default();
+        let mut ingresses: Vec<&Ingress> = ingresses.iter().collect();
+        ingresses.sort_by_key(|i| {
+            let m = &i.metadata;
+            (
+                m.creation_timestamp.as_ref().map(|t| t.0),
+                m.namespace.clone(),
+                m.name.clone(),
+            )
+        });
         for ing in ingresses {
             let ns = ing.metadata.namespace.clone().unwrap_or_default();
             let Some(spec) = &ing.spec else { continue };
@@ -134,23 +146,26 @@ impl Table {
         let best = self
             .routes
             .iter()
-            .filter(|r| r.host.as_deref().is_none_or(|h| host_matches(h, &host)))
-            .filter(|r| {
+            .enumerate()
+            .filter(|(_, r)| r.host.as_deref().is_none_or(|h| host_matches(h, &host)))
+            .filter(|(_, r)| {
                 if r.exact {
                     r.path == path
                 } else {
                     prefix_matches(&r.path, path)
                 }
             })
-            .max_by_key(|r| {
+            .max_by_key(|(i, r)| {
                 let host_rank = match r.host.as_deref() {
                     Some(h) if !h.starts_with("*.") => 2,
                     Some(_) => 1,
                     None => 0,
                 };
-                (host_rank, r.path.trim_end_matches('/').len(), r.exact)
+                let rank = (host_rank, r.path.trim_end_matches('/').len(), r.exact);
+                // Ties go to the first route, the oldest Ingress's.
+                (rank, std::cmp::Reverse(*i))
             });
-        best.map(|r| &r.backend).or(self.default.as_ref())
+        best.map(|(_, r)| &r.backend).or(self.default.as_ref())
     }
 }
 
@@ -241,6 +256,25 @@ mod tests {
             "a wildcard covers one label"
         );
         assert_eq!(svc("nowhere", "/"), Some("fallback".into()));
+    }
+
+    #[test]
+    fn the_oldest_ingress_keeps_a_contested_host() {
+        let claim = |name: &str, created: &str, service: &str| -> Ingress {
+            serde_json::from_value(
+                json!({"metadata": {"name": name, "namespace": "d", "creationTimestamp": created},
+                "spec": {"rules": [{"host": "app.test", "http": {"paths": [
+                    {"path": "/", "pathType": "Prefix", "backend": to(service)}]}}]}}),
+            )
+            .unwrap()
+        };
+        let old = claim("z-old", "2026-01-01T00:00:00Z", "first");
+        let new = claim("a-new", "2026-06-01T00:00:00Z", "second");
+        for order in [[old.clone(), new.clone()], [new, old]] {
+            let t = Table::build(&order);
+            let found = t.find("app.test", "/").map(|b| b.service.clone());
+            assert_eq!(found, Some("first".into()));
+        }
     }
 
     #[test]
