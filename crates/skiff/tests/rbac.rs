@@ -307,8 +307,30 @@ fn roles_grant_what_they_say_in_their_namespace_only() {
         "{said}"
     );
 
+    // A pod's token is for the account it runs as.
+    c.ok(&["run", "stranger", "-n", "a", "--image=busybox"]);
+    let refused = c.fails(&[
+        "create",
+        "token",
+        "alice",
+        "-n",
+        "a",
+        "--bound-object-kind=Pod",
+        "--bound-object-name=stranger",
+    ]);
+    assert!(
+        refused.contains("to pod running with different serviceaccount name"),
+        "{refused}"
+    );
     // A token whose account, or pod, is gone stops working.
-    c.ok(&["run", "holder", "-n", "a", "--image=busybox"]);
+    c.ok(&[
+        "run",
+        "holder",
+        "-n",
+        "a",
+        "--image=busybox",
+        r#"--overrides={"spec":{"serviceAccountName":"alice"}}"#,
+    ]);
     let uid = c.ok(&[
         "get",
         "pod",

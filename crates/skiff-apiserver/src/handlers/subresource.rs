@@ -195,6 +195,16 @@ impl Api {
                         format!("the UID in the bound object reference ({}) does not match the UID in record ({uid}); the object might have been deleted and then recreated", bound["uid"].as_str().unwrap_or_default()),
                     ));
                 }
+                // A pod's token is for the account it runs as, no other.
+                let runs_as = live["spec"]["serviceAccountName"]
+                    .as_str()
+                    .unwrap_or("default");
+                if runs_as != meta::name(&account) {
+                    return Err(ApiError::bad_request(format!(
+                        "cannot bind token for serviceaccount {:?} to pod running with different serviceaccount name.",
+                        meta::name(&account)
+                    )));
+                }
                 super::node_restriction::admit_token(call.user, Some(&live))?;
                 Some((name.to_owned(), uid))
             }
