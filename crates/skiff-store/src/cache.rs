@@ -26,9 +26,17 @@ pub struct WatchCache {
     events: broadcast::Sender<Arc<Event>>,
 }
 
+/// The most bytes of values the history keeps: a storm of large updates
+/// shortens it (watchers resuming from before it re-list) rather than
+/// growing memory by the size of every version.
+const MAX_HISTORY_BYTES: usize = 64 << 20;
+
 struct State {
     items: BTreeMap<String, KeyValue>,
     history: VecDeque<Arc<Event>>,
+    /// The bytes of the values in `history` (each version once: an
+    /// event's previous value is the event before's value).
+    history_bytes: usize,
     /// Events after this revision are all in `history`.
     history_start: Revision,
     revision: Revision,
@@ -46,12 +54,17 @@ impl State {
         }
         self.revision = event.kv.mod_rev;
         let event = Arc::new(event);
-        if self.history.len() == self.capacity {
-            if let Some(old) = self.history.pop_front() {
-                self.history_start = old.kv.mod_rev;
-            }
-        }
+        self.history_bytes += event.kv.value.len();
         self.history.push_back(event.clone());
+        while self.history.len() > self.capacity
+            || (self.history_bytes > MAX_HISTORY_BYTES && self.history.len() > 1)
+        {
+            let Some(old) = self.history.pop_front() else {
+                break;
+            };
+            self.history_bytes -= old.kv.value.len();
+            self.history_start = old.kv.mod_rev;
+        }
         event
     }
 }
@@ -64,6 +77,7 @@ impl WatchCache {
         let state = Arc::new(RwLock::new(State {
             items,
             history: VecDeque::with_capacity(capacity.min(4096)),
+            history_bytes: 0,
             history_start: revision,
             revision,
             capacity: capacity.max(1),
@@ -181,6 +195,7 @@ async fn reload(inner: &dyn Store, state: &RwLock<State>, applied: &watch::Sende
             let mut st = state.write().await;
             st.items = items;
             st.history.clear();
+            st.history_bytes = 0;
             st.history_start = revision;
             st.revision = revision;
             drop(st);
@@ -324,5 +339,52 @@ impl Store for WatchCache {
 
     fn stale(&self, kv: &KeyValue) -> bool {
         self.inner.stale(kv)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_is_bounded_by_count_and_by_bytes() {
+        let mut st = State {
+            items: BTreeMap::new(),
+            history: VecDeque::new(),
+            history_bytes: 0,
+            history_start: 0,
+            revision: 0,
+            capacity: 100,
+        };
+        let put = |st: &mut State, rev: Revision, size: usize| {
+            st.apply(Event {
+                kind: EventKind::Updated,
+                kv: KeyValue {
+                    key: "/registry/configmaps/d/big".into(),
+                    value: Bytes::from(vec![b'x'; size]),
+                    create_rev: 1,
+                    mod_rev: rev,
+                },
+                prev: None,
+            });
+        };
+        for rev in 1..=200 {
+            put(&mut st, rev, 10);
+        }
+        assert_eq!(st.history.len(), 100);
+        assert_eq!(st.history_start, 100);
+        // 2 MiB versions: the history keeps what fits in its bytes.
+        for rev in 201..=300 {
+            put(&mut st, rev, 2 << 20);
+        }
+        assert!(
+            st.history_bytes <= MAX_HISTORY_BYTES,
+            "{}",
+            st.history_bytes
+        );
+        assert_eq!(st.history.len(), MAX_HISTORY_BYTES / (2 << 20));
+        assert_eq!(st.history_start, 300 - st.history.len() as Revision);
+        let counted: usize = st.history.iter().map(|e| e.kv.value.len()).sum();
+        assert_eq!(counted, st.history_bytes);
     }
 }
