@@ -66,9 +66,9 @@ pub fn profile(volumes: Arc<Volumes>, client: Option<kube::Client>) -> Profile {
             Box::new(InterPodAffinity),
             Box::new(PodTopologySpread::default()),
         ],
-        // Upstream reserves volumes in its cache here; Skiff names the
-        // node on the claims at pre-bind and the volume controller binds.
-        reserves: vec![],
+        // Waiting claims are held to the chosen node here, named on the
+        // claims at pre-bind; the volume controller binds.
+        reserves: vec![Box::new(binding())],
         pre_binds: vec![Box::new(binding())],
     }
 }

@@ -15,7 +15,7 @@ use kube::Client;
 use serde_json::json;
 use skiff_core::volumes::{self as v, LOCAL_PATH, LOCAL_PATH_ROOT, SELECTED_NODE};
 
-use crate::framework::{CycleState, Filter, PreBind, PreFilter, Status};
+use crate::framework::{CycleState, Filter, PreBind, PreFilter, Reserve, Status};
 use crate::node_info::NodeInfo;
 
 const NAME: &str = "VolumeBinding";
@@ -33,6 +33,9 @@ pub struct Volumes {
 struct View {
     /// By `namespace/name`.
     claims: HashMap<String, Arc<PersistentVolumeClaim>>,
+    /// Waiting claims a placed pod reserved a node for, until the claim
+    /// shows it (`namespace/name` → node).
+    assumed: HashMap<String, String>,
     volumes: HashMap<String, Arc<PersistentVolume>>,
     classes: HashMap<String, Arc<StorageClass>>,
 }
@@ -50,9 +53,13 @@ impl Volumes {
     }
 
     pub fn put_claim(&self, c: PersistentVolumeClaim) {
-        self.write()
-            .claims
-            .insert(name_of(&c.metadata), Arc::new(c));
+        let key = name_of(&c.metadata);
+        let mut view = self.write();
+        let bound = c.spec.as_ref().and_then(|s| s.volume_name.as_deref());
+        if v::selected_node(&c).is_some() || bound.is_some_and(|n| !n.is_empty()) {
+            view.assumed.remove(&key);
+        }
+        view.claims.insert(key, Arc::new(c));
     }
 
     pub fn remove_claim(&self, c: &PersistentVolumeClaim) {
@@ -84,9 +91,11 @@ impl Volumes {
 enum Need {
     /// Its volume's node affinity must allow the node.
     Bound(Arc<PersistentVolume>),
-    /// A free volume the node may use, or a class that provisions there.
+    /// A free volume the node may use, or a class that provisions there;
+    /// only on `node` once one was chosen for the claim.
     Waiting {
         claim: Arc<PersistentVolumeClaim>,
+        node: Option<String>,
         free: Vec<Arc<PersistentVolume>>,
         provisioner: Option<String>,
     },
@@ -143,8 +152,13 @@ impl VolumeBinding {
                 .filter(|pv| v::mismatch(claim, pv).is_none())
                 .cloned()
                 .collect();
+            let key = format!("{ns}/{}", c.claim_name);
+            let node = v::selected_node(claim)
+                .map(str::to_owned)
+                .or_else(|| view.assumed.get(&key).cloned());
             needs.push(Need::Waiting {
                 claim: claim.clone(),
+                node,
                 free,
                 provisioner: class.map(|c| c.provisioner.clone()),
             });
@@ -195,8 +209,14 @@ impl Filter for VolumeBinding {
                 }
                 Need::Bound(_) => {}
                 Need::Waiting {
-                    free, provisioner, ..
+                    free,
+                    provisioner,
+                    node: chosen,
+                    ..
                 } => {
+                    if chosen.as_deref().is_some_and(|n| n != node.name()) {
+                        return Status::unresolvable(CONFLICT);
+                    }
                     if free.iter().any(|pv| v::node_allows(pv, &node.node)) {
                         continue;
                     }
@@ -211,6 +231,47 @@ impl Filter for VolumeBinding {
             }
         }
         Status::Success
+    }
+}
+
+/// The keys of the waiting claims a pod's placement decides.
+fn deciding(state: &CycleState) -> Vec<String> {
+    let Some(Ok(needs)) = state.get::<Needs>(NAME) else {
+        return Vec::new();
+    };
+    needs
+        .iter()
+        .filter_map(|need| match need {
+            Need::Waiting {
+                claim, node: None, ..
+            } => Some(name_of(&claim.metadata)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Until the claims show the chosen node, the next pods that use them are
+/// held to it, so that two pods sharing a claim never go apart.
+impl Reserve for VolumeBinding {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn reserve(&self, state: &CycleState, _: &Pod, node: &NodeInfo) -> Status {
+        let mut view = self.volumes.write();
+        for key in deciding(state) {
+            view.assumed.insert(key, node.name().to_owned());
+        }
+        Status::Success
+    }
+
+    fn unreserve(&self, state: &CycleState, _: &Pod, node: &str) {
+        let mut view = self.volumes.write();
+        for key in deciding(state) {
+            if view.assumed.get(&key).is_some_and(|n| n == node) {
+                view.assumed.remove(&key);
+            }
+        }
     }
 }
 
@@ -331,5 +392,26 @@ mod tests {
                 "pod has unbound immediate PersistentVolumeClaims"
             )]
         );
+
+        // A waiting claim, once a pod using it is placed, holds the next
+        // pods to that node: reserved first, then named on the claim.
+        let both = &nodes[..2];
+        let p = pod(
+            json!({"volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "waiting"}}]}),
+        );
+        let mut state = CycleState::default();
+        plugin.pre_filter(&mut state, &p, both);
+        assert!(plugin.reserve(&state, &p, &both[1]).is_success());
+        let conflict = Status::unresolvable(CONFLICT);
+        assert_eq!(
+            decide(&plugin, "waiting", both),
+            [conflict.clone(), ok.clone()]
+        );
+        plugin.unreserve(&state, &p, "b");
+        assert_eq!(decide(&plugin, "waiting", both), [ok.clone(), ok.clone()]);
+        let mut chosen = claim("waiting", "local-path", None);
+        chosen.metadata.annotations = Some([(SELECTED_NODE.to_owned(), "a".to_owned())].into());
+        volumes.put_claim(chosen);
+        assert_eq!(decide(&plugin, "waiting", both), [ok, conflict]);
     }
 }
