@@ -244,6 +244,10 @@ fn tls_config(ca_pem: &str, names: Vec<String>) -> Result<Arc<rustls::ServerConf
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a request's headers may take once begun, as the API server's.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(32);
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 1024;
 
 /// Binds `addr` and serves until the task is dropped; returns the bound
 /// address once listening.
@@ -262,14 +266,19 @@ pub async fn start(
         .map_err(|source| Error::Bind { addr, source })?;
     let router = router(streams);
     let acceptor = TlsAcceptor::from(tls);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let serving = tokio::spawn(async move {
         loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
             let Ok((tcp, peer)) = listener.accept().await else {
                 continue;
             };
             let _ = tcp.set_nodelay(true);
             let (acceptor, router) = (acceptor.clone(), router.clone());
             tokio::spawn(async move {
+                let _slot = slot;
                 let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
                 let stream = match handshake.await {
                     Ok(Ok(s)) => s,
@@ -296,7 +305,13 @@ pub async fn start(
                     req.extensions_mut().insert(verified.clone());
                     router.clone().oneshot(req)
                 });
-                if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                // HTTP/1.1 only (the one protocol offered in the handshake).
+                let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+                builder
+                    .http1()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT);
+                if let Err(e) = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .await
                 {
