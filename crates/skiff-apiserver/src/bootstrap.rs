@@ -71,7 +71,8 @@ pub async fn run(api: &Api, address: SocketAddr) -> Result<(), ApiError> {
 }
 
 /// The default class: a directory on the node where the claim's first
-/// pod runs. Made once; an administrator may change or delete it.
+/// pod runs. Made at start when missing; an administrator's changes to it
+/// are kept.
 fn local_path_class() -> Value {
     use skiff_core::volumes::{DEFAULT_CLASS, LOCAL_PATH, LOCAL_PATH_CLASS};
     json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",

@@ -6,8 +6,10 @@
 
 use std::sync::Arc;
 
-use hyper::{Method, Uri};
+use hyper::Method;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::request::Route;
 
 /// The two caps; `None` is no cap (upstream's 0).
 #[derive(Clone, Debug)]
@@ -25,10 +27,16 @@ impl Limits {
         }
     }
 
-    /// A slot for the request, held until it is dropped; `Err` when its
-    /// cap is reached. Long-running requests need none.
-    pub fn admit(&self, method: &Method, uri: &Uri) -> Result<Option<OwnedSemaphorePermit>, ()> {
-        if long_running(method, uri) {
+    /// A slot for the request (its method, parsed path and query), held
+    /// until it is dropped; `Err` when its cap is reached. Long-running
+    /// requests need none.
+    pub fn admit(
+        &self,
+        method: &Method,
+        route: Option<&Route>,
+        query: Option<&str>,
+    ) -> Result<Option<OwnedSemaphorePermit>, ()> {
+        if long_running(method, route, query) {
             return Ok(None);
         }
         let mutating = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
@@ -41,46 +49,50 @@ impl Limits {
 }
 
 /// Upstream's long-running check: the watch and proxy verbs, and the
-/// attach, exec, log, port-forward and proxy subresources.
-fn long_running(method: &Method, uri: &Uri) -> bool {
-    let path = uri.path();
-    let watch = uri
-        .query()
+/// attach, exec, log, port-forward and proxy subresources (as the router
+/// parsed them: an object named `exec` is no subresource).
+fn long_running(method: &Method, route: Option<&Route>, query: Option<&str>) -> bool {
+    let watch = query
         .into_iter()
         .flat_map(|q| q.split('&'))
         .any(|kv| matches!(kv, "watch=true" | "watch=1"));
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    // `/api/v1/watch/…` or `/apis/<group>/<version>/watch/…`.
-    let at = if segments.get(1) == Some(&"api") {
-        3
-    } else {
-        4
-    };
-    let legacy_watch = segments.get(at) == Some(&"watch");
-    let subresource = segments.last().copied().unwrap_or_default();
-    let streaming = matches!(
-        subresource,
-        "attach" | "exec" | "log" | "portforward" | "proxy"
-    ) || segments.contains(&"proxy");
-    (*method == Method::GET && (watch || legacy_watch)) || streaming
+    match route {
+        Some(Route::NodeProxy { .. }) => true,
+        Some(Route::Resource(t)) => {
+            let streaming = matches!(
+                t.subresource.as_deref(),
+                Some("attach" | "exec" | "log" | "portforward" | "proxy")
+            );
+            streaming || (*method == Method::GET && (watch || t.watch_path))
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn uri(s: &str) -> Uri {
-        s.parse().unwrap()
+    fn admit(
+        limits: &Limits,
+        method: Method,
+        uri: &str,
+    ) -> Result<Option<OwnedSemaphorePermit>, ()> {
+        let (path, query) = uri
+            .split_once('?')
+            .map_or((uri, None), |(p, q)| (p, Some(q)));
+        let route = crate::request::route(path).ok();
+        limits.admit(&method, route.as_ref(), query)
     }
 
     #[test]
     fn caps_reads_and_writes_apart_and_spares_long_running_requests() {
         let limits = Limits::new(1, 1);
-        let list = uri("/api/v1/pods");
-        let held = limits.admit(&Method::GET, &list).unwrap();
+        let list = "/api/v1/pods";
+        let held = admit(&limits, Method::GET, list).unwrap();
         assert!(held.is_some());
-        assert!(limits.admit(&Method::GET, &list).is_err(), "a second read");
-        let write = limits.admit(&Method::POST, &uri("/api/v1/namespaces/d/pods"));
+        assert!(admit(&limits, Method::GET, list).is_err(), "a second read");
+        let write = admit(&limits, Method::POST, "/api/v1/namespaces/d/pods");
         assert!(write.unwrap().is_some(), "writes have their own cap");
         for long in [
             "/api/v1/pods?watch=true",
@@ -95,17 +107,17 @@ mod tests {
             } else {
                 Method::GET
             };
-            assert!(
-                limits.admit(&method, &uri(long)).unwrap().is_none(),
-                "{long}"
-            );
+            assert!(admit(&limits, method, long).unwrap().is_none(), "{long}");
         }
+        // An object's name is not a subresource.
+        let named = admit(&limits, Method::GET, "/api/v1/namespaces/d/configmaps/exec");
+        assert!(named.is_err(), "counted as the read it is");
         drop(held);
         assert!(
-            limits.admit(&Method::GET, &list).is_ok(),
+            admit(&limits, Method::GET, list).is_ok(),
             "the slot came back"
         );
         let unlimited = Limits::new(0, 0);
-        assert!(unlimited.admit(&Method::GET, &list).unwrap().is_none());
+        assert!(admit(&unlimited, Method::GET, list).unwrap().is_none());
     }
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::owned;
 use crate::pods;
 use crate::revisions;
-use crate::runtime::api::{self, Cluster, Deletion, Error, Target};
+use crate::runtime::api::{self, Cluster, Error, Target};
 use crate::runtime::cache::{Cache, Informer};
 use crate::runtime::controller::{Action, Reconcile};
 use crate::runtime::events;
@@ -218,15 +218,7 @@ impl StatefulSetController {
             if !made {
                 continue;
             }
-            let target = Target::of::<PersistentVolumeClaim>(Some(&ns), &name);
-            let how = Deletion {
-                uid: claim.uid(),
-                ..Default::default()
-            };
-            match self.cluster.delete(&target, how).await {
-                Err(e) if !e.is_not_found() => return Err(e),
-                _ => {}
-            }
+            api::delete_exact(&*self.cluster, &*claim).await?;
             self.cluster.event(events::about(
                 sts,
                 COMPONENT,
@@ -239,21 +231,7 @@ impl StatefulSetController {
     }
 
     async fn delete_pod(&self, sts: &StatefulSet, pod: &Pod) -> Result<(), Error> {
-        let target = Target::of::<Pod>(pod.namespace().as_deref(), &pod.name_any());
-        match self
-            .cluster
-            .delete(
-                &target,
-                Deletion {
-                    uid: pod.uid(),
-                    ..Default::default()
-                },
-            )
-            .await
-        {
-            Err(e) if !e.is_not_found() => return Err(e),
-            _ => {}
-        }
+        api::delete_exact(&*self.cluster, pod).await?;
         self.cluster.event(events::about(
             sts,
             COMPONENT,

@@ -30,14 +30,15 @@ pub const CLAIM_PROTECTION: &str = "kubernetes.io/pvc-protection";
 pub const VOLUME_PROTECTION: &str = "kubernetes.io/pv-protection";
 pub const HOSTNAME: &str = "kubernetes.io/hostname";
 
+/// The storage a claim asks for, as written (`1Gi`).
+pub fn request(claim: &PersistentVolumeClaim) -> Option<&str> {
+    let resources = claim.spec.as_ref()?.resources.as_ref()?;
+    Some(resources.requests.as_ref()?.get("storage")?.0.as_str())
+}
+
 /// The storage a claim asks for, in thousandths of a byte.
 pub fn requested(claim: &PersistentVolumeClaim) -> i128 {
-    let requests = claim.spec.as_ref().and_then(|s| s.resources.as_ref());
-    requests
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage"))
-        .and_then(|q| parse_milli(&q.0))
-        .unwrap_or(0)
+    request(claim).and_then(parse_milli).unwrap_or(0)
 }
 
 /// The storage a volume has, in thousandths of a byte.

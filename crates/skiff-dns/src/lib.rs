@@ -32,9 +32,15 @@ pub struct Config {
     pub domain: String,
 }
 
-/// The reply to one query message, or `None` if it cannot be parsed.
+/// The reply to one query message (over TCP, whole), or `None` if it
+/// cannot be parsed.
 pub fn respond(zone: &Zone, request: &[u8]) -> Option<Vec<u8>> {
     let query = Message::from_vec(request).ok()?;
+    answer(zone, &query).to_vec().ok()
+}
+
+/// The reply to a query.
+fn answer(zone: &Zone, query: &Message) -> Message {
     let mut reply = Message::new();
     reply
         .set_id(query.id())
@@ -45,7 +51,7 @@ pub fn respond(zone: &Zone, request: &[u8]) -> Option<Vec<u8>> {
         .set_authoritative(true);
     let Some(q) = query.queries().first() else {
         reply.set_response_code(ResponseCode::FormErr);
-        return reply.to_vec().ok();
+        return reply;
     };
     reply.add_query(q.clone());
     match zone.find(&q.name().to_ascii()) {
@@ -72,7 +78,7 @@ pub fn respond(zone: &Zone, request: &[u8]) -> Option<Vec<u8>> {
             }
         }
     }
-    reply.to_vec().ok()
+    reply
 }
 
 /// The largest UDP reply without EDNS (RFC 1035).
@@ -86,13 +92,12 @@ const UDP_EDNS_MAX: usize = 4096;
 /// answered with EDNS.
 pub fn respond_udp(zone: &Zone, request: &[u8]) -> Option<Vec<u8>> {
     let query = Message::from_vec(request).ok()?;
-    let full = respond(zone, request)?;
     let offered = query
         .extensions()
         .as_ref()
         .map(|e| e.max_payload() as usize);
     let limit = offered.map_or(UDP_PLAIN, |n| n.clamp(UDP_PLAIN, UDP_EDNS_MAX));
-    let mut reply = Message::from_vec(&full).ok()?;
+    let mut reply = answer(zone, &query);
     if let Some(edns) = query.extensions() {
         let mut ours = hickory_proto::op::Edns::new();
         ours.set_max_payload(UDP_EDNS_MAX as u16)

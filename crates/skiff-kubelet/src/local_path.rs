@@ -28,6 +28,11 @@ impl LocalPath {
     /// onto this node at exactly `<root>/<its name>` is made here.
     pub async fn ensure(&self, client: &Client, pv: &PersistentVolume) -> Result<PathBuf, String> {
         let name = pv.metadata.name.clone().unwrap_or_default();
+        if !skiff_core::validate::is_dns_subdomain(&name) {
+            return Err(format!(
+                "persistentvolume name {name:?} is not a DNS subdomain"
+            ));
+        }
         let path = self.root.join(&name);
         let local = pv.spec.as_ref().and_then(|s| s.local.as_ref());
         let at = local.map(|l| Path::new(&l.path));
@@ -36,11 +41,6 @@ impl LocalPath {
                 "persistentvolume {name:?} is not a local-path volume of node {:?} under {}",
                 self.node,
                 self.root.display()
-            ));
-        }
-        if !skiff_core::validate::is_dns_subdomain(&name) {
-            return Err(format!(
-                "persistentvolume name {name:?} is not a DNS subdomain"
             ));
         }
         if pv.metadata.deletion_timestamp.is_some() {

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Event, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event as WatchEvent};
@@ -15,7 +18,7 @@ use tokio::sync::Notify;
 
 use crate::framework::{reserve, unreserve, Bind, CycleState, Profile, Status};
 use crate::node_info::{NodeInfo, PlacedPod};
-use crate::plugins::{profile, DefaultBinder, Volumes};
+use crate::plugins::{profile, DefaultBinder, Kept, Volumes};
 use crate::queue::{Key, Queue};
 use crate::schedule::{preempt, schedule};
 
@@ -234,26 +237,20 @@ fn watch_volumes(
     cache: &Arc<Mutex<Cache>>,
     wake: &Arc<Notify>,
 ) {
-    fn follow<K>(
-        api: Api<K>,
-        cache: Arc<Mutex<Cache>>,
-        wake: Arc<Notify>,
-        put: impl Fn(K) + Send + 'static,
-        remove: impl Fn(&K) + Send + 'static,
-    ) where
-        K: kube::Resource
-            + Clone
-            + std::fmt::Debug
-            + k8s_openapi::serde::de::DeserializeOwned
-            + Send
-            + 'static,
-    {
+    fn follow<K: Kept>(
+        client: &Client,
+        volumes: &Arc<Volumes>,
+        cache: &Arc<Mutex<Cache>>,
+        wake: &Arc<Notify>,
+    ) {
+        let api = Api::<K>::all(client.clone());
+        let (volumes, cache, wake) = (volumes.clone(), cache.clone(), wake.clone());
         tokio::spawn(async move {
             let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
             while let Some(event) = events.next().await {
                 match event {
-                    Ok(WatchEvent::Apply(o) | WatchEvent::InitApply(o)) => put(o),
-                    Ok(WatchEvent::Delete(o)) => remove(&o),
+                    Ok(WatchEvent::Apply(o) | WatchEvent::InitApply(o)) => volumes.put(o),
+                    Ok(WatchEvent::Delete(o)) => volumes.remove(&o),
                     Ok(_) => continue,
                     Err(e) => {
                         tracing::warn!(error = %e, "scheduler: volume watch");
@@ -268,30 +265,9 @@ fn watch_volumes(
             }
         });
     }
-    let (v, r) = (volumes.clone(), volumes.clone());
-    follow(
-        Api::all(client.clone()),
-        cache.clone(),
-        wake.clone(),
-        move |c| v.put_claim(c),
-        move |c| r.remove_claim(c),
-    );
-    let (v, r) = (volumes.clone(), volumes.clone());
-    follow(
-        Api::all(client.clone()),
-        cache.clone(),
-        wake.clone(),
-        move |pv| v.put_volume(pv),
-        move |pv| r.remove_volume(pv),
-    );
-    let (v, r) = (volumes.clone(), volumes.clone());
-    follow(
-        Api::all(client.clone()),
-        cache.clone(),
-        wake.clone(),
-        move |c| v.put_class(c),
-        move |c| r.remove_class(c),
-    );
+    follow::<PersistentVolumeClaim>(client, volumes, cache, wake);
+    follow::<PersistentVolume>(client, volumes, cache, wake);
+    follow::<StorageClass>(client, volumes, cache, wake);
 }
 
 async fn watch_pods(client: Client, cache: Arc<Mutex<Cache>>, wake: Arc<Notify>) {

@@ -9,20 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine;
-use support::{wait_for, Cluster};
+use support::{found_under, wait_for, Cluster};
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// Whether any file under `dir` holds `needle`.
-fn found_under(dir: &Path, needle: &[u8]) -> bool {
-    std::fs::read_dir(dir).unwrap().flatten().any(|entry| {
-        let path = entry.path();
-        if path.is_dir() {
-            return found_under(&path, needle);
-        }
-        std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
-    })
-}
 
 /// The database's size with its write-ahead log.
 fn database_size(dir: &Path) -> u64 {

@@ -5,21 +5,8 @@
 
 mod support;
 
-use std::path::Path;
-
 use base64::Engine;
-use support::Cluster;
-
-/// Whether any file under `dir` holds `needle`.
-fn found_under(dir: &Path, needle: &[u8]) -> bool {
-    std::fs::read_dir(dir).unwrap().flatten().any(|entry| {
-        let path = entry.path();
-        if path.is_dir() {
-            return found_under(&path, needle);
-        }
-        std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
-    })
-}
+use support::{found_under, Cluster};
 
 fn config(keys: &[(&str, &str)]) -> String {
     let keys: Vec<String> = keys

@@ -41,19 +41,12 @@ fn refused(c: &Cluster, manifest: &str) -> String {
 
 #[test]
 fn isolation_is_applied_or_refused() {
-    support::check_prerequisites();
-    let images = support::build_images();
-    let c = Cluster::start_with_agent(&[]);
-    let _cleanup = support::Cleanup(c.dir.path().to_owned());
-    wait_for("containerd's socket", LIMIT, || {
-        let socket = c.dir.path().join("agent/containerd/containerd.sock");
-        socket.exists().then_some(())
-    });
-    support::import_images(c.dir.path(), images.path());
+    let real = support::real_cluster(&[]);
+    let c = &real.c;
 
     // Users, groups, capabilities, no_new_privs, read-only root.
     create(
-        &c,
+        c,
         &pod(
             "locked",
             &format!(
@@ -63,16 +56,16 @@ fn isolation_is_applied_or_refused() {
         ),
     );
     // The same image with no settings, to compare.
-    create(&c, &pod("open", &container("")));
-    running(&c, "locked");
-    running(&c, "open");
-    let id = exec(&c, "locked", "id");
+    create(c, &pod("open", &container("")));
+    running(c, "locked");
+    running(c, "open");
+    let id = exec(c, "locked", "id");
     assert!(
         id.contains("uid=1000") && id.contains("gid=3000") && id.contains("2000"),
         "{id}"
     );
     let status = exec(
-        &c,
+        c,
         "locked",
         "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status",
     );
@@ -80,7 +73,7 @@ fn isolation_is_applied_or_refused() {
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
     assert!(status.contains("Seccomp:\t2"), "a seccomp filter: {status}");
     let open = exec(
-        &c,
+        c,
         "open",
         "id; grep -E '^(CapEff|NoNewPrivs):' /proc/self/status",
     );
@@ -89,7 +82,7 @@ fn isolation_is_applied_or_refused() {
         "{open}"
     );
     assert!(!open.contains("CapEff:\t0000000000000000"), "{open}");
-    let write = exec(&c, "locked", "touch /x && echo wrote");
+    let write = exec(c, "locked", "touch /x && echo wrote");
     assert!(
         write.contains("Read-only file system") && !write.contains("wrote"),
         "{write}"
@@ -98,7 +91,7 @@ fn isolation_is_applied_or_refused() {
     // Secrets live on tmpfs, never on the node's disk.
     c.ok(&["create", "secret", "generic", "sec", "--from-literal=k=v"]);
     create(
-        &c,
+        c,
         &pod(
             "secretive",
             &format!(
@@ -107,8 +100,8 @@ fn isolation_is_applied_or_refused() {
             ),
         ),
     );
-    running(&c, "secretive");
-    assert_eq!(exec(&c, "secretive", "cat /s/k"), "v");
+    running(c, "secretive");
+    assert_eq!(exec(c, "secretive", "cat /s/k"), "v");
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     let dir = c.dir.path().display().to_string();
     let on_tmpfs = mounts.lines().any(|l| {
@@ -120,7 +113,7 @@ fn isolation_is_applied_or_refused() {
     // fsGroup owns the volumes: an emptyDir a non-root user may write, a
     // secret its group may read.
     create(
-        &c,
+        c,
         &pod(
             "grouped",
             &format!(
@@ -136,16 +129,16 @@ fn isolation_is_applied_or_refused() {
             ),
         ),
     );
-    running(&c, "grouped");
+    running(c, "grouped");
     let owned = exec(
-        &c,
+        c,
         "grouped",
         "stat -c '%g %a' /data /s/k; touch /data/f && stat -c '%g' /data/f; cat /s/k",
     );
     assert_eq!(owned, "2000 2777\n2000 440\n2000\nv", "{owned}");
     // A volume the node cannot mount is refused, not left out.
     create(
-        &c,
+        c,
         &pod(
             "claims",
             &format!(
@@ -159,7 +152,7 @@ fn isolation_is_applied_or_refused() {
         ),
     );
     wait_for("claims to be refused", LIMIT, || {
-        let p = support::pod(&c, "claims");
+        let p = support::pod(c, "claims");
         let waiting = &p["status"]["containerStatuses"][0]["state"]["waiting"];
         let message = waiting["message"].as_str().unwrap_or_default();
         (waiting["reason"] == "CreateContainerConfigError"
@@ -169,39 +162,39 @@ fn isolation_is_applied_or_refused() {
 
     // Host namespaces.
     create(
-        &c,
+        c,
         &pod(
             "host",
             &format!("  hostNetwork: true\n  hostPID: true\n{}", container("")),
         ),
     );
-    running(&c, "host");
+    running(c, "host");
     let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    assert_eq!(exec(&c, "host", "hostname").trim(), host_name.trim());
-    let links = exec(&c, "host", "cat /proc/net/dev");
+    assert_eq!(exec(c, "host", "hostname").trim(), host_name.trim());
+    let links = exec(c, "host", "cat /proc/net/dev");
     assert!(
         links.contains("skiff0"),
         "the node's own bridge is visible: {links}"
     );
-    let processes = exec(&c, "host", "ps");
+    let processes = exec(c, "host", "ps");
     assert!(
         processes.contains("containerd"),
         "host processes visible: {processes}"
     );
-    let own = exec(&c, "open", "ps");
+    let own = exec(c, "open", "ps");
     assert!(!own.contains("containerd"), "{own}");
-    assert_eq!(support::pod(&c, "host")["status"]["podIP"], "127.0.0.1");
+    assert_eq!(support::pod(c, "host")["status"]["podIP"], "127.0.0.1");
 
     // runAsNonRoot with an image that runs as root.
     create(
-        &c,
+        c,
         &pod(
             "rooted",
             &container("    securityContext: {runAsNonRoot: true}\n"),
         ),
     );
     wait_for("runAsNonRoot refused", LIMIT, || {
-        let p = support::pod(&c, "rooted");
+        let p = support::pod(c, "rooted");
         let waiting = &p["status"]["containerStatuses"][0]["state"]["waiting"];
         (waiting["reason"] == "CreateContainerConfigError"
             && waiting["message"]
@@ -216,11 +209,11 @@ fn isolation_is_applied_or_refused() {
         "    securityContext: {seLinuxOptions: {level: s0}}\n",
         "    securityContext: {seccompProfile: {type: Localhost, localhostProfile: x.json}}\n",
     ] {
-        let said = refused(&c, &pod("never", &container(security)));
+        let said = refused(c, &pod("never", &container(security)));
         assert!(said.contains("Forbidden"), "{security}: {said}");
     }
     let said = refused(
-        &c,
+        c,
         &pod(
             "never",
             &format!(
@@ -245,7 +238,7 @@ fn isolation_is_applied_or_refused() {
                 "  volumes:\n{volume}  containers:\n  - name: main\n    image: {BUSYBOX}\n    volumeMounts: [{{name: {mount:?}, mountPath: /m{sub}}}]\n"
             ),
         );
-        let said = refused(&c, &manifest);
+        let said = refused(c, &manifest);
         assert!(said.contains("Invalid value"), "{volume}: {said}");
     }
     let out = c.kubectl_stdin(
@@ -258,7 +251,7 @@ fn isolation_is_applied_or_refused() {
     // A link a container plants in its volume is not followed by a subPath
     // (the init container plants it before the other starts).
     create(
-        &c,
+        c,
         &pod(
             "planter",
             &format!(
@@ -267,7 +260,7 @@ fn isolation_is_applied_or_refused() {
         ),
     );
     wait_for("the subPath through a link refused", LIMIT, || {
-        let p = support::pod(&c, "planter");
+        let p = support::pod(c, "planter");
         let statuses = p["status"]["containerStatuses"].as_array()?.clone();
         let follower = statuses.iter().find(|s| s["name"] == "follower")?;
         let message = follower["state"]["waiting"]["message"].as_str()?;

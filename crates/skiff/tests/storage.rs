@@ -116,15 +116,8 @@ fn events_of(c: &Cluster, name: &str) -> String {
 
 #[test]
 fn claims_outlive_pods() {
-    support::check_prerequisites();
-    let images = support::build_images();
-    let c = Cluster::start_with_agent(&[]);
-    let _cleanup = support::Cleanup(c.dir.path().to_owned());
-    wait_for("containerd's socket", LIMIT, || {
-        let socket = c.dir.path().join("agent/containerd/containerd.sock");
-        socket.exists().then_some(())
-    });
-    support::import_images(c.dir.path(), images.path());
+    let real = support::real_cluster(&[]);
+    let c = &real.c;
     let node = wait_for("the node", LIMIT, || {
         let nodes = c.json(&["get", "nodes"]);
         nodes["items"][0]["metadata"]["name"]
@@ -132,7 +125,7 @@ fn claims_outlive_pods() {
             .map(str::to_owned)
     });
     // Other nodes a volume's pods could go to, were it not for the volume.
-    let _others = support::agent(&c, "sim-", 3, &[]);
+    let _others = support::agent(c, "sim-", 3, &[]);
 
     // The default class, as kubectl shows it.
     let classes = c.ok(&["get", "storageclass"]);
@@ -141,79 +134,80 @@ fn claims_outlive_pods() {
     assert!(classes.contains("WaitForFirstConsumer"), "{classes}");
 
     // An emptyDir dies with its pod.
-    create(&c, &pod_on("scratch", "emptyDir: {}", Some(&node)));
-    running(&c, "scratch");
-    exec(&c, "scratch", "echo kept > /data/file");
-    delete_pod(&c, "scratch");
-    create(&c, &pod_on("scratch", "emptyDir: {}", Some(&node)));
-    running(&c, "scratch");
-    let gone = exec(&c, "scratch", "cat /data/file");
+    create(c, &pod_on("scratch", "emptyDir: {}", Some(&node)));
+    running(c, "scratch");
+    let wrote = exec(c, "scratch", "echo kept > /data/file && cat /data/file");
+    assert_eq!(wrote, "kept\n");
+    delete_pod(c, "scratch");
+    create(c, &pod_on("scratch", "emptyDir: {}", Some(&node)));
+    running(c, "scratch");
+    let gone = exec(c, "scratch", "cat /data/file");
     assert!(gone.contains("No such file"), "{gone}");
-    delete_pod(&c, "scratch");
+    delete_pod(c, "scratch");
 
     // An emptyDir over its sizeLimit gets its pod evicted.
     create(
-        &c,
+        c,
         &pod_on("greedy", "emptyDir: {sizeLimit: 1Mi}", Some(&node)),
     );
-    running(&c, "greedy");
+    running(c, "greedy");
     exec(
-        &c,
+        c,
         "greedy",
         "dd if=/dev/zero of=/data/fill bs=1024 count=2048",
     );
     let evicted = wait_for("the pod evicted", LIMIT, || {
-        get_pod(&c, "greedy").filter(|p| p["status"]["phase"] == "Failed")
+        get_pod(c, "greedy").filter(|p| p["status"]["phase"] == "Failed")
     });
     assert_eq!(evicted["status"]["reason"], "Evicted");
     let message = evicted["status"]["message"].as_str().unwrap();
     assert!(message.contains("exceeds the limit \"1Mi\""), "{message}");
-    delete_pod(&c, "greedy");
+    delete_pod(c, "greedy");
 
     // The default class waits for its first consumer.
-    create(&c, &claim("data", None, "64Mi"));
+    create(c, &claim("data", None, "64Mi"));
     wait_for("WaitForFirstConsumer", LIMIT, || {
-        events_of(&c, "data")
+        events_of(c, "data")
             .contains("waiting for first consumer to be created before binding")
             .then_some(())
     });
-    assert_eq!(phase(&c, "pvc", "data"), "Pending");
+    assert_eq!(phase(c, "pvc", "data"), "Pending");
     let stored = c.json(&["get", "pvc", "data"]);
     assert_eq!(stored["spec"]["storageClassName"], "local-path");
 
     // Its first pod has it made on its node; the file outlives the pod,
     // and the next pod, free to go anywhere, goes where the volume is.
     create(
-        &c,
+        c,
         &pod_on(
             "writer",
             "persistentVolumeClaim: {claimName: data}",
             Some(&node),
         ),
     );
-    let writer = running(&c, "writer");
+    let writer = running(c, "writer");
     assert_eq!(writer["spec"]["nodeName"], node.as_str());
-    wait_phase(&c, "pvc", "data", "Bound");
+    wait_phase(c, "pvc", "data", "Bound");
     let volume = c.json(&["get", "pvc", "data"])["spec"]["volumeName"]
         .as_str()
         .unwrap()
         .to_owned();
     let dir = c.dir.path().join("agent/local-path").join(&volume);
     assert!(dir.is_dir(), "{} exists", dir.display());
-    exec(&c, "writer", "echo kept > /data/file");
+    exec(c, "writer", "echo kept > /data/file");
     assert_eq!(std::fs::read_to_string(dir.join("file")).unwrap(), "kept\n");
-    delete_pod(&c, "writer");
+    delete_pod(c, "writer");
     create(
-        &c,
+        c,
         &pod("reader", "persistentVolumeClaim: {claimName: data}"),
     );
-    let reader = running(&c, "reader");
+    let reader = running(c, "reader");
     assert_eq!(
         reader["spec"]["nodeName"],
         node.as_str(),
         "stays with its volume"
     );
-    assert_eq!(exec(&c, "reader", "cat /data/file"), "kept\n");
+    assert_eq!(exec(c, "reader", "cat /data/file"), "kept\n");
 
     // kubectl's columns.
     let pvc = c.ok(&["get", "pvc", "data"]);
@@ -250,8 +244,8 @@ fn claims_outlive_pods() {
     c.ok(&["delete", "pvc", "data", "--wait=false"]);
     let held = c.ok(&["get", "pvc", "data"]);
     assert!(held.contains("Terminating"), "{held}");
-    assert_eq!(running(&c, "reader")["status"]["phase"], "Running");
-    delete_pod(&c, "reader");
+    assert_eq!(running(c, "reader")["status"]["phase"], "Running");
+    delete_pod(c, "reader");
     wait_for("the claim gone", LIMIT, || {
         let out = c.kubectl(&["get", "pvc", "data"]);
         (!out.status.success()).then_some(())
@@ -265,51 +259,48 @@ fn claims_outlive_pods() {
     // keeps the data and the volume goes Released.
     let host = c.dir.path().join("static");
     create(
-        &c,
+        c,
         &host_volume("small", "32Mi", &host.join("small"), "Retain"),
     );
-    create(&c, &host_volume("big", "1Gi", &host.join("big"), "Retain"));
-    create(
-        &c,
-        &host_volume("fit", "128Mi", &host.join("fit"), "Retain"),
-    );
-    create(&c, &claim("static", Some(""), "100Mi"));
-    wait_phase(&c, "pvc", "static", "Bound");
+    create(c, &host_volume("big", "1Gi", &host.join("big"), "Retain"));
+    create(c, &host_volume("fit", "128Mi", &host.join("fit"), "Retain"));
+    create(c, &claim("static", Some(""), "100Mi"));
+    wait_phase(c, "pvc", "static", "Bound");
     assert_eq!(
         c.json(&["get", "pvc", "static"])["spec"]["volumeName"],
         "fit"
     );
-    assert_eq!(phase(&c, "pv", "small"), "Available");
-    assert_eq!(phase(&c, "pv", "big"), "Available");
+    assert_eq!(phase(c, "pv", "small"), "Available");
+    assert_eq!(phase(c, "pv", "big"), "Available");
     create(
-        &c,
+        c,
         &pod_on(
             "static",
             "persistentVolumeClaim: {claimName: static}",
             Some(&node),
         ),
     );
-    running(&c, "static");
-    exec(&c, "static", "echo retained > /data/file");
-    delete_pod(&c, "static");
+    running(c, "static");
+    exec(c, "static", "echo retained > /data/file");
+    delete_pod(c, "static");
     c.ok(&["delete", "pvc", "static"]);
-    wait_phase(&c, "pv", "fit", "Released");
+    wait_phase(c, "pv", "fit", "Released");
     assert_eq!(
         std::fs::read_to_string(host.join("fit/file")).unwrap(),
         "retained\n"
     );
     let too_big = claim("huge", Some(""), "2Gi");
-    create(&c, &too_big);
+    create(c, &too_big);
     wait_for("no volume for a claim larger than any", LIMIT, || {
-        events_of(&c, "huge")
+        events_of(c, "huge")
             .contains("no persistent volumes available for this claim")
             .then_some(())
     });
-    assert_eq!(phase(&c, "pvc", "huge"), "Pending");
+    assert_eq!(phase(c, "pvc", "huge"), "Pending");
 
     // A StatefulSet's pod comes back to its own data.
     create(
-        &c,
+        c,
         &format!(
             "apiVersion: apps/v1
 kind: StatefulSet
@@ -336,15 +327,15 @@ spec:
 "
         ),
     );
-    running(&c, "web-1");
-    exec(&c, "web-1", "hostname > /data/who");
-    let uid = support::pod(&c, "web-1")["metadata"]["uid"].clone();
-    delete_pod(&c, "web-1");
+    running(c, "web-1");
+    exec(c, "web-1", "hostname > /data/who");
+    let uid = support::pod(c, "web-1")["metadata"]["uid"].clone();
+    delete_pod(c, "web-1");
     let again = wait_for("web-1 back", LIMIT, || {
-        get_pod(&c, "web-1")
+        get_pod(c, "web-1")
             .filter(|p| p["metadata"]["uid"] != uid && p["status"]["phase"] == "Running")
     });
     assert_eq!(again["spec"]["nodeName"], node.as_str());
-    assert_eq!(exec(&c, "web-1", "cat /data/who"), "web-1\n");
-    wait_phase(&c, "pvc", "www-web-0", "Bound");
+    assert_eq!(exec(c, "web-1", "cat /data/who"), "web-1\n");
+    wait_phase(c, "pvc", "www-web-0", "Bound");
 }

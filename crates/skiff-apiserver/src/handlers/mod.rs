@@ -117,9 +117,6 @@ impl Api {
     }
 
     pub async fn handle(&self, req: Request<Body>) -> Response {
-        let Ok(_slot) = self.limits.admit(req.method(), req.uri()) else {
-            return response::too_many_requests();
-        };
         // Nothing is gathered for the log when there is none.
         let mut trail = match self.audit {
             Some(_) => audit::Trail::begin(&req),
@@ -212,6 +209,12 @@ impl Api {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_owned();
         let route = request::route(&path);
+        let Ok(_slot) = self
+            .limits
+            .admit(&parts.method, route.as_ref().ok(), parts.uri.query())
+        else {
+            return Ok(response::too_many_requests());
+        };
         let text = |body: Vec<u8>| response::bytes(200, "text/plain; charset=utf-8", body);
         match route {
             Ok(Route::Health) => return Ok(text(b"ok".to_vec())),

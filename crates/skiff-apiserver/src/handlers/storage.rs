@@ -44,13 +44,14 @@ impl Api {
         Ok(())
     }
 
-    /// For a write to a claim, the classes that allow expansion; `None`
-    /// for every other resource.
+    /// For a write to a claim's spec, the classes that allow expansion;
+    /// `None` for every other write (a status write changes no request).
     pub(super) async fn expandable_classes(
         &self,
         r: &ResourceType,
+        subresource: Option<&str>,
     ) -> Result<Option<HashSet<String>>, ApiError> {
-        if !is_claim(r) {
+        if !is_claim(r) || subresource.is_some() {
             return Ok(None);
         }
         let items = self.objects.recent_list(classes(), None).await?;

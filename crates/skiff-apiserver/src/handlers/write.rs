@@ -63,7 +63,7 @@ impl Api {
         let manager = call.manager();
         let sub = t.subresource.as_deref();
         let dry_run = call.query.dry_run;
-        let expandable = self.expandable_classes(r).await?;
+        let expandable = self.expandable_classes(r, sub).await?;
         let updated = self
             .update_object(r, ns, name, dry_run, |current| {
                 if precondition.is_some_and(|rv| Some(rv) != meta::resource_version(&current)) {
@@ -109,7 +109,7 @@ impl Api {
         let sub = t.subresource.as_deref();
         let mut warnings = Vec::new();
         let dry_run = call.query.dry_run;
-        let expandable = self.expandable_classes(r).await?;
+        let expandable = self.expandable_classes(r, sub).await?;
         let updated = self
             .update_object(r, ns, name, dry_run, |current| {
                 let patched = apply_patch(&kind, &current, &patch, root_def(r))?;
@@ -160,7 +160,7 @@ impl Api {
             subresource: sub,
         };
         let force = call.query.force;
-        let expandable = self.expandable_classes(r).await?;
+        let expandable = self.expandable_classes(r, sub).await?;
         loop {
             if self.objects.try_get(r, ns, name).await?.is_none() {
                 let mut obj = apply::apply(None, &config, &mgr, force, root_def(r))?;

@@ -131,6 +131,27 @@ where
     decode(created)
 }
 
+/// Deletes `obj` and no later object of its name (its uid is the
+/// precondition); one already gone is no error.
+pub async fn delete_exact<K>(cluster: &dyn Cluster, obj: &K) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let meta = obj.meta();
+    let target = Target::of::<K>(
+        meta.namespace.as_deref(),
+        meta.name.as_deref().unwrap_or(""),
+    );
+    let how = Deletion {
+        uid: meta.uid.clone(),
+        ..Default::default()
+    };
+    match cluster.delete(&target, how).await {
+        Err(e) if !e.is_not_found() => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Decodes a typed object.
 pub fn decode<K: Resource<DynamicType = ()> + DeserializeOwned>(v: Value) -> Result<K, Error> {
     serde_json::from_value(v).map_err(|source| Error::Decode {

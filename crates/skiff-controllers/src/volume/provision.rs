@@ -114,12 +114,7 @@ pub async fn local_path(
         .get(HOSTNAME)
         .cloned()
         .unwrap_or_else(|| node.name_any());
-    let storage = spec
-        .resources
-        .as_ref()
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage"))
-        .map(|q| q.0.clone());
+    let storage = v::request(claim);
     let pv = json!({
         "apiVersion": "v1", "kind": "PersistentVolume",
         "metadata": {"name": name, "annotations": {PROVISIONED_BY: LOCAL_PATH}},
@@ -174,13 +169,7 @@ pub async fn expand(
         );
         return Ok(());
     }
-    let storage = claim
-        .spec
-        .as_ref()
-        .and_then(|s| s.resources.as_ref())
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage"))
-        .map(|q| q.0.clone());
+    let storage = v::request(claim);
     s.patch(
         pv,
         json!({"spec": {"capacity": {"storage": storage}}}),

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use skiff_core::volumes::{self as v, BOUND_BY_CONTROLLER, VOLUME_PROTECTION};
 
 use super::Shared;
-use crate::runtime::api::{Deletion, Error, Target};
+use crate::runtime::api::{self, Error};
 use crate::runtime::controller::{Action, Reconcile};
 
 pub struct VolumeController {
@@ -110,15 +110,8 @@ impl VolumeController {
             .unwrap_or("Retain");
         match policy {
             "Delete" if v::is_local_path(pv) => {
-                let target = Target::of::<PersistentVolume>(None, &pv.name_any());
-                let how = Deletion {
-                    uid: pv.uid(),
-                    ..Default::default()
-                };
-                match s.cluster.delete(&target, how).await {
-                    Err(e) if !e.is_not_found() => Err(e),
-                    _ => Ok(Action::Done),
-                }
+                api::delete_exact(&*s.cluster, pv).await?;
+                Ok(Action::Done)
             }
             "Delete" => {
                 let message = format!(

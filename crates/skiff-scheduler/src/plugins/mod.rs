@@ -22,7 +22,7 @@ pub use node_resources_fit::{LeastAllocated, NodeResourcesFit};
 pub use node_unschedulable::NodeUnschedulable;
 pub use pod_topology_spread::PodTopologySpread;
 pub use taint_toleration::{tolerates, TaintToleration};
-pub use volume_binding::{VolumeBinding, Volumes};
+pub use volume_binding::{Kept, VolumeBinding, Volumes};
 
 use std::sync::Arc;
 

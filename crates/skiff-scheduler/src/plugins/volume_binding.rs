@@ -29,8 +29,9 @@ pub struct Volumes {
     inner: RwLock<View>,
 }
 
+/// The objects of [`Volumes`].
 #[derive(Default)]
-struct View {
+pub struct View {
     /// By `namespace/name`.
     claims: HashMap<String, Arc<PersistentVolumeClaim>>,
     /// Waiting claims a placed pod reserved a node for, until the claim
@@ -52,38 +53,57 @@ impl Volumes {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn put_claim(&self, c: PersistentVolumeClaim) {
-        let key = name_of(&c.metadata);
+    pub fn put<K: Kept>(&self, obj: K) {
+        let key = name_of(obj.meta());
         let mut view = self.write();
-        let bound = c.spec.as_ref().and_then(|s| s.volume_name.as_deref());
-        if v::selected_node(&c).is_some() || bound.is_some_and(|n| !n.is_empty()) {
-            view.assumed.remove(&key);
+        K::seen(&mut view, &key, &obj);
+        K::table(&mut view).insert(key, Arc::new(obj));
+    }
+
+    pub fn remove<K: Kept>(&self, obj: &K) {
+        K::table(&mut self.write()).remove(&name_of(obj.meta()));
+    }
+}
+
+/// A kind [`Volumes`] keeps, by `namespace/name`.
+pub trait Kept:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + k8s_openapi::serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    fn table(view: &mut View) -> &mut HashMap<String, Arc<Self>>;
+
+    /// What else a new state of the object tells.
+    fn seen(_view: &mut View, _key: &str, _obj: &Self) {}
+}
+
+impl Kept for PersistentVolumeClaim {
+    fn table(view: &mut View) -> &mut HashMap<String, Arc<Self>> {
+        &mut view.claims
+    }
+
+    /// A claim showing its node (or bound) needs no assumption any more.
+    fn seen(view: &mut View, key: &str, claim: &Self) {
+        let bound = claim.spec.as_ref().and_then(|s| s.volume_name.as_deref());
+        if v::selected_node(claim).is_some() || bound.is_some_and(|n| !n.is_empty()) {
+            view.assumed.remove(key);
         }
-        view.claims.insert(key, Arc::new(c));
     }
+}
 
-    pub fn remove_claim(&self, c: &PersistentVolumeClaim) {
-        self.write().claims.remove(&name_of(&c.metadata));
+impl Kept for PersistentVolume {
+    fn table(view: &mut View) -> &mut HashMap<String, Arc<Self>> {
+        &mut view.volumes
     }
+}
 
-    pub fn put_volume(&self, pv: PersistentVolume) {
-        self.write()
-            .volumes
-            .insert(name_of(&pv.metadata), Arc::new(pv));
-    }
-
-    pub fn remove_volume(&self, pv: &PersistentVolume) {
-        self.write().volumes.remove(&name_of(&pv.metadata));
-    }
-
-    pub fn put_class(&self, c: StorageClass) {
-        self.write()
-            .classes
-            .insert(name_of(&c.metadata), Arc::new(c));
-    }
-
-    pub fn remove_class(&self, c: &StorageClass) {
-        self.write().classes.remove(&name_of(&c.metadata));
+impl Kept for StorageClass {
+    fn table(view: &mut View) -> &mut HashMap<String, Arc<Self>> {
+        &mut view.classes
     }
 }
 
@@ -362,15 +382,15 @@ mod tests {
             n
         };
         let nodes = [local("a", true), local("b", true), local("c", false)];
-        volumes.put_class(class("local-path", LOCAL_PATH, "WaitForFirstConsumer"));
-        volumes.put_class(class("later", "example.com/disk", "WaitForFirstConsumer"));
-        volumes.put_class(class("now", "example.com/disk", "Immediate"));
-        volumes.put_volume(pinned("on-b", "b", "later"));
-        volumes.put_volume(pinned("bound-a", "a", "local-path"));
-        volumes.put_claim(claim("bound", "local-path", Some("bound-a")));
-        volumes.put_claim(claim("waiting", "local-path", None));
-        volumes.put_claim(claim("static", "", None));
-        volumes.put_claim(claim("immediate", "now", None));
+        volumes.put(class("local-path", LOCAL_PATH, "WaitForFirstConsumer"));
+        volumes.put(class("later", "example.com/disk", "WaitForFirstConsumer"));
+        volumes.put(class("now", "example.com/disk", "Immediate"));
+        volumes.put(pinned("on-b", "b", "later"));
+        volumes.put(pinned("bound-a", "a", "local-path"));
+        volumes.put(claim("bound", "local-path", Some("bound-a")));
+        volumes.put(claim("waiting", "local-path", None));
+        volumes.put(claim("static", "", None));
+        volumes.put(claim("immediate", "now", None));
         let ok = Status::Success;
         let conflict = Status::unresolvable(CONFLICT);
         assert_eq!(
@@ -411,7 +431,7 @@ mod tests {
         assert_eq!(decide(&plugin, "waiting", both), [ok.clone(), ok.clone()]);
         let mut chosen = claim("waiting", "local-path", None);
         chosen.metadata.annotations = Some([(SELECTED_NODE.to_owned(), "a".to_owned())].into());
-        volumes.put_claim(chosen);
+        volumes.put(chosen);
         assert_eq!(decide(&plugin, "waiting", both), [ok, conflict]);
     }
 }

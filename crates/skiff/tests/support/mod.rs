@@ -386,6 +386,42 @@ pub fn check_prerequisites() {
     );
 }
 
+/// A server whose node agent runs real containers, with the busybox image
+/// imported into its containerd; dropped, it stops what the agent started,
+/// then the server.
+pub struct RealCluster {
+    _cleanup: Cleanup,
+    pub c: Cluster,
+}
+
+/// Starts a [`RealCluster`] (root and `scripts/setup.sh --test` needed).
+pub fn real_cluster(extra: &[&str]) -> RealCluster {
+    check_prerequisites();
+    let images = build_images();
+    let c = Cluster::start_with_agent(extra);
+    let cleanup = Cleanup(c.dir.path().to_owned());
+    wait_for("containerd's socket", Duration::from_secs(90), || {
+        let socket = c.dir.path().join("agent/containerd/containerd.sock");
+        socket.exists().then_some(())
+    });
+    import_images(c.dir.path(), images.path());
+    RealCluster {
+        _cleanup: cleanup,
+        c,
+    }
+}
+
+/// Whether any file under `dir` holds `needle`.
+pub fn found_under(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().flatten().any(|entry| {
+        let path = entry.path();
+        if path.is_dir() {
+            return found_under(&path, needle);
+        }
+        std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+    })
+}
+
 /// Stops what the test started outside the server: its containerd (by its
 /// own config path) and its bridge.
 pub struct Cleanup(pub std::path::PathBuf);
