@@ -3,7 +3,7 @@
 
 use axum::response::Response;
 use serde_json::{json, Value};
-use skiff_core::registry::{group_versions, ResourceType, RESOURCES};
+use skiff_core::registry::{self, group_versions, ResourceType};
 use skiff_core::ApiError;
 
 use crate::response::{self, wants_aggregated};
@@ -101,8 +101,8 @@ fn served<'a>(
     group: &'a str,
     version: &'a str,
 ) -> impl Iterator<Item = &'static ResourceType> + 'a {
-    RESOURCES
-        .iter()
+    registry::all()
+        .into_iter()
         .filter(move |r| r.group == group && r.version == version)
 }
 

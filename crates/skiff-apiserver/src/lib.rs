@@ -9,6 +9,7 @@ mod auth;
 mod authz;
 mod bootstrap;
 mod compaction;
+mod crds;
 mod discovery;
 mod encryption;
 mod handlers;
@@ -268,10 +269,14 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         };
         api = api.with_audit(policy, audit::Log::open(path).map_err(Error::Audit)?);
     }
-    let api = Arc::new(api.with_limits(inflight::Limits::new(
-        config.max_requests_inflight,
-        config.max_mutating_requests_inflight,
-    )));
+    let definitions = crds::Definitions::new(store.clone());
+    let api = Arc::new(
+        api.with_limits(inflight::Limits::new(
+            config.max_requests_inflight,
+            config.max_mutating_requests_inflight,
+        ))
+        .with_definitions(definitions.clone()),
+    );
     bootstrap::run(&api, SocketAddr::new(host, addr.port()))
         .await
         .map_err(Error::Bootstrap)?;
@@ -283,6 +288,8 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         let revision = graph.load(store.as_ref()).await?;
         tokio::spawn(graph.follow(store.clone(), revision));
     }
+    let revision = definitions.reload().await?;
+    tokio::spawn(definitions.follow(revision));
     if let Some(every) = config.compaction_interval.filter(|d| !d.is_zero()) {
         tokio::spawn(compaction::run(store, every));
     }

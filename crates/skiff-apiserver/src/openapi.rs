@@ -25,12 +25,7 @@ fn documents() -> &'static HashMap<String, Document> {
         for (group, versions) in group_versions() {
             for version in versions {
                 if let Some(doc) = generate(group, version) {
-                    let body = serde_json::to_vec(&doc).unwrap_or_default();
-                    let hash: String = Sha256::digest(&body)
-                        .iter()
-                        .map(|b| format!("{b:02X}"))
-                        .collect();
-                    docs.insert(gv_path(group, version), Document { body, hash });
+                    docs.insert(gv_path(group, version), Document::of(&doc));
                 }
             }
         }
@@ -38,9 +33,39 @@ fn documents() -> &'static HashMap<String, Document> {
     })
 }
 
+impl Document {
+    fn of(doc: &serde_json::Value) -> Self {
+        let body = serde_json::to_vec(doc).unwrap_or_default();
+        let hash: String = Sha256::digest(&body)
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        Self { body, hash }
+    }
+}
+
+/// The documents of the custom group-versions served now.
+fn custom_documents() -> HashMap<String, Document> {
+    let mut docs = HashMap::new();
+    for (group, versions) in group_versions() {
+        for version in versions {
+            let path = gv_path(group, version);
+            if documents().contains_key(&path) {
+                continue;
+            }
+            if let Some(doc) = skiff_core::openapi::custom_document(group, version) {
+                docs.insert(path, Document::of(&doc));
+            }
+        }
+    }
+    docs
+}
+
 pub fn index() -> Response {
+    let custom = custom_documents();
     let paths: serde_json::Map<String, serde_json::Value> = documents()
         .iter()
+        .chain(custom.iter())
         .map(|(path, d)| {
             (
                 path.clone(),
@@ -53,9 +78,16 @@ pub fn index() -> Response {
 
 pub fn document(group: &str, version: &str) -> Result<Response, ApiError> {
     let path = gv_path(group, version);
-    let doc = documents()
-        .get(&path)
-        .ok_or_else(|| ApiError::no_route(&format!("/openapi/v3/{path}")))?;
+    let custom;
+    let doc = match documents().get(&path) {
+        Some(doc) => doc,
+        None => {
+            let group_version = skiff_core::openapi::custom_document(group, version)
+                .ok_or_else(|| ApiError::no_route(&format!("/openapi/v3/{path}")))?;
+            custom = Document::of(&group_version);
+            &custom
+        }
+    };
     let mut reply = response::bytes(200, "application/json", doc.body.clone());
     reply.headers_mut().insert(
         "Cache-Control",

@@ -17,6 +17,11 @@ fn or_insert(obj: &mut Value, key: &str, value: Value) {
 /// Applies defaults to an object of resource type `r`.
 pub fn apply(r: &ResourceType, obj: &mut Value) {
     match (r.group, r.kind) {
+        _ if r.custom => {
+            if let Some(served) = crate::crd::served(r) {
+                crate::crd::structural::default(obj, &served.version.schema);
+            }
+        }
         ("", "Pod") if obj.get("spec").is_some() => pod_spec(&mut obj["spec"]),
         ("apps", "Deployment") => {
             let spec = spec(obj);

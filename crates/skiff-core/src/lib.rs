@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod certs;
 pub mod cidr;
+pub mod crd;
 pub mod defaults;
 pub mod fields;
 pub mod limit_range;

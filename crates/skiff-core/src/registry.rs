@@ -1,5 +1,8 @@
 //! Every resource the API serves: where it lives, its scope and names, and
-//! the typed k8s-openapi struct that checks its shape.
+//! the typed k8s-openapi struct that checks its shape. The built-in ones
+//! are fixed; custom ones come and go with CustomResourceDefinitions.
+
+use std::sync::{Mutex, RwLock};
 
 use schemars::{generate::SchemaGenerator, Schema};
 use serde_json::Value;
@@ -15,6 +18,11 @@ pub struct ResourceType {
     pub short_names: &'static [&'static str],
     pub categories: &'static [&'static str],
     pub subresources: &'static [&'static str],
+    /// The singular name, when it is not the lowercased kind.
+    pub singular: &'static str,
+    /// Defined by a CustomResourceDefinition: its schema (see `crd`)
+    /// checks the shape, not `decode`.
+    pub custom: bool,
     /// Round-trips an object through its typed struct: an error means the
     /// object has the wrong shape; fields the struct does not know are dropped.
     pub decode: fn(Value) -> Result<Value, serde_json::Error>,
@@ -33,7 +41,11 @@ impl ResourceType {
     }
 
     pub fn singular(&self) -> String {
-        self.kind.to_ascii_lowercase()
+        if self.singular.is_empty() {
+            self.kind.to_ascii_lowercase()
+        } else {
+            self.singular.to_owned()
+        }
     }
 
     pub fn list_kind(&self) -> String {
@@ -106,6 +118,8 @@ macro_rules! resources {
                 short_names: &[$($short),*],
                 categories: &[$($cat),*],
                 subresources: &[$($sub),*],
+                singular: "",
+                custom: false,
                 decode: decode::<$ty>,
                 schema: schema::<$ty>,
             },
@@ -121,6 +135,7 @@ use k8s_openapi::api::{
     events::v1 as ev, networking::v1 as net, policy::v1 as policy, rbac::v1 as rbac,
     scheduling::v1 as sched, storage::v1 as storage,
 };
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as ext;
 
 resources! {
     "" "v1" "Namespace" "namespaces" Cluster core::Namespace, ["ns"] [] ["status", "finalize"];
@@ -159,33 +174,106 @@ resources! {
     "events.k8s.io" "v1" "Event" "events" Namespaced ev::Event, ["ev"] [] [];
     "certificates.k8s.io" "v1" "CertificateSigningRequest" "certificatesigningrequests" Cluster certs::CertificateSigningRequest, ["csr"] [] ["status", "approval"];
     "policy" "v1" "PodDisruptionBudget" "poddisruptionbudgets" Namespaced policy::PodDisruptionBudget, ["pdb"] [] ["status"];
+    "apiextensions.k8s.io" "v1" "CustomResourceDefinition" "customresourcedefinitions" Cluster ext::CustomResourceDefinition, ["crd", "crds"] ["api-extensions"] ["status"];
+}
+
+/// The custom resources served now, from the established definitions.
+static CUSTOM: RwLock<Vec<&'static ResourceType>> = RwLock::new(Vec::new());
+
+/// Every custom resource type ever served by this process. A type lives
+/// for the process (requests hold it by reference); one that comes back
+/// unchanged, as a definition re-applied, is reused, so this grows only
+/// with definitions that differ.
+static KEPT: Mutex<Vec<&'static ResourceType>> = Mutex::new(Vec::new());
+
+impl ResourceType {
+    /// The same names, scope and subresources.
+    fn same(&self, other: &ResourceType) -> bool {
+        (
+            self.group,
+            self.version,
+            self.kind,
+            self.plural,
+            self.singular,
+        ) == (
+            other.group,
+            other.version,
+            other.kind,
+            other.plural,
+            other.singular,
+        ) && self.namespaced == other.namespaced
+            && self.short_names == other.short_names
+            && self.categories == other.categories
+            && self.subresources == other.subresources
+            && self.custom == other.custom
+    }
+}
+
+/// Serves these custom resource types from now on, in place of those
+/// before.
+pub fn set_custom(types: Vec<ResourceType>) {
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut now = Vec::with_capacity(types.len());
+    for t in types {
+        let found = kept.iter().find(|k| k.same(&t)).copied();
+        now.push(found.unwrap_or_else(|| {
+            let leaked: &'static ResourceType = Box::leak(Box::new(t));
+            kept.push(leaked);
+            leaked
+        }));
+    }
+    *CUSTOM.write().unwrap_or_else(|e| e.into_inner()) = now;
+}
+
+/// Leaks a string for a custom resource type's lifetime (the process).
+pub fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_owned().into_boxed_str())
+}
+
+/// Leaks a list of strings, as [`leak`].
+pub fn leak_all(items: &[String]) -> &'static [&'static str] {
+    Box::leak(
+        items
+            .iter()
+            .map(|s| leak(s))
+            .collect::<Vec<_>>()
+            .into_boxed_slice(),
+    )
+}
+
+/// Every served resource, built-in first, then custom.
+pub fn all() -> Vec<&'static ResourceType> {
+    let custom = CUSTOM.read().unwrap_or_else(|e| e.into_inner());
+    RESOURCES.iter().chain(custom.iter().copied()).collect()
+}
+
+fn find(test: impl Fn(&ResourceType) -> bool) -> Option<&'static ResourceType> {
+    if let Some(r) = RESOURCES.iter().find(|r| test(r)) {
+        return Some(r);
+    }
+    let custom = CUSTOM.read().unwrap_or_else(|e| e.into_inner());
+    custom.iter().copied().find(|r| test(r))
 }
 
 /// Finds a resource by group, version and plural name.
 pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
-    RESOURCES
-        .iter()
-        .find(|r| r.group == group && r.version == version && r.plural == plural)
+    find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 /// The preferred version of a resource, by group and plural name.
 pub fn preferred(group: &str, plural: &str) -> Option<&'static ResourceType> {
-    RESOURCES
-        .iter()
-        .find(|r| r.group == group && r.plural == plural)
+    find(|r| r.group == group && r.plural == plural)
 }
 
 /// Finds a resource by group, version and kind.
 pub fn by_kind(group: &str, version: &str, kind: &str) -> Option<&'static ResourceType> {
-    RESOURCES
-        .iter()
-        .find(|r| r.group == group && r.version == version && r.kind == kind)
+    find(|r| r.group == group && r.version == version && r.kind == kind)
 }
 
 /// The group-versions served, in preference order within each group.
 pub fn group_versions() -> Vec<(&'static str, Vec<&'static str>)> {
     let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
-    for r in RESOURCES {
+    for r in all() {
         match out.iter_mut().find(|(g, _)| *g == r.group) {
             Some((_, versions)) if !versions.contains(&r.version) => versions.push(r.version),
             Some(_) => {}

@@ -721,6 +721,21 @@ fn first_three(items: impl Iterator<Item = String>) -> String {
     }
 }
 
+/// A custom resource's printer columns: its own, else its age.
+fn custom_columns(declared: &[crate::crd::Column]) -> Vec<crate::crd::Column> {
+    if !declared.is_empty() {
+        return declared.to_vec();
+    }
+    vec![crate::crd::Column {
+        name: "Age".into(),
+        kind: "date".into(),
+        format: String::new(),
+        description: "CreationTimestamp is a timestamp representing the server time when this object was created.".into(),
+        priority: 0,
+        json_path: ".metadata.creationTimestamp".into(),
+    }]
+}
+
 /// Renders objects of `r` as a Table. `include` is the `includeObject`
 /// parameter: `None`, `Metadata` (the default) or `Object`.
 pub fn render(
@@ -730,17 +745,24 @@ pub fn render(
     cont: Option<&str>,
     include: &str,
 ) -> Value {
-    let cols = columns(r.kind);
-    let definitions: Vec<Value> = cols
-        .iter()
-        .map(|(name, ty, priority)| {
-            let mut c = json!({"name": name, "type": ty, "format": "", "description": "", "priority": priority});
-            if *name == "Name" {
-                c["format"] = json!("name");
-            }
-            c
-        })
-        .collect();
+    let custom = crate::crd::served(r).map(|s| custom_columns(&s.version.columns));
+    let definitions: Vec<Value> = match &custom {
+        Some(cols) => std::iter::once(json!({"name": "Name", "type": "string", "format": "name",
+                "description": "Name must be unique within a namespace.", "priority": 0}))
+            .chain(cols.iter().map(|c| json!({"name": c.name, "type": c.kind, "format": c.format,
+                "description": c.description, "priority": c.priority})))
+            .collect(),
+        None => columns(r.kind)
+            .iter()
+            .map(|(name, ty, priority)| {
+                let mut c = json!({"name": name, "type": ty, "format": "", "description": "", "priority": priority});
+                if *name == "Name" {
+                    c["format"] = json!("name");
+                }
+                c
+            })
+            .collect(),
+    };
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {
@@ -753,7 +775,13 @@ pub fn render(
                     "metadata": o["metadata"].clone(),
                 }),
             };
-            json!({"cells": cells(r.kind, o), "object": object})
+            let cells = match &custom {
+                Some(cols) => std::iter::once(o["metadata"]["name"].clone())
+                    .chain(cols.iter().map(|c| crate::crd::columns::cell(c, o)))
+                    .collect(),
+                None => cells(r.kind, o),
+            };
+            json!({"cells": cells, "object": object})
         })
         .collect();
     let mut metadata = json!({"resourceVersion": resource_version});

@@ -62,6 +62,14 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
     labels(obj, &mut causes);
     let spec = &obj["spec"];
     match (r.group, r.kind) {
+        _ if r.custom => {
+            if let Some(served) = crate::crd::served(r) {
+                causes.extend(served.validate(obj, old));
+            }
+        }
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            causes.extend(crate::crd::check(obj));
+        }
         ("", "Pod") => pod_spec(spec, "spec", &mut causes),
         ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") => {
             workload(spec, &mut causes);

@@ -67,7 +67,7 @@ pub trait Authorizer: Send + Sync {
 
 /// Reads an authorizer's objects again until the store answers (half a
 /// second between tries); returns the revision read at.
-async fn reload<F, R>(what: &str, mut load: F) -> i64
+pub(crate) async fn reload<F, R>(what: &str, mut load: F) -> i64
 where
     F: FnMut() -> R,
     R: Future<Output = Result<i64, skiff_store::Error>>,

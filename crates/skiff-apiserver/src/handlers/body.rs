@@ -117,16 +117,10 @@ pub fn typed(
     obj: Value,
     validation: Option<&str>,
 ) -> Result<(Value, Vec<String>), ApiError> {
-    let clean = (r.decode)(obj.clone()).map_err(|e| {
-        ApiError::bad_request(format!(
-            "{} in version {:?} cannot be handled as a {}: {e}",
-            r.kind, r.version, r.kind
-        ))
-    })?;
-    let mut unknown = Vec::new();
-    if validation != Some("Ignore") {
-        unknown_fields(&obj, &clean, "", &mut unknown);
-    }
+    let (clean, unknown) = match skiff_core::crd::served(r) {
+        Some(served) => served.decode(obj),
+        None => built_in(r, obj, validation)?,
+    };
     let messages: Vec<String> = unknown
         .iter()
         .map(|f| format!("unknown field {f:?}"))
@@ -137,7 +131,29 @@ pub fn typed(
             messages.join(", ")
         )));
     }
+    if validation == Some("Ignore") {
+        return Ok((clean, Vec::new()));
+    }
     Ok((clean, messages))
+}
+
+/// A built-in object's typed round-trip and the paths it dropped.
+fn built_in(
+    r: &ResourceType,
+    obj: Value,
+    validation: Option<&str>,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let clean = (r.decode)(obj.clone()).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{} in version {:?} cannot be handled as a {}: {e}",
+            r.kind, r.version, r.kind
+        ))
+    })?;
+    let mut unknown = Vec::new();
+    if validation != Some("Ignore") {
+        unknown_fields(&obj, &clean, "", &mut unknown);
+    }
+    Ok((clean, unknown))
 }
 
 /// Paths present in `given` but gone from its typed round-trip.

@@ -48,6 +48,8 @@ pub struct Api {
     audit: Option<(audit::Policy, audit::Log)>,
     /// The caps on requests in flight.
     limits: crate::inflight::Limits,
+    /// The CustomResourceDefinitions' follower, told of each write to one.
+    definitions: Option<Arc<crate::crds::Definitions>>,
 }
 
 /// Everything a resource handler needs to know about its request.
@@ -101,7 +103,14 @@ impl Api {
             nodes,
             audit: None,
             limits: crate::inflight::Limits::new(0, 0),
+            definitions: None,
         }
+    }
+
+    /// Serves custom resources as these definitions say.
+    pub fn with_definitions(mut self, definitions: Arc<crate::crds::Definitions>) -> Self {
+        self.definitions = Some(definitions);
+        self
     }
 
     /// Audits requests with this policy into this log.
@@ -367,6 +376,15 @@ impl Api {
                     Verb::Delete => self.delete(&call, body).await,
                     Verb::DeleteCollection => self.delete_collection(&call, body).await,
                 }?;
+                // A written definition is served (or not) when the reply
+                // comes, not a moment later.
+                if let Some(definitions) = &self.definitions {
+                    if !reads && target.resource.group == "apiextensions.k8s.io" {
+                        if let Err(e) = definitions.reload().await {
+                            tracing::warn!(error = %e, "reading CustomResourceDefinitions");
+                        }
+                    }
+                }
                 reply.headers_mut().insert(
                     "Audit-Id",
                     HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())

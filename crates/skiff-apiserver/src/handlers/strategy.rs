@@ -91,12 +91,39 @@ pub fn of(r: &ResourceType) -> &'static dyn Strategy {
         ("", "Service") => &Services,
         ("batch", "Job") => &Jobs,
         ("certificates.k8s.io", "CertificateSigningRequest") => &CertificateSigningRequests,
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => &Definitions,
+        _ if r.custom => &Custom,
         _ => &Generic,
     }
 }
 
 struct Generic;
 impl Strategy for Generic {}
+
+/// A custom resource with a status subresource starts without one, as
+/// upstream's.
+struct Custom;
+impl Strategy for Custom {
+    fn initial_status(&self, r: &ResourceType, sent: &Value) -> Option<Value> {
+        if r.has_status() {
+            None
+        } else {
+            sent.get("status").cloned()
+        }
+    }
+}
+
+/// A definition is held until its objects are deleted.
+struct Definitions;
+impl Strategy for Definitions {
+    fn prepare_create(&self, obj: &mut Value) {
+        let mut finalizers = meta::finalizers(obj);
+        if !finalizers.iter().any(|f| f == skiff_core::crd::CLEANUP) {
+            finalizers.push(skiff_core::crd::CLEANUP.to_owned());
+        }
+        meta::set(obj, "finalizers", finalizers);
+    }
+}
 
 /// Nodes and Events keep the status they are created with.
 struct StatusAsSent;

@@ -18,9 +18,19 @@ const MAX_TOKEN_SECONDS: i64 = 365 * 24 * 3600;
 
 /// The `autoscaling/v1 Scale` view of a workload.
 pub fn scale_of(r: &ResourceType, obj: &Value) -> Value {
-    let selector = LabelSelector::from_object(&obj["spec"]["selector"])
-        .map(|_| skiff_core::selector::format_object(&obj["spec"]["selector"]))
-        .unwrap_or_default();
+    let custom = skiff_core::crd::served(r).and_then(|s| s.version.scale.clone());
+    let (replicas, current, selector) = match custom {
+        Some(scale) => scale.read(obj),
+        None => (
+            obj["spec"]["replicas"]
+                .as_i64()
+                .unwrap_or(if r.kind == "StatefulSet" { 1 } else { 0 }),
+            obj["status"]["replicas"].as_i64().unwrap_or(0),
+            LabelSelector::from_object(&obj["spec"]["selector"])
+                .map(|_| skiff_core::selector::format_object(&obj["spec"]["selector"]))
+                .unwrap_or_default(),
+        ),
+    };
     let m = &obj["metadata"];
     json!({
         "kind": "Scale",
@@ -29,8 +39,8 @@ pub fn scale_of(r: &ResourceType, obj: &Value) -> Value {
             "name": m["name"], "namespace": m["namespace"], "uid": m["uid"],
             "resourceVersion": m["resourceVersion"], "creationTimestamp": m["creationTimestamp"],
         },
-        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(if r.kind == "StatefulSet" { 1 } else { 0 })},
-        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+        "spec": {"replicas": replicas},
+        "status": {"replicas": current, "selector": selector},
     })
 }
 
@@ -72,7 +82,10 @@ impl Api {
                     return Err(ApiError::stale(r.group, r.plural, name));
                 }
                 let mut next = current.clone();
-                next["spec"]["replicas"] = json!(replicas);
+                match skiff_core::crd::served(r).and_then(|s| s.version.scale.clone()) {
+                    Some(scale) => scale.write(&mut next, replicas),
+                    None => next["spec"]["replicas"] = json!(replicas),
+                }
                 let next = prepare_update(r, &current, next, &manager, None)?;
                 Ok(Change::unless_same(&current, next))
             })

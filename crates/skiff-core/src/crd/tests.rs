@@ -1,0 +1,216 @@
+use serde_json::json;
+
+use super::*;
+
+fn widgets() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com",
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "kind": "Widget", "shortNames": ["wd"]},
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}},
+                "additionalPrinterColumns": [{"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"}],
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "properties": {
+                        "spec": {
+                            "type": "object",
+                            "required": ["name"],
+                            "x-kubernetes-validations": [{"rule": "self.replicas <= self.maxReplicas", "message": "replicas must be at most maxReplicas"}],
+                            "properties": {
+                                "name": {"type": "string", "minLength": 3},
+                                "replicas": {"type": "integer", "minimum": 0, "default": 1},
+                                "maxReplicas": {"type": "integer", "default": 5},
+                                "mode": {"type": "string", "enum": ["fast", "slow"]},
+                                "port": {"x-kubernetes-int-or-string": true},
+                                "tags": {"type": "array", "items": {"type": "string"}, "x-kubernetes-list-type": "set"},
+                                "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+                            }
+                        },
+                        "status": {"type": "object", "properties": {"replicas": {"type": "integer"}}}
+                    }
+                }}
+            }]
+        }
+    })
+}
+
+fn served_widgets() -> Served {
+    let d = Definition::parse(&widgets());
+    let v = d.versions[0].clone();
+    Served {
+        group: d.group.clone(),
+        kind: d.kind.clone(),
+        plural: d.plural.clone(),
+        storage_version: "v1".into(),
+        rules: cel::Rules::of(&v.schema),
+        version: v,
+    }
+}
+
+fn messages(causes: &[crate::status::Cause]) -> Vec<String> {
+    causes
+        .iter()
+        .map(|c| format!("{}: {}", c.field, c.message))
+        .collect()
+}
+
+#[test]
+fn a_good_definition_passes_and_a_bad_one_says_why() {
+    assert_eq!(messages(&check(&widgets())), Vec::<String>::new());
+    let mut bad = widgets();
+    bad["metadata"]["name"] = json!("gadgets.example.com");
+    bad["spec"]["group"] = json!("nodot");
+    bad["spec"]["versions"][0]["storage"] = json!(false);
+    bad["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["name"] = json!({"minLength": 3});
+    bad["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["x-kubernetes-validations"][0]["rule"] = json!("self.replicas <=");
+    let got = messages(&check(&bad));
+    let text = got.join("\n");
+    assert!(
+        text.contains(
+            "spec.group: Invalid value: \"nodot\": should be a domain with at least one dot"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("metadata.name: Invalid value: \"gadgets.example.com\": must be spec.names.plural+\".\"+spec.group"), "{text}");
+    assert!(
+        text.contains("must have exactly one version marked as storage version"),
+        "{text}"
+    );
+    assert!(
+        text.contains("properties[spec].properties[name].type: Required value"),
+        "{text}"
+    );
+    assert!(text.contains("x-kubernetes-validations[0].rule: Invalid value: \"self.replicas <=\": compilation failed"), "{text}");
+}
+
+#[test]
+fn decoding_prunes_unknown_fields_and_defaulting_fills_in() {
+    let s = served_widgets();
+    let (mut obj, unknown) = s.decode(json!({
+        "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+        "spec": {"name": "abc", "bogus": 1, "free": {"anything": {"goes": true}}},
+        "extra": "x"
+    }));
+    assert_eq!(unknown, vec!["spec.bogus".to_string(), "extra".to_string()]);
+    assert_eq!(
+        obj["spec"],
+        json!({"name": "abc", "free": {"anything": {"goes": true}}})
+    );
+    structural::default(&mut obj, &s.version.schema);
+    assert_eq!(
+        obj["spec"],
+        json!({"name": "abc", "replicas": 1, "maxReplicas": 5, "free": {"anything": {"goes": true}}})
+    );
+    assert_eq!(obj["metadata"]["name"], "w");
+}
+
+#[test]
+fn validation_speaks_upstreams_words() {
+    let s = served_widgets();
+    let obj = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+        "spec": {"name": "ab", "replicas": -1, "maxReplicas": 5, "mode": "medium", "port": true, "tags": ["a", "a"]}});
+    let got = messages(&s.validate(&obj, None));
+    assert_eq!(got, vec![
+        "spec.name: Invalid value: \"ab\": spec.name in body should be at least 3 chars long".to_string(),
+        "spec.replicas: Invalid value: -1: spec.replicas in body should be greater than or equal to 0".to_string(),
+        "spec.mode: Unsupported value: \"medium\": supported values: \"fast\", \"slow\"".to_string(),
+        "spec.port: Invalid value: \"boolean\": spec.port in body must be of type integer,string: \"boolean\"".to_string(),
+        "spec.tags[1]: Duplicate value: \"a\"".to_string(),
+    ]);
+    let missing = json!({"spec": {"replicas": 1, "maxReplicas": 5}});
+    assert_eq!(
+        messages(&s.validate(&missing, None)),
+        vec!["spec.name: Required value".to_string()]
+    );
+}
+
+#[test]
+fn rules_run_with_self_and_their_message() {
+    let s = served_widgets();
+    let over = json!({"spec": {"name": "abc", "replicas": 7, "maxReplicas": 5}});
+    assert_eq!(
+        messages(&s.validate(&over, None)),
+        vec!["spec: Invalid value: \"object\": replicas must be at most maxReplicas".to_string()]
+    );
+    let fine = json!({"spec": {"name": "abc", "replicas": 5, "maxReplicas": 5, "port": "http"}});
+    assert!(s.validate(&fine, None).is_empty());
+}
+
+#[test]
+fn transition_rules_see_the_stored_value_on_update_only() {
+    let mut d = widgets();
+    d["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["name"]["x-kubernetes-validations"] =
+        json!([{"rule": "self == oldSelf", "message": "name is immutable"}]);
+    let def = Definition::parse(&d);
+    let v = def.versions[0].clone();
+    let s = Served {
+        group: def.group,
+        kind: def.kind,
+        plural: def.plural,
+        storage_version: "v1".into(),
+        rules: cel::Rules::of(&v.schema),
+        version: v,
+    };
+    let new = json!({"spec": {"name": "abc", "replicas": 1, "maxReplicas": 5}});
+    assert!(s.validate(&new, None).is_empty());
+    let old = json!({"spec": {"name": "xyz", "replicas": 1, "maxReplicas": 5}});
+    assert_eq!(
+        messages(&s.validate(&new, Some(&old))),
+        vec!["spec.name: Invalid value: \"string\": name is immutable".to_string()]
+    );
+    assert!(s.validate(&new, Some(&new)).is_empty());
+}
+
+#[test]
+fn printer_columns_follow_paths_and_filters() {
+    let obj = json!({"spec": {"replicas": 3, "items": [{"name": "a"}, {"name": "b"}]},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "Synced", "status": "False"}]}});
+    let col = |path: &str, kind: &str| Column {
+        name: "x".into(),
+        kind: kind.into(),
+        format: String::new(),
+        description: String::new(),
+        priority: 0,
+        json_path: path.into(),
+    };
+    assert_eq!(
+        columns::cell(&col(".spec.replicas", "integer"), &obj),
+        json!(3)
+    );
+    assert_eq!(
+        columns::cell(
+            &col(".status.conditions[?(@.type==\"Ready\")].status", "string"),
+            &obj
+        ),
+        json!("True")
+    );
+    assert_eq!(
+        columns::cell(&col(".spec.items[*].name", "string"), &obj),
+        json!("a,b")
+    );
+    assert_eq!(
+        columns::cell(&col(".spec.items[1]['name']", "string"), &obj),
+        json!("b")
+    );
+    assert_eq!(
+        columns::cell(&col(".spec.missing", "string"), &obj),
+        Value::Null
+    );
+    assert!(columns::Path::parse("spec.replicas").is_none());
+}
+
+#[test]
+fn versions_sort_as_kubernetes_does() {
+    let mut v = vec!["v1alpha1", "foo", "v2beta1", "v1", "v1beta2", "v2"];
+    v.sort_by(|a, b| version_order(a, b));
+    assert_eq!(v, vec!["v2", "v1", "v2beta1", "v1beta2", "v1alpha1", "foo"]);
+}
