@@ -97,6 +97,15 @@ fn subresource(r: &ResourceType, sub: &str) -> (Value, &'static [&'static str]) 
     }
 }
 
+/// The verbs of a resource: all, or reads where it is made at each read.
+fn verbs(r: &ResourceType) -> &'static [&'static str] {
+    if crate::handlers::is_synthesized(r) {
+        &["get", "list"]
+    } else {
+        VERBS
+    }
+}
+
 fn served<'a>(
     group: &'a str,
     version: &'a str,
@@ -112,7 +121,7 @@ fn aggregated_resource(r: &ResourceType) -> Value {
         "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
         "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
         "singularResource": r.singular(),
-        "verbs": VERBS,
+        "verbs": verbs(r),
         "shortNames": r.short_names,
         "categories": r.categories,
         "subresources": r.subresources.iter().map(|s| {
@@ -210,7 +219,7 @@ pub fn resources(group: &str, version: &str) -> Result<Response, ApiError> {
             "singularName": r.singular(),
             "namespaced": r.namespaced,
             "kind": r.kind,
-            "verbs": VERBS,
+            "verbs": verbs(r),
             "shortNames": r.short_names,
             "categories": r.categories,
         }));

@@ -50,6 +50,20 @@ pub fn wants_table(accept: &str) -> bool {
     })
 }
 
+/// Whether the client asked for metadata only (`PartialObjectMetadata`,
+/// or its list), as informers and garbage collectors do.
+pub fn wants_metadata(accept: &str) -> bool {
+    accept.split(',').next().is_some_and(|part| {
+        let part = part.replace(' ', "");
+        part.contains("as=PartialObjectMetadata") && part.contains("g=meta.k8s.io")
+    })
+}
+
+/// An object's metadata alone, as `PartialObjectMetadata`.
+pub fn partial(obj: &Value) -> Value {
+    serde_json::json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
+}
+
 /// Whether the client accepts aggregated discovery.
 pub fn wants_aggregated(accept: &str) -> bool {
     accept.split(',').any(|part| {

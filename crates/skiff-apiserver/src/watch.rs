@@ -24,6 +24,8 @@ const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 struct Render {
     r: &'static ResourceType,
     table: bool,
+    /// Metadata only (`PartialObjectMetadata`).
+    metadata: bool,
     include: String,
 }
 
@@ -45,6 +47,9 @@ impl Render {
                 &self.include,
             );
             serde_json::to_writer(&mut line, &table).ok()?;
+        } else if self.metadata {
+            let obj = decode_at(stored, rev).ok()?;
+            serde_json::to_writer(&mut line, &response::partial(&obj)).ok()?;
         } else {
             line.extend_from_slice(&with_rv(stored, rev));
         }
@@ -57,8 +62,11 @@ impl Render {
         if initial_end {
             metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let obj =
-            json!({"kind": self.r.kind, "apiVersion": self.r.api_version(), "metadata": metadata});
+        let obj = if self.metadata {
+            json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata})
+        } else {
+            json!({"kind": self.r.kind, "apiVersion": self.r.api_version(), "metadata": metadata})
+        };
         let mut line =
             serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
         line.push(b'\n');
@@ -84,6 +92,7 @@ impl Api {
         let render = Render {
             r,
             table: wants_table(call.accept()),
+            metadata: response::wants_metadata(call.accept()),
             include: q
                 .include_object
                 .clone()

@@ -136,6 +136,7 @@ use k8s_openapi::api::{
     scheduling::v1 as sched, storage::v1 as storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as ext;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as reg;
 
 resources! {
     "" "v1" "Namespace" "namespaces" Cluster core::Namespace, ["ns"] [] ["status", "finalize"];
@@ -174,6 +175,8 @@ resources! {
     "events.k8s.io" "v1" "Event" "events" Namespaced ev::Event, ["ev"] [] [];
     "certificates.k8s.io" "v1" "CertificateSigningRequest" "certificatesigningrequests" Cluster certs::CertificateSigningRequest, ["csr"] [] ["status", "approval"];
     "policy" "v1" "PodDisruptionBudget" "poddisruptionbudgets" Namespaced policy::PodDisruptionBudget, ["pdb"] [] ["status"];
+    "" "v1" "ComponentStatus" "componentstatuses" Cluster core::ComponentStatus, ["cs"] [] [];
+    "apiregistration.k8s.io" "v1" "APIService" "apiservices" Cluster reg::APIService, [] ["api-extensions"] ["status"];
     "apiextensions.k8s.io" "v1" "CustomResourceDefinition" "customresourcedefinitions" Cluster ext::CustomResourceDefinition, ["crd", "crds"] ["api-extensions"] ["status"];
 }
 

@@ -125,6 +125,18 @@ fn columns(kind: &str) -> &'static [Column] {
             ("Endpoints", "string", 0),
             ("Age", "string", 0),
         ],
+        "ComponentStatus" => &[
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Message", "string", 0),
+            ("Error", "string", 0),
+        ],
+        "APIService" => &[
+            ("Name", "string", 0),
+            ("Service", "string", 0),
+            ("Available", "string", 0),
+            ("Age", "string", 0),
+        ],
         "ServiceAccount" => &[
             ("Name", "string", 0),
             ("Secrets", "string", 0),
@@ -598,6 +610,38 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 })
                 .collect();
             vec![name, json!(or_none(eps.join(","))), created]
+        }
+        "ComponentStatus" => {
+            let healthy = o["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Healthy");
+            let ok = healthy.is_some_and(|c| c["status"] == "True");
+            let message = healthy.and_then(|c| c["message"].as_str()).unwrap_or("");
+            vec![
+                name,
+                json!(if ok { "Healthy" } else { "Unhealthy" }),
+                json!(if ok { message } else { "" }),
+                json!(if ok { "" } else { message }),
+            ]
+        }
+        "APIService" => {
+            let available = status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Available");
+            let service = match spec["service"]["name"].as_str() {
+                Some(n) => format!("{}/{n}", s(&spec["service"]["namespace"])),
+                None => "Local".into(),
+            };
+            vec![
+                name,
+                json!(service),
+                json!(available.map_or("Unknown".into(), |c| s(&c["status"]).to_owned())),
+                json!(meta::get_str(o, "creationTimestamp").map_or("<unknown>".into(), age)),
+            ]
         }
         "ServiceAccount" => vec![
             name,

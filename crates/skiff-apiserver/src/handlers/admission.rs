@@ -153,7 +153,7 @@ impl Api {
         }
         let strategy = strategy::of(r);
         match strategy.initial_status(r, obj) {
-            Some(status) => obj["status"] = status,
+            Some(status) => obj["status"] = strategy::typed_status(r, status),
             None => {
                 if let Some(o) = obj.as_object_mut() {
                     o.remove("status");

@@ -65,6 +65,17 @@ pub fn parse(bytes: &[u8], content_type: &str) -> Result<Value, ApiError> {
     Ok(value)
 }
 
+/// Fills in an absent `apiVersion` or `kind` from the URL's resource, as
+/// upstream's decoder does for a create or an update.
+pub fn default_kind(r: &ResourceType, obj: &mut Value) {
+    if obj["kind"].as_str().is_none_or(str::is_empty) {
+        obj["kind"] = Value::from(r.kind);
+    }
+    if obj["apiVersion"].as_str().is_none_or(str::is_empty) {
+        obj["apiVersion"] = Value::from(r.api_version());
+    }
+}
+
 /// Checks that the object's `apiVersion` and `kind` fit the resource.
 pub fn check_kind(r: &ResourceType, obj: &Value) -> Result<(), ApiError> {
     let kind = obj["kind"].as_str().unwrap_or("");
@@ -221,5 +232,11 @@ mod tests {
             400
         );
         check_kind(r, &json!({"apiVersion": "v1", "kind": "Pod"})).unwrap();
+        let mut bare = json!({"metadata": {"name": "p"}});
+        default_kind(r, &mut bare);
+        check_kind(r, &bare).unwrap();
+        let mut other = json!({"apiVersion": "apps/v1"});
+        default_kind(r, &mut other);
+        assert_eq!(check_kind(r, &other).unwrap_err().code, 400);
     }
 }

@@ -29,11 +29,13 @@ pub struct DeleteOptions {
 
 impl DeleteOptions {
     pub fn parse(call: &Call<'_>, raw: &[u8]) -> Result<Self, ApiError> {
+        // JSON, YAML or protobuf, as the client's encoding; or nothing.
         let body: Value = if raw.iter().all(u8::is_ascii_whitespace) {
             json!({})
         } else {
-            serde_json::from_slice(raw)
-                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+            super::body::parse(raw, &super::body::content_type(call.headers)).map_err(|e| {
+                ApiError::bad_request(format!("invalid DeleteOptions: {}", e.message))
+            })?
         };
         Ok(Self::from_value(&body, call))
     }

@@ -12,6 +12,9 @@ mod service_account;
 mod storage;
 mod strategy;
 mod subresource;
+mod synthesized;
+
+pub use synthesized::is_synthesized;
 mod write;
 
 use std::sync::Arc;
@@ -361,6 +364,9 @@ impl Api {
                     user: &attributes.user,
                 };
                 let reads = matches!(verb, Verb::Get | Verb::List | Verb::Watch);
+                if synthesized::is_synthesized(target.resource) {
+                    return self.read_synthesized(&call, verb).await;
+                }
                 let body = if reads {
                     bytes::Bytes::new()
                 } else {

@@ -106,7 +106,8 @@ impl Api {
         let r = t.resource;
         let name = t.name.as_deref().unwrap_or_default();
         let table = wants_table(call.accept()) && t.subresource.is_none();
-        if !table && t.subresource.as_deref() != Some("scale") {
+        let metadata = response::wants_metadata(call.accept()) && t.subresource.is_none();
+        if !table && !metadata && t.subresource.as_deref() != Some("scale") {
             let kv = self
                 .objects
                 .get_raw(r, t.namespace.as_deref(), name)
@@ -131,6 +132,9 @@ impl Api {
                 200,
                 &table::render(r, &[obj], &rv, None, include),
             ));
+        }
+        if metadata {
+            return Ok(response::json(200, &response::partial(&obj)));
         }
         Ok(response::json(200, &obj))
     }
@@ -192,6 +196,17 @@ impl Api {
         let mut metadata = json!({"resourceVersion": revision.to_string()});
         if let Some(c) = cont {
             metadata["continue"] = json!(c);
+        }
+        if response::wants_metadata(call.accept()) {
+            let items = items
+                .iter()
+                .map(|kv| decode(kv).map(|o| response::partial(&o)))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(response::json(
+                200,
+                &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                    "metadata": metadata, "items": items}),
+            ));
         }
         let head = format!(
             "{{\"kind\":{},\"apiVersion\":{},\"metadata\":{metadata},\"items\":[",

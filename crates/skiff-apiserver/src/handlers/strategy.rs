@@ -52,6 +52,19 @@ pub trait Strategy: Sync {
     fn mark_deleting(&self, _obj: &mut Value) {}
 }
 
+/// A status as its typed struct writes it: the fields upstream's Go types
+/// always serialize (counts, flags) present even when zero.
+pub fn typed_status(r: &ResourceType, status: Value) -> Value {
+    if r.custom {
+        return status;
+    }
+    let shell = json!({"apiVersion": r.api_version(), "kind": r.kind, "status": status.clone()});
+    match (r.decode)(shell) {
+        Ok(mut typed) => typed["status"].take(),
+        Err(_) => status,
+    }
+}
+
 /// The status/spec split every strategy starts from.
 pub fn split_status(
     r: &ResourceType,
@@ -354,6 +367,38 @@ mod tests {
 
     fn r(group: &str, plural: &str) -> &'static ResourceType {
         registry::preferred(group, plural).unwrap()
+    }
+
+    /// Every status a new object starts with carries the integers and
+    /// booleans its OpenAPI schema requires (clients model them as
+    /// required), for every served kind.
+    #[test]
+    fn initial_statuses_carry_their_required_scalars() {
+        let s = skiff_core::schema::schemas();
+        let mut checked = 0;
+        for r in registry::RESOURCES {
+            let Some(status) = of(r).initial_status(r, &json!({"status": {}})) else {
+                continue;
+            };
+            let status = typed_status(r, status);
+            let Some(def) = s.root(r).and_then(|root| s.property_def(root, "status")) else {
+                continue;
+            };
+            let schema = &s.definitions[def];
+            for field in schema["required"].as_array().into_iter().flatten() {
+                let field = field.as_str().unwrap();
+                let ty = schema["properties"][field]["type"].as_str().unwrap_or("");
+                if matches!(ty, "integer" | "boolean") {
+                    assert!(
+                        status.get(field).is_some(),
+                        "{} status lacks {field}: {status}",
+                        r.kind
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 4, "DaemonSet's four counts at least: {checked}");
     }
 
     #[test]

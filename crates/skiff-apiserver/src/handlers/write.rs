@@ -25,7 +25,8 @@ impl Api {
             (None, None) => {}
             _ => return Err(ApiError::method_not_allowed("POST", r.plural)),
         }
-        let obj = body::parse(&raw, &content_type(call.headers))?;
+        let mut obj = body::parse(&raw, &content_type(call.headers))?;
+        body::default_kind(r, &mut obj);
         check_kind(r, &obj)?;
         let (mut obj, mut warnings) = typed(r, obj, call.query.field_validation.as_deref())?;
         let admitted = self
@@ -47,10 +48,11 @@ impl Api {
         let r = t.resource;
         let name = t.name.as_deref().unwrap_or_default();
         let ns = t.namespace.as_deref();
-        let incoming = body::parse(&raw, &content_type(call.headers))?;
+        let mut incoming = body::parse(&raw, &content_type(call.headers))?;
         if t.subresource.as_deref() == Some("scale") {
             return self.update_scale(call, name, incoming).await;
         }
+        body::default_kind(r, &mut incoming);
         check_kind(r, &incoming)?;
         let (incoming, warnings) = typed(r, incoming, call.query.field_validation.as_deref())?;
         let given = meta::name(&incoming);

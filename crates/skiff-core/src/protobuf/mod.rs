@@ -319,7 +319,20 @@ fn read_fields(name: &str, bytes: &[u8]) -> Result<Map<String, Value>, ApiError>
 /// `io.k8s.api.apps.v1.deployment` (lower-cased, as the table keys are).
 fn message_name(api_version: &str, kind: &str) -> String {
     let (group, version) = crate::registry::split_api_version(api_version);
+    // Options are meta's, whichever group-version a client sends them in.
+    let meta_kind = matches!(
+        kind,
+        "DeleteOptions"
+            | "ListOptions"
+            | "GetOptions"
+            | "CreateOptions"
+            | "UpdateOptions"
+            | "PatchOptions"
+    );
     let package = match group {
+        _ if meta_kind => {
+            return format!("io.k8s.apimachinery.pkg.apis.meta.v1.{kind}").to_ascii_lowercase()
+        }
         "" => "core",
         "meta.k8s.io" => {
             return format!("io.k8s.apimachinery.pkg.apis.meta.{version}.{kind}")
@@ -435,6 +448,25 @@ mod tests {
             decoded,
             json!({"spec": {"replicas": 3, "strategy": {"rollingUpdate": {"maxUnavailable": 2, "maxSurge": "25%"}}}})
         );
+    }
+
+    /// client-go sends DeleteOptions in the target's group-version.
+    #[test]
+    fn delete_options_decode_in_any_group_version() {
+        for api_version in ["v1", "apps/v1", "meta.k8s.io/v1"] {
+            let mut opts = Vec::new();
+            varint_field(1, 0, &mut opts);
+            bytes_field(4, b"Background", &mut opts);
+            let mut type_meta = Vec::new();
+            bytes_field(1, api_version.as_bytes(), &mut type_meta);
+            bytes_field(2, b"DeleteOptions", &mut type_meta);
+            let mut body = MAGIC.to_vec();
+            bytes_field(1, &type_meta, &mut body);
+            bytes_field(2, &opts, &mut body);
+            let decoded = decode(&body).unwrap();
+            assert_eq!(decoded["propagationPolicy"], "Background", "{api_version}");
+            assert_eq!(decoded["gracePeriodSeconds"], 0, "{api_version}");
+        }
     }
 
     #[test]

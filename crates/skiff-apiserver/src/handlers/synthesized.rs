@@ -1,0 +1,150 @@
+//! Read-only resources made at each read rather than stored:
+//! ComponentStatus (the scheduler's and controller manager's health from
+//! their leader Leases, the store's from a read) and APIService (every
+//! served group-version, as the local services upstream lists).
+
+use serde_json::{json, Value};
+use skiff_core::registry::{self, ResourceType};
+use skiff_core::{meta, ApiError};
+
+use super::Api;
+
+/// Whether `r` is made at each read.
+pub fn is_synthesized(r: &ResourceType) -> bool {
+    matches!(
+        (r.group, r.plural),
+        ("", "componentstatuses") | ("apiregistration.k8s.io", "apiservices")
+    )
+}
+
+fn health(name: &str, healthy: Result<(), String>) -> Value {
+    let (status, message) = match healthy {
+        Ok(()) => ("True", "ok".to_owned()),
+        Err(why) => ("False", why),
+    };
+    json!({"kind": "ComponentStatus", "apiVersion": "v1",
+        "metadata": {"name": name, "creationTimestamp": null},
+        "conditions": [{"type": "Healthy", "status": status, "message": message}]})
+}
+
+impl Api {
+    /// A get or list of a synthesized resource; nothing else is allowed.
+    pub(super) async fn read_synthesized(
+        &self,
+        call: &super::Call<'_>,
+        verb: crate::request::Verb,
+    ) -> Result<axum::response::Response, ApiError> {
+        use crate::request::Verb;
+        use crate::response;
+        let r = call.target.resource;
+        let items = self.synthesized(r).await?;
+        let table = response::wants_table(call.accept());
+        let include = call.query.include_object.as_deref().unwrap_or("Metadata");
+        match verb {
+            Verb::Get => {
+                let name = call.target.name.as_deref().unwrap_or_default();
+                let obj = items
+                    .into_iter()
+                    .find(|o| meta::name(o) == name)
+                    .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
+                if table {
+                    let t = skiff_core::table::render(r, &[obj], "", None, include);
+                    return Ok(response::json(200, &t));
+                }
+                Ok(response::json(200, &obj))
+            }
+            Verb::List => {
+                if table {
+                    let t = skiff_core::table::render(r, &items, "", None, include);
+                    return Ok(response::json(200, &t));
+                }
+                Ok(response::json(
+                    200,
+                    &json!({"kind": r.list_kind(), "apiVersion": r.api_version(),
+                        "metadata": {}, "items": items}),
+                ))
+            }
+            other => Err(ApiError::method_not_allowed(other.name(), r.plural)),
+        }
+    }
+
+    /// The objects of a synthesized resource, in name order.
+    pub(super) async fn synthesized(&self, r: &ResourceType) -> Result<Vec<Value>, ApiError> {
+        if r.plural == "apiservices" {
+            return Ok(api_services());
+        }
+        let mut out = Vec::new();
+        for (name, lease) in [
+            ("controller-manager", "kube-controller-manager"),
+            ("scheduler", "kube-scheduler"),
+        ] {
+            out.push(health(name, self.lease_held(lease).await));
+        }
+        let store = self
+            .objects
+            .store
+            .current_revision()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        out.push(health("etcd-0", store));
+        Ok(out)
+    }
+
+    /// Whether a leader holds `kube-system/<name>` now.
+    async fn lease_held(&self, name: &str) -> Result<(), String> {
+        let leases =
+            registry::lookup("coordination.k8s.io", "v1", "leases").expect("leases are served");
+        let lease = self
+            .objects
+            .try_get(leases, Some("kube-system"), name)
+            .await
+            .map_err(|e| e.message)?
+            .ok_or_else(|| format!("no leader: the Lease kube-system/{name} does not exist"))?;
+        let renewed = lease["spec"]["renewTime"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        let duration = lease["spec"]["leaseDurationSeconds"].as_i64().unwrap_or(15);
+        match renewed {
+            Some(t) if (chrono::Utc::now() - t.to_utc()).num_seconds() <= duration => Ok(()),
+            _ => Err(format!(
+                "the Lease kube-system/{name} was not renewed in {duration}s"
+            )),
+        }
+    }
+}
+
+/// The served group-versions as local APIServices (`v1.apps`).
+fn api_services() -> Vec<Value> {
+    let mut out = Vec::new();
+    for (group, versions) in registry::group_versions() {
+        for (i, version) in versions.iter().enumerate() {
+            let name = if group.is_empty() {
+                version.to_string()
+            } else {
+                format!("{version}.{group}")
+            };
+            let custom = registry::all().iter().any(|r| r.custom && r.group == group);
+            let mut labels = json!({});
+            if custom {
+                labels = json!({"kube-aggregator.kubernetes.io/automanaged": "true"});
+            }
+            out.push(json!({
+                "kind": "APIService",
+                "apiVersion": "apiregistration.k8s.io/v1",
+                "metadata": {"name": name, "labels": labels, "creationTimestamp": null},
+                "spec": {
+                    "group": group,
+                    "version": version,
+                    "groupPriorityMinimum": if custom { 1000 } else { 18000 },
+                    "versionPriority": 15 - i.min(14) as i64,
+                },
+                "status": {"conditions": [{"type": "Available", "status": "True",
+                    "reason": "Local", "message": "Local APIServices are always available",
+                    "lastTransitionTime": null}]},
+            }));
+        }
+    }
+    out.sort_by(|a, b| meta::name(a).cmp(meta::name(b)));
+    out
+}
