@@ -49,14 +49,17 @@ impl Definitions {
             .list(&definitions().list_prefix(None), ListOptions::default())
             .await?;
         let mut all: Vec<Value> = page.items.iter().filter_map(|kv| decode(kv).ok()).collect();
-        // The first to claim a name keeps it.
-        all.sort_by(|a, b| {
-            let created = |o: &Value| {
-                meta::get_str(o, "creationTimestamp")
-                    .unwrap_or("")
-                    .to_owned()
-            };
-            (created(a), meta::name(a).to_owned()).cmp(&(created(b), meta::name(b).to_owned()))
+        // Names already accepted stay so; else the first to claim wins.
+        all.sort_by_cached_key(|o| {
+            let accepted = o["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "NamesAccepted" && c["status"] == "True");
+            let created = meta::get_str(o, "creationTimestamp")
+                .unwrap_or("")
+                .to_owned();
+            (!accepted, created, meta::name(o).to_owned())
         });
         let mut accepted: Vec<Definition> = Vec::new();
         let mut statuses = Vec::new();

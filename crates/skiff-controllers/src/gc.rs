@@ -143,19 +143,29 @@ impl GarbageCollector {
             return Ok(true);
         }
         let (group, version) = skiff_core::registry::split_api_version(&r.api_version);
-        let Some(t) = skiff_core::registry::by_kind(group, version, &r.kind) else {
+        let resource = match skiff_core::registry::by_kind(group, version, &r.kind) {
+            Some(t) if !t.custom => Some((
+                ApiResource {
+                    group: t.group.into(),
+                    version: t.version.into(),
+                    api_version: t.api_version(),
+                    kind: t.kind.into(),
+                    plural: t.plural.into(),
+                },
+                t.namespaced,
+            )),
+            _ => crate::runtime::api::custom_resources(self.cluster.as_ref())
+                .await?
+                .into_iter()
+                .find(|(c, _)| c.api_version == r.api_version && c.kind == r.kind),
+        };
+        let Some((resource, namespaced)) = resource else {
             // An unknown kind: never collect on a guess.
             return Ok(true);
         };
         let target = Target {
-            resource: ApiResource {
-                group: t.group.into(),
-                version: t.version.into(),
-                api_version: t.api_version(),
-                kind: t.kind.into(),
-                plural: t.plural.into(),
-            },
-            namespace: if t.namespaced {
+            resource,
+            namespace: if namespaced {
                 namespace.map(str::to_owned)
             } else {
                 None

@@ -92,7 +92,18 @@ impl Reconcile for NamespaceController {
         }
         let name = ns.name_any();
         let mut left = 0;
-        for r in namespaced_resources() {
+        // Custom resources too: one served version of each reaches all.
+        let mut custom: Vec<ApiResource> = Vec::new();
+        for (r, namespaced) in crate::runtime::api::custom_resources(self.cluster.as_ref()).await? {
+            if namespaced
+                && !custom
+                    .iter()
+                    .any(|c| c.group == r.group && c.plural == r.plural)
+            {
+                custom.push(r);
+            }
+        }
+        for r in namespaced_resources().chain(custom) {
             match self.cluster.delete_collection(&r, &name).await {
                 Err(Error::Api {
                     code: 404 | 405, ..

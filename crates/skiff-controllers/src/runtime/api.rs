@@ -119,6 +119,35 @@ pub trait Cluster: Send + Sync {
     fn event(&self, event: Value);
 }
 
+/// The custom resources the definitions serve now, each at every served
+/// version, with whether it is namespaced.
+pub async fn custom_resources(cluster: &dyn Cluster) -> Result<Vec<(ApiResource, bool)>, Error> {
+    let definitions = ApiResource {
+        group: "apiextensions.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "apiextensions.k8s.io/v1".into(),
+        kind: "CustomResourceDefinition".into(),
+        plural: "customresourcedefinitions".into(),
+    };
+    let mut out = Vec::new();
+    for crd in cluster.list(&definitions, None).await? {
+        let d = skiff_core::crd::Definition::parse(&crd);
+        for v in d.versions.iter().filter(|v| v.served) {
+            out.push((
+                ApiResource {
+                    group: d.group.clone(),
+                    version: v.name.clone(),
+                    api_version: format!("{}/{}", d.group, v.name),
+                    kind: d.kind.clone(),
+                    plural: d.plural.clone(),
+                },
+                d.namespaced,
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// Creates a typed object.
 pub async fn create<K>(cluster: &dyn Cluster, obj: &Value) -> Result<K, Error>
 where

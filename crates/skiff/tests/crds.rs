@@ -1,0 +1,254 @@
+//! CustomResourceDefinitions with the real kubectl: a definition becomes a
+//! kind kubectl lists, explains, validates, applies server-side and
+//! scales; deleting it deletes its objects.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{create, wait_for, Cluster};
+
+const DEFINITION: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, shortNames: [wd]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources:
+      status: {}
+      scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas}
+    additionalPrinterColumns:
+    - {name: Replicas, type: integer, jsonPath: .spec.replicas}
+    - {name: Mode, type: string, jsonPath: .spec.mode}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            description: What the widget should be.
+            required: [name]
+            x-kubernetes-validations:
+            - {rule: "self.replicas <= self.maxReplicas", message: "replicas must be at most maxReplicas"}
+            properties:
+              name: {type: string, minLength: 3, description: The widget's own name.}
+              replicas: {type: integer, minimum: 0, default: 1}
+              maxReplicas: {type: integer, default: 5}
+              mode: {type: string, enum: [fast, slow]}
+          status:
+            type: object
+            properties:
+              replicas: {type: integer}
+"#;
+
+fn established(c: &Cluster) {
+    wait_for(
+        "the definition to be established",
+        Duration::from_secs(10),
+        || {
+            let crd = c.json(&["get", "crd", "widgets.example.com"]);
+            let conditions = crd["status"]["conditions"].as_array()?.clone();
+            conditions
+                .iter()
+                .any(|c| c["type"] == "Established" && c["status"] == "True")
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn a_definition_serves_a_kind_kubectl_lists_explains_validates_scales_and_deletes() {
+    let c = Cluster::start();
+    create(&c, DEFINITION);
+    established(&c);
+    create(
+        &c,
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1}\nspec: {name: first, mode: fast}\n",
+    );
+    // Printer columns, short names, defaults.
+    let table = c.ok(&["get", "wd"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "REPLICAS", "MODE"], "{table}");
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row, ["w1", "1", "fast"], "{table}");
+    let w = c.json(&["get", "widget", "w1"]);
+    assert_eq!(w["spec"]["maxReplicas"], 5);
+    assert!(
+        w.get("status").is_none(),
+        "status is the status subresource's: {w}"
+    );
+
+    // kubectl explain reads the schema from OpenAPI v3.
+    let explained = c.ok(&["explain", "widgets.spec"]);
+    assert!(
+        explained.contains("What the widget should be."),
+        "{explained}"
+    );
+    assert!(explained.contains("The widget's own name."), "{explained}");
+
+    // Schema and rule violations in upstream's words.
+    let err = c.fails(&[
+        "patch",
+        "widget",
+        "w1",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"name":"ab","mode":"medium"}}"#,
+    ]);
+    assert!(
+        err.contains("spec.name in body should be at least 3 chars long"),
+        "{err}"
+    );
+    assert!(
+        err.contains(r#"spec.mode: Unsupported value: "medium": supported values: "fast", "slow""#),
+        "{err}"
+    );
+    let err = c.fails(&[
+        "patch",
+        "widget",
+        "w1",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":9}}"#,
+    ]);
+    assert!(
+        err.contains("replicas must be at most maxReplicas"),
+        "{err}"
+    );
+    let err = c.fails_stdin("apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w0}\nspec: {name: zero, colour: red}\n");
+    assert!(err.contains(r#"unknown field "spec.colour""#), "{err}");
+
+    // /scale with kubectl scale; the status subresource alone.
+    c.ok(&["scale", "widget", "w1", "--replicas=3"]);
+    assert_eq!(c.json(&["get", "widget", "w1"])["spec"]["replicas"], 3);
+    c.ok(&[
+        "patch",
+        "widget",
+        "w1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":2},"spec":{"replicas":0}}"#,
+    ]);
+    let w = c.json(&["get", "widget", "w1"]);
+    assert_eq!(
+        (
+            w["status"]["replicas"].as_i64(),
+            w["spec"]["replicas"].as_i64()
+        ),
+        (Some(2), Some(3))
+    );
+    let raw = c.ok(&[
+        "get",
+        "--raw",
+        "/apis/example.com/v1/namespaces/default/widgets/w1/scale",
+    ]);
+    let scale: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        (
+            scale["spec"]["replicas"].as_i64(),
+            scale["status"]["replicas"].as_i64()
+        ),
+        (Some(3), Some(2))
+    );
+
+    // Server-side apply: ownership of what was applied, a conflict for another manager.
+    let applied = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w2}\nspec: {name: second, mode: slow}\n";
+    let out = c.kubectl_stdin(&["apply", "--server-side", "-f", "-"], applied);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let w2 = c.json(&["get", "widget", "w2", "--show-managed-fields"]);
+    let owned = &w2["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"];
+    assert!(
+        owned.get("f:mode").is_some() && owned.get("f:maxReplicas").is_none(),
+        "{w2}"
+    );
+    let other = c.kubectl_stdin(
+        &["apply", "--server-side", "--field-manager=other", "-f", "-"],
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w2}\nspec: {name: second, mode: fast}\n",
+    );
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success() && err.contains("conflict"), "{err}");
+
+    // Deleting the definition deletes its objects, then the kind is gone.
+    c.ok(&["delete", "crd", "widgets.example.com", "--timeout=30s"]);
+    let err = c.fails(&["get", "widgets.example.com"]);
+    assert!(
+        err.contains("the server doesn't have a resource type"),
+        "{err}"
+    );
+    create(&c, DEFINITION);
+    established(&c);
+    let listed = c.json(&["get", "widgets"]);
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(0),
+        "{listed}"
+    );
+}
+
+#[test]
+fn conflicting_and_invalid_definitions_are_refused_or_not_established() {
+    let c = Cluster::start();
+    let bad = DEFINITION
+        .replace("name: widgets.example.com", "name: gadgets.example.com")
+        .replace("storage: true", "storage: false");
+    let err = c.fails_stdin(&bad);
+    assert!(err.contains(r#"metadata.name: Invalid value: "gadgets.example.com": must be spec.names.plural+"."+spec.group"#), "{err}");
+    assert!(
+        err.contains("must have exactly one version marked as storage version"),
+        "{err}"
+    );
+    // A definition may not take a built-in resource's names.
+    let clash = DEFINITION
+        .replace("widgets.example.com", "deployments.apps")
+        .replace("group: example.com", "group: apps")
+        .replace("plural: widgets", "plural: deployments");
+    let err = c.fails_stdin(&clash);
+    assert!(
+        err.contains("should be a domain with at least one dot"),
+        "{err}"
+    );
+    let same_kind = DEFINITION
+        .replace("widgets", "gizmos")
+        .replace("shortNames: [wd]", "shortNames: [gz]");
+    create(&c, DEFINITION);
+    established(&c);
+    create(&c, &same_kind);
+    let crd = wait_for(
+        "NamesAccepted to be decided",
+        Duration::from_secs(10),
+        || {
+            let crd = c.json(&["get", "crd", "gizmos.example.com"]);
+            crd["status"]["conditions"]
+                .as_array()
+                .is_some()
+                .then_some(crd)
+        },
+    );
+    let names = crd["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "NamesAccepted")
+        .cloned()
+        .unwrap();
+    assert_eq!(names["status"], "False", "{crd}");
+    assert!(
+        names["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"Widget\" is already in use"),
+        "{crd}"
+    );
+}
