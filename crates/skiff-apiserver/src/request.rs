@@ -222,8 +222,10 @@ pub struct Query {
     pub include_object: Option<String>,
 }
 
+/// A boolean parameter as Go's `strconv.ParseBool` reads it (the Python
+/// client sends `watch=True`); present without a value means true.
 fn truthy(v: &str) -> bool {
-    v.is_empty() || v == "true" || v == "1"
+    matches!(v, "" | "1" | "t" | "T" | "true" | "TRUE" | "True")
 }
 
 impl Query {
@@ -280,6 +282,16 @@ mod tests {
         match route(path).unwrap() {
             Route::Resource(t) => t,
             other => panic!("{path}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn booleans_read_as_go_does() {
+        for yes in ["watch=True", "watch=true", "watch=1", "watch"] {
+            assert!(Query::parse(Some(yes)).unwrap().watch, "{yes}");
+        }
+        for no in ["watch=False", "watch=0", "watch=no"] {
+            assert!(!Query::parse(Some(no)).unwrap().watch, "{no}");
         }
     }
 

@@ -53,8 +53,9 @@ pub fn encode_bounded(obj: &Value) -> Result<Bytes, ApiError> {
 }
 
 /// Encodes an object for storage, without its `resourceVersion`, with
-/// `apiVersion`, `kind` and `metadata` first so that [`with_rv`] can find
-/// the metadata without parsing.
+/// `kind`, `apiVersion` and `metadata` first (upstream's order, which
+/// clients compare) so that [`with_rv`] can find the metadata without
+/// parsing.
 pub fn encode(obj: &Value) -> Bytes {
     let mut out = Vec::with_capacity(1024);
     out.push(b'{');
@@ -71,7 +72,7 @@ pub fn encode(obj: &Value) -> Bytes {
         out.push(b':');
         let _ = serde_json::to_writer(&mut *out, v);
     };
-    for key in ["apiVersion", "kind"] {
+    for key in ["kind", "apiVersion"] {
         if let Some(v) = map.get(key) {
             field(&mut out, key, v);
         }

@@ -1,20 +1,27 @@
-//! `kubectl port-forward` over SPDY (`portforward.k8s.io`): for each
-//! forwarded connection the client opens an error stream and a data stream
-//! sharing a `requestID`; the agent connects to the pod's port and copies
-//! both ways, reporting a failure on the error stream. (A WebSocket
-//! request is refused, and kubectl falls back to SPDY.)
+//! Port forwarding, in the two forms upstream's kubelet serves. SPDY
+//! (`portforward.k8s.io`, kubectl's): for each forwarded connection the
+//! client opens an error stream and a data stream sharing a `requestID`;
+//! the agent connects to the pod's port and copies both ways, reporting a
+//! failure on the error stream. WebSocket (`v4.channel.k8s.io`, the
+//! client libraries'): one connection per port of the `ports` query,
+//! channel `2i` its data and `2i+1` its errors, each opened by the port
+//! number (two bytes, little-endian). (kubectl's SPDY-over-WebSocket
+//! tunnel is refused; it falls back to SPDY.)
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::response::Response;
+use futures::{SinkExt, StreamExt};
 use hyper::header::{CONNECTION, UPGRADE};
 use hyper::StatusCode;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 use crate::server::{failure, Streams};
 use crate::spdy::{self, SessionSender, Stream};
@@ -31,11 +38,14 @@ pub async fn serve(
         .get(UPGRADE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
+    if upgrade.eq_ignore_ascii_case("websocket") {
+        return websocket(streams, ns, pod, request).await;
+    }
     if !upgrade.eq_ignore_ascii_case("SPDY/3.1") {
         return failure(
             StatusCode::BAD_REQUEST,
             "BadRequest",
-            format!("port forwarding needs an upgrade to SPDY/3.1 ({PROTOCOL})"),
+            format!("port forwarding needs an upgrade to SPDY/3.1 ({PROTOCOL}) or WebSocket"),
         );
     }
     let ip = match streams.pod_ip(&ns, &pod).await {
@@ -136,4 +146,145 @@ async fn connect<IO>(
     };
     tokio::join!(inbound, outbound);
     let _ = sender.data(error.id, &[], true).await;
+}
+
+/// The ports of a WebSocket request: `ports=80,443` or `ports=80&ports=443`.
+fn ports(query: &str) -> Result<Vec<u16>, String> {
+    let mut out = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if k == "ports" {
+            for p in v.split(',').filter(|p| !p.is_empty()) {
+                match p.trim().parse::<u16>() {
+                    Ok(n) if n > 0 => out.push(n),
+                    _ => return Err(format!("invalid port {p:?}")),
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err("query parameter \"port\" is required".into());
+    }
+    Ok(out)
+}
+
+async fn websocket(streams: Arc<Streams>, ns: String, pod: String, request: Request) -> Response {
+    let ports = match ports(request.uri().query().unwrap_or_default()) {
+        Ok(p) => p,
+        Err(why) => return failure(StatusCode::BAD_REQUEST, "BadRequest", why),
+    };
+    let ip = match streams.pod_ip(&ns, &pod).await {
+        Ok(ip) => ip,
+        Err(reply) => return reply,
+    };
+    let (mut parts, _) = request.into_parts();
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(u) => u,
+        Err(_) => {
+            return failure(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "not a WebSocket upgrade",
+            )
+        }
+    };
+    let pod = format!("{ns}/{pod}");
+    upgrade
+        .protocols(["v4.channel.k8s.io"])
+        .on_upgrade(move |socket| forward_channels(socket, ip, ports, pod))
+}
+
+/// One connection per port, over channels of one WebSocket.
+async fn forward_channels(socket: WebSocket, ip: IpAddr, ports: Vec<u16>, pod: String) {
+    let (mut sink, mut source) = socket.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(16);
+    let frame = |channel: usize, data: &[u8]| {
+        let mut f = Vec::with_capacity(data.len() + 1);
+        f.push(channel as u8);
+        f.extend_from_slice(data);
+        f
+    };
+    let mut writers = Vec::new();
+    let mut readers = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let prefix = port.to_le_bytes();
+        let _ = out_tx.send(frame(2 * i, &prefix)).await;
+        let _ = out_tx.send(frame(2 * i + 1, &prefix)).await;
+        match tokio::net::TcpStream::connect((ip, *port)).await {
+            Ok(tcp) => {
+                let _ = tcp.set_nodelay(true);
+                let (mut from_pod, to_pod) = tcp.into_split();
+                writers.push(Some(to_pod));
+                let out = out_tx.clone();
+                readers.push(tokio::spawn(async move {
+                    let mut buf = vec![0u8; 32 * 1024];
+                    while let Ok(n @ 1..) = from_pod.read(&mut buf).await {
+                        if out.send(frame(2 * i, &buf[..n])).await.is_err() {
+                            return;
+                        }
+                    }
+                }));
+            }
+            Err(e) => {
+                writers.push(None);
+                let message = format!("error forwarding port {port} to pod {pod}: {e}");
+                let _ = out_tx.send(frame(2 * i + 1, message.as_bytes())).await;
+            }
+        }
+    }
+    drop(out_tx);
+    let sending = tokio::spawn(async move {
+        while let Some(f) = out_rx.recv().await {
+            if sink.send(Message::Binary(f.into())).await.is_err() {
+                return;
+            }
+        }
+        // Every pod connection ended: a normal closure.
+        let normal = CloseFrame {
+            code: axum::extract::ws::close_code::NORMAL,
+            reason: "".into(),
+        };
+        let _ = sink.send(Message::Close(Some(normal))).await;
+    });
+    while let Some(Ok(message)) = source.next().await {
+        let Message::Binary(data) = message else {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+            continue;
+        };
+        let Some((&channel, payload)) = data.split_first() else {
+            continue;
+        };
+        let channel = channel as usize;
+        // Only data channels carry bytes to the pod.
+        if channel % 2 == 1 {
+            continue;
+        }
+        if let Some(Some(w)) = writers.get_mut(channel / 2) {
+            if w.write_all(payload).await.is_err() {
+                writers[channel / 2] = None;
+            }
+        }
+    }
+    for w in writers.iter_mut().flatten() {
+        let _ = w.shutdown().await;
+    }
+    for r in readers {
+        r.abort();
+    }
+    sending.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_come_from_the_query_in_either_form() {
+        assert_eq!(ports("ports=80,443").unwrap(), vec![80, 443]);
+        assert_eq!(ports("ports=80&ports=8080").unwrap(), vec![80, 8080]);
+        assert!(ports("ports=0").is_err());
+        assert!(ports("ports=http").is_err());
+        assert!(ports("").is_err());
+    }
 }

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod crds;
 mod network;
 mod runtime_floor;
 mod startup;
@@ -41,6 +42,9 @@ pub enum What {
     /// The PersistentVolume controller binding many claims, and a
     /// StatefulSet's local-path volumes on one real node.
     Volumes(volumes::VolumesArgs),
+    /// Creates of a custom resource (20-field schema, two CEL rules)
+    /// against ConfigMaps.
+    Crds(crds::CrdsArgs),
     /// The HTTP client `bench network` runs inside a pod's network.
     #[command(hide = true)]
     HttpLoad(network::HttpLoadArgs),
@@ -117,6 +121,7 @@ pub async fn run(what: What) -> Result<()> {
         What::Pods(args) => pods(args).await,
         What::Network(args) => network::run(args).await,
         What::Startup(args) => startup::run(args).await,
+        What::Crds(args) => crds::run(args).await,
         What::HttpLoad(args) => network::http_load(args).await,
         What::Volumes(args) => volumes::run(args).await,
     }
