@@ -14,7 +14,7 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
-    ResourceQuota, Service, ServiceAccount,
+    ReplicationController, ResourceQuota, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -151,6 +151,7 @@ async fn run_all(client: Client, config: Config) {
     let endpoints = Informer::<Endpoints>::default();
     let mut slices = Informer::<EndpointSlice>::default();
     let mut sets = Informer::<ReplicaSet>::default();
+    let mut rcs = Informer::<ReplicationController>::default();
     let mut deployments = Informer::<Deployment>::default();
     let mut statefulsets = Informer::<StatefulSet>::default();
     let mut daemonsets = Informer::<DaemonSet>::default();
@@ -164,6 +165,9 @@ async fn run_all(client: Client, config: Config) {
 
     let q = Queue::new();
     let c = ReplicaSetController::new(&mut sets, &mut pods, cluster.clone(), q.clone());
+    w.workers(c, q, n);
+    let q = Queue::new();
+    let c = ReplicaSetController::new(&mut rcs, &mut pods, cluster.clone(), q.clone());
     w.workers(c, q, n);
     let q = Queue::new();
     let c = DeploymentController::new(
@@ -294,6 +298,7 @@ async fn run_all(client: Client, config: Config) {
     let gc = GarbageCollector::new(cluster.clone(), q.clone());
     gc.watch(&mut pods);
     gc.watch(&mut sets);
+    gc.watch(&mut rcs);
     gc.watch(&mut deployments);
     gc.watch(&mut slices);
     gc.watch(&mut statefulsets);
@@ -321,6 +326,7 @@ async fn run_all(client: Client, config: Config) {
     w.watch(endpoints, Api::all(client.clone()));
     w.watch(slices, Api::all(client.clone()));
     w.watch(sets, Api::all(client.clone()));
+    w.watch(rcs, Api::all(client.clone()));
     w.watch(deployments, Api::all(client.clone()));
     w.watch(statefulsets, Api::all(client.clone()));
     w.watch(daemonsets, Api::all(client.clone()));

@@ -1,5 +1,7 @@
 //! The ReplicaSet controller: keeps `replicas` active pods matching the
 //! selector, adopting orphans and releasing pods that no longer match.
+//! ReplicationControllers (core/v1, a selector of equalities) are kept by
+//! the same loop, as upstream's controller converts them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 use serde_json::{json, Value};
 
@@ -21,19 +24,82 @@ use crate::runtime::queue::Queue;
 
 /// At most this many pods are created or deleted per reconcile, as upstream.
 const BURST: usize = 500;
-const COMPONENT: &str = "replicaset-controller";
 
-pub struct ReplicaSetController {
-    pub sets: Arc<Cache<ReplicaSet>>,
+/// What the loop needs of a set of replicas.
+pub trait Replicated: crate::runtime::cache::Object + k8s_openapi::Resource {
+    /// The controller's name in events and logs.
+    const COMPONENT: &'static str;
+    /// The loop's name.
+    const LOOP: &'static str;
+    fn selector(&self) -> Option<LabelSelector>;
+    fn replicas(&self) -> i32;
+    fn template(&self) -> Option<&PodTemplateSpec>;
+    fn min_ready_seconds(&self) -> i32;
+    fn status_value(&self) -> Value;
+}
+
+impl Replicated for ReplicaSet {
+    const COMPONENT: &'static str = "replicaset-controller";
+    const LOOP: &'static str = "replicaset";
+    fn selector(&self) -> Option<LabelSelector> {
+        self.spec.as_ref().map(|s| s.selector.clone())
+    }
+    fn replicas(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    }
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref().and_then(|s| s.template.as_ref())
+    }
+    fn min_ready_seconds(&self) -> i32 {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
+    }
+    fn status_value(&self) -> Value {
+        serde_json::to_value(self.status.clone().unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+impl Replicated for ReplicationController {
+    const COMPONENT: &'static str = "replication-controller";
+    const LOOP: &'static str = "replicationcontroller";
+    /// Equalities only; an empty selector selects nothing.
+    fn selector(&self) -> Option<LabelSelector> {
+        let labels = self.spec.as_ref()?.selector.clone()?;
+        (!labels.is_empty()).then(|| LabelSelector {
+            match_labels: Some(labels),
+            ..Default::default()
+        })
+    }
+    fn replicas(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    }
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref().and_then(|s| s.template.as_ref())
+    }
+    fn min_ready_seconds(&self) -> i32 {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
+    }
+    fn status_value(&self) -> Value {
+        serde_json::to_value(self.status.clone().unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+pub struct ReplicaSetController<K: Replicated = ReplicaSet> {
+    pub sets: Arc<Cache<K>>,
     pub pods: Arc<Cache<Pod>>,
     pub cluster: Arc<dyn Cluster>,
     pub expectations: Arc<Expectations>,
 }
 
-impl ReplicaSetController {
+impl<K: Replicated> ReplicaSetController<K> {
     /// Builds the controller and routes the informers' changes to `queue`.
     pub fn new(
-        sets: &mut Informer<ReplicaSet>,
+        sets: &mut Informer<K>,
         pods: &mut Informer<Pod>,
         cluster: Arc<dyn Cluster>,
         queue: Arc<Queue>,
@@ -43,7 +109,7 @@ impl ReplicaSetController {
         let cache = sets.cache();
         owned::track(
             pods,
-            "ReplicaSet",
+            <K as k8s_openapi::Resource>::KIND,
             queue,
             Some(expectations.clone()),
             move |pod: &Pod| matching(&cache, pod),
@@ -56,7 +122,7 @@ impl ReplicaSetController {
         }
     }
 
-    async fn adopt_or_release(&self, rs: &ReplicaSet, pod: &Pod, adopt: bool) -> Result<(), Error> {
+    async fn adopt_or_release(&self, rs: &K, pod: &Pod, adopt: bool) -> Result<(), Error> {
         let mut refs: Vec<Value> = pod
             .metadata
             .owner_references
@@ -76,22 +142,22 @@ impl ReplicaSetController {
         }
     }
 
-    fn control<'a>(&'a self, key: &'a str, rs: &'a ReplicaSet) -> PodControl<'a, ReplicaSet> {
+    fn control<'a>(&'a self, key: &'a str, rs: &'a K) -> PodControl<'a, K> {
         PodControl {
             cluster: &*self.cluster,
             expectations: &self.expectations,
             key,
             owner: rs,
-            component: COMPONENT,
+            component: K::COMPONENT,
         }
     }
 
     /// Creates pods in slow-start batches (1, 2, 4, …), stopping at the
     /// first failure.
-    async fn create_pods(&self, key: &str, rs: &ReplicaSet, count: usize) -> Result<(), Error> {
+    async fn create_pods(&self, key: &str, rs: &K, count: usize) -> Result<(), Error> {
         self.expectations.expect(key, count, 0);
         let ns = rs.namespace().unwrap_or_default();
-        let template = rs.spec.as_ref().and_then(|s| s.template.as_ref());
+        let template = rs.template();
         let mut pod = pods::from_template(template, &ns, pods::controller_ref(rs));
         pod["metadata"]["generateName"] = json!(format!("{}-", rs.name_any()));
         let control = self.control(key, rs);
@@ -113,7 +179,7 @@ impl ReplicaSetController {
     async fn delete_pods(
         &self,
         key: &str,
-        rs: &ReplicaSet,
+        rs: &K,
         mut active: Vec<Arc<Pod>>,
         count: usize,
     ) -> Result<(), Error> {
@@ -123,20 +189,20 @@ impl ReplicaSetController {
     }
 }
 
-/// The ReplicaSets in the pod's namespace whose selector matches it.
-fn matching(sets: &Cache<ReplicaSet>, pod: &Pod) -> Vec<String> {
+/// The sets in the pod's namespace whose selector matches it.
+fn matching<K: Replicated>(sets: &Cache<K>, pod: &Pod) -> Vec<String> {
     let ns = pod.namespace().unwrap_or_default();
     sets.list_in(&ns)
         .iter()
-        .filter(|rs| pods::selects(rs.spec.as_ref().map(|s| &s.selector), &pod.metadata))
+        .filter(|rs| pods::selects(rs.selector().as_ref(), &pod.metadata))
         .map(|rs| format!("{ns}/{}", rs.name_any()))
         .collect()
 }
 
 #[async_trait]
-impl Reconcile for ReplicaSetController {
+impl<K: Replicated> Reconcile for ReplicaSetController<K> {
     fn name(&self) -> &'static str {
-        "replicaset"
+        K::LOOP
     }
 
     async fn reconcile(&self, key: &str) -> Result<Action, Error> {
@@ -145,12 +211,12 @@ impl Reconcile for ReplicaSetController {
             return Ok(Action::Done);
         };
         let uid = rs.uid().unwrap_or_default();
-        let spec = rs.spec.clone().unwrap_or_default();
+        let selector = rs.selector();
         let satisfied = self.expectations.satisfied(key);
-        let deleting = rs.metadata.deletion_timestamp.is_some();
+        let deleting = rs.meta().deletion_timestamp.is_some();
         let mut owned = Vec::new();
         for pod in self.pods.list_in(&rs.namespace().unwrap_or_default()) {
-            let matches = pods::selects(Some(&spec.selector), &pod.metadata);
+            let matches = pods::selects(selector.as_ref(), &pod.metadata);
             match controller_of(&pod.metadata) {
                 Some(r) if r.uid == uid => {
                     if matches {
@@ -171,7 +237,7 @@ impl Reconcile for ReplicaSetController {
             .filter(|p| pods::is_active(p))
             .cloned()
             .collect();
-        let want = spec.replicas.unwrap_or(1).max(0) as usize;
+        let want = rs.replicas().max(0) as usize;
         let mut result = Ok(());
         if satisfied && !deleting {
             if active.len() < want {
@@ -184,15 +250,14 @@ impl Reconcile for ReplicaSetController {
             }
         }
         let now = chrono::Utc::now();
-        let min_ready = spec.min_ready_seconds.unwrap_or(0);
+        let min_ready = rs.min_ready_seconds();
         let ready = active.iter().filter(|p| pods::is_ready(p)).count();
         let available = active
             .iter()
             .filter(|p| pods::is_available(p, min_ready, now))
             .count();
-        let template_labels = spec
-            .template
-            .as_ref()
+        let template_labels = rs
+            .template()
             .and_then(|t| t.metadata.as_ref())
             .and_then(|m| m.labels.clone())
             .unwrap_or_default();
@@ -206,10 +271,9 @@ impl Reconcile for ReplicaSetController {
             .count();
         let status = json!({
             "replicas": active.len(), "fullyLabeledReplicas": labelled, "readyReplicas": ready,
-            "availableReplicas": available, "observedGeneration": rs.metadata.generation,
+            "availableReplicas": available, "observedGeneration": rs.meta().generation,
         });
-        let current =
-            serde_json::to_value(rs.status.clone().unwrap_or_default()).unwrap_or_default();
+        let current = rs.status_value();
         let changed = [
             "replicas",
             "fullyLabeledReplicas",
@@ -220,7 +284,7 @@ impl Reconcile for ReplicaSetController {
         .iter()
         .any(|f| current[f].as_i64().unwrap_or(0) != status[f].as_i64().unwrap_or(0));
         if changed {
-            let target = Target::of::<ReplicaSet>(rs.namespace().as_deref(), &rs.name_any());
+            let target = Target::of::<K>(rs.namespace().as_deref(), &rs.name_any());
             match self
                 .cluster
                 .merge_patch(&target, json!({"status": status}), true)
@@ -366,5 +430,44 @@ mod tests {
             .unwrap();
         assert_eq!(release["metadata"]["ownerReferences"], json!([]));
         assert_eq!(s.fake.made("create").len(), 1, "one adopted, one created");
+    }
+
+    /// A ReplicationController is kept by the same loop: its map of
+    /// equalities selects, and its pods name it as their controller.
+    #[tokio::test]
+    async fn keeps_a_replication_controller_by_its_equalities() {
+        let fake = Arc::new(FakeCluster::default());
+        let (mut rcs, mut pods) = (
+            Informer::<ReplicationController>::default(),
+            Informer::default(),
+        );
+        let queue = Queue::new();
+        let controller =
+            ReplicaSetController::new(&mut rcs, &mut pods, fake.clone(), queue.clone());
+        rcs.apply(serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "d", "uid": "rc-uid", "generation": 1},
+            "spec": {"replicas": 2, "selector": {"app": "web"},
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+        })).unwrap());
+        // An orphan that matches is adopted; one that does not is left.
+        let mut stray = pod("stray", None, true, Some("n1"));
+        stray.metadata.labels = Some([("app".to_string(), "other".to_string())].into());
+        pods.apply(stray);
+        pods.apply(pod("orphan", None, true, Some("n1")));
+        controller.reconcile("d/web").await.unwrap();
+        let created = fake.bodies("create");
+        assert_eq!(created.len(), 1, "one more for two replicas");
+        let owner = &created[0]["metadata"]["ownerReferences"][0];
+        assert_eq!(
+            (
+                owner["kind"].as_str(),
+                owner["apiVersion"].as_str(),
+                owner["uid"].as_str()
+            ),
+            (Some("ReplicationController"), Some("v1"), Some("rc-uid"))
+        );
+        let adopted = fake.bodies("patch");
+        assert_eq!(adopted.len(), 1, "{adopted:?}");
+        assert_eq!(adopted[0]["metadata"]["uid"], "orphan-uid");
     }
 }

@@ -2,6 +2,7 @@
 
 use serde_json::{json, Value};
 
+use crate::meta;
 use crate::registry::ResourceType;
 
 /// Sets `obj[key]` to `value` when it is absent or null.
@@ -39,6 +40,22 @@ pub fn apply(r: &ResourceType, obj: &mut Value) {
             template(spec);
         }
         ("apps", "ReplicaSet") => {
+            let spec = spec(obj);
+            or_insert(spec, "replicas", json!(1));
+            template(spec);
+        }
+        ("", "ReplicationController") => {
+            // The selector and the labels default to the template's labels.
+            let labels = obj["spec"]["template"]["metadata"]["labels"].clone();
+            let empty = |v: &Value| v.as_object().is_none_or(|m| m.is_empty());
+            if !empty(&labels) {
+                if empty(&obj["spec"]["selector"]) {
+                    obj["spec"]["selector"] = labels.clone();
+                }
+                if meta::get(obj, "labels").is_none_or(empty) {
+                    meta::set(obj, "labels", labels);
+                }
+            }
             let spec = spec(obj);
             or_insert(spec, "replicas", json!(1));
             template(spec);

@@ -175,6 +175,7 @@ resources! {
     "events.k8s.io" "v1" "Event" "events" Namespaced ev::Event, ["ev"] [] [];
     "certificates.k8s.io" "v1" "CertificateSigningRequest" "certificatesigningrequests" Cluster certs::CertificateSigningRequest, ["csr"] [] ["status", "approval"];
     "policy" "v1" "PodDisruptionBudget" "poddisruptionbudgets" Namespaced policy::PodDisruptionBudget, ["pdb"] [] ["status"];
+    "" "v1" "ReplicationController" "replicationcontrollers" Namespaced core::ReplicationController, ["rc"] ["all"] ["status", "scale"];
     "" "v1" "ComponentStatus" "componentstatuses" Cluster core::ComponentStatus, ["cs"] [] [];
     "apiregistration.k8s.io" "v1" "APIService" "apiservices" Cluster reg::APIService, [] ["api-extensions"] ["status"];
     "apiextensions.k8s.io" "v1" "CustomResourceDefinition" "customresourcedefinitions" Cluster ext::CustomResourceDefinition, ["crd", "crds"] ["api-extensions"] ["status"];

@@ -60,15 +60,18 @@ impl Cause {
     }
 }
 
+/// `details`, in the order of upstream's Go struct (name, group, kind),
+/// which clients compare byte for byte.
 fn details(group: &str, kind: &str, name: &str) -> Value {
-    let mut d = json!({ "kind": kind });
+    let mut d = serde_json::Map::new();
     if !name.is_empty() {
-        d["name"] = json!(name);
+        d.insert("name".into(), json!(name));
     }
     if !group.is_empty() {
-        d["group"] = json!(group);
+        d.insert("group".into(), json!(group));
     }
-    d
+    d.insert("kind".into(), json!(kind));
+    Value::Object(d)
 }
 
 /// The `group.resource` form upstream uses in messages (`deployments.apps`).
@@ -230,11 +233,11 @@ impl ApiError {
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
-            "code": self.code,
         });
         if let Some(d) = &self.details {
             s["details"] = d.clone();
         }
+        s["code"] = json!(self.code);
         s
     }
 }

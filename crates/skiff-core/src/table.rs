@@ -31,7 +31,7 @@ fn columns(kind: &str) -> &'static [Column] {
             ("Images", "string", 1),
             ("Selector", "string", 1),
         ],
-        "ReplicaSet" => &[
+        "ReplicaSet" | "ReplicationController" => &[
             ("Name", "string", 0),
             ("Desired", "integer", 0),
             ("Current", "integer", 0),
@@ -304,8 +304,18 @@ fn containers(spec: &Value) -> (String, String) {
     )
 }
 
+/// A label selector, or a ReplicationController's map of equalities.
 fn selector(sel: &Value) -> String {
-    or_none(crate::selector::format_object(sel))
+    let structured = sel.get("matchLabels").is_some() || sel.get("matchExpressions").is_some();
+    match sel.as_object() {
+        Some(map) if !structured => or_none(
+            map.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        _ => or_none(crate::selector::format_object(sel)),
+    }
 }
 
 fn pod_status(pod: &Value) -> String {
@@ -372,7 +382,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 json!(selector(&spec["selector"])),
             ]
         }
-        "ReplicaSet" => {
+        "ReplicaSet" | "ReplicationController" => {
             let (c, i) = containers(&spec["template"]["spec"]);
             vec![
                 name,

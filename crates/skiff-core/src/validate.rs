@@ -71,6 +71,30 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
             causes.extend(crate::crd::check(obj));
         }
         ("", "Pod") => pod_spec(spec, "spec", &mut causes),
+        ("", "ReplicationController") => {
+            let selector = spec["selector"].as_object().filter(|m| !m.is_empty());
+            match selector {
+                None => causes.push(Cause::required("spec.selector")),
+                Some(sel) => {
+                    let labels = &spec["template"]["metadata"]["labels"];
+                    if sel.iter().any(|(k, v)| &labels[k] != v) {
+                        causes.push(Cause::invalid(
+                            "spec.template.metadata.labels",
+                            &labels.to_string(),
+                            "`selector` does not match template `labels`",
+                        ));
+                    }
+                }
+            }
+            pod_template(&spec["template"], "spec.template", &mut causes);
+            if spec["replicas"].as_i64().is_some_and(|n| n < 0) {
+                causes.push(Cause::invalid(
+                    "spec.replicas",
+                    &spec["replicas"].to_string(),
+                    "must be greater than or equal to 0",
+                ));
+            }
+        }
         ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") => {
             workload(spec, &mut causes);
             if spec["replicas"].as_i64().is_some_and(|n| n < 0) {

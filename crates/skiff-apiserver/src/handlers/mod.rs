@@ -364,7 +364,9 @@ impl Api {
                     user: &attributes.user,
                 };
                 let reads = matches!(verb, Verb::Get | Verb::List | Verb::Watch);
-                if synthesized::is_synthesized(target.resource) {
+                let local = synthesized::has_local(target.resource)
+                    && matches!(verb, Verb::Get | Verb::List);
+                if synthesized::is_synthesized(target.resource) || local {
                     return self.read_synthesized(&call, verb).await;
                 }
                 let body = if reads {

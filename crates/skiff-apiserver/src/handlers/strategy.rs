@@ -105,6 +105,7 @@ pub fn of(r: &ResourceType) -> &'static dyn Strategy {
         ("batch", "Job") => &Jobs,
         ("certificates.k8s.io", "CertificateSigningRequest") => &CertificateSigningRequests,
         ("apiextensions.k8s.io", "CustomResourceDefinition") => &Definitions,
+        ("apiregistration.k8s.io", "APIService") => &ApiServices,
         _ if r.custom => &Custom,
         _ => &Generic,
     }
@@ -123,6 +124,14 @@ impl Strategy for Custom {
         } else {
             sent.get("status").cloned()
         }
+    }
+}
+
+/// An APIService users create says it is not served.
+struct ApiServices;
+impl Strategy for ApiServices {
+    fn initial_status(&self, _: &ResourceType, sent: &Value) -> Option<Value> {
+        Some(super::synthesized::unavailable(sent))
     }
 }
 

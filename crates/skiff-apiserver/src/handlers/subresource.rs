@@ -16,6 +16,16 @@ use crate::storage::Change;
 /// The longest a service account token lives: a year.
 const MAX_TOKEN_SECONDS: i64 = 365 * 24 * 3600;
 
+/// A ReplicationController's selector (a map of equalities) as text.
+fn rc_selector(map: &Value) -> String {
+    map.as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The `autoscaling/v1 Scale` view of a workload.
 pub fn scale_of(r: &ResourceType, obj: &Value) -> Value {
     let custom = skiff_core::crd::served(r).and_then(|s| s.version.scale.clone());
@@ -26,9 +36,13 @@ pub fn scale_of(r: &ResourceType, obj: &Value) -> Value {
                 .as_i64()
                 .unwrap_or(if r.kind == "StatefulSet" { 1 } else { 0 }),
             obj["status"]["replicas"].as_i64().unwrap_or(0),
-            LabelSelector::from_object(&obj["spec"]["selector"])
-                .map(|_| skiff_core::selector::format_object(&obj["spec"]["selector"]))
-                .unwrap_or_default(),
+            if r.kind == "ReplicationController" {
+                rc_selector(&obj["spec"]["selector"])
+            } else {
+                LabelSelector::from_object(&obj["spec"]["selector"])
+                    .map(|_| skiff_core::selector::format_object(&obj["spec"]["selector"]))
+                    .unwrap_or_default()
+            },
         ),
     };
     let m = &obj["metadata"];

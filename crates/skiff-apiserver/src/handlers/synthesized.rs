@@ -1,7 +1,9 @@
-//! Read-only resources made at each read rather than stored:
-//! ComponentStatus (the scheduler's and controller manager's health from
-//! their leader Leases, the store's from a read) and APIService (every
-//! served group-version, as the local services upstream lists).
+//! Resources made at each read rather than stored: ComponentStatus (the
+//! scheduler's and controller manager's health from their leader Leases,
+//! the store's from a read), read-only; and the local APIServices (every
+//! served group-version, as upstream lists them), listed beside the
+//! APIServices users create (stored, and reported unavailable: Skiff
+//! proxies no aggregated API).
 
 use serde_json::{json, Value};
 use skiff_core::registry::{self, ResourceType};
@@ -9,12 +11,24 @@ use skiff_core::{meta, ApiError};
 
 use super::Api;
 
-/// Whether `r` is made at each read.
+/// Whether `r` is made at each read, and only read.
 pub fn is_synthesized(r: &ResourceType) -> bool {
-    matches!(
-        (r.group, r.plural),
-        ("", "componentstatuses") | ("apiregistration.k8s.io", "apiservices")
-    )
+    (r.group, r.plural) == ("", "componentstatuses")
+}
+
+/// Whether `r` lists local objects beside stored ones.
+pub fn has_local(r: &ResourceType) -> bool {
+    (r.group, r.plural) == ("apiregistration.k8s.io", "apiservices")
+}
+
+/// The status of an APIService a user creates: not available, and why.
+pub fn unavailable(service: &Value) -> Value {
+    let spec = &service["spec"];
+    json!({"conditions": [{"type": "Available", "status": "False", "reason": "FailedDiscoveryCheck",
+        "message": format!("Skiff does not proxy aggregated APIs: requests for {}/{} are not forwarded to {}/{}",
+            spec["group"].as_str().unwrap_or(""), spec["version"].as_str().unwrap_or(""),
+            spec["service"]["namespace"].as_str().unwrap_or(""), spec["service"]["name"].as_str().unwrap_or("")),
+        "lastTransitionTime": meta::now()}]})
 }
 
 fn health(name: &str, healthy: Result<(), String>) -> Value {
@@ -37,7 +51,20 @@ impl Api {
         use crate::request::Verb;
         use crate::response;
         let r = call.target.resource;
-        let items = self.synthesized(r).await?;
+        let mut items = self.synthesized(r).await?;
+        if has_local(r) {
+            let (stored, _, _) = self
+                .objects
+                .list(r, None, skiff_store::ListOptions::default())
+                .await?;
+            let stored = stored
+                .iter()
+                .map(crate::storage::decode)
+                .collect::<Result<Vec<_>, _>>()?;
+            items.retain(|local| !stored.iter().any(|s| meta::name(s) == meta::name(local)));
+            items.extend(stored);
+            items.sort_by(|a, b| meta::name(a).cmp(meta::name(b)));
+        }
         let table = response::wants_table(call.accept());
         let include = call.query.include_object.as_deref().unwrap_or("Metadata");
         match verb {
