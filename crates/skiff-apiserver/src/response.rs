@@ -7,12 +7,12 @@ use hyper::StatusCode;
 use serde_json::Value;
 use skiff_core::ApiError;
 
+/// A JSON body ending in a newline, as upstream's encoder writes it
+/// (clients compare error bodies byte for byte).
 pub fn json(code: u16, value: &Value) -> Response {
-    bytes(
-        code,
-        "application/json",
-        serde_json::to_vec(value).unwrap_or_default(),
-    )
+    let mut body = serde_json::to_vec(value).unwrap_or_default();
+    body.push(b'\n');
+    bytes(code, "application/json", body)
 }
 
 pub fn bytes(code: u16, content_type: &str, body: Vec<u8>) -> Response {

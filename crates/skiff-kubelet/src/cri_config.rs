@@ -47,9 +47,7 @@ pub fn sandbox(
         // A pod on the node's network has the node's name, as upstream.
         hostname: match pod.spec.as_ref() {
             Some(s) if s.host_network == Some(true) => String::new(),
-            spec => spec
-                .and_then(|s| s.hostname.clone())
-                .unwrap_or(name.clone()),
+            spec => hostname(spec.and_then(|s| s.hostname.as_deref()).unwrap_or(&name)),
         },
         log_directory: log_directory.display().to_string(),
         labels: [
@@ -155,5 +153,25 @@ pub fn container(
             security_context: Some(inputs.security),
         }),
         ..Default::default()
+    }
+}
+/// A pod's hostname: at most 63 characters, without a trailing `-` or
+/// `.` where cut (the kernel refuses longer names; upstream's kubelet cuts
+/// them so).
+fn hostname(name: &str) -> String {
+    match name.char_indices().nth(63) {
+        Some((cut, _)) => name[..cut].trim_end_matches(['-', '.']).to_owned(),
+        None => name.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn long_names_are_cut_to_a_valid_hostname() {
+        assert_eq!(super::hostname("web-0"), "web-0");
+        let long = format!("{}-{}", "a".repeat(62), "tail");
+        assert_eq!(super::hostname(&long), "a".repeat(62));
+        assert_eq!(super::hostname(&"b".repeat(80)).len(), 63);
     }
 }

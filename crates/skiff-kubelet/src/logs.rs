@@ -25,11 +25,11 @@ const FOLLOW_POLL: Duration = Duration::from_millis(100);
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Options {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::session::de_go_bool")]
     follow: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::session::de_go_bool")]
     previous: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::session::de_go_bool")]
     timestamps: bool,
     tail_lines: Option<i64>,
     since_seconds: Option<i64>,

@@ -59,7 +59,7 @@ pub struct Channels {
 impl Channels {
     pub fn parse(query: &str) -> Self {
         let mut c = Self::default();
-        let yes = |v: &str| matches!(v, "true" | "1");
+        let yes = go_bool;
         for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
             match &*k {
                 "stdin" => c.stdin = yes(&v),
@@ -75,6 +75,18 @@ impl Channels {
         }
         c
     }
+}
+
+/// A boolean parameter as Go's `strconv.ParseBool` reads it (the Python
+/// client sends `stdout=True`).
+pub fn go_bool(v: &str) -> bool {
+    matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True")
+}
+
+/// [`go_bool`] for a query field.
+pub fn de_go_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+    Ok(go_bool(&text))
 }
 
 /// A request to upgrade to a session, not yet answered.
@@ -300,6 +312,9 @@ mod tests {
             "a terminal has no separate stderr"
         );
         assert!(Channels::parse("stderr=true").stderr);
+        // The Python client's spelling.
+        let py = Channels::parse("stdin=False&stdout=True&stderr=True&tty=False");
+        assert!(py.stdout && py.stderr && !py.stdin && !py.tty);
     }
 
     #[test]
