@@ -246,11 +246,11 @@ async fn forward_channels(socket: WebSocket, ip: IpAddr, ports: Vec<u16>, pod: S
         let _ = sink.send(Message::Close(Some(normal))).await;
     });
     while let Some(Ok(message)) = source.next().await {
-        let Message::Binary(data) = message else {
-            if matches!(message, Message::Close(_)) {
-                break;
-            }
-            continue;
+        let data = match message {
+            Message::Binary(data) => data,
+            Message::Text(text) => bytes::Bytes::from(text.as_str().as_bytes().to_vec()),
+            Message::Close(_) => break,
+            _ => continue,
         };
         let Some((&channel, payload)) = data.split_first() else {
             continue;

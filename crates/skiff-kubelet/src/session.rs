@@ -29,6 +29,8 @@ pub const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
 /// The SPDY protocol version agreed: v4's channels, as the kubelet serves.
 const SPDY_PROTOCOL: &str = "v4.channel.k8s.io";
+/// How long the close of a WebSocket session waits after its last frame.
+const CLOSE_AFTER: Duration = Duration::from_millis(20);
 /// How long a SPDY caller has to open the streams it asked for.
 const STREAMS_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -160,14 +162,18 @@ fn websocket(socket: WebSocket) -> Session {
     let (outbound, mut out_rx) = mpsc::channel::<(u8, Bytes)>(16);
     tokio::spawn(async move {
         while let Some(Ok(message)) = source.next().await {
-            let frame = match message {
-                Message::Binary(data) => match (data.first(), data.get(1)) {
-                    (Some(&CLOSE), Some(&channel)) => Inbound::Closed(channel),
-                    (Some(&channel), _) => Inbound::Data(channel, data.slice(1..)),
-                    (None, _) => continue,
-                },
+            // Text messages carry frames too (the Python client sends
+            // text it writes as text), as upstream reads them.
+            let data = match message {
+                Message::Binary(data) => data,
+                Message::Text(text) => Bytes::from(text.as_str().as_bytes().to_vec()),
                 Message::Close(_) => break,
                 _ => continue,
+            };
+            let frame = match (data.first(), data.get(1)) {
+                (Some(&CLOSE), Some(&channel)) => Inbound::Closed(channel),
+                (Some(&channel), _) => Inbound::Data(channel, data.slice(1..)),
+                (None, _) => continue,
             };
             if in_tx.send(frame).await.is_err() {
                 break;
@@ -183,6 +189,10 @@ fn websocket(socket: WebSocket) -> Session {
                 return;
             }
         }
+        // The last frame (the status) and the close leave apart: a client
+        // that polls its socket between frames (the Python client) misses
+        // a close that came in the same TLS record as the frame before it.
+        tokio::time::sleep(CLOSE_AFTER).await;
         // A normal closure (1000): clients take a close without a code as
         // an error.
         let normal = CloseFrame {
