@@ -2,10 +2,12 @@
 //!
 //! - `cargo xtask test`: installs the upstream kubectl if missing, checks
 //!   the tools the tests need, then runs `cargo fmt --check`,
-//!   `cargo clippy -D warnings` and every test in the workspace.
+//!   `cargo clippy -D warnings`, every test in the workspace, and the
+//!   client libraries' own suites against a real single-node cluster.
 //! - `cargo xtask tidy`: only the format and lint checks.
 //! - `cargo xtask gen-protobuf`: regenerates the protobuf field table.
 
+mod peers;
 mod protobuf;
 
 use std::path::{Path, PathBuf};
@@ -84,7 +86,11 @@ fn test() -> Result<()> {
         );
     }
     tidy()?;
-    run(cargo()
+    let tests = run(cargo()
         .args(["test", "--workspace"])
-        .env("KUBECTL", kubectl))
+        .env("KUBECTL", &kubectl));
+    // The client suites run even when a test failed: their figures are
+    // worth having either way.
+    let suites = peers::run(&root(), &kubectl);
+    tests.and(suites)
 }
