@@ -65,6 +65,25 @@ impl Authenticator {
 
     /// The user an `Authorization` header value names, if any, with what
     /// a service account token is bound to.
+    /// A TokenReview's answer: who the token names if it is meant for one
+    /// of `audiences`, and which (a fixed token is meant for any).
+    pub fn review(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Option<(User, Option<Bound>, Vec<String>)> {
+        let fixed = self
+            .tokens
+            .iter()
+            .find(|(t, _)| constant_time_eq(t.as_bytes(), token.as_bytes()))
+            .map(|(_, u)| (u.clone(), None, audiences.to_vec()));
+        fixed.or_else(|| {
+            self.issuer
+                .verify_for(token, chrono::Utc::now().timestamp(), audiences)
+                .map(|(user, bound, meant)| (user, Some(bound), meant))
+        })
+    }
+
     pub fn authenticate(&self, header: &str) -> Option<(User, Option<Bound>)> {
         let token = header.strip_prefix("Bearer ")?.trim();
         let fixed = self

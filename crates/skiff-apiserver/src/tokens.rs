@@ -69,6 +69,18 @@ impl Issuer {
     /// API server and valid at `now`, with what it is bound to (which must
     /// still exist for the token to be honoured).
     pub fn verify(&self, token: &str, now: i64) -> Option<(User, Bound)> {
+        self.verify_for(token, now, &[ISSUER.to_owned()])
+            .map(|(user, bound, _)| (user, bound))
+    }
+
+    /// As [`Issuer::verify`], for a token meant for any of `audiences`
+    /// (a TokenReview's); also returns which of them it is meant for.
+    pub fn verify_for(
+        &self,
+        token: &str,
+        now: i64,
+        audiences: &[String],
+    ) -> Option<(User, Bound, Vec<String>)> {
         let (signed, sig) = token.rsplit_once('.')?;
         let (_, payload) = signed.split_once('.')?;
         let sig = URL_SAFE_NO_PAD.decode(sig).ok()?;
@@ -76,12 +88,19 @@ impl Issuer {
             .verify(signed.as_bytes(), &sig)
             .ok()?;
         let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+        let meant: Vec<String> = audiences
+            .iter()
+            .filter(|want| {
+                claims["aud"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == want.as_str()))
+            })
+            .cloned()
+            .collect();
         let valid = claims["iss"] == ISSUER
             && claims["exp"].as_i64().is_some_and(|e| now < e)
             && claims["nbf"].as_i64().is_none_or(|n| n <= now)
-            && claims["aud"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|x| x == ISSUER));
+            && !meant.is_empty();
         if !valid {
             return None;
         }
@@ -107,7 +126,7 @@ impl Issuer {
                 "system:authenticated".into(),
             ],
         };
-        Some((user, bound))
+        Some((user, bound, meant))
     }
 }
 

@@ -246,7 +246,12 @@ impl FieldSelector {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Bool(b)) => b.to_string(),
                 Some(Value::Number(n)) => n.to_string(),
-                _ => String::new(),
+                // An absent field reads as its Go zero value.
+                _ => match path.as_str() {
+                    "spec.unschedulable" => "false".into(),
+                    "status.replicas" | "status.successful" => "0".into(),
+                    _ => String::new(),
+                },
             };
             (have == *want) == *equal
         })
@@ -315,6 +320,15 @@ fn field_label(group: &str, kind: &str, label: &str) -> Option<&'static str> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn absent_fields_match_their_zero_values() {
+        let f = FieldSelector::parse("spec.unschedulable==false").unwrap();
+        assert!(f.matches(&json!({"spec": {}})));
+        assert!(!f.matches(&json!({"spec": {"unschedulable": true}})));
+        let r = FieldSelector::parse("status.replicas=0").unwrap();
+        assert!(r.matches(&json!({"metadata": {"name": "rs"}})));
+    }
 
     #[test]
     fn field_labels_per_kind() {

@@ -490,14 +490,26 @@ impl Api {
     /// TokenReview: whose is this token, if it is valid now.
     async fn token_review(&self, request: &Value) -> Value {
         let token = request["spec"]["token"].as_str().unwrap_or_default();
-        let found = match self.auth.authenticate(&format!("Bearer {token}")) {
-            Some((user, Some(bound))) => self.check_binding(&bound).await.ok().map(|_| user),
-            Some((user, None)) => Some(user),
+        // The audiences asked about, else the API server's own.
+        let asked: Vec<String> = request["spec"]["audiences"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .filter(|a: &Vec<String>| !a.is_empty())
+            .unwrap_or_else(|| vec![crate::tokens::ISSUER.to_owned()]);
+        let found = match self.auth.review(token, &asked) {
+            Some((user, Some(bound), meant)) => {
+                self.check_binding(&bound).await.ok().map(|_| (user, meant))
+            }
+            Some((user, None, meant)) => Some((user, meant)),
             None => None,
         };
         let status = match found {
-            Some(user) => json!({"authenticated": true,
-                "user": {"username": user.name, "groups": user.groups}}),
+            Some((user, meant)) => json!({"authenticated": true,
+                "user": {"username": user.name, "groups": user.groups}, "audiences": meant}),
             None => json!({"authenticated": false, "error": "invalid bearer token"}),
         };
         json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",

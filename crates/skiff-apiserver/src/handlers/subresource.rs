@@ -16,6 +16,13 @@ use crate::storage::Change;
 /// The longest a service account token lives: a year.
 const MAX_TOKEN_SECONDS: i64 = 365 * 24 * 3600;
 
+/// The Status a binding or an eviction answers: a success, code 201.
+fn created(plural: &str, name: &str) -> Value {
+    let mut done = status::success("", plural, name, "");
+    done["code"] = json!(201);
+    done
+}
+
 /// A ReplicationController's selector (a map of equalities) as text.
 fn rc_selector(map: &Value) -> String {
     map.as_object()
@@ -142,7 +149,7 @@ impl Api {
                 Ok(Change::Write(next))
             })
             .await?;
-        Ok(response::json(201, &status::success("", "pods", name, "")))
+        Ok(response::json(201, &created("pods", name)))
     }
 
     /// Evicts a pod: a delete with the eviction's options. Disruption
@@ -159,7 +166,7 @@ impl Api {
         self.admit_node_delete(call, pods, name).await?;
         self.delete_one(pods, call.target.namespace.as_deref(), name, &opts)
             .await?;
-        Ok(response::json(201, &status::success("", "pods", name, "")))
+        Ok(response::json(201, &created("pods", name)))
     }
 
     /// `serviceaccounts/token`: a signed token for the account, bound to a

@@ -35,11 +35,11 @@ impl Api {
         warnings.extend(admitted.warnings);
         self.admit_as(call, r, None, &mut obj)?;
         if call.query.dry_run {
-            let reply = with_warnings(response::json(201, &obj), &warnings);
+            let reply = with_warnings(reply(call, 201, &obj), &warnings);
             return Ok(audit::annotated(reply, admitted.audit));
         }
         let stored = self.store_new(r, &mut obj).await?;
-        let reply = with_warnings(response::bytes(201, "application/json", stored), &warnings);
+        let reply = with_warnings(stored_reply(call, stored), &warnings);
         Ok(audit::annotated(reply, admitted.audit))
     }
 
@@ -86,7 +86,7 @@ impl Api {
             })
             .await?;
         let updated = self.finish_deletion(r, updated, dry_run).await?;
-        Ok(with_warnings(response::json(200, &updated), &warnings))
+        Ok(with_warnings(reply(call, 200, &updated), &warnings))
     }
 
     pub async fn patch(&self, call: &Call<'_>, raw: Bytes) -> Result<Response, ApiError> {
@@ -128,7 +128,7 @@ impl Api {
             })
             .await?;
         let updated = self.finish_deletion(r, updated, dry_run).await?;
-        Ok(with_warnings(response::json(200, &updated), &warnings))
+        Ok(with_warnings(reply(call, 200, &updated), &warnings))
     }
 
     /// Server-side apply: creates the object, or merges the applied
@@ -170,15 +170,10 @@ impl Api {
                 warnings.extend(admitted.warnings);
                 self.admit_as(call, r, None, &mut obj)?;
                 if call.query.dry_run {
-                    return Ok(with_warnings(response::json(201, &obj), &warnings));
+                    return Ok(with_warnings(reply(call, 201, &obj), &warnings));
                 }
                 match self.store_new(r, &mut obj).await {
-                    Ok(stored) => {
-                        return Ok(with_warnings(
-                            response::bytes(201, "application/json", stored),
-                            &warnings,
-                        ))
-                    }
+                    Ok(stored) => return Ok(with_warnings(stored_reply(call, stored), &warnings)),
                     Err(e) if e.reason == "AlreadyExists" => continue,
                     Err(e) => return Err(e),
                 }
@@ -195,7 +190,7 @@ impl Api {
             match result {
                 Ok(updated) => {
                     let updated = self.finish_deletion(r, updated, call.query.dry_run).await?;
-                    return Ok(with_warnings(response::json(200, &updated), &warnings));
+                    return Ok(with_warnings(reply(call, 200, &updated), &warnings));
                 }
                 Err(e) if e.reason == "NotFound" && e.message.contains(name) => continue,
                 Err(e) => return Err(e),
@@ -337,6 +332,25 @@ impl Api {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A written object as the client asked for it: whole, or its metadata
+/// alone (`as=PartialObjectMetadata`).
+fn reply(call: &Call<'_>, code: u16, obj: &Value) -> Response {
+    if response::wants_metadata(call.accept()) {
+        return response::json(code, &response::partial(obj));
+    }
+    response::json(code, obj)
+}
+
+/// A created object's stored bytes, or its metadata alone if asked.
+fn stored_reply(call: &Call<'_>, stored: Vec<u8>) -> Response {
+    if response::wants_metadata(call.accept()) {
+        if let Ok(obj) = serde_json::from_slice::<Value>(&stored) {
+            return response::json(201, &response::partial(&obj));
+        }
+    }
+    response::bytes(201, "application/json", stored)
 }
 
 fn is_service(r: &ResourceType) -> bool {
