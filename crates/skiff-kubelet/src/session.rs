@@ -63,10 +63,12 @@ impl Channels {
         let mut c = Self::default();
         let yes = go_bool;
         for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            // The API's names, and the node agent's own (`input`,
+            // `output`, `error`), which upstream's kubelet reads.
             match &*k {
-                "stdin" => c.stdin = yes(&v),
-                "stdout" => c.stdout = yes(&v),
-                "stderr" => c.stderr = yes(&v),
+                "stdin" | "input" => c.stdin = yes(&v),
+                "stdout" | "output" => c.stdout = yes(&v),
+                "stderr" | "error" => c.stderr = yes(&v),
                 "tty" => c.tty = yes(&v),
                 _ => {}
             }
@@ -325,6 +327,8 @@ mod tests {
         // The Python client's spelling.
         let py = Channels::parse("stdin=False&stdout=True&stderr=True&tty=False");
         assert!(py.stdout && py.stderr && !py.stdin && !py.tty);
+        let node = Channels::parse("command=ls&output=1&input=1");
+        assert!(node.stdout && node.stdin && !node.stderr);
     }
 
     #[test]
