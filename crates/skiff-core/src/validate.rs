@@ -70,7 +70,10 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             causes.extend(crate::crd::check(obj));
         }
-        ("", "Pod") => pod_spec(spec, "spec", &mut causes),
+        ("", "Pod") => {
+            pod_spec(spec, "spec", &mut causes);
+            ephemeral_containers(spec, old.map(|o| &o["spec"]), &mut causes);
+        }
         ("", "ReplicationController") => {
             let selector = spec["selector"].as_object().filter(|m| !m.is_empty());
             match selector {
@@ -181,6 +184,107 @@ fn labels(obj: &Value, causes: &mut Vec<Cause>) {
                 k,
                 "name part must be no more than 63 characters",
             ));
+        }
+    }
+}
+
+/// Ephemeral containers (`kubectl debug`): added through their
+/// subresource only, never changed or removed, each named apart from the
+/// pod's containers, with an image, without ports, probes, lifecycle or
+/// resources, and aimed (if at all) at one of the pod's containers.
+fn ephemeral_containers(spec: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
+    let list = |s: &Value| {
+        s["ephemeralContainers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let new = list(spec);
+    let forbidden = |field: String, why: String| Cause {
+        reason: "FieldValueForbidden",
+        field,
+        message: format!("Forbidden: {why}"),
+    };
+    let Some(old) = old else {
+        if !new.is_empty() {
+            causes.push(forbidden(
+                "spec.ephemeralContainers".into(),
+                "cannot be set on create".into(),
+            ));
+        }
+        return;
+    };
+    for before in list(old) {
+        let name = before["name"].as_str().unwrap_or_default();
+        match new.iter().find(|c| c["name"] == before["name"]) {
+            None => causes.push(forbidden(
+                "spec.ephemeralContainers".into(),
+                format!("existing ephemeral containers {name:?} may not be removed"),
+            )),
+            Some(now) if *now != before => causes.push(forbidden(
+                "spec.ephemeralContainers".into(),
+                format!("existing ephemeral containers {name:?} may not be changed"),
+            )),
+            Some(_) => {}
+        }
+    }
+    let names = |key: &str| -> Vec<String> {
+        spec[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let regular = names("containers");
+    let mut taken: Vec<String> = regular
+        .iter()
+        .cloned()
+        .chain(names("initContainers"))
+        .collect();
+    for (i, c) in new.iter().enumerate() {
+        let at = format!("spec.ephemeralContainers[{i}]");
+        let name = c["name"].as_str().unwrap_or_default();
+        if name.is_empty() {
+            causes.push(Cause::required(format!("{at}.name")));
+        } else if !is_dns_label(name) {
+            causes.push(Cause::invalid(format!("{at}.name"), name, LABEL_MSG));
+        } else if taken.iter().any(|t| t == name) {
+            causes.push(Cause {
+                reason: "FieldValueDuplicate",
+                field: format!("{at}.name"),
+                message: format!("Duplicate value: {name:?}"),
+            });
+        }
+        taken.push(name.to_owned());
+        if c["image"].as_str().is_none_or(str::is_empty) {
+            causes.push(Cause::required(format!("{at}.image")));
+        }
+        for field in [
+            "ports",
+            "livenessProbe",
+            "readinessProbe",
+            "startupProbe",
+            "lifecycle",
+            "resources",
+        ] {
+            if c.get(field).is_some_and(|v| {
+                !v.is_null() && v != &serde_json::json!({}) && v != &serde_json::json!([])
+            }) {
+                causes.push(forbidden(
+                    format!("{at}.{field}"),
+                    "cannot be set for an Ephemeral Container".into(),
+                ));
+            }
+        }
+        if let Some(target) = c["targetContainerName"].as_str().filter(|t| !t.is_empty()) {
+            if !regular.iter().any(|r| r == target) {
+                causes.push(Cause {
+                    reason: "FieldValueNotFound",
+                    field: format!("{at}.targetContainerName"),
+                    message: format!("Not found: {target:?}"),
+                });
+            }
         }
     }
 }

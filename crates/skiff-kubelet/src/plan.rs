@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::api::core::v1::{Container, PodSpec};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 /// What the runtime reports of one pod's sandbox, read once per sync.
@@ -65,6 +65,21 @@ pub fn restart_delay(attempt: u32) -> SignedDuration {
     }
 }
 
+/// A pod's ephemeral containers as containers, each with the container
+/// it targets.
+pub fn ephemeral_containers(spec: &PodSpec) -> Vec<(Container, Option<String>)> {
+    spec.ephemeral_containers
+        .iter()
+        .flatten()
+        .filter_map(|e| {
+            let mut c = serde_json::to_value(e).ok()?;
+            let target = c.as_object_mut()?.remove("targetContainerName");
+            let c: Container = serde_json::from_value(c).ok()?;
+            Some((c, target.and_then(|t| t.as_str().map(str::to_owned))))
+        })
+        .collect()
+}
+
 /// Decides which containers start now and which wait.
 pub fn plan(spec: &PodSpec, seen: &Observed, now: Timestamp) -> Plan {
     let restart = spec.restart_policy.as_deref().unwrap_or("Always");
@@ -110,13 +125,18 @@ pub fn plan(spec: &PodSpec, seen: &Observed, now: Timestamp) -> Plan {
             Some(_) => {}
         }
     }
+    // Ephemeral containers (`kubectl debug`) start once, never again.
+    for c in spec.ephemeral_containers.iter().flatten() {
+        if !seen.latest.contains_key(&c.name) {
+            plan.start.push((c.name.clone(), 0));
+        }
+    }
     plan
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::Container;
 
     const T0: i64 = 1_700_000_000_000_000_000;
 
@@ -304,5 +324,26 @@ mod tests {
             assert_eq!(p.init, case.init, "{}", case.name);
             assert_eq!(p.due, case.due, "{}", case.name);
         }
+    }
+
+    #[test]
+    fn ephemeral_containers_start_once_and_never_again() {
+        let mut pod = spec(&[], &["app"], "Always");
+        pod.ephemeral_containers = Some(vec![serde_json::from_value(
+            serde_json::json!({"name": "debug", "image": "busybox", "targetContainerName": "app"}),
+        )
+        .unwrap()]);
+        let running = seen(&[("app", status(Running, 0, 0))]);
+        assert_eq!(
+            plan(&pod, &running, after(1)).start,
+            vec![("debug".to_string(), 0)]
+        );
+        let done = seen(&[
+            ("app", status(Running, 0, 0)),
+            ("debug", status(Exited, 0, 1)),
+        ]);
+        assert!(plan(&pod, &done, after(600)).start.is_empty());
+        let (c, target) = &ephemeral_containers(&pod)[0];
+        assert_eq!((c.name.as_str(), target.as_deref()), ("debug", Some("app")));
     }
 }

@@ -177,6 +177,10 @@ pub fn pod_status(f: &Facts) -> PodStatus {
         .iter()
         .map(|c| container_status(c, f, before_start))
         .collect();
+    let ephemeral: Vec<ContainerStatus> = crate::plan::ephemeral_containers(spec)
+        .iter()
+        .map(|(c, _)| container_status(c, f, "ContainerCreating"))
+        .collect();
     let ready = statuses.iter().all(|s| s.ready);
     let previous = |kind: &str| {
         f.previous
@@ -218,6 +222,7 @@ pub fn pod_status(f: &Facts) -> PodStatus {
         ]),
         container_statuses: Some(statuses),
         init_container_statuses: Some(init_statuses),
+        ephemeral_container_statuses: (!ephemeral.is_empty()).then_some(ephemeral),
         start_time: Some(start_time),
         ..Default::default()
     }

@@ -483,11 +483,13 @@ impl Worker {
         for name in &plan.back_off {
             self.back_off(pod, name, &mut waiting);
         }
+        let ephemeral = plan::ephemeral_containers(&spec);
         let containers = spec
             .init_containers
             .iter()
             .flatten()
-            .chain(&spec.containers);
+            .chain(&spec.containers)
+            .chain(ephemeral.iter().map(|(c, _)| c));
         let by_name: HashMap<&str, &Container> = containers.map(|c| (c.name.as_str(), c)).collect();
         // A pull can take long: what the pod looks like meanwhile goes
         // out first.
@@ -499,12 +501,20 @@ impl Worker {
             let Some(c) = by_name.get(name.as_str()) else {
                 continue;
             };
+            // An ephemeral container aimed at another shares its processes.
+            let target = ephemeral
+                .iter()
+                .find(|(e, _)| e.name == *name)
+                .and_then(|(_, target)| target.as_ref())
+                .and_then(|t| seen.latest.get(t))
+                .map(|s| s.id.as_str());
             let launch = Launch {
                 pod,
                 sandbox: &sandbox,
                 config: &config,
                 volumes: &volumes,
                 pod_ip: &seen.pod_ip,
+                target,
             };
             if let Err(why) = self.launch(&launch, c, *attempt, state).await {
                 waiting.insert(name.clone(), why);
@@ -683,11 +693,17 @@ impl Worker {
             true => Ok(Vec::new()),
             false => pod_inputs::env(&self.client, at.pod, c, at.pod_ip).await,
         };
+        let mut security =
+            security::container(&at.pod.spec.clone().unwrap_or_default(), c, &image_user)
+                .map_err(config_error)?;
+        if let (Some(target), Some(ns)) = (at.target, security.namespace_options.as_mut()) {
+            ns.pid = cri::NamespaceMode::Target as i32;
+            ns.target_id = target.to_owned();
+        }
         let inputs = ContainerInputs {
             env: env.map_err(config_error)?,
             mounts: pod_inputs::mounts(c, volumes).map_err(config_error)?,
-            security: security::container(&at.pod.spec.clone().unwrap_or_default(), c, &image_user)
-                .map_err(config_error)?,
+            security,
         };
         let config = cri_config::container(c, at.pod, attempt, inputs);
         let rt = &self.runtime;
@@ -920,6 +936,8 @@ struct Launch<'a> {
     config: &'a cri::PodSandboxConfig,
     volumes: &'a Result<std::collections::BTreeMap<String, pod_inputs::Volume>, String>,
     pod_ip: &'a str,
+    /// The container whose process namespace an ephemeral container joins.
+    target: Option<&'a str>,
 }
 
 #[cfg(test)]

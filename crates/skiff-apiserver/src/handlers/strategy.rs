@@ -73,6 +73,16 @@ pub fn split_status(
     subresource: Option<&str>,
 ) -> Value {
     match subresource {
+        // Only the ephemeral containers change through their subresource.
+        Some("ephemeralcontainers") => {
+            let ephemeral = next["spec"]["ephemeralContainers"].clone();
+            let managed = meta::get(&next, "managedFields").cloned();
+            next = current.clone();
+            next["spec"]["ephemeralContainers"] = ephemeral;
+            if let Some(m) = managed {
+                meta::set(&mut next, "managedFields", m);
+            }
+        }
         Some("status") => {
             let status = next.get("status").cloned().unwrap_or(Value::Null);
             let managed = meta::get(&next, "managedFields").cloned();
@@ -91,6 +101,18 @@ pub fn split_status(
             }
         },
         _ => {}
+    }
+    // A pod's ephemeral containers change through their subresource
+    // only (upstream's pod strategy keeps them on every other write).
+    if (r.group, r.kind) == ("", "Pod") && subresource != Some("ephemeralcontainers") {
+        match current["spec"].get("ephemeralContainers") {
+            Some(e) => next["spec"]["ephemeralContainers"] = e.clone(),
+            None => {
+                if let Some(spec) = next.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.remove("ephemeralContainers");
+                }
+            }
+        }
     }
     next
 }
