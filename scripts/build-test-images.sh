@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds the test image from Debian packages, with no registry: a busybox
-# image (skiff.local/busybox:1) as a docker-archive in OUT_DIR. (The sandbox
-# image needs no building: the agent makes its own.)
+# Builds the test images from Debian packages, with no registry, as
+# docker-archives in OUT_DIR: busybox (skiff.local/busybox:1, `sh`) and a
+# web server standing in for nginx (skiff.local/nginx:1: busybox httpd on
+# port 80 serving nginx's welcome page). (The sandbox image needs no
+# building: the agent makes its own.)
 set -euo pipefail
 out="${1:?usage: build-test-images.sh OUT_DIR}"
 mkdir -p "$out"
@@ -20,6 +22,8 @@ build() { # name tag entrypoint...
   for tool in sh sleep echo cat ls env true false wget httpd nc id hostname ps kill trap printf head tail dd test touch rm mkdir grep tr date tar timeout nslookup tty stty; do
     ln -sf busybox "$root/bin/$tool"
   done
+  mkdir -p "$root/www"
+  echo '<h1>Welcome to nginx!</h1>' > "$root/www/index.html"
   echo "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"
   echo "root:x:0:" > "$root/etc/group"
   umoci repack --image "$layout:$tag" "$work/$name-bundle" >/dev/null
@@ -29,4 +33,6 @@ build() { # name tag entrypoint...
 }
 
 build busybox 1 --config.cmd sh
+build nginx 1 --config.cmd httpd --config.cmd -f --config.cmd -p --config.cmd 80 --config.cmd -h --config.cmd /www
 echo "$out/busybox.tar"
+echo "$out/nginx.tar"

@@ -349,7 +349,9 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
     let inner = body
         .strip_prefix(MAGIC)
         .ok_or_else(|| bad("missing the k8s magic prefix"))?;
-    let unknown = read_fields(UNKNOWN, inner)?;
+    // Fields at their zero values are absent from the wire (an empty
+    // DeleteOptions has no `raw` at all).
+    let unknown = Value::Object(read_fields(UNKNOWN, inner)?);
     let api_version = unknown["typeMeta"]["apiVersion"]
         .as_str()
         .unwrap_or("")
@@ -467,6 +469,13 @@ mod tests {
             assert_eq!(decoded["propagationPolicy"], "Background", "{api_version}");
             assert_eq!(decoded["gracePeriodSeconds"], 0, "{api_version}");
         }
+        // Empty options: no `raw` on the wire at all.
+        let mut type_meta = Vec::new();
+        bytes_field(1, b"v1", &mut type_meta);
+        bytes_field(2, b"DeleteOptions", &mut type_meta);
+        let mut body = MAGIC.to_vec();
+        bytes_field(1, &type_meta, &mut body);
+        assert_eq!(decode(&body).unwrap()["kind"], "DeleteOptions");
     }
 
     #[test]

@@ -306,16 +306,33 @@ pub fn build_images() -> tempfile::TempDir {
     images
 }
 
-/// Loads the busybox image into the containerd of the agent at
+/// Loads the test images into the containerd of the agent at
 /// `agent_dir` (a server's data dir or an agent's).
 pub fn import_images(agent_dir: &Path, images: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args(["image", "import", "--data-dir"])
-        .arg(agent_dir)
-        .arg(images.join("busybox.tar"))
-        .output()
-        .unwrap();
-    assert_success(&out, "import busybox.tar");
+    for image in ["busybox.tar", "nginx.tar"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["image", "import", "--data-dir"])
+            .arg(agent_dir)
+            .arg(images.join(image))
+            .output()
+            .unwrap();
+        assert_success(&out, &format!("import {image}"));
+    }
+}
+
+/// The helm the tests use: upstream's v4.
+pub fn helm_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("HELM") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var_os("HOME").expect("HOME is set");
+    let p = Path::new(&home).join(".local/bin/helm");
+    assert!(
+        p.exists(),
+        "helm v4 not found at {}: run ../shared/tools/install-kube-clients.sh or set HELM",
+        p.display()
+    );
+    p
 }
 
 /// Stops the containerd of the agent at `agent_dir` (by its config path)

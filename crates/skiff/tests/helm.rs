@@ -1,0 +1,172 @@
+//! helm 4 with real charts on one real node: `helm create`'s default
+//! chart installed, tested, upgraded, rolled back and uninstalled, and a
+//! chart that ships a CustomResourceDefinition in `crds/` with a custom
+//! resource in its templates. The public images the charts name are
+//! stood in by local builds (`scripts/build-test-images.sh`: a busybox
+//! httpd serving on port 80 for nginx; the test hook's busybox is set to
+//! the local one), as the network is closed.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use support::{real_cluster, wait_for, Cluster};
+
+fn helm(c: &Cluster, dir: &Path, args: &[&str]) -> Output {
+    Command::new(support::helm_path())
+        .env("KUBECONFIG", c.kubeconfig())
+        .env("HELM_CACHE_HOME", dir.join("cache"))
+        .env("HELM_CONFIG_HOME", dir.join("config"))
+        .env("HELM_DATA_HOME", dir.join("data"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run helm")
+}
+
+fn helm_ok(c: &Cluster, dir: &Path, args: &[&str]) -> String {
+    let out = helm(c, dir, args);
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn replicas(c: &Cluster) -> (i64, i64) {
+    let d = c.json(&["get", "deployment", "web"]);
+    (
+        d["spec"]["replicas"].as_i64().unwrap_or(-1),
+        d["status"]["readyReplicas"].as_i64().unwrap_or(0),
+    )
+}
+
+const CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gadgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: gadgets, singular: gadget, kind: Gadget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer, minimum: 1}
+"#;
+
+const GADGET: &str = r#"apiVersion: example.com/v1
+kind: Gadget
+metadata:
+  name: {{ .Release.Name }}-gadget
+spec:
+  size: {{ .Values.size }}
+"#;
+
+#[test]
+fn helm_installs_tests_upgrades_rolls_back_and_uninstalls_real_charts() {
+    let rc = real_cluster(&[]);
+    let c = &rc.c;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+
+    // The default chart: ServiceAccount, Service, Deployment, test hook.
+    helm_ok(c, dir, &["create", "web"]);
+    let hook = dir.join("web/templates/tests/test-connection.yaml");
+    let text = std::fs::read_to_string(&hook).unwrap();
+    std::fs::write(
+        &hook,
+        text.replace("image: busybox", "image: skiff.local/busybox:1"),
+    )
+    .unwrap();
+    let local = [
+        "--set",
+        "image.repository=skiff.local/nginx",
+        "--set",
+        "image.tag=1",
+        "--set",
+        "image.pullPolicy=Never",
+        "--wait",
+        "--timeout",
+        "120s",
+    ];
+    let mut install = vec!["install", "web", "./web"];
+    install.extend(local);
+    let out = helm_ok(c, dir, &install);
+    assert!(out.contains("STATUS: deployed"), "{out}");
+    assert_eq!(replicas(c), (1, 1));
+    for kind in ["serviceaccount", "service"] {
+        c.ok(&["get", kind, "web"]);
+    }
+
+    // `helm test` runs the hook pod to success against the Service.
+    let out = helm_ok(c, dir, &["test", "web", "--timeout", "120s"]);
+    assert!(out.contains("Phase:          Succeeded"), "{out}");
+
+    // Upgrade, then roll back to the first revision.
+    let mut upgrade = vec!["upgrade", "web", "./web", "--set", "replicaCount=2"];
+    upgrade.extend(local);
+    helm_ok(c, dir, &upgrade);
+    assert_eq!(replicas(c), (2, 2));
+    helm_ok(
+        c,
+        dir,
+        &["rollback", "web", "1", "--wait", "--timeout", "120s"],
+    );
+    wait_for(
+        "the rollback to one replica",
+        Duration::from_secs(60),
+        || (replicas(c) == (1, 1)).then_some(()),
+    );
+    let history = helm_ok(c, dir, &["history", "web"]);
+    assert_eq!(
+        history.lines().count(),
+        4,
+        "a header and three revisions: {history}"
+    );
+    assert!(history.contains("Rollback to 1"), "{history}");
+
+    // Uninstall removes what the release made.
+    helm_ok(c, dir, &["uninstall", "web", "--wait", "--timeout", "120s"]);
+    for kind in ["deployment", "service", "serviceaccount"] {
+        let err = c.fails(&["get", kind, "web"]);
+        assert!(err.contains("NotFound"), "{kind}: {err}");
+    }
+
+    // A chart with a CRD in crds/ and a custom resource in its templates.
+    helm_ok(c, dir, &["create", "gadgets"]);
+    let chart = dir.join("gadgets");
+    std::fs::remove_dir_all(chart.join("templates")).unwrap();
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::create_dir_all(chart.join("crds")).unwrap();
+    std::fs::write(chart.join("crds/gadgets.yaml"), CRD).unwrap();
+    std::fs::write(chart.join("templates/gadget.yaml"), GADGET).unwrap();
+    std::fs::write(chart.join("values.yaml"), "size: 3\n").unwrap();
+    helm_ok(c, dir, &["install", "kit", "./gadgets", "--wait"]);
+    let g = c.json(&["get", "gadget", "kit-gadget"]);
+    assert_eq!(g["spec"]["size"], 3);
+    // The schema holds for what a chart renders too.
+    let out = helm(c, dir, &["upgrade", "kit", "./gadgets", "--set", "size=0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("should be greater than or equal to 1"),
+        "{err}"
+    );
+    helm_ok(c, dir, &["uninstall", "kit", "--wait"]);
+    let err = c.fails(&["get", "gadget", "kit-gadget"]);
+    assert!(err.contains("NotFound"), "{err}");
+    // helm keeps CRDs it installed from crds/, as upstream.
+    c.ok(&["get", "crd", "gadgets.example.com"]);
+}
