@@ -35,7 +35,49 @@ fn decoded(
     name: &str,
 ) -> Result<Option<Value>, ApiError> {
     let kv = kv.map_err(|e| store_error(e, r, name))?;
-    kv.as_ref().map(decode).transpose()
+    kv.map(|mut kv| {
+        kv.value = in_version(r, kv.value);
+        decode(&kv)
+    })
+    .transpose()
+}
+
+/// A custom resource's storage version, when `r` is another served
+/// version of it (the objects of every version are stored at one).
+fn storage_version(r: &ResourceType) -> Option<String> {
+    if !r.custom {
+        return None;
+    }
+    let served = skiff_core::crd::served(r)?;
+    (served.storage_version != r.version)
+        .then(|| format!("{}/{}", served.group, served.storage_version))
+}
+
+/// A stored object as `r`'s version shows it (`None` conversion: only its
+/// `apiVersion` differs).
+pub fn in_version(r: &ResourceType, stored: Bytes) -> Bytes {
+    if storage_version(r).is_none() {
+        return stored;
+    }
+    match serde_json::from_slice::<Value>(&stored) {
+        Ok(mut obj) => {
+            obj["apiVersion"] = Value::from(r.api_version());
+            encode(&obj)
+        }
+        Err(_) => stored,
+    }
+}
+
+/// An object written through `r` as it is stored.
+fn for_storage(r: &ResourceType, obj: &Value) -> Result<Bytes, ApiError> {
+    match storage_version(r) {
+        Some(api_version) => {
+            let mut stored = obj.clone();
+            stored["apiVersion"] = Value::from(api_version);
+            encode_bounded(&stored)
+        }
+        None => encode_bounded(obj),
+    }
 }
 
 /// The largest object stored (etcd's request limit, 1.5 MiB).
@@ -156,11 +198,14 @@ impl Objects {
         ns: Option<&str>,
         name: &str,
     ) -> Result<KeyValue, ApiError> {
-        self.store
+        let mut kv = self
+            .store
             .get(&r.key(ns, name))
             .await
             .map_err(|e| store_error(e, r, name))?
-            .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))
+            .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
+        kv.value = in_version(r, kv.value);
+        Ok(kv)
     }
 
     /// An object as the watch cache has it, which may trail the latest
@@ -187,7 +232,13 @@ impl Objects {
             .list_any(&r.list_prefix(ns))
             .await
             .map_err(|e| store_error(e, r, ""))?;
-        items.iter().map(decode).collect()
+        items
+            .into_iter()
+            .map(|mut kv| {
+                kv.value = in_version(r, kv.value);
+                decode(&kv)
+            })
+            .collect()
     }
 
     pub async fn try_get(
@@ -205,14 +256,14 @@ impl Objects {
     pub async fn create(&self, r: &ResourceType, obj: &mut Value) -> Result<Vec<u8>, ApiError> {
         let name = meta::name(obj).to_owned();
         let key = r.key(meta::namespace(obj), &name);
-        let bytes = encode_bounded(obj)?;
+        let bytes = for_storage(r, obj)?;
         let rev = self
             .store
             .create(&key, bytes.clone())
             .await
             .map_err(|e| store_error(e, r, &name))?;
         meta::set(obj, "resourceVersion", rev.to_string());
-        Ok(with_rv(&bytes, rev))
+        Ok(with_rv(&in_version(r, bytes), rev))
     }
 
     /// Reads the object, lets `change` decide its next state, and writes it
@@ -236,9 +287,13 @@ impl Objects {
                 let current =
                     current.ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
                 written = None;
-                match change(decode(current)?)? {
+                let current = KeyValue {
+                    value: in_version(r, current.value.clone()),
+                    ..current.clone()
+                };
+                match change(decode(&current)?)? {
                     Change::Write(next) => {
-                        let bytes = encode_bounded(&next)?;
+                        let bytes = for_storage(r, &next)?;
                         written = Some(next);
                         Ok(Some(bytes))
                     }
@@ -252,7 +307,7 @@ impl Objects {
                 meta::set(&mut obj, "resourceVersion", rev.to_string());
                 Ok(obj)
             }
-            None => decode_at(&bytes, rev),
+            None => decode_at(&in_version(r, bytes), rev),
         }
     }
 
@@ -292,7 +347,7 @@ impl Objects {
         let key = r.key(meta::namespace(obj), &name);
         let rev = self
             .store
-            .update(&key, encode_bounded(obj)?, expected)
+            .update(&key, for_storage(r, obj)?, expected)
             .await
             .map_err(|e| store_error(e, r, &name))?;
         meta::set(obj, "resourceVersion", rev.to_string());
@@ -312,7 +367,10 @@ impl Objects {
             .delete(&r.key(ns, name), expected)
             .await
             .map_err(|e| store_error(e, r, name))?;
-        decode(&kv)
+        decode(&KeyValue {
+            value: in_version(r, kv.value.clone()),
+            ..kv
+        })
     }
 
     pub async fn list(
@@ -326,7 +384,15 @@ impl Objects {
             .list(&r.list_prefix(ns), opts)
             .await
             .map_err(|e| store_error(e, r, ""))?;
-        Ok((page.items, page.revision, page.more))
+        let items = page
+            .items
+            .into_iter()
+            .map(|mut kv| {
+                kv.value = in_version(r, kv.value);
+                kv
+            })
+            .collect();
+        Ok((items, page.revision, page.more))
     }
 }
 

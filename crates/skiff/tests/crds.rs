@@ -252,3 +252,42 @@ fn conflicting_and_invalid_definitions_are_refused_or_not_established() {
         "{crd}"
     );
 }
+
+#[test]
+fn served_versions_share_one_store_with_none_conversion() {
+    let c = Cluster::start();
+    let two = DEFINITION.replace(
+        "  versions:\n  - name: v1\n    served: true\n    storage: true\n",
+        "  versions:\n  - name: v1beta1\n    served: true\n    storage: false\n    schema:\n      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}\n  - name: v1\n    served: true\n    storage: true\n",
+    );
+    assert_ne!(two, DEFINITION, "the second version was added");
+    create(&c, &two);
+    established(&c);
+    create(
+        &c,
+        "apiVersion: example.com/v1beta1\nkind: Widget\nmetadata: {name: old}\nspec: {name: older}\n",
+    );
+    let v1 = c.json(&["get", "widgets.v1.example.com", "old"]);
+    assert_eq!(v1["apiVersion"], "example.com/v1", "{v1}");
+    let beta = c.json(&["get", "widgets.v1beta1.example.com", "old"]);
+    assert_eq!(beta["apiVersion"], "example.com/v1beta1", "{beta}");
+    assert_eq!(beta["spec"]["name"], "older");
+    // A patch through either version reaches the one object.
+    c.ok(&[
+        "patch",
+        "widgets.v1beta1.example.com",
+        "old",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"mode":"slow"}}"#,
+    ]);
+    assert_eq!(
+        c.json(&["get", "widgets.v1.example.com", "old"])["spec"]["mode"],
+        "slow"
+    );
+    let listed = c.json(&["get", "widgets.v1beta1.example.com"]);
+    assert_eq!(
+        listed["items"][0]["apiVersion"], "example.com/v1beta1",
+        "{listed}"
+    );
+}
