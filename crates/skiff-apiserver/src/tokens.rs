@@ -10,6 +10,20 @@ use serde_json::{json, Value};
 
 use crate::auth::User;
 
+/// The audiences a TokenRequest or TokenReview `spec` names, else the
+/// API server's own.
+pub fn audiences(spec: &Value) -> Vec<String> {
+    spec["audiences"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .filter(|a: &Vec<String>| !a.is_empty())
+        .unwrap_or_else(|| vec![ISSUER.to_owned()])
+}
+
 /// The issuer, and the audience the API server accepts, as upstream's
 /// default.
 pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
@@ -209,6 +223,11 @@ mod tests {
             i.verify(&elsewhere, 500).is_none(),
             "meant for another audience"
         );
+        // A TokenReview asking about that audience gets it back.
+        let asked = audiences(&serde_json::json!({"audiences": ["vault", "other"]}));
+        let (_, _, meant) = i.verify_for(&elsewhere, 500, &asked).unwrap();
+        assert_eq!(meant, vec!["vault".to_owned()]);
+        assert_eq!(audiences(&serde_json::json!({})), vec![ISSUER.to_owned()]);
         let mut forged = token.clone();
         forged.replace_range(token.len() - 4.., "AAAA");
         assert!(i.verify(&forged, 500).is_none());

@@ -38,27 +38,34 @@ pub trait Replicated: crate::runtime::cache::Object + k8s_openapi::Resource {
     fn status_value(&self) -> Value;
 }
 
+/// The accessors both kinds' specs and statuses share.
+macro_rules! same_spec {
+    () => {
+        fn replicas(&self) -> i32 {
+            self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+        }
+        fn template(&self) -> Option<&PodTemplateSpec> {
+            self.spec.as_ref().and_then(|s| s.template.as_ref())
+        }
+        fn min_ready_seconds(&self) -> i32 {
+            self.spec
+                .as_ref()
+                .and_then(|s| s.min_ready_seconds)
+                .unwrap_or(0)
+        }
+        fn status_value(&self) -> Value {
+            serde_json::to_value(self.status.clone().unwrap_or_default()).unwrap_or_default()
+        }
+    };
+}
+
 impl Replicated for ReplicaSet {
     const COMPONENT: &'static str = "replicaset-controller";
     const LOOP: &'static str = "replicaset";
     fn selector(&self) -> Option<LabelSelector> {
         self.spec.as_ref().map(|s| s.selector.clone())
     }
-    fn replicas(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-    }
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref().and_then(|s| s.template.as_ref())
-    }
-    fn min_ready_seconds(&self) -> i32 {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.min_ready_seconds)
-            .unwrap_or(0)
-    }
-    fn status_value(&self) -> Value {
-        serde_json::to_value(self.status.clone().unwrap_or_default()).unwrap_or_default()
-    }
+    same_spec!();
 }
 
 impl Replicated for ReplicationController {
@@ -72,21 +79,7 @@ impl Replicated for ReplicationController {
             ..Default::default()
         })
     }
-    fn replicas(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-    }
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref().and_then(|s| s.template.as_ref())
-    }
-    fn min_ready_seconds(&self) -> i32 {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.min_ready_seconds)
-            .unwrap_or(0)
-    }
-    fn status_value(&self) -> Value {
-        serde_json::to_value(self.status.clone().unwrap_or_default()).unwrap_or_default()
-    }
+    same_spec!();
 }
 
 pub struct ReplicaSetController<K: Replicated = ReplicaSet> {

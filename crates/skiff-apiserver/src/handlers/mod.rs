@@ -490,16 +490,7 @@ impl Api {
     /// TokenReview: whose is this token, if it is valid now.
     async fn token_review(&self, request: &Value) -> Value {
         let token = request["spec"]["token"].as_str().unwrap_or_default();
-        // The audiences asked about, else the API server's own.
-        let asked: Vec<String> = request["spec"]["audiences"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .filter(|a: &Vec<String>| !a.is_empty())
-            .unwrap_or_else(|| vec![crate::tokens::ISSUER.to_owned()]);
+        let asked = crate::tokens::audiences(&request["spec"]);
         let found = match self.auth.review(token, &asked) {
             Some((user, Some(bound), meant)) => {
                 self.check_binding(&bound).await.ok().map(|_| (user, meant))

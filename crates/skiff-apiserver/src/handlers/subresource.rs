@@ -200,15 +200,7 @@ impl Api {
                 )],
             ));
         }
-        let audiences: Vec<String> = spec["audiences"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .filter(|a: &Vec<String>| !a.is_empty())
-            .unwrap_or_else(|| vec![crate::tokens::ISSUER.to_owned()]);
+        let audiences = crate::tokens::audiences(spec);
         let bound = &spec["boundObjectRef"];
         // As upstream: the pod must exist, and its live uid is the one the
         // token carries (a uid given must match it).
