@@ -1,5 +1,6 @@
 //! helm 4 with real charts on one real node: `helm create`'s default
-//! chart installed, tested, upgraded, rolled back and uninstalled, and a
+//! chart installed (its Ingress on, served by the built-in ingress
+//! controller), tested, upgraded, rolled back and uninstalled, and a
 //! chart that ships a CustomResourceDefinition in `crds/` with a custom
 //! resource in its templates. The public images the charts name are
 //! stood in by local builds (`scripts/build-test-images.sh`: a busybox
@@ -35,6 +36,21 @@ fn helm_ok(c: &Cluster, dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What the ingress controller at `port` answers for `host`'s `/`.
+fn through_ingress(port: u16, host: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply
 }
 
 fn replicas(c: &Cluster) -> (i64, i64) {
@@ -77,7 +93,8 @@ spec:
 
 #[test]
 fn helm_installs_tests_upgrades_rolls_back_and_uninstalls_real_charts() {
-    let rc = real_cluster(&[]);
+    let ingress = support::free_port().to_string();
+    let rc = real_cluster(&["--ingress-port", &ingress, "--ingress-https-port", "0"]);
     let c = &rc.c;
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
@@ -98,6 +115,8 @@ fn helm_installs_tests_upgrades_rolls_back_and_uninstalls_real_charts() {
         "image.tag=1",
         "--set",
         "image.pullPolicy=Never",
+        "--set",
+        "ingress.enabled=true",
         "--wait",
         "--timeout",
         "120s",
@@ -107,9 +126,16 @@ fn helm_installs_tests_upgrades_rolls_back_and_uninstalls_real_charts() {
     let out = helm_ok(c, dir, &install);
     assert!(out.contains("STATUS: deployed"), "{out}");
     assert_eq!(replicas(c), (1, 1));
-    for kind in ["serviceaccount", "service"] {
+    for kind in ["serviceaccount", "service", "ingress"] {
         c.ok(&["get", kind, "web"]);
     }
+    // The chart's Ingress routes its host to the pods.
+    let port: u16 = ingress.parse().unwrap();
+    let reply = wait_for("the Ingress to route", Duration::from_secs(30), || {
+        let reply = through_ingress(port, "chart-example.local");
+        reply.contains("Welcome to nginx!").then_some(reply)
+    });
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 
     // `helm test` runs the hook pod to success against the Service.
     let out = helm_ok(c, dir, &["test", "web", "--timeout", "120s"]);
@@ -140,7 +166,7 @@ fn helm_installs_tests_upgrades_rolls_back_and_uninstalls_real_charts() {
 
     // Uninstall removes what the release made.
     helm_ok(c, dir, &["uninstall", "web", "--wait", "--timeout", "120s"]);
-    for kind in ["deployment", "service", "serviceaccount"] {
+    for kind in ["deployment", "service", "serviceaccount", "ingress"] {
         let err = c.fails(&["get", kind, "web"]);
         assert!(err.contains("NotFound"), "{kind}: {err}");
     }

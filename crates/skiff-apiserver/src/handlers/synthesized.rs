@@ -175,3 +175,44 @@ fn api_services() -> Vec<Value> {
     out.sort_by(|a, b| meta::name(a).cmp(meta::name(b)));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_group_versions_are_local_api_services() {
+        let services = api_services();
+        let apps = services
+            .iter()
+            .find(|s| meta::name(s) == "v1.apps")
+            .unwrap();
+        assert_eq!(apps["spec"]["group"], "apps");
+        assert_eq!(apps["status"]["conditions"][0]["reason"], "Local");
+        assert!(
+            services.iter().any(|s| meta::name(s) == "v1"),
+            "the core group"
+        );
+        let mut names: Vec<&str> = services.iter().map(|s| meta::name(s)).collect();
+        let listed = names.clone();
+        names.sort();
+        assert_eq!(names, listed, "in name order");
+    }
+
+    #[test]
+    fn a_created_api_service_says_it_is_not_served() {
+        let s = unavailable(
+            &json!({"spec": {"group": "wardle.example.com", "version": "v1alpha1",
+            "service": {"namespace": "wardle", "name": "api"}}}),
+        );
+        let c = &s["conditions"][0];
+        assert_eq!(
+            (c["type"].as_str(), c["status"].as_str()),
+            (Some("Available"), Some("False"))
+        );
+        assert!(c["message"]
+            .as_str()
+            .unwrap()
+            .contains("wardle.example.com/v1alpha1"));
+    }
+}
