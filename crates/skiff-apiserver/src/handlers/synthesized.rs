@@ -193,7 +193,7 @@ mod tests {
             services.iter().any(|s| meta::name(s) == "v1"),
             "the core group"
         );
-        let mut names: Vec<&str> = services.iter().map(|s| meta::name(s)).collect();
+        let mut names: Vec<&str> = services.iter().map(meta::name).collect();
         let listed = names.clone();
         names.sort();
         assert_eq!(names, listed, "in name order");
