@@ -134,13 +134,15 @@ impl Definitions {
         tokio::spawn(async move {
             loop {
                 match this.delete_objects(&d).await {
-                    Ok(true) => break,
-                    Ok(false) => {}
+                    Ok(None) => break,
+                    // Some wait for their finalizers: the next pass comes
+                    // with the next change to the objects.
+                    Ok(Some((prefix, revision))) => this.changed(&prefix, revision).await,
                     Err(e) => {
-                        tracing::warn!(error = %e.message, name, "deleting a definition's objects")
+                        tracing::warn!(error = %e.message, name, "deleting a definition's objects");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
             }
             if let Err(e) = this.release(&name).await {
                 tracing::warn!(error = %e.message, name, "finalizing a definition");
@@ -152,18 +154,30 @@ impl Definitions {
         });
     }
 
-    /// One pass over the objects; whether none is left.
-    async fn delete_objects(&self, d: &Definition) -> Result<bool, ApiError> {
+    /// Waits for a change under `prefix` after `revision` (or a while,
+    /// should the watch fail or nothing change).
+    async fn changed(&self, prefix: &str, revision: Revision) {
+        match self.objects.store.watch(prefix, revision).await {
+            Ok(mut changes) => {
+                let _ = tokio::time::timeout(Duration::from_secs(30), changes.next()).await;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+
+    /// One pass over the objects: `None` when none is left, else where
+    /// they are and the revision they were listed at.
+    async fn delete_objects(&self, d: &Definition) -> Result<Option<(String, Revision)>, ApiError> {
         let Some(version) = d.versions.iter().find(|v| v.storage) else {
-            return Ok(true);
+            return Ok(None);
         };
         let Some(r) = registry::lookup(&d.group, &version.name, &d.plural) else {
             // Never served (its names were refused): nothing was stored.
-            return Ok(true);
+            return Ok(None);
         };
-        let (items, _, _) = self.objects.list(r, None, ListOptions::default()).await?;
+        let (items, revision, _) = self.objects.list(r, None, ListOptions::default()).await?;
         if items.is_empty() {
-            return Ok(true);
+            return Ok(None);
         }
         let now = meta::now();
         for kv in &items {
@@ -196,7 +210,7 @@ impl Definitions {
                 Err(e) => return Err(e),
             }
         }
-        Ok(false)
+        Ok(Some((r.list_prefix(None), revision)))
     }
 
     /// Drops the cleanup finalizer; the definition goes with the last.

@@ -53,19 +53,18 @@ fn storage_version(r: &ResourceType) -> Option<String> {
         .then(|| format!("{}/{}", served.group, served.storage_version))
 }
 
-/// A stored object as `r`'s version shows it (`None` conversion: only its
-/// `apiVersion` differs).
+/// A stored object as `r`'s version shows it, when that differs
+/// (`None` conversion: only its `apiVersion` does).
+pub fn converted(r: &ResourceType, stored: &[u8]) -> Option<Bytes> {
+    storage_version(r)?;
+    let mut obj = serde_json::from_slice::<Value>(stored).ok()?;
+    obj["apiVersion"] = Value::from(r.api_version());
+    Some(encode(&obj))
+}
+
+/// A stored object as `r`'s version shows it (see [`converted`]).
 pub fn in_version(r: &ResourceType, stored: Bytes) -> Bytes {
-    if storage_version(r).is_none() {
-        return stored;
-    }
-    match serde_json::from_slice::<Value>(&stored) {
-        Ok(mut obj) => {
-            obj["apiVersion"] = Value::from(r.api_version());
-            encode(&obj)
-        }
-        Err(_) => stored,
-    }
+    converted(r, &stored).unwrap_or(stored)
 }
 
 /// An object written through `r` as it is stored.
@@ -287,11 +286,10 @@ impl Objects {
                 let current =
                     current.ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
                 written = None;
-                let current = KeyValue {
-                    value: in_version(r, current.value.clone()),
-                    ..current.clone()
-                };
-                match change(decode(&current)?)? {
+                let shown = converted(r, &current.value);
+                let current =
+                    decode_at(shown.as_deref().unwrap_or(&current.value), current.mod_rev)?;
+                match change(current)? {
                     Change::Write(next) => {
                         let bytes = for_storage(r, &next)?;
                         written = Some(next);
@@ -367,10 +365,7 @@ impl Objects {
             .delete(&r.key(ns, name), expected)
             .await
             .map_err(|e| store_error(e, r, name))?;
-        decode(&KeyValue {
-            value: in_version(r, kv.value.clone()),
-            ..kv
-        })
+        decode_at(&in_version(r, kv.value), kv.mod_rev)
     }
 
     pub async fn list(

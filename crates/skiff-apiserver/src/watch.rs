@@ -33,13 +33,8 @@ impl Render {
     /// One event line for a stored object at revision `rev`. JSON objects
     /// are spliced in unparsed; Tables need the parsed object.
     fn event(&self, kind: &str, stored: &[u8], rev: Revision) -> Option<Bytes> {
-        let converted;
-        let stored = if self.r.custom {
-            converted = crate::storage::in_version(self.r, Bytes::copy_from_slice(stored));
-            &converted[..]
-        } else {
-            stored
-        };
+        let converted = crate::storage::converted(self.r, stored);
+        let stored = converted.as_deref().unwrap_or(stored);
         let mut line = Vec::with_capacity(stored.len() + 64);
         line.extend_from_slice(b"{\"type\":\"");
         line.extend_from_slice(kind.as_bytes());

@@ -187,7 +187,7 @@ static CUSTOM: RwLock<Vec<&'static ResourceType>> = RwLock::new(Vec::new());
 /// Every custom resource type ever served by this process. A type lives
 /// for the process (requests hold it by reference); one that comes back
 /// unchanged, as a definition re-applied, is reused, so this grows only
-/// with definitions that differ.
+/// with definitions that differ (as do its strings: see [`intern`]).
 static KEPT: Mutex<Vec<&'static ResourceType>> = Mutex::new(Vec::new());
 
 impl ResourceType {
@@ -229,20 +229,33 @@ pub fn set_custom(types: Vec<ResourceType>) {
     *CUSTOM.write().unwrap_or_else(|e| e.into_inner()) = now;
 }
 
-/// Leaks a string for a custom resource type's lifetime (the process).
-pub fn leak(s: &str) -> &'static str {
-    Box::leak(s.to_owned().into_boxed_str())
+/// Strings custom resource types hold, each kept once for the process.
+static STRINGS: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+/// Lists of strings custom resource types hold, each kept once.
+static LISTS: Mutex<Vec<&'static [&'static str]>> = Mutex::new(Vec::new());
+
+/// A string for a custom resource type: kept for the process, once per
+/// distinct text, so reloading the same definitions keeps nothing more.
+pub fn intern(s: &str) -> &'static str {
+    let mut kept = STRINGS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = kept.iter().find(|k| **k == s) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(s.to_owned().into_boxed_str());
+    kept.push(leaked);
+    leaked
 }
 
-/// Leaks a list of strings, as [`leak`].
-pub fn leak_all(items: &[String]) -> &'static [&'static str] {
-    Box::leak(
-        items
-            .iter()
-            .map(|s| leak(s))
-            .collect::<Vec<_>>()
-            .into_boxed_slice(),
-    )
+/// A list of strings, as [`intern`].
+pub fn intern_all(items: &[String]) -> &'static [&'static str] {
+    let items: Vec<&'static str> = items.iter().map(|s| intern(s)).collect();
+    let mut kept = LISTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = kept.iter().find(|k| **k == items.as_slice()) {
+        return found;
+    }
+    let leaked: &'static [&'static str] = Box::leak(items.into_boxed_slice());
+    kept.push(leaked);
+    leaked
 }
 
 /// Every served resource, built-in first, then custom.

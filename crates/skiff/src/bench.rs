@@ -880,6 +880,42 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// Creates `objects` at `url`, `clients` at a time; returns the rate and
+/// the sorted latencies.
+async fn post_all(
+    server: &Server,
+    url: &str,
+    clients: usize,
+    objects: impl IntoIterator<Item = serde_json::Value>,
+) -> Result<(f64, Vec<Duration>)> {
+    let client = server.client()?;
+    let started = Instant::now();
+    let results: Vec<Result<Duration>> = futures::stream::iter(objects)
+        .map(|o| {
+            let client = client.clone();
+            async move {
+                let t = Instant::now();
+                let r = client
+                    .post(url)
+                    .bearer_auth(&server.token)
+                    .json(&o)
+                    .send()
+                    .await?;
+                if !r.status().is_success() {
+                    bail!("create: {} {}", r.status(), r.text().await?);
+                }
+                Ok(t.elapsed())
+            }
+        })
+        .buffer_unordered(clients)
+        .collect()
+        .await;
+    let mut latencies = results.into_iter().collect::<Result<Vec<_>>>()?;
+    let rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    latencies.sort();
+    Ok((rate, latencies))
+}
+
 /// Creates `count` pods from `clients` concurrent clients; returns the
 /// rate and the sorted latencies.
 async fn create_pods(

@@ -144,6 +144,11 @@ impl Api {
 /// The served group-versions as local APIServices (`v1.apps`).
 fn api_services() -> Vec<Value> {
     let mut out = Vec::new();
+    let custom_groups: Vec<&str> = registry::all()
+        .iter()
+        .filter(|r| r.custom)
+        .map(|r| r.group)
+        .collect();
     for (group, versions) in registry::group_versions() {
         for (i, version) in versions.iter().enumerate() {
             let name = if group.is_empty() {
@@ -151,7 +156,7 @@ fn api_services() -> Vec<Value> {
             } else {
                 format!("{version}.{group}")
             };
-            let custom = registry::all().iter().any(|r| r.custom && r.group == group);
+            let custom = custom_groups.contains(&group);
             let mut labels = json!({});
             if custom {
                 labels = json!({"kube-aggregator.kubernetes.io/automanaged": "true"});

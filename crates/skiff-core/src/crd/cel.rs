@@ -17,7 +17,13 @@ pub fn compile(rule: &str) -> Result<Program, String> {
 
 /// The compiled rules of one schema, by their text.
 #[derive(Default)]
-pub struct Rules(HashMap<String, Program>);
+pub struct Rules(HashMap<String, Rule>);
+
+/// A compiled rule, and whether it compares with the stored value.
+struct Rule {
+    program: Program,
+    transition: bool,
+}
 
 impl std::fmt::Debug for Rules {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,11 +56,14 @@ impl Rules {
         let old_value = old.map(to_cel);
         for rule in rules {
             let text = rule["rule"].as_str().unwrap_or_default();
-            let Some(program) = self.0.get(text) else {
+            let Some(Rule {
+                program,
+                transition,
+            }) = self.0.get(text)
+            else {
                 continue;
             };
-            let transition = program.references().has_variable("oldSelf");
-            if transition && old_value.is_none() {
+            if *transition && old_value.is_none() {
                 continue;
             }
             let mut context = Context::default();
@@ -104,7 +113,7 @@ impl Rules {
     }
 }
 
-fn collect(s: &Value, out: &mut HashMap<String, Program>) {
+fn collect(s: &Value, out: &mut HashMap<String, Rule>) {
     let Some(map) = s.as_object() else { return };
     if let Some(rules) = map
         .get("x-kubernetes-validations")
@@ -112,7 +121,14 @@ fn collect(s: &Value, out: &mut HashMap<String, Program>) {
     {
         for text in rules.iter().filter_map(|r| r["rule"].as_str()) {
             if let Ok(p) = compile(text) {
-                out.insert(text.to_owned(), p);
+                let transition = p.references().has_variable("oldSelf");
+                out.insert(
+                    text.to_owned(),
+                    Rule {
+                        program: p,
+                        transition,
+                    },
+                );
             }
         }
     }

@@ -21,7 +21,7 @@ pub struct Definition {
 }
 
 /// One version of a definition.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Version {
     pub name: String,
     pub served: bool,
@@ -35,7 +35,7 @@ pub struct Version {
 }
 
 /// Where the `/scale` subresource reads and writes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Scale {
     pub spec_replicas: String,
     pub status_replicas: String,
@@ -43,7 +43,7 @@ pub struct Scale {
 }
 
 /// An `additionalPrinterColumns` entry.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Column {
     pub name: String,
     pub kind: String,
@@ -191,6 +191,24 @@ pub fn check(crd: &Value) -> Vec<Cause> {
             "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character",
         ));
     }
+    // What Skiff would otherwise accept and not do, it refuses.
+    if let Some(strategy) = spec["conversion"]["strategy"]
+        .as_str()
+        .filter(|s| *s != "None")
+    {
+        causes.push(Cause::unsupported(
+            "spec.conversion.strategy",
+            strategy,
+            &["None"],
+        ));
+    }
+    if spec["preserveUnknownFields"] == true {
+        causes.push(Cause::invalid(
+            "spec.preserveUnknownFields",
+            "true",
+            "must be false",
+        ));
+    }
     match spec["scope"].as_str() {
         Some("Namespaced" | "Cluster") => {}
         Some(other) => causes.push(Cause::unsupported(
@@ -247,6 +265,16 @@ pub fn check(crd: &Value) -> Vec<Cause> {
                 true,
                 &mut causes,
             );
+        }
+        if crd["spec"]["versions"][i]["selectableFields"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+        {
+            causes.push(Cause {
+                reason: "FieldValueForbidden",
+                field: format!("{at}.selectableFields"),
+                message: "Forbidden: selectable fields are not supported by Skiff".into(),
+            });
         }
         if let Some(scale) = &v.scale {
             for (field, path) in [

@@ -25,8 +25,6 @@ pub const CLEANUP: &str = "customresourcecleanup.apiextensions.k8s.io";
 #[derive(Debug)]
 pub struct Served {
     pub group: String,
-    pub kind: String,
-    pub plural: String,
     /// The version objects are stored at.
     pub storage_version: String,
     pub version: Version,
@@ -54,8 +52,9 @@ impl Served {
     }
 }
 
-/// Served versions by (group, version, plural).
-type Table = HashMap<(String, String, String), Arc<Served>>;
+/// Served versions by (group, version, plural): the custom types' own
+/// strings, so a lookup allocates nothing.
+type Table = HashMap<(&'static str, &'static str, &'static str), Arc<Served>>;
 
 static SERVED: RwLock<Option<Table>> = RwLock::new(None);
 
@@ -64,6 +63,7 @@ static SERVED: RwLock<Option<Table>> = RwLock::new(None);
 pub fn install(definitions: &[Definition]) {
     let mut types = Vec::new();
     let mut table = Table::new();
+    let before = SERVED.read().unwrap_or_else(|e| e.into_inner()).clone();
     for d in definitions {
         let storage = d
             .versions
@@ -74,18 +74,25 @@ pub fn install(definitions: &[Definition]) {
         let mut versions: Vec<&Version> = d.versions.iter().filter(|v| v.served).collect();
         versions.sort_by(|a, b| version_order(&a.name, &b.name));
         for v in versions {
-            types.push(resource_type(d, v));
-            table.insert(
-                (d.group.clone(), v.name.clone(), d.plural.clone()),
+            let t = resource_type(d, v);
+            let key = (t.group, t.version, t.plural);
+            // A version as it was keeps its compiled rules: a reload (any
+            // definition's status write) recompiles nothing unchanged.
+            let same = before
+                .as_ref()
+                .and_then(|b| b.get(&key))
+                .filter(|s| s.version == *v && s.storage_version == storage)
+                .cloned();
+            let served = same.unwrap_or_else(|| {
                 Arc::new(Served {
                     group: d.group.clone(),
-                    kind: d.kind.clone(),
-                    plural: d.plural.clone(),
                     storage_version: storage.clone(),
                     rules: cel::Rules::of(&v.schema),
                     version: v.clone(),
-                }),
-            );
+                })
+            });
+            table.insert(key, served);
+            types.push(t);
         }
     }
     *SERVED.write().unwrap_or_else(|e| e.into_inner()) = Some(table);
@@ -100,11 +107,7 @@ pub fn served(r: &ResourceType) -> Option<Arc<Served>> {
     let table = SERVED.read().unwrap_or_else(|e| e.into_inner());
     table
         .as_ref()?
-        .get(&(
-            r.group.to_owned(),
-            r.version.to_owned(),
-            r.plural.to_owned(),
-        ))
+        .get(&(r.group, r.version, r.plural))
         .cloned()
 }
 
@@ -117,15 +120,15 @@ fn resource_type(d: &Definition, v: &Version) -> ResourceType {
         subresources.push("scale".to_owned());
     }
     ResourceType {
-        group: registry::leak(&d.group),
-        version: registry::leak(&v.name),
-        kind: registry::leak(&d.kind),
-        plural: registry::leak(&d.plural),
+        group: registry::intern(&d.group),
+        version: registry::intern(&v.name),
+        kind: registry::intern(&d.kind),
+        plural: registry::intern(&d.plural),
         namespaced: d.namespaced,
-        short_names: registry::leak_all(&d.short_names),
-        categories: registry::leak_all(&d.categories),
-        subresources: registry::leak_all(&subresources),
-        singular: registry::leak(&d.singular),
+        short_names: registry::intern_all(&d.short_names),
+        categories: registry::intern_all(&d.categories),
+        subresources: registry::intern_all(&subresources),
+        singular: registry::intern(&d.singular),
         custom: true,
         decode: Ok,
         schema: open_schema,

@@ -88,6 +88,14 @@ pub fn check(s: &Value, at: &str, root: bool, causes: &mut Vec<Cause>) {
     {
         for (i, rule) in rules.iter().enumerate() {
             let text = rule["rule"].as_str().unwrap_or_default();
+            if rule.get("messageExpression").is_some() {
+                causes.push(Cause {
+                    reason: "FieldValueForbidden",
+                    field: format!("{at}.x-kubernetes-validations[{i}].messageExpression"),
+                    message: "Forbidden: messageExpression is not supported by Skiff; use message"
+                        .into(),
+                });
+            }
             if let Err(e) = super::cel::compile(text) {
                 causes.push(Cause::invalid(
                     format!("{at}.x-kubernetes-validations[{i}].rule"),
@@ -253,35 +261,7 @@ pub struct Checked<'a> {
 impl Checked<'_> {
     /// Validates a whole object (its metadata is the API server's).
     pub fn root(&self, obj: &Value, s: &Value, causes: &mut Vec<Cause>) {
-        let mut body = obj.clone();
-        if let Some(map) = body.as_object_mut() {
-            map.remove("apiVersion");
-            map.remove("kind");
-            map.remove("metadata");
-        }
-        let mut old = self.old.cloned();
-        if let Some(map) = old.as_mut().and_then(Value::as_object_mut) {
-            map.remove("apiVersion");
-            map.remove("kind");
-            map.remove("metadata");
-        }
-        let mut s = s.clone();
-        if let Some(props) = s.get_mut("properties").and_then(Value::as_object_mut) {
-            props.remove("apiVersion");
-            props.remove("kind");
-            props.remove("metadata");
-        }
-        let required: Vec<Value> = s["required"]
-            .as_array()
-            .map(|r| {
-                r.iter()
-                    .filter(|n| !matches!(n.as_str(), Some("apiVersion" | "kind" | "metadata")))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        s["required"] = Value::Array(required);
-        self.node(&body, old.as_ref(), &s, "", causes);
+        self.node(obj, self.old, s, "", causes);
     }
 
     fn node(&self, v: &Value, old: Option<&Value>, s: &Value, at: &str, causes: &mut Vec<Cause>) {
@@ -490,17 +470,21 @@ impl Checked<'_> {
         at: &str,
         causes: &mut Vec<Cause>,
     ) {
+        // The root's apiVersion, kind and metadata are the API server's.
+        let own =
+            |name: &str| !(at.is_empty() && matches!(name, "apiVersion" | "kind" | "metadata"));
         for name in s["required"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(Value::as_str)
+            .filter(|n| own(n))
         {
             if !map.contains_key(name) {
                 causes.push(Cause::required(join(at, name)));
             }
         }
-        let n = map.len() as u64;
+        let n = map.keys().filter(|k| own(k)).count() as u64;
         if let Some(min) = s["minProperties"].as_u64().filter(|m| n < *m) {
             causes.push(invalid(
                 at,
@@ -528,7 +512,7 @@ impl Checked<'_> {
         }
         let props = s["properties"].as_object();
         let extra = s.get("additionalProperties").filter(|e| e.is_object());
-        for (k, child) in map {
+        for (k, child) in map.iter().filter(|(k, _)| own(k)) {
             let child_schema = match (props.and_then(|p| p.get(k)), extra) {
                 (Some(ps), _) => ps,
                 (None, Some(e)) => e,

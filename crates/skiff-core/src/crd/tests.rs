@@ -45,8 +45,6 @@ fn served_widgets() -> Served {
     let v = d.versions[0].clone();
     Served {
         group: d.group.clone(),
-        kind: d.kind.clone(),
-        plural: d.plural.clone(),
         storage_version: "v1".into(),
         rules: cel::Rules::of(&v.schema),
         version: v,
@@ -71,12 +69,25 @@ fn a_good_definition_passes_and_a_bad_one_says_why() {
         ["name"] = json!({"minLength": 3});
     bad["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
         ["x-kubernetes-validations"][0]["rule"] = json!("self.replicas <=");
+    bad["spec"]["conversion"] = json!({"strategy": "Webhook"});
+    bad["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["x-kubernetes-validations"][0]["messageExpression"] = json!("'too many'");
     let got = messages(&check(&bad));
     let text = got.join("\n");
     assert!(
         text.contains(
             "spec.group: Invalid value: \"nodot\": should be a domain with at least one dot"
         ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "spec.conversion.strategy: Unsupported value: \"Webhook\": supported values: \"None\""
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("messageExpression: Forbidden: messageExpression is not supported"),
         "{text}"
     );
     assert!(text.contains("metadata.name: Invalid value: \"gadgets.example.com\": must be spec.names.plural+\".\"+spec.group"), "{text}");
@@ -154,8 +165,6 @@ fn transition_rules_see_the_stored_value_on_update_only() {
     let v = def.versions[0].clone();
     let s = Served {
         group: def.group,
-        kind: def.kind,
-        plural: def.plural,
         storage_version: "v1".into(),
         rules: cel::Rules::of(&v.schema),
         version: v,

@@ -2,13 +2,10 @@
 //! fields and two CEL rules, against ConfigMaps in the same run (rounds
 //! alternate, so both see the same machine).
 
-use std::time::{Duration, Instant};
-
 use anyhow::{bail, Result};
-use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::{ms, percentile, tempdir, Server};
+use super::{ms, percentile, post_all, tempdir, Server};
 
 #[derive(clap::Args)]
 pub struct CrdsArgs {
@@ -22,6 +19,9 @@ pub struct CrdsArgs {
     #[arg(long, default_value_t = 8)]
     clients: usize,
 }
+
+/// Makes an object of one kind by its name.
+type Make = fn(&str) -> Value;
 
 /// A definition with 20 typed fields and two rules.
 fn definition() -> Value {
@@ -68,42 +68,6 @@ fn config_map(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data})
 }
 
-/// Creates `count` objects from `clients` clients; the rate and latencies.
-async fn creates(
-    server: &Server,
-    url: &str,
-    clients: usize,
-    count: usize,
-    make: impl Fn(usize) -> Value,
-) -> Result<(f64, Vec<Duration>)> {
-    let client = server.client()?;
-    let started = Instant::now();
-    let results: Vec<Result<Duration>> = futures::stream::iter((0..count).map(make))
-        .map(|o| {
-            let client = client.clone();
-            async move {
-                let t = Instant::now();
-                let r = client
-                    .post(url)
-                    .bearer_auth(&server.token)
-                    .json(&o)
-                    .send()
-                    .await?;
-                if r.status() != 201 {
-                    bail!("create: {} {}", r.status(), r.text().await?);
-                }
-                Ok(t.elapsed())
-            }
-        })
-        .buffer_unordered(clients)
-        .collect()
-        .await;
-    let rate = count as f64 / started.elapsed().as_secs_f64();
-    let mut latencies = results.into_iter().collect::<Result<Vec<_>>>()?;
-    latencies.sort();
-    Ok((rate, latencies))
-}
-
 pub async fn run(args: CrdsArgs) -> Result<()> {
     let dir = tempdir()?;
     let (server, _) = Server::start(
@@ -133,31 +97,25 @@ pub async fn run(args: CrdsArgs) -> Result<()> {
         "{}/apis/bench.skiff.io/v1/namespaces/default/benches",
         server.url
     );
-    let (mut cm_rates, mut cr_rates) = (Vec::new(), Vec::new());
+    let kinds: [(&str, &str, Make); 2] = [
+        ("ConfigMaps       ", &cm_url, config_map),
+        ("custom resources ", &cr_url, custom),
+    ];
+    let mut rates = [Vec::new(), Vec::new()];
     for round in 0..args.rounds {
-        let (rate, lat) = creates(&server, &cm_url, args.clients, args.objects, |i| {
-            config_map(&format!("cm-{round}-{i}"))
-        })
-        .await?;
-        println!(
-            "round {round} ConfigMaps        {rate:.0}/s  (p50 {}, p99 {})",
-            ms(percentile(&lat, 0.5)),
-            ms(percentile(&lat, 0.99))
-        );
-        cm_rates.push(rate);
-        let (rate, lat) = creates(&server, &cr_url, args.clients, args.objects, |i| {
-            custom(&format!("cr-{round}-{i}"))
-        })
-        .await?;
-        println!(
-            "round {round} custom resources  {rate:.0}/s  (p50 {}, p99 {})",
-            ms(percentile(&lat, 0.5)),
-            ms(percentile(&lat, 0.99))
-        );
-        cr_rates.push(rate);
+        for (k, (what, url, make)) in kinds.iter().enumerate() {
+            let objects = (0..args.objects).map(|i| make(&format!("{k}-{round}-{i}")));
+            let (rate, lat) = post_all(&server, url, args.clients, objects).await?;
+            println!(
+                "round {round} {what} {rate:.0}/s  (p50 {}, p99 {})",
+                ms(percentile(&lat, 0.5)),
+                ms(percentile(&lat, 0.99))
+            );
+            rates[k].push(rate);
+        }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let (cm, cr) = (mean(&cm_rates), mean(&cr_rates));
+    let (cm, cr) = (mean(&rates[0]), mean(&rates[1]));
     println!(
         "creates/s ({} clients, 20 fields, 2 CEL rules): ConfigMap {cm:.0}, custom resource {cr:.0}: {:.0} %",
         args.clients,

@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::{ms, tempdir, RealNode, Server};
@@ -31,27 +30,7 @@ pub struct VolumesArgs {
 
 /// Creates `objects` at `url`, eight at a time.
 async fn create_all(server: &Server, url: &str, objects: Vec<Value>) -> Result<()> {
-    let client = server.client()?;
-    let results = futures::stream::iter(objects)
-        .map(|o| {
-            let client = client.clone();
-            async move {
-                let r = client
-                    .post(url)
-                    .bearer_auth(&server.token)
-                    .json(&o)
-                    .send()
-                    .await?;
-                if !r.status().is_success() {
-                    bail!("create: {} {}", r.status(), r.text().await?);
-                }
-                Ok(())
-            }
-        })
-        .buffer_unordered(8)
-        .collect::<Vec<Result<()>>>()
-        .await;
-    results.into_iter().collect()
+    super::post_all(server, url, 8, objects).await.map(|_| ())
 }
 
 /// How many items of the list at `url` are in `phase`.
