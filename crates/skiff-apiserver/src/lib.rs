@@ -19,6 +19,7 @@ mod node_proxy;
 mod openapi;
 mod pki;
 mod request;
+mod resource_metrics;
 mod response;
 mod serve;
 mod services;
@@ -58,6 +59,9 @@ pub struct Config {
     pub max_requests_inflight: usize,
     /// Mutating requests in flight at most (0: no cap); beyond, 429.
     pub max_mutating_requests_inflight: usize,
+    /// How often the agents' resource metrics are scraped (the window
+    /// of `metrics.k8s.io`); never when zero.
+    pub metrics_resolution: std::time::Duration,
 }
 
 /// How requests are authorized (`--authorization-mode`).
@@ -124,6 +128,7 @@ impl Config {
             max_requests_inflight: 400,
             max_mutating_requests_inflight: 200,
             encryption_config: None,
+            metrics_resolution: std::time::Duration::from_secs(15),
         }
     }
 }
@@ -290,6 +295,16 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     }
     let revision = definitions.reload().await?;
     tokio::spawn(definitions.follow(revision));
+    if !config.metrics_resolution.is_zero() {
+        tokio::spawn(resource_metrics::scrape(
+            api.resource_metrics.clone(),
+            storage::Objects {
+                store: store.clone(),
+            },
+            Arc::new(node_proxy::NodeDialer::new(&creds)?),
+            config.metrics_resolution,
+        ));
+    }
     if let Some(every) = config.compaction_interval.filter(|d| !d.is_zero()) {
         tokio::spawn(compaction::run(store, every));
     }

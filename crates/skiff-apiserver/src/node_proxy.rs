@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
@@ -23,6 +24,9 @@ use crate::pki::Credentials;
 use crate::request::Target;
 use crate::storage::Objects;
 use crate::Error;
+
+/// The largest scrape of an agent's metrics taken in.
+const MAX_SCRAPE_BYTES: usize = 16 << 20;
 
 /// The port an agent serves on unless its Node says otherwise.
 const DEFAULT_KUBELET_PORT: u16 = 10250;
@@ -144,6 +148,38 @@ impl NodeDialer {
         parts: Parts,
     ) -> Result<Response, ApiError> {
         self.send(objects, node, path, parts).await
+    }
+
+    /// GETs `path` from a node's agent within `timeout`: the body of a
+    /// 200 reply, at most [`MAX_SCRAPE_BYTES`]. Only nodes whose agent
+    /// published its endpoint are dialled (simulated nodes do not).
+    pub async fn scrape(&self, node: &Value, path: &str, timeout: Duration) -> Option<String> {
+        let (ip, port) = agent_address(node)?;
+        node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64()?;
+        let fetch = async {
+            let tcp = tokio::net::TcpStream::connect((ip, port)).await.ok()?;
+            let tls = self
+                .tls
+                .connect(ServerName::IpAddress(ip.into()), tcp)
+                .await
+                .ok()?;
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .ok()?;
+            tokio::spawn(connection);
+            let request = hyper::Request::get(path)
+                .header(HOST, format!("{ip}:{port}"))
+                .body(Body::empty())
+                .ok()?;
+            let reply = sender.send_request(request).await.ok()?;
+            if reply.status() != StatusCode::OK {
+                return None;
+            }
+            let body = Body::new(reply.into_body());
+            let bytes = axum::body::to_bytes(body, MAX_SCRAPE_BYTES).await.ok()?;
+            String::from_utf8(bytes.to_vec()).ok()
+        };
+        tokio::time::timeout(timeout, fetch).await.ok().flatten()
     }
 
     /// Sends the request to `path` on the node's agent, splicing an

@@ -56,10 +56,19 @@ fn storage_version(r: &ResourceType) -> Option<String> {
 /// A stored object as `r`'s version shows it, when that differs
 /// (`None` conversion: only its `apiVersion` does).
 pub fn converted(r: &ResourceType, stored: &[u8]) -> Option<Bytes> {
+    if is_hpa_v1(r) {
+        let obj = serde_json::from_slice::<Value>(stored).ok()?;
+        return Some(encode(&skiff_core::autoscaling::to_v1(&obj)));
+    }
     storage_version(r)?;
     let mut obj = serde_json::from_slice::<Value>(stored).ok()?;
     obj["apiVersion"] = Value::from(r.api_version());
     Some(encode(&obj))
+}
+
+/// HorizontalPodAutoscalers at v1, stored (and converted) at v2.
+fn is_hpa_v1(r: &ResourceType) -> bool {
+    (r.group, r.version, r.plural) == ("autoscaling", "v1", "horizontalpodautoscalers")
 }
 
 /// A stored object as `r`'s version shows it (see [`converted`]).
@@ -69,6 +78,9 @@ pub fn in_version(r: &ResourceType, stored: Bytes) -> Bytes {
 
 /// An object written through `r` as it is stored.
 fn for_storage(r: &ResourceType, obj: &Value) -> Result<Bytes, ApiError> {
+    if is_hpa_v1(r) {
+        return encode_bounded(&skiff_core::autoscaling::to_v2(obj));
+    }
     match storage_version(r) {
         Some(api_version) => {
             let mut stored = obj.clone();

@@ -7,6 +7,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod gc;
+pub mod hpa;
 pub mod ipam;
 pub mod job;
 pub mod leader;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -28,6 +29,7 @@ use crate::daemonset::DaemonSetController;
 use crate::deployment::DeploymentController;
 use crate::endpoints::EndpointsController;
 use crate::gc::GarbageCollector;
+use crate::hpa::{HpaController, KubeTargets};
 use crate::ipam::IpamController;
 use crate::job::JobController;
 use crate::leader;
@@ -62,6 +64,10 @@ pub struct Config {
     /// requests; without it none are signed.
     pub signing_ca: Option<(String, String)>,
     pub election: leader::Timing,
+    /// How often each HorizontalPodAutoscaler is reconciled.
+    pub hpa_sync_period: Duration,
+    /// The scale-down stabilization of autoscalers that set none.
+    pub hpa_downscale_stabilization: Duration,
 }
 
 impl Default for Config {
@@ -73,6 +79,8 @@ impl Default for Config {
             root_ca: None,
             signing_ca: None,
             election: leader::Timing::default(),
+            hpa_sync_period: Duration::from_secs(15),
+            hpa_downscale_stabilization: Duration::from_secs(300),
         }
     }
 }
@@ -283,6 +291,17 @@ async fn run_all(client: Client, config: Config) {
     };
     w.workers(c, claim_queue, n);
     w.workers(volume::VolumeController { shared }, volume_queue, n);
+    let mut hpas = Informer::<HorizontalPodAutoscaler>::default();
+    let q = Queue::new();
+    let c = HpaController::new(
+        &mut hpas,
+        &pods,
+        cluster.clone(),
+        Arc::new(KubeTargets::new(client.clone())),
+        q.clone(),
+        (config.hpa_sync_period, config.hpa_downscale_stabilization),
+    );
+    w.workers(c, q, n);
     let q = Queue::new();
     let c = PodGcController::new(&mut pods, &mut nodes, cluster.clone(), q.clone());
     w.workers(c, q, 1);
@@ -336,6 +355,7 @@ async fn run_all(client: Client, config: Config) {
     w.watch(classes, Api::all(client.clone()));
     w.watch(jobs, Api::all(client.clone()));
     w.watch(cronjobs, Api::all(client.clone()));
+    w.watch(hpas, Api::all(client.clone()));
 
     let mut tasks = tokio::task::JoinSet::new();
     for t in w.watches {

@@ -39,6 +39,7 @@ pub fn apply(r: &ResourceType, obj: &mut Value) {
             }
             template(spec);
         }
+        ("autoscaling", "HorizontalPodAutoscaler") => crate::autoscaling::default(r.version, obj),
         ("apps", "ReplicaSet") => {
             let spec = spec(obj);
             or_insert(spec, "replicas", json!(1));

@@ -6,6 +6,7 @@
 //! typed k8s-openapi struct through [`registry::ResourceType::decode`].
 
 pub mod apply;
+pub mod autoscaling;
 pub mod certs;
 pub mod cidr;
 pub mod crd;
@@ -13,6 +14,7 @@ pub mod defaults;
 pub mod fields;
 pub mod limit_range;
 pub mod meta;
+pub mod metrics_api;
 pub mod openapi;
 pub mod placement;
 pub mod pod_security;

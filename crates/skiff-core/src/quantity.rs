@@ -22,6 +22,8 @@ pub fn parse_milli(q: &str) -> Option<i128> {
     let mantissa: i128 = digits.parse().ok()?;
     let (mul, exp10): (i128, i32) = match suffix {
         "" => (1, 0),
+        "n" => (1, -9),
+        "u" => (1, -6),
         "m" => (1, -3),
         "k" => (1, 3),
         "M" => (1, 6),
@@ -54,6 +56,34 @@ pub fn parse_units(q: &str) -> Option<i128> {
     parse_milli(q).map(|m| (m + 999).div_euclid(1000))
 }
 
+/// Billionths of a unit as a quantity (`250000000n`), as metrics
+/// servers show CPU.
+pub fn format_nano(n: u64) -> String {
+    if n == 0 {
+        "0".to_owned()
+    } else {
+        format!("{n}n")
+    }
+}
+
+/// Bytes as a quantity in the largest binary unit that holds them
+/// exactly (`64Mi`, `1500Ki`, `1000`).
+pub fn format_bytes(bytes: u64) -> String {
+    for (suffix, shift) in [
+        ("Ei", 60),
+        ("Pi", 50),
+        ("Ti", 40),
+        ("Gi", 30),
+        ("Mi", 20),
+        ("Ki", 10),
+    ] {
+        if bytes != 0 && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{suffix}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +102,8 @@ mod tests {
             ("0.5Gi", (1i128 << 29) * 1000),
             ("1m", 1),
             ("0.0001", 1),
+            ("250000000n", 250),
+            ("1500u", 2),
         ] {
             assert_eq!(parse_milli(q), Some(milli), "{q}");
         }
@@ -80,5 +112,15 @@ mod tests {
         for bad in ["", "abc", "1x", "Mi"] {
             assert_eq!(parse_milli(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(format_nano(0), "0");
+        assert_eq!(format_nano(1_500), "1500n");
+        assert_eq!(format_bytes(64 << 20), "64Mi");
+        assert_eq!(format_bytes(1500 << 10), "1500Ki");
+        assert_eq!(format_bytes(1000), "1000");
+        assert_eq!(format_bytes(0), "0");
     }
 }

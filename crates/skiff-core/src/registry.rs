@@ -69,12 +69,7 @@ impl ResourceType {
         } else {
             self.group
         };
-        // Versions whose schemas differ are stored apart (no conversion yet).
-        if self.group == "autoscaling" {
-            format!("/registry/{group}/{}/{}/", self.version, self.plural)
-        } else {
-            format!("/registry/{group}/{}/", self.plural)
-        }
+        format!("/registry/{group}/{}/", self.plural)
     }
 
     /// The storage key of one object.
@@ -178,6 +173,8 @@ resources! {
     "" "v1" "ReplicationController" "replicationcontrollers" Namespaced core::ReplicationController, ["rc"] ["all"] ["status", "scale"];
     "" "v1" "ComponentStatus" "componentstatuses" Cluster core::ComponentStatus, ["cs"] [] [];
     "apiregistration.k8s.io" "v1" "APIService" "apiservices" Cluster reg::APIService, [] ["api-extensions"] ["status"];
+    "metrics.k8s.io" "v1beta1" "NodeMetrics" "nodes" Cluster crate::metrics_api::NodeMetrics, [] [] [];
+    "metrics.k8s.io" "v1beta1" "PodMetrics" "pods" Namespaced crate::metrics_api::PodMetrics, [] [] [];
     "apiextensions.k8s.io" "v1" "CustomResourceDefinition" "customresourcedefinitions" Cluster ext::CustomResourceDefinition, ["crd", "crds"] ["api-extensions"] ["status"];
 }
 

@@ -112,6 +112,15 @@ fn columns(kind: &str) -> &'static [Column] {
             ("Duration", "string", 0),
             ("Age", "string", 0),
         ],
+        "HorizontalPodAutoscaler" => &[
+            ("Name", "string", 0),
+            ("Reference", "string", 0),
+            ("Targets", "string", 0),
+            ("MinPods", "string", 0),
+            ("MaxPods", "integer", 0),
+            ("Replicas", "integer", 0),
+            ("Age", "string", 0),
+        ],
         "CronJob" => &[
             ("Name", "string", 0),
             ("Schedule", "string", 0),
@@ -582,6 +591,28 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 created,
             ]
         }
+        "HorizontalPodAutoscaler" => {
+            let v2;
+            let o = if o["apiVersion"] == "autoscaling/v1" {
+                v2 = crate::autoscaling::to_v2(o);
+                &v2
+            } else {
+                o
+            };
+            let (spec, status) = (&o["spec"], &o["status"]);
+            let target = &spec["scaleTargetRef"];
+            vec![
+                name,
+                json!(format!("{}/{}", s(&target["kind"]), s(&target["name"]))),
+                json!(hpa_targets(&spec["metrics"], &status["currentMetrics"])),
+                json!(spec["minReplicas"]
+                    .as_i64()
+                    .map_or("<unset>".into(), |n| n.to_string())),
+                json!(int(&spec["maxReplicas"])),
+                json!(int(&status["currentReplicas"])),
+                created,
+            ]
+        }
         "CronJob" => vec![
             name,
             json!(s(&spec["schedule"])),
@@ -759,6 +790,57 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
         }
         _ => vec![name, created],
     }
+}
+
+/// An autoscaler's metrics as `cpu: 45%/50%`, current against target,
+/// two at most then `+ N more...` (upstream's printer).
+fn hpa_targets(specs: &Value, statuses: &Value) -> String {
+    let specs = specs.as_array().map(Vec::as_slice).unwrap_or_default();
+    if specs.is_empty() {
+        return "<none>".into();
+    }
+    let shown: Vec<String> = specs
+        .iter()
+        .enumerate()
+        .take(2)
+        .map(|(i, spec)| {
+            let kind = match spec["type"].as_str() {
+                Some("ContainerResource") => "containerResource",
+                Some("Pods") => "pods",
+                Some("Object") => "object",
+                Some("External") => "external",
+                _ => "resource",
+            };
+            let (m, current) = (&spec[kind], &statuses[i][kind]["current"]);
+            let name = m["name"]
+                .as_str()
+                .or(m["metric"]["name"].as_str())
+                .unwrap_or_default();
+            let target = &m["target"];
+            let (now, goal) = match target["averageUtilization"].as_i64() {
+                Some(u) => (
+                    current["averageUtilization"]
+                        .as_i64()
+                        .map(|c| format!("{c}%")),
+                    format!("{u}%"),
+                ),
+                None if target["type"] == "Utilization" => (None, "<auto>".into()),
+                None => {
+                    let goal = target["averageValue"].as_str().or(target["value"].as_str());
+                    let now = current["averageValue"]
+                        .as_str()
+                        .or(current["value"].as_str());
+                    (now.map(str::to_owned), goal.unwrap_or_default().to_owned())
+                }
+            };
+            format!("{name}: {}/{goal}", now.as_deref().unwrap_or("<unknown>"))
+        })
+        .collect();
+    let mut out = shown.join(", ");
+    if specs.len() > 2 {
+        out.push_str(&format!(" + {} more...", specs.len() - 2));
+    }
+    out
 }
 
 /// Up to three items joined by commas, then "+ N more...", or `<unset>`

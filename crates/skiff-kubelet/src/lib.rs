@@ -26,6 +26,7 @@ pub mod pods;
 mod port_forward;
 pub mod probes;
 mod pulls;
+pub mod resource_metrics;
 pub mod runtime;
 mod runtime_stream;
 pub mod security;

@@ -192,6 +192,7 @@ fn router(streams: Arc<Streams>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(logs::serve))
         .route("/stats/summary", get(summary))
+        .route("/metrics/resource", get(resource_metrics))
         .route(
             "/exec/{ns}/{pod}/{container}",
             get(exec::serve).post(exec::serve),
@@ -212,6 +213,30 @@ fn router(streams: Arc<Streams>) -> Router {
 async fn summary(axum::extract::State(streams): axum::extract::State<Arc<Streams>>) -> Response {
     let body = streams.usage.summary(&streams.node_name).to_string();
     ([("content-type", "application/json")], body).into_response()
+}
+
+/// Upstream's resource metrics: the runtime's statistics taken now, and
+/// the node's own use.
+async fn resource_metrics(
+    axum::extract::State(streams): axum::extract::State<Arc<Streams>>,
+) -> Response {
+    let request = cri::ListContainerStatsRequest { filter: None };
+    let stats = match streams
+        .cri
+        .runtime
+        .clone()
+        .list_container_stats(request)
+        .await
+    {
+        Ok(reply) => reply.into_inner().stats,
+        Err(e) => {
+            tracing::debug!(error = %e.message(), "container statistics");
+            Vec::new()
+        }
+    };
+    let node = crate::resource_metrics::node_usage();
+    let body = crate::resource_metrics::render(&stats, node.as_ref());
+    ([("content-type", "text/plain; version=0.0.4")], body).into_response()
 }
 
 /// TLS that verifies a client certificate against the cluster CA when one

@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs the control plane (API server, store, scheduler, controllers) and a node agent.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Runs a node agent: real containers through containerd, or simulated nodes (`--simulate N`).
     Agent(Box<AgentArgs>),
     /// Images in a node's containerd: import an archive, list.
@@ -86,6 +86,17 @@ struct ServerArgs {
     /// How often the store's history is compacted (0 never).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     compaction_interval: std::time::Duration,
+    /// How often the agents' resource metrics are scraped for
+    /// `metrics.k8s.io` (`kubectl top`, autoscaling); 0 never.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    metrics_resolution: std::time::Duration,
+    /// How often each HorizontalPodAutoscaler is reconciled.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_sync_period: std::time::Duration,
+    /// How long a scale-down waits for the highest recommendation in it,
+    /// unless an autoscaler's behavior says otherwise.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_downscale_stabilization: std::time::Duration,
     /// Do not run the scheduler inside the server.
     #[arg(long)]
     disable_scheduler: bool,
@@ -398,6 +409,7 @@ impl ServerArgs {
         config.encryption_config = self.encryption_provider_config.clone();
         config.max_requests_inflight = self.max_requests_inflight;
         config.max_mutating_requests_inflight = self.max_mutating_requests_inflight;
+        config.metrics_resolution = self.metrics_resolution;
         config
     }
 }
@@ -437,6 +449,9 @@ fn main() -> anyhow::Result<()> {
                         cluster_cidr: args.cluster_cidr.clone(),
                         root_ca: cluster_ca(&server.kubeconfig),
                         signing_ca: Some(server.signing_ca()),
+                        hpa_sync_period: args.horizontal_pod_autoscaler_sync_period,
+                        hpa_downscale_stabilization: args
+                            .horizontal_pod_autoscaler_downscale_stabilization,
                         ..Default::default()
                     };
                     tokio::spawn(skiff_controllers::manager::run(client, config));

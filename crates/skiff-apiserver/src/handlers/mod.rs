@@ -53,6 +53,8 @@ pub struct Api {
     limits: crate::inflight::Limits,
     /// The CustomResourceDefinitions' follower, told of each write to one.
     definitions: Option<Arc<crate::crds::Definitions>>,
+    /// The agents' last scraped usage, served as `metrics.k8s.io`.
+    pub resource_metrics: Arc<crate::resource_metrics::ResourceMetrics>,
 }
 
 /// Everything a resource handler needs to know about its request.
@@ -107,6 +109,7 @@ impl Api {
             audit: None,
             limits: crate::inflight::Limits::new(0, 0),
             definitions: None,
+            resource_metrics: Arc::default(),
         }
     }
 

@@ -13,8 +13,11 @@ use super::Api;
 
 /// Whether `r` is made at each read, and only read.
 pub fn is_synthesized(r: &ResourceType) -> bool {
-    (r.group, r.plural) == ("", "componentstatuses")
+    (r.group, r.plural) == ("", "componentstatuses") || r.group == METRICS
 }
+
+/// The resource metrics API's group.
+const METRICS: &str = "metrics.k8s.io";
 
 /// Whether `r` lists local objects beside stored ones.
 pub fn has_local(r: &ResourceType) -> bool {
@@ -51,7 +54,11 @@ impl Api {
         use crate::request::Verb;
         use crate::response;
         let r = call.target.resource;
-        let mut items = self.synthesized(r).await?;
+        let mut items = if r.group == METRICS {
+            self.usage(call).await?
+        } else {
+            self.synthesized(r).await?
+        };
         if has_local(r) {
             let (stored, _, _) = self
                 .objects
@@ -115,6 +122,40 @@ impl Api {
             .map(|_| ())
             .map_err(|e| e.to_string());
         out.push(health("etcd-0", store));
+        Ok(out)
+    }
+
+    /// The NodeMetrics or PodMetrics of the nodes or pods the call's
+    /// namespace and label selector pick, that have a window of usage.
+    async fn usage(&self, call: &super::Call<'_>) -> Result<Vec<Value>, ApiError> {
+        let r = call.target.resource;
+        let source = registry::lookup("", "v1", r.plural).expect("nodes and pods are served");
+        let namespace = call.target.namespace.as_deref().filter(|_| r.namespaced);
+        let labels = skiff_core::selector::LabelSelector::parse(
+            call.query.label_selector.as_deref().unwrap_or(""),
+        )?;
+        let (listed, _, _) = self
+            .objects
+            .list(source, namespace, skiff_store::ListOptions::default())
+            .await?;
+        let metrics = &self.resource_metrics;
+        let mut out = Vec::new();
+        for kv in &listed {
+            let obj = crate::storage::decode(kv)?;
+            if !labels.matches_object(&obj) {
+                continue;
+            }
+            let shown = if r.namespaced {
+                metrics
+                    .pod(meta::namespace(&obj).unwrap_or_default(), meta::name(&obj))
+                    .map(|u| crate::resource_metrics::pod_metrics(&obj, &u))
+            } else {
+                metrics
+                    .node(meta::name(&obj))
+                    .map(|u| crate::resource_metrics::node_metrics(&obj, &u))
+            };
+            out.extend(shown);
+        }
         Ok(out)
     }
 
