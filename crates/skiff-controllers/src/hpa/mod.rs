@@ -402,6 +402,17 @@ impl HpaController {
             .map(|p| facts(p, &resource, container.as_deref()))
             .collect();
         let found = samples(metrics, &resource, container.as_deref());
+        let scope = if container.is_some() {
+            "container resource"
+        } else {
+            "resource"
+        };
+        let name = match goal {
+            Target::Utilization(_) => {
+                format!("{resource} {scope} utilization (percentage of request)")
+            }
+            Target::AverageValue(_) => format!("{resource} {scope}"),
+        };
         match replicas::recommend(current, &pods, found, goal, &resource, now) {
             Ok(r) => {
                 let mut current = json!({"averageValue": milli_quantity(r.average)});
@@ -420,7 +431,7 @@ impl HpaController {
                 Computed {
                     recommendation: Ok(r),
                     status: json!({"type": type_, kind: body}),
-                    name: format!("{resource} resource"),
+                    name,
                     reason: "",
                 }
             }
