@@ -15,6 +15,7 @@ mod encryption;
 mod handlers;
 mod impersonation;
 mod inflight;
+mod metrics;
 mod node_proxy;
 mod openapi;
 mod pki;
@@ -62,6 +63,9 @@ pub struct Config {
     /// How often the agents' resource metrics are scraped (the window
     /// of `metrics.k8s.io`); never when zero.
     pub metrics_resolution: std::time::Duration,
+    /// The process's Prometheus registry, which the server adds its
+    /// metrics to and serves at `/metrics`.
+    pub metrics: skiff_core::metrics::Registry,
 }
 
 /// How requests are authorized (`--authorization-mode`).
@@ -129,6 +133,7 @@ impl Config {
             max_mutating_requests_inflight: 200,
             encryption_config: None,
             metrics_resolution: std::time::Duration::from_secs(15),
+            metrics: skiff_core::metrics::Registry::default(),
         }
     }
 }
@@ -280,7 +285,8 @@ pub async fn start(config: Config) -> Result<Server, Error> {
             config.max_requests_inflight,
             config.max_mutating_requests_inflight,
         ))
-        .with_definitions(definitions.clone()),
+        .with_definitions(definitions.clone())
+        .with_metrics(config.metrics.clone()),
     );
     bootstrap::run(&api, SocketAddr::new(host, addr.port()))
         .await

@@ -19,6 +19,8 @@ pub struct Target {
 #[derive(Debug)]
 pub enum Route {
     Health,
+    /// `/metrics`: the process's Prometheus metrics.
+    Metrics,
     /// `/cacerts`: the cluster CA, for joining nodes to check against the
     /// hash in their token.
     CaCerts,
@@ -60,6 +62,7 @@ pub fn route(path: &str) -> Result<Route, ApiError> {
     let (group, version, rest) = match parts.as_slice() {
         ["healthz" | "livez" | "readyz", ..] => return Ok(Route::Health),
         ["version"] => return Ok(Route::Version),
+        ["metrics"] => return Ok(Route::Metrics),
         ["cacerts"] => return Ok(Route::CaCerts),
         ["api"] => return Ok(Route::RootDiscovery { legacy: true }),
         ["apis"] => return Ok(Route::RootDiscovery { legacy: false }),

@@ -42,6 +42,7 @@ use crate::root_ca::RootCaPublisher;
 use crate::runtime::api::KubeCluster;
 use crate::runtime::cache::{Informer, Object};
 use crate::runtime::controller::{self, Reconcile};
+use crate::runtime::metrics::WorkQueueMetrics;
 use crate::runtime::queue::Queue;
 use crate::serviceaccount::ServiceAccountController;
 use crate::statefulset::StatefulSetController;
@@ -68,6 +69,8 @@ pub struct Config {
     pub hpa_sync_period: Duration,
     /// The scale-down stabilization of autoscalers that set none.
     pub hpa_downscale_stabilization: Duration,
+    /// The process's Prometheus registry, which the work queues add to.
+    pub metrics: skiff_core::metrics::Registry,
 }
 
 impl Default for Config {
@@ -81,6 +84,7 @@ impl Default for Config {
             election: leader::Timing::default(),
             hpa_sync_period: Duration::from_secs(15),
             hpa_downscale_stabilization: Duration::from_secs(300),
+            metrics: skiff_core::metrics::Registry::default(),
         }
     }
 }
@@ -88,11 +92,11 @@ impl Default for Config {
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Informers to start, and the caches to wait for before workers start.
-#[derive(Default)]
 struct Wiring {
     watches: Vec<Task>,
     synced: Vec<Task>,
     workers: Vec<Task>,
+    metrics: WorkQueueMetrics,
 }
 
 impl Wiring {
@@ -119,6 +123,7 @@ impl Wiring {
     }
 
     fn workers<R: Reconcile>(&mut self, r: R, queue: Arc<Queue>, n: usize) {
+        queue.instrument(self.metrics.of(r.name()));
         self.workers
             .push(Box::pin(controller::run(Arc::new(r), queue, n)));
     }
@@ -134,20 +139,21 @@ pub async fn run(client: Client, config: Config) {
         identity,
         config.election.clone(),
     );
+    let metrics = WorkQueueMetrics::new(&config.metrics);
     loop {
         if leading.wait_for(|l| *l).await.is_err() {
             return;
         }
         tracing::info!("controller manager leading");
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(run_all(client.clone(), config.clone()));
+        tasks.spawn(run_all(client.clone(), config.clone(), metrics.clone()));
         let _ = leading.wait_for(|l| !*l).await;
         tracing::warn!("controller manager lost its lease; stopping controllers");
         tasks.abort_all();
     }
 }
 
-async fn run_all(client: Client, config: Config) {
+async fn run_all(client: Client, config: Config, metrics: WorkQueueMetrics) {
     let cluster: Arc<dyn crate::runtime::api::Cluster> = Arc::new(KubeCluster::new(client.clone()));
     let n = config.workers;
     let mut pods = Informer::<Pod>::default();
@@ -169,7 +175,12 @@ async fn run_all(client: Client, config: Config) {
     let mut classes = Informer::<StorageClass>::default();
     let mut jobs = Informer::<Job>::default();
     let mut cronjobs = Informer::<CronJob>::default();
-    let mut w = Wiring::default();
+    let mut w = Wiring {
+        watches: Vec::new(),
+        synced: Vec::new(),
+        workers: Vec::new(),
+        metrics,
+    };
 
     let q = Queue::new();
     let c = ReplicaSetController::new(&mut sets, &mut pods, cluster.clone(), q.clone());

@@ -14,6 +14,7 @@ pub mod defaults;
 pub mod fields;
 pub mod limit_range;
 pub mod meta;
+pub mod metrics;
 pub mod metrics_api;
 pub mod openapi;
 pub mod placement;

@@ -43,6 +43,9 @@ pub struct Config {
     /// The sandbox image; the built-in [`pause_image::DEFAULT`] is
     /// imported when missing.
     pub pause_image: String,
+    /// The agent's Prometheus registry, served at its endpoint's
+    /// `/metrics`.
+    pub metrics: skiff_core::metrics::Registry,
 }
 
 /// The cluster DNS server and domain pods are given.
@@ -104,6 +107,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         let streams = Arc::new(Streams {
             client: client.clone(),
             usage: usage.clone(),
+            metrics: config.metrics.clone(),
             node_name: config.node_name.clone(),
             cri: cri.clone(),
             runc_root: match &config.runtime_endpoint {
@@ -221,17 +225,23 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         let (client, local_path) = (client.clone(), local_path.clone());
         tokio::spawn(async move { local_path.run(client).await })
     };
+    let metrics = crate::metrics::AgentMetrics::new(&config.metrics);
+    let runtime = crate::runtime::instrumented::Instrumented {
+        inner: Arc::new(cri),
+        metrics: metrics.clone(),
+    };
     let worker = Arc::new(
         Worker::new(
             client,
-            Arc::new(cri),
+            Arc::new(runtime),
             config.node_name.clone(),
             config.node_ip.clone(),
             config.data_dir.join("pods"),
             config.dns.clone(),
             usage,
         )
-        .with_local_path(local_path),
+        .with_local_path(local_path)
+        .with_metrics(metrics),
     );
     worker.run().await;
     sweeper.abort();

@@ -16,6 +16,7 @@ mod fake_api;
 pub mod join;
 mod local_path;
 mod logs;
+pub mod metrics;
 pub mod node;
 mod ownership;
 pub mod pause_image;

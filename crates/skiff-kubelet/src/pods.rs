@@ -59,6 +59,9 @@ struct PodState {
     claimed: pod_inputs::Claimed,
     /// When the usage of the pod's size-limited emptyDirs was last measured.
     usage_checked: Option<Instant>,
+    /// When this agent first synced the pod, until it was seen running.
+    first_seen: Option<Instant>,
+    started: bool,
 }
 
 /// The node's pod workers and what they share.
@@ -88,6 +91,8 @@ pub struct Worker {
     syncs: Option<Arc<tokio::sync::Semaphore>>,
     /// Where this node keeps local-path volumes (none when simulated).
     local_path: Option<Arc<LocalPath>>,
+    /// The agent's Prometheus metrics (none when simulated).
+    metrics: Option<crate::metrics::AgentMetrics>,
 }
 
 /// One pod's worker, as the dispatcher sees it: the latest pod (`None`
@@ -107,6 +112,7 @@ impl Worker {
         let events = Some(Recorder::start(client.clone(), &node));
         Self {
             local_path: None,
+            metrics: None,
             usage,
             dns,
             client,
@@ -129,6 +135,12 @@ impl Worker {
         self
     }
 
+    /// Reports pod starts and what runs in these metrics.
+    pub fn with_metrics(mut self, metrics: crate::metrics::AgentMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// The worker of a simulated node, on a fake runtime.
     pub fn simulated(
         client: Client,
@@ -140,6 +152,7 @@ impl Worker {
         Self {
             syncs: Some(syncs),
             local_path: None,
+            metrics: None,
             usage: Arc::default(),
             dns: None,
             client,
@@ -260,6 +273,23 @@ impl Worker {
             events.retain(known);
         }
         if let Ok(all) = self.runtime.containers(None).await {
+            if let Some(m) = &self.metrics {
+                let count =
+                    |s: cri::ContainerState| all.iter().filter(|c| c.state == s as i32).count();
+                let ready = self.runtime.sandboxes(&[]).await.map_or(0, |sbs| {
+                    let ready = cri::PodSandboxState::SandboxReady as i32;
+                    sbs.iter().filter(|s| s.state == ready).count()
+                });
+                m.running(
+                    ready,
+                    &[
+                        ("running", count(cri::ContainerState::ContainerRunning)),
+                        ("exited", count(cri::ContainerState::ContainerExited)),
+                        ("created", count(cri::ContainerState::ContainerCreated)),
+                        ("unknown", count(cri::ContainerState::ContainerUnknown)),
+                    ],
+                );
+            }
             let ids: Vec<String> = all.into_iter().map(|c| c.id).collect();
             self.prober.retain(&ids);
         }
@@ -420,6 +450,7 @@ impl Worker {
     /// One step for one pod, then its status; returns when the next step
     /// is due if nothing wakes the worker before.
     async fn sync(&self, pod: &Pod, state: &mut PodState) -> Result<Duration, Error> {
+        state.first_seen.get_or_insert_with(Instant::now);
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let spec = pod.spec.clone().unwrap_or_default();
         if pod.metadata.deletion_timestamp.is_some() {
@@ -832,6 +863,13 @@ impl Worker {
             .await
         {
             Ok(_) => {
+                let running = status.phase.as_deref() == Some("Running");
+                if let (Some(m), Some(seen), true, false) =
+                    (&self.metrics, state.first_seen, running, state.started)
+                {
+                    m.pod_started(seen.elapsed());
+                    state.started = true;
+                }
                 state.reported = Some(status);
                 true
             }

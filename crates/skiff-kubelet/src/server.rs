@@ -1,6 +1,7 @@
 //! The agent's HTTPS endpoint, which the API server calls for pod logs,
 //! exec and port forwarding (`/containerLogs/…`, `/exec/…`,
-//! `/portForward/…`) and the pods' usage (`/stats/summary`). It serves a
+//! `/portForward/…`), the pods' usage (`/stats/summary`,
+//! `/metrics/resource`) and its own metrics (`/metrics`). It serves a
 //! self-signed certificate and admits callers with a client certificate
 //! from the cluster CA (the API server's) or a bearer token whose user may
 //! use this node ([`crate::endpoint_auth`]).
@@ -36,6 +37,8 @@ pub struct Streams {
     pub runc_root: PathBuf,
     /// What the node's pods use, for `/stats/summary`.
     pub usage: Arc<crate::usage::Usage>,
+    /// The agent's metrics, for `/metrics`.
+    pub metrics: skiff_core::metrics::Registry,
     pub node_name: String,
 }
 
@@ -193,6 +196,7 @@ fn router(streams: Arc<Streams>) -> Router {
         .route("/containerLogs/{ns}/{pod}/{container}", get(logs::serve))
         .route("/stats/summary", get(summary))
         .route("/metrics/resource", get(resource_metrics))
+        .route("/metrics", get(metrics))
         .route(
             "/exec/{ns}/{pod}/{container}",
             get(exec::serve).post(exec::serve),
@@ -213,6 +217,12 @@ fn router(streams: Arc<Streams>) -> Router {
 async fn summary(axum::extract::State(streams): axum::extract::State<Arc<Streams>>) -> Response {
     let body = streams.usage.summary(&streams.node_name).to_string();
     ([("content-type", "application/json")], body).into_response()
+}
+
+/// The agent's own Prometheus metrics.
+async fn metrics(axum::extract::State(streams): axum::extract::State<Arc<Streams>>) -> Response {
+    let body = skiff_core::metrics::encode(&streams.metrics);
+    ([("content-type", skiff_core::metrics::CONTENT_TYPE)], body).into_response()
 }
 
 /// Upstream's resource metrics: the runtime's statistics taken now, and

@@ -3,6 +3,7 @@
 //! `pods/binding`. It never touches the store.
 
 pub mod framework;
+mod metrics;
 pub mod node_info;
 pub mod plugins;
 pub mod queue;

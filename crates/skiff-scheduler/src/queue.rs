@@ -85,6 +85,11 @@ impl Queue {
     pub fn is_empty(&self) -> bool {
         self.queued.is_empty()
     }
+
+    /// How many pods are active and how many parked.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.queued.len(), self.unschedulable.len())
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use kube::Client;
 use tokio::sync::Notify;
 
 use crate::framework::{reserve, unreserve, Bind, CycleState, Profile, Status};
+use crate::metrics::{Outcome, SchedulerMetrics};
 use crate::node_info::{NodeInfo, PlacedPod};
 use crate::plugins::{profile, DefaultBinder, Kept, Volumes};
 use crate::queue::{Key, Queue};
@@ -31,6 +32,8 @@ pub struct Config {
     pub score_all_nodes: bool,
     /// Lease timings of the leader election.
     pub election: skiff_controllers::leader::Timing,
+    /// The process's Prometheus registry, which the scheduler adds to.
+    pub metrics: skiff_core::metrics::Registry,
 }
 
 /// What the watchers know, shared with the scheduling loop.
@@ -46,6 +49,8 @@ struct Cache {
     reported: HashMap<Key, String>,
     queue: Queue,
     start: usize,
+    /// When each pending pod was first queued.
+    queued_at: HashMap<Key, std::time::Instant>,
 }
 
 fn key(pod: &Pod) -> Key {
@@ -97,6 +102,11 @@ impl Cache {
         match node_of(&pod).map(str::to_owned) {
             Some(node) if !is_terminal(&pod) => {
                 self.pending.remove(&k);
+                // A pod this scheduler assumed keeps its queueing time
+                // for its binder.
+                if !self.placed.contains_key(&k) {
+                    self.queued_at.remove(&k);
+                }
                 self.queue.forget(&k);
                 self.reported.remove(&k);
                 self.place(k, &node, pod);
@@ -115,6 +125,9 @@ impl Cache {
                     == SCHEDULER_NAME;
                 if ours && !self.placed.contains_key(&k) {
                     let priority = priority(&pod);
+                    self.queued_at
+                        .entry(k.clone())
+                        .or_insert_with(std::time::Instant::now);
                     self.pending.insert(k.clone(), pod);
                     self.queue.push(k, priority);
                 }
@@ -124,6 +137,7 @@ impl Cache {
 
     fn delete_pod(&mut self, key: &str) {
         self.pending.remove(key);
+        self.queued_at.remove(key);
         self.reported.remove(key);
         self.queue.forget(key);
         if self.placed.contains_key(key) {
@@ -187,6 +201,7 @@ pub async fn run(client: Client, config: Config) {
             client: client.clone(),
         }),
         slots: Arc::new(tokio::sync::Semaphore::new(BINDS_IN_FLIGHT)),
+        metrics: SchedulerMetrics::new(&config.metrics),
     };
     loop {
         if !*leading.borrow() {
@@ -195,7 +210,13 @@ pub async fn run(client: Client, config: Config) {
             }
             continue;
         }
-        let next = cache.lock().unwrap_or_else(|e| e.into_inner()).queue.pop();
+        let next = {
+            let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+            let next = c.queue.pop();
+            let (active, parked) = c.queue.sizes();
+            binder.metrics.queues(active, parked);
+            next
+        };
         match next {
             // Placing a pod is CPU work: keep it off the async workers.
             Some(key) => tokio::task::block_in_place(|| {
@@ -310,6 +331,7 @@ fn schedule_one(
             let reserved = reserve(&profile.reserves, &placement.state, &pod, chosen);
             if !reserved.is_success() {
                 drop(c);
+                binder.metrics.attempt(Outcome::Error);
                 tracing::info!(pod = %key, %node, status = ?reserved, "reserving failed");
                 tokio::spawn(retry_later(cache.clone(), wake.clone(), key));
                 return;
@@ -322,6 +344,7 @@ fn schedule_one(
                     client: client.clone(),
                     binder: binder.bind.clone(),
                     slots: binder.slots.clone(),
+                    metrics: binder.metrics.clone(),
                     profile: profile.clone(),
                     cache: cache.clone(),
                     wake: wake.clone(),
@@ -356,6 +379,7 @@ fn schedule_one(
                 c.reported.insert(key.clone(), message.clone()).as_ref() != Some(&message);
             c.queue.park(key);
             drop(c);
+            binder.metrics.attempt(Outcome::Unschedulable);
             if changed {
                 tokio::spawn(report_unschedulable(client.clone(), pod, message));
             }
@@ -369,6 +393,7 @@ struct Binding {
     binder: Arc<dyn Bind>,
     /// Shared by every binding task: how many may write at once.
     slots: Arc<tokio::sync::Semaphore>,
+    metrics: SchedulerMetrics,
     profile: Arc<Profile>,
     cache: Arc<Mutex<Cache>>,
     wake: Arc<Notify>,
@@ -383,6 +408,7 @@ const BINDS_IN_FLIGHT: usize = 64;
 struct Binder {
     bind: Arc<dyn Bind>,
     slots: Arc<tokio::sync::Semaphore>,
+    metrics: SchedulerMetrics,
 }
 
 async fn bind(b: Binding, key: Key, pod: Pod, node: String, state: CycleState) {
@@ -400,6 +426,16 @@ async fn bind(b: Binding, key: Key, pod: Pod, node: String, state: CycleState) {
     };
     match bound {
         Status::Success => {
+            b.metrics.attempt(Outcome::Scheduled);
+            let since = b
+                .cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .queued_at
+                .remove(&key);
+            if let Some(since) = since {
+                b.metrics.bound(since.elapsed());
+            }
             let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
             let name = pod.metadata.name.as_deref().unwrap_or_default();
             let message = format!("Successfully assigned {ns}/{name} to {node}");
@@ -407,6 +443,7 @@ async fn bind(b: Binding, key: Key, pod: Pod, node: String, state: CycleState) {
         }
         failed => {
             drop(slot);
+            b.metrics.attempt(Outcome::Error);
             tracing::info!(pod = %key, %node, status = ?failed, "binding failed");
             unreserve(&b.profile.reserves, &state, &pod, &node);
             {

@@ -320,6 +320,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
                 domain: args.cluster_domain,
             }),
             pause_image: args.pause_image,
+            metrics: Default::default(),
         };
         let proxy = skiff_proxy::Config {
             node_name: config.node_name.clone(),
@@ -429,7 +430,12 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Server(args) => {
-                let server = skiff_apiserver::start(args.config()).await?;
+                // The control plane's components share one registry,
+                // served at the API server's /metrics.
+                let metrics = skiff_core::metrics::Registry::default();
+                let mut config = args.config();
+                config.metrics = metrics.clone();
+                let server = skiff_apiserver::start(config).await?;
                 let mut dns_task = None;
                 use skiff_apiserver::Component;
                 if !args.disable_scheduler {
@@ -437,6 +443,7 @@ fn main() -> anyhow::Result<()> {
                         local_client(&server.kubeconfig_for(Component::Scheduler)?).await?;
                     let config = skiff_scheduler::Config {
                         score_all_nodes: args.scheduler_score_all_nodes,
+                        metrics: metrics.clone(),
                         ..Default::default()
                     };
                     tokio::spawn(skiff_scheduler::run(client, config));
@@ -452,6 +459,7 @@ fn main() -> anyhow::Result<()> {
                         hpa_sync_period: args.horizontal_pod_autoscaler_sync_period,
                         hpa_downscale_stabilization: args
                             .horizontal_pod_autoscaler_downscale_stabilization,
+                        metrics: metrics.clone(),
                         ..Default::default()
                     };
                     tokio::spawn(skiff_controllers::manager::run(client, config));
@@ -514,6 +522,7 @@ fn main() -> anyhow::Result<()> {
                             domain: args.cluster_domain.clone(),
                         }),
                         pause_image: args.pause_image.clone(),
+                        metrics: Default::default(),
                     };
                     let proxy = skiff_proxy::Config {
                         node_name: config.node_name.clone(),

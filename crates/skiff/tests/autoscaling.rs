@@ -1,7 +1,8 @@
 //! Resource metrics and autoscaling end to end, with real containers and
 //! the real kubectl: `kubectl top` shows a busy pod's core; a Deployment
 //! made autoscaled by `kubectl autoscale` (50 % CPU, 1 to 5 replicas)
-//! grows under a busy loop and shrinks back once it stops.
+//! grows under a busy loop and shrinks back once it stops; the agent's
+//! own metrics count the pods it started.
 //! Needs root and `scripts/setup.sh --test`.
 
 mod support;
@@ -165,4 +166,35 @@ spec:
         "{events}"
     );
     assert!(events.contains("All metrics below target"), "{events}");
+
+    // The agent's own metrics, through the API server's node proxy.
+    let node = c.ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let text = c.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{node}/proxy/metrics"),
+    ]);
+    let agent = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let value = |name: &str| {
+        agent
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .map(|s| s.value.clone())
+    };
+    match value("kubelet_pod_start_duration_seconds") {
+        Some(prometheus_parse::Value::Histogram(buckets)) => {
+            let all = buckets.last().map_or(0.0, |b| b.count);
+            assert!(all >= 5.0, "the five pods' starts: {buckets:?}");
+        }
+        other => panic!("no pod start histogram: {other:?}\n{text}"),
+    }
+    assert!(
+        matches!(value("kubelet_running_pods"), Some(prometheus_parse::Value::Gauge(n)) if n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("kubelet_runtime_operations_duration_seconds_bucket{"),
+        "{text}"
+    );
 }

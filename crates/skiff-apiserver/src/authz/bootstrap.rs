@@ -118,6 +118,7 @@ pub fn cluster_roles() -> Vec<Value> {
             READ,
         ),
         rule(&["events.k8s.io"], &["events"], READ),
+        rule(&["metrics.k8s.io"], &["pods", "nodes"], READ),
     ];
     let workloads_write = vec![
         rule(
@@ -232,6 +233,23 @@ pub fn cluster_roles() -> Vec<Value> {
                     "/readyz",
                     "/version",
                     "/version/",
+                ],
+                &["get"],
+            )],
+        ),
+        role(
+            "system:monitoring",
+            defaults.clone(),
+            vec![urls(
+                &[
+                    "/healthz",
+                    "/healthz/*",
+                    "/livez",
+                    "/livez/*",
+                    "/metrics",
+                    "/metrics/slis",
+                    "/readyz",
+                    "/readyz/*",
                 ],
                 &["get"],
             )],
@@ -388,6 +406,7 @@ pub fn cluster_role_bindings() -> Vec<Value> {
     vec![
         binding("cluster-admin", &["system:masters"]),
         binding("system:discovery", &["system:authenticated"]),
+        binding("system:monitoring", &["system:monitoring"]),
         binding("system:basic-user", &["system:authenticated"]),
         binding(
             "system:public-info-viewer",

@@ -55,6 +55,9 @@ pub struct Api {
     definitions: Option<Arc<crate::crds::Definitions>>,
     /// The agents' last scraped usage, served as `metrics.k8s.io`.
     pub resource_metrics: Arc<crate::resource_metrics::ResourceMetrics>,
+    /// The process's Prometheus metrics, served at `/metrics`.
+    registry: skiff_core::metrics::Registry,
+    metrics: crate::metrics::ApiMetrics,
 }
 
 /// Everything a resource handler needs to know about its request.
@@ -98,6 +101,7 @@ impl Api {
         issuer: Arc<Issuer>,
         authorizer: Arc<dyn Authorizer>,
     ) -> Self {
+        let registry = skiff_core::metrics::Registry::default();
         Self {
             issuer,
             authorizer,
@@ -110,12 +114,21 @@ impl Api {
             limits: crate::inflight::Limits::new(0, 0),
             definitions: None,
             resource_metrics: Arc::default(),
+            metrics: crate::metrics::ApiMetrics::new(&registry),
+            registry,
         }
     }
 
     /// Serves custom resources as these definitions say.
     pub fn with_definitions(mut self, definitions: Arc<crate::crds::Definitions>) -> Self {
         self.definitions = Some(definitions);
+        self
+    }
+
+    /// Adds the API server's metrics to `registry` and serves it.
+    pub fn with_metrics(mut self, registry: skiff_core::metrics::Registry) -> Self {
+        self.metrics = crate::metrics::ApiMetrics::new(&registry);
+        self.registry = registry;
         self
     }
 
@@ -137,10 +150,21 @@ impl Api {
             Some(_) => audit::Trail::begin(&req),
             None => audit::Trail::default(),
         };
-        let reply = match self.dispatch(req, &mut trail).await {
+        let started = std::time::Instant::now();
+        let mutating = !matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS");
+        let in_flight = self.metrics.in_flight(mutating);
+        let mut labels = crate::metrics::Request {
+            verb: req.method().as_str().to_owned(),
+            component: "apiserver".into(),
+            ..Default::default()
+        };
+        let reply = match self.dispatch(req, &mut trail, &mut labels).await {
             Ok(r) => r,
             Err(e) => response::error(&e),
         };
+        drop(in_flight);
+        self.metrics
+            .observe(labels, reply.status().as_u16(), started.elapsed());
         let Some((_, log)) = &self.audit else {
             return reply;
         };
@@ -220,6 +244,7 @@ impl Api {
         &self,
         req: Request<Body>,
         trail: &mut audit::Trail,
+        labels: &mut crate::metrics::Request,
     ) -> Result<Response, ApiError> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_owned();
@@ -324,6 +349,27 @@ impl Api {
             ),
             _ => ("get", authz::Target::Path(path.clone())),
         };
+        if let (Route::Resource(t), authz::Target::Resource { .. }) = (&route, &target.1) {
+            let apply = parts
+                .headers
+                .get(hyper::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/apply-patch"));
+            let verb = match &query {
+                Some(q) if !is_node_stream(t) => request::verb(&parts.method, t, q)?.name(),
+                _ => target.0,
+            };
+            labels.verb = crate::metrics::verb(verb, is_node_stream(t), apply);
+            labels.group = t.resource.group.to_owned();
+            labels.version = t.resource.version.to_owned();
+            labels.resource = t.resource.plural.to_owned();
+            labels.subresource = t.subresource.clone().unwrap_or_default();
+            labels.scope = match (&t.name, &t.namespace) {
+                (Some(_), _) => "resource",
+                (None, Some(_)) => "namespace",
+                (None, None) => "cluster",
+            }
+            .into();
+        }
         let body = self
             .audit_level(trail, target.0, &target.1, &parts.headers, body)
             .await?;
@@ -340,6 +386,11 @@ impl Api {
         match route {
             Route::Health | Route::CaCerts => unreachable!("answered before authentication"),
             Route::Version => Ok(response::json(200, &version())),
+            Route::Metrics => Ok(response::bytes(
+                200,
+                skiff_core::metrics::CONTENT_TYPE,
+                skiff_core::metrics::encode(&self.registry).into_bytes(),
+            )),
             Route::RootDiscovery { legacy } => Ok(crate::discovery::root(legacy, &accept)),
             Route::GroupDiscovery { group } => crate::discovery::group(&group),
             Route::ResourceList { group, version } => crate::discovery::resources(&group, &version),

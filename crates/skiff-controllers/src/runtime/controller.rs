@@ -43,7 +43,10 @@ pub async fn run<R: Reconcile>(reconciler: Arc<R>, queue: Arc<Queue>, workers: u
 
 /// Reconciles one key and settles it in the queue.
 pub async fn step<R: Reconcile>(r: &R, queue: &Arc<Queue>, key: String) {
-    match r.reconcile(&key).await {
+    let started = std::time::Instant::now();
+    let result = r.reconcile(&key).await;
+    queue.worked(started.elapsed());
+    match result {
         Ok(action) => {
             queue.forget(&key);
             if let Action::RequeueAfter(d) = action {

@@ -8,4 +8,5 @@ pub mod events;
 pub mod expectations;
 #[cfg(test)]
 pub mod fake;
+pub mod metrics;
 pub mod queue;

@@ -3,10 +3,12 @@
 //! exponentially growing delay.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+
+use super::metrics::Instruments;
 
 /// The first retry delay; it doubles per failure up to [`MAX_BACKOFF`].
 const BASE_BACKOFF: Duration = Duration::from_millis(5);
@@ -19,6 +21,8 @@ struct State {
     dirty: HashSet<String>,
     processing: HashSet<String>,
     failures: HashMap<String, u32>,
+    /// When each key in `queue` was queued, for the metrics.
+    since: HashMap<String, Instant>,
 }
 
 /// A deduplicating, rate-limited queue of object keys.
@@ -26,6 +30,7 @@ struct State {
 pub struct Queue {
     state: Mutex<State>,
     ready: Notify,
+    metrics: OnceLock<Instruments>,
 }
 
 impl Queue {
@@ -37,6 +42,11 @@ impl Queue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Reports this queue's metrics under `name` from now on.
+    pub fn instrument(&self, instruments: Instruments) {
+        let _ = self.metrics.set(instruments);
+    }
+
     /// Queues `key` unless it is queued already.
     pub fn add(&self, key: impl Into<String>) {
         let key = key.into();
@@ -44,10 +54,28 @@ impl Queue {
         if !s.dirty.insert(key.clone()) {
             return;
         }
+        if let Some(m) = self.metrics.get() {
+            m.adds.inc();
+        }
         if !s.processing.contains(&key) {
-            s.queue.push_back(key);
+            self.push(&mut s, key);
             drop(s);
             self.ready.notify_one();
+        }
+    }
+
+    fn push(&self, s: &mut State, key: String) {
+        if let Some(m) = self.metrics.get() {
+            s.since.insert(key.clone(), Instant::now());
+            m.depth.set(s.queue.len() as i64 + 1);
+        }
+        s.queue.push_back(key);
+    }
+
+    /// Records that `key` took `took` to reconcile.
+    pub fn worked(&self, took: Duration) {
+        if let Some(m) = self.metrics.get() {
+            m.worked(took);
         }
     }
 
@@ -74,6 +102,9 @@ impl Queue {
             *n += 1;
             *n
         };
+        if let Some(m) = self.metrics.get() {
+            m.retries.inc();
+        }
         let delay = BASE_BACKOFF
             .saturating_mul(1 << (failures - 1).min(20))
             .min(MAX_BACKOFF);
@@ -89,6 +120,12 @@ impl Queue {
     pub fn try_next(&self) -> Option<String> {
         let mut s = self.lock();
         let key = s.queue.pop_front()?;
+        if let Some(m) = self.metrics.get() {
+            m.depth.set(s.queue.len() as i64);
+            if let Some(since) = s.since.remove(&key) {
+                m.waited(since.elapsed());
+            }
+        }
         s.dirty.remove(&key);
         s.processing.insert(key.clone());
         Some(key)
@@ -110,7 +147,7 @@ impl Queue {
         let mut s = self.lock();
         s.processing.remove(key);
         if s.dirty.contains(key) {
-            s.queue.push_back(key.to_owned());
+            self.push(&mut s, key.to_owned());
             drop(s);
             self.ready.notify_one();
         }

@@ -5,6 +5,7 @@
 
 mod cri_runtime;
 pub mod fake;
+pub mod instrumented;
 
 use k8s_cri::v1 as cri;
 

@@ -1,0 +1,149 @@
+//! The API server's Prometheus metrics, as upstream names them: requests
+//! by verb, resource and code, their latency, and requests in flight.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use skiff_core::metrics::{latency, register, Registry};
+
+/// What a request was: upstream's labels.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Request {
+    pub verb: String,
+    pub group: String,
+    pub version: String,
+    pub resource: String,
+    pub subresource: String,
+    pub scope: String,
+    pub component: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Answered {
+    #[prometheus(flatten)]
+    request: Request,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    request_kind: &'static str,
+}
+
+/// The API server's metrics.
+#[derive(Clone)]
+pub struct ApiMetrics {
+    requests: Family<Answered, Counter>,
+    durations: Family<Request, Histogram>,
+    inflight: Family<Kind, Gauge>,
+}
+
+impl ApiMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        let m = Self {
+            requests: Family::default(),
+            durations: Family::new_with_constructor(latency),
+            inflight: Family::default(),
+        };
+        register(
+            registry,
+            "apiserver_request",
+            "Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, scope, component, and HTTP response code.",
+            m.requests.clone(),
+        );
+        register(
+            registry,
+            "apiserver_request_duration_seconds",
+            "Response latency distribution in seconds for each verb, dry run value, group, version, resource, subresource, scope and component.",
+            m.durations.clone(),
+        );
+        register(
+            registry,
+            "apiserver_current_inflight_requests",
+            "Maximal number of currently used inflight request limit of this apiserver per request kind in last second.",
+            m.inflight.clone(),
+        );
+        m
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    pub fn in_flight(&self, mutating: bool) -> InFlight {
+        let kind = Kind {
+            request_kind: if mutating { "mutating" } else { "readOnly" },
+        };
+        let gauge = self.inflight.get_or_create(&kind).clone();
+        gauge.inc();
+        InFlight(gauge)
+    }
+
+    /// Records an answered request.
+    pub fn observe(&self, request: Request, code: u16, took: Duration) {
+        self.durations
+            .get_or_create(&request)
+            .observe(took.as_secs_f64());
+        let answered = Answered {
+            request,
+            code: code.to_string(),
+        };
+        self.requests.get_or_create(&answered).inc();
+    }
+}
+
+/// A request in flight; it leaves the count when dropped.
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Upstream's verb for a request: the REST verb, upper-case, with
+/// streams as `CONNECT` and server-side apply as `APPLY`.
+pub fn verb(verb: &str, stream: bool, apply: bool) -> String {
+    match verb {
+        _ if stream => "CONNECT".into(),
+        "create" => "POST".into(),
+        "update" => "PUT".into(),
+        "patch" if apply => "APPLY".into(),
+        other => other.to_ascii_uppercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_code_and_timed() {
+        let registry = Registry::default();
+        let m = ApiMetrics::new(&registry);
+        let request = Request {
+            verb: verb("list", false, false),
+            resource: "pods".into(),
+            version: "v1".into(),
+            scope: "namespace".into(),
+            component: "apiserver".into(),
+            ..Default::default()
+        };
+        m.observe(request.clone(), 200, Duration::from_millis(3));
+        m.observe(request, 200, Duration::from_millis(30));
+        let guard = m.in_flight(true);
+        let text = skiff_core::metrics::encode(&registry);
+        assert!(
+            text.contains("apiserver_request_total{verb=\"LIST\",group=\"\",version=\"v1\",resource=\"pods\",subresource=\"\",scope=\"namespace\",component=\"apiserver\",code=\"200\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("apiserver_request_duration_seconds_count{verb=\"LIST\""));
+        assert!(text.contains("apiserver_current_inflight_requests{request_kind=\"mutating\"} 1"));
+        drop(guard);
+        let text = skiff_core::metrics::encode(&registry);
+        assert!(text.contains("apiserver_current_inflight_requests{request_kind=\"mutating\"} 0"));
+        assert_eq!(verb("patch", false, true), "APPLY");
+        assert_eq!(verb("create", true, false), "CONNECT");
+    }
+}

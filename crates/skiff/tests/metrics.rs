@@ -1,0 +1,86 @@
+//! Prometheus metrics of the control plane at the API server's
+//! `/metrics`, read with the real kubectl and parsed by a Prometheus text
+//! parser: the request counter rises with kubectl's requests; the
+//! scheduler's and controllers' series are there; only those RBAC lets
+//! read `/metrics` may.
+
+mod support;
+
+use support::Cluster;
+
+fn scrape(c: &Cluster) -> prometheus_parse::Scrape {
+    let text = c.ok(&["get", "--raw", "/metrics"]);
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
+}
+
+/// The count of LIST requests for namespaces answered 200.
+fn namespace_lists(s: &prometheus_parse::Scrape) -> f64 {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == "apiserver_request_total")
+        .filter(|x| {
+            x.labels.get("verb") == Some("LIST")
+                && x.labels.get("resource") == Some("namespaces")
+                && x.labels.get("code") == Some("200")
+        })
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[test]
+fn the_request_counter_rises_with_kubectl_calls() {
+    let c = Cluster::start();
+    let before = namespace_lists(&scrape(&c));
+    c.ok(&["get", "namespaces"]);
+    c.ok(&["get", "namespaces"]);
+    let after = scrape(&c);
+    assert!(
+        namespace_lists(&after) >= before + 2.0,
+        "{before} then {}",
+        namespace_lists(&after)
+    );
+    let names: Vec<&str> = after.samples.iter().map(|s| s.metric.as_str()).collect();
+    for family in [
+        "apiserver_request_duration_seconds",
+        "apiserver_current_inflight_requests",
+        "scheduler_pending_pods",
+        "workqueue_adds_total",
+        "workqueue_depth",
+    ] {
+        assert!(names.contains(&family), "{family} is missing");
+    }
+    let bucket = after
+        .samples
+        .iter()
+        .find(|s| s.metric == "apiserver_request_duration_seconds")
+        .unwrap();
+    assert_eq!(bucket.labels.get("component"), Some("apiserver"));
+    assert!(
+        matches!(&bucket.value, prometheus_parse::Value::Histogram(b) if !b.is_empty()),
+        "{bucket:?}"
+    );
+}
+
+#[test]
+fn metrics_are_for_those_rbac_lets_read_them() {
+    let c = Cluster::start();
+    let refused = c.fails(&["get", "--raw", "/metrics", "--as", "alice"]);
+    assert!(
+        refused.contains("Forbidden") || refused.contains("forbidden"),
+        "{refused}"
+    );
+    let monitoring = c.ok(&[
+        "get",
+        "--raw",
+        "/metrics",
+        "--as",
+        "alice",
+        "--as-group",
+        "system:monitoring",
+    ]);
+    assert!(monitoring.contains("# TYPE apiserver_request counter"));
+    assert!(monitoring.contains("apiserver_request_total{"));
+}
