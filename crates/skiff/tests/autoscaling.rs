@@ -136,7 +136,8 @@ spec:
         5,
         "the busy pod alone keeps the average above 50 %"
     );
-    let status = c.json(&["get", "hpa.v2.autoscaling", "burn"])["status"].clone();
+    let status =
+        c.json(&["get", "horizontalpodautoscalers.v2.autoscaling", "burn"])["status"].clone();
     let active = status["conditions"]
         .as_array()
         .unwrap()
@@ -197,4 +198,67 @@ spec:
         text.contains("kubelet_runtime_operations_duration_seconds_bucket{"),
         "{text}"
     );
+}
+
+#[test]
+fn an_autoscaler_is_one_object_at_v1_and_v2() {
+    let c = Cluster::start();
+    create(
+        &c,
+        "apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: web}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  maxReplicas: 4
+  metrics:
+  - type: Resource
+    resource: {name: cpu, target: {type: Utilization, averageUtilization: 60}}
+  - type: Resource
+    resource: {name: memory, target: {type: AverageValue, averageValue: 64Mi}}
+  behavior:
+    scaleDown: {stabilizationWindowSeconds: 30}
+",
+    );
+    let v1 = c.json(&["get", "horizontalpodautoscalers.v1.autoscaling", "web"]);
+    assert_eq!(v1["apiVersion"], "autoscaling/v1");
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 60);
+    assert_eq!(v1["spec"]["minReplicas"], 1, "defaulted");
+    // An edit through v1 keeps what only v2 can say.
+    c.ok(&[
+        "patch",
+        "horizontalpodautoscalers.v1.autoscaling",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"targetCPUUtilizationPercentage":70}}"#,
+    ]);
+    let v2 = c.json(&["get", "horizontalpodautoscalers.v2.autoscaling", "web"]);
+    let metrics = v2["spec"]["metrics"].as_array().unwrap();
+    assert_eq!(metrics[0]["resource"]["target"]["averageUtilization"], 70);
+    assert_eq!(metrics[1]["resource"]["name"], "memory");
+    assert_eq!(
+        v2["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"],
+        30
+    );
+    assert_eq!(
+        v2["spec"]["behavior"]["scaleUp"]["policies"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "behavior defaults filled in"
+    );
+    let annotations = v2["metadata"]["annotations"].as_object().unwrap();
+    assert!(
+        !annotations
+            .keys()
+            .any(|k| k.starts_with("autoscaling.alpha")),
+        "v1's annotations are taken back: {v2}"
+    );
+    let table = c.ok(&["get", "hpa", "web", "--no-headers"]);
+    assert!(
+        table.contains("cpu: <unknown>/70%, memory: <unknown>/64Mi"),
+        "{table}"
+    );
+    assert!(table.contains("Deployment/web"), "{table}");
 }

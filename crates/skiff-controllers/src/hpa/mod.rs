@@ -187,6 +187,14 @@ impl HpaController {
     }
 }
 
+/// An error as upstream's messages quote it: the API's message alone.
+fn said(e: &Error) -> String {
+    match e {
+        Error::Api { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// A duration from seconds in a spec.
 fn seconds(s: i32) -> chrono::Duration {
     chrono::Duration::seconds(i64::from(s.max(0)))
@@ -359,7 +367,11 @@ impl HpaController {
                     recommendation: Err(why),
                     status: Value::Null,
                     name: spec.type_.clone(),
-                    reason: "FailedGetExternalMetric",
+                    reason: match spec.type_.as_str() {
+                        "Pods" => "FailedGetPodsMetric",
+                        "Object" => "FailedGetObjectMetric",
+                        _ => "FailedGetExternalMetric",
+                    },
                 };
             }
         };
@@ -500,9 +512,11 @@ impl Reconcile for HpaController {
         let scale = match self.targets.scale(&ns, &spec.scale_target_ref).await {
             Ok(s) => s,
             Err(e) => {
-                let message =
-                    format!("the HPA controller was unable to get the target's current scale: {e}");
-                self.event(&hpa, true, "FailedGetScale", &e.to_string());
+                let message = format!(
+                    "the HPA controller was unable to get the target's current scale: {}",
+                    said(&e)
+                );
+                self.event(&hpa, true, "FailedGetScale", &said(&e));
                 set_condition(
                     &mut conditions,
                     "AbleToScale",
@@ -619,14 +633,20 @@ impl Reconcile for HpaController {
                     &hpa,
                     true,
                     "FailedRescale",
-                    &format!("New size: {desired}; reason: {rescale_reason}; error: {e}"),
+                    &format!(
+                        "New size: {desired}; reason: {rescale_reason}; error: {}",
+                        said(&e)
+                    ),
                 );
                 set_condition(
                     &mut conditions,
                     "AbleToScale",
                     false,
                     "FailedUpdateScale",
-                    &format!("the HPA controller was unable to update the target scale: {e}"),
+                    &format!(
+                        "the HPA controller was unable to update the target scale: {}",
+                        said(&e)
+                    ),
                     &stamp,
                 );
                 status["conditions"] = json!(conditions);
@@ -685,7 +705,7 @@ impl HpaController {
             .targets
             .pod_metrics(ns, selector_text)
             .await
-            .map_err(|e| e.to_string());
+            .map_err(|e| said(&e));
         let (mut best, mut name, mut statuses) = (None::<i32>, String::new(), Vec::new());
         let mut first_error = None;
         let mut invalid = 0;
@@ -759,6 +779,197 @@ impl HpaController {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::fake::FakeCluster;
+
+    /// Scales and metrics held in memory.
+    #[derive(Default)]
+    struct FakeTargets {
+        replicas: Mutex<i32>,
+        metrics: Mutex<Option<Vec<Value>>>,
+    }
+
+    #[async_trait]
+    impl Targets for FakeTargets {
+        async fn scale(&self, _: &str, _: &CrossVersionObjectReference) -> Result<Scale, Error> {
+            Ok(Scale {
+                replicas: *self.replicas.lock().unwrap(),
+                selector: "app=web".into(),
+            })
+        }
+
+        async fn set_scale(
+            &self,
+            _: &str,
+            _: &CrossVersionObjectReference,
+            n: i32,
+        ) -> Result<(), Error> {
+            *self.replicas.lock().unwrap() = n;
+            Ok(())
+        }
+
+        async fn pod_metrics(&self, _: &str, selector: &str) -> Result<Vec<Value>, Error> {
+            assert_eq!(selector, "app=web");
+            self.metrics.lock().unwrap().clone().ok_or(Error::Api {
+                code: 404,
+                reason: "NotFound".into(),
+                message:
+                    "the server could not find the requested resource (get pods.metrics.k8s.io)"
+                        .into(),
+            })
+        }
+    }
+
+    fn pod(name: &str) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "d", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "app", "resources": {"requests": {"cpu": "100m"}}}]},
+            "status": {"phase": "Running", "startTime": "2020-01-01T00:00:00Z",
+                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2020-01-01T00:00:10Z"}]}}))
+        .unwrap()
+    }
+
+    fn usage(name: &str, cpu: &str) -> Value {
+        json!({"metadata": {"name": name, "namespace": "d"}, "timestamp": Utc::now().to_rfc3339(),
+            "window": "15s", "containers": [{"name": "app", "usage": {"cpu": cpu, "memory": "1Mi"}}]})
+    }
+
+    fn hpa(metrics: Value) -> HorizontalPodAutoscaler {
+        serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "d", "uid": "h1", "generation": 1},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "minReplicas": 1, "maxReplicas": 5, "metrics": metrics}}))
+        .unwrap()
+    }
+
+    fn cpu50() -> Value {
+        json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}])
+    }
+
+    fn controller(
+        replicas: i32,
+    ) -> (
+        HpaController,
+        Arc<FakeCluster>,
+        Arc<FakeTargets>,
+        Informer<HorizontalPodAutoscaler>,
+        Informer<Pod>,
+    ) {
+        let fake = Arc::new(FakeCluster::default());
+        let targets = Arc::new(FakeTargets::default());
+        *targets.replicas.lock().unwrap() = replicas;
+        let (mut hpas, pods) = (Informer::default(), Informer::default());
+        let c = HpaController::new(
+            &mut hpas,
+            &pods,
+            fake.clone(),
+            targets.clone(),
+            Queue::new(),
+            (Duration::from_secs(15), Duration::from_secs(300)),
+        );
+        (c, fake, targets, hpas, pods)
+    }
+
+    fn condition(status: &Value, type_: &str) -> (String, String) {
+        let c = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == type_)
+            .unwrap();
+        (
+            c["status"].as_str().unwrap().to_owned(),
+            c["reason"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_busy_pod_scales_its_target_up_to_the_limits() {
+        let (c, fake, targets, hpas, pods) = controller(1);
+        hpas.apply(hpa(cpu50()));
+        pods.apply(pod("a"));
+        *targets.metrics.lock().unwrap() = Some(vec![usage("a", "1")]);
+        c.reconcile("d/web").await.unwrap();
+        assert_eq!(*targets.replicas.lock().unwrap(), 5);
+        let status = &fake.bodies("patch-status")[0]["status"];
+        assert_eq!(status["desiredReplicas"], 5);
+        assert_eq!(
+            status["currentMetrics"][0]["resource"]["current"]["averageUtilization"],
+            1000
+        );
+        assert_eq!(
+            status["currentMetrics"][0]["resource"]["current"]["averageValue"],
+            "1"
+        );
+        assert_eq!(
+            condition(status, "AbleToScale"),
+            ("True".into(), "SucceededRescale".into())
+        );
+        assert_eq!(
+            condition(status, "ScalingActive"),
+            ("True".into(), "ValidMetricFound".into())
+        );
+        assert_eq!(
+            condition(status, "ScalingLimited"),
+            ("True".into(), "TooManyReplicas".into())
+        );
+        assert!(status["lastScaleTime"].is_string());
+        assert_eq!(
+            fake.event_messages(),
+            ["SuccessfulRescale New size: 5; reason: cpu resource utilization (percentage of request) above target"]
+        );
+    }
+
+    #[tokio::test]
+    async fn without_metrics_nothing_changes_and_the_status_says_why() {
+        let (c, fake, targets, hpas, pods) = controller(2);
+        hpas.apply(hpa(cpu50()));
+        pods.apply(pod("a"));
+        c.reconcile("d/web").await.unwrap();
+        assert_eq!(*targets.replicas.lock().unwrap(), 2);
+        let status = &fake.bodies("patch-status")[0]["status"];
+        assert_eq!(
+            condition(status, "ScalingActive"),
+            ("False".into(), "FailedGetResourceMetric".into())
+        );
+        let events = fake.event_messages();
+        assert!(
+            events
+                .iter()
+                .any(|e| e.starts_with("FailedGetResourceMetric failed to get cpu utilization")),
+            "{events:?}"
+        );
+        assert!(
+            events.iter().any(|e| e
+                .starts_with("FailedComputeMetricsReplicas invalid metrics (1 invalid out of 1)")),
+            "{events:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn custom_metrics_are_refused_and_a_zero_target_is_left_alone() {
+        let (c, fake, targets, hpas, pods) = controller(2);
+        hpas.apply(hpa(
+            json!([{"type": "Pods", "pods": {"metric": {"name": "qps"},
+            "target": {"type": "AverageValue", "averageValue": "10"}}}]),
+        ));
+        pods.apply(pod("a"));
+        *targets.metrics.lock().unwrap() = Some(vec![usage("a", "1")]);
+        c.reconcile("d/web").await.unwrap();
+        let events = fake.event_messages();
+        assert!(
+            events.iter().any(|e| e.contains("no custom metrics API")),
+            "{events:?}"
+        );
+        assert_eq!(*targets.replicas.lock().unwrap(), 2);
+        fake.clear();
+        *targets.replicas.lock().unwrap() = 0;
+        hpas.apply(hpa(cpu50()));
+        c.reconcile("d/web").await.unwrap();
+        assert_eq!(*targets.replicas.lock().unwrap(), 0);
+        let status = &fake.bodies("patch-status")[0]["status"];
+        assert_eq!(
+            condition(status, "ScalingActive"),
+            ("False".into(), "ScalingDisabled".into())
+        );
+    }
 
     #[test]
     fn windows_as_metrics_servers_write_them() {
