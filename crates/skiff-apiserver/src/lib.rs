@@ -235,7 +235,9 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         }),
         None => backend,
     };
-    let store: Arc<dyn Store> = WatchCache::new(backend, config.watch_cache_events).await?;
+    let cache = WatchCache::new(backend, config.watch_cache_events).await?;
+    metrics::register_store(&config.metrics, cache.clone());
+    let store: Arc<dyn Store> = cache;
     let creds = pki::Credentials::load_or_create(dir, config.bind_address)?;
     let issuer =
         Arc::new(tokens::Issuer::new(&creds.service_account_key).map_err(Error::Certificate)?);

@@ -3,11 +3,14 @@
 
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use skiff_core::metrics::{latency, register, Registry};
 
 /// What a request was: upstream's labels.
@@ -91,6 +94,58 @@ impl ApiMetrics {
         };
         self.requests.get_or_create(&answered).inc();
     }
+}
+
+/// The store's figures, read at each scrape: objects by resource, and
+/// the watch cache's events kept for resuming watchers.
+struct StoreFigures(std::sync::Arc<skiff_store::WatchCache>);
+
+impl std::fmt::Debug for StoreFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreFigures")
+    }
+}
+
+impl Collector for StoreFigures {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(figures) = self.0.figures() else {
+            return Ok(());
+        };
+        let mut objects = encoder.encode_descriptor(
+            "apiserver_storage_objects",
+            "Number of stored objects at the time of last check split by kind.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (resource, n) in &figures.objects {
+            let labels = [("resource", resource.as_str())];
+            ConstGauge::new(*n as i64).encode(objects.encode_family(&labels)?)?;
+        }
+        for (name, help, value) in [
+            (
+                "skiff_watch_cache_events",
+                "Events the watch cache keeps for watchers that resume.",
+                figures.events,
+            ),
+            (
+                "skiff_watch_cache_event_bytes",
+                "Bytes of the events the watch cache keeps.",
+                figures.event_bytes,
+            ),
+        ] {
+            let gauge = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(value as i64).encode(gauge)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reports the store's figures at each scrape of `registry`.
+pub fn register_store(registry: &Registry, cache: std::sync::Arc<skiff_store::WatchCache>) {
+    registry
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .register_collector(Box::new(StoreFigures(cache)));
 }
 
 /// A request in flight; it leaves the count when dropped.

@@ -69,7 +69,45 @@ impl State {
     }
 }
 
+/// What the cache holds now, for metrics.
+#[derive(Debug, Default, PartialEq)]
+pub struct Figures {
+    /// Objects by resource (`pods`, `deployments.apps`).
+    pub objects: BTreeMap<String, u64>,
+    /// Events kept for watchers that resume, and their bytes.
+    pub events: usize,
+    pub event_bytes: usize,
+}
+
+/// The resource a storage key belongs to: `/registry/core/pods/…` is
+/// `pods`, `/registry/apps/deployments/…` is `deployments.apps`.
+fn resource_of(key: &str) -> Option<String> {
+    let mut parts = key.strip_prefix("/registry/")?.split('/');
+    let (group, plural) = (parts.next()?, parts.next()?);
+    Some(if group == "core" {
+        plural.to_owned()
+    } else {
+        format!("{plural}.{group}")
+    })
+}
+
 impl WatchCache {
+    /// What the cache holds now; none while a write holds it.
+    pub fn figures(&self) -> Option<Figures> {
+        let state = self.state.try_read().ok()?;
+        let mut objects = BTreeMap::new();
+        for key in state.items.keys() {
+            if let Some(resource) = resource_of(key) {
+                *objects.entry(resource).or_default() += 1;
+            }
+        }
+        Some(Figures {
+            objects,
+            events: state.history.len(),
+            event_bytes: state.history_bytes,
+        })
+    }
+
     /// Loads the backend's whole keyspace and follows its changes. `capacity`
     /// is how many recent events are kept for watchers that resume.
     pub async fn new(inner: Arc<dyn Store>, capacity: usize) -> Result<Arc<Self>> {
@@ -345,6 +383,19 @@ impl Store for WatchCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_name_their_resource() {
+        assert_eq!(
+            resource_of("/registry/core/pods/d/p").as_deref(),
+            Some("pods")
+        );
+        assert_eq!(
+            resource_of("/registry/apps/deployments/d/x").as_deref(),
+            Some("deployments.apps")
+        );
+        assert_eq!(resource_of("/other/key"), None);
+    }
 
     #[test]
     fn history_is_bounded_by_count_and_by_bytes() {

@@ -14,7 +14,7 @@ mod error;
 mod etcd;
 mod update;
 
-pub use cache::WatchCache;
+pub use cache::{Figures, WatchCache};
 pub use embedded::Embedded;
 pub use error::{Error, Result};
 pub use etcd::Etcd;

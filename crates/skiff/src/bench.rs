@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod autoscale;
 mod crds;
 mod network;
 mod runtime_floor;
@@ -45,6 +46,9 @@ pub enum What {
     /// Creates of a custom resource (20-field schema, two CEL rules)
     /// against ConfigMaps.
     Crds(crds::CrdsArgs),
+    /// Resource metrics' cost on an agent with many pods, and an
+    /// autoscaler's reaction to load (root, containerd).
+    Autoscale(autoscale::AutoscaleArgs),
     /// The HTTP client `bench network` runs inside a pod's network.
     #[command(hide = true)]
     HttpLoad(network::HttpLoadArgs),
@@ -122,6 +126,7 @@ pub async fn run(what: What) -> Result<()> {
         What::Network(args) => network::run(args).await,
         What::Startup(args) => startup::run(args).await,
         What::Crds(args) => crds::run(args).await,
+        What::Autoscale(args) => autoscale::run(args).await,
         What::HttpLoad(args) => network::http_load(args).await,
         What::Volumes(args) => volumes::run(args).await,
     }
@@ -677,6 +682,11 @@ async fn pods(args: PodsArgs) -> Result<()> {
 
 /// The RSS of a child of `parent` whose command is `name`.
 fn child_rss_kib(parent: u32, name: &str) -> u64 {
+    child_pid(parent, name).map_or(0, rss_kib)
+}
+
+/// The pid of a child of `parent` whose command is `name`.
+fn child_pid(parent: u32, name: &str) -> Option<u32> {
     let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
         .unwrap_or_default();
     children
@@ -685,7 +695,6 @@ fn child_rss_kib(parent: u32, name: &str) -> u64 {
         .find(|p| {
             std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == name)
         })
-        .map_or(0, rss_kib)
 }
 
 /// Creates pods and measures, from a watch, when each is bound.

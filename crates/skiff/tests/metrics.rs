@@ -49,9 +49,22 @@ fn the_request_counter_rises_with_kubectl_calls() {
         "scheduler_pending_pods",
         "workqueue_adds_total",
         "workqueue_depth",
+        "skiff_watch_cache_events",
     ] {
         assert!(names.contains(&family), "{family} is missing");
     }
+    let namespaces = after
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "apiserver_storage_objects"
+                && s.labels.get("resource") == Some("namespaces")
+        })
+        .map(|s| s.value.clone());
+    assert!(
+        matches!(namespaces, Some(prometheus_parse::Value::Gauge(n)) if n >= 4.0),
+        "default, kube-system, kube-public, kube-node-lease: {namespaces:?}"
+    );
     let bucket = after
         .samples
         .iter()
