@@ -62,6 +62,9 @@ fn start(root: &Path, kubectl: &Path) -> Result<Server> {
         // The agent on upstream's port: kube-rs's node-proxy test dials
         // https://localhost:10250.
         .args(["--https-port", &free_port()?.to_string()])
+        // The Python client's metrics test reads a new pod's usage 10 s
+        // after it runs: scrape more often than the default 15 s.
+        .args(["--metrics-resolution", "5s"])
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()

@@ -19,6 +19,8 @@ struct Point {
     at: DateTime<Utc>,
     cpu_seconds: f64,
     memory: u64,
+    /// When the container started, when the agent says.
+    started: Option<DateTime<Utc>>,
 }
 
 /// Usage over a window: CPU in nanocores, memory in bytes.
@@ -73,6 +75,7 @@ fn parse(text: &str) -> Scrape {
                 at: s.timestamp,
                 cpu_seconds: 0.0,
                 memory: 0,
+                started: None,
             });
             p.at = p.at.max(s.timestamp);
             p
@@ -105,6 +108,12 @@ fn parse(text: &str) -> Scrape {
                     },
                 );
             }
+            "container_start_time_seconds" => {
+                let k = key();
+                let p = point(out.containers.get(&k).copied());
+                let started = DateTime::from_timestamp_millis((value * 1000.0) as i64);
+                out.containers.insert(k, Point { started, ..p });
+            }
             "container_memory_working_set_bytes" => {
                 let k = key();
                 let p = point(out.containers.get(&k).copied());
@@ -132,13 +141,18 @@ pub struct PodUsage {
 #[derive(Clone, Debug, Default)]
 struct NodeWindow {
     last: Scrape,
+    /// When the last scrape was taken in.
+    scraped: Option<DateTime<Utc>>,
     node: Option<Usage>,
     pods: HashMap<(String, String), PodUsage>,
 }
 
 impl NodeWindow {
-    /// Takes in a new scrape: rates against the one before.
-    fn advance(&mut self, scrape: Scrape) {
+    /// Takes in a new scrape at `now`: rates against the one before. A
+    /// container started since that one is measured from its start (no
+    /// CPU used then), as metrics-server does, so that a new pod shows
+    /// after one scrape.
+    fn advance(&mut self, scrape: Scrape, now: DateTime<Utc>) {
         self.node = match (&self.last.node, &scrape.node) {
             (Some(a), Some(b)) => usage(a, b),
             _ => None,
@@ -148,7 +162,23 @@ impl NodeWindow {
         for (key, point) in &scrape.containers {
             let (ns, pod, container) = key;
             let pod_key = (ns.clone(), pod.clone());
-            match self.last.containers.get(key).and_then(|p| usage(p, point)) {
+            let since_start = || {
+                let started = point
+                    .started
+                    .filter(|s| self.scraped.is_some_and(|t| *s > t))?;
+                let origin = Point {
+                    at: started,
+                    cpu_seconds: 0.0,
+                    memory: 0,
+                    started: None,
+                };
+                usage(&origin, point)
+            };
+            let measured = match self.last.containers.get(key) {
+                Some(previous) => usage(previous, point),
+                None => since_start(),
+            };
+            match measured {
                 Some(u) => pods
                     .entry(pod_key)
                     .or_insert_with(|| PodUsage {
@@ -168,6 +198,7 @@ impl NodeWindow {
         }
         self.pods = pods;
         self.last = scrape;
+        self.scraped = Some(now);
     }
 }
 
@@ -191,11 +222,14 @@ impl ResourceMetrics {
         nodes.values().find_map(|n| n.pods.get(&key).cloned())
     }
 
-    /// Takes in one scrape of a node's agent.
-    fn record(&self, node: &str, text: &str) {
+    /// Takes in one scrape of a node's agent, taken at `now`.
+    fn record(&self, node: &str, text: &str, now: DateTime<Utc>) {
         let scrape = parse(text);
         let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
-        nodes.entry(node.to_owned()).or_default().advance(scrape);
+        nodes
+            .entry(node.to_owned())
+            .or_default()
+            .advance(scrape, now);
     }
 
     /// Forgets nodes that are gone or were not reached.
@@ -239,7 +273,7 @@ pub async fn scrape(
             .collect::<Vec<_>>();
         let reached: Vec<(String, String)> = scrapes.await;
         for (name, text) in &reached {
-            metrics.record(name, text);
+            metrics.record(name, text, Utc::now());
         }
         let names: Vec<String> = reached.into_iter().map(|(n, _)| n).collect();
         metrics.keep(&names);
@@ -316,13 +350,45 @@ mod tests {
         t
     }
 
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(s, 0).unwrap()
+    }
+
+    #[test]
+    fn a_container_started_since_the_last_scrape_counts_from_its_start() {
+        let m = ResourceMetrics::default();
+        m.record("n1", &text(10_000, 100.0, 5.0, false), at(10));
+        let late = "container_cpu_usage_seconds_total{container=\"app\",namespace=\"ns\",pod=\"new\"} 1 12000\n\
+                    container_start_time_seconds{container=\"app\",namespace=\"ns\",pod=\"new\"} 11 12000\n";
+        m.record(
+            "n1",
+            &format!("{}{late}", text(12_000, 101.0, 6.0, false)),
+            at(12),
+        );
+        let new = m.pod("ns", "new").expect("shown after one scrape");
+        assert_eq!(new.containers[0].1.nano_cores, 1_000_000_000);
+        assert_eq!(new.containers[0].1.window, Duration::from_secs(1));
+        // One that started before the last scrape waits for a second one.
+        let m = ResourceMetrics::default();
+        m.record("n1", &text(10_000, 100.0, 5.0, false), at(10));
+        let early = late
+            .replace("} 11 ", "} 9 ")
+            .replace("pod=\"new\"", "pod=\"old\"");
+        m.record(
+            "n1",
+            &format!("{}{early}", text(12_000, 101.0, 6.0, false)),
+            at(12),
+        );
+        assert_eq!(m.pod("ns", "old"), None);
+    }
+
     #[test]
     fn cpu_is_the_counters_rate_between_two_scrapes() {
         let m = ResourceMetrics::default();
-        m.record("n1", &text(10_000, 100.0, 5.0, false));
+        m.record("n1", &text(10_000, 100.0, 5.0, false), at(10));
         assert_eq!(m.node("n1"), None, "one scrape is no window");
         assert_eq!(m.pod("ns", "web"), None);
-        m.record("n1", &text(12_000, 103.0, 6.0, false));
+        m.record("n1", &text(12_000, 103.0, 6.0, false), at(12));
         let node = m.node("n1").unwrap();
         assert_eq!(node.nano_cores, 1_500_000_000);
         assert_eq!(node.window, Duration::from_secs(2));
@@ -332,12 +398,12 @@ mod tests {
         assert_eq!(pod.containers[0].1.nano_cores, 500_000_000);
         assert_eq!(pod.containers[0].1.memory, 2048);
         // A container that appeared since hides its pod for one window.
-        m.record("n1", &text(14_000, 104.0, 7.0, true));
+        m.record("n1", &text(14_000, 104.0, 7.0, true), at(14));
         assert_eq!(m.pod("ns", "web"), None);
-        m.record("n1", &text(16_000, 105.0, 8.0, true));
+        m.record("n1", &text(16_000, 105.0, 8.0, true), at(16));
         assert_eq!(m.pod("ns", "web").unwrap().containers.len(), 2);
         // A counter that went back (a restart) gives no rate.
-        m.record("n1", &text(18_000, 106.0, 1.0, true));
+        m.record("n1", &text(18_000, 106.0, 1.0, true), at(18));
         assert_eq!(m.pod("ns", "web"), None);
         m.keep(&[]);
         assert_eq!(m.node("n1"), None, "a node not reached is forgotten");

@@ -3,7 +3,7 @@
 //! taken, in Prometheus text, as metrics servers (the API server's
 //! `metrics.k8s.io`) scrape them and turn counters into rates.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
 use k8s_cri::v1 as cri;
@@ -85,12 +85,14 @@ struct Container {
     namespace: String,
     pod: String,
     name: String,
+    /// When the container was created, in seconds since the epoch.
+    started: Option<f64>,
     at_ms: i64,
     cpu_seconds: f64,
     memory: u64,
 }
 
-fn containers(stats: &[cri::ContainerStats]) -> Vec<Container> {
+fn containers(stats: &[cri::ContainerStats], created: &HashMap<String, i64>) -> Vec<Container> {
     let mut out = Vec::new();
     for s in stats {
         let Some(a) = &s.attributes else { continue };
@@ -107,6 +109,7 @@ fn containers(stats: &[cri::ContainerStats]) -> Vec<Container> {
             namespace,
             pod,
             name,
+            started: created.get(&a.id).map(|ns| *ns as f64 / 1e9),
             at_ms: cpu.timestamp / 1_000_000,
             cpu_seconds: cpu.usage_core_nano_seconds.map_or(0, |v| v.value) as f64 / 1e9,
             memory: s
@@ -125,10 +128,15 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// The text of `/metrics/resource` for these container statistics and
-/// the node's own use (none when `/proc` could not be read).
-pub fn render(stats: &[cri::ContainerStats], node: Option<&NodeUsage>) -> String {
-    let containers = containers(stats);
+/// The text of `/metrics/resource` for these container statistics, the
+/// containers' creation times (nanoseconds, by container id) and the
+/// node's own use (none when `/proc` could not be read).
+pub fn render(
+    stats: &[cri::ContainerStats],
+    created: &HashMap<String, i64>,
+    node: Option<&NodeUsage>,
+) -> String {
+    let containers = containers(stats, created);
     let mut pods: BTreeMap<(&str, &str), (i64, f64, u64)> = BTreeMap::new();
     for c in &containers {
         let p = pods.entry((&c.namespace, &c.pod)).or_default();
@@ -174,6 +182,22 @@ pub fn render(stats: &[cri::ContainerStats], node: Option<&NodeUsage>) -> String
             c.memory,
             c.at_ms
         );
+    }
+    family(
+        &mut out,
+        "container_start_time_seconds",
+        "gauge",
+        "Start time of the container since unix epoch in seconds",
+    );
+    for c in &containers {
+        if let Some(started) = c.started {
+            let _ = writeln!(
+                out,
+                "container_start_time_seconds{{{}}} {started} {}",
+                container_labels(c),
+                c.at_ms
+            );
+        }
     }
     if let Some(n) = node {
         family(
@@ -286,12 +310,18 @@ mod tests {
             cpu_seconds: 12.5,
             memory_working_set: 4096,
         };
+        let created = HashMap::from([("web-a".to_owned(), 1_500_000_000)]);
         let text = render(
             &[
                 stats("web", "b\"x", 2_000_000, 500_000_000, 10),
                 stats("web", "a", 3_000_000, 1_500_000_000, 20),
             ],
+            &created,
             Some(&node),
+        );
+        assert!(
+            text.contains("container_start_time_seconds{container=\"a\",namespace=\"ns\",pod=\"web\"} 1.5 3\n"),
+            "{text}"
         );
         assert!(
             text.contains("container_cpu_usage_seconds_total{container=\"a\",namespace=\"ns\",pod=\"web\"} 1.5 3\n"),
@@ -306,6 +336,6 @@ mod tests {
         assert!(text.contains("node_cpu_usage_seconds_total 12.5 7\n"));
         assert!(text.contains("node_memory_working_set_bytes 4096 7\n"));
         assert!(text.ends_with("resource_scrape_error 0\n"));
-        assert!(render(&[], None).ends_with("resource_scrape_error 1\n"));
+        assert!(render(&[], &HashMap::new(), None).ends_with("resource_scrape_error 1\n"));
     }
 }

@@ -225,27 +225,28 @@ async fn metrics(axum::extract::State(streams): axum::extract::State<Arc<Streams
     ([("content-type", skiff_core::metrics::CONTENT_TYPE)], body).into_response()
 }
 
-/// Upstream's resource metrics: the runtime's statistics taken now, and
-/// the node's own use.
+/// Upstream's resource metrics: the runtime's statistics and containers'
+/// creation times taken now, and the node's own use.
 async fn resource_metrics(
     axum::extract::State(streams): axum::extract::State<Arc<Streams>>,
 ) -> Response {
+    let mut runtime = streams.cri.runtime.clone();
     let request = cri::ListContainerStatsRequest { filter: None };
-    let stats = match streams
-        .cri
-        .runtime
-        .clone()
-        .list_container_stats(request)
-        .await
-    {
+    let stats = match runtime.list_container_stats(request).await {
         Ok(reply) => reply.into_inner().stats,
         Err(e) => {
             tracing::debug!(error = %e.message(), "container statistics");
             Vec::new()
         }
     };
+    let request = cri::ListContainersRequest { filter: None };
+    let created = match runtime.list_containers(request).await {
+        Ok(reply) => reply.into_inner().containers,
+        Err(_) => Vec::new(),
+    };
+    let created = created.into_iter().map(|c| (c.id, c.created_at)).collect();
     let node = crate::resource_metrics::node_usage();
-    let body = crate::resource_metrics::render(&stats, node.as_ref());
+    let body = crate::resource_metrics::render(&stats, &created, node.as_ref());
     ([("content-type", "text/plain; version=0.0.4")], body).into_response()
 }
 

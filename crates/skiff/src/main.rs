@@ -184,6 +184,13 @@ struct ControllerManagerArgs {
     /// The CA's key (e.g. `<data-dir>/tls/ca.key`).
     #[arg(long, requires = "cluster_signing_cert_file")]
     cluster_signing_key_file: Option<PathBuf>,
+    /// How often each HorizontalPodAutoscaler is reconciled.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_sync_period: std::time::Duration,
+    /// How long a scale-down waits for the highest recommendation in it,
+    /// unless an autoscaler's behavior says otherwise.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_downscale_stabilization: std::time::Duration,
 }
 
 #[derive(clap::Args)]
@@ -563,6 +570,9 @@ fn main() -> anyhow::Result<()> {
                     cluster_cidr: args.cluster_cidr,
                     root_ca: cluster_ca(&args.kubeconfig),
                     signing_ca,
+                    hpa_sync_period: args.horizontal_pod_autoscaler_sync_period,
+                    hpa_downscale_stabilization: args
+                        .horizontal_pod_autoscaler_downscale_stabilization,
                     ..Default::default()
                 };
                 tokio::select! {
