@@ -239,6 +239,9 @@ impl ResourceMetrics {
     }
 }
 
+/// How many agents are scraped at once.
+const SCRAPES_AT_ONCE: usize = 32;
+
 /// Scrapes every agent each `resolution`, for as long as the server runs.
 pub async fn scrape(
     metrics: Arc<ResourceMetrics>,
@@ -261,15 +264,19 @@ pub async fn scrape(
             .iter()
             .filter_map(|kv| crate::storage::decode(kv).ok())
             .collect();
-        let scrapes = futures::stream::iter(listed.iter())
-            .filter_map(|node| {
+        let scrapes = futures::stream::iter(listed)
+            .map(|node| {
                 let dialer = dialer.clone();
                 async move {
-                    let name = skiff_core::meta::name(node).to_owned();
-                    let text = dialer.scrape(node, "/metrics/resource", resolution).await?;
+                    let name = skiff_core::meta::name(&node).to_owned();
+                    let text = dialer
+                        .scrape(&node, "/metrics/resource", resolution)
+                        .await?;
                     Some((name, text))
                 }
             })
+            .buffer_unordered(SCRAPES_AT_ONCE)
+            .filter_map(std::future::ready)
             .collect::<Vec<_>>();
         let reached: Vec<(String, String)> = scrapes.await;
         for (name, text) in &reached {
