@@ -1,6 +1,7 @@
 //! helm 4 with real charts on one real node: `helm create`'s default
 //! chart installed (its Ingress on, served by the built-in ingress
-//! controller), tested, upgraded, rolled back and uninstalled, and a
+//! controller), tested, upgraded, rolled back, autoscaled (its
+//! HorizontalPodAutoscaler reading its pods' CPU) and uninstalled, and a
 //! chart that ships a CustomResourceDefinition in `crds/` with a custom
 //! resource in its templates. The public images the charts name are
 //! stood in by local builds (`scripts/build-test-images.sh`: a busybox
@@ -94,7 +95,16 @@ spec:
 #[test]
 fn helm_installs_tests_upgrades_rolls_back_and_uninstalls_real_charts() {
     let ingress = support::free_port().to_string();
-    let rc = real_cluster(&["--ingress-port", &ingress, "--ingress-https-port", "0"]);
+    let rc = real_cluster(&[
+        "--ingress-port",
+        &ingress,
+        "--ingress-https-port",
+        "0",
+        "--metrics-resolution",
+        "3s",
+        "--horizontal-pod-autoscaler-sync-period",
+        "3s",
+    ]);
     let c = &rc.c;
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
@@ -164,9 +174,39 @@ fn helm_installs_tests_upgrades_rolls_back_and_uninstalls_real_charts() {
     );
     assert!(history.contains("Rollback to 1"), "{history}");
 
+    // The chart's HorizontalPodAutoscaler, once its pods request CPU. The
+    // test hook's pod carries the chart's selector labels and requests
+    // nothing: while it stays, the autoscaler (as upstream's) cannot
+    // compute a utilization.
+    c.ok(&["delete", "pod", "web-test-connection"]);
+    let mut autoscaled = vec![
+        "upgrade",
+        "web",
+        "./web",
+        "--set",
+        "autoscaling.enabled=true",
+        "--set",
+        "resources.requests.cpu=50m",
+    ];
+    autoscaled.extend(local);
+    helm_ok(c, dir, &autoscaled);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let hpa = loop {
+        let hpa = c.ok(&["get", "hpa", "web", "--no-headers"]);
+        if hpa.contains("%/80%") && !hpa.contains("<unknown>") {
+            break hpa;
+        }
+        if std::time::Instant::now() > deadline {
+            let status = c.ok(&["get", "hpa", "web", "-o", "jsonpath={.status}"]);
+            panic!("the chart's autoscaler did not read its pods' CPU: {hpa}\n{status}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(hpa.contains("Deployment/web"), "{hpa}");
+
     // Uninstall removes what the release made.
     helm_ok(c, dir, &["uninstall", "web", "--wait", "--timeout", "120s"]);
-    for kind in ["deployment", "service", "serviceaccount", "ingress"] {
+    for kind in ["deployment", "service", "serviceaccount", "ingress", "hpa"] {
         let err = c.fails(&["get", kind, "web"]);
         assert!(err.contains("NotFound"), "{kind}: {err}");
     }
