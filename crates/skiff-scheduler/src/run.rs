@@ -164,6 +164,45 @@ impl Cache {
         self.queue.wake_all();
     }
 
+    /// A relist of the nodes: those it does not show are gone (deleted
+    /// while the watch was down).
+    fn replace_nodes(&mut self, nodes: Vec<Node>) {
+        let seen: std::collections::HashSet<String> = nodes
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
+        let gone: Vec<String> = self
+            .index
+            .keys()
+            .filter(|n| !seen.contains(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.delete_node(&name);
+        }
+        for node in nodes {
+            self.apply_node(node);
+        }
+    }
+
+    /// A relist of the pods: those it does not show are gone.
+    fn replace_pods(&mut self, pods: Vec<Pod>) {
+        let seen: std::collections::HashSet<Key> = pods.iter().map(key).collect();
+        let gone: Vec<Key> = self
+            .pending
+            .keys()
+            .chain(self.placed.keys())
+            .filter(|k| !seen.contains(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.delete_pod(&k);
+        }
+        for pod in pods {
+            self.apply_pod(pod);
+        }
+    }
+
     fn delete_node(&mut self, name: &str) {
         if let Some(i) = self.index.remove(name) {
             self.nodes.swap_remove(i);
@@ -232,17 +271,28 @@ pub async fn run(client: Client, config: Config) {
     }
 }
 
+/// How long a failed watch waits before the watcher tries again.
+const WATCH_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn watch_nodes(client: Client, cache: Arc<Mutex<Cache>>, wake: Arc<Notify>) {
     let mut events = watcher::watcher(Api::<Node>::all(client), watcher::Config::default()).boxed();
+    let mut relist: Option<Vec<Node>> = None;
     while let Some(event) = events.next().await {
         let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
         match event {
-            Ok(WatchEvent::Apply(node) | WatchEvent::InitApply(node)) => c.apply_node(node),
+            Ok(WatchEvent::Init) => relist = Some(Vec::new()),
+            Ok(WatchEvent::InitApply(node)) => relist.get_or_insert_default().push(node),
+            Ok(WatchEvent::InitDone) => c.replace_nodes(relist.take().unwrap_or_default()),
+            Ok(WatchEvent::Apply(node)) => c.apply_node(node),
             Ok(WatchEvent::Delete(node)) => {
                 c.delete_node(node.metadata.name.as_deref().unwrap_or(""))
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "scheduler: node watch"),
+            Err(e) => {
+                drop(c);
+                tracing::warn!(error = %e, "scheduler: node watch");
+                tokio::time::sleep(WATCH_RETRY).await;
+                continue;
+            }
         }
         if !c.queue.is_empty() {
             wake.notify_one();
@@ -275,6 +325,7 @@ fn watch_volumes(
                     Ok(_) => continue,
                     Err(e) => {
                         tracing::warn!(error = %e, "scheduler: volume watch");
+                        tokio::time::sleep(WATCH_RETRY).await;
                         continue;
                     }
                 }
@@ -293,13 +344,21 @@ fn watch_volumes(
 
 async fn watch_pods(client: Client, cache: Arc<Mutex<Cache>>, wake: Arc<Notify>) {
     let mut events = watcher::watcher(Api::<Pod>::all(client), watcher::Config::default()).boxed();
+    let mut relist: Option<Vec<Pod>> = None;
     while let Some(event) = events.next().await {
         let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
         match event {
-            Ok(WatchEvent::Apply(pod) | WatchEvent::InitApply(pod)) => c.apply_pod(pod),
+            Ok(WatchEvent::Init) => relist = Some(Vec::new()),
+            Ok(WatchEvent::InitApply(pod)) => relist.get_or_insert_default().push(pod),
+            Ok(WatchEvent::InitDone) => c.replace_pods(relist.take().unwrap_or_default()),
+            Ok(WatchEvent::Apply(pod)) => c.apply_pod(pod),
             Ok(WatchEvent::Delete(pod)) => c.delete_pod(&key(&pod)),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "scheduler: pod watch"),
+            Err(e) => {
+                drop(c);
+                tracing::warn!(error = %e, "scheduler: pod watch");
+                tokio::time::sleep(WATCH_RETRY).await;
+                continue;
+            }
         }
         if !c.queue.is_empty() {
             wake.notify_one();
@@ -580,5 +639,44 @@ async fn record(client: &Client, pod: &Pod, kind: &str, reason: &str, message: &
         .await
     {
         tracing::debug!(error = %e, "could not record event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str) -> Node {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name},
+            "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}}))
+        .unwrap()
+    }
+
+    fn pod(name: &str, node: Option<&str>) -> Pod {
+        serde_json::from_value(
+            serde_json::json!({"metadata": {"name": name, "namespace": "d"},
+            "spec": {"nodeName": node, "containers": [{"name": "c"}]}}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_relist_forgets_nodes_and_pods_deleted_while_the_watch_was_down() {
+        let mut c = Cache::default();
+        c.apply_node(node("a"));
+        c.apply_node(node("b"));
+        c.apply_pod(pod("bound", Some("b")));
+        c.apply_pod(pod("waiting", None));
+        c.apply_pod(pod("gone", None));
+        // The watch breaks; b and two pods are deleted meanwhile.
+        c.replace_nodes(vec![node("a")]);
+        c.replace_pods(vec![pod("waiting", None)]);
+        let names: Vec<&str> = c.nodes.iter().map(|n| n.name()).collect();
+        assert_eq!(names, ["a"], "no pod can be bound to b any more");
+        assert_eq!(c.index.len(), 1);
+        assert!(c.placed.is_empty());
+        assert_eq!(c.pending.keys().collect::<Vec<_>>(), ["d/waiting"]);
+        assert_eq!(c.queue.pop().as_deref(), Some("d/waiting"));
+        assert_eq!(c.queue.pop(), None, "the deleted pod left the queue");
     }
 }
