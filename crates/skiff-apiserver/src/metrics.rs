@@ -13,23 +13,49 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use skiff_core::metrics::{latency, register, Registry};
 
-/// What a request was: upstream's labels.
-#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// What a request was: upstream's labels, all from fixed strings (the
+/// registry's names), so that counting a request allocates nothing.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Request {
-    pub verb: String,
-    pub group: String,
-    pub version: String,
-    pub resource: String,
-    pub subresource: String,
-    pub scope: String,
-    pub component: String,
+    pub verb: &'static str,
+    pub group: &'static str,
+    pub version: &'static str,
+    pub resource: &'static str,
+    pub subresource: &'static str,
+    pub scope: &'static str,
+    pub component: &'static str,
+}
+
+impl Request {
+    /// A request not (yet) known to be for a resource: its method.
+    pub fn of_method(method: &hyper::Method) -> Self {
+        let verb = match method.as_str() {
+            "GET" => "GET",
+            "POST" => "POST",
+            "PUT" => "PUT",
+            "PATCH" => "PATCH",
+            "DELETE" => "DELETE",
+            "HEAD" => "HEAD",
+            "OPTIONS" => "OPTIONS",
+            _ => "OTHER",
+        };
+        Request {
+            verb,
+            group: "",
+            version: "",
+            resource: "",
+            subresource: "",
+            scope: "",
+            component: "apiserver",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Answered {
     #[prometheus(flatten)]
     request: Request,
-    code: String,
+    code: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -88,10 +114,7 @@ impl ApiMetrics {
         self.durations
             .get_or_create(&request)
             .observe(took.as_secs_f64());
-        let answered = Answered {
-            request,
-            code: code.to_string(),
-        };
+        let answered = Answered { request, code };
         self.requests.get_or_create(&answered).inc();
     }
 }
@@ -159,13 +182,19 @@ impl Drop for InFlight {
 
 /// Upstream's verb for a request: the REST verb, upper-case, with
 /// streams as `CONNECT` and server-side apply as `APPLY`.
-pub fn verb(verb: &str, stream: bool, apply: bool) -> String {
+pub fn verb(verb: &str, stream: bool, apply: bool) -> &'static str {
     match verb {
-        _ if stream => "CONNECT".into(),
-        "create" => "POST".into(),
-        "update" => "PUT".into(),
-        "patch" if apply => "APPLY".into(),
-        other => other.to_ascii_uppercase(),
+        _ if stream => "CONNECT",
+        "create" => "POST",
+        "update" => "PUT",
+        "patch" if apply => "APPLY",
+        "patch" => "PATCH",
+        "get" => "GET",
+        "list" => "LIST",
+        "watch" => "WATCH",
+        "delete" => "DELETE",
+        "deletecollection" => "DELETECOLLECTION",
+        _ => "OTHER",
     }
 }
 
@@ -179,11 +208,10 @@ mod tests {
         let m = ApiMetrics::new(&registry);
         let request = Request {
             verb: verb("list", false, false),
-            resource: "pods".into(),
-            version: "v1".into(),
-            scope: "namespace".into(),
-            component: "apiserver".into(),
-            ..Default::default()
+            resource: "pods",
+            version: "v1",
+            scope: "namespace",
+            ..Request::of_method(&hyper::Method::GET)
         };
         m.observe(request.clone(), 200, Duration::from_millis(3));
         m.observe(request, 200, Duration::from_millis(30));

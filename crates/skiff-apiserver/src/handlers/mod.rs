@@ -153,11 +153,7 @@ impl Api {
         let started = std::time::Instant::now();
         let mutating = !matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS");
         let in_flight = self.metrics.in_flight(mutating);
-        let mut labels = crate::metrics::Request {
-            verb: req.method().as_str().to_owned(),
-            component: "apiserver".into(),
-            ..Default::default()
-        };
+        let mut labels = crate::metrics::Request::of_method(req.method());
         let reply = match self.dispatch(req, &mut trail, &mut labels).await {
             Ok(r) => r,
             Err(e) => response::error(&e),
@@ -359,16 +355,21 @@ impl Api {
                 _ => target.0,
             };
             labels.verb = crate::metrics::verb(verb, is_node_stream(t), apply);
-            labels.group = t.resource.group.to_owned();
-            labels.version = t.resource.version.to_owned();
-            labels.resource = t.resource.plural.to_owned();
-            labels.subresource = t.subresource.clone().unwrap_or_default();
+            labels.group = t.resource.group;
+            labels.version = t.resource.version;
+            labels.resource = t.resource.plural;
+            labels.subresource = t
+                .resource
+                .subresources
+                .iter()
+                .find(|s| Some(**s) == t.subresource.as_deref())
+                .copied()
+                .unwrap_or("");
             labels.scope = match (&t.name, &t.namespace) {
                 (Some(_), _) => "resource",
                 (None, Some(_)) => "namespace",
                 (None, None) => "cluster",
-            }
-            .into();
+            };
         }
         let body = self
             .audit_level(trail, target.0, &target.1, &parts.headers, body)
