@@ -272,25 +272,9 @@ impl Worker {
         if let Some(events) = &self.events {
             events.retain(known);
         }
-        if let Ok(all) = self.runtime.containers(None).await {
-            if let Some(m) = &self.metrics {
-                let count =
-                    |s: cri::ContainerState| all.iter().filter(|c| c.state == s as i32).count();
-                let ready = self.runtime.sandboxes(&[]).await.map_or(0, |sbs| {
-                    let ready = cri::PodSandboxState::SandboxReady as i32;
-                    sbs.iter().filter(|s| s.state == ready).count()
-                });
-                m.running(
-                    ready,
-                    &[
-                        ("running", count(cri::ContainerState::ContainerRunning)),
-                        ("exited", count(cri::ContainerState::ContainerExited)),
-                        ("created", count(cri::ContainerState::ContainerCreated)),
-                        ("unknown", count(cri::ContainerState::ContainerUnknown)),
-                    ],
-                );
-            }
-            let ids: Vec<String> = all.into_iter().map(|c| c.id).collect();
+        let containers = self.runtime.containers(None).await.ok();
+        if let Some(all) = &containers {
+            let ids: Vec<String> = all.iter().map(|c| c.id.clone()).collect();
             self.prober.retain(&ids);
         }
         if !self.simulated {
@@ -302,6 +286,19 @@ impl Worker {
         let Ok(sandboxes) = self.runtime.sandboxes(&[]).await else {
             return;
         };
+        if let (Some(m), Some(all)) = (&self.metrics, &containers) {
+            let count = |s: cri::ContainerState| all.iter().filter(|c| c.state == s as i32).count();
+            let ready = cri::PodSandboxState::SandboxReady as i32;
+            m.running(
+                sandboxes.iter().filter(|s| s.state == ready).count(),
+                &[
+                    ("running", count(cri::ContainerState::ContainerRunning)),
+                    ("exited", count(cri::ContainerState::ContainerExited)),
+                    ("created", count(cri::ContainerState::ContainerCreated)),
+                    ("unknown", count(cri::ContainerState::ContainerUnknown)),
+                ],
+            );
+        }
         for sb in sandboxes {
             let Some(uid) = sb.labels.get(UID_LABEL) else {
                 continue;

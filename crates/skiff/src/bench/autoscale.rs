@@ -156,15 +156,18 @@ async fn measure(args: &AutoscaleArgs, server: &Server, agent: u32, containerd: 
         Ok(running(server, "app=idle").await? == args.pods)
     })
     .await?;
-    // Idle, between the server's own scrapes and the agent's housekeeping.
+    // Idle, between the server's own scrapes and the agent's housekeeping:
+    // the baseline the scrapes' cost is measured above.
     let window = Duration::from_secs(30);
-    let (agent_cpu, started) = (cpu_time(agent), Instant::now());
+    let (agent_cpu, runtime_cpu, started) = (cpu_time(agent), cpu_time(containerd), Instant::now());
     tokio::time::sleep(window).await;
-    let idle_share = (cpu_time(agent) - agent_cpu).as_secs_f64() / started.elapsed().as_secs_f64();
+    let idle = started.elapsed().as_secs_f64();
+    let idle_share = (cpu_time(agent) - agent_cpu).as_secs_f64() / idle;
+    let runtime_idle_share = (cpu_time(containerd) - runtime_cpu).as_secs_f64() / idle;
     let busy_rss = rss_kib(agent);
 
     let path = "/api/v1/nodes/bench/proxy/metrics/resource";
-    let (agent_cpu, runtime_cpu) = (cpu_time(agent), cpu_time(containerd));
+    let (agent_cpu, runtime_cpu, started) = (cpu_time(agent), cpu_time(containerd), Instant::now());
     let mut took = Vec::new();
     let mut bytes = 0;
     for _ in 0..args.scrapes {
@@ -184,9 +187,13 @@ async fn measure(args: &AutoscaleArgs, server: &Server, agent: u32, containerd: 
         }
     }
     took.sort();
-    let n = args.scrapes.max(1) as u32;
-    let per_agent = (cpu_time(agent) - agent_cpu) / n;
-    let per_runtime = (cpu_time(containerd) - runtime_cpu) / n;
+    let elapsed = started.elapsed().as_secs_f64();
+    let n = args.scrapes.max(1) as f64;
+    let above = |used: Duration, share: f64| {
+        Duration::from_secs_f64(((used.as_secs_f64() - share * elapsed) / n).max(0.0))
+    };
+    let per_agent = above(cpu_time(agent) - agent_cpu, idle_share);
+    let per_runtime = above(cpu_time(containerd) - runtime_cpu, runtime_idle_share);
     println!("resource metrics with {} pods on one node", args.pods);
     println!(
         "scrape p50 / p99               {} / {} ({} KiB)",
@@ -195,13 +202,17 @@ async fn measure(args: &AutoscaleArgs, server: &Server, agent: u32, containerd: 
         bytes / 1024
     );
     println!(
-        "CPU per scrape agent / ctrd    {} / {} (CPU time is counted in 10 ms ticks)",
+        "CPU per scrape agent / ctrd    {} / {} (above their idle use; 10 ms ticks)",
         ms(per_agent),
         ms(per_runtime)
     );
     println!(
-        "agent idle CPU, RSS            {:.1} % of a core, {} → {} MiB (no pods → {} pods)",
+        "idle CPU agent / containerd    {:.1} % / {:.1} % of a core",
         idle_share * 100.0,
+        runtime_idle_share * 100.0
+    );
+    println!(
+        "agent RSS                      {} → {} MiB (no pods → {} pods)",
         idle_rss / 1024,
         busy_rss / 1024,
         args.pods
