@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::watcher::{self, Event};
@@ -34,6 +34,10 @@ use crate::security;
 /// How often a pod's worker looks at the runtime when nothing else wakes
 /// it: the fallback that notices exits, and the probes' tick.
 const RESYNC: Duration = Duration::from_secs(1);
+/// The same for a pod without probes while the runtime tells container
+/// changes as they happen: its exits wake it, and this look only
+/// refreshes its ConfigMap and Secret volumes.
+const TOLD_RESYNC: Duration = Duration::from_secs(10);
 /// The same on a simulated node, whose fake runtime changes only through
 /// its worker.
 const SIMULATED_RESYNC: Duration = Duration::from_secs(10);
@@ -89,6 +93,8 @@ pub struct Worker {
     /// that thousands of pods created together do not all hold their
     /// sync's memory at the same moment.
     syncs: Option<Arc<tokio::sync::Semaphore>>,
+    /// Whether the runtime's container events reach the workers now.
+    told: std::sync::atomic::AtomicBool,
     /// Where this node keeps local-path volumes (none when simulated).
     local_path: Option<Arc<LocalPath>>,
     /// The agent's Prometheus metrics (none when simulated).
@@ -125,6 +131,7 @@ impl Worker {
             tokens: pod_inputs::Tokens::default(),
             events,
             simulated: false,
+            told: Default::default(),
             syncs: None,
         }
     }
@@ -165,13 +172,22 @@ impl Worker {
             tokens: pod_inputs::Tokens::default(),
             events: None,
             simulated: true,
+            told: Default::default(),
         }
     }
 
     /// How long a pod's worker waits when nothing wakes it.
-    fn resync(&self) -> Duration {
+    /// How long a pod's worker may sleep when nothing is due: a pod with
+    /// probes is looked at every second, as is every pod while the
+    /// runtime's events do not come.
+    fn resync(&self, spec: &PodSpec) -> Duration {
+        let probed = spec.containers.iter().any(|c| {
+            c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some()
+        });
         if self.simulated {
             SIMULATED_RESYNC
+        } else if !probed && self.told.load(std::sync::atomic::Ordering::Relaxed) {
+            TOLD_RESYNC
         } else {
             RESYNC
         }
@@ -197,6 +213,7 @@ impl Worker {
         // stream is asked for again if it ends (the runtime restarted).
         let mut changes = self.runtime.events().await;
         let told = changes.is_some();
+        self.told.store(told, std::sync::atomic::Ordering::Relaxed);
         loop {
             let change = async {
                 match changes.as_mut() {
@@ -207,7 +224,10 @@ impl Worker {
             tokio::select! {
                 uid = change => match uid {
                     Some(uid) => pods.wake(&uid),
-                    None => changes = None,
+                    None => {
+                        changes = None;
+                        self.told.store(false, std::sync::atomic::Ordering::Relaxed);
+                    }
                 },
                 e = events.next() => match e {
                     Some(Ok(event)) => pods.handle(event),
@@ -220,6 +240,8 @@ impl Worker {
                 _ = housekeeping.tick() => {
                     if told && changes.is_none() {
                         changes = self.runtime.events().await;
+                        self.told
+                            .store(changes.is_some(), std::sync::atomic::Ordering::Relaxed);
                     }
                     pods.housekeeping().await;
                 }
@@ -457,7 +479,7 @@ impl Worker {
         }
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if matches!(phase, Some("Succeeded" | "Failed")) {
-            return Ok(self.resync());
+            return Ok(self.resync(&spec));
         }
         let security = match security::sandbox(&spec) {
             Ok(s) => s,
@@ -501,7 +523,7 @@ impl Worker {
                 state.usage_checked = Some(Instant::now());
                 if let Some(message) = pod_inputs::over_limit(pod, v) {
                     self.evict(pod, &uid, &message).await?;
-                    return Ok(self.resync());
+                    return Ok(self.resync(&spec));
                 }
             }
         }
@@ -562,7 +584,7 @@ impl Worker {
             .due
             .map(|due| due.duration_since(Timestamp::now()))
             .and_then(|d| Duration::try_from(d).ok());
-        let resync = if written { self.resync() } else { RETRY };
+        let resync = if written { self.resync(&spec) } else { RETRY };
         Ok(until_due.map_or(resync, |d| d.min(resync)))
     }
 

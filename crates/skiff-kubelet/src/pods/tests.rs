@@ -317,3 +317,17 @@ async fn a_runtime_event_wakes_the_pod_worker() {
     pods.wake(&uid);
     until_within("the restart", SIMULATED_RESYNC / 2, runs(1)).await;
 }
+
+#[tokio::test]
+async fn pods_without_probes_rest_longer_while_the_runtime_tells_changes() {
+    let n = node("resync");
+    let plain = pod("plain", &[("c", "busybox")], "Always").spec.unwrap();
+    let mut probed = plain.clone();
+    probed.containers[0].readiness_probe = Some(Default::default());
+    assert_eq!(n.worker.resync(&plain), RESYNC, "no events yet");
+    n.worker
+        .told
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(n.worker.resync(&plain), TOLD_RESYNC);
+    assert_eq!(n.worker.resync(&probed), RESYNC, "probes keep their tick");
+}
