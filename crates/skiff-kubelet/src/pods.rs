@@ -34,9 +34,9 @@ use crate::security;
 /// How often a pod's worker looks at the runtime when nothing else wakes
 /// it: the fallback that notices exits, and the probes' tick.
 const RESYNC: Duration = Duration::from_secs(1);
-/// The same for a pod without probes while the runtime tells container
-/// changes as they happen: its exits wake it, and this look only
-/// refreshes its ConfigMap and Secret volumes.
+/// The same for a pod without probes while container changes wake its
+/// worker (the runtime's events, or one look at every container each
+/// [`RESYNC`]): this look only refreshes its ConfigMap and Secret volumes.
 const TOLD_RESYNC: Duration = Duration::from_secs(10);
 /// The same on a simulated node, whose fake runtime changes only through
 /// its worker.
@@ -177,6 +177,19 @@ impl Worker {
     }
 
     /// How long a pod's worker waits when nothing wakes it.
+    /// The runtime's container changes: its events, or else (a real
+    /// node's runtime without them) a look at every container each
+    /// [`RESYNC`].
+    async fn changes(&self) -> Option<crate::runtime::Events> {
+        match self.runtime.events().await {
+            Some(events) => Some(events),
+            None if !self.simulated => {
+                Some(crate::runtime::relist::relist(self.runtime.clone(), RESYNC))
+            }
+            None => None,
+        }
+    }
+
     /// How long a pod's worker may sleep when nothing is due: a pod with
     /// probes is looked at every second, as is every pod while the
     /// runtime's events do not come.
@@ -211,7 +224,7 @@ impl Worker {
         let mut housekeeping = tokio::time::interval(RESYNC * 2);
         // Runtimes that tell container changes wake workers at once; the
         // stream is asked for again if it ends (the runtime restarted).
-        let mut changes = self.runtime.events().await;
+        let mut changes = self.changes().await;
         let told = changes.is_some();
         self.told.store(told, std::sync::atomic::Ordering::Relaxed);
         loop {
@@ -239,7 +252,7 @@ impl Worker {
                 },
                 _ = housekeeping.tick() => {
                     if told && changes.is_none() {
-                        changes = self.runtime.events().await;
+                        changes = self.changes().await;
                         self.told
                             .store(changes.is_some(), std::sync::atomic::Ordering::Relaxed);
                     }

@@ -6,6 +6,7 @@
 mod cri_runtime;
 pub mod fake;
 pub mod instrumented;
+pub mod relist;
 
 use k8s_cri::v1 as cri;
 
