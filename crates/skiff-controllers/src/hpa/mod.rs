@@ -35,6 +35,8 @@ use normalize::{Behavior, History, Policy, Rules};
 use replicas::{PodFacts, Recommendation, Sample, Target};
 
 const COMPONENT: &str = "horizontal-pod-autoscaler";
+/// The shortest time between two recordings of the same event.
+const REPEAT_INTERVAL: Duration = Duration::from_secs(300);
 
 /// A scale target's size and the selector of its pods.
 #[derive(Clone, Debug, PartialEq)]
@@ -156,6 +158,8 @@ pub struct HpaController {
     cluster: Arc<dyn Cluster>,
     targets: Arc<dyn Targets>,
     history: Mutex<HashMap<String, History>>,
+    /// When each event (autoscaler, reason, message) was last recorded.
+    recorded: Mutex<HashMap<(String, String, String), std::time::Instant>>,
     sync_period: Duration,
     downscale_window: Duration,
 }
@@ -176,12 +180,30 @@ impl HpaController {
             cluster,
             targets,
             history: Mutex::default(),
+            recorded: Mutex::default(),
             sync_period,
             downscale_window,
         }
     }
 
+    /// Records an event, unless the same one was recorded within
+    /// [`REPEAT_INTERVAL`]: a failing autoscaler says the same thing at
+    /// every sync.
     fn event(&self, hpa: &HorizontalPodAutoscaler, warning: bool, reason: &str, message: &str) {
+        let key = (
+            hpa.uid().unwrap_or_default(),
+            reason.to_owned(),
+            message.to_owned(),
+        );
+        let now = std::time::Instant::now();
+        {
+            let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+            recorded.retain(|_, at| now.duration_since(*at) < REPEAT_INTERVAL);
+            if recorded.contains_key(&key) {
+                return;
+            }
+            recorded.insert(key, now);
+        }
         self.cluster
             .event(events::about(hpa, COMPONENT, warning, reason, message));
     }
@@ -923,6 +945,7 @@ mod tests {
         hpas.apply(hpa(cpu50()));
         pods.apply(pod("a"));
         c.reconcile("d/web").await.unwrap();
+        c.reconcile("d/web").await.unwrap();
         assert_eq!(*targets.replicas.lock().unwrap(), 2);
         let status = &fake.bodies("patch-status")[0]["status"];
         assert_eq!(
@@ -940,6 +963,11 @@ mod tests {
             events.iter().any(|e| e
                 .starts_with("FailedComputeMetricsReplicas invalid metrics (1 invalid out of 1)")),
             "{events:?}"
+        );
+        assert_eq!(
+            events.len(),
+            2,
+            "a second sync says nothing new: {events:?}"
         );
     }
 
