@@ -15,10 +15,10 @@ use kube::core::ApiResource;
 use serde_json::json;
 use skiff_core::certs::{self, Authority};
 
-use crate::runtime::api::{Cluster, Error, Target};
-use crate::runtime::cache::{Cache, Informer};
-use crate::runtime::controller::{Action, Reconcile};
-use crate::runtime::queue::Queue;
+use skiff_runtime::api::{Cluster, Error, Target};
+use skiff_runtime::cache::{Cache, Informer};
+use skiff_runtime::controller::{Action, Reconcile};
+use skiff_runtime::queue::Queue;
 
 pub const KUBELET_CLIENT: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 pub const CLIENT: &str = "kubernetes.io/kube-apiserver-client";
@@ -240,8 +240,8 @@ impl Reconcile for Signer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::fake::FakeCluster;
     use serde_json::Value;
+    use skiff_runtime::fake::FakeCluster;
 
     fn authority() -> Authority {
         let key = rcgen::KeyPair::generate().unwrap();

@@ -14,11 +14,11 @@ use serde_json::{json, Value};
 use crate::job::finished;
 use crate::owned;
 use crate::pods;
-use crate::runtime::api::{self, Cluster, Deletion, Error, Target};
-use crate::runtime::cache::{Cache, Informer};
-use crate::runtime::controller::{Action, Reconcile};
-use crate::runtime::events;
-use crate::runtime::queue::Queue;
+use skiff_runtime::api::{self, Cluster, Deletion, Error, Target};
+use skiff_runtime::cache::{Cache, Informer};
+use skiff_runtime::controller::{Action, Reconcile};
+use skiff_runtime::events;
+use skiff_runtime::queue::Queue;
 
 const COMPONENT: &str = "cronjob-controller";
 /// Upstream gives up on catching up after this many missed start times.
@@ -303,7 +303,7 @@ impl Reconcile for CronJobController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::fake::FakeCluster;
+    use skiff_runtime::fake::FakeCluster;
 
     fn at(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()

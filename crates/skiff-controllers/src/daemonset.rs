@@ -17,11 +17,11 @@ use crate::owned;
 use crate::pods::{self, PodControl};
 use crate::revisions;
 use crate::rollout;
-use crate::runtime::api::{Cluster, Error, Target};
-use crate::runtime::cache::{key_of, Cache, Informer};
-use crate::runtime::controller::{Action, Reconcile};
-use crate::runtime::expectations::Expectations;
-use crate::runtime::queue::Queue;
+use skiff_runtime::api::{Cluster, Error, Target};
+use skiff_runtime::cache::{key_of, Cache, Informer};
+use skiff_runtime::controller::{Action, Reconcile};
+use skiff_runtime::expectations::Expectations;
+use skiff_runtime::queue::Queue;
 
 const COMPONENT: &str = "daemonset-controller";
 const HASH_LABEL: &str = "controller-revision-hash";
@@ -308,7 +308,7 @@ impl Reconcile for DaemonSetController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::fake::FakeCluster;
+    use skiff_runtime::fake::FakeCluster;
 
     fn node(name: &str, labels: Value, taints: Value) -> Node {
         serde_json::from_value(

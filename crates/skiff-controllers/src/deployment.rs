@@ -15,11 +15,11 @@ use serde_json::{json, Value};
 use crate::owned;
 use crate::pods::{self, controller_of};
 use crate::rollout::{self, HASH_LABEL};
-use crate::runtime::api::{Cluster, Deletion, Error, Target};
-use crate::runtime::cache::{Cache, Informer};
-use crate::runtime::controller::{Action, Reconcile};
-use crate::runtime::events;
-use crate::runtime::queue::Queue;
+use skiff_runtime::api::{Cluster, Deletion, Error, Target};
+use skiff_runtime::cache::{Cache, Informer};
+use skiff_runtime::controller::{Action, Reconcile};
+use skiff_runtime::events;
+use skiff_runtime::queue::Queue;
 
 const COMPONENT: &str = "deployment-controller";
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -178,7 +178,7 @@ impl Pass<'_> {
                          "annotations": annotations, "ownerReferences": [pods::controller_ref(d)]},
             "spec": {"replicas": initial, "minReadySeconds": spec.min_ready_seconds.unwrap_or(0), "selector": selector, "template": template},
         });
-        match crate::runtime::api::create::<ReplicaSet>(&*self.c.cluster, &rs).await {
+        match skiff_runtime::api::create::<ReplicaSet>(&*self.c.cluster, &rs).await {
             Ok(created) => {
                 self.created = true;
                 self.c.cluster.event(events::about(
@@ -705,7 +705,7 @@ impl DeploymentController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::fake::FakeCluster;
+    use skiff_runtime::fake::FakeCluster;
 
     fn deployment(image: &str, replicas: i32) -> Deployment {
         serde_json::from_value(json!({

@@ -13,28 +13,12 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 
 use crate::pods;
-use crate::runtime::api::{self, Cluster, Deletion, Error, Target};
-use crate::runtime::cache::{key_of, Cache, Informer};
-use crate::runtime::controller::{Action, Reconcile};
-use crate::runtime::queue::Queue;
+use skiff_core::endpoint_slices::SERVICE_NAME;
+use skiff_runtime::api::{self, Cluster, Deletion, Error, Target};
+use skiff_runtime::cache::{key_of, Cache, Informer};
+use skiff_runtime::controller::{Action, Reconcile};
+use skiff_runtime::queue::Queue;
 
-pub const SERVICE_NAME: &str = "kubernetes.io/service-name";
-
-/// The EndpointSlices of Service `ns/name`.
-pub fn slices_of<'a>(
-    slices: &'a [EndpointSlice],
-    ns: &'a str,
-    name: &'a str,
-) -> impl Iterator<Item = &'a EndpointSlice> {
-    slices.iter().filter(move |s| {
-        s.metadata.namespace.as_deref() == Some(ns)
-            && s.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME))
-                .is_some_and(|n| n == name)
-    })
-}
 const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
 const MANAGER: &str = "endpointslice-controller.k8s.io";
 /// Endpoints per slice, upstream's default.
@@ -362,7 +346,7 @@ impl Reconcile for EndpointsController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::fake::FakeCluster;
+    use skiff_runtime::fake::FakeCluster;
 
     fn pod(name: &str, ip: &str, ready: bool) -> Pod {
         serde_json::from_value(json!({

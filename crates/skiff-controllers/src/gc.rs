@@ -12,10 +12,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::core::ApiResource;
 use serde_json::{json, Value};
 
-use crate::runtime::api::{Cluster, Deletion, Error, Target};
-use crate::runtime::cache::{Informer, Object};
-use crate::runtime::controller::{Action, Reconcile};
-use crate::runtime::queue::Queue;
+use skiff_runtime::api::{Cluster, Deletion, Error, Target};
+use skiff_runtime::cache::{Informer, Object};
+use skiff_runtime::controller::{Action, Reconcile};
+use skiff_runtime::queue::Queue;
 
 pub const ORPHAN: &str = "orphan";
 pub const FOREGROUND: &str = "foregroundDeletion";
@@ -154,7 +154,7 @@ impl GarbageCollector {
                 },
                 t.namespaced,
             )),
-            _ => crate::runtime::api::custom_resources(self.cluster.as_ref())
+            _ => skiff_runtime::api::custom_resources(self.cluster.as_ref())
                 .await?
                 .into_iter()
                 .find(|(c, _)| c.api_version == r.api_version && c.kind == r.kind),
@@ -325,9 +325,9 @@ impl Reconcile for GarbageCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::fake::FakeCluster;
     use k8s_openapi::api::apps::v1::ReplicaSet;
     use k8s_openapi::api::core::v1::Pod;
+    use skiff_runtime::fake::FakeCluster;
 
     fn rs(finalizers: &[&str], deleting: bool) -> ReplicaSet {
         serde_json::from_value(json!({

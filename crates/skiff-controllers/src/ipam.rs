@@ -10,10 +10,10 @@ use kube::ResourceExt;
 use serde_json::json;
 use skiff_core::cidr::Cidr;
 
-use crate::runtime::api::{Cluster, Error, Target};
-use crate::runtime::cache::{Cache, Informer};
-use crate::runtime::controller::{Action, Reconcile};
-use crate::runtime::queue::Queue;
+use skiff_runtime::api::{Cluster, Error, Target};
+use skiff_runtime::cache::{Cache, Informer};
+use skiff_runtime::controller::{Action, Reconcile};
+use skiff_runtime::queue::Queue;
 
 pub struct IpamController {
     pub nodes: Arc<Cache<Node>>,
@@ -118,7 +118,7 @@ impl IpamController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::fake::FakeCluster;
+    use skiff_runtime::fake::FakeCluster;
 
     fn controller() -> (Arc<FakeCluster>, Informer<Node>, IpamController) {
         let fake = Arc::new(FakeCluster::default());

@@ -14,12 +14,12 @@ use serde_json::{json, Value};
 
 use crate::owned;
 use crate::pods::{self, PodControl};
-use crate::runtime::api::{Cluster, Deletion, Error, Target};
-use crate::runtime::cache::{Cache, Informer};
-use crate::runtime::controller::{Action, Reconcile};
-use crate::runtime::events;
-use crate::runtime::expectations::Expectations;
-use crate::runtime::queue::Queue;
+use skiff_runtime::api::{Cluster, Deletion, Error, Target};
+use skiff_runtime::cache::{Cache, Informer};
+use skiff_runtime::controller::{Action, Reconcile};
+use skiff_runtime::events;
+use skiff_runtime::expectations::Expectations;
+use skiff_runtime::queue::Queue;
 
 const COMPONENT: &str = "job-controller";
 
@@ -276,7 +276,7 @@ impl Reconcile for JobController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::fake::FakeCluster;
+    use skiff_runtime::fake::FakeCluster;
 
     fn job(completions: i32, parallelism: i32, backoff: i32) -> Job {
         serde_json::from_value(json!({

@@ -1,5 +1,5 @@
-//! The controller manager: a small controller runtime and the
-//! reconciliation loops that make desired state real.
+//! The controller manager: the reconciliation loops that make desired
+//! state real, on `skiff-runtime`.
 
 pub mod certificates;
 pub mod cronjob;
@@ -10,7 +10,6 @@ pub mod gc;
 pub mod hpa;
 pub mod ipam;
 pub mod job;
-pub mod leader;
 pub mod manager;
 pub mod namespace;
 pub mod node_lifecycle;
@@ -22,7 +21,6 @@ pub mod resourcequota;
 pub mod revisions;
 pub mod rollout;
 pub mod root_ca;
-pub mod runtime;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod volume;

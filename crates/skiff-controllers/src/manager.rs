@@ -32,21 +32,21 @@ use crate::gc::GarbageCollector;
 use crate::hpa::{HpaController, KubeTargets};
 use crate::ipam::IpamController;
 use crate::job::JobController;
-use crate::leader;
 use crate::namespace::NamespaceController;
 use crate::node_lifecycle::NodeLifecycleController;
 use crate::podgc::PodGcController;
 use crate::replicaset::ReplicaSetController;
 use crate::resourcequota::ResourceQuotaController;
 use crate::root_ca::RootCaPublisher;
-use crate::runtime::api::KubeCluster;
-use crate::runtime::cache::{Informer, Object};
-use crate::runtime::controller::{self, Reconcile};
-use crate::runtime::metrics::WorkQueueMetrics;
-use crate::runtime::queue::Queue;
 use crate::serviceaccount::ServiceAccountController;
 use crate::statefulset::StatefulSetController;
 use crate::volume;
+use skiff_runtime::api::KubeCluster;
+use skiff_runtime::cache::{Informer, Object};
+use skiff_runtime::controller::{self, Reconcile};
+use skiff_runtime::leader;
+use skiff_runtime::metrics::WorkQueueMetrics;
+use skiff_runtime::queue::Queue;
 
 /// Settings of the controller manager.
 #[derive(Clone, Debug)]
@@ -154,7 +154,7 @@ pub async fn run(client: Client, config: Config) {
 }
 
 async fn run_all(client: Client, config: Config, metrics: WorkQueueMetrics) {
-    let cluster: Arc<dyn crate::runtime::api::Cluster> = Arc::new(KubeCluster::new(client.clone()));
+    let cluster: Arc<dyn skiff_runtime::api::Cluster> = Arc::new(KubeCluster::new(client.clone()));
     let n = config.workers;
     let mut pods = Informer::<Pod>::default();
     let mut nodes = Informer::<Node>::default();

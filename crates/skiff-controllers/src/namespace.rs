@@ -12,10 +12,10 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use crate::owned;
-use crate::runtime::api::{Cluster, Error, Target};
-use crate::runtime::cache::{Cache, Informer};
-use crate::runtime::controller::{Action, Reconcile};
-use crate::runtime::queue::Queue;
+use skiff_runtime::api::{Cluster, Error, Target};
+use skiff_runtime::cache::{Cache, Informer};
+use skiff_runtime::controller::{Action, Reconcile};
+use skiff_runtime::queue::Queue;
 
 /// How often a terminating namespace is checked while its contents go.
 const RECHECK: Duration = Duration::from_millis(500);
@@ -94,7 +94,7 @@ impl Reconcile for NamespaceController {
         let mut left = 0;
         // Custom resources too: one served version of each reaches all.
         let mut custom: Vec<ApiResource> = Vec::new();
-        for (r, namespaced) in crate::runtime::api::custom_resources(self.cluster.as_ref()).await? {
+        for (r, namespaced) in skiff_runtime::api::custom_resources(self.cluster.as_ref()).await? {
             if namespaced
                 && !custom
                     .iter()
@@ -135,7 +135,7 @@ impl Reconcile for NamespaceController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::fake::FakeCluster;
+    use skiff_runtime::fake::FakeCluster;
 
     #[tokio::test]
     async fn empties_then_finalizes_a_deleted_namespace() {

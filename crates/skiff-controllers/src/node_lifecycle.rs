@@ -15,11 +15,11 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 use skiff_core::placement::toleration_matches;
 
-use crate::runtime::api::{Cluster, Deletion, Error, Target};
-use crate::runtime::cache::{Cache, Informer};
-use crate::runtime::controller::{Action, Reconcile};
-use crate::runtime::events;
-use crate::runtime::queue::Queue;
+use skiff_runtime::api::{Cluster, Deletion, Error, Target};
+use skiff_runtime::cache::{Cache, Informer};
+use skiff_runtime::controller::{Action, Reconcile};
+use skiff_runtime::events;
+use skiff_runtime::queue::Queue;
 
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
@@ -371,7 +371,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_silent_node_turns_unknown_and_its_pods_go() {
-        use crate::runtime::fake::FakeCluster;
+        use skiff_runtime::fake::FakeCluster;
         let fake = Arc::new(FakeCluster::default());
         let (mut nodes, mut leases, mut pods) = (
             Informer::default(),

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use kube::api::ObjectMeta;
 
 use crate::pods::controller_of;
-use crate::runtime::cache::{Informer, Object};
-use crate::runtime::expectations::Expectations;
-use crate::runtime::queue::Queue;
+use skiff_runtime::cache::{Informer, Object};
+use skiff_runtime::expectations::Expectations;
+use skiff_runtime::queue::Queue;
 
 /// The key of the controller of `meta`, if it is of kind `owner_kind`.
 fn owner_key(meta: &ObjectMeta, owner_kind: &str) -> Option<String> {
@@ -95,7 +95,7 @@ where
 {
     informer.on_change(move |old, new| {
         if let Some(o) = new.or(old) {
-            queue.add(crate::runtime::cache::key_of(o));
+            queue.add(skiff_runtime::cache::key_of(o));
         }
     });
 }

@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 
-use crate::runtime::api::{Cluster, Deletion, Error, Target};
-use crate::runtime::cache::{key_of, Cache, Informer};
-use crate::runtime::controller::{Action, Reconcile};
-use crate::runtime::queue::Queue;
+use skiff_runtime::api::{Cluster, Deletion, Error, Target};
+use skiff_runtime::cache::{key_of, Cache, Informer};
+use skiff_runtime::controller::{Action, Reconcile};
+use skiff_runtime::queue::Queue;
 
 /// How long a node must be missing before its pods are deleted.
 pub const QUARANTINE: Duration = Duration::from_secs(40);
@@ -141,8 +141,8 @@ impl Reconcile for PodGcController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::fake::FakeCluster;
     use serde_json::json;
+    use skiff_runtime::fake::FakeCluster;
 
     #[tokio::test]
     async fn deletes_pods_of_nodes_missing_past_the_quarantine_only() {

@@ -10,9 +10,9 @@ use kube::{Resource, ResourceExt};
 use serde_json::{json, Value};
 use skiff_core::selector;
 
-use crate::runtime::api::{Cluster, Deletion, Error, Target};
-use crate::runtime::events;
-use crate::runtime::expectations::Expectations;
+use skiff_runtime::api::{Cluster, Deletion, Error, Target};
+use skiff_runtime::events;
+use skiff_runtime::expectations::Expectations;
 
 /// The owner reference that marks `obj` as the controller of what it makes.
 pub fn controller_ref<K: Resource<DynamicType = ()>>(obj: &K) -> Value {

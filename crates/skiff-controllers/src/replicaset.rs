@@ -16,17 +16,17 @@ use serde_json::{json, Value};
 
 use crate::owned;
 use crate::pods::{self, controller_of, PodControl};
-use crate::runtime::api::{Cluster, Error, Target};
-use crate::runtime::cache::{Cache, Informer};
-use crate::runtime::controller::{Action, Reconcile};
-use crate::runtime::expectations::Expectations;
-use crate::runtime::queue::Queue;
+use skiff_runtime::api::{Cluster, Error, Target};
+use skiff_runtime::cache::{Cache, Informer};
+use skiff_runtime::controller::{Action, Reconcile};
+use skiff_runtime::expectations::Expectations;
+use skiff_runtime::queue::Queue;
 
 /// At most this many pods are created or deleted per reconcile, as upstream.
 const BURST: usize = 500;
 
 /// What the loop needs of a set of replicas.
-pub trait Replicated: crate::runtime::cache::Object + k8s_openapi::Resource {
+pub trait Replicated: skiff_runtime::cache::Object + k8s_openapi::Resource {
     /// The controller's name in events and logs.
     const COMPONENT: &'static str;
     /// The loop's name.
@@ -298,7 +298,7 @@ impl<K: Replicated> Reconcile for ReplicaSetController<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::fake::FakeCluster;
+    use skiff_runtime::fake::FakeCluster;
 
     fn rs(replicas: i32) -> ReplicaSet {
         serde_json::from_value(json!({

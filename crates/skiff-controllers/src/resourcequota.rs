@@ -14,10 +14,10 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 use skiff_core::quota;
 
-use crate::runtime::api::{self, Cluster, Error, Target};
-use crate::runtime::cache::{Cache, Informer};
-use crate::runtime::controller::{Action, Reconcile};
-use crate::runtime::queue::Queue;
+use skiff_runtime::api::{self, Cluster, Error, Target};
+use skiff_runtime::cache::{Cache, Informer};
+use skiff_runtime::controller::{Action, Reconcile};
+use skiff_runtime::queue::Queue;
 
 /// How often usage of kinds without a watch here is recounted.
 const RECOUNT: Duration = Duration::from_secs(30);
@@ -135,7 +135,7 @@ impl Reconcile for ResourceQuotaController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::fake::FakeCluster;
+    use skiff_runtime::fake::FakeCluster;
 
     #[tokio::test]
     async fn used_counts_live_pods_and_listed_configmaps() {

@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 use crate::pods;
 use crate::rollout;
-use crate::runtime::api::{self, Cluster, Error};
-use crate::runtime::cache::Cache;
+use skiff_runtime::api::{self, Cluster, Error};
+use skiff_runtime::cache::Cache;
 
 /// The revision recording `template`: `(name, hash)`. It is created when
 /// missing, and given the newest number when an old template returns.

@@ -9,10 +9,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::ResourceExt;
 use serde_json::json;
 
-use crate::runtime::api::{self, Cluster, Error, Target};
-use crate::runtime::cache::{Cache, Informer};
-use crate::runtime::controller::{Action, Reconcile};
-use crate::runtime::queue::Queue;
+use skiff_runtime::api::{self, Cluster, Error, Target};
+use skiff_runtime::cache::{Cache, Informer};
+use skiff_runtime::controller::{Action, Reconcile};
+use skiff_runtime::queue::Queue;
 
 pub const NAME: &str = "kube-root-ca.crt";
 
@@ -88,7 +88,7 @@ impl Reconcile for RootCaPublisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::fake::FakeCluster;
+    use skiff_runtime::fake::FakeCluster;
 
     #[tokio::test]
     async fn publishes_the_ca_and_puts_it_back_when_changed() {

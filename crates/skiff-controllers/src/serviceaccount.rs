@@ -7,10 +7,10 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::ResourceExt;
 use serde_json::json;
 
-use crate::runtime::api::{self, Cluster, Error};
-use crate::runtime::cache::{Cache, Informer};
-use crate::runtime::controller::{Action, Reconcile};
-use crate::runtime::queue::Queue;
+use skiff_runtime::api::{self, Cluster, Error};
+use skiff_runtime::cache::{Cache, Informer};
+use skiff_runtime::controller::{Action, Reconcile};
+use skiff_runtime::queue::Queue;
 
 pub struct ServiceAccountController {
     pub namespaces: Arc<Cache<Namespace>>,
@@ -61,7 +61,7 @@ impl Reconcile for ServiceAccountController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::fake::FakeCluster;
+    use skiff_runtime::fake::FakeCluster;
 
     #[tokio::test]
     async fn creates_the_default_account_once() {

@@ -15,11 +15,11 @@ use serde_json::{json, Value};
 use crate::owned;
 use crate::pods;
 use crate::revisions;
-use crate::runtime::api::{self, Cluster, Error, Target};
-use crate::runtime::cache::{Cache, Informer};
-use crate::runtime::controller::{Action, Reconcile};
-use crate::runtime::events;
-use crate::runtime::queue::Queue;
+use skiff_runtime::api::{self, Cluster, Error, Target};
+use skiff_runtime::cache::{Cache, Informer};
+use skiff_runtime::controller::{Action, Reconcile};
+use skiff_runtime::events;
+use skiff_runtime::queue::Queue;
 
 const COMPONENT: &str = "statefulset-controller";
 pub const REVISION_LABEL: &str = "controller-revision-hash";
@@ -480,7 +480,7 @@ impl StatefulSetController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::fake::FakeCluster;
+    use skiff_runtime::fake::FakeCluster;
 
     fn sts(replicas: i32, policy: &str) -> StatefulSet {
         serde_json::from_value(json!({

@@ -11,6 +11,7 @@ pub mod certs;
 pub mod cidr;
 pub mod crd;
 pub mod defaults;
+pub mod endpoint_slices;
 pub mod fields;
 pub mod limit_range;
 pub mod meta;

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use skiff_controllers::endpoints::slices_of;
+use skiff_core::endpoint_slices::slices_of;
 
 /// One record a name holds.
 #[derive(Clone, Debug, PartialEq)]

@@ -26,7 +26,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use skiff_controllers::runtime::cache::{follow, Cache, Informer};
+use skiff_runtime::cache::{follow, Cache, Informer};
 use tokio::net::TcpListener;
 
 use routes::Table;

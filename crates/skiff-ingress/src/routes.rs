@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
-use skiff_controllers::endpoints::slices_of;
+use skiff_core::endpoint_slices::slices_of;
 
 /// The class this controller serves.
 pub const CLASS: &str = "skiff";

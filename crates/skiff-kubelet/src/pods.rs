@@ -14,9 +14,10 @@ use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher;
 use kube::Client;
 use serde_json::json;
+use skiff_runtime::watch::Change;
 use tokio::sync::watch;
 
 use crate::cri::Error;
@@ -219,7 +220,8 @@ impl Worker {
     pub async fn run(self: Arc<Self>) {
         let api: Api<Pod> = Api::all(self.client.clone());
         let config = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node));
-        let mut events = watcher::watcher(api, config).boxed();
+        let events = skiff_runtime::watch::changes(api, config);
+        let mut events = std::pin::pin!(events);
         let mut pods = Dispatcher::new(self.clone());
         let mut housekeeping = tokio::time::interval(RESYNC * 2);
         // Runtimes that tell container changes wake workers at once; the
@@ -242,12 +244,8 @@ impl Worker {
                         self.told.store(false, std::sync::atomic::Ordering::Relaxed);
                     }
                 },
-                e = events.next() => match e {
-                    Some(Ok(event)) => pods.handle(event),
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "pod watch; retrying");
-                        tokio::time::sleep(RETRY).await;
-                    }
+                change = events.next() => match change {
+                    Some(change) => pods.handle(change),
                     None => return,
                 },
                 _ = housekeeping.tick() => {
@@ -921,8 +919,6 @@ pub struct Dispatcher {
     /// Every pod worker still running, those of deleted pods included
     /// until their teardown is over.
     running: HashMap<String, tokio::task::JoinHandle<()>>,
-    /// The pods of a relist in progress.
-    relist: HashMap<String, Pod>,
     /// Until the first full list arrives, nothing is cleaned up: an empty
     /// map would make every running pod look orphaned.
     listed: bool,
@@ -934,20 +930,15 @@ impl Dispatcher {
             worker,
             slots: HashMap::new(),
             running: HashMap::new(),
-            relist: HashMap::new(),
             listed: false,
         }
     }
 
-    pub fn handle(&mut self, event: Event<Pod>) {
+    pub fn handle(&mut self, change: Change<Pod>) {
         let uid = |pod: &Pod| pod.metadata.uid.clone().unwrap_or_default();
-        match event {
-            Event::Init => self.relist.clear(),
-            Event::InitApply(pod) => {
-                self.relist.insert(uid(&pod), pod);
-            }
-            Event::InitDone => {
-                let relist = std::mem::take(&mut self.relist);
+        match change {
+            Change::Relisted(pods) => {
+                let relist: HashMap<String, Pod> = pods.into_iter().map(|p| (uid(&p), p)).collect();
                 let gone = self.slots.extract_if(|uid, _| !relist.contains_key(uid));
                 for (uid, slot) in gone {
                     tracing::debug!(pod = uid, "gone while the watch was down");
@@ -958,8 +949,8 @@ impl Dispatcher {
                 }
                 self.listed = true;
             }
-            Event::Apply(pod) => self.deliver(uid(&pod), pod),
-            Event::Delete(pod) => {
+            Change::Applied(pod) => self.deliver(uid(&pod), pod),
+            Change::Deleted(pod) => {
                 if let Some(slot) = self.slots.remove(&uid(&pod)) {
                     slot.send_replace(None);
                 }

@@ -10,9 +10,10 @@ use std::time::Duration;
 use futures::{stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher;
 use kube::Client;
 use serde_json::{json, Value};
+use skiff_runtime::watch::Change;
 
 use crate::pods::{Dispatcher, Worker};
 use crate::runtime::fake::FakeRuntime;
@@ -187,17 +188,13 @@ async fn run_pods(
         .collect();
     let pods: Api<Pod> = Api::all(client.clone());
     let selector = watcher::Config::default().fields("spec.nodeName!=");
-    let mut events = watcher::watcher(pods, selector).boxed();
+    let events = skiff_runtime::watch::changes(pods, selector);
+    let mut events = std::pin::pin!(events);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     loop {
-        let event = tokio::select! {
-            e = events.next() => match e {
-                Some(Ok(event)) => event,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "pod watch; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
+        let change = tokio::select! {
+            change = events.next() => match change {
+                Some(change) => change,
                 None => return Ok(()),
             },
             _ = housekeeping.tick() => {
@@ -207,31 +204,50 @@ async fn run_pods(
                 continue;
             }
         };
-        let node_of = |pod: &Pod| pod.spec.as_ref().and_then(|s| s.node_name.clone());
-        let pod = match &event {
-            Event::Init | Event::InitDone => {
-                for node in nodes.values_mut() {
-                    node.handle(event.clone());
-                }
-                continue;
-            }
-            Event::InitApply(pod) | Event::Apply(pod) | Event::Delete(pod) => pod,
-        };
-        let Some(node) = node_of(pod).and_then(|n| nodes.get_mut(&n)) else {
-            continue;
-        };
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref());
-        {
+        let note = |pod: &Pod, deleted: bool| {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref());
             let mut set = completing.lock().unwrap_or_else(|e| e.into_inner());
-            if matches!(event, Event::Delete(_)) || policy.is_none_or(|p| p == "Always") {
+            if deleted || policy.is_none_or(|p| p == "Always") {
                 set.remove(&uid);
             } else {
                 set.insert(uid);
             }
+        };
+        match change {
+            Change::Relisted(pods) => {
+                let mut by_node: HashMap<String, Vec<Pod>> =
+                    nodes.keys().map(|n| (n.clone(), Vec::new())).collect();
+                for pod in pods {
+                    if let Some(list) = node_of(&pod).and_then(|n| by_node.get_mut(&n)) {
+                        note(&pod, false);
+                        list.push(pod);
+                    }
+                }
+                for (name, pods) in by_node {
+                    if let Some(node) = nodes.get_mut(&name) {
+                        node.handle(Change::Relisted(pods));
+                    }
+                }
+            }
+            Change::Applied(pod) => {
+                if let Some(node) = node_of(&pod).and_then(|n| nodes.get_mut(&n)) {
+                    note(&pod, false);
+                    node.handle(Change::Applied(pod));
+                }
+            }
+            Change::Deleted(pod) => {
+                if let Some(node) = node_of(&pod).and_then(|n| nodes.get_mut(&n)) {
+                    note(&pod, true);
+                    node.handle(Change::Deleted(pod));
+                }
+            }
         }
-        node.handle(event);
     }
+}
+
+fn node_of(pod: &Pod) -> Option<String> {
+    pod.spec.as_ref().and_then(|s| s.node_name.clone())
 }
 
 /// A simulated node's address, in TEST-NET-1: nothing is ever sent there.

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
-use skiff_controllers::runtime::cache::{follow, Cache};
+use skiff_runtime::cache::{follow, Cache};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 

@@ -17,7 +17,7 @@ use std::fmt::Write;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use sha2::{Digest, Sha256};
-use skiff_controllers::endpoints::slices_of;
+use skiff_core::endpoint_slices::slices_of;
 
 /// The table the proxy owns, and nothing else.
 pub const TABLE: &str = "skiff";

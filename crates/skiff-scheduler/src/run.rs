@@ -12,8 +12,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::watcher::{self, Event as WatchEvent};
+use kube::runtime::watcher;
 use kube::Client;
+use skiff_runtime::watch::{self, Change};
 use tokio::sync::Notify;
 
 use crate::framework::{reserve, unreserve, Bind, CycleState, Profile, Status};
@@ -31,7 +32,7 @@ pub struct Config {
     /// Score every feasible node instead of an adaptive share.
     pub score_all_nodes: bool,
     /// Lease timings of the leader election.
-    pub election: skiff_controllers::leader::Timing,
+    pub election: skiff_runtime::leader::Timing,
     /// The process's Prometheus registry, which the scheduler adds to.
     pub metrics: skiff_core::metrics::Registry,
 }
@@ -226,8 +227,8 @@ pub async fn run(client: Client, config: Config) {
     tokio::spawn(watch_pods(client.clone(), cache.clone(), wake.clone()));
     let volumes = Arc::new(Volumes::default());
     watch_volumes(&client, &volumes, &cache, &wake);
-    let identity = skiff_controllers::leader::identity("scheduler");
-    let (mut leading, _election) = skiff_controllers::leader::elect(
+    let identity = skiff_runtime::leader::identity("scheduler");
+    let (mut leading, _election) = skiff_runtime::leader::elect(
         client.clone(),
         LEASE.0,
         LEASE.1,
@@ -271,28 +272,15 @@ pub async fn run(client: Client, config: Config) {
     }
 }
 
-/// How long a failed watch waits before the watcher tries again.
-const WATCH_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
-
 async fn watch_nodes(client: Client, cache: Arc<Mutex<Cache>>, wake: Arc<Notify>) {
-    let mut events = watcher::watcher(Api::<Node>::all(client), watcher::Config::default()).boxed();
-    let mut relist: Option<Vec<Node>> = None;
-    while let Some(event) = events.next().await {
+    let changes = watch::changes(Api::<Node>::all(client), watcher::Config::default());
+    let mut changes = std::pin::pin!(changes);
+    while let Some(change) = changes.next().await {
         let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
-        match event {
-            Ok(WatchEvent::Init) => relist = Some(Vec::new()),
-            Ok(WatchEvent::InitApply(node)) => relist.get_or_insert_default().push(node),
-            Ok(WatchEvent::InitDone) => c.replace_nodes(relist.take().unwrap_or_default()),
-            Ok(WatchEvent::Apply(node)) => c.apply_node(node),
-            Ok(WatchEvent::Delete(node)) => {
-                c.delete_node(node.metadata.name.as_deref().unwrap_or(""))
-            }
-            Err(e) => {
-                drop(c);
-                tracing::warn!(error = %e, "scheduler: node watch");
-                tokio::time::sleep(WATCH_RETRY).await;
-                continue;
-            }
+        match change {
+            Change::Relisted(nodes) => c.replace_nodes(nodes),
+            Change::Applied(node) => c.apply_node(node),
+            Change::Deleted(node) => c.delete_node(node.metadata.name.as_deref().unwrap_or("")),
         }
         if !c.queue.is_empty() {
             wake.notify_one();
@@ -317,17 +305,13 @@ fn watch_volumes(
         let api = Api::<K>::all(client.clone());
         let (volumes, cache, wake) = (volumes.clone(), cache.clone(), wake.clone());
         tokio::spawn(async move {
-            let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
-            while let Some(event) = events.next().await {
-                match event {
-                    Ok(WatchEvent::Apply(o) | WatchEvent::InitApply(o)) => volumes.put(o),
-                    Ok(WatchEvent::Delete(o)) => volumes.remove(&o),
-                    Ok(_) => continue,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "scheduler: volume watch");
-                        tokio::time::sleep(WATCH_RETRY).await;
-                        continue;
-                    }
+            let changes = watch::changes(api, watcher::Config::default());
+            let mut changes = std::pin::pin!(changes);
+            while let Some(change) = changes.next().await {
+                match change {
+                    Change::Relisted(objs) => volumes.replace(objs),
+                    Change::Applied(obj) => volumes.put(obj),
+                    Change::Deleted(obj) => volumes.remove(&obj),
                 }
                 let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
                 c.queue.wake_all();
@@ -343,22 +327,14 @@ fn watch_volumes(
 }
 
 async fn watch_pods(client: Client, cache: Arc<Mutex<Cache>>, wake: Arc<Notify>) {
-    let mut events = watcher::watcher(Api::<Pod>::all(client), watcher::Config::default()).boxed();
-    let mut relist: Option<Vec<Pod>> = None;
-    while let Some(event) = events.next().await {
+    let changes = watch::changes(Api::<Pod>::all(client), watcher::Config::default());
+    let mut changes = std::pin::pin!(changes);
+    while let Some(change) = changes.next().await {
         let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
-        match event {
-            Ok(WatchEvent::Init) => relist = Some(Vec::new()),
-            Ok(WatchEvent::InitApply(pod)) => relist.get_or_insert_default().push(pod),
-            Ok(WatchEvent::InitDone) => c.replace_pods(relist.take().unwrap_or_default()),
-            Ok(WatchEvent::Apply(pod)) => c.apply_pod(pod),
-            Ok(WatchEvent::Delete(pod)) => c.delete_pod(&key(&pod)),
-            Err(e) => {
-                drop(c);
-                tracing::warn!(error = %e, "scheduler: pod watch");
-                tokio::time::sleep(WATCH_RETRY).await;
-                continue;
-            }
+        match change {
+            Change::Relisted(pods) => c.replace_pods(pods),
+            Change::Applied(pod) => c.apply_pod(pod),
+            Change::Deleted(pod) => c.delete_pod(&key(&pod)),
         }
         if !c.queue.is_empty() {
             wake.notify_one();

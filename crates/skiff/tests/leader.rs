@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use skiff_controllers::leader::{elect, Timing};
+use skiff_runtime::leader::{elect, Timing};
 use support::Cluster;
 
 async fn client(c: &Cluster) -> kube::Client {

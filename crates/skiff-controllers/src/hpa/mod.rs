@@ -26,13 +26,13 @@ use serde_json::{json, Value};
 use skiff_core::quantity::parse_milli;
 use skiff_core::selector::LabelSelector;
 
-use crate::runtime::api::{Cluster, Error, Target as ObjectTarget};
-use crate::runtime::cache::{Cache, Informer};
-use crate::runtime::controller::{Action, Reconcile};
-use crate::runtime::events;
-use crate::runtime::queue::Queue;
 use normalize::{Behavior, History, Policy, Rules};
 use replicas::{PodFacts, Recommendation, Sample, Target};
+use skiff_runtime::api::{Cluster, Error, Target as ObjectTarget};
+use skiff_runtime::cache::{Cache, Informer};
+use skiff_runtime::controller::{Action, Reconcile};
+use skiff_runtime::events;
+use skiff_runtime::queue::Queue;
 
 const COMPONENT: &str = "horizontal-pod-autoscaler";
 /// The shortest time between two recordings of the same event.
@@ -801,7 +801,7 @@ impl HpaController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::fake::FakeCluster;
+    use skiff_runtime::fake::FakeCluster;
 
     /// Scales and metrics held in memory.
     #[derive(Default)]

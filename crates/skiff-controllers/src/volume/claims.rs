@@ -13,8 +13,8 @@ use skiff_core::volumes::{self as v, BIND_COMPLETED, BOUND_BY_CONTROLLER, CLAIM_
 
 use super::{claims_of, Shared};
 use crate::pods;
-use crate::runtime::api::Error;
-use crate::runtime::controller::{Action, Reconcile};
+use skiff_runtime::api::Error;
+use skiff_runtime::controller::{Action, Reconcile};
 
 pub struct ClaimController {
     pub shared: Arc<Shared>,

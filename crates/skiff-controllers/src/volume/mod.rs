@@ -17,9 +17,9 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use kube::ResourceExt;
 use serde_json::{json, Value};
 
-use crate::runtime::api::{Cluster, Error, Target};
-use crate::runtime::cache::{key_of, Cache, Informer};
-use crate::runtime::queue::Queue;
+use skiff_runtime::api::{Cluster, Error, Target};
+use skiff_runtime::cache::{key_of, Cache, Informer};
+use skiff_runtime::queue::Queue;
 
 pub use claims::ClaimController;
 pub use volumes::VolumeController;
@@ -131,7 +131,7 @@ impl Shared {
         }
         told.insert(key, said);
         drop(told);
-        self.cluster.event(crate::runtime::events::about(
+        self.cluster.event(skiff_runtime::events::about(
             obj, COMPONENT, warning, reason, message,
         ));
     }

@@ -15,7 +15,7 @@ use skiff_core::volumes::{
 };
 
 use super::Shared;
-use crate::runtime::api::{self, Error};
+use skiff_runtime::api::{self, Error};
 
 /// The name of the volume provisioned for a claim, as upstream's.
 pub fn volume_name(claim: &PersistentVolumeClaim) -> String {

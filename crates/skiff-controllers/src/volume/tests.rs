@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 use skiff_core::volumes::{CLAIM_PROTECTION, LOCAL_PATH, LOCAL_PATH_ROOT, SELECTED_NODE};
 
 use super::*;
-use crate::runtime::controller::Reconcile;
-use crate::runtime::fake::FakeCluster;
+use skiff_runtime::controller::Reconcile;
+use skiff_runtime::fake::FakeCluster;
 
 struct Bed {
     fake: Arc<FakeCluster>,
@@ -67,7 +67,7 @@ impl Bed {
 
     /// The caches as the cluster holds it now.
     fn sync(&self) {
-        fn follow<K: crate::runtime::cache::Object + serde::de::DeserializeOwned>(
+        fn follow<K: skiff_runtime::cache::Object + serde::de::DeserializeOwned>(
             informer: &Informer<K>,
             objects: Vec<Value>,
         ) {

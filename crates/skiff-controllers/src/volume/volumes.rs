@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use skiff_core::volumes::{self as v, BOUND_BY_CONTROLLER, VOLUME_PROTECTION};
 
 use super::Shared;
-use crate::runtime::api::{self, Error};
-use crate::runtime::controller::{Action, Reconcile};
+use skiff_runtime::api::{self, Error};
+use skiff_runtime::controller::{Action, Reconcile};
 
 pub struct VolumeController {
     pub shared: Arc<Shared>,

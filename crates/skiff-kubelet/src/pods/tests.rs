@@ -301,7 +301,7 @@ async fn a_runtime_event_wakes_the_pod_worker() {
     let worker = Worker::simulated(client, fake.clone(), "n1".into(), "192.0.2.1".into(), syncs);
     let mut pods = Dispatcher::new(Arc::new(worker));
     let mut changes = fake.events().await.expect("the fake tells its changes");
-    pods.handle(Event::Apply(pod("p", &[("c", "app:1")], "Always")));
+    pods.handle(Change::Applied(pod("p", &[("c", "app:1")], "Always")));
     let runs = |attempt: u32| {
         let fake = fake.clone();
         move || {

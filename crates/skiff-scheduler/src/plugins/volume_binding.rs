@@ -63,6 +63,17 @@ impl Volumes {
     pub fn remove<K: Kept>(&self, obj: &K) {
         K::table(&mut self.write()).remove(&name_of(obj.meta()));
     }
+
+    /// A relist: the objects of `K` are exactly these.
+    pub fn replace<K: Kept>(&self, objs: Vec<K>) {
+        let mut view = self.write();
+        K::table(&mut view).clear();
+        for obj in objs {
+            let key = name_of(obj.meta());
+            K::seen(&mut view, &key, &obj);
+            K::table(&mut view).insert(key, Arc::new(obj));
+        }
+    }
 }
 
 /// A kind [`Volumes`] keeps, by `namespace/name`.

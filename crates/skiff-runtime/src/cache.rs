@@ -6,10 +6,12 @@ use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
 use kube::api::Api;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
+use tokio::sync::watch as signal;
+
+use crate::watch::{self, Change};
 
 /// `namespace/name`, or `name` for cluster-scoped objects.
 pub fn key_of<K: Resource>(obj: &K) -> String {
@@ -47,14 +49,14 @@ impl<K> Object for K where
 /// Objects of one kind by key, as last seen.
 pub struct Cache<K> {
     objects: RwLock<HashMap<String, Arc<K>>>,
-    synced: watch::Sender<bool>,
+    synced: signal::Sender<bool>,
 }
 
 impl<K> Default for Cache<K> {
     fn default() -> Self {
         Self {
             objects: RwLock::default(),
-            synced: watch::Sender::new(false),
+            synced: signal::Sender::new(false),
         }
     }
 }
@@ -159,42 +161,35 @@ where
         }
     }
 
-    /// Watches `api` forever, relisting as the watcher decides.
+    /// Watches `api` forever.
     pub async fn run(self, api: Api<K>, config: watcher::Config) {
-        let mut relist: Option<HashMap<String, K>> = None;
-        let mut events = watcher::watcher(api, config).boxed();
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(Event::Init) => relist = Some(HashMap::new()),
-                Ok(Event::InitApply(obj)) => {
-                    if let Some(seen) = relist.as_mut() {
-                        seen.insert(key_of(&obj), obj);
-                    }
-                }
-                Ok(Event::InitDone) => {
-                    let seen = relist.take().unwrap_or_default();
-                    let gone: Vec<Arc<K>> = self
-                        .cache
-                        .list()
-                        .into_iter()
-                        .filter(|o| !seen.contains_key(&key_of(&**o)))
-                        .collect();
-                    for obj in gone {
-                        self.delete(&obj);
-                    }
-                    for (_, obj) in seen {
-                        self.apply(obj);
-                    }
-                    self.cache.synced.send_replace(true);
-                }
-                Ok(Event::Apply(obj)) => self.apply(obj),
-                Ok(Event::Delete(obj)) => self.delete(&obj),
-                Err(e) => {
-                    tracing::debug!(kind = %K::kind(&()), error = %e, "watch failed; retrying");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                }
+        let changes = watch::changes(api, config);
+        let mut changes = std::pin::pin!(changes);
+        while let Some(change) = changes.next().await {
+            match change {
+                Change::Relisted(objs) => self.replace(objs),
+                Change::Applied(obj) => self.apply(obj),
+                Change::Deleted(obj) => self.delete(&obj),
             }
         }
+    }
+
+    /// A relist: what it does not show is deleted, the rest applied.
+    fn replace(&self, objs: Vec<K>) {
+        let seen: HashMap<String, K> = objs.into_iter().map(|o| (key_of(&o), o)).collect();
+        let gone: Vec<Arc<K>> = self
+            .cache
+            .list()
+            .into_iter()
+            .filter(|o| !seen.contains_key(&key_of(&**o)))
+            .collect();
+        for obj in gone {
+            self.delete(&obj);
+        }
+        for (_, obj) in seen {
+            self.apply(obj);
+        }
+        self.cache.synced.send_replace(true);
     }
 }
 

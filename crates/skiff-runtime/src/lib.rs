@@ -1,0 +1,18 @@
+//! The client runtime every component builds on: informers feed caches
+//! and queue keys; workers reconcile one key at a time; expectations
+//! guard against stale caches; writes go through the `Cluster` trait
+//! (its in-memory fake behind the `testing` feature); events, work-queue
+//! metrics and leader election; `watch` is the relisting watch they all
+//! stand on.
+
+pub mod api;
+pub mod cache;
+pub mod controller;
+pub mod events;
+pub mod expectations;
+#[cfg(any(test, feature = "testing"))]
+pub mod fake;
+pub mod leader;
+pub mod metrics;
+pub mod queue;
+pub mod watch;
