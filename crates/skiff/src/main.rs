@@ -37,6 +37,8 @@ enum Command {
     },
     /// Runs the controller manager alone, against any API server.
     ControllerManager(ControllerManagerArgs),
+    /// Runs the scheduler alone, against any API server.
+    Scheduler(SchedulerArgs),
     /// Measures the control plane.
     Bench {
         #[command(subcommand)]
@@ -191,6 +193,16 @@ struct ControllerManagerArgs {
     /// unless an autoscaler's behavior says otherwise.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     horizontal_pod_autoscaler_downscale_stabilization: std::time::Duration,
+}
+
+#[derive(clap::Args)]
+struct SchedulerArgs {
+    /// A kubeconfig for the API server (e.g. `<data-dir>/kubeconfig.yaml`).
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// Score every feasible node rather than upstream's adaptive share.
+    #[arg(long)]
+    score_all_nodes: bool,
 }
 
 #[derive(clap::Args)]
@@ -553,6 +565,18 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Agent(args) => agent(*args).await,
             Command::Image { what } => image::run(what).await,
+            Command::Scheduler(args) => {
+                let client = local_client(&args.kubeconfig).await?;
+                let config = skiff_scheduler::Config {
+                    score_all_nodes: args.score_all_nodes,
+                    ..Default::default()
+                };
+                tokio::select! {
+                    _ = skiff_scheduler::run(client, config) => {}
+                    _ = shutdown() => tracing::info!("shutting down"),
+                }
+                Ok(())
+            }
             Command::ControllerManager(args) => {
                 let client = local_client(&args.kubeconfig).await?;
                 let signing_ca = match (

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{agent, create, wait_for, Cluster};
+use support::{agent, create, wait_for, Cluster, Process, Relay};
 
 fn pod_manifest(name: &str, spec: &str) -> String {
     format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers:\n  - name: main\n    image: busybox\n{spec}")
@@ -237,4 +237,58 @@ fn a_higher_priority_pod_preempts_a_lower_one() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr)
         .contains("no PriorityClass with name missing was found"));
+}
+
+#[test]
+fn a_node_deleted_while_the_schedulers_watch_is_cut_gets_no_more_pods() {
+    let c = Cluster::start_with_flags(&["--disable-scheduler"]);
+    let relay = Relay::to(c.port);
+    let scheduler = Process(
+        std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["scheduler", "--kubeconfig"])
+            .arg(relay.kubeconfig(&c))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(c.dir.path().join("scheduler.log")).unwrap())
+            .spawn()
+            .expect("start skiff scheduler"),
+    );
+    let old = agent(&c, "old", 1, &["--label", "pool=old"]);
+    create(
+        &c,
+        &pod_manifest("before", "  nodeSelector:\n    pool: old\n"),
+    );
+    assert_eq!(wait_running(&c, "before"), "old-00000");
+
+    drop(old);
+    relay.cut();
+    c.ok(&["delete", "node", "old-00000"]);
+    relay.mend();
+
+    // A node added after the deletion: once the scheduler places a pod
+    // there, its node watch has passed the deletion.
+    let _new = agent(&c, "new", 1, &["--label", "pool=new"]);
+    create(
+        &c,
+        &pod_manifest("marker", "  nodeSelector:\n    pool: new\n"),
+    );
+    assert_eq!(wait_running(&c, "marker"), "new-00000");
+
+    create(
+        &c,
+        &pod_manifest("after", "  nodeSelector:\n    pool: old\n"),
+    );
+    let described = wait_for(
+        "the FailedScheduling event",
+        Duration::from_secs(30),
+        || {
+            let d = c.ok(&["describe", "pod", "after"]);
+            d.contains("FailedScheduling").then_some(d)
+        },
+    );
+    assert!(
+        described.contains("0/1 nodes are available"),
+        "the deleted node is still counted: {described}"
+    );
+    assert_eq!(node_of(&c, "after"), None);
+    drop(scheduler);
 }

@@ -230,14 +230,7 @@ impl Drop for Cluster {
 }
 
 /// A `skiff agent --simulate` process, killed on drop.
-pub struct Agent(pub Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+pub type Agent = Process;
 
 pub fn agent(c: &Cluster, prefix: &str, count: usize, extra: &[&str]) -> Agent {
     let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
@@ -249,7 +242,7 @@ pub fn agent(c: &Cluster, prefix: &str, count: usize, extra: &[&str]) -> Agent {
         .stderr(Stdio::null())
         .spawn()
         .expect("start skiff agent");
-    let agent = Agent(child);
+    let agent = Process(child);
     wait_for(
         "simulated nodes to register",
         Duration::from_secs(30),
@@ -460,5 +453,83 @@ impl Drop for Cleanup {
                 .stderr(std::process::Stdio::null())
                 .status();
         }
+    }
+}
+
+/// A TCP relay to the API server whose connections a test can cut: while
+/// cut, every open connection is shut and new ones are closed at once.
+pub struct Relay {
+    pub port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    pub fn to(target: u16) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let relay = Self {
+            port,
+            cut: Default::default(),
+            open: Default::default(),
+        };
+        let (cut, open) = (relay.cut.clone(), relay.open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if cut.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let mut open = open.lock().unwrap();
+                open.push(client.try_clone().unwrap());
+                open.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        relay
+    }
+
+    /// Shuts every open connection and refuses new ones until
+    /// [`Relay::mend`].
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn mend(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A copy of the cluster's kubeconfig that reaches it through here.
+    pub fn kubeconfig(&self, c: &Cluster) -> PathBuf {
+        let text = std::fs::read_to_string(c.kubeconfig()).unwrap();
+        let text = text.replace(&c.url(), &format!("https://127.0.0.1:{}", self.port));
+        let path = c.dir.path().join(format!("relay-{}.yaml", self.port));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+/// A process killed on drop.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
