@@ -15,8 +15,14 @@ for containerd in "$dir/agent/containerd" "$dir/containerd"; do
     [ -f "$state" ] || continue
     runc --root "$containerd/runc/k8s.io" kill "$(basename "$(dirname "$state")")" KILL 2>/dev/null
   done
-  pkill -KILL -f "containerd-shim-runc-v2 .*-address $containerd/containerd.sock" 2>/dev/null
-  pkill -f "containerd --config $containerd/config.toml" 2>/dev/null
+  # Shims and containerd by the pids they wrote, if those still name them.
+  for pidfile in "$containerd"/state/io.containerd.runtime.v2.task/*/*/shim.pid "$containerd/containerd.pid"; do
+    [ -f "$pidfile" ] || continue
+    pid="$(cat "$pidfile")"
+    case "$(cat "/proc/$pid/comm" 2>/dev/null)" in
+      containerd*) kill -KILL "$pid" 2>/dev/null ;;
+    esac
+  done
 done
 grep -o " $dir[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
 ip link delete skiff0 2>/dev/null

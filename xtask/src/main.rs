@@ -5,6 +5,8 @@
 //!   `cargo clippy -D warnings`, every test in the workspace, and the
 //!   client libraries' own suites against a real single-node cluster.
 //! - `cargo xtask tidy`: only the format and lint checks.
+//! - `cargo xtask bench WHAT [ARGS]`: builds `skiff` and `skiff-bench`
+//!   with `--release` and runs `skiff-bench WHAT [ARGS]`.
 //! - `cargo xtask gen-protobuf`: regenerates the protobuf field table.
 
 mod peers;
@@ -21,7 +23,8 @@ fn main() -> Result<()> {
         Some("test") => test(),
         Some("tidy") => tidy(),
         Some("gen-protobuf") => protobuf::generate(&root()),
-        _ => bail!("usage: cargo xtask <test|tidy|gen-protobuf>"),
+        Some("bench") => bench(std::env::args().skip(2)),
+        _ => bail!("usage: cargo xtask <test|tidy|bench|gen-protobuf>"),
     }
 }
 
@@ -64,6 +67,14 @@ fn kubectl() -> Result<PathBuf> {
         run(Command::new("bash").arg(&installer).arg(&dest))?;
     }
     Ok(kubectl)
+}
+
+fn bench(args: impl Iterator<Item = String>) -> Result<()> {
+    run(cargo().args(["build", "--release", "-p", "skiff", "-p", "skiff-bench"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    run(Command::new(target.join("release/skiff-bench")).args(args))
 }
 
 fn tidy() -> Result<()> {

@@ -6,7 +6,6 @@
 //! failure not listed in README.md's table of unserved features fails
 //! the run.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,10 +37,6 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// The `skiff` that `cargo test` built.
 fn skiff(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -61,7 +56,7 @@ fn start(root: &Path, kubectl: &Path) -> Result<Server> {
         .arg(&dir)
         // The agent on upstream's port: kube-rs's node-proxy test dials
         // https://localhost:10250.
-        .args(["--https-port", &free_port()?.to_string()])
+        .args(["--https-port", &skiff_testkit::free_port().to_string()])
         // The Python client's metrics test reads a new pod's usage 10 s
         // after it runs: scrape more often than the default 15 s.
         .args(["--metrics-resolution", "5s"])

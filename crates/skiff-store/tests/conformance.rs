@@ -1,8 +1,6 @@
 //! One conformance suite, run against every backend: the embedded store, etcd
 //! (a real `etcd` process started here), and the watch cache over each.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,24 +13,7 @@ use skiff_store::{
 struct Backend {
     store: Arc<dyn Store>,
     _dir: tempfile::TempDir,
-    _etcd: Option<EtcdProcess>,
-}
-
-struct EtcdProcess(Child);
-
-impl Drop for EtcdProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    _etcd: Option<skiff_testkit::etcd::Etcd>,
 }
 
 async fn embedded() -> Backend {
@@ -47,33 +28,10 @@ async fn embedded() -> Backend {
 
 async fn etcd() -> Backend {
     let dir = tempfile::tempdir().unwrap();
-    let (client, peer) = (free_port(), free_port());
-    let url = format!("http://127.0.0.1:{client}");
-    let child = Command::new("etcd")
-        .args(["--data-dir", dir.path().join("etcd").to_str().unwrap()])
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args([
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-        ])
-        .args([
-            "--initial-cluster",
-            &format!("default=http://127.0.0.1:{peer}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("etcd must be installed (Debian package etcd-server)");
-    let process = EtcdProcess(child);
+    let process = skiff_testkit::etcd::Etcd::start(dir.path()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let store = loop {
-        if let Ok(s) = Etcd::connect(&url).await {
+        if let Ok(s) = Etcd::connect(&process.url).await {
             if s.current_revision().await.is_ok() {
                 break s;
             }

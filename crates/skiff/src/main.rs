@@ -1,7 +1,6 @@
 //! `skiff`: the one binary. It parses the command line and wires the
 //! components together; the logic lives in the component crates.
 
-mod bench;
 mod image;
 
 use std::net::IpAddr;
@@ -39,11 +38,6 @@ enum Command {
     ControllerManager(ControllerManagerArgs),
     /// Runs the scheduler alone, against any API server.
     Scheduler(SchedulerArgs),
-    /// Measures the control plane.
-    Bench {
-        #[command(subcommand)]
-        what: bench::What,
-    },
 }
 
 #[derive(clap::Args)]
@@ -605,7 +599,6 @@ fn main() -> anyhow::Result<()> {
                 }
                 Ok(())
             }
-            Command::Bench { what } => bench::run(what).await,
         }
     })
 }

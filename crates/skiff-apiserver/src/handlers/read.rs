@@ -186,12 +186,12 @@ impl Api {
             opts.start_after = last;
         };
         if wants_table(call.accept()) {
-            let objects = items.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
             let include = call.query.include_object.as_deref().unwrap_or("Metadata");
-            return Ok(response::json(
-                200,
-                &table::render(r, &objects, &revision.to_string(), cont.as_deref(), include),
-            ));
+            let stored = items.iter().map(|kv| (&kv.value[..], kv.mod_rev));
+            let body =
+                table::render_stored(r, stored, &revision.to_string(), cont.as_deref(), include)
+                    .map_err(|e| ApiError::internal(format!("stored object is corrupt: {e}")))?;
+            return Ok(response::bytes(200, "application/json", body));
         }
         let mut metadata = json!({"resourceVersion": revision.to_string()});
         if let Some(c) = cont {

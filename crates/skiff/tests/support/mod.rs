@@ -4,9 +4,13 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
+
+pub use skiff_testkit::containerd::stop as stop_containerd;
+pub use skiff_testkit::process::Process;
+pub use skiff_testkit::{free_port, unmount_under, wait_for};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -15,14 +19,6 @@ pub struct Cluster {
     /// Whether the server runs its node agent (real containers); tests
     /// that use simulated nodes leave it out.
     with_agent: bool,
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The kubectl the tests use; it must be the upstream v1.35 client.
@@ -38,18 +34,6 @@ pub fn kubectl_path() -> PathBuf {
         p.display()
     );
     p
-}
-
-/// Polls `check` until it returns `Some`, failing after `limit`.
-pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 impl Cluster {
@@ -288,29 +272,15 @@ pub fn create(c: &Cluster, manifest: &str) {
 /// packages by `scripts/build-test-images.sh`.
 pub fn build_images() -> tempfile::TempDir {
     let images = tempfile::tempdir().unwrap();
-    let built = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../scripts/build-test-images.sh"
-    ))
-    .arg(images.path())
-    .output()
-    .unwrap();
-    assert_success(&built, "build-test-images.sh");
+    skiff_testkit::images::build(images.path()).unwrap();
     images
 }
 
 /// Loads the test images into the containerd of the agent at
 /// `agent_dir` (a server's data dir or an agent's).
 pub fn import_images(agent_dir: &Path, images: &Path) {
-    for image in ["busybox.tar", "nginx.tar"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args(["image", "import", "--data-dir"])
-            .arg(agent_dir)
-            .arg(images.join(image))
-            .output()
-            .unwrap();
-        assert_success(&out, &format!("import {image}"));
-    }
+    let skiff = Path::new(env!("CARGO_BIN_EXE_skiff"));
+    skiff_testkit::images::import(skiff, agent_dir, images).unwrap();
 }
 
 /// The helm the tests use: upstream's v4.
@@ -326,38 +296,6 @@ pub fn helm_path() -> PathBuf {
         p.display()
     );
     p
-}
-
-/// Stops the containerd of the agent at `agent_dir` (by its config path)
-/// and, after a failure, the shims that outlive it.
-pub fn stop_containerd(agent_dir: &Path) {
-    let containerd = agent_dir.join("containerd");
-    let config = containerd.join("config.toml");
-    let socket = containerd.join("containerd.sock");
-    let _ = Command::new("pkill")
-        .args(["-f", &format!("containerd --config {}", config.display())])
-        .status();
-    let _ = Command::new("pkill")
-        .args([
-            "-f",
-            &format!("containerd-shim-runc-v2 .*-address {}", socket.display()),
-        ])
-        .status();
-}
-
-/// Lazily unmounts everything mounted under `dir`, deepest first.
-pub fn unmount_under(dir: &Path) {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let prefix = dir.display().to_string();
-    let mut ours: Vec<&str> = mounts
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .filter(|m| m.starts_with(&prefix))
-        .collect();
-    ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
-    for m in ours {
-        let _ = Command::new("umount").args(["-l", m]).status();
-    }
 }
 
 /// A pod as JSON.
@@ -521,15 +459,5 @@ impl Relay {
         let path = c.dir.path().join(format!("relay-{}.yaml", self.port));
         std::fs::write(&path, text).unwrap();
         path
-    }
-}
-
-/// A process killed on drop.
-pub struct Process(pub Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }

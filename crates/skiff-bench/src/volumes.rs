@@ -1,4 +1,4 @@
-//! `skiff bench volumes`: the PersistentVolume controller binding many
+//! `skiff-bench volumes`: the PersistentVolume controller binding many
 //! claims to static volumes (no node needed), then, with `--images`, a
 //! StatefulSet whose every pod gets a local-path volume on one real node,
 //! timed from its creation to all its pods Running.

@@ -1,13 +1,11 @@
-//! `skiff bench api`: starts a `skiff server` (this binary) in a temporary
-//! data dir and measures it over HTTPS: start-to-ready time, idle RSS,
-//! durable creates/s from concurrent clients, GET latency, LIST of every
-//! pod from the watch cache, and event delivery to many watchers. With
-//! etcd on the PATH it measures creates/s on the etcd backend as well.
-//! Every phase is bounded in count and time; all traffic stays on 127.0.0.1.
+//! `skiff-bench`: the benchmarks (`cargo xtask bench WHAT`). Each starts
+//! the `skiff` binary built beside this one (or `$SKIFF`) in a temporary
+//! data dir and measures it from outside, as a client does. Every phase is
+//! bounded in count and time; all traffic stays on 127.0.0.1 and in the
+//! network namespaces the benchmarks create.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +20,9 @@ mod volumes;
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use serde_json::json;
+use skiff_testkit::etcd::Etcd;
+use skiff_testkit::free_port;
+use skiff_testkit::process::{self, child_pid, cpu_time, peak_rss_kib, rss_kib};
 
 #[derive(clap::Subcommand)]
 pub enum What {
@@ -117,7 +118,58 @@ pub struct ApiArgs {
     encryption_provider_config: Option<std::path::PathBuf>,
 }
 
-pub async fn run(what: What) -> Result<()> {
+/// The Accept header of `kubectl get`.
+const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+
+#[derive(clap::Parser)]
+#[command(
+    name = "skiff-bench",
+    about = "Measures a Skiff control plane and node agent"
+)]
+struct Cli {
+    #[command(subcommand)]
+    what: What,
+}
+
+fn main() -> Result<()> {
+    use clap::Parser;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(cli.what))
+}
+
+/// The `skiff` binary under test: `$SKIFF`, or the one built beside this.
+fn skiff() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("SKIFF") {
+        return Ok(PathBuf::from(p));
+    }
+    let beside = std::env::current_exe()?.with_file_name("skiff");
+    if !beside.exists() {
+        bail!(
+            "{} not found: build it (cargo build --release -p skiff) or set SKIFF",
+            beside.display()
+        );
+    }
+    Ok(beside)
+}
+
+/// A client from a kubeconfig file.
+async fn local_client(kubeconfig: &Path) -> Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+async fn run(what: What) -> Result<()> {
     match what {
         What::Api(args) => api(args).await,
         What::Schedule(args) => schedule(args).await,
@@ -130,10 +182,6 @@ pub async fn run(what: What) -> Result<()> {
         What::HttpLoad(args) => network::http_load(args).await,
         What::Volumes(args) => volumes::run(args).await,
     }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A server child process and a client for it.
@@ -163,8 +211,8 @@ impl Server {
     /// Starts `skiff server` with `args` and returns it with the time from
     /// `started` until it answered `/readyz`.
     async fn start_at(dir: &Path, args: &[&str], started: Instant) -> Result<(Self, Duration)> {
-        let port = free_port()?;
-        let child = Command::new(std::env::current_exe()?)
+        let port = free_port();
+        let child = Command::new(skiff()?)
             .args(["server", "--data-dir"])
             .arg(dir)
             .args(["--https-port", &port.to_string()])
@@ -226,43 +274,6 @@ impl Server {
     }
 }
 
-/// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`), 0 if unknown.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            let line = s
-                .lines()
-                .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
-            line.split_whitespace().nth(1)?.parse().ok()
-        })
-        .unwrap_or(0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS")
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmHWM")
-}
-
-/// User and system CPU time of a process so far.
-fn cpu_time(pid: u32) -> Duration {
-    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // After the command name (in parentheses) come the state, then
-            // ten more fields, then utime and stime.
-            let rest = s.rsplit_once(')')?.1.to_owned();
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0);
-    // The kernel's USER_HZ is 100 on Linux.
-    Duration::from_millis(ticks * 10)
-}
-
 /// Starts the simulated nodes and waits until they are registered.
 async fn simulated_nodes(
     server: &Server,
@@ -270,7 +281,7 @@ async fn simulated_nodes(
     nodes: usize,
     extra: &[&str],
 ) -> Result<Child> {
-    let mut agent = Command::new(std::env::current_exe()?)
+    let mut agent = Command::new(skiff()?)
         .args(["agent", "--kubeconfig"])
         .arg(dir.join("kubeconfig.yaml"))
         .args(["--simulate", &nodes.to_string()])
@@ -312,7 +323,7 @@ async fn controllers(args: ControllersArgs) -> Result<()> {
     )
     .await?;
     let agent_idle_kib = rss_kib(agent.id());
-    let mut manager = Command::new(std::env::current_exe()?)
+    let mut manager = Command::new(skiff()?)
         .args(["controller-manager", "--kubeconfig"])
         .arg(dir.join("kubeconfig.yaml"))
         .env("RUST_LOG", "warn")
@@ -452,7 +463,7 @@ struct RealNode {
 
 impl RealNode {
     async fn start(server: &Server, dir: &Path, images: &Path) -> Result<Self> {
-        let agent = Command::new(std::env::current_exe()?)
+        let agent = Command::new(skiff()?)
             .args(["agent", "--server", &server.url, "--token-file"])
             .arg(dir.join("node-token"))
             .arg("--data-dir")
@@ -533,14 +544,9 @@ impl RealNode {
 
 impl Drop for RealNode {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.agent.id().to_string()])
-            .status();
+        process::stop(self.agent.id(), Duration::from_secs(30));
         let _ = self.agent.wait();
-        let config = self.dir.join("containerd/config.toml");
-        let _ = Command::new("pkill")
-            .args(["-f", &format!("containerd --config {}", config.display())])
-            .status();
+        skiff_testkit::containerd::stop(&self.dir);
         let _ = Command::new("ip")
             .args(["link", "delete", "skiff0"])
             .status();
@@ -557,7 +563,7 @@ async fn pods(args: PodsArgs) -> Result<()> {
     let agent = &node.agent;
     let client = server.client()?;
     let agent_idle = rss_kib(agent.id());
-    let containerd_idle = child_rss_kib(agent.id(), "containerd");
+    let containerd_idle = child_pid(agent.id(), "containerd").map_or(0, rss_kib);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let watch = client
         .get(format!(
@@ -681,22 +687,6 @@ async fn pods(args: PodsArgs) -> Result<()> {
 }
 
 /// The RSS of a child of `parent` whose command is `name`.
-fn child_rss_kib(parent: u32, name: &str) -> u64 {
-    child_pid(parent, name).map_or(0, rss_kib)
-}
-
-/// The pid of a child of `parent` whose command is `name`.
-fn child_pid(parent: u32, name: &str) -> Option<u32> {
-    let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
-        .unwrap_or_default();
-    children
-        .split_whitespace()
-        .filter_map(|p| p.parse::<u32>().ok())
-        .find(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == name)
-        })
-}
-
 /// Creates pods and measures, from a watch, when each is bound.
 async fn schedule(args: ScheduleArgs) -> Result<()> {
     let dir = tempdir()?;
@@ -974,6 +964,10 @@ async fn create_pods(
     Ok((rate, all))
 }
 
+/// Starts a server and measures it over HTTPS: start-to-ready time, idle
+/// RSS, durable creates/s from concurrent clients, GET latency, LIST of
+/// every pod (as JSON and as kubectl's Table), and event delivery to many
+/// watchers. With etcd on the PATH, creates/s on the etcd backend too.
 async fn api(args: ApiArgs) -> Result<()> {
     let dir = tempdir()?;
     // The API server alone: no scheduler watching and caching every pod.
@@ -1062,6 +1056,52 @@ async fn api(args: ApiArgs) -> Result<()> {
         args.pods,
         ms(percentile(&lists, 0.5)),
         ms(*lists.last().unwrap())
+    );
+    // What `kubectl get pods -A` asks for: Tables, 500 rows at a time.
+    let mut tables = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let r = client
+            .get(format!("{}/api/v1/pods?limit=500", server.url))
+            .header("Accept", TABLE)
+            .bearer_auth(&server.token)
+            .send()
+            .await?;
+        body = r.error_for_status()?.bytes().await?;
+        tables.push(t.elapsed());
+    }
+    let table: serde_json::Value = serde_json::from_slice(&body)?;
+    if table["rows"].as_array().map_or(0, Vec::len) == 0 {
+        bail!("the Table list has no rows");
+    }
+    tables.sort();
+    println!(
+        "LIST as Table, first 500 p50   {}",
+        ms(percentile(&tables, 0.5)),
+    );
+    let mut tables = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let r = client
+            .get(format!("{}/api/v1/pods", server.url))
+            .header("Accept", TABLE)
+            .bearer_auth(&server.token)
+            .send()
+            .await?;
+        body = r.error_for_status()?.bytes().await?;
+        tables.push(t.elapsed());
+    }
+    let table: serde_json::Value = serde_json::from_slice(&body)?;
+    let rows = table["rows"].as_array().map_or(0, Vec::len);
+    if rows < args.pods {
+        bail!("the Table list has {rows} rows, expected {}", args.pods);
+    }
+    tables.sort();
+    println!(
+        "LIST {} pods as Table p50 / max {} / {}",
+        args.pods,
+        ms(percentile(&tables, 0.5)),
+        ms(*tables.last().unwrap())
     );
 
     watchers(&server, &args).await?;
@@ -1181,31 +1221,11 @@ async fn etcd_creates(args: &ApiArgs) -> Result<()> {
         return Ok(());
     }
     let dir = tempdir()?;
-    let (client_port, peer_port) = (free_port()?, free_port()?);
-    let client_url = format!("http://127.0.0.1:{client_port}");
-    let peer_url = format!("http://127.0.0.1:{peer_port}");
-    let mut etcd = Command::new("etcd")
-        .args(["--data-dir"])
-        .arg(dir.join("etcd"))
-        .args([
-            "--listen-client-urls",
-            &client_url,
-            "--advertise-client-urls",
-            &client_url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-        ])
-        .args(["--initial-cluster", &format!("default={peer_url}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let etcd = Etcd::start(&dir)?;
+    let client_url = etcd.url.clone();
     let result = async {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", client_port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", etcd.port)).is_err() {
             if Instant::now() > deadline {
                 bail!("etcd did not start");
             }
@@ -1226,8 +1246,7 @@ async fn etcd_creates(args: &ApiArgs) -> Result<()> {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    let _ = etcd.kill();
-    let _ = etcd.wait();
+    drop(etcd);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }

@@ -1,4 +1,4 @@
-//! `skiff bench network` (root, nftables): the cluster DNS answering
+//! `skiff-bench network` (root, nftables): the cluster DNS answering
 //! queries for 100 Services, and the proxy keeping 100 Services of 10
 //! endpoints each in nftables: the first full sync, then the time from an
 //! EndpointSlice change to its rule being in place. The proxy runs in this
@@ -197,7 +197,7 @@ async fn through_service(
         let out = std::process::Command::new("nsenter")
             .arg(format!("--net=/proc/{pid}/ns/net"))
             .arg(std::env::current_exe()?)
-            .args(["bench", "http-load", "--target", &target])
+            .args(["http-load", "--target", &target])
             .output()?;
         println!(
             "http via {what:<9} ({target}): {}",
@@ -317,7 +317,7 @@ pub async fn run(args: NetworkArgs) -> Result<()> {
     );
 
     // The proxy: first sync of every Service, then single changes.
-    let client = crate::local_client(&dir.join("kubeconfig.yaml")).await?;
+    let client = super::local_client(&dir.join("kubeconfig.yaml")).await?;
     for i in 0..args.services {
         post(
             "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",

@@ -1,4 +1,4 @@
-//! `skiff bench startup`: a newcomer's first minute, timed. `skiff server`
+//! `skiff-bench startup`: a newcomer's first minute, timed. `skiff server`
 //! (with its node agent and a containerd of its own) starts on an empty
 //! data dir; a pod is created as soon as `/readyz` answers. Each run
 //! times, from the server's start: `/readyz`, the node Ready, and the pod
@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
+
+use skiff_testkit::process;
 
 use super::{ms, tempdir, Server};
 
@@ -151,18 +153,7 @@ async fn once() -> Result<Timings> {
     }
     // SIGTERM lets the server stop its agent, proxy and containerd.
     let pid = server.child.id();
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()
-        && Instant::now() < deadline
-    {
-        if std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    tokio::task::spawn_blocking(move || process::stop(pid, Duration::from_secs(10))).await?;
     drop(server);
     drop(cleanup);
     Ok(Timings {
@@ -172,39 +163,17 @@ async fn once() -> Result<Timings> {
     })
 }
 
-/// Stops what a run left: its containerd (by its config path), the pod
-/// bridge, and the data dir.
+/// Stops what a run left: its containerd and shims (by their pids), the
+/// pod bridge, the mounts and the data dir.
 struct Cleanup(std::path::PathBuf);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let containerd = self.0.join("agent/containerd");
-        for pattern in [
-            format!(
-                "containerd --config {}",
-                containerd.join("config.toml").display()
-            ),
-            format!(
-                "containerd-shim-runc-v2 .*-address {}",
-                containerd.join("containerd.sock").display()
-            ),
-        ] {
-            let _ = Command::new("pkill").args(["-f", &pattern]).status();
-        }
+        skiff_testkit::containerd::stop(&self.0.join("agent"));
         let _ = Command::new("ip")
             .args(["link", "delete", "skiff0"])
             .status();
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-        let prefix = self.0.display().to_string();
-        let mut ours: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in ours {
-            let _ = Command::new("umount").args(["-l", m]).status();
-        }
+        skiff_testkit::unmount_under(&self.0);
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

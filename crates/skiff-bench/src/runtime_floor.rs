@@ -1,4 +1,4 @@
-//! The runtime's floor for `skiff bench pods`: the same number of
+//! The runtime's floor for `skiff-bench pods`: the same number of
 //! sandboxes and containers, all at once, straight through CRI with no
 //! orchestrator in between. What the agent adds is the difference.
 

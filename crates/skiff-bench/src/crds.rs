@@ -1,4 +1,4 @@
-//! `skiff bench crds`: creates/s of a custom resource whose schema has 20
+//! `skiff-bench crds`: creates/s of a custom resource whose schema has 20
 //! fields and two CEL rules, against ConfigMaps in the same run (rounds
 //! alternate, so both see the same machine).
 

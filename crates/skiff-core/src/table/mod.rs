@@ -1,9 +1,12 @@
 //! `meta.k8s.io/v1 Table` output: the columns kubectl prints for each kind.
 
+mod project;
+
 use serde_json::{json, Value};
 
 use crate::meta;
 use crate::registry::ResourceType;
+use project::Keep;
 
 /// One column: name, type, priority (`-o wide` shows priority 1).
 type Column = (&'static str, &'static str, u8);
@@ -882,7 +885,134 @@ pub fn render(
     include: &str,
 ) -> Value {
     let custom = crate::crd::served(r).map(|s| custom_columns(&s.version.columns));
-    let definitions: Vec<Value> = match &custom {
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|o| {
+            let object = match include {
+                "None" => Value::Null,
+                "Object" => o.clone(),
+                _ => json!({
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": o["metadata"].clone(),
+                }),
+            };
+            json!({"cells": row_cells(r, custom.as_deref(), o), "object": object})
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_metadata(resource_version, cont),
+        "columnDefinitions": definitions(r, custom.as_deref()),
+        "rows": rows,
+    })
+}
+
+/// A Table of stored objects (JSON without their `resourceVersion`, given
+/// beside each), written straight to bytes: only what the columns read is
+/// decoded, and a row's metadata is copied as stored.
+pub fn render_stored<'a>(
+    r: &ResourceType,
+    items: impl Iterator<Item = (&'a [u8], i64)>,
+    resource_version: &str,
+    cont: Option<&str>,
+    include: &str,
+) -> serde_json::Result<Vec<u8>> {
+    if include == "Object" {
+        let objects = items
+            .map(|(bytes, rev)| {
+                let mut obj: Value = serde_json::from_slice(bytes)?;
+                meta::set(&mut obj, "resourceVersion", rev.to_string());
+                Ok(obj)
+            })
+            .collect::<serde_json::Result<Vec<_>>>()?;
+        let mut out = serde_json::to_vec(&render(r, &objects, resource_version, cont, include))?;
+        out.push(b'\n');
+        return Ok(out);
+    }
+    let custom = crate::crd::served(r).map(|s| custom_columns(&s.version.columns));
+    let keep = match custom {
+        Some(_) => EVERYTHING,
+        None => reads(r.kind),
+    };
+    let mut out = Vec::new();
+    out.extend_from_slice(br#"{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":"#);
+    serde_json::to_writer(&mut out, &list_metadata(resource_version, cont))?;
+    out.extend_from_slice(br#","columnDefinitions":"#);
+    serde_json::to_writer(&mut out, &definitions(r, custom.as_deref()))?;
+    out.extend_from_slice(br#","rows":["#);
+    for (i, (bytes, rev)) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let viewed = project::view(bytes, keep)?;
+        out.extend_from_slice(br#"{"cells":"#);
+        serde_json::to_writer(&mut out, &row_cells(r, custom.as_deref(), &viewed.view))?;
+        out.extend_from_slice(br#","object":"#);
+        match (include, viewed.metadata) {
+            ("None", _) | (_, None) => out.extend_from_slice(b"null"),
+            (_, Some(metadata)) => {
+                out.extend_from_slice(
+                    br#"{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":"#,
+                );
+                stamped(&mut out, metadata.get(), rev);
+                out.push(b'}');
+            }
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}\n");
+    Ok(out)
+}
+
+/// Stored metadata with its `resourceVersion` put in.
+fn stamped(out: &mut Vec<u8>, metadata: &str, rev: i64) {
+    let Some(rest) = metadata.strip_prefix('{') else {
+        out.extend_from_slice(metadata.as_bytes());
+        return;
+    };
+    out.extend_from_slice(format!("{{\"resourceVersion\":\"{rev}\"").as_bytes());
+    if !rest.trim_start().starts_with('}') {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest.as_bytes());
+}
+
+/// What the built-in columns of `kind` read of an object.
+fn reads(kind: &str) -> &'static [(&'static str, Keep)] {
+    const NAME_AND_AGE: Keep = Keep::Only(&[
+        ("name", Keep::All),
+        ("creationTimestamp", Keep::All),
+        ("deletionTimestamp", Keep::All),
+    ]);
+    match kind {
+        "Pod" => &[
+            ("metadata", NAME_AND_AGE),
+            (
+                "spec",
+                Keep::Only(&[("containers", Keep::Only(&[])), ("nodeName", Keep::All)]),
+            ),
+            ("status", Keep::All),
+        ],
+        // Roles come from labels, the default class from an annotation.
+        "Node" | "StorageClass" => EVERYTHING,
+        _ => &[("metadata", NAME_AND_AGE), ("*", Keep::All)],
+    }
+}
+
+const EVERYTHING: &[(&str, Keep)] = &[("*", Keep::All)];
+
+fn list_metadata(resource_version: &str, cont: Option<&str>) -> Value {
+    let mut metadata = json!({"resourceVersion": resource_version});
+    if let Some(c) = cont {
+        metadata["continue"] = json!(c);
+    }
+    metadata
+}
+
+fn definitions(r: &ResourceType, custom: Option<&[crate::crd::Column]>) -> Vec<Value> {
+    match custom {
         Some(cols) => std::iter::once(json!({"name": "Name", "type": "string", "format": "name",
                 "description": "Name must be unique within a namespace.", "priority": 0}))
             .chain(cols.iter().map(|c| json!({"name": c.name, "type": c.kind, "format": c.format,
@@ -898,39 +1028,16 @@ pub fn render(
                 c
             })
             .collect(),
-    };
-    let rows: Vec<Value> = items
-        .iter()
-        .map(|o| {
-            let object = match include {
-                "None" => Value::Null,
-                "Object" => o.clone(),
-                _ => json!({
-                    "kind": "PartialObjectMetadata",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "metadata": o["metadata"].clone(),
-                }),
-            };
-            let cells = match &custom {
-                Some(cols) => std::iter::once(o["metadata"]["name"].clone())
-                    .chain(cols.iter().map(|c| crate::crd::columns::cell(c, o)))
-                    .collect(),
-                None => cells(r.kind, o),
-            };
-            json!({"cells": cells, "object": object})
-        })
-        .collect();
-    let mut metadata = json!({"resourceVersion": resource_version});
-    if let Some(c) = cont {
-        metadata["continue"] = json!(c);
     }
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": metadata,
-        "columnDefinitions": definitions,
-        "rows": rows,
-    })
+}
+
+fn row_cells(r: &ResourceType, custom: Option<&[crate::crd::Column]>, o: &Value) -> Vec<Value> {
+    match custom {
+        Some(cols) => std::iter::once(o["metadata"]["name"].clone())
+            .chain(cols.iter().map(|c| crate::crd::columns::cell(c, o)))
+            .collect(),
+        None => cells(r.kind, o),
+    }
 }
 
 #[cfg(test)]
@@ -971,6 +1078,69 @@ mod tests {
         assert_eq!(cells[6], "n1");
         assert_eq!(t["columnDefinitions"][5]["priority"], 1);
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    }
+
+    #[test]
+    fn rows_from_stored_bytes_match_rows_from_objects() {
+        let now = meta::now();
+        let managed =
+            json!([{"manager": "kubectl", "operation": "Apply", "fieldsV1": {"f:spec": {}}}]);
+        let objects = [
+            (
+                "",
+                "pods",
+                json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "d", "creationTimestamp": now,
+                    "deletionTimestamp": now, "managedFields": managed},
+                "spec": {"nodeName": "n1", "containers": [{"name": "a", "image": "x"}],
+                    "volumes": [{"name": "v", "emptyDir": {}}]},
+                "status": {"phase": "Running", "podIP": "10.42.0.5", "containerStatuses": [
+                    {"ready": true, "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}}),
+            ),
+            (
+                "",
+                "nodes",
+                json!({"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": "n1", "creationTimestamp": now,
+                    "labels": {"node-role.kubernetes.io/control-plane": ""}},
+                "status": {"nodeInfo": {"kubeletVersion": "v1.35.0"},
+                    "conditions": [{"type": "Ready", "status": "True"}]}}),
+            ),
+            (
+                "",
+                "configmaps",
+                json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "c", "namespace": "d", "creationTimestamp": now},
+                "data": {"a": "1", "b": "2"}}),
+            ),
+            (
+                "apps",
+                "deployments",
+                json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "namespace": "d"},
+                "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                    "template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}},
+                "status": {"readyReplicas": 2}}),
+            ),
+        ];
+        for (group, resource, obj) in objects {
+            let r = lookup(group, "v1", resource).unwrap();
+            let bytes = serde_json::to_vec(&obj).unwrap();
+            let mut stamped = obj.clone();
+            meta::set(&mut stamped, "resourceVersion", "7");
+            for include in ["Metadata", "None", "Object"] {
+                let want = render(r, &[stamped.clone()], "9", Some("next"), include);
+                let got =
+                    render_stored(r, [(&bytes[..], 7)].into_iter(), "9", Some("next"), include);
+                let got: Value = serde_json::from_slice(&got.unwrap()).unwrap();
+                assert_eq!(got, want, "{resource} with {include}");
+            }
+        }
+        let pods = lookup("", "v1", "pods").unwrap();
+        let empty = render_stored(pods, std::iter::empty(), "3", None, "Metadata").unwrap();
+        let empty: Value = serde_json::from_slice(&empty).unwrap();
+        assert_eq!(empty["rows"], json!([]));
+        assert!(render_stored(pods, [(&b"{"[..], 1)].into_iter(), "3", None, "Metadata").is_err());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `skiff bench autoscale` (root, containerd, one real node): what the
+//! `skiff-bench autoscale` (root, containerd, one real node): what the
 //! resource metrics cost an agent running `--pods` pods (each scrape of
 //! its `/metrics/resource`: latency, size, the agent's and containerd's
 //! CPU; the agent's idle CPU and RSS with them), then an autoscaler's
