@@ -24,8 +24,10 @@ pub struct ResourceType {
     /// checks the shape, not `decode`.
     pub custom: bool,
     /// Round-trips an object through its typed struct: an error means the
-    /// object has the wrong shape; fields the struct does not know are dropped.
-    pub decode: fn(Value) -> Result<Value, serde_json::Error>,
+    /// object has the wrong shape; fields the struct does not know are
+    /// dropped, their paths added to the list when one is given (in the
+    /// same pass).
+    pub decode: fn(Value, Option<&mut Vec<String>>) -> Result<Value, serde_json::Error>,
     /// Adds the type's JSON schema to a generator.
     pub schema: fn(&mut SchemaGenerator) -> Schema,
 }
@@ -91,8 +93,30 @@ impl ResourceType {
 
 fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(
     v: Value,
+    unknown: Option<&mut Vec<String>>,
 ) -> Result<Value, serde_json::Error> {
-    serde_json::to_value(serde_json::from_value::<T>(v)?)
+    let typed: T = match unknown {
+        None => serde_json::from_value(v)?,
+        Some(unknown) => serde_ignored::deserialize(v, |path| unknown.push(dotted(&path)))?,
+    };
+    serde_json::to_value(typed)
+}
+
+/// A field's path as upstream's strict decoding names it:
+/// `spec.containers[0].imagex`.
+fn dotted(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", dotted(parent)),
+        Path::Map { parent, key } => match dotted(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => dotted(parent),
+    }
 }
 
 fn schema<T: schemars::JsonSchema>(g: &mut SchemaGenerator) -> Schema {
@@ -324,11 +348,42 @@ mod tests {
         let pods = lookup("", "v1", "pods").unwrap();
         let ok = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}], "bogus": 1}});
-        let out = (pods.decode)(ok).unwrap();
+        let out = (pods.decode)(ok, None).unwrap();
         assert!(out["spec"].get("bogus").is_none());
         let bad = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "p"}, "spec": {"containers": "nope"}});
-        assert!((pods.decode)(bad).is_err());
+        assert!((pods.decode)(bad, None).is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_named_as_upstream_in_the_decoding_pass() {
+        let deployments = lookup("apps", "v1", "deployments").unwrap();
+        let d = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "x", "bogus": 1, "labels": {"free": "form"}},
+            "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"spec": {"containers": [
+                {"name": "c", "image": "i"},
+                {"name": "d", "image": "i", "imagex": "typo", "ports": [{"containerPort": 80, "hostPorts": 1}]},
+            ]}}},
+            "extra": {"deep": [1]}});
+        let mut unknown = Vec::new();
+        let clean = (deployments.decode)(d, Some(&mut unknown)).unwrap();
+        assert_eq!(
+            unknown,
+            [
+                "metadata.bogus",
+                "spec.template.spec.containers[1].imagex",
+                "spec.template.spec.containers[1].ports[0].hostPorts",
+                "extra",
+            ]
+        );
+        assert!(clean.get("extra").is_none());
+        assert_eq!(clean["metadata"]["labels"]["free"], "form");
+        let mut none = Vec::new();
+        let svc = lookup("", "v1", "services").unwrap();
+        let s = serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+            "spec": {"ports": [{"port": 80, "targetPort": "http"}]}});
+        (svc.decode)(s, Some(&mut none)).unwrap();
+        assert!(none.is_empty(), "{none:?}");
     }
 
     #[test]

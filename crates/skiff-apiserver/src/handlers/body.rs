@@ -154,43 +154,15 @@ fn built_in(
     obj: Value,
     validation: Option<&str>,
 ) -> Result<(Value, Vec<String>), ApiError> {
-    let clean = (r.decode)(obj.clone()).map_err(|e| {
+    let mut unknown = Vec::new();
+    let report = (validation != Some("Ignore")).then_some(&mut unknown);
+    let clean = (r.decode)(obj, report).map_err(|e| {
         ApiError::bad_request(format!(
             "{} in version {:?} cannot be handled as a {}: {e}",
             r.kind, r.version, r.kind
         ))
     })?;
-    let mut unknown = Vec::new();
-    if validation != Some("Ignore") {
-        unknown_fields(&obj, &clean, "", &mut unknown);
-    }
     Ok((clean, unknown))
-}
-
-/// Paths present in `given` but gone from its typed round-trip.
-fn unknown_fields(given: &Value, known: &Value, at: &str, out: &mut Vec<String>) {
-    match (given, known) {
-        (Value::Object(g), Value::Object(k)) => {
-            for (name, v) in g {
-                let path = if at.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{at}.{name}")
-                };
-                match k.get(name) {
-                    None if !v.is_null() => out.push(path),
-                    Some(kv) => unknown_fields(v, kv, &path, out),
-                    None => {}
-                }
-            }
-        }
-        (Value::Array(g), Value::Array(k)) => {
-            for (i, (gv, kv)) in g.iter().zip(k).enumerate() {
-                unknown_fields(gv, kv, &format!("{at}[{i}]"), out);
-            }
-        }
-        _ => {}
-    }
 }
 
 #[cfg(test)]

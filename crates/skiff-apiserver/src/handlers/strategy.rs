@@ -59,7 +59,7 @@ pub fn typed_status(r: &ResourceType, status: Value) -> Value {
         return status;
     }
     let shell = json!({"apiVersion": r.api_version(), "kind": r.kind, "status": status.clone()});
-    match (r.decode)(shell) {
+    match (r.decode)(shell, None) {
         Ok(mut typed) => typed["status"].take(),
         Err(_) => status,
     }

@@ -130,7 +130,7 @@ fn resource_type(d: &Definition, v: &Version) -> ResourceType {
         subresources: registry::intern_all(&subresources),
         singular: registry::intern(&d.singular),
         custom: true,
-        decode: Ok,
+        decode: |v, _| Ok(v),
         schema: open_schema,
     }
 }
