@@ -9,20 +9,28 @@ dir="${1:?usage: clean-up.sh DATA_DIR}"
 dir="$(realpath -m "$dir")"
 for containerd in "$dir/agent/containerd" "$dir/containerd"; do
   [ -d "$containerd" ] || continue
-  # The containers' processes, by runc's state under the data dir, then
-  # their shims and containerd.
+  # Each task's shim is the parent of the init whose pid its bundle holds:
+  # found before the containers are killed.
+  shims=""
+  for init in "$containerd"/state/io.containerd.runtime.v2.task/*/*/init.pid; do
+    [ -f "$init" ] || continue
+    shim="$(awk '/^PPid:/ {print $2}' "/proc/$(cat "$init")/status" 2>/dev/null)"
+    case "$(cat "/proc/$shim/comm" 2>/dev/null)" in
+      containerd-shim*) shims="$shims $shim" ;;
+    esac
+  done
+  # The containers' processes, by runc's state under the data dir.
   for state in "$containerd"/runc/k8s.io/*/state.json; do
     [ -f "$state" ] || continue
     runc --root "$containerd/runc/k8s.io" kill "$(basename "$(dirname "$state")")" KILL 2>/dev/null
   done
-  # Shims and containerd by the pids they wrote, if those still name them.
-  for pidfile in "$containerd"/state/io.containerd.runtime.v2.task/*/*/shim.pid "$containerd/containerd.pid"; do
-    [ -f "$pidfile" ] || continue
-    pid="$(cat "$pidfile")"
-    case "$(cat "/proc/$pid/comm" 2>/dev/null)" in
-      containerd*) kill -KILL "$pid" 2>/dev/null ;;
-    esac
-  done
+  # Then the shims, and containerd by the pid the agent wrote, if it
+  # still names containerd.
+  for shim in $shims; do kill -KILL "$shim" 2>/dev/null; done
+  pid="$(cat "$containerd/containerd.pid" 2>/dev/null)"
+  case "$(cat "/proc/${pid:-0}/comm" 2>/dev/null)" in
+    containerd) kill -KILL "$pid" 2>/dev/null ;;
+  esac
 done
 grep -o " $dir[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
 ip link delete skiff0 2>/dev/null

@@ -1,5 +1,6 @@
-//! Stopping the containerd an agent started, and its shims, by the pids
-//! they wrote.
+//! Stopping the containerd an agent started, and its shims, by pid: the
+//! agent writes containerd's, and each task's bundle holds its init
+//! process's, whose parent is the task's shim.
 
 use std::path::Path;
 use std::time::Duration;
@@ -7,28 +8,40 @@ use std::time::Duration;
 use crate::process;
 
 /// Stops the containerd of the agent at `agent_dir` (a server's data dir
-/// or an agent's) and the shims under its state dir.
+/// or an agent's), the containers it ran and their shims.
 pub fn stop(agent_dir: &Path) {
     let dir = agent_dir.join("containerd");
-    if let Some(pid) = read_pid(&dir.join("containerd.pid")) {
+    if let Some(pid) = read_pid(&dir.join("containerd.pid")).filter(|p| named(*p, "containerd")) {
         process::stop(pid, Duration::from_secs(10));
     }
-    // The shims outlive containerd; their pid files stay.
-    // state/io.containerd.runtime.v2.task/<namespace>/<id>/shim.pid
+    // state/io.containerd.runtime.v2.task/<namespace>/<id>/init.pid
     let tasks = dir.join("state/io.containerd.runtime.v2.task");
     for ns in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
         for task in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
-            if let Some(pid) = read_pid(&task.path().join("shim.pid")) {
-                process::signal(pid, "KILL");
+            let Some(init) = read_pid(&task.path().join("init.pid")) else {
+                continue;
+            };
+            let shim = parent(init).filter(|p| named(*p, "containerd-shim"));
+            process::signal(init, "KILL");
+            if let Some(shim) = shim {
+                process::signal(shim, "KILL");
             }
         }
     }
 }
 
-/// The pid in `path`, if that process is still a containerd or a shim
-/// (a pid left in a file may have been reused since).
 fn read_pid(path: &Path) -> Option<u32> {
-    let pid = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    comm.starts_with("containerd").then_some(pid)
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Whether `pid`'s command name starts with `name` (a pid left in a file
+/// may have been reused since).
+fn named(pid: u32, name: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with(name))
+}
+
+fn parent(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("PPid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
