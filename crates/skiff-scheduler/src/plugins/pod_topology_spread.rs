@@ -3,40 +3,142 @@
 //! `maxSkew`; `ScheduleAnyway` constraints score emptier domains higher.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Pod;
 use skiff_core::selector::LabelSelector;
 
 use super::NodeAffinity;
 use crate::framework::{normalize_min_max, CycleState, Filter, PreFilter, Score, Status};
-use crate::node_info::NodeInfo;
+use crate::node_info::{NodeInfo, PlacedPod};
 
-/// Counting a selector's pods on every node is most of a spread pod's
-/// cycle; the counts are remembered per node and recounted only on nodes
-/// whose [`NodeInfo::generation`] changed since.
+/// Counting a selector's pods in every domain is most of a spread pod's
+/// cycle. Each constraint keeps a tally that follows the nodes: a cycle
+/// looks again only at nodes whose [`NodeInfo::generation`] changed since
+/// the last (a few, as pods are placed one at a time).
 #[derive(Default)]
 pub struct PodTopologySpread {
-    memo: Mutex<HashMap<MemoKey, Vec<(u64, i64)>>>,
+    memo: Mutex<HashMap<MemoKey, Tally>>,
 }
 
-/// Namespace, label selector (as JSON) and topology key of a constraint.
-type MemoKey = (String, String, String);
+/// Namespace, label selector and node affinity of the pod (as JSON), and
+/// topology key of a constraint: pods alike in these share a tally.
+type MemoKey = (String, String, String, String);
 
 /// Constraints remembered at most; more, and the memo starts over.
 const MEMO_LIMIT: usize = 64;
 
 const NAME: &str = "PodTopologySpread";
 
+/// One constraint's view of the cluster, kept between cycles.
+#[derive(Default)]
+struct Tally {
+    /// What each node (by its index in the cycle's list) added when last
+    /// seen.
+    nodes: Vec<Seen>,
+    /// Domain values to their index in `domains`; only ever grows.
+    ids: Arc<HashMap<String, usize>>,
+    /// Per domain: the eligible nodes in it and the matching pods on them.
+    domains: Vec<(i64, i64)>,
+}
+
+/// A node as a tally counted it.
+#[derive(Default)]
+struct Seen {
+    generation: u64,
+    /// The node's domain, if the pod could go there.
+    domain: Option<usize>,
+    pods: i64,
+}
+
+impl Tally {
+    /// Brings the tally up to `nodes`, looking only at changed ones.
+    fn refresh(
+        &mut self,
+        nodes: &[NodeInfo],
+        pod: &Pod,
+        key: &str,
+        matches: impl Fn(&PlacedPod) -> bool,
+    ) {
+        let gone: Vec<Seen> = self
+            .nodes
+            .drain(nodes.len().min(self.nodes.len())..)
+            .collect();
+        for seen in gone {
+            self.forget(&seen);
+        }
+        self.nodes.resize_with(nodes.len(), Seen::default);
+        let none = CycleState::default();
+        for (i, node) in nodes.iter().enumerate() {
+            if self.nodes[i].generation == node.generation {
+                continue;
+            }
+            let old = std::mem::take(&mut self.nodes[i]);
+            self.forget(&old);
+            // Only nodes the pod could go to by its node affinity count
+            // (upstream's default nodeAffinityPolicy: Honor).
+            let value = NodeAffinity
+                .filter(&none, pod, node)
+                .is_success()
+                .then(|| node.label(key))
+                .flatten();
+            let domain = value.map(|v| self.id(v));
+            let pods = match domain {
+                Some(_) => node.pods.iter().filter(|p| matches(p)).count() as i64,
+                None => 0,
+            };
+            let seen = Seen {
+                generation: node.generation,
+                domain,
+                pods,
+            };
+            if let Some(d) = seen.domain {
+                self.domains[d].0 += 1;
+                self.domains[d].1 += seen.pods;
+            }
+            self.nodes[i] = seen;
+        }
+    }
+
+    fn forget(&mut self, seen: &Seen) {
+        if let Some(d) = seen.domain {
+            self.domains[d].0 -= 1;
+            self.domains[d].1 -= seen.pods;
+        }
+    }
+
+    fn id(&mut self, value: &str) -> usize {
+        if let Some(&id) = self.ids.get(value) {
+            return id;
+        }
+        let id = self.domains.len();
+        Arc::make_mut(&mut self.ids).insert(value.to_owned(), id);
+        self.domains.push((0, 0));
+        id
+    }
+}
+
 struct Constraint {
     key: String,
     max_skew: i64,
     hard: bool,
-    /// Matching pods per domain, every eligible domain present.
-    counts: HashMap<String, i64>,
+    /// Domain values to indices in `counts`.
+    ids: Arc<HashMap<String, usize>>,
+    /// Matching pods per domain; `None` for a domain with no eligible node.
+    counts: Vec<Option<i64>>,
     min: i64,
     /// Whether the incoming pod counts itself.
     self_match: bool,
+}
+
+impl Constraint {
+    /// Matching pods in the domain of `value`.
+    fn count(&self, value: &str) -> i64 {
+        self.ids
+            .get(value)
+            .and_then(|&i| self.counts[i])
+            .unwrap_or(0)
+    }
 }
 
 impl PreFilter for PodTopologySpread {
@@ -45,14 +147,20 @@ impl PreFilter for PodTopologySpread {
     }
 
     fn pre_filter(&self, state: &mut CycleState, pod: &Pod, nodes: &[NodeInfo]) {
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let labels = pod.metadata.labels.clone().unwrap_or_default();
-        let specs = pod
+        let Some(specs) = pod
             .spec
             .as_ref()
-            .and_then(|s| s.topology_spread_constraints.clone())
-            .unwrap_or_default();
-        let none = CycleState::default();
+            .and_then(|s| s.topology_spread_constraints.as_ref())
+            .filter(|c| !c.is_empty())
+        else {
+            return;
+        };
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let affinity = pod.spec.as_ref().map_or(String::new(), |s| {
+            let node_affinity = s.affinity.as_ref().and_then(|a| a.node_affinity.as_ref());
+            serde_json::to_string(&(&s.node_selector, node_affinity)).unwrap_or_default()
+        });
         let mut constraints = Vec::new();
         for c in specs {
             let selector = c
@@ -69,56 +177,34 @@ impl PreFilter for PodTopologySpread {
             let key = (
                 ns.clone(),
                 selector.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+                affinity.clone(),
                 c.topology_key.clone(),
             );
             let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
             if memo.len() >= MEMO_LIMIT && !memo.contains_key(&key) {
                 memo.clear();
             }
-            let known = memo.entry(key).or_default();
-            known.resize(nodes.len(), (0, 0));
-            let mut counts: HashMap<String, i64> = HashMap::new();
-            // Only nodes the pod could go to by its node affinity count
-            // (upstream's default nodeAffinityPolicy: Honor).
-            for (i, node) in nodes.iter().enumerate() {
-                if !NodeAffinity.filter(&none, pod, node).is_success() {
-                    continue;
-                }
-                let Some(value) = node.label(&c.topology_key) else {
-                    continue;
-                };
-                let n = match known[i] {
-                    (generation, n) if generation == node.generation => n,
-                    _ => {
-                        let n = node
-                            .pods
-                            .iter()
-                            .filter(|p| p.namespace == ns && matches(&p.labels))
-                            .count() as i64;
-                        known[i] = (node.generation, n);
-                        n
-                    }
-                };
-                match counts.get_mut(value) {
-                    Some(count) => *count += n,
-                    None => {
-                        counts.insert(value.to_owned(), n);
-                    }
-                }
-            }
-            let min = counts.values().copied().min().unwrap_or(0);
+            let tally = memo.entry(key).or_default();
+            tally.refresh(nodes, pod, &c.topology_key, |p| {
+                p.namespace == ns && matches(&p.labels)
+            });
+            let counts: Vec<Option<i64>> = tally
+                .domains
+                .iter()
+                .map(|&(nodes, pods)| (nodes > 0).then_some(pods))
+                .collect();
+            let min = counts.iter().flatten().copied().min().unwrap_or(0);
             constraints.push(Constraint {
                 key: c.topology_key.clone(),
                 max_skew: i64::from(c.max_skew),
                 hard: c.when_unsatisfiable == "DoNotSchedule",
+                ids: tally.ids.clone(),
                 counts,
                 min,
                 self_match: matches(&labels),
             });
         }
-        if !constraints.is_empty() {
-            state.put(NAME, constraints);
-        }
+        state.put(NAME, constraints);
     }
 }
 
@@ -137,7 +223,7 @@ impl Filter for PodTopologySpread {
                     "node(s) didn't match pod topology spread constraints (missing required label)",
                 );
             };
-            let skew = c.counts.get(value).copied().unwrap_or(0) + i64::from(c.self_match) - c.min;
+            let skew = c.count(value) + i64::from(c.self_match) - c.min;
             if skew > c.max_skew {
                 return Status::unschedulable(
                     "node(s) didn't match pod topology spread constraints",
@@ -165,12 +251,7 @@ impl Score for PodTopologySpread {
         -constraints
             .iter()
             .filter(|c| !c.hard)
-            .map(|c| {
-                node.label(&c.key)
-                    .and_then(|v| c.counts.get(v))
-                    .copied()
-                    .unwrap_or(0)
-            })
+            .map(|c| node.label(&c.key).map_or(0, |v| c.count(v)))
             .sum::<i64>()
     }
 
@@ -275,6 +356,37 @@ mod tests {
             json!({"cpu": "8", "memory": "8Gi"}),
         );
         assert_eq!(check(&nodes), [true, false, false]);
+    }
+
+    #[test]
+    fn a_tally_forgets_removed_nodes_and_pods_unlike_in_affinity_do_not_share_it() {
+        let plugin = PodTopologySpread::default();
+        let p = spread_pod("new", "DoNotSchedule");
+        let check = |pod: &Pod, nodes: &[NodeInfo]| -> Vec<bool> {
+            let mut state = CycleState::default();
+            plugin.pre_filter(&mut state, pod, nodes);
+            nodes
+                .iter()
+                .map(|n| plugin.filter(&state, pod, n).is_success())
+                .collect()
+        };
+        let mut nodes = zones([1, 1, 0]);
+        assert_eq!(check(&p, &nodes), [false, false, true]);
+        // Zone c's only node goes: its domain no longer sets the minimum.
+        nodes.pop();
+        assert_eq!(check(&p, &nodes), [true, true]);
+        // The same constraint from a pod kept out of zone a: zone a's
+        // node does not count, so zone b (1 pod) is at the minimum.
+        let mut picky = spread_pod("picky", "DoNotSchedule");
+        picky.spec.as_mut().unwrap().affinity = serde_json::from_value(json!({"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}]}}}))
+        .unwrap();
+        let mut three = zones([0, 1, 2]);
+        assert_eq!(check(&picky, &three), [true, true, false]);
+        assert_eq!(check(&p, &three), [true, false, false]);
+        three[0].account(&spread_pod("a0", "DoNotSchedule"), 1);
+        assert_eq!(check(&p, &three), [true, true, false]);
     }
 
     #[test]
