@@ -5,7 +5,9 @@
 
 mod support;
 
-use support::{create, Cluster};
+use std::time::Duration;
+
+use support::{create, wait_for, Cluster};
 
 fn service(name: &str, kind: &str, extra: &str) -> String {
     format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  type: {kind}\n  selector: {{app: web}}\n{extra}  ports:\n  - {{name: http, port: 80, targetPort: http}}\n  - {{name: tls, port: 443, targetPort: 8443}}\n")
@@ -73,7 +75,13 @@ fn services_get_addresses_that_never_collide() {
         c.json(&["get", "service", "chosen"])["spec"]["clusterIP"],
         "10.43.0.11"
     );
-    // 10.43.0.10 is kube-dns's.
+    // 10.43.0.10 is kube-dns's, once the server has published it.
+    wait_for("the kube-dns Service", Duration::from_secs(30), || {
+        c.kubectl(&["get", "service", "-n", "kube-system", "kube-dns"])
+            .status
+            .success()
+            .then_some(())
+    });
     let dns = c.fails_stdin(&service("dns", "ClusterIP", "  clusterIP: 10.43.0.10\n"));
     assert!(dns.contains("already allocated"), "{dns}");
 
