@@ -965,11 +965,8 @@ impl Dispatcher {
         }
     }
 
-    /// Hands a pod to its worker, starting one for a new pod. The worker
-    /// has no use for the pod's field managers, which are most of its
-    /// size.
-    fn deliver(&mut self, uid: String, mut pod: Pod) {
-        pod.metadata.managed_fields = None;
+    /// Hands a pod to its worker, starting one for a new pod.
+    fn deliver(&mut self, uid: String, pod: Pod) {
         if let Some(slot) = self.slots.get(&uid) {
             slot.send_replace(Some(pod));
             return;

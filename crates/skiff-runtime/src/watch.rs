@@ -1,6 +1,9 @@
 //! A watch with relist semantics and back-off: the one way every component
 //! follows objects. A relist arrives whole, so its reader can forget
-//! whatever it does not show (deleted while the watch was down).
+//! whatever it does not show (deleted while the watch was down). Objects
+//! come without their `managedFields`, which no component reads and which
+//! are most of a cached object's size (upstream's controller manager and
+//! scheduler drop them from their caches too).
 
 use std::time::Duration;
 
@@ -37,7 +40,7 @@ pub fn changes<K: Object>(
     events
         .scan(None::<Vec<K>>, |relist, event| {
             let change = match event {
-                Ok(event) => gather(relist, event),
+                Ok(event) => gather(relist, slim(event)),
                 Err(e) => {
                     tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying");
                     None
@@ -46,6 +49,11 @@ pub fn changes<K: Object>(
             futures::future::ready(Some(change))
         })
         .filter_map(futures::future::ready)
+}
+
+/// The event without its object's `managedFields`.
+fn slim<K: kube::Resource>(event: Event<K>) -> Event<K> {
+    event.modify(|obj| obj.meta_mut().managed_fields = None)
 }
 
 /// Folds the watcher's relist events into one [`Change::Relisted`].
@@ -116,6 +124,23 @@ mod tests {
         assert!(
             matches!(gather(&mut relist, Event::InitDone), Some(Change::Relisted(v)) if v.is_empty())
         );
+    }
+
+    #[test]
+    fn objects_come_without_their_field_managers() {
+        use k8s_openapi::api::core::v1::Pod;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("p".into());
+        pod.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some("kubectl".into()),
+            ..Default::default()
+        }]);
+        let Event::Apply(slimmed) = slim(Event::Apply(pod)) else {
+            panic!("the event changed kind");
+        };
+        assert_eq!(slimmed.metadata.managed_fields, None);
+        assert_eq!(slimmed.metadata.name.as_deref(), Some("p"));
     }
 
     #[test]
