@@ -484,17 +484,12 @@ impl RealNode {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let ok = Command::new("ctr")
-            .arg("--address")
-            .arg(&socket)
-            .args(["-n", "k8s.io", "images", "import"])
-            .arg(images.join("busybox.tar"))
-            .stdout(Stdio::null())
-            .status()?
-            .success();
-        if !ok {
-            bail!("could not import busybox.tar");
-        }
+        let (skiff, agent_dir, images) = (skiff()?, node.dir.clone(), images.to_owned());
+        tokio::task::spawn_blocking(move || {
+            skiff_testkit::images::import(&skiff, &agent_dir, &images)
+        })
+        .await?
+        .map_err(anyhow::Error::msg)?;
         let client = server.client()?;
         // The node is Ready once its network is configured.
         loop {
@@ -1032,25 +1027,12 @@ async fn api(args: ApiArgs) -> Result<()> {
         ms(percentile(&gets, 0.99))
     );
 
-    let client = server.client()?;
-    let mut lists = Vec::new();
-    let mut body = bytes::Bytes::new();
-    for _ in 0..10 {
-        let t = Instant::now();
-        let r = client
-            .get(format!("{}/api/v1/pods", server.url))
-            .bearer_auth(&server.token)
-            .send()
-            .await?;
-        body = r.error_for_status()?.bytes().await?;
-        lists.push(t.elapsed());
-    }
+    let (lists, body) = timed_gets(&server, "/api/v1/pods", None).await?;
     let listed: serde_json::Value = serde_json::from_slice(&body)?;
     let n = listed["items"].as_array().map_or(0, Vec::len);
     if n < args.pods {
         bail!("LIST returned {n} pods, expected {}", args.pods);
     }
-    lists.sort();
     println!(
         "LIST {} pods p50 / max       {} / {}",
         args.pods,
@@ -1058,45 +1040,21 @@ async fn api(args: ApiArgs) -> Result<()> {
         ms(*lists.last().unwrap())
     );
     // What `kubectl get pods -A` asks for: Tables, 500 rows at a time.
-    let mut tables = Vec::new();
-    for _ in 0..10 {
-        let t = Instant::now();
-        let r = client
-            .get(format!("{}/api/v1/pods?limit=500", server.url))
-            .header("Accept", TABLE)
-            .bearer_auth(&server.token)
-            .send()
-            .await?;
-        body = r.error_for_status()?.bytes().await?;
-        tables.push(t.elapsed());
-    }
+    let (tables, body) = timed_gets(&server, "/api/v1/pods?limit=500", Some(TABLE)).await?;
     let table: serde_json::Value = serde_json::from_slice(&body)?;
     if table["rows"].as_array().map_or(0, Vec::len) == 0 {
         bail!("the Table list has no rows");
     }
-    tables.sort();
     println!(
         "LIST as Table, first 500 p50   {}",
         ms(percentile(&tables, 0.5)),
     );
-    let mut tables = Vec::new();
-    for _ in 0..10 {
-        let t = Instant::now();
-        let r = client
-            .get(format!("{}/api/v1/pods", server.url))
-            .header("Accept", TABLE)
-            .bearer_auth(&server.token)
-            .send()
-            .await?;
-        body = r.error_for_status()?.bytes().await?;
-        tables.push(t.elapsed());
-    }
+    let (tables, body) = timed_gets(&server, "/api/v1/pods", Some(TABLE)).await?;
     let table: serde_json::Value = serde_json::from_slice(&body)?;
     let rows = table["rows"].as_array().map_or(0, Vec::len);
     if rows < args.pods {
         bail!("the Table list has {rows} rows, expected {}", args.pods);
     }
-    tables.sort();
     println!(
         "LIST {} pods as Table p50 / max {} / {}",
         args.pods,
@@ -1212,6 +1170,31 @@ async fn watchers(server: &Server, args: &ApiArgs) -> Result<()> {
         ms(delays.last().copied().unwrap_or_default())
     );
     Ok(())
+}
+
+/// Ten GETs of `path` (with `accept`, if given), one after another: their
+/// times sorted, and the last body.
+async fn timed_gets(
+    server: &Server,
+    path: &str,
+    accept: Option<&str>,
+) -> Result<(Vec<Duration>, bytes::Bytes)> {
+    let client = server.client()?;
+    let mut times = Vec::new();
+    let mut body = bytes::Bytes::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let mut request = client
+            .get(format!("{}{path}", server.url))
+            .bearer_auth(&server.token);
+        if let Some(accept) = accept {
+            request = request.header("Accept", accept);
+        }
+        body = request.send().await?.error_for_status()?.bytes().await?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    Ok((times, body))
 }
 
 /// The same create load against the etcd backend, when etcd is installed.

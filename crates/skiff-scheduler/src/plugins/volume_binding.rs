@@ -54,10 +54,7 @@ impl Volumes {
     }
 
     pub fn put<K: Kept>(&self, obj: K) {
-        let key = name_of(obj.meta());
-        let mut view = self.write();
-        K::seen(&mut view, &key, &obj);
-        K::table(&mut view).insert(key, Arc::new(obj));
+        keep(&mut self.write(), obj);
     }
 
     pub fn remove<K: Kept>(&self, obj: &K) {
@@ -69,11 +66,15 @@ impl Volumes {
         let mut view = self.write();
         K::table(&mut view).clear();
         for obj in objs {
-            let key = name_of(obj.meta());
-            K::seen(&mut view, &key, &obj);
-            K::table(&mut view).insert(key, Arc::new(obj));
+            keep(&mut view, obj);
         }
     }
+}
+
+fn keep<K: Kept>(view: &mut View, obj: K) {
+    let key = name_of(obj.meta());
+    K::seen(view, &key, &obj);
+    K::table(view).insert(key, Arc::new(obj));
 }
 
 /// A kind [`Volumes`] keeps, by `namespace/name`.
