@@ -8,18 +8,38 @@ use serde_json::{json, Value};
 use skiff_core::registry;
 use skiff_core::ApiError;
 
+use crate::admission::Attributes;
+use crate::auth::User;
 use crate::handlers::delete::BUILT_IN_NAMESPACES;
 use crate::handlers::Api;
 
+/// The field manager of what the server writes itself.
+const MANAGER: &str = "skiff-apiserver";
+
+/// Who the server is when it writes its own objects (upstream's loopback
+/// user).
+fn server() -> User {
+    User {
+        name: "system:apiserver".into(),
+        groups: vec!["system:masters".into(), "system:authenticated".into()],
+    }
+}
+
 pub async fn run(api: &Api, address: SocketAddr) -> Result<(), ApiError> {
+    let me = server();
     let namespaces = registry::lookup("", "v1", "namespaces").expect("namespaces are served");
     for name in BUILT_IN_NAMESPACES {
         if api.objects.try_get(namespaces, None, name).await?.is_some() {
             continue;
         }
         let mut ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-        api.prepare_create(namespaces, None, &mut ns, "skiff-apiserver")
-            .await?;
+        api.prepare_create(
+            &Attributes::creating(namespaces, &me),
+            None,
+            &mut ns,
+            MANAGER,
+        )
+        .await?;
         match api.objects.create(namespaces, &mut ns).await {
             Ok(_) => {}
             Err(e) if e.reason == "AlreadyExists" => {}
@@ -37,7 +57,7 @@ pub async fn run(api: &Api, address: SocketAddr) -> Result<(), ApiError> {
         }
         let mut pc = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
             "metadata": {"name": name}, "value": value, "description": description});
-        api.prepare_create(classes, None, &mut pc, "skiff-apiserver")
+        api.prepare_create(&Attributes::creating(classes, &me), None, &mut pc, MANAGER)
             .await?;
         match api.objects.create(classes, &mut pc).await {
             Ok(_) => {}
@@ -125,8 +145,14 @@ async fn ensure(
         }
         Some(_) => Ok(()),
         None => {
-            api.prepare_create(r, ns.as_deref(), &mut obj, "skiff-apiserver")
-                .await?;
+            let me = server();
+            api.prepare_create(
+                &Attributes::creating(r, &me),
+                ns.as_deref(),
+                &mut obj,
+                MANAGER,
+            )
+            .await?;
             match api.store_new(r, &mut obj).await {
                 Ok(_) => Ok(()),
                 Err(e) if e.reason == "AlreadyExists" => Ok(()),

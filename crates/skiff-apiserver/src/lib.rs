@@ -4,6 +4,7 @@
 //! (behind its watch cache) → JSON or Table replies, watch streams,
 //! discovery and OpenAPI. Only this crate touches the store.
 
+mod admission;
 mod audit;
 mod auth;
 mod authz;
@@ -267,7 +268,13 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     };
     let mut api = handlers::Api::new(
         store.clone(),
-        auth::Authenticator::new(&creds, issuer.clone()),
+        auth::Chain::standard(
+            &creds,
+            issuer.clone(),
+            storage::Objects {
+                store: store.clone(),
+            },
+        ),
         creds.ca_pem.clone(),
         node_proxy::NodeDialer::new(&creds)?,
         config.service_cidr,

@@ -307,6 +307,16 @@ pub struct Pool {
     pub asked: Vec<u16>,
 }
 
+impl Pool {
+    /// Everything claimed so far, to give back what goes unused.
+    pub fn held(&self) -> Held {
+        Held {
+            ip: None,
+            ports: self.free.iter().chain(&self.asked).copied().collect(),
+        }
+    }
+}
+
 /// What an update still needs claimed.
 #[derive(Debug, Default, PartialEq)]
 pub struct Need {

@@ -12,6 +12,7 @@ use skiff_store::{guaranteed_update, KeyValue, ListOptions, Revision, Store};
 use crate::response::store_error;
 
 /// The typed-object view of the store.
+#[derive(Clone)]
 pub struct Objects {
     pub store: Arc<dyn Store>,
 }
@@ -321,28 +322,58 @@ impl Objects {
         }
     }
 
-    /// What [`Objects::update`] would write, without writing it (a dry
-    /// run): the next state `change` decides, at the current revision.
-    pub async fn preview<F>(
+    /// An object as `r` shows it, with what it is stored as: the start
+    /// of a compare-and-swap [`Objects::write`] finishes.
+    pub async fn read(
         &self,
         r: &ResourceType,
         ns: Option<&str>,
         name: &str,
-        mut change: F,
-    ) -> Result<Value, ApiError>
-    where
-        F: FnMut(Value) -> Result<Change, ApiError>,
-    {
-        let current = self.get(r, ns, name).await?;
-        let rv = meta::get_str(&current, "resourceVersion").map(str::to_owned);
-        match change(current.clone())? {
-            Change::Write(mut next) => {
-                if let Some(rv) = rv {
-                    meta::set(&mut next, "resourceVersion", rv);
-                }
-                Ok(next)
+    ) -> Result<(Value, KeyValue), ApiError> {
+        let kv = self
+            .store
+            .get(&r.key(ns, name))
+            .await
+            .map_err(|e| store_error(e, r, name))?
+            .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
+        let shown = converted(r, &kv.value);
+        let obj = decode_at(shown.as_deref().unwrap_or(&kv.value), kv.mod_rev)?;
+        Ok((obj, kv))
+    }
+
+    /// Writes `change` over what [`Objects::read`] found, if the object is
+    /// still as read; `None` if it changed or went meanwhile (read again).
+    pub async fn write(
+        &self,
+        r: &ResourceType,
+        read: &KeyValue,
+        change: Change,
+    ) -> Result<Option<Value>, ApiError> {
+        let name = read.key.rsplit('/').next().unwrap_or_default();
+        let (bytes, mut written) = match change {
+            Change::Write(next) => (for_storage(r, &next)?, Some(next)),
+            // Unchanged, but stored in a form to renew: written again.
+            Change::Keep if self.store.stale(read) => (read.value.clone(), None),
+            Change::Keep => {
+                return decode_at(&in_version(r, read.value.clone()), read.mod_rev).map(Some)
             }
-            Change::Keep => Ok(current),
+        };
+        match self
+            .store
+            .update(&read.key, bytes.clone(), read.mod_rev)
+            .await
+        {
+            Ok(rev) => match written.as_mut() {
+                Some(obj) => {
+                    meta::set(obj, "resourceVersion", rev.to_string());
+                    Ok(written)
+                }
+                None => decode_at(&in_version(r, bytes), rev).map(Some),
+            },
+            Err(skiff_store::Error::Conflict { .. } | skiff_store::Error::NotFound { .. }) => {
+                Ok(None)
+            }
+            Err(e) => Err(store_error(e, r, name)),
         }
     }
 

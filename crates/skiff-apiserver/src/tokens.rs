@@ -79,16 +79,10 @@ impl Issuer {
         Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref())))
     }
 
-    /// The service account a token names, if it is ours, meant for the
-    /// API server and valid at `now`, with what it is bound to (which must
-    /// still exist for the token to be honoured).
-    pub fn verify(&self, token: &str, now: i64) -> Option<(User, Bound)> {
-        self.verify_for(token, now, &[ISSUER.to_owned()])
-            .map(|(user, bound, _)| (user, bound))
-    }
-
-    /// As [`Issuer::verify`], for a token meant for any of `audiences`
-    /// (a TokenReview's); also returns which of them it is meant for.
+    /// The service account a token names, if it is ours, meant for one of
+    /// `audiences` (the API server's own for a request) and valid at
+    /// `now`, with what it is bound to (which must still exist for the
+    /// token to be honoured) and which of the audiences it is meant for.
     pub fn verify_for(
         &self,
         token: &str,
@@ -175,6 +169,13 @@ impl Bound {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Issuer {
+        fn verify(&self, token: &str, now: i64) -> Option<(User, Bound)> {
+            self.verify_for(token, now, &[ISSUER.to_owned()])
+                .map(|(user, bound, _)| (user, bound))
+        }
+    }
 
     fn issuer() -> Issuer {
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(

@@ -10,6 +10,7 @@ use skiff_core::{meta, status, ApiError};
 use skiff_store::ListOptions;
 
 use super::{Api, Call};
+use crate::admission::Operation;
 use crate::response;
 use crate::storage::decode;
 
@@ -125,27 +126,33 @@ impl Api {
             ));
         }
         let opts = DeleteOptions::parse(call, &raw)?;
-        self.admit_node_delete(call, t.resource, name).await?;
+        self.admit_delete(call, t.resource, name).await?;
         let obj = self
             .delete_one(t.resource, t.namespace.as_deref(), name, &opts)
             .await?;
         Ok(response::json(200, &obj))
     }
 
-    /// NodeRestriction for deletions: a node deletes (or evicts) only the
-    /// pods bound to it.
-    pub async fn admit_node_delete(
+    /// Admission for a deletion (or eviction): the object is read only
+    /// when some validating plugin looks at this one.
+    pub async fn admit_delete(
         &self,
         call: &Call<'_>,
         r: &ResourceType,
         name: &str,
     ) -> Result<(), ApiError> {
-        if crate::authz::node::node_of(call.user).is_none() {
+        if !self
+            .admission
+            .handles(&call.attributes(Operation::Delete, r, None))
+        {
             return Ok(());
         }
         let ns = call.target.namespace.as_deref();
         match self.objects.try_get(r, ns, name).await? {
-            Some(current) => super::node_restriction::admit_delete(call.user, r, &current),
+            Some(current) => {
+                let a = call.attributes(Operation::Delete, r, Some(&current));
+                self.admission.validate(&a, &current).await.map(drop)
+            }
             None => Ok(()),
         }
     }

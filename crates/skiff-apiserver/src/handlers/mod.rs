@@ -1,21 +1,16 @@
 //! REST handlers: authenticate, route, decode, admit, store, reply.
 
-mod admission;
 mod body;
-mod certificates;
 pub mod delete;
-mod node_restriction;
-mod pod_security;
-mod quota;
+mod prepare;
 pub mod read;
-mod service_account;
-mod storage;
 mod strategy;
 mod subresource;
 mod synthesized;
-
-pub use synthesized::is_synthesized;
 mod write;
+
+pub(crate) use prepare::random_suffix;
+pub use synthesized::is_synthesized;
 
 use std::sync::Arc;
 
@@ -24,11 +19,12 @@ use axum::response::Response;
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, USER_AGENT};
 use hyper::{HeaderMap, Request};
 use serde_json::{json, Value};
-use skiff_core::{registry, ApiError};
+use skiff_core::ApiError;
 use skiff_store::Store;
 
+use crate::admission::{self, Operation};
 use crate::audit;
-use crate::auth::{Authenticator, User};
+use crate::auth::{self, User};
 use crate::authz::{self, Attributes, Authorizer, Decision};
 use crate::node_proxy::NodeDialer;
 use crate::request::{self, Query, Route, Target, Verb};
@@ -41,12 +37,13 @@ use skiff_core::cidr::Cidr;
 /// The API: the store's objects and who may use them.
 pub struct Api {
     pub objects: Objects,
-    auth: Authenticator,
+    auth: auth::Chain,
     ca_pem: String,
     nodes: NodeDialer,
     pub services: Allocator,
     issuer: Arc<Issuer>,
     authorizer: Arc<dyn Authorizer>,
+    admission: admission::Chain,
     /// The audit policy and log, with `--audit-log-path`.
     audit: Option<(audit::Policy, audit::Log)>,
     /// The caps on requests in flight.
@@ -89,12 +86,29 @@ impl Call<'_> {
             .unwrap_or("unknown");
         agent.split('/').next().unwrap_or(agent).to_owned()
     }
+
+    /// What admission knows of this request's write to `r`.
+    pub fn attributes<'a>(
+        &'a self,
+        operation: Operation,
+        r: &'a skiff_core::registry::ResourceType,
+        old: Option<&'a Value>,
+    ) -> admission::Attributes<'a> {
+        admission::Attributes {
+            operation,
+            resource: r,
+            subresource: self.target.subresource.as_deref(),
+            user: self.user,
+            old,
+            dry_run: self.query.dry_run,
+        }
+    }
 }
 
 impl Api {
     pub fn new(
         store: Arc<dyn Store>,
-        auth: Authenticator,
+        auth: auth::Chain,
         ca_pem: String,
         nodes: NodeDialer,
         service_range: Cidr,
@@ -102,11 +116,13 @@ impl Api {
         authorizer: Arc<dyn Authorizer>,
     ) -> Self {
         let registry = skiff_core::metrics::Registry::default();
+        let objects = Objects { store };
         Self {
             issuer,
+            admission: admission::Chain::standard(objects.clone(), authorizer.clone()),
             authorizer,
-            services: Allocator::new(service_range, store.clone()),
-            objects: Objects { store },
+            services: Allocator::new(service_range, objects.store.clone()),
+            objects,
             auth,
             ca_pem,
             nodes,
@@ -257,34 +273,15 @@ impl Api {
             Ok(Route::CaCerts) => return Ok(text(self.ca_pem.clone().into_bytes())),
             _ => {}
         }
-        let auth = parts
+        let header = parts
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        // A valid client certificate names the user; else a token does.
-        // No credentials: the anonymous user, whom RBAC allows only
-        // public information. Wrong ones (or an expired certificate): 401.
         let certificate = parts
             .extensions
-            .get::<crate::auth::ClientCertificate>()
-            .cloned()
-            .unwrap_or_default();
-        let by_certificate = certificate.user(chrono::Utc::now().timestamp());
-        let user: User = match (by_certificate, auth) {
-            (Some(user), _) => user,
-            (None, None) if certificate.0.is_some() => return Err(ApiError::unauthorized()),
-            (None, None) => crate::auth::anonymous(),
-            (None, Some(header)) => {
-                let (user, bound) = self
-                    .auth
-                    .authenticate(header)
-                    .ok_or_else(ApiError::unauthorized)?;
-                if let Some(bound) = bound {
-                    self.check_binding(&bound).await?;
-                }
-                user
-            }
-        };
+            .get::<auth::ClientCertificate>()
+            .and_then(|c| c.0.as_deref());
+        let user = self.auth.user(certificate, header).await?;
         let authenticated = trail.on.then(|| user.clone());
         let user = self.impersonate(user, &parts.headers)?;
         if authenticated.as_ref().is_some_and(|a| *a != user) {
@@ -460,56 +457,6 @@ impl Api {
 }
 
 impl Api {
-    /// The admission steps that depend on who writes (`current` is the
-    /// stored object of an update): a CSR records its requester and a
-    /// decision or certificate needs its signer verb; a role or binding
-    /// may grant no more than its writer holds; a node writes only its
-    /// own objects (NodeRestriction).
-    pub fn admit_as(
-        &self,
-        call: &Call<'_>,
-        r: &skiff_core::registry::ResourceType,
-        current: Option<&Value>,
-        obj: &mut Value,
-    ) -> Result<(), ApiError> {
-        if r.group == "certificates.k8s.io" {
-            match current {
-                None => certificates::admit_new(call.user, obj)?,
-                Some(current) => {
-                    certificates::admit_change(self.authorizer.as_ref(), call.user, current, obj)?
-                }
-            }
-        }
-        authz::escalation::check(self.authorizer.as_ref(), call.user, r, obj)?;
-        node_restriction::admit(
-            call.user,
-            r,
-            call.target.subresource.as_deref(),
-            current,
-            obj,
-        )
-    }
-
-    /// Refuses a service account token whose account, or pod, is gone.
-    async fn check_binding(&self, bound: &crate::tokens::Bound) -> Result<(), ApiError> {
-        let lookup =
-            |plural| registry::lookup("", "v1", plural).expect("core resources are served");
-        let ns = Some(bound.namespace.as_str());
-        let account = self
-            .objects
-            .try_get(lookup("serviceaccounts"), ns, &bound.account)
-            .await?;
-        let pod = match &bound.pod {
-            Some((name, _)) => self.objects.try_get(lookup("pods"), ns, name).await?,
-            None => None,
-        };
-        if bound.holds(account.as_ref(), pod.as_ref()) {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized())
-        }
-    }
-
     /// A review the user asks about itself (`kubectl auth can-i`, `whoami`).
     async fn review(
         &self,
@@ -546,14 +493,7 @@ impl Api {
     async fn token_review(&self, request: &Value) -> Value {
         let token = request["spec"]["token"].as_str().unwrap_or_default();
         let asked = crate::tokens::audiences(&request["spec"]);
-        let found = match self.auth.review(token, &asked) {
-            Some((user, Some(bound), meant)) => {
-                self.check_binding(&bound).await.ok().map(|_| (user, meant))
-            }
-            Some((user, None, meant)) => Some((user, meant)),
-            None => None,
-        };
-        let status = match found {
+        let status = match self.auth.review(token, &asked).await {
             Some((user, meant)) => json!({"authenticated": true,
                 "user": {"username": user.name, "groups": user.groups}, "audiences": meant}),
             None => json!({"authenticated": false, "error": "invalid bearer token"}),

@@ -316,7 +316,7 @@ impl Strategy for CertificateSigningRequests {
         mut next: Value,
         subresource: Option<&str>,
     ) -> Value {
-        let status = super::certificates::merge_status(subresource, current, &next);
+        let status = crate::admission::merge_status(subresource, current, &next);
         if subresource.is_some() {
             let managed = meta::get(&next, "managedFields").cloned();
             next = current.clone();

@@ -6,12 +6,12 @@ use skiff_core::registry::{self, ResourceType};
 use skiff_core::selector::LabelSelector;
 use skiff_core::{meta, status, ApiError};
 
-use super::admission::prepare_update;
 use super::body;
 use super::delete::DeleteOptions;
+use super::prepare::prepare_update;
 use super::{Api, Call};
+use crate::admission::Operation;
 use crate::response;
-use crate::storage::Change;
 
 /// The longest a service account token lives: a year.
 const MAX_TOKEN_SECONDS: i64 = 365 * 24 * 3600;
@@ -97,9 +97,9 @@ impl Api {
         let precondition = meta::resource_version(&scale);
         let manager = call.manager();
         let ns = call.target.namespace.as_deref();
-        let updated = self
-            .update_object(r, ns, name, call.query.dry_run, |current| {
-                if precondition.is_some_and(|rv| Some(rv) != meta::resource_version(&current)) {
+        let (updated, _) = self
+            .update_object(call, r, ns, name, |current| {
+                if precondition.is_some_and(|rv| Some(rv) != meta::resource_version(current)) {
                     return Err(ApiError::stale(r.group, r.plural, name));
                 }
                 let mut next = current.clone();
@@ -107,8 +107,7 @@ impl Api {
                     Some(scale) => scale.write(&mut next, replicas),
                     None => next["spec"]["replicas"] = json!(replicas),
                 }
-                let next = prepare_update(r, &current, next, &manager, None)?;
-                Ok(Change::unless_same(&current, next))
+                prepare_update(r, current, next, &manager, None)
             })
             .await?;
         Ok(response::json(200, &scale_of(r, &updated)))
@@ -133,8 +132,8 @@ impl Api {
         }
         let pods = call.target.resource;
         let ns = call.target.namespace.as_deref();
-        self.update_object(pods, ns, name, call.query.dry_run, |current| {
-                if meta::is_deleting(&current) {
+        self.update_object(call, pods, ns, name, |current| {
+                if meta::is_deleting(current) {
                     return Err(ApiError::conflict("", "pods", name, "pod is being deleted, cannot be assigned to a host"));
                 }
                 if let Some(bound) = current["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
@@ -146,7 +145,7 @@ impl Api {
                 conditions.retain(|c| c["type"] != "PodScheduled");
                 conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now()}));
                 next["status"]["conditions"] = json!(conditions);
-                Ok(Change::Write(next))
+                Ok(next)
             })
             .await?;
         Ok(response::json(201, &created("pods", name)))
@@ -163,7 +162,7 @@ impl Api {
         let eviction = body::parse(raw, &body::content_type(call.headers))?;
         let opts = DeleteOptions::from_value(&eviction["deleteOptions"], call);
         let pods = registry::lookup("", "v1", "pods").expect("pods are served");
-        self.admit_node_delete(call, pods, name).await?;
+        self.admit_delete(call, pods, name).await?;
         self.delete_one(pods, call.target.namespace.as_deref(), name, &opts)
             .await?;
         Ok(response::json(201, &created("pods", name)))
@@ -231,11 +230,13 @@ impl Api {
                         meta::name(&account)
                     )));
                 }
-                super::node_restriction::admit_token(call.user, Some(&live))?;
+                let a = call.attributes(Operation::Create, r, Some(&live));
+                self.admission.validate(&a, &request).await?;
                 Some((name.to_owned(), uid))
             }
             None => {
-                super::node_restriction::admit_token(call.user, None)?;
+                let a = call.attributes(Operation::Create, r, None);
+                self.admission.validate(&a, &request).await?;
                 None
             }
             Some(other) => {

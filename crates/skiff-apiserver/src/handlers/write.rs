@@ -7,9 +7,10 @@ use serde_json::Value;
 use skiff_core::registry::ResourceType;
 use skiff_core::{apply, meta, strategic, ApiError};
 
-use super::admission::{prepare_update, root_def};
 use super::body::{self, check_kind, content_type, typed};
+use super::prepare::{prepare_update, root_def};
 use super::{with_warnings, Api, Call};
+use crate::admission::{Operation, Verdict};
 use crate::services::{self, Need, Pool};
 use crate::storage::Change;
 use crate::{audit, response};
@@ -29,11 +30,11 @@ impl Api {
         body::default_kind(r, &mut obj);
         check_kind(r, &obj)?;
         let (mut obj, mut warnings) = typed(r, obj, call.query.field_validation.as_deref())?;
+        let a = call.attributes(Operation::Create, r, None);
         let admitted = self
-            .prepare_create(r, t.namespace.as_deref(), &mut obj, &call.manager())
+            .prepare_create(&a, t.namespace.as_deref(), &mut obj, &call.manager())
             .await?;
         warnings.extend(admitted.warnings);
-        self.admit_as(call, r, None, &mut obj)?;
         if call.query.dry_run {
             let reply = with_warnings(reply(call, 201, &obj), &warnings);
             return Ok(audit::annotated(reply, admitted.audit));
@@ -54,7 +55,7 @@ impl Api {
         }
         body::default_kind(r, &mut incoming);
         check_kind(r, &incoming)?;
-        let (incoming, warnings) = typed(r, incoming, call.query.field_validation.as_deref())?;
+        let (incoming, mut warnings) = typed(r, incoming, call.query.field_validation.as_deref())?;
         let given = meta::name(&incoming);
         if !given.is_empty() && given != name {
             return Err(ApiError::bad_request(format!(
@@ -64,11 +65,9 @@ impl Api {
         let precondition = meta::resource_version(&incoming);
         let manager = call.manager();
         let sub = t.subresource.as_deref();
-        let dry_run = call.query.dry_run;
-        let expandable = self.expandable_classes(r, sub).await?;
-        let updated = self
-            .update_object(r, ns, name, dry_run, |current| {
-                if precondition.is_some_and(|rv| Some(rv) != meta::resource_version(&current)) {
+        let (updated, admitted) = self
+            .update_object(call, r, ns, name, |current| {
+                if precondition.is_some_and(|rv| Some(rv) != meta::resource_version(current)) {
                     return Err(ApiError::stale(r.group, r.plural, name));
                 }
                 let mut next = incoming.clone();
@@ -79,13 +78,11 @@ impl Api {
                     next = n;
                 }
                 let sub = if sub == Some("finalize") { None } else { sub };
-                let mut next = prepare_update(r, &current, next, &manager, sub)?;
-                self.admit_as(call, r, Some(&current), &mut next)?;
-                super::storage::admit_resize(expandable.as_ref(), &current, &next)?;
-                Ok(Change::unless_same(&current, next))
+                prepare_update(r, current, next, &manager, sub)
             })
             .await?;
-        let updated = self.finish_deletion(r, updated, dry_run).await?;
+        warnings.extend(admitted.warnings);
+        let updated = self.finish_deletion(r, updated, call.query.dry_run).await?;
         Ok(with_warnings(reply(call, 200, &updated), &warnings))
     }
 
@@ -110,24 +107,20 @@ impl Api {
         let manager = call.manager();
         let sub = t.subresource.as_deref();
         let mut warnings = Vec::new();
-        let dry_run = call.query.dry_run;
-        let expandable = self.expandable_classes(r, sub).await?;
-        let updated = self
-            .update_object(r, ns, name, dry_run, |current| {
-                let patched = apply_patch(&kind, &current, &patch, root_def(r))?;
-                if meta::resource_version(&patched) != meta::resource_version(&current) {
+        let (updated, admitted) = self
+            .update_object(call, r, ns, name, |current| {
+                let patched = apply_patch(&kind, current, &patch, root_def(r))?;
+                if meta::resource_version(&patched) != meta::resource_version(current) {
                     return Err(ApiError::stale(r.group, r.plural, name));
                 }
                 check_kind(r, &patched)?;
                 let (patched, w) = typed(r, patched, validation)?;
                 warnings = w;
-                let mut next = prepare_update(r, &current, patched, &manager, sub)?;
-                self.admit_as(call, r, Some(&current), &mut next)?;
-                super::storage::admit_resize(expandable.as_ref(), &current, &next)?;
-                Ok(Change::unless_same(&current, next))
+                prepare_update(r, current, patched, &manager, sub)
             })
             .await?;
-        let updated = self.finish_deletion(r, updated, dry_run).await?;
+        warnings.extend(admitted.warnings);
+        let updated = self.finish_deletion(r, updated, call.query.dry_run).await?;
         Ok(with_warnings(reply(call, 200, &updated), &warnings))
     }
 
@@ -162,13 +155,12 @@ impl Api {
             subresource: sub,
         };
         let force = call.query.force;
-        let expandable = self.expandable_classes(r, sub).await?;
         loop {
             if self.objects.try_get(r, ns, name).await?.is_none() {
                 let mut obj = apply::apply(None, &config, &mgr, force, root_def(r))?;
-                let admitted = self.prepare_create(r, ns, &mut obj, &manager).await?;
+                let a = call.attributes(Operation::Create, r, None);
+                let admitted = self.prepare_create(&a, ns, &mut obj, &manager).await?;
                 warnings.extend(admitted.warnings);
-                self.admit_as(call, r, None, &mut obj)?;
                 if call.query.dry_run {
                     return Ok(with_warnings(reply(call, 201, &obj), &warnings));
                 }
@@ -179,16 +171,14 @@ impl Api {
                 }
             }
             let result = self
-                .update_object(r, ns, name, call.query.dry_run, |current| {
-                    let merged = apply::apply(Some(&current), &config, &mgr, force, root_def(r))?;
-                    let mut next = prepare_update(r, &current, merged, &manager, sub)?;
-                    self.admit_as(call, r, Some(&current), &mut next)?;
-                    super::storage::admit_resize(expandable.as_ref(), &current, &next)?;
-                    Ok(Change::unless_same(&current, next))
+                .update_object(call, r, ns, name, |current| {
+                    let merged = apply::apply(Some(current), &config, &mgr, force, root_def(r))?;
+                    prepare_update(r, current, merged, &manager, sub)
                 })
                 .await;
             match result {
-                Ok(updated) => {
+                Ok((updated, admitted)) => {
+                    warnings.extend(admitted.warnings);
                     let updated = self.finish_deletion(r, updated, call.query.dry_run).await?;
                     return Ok(with_warnings(reply(call, 200, &updated), &warnings));
                 }
@@ -201,7 +191,6 @@ impl Api {
     /// Stores a new object; a Service first gets its ClusterIP and
     /// NodePorts, given back if storing fails.
     pub async fn store_new(&self, r: &ResourceType, obj: &mut Value) -> Result<Vec<u8>, ApiError> {
-        self.charge_quota(r, obj).await?;
         if !is_service(r) {
             return self.objects.create(r, obj).await;
         }
@@ -213,74 +202,94 @@ impl Api {
         stored
     }
 
-    /// `Objects::update` that also settles a Service's NodePorts: ports
-    /// an update newly needs are claimed before it is written, and those
-    /// it no longer holds are given back after. A dry run only previews
-    /// the change: nothing is written or claimed.
+    /// Writes the next state of an object by compare-and-swap, again
+    /// from the top when another writer got there first: `next_of` derives
+    /// it from the stored one (the strategy's part), admission looks at it,
+    /// a Service's NodePorts are claimed before and given back after, and
+    /// only a change is written. A dry run stops before writing or
+    /// claiming anything. Returns the object and admission's verdict.
     pub async fn update_object<F>(
         &self,
+        call: &Call<'_>,
         r: &ResourceType,
         ns: Option<&str>,
         name: &str,
-        dry_run: bool,
-        mut change: F,
-    ) -> Result<Value, ApiError>
+        mut next_of: F,
+    ) -> Result<(Value, Verdict), ApiError>
     where
-        F: FnMut(Value) -> Result<Change, ApiError>,
+        F: FnMut(&Value) -> Result<Value, ApiError>,
     {
-        if dry_run {
-            return self.objects.preview(r, ns, name, change).await;
-        }
-        if !is_service(r) {
-            return self.objects.update(r, ns, name, change).await;
-        }
         let mut pool = Pool::default();
         loop {
-            let mut need = Need::default();
-            let mut before = None;
-            let result = self
-                .objects
-                .update(r, ns, name, |current| {
-                    before = Some(current.clone());
-                    match change(current.clone())? {
-                        Change::Write(mut next) => {
-                            need = services::settle(&current, &mut next, &pool);
-                            if need != Need::default() {
-                                return Err(ApiError::internal("NodePorts to claim first"));
-                            }
-                            Ok(Change::unless_same(&current, next))
-                        }
-                        keep => Ok(keep),
-                    }
-                })
-                .await;
-            let claimed = |pool: &Pool| services::Held {
-                ip: None,
-                ports: pool.free.iter().chain(&pool.asked).copied().collect(),
-            };
-            match (result, before) {
-                (Err(_), Some(current)) if need != Need::default() => {
-                    if let Err(e) = self.services.fill(&current, &need, &mut pool).await {
-                        self.services.release(&claimed(&pool)).await;
-                        return Err(e);
-                    }
-                }
-                (Err(e), _) => {
-                    self.services.release(&claimed(&pool)).await;
+            match self
+                .try_update(call, r, (ns, name), &mut next_of, &mut pool)
+                .await
+            {
+                Ok(Some(done)) => return Ok(done),
+                Ok(None) => continue,
+                Err(e) => {
+                    self.services.release(&pool.held()).await;
                     return Err(e);
-                }
-                (Ok(updated), before) => {
-                    let now = services::held(&updated).ports;
-                    let mut unused = claimed(&pool);
-                    unused
-                        .ports
-                        .extend(before.map(|b| services::held(&b).ports).unwrap_or_default());
-                    unused.ports.retain(|p| !now.contains(p));
-                    self.services.release(&unused).await;
-                    return Ok(updated);
                 }
             }
         }
+    }
+
+    /// One attempt of [`Api::update_object`]: `None` when it must start
+    /// again (the object changed, or NodePorts were claimed first).
+    async fn try_update<F>(
+        &self,
+        call: &Call<'_>,
+        r: &ResourceType,
+        (ns, name): (Option<&str>, &str),
+        next_of: &mut F,
+        pool: &mut Pool,
+    ) -> Result<Option<(Value, Verdict)>, ApiError>
+    where
+        F: FnMut(&Value) -> Result<Value, ApiError>,
+    {
+        let (current, read) = self.objects.read(r, ns, name).await?;
+        let mut next = next_of(&current)?;
+        let a = call.attributes(Operation::Update, r, Some(&current));
+        self.admission.admit(&a, &mut next).await?;
+        let verdict = self.admission.validate(&a, &next).await?;
+        let mut change = Change::unless_same(&current, next);
+        if call.query.dry_run {
+            let shown = match change {
+                Change::Write(mut next) => {
+                    if let Some(rv) = meta::get(&current, "resourceVersion").cloned() {
+                        meta::set(&mut next, "resourceVersion", rv);
+                    }
+                    next
+                }
+                Change::Keep => current,
+            };
+            return Ok(Some((shown, verdict)));
+        }
+        if !is_service(r) {
+            return Ok(self
+                .objects
+                .write(r, &read, change)
+                .await?
+                .map(|v| (v, verdict)));
+        }
+        if let Change::Write(next) = &mut change {
+            let need = services::settle(&current, next, pool);
+            if need != Need::default() {
+                self.services.fill(&current, &need, pool).await?;
+                return Ok(None);
+            }
+        }
+        let Some(updated) = self.objects.write(r, &read, change).await? else {
+            return Ok(None);
+        };
+        // What was claimed or held before and is not held now goes back.
+        let now = services::held(&updated).ports;
+        let mut unused = pool.held();
+        unused.ports.extend(services::held(&current).ports);
+        unused.ports.retain(|p| !now.contains(p));
+        self.services.release(&unused).await;
+        Ok(Some((updated, verdict)))
     }
 
     /// Gives back what a deleted object held (a Service's addresses).

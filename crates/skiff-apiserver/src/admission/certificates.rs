@@ -5,15 +5,60 @@
 //! signer, issuing its certificate (`/status`) needs `sign`; a decision
 //! and a certificate, once made, stay.
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use serde_json::{json, Value};
 use skiff_core::status::Cause;
 use skiff_core::ApiError;
 
+use super::{Mutating, Operation, Validating, Verdict};
 use crate::auth::User;
 use crate::authz::{Attributes, Authorizer, Decision, Target};
 
 const GROUP: &str = "certificates.k8s.io";
 const KIND: &str = "CertificateSigningRequest";
+
+fn is_request(a: &super::Attributes<'_>) -> bool {
+    a.resource.group == GROUP && a.resource.kind == KIND
+}
+
+/// A new request records who made it (upstream's registry does this in
+/// its strategy; here it needs the user, which admission has).
+pub struct Requester;
+
+#[async_trait]
+impl Mutating for Requester {
+    async fn admit(&self, a: &super::Attributes<'_>, csr: &mut Value) -> Result<(), ApiError> {
+        if a.operation == Operation::Create && is_request(a) {
+            admit_new(a.user, csr)?;
+        }
+        Ok(())
+    }
+}
+
+/// CertificateApproval and CertificateSigning: a decision needs `approve`
+/// on the request's signer, a certificate `sign`.
+pub struct ApprovalAndSigning(pub Arc<dyn Authorizer>);
+
+#[async_trait]
+impl Validating for ApprovalAndSigning {
+    fn handles(&self, a: &super::Attributes<'_>) -> bool {
+        a.operation == Operation::Update && is_request(a)
+    }
+
+    async fn validate(
+        &self,
+        a: &super::Attributes<'_>,
+        next: &Value,
+        _verdict: &mut Verdict,
+    ) -> Result<(), ApiError> {
+        match a.old {
+            Some(current) => admit_change(self.0.as_ref(), a.user, current, next),
+            None => Ok(()),
+        }
+    }
+}
 
 fn invalid(csr: &Value, causes: Vec<Cause>) -> ApiError {
     let name = csr["metadata"]["name"].as_str().unwrap_or_default();
@@ -21,7 +66,7 @@ fn invalid(csr: &Value, causes: Vec<Cause>) -> ApiError {
 }
 
 /// Records the requester and checks the request (create).
-pub fn admit_new(user: &User, csr: &mut Value) -> Result<(), ApiError> {
+fn admit_new(user: &User, csr: &mut Value) -> Result<(), ApiError> {
     csr["spec"]["username"] = json!(user.name);
     csr["spec"]["groups"] = json!(user.groups);
     if let Some(spec) = csr["spec"].as_object_mut() {
@@ -116,7 +161,7 @@ fn has(csr: &Value, kind: &str) -> bool {
 
 /// Checks a change of a request's decision or certificate, and that the
 /// user may make it for this signer.
-pub fn admit_change(
+fn admit_change(
     authorizer: &dyn Authorizer,
     user: &User,
     current: &Value,

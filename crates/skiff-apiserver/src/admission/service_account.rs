@@ -5,12 +5,14 @@
 //! at [`MOUNT_PATH`] in every container, unless the pod or its account
 //! turns automounting off.
 
+use async_trait::async_trait;
 use serde_json::{json, Value};
 use skiff_core::registry;
 use skiff_core::{meta, ApiError};
 
-use super::admission::random_suffix;
-use super::Api;
+use super::{Attributes, Mutating, Operation};
+use crate::handlers::random_suffix;
+use crate::storage::Objects;
 
 /// Where containers find their service account's credentials.
 pub const MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -18,8 +20,14 @@ pub const MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// renews it at 80 %).
 const TOKEN_SECONDS: i64 = 3607;
 
-impl Api {
-    pub(super) async fn admit_service_account(&self, pod: &mut Value) -> Result<(), ApiError> {
+pub struct ServiceAccount(pub Objects);
+
+#[async_trait]
+impl Mutating for ServiceAccount {
+    async fn admit(&self, a: &Attributes<'_>, pod: &mut Value) -> Result<(), ApiError> {
+        if a.operation != Operation::Create || !a.is("", "Pod") {
+            return Ok(());
+        }
         let ns = meta::namespace(pod).unwrap_or("default").to_owned();
         let name = pod["spec"]["serviceAccountName"]
             .as_str()
@@ -29,7 +37,7 @@ impl Api {
         pod["spec"]["serviceAccountName"] = json!(name);
         pod["spec"]["serviceAccount"] = json!(name);
         let accounts = registry::lookup("", "v1", "serviceaccounts").expect("served");
-        let account = self.objects.recent(accounts, Some(&ns), &name).await?;
+        let account = self.0.recent(accounts, Some(&ns), &name).await?;
         // The default account appears moments after its namespace; a pod
         // created meanwhile is let through, as its token follows.
         if account.is_none() && name != "default" {
@@ -104,6 +112,43 @@ fn mount_credentials(pod: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::testing::{creating, user, Fixture};
+
+    #[tokio::test]
+    async fn a_pod_runs_as_an_existing_account_with_its_token_unless_turned_off() {
+        let f = Fixture::new();
+        f.put(
+            "",
+            "serviceaccounts",
+            json!({"metadata": {"name": "quiet", "namespace": "a"}, "automountServiceAccountToken": false}),
+        )
+        .await;
+        let plugin = ServiceAccount(f.objects.clone());
+        let alice = user("alice", &[]);
+        let a = creating("", "pods", &alice);
+        let pod = |account: &str| {
+            json!({"metadata": {"name": "p", "namespace": "a"},
+                "spec": {"serviceAccountName": account, "containers": [{"name": "c"}]}})
+        };
+        let mut missing = pod("ghost");
+        let err = plugin.admit(&a, &mut missing).await.unwrap_err();
+        assert_eq!(
+            err.message,
+            "pods \"p\" is forbidden: error looking up service account a/ghost: serviceaccount \"ghost\" not found"
+        );
+        let mut quiet = pod("quiet");
+        plugin.admit(&a, &mut quiet).await.unwrap();
+        assert_eq!(quiet["spec"]["serviceAccount"], "quiet");
+        assert!(quiet["spec"]["volumes"].is_null());
+        // The default account may still be on its way: let through, mounted.
+        let mut first = pod("");
+        plugin.admit(&a, &mut first).await.unwrap();
+        assert_eq!(first["spec"]["serviceAccountName"], "default");
+        assert_eq!(
+            first["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+            MOUNT_PATH
+        );
+    }
 
     #[test]
     fn every_container_mounts_one_credentials_volume() {

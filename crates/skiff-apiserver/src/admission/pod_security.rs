@@ -4,12 +4,14 @@
 //! violations on the request's audit event; workloads' pod templates get
 //! warnings for enforce and warn, as upstream gives them.
 
+use async_trait::async_trait;
 use serde_json::Value;
 use skiff_core::pod_security::{violations, Level};
 use skiff_core::registry::{self, ResourceType};
 use skiff_core::{meta, ApiError};
 
-use super::Api;
+use super::{Attributes, Operation, Validating, Verdict};
+use crate::storage::Objects;
 
 const PREFIX: &str = "pod-security.kubernetes.io";
 
@@ -32,20 +34,28 @@ fn template_spec<'a>(r: &ResourceType, obj: &'a Value) -> Option<&'a Value> {
     }
 }
 
-impl Api {
-    /// Checks a new pod or pod template against its namespace's levels;
-    /// returns the warnings to answer with and the audit annotations.
-    pub(super) async fn pod_security(
+pub struct PodSecurity(pub Objects);
+
+#[async_trait]
+impl Validating for PodSecurity {
+    fn handles(&self, a: &Attributes<'_>) -> bool {
+        a.operation == Operation::Create && a.subresource.is_none() && !a.resource.custom
+    }
+
+    /// Checks a new pod or pod template against its namespace's levels.
+    async fn validate(
         &self,
-        r: &ResourceType,
+        a: &Attributes<'_>,
         obj: &Value,
-    ) -> Result<Admitted, ApiError> {
+        verdict: &mut Verdict,
+    ) -> Result<(), ApiError> {
+        let r = a.resource;
         let (Some(spec), Some(ns)) = (template_spec(r, obj), meta::namespace(obj)) else {
-            return Ok(Admitted::default());
+            return Ok(());
         };
         let namespaces = registry::lookup("", "v1", "namespaces").expect("served");
-        let Some(namespace) = self.objects.recent(namespaces, None, ns).await? else {
-            return Ok(Admitted::default());
+        let Some(namespace) = self.0.recent(namespaces, None, ns).await? else {
+            return Ok(());
         };
         let labels = &namespace["metadata"]["labels"];
         let level_of = |mode: &str| {
@@ -63,7 +73,7 @@ impl Api {
             Some((level, format!("{name}:{version}")))
         };
         let is_pod = r.kind == "Pod" && r.group.is_empty();
-        let mut warnings = Vec::new();
+        let warnings = &mut verdict.warnings;
         if let Some((level, shown)) = level_of("enforce") {
             let broken = violations(level, spec);
             if !broken.is_empty() {
@@ -87,11 +97,10 @@ impl Api {
                 warnings.push(warning);
             }
         }
-        let mut audit = Vec::new();
         if let Some((level, shown)) = level_of("audit") {
             let broken = violations(level, spec);
             if !broken.is_empty() {
-                audit.push((
+                verdict.audit.push((
                     format!("{PREFIX}/audit-violations"),
                     format!(
                         "would violate PodSecurity \"{shown}\": {}",
@@ -100,14 +109,74 @@ impl Api {
                 ));
             }
         }
-        Ok(Admitted { warnings, audit })
+        Ok(())
     }
 }
 
-/// What admission has for the reply: warnings for the client, annotations
-/// for the request's audit event.
-#[derive(Default)]
-pub struct Admitted {
-    pub warnings: Vec<String>,
-    pub audit: Vec<(String, String)>,
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::testing::{creating, user, Fixture};
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn namespace_levels_refuse_warn_and_annotate() {
+        let f = Fixture::new();
+        f.put(
+            "",
+            "namespaces",
+            json!({"metadata": {"name": "strict", "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}),
+        )
+        .await;
+        f.put(
+            "",
+            "namespaces",
+            json!({"metadata": {"name": "watched", "labels": {
+                "pod-security.kubernetes.io/warn": "baseline",
+                "pod-security.kubernetes.io/audit": "baseline"}}}),
+        )
+        .await;
+        let plugin = PodSecurity(f.objects.clone());
+        let alice = user("alice", &[]);
+        let privileged = |ns: &str| {
+            json!({"metadata": {"name": "p", "namespace": ns}, "spec": {"containers": [
+                {"name": "c", "image": "i", "securityContext": {"privileged": true}}]}})
+        };
+        let pods = creating("", "pods", &alice);
+        let mut verdict = Verdict::default();
+        let err = plugin
+            .validate(&pods, &privileged("strict"), &mut verdict)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, 403);
+        assert!(
+            err.message.starts_with(
+                "pods \"p\" is forbidden: violates PodSecurity \"restricted:latest\": privileged"
+            ),
+            "{}",
+            err.message
+        );
+        plugin
+            .validate(&pods, &privileged("watched"), &mut verdict)
+            .await
+            .unwrap();
+        assert_eq!(verdict.warnings.len(), 1);
+        assert!(verdict.warnings[0]
+            .starts_with("would violate PodSecurity \"baseline:latest\": privileged"));
+        assert_eq!(
+            verdict.audit[0].0,
+            "pod-security.kubernetes.io/audit-violations"
+        );
+        // A workload's template is only warned about, even where enforced.
+        let deployments = creating("apps", "deployments", &alice);
+        let mut deployment =
+            json!({"metadata": {"name": "d", "namespace": "strict"}, "spec": {"template": {}}});
+        deployment["spec"]["template"]["spec"] = privileged("strict")["spec"].clone();
+        let mut verdict = Verdict::default();
+        plugin
+            .validate(&deployments, &deployment, &mut verdict)
+            .await
+            .unwrap();
+        assert_eq!(verdict.warnings.len(), 1);
+    }
 }

@@ -1,17 +1,16 @@
 //! What the server does to an object between decoding and storing it:
-//! system metadata, namespace lifecycle, defaults, pod admission,
-//! validation, generation and field management.
+//! system metadata, defaults, admission, the strategy, validation,
+//! generation and field management.
 
 use rand::Rng;
-use serde_json::{json, Value};
+use serde_json::Value;
 use skiff_core::apply::{track_update, Manager};
-use skiff_core::registry::{self, ResourceType};
+use skiff_core::registry::ResourceType;
 use skiff_core::schema::schemas;
 use skiff_core::{defaults, meta, validate, ApiError};
 
-use super::pod_security::Admitted;
 use super::{strategy, Api};
-use crate::response::store_error;
+use crate::admission::{Attributes, Verdict};
 
 /// Metadata only the server sets.
 const SYSTEM_META: &[&str] = &[
@@ -24,7 +23,7 @@ const SYSTEM_META: &[&str] = &[
 ];
 
 /// Five characters as upstream's `generateName` appends.
-pub(super) fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
     (0..5)
@@ -55,70 +54,18 @@ fn spec_of(r: &ResourceType, obj: &Value) -> Value {
 }
 
 impl Api {
-    /// Refuses writes into a namespace that is missing or being deleted.
-    pub async fn check_namespace(
-        &self,
-        r: &ResourceType,
-        ns: &str,
-        name: &str,
-    ) -> Result<(), ApiError> {
-        let namespaces = registry::lookup("", "v1", "namespaces").expect("namespaces are served");
-        #[derive(serde::Deserialize)]
-        struct Meta {
-            #[serde(rename = "deletionTimestamp")]
-            deletion: Option<String>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Namespace {
-            metadata: Meta,
-        }
-        let key = namespaces.key(None, ns);
-        let store = &self.objects.store;
-        let read = |kv: Option<skiff_store::KeyValue>| -> Result<Option<Namespace>, ApiError> {
-            kv.map(|kv| {
-                serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(e.to_string()))
-            })
-            .transpose()
-        };
-        // The cache as it stands answers almost always; a missing or
-        // terminating namespace is confirmed with a consistent read.
-        let mut found = read(
-            store
-                .get_any(&key)
-                .await
-                .map_err(|e| store_error(e, namespaces, ns))?,
-        )?;
-        if found.as_ref().is_none_or(|n| n.metadata.deletion.is_some()) {
-            found = read(
-                store
-                    .get(&key)
-                    .await
-                    .map_err(|e| store_error(e, namespaces, ns))?,
-            )?;
-        }
-        match found {
-            None => Err(ApiError::not_found("", "namespaces", ns)),
-            Some(n) if n.metadata.deletion.is_some() => Err(ApiError {
-                details: Some(json!({"name": name, "kind": r.plural, "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]})),
-                ..ApiError::forbidden(format!(
-                    "{} {name:?} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                    r.plural
-                ))
-            }),
-            Some(_) => Ok(()),
-        }
-    }
-
-    /// Prepares a new object: namespace, name, system metadata, status,
-    /// defaults, pod admission, validation and managed fields. Returns the
-    /// warnings admission has for the client and its audit annotations.
+    /// Prepares a new object: namespace, name, system metadata, status and
+    /// defaults, then admission's mutating plugins, the strategy and
+    /// validation, the validating plugins, and managed fields. Returns
+    /// what admission has for the reply.
     pub async fn prepare_create(
         &self,
-        r: &ResourceType,
+        a: &Attributes<'_>,
         path_ns: Option<&str>,
         obj: &mut Value,
         manager: &str,
-    ) -> Result<Admitted, ApiError> {
+    ) -> Result<Verdict, ApiError> {
+        let r = a.resource;
         if r.namespaced {
             let ns = match (path_ns, meta::namespace(obj)) {
                 (Some(p), Some(b)) if p != b => {
@@ -139,9 +86,6 @@ impl Api {
                 meta::set(obj, "name", format!("{prefix}{}", random_suffix()));
             }
         }
-        if let Some(ns) = meta::namespace(obj).map(str::to_owned) {
-            self.check_namespace(r, &ns, meta::name(obj)).await?;
-        }
         for field in SYSTEM_META {
             meta::remove(obj, field);
         }
@@ -161,66 +105,17 @@ impl Api {
             }
         }
         defaults::apply(r, obj);
-        if r.kind == "Pod" && r.group.is_empty() {
-            self.resolve_priority(obj).await?;
-            self.admit_service_account(obj).await?;
-            self.limit_pod(obj).await?;
-        }
-        if r.kind == "PersistentVolumeClaim" && r.group.is_empty() {
-            self.default_storage_class(obj).await?;
-        }
-        super::storage::protect(r, obj);
+        self.admission.admit(a, obj).await?;
         strategy.prepare_create(obj);
         validate::object(r, obj, None)?;
-        let admitted = self.pod_security(r, obj).await?;
+        let verdict = self.admission.validate(a, obj).await?;
         let manager = Manager {
             name: manager,
             api_version: &r.api_version(),
             subresource: None,
         };
         track_update(None, obj, &manager, root_def(r));
-        Ok(admitted)
-    }
-}
-
-impl Api {
-    /// Upstream's Priority admission: a pod's `priorityClassName` (or the
-    /// global default class) sets its `priority` and `preemptionPolicy`.
-    async fn resolve_priority(&self, pod: &mut Value) -> Result<(), ApiError> {
-        let classes = registry::lookup("scheduling.k8s.io", "v1", "priorityclasses")
-            .expect("priority classes are served");
-        let name = pod["spec"]["priorityClassName"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned();
-        let class = if name.is_empty() {
-            let items = self.objects.recent_list(classes, None).await?;
-            items.into_iter().find(|c| c["globalDefault"] == true)
-        } else {
-            let found = self.objects.try_get(classes, None, &name).await?;
-            Some(found.ok_or_else(|| {
-                ApiError::forbidden(format!(
-                    "pods \"{}\" is forbidden: no PriorityClass with name {name} was found",
-                    meta::name(pod)
-                ))
-            })?)
-        };
-        if let Some(class) = class {
-            if !pod["spec"]["priority"].is_null() && pod["spec"]["priority"] != class["value"] {
-                return Err(ApiError::forbidden(format!(
-                    "pods \"{}\" is forbidden: the integer value of priority ({}) must not be provided in pod spec; priority admission controller computed {} from the given PriorityClass name",
-                    meta::name(pod),
-                    pod["spec"]["priority"],
-                    class["value"]
-                )));
-            }
-            pod["spec"]["priorityClassName"] = class["metadata"]["name"].clone();
-            pod["spec"]["priority"] = class["value"].clone();
-            if let Some(policy) = class["preemptionPolicy"].as_str() {
-                pod["spec"]["preemptionPolicy"] = json!(policy);
-            }
-        }
-        Ok(())
+        Ok(verdict)
     }
 }
 
@@ -290,6 +185,8 @@ pub fn prepare_update(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+    use skiff_core::registry;
 
     #[test]
     fn update_keeps_system_fields_and_bumps_generation_on_spec_change() {

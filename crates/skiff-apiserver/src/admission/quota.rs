@@ -6,26 +6,39 @@
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use serde_json::{json, Value};
 use skiff_core::registry::{self, ResourceType};
 use skiff_core::{limit_range, meta, quantity, quota, ApiError};
 
-use super::Api;
-use crate::storage::Change;
+use super::{Attributes, Mutating, Operation, Validating, Verdict};
+use crate::storage::{Change, Objects};
 
-impl Api {
-    async fn all_in(&self, plural: &str, group: &str, ns: &str) -> Result<Vec<Value>, ApiError> {
-        let Some(r) = registry::preferred(group, plural) else {
-            return Ok(Vec::new());
-        };
-        self.objects.recent_list(r, Some(ns)).await
-    }
+/// Every object of a resource in a namespace, as the watch cache has them.
+async fn all_in(
+    objects: &Objects,
+    plural: &str,
+    group: &str,
+    ns: &str,
+) -> Result<Vec<Value>, ApiError> {
+    let Some(r) = registry::preferred(group, plural) else {
+        return Ok(Vec::new());
+    };
+    objects.recent_list(r, Some(ns)).await
+}
 
-    /// LimitRanger: defaults from the namespace's LimitRanges, then their
-    /// bounds.
-    pub(super) async fn limit_pod(&self, pod: &mut Value) -> Result<(), ApiError> {
+/// LimitRanger: defaults from the namespace's LimitRanges, then their
+/// bounds.
+pub struct LimitRanger(pub Objects);
+
+#[async_trait]
+impl Mutating for LimitRanger {
+    async fn admit(&self, a: &Attributes<'_>, pod: &mut Value) -> Result<(), ApiError> {
+        if a.operation != Operation::Create || !a.is("", "Pod") {
+            return Ok(());
+        }
         let ns = meta::namespace(pod).unwrap_or("default").to_owned();
-        let ranges = self.all_in("limitranges", "", &ns).await?;
+        let ranges = all_in(&self.0, "limitranges", "", &ns).await?;
         if ranges.is_empty() {
             return Ok(());
         }
@@ -40,14 +53,34 @@ impl Api {
             broken.join(", ")
         )))
     }
+}
 
-    /// ResourceQuota: charges `obj` to every quota of its namespace that
-    /// counts it.
-    pub(super) async fn charge_quota(&self, r: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+/// ResourceQuota: charges a new object to every quota of its namespace
+/// that counts it (not in a dry run).
+pub struct ResourceQuota(pub Objects);
+
+#[async_trait]
+impl Validating for ResourceQuota {
+    fn handles(&self, a: &Attributes<'_>) -> bool {
+        a.operation == Operation::Create && a.subresource.is_none() && !a.dry_run
+    }
+
+    async fn validate(
+        &self,
+        a: &Attributes<'_>,
+        obj: &Value,
+        _verdict: &mut Verdict,
+    ) -> Result<(), ApiError> {
+        self.charge(a.resource, obj).await
+    }
+}
+
+impl ResourceQuota {
+    async fn charge(&self, r: &ResourceType, obj: &Value) -> Result<(), ApiError> {
         let Some(ns) = meta::namespace(obj).map(str::to_owned) else {
             return Ok(());
         };
-        let quotas = self.all_in("resourcequotas", "", &ns).await?;
+        let quotas = all_in(&self.0, "resourcequotas", "", &ns).await?;
         if quotas.is_empty() {
             return Ok(());
         }
@@ -84,7 +117,7 @@ impl Api {
                     live.insert(key.to_string(), self.live_usage(key, &ns).await?);
                 }
             }
-            self.objects
+            self.0
                 .update(resource, Some(&ns), &name, |mut current| {
                     let mut exceeded = Vec::new();
                     let mut next = BTreeMap::new();
@@ -131,7 +164,7 @@ impl Api {
         let Some((group, plural)) = quota::counted_kind(key) else {
             return Ok(0);
         };
-        let objects = self.all_in(&plural, &group, ns).await?;
+        let objects = all_in(&self.0, &plural, &group, ns).await?;
         Ok(objects
             .iter()
             .filter_map(|o| quota::usage(&group, &plural, o).get(key).copied())
@@ -160,4 +193,86 @@ fn unspecified(pod: &Value, hard: &BTreeMap<String, String>) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::testing::{creating, user, Fixture};
+
+    fn pod(name: &str, cpu: Option<&str>) -> Value {
+        let resources = match cpu {
+            Some(cpu) => json!({"requests": {"cpu": cpu}}),
+            None => json!({}),
+        };
+        json!({"metadata": {"name": name, "namespace": "a"},
+            "spec": {"containers": [{"name": "c", "resources": resources}]}})
+    }
+
+    #[tokio::test]
+    async fn limit_ranges_fill_in_requests_and_bound_them() {
+        let f = Fixture::new();
+        f.put(
+            "",
+            "limitranges",
+            json!({"metadata": {"name": "l", "namespace": "a"}, "spec": {"limits": [
+                {"type": "Container", "defaultRequest": {"cpu": "100m"}, "max": {"cpu": "1"}}]}}),
+        )
+        .await;
+        let plugin = LimitRanger(f.objects.clone());
+        let alice = user("alice", &[]);
+        let a = creating("", "pods", &alice);
+        let mut defaulted = pod("p", None);
+        plugin.admit(&a, &mut defaulted).await.unwrap();
+        assert_eq!(
+            defaulted["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+            "100m"
+        );
+        let mut greedy = pod("q", Some("2"));
+        greedy["spec"]["containers"][0]["resources"]["limits"] = json!({"cpu": "2"});
+        let err = plugin.admit(&a, &mut greedy).await.unwrap_err();
+        assert_eq!(err.code, 403);
+        assert!(
+            err.message.starts_with("pods \"q\" is forbidden: ["),
+            "{}",
+            err.message
+        );
+    }
+
+    #[tokio::test]
+    async fn quotas_charge_new_objects_and_refuse_past_their_hard_limit() {
+        let f = Fixture::new();
+        f.put(
+            "",
+            "resourcequotas",
+            json!({"metadata": {"name": "q", "namespace": "a"}, "spec": {"hard": {"pods": "1"}}}),
+        )
+        .await;
+        let plugin = ResourceQuota(f.objects.clone());
+        let alice = user("alice", &[]);
+        let mut a = creating("", "pods", &alice);
+        let mut verdict = Verdict::default();
+        a.dry_run = true;
+        assert!(!plugin.handles(&a), "a dry run charges nothing");
+        a.dry_run = false;
+        plugin
+            .validate(&a, &pod("one", None), &mut verdict)
+            .await
+            .unwrap();
+        let quotas = registry::lookup("", "v1", "resourcequotas").unwrap();
+        let q = f.objects.get(quotas, Some("a"), "q").await.unwrap();
+        assert_eq!(q["status"]["used"]["pods"], "1");
+        let err = plugin
+            .validate(&a, &pod("two", None), &mut verdict)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.message,
+            "pods \"two\" is forbidden: exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1"
+        );
+        // Other namespaces are not charged.
+        let mut elsewhere = pod("three", None);
+        elsewhere["metadata"]["namespace"] = json!("b");
+        assert!(plugin.validate(&a, &elsewhere, &mut verdict).await.is_ok());
+    }
 }

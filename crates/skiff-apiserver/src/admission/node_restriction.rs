@@ -3,18 +3,47 @@
 //! and the status of pods bound to it; it creates no pods (Skiff has no
 //! static pods, so no mirror pods either).
 
+use async_trait::async_trait;
 use serde_json::Value;
 use skiff_core::registry::ResourceType;
 use skiff_core::volumes::LOCAL_PATH_CLEANUP;
 use skiff_core::{meta, ApiError};
 
+use super::{Attributes, Operation, Validating, Verdict};
 use crate::auth::User;
 use crate::authz::node::node_of;
 
 /// Labels only administrators may set on a Node.
 const RESERVED: &str = "node-restriction.kubernetes.io/";
 
-pub fn admit(
+pub struct NodeRestriction;
+
+#[async_trait]
+impl Validating for NodeRestriction {
+    fn handles(&self, a: &Attributes<'_>) -> bool {
+        node_of(a.user).is_some()
+    }
+
+    async fn validate(
+        &self,
+        a: &Attributes<'_>,
+        obj: &Value,
+        _verdict: &mut Verdict,
+    ) -> Result<(), ApiError> {
+        match (a.operation, a.subresource) {
+            (Operation::Delete, _) => match a.old {
+                Some(current) => admit_delete(a.user, a.resource, current),
+                None => Ok(()),
+            },
+            (Operation::Create, Some("token")) if a.resource.plural == "serviceaccounts" => {
+                admit_token(a.user, a.old)
+            }
+            _ => admit(a.user, a.resource, a.subresource, a.old, obj),
+        }
+    }
+}
+
+fn admit(
     user: &User,
     r: &ResourceType,
     subresource: Option<&str>,
@@ -97,7 +126,7 @@ pub fn admit(
 }
 
 /// A node deletes or evicts only the pods bound to it.
-pub fn admit_delete(user: &User, r: &ResourceType, current: &Value) -> Result<(), ApiError> {
+fn admit_delete(user: &User, r: &ResourceType, current: &Value) -> Result<(), ApiError> {
     let Some(node) = node_of(user) else {
         return Ok(());
     };
@@ -111,7 +140,7 @@ pub fn admit_delete(user: &User, r: &ResourceType, current: &Value) -> Result<()
 }
 
 /// A node asks for tokens only for pods bound to it.
-pub fn admit_token(user: &User, pod: Option<&Value>) -> Result<(), ApiError> {
+fn admit_token(user: &User, pod: Option<&Value>) -> Result<(), ApiError> {
     let Some(node) = node_of(user) else {
         return Ok(());
     };

@@ -1,0 +1,91 @@
+//! Upstream's Priority admission: a pod's `priorityClassName` (or the
+//! global default class) sets its `priority` and `preemptionPolicy`.
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use skiff_core::registry;
+use skiff_core::{meta, ApiError};
+
+use super::{Attributes, Mutating, Operation};
+use crate::storage::Objects;
+
+pub struct Priority(pub Objects);
+
+#[async_trait]
+impl Mutating for Priority {
+    async fn admit(&self, a: &Attributes<'_>, pod: &mut Value) -> Result<(), ApiError> {
+        if a.operation != Operation::Create || !a.is("", "Pod") {
+            return Ok(());
+        }
+        let classes = registry::lookup("scheduling.k8s.io", "v1", "priorityclasses")
+            .expect("priority classes are served");
+        let name = pod["spec"]["priorityClassName"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let class = if name.is_empty() {
+            let items = self.0.recent_list(classes, None).await?;
+            items.into_iter().find(|c| c["globalDefault"] == true)
+        } else {
+            let found = self.0.try_get(classes, None, &name).await?;
+            Some(found.ok_or_else(|| {
+                ApiError::forbidden(format!(
+                    "pods \"{}\" is forbidden: no PriorityClass with name {name} was found",
+                    meta::name(pod)
+                ))
+            })?)
+        };
+        if let Some(class) = class {
+            if !pod["spec"]["priority"].is_null() && pod["spec"]["priority"] != class["value"] {
+                return Err(ApiError::forbidden(format!(
+                    "pods \"{}\" is forbidden: the integer value of priority ({}) must not be provided in pod spec; priority admission controller computed {} from the given PriorityClass name",
+                    meta::name(pod),
+                    pod["spec"]["priority"],
+                    class["value"]
+                )));
+            }
+            pod["spec"]["priorityClassName"] = class["metadata"]["name"].clone();
+            pod["spec"]["priority"] = class["value"].clone();
+            if let Some(policy) = class["preemptionPolicy"].as_str() {
+                pod["spec"]["preemptionPolicy"] = json!(policy);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::testing::{creating, user, Fixture};
+
+    #[tokio::test]
+    async fn a_pods_class_sets_its_priority() {
+        let f = Fixture::new();
+        f.put(
+            "scheduling.k8s.io",
+            "priorityclasses",
+            json!({"metadata": {"name": "high"}, "value": 1000, "preemptionPolicy": "Never"}),
+        )
+        .await;
+        let plugin = Priority(f.objects.clone());
+        let alice = user("alice", &[]);
+        let a = creating("", "pods", &alice);
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "high"}});
+        plugin.admit(&a, &mut pod).await.unwrap();
+        assert_eq!(pod["spec"]["priority"], 1000);
+        assert_eq!(pod["spec"]["preemptionPolicy"], "Never");
+        let mut forged = json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "high", "priority": 5}});
+        assert_eq!(plugin.admit(&a, &mut forged).await.unwrap_err().code, 403);
+        let mut unknown = json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "nope"}});
+        let err = plugin.admit(&a, &mut unknown).await.unwrap_err();
+        assert_eq!(
+            err.message,
+            "pods \"p\" is forbidden: no PriorityClass with name nope was found"
+        );
+        // Without a name and without a global default, nothing is set.
+        let mut plain = json!({"metadata": {"name": "p"}, "spec": {}});
+        plugin.admit(&a, &mut plain).await.unwrap();
+        assert!(plain["spec"]["priority"].is_null());
+    }
+}
