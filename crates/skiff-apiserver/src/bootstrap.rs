@@ -8,9 +8,8 @@ use serde_json::{json, Value};
 use skiff_core::registry;
 use skiff_core::ApiError;
 
-use crate::admission::Attributes;
+use crate::admission::{Attributes, BUILT_IN_NAMESPACES};
 use crate::auth::User;
-use crate::handlers::delete::BUILT_IN_NAMESPACES;
 use crate::handlers::Api;
 
 /// The field manager of what the server writes itself.

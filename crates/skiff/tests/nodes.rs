@@ -323,3 +323,78 @@ fn other_requests_wait_for_kubectl_certificate_approve_or_deny() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("forbidden"));
     assert!(c.ok(&["get", "csr", "bob"]).contains("Pending"));
 }
+
+/// A node whose certificate is four fifths through its life asks for the
+/// next one with it (approved as `selfnodeclient`, no administrator
+/// involved), keeps it in its data dir, and goes on with it.
+#[test]
+fn a_node_renews_its_certificate_before_it_expires() {
+    let c = Cluster::start();
+    let token = std::fs::read_to_string(c.dir.path().join("node-token")).unwrap();
+    let tls = c.dir.path().join("tls");
+    let read = |name: &str| std::fs::read_to_string(tls.join(name)).unwrap();
+    let authority = skiff_core::certs::Authority::new(&read("ca.crt"), &read("ca.key")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Valid for ten more minutes, past four fifths of its life.
+    let (cert, key) = authority
+        .issue_client("system:node:aged", &["system:nodes"], now - 3000, 3600)
+        .unwrap();
+    let agent_dir = tempfile::tempdir().unwrap();
+    let stored = agent_dir.path().join("pki/kubelet-client-current.pem");
+    std::fs::create_dir_all(stored.parent().unwrap()).unwrap();
+    std::fs::write(&stored, format!("{cert}{key}")).unwrap();
+    let expiry = |pem: &str| {
+        let der = rustls_pemfile::certs(&mut pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        let id = skiff_core::certs::identity(&der).unwrap();
+        assert_eq!(id.name, "system:node:aged");
+        id.not_after
+    };
+    let old_expiry = expiry(&cert);
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(async {
+        let (client, _) =
+            skiff_kubelet::join::client(&c.url(), token.trim(), agent_dir.path(), "aged")
+                .await
+                .unwrap();
+        client
+    });
+    let renewed = wait_for("the node certificate to be renewed", LIMIT, || {
+        let pem = std::fs::read_to_string(&stored).ok()?;
+        let renewed = expiry(&pem);
+        (renewed > old_expiry + 24 * 3600).then_some(renewed)
+    });
+    assert!(renewed > now + 300 * 24 * 3600, "a year's certificate");
+
+    // The node asked with its own certificate, and the request was
+    // approved for it as a renewal.
+    let requests = c.json(&["get", "csr"]);
+    let mine: Vec<&serde_json::Value> = requests["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["spec"]["username"] == "system:node:aged")
+        .collect();
+    assert_eq!(mine.len(), 1, "{requests}");
+    let conditions = mine[0]["status"]["conditions"].as_array().unwrap();
+    assert!(
+        conditions.iter().any(|c| c["type"] == "Approved"),
+        "{conditions:?}"
+    );
+
+    // The client goes on, now with the renewed certificate: its own Node
+    // is not there yet (404), which the node may ask about (not 403).
+    runtime.block_on(async {
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
+        match nodes.get("aged").await {
+            Err(kube::Error::Api(e)) => assert_eq!(e.code, 404, "{e:?}"),
+            other => panic!("expected 404, got {other:?}"),
+        }
+    });
+}

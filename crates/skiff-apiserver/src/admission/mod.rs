@@ -26,6 +26,7 @@ use crate::authz::Authorizer;
 use crate::storage::Objects;
 
 pub use certificates::merge_status;
+pub use namespace_lifecycle::BUILT_IN_NAMESPACES;
 
 /// What a write does to its object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +128,7 @@ impl Chain {
                 Box::new(certificates::Requester),
             ],
             vec![
+                Box::new(namespace_lifecycle::NamespaceLifecycle(objects.clone())),
                 Box::new(node_restriction::NodeRestriction),
                 Box::new(pod_security::PodSecurity(objects.clone())),
                 Box::new(storage::PersistentVolumeClaimResize(objects.clone())),

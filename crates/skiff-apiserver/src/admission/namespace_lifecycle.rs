@@ -1,12 +1,12 @@
 //! Upstream's NamespaceLifecycle: nothing new goes into a namespace that
-//! is missing or being deleted.
+//! is missing or being deleted, and the built-in namespaces stay.
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use skiff_core::registry::{self, ResourceType};
 use skiff_core::{meta, ApiError};
 
-use super::{Attributes, Mutating, Operation};
+use super::{Attributes, Mutating, Operation, Validating, Verdict};
 use crate::response::store_error;
 use crate::storage::Objects;
 
@@ -22,6 +22,32 @@ impl Mutating for NamespaceLifecycle {
             Some(ns) => self.check(a.resource, ns, meta::name(obj)).await,
             None => Ok(()),
         }
+    }
+}
+
+/// Namespaces that always exist; all but the last may not be deleted.
+pub const BUILT_IN_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+#[async_trait]
+impl Validating for NamespaceLifecycle {
+    fn handles(&self, a: &Attributes<'_>) -> bool {
+        a.operation == Operation::Delete && a.is("", "Namespace")
+    }
+
+    async fn validate(
+        &self,
+        _a: &Attributes<'_>,
+        obj: &Value,
+        _verdict: &mut Verdict,
+    ) -> Result<(), ApiError> {
+        let name = meta::name(obj);
+        if BUILT_IN_NAMESPACES[..3].contains(&name) {
+            return Err(ApiError::forbidden(format!(
+                "namespaces {name:?} is forbidden: this namespace may not be deleted"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -109,6 +135,25 @@ mod tests {
         let nodes = creating("", "nodes", &alice);
         assert!(plugin
             .admit(&nodes, &mut json!({"metadata": {"name": "n"}}))
+            .await
+            .is_ok());
+        // The built-in namespaces stay.
+        let mut deleting = creating("", "namespaces", &alice);
+        deleting.operation = Operation::Delete;
+        assert!(Validating::handles(&plugin, &deleting));
+        let mut verdict = Verdict::default();
+        let kept = json!({"metadata": {"name": "kube-system"}});
+        let err = plugin
+            .validate(&deleting, &kept, &mut verdict)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.message,
+            "namespaces \"kube-system\" is forbidden: this namespace may not be deleted"
+        );
+        let mine = json!({"metadata": {"name": "live"}});
+        assert!(plugin
+            .validate(&deleting, &mine, &mut verdict)
             .await
             .is_ok());
     }

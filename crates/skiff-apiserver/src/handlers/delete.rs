@@ -14,10 +14,6 @@ use crate::admission::Operation;
 use crate::response;
 use crate::storage::decode;
 
-/// Namespaces that always exist.
-pub const BUILT_IN_NAMESPACES: &[&str] =
-    &["default", "kube-system", "kube-public", "kube-node-lease"];
-
 /// What a `DeleteOptions` body and the query ask for.
 #[derive(Default)]
 pub struct DeleteOptions {
@@ -126,53 +122,31 @@ impl Api {
             ));
         }
         let opts = DeleteOptions::parse(call, &raw)?;
-        self.admit_delete(call, t.resource, name).await?;
         let obj = self
-            .delete_one(t.resource, t.namespace.as_deref(), name, &opts)
+            .delete_one(call, t.resource, t.namespace.as_deref(), name, &opts)
             .await?;
         Ok(response::json(200, &obj))
     }
 
-    /// Admission for a deletion (or eviction): the object is read only
-    /// when some validating plugin looks at this one.
-    pub async fn admit_delete(
-        &self,
-        call: &Call<'_>,
-        r: &ResourceType,
-        name: &str,
-    ) -> Result<(), ApiError> {
-        if !self
-            .admission
-            .handles(&call.attributes(Operation::Delete, r, None))
-        {
-            return Ok(());
-        }
-        let ns = call.target.namespace.as_deref();
-        match self.objects.try_get(r, ns, name).await? {
-            Some(current) => {
-                let a = call.attributes(Operation::Delete, r, Some(&current));
-                self.admission.validate(&a, &current).await.map(drop)
-            }
-            None => Ok(()),
-        }
-    }
-
     /// Deletes one object, or marks it for deletion when finalizers or a
-    /// grace period hold it.
+    /// grace period hold it, once admission lets it.
     pub async fn delete_one(
         &self,
+        call: &Call<'_>,
         r: &ResourceType,
         ns: Option<&str>,
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<Value, ApiError> {
-        if r.kind == "Namespace" && BUILT_IN_NAMESPACES[..3].contains(&name) {
-            return Err(ApiError::forbidden(format!(
-                "namespaces {name:?} is forbidden: this namespace may not be deleted"
-            )));
-        }
+        let admitted = self
+            .admission
+            .handles(&call.attributes(Operation::Delete, r, None));
         loop {
             let current = self.objects.get(r, ns, name).await?;
+            if admitted {
+                let a = call.attributes(Operation::Delete, r, Some(&current));
+                self.admission.validate(&a, &current).await?;
+            }
             let uid = meta::get_str(&current, "uid").unwrap_or("");
             if let Some(want) = &opts.uid {
                 if want != uid {
@@ -233,7 +207,7 @@ impl Api {
                 continue;
             }
             match self
-                .delete_one(r, meta::namespace(&obj), meta::name(&obj), &opts)
+                .delete_one(call, r, meta::namespace(&obj), meta::name(&obj), &opts)
                 .await
             {
                 Ok(_) => {}

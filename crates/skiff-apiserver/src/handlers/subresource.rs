@@ -162,8 +162,7 @@ impl Api {
         let eviction = body::parse(raw, &body::content_type(call.headers))?;
         let opts = DeleteOptions::from_value(&eviction["deleteOptions"], call);
         let pods = registry::lookup("", "v1", "pods").expect("pods are served");
-        self.admit_delete(call, pods, name).await?;
-        self.delete_one(pods, call.target.namespace.as_deref(), name, &opts)
+        self.delete_one(call, pods, call.target.namespace.as_deref(), name, &opts)
             .await?;
         Ok(response::json(201, &created("pods", name)))
     }
