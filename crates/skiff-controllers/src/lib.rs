@@ -2,6 +2,7 @@
 //! state real, on `skiff-runtime`.
 
 pub mod certificates;
+mod credentials;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;

@@ -1,6 +1,7 @@
 //! The controller manager: shared informers, every controller's queue and
 //! workers, all behind one leader election.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use kube::runtime::watcher;
 use kube::Client;
 
 use crate::certificates;
+use crate::credentials::Credentials;
 use crate::cronjob::CronJobController;
 use crate::daemonset::DaemonSetController;
 use crate::deployment::DeploymentController;
@@ -129,8 +131,67 @@ impl Wiring {
     }
 }
 
-/// Runs every controller while this process holds the leader lease.
-pub async fn run(client: Client, config: Config) {
+/// Each loop's service account (and `system:controller:` role), as
+/// upstream names them; loops Skiff joins share one (the volume
+/// controllers, the node lifecycle and its address allocation, the
+/// Endpoints and EndpointSlice controllers).
+const IDENTITIES: &[&str] = &[
+    "replicaset-controller",
+    "replication-controller",
+    "deployment-controller",
+    "statefulset-controller",
+    "daemon-set-controller",
+    "job-controller",
+    "cronjob-controller",
+    "namespace-controller",
+    "service-account-controller",
+    "resourcequota-controller",
+    "root-ca-cert-publisher",
+    "certificate-controller",
+    "node-controller",
+    "endpoint-controller",
+    "persistent-volume-binder",
+    "horizontal-pod-autoscaler",
+    "pod-garbage-collector",
+    "generic-garbage-collector",
+];
+
+/// The loops' clients, each with its own identity.
+struct Writers(HashMap<&'static str, Client>);
+
+impl Writers {
+    async fn new(credentials: &Credentials) -> Self {
+        let mut clients = HashMap::new();
+        for name in IDENTITIES {
+            clients.insert(*name, credentials.client(name).await);
+        }
+        Self(clients)
+    }
+
+    fn client(&self, name: &str) -> Client {
+        self.0
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} is one of IDENTITIES"))
+            .clone()
+    }
+
+    fn cluster(&self, name: &str) -> Arc<dyn skiff_runtime::api::Cluster> {
+        Arc::new(KubeCluster::new(self.client(name)))
+    }
+}
+
+/// Runs every controller while this process holds the leader lease: the
+/// informers read as the manager (`kube`'s identity), each loop writes as
+/// its own service account.
+pub async fn run(kube: kube::Config, config: Config) {
+    let client = match Client::try_from(kube.clone()) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "the controller manager's kubeconfig is unusable");
+            return;
+        }
+    };
+    let writers = Arc::new(Writers::new(&Credentials::new(client.clone(), &kube)).await);
     let identity = leader::identity("controller-manager");
     let (mut leading, _election) = leader::elect(
         client.clone(),
@@ -146,15 +207,20 @@ pub async fn run(client: Client, config: Config) {
         }
         tracing::info!("controller manager leading");
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(run_all(client.clone(), config.clone(), metrics.clone()));
+        tasks.spawn(run_all(
+            client.clone(),
+            writers.clone(),
+            config.clone(),
+            metrics.clone(),
+        ));
         let _ = leading.wait_for(|l| !*l).await;
         tracing::warn!("controller manager lost its lease; stopping controllers");
         tasks.abort_all();
     }
 }
 
-async fn run_all(client: Client, config: Config, metrics: WorkQueueMetrics) {
-    let cluster: Arc<dyn skiff_runtime::api::Cluster> = Arc::new(KubeCluster::new(client.clone()));
+async fn run_all(client: Client, writers: Arc<Writers>, config: Config, metrics: WorkQueueMetrics) {
+    let cluster = |name: &str| writers.cluster(name);
     let n = config.workers;
     let mut pods = Informer::<Pod>::default();
     let mut nodes = Informer::<Node>::default();
@@ -183,17 +249,27 @@ async fn run_all(client: Client, config: Config, metrics: WorkQueueMetrics) {
     };
 
     let q = Queue::new();
-    let c = ReplicaSetController::new(&mut sets, &mut pods, cluster.clone(), q.clone());
+    let c = ReplicaSetController::new(
+        &mut sets,
+        &mut pods,
+        cluster("replicaset-controller"),
+        q.clone(),
+    );
     w.workers(c, q, n);
     let q = Queue::new();
-    let c = ReplicaSetController::new(&mut rcs, &mut pods, cluster.clone(), q.clone());
+    let c = ReplicaSetController::new(
+        &mut rcs,
+        &mut pods,
+        cluster("replication-controller"),
+        q.clone(),
+    );
     w.workers(c, q, n);
     let q = Queue::new();
     let c = DeploymentController::new(
         &mut deployments,
         &mut sets,
         &pods,
-        cluster.clone(),
+        cluster("deployment-controller"),
         q.clone(),
     );
     w.workers(c, q, n);
@@ -203,7 +279,7 @@ async fn run_all(client: Client, config: Config, metrics: WorkQueueMetrics) {
         &mut pods,
         &mut revisions,
         &claims,
-        cluster.clone(),
+        cluster("statefulset-controller"),
         q.clone(),
     );
     w.workers(c, q, n);
@@ -213,26 +289,40 @@ async fn run_all(client: Client, config: Config, metrics: WorkQueueMetrics) {
         &mut pods,
         &mut nodes,
         &mut revisions,
-        cluster.clone(),
+        cluster("daemon-set-controller"),
         q.clone(),
     );
     w.workers(c, q, n);
     let q = Queue::new();
-    let c = JobController::new(&mut jobs, &mut pods, cluster.clone(), q.clone());
+    let c = JobController::new(&mut jobs, &mut pods, cluster("job-controller"), q.clone());
     w.workers(c, q, n);
     let q = Queue::new();
-    let c = CronJobController::new(&mut cronjobs, &mut jobs, cluster.clone(), q.clone());
+    let c = CronJobController::new(
+        &mut cronjobs,
+        &mut jobs,
+        cluster("cronjob-controller"),
+        q.clone(),
+    );
     w.workers(c, q, 1);
     let q = Queue::new();
-    let c = NamespaceController::new(&mut namespaces, cluster.clone(), q.clone());
+    let c = NamespaceController::new(&mut namespaces, cluster("namespace-controller"), q.clone());
     w.workers(c, q, n);
     let q = Queue::new();
-    let c =
-        ServiceAccountController::new(&mut namespaces, &mut accounts, cluster.clone(), q.clone());
+    let c = ServiceAccountController::new(
+        &mut namespaces,
+        &mut accounts,
+        cluster("service-account-controller"),
+        q.clone(),
+    );
     w.workers(c, q, 1);
     let mut quotas = Informer::<ResourceQuota>::default();
     let q = Queue::new();
-    let c = ResourceQuotaController::new(&mut quotas, &mut pods, cluster.clone(), q.clone());
+    let c = ResourceQuotaController::new(
+        &mut quotas,
+        &mut pods,
+        cluster("resourcequota-controller"),
+        q.clone(),
+    );
     w.workers(c, q, 1);
     let mut root_maps = Informer::<ConfigMap>::default();
     if let Some(ca) = config.root_ca.clone() {
@@ -240,7 +330,7 @@ async fn run_all(client: Client, config: Config, metrics: WorkQueueMetrics) {
         let c = RootCaPublisher::new(
             &mut namespaces,
             &mut root_maps,
-            cluster.clone(),
+            cluster("root-ca-cert-publisher"),
             q.clone(),
             ca,
         );
@@ -248,14 +338,19 @@ async fn run_all(client: Client, config: Config, metrics: WorkQueueMetrics) {
     }
     let mut requests = Informer::<CertificateSigningRequest>::default();
     let q = Queue::new();
-    let c = certificates::Approver::new(&mut requests, cluster.clone(), q.clone());
+    let c =
+        certificates::Approver::new(&mut requests, cluster("certificate-controller"), q.clone());
     w.workers(c, q, 1);
     if let Some((cert, key)) = &config.signing_ca {
         match skiff_core::certs::Authority::new(cert, key) {
             Ok(authority) => {
                 let q = Queue::new();
-                let c =
-                    certificates::Signer::new(&mut requests, cluster.clone(), q.clone(), authority);
+                let c = certificates::Signer::new(
+                    &mut requests,
+                    cluster("certificate-controller"),
+                    q.clone(),
+                    authority,
+                );
                 w.workers(c, q, 1);
             }
             Err(e) => {
@@ -268,7 +363,7 @@ async fn run_all(client: Client, config: Config, metrics: WorkQueueMetrics) {
         &mut nodes,
         &mut leases,
         &mut pods,
-        cluster.clone(),
+        cluster("node-controller"),
         q.clone(),
         config.node_monitor_grace,
     );
@@ -279,7 +374,7 @@ async fn run_all(client: Client, config: Config, metrics: WorkQueueMetrics) {
         &mut pods,
         &endpoints,
         &mut slices,
-        cluster.clone(),
+        cluster("endpoint-controller"),
         q.clone(),
     );
     w.workers(c, q, n);
@@ -293,7 +388,7 @@ async fn run_all(client: Client, config: Config, metrics: WorkQueueMetrics) {
     };
     let shared = volume::Shared::new(
         informers,
-        cluster.clone(),
+        cluster("persistent-volume-binder"),
         claim_queue.clone(),
         volume_queue.clone(),
     );
@@ -307,25 +402,32 @@ async fn run_all(client: Client, config: Config, metrics: WorkQueueMetrics) {
     let c = HpaController::new(
         &mut hpas,
         &pods,
-        cluster.clone(),
-        Arc::new(KubeTargets::new(client.clone())),
+        cluster("horizontal-pod-autoscaler"),
+        Arc::new(KubeTargets::new(
+            writers.client("horizontal-pod-autoscaler"),
+        )),
         q.clone(),
         (config.hpa_sync_period, config.hpa_downscale_stabilization),
     );
     w.workers(c, q, n);
     let q = Queue::new();
-    let c = PodGcController::new(&mut pods, &mut nodes, cluster.clone(), q.clone());
+    let c = PodGcController::new(
+        &mut pods,
+        &mut nodes,
+        cluster("pod-garbage-collector"),
+        q.clone(),
+    );
     w.workers(c, q, 1);
     match config.cluster_cidr.parse() {
         Ok(range) => {
             let q = Queue::new();
-            let c = IpamController::new(&mut nodes, cluster.clone(), q.clone(), range);
+            let c = IpamController::new(&mut nodes, cluster("node-controller"), q.clone(), range);
             w.workers(c, q, 1);
         }
         Err(e) => tracing::error!(error = %e, "--cluster-cidr is invalid; nodes get no podCIDR"),
     }
     let q = Queue::new();
-    let gc = GarbageCollector::new(cluster.clone(), q.clone());
+    let gc = GarbageCollector::new(cluster("generic-garbage-collector"), q.clone());
     gc.watch(&mut pods);
     gc.watch(&mut sets);
     gc.watch(&mut rcs);

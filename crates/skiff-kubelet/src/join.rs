@@ -7,7 +7,6 @@
 //! itself, when four fifths of its life have passed.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use base64::Engine;
@@ -17,6 +16,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use skiff_core::certs;
+use skiff_runtime::rotating::Rotating;
 
 /// The signer of node client certificates.
 const SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
@@ -219,27 +219,6 @@ async fn request_certificate(client: &kube::Client, node: &str) -> Result<(Strin
     }
 }
 
-/// A client whose credential can be replaced while it is in use: each
-/// request goes through the current one (connections already open finish
-/// on the old).
-#[derive(Clone)]
-struct Rotating(Arc<RwLock<kube::Client>>);
-
-impl Rotating {
-    fn client(&self) -> kube::Client {
-        let current = self.0.clone();
-        let service = tower::service_fn(move |req| {
-            let client = current.read().unwrap_or_else(|e| e.into_inner()).clone();
-            async move { client.send(req).await }
-        });
-        kube::Client::new(service, "default")
-    }
-
-    fn replace(&self, client: kube::Client) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = client;
-    }
-}
-
 /// When to renew a certificate valid from `not_before` to `not_after`:
 /// four fifths of the way, as upstream's 70–90 % window's middle.
 pub fn renew_at(not_before: i64, not_after: i64) -> i64 {
@@ -271,7 +250,7 @@ pub async fn client(
         }
     };
     let current = client_for(server, &ca, Credential::Certificate(&cert, &key)).await?;
-    let rotating = Rotating(Arc::new(RwLock::new(current)));
+    let rotating = Rotating::new(current);
     let client = rotating.client();
     tokio::spawn(renew(
         rotating,

@@ -15,4 +15,5 @@ pub mod fake;
 pub mod leader;
 pub mod metrics;
 pub mod queue;
+pub mod rotating;
 pub mod watch;

@@ -403,10 +403,13 @@ fn host_name() -> String {
 }
 
 /// A client for the server's own API, as the in-process components use.
-async fn local_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+async fn local_config(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Config> {
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    Ok(kube::Client::try_from(config)?)
+    Ok(kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?)
+}
+
+async fn local_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+    Ok(kube::Client::try_from(local_config(kubeconfig).await?)?)
 }
 
 impl ServerArgs {
@@ -463,7 +466,7 @@ fn main() -> anyhow::Result<()> {
                 }
                 if !args.disable_controller_manager {
                     let kubeconfig = server.kubeconfig_for(Component::ControllerManager)?;
-                    let client = local_client(&kubeconfig).await?;
+                    let kube = local_config(&kubeconfig).await?;
                     let config = skiff_controllers::manager::Config {
                         node_monitor_grace: args.node_monitor_grace_period,
                         cluster_cidr: args.cluster_cidr.clone(),
@@ -475,7 +478,7 @@ fn main() -> anyhow::Result<()> {
                         metrics: metrics.clone(),
                         ..Default::default()
                     };
-                    tokio::spawn(skiff_controllers::manager::run(client, config));
+                    tokio::spawn(skiff_controllers::manager::run(kube, config));
                 }
                 if !args.disable_dns {
                     let client = local_client(&server.kubeconfig_for(Component::Dns)?).await?;
@@ -572,7 +575,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::ControllerManager(args) => {
-                let client = local_client(&args.kubeconfig).await?;
+                let kube = local_config(&args.kubeconfig).await?;
                 let signing_ca = match (
                     &args.cluster_signing_cert_file,
                     &args.cluster_signing_key_file,
@@ -594,7 +597,7 @@ fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 };
                 tokio::select! {
-                    _ = skiff_controllers::manager::run(client, config) => {}
+                    _ = skiff_controllers::manager::run(kube, config) => {}
                     _ = shutdown() => tracing::info!("shutting down"),
                 }
                 Ok(())

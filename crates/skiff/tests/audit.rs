@@ -138,3 +138,72 @@ fn one_event_per_request_at_the_policy_level() {
         "{noted}"
     );
 }
+
+/// Each controller loop writes as its own service account with its own
+/// role (upstream's `--use-service-account-credentials`); the controller
+/// manager itself only reads, and makes those accounts' tokens.
+#[test]
+fn controllers_write_as_their_own_service_accounts() {
+    let files = tempfile::tempdir().unwrap();
+    let log = files.path().join("audit.log");
+    let c = Cluster::start_with_flags(&["--audit-log-path", log.to_str().unwrap()]);
+    c.ok(&["create", "deployment", "web", "--image=x", "--replicas=2"]);
+    let by_user = |verb: &str, resource: &str| -> Vec<String> {
+        events(&log)
+            .into_iter()
+            .filter(|e| {
+                e["verb"] == verb
+                    && e["objectRef"]["resource"] == resource
+                    && e["responseStatus"]["code"]
+                        .as_u64()
+                        .is_some_and(|c| c < 300)
+            })
+            .filter_map(|e| e["user"]["username"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let sa = |name: &str| format!("system:serviceaccount:kube-system:{name}");
+    let creators = wait_for("two pods created", Duration::from_secs(20), || {
+        let found = by_user("create", "pods");
+        (found.len() >= 2).then_some(found)
+    });
+    assert!(
+        creators.iter().all(|u| *u == sa("replicaset-controller")),
+        "{creators:?}"
+    );
+    let replica_sets = by_user("create", "replicasets");
+    assert_eq!(replica_sets, vec![sa("deployment-controller")]);
+    let manager = "system:kube-controller-manager";
+    let writes: Vec<Value> = events(&log)
+        .into_iter()
+        .filter(|e| e["user"]["username"] == manager)
+        .filter(|e| !matches!(e["verb"].as_str(), Some("get" | "list" | "watch")))
+        .filter(|e| {
+            !matches!(
+                e["objectRef"]["resource"].as_str(),
+                Some("leases" | "serviceaccounts" | "events")
+            )
+        })
+        .collect();
+    assert!(writes.is_empty(), "the manager wrote {writes:?}");
+
+    // Each account holds its own role's rights and no more.
+    let can = |user: &str, args: &[&str]| {
+        let mut all = vec!["auth", "can-i", "--as", user];
+        all.extend_from_slice(args);
+        c.kubectl(&all).status.success()
+    };
+    assert!(can(&sa("replicaset-controller"), &["create", "pods"]));
+    assert!(!can(&sa("replicaset-controller"), &["get", "secrets"]));
+    assert!(!can(
+        &sa("replicaset-controller"),
+        &["create", "deployments"]
+    ));
+    assert!(can(
+        &sa("deployment-controller"),
+        &["create", "replicasets"]
+    ));
+    assert!(!can(&sa("deployment-controller"), &["create", "pods"]));
+    assert!(!can(manager, &["get", "secrets"]));
+    assert!(!can(manager, &["delete", "pods"]));
+    assert!(can(manager, &["list", "secrets"]));
+}

@@ -33,26 +33,36 @@ impl Authenticator for ServiceAccounts {
 }
 
 impl ServiceAccounts {
-    /// Whether what the token is bound to still exists (a failed read
-    /// counts as gone).
+    /// Whether what the token is bound to still exists: the watch cache
+    /// answers almost always (as upstream's informers do); what it does
+    /// not hold is confirmed with a consistent read. A failed read counts
+    /// as gone.
     async fn live(&self, bound: &Bound) -> bool {
+        if self.holds(bound, false).await == Some(true) {
+            return true;
+        }
+        self.holds(bound, true).await == Some(true)
+    }
+
+    async fn holds(&self, bound: &Bound, consistent: bool) -> Option<bool> {
         let lookup =
             |plural| registry::lookup("", "v1", plural).expect("core resources are served");
         let ns = Some(bound.namespace.as_str());
-        let Ok(account) = self
-            .objects
-            .try_get(lookup("serviceaccounts"), ns, &bound.account)
-            .await
-        else {
-            return false;
+        let read = |plural, name: &str| {
+            let r = lookup(plural);
+            let name = name.to_owned();
+            async move {
+                match consistent {
+                    true => self.objects.try_get(r, ns, &name).await,
+                    false => self.objects.recent(r, ns, &name).await,
+                }
+            }
         };
+        let account = read("serviceaccounts", &bound.account).await.ok()?;
         let pod = match &bound.pod {
-            Some((name, _)) => match self.objects.try_get(lookup("pods"), ns, name).await {
-                Ok(pod) => pod,
-                Err(_) => return false,
-            },
+            Some((name, _)) => read("pods", name).await.ok()?,
             None => None,
         };
-        bound.holds(account.as_ref(), pod.as_ref())
+        Some(bound.holds(account.as_ref(), pod.as_ref()))
     }
 }

@@ -6,10 +6,10 @@
 
 use serde_json::{json, Value};
 
-const READ: &[&str] = &["get", "list", "watch"];
+pub(super) const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
 
-fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
+pub(super) fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
     json!({"apiGroups": groups, "resources": resources, "verbs": verbs})
 }
 
@@ -17,7 +17,7 @@ fn urls(paths: &[&str], verbs: &[&str]) -> Value {
     json!({"nonResourceURLs": paths, "verbs": verbs})
 }
 
-fn role(name: &str, labels: Value, rules: Vec<Value>) -> Value {
+pub(super) fn role(name: &str, labels: Value, rules: Vec<Value>) -> Value {
     json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": {"name": name, "labels": labels,
             "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
@@ -371,6 +371,9 @@ pub fn cluster_roles() -> Vec<Value> {
             ],
         ),
     ]
+    .into_iter()
+    .chain(super::controller_roles::roles())
+    .collect()
 }
 
 fn binding(role: &str, groups: &[&str]) -> Value {
@@ -440,6 +443,9 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             &["system:skiff-ingress"],
         ),
     ]
+    .into_iter()
+    .chain(super::controller_roles::bindings())
+    .collect()
 }
 
 /// What a node agent (and the proxy beside it) may do, as upstream's
@@ -571,55 +577,32 @@ fn scheduler_rules() -> Vec<Value> {
 /// gives each loop its own account with its own role; the garbage
 /// collector's and the namespace controller's (read, change and delete
 /// anything) already cover most of the others'.
+/// What the controller manager itself does, as upstream's role: its
+/// informers list and watch everything; it holds its leader Lease, and
+/// makes its loops' service accounts and their tokens (each loop then
+/// writes as its own account, with its own role).
 fn controller_manager_rules() -> Vec<Value> {
-    let all = &["*"];
     vec![
+        rule(&["*"], &["*"], &["list", "watch"]),
         rule(
-            all,
-            all,
-            &[
-                "get",
-                "list",
-                "watch",
-                "patch",
-                "update",
-                "delete",
-                "deletecollection",
-            ],
+            &["", "events.k8s.io"],
+            &["events"],
+            &["create", "patch", "update"],
         ),
         rule(
-            &[""],
-            &[
-                "pods",
-                "events",
-                "endpoints",
-                "configmaps",
-                "serviceaccounts",
-                "persistentvolumeclaims",
-                "persistentvolumes",
-                "pods/eviction",
-                "pods/binding",
-            ],
-            &["create"],
+            &["coordination.k8s.io"],
+            &["leases"],
+            &["create", "get", "update", "patch"],
         ),
-        rule(
-            &["apps"],
-            &["replicasets", "controllerrevisions"],
-            &["create"],
-        ),
-        rule(&["batch"], &["jobs"], &["create"]),
-        rule(&["discovery.k8s.io"], &["endpointslices"], &["create"]),
-        rule(&["events.k8s.io"], &["events"], &["create"]),
-        rule(&["coordination.k8s.io"], &["leases"], &["create"]),
+        rule(&[""], &["serviceaccounts"], &["create", "get"]),
+        rule(&[""], &["serviceaccounts/token"], &["create"]),
+        rule(&[""], &["namespaces"], &["get"]),
         rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
         rule(
             &["authorization.k8s.io"],
             &["subjectaccessreviews"],
             &["create"],
         ),
-        // The certificate controllers: approving node client
-        // certificates and signing approved requests with the CA.
-        rule(&["certificates.k8s.io"], &["signers"], &["approve", "sign"]),
     ]
 }
 

@@ -3,6 +3,7 @@
 //! picks the authorizer: `RBAC` (the default) or `AlwaysAllow`.
 
 pub mod bootstrap;
+mod controller_roles;
 pub mod escalation;
 pub mod node;
 pub mod rbac;
