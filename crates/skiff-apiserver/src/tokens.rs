@@ -166,6 +166,17 @@ impl Bound {
     }
 }
 
+/// An issuer with a new key, for tests.
+#[cfg(test)]
+pub(crate) fn test_issuer() -> Issuer {
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(
+        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &SystemRandom::new(),
+    )
+    .unwrap();
+    Issuer::new(pkcs8.as_ref()).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,12 +189,7 @@ mod tests {
     }
 
     fn issuer() -> Issuer {
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(
-            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-            &SystemRandom::new(),
-        )
-        .unwrap();
-        Issuer::new(pkcs8.as_ref()).unwrap()
+        test_issuer()
     }
 
     fn claims(audience: &str, expires: i64) -> Claims<'static> {

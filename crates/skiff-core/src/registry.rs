@@ -183,6 +183,7 @@ resources! {
     "coordination.k8s.io" "v1" "Lease" "leases" Namespaced coord::Lease, [] [] [];
     "scheduling.k8s.io" "v1" "PriorityClass" "priorityclasses" Cluster sched::PriorityClass, ["pc"] [] [];
     "storage.k8s.io" "v1" "StorageClass" "storageclasses" Cluster storage::StorageClass, ["sc"] [] [];
+    "storage.k8s.io" "v1" "CSINode" "csinodes" Cluster storage::CSINode, [] [] [];
     "rbac.authorization.k8s.io" "v1" "Role" "roles" Namespaced rbac::Role, [] [] [];
     "rbac.authorization.k8s.io" "v1" "RoleBinding" "rolebindings" Namespaced rbac::RoleBinding, [] [] [];
     "rbac.authorization.k8s.io" "v1" "ClusterRole" "clusterroles" Cluster rbac::ClusterRole, [] [] [];

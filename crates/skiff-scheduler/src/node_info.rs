@@ -128,6 +128,34 @@ pub struct PlacedPod {
     /// Being deleted: it still holds its resources, but preemption no
     /// longer counts it as a victim.
     pub terminating: bool,
+    /// The volumes a node's volume limits count: claims and inline CSI.
+    pub volumes: Vec<PodVolume>,
+}
+
+/// A volume of a pod that may count against a node's limits.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PodVolume {
+    /// A PersistentVolumeClaim of the pod's namespace.
+    Claim(String),
+    /// An inline CSI volume: its driver and the volume's name in the pod.
+    Inline { driver: String, name: String },
+}
+
+impl PodVolume {
+    /// The pod's volumes that may count against a node's limits.
+    pub fn of(pod: &Pod) -> Vec<Self> {
+        let volumes = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten());
+        volumes
+            .filter_map(|v| match (&v.persistent_volume_claim, &v.csi) {
+                (Some(c), _) => Some(Self::Claim(c.claim_name.clone())),
+                (None, Some(csi)) => Some(Self::Inline {
+                    driver: csi.driver.clone(),
+                    name: v.name.clone(),
+                }),
+                (None, None) => None,
+            })
+            .collect()
+    }
 }
 
 impl PlacedPod {
@@ -149,6 +177,7 @@ impl PlacedPod {
             priority: pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
             requests: pod_requests(pod),
             terminating: pod.metadata.deletion_timestamp.is_some(),
+            volumes: PodVolume::of(pod),
         }
     }
 }

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
     Event, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
 };
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
@@ -324,6 +324,7 @@ fn watch_volumes(
     follow::<PersistentVolumeClaim>(client, volumes, cache, wake);
     follow::<PersistentVolume>(client, volumes, cache, wake);
     follow::<StorageClass>(client, volumes, cache, wake);
+    follow::<CSINode>(client, volumes, cache, wake);
 }
 
 async fn watch_pods(client: Client, cache: Arc<Mutex<Cache>>, wake: Arc<Notify>) {

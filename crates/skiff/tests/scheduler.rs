@@ -292,3 +292,66 @@ fn a_node_deleted_while_the_schedulers_watch_is_cut_gets_no_more_pods() {
     assert_eq!(node_of(&c, "after"), None);
     drop(scheduler);
 }
+
+/// A node's CSINode caps how many volumes of a driver it attaches: a
+/// second pod bringing another such volume waits, naming the limit, and
+/// is placed once the first is gone.
+#[test]
+fn csi_volume_limits_cap_what_a_node_attaches() {
+    let c = Cluster::start();
+    let _node = agent(&c, "v", 1, &[]);
+    create(
+        &c,
+        "apiVersion: storage.k8s.io/v1\nkind: CSINode\nmetadata: {name: v-00000}\nspec:\n  drivers:\n  - {name: disk.example.com, nodeID: v-00000, allocatable: {count: 1}}\n",
+    );
+    let listed = c.ok(&["get", "csinodes"]);
+    assert!(
+        listed.contains("DRIVERS") && listed.contains("v-00000"),
+        "{listed}"
+    );
+    for i in 1..=2 {
+        create(
+            &c,
+            &format!(
+                "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: pv{i}}}\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  storageClassName: \"\"\n  csi: {{driver: disk.example.com, volumeHandle: disk-{i}}}\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: c{i}}}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: \"\"\n  volumeName: pv{i}\n  resources: {{requests: {{storage: 1Gi}}}}\n"
+            ),
+        );
+    }
+    wait_for("both claims bound", Duration::from_secs(30), || {
+        let claims = c.json(&["get", "pvc"]);
+        let bound = claims["items"]
+            .as_array()?
+            .iter()
+            .filter(|c| c["status"]["phase"] == "Bound")
+            .count();
+        (bound == 2).then_some(())
+    });
+    let with_claim = |name: &str, claim: &str| {
+        pod_manifest(
+            name,
+            &format!("    volumeMounts: [{{name: d, mountPath: /d}}]\n  volumes:\n  - name: d\n    persistentVolumeClaim: {{claimName: {claim}}}\n"),
+        )
+    };
+    create(&c, &with_claim("first", "c1"));
+    wait_for("first placed", Duration::from_secs(30), || {
+        node_of(&c, "first")
+    });
+    create(&c, &with_claim("second", "c2"));
+    let described = wait_for(
+        "the FailedScheduling event",
+        Duration::from_secs(30),
+        || {
+            let d = c.ok(&["describe", "pod", "second"]);
+            d.contains("FailedScheduling").then_some(d)
+        },
+    );
+    assert!(
+        described.contains("0/1 nodes are available: 1 node(s) exceed max volume count."),
+        "{described}"
+    );
+    c.ok(&["delete", "pod", "first", "--wait=true"]);
+    let node = wait_for("second placed", Duration::from_secs(30), || {
+        node_of(&c, "second")
+    });
+    assert_eq!(node, "v-00000");
+}

@@ -66,3 +66,77 @@ impl ServiceAccounts {
         Some(bound.holds(account.as_ref(), pod.as_ref()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::testing::Fixture;
+    use crate::tokens::{test_issuer, Claims, ISSUER};
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn a_token_holds_while_its_account_and_pod_do() {
+        let f = Fixture::new();
+        f.put(
+            "",
+            "serviceaccounts",
+            json!({"metadata": {"name": "builder", "namespace": "apps", "uid": "a1"}}),
+        )
+        .await;
+        f.put(
+            "",
+            "pods",
+            json!({"metadata": {"name": "web-0", "namespace": "apps", "uid": "p1"}}),
+        )
+        .await;
+        let issuer = Arc::new(test_issuer());
+        let accounts = ServiceAccounts {
+            issuer: issuer.clone(),
+            objects: f.objects.clone(),
+        };
+        let now = chrono::Utc::now().timestamp();
+        let token = |account_uid: &'static str, pod: Option<(&str, &str)>| {
+            let claims = Claims {
+                namespace: "apps",
+                name: "builder",
+                uid: account_uid,
+                audiences: vec![ISSUER.to_owned()],
+                expires: now + 600,
+                pod: pod.map(|(n, u)| (n.to_owned(), u.to_owned())),
+            };
+            issuer.issue(&claims, now).unwrap()
+        };
+        let audiences = [ISSUER.to_owned()];
+        let check = |token: String| {
+            let accounts = &accounts;
+            let audiences = &audiences;
+            async move {
+                let shown = Credentials {
+                    certificate: None,
+                    token: Some(&token),
+                    audiences,
+                    now,
+                };
+                accounts.authenticate(&shown).await
+            }
+        };
+        match check(token("a1", Some(("web-0", "p1")))).await {
+            Outcome::Valid { user, .. } => {
+                assert_eq!(user.name, "system:serviceaccount:apps:builder")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Another account of the same name (re-created), another pod.
+        assert_eq!(check(token("old", None)).await, Outcome::Invalid);
+        assert_eq!(
+            check(token("a1", Some(("web-0", "gone")))).await,
+            Outcome::Invalid
+        );
+        assert_eq!(
+            check(token("a1", Some(("web-1", "p2")))).await,
+            Outcome::Invalid
+        );
+        // Not a token of ours at all.
+        assert_eq!(check("a.b.c".into()).await, Outcome::NotMine);
+    }
+}

@@ -35,3 +35,38 @@ impl Authenticator for Certificates {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_core::certs::Identity;
+
+    #[tokio::test]
+    async fn a_certificate_names_its_user_while_it_is_valid() {
+        let id = Identity {
+            name: "system:node:a".into(),
+            groups: vec!["system:nodes".into()],
+            not_before: 100,
+            not_after: 200,
+        };
+        let shown = |certificate, now| Credentials {
+            certificate,
+            token: Some("ignored"),
+            audiences: &[],
+            now,
+        };
+        match Certificates.authenticate(&shown(Some(&id), 150)).await {
+            Outcome::Valid { user, .. } => {
+                assert_eq!(user.name, "system:node:a");
+                assert_eq!(user.groups, ["system:nodes", "system:authenticated"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let expired = Certificates.authenticate(&shown(Some(&id), 200)).await;
+        assert_eq!(expired, Outcome::Invalid);
+        let early = Certificates.authenticate(&shown(Some(&id), 99)).await;
+        assert_eq!(early, Outcome::Invalid);
+        let none = Certificates.authenticate(&shown(None, 150)).await;
+        assert_eq!(none, Outcome::NotMine);
+    }
+}

@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use serde_json::json;
 use skiff_core::volumes::{
     self as v, BETA_STORAGE_PROVISIONER, HOSTNAME, LOCAL_PATH, LOCAL_PATH_ROOT, PROVISIONED_BY,
-    STORAGE_PROVISIONER,
+    SELECTED_NODE, STORAGE_PROVISIONER,
 };
 
 use super::Shared;
@@ -34,6 +34,27 @@ fn ready(node: &Node) -> bool {
 fn root(node: &Node) -> Option<&str> {
     let annotations = node.metadata.annotations.as_ref()?;
     annotations.get(LOCAL_PATH_ROOT).map(String::as_str)
+}
+
+/// Says why the volume cannot be made; a node the scheduler chose is
+/// taken back off the claim, as upstream's provisioners do, so that the
+/// waiting pod is placed again. False: no volume yet.
+async fn give_back(
+    s: &Shared,
+    claim: &PersistentVolumeClaim,
+    selected: Option<&str>,
+    why: &str,
+) -> Result<bool, Error> {
+    s.tell(claim, true, "ProvisioningFailed", why);
+    if selected.is_some() {
+        s.patch(
+            claim,
+            json!({"metadata": {"annotations": {SELECTED_NODE: null}}}),
+            false,
+        )
+        .await?;
+    }
+    Ok(false)
 }
 
 /// Makes the claim's volume; false when there is no node to put it on
@@ -85,16 +106,14 @@ pub async fn local_path(
             Some(name) => format!("node {name:?} not found"),
             None => "no ready node keeps local-path volumes".to_owned(),
         };
-        s.tell(claim, true, "ProvisioningFailed", &why);
-        return Ok(false);
+        return give_back(s, claim, selected, &why).await;
     };
     let Some(root) = root(&node) else {
         let why = format!(
             "node {:?} keeps no local-path volumes: its agent published no {LOCAL_PATH_ROOT}",
             node.name_any()
         );
-        s.tell(claim, true, "ProvisioningFailed", &why);
-        return Ok(false);
+        return give_back(s, claim, selected, &why).await;
     };
     let name = volume_name(claim);
     if s.volumes.get(&name).is_some() {

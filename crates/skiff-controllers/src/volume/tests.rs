@@ -294,3 +294,29 @@ async fn a_bound_local_path_claim_grows() {
         "2Gi"
     );
 }
+
+#[tokio::test]
+async fn a_node_that_cannot_keep_the_volume_is_taken_back_off_the_claim() {
+    let bed = Bed::new();
+    bed.put("storageclasses", local_path_class());
+    // n1's agent publishes no local-path root.
+    bed.put(
+        "nodes",
+        json!({"metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "n1"}}}),
+    );
+    let mut c = claim(Some("local-path"), "1Gi");
+    c["metadata"]["annotations"] = json!({SELECTED_NODE: "n1"});
+    bed.put("persistentvolumeclaims", c);
+    bed.settle().await;
+    assert!(bed.fake.objects("persistentvolumes").is_empty());
+    assert!(
+        bed.claim()["metadata"]["annotations"][SELECTED_NODE].is_null(),
+        "the scheduler may choose again: {}",
+        bed.claim()
+    );
+    assert!(bed
+        .fake
+        .event_messages()
+        .iter()
+        .any(|m| m.starts_with("ProvisioningFailed node \"n1\" keeps no local-path volumes")));
+}

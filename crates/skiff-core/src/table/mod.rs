@@ -154,6 +154,11 @@ fn columns(kind: &str) -> &'static [Column] {
             ("Secrets", "string", 0),
             ("Age", "string", 0),
         ],
+        "CSINode" => &[
+            ("Name", "string", 0),
+            ("Drivers", "integer", 0),
+            ("Age", "string", 0),
+        ],
         "PersistentVolumeClaim" => &[
             ("Name", "string", 0),
             ("Status", "string", 0),
@@ -690,6 +695,11 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
         "ServiceAccount" => vec![
             name,
             json!(o["secrets"].as_array().map_or(0, Vec::len).to_string()),
+            created,
+        ],
+        "CSINode" => vec![
+            name,
+            json!(spec["drivers"].as_array().map_or(0, Vec::len)),
             created,
         ],
         "PersistentVolumeClaim" => vec![

@@ -8,6 +8,7 @@ mod node_affinity;
 mod node_name;
 mod node_resources_fit;
 mod node_unschedulable;
+mod node_volume_limits;
 mod pod_topology_spread;
 mod taint_toleration;
 mod volume_binding;
@@ -20,6 +21,7 @@ pub use node_affinity::NodeAffinity;
 pub use node_name::NodeName;
 pub use node_resources_fit::{LeastAllocated, NodeResourcesFit};
 pub use node_unschedulable::NodeUnschedulable;
+pub use node_volume_limits::NodeVolumeLimits;
 pub use pod_topology_spread::PodTopologySpread;
 pub use taint_toleration::{tolerates, TaintToleration};
 pub use volume_binding::{Kept, VolumeBinding, Volumes};
@@ -52,6 +54,9 @@ pub fn profile(volumes: Arc<Volumes>, client: Option<kube::Client>) -> Profile {
             Box::new(TaintToleration),
             Box::new(NodeAffinity),
             Box::new(NodeResourcesFit),
+            Box::new(NodeVolumeLimits {
+                volumes: volumes.clone(),
+            }),
             Box::new(binding()),
             Box::new(InterPodAffinity),
             Box::new(PodTopologySpread::default()),

@@ -3,17 +3,21 @@
 //! claim waiting for its first consumer needs a free volume the node may
 //! use or a class that can provision there. Once a node is chosen, the
 //! waiting claims are told which (`volume.kubernetes.io/selected-node`),
-//! so that the volume controller binds or provisions on it.
+//! so that the volume controller binds or provisions on it, and the pod
+//! is bound only once they are; a claim whose node is taken back (its
+//! volume cannot be made there) sends the pod back to be placed again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
 use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
 use serde_json::json;
 use skiff_core::volumes::{self as v, LOCAL_PATH, LOCAL_PATH_ROOT, SELECTED_NODE};
+use tokio::sync::watch;
 
 use crate::framework::{CycleState, Filter, PreBind, PreFilter, Reserve, Status};
 use crate::node_info::NodeInfo;
@@ -23,22 +27,38 @@ pub const CONFLICT: &str = "node(s) had volume node affinity conflict";
 pub const NO_VOLUME: &str = "node(s) didn't find available persistent volumes to bind";
 pub const NO_LOCAL_PATH: &str = "node(s) keep no local-path volumes";
 
+/// How long pre-bind waits for a pod's claims to be bound (upstream's
+/// `bindTimeoutSeconds`).
+const BIND_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// The claims, volumes and classes the scheduler's watchers keep.
-#[derive(Default)]
 pub struct Volumes {
     inner: RwLock<View>,
+    /// Told of every change, for pre-binds waiting on their claims.
+    changes: watch::Sender<()>,
+}
+
+impl Default for Volumes {
+    fn default() -> Self {
+        Self {
+            inner: RwLock::default(),
+            changes: watch::channel(()).0,
+        }
+    }
 }
 
 /// The objects of [`Volumes`].
 #[derive(Default)]
 pub struct View {
     /// By `namespace/name`.
-    claims: HashMap<String, Arc<PersistentVolumeClaim>>,
+    pub claims: HashMap<String, Arc<PersistentVolumeClaim>>,
     /// Waiting claims a placed pod reserved a node for, until the claim
     /// shows it (`namespace/name` → node).
     assumed: HashMap<String, String>,
-    volumes: HashMap<String, Arc<PersistentVolume>>,
-    classes: HashMap<String, Arc<StorageClass>>,
+    pub volumes: HashMap<String, Arc<PersistentVolume>>,
+    pub classes: HashMap<String, Arc<StorageClass>>,
+    /// What each node can attach, by node name.
+    pub csi_nodes: HashMap<String, Arc<CSINode>>,
 }
 
 fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
@@ -49,25 +69,34 @@ fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) ->
 }
 
 impl Volumes {
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, View> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, View> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn put<K: Kept>(&self, obj: K) {
         keep(&mut self.write(), obj);
+        self.changes.send_replace(());
     }
 
     pub fn remove<K: Kept>(&self, obj: &K) {
         K::table(&mut self.write()).remove(&name_of(obj.meta()));
+        self.changes.send_replace(());
     }
 
     /// A relist: the objects of `K` are exactly these.
     pub fn replace<K: Kept>(&self, objs: Vec<K>) {
-        let mut view = self.write();
-        K::table(&mut view).clear();
-        for obj in objs {
-            keep(&mut view, obj);
+        {
+            let mut view = self.write();
+            K::table(&mut view).clear();
+            for obj in objs {
+                keep(&mut view, obj);
+            }
         }
+        self.changes.send_replace(());
     }
 }
 
@@ -119,6 +148,12 @@ impl Kept for StorageClass {
     }
 }
 
+impl Kept for CSINode {
+    fn table(view: &mut View) -> &mut HashMap<String, Arc<Self>> {
+        &mut view.csi_nodes
+    }
+}
+
 /// What one claim of the pod needs of a node.
 enum Need {
     /// Its volume's node affinity must allow the node.
@@ -143,7 +178,7 @@ pub struct VolumeBinding {
 
 impl VolumeBinding {
     fn needs(&self, pod: &Pod) -> Needs {
-        let view = self.volumes.inner.read().unwrap_or_else(|e| e.into_inner());
+        let view = self.volumes.read();
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let mut needs = Vec::new();
         let claims = pod
@@ -313,31 +348,105 @@ impl PreBind for VolumeBinding {
         NAME
     }
 
-    /// Names the chosen node on each claim that waits for it.
+    /// Names the chosen node on each claim that waits for it, then waits
+    /// until they are bound.
     async fn pre_bind(&self, state: &CycleState, _: &Pod, node: &str) -> Status {
-        let (Some(Ok(needs)), Some(client)) = (state.get::<Needs>(NAME), &self.client) else {
+        let Some(Ok(needs)) = state.get::<Needs>(NAME) else {
             return Status::Success;
         };
-        for need in needs {
-            let Need::Waiting { claim, .. } = need else {
-                continue;
-            };
-            if v::selected_node(claim) == Some(node) {
-                continue;
-            }
-            let ns = claim.metadata.namespace.clone().unwrap_or_default();
-            let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
-            let patch = json!({"metadata": {"annotations": {SELECTED_NODE: node}}});
-            let name = claim.metadata.name.clone().unwrap_or_default();
-            if let Err(e) = api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                return Status::Error(format!("naming node {node} on claim {ns}/{name}: {e}"));
+        let waiting: Vec<&PersistentVolumeClaim> = needs
+            .iter()
+            .filter_map(|need| match need {
+                Need::Waiting { claim, .. } => Some(claim.as_ref()),
+                Need::Bound(_) => None,
+            })
+            .collect();
+        if let Some(client) = &self.client {
+            let named = name_node(client, &waiting, node).await;
+            if !named.is_success() {
+                return named;
             }
         }
-        Status::Success
+        let keys: Vec<String> = waiting.iter().map(|c| name_of(&c.metadata)).collect();
+        self.wait_bound(&keys, node).await
     }
+}
+
+impl VolumeBinding {
+    /// Waits until every claim of `keys` is bound; fails when one is
+    /// gone, given another node, or has its node taken back (its volume
+    /// cannot be made there), or after [`BIND_TIMEOUT`].
+    async fn wait_bound(&self, keys: &[String], node: &str) -> Status {
+        if keys.is_empty() {
+            return Status::Success;
+        }
+        let deadline = tokio::time::Instant::now() + BIND_TIMEOUT;
+        let mut changes = self.volumes.changes.subscribe();
+        let mut named = HashSet::new();
+        loop {
+            {
+                let view = self.volumes.read();
+                let mut unbound = 0;
+                for key in keys {
+                    let Some(claim) = view.claims.get(key) else {
+                        return Status::Error(format!("persistentvolumeclaim {key} is gone"));
+                    };
+                    let bound = claim.spec.as_ref().and_then(|s| s.volume_name.as_deref());
+                    if bound.is_some_and(|b| !b.is_empty()) {
+                        continue;
+                    }
+                    unbound += 1;
+                    match v::selected_node(claim) {
+                        Some(n) if n == node => {
+                            named.insert(key);
+                        }
+                        Some(other) => {
+                            return Status::Error(format!(
+                                "persistentvolumeclaim {key} was given node {other}"
+                            ))
+                        }
+                        None if named.contains(key) => {
+                            return Status::Error(format!(
+                                "the volume of persistentvolumeclaim {key} cannot be made on node {node}"
+                            ))
+                        }
+                        None => {}
+                    }
+                }
+                if unbound == 0 {
+                    return Status::Success;
+                }
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return Status::Error(format!(
+                        "timed out waiting for the pod's claims to be bound on node {node}"
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Writes `node` on each claim that does not name it yet.
+async fn name_node(client: &Client, claims: &[&PersistentVolumeClaim], node: &str) -> Status {
+    for claim in claims {
+        if v::selected_node(claim) == Some(node) {
+            continue;
+        }
+        let ns = claim.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+        let patch = json!({"metadata": {"annotations": {SELECTED_NODE: node}}});
+        let name = claim.metadata.name.clone().unwrap_or_default();
+        if let Err(e) = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            return Status::Error(format!("naming node {node} on claim {ns}/{name}: {e}"));
+        }
+    }
+    Status::Success
 }
 
 #[cfg(test)]
@@ -445,5 +554,54 @@ mod tests {
         chosen.metadata.annotations = Some([(SELECTED_NODE.to_owned(), "a".to_owned())].into());
         volumes.put(chosen);
         assert_eq!(decide(&plugin, "waiting", both), [ok, conflict]);
+    }
+
+    /// Pre-bind lets the pod be bound once its claims are, and sends it
+    /// back when a claim's node is taken back or given to another.
+    #[tokio::test]
+    async fn pre_bind_waits_for_the_claims_to_be_bound() {
+        let volumes = Arc::new(Volumes::default());
+        let plugin = Arc::new(VolumeBinding {
+            volumes: volumes.clone(),
+            client: None,
+        });
+        let named = |node: Option<&str>, volume: Option<&str>| {
+            let mut c = claim("data", "local-path", volume);
+            c.metadata.annotations =
+                node.map(|n| [(SELECTED_NODE.to_owned(), n.to_owned())].into());
+            c
+        };
+        let keys = vec!["default/data".to_owned()];
+        let wait = |plugin: &Arc<VolumeBinding>| {
+            let (plugin, keys) = (plugin.clone(), keys.clone());
+            tokio::spawn(async move { plugin.wait_bound(&keys, "a").await })
+        };
+
+        volumes.put(named(None, None));
+        let waiting = wait(&plugin);
+        tokio::task::yield_now().await;
+        volumes.put(named(Some("a"), None));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "named, not bound yet");
+        volumes.put(named(Some("a"), Some("pvc-1")));
+        assert_eq!(waiting.await.unwrap(), Status::Success);
+
+        volumes.put(named(None, None));
+        let waiting = wait(&plugin);
+        volumes.put(named(Some("a"), None));
+        tokio::task::yield_now().await;
+        volumes.put(named(None, None));
+        let taken_back = waiting.await.unwrap();
+        assert!(
+            matches!(&taken_back, Status::Error(m) if m.contains("cannot be made on node a")),
+            "{taken_back:?}"
+        );
+
+        volumes.put(named(Some("b"), None));
+        let elsewhere = wait(&plugin).await.unwrap();
+        assert!(
+            matches!(&elsewhere, Status::Error(m) if m.contains("was given node b")),
+            "{elsewhere:?}"
+        );
     }
 }
