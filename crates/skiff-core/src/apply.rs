@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
 use crate::fields::{display, remove_at, tree, value_at, FieldSet, Path};
+use crate::schema::Shape;
 use crate::{meta, strategic, ApiError};
 
 /// One entry of `metadata.managedFields`.
@@ -85,12 +86,12 @@ pub fn apply(
     config: &Value,
     manager: &Manager,
     force: bool,
-    def: Option<&str>,
+    shape: Option<Shape<'_>>,
 ) -> Result<Value, ApiError> {
     let empty = json!({});
     let current = current.unwrap_or(&empty);
     let mut managers = entries(current);
-    let applied = FieldSet::of(config, def);
+    let applied = FieldSet::of(config, shape);
     let is_me = |e: &Entry| e.manager == manager.name && e.operation == "Apply";
 
     let mut conflicts = Vec::new();
@@ -107,7 +108,7 @@ pub fn apply(
         }
     }
     let force =
-        force || (!conflicts.is_empty() && upgrades_client_side_apply(current, &conflicts, def));
+        force || (!conflicts.is_empty() && upgrades_client_side_apply(current, &conflicts, shape));
     if !conflicts.is_empty() && !force {
         let shown: Vec<(String, String)> = conflicts
             .iter()
@@ -118,7 +119,7 @@ pub fn apply(
 
     let mut patch = config.clone();
     meta::remove(&mut patch, "managedFields");
-    let mut merged = strategic::patch(current, &patch, def)?;
+    let mut merged = strategic::patch(current, &patch, shape)?;
 
     let previous = managers
         .iter()
@@ -160,7 +161,7 @@ const CLIENT_SIDE_APPLY: &str = "kubectl-client-side-apply";
 fn upgrades_client_side_apply(
     current: &Value,
     conflicts: &[(String, crate::fields::Path)],
-    def: Option<&str>,
+    shape: Option<Shape<'_>>,
 ) -> bool {
     let Some(last) = meta::get(current, "annotations")
         .and_then(|a| a.get("kubectl.kubernetes.io/last-applied-configuration"))
@@ -169,7 +170,7 @@ fn upgrades_client_side_apply(
     else {
         return false;
     };
-    let last_applied = FieldSet::of(&last, def);
+    let last_applied = FieldSet::of(&last, shape);
     conflicts
         .iter()
         .all(|(manager, path)| manager == CLIENT_SIDE_APPLY && last_applied.0.contains(path))
@@ -177,7 +178,12 @@ fn upgrades_client_side_apply(
 
 /// Records an ordinary write (create, update, patch): the fields it changed
 /// move to `manager`. A write that sets `managedFields` itself keeps them.
-pub fn track_update(old: Option<&Value>, new: &mut Value, manager: &Manager, def: Option<&str>) {
+pub fn track_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &Manager,
+    shape: Option<Shape<'_>>,
+) {
     let given = meta::get(new, "managedFields").cloned();
     let before = old.and_then(|o| meta::get(o, "managedFields")).cloned();
     if given.is_some() && given != before {
@@ -191,7 +197,7 @@ pub fn track_update(old: Option<&Value>, new: &mut Value, manager: &Manager, def
             "apiVersion": manager.api_version,
             "time": meta::now(),
             "fieldsType": "FieldsV1",
-            "fieldsV1": tree(new, def),
+            "fieldsV1": tree(new, shape),
         });
         if let Some(sub) = manager.subresource {
             entry["subresource"] = json!(sub);
@@ -201,7 +207,7 @@ pub fn track_update(old: Option<&Value>, new: &mut Value, manager: &Manager, def
         }
         return;
     };
-    let now = FieldSet::of(new, def);
+    let now = FieldSet::of(new, shape);
     let mut managers = entries(old);
     let changed: BTreeSet<Path> = now
         .0
@@ -243,7 +249,7 @@ pub fn track_update(old: Option<&Value>, new: &mut Value, manager: &Manager, def
 mod tests {
     use super::*;
 
-    const DEPLOY: Option<&str> = Some("io.k8s.api.apps.v1.Deployment");
+    const DEPLOY: Option<Shape> = Some(Shape::Definition("io.k8s.api.apps.v1.Deployment"));
 
     fn mgr(name: &str) -> Manager<'_> {
         Manager {

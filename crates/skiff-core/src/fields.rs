@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Map, Value};
 
-use crate::schema::{schemas, ListStrategy};
+use crate::schema::{ListStrategy, Shape};
 
 pub type Path = Vec<String>;
 
@@ -30,9 +30,9 @@ const UNOWNED_META: &[&str] = &[
 ];
 
 impl FieldSet {
-    /// Every field set in `obj`, an object of root definition `def`.
-    pub fn of(obj: &Value, def: Option<&str>) -> Self {
-        Self::from_json(&tree(obj, def))
+    /// Every field set in `obj`, an object of shape `shape`.
+    pub fn of(obj: &Value, shape: Option<Shape<'_>>) -> Self {
+        Self::from_json(&tree(obj, shape))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -79,20 +79,20 @@ impl FieldSet {
     }
 }
 
-/// The `fieldsV1` tree of every field set in `obj`, an object of root
-/// definition `def`.
-pub fn tree(obj: &Value, def: Option<&str>) -> Value {
+/// The `fieldsV1` tree of every field set in `obj`, an object of shape
+/// `shape`.
+pub fn tree(obj: &Value, shape: Option<Shape<'_>>) -> Value {
     let mut out = Map::new();
     for (k, v) in obj.as_object().into_iter().flatten() {
         if matches!(k.as_str(), "apiVersion" | "kind" | "status") {
             continue;
         }
         if k == "metadata" {
-            let meta_def = def.and_then(|d| schemas().property_def(d, "metadata"));
+            let meta_shape = shape.and_then(|s| s.property("metadata"));
             let mut meta = Map::new();
             for (mk, mv) in v.as_object().into_iter().flatten() {
                 if !UNOWNED_META.contains(&mk.as_str()) {
-                    meta.insert(format!("f:{mk}"), node(mv, meta_def, Some(mk)));
+                    meta.insert(format!("f:{mk}"), node(mv, meta_shape, Some(mk)));
                 }
             }
             if !meta.is_empty() {
@@ -100,54 +100,62 @@ pub fn tree(obj: &Value, def: Option<&str>) -> Value {
             }
             continue;
         }
-        out.insert(format!("f:{k}"), node(v, def, Some(k)));
+        out.insert(format!("f:{k}"), node(v, shape, Some(k)));
     }
     Value::Object(out)
 }
 
-/// The subtree of `v`, the value of field `field` in definition `def` (the
-/// definition holding the field); `{}` for a leaf.
-fn node(v: &Value, def: Option<&str>, field: Option<&str>) -> Value {
-    let s = schemas();
-    let (def, field) = match (def, field) {
-        (Some(d), Some(f)) => (d, f),
+/// The subtree of `v`, the value of field `field` in an object of shape
+/// `shape` (the shape holding the field); `{}` for a leaf.
+fn node(v: &Value, shape: Option<Shape<'_>>, field: Option<&str>) -> Value {
+    let (shape, field) = match (shape, field) {
+        (Some(s), Some(f)) => (s, f),
         _ => return untyped(v),
     };
     let mut out = Map::new();
     match v {
         Value::Object(m) if !m.is_empty() => {
-            let own_def = s.property_def(def, field);
+            let own = shape.property(field);
             for (k, child) in m {
-                let sub = match own_def {
-                    Some(d) if !s.is_map(def, field) => node(child, Some(d), Some(k)),
+                let sub = match own {
+                    Some(o) if !shape.is_map(field) => node(child, Some(o), Some(k)),
                     _ => untyped(child),
                 };
                 out.insert(format!("f:{k}"), sub);
             }
         }
-        Value::Array(items) if !items.is_empty() => match s.list_strategy(def, field) {
+        Value::Array(items) if !items.is_empty() => match shape.list_strategy(field) {
             ListStrategy::Atomic => {}
             ListStrategy::Set => {
                 for item in items {
                     out.insert(format!("v:{item}"), json!({}));
                 }
             }
-            ListStrategy::Map(key) => {
-                let items_def = s.items_def(def, field);
+            ListStrategy::Map(keys) => {
+                let items_shape = shape.items(field);
                 for item in items {
                     let mut entry = Map::new();
                     entry.insert(".".into(), json!({}));
                     for (k, child) in item.as_object().into_iter().flatten() {
-                        entry.insert(format!("f:{k}"), node(child, items_def, Some(k)));
+                        entry.insert(format!("f:{k}"), node(child, items_shape, Some(k)));
                     }
-                    out.insert(
-                        format!("k:{}", json!({ key: item.get(key) })),
-                        Value::Object(entry),
-                    );
+                    out.insert(format!("k:{}", item_key(item, &keys)), Value::Object(entry));
                 }
             }
         },
         _ => {}
+    }
+    Value::Object(out)
+}
+
+/// A keyed list item's identity, `{"key": value, …}` in key order as
+/// upstream writes it.
+pub fn item_key(item: &Value, keys: &[&str]) -> Value {
+    let mut sorted = keys.to_vec();
+    sorted.sort_unstable();
+    let mut out = Map::new();
+    for k in sorted {
+        out.insert(k.to_owned(), item.get(k).cloned().unwrap_or(Value::Null));
     }
     Value::Object(out)
 }
@@ -254,7 +262,7 @@ pub fn display(path: &[String]) -> String {
 mod tests {
     use super::*;
 
-    const DEPLOY: Option<&str> = Some("io.k8s.api.apps.v1.Deployment");
+    const DEPLOY: Option<Shape> = Some(Shape::Definition("io.k8s.api.apps.v1.Deployment"));
 
     #[test]
     fn keyed_lists_use_merge_keys_and_round_trip() {
@@ -288,5 +296,25 @@ mod tests {
         *item.last_mut().unwrap() = ".".into();
         remove_at(&mut d2, &item);
         assert_eq!(d2["spec"]["template"]["spec"]["containers"], json!([]));
+    }
+
+    #[test]
+    fn custom_schemas_key_lists_as_they_declare() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "ports": {"type": "array", "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["protocol", "port"],
+                "items": {"type": "object", "properties": {"port": {"type": "integer"},
+                    "protocol": {"type": "string"}, "name": {"type": "string"}}}},
+            "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+            "args": {"type": "array", "items": {"type": "string"}}}}}});
+        let obj = json!({"spec": {"ports": [{"port": 80, "protocol": "TCP", "name": "web"}],
+            "tags": ["a"], "args": ["x"]}});
+        let fields = FieldSet::of(&obj, Some(Shape::Custom(&schema))).to_json();
+        assert_eq!(
+            fields["f:spec"]["f:ports"]["k:{\"port\":80,\"protocol\":\"TCP\"}"],
+            json!({".": {}, "f:name": {}, "f:port": {}, "f:protocol": {}})
+        );
+        assert_eq!(fields["f:spec"]["f:tags"], json!({"v:\"a\"": {}}));
+        assert_eq!(fields["f:spec"]["f:args"], json!({}));
     }
 }

@@ -10,14 +10,107 @@ use serde_json::{Map, Value};
 use crate::registry::{ResourceType, RESOURCES};
 
 /// How a list field behaves under strategic merge patch and apply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ListStrategy {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListStrategy<'a> {
     /// Replaced whole.
     Atomic,
     /// A set of scalars: merged by value.
     Set,
-    /// A list of objects merged by the value of one key.
-    Map(&'static str),
+    /// A list of objects merged by the values of these keys.
+    Map(Vec<&'a str>),
+}
+
+/// Where a value sits in a schema: a definition of the built-in types, or
+/// a node of a custom resource's structural schema (whose lists merge as
+/// its `x-kubernetes-list-type` and `x-kubernetes-list-map-keys` say).
+#[derive(Clone, Copy, Debug)]
+pub enum Shape<'a> {
+    Definition(&'a str),
+    Custom(&'a Value),
+}
+
+impl<'a> Shape<'a> {
+    fn custom_property(node: &'a Value, prop: &str) -> Option<&'a Value> {
+        node.get("properties")?.get(prop)
+    }
+
+    /// The shape of property `prop`'s own value.
+    pub fn property(self, prop: &str) -> Option<Shape<'a>> {
+        match self {
+            Self::Definition(d) => schemas().property_def(d, prop).map(Shape::Definition),
+            Self::Custom(n) => Self::custom_property(n, prop).map(Shape::Custom),
+        }
+    }
+
+    /// The shape of the items of list property `prop`.
+    pub fn items(self, prop: &str) -> Option<Shape<'a>> {
+        match self {
+            Self::Definition(d) => schemas().items_def(d, prop).map(Shape::Definition),
+            Self::Custom(n) => Self::custom_property(n, prop)?
+                .get("items")
+                .map(Shape::Custom),
+        }
+    }
+
+    /// How list property `prop` merges.
+    pub fn list_strategy(self, prop: &str) -> ListStrategy<'a> {
+        match self {
+            Self::Definition(d) => schemas().list_strategy(d, prop),
+            Self::Custom(n) => {
+                let Some(p) = Self::custom_property(n, prop) else {
+                    return ListStrategy::Atomic;
+                };
+                match p["x-kubernetes-list-type"].as_str() {
+                    Some("map") => ListStrategy::Map(
+                        p["x-kubernetes-list-map-keys"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .collect(),
+                    ),
+                    Some("set") => ListStrategy::Set,
+                    _ => ListStrategy::Atomic,
+                }
+            }
+        }
+    }
+
+    /// Whether property `prop` is a map (`additionalProperties`).
+    pub fn is_map(self, prop: &str) -> bool {
+        match self {
+            Self::Definition(d) => schemas().is_map(d, prop),
+            Self::Custom(n) => Self::custom_property(n, prop)
+                .is_some_and(|p| p.get("additionalProperties").is_some()),
+        }
+    }
+}
+
+/// What gives a resource's objects their shape, held while it is used.
+pub enum Root {
+    Definition(&'static str),
+    Custom(std::sync::Arc<crate::crd::Served>),
+    Untyped,
+}
+
+impl Root {
+    pub fn of(r: &ResourceType) -> Self {
+        if let Some(served) = crate::crd::served(r) {
+            return Self::Custom(served);
+        }
+        match schemas().root(r) {
+            Some(d) => Self::Definition(d),
+            None => Self::Untyped,
+        }
+    }
+
+    pub fn shape(&self) -> Option<Shape<'_>> {
+        match self {
+            Self::Definition(d) => Some(Shape::Definition(d)),
+            Self::Custom(served) => Some(Shape::Custom(&served.version.schema)),
+            Self::Untyped => None,
+        }
+    }
 }
 
 /// `(definition, property, merge key)`; no key means a set of scalars.
@@ -259,12 +352,12 @@ impl Schemas {
     }
 
     /// How list property `prop` of `def` merges.
-    pub fn list_strategy(&self, def: &str, prop: &str) -> ListStrategy {
+    pub fn list_strategy(&self, def: &str, prop: &str) -> ListStrategy<'static> {
         MERGE_LISTS
             .iter()
             .find(|(d, p, _)| *d == def && *p == prop)
             .map_or(ListStrategy::Atomic, |(_, _, key)| match key {
-                Some(k) => ListStrategy::Map(k),
+                Some(k) => ListStrategy::Map(vec![k]),
                 None => ListStrategy::Set,
             })
     }
@@ -298,7 +391,7 @@ mod tests {
         assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
         assert_eq!(
             s.list_strategy("io.k8s.api.core.v1.PodSpec", "containers"),
-            ListStrategy::Map("name")
+            ListStrategy::Map(vec!["name"])
         );
         assert_eq!(
             s.list_strategy("io.k8s.api.core.v1.PodSpec", "tolerations"),

@@ -4,14 +4,14 @@
 
 use serde_json::{Map, Value};
 
-use crate::schema::{schemas, ListStrategy, Schemas};
+use crate::fields::item_key;
+use crate::schema::{ListStrategy, Shape};
 use crate::ApiError;
 
-/// Applies `patch` to `original`, an object whose root definition is `def`
-/// (`None` patches as a plain merge patch would, with directives honoured).
-pub fn patch(original: &Value, patch: &Value, def: Option<&str>) -> Result<Value, ApiError> {
-    let s = schemas();
-    match merge_value(s, Some(original), patch, def)? {
+/// Applies `patch` to `original`, an object of shape `shape` (`None`
+/// patches as a plain merge patch would, with directives honoured).
+pub fn patch(original: &Value, patch: &Value, shape: Option<Shape<'_>>) -> Result<Value, ApiError> {
+    match merge_value(Some(original), patch, shape)? {
         Some(v) => Ok(v),
         None => Err(ApiError::bad_request("the patch deletes the whole object")),
     }
@@ -23,10 +23,9 @@ fn bad(msg: impl Into<String>) -> ApiError {
 
 /// Merges one value; `None` means "delete this value".
 fn merge_value(
-    s: &Schemas,
     original: Option<&Value>,
     patch: &Value,
-    def: Option<&str>,
+    shape: Option<Shape<'_>>,
 ) -> Result<Option<Value>, ApiError> {
     let Some(p) = patch.as_object() else {
         return Ok(if patch.is_null() {
@@ -66,24 +65,23 @@ fn merge_value(
         if key.starts_with('$') {
             return Err(bad(format!("unknown patch directive: {key:?}")));
         }
-        let child_def = def.and_then(|d| s.property_def(d, key));
+        let child = shape.and_then(|s| s.property(key));
         let merged = match value {
             Value::Array(items) => {
-                let strategy = def.map_or(ListStrategy::Atomic, |d| s.list_strategy(d, key));
-                let items_def = def.and_then(|d| s.items_def(d, key));
+                let strategy = shape.map_or(ListStrategy::Atomic, |s| s.list_strategy(key));
+                let items_shape = shape.and_then(|s| s.items(key));
                 let order = p
                     .get(&format!("$setElementOrder/{key}"))
                     .and_then(Value::as_array);
                 Some(merge_list(
-                    s,
                     out.get(key),
                     items,
-                    strategy,
-                    items_def,
+                    &strategy,
+                    items_shape,
                     order,
                 )?)
             }
-            _ => merge_value(s, out.get(key), value, child_def)?,
+            _ => merge_value(out.get(key), value, child)?,
         };
         match merged {
             Some(v) => {
@@ -100,9 +98,9 @@ fn merge_value(
             if p.contains_key(field) {
                 continue;
             }
-            let strategy = def.map_or(ListStrategy::Atomic, |d| s.list_strategy(d, field));
+            let strategy = shape.map_or(ListStrategy::Atomic, |s| s.list_strategy(field));
             if let Some(Value::Array(items)) = out.get_mut(field) {
-                reorder(items, order, strategy);
+                reorder(items, order, &strategy);
             }
         }
     }
@@ -114,11 +112,10 @@ fn merge_value(
 }
 
 fn merge_list(
-    s: &Schemas,
     original: Option<&Value>,
     patch: &[Value],
-    strategy: ListStrategy,
-    items_def: Option<&str>,
+    strategy: &ListStrategy,
+    items_shape: Option<Shape<'_>>,
     order: Option<&Vec<Value>>,
 ) -> Result<Value, ApiError> {
     let orig: Vec<Value> = original
@@ -148,7 +145,7 @@ fn merge_list(
             }
             out
         }
-        ListStrategy::Map(key) => {
+        ListStrategy::Map(keys) => {
             if patch
                 .iter()
                 .any(|v| v.get("$patch").and_then(Value::as_str) == Some("replace"))
@@ -163,26 +160,27 @@ fn merge_list(
             }
             let mut out = orig;
             for item in patch {
-                let id = item.get(key).ok_or_else(|| {
-                    bad(format!(
+                if let Some(key) = keys.iter().find(|k| item.get(**k).is_none()) {
+                    return Err(bad(format!(
                         "map: {item} does not contain declared merge key: {key}"
-                    ))
-                })?;
-                let pos = out.iter().position(|o| o.get(key) == Some(id));
+                    )));
+                }
+                let id = item_key(item, keys);
+                let pos = out.iter().position(|o| item_key(o, keys) == id);
                 let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
                 match (pos, delete) {
                     (Some(i), true) => {
                         out.remove(i);
                     }
                     (None, true) => {}
-                    (Some(i), false) => match merge_value(s, Some(&out[i]), item, items_def)? {
+                    (Some(i), false) => match merge_value(Some(&out[i]), item, items_shape)? {
                         Some(v) => out[i] = v,
                         None => {
                             out.remove(i);
                         }
                     },
                     (None, false) => {
-                        if let Some(v) = merge_value(s, None, item, items_def)? {
+                        if let Some(v) = merge_value(None, item, items_shape)? {
                             out.push(v);
                         }
                     }
@@ -199,12 +197,15 @@ fn merge_list(
 
 /// Orders `items` as `order` lists them; items it does not name keep their
 /// relative order, after the named ones.
-fn reorder(items: &mut [Value], order: &[Value], strategy: ListStrategy) {
+fn reorder(items: &mut [Value], order: &[Value], strategy: &ListStrategy) {
     let rank = |v: &Value| -> usize {
         order
             .iter()
             .position(|o| match strategy {
-                ListStrategy::Map(key) => o.get(key).is_some() && o.get(key) == v.get(key),
+                ListStrategy::Map(keys) => {
+                    keys.iter().all(|k| o.get(*k).is_some())
+                        && item_key(o, keys) == item_key(v, keys)
+                }
                 _ => o == v,
             })
             .unwrap_or(usize::MAX)
@@ -217,7 +218,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const DEPLOY: Option<&str> = Some("io.k8s.api.apps.v1.Deployment");
+    const DEPLOY: Option<Shape> = Some(Shape::Definition("io.k8s.api.apps.v1.Deployment"));
 
     fn check(original: Value, p: Value, want: Value) {
         assert_eq!(patch(&original, &p, DEPLOY).unwrap(), want);

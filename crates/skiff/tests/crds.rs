@@ -42,6 +42,16 @@ spec:
               replicas: {type: integer, minimum: 0, default: 1}
               maxReplicas: {type: integer, default: 5}
               mode: {type: string, enum: [fast, slow]}
+              ports:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [name]
+                items:
+                  type: object
+                  required: [name]
+                  properties:
+                    name: {type: string}
+                    port: {type: integer}
           status:
             type: object
             properties:
@@ -179,6 +189,41 @@ fn a_definition_serves_a_kind_kubectl_lists_explains_validates_scales_and_delete
     );
     let err = String::from_utf8_lossy(&other.stderr);
     assert!(!other.status.success() && err.contains("conflict"), "{err}");
+
+    // A list the schema keys by name merges per entry between managers:
+    // each owns its own entry and takes away only that.
+    let ports = |manager: &str, ports: &str| {
+        let out = c.kubectl_stdin(
+            &["apply", "--server-side", &format!("--field-manager={manager}"), "-f", "-"],
+            &format!("apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: w3}}\nspec: {{name: third, ports: [{ports}]}}\n"),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let w3 = c.json(&["get", "widget", "w3"]);
+        let names: Vec<String> = w3["spec"]["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| format!("{}={}", p["name"].as_str().unwrap(), p["port"]))
+            .collect();
+        names
+    };
+    assert_eq!(ports("a", "{name: a, port: 1}"), ["a=1"]);
+    assert_eq!(ports("b", "{name: b, port: 2}"), ["a=1", "b=2"]);
+    assert_eq!(ports("a", "{name: a, port: 3}"), ["a=3", "b=2"]);
+    assert_eq!(ports("b", ""), ["a=3"]);
+    let clash = c.kubectl_stdin(
+        &["apply", "--server-side", "--field-manager=b", "-f", "-"],
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w3}\nspec: {name: third, ports: [{name: a, port: 9}]}\n",
+    );
+    let err = String::from_utf8_lossy(&clash.stderr);
+    assert!(
+        !clash.status.success() && err.contains(".spec.ports[name=\"a\"].port"),
+        "{err}"
+    );
 
     // Deleting the definition deletes its objects, then the kind is gone.
     c.ok(&["delete", "crd", "widgets.example.com", "--timeout=30s"]);

@@ -6,7 +6,7 @@ use rand::Rng;
 use serde_json::Value;
 use skiff_core::apply::{track_update, Manager};
 use skiff_core::registry::ResourceType;
-use skiff_core::schema::schemas;
+use skiff_core::schema::Root;
 use skiff_core::{defaults, meta, validate, ApiError};
 
 use super::{strategy, Api};
@@ -29,10 +29,6 @@ pub(crate) fn random_suffix() -> String {
     (0..5)
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
         .collect()
-}
-
-pub fn root_def(r: &ResourceType) -> Option<&'static str> {
-    schemas().root(r)
 }
 
 fn has_generation(r: &ResourceType, obj: &Value) -> bool {
@@ -114,7 +110,7 @@ impl Api {
             api_version: &r.api_version(),
             subresource: None,
         };
-        track_update(None, obj, &manager, root_def(r));
+        track_update(None, obj, &manager, Root::of(r).shape());
         Ok(verdict)
     }
 }
@@ -178,7 +174,7 @@ pub fn prepare_update(
         api_version: &r.api_version(),
         subresource,
     };
-    track_update(Some(current), &mut next, &manager, root_def(r));
+    track_update(Some(current), &mut next, &manager, Root::of(r).shape());
     Ok(next)
 }
 

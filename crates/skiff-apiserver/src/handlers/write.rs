@@ -5,10 +5,11 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::Value;
 use skiff_core::registry::ResourceType;
+use skiff_core::schema::{schemas, Root, Shape};
 use skiff_core::{apply, meta, strategic, ApiError};
 
 use super::body::{self, check_kind, content_type, typed};
-use super::prepare::{prepare_update, root_def};
+use super::prepare::prepare_update;
 use super::{with_warnings, Api, Call};
 use crate::admission::{Operation, Verdict};
 use crate::services::{self, Need, Pool};
@@ -109,7 +110,7 @@ impl Api {
         let mut warnings = Vec::new();
         let (updated, admitted) = self
             .update_object(call, r, ns, name, |current| {
-                let patched = apply_patch(&kind, current, &patch, root_def(r))?;
+                let patched = apply_patch(&kind, current, &patch, built_in(r))?;
                 if meta::resource_version(&patched) != meta::resource_version(current) {
                     return Err(ApiError::stale(r.group, r.plural, name));
                 }
@@ -155,9 +156,10 @@ impl Api {
             subresource: sub,
         };
         let force = call.query.force;
+        let root = Root::of(r);
         loop {
             if self.objects.try_get(r, ns, name).await?.is_none() {
-                let mut obj = apply::apply(None, &config, &mgr, force, root_def(r))?;
+                let mut obj = apply::apply(None, &config, &mgr, force, root.shape())?;
                 let a = call.attributes(Operation::Create, r, None);
                 let admitted = self.prepare_create(&a, ns, &mut obj, &manager).await?;
                 warnings.extend(admitted.warnings);
@@ -172,7 +174,7 @@ impl Api {
             }
             let result = self
                 .update_object(call, r, ns, name, |current| {
-                    let merged = apply::apply(Some(current), &config, &mgr, force, root_def(r))?;
+                    let merged = apply::apply(Some(current), &config, &mgr, force, root.shape())?;
                     prepare_update(r, current, merged, &manager, sub)
                 })
                 .await;
@@ -411,11 +413,17 @@ fn json_patch_bounded(current: &Value, ops: json_patch::Patch) -> Result<Value, 
 }
 
 /// Applies a JSON, merge or strategic merge patch.
+/// A built-in kind's shape, which strategic merge patch needs (custom
+/// resources patch as a merge patch would).
+fn built_in(r: &ResourceType) -> Option<Shape<'static>> {
+    schemas().root(r).map(Shape::Definition)
+}
+
 fn apply_patch(
     kind: &str,
     current: &Value,
     patch: &Value,
-    def: Option<&str>,
+    shape: Option<Shape<'_>>,
 ) -> Result<Value, ApiError> {
     match kind {
         "application/json-patch+json" => {
@@ -428,7 +436,7 @@ fn apply_patch(
             json_patch::merge(&mut doc, patch);
             Ok(doc)
         }
-        "application/strategic-merge-patch+json" => strategic::patch(current, patch, def),
+        "application/strategic-merge-patch+json" => strategic::patch(current, patch, shape),
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }
