@@ -1,28 +1,161 @@
 //! `x-kubernetes-validations`: CEL rules over a schema node, `self`
 //! bound to the value there and `oldSelf` to the stored one (transition
-//! rules run only on updates), compiled once per definition.
+//! rules run only on updates), compiled once per definition, with the
+//! libraries Kubernetes adds to CEL's standard one: the strings, lists
+//! and math extensions, Kubernetes' list functions (`isSorted`, `sum`,
+//! `min`, `max`, `indexOf`, `lastIndexOf`) and regular expressions
+//! (`find`, `findAll`). A `messageExpression` words the refusal.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use cel::{Context, Program};
+use cel::extractors::This;
+use cel::{Context, Env, ExecutionError, Program};
 use serde_json::Value;
 
 use crate::status::Cause;
 
-/// A rule's compile error, in words.
-pub fn compile(rule: &str) -> Result<Program, String> {
-    Program::compile(rule).map_err(|e| e.to_string())
+/// The environment rules compile in.
+fn env() -> &'static Arc<Env> {
+    static ENV: OnceLock<Arc<Env>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Env::stdlib();
+        for extension in [
+            cel::extensions::strings,
+            cel::extensions::lists,
+            cel::extensions::math,
+        ] {
+            env.add_extension(extension)
+                .expect("CEL's extensions register once");
+        }
+        Arc::new(env)
+    })
 }
 
-/// The compiled rules of one schema, by their text.
-#[derive(Default)]
-pub struct Rules(HashMap<String, Rule>);
+/// A context for one evaluation: the environment, Kubernetes' functions.
+fn context() -> Context<'static, 'static> {
+    let mut c = Context::with_env(env().clone());
+    kubernetes_functions(&mut c).expect("Kubernetes' CEL functions register once");
+    c
+}
 
-/// A compiled rule, and whether it compares with the stored value.
+/// Kubernetes' list and regex functions.
+fn kubernetes_functions(c: &mut Context<'static, 'static>) -> Result<(), String> {
+    let err = |e: cel::DeclarationError| e.to_string();
+    c.add_function("isSorted", |This(l): This<Arc<Vec<cel::Value>>>| {
+        l.windows(2).all(|w| w[0] <= w[1])
+    })
+    .map_err(err)?;
+    c.add_function("sum", |This(l): This<Arc<Vec<cel::Value>>>| sum(&l))
+        .map_err(err)?;
+    c.add_function("min", |This(l): This<Arc<Vec<cel::Value>>>| {
+        extreme(&l, std::cmp::Ordering::Less)
+    })
+    .map_err(err)?;
+    c.add_function("max", |This(l): This<Arc<Vec<cel::Value>>>| {
+        extreme(&l, std::cmp::Ordering::Greater)
+    })
+    .map_err(err)?;
+    c.add_function(
+        "find",
+        |This(s): This<Arc<String>>, pattern: Arc<String>| -> Result<cel::Value, ExecutionError> {
+            let re = regex(&pattern)?;
+            Ok(cel::Value::String(Arc::new(
+                re.find(&s)
+                    .map(|m| m.as_str().to_owned())
+                    .unwrap_or_default(),
+            )))
+        },
+    )
+    .map_err(err)?;
+    c.add_function(
+        "findAll",
+        |This(s): This<Arc<String>>, pattern: Arc<String>| -> Result<cel::Value, ExecutionError> {
+            let re = regex(&pattern)?;
+            let found: Vec<cel::Value> = re
+                .find_iter(&s)
+                .map(|m| cel::Value::String(Arc::new(m.as_str().to_owned())))
+                .collect();
+            Ok(cel::Value::List(Arc::new(found)))
+        },
+    )
+    .map_err(err)?;
+    Ok(())
+}
+
+fn regex(pattern: &str) -> Result<regex::Regex, ExecutionError> {
+    regex::Regex::new(pattern).map_err(|e| ExecutionError::function_error("regex", e.to_string()))
+}
+
+/// The sum of a list of numbers (0 for an empty one).
+fn sum(list: &[cel::Value]) -> Result<cel::Value, ExecutionError> {
+    let mut total = cel::Value::Int(0);
+    for (i, v) in list.iter().enumerate() {
+        total = match (i, &total, v) {
+            (0, _, v) => v.clone(),
+            (_, cel::Value::Int(a), cel::Value::Int(b)) => cel::Value::Int(
+                a.checked_add(*b)
+                    .ok_or_else(|| ExecutionError::function_error("sum", "integer overflow"))?,
+            ),
+            (_, cel::Value::UInt(a), cel::Value::UInt(b)) => cel::Value::UInt(
+                a.checked_add(*b)
+                    .ok_or_else(|| ExecutionError::function_error("sum", "integer overflow"))?,
+            ),
+            (_, cel::Value::Float(a), cel::Value::Float(b)) => cel::Value::Float(a + b),
+            _ => {
+                return Err(ExecutionError::function_error(
+                    "sum",
+                    "mixed or non-numeric list",
+                ))
+            }
+        };
+    }
+    Ok(total)
+}
+
+/// The least (`Less`) or greatest (`Greater`) item of a non-empty list.
+fn extreme(list: &[cel::Value], want: std::cmp::Ordering) -> Result<cel::Value, ExecutionError> {
+    let mut best: Option<&cel::Value> = None;
+    for v in list {
+        best = match best {
+            None => Some(v),
+            Some(b) => match v.partial_cmp(b) {
+                Some(o) if o == want => Some(v),
+                Some(_) => Some(b),
+                None => {
+                    return Err(ExecutionError::function_error(
+                        "min/max",
+                        "items do not compare",
+                    ))
+                }
+            },
+        };
+    }
+    best.cloned()
+        .ok_or_else(|| ExecutionError::function_error("min/max", "the list is empty"))
+}
+
+/// A rule's compile error, in words.
+pub fn compile(rule: &str) -> Result<Program, String> {
+    env().compile(rule).map_err(|e| e.to_string())
+}
+
+/// The compiled rules of one schema, by their text and message expression.
+#[derive(Default)]
+pub struct Rules(HashMap<(String, String), Rule>);
+
+/// A compiled rule, its message expression, and whether it compares with
+/// the stored value.
 struct Rule {
     program: Program,
+    message: Option<Program>,
     transition: bool,
+}
+
+/// How a rule is known in [`Rules`].
+fn key(rule: &Value) -> (String, String) {
+    let text = |f: &str| rule[f].as_str().unwrap_or_default().to_owned();
+    (text("rule"), text("messageExpression"))
 }
 
 impl std::fmt::Debug for Rules {
@@ -58,15 +191,16 @@ impl Rules {
             let text = rule["rule"].as_str().unwrap_or_default();
             let Some(Rule {
                 program,
+                message: message_expression,
                 transition,
-            }) = self.0.get(text)
+            }) = self.0.get(&key(rule))
             else {
                 continue;
             };
             if *transition && old_value.is_none() {
                 continue;
             }
-            let mut context = Context::default();
+            let mut context = context();
             context.add_variable_from_value("self", value.clone());
             if let Some(o) = &old_value {
                 context.add_variable_from_value("oldSelf", o.clone());
@@ -80,8 +214,18 @@ impl Rules {
             match program.execute(&context) {
                 Ok(cel::Value::Bool(true)) => {}
                 Ok(cel::Value::Bool(false)) => {
-                    let message = match rule["message"].as_str() {
-                        Some(m) if !m.is_empty() => m.to_owned(),
+                    let worded =
+                        message_expression
+                            .as_ref()
+                            .and_then(|m| match m.execute(&context) {
+                                Ok(cel::Value::String(s)) if !s.trim().is_empty() => {
+                                    Some(s.to_string())
+                                }
+                                _ => None,
+                            });
+                    let message = match (worded, rule["message"].as_str()) {
+                        (Some(w), _) => w,
+                        (None, Some(m)) if !m.is_empty() => m.to_owned(),
                         _ => format!("failed rule: {text}"),
                     };
                     let reason = match rule["reason"].as_str() {
@@ -113,23 +257,28 @@ impl Rules {
     }
 }
 
-fn collect(s: &Value, out: &mut HashMap<String, Rule>) {
+fn collect(s: &Value, out: &mut HashMap<(String, String), Rule>) {
     let Some(map) = s.as_object() else { return };
     if let Some(rules) = map
         .get("x-kubernetes-validations")
         .and_then(Value::as_array)
     {
-        for text in rules.iter().filter_map(|r| r["rule"].as_str()) {
-            if let Ok(p) = compile(text) {
-                let transition = p.references().has_variable("oldSelf");
-                out.insert(
-                    text.to_owned(),
-                    Rule {
-                        program: p,
-                        transition,
-                    },
-                );
-            }
+        for rule in rules {
+            let Ok(p) = compile(rule["rule"].as_str().unwrap_or_default()) else {
+                continue;
+            };
+            let message = rule["messageExpression"]
+                .as_str()
+                .and_then(|m| compile(m).ok());
+            let transition = p.references().has_variable("oldSelf");
+            out.insert(
+                key(rule),
+                Rule {
+                    program: p,
+                    message,
+                    transition,
+                },
+            );
         }
     }
     if let Some(props) = map.get("properties").and_then(Value::as_object) {

@@ -88,13 +88,14 @@ pub fn check(s: &Value, at: &str, root: bool, causes: &mut Vec<Cause>) {
     {
         for (i, rule) in rules.iter().enumerate() {
             let text = rule["rule"].as_str().unwrap_or_default();
-            if rule.get("messageExpression").is_some() {
-                causes.push(Cause {
-                    reason: "FieldValueForbidden",
-                    field: format!("{at}.x-kubernetes-validations[{i}].messageExpression"),
-                    message: "Forbidden: messageExpression is not supported by Skiff; use message"
-                        .into(),
-                });
+            if let Some(m) = rule["messageExpression"].as_str() {
+                if let Err(e) = super::cel::compile(m) {
+                    causes.push(Cause::invalid(
+                        format!("{at}.x-kubernetes-validations[{i}].messageExpression"),
+                        m,
+                        format!("messageExpression compilation failed: {e}"),
+                    ));
+                }
             }
             if let Err(e) = super::cel::compile(text) {
                 causes.push(Cause::invalid(

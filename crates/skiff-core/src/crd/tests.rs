@@ -71,7 +71,7 @@ fn a_good_definition_passes_and_a_bad_one_says_why() {
         ["x-kubernetes-validations"][0]["rule"] = json!("self.replicas <=");
     bad["spec"]["conversion"] = json!({"strategy": "Webhook"});
     bad["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-        ["x-kubernetes-validations"][0]["messageExpression"] = json!("'too many'");
+        ["x-kubernetes-validations"][0]["messageExpression"] = json!("'too many' +");
     let got = messages(&check(&bad));
     let text = got.join("\n");
     assert!(
@@ -87,7 +87,7 @@ fn a_good_definition_passes_and_a_bad_one_says_why() {
         "{text}"
     );
     assert!(
-        text.contains("messageExpression: Forbidden: messageExpression is not supported"),
+        text.contains("messageExpression: Invalid value: \"'too many' +\": messageExpression compilation failed"),
         "{text}"
     );
     assert!(text.contains("metadata.name: Invalid value: \"gadgets.example.com\": must be spec.names.plural+\".\"+spec.group"), "{text}");
@@ -222,4 +222,49 @@ fn versions_sort_as_kubernetes_does() {
     let mut v = vec!["v1alpha1", "foo", "v2beta1", "v1", "v1beta2", "v2"];
     v.sort_by(|a, b| version_order(a, b));
     assert_eq!(v, vec!["v2", "v1", "v2beta1", "v1beta2", "v1alpha1", "foo"]);
+}
+
+#[test]
+fn rules_have_kubernetes_libraries_and_message_expressions() {
+    let mut d = widgets();
+    d["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["sizes"] = json!({"type": "array", "items": {"type": "integer"}});
+    d["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["x-kubernetes-validations"] = json!([
+        {"rule": "!has(self.sizes) || (self.sizes.isSorted() && self.sizes.sum() <= 10 && self.sizes.max() < 8 && self.sizes.min() >= 0)",
+            "messageExpression": "'sizes of ' + self.name + ' do not fit'"},
+        {"rule": "self.name.lowerAscii() == self.name && self.name.split('-').size() <= 2",
+            "message": "lower case, one dash at most"},
+        {"rule": "self.name.find('[0-9]+') == '' || self.name.findAll('[0-9]').size() < 3",
+            "messageExpression": "1 + 1"},
+    ]);
+    let def = Definition::parse(&d);
+    let v = def.versions[0].clone();
+    let s = Served {
+        group: def.group,
+        storage_version: "v1".into(),
+        rules: cel::Rules::of(&v.schema),
+        version: v,
+    };
+    let spec = |name: &str, sizes: Value| json!({"spec": {"name": name, "replicas": 1, "maxReplicas": 5, "sizes": sizes}});
+    assert_eq!(
+        messages(&s.validate(&spec("abc-d", json!([1, 2, 3])), None)),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        messages(&s.validate(&spec("abc", json!([3, 1])), None)),
+        vec!["spec: Invalid value: \"object\": sizes of abc do not fit".to_string()]
+    );
+    assert_eq!(
+        messages(&s.validate(&spec("Abc", json!([9])), None)),
+        vec![
+            "spec: Invalid value: \"object\": sizes of Abc do not fit".to_string(),
+            "spec: Invalid value: \"object\": lower case, one dash at most".to_string(),
+        ]
+    );
+    // A message expression that gives no string falls back to the rule.
+    assert_eq!(
+        messages(&s.validate(&spec("a123", json!([1])), None)),
+        vec!["spec: Invalid value: \"object\": failed rule: self.name.find('[0-9]+') == '' || self.name.findAll('[0-9]').size() < 3".to_string()]
+    );
 }
