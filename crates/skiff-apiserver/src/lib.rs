@@ -61,6 +61,9 @@ pub struct Config {
     pub max_requests_inflight: usize,
     /// Mutating requests in flight at most (0: no cap); beyond, 429.
     pub max_mutating_requests_inflight: usize,
+    /// How long a connection may sit with no request in flight before it
+    /// is closed.
+    pub idle_connection_timeout: std::time::Duration,
     /// How often the agents' resource metrics are scraped (the window
     /// of `metrics.k8s.io`); never when zero.
     pub metrics_resolution: std::time::Duration,
@@ -131,6 +134,7 @@ impl Config {
             audit_policy: None,
             compaction_interval: Some(std::time::Duration::from_secs(300)),
             max_requests_inflight: 400,
+            idle_connection_timeout: std::time::Duration::from_secs(90),
             max_mutating_requests_inflight: 200,
             encryption_config: None,
             metrics_resolution: std::time::Duration::from_secs(15),
@@ -324,7 +328,12 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         tokio::spawn(compaction::run(store, every));
     }
     let tls = serve::tls_config(&creds)?;
-    let serving = tokio::spawn(serve::run(listener, tls, api));
+    let serving = tokio::spawn(serve::run(
+        listener,
+        tls,
+        api,
+        config.idle_connection_timeout,
+    ));
     tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server ready");
     Ok(Server {
         addr,

@@ -55,8 +55,15 @@ pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3
 /// backlog until one ends.
 const MAX_CONNECTIONS: usize = 8192;
 
-/// Accepts connections forever, one task each.
-pub async fn run(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: Arc<Api>) {
+/// Accepts connections forever, one task each; a connection with no
+/// request in flight for `idle` is closed (upstream's IdleTimeout), so
+/// that silent clients do not hold file descriptors.
+pub async fn run(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    api: Arc<Api>,
+    idle: std::time::Duration,
+) {
     let acceptor = TlsAcceptor::from(tls);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -102,12 +109,20 @@ pub async fn run(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: Arc
             // read to guess it, so a silent HTTP/1.1 client meets the
             // header timeout.
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+            let activity = Activity::new();
+            let tracked = activity.clone();
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let api = api.clone();
+                let busy = tracked.begin();
                 let mut req = req.map(Body::new);
                 req.extensions_mut().insert(crate::audit::Peer(peer.ip()));
                 req.extensions_mut().insert(identity.clone());
-                async move { Ok::<_, std::convert::Infallible>(api.handle(req).await) }
+                async move {
+                    let reply = api.handle(req).await;
+                    // In flight until its body is sent (a watch: for as
+                    // long as it lasts).
+                    Ok::<_, std::convert::Infallible>(reply.map(|b| Body::new(Busy::new(b, busy))))
+                }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder = match h2 {
@@ -125,12 +140,108 @@ pub async fn run(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: Arc
                 .max_concurrent_streams(1000)
                 .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
                 .keep_alive_timeout(std::time::Duration::from_secs(20));
-            if let Err(e) = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .await
-            {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                () = activity.idle_for(idle) => {
+                    tracing::debug!(%peer, "closing an idle connection");
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
+    }
+}
+
+/// What a connection is doing: requests in flight, and when it last
+/// began or finished one.
+#[derive(Clone)]
+struct Activity(Arc<std::sync::Mutex<(usize, tokio::time::Instant)>>);
+
+impl Activity {
+    fn new() -> Self {
+        Self(Arc::new(std::sync::Mutex::new((
+            0,
+            tokio::time::Instant::now(),
+        ))))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, tokio::time::Instant)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A request begins; it ends when the returned guard is dropped.
+    fn begin(&self) -> InFlight {
+        let mut state = self.lock();
+        state.0 += 1;
+        state.1 = tokio::time::Instant::now();
+        InFlight(self.clone())
+    }
+
+    /// Resolves once no request has been in flight for `idle`.
+    async fn idle_for(&self, idle: std::time::Duration) {
+        loop {
+            let (in_flight, since) = *self.lock();
+            let until = since + idle;
+            if in_flight == 0 && tokio::time::Instant::now() >= until {
+                return;
+            }
+            let next = if in_flight == 0 {
+                until
+            } else {
+                tokio::time::Instant::now() + idle
+            };
+            tokio::time::sleep_until(next).await;
+        }
+    }
+}
+
+/// One request in flight on a connection.
+struct InFlight(Activity);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.0 -= 1;
+        state.1 = tokio::time::Instant::now();
+    }
+}
+
+/// A reply's body that keeps its request in flight until it is done.
+struct Busy {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl Busy {
+    fn new(body: Body, in_flight: InFlight) -> Self {
+        Self {
+            body,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl hyper::body::Body for Busy {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }

@@ -79,6 +79,10 @@ struct ServerArgs {
     /// Mutating requests in flight at most (0: no cap).
     #[arg(long, default_value_t = 200)]
     max_mutating_requests_inflight: usize,
+    /// How long a client connection may sit with no request in flight
+    /// before the server closes it (upstream's 90 s).
+    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    idle_connection_timeout: std::time::Duration,
     /// How often the store's history is compacted (0 never).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     compaction_interval: std::time::Duration,
@@ -426,6 +430,7 @@ impl ServerArgs {
         config.encryption_config = self.encryption_provider_config.clone();
         config.max_requests_inflight = self.max_requests_inflight;
         config.max_mutating_requests_inflight = self.max_mutating_requests_inflight;
+        config.idle_connection_timeout = self.idle_connection_timeout;
         config.metrics_resolution = self.metrics_resolution;
         config
     }

@@ -73,28 +73,33 @@ fn objects_connections_and_files_are_bounded() {
 /// A client that starts a request's headers and never finishes them
 /// (slowloris) is closed once the header timeout (32 s, as upstream's)
 /// has passed.
+/// A TLS connection to the server, HTTP/1.1 (no ALPN asked).
+async fn connect(c: &Cluster) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut c.ca_pem().as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", c.port))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    connector.connect(name, tcp).await.expect("handshake")
+}
+
 #[test]
 fn a_request_whose_headers_never_end_is_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let c = Cluster::start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut c.ca_pem().as_slice()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", c.port))
-            .await
-            .unwrap();
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-        let mut tls = connector.connect(name, tcp).await.expect("handshake");
+        let mut tls = connect(&c).await;
         tls.write_all(b"GET /version HTTP/1.1\r\nHost: 127.0.0.1\r\n")
             .await
             .unwrap();
@@ -102,6 +107,69 @@ fn a_request_whose_headers_never_end_is_closed() {
         let read = tokio::time::timeout(Duration::from_secs(90), tls.read(&mut byte)).await;
         let closed = matches!(read, Ok(Ok(0)) | Ok(Err(_)));
         assert!(closed, "the server closed the connection: {read:?}");
+    });
+}
+
+/// A kept-alive connection with no request in flight, and one that never
+/// sends a request after its handshake, are closed after
+/// `--idle-connection-timeout`; one whose request is still being answered
+/// (a watch) is not.
+#[test]
+fn idle_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let c = Cluster::start_with_flags(&["--idle-connection-timeout", "2s"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let started = std::time::Instant::now();
+        let mut kept = connect(&c).await;
+        kept.write_all(b"GET /version HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut silent = connect(&c).await;
+        let mut watching = connect(&c).await;
+        let watch = format!(
+            "GET /api/v1/namespaces/default/configmaps?watch=true HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\r\n",
+            c.admin_token()
+        );
+        watching.write_all(watch.as_bytes()).await.unwrap();
+        // Reads until the server closes the connection; what it sent.
+        async fn drain(
+            tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+        ) -> Option<String> {
+            let mut all = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(30), async {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => all.extend_from_slice(&buf[..n]),
+                    }
+                }
+            })
+            .await;
+            read.ok().map(|()| String::from_utf8_lossy(&all).into_owned())
+        }
+        let answered = drain(&mut kept).await.expect("the idle connection is closed");
+        assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(1500),
+            "closed only after the idle timeout: {:?}",
+            started.elapsed()
+        );
+        assert!(drain(&mut silent).await.is_some(), "the silent one too");
+        // The watch is still open: a ConfigMap made now reaches it.
+        c.ok(&["create", "configmap", "seen"]);
+        let mut buf = vec![0u8; 8192];
+        let mut got = String::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !got.contains("\"seen\"") {
+            let n = tokio::time::timeout_at(deadline, watching.read(&mut buf))
+                .await
+                .expect("the watch sees the new ConfigMap")
+                .unwrap();
+            assert!(n > 0, "the watching connection stays open: {got}");
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
     });
 }
 
