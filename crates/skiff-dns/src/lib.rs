@@ -7,6 +7,7 @@ pub mod zone;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::rdata::{A, SRV};
@@ -32,11 +33,24 @@ pub struct Config {
     pub domain: String,
 }
 
-/// The reply to one query message (over TCP, whole), or `None` if it
-/// cannot be parsed.
+/// The reply to one query message over TCP (truncated only past the
+/// 65,535 bytes a TCP message can hold), or `None` if it cannot be parsed.
 pub fn respond(zone: &Zone, request: &[u8]) -> Option<Vec<u8>> {
     let query = Message::from_vec(request).ok()?;
-    answer(zone, &query).to_vec().ok()
+    within(answer(zone, &query), u16::MAX as usize)
+}
+
+/// `reply` in at most `limit` bytes: whole, or truncated (TC set, no
+/// answers) so that the client knows it is not.
+fn within(mut reply: Message, limit: usize) -> Option<Vec<u8>> {
+    let bytes = reply.to_vec().ok()?;
+    if bytes.len() <= limit {
+        return Some(bytes);
+    }
+    reply.take_answers();
+    reply.take_additionals();
+    reply.set_truncated(true);
+    reply.to_vec().ok()
 }
 
 /// The reply to a query.
@@ -104,14 +118,43 @@ pub fn respond_udp(zone: &Zone, request: &[u8]) -> Option<Vec<u8>> {
             .set_version(edns.version());
         reply.set_edns(ours);
     }
-    let bytes = reply.to_vec().ok()?;
-    if bytes.len() <= limit {
-        return Some(bytes);
+    within(reply, limit)
+}
+
+/// How long a TCP client may take to send its next query (CoreDNS's
+/// default idle timeout).
+const TCP_IDLE: Duration = Duration::from_secs(8);
+/// How long the rest of a query may take once its length has come.
+const TCP_READ: Duration = Duration::from_secs(2);
+/// TCP connections served at once; beyond, new ones wait to be accepted.
+const TCP_CONNECTIONS: usize = 256;
+
+/// Answers the queries of one TCP connection (each framed by its 16-bit
+/// length, RFC 7766) until the client closes it, stays silent for
+/// [`TCP_IDLE`], dawdles over a query for [`TCP_READ`] or sends what is
+/// not a query.
+async fn serve_tcp<S, Z>(mut conn: S, zone: Z)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    Z: Fn() -> Arc<Zone>,
+{
+    loop {
+        let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, conn.read_u16()).await else {
+            return;
+        };
+        let mut msg = vec![0u8; len as usize];
+        let Ok(Ok(_)) = tokio::time::timeout(TCP_READ, conn.read_exact(&mut msg)).await else {
+            return;
+        };
+        let Some(reply) = respond(&zone(), &msg) else {
+            return;
+        };
+        let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&reply);
+        let Ok(Ok(())) = tokio::time::timeout(TCP_IDLE, conn.write_all(&framed)).await else {
+            return;
+        };
     }
-    reply.take_answers();
-    reply.take_additionals();
-    reply.set_truncated(true);
-    reply.to_vec().ok()
 }
 
 /// Binds UDP and TCP and serves until the returned task is dropped;
@@ -152,29 +195,18 @@ pub async fn start(
             }
         };
         let tcp_loop = async move {
+            let slots = Arc::new(tokio::sync::Semaphore::new(TCP_CONNECTIONS));
             loop {
-                let Ok((mut conn, _)) = tcp.accept().await else {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let Ok((conn, _)) = tcp.accept().await else {
                     continue;
                 };
                 let current = current.clone();
                 tokio::spawn(async move {
-                    loop {
-                        let Ok(len) = conn.read_u16().await else {
-                            return;
-                        };
-                        let mut msg = vec![0u8; len as usize];
-                        if conn.read_exact(&mut msg).await.is_err() {
-                            return;
-                        }
-                        let Some(reply) = respond(&current(), &msg) else {
-                            return;
-                        };
-                        let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
-                        framed.extend_from_slice(&reply);
-                        if conn.write_all(&framed).await.is_err() {
-                            return;
-                        }
-                    }
+                    let _slot = slot;
+                    serve_tcp(conn, &current).await;
                 });
             }
         };
@@ -247,6 +279,52 @@ mod tests {
         q.set_id(7)
             .add_query(Query::query(Name::from_ascii(name).unwrap(), kind));
         Message::from_vec(&respond(zone, &q.to_vec().unwrap()).unwrap()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tcp_answers_framed_queries_and_lets_idle_or_slow_clients_go() {
+        let services: Vec<Service> = serde_json::from_value(json!([
+            {"metadata": {"name": "web", "namespace": "default"},
+             "spec": {"clusterIP": "10.43.0.20", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}
+        ]))
+        .unwrap();
+        let zone = Arc::new(Zone::build("cluster.local", &services, &[]));
+        let mut q = Message::new();
+        q.set_id(9).add_query(Query::query(
+            Name::from_ascii("web.default.svc.cluster.local.").unwrap(),
+            RecordType::A,
+        ));
+        let query = q.to_vec().unwrap();
+        let serve = |server| {
+            let z = zone.clone();
+            tokio::spawn(serve_tcp(server, move || z.clone()))
+        };
+
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let served = serve(server);
+        for _ in 0..2 {
+            let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&query);
+            client.write_all(&framed).await.unwrap();
+            let len = client.read_u16().await.unwrap();
+            let mut reply = vec![0u8; len as usize];
+            client.read_exact(&mut reply).await.unwrap();
+            assert_eq!(Message::from_vec(&reply).unwrap().answers().len(), 1);
+        }
+        let quiet = tokio::time::Instant::now();
+        served.await.unwrap();
+        assert!(quiet.elapsed() >= TCP_IDLE, "{:?}", quiet.elapsed());
+
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let served = serve(server);
+        client.write_all(&[0, 100, 1, 2, 3]).await.unwrap();
+        let slow = tokio::time::Instant::now();
+        served.await.unwrap();
+        assert!(
+            slow.elapsed() >= TCP_READ && slow.elapsed() < TCP_IDLE,
+            "{:?}",
+            slow.elapsed()
+        );
     }
 
     #[test]
