@@ -103,7 +103,7 @@ impl State {
     }
 
     /// Proxies one request to a ready endpoint of its backend.
-    async fn handle(&self, mut req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let host = req
             .headers()
             .get(HOST)
@@ -131,36 +131,7 @@ impl State {
             );
         }
         let target = targets[self.next.fetch_add(1, Ordering::Relaxed) % targets.len()];
-        let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
-        if !upgrade {
-            strip_hop_by_hop(req.headers_mut());
-        }
-        let upstream = async {
-            let tcp = tokio::net::TcpStream::connect(target).await?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                .await
-                .map_err(std::io::Error::other)?;
-            tokio::spawn(conn);
-            let path = req
-                .uri()
-                .path_and_query()
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "/".into());
-            *req.uri_mut() = path.parse().map_err(std::io::Error::other)?;
-            sender
-                .send_request(req)
-                .await
-                .map_err(std::io::Error::other)
-        };
-        match upstream.await {
-            Ok(mut reply) => {
-                if reply.status() != StatusCode::SWITCHING_PROTOCOLS {
-                    strip_hop_by_hop(reply.headers_mut());
-                }
-                reply.map(Body::new)
-            }
-            Err(e) => text(StatusCode::BAD_GATEWAY, &format!("backend {target}: {e}")),
-        }
+        forward(req, target).await
     }
 
     /// The TLS certificates the Ingresses name, by host.
@@ -186,6 +157,55 @@ impl State {
         }
         *self.certs.write().unwrap_or_else(|e| e.into_inner()) = certs;
     }
+}
+
+/// Sends a request on to `target` and its reply back. An upgrade (a
+/// WebSocket) keeps its hop-by-hop headers, and once the backend agrees
+/// (101) the two connections are spliced until either side closes.
+async fn forward(mut req: Request<Incoming>, target: SocketAddr) -> Response<Body> {
+    let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
+    let client_side = upgrade.then(|| hyper::upgrade::on(&mut req));
+    if !upgrade {
+        strip_hop_by_hop(req.headers_mut());
+    }
+    let upstream = async {
+        let tcp = tokio::net::TcpStream::connect(target).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(conn.with_upgrades());
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "/".into());
+        *req.uri_mut() = path.parse().map_err(std::io::Error::other)?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(std::io::Error::other)
+    };
+    let mut reply = match upstream.await {
+        Ok(reply) => reply,
+        Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("backend {target}: {e}")),
+    };
+    match (
+        reply.status() == StatusCode::SWITCHING_PROTOCOLS,
+        client_side,
+    ) {
+        (true, Some(client_side)) => {
+            let backend_side = hyper::upgrade::on(&mut reply);
+            tokio::spawn(async move {
+                let (Ok(client), Ok(backend)) = (client_side.await, backend_side.await) else {
+                    return;
+                };
+                let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+            });
+        }
+        _ => strip_hop_by_hop(reply.headers_mut()),
+    }
+    reply.map(Body::new)
 }
 
 /// The key pair of a `kubernetes.io/tls` Secret.
@@ -325,6 +345,70 @@ pub async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads up to and including the blank line that ends a head.
+    async fn head(s: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        String::from_utf8(head).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_upgraded_connection_is_spliced_through() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A backend that agrees to the upgrade, then echoes.
+        let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = backend.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = backend.accept().await.unwrap();
+            let asked = head(&mut s).await.to_ascii_lowercase();
+            assert!(asked.contains("upgrade: websocket"), "{asked}");
+            s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 64];
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                s.write_all(&buf[..n]).await.unwrap();
+            }
+        });
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = front.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = front.accept().await.unwrap();
+            let service = hyper::service::service_fn(move |req| async move {
+                Ok::<_, std::convert::Infallible>(forward(req, target).await)
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                .await;
+        });
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET /chat HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            .await
+            .unwrap();
+        let answered = head(&mut client).await;
+        assert!(answered.starts_with("HTTP/1.1 101"), "{answered}");
+        for word in [&b"ping"[..], b"pong!"] {
+            client.write_all(word).await.unwrap();
+            let mut echoed = vec![0u8; word.len()];
+            let read = client.read_exact(&mut echoed);
+            tokio::time::timeout(std::time::Duration::from_secs(5), read)
+                .await
+                .expect("the backend's echo comes back through the proxy")
+                .unwrap();
+            assert_eq!(echoed, word);
+        }
+    }
 
     #[test]
     fn hop_by_hop_headers_stay_on_their_hop() {
