@@ -30,6 +30,7 @@ use skiff_runtime::cache::{follow, Cache, Informer};
 use tokio::net::TcpListener;
 
 use routes::Table;
+use skiff_core::endpoint_slices::SERVICE_NAME;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -49,6 +50,8 @@ struct State {
     next: AtomicUsize,
     /// TLS certificates by host, rebuilt when Secrets or Ingresses change.
     certs: Certs,
+    /// The routes, rebuilt when Ingresses or IngressClasses change.
+    table: RwLock<Arc<Table>>,
 }
 
 /// Removes the headers that concern one connection only (RFC 9110 §7.6.1):
@@ -89,7 +92,7 @@ fn text(code: StatusCode, message: &str) -> Response<Body> {
 }
 
 impl State {
-    fn table(&self) -> Table {
+    fn refresh_table(&self) {
         let classes: Vec<IngressClass> =
             self.classes.list().iter().map(|c| (**c).clone()).collect();
         let ours: Vec<Ingress> = self
@@ -99,7 +102,11 @@ impl State {
             .filter(|i| routes::ours(i, &classes))
             .map(|i| (**i).clone())
             .collect();
-        Table::build(&ours)
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Table::build(&ours));
+    }
+
+    fn table(&self) -> Arc<Table> {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Proxies one request to a ready endpoint of its backend.
@@ -118,8 +125,24 @@ impl State {
                 "no Ingress rule matches this host and path",
             );
         };
-        let services: Vec<Service> = self.services.list().iter().map(|s| (**s).clone()).collect();
-        let slices: Vec<EndpointSlice> = self.slices.list().iter().map(|s| (**s).clone()).collect();
+        // Only the backend's Service and its slices are read.
+        let key = format!("{}/{}", backend.namespace, backend.service);
+        let services: Vec<Service> = self
+            .services
+            .get(&key)
+            .map(|s| (*s).clone())
+            .into_iter()
+            .collect();
+        let slices: Vec<EndpointSlice> = self
+            .slices
+            .list_in(&backend.namespace)
+            .iter()
+            .filter(|s| {
+                let labels = s.metadata.labels.as_ref();
+                labels.and_then(|l| l.get(SERVICE_NAME)) == Some(&backend.service)
+            })
+            .map(|s| (**s).clone())
+            .collect();
         let targets = routes::endpoints(backend, &services, &slices);
         if targets.is_empty() {
             return text(
@@ -309,11 +332,12 @@ pub async fn start(
     let state = Arc::new(State {
         ingresses: ingresses.cache(),
         secrets: secrets.cache(),
-        classes: follow(&client, None),
+        classes: follow(&client, Some(refresh.clone())),
         services: follow(&client, None),
         slices: follow(&client, None),
         next: AtomicUsize::new(0),
         certs: Certs::default(),
+        table: RwLock::default(),
     });
     tokio::spawn(ingresses.run(Api::all(client.clone()), watcher::Config::default()));
     tokio::spawn(secrets.run(Api::all(client.clone()), watcher::Config::default()));
@@ -330,6 +354,7 @@ pub async fn start(
         let certs = async {
             loop {
                 s.refresh_certs();
+                s.refresh_table();
                 refresh.notified().await;
             }
         };
