@@ -114,11 +114,18 @@ pub async fn run(
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let api = api.clone();
                 let busy = tracked.begin();
-                let mut req = req.map(Body::new);
+                let unread = Unread::default();
+                let mut req = req.map(|b| Body::new(unread.reads(b)));
                 req.extensions_mut().insert(crate::audit::Peer(peer.ip()));
                 req.extensions_mut().insert(identity.clone());
                 async move {
                     let reply = api.handle(req).await;
+                    // A refusal may come before the body was read: what
+                    // is left is read and dropped, so that an HTTP/2
+                    // client gets the reply rather than a reset stream.
+                    if reply.status().is_client_error() || reply.status().is_server_error() {
+                        unread.drain().await;
+                    }
                     // In flight until its body is sent (a watch: for as
                     // long as it lasts).
                     Ok::<_, std::convert::Infallible>(reply.map(|b| Body::new(Busy::new(b, busy))))
@@ -154,6 +161,77 @@ pub async fn run(
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
+    }
+}
+
+/// The most of a refused request's body that is read and dropped.
+const DRAIN_BYTES: usize = 16 * 1024 * 1024;
+/// How long dropping it may take.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A request's body, shared between the handler that reads it and the
+/// connection that drains what the handler left.
+#[derive(Clone, Default)]
+struct Unread(Arc<std::sync::Mutex<Option<Incoming>>>);
+
+impl Unread {
+    /// The body the handler reads, through this.
+    fn reads(&self, body: Incoming) -> Reading {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(body);
+        Reading(self.clone())
+    }
+
+    /// Reads and drops the rest, within [`DRAIN_BYTES`] and [`DRAIN_TIME`].
+    async fn drain(&self) {
+        use hyper::body::Body as _;
+        let Some(mut body) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        if body.is_end_stream() {
+            return;
+        }
+        let mut left = DRAIN_BYTES;
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            while let Some(Ok(frame)) =
+                std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+            {
+                let n = frame.data_ref().map_or(0, |d| d.len());
+                match left.checked_sub(n) {
+                    Some(l) => left = l,
+                    None => return,
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// The handler's side of an [`Unread`] body.
+struct Reading(Unread);
+
+impl hyper::body::Body for Reading {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let mut body = (self.0).0.lock().unwrap_or_else(|e| e.into_inner());
+        match body.as_mut() {
+            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let body = (self.0).0.lock().unwrap_or_else(|e| e.into_inner());
+        body.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let body = (self.0).0.lock().unwrap_or_else(|e| e.into_inner());
+        body.as_ref().map(|b| b.size_hint()).unwrap_or_default()
     }
 }
 

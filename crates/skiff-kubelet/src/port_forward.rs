@@ -5,8 +5,9 @@
 //! failure on the error stream. WebSocket (`v4.channel.k8s.io`, the
 //! client libraries'): one connection per port of the `ports` query,
 //! channel `2i` its data and `2i+1` its errors, each opened by the port
-//! number (two bytes, little-endian). (kubectl's SPDY-over-WebSocket
-//! tunnel is refused; it falls back to SPDY.)
+//! number (two bytes, little-endian). And the tunnel kubectl 1.31+
+//! prefers: the SPDY session carried in the binary messages of a
+//! WebSocket (`SPDY/3.1+portforward.k8s.io`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,6 +28,8 @@ use crate::server::{failure, Streams};
 use crate::spdy::{self, SessionSender, Stream};
 
 const PROTOCOL: &str = "portforward.k8s.io";
+/// The WebSocket subprotocol of kubectl's SPDY tunnel.
+const TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 
 pub async fn serve(
     State(streams): State<Arc<Streams>>,
@@ -168,9 +171,17 @@ fn ports(query: &str) -> Result<Vec<u16>, String> {
 }
 
 async fn websocket(streams: Arc<Streams>, ns: String, pod: String, request: Request) -> Response {
-    let ports = match ports(request.uri().query().unwrap_or_default()) {
-        Ok(p) => p,
-        Err(why) => return failure(StatusCode::BAD_REQUEST, "BadRequest", why),
+    let tunnelled = request
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == TUNNEL);
+    let ports = match (tunnelled, ports(request.uri().query().unwrap_or_default())) {
+        (true, _) => Vec::new(),
+        (false, Ok(p)) => p,
+        (false, Err(why)) => return failure(StatusCode::BAD_REQUEST, "BadRequest", why),
     };
     let ip = match streams.pod_ip(&ns, &pod).await {
         Ok(ip) => ip,
@@ -188,9 +199,46 @@ async fn websocket(streams: Arc<Streams>, ns: String, pod: String, request: Requ
         }
     };
     let pod = format!("{ns}/{pod}");
+    if tunnelled {
+        return upgrade
+            .protocols([TUNNEL])
+            .on_upgrade(move |socket| tunnel(socket, ip, pod));
+    }
     upgrade
         .protocols(["v4.channel.k8s.io"])
         .on_upgrade(move |socket| forward_channels(socket, ip, ports, pod))
+}
+
+/// kubectl's tunnel: the SPDY session's bytes travel in the WebSocket's
+/// binary messages, and are served as a plain SPDY connection is.
+async fn tunnel(socket: WebSocket, ip: IpAddr, pod: String) {
+    let (session, pipe) = tokio::io::duplex(64 * 1024);
+    let (mut from_session, mut to_session) = tokio::io::split(pipe);
+    let (mut sink, mut source) = socket.split();
+    let inbound = async move {
+        while let Some(Ok(message)) = source.next().await {
+            match message {
+                Message::Binary(data) if to_session.write_all(&data).await.is_err() => break,
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        let _ = to_session.shutdown().await;
+    };
+    let outbound = async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        while let Ok(n @ 1..) = from_session.read(&mut buf).await {
+            if sink
+                .send(Message::Binary(buf[..n].to_vec().into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+    };
+    tokio::join!(forward(session, ip, pod), inbound, outbound);
 }
 
 /// One connection per port, over channels of one WebSocket.

@@ -516,8 +516,9 @@ fn service_account_credentials(c: &Cluster) {
     );
 }
 
-/// `kubectl port-forward` reaches an httpd in a pod; `kubectl cp` copies
-/// a file in and out (tar over exec).
+/// `kubectl port-forward` reaches an httpd in a pod, through kubectl's
+/// SPDY-over-WebSocket tunnel (no fallback) and through plain SPDY;
+/// `kubectl cp` copies a file in and out (tar over exec).
 fn port_forward_and_copy(c: &Cluster) {
     create(
         c,
@@ -532,25 +533,34 @@ fn port_forward_and_copy(c: &Cluster) {
     wait_for("httpd to run", LIMIT, || {
         (pod(c, "httpd")["status"]["phase"] == "Running").then_some(())
     });
-    let port = support::free_port();
-    let mut forward = c
-        .kubectl_cmd(&["port-forward", "pod/httpd", &format!("{port}:8080")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let page = wait_for("a page through port-forward", LIMIT, || {
-        use std::io::{Read, Write};
-        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
-        let mut reply = String::new();
-        conn.read_to_string(&mut reply).ok()?;
-        reply.contains("200 OK").then_some(reply)
-    });
-    let _ = forward.kill();
-    let _ = forward.wait();
-    assert!(page.ends_with("served\n"), "{page}");
+    for websockets in ["true", "false"] {
+        let port = support::free_port();
+        let log = c.dir.path().join(format!("port-forward-{websockets}.log"));
+        let mut forward = c
+            .kubectl_cmd(&["port-forward", "-v=4", "pod/httpd", &format!("{port}:8080")])
+            .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let page = wait_for("a page through port-forward", LIMIT, || {
+            use std::io::{Read, Write};
+            let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
+            let mut reply = String::new();
+            conn.read_to_string(&mut reply).ok()?;
+            reply.contains("200 OK").then_some(reply)
+        });
+        let _ = forward.kill();
+        let _ = forward.wait();
+        assert!(page.ends_with("served\n"), "{page}");
+        let said = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            !said.contains("fallback to secondary dialer"),
+            "the tunnel was refused: {said}"
+        );
+    }
 
     let local = c.dir.path().join("to-copy");
     std::fs::write(&local, "copied\n").unwrap();

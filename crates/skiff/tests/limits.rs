@@ -110,6 +110,48 @@ fn a_request_whose_headers_never_end_is_closed() {
     });
 }
 
+/// A refusal that comes before the request's body was read (a body past
+/// the 3 MiB limit: 413; a POST to an API group that does not exist: 404)
+/// reaches an HTTP/2 client (curl, which reports a reset stream as an
+/// error) as a Status.
+#[test]
+fn early_refusals_reach_http2_clients_whole() {
+    let c = Cluster::start();
+    let ca = c.dir.path().join("ca.pem");
+    std::fs::write(&ca, c.ca_pem()).unwrap();
+    let body = c.dir.path().join("huge.json");
+    std::fs::write(&body, "x".repeat(4 << 20)).unwrap();
+    let post = |path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--http2", "--max-time", "30", "--cacert"])
+            .arg(&ca)
+            .args(["-H", &format!("Authorization: Bearer {}", c.admin_token())])
+            .args(["-H", "Content-Type: application/json", "--data-binary"])
+            .arg(format!("@{}", body.display()))
+            .args(["-w", "\n%{http_version}"])
+            .arg(format!("{}{path}", c.url()))
+            .output()
+            .expect("curl (scripts/setup.sh --test installs it)");
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (status, version) = said.rsplit_once('\n').unwrap();
+        assert_eq!(version, "2", "spoken over HTTP/2");
+        serde_json::from_str::<serde_json::Value>(status).unwrap()
+    };
+    let status = post("/api/v1/namespaces/default/configmaps");
+    assert_eq!(
+        (status["code"].as_u64(), status["reason"].as_str()),
+        (Some(413), Some("RequestEntityTooLarge")),
+        "{status}"
+    );
+    let status = post("/apis/nope.example.com/v1/namespaces/default/things");
+    assert_eq!(status["code"], 404, "{status}");
+}
+
 /// A kept-alive connection with no request in flight, and one that never
 /// sends a request after its handshake, are closed after
 /// `--idle-connection-timeout`; one whose request is still being answered
