@@ -168,6 +168,89 @@ fn built_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// YAML's "billion laughs": nine levels of nine aliases each.
+    fn laughs() -> String {
+        let mut doc = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for level in 1..10 {
+            let prev = format!("*a{}", level - 1);
+            let items = vec![prev.as_str(); 9].join(", ");
+            doc.push_str(&format!("a{level}: &a{level} [{items}]\n"));
+        }
+        doc
+    }
+
+    /// Random and mangled bodies in every encoding a client may send get an
+    /// error (a 4xx Status), never a panic or a hang; what decodes is then
+    /// checked against a kind's schema and merged as a strategic patch,
+    /// with the same outcome. `SKIFF_FUZZ_ITERATIONS` runs longer.
+    #[test]
+    fn hostile_bodies_get_errors_not_panics() {
+        use rand::{Rng, RngCore, SeedableRng};
+        let iterations: usize = std::env::var("SKIFF_FUZZ_ITERATIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3_000);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
+        let pod = br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","labels":{"a":"b"}},"spec":{"containers":[{"name":"c","image":"i","ports":[{"containerPort":80}],"env":[{"name":"X","value":"1"}]}]}}"#;
+        let yaml = b"apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    image: i\n    args: [a, b]\n";
+        let seeds: [(&str, Vec<u8>); 3] = [
+            ("application/json", pod.to_vec()),
+            ("application/yaml", yaml.to_vec()),
+            (
+                "application/vnd.kubernetes.protobuf",
+                b"k8s\0\x0a\x0c\x0a\x02v1\x12\x03Pod\x12\x04\x0a\x02\x0a\x00".to_vec(),
+            ),
+        ];
+        let pods = skiff_core::registry::lookup("", "v1", "pods").unwrap();
+        let shape = skiff_core::schema::Root::of(pods);
+        let current: Value = serde_json::from_slice(pod).unwrap();
+        let deep = |open: &str, n: usize| open.repeat(n).into_bytes();
+        let mut bodies: Vec<(&str, Vec<u8>)> = vec![
+            ("application/json", deep("[", 100_000)),
+            ("application/json", deep(r#"{"a":"#, 100_000)),
+            ("application/yaml", deep("- ", 100_000)),
+            ("application/yaml", deep("[", 100_000)),
+            ("application/yaml", b"a: &a [*a, *a, *a]".to_vec()),
+            ("application/yaml", laughs().into_bytes()),
+        ];
+        for i in 0..iterations {
+            let (kind, seed) = &seeds[i % seeds.len()];
+            let mut body = seed.clone();
+            for _ in 0..rng.random_range(1..6) {
+                let at = rng.random_range(0..=body.len());
+                match rng.random_range(0..4) {
+                    0 => body.truncate(at),
+                    1 if at < body.len() => body[at] = rng.random(),
+                    2 => {
+                        let mut extra = vec![0u8; rng.random_range(1..16)];
+                        rng.fill_bytes(&mut extra);
+                        body.splice(at..at, extra);
+                    }
+                    _ => {
+                        let copy = body[at..].to_vec();
+                        body.extend_from_slice(&copy);
+                    }
+                }
+            }
+            bodies.push((kind, body));
+        }
+        for (kind, body) in &bodies {
+            let obj = match parse(body, kind) {
+                Ok(obj) => obj,
+                Err(e) => {
+                    assert!((400..500).contains(&e.code), "{kind}: {e:?}");
+                    continue;
+                }
+            };
+            if let Err(e) = typed(pods, obj.clone(), Some("Strict")) {
+                assert!((400..500).contains(&e.code), "{e:?}");
+            }
+            if let Err(e) = skiff_core::strategic::patch(&current, &obj, shape.shape()) {
+                assert!((400..500).contains(&e.code), "{e:?}");
+            }
+        }
+    }
     use serde_json::json;
 
     #[test]
