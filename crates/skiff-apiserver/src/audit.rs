@@ -353,12 +353,7 @@ impl Log {
 mod tests {
     use super::*;
 
-    fn user(name: &str, groups: &[&str]) -> User {
-        User {
-            name: name.into(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-        }
-    }
+    use crate::admission::testing::user;
 
     fn res(group: &str, resource: &str, ns: Option<&str>) -> Target {
         Target::Resource {

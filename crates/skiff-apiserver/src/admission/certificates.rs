@@ -252,12 +252,7 @@ mod tests {
     use super::*;
     use crate::authz::rbac::Index;
 
-    fn user(name: &str, groups: &[&str]) -> User {
-        User {
-            name: name.into(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-        }
-    }
+    use crate::admission::testing::user;
 
     fn request() -> Value {
         use base64::Engine;

@@ -41,7 +41,12 @@ fn widgets() -> Value {
 }
 
 fn served_widgets() -> Served {
-    let d = Definition::parse(&widgets());
+    served(&widgets())
+}
+
+/// The first version of definition `d`, served.
+fn served(d: &Value) -> Served {
+    let d = Definition::parse(d);
     let v = d.versions[0].clone();
     Served {
         group: d.group.clone(),
@@ -161,14 +166,7 @@ fn transition_rules_see_the_stored_value_on_update_only() {
     d["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
         ["name"]["x-kubernetes-validations"] =
         json!([{"rule": "self == oldSelf", "message": "name is immutable"}]);
-    let def = Definition::parse(&d);
-    let v = def.versions[0].clone();
-    let s = Served {
-        group: def.group,
-        storage_version: "v1".into(),
-        rules: cel::Rules::of(&v.schema),
-        version: v,
-    };
+    let s = served(&d);
     let new = json!({"spec": {"name": "abc", "replicas": 1, "maxReplicas": 5}});
     assert!(s.validate(&new, None).is_empty());
     let old = json!({"spec": {"name": "xyz", "replicas": 1, "maxReplicas": 5}});
@@ -238,14 +236,7 @@ fn rules_have_kubernetes_libraries_and_message_expressions() {
         {"rule": "self.name.find('[0-9]+') == '' || self.name.findAll('[0-9]').size() < 3",
             "messageExpression": "1 + 1"},
     ]);
-    let def = Definition::parse(&d);
-    let v = def.versions[0].clone();
-    let s = Served {
-        group: def.group,
-        storage_version: "v1".into(),
-        rules: cel::Rules::of(&v.schema),
-        version: v,
-    };
+    let s = served(&d);
     let spec = |name: &str, sizes: Value| json!({"spec": {"name": name, "replicas": 1, "maxReplicas": 5, "sizes": sizes}});
     assert_eq!(
         messages(&s.validate(&spec("abc-d", json!([1, 2, 3])), None)),
