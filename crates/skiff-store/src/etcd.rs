@@ -34,6 +34,17 @@ impl Etcd {
         self.client.clone()
     }
 
+    /// Gives the space compaction freed back to the file system (etcd's
+    /// defragmentation, as `etcdctl defrag` does it, on the member this
+    /// client reaches); the database's size before and after, in bytes.
+    pub async fn defragment(&self) -> Result<(i64, i64)> {
+        let mut client = self.client();
+        let before = client.status().await?.db_size();
+        client.defragment().await?;
+        let after = client.status().await?.db_size();
+        Ok((before, after))
+    }
+
     /// The latest value of `key` from a transaction's `or_else` read.
     fn current(resp: &etcd_client::TxnResponse) -> Option<KeyValue> {
         resp.op_responses().into_iter().find_map(|op| match op {

@@ -26,7 +26,8 @@ async fn embedded() -> Backend {
     }
 }
 
-async fn etcd() -> Backend {
+/// A new etcd, and a client of it once it answers.
+async fn etcd_parts() -> (Etcd, skiff_testkit::etcd::Etcd, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let process = skiff_testkit::etcd::Etcd::start(dir.path()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -39,11 +40,40 @@ async fn etcd() -> Backend {
         assert!(Instant::now() < deadline, "etcd did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    (store, process, dir)
+}
+
+async fn etcd() -> Backend {
+    let (store, process, dir) = etcd_parts().await;
     Backend {
         store: Arc::new(store),
         _dir: dir,
         _etcd: Some(process),
     }
+}
+
+/// What compaction frees in etcd's file, defragmentation gives back; the
+/// data stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_defragment_gives_back_what_compaction_freed() {
+    let (store, _process, _dir) = etcd_parts().await;
+    let value = Bytes::from(vec![b'x'; 64 * 1024]);
+    for i in 0..200 {
+        store
+            .create(&format!("/d/{i}"), value.clone())
+            .await
+            .unwrap();
+    }
+    for i in 1..200 {
+        store.delete(&format!("/d/{i}"), None).await.unwrap();
+    }
+    store
+        .compact(store.current_revision().await.unwrap())
+        .await
+        .unwrap();
+    let (before, after) = store.defragment().await.unwrap();
+    assert!(after < before / 2, "{before} bytes became {after}");
+    assert_eq!(store.get("/d/0").await.unwrap().unwrap().value, value);
 }
 
 async fn cached(backend: Backend) -> Backend {

@@ -38,6 +38,13 @@ enum Command {
     ControllerManager(ControllerManagerArgs),
     /// Runs the scheduler alone, against any API server.
     Scheduler(SchedulerArgs),
+    /// Defragments an etcd datastore: gives the file system back the space
+    /// compaction freed (as `etcdctl defrag`; run it on each member).
+    Defragment {
+        /// The etcd member, e.g. `http://127.0.0.1:2379`.
+        #[arg(long)]
+        datastore_endpoint: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -567,6 +574,17 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Agent(args) => agent(*args).await,
             Command::Image { what } => image::run(what).await,
+            Command::Defragment { datastore_endpoint } => {
+                let etcd = skiff_store::Etcd::connect(&datastore_endpoint).await?;
+                let (before, after) = etcd.defragment().await?;
+                let mib = |b: i64| b as f64 / (1024.0 * 1024.0);
+                println!(
+                    "{datastore_endpoint}: {:.1} MiB → {:.1} MiB",
+                    mib(before),
+                    mib(after)
+                );
+                Ok(())
+            }
             Command::Scheduler(args) => {
                 let client = local_client(&args.kubeconfig).await?;
                 let config = skiff_scheduler::Config {
