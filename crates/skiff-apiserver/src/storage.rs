@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use skiff_core::registry::ResourceType;
 use skiff_core::{meta, ApiError};
-use skiff_store::{guaranteed_update, KeyValue, ListOptions, Revision, Store};
+use skiff_store::{KeyValue, ListOptions, Revision, Store};
 
 use crate::response::store_error;
 
@@ -290,35 +290,11 @@ impl Objects {
     where
         F: FnMut(Value) -> Result<Change, ApiError>,
     {
-        let key = r.key(ns, name);
-        // The object the last attempt wrote, so that it need not be
-        // decoded again from its bytes.
-        let mut written = None;
-        let (bytes, rev) =
-            guaranteed_update::<UpdateError, _>(self.store.as_ref(), &key, |current| {
-                let current =
-                    current.ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
-                written = None;
-                let shown = converted(r, &current.value);
-                let current =
-                    decode_at(shown.as_deref().unwrap_or(&current.value), current.mod_rev)?;
-                match change(current)? {
-                    Change::Write(next) => {
-                        let bytes = for_storage(r, &next)?;
-                        written = Some(next);
-                        Ok(Some(bytes))
-                    }
-                    Change::Keep => Ok(None),
-                }
-            })
-            .await
-            .map_err(|UpdateError(e)| e)?;
-        match written {
-            Some(mut obj) => {
-                meta::set(&mut obj, "resourceVersion", rev.to_string());
-                Ok(obj)
+        loop {
+            let (current, read) = self.read(r, ns, name).await?;
+            if let Some(done) = self.write(r, &read, change(current)?).await? {
+                return Ok(done);
             }
-            None => decode_at(&in_version(r, bytes), rev),
         }
     }
 
@@ -431,21 +407,6 @@ impl Objects {
             })
             .collect();
         Ok((items, page.revision, page.more))
-    }
-}
-
-/// A read-modify-write failure: the caller's own refusal, or the store's.
-struct UpdateError(ApiError);
-
-impl From<ApiError> for UpdateError {
-    fn from(e: ApiError) -> Self {
-        Self(e)
-    }
-}
-
-impl From<skiff_store::Error> for UpdateError {
-    fn from(e: skiff_store::Error) -> Self {
-        Self(ApiError::internal(e.to_string()))
     }
 }
 

@@ -12,13 +12,11 @@ mod cache;
 mod embedded;
 mod error;
 mod etcd;
-mod update;
 
 pub use cache::{Figures, WatchCache};
 pub use embedded::Embedded;
 pub use error::{Error, Result};
 pub use etcd::Etcd;
-pub use update::guaranteed_update;
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -185,8 +185,12 @@ impl Rules {
         let Some(rules) = s["x-kubernetes-validations"].as_array() else {
             return;
         };
-        let value = to_cel(v);
-        let old_value = old.map(to_cel);
+        let mut context = context();
+        context.add_variable_from_value("self", to_cel(v));
+        let transitions = old.is_some();
+        if let Some(o) = old {
+            context.add_variable_from_value("oldSelf", to_cel(o));
+        }
         for rule in rules {
             let text = rule["rule"].as_str().unwrap_or_default();
             let Some(Rule {
@@ -197,13 +201,8 @@ impl Rules {
             else {
                 continue;
             };
-            if *transition && old_value.is_none() {
+            if *transition && !transitions {
                 continue;
-            }
-            let mut context = context();
-            context.add_variable_from_value("self", value.clone());
-            if let Some(o) = &old_value {
-                context.add_variable_from_value("oldSelf", o.clone());
             }
             let field = match rule["fieldPath"].as_str() {
                 Some(p) if !p.is_empty() => format!("{at}{p}"),
