@@ -19,6 +19,7 @@ use crate::local_path::LocalPath;
 use crate::node;
 use crate::pause_image;
 use crate::pods::Worker;
+use crate::runtime::ContainerRuntime;
 use crate::server::{self, Streams};
 use skiff_core::volumes::LOCAL_PATH_ROOT;
 
@@ -58,9 +59,6 @@ pub struct Dns {
 /// How often readiness is checked while the node is not Ready.
 const READINESS_POLL: Duration = Duration::from_millis(100);
 
-/// runc's state directory of a containerd the agent did not start.
-const DEFAULT_RUNC_ROOT: &str = "/run/containerd/runc/k8s.io";
-
 /// Runs the node until the task is dropped.
 pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
     let layout = Layout::new(&config.data_dir);
@@ -79,7 +77,13 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         },
     };
     let cri = match &socket {
-        Ok(s) => Cri::connect(s).await.map_err(|e| e.to_string()),
+        Ok(s) => match Cri::connect(s).await {
+            Ok(cri) if config.runtime_endpoint.is_none() => Ok(Cri {
+                runc_root: layout.runc_root(),
+                ..cri
+            }),
+            connected => connected.map_err(|e| e.to_string()),
+        },
         Err(e) => Err(e.clone()),
     };
     if let (Ok(cri), Ok(socket)) = (&cri, &socket) {
@@ -103,17 +107,20 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
     let status = node::status(&config.node_name, &config.node_ip, &capacity, &readiness);
     let mut endpoint = None;
     let usage = Arc::new(crate::usage::Usage::default());
-    if let Ok(cri) = &cri {
+    let metrics = crate::metrics::AgentMetrics::new(&config.metrics);
+    let runtime = cri.as_ref().ok().map(|cri| {
+        Arc::new(crate::runtime::instrumented::Instrumented {
+            inner: Arc::new(cri.clone()),
+            metrics: metrics.clone(),
+        }) as Arc<dyn ContainerRuntime>
+    });
+    if let Some(runtime) = &runtime {
         let streams = Arc::new(Streams {
             client: client.clone(),
             usage: usage.clone(),
             metrics: config.metrics.clone(),
             node_name: config.node_name.clone(),
-            cri: cri.clone(),
-            runc_root: match &config.runtime_endpoint {
-                Some(_) => PathBuf::from(DEFAULT_RUNC_ROOT),
-                None => layout.runc_root(),
-            },
+            runtime: runtime.clone(),
         });
         let addr = SocketAddr::new(
             config
@@ -203,7 +210,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
             }
         })
     };
-    let Ok(cri) = cri else {
+    let Some(runtime) = runtime else {
         // No runtime: keep heartbeating NotReady.
         let _ = heartbeat.await;
         return Ok(());
@@ -225,15 +232,10 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         let (client, local_path) = (client.clone(), local_path.clone());
         tokio::spawn(async move { local_path.run(client).await })
     };
-    let metrics = crate::metrics::AgentMetrics::new(&config.metrics);
-    let runtime = crate::runtime::instrumented::Instrumented {
-        inner: Arc::new(cri),
-        metrics: metrics.clone(),
-    };
     let worker = Arc::new(
         Worker::new(
             client,
-            Arc::new(runtime),
+            runtime,
             config.node_name.clone(),
             config.node_ip.clone(),
             config.data_dir.join("pods"),

@@ -21,11 +21,17 @@ pub enum Error {
     Call(#[from] tonic::Status),
 }
 
+/// Where containerd's runc keeps the state of the `k8s.io` namespace's
+/// containers, unless the runtime was started with a root of its own.
+pub const DEFAULT_RUNC_ROOT: &str = "/run/containerd/runc/k8s.io";
+
 /// Both CRI services over one connection.
 #[derive(Clone)]
 pub struct Cri {
     pub runtime: RuntimeServiceClient<Channel>,
     pub images: ImageServiceClient<Channel>,
+    /// runc's state directory for the runtime's containers (for exec).
+    pub runc_root: PathBuf,
 }
 
 impl Cri {
@@ -47,6 +53,7 @@ impl Cri {
         Ok(Self {
             runtime: RuntimeServiceClient::new(channel.clone()),
             images: ImageServiceClient::new(channel),
+            runc_root: PathBuf::from(DEFAULT_RUNC_ROOT),
         })
     }
 

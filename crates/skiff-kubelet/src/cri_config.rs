@@ -11,6 +11,8 @@ use crate::security;
 
 pub const UID_LABEL: &str = "io.kubernetes.pod.uid";
 pub const NAME_LABEL: &str = "io.kubernetes.container.name";
+pub const POD_LABEL: &str = "io.kubernetes.pod.name";
+pub const NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 
 /// Where the runtime writes the pod's container logs, under `log_dir`.
 pub fn sandbox_log_dir(log_dir: &Path, pod: &Pod) -> PathBuf {
@@ -52,8 +54,8 @@ pub fn sandbox(
         log_directory: log_directory.display().to_string(),
         labels: [
             (UID_LABEL.to_owned(), uid),
-            ("io.kubernetes.pod.name".to_owned(), name),
-            ("io.kubernetes.pod.namespace".to_owned(), ns.clone()),
+            (POD_LABEL.to_owned(), name),
+            (NAMESPACE_LABEL.to_owned(), ns.clone()),
         ]
         .into(),
         linux: Some(cri::LinuxPodSandboxConfig {
@@ -140,8 +142,8 @@ pub fn container(
         labels: [
             (NAME_LABEL.to_owned(), name.clone()),
             (UID_LABEL.to_owned(), part(&m.uid)),
-            ("io.kubernetes.pod.name".to_owned(), part(&m.name)),
-            ("io.kubernetes.pod.namespace".to_owned(), part(&m.namespace)),
+            (POD_LABEL.to_owned(), part(&m.name)),
+            (NAMESPACE_LABEL.to_owned(), part(&m.namespace)),
         ]
         .into(),
         log_path: format!("{name}/{attempt}.log"),

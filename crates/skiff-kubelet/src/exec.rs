@@ -1,10 +1,9 @@
 //! `kubectl exec` over a session (`session`: WebSocket or SPDY). Without a
-//! terminal the process runs through `runc exec`, which starts it inside
-//! the container with the container's environment, user and cgroup, as
-//! containerd's shim does; with one (`-t`), the runtime runs it on a
-//! terminal of its own (see `runtime_stream`).
+//! terminal the runtime starts the command with its streams piped
+//! ([`ContainerRuntime::spawn`](crate::runtime::ContainerRuntime::spawn));
+//! with one (`-t`), the runtime runs it on a terminal of its own (see
+//! `runtime_stream`).
 
-use std::process::Stdio;
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
@@ -13,9 +12,9 @@ use bytes::Bytes;
 use hyper::StatusCode;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+use crate::runtime::Process;
 use crate::runtime_stream;
 use crate::server::{failure, Streams};
 use crate::session::{Channels, Inbound, Session, Upgrade, STATUS, STDERR, STDIN, STDOUT};
@@ -84,37 +83,26 @@ pub async fn serve(
         .await;
     }
     let channels = asked.channels;
-    let child = Command::new("runc")
-        .arg("--root")
-        .arg(&streams.runc_root)
-        .arg("exec")
-        .arg(&id)
-        .args(&asked.command)
-        .stdin(if channels.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
-    let child = match child {
-        Ok(c) => c,
+    let process = match streams
+        .runtime
+        .spawn(&id, &asked.command, channels.stdin)
+        .await
+    {
+        Ok(p) => p,
         Err(e) => {
             return failure(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalError",
-                format!("starting runc exec: {e}"),
+                e.message(),
             )
         }
     };
-    upgrade.accept(channels, move |session| relay(session, child, channels))
+    upgrade.accept(channels, move |session| relay(session, process, channels))
 }
 
 /// Copies the process's output out and the caller's input in, then sends
 /// the exit status and ends the session.
-async fn relay(session: Session, mut child: Child, channels: Channels) {
+async fn relay(session: Session, process: Process, channels: Channels) {
     let Session {
         mut inbound,
         outbound,
@@ -140,14 +128,15 @@ async fn relay(session: Session, mut child: Child, channels: Channels) {
             }
         });
     }
-    if let Some(out) = child.stdout.take() {
-        pump(out, STDOUT, channels.stdout, tx.clone());
-    }
-    if let Some(err) = child.stderr.take() {
-        pump(err, STDERR, channels.stderr, tx.clone());
-    }
+    let Process {
+        mut stdin,
+        stdout,
+        stderr,
+        exit,
+    } = process;
+    pump(stdout, STDOUT, channels.stdout, tx.clone());
+    pump(stderr, STDERR, channels.stderr, tx.clone());
     drop(tx);
-    let mut stdin = child.stdin.take();
     let input = tokio::spawn(async move {
         while let Some(frame) = inbound.recv().await {
             match frame {
@@ -165,13 +154,13 @@ async fn relay(session: Session, mut child: Child, channels: Channels) {
     });
     while let Some(frame) = rx.recv().await {
         if outbound.send(frame).await.is_err() {
-            // The caller is gone: so is the process.
-            let _ = child.kill().await;
+            // The caller is gone: so is the process (dropping `exit`
+            // kills it).
             input.abort();
             return;
         }
     }
-    let code = child.wait().await.ok().and_then(|s| s.code());
+    let code = exit.await;
     let status = Bytes::from(exit_status(code).to_string());
     let _ = outbound.send((STATUS, status)).await;
     input.abort();

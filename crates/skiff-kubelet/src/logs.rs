@@ -138,18 +138,10 @@ pub async fn serve(
     } else {
         attempts[attempts.len() - 1].clone()
     };
-    let runtime = streams.cri.runtime.clone();
+    let runtime = streams.runtime.clone();
     let status = move |id: String| {
-        let mut rt = runtime.clone();
-        async move {
-            rt.container_status(cri::ContainerStatusRequest {
-                container_id: id,
-                verbose: false,
-            })
-            .await
-            .ok()
-            .and_then(|s| s.into_inner().status)
-        }
+        let runtime = runtime.clone();
+        async move { runtime.container_status(&id).await.ok() }
     };
     let Some(first) = status(chosen.id.clone()).await else {
         return failure(

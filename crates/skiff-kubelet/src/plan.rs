@@ -39,6 +39,37 @@ pub struct Plan {
     pub due: Option<Timestamp>,
 }
 
+/// What a pod's sandbox calls for, as upstream's podSandboxChanged.
+#[derive(Debug, PartialEq)]
+pub enum SandboxStep {
+    /// The newest sandbox is ready: the pod runs in it.
+    Keep,
+    /// No sandbox is ready: the next one is made with this attempt number,
+    /// once what still runs in the dead one has stopped.
+    Create(u32),
+    /// The sandbox died after the pod's containers ran, and the pod never
+    /// restarts them: nothing runs again, their last states are final.
+    Over,
+}
+
+/// Decides about the pod's newest sandbox, given what ran in it.
+pub fn sandbox_step(
+    spec: &PodSpec,
+    newest: Option<&cri::PodSandbox>,
+    seen: &Observed,
+) -> SandboxStep {
+    let Some(sandbox) = newest else {
+        return SandboxStep::Create(0);
+    };
+    if sandbox.state == cri::PodSandboxState::SandboxReady as i32 {
+        return SandboxStep::Keep;
+    }
+    if spec.restart_policy.as_deref() == Some("Never") && !seen.latest.is_empty() {
+        return SandboxStep::Over;
+    }
+    SandboxStep::Create(sandbox.metadata.as_ref().map_or(0, |m| m.attempt) + 1)
+}
+
 pub fn attempt_of(status: &cri::ContainerStatus) -> u32 {
     status.metadata.as_ref().map_or(0, |m| m.attempt)
 }
@@ -183,6 +214,68 @@ mod tests {
     }
 
     use cri::ContainerState::{ContainerExited as Exited, ContainerRunning as Running};
+
+    #[test]
+    fn a_dead_sandbox_is_replaced_unless_the_pod_never_restarts() {
+        let sandbox = |state: cri::PodSandboxState, attempt: u32| cri::PodSandbox {
+            state: state as i32,
+            metadata: Some(cri::PodSandboxMetadata {
+                attempt,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        use cri::PodSandboxState::{SandboxNotready as Dead, SandboxReady as Ready};
+        let ran = seen(&[("app", status(Exited, 0, 0))]);
+        let cases = [
+            (
+                "a new pod gets its first",
+                "Always",
+                None,
+                seen(&[]),
+                SandboxStep::Create(0),
+            ),
+            (
+                "a ready one stays",
+                "Never",
+                Some(sandbox(Ready, 2)),
+                ran.clone(),
+                SandboxStep::Keep,
+            ),
+            (
+                "a dead one is replaced by the next attempt",
+                "Always",
+                Some(sandbox(Dead, 2)),
+                ran.clone(),
+                SandboxStep::Create(3),
+            ),
+            (
+                "OnFailure replaces it too",
+                "OnFailure",
+                Some(sandbox(Dead, 0)),
+                ran.clone(),
+                SandboxStep::Create(1),
+            ),
+            (
+                "a Never pod whose containers ran is over",
+                "Never",
+                Some(sandbox(Dead, 0)),
+                ran,
+                SandboxStep::Over,
+            ),
+            (
+                "a Never pod that ran nothing yet gets another",
+                "Never",
+                Some(sandbox(Dead, 0)),
+                seen(&[]),
+                SandboxStep::Create(1),
+            ),
+        ];
+        for (name, restart, newest, seen, step) in cases {
+            let spec = spec(&[], &["app"], restart);
+            assert_eq!(sandbox_step(&spec, newest.as_ref(), &seen), step, "{name}");
+        }
+    }
 
     #[test]
     fn back_off_doubles_from_ten_seconds_to_five_minutes() {

@@ -24,7 +24,7 @@ use crate::cri::Error;
 use crate::cri_config::{self, ContainerInputs, NAME_LABEL, UID_LABEL};
 use crate::events::{container_path, Recorder, Type};
 use crate::local_path::LocalPath;
-use crate::plan::{self, running, Init, Observed};
+use crate::plan::{self, running, Init, Observed, SandboxStep};
 use crate::pod_inputs;
 use crate::pod_status::{pod_status, Facts, Waiting};
 use crate::probes::Prober;
@@ -511,7 +511,21 @@ impl Worker {
                 return Ok(RETRY);
             }
         };
-        let (sandbox, config) = self.ensure_sandbox(pod, &uid, security).await?;
+        let Some((sandbox, config, mut seen)) = self.ensure_sandbox(pod, &uid, security).await?
+        else {
+            // Its sandbox died and the pod never restarts: it is over.
+            let seen = self.observe(&spec, &uid).await?;
+            self.report(
+                pod,
+                state,
+                &seen,
+                &HashMap::new(),
+                &HashMap::new(),
+                Init::Done,
+            )
+            .await;
+            return Ok(self.resync(&spec));
+        };
         // Volumes are refreshed on every sync, so mounted ConfigMaps and
         // Secrets follow their objects.
         let volumes = match self.simulated {
@@ -538,7 +552,6 @@ impl Worker {
                 }
             }
         }
-        let mut seen = self.observe(&sandbox).await?;
         let plan = plan::plan(&spec, &seen, Timestamp::now());
         let mut waiting: HashMap<String, Waiting> = HashMap::new();
         for name in &plan.back_off {
@@ -582,7 +595,7 @@ impl Worker {
             }
         }
         if !plan.start.is_empty() {
-            seen = self.observe(&sandbox).await?;
+            seen = self.observe(&spec, &uid).await?;
         }
         let ready = match self.simulated {
             true => HashMap::new(),
@@ -677,35 +690,59 @@ impl Worker {
         Ok(())
     }
 
-    /// The pod's ready sandbox, made if there is none; a sandbox that
-    /// died is removed and replaced by the next attempt.
+    /// The pod's ready sandbox, made if there is none ([`plan::sandbox_step`]).
+    /// When one died, what still runs in it is stopped and the next attempt
+    /// replaces it; the dead one stays until every app container has run
+    /// in the new one, so that their last states carry over. Returns the
+    /// sandbox with what the pod looks like ([`Self::observe`]); `None` when
+    /// the pod is over.
     async fn ensure_sandbox(
         &self,
         pod: &Pod,
         uid: &str,
         security: cri::LinuxSandboxSecurityContext,
-    ) -> Result<(String, cri::PodSandboxConfig), Error> {
-        let sandboxes = self.runtime.sandboxes(&[(UID_LABEL, uid)]).await?;
-        let attempt = |s: &cri::PodSandbox| s.metadata.as_ref().map_or(0, |m| m.attempt);
-        let ready = sandboxes
-            .iter()
-            .find(|s| s.state == cri::PodSandboxState::SandboxReady as i32);
+    ) -> Result<Option<(String, cri::PodSandboxConfig, Observed)>, Error> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let sandboxes = self.sandboxes(uid).await?;
+        let newest = sandboxes.last();
+        let seen = match newest {
+            Some(s) => self.observe_sandbox(&s.id).await?,
+            None => Observed::default(),
+        };
         let log_dir = cri_config::sandbox_log_dir(&self.log_dir, pod);
         let dns = self.dns.as_ref();
-        if let Some(s) = ready {
-            let config = cri_config::sandbox(pod, attempt(s), security, &log_dir, dns);
-            return Ok((s.id.clone(), config));
+        let next = match (plan::sandbox_step(&spec, newest, &seen), newest) {
+            (SandboxStep::Keep, Some(s)) => {
+                let attempt = s.metadata.as_ref().map_or(0, |m| m.attempt);
+                let config = cri_config::sandbox(pod, attempt, security, &log_dir, dns);
+                let seen = match sandboxes.len() {
+                    1 => seen,
+                    _ => self.observe(&spec, uid).await?,
+                };
+                return Ok(Some((s.id.clone(), config, seen)));
+            }
+            (SandboxStep::Create(next), _) => next,
+            _ => {
+                self.stop_running(pod, &seen).await?;
+                return Ok(None);
+            }
+        };
+        if let Some(dead) = newest {
+            let message = "Pod sandbox changed, it will be killed and re-created.";
+            self.event(pod, "", Type::Normal, "SandboxChanged", message);
+            self.stop_running(pod, &seen).await?;
+            self.runtime.stop_sandbox(&dead.id).await?;
         }
-        let next = sandboxes.iter().map(|s| attempt(s) + 1).max().unwrap_or(0);
-        for dead in &sandboxes {
-            self.runtime.remove_sandbox(&dead.id).await?;
+        // Older ones than the dead sandbox hold nothing the pod needs.
+        for old in sandboxes.iter().rev().skip(1) {
+            self.runtime.remove_sandbox(&old.id).await?;
         }
         if !self.simulated {
             let _ = std::fs::create_dir_all(&log_dir);
         }
         let config = cri_config::sandbox(pod, next, security, &log_dir, dns);
         match self.runtime.run_sandbox(&config).await {
-            Ok(id) => Ok((id, config)),
+            Ok(id) => Ok(Some((id, config, self.observe(&spec, uid).await?))),
             Err(e) => {
                 let message = format!("Failed to create pod sandbox: {}", e.message());
                 self.event(pod, "", Type::Warning, "FailedCreatePodSandBox", &message);
@@ -782,9 +819,67 @@ impl Worker {
         Ok(())
     }
 
+    /// The pod's sandboxes, oldest first.
+    async fn sandboxes(&self, uid: &str) -> Result<Vec<cri::PodSandbox>, Error> {
+        let mut sandboxes = self.runtime.sandboxes(&[(UID_LABEL, uid)]).await?;
+        sandboxes.sort_by_key(|s| (s.metadata.as_ref().map_or(0, |m| m.attempt), s.created_at));
+        Ok(sandboxes)
+    }
+
+    /// Stops the containers still running in a sandbox, within the pod's
+    /// grace period, as upstream kills a pod whose sandbox changed.
+    async fn stop_running(&self, pod: &Pod, seen: &Observed) -> Result<(), Error> {
+        let grace = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30);
+        for (name, status) in &seen.latest {
+            if running(status) {
+                let message = format!("Stopping container {name}");
+                self.event(pod, name, Type::Normal, "Killing", &message);
+                self.runtime.stop_container(&status.id, grace).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One look at the pod: its newest sandbox's IP and the latest
+    /// container of each name. While an app container has not run in a
+    /// sandbox that replaced a dead one, its state in the dead one stands
+    /// (for its restart count, back-off and last state); once each has,
+    /// the dead sandbox goes.
+    async fn observe(&self, spec: &PodSpec, uid: &str) -> Result<Observed, Error> {
+        let sandboxes = self.sandboxes(uid).await?;
+        let Some((newest, older)) = sandboxes.split_last() else {
+            return Ok(Observed::default());
+        };
+        let mut seen = self.observe_sandbox(&newest.id).await?;
+        let Some(dead) = older.last() else {
+            return Ok(seen);
+        };
+        let before = self.observe_sandbox(&dead.id).await?;
+        let mut carried = false;
+        for c in &spec.containers {
+            if seen.latest.contains_key(&c.name) {
+                continue;
+            }
+            if let Some(status) = before.latest.get(&c.name) {
+                seen.latest.insert(c.name.clone(), status.clone());
+                carried = true;
+            }
+        }
+        if !carried {
+            for old in older {
+                self.runtime.remove_sandbox(&old.id).await?;
+            }
+        }
+        Ok(seen)
+    }
+
     /// One look at a sandbox: its IP and the latest container of each name
     /// with its status.
-    async fn observe(&self, sandbox: &str) -> Result<Observed, Error> {
+    async fn observe_sandbox(&self, sandbox: &str) -> Result<Observed, Error> {
         let rt = &self.runtime;
         let pod_ip = rt.sandbox_ip(sandbox).await?;
         let mut by_name: HashMap<String, Vec<cri::Container>> = HashMap::new();

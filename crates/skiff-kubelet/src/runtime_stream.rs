@@ -44,8 +44,8 @@ pub async fn attach(
         stdout: channels.stdout,
         stderr: channels.stderr,
     };
-    match streams.cri.runtime.clone().attach(request).await {
-        Ok(r) => relayed(upgrade, channels, r.into_inner().url),
+    match streams.runtime.attach_url(request).await {
+        Ok(url) => relayed(upgrade, channels, url),
         Err(e) => failure(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",
@@ -70,8 +70,8 @@ pub async fn exec_on_terminal(
         stdout: channels.stdout,
         stderr: false,
     };
-    match streams.cri.runtime.clone().exec(request).await {
-        Ok(r) => relayed(upgrade, channels, r.into_inner().url),
+    match streams.runtime.exec_url(request).await {
+        Ok(url) => relayed(upgrade, channels, url),
         Err(e) => failure(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",

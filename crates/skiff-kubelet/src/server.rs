@@ -7,7 +7,6 @@
 //! use this node ([`crate::endpoint_auth`]).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -24,17 +23,16 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::cri::Cri;
-use crate::cri_config::NAME_LABEL;
+use crate::cri_config::{NAMESPACE_LABEL, NAME_LABEL, POD_LABEL};
 use crate::pods::attempt_of_container;
+use crate::runtime::ContainerRuntime;
 use crate::{exec, logs, port_forward, runtime_stream};
 
-/// What the stream handlers need: the runtime, and runc's state for exec.
+/// What the stream handlers need.
 pub struct Streams {
     /// The agent's API client, for TokenReview and SubjectAccessReview.
     pub client: kube::Client,
-    pub cri: Cri,
-    pub runc_root: PathBuf,
+    pub runtime: Arc<dyn ContainerRuntime>,
     /// What the node's pods use, for `/stats/summary`.
     pub usage: Arc<crate::usage::Usage>,
     /// The agent's metrics, for `/metrics`.
@@ -79,24 +77,10 @@ fn runtime_error(e: tonic::Status) -> Response {
 impl Streams {
     /// The pod's newest sandbox.
     async fn sandbox(&self, ns: &str, pod: &str) -> Result<cri::PodSandbox, Response> {
-        let filter = cri::PodSandboxFilter {
-            label_selector: [
-                ("io.kubernetes.pod.name".to_owned(), pod.to_owned()),
-                ("io.kubernetes.pod.namespace".to_owned(), ns.to_owned()),
-            ]
-            .into(),
-            ..Default::default()
-        };
-        self.cri
-            .runtime
-            .clone()
-            .list_pod_sandbox(cri::ListPodSandboxRequest {
-                filter: Some(filter),
-            })
+        self.runtime
+            .sandboxes(&[(POD_LABEL, pod), (NAMESPACE_LABEL, ns)])
             .await
             .map_err(runtime_error)?
-            .into_inner()
-            .items
             .into_iter()
             .max_by_key(|s| s.created_at)
             .ok_or_else(|| {
@@ -112,20 +96,10 @@ impl Streams {
     pub async fn pod_ip(&self, ns: &str, pod: &str) -> Result<std::net::IpAddr, Response> {
         let sandbox = self.sandbox(ns, pod).await?;
         let ip = self
-            .cri
             .runtime
-            .clone()
-            .pod_sandbox_status(cri::PodSandboxStatusRequest {
-                pod_sandbox_id: sandbox.id,
-                verbose: false,
-            })
+            .sandbox_ip(&sandbox.id)
             .await
-            .map_err(runtime_error)?
-            .into_inner()
-            .status
-            .and_then(|s| s.network)
-            .map(|n| n.ip)
-            .unwrap_or_default();
+            .map_err(runtime_error)?;
         ip.parse().map_err(|_| {
             failure(
                 StatusCode::BAD_REQUEST,
@@ -144,22 +118,12 @@ impl Streams {
         container: &str,
     ) -> Result<Vec<cri::Container>, Response> {
         let sandbox = self.sandbox(ns, pod).await?;
-        let filter = cri::ContainerFilter {
-            pod_sandbox_id: sandbox.id,
-            label_selector: [(NAME_LABEL.to_owned(), container.to_owned())].into(),
-            ..Default::default()
-        };
         let mut containers = self
-            .cri
             .runtime
-            .clone()
-            .list_containers(cri::ListContainersRequest {
-                filter: Some(filter),
-            })
+            .containers(Some(&sandbox.id))
             .await
-            .map_err(runtime_error)?
-            .into_inner()
-            .containers;
+            .map_err(runtime_error)?;
+        containers.retain(|c| c.labels.get(NAME_LABEL).map(String::as_str) == Some(container));
         if containers.is_empty() {
             return Err(failure(
                 StatusCode::BAD_REQUEST,
@@ -230,20 +194,14 @@ async fn metrics(axum::extract::State(streams): axum::extract::State<Arc<Streams
 async fn resource_metrics(
     axum::extract::State(streams): axum::extract::State<Arc<Streams>>,
 ) -> Response {
-    let mut runtime = streams.cri.runtime.clone();
-    let request = cri::ListContainerStatsRequest { filter: None };
-    let stats = match runtime.list_container_stats(request).await {
-        Ok(reply) => reply.into_inner().stats,
+    let stats = match streams.runtime.stats().await {
+        Ok(stats) => stats,
         Err(e) => {
             tracing::debug!(error = %e.message(), "container statistics");
             Vec::new()
         }
     };
-    let request = cri::ListContainersRequest { filter: None };
-    let created = match runtime.list_containers(request).await {
-        Ok(reply) => reply.into_inner().containers,
-        Err(_) => Vec::new(),
-    };
+    let created = streams.runtime.containers(None).await.unwrap_or_default();
     let created = created.into_iter().map(|c| (c.id, c.created_at)).collect();
     let node = crate::resource_metrics::node_usage();
     let body = crate::resource_metrics::render(&stats, &created, node.as_ref());

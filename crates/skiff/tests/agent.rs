@@ -152,6 +152,7 @@ fn pods_run_as_real_containers() {
     services_route_to_ready_pods(&c);
     ingress_routes_by_host_and_path(&c, http, https);
     agent_restart_keeps_containers(&mut c, &socket, &registry_flags);
+    a_crash_mid_rollout_still_completes(&mut c, &registry_flags);
 
     let shown = c.ok(&["get", "pods"]);
     assert!(
@@ -270,6 +271,77 @@ fn lifecycle_and_restarts(c: &Cluster, socket: &Path) {
                 .then_some(())
         },
     );
+    // A sandbox whose pause process dies is replaced, and the container
+    // runs again in the new one (upstream's SandboxChanged).
+    let id = container_state(&pod(c, "runner"))["containerID"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pause = host_pid(socket, &sandbox_of(socket, &id));
+    assert!(Command::new("kill")
+        .args(["-9", &pause])
+        .status()
+        .unwrap()
+        .success());
+    wait_for("runner to run in a new sandbox", LIMIT, || {
+        let s = container_state(&pod(c, "runner"));
+        let id = s["containerID"].as_str().unwrap_or_default().to_owned();
+        (s["restartCount"] == 2 && s["state"]["running"].is_object())
+            .then(|| sandbox_of(socket, &id))
+            .filter(|sandbox| host_pid(socket, sandbox) != pause)
+    });
+}
+
+/// The server (and with it this node's agent) is SIGKILLed in the middle
+/// of a rollout; restarted on the same data, the rollout completes and
+/// every pod runs on the node.
+fn a_crash_mid_rollout_still_completes(c: &mut Cluster, flags: &[&str]) {
+    create(
+        c,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: roll}\nspec:\n  replicas: 8\n  selector: {matchLabels: {app: roll}}\n  template:\n    metadata: {labels: {app: roll}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers: [{name: c, image: 'skiff.local/busybox:1', command: [sleep, '3600']}]\n",
+    );
+    let rolled_out = |c: &Cluster, step: &str| {
+        let d = c.json(&["get", "deployment", "roll"]);
+        let s = &d["status"];
+        let done = d["metadata"]["generation"] == s["observedGeneration"]
+            && ["replicas", "updatedReplicas", "readyReplicas"]
+                .iter()
+                .all(|k| s[k] == 8);
+        let pods = c.json(&["get", "pods", "-l", "app=roll"]);
+        let pods = pods["items"].as_array().unwrap().clone();
+        let running = pods.iter().all(|p| {
+            let env = &p["spec"]["containers"][0]["env"];
+            let at = env[0]["value"].as_str().unwrap_or("1");
+            p["status"]["phase"] == "Running" && at == step
+        });
+        (done && running && pods.len() == 8).then_some(())
+    };
+    wait_for("8 pods running", LIMIT, || rolled_out(c, "1"));
+    c.ok(&["set", "env", "deployment/roll", "STEP=2"]);
+    // Not a wait for anything: the crash is meant to land mid-rollout.
+    std::thread::sleep(Duration::from_millis(700));
+    c.kill();
+    c.spawn(flags);
+    wait_for("the rollout to complete after the restart", LIMIT, || {
+        rolled_out(c, "2")
+    });
+    c.ok(&["delete", "deployment", "roll"]);
+}
+
+/// The sandbox a container runs in, from containerd.
+fn sandbox_of(socket: &Path, container_id: &str) -> String {
+    let id = container_id.trim_start_matches("containerd://");
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(socket)
+        .args(["-n", "k8s.io", "containers", "info", id])
+        .output()
+        .unwrap();
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    info["Spec"]["annotations"]["io.kubernetes.cri.sandbox-id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no sandbox for container {id}"))
+        .to_owned()
 }
 
 /// Environment and files from a ConfigMap and a Secret, checked through

@@ -331,3 +331,54 @@ async fn pods_without_probes_rest_longer_while_the_runtime_tells_changes() {
     assert_eq!(n.worker.resync(&plain), TOLD_RESYNC);
     assert_eq!(n.worker.resync(&probed), RESYNC, "probes keep their tick");
 }
+
+#[tokio::test]
+async fn a_dead_sandbox_is_replaced_and_the_containers_restart_in_the_new_one() {
+    let n = node("sandbox-dies");
+    n.fake.add_image("app:1");
+    let slot = n.start(pod("p", &[("c", "app:1")], "Always"));
+    until("the pod runs", || {
+        n.latest_status("p")["phase"] == "Running"
+    })
+    .await;
+    n.fake.sandbox_dies("uid-p");
+    slot.send_modify(|_| {});
+    until("the container runs again in a new sandbox", || {
+        n.fake.ready_sandboxes("uid-p") == [1]
+            && n.fake
+                .container_named("uid-p", "c")
+                .is_some_and(|s| running(&s) && attempt_of_status(&s) == 1)
+    })
+    .await;
+    until("the dead sandbox is removed", || {
+        n.fake.sandbox_count() == 1
+    })
+    .await;
+    until("the restart is reported", || {
+        n.latest_status("p")["containerStatuses"][0]["restartCount"] == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_pod_that_never_restarts_fails_with_its_sandbox() {
+    let n = node("sandbox-dies-never");
+    n.fake.add_image("app:1");
+    let slot = n.start(pod("p", &[("c", "app:1")], "Never"));
+    until("the pod runs", || {
+        n.latest_status("p")["phase"] == "Running"
+    })
+    .await;
+    n.fake.sandbox_dies("uid-p");
+    slot.send_modify(|_| {});
+    until("the pod fails", || {
+        n.latest_status("p")["phase"] == "Failed"
+    })
+    .await;
+    let status = n.latest_status("p");
+    let terminated = &status["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(terminated["exitCode"], 137, "{status}");
+    assert!(n.fake.ready_sandboxes("uid-p").is_empty());
+    let c = n.fake.container_named("uid-p", "c").unwrap();
+    assert_eq!(attempt_of_status(&c), 0, "the container did not run again");
+}

@@ -1,8 +1,12 @@
 //! [`ContainerRuntime`] over CRI's gRPC services.
 
-use k8s_cri::v1 as cri;
+use std::process::Stdio;
 
-use super::{ContainerRuntime, Result};
+use futures::FutureExt;
+use k8s_cri::v1 as cri;
+use tokio::process::Command;
+
+use super::{ContainerRuntime, Process, Result};
 use crate::cri::Cri;
 
 #[async_trait::async_trait]
@@ -137,6 +141,45 @@ impl ContainerRuntime for Cri {
             timeout,
         };
         Ok(self.runtime.clone().exec_sync(request).await?.into_inner())
+    }
+
+    /// Through `runc exec`, which starts the command inside the container
+    /// with its environment, user and cgroup as containerd's shim does, and
+    /// gives its exit code, which CRI's streaming protocol does not carry
+    /// without a terminal.
+    async fn spawn(&self, id: &str, command: &[String], stdin: bool) -> Result<Process> {
+        let mut child = Command::new("runc")
+            .arg("--root")
+            .arg(&self.runc_root)
+            .arg("exec")
+            .arg(id)
+            .args(command)
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| tonic::Status::internal(format!("starting runc exec: {e}")))?;
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(tonic::Status::internal("runc exec has no output pipes"));
+        };
+        Ok(Process {
+            stdin: child
+                .stdin
+                .take()
+                .map(|s| Box::pin(s) as std::pin::Pin<Box<_>>),
+            stdout: Box::pin(stdout),
+            stderr: Box::pin(stderr),
+            exit: async move { child.wait().await.ok().and_then(|s| s.code()) }.boxed(),
+        })
+    }
+
+    async fn exec_url(&self, request: cri::ExecRequest) -> Result<String> {
+        Ok(self.runtime.clone().exec(request).await?.into_inner().url)
+    }
+
+    async fn attach_url(&self, request: cri::AttachRequest) -> Result<String> {
+        Ok(self.runtime.clone().attach(request).await?.into_inner().url)
     }
 
     async fn stats(&self) -> Result<Vec<cri::ContainerStats>> {

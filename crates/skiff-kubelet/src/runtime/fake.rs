@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use k8s_cri::v1 as cri;
 use tonic::Status;
 
-use super::{ContainerRuntime, Result};
+use super::{ContainerRuntime, Process, Result};
 
 /// What pulling an image from the fake registry does.
 #[derive(Clone, Debug)]
@@ -52,6 +52,11 @@ pub struct FakeRuntime {
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+}
+
+/// Simulated containers run nothing that could be exec'ed or attached to.
+fn no_processes() -> Status {
+    Status::unimplemented("a simulated node's containers run no processes")
 }
 
 fn not_found(what: &str, id: &str) -> Status {
@@ -130,6 +135,30 @@ impl FakeRuntime {
         if let Some(uid) = Self::pod_of(&state, id) {
             let _ = self.changes.send(uid);
         }
+    }
+
+    /// The pod's sandbox dies (its pause process ends); its containers
+    /// keep running, as real ones would until stopped.
+    pub fn sandbox_dies(&self, uid: &str) {
+        let mut state = self.state();
+        for (s, _) in state.sandboxes.values_mut() {
+            if s.metadata.as_ref().is_some_and(|m| m.uid == uid) {
+                s.state = cri::PodSandboxState::SandboxNotready as i32;
+            }
+        }
+        let _ = self.changes.send(uid.to_owned());
+    }
+
+    /// The attempt numbers of the pod's sandboxes that are ready.
+    pub fn ready_sandboxes(&self, uid: &str) -> Vec<u32> {
+        let state = self.state();
+        state
+            .sandboxes
+            .values()
+            .filter(|(s, _)| s.state == cri::PodSandboxState::SandboxReady as i32)
+            .filter_map(|(s, _)| s.metadata.as_ref().filter(|m| m.uid == uid))
+            .map(|m| m.attempt)
+            .collect()
     }
 
     /// The latest container named `name` in the pod with this uid.
@@ -347,6 +376,18 @@ impl ContainerRuntime for FakeRuntime {
             },
             ..Default::default()
         })
+    }
+
+    async fn spawn(&self, _: &str, _: &[String], _: bool) -> Result<Process> {
+        Err(no_processes())
+    }
+
+    async fn exec_url(&self, _: cri::ExecRequest) -> Result<String> {
+        Err(no_processes())
+    }
+
+    async fn attach_url(&self, _: cri::AttachRequest) -> Result<String> {
+        Err(no_processes())
     }
 
     /// Every container, using nothing.

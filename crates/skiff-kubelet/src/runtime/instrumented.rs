@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use k8s_cri::v1 as cri;
 
-use super::{ContainerRuntime, Events, Result};
+use super::{ContainerRuntime, Events, Process, Result};
 use crate::metrics::AgentMetrics;
 
 pub struct Instrumented {
@@ -100,6 +100,18 @@ impl ContainerRuntime for Instrumented {
     ) -> Result<cri::ExecSyncResponse> {
         self.timed("exec_sync", self.inner.exec_sync(id, command, timeout))
             .await
+    }
+
+    async fn spawn(&self, id: &str, command: &[String], stdin: bool) -> Result<Process> {
+        self.inner.spawn(id, command, stdin).await
+    }
+
+    async fn exec_url(&self, request: cri::ExecRequest) -> Result<String> {
+        self.timed("exec", self.inner.exec_url(request)).await
+    }
+
+    async fn attach_url(&self, request: cri::AttachRequest) -> Result<String> {
+        self.timed("attach", self.inner.attach_url(request)).await
     }
 
     async fn stats(&self) -> Result<Vec<cri::ContainerStats>> {

@@ -8,7 +8,11 @@ pub mod fake;
 pub mod instrumented;
 pub mod relist;
 
+use std::pin::Pin;
+
+use futures::future::BoxFuture;
 use k8s_cri::v1 as cri;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// What a runtime call returns; the error carries the runtime's code and
 /// message, as CRI's do.
@@ -16,6 +20,17 @@ pub type Result<T> = std::result::Result<T, tonic::Status>;
 
 /// The uids of pods whose containers changed, as the runtime tells them.
 pub type Events = futures::stream::BoxStream<'static, String>;
+
+/// A command running in a container with its standard streams piped.
+pub struct Process {
+    /// Present when input was asked for; dropped, it closes the input.
+    pub stdin: Option<Pin<Box<dyn AsyncWrite + Send>>>,
+    pub stdout: Pin<Box<dyn AsyncRead + Send>>,
+    pub stderr: Pin<Box<dyn AsyncRead + Send>>,
+    /// Ends with the exit code (`None` when a signal ended the command);
+    /// dropped before that, it kills the command.
+    pub exit: BoxFuture<'static, Option<i32>>,
+}
 
 /// Sandboxes, containers and images, as CRI models them.
 #[async_trait::async_trait]
@@ -50,6 +65,15 @@ pub trait ContainerRuntime: Send + Sync {
         command: &[String],
         timeout: i64,
     ) -> Result<cri::ExecSyncResponse>;
+    /// Starts a command in a running container, its streams piped
+    /// (`kubectl exec` without a terminal).
+    async fn spawn(&self, id: &str, command: &[String], stdin: bool) -> Result<Process>;
+    /// The address on the runtime's streaming server where a command runs
+    /// on a terminal (`kubectl exec -t`).
+    async fn exec_url(&self, request: cri::ExecRequest) -> Result<String>;
+    /// The address on the runtime's streaming server where a container's
+    /// own streams are (`kubectl attach`).
+    async fn attach_url(&self, request: cri::AttachRequest) -> Result<String>;
 
     /// CPU and memory statistics of every container.
     async fn stats(&self) -> Result<Vec<cri::ContainerStats>>;

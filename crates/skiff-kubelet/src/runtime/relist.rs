@@ -1,6 +1,7 @@
 //! Container changes for runtimes that do not send them (upstream's
-//! generic PLEG): one look at every container each period, and the uid
-//! of each pod whose containers appeared, changed state or went.
+//! generic PLEG): one look at every sandbox and container each period, and
+//! the uid of each pod whose sandboxes or containers appeared, changed
+//! state or went.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -12,20 +13,29 @@ use k8s_cri::v1 as cri;
 use super::{ContainerRuntime, Events};
 use crate::cri_config::UID_LABEL;
 
-/// Each container's state and pod uid, by container id.
-type Listed = HashMap<String, (i32, String)>;
+/// Each sandbox's and container's state and pod uid, by id (the two
+/// kinds apart).
+type Listed = HashMap<(Kind, String), (i32, String)>;
 
-fn listed(containers: Vec<cri::Container>) -> Listed {
-    containers
-        .into_iter()
-        .map(|c| {
-            let uid = c.labels.get(UID_LABEL).cloned().unwrap_or_default();
-            (c.id, (c.state, uid))
-        })
-        .collect()
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+enum Kind {
+    Sandbox,
+    Container,
 }
 
-/// The pods whose containers differ between two looks.
+fn listed(sandboxes: Vec<cri::PodSandbox>, containers: Vec<cri::Container>) -> Listed {
+    let sandboxes = sandboxes.into_iter().map(|s| {
+        let uid = s.metadata.map(|m| m.uid).unwrap_or_default();
+        ((Kind::Sandbox, s.id), (s.state, uid))
+    });
+    let containers = containers.into_iter().map(|c| {
+        let uid = c.labels.get(UID_LABEL).cloned().unwrap_or_default();
+        ((Kind::Container, c.id), (c.state, uid))
+    });
+    sandboxes.chain(containers).collect()
+}
+
+/// The pods whose sandboxes or containers differ between two looks.
 fn changed(before: &Listed, now: &Listed) -> BTreeSet<String> {
     let mut uids = BTreeSet::new();
     for (id, (state, uid)) in now {
@@ -42,7 +52,8 @@ fn changed(before: &Listed, now: &Listed) -> BTreeSet<String> {
     uids
 }
 
-/// The uids of pods whose containers changed, from a look every `every`.
+/// The uids of pods whose sandboxes or containers changed, from a look
+/// every `every`.
 pub fn relist(runtime: Arc<dyn ContainerRuntime>, every: Duration) -> Events {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -50,10 +61,12 @@ pub fn relist(runtime: Arc<dyn ContainerRuntime>, every: Duration) -> Events {
     futures::stream::unfold(start, |(runtime, mut before, mut tick)| async move {
         loop {
             tick.tick().await;
-            let Ok(containers) = runtime.containers(None).await else {
+            let (Ok(sandboxes), Ok(containers)) =
+                (runtime.sandboxes(&[]).await, runtime.containers(None).await)
+            else {
                 continue;
             };
-            let now = listed(containers);
+            let now = listed(sandboxes, containers);
             let uids = changed(&before, &now);
             before = now;
             if !uids.is_empty() {
@@ -78,9 +91,32 @@ mod tests {
         }
     }
 
+    fn sandbox(id: &str, uid: &str, state: cri::PodSandboxState) -> cri::PodSandbox {
+        cri::PodSandbox {
+            id: id.into(),
+            state: state as i32,
+            metadata: Some(cri::PodSandboxMetadata {
+                uid: uid.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pods_whose_sandbox_dies_are_told() {
+        use cri::PodSandboxState::{SandboxNotready as Dead, SandboxReady as Ready};
+        let running = vec![container("c", "p1", cri::ContainerState::ContainerRunning)];
+        let first = listed(vec![sandbox("a", "p1", Ready)], running.clone());
+        assert!(changed(&first, &first).is_empty());
+        let dead = listed(vec![sandbox("a", "p1", Dead)], running);
+        assert_eq!(changed(&first, &dead), BTreeSet::from(["p1".into()]));
+    }
+
     #[test]
     fn pods_whose_containers_appear_change_or_go_are_told() {
         use cri::ContainerState::{ContainerExited as Exited, ContainerRunning as Running};
+        let listed = |containers| listed(Vec::new(), containers);
         let first = listed(vec![
             container("a", "p1", Running),
             container("b", "p2", Running),
