@@ -7,6 +7,8 @@
 //! - `cargo xtask tidy`: only the format and lint checks.
 //! - `cargo xtask bench WHAT [ARGS]`: builds `skiff` and `skiff-bench`
 //!   with `--release` and runs `skiff-bench WHAT [ARGS]`.
+//! - `cargo xtask fuzz [N]`: the fuzz targets (bodies, patches, selectors,
+//!   SPDY frames) with N inputs each (1,000,000 by default), `--release`.
 //! - `cargo xtask gen-protobuf`: regenerates the protobuf field table.
 
 mod peers;
@@ -24,7 +26,8 @@ fn main() -> Result<()> {
         Some("tidy") => tidy(),
         Some("gen-protobuf") => protobuf::generate(&root()),
         Some("bench") => bench(std::env::args().skip(2)),
-        _ => bail!("usage: cargo xtask <test|tidy|bench|gen-protobuf>"),
+        Some("fuzz") => fuzz(std::env::args().nth(2)),
+        _ => bail!("usage: cargo xtask <test|tidy|bench|fuzz|gen-protobuf>"),
     }
 }
 
@@ -43,6 +46,25 @@ fn run(cmd: &mut Command) -> Result<()> {
         .with_context(|| format!("run {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// The long run of the fuzz targets the unit tests run briefly.
+fn fuzz(inputs: Option<String>) -> Result<()> {
+    let inputs = inputs.unwrap_or_else(|| "1000000".into());
+    for (package, filter) in [("skiff-apiserver", "fuzz::"), ("skiff-kubelet", "spdy::")] {
+        run(cargo()
+            .args([
+                "test",
+                "--release",
+                "--offline",
+                "-p",
+                package,
+                "--lib",
+                filter,
+            ])
+            .env("SKIFF_FUZZ_ITERATIONS", &inputs))?;
     }
     Ok(())
 }

@@ -441,7 +441,11 @@ mod tests {
     async fn random_and_truncated_frames_never_hang_the_reader() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        for round in 0..300 {
+        let rounds: usize = std::env::var("SKIFF_FUZZ_ITERATIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300);
+        for round in 0..rounds {
             let mut wire = Vec::new();
             for _ in 0..rng.random_range(1..4) {
                 let control = rng.random_bool(0.7);

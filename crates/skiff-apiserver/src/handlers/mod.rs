@@ -2,6 +2,8 @@
 
 mod body;
 pub mod delete;
+#[cfg(test)]
+mod fuzz;
 mod prepare;
 pub mod read;
 mod strategy;

@@ -419,7 +419,7 @@ fn built_in(r: &ResourceType) -> Option<Shape<'static>> {
     schemas().root(r).map(Shape::Definition)
 }
 
-fn apply_patch(
+pub(super) fn apply_patch(
     kind: &str,
     current: &Value,
     patch: &Value,
