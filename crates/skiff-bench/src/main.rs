@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod autoscale;
+mod crash;
 mod crds;
 mod network;
 mod runtime_floor;
@@ -50,6 +51,9 @@ pub enum What {
     /// Resource metrics' cost on an agent with many pods, and an
     /// autoscaler's reaction to load (root, containerd).
     Autoscale(autoscale::AutoscaleArgs),
+    /// SIGKILLs of the server under concurrent writers, and a full disk
+    /// (root): no acknowledged write lost.
+    Crash(crash::CrashArgs),
     /// The HTTP client `bench network` runs inside a pod's network.
     #[command(hide = true)]
     HttpLoad(network::HttpLoadArgs),
@@ -181,6 +185,7 @@ async fn run(what: What) -> Result<()> {
         What::Autoscale(args) => autoscale::run(args).await,
         What::HttpLoad(args) => network::http_load(args).await,
         What::Volumes(args) => volumes::run(args).await,
+        What::Crash(args) => crash::run(args).await,
     }
 }
 
