@@ -1,22 +1,27 @@
 //! Encryption at rest, as upstream's `--encryption-provider-config`: an
 //! `apiserver.config.k8s.io/v1 EncryptionConfiguration` names resources
 //! and, for each, providers in order; the first encrypts what is written,
-//! every one may read. Skiff has `aesgcm` (AES-GCM with 16- or 32-byte
-//! keys, the storage key as authenticated data, upstream's
-//! `k8s:enc:aesgcm:v1:<key name>:` prefix) and `identity` (plain); other
-//! providers are refused at start. The transformer sits between the
-//! watch cache and the backend, so only the file holds ciphertext.
+//! every one may read. Skiff has upstream's local providers, in upstream's
+//! formats (`k8s:enc:<provider>:v1:<key name>:` then a nonce or IV and the
+//! ciphertext): `aesgcm` (AES-GCM, 16- or 32-byte keys, the storage key
+//! as authenticated data), `aescbc` (AES-CBC with PKCS#7 padding, 16-, 24-
+//! or 32-byte keys), `secretbox` (XSalsa20-Poly1305, 32-byte keys) and
+//! `identity` (plain); `kms` is refused at start. The transformer sits
+//! between the watch cache and the backend, so only the file holds
+//! ciphertext.
 
+use aes::cipher::block_padding::Pkcs7;
+use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use async_trait::async_trait;
 use base64::Engine;
 use bytes::Bytes;
+use crypto_secretbox::aead::{Aead, KeyInit};
+use crypto_secretbox::XSalsa20Poly1305;
 use futures::StreamExt;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
 use skiff_store::{Error, KeyValue, ListOptions, ListPage, Result, Revision, Store, WatchStream};
-
-const PREFIX: &[u8] = b"k8s:enc:aesgcm:v1:";
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -42,10 +47,113 @@ struct KeyConfig {
     secret: String,
 }
 
-/// One provider: AES-GCM with named keys (the first encrypts), or none.
+/// One key of a provider that encrypts.
+enum Cipher {
+    AesGcm(Box<LessSafeKey>),
+    /// The key's bytes: 16, 24 or 32.
+    AesCbc(Vec<u8>),
+    Secretbox(XSalsa20Poly1305),
+}
+
+/// One provider: one that encrypts, with named keys (the first seals) and
+/// its prefix (`k8s:enc:aesgcm:v1:`), or none.
 enum Provider {
-    AesGcm(Vec<(String, LessSafeKey)>),
+    Keyed {
+        prefix: Vec<u8>,
+        keys: Vec<(String, Cipher)>,
+    },
     Identity,
+}
+
+impl Cipher {
+    /// The nonce (or IV) and ciphertext of `plain`, bound to `key` where
+    /// the cipher takes authenticated data.
+    fn seal(&self, random: &SystemRandom, key: &str, plain: &[u8]) -> Result<Vec<u8>> {
+        let mut nonce = [0u8; 24];
+        let len = match self {
+            Cipher::AesGcm(_) => 12,
+            Cipher::AesCbc(_) => 16,
+            Cipher::Secretbox(_) => 24,
+        };
+        let nonce = &mut nonce[..len];
+        random
+            .fill(nonce)
+            .map_err(|_| transform("no randomness for a nonce"))?;
+        let sealed = match self {
+            Cipher::AesGcm(aead) => {
+                let mut sealed = plain.to_vec();
+                let once = Nonce::try_assume_unique_for_key(nonce)
+                    .map_err(|_| transform("a bad nonce"))?;
+                aead.seal_in_place_append_tag(once, Aad::from(key.as_bytes()), &mut sealed)
+                    .map_err(|_| transform("encrypting"))?;
+                sealed
+            }
+            Cipher::AesCbc(secret) => cbc_encrypt(secret, nonce, plain)?,
+            Cipher::Secretbox(aead) => aead
+                .encrypt(nonce.as_ref().into(), plain)
+                .map_err(|_| transform("encrypting"))?,
+        };
+        Ok([&*nonce, &sealed].concat())
+    }
+
+    /// The plain text of a nonce and ciphertext [`Self::seal`] made.
+    fn open(&self, key: &str, body: &[u8]) -> Result<Vec<u8>> {
+        let len = match self {
+            Cipher::AesGcm(_) => 12,
+            Cipher::AesCbc(_) => 16,
+            Cipher::Secretbox(_) => 24,
+        };
+        if body.len() < len {
+            return Err(transform("the stored value is truncated"));
+        }
+        let (nonce, sealed) = body.split_at(len);
+        let wrong = || transform("the stored value does not decrypt");
+        match self {
+            Cipher::AesGcm(aead) => {
+                let nonce = Nonce::try_assume_unique_for_key(nonce)
+                    .map_err(|_| transform("a bad nonce"))?;
+                let mut buf = sealed.to_vec();
+                let plain = aead
+                    .open_in_place(nonce, Aad::from(key.as_bytes()), &mut buf)
+                    .map_err(|_| wrong())?;
+                Ok(plain.to_vec())
+            }
+            Cipher::AesCbc(secret) => cbc_decrypt(secret, nonce, sealed).ok_or_else(wrong),
+            Cipher::Secretbox(aead) => aead.decrypt(nonce.into(), sealed).map_err(|_| wrong()),
+        }
+    }
+}
+
+fn cbc_encrypt(secret: &[u8], iv: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
+    let bad = |_| transform("a bad AES-CBC key");
+    Ok(match secret.len() {
+        16 => cbc::Encryptor::<aes::Aes128>::new_from_slices(secret, iv)
+            .map_err(bad)?
+            .encrypt_padded_vec_mut::<Pkcs7>(plain),
+        24 => cbc::Encryptor::<aes::Aes192>::new_from_slices(secret, iv)
+            .map_err(bad)?
+            .encrypt_padded_vec_mut::<Pkcs7>(plain),
+        _ => cbc::Encryptor::<aes::Aes256>::new_from_slices(secret, iv)
+            .map_err(bad)?
+            .encrypt_padded_vec_mut::<Pkcs7>(plain),
+    })
+}
+
+fn cbc_decrypt(secret: &[u8], iv: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    match secret.len() {
+        16 => cbc::Decryptor::<aes::Aes128>::new_from_slices(secret, iv)
+            .ok()?
+            .decrypt_padded_vec_mut::<Pkcs7>(sealed)
+            .ok(),
+        24 => cbc::Decryptor::<aes::Aes192>::new_from_slices(secret, iv)
+            .ok()?
+            .decrypt_padded_vec_mut::<Pkcs7>(sealed)
+            .ok(),
+        _ => cbc::Decryptor::<aes::Aes256>::new_from_slices(secret, iv)
+            .ok()?
+            .decrypt_padded_vec_mut::<Pkcs7>(sealed)
+            .ok(),
+    }
 }
 
 /// The providers of the resources under one key prefix.
@@ -117,24 +225,13 @@ impl Transformers {
         };
         match &rule.providers[0] {
             Provider::Identity => Ok(value),
-            Provider::AesGcm(keys) => {
-                let (name, aead) = &keys[0];
-                let mut nonce = [0u8; 12];
-                self.random
-                    .fill(&mut nonce)
-                    .map_err(|_| transform("no randomness for a nonce"))?;
-                let mut sealed = value.to_vec();
-                aead.seal_in_place_append_tag(
-                    Nonce::assume_unique_for_key(nonce),
-                    Aad::from(key.as_bytes()),
-                    &mut sealed,
-                )
-                .map_err(|_| transform("encrypting"))?;
-                let mut out = Vec::with_capacity(PREFIX.len() + name.len() + 13 + sealed.len());
-                out.extend_from_slice(PREFIX);
+            Provider::Keyed { prefix, keys } => {
+                let (name, cipher) = &keys[0];
+                let sealed = cipher.seal(&self.random, key, &value)?;
+                let mut out = Vec::with_capacity(prefix.len() + name.len() + 1 + sealed.len());
+                out.extend_from_slice(prefix);
                 out.extend_from_slice(name.as_bytes());
                 out.push(b':');
-                out.extend_from_slice(&nonce);
                 out.extend_from_slice(&sealed);
                 Ok(Bytes::from(out))
             }
@@ -151,11 +248,13 @@ impl Transformers {
         let Some(rule) = self.rule(key) else {
             return Ok((stored, true));
         };
+        // The first provider's first key (none for identity) seals fresh
+        // values.
         let first = match &rule.providers[0] {
-            Provider::AesGcm(keys) => Some(keys[0].0.as_str()),
+            Provider::Keyed { prefix, keys } => Some((prefix, keys[0].0.as_str())),
             Provider::Identity => None,
         };
-        let Some(rest) = stored.strip_prefix(PREFIX) else {
+        if !stored.starts_with(b"k8s:enc:") {
             let identity = rule
                 .providers
                 .iter()
@@ -167,30 +266,25 @@ impl Transformers {
                     "stored in plain text, and identity is not a provider",
                 ))
             };
-        };
-        let keys = rule.providers.iter().flat_map(|p| match p {
-            Provider::AesGcm(keys) => keys.as_slice(),
-            Provider::Identity => &[],
-        });
-        for (name, aead) in keys {
-            let Some(body) = rest
-                .strip_prefix(name.as_bytes())
-                .and_then(|b| b.strip_prefix(b":"))
-            else {
+        }
+        for provider in &rule.providers {
+            let Provider::Keyed { prefix, keys } = provider else {
                 continue;
             };
-            if body.len() < 12 {
-                return Err(transform("the stored value is truncated"));
+            let Some(rest) = stored.strip_prefix(prefix.as_slice()) else {
+                continue;
+            };
+            for (name, cipher) in keys {
+                let Some(body) = rest
+                    .strip_prefix(name.as_bytes())
+                    .and_then(|b| b.strip_prefix(b":"))
+                else {
+                    continue;
+                };
+                let plain = cipher.open(key, body)?;
+                let fresh = first == Some((prefix, name.as_str()));
+                return Ok((Bytes::from(plain), fresh));
             }
-            let (nonce, sealed) = body.split_at(12);
-            let nonce =
-                Nonce::try_assume_unique_for_key(nonce).map_err(|_| transform("a bad nonce"))?;
-            let mut buf = sealed.to_vec();
-            let plain = aead
-                .open_in_place(nonce, Aad::from(key.as_bytes()), &mut buf)
-                .map_err(|_| transform("the stored value does not decrypt"))?;
-            let fresh = first == Some(name.as_str());
-            return Ok((Bytes::copy_from_slice(plain), fresh));
         }
         Err(transform(
             "no provider has the key this value was encrypted with",
@@ -217,43 +311,59 @@ fn provider(map: &serde_yaml::Mapping) -> std::result::Result<Provider, String> 
     let kind = kind.as_str().unwrap_or_default();
     match kind {
         "identity" => Ok(Provider::Identity),
-        "aesgcm" => {
+        "aesgcm" | "aescbc" | "secretbox" => {
             let keys: KeysConfig =
-                serde_yaml::from_value(body.clone()).map_err(|e| format!("aesgcm: {e}"))?;
+                serde_yaml::from_value(body.clone()).map_err(|e| format!("{kind}: {e}"))?;
             if keys.keys.is_empty() {
-                return Err("aesgcm needs a key".into());
+                return Err(format!("{kind} needs a key"));
             }
             let keys = keys
                 .keys
                 .into_iter()
-                .map(|k| Ok((k.name.clone(), aes_key(&k)?)))
+                .map(|k| Ok((k.name.clone(), cipher(kind, &k)?)))
                 .collect::<std::result::Result<Vec<_>, String>>()?;
-            Ok(Provider::AesGcm(keys))
+            let prefix = format!("k8s:enc:{kind}:v1:").into_bytes();
+            Ok(Provider::Keyed { prefix, keys })
         }
         other => Err(format!(
-            "provider {other:?} is not supported by Skiff: use aesgcm or identity"
+            "provider {other:?} is not supported by Skiff: use aesgcm, aescbc, secretbox or identity"
         )),
     }
 }
 
-/// An AES-GCM key from its base64 secret (16 or 32 bytes).
-fn aes_key(k: &KeyConfig) -> std::result::Result<LessSafeKey, String> {
+/// A provider's key from its base64 secret, of the sizes upstream takes.
+fn cipher(kind: &str, k: &KeyConfig) -> std::result::Result<Cipher, String> {
     let secret = base64::engine::general_purpose::STANDARD
         .decode(k.secret.trim())
-        .map_err(|e| format!("aesgcm key {}: not base64: {e}", k.name))?;
-    let algorithm = match secret.len() {
-        16 => &AES_128_GCM,
-        32 => &AES_256_GCM,
-        n => {
-            return Err(format!(
-                "aesgcm key {}: {n} bytes; Skiff takes 16 or 32",
-                k.name
-            ))
-        }
+        .map_err(|e| format!("{kind} key {}: not base64: {e}", k.name))?;
+    let size = |sizes: &str| {
+        format!(
+            "{kind} key {}: {} bytes; it takes {sizes}",
+            k.name,
+            secret.len()
+        )
     };
-    let key = UnboundKey::new(algorithm, &secret)
-        .map_err(|_| format!("aesgcm key {}: unusable", k.name))?;
-    Ok(LessSafeKey::new(key))
+    match (kind, secret.len()) {
+        ("aesgcm", 16 | 32) => {
+            let algorithm = if secret.len() == 16 {
+                &AES_128_GCM
+            } else {
+                &AES_256_GCM
+            };
+            let key = UnboundKey::new(algorithm, &secret)
+                .map_err(|_| format!("aesgcm key {}: unusable", k.name))?;
+            Ok(Cipher::AesGcm(Box::new(LessSafeKey::new(key))))
+        }
+        ("aesgcm", _) => Err(size("16 or 32")),
+        ("aescbc", 16 | 24 | 32) => Ok(Cipher::AesCbc(secret)),
+        ("aescbc", _) => Err(size("16, 24 or 32")),
+        (_, 32) => {
+            let key = XSalsa20Poly1305::new_from_slice(&secret)
+                .map_err(|_| format!("secretbox key {}: unusable", k.name))?;
+            Ok(Cipher::Secretbox(key))
+        }
+        _ => Err(size("32")),
+    }
 }
 
 /// A store whose values under the configured resources are encrypted.
@@ -386,11 +496,71 @@ resources:
         assert!(t.open(key, tampered).is_err());
     }
 
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn aescbc_and_secretbox_read_what_other_implementations_wrote() {
+        let config = "kind: EncryptionConfiguration
+resources:
+- resources: [secrets]
+  providers:
+  - secretbox:
+      keys:
+      - {name: box, secret: AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=}
+  - aescbc:
+      keys:
+      - {name: cbc, secret: AAECAwQFBgcICQoLDA0ODw==}
+";
+        let t = Transformers::parse(config).unwrap();
+        let key = "/registry/core/secrets/default/s";
+        // "skiff secret" sealed by OpenSSL (aes-128-cbc, IV 0x10..0x1f) and
+        // by PyNaCl (SecretBox, nonce 0x64..0x7b), after upstream's prefix.
+        let cbc = [
+            b"k8s:enc:aescbc:v1:cbc:".as_slice(),
+            &(0x10..0x20).collect::<Vec<u8>>(),
+            &hex("c91ebfb70da2b77039892dabecda5281"),
+        ]
+        .concat();
+        let boxed = [
+            b"k8s:enc:secretbox:v1:box:".as_slice(),
+            &hex("6465666768696a6b6c6d6e6f707172737475767778797a7bb118395239439baae5af74d6308e939071d2f0af5c96bd8cd38f46e0"),
+        ]
+        .concat();
+        for (stored, fresh) in [(cbc, false), (boxed, true)] {
+            let (plain, is_fresh) = t.open_fresh(key, Bytes::from(stored)).unwrap();
+            assert_eq!(&plain[..], b"skiff secret");
+            assert_eq!(is_fresh, fresh);
+        }
+        // What Skiff seals opens, with either provider first.
+        let plain = Bytes::from_static(br#"{"data":{"k":"c2VrcmV0"}}"#);
+        let sealed = t.seal(key, plain.clone()).unwrap();
+        assert!(sealed.starts_with(b"k8s:enc:secretbox:v1:box:"));
+        assert_eq!(t.open(key, sealed.clone()).unwrap(), plain);
+        let mut tampered = sealed.to_vec();
+        tampered[40] ^= 1;
+        assert!(t.open(key, Bytes::from(tampered)).is_err());
+        let cbc_first = Transformers::parse(&config.replace("  - secretbox:\n      keys:\n      - {name: box, secret: AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=}\n", "")).unwrap();
+        let sealed = cbc_first.seal(key, plain.clone()).unwrap();
+        assert!(sealed.starts_with(b"k8s:enc:aescbc:v1:cbc:"));
+        assert_eq!(t.open(key, sealed).unwrap(), plain);
+    }
+
     #[test]
     fn unsupported_providers_and_keys_are_refused() {
-        let aescbc = CONFIG.replace("aesgcm:", "aescbc:");
-        let err = Transformers::parse(&aescbc).err().unwrap();
-        assert!(err.contains("\"aescbc\" is not supported"), "{err}");
+        let kms = CONFIG.replace("aesgcm:", "kms:");
+        let err = Transformers::parse(&kms).err().unwrap();
+        assert!(err.contains("\"kms\" is not supported"), "{err}");
+        let short = CONFIG.replace("aesgcm:", "secretbox:").replace(
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            "AAECAwQFBgcICQoLDA0ODw==",
+        );
+        let err = Transformers::parse(&short).err().unwrap();
+        assert!(err.contains("16 bytes; it takes 32"), "{err}");
         let short = CONFIG.replace(
             "AAECAwQFBgcICQoLDA0ODw==",
             "AAECAwQFBgcICQoLDA0ODxAREhMUFRYX",

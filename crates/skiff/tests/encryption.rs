@@ -1,22 +1,28 @@
 //! Encryption at rest with the real kubectl: with an EncryptionConfiguration
 //! Secrets are stored sealed with AES-GCM (no file under the data dir holds
-//! their data), read back across a restart, and re-sealed with a new key
-//! by rewriting them (rotation).
+//! their data), read back across a restart, re-sealed with a new key by
+//! rewriting them (rotation), then with another provider (secretbox).
 
 mod support;
 
 use base64::Engine;
 use support::{found_under, Cluster};
 
+/// An EncryptionConfiguration for Secrets: these providers with their
+/// keys, then identity.
+fn providers(list: &[(&str, &[(&str, &str)])]) -> String {
+    let mut text = String::from("apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n");
+    for (kind, keys) in list {
+        text.push_str(&format!("  - {kind}:\n      keys:\n"));
+        for (name, secret) in keys.iter() {
+            text.push_str(&format!("      - {{name: {name}, secret: {secret}}}\n"));
+        }
+    }
+    text + "  - identity: {}\n"
+}
+
 fn config(keys: &[(&str, &str)]) -> String {
-    let keys: Vec<String> = keys
-        .iter()
-        .map(|(name, secret)| format!("      - {{name: {name}, secret: {secret}}}\n"))
-        .collect();
-    format!(
-        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - aesgcm:\n      keys:\n{}  - identity: {{}}\n",
-        keys.concat()
-    )
+    providers(&[("aesgcm", keys)])
 }
 
 #[test]
@@ -75,6 +81,26 @@ fn secrets_are_sealed_at_rest_and_rotate() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(found_under(dir, b"k8s:enc:aesgcm:v1:two:"));
+    // Another provider first: what aesgcm sealed still reads, and
+    // rewriting seals it with secretbox.
+    c.kill();
+    let boxed = [("box", b64(&[5u8; 32]))];
+    let boxed: Vec<(&str, &str)> = boxed.iter().map(|(n, s)| (*n, s.as_str())).collect();
+    let switched = providers(&[("secretbox", &boxed), ("aesgcm", &[(two.0, &two.1)])]);
+    std::fs::write(&file, switched).unwrap();
+    c.spawn(&["--encryption-provider-config", &flag]);
+    let all = c.ok(&["get", "secrets", "-o", "json"]);
+    let out = c.kubectl_stdin(&["replace", "--validate=false", "-f", "-"], &all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(found_under(dir, b"k8s:enc:secretbox:v1:box:"));
+    assert_eq!(
+        c.ok(&["get", "secret", "s", "-o", "jsonpath={.data.k}"]),
+        needle
+    );
     // Without the key it was sealed with, the server does not start, and
     // says why.
     c.kill();
