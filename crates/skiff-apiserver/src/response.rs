@@ -7,10 +7,18 @@ use hyper::StatusCode;
 use serde_json::Value;
 use skiff_core::ApiError;
 
-/// A JSON body ending in a newline, as upstream's encoder writes it
-/// (clients compare error bodies byte for byte).
+/// A JSON body ending in a newline, as upstream's encoder writes it, an
+/// object's fields in upstream's order (clients compare bodies byte for
+/// byte).
 pub fn json(code: u16, value: &Value) -> Response {
-    let mut body = serde_json::to_vec(value).unwrap_or_default();
+    let mut body = match value.as_object() {
+        Some(map) => {
+            let mut out = Vec::with_capacity(1024);
+            skiff_core::protobuf::order::write(&mut out, map);
+            out
+        }
+        None => serde_json::to_vec(value).unwrap_or_default(),
+    };
     body.push(b'\n');
     bytes(code, "application/json", body)
 }

@@ -106,49 +106,37 @@ pub fn encode_bounded(obj: &Value) -> Result<Bytes, ApiError> {
     Ok(bytes)
 }
 
-/// Encodes an object for storage, without its `resourceVersion`, with
-/// `kind`, `apiVersion` and `metadata` first (upstream's order, which
-/// clients compare) so that [`with_rv`] can find the metadata without
-/// parsing.
+/// Encodes an object for storage in upstream's field order (which
+/// clients compare; `kind`, `apiVersion` and `metadata` first), without
+/// its `resourceVersion`, which [`with_rv`] splices in without parsing.
 pub fn encode(obj: &Value) -> Bytes {
-    let mut out = Vec::with_capacity(1024);
-    out.push(b'{');
     let Some(map) = obj.as_object() else {
         return Bytes::from(serde_json::to_vec(obj).unwrap_or_default());
     };
-    let mut first = true;
-    let mut field = |out: &mut Vec<u8>, k: &str, v: &Value| {
-        if !first {
-            out.push(b',');
+    let mut stripped;
+    let map = match map.get("metadata") {
+        Some(Value::Object(m)) if m.contains_key("resourceVersion") => {
+            stripped = map.clone();
+            if let Some(Value::Object(m)) = stripped.get_mut("metadata") {
+                m.remove("resourceVersion");
+            }
+            &stripped
         }
-        first = false;
-        let _ = serde_json::to_writer(&mut *out, k);
-        out.push(b':');
-        let _ = serde_json::to_writer(&mut *out, v);
+        Some(_) => map,
+        None => {
+            stripped = map.clone();
+            stripped.insert("metadata".into(), Value::Object(Default::default()));
+            &stripped
+        }
     };
-    for key in ["kind", "apiVersion"] {
-        if let Some(v) = map.get(key) {
-            field(&mut out, key, v);
-        }
-    }
-    let mut metadata = map
-        .get("metadata")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    metadata.remove("resourceVersion");
-    field(&mut out, "metadata", &Value::Object(metadata));
-    for (k, v) in map {
-        if !matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
-            field(&mut out, k, v);
-        }
-    }
-    out.push(b'}');
+    let mut out = Vec::with_capacity(1024);
+    skiff_core::protobuf::order::write(&mut out, map);
     Bytes::from(out)
 }
 
 /// A stored object's JSON with its `resourceVersion` spliced into the
-/// metadata, without parsing it (see [`encode`]).
+/// metadata where upstream has it (after `uid`, else first), without
+/// parsing it (see [`encode`]).
 pub fn with_rv(bytes: &[u8], rev: Revision) -> Vec<u8> {
     const KEY: &[u8] = b"\"metadata\":{";
     let Some(at) = bytes.windows(KEY.len()).position(|w| w == KEY) else {
@@ -157,17 +145,59 @@ pub fn with_rv(bytes: &[u8], rev: Revision) -> Vec<u8> {
             .map(|v| serde_json::to_vec(&v).unwrap_or_default())
             .unwrap_or_default();
     };
-    let split = at + KEY.len();
+    let start = at + KEY.len();
+    let rv = format!("\"resourceVersion\":\"{rev}\"");
     let mut out = Vec::with_capacity(bytes.len() + 32);
-    out.extend_from_slice(&bytes[..split]);
-    out.extend_from_slice(b"\"resourceVersion\":\"");
-    out.extend_from_slice(rev.to_string().as_bytes());
-    out.push(b'"');
-    if bytes.get(split) != Some(&b'}') {
-        out.push(b',');
+    match after_uid(&bytes[start..]) {
+        Some(end) => {
+            out.extend_from_slice(&bytes[..start + end]);
+            out.push(b',');
+            out.extend_from_slice(rv.as_bytes());
+            out.extend_from_slice(&bytes[start + end..]);
+        }
+        None => {
+            out.extend_from_slice(&bytes[..start]);
+            out.extend_from_slice(rv.as_bytes());
+            if bytes.get(start) != Some(&b'}') {
+                out.push(b',');
+            }
+            out.extend_from_slice(&bytes[start..]);
+        }
     }
-    out.extend_from_slice(&bytes[split..]);
     out
+}
+
+/// Where the metadata's own `uid` field ends, in the JSON of the
+/// metadata's fields (after its `{`): a scan of strings and nesting, so a
+/// `uid` inside labels or owner references is not taken for it.
+fn after_uid(meta: &[u8]) -> Option<usize> {
+    let (mut depth, mut i) = (0usize, 0);
+    let mut key_at_top = true;
+    while i < meta.len() {
+        match meta[i] {
+            b'"' => {
+                let begin = i;
+                i += 1;
+                while i < meta.len() && meta[i] != b'"' {
+                    i += if meta[i] == b'\\' { 2 } else { 1 };
+                }
+                // A top-level key `uid` whose value is a string.
+                if depth == 0 && key_at_top && &meta[begin..=i.min(meta.len() - 1)] == b"\"uid\"" {
+                    let value = meta.get(i + 1..)?.strip_prefix(b":\"")?;
+                    let close = value.iter().position(|b| *b == b'"')?;
+                    return Some(i + 3 + close + 1);
+                }
+                key_at_top = false;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' if depth == 0 => return None,
+            b'}' | b']' => depth -= 1,
+            b',' if depth == 0 => key_at_top = true,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// What a read-modify-write decided.
@@ -420,6 +450,8 @@ mod tests {
         for obj in [
             json!({"kind": "Pod", "apiVersion": "v1", "spec": {"template": {"metadata": {"x": 1}}}, "metadata": {"name": "a", "resourceVersion": "3"}}),
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {}}),
+            json!({"kind": "Widget", "apiVersion": "x.io/v1", "metadata": {"labels": {"uid": "l"},
+                "ownerReferences": [{"uid": "o"}], "name": "w\\\"uid\":\"", "uid": "u"}}),
         ] {
             let stored = encode(&obj);
             assert!(!String::from_utf8_lossy(&stored).contains("resourceVersion"));
@@ -430,5 +462,24 @@ mod tests {
                 .get("template")
                 .is_none_or(|t| t["metadata"].get("resourceVersion").is_none()));
         }
+    }
+
+    #[test]
+    fn the_revision_comes_after_the_uid_as_upstream_writes_it() {
+        let pod = json!({"metadata": {"labels": {"uid": "l"}, "uid": "u", "name": "p"},
+            "apiVersion": "v1", "kind": "Pod"});
+        let shown = String::from_utf8(with_rv(&encode(&pod), 7)).unwrap();
+        assert_eq!(
+            shown,
+            r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p","uid":"u","resourceVersion":"7","labels":{"uid":"l"}}}"#
+        );
+        // Stored in another order (before Skiff wrote upstream's), a `uid`
+        // nested in labels or owner references is not taken for the
+        // object's.
+        let old = br#"{"kind":"Pod","apiVersion":"v1","metadata":{"labels":{"uid":"l"},"ownerReferences":[{"uid":"o"}],"uid":"u"}}"#;
+        let spliced: Value = serde_json::from_slice(&with_rv(old, 9)).unwrap();
+        assert_eq!(spliced["metadata"]["resourceVersion"], "9");
+        assert_eq!(spliced["metadata"]["labels"], json!({"uid": "l"}));
+        assert_eq!(spliced["metadata"]["ownerReferences"], json!([{"uid": "o"}]));
     }
 }

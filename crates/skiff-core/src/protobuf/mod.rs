@@ -14,6 +14,8 @@ use serde_json::{json, Map, Value};
 
 use crate::ApiError;
 
+pub mod order;
+
 const MAGIC: &[u8] = b"k8s\0";
 const UNKNOWN: &str = "io.k8s.apimachinery.pkg.runtime.unknown";
 
@@ -42,8 +44,16 @@ struct Field {
     kind: Kind,
 }
 
-/// Messages by lower-cased full name, then fields by number.
-type Table = HashMap<String, HashMap<u64, Field>>;
+/// One message's fields by number, and their numbers in declaration
+/// order (Go's struct order, which [`order`] writes JSON in).
+#[derive(Debug, Default)]
+struct Message {
+    fields: HashMap<u64, Field>,
+    order: Vec<u64>,
+}
+
+/// Messages by lower-cased full name.
+type Table = HashMap<String, Message>;
 
 fn parse_kind(words: &[&str]) -> Option<Kind> {
     Some(match words {
@@ -87,7 +97,9 @@ fn table() -> &'static Table {
                             repeated,
                             kind,
                         };
-                        table.entry(msg.clone()).or_default().insert(tag, field);
+                        let message = table.entry(msg.clone()).or_default();
+                        message.fields.insert(tag, field);
+                        message.order.push(tag);
                     }
                 }
                 _ => {}
@@ -266,9 +278,10 @@ fn message(name: &str, bytes: &[u8]) -> Result<Value, ApiError> {
 }
 
 fn read_fields(name: &str, bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    let fields = table()
+    let fields = &table()
         .get(name)
-        .ok_or_else(|| bad(&format!("unknown message {name}")))?;
+        .ok_or_else(|| bad(&format!("unknown message {name}")))?
+        .fields;
     let mut out = Map::new();
     let mut r = Reader { buf: bytes };
     while let Some((tag, wire)) = r.next()? {
