@@ -480,6 +480,9 @@ mod tests {
         let spliced: Value = serde_json::from_slice(&with_rv(old, 9)).unwrap();
         assert_eq!(spliced["metadata"]["resourceVersion"], "9");
         assert_eq!(spliced["metadata"]["labels"], json!({"uid": "l"}));
-        assert_eq!(spliced["metadata"]["ownerReferences"], json!([{"uid": "o"}]));
+        assert_eq!(
+            spliced["metadata"]["ownerReferences"],
+            json!([{"uid": "o"}])
+        );
     }
 }

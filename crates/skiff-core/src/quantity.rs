@@ -3,6 +3,11 @@
 
 /// Parses a quantity to thousandths of a unit, rounding up as upstream does.
 pub fn parse_milli(q: &str) -> Option<i128> {
+    parse_scaled(q, 3)
+}
+
+/// Parses a quantity to units of 10^-`scale`, rounding up.
+pub fn parse_scaled(q: &str, scale: i32) -> Option<i128> {
     let q = q.trim();
     let split = q
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
@@ -40,7 +45,7 @@ pub fn parse_milli(q: &str) -> Option<i128> {
         s if s.starts_with(['e', 'E']) => (1, s[1..].parse().ok()?),
         _ => return None,
     };
-    let exp = exp10 + 3 - frac.len() as i32;
+    let exp = exp10 + scale - frac.len() as i32;
     let scaled = mantissa.checked_mul(mul)?;
     let value = if exp >= 0 {
         scaled.checked_mul(10i128.checked_pow(exp as u32)?)?

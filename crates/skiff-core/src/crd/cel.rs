@@ -3,8 +3,9 @@
 //! rules run only on updates), compiled once per definition, with the
 //! libraries Kubernetes adds to CEL's standard one: the strings, lists
 //! and math extensions, Kubernetes' list functions (`isSorted`, `sum`,
-//! `min`, `max`, `indexOf`, `lastIndexOf`) and regular expressions
-//! (`find`, `findAll`). A `messageExpression` words the refusal.
+//! `min`, `max`, `indexOf`, `lastIndexOf`), regular expressions (`find`,
+//! `findAll`) and the quantity, URL and IP libraries
+//! ([`super::cel_libraries`]). A `messageExpression` words the refusal.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -33,9 +34,10 @@ fn env() -> &'static Arc<Env> {
 }
 
 /// A context for one evaluation: the environment, Kubernetes' functions.
-fn context() -> Context<'static, 'static> {
+pub(super) fn context() -> Context<'static, 'static> {
     let mut c = Context::with_env(env().clone());
     kubernetes_functions(&mut c).expect("Kubernetes' CEL functions register once");
+    super::cel_libraries::register(&mut c).expect("Kubernetes' CEL libraries register once");
     c
 }
 

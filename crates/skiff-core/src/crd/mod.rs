@@ -4,6 +4,7 @@
 //! derived from the established ones.
 
 mod cel;
+mod cel_libraries;
 pub mod columns;
 mod definition;
 pub mod structural;

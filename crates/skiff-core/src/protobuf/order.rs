@@ -67,7 +67,9 @@ fn inline(name: &str, by_name: &HashMap<String, usize>, into: &mut Ordered, dept
     for tag in &message.order {
         let field = &message.fields[tag];
         let nested = |kind: &Kind| match kind {
-            Kind::Message(m) => by_name.get(m).map_or(Nested::Plain, |i| Nested::Message(*i)),
+            Kind::Message(m) => by_name
+                .get(m)
+                .map_or(Nested::Plain, |i| Nested::Message(*i)),
             _ => Nested::Plain,
         };
         match (&field.kind, field.json.as_str()) {
@@ -232,6 +234,7 @@ mod tests {
         // fields.
         let pod = json!({"kind": "Pod", "apiVersion": "v1", "spec": {"containers": [{"name": "c",
             "livenessProbe": {"periodSeconds": 5, "exec": {"command": ["true"]}}}]}});
-        assert!(ordered(&pod).contains(r#""livenessProbe":{"exec":{"command":["true"]},"periodSeconds":5}"#));
+        assert!(ordered(&pod)
+            .contains(r#""livenessProbe":{"exec":{"command":["true"]},"periodSeconds":5}"#));
     }
 }
