@@ -113,24 +113,18 @@ pub fn encode(obj: &Value) -> Bytes {
     let Some(map) = obj.as_object() else {
         return Bytes::from(serde_json::to_vec(obj).unwrap_or_default());
     };
-    let mut stripped;
+    let with_metadata;
     let map = match map.get("metadata") {
-        Some(Value::Object(m)) if m.contains_key("resourceVersion") => {
-            stripped = map.clone();
-            if let Some(Value::Object(m)) = stripped.get_mut("metadata") {
-                m.remove("resourceVersion");
-            }
-            &stripped
-        }
         Some(_) => map,
         None => {
-            stripped = map.clone();
-            stripped.insert("metadata".into(), Value::Object(Default::default()));
-            &stripped
+            let mut m = map.clone();
+            m.insert("metadata".into(), Value::Object(Default::default()));
+            with_metadata = m;
+            &with_metadata
         }
     };
     let mut out = Vec::with_capacity(1024);
-    skiff_core::protobuf::order::write(&mut out, map);
+    skiff_core::protobuf::order::write_without_revision(&mut out, map);
     Bytes::from(out)
 }
 

@@ -5,7 +5,7 @@
 //! the JSON too. Fields the table does not know (custom resources,
 //! embedded objects) keep their own order.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
@@ -22,11 +22,11 @@ enum Nested {
     Map(Option<usize>),
 }
 
-/// One message's fields in declaration order, embedded structs inlined.
+/// One message's fields: each one's place in declaration order (embedded
+/// structs inlined) and how its value is ordered.
 #[derive(Default)]
 struct Ordered {
-    fields: Vec<(String, Nested)>,
-    known: HashSet<String>,
+    fields: HashMap<String, (usize, Nested)>,
 }
 
 struct Orders {
@@ -48,10 +48,14 @@ fn orders() -> &'static Orders {
         let messages = names
             .into_iter()
             .map(|(name, _)| {
-                let mut ordered = Ordered::default();
-                inline(name, &by_name, &mut ordered, 0);
-                ordered.known = ordered.fields.iter().map(|(k, _)| k.clone()).collect();
-                ordered
+                let mut fields = Vec::new();
+                inline(name, &by_name, &mut fields, 0);
+                let fields = fields
+                    .into_iter()
+                    .enumerate()
+                    .map(|(at, (json, nested))| (json, (at, nested)))
+                    .collect();
+                Ordered { fields }
             })
             .collect();
         Orders { by_name, messages }
@@ -60,7 +64,12 @@ fn orders() -> &'static Orders {
 
 /// Appends the fields of message `name` to `into`, an embedded struct's
 /// (JSON name `-`) where it is declared.
-fn inline(name: &str, by_name: &HashMap<String, usize>, into: &mut Ordered, depth: usize) {
+fn inline(
+    name: &str,
+    by_name: &HashMap<String, usize>,
+    into: &mut Vec<(String, Nested)>,
+    depth: usize,
+) {
     let Some(message) = table().get(name) else {
         return;
     };
@@ -79,9 +88,9 @@ fn inline(name: &str, by_name: &HashMap<String, usize>, into: &mut Ordered, dept
                     Nested::Message(i) => Some(i),
                     _ => None,
                 };
-                into.fields.push((json.to_owned(), Nested::Map(of)));
+                into.push((json.to_owned(), Nested::Map(of)));
             }
-            (kind, json) => into.fields.push((json.to_owned(), nested(kind))),
+            (kind, json) => into.push((json.to_owned(), nested(kind))),
         }
     }
 }
@@ -97,9 +106,18 @@ fn of_kind(api_version: &str, kind: &str) -> Option<usize> {
 /// Writes an object as JSON in upstream's order: `kind`, `apiVersion`,
 /// then its kind's fields.
 pub fn write(out: &mut Vec<u8>, obj: &Map<String, Value>) {
+    write_object(out, obj, false);
+}
+
+/// As [`write`], leaving the metadata's `resourceVersion` out (as the
+/// store keeps objects).
+pub fn write_without_revision(out: &mut Vec<u8>, obj: &Map<String, Value>) {
+    write_object(out, obj, true);
+}
+
+fn write_object(out: &mut Vec<u8>, obj: &Map<String, Value>, no_revision: bool) {
     let str_of = |k: &str| obj.get(k).and_then(Value::as_str).unwrap_or_default();
     let message = of_kind(str_of("apiVersion"), str_of("kind"));
-    let top = |k: &str| matches!(k, "kind" | "apiVersion");
     out.push(b'{');
     let mut first = true;
     for key in ["kind", "apiVersion"] {
@@ -107,7 +125,31 @@ pub fn write(out: &mut Vec<u8>, obj: &Map<String, Value>) {
             field(out, &mut first, key, v, Nested::Plain);
         }
     }
-    fields(out, &mut first, obj, message, &top);
+    let rest = obj
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "kind" | "apiVersion"));
+    for (k, v, nested) in in_order(rest, message) {
+        match (k.as_str(), v, no_revision) {
+            ("metadata", Value::Object(meta), true) => {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                out.extend_from_slice(b"\"metadata\":{");
+                let kept = meta.iter().filter(|(k, _)| *k != "resourceVersion");
+                let meta_message = match nested {
+                    Nested::Message(m) => Some(m),
+                    _ => None,
+                };
+                let mut inner_first = true;
+                for (k, v, nested) in in_order(kept, meta_message) {
+                    field(out, &mut inner_first, k, v, nested);
+                }
+                out.push(b'}');
+            }
+            _ => field(out, &mut first, k, v, nested),
+        }
+    }
     out.push(b'}');
 }
 
@@ -126,7 +168,10 @@ fn value(out: &mut Vec<u8>, v: &Value, nested: Nested) {
         }
         (Value::Object(map), Nested::Message(m)) => {
             out.push(b'{');
-            fields(out, &mut true, map, Some(m), &|_| false);
+            let mut first = true;
+            for (k, v, nested) in in_order(map.iter(), Some(m)) {
+                field(out, &mut first, k, v, nested);
+            }
             out.push(b'}');
         }
         (Value::Object(map), Nested::Map(of)) => {
@@ -146,32 +191,22 @@ fn value(out: &mut Vec<u8>, v: &Value, nested: Nested) {
     }
 }
 
-/// An object's fields: the message's in its order, then the others.
-fn fields(
-    out: &mut Vec<u8>,
-    first: &mut bool,
-    map: &Map<String, Value>,
+/// An object's fields: the message's in its order, then the others in
+/// theirs.
+fn in_order<'a>(
+    fields: impl Iterator<Item = (&'a String, &'a Value)>,
     message: Option<usize>,
-    skip: &dyn Fn(&str) -> bool,
-) {
-    let Some(ordered) = message.map(|m| &orders().messages[m]) else {
-        for (k, v) in map {
-            if !skip(k) {
-                field(out, first, k, v, Nested::Plain);
-            }
-        }
-        return;
-    };
-    for (k, nested) in &ordered.fields {
-        if let Some(v) = map.get(k).filter(|_| !skip(k)) {
-            field(out, first, k, v, *nested);
-        }
-    }
-    for (k, v) in map {
-        if !ordered.known.contains(k) && !skip(k) {
-            field(out, first, k, v, Nested::Plain);
-        }
-    }
+) -> Vec<(&'a String, &'a Value, Nested)> {
+    let known = message.map(|m| &orders().messages[m].fields);
+    let mut placed: Vec<(usize, &String, &Value, Nested)> = fields
+        .map(|(k, v)| match known.and_then(|f| f.get(k)) {
+            Some((at, nested)) => (*at, k, v, *nested),
+            None => (usize::MAX, k, v, Nested::Plain),
+        })
+        .collect();
+    // Stable: the others keep their order.
+    placed.sort_by_key(|(at, ..)| *at);
+    placed.into_iter().map(|(_, k, v, n)| (k, v, n)).collect()
 }
 
 fn field(out: &mut Vec<u8>, first: &mut bool, k: &str, v: &Value, nested: Nested) {
