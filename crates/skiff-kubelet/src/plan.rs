@@ -78,6 +78,14 @@ pub fn exited(status: &cri::ContainerStatus) -> bool {
     status.state == cri::ContainerState::ContainerExited as i32
 }
 
+/// Created but never started (the agent stopped between the two), or in
+/// a state the runtime does not know: started again as a new attempt, as
+/// upstream does, whatever the restart policy.
+pub fn never_started(status: &cri::ContainerStatus) -> bool {
+    status.state == cri::ContainerState::ContainerCreated as i32
+        || status.state == cri::ContainerState::ContainerUnknown as i32
+}
+
 pub fn running(status: &cri::ContainerStatus) -> bool {
     status.state == cri::ContainerState::ContainerRunning as i32
 }
@@ -141,6 +149,7 @@ pub fn plan(spec: &PodSpec, seen: &Observed, now: Timestamp) -> Plan {
             None => plan.start.push((c.name.clone(), 0)),
             Some(s) if exited(s) && restart == "Never" => plan.init = Init::Failed,
             Some(s) if exited(s) => again(&mut plan, &c.name, s),
+            Some(s) if never_started(s) => plan.start.push((c.name.clone(), attempt_of(s) + 1)),
             Some(_) => {}
         }
         return plan;
@@ -153,6 +162,7 @@ pub fn plan(spec: &PodSpec, seen: &Observed, now: Timestamp) -> Plan {
                     again(&mut plan, &c.name, s);
                 }
             }
+            Some(s) if never_started(s) => plan.start.push((c.name.clone(), attempt_of(s) + 1)),
             Some(_) => {}
         }
     }
@@ -355,6 +365,29 @@ mod tests {
                 seen: seen(&[("i1", status(Exited, 0, 1))]),
                 now: after(0),
                 start: starts(&[("i1", 1)]),
+                back_off: vec![],
+                init: Init::Running,
+                due: None,
+            },
+            Case {
+                name: "a container created but never started starts anew, even with Never",
+                spec: spec(&[], &["app", "b"], "Never"),
+                seen: seen(&[
+                    ("app", status(cri::ContainerState::ContainerCreated, 0, 0)),
+                    ("b", status(Running, 0, 0)),
+                ]),
+                now: after(0),
+                start: starts(&[("app", 1)]),
+                back_off: vec![],
+                init: Init::Done,
+                due: None,
+            },
+            Case {
+                name: "an init container in an unknown state starts anew",
+                spec: spec(&["i1"], &["app"], "Always"),
+                seen: seen(&[("i1", status(cri::ContainerState::ContainerUnknown, 3, 0))]),
+                now: after(0),
+                start: starts(&[("i1", 4)]),
                 back_off: vec![],
                 init: Init::Running,
                 due: None,

@@ -731,11 +731,17 @@ impl Worker {
             let message = "Pod sandbox changed, it will be killed and re-created.";
             self.event(pod, "", Type::Normal, "SandboxChanged", message);
             self.stop_running(pod, &seen).await?;
-            self.runtime.stop_sandbox(&dead.id).await?;
+            // A sandbox half made when the agent stopped may not stop
+            // cleanly; the new one is made all the same.
+            if let Err(e) = self.runtime.stop_sandbox(&dead.id).await {
+                tracing::info!(sandbox = %dead.id, error = %e.message(), "stopping a dead sandbox");
+            }
         }
         // Older ones than the dead sandbox hold nothing the pod needs.
         for old in sandboxes.iter().rev().skip(1) {
-            self.runtime.remove_sandbox(&old.id).await?;
+            if let Err(e) = self.runtime.remove_sandbox(&old.id).await {
+                tracing::info!(sandbox = %old.id, error = %e.message(), "removing an old sandbox");
+            }
         }
         if !self.simulated {
             let _ = std::fs::create_dir_all(&log_dir);
@@ -894,6 +900,21 @@ impl Worker {
         };
         for (name, mut attempts) in by_name {
             attempts.sort_by_key(attempt_of_container);
+            // One that never started and was replaced holds nothing to show.
+            let latest = attempts.pop();
+            let mut replaced = Vec::new();
+            attempts.retain(|x| {
+                let created = x.state == cri::ContainerState::ContainerCreated as i32
+                    || x.state == cri::ContainerState::ContainerUnknown as i32;
+                if created {
+                    replaced.push(x.id.clone());
+                }
+                !created
+            });
+            for id in replaced {
+                let _ = rt.remove_container(&id).await;
+            }
+            attempts.extend(latest);
             // As upstream's container GC: only the last dead container of
             // each name is kept, for `lastState` and `logs --previous`.
             let old = attempts.len().saturating_sub(2);

@@ -322,9 +322,16 @@ fn a_crash_mid_rollout_still_completes(c: &mut Cluster, flags: &[&str]) {
     std::thread::sleep(Duration::from_millis(700));
     c.kill();
     c.spawn(flags);
-    wait_for("the rollout to complete after the restart", LIMIT, || {
-        rolled_out(c, "2")
-    });
+    let deadline = std::time::Instant::now() + LIMIT;
+    while rolled_out(c, "2").is_none() {
+        if std::time::Instant::now() > deadline {
+            let pods = c.ok(&["get", "pods", "-l", "app=roll", "-o", "wide"]);
+            let d = c.ok(&["get", "deployment", "roll", "-o", "jsonpath={.status}"]);
+            let rs = c.ok(&["get", "replicasets", "-l", "app=roll"]);
+            panic!("the rollout did not complete after the restart:\n{pods}\n{d}\n{rs}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     c.ok(&["delete", "deployment", "roll"]);
 }
 
