@@ -43,8 +43,8 @@ pub struct Config {
     pub https_port: u16,
     /// etcd endpoints; the embedded store under `data_dir` when absent.
     pub datastore_endpoint: Option<String>,
-    /// How many recent events the watch cache keeps for resuming watchers.
-    pub watch_cache_events: usize,
+    /// How much history the watch cache keeps for resuming watchers.
+    pub watch_cache: skiff_store::HistoryLimits,
     /// Where Service ClusterIPs come from; the first is the `kubernetes`
     /// Service's.
     pub service_cidr: skiff_core::cidr::Cidr,
@@ -127,7 +127,7 @@ impl Config {
             bind_address: IpAddr::from([127, 0, 0, 1]),
             https_port: 6443,
             datastore_endpoint: None,
-            watch_cache_events: 100_000,
+            watch_cache: skiff_store::HistoryLimits::default(),
             service_cidr: "10.43.0.0/16".parse().expect("a valid default range"),
             authorization: AuthorizationMode::default(),
             audit_log: None,
@@ -240,7 +240,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         }),
         None => backend,
     };
-    let cache = WatchCache::new(backend, config.watch_cache_events).await?;
+    let cache = WatchCache::new(backend, config.watch_cache).await?;
     metrics::register_store(&config.metrics, cache.clone());
     let store: Arc<dyn Store> = cache;
     let creds = pki::Credentials::load_or_create(dir, config.bind_address)?;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 mod autoscale;
 mod crash;
 mod crds;
+mod leases;
 mod network;
 mod runtime_floor;
 mod startup;
@@ -54,6 +55,9 @@ pub enum What {
     /// SIGKILLs of the server under concurrent writers, and a full disk
     /// (root): no acknowledged write lost.
     Crash(crash::CrashArgs),
+    /// A million Lease renewals: database size and server RSS, with and
+    /// without compaction.
+    Leases(leases::LeasesArgs),
     /// The HTTP client `bench network` runs inside a pod's network.
     #[command(hide = true)]
     HttpLoad(network::HttpLoadArgs),
@@ -186,6 +190,7 @@ async fn run(what: What) -> Result<()> {
         What::HttpLoad(args) => network::http_load(args).await,
         What::Volumes(args) => volumes::run(args).await,
         What::Crash(args) => crash::run(args).await,
+        What::Leases(args) => leases::run(args).await,
     }
 }
 

@@ -26,10 +26,25 @@ pub struct WatchCache {
     events: broadcast::Sender<Arc<Event>>,
 }
 
-/// The most bytes of values the history keeps: a storm of large updates
-/// shortens it (watchers resuming from before it re-list) rather than
-/// growing memory by the size of every version.
-const MAX_HISTORY_BYTES: usize = 64 << 20;
+/// How much history the cache keeps for watchers resuming from a past
+/// revision: at most this many events, and at most this many bytes of
+/// values, so that a storm of large updates shortens it (watchers resuming
+/// from before it re-list) rather than growing memory by the size of every
+/// version.
+#[derive(Clone, Copy, Debug)]
+pub struct HistoryLimits {
+    pub events: usize,
+    pub bytes: usize,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        Self {
+            events: 100_000,
+            bytes: 64 << 20,
+        }
+    }
+}
 
 struct State {
     items: BTreeMap<String, KeyValue>,
@@ -40,7 +55,7 @@ struct State {
     /// Events after this revision are all in `history`.
     history_start: Revision,
     revision: Revision,
-    capacity: usize,
+    limits: HistoryLimits,
 }
 
 impl State {
@@ -56,8 +71,8 @@ impl State {
         let event = Arc::new(event);
         self.history_bytes += event.kv.value.len();
         self.history.push_back(event.clone());
-        while self.history.len() > self.capacity
-            || (self.history_bytes > MAX_HISTORY_BYTES && self.history.len() > 1)
+        while self.history.len() > self.limits.events
+            || (self.history_bytes > self.limits.bytes && self.history.len() > 1)
         {
             let Some(old) = self.history.pop_front() else {
                 break;
@@ -108,20 +123,24 @@ impl WatchCache {
         })
     }
 
-    /// Loads the backend's whole keyspace and follows its changes. `capacity`
-    /// is how many recent events are kept for watchers that resume.
-    pub async fn new(inner: Arc<dyn Store>, capacity: usize) -> Result<Arc<Self>> {
+    /// Loads the backend's whole keyspace and follows its changes, keeping
+    /// the history `limits` allow for watchers that resume.
+    pub async fn new(inner: Arc<dyn Store>, limits: HistoryLimits) -> Result<Arc<Self>> {
         let (items, revision) = load(inner.as_ref()).await?;
+        let limits = HistoryLimits {
+            events: limits.events.max(1),
+            ..limits
+        };
         let state = Arc::new(RwLock::new(State {
             items,
-            history: VecDeque::with_capacity(capacity.min(4096)),
+            history: VecDeque::with_capacity(limits.events.min(4096)),
             history_bytes: 0,
             history_start: revision,
             revision,
-            capacity: capacity.max(1),
+            limits,
         }));
         let (applied_tx, applied) = watch::channel(revision);
-        let (events, _) = broadcast::channel(capacity.clamp(16, 1 << 16));
+        let (events, _) = broadcast::channel(limits.events.clamp(16, 1 << 16));
         let cache = Arc::new(Self {
             inner: inner.clone(),
             state: state.clone(),
@@ -405,7 +424,10 @@ mod tests {
             history_bytes: 0,
             history_start: 0,
             revision: 0,
-            capacity: 100,
+            limits: HistoryLimits {
+                events: 100,
+                bytes: 16 << 20,
+            },
         };
         let put = |st: &mut State, rev: Revision, size: usize| {
             st.apply(Event {
@@ -428,12 +450,8 @@ mod tests {
         for rev in 201..=300 {
             put(&mut st, rev, 2 << 20);
         }
-        assert!(
-            st.history_bytes <= MAX_HISTORY_BYTES,
-            "{}",
-            st.history_bytes
-        );
-        assert_eq!(st.history.len(), MAX_HISTORY_BYTES / (2 << 20));
+        assert!(st.history_bytes <= 16 << 20, "{}", st.history_bytes);
+        assert_eq!(st.history.len(), 8);
         assert_eq!(st.history_start, 300 - st.history.len() as Revision);
         let counted: usize = st.history.iter().map(|e| e.kv.value.len()).sum();
         assert_eq!(counted, st.history_bytes);

@@ -13,7 +13,7 @@ mod embedded;
 mod error;
 mod etcd;
 
-pub use cache::{Figures, WatchCache};
+pub use cache::{Figures, HistoryLimits, WatchCache};
 pub use embedded::Embedded;
 pub use error::{Error, Result};
 pub use etcd::Etcd;

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use skiff_store::{Embedded, Error, Etcd, EventKind, ListOptions, Store, WatchCache};
+use skiff_store::{
+    Embedded, Error, Etcd, EventKind, HistoryLimits, ListOptions, Store, WatchCache,
+};
 
 struct Backend {
     store: Arc<dyn Store>,
@@ -75,7 +77,13 @@ async fn etcd_defragment_gives_back_what_compaction_freed() {
 }
 
 async fn cached(backend: Backend) -> Backend {
-    let store = WatchCache::new(backend.store.clone(), 1000).await.unwrap();
+    let limits = HistoryLimits {
+        events: 1000,
+        ..Default::default()
+    };
+    let store = WatchCache::new(backend.store.clone(), limits)
+        .await
+        .unwrap();
     Backend { store, ..backend }
 }
 
@@ -314,7 +322,13 @@ suite!(cached_etcd, async { cached(etcd().await).await });
 async fn cache_loads_existing_state(backend: Backend) {
     backend.store.create("/e/a", b("1")).await.unwrap();
     let rev = backend.store.create("/e/b", b("2")).await.unwrap();
-    let cache = WatchCache::new(backend.store.clone(), 100).await.unwrap();
+    let limits = HistoryLimits {
+        events: 100,
+        ..Default::default()
+    };
+    let cache = WatchCache::new(backend.store.clone(), limits)
+        .await
+        .unwrap();
     assert_eq!(
         cache
             .list("", ListOptions::default())

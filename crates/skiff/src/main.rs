@@ -92,6 +92,10 @@ struct ServerArgs {
     /// before the server closes it (upstream's 90 s).
     #[arg(long, default_value = "90s", value_parser = parse_duration)]
     idle_connection_timeout: std::time::Duration,
+    /// The most MiB of object versions the watch cache keeps for watchers
+    /// that resume from a past revision (beyond, they get 410 and list).
+    #[arg(long, default_value_t = 64)]
+    watch_cache_size_mb: usize,
     /// How often the store's history is compacted (0 never).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     compaction_interval: std::time::Duration,
@@ -436,6 +440,7 @@ impl ServerArgs {
         config.audit_log = self.audit_log_path.clone();
         config.audit_policy = self.audit_policy_file.clone();
         config.compaction_interval = Some(self.compaction_interval);
+        config.watch_cache.bytes = self.watch_cache_size_mb << 20;
         config.encryption_config = self.encryption_provider_config.clone();
         config.max_requests_inflight = self.max_requests_inflight;
         config.max_mutating_requests_inflight = self.max_mutating_requests_inflight;
