@@ -94,7 +94,12 @@ async fn write_then_kill(mut server: Server, round: usize, after: Duration) -> R
                         .send()
                         .await
                     {
-                        Ok(r) if r.status() == 201 => acked.lock().unwrap().push(name),
+                        Ok(r) if r.status() == 201 => {
+                            acked.lock().unwrap().push(name);
+                            // Read to its end, so the stream closes rather
+                            // than being reset (HTTP/2 peers count resets).
+                            let _ = r.bytes().await;
+                        }
                         _ => return,
                     }
                 }
@@ -115,20 +120,8 @@ async fn write_then_kill(mut server: Server, round: usize, after: Duration) -> R
 /// most one unacknowledged create per writer and kill landed; returns how
 /// many are stored.
 async fn check(server: &Server, acked: &BTreeSet<String>, round: usize) -> Result<usize> {
-    let list: Value = server
-        .client()?
-        .get(format!(
-            "{}/api/v1/namespaces/default/configmaps",
-            server.url
-        ))
-        .bearer_auth(&server.token)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
     let mut stored = BTreeSet::new();
-    for item in list["items"].as_array().context("a list")? {
+    for item in &configmaps(server).await? {
         let name = item["metadata"]["name"].as_str().unwrap_or_default();
         let Some(seq) = name
             .strip_prefix("crash-")
@@ -149,6 +142,24 @@ async fn check(server: &Server, acked: &BTreeSet<String>, round: usize) -> Resul
         acked.len()
     );
     Ok(stored.len())
+}
+
+/// The ConfigMaps of the default namespace.
+async fn configmaps(server: &Server) -> Result<Vec<Value>> {
+    let list: Value = server
+        .client()?
+        .get(format!(
+            "{}/api/v1/namespaces/default/configmaps",
+            server.url
+        ))
+        .bearer_auth(&server.token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let items = list["items"].as_array().context("a list")?;
+    Ok(items.clone())
 }
 
 /// Fills a data dir on a 16 MiB tmpfs, checks what the server answers,
@@ -226,20 +237,8 @@ async fn fill(dir: &Path) -> Result<()> {
     drop(server);
     let (server, _) = Server::start(&data, &[]).await?;
     let acked_set: BTreeSet<String> = acked.iter().cloned().collect();
-    let list: Value = server
-        .client()?
-        .get(format!(
-            "{}/api/v1/namespaces/default/configmaps",
-            server.url
-        ))
-        .bearer_auth(&server.token)
-        .send()
+    let stored: BTreeSet<String> = configmaps(&server)
         .await?
-        .json()
-        .await?;
-    let stored: BTreeSet<String> = list["items"]
-        .as_array()
-        .context("a list")?
         .iter()
         .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_owned))
         .collect();

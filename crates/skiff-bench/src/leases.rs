@@ -114,6 +114,9 @@ async fn one_run(args: &LeasesArgs, interval: &str) -> Result<()> {
                         .send()
                         .await?;
                     ensure!(r.status() == 200, "a renewal answered {}", r.status());
+                    // Read to its end, so the stream closes rather than
+                    // being reset (HTTP/2 peers count resets).
+                    r.bytes().await?;
                 }
             })
         })

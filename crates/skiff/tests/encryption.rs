@@ -25,6 +25,20 @@ fn config(keys: &[(&str, &str)]) -> String {
     providers(&[("aesgcm", keys)])
 }
 
+/// Writes every Secret back unchanged, which seals it with the first
+/// provider's first key (upstream's rotation step).
+fn rewrite_secrets(c: &Cluster) {
+    let all = c.ok(&["get", "secrets", "-o", "json"]);
+    // (kubectl validates a replace with OpenAPI v2, which Skiff does not
+    // serve yet.)
+    let out = c.kubectl_stdin(&["replace", "--validate=false", "-f", "-"], &all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn secrets_are_sealed_at_rest_and_rotate() {
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
@@ -71,15 +85,7 @@ fn secrets_are_sealed_at_rest_and_rotate() {
         c.ok(&["get", "secret", "s", "-o", "jsonpath={.data.k}"]),
         needle
     );
-    let all = c.ok(&["get", "secrets", "-o", "json"]);
-    // (kubectl validates a replace with OpenAPI v2, which Skiff does not
-    // serve yet.)
-    let out = c.kubectl_stdin(&["replace", "--validate=false", "-f", "-"], &all);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rewrite_secrets(&c);
     assert!(found_under(dir, b"k8s:enc:aesgcm:v1:two:"));
     // Another provider first: what aesgcm sealed still reads, and
     // rewriting seals it with secretbox.
@@ -89,13 +95,7 @@ fn secrets_are_sealed_at_rest_and_rotate() {
     let switched = providers(&[("secretbox", &boxed), ("aesgcm", &[(two.0, &two.1)])]);
     std::fs::write(&file, switched).unwrap();
     c.spawn(&["--encryption-provider-config", &flag]);
-    let all = c.ok(&["get", "secrets", "-o", "json"]);
-    let out = c.kubectl_stdin(&["replace", "--validate=false", "-f", "-"], &all);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rewrite_secrets(&c);
     assert!(found_under(dir, b"k8s:enc:secretbox:v1:box:"));
     assert_eq!(
         c.ok(&["get", "secret", "s", "-o", "jsonpath={.data.k}"]),
