@@ -86,6 +86,22 @@ fn compaction_forgets_what_was_deleted() {
         !out.status.success() && refused.contains("too old"),
         "{refused}"
     );
+    // A forged token: a revision the store never reached is expired too,
+    // and a token that is not one is a bad request.
+    let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(r#"{"rv":1000000000000,"start":"/registry/configmaps/default/a"}"#);
+    for (token, expect) in [(forged.as_str(), "too old"), ("not-a-token", "not valid")] {
+        let out = c.kubectl(&[
+            "get",
+            "--raw",
+            &format!("/api/v1/namespaces/default/configmaps?limit=1&continue={token}"),
+        ]);
+        let refused = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && refused.contains(expect),
+            "{refused}"
+        );
+    }
     let shrunk = wait_for("the database to shrink", LIMIT, || {
         let now = database_size(dir);
         (now < peak / 2).then_some(now)

@@ -161,7 +161,9 @@ impl Api {
         let mut items: Vec<KeyValue> = Vec::new();
         let (revision, cont) = loop {
             let (page, rev, more) = self.objects.list(r, filter.namespace(call), opts.clone()).await.map_err(|e| {
-                if e.code == 410 && call.query.continue_token.is_some() {
+                // A revision compacted away, or one the store never reached
+                // (a forged token), is an expired continue token.
+                if matches!(e.code, 410 | 504) && call.query.continue_token.is_some() {
                     ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
                 } else {
                     e
