@@ -55,15 +55,7 @@ fn fuzz(inputs: Option<String>) -> Result<()> {
     let inputs = inputs.unwrap_or_else(|| "1000000".into());
     for (package, filter) in [("skiff-apiserver", "fuzz::"), ("skiff-kubelet", "spdy::")] {
         run(cargo()
-            .args([
-                "test",
-                "--release",
-                "--offline",
-                "-p",
-                package,
-                "--lib",
-                filter,
-            ])
+            .args(["test", "--release", "-p", package, "--lib", filter])
             .env("SKIFF_FUZZ_ITERATIONS", &inputs))?;
     }
     Ok(())

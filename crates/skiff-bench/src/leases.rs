@@ -5,7 +5,6 @@
 //! `--compaction-interval`) and once without. With compaction both
 //! plateau; without, the file grows with every renewal.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,15 +51,6 @@ pub async fn run(args: LeasesArgs) -> Result<()> {
 fn renew_time(n: usize) -> String {
     let (ms, s, m, h) = (n % 1000, n / 1000 % 60, n / 60_000 % 60, n / 3_600_000 % 24);
     format!("2026-01-01T{h:02}:{m:02}:{s:02}.{ms:03}000Z")
-}
-
-/// The bytes of the embedded database's files.
-fn database_bytes(dir: &Path) -> u64 {
-    ["state.db", "state.db-wal"]
-        .iter()
-        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
-        .map(|m| m.len())
-        .sum()
 }
 
 async fn one_run(args: &LeasesArgs, interval: &str) -> Result<()> {
@@ -131,7 +121,7 @@ async fn one_run(args: &LeasesArgs, interval: &str) -> Result<()> {
                 "  {:>9} renewals  {:>7.1} s  database {:>7.1} MiB  server RSS {:>5} MiB",
                 reported,
                 started.elapsed().as_secs_f64(),
-                database_bytes(&dir) as f64 / (1 << 20) as f64,
+                skiff_testkit::database_bytes(&dir) as f64 / (1 << 20) as f64,
                 server.rss_kib() / 1024
             );
         }

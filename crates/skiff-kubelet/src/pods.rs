@@ -715,10 +715,7 @@ impl Worker {
             (SandboxStep::Keep, Some(s)) => {
                 let attempt = s.metadata.as_ref().map_or(0, |m| m.attempt);
                 let config = cri_config::sandbox(pod, attempt, security, &log_dir, dns);
-                let seen = match sandboxes.len() {
-                    1 => seen,
-                    _ => self.observe(&spec, uid).await?,
-                };
+                let seen = self.carry_over(&spec, &sandboxes, seen).await?;
                 return Ok(Some((s.id.clone(), config, seen)));
             }
             (SandboxStep::Create(next), _) => next,
@@ -857,10 +854,24 @@ impl Worker {
     /// the dead sandbox goes.
     async fn observe(&self, spec: &PodSpec, uid: &str) -> Result<Observed, Error> {
         let sandboxes = self.sandboxes(uid).await?;
-        let Some((newest, older)) = sandboxes.split_last() else {
+        let Some(newest) = sandboxes.last() else {
             return Ok(Observed::default());
         };
-        let mut seen = self.observe_sandbox(&newest.id).await?;
+        let seen = self.observe_sandbox(&newest.id).await?;
+        self.carry_over(spec, &sandboxes, seen).await
+    }
+
+    /// What [`Self::observe`] adds to the newest sandbox's look (`seen`)
+    /// from the dead sandbox before it, if any.
+    async fn carry_over(
+        &self,
+        spec: &PodSpec,
+        sandboxes: &[cri::PodSandbox],
+        mut seen: Observed,
+    ) -> Result<Observed, Error> {
+        let Some((_, older)) = sandboxes.split_last() else {
+            return Ok(seen);
+        };
         let Some(dead) = older.last() else {
             return Ok(seen);
         };
