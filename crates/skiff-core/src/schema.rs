@@ -402,4 +402,110 @@ mod tests {
             Some("io.k8s.api.core.v1.PodTemplateSpec")
         );
     }
+
+    /// The object properties of definition `def`, each present and empty
+    /// (lists and maps with one such item), down every path that does
+    /// not come back to a definition already on it; of the rest only the
+    /// required strings (a time where a time is), no integer or boolean.
+    fn skeleton(s: &Schemas, def: &str, path: &mut Vec<String>) -> Value {
+        let mut out = Map::new();
+        path.push(def.to_owned());
+        for field in s.definitions[def]["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let field = field.as_str().unwrap_or_default();
+            let p = &s.definitions[def]["properties"][field];
+            let p = ref_name(p).map_or(p, |d| &s.definitions[d]);
+            let filler = match (p["type"].as_str(), p["format"].as_str()) {
+                (Some("string") | None, Some("date-time")) => Value::from("2024-01-01T00:00:00Z"),
+                (Some("string") | None, Some("byte")) => Value::from("eA=="),
+                (Some("string") | None, _) => Value::from("x"),
+                (Some("array"), _) => Value::Array(Vec::new()),
+                (Some("object"), _) => Value::Object(Map::new()),
+                _ => continue,
+            };
+            out.insert(field.to_owned(), filler);
+        }
+        let props = s.definitions[def]["properties"].as_object().cloned();
+        for (name, p) in props.into_iter().flatten() {
+            let (wrap, inner): (fn(Value) -> Value, &Value) =
+                match (p.get("items"), p.get("additionalProperties")) {
+                    (Some(items), _) => (|v| Value::Array(vec![v]), items),
+                    (_, Some(values)) => (|v| serde_json::json!({"k": v}), values),
+                    _ => (|v| v, &p),
+                };
+            let Some(child) = ref_name(inner) else {
+                continue;
+            };
+            if s.definitions[child]["type"] != "object" || path.iter().any(|d| d == child) {
+                continue;
+            }
+            if s.definitions[child]["properties"].as_object().is_none() {
+                continue;
+            }
+            out.insert(name, wrap(skeleton(s, child, path)));
+        }
+        path.pop();
+        Value::Object(out)
+    }
+
+    /// The integers and booleans `def` requires that `v` lacks, anywhere.
+    fn missing_scalars(s: &Schemas, def: &str, v: &Value, at: &str, out: &mut Vec<String>) {
+        let schema = &s.definitions[def];
+        for field in schema["required"].as_array().into_iter().flatten() {
+            let field = field.as_str().unwrap_or_default();
+            let ty = schema["properties"][field]["type"].as_str().unwrap_or("");
+            if matches!(ty, "integer" | "boolean") && v.get(field).is_none() {
+                out.push(format!("{at}.{field}"));
+            }
+        }
+        for (name, p) in schema["properties"].as_object().into_iter().flatten() {
+            let Some(present) = v.get(name) else { continue };
+            if let Some(child) = p.get("items").and_then(ref_name) {
+                for (i, item) in present.as_array().into_iter().flatten().enumerate() {
+                    missing_scalars(s, child, item, &format!("{at}.{name}[{i}]"), out);
+                }
+            } else if let Some(child) = p.get("additionalProperties").and_then(ref_name) {
+                for (k, item) in present.as_object().into_iter().flatten() {
+                    missing_scalars(s, child, item, &format!("{at}.{name}[{k}]"), out);
+                }
+            } else if let Some(child) = ref_name(p) {
+                if present.is_object() {
+                    missing_scalars(s, child, present, &format!("{at}.{name}"), out);
+                }
+            }
+        }
+    }
+
+    /// Every served kind, written with every nested object present and no
+    /// scalar at all, comes back with each integer and boolean its
+    /// OpenAPI schema requires (upstream's Go types always write them;
+    /// clients model them as required), at every depth.
+    #[test]
+    fn every_kind_writes_the_scalars_its_schema_requires() {
+        let s = schemas();
+        let (mut kinds, mut required) = (0, 0);
+        for r in crate::registry::RESOURCES {
+            let Some(root) = s.root(r) else { continue };
+            let mut obj = skeleton(s, root, &mut Vec::new());
+            obj["apiVersion"] = Value::from(r.api_version());
+            obj["kind"] = Value::from(r.kind);
+            let written = match (r.decode)(obj.clone(), None) {
+                Ok(written) => written,
+                Err(e) => panic!("{} does not decode {obj}: {e}", r.kind),
+            };
+            let mut missing = Vec::new();
+            missing_scalars(s, root, &written, r.kind, &mut missing);
+            assert_eq!(missing, Vec::<String>::new(), "{written}");
+            let mut all = Vec::new();
+            missing_scalars(s, root, &obj, r.kind, &mut all);
+            required += all.len();
+            kinds += 1;
+        }
+        assert!(kinds >= 40, "{kinds} kinds");
+        // Well over the kinds: DaemonSet status alone requires four.
+        assert!(required >= 200, "{required} required scalars checked");
+    }
 }

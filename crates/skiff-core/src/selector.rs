@@ -232,6 +232,24 @@ impl FieldSelector {
         Ok(self)
     }
 
+    /// As [`Self::supported_by`], for any served type: a custom
+    /// resource is selected by its version's `selectableFields`.
+    pub fn supported_by_type(self, r: &crate::registry::ResourceType) -> Result<Self, ApiError> {
+        if !r.custom {
+            return self.supported_by(r.group, r.kind);
+        }
+        let selectable = crate::crd::served(r).map(|s| s.version.selectable.clone());
+        for (path, _, _) in &self.0 {
+            let always = matches!(path.as_str(), "metadata.name" | "metadata.namespace");
+            if !always && !selectable.iter().flatten().any(|s| s == path) {
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {path}"
+                )));
+            }
+        }
+        Ok(self)
+    }
+
     /// The value a term requires for `path`, if one term pins it.
     pub fn exact(&self, path: &str) -> Option<&str> {
         self.0

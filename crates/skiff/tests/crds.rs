@@ -27,6 +27,8 @@ spec:
     additionalPrinterColumns:
     - {name: Replicas, type: integer, jsonPath: .spec.replicas}
     - {name: Mode, type: string, jsonPath: .spec.mode}
+    selectableFields:
+    - {jsonPath: .spec.mode}
     schema:
       openAPIV3Schema:
         type: object
@@ -189,6 +191,29 @@ fn a_definition_serves_a_kind_kubectl_lists_explains_validates_scales_and_delete
     );
     let err = String::from_utf8_lossy(&other.stderr);
     assert!(!other.status.success() && err.contains("conflict"), "{err}");
+
+    // Selectable fields: lists (and watches) select on them, on no others.
+    let slow = c.ok(&[
+        "get",
+        "widgets",
+        "--field-selector=spec.mode=slow",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(slow.trim(), "widget.example.com/w2");
+    let fast = c.ok(&[
+        "get",
+        "widgets",
+        "--field-selector=spec.mode!=slow",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(fast.trim(), "widget.example.com/w1");
+    let err = c.fails(&["get", "widgets", "--field-selector=spec.name=second"]);
+    assert!(
+        err.contains("field label not supported: spec.name"),
+        "{err}"
+    );
 
     // A list the schema keys by name merges per entry between managers:
     // each owns its own entry and takes away only that.

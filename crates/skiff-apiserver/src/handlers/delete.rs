@@ -195,7 +195,7 @@ impl Api {
         let r = t.resource;
         let labels = LabelSelector::parse(call.query.label_selector.as_deref().unwrap_or(""))?;
         let fields = FieldSelector::parse(call.query.field_selector.as_deref().unwrap_or(""))?
-            .supported_by(r.group, r.kind)?;
+            .supported_by_type(r)?;
         let opts = DeleteOptions::parse(call, &raw)?;
         let (items, _, _) = self
             .objects

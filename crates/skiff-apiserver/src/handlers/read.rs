@@ -50,8 +50,7 @@ impl Filter {
         }
         Ok(Self {
             labels: LabelSelector::parse(call.query.label_selector.as_deref().unwrap_or(""))?,
-            fields: FieldSelector::parse(&fields)?
-                .supported_by(call.target.resource.group, call.target.resource.kind)?,
+            fields: FieldSelector::parse(&fields)?.supported_by_type(call.target.resource)?,
         })
     }
 

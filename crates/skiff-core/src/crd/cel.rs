@@ -7,6 +7,7 @@
 //! `findAll`) and the quantity, URL and IP libraries
 //! ([`super::cel_libraries`]). A `messageExpression` words the refusal.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
@@ -14,6 +15,7 @@ use cel::extractors::This;
 use cel::{Context, Env, ExecutionError, Program};
 use serde_json::Value;
 
+use super::cel_cost;
 use crate::status::Cause;
 
 /// The environment rules compile in.
@@ -152,6 +154,8 @@ struct Rule {
     program: Program,
     message: Option<Program>,
     transition: bool,
+    /// Its worst case at its node, for one evaluation.
+    worst: u64,
 }
 
 /// How a rule is known in [`Rules`].
@@ -175,13 +179,16 @@ impl Rules {
         Self(out)
     }
 
-    /// Runs the rules of schema node `s` on `v`.
+    /// Runs the rules of schema node `s` on `v`, each charged to the
+    /// object's `budget` before it runs; a rule that would cost too much
+    /// stops them all, as upstream.
     pub fn check(
         &self,
         s: &Value,
         v: &Value,
         old: Option<&Value>,
         at: &str,
+        budget: &Cell<Option<u64>>,
         causes: &mut Vec<Cause>,
     ) {
         let Some(rules) = s["x-kubernetes-validations"].as_array() else {
@@ -199,6 +206,7 @@ impl Rules {
                 program,
                 message: message_expression,
                 transition,
+                worst,
             }) = self.0.get(&key(rule))
             else {
                 continue;
@@ -206,12 +214,43 @@ impl Rules {
             if *transition && !transitions {
                 continue;
             }
+            let ty = s["type"].as_str().unwrap_or("object");
+            let Some(left) = budget.get() else { return };
+            // A trivial rule is charged its worst case without a look.
+            let cost = if *worst <= TRIVIAL {
+                Some(*worst)
+            } else {
+                cel_cost::on_value(program.expression(), v, old, cel_cost::CALL_LIMIT)
+            };
+            let refusal = match cost {
+                None => Some(format!(
+                    "'operation cancelled: actual cost limit exceeded': no further validation \
+                     rules will be run due to call cost exceeds limit for rule: {text}"
+                )),
+                Some(cost) if cost > left => Some(
+                    "validation failed due to running out of cost budget, no further \
+                     validation rules will be run"
+                        .to_owned(),
+                ),
+                Some(cost) => {
+                    budget.set(Some(left - cost));
+                    None
+                }
+            };
+            if let Some(why) = refusal {
+                budget.set(None);
+                causes.push(Cause {
+                    reason: "FieldValueInvalid",
+                    field: at.trim_start_matches('.').to_owned(),
+                    message: format!("Invalid value: {ty:?}: {why}"),
+                });
+                return;
+            }
             let field = match rule["fieldPath"].as_str() {
                 Some(p) if !p.is_empty() => format!("{at}{p}"),
                 _ => at.to_owned(),
             };
             let field = field.trim_start_matches('.').to_owned();
-            let ty = s["type"].as_str().unwrap_or("object");
             match program.execute(&context) {
                 Ok(cel::Value::Bool(true)) => {}
                 Ok(cel::Value::Bool(false)) => {
@@ -258,6 +297,9 @@ impl Rules {
     }
 }
 
+/// A worst case below which a rule is not estimated again on each value.
+const TRIVIAL: u64 = 100;
+
 fn collect(s: &Value, out: &mut HashMap<(String, String), Rule>) {
     let Some(map) = s.as_object() else { return };
     if let Some(rules) = map
@@ -272,12 +314,14 @@ fn collect(s: &Value, out: &mut HashMap<(String, String), Rule>) {
                 .as_str()
                 .and_then(|m| compile(m).ok());
             let transition = p.references().has_variable("oldSelf");
+            let worst = cel_cost::worst_case(p.expression(), s);
             out.insert(
                 key(rule),
                 Rule {
                     program: p,
                     message,
                     transition,
+                    worst,
                 },
             );
         }

@@ -32,6 +32,9 @@ pub struct Version {
     pub status: bool,
     pub scale: Option<Scale>,
     pub columns: Vec<Column>,
+    /// Field paths lists and watches may select on (`spec.color`), from
+    /// `selectableFields`.
+    pub selectable: Vec<String>,
 }
 
 /// Where the `/scale` subresource reads and writes.
@@ -144,11 +147,108 @@ impl Version {
                         .collect()
                 })
                 .unwrap_or_default(),
+            selectable: v["selectableFields"]
+                .as_array()
+                .map(|fields| {
+                    fields
+                        .iter()
+                        .filter_map(|f| f["jsonPath"].as_str())
+                        .map(|p| p.trim_start_matches('.').to_owned())
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }
 
 const COLUMN_TYPES: &[&str] = &["integer", "number", "string", "boolean", "date"];
+
+/// Most selectable fields a version may declare.
+const MAX_SELECTABLE: usize = 8;
+
+/// Checks a version's `selectableFields`: simple paths to string,
+/// boolean or integer fields of its schema, outside metadata, once each.
+fn check_selectable(fields: &[Value], schema: &Value, at: &str, causes: &mut Vec<Cause>) {
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, f) in fields.iter().enumerate() {
+        let field = format!("{at}[{i}].jsonPath");
+        let path = f["jsonPath"].as_str().unwrap_or_default();
+        if path.is_empty() {
+            causes.push(Cause::required(field));
+            continue;
+        }
+        let found = match schema_at(schema, path) {
+            Ok(found) => found,
+            Err(why) => {
+                causes.push(Cause::invalid(
+                    &field,
+                    path,
+                    format!("is an invalid path: {why}"),
+                ));
+                continue;
+            }
+        };
+        if path.starts_with(".metadata.") || path == ".metadata" {
+            causes.push(Cause::invalid(
+                &field,
+                path,
+                "must not point to fields in metadata",
+            ));
+        }
+        if !matches!(
+            found["type"].as_str(),
+            Some("string" | "boolean" | "integer")
+        ) {
+            causes.push(Cause::invalid(
+                &field,
+                path,
+                "must point to a field of type string, boolean or integer. Enum string fields \
+                 and strings with formats are allowed.",
+            ));
+        }
+        if seen.contains(&path) {
+            causes.push(Cause {
+                reason: "FieldValueDuplicate",
+                field,
+                message: format!("Duplicate value: {path:?}"),
+            });
+        } else {
+            seen.push(path);
+        }
+    }
+    if seen.len() > MAX_SELECTABLE {
+        causes.push(Cause {
+            reason: "FieldValueTooMany",
+            field: at.to_owned(),
+            message: format!(
+                "Too many: {}: must have at most {MAX_SELECTABLE} items",
+                seen.len()
+            ),
+        });
+    }
+}
+
+/// The schema node a simple path (`.spec.color`) reaches.
+fn schema_at<'s>(schema: &'s Value, path: &str) -> Result<&'s Value, String> {
+    let Some(rest) = path.strip_prefix('.') else {
+        return Err("must start with '.'".into());
+    };
+    rest.split('.').try_fold(schema, |node, name| {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "{name:?} is not a field name (array notation is not allowed)"
+            ));
+        }
+        node["properties"]
+            .get(name)
+            .or_else(|| node.get("additionalProperties").filter(|a| a.is_object()))
+            .ok_or_else(|| "does not refer to a valid field".to_owned())
+    })
+}
 
 /// What is wrong with a definition, in upstream's words.
 pub fn check(crd: &Value) -> Vec<Cause> {
@@ -259,22 +359,19 @@ pub fn check(crd: &Value) -> Vec<Cause> {
                 message: "Required value: schemas are required".into(),
             });
         } else {
-            super::structural::check(
+            super::structural::check_root(
                 &v.schema,
                 &format!("{at}.schema.openAPIV3Schema"),
-                true,
                 &mut causes,
             );
         }
-        if crd["spec"]["versions"][i]["selectableFields"]
-            .as_array()
-            .is_some_and(|f| !f.is_empty())
-        {
-            causes.push(Cause {
-                reason: "FieldValueForbidden",
-                field: format!("{at}.selectableFields"),
-                message: "Forbidden: selectable fields are not supported by Skiff".into(),
-            });
+        if let Some(fields) = crd["spec"]["versions"][i]["selectableFields"].as_array() {
+            check_selectable(
+                fields,
+                &v.schema,
+                &format!("{at}.selectableFields"),
+                &mut causes,
+            );
         }
         if let Some(scale) = &v.scale {
             for (field, path) in [

@@ -4,6 +4,7 @@
 //! derived from the established ones.
 
 mod cel;
+mod cel_cost;
 mod cel_libraries;
 pub mod columns;
 mod definition;
@@ -44,10 +45,7 @@ impl Served {
     /// (`old` is the stored object of an update, for transition rules).
     pub fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<crate::status::Cause> {
         let mut causes = Vec::new();
-        let checked = structural::Checked {
-            rules: &self.rules,
-            old,
-        };
+        let checked = structural::Checked::new(&self.rules, old);
         checked.root(obj, &self.version.schema, &mut causes);
         causes
     }

@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::cel::Rules;
+use super::cel_cost;
 use crate::status::Cause;
 
 const TYPES: &[&str] = &["object", "array", "string", "integer", "number", "boolean"];
@@ -21,10 +22,62 @@ fn join(at: &str, name: &str) -> String {
     }
 }
 
-/// Checks that a schema is structural: every node says its type (or
-/// that it is int-or-string, or keeps unknown fields), the root is an
-/// object, and its rules compile.
-pub fn check(s: &Value, at: &str, root: bool, causes: &mut Vec<Cause>) {
+/// Checks that a schema is structural (every node says its type, or that
+/// it is int-or-string, or keeps unknown fields; the root is an object),
+/// that its rules compile, and that they stay within their cost limits
+/// ([`super::cel_cost`]).
+pub fn check_root(s: &Value, at: &str, causes: &mut Vec<Cause>) {
+    let ty = s["type"].as_str().unwrap_or("");
+    if s.is_object() && ty != "object" {
+        causes.push(Cause::invalid(
+            join(at, "type"),
+            ty,
+            "must be object at the root",
+        ));
+    }
+    let mut costs = Vec::new();
+    check(s, at, 1, &mut costs, causes);
+    let total = costs
+        .iter()
+        .fold(0u64, |sum, (_, cost)| sum.saturating_add(*cost));
+    if total > cel_cost::SCHEMA_LIMIT {
+        // Upstream names the four costliest rules of at least 1 % of the limit.
+        costs.retain(|(_, cost)| *cost >= cel_cost::SCHEMA_LIMIT / 100);
+        costs.sort_by_key(|(_, cost)| std::cmp::Reverse(*cost));
+        for (rule, _) in costs.into_iter().take(4) {
+            causes.push(Cause {
+                reason: "FieldValueForbidden",
+                field: rule,
+                message:
+                    "Forbidden: contributed to estimated rule cost total exceeding cost limit \
+                          for entire OpenAPIv3 schema"
+                        .into(),
+            });
+        }
+        causes.push(Cause {
+            reason: "FieldValueForbidden",
+            field: at.to_owned(),
+            message: format!(
+                "Forbidden: {}",
+                cel_cost::over_budget(
+                    "x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema",
+                    total,
+                    cel_cost::SCHEMA_LIMIT
+                )
+            ),
+        });
+    }
+}
+
+/// One node of [`check_root`]; `occurs` is how often the node can occur
+/// in one object, `costs` each rule's estimate times that.
+fn check(
+    s: &Value,
+    at: &str,
+    occurs: u64,
+    costs: &mut Vec<(String, u64)>,
+    causes: &mut Vec<Cause>,
+) {
     let Some(map) = s.as_object() else {
         causes.push(Cause::invalid(at, "", "must be an object"));
         return;
@@ -41,13 +94,6 @@ pub fn check(s: &Value, at: &str, root: bool, causes: &mut Vec<Cause>) {
     } else if !ty.is_empty() && !TYPES.contains(&ty) {
         causes.push(Cause::unsupported(join(at, "type"), ty, TYPES));
     }
-    if root && ty != "object" {
-        causes.push(Cause::invalid(
-            join(at, "type"),
-            ty,
-            "must be object at the root",
-        ));
-    }
     if let Some(pattern) = map.get("pattern").and_then(Value::as_str) {
         if regex::Regex::new(pattern).is_err() {
             causes.push(Cause::invalid(
@@ -59,11 +105,18 @@ pub fn check(s: &Value, at: &str, root: bool, causes: &mut Vec<Cause>) {
     }
     if let Some(props) = map.get("properties").and_then(Value::as_object) {
         for (name, p) in props {
-            check(p, &format!("{at}.properties[{name}]"), false, causes);
+            check(
+                p,
+                &format!("{at}.properties[{name}]"),
+                occurs,
+                costs,
+                causes,
+            );
         }
     }
     if let Some(items) = map.get("items") {
-        check(items, &join(at, "items"), false, causes);
+        let occurs = cel_cost::occurrences(occurs, s);
+        check(items, &join(at, "items"), occurs, costs, causes);
     } else if ty == "array" {
         causes.push(Cause {
             reason: "FieldValueRequired",
@@ -80,29 +133,51 @@ pub fn check(s: &Value, at: &str, root: bool, causes: &mut Vec<Cause>) {
                     .into(),
             });
         }
-        check(extra, &join(at, "additionalProperties"), false, causes);
+        let occurs = cel_cost::occurrences(occurs, s);
+        check(
+            extra,
+            &join(at, "additionalProperties"),
+            occurs,
+            costs,
+            causes,
+        );
     }
     if let Some(rules) = map
         .get("x-kubernetes-validations")
         .and_then(Value::as_array)
     {
         for (i, rule) in rules.iter().enumerate() {
-            let text = rule["rule"].as_str().unwrap_or_default();
-            if let Some(m) = rule["messageExpression"].as_str() {
-                if let Err(e) = super::cel::compile(m) {
-                    causes.push(Cause::invalid(
-                        format!("{at}.x-kubernetes-validations[{i}].messageExpression"),
-                        m,
-                        format!("messageExpression compilation failed: {e}"),
-                    ));
+            let here = format!("{at}.x-kubernetes-validations[{i}]");
+            for (field, what, failed) in [
+                ("rule", "estimated rule cost", "compilation failed"),
+                (
+                    "messageExpression",
+                    "estimated messageExpression cost",
+                    "messageExpression compilation failed",
+                ),
+            ] {
+                let Some(text) = rule[field].as_str() else {
+                    continue;
+                };
+                let field = format!("{here}.{field}");
+                match super::cel::compile(text) {
+                    Err(e) => causes.push(Cause::invalid(&field, text, format!("{failed}: {e}"))),
+                    Ok(program) => {
+                        let cost =
+                            cel_cost::worst_case(program.expression(), s).saturating_mul(occurs);
+                        if cost > cel_cost::RULE_LIMIT {
+                            causes.push(Cause {
+                                reason: "FieldValueForbidden",
+                                field: field.clone(),
+                                message: format!(
+                                    "Forbidden: {}",
+                                    cel_cost::over_budget(what, cost, cel_cost::RULE_LIMIT)
+                                ),
+                            });
+                        }
+                        costs.push((field, cost));
+                    }
                 }
-            }
-            if let Err(e) = super::cel::compile(text) {
-                causes.push(Cause::invalid(
-                    format!("{at}.x-kubernetes-validations[{i}].rule"),
-                    text,
-                    format!("compilation failed: {e}"),
-                ));
             }
         }
     }
@@ -255,11 +330,21 @@ fn in_body(at: &str) -> String {
 /// Validation of one object, with the rules compiled for its schema and
 /// the stored object for transition rules.
 pub struct Checked<'a> {
-    pub rules: &'a Rules,
-    pub old: Option<&'a Value>,
+    rules: &'a Rules,
+    old: Option<&'a Value>,
+    /// What the object's rules may still cost; `None` once they stopped.
+    budget: std::cell::Cell<Option<u64>>,
 }
 
-impl Checked<'_> {
+impl<'a> Checked<'a> {
+    pub fn new(rules: &'a Rules, old: Option<&'a Value>) -> Self {
+        Self {
+            rules,
+            old,
+            budget: std::cell::Cell::new(Some(cel_cost::OBJECT_BUDGET)),
+        }
+    }
+
     /// Validates a whole object (its metadata is the API server's).
     pub fn root(&self, obj: &Value, s: &Value, causes: &mut Vec<Cause>) {
         self.node(obj, self.old, s, "", causes);
@@ -310,7 +395,7 @@ impl Checked<'_> {
         }
         // Rules run only on values whose shape is right, as upstream.
         if causes.len() == before {
-            self.rules.check(s, v, old, at, causes);
+            self.rules.check(s, v, old, at, &self.budget, causes);
         }
     }
 

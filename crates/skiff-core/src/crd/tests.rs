@@ -259,3 +259,142 @@ fn rules_have_kubernetes_libraries_and_message_expressions() {
         vec!["spec: Invalid value: \"object\": failed rule: self.name.find('[0-9]+') == '' || self.name.findAll('[0-9]').size() < 3".to_string()]
     );
 }
+
+/// `widgets()` with `spec.properties[name]` set to `schema`.
+fn with_spec_field(name: &str, schema: Value) -> Value {
+    let mut d = widgets();
+    d["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        [name] = schema;
+    d
+}
+
+#[test]
+fn rule_costs_are_bounded_when_a_definition_is_written() {
+    let at = "spec.versions[0].schema.openAPIV3Schema";
+    let pairs = "self.all(t, self.exists(u, u.startsWith(t)))";
+    // Unbounded strings in an unbounded list: priced as a 3 MiB request full of them.
+    let d = with_spec_field(
+        "names",
+        json!({"type": "array", "items": {"type": "string"},
+            "x-kubernetes-validations": [{"rule": pairs}]}),
+    );
+    let rule = format!("{at}.properties[spec].properties[names].x-kubernetes-validations[0].rule");
+    let why = "(try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)";
+    assert_eq!(
+        messages(&check(&d)),
+        vec![
+            format!("{rule}: Forbidden: estimated rule cost exceeds budget by factor of more than 100x {why}"),
+            format!("{rule}: Forbidden: contributed to estimated rule cost total exceeding cost limit for entire OpenAPIv3 schema"),
+            format!("{at}: Forbidden: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of more than 100x {why}"),
+        ]
+    );
+    // Bounds make the same rule cheap.
+    let d = with_spec_field(
+        "names",
+        json!({"type": "array", "maxItems": 20, "items": {"type": "string", "maxLength": 64},
+            "x-kubernetes-validations": [{"rule": pairs}]}),
+    );
+    assert_eq!(messages(&check(&d)), Vec::<String>::new());
+
+    // A cheap rule on an item counts once per item the list can hold.
+    let item_rule = |list: Value| {
+        let mut list = list;
+        list["items"] = json!({"type": "object", "properties": {"name": {"type": "string"}},
+            "x-kubernetes-validations": [{"rule": "self.name.startsWith('a')"}]});
+        check(&with_spec_field("members", list))
+    };
+    let refused = item_rule(json!({"type": "array"}));
+    assert!(
+        refused[0].message.starts_with(
+            "Forbidden: estimated rule cost exceeds budget by factor of more than 100x"
+        ),
+        "{:?}",
+        messages(&refused)
+    );
+    assert_eq!(
+        refused[0].field,
+        format!("{at}.properties[spec].properties[members].items.x-kubernetes-validations[0].rule")
+    );
+    assert!(item_rule(json!({"type": "array", "maxItems": 16})).is_empty());
+
+    // Rules each within their own limit, over the schema's limit together.
+    let rules: Vec<Value> = (0..11)
+        .map(|i| json!({"rule": format!("self.all(t, t.startsWith('{i}'))")}))
+        .collect();
+    let d = with_spec_field(
+        "labels",
+        json!({"type": "array", "maxItems": 30, "items": {"type": "string"},
+            "x-kubernetes-validations": rules}),
+    );
+    let said = messages(&check(&d));
+    assert_eq!(said.len(), 5, "{said:?}");
+    assert!(said[..4]
+        .iter()
+        .all(|m| m.ends_with("Forbidden: contributed to estimated rule cost total exceeding cost limit for entire OpenAPIv3 schema")));
+    assert!(said[4].starts_with(&format!(
+        "{at}: Forbidden: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of 1.0"
+    )));
+}
+
+#[test]
+fn rules_too_costly_for_one_object_stop_before_they_run() {
+    // One rule: within the definition's limit, past one call's on a full list.
+    let d = with_spec_field(
+        "nums",
+        json!({"type": "array", "maxItems": 900, "items": {"type": "integer"},
+            "x-kubernetes-validations": [{"rule": "self.all(x, self.all(y, x + y != -1))"},
+                {"rule": "size(self) < 2000"}]}),
+    );
+    assert_eq!(messages(&check(&d)), Vec::<String>::new());
+    let s = served(&d);
+    let spec = |nums: Vec<i64>| json!({"spec": {"name": "abc", "replicas": 1, "maxReplicas": 5, "nums": nums}});
+    assert!(s.validate(&spec((0..100).collect()), None).is_empty());
+    assert_eq!(
+        messages(&s.validate(&spec((0..900).collect()), None)),
+        vec!["spec.nums: Invalid value: \"array\": 'operation cancelled: actual cost limit exceeded': no further validation rules will be run due to call cost exceeds limit for rule: self.all(x, self.all(y, x + y != -1))".to_string()]
+    );
+
+    // Many rules, each cheap enough alone, past the object's budget together.
+    let rules: Vec<Value> = (0..101)
+        .map(|i| json!({"rule": format!("!self.contains('{i:03}')")}))
+        .collect();
+    let d = with_spec_field(
+        "text",
+        json!({"type": "string", "x-kubernetes-validations": rules}),
+    );
+    assert_eq!(messages(&check(&d)), Vec::<String>::new());
+    let s = served(&d);
+    let text = |len: usize| json!({"spec": {"name": "abc", "replicas": 1, "maxReplicas": 5, "text": "x".repeat(len)}});
+    assert!(s.validate(&text(1000), None).is_empty());
+    assert_eq!(
+        messages(&s.validate(&text(1 << 20), None)),
+        vec!["spec.text: Invalid value: \"string\": validation failed due to running out of cost budget, no further validation rules will be run".to_string()]
+    );
+}
+
+#[test]
+fn selectable_fields_are_simple_paths_to_scalars() {
+    let mut d = widgets();
+    d["spec"]["versions"][0]["selectableFields"] = json!([
+        {"jsonPath": ".spec.mode"}, {"jsonPath": ".spec.replicas"}, {"jsonPath": ".spec.mode"},
+        {"jsonPath": ".spec.tags"}, {"jsonPath": ".spec.colour"}, {"jsonPath": "spec.name"},
+        {"jsonPath": ".spec.tags[0]"}, {"jsonPath": ""},
+    ]);
+    let at = "spec.versions[0].selectableFields";
+    assert_eq!(
+        messages(&check(&d)),
+        vec![
+            format!("{at}[2].jsonPath: Duplicate value: \".spec.mode\""),
+            format!("{at}[3].jsonPath: Invalid value: \".spec.tags\": must point to a field of type string, boolean or integer. Enum string fields and strings with formats are allowed."),
+            format!("{at}[4].jsonPath: Invalid value: \".spec.colour\": is an invalid path: does not refer to a valid field"),
+            format!("{at}[5].jsonPath: Invalid value: \"spec.name\": is an invalid path: must start with '.'"),
+            format!("{at}[6].jsonPath: Invalid value: \".spec.tags[0]\": is an invalid path: \"tags[0]\" is not a field name (array notation is not allowed)"),
+            format!("{at}[7].jsonPath: Required value"),
+        ]
+    );
+    let s = served(&{
+        d["spec"]["versions"][0]["selectableFields"] = json!([{"jsonPath": ".spec.mode"}]);
+        d
+    });
+    assert_eq!(s.version.selectable, ["spec.mode"]);
+}
