@@ -260,14 +260,13 @@ pub async fn scrape(
         else {
             continue;
         };
-        let listed: Vec<Value> = listed
-            .iter()
-            .filter_map(|kv| crate::storage::decode(kv).ok())
-            .collect();
+        // Each node is decoded as its scrape starts: at most
+        // `SCRAPES_AT_ONCE` at a time, not thousands held together.
         let scrapes = futures::stream::iter(listed)
-            .map(|node| {
+            .map(|kv| {
                 let dialer = dialer.clone();
                 async move {
+                    let node = crate::storage::decode(&kv).ok()?;
                     let name = skiff_core::meta::name(&node).to_owned();
                     let text = dialer
                         .scrape(&node, "/metrics/resource", resolution)

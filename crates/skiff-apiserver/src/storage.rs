@@ -263,6 +263,17 @@ impl Objects {
         r: &ResourceType,
         ns: Option<&str>,
     ) -> Result<Vec<Value>, ApiError> {
+        self.recent_list_where(r, ns, |_| true).await
+    }
+
+    /// As [`Self::recent_list`], decoding only the objects whose stored
+    /// bytes `keep` lets through.
+    pub async fn recent_list_where(
+        &self,
+        r: &ResourceType,
+        ns: Option<&str>,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<Value>, ApiError> {
         let items = self
             .store
             .list_any(&r.list_prefix(ns))
@@ -270,6 +281,7 @@ impl Objects {
             .map_err(|e| store_error(e, r, ""))?;
         items
             .into_iter()
+            .filter(|kv| keep(&kv.value))
             .map(|mut kv| {
                 kv.value = in_version(r, kv.value);
                 decode(&kv)

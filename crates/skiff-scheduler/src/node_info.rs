@@ -159,7 +159,8 @@ impl PodVolume {
 }
 
 impl PlacedPod {
-    fn of(pod: &Pod) -> Self {
+    /// What the scheduler keeps of a pod placed on a node.
+    pub fn of(pod: &Pod) -> Self {
         Self {
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             name: pod.metadata.name.clone().unwrap_or_default(),
@@ -230,22 +231,22 @@ impl NodeInfo {
 
     /// Counts a pod on this node (`sign` 1) or stops counting it (-1).
     pub fn account(&mut self, pod: &Pod, sign: i128) {
-        self.generation = next_generation();
         let placed = PlacedPod::of(pod);
-        self.requested.add(&placed.requests, sign);
-        self.requested_nonzero
-            .add(&placed.requests.with_defaults(), sign);
-        self.pod_count += sign;
         if sign > 0 {
-            self.with_anti_affinity += usize::from(!placed.anti_affinity.is_empty());
-            self.pods.push(placed);
-        } else if let Some(i) = self
+            self.restore(placed);
+        } else {
+            self.forget(&placed.namespace, &placed.name);
+        }
+    }
+
+    /// Stops counting the pod of this namespace and name, if counted.
+    pub fn forget(&mut self, namespace: &str, name: &str) {
+        if let Some(i) = self
             .pods
             .iter()
-            .position(|p| p.namespace == placed.namespace && p.name == placed.name)
+            .position(|p| p.namespace == namespace && p.name == name)
         {
-            let gone = self.pods.swap_remove(i);
-            self.with_anti_affinity -= usize::from(!gone.anti_affinity.is_empty());
+            self.remove(i);
         }
     }
 
@@ -261,7 +262,7 @@ impl NodeInfo {
         gone
     }
 
-    /// Counts a pod again after [`NodeInfo::remove`].
+    /// Counts a placed pod on this node (again, after [`NodeInfo::remove`]).
     pub fn restore(&mut self, placed: PlacedPod) {
         self.generation = next_generation();
         self.requested.add(&placed.requests, 1);

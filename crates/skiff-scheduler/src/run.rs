@@ -42,8 +42,9 @@ pub struct Config {
 struct Cache {
     nodes: Vec<NodeInfo>,
     index: HashMap<String, usize>,
-    /// Pods counted on a node (bound, or assumed while binding), by key.
-    placed: HashMap<Key, (String, Pod)>,
+    /// Pods counted on a node (bound, or assumed while binding), by key:
+    /// their node and what is counted of them (not the whole pod).
+    placed: HashMap<Key, (String, PlacedPod)>,
     /// Unbound pods waiting for a node, by key.
     pending: HashMap<Key, Pod>,
     /// The last failure message reported per pod, to report changes only.
@@ -82,19 +83,20 @@ fn node_of(pod: &Pod) -> Option<&str> {
 
 impl Cache {
     fn unplace(&mut self, key: &str) {
-        if let Some((node, pod)) = self.placed.remove(key) {
+        if let Some((node, placed)) = self.placed.remove(key) {
             if let Some(&i) = self.index.get(&node) {
-                self.nodes[i].account(&pod, -1);
+                self.nodes[i].forget(&placed.namespace, &placed.name);
             }
         }
     }
 
-    fn place(&mut self, key: Key, node: &str, pod: Pod) {
+    fn place(&mut self, key: Key, node: &str, pod: &Pod) {
         self.unplace(&key);
+        let placed = PlacedPod::of(pod);
         if let Some(&i) = self.index.get(node) {
-            self.nodes[i].account(&pod, 1);
+            self.nodes[i].restore(placed.clone());
         }
-        self.placed.insert(key, (node.to_owned(), pod));
+        self.placed.insert(key, (node.to_owned(), placed));
     }
 
     fn apply_pod(&mut self, pod: Pod) {
@@ -110,7 +112,7 @@ impl Cache {
                 }
                 self.queue.forget(&k);
                 self.reported.remove(&k);
-                self.place(k, &node, pod);
+                self.place(k, &node, &pod);
             }
             Some(_) => {
                 self.unplace(&k);
@@ -150,9 +152,9 @@ impl Cache {
     fn apply_node(&mut self, node: Node) {
         let name = node.metadata.name.clone().unwrap_or_default();
         let mut info = NodeInfo::new(node);
-        for (n, pod) in self.placed.values() {
+        for (n, placed) in self.placed.values() {
             if *n == name {
-                info.account(pod, 1);
+                info.restore(placed.clone());
             }
         }
         match self.index.get(&name) {
@@ -373,7 +375,7 @@ fn schedule_one(
                 return;
             }
             c.pending.remove(&key);
-            c.place(key.clone(), &node, pod.clone());
+            c.place(key.clone(), &node, &pod);
             drop(c);
             tokio::spawn(bind(
                 Binding {

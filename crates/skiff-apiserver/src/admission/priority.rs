@@ -24,7 +24,10 @@ impl Mutating for Priority {
             .unwrap_or("")
             .to_owned();
         let class = if name.is_empty() {
-            let items = self.0.recent_list(classes, None).await?;
+            // Only a class that says `globalDefault: true` is decoded.
+            const DEFAULT: &[u8] = b"\"globalDefault\":true";
+            let may_default = |b: &[u8]| b.windows(DEFAULT.len()).any(|w| w == DEFAULT);
+            let items = self.0.recent_list_where(classes, None, may_default).await?;
             items.into_iter().find(|c| c["globalDefault"] == true)
         } else {
             let found = self.0.try_get(classes, None, &name).await?;
@@ -87,5 +90,20 @@ mod tests {
         let mut plain = json!({"metadata": {"name": "p"}, "spec": {}});
         plugin.admit(&a, &mut plain).await.unwrap();
         assert!(plain["spec"]["priority"].is_null());
+        // With one, a pod without a name takes it.
+        f.put(
+            "scheduling.k8s.io",
+            "priorityclasses",
+            json!({"metadata": {"name": "usual"}, "value": 7, "globalDefault": true}),
+        )
+        .await;
+        plugin.admit(&a, &mut plain).await.unwrap();
+        assert_eq!(
+            (
+                &plain["spec"]["priority"],
+                &plain["spec"]["priorityClassName"]
+            ),
+            (&json!(7), &json!("usual"))
+        );
     }
 }

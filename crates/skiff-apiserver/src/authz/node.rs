@@ -148,6 +148,13 @@ impl Edges {
     }
 }
 
+/// Whether a pod's stored JSON may name a node: a `nodeName` key with a
+/// string value (any such key; a false positive only costs a decode).
+fn names_a_node(pod: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"nodeName\":\"";
+    pod.windows(KEY.len()).any(|w| w == KEY)
+}
+
 /// Everything a pod's spec makes its node read.
 fn uses(pod: &Value) -> HashSet<Used> {
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
@@ -277,6 +284,10 @@ impl Graph {
                 }
                 match (event.kind, key.starts_with(PODS)) {
                     (EventKind::Deleted, true) => edges.forget_pod(key),
+                    // A pod on no node, and on none before, changes nothing:
+                    // its bytes are not decoded (every new pod is one).
+                    (_, true)
+                        if !edges.pods.contains_key(key) && !names_a_node(&event.kv.value) => {}
                     (_, true) => {
                         if let Ok(pod) = decode_at(&event.kv.value, event.kv.mod_rev) {
                             edges.put_pod(key, &pod);
@@ -432,6 +443,12 @@ impl NodeAuthorizer {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_a_pod_naming_a_node_needs_a_look() {
+        assert!(!names_a_node(br#"{"spec":{"containers":[]}}"#));
+        assert!(names_a_node(br#"{"spec":{"nodeName":"n1"}}"#));
+    }
 
     fn node(name: &str) -> User {
         User {
