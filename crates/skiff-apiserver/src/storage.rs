@@ -125,6 +125,8 @@ pub fn encode(obj: &Value) -> Bytes {
     };
     let mut out = Vec::with_capacity(1024);
     skiff_core::protobuf::order::write_without_revision(&mut out, map);
+    // The bytes live on in the watch cache: without the growth's slack.
+    out.shrink_to_fit();
     Bytes::from(out)
 }
 

@@ -357,7 +357,9 @@ fn schedule_one(
     key: Key,
 ) {
     let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pod) = c.pending.get(&key).cloned() else {
+    // Taken out while it is tried (a placed pod goes to its binder, not
+    // cloned), and put back if it stays pending.
+    let Some(pod) = c.pending.remove(&key) else {
         return;
     };
     let start = c.start;
@@ -368,13 +370,13 @@ fn schedule_one(
             let node = chosen.name().to_owned();
             let reserved = reserve(&profile.reserves, &placement.state, &pod, chosen);
             if !reserved.is_success() {
+                c.pending.insert(key.clone(), pod);
                 drop(c);
                 binder.metrics.attempt(Outcome::Error);
                 tracing::info!(pod = %key, %node, status = ?reserved, "reserving failed");
                 tokio::spawn(retry_later(cache.clone(), wake.clone(), key));
                 return;
             }
-            c.pending.remove(&key);
             c.place(key.clone(), &node, &pod);
             drop(c);
             tokio::spawn(bind(
@@ -415,10 +417,12 @@ fn schedule_one(
             let message = fit.message();
             let changed =
                 c.reported.insert(key.clone(), message.clone()).as_ref() != Some(&message);
+            let reported = changed.then(|| pod.clone());
+            c.pending.insert(key.clone(), pod);
             c.queue.park(key);
             drop(c);
             binder.metrics.attempt(Outcome::Unschedulable);
-            if changed {
+            if let Some(pod) = reported {
                 tokio::spawn(report_unschedulable(client.clone(), pod, message));
             }
         }
