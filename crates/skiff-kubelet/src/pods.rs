@@ -6,6 +6,7 @@
 //! so a restarted agent picks up where it was.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -417,6 +418,7 @@ impl Worker {
         pod: &Pod,
         c: &Container,
         state: &mut PodState,
+        interim: &Interim<'_>,
     ) -> Result<security::ImageUser, Waiting> {
         let event =
             |kind, reason: &str, message: &str| self.event(pod, &c.name, kind, reason, message);
@@ -446,7 +448,8 @@ impl Worker {
         }
         event(Type::Normal, "Pulling", &format!("Pulling image {image:?}"));
         let began = Instant::now();
-        match self.pulls.pull(&self.runtime, &image).await {
+        let pull = self.pulls.pull(&self.runtime, &image);
+        match self.pulled(pod, state, interim, pull).await {
             Ok(()) => {
                 state.pull_backoff.remove(&c.name);
                 let took = began.elapsed().as_secs_f64();
@@ -565,12 +568,13 @@ impl Worker {
             .chain(&spec.containers)
             .chain(ephemeral.iter().map(|(c, _)| c));
         let by_name: HashMap<&str, &Container> = containers.map(|c| (c.name.as_str(), c)).collect();
-        // A pull can take long: what the pod looks like meanwhile goes
-        // out first.
-        if self.needs_pull(&plan.start, &by_name).await {
-            self.report(pod, state, &seen, &waiting, &HashMap::new(), plan.init)
-                .await;
-        }
+        let waiting_before = waiting.clone();
+        let interim = Interim {
+            seen: &seen,
+            waiting: &waiting_before,
+            init: plan.init,
+            written: AtomicBool::new(false),
+        };
         for (name, attempt) in &plan.start {
             let Some(c) = by_name.get(name.as_str()) else {
                 continue;
@@ -589,6 +593,7 @@ impl Worker {
                 volumes: &volumes,
                 pod_ip: &seen.pod_ip,
                 target,
+                interim: &interim,
             };
             if let Err(why) = self.launch(&launch, c, *attempt, state).await {
                 waiting.insert(name.clone(), why);
@@ -612,23 +617,29 @@ impl Worker {
         Ok(until_due.map_or(resync, |d| d.min(resync)))
     }
 
-    /// Whether starting these containers needs an image pulled first.
-    async fn needs_pull(
+    /// Waits for a pull; one that takes longer than [`INTERIM_AFTER`]
+    /// first has what the pod looks like meanwhile written (once per sync).
+    async fn pulled<T>(
         &self,
-        start: &[(String, u32)],
-        by_name: &HashMap<&str, &Container>,
-    ) -> bool {
-        for (name, _) in start {
-            let Some(c) = by_name.get(name.as_str()) else {
-                continue;
-            };
-            let image = c.image.as_deref().unwrap_or_default();
-            let always = c.image_pull_policy.as_deref() == Some("Always");
-            if always || matches!(self.runtime.image_status(image).await, Ok(None)) {
-                return true;
+        pod: &Pod,
+        state: &mut PodState,
+        interim: &Interim<'_>,
+        pull: impl std::future::Future<Output = T>,
+    ) -> T {
+        let mut pull = std::pin::pin!(pull);
+        if interim.written.load(Ordering::Relaxed) {
+            return pull.await;
+        }
+        tokio::select! {
+            done = &mut pull => done,
+            () = tokio::time::sleep(INTERIM_AFTER) => {
+                interim.written.store(true, Ordering::Relaxed);
+                let probed = HashMap::new();
+                self.report(pod, state, interim.seen, interim.waiting, &probed, interim.init)
+                    .await;
+                pull.await
             }
         }
-        false
     }
 
     /// Evicts the pod as upstream's eviction manager does: stopped within
@@ -778,7 +789,7 @@ impl Worker {
         attempt: u32,
         state: &mut PodState,
     ) -> Result<(), Waiting> {
-        let image_user = self.ensure_image(at.pod, c, state).await?;
+        let image_user = self.ensure_image(at.pod, c, state, at.interim).await?;
         let failed = |why: &str, reason: &str| {
             let message = format!("Error: {why}");
             self.event(at.pod, &c.name, Type::Warning, "Failed", &message);
@@ -1123,6 +1134,21 @@ struct Launch<'a> {
     pod_ip: &'a str,
     /// The container whose process namespace an ephemeral container joins.
     target: Option<&'a str>,
+    interim: &'a Interim<'a>,
+}
+
+/// How long a pull may take before the pod's status is written while it
+/// waits (`ContainerCreating`): a quick pull, as on a simulated node or a
+/// fast registry, costs no write of its own.
+const INTERIM_AFTER: Duration = Duration::from_millis(500);
+
+/// What a sync writes while a pull takes long: the pod as observed before
+/// its containers started, once.
+struct Interim<'a> {
+    seen: &'a Observed,
+    waiting: &'a HashMap<String, Waiting>,
+    init: Init,
+    written: AtomicBool,
 }
 
 #[cfg(test)]

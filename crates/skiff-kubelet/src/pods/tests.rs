@@ -132,8 +132,30 @@ async fn a_hanging_pull_delays_no_other_pod() {
     .await;
     assert_eq!(n.fake.pulls(), ["stuck:1"]);
     assert!(n.fake.container_named("uid-stuck", "c").is_none());
-    let stuck = n.latest_status("stuck");
-    assert_eq!(waiting_reason(&stuck, 0), "ContainerCreating", "{stuck}");
+    // A pull this long has the pod written as it waits.
+    until("the stuck pod reported waiting", || {
+        waiting_reason(&n.latest_status("stuck"), 0) == "ContainerCreating"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_quick_pull_costs_no_status_write_of_its_own() {
+    let n = node("quick");
+    n.fake.registry(
+        "quick:1",
+        Pull::Succeeds {
+            user: String::new(),
+        },
+    );
+    let _slot = n.start(pod("p", &[("c", "quick:1")], "Always"));
+    until("the pod runs", || {
+        n.latest_status("p")["phase"] == "Running"
+    })
+    .await;
+    assert_eq!(n.fake.pulls(), ["quick:1"]);
+    let written = n.statuses("p");
+    assert_eq!(written.len(), 1, "{written:?}");
 }
 
 fn attempt_of_status(s: &cri::ContainerStatus) -> u32 {
