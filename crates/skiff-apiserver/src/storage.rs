@@ -130,6 +130,12 @@ pub fn encode(obj: &Value) -> Bytes {
     Bytes::from(out)
 }
 
+/// Whether stored JSON holds `needle` anywhere: a cheap look before a
+/// decode (a false positive only costs the decode).
+pub fn mentions(stored: &[u8], needle: &[u8]) -> bool {
+    stored.windows(needle.len()).any(|w| w == needle)
+}
+
 /// A stored object's JSON with its `resourceVersion` spliced into the
 /// metadata where upstream has it (after `uid`, else first), without
 /// parsing it (see [`encode`]).

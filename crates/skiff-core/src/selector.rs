@@ -215,21 +215,8 @@ impl FieldSelector {
     /// Refuses fields a kind cannot be selected by, as upstream does
     /// ("field label not supported"), and maps the labels that name
     /// another path (an Event's `source`) to that path.
-    pub fn supported_by(mut self, group: &str, kind: &str) -> Result<Self, ApiError> {
-        for (path, _, _) in &mut self.0 {
-            if matches!(path.as_str(), "metadata.name" | "metadata.namespace") {
-                continue;
-            }
-            match field_label(group, kind, path) {
-                Some(real) => *path = real.to_owned(),
-                None => {
-                    return Err(ApiError::bad_request(format!(
-                        "field label not supported: {path}"
-                    )))
-                }
-            }
-        }
-        Ok(self)
+    pub fn supported_by(self, group: &str, kind: &str) -> Result<Self, ApiError> {
+        self.supported_with(|label| field_label(group, kind, label).map(str::to_owned))
     }
 
     /// As [`Self::supported_by`], for any served type: a custom
@@ -238,13 +225,25 @@ impl FieldSelector {
         if !r.custom {
             return self.supported_by(r.group, r.kind);
         }
-        let selectable = crate::crd::served(r).map(|s| s.version.selectable.clone());
-        for (path, _, _) in &self.0 {
-            let always = matches!(path.as_str(), "metadata.name" | "metadata.namespace");
-            if !always && !selectable.iter().flatten().any(|s| s == path) {
-                return Err(ApiError::bad_request(format!(
-                    "field label not supported: {path}"
-                )));
+        let served = crate::crd::served(r);
+        let selectable = served.as_ref().map(|s| &s.version.selectable);
+        self.supported_with(|label| selectable?.iter().find(|s| *s == label).cloned())
+    }
+
+    /// Refuses the fields `label` knows no path for; besides
+    /// `metadata.name` and `metadata.namespace`, which every kind has.
+    fn supported_with(mut self, label: impl Fn(&str) -> Option<String>) -> Result<Self, ApiError> {
+        for (path, _, _) in &mut self.0 {
+            if matches!(path.as_str(), "metadata.name" | "metadata.namespace") {
+                continue;
+            }
+            match label(path) {
+                Some(real) => *path = real,
+                None => {
+                    return Err(ApiError::bad_request(format!(
+                        "field label not supported: {path}"
+                    )))
+                }
             }
         }
         Ok(self)

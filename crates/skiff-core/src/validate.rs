@@ -68,7 +68,7 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
             }
         }
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
-            causes.extend(crate::crd::check(obj));
+            causes.extend(crate::crd::check(obj, old));
         }
         ("", "Pod") => {
             pod_spec(spec, "spec", &mut causes);

@@ -568,10 +568,9 @@ impl Worker {
             .chain(&spec.containers)
             .chain(ephemeral.iter().map(|(c, _)| c));
         let by_name: HashMap<&str, &Container> = containers.map(|c| (c.name.as_str(), c)).collect();
-        let waiting_before = waiting.clone();
         let interim = Interim {
             seen: &seen,
-            waiting: &waiting_before,
+            waiting: waiting.clone(),
             init: plan.init,
             written: AtomicBool::new(false),
         };
@@ -635,7 +634,7 @@ impl Worker {
             () = tokio::time::sleep(INTERIM_AFTER) => {
                 interim.written.store(true, Ordering::Relaxed);
                 let probed = HashMap::new();
-                self.report(pod, state, interim.seen, interim.waiting, &probed, interim.init)
+                self.report(pod, state, interim.seen, &interim.waiting, &probed, interim.init)
                     .await;
                 pull.await
             }
@@ -1146,7 +1145,7 @@ const INTERIM_AFTER: Duration = Duration::from_millis(500);
 /// its containers started, once.
 struct Interim<'a> {
     seen: &'a Observed,
-    waiting: &'a HashMap<String, Waiting>,
+    waiting: HashMap<String, Waiting>,
     init: Init,
     written: AtomicBool,
 }

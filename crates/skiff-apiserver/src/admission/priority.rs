@@ -7,7 +7,7 @@ use skiff_core::registry;
 use skiff_core::{meta, ApiError};
 
 use super::{Attributes, Mutating, Operation};
-use crate::storage::Objects;
+use crate::storage::{mentions, Objects};
 
 pub struct Priority(pub Objects);
 
@@ -25,8 +25,7 @@ impl Mutating for Priority {
             .to_owned();
         let class = if name.is_empty() {
             // Only a class that says `globalDefault: true` is decoded.
-            const DEFAULT: &[u8] = b"\"globalDefault\":true";
-            let may_default = |b: &[u8]| b.windows(DEFAULT.len()).any(|w| w == DEFAULT);
+            let may_default = |b: &[u8]| mentions(b, br#""globalDefault":true"#);
             let items = self.0.recent_list_where(classes, None, may_default).await?;
             items.into_iter().find(|c| c["globalDefault"] == true)
         } else {

@@ -149,10 +149,9 @@ impl Edges {
 }
 
 /// Whether a pod's stored JSON may name a node: a `nodeName` key with a
-/// string value (any such key; a false positive only costs a decode).
+/// string value (any such key).
 fn names_a_node(pod: &[u8]) -> bool {
-    const KEY: &[u8] = b"\"nodeName\":\"";
-    pod.windows(KEY.len()).any(|w| w == KEY)
+    crate::storage::mentions(pod, br#""nodeName":""#)
 }
 
 /// Everything a pod's spec makes its node read.

@@ -54,7 +54,7 @@ pub fn over_budget(what: &str, cost: u64, limit: u64) -> String {
 
 /// The worst case of a rule at schema node `schema`, for one evaluation.
 pub fn worst_case(rule: &IdedExpr, schema: &Value) -> u64 {
-    Estimator::new(Shape::Schema(schema), u64::MAX)
+    Estimator::new(Shape::Schema(schema), Shape::Schema(schema), u64::MAX)
         .cost(rule)
         .cost
 }
@@ -62,11 +62,8 @@ pub fn worst_case(rule: &IdedExpr, schema: &Value) -> u64 {
 /// The cost of a rule on value `v` (and its stored value `old`), or
 /// `None` once it passes `limit`.
 pub fn on_value(rule: &IdedExpr, v: &Value, old: Option<&Value>, limit: u64) -> Option<u64> {
-    let mut e = Estimator::new(Shape::Value(v), limit);
-    if let Some(old) = old {
-        e.scope.push(("oldSelf".to_owned(), Shape::Value(old)));
-    }
-    let cost = e.cost(rule).cost;
+    let old = Shape::Value(old.unwrap_or(v));
+    let cost = Estimator::new(Shape::Value(v), old, limit).cost(rule).cost;
     (cost <= limit).then_some(cost)
 }
 
@@ -264,12 +261,9 @@ struct Estimator<'a> {
 }
 
 impl<'a> Estimator<'a> {
-    fn new(this: Shape<'a>, limit: u64) -> Self {
+    fn new(this: Shape<'a>, old: Shape<'a>, limit: u64) -> Self {
         Self {
-            scope: vec![
-                ("self".to_owned(), this.clone()),
-                ("oldSelf".to_owned(), this),
-            ],
+            scope: vec![("self".to_owned(), this), ("oldSelf".to_owned(), old)],
             limit,
         }
     }

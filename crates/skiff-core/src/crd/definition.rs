@@ -250,8 +250,9 @@ fn schema_at<'s>(schema: &'s Value, path: &str) -> Result<&'s Value, String> {
     })
 }
 
-/// What is wrong with a definition, in upstream's words.
-pub fn check(crd: &Value) -> Vec<Cause> {
+/// What is wrong with a definition (`old`: as stored, on an update), in
+/// upstream's words.
+pub fn check(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
     let mut causes = Vec::new();
     let d = Definition::parse(crd);
     let spec = &crd["spec"];
@@ -359,9 +360,14 @@ pub fn check(crd: &Value) -> Vec<Cause> {
                 message: "Required value: schemas are required".into(),
             });
         } else {
+            let stored = old.and_then(|o| o["spec"]["versions"].as_array());
+            let unchanged = stored.into_iter().flatten().any(|o| {
+                o["name"] == v.name.as_str() && o["schema"]["openAPIV3Schema"] == v.schema
+            });
             super::structural::check_root(
                 &v.schema,
                 &format!("{at}.schema.openAPIV3Schema"),
+                !unchanged,
                 &mut causes,
             );
         }

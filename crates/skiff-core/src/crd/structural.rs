@@ -25,8 +25,10 @@ fn join(at: &str, name: &str) -> String {
 /// Checks that a schema is structural (every node says its type, or that
 /// it is int-or-string, or keeps unknown fields; the root is an object),
 /// that its rules compile, and that they stay within their cost limits
-/// ([`super::cel_cost`]).
-pub fn check_root(s: &Value, at: &str, causes: &mut Vec<Cause>) {
+/// ([`super::cel_cost`]) unless `costed` is false (a version's schema an
+/// update leaves as it was stored: upstream lets an accepted definition
+/// be updated whatever its rules' estimates have become).
+pub fn check_root(s: &Value, at: &str, costed: bool, causes: &mut Vec<Cause>) {
     let ty = s["type"].as_str().unwrap_or("");
     if s.is_object() && ty != "object" {
         causes.push(Cause::invalid(
@@ -37,17 +39,30 @@ pub fn check_root(s: &Value, at: &str, causes: &mut Vec<Cause>) {
     }
     let mut costs = Vec::new();
     check(s, at, 1, &mut costs, causes);
+    if !costed {
+        return;
+    }
+    for rule in costs.iter().filter(|r| r.cost > cel_cost::RULE_LIMIT) {
+        causes.push(Cause {
+            reason: "FieldValueForbidden",
+            field: rule.field.clone(),
+            message: format!(
+                "Forbidden: {}",
+                cel_cost::over_budget(rule.what, rule.cost, cel_cost::RULE_LIMIT)
+            ),
+        });
+    }
     let total = costs
         .iter()
-        .fold(0u64, |sum, (_, cost)| sum.saturating_add(*cost));
+        .fold(0u64, |sum, rule| sum.saturating_add(rule.cost));
     if total > cel_cost::SCHEMA_LIMIT {
         // Upstream names the four costliest rules of at least 1 % of the limit.
-        costs.retain(|(_, cost)| *cost >= cel_cost::SCHEMA_LIMIT / 100);
-        costs.sort_by_key(|(_, cost)| std::cmp::Reverse(*cost));
-        for (rule, _) in costs.into_iter().take(4) {
+        costs.retain(|rule| rule.cost >= cel_cost::SCHEMA_LIMIT / 100);
+        costs.sort_by_key(|rule| std::cmp::Reverse(rule.cost));
+        for rule in costs.into_iter().take(4) {
             causes.push(Cause {
                 reason: "FieldValueForbidden",
-                field: rule,
+                field: rule.field,
                 message:
                     "Forbidden: contributed to estimated rule cost total exceeding cost limit \
                           for entire OpenAPIv3 schema"
@@ -69,15 +84,18 @@ pub fn check_root(s: &Value, at: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// A rule's (or message expression's) estimate, times the occurrences
+/// of its node.
+struct RuleCost {
+    field: String,
+    /// How upstream names it in a refusal.
+    what: &'static str,
+    cost: u64,
+}
+
 /// One node of [`check_root`]; `occurs` is how often the node can occur
-/// in one object, `costs` each rule's estimate times that.
-fn check(
-    s: &Value,
-    at: &str,
-    occurs: u64,
-    costs: &mut Vec<(String, u64)>,
-    causes: &mut Vec<Cause>,
-) {
+/// in one object.
+fn check(s: &Value, at: &str, occurs: u64, costs: &mut Vec<RuleCost>, causes: &mut Vec<Cause>) {
     let Some(map) = s.as_object() else {
         causes.push(Cause::invalid(at, "", "must be an object"));
         return;
@@ -162,21 +180,11 @@ fn check(
                 let field = format!("{here}.{field}");
                 match super::cel::compile(text) {
                     Err(e) => causes.push(Cause::invalid(&field, text, format!("{failed}: {e}"))),
-                    Ok(program) => {
-                        let cost =
-                            cel_cost::worst_case(program.expression(), s).saturating_mul(occurs);
-                        if cost > cel_cost::RULE_LIMIT {
-                            causes.push(Cause {
-                                reason: "FieldValueForbidden",
-                                field: field.clone(),
-                                message: format!(
-                                    "Forbidden: {}",
-                                    cel_cost::over_budget(what, cost, cel_cost::RULE_LIMIT)
-                                ),
-                            });
-                        }
-                        costs.push((field, cost));
-                    }
+                    Ok(program) => costs.push(RuleCost {
+                        field,
+                        what,
+                        cost: cel_cost::worst_case(program.expression(), s).saturating_mul(occurs),
+                    }),
                 }
             }
         }

@@ -65,7 +65,7 @@ fn messages(causes: &[crate::status::Cause]) -> Vec<String> {
 
 #[test]
 fn a_good_definition_passes_and_a_bad_one_says_why() {
-    assert_eq!(messages(&check(&widgets())), Vec::<String>::new());
+    assert_eq!(messages(&check(&widgets(), None)), Vec::<String>::new());
     let mut bad = widgets();
     bad["metadata"]["name"] = json!("gadgets.example.com");
     bad["spec"]["group"] = json!("nodot");
@@ -77,7 +77,7 @@ fn a_good_definition_passes_and_a_bad_one_says_why() {
     bad["spec"]["conversion"] = json!({"strategy": "Webhook"});
     bad["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
         ["x-kubernetes-validations"][0]["messageExpression"] = json!("'too many' +");
-    let got = messages(&check(&bad));
+    let got = messages(&check(&bad, None));
     let text = got.join("\n");
     assert!(
         text.contains(
@@ -281,27 +281,35 @@ fn rule_costs_are_bounded_when_a_definition_is_written() {
     let rule = format!("{at}.properties[spec].properties[names].x-kubernetes-validations[0].rule");
     let why = "(try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)";
     assert_eq!(
-        messages(&check(&d)),
+        messages(&check(&d, None)),
         vec![
             format!("{rule}: Forbidden: estimated rule cost exceeds budget by factor of more than 100x {why}"),
             format!("{rule}: Forbidden: contributed to estimated rule cost total exceeding cost limit for entire OpenAPIv3 schema"),
             format!("{at}: Forbidden: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of more than 100x {why}"),
         ]
     );
+    // A definition stored before (under other estimates) stays updatable
+    // while that schema is unchanged; a changed one is priced again.
+    let mut labelled = d.clone();
+    labelled["metadata"]["labels"] = json!({"team": "a"});
+    assert_eq!(messages(&check(&labelled, Some(&d))), Vec::<String>::new());
+    let mut other = d.clone();
+    other["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["description"] = json!("changed");
+    assert_eq!(check(&other, Some(&d)).len(), 3);
     // Bounds make the same rule cheap.
     let d = with_spec_field(
         "names",
         json!({"type": "array", "maxItems": 20, "items": {"type": "string", "maxLength": 64},
             "x-kubernetes-validations": [{"rule": pairs}]}),
     );
-    assert_eq!(messages(&check(&d)), Vec::<String>::new());
+    assert_eq!(messages(&check(&d, None)), Vec::<String>::new());
 
     // A cheap rule on an item counts once per item the list can hold.
     let item_rule = |list: Value| {
         let mut list = list;
         list["items"] = json!({"type": "object", "properties": {"name": {"type": "string"}},
             "x-kubernetes-validations": [{"rule": "self.name.startsWith('a')"}]});
-        check(&with_spec_field("members", list))
+        check(&with_spec_field("members", list), None)
     };
     let refused = item_rule(json!({"type": "array"}));
     assert!(
@@ -326,7 +334,7 @@ fn rule_costs_are_bounded_when_a_definition_is_written() {
         json!({"type": "array", "maxItems": 30, "items": {"type": "string"},
             "x-kubernetes-validations": rules}),
     );
-    let said = messages(&check(&d));
+    let said = messages(&check(&d, None));
     assert_eq!(said.len(), 5, "{said:?}");
     assert!(said[..4]
         .iter()
@@ -345,7 +353,7 @@ fn rules_too_costly_for_one_object_stop_before_they_run() {
             "x-kubernetes-validations": [{"rule": "self.all(x, self.all(y, x + y != -1))"},
                 {"rule": "size(self) < 2000"}]}),
     );
-    assert_eq!(messages(&check(&d)), Vec::<String>::new());
+    assert_eq!(messages(&check(&d, None)), Vec::<String>::new());
     let s = served(&d);
     let spec = |nums: Vec<i64>| json!({"spec": {"name": "abc", "replicas": 1, "maxReplicas": 5, "nums": nums}});
     assert!(s.validate(&spec((0..100).collect()), None).is_empty());
@@ -362,7 +370,7 @@ fn rules_too_costly_for_one_object_stop_before_they_run() {
         "text",
         json!({"type": "string", "x-kubernetes-validations": rules}),
     );
-    assert_eq!(messages(&check(&d)), Vec::<String>::new());
+    assert_eq!(messages(&check(&d, None)), Vec::<String>::new());
     let s = served(&d);
     let text = |len: usize| json!({"spec": {"name": "abc", "replicas": 1, "maxReplicas": 5, "text": "x".repeat(len)}});
     assert!(s.validate(&text(1000), None).is_empty());
@@ -382,7 +390,7 @@ fn selectable_fields_are_simple_paths_to_scalars() {
     ]);
     let at = "spec.versions[0].selectableFields";
     assert_eq!(
-        messages(&check(&d)),
+        messages(&check(&d, None)),
         vec![
             format!("{at}[2].jsonPath: Duplicate value: \".spec.mode\""),
             format!("{at}[3].jsonPath: Invalid value: \".spec.tags\": must point to a field of type string, boolean or integer. Enum string fields and strings with formats are allowed."),
