@@ -264,6 +264,25 @@ impl Objects {
         decoded(kv, r, name)
     }
 
+    /// As [`Self::recent`], decoding the object only when its stored
+    /// bytes mention `needle`; one found without it is an empty object
+    /// (for a reader that only looks for what `needle` names).
+    pub async fn recent_mentioning(
+        &self,
+        r: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        needle: &[u8],
+    ) -> Result<Option<Value>, ApiError> {
+        let kv = self.store.get_any(&r.key(ns, name)).await;
+        match kv {
+            Ok(Some(kv)) if !mentions(&kv.value, needle) => {
+                Ok(Some(Value::Object(Default::default())))
+            }
+            kv => decoded(kv, r, name),
+        }
+    }
+
     /// Every object of a resource in a namespace (or everywhere), as the
     /// watch cache has them.
     pub async fn recent_list(

@@ -282,6 +282,10 @@ impl Server {
     fn rss_kib(&self) -> u64 {
         rss_kib(self.child.id())
     }
+
+    fn cpu_time(&self) -> Duration {
+        cpu_time(self.child.id())
+    }
 }
 
 /// Starts the simulated nodes and waits until they are registered.
@@ -994,13 +998,16 @@ async fn api(args: ApiArgs) -> Result<()> {
     println!("start to ready                 {}", ms(ready));
     println!("idle RSS                       {} MiB", idle_rss / 1024);
 
+    let cpu = server.cpu_time();
     let (rate, lat) = create_pods(&server, args.clients, args.pods, "pod").await?;
+    let per_create = (server.cpu_time() - cpu) / args.pods as u32;
     println!(
         "creates/s (embedded, {} clients) {rate:.0}  (p50 {}, p99 {})",
         args.clients,
         ms(percentile(&lat, 0.5)),
         ms(percentile(&lat, 0.99))
     );
+    println!("server CPU per create          {}", ms(per_create));
 
     let mut tasks = Vec::new();
     for c in 0..args.clients {

@@ -1,7 +1,7 @@
 //! Field management: server-side apply, and the `managedFields` bookkeeping
 //! of ordinary writes.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use std::collections::BTreeSet;
 
@@ -33,19 +33,38 @@ impl Entry {
     }
 
     fn to_json(&self) -> Value {
-        let mut v = json!({
-            "manager": self.manager,
-            "operation": self.operation,
-            "apiVersion": self.api_version,
-            "time": self.time,
-            "fieldsType": "FieldsV1",
-            "fieldsV1": self.fields.to_json(),
-        });
-        if let Some(s) = &self.subresource {
-            v["subresource"] = json!(s);
-        }
-        v
+        entry_json(
+            &self.manager,
+            &self.operation,
+            &self.api_version,
+            &self.time,
+            self.subresource.as_deref(),
+            self.fields.to_json(),
+        )
     }
+}
+
+/// A `managedFields` entry as JSON, in upstream's field order (built
+/// directly: `json!` would copy the fields tree through a serializer).
+fn entry_json(
+    manager: &str,
+    operation: &str,
+    api_version: &str,
+    time: &str,
+    subresource: Option<&str>,
+    fields: Value,
+) -> Value {
+    let mut m = Map::with_capacity(7);
+    m.insert("manager".into(), manager.into());
+    m.insert("operation".into(), operation.into());
+    m.insert("apiVersion".into(), api_version.into());
+    m.insert("time".into(), time.into());
+    m.insert("fieldsType".into(), "FieldsV1".into());
+    m.insert("fieldsV1".into(), fields);
+    if let Some(s) = subresource {
+        m.insert("subresource".into(), s.into());
+    }
+    Value::Object(m)
 }
 
 fn entries(obj: &Value) -> Vec<Entry> {
@@ -184,26 +203,23 @@ pub fn track_update(
     manager: &Manager,
     shape: Option<Shape<'_>>,
 ) {
-    let given = meta::get(new, "managedFields").cloned();
-    let before = old.and_then(|o| meta::get(o, "managedFields")).cloned();
-    if given.is_some() && given != before {
+    let given = meta::get(new, "managedFields");
+    if given.is_some() && given != old.and_then(|o| meta::get(o, "managedFields")) {
         return;
     }
     let Some(old) = old else {
         // A new object: the writer owns everything in it.
-        let mut entry = json!({
-            "manager": manager.name,
-            "operation": "Update",
-            "apiVersion": manager.api_version,
-            "time": meta::now(),
-            "fieldsType": "FieldsV1",
-            "fieldsV1": tree(new, shape),
-        });
-        if let Some(sub) = manager.subresource {
-            entry["subresource"] = json!(sub);
-        }
-        if entry["fieldsV1"].as_object().is_some_and(|m| !m.is_empty()) {
-            meta::set(new, "managedFields", json!([entry]));
+        let fields = tree(new, shape);
+        if fields.as_object().is_some_and(|m| !m.is_empty()) {
+            let entry = entry_json(
+                manager.name,
+                "Update",
+                manager.api_version,
+                &meta::now(),
+                manager.subresource,
+                fields,
+            );
+            meta::set(new, "managedFields", Value::Array(vec![entry]));
         }
         return;
     };

@@ -54,7 +54,10 @@ impl Validating for PodSecurity {
             return Ok(());
         };
         let namespaces = registry::lookup("", "v1", "namespaces").expect("served");
-        let Some(namespace) = self.0.recent(namespaces, None, ns).await? else {
+        let found = self
+            .0
+            .recent_mentioning(namespaces, None, ns, PREFIX.as_bytes());
+        let Some(namespace) = found.await? else {
             return Ok(());
         };
         let labels = &namespace["metadata"]["labels"];

@@ -19,6 +19,8 @@ pub const MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// A token's lifetime as upstream's admission asks for it (the kubelet
 /// renews it at 80 %).
 const TOKEN_SECONDS: i64 = 3607;
+/// The field of a pod or an account that turns its token off.
+const AUTOMOUNT: &str = "automountServiceAccountToken";
 
 pub struct ServiceAccount(pub Objects);
 
@@ -37,7 +39,10 @@ impl Mutating for ServiceAccount {
         pod["spec"]["serviceAccountName"] = json!(name);
         pod["spec"]["serviceAccount"] = json!(name);
         let accounts = registry::lookup("", "v1", "serviceaccounts").expect("served");
-        let account = self.0.recent(accounts, Some(&ns), &name).await?;
+        let account = self
+            .0
+            .recent_mentioning(accounts, Some(&ns), &name, AUTOMOUNT.as_bytes())
+            .await?;
         // The default account appears moments after its namespace; a pod
         // created meanwhile is let through, as its token follows.
         if account.is_none() && name != "default" {
@@ -46,11 +51,11 @@ impl Mutating for ServiceAccount {
                 meta::name(pod)
             )));
         }
-        let automount = match &pod["spec"]["automountServiceAccountToken"] {
+        let automount = match &pod["spec"][AUTOMOUNT] {
             Value::Bool(b) => *b,
             _ => account
                 .as_ref()
-                .and_then(|a| a["automountServiceAccountToken"].as_bool())
+                .and_then(|a| a[AUTOMOUNT].as_bool())
                 .unwrap_or(true),
         };
         if automount {
