@@ -16,6 +16,7 @@ mod encryption;
 mod handlers;
 mod impersonation;
 mod inflight;
+mod loopback;
 mod metrics;
 mod node_proxy;
 mod openapi;
@@ -28,6 +29,8 @@ mod services;
 mod storage;
 mod tokens;
 mod watch;
+
+pub use loopback::Loopback;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -177,6 +180,7 @@ pub struct Server {
     /// The admin kubeconfig it wrote.
     pub kubeconfig: PathBuf,
     serving: tokio::task::JoinHandle<()>,
+    api: Arc<handlers::Api>,
     creds: pki::Credentials,
     data_dir: PathBuf,
     url: String,
@@ -188,6 +192,12 @@ impl Server {
     pub fn kubeconfig_for(&self, component: Component) -> Result<PathBuf, Error> {
         self.creds
             .write_component_kubeconfig(&self.data_dir, &self.url, component.user(), &[])
+    }
+
+    /// In-process connections for one of the control plane's components,
+    /// served as its user (as [`Self::kubeconfig_for`]'s certificate).
+    pub fn loopback(&self, component: Component) -> Loopback {
+        Loopback::new(self.api.clone(), component.user())
     }
 
     /// A kubeconfig for the server's own node agent: the node's identity
@@ -331,7 +341,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     let serving = tokio::spawn(serve::run(
         listener,
         tls,
-        api,
+        api.clone(),
         config.idle_connection_timeout,
     ));
     tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server ready");
@@ -339,6 +349,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         addr,
         kubeconfig,
         serving,
+        api,
         creds,
         data_dir: config.data_dir.clone(),
         url,

@@ -1,14 +1,18 @@
 //! The HTTPS listener: rustls with HTTP/2 and HTTP/1.1 (for upgrades).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::auth::ClientCertificate;
 use crate::handlers::Api;
 use crate::pki::Credentials;
 use crate::Error;
@@ -45,11 +49,11 @@ pub fn tls_config(creds: &Credentials) -> Result<Arc<rustls::ServerConfig>, Erro
 }
 
 /// How long a client has to finish its TLS handshake.
-pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a connection may take to send a request's headers, the first
 /// or the next on a kept-alive connection (upstream's ReadHeaderTimeout).
-pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(32);
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(32);
 
 /// Connections served at once; beyond, new ones wait in the listen
 /// backlog until one ends.
@@ -62,7 +66,7 @@ pub async fn run(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     api: Arc<Api>,
-    idle: std::time::Duration,
+    idle: Duration,
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -96,7 +100,7 @@ pub async fn run(
             };
             // The chain was verified in the handshake; its identity (and
             // validity, checked per request) is read once.
-            let identity = crate::auth::ClientCertificate(
+            let identity = ClientCertificate(
                 stream
                     .get_ref()
                     .1
@@ -109,65 +113,80 @@ pub async fn run(
             // read to guess it, so a silent HTTP/1.1 client meets the
             // header timeout.
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-            let activity = Activity::new();
-            let tracked = activity.clone();
-            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                let api = api.clone();
-                let busy = tracked.begin();
-                let unread = Unread::default();
-                let mut req = req.map(|b| Body::new(unread.reads(b)));
-                req.extensions_mut().insert(crate::audit::Peer(peer.ip()));
-                req.extensions_mut().insert(identity.clone());
-                async move {
-                    let reply = api.handle(req).await;
-                    // A refusal may come before the body was read: what
-                    // is left is read and dropped, so that an HTTP/2
-                    // client gets the reply rather than a reset stream.
-                    if reply.status().is_client_error() || reply.status().is_server_error() {
-                        unread.drain().await;
-                    }
-                    // In flight until its body is sent (a watch: for as
-                    // long as it lasts).
-                    Ok::<_, std::convert::Infallible>(reply.map(|b| Body::new(Busy::new(b, busy))))
-                }
-            });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder = match h2 {
-                true => builder.http2_only(),
-                false => builder.http1_only(),
-            };
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT);
-            // A peer that stops answering pings is let go.
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(1000)
-                .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
-                .keep_alive_timeout(std::time::Duration::from_secs(20));
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            let ended = tokio::select! {
-                ended = conn.as_mut() => ended,
-                () = activity.idle_for(idle) => {
-                    tracing::debug!(%peer, "closing an idle connection");
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = ended {
-                tracing::debug!(%peer, error = %e, "connection ended");
-            }
+            connection(stream, peer, identity, h2, api, idle).await;
         });
+    }
+}
+
+/// Serves one connection's requests (HTTP/2 when `h2`, else HTTP/1.1 with
+/// upgrades) as `identity` until the peer leaves or it is idle for `idle`.
+pub async fn connection<I>(
+    io: I,
+    peer: SocketAddr,
+    identity: ClientCertificate,
+    h2: bool,
+    api: Arc<Api>,
+    idle: Duration,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Activity::new();
+    let tracked = activity.clone();
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let api = api.clone();
+        let busy = tracked.begin();
+        let unread = Unread::default();
+        let mut req = req.map(|b| Body::new(unread.reads(b)));
+        req.extensions_mut().insert(crate::audit::Peer(peer.ip()));
+        req.extensions_mut().insert(identity.clone());
+        async move {
+            let reply = api.handle(req).await;
+            // A refusal may come before the body was read: what is left
+            // is read and dropped, so that an HTTP/2 client gets the
+            // reply rather than a reset stream.
+            if reply.status().is_client_error() || reply.status().is_server_error() {
+                unread.drain().await;
+            }
+            // In flight until its body is sent (a watch: for as long as
+            // it lasts).
+            Ok::<_, std::convert::Infallible>(reply.map(|b| Body::new(Busy::new(b, busy))))
+        }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder = match h2 {
+        true => builder.http2_only(),
+        false => builder.http1_only(),
+    };
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    // A peer that stops answering pings is let go.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(1000)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        () = activity.idle_for(idle) => {
+            tracing::debug!(%peer, "closing an idle connection");
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(%peer, error = %e, "connection ended");
     }
 }
 
 /// The most of a refused request's body that is read and dropped.
 const DRAIN_BYTES: usize = 16 * 1024 * 1024;
 /// How long dropping it may take.
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// A request's body, shared between the handler that reads it and the
 /// connection that drains what the handler left.
@@ -261,7 +280,7 @@ impl Activity {
     }
 
     /// Resolves once no request has been in flight for `idle`.
-    async fn idle_for(&self, idle: std::time::Duration) {
+    async fn idle_for(&self, idle: Duration) {
         loop {
             let (in_flight, since) = *self.lock();
             let until = since + idle;

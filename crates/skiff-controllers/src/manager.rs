@@ -181,16 +181,9 @@ impl Writers {
 }
 
 /// Runs every controller while this process holds the leader lease: the
-/// informers read as the manager (`kube`'s identity), each loop writes as
-/// its own service account.
-pub async fn run(kube: kube::Config, config: Config) {
-    let client = match Client::try_from(kube.clone()) {
-        Ok(client) => client,
-        Err(e) => {
-            tracing::error!(error = %e, "the controller manager's kubeconfig is unusable");
-            return;
-        }
-    };
+/// informers read through `client` (the manager's identity), each loop
+/// writes as its own service account, reaching the server as `kube` says.
+pub async fn run(client: Client, kube: kube::Config, config: Config) {
     let writers = Arc::new(Writers::new(&Credentials::new(client.clone(), &kube)).await);
     let identity = leader::identity("controller-manager");
     let (mut leading, _election) = leader::elect(

@@ -425,6 +425,16 @@ async fn local_config(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Conf
     Ok(kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?)
 }
 
+/// A client for a component inside the server's process: the same
+/// requests, served in memory as the component's user.
+fn in_process(
+    server: &skiff_apiserver::Server,
+    component: skiff_apiserver::Component,
+) -> kube::Client {
+    let loopback = server.loopback(component);
+    skiff_runtime::loopback::client(move || loopback.connect())
+}
+
 async fn local_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
     Ok(kube::Client::try_from(local_config(kubeconfig).await?)?)
 }
@@ -474,8 +484,7 @@ fn main() -> anyhow::Result<()> {
                 let mut dns_task = None;
                 use skiff_apiserver::Component;
                 if !args.disable_scheduler {
-                    let client =
-                        local_client(&server.kubeconfig_for(Component::Scheduler)?).await?;
+                    let client = in_process(&server, Component::Scheduler);
                     let config = skiff_scheduler::Config {
                         score_all_nodes: args.scheduler_score_all_nodes,
                         metrics: metrics.clone(),
@@ -497,7 +506,8 @@ fn main() -> anyhow::Result<()> {
                         metrics: metrics.clone(),
                         ..Default::default()
                     };
-                    tokio::spawn(skiff_controllers::manager::run(kube, config));
+                    let client = in_process(&server, Component::ControllerManager);
+                    tokio::spawn(skiff_controllers::manager::run(client, kube, config));
                 }
                 if !args.disable_dns {
                     let client = local_client(&server.kubeconfig_for(Component::Dns)?).await?;
@@ -626,8 +636,9 @@ fn main() -> anyhow::Result<()> {
                         .horizontal_pod_autoscaler_downscale_stabilization,
                     ..Default::default()
                 };
+                let client = kube::Client::try_from(kube.clone())?;
                 tokio::select! {
-                    _ = skiff_controllers::manager::run(kube, config) => {}
+                    _ = skiff_controllers::manager::run(client, kube, config) => {}
                     _ = shutdown() => tracing::info!("shutting down"),
                 }
                 Ok(())
