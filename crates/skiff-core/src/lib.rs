@@ -26,6 +26,7 @@ pub mod quota;
 pub mod registry;
 pub mod schema;
 pub mod selector;
+pub mod sparse;
 pub mod status;
 pub mod strategic;
 pub mod table;

@@ -249,6 +249,11 @@ impl FieldSelector {
         Ok(self)
     }
 
+    /// The object paths the terms read.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(path, _, _)| path.as_str())
+    }
+
     /// The value a term requires for `path`, if one term pins it.
     pub fn exact(&self, path: &str) -> Option<&str> {
         self.0

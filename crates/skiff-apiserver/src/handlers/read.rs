@@ -4,6 +4,7 @@ use axum::response::Response;
 use base64::Engine;
 use serde_json::{json, Value};
 use skiff_core::selector::{FieldSelector, LabelSelector};
+use skiff_core::sparse::Paths;
 use skiff_core::{table, ApiError};
 use skiff_store::{KeyValue, ListOptions, Revision};
 
@@ -34,6 +35,8 @@ fn decode_continue(token: &str) -> Result<(Revision, String), ApiError> {
 pub struct Filter {
     pub labels: LabelSelector,
     pub fields: FieldSelector,
+    /// What the selectors read of an object.
+    read: Paths,
 }
 
 impl Filter {
@@ -48,9 +51,14 @@ impl Filter {
                 format!("{fields},{term}")
             };
         }
+        let labels = LabelSelector::parse(call.query.label_selector.as_deref().unwrap_or(""))?;
+        let fields = FieldSelector::parse(&fields)?.supported_by_type(call.target.resource)?;
+        let labelled = (!labels.is_empty()).then_some("metadata.labels");
+        let read = Paths::of(fields.paths().chain(labelled));
         Ok(Self {
-            labels: LabelSelector::parse(call.query.label_selector.as_deref().unwrap_or(""))?,
-            fields: FieldSelector::parse(&fields)?.supported_by_type(call.target.resource)?,
+            labels,
+            fields,
+            read,
         })
     }
 
@@ -85,7 +93,7 @@ impl Filter {
                 .labels
                 .matches(|k| o.metadata.labels.get(k).map(String::as_str)));
         }
-        let obj: Value = serde_json::from_slice(bytes).map_err(corrupt)?;
+        let obj = self.read.read(bytes).map_err(corrupt)?;
         Ok(self.matches(&obj))
     }
 
