@@ -1,4 +1,5 @@
-//! The HTTPS listener: rustls with HTTP/2 and HTTP/1.1 (for upgrades).
+//! The HTTPS listener (rustls with HTTP/2 and HTTP/1.1, for upgrades),
+//! and the connection serving it shares with in-process pipes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -76,24 +76,10 @@ impl Filter {
         if self.is_everything() {
             return Ok(true);
         }
-        let corrupt =
-            |e: serde_json::Error| ApiError::internal(format!("stored object is corrupt: {e}"));
-        if self.fields.is_empty() {
-            #[derive(serde::Deserialize)]
-            struct Meta {
-                #[serde(default)]
-                labels: std::collections::HashMap<String, String>,
-            }
-            #[derive(serde::Deserialize)]
-            struct Labelled {
-                metadata: Meta,
-            }
-            let o: Labelled = serde_json::from_slice(bytes).map_err(corrupt)?;
-            return Ok(self
-                .labels
-                .matches(|k| o.metadata.labels.get(k).map(String::as_str)));
-        }
-        let obj = self.read.read(bytes).map_err(corrupt)?;
+        let obj = self
+            .read
+            .read(bytes)
+            .map_err(|e| ApiError::internal(format!("stored object is corrupt: {e}")))?;
         Ok(self.matches(&obj))
     }
 
