@@ -7,6 +7,9 @@ use std::sync::{Mutex, RwLock};
 use schemars::{generate::SchemaGenerator, Schema};
 use serde_json::Value;
 
+/// Reads JSON bytes through a typed struct, as `ResourceType::decode_json`.
+pub type DecodeJson = fn(&[u8], Option<&mut Vec<String>>) -> Result<Value, serde_json::Error>;
+
 /// One resource type at one group-version.
 #[derive(Debug)]
 pub struct ResourceType {
@@ -28,6 +31,8 @@ pub struct ResourceType {
     /// dropped, their paths added to the list when one is given (in the
     /// same pass).
     pub decode: fn(Value, Option<&mut Vec<String>>) -> Result<Value, serde_json::Error>,
+    /// `decode` from JSON bytes, without building the untyped object first.
+    pub decode_json: DecodeJson,
     /// Adds the type's JSON schema to a generator.
     pub schema: fn(&mut SchemaGenerator) -> Schema,
 }
@@ -102,6 +107,19 @@ fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(
     serde_json::to_value(typed)
 }
 
+fn decode_json<T: serde::de::DeserializeOwned + serde::Serialize>(
+    bytes: &[u8],
+    unknown: Option<&mut Vec<String>>,
+) -> Result<Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let typed: T = match unknown {
+        None => serde::Deserialize::deserialize(&mut de)?,
+        Some(unknown) => serde_ignored::deserialize(&mut de, |path| unknown.push(dotted(&path)))?,
+    };
+    de.end()?;
+    serde_json::to_value(typed)
+}
+
 /// A field's path as upstream's strict decoding names it:
 /// `spec.containers[0].imagex`.
 fn dotted(path: &serde_ignored::Path) -> String {
@@ -140,6 +158,7 @@ macro_rules! resources {
                 singular: "",
                 custom: false,
                 decode: decode::<$ty>,
+                decode_json: decode_json::<$ty>,
                 schema: schema::<$ty>,
             },
         )*];

@@ -1,7 +1,8 @@
 //! Reading a few fields of stored JSON without building the rest: the
 //! values at the wanted paths come out as a sparse object, everything
 //! else is only scanned (a watch's field selector reads one field of
-//! every event's object).
+//! every event's object). A list on the way to a path is read element
+//! by element with the rest of the path (`spec.containers.env`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -70,12 +71,16 @@ impl<'de> Visitor<'de> for &Paths {
         Ok(Value::Object(out))
     }
 
-    // A scalar or a list where an object with wanted fields would be:
-    // none of them is there.
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Value::Null)
+        let mut out = Vec::new();
+        while let Some(element) = seq.next_element_seed(self)? {
+            out.push(element);
+        }
+        Ok(Value::Array(out))
     }
+
+    // A scalar where an object with wanted fields would be: none of them
+    // is there.
 
     fn visit_bool<E>(self, _: bool) -> Result<Value, E> {
         Ok(Value::Null)
@@ -111,7 +116,11 @@ mod tests {
     fn only_the_wanted_paths_come_out_whole() {
         let obj = json!({
             "metadata": {"name": "p", "labels": {"app": "web", "tier": "a"}, "annotations": {"x": "y"}},
-            "spec": {"nodeName": "n1", "containers": [{"name": "c"}], "hostNetwork": true},
+            "spec": {
+                "nodeName": "n1",
+                "containers": [{"name": "c", "env": [{"name": "A"}]}, {"name": "d"}, 3],
+                "hostNetwork": true,
+            },
             "status": "odd",
         });
         let bytes = serde_json::to_vec(&obj).unwrap();
@@ -119,13 +128,18 @@ mod tests {
             "metadata.labels",
             "spec.nodeName",
             "spec.hostNetwork",
+            "spec.containers.env",
             "status.phase",
         ]);
         assert_eq!(
             paths.read(&bytes).unwrap(),
             json!({
                 "metadata": {"labels": {"app": "web", "tier": "a"}},
-                "spec": {"nodeName": "n1", "hostNetwork": true},
+                "spec": {
+                    "nodeName": "n1",
+                    "hostNetwork": true,
+                    "containers": [{"env": [{"name": "A"}]}, {}, null],
+                },
                 "status": null,
             })
         );

@@ -6,10 +6,11 @@
 //! graph kept from the store's watch of pods and claims.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, LazyLock, RwLock};
 
 use futures::StreamExt;
 use serde_json::Value;
+use skiff_core::sparse::Paths;
 use skiff_store::{EventKind, ListOptions, Store};
 
 use super::{Attributes, Authorizer, Decision, Target};
@@ -154,6 +155,29 @@ fn names_a_node(pod: &[u8]) -> bool {
     crate::storage::mentions(pod, br#""nodeName":""#)
 }
 
+/// What `uses` and `put_pod` read of a pod: its status and managed
+/// fields, most of a running pod's bytes, are only scanned.
+static POD_USES: LazyLock<Paths> = LazyLock::new(|| {
+    let containers = ["initContainers", "containers", "ephemeralContainers"];
+    let env = containers
+        .iter()
+        .flat_map(|c| ["env", "envFrom"].map(|e| format!("spec.{c}.{e}")));
+    let fixed = [
+        "metadata.namespace",
+        "metadata.name",
+        "spec.nodeName",
+        "spec.serviceAccountName",
+        "spec.imagePullSecrets",
+        "spec.volumes",
+    ];
+    let paths: Vec<String> = fixed.into_iter().map(str::to_owned).chain(env).collect();
+    Paths::of(paths.iter().map(String::as_str))
+});
+
+fn read_pod(bytes: &[u8]) -> Option<Value> {
+    POD_USES.read(bytes).ok()
+}
+
 /// Everything a pod's spec makes its node read.
 fn uses(pod: &Value) -> HashSet<Used> {
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
@@ -233,7 +257,7 @@ impl Graph {
             }
         }
         for kv in &pods.items {
-            if let Ok(pod) = decode_at(&kv.value, kv.mod_rev) {
+            if let Some(pod) = read_pod(&kv.value) {
                 edges.put_pod(&kv.key, &pod);
             }
         }
@@ -288,7 +312,7 @@ impl Graph {
                     (_, true)
                         if !edges.pods.contains_key(key) && !names_a_node(&event.kv.value) => {}
                     (_, true) => {
-                        if let Ok(pod) = decode_at(&event.kv.value, event.kv.mod_rev) {
+                        if let Some(pod) = read_pod(&event.kv.value) {
                             edges.put_pod(key, &pod);
                         }
                     }
@@ -491,6 +515,21 @@ mod tests {
                 {"name": "p", "projected": {"sources": [{"secret": {"name": "projected"}}]}}],
             "containers": [{"name": "c", "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "env-secret", "key": "k"}}}],
                 "envFrom": [{"configMapRef": {"name": "env-config"}}]}]}})
+    }
+
+    #[test]
+    fn the_stored_bytes_read_in_part_give_what_the_whole_pod_uses() {
+        let mut whole = pod("web", "a");
+        let volumes = whole["spec"]["volumes"].as_array_mut().unwrap();
+        volumes.push(json!({"name": "e", "ephemeral": {"volumeClaimTemplate": {}}}));
+        whole["spec"]["initContainers"] =
+            json!([{"name": "i", "envFrom": [{"secretRef": {"name": "init-secret"}}]}]);
+        whole["status"] = json!({"phase": "Running", "conditions": [{"type": "Ready"}]});
+        let read = read_pod(&serde_json::to_vec(&whole).unwrap()).unwrap();
+        assert_eq!(read["spec"]["nodeName"], "a");
+        assert_eq!(read.get("status"), None);
+        assert_eq!(uses(&read), uses(&whole));
+        assert_eq!(uses(&whole).len(), 9);
     }
 
     #[test]

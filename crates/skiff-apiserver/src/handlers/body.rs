@@ -120,6 +120,32 @@ fn compact(obj: &Value) -> String {
     }
 }
 
+/// The object a create or an update sends, checked as `parse`,
+/// `default_kind`, `check_kind` and `typed` do one after another. A
+/// built-in kind in JSON goes from the bytes straight into its typed
+/// struct; only a body that fails that way is parsed again step by step,
+/// for the error those steps give.
+pub fn object(
+    r: &ResourceType,
+    bytes: &[u8],
+    content_type: &str,
+    validation: Option<&str>,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let json = matches!(content_type, "" | "*/*")
+        || (content_type.contains("json") && !content_type.contains("yaml"));
+    if json && !r.custom {
+        let mut unknown = Vec::new();
+        let report = (validation != Some("Ignore")).then_some(&mut unknown);
+        if let Ok(clean) = (r.decode_json)(bytes, report) {
+            return unknown_fields(clean, unknown, validation);
+        }
+    }
+    let mut obj = parse(bytes, content_type)?;
+    default_kind(r, &mut obj);
+    check_kind(r, &obj)?;
+    typed(r, obj, validation)
+}
+
 /// Round-trips an object through its typed struct. Shape errors are 400;
 /// unknown fields are errors under `Strict`, warnings under `Warn` (the
 /// default) and dropped silently under `Ignore`.
@@ -132,6 +158,16 @@ pub fn typed(
         Some(served) => served.decode(obj),
         None => built_in(r, obj, validation)?,
     };
+    unknown_fields(clean, unknown, validation)
+}
+
+/// The warnings, or under `Strict` the error, for the fields the typed
+/// struct did not know.
+fn unknown_fields(
+    clean: Value,
+    unknown: Vec<String>,
+    validation: Option<&str>,
+) -> Result<(Value, Vec<String>), ApiError> {
     let messages: Vec<String> = unknown
         .iter()
         .map(|f| format!("unknown field {f:?}"))
@@ -187,6 +223,103 @@ mod tests {
         let err = typed(r, d, Some("Strict")).unwrap_err();
         assert_eq!(err.code, 400);
         assert!(err.message.starts_with("strict decoding error"));
+    }
+
+    /// `object` step by step, the way it checks a body it cannot decode
+    /// straight into the typed struct.
+    fn in_steps(
+        r: &ResourceType,
+        bytes: &[u8],
+        validation: Option<&str>,
+    ) -> Result<(Value, Vec<String>), ApiError> {
+        let mut obj = parse(bytes, "application/json")?;
+        default_kind(r, &mut obj);
+        check_kind(r, &obj)?;
+        typed(r, obj, validation)
+    }
+
+    #[test]
+    fn bytes_decoded_once_give_what_the_steps_give() {
+        let pods = skiff_core::registry::lookup("", "v1", "pods").unwrap();
+        let deployments = skiff_core::registry::lookup("apps", "v1", "deployments").unwrap();
+        let bodies: &[(&ResourceType, &str)] = &[
+            (
+                pods,
+                r#"{"metadata": {"name": "p", "labels": {"a": "1"}}, "spec": {"containers": [{"name": "c", "image": "i", "imagex": "typo"}, {"name": "d", "image": "i", "ports": [{"containerPort": 80, "bogus": true}]}]}}"#,
+            ),
+            (
+                pods,
+                r#"{"apiVersion": "v1", "kind": "Pod", "extra": {"deep": [1, 2]}, "metadata": {"name": "p", "labels": {"a": "1", "a": "2"}}}"#,
+            ),
+            (
+                deployments,
+                r#"{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x", "bogus": 1}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i", "imagex": "typo"}]}}}}"#,
+            ),
+        ];
+        for (r, body) in bodies {
+            for validation in [None, Some("Warn"), Some("Ignore"), Some("Strict")] {
+                let once = object(r, body.as_bytes(), "application/json", validation);
+                let steps = in_steps(r, body.as_bytes(), validation);
+                match (once, steps) {
+                    (Ok(once), Ok(steps)) => assert_eq!(once, steps, "{body} {validation:?}"),
+                    (Err(once), Err(steps)) => {
+                        assert_eq!((once.code, once.message), (steps.code, steps.message))
+                    }
+                    (once, steps) => panic!("{body} {validation:?}: {once:?} against {steps:?}"),
+                }
+            }
+        }
+        let (_, warnings) = object(pods, bodies[0].1.as_bytes(), "", None).unwrap();
+        assert_eq!(
+            warnings,
+            [
+                "unknown field \"spec.containers[0].imagex\"",
+                "unknown field \"spec.containers[1].ports[0].bogus\"",
+            ]
+        );
+        let (pod, _) = object(pods, bodies[1].1.as_bytes(), "", None).unwrap();
+        assert_eq!(
+            pod["metadata"]["labels"]["a"], "2",
+            "the last of a repeated key"
+        );
+        let err = object(deployments, bodies[2].1.as_bytes(), "", Some("Strict")).unwrap_err();
+        assert_eq!(
+            err.message,
+            "strict decoding error: unknown field \"metadata.bogus\", unknown field \"spec.template.spec.containers[0].imagex\""
+        );
+    }
+
+    #[test]
+    fn a_body_the_typed_struct_refuses_gets_the_steps_error() {
+        let pods = skiff_core::registry::lookup("", "v1", "pods").unwrap();
+        for body in [
+            r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "p"}}"#,
+            r#"{"apiVersion": "apps/v1", "kind": "Pod"}"#,
+            r#"{"apiVersion": "", "kind": "Pod", "metadata": {"name": "p"}}"#,
+            r#"{"metadata": {"name": 3}}"#,
+            r#"{"metadata": {"name": "p"}"#,
+            r#"[1, 2]"#,
+            r#"{"metadata": {}} trailing"#,
+        ] {
+            let once = object(pods, body.as_bytes(), "application/json", None);
+            let steps = in_steps(pods, body.as_bytes(), None);
+            match (once, steps) {
+                (Ok(once), Ok(steps)) => assert_eq!(once, steps, "{body}"),
+                (Err(once), Err(steps)) => {
+                    assert_eq!(once.code, 400, "{body}");
+                    assert_eq!(once.message, steps.message, "{body}");
+                }
+                (once, steps) => panic!("{body}: {once:?} against {steps:?}"),
+            }
+        }
+        let (pod, _) = object(
+            pods,
+            br#"{"apiVersion": "", "kind": "Pod", "metadata": {"name": "p"}}"#,
+            "",
+            None,
+        )
+        .unwrap();
+        assert_eq!(pod["apiVersion"], "v1", "an empty apiVersion is filled in");
     }
 
     #[test]

@@ -27,10 +27,9 @@ impl Api {
             (None, None) => {}
             _ => return Err(ApiError::method_not_allowed("POST", r.plural)),
         }
-        let mut obj = body::parse(&raw, &content_type(call.headers))?;
-        body::default_kind(r, &mut obj);
-        check_kind(r, &obj)?;
-        let (mut obj, mut warnings) = typed(r, obj, call.query.field_validation.as_deref())?;
+        let validation = call.query.field_validation.as_deref();
+        let (mut obj, mut warnings) =
+            body::object(r, &raw, &content_type(call.headers), validation)?;
         let a = call.attributes(Operation::Create, r, None);
         let admitted = self
             .prepare_create(&a, t.namespace.as_deref(), &mut obj, &call.manager())
@@ -50,13 +49,13 @@ impl Api {
         let r = t.resource;
         let name = t.name.as_deref().unwrap_or_default();
         let ns = t.namespace.as_deref();
-        let mut incoming = body::parse(&raw, &content_type(call.headers))?;
+        let media = content_type(call.headers);
         if t.subresource.as_deref() == Some("scale") {
-            return self.update_scale(call, name, incoming).await;
+            let scale = body::parse(&raw, &media)?;
+            return self.update_scale(call, name, scale).await;
         }
-        body::default_kind(r, &mut incoming);
-        check_kind(r, &incoming)?;
-        let (incoming, mut warnings) = typed(r, incoming, call.query.field_validation.as_deref())?;
+        let validation = call.query.field_validation.as_deref();
+        let (incoming, mut warnings) = body::object(r, &raw, &media, validation)?;
         let given = meta::name(&incoming);
         if !given.is_empty() && given != name {
             return Err(ApiError::bad_request(format!(

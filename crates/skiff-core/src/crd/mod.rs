@@ -130,6 +130,7 @@ fn resource_type(d: &Definition, v: &Version) -> ResourceType {
         singular: registry::intern(&d.singular),
         custom: true,
         decode: |v, _| Ok(v),
+        decode_json: |b, _| serde_json::from_slice(b),
         schema: open_schema,
     }
 }
