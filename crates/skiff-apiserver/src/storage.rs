@@ -212,12 +212,7 @@ impl Change {
     /// Writes `next` unless it equals `current` but for its
     /// resourceVersion (upstream skips such no-op updates).
     pub fn unless_same(current: &Value, next: Value) -> Self {
-        let strip = |v: &Value| {
-            let mut v = v.clone();
-            meta::remove(&mut v, "resourceVersion");
-            v
-        };
-        if strip(current) == strip(&next) {
+        if meta::equal_except(current, &next, &[], &["resourceVersion"]) {
             Self::Keep
         } else {
             Self::Write(next)

@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 
 use std::collections::BTreeSet;
 
-use crate::fields::{display, remove_at, tree, value_at, FieldSet, Path};
+use crate::fields::{self, display, remove_at, tree, value_at, FieldSet, Path};
 use crate::schema::Shape;
 use crate::{meta, strategic, ApiError};
 
@@ -66,6 +66,9 @@ fn entry_json(
     }
     Value::Object(m)
 }
+
+/// The top-level fields no manager owns.
+const UNTRACKED: &[&str] = &["apiVersion", "kind", "status"];
 
 fn entries(obj: &Value) -> Vec<Entry> {
     meta::get(obj, "managedFields")
@@ -223,17 +226,34 @@ pub fn track_update(
         }
         return;
     };
-    let now = FieldSet::of(new, shape);
+    let now_tree = tree(new, shape);
     let mut managers = entries(old);
+    let mut dropped = false;
+    for e in managers.iter_mut() {
+        let before = e.fields.0.len();
+        e.fields.0.retain(|p| fields::is_leaf(&now_tree, p));
+        dropped |= e.fields.0.len() != before;
+    }
+    // A write that leaves every owned field as it was (a status write, a
+    // label-less annotation of nothing) moves no field: the paths are not
+    // compared one by one.
+    if meta::equal_except(old, new, UNTRACKED, fields::UNOWNED_META) {
+        let listed = meta::get(old, "managedFields")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        let as_stored = managers.len() == listed && managers.iter().all(|e| !e.fields.is_empty());
+        if !(given.is_some() && as_stored && !dropped) {
+            store(new, managers);
+        }
+        return;
+    }
+    let now = FieldSet::from_json(&now_tree);
     let changed: BTreeSet<Path> = now
         .0
         .iter()
         .filter(|p| value_at(old, p) != value_at(new, p))
         .cloned()
         .collect();
-    for e in managers.iter_mut() {
-        e.fields.0.retain(|p| now.0.contains(p));
-    }
     let is_me = |e: &Entry| {
         e.manager == manager.name
             && e.operation == "Update"
@@ -314,6 +334,40 @@ mod tests {
         // Now alice re-applying replicas 1 conflicts with the scaler.
         let err = apply(Some(&scaled), &deploy(1, "i"), &mgr("alice"), false, DEPLOY).unwrap_err();
         assert!(err.message.contains("scaler"));
+    }
+
+    #[test]
+    fn a_write_leaving_owned_fields_as_they_were_moves_none() {
+        let first = apply(None, &deploy(1, "i"), &mgr("alice"), false, DEPLOY).unwrap();
+        let owned = first["metadata"]["managedFields"].clone();
+        let mut status = first.clone();
+        status["status"] = json!({"replicas": 1});
+        status["metadata"]["resourceVersion"] = json!("7");
+        track_update(Some(&first), &mut status, &mgr("kubelet"), DEPLOY);
+        assert_eq!(status["metadata"]["managedFields"], owned);
+        // Sent without them (a PUT), they are kept from the stored object.
+        let mut bare = first.clone();
+        meta::remove(&mut bare, "managedFields");
+        track_update(Some(&first), &mut bare, &mgr("kubelet"), DEPLOY);
+        assert_eq!(bare["metadata"]["managedFields"], owned);
+        // A path the object no longer holds is dropped all the same.
+        let mut stale = first.clone();
+        stale["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:paused"] = json!({});
+        let mut next = stale.clone();
+        next["status"] = json!({"replicas": 2});
+        track_update(Some(&stale), &mut next, &mgr("kubelet"), DEPLOY);
+        assert_eq!(next["metadata"]["managedFields"], owned);
+        // And an owner whose every path is gone goes too.
+        let mut gone = first.clone();
+        let ghost = json!({"manager": "ghost", "operation": "Update", "apiVersion": "apps/v1",
+            "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:paused": {}}}});
+        gone["metadata"]["managedFields"]
+            .as_array_mut()
+            .unwrap()
+            .push(ghost);
+        let mut next = gone.clone();
+        track_update(Some(&gone), &mut next, &mgr("kubelet"), DEPLOY);
+        assert_eq!(next["metadata"]["managedFields"], owned);
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub type Path = Vec<String>;
 pub struct FieldSet(pub BTreeSet<Path>);
 
 /// Top-level metadata fields that no manager owns.
-const UNOWNED_META: &[&str] = &[
+pub const UNOWNED_META: &[&str] = &[
     "name",
     "namespace",
     "uid",
@@ -103,6 +103,16 @@ pub fn tree(obj: &Value, shape: Option<Shape<'_>>) -> Value {
         out.insert(format!("f:{k}"), node(v, shape, Some(k)));
     }
     Value::Object(out)
+}
+
+/// Whether `path` is one of the leaf paths of `tree` (a `fieldsV1` tree):
+/// membership in `FieldSet::from_json(tree)` without building the set.
+pub fn is_leaf(tree: &Value, path: &[String]) -> bool {
+    !path.is_empty()
+        && path
+            .iter()
+            .try_fold(tree, |node, part| node.get(part))
+            .is_some_and(|node| node.as_object().is_none_or(Map::is_empty))
 }
 
 /// The subtree of `v`, the value of field `field` in an object of shape

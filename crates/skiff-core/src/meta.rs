@@ -79,3 +79,53 @@ pub fn now() -> String {
 pub fn now_micro() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
+
+/// Whether two objects are equal but for the top-level fields `skip` and
+/// the metadata fields `skip_meta`, compared in place (no copies).
+pub fn equal_except(a: &Value, b: &Value, skip: &[&str], skip_meta: &[&str]) -> bool {
+    fn maps_equal(
+        a: &Map<String, Value>,
+        b: &Map<String, Value>,
+        skip: &[&str],
+        same: impl Fn(&str, &Value, &Value) -> bool,
+    ) -> bool {
+        let kept =
+            |m: &Map<String, Value>| m.keys().filter(|k| !skip.contains(&k.as_str())).count();
+        kept(a) == kept(b)
+            && a.iter()
+                .filter(|(k, _)| !skip.contains(&k.as_str()))
+                .all(|(k, v)| b.get(k).is_some_and(|w| same(k, v, w)))
+    }
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => maps_equal(a, b, skip, |k, v, w| {
+            match (k, v.as_object(), w.as_object()) {
+                ("metadata", Some(v), Some(w)) => maps_equal(v, w, skip_meta, |_, x, y| x == y),
+                _ => v == w,
+            }
+        }),
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn skipped_fields_do_not_count_and_order_does_not_matter() {
+        let a = json!({"kind": "Pod", "metadata": {"name": "p", "resourceVersion": "1"}, "spec": {"x": 1}, "status": {"phase": "Running"}});
+        let b = json!({"status": {"phase": "Pending"}, "spec": {"x": 1}, "metadata": {"resourceVersion": "2", "name": "p"}, "kind": "Pod"});
+        assert!(equal_except(&a, &b, &["status"], &["resourceVersion"]));
+        assert!(!equal_except(&a, &b, &[], &["resourceVersion"]));
+        assert!(!equal_except(&a, &b, &["status"], &[]));
+        let no_version = json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"x": 1}, "status": {"phase": "Pending"}});
+        assert!(equal_except(&b, &no_version, &[], &["resourceVersion"]));
+        let other_name = json!({"kind": "Pod", "metadata": {"name": "q"}, "spec": {"x": 1}, "status": {"phase": "Pending"}});
+        assert!(!equal_except(&b, &other_name, &[], &["resourceVersion"]));
+        assert!(equal_except(&a, &b, &["metadata", "status"], &[]));
+        let extra = json!({"kind": "Pod", "metadata": {}, "spec": {"x": 1}, "extra": null});
+        assert!(!equal_except(&a, &extra, &["metadata", "status"], &[]));
+        assert!(equal_except(&json!(3), &json!(3), &["status"], &[]));
+    }
+}

@@ -35,18 +35,15 @@ fn has_generation(r: &ResourceType, obj: &Value) -> bool {
     obj.get("spec").is_some() || r.has_status()
 }
 
-/// The object without the parts a spec change ignores.
-fn spec_of(r: &ResourceType, obj: &Value) -> Value {
-    let mut o = obj.clone();
-    if let Some(m) = o.as_object_mut() {
-        m.remove("metadata");
-        m.remove("status");
-        if !r.has_status() {
-            m.remove("apiVersion");
-            m.remove("kind");
-        }
-    }
-    o
+/// Whether the spec changed: everything but metadata and status (and the
+/// type of a kind without a status, whose other fields are its spec).
+fn spec_changed(r: &ResourceType, current: &Value, next: &Value) -> bool {
+    let ignored: &[&str] = if r.has_status() {
+        &["metadata", "status"]
+    } else {
+        &["metadata", "status", "apiVersion", "kind"]
+    };
+    !meta::equal_except(current, next, ignored, &[])
 }
 
 impl Api {
@@ -162,7 +159,7 @@ pub fn prepare_update(
         }
     }
     defaults::apply(r, &mut next);
-    if meta::get(current, "generation").is_some() && spec_of(r, &next) != spec_of(r, current) {
+    if meta::get(current, "generation").is_some() && spec_changed(r, current, &next) {
         let generation = meta::get(current, "generation")
             .and_then(Value::as_i64)
             .unwrap_or(0);
