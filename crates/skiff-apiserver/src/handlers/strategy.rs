@@ -83,6 +83,18 @@ pub fn split_status(
                 meta::set(&mut next, "managedFields", m);
             }
         }
+        // Usually `next` is `current` with another status, and is kept
+        // as it is (no copy); only what else it changed is put back.
+        Some("status") if meta::equal_except(current, &next, &["status"], &["managedFields"]) => {
+            if next.get("status").is_none() {
+                next["status"] = Value::Null;
+            }
+            if meta::get(&next, "managedFields").is_none() {
+                if let Some(m) = meta::get(current, "managedFields") {
+                    meta::set(&mut next, "managedFields", m.clone());
+                }
+            }
+        }
         Some("status") => {
             let status = next.get("status").cloned().unwrap_or(Value::Null);
             let managed = meta::get(&next, "managedFields").cloned();
@@ -398,6 +410,48 @@ mod tests {
 
     fn r(group: &str, plural: &str) -> &'static ResourceType {
         registry::preferred(group, plural).unwrap()
+    }
+
+    #[test]
+    fn a_status_write_changes_the_status_and_managed_fields_only() {
+        let deployments = r("apps", "deployments");
+        let current = json!({"metadata": {"name": "d", "managedFields": [{"manager": "a"}]},
+            "spec": {"replicas": 1}, "status": {"replicas": 0}});
+        let mut next = current.clone();
+        next["status"] = json!({"replicas": 1});
+        let written = split_status(deployments, &current, next.clone(), Some("status"));
+        assert_eq!(written, next);
+        next["spec"]["replicas"] = json!(9);
+        next["metadata"]["labels"] = json!({"sneaked": "in"});
+        let written = split_status(deployments, &current, next.clone(), Some("status"));
+        assert_eq!(written["spec"]["replicas"], 1);
+        assert_eq!(written["metadata"].get("labels"), None);
+        assert_eq!(written["status"]["replicas"], 1);
+        for sneaked in [false, true] {
+            let mut bare = current.clone();
+            bare.as_object_mut().unwrap().remove("status");
+            bare["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("managedFields");
+            if sneaked {
+                bare["spec"]["replicas"] = json!(9);
+            }
+            let written = split_status(deployments, &current, bare, Some("status"));
+            assert_eq!(written["status"], Value::Null, "a status sent as none");
+            assert_eq!(
+                written["metadata"]["managedFields"],
+                json!([{"manager": "a"}])
+            );
+            assert_eq!(written["spec"]["replicas"], 1);
+        }
+        let mut given = current.clone();
+        given["metadata"]["managedFields"] = json!([{"manager": "b"}]);
+        let written = split_status(deployments, &current, given, Some("status"));
+        assert_eq!(
+            written["metadata"]["managedFields"],
+            json!([{"manager": "b"}])
+        );
     }
 
     /// Every status a new object starts with carries the integers and
