@@ -101,6 +101,11 @@ pub struct ScheduleArgs {
     /// Make the scheduler score every feasible node.
     #[arg(long)]
     score_all_nodes: bool,
+    /// Nodes are API objects only, as upstream's scheduler_perf makes
+    /// them: no agent runs the bound pods (no status writes) or renews
+    /// Leases, so the run measures the scheduler and the API server alone.
+    #[arg(long)]
+    without_agent: bool,
 }
 
 #[derive(clap::Args)]
@@ -711,24 +716,36 @@ async fn schedule(args: ScheduleArgs) -> Result<()> {
     let (server, _) = Server::start(&dir, extra).await?;
     let client = server.client()?;
     let started = Instant::now();
-    let mut agent = simulated_nodes(
-        &server,
-        &dir,
-        args.nodes,
-        &["--cpu", "4", "--memory", "32Gi", "--zones", "3"],
-    )
-    .await?;
-    println!(
-        "{} simulated nodes registered in {}",
-        args.nodes,
-        ms(started.elapsed())
-    );
-    let agent_rss = rss_kib(agent.id());
-    println!(
-        "agent RSS                      {} MiB ({} bytes per node)",
-        agent_rss / 1024,
-        agent_rss * 1024 / args.nodes as u64
-    );
+    let mut agent = if args.without_agent {
+        let url = format!("{}/api/v1/nodes", server.url);
+        post_all(&server, &url, args.clients, (0..args.nodes).map(api_node)).await?;
+        println!(
+            "{} nodes created (no agent) in {}",
+            args.nodes,
+            ms(started.elapsed())
+        );
+        None
+    } else {
+        let agent = simulated_nodes(
+            &server,
+            &dir,
+            args.nodes,
+            &["--cpu", "4", "--memory", "32Gi", "--zones", "3"],
+        )
+        .await?;
+        println!(
+            "{} simulated nodes registered in {}",
+            args.nodes,
+            ms(started.elapsed())
+        );
+        let agent_rss = rss_kib(agent.id());
+        println!(
+            "agent RSS                      {} MiB ({} bytes per node)",
+            agent_rss / 1024,
+            agent_rss * 1024 / args.nodes as u64
+        );
+        Some(agent)
+    };
 
     // Watch bindings before creating anything.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
@@ -831,14 +848,22 @@ async fn schedule(args: ScheduleArgs) -> Result<()> {
         ms(percentile(&latencies, 0.5)),
         ms(percentile(&latencies, 0.99))
     );
-    println!(
-        "peak RSS server / agent        {} / {} MiB",
-        peak_rss_kib(server.child.id()) / 1024,
-        peak_rss_kib(agent.id()) / 1024
-    );
+    match &agent {
+        Some(agent) => println!(
+            "peak RSS server / agent        {} / {} MiB",
+            peak_rss_kib(server.child.id()) / 1024,
+            peak_rss_kib(agent.id()) / 1024
+        ),
+        None => println!(
+            "peak RSS server                {} MiB",
+            peak_rss_kib(server.child.id()) / 1024
+        ),
+    }
     watcher.abort();
-    let _ = agent.kill();
-    let _ = agent.wait();
+    if let Some(agent) = agent.as_mut() {
+        let _ = agent.kill();
+        let _ = agent.wait();
+    }
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
@@ -874,6 +899,25 @@ fn pod(name: &str) -> serde_json::Value {
         "metadata": {"name": name, "labels": {"app": "bench", "shard": name.len().to_string()}},
         "spec": {"containers": [{"name": "main", "image": "busybox:1.36",
             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}
+    })
+}
+
+/// A node as upstream's scheduler_perf template makes it: Ready, 4 CPUs,
+/// 32Gi, 110 pods, in one of three zones; nothing runs on it.
+fn api_node(i: usize) -> serde_json::Value {
+    let name = format!("bench-node-{i:05}");
+    let resources = json!({"cpu": "4", "memory": "32Gi", "pods": "110"});
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+            "topology.kubernetes.io/zone": format!("zone-{}", i % 3),
+        }},
+        "status": {
+            "capacity": resources, "allocatable": resources,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+        }
     })
 }
 
