@@ -148,6 +148,20 @@ pub async fn custom_resources(cluster: &dyn Cluster) -> Result<Vec<(ApiResource,
     Ok(out)
 }
 
+/// Creates an object in the collection at `url` without decoding the
+/// reply, which only repeats it: for writes nobody reads back (events).
+pub async fn create_unread(
+    client: &kube::Client,
+    url: &str,
+    obj: &impl Serialize,
+) -> Result<(), kube::Error> {
+    let body = serde_json::to_vec(obj).map_err(kube::Error::SerdeError)?;
+    let request = kube::core::Request::new(url)
+        .create(&PostParams::default(), body)
+        .map_err(kube::Error::BuildRequest)?;
+    client.request_text(request).await.map(drop)
+}
+
 /// Creates a typed object.
 pub async fn create<K>(cluster: &dyn Cluster, obj: &Value) -> Result<K, Error>
 where
@@ -303,16 +317,11 @@ impl Cluster for KubeCluster {
     }
 
     fn event(&self, event: Value) {
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            self.client.clone(),
-            event["metadata"]["namespace"].as_str().unwrap_or("default"),
-            &ApiResource::erase::<k8s_openapi::api::core::v1::Event>(&()),
-        );
+        let ns = event["metadata"]["namespace"].as_str().unwrap_or("default");
+        let url = <k8s_openapi::api::core::v1::Event as Resource>::url_path(&(), Some(ns));
+        let client = self.client.clone();
         tokio::spawn(async move {
-            let Ok(obj) = serde_json::from_value::<DynamicObject>(event) else {
-                return;
-            };
-            if let Err(e) = api.create(&PostParams::default(), &obj).await {
+            if let Err(e) = create_unread(&client, &url, &event).await {
                 tracing::debug!(error = %e, "could not record an event");
             }
         });

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::Client;
 use skiff_runtime::watch::{self, Change};
@@ -617,10 +617,8 @@ async fn record(client: &Client, pod: &Pod, kind: &str, reason: &str, message: &
         }),
         ..Default::default()
     };
-    if let Err(e) = Api::<Event>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &event)
-        .await
-    {
+    let url = <Event as kube::Resource>::url_path(&(), Some(&ns));
+    if let Err(e) = skiff_runtime::api::create_unread(client, &url, &event).await {
         tracing::debug!(error = %e, "could not record event");
     }
 }
