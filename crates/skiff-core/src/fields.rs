@@ -125,11 +125,14 @@ fn node(v: &Value, shape: Option<Shape<'_>>, field: Option<&str>) -> Value {
     let mut out = Map::new();
     match v {
         Value::Object(m) if !m.is_empty() => {
-            let own = shape.property(field);
+            // A map's entries have no fields of their own shape.
+            let own = (!shape.is_map(field))
+                .then(|| shape.property(field))
+                .flatten();
             for (k, child) in m {
                 let sub = match own {
-                    Some(o) if !shape.is_map(field) => node(child, Some(o), Some(k)),
-                    _ => untyped(child),
+                    Some(o) => node(child, Some(o), Some(k)),
+                    None => untyped(child),
                 };
                 out.insert(format!("f:{k}"), sub);
             }

@@ -91,8 +91,11 @@ pub fn equal_except(a: &Value, b: &Value, skip: &[&str], skip_meta: &[&str]) -> 
     ) -> bool {
         let kept =
             |m: &Map<String, Value>| m.keys().filter(|k| !skip.contains(&k.as_str())).count();
+        // From the last field: status and spec, which differ most often,
+        // come after metadata.
         kept(a) == kept(b)
             && a.iter()
+                .rev()
                 .filter(|(k, _)| !skip.contains(&k.as_str()))
                 .all(|(k, v)| b.get(k).is_some_and(|w| same(k, v, w)))
     }
