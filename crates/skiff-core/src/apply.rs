@@ -67,9 +67,6 @@ fn entry_json(
     Value::Object(m)
 }
 
-/// The top-level fields no manager owns.
-const UNTRACKED: &[&str] = &["apiVersion", "kind", "status"];
-
 fn entries(obj: &Value) -> Vec<Entry> {
     meta::get(obj, "managedFields")
         .and_then(Value::as_array)
@@ -234,10 +231,10 @@ pub fn track_update(
         e.fields.0.retain(|p| fields::is_leaf(&now_tree, p));
         dropped |= e.fields.0.len() != before;
     }
-    // A write that leaves every owned field as it was (a status write, a
-    // label-less annotation of nothing) moves no field: the paths are not
-    // compared one by one.
-    if meta::equal_except(old, new, UNTRACKED, fields::UNOWNED_META) {
+    // A write that leaves every owned field as it was (a status write, the
+    // same object sent again) moves no field: the paths are not compared
+    // one by one.
+    if meta::equal_except(old, new, fields::UNOWNED, fields::UNOWNED_META) {
         let listed = meta::get(old, "managedFields")
             .and_then(Value::as_array)
             .map_or(0, Vec::len);

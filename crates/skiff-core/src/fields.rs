@@ -15,6 +15,9 @@ pub type Path = Vec<String>;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldSet(pub BTreeSet<Path>);
 
+/// Top-level fields that no manager owns.
+pub const UNOWNED: &[&str] = &["apiVersion", "kind", "status"];
+
 /// Top-level metadata fields that no manager owns.
 pub const UNOWNED_META: &[&str] = &[
     "name",
@@ -84,7 +87,7 @@ impl FieldSet {
 pub fn tree(obj: &Value, shape: Option<Shape<'_>>) -> Value {
     let mut out = Map::new();
     for (k, v) in obj.as_object().into_iter().flatten() {
-        if matches!(k.as_str(), "apiVersion" | "kind" | "status") {
+        if UNOWNED.contains(&k.as_str()) {
             continue;
         }
         if k == "metadata" {
