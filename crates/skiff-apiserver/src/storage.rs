@@ -208,6 +208,20 @@ pub enum Change {
     Keep,
 }
 
+/// An object after an update.
+pub struct Written {
+    pub obj: Value,
+    /// The JSON this update stored, with its resourceVersion, as a client
+    /// is shown it; none when nothing new was stored.
+    pub json: Option<Vec<u8>>,
+}
+
+impl From<Value> for Written {
+    fn from(obj: Value) -> Self {
+        Self { obj, json: None }
+    }
+}
+
 impl Change {
     /// Writes `next` unless it equals `current` but for its
     /// resourceVersion (upstream skips such no-op updates).
@@ -351,7 +365,7 @@ impl Objects {
         loop {
             let (current, read) = self.read(r, ns, name).await?;
             if let Some(done) = self.write(r, &read, change(current)?).await? {
-                return Ok(done);
+                return Ok(done.obj);
             }
         }
     }
@@ -382,14 +396,15 @@ impl Objects {
         r: &ResourceType,
         read: &KeyValue,
         change: Change,
-    ) -> Result<Option<Value>, ApiError> {
+    ) -> Result<Option<Written>, ApiError> {
         let name = read.key.rsplit('/').next().unwrap_or_default();
         let (bytes, mut written) = match change {
             Change::Write(next) => (for_storage(r, &next)?, Some(next)),
             // Unchanged, but stored in a form to renew: written again.
             Change::Keep if self.store.stale(read) => (read.value.clone(), None),
             Change::Keep => {
-                return decode_at(&in_version(r, read.value.clone()), read.mod_rev).map(Some)
+                return decode_at(&in_version(r, read.value.clone()), read.mod_rev)
+                    .map(|obj| Some(Written::from(obj)))
             }
         };
         match self
@@ -397,12 +412,13 @@ impl Objects {
             .update(&read.key, bytes.clone(), read.mod_rev)
             .await
         {
-            Ok(rev) => match written.as_mut() {
-                Some(obj) => {
-                    meta::set(obj, "resourceVersion", rev.to_string());
-                    Ok(written)
+            Ok(rev) => match written.take() {
+                Some(mut obj) => {
+                    meta::set(&mut obj, "resourceVersion", rev.to_string());
+                    let json = Some(with_rv(&in_version(r, bytes), rev));
+                    Ok(Some(Written { obj, json }))
                 }
-                None => decode_at(&in_version(r, bytes), rev).map(Some),
+                None => decode_at(&in_version(r, bytes), rev).map(|obj| Some(Written::from(obj))),
             },
             Err(skiff_store::Error::Conflict { .. } | skiff_store::Error::NotFound { .. }) => {
                 Ok(None)

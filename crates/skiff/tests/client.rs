@@ -63,11 +63,22 @@ async fn kube_rs_list_watch_create_patch_delete() {
         .patch("one", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    assert_eq!(patched.data.unwrap()["k"], "patched");
+    // The reply is the object as stored: what a read returns, new
+    // resourceVersion and managed fields included.
+    assert_eq!(patched, api.get("one").await.unwrap());
+    assert_ne!(patched.metadata.resource_version.as_deref(), Some(&*rv));
+    assert_eq!(patched.data.clone().unwrap()["k"], "patched");
+    let mut replaced = patched.clone();
+    replaced.data = Some([("k".to_string(), "replaced".to_string())].into());
+    let replaced = api
+        .replace("one", &PostParams::default(), &replaced)
+        .await
+        .unwrap();
+    assert_eq!(replaced, api.get("one").await.unwrap());
     api.delete("one", &DeleteParams::default()).await.unwrap();
 
     let mut seen = Vec::new();
-    while seen.len() < 3 {
+    while seen.len() < 4 {
         let event = tokio::time::timeout(Duration::from_secs(10), events.try_next())
             .await
             .unwrap()
@@ -83,7 +94,10 @@ async fn kube_rs_list_watch_create_patch_delete() {
             WatchEvent::Error(e) => panic!("watch error: {e:?}"),
         }
     }
-    assert_eq!(seen, ["added two", "modified one", "deleted one"]);
+    assert_eq!(
+        seen,
+        ["added two", "modified one", "modified one", "deleted one"]
+    );
     let err = api.get("one").await.unwrap_err();
     assert!(
         matches!(err, kube::Error::Api(ref s) if s.code == 404 && s.reason == "NotFound"),

@@ -110,7 +110,7 @@ impl Api {
                 prepare_update(r, current, next, &manager, None)
             })
             .await?;
-        Ok(response::json(200, &scale_of(r, &updated)))
+        Ok(response::json(200, &scale_of(r, &updated.obj)))
     }
 
     /// Binds a pod to a node (`pods/binding`), once.

@@ -13,7 +13,7 @@ use super::prepare::prepare_update;
 use super::{with_warnings, Api, Call};
 use crate::admission::{Operation, Verdict};
 use crate::services::{self, Need, Pool};
-use crate::storage::Change;
+use crate::storage::{Change, Written};
 use crate::{audit, response};
 
 impl Api {
@@ -82,8 +82,8 @@ impl Api {
             })
             .await?;
         warnings.extend(admitted.warnings);
-        let updated = self.finish_deletion(r, updated, call.query.dry_run).await?;
-        Ok(with_warnings(reply(call, 200, &updated), &warnings))
+        let reply = self.updated_reply(call, r, updated).await?;
+        Ok(with_warnings(reply, &warnings))
     }
 
     pub async fn patch(&self, call: &Call<'_>, raw: Bytes) -> Result<Response, ApiError> {
@@ -120,8 +120,8 @@ impl Api {
             })
             .await?;
         warnings.extend(admitted.warnings);
-        let updated = self.finish_deletion(r, updated, call.query.dry_run).await?;
-        Ok(with_warnings(reply(call, 200, &updated), &warnings))
+        let reply = self.updated_reply(call, r, updated).await?;
+        Ok(with_warnings(reply, &warnings))
     }
 
     /// Server-side apply: creates the object, or merges the applied
@@ -180,8 +180,8 @@ impl Api {
             match result {
                 Ok((updated, admitted)) => {
                     warnings.extend(admitted.warnings);
-                    let updated = self.finish_deletion(r, updated, call.query.dry_run).await?;
-                    return Ok(with_warnings(reply(call, 200, &updated), &warnings));
+                    let reply = self.updated_reply(call, r, updated).await?;
+                    return Ok(with_warnings(reply, &warnings));
                 }
                 Err(e) if e.reason == "NotFound" && e.message.contains(name) => continue,
                 Err(e) => return Err(e),
@@ -216,7 +216,7 @@ impl Api {
         ns: Option<&str>,
         name: &str,
         mut next_of: F,
-    ) -> Result<(Value, Verdict), ApiError>
+    ) -> Result<(Written, Verdict), ApiError>
     where
         F: FnMut(&Value) -> Result<Value, ApiError>,
     {
@@ -245,7 +245,7 @@ impl Api {
         (ns, name): (Option<&str>, &str),
         next_of: &mut F,
         pool: &mut Pool,
-    ) -> Result<Option<(Value, Verdict)>, ApiError>
+    ) -> Result<Option<(Written, Verdict)>, ApiError>
     where
         F: FnMut(&Value) -> Result<Value, ApiError>,
     {
@@ -265,7 +265,7 @@ impl Api {
                 }
                 Change::Keep => current,
             };
-            return Ok(Some((shown, verdict)));
+            return Ok(Some((shown.into(), verdict)));
         }
         if !is_service(r) {
             return Ok(self
@@ -285,7 +285,7 @@ impl Api {
             return Ok(None);
         };
         // What was claimed or held before and is not held now goes back.
-        let now = services::held(&updated).ports;
+        let now = services::held(&updated.obj).ports;
         let mut unused = pool.held();
         unused.ports.extend(services::held(&current).ports);
         unused.ports.retain(|p| !now.contains(p));
@@ -300,45 +300,66 @@ impl Api {
         }
     }
 
+    /// The reply to an update: the object as this write stored it (the
+    /// stored bytes, not encoded again), or as its deletion finished.
+    async fn updated_reply(
+        &self,
+        call: &Call<'_>,
+        r: &ResourceType,
+        updated: Written,
+    ) -> Result<Response, ApiError> {
+        let finished = self
+            .finish_deletion(r, &updated.obj, call.query.dry_run)
+            .await?;
+        Ok(match (finished, updated.json) {
+            (Some(gone), _) => reply(call, 200, &gone),
+            (None, Some(json)) if !response::wants_metadata(call.accept()) => {
+                response::bytes(200, "application/json", json)
+            }
+            (None, _) => reply(call, 200, &updated.obj),
+        })
+    }
+
     /// Deletes an object whose deletion waited only for finalizers that are
-    /// now gone (unless this is a dry run).
-    pub async fn finish_deletion(
+    /// now gone (unless this is a dry run); returns it as deleted, or none
+    /// when it stays.
+    async fn finish_deletion(
         &self,
         r: &ResourceType,
-        obj: Value,
+        obj: &Value,
         dry_run: bool,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Option<Value>, ApiError> {
         if dry_run {
-            return Ok(obj);
+            return Ok(None);
         }
         // A grace period still running (a pod's node has not reported it
         // stopped), or what the strategy holds it for.
-        let grace_left = meta::get(&obj, "deletionGracePeriodSeconds")
+        let grace_left = meta::get(obj, "deletionGracePeriodSeconds")
             .and_then(Value::as_i64)
             .unwrap_or(0)
             > 0;
-        if !meta::is_deleting(&obj)
-            || !meta::finalizers(&obj).is_empty()
+        if !meta::is_deleting(obj)
+            || !meta::finalizers(obj).is_empty()
             || grace_left
-            || super::strategy::of(r).holds_deletion(&obj)
+            || super::strategy::of(r).holds_deletion(obj)
         {
-            return Ok(obj);
+            return Ok(None);
         }
         match self
             .objects
             .delete(
                 r,
-                meta::namespace(&obj),
-                meta::name(&obj),
-                meta::resource_version(&obj),
+                meta::namespace(obj),
+                meta::name(obj),
+                meta::resource_version(obj),
             )
             .await
         {
             Ok(gone) => {
                 self.released(r, &gone).await;
-                Ok(gone)
+                Ok(Some(gone))
             }
-            Err(e) if e.code == 404 || e.code == 409 => Ok(obj),
+            Err(e) if e.code == 404 || e.code == 409 => Ok(None),
             Err(e) => Err(e),
         }
     }
