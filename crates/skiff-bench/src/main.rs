@@ -782,6 +782,7 @@ async fn schedule(args: ScheduleArgs) -> Result<()> {
     let url = format!("{}/api/v1/namespaces/default/pods", server.url);
     let sent = Arc::new(Mutex::new(HashMap::new()));
     let first = Instant::now();
+    let cpu = server.cpu_time();
     let mut tasks = Vec::new();
     for c in 0..args.clients {
         let (client, url, token, sent) = (
@@ -824,6 +825,7 @@ async fn schedule(args: ScheduleArgs) -> Result<()> {
         }
     }
     let last = bound.values().max().copied().unwrap_or(first);
+    let per_pod = (server.cpu_time() - cpu) / bound.len().max(1) as u32;
     let sent = sent.lock().unwrap();
     let mut latencies: Vec<Duration> = bound
         .iter()
@@ -848,6 +850,7 @@ async fn schedule(args: ScheduleArgs) -> Result<()> {
         ms(percentile(&latencies, 0.5)),
         ms(percentile(&latencies, 0.99))
     );
+    println!("server CPU per pod             {}", ms(per_pod));
     match &agent {
         Some(agent) => println!(
             "peak RSS server / agent        {} / {} MiB",

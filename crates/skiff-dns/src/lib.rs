@@ -163,9 +163,8 @@ pub async fn start(
     client: Client,
     config: Config,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let udp = UdpSocket::bind(config.addr).await?;
+    let (udp, tcp) = bind_pair(config.addr).await?;
     let addr = udp.local_addr()?;
-    let tcp = TcpListener::bind(addr).await?;
     let zone = Arc::new(RwLock::new(Arc::new(Zone::default())));
     let task = tokio::spawn(async move {
         let wake = Arc::new(Notify::new());
@@ -213,6 +212,25 @@ pub async fn start(
         tokio::join!(rebuild, udp_loop, tcp_loop);
     });
     Ok((addr, task))
+}
+
+/// A UDP socket and a TCP listener on the same port. With port 0 the
+/// system picks the UDP port, whose TCP twin may be taken (by any
+/// connection's local end): then another pair is tried.
+async fn bind_pair(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    const TRIES: usize = 16;
+    let mut tries = 0;
+    loop {
+        let udp = UdpSocket::bind(addr).await?;
+        match TcpListener::bind(udp.local_addr()?).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() == 0 && tries < TRIES => {
+                tracing::debug!(error = %e, "the DNS port's TCP twin is taken; another pair");
+                tries += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Publishes the server as the `kube-system/kube-dns` Service at
@@ -279,6 +297,20 @@ mod tests {
         q.set_id(7)
             .add_query(Query::query(Name::from_ascii(name).unwrap(), kind));
         Message::from_vec(&respond(zone, &q.to_vec().unwrap()).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_udp_and_tcp_sockets_share_a_port() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (udp, tcp) = bind_pair(any).await.unwrap();
+        assert_eq!(udp.local_addr().unwrap(), tcp.local_addr().unwrap());
+        // A port asked for by number is not swapped for another.
+        let taken = TcpListener::bind(any).await.unwrap();
+        let asked = taken.local_addr().unwrap();
+        let udp_free = UdpSocket::bind(asked).await.is_ok();
+        if udp_free {
+            assert!(bind_pair(asked).await.is_err());
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -519,8 +519,17 @@ fn main() -> anyhow::Result<()> {
                     match skiff_dns::start(client.clone(), config).await {
                         Ok((serving, task)) => {
                             tracing::info!(%serving, "cluster DNS ready");
-                            skiff_dns::publish(&admin, &dns_address(&args.service_cidr), serving)
-                                .await?;
+                            let ip = dns_address(&args.service_cidr);
+                            // Not fatal: a refused or failed write is tried
+                            // again, and said why.
+                            tokio::spawn(async move {
+                                let mut wait = std::time::Duration::from_millis(200);
+                                while let Err(e) = skiff_dns::publish(&admin, &ip, serving).await {
+                                    tracing::warn!(error = %e, "publishing the kube-dns Service; trying again");
+                                    tokio::time::sleep(wait).await;
+                                    wait = (wait * 2).min(std::time::Duration::from_secs(10));
+                                }
+                            });
                             dns_task = Some(task);
                         }
                         Err(e) => {
