@@ -193,10 +193,7 @@ fn next_generation() -> u64 {
 
 #[derive(Clone, Debug, Default)]
 pub struct NodeInfo {
-    /// Boxed: the plugins that look at every node read the counts beside
-    /// it, and a node info without the whole Node inline is a fifth of
-    /// the size to stride over.
-    pub node: Box<Node>,
+    pub node: Node,
     /// Changes whenever the node or the pods counted on it change, and is
     /// unique across node infos: what plugins key their memos by.
     pub generation: u64,
@@ -221,7 +218,7 @@ impl NodeInfo {
             allocatable.pods = DEFAULT_MAX_PODS * 1000;
         }
         Self {
-            node: Box::new(node),
+            node,
             generation: next_generation(),
             allocatable,
             ..Default::default()
