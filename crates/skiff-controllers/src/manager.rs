@@ -215,7 +215,7 @@ pub async fn run(client: Client, kube: kube::Config, config: Config) {
 async fn run_all(client: Client, writers: Arc<Writers>, config: Config, metrics: WorkQueueMetrics) {
     let cluster = |name: &str| writers.cluster(name);
     let n = config.workers;
-    let mut pods = Informer::<Pod>::default();
+    let mut pods = Informer::<Pod>::trimmed(crate::pods::trim);
     let mut nodes = Informer::<Node>::default();
     let mut leases = Informer::<Lease>::default();
     let mut namespaces = Informer::<Namespace>::default();

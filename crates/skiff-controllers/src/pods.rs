@@ -59,6 +59,41 @@ pub fn is_active(pod: &Pod) -> bool {
     !matches!(phase(pod), "Succeeded" | "Failed") && pod.metadata.deletion_timestamp.is_none()
 }
 
+/// What the controller manager caches of a pod: its loops read metadata,
+/// status, placement, tolerations, containers' names, images, resources and
+/// ports, and claims; never containers' commands, environment, mounts,
+/// probes, hooks or security settings, ephemeral containers, nor volumes
+/// other than claims. Typed, a pod's projected token volume alone is ~5 KB
+/// of its ~14 KB, so dropping them keeps the cache of many pods a third
+/// smaller (as upstream's managers drop managed fields).
+pub fn trim(pod: &mut Pod) {
+    let Some(spec) = pod.spec.as_mut() else {
+        return;
+    };
+    if let Some(volumes) = spec.volumes.as_mut() {
+        volumes.retain(|v| v.persistent_volume_claim.is_some() || v.ephemeral.is_some());
+        volumes.shrink_to_fit();
+    }
+    if spec.volumes.as_ref().is_some_and(Vec::is_empty) {
+        spec.volumes = None;
+    }
+    spec.ephemeral_containers = None;
+    let init = spec.init_containers.iter_mut().flatten();
+    for c in spec.containers.iter_mut().chain(init) {
+        c.command = None;
+        c.args = None;
+        c.env = None;
+        c.env_from = None;
+        c.volume_mounts = None;
+        c.volume_devices = None;
+        c.liveness_probe = None;
+        c.readiness_probe = None;
+        c.startup_probe = None;
+        c.lifecycle = None;
+        c.security_context = None;
+    }
+}
+
 /// When the pod's Ready condition turned true, if it is true.
 pub fn ready_since(pod: &Pod) -> Option<chrono::DateTime<chrono::Utc>> {
     let c = pod
@@ -236,6 +271,78 @@ impl<K: Resource<DynamicType = ()> + Sync> PodControl<'_, K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trimmed_pod_keeps_what_the_loops_read() {
+        let container = json!({
+            "name": "app", "image": "nginx", "command": ["sh"], "args": ["-c", "sleep 1"],
+            "env": [{"name": "A", "value": "1"}], "volumeMounts": [{"name": "token", "mountPath": "/t"}],
+            "ports": [{"name": "http", "containerPort": 80}],
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "1"}},
+            "readinessProbe": {"httpGet": {"port": 80}}, "securityContext": {"runAsUser": 1000},
+        });
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "web"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u", "controller": true}]},
+            "spec": {
+                "nodeName": "n1", "hostname": "web-0", "subdomain": "web", "priorityClassName": "high",
+                "activeDeadlineSeconds": 30, "overhead": {"cpu": "10m"},
+                "initContainers": [container.clone()], "containers": [container],
+                "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}],
+                "volumes": [
+                    {"name": "token", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}},
+                    {"name": "data", "persistentVolumeClaim": {"claimName": "data-0"}},
+                    {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"]}}}},
+                ],
+            },
+            "status": {"phase": "Running", "podIP": "10.0.0.5",
+                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+                "containerStatuses": [{"name": "app", "image": "nginx", "imageID": "", "ready": true, "restartCount": 2}]},
+        }))
+        .unwrap();
+        let mut trimmed = pod.clone();
+        trim(&mut trimmed);
+
+        let (s, t) = (pod.spec.as_ref().unwrap(), trimmed.spec.as_ref().unwrap());
+        let volumes: Vec<_> = t
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(volumes, ["data", "scratch"]);
+        assert_eq!(
+            crate::volume::claims_of(&trimmed).collect::<Vec<_>>(),
+            ["data-0"]
+        );
+        for (c, full) in t
+            .containers
+            .iter()
+            .chain(t.init_containers.iter().flatten())
+            .zip(
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten()),
+            )
+        {
+            assert!(c.command.is_none() && c.args.is_none() && c.env.is_none());
+            assert!(c.volume_mounts.is_none() && c.readiness_probe.is_none());
+            assert!(c.security_context.is_none());
+            assert_eq!((&c.name, &c.image), (&full.name, &full.image));
+            assert_eq!((&c.resources, &c.ports), (&full.resources, &full.ports));
+        }
+        assert_eq!(trimmed.metadata, pod.metadata);
+        assert_eq!(trimmed.status, pod.status);
+        assert_eq!(
+            (&t.node_name, &t.hostname, &t.subdomain, &t.tolerations),
+            (&s.node_name, &s.hostname, &s.subdomain, &s.tolerations)
+        );
+        let counted =
+            |p: &Pod| skiff_core::quota::usage("", "pods", &skiff_runtime::api::encode(p));
+        assert_eq!(counted(&trimmed), counted(&pod));
+        assert!(!counted(&pod).is_empty());
+        assert!(is_ready(&trimmed) && is_active(&trimmed));
+    }
 
     #[test]
     fn slow_start_doubles() {

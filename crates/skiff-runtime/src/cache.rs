@@ -120,6 +120,9 @@ pub type Handler<K> = Box<dyn Fn(Option<&K>, Option<&K>) + Send + Sync>;
 pub struct Informer<K> {
     cache: Arc<Cache<K>>,
     handlers: Vec<Handler<K>>,
+    /// Drops what none of the informer's readers uses, before an object is
+    /// cached or handed to the handlers.
+    trim: Option<fn(&mut K)>,
 }
 
 impl<K> Default for Informer<K> {
@@ -127,6 +130,7 @@ impl<K> Default for Informer<K> {
         Self {
             cache: Arc::default(),
             handlers: Vec::new(),
+            trim: None,
         }
     }
 }
@@ -135,6 +139,15 @@ impl<K> Informer<K>
 where
     K: Object,
 {
+    /// An informer that keeps objects as `trim` leaves them (upstream's
+    /// informer transforms): for readers that need a part of each object.
+    pub fn trimmed(trim: fn(&mut K)) -> Self {
+        Self {
+            trim: Some(trim),
+            ..Self::default()
+        }
+    }
+
     pub fn cache(&self) -> Arc<Cache<K>> {
         self.cache.clone()
     }
@@ -144,7 +157,10 @@ where
     }
 
     /// Applies a change to the cache and tells the handlers.
-    pub fn apply(&self, obj: K) {
+    pub fn apply(&self, mut obj: K) {
+        if let Some(trim) = self.trim {
+            trim(&mut obj);
+        }
         let new = Arc::new(obj);
         let old = self.cache.write().insert(key_of(&*new), new.clone());
         self.notify(old.as_deref(), Some(&new));
@@ -206,4 +222,46 @@ pub fn follow<K: Object>(
     let cache = informer.cache();
     tokio::spawn(informer.run(Api::all(client.clone()), watcher::Config::default()));
     cache
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    use super::*;
+
+    fn map(name: &str) -> ConfigMap {
+        let mut m = ConfigMap::default();
+        m.metadata.name = Some(name.into());
+        m.metadata.namespace = Some("ns".into());
+        m.data = Some([("big".to_owned(), "x".repeat(100))].into());
+        m
+    }
+
+    #[test]
+    fn a_trimmed_informer_caches_and_hands_on_what_the_trim_leaves() {
+        let mut informer = Informer::<ConfigMap>::trimmed(|m| m.data = None);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        informer.on_change(move |_, new| s.lock().unwrap().push(new.cloned()));
+        informer.apply(map("a"));
+        informer.replace(vec![map("a"), map("b")]);
+
+        let cache = informer.cache();
+        assert_eq!(cache.len(), 2);
+        assert!(cache.list().iter().all(|m| m.data.is_none()));
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3);
+        assert!(seen.iter().flatten().all(|m| m.data.is_none()));
+        assert_eq!(
+            cache.get("ns/b").unwrap().metadata.name.as_deref(),
+            Some("b")
+        );
+
+        let plain = Informer::<ConfigMap>::default();
+        plain.apply(map("a"));
+        assert!(plain.cache().get("ns/a").unwrap().data.is_some());
+    }
 }
