@@ -161,6 +161,42 @@ pub fn typed(
     unknown_fields(clean, unknown, validation)
 }
 
+/// [`typed`] for an object a merge patch made from a stored one: only the
+/// top-level fields the patch names (and the metadata) go through the
+/// typed struct; the others are the stored object's, typed when stored.
+/// A status patch then leaves the spec, most of a pod, as it is. Custom
+/// resources, whose schemas default on every write, go through whole.
+pub fn typed_patched(
+    r: &ResourceType,
+    mut patched: Value,
+    patch: &Value,
+    validation: Option<&str>,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let (Some(named), Some(obj), None) = (
+        patch.as_object(),
+        patched.as_object_mut(),
+        skiff_core::crd::served(r),
+    ) else {
+        return typed(r, patched, validation);
+    };
+    let kept: Vec<String> = obj
+        .keys()
+        .filter(|k| {
+            !named.contains_key(*k) && !matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
+        })
+        .cloned()
+        .collect();
+    let kept: Vec<(String, Value)> = kept
+        .into_iter()
+        .filter_map(|k| obj.remove(&k).map(|v| (k, v)))
+        .collect();
+    let (mut clean, warnings) = typed(r, patched, validation)?;
+    if let Some(obj) = clean.as_object_mut() {
+        obj.extend(kept);
+    }
+    Ok((clean, warnings))
+}
+
 /// The warnings, or under `Strict` the error, for the fields the typed
 /// struct did not know.
 fn unknown_fields(
@@ -223,6 +259,41 @@ mod tests {
         let err = typed(r, d, Some("Strict")).unwrap_err();
         assert_eq!(err.code, 400);
         assert!(err.message.starts_with("strict decoding error"));
+    }
+
+    #[test]
+    fn a_patched_object_typed_in_part_is_the_whole_typed() {
+        let pods = skiff_core::registry::lookup("", "v1", "pods").unwrap();
+        let stored = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": [{"name": "c", "image": "i"}], "restartPolicy": "Always"},
+            "status": {"phase": "Pending"}});
+        let (stored, _) = typed(pods, stored, None).unwrap();
+        let patches = [
+            json!({"status": {"phase": "Running", "podIP": "10.0.0.1"}}),
+            json!({"metadata": {"labels": {"a": "b"}, "bogus": 1}, "status": {"bogusStatus": true}}),
+            json!({"spec": {"containers": [{"name": "c", "image": "j", "imagex": "typo"}]}}),
+            json!({"status": {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00.5Z"}]}}),
+            json!({"status": null}),
+        ];
+        for patch in patches {
+            let mut patched = stored.clone();
+            json_patch::merge(&mut patched, &patch);
+            for validation in [None, Some("Ignore"), Some("Strict")] {
+                let whole = typed(pods, patched.clone(), validation);
+                let part = typed_patched(pods, patched.clone(), &patch, validation);
+                match (whole, part) {
+                    (Ok(w), Ok(p)) => assert_eq!(w, p, "{patch}"),
+                    (Err(w), Err(p)) => assert_eq!((w.code, w.message), (p.code, p.message)),
+                    (w, p) => panic!("{patch}: {w:?} against {p:?}"),
+                }
+            }
+        }
+        // A JSON patch (a list of operations) goes through whole.
+        let ops = json!([{"op": "add", "path": "/spec/bogus", "value": 1}]);
+        let mut patched = stored.clone();
+        patched["spec"]["bogus"] = json!(1);
+        let (_, warnings) = typed_patched(pods, patched, &ops, None).unwrap();
+        assert_eq!(warnings, ["unknown field \"spec.bogus\""]);
     }
 
     /// `object` step by step, the way it checks a body it cannot decode

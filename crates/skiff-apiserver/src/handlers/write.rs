@@ -114,7 +114,7 @@ impl Api {
                     return Err(ApiError::stale(r.group, r.plural, name));
                 }
                 check_kind(r, &patched)?;
-                let (patched, w) = typed(r, patched, validation)?;
+                let (patched, w) = body::typed_patched(r, patched, &patch, validation)?;
                 warnings = w;
                 prepare_update(r, current, patched, &manager, sub)
             })
