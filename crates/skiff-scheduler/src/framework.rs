@@ -2,6 +2,7 @@
 //! explicit status, as upstream's scheduling framework has.
 
 use std::any::Any;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -140,7 +141,7 @@ pub trait PreScore: Send + Sync {
 #[derive(Clone, Debug)]
 pub struct Nomination {
     pub node: usize,
-    pub victims: Vec<PlacedPod>,
+    pub victims: Vec<Arc<PlacedPod>>,
 }
 
 /// Runs when no node fits: may make room (preemption).

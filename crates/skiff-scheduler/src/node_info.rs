@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -197,7 +198,8 @@ pub struct NodeInfo {
     /// Changes whenever the node or the pods counted on it change, and is
     /// unique across node infos: what plugins key their memos by.
     pub generation: u64,
-    pub pods: Vec<PlacedPod>,
+    /// Shared with the scheduler's record of placed pods, not copied.
+    pub pods: Vec<Arc<PlacedPod>>,
     /// How many of `pods` carry required anti-affinity terms.
     pub with_anti_affinity: usize,
     pub allocatable: Resources,
@@ -209,6 +211,13 @@ pub struct NodeInfo {
 
 impl NodeInfo {
     pub fn new(node: Node) -> Self {
+        let mut info = Self::default();
+        info.set_node(node);
+        info
+    }
+
+    /// Takes a newer version of the node, keeping the pods counted on it.
+    pub fn set_node(&mut self, node: Node) {
         let list = node
             .status
             .as_ref()
@@ -217,12 +226,9 @@ impl NodeInfo {
         if !list.is_some_and(|l| l.contains_key("pods")) {
             allocatable.pods = DEFAULT_MAX_PODS * 1000;
         }
-        Self {
-            node,
-            generation: next_generation(),
-            allocatable,
-            ..Default::default()
-        }
+        self.allocatable = allocatable;
+        self.node = node;
+        self.generation = next_generation();
     }
 
     pub fn name(&self) -> &str {
@@ -251,7 +257,7 @@ impl NodeInfo {
     }
 
     /// Stops counting the `i`th pod, as if it were gone; returns it.
-    pub fn remove(&mut self, i: usize) -> PlacedPod {
+    pub fn remove(&mut self, i: usize) -> Arc<PlacedPod> {
         self.generation = next_generation();
         let gone = self.pods.swap_remove(i);
         self.requested.add(&gone.requests, -1);
@@ -263,7 +269,8 @@ impl NodeInfo {
     }
 
     /// Counts a placed pod on this node (again, after [`NodeInfo::remove`]).
-    pub fn restore(&mut self, placed: PlacedPod) {
+    pub fn restore(&mut self, placed: impl Into<Arc<PlacedPod>>) {
+        let placed = placed.into();
         self.generation = next_generation();
         self.requested.add(&placed.requests, 1);
         self.requested_nonzero

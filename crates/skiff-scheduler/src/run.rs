@@ -44,7 +44,7 @@ struct Cache {
     index: HashMap<String, usize>,
     /// Pods counted on a node (bound, or assumed while binding), by key:
     /// their node and what is counted of them (not the whole pod).
-    placed: HashMap<Key, (String, PlacedPod)>,
+    placed: HashMap<Key, (String, Arc<PlacedPod>)>,
     /// Unbound pods waiting for a node, by key.
     pending: HashMap<Key, Pod>,
     /// The last failure message reported per pod, to report changes only.
@@ -92,7 +92,7 @@ impl Cache {
 
     fn place(&mut self, key: Key, node: &str, pod: &Pod) {
         self.unplace(&key);
-        let placed = PlacedPod::of(pod);
+        let placed = Arc::new(PlacedPod::of(pod));
         if let Some(&i) = self.index.get(node) {
             self.nodes[i].restore(placed.clone());
         }
@@ -151,15 +151,16 @@ impl Cache {
 
     fn apply_node(&mut self, node: Node) {
         let name = node.metadata.name.clone().unwrap_or_default();
-        let mut info = NodeInfo::new(node);
-        for (n, placed) in self.placed.values() {
-            if *n == name {
-                info.restore(placed.clone());
-            }
-        }
         match self.index.get(&name) {
-            Some(&i) => self.nodes[i] = info,
+            Some(&i) => self.nodes[i].set_node(node),
             None => {
+                // Pods bound to it may have been seen before it was.
+                let mut info = NodeInfo::new(node);
+                for (n, placed) in self.placed.values() {
+                    if *n == name {
+                        info.restore(placed.clone());
+                    }
+                }
                 self.index.insert(name, self.nodes.len());
                 self.nodes.push(info);
             }
@@ -517,7 +518,7 @@ async fn retry_later(cache: Arc<Mutex<Cache>>, wake: Arc<Notify>, key: Key) {
 }
 
 /// Evicts the victims of a preemption and nominates the node for the pod.
-async fn evict(client: Client, pod: Pod, node: String, victims: Vec<PlacedPod>) {
+async fn evict(client: Client, pod: Pod, node: String, victims: Vec<Arc<PlacedPod>>) {
     let preemptor = format!(
         "{}/{}",
         pod.metadata.namespace.as_deref().unwrap_or_default(),
@@ -659,5 +660,43 @@ mod tests {
         assert_eq!(c.pending.keys().collect::<Vec<_>>(), ["d/waiting"]);
         assert_eq!(c.queue.pop().as_deref(), Some("d/waiting"));
         assert_eq!(c.queue.pop(), None, "the deleted pod left the queue");
+    }
+
+    #[test]
+    fn a_node_update_keeps_its_pods_and_a_late_node_finds_them() {
+        let mut c = Cache::default();
+        c.apply_pod(pod("early", Some("late")));
+        c.apply_node(node("a"));
+        c.apply_pod(pod("p", Some("a")));
+        let before = c.nodes[0].generation;
+        let mut bigger = node("a");
+        let allocatable = bigger
+            .status
+            .as_mut()
+            .unwrap()
+            .allocatable
+            .as_mut()
+            .unwrap();
+        allocatable.insert(
+            "cpu".into(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("8".into()),
+        );
+        c.apply_node(bigger);
+        let a = &c.nodes[c.index["a"]];
+        assert_eq!((a.pod_count, a.pods.len()), (1, 1));
+        assert_eq!(a.allocatable.cpu, 8000);
+        assert_ne!(a.generation, before, "plugins' memos see the change");
+        // The pod and the node's count are one record, not two copies.
+        assert!(Arc::ptr_eq(&a.pods[0], &c.placed["d/p"].1));
+
+        c.apply_node(node("late"));
+        let late = &c.nodes[c.index["late"]];
+        assert_eq!(
+            late.pods
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>(),
+            ["early"]
+        );
     }
 }
