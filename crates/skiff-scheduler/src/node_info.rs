@@ -194,6 +194,10 @@ fn next_generation() -> u64 {
 
 #[derive(Clone, Debug, Default)]
 pub struct NodeInfo {
+    /// The node without its status: plugins read its metadata and spec;
+    /// what counts of the status, the allocatable resources, is parsed
+    /// into `allocatable` (conditions, addresses and system info are most
+    /// of a typed node's heap).
     pub node: Node,
     /// Changes whenever the node or the pods counted on it change, and is
     /// unique across node infos: what plugins key their memos by.
@@ -217,7 +221,7 @@ impl NodeInfo {
     }
 
     /// Takes a newer version of the node, keeping the pods counted on it.
-    pub fn set_node(&mut self, node: Node) {
+    pub fn set_node(&mut self, mut node: Node) {
         let list = node
             .status
             .as_ref()
@@ -227,6 +231,7 @@ impl NodeInfo {
             allocatable.pods = DEFAULT_MAX_PODS * 1000;
         }
         self.allocatable = allocatable;
+        node.status = None;
         self.node = node;
         self.generation = next_generation();
     }

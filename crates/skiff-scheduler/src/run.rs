@@ -685,6 +685,7 @@ mod tests {
         let a = &c.nodes[c.index["a"]];
         assert_eq!((a.pod_count, a.pods.len()), (1, 1));
         assert_eq!(a.allocatable.cpu, 8000);
+        assert!(a.node.status.is_none(), "parsed, not kept");
         assert_ne!(a.generation, before, "plugins' memos see the change");
         // The pod and the node's count are one record, not two copies.
         assert!(Arc::ptr_eq(&a.pods[0], &c.placed["d/p"].1));
