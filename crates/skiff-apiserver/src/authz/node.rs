@@ -155,11 +155,14 @@ fn names_a_node(pod: &[u8]) -> bool {
     crate::storage::mentions(pod, br#""nodeName":""#)
 }
 
+/// A pod spec's lists of containers, whose environment names secrets and
+/// config maps.
+const CONTAINER_LISTS: [&str; 3] = ["initContainers", "containers", "ephemeralContainers"];
+
 /// What `uses` and `put_pod` read of a pod: its status and managed
 /// fields, most of a running pod's bytes, are only scanned.
 static POD_USES: LazyLock<Paths> = LazyLock::new(|| {
-    let containers = ["initContainers", "containers", "ephemeralContainers"];
-    let env = containers
+    let env = CONTAINER_LISTS
         .iter()
         .flat_map(|c| ["env", "envFrom"].map(|e| format!("spec.{c}.{e}")));
     let fixed = [
@@ -214,7 +217,7 @@ fn uses(pod: &Value) -> HashSet<Used> {
             add(Kind::Claim, &Value::from(format!("{pod_name}-{volume}")));
         }
     }
-    let containers = ["initContainers", "containers", "ephemeralContainers"]
+    let containers = CONTAINER_LISTS
         .iter()
         .flat_map(|k| spec[*k].as_array().into_iter().flatten());
     for c in containers {

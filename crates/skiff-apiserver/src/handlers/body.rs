@@ -38,26 +38,29 @@ pub fn content_type(headers: &HeaderMap) -> String {
         .to_ascii_lowercase()
 }
 
+/// Whether a body of this media type is read as JSON (no type, any type,
+/// or a JSON type that is not YAML).
+fn is_json(content_type: &str) -> bool {
+    matches!(content_type, "" | "*/*")
+        || (content_type.contains("json") && !content_type.contains("yaml"))
+}
+
 /// Parses JSON, YAML or Kubernetes protobuf, as the content type says.
 pub fn parse(bytes: &[u8], content_type: &str) -> Result<Value, ApiError> {
     if content_type == "application/vnd.kubernetes.protobuf" {
         return skiff_core::protobuf::decode(bytes);
     }
-    if !matches!(content_type, "" | "*/*")
-        && !content_type.contains("json")
-        && !content_type.contains("yaml")
-    {
-        return Err(ApiError::unsupported_media_type(content_type));
-    }
-    let value: Value = if content_type.contains("yaml") {
-        serde_yaml::from_slice(bytes)
-            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?
-    } else {
+    let value: Value = if is_json(content_type) {
         serde_json::from_slice(bytes).map_err(|e| {
             ApiError::bad_request(format!(
                 "error decoding request body: json parse error: {e}"
             ))
         })?
+    } else if content_type.contains("yaml") {
+        serde_yaml::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?
+    } else {
+        return Err(ApiError::unsupported_media_type(content_type));
     };
     if !value.is_object() {
         return Err(ApiError::bad_request("the request body must be an object"));
@@ -131,9 +134,7 @@ pub fn object(
     content_type: &str,
     validation: Option<&str>,
 ) -> Result<(Value, Vec<String>), ApiError> {
-    let json = matches!(content_type, "" | "*/*")
-        || (content_type.contains("json") && !content_type.contains("yaml"));
-    if json && !r.custom {
+    if is_json(content_type) && !r.custom {
         let mut unknown = Vec::new();
         let report = (validation != Some("Ignore")).then_some(&mut unknown);
         if let Ok(clean) = (r.decode_json)(bytes, report) {
