@@ -37,17 +37,14 @@ impl Credentials {
     /// token for it can be had (retried until then); a task renews the
     /// token for as long as the process runs.
     pub async fn client(&self, name: &str) -> Client {
-        let mut wait = Duration::from_millis(250);
-        let (client, expires) = loop {
-            match self.token_client(name).await {
-                Ok(made) => break made,
-                Err(e) => {
-                    tracing::warn!(controller = name, error = %e, "getting a token; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(8));
-                }
-            }
-        };
+        let what = format!("getting a token for controller {name}");
+        let (client, expires) = skiff_runtime::retry::until_ok(
+            &what,
+            Duration::from_millis(250),
+            Duration::from_secs(8),
+            || self.token_client(name),
+        )
+        .await;
         let rotating = Rotating::new(client);
         let shared = rotating.client();
         let (root, base, name) = (self.root.clone(), self.base.clone(), name.to_owned());

@@ -3,7 +3,7 @@
 //! guard against stale caches; writes go through the `Cluster` trait
 //! (its in-memory fake behind the `testing` feature); events, work-queue
 //! metrics and leader election; `watch` is the relisting watch they all
-//! stand on.
+//! stand on, `retry` the doubling pauses between failed attempts.
 
 pub mod api;
 pub mod cache;
@@ -16,5 +16,6 @@ pub mod leader;
 pub mod loopback;
 pub mod metrics;
 pub mod queue;
+pub mod retry;
 pub mod rotating;
 pub mod watch;

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use kube::api::Api;
-use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 
 use crate::cache::Object;
+use crate::retry::Doubling;
 
 /// One step of a watch.
 #[derive(Debug, Clone)]
@@ -36,7 +36,7 @@ pub fn changes<K: Object>(
     api: Api<K>,
     config: watcher::Config,
 ) -> impl Stream<Item = Change<K>> + Send {
-    let events = watcher::watcher(api, config).backoff(Retry::default());
+    let events = watcher::watcher(api, config).backoff(Doubling::new(FIRST_RETRY, MAX_RETRY));
     events
         .scan(None::<Vec<K>>, |relist, event| {
             let change = match event {
@@ -70,31 +70,6 @@ fn gather<K>(relist: &mut Option<Vec<K>>, event: Event<K>) -> Option<Change<K>> 
         Event::InitDone => Some(Change::Relisted(relist.take().unwrap_or_default())),
         Event::Apply(obj) => Some(Change::Applied(obj)),
         Event::Delete(obj) => Some(Change::Deleted(obj)),
-    }
-}
-
-/// Exponential back-off between failed watches.
-struct Retry(Duration);
-
-impl Default for Retry {
-    fn default() -> Self {
-        Self(FIRST_RETRY)
-    }
-}
-
-impl Iterator for Retry {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let wait = self.0;
-        self.0 = (wait * 2).min(MAX_RETRY);
-        Some(wait)
-    }
-}
-
-impl Backoff for Retry {
-    fn reset(&mut self) {
-        self.0 = FIRST_RETRY;
     }
 }
 
@@ -141,16 +116,5 @@ mod tests {
         };
         assert_eq!(slimmed.metadata.managed_fields, None);
         assert_eq!(slimmed.metadata.name.as_deref(), Some("p"));
-    }
-
-    #[test]
-    fn the_back_off_doubles_to_its_ceiling_and_resets() {
-        let mut retry = Retry::default();
-        let waits: Vec<_> = (&mut retry).take(8).collect();
-        assert_eq!(waits[0], FIRST_RETRY);
-        assert_eq!(waits[1], FIRST_RETRY * 2);
-        assert_eq!(*waits.last().unwrap(), MAX_RETRY);
-        retry.reset();
-        assert_eq!(retry.next(), Some(FIRST_RETRY));
     }
 }

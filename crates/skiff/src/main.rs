@@ -523,12 +523,13 @@ fn main() -> anyhow::Result<()> {
                             // Not fatal: a refused or failed write is tried
                             // again, and said why.
                             tokio::spawn(async move {
-                                let mut wait = std::time::Duration::from_millis(200);
-                                while let Err(e) = skiff_dns::publish(&admin, &ip, serving).await {
-                                    tracing::warn!(error = %e, "publishing the kube-dns Service; trying again");
-                                    tokio::time::sleep(wait).await;
-                                    wait = (wait * 2).min(std::time::Duration::from_secs(10));
-                                }
+                                skiff_runtime::retry::until_ok(
+                                    "publishing the kube-dns Service",
+                                    std::time::Duration::from_millis(200),
+                                    std::time::Duration::from_secs(10),
+                                    || skiff_dns::publish(&admin, &ip, serving),
+                                )
+                                .await
                             });
                             dns_task = Some(task);
                         }

@@ -180,17 +180,11 @@ pub fn typed_patched(
     ) else {
         return typed(r, patched, validation);
     };
-    let kept: Vec<String> = obj
-        .keys()
-        .filter(|k| {
-            !named.contains_key(*k) && !matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
-        })
-        .cloned()
-        .collect();
-    let kept: Vec<(String, Value)> = kept
-        .into_iter()
-        .filter_map(|k| obj.remove(&k).map(|v| (k, v)))
-        .collect();
+    let (kept, sent): (serde_json::Map<_, _>, _) =
+        std::mem::take(obj).into_iter().partition(|(k, _)| {
+            !named.contains_key(k) && !matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
+        });
+    *obj = sent;
     let (mut clean, warnings) = typed(r, patched, validation)?;
     if let Some(obj) = clean.as_object_mut() {
         obj.extend(kept);
