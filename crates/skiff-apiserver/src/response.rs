@@ -50,6 +50,62 @@ pub fn too_many_requests() -> Response {
     r
 }
 
+/// Whether the first media type the client accepts that the server serves
+/// is Kubernetes protobuf, as the object or as its metadata
+/// (client-go's typed and metadata clients); Tables are JSON only.
+pub fn wants_protobuf(accept: &str) -> bool {
+    for part in accept.split(',') {
+        let mut params = part.split(';').map(str::trim);
+        match params.next().unwrap_or("") {
+            skiff_core::protobuf::CONTENT_TYPE => {
+                let served = params.all(|p| {
+                    !p.starts_with("as=")
+                        || p == "as=PartialObjectMetadata"
+                        || p == "as=PartialObjectMetadataList"
+                });
+                if served {
+                    return true;
+                }
+            }
+            "application/json" | "application/yaml" | "application/*" | "*/*" => return false,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// A JSON reply re-encoded as protobuf, when its object has a protobuf
+/// form (custom resources and Tables have none, as upstream's).
+pub async fn to_protobuf(reply: Response) -> Response {
+    let json = reply
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !json {
+        return reply;
+    }
+    let (mut head, body) = reply.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
+        return Response::from_parts(head, Body::empty());
+    };
+    let encoded = serde_json::from_slice(&body)
+        .map_err(|e| skiff_core::protobuf::encode::Unencodable(e.to_string()))
+        .and_then(|obj| skiff_core::protobuf::encode::encode(&obj));
+    match encoded {
+        Ok(encoded) => {
+            head.headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(skiff_core::protobuf::CONTENT_TYPE),
+            );
+            Response::from_parts(head, Body::from(encoded))
+        }
+        Err(why) => {
+            tracing::debug!(reason = why.0, "answering in JSON");
+            Response::from_parts(head, Body::from(body))
+        }
+    }
+}
+
 /// Whether the client asked for a `meta.k8s.io` Table.
 pub fn wants_table(accept: &str) -> bool {
     accept.split(',').any(|part| {

@@ -1,5 +1,6 @@
-//! Watch streams: one JSON event per line, from the watch cache, with
-//! initial events, bookmarks and selector transitions as upstream sends them.
+//! Watch streams: one JSON event per line (or one length-prefixed protobuf
+//! frame each, for clients that ask), from the watch cache, with initial
+//! events, bookmarks and selector transitions as upstream sends them.
 
 use std::time::Duration;
 
@@ -7,9 +8,9 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
-use serde_json::json;
+use serde_json::{json, Value};
 use skiff_core::registry::ResourceType;
-use skiff_core::{table, ApiError};
+use skiff_core::{protobuf, table, ApiError};
 use skiff_store::{EventKind, ListOptions, Revision};
 
 use crate::handlers::read::Filter;
@@ -26,15 +27,25 @@ struct Render {
     table: bool,
     /// Metadata only (`PartialObjectMetadata`).
     metadata: bool,
+    /// Protobuf frames rather than JSON lines.
+    protobuf: bool,
     include: String,
 }
 
 impl Render {
     /// One event line for a stored object at revision `rev`. JSON objects
-    /// are spliced in unparsed; Tables need the parsed object.
+    /// are spliced in unparsed; Tables and protobuf need the parsed object.
     fn event(&self, kind: &str, stored: &[u8], rev: Revision) -> Option<Bytes> {
         let converted = crate::storage::converted(self.r, stored);
         let stored = converted.as_deref().unwrap_or(stored);
+        if self.protobuf {
+            let obj = decode_at(stored, rev).ok()?;
+            return Some(if self.metadata {
+                self.frame(kind, &response::partial(&obj))
+            } else {
+                self.frame(kind, &obj)
+            });
+        }
         let mut line = Vec::with_capacity(stored.len() + 64);
         line.extend_from_slice(b"{\"type\":\"");
         line.extend_from_slice(kind.as_bytes());
@@ -69,19 +80,43 @@ impl Render {
         } else {
             json!({"kind": self.r.kind, "apiVersion": self.r.api_version(), "metadata": metadata})
         };
-        let mut line =
-            serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
-        line.push(b'\n');
-        Bytes::from(line)
+        self.frame("BOOKMARK", &obj)
     }
-}
 
-fn expired(rev: &str) -> Bytes {
-    let status = ApiError::gone(format!("too old resource version: {rev}")).to_status();
-    let mut line =
-        serde_json::to_vec(&json!({"type": "ERROR", "object": status})).unwrap_or_default();
-    line.push(b'\n');
-    Bytes::from(line)
+    /// The ERROR event that ends a watch whose revision is compacted away.
+    fn expired(&self, rev: &str) -> Bytes {
+        let status = ApiError::gone(format!("too old resource version: {rev}")).to_status();
+        self.frame("ERROR", &status)
+    }
+
+    /// An event of a parsed object, in the stream's encoding. An object
+    /// protobuf cannot carry ends the watch with an internal error rather
+    /// than lose a field.
+    fn frame(&self, kind: &str, obj: &Value) -> Bytes {
+        if !self.protobuf {
+            let mut line =
+                serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap_or_default();
+            line.push(b'\n');
+            return Bytes::from(line);
+        }
+        match protobuf::encode::watch_frame(kind, obj) {
+            Ok(frame) => Bytes::from(frame),
+            Err(why) => {
+                tracing::warn!(reason = why.0, "a watched object has no protobuf form");
+                let status = ApiError::internal(why.0).to_status();
+                let frame = protobuf::encode::watch_frame("ERROR", &status);
+                Bytes::from(frame.unwrap_or_default())
+            }
+        }
+    }
+
+    fn content_type(&self) -> &'static str {
+        if self.protobuf {
+            "application/vnd.kubernetes.protobuf;stream=watch"
+        } else {
+            "application/json"
+        }
+    }
 }
 
 impl Api {
@@ -91,9 +126,11 @@ impl Api {
         let filter = Filter::from_call(call)?;
         let ns = filter.namespace(call).map(str::to_owned);
         let prefix = r.list_prefix(ns.as_deref());
+        let table = wants_table(call.accept());
         let render = Render {
             r,
-            table: wants_table(call.accept()),
+            table,
+            protobuf: !table && response::wants_protobuf(call.accept()),
             metadata: response::wants_metadata(call.accept()),
             include: q
                 .include_object
@@ -123,14 +160,15 @@ impl Api {
         let stream = match self.objects.store.watch(&prefix, from).await {
             Ok(s) => s,
             Err(skiff_store::Error::Compacted { .. }) => {
-                let _ = tx.send(expired(&rv)).await;
+                let _ = tx.send(render.expired(&rv)).await;
                 drop(tx);
-                return Ok(stream_response(rx));
+                return Ok(stream_response(rx, render.content_type()));
             }
             Err(e) => return Err(crate::response::store_error(e, r, "")),
         };
         let timeout = Duration::from_secs(q.timeout_seconds.unwrap_or(1800).max(1));
         let allow_bookmarks = q.allow_bookmarks;
+        let content_type = render.content_type();
         tokio::spawn(async move {
             for line in initial {
                 if tx.send(line).await.is_err() {
@@ -149,31 +187,30 @@ impl Api {
             );
             let mut last = from;
             loop {
-                let line = tokio::select! {
+                let (line, last_one) = tokio::select! {
                     _ = &mut deadline => return,
                     _ = tx.closed() => return,
                     _ = ticker.tick() => {
                         if !allow_bookmarks { continue; }
-                        Some(render.bookmark(last, false))
+                        (Some(render.bookmark(last, false)), false)
                     }
                     next = stream.next() => match next {
                         None => return,
-                        Some(Err(_)) => Some(expired(&last.to_string())),
+                        Some(Err(_)) => (Some(render.expired(&last.to_string())), true),
                         Some(Ok(event)) => {
                             last = event.kv.mod_rev;
-                            translate(&render, &filter, &event)
+                            (translate(&render, &filter, &event), false)
                         }
                     },
                 };
                 if let Some(line) = line {
-                    let is_error = line.starts_with(b"{\"type\":\"ERROR\"");
-                    if tx.send(line).await.is_err() || is_error {
+                    if tx.send(line).await.is_err() || last_one {
                         return;
                     }
                 }
             }
         });
-        Ok(stream_response(rx))
+        Ok(stream_response(rx, content_type))
     }
 }
 
@@ -201,13 +238,13 @@ fn translate(render: &Render, filter: &Filter, event: &skiff_store::Event) -> Op
     render.event(kind, value, rev)
 }
 
-fn stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response {
+fn stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>, content_type: &str) -> Response {
     let body = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
             .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
     });
-    let mut reply = response::bytes(200, "application/json", Vec::new());
+    let mut reply = response::bytes(200, content_type, Vec::new());
     *reply.body_mut() = Body::from_stream(body);
     reply
 }

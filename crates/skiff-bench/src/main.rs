@@ -132,6 +132,7 @@ pub struct ApiArgs {
 }
 
 /// The Accept header of `kubectl get`.
+const PROTOBUF: &str = "application/vnd.kubernetes.protobuf,application/json";
 const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
 
 #[derive(clap::Parser)]
@@ -1022,7 +1023,7 @@ async fn create_pods(
 
 /// Starts a server and measures it over HTTPS: start-to-ready time, idle
 /// RSS, durable creates/s from concurrent clients, GET latency, LIST of
-/// every pod (as JSON and as kubectl's Table), and event delivery to many
+/// every pod (as JSON, protobuf and kubectl's Table), and event delivery to many
 /// watchers. With etcd on the PATH, creates/s on the etcd backend too.
 async fn api(args: ApiArgs) -> Result<()> {
     let dir = tempdir()?;
@@ -1102,6 +1103,19 @@ async fn api(args: ApiArgs) -> Result<()> {
         args.pods,
         ms(percentile(&lists, 0.5)),
         ms(*lists.last().unwrap())
+    );
+    // What client-go's typed clients ask for.
+    let (lists, pb) = timed_gets(&server, "/api/v1/pods", Some(PROTOBUF)).await?;
+    if !pb.starts_with(b"k8s\0") {
+        bail!("the protobuf list is not protobuf");
+    }
+    println!(
+        "LIST {} pods as protobuf p50 / max {} / {} ({} against {} KiB of JSON)",
+        args.pods,
+        ms(percentile(&lists, 0.5)),
+        ms(*lists.last().unwrap()),
+        pb.len() / 1024,
+        body.len() / 1024
     );
     // What `kubectl get pods -A` asks for: Tables, 500 rows at a time.
     let (tables, body) = timed_gets(&server, "/api/v1/pods?limit=500", Some(TABLE)).await?;

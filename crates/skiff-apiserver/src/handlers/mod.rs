@@ -438,6 +438,9 @@ impl Api {
                     Verb::Delete => self.delete(&call, body).await,
                     Verb::DeleteCollection => self.delete_collection(&call, body).await,
                 }?;
+                if verb != Verb::Watch && response::wants_protobuf(call.accept()) {
+                    reply = response::to_protobuf(reply).await;
+                }
                 // A written definition is served (or not) when the reply
                 // comes, not a moment later.
                 if let Some(definitions) = &self.definitions {

@@ -1,4 +1,5 @@
-//! Decoding Kubernetes protobuf request bodies into JSON objects.
+//! Kubernetes protobuf: request bodies decoded into JSON objects, replies
+//! [`encode`]d from them.
 //!
 //! kubectl's typed clients send `application/vnd.kubernetes.protobuf`: the
 //! magic `k8s\0`, then a `runtime.Unknown` holding the apiVersion, kind and
@@ -14,7 +15,11 @@ use serde_json::{json, Map, Value};
 
 use crate::ApiError;
 
+pub mod encode;
 pub mod order;
+
+/// The media type of Kubernetes protobuf.
+pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
 
 const MAGIC: &[u8] = b"k8s\0";
 const UNKNOWN: &str = "io.k8s.apimachinery.pkg.runtime.unknown";
@@ -45,11 +50,13 @@ struct Field {
 }
 
 /// One message's fields by number, and their numbers in declaration
-/// order (Go's struct order, which [`order`] writes JSON in).
+/// order (Go's struct order, which [`order`] writes JSON in) and in
+/// ascending order (the wire's).
 #[derive(Debug, Default)]
 struct Message {
     fields: HashMap<u64, Field>,
     order: Vec<u64>,
+    by_tag: Vec<u64>,
 }
 
 /// Messages by lower-cased full name.
@@ -104,6 +111,10 @@ fn table() -> &'static Table {
                 }
                 _ => {}
             }
+        }
+        for message in table.values_mut() {
+            message.by_tag = message.order.clone();
+            message.by_tag.sort_unstable();
         }
         table
     })
@@ -261,6 +272,10 @@ fn message(name: &str, bytes: &[u8]) -> Result<Value, ApiError> {
             _ => json!(field("intVal").as_i64().unwrap_or(0)),
         },
         "io.k8s.apimachinery.pkg.api.resource.quantity" => field("string"),
+        _ if encode::is_string_list(name) => match field("items") {
+            Value::Null => json!([]),
+            items => items,
+        },
         "io.k8s.apimachinery.pkg.apis.meta.v1.fieldsv1"
         | "io.k8s.apimachinery.pkg.runtime.rawextension" => {
             let raw = field("raw");
