@@ -188,24 +188,33 @@ impl Api {
         if trail.level == audit::Level::None {
             return reply;
         }
-        // The reply's body, when the level keeps it and it is one object.
-        let json = reply
+        // The reply's body, when the level keeps it and it is one object
+        // (logged as JSON whatever its encoding).
+        let content_type = reply
             .headers()
             .get(hyper::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-        let (reply, response) =
-            if trail.level == audit::Level::RequestResponse && json && trail.verb != "watch" {
-                let (head, body) = reply.into_parts();
-                match axum::body::to_bytes(body, usize::MAX).await {
-                    Ok(bytes) => {
-                        let object = serde_json::from_slice(&bytes).ok();
-                        (Response::from_parts(head, Body::from(bytes)), object)
-                    }
-                    Err(_) => (Response::from_parts(head, Body::empty()), None),
+            .map(|v| v.as_bytes());
+        let json = content_type.is_some_and(|v| v.starts_with(b"application/json"));
+        let protobuf = content_type == Some(skiff_core::protobuf::CONTENT_TYPE.as_bytes());
+        let (reply, response) = if trail.level == audit::Level::RequestResponse
+            && (json || protobuf)
+            && trail.verb != "watch"
+        {
+            let (head, body) = reply.into_parts();
+            match axum::body::to_bytes(body, usize::MAX).await {
+                Ok(bytes) => {
+                    let object = if protobuf {
+                        skiff_core::protobuf::decode(&bytes).ok()
+                    } else {
+                        serde_json::from_slice(&bytes).ok()
+                    };
+                    (Response::from_parts(head, Body::from(bytes)), object)
                 }
-            } else {
-                (reply, None)
-            };
+                Err(_) => (Response::from_parts(head, Body::empty()), None),
+            }
+        } else {
+            (reply, None)
+        };
         let id = uuid::Uuid::new_v4().to_string();
         log.write(&audit::event(&audit::Record {
             level: trail.level,
