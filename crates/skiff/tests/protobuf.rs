@@ -93,7 +93,10 @@ fn clients_asking_for_protobuf_get_it() {
         assert_eq!(table.headers()["content-type"], "application/json");
 
         // A watch: length-prefixed WatchEvents, each object enveloped.
-        let watch = get(format!("{url}?watch=true&resourceVersion={rv}"), CLIENT_GO)
+        let watch = get(
+            format!("{url}?watch=true&resourceVersion={rv}&fieldSelector=metadata.name%3Dsecond"),
+            CLIENT_GO,
+        )
             .await
             .unwrap();
         assert_eq!(
