@@ -88,10 +88,7 @@ pub async fn to_protobuf(reply: Response) -> Response {
     let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
         return Response::from_parts(head, Body::empty());
     };
-    let encoded = serde_json::from_slice(&body)
-        .map_err(|e| skiff_core::protobuf::encode::Unencodable(e.to_string()))
-        .and_then(|obj| skiff_core::protobuf::encode::encode(&obj));
-    match encoded {
+    match skiff_core::protobuf::encode::transcode(&body) {
         Ok(encoded) => {
             head.headers.insert(
                 CONTENT_TYPE,

@@ -38,13 +38,12 @@ impl Render {
     fn event(&self, kind: &str, stored: &[u8], rev: Revision) -> Option<Bytes> {
         let converted = crate::storage::converted(self.r, stored);
         let stored = converted.as_deref().unwrap_or(stored);
-        if self.protobuf {
+        if self.protobuf && self.metadata {
             let obj = decode_at(stored, rev).ok()?;
-            return Some(if self.metadata {
-                self.frame(kind, &response::partial(&obj))
-            } else {
-                self.frame(kind, &obj)
-            });
+            return Some(self.frame(kind, &response::partial(&obj)));
+        }
+        if self.protobuf {
+            return Some(self.protobuf_frame(kind, &with_rv(stored, rev)));
         }
         let mut line = Vec::with_capacity(stored.len() + 64);
         line.extend_from_slice(b"{\"type\":\"");
@@ -89,23 +88,28 @@ impl Render {
         self.frame("ERROR", &status)
     }
 
-    /// An event of a parsed object, in the stream's encoding. An object
-    /// protobuf cannot carry ends the watch with an internal error rather
-    /// than lose a field.
+    /// An event of a parsed object, in the stream's encoding.
     fn frame(&self, kind: &str, obj: &Value) -> Bytes {
-        if !self.protobuf {
-            let mut line =
-                serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap_or_default();
-            line.push(b'\n');
-            return Bytes::from(line);
+        if self.protobuf {
+            return self.protobuf_frame(kind, &serde_json::to_vec(obj).unwrap_or_default());
         }
-        match protobuf::encode::watch_frame(kind, obj) {
+        let mut line =
+            serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    }
+
+    /// A protobuf frame of an object's JSON bytes. An object protobuf
+    /// cannot carry is an ERROR event (an internal error) rather than an
+    /// object with a field lost.
+    fn protobuf_frame(&self, kind: &str, json: &[u8]) -> Bytes {
+        match protobuf::encode::watch_frame(kind, json) {
             Ok(frame) => Bytes::from(frame),
             Err(why) => {
                 tracing::warn!(reason = why.0, "a watched object has no protobuf form");
                 let status = ApiError::internal(why.0).to_status();
-                let frame = protobuf::encode::watch_frame("ERROR", &status);
-                Bytes::from(frame.unwrap_or_default())
+                let status = serde_json::to_vec(&status).unwrap_or_default();
+                Bytes::from(protobuf::encode::watch_frame("ERROR", &status).unwrap_or_default())
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Fuzzing of what a client controls: request bodies in every encoding,
-//! patches of every kind, label and field selectors. Each target mutates
+//! patches of every kind, label and field selectors, and the protobuf
+//! encoding of what it stored. Each target mutates
 //! valid seeds at random (truncations, flipped, inserted and repeated
 //! bytes) and asserts that every input is answered with a 4xx error or a
 //! result, never a panic or a hang. `SKIFF_FUZZ_ITERATIONS=N` sets the
@@ -181,4 +182,22 @@ fn hostile_selectors_get_errors_not_panics() {
             Err(e) => refused(&e, &input),
         }
     }
+}
+
+/// Whatever JSON a reply holds, its protobuf form is refused or well
+/// formed: the encoder never panics nor writes what a decoder cannot read.
+#[test]
+fn replies_encode_to_readable_protobuf_or_not_at_all() {
+    let mut rng = StdRng::seed_from_u64(35);
+    let mut encoded = 0;
+    for _ in 0..iterations() {
+        let input = mutated(&mut rng, POD);
+        if let Ok(bytes) = skiff_core::protobuf::encode::transcode(&input) {
+            encoded += 1;
+            if let Err(e) = skiff_core::protobuf::decode(&bytes) {
+                panic!("{e:?} for {:?}", String::from_utf8_lossy(&input));
+            }
+        }
+    }
+    assert!(encoded > 0, "some mutations leave a pod");
 }

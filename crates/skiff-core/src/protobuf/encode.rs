@@ -2,25 +2,28 @@
 //! ask for `application/vnd.kubernetes.protobuf` (client-go's typed and
 //! metadata clients list it first).
 //!
-//! Fields are written in ascending field number, as Go's generated
-//! marshallers do. An object with a field its message does not have is
-//! not encoded at all ([`Unencodable`]): the caller answers in JSON rather
-//! than drop the field.
+//! [`transcode`] reads the JSON bytes once and writes protobuf as it goes,
+//! without building the object. An object with a field its message does
+//! not have is not encoded at all ([`Unencodable`]): the caller answers in
+//! JSON rather than drop the field.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::OnceLock;
 
 use base64::Engine;
-use serde_json::{Map, Value};
+use serde::de::{
+    self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 use super::{message_name, table, Kind, Scalar, MAGIC};
 
 /// Why an object has no protobuf form.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Unencodable(pub String);
-
-type Result<T> = std::result::Result<T, Unencodable>;
-
-fn unencodable(what: impl Into<String>) -> Unencodable {
-    Unencodable(what.into())
-}
 
 fn varint(mut v: u64, out: &mut Vec<u8>) {
     while v >= 0x80 {
@@ -36,11 +39,11 @@ fn key(tag: u64, wire: u64, out: &mut Vec<u8>) {
 
 /// Writes field `tag` as length-delimited bytes that `body` appends, the
 /// length slotted in before them once known.
-fn delimited(
+fn delimited<E>(
     tag: u64,
     out: &mut Vec<u8>,
-    body: impl FnOnce(&mut Vec<u8>) -> Result<()>,
-) -> Result<()> {
+    body: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<(), E> {
     key(tag, 2, out);
     let start = out.len();
     body(out)?;
@@ -56,118 +59,111 @@ fn bytes_field(tag: u64, data: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(data);
 }
 
-fn integer(v: &Value) -> Option<i64> {
-    v.as_i64()
-        .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+fn varint_field(tag: u64, v: u64, out: &mut Vec<u8>) {
+    key(tag, 0, out);
+    varint(v, out);
 }
 
-fn scalar(tag: u64, s: Scalar, v: &Value, out: &mut Vec<u8>) -> Result<()> {
-    let wrong = || unencodable(format!("field {tag} is not a {s:?}: {v}"));
-    match s {
-        Scalar::String => bytes_field(tag, v.as_str().ok_or_else(wrong)?.as_bytes(), out),
-        Scalar::Bytes => {
+fn double(tag: u64, f: f64, out: &mut Vec<u8>) {
+    key(tag, 1, out);
+    out.extend_from_slice(&f.to_bits().to_le_bytes());
+}
+
+/// A JSON scalar as read.
+#[derive(Clone, Copy, Debug)]
+enum Json<'a> {
+    Str(&'a str),
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl Json<'_> {
+    fn integer(self) -> Option<i64> {
+        match self {
+            Json::Int(i) => Some(i),
+            Json::Uint(u) => i64::try_from(u).ok(),
+            Json::Float(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Some(f as i64),
+            _ => None,
+        }
+    }
+
+    fn int32(self) -> Option<i32> {
+        self.integer().and_then(|i| i32::try_from(i).ok())
+    }
+}
+
+fn scalar(tag: u64, s: Scalar, v: Json, out: &mut Vec<u8>) -> Result<(), String> {
+    let wrong = || format!("field {tag} is not a {s:?}: {v:?}");
+    match (s, v) {
+        (Scalar::String, Json::Str(text)) => bytes_field(tag, text.as_bytes(), out),
+        (Scalar::Bytes, Json::Str(text)) => {
             let data = base64::engine::general_purpose::STANDARD
-                .decode(v.as_str().ok_or_else(wrong)?)
+                .decode(text)
                 .map_err(|_| wrong())?;
             bytes_field(tag, &data, out);
         }
-        Scalar::Bool => {
-            key(tag, 0, out);
-            varint(u64::from(v.as_bool().ok_or_else(wrong)?), out);
-        }
-        Scalar::Int32 => {
-            let i = integer(v)
-                .filter(|i| i32::try_from(*i).is_ok())
-                .ok_or_else(wrong)?;
-            key(tag, 0, out);
-            varint(i as u64, out);
-        }
-        Scalar::Int64 => {
-            key(tag, 0, out);
-            varint(integer(v).ok_or_else(wrong)? as u64, out);
-        }
-        Scalar::Double => {
-            key(tag, 1, out);
-            out.extend_from_slice(&v.as_f64().ok_or_else(wrong)?.to_bits().to_le_bytes());
-        }
+        (Scalar::Bool, Json::Bool(b)) => varint_field(tag, u64::from(b), out),
+        (Scalar::Int32, v) => varint_field(tag, v.int32().ok_or_else(wrong)? as u64, out),
+        (Scalar::Int64, v) => varint_field(tag, v.integer().ok_or_else(wrong)? as u64, out),
+        (Scalar::Double, Json::Float(f)) => double(tag, f, out),
+        (Scalar::Double, Json::Int(i)) => double(tag, i as f64, out),
+        (Scalar::Double, Json::Uint(u)) => double(tag, u as f64, out),
+        _ => return Err(wrong()),
     }
     Ok(())
 }
 
-fn value(tag: u64, kind: &Kind, v: &Value, out: &mut Vec<u8>) -> Result<()> {
-    match kind {
-        Kind::Scalar(s) => scalar(tag, *s, v, out),
-        Kind::Message(name) => delimited(tag, out, |out| message(name, v, out)),
-        Kind::Map(_) => Err(unencodable(format!("field {tag}: a map of maps"))),
-    }
+const TIME: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.time";
+const MICRO_TIME: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.microtime";
+const INT_OR_STRING: &str = "io.k8s.apimachinery.pkg.util.intstr.intorstring";
+const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.quantity";
+
+/// Messages JSON writes as a scalar ([`special`]).
+fn is_scalar_form(name: &str) -> bool {
+    [TIME, MICRO_TIME, INT_OR_STRING, QUANTITY].contains(&name)
 }
 
-/// Apimachinery's messages with JSON forms of their own; `None` for the
-/// rest.
-fn special(name: &str, v: &Value, out: &mut Vec<u8>) -> Option<Result<()>> {
-    let wrong = || unencodable(format!("{name} from {v}"));
-    let done = match name {
-        "io.k8s.apimachinery.pkg.apis.meta.v1.time"
-        | "io.k8s.apimachinery.pkg.apis.meta.v1.microtime" => {
-            let Some(t) = v
-                .as_str()
-                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-            else {
-                return Some(Err(wrong()));
-            };
+/// The fields of a message JSON writes as a scalar: times, int-or-strings
+/// and quantities.
+fn special(name: &str, v: Json, out: &mut Vec<u8>) -> Result<(), String> {
+    let wrong = || format!("{name} from {v:?}");
+    match (name, v) {
+        (TIME | MICRO_TIME, Json::Str(text)) => {
+            let t = chrono::DateTime::parse_from_rfc3339(text).map_err(|_| wrong())?;
             if t.timestamp() != 0 {
-                key(1, 0, out);
-                varint(t.timestamp() as u64, out);
+                varint_field(1, t.timestamp() as u64, out);
             }
             if t.timestamp_subsec_nanos() != 0 {
-                key(2, 0, out);
-                varint(u64::from(t.timestamp_subsec_nanos()), out);
+                varint_field(2, u64::from(t.timestamp_subsec_nanos()), out);
             }
-            Ok(())
         }
-        "io.k8s.apimachinery.pkg.util.intstr.intorstring" => match v {
-            Value::String(s) => {
-                key(1, 0, out);
-                varint(1, out);
-                bytes_field(3, s.as_bytes(), out);
-                Ok(())
-            }
-            _ => match integer(v).filter(|i| i32::try_from(*i).is_ok()) {
-                Some(i) => {
-                    key(1, 0, out);
-                    varint(0, out);
-                    key(2, 0, out);
-                    varint(i as u64, out);
-                    Ok(())
-                }
-                None => Err(wrong()),
-            },
-        },
-        "io.k8s.apimachinery.pkg.api.resource.quantity" => match v {
-            Value::String(s) => {
-                bytes_field(1, s.as_bytes(), out);
-                Ok(())
-            }
-            Value::Number(n) => {
-                bytes_field(1, n.to_string().as_bytes(), out);
-                Ok(())
-            }
-            _ => Err(wrong()),
-        },
+        (INT_OR_STRING, Json::Str(text)) => {
+            varint_field(1, 1, out);
+            bytes_field(3, text.as_bytes(), out);
+        }
+        (INT_OR_STRING, v) => {
+            let i = v.int32().ok_or_else(wrong)?;
+            varint_field(1, 0, out);
+            varint_field(2, i as u64, out);
+        }
+        (QUANTITY, Json::Str(text)) => bytes_field(1, text.as_bytes(), out),
+        (QUANTITY, Json::Int(i)) => bytes_field(1, i.to_string().as_bytes(), out),
+        (QUANTITY, Json::Uint(u)) => bytes_field(1, u.to_string().as_bytes(), out),
+        (QUANTITY, Json::Float(f)) => bytes_field(1, f.to_string().as_bytes(), out),
+        _ => return Err(wrong()),
+    }
+    Ok(())
+}
+
+/// Messages holding an embedded JSON document as bytes.
+fn is_raw(name: &str) -> bool {
+    matches!(
+        name,
         "io.k8s.apimachinery.pkg.apis.meta.v1.fieldsv1"
-        | "io.k8s.apimachinery.pkg.runtime.rawextension" => {
-            let raw = serde_json::to_vec(v).map_err(|_| wrong());
-            raw.map(|raw| bytes_field(1, &raw, out))
-        }
-        _ if is_string_list(name) => match v.as_array() {
-            Some(items) => items
-                .iter()
-                .try_for_each(|item| scalar(1, Scalar::String, item, out)),
-            None => Err(wrong()),
-        },
-        _ => return None,
-    };
-    Some(done)
+            | "io.k8s.apimachinery.pkg.runtime.rawextension"
+    )
 }
 
 /// Messages wrapping a list of strings that JSON writes as the list
@@ -176,136 +172,307 @@ pub(super) fn is_string_list(name: &str) -> bool {
     name.ends_with(".extravalue") || name == "io.k8s.apimachinery.pkg.apis.meta.v1.verbs"
 }
 
-fn message(name: &str, v: &Value, out: &mut Vec<u8>) -> Result<()> {
-    if let Some(done) = special(name, v, out) {
-        return done;
-    }
-    let obj = v
-        .as_object()
-        .ok_or_else(|| unencodable(format!("{name} from {v}")))?;
-    // Objects in lists carry their apiVersion and kind, which the envelope
-    // (or the list's) holds in protobuf.
-    let unknown = obj.iter().find(|(k, v)| {
-        !v.is_null() && !knows(name, k) && !matches!(k.as_str(), "apiVersion" | "kind")
-    });
-    if let Some((k, _)) = unknown {
-        return Err(unencodable(format!("{name} has no field {k:?}")));
-    }
-    fields(name, obj, out)
+/// Where a JSON field of a message goes: field `tag`, of the embedded
+/// message in field `embedded` when there is one.
+struct Place {
+    embedded: Option<u64>,
+    tag: u64,
+    kind: &'static Kind,
+    repeated: bool,
 }
 
-/// Whether message `name`, or one it embeds, has a field named `json`.
-fn knows(name: &str, json: &str) -> bool {
-    table().get(name).is_some_and(|msg| {
-        msg.fields
-            .values()
-            .any(|f| match (&f.kind, f.json.as_str()) {
-                (Kind::Message(inner), "-") => knows(inner, json),
-                _ => f.json == json,
+type Places = HashMap<&'static str, HashMap<&'static str, Place>>;
+
+/// Each message's fields by JSON name, its embedded messages' included.
+fn places() -> &'static Places {
+    static PLACES: OnceLock<Places> = OnceLock::new();
+    PLACES.get_or_init(|| {
+        let table = table();
+        let place = |embedded, tag, f: &'static super::Field| Place {
+            embedded,
+            tag,
+            kind: &f.kind,
+            repeated: f.repeated,
+        };
+        table
+            .iter()
+            .map(|(name, msg)| {
+                let mut by_json = HashMap::new();
+                for (&tag, f) in &msg.fields {
+                    match (&f.kind, f.json.as_str()) {
+                        // One level deep: no embedded message embeds another.
+                        (Kind::Message(inner), "-") => {
+                            let inner = table.get(inner).map(|m| &m.fields);
+                            for (&inner_tag, g) in inner.into_iter().flatten() {
+                                by_json.insert(g.json.as_str(), place(Some(tag), inner_tag, g));
+                            }
+                        }
+                        (_, json) => {
+                            by_json.insert(json, place(None, tag, f));
+                        }
+                    }
+                }
+                (name.as_str(), by_json)
             })
+            .collect()
     })
 }
 
-/// Writes the fields of message `name` that `obj` holds, embedded
-/// messages' fields from `obj` itself.
-fn fields(name: &str, obj: &Map<String, Value>, out: &mut Vec<u8>) -> Result<()> {
-    let msg = table()
-        .get(name)
-        .ok_or_else(|| unencodable(format!("no message {name}")))?;
-    for &tag in &msg.by_tag {
-        let f = &msg.fields[&tag];
-        if f.json == "-" {
-            let Kind::Message(inner) = &f.kind else {
-                continue;
-            };
-            let before = out.len();
-            let mut wrote = false;
-            delimited(tag, out, |out| {
-                let start = out.len();
-                fields(inner, obj, out)?;
-                wrote = out.len() > start;
-                Ok(())
-            })?;
-            if !wrote {
-                out.truncate(before);
+/// One field's JSON value, written as field `tag` of kind `kind` (each
+/// item of it, when `repeated`).
+struct Field<'o> {
+    tag: u64,
+    kind: &'static Kind,
+    repeated: bool,
+    out: &'o mut Vec<u8>,
+}
+
+impl Field<'_> {
+    fn scalar(self, v: Json) -> Result<(), String> {
+        match (self.repeated, self.kind) {
+            (false, Kind::Scalar(s)) => scalar(self.tag, *s, v, self.out),
+            (false, Kind::Message(name)) => {
+                delimited(self.tag, self.out, |out| special(name, v, out))
             }
-            continue;
+            _ => Err(format!("field {} from {v:?}", self.tag)),
         }
-        let Some(v) = obj.get(&f.json).filter(|v| !v.is_null()) else {
-            continue;
-        };
-        match (&f.kind, f.repeated) {
-            (Kind::Map(of), _) => {
-                let entries = v
-                    .as_object()
-                    .ok_or_else(|| unencodable(format!("{name}.{} is not a map", f.json)))?;
-                for (k, item) in entries {
-                    delimited(tag, out, |out| {
-                        bytes_field(1, k.as_bytes(), out);
-                        if item.is_null() {
-                            return Ok(());
-                        }
-                        value(2, of, item, out)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Field<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        match self.kind {
+            Kind::Message(name) if !self.repeated && is_raw(name) => {
+                let raw = <&RawValue>::deserialize(d)?;
+                if raw.get() != "null" {
+                    delimited(self.tag, self.out, |out| {
+                        bytes_field(1, raw.get().as_bytes(), out);
+                        Ok(())
                     })?;
                 }
+                Ok(())
             }
-            (kind, true) => {
-                let items = v
-                    .as_array()
-                    .ok_or_else(|| unencodable(format!("{name}.{} is not a list", f.json)))?;
-                for item in items {
-                    value(tag, kind, item, out)?;
+            _ => d.deserialize_any(self),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Field<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "the value of protobuf field {}", self.tag)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.scalar(Json::Bool(v)).map_err(E::custom)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.scalar(Json::Int(v)).map_err(E::custom)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.scalar(Json::Uint(v)).map_err(E::custom)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.scalar(Json::Float(v)).map_err(E::custom)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.scalar(Json::Str(v)).map_err(E::custom)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let (tag, out) = (self.tag, self.out);
+        match (self.repeated, self.kind) {
+            (true, kind) => loop {
+                let item = Field {
+                    tag,
+                    kind,
+                    repeated: false,
+                    out: &mut *out,
+                };
+                if seq.next_element_seed(item)?.is_none() {
+                    return Ok(());
                 }
+            },
+            (false, Kind::Message(name)) if is_string_list(name) => delimited(tag, out, |out| {
+                while let Some(text) = seq.next_element::<Cow<str>>()? {
+                    bytes_field(1, text.as_bytes(), out);
+                }
+                Ok(())
+            }),
+            _ => Err(de::Error::custom(format!("field {tag} is not a list"))),
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let (tag, out) = (self.tag, self.out);
+        match (self.repeated, self.kind) {
+            (false, Kind::Map(of)) => {
+                while let Some(k) = map.next_key::<Cow<str>>()? {
+                    delimited(tag, out, |out| {
+                        bytes_field(1, k.as_bytes(), out);
+                        map.next_value_seed(Field {
+                            tag: 2,
+                            kind: of,
+                            repeated: false,
+                            out,
+                        })
+                    })?;
+                }
+                Ok(())
             }
-            (kind, false) => value(tag, kind, v, out)?,
+            (false, Kind::Message(name)) if !is_string_list(name) && !is_scalar_form(name) => {
+                delimited(tag, out, |out| fields(name, &mut map, out))
+            }
+            _ => Err(de::Error::custom(format!("field {tag} is not an object"))),
+        }
+    }
+}
+
+/// Writes the fields of message `name` from a JSON object, those of
+/// embedded messages (which JSON inlines) gathered into their own field.
+fn fields<'de, A: MapAccess<'de>>(
+    name: &str,
+    map: &mut A,
+    out: &mut Vec<u8>,
+) -> Result<(), A::Error> {
+    let places = places()
+        .get(name)
+        .ok_or_else(|| de::Error::custom(format!("no message {name}")))?;
+    let mut embedded: Vec<(u64, Vec<u8>)> = Vec::new();
+    while let Some(k) = map.next_key::<Cow<str>>()? {
+        let Some(place) = places.get(k.as_ref()) else {
+            // Objects in lists carry their apiVersion and kind, which the
+            // envelope (or the list's) holds in protobuf.
+            let typed = matches!(k.as_ref(), "apiVersion" | "kind");
+            if map.next_value::<Option<IgnoredAny>>()?.is_some() && !typed {
+                return Err(de::Error::custom(format!("{name} has no field {k:?}")));
+            }
+            continue;
+        };
+        let out = match place.embedded {
+            None => &mut *out,
+            Some(outer) => {
+                let at = match embedded.iter().position(|(t, _)| *t == outer) {
+                    Some(at) => at,
+                    None => {
+                        embedded.push((outer, Vec::new()));
+                        embedded.len() - 1
+                    }
+                };
+                &mut embedded[at].1
+            }
+        };
+        map.next_value_seed(Field {
+            tag: place.tag,
+            kind: place.kind,
+            repeated: place.repeated,
+            out,
+        })?;
+    }
+    for (tag, bytes) in embedded {
+        if !bytes.is_empty() {
+            bytes_field(tag, &bytes, out);
         }
     }
     Ok(())
 }
 
+/// A whole object: the fields of one message.
+struct Object<'o> {
+    name: &'o str,
+    out: &'o mut Vec<u8>,
+}
+
+impl<'de> Visitor<'de> for Object<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        fields(self.name, &mut map, self.out)
+    }
+}
+
 /// The message of an object's apiVersion and kind, if it has one.
-fn message_of(obj: &Value) -> Result<(&str, &str, String)> {
-    let api_version = obj["apiVersion"].as_str().unwrap_or("");
-    let kind = obj["kind"].as_str().unwrap_or("");
+fn message_of(api_version: &str, kind: &str) -> Result<String, Unencodable> {
     let name = match kind {
         // Status is meta's, served in every group-version.
         "Status" => "io.k8s.apimachinery.pkg.apis.meta.v1.status".to_owned(),
         _ => message_name(api_version, kind),
     };
     if !table().contains_key(&name) {
-        return Err(unencodable(format!(
+        return Err(Unencodable(format!(
             "{api_version} {kind} has no protobuf message"
         )));
     }
-    Ok((api_version, kind, name))
+    Ok(name)
 }
 
-/// An object (with `apiVersion` and `kind`) as a protobuf body: the magic
-/// `k8s\0`, then a `runtime.Unknown` holding the type and the message.
-pub fn encode(obj: &Value) -> Result<Vec<u8>> {
-    let (api_version, kind, name) = message_of(obj)?;
-    let mut out = Vec::with_capacity(1024);
+/// An object's JSON bytes (with `apiVersion` and `kind`) as a protobuf
+/// body: the magic `k8s\0`, then a `runtime.Unknown` holding the type and
+/// the message.
+pub fn transcode(json: &[u8]) -> Result<Vec<u8>, Unencodable> {
+    #[derive(serde::Deserialize)]
+    struct TypeMeta<'a> {
+        #[serde(rename = "apiVersion", borrow, default)]
+        api_version: Cow<'a, str>,
+        #[serde(borrow, default)]
+        kind: Cow<'a, str>,
+    }
+    let failed = |e: serde_json::Error| Unencodable(e.to_string());
+    let types: TypeMeta = serde_json::from_slice(json).map_err(failed)?;
+    let name = message_of(&types.api_version, &types.kind)?;
+    let mut out = Vec::with_capacity(json.len() / 2 + 64);
     out.extend_from_slice(MAGIC);
     delimited(1, &mut out, |out| {
-        bytes_field(1, api_version.as_bytes(), out);
-        bytes_field(2, kind.as_bytes(), out);
-        Ok(())
+        bytes_field(1, types.api_version.as_bytes(), out);
+        bytes_field(2, types.kind.as_bytes(), out);
+        Ok::<_, Unencodable>(())
     })?;
-    delimited(2, &mut out, |out| message(&name, obj, out))?;
+    delimited(2, &mut out, |out| {
+        let mut de = serde_json::Deserializer::from_slice(json);
+        de.deserialize_map(Object { name: &name, out })
+            .and_then(|()| de.end())
+            .map_err(failed)
+    })?;
     Ok(out)
 }
 
+/// A parsed object as a protobuf body ([`transcode`]).
+pub fn encode(obj: &Value) -> Result<Vec<u8>, Unencodable> {
+    let json = serde_json::to_vec(obj).map_err(|e| Unencodable(e.to_string()))?;
+    transcode(&json)
+}
+
 /// One watch event as a protobuf stream frame: a 4-byte big-endian length,
-/// then a `WatchEvent` (no envelope) whose object is [`encode`]d.
-pub fn watch_frame(event_type: &str, obj: &Value) -> Result<Vec<u8>> {
-    let object = encode(obj)?;
+/// then a `WatchEvent` (no envelope) whose object is the [`transcode`]d
+/// JSON.
+pub fn watch_frame(event_type: &str, json: &[u8]) -> Result<Vec<u8>, Unencodable> {
+    let object = transcode(json)?;
     let mut out = vec![0; 4];
     bytes_field(1, event_type.as_bytes(), &mut out);
     delimited(2, &mut out, |out| {
         bytes_field(1, &object, out);
-        Ok(())
+        Ok::<_, Unencodable>(())
     })?;
-    let len = u32::try_from(out.len() - 4).map_err(|_| unencodable("event too large"))?;
+    let len = u32::try_from(out.len() - 4).map_err(|_| Unencodable("event too large".into()))?;
     out[..4].copy_from_slice(&len.to_be_bytes());
     Ok(out)
 }
@@ -487,7 +654,7 @@ mod tests {
             (Some(404), Some("NotFound"))
         );
 
-        let frame = watch_frame("ADDED", &pod()).unwrap();
+        let frame = watch_frame("ADDED", &serde_json::to_vec(&pod()).unwrap()).unwrap();
         let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
         assert_eq!(len, frame.len() - 4);
         let event =
@@ -496,6 +663,46 @@ mod tests {
         let (_, kind, raw) = unwrap(&event.object.unwrap().raw.unwrap());
         assert_eq!(kind, "Pod");
         assert!(pb::Pod::decode(raw.as_slice()).is_ok());
+    }
+
+    /// Keys in any order (the type last, embedded fields around their
+    /// neighbours) and escaped strings encode as the same message
+    /// (embedded JSON documents, such as `fieldsV1`, go as they are).
+    #[test]
+    fn transcoding_takes_keys_in_any_order_and_escapes() {
+        let shuffled = br#"{"status": {"podIP": "10.42.0.7", "phase": "Running",
+            "conditions": [{"lastTransitionTime": "2026-12-01T10:00:05Z", "type": "Ready", "status": "True"}]},
+          "spec": {"volumes": [{"configMap": {"defaultMode": 420, "name": "cfg"}, "name": "cfg"},
+                               {"emptyDir": {}, "name": "scratch"}],
+            "containers": [{"image": "busybox", "name": "app", "command": ["sleep", "3600"],
+              "livenessProbe": {"periodSeconds": 10, "httpGet": {"scheme": "HTTP", "port": "http", "path": "/healthz"}, "initialDelaySeconds": 0},
+              "readinessProbe": {"tcpSocket": {"port": 8080}},
+              "securityContext": {"allowPrivilegeEscalation": false, "runAsUser": 1000},
+              "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}},
+              "ports": [{"protocol": "TCP", "containerPort": 8080, "name": "http"}]}],
+            "tolerations": [{"tolerationSeconds": 300, "effect": "NoExecute", "operator": "Exists", "key": "node.kubernetes.io/not-ready"}]},
+          "metadata": {"managedFields": [{"fieldsV1": {"f:metadata":{"f:labels":{"f:app":{}}}},
+              "fieldsType": "FieldsV1", "time": "2026-12-01T10:00:00Z", "apiVersion": "v1",
+              "operation": "Apply", "manager": "kubectl"}],
+            "ownerReferences": [{"blockOwnerDeletion": false, "controller": true, "uid": "u-0", "name": "web-1", "kind": "ReplicaSet", "apiVersion": "apps/v1"}],
+            "finalizers": ["example.com/keep"], "labels": {"tier": "front", "app": "web"},
+            "creationTimestamp": "2026-12-01T10:00:00Z", "generation": 3,
+            "resourceVersion": "42", "uid": "u-1", "namespace": "default", "name": "web"},
+          "apiVersion": "v1", "kind": "Pod"}"#;
+        let (_, _, canonical) = unwrap(&encode(&pod()).unwrap());
+        let (_, kind, raw) = unwrap(&transcode(shuffled).unwrap());
+        assert_eq!(kind, "Pod");
+        assert_eq!(
+            pb::Pod::decode(raw.as_slice()).unwrap(),
+            pb::Pod::decode(canonical.as_slice()).unwrap()
+        );
+
+        let escaped = br#"{"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "c"},
+            "data": {"quote": "a\"b\\c", "accent": "caf\u00e9 \ud83d\ude00"}}"#;
+        let (_, _, raw) = unwrap(&transcode(escaped).unwrap());
+        let cm = pb::ConfigMap::decode(raw.as_slice()).unwrap();
+        assert_eq!(cm.data["quote"], "a\"b\\c");
+        assert_eq!(cm.data["accent"], "caf\u{e9} \u{1f600}");
     }
 
     /// A field the message lacks, a value of the wrong type or a kind
@@ -508,6 +715,12 @@ mod tests {
             panic!("encoded an unknown field")
         };
         assert!(why.contains("shinyNewField"), "{why}");
+        let mut null = pod();
+        null["spec"]["containers"][0]["shinyNewField"] = json!(null);
+        assert!(
+            encode(&null).is_ok(),
+            "an unknown field that is null says nothing"
+        );
         let mut wrong = pod();
         wrong["spec"]["containers"][0]["ports"][0]["containerPort"] = json!("80");
         assert!(encode(&wrong).is_err());

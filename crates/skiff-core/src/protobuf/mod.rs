@@ -50,13 +50,11 @@ struct Field {
 }
 
 /// One message's fields by number, and their numbers in declaration
-/// order (Go's struct order, which [`order`] writes JSON in) and in
-/// ascending order (the wire's).
+/// order (Go's struct order, which [`order`] writes JSON in).
 #[derive(Debug, Default)]
 struct Message {
     fields: HashMap<u64, Field>,
     order: Vec<u64>,
-    by_tag: Vec<u64>,
 }
 
 /// Messages by lower-cased full name.
@@ -111,10 +109,6 @@ fn table() -> &'static Table {
                 }
                 _ => {}
             }
-        }
-        for message in table.values_mut() {
-            message.by_tag = message.order.clone();
-            message.by_tag.sort_unstable();
         }
         table
     })
