@@ -8,11 +8,11 @@
 //! JSON rather than drop the field.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::OnceLock;
 
 use base64::Engine;
+use foldhash::HashMap;
 use serde::de::{
     self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };
@@ -37,19 +37,26 @@ fn key(tag: u64, wire: u64, out: &mut Vec<u8>) {
     varint(tag << 3 | wire, out);
 }
 
-/// Writes field `tag` as length-delimited bytes that `body` appends, the
-/// length slotted in before them once known.
+/// Writes field `tag` as length-delimited bytes that `body` appends. The
+/// length goes in a one-byte slot left before them, widened (moving the
+/// bytes once) only when it needs more.
 fn delimited<E>(
     tag: u64,
     out: &mut Vec<u8>,
     body: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
 ) -> Result<(), E> {
     key(tag, 2, out);
-    let start = out.len();
+    let slot = out.len();
+    out.push(0);
     body(out)?;
-    let mut len = Vec::with_capacity(4);
-    varint((out.len() - start) as u64, &mut len);
-    out.splice(start..start, len);
+    let len = out.len() - slot - 1;
+    if len < 0x80 {
+        out[slot] = len as u8;
+    } else {
+        let mut prefix = Vec::with_capacity(10);
+        varint(len as u64, &mut prefix);
+        out.splice(slot..=slot, prefix);
+    }
     Ok(())
 }
 
@@ -197,7 +204,7 @@ fn places() -> &'static Places {
         table
             .iter()
             .map(|(name, msg)| {
-                let mut by_json = HashMap::new();
+                let mut by_json = HashMap::default();
                 for (&tag, f) in &msg.fields {
                     match (&f.kind, f.json.as_str()) {
                         // One level deep: no embedded message embeds another.
@@ -309,7 +316,7 @@ impl<'de> Visitor<'de> for Field<'_> {
                 }
             },
             (false, Kind::Message(name)) if is_string_list(name) => delimited(tag, out, |out| {
-                while let Some(text) = seq.next_element::<Cow<str>>()? {
+                while let Some(Text(text)) = seq.next_element()? {
                     bytes_field(1, text.as_bytes(), out);
                 }
                 Ok(())
@@ -322,7 +329,7 @@ impl<'de> Visitor<'de> for Field<'_> {
         let (tag, out) = (self.tag, self.out);
         match (self.repeated, self.kind) {
             (false, Kind::Map(of)) => {
-                while let Some(k) = map.next_key::<Cow<str>>()? {
+                while let Some(Text(k)) = map.next_key()? {
                     delimited(tag, out, |out| {
                         bytes_field(1, k.as_bytes(), out);
                         map.next_value_seed(Field {
@@ -343,62 +350,133 @@ impl<'de> Visitor<'de> for Field<'_> {
     }
 }
 
-/// Writes the fields of message `name` from a JSON object, those of
-/// embedded messages (which JSON inlines) gathered into their own field.
+/// A JSON string, borrowed from the input unless it holds escapes.
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Read;
+        impl<'de> Visitor<'de> for Read {
+            type Value = Text<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a string")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(Read)
+    }
+}
+
+/// The message `name` being written from a JSON object: the fields of
+/// embedded messages (which JSON inlines) are gathered into their own
+/// field, written last.
+struct Message<'o> {
+    name: &'o str,
+    places: &'static HashMap<&'static str, Place>,
+    embedded: Vec<(u64, Vec<u8>)>,
+    out: &'o mut Vec<u8>,
+}
+
+impl<'o> Message<'o> {
+    fn new(name: &'o str, out: &'o mut Vec<u8>) -> Result<Self, String> {
+        let places = places()
+            .get(name)
+            .ok_or_else(|| format!("no message {name}"))?;
+        Ok(Message {
+            name,
+            places,
+            embedded: Vec::new(),
+            out,
+        })
+    }
+
+    /// Where the field `place` is written.
+    fn target(&mut self, place: &Place) -> &mut Vec<u8> {
+        let Some(outer) = place.embedded else {
+            return self.out;
+        };
+        let at = match self.embedded.iter().position(|(t, _)| *t == outer) {
+            Some(at) => at,
+            None => {
+                self.embedded.push((outer, Vec::new()));
+                self.embedded.len() - 1
+            }
+        };
+        &mut self.embedded[at].1
+    }
+
+    fn finish(self) {
+        for (tag, bytes) in self.embedded {
+            if !bytes.is_empty() {
+                bytes_field(tag, &bytes, self.out);
+            }
+        }
+    }
+}
+
+/// The value of the JSON field `key` of a [`Message`].
+struct Entry<'m, 'o, 'k> {
+    message: &'m mut Message<'o>,
+    key: &'k str,
+}
+
+impl<'de> DeserializeSeed<'de> for Entry<'_, '_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        let Some(place) = self.message.places.get(self.key) else {
+            // Objects in lists carry their apiVersion and kind, which the
+            // envelope (or the list's) holds in protobuf.
+            let typed = matches!(self.key, "apiVersion" | "kind");
+            if Option::<IgnoredAny>::deserialize(d)?.is_some() && !typed {
+                let (name, key) = (self.message.name, self.key);
+                return Err(de::Error::custom(format!("{name} has no field {key:?}")));
+            }
+            return Ok(());
+        };
+        Field {
+            tag: place.tag,
+            kind: place.kind,
+            repeated: place.repeated,
+            out: self.message.target(place),
+        }
+        .deserialize(d)
+    }
+}
+
+/// Writes the fields of message `name` from a JSON object.
 fn fields<'de, A: MapAccess<'de>>(
     name: &str,
     map: &mut A,
     out: &mut Vec<u8>,
 ) -> Result<(), A::Error> {
-    let places = places()
-        .get(name)
-        .ok_or_else(|| de::Error::custom(format!("no message {name}")))?;
-    let mut embedded: Vec<(u64, Vec<u8>)> = Vec::new();
-    while let Some(k) = map.next_key::<Cow<str>>()? {
-        let Some(place) = places.get(k.as_ref()) else {
-            // Objects in lists carry their apiVersion and kind, which the
-            // envelope (or the list's) holds in protobuf.
-            let typed = matches!(k.as_ref(), "apiVersion" | "kind");
-            if map.next_value::<Option<IgnoredAny>>()?.is_some() && !typed {
-                return Err(de::Error::custom(format!("{name} has no field {k:?}")));
-            }
-            continue;
-        };
-        let out = match place.embedded {
-            None => &mut *out,
-            Some(outer) => {
-                let at = match embedded.iter().position(|(t, _)| *t == outer) {
-                    Some(at) => at,
-                    None => {
-                        embedded.push((outer, Vec::new()));
-                        embedded.len() - 1
-                    }
-                };
-                &mut embedded[at].1
-            }
-        };
-        map.next_value_seed(Field {
-            tag: place.tag,
-            kind: place.kind,
-            repeated: place.repeated,
-            out,
+    let mut message = Message::new(name, out).map_err(de::Error::custom)?;
+    while let Some(Text(key)) = map.next_key()? {
+        map.next_value_seed(Entry {
+            message: &mut message,
+            key: &key,
         })?;
     }
-    for (tag, bytes) in embedded {
-        if !bytes.is_empty() {
-            bytes_field(tag, &bytes, out);
-        }
-    }
+    message.finish();
     Ok(())
 }
 
-/// A whole object: the fields of one message.
-struct Object<'o> {
-    name: &'o str,
+/// A whole object as a `runtime.Unknown`: its type (`apiVersion` and
+/// `kind`, read first; fields before them are held raw until then) and
+/// the message of that type.
+struct Envelope<'o> {
     out: &'o mut Vec<u8>,
 }
 
-impl<'de> Visitor<'de> for Object<'_> {
+impl<'de> Visitor<'de> for Envelope<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -406,7 +484,45 @@ impl<'de> Visitor<'de> for Object<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        fields(self.name, &mut map, self.out)
+        let (mut api_version, mut kind) = (None, None);
+        let mut early: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::new();
+        while api_version.is_none() || kind.is_none() {
+            let Some(Text(key)) = map.next_key()? else {
+                break;
+            };
+            match key.as_ref() {
+                "apiVersion" => api_version = Some(map.next_value::<Text>()?.0),
+                "kind" => kind = Some(map.next_value::<Text>()?.0),
+                _ => early.push((key, map.next_value()?)),
+            }
+        }
+        let (api_version, kind) = (api_version.unwrap_or_default(), kind.unwrap_or_default());
+        let name = message_of(&api_version, &kind).map_err(|e| de::Error::custom(e.0))?;
+        delimited(1, self.out, |out| {
+            bytes_field(1, api_version.as_bytes(), out);
+            bytes_field(2, kind.as_bytes(), out);
+            Ok::<_, A::Error>(())
+        })?;
+        delimited(2, self.out, |out| {
+            let mut message = Message::new(&name, out).map_err(de::Error::custom)?;
+            for (key, raw) in early {
+                let entry = Entry {
+                    message: &mut message,
+                    key: &key,
+                };
+                entry
+                    .deserialize(&mut serde_json::Deserializer::from_str(raw.get()))
+                    .map_err(de::Error::custom)?;
+            }
+            while let Some(Text(key)) = map.next_key()? {
+                map.next_value_seed(Entry {
+                    message: &mut message,
+                    key: &key,
+                })?;
+            }
+            message.finish();
+            Ok(())
+        })
     }
 }
 
@@ -429,29 +545,13 @@ fn message_of(api_version: &str, kind: &str) -> Result<String, Unencodable> {
 /// body: the magic `k8s\0`, then a `runtime.Unknown` holding the type and
 /// the message.
 pub fn transcode(json: &[u8]) -> Result<Vec<u8>, Unencodable> {
-    #[derive(serde::Deserialize)]
-    struct TypeMeta<'a> {
-        #[serde(rename = "apiVersion", borrow, default)]
-        api_version: Cow<'a, str>,
-        #[serde(borrow, default)]
-        kind: Cow<'a, str>,
-    }
-    let failed = |e: serde_json::Error| Unencodable(e.to_string());
-    let types: TypeMeta = serde_json::from_slice(json).map_err(failed)?;
-    let name = message_of(&types.api_version, &types.kind)?;
+    let text = std::str::from_utf8(json).map_err(|e| Unencodable(e.to_string()))?;
     let mut out = Vec::with_capacity(json.len() / 2 + 64);
     out.extend_from_slice(MAGIC);
-    delimited(1, &mut out, |out| {
-        bytes_field(1, types.api_version.as_bytes(), out);
-        bytes_field(2, types.kind.as_bytes(), out);
-        Ok::<_, Unencodable>(())
-    })?;
-    delimited(2, &mut out, |out| {
-        let mut de = serde_json::Deserializer::from_slice(json);
-        de.deserialize_map(Object { name: &name, out })
-            .and_then(|()| de.end())
-            .map_err(failed)
-    })?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.deserialize_map(Envelope { out: &mut out })
+        .and_then(|()| de.end())
+        .map_err(|e| Unencodable(e.to_string()))?;
     Ok(out)
 }
 
@@ -697,12 +797,14 @@ mod tests {
             pb::Pod::decode(canonical.as_slice()).unwrap()
         );
 
-        let escaped = br#"{"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "c"},
-            "data": {"quote": "a\"b\\c", "accent": "caf\u00e9 \ud83d\ude00"}}"#;
+        let escaped = br#"{"kind": "ConfigMap", "apiVersion": "v1",
+            "metadata": {"name": "c", "labels": {"\u0061pp": "web"}},
+            "d\u0061ta": {"quote": "a\"b\\c", "accent": "caf\u00e9 \ud83d\ude00"}}"#;
         let (_, _, raw) = unwrap(&transcode(escaped).unwrap());
         let cm = pb::ConfigMap::decode(raw.as_slice()).unwrap();
         assert_eq!(cm.data["quote"], "a\"b\\c");
         assert_eq!(cm.data["accent"], "caf\u{e9} \u{1f600}");
+        assert_eq!(cm.metadata.unwrap().labels["app"], "web");
     }
 
     /// A field the message lacks, a value of the wrong type or a kind
