@@ -578,6 +578,7 @@ async fn pods(args: PodsArgs) -> Result<()> {
     let agent = &node.agent;
     let client = server.client()?;
     let agent_idle = rss_kib(agent.id());
+    let (agent_anon, agent_file) = process::rss_anon_file_kib(agent.id());
     let containerd_idle = child_pid(agent.id(), "containerd").map_or(0, rss_kib);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let watch = client
@@ -659,9 +660,11 @@ async fn pods(args: PodsArgs) -> Result<()> {
     );
     println!("first create → all Running     {}", ms(span));
     println!(
-        "idle RSS agent / containerd    {} / {} MiB",
-        agent_idle / 1024,
-        containerd_idle / 1024
+        "idle RSS agent / containerd    {:.1} / {:.1} MiB (agent: {:.1} heap and stacks, {:.1} mapped files)",
+        agent_idle as f64 / 1024.0,
+        containerd_idle as f64 / 1024.0,
+        agent_anon as f64 / 1024.0,
+        agent_file as f64 / 1024.0,
     );
     watcher.abort();
     // Pods go before the agent, so no container outlives the run.

@@ -68,6 +68,12 @@ pub fn rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmRSS")
 }
 
+/// Resident memory now, in KiB: the process's own (heap, stacks) and
+/// that of the files it maps (its binary's code).
+pub fn rss_anon_file_kib(pid: u32) -> (u64, u64) {
+    (status_kib(pid, "RssAnon"), status_kib(pid, "RssFile"))
+}
+
 /// The most resident memory so far, in KiB.
 pub fn peak_rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmHWM")
