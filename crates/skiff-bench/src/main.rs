@@ -131,8 +131,9 @@ pub struct ApiArgs {
     encryption_provider_config: Option<std::path::PathBuf>,
 }
 
-/// The Accept header of `kubectl get`.
+/// The Accept header of client-go's typed clients.
 const PROTOBUF: &str = "application/vnd.kubernetes.protobuf,application/json";
+/// The Accept header of `kubectl get`.
 const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
 
 #[derive(clap::Parser)]

@@ -17,7 +17,6 @@ use serde::de::{
     self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };
 use serde_json::value::RawValue;
-use serde_json::Value;
 
 use super::{message_name, table, Kind, Scalar, MAGIC};
 
@@ -343,7 +342,11 @@ impl<'de> Visitor<'de> for Field<'_> {
                 Ok(())
             }
             (false, Kind::Message(name)) if !is_string_list(name) && !is_scalar_form(name) => {
-                delimited(tag, out, |out| fields(name, &mut map, out))
+                delimited(tag, out, |out| {
+                    Message::new(name, out)
+                        .map_err(de::Error::custom)?
+                        .finish(&mut map)
+                })
             }
             _ => Err(de::Error::custom(format!("field {tag} is not an object"))),
         }
@@ -413,12 +416,20 @@ impl<'o> Message<'o> {
         &mut self.embedded[at].1
     }
 
-    fn finish(self) {
+    /// Writes the object's remaining fields, then the embedded messages.
+    fn finish<'de, A: MapAccess<'de>>(mut self, map: &mut A) -> Result<(), A::Error> {
+        while let Some(Text(key)) = map.next_key()? {
+            map.next_value_seed(Entry {
+                message: &mut self,
+                key: &key,
+            })?;
+        }
         for (tag, bytes) in self.embedded {
             if !bytes.is_empty() {
                 bytes_field(tag, &bytes, self.out);
             }
         }
+        Ok(())
     }
 }
 
@@ -450,23 +461,6 @@ impl<'de> DeserializeSeed<'de> for Entry<'_, '_, '_> {
         }
         .deserialize(d)
     }
-}
-
-/// Writes the fields of message `name` from a JSON object.
-fn fields<'de, A: MapAccess<'de>>(
-    name: &str,
-    map: &mut A,
-    out: &mut Vec<u8>,
-) -> Result<(), A::Error> {
-    let mut message = Message::new(name, out).map_err(de::Error::custom)?;
-    while let Some(Text(key)) = map.next_key()? {
-        map.next_value_seed(Entry {
-            message: &mut message,
-            key: &key,
-        })?;
-    }
-    message.finish();
-    Ok(())
 }
 
 /// A whole object as a `runtime.Unknown`: its type (`apiVersion` and
@@ -514,14 +508,7 @@ impl<'de> Visitor<'de> for Envelope<'_> {
                     .deserialize(&mut serde_json::Deserializer::from_str(raw.get()))
                     .map_err(de::Error::custom)?;
             }
-            while let Some(Text(key)) = map.next_key()? {
-                map.next_value_seed(Entry {
-                    message: &mut message,
-                    key: &key,
-                })?;
-            }
-            message.finish();
-            Ok(())
+            message.finish(&mut map)
         })
     }
 }
@@ -555,12 +542,6 @@ pub fn transcode(json: &[u8]) -> Result<Vec<u8>, Unencodable> {
     Ok(out)
 }
 
-/// A parsed object as a protobuf body ([`transcode`]).
-pub fn encode(obj: &Value) -> Result<Vec<u8>, Unencodable> {
-    let json = serde_json::to_vec(obj).map_err(|e| Unencodable(e.to_string()))?;
-    transcode(&json)
-}
-
 /// One watch event as a protobuf stream frame: a 4-byte big-endian length,
 /// then a `WatchEvent` (no envelope) whose object is the [`transcode`]d
 /// JSON.
@@ -581,9 +562,14 @@ pub fn watch_frame(event_type: &str, json: &[u8]) -> Result<Vec<u8>, Unencodable
 mod tests {
     use k8s_pb::api::core::v1 as pb;
     use prost::Message as _;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
+
+    /// A parsed object as a protobuf body.
+    fn encode(obj: &Value) -> Result<Vec<u8>, Unencodable> {
+        transcode(&serde_json::to_vec(obj).unwrap())
+    }
 
     fn pod() -> Value {
         json!({
