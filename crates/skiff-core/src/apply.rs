@@ -223,25 +223,22 @@ pub fn track_update(
         }
         return;
     };
+    let unchanged = meta::equal_except(old, new, fields::UNOWNED, fields::UNOWNED_META);
+    // The object keeps its managed fields, and the write leaves every owned
+    // field as it was (a status write): nothing moves, no tree is built.
+    if unchanged && given.is_some() {
+        return;
+    }
     let now_tree = tree(new, shape);
     let mut managers = entries(old);
-    let mut dropped = false;
     for e in managers.iter_mut() {
-        let before = e.fields.0.len();
         e.fields.0.retain(|p| fields::is_leaf(&now_tree, p));
-        dropped |= e.fields.0.len() != before;
     }
-    // A write that leaves every owned field as it was (a status write, the
-    // same object sent again) moves no field: the paths are not compared
-    // one by one.
-    if meta::equal_except(old, new, fields::UNOWNED, fields::UNOWNED_META) {
-        let listed = meta::get(old, "managedFields")
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len);
-        let as_stored = managers.len() == listed && managers.iter().all(|e| !e.fields.is_empty());
-        if !(given.is_some() && as_stored && !dropped) {
-            store(new, managers);
-        }
+    // A write that leaves every owned field as it was but drops the
+    // managed fields (the same object sent again without them) gets the
+    // stored ones: the paths are not compared one by one.
+    if unchanged {
+        store(new, managers);
         return;
     }
     let now = FieldSet::from_json(&now_tree);
@@ -347,11 +344,19 @@ mod tests {
         meta::remove(&mut bare, "managedFields");
         track_update(Some(&first), &mut bare, &mgr("kubelet"), DEPLOY);
         assert_eq!(bare["metadata"]["managedFields"], owned);
-        // A path the object no longer holds is dropped all the same.
+        // A stored path the object no longer holds stays through a write
+        // that keeps the managed fields (as upstream, which compares only
+        // what the write changed), and goes when they are taken over.
         let mut stale = first.clone();
         stale["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:paused"] = json!({});
         let mut next = stale.clone();
         next["status"] = json!({"replicas": 2});
+        track_update(Some(&stale), &mut next, &mgr("kubelet"), DEPLOY);
+        assert_eq!(
+            next["metadata"]["managedFields"],
+            stale["metadata"]["managedFields"]
+        );
+        meta::remove(&mut next, "managedFields");
         track_update(Some(&stale), &mut next, &mgr("kubelet"), DEPLOY);
         assert_eq!(next["metadata"]["managedFields"], owned);
         // And an owner whose every path is gone goes too.
@@ -363,6 +368,7 @@ mod tests {
             .unwrap()
             .push(ghost);
         let mut next = gone.clone();
+        meta::remove(&mut next, "managedFields");
         track_update(Some(&gone), &mut next, &mgr("kubelet"), DEPLOY);
         assert_eq!(next["metadata"]["managedFields"], owned);
     }

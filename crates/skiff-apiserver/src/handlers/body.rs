@@ -163,10 +163,11 @@ pub fn typed(
 }
 
 /// [`typed`] for an object a merge patch made from a stored one: only the
-/// top-level fields the patch names (and the metadata) go through the
-/// typed struct; the others are the stored object's, typed when stored.
-/// A status patch then leaves the spec, most of a pod, as it is. Custom
-/// resources, whose schemas default on every write, go through whole.
+/// top-level fields the patch names go through the typed struct; the
+/// others, the metadata among them, are the stored object's, typed when
+/// stored. A status patch then leaves the spec and the managed fields,
+/// most of a pod, as they are. Custom resources, whose schemas default
+/// on every write, go through whole.
 pub fn typed_patched(
     r: &ResourceType,
     mut patched: Value,
@@ -180,10 +181,9 @@ pub fn typed_patched(
     ) else {
         return typed(r, patched, validation);
     };
-    let (kept, sent): (serde_json::Map<_, _>, _) =
-        std::mem::take(obj).into_iter().partition(|(k, _)| {
-            !named.contains_key(k) && !matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
-        });
+    let (kept, sent): (serde_json::Map<_, _>, _) = std::mem::take(obj)
+        .into_iter()
+        .partition(|(k, _)| !named.contains_key(k) && !matches!(k.as_str(), "apiVersion" | "kind"));
     *obj = sent;
     let (mut clean, warnings) = typed(r, patched, validation)?;
     if let Some(obj) = clean.as_object_mut() {
@@ -259,7 +259,11 @@ mod tests {
     #[test]
     fn a_patched_object_typed_in_part_is_the_whole_typed() {
         let pods = skiff_core::registry::lookup("", "v1", "pods").unwrap();
-        let stored = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"},
+        let stored = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ns", "creationTimestamp": "2026-01-01T00:00:00Z",
+                "managedFields": [{"manager": "m", "operation": "Update", "apiVersion": "v1",
+                    "time": "2026-01-01T00:00:00Z", "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:spec": {"f:restartPolicy": {}}}}]},
             "spec": {"containers": [{"name": "c", "image": "i"}], "restartPolicy": "Always"},
             "status": {"phase": "Pending"}});
         let (stored, _) = typed(pods, stored, None).unwrap();
