@@ -223,30 +223,32 @@ pub fn track_update(
         }
         return;
     };
-    let unchanged = meta::equal_except(old, new, fields::UNOWNED, fields::UNOWNED_META);
-    // The object keeps its managed fields, and the write leaves every owned
-    // field as it was (a status write): nothing moves, no tree is built.
-    if unchanged && given.is_some() {
+    // As upstream, ownership moves only where the write changed the
+    // object: the fields it left as they were are not walked, and their
+    // owners keep them as stored.
+    let touched = fields::touched(old, new);
+    if touched.is_empty() {
+        // A status write, or the same object sent again: nothing moves.
+        // Sent without its managed fields, it keeps the stored ones.
+        if given.is_none() {
+            if let Some(stored) = meta::get(old, "managedFields").cloned() {
+                meta::set(new, "managedFields", stored);
+            }
+        }
         return;
     }
-    let now_tree = tree(new, shape);
+    let now_tree = fields::tree_under(new, shape, &touched);
+    let is_touched = |p: &Path| touched.iter().any(|t| p.starts_with(t));
     let mut managers = entries(old);
     for e in managers.iter_mut() {
-        e.fields.0.retain(|p| fields::is_leaf(&now_tree, p));
+        e.fields
+            .0
+            .retain(|p| !is_touched(p) || fields::is_leaf(&now_tree, p));
     }
-    // A write that leaves every owned field as it was but drops the
-    // managed fields (the same object sent again without them) gets the
-    // stored ones: the paths are not compared one by one.
-    if unchanged {
-        store(new, managers);
-        return;
-    }
-    let now = FieldSet::from_json(&now_tree);
-    let changed: BTreeSet<Path> = now
+    let changed: BTreeSet<Path> = FieldSet::from_json(&now_tree)
         .0
-        .iter()
+        .into_iter()
         .filter(|p| value_at(old, p) != value_at(new, p))
-        .cloned()
         .collect();
     let is_me = |e: &Entry| {
         e.manager == manager.name
@@ -344,33 +346,133 @@ mod tests {
         meta::remove(&mut bare, "managedFields");
         track_update(Some(&first), &mut bare, &mgr("kubelet"), DEPLOY);
         assert_eq!(bare["metadata"]["managedFields"], owned);
-        // A stored path the object no longer holds stays through a write
-        // that keeps the managed fields (as upstream, which compares only
-        // what the write changed), and goes when they are taken over.
+        // A stored path the object does not hold stays through writes that
+        // leave its field as it was (as upstream, which compares only what
+        // a write changed), with the managed fields sent or not.
         let mut stale = first.clone();
-        stale["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:paused"] = json!({});
-        let mut next = stale.clone();
-        next["status"] = json!({"replicas": 2});
-        track_update(Some(&stale), &mut next, &mgr("kubelet"), DEPLOY);
-        assert_eq!(
-            next["metadata"]["managedFields"],
-            stale["metadata"]["managedFields"]
-        );
-        meta::remove(&mut next, "managedFields");
-        track_update(Some(&stale), &mut next, &mgr("kubelet"), DEPLOY);
-        assert_eq!(next["metadata"]["managedFields"], owned);
-        // And an owner whose every path is gone goes too.
-        let mut gone = first.clone();
         let ghost = json!({"manager": "ghost", "operation": "Update", "apiVersion": "apps/v1",
             "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:paused": {}}}});
-        gone["metadata"]["managedFields"]
+        stale["metadata"]["managedFields"]
             .as_array_mut()
             .unwrap()
             .push(ghost);
-        let mut next = gone.clone();
-        meta::remove(&mut next, "managedFields");
-        track_update(Some(&gone), &mut next, &mgr("kubelet"), DEPLOY);
-        assert_eq!(next["metadata"]["managedFields"], owned);
+        let mut next = stale.clone();
+        next["status"] = json!({"replicas": 2});
+        next["metadata"]["labels"] = json!({"a": "b"});
+        track_update(Some(&stale), &mut next, &mgr("kubelet"), DEPLOY);
+        let entries = next["metadata"]["managedFields"].as_array().unwrap();
+        assert_eq!(entries[1]["manager"], "ghost");
+        assert_eq!(
+            entries[2]["fieldsV1"],
+            json!({"f:metadata": {"f:labels": {"f:a": {}}}})
+        );
+        let mut bare = stale.clone();
+        bare["status"] = json!({"replicas": 2});
+        meta::remove(&mut bare, "managedFields");
+        track_update(Some(&stale), &mut bare, &mgr("kubelet"), DEPLOY);
+        assert_eq!(
+            bare["metadata"]["managedFields"],
+            stale["metadata"]["managedFields"]
+        );
+        // A write that changes the spec drops it, and its owner with it.
+        let mut scaled = stale.clone();
+        scaled["spec"]["replicas"] = json!(2);
+        track_update(Some(&stale), &mut scaled, &mgr("scaler"), DEPLOY);
+        let managers: Vec<&Value> = scaled["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["manager"])
+            .collect();
+        assert_eq!(managers, ["alice", "scaler"]);
+    }
+
+    /// Who owns what after an update, worked out from the whole field
+    /// trees of both objects: the incremental bookkeeping must agree.
+    fn owners_from_whole_trees(old: &Value, new: &Value, writer: &str) -> Vec<(String, FieldSet)> {
+        let now = FieldSet::of(new, DEPLOY);
+        let changed: BTreeSet<Path> = now
+            .0
+            .iter()
+            .filter(|p| value_at(old, p) != value_at(new, p))
+            .cloned()
+            .collect();
+        let mut owners: Vec<(String, FieldSet)> = entries(old)
+            .into_iter()
+            .map(|e| {
+                let mut kept = e.fields.0;
+                kept.retain(|p| now.0.contains(p) && (e.manager == writer || !changed.contains(p)));
+                if e.manager == writer {
+                    kept.extend(changed.iter().cloned());
+                }
+                (e.manager, FieldSet(kept))
+            })
+            .collect();
+        if !changed.is_empty() && !owners.iter().any(|(m, _)| m == writer) {
+            owners.push((writer.to_owned(), FieldSet(changed)));
+        }
+        owners.retain(|(_, f)| !f.is_empty());
+        owners
+    }
+
+    #[test]
+    fn updates_walk_only_what_they_changed_and_agree_with_whole_trees() {
+        let edits: [fn(&mut Value); 10] = [
+            |d| d["spec"]["replicas"] = json!(7),
+            |d| d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("j"),
+            |d| d["metadata"]["labels"] = json!({"app": "web", "tier": "front"}),
+            |d| {
+                meta::remove(d, "labels");
+            },
+            |d| {
+                let containers = d["spec"]["template"]["spec"]["containers"]
+                    .as_array_mut()
+                    .unwrap();
+                containers.push(json!({"name": "side", "image": "s", "args": ["x"]}));
+            },
+            |d| {
+                d["spec"].as_object_mut().unwrap().remove("strategy");
+                d["spec"]["paused"] = json!(true);
+            },
+            |d| d["status"] = json!({"replicas": 3}),
+            |d| d["metadata"]["annotations"] = json!({"note": "n"}),
+            |d| {
+                d["spec"]["template"]["spec"]["containers"][0]["ports"] =
+                    json!([{"containerPort": 80}])
+            },
+            |d| d["metadata"]["finalizers"] = json!(["f"]),
+        ];
+        let mut base = deploy(1, "i");
+        base["metadata"]["labels"] = json!({"app": "web"});
+        base["spec"]["strategy"] = json!({"type": "Recreate"});
+        let applied = apply(None, &base, &mgr("alice"), false, DEPLOY).unwrap();
+        let mut stored = applied.clone();
+        stored["spec"]["replicas"] = json!(4);
+        track_update(Some(&applied), &mut stored, &mgr("scaler"), DEPLOY);
+        let mut checked = 0;
+        for (i, first) in edits.iter().enumerate() {
+            for (j, second) in edits.iter().enumerate().skip(i) {
+                for (writer, send_managed) in
+                    [("scaler", true), ("editor", true), ("editor", false)]
+                {
+                    let mut next = stored.clone();
+                    first(&mut next);
+                    second(&mut next);
+                    if !send_managed {
+                        meta::remove(&mut next, "managedFields");
+                    }
+                    let want = owners_from_whole_trees(&stored, &next, writer);
+                    track_update(Some(&stored), &mut next, &mgr(writer), DEPLOY);
+                    let got: Vec<(String, FieldSet)> = entries(&next)
+                        .into_iter()
+                        .map(|e| (e.manager, e.fields))
+                        .collect();
+                    assert_eq!(got, want, "edits {i} and {j} by {writer}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 55 * 3);
     }
 
     #[test]

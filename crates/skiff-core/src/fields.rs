@@ -108,6 +108,70 @@ pub fn tree(obj: &Value, shape: Option<Shape<'_>>) -> Value {
     Value::Object(out)
 }
 
+/// Where a write changed the object: the owned fields whose values differ
+/// between `old` and `new`, as paths of one element (`f:spec`) or, in the
+/// metadata, of two (`f:metadata`, `f:labels`).
+pub fn touched(old: &Value, new: &Value) -> Vec<Path> {
+    fn fields<'a>(v: Option<&'a Value>, empty: &'a Map<String, Value>) -> &'a Map<String, Value> {
+        v.and_then(Value::as_object).unwrap_or(empty)
+    }
+    let empty = Map::new();
+    let differ =
+        |a: &Map<String, Value>, b: &Map<String, Value>, skip: &[&str], prefix: &[&str]| {
+            let added = b.keys().filter(|k| !a.contains_key(*k));
+            a.keys()
+                .chain(added)
+                .filter(|k| !skip.contains(&k.as_str()) && a.get(*k) != b.get(*k))
+                .map(|k| {
+                    let mut path: Path = prefix.iter().map(|p| (*p).to_owned()).collect();
+                    path.push(format!("f:{k}"));
+                    path
+                })
+                .collect::<Vec<_>>()
+        };
+    let (old, new) = (fields(Some(old), &empty), fields(Some(new), &empty));
+    let mut skip = UNOWNED.to_vec();
+    skip.push("metadata");
+    let mut out = differ(
+        fields(old.get("metadata"), &empty),
+        fields(new.get("metadata"), &empty),
+        UNOWNED_META,
+        &["f:metadata"],
+    );
+    out.extend(differ(old, new, &skip, &[]));
+    out
+}
+
+/// The part of [`tree`] under `paths`, as [`touched`] gives them.
+pub fn tree_under(obj: &Value, shape: Option<Shape<'_>>, paths: &[Path]) -> Value {
+    let mut out = Map::new();
+    for path in paths {
+        match path.as_slice() {
+            [f] => {
+                let k = f.strip_prefix("f:").unwrap_or(f);
+                if let Some(v) = obj.get(k) {
+                    out.insert(f.clone(), node(v, shape, Some(k)));
+                }
+            }
+            [m, f] if m == "f:metadata" => {
+                let k = f.strip_prefix("f:").unwrap_or(f);
+                if let Some(v) = obj.get("metadata").and_then(|m| m.get(k)) {
+                    let meta_shape = shape.and_then(|s| s.property("metadata"));
+                    if let Some(meta) = out
+                        .entry(m.clone())
+                        .or_insert_with(|| json!({}))
+                        .as_object_mut()
+                    {
+                        meta.insert(f.clone(), node(v, meta_shape, Some(k)));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Value::Object(out)
+}
+
 /// Whether `path` is one of the leaf paths of `tree` (a `fieldsV1` tree):
 /// membership in `FieldSet::from_json(tree)` without building the set.
 pub fn is_leaf(tree: &Value, path: &[String]) -> bool {
