@@ -85,91 +85,89 @@ impl FieldSet {
 /// The `fieldsV1` tree of every field set in `obj`, an object of shape
 /// `shape`.
 pub fn tree(obj: &Value, shape: Option<Shape<'_>>) -> Value {
-    let mut out = Map::new();
-    for (k, v) in obj.as_object().into_iter().flatten() {
-        if UNOWNED.contains(&k.as_str()) {
-            continue;
-        }
-        if k == "metadata" {
-            let meta_shape = shape.and_then(|s| s.property("metadata"));
-            let mut meta = Map::new();
-            for (mk, mv) in v.as_object().into_iter().flatten() {
-                if !UNOWNED_META.contains(&mk.as_str()) {
-                    meta.insert(format!("f:{mk}"), node(mv, meta_shape, Some(mk)));
-                }
-            }
-            if !meta.is_empty() {
-                out.insert("f:metadata".into(), Value::Object(meta));
-            }
-            continue;
-        }
-        out.insert(format!("f:{k}"), node(v, shape, Some(k)));
-    }
-    Value::Object(out)
+    tree_of(obj, shape, |_, _| true)
+}
+
+/// The part of [`tree`] under `paths`, as [`touched`] gives them.
+pub fn tree_under(obj: &Value, shape: Option<Shape<'_>>, paths: &[Path]) -> Value {
+    tree_of(obj, shape, |in_meta, k| {
+        paths.contains(&field_path(in_meta, k))
+    })
 }
 
 /// Where a write changed the object: the owned fields whose values differ
 /// between `old` and `new`, as paths of one element (`f:spec`) or, in the
 /// metadata, of two (`f:metadata`, `f:labels`).
 pub fn touched(old: &Value, new: &Value) -> Vec<Path> {
-    fn fields<'a>(v: Option<&'a Value>, empty: &'a Map<String, Value>) -> &'a Map<String, Value> {
-        v.and_then(Value::as_object).unwrap_or(empty)
-    }
-    let empty = Map::new();
-    let differ =
-        |a: &Map<String, Value>, b: &Map<String, Value>, skip: &[&str], prefix: &[&str]| {
-            let added = b.keys().filter(|k| !a.contains_key(*k));
-            a.keys()
-                .chain(added)
-                .filter(|k| !skip.contains(&k.as_str()) && a.get(*k) != b.get(*k))
-                .map(|k| {
-                    let mut path: Path = prefix.iter().map(|p| (*p).to_owned()).collect();
-                    path.push(format!("f:{k}"));
-                    path
-                })
-                .collect::<Vec<_>>()
-        };
-    let (old, new) = (fields(Some(old), &empty), fields(Some(new), &empty));
-    let mut skip = UNOWNED.to_vec();
-    skip.push("metadata");
-    let mut out = differ(
-        fields(old.get("metadata"), &empty),
-        fields(new.get("metadata"), &empty),
-        UNOWNED_META,
-        &["f:metadata"],
-    );
-    out.extend(differ(old, new, &skip, &[]));
+    let mut out = Vec::new();
+    each_owned(old, |in_meta, k, v| {
+        if owned_field(new, in_meta, k) != Some(v) {
+            out.push(field_path(in_meta, k));
+        }
+    });
+    each_owned(new, |in_meta, k, _| {
+        if owned_field(old, in_meta, k).is_none() {
+            out.push(field_path(in_meta, k));
+        }
+    });
     out
 }
 
-/// The part of [`tree`] under `paths`, as [`touched`] gives them.
-pub fn tree_under(obj: &Value, shape: Option<Shape<'_>>, paths: &[Path]) -> Value {
+/// The tree of the owned fields of `obj` that `wanted` picks (by whether
+/// they are metadata fields, and by name), in the object's order.
+fn tree_of(obj: &Value, shape: Option<Shape<'_>>, wanted: impl Fn(bool, &str) -> bool) -> Value {
+    let meta_shape = shape.and_then(|s| s.property("metadata"));
     let mut out = Map::new();
-    for path in paths {
-        match path.as_slice() {
-            [f] => {
-                let k = f.strip_prefix("f:").unwrap_or(f);
-                if let Some(v) = obj.get(k) {
-                    out.insert(f.clone(), node(v, shape, Some(k)));
+    each_owned(obj, |in_meta, k, v| {
+        if !wanted(in_meta, k) {
+            return;
+        }
+        let (into, shape) = if in_meta {
+            let meta = out.entry("f:metadata").or_insert_with(|| json!({}));
+            (
+                meta.as_object_mut().expect("built as an object"),
+                meta_shape,
+            )
+        } else {
+            (&mut out, shape)
+        };
+        into.insert(format!("f:{k}"), node(v, shape, Some(k)));
+    });
+    Value::Object(out)
+}
+
+/// Calls `f` with every field of `obj` a manager can own, in the object's
+/// order: `(true, name, value)` for a metadata field, `(false, …)` for a
+/// top-level one.
+fn each_owned<'a>(obj: &'a Value, mut f: impl FnMut(bool, &'a str, &'a Value)) {
+    for (k, v) in obj.as_object().into_iter().flatten() {
+        if k == "metadata" {
+            for (mk, mv) in v.as_object().into_iter().flatten() {
+                if !UNOWNED_META.contains(&mk.as_str()) {
+                    f(true, mk, mv);
                 }
             }
-            [m, f] if m == "f:metadata" => {
-                let k = f.strip_prefix("f:").unwrap_or(f);
-                if let Some(v) = obj.get("metadata").and_then(|m| m.get(k)) {
-                    let meta_shape = shape.and_then(|s| s.property("metadata"));
-                    if let Some(meta) = out
-                        .entry(m.clone())
-                        .or_insert_with(|| json!({}))
-                        .as_object_mut()
-                    {
-                        meta.insert(f.clone(), node(v, meta_shape, Some(k)));
-                    }
-                }
-            }
-            _ => {}
+        } else if !UNOWNED.contains(&k.as_str()) {
+            f(false, k, v);
         }
     }
-    Value::Object(out)
+}
+
+/// The owned field `k` of `obj`, a metadata field when `in_meta`.
+fn owned_field<'a>(obj: &'a Value, in_meta: bool, k: &str) -> Option<&'a Value> {
+    match in_meta {
+        true => obj.get("metadata")?.get(k),
+        false => obj.get(k),
+    }
+}
+
+/// The path of the owned field `k`, a metadata field when `in_meta`.
+fn field_path(in_meta: bool, k: &str) -> Path {
+    let field = format!("f:{k}");
+    match in_meta {
+        true => vec!["f:metadata".to_owned(), field],
+        false => vec![field],
+    }
 }
 
 /// Whether `path` is one of the leaf paths of `tree` (a `fieldsV1` tree):
