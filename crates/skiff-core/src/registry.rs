@@ -2,7 +2,8 @@
 //! the typed k8s-openapi struct that checks its shape. The built-in ones
 //! are fixed; custom ones come and go with CustomResourceDefinitions.
 
-use std::sync::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex, RwLock};
 
 use schemars::{generate::SchemaGenerator, Schema};
 use serde_json::Value;
@@ -305,27 +306,66 @@ pub fn all() -> Vec<&'static ResourceType> {
     RESOURCES.iter().chain(custom.iter().copied()).collect()
 }
 
-fn find(test: impl Fn(&ResourceType) -> bool) -> Option<&'static ResourceType> {
-    if let Some(r) = RESOURCES.iter().find(|r| test(r)) {
-        return Some(r);
+/// The built-in resources by the names requests find them by: every
+/// request looks up several, so they are hashed rather than scanned.
+struct Index {
+    by_plural: HashMap<(&'static str, &'static str, &'static str), &'static ResourceType>,
+    by_kind: HashMap<(&'static str, &'static str, &'static str), &'static ResourceType>,
+    /// The first version listed of each group and plural.
+    preferred: HashMap<(&'static str, &'static str), &'static ResourceType>,
+}
+
+static INDEX: LazyLock<Index> = LazyLock::new(|| {
+    let mut index = Index {
+        by_plural: HashMap::new(),
+        by_kind: HashMap::new(),
+        preferred: HashMap::new(),
+    };
+    for r in RESOURCES {
+        index
+            .by_plural
+            .entry((r.group, r.version, r.plural))
+            .or_insert(r);
+        index
+            .by_kind
+            .entry((r.group, r.version, r.kind))
+            .or_insert(r);
+        index.preferred.entry((r.group, r.plural)).or_insert(r);
     }
+    index
+});
+
+/// A custom resource passing `test`, for names no built-in one has.
+fn find_custom(test: impl Fn(&ResourceType) -> bool) -> Option<&'static ResourceType> {
     let custom = CUSTOM.read().unwrap_or_else(|e| e.into_inner());
     custom.iter().copied().find(|r| test(r))
 }
 
 /// Finds a resource by group, version and plural name.
 pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
-    find(|r| r.group == group && r.version == version && r.plural == plural)
+    let by_plural: &HashMap<(&str, &str, &str), _> = &INDEX.by_plural;
+    by_plural
+        .get(&(group, version, plural))
+        .copied()
+        .or_else(|| find_custom(|r| r.group == group && r.version == version && r.plural == plural))
 }
 
 /// The preferred version of a resource, by group and plural name.
 pub fn preferred(group: &str, plural: &str) -> Option<&'static ResourceType> {
-    find(|r| r.group == group && r.plural == plural)
+    let preferred: &HashMap<(&str, &str), _> = &INDEX.preferred;
+    preferred
+        .get(&(group, plural))
+        .copied()
+        .or_else(|| find_custom(|r| r.group == group && r.plural == plural))
 }
 
 /// Finds a resource by group, version and kind.
 pub fn by_kind(group: &str, version: &str, kind: &str) -> Option<&'static ResourceType> {
-    find(|r| r.group == group && r.version == version && r.kind == kind)
+    let by_kind: &HashMap<(&str, &str, &str), _> = &INDEX.by_kind;
+    by_kind
+        .get(&(group, version, kind))
+        .copied()
+        .or_else(|| find_custom(|r| r.group == group && r.version == version && r.kind == kind))
 }
 
 /// The group-versions served, in preference order within each group.

@@ -5,6 +5,8 @@
 //! at [`MOUNT_PATH`] in every container, unless the pod or its account
 //! turns automounting off.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use skiff_core::registry;
@@ -36,8 +38,8 @@ impl Mutating for ServiceAccount {
             .filter(|n| !n.is_empty())
             .unwrap_or("default")
             .to_owned();
-        pod["spec"]["serviceAccountName"] = json!(name);
-        pod["spec"]["serviceAccount"] = json!(name);
+        pod["spec"]["serviceAccountName"] = Value::String(name.clone());
+        pod["spec"]["serviceAccount"] = Value::String(name.clone());
         let accounts = registry::lookup("", "v1", "serviceaccounts").expect("served");
         let account = self
             .0
@@ -65,6 +67,18 @@ impl Mutating for ServiceAccount {
     }
 }
 
+/// The credentials volume, named when it is added.
+static VOLUME: LazyLock<Value> = LazyLock::new(|| {
+    json!({
+        "name": "",
+        "projected": {"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"expirationSeconds": TOKEN_SECONDS, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+        ]},
+    })
+});
+
 /// Adds the credentials volume and mounts it in every container that
 /// does not mount something at [`MOUNT_PATH`] already.
 fn mount_credentials(pod: &mut Value) {
@@ -88,14 +102,8 @@ fn mount_credentials(pod: &mut Value) {
         return;
     }
     let volume = format!("kube-api-access-{}", random_suffix());
-    let projected = json!({
-        "name": volume,
-        "projected": {"defaultMode": 420, "sources": [
-            {"serviceAccountToken": {"expirationSeconds": TOKEN_SECONDS, "path": "token"}},
-            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
-        ]},
-    });
+    let mut projected = VOLUME.clone();
+    projected["name"] = Value::String(volume.clone());
     match spec["volumes"].as_array_mut() {
         Some(volumes) => volumes.push(projected),
         None => spec["volumes"] = json!([projected]),
@@ -105,7 +113,11 @@ fn mount_credentials(pod: &mut Value) {
             if mounted_by(c) {
                 continue;
             }
-            let mount = json!({"name": volume, "readOnly": true, "mountPath": MOUNT_PATH});
+            let mut mount = serde_json::Map::with_capacity(3);
+            mount.insert("name".into(), Value::String(volume.clone()));
+            mount.insert("readOnly".into(), Value::Bool(true));
+            mount.insert("mountPath".into(), MOUNT_PATH.into());
+            let mount = Value::Object(mount);
             match c["volumeMounts"].as_array_mut() {
                 Some(mounts) => mounts.push(mount),
                 None => c["volumeMounts"] = json!([mount]),
