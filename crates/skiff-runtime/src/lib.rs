@@ -13,6 +13,7 @@ pub mod expectations;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
 pub mod leader;
+pub mod lean;
 pub mod loopback;
 pub mod metrics;
 pub mod queue;

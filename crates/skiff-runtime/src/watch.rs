@@ -3,7 +3,8 @@
 //! whatever it does not show (deleted while the watch was down). Objects
 //! come without their `managedFields`, which no component reads and which
 //! are most of a cached object's size (upstream's controller manager and
-//! scheduler drop them from their caches too).
+//! scheduler drop them from their caches too): they are read as
+//! [`Lean`], which skips them unread.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 
 use crate::cache::Object;
+use crate::lean::Lean;
 use crate::retry::Doubling;
 
 /// One step of a watch.
@@ -36,11 +38,11 @@ pub fn changes<K: Object>(
     api: Api<K>,
     config: watcher::Config,
 ) -> impl Stream<Item = Change<K>> + Send {
-    let events = watcher::watcher(api, config).backoff(Doubling::new(FIRST_RETRY, MAX_RETRY));
+    let events = watcher::watcher(lean(api), config).backoff(Doubling::new(FIRST_RETRY, MAX_RETRY));
     events
         .scan(None::<Vec<K>>, |relist, event| {
             let change = match event {
-                Ok(event) => gather(relist, slim(event)),
+                Ok(event) => gather(relist, unwrap(event)),
                 Err(e) => {
                     tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying");
                     None
@@ -51,9 +53,22 @@ pub fn changes<K: Object>(
         .filter_map(futures::future::ready)
 }
 
-/// The event without its object's `managedFields`.
-fn slim<K: kube::Resource>(event: Event<K>) -> Event<K> {
-    event.modify(|obj| obj.meta_mut().managed_fields = None)
+/// `api`, reading its objects as [`Lean`].
+fn lean<K: Object>(api: Api<K>) -> Api<Lean<K>> {
+    match api.namespace().map(str::to_owned) {
+        Some(ns) => Api::namespaced_with(api.into_client(), &ns, &()),
+        None => Api::all_with(api.into_client(), &()),
+    }
+}
+
+fn unwrap<K>(event: Event<Lean<K>>) -> Event<K> {
+    match event {
+        Event::Apply(Lean(obj)) => Event::Apply(obj),
+        Event::Delete(Lean(obj)) => Event::Delete(obj),
+        Event::Init => Event::Init,
+        Event::InitApply(Lean(obj)) => Event::InitApply(obj),
+        Event::InitDone => Event::InitDone,
+    }
 }
 
 /// Folds the watcher's relist events into one [`Change::Relisted`].
@@ -101,20 +116,17 @@ mod tests {
         );
     }
 
-    #[test]
-    fn objects_come_without_their_field_managers() {
-        use k8s_openapi::api::core::v1::Pod;
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
-        let mut pod = Pod::default();
-        pod.metadata.name = Some("p".into());
-        pod.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
-            manager: Some("kubectl".into()),
-            ..Default::default()
-        }]);
-        let Event::Apply(slimmed) = slim(Event::Apply(pod)) else {
-            panic!("the event changed kind");
-        };
-        assert_eq!(slimmed.metadata.managed_fields, None);
-        assert_eq!(slimmed.metadata.name.as_deref(), Some("p"));
+    #[tokio::test]
+    async fn the_lean_api_is_at_the_same_place() {
+        use k8s_openapi::api::core::v1::{Node, Pod};
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap()))
+                .unwrap();
+        let pods = Api::<Pod>::namespaced(client.clone(), "a");
+        assert_eq!(lean(pods).resource_url(), "/api/v1/namespaces/a/pods");
+        let everywhere = Api::<Pod>::all(client.clone());
+        assert_eq!(lean(everywhere).resource_url(), "/api/v1/pods");
+        let nodes = Api::<Node>::all(client);
+        assert_eq!(lean(nodes).resource_url(), "/api/v1/nodes");
     }
 }
