@@ -106,7 +106,7 @@ fn mount_credentials(pod: &mut Value) {
     projected["name"] = Value::String(volume.clone());
     match spec["volumes"].as_array_mut() {
         Some(volumes) => volumes.push(projected),
-        None => spec["volumes"] = json!([projected]),
+        None => spec["volumes"] = Value::Array(vec![projected]),
     }
     for list in containers {
         for c in spec[list].as_array_mut().into_iter().flatten() {
@@ -120,7 +120,7 @@ fn mount_credentials(pod: &mut Value) {
             let mount = Value::Object(mount);
             match c["volumeMounts"].as_array_mut() {
                 Some(mounts) => mounts.push(mount),
-                None => c["volumeMounts"] = json!([mount]),
+                None => c["volumeMounts"] = Value::Array(vec![mount]),
             }
         }
     }

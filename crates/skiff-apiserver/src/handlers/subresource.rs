@@ -140,11 +140,11 @@ impl Api {
                     return Err(ApiError::conflict("", "pods", name, format!("pod {name} is already assigned to node {bound:?}")));
                 }
                 let mut next = current.clone();
-                next["spec"]["nodeName"] = json!(node);
+                next["spec"]["nodeName"] = Value::String(node.clone());
                 let mut conditions: Vec<Value> = next["status"]["conditions"].as_array().cloned().unwrap_or_default();
                 conditions.retain(|c| c["type"] != "PodScheduled");
                 conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now()}));
-                next["status"]["conditions"] = json!(conditions);
+                next["status"]["conditions"] = Value::Array(conditions);
                 Ok(next)
             })
             .await?;
