@@ -58,8 +58,11 @@ pub fn typed_status(r: &ResourceType, status: Value) -> Value {
     if r.custom {
         return status;
     }
-    let shell = json!({"apiVersion": r.api_version(), "kind": r.kind, "status": status.clone()});
-    match (r.decode)(shell, None) {
+    let mut shell = serde_json::Map::with_capacity(3);
+    shell.insert("apiVersion".into(), r.api_version().into());
+    shell.insert("kind".into(), r.kind.into());
+    shell.insert("status".into(), status.clone());
+    match (r.decode)(Value::Object(shell), None) {
         Ok(mut typed) => typed["status"].take(),
         Err(_) => status,
     }
