@@ -8,13 +8,32 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::node_info::{pod_requests, NodeInfo, PlacedPod, Resources};
 
-/// What one scheduling cycle computed once: the pod's requests, and each
-/// plugin's own pre-filter results by plugin name.
+/// What the scheduler knows of the pods already placed, beyond the nodes'
+/// own records: what lets a plugin skip looking node by node.
+#[derive(Clone, Copy, Debug)]
+pub struct Existing {
+    /// Whether any placed pod carries required anti-affinity terms.
+    pub anti_affinity: bool,
+}
+
+impl Default for Existing {
+    /// Nothing known: every node is looked at.
+    fn default() -> Self {
+        Self {
+            anti_affinity: true,
+        }
+    }
+}
+
+/// What one scheduling cycle computed once: the pod's requests, what is
+/// known of the placed pods, and each plugin's own pre-filter results by
+/// plugin name.
 /// A plugin's entry is looked up for every node a pod is tried on, so the
 /// few entries sit in a vector searched by name rather than a hash map.
 #[derive(Default)]
 pub struct CycleState {
     pub requests: Resources,
+    pub existing: Existing,
     plugins: Vec<(&'static str, Box<dyn Any + Send + Sync>)>,
 }
 
@@ -22,6 +41,7 @@ impl CycleState {
     pub fn for_pod(pod: &Pod) -> Self {
         Self {
             requests: pod_requests(pod),
+            existing: Existing::default(),
             plugins: Vec::new(),
         }
     }

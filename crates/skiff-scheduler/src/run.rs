@@ -17,7 +17,7 @@ use kube::Client;
 use skiff_runtime::watch::{self, Change};
 use tokio::sync::Notify;
 
-use crate::framework::{reserve, unreserve, Bind, CycleState, Profile, Status};
+use crate::framework::{reserve, unreserve, Bind, CycleState, Existing, Profile, Status};
 use crate::metrics::{Outcome, SchedulerMetrics};
 use crate::node_info::{NodeInfo, PlacedPod};
 use crate::plugins::{profile, DefaultBinder, Kept, Volumes};
@@ -45,6 +45,9 @@ struct Cache {
     /// Pods counted on a node (bound, or assumed while binding), by key:
     /// their node and what is counted of them (not the whole pod).
     placed: HashMap<Key, (String, Arc<PlacedPod>)>,
+    /// How many of `placed` carry required anti-affinity terms: while
+    /// none does, no cycle looks for them node by node.
+    placed_anti_affinity: usize,
     /// Unbound pods waiting for a node, by key.
     pending: HashMap<Key, Pod>,
     /// The last failure message reported per pod, to report changes only.
@@ -84,6 +87,7 @@ fn node_of(pod: &Pod) -> Option<&str> {
 impl Cache {
     fn unplace(&mut self, key: &str) {
         if let Some((node, placed)) = self.placed.remove(key) {
+            self.placed_anti_affinity -= usize::from(!placed.anti_affinity.is_empty());
             if let Some(&i) = self.index.get(&node) {
                 self.nodes[i].forget(&placed.namespace, &placed.name);
             }
@@ -96,6 +100,7 @@ impl Cache {
         if let Some(&i) = self.index.get(node) {
             self.nodes[i].restore(placed.clone());
         }
+        self.placed_anti_affinity += usize::from(!placed.anti_affinity.is_empty());
         self.placed.insert(key, (node.to_owned(), placed));
     }
 
@@ -365,7 +370,17 @@ fn schedule_one(
     };
     let start = c.start;
     c.start = c.start.wrapping_add(1);
-    match schedule(profile, &pod, &c.nodes, start, config.score_all_nodes) {
+    let existing = Existing {
+        anti_affinity: c.placed_anti_affinity > 0,
+    };
+    match schedule(
+        profile,
+        &pod,
+        &c.nodes,
+        existing,
+        start,
+        config.score_all_nodes,
+    ) {
         Ok(placement) => {
             let chosen = &c.nodes[placement.node];
             let node = chosen.name().to_owned();
@@ -410,7 +425,7 @@ fn schedule_one(
                     .any(|p| p.terminating && p.priority < priority(&pod))
             });
             if !waiting {
-                if let Some(n) = preempt(profile, &pod, &c.nodes, &fit) {
+                if let Some(n) = preempt(profile, &pod, &c.nodes, existing, &fit) {
                     let node = c.nodes[n.node].name().to_owned();
                     tokio::spawn(evict(client.clone(), pod.clone(), node, n.victims));
                 }
@@ -699,5 +714,55 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["early"]
         );
+    }
+
+    #[test]
+    fn placed_anti_affinity_is_counted_and_still_keeps_newcomers_away() {
+        let lonely = |name: &str, node: Option<&str>| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "d", "labels": {"app": "x"}},
+                "spec": {"nodeName": node, "containers": [{"name": "c"}],
+                    "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"labelSelector": {"matchLabels": {"app": "x"}}, "topologyKey": "kubernetes.io/hostname"}]}}},
+            }))
+            .unwrap()
+        };
+        let labelled = |name: &str| {
+            let mut n = node(name);
+            n.metadata.labels =
+                Some([("kubernetes.io/hostname".to_owned(), name.to_owned())].into());
+            n
+        };
+        let mut c = Cache::default();
+        c.apply_node(labelled("a"));
+        c.apply_node(labelled("b"));
+        // b is the busier node: only first's terms send a newcomer there.
+        for name in ["plain-1", "plain-2", "plain-3"] {
+            c.apply_pod(pod(name, Some("b")));
+        }
+        assert_eq!(c.placed_anti_affinity, 0);
+        c.apply_pod(lonely("first", Some("a")));
+        c.apply_pod(lonely("first", Some("a")));
+        assert_eq!(c.placed_anti_affinity, 1, "placed again, counted once");
+        // A newcomer without terms of its own is kept off a by first's.
+        let existing = Existing {
+            anti_affinity: c.placed_anti_affinity > 0,
+        };
+        let profile = crate::plugins::default_profile();
+        let mut newcomer = pod("second", None);
+        newcomer.metadata.labels = Some([("app".to_owned(), "x".to_owned())].into());
+        for start in 0..2 {
+            let chosen = schedule(&profile, &newcomer, &c.nodes, existing, start, false);
+            assert_eq!(
+                chosen
+                    .ok()
+                    .map(|p| c.nodes[p.node].name().to_owned())
+                    .as_deref(),
+                Some("b")
+            );
+        }
+        c.delete_pod("d/first");
+        c.apply_pod(lonely("first", None));
+        assert_eq!(c.placed_anti_affinity, 0, "no longer placed");
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 use rand::Rng;
 
-use crate::framework::{fits, CycleState, Nomination, Profile, Status};
+use crate::framework::{fits, CycleState, Existing, Nomination, Profile, Status};
 use crate::node_info::NodeInfo;
 
 /// Why a pod fits nowhere: reason → number of nodes that gave it.
@@ -68,9 +68,11 @@ pub fn preempt(
     profile: &Profile,
     pod: &Pod,
     nodes: &[NodeInfo],
+    existing: Existing,
     fit: &FitError,
 ) -> Option<Nomination> {
     let mut state = CycleState::for_pod(pod);
+    state.existing = existing;
     for p in &profile.pre_filters {
         p.pre_filter(&mut state, pod, nodes);
     }
@@ -104,10 +106,12 @@ pub fn schedule(
     profile: &Profile,
     pod: &Pod,
     nodes: &[NodeInfo],
+    existing: Existing,
     start: usize,
     score_all: bool,
 ) -> Result<Placement, FitError> {
     let mut state = CycleState::for_pod(pod);
+    state.existing = existing;
     for p in &profile.pre_filters {
         p.pre_filter(&mut state, pod, nodes);
     }
@@ -200,7 +204,14 @@ mod tests {
         let p = pod(
             json!({"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "2"}}}]}),
         );
-        let Err(err) = schedule(&default_profile(), &p, &nodes, 0, false) else {
+        let Err(err) = schedule(
+            &default_profile(),
+            &p,
+            &nodes,
+            Existing::default(),
+            0,
+            false,
+        ) else {
             panic!("the pod fits nowhere");
         };
         assert_eq!(err.message(), "0/5 nodes are available: 2 Insufficient cpu, 3 node(s) had untolerated taint {dedicated: gpu}.");
@@ -229,7 +240,15 @@ mod tests {
             json!({"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}}}]}),
         );
         for start in 0..2 {
-            let chosen = schedule(&default_profile(), &p, &nodes, start, false).map(|p| p.node);
+            let chosen = schedule(
+                &default_profile(),
+                &p,
+                &nodes,
+                Existing::default(),
+                start,
+                false,
+            )
+            .map(|p| p.node);
             assert_eq!(chosen.ok(), Some(1));
         }
     }

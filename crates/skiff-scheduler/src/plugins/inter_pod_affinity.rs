@@ -140,9 +140,12 @@ impl PreFilter for InterPodAffinity {
             .iter()
             .map(|t| domains(t, &ns, nodes))
             .collect();
-        for node in nodes.iter().filter(|n| n.with_anti_affinity > 0) {
-            for existing in &node.pods {
-                forbid(&mut s, existing, node, &ns, &labels);
+        // Placed pods' anti-affinity binds this one too, when any has some.
+        if state.existing.anti_affinity {
+            for node in nodes.iter().filter(|n| n.with_anti_affinity > 0) {
+                for placed in &node.pods {
+                    forbid(&mut s, placed, node, &ns, &labels);
+                }
             }
         }
         // Nothing to check: the filter lets every node through.
