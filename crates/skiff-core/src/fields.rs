@@ -131,7 +131,7 @@ fn tree_of(obj: &Value, shape: Option<Shape<'_>>, wanted: impl Fn(bool, &str) ->
         } else {
             (&mut out, shape)
         };
-        into.insert(format!("f:{k}"), node(v, shape, Some(k)));
+        into.insert(field_key(k), node(v, shape, Some(k)));
     });
     Value::Object(out)
 }
@@ -163,7 +163,7 @@ fn owned_field<'a>(obj: &'a Value, in_meta: bool, k: &str) -> Option<&'a Value> 
 
 /// The path of the owned field `k`, a metadata field when `in_meta`.
 fn field_path(in_meta: bool, k: &str) -> Path {
-    let field = format!("f:{k}");
+    let field = field_key(k);
     match in_meta {
         true => vec!["f:metadata".to_owned(), field],
         false => vec![field],
@@ -190,16 +190,13 @@ fn node(v: &Value, shape: Option<Shape<'_>>, field: Option<&str>) -> Value {
     let mut out = Map::new();
     match v {
         Value::Object(m) if !m.is_empty() => {
-            // A map's entries have no fields of their own shape.
-            let own = (!shape.is_map(field))
-                .then(|| shape.property(field))
-                .flatten();
+            let own = shape.fields_of(field);
             for (k, child) in m {
                 let sub = match own {
                     Some(o) => node(child, Some(o), Some(k)),
                     None => untyped(child),
                 };
-                out.insert(format!("f:{k}"), sub);
+                out.insert(field_key(k), sub);
             }
         }
         Value::Array(items) if !items.is_empty() => match shape.list_strategy(field) {
@@ -215,7 +212,7 @@ fn node(v: &Value, shape: Option<Shape<'_>>, field: Option<&str>) -> Value {
                     let mut entry = Map::new();
                     entry.insert(".".into(), json!({}));
                     for (k, child) in item.as_object().into_iter().flatten() {
-                        entry.insert(format!("f:{k}"), node(child, items_shape, Some(k)));
+                        entry.insert(field_key(k), node(child, items_shape, Some(k)));
                     }
                     out.insert(format!("k:{}", item_key(item, &keys)), Value::Object(entry));
                 }
@@ -238,14 +235,21 @@ pub fn item_key(item: &Value, keys: &[&str]) -> Value {
     Value::Object(out)
 }
 
+/// A field's key in a `fieldsV1` tree, `f:<name>` (built without the
+/// formatting machinery: a tree has a key for every field written).
+fn field_key(name: &str) -> String {
+    let mut key = String::with_capacity(name.len() + 2);
+    key.push_str("f:");
+    key.push_str(name);
+    key
+}
+
 /// The subtree of a value with no schema: objects by field, lists atomic.
 fn untyped(v: &Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, c)| (format!("f:{k}"), untyped(c)))
-                .collect(),
-        ),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, c)| (field_key(k), untyped(c))).collect())
+        }
         _ => json!({}),
     }
 }

@@ -42,6 +42,22 @@ impl<'a> Shape<'a> {
         }
     }
 
+    /// The shape of object property `prop`'s fields: none for a map
+    /// (`additionalProperties`), whose entries are not fields of a shape.
+    pub fn fields_of(self, prop: &str) -> Option<Shape<'a>> {
+        let not_map = |p: &&Value| p.get("additionalProperties").is_none();
+        match self {
+            Self::Definition(d) => schemas()
+                .property(d, prop)
+                .filter(not_map)
+                .and_then(ref_name)
+                .map(Shape::Definition),
+            Self::Custom(n) => Self::custom_property(n, prop)
+                .filter(not_map)
+                .map(Shape::Custom),
+        }
+    }
+
     /// The shape of the items of list property `prop`.
     pub fn items(self, prop: &str) -> Option<Shape<'a>> {
         match self {
@@ -73,15 +89,6 @@ impl<'a> Shape<'a> {
                     _ => ListStrategy::Atomic,
                 }
             }
-        }
-    }
-
-    /// Whether property `prop` is a map (`additionalProperties`).
-    pub fn is_map(self, prop: &str) -> bool {
-        match self {
-            Self::Definition(d) => schemas().is_map(d, prop),
-            Self::Custom(n) => Self::custom_property(n, prop)
-                .is_some_and(|p| p.get("additionalProperties").is_some()),
         }
     }
 }
@@ -360,12 +367,6 @@ impl Schemas {
                 Some(k) => ListStrategy::Map(vec![k]),
                 None => ListStrategy::Set,
             })
-    }
-
-    /// Whether property `prop` of `def` is a map (`additionalProperties`).
-    pub fn is_map(&self, def: &str, prop: &str) -> bool {
-        self.property(def, prop)
-            .is_some_and(|p| p.get("additionalProperties").is_some())
     }
 }
 
