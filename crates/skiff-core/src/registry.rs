@@ -2,9 +2,9 @@
 //! the typed k8s-openapi struct that checks its shape. The built-in ones
 //! are fixed; custom ones come and go with CustomResourceDefinitions.
 
-use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex, RwLock};
 
+use foldhash::HashMap;
 use schemars::{generate::SchemaGenerator, Schema};
 use serde_json::Value;
 
@@ -308,6 +308,7 @@ pub fn all() -> Vec<&'static ResourceType> {
 
 /// The built-in resources by the names requests find them by: every
 /// request looks up several, so they are hashed rather than scanned.
+/// (A fixed table, so the fast hasher: a request's names only look up.)
 struct Index {
     by_plural: HashMap<(&'static str, &'static str, &'static str), &'static ResourceType>,
     by_kind: HashMap<(&'static str, &'static str, &'static str), &'static ResourceType>,
@@ -317,9 +318,9 @@ struct Index {
 
 static INDEX: LazyLock<Index> = LazyLock::new(|| {
     let mut index = Index {
-        by_plural: HashMap::new(),
-        by_kind: HashMap::new(),
-        preferred: HashMap::new(),
+        by_plural: HashMap::default(),
+        by_kind: HashMap::default(),
+        preferred: HashMap::default(),
     };
     for r in RESOURCES {
         index

@@ -5,9 +5,9 @@
 //! the JSON too. Fields the table does not know (custom resources,
 //! embedded objects) keep their own order.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use foldhash::HashMap;
 use serde_json::{Map, Value};
 
 use super::{message_name, table, Kind};
