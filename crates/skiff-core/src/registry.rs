@@ -307,8 +307,9 @@ pub fn all() -> Vec<&'static ResourceType> {
 }
 
 /// The built-in resources by the names requests find them by: every
-/// request looks up several, so they are hashed rather than scanned.
-/// (A fixed table, so the fast hasher: a request's names only look up.)
+/// request looks up several, so they are hashed rather than scanned. The
+/// tables are fixed and a request's names only look up, so the fast
+/// hasher is safe.
 struct Index {
     by_plural: HashMap<(&'static str, &'static str, &'static str), &'static ResourceType>,
     by_kind: HashMap<(&'static str, &'static str, &'static str), &'static ResourceType>,

@@ -72,6 +72,7 @@ impl Level {
         }
     }
 
+    /// Whether field `name` of a map at this level is skipped unread.
     fn skips(self, name: &str) -> bool {
         matches!(self, Level::Metadata) && name == "managedFields"
     }
