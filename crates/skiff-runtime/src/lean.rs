@@ -78,8 +78,9 @@ impl Level {
     }
 }
 
-/// A deserializer (and the visitor of what it reads) passing everything
-/// through, but handing maps on as [`Fields`].
+/// A deserializer, the visitor of what it reads, or the seed of a value
+/// read at `level`: passes everything through, but hands maps on as
+/// [`Fields`].
 struct Skipping<T> {
     inner: T,
     level: Level,
@@ -245,7 +246,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Fields<A> {
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
         match self.next.take() {
-            Some(level) => self.inner.next_value_seed(AtLevel { seed, level }),
+            Some(level) => self.inner.next_value_seed(Skipping { inner: seed, level }),
             None => self.inner.next_value_seed(seed),
         }
     }
@@ -286,17 +287,11 @@ impl<'de> Visitor<'de> for KeyName {
     }
 }
 
-/// A value read at `level`.
-struct AtLevel<S> {
-    seed: S,
-    level: Level,
-}
-
-impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for AtLevel<S> {
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Skipping<S> {
     type Value = S::Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
-        self.seed.deserialize(Skipping {
+        self.inner.deserialize(Skipping {
             inner: d,
             level: self.level,
         })

@@ -113,11 +113,7 @@ fn mount_credentials(pod: &mut Value) {
             if mounted_by(c) {
                 continue;
             }
-            let mut mount = serde_json::Map::with_capacity(3);
-            mount.insert("name".into(), Value::String(volume.clone()));
-            mount.insert("readOnly".into(), Value::Bool(true));
-            mount.insert("mountPath".into(), MOUNT_PATH.into());
-            let mount = Value::Object(mount);
+            let mount = json!({"name": volume, "readOnly": true, "mountPath": MOUNT_PATH});
             match c["volumeMounts"].as_array_mut() {
                 Some(mounts) => mounts.push(mount),
                 None => c["volumeMounts"] = Value::Array(vec![mount]),
