@@ -43,7 +43,43 @@ pub struct Facts<'a> {
     pub node_ip: &'a str,
     /// The status last written, for times that must not move.
     pub previous: Option<&'a PodStatus>,
+    /// The status as the API shows it now: the conditions others own,
+    /// which are kept, and those readiness gates wait for.
+    pub api: Option<&'a PodStatus>,
     pub now: Timestamp,
+}
+
+/// The conditions the agent owns; any other belongs to whoever set it.
+const OWN_CONDITIONS: [&str; 5] = [
+    "PodReadyToStartContainers",
+    "Initialized",
+    "Ready",
+    "ContainersReady",
+    "PodScheduled",
+];
+
+/// Why the pod's readiness gates keep it from being ready, in upstream's
+/// words; none when every gate's condition is `True`.
+fn gates_not_ready(spec: &PodSpec, conditions: &[PodCondition]) -> Option<String> {
+    let unready: Vec<String> = spec
+        .readiness_gates
+        .iter()
+        .flatten()
+        .filter_map(|gate| {
+            let kind = &gate.condition_type;
+            match conditions.iter().find(|c| c.type_ == *kind) {
+                None => Some(format!(
+                    "corresponding condition of pod readiness gate {kind:?} does not exist."
+                )),
+                Some(c) if c.status != "True" => Some(format!(
+                    "the status of pod readiness gate {kind:?} is not \"True\", but {}",
+                    c.status
+                )),
+                Some(_) => None,
+            }
+        })
+        .collect();
+    (!unready.is_empty()).then(|| unready.join(", "))
 }
 
 /// A timestamp at the API's precision (whole seconds), so that a status
@@ -205,6 +241,31 @@ pub fn pod_status(f: &Facts) -> PodStatus {
         .and_then(|p| p.start_time.clone())
         .unwrap_or_else(|| time(f.now));
     let network_ready = !ip.is_empty();
+    let api_conditions = f
+        .api
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let mut pod_ready = condition("Ready", ready);
+    if let (true, Some(why)) = (ready, gates_not_ready(spec, api_conditions)) {
+        pod_ready = PodCondition {
+            reason: Some("ReadinessGatesNotReady".to_owned()),
+            message: Some(why),
+            ..condition("Ready", false)
+        };
+    }
+    // Others' conditions first, as upstream merges them.
+    let conditions = api_conditions
+        .iter()
+        .filter(|c| !OWN_CONDITIONS.contains(&c.type_.as_str()))
+        .cloned()
+        .chain([
+            condition("PodReadyToStartContainers", network_ready),
+            condition("Initialized", f.init == Init::Done),
+            pod_ready,
+            condition("ContainersReady", ready),
+            condition("PodScheduled", true),
+        ])
+        .collect();
     PodStatus {
         phase: Some(phase(spec, f.init, &statuses).to_owned()),
         host_ip: Some(f.node_ip.to_owned()),
@@ -213,13 +274,7 @@ pub fn pod_status(f: &Facts) -> PodStatus {
         }]),
         pod_ip: (!ip.is_empty()).then(|| ip.clone()),
         pod_ips: (!ip.is_empty()).then(|| vec![PodIP { ip }]),
-        conditions: Some(vec![
-            condition("PodReadyToStartContainers", network_ready),
-            condition("Initialized", f.init == Init::Done),
-            condition("Ready", ready),
-            condition("ContainersReady", ready),
-            condition("PodScheduled", true),
-        ]),
+        conditions: Some(conditions),
         container_statuses: Some(statuses),
         init_container_statuses: Some(init_statuses),
         ephemeral_container_statuses: (!ephemeral.is_empty()).then_some(ephemeral),
@@ -286,6 +341,7 @@ mod tests {
             init,
             node_ip: "192.0.2.1",
             previous,
+            api: previous,
             now: instant(T0) + SignedDuration::from_secs(at),
         })
     }
@@ -435,6 +491,7 @@ mod tests {
             init: Init::Done,
             node_ip: "192.0.2.1",
             previous: None,
+            api: None,
             now: instant(T0),
         });
         let statuses = status.container_statuses.unwrap();
@@ -454,5 +511,78 @@ mod tests {
             (Some(true), false)
         );
         assert_eq!(status.pod_ip.as_deref(), Some("10.42.0.5"));
+    }
+
+    #[test]
+    fn readiness_gates_hold_ready_and_others_conditions_are_kept() {
+        let mut spec = spec("Always", false);
+        spec.readiness_gates = serde_json::from_value(serde_json::json!([
+            {"conditionType": "example.com/lb"}, {"conditionType": "example.com/dns"}
+        ]))
+        .unwrap();
+        let seen = seen(&[
+            ("a", container(Running, 0, 0)),
+            ("b", container(Running, 0, 0)),
+        ]);
+        let with = |conditions: serde_json::Value| -> PodStatus {
+            serde_json::from_value(serde_json::json!({ "conditions": conditions })).unwrap()
+        };
+        let of = |api: &PodStatus| {
+            pod_status(&Facts {
+                spec: &spec,
+                seen: &seen,
+                waiting: &HashMap::new(),
+                probed: &HashMap::new(),
+                init: Init::Done,
+                node_ip: "192.0.2.1",
+                previous: None,
+                api: Some(api),
+                now: instant(T0),
+            })
+            .conditions
+            .unwrap()
+        };
+        let find = |conditions: &[PodCondition], kind: &str| {
+            conditions
+                .iter()
+                .find(|c| c.type_ == kind)
+                .cloned()
+                .unwrap()
+        };
+
+        let api = with(serde_json::json!([
+            {"type": "example.com/lb", "status": "False"},
+            {"type": "Ready", "status": "False"},
+        ]));
+        let conditions = of(&api);
+        let ready = find(&conditions, "Ready");
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.reason.as_deref(), Some("ReadinessGatesNotReady"));
+        assert_eq!(
+            ready.message.as_deref(),
+            Some(
+                "the status of pod readiness gate \"example.com/lb\" is not \"True\", but False, \
+                 corresponding condition of pod readiness gate \"example.com/dns\" does not exist."
+            )
+        );
+        assert_eq!(find(&conditions, "ContainersReady").status, "True");
+        // The gate's condition stays, first, and the agent's own old
+        // `Ready` is not carried over beside the new one.
+        assert_eq!(conditions[0].type_, "example.com/lb");
+        assert_eq!(conditions.iter().filter(|c| c.type_ == "Ready").count(), 1);
+
+        let api = with(serde_json::json!([
+            {"type": "example.com/lb", "status": "True"},
+            {"type": "example.com/dns", "status": "True"},
+            {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"},
+        ]));
+        let conditions = of(&api);
+        let ready = find(&conditions, "Ready");
+        assert_eq!((ready.status.as_str(), ready.reason), ("True", None));
+        assert_eq!(conditions.len(), 3 + OWN_CONDITIONS.len());
+        assert_eq!(
+            find(&conditions, "DisruptionTarget").reason.as_deref(),
+            Some("EvictionByEvictionAPI")
+        );
     }
 }

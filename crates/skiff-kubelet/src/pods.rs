@@ -1014,6 +1014,7 @@ impl Worker {
             init,
             node_ip: &self.node_ip,
             previous: state.reported.as_ref().or(pod.status.as_ref()),
+            api: pod.status.as_ref(),
             now: Timestamp::now(),
         });
         if state.reported.as_ref() == Some(&status) {
@@ -1102,10 +1103,20 @@ impl Dispatcher {
         }
     }
 
-    /// Hands a pod to its worker, starting one for a new pod.
+    /// Hands a pod to its worker, starting one for a new pod. A change
+    /// its worker does not act on (its status, mostly the agent's own
+    /// report) is handed over without waking the worker, which sees it at
+    /// its next sync, as upstream's pod config reconciles such a change
+    /// without a sync.
     fn deliver(&mut self, uid: String, pod: Pod) {
         if let Some(slot) = self.slots.get(&uid) {
-            slot.send_replace(Some(pod));
+            slot.send_if_modified(|held| {
+                let wake = held
+                    .as_ref()
+                    .is_none_or(|held| differs_for_sync(held, &pod));
+                *held = Some(pod);
+                wake
+            });
             return;
         }
         let (slot, rx) = watch::channel(Some(pod));
@@ -1122,6 +1133,24 @@ impl Dispatcher {
             self.worker.housekeeping(&known).await;
         }
     }
+}
+
+/// Whether a pod changed in what its worker acts on: its spec, labels,
+/// annotations or deletion (upstream's `podsDifferSemantically`), or its
+/// status when readiness gates read conditions others write there.
+fn differs_for_sync(held: &Pod, next: &Pod) -> bool {
+    let (a, b) = (&held.metadata, &next.metadata);
+    let gated = next
+        .spec
+        .as_ref()
+        .and_then(|s| s.readiness_gates.as_ref())
+        .is_some_and(|gates| !gates.is_empty());
+    held.spec != next.spec
+        || a.labels != b.labels
+        || a.annotations != b.annotations
+        || a.deletion_timestamp != b.deletion_timestamp
+        || a.deletion_grace_period_seconds != b.deletion_grace_period_seconds
+        || (gated && held.status != next.status)
 }
 
 /// What starting any container of one pod needs.

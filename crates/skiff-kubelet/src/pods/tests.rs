@@ -341,6 +341,45 @@ async fn a_runtime_event_wakes_the_pod_worker() {
 }
 
 #[tokio::test]
+async fn a_change_of_status_alone_is_handed_over_without_waking_the_worker() {
+    let (client, _) = fake_api();
+    let fake = Arc::new(FakeRuntime::default());
+    fake.add_image("app:1");
+    let syncs = Arc::new(tokio::sync::Semaphore::new(4));
+    let worker = Worker::simulated(client, fake.clone(), "n1".into(), "192.0.2.1".into(), syncs);
+    let mut pods = Dispatcher::new(Arc::new(worker));
+    let p = pod("p", &[("c", "app:1")], "Always");
+    pods.handle(Change::Applied(p.clone()));
+    let seen = pods.slots["uid-p"].subscribe();
+
+    let mut reported = p.clone();
+    reported.status = Some(PodStatus {
+        phase: Some("Running".into()),
+        ..Default::default()
+    });
+    pods.handle(Change::Applied(reported.clone()));
+    assert!(!seen.has_changed().unwrap(), "a status change wakes nobody");
+    let held = seen.borrow().clone().unwrap();
+    assert_eq!(held.status, reported.status, "but the worker will see it");
+
+    let mut labelled = reported.clone();
+    labelled.metadata.labels = Some([("tier".to_owned(), "web".to_owned())].into());
+    pods.handle(Change::Applied(labelled.clone()));
+    assert!(seen.has_changed().unwrap(), "a new label wakes the worker");
+
+    // With readiness gates, others' conditions are the worker's input.
+    let mut gated = pod("g", &[("c", "app:1")], "Always");
+    gated.spec.as_mut().unwrap().readiness_gates =
+        serde_json::from_value(json!([{"conditionType": "example.com/lb"}])).unwrap();
+    pods.handle(Change::Applied(gated.clone()));
+    let mut seen = pods.slots["uid-g"].subscribe();
+    seen.mark_unchanged();
+    gated.status = reported.status.clone();
+    pods.handle(Change::Applied(gated));
+    assert!(seen.has_changed().unwrap(), "a gated pod's status wakes it");
+}
+
+#[tokio::test]
 async fn pods_without_probes_rest_longer_while_the_runtime_tells_changes() {
     let n = node("resync");
     let plain = pod("plain", &[("c", "busybox")], "Always").spec.unwrap();
