@@ -245,14 +245,17 @@ pub fn pod_status(f: &Facts) -> PodStatus {
         .api
         .and_then(|s| s.conditions.as_deref())
         .unwrap_or_default();
-    let mut pod_ready = condition("Ready", ready);
-    if let (true, Some(why)) = (ready, gates_not_ready(spec, api_conditions)) {
-        pod_ready = PodCondition {
+    let gated = ready
+        .then(|| gates_not_ready(spec, api_conditions))
+        .flatten();
+    let pod_ready = match gated {
+        Some(why) => PodCondition {
             reason: Some("ReadinessGatesNotReady".to_owned()),
             message: Some(why),
             ..condition("Ready", false)
-        };
-    }
+        },
+        None => condition("Ready", ready),
+    };
     // Others' conditions first, as upstream merges them.
     let conditions = api_conditions
         .iter()

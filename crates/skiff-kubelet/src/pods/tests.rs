@@ -312,16 +312,22 @@ async fn an_unchanged_pod_is_reported_once() {
     assert_eq!(n.statuses("p").len(), written, "{:?}", n.statuses("p"));
 }
 
-#[tokio::test]
-async fn a_runtime_event_wakes_the_pod_worker() {
-    // A simulated node's worker looks at its runtime by itself only every
-    // ten seconds; the runtime's event brings it back at once.
+/// A simulated node's pods, dispatched to their workers, and its runtime
+/// (which has `app:1`).
+fn simulated() -> (Dispatcher, Arc<FakeRuntime>) {
     let (client, _) = fake_api();
     let fake = Arc::new(FakeRuntime::default());
     fake.add_image("app:1");
     let syncs = Arc::new(tokio::sync::Semaphore::new(4));
     let worker = Worker::simulated(client, fake.clone(), "n1".into(), "192.0.2.1".into(), syncs);
-    let mut pods = Dispatcher::new(Arc::new(worker));
+    (Dispatcher::new(Arc::new(worker)), fake)
+}
+
+#[tokio::test]
+async fn a_runtime_event_wakes_the_pod_worker() {
+    // A simulated node's worker looks at its runtime by itself only every
+    // ten seconds; the runtime's event brings it back at once.
+    let (mut pods, fake) = simulated();
     let mut changes = fake.events().await.expect("the fake tells its changes");
     pods.handle(Change::Applied(pod("p", &[("c", "app:1")], "Always")));
     let runs = |attempt: u32| {
@@ -342,17 +348,12 @@ async fn a_runtime_event_wakes_the_pod_worker() {
 
 #[tokio::test]
 async fn a_change_of_status_alone_is_handed_over_without_waking_the_worker() {
-    let (client, _) = fake_api();
-    let fake = Arc::new(FakeRuntime::default());
-    fake.add_image("app:1");
-    let syncs = Arc::new(tokio::sync::Semaphore::new(4));
-    let worker = Worker::simulated(client, fake.clone(), "n1".into(), "192.0.2.1".into(), syncs);
-    let mut pods = Dispatcher::new(Arc::new(worker));
+    let (mut pods, _) = simulated();
     let p = pod("p", &[("c", "app:1")], "Always");
     pods.handle(Change::Applied(p.clone()));
     let seen = pods.slots["uid-p"].subscribe();
 
-    let mut reported = p.clone();
+    let mut reported = p;
     reported.status = Some(PodStatus {
         phase: Some("Running".into()),
         ..Default::default()
@@ -364,7 +365,7 @@ async fn a_change_of_status_alone_is_handed_over_without_waking_the_worker() {
 
     let mut labelled = reported.clone();
     labelled.metadata.labels = Some([("tier".to_owned(), "web".to_owned())].into());
-    pods.handle(Change::Applied(labelled.clone()));
+    pods.handle(Change::Applied(labelled));
     assert!(seen.has_changed().unwrap(), "a new label wakes the worker");
 
     // With readiness gates, others' conditions are the worker's input.
@@ -372,8 +373,7 @@ async fn a_change_of_status_alone_is_handed_over_without_waking_the_worker() {
     gated.spec.as_mut().unwrap().readiness_gates =
         serde_json::from_value(json!([{"conditionType": "example.com/lb"}])).unwrap();
     pods.handle(Change::Applied(gated.clone()));
-    let mut seen = pods.slots["uid-g"].subscribe();
-    seen.mark_unchanged();
+    let seen = pods.slots["uid-g"].subscribe();
     gated.status = reported.status.clone();
     pods.handle(Change::Applied(gated));
     assert!(seen.has_changed().unwrap(), "a gated pod's status wakes it");
