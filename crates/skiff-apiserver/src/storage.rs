@@ -125,9 +125,10 @@ pub fn encode(obj: &Value) -> Bytes {
     };
     let mut out = Vec::with_capacity(1024);
     skiff_core::protobuf::order::write_without_revision(&mut out, map);
-    // The bytes live on in the watch cache: without the growth's slack.
-    out.shrink_to_fit();
-    Bytes::from(out)
+    // The bytes live on in the watch cache: copied out of the grown buffer
+    // (mimalloc keeps a block shrunk by less than half as it is, so
+    // `shrink_to_fit` would leave up to half of it unused).
+    Bytes::copy_from_slice(&out)
 }
 
 /// Whether stored JSON holds `needle` anywhere: a cheap look before a

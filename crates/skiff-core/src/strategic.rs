@@ -11,9 +11,10 @@ use crate::ApiError;
 /// Applies `patch` to `original`, an object of shape `shape` (`None`
 /// patches as a plain merge patch would, with directives honoured).
 pub fn patch(original: &Value, patch: &Value, shape: Option<Shape<'_>>) -> Result<Value, ApiError> {
-    match merge_value(Some(original), patch, shape)? {
-        Some(v) => Ok(v),
-        None => Err(ApiError::bad_request("the patch deletes the whole object")),
+    let mut doc = original.clone();
+    match merge_into(&mut doc, patch, shape)? {
+        Merged::Kept => Ok(doc),
+        Merged::Deleted => Err(ApiError::bad_request("the patch deletes the whole object")),
     }
 }
 
@@ -21,32 +22,43 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::bad_request(msg.into())
 }
 
-/// Merges one value; `None` means "delete this value".
-fn merge_value(
-    original: Option<&Value>,
+/// What became of a value a patch merged into.
+#[derive(PartialEq)]
+enum Merged {
+    Kept,
+    Deleted,
+}
+
+/// Merges `patch` into `target` in place (`Null` standing for a value
+/// not there yet), cloning only what the patch brings.
+fn merge_into(
+    target: &mut Value,
     patch: &Value,
     shape: Option<Shape<'_>>,
-) -> Result<Option<Value>, ApiError> {
+) -> Result<Merged, ApiError> {
     let Some(p) = patch.as_object() else {
-        return Ok(if patch.is_null() {
-            None
-        } else {
-            Some(patch.clone())
-        });
+        if patch.is_null() {
+            return Ok(Merged::Deleted);
+        }
+        *target = patch.clone();
+        return Ok(Merged::Kept);
     };
     match p.get("$patch").and_then(Value::as_str) {
-        Some("delete") => return Ok(None),
+        Some("delete") => return Ok(Merged::Deleted),
         Some("replace") => {
             let mut out = p.clone();
             out.remove("$patch");
-            return Ok(Some(Value::Object(out)));
+            *target = Value::Object(out);
+            return Ok(Merged::Kept);
         }
         Some("merge") | None => {}
         Some(other) => return Err(bad(format!("unknown patch type: {other:?}"))),
     }
-    let mut out = match original {
-        Some(Value::Object(o)) => o.clone(),
-        _ => Map::new(),
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let Value::Object(out) = target else {
+        unreachable!("made an object above")
     };
     for (key, value) in p {
         if key == "$patch" || key == "$retainKeys" {
@@ -65,7 +77,8 @@ fn merge_value(
         if key.starts_with('$') {
             return Err(bad(format!("unknown patch directive: {key:?}")));
         }
-        let child = shape.and_then(|s| s.property(key));
+        let mut fresh = Value::Null;
+        let slot = out.get_mut(key).unwrap_or(&mut fresh);
         let merged = match value {
             Value::Array(items) => {
                 let strategy = shape.map_or(ListStrategy::Atomic, |s| s.list_strategy(key));
@@ -73,21 +86,17 @@ fn merge_value(
                 let order = p
                     .get(&format!("$setElementOrder/{key}"))
                     .and_then(Value::as_array);
-                Some(merge_list(
-                    out.get(key),
-                    items,
-                    &strategy,
-                    items_shape,
-                    order,
-                )?)
+                merge_list(slot, items, &strategy, items_shape, order)?;
+                Merged::Kept
             }
-            _ => merge_value(out.get(key), value, child)?,
+            _ => merge_into(slot, value, shape.and_then(|s| s.property(key)))?,
         };
         match merged {
-            Some(v) => {
-                out.insert(key.clone(), v);
+            Merged::Kept if out.contains_key(key) => {}
+            Merged::Kept => {
+                out.insert(key.clone(), fresh);
             }
-            None => {
+            Merged::Deleted => {
                 out.remove(key);
             }
         }
@@ -108,21 +117,30 @@ fn merge_value(
         let keep: Vec<&str> = retain.iter().filter_map(Value::as_str).collect();
         out.retain(|k, _| keep.contains(&k.as_str()));
     }
-    Ok(Some(Value::Object(out)))
+    Ok(Merged::Kept)
 }
 
+/// Merges the patch's `items` into the list in `slot` (`Null` when there
+/// is none yet) as `strategy` says.
 fn merge_list(
-    original: Option<&Value>,
+    slot: &mut Value,
     patch: &[Value],
     strategy: &ListStrategy,
     items_shape: Option<Shape<'_>>,
     order: Option<&Vec<Value>>,
-) -> Result<Value, ApiError> {
-    let orig: Vec<Value> = original
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let mut out = match strategy {
+) -> Result<(), ApiError> {
+    let orig = match std::mem::take(slot) {
+        Value::Array(items) => items,
+        _ => Vec::new(),
+    };
+    let without_directives = || {
+        patch
+            .iter()
+            .filter(|v| v.get("$patch").is_none())
+            .cloned()
+            .collect()
+    };
+    let mut out: Vec<Value> = match strategy {
         ListStrategy::Atomic => {
             if patch.iter().any(|v| v.get("$patch").is_some()) {
                 let replace = patch.iter().any(|v| v["$patch"] == "replace");
@@ -130,11 +148,7 @@ fn merge_list(
                     return Err(bad("$patch directives need a list with a merge key"));
                 }
             }
-            patch
-                .iter()
-                .filter(|v| v.get("$patch").is_none())
-                .cloned()
-                .collect()
+            without_directives()
         }
         ListStrategy::Set => {
             let mut out = orig;
@@ -145,19 +159,15 @@ fn merge_list(
             }
             out
         }
-        ListStrategy::Map(keys) => {
+        ListStrategy::Map(_)
             if patch
                 .iter()
-                .any(|v| v.get("$patch").and_then(Value::as_str) == Some("replace"))
-            {
-                return Ok(Value::Array(
-                    patch
-                        .iter()
-                        .filter(|v| v.get("$patch").is_none())
-                        .cloned()
-                        .collect(),
-                ));
-            }
+                .any(|v| v.get("$patch").and_then(Value::as_str) == Some("replace")) =>
+        {
+            *slot = Value::Array(without_directives());
+            return Ok(());
+        }
+        ListStrategy::Map(keys) => {
             let mut out = orig;
             for item in patch {
                 if let Some(key) = keys.iter().find(|k| item.get(**k).is_none()) {
@@ -173,15 +183,15 @@ fn merge_list(
                         out.remove(i);
                     }
                     (None, true) => {}
-                    (Some(i), false) => match merge_value(Some(&out[i]), item, items_shape)? {
-                        Some(v) => out[i] = v,
-                        None => {
+                    (Some(i), false) => {
+                        if merge_into(&mut out[i], item, items_shape)? == Merged::Deleted {
                             out.remove(i);
                         }
-                    },
+                    }
                     (None, false) => {
-                        if let Some(v) = merge_value(None, item, items_shape)? {
-                            out.push(v);
+                        let mut added = Value::Null;
+                        if merge_into(&mut added, item, items_shape)? == Merged::Kept {
+                            out.push(added);
                         }
                     }
                 }
@@ -192,7 +202,8 @@ fn merge_list(
     if let Some(order) = order {
         reorder(&mut out, order, strategy);
     }
-    Ok(Value::Array(out))
+    *slot = Value::Array(out);
+    Ok(())
 }
 
 /// Orders `items` as `order` lists them; items it does not name keep their

@@ -5,7 +5,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::HeaderMap;
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 use skiff_core::registry::ResourceType;
 use skiff_core::ApiError;
 
@@ -163,11 +163,12 @@ pub fn typed(
 }
 
 /// [`typed`] for an object a merge patch made from a stored one: only the
-/// top-level fields the patch names go through the typed struct; the
-/// others, the metadata among them, are the stored object's, typed when
-/// stored. A status patch then leaves the spec and the managed fields,
-/// most of a pod, as they are. Custom resources, whose schemas default
-/// on every write, go through whole.
+/// top-level fields the patch names go through the typed struct, and of
+/// the metadata only the fields it names; the others are the stored
+/// object's, typed when stored. A status patch then leaves the spec and
+/// the managed fields, most of a pod, as they are, even when it names
+/// the pod's uid as a precondition. Custom resources, whose schemas
+/// default on every write, go through whole.
 pub fn typed_patched(
     r: &ResourceType,
     mut patched: Value,
@@ -181,13 +182,29 @@ pub fn typed_patched(
     ) else {
         return typed(r, patched, validation);
     };
-    let (kept, sent): (serde_json::Map<_, _>, _) = std::mem::take(obj)
+    let (kept, mut sent): (Map<_, _>, Map<_, _>) = std::mem::take(obj)
         .into_iter()
         .partition(|(k, _)| !named.contains_key(k) && !matches!(k.as_str(), "apiVersion" | "kind"));
+    let named_meta = named.get("metadata").and_then(Value::as_object);
+    let kept_meta: Map<_, _> = match (named_meta, sent.get_mut("metadata")) {
+        (Some(names), Some(Value::Object(meta))) => {
+            let (kept, sent) = std::mem::take(meta)
+                .into_iter()
+                .partition(|(k, _)| !names.contains_key(k));
+            *meta = sent;
+            kept
+        }
+        _ => Map::new(),
+    };
     *obj = sent;
     let (mut clean, warnings) = typed(r, patched, validation)?;
     if let Some(obj) = clean.as_object_mut() {
         obj.extend(kept);
+        if !kept_meta.is_empty() {
+            if let Value::Object(meta) = obj.entry("metadata").or_insert_with(|| json!({})) {
+                meta.extend(kept_meta);
+            }
+        }
     }
     Ok((clean, warnings))
 }
@@ -273,6 +290,10 @@ mod tests {
             json!({"spec": {"containers": [{"name": "c", "image": "j", "imagex": "typo"}]}}),
             json!({"status": {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00.5Z"}]}}),
             json!({"status": null}),
+            json!({"metadata": {"uid": "u1"}, "status": {"phase": "Running"}}),
+            json!({"metadata": {"labels": {"a": "b"}, "annotations": null}}),
+            json!({"metadata": {"labels": {"a": 1}}}),
+            json!({"metadata": null}),
         ];
         for patch in patches {
             let mut patched = stored.clone();

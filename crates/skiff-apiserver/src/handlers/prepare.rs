@@ -7,6 +7,7 @@ use serde_json::Value;
 use skiff_core::apply::{track_update, Manager};
 use skiff_core::registry::ResourceType;
 use skiff_core::schema::Root;
+use skiff_core::status::Cause;
 use skiff_core::{defaults, meta, validate, ApiError};
 
 use super::{strategy, Api};
@@ -115,6 +116,8 @@ impl Api {
 /// Prepares the next state of a stored object from a requested one:
 /// the resource's strategy decides what a write through `subresource`
 /// may change; system metadata stays; the generation counts spec changes.
+/// A uid other than the stored one is refused as upstream does (it names
+/// an object deleted and created again); an empty one means the same.
 pub fn prepare_update(
     r: &ResourceType,
     current: &Value,
@@ -122,6 +125,16 @@ pub fn prepare_update(
     manager: &str,
     subresource: Option<&str>,
 ) -> Result<Value, ApiError> {
+    if let Some(uid) = meta::get_str(&next, "uid").filter(|u| !u.is_empty()) {
+        if Some(uid) != meta::get_str(current, "uid") {
+            return Err(ApiError::invalid(
+                r.group,
+                r.kind,
+                meta::name(current),
+                vec![Cause::invalid("metadata.uid", uid, "field is immutable")],
+            ));
+        }
+    }
     let mut next = strategy::of(r).prepare_update(r, current, next, subresource);
     for field in [
         "name",
@@ -193,9 +206,24 @@ mod tests {
         defaults::apply(r, &mut current);
         let mut next = current.clone();
         next["metadata"]["uid"] = json!("forged");
+        let refused = prepare_update(r, &current, next.clone(), "m", Some("status")).unwrap_err();
+        assert_eq!(refused.code, 422);
+        assert!(
+            refused
+                .message
+                .contains(r#"metadata.uid: Invalid value: "forged": field is immutable"#),
+            "{}",
+            refused.message
+        );
+        next["metadata"]["uid"] = json!("");
+        next["metadata"]["creationTimestamp"] = json!("2030-01-01T00:00:00Z");
         next["status"] = json!({"replicas": 99});
         let same = prepare_update(r, &current, next.clone(), "m", None).unwrap();
         assert_eq!(same["metadata"]["uid"], "u1");
+        assert_eq!(
+            same["metadata"]["creationTimestamp"],
+            "2024-01-01T00:00:00Z"
+        );
         assert_eq!(same["status"]["replicas"], 1);
         assert_eq!(same["metadata"]["generation"], 1);
         next["spec"]["replicas"] = json!(3);
