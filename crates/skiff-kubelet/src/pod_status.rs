@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use serde_json::{json, Map, Value};
 
 use crate::plan::{attempt_of, exited, instant, running, Init, Observed};
 
@@ -284,6 +285,57 @@ pub fn pod_status(f: &Facts) -> PodStatus {
         start_time: Some(start_time),
         ..Default::default()
     }
+}
+
+/// The strategic merge patch that takes the status the API showed (`api`)
+/// to `new`, as upstream's status manager sends it: only the fields that
+/// changed; conditions merged by type, so one that someone else sets
+/// meanwhile stays; addresses replaced whole; and the pod's uid, which a
+/// pod created again under the same name refuses.
+pub fn status_patch(uid: &str, api: Option<&PodStatus>, new: &PodStatus) -> Value {
+    let old = api.map(fields).unwrap_or_default();
+    let mut patch = Map::new();
+    for (field, value) in fields(new) {
+        if old.get(&field) == Some(&value) {
+            continue;
+        }
+        match (field.as_str(), value) {
+            ("conditions", Value::Array(conditions)) => {
+                let old = old.get("conditions").and_then(Value::as_array);
+                let (order, changed) = conditions_patch(old.map_or(&[], Vec::as_slice), conditions);
+                patch.insert("$setElementOrder/conditions".into(), order);
+                patch.insert(field, changed);
+            }
+            ("podIPs" | "hostIPs", Value::Array(mut ips)) => {
+                ips.push(json!({"$patch": "replace"}));
+                patch.insert(field, Value::Array(ips));
+            }
+            (_, value) => {
+                patch.insert(field, value);
+            }
+        }
+    }
+    json!({"metadata": {"uid": uid}, "status": patch})
+}
+
+fn fields(status: &PodStatus) -> Map<String, Value> {
+    match serde_json::to_value(status) {
+        Ok(Value::Object(fields)) => fields,
+        _ => Map::new(),
+    }
+}
+
+/// The order of `new`'s conditions, and those that differ from `old`'s:
+/// changed or added ones whole, removed ones as deletions.
+fn conditions_patch(old: &[Value], new: Vec<Value>) -> (Value, Value) {
+    let order = new.iter().map(|c| json!({"type": c["type"]})).collect();
+    let mut changed: Vec<Value> = old
+        .iter()
+        .filter(|o| !new.iter().any(|c| c["type"] == o["type"]))
+        .map(|o| json!({"type": o["type"], "$patch": "delete"}))
+        .collect();
+    changed.extend(new.into_iter().filter(|c| !old.contains(c)));
+    (order, Value::Array(changed))
 }
 
 #[cfg(test)]
@@ -587,5 +639,71 @@ mod tests {
             find(&conditions, "DisruptionTarget").reason.as_deref(),
             Some("EvictionByEvictionAPI")
         );
+    }
+
+    #[test]
+    fn the_status_patch_sends_what_changed_and_keeps_what_others_set_meanwhile() {
+        let status = |conditions: Value, ip: &str| -> PodStatus {
+            serde_json::from_value(json!({"phase": "Running", "conditions": conditions,
+                "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "10.0.0.1"}))
+            .unwrap()
+        };
+        let scheduled = json!({"type": "PodScheduled", "status": "True"});
+        let seen = status(
+            json!([{"type": "Ready", "status": "False"}, scheduled.clone()]),
+            "10.1.0.5",
+        );
+        let new = status(
+            json!([{"type": "Ready", "status": "True"}, scheduled.clone()]),
+            "10.1.0.6",
+        );
+        let patch = status_patch("u1", Some(&seen), &new);
+        assert_eq!(patch["metadata"]["uid"], "u1");
+        // Only what changed: not the phase, the host's address or PodScheduled.
+        let sent: Vec<&String> = patch["status"].as_object().unwrap().keys().collect();
+        assert_eq!(
+            sent,
+            [
+                "$setElementOrder/conditions",
+                "conditions",
+                "podIP",
+                "podIPs"
+            ]
+        );
+        assert_eq!(
+            patch["status"]["conditions"],
+            json!([{"type": "Ready", "status": "True"}])
+        );
+
+        // Meanwhile another writer added a gate's condition: it stays.
+        let mut stored = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "uid": "u1"},
+            "status": serde_json::to_value(&seen).unwrap()});
+        stored["status"]["conditions"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "example.com/lb", "status": "True"}));
+        let pods = skiff_core::registry::lookup("", "v1", "pods").unwrap();
+        let root = skiff_core::schema::Root::of(pods);
+        let merged = skiff_core::strategic::patch(&stored, &patch, root.shape()).unwrap();
+        let types: Vec<&str> = merged["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["Ready", "PodScheduled", "example.com/lb"]);
+        assert_eq!(merged["status"]["conditions"][0]["status"], "True");
+        assert_eq!(merged["status"]["podIPs"], json!([{"ip": "10.1.0.6"}]));
+
+        // A condition the new status no longer has is deleted.
+        let fewer = status(json!([scheduled]), "10.1.0.5");
+        let patch = status_patch("u1", Some(&seen), &fewer);
+        assert_eq!(
+            patch["status"]["conditions"],
+            json!([{"type": "Ready", "$patch": "delete"}])
+        );
+        let merged = skiff_core::strategic::patch(&stored, &patch, root.shape()).unwrap();
+        assert_eq!(merged["status"]["conditions"].as_array().unwrap().len(), 2);
     }
 }

@@ -27,7 +27,7 @@ use crate::events::{container_path, Recorder, Type};
 use crate::local_path::LocalPath;
 use crate::plan::{self, running, Init, Observed, SandboxStep};
 use crate::pod_inputs;
-use crate::pod_status::{pod_status, Facts, Waiting};
+use crate::pod_status::{pod_status, status_patch, Facts, Waiting};
 use crate::probes::Prober;
 use crate::pulls::Pulls;
 use crate::runtime::ContainerRuntime;
@@ -657,12 +657,14 @@ impl Worker {
             pod.metadata.namespace.as_deref().unwrap_or_default(),
         );
         let now = Timestamp::now().to_string();
-        let status = json!({"status": {"phase": "Failed", "reason": "Evicted", "message": message,
+        // Merged by type: the pod's other conditions stay.
+        let status = json!({"metadata": {"uid": uid},
+            "status": {"phase": "Failed", "reason": "Evicted", "message": message,
             "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet",
                 "message": message, "lastTransitionTime": now}]}});
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         if let Err(e) = api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .patch_status(name, &PatchParams::default(), &Patch::Strategic(&status))
             .await
         {
             // Measured again at the next check, and evicted again.
@@ -1025,7 +1027,8 @@ impl Worker {
             pod.metadata.namespace.as_deref().unwrap_or_default(),
         );
         let name = pod.metadata.name.as_deref().unwrap_or_default();
-        let patch = Patch::Merge(json!({ "status": status }));
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let patch = Patch::Strategic(status_patch(uid, pod.status.as_ref(), &status));
         match api
             .patch_status(name, &PatchParams::default(), &patch)
             .await
