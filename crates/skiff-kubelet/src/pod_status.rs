@@ -287,13 +287,13 @@ pub fn pod_status(f: &Facts) -> PodStatus {
     }
 }
 
-/// The strategic merge patch that takes the status the API showed (`api`)
+/// The strategic merge patch that takes the status the API holds (`old`)
 /// to `new`, as upstream's status manager sends it: only the fields that
 /// changed; conditions merged by type, so one that someone else sets
 /// meanwhile stays; addresses replaced whole; and the pod's uid, which a
 /// pod created again under the same name refuses.
-pub fn status_patch(uid: &str, api: Option<&PodStatus>, new: &PodStatus) -> Value {
-    let old = api.map(fields).unwrap_or_default();
+pub fn status_patch(uid: &str, old: Option<&PodStatus>, new: &PodStatus) -> Value {
+    let old = old.map(fields).unwrap_or_default();
     let mut patch = Map::new();
     for (field, value) in fields(new) {
         if old.get(&field) == Some(&value) {

@@ -1028,7 +1028,10 @@ impl Worker {
         );
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-        let patch = Patch::Strategic(status_patch(uid, pod.status.as_ref(), &status));
+        // Against what was last written: the pod held may not show it yet,
+        // and a change back to what it shows must still be sent.
+        let written = state.reported.as_ref().or(pod.status.as_ref());
+        let patch = Patch::Strategic(status_patch(uid, written, &status));
         match api
             .patch_status(name, &PatchParams::default(), &patch)
             .await

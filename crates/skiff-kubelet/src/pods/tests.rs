@@ -65,14 +65,21 @@ impl Node {
         slot
     }
 
-    /// The statuses written for pod `name`, oldest first.
+    /// The statuses pod `name` had, oldest first: each patch written
+    /// applied to the one before, as the API server does.
     fn statuses(&self, name: &str) -> Vec<Value> {
         let path = format!("/api/v1/namespaces/default/pods/{name}/status");
+        let pods = skiff_core::registry::lookup("", "v1", "pods").unwrap();
+        let root = skiff_core::schema::Root::of(pods);
         let requests = self.requests.lock().unwrap();
+        let mut pod = json!({"status": {}});
         requests
             .iter()
             .filter(|(m, p, _)| m == "PATCH" && *p == path)
-            .map(|(_, _, body)| body["status"].clone())
+            .map(|(_, _, body)| {
+                pod = skiff_core::strategic::patch(&pod, body, root.shape()).unwrap();
+                pod["status"].clone()
+            })
             .collect()
     }
 
