@@ -1008,6 +1008,10 @@ impl Worker {
         init: Init,
     ) -> bool {
         let spec = pod.spec.clone().unwrap_or_default();
+        // The status last written, which the pod held may not show yet:
+        // its times stay, and the patch is taken against it (a change
+        // back to what the pod held shows must still be sent).
+        let written = state.reported.as_ref().or(pod.status.as_ref());
         let status = pod_status(&Facts {
             spec: &spec,
             seen,
@@ -1015,7 +1019,7 @@ impl Worker {
             probed,
             init,
             node_ip: &self.node_ip,
-            previous: state.reported.as_ref().or(pod.status.as_ref()),
+            previous: written,
             api: pod.status.as_ref(),
             now: Timestamp::now(),
         });
@@ -1028,9 +1032,6 @@ impl Worker {
         );
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-        // Against what was last written: the pod held may not show it yet,
-        // and a change back to what it shows must still be sent.
-        let written = state.reported.as_ref().or(pod.status.as_ref());
         let patch = Patch::Strategic(status_patch(uid, written, &status));
         match api
             .patch_status(name, &PatchParams::default(), &patch)
