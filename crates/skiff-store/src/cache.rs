@@ -4,14 +4,16 @@
 //! the cache has caught up with the backend's latest revision, so a client
 //! always reads its own writes.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::{broadcast, watch, RwLock};
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::{watch, RwLock};
 
 use crate::{
     Error, Event, EventKind, KeyValue, ListOptions, ListPage, Result, Revision, Store, WatchStream,
@@ -23,7 +25,22 @@ pub struct WatchCache {
     state: Arc<RwLock<State>>,
     /// The revision the cache has applied up to.
     applied: watch::Receiver<Revision>,
-    events: broadcast::Sender<Arc<Event>>,
+    watchers: Arc<Watchers>,
+    /// How many events a watcher may fall behind before it is dropped.
+    backlog: usize,
+}
+
+/// The open watches, by the resource their prefix lies in (`""` for a
+/// prefix wider than one resource), so that an event wakes only the
+/// watches that may want it.
+type Watchers = Mutex<HashMap<String, Vec<Watcher>>>;
+
+/// One open watch, fed by the cache.
+struct Watcher {
+    prefix: String,
+    tx: mpsc::Sender<Arc<Event>>,
+    /// Set when the watch fell `backlog` events behind and was dropped.
+    lagged: Arc<AtomicBool>,
 }
 
 /// How much history the cache keeps for watchers resuming from a past
@@ -94,6 +111,36 @@ pub struct Figures {
     pub event_bytes: usize,
 }
 
+/// The part of a storage key (or key prefix) that names its resource:
+/// `/registry/core/pods/` for `/registry/core/pods/d/p`.
+fn resource_prefix(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix("/registry/")?;
+    let group = rest.find('/')?;
+    let plural = rest[group + 1..].find('/')?;
+    Some(&key[.."/registry/".len() + group + 1 + plural + 1])
+}
+
+/// Hands `event` to the watches of `bucket` whose prefix it falls under;
+/// drops the watches that closed or fell too far behind.
+fn feed(bucket: Option<&mut Vec<Watcher>>, event: &Arc<Event>) {
+    let Some(watchers) = bucket else {
+        return;
+    };
+    watchers.retain(|w| {
+        if !event.kv.key.starts_with(&w.prefix) {
+            return !w.tx.is_closed();
+        }
+        match w.tx.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                w.lagged.store(true, Ordering::Release);
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    });
+}
+
 /// The resource a storage key belongs to: `/registry/core/pods/…` is
 /// `pods`, `/registry/apps/deployments/…` is `deployments.apps`.
 fn resource_of(key: &str) -> Option<String> {
@@ -140,15 +187,16 @@ impl WatchCache {
             limits,
         }));
         let (applied_tx, applied) = watch::channel(revision);
-        let (events, _) = broadcast::channel(limits.events.clamp(16, 1 << 16));
+        let watchers = Arc::new(Watchers::default());
         let cache = Arc::new(Self {
             inner: inner.clone(),
             state: state.clone(),
             applied,
-            events: events.clone(),
+            watchers: watchers.clone(),
+            backlog: limits.events.clamp(16, 1 << 16),
         });
         let (following_tx, mut following) = watch::channel(false);
-        tokio::spawn(follow(inner, state, applied_tx, events, following_tx));
+        tokio::spawn(follow(inner, state, applied_tx, watchers, following_tx));
         // Ready once it follows the backend: a compaction made before then
         // would otherwise make it reload and forget the history it holds.
         let _ = tokio::time::timeout(FOLLOW_DEADLINE, following.wait_for(|f| *f)).await;
@@ -194,7 +242,7 @@ async fn follow(
     inner: Arc<dyn Store>,
     state: Arc<RwLock<State>>,
     applied: watch::Sender<Revision>,
-    events: broadcast::Sender<Arc<Event>>,
+    watchers: Arc<Watchers>,
     following: watch::Sender<bool>,
 ) {
     loop {
@@ -224,9 +272,14 @@ async fn follow(
                         continue;
                     }
                     let event = st.apply(event);
-                    // Sent under the lock, so a watcher that subscribes while
-                    // holding the read lock sees no gap and no repeat.
-                    let _ = events.send(event);
+                    // Handed out under the lock, so a watch that registers
+                    // while holding the read lock sees no gap and no repeat.
+                    let mut open = watchers.lock().expect("watchers lock");
+                    if let Some(resource) = resource_prefix(&event.kv.key) {
+                        feed(open.get_mut(resource), &event);
+                    }
+                    feed(open.get_mut(""), &event);
+                    drop(open);
                     drop(st);
                     applied.send_replace(rev);
                 }
@@ -350,40 +403,42 @@ impl Store for WatchCache {
             .filter(|e| e.kv.mod_rev > after && e.kv.key.starts_with(prefix))
             .cloned()
             .collect();
-        let mut live = self.events.subscribe();
+        let (tx, rx) = mpsc::channel(self.backlog);
+        let lagged = Arc::new(AtomicBool::new(false));
+        let watcher = Watcher {
+            prefix: prefix.to_owned(),
+            tx,
+            lagged: lagged.clone(),
+        };
+        let bucket = resource_prefix(prefix).unwrap_or_default();
+        let mut open = self.watchers.lock().expect("watchers lock");
+        open.entry(bucket.to_owned()).or_default().push(watcher);
+        drop(open);
         drop(st);
-        let prefix = prefix.to_owned();
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            let mut last = after;
-            for e in replay {
-                last = e.kv.mod_rev;
-                if tx.send(Ok(Event::clone(&e))).await.is_err() {
-                    return;
-                }
-            }
-            loop {
-                tokio::select! {
-                    next = live.recv() => match next {
-                        Ok(e) => {
-                            if e.kv.mod_rev > last && e.kv.key.starts_with(&prefix) {
-                                last = e.kv.mod_rev;
-                                if tx.send(Ok(Event::clone(&e))).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            let _ = tx.send(Err(Error::Compacted { requested: last, oldest: last + 1 })).await;
-                            return;
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                    _ = tx.closed() => return,
+        let last = replay.last().map_or(after, |e| e.kv.mod_rev);
+        let live = futures::stream::unfold(Some((rx, last)), move |state| {
+            let lagged = lagged.clone();
+            async move {
+                let (mut rx, last) = state?;
+                match rx.recv().await {
+                    Some(e) => {
+                        let rev = e.kv.mod_rev;
+                        Some((Ok(Event::clone(&e)), Some((rx, rev))))
+                    }
+                    // Dropped for falling behind: the client lists again.
+                    None if lagged.load(Ordering::Acquire) => {
+                        let behind = Error::Compacted {
+                            requested: last,
+                            oldest: last + 1,
+                        };
+                        Some((Err(behind), None))
+                    }
+                    None => None,
                 }
             }
         });
-        Ok(crate::embedded::tokio_stream_from(rx))
+        let replay = futures::stream::iter(replay).map(|e| Ok(Event::clone(&e)));
+        Ok(replay.chain(live).boxed())
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
@@ -414,6 +469,18 @@ mod tests {
             Some("deployments.apps")
         );
         assert_eq!(resource_of("/other/key"), None);
+    }
+
+    #[test]
+    fn keys_and_prefixes_name_their_resource_prefix() {
+        let pods = Some("/registry/core/pods/");
+        assert_eq!(resource_prefix("/registry/core/pods/d/p"), pods);
+        assert_eq!(resource_prefix("/registry/core/pods/d/"), pods);
+        assert_eq!(resource_prefix("/registry/core/pods/"), pods);
+        // Wider than one resource: fed every event.
+        assert_eq!(resource_prefix("/registry/core/pods"), None);
+        assert_eq!(resource_prefix("/registry/"), None);
+        assert_eq!(resource_prefix(""), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use skiff_store::{
     Embedded, Error, Etcd, EventKind, HistoryLimits, ListOptions, Store, WatchCache,
 };
@@ -364,6 +364,86 @@ async fn cache_loads_existing_embedded_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_loads_existing_etcd_state() {
     cache_loads_existing_state(etcd().await).await;
+}
+
+/// The keys of the next `n` events of `w`.
+async fn next_keys(w: &mut skiff_store::WatchStream, n: usize) -> Vec<String> {
+    let mut keys = Vec::new();
+    for _ in 0..n {
+        let e = tokio::time::timeout(Duration::from_secs(10), w.next())
+            .await
+            .expect("event in time")
+            .expect("stream open")
+            .expect("an event");
+        keys.push(e.kv.key);
+    }
+    keys
+}
+
+/// The cache hands each watch the events under its prefix, whatever the
+/// other watches name; a watch that falls too far behind gets what it was
+/// handed and then `Compacted`, so its client lists again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_feeds_each_watch_its_prefix_and_ends_one_left_behind() {
+    let backend = embedded().await;
+    let limits = HistoryLimits {
+        events: 16,
+        ..Default::default()
+    };
+    let cache = WatchCache::new(backend.store.clone(), limits)
+        .await
+        .unwrap();
+    let from = cache.current_revision().await.unwrap();
+    let mut pods = cache.watch("/registry/core/pods/", from).await.unwrap();
+    let mut in_a = cache.watch("/registry/core/pods/a/", from).await.unwrap();
+    let mut maps = cache
+        .watch("/registry/core/configmaps/", from)
+        .await
+        .unwrap();
+    let mut all = cache.watch("/registry/", from).await.unwrap();
+    let mut keys = cache.watch("", from).await.unwrap();
+    for key in ["/registry/core/pods/a/p", "/registry/core/pods/b/q"] {
+        cache.create(key, b("p")).await.unwrap();
+    }
+    cache
+        .create("/registry/core/configmaps/a/m", b("m"))
+        .await
+        .unwrap();
+    cache.create("/other/k", b("k")).await.unwrap();
+    let (p, q, m) = (
+        "/registry/core/pods/a/p",
+        "/registry/core/pods/b/q",
+        "/registry/core/configmaps/a/m",
+    );
+    assert_eq!(next_keys(&mut pods, 2).await, [p, q]);
+    assert_eq!(next_keys(&mut in_a, 1).await, [p]);
+    assert_eq!(next_keys(&mut maps, 1).await, [m]);
+    assert_eq!(next_keys(&mut all, 3).await, [p, q, m]);
+    assert_eq!(next_keys(&mut keys, 4).await, [p, q, m, "/other/k"]);
+    // Each event is handed out before the next is applied: had the pod
+    // watches been handed the ConfigMap, it would be waiting now.
+    assert!(pods.next().now_or_never().is_none());
+    assert!(in_a.next().now_or_never().is_none());
+    assert!(all.next().now_or_never().is_none());
+    drop((pods, in_a, maps, all, keys));
+
+    let from = cache.current_revision().await.unwrap();
+    let mut behind = cache.watch("/registry/core/secrets/", from).await.unwrap();
+    let mut last = from;
+    for i in 0..=16 {
+        last = cache
+            .create(&format!("/registry/core/secrets/a/s{i}"), b("s"))
+            .await
+            .unwrap();
+    }
+    // Wait until the cache applied the last one, so the watch was dropped.
+    cache.get("/registry/core/secrets/a/s16").await.unwrap();
+    assert_eq!(next_keys(&mut behind, 16).await.len(), 16);
+    match behind.next().await {
+        Some(Err(Error::Compacted { requested, .. })) => assert_eq!(requested, last - 1),
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    assert!(behind.next().await.is_none());
 }
 
 /// State survives reopening the same file.
