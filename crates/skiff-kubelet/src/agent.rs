@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::Client;
 use serde_json::json;
 
@@ -150,7 +150,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         "metadata": {"name": config.node_name, "labels": labels, "annotations": annotations},
         "status": status,
     });
-    node::register(&client, me).await?;
+    let registered = node::register(&client, me).await?;
     tracing::info!(node = %config.node_name, runtime = ?readiness, "node registered");
 
     // Status goes out at each heartbeat, and at once when readiness
@@ -171,6 +171,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
             let nodes: Api<Node> = Api::all(client.clone());
             let mut next_beat = tokio::time::Instant::now();
             let mut reported = None;
+            let mut last = json!(registered.status);
             loop {
                 let runtime = match &cri {
                     Ok(c) => c.ready().await.map(|_| "containerd".to_owned()),
@@ -184,17 +185,14 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
                     next_beat = tokio::time::Instant::now() + node::HEARTBEAT;
                 }
                 if beat || reported != Some(runtime.is_ok()) {
-                    let status =
+                    let mut status =
                         node::status(&config.node_name, &config.node_ip, &capacity, &runtime);
-                    match nodes
-                        .patch_status(
-                            &config.node_name,
-                            &PatchParams::default(),
-                            &Patch::Merge(&json!({"status": status})),
-                        )
-                        .await
-                    {
-                        Ok(_) => reported = Some(runtime.is_ok()),
+                    node::keep_transitions(&mut status, &last);
+                    match node::report(&nodes, &config.node_name, status).await {
+                        Ok(n) => {
+                            reported = Some(runtime.is_ok());
+                            last = json!(n.status);
+                        }
                         Err(e) => tracing::warn!(error = %e, "node status update failed"),
                     }
                 }

@@ -110,25 +110,54 @@ pub fn status(name: &str, ip: &str, capacity: &Value, runtime: &Result<String, S
     })
 }
 
+/// Carries each condition's `lastTransitionTime` over from `previous` (the
+/// node's status as last read) where the condition's status is the same:
+/// as for the kubelet, a transition is a change of status, not a heartbeat.
+pub fn keep_transitions(status: &mut Value, previous: &Value) {
+    let before = previous["conditions"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    for c in status["conditions"].as_array_mut().into_iter().flatten() {
+        let same = before
+            .iter()
+            .find(|b| b["type"] == c["type"] && b["status"] == c["status"]);
+        if let Some(since) = same.and_then(|b| b.get("lastTransitionTime")) {
+            c["lastTransitionTime"] = since.clone();
+        }
+    }
+}
+
+/// Writes the node's status as a strategic merge patch: conditions and
+/// addresses merge by type, so a condition another component set on the
+/// node (a network plugin's, a problem detector's) stays.
+pub async fn report(nodes: &Api<Node>, name: &str, status: Value) -> Result<Node, kube::Error> {
+    let patch = json!({"status": status});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+}
+
 /// Registers a node (a whole Node object), or refreshes its status if it
 /// exists.
 pub async fn register(client: &Client, node: Value) -> Result<Node, kube::Error> {
     let nodes: Api<Node> = Api::all(client.clone());
+    let mut status = node["status"].clone();
     let node: Node = serde_json::from_value(node).expect("a well-formed node");
     match nodes.create(&PostParams::default(), &node).await {
         Ok(n) => Ok(n),
         Err(kube::Error::Api(e)) if e.code == 409 => {
             let name = node.metadata.name.as_deref().unwrap_or_default();
-            if let Some(a) = &node.metadata.annotations {
-                let patch = json!({"metadata": {"annotations": a}});
-                nodes
-                    .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?;
-            }
-            let patch = json!({"status": node.status});
-            nodes
-                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
+            let stored = match &node.metadata.annotations {
+                Some(a) => {
+                    let patch = json!({"metadata": {"annotations": a}});
+                    nodes
+                        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await?
+                }
+                None => nodes.get(name).await?,
+            };
+            keep_transitions(&mut status, &json!(stored.status));
+            report(&nodes, name, status).await
         }
         Err(e) => Err(e),
     }
@@ -220,6 +249,41 @@ mod tests {
             json!({"type": "InternalIP", "address": "10.0.0.1"})
         );
         assert_eq!(down["allocatable"], cap);
+    }
+
+    #[test]
+    fn a_heartbeat_keeps_the_transitions_and_the_conditions_of_others() {
+        let cap = json!({"cpu": "2", "memory": "1Gi", "pods": "110"});
+        let then = "2026-01-01T00:00:00Z";
+        let condition = |t: &str, s: &str| json!({"type": t, "status": s, "lastTransitionTime": then, "lastHeartbeatTime": then});
+        let stored = json!({
+            "apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+            "status": {"conditions": [
+                condition("Ready", "False"),
+                condition("NetworkUnavailable", "False"),
+                condition("DiskPressure", "False"),
+            ]},
+        });
+        let mut beat = status("n1", "10.0.0.1", &cap, &Ok("containerd".into()));
+        keep_transitions(&mut beat, &stored["status"]);
+        let nodes = skiff_core::registry::lookup("", "v1", "nodes").unwrap();
+        let root = skiff_core::schema::Root::of(nodes);
+        let patch = json!({"status": beat});
+        let merged = skiff_core::strategic::patch(&stored, &patch, root.shape()).unwrap();
+        let conditions = merged["status"]["conditions"].as_array().unwrap();
+        let of = |t: &str| conditions.iter().find(|c| c["type"] == t).unwrap();
+        // Set by another component: kept.
+        assert_eq!(
+            of("NetworkUnavailable"),
+            &condition("NetworkUnavailable", "False")
+        );
+        // Unchanged: the transition stays, the heartbeat moves.
+        assert_eq!(of("DiskPressure")["lastTransitionTime"], then);
+        assert_ne!(of("DiskPressure")["lastHeartbeatTime"], then);
+        // Changed: a new transition.
+        assert_eq!(of("Ready")["status"], "True");
+        assert_ne!(of("Ready")["lastTransitionTime"], then);
+        assert_eq!(conditions.len(), 5, "{conditions:?}");
     }
 
     #[test]

@@ -139,6 +139,7 @@ fn pods_run_as_real_containers() {
         .unwrap()
         .starts_with("10.42."));
     assert!(node["status"]["capacity"]["cpu"].as_str().is_some());
+    heartbeats_keep_what_others_set(&c, node["metadata"]["name"].as_str().unwrap());
 
     lifecycle_and_restarts(&c, &socket);
     a_hanging_pull_delays_no_other_pod(&c, &silent);
@@ -174,6 +175,32 @@ fn pods_run_as_real_containers() {
             .is_empty()
             .then_some(())
     });
+}
+
+/// The node's condition of `kind`.
+fn node_condition(c: &Cluster, node: &str, kind: &str) -> Option<Value> {
+    let n = c.json(&["get", "node", node]);
+    n["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+        .cloned()
+}
+
+/// A condition another component sets on the node outlives the agent's
+/// heartbeats, and a heartbeat moves a condition's lastHeartbeatTime but
+/// not its lastTransitionTime.
+fn heartbeats_keep_what_others_set(c: &Cluster, node: &str) {
+    let patch = r#"{"status":{"conditions":[{"type":"NetworkUnavailable","status":"False","reason":"RouteCreated","message":"set by a network plugin"}]}}"#;
+    c.ok(&["patch", "node", node, "--subresource=status", "-p", patch]);
+    let ready = node_condition(c, node, "Ready").unwrap();
+    let beat = wait_for("a heartbeat", LIMIT, || {
+        let now = node_condition(c, node, "Ready")?;
+        (now["lastHeartbeatTime"] != ready["lastHeartbeatTime"]).then_some(now)
+    });
+    assert_eq!(beat["lastTransitionTime"], ready["lastTransitionTime"]);
+    let kept = node_condition(c, node, "NetworkUnavailable").expect("kept");
+    assert_eq!(kept["reason"], "RouteCreated");
 }
 
 /// Running, succeeding, crashing with back-off, a missing image, and a
@@ -1046,6 +1073,13 @@ fn agent_restart_keeps_containers(c: &mut Cluster, socket: &Path, flags: &[&str]
     wait_for("a pod created after the restart to run", LIMIT, || {
         (pod(c, "after")["status"]["phase"] == "Running").then_some(())
     });
+    // Registering again keeps a condition another component set.
+    let node = pod(c, "after")["spec"]["nodeName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let kept = node_condition(c, &node, "NetworkUnavailable").expect("kept");
+    assert_eq!(kept["reason"], "RouteCreated");
     let after = container_state(&pod(c, "reader"));
     assert_eq!(after["containerID"], before["containerID"]);
     assert_eq!(after["restartCount"], before["restartCount"]);
