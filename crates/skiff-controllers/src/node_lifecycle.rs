@@ -103,13 +103,15 @@ impl NodeLifecycleController {
 
     async fn mark_unknown(&self, node: &Node) -> Result<(), Error> {
         let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
-        let conditions: Vec<Value> = node
+        let held = node
             .status
             .iter()
-            .flat_map(|s| s.conditions.iter().flatten())
+            .flat_map(|s| s.conditions.iter().flatten());
+        let mut conditions: Vec<Value> = held
+            .clone()
             .map(|c| {
                 let mut v = serde_json::to_value(c).unwrap_or_default();
-                if c.status != "Unknown" {
+                if KUBELET_CONDITIONS.contains(&c.type_.as_str()) && c.status != "Unknown" {
                     v["status"] = json!("Unknown");
                     v["reason"] = json!("NodeStatusUnknown");
                     v["message"] = json!("Kubelet stopped posting node status.");
@@ -118,6 +120,15 @@ impl NodeLifecycleController {
                 v
             })
             .collect();
+        for kind in KUBELET_CONDITIONS {
+            if !held.clone().any(|c| c.type_ == kind) {
+                conditions.push(json!({
+                    "type": kind, "status": "Unknown", "reason": "NodeStatusNeverUpdated",
+                    "message": "Kubelet never posted node status.",
+                    "lastHeartbeatTime": now, "lastTransitionTime": now,
+                }));
+            }
+        }
         let target = Target::of::<Node>(None, &node.name_any());
         self.cluster
             .merge_patch(&target, json!({"status": {"conditions": conditions}}), true)
@@ -316,6 +327,10 @@ impl Reconcile for NodeLifecycleController {
     }
 }
 
+/// The conditions the kubelet reports, which turn Unknown when it falls
+/// silent; conditions others set are theirs to keep.
+const KUBELET_CONDITIONS: [&str; 4] = ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,11 +401,18 @@ mod tests {
             Queue::new(),
             Duration::ZERO,
         );
-        nodes.apply(serde_json::from_value(json!({"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}})).unwrap());
+        nodes.apply(serde_json::from_value(json!({"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "NetworkUnavailable", "status": "False"}]}})).unwrap());
         pods.apply(serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "d", "uid": "u"}, "spec": {"containers": [], "nodeName": "n1"}})).unwrap());
         c.reconcile("n1").await.unwrap();
         let status = &fake.bodies("patch-status")[0];
-        assert_eq!(status["status"]["conditions"][0]["status"], "Unknown");
+        let conditions = status["status"]["conditions"].as_array().unwrap();
+        let of = |t: &str| &conditions.iter().find(|c| c["type"] == t).unwrap()["status"];
+        assert_eq!(of("Ready"), "Unknown");
+        // Set by someone else: kept as it was.
+        assert_eq!(of("NetworkUnavailable"), "False");
+        // Never posted: added as Unknown, as upstream does.
+        assert_eq!(of("DiskPressure"), "Unknown");
+        assert_eq!(conditions.len(), 5);
         let taints = &fake.bodies("patch")[0]["spec"]["taints"];
         assert_eq!(taints.as_array().unwrap().len(), 2);
         assert_eq!(taints[1]["key"], UNREACHABLE);
