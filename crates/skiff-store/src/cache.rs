@@ -71,8 +71,21 @@ struct State {
     history_bytes: usize,
     /// Events after this revision are all in `history`.
     history_start: Revision,
+    /// The events of `history` again, by the resource their key lies in:
+    /// a watch of a quiet resource resumes from before the whole history
+    /// starts, as long as none of that resource's events left it.
+    by_resource: HashMap<String, Recent>,
+    /// The revision the cache was loaded at: a resource with no events
+    /// since has all of them (none).
+    loaded: Revision,
     revision: Revision,
     limits: HistoryLimits,
+}
+
+/// One resource's recent events: all of those after `start`.
+struct Recent {
+    start: Revision,
+    events: VecDeque<Arc<Event>>,
 }
 
 impl State {
@@ -88,6 +101,19 @@ impl State {
         let event = Arc::new(event);
         self.history_bytes += event.kv.value.len();
         self.history.push_back(event.clone());
+        if let Some(resource) = resource_prefix(&event.kv.key) {
+            let recent = match self.by_resource.get_mut(resource) {
+                Some(recent) => recent,
+                None => self
+                    .by_resource
+                    .entry(resource.to_owned())
+                    .or_insert_with(|| Recent {
+                        start: self.loaded,
+                        events: VecDeque::new(),
+                    }),
+            };
+            recent.events.push_back(event.clone());
+        }
         while self.history.len() > self.limits.events
             || (self.history_bytes > self.limits.bytes && self.history.len() > 1)
         {
@@ -96,8 +122,26 @@ impl State {
             };
             self.history_bytes -= old.kv.value.len();
             self.history_start = old.kv.mod_rev;
+            let resource = resource_prefix(&old.kv.key);
+            if let Some(recent) = resource.and_then(|r| self.by_resource.get_mut(r)) {
+                // The oldest of its resource's too: both are in revision order.
+                recent.events.pop_front();
+                recent.start = old.kv.mod_rev;
+            }
         }
         event
+    }
+
+    /// The events kept for watches of `prefix`, and the revision after
+    /// which they are all there.
+    fn recent(&self, prefix: &str) -> (Revision, Option<&VecDeque<Arc<Event>>>) {
+        let Some(resource) = resource_prefix(prefix) else {
+            return (self.history_start, Some(&self.history));
+        };
+        match self.by_resource.get(resource) {
+            Some(recent) => (recent.start, Some(&recent.events)),
+            None => (self.loaded, None),
+        }
     }
 }
 
@@ -183,6 +227,8 @@ impl WatchCache {
             history: VecDeque::with_capacity(limits.events.min(4096)),
             history_bytes: 0,
             history_start: revision,
+            by_resource: HashMap::new(),
+            loaded: revision,
             revision,
             limits,
         }));
@@ -307,6 +353,8 @@ async fn reload(inner: &dyn Store, state: &RwLock<State>, applied: &watch::Sende
             st.history.clear();
             st.history_bytes = 0;
             st.history_start = revision;
+            st.by_resource.clear();
+            st.loaded = revision;
             st.revision = revision;
             drop(st);
             applied.send_replace(revision);
@@ -384,10 +432,11 @@ impl Store for WatchCache {
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
         let st = self.state.read().await;
-        if after < st.history_start {
+        let (start, recent) = st.recent(prefix);
+        if after < start {
             return Err(Error::Compacted {
                 requested: after,
-                oldest: st.history_start,
+                oldest: start,
             });
         }
         if after > st.revision {
@@ -397,9 +446,9 @@ impl Store for WatchCache {
             let _ = applied.wait_for(|rev| *rev >= after).await;
             return self.watch(prefix, after).await;
         }
-        let replay: Vec<Arc<Event>> = st
-            .history
-            .iter()
+        let replay: Vec<Arc<Event>> = recent
+            .into_iter()
+            .flatten()
             .filter(|e| e.kv.mod_rev > after && e.kv.key.starts_with(prefix))
             .cloned()
             .collect();
@@ -490,6 +539,8 @@ mod tests {
             history: VecDeque::new(),
             history_bytes: 0,
             history_start: 0,
+            by_resource: HashMap::new(),
+            loaded: 0,
             revision: 0,
             limits: HistoryLimits {
                 events: 100,

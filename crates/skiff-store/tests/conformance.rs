@@ -446,6 +446,70 @@ async fn cache_feeds_each_watch_its_prefix_and_ends_one_left_behind() {
     assert!(behind.next().await.is_none());
 }
 
+/// A watch of a quiet resource resumes from a revision that churn in
+/// another resource pushed out of the cache's history, as upstream's
+/// per-resource caches allow; the busy resource's watch from there is
+/// told to list again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_resumes_a_quiet_resource_from_before_the_churn() {
+    let backend = embedded().await;
+    let limits = HistoryLimits {
+        events: 16,
+        ..Default::default()
+    };
+    let cache = WatchCache::new(backend.store.clone(), limits)
+        .await
+        .unwrap();
+    let quiet = cache
+        .create("/registry/core/configmaps/a/m", b("m"))
+        .await
+        .unwrap();
+    for i in 0..40 {
+        cache
+            .create(&format!("/registry/core/pods/a/p{i}"), b("p"))
+            .await
+            .unwrap();
+    }
+    cache.get("/registry/core/pods/a/p39").await.unwrap();
+    for prefix in ["/registry/core/pods/", "/registry/"] {
+        assert!(
+            matches!(
+                cache.watch(prefix, quiet).await,
+                Err(Error::Compacted { .. })
+            ),
+            "{prefix}"
+        );
+    }
+    let mut maps = cache
+        .watch("/registry/core/configmaps/", quiet)
+        .await
+        .unwrap();
+    let mut secrets = cache.watch("/registry/core/secrets/", quiet).await.unwrap();
+    assert!(
+        matches!(
+            cache.watch("/registry/core/configmaps/", quiet - 1).await,
+            Err(Error::Compacted { .. })
+        ),
+        "its own event left the history"
+    );
+    cache
+        .create("/registry/core/configmaps/a/n", b("n"))
+        .await
+        .unwrap();
+    cache
+        .create("/registry/core/secrets/a/s", b("s"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_keys(&mut maps, 1).await,
+        ["/registry/core/configmaps/a/n"]
+    );
+    assert_eq!(
+        next_keys(&mut secrets, 1).await,
+        ["/registry/core/secrets/a/s"]
+    );
+}
+
 /// State survives reopening the same file.
 #[tokio::test]
 async fn embedded_reopens_with_state() {
