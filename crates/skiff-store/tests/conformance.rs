@@ -76,14 +76,19 @@ async fn etcd_defragment_gives_back_what_compaction_freed() {
     assert_eq!(store.get("/d/0").await.unwrap().unwrap().value, value);
 }
 
-async fn cached(backend: Backend) -> Backend {
+/// A watch cache over `backend` that keeps `events` events of history.
+async fn cache_over(backend: &Backend, events: usize) -> Arc<WatchCache> {
     let limits = HistoryLimits {
-        events: 1000,
+        events,
         ..Default::default()
     };
-    let store = WatchCache::new(backend.store.clone(), limits)
+    WatchCache::new(backend.store.clone(), limits)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn cached(backend: Backend) -> Backend {
+    let store = cache_over(&backend, 1000).await;
     Backend { store, ..backend }
 }
 
@@ -322,13 +327,7 @@ suite!(cached_etcd, async { cached(etcd().await).await });
 async fn cache_loads_existing_state(backend: Backend) {
     backend.store.create("/e/a", b("1")).await.unwrap();
     let rev = backend.store.create("/e/b", b("2")).await.unwrap();
-    let limits = HistoryLimits {
-        events: 100,
-        ..Default::default()
-    };
-    let cache = WatchCache::new(backend.store.clone(), limits)
-        .await
-        .unwrap();
+    let cache = cache_over(&backend, 100).await;
     assert_eq!(
         cache
             .list("", ListOptions::default())
@@ -386,13 +385,7 @@ async fn next_keys(w: &mut skiff_store::WatchStream, n: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_feeds_each_watch_its_prefix_and_ends_one_left_behind() {
     let backend = embedded().await;
-    let limits = HistoryLimits {
-        events: 16,
-        ..Default::default()
-    };
-    let cache = WatchCache::new(backend.store.clone(), limits)
-        .await
-        .unwrap();
+    let cache = cache_over(&backend, 16).await;
     let from = cache.current_revision().await.unwrap();
     let mut pods = cache.watch("/registry/core/pods/", from).await.unwrap();
     let mut in_a = cache.watch("/registry/core/pods/a/", from).await.unwrap();
@@ -453,13 +446,7 @@ async fn cache_feeds_each_watch_its_prefix_and_ends_one_left_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_resumes_a_quiet_resource_from_before_the_churn() {
     let backend = embedded().await;
-    let limits = HistoryLimits {
-        events: 16,
-        ..Default::default()
-    };
-    let cache = WatchCache::new(backend.store.clone(), limits)
-        .await
-        .unwrap();
+    let cache = cache_over(&backend, 16).await;
     let quiet = cache
         .create("/registry/core/configmaps/a/m", b("m"))
         .await
