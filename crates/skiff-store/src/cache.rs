@@ -299,7 +299,7 @@ async fn follow(
                 s
             }
             Err(Error::Compacted { .. }) => {
-                reload(inner.as_ref(), &state, &applied).await;
+                reload(inner.as_ref(), &state, &applied, &watchers).await;
                 continue;
             }
             Err(Error::Closed) => return,
@@ -330,7 +330,7 @@ async fn follow(
                     applied.send_replace(rev);
                 }
                 Err(Error::Compacted { .. }) => {
-                    reload(inner.as_ref(), &state, &applied).await;
+                    reload(inner.as_ref(), &state, &applied, &watchers).await;
                     break;
                 }
                 Err(e) => {
@@ -345,10 +345,22 @@ async fn follow(
     }
 }
 
-async fn reload(inner: &dyn Store, state: &RwLock<State>, applied: &watch::Sender<Revision>) {
+/// Loads the backend's whole state again, after a gap in its events. The
+/// open watches missed that gap: each gets what it was handed, then
+/// `Compacted`, so its client lists again.
+async fn reload(
+    inner: &dyn Store,
+    state: &RwLock<State>,
+    applied: &watch::Sender<Revision>,
+    watchers: &Watchers,
+) {
     match load(inner).await {
         Ok((items, revision)) => {
             let mut st = state.write().await;
+            let open = std::mem::take(&mut *watchers.lock().expect("watchers lock"));
+            for w in open.into_values().flatten() {
+                w.lagged.store(true, Ordering::Release);
+            }
             st.items = items;
             st.history.clear();
             st.history_bytes = 0;
