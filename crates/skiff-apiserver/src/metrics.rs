@@ -119,8 +119,8 @@ impl ApiMetrics {
     }
 }
 
-/// The store's figures, read at each scrape: objects by resource, and
-/// the watch cache's events kept for resuming watchers.
+/// The store's figures, read at each scrape: objects by resource, the
+/// watch cache's events kept for resuming watchers, and its open watches.
 struct StoreFigures(std::sync::Arc<skiff_store::WatchCache>);
 
 impl std::fmt::Debug for StoreFigures {
@@ -143,6 +143,16 @@ impl Collector for StoreFigures {
         for (resource, n) in &figures.objects {
             let labels = [("resource", resource.as_str())];
             ConstGauge::new(*n as i64).encode(objects.encode_family(&labels)?)?;
+        }
+        let mut watches = encoder.encode_descriptor(
+            "skiff_watch_cache_watches",
+            "Watches the watch cache feeds, by resource (* for wider ones).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (resource, n) in &figures.watches {
+            let labels = [("resource", resource.as_str())];
+            ConstGauge::new(*n as i64).encode(watches.encode_family(&labels)?)?;
         }
         for (name, help, value) in [
             (

@@ -160,61 +160,79 @@ impl Api {
             rv.parse()
                 .map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}")))?
         };
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
-        let stream = match self.objects.store.watch(&prefix, from).await {
+        let content_type = render.content_type();
+        let events = match self.objects.store.watch(&prefix, from).await {
             Ok(s) => s,
             Err(skiff_store::Error::Compacted { .. }) => {
-                let _ = tx.send(render.expired(&rv)).await;
-                drop(tx);
-                return Ok(stream_response(rx, render.content_type()));
+                let expired = futures::stream::once(async move { render.expired(&rv) });
+                return Ok(stream_response(expired, content_type));
             }
             Err(e) => return Err(crate::response::store_error(e, r, "")),
         };
+        if bookmark_initial {
+            initial.push(render.bookmark(from, true));
+        }
         let timeout = Duration::from_secs(q.timeout_seconds.unwrap_or(1800).max(1));
-        let allow_bookmarks = q.allow_bookmarks;
-        let content_type = render.content_type();
-        tokio::spawn(async move {
-            for line in initial {
-                if tx.send(line).await.is_err() {
-                    return;
-                }
-            }
-            if bookmark_initial && tx.send(render.bookmark(from, true)).await.is_err() {
-                return;
-            }
-            let mut stream = stream;
-            let deadline = tokio::time::sleep(timeout);
-            tokio::pin!(deadline);
-            let mut ticker = tokio::time::interval_at(
+        let live = Live {
+            events,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            ticker: tokio::time::interval_at(
                 tokio::time::Instant::now() + BOOKMARK_EVERY,
                 BOOKMARK_EVERY,
-            );
-            let mut last = from;
-            loop {
-                let (line, last_one) = tokio::select! {
-                    _ = &mut deadline => return,
-                    _ = tx.closed() => return,
-                    _ = ticker.tick() => {
-                        if !allow_bookmarks { continue; }
-                        (Some(render.bookmark(last, false)), false)
-                    }
-                    next = stream.next() => match next {
-                        None => return,
-                        Some(Err(_)) => (Some(render.expired(&last.to_string())), true),
-                        Some(Ok(event)) => {
-                            last = event.kv.mod_rev;
-                            (translate(&render, &filter, &event), false)
-                        }
-                    },
-                };
-                if let Some(line) = line {
-                    if tx.send(line).await.is_err() || last_one {
-                        return;
+            ),
+            bookmarks: q.allow_bookmarks,
+            last: from,
+            render,
+            filter,
+        };
+        // Rendered as the client reads: the body is the watch itself, with
+        // no task and no queue between the cache and the connection.
+        let live = futures::stream::unfold(Some(live), |live| async move {
+            let mut live = live?;
+            let (line, last_one) = live.next_line().await?;
+            Some((line, (!last_one).then_some(live)))
+        });
+        let lines = futures::stream::iter(initial).chain(live);
+        Ok(stream_response(lines, content_type))
+    }
+}
+
+/// A watch after its initial events: store events rendered for the
+/// client, bookmarks when it allows them, until its timeout.
+struct Live {
+    events: skiff_store::WatchStream,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    ticker: tokio::time::Interval,
+    bookmarks: bool,
+    /// The revision of the last event seen.
+    last: Revision,
+    render: Render,
+    filter: Filter,
+}
+
+impl Live {
+    /// The next line to send, and whether it is the last; none once the
+    /// watch is over.
+    async fn next_line(&mut self) -> Option<(Bytes, bool)> {
+        loop {
+            tokio::select! {
+                _ = &mut self.deadline => return None,
+                _ = self.ticker.tick() => {
+                    if self.bookmarks {
+                        return Some((self.render.bookmark(self.last, false), false));
                     }
                 }
+                next = self.events.next() => match next? {
+                    Err(_) => return Some((self.render.expired(&self.last.to_string()), true)),
+                    Ok(event) => {
+                        self.last = event.kv.mod_rev;
+                        if let Some(line) = translate(&self.render, &self.filter, &event) {
+                            return Some((line, false));
+                        }
+                    }
+                },
             }
-        });
-        Ok(stream_response(rx, content_type))
+        }
     }
 }
 
@@ -242,12 +260,11 @@ fn translate(render: &Render, filter: &Filter, event: &skiff_store::Event) -> Op
     render.event(kind, value, rev)
 }
 
-fn stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>, content_type: &str) -> Response {
-    let body = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
-    });
+fn stream_response(
+    lines: impl futures::Stream<Item = Bytes> + Send + 'static,
+    content_type: &str,
+) -> Response {
+    let body = lines.map(Ok::<_, std::convert::Infallible>);
     let mut reply = response::bytes(200, content_type, Vec::new());
     *reply.body_mut() = Body::from_stream(body);
     reply

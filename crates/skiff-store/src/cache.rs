@@ -153,6 +153,8 @@ pub struct Figures {
     /// Events kept for watchers that resume, and their bytes.
     pub events: usize,
     pub event_bytes: usize,
+    /// Open watches by resource; `*` for those wider than one.
+    pub watches: BTreeMap<String, u64>,
 }
 
 /// The part of a storage key (or key prefix) that names its resource:
@@ -207,10 +209,19 @@ impl WatchCache {
                 *objects.entry(resource).or_default() += 1;
             }
         }
+        let mut watches = BTreeMap::new();
+        for (bucket, open) in self.watchers.lock().expect("watchers lock").iter() {
+            let open = open.iter().filter(|w| !w.tx.is_closed()).count() as u64;
+            if open > 0 {
+                let resource = resource_of(bucket).unwrap_or_else(|| "*".into());
+                *watches.entry(resource).or_default() += open;
+            }
+        }
         Some(Figures {
             objects,
             events: state.history.len(),
             event_bytes: state.history_bytes,
+            watches,
         })
     }
 

@@ -2,11 +2,14 @@
 //! `/metrics`, read with the real kubectl and parsed by a Prometheus text
 //! parser: the request counter rises with kubectl's requests; the
 //! scheduler's and controllers' series are there; only those RBAC lets
-//! read `/metrics` may.
+//! read `/metrics` may; a watch counts while its client listens.
 
 mod support;
 
-use support::Cluster;
+use std::process::Stdio;
+use std::time::Duration;
+
+use support::{wait_for, Cluster};
 
 fn scrape(c: &Cluster) -> prometheus_parse::Scrape {
     let text = c.ok(&["get", "--raw", "/metrics"]);
@@ -75,6 +78,42 @@ fn the_request_counter_rises_with_kubectl_calls() {
         matches!(&bucket.value, prometheus_parse::Value::Histogram(b) if !b.is_empty()),
         "{bucket:?}"
     );
+}
+
+/// The open watches of `resource` the watch cache feeds.
+fn watches(s: &prometheus_parse::Scrape, resource: &str) -> f64 {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == "skiff_watch_cache_watches")
+        .filter(|x| x.labels.get("resource") == Some(resource))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+/// `kubectl get -w` opens a watch the cache feeds; when kubectl goes away
+/// the watch closes with its connection. (LimitRanges: no controller
+/// opens a watch of them meanwhile.)
+#[test]
+fn a_watch_counts_while_its_client_listens() {
+    let c = Cluster::start();
+    let limit = Duration::from_secs(30);
+    let before = watches(&scrape(&c), "limitranges");
+    let mut kubectl = c
+        .kubectl_cmd(&["get", "limitranges", "-w", "-n", "default"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("kubectl's watch to open", limit, || {
+        (watches(&scrape(&c), "limitranges") == before + 1.0).then_some(())
+    });
+    kubectl.kill().unwrap();
+    kubectl.wait().unwrap();
+    wait_for("kubectl's watch to close", limit, || {
+        (watches(&scrape(&c), "limitranges") == before).then_some(())
+    });
 }
 
 #[test]
