@@ -134,25 +134,23 @@ impl Collector for StoreFigures {
         let Some(figures) = self.0.figures() else {
             return Ok(());
         };
-        let mut objects = encoder.encode_descriptor(
-            "apiserver_storage_objects",
-            "Number of stored objects at the time of last check split by kind.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (resource, n) in &figures.objects {
-            let labels = [("resource", resource.as_str())];
-            ConstGauge::new(*n as i64).encode(objects.encode_family(&labels)?)?;
-        }
-        let mut watches = encoder.encode_descriptor(
-            "skiff_watch_cache_watches",
-            "Watches the watch cache feeds, by resource (* for wider ones).",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (resource, n) in &figures.watches {
-            let labels = [("resource", resource.as_str())];
-            ConstGauge::new(*n as i64).encode(watches.encode_family(&labels)?)?;
+        for (name, help, counts) in [
+            (
+                "apiserver_storage_objects",
+                "Number of stored objects at the time of last check split by kind.",
+                &figures.objects,
+            ),
+            (
+                "skiff_watch_cache_watches",
+                "Watches the watch cache feeds, by resource (* for wider ones).",
+                &figures.watches,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (resource, n) in counts {
+                let labels = [("resource", resource.as_str())];
+                ConstGauge::new(*n as i64).encode(family.encode_family(&labels)?)?;
+            }
         }
         for (name, help, value) in [
             (

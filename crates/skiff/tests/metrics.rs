@@ -16,21 +16,29 @@ fn scrape(c: &Cluster) -> prometheus_parse::Scrape {
     prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
 }
 
-/// The count of LIST requests for namespaces answered 200.
-fn namespace_lists(s: &prometheus_parse::Scrape) -> f64 {
+/// The sum of the samples of `metric` with all of `labels`.
+fn sum(s: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
     s.samples
         .iter()
-        .filter(|x| x.metric == "apiserver_request_total")
-        .filter(|x| {
-            x.labels.get("verb") == Some("LIST")
-                && x.labels.get("resource") == Some("namespaces")
-                && x.labels.get("code") == Some("200")
-        })
+        .filter(|x| x.metric == metric)
+        .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
         .map(|x| match x.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
             _ => 0.0,
         })
         .sum()
+}
+
+/// The count of LIST requests for namespaces answered 200.
+fn namespace_lists(s: &prometheus_parse::Scrape) -> f64 {
+    let labels = [
+        ("verb", "LIST"),
+        ("resource", "namespaces"),
+        ("code", "200"),
+    ];
+    sum(s, "apiserver_request_total", &labels)
 }
 
 #[test]
@@ -82,15 +90,7 @@ fn the_request_counter_rises_with_kubectl_calls() {
 
 /// The open watches of `resource` the watch cache feeds.
 fn watches(s: &prometheus_parse::Scrape, resource: &str) -> f64 {
-    s.samples
-        .iter()
-        .filter(|x| x.metric == "skiff_watch_cache_watches")
-        .filter(|x| x.labels.get("resource") == Some(resource))
-        .map(|x| match x.value {
-            prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
-            _ => 0.0,
-        })
-        .sum()
+    sum(s, "skiff_watch_cache_watches", &[("resource", resource)])
 }
 
 /// `kubectl get -w` opens a watch the cache feeds; when kubectl goes away
