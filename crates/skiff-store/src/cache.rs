@@ -190,8 +190,8 @@ fn feed(bucket: Option<&mut Vec<Watcher>>, event: &Arc<Event>) {
 /// The resource a storage key belongs to: `/registry/core/pods/…` is
 /// `pods`, `/registry/apps/deployments/…` is `deployments.apps`.
 fn resource_of(key: &str) -> Option<String> {
-    let mut parts = key.strip_prefix("/registry/")?.split('/');
-    let (group, plural) = (parts.next()?, parts.next()?);
+    let named = resource_prefix(key)?.strip_prefix("/registry/")?;
+    let (group, plural) = named.trim_end_matches('/').split_once('/')?;
     Some(if group == "core" {
         plural.to_owned()
     } else {
@@ -488,25 +488,22 @@ impl Store for WatchCache {
         drop(open);
         drop(st);
         let last = replay.last().map_or(after, |e| e.kv.mod_rev);
-        let live = futures::stream::unfold(Some((rx, last)), move |state| {
-            let lagged = lagged.clone();
-            async move {
-                let (mut rx, last) = state?;
-                match rx.recv().await {
-                    Some(e) => {
-                        let rev = e.kv.mod_rev;
-                        Some((Ok(Event::clone(&e)), Some((rx, rev))))
-                    }
-                    // Dropped for falling behind: the client lists again.
-                    None if lagged.load(Ordering::Acquire) => {
-                        let behind = Error::Compacted {
-                            requested: last,
-                            oldest: last + 1,
-                        };
-                        Some((Err(behind), None))
-                    }
-                    None => None,
+        let live = futures::stream::unfold(Some((rx, lagged, last)), |state| async move {
+            let (mut rx, lagged, last) = state?;
+            match rx.recv().await {
+                Some(e) => {
+                    let rev = e.kv.mod_rev;
+                    Some((Ok(Event::clone(&e)), Some((rx, lagged, rev))))
                 }
+                // Dropped for falling behind: the client lists again.
+                None if lagged.load(Ordering::Acquire) => {
+                    let behind = Error::Compacted {
+                        requested: last,
+                        oldest: last + 1,
+                    };
+                    Some((Err(behind), None))
+                }
+                None => None,
             }
         });
         let replay = futures::stream::iter(replay).map(|e| Ok(Event::clone(&e)));
