@@ -293,6 +293,50 @@ impl Server {
     fn cpu_time(&self) -> Duration {
         cpu_time(self.child.id())
     }
+
+    /// The server's count of writes answered so far (`apiserver_request_total`
+    /// for POST, PUT, PATCH and DELETE), by verb, resource and subresource.
+    async fn writes(&self) -> Result<HashMap<String, f64>> {
+        let text = self
+            .client()?
+            .get(format!("{}/metrics", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(writes_in(&text))
+    }
+}
+
+/// The write counts of a `/metrics` text, summed over codes and scopes.
+fn writes_in(text: &str) -> HashMap<String, f64> {
+    let mut writes = HashMap::new();
+    for line in text.lines() {
+        let Some(labels) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = labels.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix("=\"")?.strip_suffix('"'))
+                .unwrap_or_default()
+        };
+        let verb = label("verb");
+        if !matches!(verb, "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY") {
+            continue;
+        }
+        let what = match label("subresource") {
+            "" => format!("{verb} {}", label("resource")),
+            sub => format!("{verb} {}/{sub}", label("resource")),
+        };
+        *writes.entry(what).or_default() += value.parse::<f64>().unwrap_or(0.0);
+    }
+    writes
 }
 
 /// Starts the simulated nodes and waits until they are registered.
@@ -786,8 +830,10 @@ async fn schedule(args: ScheduleArgs) -> Result<()> {
 
     let url = format!("{}/api/v1/namespaces/default/pods", server.url);
     let sent = Arc::new(Mutex::new(HashMap::new()));
+    let writes = server.writes().await?;
     let first = Instant::now();
     let cpu = server.cpu_time();
+    let agent_cpu = agent.as_ref().map(|a| cpu_time(a.id()));
     let mut tasks = Vec::new();
     for c in 0..args.clients {
         let (client, url, token, sent) = (
@@ -831,6 +877,11 @@ async fn schedule(args: ScheduleArgs) -> Result<()> {
     }
     let last = bound.values().max().copied().unwrap_or(first);
     let per_pod = (server.cpu_time() - cpu) / bound.len().max(1) as u32;
+    let agent_per_pod = agent
+        .as_ref()
+        .zip(agent_cpu)
+        .map(|(a, before)| (cpu_time(a.id()) - before) / bound.len().max(1) as u32);
+    let after = server.writes().await?;
     let sent = sent.lock().unwrap();
     let mut latencies: Vec<Duration> = bound
         .iter()
@@ -856,6 +907,24 @@ async fn schedule(args: ScheduleArgs) -> Result<()> {
         ms(percentile(&latencies, 0.99))
     );
     println!("server CPU per pod             {}", fine_ms(per_pod));
+    if let Some(agent) = agent_per_pod {
+        println!("agent CPU per pod              {}", fine_ms(agent));
+    }
+    let mut per_pod: Vec<(String, f64)> = after
+        .into_iter()
+        .map(|(what, n)| {
+            let n = n - writes.get(&what).copied().unwrap_or(0.0);
+            (what, n / bound.len().max(1) as f64)
+        })
+        .filter(|(_, n)| *n >= 0.01)
+        .collect();
+    per_pod.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = per_pod.iter().map(|(_, n)| n).sum();
+    let each: Vec<String> = per_pod.iter().map(|(w, n)| format!("{w} {n:.2}")).collect();
+    println!(
+        "writes per pod                 {total:.2} ({})",
+        each.join(", ")
+    );
     match &agent {
         Some(agent) => println!(
             "peak RSS server / agent        {} / {} MiB",
