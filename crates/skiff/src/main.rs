@@ -472,187 +472,187 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
-        match cli.command {
-            Command::Server(args) => {
-                // The control plane's components share one registry,
-                // served at the API server's /metrics.
-                let metrics = skiff_core::metrics::Registry::default();
-                let mut config = args.config();
-                config.metrics = metrics.clone();
-                let server = skiff_apiserver::start(config).await?;
-                let mut dns_task = None;
-                use skiff_apiserver::Component;
-                if !args.disable_scheduler {
-                    let client = in_process(&server, Component::Scheduler);
-                    let config = skiff_scheduler::Config {
-                        score_all_nodes: args.scheduler_score_all_nodes,
-                        metrics: metrics.clone(),
-                        ..Default::default()
-                    };
-                    tokio::spawn(skiff_scheduler::run(client, config));
-                }
-                if !args.disable_controller_manager {
-                    let kubeconfig = server.kubeconfig_for(Component::ControllerManager)?;
-                    let kube = local_config(&kubeconfig).await?;
-                    let config = skiff_controllers::manager::Config {
-                        node_monitor_grace: args.node_monitor_grace_period,
-                        cluster_cidr: args.cluster_cidr.clone(),
-                        root_ca: cluster_ca(&server.kubeconfig),
-                        signing_ca: Some(server.signing_ca()),
-                        hpa_sync_period: args.horizontal_pod_autoscaler_sync_period,
-                        hpa_downscale_stabilization: args
-                            .horizontal_pod_autoscaler_downscale_stabilization,
-                        metrics: metrics.clone(),
-                        ..Default::default()
-                    };
-                    let client = in_process(&server, Component::ControllerManager);
-                    tokio::spawn(skiff_controllers::manager::run(client, kube, config));
-                }
-                if !args.disable_dns {
-                    let client = local_client(&server.kubeconfig_for(Component::Dns)?).await?;
-                    let admin = local_client(&server.kubeconfig).await?;
-                    let config = skiff_dns::Config {
-                        addr: std::net::SocketAddr::new(args.bind_address, args.dns_port),
-                        domain: args.cluster_domain.clone(),
-                    };
-                    match skiff_dns::start(client.clone(), config).await {
-                        Ok((serving, task)) => {
-                            tracing::info!(%serving, "cluster DNS ready");
-                            let ip = dns_address(&args.service_cidr);
-                            // Not fatal: a refused or failed write is tried
-                            // again, and said why.
-                            tokio::spawn(async move {
-                                skiff_runtime::retry::until_ok(
-                                    "publishing the kube-dns Service",
-                                    std::time::Duration::from_millis(200),
-                                    std::time::Duration::from_secs(10),
-                                    || skiff_dns::publish(&admin, &ip, serving),
-                                )
-                                .await
-                            });
-                            dns_task = Some(task);
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "the cluster DNS server did not start")
-                        }
-                    }
-                }
-                let mut ingress_task = None;
-                if !args.disable_ingress {
-                    let client = local_client(&server.kubeconfig_for(Component::Ingress)?).await?;
-                    let config = skiff_ingress::Config {
-                        http: std::net::SocketAddr::new(args.bind_address, args.ingress_port),
-                        https: std::net::SocketAddr::new(
-                            args.bind_address,
-                            args.ingress_https_port,
-                        ),
-                    };
-                    match skiff_ingress::start(client, config).await {
-                        Ok((http, https, task)) => {
-                            tracing::info!(%http, %https, "ingress controller ready");
-                            ingress_task = Some(task);
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "the ingress controller did not start")
-                        }
-                    }
-                }
-                if !args.disable_agent {
-                    let node_name = host_name();
-                    let client = local_client(&server.node_kubeconfig(&node_name)?).await?;
-                    let proxy_client =
-                        local_client(&server.kubeconfig_for(Component::Proxy)?).await?;
-                    let config = skiff_kubelet::agent::Config {
-                        node_name,
-                        node_ip: args.bind_address.to_string(),
-                        data_dir: args.data_dir.join("agent"),
-                        runtime_endpoint: None,
-                        bridge: "skiff0".into(),
-                        ca_pem: std::fs::read_to_string(args.data_dir.join("tls/ca.crt"))?,
-                        port: args.kubelet_port,
-                        insecure_registries: args.insecure_registries.clone(),
-                        dns: (!args.disable_dns).then(|| skiff_kubelet::agent::Dns {
-                            server: dns_address(&args.service_cidr),
-                            domain: args.cluster_domain.clone(),
-                        }),
-                        pause_image: args.pause_image.clone(),
-                        metrics: Default::default(),
-                    };
-                    let proxy = skiff_proxy::Config {
-                        node_name: config.node_name.clone(),
-                        unreachable: vec![args.cluster_cidr.clone(), args.service_cidr.to_string()],
-                    };
-                    tokio::spawn(skiff_proxy::run(proxy_client, proxy));
-                    tokio::spawn(async move {
-                        if let Err(e) = skiff_kubelet::agent::run(client, config).await {
-                            tracing::error!(error = %e, "node agent stopped");
-                        }
-                    });
-                }
-                tokio::select! {
-                    _ = server.wait() => {}
-                    _ = shutdown() => tracing::info!("shutting down"),
-                }
-                for task in [dns_task, ingress_task].into_iter().flatten() {
-                    task.abort();
-                }
-                Ok(())
-            }
-            Command::Agent(args) => agent(*args).await,
-            Command::Image { what } => image::run(what).await,
-            Command::Defragment { datastore_endpoint } => {
-                let etcd = skiff_store::Etcd::connect(&datastore_endpoint).await?;
-                let (before, after) = etcd.defragment().await?;
-                let mib = |b: i64| b as f64 / (1024.0 * 1024.0);
-                println!(
-                    "{datastore_endpoint}: {:.1} MiB → {:.1} MiB",
-                    mib(before),
-                    mib(after)
-                );
-                Ok(())
-            }
-            Command::Scheduler(args) => {
-                let client = local_client(&args.kubeconfig).await?;
+    // The command runs on one of the runtime's workers, not on this
+    // thread: each task it woke from here would cost a thread switch (the
+    // simulated nodes' dispatcher wakes a pod's worker at every event).
+    runtime.block_on(async { tokio::spawn(run(cli.command)).await? })
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Server(args) => {
+            // The control plane's components share one registry,
+            // served at the API server's /metrics.
+            let metrics = skiff_core::metrics::Registry::default();
+            let mut config = args.config();
+            config.metrics = metrics.clone();
+            let server = skiff_apiserver::start(config).await?;
+            let mut dns_task = None;
+            use skiff_apiserver::Component;
+            if !args.disable_scheduler {
+                let client = in_process(&server, Component::Scheduler);
                 let config = skiff_scheduler::Config {
-                    score_all_nodes: args.score_all_nodes,
+                    score_all_nodes: args.scheduler_score_all_nodes,
+                    metrics: metrics.clone(),
                     ..Default::default()
                 };
-                tokio::select! {
-                    _ = skiff_scheduler::run(client, config) => {}
-                    _ = shutdown() => tracing::info!("shutting down"),
-                }
-                Ok(())
+                tokio::spawn(skiff_scheduler::run(client, config));
             }
-            Command::ControllerManager(args) => {
-                let kube = local_config(&args.kubeconfig).await?;
-                let signing_ca = match (
-                    &args.cluster_signing_cert_file,
-                    &args.cluster_signing_key_file,
-                ) {
-                    (Some(cert), Some(key)) => Some((
-                        std::fs::read_to_string(cert)?,
-                        std::fs::read_to_string(key)?,
-                    )),
-                    _ => None,
-                };
+            if !args.disable_controller_manager {
+                let kubeconfig = server.kubeconfig_for(Component::ControllerManager)?;
+                let kube = local_config(&kubeconfig).await?;
                 let config = skiff_controllers::manager::Config {
                     node_monitor_grace: args.node_monitor_grace_period,
-                    cluster_cidr: args.cluster_cidr,
-                    root_ca: cluster_ca(&args.kubeconfig),
-                    signing_ca,
+                    cluster_cidr: args.cluster_cidr.clone(),
+                    root_ca: cluster_ca(&server.kubeconfig),
+                    signing_ca: Some(server.signing_ca()),
                     hpa_sync_period: args.horizontal_pod_autoscaler_sync_period,
                     hpa_downscale_stabilization: args
                         .horizontal_pod_autoscaler_downscale_stabilization,
+                    metrics: metrics.clone(),
                     ..Default::default()
                 };
-                let client = kube::Client::try_from(kube.clone())?;
-                tokio::select! {
-                    _ = skiff_controllers::manager::run(client, kube, config) => {}
-                    _ = shutdown() => tracing::info!("shutting down"),
-                }
-                Ok(())
+                let client = in_process(&server, Component::ControllerManager);
+                tokio::spawn(skiff_controllers::manager::run(client, kube, config));
             }
+            if !args.disable_dns {
+                let client = local_client(&server.kubeconfig_for(Component::Dns)?).await?;
+                let admin = local_client(&server.kubeconfig).await?;
+                let config = skiff_dns::Config {
+                    addr: std::net::SocketAddr::new(args.bind_address, args.dns_port),
+                    domain: args.cluster_domain.clone(),
+                };
+                match skiff_dns::start(client.clone(), config).await {
+                    Ok((serving, task)) => {
+                        tracing::info!(%serving, "cluster DNS ready");
+                        let ip = dns_address(&args.service_cidr);
+                        // Not fatal: a refused or failed write is tried
+                        // again, and said why.
+                        tokio::spawn(async move {
+                            skiff_runtime::retry::until_ok(
+                                "publishing the kube-dns Service",
+                                std::time::Duration::from_millis(200),
+                                std::time::Duration::from_secs(10),
+                                || skiff_dns::publish(&admin, &ip, serving),
+                            )
+                            .await
+                        });
+                        dns_task = Some(task);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the cluster DNS server did not start")
+                    }
+                }
+            }
+            let mut ingress_task = None;
+            if !args.disable_ingress {
+                let client = local_client(&server.kubeconfig_for(Component::Ingress)?).await?;
+                let config = skiff_ingress::Config {
+                    http: std::net::SocketAddr::new(args.bind_address, args.ingress_port),
+                    https: std::net::SocketAddr::new(args.bind_address, args.ingress_https_port),
+                };
+                match skiff_ingress::start(client, config).await {
+                    Ok((http, https, task)) => {
+                        tracing::info!(%http, %https, "ingress controller ready");
+                        ingress_task = Some(task);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the ingress controller did not start")
+                    }
+                }
+            }
+            if !args.disable_agent {
+                let node_name = host_name();
+                let client = local_client(&server.node_kubeconfig(&node_name)?).await?;
+                let proxy_client = local_client(&server.kubeconfig_for(Component::Proxy)?).await?;
+                let config = skiff_kubelet::agent::Config {
+                    node_name,
+                    node_ip: args.bind_address.to_string(),
+                    data_dir: args.data_dir.join("agent"),
+                    runtime_endpoint: None,
+                    bridge: "skiff0".into(),
+                    ca_pem: std::fs::read_to_string(args.data_dir.join("tls/ca.crt"))?,
+                    port: args.kubelet_port,
+                    insecure_registries: args.insecure_registries.clone(),
+                    dns: (!args.disable_dns).then(|| skiff_kubelet::agent::Dns {
+                        server: dns_address(&args.service_cidr),
+                        domain: args.cluster_domain.clone(),
+                    }),
+                    pause_image: args.pause_image.clone(),
+                    metrics: Default::default(),
+                };
+                let proxy = skiff_proxy::Config {
+                    node_name: config.node_name.clone(),
+                    unreachable: vec![args.cluster_cidr.clone(), args.service_cidr.to_string()],
+                };
+                tokio::spawn(skiff_proxy::run(proxy_client, proxy));
+                tokio::spawn(async move {
+                    if let Err(e) = skiff_kubelet::agent::run(client, config).await {
+                        tracing::error!(error = %e, "node agent stopped");
+                    }
+                });
+            }
+            tokio::select! {
+                _ = server.wait() => {}
+                _ = shutdown() => tracing::info!("shutting down"),
+            }
+            for task in [dns_task, ingress_task].into_iter().flatten() {
+                task.abort();
+            }
+            Ok(())
         }
-    })
+        Command::Agent(args) => agent(*args).await,
+        Command::Image { what } => image::run(what).await,
+        Command::Defragment { datastore_endpoint } => {
+            let etcd = skiff_store::Etcd::connect(&datastore_endpoint).await?;
+            let (before, after) = etcd.defragment().await?;
+            let mib = |b: i64| b as f64 / (1024.0 * 1024.0);
+            println!(
+                "{datastore_endpoint}: {:.1} MiB → {:.1} MiB",
+                mib(before),
+                mib(after)
+            );
+            Ok(())
+        }
+        Command::Scheduler(args) => {
+            let client = local_client(&args.kubeconfig).await?;
+            let config = skiff_scheduler::Config {
+                score_all_nodes: args.score_all_nodes,
+                ..Default::default()
+            };
+            tokio::select! {
+                _ = skiff_scheduler::run(client, config) => {}
+                _ = shutdown() => tracing::info!("shutting down"),
+            }
+            Ok(())
+        }
+        Command::ControllerManager(args) => {
+            let kube = local_config(&args.kubeconfig).await?;
+            let signing_ca = match (
+                &args.cluster_signing_cert_file,
+                &args.cluster_signing_key_file,
+            ) {
+                (Some(cert), Some(key)) => Some((
+                    std::fs::read_to_string(cert)?,
+                    std::fs::read_to_string(key)?,
+                )),
+                _ => None,
+            };
+            let config = skiff_controllers::manager::Config {
+                node_monitor_grace: args.node_monitor_grace_period,
+                cluster_cidr: args.cluster_cidr,
+                root_ca: cluster_ca(&args.kubeconfig),
+                signing_ca,
+                hpa_sync_period: args.horizontal_pod_autoscaler_sync_period,
+                hpa_downscale_stabilization: args.horizontal_pod_autoscaler_downscale_stabilization,
+                ..Default::default()
+            };
+            let client = kube::Client::try_from(kube.clone())?;
+            tokio::select! {
+                _ = skiff_controllers::manager::run(client, kube, config) => {}
+                _ = shutdown() => tracing::info!("shutting down"),
+            }
+            Ok(())
+        }
+    }
 }
