@@ -295,7 +295,8 @@ impl Server {
     }
 
     /// The server's count of writes answered so far (`apiserver_request_total`
-    /// for POST, PUT, PATCH and DELETE), by verb, resource and subresource.
+    /// for POST, PUT, PATCH, DELETE and APPLY), by verb, resource and
+    /// subresource, summed over codes and scopes.
     async fn writes(&self) -> Result<HashMap<String, f64>> {
         let text = self
             .client()?
@@ -306,37 +307,29 @@ impl Server {
             .error_for_status()?
             .text()
             .await?;
-        Ok(writes_in(&text))
-    }
-}
-
-/// The write counts of a `/metrics` text, summed over codes and scopes.
-fn writes_in(text: &str) -> HashMap<String, f64> {
-    let mut writes = HashMap::new();
-    for line in text.lines() {
-        let Some(labels) = line.strip_prefix("apiserver_request_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = labels.rsplit_once("} ") else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels
-                .split(',')
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix("=\"")?.strip_suffix('"'))
-                .unwrap_or_default()
-        };
-        let verb = label("verb");
-        if !matches!(verb, "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY") {
-            continue;
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))?;
+        let mut writes = HashMap::new();
+        for s in scrape.samples {
+            let (
+                prometheus_parse::Value::Counter(n) | prometheus_parse::Value::Untyped(n),
+                "apiserver_request_total",
+            ) = (s.value, s.metric.as_str())
+            else {
+                continue;
+            };
+            let label = |name| s.labels.get(name).unwrap_or_default();
+            let verb = label("verb");
+            if !matches!(verb, "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY") {
+                continue;
+            }
+            let what = match label("subresource") {
+                "" => format!("{verb} {}", label("resource")),
+                sub => format!("{verb} {}/{sub}", label("resource")),
+            };
+            *writes.entry(what).or_default() += n;
         }
-        let what = match label("subresource") {
-            "" => format!("{verb} {}", label("resource")),
-            sub => format!("{verb} {}/{sub}", label("resource")),
-        };
-        *writes.entry(what).or_default() += value.parse::<f64>().unwrap_or(0.0);
+        Ok(writes)
     }
-    writes
 }
 
 /// Starts the simulated nodes and waits until they are registered and
@@ -884,12 +877,13 @@ async fn schedule(args: ScheduleArgs) -> Result<()> {
         }
     }
     let last = bound.values().max().copied().unwrap_or(first);
-    let per_pod = (server.cpu_time() - cpu) / bound.len().max(1) as u32;
+    let pods = bound.len().max(1);
+    let per_pod = (server.cpu_time() - cpu) / pods as u32;
     let agent_per_pod = agent
         .as_ref()
         .zip(agent_cpu)
-        .map(|(a, before)| (cpu_time(a.id()) - before) / bound.len().max(1) as u32);
-    let own_per_pod = (cpu_time(std::process::id()) - own_cpu) / bound.len().max(1) as u32;
+        .map(|(a, before)| (cpu_time(a.id()) - before) / pods as u32);
+    let own_per_pod = (cpu_time(std::process::id()) - own_cpu) / pods as u32;
     let after = server.writes().await?;
     let sent = sent.lock().unwrap();
     let mut latencies: Vec<Duration> = bound
@@ -920,17 +914,20 @@ async fn schedule(args: ScheduleArgs) -> Result<()> {
         println!("agent CPU per pod              {}", fine_ms(agent));
     }
     println!("bench client CPU per pod       {}", fine_ms(own_per_pod));
-    let mut per_pod: Vec<(String, f64)> = after
+    let mut writes_per_pod: Vec<(String, f64)> = after
         .into_iter()
         .map(|(what, n)| {
             let n = n - writes.get(&what).copied().unwrap_or(0.0);
-            (what, n / bound.len().max(1) as f64)
+            (what, n / pods as f64)
         })
         .filter(|(_, n)| *n >= 0.01)
         .collect();
-    per_pod.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let total: f64 = per_pod.iter().map(|(_, n)| n).sum();
-    let each: Vec<String> = per_pod.iter().map(|(w, n)| format!("{w} {n:.2}")).collect();
+    writes_per_pod.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = writes_per_pod.iter().map(|(_, n)| n).sum();
+    let each: Vec<String> = writes_per_pod
+        .iter()
+        .map(|(w, n)| format!("{w} {n:.2}"))
+        .collect();
     println!(
         "writes per pod                 {total:.2} ({})",
         each.join(", ")
