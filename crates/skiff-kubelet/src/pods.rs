@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::watcher;
-use kube::Client;
+use kube::{Client, Resource};
 use serde_json::json;
 use skiff_runtime::watch::Change;
 use tokio::sync::watch;
@@ -1026,17 +1026,11 @@ impl Worker {
         if state.reported.as_ref() == Some(&status) {
             return true;
         }
-        let api: Api<Pod> = Api::namespaced(
-            self.client.clone(),
-            pod.metadata.namespace.as_deref().unwrap_or_default(),
-        );
+        let url = Pod::url_path(&(), pod.metadata.namespace.as_deref());
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
         let patch = Patch::Strategic(status_patch(uid, written, &status));
-        match api
-            .patch_status(name, &PatchParams::default(), &patch)
-            .await
-        {
+        match skiff_runtime::api::patch_status_unread(&self.client, &url, name, &patch).await {
             Ok(_) => {
                 let running = status.phase.as_deref() == Some("Running");
                 if let (Some(m), Some(seen), true, false) =

@@ -162,6 +162,21 @@ pub async fn create_unread(
     client.request_text(request).await.map(drop)
 }
 
+/// Patches the status of object `name` in the collection at `url` without
+/// decoding the reply, the whole object: for a writer that keeps what it
+/// sent (the agent's status reports).
+pub async fn patch_status_unread<P: Serialize>(
+    client: &kube::Client,
+    url: &str,
+    name: &str,
+    patch: &Patch<P>,
+) -> Result<(), kube::Error> {
+    let request = kube::core::Request::new(url)
+        .patch_subresource("status", name, &PatchParams::default(), patch)
+        .map_err(kube::Error::BuildRequest)?;
+    client.request_text(request).await.map(drop)
+}
+
 /// Creates a typed object.
 pub async fn create<K>(cluster: &dyn Cluster, obj: &Value) -> Result<K, Error>
 where
