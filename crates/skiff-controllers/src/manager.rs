@@ -47,6 +47,7 @@ use skiff_runtime::api::KubeCluster;
 use skiff_runtime::cache::{Informer, Object};
 use skiff_runtime::controller::{self, Reconcile};
 use skiff_runtime::leader;
+use skiff_runtime::lean::{ForControllers, Leaves, ManagedFields};
 use skiff_runtime::metrics::WorkQueueMetrics;
 use skiff_runtime::queue::Queue;
 
@@ -106,11 +107,21 @@ impl Wiring {
     where
         K: Object,
     {
+        self.watch_without::<K, ManagedFields>(informer, api);
+    }
+
+    /// As [`Wiring::watch`], reading objects without what `L` leaves out.
+    fn watch_without<K, L>(&mut self, informer: Informer<K>, api: Api<K>)
+    where
+        K: Object,
+        L: Leaves,
+    {
         let cache = informer.cache();
         self.synced
             .push(Box::pin(async move { cache.wait_synced().await }));
-        self.watches
-            .push(Box::pin(informer.run(api, watcher::Config::default())));
+        self.watches.push(Box::pin(
+            informer.run_without::<L>(api, watcher::Config::default()),
+        ));
     }
 
     /// As [`Wiring::watch`], of the objects `config` selects.
@@ -435,7 +446,7 @@ async fn run_all(client: Client, writers: Arc<Writers>, config: Config, metrics:
     gc.watch(&mut services);
     w.workers(gc, q, n);
 
-    w.watch(pods, Api::all(client.clone()));
+    w.watch_without::<_, ForControllers>(pods, Api::all(client.clone()));
     w.watch(nodes, Api::all(client.clone()));
     w.watch(leases, Api::namespaced(client.clone(), "kube-node-lease"));
     w.watch(namespaces, Api::all(client.clone()));

@@ -11,6 +11,7 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch as signal;
 
+use crate::lean::{Leaves, ManagedFields};
 use crate::watch::{self, Change};
 
 /// `namespace/name`, or `name` for cluster-scoped objects.
@@ -179,7 +180,12 @@ where
 
     /// Watches `api` forever.
     pub async fn run(self, api: Api<K>, config: watcher::Config) {
-        let changes = watch::changes(api, config);
+        self.run_without::<ManagedFields>(api, config).await
+    }
+
+    /// [`Informer::run`], reading objects without what `L` leaves out.
+    pub async fn run_without<L: Leaves>(self, api: Api<K>, config: watcher::Config) {
+        let changes = watch::changes_without::<K, L>(api, config);
         let mut changes = std::pin::pin!(changes);
         while let Some(change) = changes.next().await {
             match change {

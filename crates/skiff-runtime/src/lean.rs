@@ -1,35 +1,82 @@
 //! Objects read without their `metadata.managedFields`. No reader of a
 //! watch looks at them (upstream's informers strip them too), and they are
 //! a large part of every object, so they are skipped in the JSON unread
-//! instead of decoded and dropped.
+//! instead of decoded and dropped. Readers that place or count pods rather
+//! than run them skip the parts of a pod only its node reads as well
+//! ([`Leaves`]).
 
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::DynamicResourceScope;
 use kube::Resource;
 use serde::de::value::{BorrowedStrDeserializer, StringDeserializer};
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-/// `K` as read without its managed fields.
+/// `K` as read without its managed fields, nor what `L` leaves out.
 #[derive(Clone, Debug)]
-pub struct Lean<K>(pub K);
+pub struct Lean<K, L = ManagedFields>(pub K, pub PhantomData<L>);
 
-impl<'de, K: Deserialize<'de>> Deserialize<'de> for Lean<K> {
+/// What a [`Lean`] read leaves out of a pod, beside its managed fields.
+pub trait Leaves: Clone + fmt::Debug + Send + Sync + 'static {
+    /// The parts of a pod left out, if any.
+    const POD: Option<PodParts>;
+}
+
+/// The parts of a pod a reader leaves out: what only its node reads (the
+/// containers' commands, environment, mounts, probes, hooks and security
+/// settings; its ephemeral containers; every volume's source but a claim,
+/// an ephemeral claim or inline CSI), and the containers' statuses if
+/// `statuses`.
+#[derive(Clone, Copy, Debug)]
+pub struct PodParts {
+    pub statuses: bool,
+}
+
+/// Only the managed fields are left out.
+#[derive(Clone, Debug)]
+pub struct ManagedFields;
+
+impl Leaves for ManagedFields {
+    const POD: Option<PodParts> = None;
+}
+
+/// For the controllers, which count pods and their restarts.
+#[derive(Clone, Debug)]
+pub struct ForControllers;
+
+impl Leaves for ForControllers {
+    const POD: Option<PodParts> = Some(PodParts { statuses: false });
+}
+
+/// For the scheduler, which reads no container status.
+#[derive(Clone, Debug)]
+pub struct ForScheduler;
+
+impl Leaves for ForScheduler {
+    const POD: Option<PodParts> = Some(PodParts { statuses: true });
+}
+
+impl<'de, K, L> Deserialize<'de> for Lean<K, L>
+where
+    K: Deserialize<'de> + Resource<DynamicType = ()>,
+    L: Leaves,
+{
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        K::deserialize(Skipping {
-            inner: d,
-            level: Level::Object,
-        })
-        .map(Lean)
+        let level = match L::POD {
+            Some(parts) if K::kind(&()) == "Pod" => Level::Pod(parts),
+            _ => Level::Object,
+        };
+        K::deserialize(Skipping { inner: d, level }).map(|k| Lean(k, PhantomData))
     }
 }
 
 /// Where `K`'s API is: the scope is dynamic so that an `Api` of any
 /// scope, namespaced or not, can be rebuilt for `Lean<K>`.
-impl<K: Resource<DynamicType = ()>> Resource for Lean<K> {
+impl<K: Resource<DynamicType = ()>, L> Resource for Lean<K, L> {
     type DynamicType = ();
     type Scope = DynamicResourceScope;
 
@@ -53,7 +100,7 @@ impl<K: Resource<DynamicType = ()>> Resource for Lean<K> {
     }
 }
 
-/// Which map is being read.
+/// Which map, or list of maps, is being read.
 #[derive(Clone, Copy)]
 enum Level {
     /// The object: its `metadata` is read at [`Level::Metadata`], every
@@ -61,20 +108,72 @@ enum Level {
     Object,
     /// The object's metadata: `managedFields` is skipped.
     Metadata,
+    /// A pod whose `parts` are left out.
+    Pod(PodParts),
+    PodSpec,
+    PodStatus,
+    /// A list of containers, each read at [`Level::Container`].
+    Containers,
+    Container,
+    /// A list of volumes, each read at [`Level::Volume`].
+    Volumes,
+    Volume,
 }
+
+/// The fields of a container only its node reads.
+const NODE_ONLY: &[&str] = &[
+    "command",
+    "args",
+    "env",
+    "envFrom",
+    "volumeMounts",
+    "volumeDevices",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "lifecycle",
+    "securityContext",
+];
+
+/// The fields of a volume kept: its name and the sources that are claims
+/// or count against a node's volume limits.
+const VOLUME_KEPT: &[&str] = &["name", "persistentVolumeClaim", "ephemeral", "csi"];
 
 impl Level {
     /// The level a field's value is read at, if it needs one.
     fn of_field(self, name: &str) -> Option<Level> {
+        match (self, name) {
+            (Level::Object | Level::Pod(_), "metadata") => Some(Level::Metadata),
+            (Level::Pod(_), "spec") => Some(Level::PodSpec),
+            (Level::Pod(parts), "status") if parts.statuses => Some(Level::PodStatus),
+            (Level::PodSpec, "containers" | "initContainers") => Some(Level::Containers),
+            (Level::PodSpec, "volumes") => Some(Level::Volumes),
+            _ => None,
+        }
+    }
+
+    /// The level each element of a list at this level is read at.
+    fn of_element(self) -> Option<Level> {
         match self {
-            Level::Object if name == "metadata" => Some(Level::Metadata),
+            Level::Containers => Some(Level::Container),
+            Level::Volumes => Some(Level::Volume),
             _ => None,
         }
     }
 
     /// Whether field `name` of a map at this level is skipped unread.
     fn skips(self, name: &str) -> bool {
-        matches!(self, Level::Metadata) && name == "managedFields"
+        match self {
+            Level::Metadata => name == "managedFields",
+            Level::PodSpec => name == "ephemeralContainers",
+            Level::PodStatus => matches!(
+                name,
+                "containerStatuses" | "initContainerStatuses" | "ephemeralContainerStatuses"
+            ),
+            Level::Container => NODE_ONLY.contains(&name),
+            Level::Volume => !VOLUME_KEPT.contains(&name),
+            _ => false,
+        }
     }
 }
 
@@ -206,8 +305,35 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Skipping<V> {
         self.inner.visit_string(s)
     }
 
-    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
-        self.inner.visit_seq(seq)
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
+        match self.level.of_element() {
+            Some(level) => self.inner.visit_seq(Elements { inner: seq, level }),
+            None => self.inner.visit_seq(seq),
+        }
+    }
+}
+
+/// A list's elements, each read at `level`.
+struct Elements<A> {
+    inner: A,
+    level: Level,
+}
+
+impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Elements<A> {
+    type Error = A::Error;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, A::Error> {
+        self.inner.next_element_seed(Skipping {
+            inner: seed,
+            level: self.level,
+        })
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.inner.size_hint()
     }
 }
 
@@ -325,7 +451,7 @@ mod tests {
     #[test]
     fn managed_fields_are_skipped_and_nothing_else() {
         let bytes = serde_json::to_vec(&pod()).unwrap();
-        let Lean(lean) = serde_json::from_slice::<Lean<Pod>>(&bytes).unwrap();
+        let Lean(lean, _) = serde_json::from_slice::<Lean<Pod>>(&bytes).unwrap();
         let mut full: Pod = serde_json::from_slice(&bytes).unwrap();
         assert!(full.metadata.managed_fields.is_some());
         assert!(lean.metadata.managed_fields.is_none());
@@ -345,12 +471,135 @@ mod tests {
             "metadata": {"name": "m", "managedFields": [{"manager": "x"}]},
             "data": {"managedFields": "kept"},
         });
-        let Lean(lean) = serde_json::from_value::<Lean<ConfigMap>>(map.clone()).unwrap();
+        let Lean(lean, _) = serde_json::from_value::<Lean<ConfigMap>>(map.clone()).unwrap();
         assert_eq!(lean.data.unwrap()["managedFields"], "kept");
         assert!(lean.metadata.managed_fields.is_none());
         let bytes = serde_json::to_vec(&map).unwrap();
-        let Lean(lean) = serde_json::from_slice::<Lean<ConfigMap>>(&bytes).unwrap();
+        let Lean(lean, _) = serde_json::from_slice::<Lean<ConfigMap>>(&bytes).unwrap();
         assert_eq!(lean.metadata.name.as_deref(), Some("m"));
+    }
+
+    /// A pod with every part a lean read may leave out.
+    fn full_pod() -> serde_json::Value {
+        let container = |name: &str| {
+            json!({"name": name, "image": "busybox", "command": ["sh"], "args": ["-c", "true"],
+                "env": [{"name": "A", "value": "b"}], "envFrom": [{"configMapRef": {"name": "m"}}],
+                "ports": [{"containerPort": 80, "hostPort": 8080}],
+                "resources": {"requests": {"cpu": "100m"}},
+                "volumeMounts": [{"name": "token", "mountPath": "/t"}],
+                "volumeDevices": [{"name": "dev", "devicePath": "/d"}],
+                "livenessProbe": {"exec": {"command": ["true"]}},
+                "readinessProbe": {"exec": {"command": ["true"]}},
+                "startupProbe": {"exec": {"command": ["true"]}},
+                "lifecycle": {"preStop": {"exec": {"command": ["true"]}}},
+                "securityContext": {"runAsUser": 1000}})
+        };
+        let mut init = container("init");
+        init["restartPolicy"] = json!("Always");
+        let mut pod = pod();
+        pod["spec"] = json!({
+            "containers": [container("c")],
+            "initContainers": [init],
+            "ephemeralContainers": [{"name": "debug", "image": "busybox"}],
+            "volumes": [
+                {"name": "token", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}},
+                {"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
+                {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"]}}}},
+                {"name": "inline", "csi": {"driver": "csi.example.com"}},
+                {"name": "config", "configMap": {"name": "m"}},
+            ],
+            "nodeSelector": {"zone": "a"},
+            "tolerations": [{"key": "k", "operator": "Exists"}],
+        });
+        pod["status"] = json!({"phase": "Running", "podIP": "10.0.0.1",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{"name": "c", "image": "busybox", "imageID": "", "ready": true, "restartCount": 2}],
+            "initContainerStatuses": [{"name": "init", "image": "busybox", "imageID": "", "ready": true, "restartCount": 0}]});
+        pod
+    }
+
+    /// `full` as the typed decoder reads it, with what a reader of pods
+    /// that places or counts them leaves out taken away by hand.
+    fn without_node_parts(full: &serde_json::Value, statuses: bool) -> Pod {
+        let mut pod: Pod = serde_json::from_value(full.clone()).unwrap();
+        pod.metadata.managed_fields = None;
+        let spec = pod.spec.as_mut().unwrap();
+        spec.ephemeral_containers = None;
+        let init = spec.init_containers.iter_mut().flatten();
+        for c in spec.containers.iter_mut().chain(init) {
+            c.command = None;
+            c.args = None;
+            c.env = None;
+            c.env_from = None;
+            c.volume_mounts = None;
+            c.volume_devices = None;
+            c.liveness_probe = None;
+            c.readiness_probe = None;
+            c.startup_probe = None;
+            c.lifecycle = None;
+            c.security_context = None;
+        }
+        for v in spec.volumes.iter_mut().flatten() {
+            *v = k8s_openapi::api::core::v1::Volume {
+                name: v.name.clone(),
+                persistent_volume_claim: v.persistent_volume_claim.take(),
+                ephemeral: v.ephemeral.take(),
+                csi: v.csi.take(),
+                ..Default::default()
+            };
+        }
+        if statuses {
+            let status = pod.status.as_mut().unwrap();
+            status.container_statuses = None;
+            status.init_container_statuses = None;
+        }
+        pod
+    }
+
+    #[test]
+    fn the_scheduler_reads_no_part_only_the_node_reads_nor_container_statuses() {
+        let full = full_pod();
+        let bytes = serde_json::to_vec(&full).unwrap();
+        let Lean(lean, _) = serde_json::from_slice::<Lean<Pod, ForScheduler>>(&bytes).unwrap();
+        assert_eq!(lean, without_node_parts(&full, true));
+        let spec = lean.spec.as_ref().unwrap();
+        let c = &spec.containers[0];
+        assert_eq!(c.ports.as_ref().unwrap()[0].host_port, Some(8080));
+        assert!(c.resources.is_some());
+        let init = &spec.init_containers.as_ref().unwrap()[0];
+        assert_eq!(init.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(spec.volumes.as_ref().unwrap().len(), 5);
+        assert_eq!(
+            lean.status.as_ref().unwrap().phase.as_deref(),
+            Some("Running")
+        );
+    }
+
+    #[test]
+    fn the_controllers_keep_container_statuses() {
+        let full = full_pod();
+        let bytes = serde_json::to_vec(&full).unwrap();
+        let Lean(lean, _) = serde_json::from_slice::<Lean<Pod, ForControllers>>(&bytes).unwrap();
+        assert_eq!(lean, without_node_parts(&full, false));
+        let statuses = lean.status.unwrap().container_statuses.unwrap();
+        assert_eq!(statuses[0].restart_count, 2);
+    }
+
+    #[test]
+    fn pod_parts_are_left_out_of_pods_only() {
+        // A ConfigMap whose data has a pod's field names keeps them.
+        let map = json!({"metadata": {"name": "m", "managedFields": [{"manager": "x"}]},
+            "data": {"spec": "kept", "containers": "kept"}});
+        let Lean(lean, _) = serde_json::from_value::<Lean<ConfigMap, ForScheduler>>(map).unwrap();
+        assert_eq!(lean.data.as_ref().unwrap().len(), 2);
+        assert!(lean.metadata.managed_fields.is_none());
+        // A plain lean read of a pod keeps every part.
+        let full = full_pod();
+        let bytes = serde_json::to_vec(&full).unwrap();
+        let Lean(lean, _) = serde_json::from_slice::<Lean<Pod>>(&bytes).unwrap();
+        let mut typed: Pod = serde_json::from_value(full).unwrap();
+        typed.metadata.managed_fields = None;
+        assert_eq!(lean, typed);
     }
 
     #[test]
@@ -362,7 +611,7 @@ mod tests {
         let full = serde_json::from_slice::<Pod>(&bytes).unwrap_err();
         assert_eq!(lean.to_string(), full.to_string());
         let escaped = br#"{"metadata": {"name": "e", "managed\u0046ields": [1]}}"#;
-        let Lean(lean) = serde_json::from_slice::<Lean<ConfigMap>>(escaped).unwrap();
+        let Lean(lean, _) = serde_json::from_slice::<Lean<ConfigMap>>(escaped).unwrap();
         assert!(lean.metadata.managed_fields.is_none());
     }
 }

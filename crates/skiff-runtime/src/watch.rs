@@ -4,7 +4,8 @@
 //! come without their `managedFields`, which no component reads and which
 //! are most of a cached object's size (upstream's controller manager and
 //! scheduler drop them from their caches too): they are read as
-//! [`Lean`], which skips them unread.
+//! [`Lean`], which skips them unread; [`changes_without`] leaves out more,
+//! for a reader that needs less.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 
 use crate::cache::Object;
-use crate::lean::Lean;
+use crate::lean::{Lean, Leaves, ManagedFields};
 use crate::retry::Doubling;
 
 /// One step of a watch.
@@ -38,7 +39,16 @@ pub fn changes<K: Object>(
     api: Api<K>,
     config: watcher::Config,
 ) -> impl Stream<Item = Change<K>> + Send {
-    let events = watcher::watcher(lean(api), config).backoff(Doubling::new(FIRST_RETRY, MAX_RETRY));
+    changes_without::<K, ManagedFields>(api, config)
+}
+
+/// [`changes`], of objects read without what `L` leaves out.
+pub fn changes_without<K: Object, L: Leaves>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = Change<K>> + Send {
+    let events =
+        watcher::watcher(lean::<K, L>(api), config).backoff(Doubling::new(FIRST_RETRY, MAX_RETRY));
     events
         .scan(None::<Vec<K>>, |relist, event| {
             let change = match event {
@@ -54,19 +64,19 @@ pub fn changes<K: Object>(
 }
 
 /// `api`, reading its objects as [`Lean`].
-fn lean<K: Object>(api: Api<K>) -> Api<Lean<K>> {
+fn lean<K: Object, L: Leaves>(api: Api<K>) -> Api<Lean<K, L>> {
     match api.namespace().map(str::to_owned) {
         Some(ns) => Api::namespaced_with(api.into_client(), &ns, &()),
         None => Api::all_with(api.into_client(), &()),
     }
 }
 
-fn unwrap<K>(event: Event<Lean<K>>) -> Event<K> {
+fn unwrap<K, L>(event: Event<Lean<K, L>>) -> Event<K> {
     match event {
-        Event::Apply(Lean(obj)) => Event::Apply(obj),
-        Event::Delete(Lean(obj)) => Event::Delete(obj),
+        Event::Apply(Lean(obj, _)) => Event::Apply(obj),
+        Event::Delete(Lean(obj, _)) => Event::Delete(obj),
         Event::Init => Event::Init,
-        Event::InitApply(Lean(obj)) => Event::InitApply(obj),
+        Event::InitApply(Lean(obj, _)) => Event::InitApply(obj),
         Event::InitDone => Event::InitDone,
     }
 }
@@ -91,6 +101,7 @@ fn gather<K>(relist: &mut Option<Vec<K>>, event: Event<K>) -> Option<Change<K>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lean::ForScheduler;
 
     #[test]
     fn a_relist_arrives_whole_and_other_events_one_by_one() {
@@ -123,10 +134,15 @@ mod tests {
             kube::Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap()))
                 .unwrap();
         let pods = Api::<Pod>::namespaced(client.clone(), "a");
-        assert_eq!(lean(pods).resource_url(), "/api/v1/namespaces/a/pods");
+        let url = lean::<_, ManagedFields>(pods).resource_url().to_owned();
+        assert_eq!(url, "/api/v1/namespaces/a/pods");
         let everywhere = Api::<Pod>::all(client.clone());
-        assert_eq!(lean(everywhere).resource_url(), "/api/v1/pods");
+        let url = lean::<_, ForScheduler>(everywhere)
+            .resource_url()
+            .to_owned();
+        assert_eq!(url, "/api/v1/pods");
         let nodes = Api::<Node>::all(client);
-        assert_eq!(lean(nodes).resource_url(), "/api/v1/nodes");
+        let url = lean::<_, ManagedFields>(nodes).resource_url().to_owned();
+        assert_eq!(url, "/api/v1/nodes");
     }
 }

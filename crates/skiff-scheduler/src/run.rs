@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::Client;
+use skiff_runtime::lean::ForScheduler;
 use skiff_runtime::watch::{self, Change};
 use tokio::sync::Notify;
 
@@ -336,7 +337,10 @@ fn watch_volumes(
 }
 
 async fn watch_pods(client: Client, cache: Arc<Mutex<Cache>>, wake: Arc<Notify>) {
-    let changes = watch::changes(Api::<Pod>::all(client), watcher::Config::default());
+    let changes = watch::changes_without::<_, ForScheduler>(
+        Api::<Pod>::all(client),
+        watcher::Config::default(),
+    );
     let mut changes = std::pin::pin!(changes);
     while let Some(change) = changes.next().await {
         let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
