@@ -45,15 +45,14 @@ impl<'a> Shape<'a> {
     /// The shape of object property `prop`'s fields: none for a map
     /// (`additionalProperties`), whose entries are not fields of a shape.
     pub fn fields_of(self, prop: &str) -> Option<Shape<'a>> {
-        let not_map = |p: &&Value| p.get("additionalProperties").is_none();
         match self {
             Self::Definition(d) => schemas()
-                .property(d, prop)
-                .filter(not_map)
-                .and_then(ref_name)
+                .indexed(d, prop)
+                .filter(|p| !p.map)
+                .and_then(|p| p.def.as_deref())
                 .map(Shape::Definition),
             Self::Custom(n) => Self::custom_property(n, prop)
-                .filter(not_map)
+                .filter(|p| p.get("additionalProperties").is_none())
                 .map(Shape::Custom),
         }
     }
@@ -238,6 +237,55 @@ const RETAIN_KEYS: &[(&str, &str)] = &[
 pub struct Schemas {
     pub definitions: Map<String, Value>,
     roots: HashMap<(&'static str, &'static str, &'static str), String>,
+    /// What every write asks of a definition's properties, by definition
+    /// and property, read out of `definitions` once.
+    index: HashMap<String, HashMap<String, Property>>,
+}
+
+/// A property of a definition, as patches and managed fields walk it.
+#[derive(Default)]
+struct Property {
+    /// The definition of its own type.
+    def: Option<String>,
+    /// Whether it is a map (`additionalProperties`), whose entries are no
+    /// fields of a shape.
+    map: bool,
+    /// The definition of its items, for a list.
+    items: Option<String>,
+    strategy: Option<ListStrategy<'static>>,
+}
+
+impl Property {
+    fn of(schema: &Value) -> Self {
+        Property {
+            def: ref_name(schema).map(str::to_owned),
+            map: schema.get("additionalProperties").is_some(),
+            items: schema.get("items").and_then(ref_name).map(str::to_owned),
+            strategy: None,
+        }
+    }
+}
+
+/// The index of every definition's properties, with the merge strategy of
+/// the lists in [`MERGE_LISTS`].
+fn index(definitions: &Map<String, Value>) -> HashMap<String, HashMap<String, Property>> {
+    let mut index: HashMap<String, HashMap<String, Property>> = definitions
+        .iter()
+        .map(|(def, schema)| {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let props = props.into_iter().flatten();
+            let props = props.map(|(p, s)| (p.clone(), Property::of(s))).collect();
+            (def.clone(), props)
+        })
+        .collect();
+    for (def, prop, key) in MERGE_LISTS {
+        let p = index.entry(def.to_string()).or_default();
+        p.entry(prop.to_string()).or_default().strategy = Some(match key {
+            Some(k) => ListStrategy::Map(vec![k]),
+            None => ListStrategy::Set,
+        });
+    }
+    index
 }
 
 /// The schemas, generated on first use.
@@ -312,7 +360,12 @@ fn generate() -> Schemas {
             }
         }
     }
-    Schemas { definitions, roots }
+    let index = index(&definitions);
+    Schemas {
+        definitions,
+        roots,
+        index,
+    }
 }
 
 /// Types that appear in subresources but are no resource of their own.
@@ -348,25 +401,25 @@ impl Schemas {
         self.definitions.get(def)?.get("properties")?.get(prop)
     }
 
+    fn indexed(&self, def: &str, prop: &str) -> Option<&Property> {
+        self.index.get(def)?.get(prop)
+    }
+
     /// The definition name of property `prop`'s own type, for an object.
     pub fn property_def(&self, def: &str, prop: &str) -> Option<&str> {
-        ref_name(self.property(def, prop)?)
+        self.indexed(def, prop)?.def.as_deref()
     }
 
     /// The definition name of the items of list property `prop`.
     pub fn items_def(&self, def: &str, prop: &str) -> Option<&str> {
-        ref_name(self.property(def, prop)?.get("items")?)
+        self.indexed(def, prop)?.items.as_deref()
     }
 
     /// How list property `prop` of `def` merges.
     pub fn list_strategy(&self, def: &str, prop: &str) -> ListStrategy<'static> {
-        MERGE_LISTS
-            .iter()
-            .find(|(d, p, _)| *d == def && *p == prop)
-            .map_or(ListStrategy::Atomic, |(_, _, key)| match key {
-                Some(k) => ListStrategy::Map(vec![k]),
-                None => ListStrategy::Set,
-            })
+        self.indexed(def, prop)
+            .and_then(|p| p.strategy.clone())
+            .unwrap_or(ListStrategy::Atomic)
     }
 }
 
@@ -374,6 +427,50 @@ impl Schemas {
 mod tests {
     use super::*;
     use crate::registry::lookup;
+
+    #[test]
+    fn the_index_says_what_the_schemas_say() {
+        let s = schemas();
+        let mut props = 0;
+        for (def, schema) in &s.definitions {
+            let all = schema.get("properties").and_then(Value::as_object);
+            for (prop, p) in all.into_iter().flatten() {
+                props += 1;
+                assert_eq!(s.property_def(def, prop), ref_name(p), "{def}.{prop}");
+                let items = p.get("items").and_then(ref_name);
+                assert_eq!(s.items_def(def, prop), items, "{def}.{prop}");
+                let fields = (p.get("additionalProperties").is_none())
+                    .then(|| ref_name(p))
+                    .flatten();
+                let shape = Shape::Definition(def).fields_of(prop);
+                assert_eq!(
+                    shape.map(|s| format!("{s:?}")),
+                    fields.map(|f| format!("{:?}", Shape::Definition(f)))
+                );
+            }
+        }
+        assert!(props > 1000, "{props} properties");
+        for (def, prop, key) in MERGE_LISTS {
+            let expected = match key {
+                Some(k) => ListStrategy::Map(vec![*k]),
+                None => ListStrategy::Set,
+            };
+            assert_eq!(s.list_strategy(def, prop), expected, "{def}.{prop}");
+        }
+        let pod_spec = "io.k8s.api.core.v1.PodSpec";
+        assert_eq!(
+            s.list_strategy(pod_spec, "tolerations"),
+            ListStrategy::Atomic
+        );
+        assert_eq!(
+            s.list_strategy(pod_spec, "nosuchfield"),
+            ListStrategy::Atomic
+        );
+        assert_eq!(
+            s.items_def(pod_spec, "containers"),
+            Some("io.k8s.api.core.v1.Container")
+        );
+    }
 
     #[test]
     fn deployment_schema_carries_gvk_and_merge_keys() {
