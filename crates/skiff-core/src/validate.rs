@@ -345,12 +345,13 @@ fn pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
     if containers.is_empty() {
         causes.push(Cause::required(format!("{at}.containers")));
     }
+    let init = spec["initContainers"].as_array().map(Vec::as_slice);
     let mut seen = Vec::new();
     for (list, items) in [
-        ("initContainers", spec["initContainers"].as_array()),
-        ("containers", Some(&containers.to_vec())),
+        ("initContainers", init.unwrap_or(&[])),
+        ("containers", containers),
     ] {
-        for (i, c) in items.into_iter().flatten().enumerate() {
+        for (i, c) in items.iter().enumerate() {
             let here = format!("{at}.{list}[{i}]");
             unique_label(
                 c["name"].as_str(),
@@ -519,10 +520,11 @@ fn item_path(path: &Value, at: String, causes: &mut Vec<Cause>) {
     }
 }
 
-/// `items` of a configMap, secret or downwardAPI volume or projection.
-fn items(list: &Value, keyed: bool, at: &str, causes: &mut Vec<Cause>) {
+/// `items` of a configMap, secret or downwardAPI volume or projection at
+/// the path `at` gives (built only for a volume that has items).
+fn items(list: &Value, keyed: bool, at: impl Fn() -> String, causes: &mut Vec<Cause>) {
     for (k, item) in list.as_array().into_iter().flatten().enumerate() {
-        let here = format!("{at}.items[{k}]");
+        let here = format!("{}.items[{k}]", at());
         if keyed && item["key"].as_str().is_none_or(str::is_empty) {
             causes.push(Cause::required(format!("{here}.key")));
         }
@@ -544,12 +546,12 @@ fn volumes(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
             causes,
         );
         for kind in ["configMap", "secret"] {
-            items(&v[kind]["items"], true, &format!("{here}.{kind}"), causes);
+            items(&v[kind]["items"], true, || format!("{here}.{kind}"), causes);
         }
         items(
             &v["downwardAPI"]["items"],
             false,
-            &format!("{here}.downwardAPI"),
+            || format!("{here}.downwardAPI"),
             causes,
         );
         let sources = v["projected"]["sources"].as_array();
@@ -559,14 +561,14 @@ fn volumes(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
                 items(
                     &source[kind]["items"],
                     true,
-                    &format!("{there}.{kind}"),
+                    || format!("{there}.{kind}"),
                     causes,
                 );
             }
             items(
                 &source["downwardAPI"]["items"],
                 false,
-                &format!("{there}.downwardAPI"),
+                || format!("{there}.downwardAPI"),
                 causes,
             );
             if source["serviceAccountToken"].is_object() {
