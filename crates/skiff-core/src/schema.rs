@@ -49,7 +49,7 @@ impl<'a> Shape<'a> {
             Self::Definition(d) => schemas()
                 .indexed(d, prop)
                 .filter(|p| !p.map)
-                .and_then(|p| p.def.as_deref())
+                .and_then(|p| p.def)
                 .map(Shape::Definition),
             Self::Custom(n) => Self::custom_property(n, prop)
                 .filter(|p| p.get("additionalProperties").is_none())
@@ -237,30 +237,31 @@ const RETAIN_KEYS: &[(&str, &str)] = &[
 pub struct Schemas {
     pub definitions: Map<String, Value>,
     roots: HashMap<(&'static str, &'static str, &'static str), String>,
-    /// What every write asks of a definition's properties, by definition
-    /// and property, read out of `definitions` once.
-    index: HashMap<String, HashMap<String, Property>>,
 }
+
+/// What every write asks of a definition's properties, by definition and
+/// property, read out of the schemas once (and borrowing their names).
+type Index = HashMap<&'static str, HashMap<&'static str, Property>>;
 
 /// A property of a definition, as patches and managed fields walk it.
 #[derive(Default)]
 struct Property {
     /// The definition of its own type.
-    def: Option<String>,
+    def: Option<&'static str>,
     /// Whether it is a map (`additionalProperties`), whose entries are no
     /// fields of a shape.
     map: bool,
     /// The definition of its items, for a list.
-    items: Option<String>,
+    items: Option<&'static str>,
     strategy: Option<ListStrategy<'static>>,
 }
 
 impl Property {
-    fn of(schema: &Value) -> Self {
+    fn of(schema: &'static Value) -> Self {
         Property {
-            def: ref_name(schema).map(str::to_owned),
+            def: ref_name(schema),
             map: schema.get("additionalProperties").is_some(),
-            items: schema.get("items").and_then(ref_name).map(str::to_owned),
+            items: schema.get("items").and_then(ref_name),
             strategy: None,
         }
     }
@@ -268,24 +269,28 @@ impl Property {
 
 /// The index of every definition's properties, with the merge strategy of
 /// the lists in [`MERGE_LISTS`].
-fn index(definitions: &Map<String, Value>) -> HashMap<String, HashMap<String, Property>> {
-    let mut index: HashMap<String, HashMap<String, Property>> = definitions
-        .iter()
-        .map(|(def, schema)| {
-            let props = schema.get("properties").and_then(Value::as_object);
-            let props = props.into_iter().flatten();
-            let props = props.map(|(p, s)| (p.clone(), Property::of(s))).collect();
-            (def.clone(), props)
-        })
-        .collect();
-    for (def, prop, key) in MERGE_LISTS {
-        let p = index.entry(def.to_string()).or_default();
-        p.entry(prop.to_string()).or_default().strategy = Some(match key {
-            Some(k) => ListStrategy::Map(vec![k]),
-            None => ListStrategy::Set,
-        });
-    }
-    index
+fn index() -> &'static Index {
+    static INDEX: OnceLock<Index> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut index: Index = schemas()
+            .definitions
+            .iter()
+            .map(|(def, schema)| {
+                let props = schema.get("properties").and_then(Value::as_object);
+                let props = props.into_iter().flatten();
+                let props = props.map(|(p, s)| (p.as_str(), Property::of(s))).collect();
+                (def.as_str(), props)
+            })
+            .collect();
+        for (def, prop, key) in MERGE_LISTS {
+            let p = index.entry(def).or_default();
+            p.entry(prop).or_default().strategy = Some(match key {
+                Some(k) => ListStrategy::Map(vec![k]),
+                None => ListStrategy::Set,
+            });
+        }
+        index
+    })
 }
 
 /// The schemas, generated on first use.
@@ -360,12 +365,7 @@ fn generate() -> Schemas {
             }
         }
     }
-    let index = index(&definitions);
-    Schemas {
-        definitions,
-        roots,
-        index,
-    }
+    Schemas { definitions, roots }
 }
 
 /// Types that appear in subresources but are no resource of their own.
@@ -401,18 +401,18 @@ impl Schemas {
         self.definitions.get(def)?.get("properties")?.get(prop)
     }
 
-    fn indexed(&self, def: &str, prop: &str) -> Option<&Property> {
-        self.index.get(def)?.get(prop)
+    fn indexed(&self, def: &str, prop: &str) -> Option<&'static Property> {
+        index().get(def)?.get(prop)
     }
 
     /// The definition name of property `prop`'s own type, for an object.
-    pub fn property_def(&self, def: &str, prop: &str) -> Option<&str> {
-        self.indexed(def, prop)?.def.as_deref()
+    pub fn property_def(&self, def: &str, prop: &str) -> Option<&'static str> {
+        self.indexed(def, prop)?.def
     }
 
     /// The definition name of the items of list property `prop`.
-    pub fn items_def(&self, def: &str, prop: &str) -> Option<&str> {
-        self.indexed(def, prop)?.items.as_deref()
+    pub fn items_def(&self, def: &str, prop: &str) -> Option<&'static str> {
+        self.indexed(def, prop)?.items
     }
 
     /// How list property `prop` of `def` merges.
