@@ -46,8 +46,7 @@ impl<'a> Shape<'a> {
     /// (`additionalProperties`), whose entries are not fields of a shape.
     pub fn fields_of(self, prop: &str) -> Option<Shape<'a>> {
         match self {
-            Self::Definition(d) => schemas()
-                .indexed(d, prop)
+            Self::Definition(d) => indexed(d, prop)
                 .filter(|p| !p.map)
                 .and_then(|p| p.def)
                 .map(Shape::Definition),
@@ -293,6 +292,11 @@ fn index() -> &'static Index {
     })
 }
 
+/// Property `prop` of definition `def`, as the index has it.
+fn indexed(def: &str, prop: &str) -> Option<&'static Property> {
+    index().get(def)?.get(prop)
+}
+
 /// The schemas, generated on first use.
 pub fn schemas() -> &'static Schemas {
     static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
@@ -396,28 +400,19 @@ impl Schemas {
             .map(String::as_str)
     }
 
-    /// The schema of property `prop` of definition `def`.
-    pub fn property(&self, def: &str, prop: &str) -> Option<&Value> {
-        self.definitions.get(def)?.get("properties")?.get(prop)
-    }
-
-    fn indexed(&self, def: &str, prop: &str) -> Option<&'static Property> {
-        index().get(def)?.get(prop)
-    }
-
     /// The definition name of property `prop`'s own type, for an object.
     pub fn property_def(&self, def: &str, prop: &str) -> Option<&'static str> {
-        self.indexed(def, prop)?.def
+        indexed(def, prop)?.def
     }
 
     /// The definition name of the items of list property `prop`.
     pub fn items_def(&self, def: &str, prop: &str) -> Option<&'static str> {
-        self.indexed(def, prop)?.items
+        indexed(def, prop)?.items
     }
 
     /// How list property `prop` of `def` merges.
     pub fn list_strategy(&self, def: &str, prop: &str) -> ListStrategy<'static> {
-        self.indexed(def, prop)
+        indexed(def, prop)
             .and_then(|p| p.strategy.clone())
             .unwrap_or(ListStrategy::Atomic)
     }
@@ -483,9 +478,7 @@ mod tests {
             s.definitions[root]["x-kubernetes-group-version-kind"][0]["kind"],
             "Deployment"
         );
-        let containers = s
-            .property("io.k8s.api.core.v1.PodSpec", "containers")
-            .unwrap();
+        let containers = &s.definitions["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
         assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
         assert_eq!(
             s.list_strategy("io.k8s.api.core.v1.PodSpec", "containers"),

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, Preconditions};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde_json::json;
@@ -652,10 +652,7 @@ impl Worker {
             .and_then(|s| s.termination_grace_period_seconds)
             .unwrap_or(30);
         self.tear_down(uid, Some(pod), grace).await?;
-        let api: Api<Pod> = Api::namespaced(
-            self.client.clone(),
-            pod.metadata.namespace.as_deref().unwrap_or_default(),
-        );
+        let url = Pod::url_path(&(), pod.metadata.namespace.as_deref());
         let now = Timestamp::now().to_string();
         // Merged by type: the pod's other conditions stay.
         let status = json!({"metadata": {"uid": uid},
@@ -663,9 +660,9 @@ impl Worker {
             "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet",
                 "message": message, "lastTransitionTime": now}]}});
         let name = pod.metadata.name.as_deref().unwrap_or_default();
-        if let Err(e) = api
-            .patch_status(name, &PatchParams::default(), &Patch::Strategic(&status))
-            .await
+        let patch = Patch::Strategic(&status);
+        if let Err(e) =
+            skiff_runtime::api::patch_status_unread(&self.client, &url, name, &patch).await
         {
             // Measured again at the next check, and evicted again.
             tracing::warn!(error = %e, "could not report an eviction");

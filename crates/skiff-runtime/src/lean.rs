@@ -29,11 +29,11 @@ pub trait Leaves: Clone + fmt::Debug + Send + Sync + 'static {
 /// The parts of a pod a reader leaves out: what only its node reads (the
 /// containers' commands, environment, mounts, probes, hooks and security
 /// settings; its ephemeral containers; every volume's source but a claim,
-/// an ephemeral claim or inline CSI), and the containers' statuses if
-/// `statuses`.
+/// an ephemeral claim or inline CSI), and the containers' statuses too
+/// if `statuses_too`.
 #[derive(Clone, Copy, Debug)]
 pub struct PodParts {
-    pub statuses: bool,
+    pub statuses_too: bool,
 }
 
 /// Only the managed fields are left out.
@@ -49,7 +49,9 @@ impl Leaves for ManagedFields {
 pub struct ForControllers;
 
 impl Leaves for ForControllers {
-    const POD: Option<PodParts> = Some(PodParts { statuses: false });
+    const POD: Option<PodParts> = Some(PodParts {
+        statuses_too: false,
+    });
 }
 
 /// For the scheduler, which reads no container status.
@@ -57,7 +59,7 @@ impl Leaves for ForControllers {
 pub struct ForScheduler;
 
 impl Leaves for ForScheduler {
-    const POD: Option<PodParts> = Some(PodParts { statuses: true });
+    const POD: Option<PodParts> = Some(PodParts { statuses_too: true });
 }
 
 impl<'de, K, L> Deserialize<'de> for Lean<K, L>
@@ -145,7 +147,7 @@ impl Level {
         match (self, name) {
             (Level::Object | Level::Pod(_), "metadata") => Some(Level::Metadata),
             (Level::Pod(_), "spec") => Some(Level::PodSpec),
-            (Level::Pod(parts), "status") if parts.statuses => Some(Level::PodStatus),
+            (Level::Pod(parts), "status") if parts.statuses_too => Some(Level::PodStatus),
             (Level::PodSpec, "containers" | "initContainers") => Some(Level::Containers),
             (Level::PodSpec, "volumes") => Some(Level::Volumes),
             _ => None,
@@ -520,7 +522,7 @@ mod tests {
 
     /// `full` as the typed decoder reads it, with what a reader of pods
     /// that places or counts them leaves out taken away by hand.
-    fn without_node_parts(full: &serde_json::Value, statuses: bool) -> Pod {
+    fn without_node_parts(full: &serde_json::Value, statuses_too: bool) -> Pod {
         let mut pod: Pod = serde_json::from_value(full.clone()).unwrap();
         pod.metadata.managed_fields = None;
         let spec = pod.spec.as_mut().unwrap();
@@ -548,7 +550,7 @@ mod tests {
                 ..Default::default()
             };
         }
-        if statuses {
+        if statuses_too {
             let status = pod.status.as_mut().unwrap();
             status.container_statuses = None;
             status.init_container_statuses = None;
