@@ -17,6 +17,7 @@ mod leases;
 mod network;
 mod runtime_floor;
 mod startup;
+mod store;
 mod volumes;
 
 use anyhow::{bail, Context, Result};
@@ -55,6 +56,9 @@ pub enum What {
     /// SIGKILLs of the server under concurrent writers, and a full disk
     /// (root): no acknowledged write lost.
     Crash(crash::CrashArgs),
+    /// The embedded store alone: durable creates and updates from
+    /// concurrent writers, in this process.
+    Store(store::StoreArgs),
     /// A million Lease renewals: database size and server RSS, with and
     /// without compaction.
     Leases(leases::LeasesArgs),
@@ -198,6 +202,7 @@ async fn run(what: What) -> Result<()> {
         What::Volumes(args) => volumes::run(args).await,
         What::Crash(args) => crash::run(args).await,
         What::Leases(args) => leases::run(args).await,
+        What::Store(args) => store::run(args).await,
     }
 }
 
@@ -1133,8 +1138,10 @@ async fn api(args: ApiArgs) -> Result<()> {
     println!("idle RSS                       {} MiB", idle_rss / 1024);
 
     let cpu = server.cpu_time();
+    let own_cpu = cpu_time(std::process::id());
     let (rate, lat) = create_pods(&server, args.clients, args.pods, "pod").await?;
     let per_create = (server.cpu_time() - cpu) / args.pods as u32;
+    let own_per_create = (cpu_time(std::process::id()) - own_cpu) / args.pods as u32;
     println!(
         "creates/s (embedded, {} clients) {rate:.0}  (p50 {}, p99 {})",
         args.clients,
@@ -1142,6 +1149,7 @@ async fn api(args: ApiArgs) -> Result<()> {
         ms(percentile(&lat, 0.99))
     );
     println!("server CPU per create          {}", fine_ms(per_create));
+    println!("bench client CPU per create    {}", fine_ms(own_per_create));
 
     let mut tasks = Vec::new();
     for c in 0..args.clients {
