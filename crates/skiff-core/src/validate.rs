@@ -522,9 +522,13 @@ fn item_path(path: &Value, at: String, causes: &mut Vec<Cause>) {
 
 /// `items` of a configMap, secret or downwardAPI volume or projection at
 /// the path `at` gives (built only for a volume that has items).
-fn items(list: &Value, keyed: bool, at: impl Fn() -> String, causes: &mut Vec<Cause>) {
-    for (k, item) in list.as_array().into_iter().flatten().enumerate() {
-        let here = format!("{}.items[{k}]", at());
+fn items(list: &Value, keyed: bool, at: impl FnOnce() -> String, causes: &mut Vec<Cause>) {
+    let Some(list) = list.as_array().filter(|l| !l.is_empty()) else {
+        return;
+    };
+    let at = at();
+    for (k, item) in list.iter().enumerate() {
+        let here = format!("{at}.items[{k}]");
         if keyed && item["key"].as_str().is_none_or(str::is_empty) {
             causes.push(Cause::required(format!("{here}.key")));
         }
