@@ -4,7 +4,6 @@
 
 use serde_json::{Map, Value};
 
-use crate::fields::item_key;
 use crate::schema::{ListStrategy, Shape};
 use crate::ApiError;
 
@@ -175,8 +174,7 @@ fn merge_list(
                         "map: {item} does not contain declared merge key: {key}"
                     )));
                 }
-                let id = item_key(item, keys);
-                let pos = out.iter().position(|o| item_key(o, keys) == id);
+                let pos = out.iter().position(|o| same_item(o, item, keys));
                 let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
                 match (pos, delete) {
                     (Some(i), true) => {
@@ -206,6 +204,14 @@ fn merge_list(
     Ok(())
 }
 
+/// Whether two items of a list merged by `keys` are one item: equal at
+/// every key, one that is missing counting as null (as
+/// [`crate::fields::item_key`] has it).
+fn same_item(a: &Value, b: &Value, keys: &[&str]) -> bool {
+    keys.iter()
+        .all(|k| a.get(*k).unwrap_or(&Value::Null) == b.get(*k).unwrap_or(&Value::Null))
+}
+
 /// Orders `items` as `order` lists them; items it does not name keep their
 /// relative order, after the named ones.
 fn reorder(items: &mut [Value], order: &[Value], strategy: &ListStrategy) {
@@ -214,8 +220,7 @@ fn reorder(items: &mut [Value], order: &[Value], strategy: &ListStrategy) {
             .iter()
             .position(|o| match strategy {
                 ListStrategy::Map(keys) => {
-                    keys.iter().all(|k| o.get(*k).is_some())
-                        && item_key(o, keys) == item_key(v, keys)
+                    keys.iter().all(|k| o.get(*k).is_some()) && same_item(o, v, keys)
                 }
                 _ => o == v,
             })
@@ -313,6 +318,37 @@ mod tests {
             json!({"metadata": {"labels": {"$patch": "replace", "b": "2"}}}),
             json!({"metadata": {"labels": {"b": "2"}}}),
         );
+    }
+
+    #[test]
+    fn items_are_one_when_every_key_is_equal() {
+        let keys = ["port", "protocol"];
+        let cases = [
+            (
+                json!({"port": 80, "protocol": "TCP"}),
+                json!({"protocol": "TCP", "port": 80, "name": "x"}),
+                true,
+            ),
+            (
+                json!({"port": 80}),
+                json!({"port": 80, "protocol": null}),
+                true,
+            ),
+            (
+                json!({"port": 80, "protocol": "UDP"}),
+                json!({"port": 80, "protocol": "TCP"}),
+                false,
+            ),
+            (json!({"port": 80}), json!({"port": 81}), false),
+            (json!({"port": 80}), json!({"port": "80"}), false),
+        ];
+        for (a, b, one) in cases {
+            assert_eq!(same_item(&a, &b, &keys), one, "{a} and {b}");
+            // The identity the managed fields write says the same.
+            let by_identity =
+                crate::fields::item_key(&a, &keys) == crate::fields::item_key(&b, &keys);
+            assert_eq!(by_identity, one, "{a} and {b}");
+        }
     }
 
     #[test]
