@@ -30,6 +30,7 @@ pub mod sparse;
 pub mod status;
 pub mod strategic;
 pub mod table;
+pub mod text;
 pub mod validate;
 pub mod verb;
 pub mod volumes;

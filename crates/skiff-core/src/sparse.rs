@@ -11,6 +11,8 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::text::Text;
+
 /// The fields to keep: a tree of names, each kept whole at its leaf.
 #[derive(Debug, Default)]
 pub struct Paths(BTreeMap<String, Paths>);
@@ -57,11 +59,12 @@ impl<'de> Visitor<'de> for &Paths {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            match self.0.get(&key) {
+        // Keys are looked at where they stand; only the wanted are kept.
+        while let Some(Text(key)) = map.next_key()? {
+            match self.0.get(key.as_ref()) {
                 Some(wanted) => {
                     let value = map.next_value_seed(wanted)?;
-                    out.insert(key, value);
+                    out.insert(key.into_owned(), value);
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
@@ -142,6 +145,16 @@ mod tests {
                 },
                 "status": null,
             })
+        );
+    }
+
+    #[test]
+    fn escaped_keys_are_read_as_their_text() {
+        let paths = Paths::of(["spec.nodeName"]);
+        let bytes = br#"{"sp\u0065c": {"node\u004eame": "n1", "x\"y": 1}}"#;
+        assert_eq!(
+            paths.read(bytes).unwrap(),
+            json!({"spec": {"nodeName": "n1"}})
         );
     }
 

@@ -15,6 +15,7 @@ use kube::Resource;
 use serde::de::value::{BorrowedStrDeserializer, StringDeserializer};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use skiff_core::text::Text;
 
 /// `K` as read without its managed fields, nor what `L` leaves out.
 #[derive(Clone, Debug)]
@@ -356,7 +357,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Fields<A> {
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
         loop {
-            let Some(key) = self.inner.next_key_seed(KeyName)? else {
+            let Some(Text(key)) = self.inner.next_key()? else {
                 return Ok(None);
             };
             if self.level.skips(&key) {
@@ -381,37 +382,6 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Fields<A> {
 
     fn size_hint(&self) -> Option<usize> {
         self.inner.size_hint()
-    }
-}
-
-/// A map key, borrowed from the input when it can be.
-struct KeyName;
-
-impl<'de> DeserializeSeed<'de> for KeyName {
-    type Value = Cow<'de, str>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeyName {
-    type Value = Cow<'de, str>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a field name")
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(s))
-    }
-
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(s.to_owned()))
-    }
-
-    fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(s))
     }
 }
 

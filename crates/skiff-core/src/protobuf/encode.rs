@@ -19,6 +19,7 @@ use serde::de::{
 use serde_json::value::RawValue;
 
 use super::{message_name, table, Kind, Scalar, MAGIC};
+use crate::text::Text;
 
 /// Why an object has no protobuf form.
 #[derive(Debug, PartialEq, Eq)]
@@ -350,31 +351,6 @@ impl<'de> Visitor<'de> for Field<'_> {
             }
             _ => Err(de::Error::custom(format!("field {tag} is not an object"))),
         }
-    }
-}
-
-/// A JSON string, borrowed from the input unless it holds escapes.
-struct Text<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Text<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Read;
-        impl<'de> Visitor<'de> for Read {
-            type Value = Text<'de>;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                write!(f, "a string")
-            }
-
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(Read)
     }
 }
 
