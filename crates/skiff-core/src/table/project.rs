@@ -8,6 +8,8 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::text::Text;
+
 /// Which keys of a JSON object to keep.
 pub enum Keep {
     /// The whole value.
@@ -56,7 +58,7 @@ impl<'de> Visitor<'de> for TopLevel {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Viewed<'de>, A::Error> {
         let mut view = Map::new();
         let mut metadata = None;
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(Text(key)) = map.next_key()? {
             let keep = find(self.0, &key);
             if key == "metadata" {
                 let raw: &'de RawValue = map.next_value()?;
@@ -66,14 +68,14 @@ impl<'de> Visitor<'de> for TopLevel {
                     let meta = Project(keep)
                         .deserialize(&mut de)
                         .map_err(serde::de::Error::custom)?;
-                    view.insert(key, meta);
+                    view.insert(key.into_owned(), meta);
                 }
                 continue;
             }
             match keep {
                 Some(keep) => {
                     let v = map.next_value_seed(Project(keep))?;
-                    view.insert(key, v);
+                    view.insert(key.into_owned(), v);
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
@@ -114,11 +116,11 @@ impl<'de> Visitor<'de> for Project<'_> {
             Keep::All => &[],
         };
         let mut out = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(Text(key)) = map.next_key()? {
             match find(keys, &key) {
                 Some(keep) => {
                     let v = map.next_value_seed(Project(keep))?;
-                    out.insert(key, v);
+                    out.insert(key.into_owned(), v);
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
