@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use bytes::Bytes;
 use skiff_store::{Embedded, Revision, Store};
 use skiff_testkit::process::cpu_time;
@@ -29,6 +29,10 @@ pub struct StoreArgs {
 }
 
 pub async fn run(args: StoreArgs) -> Result<()> {
+    ensure!(
+        args.writers > 0 && args.keys > 0,
+        "--writers and --keys must be at least 1"
+    );
     let dir = tempdir()?;
     let result = phases(&args, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
