@@ -1,6 +1,7 @@
 //! Objects over the key-value store: JSON encoding, `resourceVersion` from
 //! the store's revisions, and compare-and-swap updates.
 
+use std::io::Write;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -149,18 +150,21 @@ pub fn with_rv(bytes: &[u8], rev: Revision) -> Vec<u8> {
             .unwrap_or_default();
     };
     let start = at + KEY.len();
-    let rv = format!("\"resourceVersion\":\"{rev}\"");
+    let rv = |out: &mut Vec<u8>| {
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "\"resourceVersion\":\"{rev}\"");
+    };
     let mut out = Vec::with_capacity(bytes.len() + 32);
     match after_uid(&bytes[start..]) {
         Some(end) => {
             out.extend_from_slice(&bytes[..start + end]);
             out.push(b',');
-            out.extend_from_slice(rv.as_bytes());
+            rv(&mut out);
             out.extend_from_slice(&bytes[start + end..]);
         }
         None => {
             out.extend_from_slice(&bytes[..start]);
-            out.extend_from_slice(rv.as_bytes());
+            rv(&mut out);
             if bytes.get(start) != Some(&b'}') {
                 out.push(b',');
             }

@@ -214,7 +214,7 @@ fn node(v: &Value, shape: Option<Shape<'_>>, field: Option<&str>) -> Value {
                     for (k, child) in item.as_object().into_iter().flatten() {
                         entry.insert(field_key(k), node(child, items_shape, Some(k)));
                     }
-                    out.insert(format!("k:{}", item_key(item, &keys)), Value::Object(entry));
+                    out.insert(item_key(item, &keys), Value::Object(entry));
                 }
             }
         },
@@ -223,16 +223,25 @@ fn node(v: &Value, shape: Option<Shape<'_>>, field: Option<&str>) -> Value {
     Value::Object(out)
 }
 
-/// A keyed list item's identity, `{"key": value, …}` in key order as
-/// upstream writes it.
-pub fn item_key(item: &Value, keys: &[&str]) -> Value {
+/// A keyed list item's key in a `fieldsV1` tree, `k:{"key":value,…}`
+/// with the keys in order, as upstream writes it (written straight out,
+/// without building the object first: a tree has one for every item).
+pub fn item_key(item: &Value, keys: &[&str]) -> String {
     let mut sorted = keys.to_vec();
     sorted.sort_unstable();
-    let mut out = Map::new();
-    for k in sorted {
-        out.insert(k.to_owned(), item.get(k).cloned().unwrap_or(Value::Null));
+    let mut out = Vec::with_capacity(32);
+    out.extend_from_slice(b"k:{");
+    for (i, k) in sorted.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Writing a string or a value into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, k);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut out, item.get(k).unwrap_or(&Value::Null));
     }
-    Value::Object(out)
+    out.push(b'}');
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
 /// A field's key in a `fieldsV1` tree, `f:<name>` (built without the

@@ -72,28 +72,40 @@ impl ResourceType {
 
     /// The storage key prefix shared by every version of this resource.
     pub fn key_prefix(&self) -> String {
-        let group = if self.group.is_empty() {
-            "core"
-        } else {
-            self.group
-        };
-        format!("/registry/{group}/{}/", self.plural)
+        self.key_with(&[])
     }
 
     /// The storage key of one object.
     pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
         match namespace {
-            Some(ns) if self.namespaced => format!("{}{ns}/{name}", self.key_prefix()),
-            _ => format!("{}{name}", self.key_prefix()),
+            Some(ns) if self.namespaced => self.key_with(&[ns, "/", name]),
+            _ => self.key_with(&[name]),
         }
     }
 
     /// The key prefix of a list, in one namespace or across all.
     pub fn list_prefix(&self, namespace: Option<&str>) -> String {
         match namespace {
-            Some(ns) if self.namespaced => format!("{}{ns}/", self.key_prefix()),
+            Some(ns) if self.namespaced => self.key_with(&[ns, "/"]),
             _ => self.key_prefix(),
         }
+    }
+
+    /// The key prefix followed by `parts`, built in one allocation (a key
+    /// is made for every read and write).
+    fn key_with(&self, parts: &[&str]) -> String {
+        let group = if self.group.is_empty() {
+            "core"
+        } else {
+            self.group
+        };
+        let head = ["/registry/", group, "/", self.plural, "/"];
+        let len = head.iter().chain(parts).map(|p| p.len()).sum();
+        let mut key = String::with_capacity(len);
+        for part in head.iter().chain(parts) {
+            key.push_str(part);
+        }
+        key
     }
 }
 
@@ -403,6 +415,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn storage_keys_are_laid_out_as_upstream() {
+        let pods = lookup("", "v1", "pods").unwrap();
+        assert_eq!(pods.key(Some("ns"), "p"), "/registry/core/pods/ns/p");
+        assert_eq!(pods.list_prefix(Some("ns")), "/registry/core/pods/ns/");
+        assert_eq!(pods.list_prefix(None), "/registry/core/pods/");
+        let nodes = lookup("", "v1", "nodes").unwrap();
+        // A cluster-scoped resource ignores a namespace.
+        assert_eq!(nodes.key(Some("ns"), "n"), "/registry/core/nodes/n");
+        assert_eq!(nodes.list_prefix(Some("ns")), "/registry/core/nodes/");
+        let deployments = lookup("apps", "v1", "deployments").unwrap();
+        assert_eq!(deployments.key(None, "d"), "/registry/apps/deployments/d");
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
             causes.extend(crate::crd::check(obj, old));
         }
         ("", "Pod") => {
-            pod_spec(spec, "spec", &mut causes);
+            pod_spec(spec, At::Root("spec"), &mut causes);
             ephemeral_containers(spec, old.map(|o| &o["spec"]), &mut causes);
         }
         ("", "ReplicationController") => {
@@ -333,17 +333,47 @@ fn workload(spec: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
-fn pod_template(t: &Value, at: &str, causes: &mut Vec<Cause>) {
-    pod_spec(&t["spec"], &format!("{at}.spec"), causes);
+/// Where a field is: written out only when a cause names it, so that a
+/// valid object (nearly every one) costs no path strings.
+#[derive(Clone, Copy)]
+enum At<'a> {
+    Root(&'a str),
+    Field(&'a At<'a>, &'a str),
+    Item(&'a At<'a>, &'a str, usize),
 }
 
-fn pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
+impl<'a> At<'a> {
+    fn field(&'a self, name: &'a str) -> Self {
+        At::Field(self, name)
+    }
+
+    /// Item `i` of the list field `list`.
+    fn item(&'a self, list: &'a str, i: usize) -> Self {
+        At::Item(self, list, i)
+    }
+}
+
+impl std::fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            At::Root(path) => f.write_str(path),
+            At::Field(parent, name) => write!(f, "{parent}.{name}"),
+            At::Item(parent, list, i) => write!(f, "{parent}.{list}[{i}]"),
+        }
+    }
+}
+
+fn pod_template(t: &Value, at: &str, causes: &mut Vec<Cause>) {
+    pod_spec(&t["spec"], At::Root(at).field("spec"), causes);
+}
+
+fn pod_spec(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
     let containers = spec["containers"]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or(&[]);
     if containers.is_empty() {
-        causes.push(Cause::required(format!("{at}.containers")));
+        causes.push(Cause::required(at.field("containers").to_string()));
     }
     let init = spec["initContainers"].as_array().map(Vec::as_slice);
     let mut seen = Vec::new();
@@ -352,15 +382,10 @@ fn pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
         ("containers", containers),
     ] {
         for (i, c) in items.iter().enumerate() {
-            let here = format!("{at}.{list}[{i}]");
-            unique_label(
-                c["name"].as_str(),
-                format!("{here}.name"),
-                &mut seen,
-                causes,
-            );
+            let here = at.item(list, i);
+            unique_label(c["name"].as_str(), here.field("name"), &mut seen, causes);
             if c["image"].as_str().is_none_or(|s| s.trim().is_empty()) {
-                causes.push(Cause::required(format!("{here}.image")));
+                causes.push(Cause::required(here.field("image").to_string()));
             }
         }
     }
@@ -369,7 +394,7 @@ fn pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
     if let Some(policy) = spec["restartPolicy"].as_str() {
         if !matches!(policy, "Always" | "OnFailure" | "Never") {
             causes.push(Cause::unsupported(
-                format!("{at}.restartPolicy"),
+                at.field("restartPolicy").to_string(),
                 policy,
                 &["Always", "OnFailure", "Never"],
             ));
@@ -380,16 +405,16 @@ fn pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
 /// A name that must be a DNS label, and be so once among `seen`.
 fn unique_label<'a>(
     name: Option<&'a str>,
-    field: String,
+    field: At<'_>,
     seen: &mut Vec<&'a str>,
     causes: &mut Vec<Cause>,
 ) {
     match name {
-        None | Some("") => causes.push(Cause::required(field)),
-        Some(n) if !is_dns_label(n) => causes.push(Cause::invalid(field, n, LABEL_MSG)),
+        None | Some("") => causes.push(Cause::required(field.to_string())),
+        Some(n) if !is_dns_label(n) => causes.push(Cause::invalid(field.to_string(), n, LABEL_MSG)),
         Some(n) if seen.contains(&n) => causes.push(Cause {
             reason: "FieldValueDuplicate",
-            field,
+            field: field.to_string(),
             message: format!("Duplicate value: {n:?}"),
         }),
         Some(n) => seen.push(n),
@@ -412,18 +437,18 @@ pub const SAFE_SYSCTLS: &[&str] = &[
 
 /// A setting Skiff's node agent cannot apply: refused here rather than
 /// dropped on the node.
-fn not_applied(field: String) -> Cause {
+fn not_applied(field: At<'_>) -> Cause {
     Cause {
         reason: "FieldValueForbidden",
-        field,
+        field: field.to_string(),
         message: "Forbidden: Skiff's node agent cannot apply this setting".into(),
     }
 }
 
 /// Security settings the node agent does not implement are refused.
-fn security(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
+fn security(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
     let pod = &spec["securityContext"];
-    let here = format!("{at}.securityContext");
+    let here = at.field("securityContext");
     for field in [
         "seLinuxOptions",
         "appArmorProfile",
@@ -431,7 +456,7 @@ fn security(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
         "seLinuxChangePolicy",
     ] {
         if !pod[field].is_null() {
-            causes.push(not_applied(format!("{here}.{field}")));
+            causes.push(not_applied(here.field(field)));
         }
     }
     for (i, sysctl) in pod["sysctls"].as_array().into_iter().flatten().enumerate() {
@@ -439,7 +464,7 @@ fn security(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
         if !SAFE_SYSCTLS.contains(&name) {
             causes.push(Cause {
                 reason: "FieldValueForbidden",
-                field: format!("{here}.sysctls[{i}].name"),
+                field: here.item("sysctls", i).field("name").to_string(),
                 message: format!(
                     "Forbidden: {name:?} is not a safe sysctl (the safe ones: {})",
                     SAFE_SYSCTLS.join(", ")
@@ -448,26 +473,27 @@ fn security(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
         }
     }
     if pod["seccompProfile"]["type"] == "Localhost" {
-        causes.push(not_applied(format!("{here}.seccompProfile")));
+        causes.push(not_applied(here.field("seccompProfile")));
     }
     // Strict needs a runtime that reports the image's own groups.
     if pod["supplementalGroupsPolicy"] == "Strict" {
-        causes.push(not_applied(format!("{here}.supplementalGroupsPolicy")));
+        causes.push(not_applied(here.field("supplementalGroupsPolicy")));
     }
     for list in ["initContainers", "containers"] {
         for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
             let sc = &c["securityContext"];
-            let here = format!("{at}.{list}[{i}].securityContext");
+            let container = at.item(list, i);
+            let here = container.field("securityContext");
             for field in ["seLinuxOptions", "appArmorProfile", "windowsOptions"] {
                 if !sc[field].is_null() {
-                    causes.push(not_applied(format!("{here}.{field}")));
+                    causes.push(not_applied(here.field(field)));
                 }
             }
             if sc["procMount"].as_str().is_some_and(|p| p != "Default") {
-                causes.push(not_applied(format!("{here}.procMount")));
+                causes.push(not_applied(here.field("procMount")));
             }
             if sc["seccompProfile"]["type"] == "Localhost" {
-                causes.push(not_applied(format!("{here}.seccompProfile")));
+                causes.push(not_applied(here.field("seccompProfile")));
             }
         }
     }
@@ -509,98 +535,79 @@ fn data_keys(map: &Value, at: &str, causes: &mut Vec<Cause>) {
 }
 
 /// A file path in a volume's `items` (or a projection's).
-fn item_path(path: &Value, at: String, causes: &mut Vec<Cause>) {
+fn item_path(path: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
     match path.as_str() {
-        None | Some("") => causes.push(Cause::required(at)),
+        None | Some("") => causes.push(Cause::required(at.to_string())),
         Some(p) => {
             if let Some(why) = local_path_problem(p) {
-                causes.push(Cause::invalid(at, p, why));
+                causes.push(Cause::invalid(at.to_string(), p, why));
             }
         }
     }
 }
 
 /// `items` of a configMap, secret or downwardAPI volume or projection at
-/// the path `at` gives (built only for a volume that has items).
-fn items(list: &Value, keyed: bool, at: impl FnOnce() -> String, causes: &mut Vec<Cause>) {
-    let Some(list) = list.as_array().filter(|l| !l.is_empty()) else {
-        return;
-    };
-    let at = at();
-    for (k, item) in list.iter().enumerate() {
-        let here = format!("{at}.items[{k}]");
+/// `at`.
+fn items(list: &Value, keyed: bool, at: At<'_>, causes: &mut Vec<Cause>) {
+    for (k, item) in list.as_array().into_iter().flatten().enumerate() {
+        let here = at.item("items", k);
         if keyed && item["key"].as_str().is_none_or(str::is_empty) {
-            causes.push(Cause::required(format!("{here}.key")));
+            causes.push(Cause::required(here.field("key").to_string()));
         }
-        item_path(&item["path"], format!("{here}.path"), causes);
+        item_path(&item["path"], here.field("path"), causes);
     }
 }
 
 /// Volume names are DNS labels, once each; the paths inside them stay
 /// inside them; every mount names a volume, and its subPath stays inside
 /// it.
-fn volumes(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
+fn volumes(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
     let mut names = Vec::new();
     for (i, v) in spec["volumes"].as_array().into_iter().flatten().enumerate() {
-        let here = format!("{at}.volumes[{i}]");
-        unique_label(
-            v["name"].as_str(),
-            format!("{here}.name"),
-            &mut names,
-            causes,
-        );
+        let here = at.item("volumes", i);
+        unique_label(v["name"].as_str(), here.field("name"), &mut names, causes);
         for kind in ["configMap", "secret"] {
-            items(&v[kind]["items"], true, || format!("{here}.{kind}"), causes);
+            items(&v[kind]["items"], true, here.field(kind), causes);
         }
-        items(
-            &v["downwardAPI"]["items"],
-            false,
-            || format!("{here}.downwardAPI"),
-            causes,
-        );
+        let downward = here.field("downwardAPI");
+        items(&v["downwardAPI"]["items"], false, downward, causes);
+        let projected = here.field("projected");
         let sources = v["projected"]["sources"].as_array();
         for (j, source) in sources.into_iter().flatten().enumerate() {
-            let there = format!("{here}.projected.sources[{j}]");
+            let there = projected.item("sources", j);
             for kind in ["configMap", "secret"] {
-                items(
-                    &source[kind]["items"],
-                    true,
-                    || format!("{there}.{kind}"),
-                    causes,
-                );
+                items(&source[kind]["items"], true, there.field(kind), causes);
             }
-            items(
-                &source["downwardAPI"]["items"],
-                false,
-                || format!("{there}.downwardAPI"),
-                causes,
-            );
+            let downward = there.field("downwardAPI");
+            items(&source["downwardAPI"]["items"], false, downward, causes);
             if source["serviceAccountToken"].is_object() {
                 let path = &source["serviceAccountToken"]["path"];
-                item_path(path, format!("{there}.serviceAccountToken.path"), causes);
+                let token = there.field("serviceAccountToken");
+                item_path(path, token.field("path"), causes);
             }
         }
     }
     for list in ["initContainers", "containers"] {
         for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
+            let container = at.item(list, i);
             let mounts = c["volumeMounts"].as_array();
             for (j, m) in mounts.into_iter().flatten().enumerate() {
-                let here = format!("{at}.{list}[{i}].volumeMounts[{j}]");
+                let here = container.item("volumeMounts", j);
                 let name = m["name"].as_str().unwrap_or_default();
                 if !names.contains(&name) {
                     causes.push(Cause {
                         reason: "FieldValueNotFound",
-                        field: format!("{here}.name"),
+                        field: here.field("name").to_string(),
                         message: format!("Not found: {name:?}"),
                     });
                 }
                 if m["mountPath"].as_str().is_none_or(str::is_empty) {
-                    causes.push(Cause::required(format!("{here}.mountPath")));
+                    causes.push(Cause::required(here.field("mountPath").to_string()));
                 }
                 for field in ["subPath", "subPathExpr"] {
                     if let Some(p) = m[field].as_str().filter(|p| !p.is_empty()) {
                         if let Some(why) = local_path_problem(p) {
-                            causes.push(Cause::invalid(format!("{here}.{field}"), p, why));
+                            causes.push(Cause::invalid(here.field(field).to_string(), p, why));
                         }
                     }
                 }
@@ -914,17 +921,31 @@ mod tests {
             json!({"capabilities": {"drop": ["ALL"]}, "procMount": "Default", "seccompProfile": {"type": "RuntimeDefault"}}),
         );
         assert!(object(pods, &ok, None).is_ok());
-        for (pod_sc, sc) in [
-            (json!({"seLinuxOptions": {"level": "s0"}}), json!({})),
+        for (pod_sc, sc, field) in [
+            (
+                json!({"seLinuxOptions": {"level": "s0"}}),
+                json!({}),
+                "spec.securityContext.seLinuxOptions",
+            ),
             (
                 json!({"sysctls": [{"name": "kernel.msgmax", "value": "1"}]}),
                 json!({}),
+                "spec.securityContext.sysctls[0].name",
             ),
-            (json!({}), json!({"procMount": "Unmasked"})),
-            (json!({"supplementalGroupsPolicy": "Strict"}), json!({})),
+            (
+                json!({}),
+                json!({"procMount": "Unmasked"}),
+                "spec.containers[0].securityContext.procMount",
+            ),
+            (
+                json!({"supplementalGroupsPolicy": "Strict"}),
+                json!({}),
+                "spec.securityContext.supplementalGroupsPolicy",
+            ),
             (
                 json!({}),
                 json!({"seccompProfile": {"type": "Localhost", "localhostProfile": "x.json"}}),
+                "spec.containers[0].securityContext.seccompProfile",
             ),
         ] {
             let err = object(pods, &pod(pod_sc.clone(), sc.clone()), None).unwrap_err();
@@ -933,6 +954,7 @@ mod tests {
                 "{pod_sc} {sc}: {}",
                 err.message
             );
+            assert_eq!(err.details.unwrap()["causes"][0]["field"], field);
         }
     }
 
@@ -945,6 +967,41 @@ mod tests {
             err.details.unwrap()["causes"][0]["field"],
             "spec.containers"
         );
+    }
+
+    #[test]
+    fn causes_in_templates_name_the_whole_path() {
+        let spec = json!({"restartPolicy": "Sometimes", "containers": [
+            {"name": "a", "image": "i"}, {"name": "a", "image": " "}]});
+        let cases = [
+            (
+                lookup("", "v1", "pods"),
+                json!({"metadata": {"name": "p"}, "spec": spec}),
+                "spec",
+            ),
+            (
+                lookup("batch", "v1", "jobs"),
+                json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": spec}}}),
+                "spec.template.spec",
+            ),
+            (
+                lookup("batch", "v1", "cronjobs"),
+                json!({"metadata": {"name": "c"}, "spec": {"schedule": "* * * * *",
+                    "jobTemplate": {"spec": {"template": {"spec": spec}}}}}),
+                "spec.jobTemplate.spec.template.spec",
+            ),
+        ];
+        for (r, obj, at) in cases {
+            let err = object(r.unwrap(), &obj, None).unwrap_err();
+            let fields: Vec<String> = err.details.unwrap()["causes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["field"].as_str().unwrap().to_owned())
+                .collect();
+            let want = ["containers[1].name", "containers[1].image", "restartPolicy"];
+            assert_eq!(fields, want.map(|f| format!("{at}.{f}")), "{at}");
+        }
     }
 
     #[test]
