@@ -105,7 +105,7 @@ pub struct Worker {
 
 /// One pod's worker, as the dispatcher sees it: the latest pod (`None`
 /// once the pod is gone from the API).
-type Slot = watch::Sender<Option<Pod>>;
+type Slot = watch::Sender<Option<Arc<Pod>>>;
 
 impl Worker {
     pub fn new(
@@ -263,7 +263,7 @@ impl Worker {
 
     /// One pod's worker: syncs at each change of the pod and when its
     /// next step is due, until the pod is gone.
-    async fn pod_worker(self: Arc<Self>, uid: String, mut pod: watch::Receiver<Option<Pod>>) {
+    async fn pod_worker(self: Arc<Self>, uid: String, mut pod: watch::Receiver<Option<Arc<Pod>>>) {
         let mut state = PodState::default();
         loop {
             let Some(current) = pod.borrow_and_update().clone() else {
@@ -485,7 +485,7 @@ impl Worker {
     async fn sync(&self, pod: &Pod, state: &mut PodState) -> Result<Duration, Error> {
         state.first_seen.get_or_insert_with(Instant::now);
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let spec = pod.spec.clone().unwrap_or_default();
+        let spec = spec_of(pod);
         if pod.metadata.deletion_timestamp.is_some() {
             self.finish(pod, &uid).await?;
             state.reported = None;
@@ -493,9 +493,9 @@ impl Worker {
         }
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if matches!(phase, Some("Succeeded" | "Failed")) {
-            return Ok(self.resync(&spec));
+            return Ok(self.resync(spec));
         }
-        let security = match security::sandbox(&spec) {
+        let security = match security::sandbox(spec) {
             Ok(s) => s,
             Err(why) => {
                 // Nothing runs with less isolation than asked for.
@@ -517,7 +517,7 @@ impl Worker {
         let Some((sandbox, config, mut seen)) = self.ensure_sandbox(pod, &uid, security).await?
         else {
             // Its sandbox died and the pod never restarts: it is over.
-            let seen = self.observe(&spec, &uid).await?;
+            let seen = self.observe(spec, &uid).await?;
             self.report(
                 pod,
                 state,
@@ -527,7 +527,7 @@ impl Worker {
                 Init::Done,
             )
             .await;
-            return Ok(self.resync(&spec));
+            return Ok(self.resync(spec));
         };
         // Volumes are refreshed on every sync, so mounted ConfigMaps and
         // Secrets follow their objects.
@@ -551,16 +551,16 @@ impl Worker {
                 state.usage_checked = Some(Instant::now());
                 if let Some(message) = pod_inputs::over_limit(pod, v) {
                     self.evict(pod, &uid, &message).await?;
-                    return Ok(self.resync(&spec));
+                    return Ok(self.resync(spec));
                 }
             }
         }
-        let plan = plan::plan(&spec, &seen, Timestamp::now());
+        let plan = plan::plan(spec, &seen, Timestamp::now());
         let mut waiting: HashMap<String, Waiting> = HashMap::new();
         for name in &plan.back_off {
             self.back_off(pod, name, &mut waiting);
         }
-        let ephemeral = plan::ephemeral_containers(&spec);
+        let ephemeral = plan::ephemeral_containers(spec);
         let containers = spec
             .init_containers
             .iter()
@@ -599,7 +599,7 @@ impl Worker {
             }
         }
         if !plan.start.is_empty() {
-            seen = self.observe(&spec, &uid).await?;
+            seen = self.observe(spec, &uid).await?;
         }
         let ready = match self.simulated {
             true => HashMap::new(),
@@ -612,7 +612,7 @@ impl Worker {
             .due
             .map(|due| due.duration_since(Timestamp::now()))
             .and_then(|d| Duration::try_from(d).ok());
-        let resync = if written { self.resync(&spec) } else { RETRY };
+        let resync = if written { self.resync(spec) } else { RETRY };
         Ok(until_due.map_or(resync, |d| d.min(resync)))
     }
 
@@ -711,7 +711,7 @@ impl Worker {
         uid: &str,
         security: cri::LinuxSandboxSecurityContext,
     ) -> Result<Option<(String, cri::PodSandboxConfig, Observed)>, Error> {
-        let spec = pod.spec.clone().unwrap_or_default();
+        let spec = spec_of(pod);
         let sandboxes = self.sandboxes(uid).await?;
         let newest = sandboxes.last();
         let seen = match newest {
@@ -720,11 +720,11 @@ impl Worker {
         };
         let log_dir = cri_config::sandbox_log_dir(&self.log_dir, pod);
         let dns = self.dns.as_ref();
-        let next = match (plan::sandbox_step(&spec, newest, &seen), newest) {
+        let next = match (plan::sandbox_step(spec, newest, &seen), newest) {
             (SandboxStep::Keep, Some(s)) => {
                 let attempt = s.metadata.as_ref().map_or(0, |m| m.attempt);
                 let config = cri_config::sandbox(pod, attempt, security, &log_dir, dns);
-                let seen = self.carry_over(&spec, &sandboxes, seen).await?;
+                let seen = self.carry_over(spec, &sandboxes, seen).await?;
                 return Ok(Some((s.id.clone(), config, seen)));
             }
             (SandboxStep::Create(next), _) => next,
@@ -754,7 +754,7 @@ impl Worker {
         }
         let config = cri_config::sandbox(pod, next, security, &log_dir, dns);
         match self.runtime.run_sandbox(&config).await {
-            Ok(id) => Ok(Some((id, config, self.observe(&spec, uid).await?))),
+            Ok(id) => Ok(Some((id, config, self.observe(spec, uid).await?))),
             Err(e) => {
                 let message = format!("Failed to create pod sandbox: {}", e.message());
                 self.event(pod, "", Type::Warning, "FailedCreatePodSandBox", &message);
@@ -804,8 +804,7 @@ impl Worker {
             false => pod_inputs::env(&self.client, at.pod, c, at.pod_ip).await,
         };
         let mut security =
-            security::container(&at.pod.spec.clone().unwrap_or_default(), c, &image_user)
-                .map_err(config_error)?;
+            security::container(spec_of(at.pod), c, &image_user).map_err(config_error)?;
         if let (Some(target), Some(ns)) = (at.target, security.namespace_options.as_mut()) {
             ns.pid = cri::NamespaceMode::Target as i32;
             ns.target_id = target.to_owned();
@@ -959,7 +958,7 @@ impl Worker {
     /// Runs the probes of the pod's running containers, killing those whose
     /// liveness or startup probe failed; returns readiness by container.
     async fn probe(&self, pod: &Pod, seen: &Observed) -> Result<HashMap<String, bool>, Error> {
-        let spec = pod.spec.clone().unwrap_or_default();
+        let spec = spec_of(pod);
         let mut ready = HashMap::new();
         for c in &spec.containers {
             let Some(status) = seen.latest.get(&c.name).filter(|s| running(s)) else {
@@ -1004,13 +1003,13 @@ impl Worker {
         probed: &HashMap<String, bool>,
         init: Init,
     ) -> bool {
-        let spec = pod.spec.clone().unwrap_or_default();
+        let spec = spec_of(pod);
         // The status last written, which the pod held may not show yet:
         // its times stay, and the patch is taken against it (a change
         // back to what the pod held shows must still be sent).
         let written = state.reported.as_ref().or(pod.status.as_ref());
         let status = pod_status(&Facts {
-            spec: &spec,
+            spec,
             seen,
             waiting,
             probed,
@@ -1045,6 +1044,13 @@ impl Worker {
             }
         }
     }
+}
+
+/// A pod's spec, read where it is (an empty one if it has none): a sync
+/// reads it many times and clones it never.
+fn spec_of(pod: &Pod) -> &PodSpec {
+    static NONE: std::sync::LazyLock<PodSpec> = std::sync::LazyLock::new(PodSpec::default);
+    pod.spec.as_ref().unwrap_or(&NONE)
 }
 
 /// Hands each pod bound to a node to its own worker, from the events of
@@ -1112,12 +1118,12 @@ impl Dispatcher {
                 let wake = held
                     .as_ref()
                     .is_none_or(|held| differs_for_sync(held, &pod));
-                *held = Some(pod);
+                *held = Some(Arc::new(pod));
                 wake
             });
             return;
         }
-        let (slot, rx) = watch::channel(Some(pod));
+        let (slot, rx) = watch::channel(Some(Arc::new(pod)));
         self.slots.insert(uid.clone(), slot);
         let worker = tokio::spawn(self.worker.clone().pod_worker(uid.clone(), rx));
         self.running.insert(uid, worker);

@@ -60,7 +60,7 @@ impl Node {
     /// Starts a worker for `pod`; the sender stands for the dispatcher.
     fn start(&self, pod: Pod) -> Slot {
         let uid = pod.metadata.uid.clone().unwrap();
-        let (slot, rx) = watch::channel(Some(pod));
+        let (slot, rx) = watch::channel(Some(Arc::new(pod)));
         tokio::spawn(self.worker.clone().pod_worker(uid, rx));
         slot
     }
@@ -286,7 +286,7 @@ async fn a_deleted_pod_is_stopped_then_removed_from_the_api() {
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
     );
     deleting.metadata.deletion_grace_period_seconds = Some(0);
-    slot.send_replace(Some(deleting));
+    slot.send_replace(Some(Arc::new(deleting)));
     until("the sandbox is gone", || n.fake.sandbox_count() == 0).await;
     until("the pod is deleted", || {
         n.requests.lock().unwrap().iter().any(|(m, p, body)| {
