@@ -784,17 +784,7 @@ mod tests {
             json!({"metadata": {"name": "p"}, "spec": {"containers": [
                 {"name": "c", "image": "i", "volumeMounts": [mount]}], "volumes": [volume]}})
         };
-        let fields = |p: &Value| -> Vec<String> {
-            match object(pods, p, None) {
-                Ok(()) => vec![],
-                Err(e) => e.details.unwrap()["causes"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|c| c["field"].as_str().unwrap().to_owned())
-                    .collect(),
-            }
-        };
+        let fields = |p: &Value| object(pods, p, None).err().map_or(vec![], cause_fields);
         let mount = json!({"name": "v", "mountPath": "/m"});
         let ok = pod(
             json!({"name": "v", "configMap": {"name": "c", "items": [{"key": "k", "path": "a/b"}]}}),
@@ -969,6 +959,16 @@ mod tests {
         );
     }
 
+    /// The fields an error's causes name, in order.
+    fn cause_fields(err: ApiError) -> Vec<String> {
+        err.details.unwrap()["causes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["field"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     #[test]
     fn causes_in_templates_name_the_whole_path() {
         let spec = json!({"restartPolicy": "Sometimes", "containers": [
@@ -992,13 +992,7 @@ mod tests {
             ),
         ];
         for (r, obj, at) in cases {
-            let err = object(r.unwrap(), &obj, None).unwrap_err();
-            let fields: Vec<String> = err.details.unwrap()["causes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|c| c["field"].as_str().unwrap().to_owned())
-                .collect();
+            let fields = cause_fields(object(r.unwrap(), &obj, None).unwrap_err());
             let want = ["containers[1].name", "containers[1].image", "restartPolicy"];
             assert_eq!(fields, want.map(|f| format!("{at}.{f}")), "{at}");
         }
