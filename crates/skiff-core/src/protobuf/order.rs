@@ -175,13 +175,13 @@ fn value(out: &mut Vec<u8>, v: &Value, nested: Nested) {
             out.push(b'}');
         }
         (Value::Object(map), Nested::Map(of)) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by_key(|(k, _)| *k);
             let inner = of.map_or(Nested::Plain, Nested::Message);
             out.push(b'{');
             let mut first = true;
-            for k in keys {
-                field(out, &mut first, k, &map[k], inner);
+            for (k, v) in entries {
+                field(out, &mut first, k, v, inner);
             }
             out.push(b'}');
         }
@@ -196,7 +196,7 @@ fn value(out: &mut Vec<u8>, v: &Value, nested: Nested) {
 fn in_order<'a>(
     fields: impl Iterator<Item = (&'a String, &'a Value)>,
     message: Option<usize>,
-) -> Vec<(&'a String, &'a Value, Nested)> {
+) -> impl Iterator<Item = (&'a String, &'a Value, Nested)> {
     let known = message.map(|m| &orders().messages[m].fields);
     let mut placed: Vec<(usize, &String, &Value, Nested)> = fields
         .map(|(k, v)| match known.and_then(|f| f.get(k)) {
@@ -206,7 +206,7 @@ fn in_order<'a>(
         .collect();
     // Stable: the others keep their order.
     placed.sort_by_key(|(at, ..)| *at);
-    placed.into_iter().map(|(_, k, v, n)| (k, v, n)).collect()
+    placed.into_iter().map(|(_, k, v, n)| (k, v, n))
 }
 
 fn field(out: &mut Vec<u8>, first: &mut bool, k: &str, v: &Value, nested: Nested) {
