@@ -182,9 +182,9 @@ impl Api {
         };
         if wants_table(call.accept()) {
             let include = call.query.include_object.as_deref().unwrap_or("Metadata");
-            let stored = items.iter().map(|kv| (&kv.value[..], kv.mod_rev));
+            let stored: Vec<_> = items.iter().map(|kv| (&kv.value[..], kv.mod_rev)).collect();
             let body =
-                table::render_stored(r, stored, &revision.to_string(), cont.as_deref(), include)
+                table::render_stored(r, &stored, &revision.to_string(), cont.as_deref(), include)
                     .map_err(|e| ApiError::internal(format!("stored object is corrupt: {e}")))?;
             return Ok(response::bytes(200, "application/json", body));
         }

@@ -919,19 +919,25 @@ pub fn render(
     })
 }
 
+/// Rows a thread renders at least before a Table is split between
+/// threads.
+const ROWS_PER_THREAD: usize = 1_000;
+
 /// A Table of stored objects (JSON without their `resourceVersion`, given
 /// beside each), written straight to bytes: only what the columns read is
-/// decoded, and a row's metadata is copied as stored.
-pub fn render_stored<'a>(
+/// decoded, and a row's metadata is copied as stored. A long list is
+/// rendered on as many threads as there are cores.
+pub fn render_stored(
     r: &ResourceType,
-    items: impl Iterator<Item = (&'a [u8], i64)>,
+    items: &[(&[u8], i64)],
     resource_version: &str,
     cont: Option<&str>,
     include: &str,
 ) -> serde_json::Result<Vec<u8>> {
     if include == "Object" {
         let objects = items
-            .map(|(bytes, rev)| {
+            .iter()
+            .map(|&(bytes, rev)| {
                 let mut obj: Value = serde_json::from_slice(bytes)?;
                 meta::set(&mut obj, "resourceVersion", rev.to_string());
                 Ok(obj)
@@ -952,28 +958,75 @@ pub fn render_stored<'a>(
     out.extend_from_slice(br#","columnDefinitions":"#);
     serde_json::to_writer(&mut out, &definitions(r, custom.as_deref()))?;
     out.extend_from_slice(br#","rows":["#);
-    for (i, (bytes, rev)) in items.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        let viewed = project::view(bytes, keep)?;
-        out.extend_from_slice(br#"{"cells":"#);
-        serde_json::to_writer(&mut out, &row_cells(r, custom.as_deref(), &viewed.view))?;
-        out.extend_from_slice(br#","object":"#);
-        match (include, viewed.metadata) {
-            ("None", _) | (_, None) => out.extend_from_slice(b"null"),
-            (_, Some(metadata)) => {
-                out.extend_from_slice(
-                    br#"{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":"#,
-                );
-                stamped(&mut out, metadata.get(), rev);
-                out.push(b'}');
-            }
-        }
-        out.push(b'}');
+    let rows = Rows {
+        r,
+        custom: custom.as_deref(),
+        keep,
+        include,
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len() / ROWS_PER_THREAD)
+        .max(1);
+    let mut chunks = items.chunks(items.len().div_ceil(threads).max(1));
+    let first = chunks.next().unwrap_or_default();
+    let others = std::thread::scope(|s| {
+        let others: Vec<_> = chunks
+            .map(|chunk| {
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    rows.write(&mut out, chunk).map(|()| out)
+                })
+            })
+            .collect();
+        rows.write(&mut out, first)?;
+        others
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect::<serde_json::Result<Vec<_>>>()
+    })?;
+    for chunk in others {
+        out.push(b',');
+        out.extend_from_slice(&chunk);
     }
     out.extend_from_slice(b"]}\n");
     Ok(out)
+}
+
+/// How the rows of one Table are rendered.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    r: &'a ResourceType,
+    custom: Option<&'a [crate::crd::Column]>,
+    keep: &'static [(&'static str, Keep)],
+    include: &'a str,
+}
+
+impl Rows<'_> {
+    /// Writes the rows of `items`, separated by commas.
+    fn write(self, out: &mut Vec<u8>, items: &[(&[u8], i64)]) -> serde_json::Result<()> {
+        for (i, &(bytes, rev)) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let viewed = project::view(bytes, self.keep)?;
+            out.extend_from_slice(br#"{"cells":"#);
+            serde_json::to_writer(&mut *out, &row_cells(self.r, self.custom, &viewed.view))?;
+            out.extend_from_slice(br#","object":"#);
+            match (self.include, viewed.metadata) {
+                ("None", _) | (_, None) => out.extend_from_slice(b"null"),
+                (_, Some(metadata)) => {
+                    out.extend_from_slice(
+                        br#"{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":"#,
+                    );
+                    stamped(out, metadata.get(), rev);
+                    out.push(b'}');
+                }
+            }
+            out.push(b'}');
+        }
+        Ok(())
+    }
 }
 
 /// Stored metadata with its `resourceVersion` put in.
@@ -1140,17 +1193,51 @@ mod tests {
             meta::set(&mut stamped, "resourceVersion", "7");
             for include in ["Metadata", "None", "Object"] {
                 let want = render(r, &[stamped.clone()], "9", Some("next"), include);
-                let got =
-                    render_stored(r, [(&bytes[..], 7)].into_iter(), "9", Some("next"), include);
+                let got = render_stored(r, &[(&bytes[..], 7)], "9", Some("next"), include);
                 let got: Value = serde_json::from_slice(&got.unwrap()).unwrap();
                 assert_eq!(got, want, "{resource} with {include}");
             }
         }
         let pods = lookup("", "v1", "pods").unwrap();
-        let empty = render_stored(pods, std::iter::empty(), "3", None, "Metadata").unwrap();
+        let empty = render_stored(pods, &[], "3", None, "Metadata").unwrap();
         let empty: Value = serde_json::from_slice(&empty).unwrap();
         assert_eq!(empty["rows"], json!([]));
-        assert!(render_stored(pods, [(&b"{"[..], 1)].into_iter(), "3", None, "Metadata").is_err());
+        assert!(render_stored(pods, &[(&b"{"[..], 1)], "3", None, "Metadata").is_err());
+    }
+
+    /// A list long enough to be split between threads comes out whole and
+    /// in order, and a corrupt object in a later part still fails it.
+    #[test]
+    fn long_lists_keep_every_row_in_order() {
+        let r = lookup("", "v1", "configmaps").unwrap();
+        let n = 3 * ROWS_PER_THREAD + 7;
+        let objects: Vec<Value> = (0..n)
+            .map(|i| {
+                json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    // Years old: the age column reads the same at both renders.
+                    "metadata": {"name": format!("c{i}"), "namespace": "d", "creationTimestamp": "2020-01-01T00:00:00Z"},
+                    "data": {"a": i.to_string()}})
+            })
+            .collect();
+        let bytes: Vec<Vec<u8>> = objects
+            .iter()
+            .map(|o| serde_json::to_vec(o).unwrap())
+            .collect();
+        let mut stored: Vec<(&[u8], i64)> = bytes.iter().map(|b| (&b[..], 7)).collect();
+        let stamped: Vec<Value> = objects
+            .into_iter()
+            .map(|mut o| {
+                meta::set(&mut o, "resourceVersion", "7");
+                o
+            })
+            .collect();
+        let want = render(r, &stamped, "9", None, "Metadata");
+        let got = render_stored(r, &stored, "9", None, "Metadata").unwrap();
+        let got: Value = serde_json::from_slice(&got).unwrap();
+        assert_eq!(got["rows"].as_array().map(Vec::len), Some(n));
+        assert_eq!(got, want);
+        stored[n - 1].0 = b"{";
+        assert!(render_stored(r, &stored, "9", None, "Metadata").is_err());
     }
 
     #[test]
