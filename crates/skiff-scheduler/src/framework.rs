@@ -2,6 +2,7 @@
 //! explicit status, as upstream's scheduling framework has.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -66,23 +67,27 @@ pub trait PreFilter: Send + Sync {
     fn pre_filter(&self, state: &mut CycleState, pod: &Pod, nodes: &[NodeInfo]);
 }
 
+/// Why a pod does not fit a node: most reasons are fixed words, given
+/// without a copy (a cycle can turn thousands of nodes down).
+pub type Reason = Cow<'static, str>;
+
 /// What a plugin decided about a pod on a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Status {
     Success,
     /// The pod does not fit now; it might after the cluster changes.
-    Unschedulable(Vec<String>),
+    Unschedulable(Vec<Reason>),
     /// The pod cannot fit this node whatever else changes.
-    UnschedulableAndUnresolvable(Vec<String>),
+    UnschedulableAndUnresolvable(Vec<Reason>),
     Error(String),
 }
 
 impl Status {
-    pub fn unschedulable(reason: impl Into<String>) -> Self {
+    pub fn unschedulable(reason: impl Into<Reason>) -> Self {
         Self::Unschedulable(vec![reason.into()])
     }
 
-    pub fn unresolvable(reason: impl Into<String>) -> Self {
+    pub fn unresolvable(reason: impl Into<Reason>) -> Self {
         Self::UnschedulableAndUnresolvable(vec![reason.into()])
     }
 
@@ -91,7 +96,7 @@ impl Status {
     }
 
     /// The reasons, counted in the "0/N nodes are available" message.
-    pub fn reasons(&self) -> &[String] {
+    pub fn reasons(&self) -> &[Reason] {
         match self {
             Self::Unschedulable(r) | Self::UnschedulableAndUnresolvable(r) => r,
             _ => &[],

@@ -28,7 +28,7 @@ impl FitError {
                 Status::Error(e) => *reasons.entry(e.clone()).or_default() += 1,
                 s => {
                     for r in s.reasons() {
-                        *reasons.entry(r.clone()).or_default() += 1;
+                        *reasons.entry(r.to_string()).or_default() += 1;
                     }
                 }
             }

@@ -17,11 +17,11 @@ impl Filter for NodeResourcesFit {
     fn filter(&self, state: &CycleState, _: &Pod, node: &NodeInfo) -> Status {
         let mut reasons = Vec::new();
         if node.pod_count + 1 > node.allocatable.pods / 1000 {
-            reasons.push("Too many pods".to_owned());
+            reasons.push("Too many pods".into());
         }
         for (resource, want) in state.requests.iter() {
             if want > 0 && want > node.free(resource) {
-                reasons.push(format!("Insufficient {resource}"));
+                reasons.push(format!("Insufficient {resource}").into());
             }
         }
         if reasons.is_empty() {
