@@ -120,15 +120,15 @@ impl Tally {
 
 struct Constraint {
     key: String,
+    max_skew: i64,
     hard: bool,
     /// Domain values to indices in `counts`.
     ids: Arc<foldhash::HashMap<String, usize>>,
     /// Matching pods per domain; `None` for a domain with no eligible node.
     counts: Vec<Option<i64>>,
-    /// Per domain, whether placing the pod there keeps the skew within
-    /// `maxSkew`; and the same for a domain no tally has seen.
-    within: Vec<bool>,
-    within_unseen: bool,
+    min: i64,
+    /// Whether the incoming pod counts itself.
+    self_match: bool,
 }
 
 impl Constraint {
@@ -138,13 +138,6 @@ impl Constraint {
             .get(value)
             .and_then(|&i| self.counts[i])
             .unwrap_or(0)
-    }
-
-    /// Whether the pod may go to the domain of `value`.
-    fn admits(&self, value: &str) -> bool {
-        self.ids
-            .get(value)
-            .map_or(self.within_unseen, |&i| self.within[i])
     }
 }
 
@@ -201,15 +194,14 @@ impl PreFilter for PodTopologySpread {
                 .map(|&(nodes, pods)| (nodes > 0).then_some(pods))
                 .collect();
             let min = counts.iter().flatten().copied().min().unwrap_or(0);
-            let with_pod = i64::from(matches(&labels));
-            let within = |count: i64| count + with_pod - min <= i64::from(c.max_skew);
             constraints.push(Constraint {
                 key: c.topology_key.clone(),
+                max_skew: i64::from(c.max_skew),
                 hard: c.when_unsatisfiable == "DoNotSchedule",
                 ids: tally.ids.clone(),
-                within: counts.iter().map(|n| within(n.unwrap_or(0))).collect(),
-                within_unseen: within(0),
                 counts,
+                min,
+                self_match: matches(&labels),
             });
         }
         state.put(NAME, constraints);
@@ -231,7 +223,8 @@ impl Filter for PodTopologySpread {
                     "node(s) didn't match pod topology spread constraints (missing required label)",
                 );
             };
-            if !c.admits(value) {
+            let skew = c.count(value) + i64::from(c.self_match) - c.min;
+            if skew > c.max_skew {
                 return Status::unschedulable(
                     "node(s) didn't match pod topology spread constraints",
                 );
