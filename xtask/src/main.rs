@@ -6,7 +6,8 @@
 //!   client libraries' own suites against a real single-node cluster.
 //! - `cargo xtask tidy`: only the format and lint checks.
 //! - `cargo xtask bench WHAT [ARGS]`: builds `skiff` and `skiff-bench`
-//!   with `--release` and runs `skiff-bench WHAT [ARGS]`.
+//!   with the `dist` profile (the binary to ship) and runs
+//!   `skiff-bench WHAT [ARGS]`.
 //! - `cargo xtask fuzz [N]`: the fuzz targets (bodies, patches, selectors,
 //!   SPDY frames) with N inputs each (1,000,000 by default), `--release`.
 //! - `cargo xtask gen-protobuf`: regenerates the protobuf field table.
@@ -84,11 +85,19 @@ fn kubectl() -> Result<PathBuf> {
 }
 
 fn bench(args: impl Iterator<Item = String>) -> Result<()> {
-    run(cargo().args(["build", "--release", "-p", "skiff", "-p", "skiff-bench"]))?;
+    run(cargo().args([
+        "build",
+        "--profile",
+        "dist",
+        "-p",
+        "skiff",
+        "-p",
+        "skiff-bench",
+    ]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"));
-    run(Command::new(target.join("release/skiff-bench")).args(args))
+    run(Command::new(target.join("dist/skiff-bench")).args(args))
 }
 
 fn tidy() -> Result<()> {

@@ -174,7 +174,7 @@ fn skiff() -> Result<PathBuf> {
     let beside = std::env::current_exe()?.with_file_name("skiff");
     if !beside.exists() {
         bail!(
-            "{} not found: build it (cargo build --release -p skiff) or set SKIFF",
+            "{} not found: build it (cargo build --profile dist -p skiff) or set SKIFF",
             beside.display()
         );
     }
