@@ -964,10 +964,15 @@ pub fn render_stored(
         keep,
         include,
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len() / ROWS_PER_THREAD)
-        .max(1);
+    // Asking for the cores reads the cgroup's quota: only a list long
+    // enough to split asks.
+    let threads = if items.len() < 2 * ROWS_PER_THREAD {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(items.len() / ROWS_PER_THREAD)
+    };
     let mut chunks = items.chunks(items.len().div_ceil(threads).max(1));
     let first = chunks.next().unwrap_or_default();
     let others = std::thread::scope(|s| {
