@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::body::Body;
 use hyper::body::Incoming;
@@ -319,9 +320,16 @@ pub async fn start(
     let http = TcpListener::bind(config.http).await?;
     let https = TcpListener::bind(config.https).await?;
     let addrs = (http.local_addr()?, https.local_addr()?);
-    if let Err(e) = ensure_class(&client).await {
-        tracing::warn!(error = %e, "could not create IngressClass skiff");
-    }
+    let admin = client.clone();
+    tokio::spawn(async move {
+        skiff_runtime::retry::until_ok(
+            "creating IngressClass skiff",
+            Duration::from_millis(200),
+            Duration::from_secs(10),
+            || ensure_class(&admin),
+        )
+        .await
+    });
     let mut ingresses = Informer::<Ingress>::default();
     let mut secrets = Informer::<Secret>::default();
     let refresh = Arc::new(tokio::sync::Notify::new());
@@ -427,7 +435,7 @@ mod tests {
             client.write_all(word).await.unwrap();
             let mut echoed = vec![0u8; word.len()];
             let read = client.read_exact(&mut echoed);
-            tokio::time::timeout(std::time::Duration::from_secs(5), read)
+            tokio::time::timeout(Duration::from_secs(5), read)
                 .await
                 .expect("the backend's echo comes back through the proxy")
                 .unwrap();

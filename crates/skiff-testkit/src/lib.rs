@@ -11,14 +11,43 @@ pub mod process;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// A port free on 127.0.0.1 now.
+/// The lowest port a listener may take from: ports below it are never
+/// handed to outgoing connections.
+const LOWEST_PORT: u32 = 10_000;
+
+/// A port free on 127.0.0.1 now, below the kernel's ephemeral range: an
+/// outgoing connection (a server's own clients, while it starts) cannot
+/// take it before the server under test binds it. Calls walk the ports
+/// from an offset drawn from the pid, so test processes start apart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = ephemeral_start().saturating_sub(LOWEST_PORT);
+    if span < 1_000 {
+        return TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port on 127.0.0.1");
+    }
+    let offset = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOWEST_PORT + (offset + step) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 below the ephemeral range")
+}
+
+/// The first port of the kernel's ephemeral range (32768 when unreadable).
+fn ephemeral_start() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Polls `check` every 50 ms until it returns `Some`; panics naming
@@ -63,4 +92,22 @@ pub fn unmount_under(dir: &Path) {
 /// The repository's root (for its scripts).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+        let mut distinct = ports.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        for port in ports {
+            assert!(u32::from(port) < ephemeral_start(), "{port}");
+            TcpListener::bind(("127.0.0.1", port)).expect("the port is still free");
+        }
+    }
 }

@@ -999,9 +999,14 @@ fn ingress_routes_by_host_and_path(c: &Cluster, http: u16, https: u16) {
         key.to_str().unwrap(),
     ]);
     create(c, "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: app}\nspec:\n  defaultBackend: {service: {name: front, port: {number: 80}}}\n  tls: [{hosts: [app.test], secretName: app-tls}]\n  rules:\n  - host: app.test\n    http:\n      paths:\n      - {path: /api, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}\n      - {path: /, pathType: Prefix, backend: {service: {name: front, port: {number: 80}}}}\n");
+    let class = wait_for("IngressClass skiff", LIMIT, || {
+        let out = c.kubectl(&["get", "ingressclass", "skiff", "-o", "json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap())
+    });
     assert_eq!(
-        c.json(&["get", "ingressclass", "skiff"])["metadata"]["annotations"]
-            ["ingressclass.kubernetes.io/is-default-class"],
+        class["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"],
         "true"
     );
     c.ok(&["rollout", "status", "deploy/front", "--timeout=90s"]);
