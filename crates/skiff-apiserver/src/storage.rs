@@ -135,7 +135,7 @@ pub fn encode(obj: &Value) -> Bytes {
 /// Whether stored JSON holds `needle` anywhere: a cheap look before a
 /// decode (a false positive only costs the decode).
 pub fn mentions(stored: &[u8], needle: &[u8]) -> bool {
-    stored.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(stored, needle).is_some()
 }
 
 /// A stored object's JSON with its `resourceVersion` spliced into the
@@ -143,7 +143,7 @@ pub fn mentions(stored: &[u8], needle: &[u8]) -> bool {
 /// parsing it (see [`encode`]).
 pub fn with_rv(bytes: &[u8], rev: Revision) -> Vec<u8> {
     const KEY: &[u8] = b"\"metadata\":{";
-    let Some(at) = bytes.windows(KEY.len()).position(|w| w == KEY) else {
+    let Some(at) = memchr::memmem::find(bytes, KEY) else {
         // Not written by `encode`: take the slow road.
         return decode_at(bytes, rev)
             .map(|v| serde_json::to_vec(&v).unwrap_or_default())
@@ -511,6 +511,16 @@ mod tests {
                 .get("template")
                 .is_none_or(|t| t["metadata"].get("resourceVersion").is_none()));
         }
+    }
+
+    #[test]
+    fn a_mention_is_found_anywhere_and_only_whole() {
+        let pod = br#"{"spec":{"nodeName":"n1"},"status":{"phase":"Pending"}}"#;
+        assert!(mentions(pod, br#""nodeName":""#));
+        assert!(mentions(pod, br#"{"spec""#));
+        assert!(mentions(pod, br#""Pending"}}"#));
+        assert!(!mentions(pod, br#""nodeName":"n2""#));
+        assert!(!mentions(br#"{"a":1}"#, br#"{"a":1} and more"#));
     }
 
     #[test]
