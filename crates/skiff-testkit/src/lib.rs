@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// The lowest port a listener may take from: ports below it are never
-/// handed to outgoing connections.
+/// The lowest port [`free_port`] gives: above the ports system services
+/// listen on.
 const LOWEST_PORT: u32 = 10_000;
 
 /// A port free on 127.0.0.1 now, below the kernel's ephemeral range: an
