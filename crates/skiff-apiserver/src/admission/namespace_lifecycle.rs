@@ -8,7 +8,7 @@ use skiff_core::{meta, ApiError};
 
 use super::{Attributes, Mutating, Operation, Validating, Verdict};
 use crate::response::store_error;
-use crate::storage::Objects;
+use crate::storage::{mentions, Objects};
 
 pub struct NamespaceLifecycle(pub Objects);
 
@@ -66,9 +66,16 @@ impl NamespaceLifecycle {
         }
         let key = namespaces.key(None, ns);
         let store = &self.0.store;
+        // Only a namespace whose bytes mention a deletion is decoded (every
+        // create in a namespace asks).
         let read = |kv: Option<skiff_store::KeyValue>| -> Result<Option<Namespace>, ApiError> {
-            kv.map(|kv| {
-                serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(e.to_string()))
+            kv.map(|kv| match mentions(&kv.value, b"\"deletionTimestamp\"") {
+                false => Ok(Namespace {
+                    metadata: Meta { deletion: None },
+                }),
+                true => {
+                    serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(e.to_string()))
+                }
             })
             .transpose()
         };

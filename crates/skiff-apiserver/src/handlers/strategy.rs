@@ -4,6 +4,9 @@
 //! strategy of the resource at hand; a kind with nothing of its own uses
 //! the generic one, so a new kind plugs in here without touching them.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
 use serde_json::{json, Value};
 use skiff_core::meta;
 use skiff_core::registry::ResourceType;
@@ -58,6 +61,21 @@ pub fn typed_status(r: &ResourceType, status: Value) -> Value {
     if r.custom {
         return status;
     }
+    // A kind's new objects mostly start with the same status (a pod's is
+    // `{"phase": "Pending"}`): the last one typed is kept per kind.
+    type Kind = (&'static str, &'static str, &'static str);
+    static LAST: LazyLock<Mutex<HashMap<Kind, (Value, Value)>>> = LazyLock::new(Default::default);
+    let kind = (r.group, r.version, r.kind);
+    let last = || LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, typed)) = last().get(&kind).filter(|(sent, _)| *sent == status) {
+        return typed.clone();
+    }
+    let typed = typed(r, status.clone());
+    last().insert(kind, (status, typed.clone()));
+    typed
+}
+
+fn typed(r: &ResourceType, status: Value) -> Value {
     let mut shell = serde_json::Map::with_capacity(3);
     shell.insert("apiVersion".into(), r.api_version().into());
     shell.insert("kind".into(), r.kind.into());
@@ -454,6 +472,27 @@ mod tests {
         assert_eq!(
             written["metadata"]["managedFields"],
             json!([{"manager": "b"}])
+        );
+    }
+
+    /// A status typed again is typed as before, and one typed between
+    /// does not take its place.
+    #[test]
+    fn a_status_typed_again_is_typed_as_before() {
+        let jobs = r("batch", "jobs");
+        let empty = typed_status(jobs, json!({}));
+        assert_eq!(empty, typed(jobs, json!({})));
+        assert_eq!(empty["active"], json!(null));
+        let sent = typed_status(jobs, json!({"active": 2}));
+        assert_eq!(sent["active"], 2);
+        assert_eq!(typed_status(jobs, json!({})), empty);
+        let pods = r("", "pods");
+        let pending = typed_status(pods, json!({"phase": "Pending"}));
+        assert_eq!(pending, json!({"phase": "Pending"}));
+        assert_eq!(typed_status(pods, json!({"phase": "Pending"})), pending);
+        assert_eq!(
+            typed_status(pods, json!({"phase": "Running"}))["phase"],
+            "Running"
         );
     }
 
