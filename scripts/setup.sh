@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Skiff needs on this machine (Debian 12):
-#   to build:        protobuf-compiler libprotobuf-dev (etcd and CRI bindings)
+#   to build:        protobuf-compiler libprotobuf-dev (etcd and CRI bindings),
+#                    make (the jemalloc allocator's C build)
 #   to run pods:     containerd runc containernetworking-plugins (containers,
 #                    pod network), nftables iproute2 (Services, routes)
 # With --test, also what the test suite drives: etcd-server (the store
@@ -11,7 +12,7 @@
 # client's), pkg-config libssl-dev (kube-rs's openssl feature), jq, file.
 set -euo pipefail
 
-packages=(protobuf-compiler libprotobuf-dev containerd runc containernetworking-plugins nftables iproute2)
+packages=(protobuf-compiler libprotobuf-dev make containerd runc containernetworking-plugins nftables iproute2)
 if [ "${1:-}" = "--test" ]; then
   packages+=(etcd-server busybox-static umoci skopeo docker-registry procps util-linux curl
     python3-venv pkg-config libssl-dev jq file)

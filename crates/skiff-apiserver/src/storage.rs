@@ -127,8 +127,8 @@ pub fn encode(obj: &Value) -> Bytes {
     let mut out = Vec::with_capacity(1024);
     skiff_core::protobuf::order::write_without_revision(&mut out, map);
     // The bytes live on in the watch cache: copied out of the grown buffer
-    // (mimalloc keeps a block shrunk by less than half as it is, so
-    // `shrink_to_fit` would leave up to half of it unused).
+    // into a block of their size (an allocator may shrink a block in
+    // place, keeping what `shrink_to_fit` gives back unused).
     Bytes::copy_from_slice(&out)
 }
 
