@@ -69,13 +69,12 @@ impl NamespaceLifecycle {
         // Only a namespace whose bytes mention a deletion is decoded (every
         // create in a namespace asks).
         let read = |kv: Option<skiff_store::KeyValue>| -> Result<Option<Namespace>, ApiError> {
-            kv.map(|kv| match mentions(&kv.value, b"\"deletionTimestamp\"") {
-                false => Ok(Namespace {
-                    metadata: Meta { deletion: None },
-                }),
-                true => {
-                    serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(e.to_string()))
+            kv.map(|kv| {
+                if !mentions(&kv.value, b"\"deletionTimestamp\"") {
+                    let metadata = Meta { deletion: None };
+                    return Ok(Namespace { metadata });
                 }
+                serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(e.to_string()))
             })
             .transpose()
         };
