@@ -304,7 +304,7 @@ pub fn event(r: &Record) -> Value {
     let logged = |body: &Value| {
         let mut body = body.clone();
         if r.omit_managed_fields {
-            if let Some(m) = body["metadata"].as_object_mut() {
+            if let Some(m) = body.get_mut("metadata").and_then(Value::as_object_mut) {
                 m.remove("managedFields");
             }
         }

@@ -336,7 +336,7 @@ pub fn settle(old: &Value, new: &mut Value, pool: &Pool) -> Need {
     let old_ports = old["spec"]["ports"].as_array().cloned().unwrap_or_default();
     let mut free = pool.free.iter().copied();
     let mut used: Vec<u16> = Vec::new();
-    let Some(ports) = new["spec"]["ports"].as_array_mut() else {
+    let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) else {
         return need;
     };
     for (i, p) in ports.iter_mut().enumerate() {
@@ -422,5 +422,9 @@ mod tests {
         assert_eq!(settle(&old, &mut new, &Pool::default()), Need::default());
         assert!(new["spec"]["ports"][0].get("nodePort").is_none());
         assert_eq!(held(&new).ports, Vec::<u16>::new());
+        // A Service without ports is left without them (not set to null).
+        let mut new = json!({"metadata": {"name": "web"}, "spec": {"type": "ClusterIP"}});
+        assert_eq!(settle(&old, &mut new, &Pool::default()), Need::default());
+        assert!(new["spec"].get("ports").is_none(), "{new}");
     }
 }

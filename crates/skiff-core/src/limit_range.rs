@@ -33,7 +33,11 @@ pub fn default_pod(pod: &mut Value, ranges: &[Value]) {
     for item in items(ranges, "Container") {
         let (limits, requests) = (field(item, "default"), field(item, "defaultRequest"));
         for list in CONTAINER_LISTS {
-            for c in pod["spec"][list].as_array_mut().into_iter().flatten() {
+            let spec = pod.get_mut("spec");
+            let containers = spec
+                .and_then(|s| s.get_mut(list))
+                .and_then(Value::as_array_mut);
+            for c in containers.into_iter().flatten() {
                 for (kind, values) in [("limits", &limits), ("requests", &requests)] {
                     for (resource, q) in values {
                         let r = &mut c["resources"][kind];
@@ -171,6 +175,8 @@ mod tests {
         let b = &pod["spec"]["containers"][1]["resources"];
         assert_eq!(b["requests"]["cpu"], "50m");
         assert_eq!(b["limits"]["memory"], "1Gi");
+        // A list the pod leaves out stays out (not set to null).
+        assert!(pod["spec"].get("initContainers").is_none(), "{pod}");
     }
 
     #[test]

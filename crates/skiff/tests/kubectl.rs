@@ -107,6 +107,50 @@ fn apply_client_side_twice_then_server_side() {
     );
 }
 
+/// Whether `v` holds a `null` anywhere.
+fn holds_null(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(items) => items.iter().any(holds_null),
+        Value::Object(m) => m.values().any(holds_null),
+        _ => false,
+    }
+}
+
+#[test]
+fn a_created_pod_is_owned_as_sent_and_gains_no_nulls() {
+    let c = Cluster::start();
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - {name: c, image: busybox:1.36}\n";
+    let out = c.kubectl_stdin(&["create", "-f", "-"], pod);
+    assert_success(&out, "create");
+    let p = c.json(&["get", "pod", "p", "--show-managed-fields"]);
+    assert!(!holds_null(&p), "{p:#}");
+    // Admission still mounted the service account's token...
+    let volume = p["spec"]["volumes"][0]["name"].as_str().unwrap_or_default();
+    assert!(volume.starts_with("kube-api-access-"), "{p:#}");
+    assert_eq!(p["spec"]["serviceAccountName"], "default");
+    // ...but, as upstream, the writer owns only what it sent and the
+    // defaults: not what admission added.
+    let managed = &p["metadata"]["managedFields"];
+    assert_eq!(managed.as_array().map(Vec::len), Some(1), "{managed:#}");
+    let spec = &managed[0]["fieldsV1"]["f:spec"];
+    for owned in ["f:containers", "f:dnsPolicy", "f:restartPolicy"] {
+        assert!(spec.get(owned).is_some(), "{owned} in {spec:#}");
+    }
+    for added in [
+        "f:volumes",
+        "f:serviceAccountName",
+        "f:tolerations",
+        "f:priority",
+        "f:initContainers",
+    ] {
+        assert!(spec.get(added).is_none(), "{added} in {spec:#}");
+    }
+    let container = &spec["f:containers"][r#"k:{"name":"c"}"#];
+    assert!(container.get("f:image").is_some(), "{spec:#}");
+    assert!(container.get("f:volumeMounts").is_none(), "{spec:#}");
+}
+
 #[test]
 fn get_in_every_output_format() {
     let c = Cluster::start();

@@ -109,7 +109,8 @@ fn mount_credentials(pod: &mut Value) {
         None => spec["volumes"] = Value::Array(vec![projected]),
     }
     for list in containers {
-        for c in spec[list].as_array_mut().into_iter().flatten() {
+        let list = spec.get_mut(list).and_then(Value::as_array_mut);
+        for c in list.into_iter().flatten() {
             if mounted_by(c) {
                 continue;
             }

@@ -49,9 +49,9 @@ fn spec_changed(r: &ResourceType, current: &Value, next: &Value) -> bool {
 
 impl Api {
     /// Prepares a new object: namespace, name, system metadata, status and
-    /// defaults, then admission's mutating plugins, the strategy and
-    /// validation, the validating plugins, and managed fields. Returns
-    /// what admission has for the reply.
+    /// defaults, managed fields, then admission's mutating plugins, the
+    /// strategy and validation, and the validating plugins. Returns what
+    /// admission has for the reply.
     pub async fn prepare_create(
         &self,
         a: &Attributes<'_>,
@@ -99,17 +99,19 @@ impl Api {
             }
         }
         defaults::apply(r, obj);
-        self.admission.admit(a, obj).await?;
-        strategy.prepare_create(obj);
-        validate::object(r, obj, None)?;
-        let verdict = self.admission.validate(a, obj).await?;
+        // As upstream, the writer owns what it sent and its defaults, not
+        // what admission and the strategy add (a service account's token
+        // volume, a priority).
         let manager = Manager {
             name: manager,
             api_version: &r.api_version(),
             subresource: None,
         };
         track_update(None, obj, &manager, Root::of(r).shape());
-        Ok(verdict)
+        self.admission.admit(a, obj).await?;
+        strategy.prepare_create(obj);
+        validate::object(r, obj, None)?;
+        self.admission.validate(a, obj).await
     }
 }
 
