@@ -232,11 +232,13 @@ pub trait Bind: Send + Sync {
 
 /// Whether `pod` passes every filter on `node`.
 pub fn fits(filters: &[Box<dyn Filter>], state: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
-    filters
-        .iter()
-        .map(|f| f.filter(state, pod, node))
-        .find(|s| !s.is_success())
-        .unwrap_or(Status::Success)
+    for f in filters {
+        match f.filter(state, pod, node) {
+            Status::Success => {}
+            refused => return refused,
+        }
+    }
+    Status::Success
 }
 
 /// The plugins one scheduler runs.

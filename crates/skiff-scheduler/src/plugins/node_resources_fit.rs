@@ -15,6 +15,9 @@ impl Filter for NodeResourcesFit {
     }
 
     fn filter(&self, state: &CycleState, _: &Pod, node: &NodeInfo) -> Status {
+        if fits_all(&state.requests, node) {
+            return Status::Success;
+        }
         let mut reasons = Vec::new();
         if node.pod_count + 1 > node.allocatable.pods / 1000 {
             reasons.push("Too many pods".into());
@@ -30,6 +33,26 @@ impl Filter for NodeResourcesFit {
             Status::Unschedulable(reasons)
         }
     }
+}
+
+/// Whether the node has room for one more pod and all it requests: the
+/// answer for nearly every node, read field by field rather than by name.
+fn fits_all(want: &Resources, node: &NodeInfo) -> bool {
+    let (have, used) = (&node.allocatable, &node.requested);
+    let room = |want: i128, have: i128, used: i128| want <= 0 || want <= have - used;
+    node.pod_count < have.pods / 1000
+        && room(want.cpu, have.cpu, used.cpu)
+        && room(want.memory, have.memory, used.memory)
+        && room(
+            want.ephemeral_storage,
+            have.ephemeral_storage,
+            used.ephemeral_storage,
+        )
+        && room(want.pods, have.pods, used.pods)
+        && want
+            .extended
+            .iter()
+            .all(|(name, &w)| room(w, have.get(name), used.get(name)))
 }
 
 /// The fraction of cpu and memory left free after placing the pod, as a
