@@ -646,7 +646,9 @@ fn service(spec: &Value, causes: &mut Vec<Cause>) {
             causes.push(Cause::required(format!("spec.ports[{i}].name")));
         }
         protocol(&p["protocol"], format!("spec.ports[{i}].protocol"), causes);
-        if !p["nodePort"].is_null() && !matches!(kind, "NodePort" | "LoadBalancer") {
+        // As upstream, a nodePort of 0 is none.
+        let node_port = p["nodePort"].as_i64().is_some_and(|n| n != 0);
+        if node_port && !matches!(kind, "NodePort" | "LoadBalancer") {
             causes.push(Cause {
                 reason: "FieldValueForbidden",
                 field: format!("spec.ports[{i}].nodePort"),
@@ -860,6 +862,13 @@ mod tests {
             "services",
             "",
             svc(json!({"ports": [{"port": 80, "protocol": "UDP"}]}))
+        )
+        .is_ok());
+        // A nodePort of 0 is none, as upstream reads it.
+        assert!(check(
+            "services",
+            "",
+            svc(json!({"ports": [{"port": 80, "nodePort": 0}]}))
         )
         .is_ok());
         for spec in [

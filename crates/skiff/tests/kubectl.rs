@@ -151,6 +151,45 @@ fn a_created_pod_is_owned_as_sent_and_gains_no_nulls() {
     assert!(container.get("f:volumeMounts").is_none(), "{spec:#}");
 }
 
+/// kubectl's generators send protobuf, with every plain Go field at its
+/// zero value: stored, those read as upstream keeps them in JSON.
+#[test]
+fn generated_objects_keep_no_zeros_go_leaves_out() {
+    let c = Cluster::start();
+    let out = c.kubectl(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
+    assert_success(&out, "create service clusterip");
+    let svc = c.json(&["get", "service", "web"]);
+    let port = &svc["spec"]["ports"][0];
+    assert_eq!(
+        (port["port"].clone(), port["targetPort"].clone()),
+        (80.into(), 8080.into())
+    );
+    assert!(port.get("nodePort").is_none(), "{svc:#}");
+    assert!(svc["spec"].get("healthCheckNodePort").is_none(), "{svc:#}");
+    let out = c.kubectl(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox:1.36",
+        "--replicas=0",
+    ]);
+    assert_success(&out, "create deployment");
+    let d = c.json(&["get", "deployment", "web"]);
+    // A pointer's zero is what was asked for, and stays.
+    assert_eq!(d["spec"]["replicas"], 0, "{d:#}");
+    let template = &d["spec"]["template"];
+    assert!(template["metadata"].get("generation").is_none(), "{d:#}");
+    for plain in ["hostNetwork", "hostPID", "hostIPC"] {
+        assert!(template["spec"].get(plain).is_none(), "{plain} in {d:#}");
+    }
+    for plain in ["stdin", "stdinOnce", "tty"] {
+        assert!(
+            template["spec"]["containers"][0].get(plain).is_none(),
+            "{plain} in {d:#}"
+        );
+    }
+}
+
 #[test]
 fn get_in_every_output_format() {
     let c = Cluster::start();

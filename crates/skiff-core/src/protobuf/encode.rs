@@ -567,7 +567,7 @@ mod tests {
                     "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
                     "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}},
                     "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http", "scheme": "HTTP"},
-                        "initialDelaySeconds": 0, "periodSeconds": 10},
+                        "initialDelaySeconds": 5, "periodSeconds": 10},
                     "readinessProbe": {"tcpSocket": {"port": 8080}},
                     "securityContext": {"runAsUser": 1000, "allowPrivilegeEscalation": false}
                 }],
@@ -637,7 +637,7 @@ mod tests {
         let limits = &c.resources.as_ref().unwrap().limits;
         assert_eq!(limits["memory"].string.as_deref(), Some("64Mi"));
         let probe = c.liveness_probe.clone().unwrap();
-        assert_eq!(probe.initial_delay_seconds, Some(0));
+        assert_eq!(probe.initial_delay_seconds, Some(5));
         let port = probe.handler.unwrap().http_get.unwrap().port.unwrap();
         assert_eq!(
             (port.r#type, port.str_val.as_deref()),
@@ -737,7 +737,7 @@ mod tests {
           "spec": {"volumes": [{"configMap": {"defaultMode": 420, "name": "cfg"}, "name": "cfg"},
                                {"emptyDir": {}, "name": "scratch"}],
             "containers": [{"image": "busybox", "name": "app", "command": ["sleep", "3600"],
-              "livenessProbe": {"periodSeconds": 10, "httpGet": {"scheme": "HTTP", "port": "http", "path": "/healthz"}, "initialDelaySeconds": 0},
+              "livenessProbe": {"periodSeconds": 10, "httpGet": {"scheme": "HTTP", "port": "http", "path": "/healthz"}, "initialDelaySeconds": 5},
               "readinessProbe": {"tcpSocket": {"port": 8080}},
               "securityContext": {"allowPrivilegeEscalation": false, "runAsUser": 1000},
               "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}},

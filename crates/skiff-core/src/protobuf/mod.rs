@@ -286,6 +286,64 @@ fn message(name: &str, bytes: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
+/// Scalar fields that Go declares as plain values (not pointers) with
+/// `omitempty`: Go sends them over protobuf even at zero, and leaves the
+/// zero out of JSON, where it means "not set" (a ClusterIP Service's
+/// ports have no `nodePort: 0`). A pointer field's zero is a choice (a
+/// `runAsUser` of 0, `allowPrivilegeEscalation: false`) and is kept.
+const OMITTED_WHEN_ZERO: &[(&str, &[&str])] = &[
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.objectmeta",
+        &["generation"],
+    ),
+    (
+        "io.k8s.api.core.v1.container",
+        &["stdin", "stdinOnce", "tty"],
+    ),
+    (
+        "io.k8s.api.core.v1.ephemeralcontainercommon",
+        &["stdin", "stdinOnce", "tty"],
+    ),
+    (
+        "io.k8s.api.core.v1.podspec",
+        &["hostNetwork", "hostPID", "hostIPC"],
+    ),
+    ("io.k8s.api.core.v1.containerport", &["hostPort"]),
+    ("io.k8s.api.core.v1.volumemount", &["readOnly"]),
+    (
+        "io.k8s.api.core.v1.persistentvolumeclaimvolumesource",
+        &["readOnly"],
+    ),
+    (
+        "io.k8s.api.core.v1.probe",
+        &[
+            "initialDelaySeconds",
+            "timeoutSeconds",
+            "periodSeconds",
+            "successThreshold",
+            "failureThreshold",
+        ],
+    ),
+    ("io.k8s.api.core.v1.serviceport", &["nodePort"]),
+    (
+        "io.k8s.api.core.v1.servicespec",
+        &["healthCheckNodePort", "publishNotReadyAddresses"],
+    ),
+    (
+        "io.k8s.api.apps.v1.deploymentspec",
+        &["minReadySeconds", "paused"],
+    ),
+    ("io.k8s.api.apps.v1.replicasetspec", &["minReadySeconds"]),
+    ("io.k8s.api.apps.v1.statefulsetspec", &["minReadySeconds"]),
+    ("io.k8s.api.apps.v1.daemonsetspec", &["minReadySeconds"]),
+];
+
+fn omitted_when_zero(message: &str, field: &str) -> bool {
+    OMITTED_WHEN_ZERO
+        .iter()
+        .any(|(m, fields)| *m == message && fields.contains(&field))
+}
+
 fn read_fields(name: &str, bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let fields = &table()
         .get(name)
@@ -326,9 +384,11 @@ fn read_fields(name: &str, bytes: &[u8]) -> Result<Map<String, Value>, ApiError>
             }
             (_, false, _) => {
                 // Go writes every non-pointer field, empty or not; its JSON
-                // leaves empty strings and zero times out.
+                // leaves empty strings and zero times out, and the zeros
+                // of the fields in [`OMITTED_WHEN_ZERO`].
                 let v = value(&f.kind, &wire)?;
-                if !(v.is_null() || v == "") {
+                let zero = v == false || v == 0;
+                if !(v.is_null() || v == "" || zero && omitted_when_zero(name, &f.json)) {
                     out.insert(f.json.clone(), v);
                 }
             }
@@ -423,6 +483,33 @@ mod tests {
     }
 
     /// A hand-encoded ConfigMap and Deployment decode to upstream's JSON.
+    #[test]
+    fn zeros_go_leaves_out_of_json_are_dropped_and_chosen_ones_kept() {
+        // A ServicePort as Go sends it: nodePort 0 is on the wire.
+        let mut port = Vec::new();
+        varint_field(3, 80, &mut port);
+        varint_field(5, 0, &mut port);
+        assert_eq!(
+            message("io.k8s.api.core.v1.serviceport", &port).unwrap(),
+            json!({"port": 80})
+        );
+        // A container's stdin and tty are plain bools: false is unset. Its
+        // security context's runAsUser 0 and allowPrivilegeEscalation
+        // false are pointers that were set, and stay.
+        let mut security = Vec::new();
+        varint_field(4, 0, &mut security);
+        varint_field(7, 0, &mut security);
+        let mut container = Vec::new();
+        bytes_field(1, b"c", &mut container);
+        bytes_field(15, &security, &mut container);
+        varint_field(16, 0, &mut container);
+        varint_field(18, 0, &mut container);
+        assert_eq!(
+            message("io.k8s.api.core.v1.container", &container).unwrap(),
+            json!({"name": "c", "securityContext": {"runAsUser": 0, "allowPrivilegeEscalation": false}})
+        );
+    }
+
     #[test]
     fn decodes_objects_with_maps_times_and_int_or_strings() {
         let mut meta = Vec::new();
