@@ -482,7 +482,6 @@ mod tests {
         varint(v, out);
     }
 
-    /// A hand-encoded ConfigMap and Deployment decode to upstream's JSON.
     #[test]
     fn zeros_go_leaves_out_of_json_are_dropped_and_chosen_ones_kept() {
         // A ServicePort as Go sends it: nodePort 0 is on the wire.
@@ -510,6 +509,7 @@ mod tests {
         );
     }
 
+    /// A hand-encoded ConfigMap and Deployment decode to upstream's JSON.
     #[test]
     fn decodes_objects_with_maps_times_and_int_or_strings() {
         let mut meta = Vec::new();
