@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Removes everything a stopped `skiff server` (or `skiff agent`) left on
-# this machine: the containers its containerd ran (their shims), mounts
-# under its data dir, the pod bridge, the proxy's nftables table and
-# routes, and the data dir itself. Stop the server first (Ctrl-C).
+# this machine: the containers its containerd ran (their shims), the pods'
+# network namespaces, mounts under its data dir, the pod bridge, the
+# proxy's nftables table and routes, and the data dir itself. Stop the
+# server first (Ctrl-C).
 # Usage: scripts/clean-up.sh DATA_DIR   (e.g. /tmp/skiff)
 set -uo pipefail
 dir="${1:?usage: clean-up.sh DATA_DIR}"
@@ -31,6 +32,15 @@ for containerd in "$dir/agent/containerd" "$dir/containerd"; do
   case "$(cat "/proc/${pid:-0}/comm" 2>/dev/null)" in
     containerd) kill -KILL "$pid" 2>/dev/null ;;
   esac
+  # The pods' network namespaces (with them, their veths), as the bundles
+  # of the pods' sandboxes name them.
+  for config in "$containerd"/state/io.containerd.runtime.v2.task/*/*/config.json; do
+    [ -f "$config" ] || continue
+    for netns in $(grep -o '/var/run/netns/cni-[0-9a-f-]*' "$config" | sort -u); do
+      umount "$netns" 2>/dev/null
+      rm -f "$netns"
+    done
+  done
 done
 grep -o " $dir[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
 ip link delete skiff0 2>/dev/null

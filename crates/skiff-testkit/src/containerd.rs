@@ -1,14 +1,17 @@
 //! Stopping the containerd an agent started, and its shims, by pid: the
 //! agent writes containerd's, and each task's bundle holds its init
-//! process's, whose parent is the task's shim.
+//! process's, whose parent is the task's shim. The network namespaces
+//! containerd made for the pods go too (with them, the pods' veths).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::process;
 
 /// Stops the containerd of the agent at `agent_dir` (a server's data dir
-/// or an agent's), the containers it ran and their shims.
+/// or an agent's), the containers it ran and their shims, and removes the
+/// pods' network namespaces that it left.
 pub fn stop(agent_dir: &Path) {
     let dir = agent_dir.join("containerd");
     if let Some(pid) = read_pid(&dir.join("containerd.pid")).filter(|p| named(*p, "containerd")) {
@@ -16,8 +19,10 @@ pub fn stop(agent_dir: &Path) {
     }
     // state/io.containerd.runtime.v2.task/<namespace>/<id>/init.pid
     let tasks = dir.join("state/io.containerd.runtime.v2.task");
+    let mut networks = Vec::new();
     for ns in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
         for task in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+            networks.extend(pod_network(&task.path()));
             let Some(init) = read_pid(&task.path().join("init.pid")) else {
                 continue;
             };
@@ -28,6 +33,29 @@ pub fn stop(agent_dir: &Path) {
             }
         }
     }
+    for netns in networks {
+        let _ = Command::new("umount").arg(&netns).status();
+        let _ = std::fs::remove_file(&netns);
+    }
+}
+
+/// The network namespace containerd made for a pod, as the bundle of its
+/// sandbox joins it (`/var/run/netns/cni-<uuid>`); a container's bundle
+/// joins its sandbox's by process, and names none.
+fn pod_network(bundle: &Path) -> Option<PathBuf> {
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).ok()?).ok()?;
+    let network = spec["linux"]["namespaces"]
+        .as_array()?
+        .iter()
+        .find(|n| n["type"] == "network")?;
+    let path = network["path"].as_str()?;
+    let name = path
+        .strip_prefix("/var/run/netns/")
+        .or_else(|| path.strip_prefix("/run/netns/"))?;
+    let uuid = name.strip_prefix("cni-")?;
+    let ours = !uuid.is_empty() && uuid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    ours.then(|| Path::new("/run/netns").join(name))
 }
 
 fn read_pid(path: &Path) -> Option<u32> {
