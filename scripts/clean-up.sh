@@ -10,8 +10,10 @@ dir="${1:?usage: clean-up.sh DATA_DIR}"
 dir="$(realpath -m "$dir")"
 for containerd in "$dir/agent/containerd" "$dir/containerd"; do
   [ -d "$containerd" ] || continue
-  # Each task's shim is the parent of the init whose pid its bundle holds:
-  # found before the containers are killed.
+  # Each task's shim is the parent of the init whose pid its bundle holds,
+  # and a pod sandbox's bundle names the network namespace containerd made
+  # for it: both found before anything is killed (containerd removes the
+  # bundle of a task whose shim dies).
   shims=""
   for init in "$containerd"/state/io.containerd.runtime.v2.task/*/*/init.pid; do
     [ -f "$init" ] || continue
@@ -20,6 +22,8 @@ for containerd in "$dir/agent/containerd" "$dir/containerd"; do
       containerd-shim*) shims="$shims $shim" ;;
     esac
   done
+  networks="$(cat "$containerd"/state/io.containerd.runtime.v2.task/*/*/config.json 2>/dev/null |
+    grep -o '/var/run/netns/cni-[0-9a-f-]\{1,\}' | sort -u)"
   # The containers' processes, by runc's state under the data dir.
   for state in "$containerd"/runc/k8s.io/*/state.json; do
     [ -f "$state" ] || continue
@@ -32,14 +36,10 @@ for containerd in "$dir/agent/containerd" "$dir/containerd"; do
   case "$(cat "/proc/${pid:-0}/comm" 2>/dev/null)" in
     containerd) kill -KILL "$pid" 2>/dev/null ;;
   esac
-  # The pods' network namespaces (with them, their veths), as the bundles
-  # of the pods' sandboxes name them.
-  for config in "$containerd"/state/io.containerd.runtime.v2.task/*/*/config.json; do
-    [ -f "$config" ] || continue
-    for netns in $(grep -o '/var/run/netns/cni-[0-9a-f-]*' "$config" | sort -u); do
-      umount "$netns" 2>/dev/null
-      rm -f "$netns"
-    done
+  # Then the pods' network namespaces (with them, their veths).
+  for netns in $networks; do
+    umount "$netns" 2>/dev/null
+    rm -f "$netns"
   done
 done
 grep -o " $dir[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done

@@ -14,23 +14,29 @@ use crate::process;
 /// pods' network namespaces that it left.
 pub fn stop(agent_dir: &Path) {
     let dir = agent_dir.join("containerd");
+    // state/io.containerd.runtime.v2.task/<namespace>/<id>: read before
+    // anything stops (containerd removes the bundle of a task whose shim
+    // dies).
+    let namespaces = std::fs::read_dir(dir.join("state/io.containerd.runtime.v2.task"));
+    let bundles: Vec<PathBuf> = namespaces
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|ns| std::fs::read_dir(ns.path()).into_iter().flatten().flatten())
+        .map(|task| task.path())
+        .collect();
+    let networks: Vec<PathBuf> = bundles.iter().filter_map(|b| pod_network(b)).collect();
     if let Some(pid) = read_pid(&dir.join("containerd.pid")).filter(|p| named(*p, "containerd")) {
         process::stop(pid, Duration::from_secs(10));
     }
-    // state/io.containerd.runtime.v2.task/<namespace>/<id>/init.pid
-    let tasks = dir.join("state/io.containerd.runtime.v2.task");
-    let mut networks = Vec::new();
-    for ns in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
-        for task in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
-            networks.extend(pod_network(&task.path()));
-            let Some(init) = read_pid(&task.path().join("init.pid")) else {
-                continue;
-            };
-            let shim = parent(init).filter(|p| named(*p, "containerd-shim"));
-            process::signal(init, "KILL");
-            if let Some(shim) = shim {
-                process::signal(shim, "KILL");
-            }
+    for bundle in &bundles {
+        let Some(init) = read_pid(&bundle.join("init.pid")) else {
+            continue;
+        };
+        let shim = parent(init).filter(|p| named(*p, "containerd-shim"));
+        process::signal(init, "KILL");
+        if let Some(shim) = shim {
+            process::signal(shim, "KILL");
         }
     }
     for netns in networks {
