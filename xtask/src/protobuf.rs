@@ -170,8 +170,10 @@ fn walk(
 }
 
 /// The JSON name of a field: the schema property prost would have named
-/// `rust_name`, else its lower camel case. A message field with no property
-/// of its own is a Go embedded struct, inlined in JSON: named `-`.
+/// `rust_name` (or, where prost split an acronym differently, as
+/// `aPIGroup` → `a_pi_group`, the one with the same letters), else its
+/// lower camel case. A message field with no property of its own is a Go
+/// embedded struct, inlined in JSON: named `-`.
 fn json_name(message: &str, field: &Field) -> String {
     let schemas = skiff_core::schema::schemas();
     // prost renames acronyms (TCPSocketAction → TcpSocketAction).
@@ -183,7 +185,13 @@ fn json_name(message: &str, field: &Field) -> String {
     let props = def
         .and_then(|d| d.get("properties"))
         .and_then(|p| p.as_object());
-    match props.and_then(|p| p.keys().find(|k| k.to_snake_case() == field.rust_name)) {
+    let letters = field.rust_name.replace('_', "");
+    let named = props.and_then(|p| {
+        p.keys()
+            .find(|k| k.to_snake_case() == field.rust_name)
+            .or_else(|| p.keys().find(|k| k.eq_ignore_ascii_case(&letters)))
+    });
+    match named {
         Some(name) => name.clone(),
         None if props.is_some() && field.kind.starts_with("message ") => "-".into(),
         None => field.rust_name.to_lower_camel_case(),

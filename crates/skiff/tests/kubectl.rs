@@ -190,6 +190,43 @@ fn generated_objects_keep_no_zeros_go_leaves_out() {
     }
 }
 
+/// A Service's `clusterIPs` (a Go name whose acronym protobuf's field
+/// names split otherwise) has its place in the protobuf form: kubectl's
+/// create, sent as protobuf, is answered in protobuf, with the field.
+#[test]
+fn a_created_service_is_answered_in_protobuf_whole() {
+    let c = Cluster::start();
+    let out = c.kubectl(&[
+        "create",
+        "service",
+        "clusterip",
+        "web",
+        "--tcp=80:8080",
+        "-o",
+        "json",
+        "-v=8",
+    ]);
+    assert_success(&out, "create service clusterip");
+    let log = String::from_utf8_lossy(&out.stderr);
+    let reply_type = log
+        .lines()
+        .skip_while(|l| !l.contains("POST"))
+        .skip_while(|l| !l.contains("Response"))
+        .find(|l| l.contains("Content-Type:"))
+        .unwrap_or_default();
+    assert!(
+        reply_type.contains("application/vnd.kubernetes.protobuf"),
+        "{log}"
+    );
+    let svc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ip = svc["spec"]["clusterIP"].as_str().unwrap();
+    assert_eq!(
+        svc["spec"]["clusterIPs"],
+        serde_json::json!([ip]),
+        "{svc:#}"
+    );
+}
+
 #[test]
 fn get_in_every_output_format() {
     let c = Cluster::start();

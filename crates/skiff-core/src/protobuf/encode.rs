@@ -686,7 +686,28 @@ mod tests {
             "metadata": {"name": "e"}, "eventTime": "2026-12-01T10:00:00.123456Z",
             "reason": "Scheduled", "action": "Binding", "type": "Normal", "reportingController": "s",
             "reportingInstance": "s-1"});
-        for obj in [pod(), secret, deployment, csr, event] {
+        // Fields whose Go names have acronyms (clusterIPs, podIPs) that
+        // prost splits otherwise.
+        let service = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web"},
+            "spec": {"clusterIP": "10.43.0.9", "clusterIPs": ["10.43.0.9"],
+                "externalIPs": ["192.0.2.1"], "ports": [{"port": 80}]}});
+        let mut running = pod();
+        running["status"] = json!({"phase": "Running", "hostIP": "10.0.0.1",
+            "hostIPs": [{"ip": "10.0.0.1"}], "podIP": "10.42.0.7", "podIPs": [{"ip": "10.42.0.7"}]});
+        let class = json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+            "metadata": {"name": "c"},
+            "spec": {"controller": "x.io/c", "parameters": {"apiGroup": "x.io", "kind": "P", "name": "p"}}});
+        for obj in [
+            pod(),
+            secret,
+            deployment,
+            csr,
+            event,
+            service,
+            running,
+            class,
+        ] {
             let bytes = encode(&obj).unwrap();
             assert_eq!(super::super::decode(&bytes).unwrap(), obj);
         }

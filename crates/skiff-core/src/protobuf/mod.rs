@@ -344,6 +344,121 @@ fn omitted_when_zero(message: &str, field: &str) -> bool {
         .any(|(m, fields)| *m == message && fields.contains(&field))
 }
 
+/// String fields that Go declares as pointers: Go sends one only when it
+/// is set, so an empty one on the wire was chosen and is kept (a claim's
+/// `storageClassName: ""` asks for no class where none asks for the
+/// default one; an EndpointSlice port's `name: ""` names the unnamed
+/// port). Every other string is plain, sent even when empty, and left out
+/// of JSON then.
+const KEPT_WHEN_EMPTY: &[(&str, &[&str])] = &[
+    (
+        "io.k8s.api.core.v1.persistentvolumeclaimspec",
+        &[
+            "storageClassName",
+            "volumeMode",
+            "volumeAttributesClassName",
+        ],
+    ),
+    (
+        "io.k8s.api.core.v1.persistentvolumespec",
+        &["volumeMode", "volumeAttributesClassName"],
+    ),
+    (
+        "io.k8s.api.core.v1.podspec",
+        &["runtimeClassName", "preemptionPolicy"],
+    ),
+    ("io.k8s.api.core.v1.container", &["restartPolicy"]),
+    (
+        "io.k8s.api.core.v1.ephemeralcontainercommon",
+        &["restartPolicy"],
+    ),
+    ("io.k8s.api.core.v1.securitycontext", &["procMount"]),
+    (
+        "io.k8s.api.core.v1.podsecuritycontext",
+        &[
+            "fsGroupChangePolicy",
+            "supplementalGroupsPolicy",
+            "seLinuxChangePolicy",
+        ],
+    ),
+    ("io.k8s.api.core.v1.seccompprofile", &["localhostProfile"]),
+    ("io.k8s.api.core.v1.apparmorprofile", &["localhostProfile"]),
+    (
+        "io.k8s.api.core.v1.windowssecuritycontextoptions",
+        &[
+            "gmsaCredentialSpecName",
+            "gmsaCredentialSpec",
+            "runAsUserName",
+        ],
+    ),
+    (
+        "io.k8s.api.core.v1.servicespec",
+        &[
+            "loadBalancerClass",
+            "internalTrafficPolicy",
+            "ipFamilyPolicy",
+            "trafficDistribution",
+        ],
+    ),
+    ("io.k8s.api.core.v1.serviceport", &["appProtocol"]),
+    ("io.k8s.api.core.v1.endpointport", &["appProtocol"]),
+    ("io.k8s.api.core.v1.poddnsconfigoption", &["value"]),
+    ("io.k8s.api.core.v1.hostpathvolumesource", &["type"]),
+    ("io.k8s.api.core.v1.csivolumesource", &["fsType"]),
+    (
+        "io.k8s.api.core.v1.typedlocalobjectreference",
+        &["apiGroup"],
+    ),
+    (
+        "io.k8s.api.core.v1.typedobjectreference",
+        &["apiGroup", "namespace"],
+    ),
+    (
+        "io.k8s.api.discovery.v1.endpointport",
+        &["name", "protocol", "appProtocol"],
+    ),
+    (
+        "io.k8s.api.discovery.v1.endpoint",
+        &["hostname", "nodeName", "zone"],
+    ),
+    (
+        "io.k8s.api.networking.v1.ingressspec",
+        &["ingressClassName"],
+    ),
+    (
+        "io.k8s.api.networking.v1.ingressclassparametersreference",
+        &["apiGroup", "scope", "namespace"],
+    ),
+    ("io.k8s.api.networking.v1.networkpolicyport", &["protocol"]),
+    (
+        "io.k8s.api.coordination.v1.leasespec",
+        &["holderIdentity", "strategy", "preferredHolder"],
+    ),
+    (
+        "io.k8s.api.batch.v1.jobspec",
+        &["completionMode", "podReplacementPolicy", "managedBy"],
+    ),
+    ("io.k8s.api.batch.v1.cronjobspec", &["timeZone"]),
+    (
+        "io.k8s.api.storage.v1.storageclass",
+        &["reclaimPolicy", "volumeBindingMode"],
+    ),
+    (
+        "io.k8s.api.policy.v1.poddisruptionbudgetspec",
+        &["unhealthyPodEvictionPolicy"],
+    ),
+    (
+        "io.k8s.api.autoscaling.v2.hpascalingrules",
+        &["selectPolicy"],
+    ),
+];
+
+fn kept_when_empty(message: &str, field: &str) -> bool {
+    KEPT_WHEN_EMPTY
+        .iter()
+        .any(|(m, fields)| *m == message && fields.contains(&field))
+}
+
 fn read_fields(name: &str, bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let fields = &table()
         .get(name)
@@ -384,11 +499,13 @@ fn read_fields(name: &str, bytes: &[u8]) -> Result<Map<String, Value>, ApiError>
             }
             (_, false, _) => {
                 // Go writes every non-pointer field, empty or not; its JSON
-                // leaves empty strings and zero times out, and the zeros
-                // of the fields in [`OMITTED_WHEN_ZERO`].
+                // leaves empty strings (but those in [`KEPT_WHEN_EMPTY`])
+                // and zero times out, and the zeros of the fields in
+                // [`OMITTED_WHEN_ZERO`].
                 let v = value(&f.kind, &wire)?;
                 let zero = v == false || v == 0;
-                if !(v.is_null() || v == "" || zero && omitted_when_zero(name, &f.json)) {
+                let unset = v == "" && !kept_when_empty(name, &f.json);
+                if !(v.is_null() || unset || zero && omitted_when_zero(name, &f.json)) {
                     out.insert(f.json.clone(), v);
                 }
             }
@@ -507,6 +624,37 @@ mod tests {
             message("io.k8s.api.core.v1.container", &container).unwrap(),
             json!({"name": "c", "securityContext": {"runAsUser": 0, "allowPrivilegeEscalation": false}})
         );
+    }
+
+    #[test]
+    fn empty_strings_go_sends_only_when_set_are_kept() {
+        // A claim as Go sends it: the plain volumeName goes empty, the
+        // pointer storageClassName was set to "" (no class).
+        let mut spec = Vec::new();
+        bytes_field(3, b"", &mut spec);
+        bytes_field(5, b"", &mut spec);
+        assert_eq!(
+            message("io.k8s.api.core.v1.persistentvolumeclaimspec", &spec).unwrap(),
+            json!({"storageClassName": ""})
+        );
+        let mut port = Vec::new();
+        bytes_field(1, b"", &mut port);
+        varint_field(3, 80, &mut port);
+        assert_eq!(
+            message("io.k8s.api.discovery.v1.endpointport", &port).unwrap(),
+            json!({"name": "", "port": 80})
+        );
+        // Every field listed is a string field of a message the table has.
+        for (m, fields) in KEPT_WHEN_EMPTY {
+            let message = table().get(*m).unwrap_or_else(|| panic!("{m}"));
+            for f in *fields {
+                let found = message.fields.values().find(|x| x.json == *f);
+                assert!(
+                    matches!(found, Some(x) if matches!(x.kind, Kind::Scalar(Scalar::String)) && !x.repeated),
+                    "{m}.{f}"
+                );
+            }
+        }
     }
 
     /// A hand-encoded ConfigMap and Deployment decode to upstream's JSON.
