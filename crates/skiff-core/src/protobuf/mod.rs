@@ -657,6 +657,28 @@ mod tests {
         }
     }
 
+    /// The table names each field of a type with a schema as the schema
+    /// does (a name missed is read as an unknown field and kept out of
+    /// protobuf replies).
+    #[test]
+    fn every_field_is_named_as_its_schema_names_it() {
+        let schemas = crate::schema::schemas();
+        let mut misnamed = Vec::new();
+        for (name, message) in table() {
+            let props = schemas
+                .definitions
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .and_then(|(_, def)| def.get("properties")?.as_object());
+            for f in message.fields.values() {
+                if props.is_some_and(|p| f.json != "-" && !p.contains_key(&f.json)) {
+                    misnamed.push(format!("{name}.{}", f.json));
+                }
+            }
+        }
+        assert_eq!(misnamed, Vec::<String>::new());
+    }
+
     /// A hand-encoded ConfigMap and Deployment decode to upstream's JSON.
     #[test]
     fn decodes_objects_with_maps_times_and_int_or_strings() {
