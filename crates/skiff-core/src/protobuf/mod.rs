@@ -338,12 +338,6 @@ const OMITTED_WHEN_ZERO: &[(&str, &[&str])] = &[
     ("io.k8s.api.apps.v1.daemonsetspec", &["minReadySeconds"]),
 ];
 
-fn omitted_when_zero(message: &str, field: &str) -> bool {
-    OMITTED_WHEN_ZERO
-        .iter()
-        .any(|(m, fields)| *m == message && fields.contains(&field))
-}
-
 /// String fields that Go declares as pointers: Go sends one only when it
 /// is set, so an empty one on the wire was chosen and is kept (a claim's
 /// `storageClassName: ""` asks for no class where none asks for the
@@ -453,9 +447,9 @@ const KEPT_WHEN_EMPTY: &[(&str, &[&str])] = &[
     ),
 ];
 
-fn kept_when_empty(message: &str, field: &str) -> bool {
-    KEPT_WHEN_EMPTY
-        .iter()
+/// Whether `list` (of fields by message) names `field` of `message`.
+fn listed(list: &[(&str, &[&str])], message: &str, field: &str) -> bool {
+    list.iter()
         .any(|(m, fields)| *m == message && fields.contains(&field))
 }
 
@@ -504,8 +498,9 @@ fn read_fields(name: &str, bytes: &[u8]) -> Result<Map<String, Value>, ApiError>
                 // [`OMITTED_WHEN_ZERO`].
                 let v = value(&f.kind, &wire)?;
                 let zero = v == false || v == 0;
-                let unset = v == "" && !kept_when_empty(name, &f.json);
-                if !(v.is_null() || unset || zero && omitted_when_zero(name, &f.json)) {
+                let unset = v == "" && !listed(KEPT_WHEN_EMPTY, name, &f.json)
+                    || zero && listed(OMITTED_WHEN_ZERO, name, &f.json);
+                if !(v.is_null() || unset) {
                     out.insert(f.json.clone(), v);
                 }
             }
