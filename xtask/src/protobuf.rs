@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use heck::{ToLowerCamelCase, ToSnakeCase};
+use heck::ToLowerCamelCase;
 
 /// The k8s-pb modules whose messages the API can receive.
 const MODULES: &[&str] = &[
@@ -169,11 +169,11 @@ fn walk(
     Ok(())
 }
 
-/// The JSON name of a field: the schema property prost would have named
-/// `rust_name` (or, where prost split an acronym differently, as
-/// `aPIGroup` → `a_pi_group`, the one with the same letters), else its
-/// lower camel case. A message field with no property of its own is a Go
-/// embedded struct, inlined in JSON: named `-`.
+/// The JSON name of a field: the schema property with the letters of
+/// prost's `rust_name` (prost splits words and acronyms its own way:
+/// `aPIGroup` → `a_pi_group`), else its lower camel case. A message field
+/// with no property of its own is a Go embedded struct, inlined in JSON:
+/// named `-`.
 fn json_name(message: &str, field: &Field) -> String {
     let schemas = skiff_core::schema::schemas();
     // prost renames acronyms (TCPSocketAction → TcpSocketAction).
@@ -186,12 +186,7 @@ fn json_name(message: &str, field: &Field) -> String {
         .and_then(|d| d.get("properties"))
         .and_then(|p| p.as_object());
     let letters = field.rust_name.replace('_', "");
-    let named = props.and_then(|p| {
-        p.keys()
-            .find(|k| k.to_snake_case() == field.rust_name)
-            .or_else(|| p.keys().find(|k| k.eq_ignore_ascii_case(&letters)))
-    });
-    match named {
+    match props.and_then(|p| p.keys().find(|k| k.eq_ignore_ascii_case(&letters))) {
         Some(name) => name.clone(),
         None if props.is_some() && field.kind.starts_with("message ") => "-".into(),
         None => field.rust_name.to_lower_camel_case(),
