@@ -10,16 +10,16 @@ dir="${1:?usage: clean-up.sh DATA_DIR}"
 dir="$(realpath -m "$dir")"
 for containerd in "$dir/agent/containerd" "$dir/containerd"; do
   [ -d "$containerd" ] || continue
-  # Each task's shim is the parent of the init whose pid its bundle holds,
-  # and a pod sandbox's bundle names the network namespace containerd made
-  # for it: both found before anything is killed (containerd removes the
-  # bundle of a task whose shim dies).
+  # Each shim names this containerd's socket on its command line (a shim
+  # outlives its container's exit), and a pod sandbox's bundle names the
+  # network namespace containerd made for it: both found before anything
+  # is killed (containerd removes the bundle of a task whose shim dies).
   shims=""
-  for init in "$containerd"/state/io.containerd.runtime.v2.task/*/*/init.pid; do
-    [ -f "$init" ] || continue
-    shim="$(awk '/^PPid:/ {print $2}' "/proc/$(cat "$init")/status" 2>/dev/null)"
-    case "$(cat "/proc/$shim/comm" 2>/dev/null)" in
-      containerd-shim*) shims="$shims $shim" ;;
+  for proc in /proc/[0-9]*; do
+    case "$(cat "$proc/comm" 2>/dev/null)" in
+      containerd-shim*)
+        tr '\0' '\n' < "$proc/cmdline" 2>/dev/null | grep -qxF "$containerd/containerd.sock" &&
+          shims="$shims ${proc#/proc/}" ;;
     esac
   done
   networks="$(cat "$containerd"/state/io.containerd.runtime.v2.task/*/*/config.json 2>/dev/null |

@@ -1,7 +1,9 @@
-//! Stopping the containerd an agent started, and its shims, by pid: the
-//! agent writes containerd's, and each task's bundle holds its init
-//! process's, whose parent is the task's shim. The network namespaces
-//! containerd made for the pods go too (with them, the pods' veths).
+//! Stopping the containerd an agent started, its containers and their
+//! shims, by pid: the agent writes containerd's, each task's bundle holds
+//! its init process's, and each shim names this containerd's socket on
+//! its command line (a shim outlives its container's exit). The network
+//! namespaces containerd made for the pods go too (with them, the pods'
+//! veths).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,18 +28,13 @@ pub fn stop(agent_dir: &Path) {
         .map(|task| task.path())
         .collect();
     let networks: Vec<PathBuf> = bundles.iter().filter_map(|b| pod_network(b)).collect();
+    let shims = shims_of(&dir.join("containerd.sock"));
     if let Some(pid) = read_pid(&dir.join("containerd.pid")).filter(|p| named(*p, "containerd")) {
         process::stop(pid, Duration::from_secs(10));
     }
-    for bundle in &bundles {
-        let Some(init) = read_pid(&bundle.join("init.pid")) else {
-            continue;
-        };
-        let shim = parent(init).filter(|p| named(*p, "containerd-shim"));
-        process::signal(init, "KILL");
-        if let Some(shim) = shim {
-            process::signal(shim, "KILL");
-        }
+    let inits = bundles.iter().filter_map(|b| read_pid(&b.join("init.pid")));
+    for pid in inits.chain(shims) {
+        process::signal(pid, "KILL");
     }
     for netns in networks {
         let _ = Command::new("umount").arg(&netns).status();
@@ -74,8 +71,66 @@ fn named(pid: u32, name: &str) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with(name))
 }
 
-fn parent(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("PPid:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+/// The shims serving the containerd at `socket`: each has the socket's
+/// path as an argument.
+fn shims_of(socket: &Path) -> Vec<u32> {
+    let socket = socket.as_os_str().as_encoded_bytes();
+    let pids = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+    pids.filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|pid| named(*pid, "containerd-shim"))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|args| args.split(|b| *b == 0).any(|a| a == socket))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Child, Stdio};
+    use std::time::Instant;
+
+    /// A stand-in shim: a shell named `containerd-shim-…`, waiting on its
+    /// input, with `socket` among its arguments as a shim has.
+    fn shim(bin: &Path, socket: &Path) -> Child {
+        Command::new(bin)
+            .args(["-c", "read x", "containerd-shim", "-address"])
+            .arg(socket)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_shim_whose_container_is_gone_is_stopped_by_its_socket() {
+        let dir = std::env::temp_dir().join(format!("skiff-testkit-shim-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("agent/containerd")).unwrap();
+        let bin = dir.join("containerd-shim-test");
+        // A link, not a copy: a copy's open file would make another
+        // test's fork hold it busy.
+        std::os::unix::fs::symlink("/bin/sh", &bin).unwrap();
+        let mut ours = shim(&bin, &dir.join("agent/containerd/containerd.sock"));
+        let mut other = shim(&bin, &dir.join("other/containerd.sock"));
+        // No bundle names either shim's container: only the socket does.
+        stop(&dir.join("agent"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = ours.try_wait().unwrap() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let other_alive = other.try_wait().unwrap().is_none();
+        let _ = ours.kill();
+        let _ = other.kill();
+        let _ = (ours.wait(), other.wait());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(status.and_then(|s| s.signal()), Some(9));
+        assert!(other_alive, "another containerd's shim was stopped");
+    }
 }
