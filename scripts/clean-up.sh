@@ -14,6 +14,8 @@ for containerd in "$dir/agent/containerd" "$dir/containerd"; do
   # outlives its container's exit), and a pod sandbox's bundle names the
   # network namespace containerd made for it: both found before anything
   # is killed (containerd removes the bundle of a task whose shim dies).
+  # containerd's metadata names the namespace of every sandbox it holds,
+  # one stopped half-way (its task gone) too.
   shims=""
   for proc in /proc/[0-9]*; do
     case "$(cat "$proc/comm" 2>/dev/null)" in
@@ -22,8 +24,9 @@ for containerd in "$dir/agent/containerd" "$dir/containerd"; do
           shims="$shims ${proc#/proc/}" ;;
     esac
   done
-  networks="$(cat "$containerd"/state/io.containerd.runtime.v2.task/*/*/config.json 2>/dev/null |
-    grep -o '/var/run/netns/cni-[0-9a-f-]\{1,\}' | sort -u)"
+  networks="$(cat "$containerd"/state/io.containerd.runtime.v2.task/*/*/config.json \
+    "$containerd/root/io.containerd.metadata.v1.bolt/meta.db" 2>/dev/null |
+    grep -ao '/var/run/netns/cni-[0-9a-f-]\{1,\}' | sort -u)"
   # The containers' processes, by runc's state under the data dir.
   for state in "$containerd"/runc/k8s.io/*/state.json; do
     [ -f "$state" ] || continue

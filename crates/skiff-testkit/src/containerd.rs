@@ -3,7 +3,8 @@
 //! its init process's, and each shim names this containerd's socket on
 //! its command line (a shim outlives its container's exit). The network
 //! namespaces containerd made for the pods go too (with them, the pods'
-//! veths).
+//! veths), found by the names its sandboxes' bundles and its metadata
+//! hold.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,7 +28,18 @@ pub fn stop(agent_dir: &Path) {
         .flat_map(|ns| std::fs::read_dir(ns.path()).into_iter().flatten().flatten())
         .map(|task| task.path())
         .collect();
-    let networks: Vec<PathBuf> = bundles.iter().filter_map(|b| pod_network(b)).collect();
+    // A sandbox's bundle names its namespace while its task lives;
+    // containerd's metadata names it as long as the sandbox exists (one
+    // stopped half-way, its task gone, still holds it).
+    let sources = bundles.iter().map(|b| b.join("config.json"));
+    let metadata = dir.join("root/io.containerd.metadata.v1.bolt/meta.db");
+    let mut networks: Vec<PathBuf> = sources
+        .chain([metadata])
+        .filter_map(|f| std::fs::read(f).ok())
+        .flat_map(|bytes| pod_networks(&bytes))
+        .collect();
+    networks.sort();
+    networks.dedup();
     let shims = shims_of(&dir.join("containerd.sock"));
     if let Some(pid) = read_pid(&dir.join("containerd.pid")).filter(|p| named(*p, "containerd")) {
         process::stop(pid, Duration::from_secs(10));
@@ -42,23 +54,26 @@ pub fn stop(agent_dir: &Path) {
     }
 }
 
-/// The network namespace containerd made for a pod, as the bundle of its
-/// sandbox joins it (`/var/run/netns/cni-<uuid>`); a container's bundle
-/// joins its sandbox's by process, and names none.
-fn pod_network(bundle: &Path) -> Option<PathBuf> {
-    let spec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).ok()?).ok()?;
-    let network = spec["linux"]["namespaces"]
-        .as_array()?
-        .iter()
-        .find(|n| n["type"] == "network")?;
-    let path = network["path"].as_str()?;
-    let name = path
-        .strip_prefix("/var/run/netns/")
-        .or_else(|| path.strip_prefix("/run/netns/"))?;
-    let uuid = name.strip_prefix("cni-")?;
-    let ours = !uuid.is_empty() && uuid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
-    ours.then(|| Path::new("/run/netns").join(name))
+/// The network namespaces containerd made for pods that `bytes` name
+/// (`/var/run/netns/cni-<uuid>`), in a sandbox's bundle spec or in
+/// containerd's metadata file; names that could be another's are not
+/// taken.
+fn pod_networks(bytes: &[u8]) -> Vec<PathBuf> {
+    const PREFIX: &[u8] = b"/run/netns/cni-";
+    let mut found = Vec::new();
+    let mut rest = bytes;
+    while let Some(at) = rest.windows(PREFIX.len()).position(|w| w == PREFIX) {
+        rest = &rest[at + PREFIX.len()..];
+        let len = rest
+            .iter()
+            .take_while(|b| b.is_ascii_hexdigit() || **b == b'-')
+            .count();
+        if len > 0 {
+            let uuid = std::str::from_utf8(&rest[..len]).expect("ASCII");
+            found.push(Path::new("/run/netns").join(format!("cni-{uuid}")));
+        }
+    }
+    found
 }
 
 fn read_pid(path: &Path) -> Option<u32> {
@@ -101,6 +116,35 @@ mod tests {
             .stdin(Stdio::piped())
             .spawn()
             .unwrap()
+    }
+
+    #[test]
+    fn pod_networks_are_read_from_any_bytes_that_name_them() {
+        let bytes = b"\x00\x07/var/run/netns/cni-1b2d-e8fe\x12\xff/run/netns/cni-\x00\
+            /var/run/netns/other-1\x00/run/netns/cni-ab\"}";
+        let expected = ["/run/netns/cni-1b2d-e8fe", "/run/netns/cni-ab"];
+        assert_eq!(pod_networks(bytes), expected.map(PathBuf::from));
+    }
+
+    #[test]
+    fn a_pod_network_named_only_in_the_metadata_is_removed() {
+        let dir = std::env::temp_dir().join(format!("skiff-testkit-netns-{}", std::process::id()));
+        let metadata = dir.join("containerd/root/io.containerd.metadata.v1.bolt");
+        std::fs::create_dir_all(&metadata).unwrap();
+        let name = format!("cni-5c1ff-{:x}", std::process::id());
+        let made = Command::new("ip").args(["netns", "add", &name]).status();
+        assert!(made.unwrap().success(), "ip netns add {name}");
+        // A sandbox stopped half-way: no task, so no bundle; its record in
+        // containerd's metadata still names the namespace.
+        let record = format!("\u{1}sandbox\0{{\"NetNSPath\":\"/var/run/netns/{name}\"}}\0");
+        std::fs::write(metadata.join("meta.db"), record).unwrap();
+        stop(&dir);
+        let left = Path::new("/run/netns").join(&name).exists();
+        if left {
+            let _ = Command::new("ip").args(["netns", "delete", &name]).status();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(!left, "{name} was left");
     }
 
     #[test]
