@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 
 use std::collections::BTreeSet;
 
-use crate::fields::{self, display, remove_at, tree, value_at, FieldSet, Path};
+use crate::fields::{self, display, remove_at, tree, value_at, FieldSet, Path, Scope};
 use crate::schema::Shape;
 use crate::{meta, strategic, ApiError};
 
@@ -110,8 +110,13 @@ pub fn apply(
     let empty = json!({});
     let current = current.unwrap_or(&empty);
     let mut managers = entries(current);
-    let applied = FieldSet::of(config, shape);
-    let is_me = |e: &Entry| e.manager == manager.name && e.operation == "Apply";
+    let applied = FieldSet::of(config, shape, Scope::of(manager.subresource));
+    // A manager applies to each subresource as another.
+    let is_me = |e: &Entry| {
+        e.manager == manager.name
+            && e.operation == "Apply"
+            && e.subresource.as_deref() == manager.subresource
+    };
 
     let mut conflicts = Vec::new();
     for e in managers.iter().filter(|e| !is_me(e)) {
@@ -189,7 +194,7 @@ fn upgrades_client_side_apply(
     else {
         return false;
     };
-    let last_applied = FieldSet::of(&last, shape);
+    let last_applied = FieldSet::of(&last, shape, Scope::Main);
     conflicts
         .iter()
         .all(|(manager, path)| manager == CLIENT_SIDE_APPLY && last_applied.0.contains(path))
@@ -209,7 +214,7 @@ pub fn track_update(
     }
     let Some(old) = old else {
         // A new object: the writer owns everything in it.
-        let fields = tree(new, shape);
+        let fields = tree(new, shape, Scope::of(manager.subresource));
         if fields.as_object().is_some_and(|m| !m.is_empty()) {
             let entry = entry_json(
                 manager.name,
@@ -226,9 +231,10 @@ pub fn track_update(
     // As upstream, ownership moves only where the write changed the
     // object: the fields it left as they were are not walked, and their
     // owners keep them as stored.
-    let touched = fields::touched(old, new);
+    let scope = Scope::of(manager.subresource);
+    let touched = fields::touched(old, new, scope);
     if touched.is_empty() {
-        // A status write, or the same object sent again: nothing moves.
+        // The same object sent again: nothing moves.
         // Sent without its managed fields, it keeps the stored ones.
         if given.is_none() {
             if let Some(stored) = meta::get(old, "managedFields").cloned() {
@@ -237,7 +243,7 @@ pub fn track_update(
         }
         return;
     }
-    let now_tree = fields::tree_under(new, shape, &touched);
+    let now_tree = fields::tree_under(new, shape, scope, &touched);
     let is_touched = |p: &Path| touched.iter().any(|t| p.starts_with(t));
     let mut managers = entries(old);
     for e in managers.iter_mut() {
@@ -390,7 +396,7 @@ mod tests {
     /// Who owns what after an update, worked out from the whole field
     /// trees of both objects: the incremental bookkeeping must agree.
     fn owners_from_whole_trees(old: &Value, new: &Value, writer: &str) -> Vec<(String, FieldSet)> {
-        let now = FieldSet::of(new, DEPLOY);
+        let now = FieldSet::of(new, DEPLOY, Scope::Main);
         let changed: BTreeSet<Path> = now
             .0
             .iter()
@@ -473,6 +479,85 @@ mod tests {
             }
         }
         assert_eq!(checked, 55 * 3);
+    }
+
+    fn status_mgr(name: &str) -> Manager<'_> {
+        Manager {
+            subresource: Some("status"),
+            ..mgr(name)
+        }
+    }
+
+    fn with_status(status: Value) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "status": status})
+    }
+
+    fn entry<'a>(obj: &'a Value, manager: &str, subresource: Option<&str>) -> &'a Value {
+        let list = obj["metadata"]["managedFields"].as_array().unwrap();
+        list.iter()
+            .find(|e| e["manager"] == manager && e["subresource"].as_str() == subresource)
+            .unwrap_or_else(|| panic!("no entry of {manager} ({subresource:?}) in {list:?}"))
+    }
+
+    #[test]
+    fn status_applies_own_the_status_and_drop_what_they_no_longer_apply() {
+        let created = apply(None, &deploy(1, "i"), &mgr("ctl"), false, DEPLOY).unwrap();
+        let both = with_status(json!({"replicas": 1, "conditions": [
+            {"type": "Available", "status": "True"}, {"type": "Progressing", "status": "True"}]}));
+        let first = apply(Some(&created), &both, &status_mgr("ctl"), false, DEPLOY).unwrap();
+        assert_eq!(
+            entry(&first, "ctl", Some("status"))["fieldsV1"],
+            json!({"f:status": {"f:conditions": {
+                "k:{\"type\":\"Available\"}": {".": {}, "f:status": {}, "f:type": {}},
+                "k:{\"type\":\"Progressing\"}": {".": {}, "f:status": {}, "f:type": {}}},
+                "f:replicas": {}}})
+        );
+        // The same manager's apply to the main resource is another entry.
+        assert_eq!(
+            entry(&first, "ctl", None)["fieldsV1"],
+            entry(&created, "ctl", None)["fieldsV1"]
+        );
+        let one = with_status(json!({"conditions": [{"type": "Available", "status": "False"}]}));
+        let second = apply(Some(&first), &one, &status_mgr("ctl"), false, DEPLOY).unwrap();
+        assert_eq!(
+            second["status"],
+            json!({"conditions": [{"type": "Available", "status": "False"}]})
+        );
+        assert_eq!(second["spec"], created["spec"]);
+        // Another manager's status field is a conflict, as a spec field is.
+        let other = with_status(json!({"replicas": 5}));
+        let err = apply(Some(&first), &other, &status_mgr("other"), false, DEPLOY).unwrap_err();
+        assert!(err.message.contains(".status.replicas"), "{}", err.message);
+    }
+
+    #[test]
+    fn status_updates_move_status_fields_to_the_writer_and_spec_updates_leave_them() {
+        let created = apply(None, &deploy(1, "i"), &mgr("ctl"), false, DEPLOY).unwrap();
+        let mut reported = created.clone();
+        reported["status"] = json!({"replicas": 1, "readyReplicas": 1});
+        track_update(
+            Some(&created),
+            &mut reported,
+            &status_mgr("controller"),
+            DEPLOY,
+        );
+        let owned = json!({"f:status": {"f:readyReplicas": {}, "f:replicas": {}}});
+        assert_eq!(
+            entry(&reported, "controller", Some("status"))["fieldsV1"],
+            owned
+        );
+        let mut scaled = reported.clone();
+        scaled["spec"]["replicas"] = json!(3);
+        track_update(Some(&reported), &mut scaled, &mgr("scaler"), DEPLOY);
+        assert_eq!(
+            entry(&scaled, "controller", Some("status"))["fieldsV1"],
+            owned
+        );
+        assert_eq!(
+            entry(&scaled, "scaler", None)["fieldsV1"],
+            json!({"f:spec": {"f:replicas": {}}})
+        );
     }
 
     #[test]

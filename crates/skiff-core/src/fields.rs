@@ -15,8 +15,34 @@ pub type Path = Vec<String>;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldSet(pub BTreeSet<Path>);
 
-/// Top-level fields that no manager owns.
-pub const UNOWNED: &[&str] = &["apiVersion", "kind", "status"];
+/// Which top-level fields a write owns, by the subresource it goes
+/// through: a write to `/status` (or to a CSR's `/approval`) owns the
+/// status and nothing else (the strategy keeps the rest as stored, as
+/// upstream's reset fields), any other write everything but the status.
+/// No write owns `apiVersion` or `kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Main,
+    Status,
+}
+
+impl Scope {
+    pub fn of(subresource: Option<&str>) -> Self {
+        match subresource {
+            Some("status" | "approval") => Self::Status,
+            _ => Self::Main,
+        }
+    }
+
+    /// Whether a write in this scope owns the top-level field `k`
+    /// (`metadata` for its fields other than [`UNOWNED_META`]).
+    fn owns(self, k: &str) -> bool {
+        match self {
+            Self::Main => !matches!(k, "apiVersion" | "kind" | "status"),
+            Self::Status => k == "status",
+        }
+    }
+}
 
 /// Top-level metadata fields that no manager owns.
 pub const UNOWNED_META: &[&str] = &[
@@ -33,9 +59,10 @@ pub const UNOWNED_META: &[&str] = &[
 ];
 
 impl FieldSet {
-    /// Every field set in `obj`, an object of shape `shape`.
-    pub fn of(obj: &Value, shape: Option<Shape<'_>>) -> Self {
-        Self::from_json(&tree(obj, shape))
+    /// Every field of `obj`, an object of shape `shape`, that a write in
+    /// `scope` owns.
+    pub fn of(obj: &Value, shape: Option<Shape<'_>>, scope: Scope) -> Self {
+        Self::from_json(&tree(obj, shape, scope))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -82,30 +109,30 @@ impl FieldSet {
     }
 }
 
-/// The `fieldsV1` tree of every field set in `obj`, an object of shape
-/// `shape`.
-pub fn tree(obj: &Value, shape: Option<Shape<'_>>) -> Value {
-    tree_of(obj, shape, |_, _| true)
+/// The `fieldsV1` tree of every field of `obj`, an object of shape
+/// `shape`, that a write in `scope` owns.
+pub fn tree(obj: &Value, shape: Option<Shape<'_>>, scope: Scope) -> Value {
+    tree_of(obj, shape, scope, |_, _| true)
 }
 
 /// The part of [`tree`] under `paths`, as [`touched`] gives them.
-pub fn tree_under(obj: &Value, shape: Option<Shape<'_>>, paths: &[Path]) -> Value {
-    tree_of(obj, shape, |in_meta, k| {
+pub fn tree_under(obj: &Value, shape: Option<Shape<'_>>, scope: Scope, paths: &[Path]) -> Value {
+    tree_of(obj, shape, scope, |in_meta, k| {
         paths.contains(&field_path(in_meta, k))
     })
 }
 
-/// Where a write changed the object: the owned fields whose values differ
-/// between `old` and `new`, as paths of one element (`f:spec`) or, in the
-/// metadata, of two (`f:metadata`, `f:labels`).
-pub fn touched(old: &Value, new: &Value) -> Vec<Path> {
+/// Where a write in `scope` changed the object: the fields it owns whose
+/// values differ between `old` and `new`, as paths of one element
+/// (`f:spec`) or, in the metadata, of two (`f:metadata`, `f:labels`).
+pub fn touched(old: &Value, new: &Value, scope: Scope) -> Vec<Path> {
     let mut out = Vec::new();
-    each_owned(old, |in_meta, k, v| {
+    each_owned(old, scope, |in_meta, k, v| {
         if owned_field(new, in_meta, k) != Some(v) {
             out.push(field_path(in_meta, k));
         }
     });
-    each_owned(new, |in_meta, k, _| {
+    each_owned(new, scope, |in_meta, k, _| {
         if owned_field(old, in_meta, k).is_none() {
             out.push(field_path(in_meta, k));
         }
@@ -115,10 +142,15 @@ pub fn touched(old: &Value, new: &Value) -> Vec<Path> {
 
 /// The tree of the owned fields of `obj` that `wanted` picks (by whether
 /// they are metadata fields, and by name), in the object's order.
-fn tree_of(obj: &Value, shape: Option<Shape<'_>>, wanted: impl Fn(bool, &str) -> bool) -> Value {
+fn tree_of(
+    obj: &Value,
+    shape: Option<Shape<'_>>,
+    scope: Scope,
+    wanted: impl Fn(bool, &str) -> bool,
+) -> Value {
     let meta_shape = shape.and_then(|s| s.property("metadata"));
     let mut out = Map::new();
-    each_owned(obj, |in_meta, k, v| {
+    each_owned(obj, scope, |in_meta, k, v| {
         if !wanted(in_meta, k) {
             return;
         }
@@ -136,18 +168,21 @@ fn tree_of(obj: &Value, shape: Option<Shape<'_>>, wanted: impl Fn(bool, &str) ->
     Value::Object(out)
 }
 
-/// Calls `f` with every field of `obj` a manager can own, in the object's
-/// order: `(true, name, value)` for a metadata field, `(false, …)` for a
-/// top-level one.
-fn each_owned<'a>(obj: &'a Value, mut f: impl FnMut(bool, &'a str, &'a Value)) {
+/// Calls `f` with every field of `obj` a write in `scope` owns, in the
+/// object's order: `(true, name, value)` for a metadata field, `(false, …)`
+/// for a top-level one.
+fn each_owned<'a>(obj: &'a Value, scope: Scope, mut f: impl FnMut(bool, &'a str, &'a Value)) {
     for (k, v) in obj.as_object().into_iter().flatten() {
+        if !scope.owns(k) {
+            continue;
+        }
         if k == "metadata" {
             for (mk, mv) in v.as_object().into_iter().flatten() {
                 if !UNOWNED_META.contains(&mk.as_str()) {
                     f(true, mk, mv);
                 }
             }
-        } else if !UNOWNED.contains(&k.as_str()) {
+        } else {
             f(false, k, v);
         }
     }
@@ -359,7 +394,7 @@ mod tests {
     fn keyed_lists_use_merge_keys_and_round_trip() {
         let d = json!({"metadata": {"name": "web", "labels": {"app": "web"}},
             "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}});
-        let set = FieldSet::of(&d, DEPLOY);
+        let set = FieldSet::of(&d, DEPLOY, Scope::Main);
         let fields = set.to_json();
         assert_eq!(fields["f:metadata"], json!({"f:labels": {"f:app": {}}}));
         assert_eq!(
@@ -400,7 +435,7 @@ mod tests {
             "args": {"type": "array", "items": {"type": "string"}}}}}});
         let obj = json!({"spec": {"ports": [{"port": 80, "protocol": "TCP", "name": "web"}],
             "tags": ["a"], "args": ["x"]}});
-        let fields = FieldSet::of(&obj, Some(Shape::Custom(&schema))).to_json();
+        let fields = FieldSet::of(&obj, Some(Shape::Custom(&schema)), Scope::Main).to_json();
         assert_eq!(
             fields["f:spec"]["f:ports"]["k:{\"port\":80,\"protocol\":\"TCP\"}"],
             json!({".": {}, "f:name": {}, "f:port": {}, "f:protocol": {}})

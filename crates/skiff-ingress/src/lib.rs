@@ -317,6 +317,7 @@ pub async fn start(
     client: Client,
     config: Config,
 ) -> std::io::Result<(SocketAddr, SocketAddr, tokio::task::JoinHandle<()>)> {
+    let client = skiff_runtime::user_agent::named(client, "skiff-ingress");
     let http = TcpListener::bind(config.http).await?;
     let https = TcpListener::bind(config.https).await?;
     let addrs = (http.local_addr()?, https.local_addr()?);

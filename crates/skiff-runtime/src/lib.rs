@@ -3,7 +3,8 @@
 //! guard against stale caches; writes go through the `Cluster` trait
 //! (its in-memory fake behind the `testing` feature); events, work-queue
 //! metrics and leader election; `watch` is the relisting watch they all
-//! stand on, `retry` the doubling pauses between failed attempts.
+//! stand on, `retry` the doubling pauses between failed attempts, and
+//! `user_agent` how a component names itself to the server.
 
 pub mod api;
 pub mod cache;
@@ -19,4 +20,5 @@ pub mod metrics;
 pub mod queue;
 pub mod retry;
 pub mod rotating;
+pub mod user_agent;
 pub mod watch;

@@ -95,6 +95,34 @@ fn deployment_heals_scales_rolls_out_and_rolls_back() {
     );
     assert!(events.contains("SuccessfulCreate"), "{events}");
 
+    // Each writer is named as upstream's (the controller manager and the
+    // kubelet by their user agents), a status writer in an entry of its
+    // own.
+    let owners = |what: &str| -> Vec<(String, String)> {
+        let obj = c.json(&["get", what, "--show-managed-fields"]);
+        let obj = obj.get("items").map_or(&obj, |items| &items[0]);
+        let entries = obj["metadata"]["managedFields"].as_array().unwrap();
+        entries
+            .iter()
+            .map(|e| {
+                let name = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+                (name("manager"), name("subresource"))
+            })
+            .collect()
+    };
+    let owned = |list: &[(String, String)], manager: &str, subresource: &str| {
+        list.contains(&(manager.to_owned(), subresource.to_owned()))
+    };
+    let deployment = owners("deployment/web");
+    assert!(owned(&deployment, "kubectl-create", ""), "{deployment:?}");
+    assert!(
+        owned(&deployment, "kube-controller-manager", "status"),
+        "{deployment:?}"
+    );
+    let pod = owners("pods");
+    assert!(owned(&pod, "kube-controller-manager", ""), "{pod:?}");
+    assert!(owned(&pod, "kubelet", "status"), "{pod:?}");
+
     // A deleted pod is replaced.
     let before: Vec<String> = live_pods(&c, "app=web")
         .iter()

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{create, wait_for, Cluster};
+use support::{assert_success, create, wait_for, Cluster};
 
 const DEFINITION: &str = r#"
 apiVersion: apiextensions.k8s.io/v1
@@ -58,6 +58,16 @@ spec:
             type: object
             properties:
               replicas: {type: integer}
+              phase: {type: string}
+              conditions:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [type]
+                items:
+                  type: object
+                  properties:
+                    type: {type: string}
+                    status: {type: string}
 "#;
 
 fn established(c: &Cluster) {
@@ -73,6 +83,79 @@ fn established(c: &Cluster) {
                 .then_some(())
         },
     );
+}
+
+/// Server-side apply through `/status`, as controllers report: the
+/// applier owns the status fields it applied, in an entry that names the
+/// subresource; what it stops applying goes; another manager's different
+/// value conflicts; and an object that does not exist is not created.
+#[test]
+fn status_applied_server_side_is_owned_and_what_is_dropped_goes() {
+    let c = Cluster::start();
+    create(&c, DEFINITION);
+    established(&c);
+    create(
+        &c,
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1}\nspec: {name: first}\n",
+    );
+    let apply_status = |manager: &str, name: &str, status: &str| {
+        c.kubectl_stdin(
+            &[
+                "apply",
+                "--server-side",
+                "--subresource=status",
+                &format!("--field-manager={manager}"),
+                "-f",
+                "-",
+            ],
+            &format!("apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: {name}}}\nstatus: {status}\n"),
+        )
+    };
+    let both = "{replicas: 2, phase: Ready, conditions: [{type: Ready, status: 'True'}, {type: Synced, status: 'True'}]}";
+    assert_success(&apply_status("ctl", "w1", both), "apply status");
+    let w = c.json(&["get", "widget", "w1", "--show-managed-fields"]);
+    let entries = w["metadata"]["managedFields"].as_array().unwrap();
+    // kubectl renames the client-side applier's entry to `ctl` (its
+    // upgrade to server-side apply); the status entry is another.
+    let ctl = entries
+        .iter()
+        .find(|e| e["manager"] == "ctl" && e["subresource"] == "status")
+        .unwrap_or_else(|| panic!("no status entry of ctl: {w}"));
+    assert_eq!(ctl["operation"], "Apply");
+    let owned = &ctl["fieldsV1"]["f:status"];
+    assert!(
+        owned.get("f:phase").is_some()
+            && owned["f:conditions"]
+                .get(r#"k:{"type":"Synced"}"#)
+                .is_some(),
+        "{ctl}"
+    );
+    assert!(ctl["fieldsV1"].get("f:spec").is_none(), "{ctl}");
+
+    let one = "{replicas: 2, conditions: [{type: Ready, status: 'True'}]}";
+    assert_success(&apply_status("ctl", "w1", one), "apply status again");
+    let w = c.json(&["get", "widget", "w1"]);
+    assert_eq!(
+        w["status"],
+        serde_json::json!({"replicas": 2, "conditions": [{"type": "Ready", "status": "True"}]})
+    );
+    assert_eq!(w["spec"]["name"], "first");
+
+    let other = apply_status("other", "w1", "{replicas: 3}");
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        !other.status.success() && err.contains(".status.replicas"),
+        "{err}"
+    );
+
+    let missing = apply_status("ctl", "w9", one);
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success() && err.contains("not found"),
+        "{err}"
+    );
+    let err = c.fails(&["get", "widget", "w9"]);
+    assert!(err.contains("not found"), "{err}");
 }
 
 #[test]
@@ -139,7 +222,21 @@ fn a_definition_serves_a_kind_kubectl_lists_explains_validates_scales_and_delete
 
     // /scale with kubectl scale; the status subresource alone.
     c.ok(&["scale", "widget", "w1", "--replicas=3"]);
-    assert_eq!(c.json(&["get", "widget", "w1"])["spec"]["replicas"], 3);
+    let w = c.json(&["get", "widget", "w1", "--show-managed-fields"]);
+    assert_eq!(w["spec"]["replicas"], 3);
+    let scaled = w["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["subresource"] == "scale")
+        .unwrap_or_else(|| panic!("no entry of the scale: {w}"));
+    assert_eq!(
+        (&scaled["manager"], &scaled["fieldsV1"]),
+        (
+            &"kubectl".into(),
+            &serde_json::json!({"f:spec": {"f:replicas": {}}})
+        )
+    );
     c.ok(&[
         "patch",
         "widget",

@@ -131,9 +131,22 @@ fn a_created_pod_is_owned_as_sent_and_gains_no_nulls() {
     assert_eq!(p["spec"]["serviceAccountName"], "default");
     // ...but, as upstream, the writer owns only what it sent and the
     // defaults: not what admission added.
-    let managed = &p["metadata"]["managedFields"];
-    assert_eq!(managed.as_array().map(Vec::len), Some(1), "{managed:#}");
-    let spec = &managed[0]["fieldsV1"]["f:spec"];
+    let managed = p["metadata"]["managedFields"].as_array().unwrap();
+    let (main, status): (Vec<&Value>, Vec<&Value>) =
+        managed.iter().partition(|e| e["subresource"].is_null());
+    assert_eq!(main.len(), 1, "{managed:#?}");
+    assert_eq!(main[0]["manager"], "kubectl-create");
+    // The scheduler, finding no node, may have reported so: it owns only
+    // the status it wrote, under its own name.
+    for e in status {
+        assert_eq!(
+            (&e["manager"], &e["subresource"]),
+            (&"kube-scheduler".into(), &"status".into())
+        );
+        let fields = e["fieldsV1"].as_object().unwrap();
+        assert!(fields.keys().all(|k| k == "f:status"), "{e:#}");
+    }
+    let spec = &main[0]["fieldsV1"]["f:spec"];
     for owned in ["f:containers", "f:dnsPolicy", "f:restartPolicy"] {
         assert!(spec.get(owned).is_some(), "{owned} in {spec:#}");
     }

@@ -107,7 +107,7 @@ impl Api {
                     Some(scale) => scale.write(&mut next, replicas),
                     None => next["spec"]["replicas"] = json!(replicas),
                 }
-                prepare_update(r, current, next, &manager, None)
+                prepare_update(r, current, next, &manager, Some("scale"))
             })
             .await?;
         Ok(response::json(200, &scale_of(r, &updated.obj)))

@@ -158,6 +158,10 @@ impl Api {
         let root = Root::of(r);
         loop {
             if self.objects.try_get(r, ns, name).await?.is_none() {
+                // A subresource is written, never created.
+                if sub.is_some() {
+                    return Err(ApiError::not_found(r.group, r.plural, name));
+                }
                 let mut obj = apply::apply(None, &config, &mgr, force, root.shape())?;
                 let a = call.attributes(Operation::Create, r, None);
                 let admitted = self.prepare_create(&a, ns, &mut obj, &manager).await?;
