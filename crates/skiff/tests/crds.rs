@@ -267,6 +267,63 @@ fn a_definition_serves_a_kind_kubectl_lists_explains_validates_scales_and_delete
         ),
         (Some(3), Some(2))
     );
+    // A Scale applied server-side, as a client library sends it (kubectl
+    // maps no resource to the kind Scale): the replicas conflict with
+    // their owners unless forced, then are the applier's.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&c.ca_pem()).unwrap())
+        .build()
+        .unwrap();
+    let scale_url = format!(
+        "{}/apis/example.com/v1/namespaces/default/widgets/w1/scale",
+        c.url()
+    );
+    let apply_scale = |force: bool| {
+        runtime.block_on(async {
+            let reply = client
+                .patch(format!("{scale_url}?fieldManager=scaler&force={force}"))
+                .bearer_auth(c.admin_token())
+                .header("content-type", "application/apply-patch+yaml")
+                .body(r#"{"apiVersion":"autoscaling/v1","kind":"Scale","metadata":{"name":"w1"},"spec":{"replicas":4}}"#)
+                .send()
+                .await
+                .unwrap();
+            (reply.status().as_u16(), reply.text().await.unwrap())
+        })
+    };
+    let (code, clash) = apply_scale(false);
+    assert!(
+        code == 409 && clash.contains(".spec.replicas"),
+        "{code} {clash}"
+    );
+    let (code, forced) = apply_scale(true);
+    assert_eq!(code, 200, "{forced}");
+    let forced: serde_json::Value = serde_json::from_str(&forced).unwrap();
+    assert_eq!(
+        (&forced["kind"], &forced["spec"]["replicas"]),
+        (&"Scale".into(), &4.into())
+    );
+    let w = c.json(&["get", "widget", "w1", "--show-managed-fields"]);
+    assert_eq!(w["spec"]["replicas"], 4);
+    let entries = w["metadata"]["managedFields"].as_array().unwrap();
+    let scaler = entries.iter().find(|e| e["manager"] == "scaler");
+    assert_eq!(
+        scaler.map(|e| (&e["operation"], &e["subresource"], &e["fieldsV1"])),
+        Some((
+            &"Apply".into(),
+            &"scale".into(),
+            &serde_json::json!({"f:spec": {"f:replicas": {}}})
+        )),
+        "{w}"
+    );
+    assert!(
+        entries
+            .iter()
+            .filter(|e| e["manager"] != "scaler")
+            .all(|e| e["fieldsV1"]["f:spec"].get("f:replicas").is_none()),
+        "{w}"
+    );
 
     // Server-side apply: ownership of what was applied, a conflict for another manager.
     let applied = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w2}\nspec: {name: second, mode: slow}\n";

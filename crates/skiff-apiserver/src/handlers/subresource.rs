@@ -65,6 +65,30 @@ pub fn scale_of(r: &ResourceType, obj: &Value) -> Value {
     })
 }
 
+/// The replicas a Scale sets, if it is valid.
+fn replicas_of(scale: &Value, name: &str) -> Result<i64, ApiError> {
+    let invalid = |cause| ApiError::invalid("autoscaling", "Scale", name, vec![cause]);
+    let replicas = scale["spec"]["replicas"]
+        .as_i64()
+        .ok_or_else(|| invalid(status::Cause::required("spec.replicas")))?;
+    if replicas < 0 {
+        return Err(invalid(status::Cause::invalid(
+            "spec.replicas",
+            &replicas.to_string(),
+            "must be greater than or equal to 0",
+        )));
+    }
+    Ok(replicas)
+}
+
+/// `obj` with `replicas`, where `r`'s Scale reads them.
+fn write_replicas(r: &ResourceType, obj: &mut Value, replicas: i64) {
+    match skiff_core::crd::served(r).and_then(|s| s.version.scale.clone()) {
+        Some(scale) => scale.write(obj, replicas),
+        None => obj["spec"]["replicas"] = json!(replicas),
+    }
+}
+
 impl Api {
     /// Sets a workload's replicas from a new Scale.
     pub async fn update_scale(
@@ -74,26 +98,7 @@ impl Api {
         scale: Value,
     ) -> Result<Response, ApiError> {
         let r = call.target.resource;
-        let replicas = scale["spec"]["replicas"].as_i64().ok_or_else(|| {
-            ApiError::invalid(
-                "autoscaling",
-                "Scale",
-                name,
-                vec![status::Cause::required("spec.replicas")],
-            )
-        })?;
-        if replicas < 0 {
-            return Err(ApiError::invalid(
-                "autoscaling",
-                "Scale",
-                name,
-                vec![status::Cause::invalid(
-                    "spec.replicas",
-                    &replicas.to_string(),
-                    "must be greater than or equal to 0",
-                )],
-            ));
-        }
+        let replicas = replicas_of(&scale, name)?;
         let precondition = meta::resource_version(&scale);
         let manager = call.manager();
         let ns = call.target.namespace.as_deref();
@@ -103,11 +108,54 @@ impl Api {
                     return Err(ApiError::stale(r.group, r.plural, name));
                 }
                 let mut next = current.clone();
-                match skiff_core::crd::served(r).and_then(|s| s.version.scale.clone()) {
-                    Some(scale) => scale.write(&mut next, replicas),
-                    None => next["spec"]["replicas"] = json!(replicas),
-                }
+                write_replicas(r, &mut next, replicas);
                 prepare_update(r, current, next, &manager, Some("scale"))
+            })
+            .await?;
+        Ok(response::json(200, &scale_of(r, &updated.obj)))
+    }
+
+    /// Server-side apply of a Scale, as upstream's scale handler: the
+    /// replicas it sets are applied to the workload, by `manager` through
+    /// `/scale`, with the same ownership and conflicts as any apply.
+    pub async fn apply_scale(
+        &self,
+        call: &Call<'_>,
+        name: &str,
+        config: &Value,
+        manager: &str,
+    ) -> Result<Response, ApiError> {
+        let r = call.target.resource;
+        let (kind, api_version) = (&config["kind"], &config["apiVersion"]);
+        if kind != "Scale" || api_version != "autoscaling/v1" {
+            return Err(ApiError::bad_request(format!(
+                "the object provided is unrecognized (must be of type Scale): {}, Kind={}",
+                api_version.as_str().unwrap_or_default(),
+                kind.as_str().unwrap_or_default()
+            )));
+        }
+        let replicas = replicas_of(config, name)?;
+        let api_version = r.api_version();
+        let mut applied =
+            json!({"apiVersion": api_version, "kind": r.kind, "metadata": {"name": name}});
+        write_replicas(r, &mut applied, replicas);
+        let mgr = skiff_core::apply::Manager {
+            name: manager,
+            api_version: &api_version,
+            subresource: Some("scale"),
+        };
+        let shape = skiff_core::schema::Root::of(r);
+        let ns = call.target.namespace.as_deref();
+        let (updated, _) = self
+            .update_object(call, r, ns, name, |current| {
+                let merged = skiff_core::apply::apply(
+                    Some(current),
+                    &applied,
+                    &mgr,
+                    call.query.force,
+                    shape.shape(),
+                )?;
+                prepare_update(r, current, merged, manager, Some("scale"))
             })
             .await?;
         Ok(response::json(200, &scale_of(r, &updated.obj)))
