@@ -94,6 +94,15 @@ pub struct Manager<'a> {
     pub name: &'a str,
     pub api_version: &'a str,
     pub subresource: Option<&'a str>,
+    /// Whether the resource has a status subresource: then only writes
+    /// through it own the status.
+    pub status_apart: bool,
+}
+
+impl Manager<'_> {
+    fn scope(&self) -> Scope {
+        Scope::of(self.subresource, self.status_apart)
+    }
 }
 
 /// Server-side apply of `config` onto `current` (absent on create) by
@@ -110,7 +119,7 @@ pub fn apply(
     let empty = json!({});
     let current = current.unwrap_or(&empty);
     let mut managers = entries(current);
-    let applied = FieldSet::of(config, shape, Scope::of(manager.subresource));
+    let applied = FieldSet::of(config, shape, manager.scope());
     // A manager applies to each subresource as another.
     let is_me = |e: &Entry| {
         e.manager == manager.name
@@ -214,7 +223,7 @@ pub fn track_update(
     }
     let Some(old) = old else {
         // A new object: the writer owns everything in it.
-        let fields = tree(new, shape, Scope::of(manager.subresource));
+        let fields = tree(new, shape, manager.scope());
         if fields.as_object().is_some_and(|m| !m.is_empty()) {
             let entry = entry_json(
                 manager.name,
@@ -231,7 +240,7 @@ pub fn track_update(
     // As upstream, ownership moves only where the write changed the
     // object: the fields it left as they were are not walked, and their
     // owners keep them as stored.
-    let scope = Scope::of(manager.subresource);
+    let scope = manager.scope();
     let touched = fields::touched(old, new, scope);
     if touched.is_empty() {
         // The same object sent again: nothing moves.
@@ -294,6 +303,7 @@ mod tests {
             name,
             api_version: "apps/v1",
             subresource: None,
+            status_apart: true,
         }
     }
 
@@ -558,6 +568,24 @@ mod tests {
             entry(&scaled, "scaler", None)["fieldsV1"],
             json!({"f:spec": {"f:replicas": {}}})
         );
+    }
+
+    #[test]
+    fn without_a_status_subresource_the_main_resource_owns_the_status() {
+        let whole = |name| Manager {
+            status_apart: false,
+            ..mgr(name)
+        };
+        let mut config = deploy(1, "i");
+        config["status"] = json!({"replicas": 1, "readyReplicas": 1});
+        let first = apply(None, &config, &whole("ctl"), false, DEPLOY).unwrap();
+        assert_eq!(
+            entry(&first, "ctl", None)["fieldsV1"]["f:status"],
+            json!({"f:readyReplicas": {}, "f:replicas": {}})
+        );
+        config["status"] = json!({"replicas": 1});
+        let second = apply(Some(&first), &config, &whole("ctl"), false, DEPLOY).unwrap();
+        assert_eq!(second["status"], json!({"replicas": 1}));
     }
 
     #[test]

@@ -18,19 +18,24 @@ pub struct FieldSet(pub BTreeSet<Path>);
 /// Which top-level fields a write owns, by the subresource it goes
 /// through: a write to `/status` (or to a CSR's `/approval`) owns the
 /// status and nothing else (the strategy keeps the rest as stored, as
-/// upstream's reset fields), any other write everything but the status.
-/// No write owns `apiVersion` or `kind`.
+/// upstream's reset fields); any other write everything but the status,
+/// or everything where the resource has no status subresource. No write
+/// owns `apiVersion` or `kind`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
     Main,
     Status,
+    Whole,
 }
 
 impl Scope {
-    pub fn of(subresource: Option<&str>) -> Self {
+    /// The scope of a write through `subresource` to a resource with a
+    /// status subresource (`status_apart`) or without.
+    pub fn of(subresource: Option<&str>, status_apart: bool) -> Self {
         match subresource {
             Some("status" | "approval") => Self::Status,
-            _ => Self::Main,
+            _ if status_apart => Self::Main,
+            _ => Self::Whole,
         }
     }
 
@@ -40,6 +45,7 @@ impl Scope {
         match self {
             Self::Main => !matches!(k, "apiVersion" | "kind" | "status"),
             Self::Status => k == "status",
+            Self::Whole => !matches!(k, "apiVersion" | "kind"),
         }
     }
 }

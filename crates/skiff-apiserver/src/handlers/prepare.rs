@@ -106,6 +106,7 @@ impl Api {
             name: manager,
             api_version: &r.api_version(),
             subresource: None,
+            status_apart: r.has_status(),
         };
         track_update(None, obj, &manager, Root::of(r).shape());
         self.admission.admit(a, obj).await?;
@@ -185,6 +186,7 @@ pub fn prepare_update(
         name: manager,
         api_version: &r.api_version(),
         subresource,
+        status_apart: r.has_status(),
     };
     track_update(Some(current), &mut next, &manager, Root::of(r).shape());
     Ok(next)

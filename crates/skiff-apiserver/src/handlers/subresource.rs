@@ -143,6 +143,7 @@ impl Api {
             name: manager,
             api_version: &api_version,
             subresource: Some("scale"),
+            status_apart: r.has_status(),
         };
         let shape = skiff_core::schema::Root::of(r);
         let ns = call.target.namespace.as_deref();

@@ -156,6 +156,7 @@ impl Api {
             name: &manager,
             api_version: &r.api_version(),
             subresource: sub,
+            status_apart: r.has_status(),
         };
         let force = call.query.force;
         let root = Root::of(r);
