@@ -3,8 +3,6 @@
 
 use serde_json::{json, Map, Value};
 
-use std::collections::BTreeSet;
-
 use crate::fields::{self, display, remove_at, tree, value_at, FieldSet, Path, Scope};
 use crate::schema::Shape;
 use crate::{meta, strategic, ApiError};
@@ -254,47 +252,79 @@ pub fn track_update(
     }
     let now_tree = fields::tree_under(new, shape, scope, &touched);
     let is_touched = |p: &Path| touched.iter().any(|t| p.starts_with(t));
-    let mut managers = entries(old);
-    for e in managers.iter_mut() {
-        e.fields
-            .0
-            .retain(|p| !is_touched(p) || fields::is_leaf(&now_tree, p));
-    }
-    let changed: BTreeSet<Path> = FieldSet::from_json(&now_tree)
-        .0
-        .into_iter()
-        .filter(|p| value_at(old, p) != value_at(new, p))
-        .collect();
+    let changed = fields::changed_leaves(&now_tree, old, new);
     let is_me = |e: &Entry| {
         e.manager == manager.name
             && e.operation == "Update"
             && e.subresource.as_deref() == manager.subresource
     };
-    if !changed.is_empty() {
-        for e in managers.iter_mut().filter(|e| !is_me(e)) {
-            e.fields.0.retain(|p| !changed.contains(p));
+    // Only the writer's entry and those owning something where the write
+    // changed the object can change: the others stay as stored, unparsed
+    // (a status write leaves the spec's owners alone).
+    let stored = match meta::meta_mut(new)
+        .get_mut("managedFields")
+        .map(Value::take)
+    {
+        Some(Value::Array(list)) => list,
+        _ => meta::get(old, "managedFields")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
+    };
+    let mut list = Vec::with_capacity(stored.len() + 1);
+    let mut found = false;
+    for raw in stored {
+        let owns_touched = touched.iter().any(|t| {
+            t.iter()
+                .try_fold(&raw["fieldsV1"], |node, part| node.get(part))
+                .is_some()
+        });
+        let maybe_me = raw["manager"] == manager.name;
+        if !(owns_touched || maybe_me) {
+            list.push(raw);
+            continue;
         }
-        match managers.iter_mut().find(|e| is_me(e)) {
-            Some(e) => {
-                e.fields.0.extend(changed);
+        let Some(mut e) = Entry::parse(&raw) else {
+            continue;
+        };
+        e.fields
+            .0
+            .retain(|p| !is_touched(p) || fields::is_leaf(&now_tree, p));
+        if is_me(&e) {
+            found = true;
+            if !changed.is_empty() {
+                e.fields.0.extend(changed.iter().cloned());
                 e.time = meta::now();
             }
-            None => managers.push(Entry {
-                manager: manager.name.to_owned(),
-                operation: "Update".into(),
-                api_version: manager.api_version.to_owned(),
-                time: meta::now(),
-                subresource: manager.subresource.map(str::to_owned),
-                fields: FieldSet(changed),
-            }),
+        } else {
+            e.fields.0.retain(|p| !changed.contains(p));
+        }
+        if !e.fields.is_empty() {
+            list.push(e.to_json());
         }
     }
-    store(new, managers);
+    if !found && !changed.is_empty() {
+        let fields = FieldSet(changed).to_json();
+        list.push(entry_json(
+            manager.name,
+            "Update",
+            manager.api_version,
+            &meta::now(),
+            manager.subresource,
+            fields,
+        ));
+    }
+    if list.is_empty() {
+        meta::remove(new, "managedFields");
+    } else {
+        meta::set(new, "managedFields", list);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     const DEPLOY: Option<Shape> = Some(Shape::Definition("io.k8s.api.apps.v1.Deployment"));
 
@@ -557,6 +587,8 @@ mod tests {
             entry(&reported, "controller", Some("status"))["fieldsV1"],
             owned
         );
+        // The spec's owner is kept as stored.
+        assert_eq!(entry(&reported, "ctl", None), entry(&created, "ctl", None));
         let mut scaled = reported.clone();
         scaled["spec"]["replicas"] = json!(3);
         track_update(Some(&reported), &mut scaled, &mgr("scaler"), DEPLOY);

@@ -309,6 +309,40 @@ pub fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
     path.iter().try_fold(obj, |v, part| step(v, part))
 }
 
+/// The leaf paths of `tree` (a `fieldsV1` tree) whose values differ
+/// between `old` and `new`: [`value_at`] on both for every leaf, in one
+/// walk down both objects (a keyed item is looked up once, not once per
+/// field of it).
+pub fn changed_leaves(tree: &Value, old: &Value, new: &Value) -> BTreeSet<Path> {
+    fn walk(
+        tree: &Map<String, Value>,
+        (old, new): (Option<&Value>, Option<&Value>),
+        path: &mut Path,
+        out: &mut BTreeSet<Path>,
+    ) {
+        for (part, sub) in tree {
+            let here = (
+                old.and_then(|v| step(v, part)),
+                new.and_then(|v| step(v, part)),
+            );
+            path.push(part.clone());
+            match sub.as_object() {
+                Some(m) if !m.is_empty() => walk(m, here, path, out),
+                _ if here.0 != here.1 => {
+                    out.insert(path.clone());
+                }
+                _ => {}
+            }
+            path.pop();
+        }
+    }
+    let mut out = BTreeSet::new();
+    if let Some(tree) = tree.as_object() {
+        walk(tree, (Some(old), Some(new)), &mut Vec::new(), &mut out);
+    }
+    out
+}
+
 fn step<'a>(v: &'a Value, part: &str) -> Option<&'a Value> {
     if part == "." {
         return Some(v);
