@@ -46,7 +46,7 @@ impl Credentials {
         )
         .await;
         let rotating = Rotating::new(client);
-        let shared = skiff_runtime::user_agent::named(rotating.client(), "kube-controller-manager");
+        let shared = rotating.client();
         let (root, base, name) = (self.root.clone(), self.base.clone(), name.to_owned());
         tokio::spawn(async move {
             let renewer = Self { root, base };

@@ -195,7 +195,6 @@ impl Writers {
 /// informers read through `client` (the manager's identity), each loop
 /// writes as its own service account, reaching the server as `kube` says.
 pub async fn run(client: Client, kube: kube::Config, config: Config) {
-    let client = skiff_runtime::user_agent::named(client, "kube-controller-manager");
     let writers = Arc::new(Writers::new(&Credentials::new(client.clone(), &kube)).await);
     let identity = leader::identity("controller-manager");
     let (mut leading, _election) = leader::elect(

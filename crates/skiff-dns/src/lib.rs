@@ -163,7 +163,6 @@ pub async fn start(
     client: Client,
     config: Config,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let client = skiff_runtime::user_agent::named(client, "skiff-dns");
     let (udp, tcp) = bind_pair(config.addr).await?;
     let addr = udp.local_addr()?;
     let zone = Arc::new(RwLock::new(Arc::new(Zone::default())));

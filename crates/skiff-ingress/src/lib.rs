@@ -317,7 +317,6 @@ pub async fn start(
     client: Client,
     config: Config,
 ) -> std::io::Result<(SocketAddr, SocketAddr, tokio::task::JoinHandle<()>)> {
-    let client = skiff_runtime::user_agent::named(client, "skiff-ingress");
     let http = TcpListener::bind(config.http).await?;
     let https = TcpListener::bind(config.https).await?;
     let addrs = (http.local_addr()?, https.local_addr()?);

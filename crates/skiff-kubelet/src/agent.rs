@@ -61,7 +61,6 @@ const READINESS_POLL: Duration = Duration::from_millis(100);
 
 /// Runs the node until the task is dropped.
 pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
-    let client = skiff_runtime::user_agent::named(client, "kubelet");
     let layout = Layout::new(&config.data_dir);
     if let Err(e) = containerd::write_registries(&layout, &config.insecure_registries) {
         tracing::error!(error = %e, "could not write the registries' configuration");

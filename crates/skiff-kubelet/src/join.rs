@@ -131,9 +131,11 @@ async fn client_for(
         "current-context": "skiff"});
     let kubeconfig: Kubeconfig =
         serde_json::from_value(config).map_err(|e| Error::Kubeconfig(e.to_string()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    skiff_runtime::user_agent::set(&mut config, "kubelet");
     Ok(kube::Client::try_from(config)?)
 }
 
@@ -310,9 +312,11 @@ pub async fn from_kubeconfig(path: &Path) -> Result<(kube::Client, String), Erro
         .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
         .and_then(|d| String::from_utf8(d).ok())
         .ok_or_else(|| Error::Kubeconfig(format!("{} names no CA data", path.display())))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    skiff_runtime::user_agent::set(&mut config, "kubelet");
     Ok((kube::Client::try_from(config)?, ca))
 }
 

@@ -114,7 +114,6 @@ fn status(resources: &Value, i: usize) -> Value {
 
 /// Registers the nodes and keeps them alive until the task is dropped.
 pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
-    let client = skiff_runtime::user_agent::named(client, "kubelet");
     let names: Vec<String> = (0..config.count).map(|i| config.name(i)).collect();
     let registered = stream::iter(0..config.count)
         .map(|i| crate::node::register(&client, config.node(i)))

@@ -151,7 +151,6 @@ impl Drop for Cleanup {
 
 /// Keeps the rules in step with the cluster until the task is dropped.
 pub async fn run(client: Client, config: Config) {
-    let client = skiff_runtime::user_agent::named(client, "kube-proxy");
     let mut cleanup = Cleanup {
         routes: Vec::new(),
         localnet_was: None,

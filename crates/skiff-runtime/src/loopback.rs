@@ -12,8 +12,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kube::client::ConfigExt;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 
-/// A client whose every connection is one `connect` opens.
-pub fn client<F>(connect: F) -> kube::Client
+/// A client whose every connection is one `connect` opens, sending
+/// `component`'s `User-Agent`.
+pub fn client<F>(connect: F, component: &str) -> kube::Client
 where
     F: Fn() -> DuplexStream + Clone + Send + Sync + 'static,
 {
@@ -25,8 +26,15 @@ where
         .pool_timer(TokioTimer::new())
         .build::<_, kube::client::Body>(connector);
     let config = kube::Config::new(hyper::Uri::from_static("http://loopback"));
+    let agent = crate::user_agent::value(component);
     let service = tower::ServiceBuilder::new()
         .layer(config.base_uri_layer())
+        .map_request(move |mut req: hyper::Request<kube::client::Body>| {
+            req.headers_mut()
+                .entry(hyper::header::USER_AGENT)
+                .or_insert_with(|| agent.clone());
+            req
+        })
         .service(http);
     kube::Client::new(service, "default")
 }

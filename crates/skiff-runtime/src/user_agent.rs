@@ -1,46 +1,40 @@
 //! A component names itself to the server in its `User-Agent`, as
 //! upstream's do (`kube-scheduler/v1.35.0 …`): the server takes the field
 //! manager of a write that names none from it, and the audit log shows it.
+//! Set where a component's client is built (its configuration, or the
+//! in-process client's stack), so no layer is added per request.
 
 use hyper::header::{HeaderValue, USER_AGENT};
 
-/// `client`, sending its requests as `component`'s (a request that names
-/// its own agent keeps it).
-pub fn named(client: kube::Client, component: &str) -> kube::Client {
+/// The `User-Agent` of `component` (`kube-scheduler`, `kubelet` …).
+pub fn value(component: &str) -> HeaderValue {
     let agent = format!("{component}/v1.35.0-skiff.{}", env!("CARGO_PKG_VERSION"));
-    let agent = HeaderValue::from_str(&agent).expect("component names are header-safe");
-    let namespace = client.default_namespace().to_owned();
-    let service = tower::service_fn(move |mut req: hyper::Request<kube::client::Body>| {
-        req.headers_mut()
-            .entry(USER_AGENT)
-            .or_insert_with(|| agent.clone());
-        let client = client.clone();
-        async move { client.send(req).await }
-    });
-    kube::Client::new(service, namespace)
+    HeaderValue::from_str(&agent).expect("component names are header-safe")
+}
+
+/// `config`, its clients sending `component`'s `User-Agent`.
+pub fn set(config: &mut kube::Config, component: &str) {
+    config.headers.retain(|(name, _)| name != USER_AGENT);
+    config.headers.push((USER_AGENT, value(component)));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
 
-    #[tokio::test]
-    async fn requests_carry_the_component_name() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let record = seen.clone();
-        let server = tower::service_fn(move |req: hyper::Request<kube::client::Body>| {
-            let agent = req.headers().get(USER_AGENT).cloned();
-            record.lock().unwrap().push(agent);
-            async move {
-                let body = kube::client::Body::from(br#"{"major":"1","minor":"35"}"#.to_vec());
-                Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
-            }
-        });
-        let client = named(kube::Client::new(server, "default"), "kube-scheduler");
-        client.apiserver_version().await.unwrap();
-        let agent = seen.lock().unwrap()[0].clone().unwrap();
-        let agent = agent.to_str().unwrap();
+    #[test]
+    fn a_component_is_named_once_with_the_version() {
+        let mut config = kube::Config::new("https://127.0.0.1:1".parse().unwrap());
+        set(&mut config, "kubelet");
+        set(&mut config, "kube-scheduler");
+        let agents: Vec<&HeaderValue> = config
+            .headers
+            .iter()
+            .filter(|(name, _)| name == USER_AGENT)
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(agents.len(), 1);
+        let agent = agents[0].to_str().unwrap();
         assert!(
             agent.starts_with("kube-scheduler/v1.35.0-skiff."),
             "{agent}"

@@ -230,7 +230,6 @@ pub const LEASE: (&str, &str) = ("kube-system", "kube-scheduler");
 /// the `kube-system/kube-scheduler` Lease schedules; the others keep their
 /// caches warm and wait.
 pub async fn run(client: Client, config: Config) {
-    let client = skiff_runtime::user_agent::named(client, "kube-scheduler");
     let cache = Arc::new(Mutex::new(Cache::default()));
     let wake = Arc::new(Notify::new());
     tokio::spawn(watch_nodes(client.clone(), cache.clone(), wake.clone()));

@@ -421,10 +421,16 @@ fn host_name() -> String {
         .unwrap_or_else(|| "skiff".into())
 }
 
-/// A client for the server's own API, as the in-process components use.
-async fn local_config(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Config> {
+/// A client configuration for the server's own API, as the in-process
+/// components use, sending `component`'s `User-Agent`.
+async fn local_config(
+    kubeconfig: &std::path::Path,
+    component: &str,
+) -> anyhow::Result<kube::Config> {
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    Ok(kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?)
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    skiff_runtime::user_agent::set(&mut config, component);
+    Ok(config)
 }
 
 /// A client for a component inside the server's process: the same
@@ -432,13 +438,19 @@ async fn local_config(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Conf
 fn in_process(
     server: &skiff_apiserver::Server,
     component: skiff_apiserver::Component,
+    agent: &str,
 ) -> kube::Client {
     let loopback = server.loopback(component);
-    skiff_runtime::loopback::client(move || loopback.connect())
+    skiff_runtime::loopback::client(move || loopback.connect(), agent)
 }
 
-async fn local_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
-    Ok(kube::Client::try_from(local_config(kubeconfig).await?)?)
+async fn local_client(
+    kubeconfig: &std::path::Path,
+    component: &str,
+) -> anyhow::Result<kube::Client> {
+    Ok(kube::Client::try_from(
+        local_config(kubeconfig, component).await?,
+    )?)
 }
 
 impl ServerArgs {
@@ -492,7 +504,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let mut dns_task = None;
             use skiff_apiserver::Component;
             if !args.disable_scheduler {
-                let client = in_process(&server, Component::Scheduler);
+                let client = in_process(&server, Component::Scheduler, "kube-scheduler");
                 let config = skiff_scheduler::Config {
                     score_all_nodes: args.scheduler_score_all_nodes,
                     metrics: metrics.clone(),
@@ -502,7 +514,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             if !args.disable_controller_manager {
                 let kubeconfig = server.kubeconfig_for(Component::ControllerManager)?;
-                let kube = local_config(&kubeconfig).await?;
+                let kube = local_config(&kubeconfig, "kube-controller-manager").await?;
                 let config = skiff_controllers::manager::Config {
                     node_monitor_grace: args.node_monitor_grace_period,
                     cluster_cidr: args.cluster_cidr.clone(),
@@ -514,12 +526,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     metrics: metrics.clone(),
                     ..Default::default()
                 };
-                let client = in_process(&server, Component::ControllerManager);
+                let client = in_process(
+                    &server,
+                    Component::ControllerManager,
+                    "kube-controller-manager",
+                );
                 tokio::spawn(skiff_controllers::manager::run(client, kube, config));
             }
             if !args.disable_dns {
-                let client = local_client(&server.kubeconfig_for(Component::Dns)?).await?;
-                let admin = local_client(&server.kubeconfig).await?;
+                let client =
+                    local_client(&server.kubeconfig_for(Component::Dns)?, "skiff-dns").await?;
+                let admin = local_client(&server.kubeconfig, "skiff-dns").await?;
                 let config = skiff_dns::Config {
                     addr: std::net::SocketAddr::new(args.bind_address, args.dns_port),
                     domain: args.cluster_domain.clone(),
@@ -548,7 +565,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             let mut ingress_task = None;
             if !args.disable_ingress {
-                let client = local_client(&server.kubeconfig_for(Component::Ingress)?).await?;
+                let client =
+                    local_client(&server.kubeconfig_for(Component::Ingress)?, "skiff-ingress")
+                        .await?;
                 let config = skiff_ingress::Config {
                     http: std::net::SocketAddr::new(args.bind_address, args.ingress_port),
                     https: std::net::SocketAddr::new(args.bind_address, args.ingress_https_port),
@@ -565,8 +584,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             if !args.disable_agent {
                 let node_name = host_name();
-                let client = local_client(&server.node_kubeconfig(&node_name)?).await?;
-                let proxy_client = local_client(&server.kubeconfig_for(Component::Proxy)?).await?;
+                let client = local_client(&server.node_kubeconfig(&node_name)?, "kubelet").await?;
+                let proxy_client =
+                    local_client(&server.kubeconfig_for(Component::Proxy)?, "kube-proxy").await?;
                 let config = skiff_kubelet::agent::Config {
                     node_name,
                     node_ip: args.bind_address.to_string(),
@@ -617,7 +637,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Scheduler(args) => {
-            let client = local_client(&args.kubeconfig).await?;
+            let client = local_client(&args.kubeconfig, "kube-scheduler").await?;
             let config = skiff_scheduler::Config {
                 score_all_nodes: args.score_all_nodes,
                 ..Default::default()
@@ -629,7 +649,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::ControllerManager(args) => {
-            let kube = local_config(&args.kubeconfig).await?;
+            let kube = local_config(&args.kubeconfig, "kube-controller-manager").await?;
             let signing_ca = match (
                 &args.cluster_signing_cert_file,
                 &args.cluster_signing_key_file,
