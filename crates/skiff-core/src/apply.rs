@@ -101,6 +101,19 @@ impl Manager<'_> {
     fn scope(&self) -> Scope {
         Scope::of(self.subresource, self.status_apart)
     }
+
+    /// A new entry of this manager's updates, owning `fields`.
+    fn update_entry(&self, fields: Value) -> Value {
+        let now = meta::now();
+        entry_json(
+            self.name,
+            "Update",
+            self.api_version,
+            &now,
+            self.subresource,
+            fields,
+        )
+    }
 }
 
 /// Server-side apply of `config` onto `current` (absent on create) by
@@ -223,14 +236,7 @@ pub fn track_update(
         // A new object: the writer owns everything in it.
         let fields = tree(new, shape, manager.scope());
         if fields.as_object().is_some_and(|m| !m.is_empty()) {
-            let entry = entry_json(
-                manager.name,
-                "Update",
-                manager.api_version,
-                &meta::now(),
-                manager.subresource,
-                fields,
-            );
+            let entry = manager.update_entry(fields);
             meta::set(new, "managedFields", Value::Array(vec![entry]));
         }
         return;
@@ -304,15 +310,7 @@ pub fn track_update(
         }
     }
     if !found && !changed.is_empty() {
-        let fields = FieldSet(changed).to_json();
-        list.push(entry_json(
-            manager.name,
-            "Update",
-            manager.api_version,
-            &meta::now(),
-            manager.subresource,
-            fields,
-        ));
+        list.push(manager.update_entry(FieldSet(changed).to_json()));
     }
     if list.is_empty() {
         meta::remove(new, "managedFields");

@@ -107,7 +107,11 @@ mod tests {
         assert_eq!(distinct.len(), ports.len(), "{ports:?}");
         for port in ports {
             assert!(u32::from(port) < ephemeral_start(), "{port}");
-            TcpListener::bind(("127.0.0.1", port)).expect("the port is still free");
+            // Another test process's `free_port` may be probing the same
+            // port this instant (it binds and lets go at once).
+            wait_for("the port to be bindable", Duration::from_secs(2), || {
+                TcpListener::bind(("127.0.0.1", port)).ok()
+            });
         }
     }
 }
