@@ -121,6 +121,19 @@ impl Component {
             Self::Ingress => "system:skiff-ingress",
         }
     }
+
+    /// The name the component sends as its `User-Agent`, which the server
+    /// takes as the field manager of its writes (upstream's names where
+    /// upstream has the component).
+    pub fn agent(self) -> &'static str {
+        match self {
+            Self::Scheduler => "kube-scheduler",
+            Self::ControllerManager => "kube-controller-manager",
+            Self::Proxy => "kube-proxy",
+            Self::Dns => "skiff-dns",
+            Self::Ingress => "skiff-ingress",
+        }
+    }
 }
 
 impl Config {

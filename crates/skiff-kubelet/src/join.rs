@@ -131,12 +131,18 @@ async fn client_for(
         "current-context": "skiff"});
     let kubeconfig: Kubeconfig =
         serde_json::from_value(config).map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    Ok(kube::Client::try_from(node_config(kubeconfig).await?)?)
+}
+
+/// The client configuration of `kubeconfig`, sending the kubelet's
+/// `User-Agent`.
+async fn node_config(kubeconfig: Kubeconfig) -> Result<kube::Config, Error> {
     let mut config =
         kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
             .map_err(|e| Error::Kubeconfig(e.to_string()))?;
     skiff_runtime::user_agent::set(&mut config, "kubelet");
-    Ok(kube::Client::try_from(config)?)
+    Ok(config)
 }
 
 /// Where the node's certificate and key live (one PEM file, 0600).
@@ -312,12 +318,7 @@ pub async fn from_kubeconfig(path: &Path) -> Result<(kube::Client, String), Erro
         .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
         .and_then(|d| String::from_utf8(d).ok())
         .ok_or_else(|| Error::Kubeconfig(format!("{} names no CA data", path.display())))?;
-    let mut config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .map_err(|e| Error::Kubeconfig(e.to_string()))?;
-    skiff_runtime::user_agent::set(&mut config, "kubelet");
-    Ok((kube::Client::try_from(config)?, ca))
+    Ok((kube::Client::try_from(node_config(kubeconfig).await?)?, ca))
 }
 
 #[cfg(test)]

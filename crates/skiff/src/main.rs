@@ -438,10 +438,18 @@ async fn local_config(
 fn in_process(
     server: &skiff_apiserver::Server,
     component: skiff_apiserver::Component,
-    agent: &str,
 ) -> kube::Client {
     let loopback = server.loopback(component);
-    skiff_runtime::loopback::client(move || loopback.connect(), agent)
+    skiff_runtime::loopback::client(move || loopback.connect(), component.agent())
+}
+
+/// A client for a component outside the server's core, with its own
+/// credentials and name.
+async fn component_client(
+    server: &skiff_apiserver::Server,
+    component: skiff_apiserver::Component,
+) -> anyhow::Result<kube::Client> {
+    local_client(&server.kubeconfig_for(component)?, component.agent()).await
 }
 
 async fn local_client(
@@ -504,7 +512,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let mut dns_task = None;
             use skiff_apiserver::Component;
             if !args.disable_scheduler {
-                let client = in_process(&server, Component::Scheduler, "kube-scheduler");
+                let client = in_process(&server, Component::Scheduler);
                 let config = skiff_scheduler::Config {
                     score_all_nodes: args.scheduler_score_all_nodes,
                     metrics: metrics.clone(),
@@ -514,7 +522,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             if !args.disable_controller_manager {
                 let kubeconfig = server.kubeconfig_for(Component::ControllerManager)?;
-                let kube = local_config(&kubeconfig, "kube-controller-manager").await?;
+                let kube = local_config(&kubeconfig, Component::ControllerManager.agent()).await?;
                 let config = skiff_controllers::manager::Config {
                     node_monitor_grace: args.node_monitor_grace_period,
                     cluster_cidr: args.cluster_cidr.clone(),
@@ -526,17 +534,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     metrics: metrics.clone(),
                     ..Default::default()
                 };
-                let client = in_process(
-                    &server,
-                    Component::ControllerManager,
-                    "kube-controller-manager",
-                );
+                let client = in_process(&server, Component::ControllerManager);
                 tokio::spawn(skiff_controllers::manager::run(client, kube, config));
             }
             if !args.disable_dns {
-                let client =
-                    local_client(&server.kubeconfig_for(Component::Dns)?, "skiff-dns").await?;
-                let admin = local_client(&server.kubeconfig, "skiff-dns").await?;
+                let client = component_client(&server, Component::Dns).await?;
+                let admin = local_client(&server.kubeconfig, Component::Dns.agent()).await?;
                 let config = skiff_dns::Config {
                     addr: std::net::SocketAddr::new(args.bind_address, args.dns_port),
                     domain: args.cluster_domain.clone(),
@@ -565,9 +568,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             let mut ingress_task = None;
             if !args.disable_ingress {
-                let client =
-                    local_client(&server.kubeconfig_for(Component::Ingress)?, "skiff-ingress")
-                        .await?;
+                let client = component_client(&server, Component::Ingress).await?;
                 let config = skiff_ingress::Config {
                     http: std::net::SocketAddr::new(args.bind_address, args.ingress_port),
                     https: std::net::SocketAddr::new(args.bind_address, args.ingress_https_port),
@@ -585,8 +586,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             if !args.disable_agent {
                 let node_name = host_name();
                 let client = local_client(&server.node_kubeconfig(&node_name)?, "kubelet").await?;
-                let proxy_client =
-                    local_client(&server.kubeconfig_for(Component::Proxy)?, "kube-proxy").await?;
+                let proxy_client = component_client(&server, Component::Proxy).await?;
                 let config = skiff_kubelet::agent::Config {
                     node_name,
                     node_ip: args.bind_address.to_string(),
@@ -637,7 +637,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Scheduler(args) => {
-            let client = local_client(&args.kubeconfig, "kube-scheduler").await?;
+            let client = local_client(
+                &args.kubeconfig,
+                skiff_apiserver::Component::Scheduler.agent(),
+            )
+            .await?;
             let config = skiff_scheduler::Config {
                 score_all_nodes: args.score_all_nodes,
                 ..Default::default()
@@ -649,7 +653,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::ControllerManager(args) => {
-            let kube = local_config(&args.kubeconfig, "kube-controller-manager").await?;
+            let kube = local_config(
+                &args.kubeconfig,
+                skiff_apiserver::Component::ControllerManager.agent(),
+            )
+            .await?;
             let signing_ca = match (
                 &args.cluster_signing_cert_file,
                 &args.cluster_signing_key_file,

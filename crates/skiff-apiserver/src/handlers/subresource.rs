@@ -145,7 +145,7 @@ impl Api {
             subresource: Some("scale"),
             status_apart: r.has_status(),
         };
-        let shape = skiff_core::schema::Root::of(r);
+        let root = skiff_core::schema::Root::of(r);
         let ns = call.target.namespace.as_deref();
         let (updated, _) = self
             .update_object(call, r, ns, name, |current| {
@@ -154,7 +154,7 @@ impl Api {
                     &applied,
                     &mgr,
                     call.query.force,
-                    shape.shape(),
+                    root.shape(),
                 )?;
                 prepare_update(r, current, merged, manager, Some("scale"))
             })
