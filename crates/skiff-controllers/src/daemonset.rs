@@ -17,6 +17,7 @@ use crate::owned;
 use crate::pods::{self, PodControl};
 use crate::revisions;
 use crate::rollout;
+use crate::status::omit_zero;
 use skiff_runtime::api::{Cluster, Error, Target};
 use skiff_runtime::cache::{key_of, Cache, Informer};
 use skiff_runtime::controller::{Action, Reconcile};
@@ -286,8 +287,9 @@ impl Reconcile for DaemonSetController {
         }
         let status = json!({
             "desiredNumberScheduled": desired, "currentNumberScheduled": scheduled, "numberMisscheduled": misscheduled,
-            "numberReady": ready, "updatedNumberScheduled": updated, "numberAvailable": available,
-            "numberUnavailable": desired - available, "observedGeneration": ds.metadata.generation,
+            "numberReady": ready, "updatedNumberScheduled": omit_zero(updated),
+            "numberAvailable": omit_zero(available), "numberUnavailable": omit_zero(desired - available),
+            "observedGeneration": ds.metadata.generation,
         });
         let old = serde_json::to_value(&ds.status).unwrap_or_default();
         let changed = status

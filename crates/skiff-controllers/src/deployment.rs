@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use crate::owned;
 use crate::pods::{self, controller_of};
 use crate::rollout::{self, HASH_LABEL};
+use crate::status::omit_zero;
 use skiff_runtime::api::{Cluster, Deletion, Error, Target};
 use skiff_runtime::cache::{Cache, Informer};
 use skiff_runtime::controller::{Action, Reconcile};
@@ -470,10 +471,14 @@ impl Pass<'_> {
                 .new
                 .as_ref()
                 .is_some_and(|rs| replicas(rs) == self.want);
-        let counts_changed = old.replicas != Some(total)
-            || old.updated_replicas != Some(updated)
-            || old.ready_replicas != Some(ready)
-            || old.available_replicas != Some(available);
+        let counts_changed = [
+            (old.replicas, total),
+            (old.updated_replicas, updated),
+            (old.ready_replicas, ready),
+            (old.available_replicas, available),
+        ]
+        .iter()
+        .any(|&(was, now)| was.unwrap_or(0) != now);
         let deadline = spec.progress_deadline_seconds.unwrap_or(600);
         let mut requeue = None;
         let progressing = if spec.paused == Some(true) {
@@ -541,8 +546,9 @@ impl Pass<'_> {
         };
         let status = json!({
             "observedGeneration": d.metadata.generation,
-            "replicas": total, "updatedReplicas": updated, "readyReplicas": ready, "availableReplicas": available,
-            "unavailableReplicas": (self.want - available).max(0),
+            "replicas": omit_zero(total), "updatedReplicas": omit_zero(updated),
+            "readyReplicas": omit_zero(ready), "availableReplicas": omit_zero(available),
+            "unavailableReplicas": omit_zero((self.want - available).max(0)),
             "conditions": [available_cond, progressing],
         });
         let mut merged = serde_json::to_value(&old).unwrap_or_default();

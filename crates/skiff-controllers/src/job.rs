@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::owned;
 use crate::pods::{self, PodControl};
+use crate::status::omit_zero;
 use skiff_runtime::api::{Cluster, Deletion, Error, Target};
 use skiff_runtime::cache::{Cache, Informer};
 use skiff_runtime::controller::{Action, Reconcile};
@@ -246,12 +247,13 @@ impl Reconcile for JobController {
             self.delete_pods(key, &job, &active).await?;
         }
         let mut next = json!({
-            "startTime": start, "active": active.len(), "succeeded": succeeded, "failed": failed, "ready": ready,
+            "startTime": start, "active": omit_zero(active.len()), "succeeded": omit_zero(succeeded),
+            "failed": omit_zero(failed), "ready": ready,
         });
         if !conditions.is_empty() {
             next["conditions"] = json!(conditions);
             if failure.is_none() {
-                next["active"] = json!(0);
+                next["active"] = Value::Null;
             }
         }
         if let Some(t) = completion_time {

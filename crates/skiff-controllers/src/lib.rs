@@ -24,4 +24,5 @@ pub mod rollout;
 pub mod root_ca;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod status;
 pub mod volume;

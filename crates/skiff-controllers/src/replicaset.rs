@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::owned;
 use crate::pods::{self, controller_of, PodControl};
+use crate::status::omit_zero;
 use skiff_runtime::api::{Cluster, Error, Target};
 use skiff_runtime::cache::{Cache, Informer};
 use skiff_runtime::controller::{Action, Reconcile};
@@ -263,8 +264,9 @@ impl<K: Replicated> Reconcile for ReplicaSetController<K> {
             })
             .count();
         let status = json!({
-            "replicas": active.len(), "fullyLabeledReplicas": labelled, "readyReplicas": ready,
-            "availableReplicas": available, "observedGeneration": rs.meta().generation,
+            "replicas": active.len(), "fullyLabeledReplicas": omit_zero(labelled),
+            "readyReplicas": omit_zero(ready), "availableReplicas": omit_zero(available),
+            "observedGeneration": rs.meta().generation,
         });
         let current = rs.status_value();
         let changed = [

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use crate::owned;
 use crate::pods;
 use crate::revisions;
+use crate::status::omit_zero;
 use skiff_runtime::api::{self, Cluster, Error, Target};
 use skiff_runtime::cache::{Cache, Informer};
 use skiff_runtime::controller::{Action, Reconcile};
@@ -457,8 +458,9 @@ impl StatefulSetController {
             .filter(|p| pods::is_available(p, min_ready, now))
             .count() as i32;
         let status = json!({
-            "observedGeneration": sts.metadata.generation, "replicas": live.len(), "readyReplicas": ready,
-            "currentReplicas": current_count, "updatedReplicas": updated, "availableReplicas": available,
+            "observedGeneration": sts.metadata.generation, "replicas": live.len(),
+            "readyReplicas": omit_zero(ready), "currentReplicas": omit_zero(current_count),
+            "updatedReplicas": omit_zero(updated), "availableReplicas": available,
             "currentRevision": current_revision, "updateRevision": update,
             "collisionCount": sts.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0),
         });

@@ -257,6 +257,12 @@ fn statefulset_orders_pods_and_daemonset_follows_nodes() {
         "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec: {containers: [{name: c, image: busybox}]}\n",
     );
     c.ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    // Go's encoding: a zero count tagged omitempty is left out, the others
+    // are written.
+    let ds = c.json(&["get", "daemonset", "agent"]);
+    let status = &ds["status"];
+    assert!(status.get("numberUnavailable").is_none(), "{status}");
+    assert_eq!(status["numberMisscheduled"], 0, "{status}");
     let placed = |c: &Cluster| -> Vec<String> {
         let mut n: Vec<String> = live_pods(c, "app=agent")
             .iter()
@@ -292,6 +298,13 @@ fn job_completes_and_namespace_deletion_removes_its_contents() {
     ]);
     let job = c.json(&["get", "job", "pi"]);
     assert_eq!(job["status"]["succeeded"], 3);
+    // Counts Go leaves out when zero are left out, as upstream's are.
+    let status = &job["status"];
+    assert!(
+        status.get("active").is_none() && status.get("failed").is_none(),
+        "{status}"
+    );
+    assert_eq!(status["ready"], 0, "{status}");
 
     c.ok(&["create", "namespace", "doomed"]);
     c.ok(&[
@@ -319,6 +332,21 @@ fn job_completes_and_namespace_deletion_removes_its_contents() {
         "deployment/web",
         "--timeout=60s",
     ]);
+    c.ok(&["-n", "doomed", "scale", "deployment/web", "--replicas=0"]);
+    let keys = |v: &Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    // Scaled to 0, a Deployment's status keeps no count at all.
+    wait_for("the deployment's status at 0 replicas", LIMIT, || {
+        let d = c.json(&["-n", "doomed", "get", "deployment", "web"]);
+        let observed = d["status"]["observedGeneration"] == d["metadata"]["generation"];
+        (observed && keys(&d["status"]) == ["conditions", "observedGeneration"]).then_some(())
+    });
+    let rs = &c.json(&["-n", "doomed", "get", "replicasets"])["items"][0];
+    assert_eq!(rs["status"]["replicas"], 0, "replicas is always written");
+    assert_eq!(keys(&rs["status"]), ["observedGeneration", "replicas"]);
     c.ok(&["delete", "namespace", "doomed", "--timeout=60s"]);
     assert!(c
         .fails(&["get", "namespace", "doomed"])
