@@ -120,6 +120,15 @@ fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(
     serde_json::to_value(typed)
 }
 
+/// A Scale (`autoscaling/v1`, a subresource's body that no resource
+/// stores) through its typed struct, as a resource's `decode`.
+pub fn decode_scale(
+    v: Value,
+    unknown: Option<&mut Vec<String>>,
+) -> Result<Value, serde_json::Error> {
+    decode::<k8s_openapi::api::autoscaling::v1::Scale>(v, unknown)
+}
+
 fn decode_json<T: serde::de::DeserializeOwned + serde::Serialize>(
     bytes: &[u8],
     unknown: Option<&mut Vec<String>>,

@@ -325,6 +325,59 @@ fn a_definition_serves_a_kind_kubectl_lists_explains_validates_scales_and_delete
         "{w}"
     );
 
+    // A Scale written with PUT is read as upstream reads it: through its
+    // typed struct, for the object the URL names.
+    let put_scale = |query: &str, body: &str| {
+        runtime.block_on(async {
+            let reply = client
+                .put(format!("{scale_url}{query}"))
+                .bearer_auth(c.admin_token())
+                .header("content-type", "application/json")
+                .body(body.to_owned())
+                .send()
+                .await
+                .unwrap();
+            let warning = reply
+                .headers()
+                .get("warning")
+                .map(|w| w.to_str().unwrap().to_owned());
+            (
+                reply.status().as_u16(),
+                reply.text().await.unwrap(),
+                warning,
+            )
+        })
+    };
+    let scale_with = |meta: &str, spec: &str| {
+        format!(
+            r#"{{"apiVersion":"autoscaling/v1","kind":"Scale","metadata":{meta},"spec":{spec}}}"#
+        )
+    };
+    let (code, text, _) = put_scale("", &scale_with(r#"{"name":"w2"}"#, r#"{"replicas":1}"#));
+    assert!(
+        code == 400
+            && text.contains("the name of the object (w2) does not match the name on the URL (w1)"),
+        "{code} {text}"
+    );
+    let (code, text, _) = put_scale(
+        "",
+        &scale_with(r#"{"name":"w1","uid":"other"}"#, r#"{"replicas":1}"#),
+    );
+    assert!(
+        code == 409 && text.contains("Precondition failed: UID in precondition: other"),
+        "{code} {text}"
+    );
+    let misspelt = scale_with(r#"{"name":"w1"}"#, r#"{"replicas":5,"replica":1}"#);
+    let (code, text, _) = put_scale("?fieldValidation=Strict", &misspelt);
+    assert!(
+        code == 400 && text.contains(r#"strict decoding error: unknown field \"spec.replica\""#),
+        "{code} {text}"
+    );
+    let (code, text, warning) = put_scale("", &misspelt);
+    assert_eq!(code, 200, "{text}");
+    assert!(warning.is_some_and(|w| w.contains("spec.replica")));
+    assert_eq!(c.json(&["get", "widget", "w1"])["spec"]["replicas"], 5);
+
     // Server-side apply: ownership of what was applied, a conflict for another manager.
     let applied = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w2}\nspec: {name: second, mode: slow}\n";
     let out = c.kubectl_stdin(&["apply", "--server-side", "-f", "-"], applied);

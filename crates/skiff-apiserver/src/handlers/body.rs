@@ -211,7 +211,7 @@ pub fn typed_patched(
 
 /// The warnings, or under `Strict` the error, for the fields the typed
 /// struct did not know.
-fn unknown_fields(
+pub fn unknown_fields(
     clean: Value,
     unknown: Vec<String>,
     validation: Option<&str>,

@@ -65,6 +65,43 @@ pub fn scale_of(r: &ResourceType, obj: &Value) -> Value {
     })
 }
 
+/// A Scale sent to `name`'s `/scale`, read as upstream's handler reads
+/// it: of kind Scale (an apply must say so, an update may leave it out),
+/// through its typed struct, its unknown fields warned about or refused as
+/// `validation` says, and for the object the URL names. With the warnings.
+fn scale_body(
+    scale: Value,
+    name: &str,
+    validation: Option<&str>,
+    apply: bool,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let (kind, api_version) = (&scale["kind"], &scale["apiVersion"]);
+    let said = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let is = |v: &Value, want: &str| v == want || (!apply && v.is_null());
+    if !is(kind, "Scale") || !is(api_version, "autoscaling/v1") {
+        return Err(ApiError::bad_request(format!(
+            "the object provided is unrecognized (must be of type Scale): {}, Kind={}",
+            said(api_version),
+            said(kind)
+        )));
+    }
+    let mut unknown = Vec::new();
+    let report = (validation != Some("Ignore")).then_some(&mut unknown);
+    let typed = registry::decode_scale(scale, report).map_err(|e| {
+        ApiError::bad_request(format!(
+            "Scale in version \"v1\" cannot be handled as a Scale: {e}"
+        ))
+    })?;
+    let (typed, warnings) = body::unknown_fields(typed, unknown, validation)?;
+    let given = meta::name(&typed);
+    if !given.is_empty() && given != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({given}) does not match the name on the URL ({name})"
+        )));
+    }
+    Ok((typed, warnings))
+}
+
 /// The replicas a Scale sets, if it is valid.
 fn replicas_of(scale: &Value, name: &str) -> Result<i64, ApiError> {
     let invalid = |cause| ApiError::invalid("autoscaling", "Scale", name, vec![cause]);
@@ -98,8 +135,11 @@ impl Api {
         scale: Value,
     ) -> Result<Response, ApiError> {
         let r = call.target.resource;
+        let validation = call.query.field_validation.as_deref();
+        let (scale, warnings) = scale_body(scale, name, validation, false)?;
         let replicas = replicas_of(&scale, name)?;
         let precondition = meta::resource_version(&scale);
+        let uid = scale["metadata"]["uid"].as_str().filter(|u| !u.is_empty());
         let manager = call.manager();
         let ns = call.target.namespace.as_deref();
         let (updated, _) = self
@@ -107,12 +147,18 @@ impl Api {
                 if precondition.is_some_and(|rv| Some(rv) != meta::resource_version(current)) {
                     return Err(ApiError::stale(r.group, r.plural, name));
                 }
+                let stored = current["metadata"]["uid"].as_str().unwrap_or_default();
+                if let Some(uid) = uid.filter(|&u| u != stored) {
+                    let why = format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {stored}");
+                    return Err(ApiError::conflict(r.group, &format!("{}/scale", r.plural), name, why));
+                }
                 let mut next = current.clone();
                 write_replicas(r, &mut next, replicas);
                 prepare_update(r, current, next, &manager, Some("scale"))
             })
             .await?;
-        Ok(response::json(200, &scale_of(r, &updated.obj)))
+        let reply = response::json(200, &scale_of(r, &updated.obj));
+        Ok(super::with_warnings(reply, &warnings))
     }
 
     /// Server-side apply of a Scale, as upstream's scale handler: the
@@ -122,19 +168,13 @@ impl Api {
         &self,
         call: &Call<'_>,
         name: &str,
-        config: &Value,
+        config: Value,
         manager: &str,
     ) -> Result<Response, ApiError> {
         let r = call.target.resource;
-        let (kind, api_version) = (&config["kind"], &config["apiVersion"]);
-        if kind != "Scale" || api_version != "autoscaling/v1" {
-            return Err(ApiError::bad_request(format!(
-                "the object provided is unrecognized (must be of type Scale): {}, Kind={}",
-                api_version.as_str().unwrap_or_default(),
-                kind.as_str().unwrap_or_default()
-            )));
-        }
-        let replicas = replicas_of(config, name)?;
+        let validation = call.query.field_validation.as_deref();
+        let (config, warnings) = scale_body(config, name, validation, true)?;
+        let replicas = replicas_of(&config, name)?;
         let api_version = r.api_version();
         let mut applied =
             json!({"apiVersion": api_version, "kind": r.kind, "metadata": {"name": name}});
@@ -159,7 +199,8 @@ impl Api {
                 prepare_update(r, current, merged, manager, Some("scale"))
             })
             .await?;
-        Ok(response::json(200, &scale_of(r, &updated.obj)))
+        let reply = response::json(200, &scale_of(r, &updated.obj));
+        Ok(super::with_warnings(reply, &warnings))
     }
 
     /// Binds a pod to a node (`pods/binding`), once.

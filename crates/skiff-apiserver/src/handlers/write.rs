@@ -138,7 +138,7 @@ impl Api {
         })?;
         let config = body::parse(raw, "application/yaml")?;
         if t.subresource.as_deref() == Some("scale") {
-            return self.apply_scale(call, name, &config, &manager).await;
+            return self.apply_scale(call, name, config, &manager).await;
         }
         check_kind(r, &config)?;
         let (mut config, mut warnings) = typed(r, config, call.query.field_validation.as_deref())?;
