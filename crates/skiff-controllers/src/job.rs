@@ -148,6 +148,7 @@ impl Reconcile for JobController {
         let failed = (owned.iter().filter(|p| pods::phase(p) == "Failed").count() as i32)
             .max(status.failed.unwrap_or(0));
         let ready = active.iter().filter(|p| pods::is_ready(p)).count();
+        let terminating = owned.iter().filter(|p| pods::is_terminating(p)).count();
         let start = status
             .start_time
             .as_ref()
@@ -248,7 +249,7 @@ impl Reconcile for JobController {
         }
         let mut next = json!({
             "startTime": start, "active": omit_zero(active.len()), "succeeded": omit_zero(succeeded),
-            "failed": omit_zero(failed), "ready": ready,
+            "failed": omit_zero(failed), "ready": ready, "terminating": terminating,
         });
         if !conditions.is_empty() {
             next["conditions"] = json!(conditions);
@@ -262,7 +263,7 @@ impl Reconcile for JobController {
         let old = serde_json::to_value(&status).unwrap_or_default();
         let changed = !conditions.is_empty()
             || old["startTime"].is_null()
-            || ["active", "succeeded", "failed", "ready"]
+            || ["active", "succeeded", "failed", "ready", "terminating"]
                 .iter()
                 .any(|f| old[f].as_i64().unwrap_or(0) != next[f].as_i64().unwrap_or(0));
         if changed {
@@ -327,6 +328,23 @@ mod tests {
         assert_eq!(status["succeeded"], 3);
         assert_eq!(status["conditions"][1]["type"], "Complete");
         assert!(status["completionTime"].is_string());
+    }
+
+    #[tokio::test]
+    async fn a_pod_being_deleted_is_terminating_not_active() {
+        let (fake, jobs, pods, c) = setup();
+        jobs.apply(job(3, 1, 6));
+        let mut leaving = serde_json::to_value(pod("a", "Running")).unwrap();
+        leaving["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        pods.apply(serde_json::from_value(leaving).unwrap());
+        c.reconcile("d/pi").await.unwrap();
+        assert_eq!(fake.made("create").len(), 1, "replaced at once");
+        let status = &fake.bodies("patch-status")[0]["status"];
+        assert_eq!(
+            (&status["terminating"], &status["ready"]),
+            (&json!(1), &json!(0))
+        );
+        assert!(status["active"].is_null(), "a zero Go leaves out: {status}");
     }
 
     #[tokio::test]

@@ -59,6 +59,11 @@ pub fn is_active(pod: &Pod) -> bool {
     !matches!(phase(pod), "Succeeded" | "Failed") && pod.metadata.deletion_timestamp.is_none()
 }
 
+/// Being deleted but not finished (upstream's `IsPodTerminating`).
+pub fn is_terminating(pod: &Pod) -> bool {
+    !matches!(phase(pod), "Succeeded" | "Failed") && pod.metadata.deletion_timestamp.is_some()
+}
+
 /// What the controller manager caches of a pod: its loops read metadata,
 /// status, placement, tolerations, containers' names, images, resources and
 /// ports, and claims; never containers' commands, environment, mounts,

@@ -304,7 +304,11 @@ fn job_completes_and_namespace_deletion_removes_its_contents() {
         status.get("active").is_none() && status.get("failed").is_none(),
         "{status}"
     );
-    assert_eq!(status["ready"], 0, "{status}");
+    assert_eq!(
+        (&status["ready"], &status["terminating"]),
+        (&0.into(), &0.into()),
+        "{status}"
+    );
 
     c.ok(&["create", "namespace", "doomed"]);
     c.ok(&[
