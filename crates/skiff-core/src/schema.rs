@@ -2,7 +2,7 @@
 //! k8s-openapi structs, with the patch metadata upstream keeps in Go struct
 //! tags: which lists merge, and by which key.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
