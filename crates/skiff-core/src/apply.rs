@@ -3,7 +3,9 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::fields::{self, display, remove_at, tree, value_at, FieldSet, Path, Scope};
+use crate::fields::{
+    self, display, remove_at, tree, value_at, value_at_mut, FieldSet, Path, Scope,
+};
 use crate::schema::Shape;
 use crate::{meta, strategic, ApiError};
 
@@ -164,6 +166,12 @@ pub fn apply(
     let mut patch = config.clone();
     meta::remove(&mut patch, "managedFields");
     let mut merged = strategic::patch(current, &patch, shape)?;
+    for path in fields::atomic_objects(&patch, shape) {
+        if let (Some(to), Some(from)) = (value_at_mut(&mut merged, &path), value_at(&patch, &path))
+        {
+            *to = from.clone();
+        }
+    }
 
     let previous = managers
         .iter()
@@ -351,6 +359,43 @@ mod tests {
         assert!(err.message.contains(".spec.replicas"), "{}", err.message);
         let forced = apply(Some(&shared), &deploy(3, "i:1"), &mgr("bob"), true, DEPLOY).unwrap();
         assert_eq!(forced["spec"]["replicas"], 3);
+    }
+
+    #[test]
+    fn an_atomic_map_is_owned_and_applied_whole() {
+        let with_node_selector = |selector: Value| {
+            let mut d = deploy(1, "i");
+            d["spec"]["template"]["spec"]["nodeSelector"] = selector;
+            d
+        };
+        let first = with_node_selector(json!({"disk": "ssd", "zone": "a"}));
+        let first = apply(None, &first, &mgr("alice"), false, DEPLOY).unwrap();
+        let owned = &first["metadata"]["managedFields"][0]["fieldsV1"];
+        assert_eq!(
+            owned["f:spec"]["f:template"]["f:spec"]["f:nodeSelector"],
+            json!({}),
+            "{owned}"
+        );
+        // Another value of the map is a conflict over the whole map, even
+        // where no key is set twice; forced, the map is the applier's alone.
+        let other = with_node_selector(json!({"arch": "arm64"}));
+        let err = apply(Some(&first), &other, &mgr("bob"), false, DEPLOY).unwrap_err();
+        assert!(
+            err.message.contains(".spec.template.spec.nodeSelector"),
+            "{}",
+            err.message
+        );
+        let forced = apply(Some(&first), &other, &mgr("bob"), true, DEPLOY).unwrap();
+        let selector = &forced["spec"]["template"]["spec"]["nodeSelector"];
+        assert_eq!(selector, &json!({"arch": "arm64"}));
+        // An update records the map whole too.
+        let mut updated = forced.clone();
+        updated["spec"]["template"]["spec"]["nodeSelector"]["arch"] = json!("amd64");
+        track_update(Some(&forced), &mut updated, &mgr("carol"), DEPLOY);
+        let managed = updated["metadata"]["managedFields"].as_array().unwrap();
+        let carol = managed.iter().find(|e| e["manager"] == "carol").unwrap();
+        let spec = json!({"f:template": {"f:spec": {"f:nodeSelector": {}}}});
+        assert_eq!(carol["fieldsV1"], json!({"f:spec": spec}));
     }
 
     #[test]

@@ -230,6 +230,7 @@ fn node(v: &Value, shape: Option<Shape<'_>>, field: Option<&str>) -> Value {
     };
     let mut out = Map::new();
     match v {
+        Value::Object(_) if shape.is_atomic_object(field) => {}
         Value::Object(m) if !m.is_empty() => {
             let own = shape.fields_of(field);
             for (k, child) in m {
@@ -307,6 +308,47 @@ fn untyped(v: &Value) -> Value {
 /// The value at a field path, if present.
 pub fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
     path.iter().try_fold(obj, |v, part| step(v, part))
+}
+
+/// [`value_at`], to change.
+pub fn value_at_mut<'a>(obj: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
+    path.iter().try_fold(obj, |v, part| step_mut(v, part))
+}
+
+/// The paths of the atomic objects in `obj`, of shape `shape`: an apply
+/// replaces them whole, where it merges other objects field by field.
+pub fn atomic_objects(obj: &Value, shape: Option<Shape<'_>>) -> Vec<Path> {
+    fn walk(v: &Value, shape: Shape<'_>, path: &mut Path, out: &mut Vec<Path>) {
+        for (k, child) in v.as_object().into_iter().flatten() {
+            path.push(field_key(k));
+            match child {
+                Value::Object(_) if shape.is_atomic_object(k) => out.push(path.clone()),
+                Value::Object(_) => {
+                    if let Some(own) = shape.fields_of(k) {
+                        walk(child, own, path, out);
+                    }
+                }
+                Value::Array(items) => {
+                    if let (ListStrategy::Map(keys), Some(of)) =
+                        (shape.list_strategy(k), shape.items(k))
+                    {
+                        for item in items {
+                            path.push(item_key(item, &keys));
+                            walk(item, of, path, out);
+                            path.pop();
+                        }
+                    }
+                }
+                _ => {}
+            }
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(shape) = shape {
+        walk(obj, shape, &mut Vec::new(), &mut out);
+    }
+    out
 }
 
 /// The leaf paths of `tree` (a `fieldsV1` tree) whose values differ

@@ -56,6 +56,16 @@ impl<'a> Shape<'a> {
         }
     }
 
+    /// Whether object property `prop` is atomic (`x-kubernetes-map-type:
+    /// atomic`): owned and applied whole, not field by field.
+    pub fn is_atomic_object(self, prop: &str) -> bool {
+        match self {
+            Self::Definition(d) => indexed(d, prop).is_some_and(|p| p.atomic),
+            Self::Custom(n) => Self::custom_property(n, prop)
+                .is_some_and(|p| p["x-kubernetes-map-type"] == "atomic"),
+        }
+    }
+
     /// The shape of the items of list property `prop`.
     pub fn items(self, prop: &str) -> Option<Shape<'a>> {
         match self {
@@ -224,6 +234,15 @@ const MERGE_LISTS: &[(&str, &str, Option<&str>)] = &[
     ),
 ];
 
+/// The maps upstream's OpenAPI marks `x-kubernetes-map-type: atomic` (as
+/// k8s-openapi's generated merge strategies have them).
+const ATOMIC_MAPS: &[(&str, &str)] = &[
+    ("io.k8s.api.core.v1.PodSpec", "nodeSelector"),
+    ("io.k8s.api.core.v1.ServiceSpec", "selector"),
+    ("io.k8s.api.core.v1.ReplicationControllerSpec", "selector"),
+    ("io.k8s.api.node.v1.Scheduling", "nodeSelector"),
+];
+
 /// Fields whose patches carry `$retainKeys` (one-of unions).
 const RETAIN_KEYS: &[(&str, &str)] = &[
     ("io.k8s.api.core.v1.PodSpec", "volumes"),
@@ -253,6 +272,8 @@ struct Property {
     /// The definition of its items, for a list.
     items: Option<&'static str>,
     strategy: Option<ListStrategy<'static>>,
+    /// Owned and applied whole (see [`ATOMIC_MAPS`]).
+    atomic: bool,
 }
 
 impl Property {
@@ -262,12 +283,13 @@ impl Property {
             map: schema.get("additionalProperties").is_some(),
             items: schema.get("items").and_then(ref_name),
             strategy: None,
+            atomic: false,
         }
     }
 }
 
 /// The index of every definition's properties, with the merge strategy of
-/// the lists in [`MERGE_LISTS`].
+/// the lists in [`MERGE_LISTS`] and the maps of [`ATOMIC_MAPS`].
 fn index() -> &'static Index {
     static INDEX: OnceLock<Index> = OnceLock::new();
     INDEX.get_or_init(|| {
@@ -287,6 +309,11 @@ fn index() -> &'static Index {
                 Some(k) => ListStrategy::Map(vec![k]),
                 None => ListStrategy::Set,
             });
+        }
+        for (def, prop) in ATOMIC_MAPS {
+            if let Some(p) = index.get_mut(def).and_then(|d| d.get_mut(prop)) {
+                p.atomic = true;
+            }
         }
         index
     })
@@ -357,6 +384,14 @@ fn generate() -> Schemas {
                 }
                 None => p["x-kubernetes-list-type"] = Value::from("set"),
             }
+        }
+    }
+    for (def, prop) in ATOMIC_MAPS {
+        if let Some(p) = definitions
+            .get_mut(*def)
+            .and_then(|d| d["properties"].get_mut(*prop))
+        {
+            p["x-kubernetes-map-type"] = Value::from("atomic");
         }
     }
     for (def, prop) in RETAIN_KEYS {

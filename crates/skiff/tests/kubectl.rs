@@ -673,3 +673,44 @@ fn imperative_commands_send_protobuf() {
         "Active"
     );
 }
+
+#[test]
+fn a_service_selector_is_applied_whole() {
+    // Upstream marks a Service's selector `x-kubernetes-map-type: atomic`:
+    // one owner for the whole map, which an apply replaces, not merges.
+    let c = Cluster::start();
+    let apply = |manager: &str, selector: &str, force: bool| {
+        let service = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  selector: {selector}\n  ports: [{{port: 80}}]\n"
+        );
+        let manager = format!("--field-manager={manager}");
+        let mut args = vec!["apply", "--server-side", manager.as_str(), "-f", "-"];
+        if force {
+            args.push("--force-conflicts");
+        }
+        c.kubectl_stdin(&args, &service)
+    };
+    assert_success(&apply("a", "{app: web}", false), "the first apply");
+    let clash = apply("b", "{tier: front}", false);
+    let err = String::from_utf8_lossy(&clash.stderr);
+    assert!(
+        !clash.status.success() && err.contains(".spec.selector"),
+        "{err}"
+    );
+    assert_success(&apply("b", "{tier: front}", true), "the forced apply");
+    let svc = c.json(&["get", "service", "web", "--show-managed-fields"]);
+    assert_eq!(
+        svc["spec"]["selector"],
+        serde_json::json!({"tier": "front"})
+    );
+    let entries = svc["metadata"]["managedFields"].as_array().unwrap();
+    let b = entries.iter().find(|e| e["manager"] == "b").unwrap();
+    assert_eq!(b["fieldsV1"]["f:spec"]["f:selector"], serde_json::json!({}));
+    assert!(
+        entries
+            .iter()
+            .filter(|e| e["manager"] != "b")
+            .all(|e| e["fieldsV1"]["f:spec"].get("f:selector").is_none()),
+        "{svc}"
+    );
+}
