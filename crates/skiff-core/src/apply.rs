@@ -399,6 +399,38 @@ mod tests {
     }
 
     #[test]
+    fn a_custom_atomic_object_is_applied_whole() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "target": {"type": "object", "x-kubernetes-map-type": "atomic",
+                       "properties": {"kind": {"type": "string"}, "name": {"type": "string"}}}}}}});
+        let shape = Some(Shape::Custom(&schema));
+        let widget = |target: Value| {
+            json!({"apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": "w"}, "spec": {"target": target}})
+        };
+        let first = widget(json!({"kind": "Pod", "name": "a"}));
+        let first = apply(None, &first, &mgr("alice"), false, shape).unwrap();
+        let second = widget(json!({"name": "b"}));
+        let forced = apply(Some(&first), &second, &mgr("bob"), true, shape).unwrap();
+        assert_eq!(
+            forced["spec"]["target"],
+            json!({"name": "b"}),
+            "no kind kept from alice"
+        );
+        let managed = forced["metadata"]["managedFields"].as_array().unwrap();
+        let owners: Vec<_> = managed
+            .iter()
+            .map(|e| (&e["manager"], &e["fieldsV1"]))
+            .collect();
+        let target = json!({"f:spec": {"f:target": {}}});
+        assert_eq!(
+            owners,
+            [(&json!("bob"), &target)],
+            "alice owned the target alone"
+        );
+    }
+
+    #[test]
     fn fields_dropped_from_config_are_removed() {
         let mut with_label = deploy(1, "i");
         with_label["metadata"]["labels"] = json!({"a": "1"});
