@@ -182,7 +182,10 @@ pub fn apply(
         let owned_elsewhere = managers
             .iter()
             .any(|e| !is_me(e) && e.fields.0.contains(path));
-        if !owned_elsewhere {
+        // Inside an atomic object applied whole (an entry stored before
+        // it was known atomic names its fields one by one).
+        let applied_whole = applied.0.iter().any(|a| path.starts_with(a));
+        if !owned_elsewhere && !applied_whole {
             remove_at(&mut merged, path);
         }
     }
@@ -388,6 +391,16 @@ mod tests {
         let forced = apply(Some(&first), &other, &mgr("bob"), true, DEPLOY).unwrap();
         let selector = &forced["spec"]["template"]["spec"]["nodeSelector"];
         assert_eq!(selector, &json!({"arch": "arm64"}));
+        // An entry stored when the map was owned key by key loses no key
+        // when its manager applies the same map again.
+        let mut legacy = first.clone();
+        let spec =
+            json!({"f:template": {"f:spec": {"f:nodeSelector": {"f:disk": {}, "f:zone": {}}}}});
+        legacy["metadata"]["managedFields"][0]["fieldsV1"] = json!({"f:spec": spec});
+        let again = with_node_selector(json!({"disk": "ssd", "zone": "a"}));
+        let again = apply(Some(&legacy), &again, &mgr("alice"), false, DEPLOY).unwrap();
+        let kept = &again["spec"]["template"]["spec"]["nodeSelector"];
+        assert_eq!(kept, &json!({"disk": "ssd", "zone": "a"}));
         // An update records the map whole too.
         let mut updated = forced.clone();
         updated["spec"]["template"]["spec"]["nodeSelector"]["arch"] = json!("amd64");
