@@ -166,9 +166,9 @@ pub fn apply(
     let mut patch = config.clone();
     meta::remove(&mut patch, "managedFields");
     let mut merged = strategic::patch(current, &patch, shape)?;
-    for path in fields::atomic_objects(&patch, shape) {
-        if let (Some(to), Some(from)) = (value_at_mut(&mut merged, &path), value_at(&patch, &path))
-        {
+    let atomic = fields::atomic_objects(&patch, shape);
+    for path in &atomic {
+        if let (Some(to), Some(from)) = (value_at_mut(&mut merged, path), value_at(&patch, path)) {
             *to = from.clone();
         }
     }
@@ -184,7 +184,7 @@ pub fn apply(
             .any(|e| !is_me(e) && e.fields.0.contains(path));
         // Inside an atomic object applied whole (an entry stored before
         // it was known atomic names its fields one by one).
-        let applied_whole = applied.0.iter().any(|a| path.starts_with(a));
+        let applied_whole = atomic.iter().any(|a| path.starts_with(a));
         if !owned_elsewhere && !applied_whole {
             remove_at(&mut merged, path);
         }
