@@ -104,6 +104,14 @@ impl Manager<'_> {
         Scope::of(self.subresource, self.status_apart)
     }
 
+    /// Whether `e` is this manager's entry for `operation`: upstream keys
+    /// entries by manager, operation and subresource.
+    fn wrote(&self, e: &Entry, operation: &str) -> bool {
+        e.manager == self.name
+            && e.operation == operation
+            && e.subresource.as_deref() == self.subresource
+    }
+
     /// A new entry of this manager's updates, owning `fields`.
     fn update_entry(&self, fields: Value) -> Value {
         let now = meta::now();
@@ -134,11 +142,7 @@ pub fn apply(
     let mut managers = entries(current);
     let applied = FieldSet::of(config, shape, manager.scope());
     // A manager applies to each subresource as another.
-    let is_me = |e: &Entry| {
-        e.manager == manager.name
-            && e.operation == "Apply"
-            && e.subresource.as_deref() == manager.subresource
-    };
+    let is_me = |e: &Entry| manager.wrote(e, "Apply");
 
     let mut conflicts = Vec::new();
     for e in managers.iter().filter(|e| !is_me(e)) {
@@ -270,11 +274,7 @@ pub fn track_update(
     let now_tree = fields::tree_under(new, shape, scope, &touched);
     let is_touched = |p: &Path| touched.iter().any(|t| p.starts_with(t));
     let changed = fields::changed_leaves(&now_tree, old, new);
-    let is_me = |e: &Entry| {
-        e.manager == manager.name
-            && e.operation == "Update"
-            && e.subresource.as_deref() == manager.subresource
-    };
+    let is_me = |e: &Entry| manager.wrote(e, "Update");
     // Only the writer's entry and those owning something where the write
     // changed the object can change: the others stay as stored, unparsed
     // (a status write leaves the spec's owners alone).
