@@ -140,7 +140,19 @@ pub fn apply(
     let empty = json!({});
     let current = current.unwrap_or(&empty);
     let mut managers = entries(current);
-    let applied = FieldSet::of(config, shape, manager.scope());
+    for e in &mut managers {
+        fields::rekey(&mut e.fields, current, shape);
+    }
+    // Key fields left out take their defaults, as the items are keyed;
+    // they are not the applier's for that.
+    let mut patch = config.clone();
+    meta::remove(&mut patch, "managedFields");
+    let defaulted = fields::fill_key_defaults(&mut patch, shape);
+    let config = &patch;
+    let mut applied = FieldSet::of(config, shape, manager.scope());
+    for path in &defaulted {
+        applied.0.remove(path);
+    }
     // A manager applies to each subresource as another.
     let is_me = |e: &Entry| manager.wrote(e, "Apply");
 
@@ -167,12 +179,10 @@ pub fn apply(
         return Err(ApiError::apply_conflict(&shown));
     }
 
-    let mut patch = config.clone();
-    meta::remove(&mut patch, "managedFields");
-    let mut merged = strategic::patch(current, &patch, shape)?;
-    let atomic = fields::atomic_objects(&patch, shape);
+    let mut merged = strategic::apply(current, config, shape)?;
+    let atomic = fields::atomic_objects(config, shape);
     for path in &atomic {
-        if let (Some(to), Some(from)) = (value_at_mut(&mut merged, path), value_at(&patch, path)) {
+        if let (Some(to), Some(from)) = (value_at_mut(&mut merged, path), value_at(config, path)) {
             *to = from.clone();
         }
     }
@@ -409,6 +419,133 @@ mod tests {
         let carol = managed.iter().find(|e| e["manager"] == "carol").unwrap();
         let spec = json!({"f:template": {"f:spec": {"f:nodeSelector": {}}}});
         assert_eq!(carol["fieldsV1"], json!({"f:spec": spec}));
+    }
+
+    #[test]
+    fn an_atomic_struct_is_owned_and_applied_whole() {
+        let with_selector = |selector: Value| {
+            let mut d = deploy(1, "i");
+            d["spec"]["selector"] = selector;
+            d
+        };
+        let labels = json!({"matchLabels": {"app": "web", "tier": "a"}});
+        let first = apply(None, &with_selector(labels), &mgr("alice"), false, DEPLOY).unwrap();
+        let owned = &first["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"];
+        assert_eq!(owned["f:selector"], json!({}), "{owned}");
+        // A label selector is replaced whole: nothing of alice's is kept.
+        let other = with_selector(json!({"matchExpressions": [
+            {"key": "app", "operator": "Exists"}]}));
+        let err = apply(Some(&first), &other, &mgr("bob"), false, DEPLOY).unwrap_err();
+        assert!(err.message.contains(".spec.selector"), "{}", err.message);
+        let forced = apply(Some(&first), &other, &mgr("bob"), true, DEPLOY).unwrap();
+        assert_eq!(forced["spec"]["selector"], other["spec"]["selector"]);
+        // A fieldRef of a container's env, deeper down, is one leaf too.
+        let mut env = deploy(1, "i");
+        env["spec"]["template"]["spec"]["containers"][0]["env"] =
+            json!([{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]);
+        let applied = apply(None, &env, &mgr("alice"), false, DEPLOY).unwrap();
+        let container = &applied["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]
+            ["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"];
+        assert_eq!(
+            container["f:env"]["k:{\"name\":\"NODE\"}"]["f:valueFrom"],
+            json!({"f:fieldRef": {}}),
+            "{container}"
+        );
+    }
+
+    #[test]
+    fn atomic_items_of_a_keyed_list_are_owned_whole() {
+        let owned_by = |uid: &str, name: &str| {
+            let mut d = deploy(1, "i");
+            d["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "Pod",
+                "name": name, "uid": uid}]);
+            d
+        };
+        let first = apply(None, &owned_by("u1", "a"), &mgr("alice"), false, DEPLOY).unwrap();
+        let owned = &first["metadata"]["managedFields"][0]["fieldsV1"]["f:metadata"];
+        assert_eq!(
+            owned["f:ownerReferences"],
+            json!({"k:{\"uid\":\"u1\"}": {}}),
+            "{owned}"
+        );
+        // Applied again with fewer fields, the item is the applied one.
+        let mut fewer = owned_by("u1", "b");
+        fewer["metadata"]["ownerReferences"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("apiVersion");
+        let again = apply(Some(&first), &fewer, &mgr("alice"), false, DEPLOY).unwrap();
+        assert_eq!(
+            again["metadata"]["ownerReferences"],
+            fewer["metadata"]["ownerReferences"]
+        );
+        // Dropped from the configuration, the item goes.
+        let gone = apply(Some(&again), &deploy(1, "i"), &mgr("alice"), false, DEPLOY).unwrap();
+        let left = gone["metadata"]["ownerReferences"].as_array();
+        assert!(left.is_none_or(Vec::is_empty), "{gone}");
+    }
+
+    #[test]
+    fn ports_are_keyed_by_number_and_protocol() {
+        let with_ports = |ports: Value| {
+            let mut d = deploy(1, "i");
+            d["spec"]["template"]["spec"]["containers"][0]["ports"] = ports;
+            d
+        };
+        let ports_of = |d: &Value| d["spec"]["template"]["spec"]["containers"][0]["ports"].clone();
+        let owned_ports = |d: &Value| {
+            d["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:template"]["f:spec"]
+                ["f:containers"]["k:{\"name\":\"c\"}"]["f:ports"]
+                .clone()
+        };
+        // One number over two protocols is two ports.
+        let dns = json!([{"containerPort": 53, "protocol": "UDP"},
+                         {"containerPort": 53, "protocol": "TCP"}]);
+        let first = apply(None, &with_ports(dns.clone()), &mgr("alice"), false, DEPLOY).unwrap();
+        assert_eq!(ports_of(&first), dns);
+        let keys: Vec<String> = owned_ports(&first)
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "k:{\"containerPort\":53,\"protocol\":\"TCP\"}",
+                "k:{\"containerPort\":53,\"protocol\":\"UDP\"}"
+            ]
+        );
+        let again = apply(
+            Some(&first),
+            &with_ports(dns.clone()),
+            &mgr("alice"),
+            false,
+            DEPLOY,
+        );
+        assert_eq!(ports_of(&again.unwrap()), dns);
+        // A port without a protocol is keyed as TCP, and the protocol is
+        // not the applier's for that.
+        let web = json!([{"containerPort": 80}]);
+        let applied = apply(None, &with_ports(web), &mgr("alice"), false, DEPLOY).unwrap();
+        assert_eq!(
+            owned_ports(&applied),
+            json!({"k:{\"containerPort\":80,\"protocol\":\"TCP\"}":
+                {".": {}, "f:containerPort": {}}})
+        );
+        // An entry stored when ports were keyed by number alone is read
+        // with both keys: applying the same port again keeps it.
+        let stored = with_ports(json!([{"containerPort": 80, "protocol": "TCP"}]));
+        let mut legacy = apply(None, &stored, &mgr("alice"), false, DEPLOY).unwrap();
+        legacy["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:template"]["f:spec"]
+            ["f:containers"]["k:{\"name\":\"c\"}"]["f:ports"] =
+            json!({"k:{\"containerPort\":80}": {".": {}, "f:containerPort": {}}});
+        let reapplied = with_ports(json!([{"containerPort": 80}]));
+        let kept = apply(Some(&legacy), &reapplied, &mgr("alice"), false, DEPLOY).unwrap();
+        assert_eq!(
+            ports_of(&kept),
+            json!([{"containerPort": 80, "protocol": "TCP"}])
+        );
     }
 
     #[test]

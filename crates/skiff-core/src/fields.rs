@@ -241,11 +241,16 @@ fn node(v: &Value, shape: Option<Shape<'_>>, field: Option<&str>) -> Value {
                 out.insert(field_key(k), sub);
             }
         }
-        Value::Array(items) if !items.is_empty() => match shape.list_strategy(field) {
+        Value::Array(items) if !items.is_empty() => match shape.apply_list_strategy(field) {
             ListStrategy::Atomic => {}
             ListStrategy::Set => {
                 for item in items {
                     out.insert(format!("v:{item}"), json!({}));
+                }
+            }
+            ListStrategy::Map(keys) if shape.has_atomic_items(field) => {
+                for item in items {
+                    out.insert(item_key(item, &keys), json!({}));
                 }
             }
             ListStrategy::Map(keys) => {
@@ -329,11 +334,110 @@ pub fn atomic_objects(obj: &Value, shape: Option<Shape<'_>>) -> Vec<Path> {
                     }
                 }
                 Value::Array(items) => {
-                    if let (ListStrategy::Map(keys), Some(of)) =
-                        (shape.list_strategy(k), shape.items(k))
-                    {
+                    if let ListStrategy::Map(keys) = shape.apply_list_strategy(k) {
+                        let whole = shape.has_atomic_items(k);
+                        let of = shape.items(k).filter(|_| !whole);
                         for item in items {
                             path.push(item_key(item, &keys));
+                            match of {
+                                Some(of) => walk(item, of, path, out),
+                                None if whole => out.push(path.clone()),
+                                None => {}
+                            }
+                            path.pop();
+                        }
+                    }
+                }
+                _ => {}
+            }
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(shape) = shape {
+        walk(obj, shape, &mut Vec::new(), &mut out);
+    }
+    out
+}
+
+/// Renames the keyed items of `set`'s paths that name other key fields
+/// than their list's (stored before the list was keyed so, as a port once
+/// was by its number alone) to the keys of those items in `obj`; a path
+/// that does not resolve in `obj` stays as it is.
+pub fn rekey(set: &mut FieldSet, obj: &Value, shape: Option<Shape<'_>>) {
+    let Some(shape) = shape else { return };
+    let renamed: Vec<(Path, Path)> = set
+        .0
+        .iter()
+        .filter(|p| p.iter().any(|part| part.starts_with("k:")))
+        .filter_map(|p| rekeyed(p, obj, shape).map(|new| (p.clone(), new)))
+        .collect();
+    for (old, new) in renamed {
+        set.0.remove(&old);
+        set.0.insert(new);
+    }
+}
+
+/// `path` with its keyed items named by their lists' keys, if any was not.
+fn rekeyed(path: &Path, obj: &Value, shape: Shape<'_>) -> Option<Path> {
+    let (mut v, mut shape) = (obj, Some(shape));
+    // The object shape and the field the walk last stepped into.
+    let mut holder: Option<(Shape<'_>, &str)> = None;
+    let mut out: Option<Path> = None;
+    for (i, part) in path.iter().enumerate() {
+        if let Some(f) = part.strip_prefix("f:") {
+            holder = shape.map(|s| (s, f));
+            shape = shape.and_then(|s| s.fields_of(f));
+            v = v.get(f)?;
+        } else if let Some(k) = part.strip_prefix("k:") {
+            let (of, f) = holder.take()?;
+            let ListStrategy::Map(keys) = of.apply_list_strategy(f) else {
+                return out;
+            };
+            let item = step(v, part)?;
+            let named: Map<String, Value> = serde_json::from_str(k).ok()?;
+            if named.len() != keys.len() || !keys.iter().all(|k| named.contains_key(*k)) {
+                out.get_or_insert_with(|| path.clone())[i] = item_key(item, &keys);
+            }
+            (v, shape) = (item, of.items(f));
+        } else {
+            break;
+        }
+    }
+    out
+}
+
+/// Gives the items of keyed lists in `obj`, of shape `shape`, the
+/// defaults of the key fields they leave out (an applied `containerPort`
+/// is a TCP port); returns the paths of the fields it added.
+pub fn fill_key_defaults(obj: &mut Value, shape: Option<Shape<'_>>) -> Vec<Path> {
+    fn walk(v: &mut Value, shape: Shape<'_>, path: &mut Path, out: &mut Vec<Path>) {
+        for (k, child) in v.as_object_mut().into_iter().flatten() {
+            path.push(field_key(k));
+            match child {
+                Value::Object(_) => {
+                    if let Some(own) = shape.fields_of(k) {
+                        walk(child, own, path, out);
+                    }
+                }
+                Value::Array(items) => {
+                    if let (ListStrategy::Map(keys), Some(of)) =
+                        (shape.apply_list_strategy(k), shape.items(k))
+                    {
+                        for item in items.iter_mut().filter(|i| i.is_object()) {
+                            let mut filled = Vec::new();
+                            for key in &keys {
+                                if item.get(*key).is_none() {
+                                    if let Some(default) = of.key_default(key) {
+                                        item[*key] = default;
+                                        filled.push(field_key(key));
+                                    }
+                                }
+                            }
+                            path.push(item_key(item, &keys));
+                            for f in filled {
+                                out.push([path.as_slice(), &[f]].concat());
+                            }
                             walk(item, of, path, out);
                             path.pop();
                         }

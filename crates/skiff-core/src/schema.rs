@@ -66,6 +66,16 @@ impl<'a> Shape<'a> {
         }
     }
 
+    /// Whether the items of keyed list property `prop` are atomic: each
+    /// owned and applied whole.
+    pub fn has_atomic_items(self, prop: &str) -> bool {
+        match self {
+            Self::Definition(d) => indexed(d, prop).is_some_and(|p| p.atomic_items),
+            Self::Custom(n) => Self::custom_property(n, prop)
+                .is_some_and(|p| p["items"]["x-kubernetes-map-type"] == "atomic"),
+        }
+    }
+
     /// The shape of the items of list property `prop`.
     pub fn items(self, prop: &str) -> Option<Shape<'a>> {
         match self {
@@ -76,7 +86,28 @@ impl<'a> Shape<'a> {
         }
     }
 
-    /// How list property `prop` merges.
+    /// How server-side apply and managed fields key list property `prop`
+    /// (a custom resource's lists merge alike under patch and apply).
+    pub fn apply_list_strategy(self, prop: &str) -> ListStrategy<'a> {
+        match self {
+            Self::Definition(d) => schemas().apply_list_strategy(d, prop),
+            Self::Custom(_) => self.list_strategy(prop),
+        }
+    }
+
+    /// The default of key field `key` of an item of this shape, which an
+    /// applied item may leave out.
+    pub fn key_default(self, key: &str) -> Option<Value> {
+        match self {
+            Self::Definition(d) => KEY_DEFAULTS
+                .iter()
+                .find(|(def, field, _)| *def == d && *field == key)
+                .map(|(_, _, default)| Value::from(*default)),
+            Self::Custom(n) => Self::custom_property(n, key)?.get("default").cloned(),
+        }
+    }
+
+    /// How strategic merge patch merges list property `prop`.
     pub fn list_strategy(self, prop: &str) -> ListStrategy<'a> {
         match self {
             Self::Definition(d) => schemas().list_strategy(d, prop),
@@ -234,6 +265,67 @@ const MERGE_LISTS: &[(&str, &str, Option<&str>)] = &[
     ),
 ];
 
+/// Lists that server-side apply and managed fields key otherwise than
+/// strategic merge patch merges them: upstream's `listType` and
+/// `listMapKey` markers where they differ from its `patchMergeKey` tags (as
+/// client-go's generated apply schema has them). No keys: atomic.
+const APPLY_LISTS: &[(&str, &str, Option<&[&str]>)] = &[
+    (
+        "io.k8s.api.core.v1.Container",
+        "ports",
+        Some(&["containerPort", "protocol"]),
+    ),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "ports",
+        Some(&["containerPort", "protocol"]),
+    ),
+    (
+        "io.k8s.api.core.v1.ServiceSpec",
+        "ports",
+        Some(&["port", "protocol"]),
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "topologySpreadConstraints",
+        Some(&["topologyKey", "whenUnsatisfiable"]),
+    ),
+    ("io.k8s.api.core.v1.PodStatus", "hostIPs", None),
+    ("io.k8s.api.batch.v1.JobStatus", "conditions", None),
+    (
+        "io.k8s.api.core.v1.ServiceStatus",
+        "conditions",
+        Some(&["type"]),
+    ),
+    (
+        "io.k8s.api.core.v1.PodStatus",
+        "resourceClaimStatuses",
+        Some(&["name"]),
+    ),
+    (
+        "io.k8s.api.policy.v1.PodDisruptionBudgetStatus",
+        "conditions",
+        Some(&["type"]),
+    ),
+    (
+        "io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerStatus",
+        "conditions",
+        Some(&["type"]),
+    ),
+    (
+        "io.k8s.api.certificates.v1.CertificateSigningRequestStatus",
+        "conditions",
+        Some(&["type"]),
+    ),
+];
+
+/// Key fields with a default, which an applied item may leave out:
+/// `(definition of the items, field, default)`.
+const KEY_DEFAULTS: &[(&str, &str, &str)] = &[
+    ("io.k8s.api.core.v1.ContainerPort", "protocol", "TCP"),
+    ("io.k8s.api.core.v1.ServicePort", "protocol", "TCP"),
+];
+
 /// The maps upstream's OpenAPI marks `x-kubernetes-map-type: atomic` (as
 /// k8s-openapi's generated merge strategies have them).
 const ATOMIC_MAPS: &[(&str, &str)] = &[
@@ -242,6 +334,38 @@ const ATOMIC_MAPS: &[(&str, &str)] = &[
     ("io.k8s.api.core.v1.ReplicationControllerSpec", "selector"),
     ("io.k8s.api.node.v1.Scheduling", "nodeSelector"),
 ];
+
+/// The served types upstream marks `+structType=atomic` (its OpenAPI puts
+/// `x-kubernetes-map-type: atomic` on their definitions; read from
+/// client-go's generated apply schema): owned and applied whole wherever
+/// they appear, as a field or as the items of a keyed list.
+const ATOMIC_STRUCTS: &[&str] = &[
+    "io.k8s.api.autoscaling.v1.CrossVersionObjectReference",
+    "io.k8s.api.core.v1.ConfigMapKeySelector",
+    "io.k8s.api.core.v1.EndpointAddress",
+    "io.k8s.api.core.v1.EndpointPort",
+    "io.k8s.api.core.v1.FileKeySelector",
+    "io.k8s.api.core.v1.LocalObjectReference",
+    "io.k8s.api.core.v1.NodeSelector",
+    "io.k8s.api.core.v1.NodeSelectorTerm",
+    "io.k8s.api.core.v1.ObjectFieldSelector",
+    "io.k8s.api.core.v1.ObjectReference",
+    "io.k8s.api.core.v1.ResourceFieldSelector",
+    "io.k8s.api.core.v1.SecretKeySelector",
+    "io.k8s.api.core.v1.SecretReference",
+    "io.k8s.api.core.v1.TopologySelectorTerm",
+    "io.k8s.api.core.v1.TypedLocalObjectReference",
+    "io.k8s.api.discovery.v1.EndpointPort",
+    "io.k8s.api.networking.v1.ServiceBackendPort",
+    "io.k8s.api.rbac.v1.RoleRef",
+    "io.k8s.api.rbac.v1.Subject",
+    "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector",
+    "io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference",
+];
+
+/// Fields of an atomic type that upstream's schema owns field by field all
+/// the same (`elementRelationship: separable` on the field).
+const GRANULAR_FIELDS: &[(&str, &str)] = &[("io.k8s.api.core.v1.PersistentVolumeSpec", "claimRef")];
 
 /// Fields whose patches carry `$retainKeys` (one-of unions).
 const RETAIN_KEYS: &[(&str, &str)] = &[
@@ -272,24 +396,34 @@ struct Property {
     /// The definition of its items, for a list.
     items: Option<&'static str>,
     strategy: Option<ListStrategy<'static>>,
-    /// Owned and applied whole (see [`ATOMIC_MAPS`]).
+    /// How server-side apply keys it, where that differs from `strategy`.
+    apply_strategy: Option<ListStrategy<'static>>,
+    /// Owned and applied whole (see [`ATOMIC_MAPS`] and [`ATOMIC_STRUCTS`]).
     atomic: bool,
+    /// Whether its items are, for a list.
+    atomic_items: bool,
 }
 
 impl Property {
     fn of(schema: &'static Value) -> Self {
+        let def = ref_name(schema);
+        let items = schema.get("items").and_then(ref_name);
+        let atomic_struct = |d: Option<&str>| d.is_some_and(|d| ATOMIC_STRUCTS.contains(&d));
         Property {
-            def: ref_name(schema),
+            def,
             map: schema.get("additionalProperties").is_some(),
-            items: schema.get("items").and_then(ref_name),
+            items,
             strategy: None,
-            atomic: false,
+            apply_strategy: None,
+            atomic: atomic_struct(def),
+            atomic_items: atomic_struct(items),
         }
     }
 }
 
 /// The index of every definition's properties, with the merge strategy of
-/// the lists in [`MERGE_LISTS`] and the maps of [`ATOMIC_MAPS`].
+/// the lists in [`MERGE_LISTS`] and the atomic objects of [`ATOMIC_MAPS`]
+/// and [`ATOMIC_STRUCTS`].
 fn index() -> &'static Index {
     static INDEX: OnceLock<Index> = OnceLock::new();
     INDEX.get_or_init(|| {
@@ -310,9 +444,21 @@ fn index() -> &'static Index {
                 None => ListStrategy::Set,
             });
         }
+        for (def, prop, keys) in APPLY_LISTS {
+            let p = index.entry(def).or_default();
+            p.entry(prop).or_default().apply_strategy = Some(match keys {
+                Some(k) => ListStrategy::Map(k.to_vec()),
+                None => ListStrategy::Atomic,
+            });
+        }
         for (def, prop) in ATOMIC_MAPS {
             if let Some(p) = index.get_mut(def).and_then(|d| d.get_mut(prop)) {
                 p.atomic = true;
+            }
+        }
+        for (def, prop) in GRANULAR_FIELDS {
+            if let Some(p) = index.get_mut(def).and_then(|d| d.get_mut(prop)) {
+                p.atomic = false;
             }
         }
         index
@@ -386,12 +532,36 @@ fn generate() -> Schemas {
             }
         }
     }
+    for (def, prop, keys) in APPLY_LISTS {
+        if let Some(p) = definitions
+            .get_mut(*def)
+            .and_then(|d| d["properties"].get_mut(*prop))
+        {
+            match keys {
+                Some(k) => {
+                    p["x-kubernetes-list-type"] = Value::from("map");
+                    p["x-kubernetes-list-map-keys"] = serde_json::json!(k);
+                }
+                None => {
+                    p["x-kubernetes-list-type"] = Value::from("atomic");
+                    if let Some(m) = p.as_object_mut() {
+                        m.remove("x-kubernetes-list-map-keys");
+                    }
+                }
+            }
+        }
+    }
     for (def, prop) in ATOMIC_MAPS {
         if let Some(p) = definitions
             .get_mut(*def)
             .and_then(|d| d["properties"].get_mut(*prop))
         {
             p["x-kubernetes-map-type"] = Value::from("atomic");
+        }
+    }
+    for def in ATOMIC_STRUCTS {
+        if let Some(d) = definitions.get_mut(*def) {
+            d["x-kubernetes-map-type"] = Value::from("atomic");
         }
     }
     for (def, prop) in RETAIN_KEYS {
@@ -451,6 +621,14 @@ impl Schemas {
             .and_then(|p| p.strategy.clone())
             .unwrap_or(ListStrategy::Atomic)
     }
+
+    /// How server-side apply keys list property `prop` of `def`.
+    pub fn apply_list_strategy(&self, def: &str, prop: &str) -> ListStrategy<'static> {
+        indexed(def, prop)
+            .and_then(|p| p.apply_strategy.as_ref().or(p.strategy.as_ref()))
+            .cloned()
+            .unwrap_or(ListStrategy::Atomic)
+    }
 }
 
 #[cfg(test)]
@@ -500,6 +678,29 @@ mod tests {
             s.items_def(pod_spec, "containers"),
             Some("io.k8s.api.core.v1.Container")
         );
+    }
+
+    #[test]
+    fn atomic_structs_are_served_and_owned_whole() {
+        let s = schemas();
+        for def in ATOMIC_STRUCTS {
+            let served = s.definitions.get(*def);
+            assert_eq!(
+                served.map(|d| &d["x-kubernetes-map-type"]),
+                Some(&Value::from("atomic")),
+                "{def}"
+            );
+        }
+        let deploy_spec = Shape::Definition("io.k8s.api.apps.v1.DeploymentSpec");
+        assert!(deploy_spec.is_atomic_object("selector"));
+        assert!(!deploy_spec.is_atomic_object("template"));
+        let meta = Shape::Definition("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta");
+        assert!(meta.has_atomic_items("ownerReferences"));
+        assert!(!meta.has_atomic_items("managedFields"));
+        let pv_spec = Shape::Definition("io.k8s.api.core.v1.PersistentVolumeSpec");
+        assert!(!pv_spec.is_atomic_object("claimRef"));
+        let binding = Shape::Definition("io.k8s.api.core.v1.Binding");
+        assert!(binding.is_atomic_object("target"));
     }
 
     #[test]

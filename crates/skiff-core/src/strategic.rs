@@ -7,11 +7,48 @@ use serde_json::{Map, Value};
 use crate::schema::{ListStrategy, Shape};
 use crate::ApiError;
 
+/// Which lists merge by key: strategic merge patch's (upstream's
+/// `patchMergeKey` struct tags) or server-side apply's (its list types).
+#[derive(Clone, Copy)]
+enum Lists {
+    Patch,
+    Apply,
+}
+
+impl Lists {
+    fn strategy<'a>(self, shape: Option<Shape<'a>>, prop: &str) -> ListStrategy<'a> {
+        match (self, shape) {
+            (_, None) => ListStrategy::Atomic,
+            (Self::Patch, Some(s)) => s.list_strategy(prop),
+            (Self::Apply, Some(s)) => s.apply_list_strategy(prop),
+        }
+    }
+}
+
 /// Applies `patch` to `original`, an object of shape `shape` (`None`
 /// patches as a plain merge patch would, with directives honoured).
 pub fn patch(original: &Value, patch: &Value, shape: Option<Shape<'_>>) -> Result<Value, ApiError> {
+    merge(original, patch, shape, Lists::Patch)
+}
+
+/// Merges an applied configuration into `original`, its lists keyed as
+/// server-side apply keys them.
+pub fn apply(
+    original: &Value,
+    config: &Value,
+    shape: Option<Shape<'_>>,
+) -> Result<Value, ApiError> {
+    merge(original, config, shape, Lists::Apply)
+}
+
+fn merge(
+    original: &Value,
+    patch: &Value,
+    shape: Option<Shape<'_>>,
+    lists: Lists,
+) -> Result<Value, ApiError> {
     let mut doc = original.clone();
-    match merge_into(&mut doc, patch, shape)? {
+    match merge_into(&mut doc, patch, shape, lists)? {
         Merged::Kept => Ok(doc),
         Merged::Deleted => Err(ApiError::bad_request("the patch deletes the whole object")),
     }
@@ -34,6 +71,7 @@ fn merge_into(
     target: &mut Value,
     patch: &Value,
     shape: Option<Shape<'_>>,
+    lists: Lists,
 ) -> Result<Merged, ApiError> {
     let Some(p) = patch.as_object() else {
         if patch.is_null() {
@@ -80,15 +118,15 @@ fn merge_into(
         let slot = out.get_mut(key).unwrap_or(&mut fresh);
         let merged = match value {
             Value::Array(items) => {
-                let strategy = shape.map_or(ListStrategy::Atomic, |s| s.list_strategy(key));
+                let strategy = lists.strategy(shape, key);
                 let items_shape = shape.and_then(|s| s.items(key));
                 let order = p
                     .get(&format!("$setElementOrder/{key}"))
                     .and_then(Value::as_array);
-                merge_list(slot, items, &strategy, items_shape, order)?;
+                merge_list(slot, items, &strategy, items_shape, lists, order)?;
                 Merged::Kept
             }
-            _ => merge_into(slot, value, shape.and_then(|s| s.property(key)))?,
+            _ => merge_into(slot, value, shape.and_then(|s| s.property(key)), lists)?,
         };
         match merged {
             Merged::Kept if out.contains_key(key) => {}
@@ -106,7 +144,7 @@ fn merge_into(
             if p.contains_key(field) {
                 continue;
             }
-            let strategy = shape.map_or(ListStrategy::Atomic, |s| s.list_strategy(field));
+            let strategy = lists.strategy(shape, field);
             if let Some(Value::Array(items)) = out.get_mut(field) {
                 reorder(items, order, &strategy);
             }
@@ -126,6 +164,7 @@ fn merge_list(
     patch: &[Value],
     strategy: &ListStrategy,
     items_shape: Option<Shape<'_>>,
+    lists: Lists,
     order: Option<&Vec<Value>>,
 ) -> Result<(), ApiError> {
     let orig = match std::mem::take(slot) {
@@ -182,13 +221,13 @@ fn merge_list(
                     }
                     (None, true) => {}
                     (Some(i), false) => {
-                        if merge_into(&mut out[i], item, items_shape)? == Merged::Deleted {
+                        if merge_into(&mut out[i], item, items_shape, lists)? == Merged::Deleted {
                             out.remove(i);
                         }
                     }
                     (None, false) => {
                         let mut added = Value::Null;
-                        if merge_into(&mut added, item, items_shape)? == Merged::Kept {
+                        if merge_into(&mut added, item, items_shape, lists)? == Merged::Kept {
                             out.push(added);
                         }
                     }

@@ -675,6 +675,57 @@ fn imperative_commands_send_protobuf() {
 }
 
 #[test]
+fn apply_keys_ports_by_number_and_protocol() {
+    // Upstream's apply keys a Service's ports by port and protocol (its
+    // patches by port alone): DNS on 53 over UDP and TCP is two ports,
+    // and a port with no protocol is keyed as TCP.
+    let c = Cluster::start();
+    let apply = |ports: &str| {
+        let service = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: dns}}\nspec:\n  selector: {{app: dns}}\n  ports: {ports}\n"
+        );
+        let args = ["apply", "--server-side", "--field-manager=a", "-f", "-"];
+        assert_success(&c.kubectl_stdin(&args, &service), "the apply");
+        c.json(&["get", "service", "dns", "--show-managed-fields"])
+    };
+    let both = apply("[{name: udp, port: 53, protocol: UDP}, {name: tcp, port: 53}]");
+    let ports = both["spec"]["ports"].as_array().unwrap();
+    let protocols: Vec<&str> = ports
+        .iter()
+        .filter_map(|p| p["protocol"].as_str())
+        .collect();
+    assert_eq!(protocols, ["UDP", "TCP"], "{both}");
+    let entry = &both["metadata"]["managedFields"][0];
+    let owned: Vec<&String> = entry["fieldsV1"]["f:spec"]["f:ports"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(
+        owned,
+        [
+            "k:{\"port\":53,\"protocol\":\"TCP\"}",
+            "k:{\"port\":53,\"protocol\":\"UDP\"}"
+        ],
+        "{entry}"
+    );
+    // The UDP port left out of the next apply goes; the TCP one stays.
+    let tcp = apply("[{name: tcp, port: 53}]");
+    let ports = tcp["spec"]["ports"].as_array().unwrap();
+    assert_eq!(ports.len(), 1, "{tcp}");
+    assert_eq!(ports[0]["protocol"], "TCP");
+    // A label selector is one field: `kubectl create` owns it whole.
+    c.ok(&["create", "deployment", "web", "--image=busybox"]);
+    let deploy = c.json(&["get", "deployment", "web", "--show-managed-fields"]);
+    let fields = &deploy["metadata"]["managedFields"][0]["fieldsV1"];
+    assert_eq!(
+        fields["f:spec"]["f:selector"],
+        serde_json::json!({}),
+        "{fields}"
+    );
+}
+
+#[test]
 fn a_service_selector_is_applied_whole() {
     // Upstream marks a Service's selector `x-kubernetes-map-type: atomic`:
     // one owner for the whole map, which an apply replaces, not merges.
