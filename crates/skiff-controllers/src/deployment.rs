@@ -416,6 +416,17 @@ impl Pass<'_> {
             .new
             .as_ref()
             .map_or(0, |rs| status_of(rs, |s| Some(s.replicas)));
+        // As upstream's GetTerminatingReplicaCountForReplicaSets: unknown
+        // while a ReplicaSet its controller has synced does not count them;
+        // one not synced yet counts none.
+        let terminating = all.iter().try_fold(0, |n, rs| {
+            let s = rs.status.as_ref();
+            match s.and_then(|s| s.terminating_replicas) {
+                Some(t) => Some(n + t),
+                None if s.and_then(|s| s.observed_generation).unwrap_or(0) == 0 => Some(n),
+                None => None,
+            }
+        });
         let now = chrono::Utc::now();
         let stamp = now.format("%Y-%m-%dT%H:%M:%SZ").to_string();
         let old = d.status.clone().unwrap_or_default();
@@ -549,6 +560,7 @@ impl Pass<'_> {
             "replicas": omit_zero(total), "updatedReplicas": omit_zero(updated),
             "readyReplicas": omit_zero(ready), "availableReplicas": omit_zero(available),
             "unavailableReplicas": omit_zero((self.want - available).max(0)),
+            "terminatingReplicas": terminating,
             "conditions": [available_cond, progressing],
         });
         let mut merged = serde_json::to_value(&old).unwrap_or_default();
@@ -829,6 +841,32 @@ mod tests {
             sets.apply(new_rs.clone());
         }
         assert_eq!((replicas(&old_rs), replicas(&new_rs)), (0, 4));
+    }
+
+    #[tokio::test]
+    async fn terminating_replicas_sum_the_sets_counts_while_all_are_known() {
+        let (fake, ds, sets, c) = setup();
+        let (a, b) = (deployment("a", 2), deployment("b", 2));
+        ds.apply(b.clone());
+        let mut old = rs_for(&a, 0, 0, 1, "2024-01-01T00:00:00Z");
+        let mut new = rs_for(&b, 2, 2, 2, "2024-01-02T00:00:00Z");
+        for (rs, terminating) in [(&mut old, 2), (&mut new, 1)] {
+            let st = rs.status.as_mut().unwrap();
+            st.observed_generation = Some(1);
+            st.terminating_replicas = Some(terminating);
+        }
+        sets.apply(old.clone());
+        sets.apply(new.clone());
+        c.reconcile("d/web").await.unwrap();
+        let status = fake.bodies("patch-status").pop().unwrap()["status"].clone();
+        assert_eq!(status["terminatingReplicas"], 3, "{status}");
+        // A synced set that does not report them leaves the sum unknown.
+        old.status.as_mut().unwrap().terminating_replicas = None;
+        sets.apply(old);
+        fake.clear();
+        c.reconcile("d/web").await.unwrap();
+        let status = fake.bodies("patch-status").pop().unwrap()["status"].clone();
+        assert_eq!(status["terminatingReplicas"], Value::Null, "{status}");
     }
 
     #[tokio::test]

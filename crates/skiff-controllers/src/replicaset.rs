@@ -32,6 +32,9 @@ pub trait Replicated: skiff_runtime::cache::Object + k8s_openapi::Resource {
     const COMPONENT: &'static str;
     /// The loop's name.
     const LOOP: &'static str;
+    /// Whether its status counts the pods being deleted
+    /// (`terminatingReplicas`: a ReplicaSet's does, since 1.35 by default).
+    const COUNTS_TERMINATING: bool;
     fn selector(&self) -> Option<LabelSelector>;
     fn replicas(&self) -> i32;
     fn template(&self) -> Option<&PodTemplateSpec>;
@@ -63,6 +66,7 @@ macro_rules! same_spec {
 impl Replicated for ReplicaSet {
     const COMPONENT: &'static str = "replicaset-controller";
     const LOOP: &'static str = "replicaset";
+    const COUNTS_TERMINATING: bool = true;
     fn selector(&self) -> Option<LabelSelector> {
         self.spec.as_ref().map(|s| s.selector.clone())
     }
@@ -72,6 +76,7 @@ impl Replicated for ReplicaSet {
 impl Replicated for ReplicationController {
     const COMPONENT: &'static str = "replication-controller";
     const LOOP: &'static str = "replicationcontroller";
+    const COUNTS_TERMINATING: bool = false;
     /// Equalities only; an empty selector selects nothing.
     fn selector(&self) -> Option<LabelSelector> {
         let labels = self.spec.as_ref()?.selector.clone()?;
@@ -263,9 +268,11 @@ impl<K: Replicated> Reconcile for ReplicaSetController<K> {
                     .all(|(k, v)| p.labels().get(k) == Some(v))
             })
             .count();
+        let terminating = owned.iter().filter(|p| pods::is_terminating(p)).count();
         let status = json!({
             "replicas": active.len(), "fullyLabeledReplicas": omit_zero(labelled),
             "readyReplicas": omit_zero(ready), "availableReplicas": omit_zero(available),
+            "terminatingReplicas": K::COUNTS_TERMINATING.then_some(terminating),
             "observedGeneration": rs.meta().generation,
         });
         let current = rs.status_value();
@@ -277,7 +284,9 @@ impl<K: Replicated> Reconcile for ReplicaSetController<K> {
             "observedGeneration",
         ]
         .iter()
-        .any(|f| current[f].as_i64().unwrap_or(0) != status[f].as_i64().unwrap_or(0));
+        .any(|f| current[f].as_i64().unwrap_or(0) != status[f].as_i64().unwrap_or(0))
+            // Written even at 0, as upstream's pointer is.
+            || current["terminatingReplicas"] != status["terminatingReplicas"];
         if changed {
             let target = Target::of::<K>(rs.namespace().as_deref(), &rs.name_any());
             match self
@@ -384,6 +393,22 @@ mod tests {
             s.fake.bodies("patch-status").last().unwrap()["status"]["replicas"],
             3
         );
+    }
+
+    #[tokio::test]
+    async fn pods_being_deleted_are_counted_as_terminating() {
+        let s = setup();
+        s.sets.apply(rs(1));
+        s.pods.apply(pod("up", Some("rs-uid"), true, Some("n1")));
+        let mut going = pod("going", Some("rs-uid"), true, Some("n1"));
+        going.metadata.deletion_timestamp =
+            serde_json::from_value(json!("2024-01-01T00:00:00Z")).ok();
+        s.pods.apply(going);
+        s.controller.reconcile("d/web").await.unwrap();
+        let patches = s.fake.bodies("patch-status");
+        let status = &patches.last().unwrap()["status"];
+        assert_eq!(status["replicas"], 1, "{status}");
+        assert_eq!(status["terminatingReplicas"], 1, "{status}");
     }
 
     #[tokio::test]

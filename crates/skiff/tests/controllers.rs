@@ -342,15 +342,22 @@ fn job_completes_and_namespace_deletion_removes_its_contents() {
         k.sort();
         k
     };
-    // Scaled to 0, a Deployment's status keeps no count at all.
+    // Scaled to 0 and its pods gone, a Deployment's status keeps no count
+    // but the terminating pods' (a pointer upstream, written at 0).
     wait_for("the deployment's status at 0 replicas", LIMIT, || {
         let d = c.json(&["-n", "doomed", "get", "deployment", "web"]);
         let observed = d["status"]["observedGeneration"] == d["metadata"]["generation"];
-        (observed && keys(&d["status"]) == ["conditions", "observedGeneration"]).then_some(())
+        let counts = ["conditions", "observedGeneration", "terminatingReplicas"];
+        let none_left = d["status"]["terminatingReplicas"] == 0;
+        (observed && none_left && keys(&d["status"]) == counts).then_some(())
     });
     let rs = &c.json(&["-n", "doomed", "get", "replicasets"])["items"][0];
     assert_eq!(rs["status"]["replicas"], 0, "replicas is always written");
-    assert_eq!(keys(&rs["status"]), ["observedGeneration", "replicas"]);
+    assert_eq!(rs["status"]["terminatingReplicas"], 0);
+    assert_eq!(
+        keys(&rs["status"]),
+        ["observedGeneration", "replicas", "terminatingReplicas"]
+    );
     c.ok(&["delete", "namespace", "doomed", "--timeout=60s"]);
     assert!(c
         .fails(&["get", "namespace", "doomed"])
