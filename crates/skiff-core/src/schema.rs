@@ -317,6 +317,21 @@ const APPLY_LISTS: &[(&str, &str, Option<&[&str]>)] = &[
         "conditions",
         Some(&["type"]),
     ),
+    (
+        "io.k8s.api.core.v1.ResourceRequirements",
+        "claims",
+        Some(&["name"]),
+    ),
+    (
+        "io.k8s.api.core.v1.ComponentStatus",
+        "conditions",
+        Some(&["type"]),
+    ),
+    (
+        "io.k8s.api.storage.v1.CSINodeSpec",
+        "drivers",
+        Some(&["name"]),
+    ),
 ];
 
 /// Key fields with a default, which an applied item may leave out:
@@ -681,7 +696,7 @@ mod tests {
     }
 
     #[test]
-    fn atomic_structs_are_served_and_owned_whole() {
+    fn atomic_structs_and_apply_lists_are_served() {
         let s = schemas();
         for def in ATOMIC_STRUCTS {
             let served = s.definitions.get(*def);
@@ -699,6 +714,12 @@ mod tests {
         assert!(!meta.has_atomic_items("managedFields"));
         let pv_spec = Shape::Definition("io.k8s.api.core.v1.PersistentVolumeSpec");
         assert!(!pv_spec.is_atomic_object("claimRef"));
+        for (def, prop, keys) in APPLY_LISTS {
+            let want = keys.map_or(ListStrategy::Atomic, |k| ListStrategy::Map(k.to_vec()));
+            assert_eq!(s.apply_list_strategy(def, prop), want, "{def}.{prop}");
+            let served = &s.definitions[*def]["properties"][*prop];
+            assert!(served["items"].is_object(), "{def}.{prop} is a served list");
+        }
         let binding = Shape::Definition("io.k8s.api.core.v1.Binding");
         assert!(binding.is_atomic_object("target"));
     }
