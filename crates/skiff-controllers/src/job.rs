@@ -250,6 +250,10 @@ impl Reconcile for JobController {
         let mut next = json!({
             "startTime": start, "active": omit_zero(active.len()), "succeeded": omit_zero(succeeded),
             "failed": omit_zero(failed), "ready": ready, "terminating": terminating,
+            // Upstream counts finished pods through a finalizer and lists
+            // those it has yet to count here; this controller counts them
+            // as it sees them, so the lists are always empty.
+            "uncountedTerminatedPods": {},
         });
         if !conditions.is_empty() {
             next["conditions"] = json!(conditions);

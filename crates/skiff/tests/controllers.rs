@@ -309,6 +309,7 @@ fn job_completes_and_namespace_deletion_removes_its_contents() {
         (&0.into(), &0.into()),
         "{status}"
     );
+    assert_eq!(status["uncountedTerminatedPods"], serde_json::json!({}));
 
     c.ok(&["create", "namespace", "doomed"]);
     c.ok(&[
