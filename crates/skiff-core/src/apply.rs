@@ -259,7 +259,8 @@ pub fn track_update(
     }
     let Some(old) = old else {
         // A new object: the writer owns everything in it.
-        let fields = tree(new, shape, manager.scope());
+        let mut fields = tree(new, shape, manager.scope());
+        fields::mark_added(&mut fields, None, shape);
         if fields.as_object().is_some_and(|m| !m.is_empty()) {
             let entry = manager.update_entry(fields);
             meta::set(new, "managedFields", Value::Array(vec![entry]));
@@ -284,6 +285,13 @@ pub fn track_update(
     let now_tree = fields::tree_under(new, shape, scope, &touched);
     let is_touched = |p: &Path| touched.iter().any(|t| p.starts_with(t));
     let changed = fields::changed_leaves(&now_tree, old, new);
+    let changed = if changed.is_empty() {
+        changed
+    } else {
+        let mut added = FieldSet(changed).to_json();
+        fields::mark_added(&mut added, Some(old), shape);
+        FieldSet::from_json(&added).0
+    };
     let is_me = |e: &Entry| manager.wrote(e, "Update");
     // Only the writer's entry and those owning something where the write
     // changed the object can change: the others stay as stored, unparsed
@@ -316,7 +324,7 @@ pub fn track_update(
         };
         e.fields
             .0
-            .retain(|p| !is_touched(p) || fields::is_leaf(&now_tree, p));
+            .retain(|p| !is_touched(p) || fields::names_in(&now_tree, p));
         if is_me(&e) {
             found = true;
             if !changed.is_empty() {
@@ -590,6 +598,55 @@ mod tests {
     }
 
     #[test]
+    fn updates_mark_the_nodes_they_add_as_upstream() {
+        // What `kubectl create deployment` sends, as the server stores it.
+        let mut created = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "labels": {"app": "web"}},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                "strategy": {"type": "RollingUpdate",
+                             "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "c", "image": "i", "resources": {}}]}}}});
+        track_update(None, &mut created, &mgr("kubectl-create"), DEPLOY);
+        let labels = json!({".": {}, "f:app": {}});
+        let want = json!({
+            "f:metadata": {"f:labels": labels},
+            "f:spec": {"f:replicas": {}, "f:selector": {},
+                "f:strategy": {"f:type": {},
+                    "f:rollingUpdate": {".": {}, "f:maxSurge": {}, "f:maxUnavailable": {}}},
+                "f:template": {"f:metadata": {"f:labels": labels},
+                    "f:spec": {"f:containers": {"k:{\"name\":\"c\"}":
+                        {".": {}, "f:name": {}, "f:image": {}, "f:resources": {}}}}}}});
+        let entry = &created["metadata"]["managedFields"][0]["fieldsV1"];
+        assert_eq!(
+            FieldSet::from_json(entry),
+            FieldSet::from_json(&want),
+            "{entry}"
+        );
+        // A new image: the container was there, so only the image moves.
+        let mut set = created.clone();
+        set["spec"]["template"]["spec"]["containers"][0]["image"] = json!("j");
+        track_update(Some(&created), &mut set, &mgr("kubectl-set"), DEPLOY);
+        let entries = set["metadata"]["managedFields"].as_array().unwrap();
+        let image = json!({"f:spec": {"f:template": {"f:spec": {"f:containers":
+            {"k:{\"name\":\"c\"}": {"f:image": {}}}}}}});
+        assert_eq!(entries[1]["fieldsV1"], image);
+        // The creator keeps the container itself.
+        let item = [
+            "f:spec",
+            "f:template",
+            "f:spec",
+            "f:containers",
+            "k:{\"name\":\"c\"}",
+            ".",
+        ];
+        let item: Path = item.map(String::from).to_vec();
+        assert!(FieldSet::from_json(&entries[0]["fieldsV1"])
+            .0
+            .contains(&item));
+    }
+
+    #[test]
     fn updates_move_changed_fields_to_the_writer() {
         let first = apply(None, &deploy(1, "i"), &mgr("alice"), false, DEPLOY).unwrap();
         let mut scaled = first.clone();
@@ -633,9 +690,10 @@ mod tests {
         track_update(Some(&stale), &mut next, &mgr("kubelet"), DEPLOY);
         let entries = next["metadata"]["managedFields"].as_array().unwrap();
         assert_eq!(entries[1]["manager"], "ghost");
+        // The labels are new: the writer owns the map itself too (`.`).
         assert_eq!(
             entries[2]["fieldsV1"],
-            json!({"f:metadata": {"f:labels": {"f:a": {}}}})
+            json!({"f:metadata": {"f:labels": {".": {}, "f:a": {}}}})
         );
         let mut bare = stale.clone();
         bare["status"] = json!({"replicas": 2});
@@ -659,20 +717,53 @@ mod tests {
     }
 
     /// Who owns what after an update, worked out from the whole field
-    /// trees of both objects: the incremental bookkeeping must agree.
+    /// trees of both objects: the incremental bookkeeping must agree. A
+    /// write owns the leaves it changed and the `.` of every node it
+    /// added: a keyed item or a field with fields of its own that the old
+    /// object lacked, other than those every Deployment has.
     fn owners_from_whole_trees(old: &Value, new: &Value, writer: &str) -> Vec<(String, FieldSet)> {
+        const ALWAYS: &[&[&str]] = &[
+            &["f:metadata"],
+            &["f:spec"],
+            &["f:status"],
+            &["f:spec", "f:selector"],
+            &["f:spec", "f:strategy"],
+            &["f:spec", "f:template"],
+            &["f:spec", "f:template", "f:metadata"],
+            &["f:spec", "f:template", "f:spec"],
+            &["f:spec", "f:template", "f:spec", "f:containers"],
+        ];
+        let added = |node: &[String]| {
+            value_at(old, node).is_none_or(Value::is_null)
+                && !ALWAYS.iter().any(|a| a.iter().eq(node.iter()))
+        };
         let now = FieldSet::of(new, DEPLOY, Scope::Main);
-        let changed: BTreeSet<Path> = now
-            .0
-            .iter()
-            .filter(|p| value_at(old, p) != value_at(new, p))
-            .cloned()
-            .collect();
+        let mut changed = BTreeSet::new();
+        for p in &now.0 {
+            let (last, node) = p.split_last().unwrap();
+            if last == "." {
+                if added(node) {
+                    changed.insert(p.clone());
+                }
+            } else if value_at(old, p) != value_at(new, p) {
+                changed.insert(p.clone());
+                for n in 1..p.len() {
+                    if p[n - 1].starts_with("f:") && added(&p[..n]) {
+                        changed.insert([&p[..n], &[".".to_owned()]].concat());
+                    }
+                }
+            }
+        }
+        let still = |p: &Path| {
+            now.0.contains(p)
+                || p.split_last()
+                    .is_some_and(|(l, node)| l == "." && value_at(new, node).is_some())
+        };
         let mut owners: Vec<(String, FieldSet)> = entries(old)
             .into_iter()
             .map(|e| {
                 let mut kept = e.fields.0;
-                kept.retain(|p| now.0.contains(p) && (e.manager == writer || !changed.contains(p)));
+                kept.retain(|p| still(p) && (e.manager == writer || !changed.contains(p)));
                 if e.manager == writer {
                     kept.extend(changed.iter().cloned());
                 }

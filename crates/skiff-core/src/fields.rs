@@ -270,6 +270,82 @@ fn node(v: &Value, shape: Option<Shape<'_>>, field: Option<&str>) -> Value {
     Value::Object(out)
 }
 
+/// Marks with `.` the nodes of `tree`, the `fieldsV1` tree of what an
+/// update wrote, that the update added, as upstream records an update: a
+/// keyed item, or an object, map or list with fields of its own, that
+/// `old` (none for a create) did not have, unless every object of its
+/// type has it (a resource's `spec`, a Deployment's `strategy`); the items
+/// `old` had lose their mark. `metadata` itself is no manager's.
+pub fn mark_added(tree: &mut Value, old: Option<&Value>, shape: Option<Shape<'_>>) {
+    /// Where the walk is: the shape of the object or of the list's items,
+    /// and whether every object of the type at hand has the node.
+    #[derive(Clone, Copy)]
+    struct At<'a> {
+        fields: Option<Shape<'a>>,
+        items: Option<Shape<'a>>,
+        always: bool,
+    }
+    fn walk(node: &mut Map<String, Value>, old: Option<&Value>, at: At<'_>, root: bool) {
+        // Nodes whose only change was their mark: nothing of theirs changed.
+        let mut unchanged = Vec::new();
+        for (part, child) in node.iter_mut() {
+            let Some(sub) = child.as_object_mut().filter(|m| !m.is_empty()) else {
+                continue;
+            };
+            let (here, was) = match part.strip_prefix("f:") {
+                Some(f) => {
+                    let here = At {
+                        fields: at.fields.and_then(|s| s.fields_of(f)),
+                        items: at.fields.and_then(|s| s.items(f)),
+                        always: at.always && at.fields.is_some_and(|s| s.always_has(f)),
+                    };
+                    (here, old.and_then(|o| o.get(f)))
+                }
+                None => {
+                    let here = At {
+                        fields: at.items,
+                        items: None,
+                        always: false,
+                    };
+                    (here, old.and_then(|o| step(o, part)))
+                }
+            };
+            let added = !here.always && was.is_none_or(Value::is_null);
+            if added && !(root && part == "f:metadata") {
+                if !sub.contains_key(".") {
+                    sub.shift_insert(0, ".".into(), json!({}));
+                }
+            } else if sub.shift_remove(".").is_some() && sub.is_empty() {
+                unchanged.push(part.clone());
+                continue;
+            }
+            walk(sub, was, here, false);
+        }
+        for part in unchanged {
+            node.shift_remove(&part);
+        }
+    }
+    let at = At {
+        fields: shape,
+        items: None,
+        always: matches!(shape, Some(Shape::Definition(_))),
+    };
+    if let Some(root) = tree.as_object_mut() {
+        walk(root, old, at, true);
+    }
+}
+
+/// Whether `path`, a path of an entry, still names something in `tree`:
+/// one of its leaves, or the `.` of one of its nodes.
+pub fn names_in(tree: &Value, path: &[String]) -> bool {
+    match path.split_last() {
+        Some((last, node)) if last == "." => {
+            node.iter().try_fold(tree, |n, part| n.get(part)).is_some()
+        }
+        _ => is_leaf(tree, path),
+    }
+}
+
 /// A keyed list item's key in a `fieldsV1` tree, `k:{"key":value,…}`
 /// with the keys in order, as upstream writes it (written straight out,
 /// without building the object first: a tree has one for every item).
@@ -499,9 +575,11 @@ fn step<'a>(v: &'a Value, part: &str) -> Option<&'a Value> {
     let items = v.as_array()?;
     if let Some(k) = part.strip_prefix("k:") {
         let want: Map<String, Value> = serde_json::from_str(k).ok()?;
-        return items
-            .iter()
-            .find(|i| want.iter().all(|(wk, wv)| i.get(wk) == Some(wv)));
+        // A key field an item lacks is null, as `item_key` writes it.
+        return items.iter().find(|i| {
+            want.iter()
+                .all(|(wk, wv)| i.get(wk).unwrap_or(&Value::Null) == wv)
+        });
     }
     let want: Value = serde_json::from_str(part.strip_prefix("v:")?).ok()?;
     items.iter().find(|i| **i == want)

@@ -66,6 +66,15 @@ impl<'a> Shape<'a> {
         }
     }
 
+    /// Whether every object of this shape has property `prop`, as Go
+    /// writes the type (a custom resource's objects have nothing always).
+    pub fn always_has(self, prop: &str) -> bool {
+        match self {
+            Self::Definition(d) => indexed(d, prop).is_some_and(|p| p.always),
+            Self::Custom(_) => false,
+        }
+    }
+
     /// Whether the items of keyed list property `prop` are atomic: each
     /// owned and applied whole.
     pub fn has_atomic_items(self, prop: &str) -> bool {
@@ -382,6 +391,28 @@ const ATOMIC_STRUCTS: &[&str] = &[
 /// the same (`elementRelationship: separable` on the field).
 const GRANULAR_FIELDS: &[(&str, &str)] = &[("io.k8s.api.core.v1.PersistentVolumeSpec", "claimRef")];
 
+/// Struct fields that Go's types hold by value, not by pointer, beyond a
+/// `metadata`, `spec` or `status` (which always are) and the required
+/// fields: an object always has them, empty at worst (upstream's OpenAPI
+/// gives them `default: {}`).
+const BY_VALUE: &[(&str, &str)] = &[
+    ("io.k8s.api.apps.v1.DeploymentSpec", "strategy"),
+    ("io.k8s.api.apps.v1.DaemonSetSpec", "updateStrategy"),
+    ("io.k8s.api.apps.v1.StatefulSetSpec", "updateStrategy"),
+    ("io.k8s.api.apps.v1.ReplicaSetSpec", "template"),
+    ("io.k8s.api.core.v1.Container", "resources"),
+    ("io.k8s.api.core.v1.EphemeralContainer", "resources"),
+    ("io.k8s.api.core.v1.NodeStatus", "daemonEndpoints"),
+    ("io.k8s.api.core.v1.NodeStatus", "nodeInfo"),
+    ("io.k8s.api.core.v1.NodeDaemonEndpoints", "kubeletEndpoint"),
+    ("io.k8s.api.core.v1.ServiceStatus", "loadBalancer"),
+    ("io.k8s.api.networking.v1.IngressStatus", "loadBalancer"),
+    ("io.k8s.api.core.v1.PersistentVolumeClaimSpec", "resources"),
+    ("io.k8s.api.core.v1.PodTemplate", "template"),
+    ("io.k8s.api.core.v1.Event", "source"),
+    ("io.k8s.api.events.v1.Event", "deprecatedSource"),
+];
+
 /// Fields whose patches carry `$retainKeys` (one-of unions).
 const RETAIN_KEYS: &[(&str, &str)] = &[
     ("io.k8s.api.core.v1.PodSpec", "volumes"),
@@ -417,6 +448,9 @@ struct Property {
     atomic: bool,
     /// Whether its items are, for a list.
     atomic_items: bool,
+    /// Whether every object of its definition has it, as Go writes its
+    /// type: required, or a struct held by value (see [`BY_VALUE`]).
+    always: bool,
 }
 
 impl Property {
@@ -432,6 +466,7 @@ impl Property {
             apply_strategy: None,
             atomic: atomic_struct(def),
             atomic_items: atomic_struct(items),
+            always: false,
         }
     }
 }
@@ -446,9 +481,20 @@ fn index() -> &'static Index {
             .definitions
             .iter()
             .map(|(def, schema)| {
+                let required = schema.get("required").and_then(Value::as_array);
+                let required = |p: &str| required.is_some_and(|r| r.iter().any(|r| r == p));
                 let props = schema.get("properties").and_then(Value::as_object);
                 let props = props.into_iter().flatten();
-                let props = props.map(|(p, s)| (p.as_str(), Property::of(s))).collect();
+                let props = props
+                    .map(|(p, s)| {
+                        let mut prop = Property::of(s);
+                        let by_value = matches!(p.as_str(), "metadata" | "spec" | "status")
+                            && prop.def.is_some()
+                            || BY_VALUE.contains(&(def.as_str(), p.as_str()));
+                        prop.always = by_value || required(p);
+                        (p.as_str(), prop)
+                    })
+                    .collect();
                 (def.as_str(), props)
             })
             .collect();
