@@ -149,7 +149,7 @@ pub fn apply(
     meta::remove(&mut patch, "managedFields");
     let defaulted = fields::fill_key_defaults(&mut patch, shape);
     let config = &patch;
-    let mut applied = FieldSet::of(config, shape, manager.scope());
+    let mut applied = FieldSet::applied(config, shape, manager.scope());
     for path in &defaulted {
         applied.0.remove(path);
     }
@@ -239,7 +239,7 @@ fn upgrades_client_side_apply(
     else {
         return false;
     };
-    let last_applied = FieldSet::of(&last, shape, Scope::Main);
+    let last_applied = FieldSet::applied(&last, shape, Scope::Main);
     conflicts
         .iter()
         .all(|(manager, path)| manager == CLIENT_SIDE_APPLY && last_applied.0.contains(path))
@@ -585,6 +585,32 @@ mod tests {
             owners,
             [(&json!("bob"), &target)],
             "alice owned the target alone"
+        );
+    }
+
+    #[test]
+    fn an_applied_empty_object_claims_nothing() {
+        let mut with_empty = deploy(1, "i");
+        with_empty["spec"]["template"]["spec"]["securityContext"] = json!({});
+        with_empty["metadata"]["labels"] = json!({});
+        let first = apply(None, &with_empty, &mgr("alice"), false, DEPLOY).unwrap();
+        let owned = &first["metadata"]["managedFields"][0]["fieldsV1"];
+        assert!(owned.get("f:metadata").is_none(), "{owned}");
+        assert!(
+            owned["f:spec"]["f:template"]["f:spec"]
+                .get("f:securityContext")
+                .is_none(),
+            "{owned}"
+        );
+        // Another writer fills it in; alice's next apply leaves it out, and
+        // what the other wrote stays.
+        let mut filled = first.clone();
+        filled["spec"]["template"]["spec"]["securityContext"] = json!({"runAsUser": 1000});
+        track_update(Some(&first), &mut filled, &mgr("bob"), DEPLOY);
+        let again = apply(Some(&filled), &deploy(1, "i"), &mgr("alice"), false, DEPLOY).unwrap();
+        assert_eq!(
+            again["spec"]["template"]["spec"]["securityContext"],
+            json!({"runAsUser": 1000})
         );
     }
 

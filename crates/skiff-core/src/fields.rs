@@ -71,6 +71,13 @@ impl FieldSet {
         Self::from_json(&tree(obj, shape, scope))
     }
 
+    /// The fields an apply of `config` owns: as [`FieldSet::of`], but no
+    /// empty map, object or list that is not atomic (upstream's set of an
+    /// applied configuration has none: `labels: {}` claims nothing).
+    pub fn applied(config: &Value, shape: Option<Shape<'_>>, scope: Scope) -> Self {
+        Self::from_json(&tree_of(config, shape, scope, true, |_, _| true))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -118,12 +125,12 @@ impl FieldSet {
 /// The `fieldsV1` tree of every field of `obj`, an object of shape
 /// `shape`, that a write in `scope` owns.
 pub fn tree(obj: &Value, shape: Option<Shape<'_>>, scope: Scope) -> Value {
-    tree_of(obj, shape, scope, |_, _| true)
+    tree_of(obj, shape, scope, false, |_, _| true)
 }
 
 /// The part of [`tree`] under `paths`, as [`touched`] gives them.
 pub fn tree_under(obj: &Value, shape: Option<Shape<'_>>, scope: Scope, paths: &[Path]) -> Value {
-    tree_of(obj, shape, scope, |in_meta, k| {
+    tree_of(obj, shape, scope, false, |in_meta, k| {
         paths.contains(&field_path(in_meta, k))
     })
 }
@@ -147,11 +154,13 @@ pub fn touched(old: &Value, new: &Value, scope: Scope) -> Vec<Path> {
 }
 
 /// The tree of the owned fields of `obj` that `wanted` picks (by whether
-/// they are metadata fields, and by name), in the object's order.
+/// they are metadata fields, and by name), in the object's order; of an
+/// applied configuration when `applied` (see [`FieldSet::applied`]).
 fn tree_of(
     obj: &Value,
     shape: Option<Shape<'_>>,
     scope: Scope,
+    applied: bool,
     wanted: impl Fn(bool, &str) -> bool,
 ) -> Value {
     let meta_shape = shape.and_then(|s| s.property("metadata"));
@@ -160,16 +169,17 @@ fn tree_of(
         if !wanted(in_meta, k) {
             return;
         }
-        let (into, shape) = if in_meta {
-            let meta = out.entry("f:metadata").or_insert_with(|| json!({}));
-            (
-                meta.as_object_mut().expect("built as an object"),
-                meta_shape,
-            )
-        } else {
-            (&mut out, shape)
+        let holder = if in_meta { meta_shape } else { shape };
+        let Some(sub) = node(v, holder, Some(k), applied) else {
+            return;
         };
-        into.insert(field_key(k), node(v, shape, Some(k)));
+        let into = if in_meta {
+            let meta = out.entry("f:metadata").or_insert_with(|| json!({}));
+            meta.as_object_mut().expect("built as an object")
+        } else {
+            &mut out
+        };
+        into.insert(field_key(k), sub);
     });
     Value::Object(out)
 }
@@ -222,27 +232,38 @@ pub fn is_leaf(tree: &Value, path: &[String]) -> bool {
 }
 
 /// The subtree of `v`, the value of field `field` in an object of shape
-/// `shape` (the shape holding the field); `{}` for a leaf.
-fn node(v: &Value, shape: Option<Shape<'_>>, field: Option<&str>) -> Value {
+/// `shape` (the shape holding the field); `{}` for a leaf; none for an
+/// empty map or list of an applied configuration (`applied`).
+fn node(v: &Value, shape: Option<Shape<'_>>, field: Option<&str>, applied: bool) -> Option<Value> {
     let (shape, field) = match (shape, field) {
         (Some(s), Some(f)) => (s, f),
-        _ => return untyped(v),
+        _ => return Some(untyped(v)),
     };
     let mut out = Map::new();
     match v {
         Value::Object(_) if shape.is_atomic_object(field) => {}
-        Value::Object(m) if !m.is_empty() => {
+        Value::Object(m) => {
             let own = shape.fields_of(field);
             for (k, child) in m {
                 let sub = match own {
-                    Some(o) => node(child, Some(o), Some(k)),
-                    None => untyped(child),
+                    Some(o) => node(child, Some(o), Some(k), applied),
+                    None => Some(untyped(child)),
                 };
-                out.insert(field_key(k), sub);
+                if let Some(sub) = sub {
+                    out.insert(field_key(k), sub);
+                }
+            }
+            if applied && out.is_empty() {
+                return None;
             }
         }
-        Value::Array(items) if !items.is_empty() => match shape.apply_list_strategy(field) {
+        Value::Array(items) => match shape.apply_list_strategy(field) {
             ListStrategy::Atomic => {}
+            _ if items.is_empty() => {
+                if applied {
+                    return None;
+                }
+            }
             ListStrategy::Set => {
                 for item in items {
                     out.insert(format!("v:{item}"), json!({}));
@@ -259,7 +280,9 @@ fn node(v: &Value, shape: Option<Shape<'_>>, field: Option<&str>) -> Value {
                     let mut entry = Map::new();
                     entry.insert(".".into(), json!({}));
                     for (k, child) in item.as_object().into_iter().flatten() {
-                        entry.insert(field_key(k), node(child, items_shape, Some(k)));
+                        if let Some(sub) = node(child, items_shape, Some(k), applied) {
+                            entry.insert(field_key(k), sub);
+                        }
                     }
                     out.insert(item_key(item, &keys), Value::Object(entry));
                 }
@@ -267,7 +290,7 @@ fn node(v: &Value, shape: Option<Shape<'_>>, field: Option<&str>) -> Value {
         },
         _ => {}
     }
-    Value::Object(out)
+    Some(Value::Object(out))
 }
 
 /// Marks with `.` the nodes of `tree`, the `fieldsV1` tree of what an
