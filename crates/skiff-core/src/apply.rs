@@ -147,10 +147,10 @@ pub fn apply(
     // they are not the applier's for that.
     let mut patch = config.clone();
     meta::remove(&mut patch, "managedFields");
-    let defaulted = fields::fill_key_defaults(&mut patch, shape);
+    let prepared = fields::prepare_applied(&mut patch, shape);
     let config = &patch;
     let mut applied = FieldSet::applied(config, shape, manager.scope());
-    for path in &defaulted {
+    for path in &prepared.defaulted {
         applied.0.remove(path);
     }
     // A manager applies to each subresource as another.
@@ -180,7 +180,7 @@ pub fn apply(
     }
 
     let mut merged = strategic::apply(current, config, shape)?;
-    let atomic = fields::atomic_objects(config, shape);
+    let atomic = prepared.atomic;
     for path in &atomic {
         if let (Some(to), Some(from)) = (value_at_mut(&mut merged, path), value_at(config, path)) {
             *to = from.clone();

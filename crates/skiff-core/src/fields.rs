@@ -419,46 +419,6 @@ pub fn value_at_mut<'a>(obj: &'a mut Value, path: &[String]) -> Option<&'a mut V
     path.iter().try_fold(obj, |v, part| step_mut(v, part))
 }
 
-/// The paths of the atomic objects in `obj`, of shape `shape`: an apply
-/// replaces them whole, where it merges other objects field by field.
-pub fn atomic_objects(obj: &Value, shape: Option<Shape<'_>>) -> Vec<Path> {
-    fn walk(v: &Value, shape: Shape<'_>, path: &mut Path, out: &mut Vec<Path>) {
-        for (k, child) in v.as_object().into_iter().flatten() {
-            path.push(field_key(k));
-            match child {
-                Value::Object(_) if shape.is_atomic_object(k) => out.push(path.clone()),
-                Value::Object(_) => {
-                    if let Some(own) = shape.fields_of(k) {
-                        walk(child, own, path, out);
-                    }
-                }
-                Value::Array(items) => {
-                    if let ListStrategy::Map(keys) = shape.apply_list_strategy(k) {
-                        let whole = shape.has_atomic_items(k);
-                        let of = shape.items(k).filter(|_| !whole);
-                        for item in items {
-                            path.push(item_key(item, &keys));
-                            match of {
-                                Some(of) => walk(item, of, path, out),
-                                None if whole => out.push(path.clone()),
-                                None => {}
-                            }
-                            path.pop();
-                        }
-                    }
-                }
-                _ => {}
-            }
-            path.pop();
-        }
-    }
-    let mut out = Vec::new();
-    if let Some(shape) = shape {
-        walk(obj, shape, &mut Vec::new(), &mut out);
-    }
-    out
-}
-
 /// Renames the keyed items of `set`'s paths that name other key fields
 /// than their list's (stored before the list was keyed so, as a port once
 /// was by its number alone) to the keys of those items in `obj`; a path
@@ -506,38 +466,53 @@ fn rekeyed(path: &Path, obj: &Value, shape: Shape<'_>) -> Option<Path> {
     out
 }
 
-/// Gives the items of keyed lists in `obj`, of shape `shape`, the
-/// defaults of the key fields they leave out (an applied `containerPort`
-/// is a TCP port); returns the paths of the fields it added.
-pub fn fill_key_defaults(obj: &mut Value, shape: Option<Shape<'_>>) -> Vec<Path> {
-    fn walk(v: &mut Value, shape: Shape<'_>, path: &mut Path, out: &mut Vec<Path>) {
+/// What an apply needs of its configuration beyond its fields, found in
+/// one walk (see [`prepare_applied`]).
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// The key fields given their defaults.
+    pub defaulted: Vec<Path>,
+    /// The atomic objects, which an apply replaces whole where it merges
+    /// other objects field by field.
+    pub atomic: Vec<Path>,
+}
+
+/// Gives the items of keyed lists in `config`, an applied configuration
+/// of shape `shape`, the defaults of the key fields they leave out (an
+/// applied `containerPort` is a TCP port), and finds its atomic objects.
+pub fn prepare_applied(config: &mut Value, shape: Option<Shape<'_>>) -> Prepared {
+    fn walk(v: &mut Value, shape: Shape<'_>, path: &mut Path, out: &mut Prepared) {
         for (k, child) in v.as_object_mut().into_iter().flatten() {
             path.push(field_key(k));
             match child {
+                Value::Object(_) if shape.is_atomic_object(k) => out.atomic.push(path.clone()),
                 Value::Object(_) => {
                     if let Some(own) = shape.fields_of(k) {
                         walk(child, own, path, out);
                     }
                 }
                 Value::Array(items) => {
-                    if let (ListStrategy::Map(keys), Some(of)) =
-                        (shape.apply_list_strategy(k), shape.items(k))
-                    {
+                    if let ListStrategy::Map(keys) = shape.apply_list_strategy(k) {
+                        let whole = shape.has_atomic_items(k);
+                        let of = shape.items(k);
                         for item in items.iter_mut().filter(|i| i.is_object()) {
                             let mut filled = Vec::new();
                             for key in &keys {
-                                if item.get(*key).is_none() {
-                                    if let Some(default) = of.key_default(key) {
-                                        item[*key] = default;
-                                        filled.push(field_key(key));
-                                    }
+                                let default = of.and_then(|of| of.key_default(key));
+                                if let (None, Some(default)) = (item.get(*key), default) {
+                                    item[*key] = default;
+                                    filled.push(field_key(key));
                                 }
                             }
                             path.push(item_key(item, &keys));
                             for f in filled {
-                                out.push([path.as_slice(), &[f]].concat());
+                                out.defaulted.push([path.as_slice(), &[f]].concat());
                             }
-                            walk(item, of, path, out);
+                            match of {
+                                _ if whole => out.atomic.push(path.clone()),
+                                Some(of) => walk(item, of, path, out),
+                                None => {}
+                            }
                             path.pop();
                         }
                     }
@@ -547,9 +522,9 @@ pub fn fill_key_defaults(obj: &mut Value, shape: Option<Shape<'_>>) -> Vec<Path>
             path.pop();
         }
     }
-    let mut out = Vec::new();
+    let mut out = Prepared::default();
     if let Some(shape) = shape {
-        walk(obj, shape, &mut Vec::new(), &mut out);
+        walk(config, shape, &mut Vec::new(), &mut out);
     }
     out
 }
