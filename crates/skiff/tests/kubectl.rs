@@ -726,6 +726,63 @@ fn apply_keys_ports_by_number_and_protocol() {
 }
 
 #[test]
+fn apply_refuses_managed_fields_and_another_version() {
+    // As upstream's field manager: an applied configuration names the
+    // URL's version, and carries no managed fields (the server records
+    // them); a client that sends back what it read is told so.
+    let c = Cluster::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&c.ca_pem()).unwrap())
+        .build()
+        .unwrap();
+    let url = format!(
+        "{}/api/v1/namespaces/default/configmaps/cm?fieldManager=a",
+        c.url()
+    );
+    let apply = |body: &str| {
+        runtime.block_on(async {
+            let reply = client
+                .patch(&url)
+                .bearer_auth(c.admin_token())
+                .header("content-type", "application/apply-patch+yaml")
+                .body(body.to_owned())
+                .send()
+                .await
+                .unwrap();
+            let code = reply.status().as_u16();
+            let status: serde_json::Value = reply.json().await.unwrap();
+            (
+                code,
+                status["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+    };
+    let managed = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cm",
+        "managedFields":[{"manager":"a","operation":"Apply","fieldsType":"FieldsV1","fieldsV1":{}}]},
+        "data":{"k":"v"}}"#;
+    assert_eq!(
+        apply(managed),
+        (400, "metadata.managedFields must be nil".to_owned())
+    );
+    let other =
+        r#"{"apiVersion":"v2","kind":"ConfigMap","metadata":{"name":"cm"},"data":{"k":"v"}}"#;
+    assert_eq!(
+        apply(other),
+        (
+            400,
+            "Incorrect version specified in apply patch. Specified patch version: v2, expected: v1"
+                .to_owned()
+        )
+    );
+    // Neither was stored; the same configuration without them is.
+    assert!(c.fails(&["get", "configmap", "cm"]).contains("NotFound"));
+    let fine =
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cm"},"data":{"k":"v"}}"#;
+    assert_eq!(apply(fine).0, 201, "created");
+}
+
+#[test]
 fn a_service_selector_is_applied_whole() {
     // Upstream marks a Service's selector `x-kubernetes-map-type: atomic`:
     // one owner for the whole map, which an apply replaces, not merges.

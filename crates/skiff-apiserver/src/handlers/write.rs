@@ -140,7 +140,19 @@ impl Api {
         if t.subresource.as_deref() == Some("scale") {
             return self.apply_scale(call, name, config, &manager).await;
         }
+        // Upstream's apply reads a configuration at the URL's version only,
+        // and records the managed fields itself.
+        let given = config["apiVersion"].as_str().unwrap_or_default();
+        if config["kind"] == r.kind && !given.is_empty() && given != r.api_version() {
+            return Err(ApiError::bad_request(format!(
+                "Incorrect version specified in apply patch. Specified patch version: {given}, expected: {}",
+                r.api_version()
+            )));
+        }
         check_kind(r, &config)?;
+        if meta::get(&config, "managedFields").is_some_and(|m| !m.is_null()) {
+            return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+        }
         let (mut config, mut warnings) = typed(r, config, call.query.field_validation.as_deref())?;
         match meta::name(&config) {
             "" => meta::set(&mut config, "name", name),
