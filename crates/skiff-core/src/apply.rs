@@ -322,6 +322,8 @@ pub fn track_update(
         let Some(mut e) = Entry::parse(&raw) else {
             continue;
         };
+        // Paths stored under a list's old keys are read under its keys.
+        fields::rekey(&mut e.fields, old, shape);
         e.fields
             .0
             .retain(|p| !is_touched(p) || fields::names_in(&now_tree, p));
@@ -553,6 +555,33 @@ mod tests {
         assert_eq!(
             ports_of(&kept),
             json!([{"containerPort": 80, "protocol": "TCP"}])
+        );
+    }
+
+    #[test]
+    fn an_update_rekeys_paths_stored_under_old_keys() {
+        let mut d = deploy(1, "i");
+        d["spec"]["template"]["spec"]["containers"][0]["ports"] =
+            json!([{"containerPort": 80, "protocol": "TCP"}]);
+        let mut created = d.clone();
+        track_update(None, &mut created, &mgr("helm"), DEPLOY);
+        // As stored before ports were keyed by protocol too.
+        let ports = &mut created["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]
+            ["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["f:ports"];
+        *ports = json!({".": {}, "k:{\"containerPort\":80}":
+            {".": {}, "f:containerPort": {}, "f:protocol": {}}});
+        // Another writer changes the container's image: helm keeps its port.
+        let mut next = created.clone();
+        next["spec"]["template"]["spec"]["containers"][0]["image"] = json!("j");
+        track_update(Some(&created), &mut next, &mgr("kubectl-set"), DEPLOY);
+        let helm = &next["metadata"]["managedFields"][0];
+        assert_eq!(helm["manager"], "helm");
+        let ports = &helm["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]
+            ["k:{\"name\":\"c\"}"]["f:ports"];
+        assert_eq!(
+            ports["k:{\"containerPort\":80,\"protocol\":\"TCP\"}"],
+            json!({".": {}, "f:containerPort": {}, "f:protocol": {}}),
+            "{helm}"
         );
     }
 

@@ -428,13 +428,44 @@ pub fn rekey(set: &mut FieldSet, obj: &Value, shape: Option<Shape<'_>>) {
     let renamed: Vec<(Path, Path)> = set
         .0
         .iter()
-        .filter(|p| p.iter().any(|part| part.starts_with("k:")))
+        .filter(|p| p.iter().any(|part| part.starts_with("k:")) && keyed_otherwise(p, shape))
         .filter_map(|p| rekeyed(p, obj, shape).map(|new| (p.clone(), new)))
         .collect();
     for (old, new) in renamed {
         set.0.remove(&old);
         set.0.insert(new);
     }
+}
+
+/// Whether a keyed item of `path` names other key fields than its list's:
+/// read from the schema and the path alone (the common answer, no, is
+/// found without looking into the object).
+fn keyed_otherwise(path: &Path, shape: Shape<'_>) -> bool {
+    let mut shape = Some(shape);
+    let mut holder: Option<(Shape<'_>, &str)> = None;
+    for part in path {
+        if let Some(f) = part.strip_prefix("f:") {
+            holder = shape.map(|s| (s, f));
+            shape = shape.and_then(|s| s.fields_of(f));
+        } else if let Some(k) = part.strip_prefix("k:") {
+            let Some((of, f)) = holder.take() else {
+                return false;
+            };
+            let ListStrategy::Map(keys) = of.apply_list_strategy(f) else {
+                return false;
+            };
+            let Ok(named) = serde_json::from_str::<Map<String, Value>>(k) else {
+                return false;
+            };
+            if named.len() != keys.len() || !keys.iter().all(|k| named.contains_key(*k)) {
+                return true;
+            }
+            shape = of.items(f);
+        } else {
+            return false;
+        }
+    }
+    false
 }
 
 /// `path` with its keyed items named by their lists' keys, if any was not.
