@@ -180,8 +180,7 @@ pub fn apply(
     }
 
     let mut merged = strategic::apply(current, config, shape)?;
-    let atomic = prepared.atomic;
-    for path in &atomic {
+    for path in &prepared.atomic {
         if let (Some(to), Some(from)) = (value_at_mut(&mut merged, path), value_at(config, path)) {
             *to = from.clone();
         }
@@ -198,7 +197,7 @@ pub fn apply(
             .any(|e| !is_me(e) && e.fields.0.contains(path));
         // Inside an atomic object applied whole (an entry stored before
         // it was known atomic names its fields one by one).
-        let applied_whole = atomic.iter().any(|a| path.starts_with(a));
+        let applied_whole = prepared.atomic.iter().any(|a| path.starts_with(a));
         if !owned_elsewhere && !applied_whole {
             remove_at(&mut merged, path);
         }

@@ -428,7 +428,7 @@ pub fn rekey(set: &mut FieldSet, obj: &Value, shape: Option<Shape<'_>>) {
     let renamed: Vec<(Path, Path)> = set
         .0
         .iter()
-        .filter(|p| p.iter().any(|part| part.starts_with("k:")) && keyed_otherwise(p, shape))
+        .filter(|p| p.iter().any(|part| part.starts_with("k:")))
         .filter_map(|p| rekeyed(p, obj, shape).map(|new| (p.clone(), new)))
         .collect();
     for (old, new) in renamed {
@@ -437,64 +437,47 @@ pub fn rekey(set: &mut FieldSet, obj: &Value, shape: Option<Shape<'_>>) {
     }
 }
 
-/// Whether a keyed item of `path` names other key fields than its list's:
-/// read from the schema and the path alone (the common answer, no, is
-/// found without looking into the object).
-fn keyed_otherwise(path: &Path, shape: Shape<'_>) -> bool {
-    let mut shape = Some(shape);
-    let mut holder: Option<(Shape<'_>, &str)> = None;
-    for part in path {
-        if let Some(f) = part.strip_prefix("f:") {
-            holder = shape.map(|s| (s, f));
-            shape = shape.and_then(|s| s.fields_of(f));
-        } else if let Some(k) = part.strip_prefix("k:") {
-            let Some((of, f)) = holder.take() else {
-                return false;
-            };
-            let ListStrategy::Map(keys) = of.apply_list_strategy(f) else {
-                return false;
-            };
-            let Ok(named) = serde_json::from_str::<Map<String, Value>>(k) else {
-                return false;
-            };
-            if named.len() != keys.len() || !keys.iter().all(|k| named.contains_key(*k)) {
-                return true;
-            }
-            shape = of.items(f);
-        } else {
-            return false;
-        }
-    }
-    false
-}
-
 /// `path` with its keyed items named by their lists' keys, if any was not.
+/// Which items are named otherwise is read from the schema and the path
+/// alone; only then is the object looked into (the common answer, none,
+/// costs no lookup in it).
 fn rekeyed(path: &Path, obj: &Value, shape: Shape<'_>) -> Option<Path> {
-    let (mut v, mut shape) = (obj, Some(shape));
+    // The keyed items named otherwise: their place in the path, and their
+    // list's keys.
+    let mut stale = Vec::new();
+    let mut shape = Some(shape);
     // The object shape and the field the walk last stepped into.
     let mut holder: Option<(Shape<'_>, &str)> = None;
-    let mut out: Option<Path> = None;
     for (i, part) in path.iter().enumerate() {
         if let Some(f) = part.strip_prefix("f:") {
             holder = shape.map(|s| (s, f));
             shape = shape.and_then(|s| s.fields_of(f));
-            v = v.get(f)?;
         } else if let Some(k) = part.strip_prefix("k:") {
-            let (of, f) = holder.take()?;
+            let Some((of, f)) = holder.take() else { break };
             let ListStrategy::Map(keys) = of.apply_list_strategy(f) else {
-                return out;
+                break;
             };
-            let item = step(v, part)?;
             let named: Map<String, Value> = serde_json::from_str(k).ok()?;
             if named.len() != keys.len() || !keys.iter().all(|k| named.contains_key(*k)) {
-                out.get_or_insert_with(|| path.clone())[i] = item_key(item, &keys);
+                stale.push((i, keys));
             }
-            (v, shape) = (item, of.items(f));
+            shape = of.items(f);
         } else {
             break;
         }
     }
-    out
+    if stale.is_empty() {
+        return None;
+    }
+    let mut out = path.clone();
+    let mut v = obj;
+    for (i, part) in path.iter().enumerate().take(stale.last()?.0 + 1) {
+        v = step(v, part)?;
+        if let Some((_, keys)) = stale.iter().find(|(at, _)| *at == i) {
+            out[i] = item_key(v, keys);
+        }
+    }
+    Some(out)
 }
 
 /// What an apply needs of its configuration beyond its fields, found in

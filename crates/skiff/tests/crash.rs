@@ -14,11 +14,7 @@ use support::{agent, create, wait_for, Cluster};
 fn sigkill_during_creates_loses_no_acknowledged_write() {
     let mut c = Cluster::start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&c.ca_pem()).unwrap())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let client = c.https().timeout(Duration::from_secs(10)).build().unwrap();
     let url = format!("{}/api/v1/namespaces/default/configmaps", c.url());
     let token = c.admin_token();
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));

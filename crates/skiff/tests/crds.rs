@@ -271,10 +271,7 @@ fn a_definition_serves_a_kind_kubectl_lists_explains_validates_scales_and_delete
     // maps no resource to the kind Scale): the replicas conflict with
     // their owners unless forced, then are the applier's.
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&c.ca_pem()).unwrap())
-        .build()
-        .unwrap();
+    let client = c.https().build().unwrap();
     let scale_url = format!(
         "{}/apis/example.com/v1/namespaces/default/widgets/w1/scale",
         c.url()

@@ -732,10 +732,7 @@ fn apply_refuses_managed_fields_and_another_version() {
     // them); a client that sends back what it read is told so.
     let c = Cluster::start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&c.ca_pem()).unwrap())
-        .build()
-        .unwrap();
+    let client = c.https().build().unwrap();
     let url = format!(
         "{}/api/v1/namespaces/default/configmaps/cm?fieldManager=a",
         c.url()

@@ -93,10 +93,7 @@ fn an_update_storm_of_big_objects_keeps_memory_bounded() {
     let c = Cluster::start();
     c.ok(&["create", "configmap", "storm"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&c.ca_pem()).unwrap())
-        .build()
-        .unwrap();
+    let client = c.https().build().unwrap();
     let url = format!("{}/api/v1/namespaces/default/configmaps", c.url());
     let token = c.admin_token();
     let (accepted, refused, watched) = runtime.block_on(async {
@@ -314,11 +311,7 @@ fn idle_connections_are_closed() {
 fn writes_beyond_the_in_flight_cap_get_429() {
     let c = Cluster::start_with_flags(&["--max-mutating-requests-inflight", "1"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&c.ca_pem()).unwrap())
-        .http1_only()
-        .build()
-        .unwrap();
+    let client = c.https().http1_only().build().unwrap();
     let url = format!("{}/api/v1/namespaces/default/configmaps", c.url());
     let token = c.admin_token();
     runtime.block_on(async {

@@ -34,10 +34,7 @@ fn clients_asking_for_protobuf_get_it() {
     let c = Cluster::start();
     c.ok(&["create", "configmap", "cfg", "--from-literal=k=v"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&c.ca_pem()).unwrap())
-        .build()
-        .unwrap();
+    let client = c.https().build().unwrap();
     let token = c.admin_token();
     let url = format!("{}/api/v1/namespaces/default/configmaps", c.url());
     let get = |url: String, accept: &'static str| {

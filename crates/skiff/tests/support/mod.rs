@@ -111,6 +111,12 @@ impl Cluster {
         std::fs::read(self.dir.path().join("tls/ca.crt")).unwrap()
     }
 
+    /// An HTTPS client that trusts the server's CA, to build on.
+    pub fn https(&self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&self.ca_pem()).unwrap())
+    }
+
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
     }
