@@ -148,10 +148,16 @@ fn container_status(c: &Container, f: &Facts, before_start: &str) -> ContainerSt
             .map(terminated)
     });
     let is_running = state.running.is_some();
+    // Once the container exists, its image is the runtime's name for it
+    // and its id the digest the runtime resolved, as upstream reports.
+    let image = latest
+        .and_then(|s| s.image.as_ref())
+        .map(|i| i.image.clone())
+        .filter(|i| !i.is_empty());
     ContainerStatus {
         name: c.name.clone(),
-        image: c.image.clone().unwrap_or_default(),
-        image_id: String::new(),
+        image: image.unwrap_or_else(|| c.image.clone().unwrap_or_default()),
+        image_id: latest.map(|s| s.image_ref.clone()).unwrap_or_default(),
         container_id: latest.map(|s| format!("containerd://{}", s.id)),
         ready: is_running && f.probed.get(&c.name).copied().unwrap_or(true),
         started: Some(is_running),
@@ -203,7 +209,18 @@ pub fn pod_status(f: &Facts) -> PodStatus {
         .init_containers
         .iter()
         .flatten()
-        .map(|c| container_status(c, f, "PodInitializing"))
+        .map(|c| {
+            let status = container_status(c, f, "PodInitializing");
+            if c.restart_policy.as_deref() == Some("Always") {
+                return status;
+            }
+            // An init container that is no sidecar is ready once done.
+            let done = status.state.as_ref().and_then(|s| s.terminated.as_ref());
+            ContainerStatus {
+                ready: done.is_some_and(|t| t.exit_code == 0),
+                ..status
+            }
+        })
         .collect();
     let before_start = match f.init {
         Init::Done => "ContainerCreating",
@@ -216,7 +233,13 @@ pub fn pod_status(f: &Facts) -> PodStatus {
         .collect();
     let ephemeral: Vec<ContainerStatus> = crate::plan::ephemeral_containers(spec)
         .iter()
-        .map(|(c, _)| container_status(c, f, "ContainerCreating"))
+        .map(|(c, _)| ContainerStatus {
+            // Nothing probes an ephemeral container: never ready, and
+            // nothing to say of its start.
+            ready: false,
+            started: None,
+            ..container_status(c, f, "ContainerCreating")
+        })
         .collect();
     let ready = statuses.iter().all(|s| s.ready);
     let previous = |kind: &str| {
@@ -280,7 +303,7 @@ pub fn pod_status(f: &Facts) -> PodStatus {
         pod_ips: (!ip.is_empty()).then(|| vec![PodIP { ip }]),
         conditions: Some(conditions),
         container_statuses: Some(statuses),
-        init_container_statuses: Some(init_statuses),
+        init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
         ephemeral_container_statuses: (!ephemeral.is_empty()).then_some(ephemeral),
         start_time: Some(start_time),
         ..Default::default()
@@ -566,6 +589,46 @@ mod tests {
             (Some(true), false)
         );
         assert_eq!(status.pod_ip.as_deref(), Some("10.42.0.5"));
+    }
+
+    #[test]
+    fn statuses_name_the_runtime_image_and_say_who_is_ready_as_upstream() {
+        let mut with_all = spec("Always", true);
+        with_all.ephemeral_containers = Some(vec![serde_json::from_value(
+            serde_json::json!({"name": "dbg", "image": "tools:1"}),
+        )
+        .unwrap()]);
+        let mut seen = seen(&[
+            ("i", container(Exited, 0, 0)),
+            ("a", container(Running, 0, 0)),
+            ("dbg", container(Running, 0, 0)),
+        ]);
+        let a = seen.latest.get_mut("a").unwrap();
+        a.image = Some(cri::ImageSpec {
+            image: "docker.io/library/app:1".into(),
+            ..Default::default()
+        });
+        a.image_ref = "docker.io/library/app@sha256:ab".into();
+        let status = status_of(&with_all, &seen, Init::Done, None, 0);
+        let statuses = status.container_statuses.unwrap();
+        let image = |s: &ContainerStatus| (s.image.clone(), s.image_id.clone());
+        assert_eq!(
+            image(&statuses[0]),
+            (
+                "docker.io/library/app:1".into(),
+                "docker.io/library/app@sha256:ab".into()
+            )
+        );
+        // Not created yet: the spec's image, and no id.
+        assert_eq!(image(&statuses[1]), ("app:1".into(), String::new()));
+        let init = &status.init_container_statuses.unwrap()[0];
+        assert_eq!((init.ready, init.started), (true, Some(false)));
+        let dbg = &status.ephemeral_container_statuses.unwrap()[0];
+        assert_eq!((dbg.ready, dbg.started), (false, None));
+        assert!(dbg.state.as_ref().unwrap().running.is_some());
+        // A pod without init containers has no list of them.
+        let plain = status_of(&spec("Always", false), &seen, Init::Done, None, 0);
+        assert_eq!(plain.init_container_statuses, None);
     }
 
     #[test]

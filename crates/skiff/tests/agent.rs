@@ -739,6 +739,19 @@ fn init_containers_and_volumes(c: &Cluster) {
                 .all(|s| s["state"]["terminated"]["reason"] == "Completed");
         (done && p["status"]["phase"] == "Running").then_some(())
     });
+    // As upstream's kubelet: a finished init container is ready but not
+    // started, and a status names the image the runtime ran by its id.
+    let p = pod(c, "inits");
+    for s in p["status"]["initContainerStatuses"].as_array().unwrap() {
+        assert_eq!(
+            (&s["ready"], &s["started"]),
+            (&true.into(), &false.into()),
+            "{s}"
+        );
+    }
+    let main = &p["status"]["containerStatuses"][0];
+    let id = main["imageID"].as_str().unwrap_or_default();
+    assert!(id.contains("sha256:"), "{main}");
     wait_for(
         "the app to log what the init containers wrote",
         LIMIT,
