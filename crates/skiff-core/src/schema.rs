@@ -141,6 +141,8 @@ impl<'a> Shape<'a> {
     }
 }
 
+const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+
 /// What gives a resource's objects their shape, held while it is used.
 pub enum Root {
     Definition(&'static str),
@@ -157,6 +159,21 @@ impl Root {
             Some(d) => Self::Definition(d),
             None => Self::Untyped,
         }
+    }
+
+    /// Leaves out the empty optional lists and maps of a written object,
+    /// as upstream's decoding into Go types does. A custom resource keeps
+    /// its JSON as sent but for its metadata, which upstream decodes.
+    pub fn drop_empty(&self, obj: &mut Value) {
+        let (def, obj) = match (self, obj) {
+            (Self::Definition(d), Value::Object(o)) => (*d, o),
+            (Self::Custom(_), Value::Object(o)) => match o.get_mut("metadata") {
+                Some(Value::Object(meta)) => (OBJECT_META, meta),
+                _ => return,
+            },
+            _ => return,
+        };
+        drop_empty(def, obj);
     }
 
     pub fn shape(&self) -> Option<Shape<'_>> {
@@ -413,6 +430,26 @@ const BY_VALUE: &[(&str, &str)] = &[
     ("io.k8s.api.events.v1.Event", "deprecatedSource"),
 ];
 
+/// Optional lists whose Go fields lack `omitempty`: an empty one is kept
+/// as written. Every other optional list or map is left out when empty,
+/// as Go encodes it (see [`drop_empty`]). Read in upstream's types.
+const KEEP_EMPTY: &[(&str, &str)] = &[
+    ("io.k8s.api.rbac.v1.Role", "rules"),
+    ("io.k8s.api.rbac.v1.ClusterRole", "rules"),
+    ("io.k8s.api.discovery.v1.EndpointSlice", "ports"),
+    ("io.k8s.api.core.v1.ContainerImage", "names"),
+    ("io.k8s.api.core.v1.ProjectedVolumeSource", "sources"),
+    ("io.k8s.api.storage.v1.CSINodeDriver", "topologyKeys"),
+    (
+        "io.k8s.api.batch.v1.PodFailurePolicyRule",
+        "onPodConditions",
+    ),
+    (
+        "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinitionStatus",
+        "storedVersions",
+    ),
+];
+
 /// Fields whose patches carry `$retainKeys` (one-of unions).
 const RETAIN_KEYS: &[(&str, &str)] = &[
     ("io.k8s.api.core.v1.PodSpec", "volumes"),
@@ -441,6 +478,11 @@ struct Property {
     map: bool,
     /// The definition of its items, for a list.
     items: Option<&'static str>,
+    /// The definition of its values, for a map.
+    values: Option<&'static str>,
+    /// Whether Go leaves it out when empty: an optional list or map
+    /// (`omitempty`; see [`KEEP_EMPTY`]).
+    omit_empty: bool,
     strategy: Option<ListStrategy<'static>>,
     /// How server-side apply keys it, where that differs from `strategy`.
     apply_strategy: Option<ListStrategy<'static>>,
@@ -458,10 +500,13 @@ impl Property {
         let def = ref_name(schema);
         let items = schema.get("items").and_then(ref_name);
         let atomic_struct = |d: Option<&str>| d.is_some_and(|d| ATOMIC_STRUCTS.contains(&d));
+        let map = schema.get("additionalProperties");
         Property {
             def,
-            map: schema.get("additionalProperties").is_some(),
+            map: map.is_some(),
             items,
+            values: map.and_then(ref_name),
+            omit_empty: map.is_some() || schema["type"] == "array",
             strategy: None,
             apply_strategy: None,
             atomic: atomic_struct(def),
@@ -492,6 +537,7 @@ fn index() -> &'static Index {
                             && prop.def.is_some()
                             || BY_VALUE.contains(&(def.as_str(), p.as_str()));
                         prop.always = by_value || required(p);
+                        prop.omit_empty &= !required(p) && !KEEP_EMPTY.contains(&(def, p));
                         (p.as_str(), prop)
                     })
                     .collect();
@@ -524,6 +570,47 @@ fn index() -> &'static Index {
         }
         index
     })
+}
+
+/// Drops the empty optional lists and maps of an object of definition
+/// `def`, at every depth, as decoding it into upstream's Go types does:
+/// `env: []` and `labels: {}` are stored as absent, a required or
+/// [`KEEP_EMPTY`] list stays, and an empty struct (`securityContext: {}`)
+/// is no map.
+fn drop_empty(def: &str, obj: &mut Map<String, Value>) {
+    let Some(props) = index().get(def) else {
+        return;
+    };
+    obj.retain(|name, v| {
+        let Some(p) = props.get(name.as_str()) else {
+            return true;
+        };
+        let (empty, inner) = match v {
+            Value::Array(a) => (a.is_empty(), p.items),
+            Value::Object(o) if p.map => (o.is_empty(), p.values),
+            Value::Object(o) => {
+                if let Some(d) = p.def {
+                    drop_empty(d, o);
+                }
+                return true;
+            }
+            _ => return true,
+        };
+        if empty {
+            return !p.omit_empty;
+        }
+        let item = |d, v: &mut Value| {
+            if let Value::Object(o) = v {
+                drop_empty(d, o);
+            }
+        };
+        match (inner, v) {
+            (Some(d), Value::Array(a)) => a.iter_mut().for_each(|v| item(d, v)),
+            (Some(d), Value::Object(o)) => o.values_mut().for_each(|v| item(d, v)),
+            _ => {}
+        }
+        true
+    });
 }
 
 /// Property `prop` of definition `def`, as the index has it.
@@ -768,6 +855,41 @@ mod tests {
         }
         let binding = Shape::Definition("io.k8s.api.core.v1.Binding");
         assert!(binding.is_atomic_object("target"));
+    }
+
+    #[test]
+    fn empty_optional_lists_and_maps_are_left_out_as_go_writes_them() {
+        let root = |group, plural| Root::of(lookup(group, "v1", plural).unwrap());
+        let mut pod = serde_json::json!({
+            "metadata": {"name": "p", "labels": {}, "finalizers": []},
+            "spec": {"containers": [{"name": "c", "env": [], "args": [], "resources": {}, "securityContext": {}}],
+                "nodeSelector": {}, "tolerations": [], "volumes": [{"name": "v", "projected": {"sources": []}}]},
+            "status": {"initContainerStatuses": []}});
+        root("", "pods").drop_empty(&mut pod);
+        // Structs stay (Go holds them by value or by pointer), and a list
+        // whose Go field has no `omitempty`.
+        let left = serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "resources": {}, "securityContext": {}}],
+                "volumes": [{"name": "v", "projected": {"sources": []}}]},
+            "status": {}});
+        assert_eq!(pod, left);
+        let mut required = serde_json::json!({"spec": {"containers": []}});
+        root("", "pods").drop_empty(&mut required);
+        assert_eq!(required, serde_json::json!({"spec": {"containers": []}}));
+        let mut role = serde_json::json!({"metadata": {"annotations": {}}, "rules": []});
+        root("rbac.authorization.k8s.io", "roles").drop_empty(&mut role);
+        assert_eq!(role, serde_json::json!({"metadata": {}, "rules": []}));
+        // Into a map's values: a CRD schema's properties.
+        let mut crd = serde_json::json!({"spec": {"versions": [{"name": "v1", "schema": {"openAPIV3Schema":
+            {"properties": {"x": {"type": "object", "required": [], "properties": {}}}}}}]}});
+        root("apiextensions.k8s.io", "customresourcedefinitions").drop_empty(&mut crd);
+        let x = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["x"];
+        assert_eq!(x, &serde_json::json!({"type": "object"}));
+        for (def, prop) in KEEP_EMPTY {
+            let served = &schemas().definitions[*def]["properties"][*prop];
+            assert_eq!(served["type"], "array", "{def}.{prop} is a served list");
+        }
     }
 
     #[test]

@@ -203,6 +203,45 @@ fn generated_objects_keep_no_zeros_go_leaves_out() {
     }
 }
 
+/// Upstream decodes every write into its Go types, which leave out an
+/// empty optional list or map: a manifest's `env: []` or `labels: {}` is
+/// not stored, while a required list, a struct and a list whose Go field
+/// is no `omitempty` one stay as sent.
+#[test]
+fn empty_lists_and_maps_go_leaves_out_are_not_stored() {
+    let c = Cluster::start();
+    apply(
+        &c,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: e, labels: {}, finalizers: []}\ndata: {}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: nothing}\nrules: []\n---\n\
+         apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 0\n  \
+         selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}, annotations: {}}\n    \
+         spec:\n      nodeSelector: {}\n      tolerations: []\n      securityContext: {}\n      \
+         containers: [{name: c, image: busybox, args: [], env: [], ports: [], resources: {}}]\n",
+        &[],
+    );
+    let cm = c.json(&["get", "configmap", "e"]);
+    for absent in ["labels", "finalizers"] {
+        assert!(cm["metadata"].get(absent).is_none(), "{absent} in {cm:#}");
+    }
+    assert!(cm.get("data").is_none(), "{cm:#}");
+    let role = c.json(&["get", "role", "nothing"]);
+    assert_eq!(role["rules"], serde_json::json!([]), "{role:#}");
+    let d = c.json(&["get", "deployment", "web"]);
+    let template = &d["spec"]["template"];
+    assert!(template["metadata"].get("annotations").is_none(), "{d:#}");
+    let spec = &template["spec"];
+    for absent in ["nodeSelector", "tolerations"] {
+        assert!(spec.get(absent).is_none(), "{absent} in {d:#}");
+    }
+    assert_eq!(spec["securityContext"], serde_json::json!({}), "{d:#}");
+    let container = &spec["containers"][0];
+    for absent in ["args", "env", "ports"] {
+        assert!(container.get(absent).is_none(), "{absent} in {d:#}");
+    }
+    assert_eq!(container["resources"], serde_json::json!({}), "{d:#}");
+}
+
 /// A Service's `clusterIPs` (a Go name whose acronym protobuf's field
 /// names split otherwise) has its place in the protobuf form: kubectl's
 /// create, sent as protobuf, is answered in protobuf, with the field.

@@ -38,13 +38,19 @@ fn has_generation(r: &ResourceType, obj: &Value) -> bool {
 
 /// Whether the spec changed: everything but metadata and status (and the
 /// type of a kind without a status, whose other fields are its spec).
-fn spec_changed(r: &ResourceType, current: &Value, next: &Value) -> bool {
+fn spec_changed(r: &ResourceType, root: &Root, current: &Value, next: &Value) -> bool {
     let ignored: &[&str] = if r.has_status() {
         &["metadata", "status"]
     } else {
         &["metadata", "status", "apiVersion", "kind"]
     };
-    !meta::equal_except(current, next, ignored, &[])
+    if meta::equal_except(current, next, ignored, &[]) {
+        return false;
+    }
+    // An object stored before empty lists were left out is no other spec.
+    let mut current = current.clone();
+    root.drop_empty(&mut current);
+    !meta::equal_except(&current, next, ignored, &[])
 }
 
 impl Api {
@@ -99,6 +105,8 @@ impl Api {
             }
         }
         defaults::apply(r, obj);
+        let root = Root::of(r);
+        root.drop_empty(obj);
         // As upstream, the writer owns what it sent and its defaults, not
         // what admission and the strategy add (a service account's token
         // volume, a priority).
@@ -108,7 +116,7 @@ impl Api {
             subresource: None,
             status_apart: r.has_status(),
         };
-        track_update(None, obj, &manager, Root::of(r).shape());
+        track_update(None, obj, &manager, root.shape());
         self.admission.admit(a, obj).await?;
         strategy.prepare_create(obj);
         validate::object(r, obj, None)?;
@@ -175,7 +183,9 @@ pub fn prepare_update(
         }
     }
     defaults::apply(r, &mut next);
-    if meta::get(current, "generation").is_some() && spec_changed(r, current, &next) {
+    let root = Root::of(r);
+    root.drop_empty(&mut next);
+    if meta::get(current, "generation").is_some() && spec_changed(r, &root, current, &next) {
         let generation = meta::get(current, "generation")
             .and_then(Value::as_i64)
             .unwrap_or(0);
@@ -188,7 +198,7 @@ pub fn prepare_update(
         subresource,
         status_apart: r.has_status(),
     };
-    track_update(Some(current), &mut next, &manager, Root::of(r).shape());
+    track_update(Some(current), &mut next, &manager, root.shape());
     Ok(next)
 }
 
