@@ -109,13 +109,23 @@ mod tests {
 
     /// A stand-in shim: a shell named `containerd-shim-…`, waiting on its
     /// input, with `socket` among its arguments as a shim has.
+    /// Returned once the shell runs: before its exec, a child still has
+    /// its parent's command line, which names no socket.
     fn shim(bin: &Path, socket: &Path) -> Child {
-        Command::new(bin)
+        let child = Command::new(bin)
             .args(["-c", "read x", "containerd-shim", "-address"])
             .arg(socket)
             .stdin(Stdio::piped())
             .spawn()
-            .unwrap()
+            .unwrap();
+        let cmdline = PathBuf::from(format!("/proc/{}/cmdline", child.id()));
+        let wanted = socket.as_os_str().as_encoded_bytes();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read(&cmdline).is_ok_and(|c| c.windows(wanted.len()).any(|w| w == wanted)) {
+            assert!(Instant::now() < deadline, "the stand-in shim did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child
     }
 
     #[test]
