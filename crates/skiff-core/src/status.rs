@@ -37,6 +37,13 @@ impl Cause {
             message: format!("Invalid value: {value:?}: {why}"),
         }
     }
+    pub fn forbidden(field: impl Into<String>, why: impl std::fmt::Display) -> Self {
+        Self {
+            reason: "FieldValueForbidden",
+            field: field.into(),
+            message: format!("Forbidden: {why}"),
+        }
+    }
     pub fn immutable(field: impl Into<String>) -> Self {
         Self {
             reason: "FieldValueInvalid",

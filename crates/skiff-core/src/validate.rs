@@ -604,15 +604,69 @@ fn volumes(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
                 if m["mountPath"].as_str().is_none_or(str::is_empty) {
                     causes.push(Cause::required(here.field("mountPath").to_string()));
                 }
-                for field in ["subPath", "subPathExpr"] {
-                    if let Some(p) = m[field].as_str().filter(|p| !p.is_empty()) {
-                        if let Some(why) = local_path_problem(p) {
-                            causes.push(Cause::invalid(here.field(field).to_string(), p, why));
-                        }
+                // Upstream names these fields without the mount's index.
+                let mounts = container.field("volumeMounts");
+                let sub_paths =
+                    ["subPath", "subPathExpr"].map(|f| m[f].as_str().filter(|p| !p.is_empty()));
+                for (field, p) in ["subPath", "subPathExpr"].into_iter().zip(sub_paths) {
+                    if let Some(why) = p.and_then(local_path_problem) {
+                        causes.push(Cause::invalid(
+                            mounts.field(field).to_string(),
+                            p.unwrap_or_default(),
+                            why,
+                        ));
                     }
                 }
+                if let [Some(_), Some(expr)] = sub_paths {
+                    let why = "subPathExpr and subPath are mutually exclusive";
+                    causes.push(Cause::invalid(
+                        here.field("subPathExpr").to_string(),
+                        expr,
+                        why,
+                    ));
+                }
+                mount_modes(m, c, mounts, causes);
             }
         }
+    }
+}
+
+/// A mount's propagation and recursive read-only mode, as upstream's
+/// `validateMountPropagation` and `validateMountRecursiveReadOnly`.
+fn mount_modes(m: &Value, container: &Value, mounts: At<'_>, causes: &mut Vec<Cause>) {
+    let propagation = m["mountPropagation"].as_str();
+    let field = mounts.field("mountPropagation").to_string();
+    match propagation {
+        None | Some("None" | "HostToContainer") => {}
+        Some("Bidirectional") if container["securityContext"]["privileged"] == true => {}
+        Some("Bidirectional") => causes.push(Cause::forbidden(
+            field,
+            "Bidirectional mount propagation is available only to privileged containers",
+        )),
+        Some(other) => causes.push(Cause::unsupported(
+            field,
+            other,
+            &["Bidirectional", "HostToContainer", "None"],
+        )),
+    }
+    let field = mounts.field("recursiveReadOnly").to_string();
+    match m["recursiveReadOnly"].as_str() {
+        None | Some("Disabled") => {}
+        Some("Enabled" | "IfPossible") => {
+            if m["readOnly"] != true {
+                let why = "may only be specified when readOnly is true";
+                causes.push(Cause::forbidden(field.clone(), why));
+            }
+            if propagation.is_some_and(|p| p != "None") {
+                let why = "may only be specified when mountPropagation is None or not specified";
+                causes.push(Cause::forbidden(field, why));
+            }
+        }
+        Some(other) => causes.push(Cause::unsupported(
+            field,
+            other,
+            &["Disabled", "Enabled", "IfPossible"],
+        )),
     }
 }
 
@@ -826,21 +880,52 @@ mod tests {
         for (m, field) in [
             (
                 json!({"name": "v", "mountPath": "/m", "subPath": "/"}),
-                "spec.containers[0].volumeMounts[0].subPath",
+                "spec.containers[0].volumeMounts.subPath",
             ),
             (
                 json!({"name": "v", "mountPath": "/m", "subPath": "a/../.."}),
-                "spec.containers[0].volumeMounts[0].subPath",
+                "spec.containers[0].volumeMounts.subPath",
             ),
             (
                 json!({"name": "w", "mountPath": "/m"}),
                 "spec.containers[0].volumeMounts[0].name",
+            ),
+            (
+                json!({"name": "v", "mountPath": "/m", "subPath": "a", "subPathExpr": "b"}),
+                "spec.containers[0].volumeMounts[0].subPathExpr",
+            ),
+            (
+                json!({"name": "v", "mountPath": "/m", "mountPropagation": "Bidirectional"}),
+                "spec.containers[0].volumeMounts.mountPropagation",
+            ),
+            (
+                json!({"name": "v", "mountPath": "/m", "mountPropagation": "Sideways"}),
+                "spec.containers[0].volumeMounts.mountPropagation",
+            ),
+            (
+                json!({"name": "v", "mountPath": "/m", "recursiveReadOnly": "Enabled"}),
+                "spec.containers[0].volumeMounts.recursiveReadOnly",
+            ),
+            (
+                json!({"name": "v", "mountPath": "/m", "readOnly": true, "recursiveReadOnly": "Always"}),
+                "spec.containers[0].volumeMounts.recursiveReadOnly",
             ),
         ] {
             assert_eq!(
                 fields(&pod(v.clone(), m.clone())),
                 vec![field.to_owned()],
                 "{m}"
+            );
+        }
+        for fine in [
+            json!({"name": "v", "mountPath": "/m", "mountPropagation": "HostToContainer"}),
+            json!({"name": "v", "mountPath": "/m", "readOnly": true, "recursiveReadOnly": "IfPossible"}),
+            json!({"name": "v", "mountPath": "/m", "subPathExpr": "$(POD_NAME)"}),
+        ] {
+            assert_eq!(
+                fields(&pod(v.clone(), fine.clone())),
+                Vec::<String>::new(),
+                "{fine}"
             );
         }
         let cms = lookup("", "v1", "configmaps").unwrap();

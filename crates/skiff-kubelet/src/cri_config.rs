@@ -1,13 +1,14 @@
 //! The CRI configuration of a pod's sandbox and containers, built from
 //! typed values of the pod spec.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod};
 
 use crate::agent::Dns;
-use crate::security;
+use crate::{expansion, security};
 
 pub const UID_LABEL: &str = "io.kubernetes.pod.uid";
 pub const NAME_LABEL: &str = "io.kubernetes.container.name";
@@ -125,6 +126,18 @@ pub fn container(
     let name = c.name.clone();
     let part = |v: &Option<String>| v.clone().unwrap_or_default();
     let m = &pod.metadata;
+    // `$(VAR)` in the command and arguments names the container's own
+    // environment.
+    let env: HashMap<&str, &str> = inputs
+        .env
+        .iter()
+        .map(|kv| (kv.key.as_str(), kv.value.as_str()))
+        .collect();
+    let expanded = |words: &Option<Vec<String>>| -> Vec<String> {
+        let expand = |w: &String| expansion::expand(w, |name| env.get(name).copied());
+        words.iter().flatten().map(expand).collect()
+    };
+    let (command, args) = (expanded(&c.command), expanded(&c.args));
     cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {
             name: name.clone(),
@@ -134,8 +147,8 @@ pub fn container(
             image: c.image.clone().unwrap_or_default(),
             ..Default::default()
         }),
-        command: c.command.clone().unwrap_or_default(),
-        args: c.args.clone().unwrap_or_default(),
+        command,
+        args,
         working_dir: c.working_dir.clone().unwrap_or_default(),
         envs: inputs.env,
         mounts: inputs.mounts,
@@ -169,6 +182,30 @@ fn hostname(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_and_arguments_name_the_environment() {
+        let c: Container = serde_json::from_value(serde_json::json!({"name": "c",
+            "command": ["sh", "-c", "echo $(GREETING) $$(GREETING)"],
+            "args": ["--node=$(NODE_NAME)", "$(UNSET)"]}))
+        .unwrap();
+        let pod: Pod =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}})).unwrap();
+        let var = |key: &str, value: &str| cri::KeyValue {
+            key: key.into(),
+            value: value.into(),
+        };
+        let inputs = ContainerInputs {
+            env: vec![var("GREETING", "hi"), var("NODE_NAME", "n1")],
+            mounts: Vec::new(),
+            security: Default::default(),
+        };
+        let config = container(&c, &pod, 0, inputs);
+        assert_eq!(config.command, ["sh", "-c", "echo hi $(GREETING)"]);
+        assert_eq!(config.args, ["--node=n1", "$(UNSET)"]);
+    }
+
     #[test]
     fn long_names_are_cut_to_a_valid_hostname() {
         assert_eq!(super::hostname("web-0"), "web-0");

@@ -11,6 +11,7 @@ mod cri_config;
 mod endpoint_auth;
 pub mod events;
 mod exec;
+mod expansion;
 #[cfg(test)]
 mod fake_api;
 pub mod join;

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, PersistentVolume,
-    PersistentVolumeClaim, Pod, Secret, Service, ServiceAccountTokenProjection,
+    PersistentVolumeClaim, Pod, Secret, Service, ServiceAccountTokenProjection, VolumeMount,
 };
 use kube::api::Api;
 use kube::Client;
 
+use crate::expansion;
 use crate::local_path::LocalPath;
 
 /// The data of a ConfigMap or Secret, as bytes by key; `None` when it does
@@ -149,8 +150,15 @@ pub async fn env(
         }
     }
     for e in c.env.iter().flatten() {
-        let value = if let Some(v) = &e.value {
-            Some(v.clone())
+        let literal = e
+            .value
+            .as_ref()
+            .filter(|v| !v.is_empty() || e.value_from.is_none());
+        let value = if let Some(v) = literal {
+            // A value names the variables before it, and the services'.
+            Some(expansion::expand(v, |name| {
+                out.get(name).map(String::as_str)
+            }))
         } else if let Some(src) = &e.value_from {
             let ns = ns.as_str();
             let from_key = |kind: &'static str, name: String, key: String, optional: bool| async move {
@@ -761,28 +769,84 @@ fn source_kind(source: &serde_json::Value) -> String {
     kind.cloned().unwrap_or_else(|| "empty".into())
 }
 
-/// The container's mounts of the pod's volumes.
+/// The container's mounts of the pod's volumes: a `subPathExpr` expanded
+/// from its environment `env`, the propagation asked for, and read-only
+/// mounts made recursively so where asked and the runtime `recursive`ly
+/// can.
 pub fn mounts(
     c: &Container,
     volumes: &BTreeMap<String, Volume>,
+    env: &[cri::KeyValue],
+    recursive: bool,
 ) -> Result<Vec<cri::Mount>, String> {
+    let lookup = |name: &str| {
+        env.iter()
+            .find(|kv| kv.key == name)
+            .map(|kv| kv.value.as_str())
+    };
     let mut out = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
         let Some(volume) = volumes.get(&m.name) else {
             continue;
         };
-        let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            Some(sub) => inside(&volume.path, sub)?,
+        let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+        let sub = match (non_empty(&m.sub_path), non_empty(&m.sub_path_expr)) {
+            (Some(sub), _) => Some(sub),
+            (None, Some(expr)) => Some(expansion::expand_all(&expr, lookup)?),
+            (None, None) => None,
+        };
+        let host = match sub {
+            Some(sub) => inside(&volume.path, &sub)?,
             None => volume.path.clone(),
         };
+        let propagation = match m.mount_propagation.as_deref() {
+            None | Some("None") => cri::MountPropagation::PropagationPrivate,
+            Some("HostToContainer") => cri::MountPropagation::PropagationHostToContainer,
+            Some("Bidirectional") => cri::MountPropagation::PropagationBidirectional,
+            Some(other) => return Err(format!("invalid MountPropagation mode: {other:?}")),
+        };
+        let recursive_read_only = recursive_read_only(m, recursive)
+            .map_err(|why| format!("failed to resolve recursive read-only mode: {why}"))?;
         out.push(cri::Mount {
             container_path: m.mount_path.clone(),
             host_path: host.display().to_string(),
             readonly: volume.read_only || m.read_only == Some(true),
+            recursive_read_only,
+            propagation: propagation as i32,
             ..Default::default()
         });
     }
     Ok(out)
+}
+
+/// Whether a mount's `recursiveReadOnly` asks for it to be made so, which
+/// a runtime that cannot (`recursive` false) refuses for `Enabled`.
+pub fn recursive_read_only(m: &VolumeMount, recursive: bool) -> Result<bool, String> {
+    let name = &m.name;
+    match m.recursive_read_only.as_deref() {
+        None | Some("Disabled") => Ok(false),
+        Some(_) if m.read_only != Some(true) => Err(format!(
+            "volume {name:?} requested recursive read-only mode, but it is not read-only"
+        )),
+        Some(_) if m.mount_propagation.as_deref().is_some_and(|p| p != "None") => Err(format!(
+            "volume {name:?} requested recursive read-only mode, but it is not compatible with propagation {:?}",
+            m.mount_propagation.as_deref().unwrap_or_default()
+        )),
+        Some("IfPossible") => Ok(recursive),
+        Some("Enabled") if recursive => Ok(true),
+        Some("Enabled") => Err(format!(
+            "volume {name:?} requested recursive read-only mode, but it is not supported by the runtime"
+        )),
+        Some(other) => Err(format!("unknown recursive read-only mode {other:?}")),
+    }
+}
+
+/// Whether a container asks for any recursively read-only mount (only
+/// then is the runtime asked whether it can make one).
+pub fn wants_recursive_read_only(c: &Container) -> bool {
+    let asks =
+        |m: &VolumeMount| !matches!(m.recursive_read_only.as_deref(), None | Some("Disabled"));
+    c.volume_mounts.iter().flatten().any(asks)
 }
 
 /// `base/relative`, made if missing, refused if it would lead out of
@@ -847,11 +911,64 @@ mod tests {
             ("data".to_owned(), volume(data.to_str().unwrap(), true)),
         ]
         .into();
-        let m = mounts(&c, &volumes).unwrap();
+        let m = mounts(&c, &volumes, &[], false).unwrap();
         assert_eq!(m.len(), 2);
         assert_eq!((m[0].host_path.as_str(), m[0].readonly), ("/v/cfg", true));
         assert_eq!(m[1].host_path, data.join("x").display().to_string());
         assert!(m[1].readonly, "files the agent writes are read-only");
+        std::fs::remove_dir_all(&data).unwrap();
+    }
+
+    /// A `subPathExpr` names the container's variables; propagation and
+    /// recursive read-only mounts reach the runtime as asked, or the
+    /// container does not start, with upstream's reasons.
+    #[test]
+    fn mount_settings_reach_the_runtime_or_refuse_the_container() {
+        let data = tempfile_dir("mount-settings");
+        std::fs::create_dir_all(&data).unwrap();
+        let volumes: BTreeMap<String, Volume> = [(
+            "data".to_owned(),
+            Volume {
+                path: data.clone(),
+                read_only: false,
+            },
+        )]
+        .into();
+        let env = [cri::KeyValue {
+            key: "POD_NAME".into(),
+            value: "web-0".into(),
+        }];
+        let container = |mount: serde_json::Value| -> Container {
+            let mut m = json!({"name": "data", "mountPath": "/data"});
+            m.as_object_mut()
+                .unwrap()
+                .extend(mount.as_object().unwrap().clone());
+            serde_json::from_value(json!({"name": "c", "volumeMounts": [m]})).unwrap()
+        };
+        let mount = |settings, recursive| mounts(&container(settings), &volumes, &env, recursive);
+        let expr = mount(json!({"subPathExpr": "pods/$(POD_NAME)"}), false).unwrap();
+        assert_eq!(
+            expr[0].host_path,
+            data.join("pods/web-0").display().to_string()
+        );
+        assert_eq!(
+            mount(json!({"subPathExpr": "$(NODE)"}), false).unwrap_err(),
+            "missing value for NODE"
+        );
+        let shared = mount(json!({"mountPropagation": "HostToContainer"}), false).unwrap();
+        let to_container = cri::MountPropagation::PropagationHostToContainer as i32;
+        assert_eq!(shared[0].propagation, to_container);
+        let rro = |mode: &str, recursive| {
+            let settings = json!({"readOnly": true, "recursiveReadOnly": mode});
+            mount(settings, recursive).map(|m| (m[0].readonly, m[0].recursive_read_only))
+        };
+        assert_eq!(rro("IfPossible", false), Ok((true, false)));
+        assert_eq!(rro("IfPossible", true), Ok((true, true)));
+        assert_eq!(rro("Enabled", true), Ok((true, true)));
+        assert_eq!(
+            rro("Enabled", false).unwrap_err(),
+            "failed to resolve recursive read-only mode: volume \"data\" requested recursive read-only mode, but it is not supported by the runtime"
+        );
         std::fs::remove_dir_all(&data).unwrap();
     }
 

@@ -7,13 +7,15 @@ use std::collections::HashMap;
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, HostIP, PodCondition, PodIP, PodSpec, PodStatus,
+    ContainerStateWaiting, ContainerStatus, ContainerUser, HostIP, LinuxContainerUser,
+    PodCondition, PodIP, PodSpec, PodStatus, VolumeMount, VolumeMountStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Map, Value};
 
 use crate::plan::{attempt_of, exited, instant, running, Init, Observed};
+use crate::pod_inputs::recursive_read_only;
 
 /// Why a container is not running: upstream's reason and message.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,6 +43,10 @@ pub struct Facts<'a> {
     /// readiness probe is ready when running.
     pub probed: &'a HashMap<String, bool>,
     pub init: Init,
+    /// The pod's `metadata.generation`, which the status observes.
+    pub generation: Option<i64>,
+    /// Whether the runtime makes mounts recursively read-only.
+    pub recursive_read_only: bool,
     pub node_ip: &'a str,
     /// The status last written, for times that must not move.
     pub previous: Option<&'a PodStatus>,
@@ -163,12 +169,51 @@ fn container_status(c: &Container, f: &Facts, before_start: &str) -> ContainerSt
         started: Some(is_running),
         restart_count: latest.map_or(0, |s| attempt_of(s) as i32),
         state: Some(state),
-        last_state: last.map(|t| ContainerState {
-            terminated: Some(t),
+        // Go holds the last state by value: `{}` before any.
+        last_state: Some(ContainerState {
+            terminated: last,
             ..Default::default()
         }),
+        volume_mounts: mount_statuses(c, f.recursive_read_only),
+        // No resize changes a container's resources in place: they are
+        // those it was started with, as asked.
+        resources: Some(c.resources.clone().unwrap_or_default()),
+        allocated_resources: c.resources.as_ref().and_then(|r| r.requests.clone()),
+        user: latest.and_then(|s| s.user.as_ref()).and_then(user),
         ..Default::default()
     }
+}
+
+/// The identity the runtime started the container with, if it says.
+fn user(u: &cri::ContainerUser) -> Option<ContainerUser> {
+    let linux = u.linux.as_ref()?;
+    Some(ContainerUser {
+        linux: Some(LinuxContainerUser {
+            uid: linux.uid,
+            gid: linux.gid,
+            supplemental_groups: Some(linux.supplemental_groups.clone()),
+        }),
+    })
+}
+
+/// The container's mounts as its status shows them: a read-only one says
+/// whether it is recursively so.
+fn mount_statuses(c: &Container, recursive: bool) -> Option<Vec<VolumeMountStatus>> {
+    let status = |m: &VolumeMount| {
+        let read_only = m.read_only == Some(true);
+        let mode = match recursive_read_only(m, recursive) {
+            Ok(true) => "Enabled",
+            _ => "Disabled",
+        };
+        VolumeMountStatus {
+            name: m.name.clone(),
+            mount_path: m.mount_path.clone(),
+            read_only: read_only.then_some(true),
+            recursive_read_only: read_only.then(|| mode.to_owned()),
+        }
+    };
+    let mounts: Vec<_> = c.volume_mounts.iter().flatten().map(status).collect();
+    (!mounts.is_empty()).then_some(mounts)
 }
 
 /// The pod's phase, as upstream's getPhase.
@@ -257,6 +302,7 @@ pub fn pod_status(f: &Facts) -> PodStatus {
             type_: kind.to_owned(),
             status: status.to_owned(),
             last_transition_time: Some(since),
+            observed_generation: f.generation,
             ..Default::default()
         }
     };
@@ -306,6 +352,7 @@ pub fn pod_status(f: &Facts) -> PodStatus {
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
         ephemeral_container_statuses: (!ephemeral.is_empty()).then_some(ephemeral),
         start_time: Some(start_time),
+        observed_generation: f.generation,
         ..Default::default()
     }
 }
@@ -417,6 +464,8 @@ mod tests {
             waiting: &HashMap::new(),
             probed: &HashMap::new(),
             init,
+            generation: Some(1),
+            recursive_read_only: false,
             node_ip: "192.0.2.1",
             previous,
             api: previous,
@@ -567,6 +616,8 @@ mod tests {
             waiting: &waiting,
             probed: &probed,
             init: Init::Done,
+            generation: Some(1),
+            recursive_read_only: false,
             node_ip: "192.0.2.1",
             previous: None,
             api: None,
@@ -592,7 +643,7 @@ mod tests {
     }
 
     #[test]
-    fn statuses_name_the_runtime_image_and_say_who_is_ready_as_upstream() {
+    fn statuses_observe_the_generation_name_the_image_and_say_who_is_ready() {
         let mut with_all = spec("Always", true);
         with_all.ephemeral_containers = Some(vec![serde_json::from_value(
             serde_json::json!({"name": "dbg", "image": "tools:1"}),
@@ -610,6 +661,11 @@ mod tests {
         });
         a.image_ref = "docker.io/library/app@sha256:ab".into();
         let status = status_of(&with_all, &seen, Init::Done, None, 0);
+        // The status and each condition the agent sets observe the pod's
+        // generation.
+        assert_eq!(status.observed_generation, Some(1));
+        let conditions = status.conditions.as_deref().unwrap_or_default();
+        assert!(conditions.iter().all(|c| c.observed_generation == Some(1)));
         let statuses = status.container_statuses.unwrap();
         let image = |s: &ContainerStatus| (s.image.clone(), s.image_id.clone());
         assert_eq!(
@@ -621,6 +677,16 @@ mod tests {
         );
         // Not created yet: the spec's image, and no id.
         assert_eq!(image(&statuses[1]), ("app:1".into(), String::new()));
+        // Go's by-value structs, empty: no last state, no resources.
+        let empty = (Some(ContainerState::default()), Some(Default::default()));
+        assert_eq!(
+            (
+                statuses[0].last_state.clone(),
+                statuses[0].resources.clone()
+            ),
+            empty
+        );
+        assert_eq!(statuses[0].allocated_resources, None);
         let init = &status.init_container_statuses.unwrap()[0];
         assert_eq!((init.ready, init.started), (true, Some(false)));
         let dbg = &status.ephemeral_container_statuses.unwrap()[0];
@@ -652,6 +718,8 @@ mod tests {
                 waiting: &HashMap::new(),
                 probed: &HashMap::new(),
                 init: Init::Done,
+                generation: Some(1),
+                recursive_read_only: false,
                 node_ip: "192.0.2.1",
                 previous: None,
                 api: Some(api),

@@ -809,9 +809,13 @@ impl Worker {
             ns.pid = cri::NamespaceMode::Target as i32;
             ns.target_id = target.to_owned();
         }
+        let env = env.map_err(config_error)?;
+        let recursive = pod_inputs::wants_recursive_read_only(c)
+            && self.runtime.recursive_read_only_mounts().await;
+        let mounts = pod_inputs::mounts(c, volumes, &env, recursive).map_err(config_error)?;
         let inputs = ContainerInputs {
-            env: env.map_err(config_error)?,
-            mounts: pod_inputs::mounts(c, volumes).map_err(config_error)?,
+            env,
+            mounts,
             security,
         };
         let config = cri_config::container(c, at.pod, attempt, inputs);
@@ -1008,12 +1012,27 @@ impl Worker {
         // its times stay, and the patch is taken against it (a change
         // back to what the pod held shows must still be sent).
         let written = state.reported.as_ref().or(pod.status.as_ref());
+        let containers = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers);
+        let recursive_read_only = containers
+            .chain(
+                crate::plan::ephemeral_containers(spec)
+                    .iter()
+                    .map(|(c, _)| c),
+            )
+            .any(pod_inputs::wants_recursive_read_only)
+            && self.runtime.recursive_read_only_mounts().await;
         let status = pod_status(&Facts {
             spec,
             seen,
             waiting,
             probed,
             init,
+            generation: pod.metadata.generation.filter(|g| *g != 0),
+            recursive_read_only,
             node_ip: &self.node_ip,
             previous: written,
             api: pod.status.as_ref(),

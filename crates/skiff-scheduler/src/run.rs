@@ -580,6 +580,7 @@ async fn report_unschedulable(client: Client, pod: Pod, message: String) {
     let patch = serde_json::json!({"status": {"conditions": [{
         "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
         "message": message, "lastProbeTime": null, "lastTransitionTime": Time(now()),
+        "observedGeneration": pod.metadata.generation,
     }]}});
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     if let Err(e) = pods

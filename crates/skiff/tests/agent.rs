@@ -145,6 +145,7 @@ fn pods_run_as_real_containers() {
     a_hanging_pull_delays_no_other_pod(&c, &silent);
     service_account_credentials(&c);
     inputs_logs_and_exec(&c);
+    references_and_mount_modes(&c);
     port_forward_and_copy(&c);
     probes(&c);
     init_containers_and_volumes(&c);
@@ -723,6 +724,53 @@ fn probes(c: &Cluster) {
             (s["restartCount"].as_i64() >= Some(1)).then_some(())
         },
     );
+}
+
+/// `$(VAR)` in an environment value, the command and a `subPathExpr`
+/// names the container's variables, as upstream's kubelet expands them;
+/// a recursively read-only mount is made so, or refused with upstream's
+/// reason where the runtime cannot, and each mount's status says which.
+fn references_and_mount_modes(c: &Cluster) {
+    create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: expanded}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    command: [sh, -c, 'echo \"$(GREETING) from $(POD)\"; echo \"$WHO\"; touch /data/mine; sleep 3600']\n    env:\n    - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}\n    - {name: GREETING, value: hello}\n    - {name: WHO, value: '$(GREETING), $(POD), $$(POD)'}\n    volumeMounts:\n    - {name: data, mountPath: /data, subPathExpr: $(POD)}\n    - {name: data, mountPath: /all}\n    - {name: data, mountPath: /ro, readOnly: true, recursiveReadOnly: IfPossible}\n  volumes:\n  - {name: data, emptyDir: {}}\n");
+    create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: strict}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    command: [sleep, '3600']\n    volumeMounts: [{name: data, mountPath: /ro, readOnly: true, recursiveReadOnly: Enabled}]\n  volumes:\n  - {name: data, emptyDir: {}}\n");
+    wait_for("expanded to log its references", LIMIT, || {
+        let out = c.kubectl(&["logs", "expanded"]);
+        let logged = String::from_utf8_lossy(&out.stdout).into_owned();
+        (logged == "hello from expanded\nhello, expanded, $(POD)\n").then_some(())
+    });
+    assert_eq!(
+        c.ok(&["exec", "expanded", "--", "ls", "/all/expanded"]),
+        "mine\n"
+    );
+    // Where the runtime cannot make a mount recursively read-only, a pod
+    // that must have one waits, and one that may do without runs with a
+    // plain read-only mount.
+    let supported = wait_for("strict to run or be refused", LIMIT, || {
+        let s = container_state(&pod(c, "strict"));
+        if s["state"]["running"].is_object() {
+            return Some(true);
+        }
+        let waiting = &s["state"]["waiting"];
+        let refused = "failed to resolve recursive read-only mode: volume \"data\" requested recursive read-only mode, but it is not supported by the runtime";
+        (waiting["reason"] == "CreateContainerConfigError" && waiting["message"] == refused)
+            .then_some(false)
+    });
+    let mounts = container_state(&pod(c, "expanded"))["volumeMounts"].clone();
+    let mode = if supported { "Enabled" } else { "Disabled" };
+    let ro = serde_json::json!({"name": "data", "mountPath": "/ro", "readOnly": true, "recursiveReadOnly": mode});
+    assert_eq!(mounts[2], ro, "{mounts}");
+    assert_eq!(
+        mounts[0],
+        serde_json::json!({"name": "data", "mountPath": "/data"})
+    );
+    // Both-way propagation is for privileged containers only.
+    let refused = c.kubectl_stdin(&["apply", "-f", "-"], "apiVersion: v1\nkind: Pod\nmetadata: {name: shared}\nspec:\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    volumeMounts: [{name: data, mountPath: /d, mountPropagation: Bidirectional}]\n  volumes:\n  - {name: data, emptyDir: {}}\n");
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        why.contains("spec.containers[0].volumeMounts.mountPropagation: Forbidden: Bidirectional mount propagation is available only to privileged containers"),
+        "{why}"
+    );
+    c.ok(&["delete", "pod", "expanded", "strict", "--wait=false"]);
 }
 
 /// Init containers run in order before the app; downwardAPI files and a

@@ -233,7 +233,11 @@ impl Api {
                 next["spec"]["nodeName"] = Value::String(node.clone());
                 let mut conditions: Vec<Value> = next["status"]["conditions"].as_array().cloned().unwrap_or_default();
                 conditions.retain(|c| c["type"] != "PodScheduled");
-                conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now()}));
+                let mut scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now()});
+                if let Some(generation) = meta::get(current, "generation") {
+                    scheduled["observedGeneration"] = generation.clone();
+                }
+                conditions.push(scheduled);
                 next["status"]["conditions"] = Value::Array(conditions);
                 Ok(next)
             })

@@ -210,6 +210,18 @@ impl ContainerRuntime for Cri {
         Some(uids.boxed())
     }
 
+    async fn recursive_read_only_mounts(&self) -> bool {
+        let request = cri::StatusRequest { verbose: false };
+        let Ok(status) = self.runtime.clone().status(request).await else {
+            return false;
+        };
+        let handlers = status.into_inner().runtime_handlers;
+        let default = handlers.iter().find(|h| h.name.is_empty());
+        default
+            .and_then(|h| h.features.as_ref())
+            .is_some_and(|f| f.recursive_read_only_mounts)
+    }
+
     async fn image_status(&self, image: &str) -> Result<Option<cri::Image>> {
         let request = cri::ImageStatusRequest {
             image: Some(spec(image)),

@@ -423,6 +423,10 @@ impl ContainerRuntime for FakeRuntime {
         Some(uids.boxed())
     }
 
+    async fn recursive_read_only_mounts(&self) -> bool {
+        false
+    }
+
     async fn image_status(&self, image: &str) -> Result<Option<cri::Image>> {
         if self.every_image {
             return Ok(Some(cri::Image {

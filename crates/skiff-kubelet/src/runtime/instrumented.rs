@@ -122,6 +122,10 @@ impl ContainerRuntime for Instrumented {
         self.inner.events().await
     }
 
+    async fn recursive_read_only_mounts(&self) -> bool {
+        self.inner.recursive_read_only_mounts().await
+    }
+
     async fn image_status(&self, image: &str) -> Result<Option<cri::Image>> {
         self.timed("image_status", self.inner.image_status(image))
             .await

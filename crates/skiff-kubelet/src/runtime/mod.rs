@@ -83,6 +83,11 @@ pub trait ContainerRuntime: Send + Sync {
     /// look is all there is (upstream's PLEG relist).
     async fn events(&self) -> Option<Events>;
 
+    /// Whether the runtime makes a read-only mount recursively read-only
+    /// when asked (its default handler's features; a runtime that does
+    /// not say cannot).
+    async fn recursive_read_only_mounts(&self) -> bool;
+
     /// The runtime's record of an image, if it holds it.
     async fn image_status(&self, image: &str) -> Result<Option<cri::Image>>;
     async fn pull_image(&self, image: &str) -> Result<()>;
