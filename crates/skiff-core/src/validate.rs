@@ -391,6 +391,8 @@ fn pod_spec(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
     }
     volumes(spec, at, causes);
     security(spec, at, causes);
+    beyond_the_agent(spec, at, causes);
+    dns(spec, at, causes);
     if let Some(policy) = spec["restartPolicy"].as_str() {
         if !matches!(policy, "Always" | "OnFailure" | "Never") {
             causes.push(Cause::unsupported(
@@ -442,6 +444,99 @@ fn not_applied(field: At<'_>) -> Cause {
         reason: "FieldValueForbidden",
         field: field.to_string(),
         message: "Forbidden: Skiff's node agent cannot apply this setting".into(),
+    }
+}
+
+/// The DNS policy and the pod's own DNS settings, as upstream's
+/// `validateDNSPolicy` and `validatePodDNSConfig`.
+fn dns(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
+    let policy = spec["dnsPolicy"].as_str();
+    let field = at.field("dnsPolicy").to_string();
+    let policies = ["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
+    if let Some(other) = policy.filter(|p| !policies.contains(p)) {
+        causes.push(Cause::unsupported(field, other, &policies));
+    }
+    let config = &spec["dnsConfig"];
+    let here = at.field("dnsConfig");
+    let required = |field: String, why: &str| Cause {
+        reason: "FieldValueRequired",
+        field,
+        message: format!("Required value: {why}"),
+    };
+    let servers = config["nameservers"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    if policy == Some("None") {
+        if config.is_null() {
+            let why = "must provide `dnsConfig` when `dnsPolicy` is None";
+            return causes.push(required(here.to_string(), why));
+        }
+        if servers.is_empty() {
+            let why = "must provide at least one DNS nameserver when `dnsPolicy` is None";
+            return causes.push(required(here.field("nameservers").to_string(), why));
+        }
+    }
+    if servers.len() > 3 {
+        let list = Value::from(servers.to_vec()).to_string();
+        let why = "must not have more than 3 nameservers";
+        causes.push(Cause::invalid(
+            here.field("nameservers").to_string(),
+            &list,
+            why,
+        ));
+    }
+    for (i, server) in servers.iter().enumerate() {
+        let server = server.as_str().unwrap_or_default();
+        if server.parse::<std::net::IpAddr>().is_err() {
+            let why = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)";
+            causes.push(Cause::invalid(
+                here.item("nameservers", i).to_string(),
+                server,
+                why,
+            ));
+        }
+    }
+    let searches = config["searches"].as_array().map_or(0, Vec::len);
+    if searches > 32 {
+        let why = "must not have more than 32 search paths";
+        causes.push(Cause::invalid(here.field("searches").to_string(), "", why));
+    }
+    for (i, option) in config["options"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if option["name"].as_str().is_none_or(str::is_empty) {
+            let why = "Option.Name must not be empty";
+            causes.push(required(here.item("options", i).to_string(), why));
+        }
+    }
+}
+
+/// Pod settings the node agent has no means for, refused rather than
+/// dropped on the node: a pod-level cgroup (`resources`), user namespaces
+/// (`hostUsers: false`), raw block devices and dynamic resource claims.
+fn beyond_the_agent(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
+    let set = |v: &Value| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty());
+    for field in ["resources", "resourceClaims"] {
+        if set(&spec[field]) {
+            causes.push(not_applied(at.field(field)));
+        }
+    }
+    if spec["hostUsers"] == false {
+        causes.push(not_applied(at.field("hostUsers")));
+    }
+    for list in ["initContainers", "containers"] {
+        for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
+            let container = at.item(list, i);
+            if set(&c["volumeDevices"]) {
+                causes.push(not_applied(container.field("volumeDevices")));
+            }
+            if set(&c["resources"]["claims"]) {
+                causes.push(not_applied(container.field("resources").field("claims")));
+            }
+        }
     }
 }
 
@@ -1039,6 +1134,75 @@ mod tests {
                 err.message
             );
             assert_eq!(err.details.unwrap()["causes"][0]["field"], field);
+        }
+    }
+
+    #[test]
+    fn dns_settings_are_checked_as_upstream() {
+        let pods = lookup("", "v1", "pods").unwrap();
+        let pod = |dns: Value| {
+            let mut p = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+            p["spec"]
+                .as_object_mut()
+                .unwrap()
+                .extend(dns.as_object().unwrap().clone());
+            p
+        };
+        let fine = json!({"dnsPolicy": "None", "dnsConfig": {"nameservers": ["192.0.2.53"], "options": [{"name": "ndots", "value": "2"}]}});
+        assert!(object(pods, &pod(fine), None).is_ok());
+        for (dns, message) in [
+            (json!({"dnsPolicy": "Sometimes"}), "spec.dnsPolicy: Unsupported value: \"Sometimes\": supported values: \"ClusterFirstWithHostNet\", \"ClusterFirst\", \"Default\", \"None\""),
+            (json!({"dnsPolicy": "None"}), "spec.dnsConfig: Required value: must provide `dnsConfig` when `dnsPolicy` is None"),
+            (json!({"dnsPolicy": "None", "dnsConfig": {}}), "spec.dnsConfig.nameservers: Required value: must provide at least one DNS nameserver when `dnsPolicy` is None"),
+            (json!({"dnsConfig": {"nameservers": ["dns.example"]}}), "spec.dnsConfig.nameservers[0]: Invalid value: \"dns.example\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"),
+            (json!({"dnsConfig": {"options": [{"value": "2"}]}}), "spec.dnsConfig.options[0]: Required value: Option.Name must not be empty"),
+        ] {
+            let err = object(pods, &pod(dns.clone()), None).unwrap_err();
+            assert!(err.message.contains(message), "{dns}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn pod_settings_beyond_the_node_agent_are_refused() {
+        let pods = lookup("", "v1", "pods").unwrap();
+        let with = |spec: Value, container: Value| {
+            let mut c = json!({"name": "c", "image": "i"});
+            c.as_object_mut()
+                .unwrap()
+                .extend(container.as_object().unwrap().clone());
+            let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [c]}});
+            pod["spec"]
+                .as_object_mut()
+                .unwrap()
+                .extend(spec.as_object().unwrap().clone());
+            pod
+        };
+        assert!(object(pods, &with(json!({"hostUsers": true}), json!({})), None).is_ok());
+        for (spec, container, field) in [
+            (json!({"hostUsers": false}), json!({}), "spec.hostUsers"),
+            (
+                json!({"resources": {"limits": {"cpu": "1"}}}),
+                json!({}),
+                "spec.resources",
+            ),
+            (
+                json!({"resourceClaims": [{"name": "gpu", "resourceClaimName": "gpu"}]}),
+                json!({}),
+                "spec.resourceClaims",
+            ),
+            (
+                json!({}),
+                json!({"volumeDevices": [{"name": "v", "devicePath": "/dev/xvda"}]}),
+                "spec.containers[0].volumeDevices",
+            ),
+        ] {
+            let err = object(pods, &with(spec.clone(), container), None).unwrap_err();
+            let cause = &err.details.unwrap()["causes"][0];
+            assert_eq!(cause["field"], field, "{spec}");
+            assert_eq!(
+                cause["message"],
+                "Forbidden: Skiff's node agent cannot apply this setting"
+            );
         }
     }
 

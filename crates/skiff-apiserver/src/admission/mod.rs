@@ -11,6 +11,7 @@ mod pod_security;
 mod priority;
 mod quota;
 mod rbac;
+mod runtime_class;
 mod service_account;
 mod storage;
 
@@ -123,6 +124,7 @@ impl Chain {
                 Box::new(quota::LimitRanger(objects.clone())),
                 Box::new(service_account::ServiceAccount(objects.clone())),
                 Box::new(priority::Priority(objects.clone())),
+                Box::new(runtime_class::RuntimeClass),
                 Box::new(storage::DefaultStorageClass(objects.clone())),
                 Box::new(storage::StorageObjectInUseProtection),
                 Box::new(certificates::Requester),
