@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, PodDNSConfig};
 
 use crate::agent::Dns;
 use crate::{expansion, security};
@@ -50,7 +50,18 @@ pub fn sandbox(
         // A pod on the node's network has the node's name, as upstream.
         hostname: match pod.spec.as_ref() {
             Some(s) if s.host_network == Some(true) => String::new(),
-            spec => hostname(spec.and_then(|s| s.hostname.as_deref()).unwrap_or(&name)),
+            Some(s) => {
+                let host = hostname(s.hostname.as_deref().unwrap_or(&name));
+                let sub = s.subdomain.as_deref().filter(|d| !d.is_empty());
+                // `setHostnameAsFQDN`: the kernel's hostname is the full name.
+                match (s.set_hostname_as_fqdn, sub, dns) {
+                    (Some(true), Some(sub), Some(dns)) => {
+                        format!("{host}.{sub}.{ns}.svc.{}", dns.domain)
+                    }
+                    _ => host,
+                }
+            }
+            None => hostname(&name),
         },
         log_directory: log_directory.display().to_string(),
         labels: [
@@ -70,7 +81,9 @@ pub fn sandbox(
 }
 
 /// `resolv.conf` for the pod: the cluster DNS with the namespace's search
-/// path for `ClusterFirst` (the default), the node's own for `Default`.
+/// path for `ClusterFirst` (the default), the node's own for `Default`,
+/// nothing for `None`; then the pod's `dnsConfig` added, as upstream's
+/// kubelet merges it. `None` leaves the node's file to the runtime.
 fn dns_config(pod: &Pod, ns: &str, dns: Option<&Dns>) -> Option<cri::DnsConfig> {
     let spec = pod.spec.as_ref()?;
     let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
@@ -80,13 +93,67 @@ fn dns_config(pod: &Pod, ns: &str, dns: Option<&Dns>) -> Option<cri::DnsConfig> 
         "ClusterFirstWithHostNet" => true,
         _ => false,
     };
-    let dns = dns.filter(|_| cluster)?;
-    let d = &dns.domain;
-    Some(cri::DnsConfig {
-        servers: vec![dns.server.clone()],
-        searches: vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.clone()],
-        options: vec!["ndots:5".into()],
-    })
+    let mut config = match (dns.filter(|_| cluster), &spec.dns_config) {
+        (Some(dns), _) => {
+            let d = &dns.domain;
+            cri::DnsConfig {
+                servers: vec![dns.server.clone()],
+                searches: vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.clone()],
+                options: vec!["ndots:5".into()],
+            }
+        }
+        _ if policy == "None" => cri::DnsConfig::default(),
+        (None, None) => return None,
+        (None, Some(_)) => {
+            node_dns(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+        }
+    };
+    if let Some(extra) = &spec.dns_config {
+        add_dns_config(&mut config, extra);
+    }
+    Some(config)
+}
+
+/// The servers, search path and options of a `resolv.conf`.
+fn node_dns(resolv_conf: &str) -> cri::DnsConfig {
+    let mut config = cri::DnsConfig::default();
+    for line in resolv_conf.lines() {
+        let mut words = line.split_whitespace();
+        let into = match words.next() {
+            Some("nameserver") => &mut config.servers,
+            Some("search") => &mut config.searches,
+            Some("options") => &mut config.options,
+            _ => continue,
+        };
+        into.extend(words.map(str::to_owned));
+    }
+    config
+}
+
+/// A pod's `dnsConfig` added to `config`: servers and search domains
+/// appended once each, options set by name (the pod's win).
+fn add_dns_config(config: &mut cri::DnsConfig, extra: &PodDNSConfig) {
+    let add = |into: &mut Vec<String>, more: &Option<Vec<String>>| {
+        for item in more.iter().flatten() {
+            if !into.contains(item) {
+                into.push(item.clone());
+            }
+        }
+    };
+    add(&mut config.servers, &extra.nameservers);
+    add(&mut config.searches, &extra.searches);
+    for option in extra.options.iter().flatten() {
+        let name = option.name.clone().unwrap_or_default();
+        let written = match option.value.as_deref() {
+            Some(value) if !value.is_empty() => format!("{name}:{value}"),
+            _ => name.clone(),
+        };
+        let same = |o: &String| o.split(':').next() == Some(name.as_str());
+        match config.options.iter_mut().find(|o| same(o)) {
+            Some(existing) => *existing = written,
+            None => config.options.push(written),
+        }
+    }
 }
 
 /// CPU shares, quota and the memory limit from requests and limits.
@@ -173,7 +240,7 @@ pub fn container(
 /// A pod's hostname: at most 63 characters, without a trailing `-` or
 /// `.` where cut (the kernel refuses longer names; upstream's kubelet cuts
 /// them so).
-fn hostname(name: &str) -> String {
+pub(crate) fn hostname(name: &str) -> String {
     match name.char_indices().nth(63) {
         Some((cut, _)) => name[..cut].trim_end_matches(['-', '.']).to_owned(),
         None => name.to_owned(),
@@ -204,6 +271,56 @@ mod tests {
         let config = container(&c, &pod, 0, inputs);
         assert_eq!(config.command, ["sh", "-c", "echo hi $(GREETING)"]);
         assert_eq!(config.args, ["--node=n1", "$(UNSET)"]);
+    }
+
+    #[test]
+    fn a_pods_dns_config_is_added_to_its_policys() {
+        let dns = Dns {
+            server: "10.43.0.10".into(),
+            domain: "cluster.local".into(),
+        };
+        let pod = |spec: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "spec": spec}))
+                .unwrap()
+        };
+        let extra = serde_json::json!({"nameservers": ["10.43.0.10", "192.0.2.53"], "searches": ["corp.example"],
+            "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]});
+        let first = dns_config(
+            &pod(serde_json::json!({"containers": [], "dnsConfig": extra})),
+            "ns",
+            Some(&dns),
+        )
+        .unwrap();
+        assert_eq!(first.servers, ["10.43.0.10", "192.0.2.53"]);
+        assert_eq!(
+            first.searches,
+            [
+                "ns.svc.cluster.local",
+                "svc.cluster.local",
+                "cluster.local",
+                "corp.example"
+            ]
+        );
+        assert_eq!(first.options, ["ndots:2", "edns0"]);
+        let none = serde_json::json!({"containers": [], "dnsPolicy": "None", "dnsConfig": {"nameservers": ["192.0.2.53"]}});
+        let only = dns_config(&pod(none), "ns", Some(&dns)).unwrap();
+        assert_eq!(
+            (only.servers, only.searches),
+            (vec!["192.0.2.53".to_owned()], Vec::new())
+        );
+        let default = serde_json::json!({"containers": [], "dnsPolicy": "Default"});
+        assert_eq!(dns_config(&pod(default), "ns", Some(&dns)), None);
+        let node = node_dns(
+            "# a comment\nnameserver 192.0.2.1\nsearch example.org\noptions rotate timeout:1\n",
+        );
+        assert_eq!(
+            (node.servers, node.searches, node.options.len()),
+            (
+                vec!["192.0.2.1".to_owned()],
+                vec!["example.org".to_owned()],
+                2
+            )
+        );
     }
 
     #[test]

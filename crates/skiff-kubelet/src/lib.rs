@@ -14,6 +14,7 @@ mod exec;
 mod expansion;
 #[cfg(test)]
 mod fake_api;
+mod hosts_file;
 pub mod join;
 mod local_path;
 mod logs;
@@ -37,4 +38,5 @@ mod service_env;
 mod session;
 pub mod simulated;
 mod spdy;
+mod termination;
 pub mod usage;

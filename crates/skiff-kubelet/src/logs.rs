@@ -58,6 +58,15 @@ fn parse(line: &str) -> Option<Record<'_>> {
     })
 }
 
+/// The text of the last `lines` lines of a CRI log file's `content`.
+pub fn last_lines(content: &str, lines: i64) -> String {
+    let options = Options {
+        tail_lines: Some(lines),
+        ..Default::default()
+    };
+    options.select(content)
+}
+
 impl Options {
     fn since(&self) -> Option<DateTime<Utc>> {
         self.since_time.or_else(|| {

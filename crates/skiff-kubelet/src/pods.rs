@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, Preconditions};
 use kube::runtime::watcher;
@@ -24,6 +25,7 @@ use tokio::sync::watch;
 use crate::cri::Error;
 use crate::cri_config::{self, ContainerInputs, NAME_LABEL, UID_LABEL};
 use crate::events::{container_path, Recorder, Type};
+use crate::hosts_file;
 use crate::local_path::LocalPath;
 use crate::plan::{self, running, Init, Observed, SandboxStep};
 use crate::pod_inputs;
@@ -32,6 +34,7 @@ use crate::probes::Prober;
 use crate::pulls::Pulls;
 use crate::runtime::ContainerRuntime;
 use crate::security;
+use crate::termination;
 
 /// How often a pod's worker looks at the runtime when nothing else wakes
 /// it: the fallback that notices exits, and the probes' tick.
@@ -495,6 +498,28 @@ impl Worker {
         if matches!(phase, Some("Succeeded" | "Failed")) {
             return Ok(self.resync(spec));
         }
+        // Past its `activeDeadlineSeconds` the pod fails, as upstream's;
+        // until then it is looked at again by then at the latest.
+        let status = state.reported.as_ref().or(pod.status.as_ref());
+        let left = deadline_left(spec, status.and_then(|s| s.start_time.as_ref()));
+        if left == Some(Duration::ZERO) {
+            let why = "Pod was active on the node longer than the specified deadline";
+            self.evict(pod, &uid, "DeadlineExceeded", why).await?;
+            return Ok(self.resync(spec));
+        }
+        let next = Box::pin(self.sync_running(pod, state, &uid)).await?;
+        Ok(left.map_or(next, |left| next.min(left)))
+    }
+
+    /// [`Self::sync`] of a pod that is neither being deleted nor over.
+    async fn sync_running(
+        &self,
+        pod: &Pod,
+        state: &mut PodState,
+        uid: &str,
+    ) -> Result<Duration, Error> {
+        let uid = uid.to_owned();
+        let spec = spec_of(pod);
         let security = match security::sandbox(spec) {
             Ok(s) => s,
             Err(why) => {
@@ -550,7 +575,7 @@ impl Worker {
             if due {
                 state.usage_checked = Some(Instant::now());
                 if let Some(message) = pod_inputs::over_limit(pod, v) {
-                    self.evict(pod, &uid, &message).await?;
+                    self.evict(pod, &uid, "Evicted", &message).await?;
                     return Ok(self.resync(spec));
                 }
             }
@@ -644,8 +669,8 @@ impl Worker {
     /// Evicts the pod as upstream's eviction manager does: stopped within
     /// its grace period, then Failed with reason Evicted; its controller
     /// replaces it.
-    async fn evict(&self, pod: &Pod, uid: &str, message: &str) -> Result<(), Error> {
-        self.event(pod, "", Type::Warning, "Evicted", message);
+    async fn evict(&self, pod: &Pod, uid: &str, reason: &str, message: &str) -> Result<(), Error> {
+        self.event(pod, "", Type::Warning, reason, message);
         let grace = pod
             .spec
             .as_ref()
@@ -654,11 +679,14 @@ impl Worker {
         self.tear_down(uid, Some(pod), grace).await?;
         let url = Pod::url_path(&(), pod.metadata.namespace.as_deref());
         let now = Timestamp::now().to_string();
-        // Merged by type: the pod's other conditions stay.
-        let status = json!({"metadata": {"uid": uid},
-            "status": {"phase": "Failed", "reason": "Evicted", "message": message,
-            "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet",
-                "message": message, "lastTransitionTime": now}]}});
+        // Merged by type: the pod's other conditions stay. An eviction is
+        // a disruption; a deadline the pod's own.
+        let mut status = json!({"metadata": {"uid": uid},
+            "status": {"phase": "Failed", "reason": reason, "message": message}});
+        if reason == "Evicted" {
+            status["status"]["conditions"] = json!([{"type": "DisruptionTarget", "status": "True",
+                "reason": "TerminationByKubelet", "message": message, "lastTransitionTime": now}]);
+        }
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let patch = Patch::Strategic(&status);
         if let Err(e) =
@@ -725,7 +753,7 @@ impl Worker {
                 let attempt = s.metadata.as_ref().map_or(0, |m| m.attempt);
                 let config = cri_config::sandbox(pod, attempt, security, &log_dir, dns);
                 let seen = self.carry_over(spec, &sandboxes, seen).await?;
-                return Ok(Some((s.id.clone(), config, seen)));
+                return Ok(Some((s.id.clone(), config, self.with_messages(spec, seen))));
             }
             (SandboxStep::Create(next), _) => next,
             _ => {
@@ -812,7 +840,18 @@ impl Worker {
         let env = env.map_err(config_error)?;
         let recursive = pod_inputs::wants_recursive_read_only(c)
             && self.runtime.recursive_read_only_mounts().await;
-        let mounts = pod_inputs::mounts(c, volumes, &env, recursive).map_err(config_error)?;
+        let mut mounts = pod_inputs::mounts(c, volumes, &env, recursive).map_err(config_error)?;
+        if !self.simulated {
+            mounts.extend(
+                self.hosts_file(at.pod, at.pod_ip, c)
+                    .map_err(config_error)?,
+            );
+            let uid = at.pod.metadata.uid.as_deref().unwrap_or_default();
+            let run = self.log_dir.join(uid).join("containers").join(&c.name);
+            mounts.extend(
+                termination::mount(c, &run.join(attempt.to_string())).map_err(config_error)?,
+            );
+        }
         let inputs = ContainerInputs {
             env,
             mounts,
@@ -832,6 +871,41 @@ impl Worker {
         let started = format!("Started container {}", c.name);
         self.event(at.pod, &c.name, Type::Normal, "Started", &started);
         Ok(())
+    }
+
+    /// The pod's `/etc/hosts`, written anew for each container start, and
+    /// its mount; none where the container mounts its own.
+    fn hosts_file(
+        &self,
+        pod: &Pod,
+        pod_ip: &str,
+        c: &Container,
+    ) -> Result<Option<cri::Mount>, String> {
+        let own = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path == hosts_file::PATH);
+        let domain = self
+            .dns
+            .as_ref()
+            .map_or("cluster.local", |d| d.domain.as_str());
+        let node_hosts = || std::fs::read_to_string(hosts_file::PATH).unwrap_or_default();
+        let Some(content) = hosts_file::content(pod, pod_ip, domain, node_hosts).filter(|_| !own)
+        else {
+            return Ok(None);
+        };
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let dir = self.log_dir.join(uid);
+        let path = dir.join("etc-hosts");
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&path, content))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Some(cri::Mount {
+            container_path: hosts_file::PATH.to_owned(),
+            host_path: path.display().to_string(),
+            ..Default::default()
+        }))
     }
 
     /// The pod's sandboxes, oldest first.
@@ -870,7 +944,24 @@ impl Worker {
             return Ok(Observed::default());
         };
         let seen = self.observe_sandbox(&newest.id).await?;
-        self.carry_over(spec, &sandboxes, seen).await
+        let seen = self.carry_over(spec, &sandboxes, seen).await?;
+        Ok(self.with_messages(spec, seen))
+    }
+
+    /// `seen` with the termination messages its exited containers left.
+    fn with_messages(&self, spec: &PodSpec, mut seen: Observed) -> Observed {
+        if self.simulated {
+            return seen;
+        }
+        let statuses = seen.latest.iter_mut().chain(seen.previous.iter_mut());
+        for (name, status) in statuses.filter(|(_, s)| plan::exited(s)) {
+            let message =
+                container_named(spec, name).and_then(|c| termination::message(&c, status));
+            if let Some(message) = message {
+                status.message = message;
+            }
+        }
+        seen
     }
 
     /// What [`Self::observe`] adds to the newest sandbox's look (`seen`)
@@ -1186,6 +1277,26 @@ struct Launch<'a> {
     /// The container whose process namespace an ephemeral container joins.
     target: Option<&'a str>,
     interim: &'a Interim<'a>,
+}
+
+/// How long the pod may still run under its `activeDeadlineSeconds`,
+/// counted from its `startTime`; none without both.
+fn deadline_left(spec: &PodSpec, started: Option<&Time>) -> Option<Duration> {
+    let deadline = u64::try_from(spec.active_deadline_seconds?).ok()?;
+    let started = started?.0;
+    let ran = Timestamp::now().duration_since(started);
+    let ran = Duration::try_from(ran).unwrap_or(Duration::ZERO);
+    Some(Duration::from_secs(deadline).saturating_sub(ran))
+}
+
+/// The container of the pod named `name`: an app, init or ephemeral one.
+fn container_named(spec: &PodSpec, name: &str) -> Option<Container> {
+    let init = spec.init_containers.iter().flatten();
+    let found = spec.containers.iter().chain(init).find(|c| c.name == name);
+    found.cloned().or_else(|| {
+        let ephemeral = plan::ephemeral_containers(spec).into_iter();
+        ephemeral.map(|(c, _)| c).find(|c| c.name == name)
+    })
 }
 
 /// How long a pull may take before the pod's status is written while it

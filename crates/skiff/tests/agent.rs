@@ -146,6 +146,8 @@ fn pods_run_as_real_containers() {
     service_account_credentials(&c);
     inputs_logs_and_exec(&c);
     references_and_mount_modes(&c);
+    names_and_resolution(&c);
+    termination_messages(&c);
     port_forward_and_copy(&c);
     probes(&c);
     init_containers_and_volumes(&c);
@@ -771,6 +773,84 @@ fn references_and_mount_modes(c: &Cluster) {
         "{why}"
     );
     c.ok(&["delete", "pod", "expanded", "strict", "--wait=false"]);
+}
+
+/// A pod's `/etc/hosts` is the agent's, with the pod's own names and its
+/// `hostAliases`; its `dnsConfig` joins the cluster's resolver settings;
+/// `setHostnameAsFQDN` gives the kernel the full name.
+fn names_and_resolution(c: &Cluster) {
+    create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: named}\nspec:\n  terminationGracePeriodSeconds: 1\n  hostname: box\n  subdomain: web\n  setHostnameAsFQDN: true\n  hostAliases: [{ip: 192.0.2.7, hostnames: [db.local, cache.local]}]\n  dnsConfig: {searches: [corp.example], options: [{name: ndots, value: '2'}, {name: edns0}]}\n  containers:\n  - {name: main, image: skiff.local/busybox:1, command: [sleep, '3600']}\n");
+    let ip = wait_for("named to run", LIMIT, || {
+        let p = pod(c, "named");
+        let running = container_state(&p)["state"]["running"].is_object();
+        running
+            .then(|| p["status"]["podIP"].as_str().map(str::to_owned))
+            .flatten()
+    });
+    let hosts = c.ok(&["exec", "named", "--", "cat", "/etc/hosts"]);
+    assert!(
+        hosts.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"),
+        "{hosts}"
+    );
+    assert!(
+        hosts.contains(&format!("\n{ip}\tbox.web.default.svc.")),
+        "{hosts}"
+    );
+    assert!(
+        hosts.ends_with("\n# Entries added by HostAliases.\n192.0.2.7\tdb.local\tcache.local\n"),
+        "{hosts}"
+    );
+    let resolv = c.ok(&["exec", "named", "--", "cat", "/etc/resolv.conf"]);
+    let line = |key: &str| {
+        resolv
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line("search ").ends_with(" corp.example"), "{resolv}");
+    assert_eq!(line("options "), "options ndots:2 edns0", "{resolv}");
+    let hostname = c.ok(&["exec", "named", "--", "hostname"]);
+    assert!(hostname.starts_with("box.web.default.svc."), "{hostname}");
+    c.ok(&["delete", "pod", "named", "--wait=false"]);
+}
+
+/// What a container writes to its `terminationMessagePath` is its
+/// terminated state's message; with `FallbackToLogsOnError` a failed one
+/// that wrote nothing is told by its log's tail.
+fn termination_messages(c: &Cluster) {
+    create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: farewell}\nspec:\n  restartPolicy: Never\n  containers:\n  - {name: file, image: skiff.local/busybox:1, command: [sh, -c, 'echo -n done well > /dev/termination-log']}\n  - {name: logs, image: skiff.local/busybox:1, command: [sh, -c, 'echo last words; exit 2'], terminationMessagePolicy: FallbackToLogsOnError}\n");
+    let messages = wait_for("farewell's containers to end", LIMIT, || {
+        let p = pod(c, "farewell");
+        let statuses = p["status"]["containerStatuses"].as_array()?.clone();
+        let ended: Vec<_> = statuses
+            .iter()
+            .filter_map(|s| s["state"]["terminated"].as_object())
+            .collect();
+        (ended.len() == 2).then(|| {
+            ended
+                .iter()
+                .map(|t| t.get("message").cloned())
+                .collect::<Vec<_>>()
+        })
+    });
+    assert_eq!(
+        messages,
+        [Some("done well".into()), Some("last words\n".into())]
+    );
+    // A pod past its activeDeadlineSeconds fails, as upstream's kubelet
+    // fails it.
+    create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: deadline}\nspec:\n  activeDeadlineSeconds: 2\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: main, image: skiff.local/busybox:1, command: [sleep, '3600']}\n");
+    let status = wait_for("deadline to fail", LIMIT, || {
+        let s = pod(c, "deadline")["status"].clone();
+        (s["phase"] == "Failed").then_some(s)
+    });
+    assert_eq!(status["reason"], "DeadlineExceeded", "{status}");
+    assert_eq!(
+        status["message"],
+        "Pod was active on the node longer than the specified deadline"
+    );
+    c.ok(&["delete", "pod", "farewell", "deadline", "--wait=false"]);
 }
 
 /// Init containers run in order before the app; downwardAPI files and a
