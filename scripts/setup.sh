@@ -6,7 +6,8 @@
 #                    pod network), nftables iproute2 (Services, routes)
 # With --test, also what the test suite drives: etcd-server (the store
 # suite), busybox-static umoci skopeo (the test image), docker-registry
-# (image pulls), procps util-linux (process and terminal tools), curl (an
+# apache2-utils (image pulls, and htpasswd for a registry that wants
+# credentials), procps util-linux (process and terminal tools), curl (an
 # HTTP/2 client as strict as users' about stream resets), and what
 # the client libraries' own suites need: python3-venv (the Python
 # client's), pkg-config libssl-dev (kube-rs's openssl feature), jq, file.
@@ -14,7 +15,7 @@ set -euo pipefail
 
 packages=(protobuf-compiler libprotobuf-dev make containerd runc containernetworking-plugins nftables iproute2)
 if [ "${1:-}" = "--test" ]; then
-  packages+=(etcd-server busybox-static umoci skopeo docker-registry procps util-linux curl
+  packages+=(etcd-server busybox-static umoci skopeo docker-registry apache2-utils procps util-linux curl
     python3-venv pkg-config libssl-dev jq file)
 fi
 

@@ -279,18 +279,18 @@ impl Objects {
     }
 
     /// As [`Self::recent`], decoding the object only when its stored
-    /// bytes mention `needle`; one found without it is an empty object
-    /// (for a reader that only looks for what `needle` names).
+    /// bytes mention one of `needles`; one found without any is an empty
+    /// object (for a reader that only looks for what they name).
     pub async fn recent_mentioning(
         &self,
         r: &ResourceType,
         ns: Option<&str>,
         name: &str,
-        needle: &[u8],
+        needles: &[&[u8]],
     ) -> Result<Option<Value>, ApiError> {
         let kv = self.store.get_any(&r.key(ns, name)).await;
         match kv {
-            Ok(Some(kv)) if !mentions(&kv.value, needle) => {
+            Ok(Some(kv)) if !needles.iter().any(|n| mentions(&kv.value, n)) => {
                 Ok(Some(Value::Object(Default::default())))
             }
             kv => decoded(kv, r, name),

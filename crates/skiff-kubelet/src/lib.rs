@@ -28,6 +28,7 @@ pub mod pod_status;
 pub mod pods;
 mod port_forward;
 pub mod probes;
+mod pull_secrets;
 mod pulls;
 pub mod resource_metrics;
 pub mod runtime;

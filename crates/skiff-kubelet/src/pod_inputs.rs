@@ -120,6 +120,27 @@ async fn service_vars(
     Ok(crate::service_env::vars(&services))
 }
 
+/// The data of the pod's `imagePullSecrets`, and the names of those that
+/// could not be read (a pull goes on without them, as upstream's).
+pub async fn pull_secrets(
+    client: &Client,
+    pod: &Pod,
+) -> (Vec<BTreeMap<String, Vec<u8>>>, Vec<String>) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let (mut found, mut missing) = (Vec::new(), Vec::new());
+    let names = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.image_pull_secrets.iter().flatten());
+    for name in names.map(|r| r.name.clone()) {
+        match data(client, &ns, "secret", &name).await {
+            Ok(Some(d)) => found.push(d),
+            _ => missing.push(name),
+        }
+    }
+    (found, missing)
+}
+
 /// The container's environment; an error is a `CreateContainerConfigError`.
 pub async fn env(
     client: &Client,

@@ -449,9 +449,24 @@ impl Worker {
                 return Err(Waiting::new("ImagePullBackOff", message));
             }
         }
+        let (secrets, missing) = pod_inputs::pull_secrets(&self.client, pod).await;
+        if !missing.is_empty() {
+            let message = format!(
+                "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+                missing.join(", ")
+            );
+            self.event(
+                pod,
+                "",
+                Type::Warning,
+                "FailedToRetrieveImagePullSecret",
+                &message,
+            );
+        }
+        let auths = crate::pull_secrets::credentials(&image, &secrets);
         event(Type::Normal, "Pulling", &format!("Pulling image {image:?}"));
         let began = Instant::now();
-        let pull = self.pulls.pull(&self.runtime, &image);
+        let pull = self.pulls.pull(&self.runtime, &image, &auths);
         match self.pulled(pod, state, interim, pull).await {
             Ok(()) => {
                 state.pull_backoff.remove(&c.name);

@@ -28,18 +28,29 @@ struct Registry {
 }
 
 impl Registry {
-    fn start(images: &Path) -> Self {
+    /// A registry that lets only `user` (name and password) in, if given.
+    fn start(images: &Path, user: Option<(&str, &str)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let host = format!("127.0.0.1:{}", support::free_port());
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
+        let mut settings = format!(
+            "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((name, password)) = user {
+            let users = dir.path().join("htpasswd");
+            let made = Command::new("htpasswd")
+                .args(["-Bbn", name, password])
+                .output()
+                .unwrap();
+            assert_success(&made, "htpasswd");
+            std::fs::write(&users, made.stdout).unwrap();
+            settings += &format!(
+                "auth:\n  htpasswd:\n    realm: skiff\n    path: {}\n",
+                users.display()
+            );
+        }
+        std::fs::write(&config, settings).unwrap();
         let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -56,8 +67,10 @@ impl Registry {
         wait_for("the registry to listen", LIMIT, || {
             std::net::TcpStream::connect(&registry.host).ok()
         });
+        let creds = user.map(|(name, password)| format!("--dest-creds={name}:{password}"));
         let pushed = Command::new("skopeo")
             .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .args(creds)
             .arg(format!(
                 "docker-archive:{}",
                 images.join("busybox.tar").display()
@@ -103,7 +116,8 @@ fn manifest(name: &str, restart: &str, policy: &str, image: &str, cmd: &str) -> 
 fn pods_run_as_real_containers() {
     support::check_prerequisites();
     let images = support::build_images();
-    let registry = Registry::start(images.path());
+    let registry = Registry::start(images.path(), None);
+    let private = Registry::start(images.path(), Some(("skiff", "s3cret")));
     let (http, https) = (support::free_port(), support::free_port());
     let (http_port, https_port) = (http.to_string(), https.to_string());
     let silent = Silent::start();
@@ -112,6 +126,8 @@ fn pods_run_as_real_containers() {
         registry.host.as_str(),
         "--insecure-registry",
         silent.host.as_str(),
+        "--insecure-registry",
+        private.host.as_str(),
         "--ingress-port",
         &http_port,
         "--ingress-https-port",
@@ -153,6 +169,7 @@ fn pods_run_as_real_containers() {
     init_containers_and_volumes(&c);
     limits_and_termination(&c);
     registry_pulls(&c, &registry.host);
+    private_registry_pulls(&c, &private.host);
     services_route_to_ready_pods(&c);
     ingress_routes_by_host_and_path(&c, http, https);
     agent_restart_keeps_containers(&mut c, &socket, &registry_flags);
@@ -998,6 +1015,49 @@ fn registry_pulls(c: &Cluster, registry: &str) {
         }
         (reasons.contains("ImagePullBackOff")).then_some(())
     });
+}
+
+/// A registry that wants credentials serves a pod whose `imagePullSecrets`
+/// hold them, and only such a pod.
+fn private_registry_pulls(c: &Cluster, registry: &str) {
+    let image = format!("{registry}/test/busybox:1");
+    let manifest = |name: &str, secrets: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n{secrets}  containers:\n  - {{name: main, image: '{image}', imagePullPolicy: Always, command: [sleep, '3600']}}\n")
+    };
+    create(c, &manifest("stranger", ""));
+    c.ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={registry}"),
+        "--docker-username=skiff",
+        "--docker-password=s3cret",
+    ]);
+    create(
+        c,
+        &manifest(
+            "member",
+            "  imagePullSecrets: [{name: absent}, {name: regcred}]\n",
+        ),
+    );
+    wait_for("member to run on a pull with its secret", LIMIT, || {
+        (container_state(&pod(c, "member"))["state"]["running"].is_object()).then_some(())
+    });
+    wait_for("stranger to be refused its image", LIMIT, || {
+        let waiting = &container_state(&pod(c, "stranger"))["state"]["waiting"];
+        matches!(
+            waiting["reason"].as_str(),
+            Some("ErrImagePull" | "ImagePullBackOff")
+        )
+        .then_some(())
+    });
+    let described = c.ok(&["describe", "pod", "member"]);
+    assert!(
+        described.contains("Unable to retrieve some image pull secrets (absent)"),
+        "{described}"
+    );
+    c.ok(&["delete", "pod", "stranger", "member", "--wait=false"]);
 }
 
 /// A ClusterIP Service balances over both replicas of a Deployment, fails

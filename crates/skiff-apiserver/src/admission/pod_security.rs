@@ -54,9 +54,8 @@ impl Validating for PodSecurity {
             return Ok(());
         };
         let namespaces = registry::lookup("", "v1", "namespaces").expect("served");
-        let found = self
-            .0
-            .recent_mentioning(namespaces, None, ns, PREFIX.as_bytes());
+        let labels = [PREFIX.as_bytes()];
+        let found = self.0.recent_mentioning(namespaces, None, ns, &labels);
         let Some(namespace) = found.await? else {
             return Ok(());
         };

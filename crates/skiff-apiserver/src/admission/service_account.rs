@@ -23,6 +23,7 @@ pub const MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const TOKEN_SECONDS: i64 = 3607;
 /// The field of a pod or an account that turns its token off.
 const AUTOMOUNT: &str = "automountServiceAccountToken";
+const PULL_SECRETS: &str = "imagePullSecrets";
 
 pub struct ServiceAccount(pub Objects);
 
@@ -43,7 +44,12 @@ impl Mutating for ServiceAccount {
         let accounts = registry::lookup("", "v1", "serviceaccounts").expect("served");
         let account = self
             .0
-            .recent_mentioning(accounts, Some(&ns), &name, AUTOMOUNT.as_bytes())
+            .recent_mentioning(
+                accounts,
+                Some(&ns),
+                &name,
+                &[AUTOMOUNT.as_bytes(), PULL_SECRETS.as_bytes()],
+            )
             .await?;
         // The default account appears moments after its namespace; a pod
         // created meanwhile is let through, as its token follows.
@@ -62,6 +68,15 @@ impl Mutating for ServiceAccount {
         };
         if automount {
             mount_credentials(pod);
+        }
+        // A pod without pull secrets of its own takes its account's names.
+        let own = pod["spec"][PULL_SECRETS]
+            .as_array()
+            .is_some_and(|s| !s.is_empty());
+        let names = account.as_ref().and_then(|a| a[PULL_SECRETS].as_array());
+        if let Some(names) = names.filter(|n| !own && !n.is_empty()) {
+            let named = names.iter().map(|r| json!({"name": r["name"]})).collect();
+            pod["spec"][PULL_SECRETS] = Value::Array(named);
         }
         Ok(())
     }
@@ -162,6 +177,33 @@ mod tests {
             first["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
             MOUNT_PATH
         );
+    }
+
+    #[tokio::test]
+    async fn a_pod_without_pull_secrets_takes_its_accounts() {
+        let f = Fixture::new();
+        f.put(
+            "",
+            "serviceaccounts",
+            json!({"metadata": {"name": "builder", "namespace": "a"}, "imagePullSecrets": [{"name": "regcred"}]}),
+        )
+        .await;
+        let plugin = ServiceAccount(f.objects.clone());
+        let alice = user("alice", &[]);
+        let a = creating("", "pods", &alice);
+        let pod = |secrets: Value| {
+            json!({"metadata": {"name": "p", "namespace": "a"},
+                "spec": {"serviceAccountName": "builder", "imagePullSecrets": secrets, "containers": [{"name": "c"}]}})
+        };
+        let mut plain = pod(Value::Null);
+        plugin.admit(&a, &mut plain).await.unwrap();
+        assert_eq!(
+            plain["spec"]["imagePullSecrets"],
+            json!([{"name": "regcred"}])
+        );
+        let mut own = pod(json!([{"name": "mine"}]));
+        plugin.admit(&a, &mut own).await.unwrap();
+        assert_eq!(own["spec"]["imagePullSecrets"], json!([{"name": "mine"}]));
     }
 
     #[test]

@@ -236,9 +236,10 @@ impl ContainerRuntime for Cri {
             .image)
     }
 
-    async fn pull_image(&self, image: &str) -> Result<()> {
+    async fn pull_image(&self, image: &str, auth: Option<&cri::AuthConfig>) -> Result<()> {
         let request = cri::PullImageRequest {
             image: Some(spec(image)),
+            auth: auth.cloned(),
             ..Default::default()
         };
         self.images.clone().pull_image(request).await?;

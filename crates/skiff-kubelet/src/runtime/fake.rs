@@ -438,7 +438,7 @@ impl ContainerRuntime for FakeRuntime {
         Ok(self.state().images.get(image).cloned())
     }
 
-    async fn pull_image(&self, image: &str) -> Result<()> {
+    async fn pull_image(&self, image: &str, _auth: Option<&cri::AuthConfig>) -> Result<()> {
         // A pull takes a moment, as a real one does.
         tokio::task::yield_now().await;
         let pull = {

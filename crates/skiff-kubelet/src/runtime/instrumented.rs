@@ -131,8 +131,9 @@ impl ContainerRuntime for Instrumented {
             .await
     }
 
-    async fn pull_image(&self, image: &str) -> Result<()> {
-        self.timed("pull_image", self.inner.pull_image(image)).await
+    async fn pull_image(&self, image: &str, auth: Option<&cri::AuthConfig>) -> Result<()> {
+        self.timed("pull_image", self.inner.pull_image(image, auth))
+            .await
     }
 }
 

@@ -90,5 +90,6 @@ pub trait ContainerRuntime: Send + Sync {
 
     /// The runtime's record of an image, if it holds it.
     async fn image_status(&self, image: &str) -> Result<Option<cri::Image>>;
-    async fn pull_image(&self, image: &str) -> Result<()>;
+    /// Pulls `image`, with `auth` where the registry asks for it.
+    async fn pull_image(&self, image: &str, auth: Option<&cri::AuthConfig>) -> Result<()>;
 }
