@@ -966,7 +966,10 @@ fn init_containers_and_volumes(c: &Cluster) {
 /// Going past the memory limit is OOMKilled; deletion runs the preStop hook
 /// and sends SIGTERM, which the process handles within its grace period.
 fn limits_and_termination(c: &Cluster) {
-    create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: hog}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    command: [sh, -c, 'dd if=/dev/zero of=/dev/null bs=64M count=1']\n    resources: {limits: {memory: 16Mi}}\n");
+    // The hog waits a moment: containerd 1.6's shim watches for the
+    // kernel's OOM kill only once the task has started, and reports an
+    // earlier one as a plain exit 137 ("Error").
+    create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: hog}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    command: [sh, -c, 'sleep 1; dd if=/dev/zero of=/dev/null bs=64M count=1']\n    resources: {limits: {memory: 16Mi}}\n");
     wait_for("hog to be OOMKilled", LIMIT, || {
         let s = container_state(&pod(c, "hog"));
         (s["state"]["terminated"]["reason"] == "OOMKilled").then_some(())
