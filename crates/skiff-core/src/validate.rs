@@ -129,11 +129,10 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
                 // As upstream: set once; the node's pods already use it.
                 let before = old.and_then(|o| o["spec"]["podCIDR"].as_str());
                 if before.is_some_and(|b| !b.is_empty() && b != cidr) {
-                    causes.push(Cause {
-                        reason: "FieldValueForbidden",
-                        field: "spec.podCIDR".into(),
-                        message: "Forbidden: node updates may not change podCIDR except from \"\" to valid".into(),
-                    });
+                    causes.push(Cause::forbidden(
+                        "spec.podCIDR",
+                        "node updates may not change podCIDR except from \"\" to valid",
+                    ));
                 }
             }
         }
@@ -200,16 +199,11 @@ fn ephemeral_containers(spec: &Value, old: Option<&Value>, causes: &mut Vec<Caus
             .unwrap_or_default()
     };
     let new = list(spec);
-    let forbidden = |field: String, why: String| Cause {
-        reason: "FieldValueForbidden",
-        field,
-        message: format!("Forbidden: {why}"),
-    };
     let Some(old) = old else {
         if !new.is_empty() {
-            causes.push(forbidden(
-                "spec.ephemeralContainers".into(),
-                "cannot be set on create".into(),
+            causes.push(Cause::forbidden(
+                "spec.ephemeralContainers",
+                "cannot be set on create",
             ));
         }
         return;
@@ -217,12 +211,12 @@ fn ephemeral_containers(spec: &Value, old: Option<&Value>, causes: &mut Vec<Caus
     for before in list(old) {
         let name = before["name"].as_str().unwrap_or_default();
         match new.iter().find(|c| c["name"] == before["name"]) {
-            None => causes.push(forbidden(
-                "spec.ephemeralContainers".into(),
+            None => causes.push(Cause::forbidden(
+                "spec.ephemeralContainers",
                 format!("existing ephemeral containers {name:?} may not be removed"),
             )),
-            Some(now) if *now != before => causes.push(forbidden(
-                "spec.ephemeralContainers".into(),
+            Some(now) if *now != before => causes.push(Cause::forbidden(
+                "spec.ephemeralContainers",
                 format!("existing ephemeral containers {name:?} may not be changed"),
             )),
             Some(_) => {}
@@ -271,9 +265,9 @@ fn ephemeral_containers(spec: &Value, old: Option<&Value>, causes: &mut Vec<Caus
             if c.get(field).is_some_and(|v| {
                 !v.is_null() && v != &serde_json::json!({}) && v != &serde_json::json!([])
             }) {
-                causes.push(forbidden(
+                causes.push(Cause::forbidden(
                     format!("{at}.{field}"),
-                    "cannot be set for an Ephemeral Container".into(),
+                    "cannot be set for an Ephemeral Container",
                 ));
             }
         }
@@ -440,11 +434,10 @@ pub const SAFE_SYSCTLS: &[&str] = &[
 /// A setting Skiff's node agent cannot apply: refused here rather than
 /// dropped on the node.
 fn not_applied(field: At<'_>) -> Cause {
-    Cause {
-        reason: "FieldValueForbidden",
-        field: field.to_string(),
-        message: "Forbidden: Skiff's node agent cannot apply this setting".into(),
-    }
+    Cause::forbidden(
+        field.to_string(),
+        "Skiff's node agent cannot apply this setting",
+    )
 }
 
 /// The DNS policy and the pod's own DNS settings, as upstream's
@@ -557,14 +550,13 @@ fn security(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
     for (i, sysctl) in pod["sysctls"].as_array().into_iter().flatten().enumerate() {
         let name = sysctl["name"].as_str().unwrap_or_default();
         if !SAFE_SYSCTLS.contains(&name) {
-            causes.push(Cause {
-                reason: "FieldValueForbidden",
-                field: here.item("sysctls", i).field("name").to_string(),
-                message: format!(
-                    "Forbidden: {name:?} is not a safe sysctl (the safe ones: {})",
+            causes.push(Cause::forbidden(
+                here.item("sysctls", i).field("name").to_string(),
+                format!(
+                    "{name:?} is not a safe sysctl (the safe ones: {})",
                     SAFE_SYSCTLS.join(", ")
                 ),
-            });
+            ));
         }
     }
     if pod["seccompProfile"]["type"] == "Localhost" {
@@ -798,11 +790,10 @@ fn service(spec: &Value, causes: &mut Vec<Cause>) {
         // As upstream, a nodePort of 0 is none.
         let node_port = p["nodePort"].as_i64().is_some_and(|n| n != 0);
         if node_port && !matches!(kind, "NodePort" | "LoadBalancer") {
-            causes.push(Cause {
-                reason: "FieldValueForbidden",
-                field: format!("spec.ports[{i}].nodePort"),
-                message: format!("Forbidden: may not be used when `type` is '{kind}'"),
-            });
+            causes.push(Cause::forbidden(
+                format!("spec.ports[{i}].nodePort"),
+                format!("may not be used when `type` is '{kind}'"),
+            ));
         }
     }
     match spec["clusterIP"].as_str() {
@@ -812,11 +803,10 @@ fn service(spec: &Value, causes: &mut Vec<Cause>) {
             ip,
             "must be a valid IPv4 address, (e.g. 10.9.8.7)",
         )),
-        Some(_) if kind == "ExternalName" => causes.push(Cause {
-            reason: "FieldValueForbidden",
-            field: "spec.clusterIP".into(),
-            message: "Forbidden: may not be set for ExternalName services".into(),
-        }),
+        Some(_) if kind == "ExternalName" => causes.push(Cause::forbidden(
+            "spec.clusterIP",
+            "may not be set for ExternalName services",
+        )),
         Some(_) => {}
     }
 }
@@ -898,11 +888,7 @@ fn immutable(r: &ResourceType, new: &Value, old: &Value, causes: &mut Vec<Cause>
                 .collect()
         };
         if names(new) != names(old) {
-            causes.push(Cause {
-                reason: "FieldValueForbidden",
-                field: "spec".into(),
-                message: "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations), `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)".into(),
-            });
+            causes.push(Cause::forbidden("spec", "pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations), `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"));
         }
     }
 }

@@ -13,6 +13,9 @@ const MAX_MESSAGE: u64 = 4096;
 /// The most of a log that stands for a message: its last lines and bytes.
 const LOG_LINES: i64 = 80;
 const LOG_BYTES: usize = 2048;
+/// How much of a log's end is read for its tail: 80 records of a
+/// runtime's log lines, their time and stream included, fit well.
+const LOG_WINDOW: u64 = 64 * 1024;
 
 /// Where the container writes its message.
 fn path_in_container(c: &Container) -> &str {
@@ -55,7 +58,7 @@ pub fn message(c: &Container, status: &cri::ContainerStatus) -> Option<String> {
     }
     let fallback = c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
     if written.is_empty() && fallback && status.exit_code != 0 {
-        let log = std::fs::read_to_string(&status.log_path).ok()?;
+        let log = log_end(Path::new(&status.log_path)).ok()?;
         let tail = crate::logs::last_lines(&log, LOG_LINES);
         let cut = tail.len().saturating_sub(LOG_BYTES);
         let start = (cut..=tail.len())
@@ -64,6 +67,25 @@ pub fn message(c: &Container, status: &cri::ContainerStatus) -> Option<String> {
         written = tail[start..].to_owned();
     }
     (!written.is_empty()).then_some(written)
+}
+
+/// The whole lines within the last [`LOG_WINDOW`] bytes of a log: enough
+/// for its tail, without reading a long log whole at every look.
+fn log_end(path: &Path) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let from = file.metadata()?.len().saturating_sub(LOG_WINDOW);
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let whole = match from {
+        0 => 0,
+        _ => bytes
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(bytes.len(), |i| i + 1),
+    };
+    Ok(String::from_utf8_lossy(&bytes[whole..]).into_owned())
 }
 
 #[cfg(test)]

@@ -172,13 +172,10 @@ pub fn prepare_update(
                 r.group,
                 r.kind,
                 meta::name(current),
-                vec![skiff_core::status::Cause {
-                    reason: "FieldValueForbidden",
-                    field: "metadata.finalizers".into(),
-                    message:
-                        "Forbidden: no new finalizers can be added if the object is being deleted"
-                            .into(),
-                }],
+                vec![skiff_core::status::Cause::forbidden(
+                    "metadata.finalizers",
+                    "no new finalizers can be added if the object is being deleted",
+                )],
             ));
         }
     }
