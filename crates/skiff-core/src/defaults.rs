@@ -209,6 +209,12 @@ fn container(c: &mut Value) {
     {
         or_insert(port, "protocol", json!("TCP"));
     }
+    let env = c.get_mut("env").and_then(Value::as_array_mut);
+    for e in env.into_iter().flatten() {
+        if let Some(r) = e.pointer_mut("/valueFrom/fileKeyRef") {
+            or_insert(r, "optional", json!(false));
+        }
+    }
 }
 
 /// `Always` for `:latest` or untagged images, else `IfNotPresent`.

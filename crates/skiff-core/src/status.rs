@@ -51,6 +51,13 @@ impl Cause {
             message: "field is immutable".into(),
         }
     }
+    pub fn too_many(field: impl Into<String>, count: usize, max: usize) -> Self {
+        Self {
+            reason: "FieldValueTooMany",
+            field: field.into(),
+            message: format!("Too many: {count}: must have at most {max} items"),
+        }
+    }
     pub fn unsupported(field: impl Into<String>, value: &str, allowed: &[&str]) -> Self {
         Self {
             reason: "FieldValueNotSupported",

@@ -256,6 +256,8 @@ fn ephemeral_containers(spec: &Value, old: Option<&Value>, causes: &mut Vec<Caus
         }
         for field in [
             "ports",
+            "restartPolicy",
+            "restartPolicyRules",
             "livenessProbe",
             "readinessProbe",
             "startupProbe",
@@ -384,6 +386,9 @@ fn pod_spec(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
         }
     }
     volumes(spec, at, causes);
+    restart_rules(spec, at, causes);
+    hostname_override(spec, at, causes);
+    env_files(spec, at, causes);
     security(spec, at, causes);
     beyond_the_agent(spec, at, causes);
     dns(spec, at, causes);
@@ -503,6 +508,155 @@ fn dns(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
         if option["name"].as_str().is_none_or(str::is_empty) {
             let why = "Option.Name must not be empty";
             causes.push(required(here.item("options", i).to_string(), why));
+        }
+    }
+}
+
+/// Each container's own restart policy and rules (upstream's
+/// ContainerRestartRules, on by default since 1.35; `Always` on an init
+/// container makes it a sidecar).
+fn restart_rules(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
+    const POLICIES: [&str; 3] = ["Always", "OnFailure", "Never"];
+    for list in ["initContainers", "containers"] {
+        for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
+            let here = at.item(list, i);
+            let policy = c["restartPolicy"].as_str();
+            if let Some(p) = policy.filter(|p| !POLICIES.contains(p)) {
+                let field = here.field("restartPolicy").to_string();
+                causes.push(Cause::unsupported(field, p, &POLICIES));
+            }
+            let rules = c["restartPolicyRules"]
+                .as_array()
+                .map_or(&[][..], Vec::as_slice);
+            if rules.is_empty() {
+                continue;
+            }
+            let field = here.field("restartPolicyRules");
+            if policy.is_none() {
+                let why = "must be set when restartPolicyRules are";
+                let field = here.field("restartPolicy").to_string();
+                causes.push(Cause::forbidden(field, why));
+            }
+            if rules.len() > 20 {
+                causes.push(Cause::too_many(field.to_string(), rules.len(), 20));
+            }
+            for (j, rule) in rules.iter().enumerate() {
+                let here = here.item("restartPolicyRules", j);
+                match rule["action"].as_str() {
+                    None | Some("") => {
+                        causes.push(Cause::required(here.field("action").to_string()))
+                    }
+                    Some("Restart") => {}
+                    Some(other) => {
+                        let field = here.field("action").to_string();
+                        causes.push(Cause::unsupported(field, other, &["Restart"]));
+                    }
+                }
+                let codes = &rule["exitCodes"];
+                let at_codes = here.field("exitCodes");
+                if codes.is_null() {
+                    causes.push(Cause {
+                        message: "Required value: must be specified".into(),
+                        ..Cause::required(at_codes.to_string())
+                    });
+                    continue;
+                }
+                let operator = codes["operator"].as_str().unwrap_or_default();
+                if !matches!(operator, "In" | "NotIn") {
+                    let field = at_codes.field("operator").to_string();
+                    causes.push(Cause::unsupported(field, operator, &["In", "NotIn"]));
+                }
+                let values = codes["values"].as_array().map_or(0, Vec::len);
+                if values > 255 {
+                    causes.push(Cause::too_many(
+                        at_codes.field("values").to_string(),
+                        values,
+                        255,
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// `hostnameOverride` (upstream's HostnameOverride, on by default since
+/// 1.35): the pod's hostname as it is, so a DNS subdomain of at most 64
+/// characters, neither on the node's network nor made a full name.
+fn hostname_override(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
+    let Some(name) = spec["hostnameOverride"].as_str().filter(|h| !h.is_empty()) else {
+        return;
+    };
+    let field = at.field("hostnameOverride").to_string();
+    if name.len() > 64 {
+        causes.push(Cause::invalid(
+            &field,
+            name,
+            "must be no more than 64 characters",
+        ));
+    } else if !is_dns_subdomain(name) {
+        causes.push(Cause::invalid(&field, name, SUBDOMAIN_MSG));
+    }
+    if spec["setHostnameAsFQDN"] == true {
+        let why = "may not be set when setHostnameAsFQDN is true";
+        causes.push(Cause::forbidden(field.clone(), why));
+    }
+    if spec["hostNetwork"] == true {
+        causes.push(Cause::forbidden(
+            field,
+            "may not be set when hostNetwork is true",
+        ));
+    }
+}
+
+/// Environment variables read from a file in one of the pod's emptyDir
+/// volumes (`fileKeyRef`, upstream's EnvFiles, on by default since 1.35):
+/// the volume must be one, the path inside it and the key a name.
+fn env_files(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
+    let empty_dirs: Vec<&str> = spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["emptyDir"].is_object())
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    for list in ["initContainers", "containers"] {
+        for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
+            for (j, e) in c["env"].as_array().into_iter().flatten().enumerate() {
+                let r = &e["valueFrom"]["fileKeyRef"];
+                if r.is_null() {
+                    continue;
+                }
+                let container = at.item(list, i);
+                let env = container.item("env", j);
+                let from = env.field("valueFrom");
+                let here = from.field("fileKeyRef");
+                let volume = r["volumeName"].as_str().unwrap_or_default();
+                if volume.is_empty() {
+                    causes.push(Cause::required(here.field("volumeName").to_string()));
+                } else if !empty_dirs.contains(&volume) {
+                    let why = "volume must be an emptyDir volume of the pod";
+                    causes.push(Cause::invalid(
+                        here.field("volumeName").to_string(),
+                        volume,
+                        why,
+                    ));
+                }
+                match r["path"].as_str().unwrap_or_default() {
+                    "" => causes.push(Cause::required(here.field("path").to_string())),
+                    path => {
+                        if let Some(why) = local_path_problem(path) {
+                            causes.push(Cause::invalid(here.field("path").to_string(), path, why));
+                        }
+                    }
+                }
+                let key = r["key"].as_str().unwrap_or_default();
+                if key.is_empty() {
+                    causes.push(Cause::required(here.field("key").to_string()));
+                } else if !key.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'=') {
+                    let why = "a valid environment variable name must consist only of printable ASCII characters other than '='";
+                    causes.push(Cause::invalid(here.field("key").to_string(), key, why));
+                }
+            }
         }
     }
 }
@@ -1239,6 +1393,65 @@ mod tests {
             let fields = cause_fields(object(r.unwrap(), &obj, None).unwrap_err());
             let want = ["containers[1].name", "containers[1].image", "restartPolicy"];
             assert_eq!(fields, want.map(|f| format!("{at}.{f}")), "{at}");
+        }
+    }
+
+    #[test]
+    fn restart_rules_and_env_files_are_checked() {
+        let pods = lookup("", "v1", "pods").unwrap();
+        let pod = |containers: Value| {
+            json!({"metadata": {"name": "p"}, "spec": {"containers": containers,
+                "volumes": [{"name": "scratch", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "c"}}]}})
+        };
+        let rule = json!({"action": "Restart", "exitCodes": {"operator": "In", "values": [42]}});
+        let env = |volume: &str, path: &str, key: &str| json!([{"name": "A", "valueFrom": {"fileKeyRef": {"volumeName": volume, "path": path, "key": key}}}]);
+        let good = pod(json!([{"name": "a", "image": "i", "restartPolicy": "Never",
+            "restartPolicyRules": [rule], "env": env("scratch", "config.env", "A")}]));
+        assert!(object(pods, &good, None).is_ok());
+        let c = "spec.containers[0]";
+        let cases = [
+            (
+                json!({"restartPolicy": "Sometimes"}),
+                vec![format!("{c}.restartPolicy")],
+            ),
+            (
+                json!({"restartPolicyRules": [rule]}),
+                vec![format!("{c}.restartPolicy")],
+            ),
+            (
+                json!({"restartPolicy": "Never", "restartPolicyRules": [{"action": "Stop"}]}),
+                vec![
+                    format!("{c}.restartPolicyRules[0].action"),
+                    format!("{c}.restartPolicyRules[0].exitCodes"),
+                ],
+            ),
+            (
+                json!({"restartPolicy": "Never", "restartPolicyRules":
+                    [{"action": "Restart", "exitCodes": {"operator": "Is", "values": [1]}}]}),
+                vec![format!("{c}.restartPolicyRules[0].exitCodes.operator")],
+            ),
+            (
+                json!({"env": env("cfg", "../x", "A=B")}),
+                vec![
+                    format!("{c}.env[0].valueFrom.fileKeyRef.volumeName"),
+                    format!("{c}.env[0].valueFrom.fileKeyRef.path"),
+                    format!("{c}.env[0].valueFrom.fileKeyRef.key"),
+                ],
+            ),
+        ];
+        let mut named = good.clone();
+        named["spec"]["hostnameOverride"] = json!("Not_A_Name");
+        named["spec"]["hostNetwork"] = json!(true);
+        let fields = cause_fields(object(pods, &named, None).unwrap_err());
+        assert_eq!(fields, ["spec.hostnameOverride", "spec.hostnameOverride"]);
+        for (extra, want) in cases {
+            let mut container = json!({"name": "a", "image": "i"});
+            container
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            let fields = cause_fields(object(pods, &pod(json!([container])), None).unwrap_err());
+            assert_eq!(fields, want, "{extra}");
         }
     }
 

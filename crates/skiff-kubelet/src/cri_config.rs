@@ -50,6 +50,10 @@ pub fn sandbox(
         // A pod on the node's network has the node's name, as upstream.
         hostname: match pod.spec.as_ref() {
             Some(s) if s.host_network == Some(true) => String::new(),
+            // `hostnameOverride` is taken as it is, alone.
+            Some(s) if s.hostname_override.as_ref().is_some_and(|h| !h.is_empty()) => {
+                s.hostname_override.clone().unwrap_or_default()
+            }
             Some(s) => {
                 let host = hostname(s.hostname.as_deref().unwrap_or(&name));
                 let sub = s.subdomain.as_deref().filter(|d| !d.is_empty());

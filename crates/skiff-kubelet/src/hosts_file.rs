@@ -27,7 +27,9 @@ pub fn content(
     } else {
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let host = crate::cri_config::hostname(spec.hostname.as_deref().unwrap_or(name));
+        let host_override = spec.hostname_override.clone().filter(|h| !h.is_empty());
         let names = match spec.subdomain.as_deref().filter(|s| !s.is_empty()) {
+            _ if host_override.is_some() => host_override.unwrap_or_default(),
             Some(sub) => {
                 let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
                 format!("{host}.{sub}.{ns}.svc.{cluster_domain}\t{host}")
@@ -82,6 +84,16 @@ mod tests {
             String::new,
         );
         assert!(named.unwrap().ends_with("\n10.42.0.5\tbox\n"));
+        let overridden = content(
+            &pod(
+                json!({"containers": [], "hostname": "box", "subdomain": "web",
+                "hostnameOverride": "db.example"}),
+            ),
+            "10.42.0.5",
+            "cluster.local",
+            String::new,
+        );
+        assert!(overridden.unwrap().ends_with("\n10.42.0.5\tdb.example\n"));
         assert_eq!(
             content(
                 &pod(json!({"containers": []})),

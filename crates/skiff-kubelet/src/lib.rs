@@ -9,6 +9,7 @@ pub mod containerd;
 pub mod cri;
 mod cri_config;
 mod endpoint_auth;
+mod env_file;
 pub mod events;
 mod exec;
 mod expansion;

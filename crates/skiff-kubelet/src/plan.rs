@@ -1,10 +1,10 @@
 //! What to do next for one pod, from its spec and what the runtime shows:
 //! a pure function, as upstream's computePodActions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::api::core::v1::{Container, ContainerRestartRuleOnExitCodes, PodSpec};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 /// What the runtime reports of one pod's sandbox, read once per sync.
@@ -15,6 +15,8 @@ pub struct Observed {
     pub latest: HashMap<String, cri::ContainerStatus>,
     /// The one before it, if any.
     pub previous: HashMap<String, cri::ContainerStatus>,
+    /// The running containers whose startup probe passed.
+    pub started: HashSet<String>,
 }
 
 /// Where a pod's init containers are.
@@ -33,6 +35,8 @@ pub struct Plan {
     pub start: Vec<(String, u32)>,
     /// Exited containers waiting out their restart back-off.
     pub back_off: Vec<String>,
+    /// Sidecars to stop, in this order: the app's containers are over.
+    pub stop: Vec<String>,
     pub init: Init,
     /// When the earliest back-off ends, if any: the pod's next step is due
     /// then even if nothing else happens.
@@ -119,12 +123,55 @@ pub fn ephemeral_containers(spec: &PodSpec) -> Vec<(Container, Option<String>)> 
         .collect()
 }
 
-/// Decides which containers start now and which wait.
+/// Whether an init container is a sidecar: started in the init sequence
+/// but run beside the app's containers, restarted whenever it exits.
+pub fn is_sidecar(c: &Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
+/// Whether a container that exited with `code` runs again, as upstream's
+/// container restart rules decide: the first of its rules that matches
+/// the code, else its own restartPolicy, else the pod's (`pod_policy`).
+pub fn restarts(c: &Container, pod_policy: &str, code: i32) -> bool {
+    let rules = c.restart_policy_rules.iter().flatten();
+    let matching = rules
+        .filter(|r| r.exit_codes.as_ref().is_some_and(|e| code_matches(e, code)))
+        .map(|r| r.action == "Restart")
+        .next();
+    matching.unwrap_or_else(|| match c.restart_policy.as_deref().unwrap_or(pod_policy) {
+        "Always" => true,
+        "OnFailure" => code != 0,
+        _ => false,
+    })
+}
+
+fn code_matches(e: &ContainerRestartRuleOnExitCodes, code: i32) -> bool {
+    let listed = e.values.iter().flatten().any(|v| *v == code);
+    match e.operator.as_str() {
+        "In" => listed,
+        "NotIn" => !listed,
+        _ => false,
+    }
+}
+
+/// Decides which containers start now, which wait and which stop, as
+/// upstream's computePodActions: init containers one at a time, each to
+/// success, except sidecars, after whose start (and startup probe) the
+/// next begins; then the app's containers together. Once an app container
+/// has been created the init sequence is over: only sidecars run again.
+/// Once every app container has exited for good, the sidecars stop.
 pub fn plan(spec: &PodSpec, seen: &Observed, now: Timestamp) -> Plan {
     let restart = spec.restart_policy.as_deref().unwrap_or("Always");
+    // Init containers retry a failure unless the pod never restarts.
+    let init_policy = if restart == "Never" {
+        "Never"
+    } else {
+        "OnFailure"
+    };
     let mut plan = Plan {
         start: Vec::new(),
         back_off: Vec::new(),
+        stop: Vec::new(),
         init: Init::Done,
         due: None,
     };
@@ -138,16 +185,44 @@ pub fn plan(spec: &PodSpec, seen: &Observed, now: Timestamp) -> Plan {
             plan.due = Some(plan.due.map_or(due, |d| d.min(due)));
         }
     };
-    // Init containers run one at a time, in order, each to success.
+    let latest = |c: &Container| seen.latest.get(&c.name);
+    let initialized = spec.containers.iter().any(|c| latest(c).is_some());
+    let over = initialized
+        && spec
+            .containers
+            .iter()
+            .all(|c| latest(c).is_some_and(|s| exited(s) && !restarts(c, restart, s.exit_code)));
     for c in spec.init_containers.iter().flatten() {
-        let latest = seen.latest.get(&c.name);
-        if latest.is_some_and(|s| exited(s) && s.exit_code == 0) {
+        if is_sidecar(c) {
+            if over {
+                if latest(c).is_some_and(running) {
+                    plan.stop.insert(0, c.name.clone());
+                }
+                continue;
+            }
+            match latest(c) {
+                None => plan.start.push((c.name.clone(), 0)),
+                Some(s) if exited(s) => again(&mut plan, &c.name, s),
+                Some(s) if never_started(s) => plan.start.push((c.name.clone(), attempt_of(s) + 1)),
+                Some(_) if c.startup_probe.is_none() || seen.started.contains(&c.name) => continue,
+                Some(_) => {}
+            }
+            if !initialized {
+                plan.init = Init::Running;
+                return plan;
+            }
+            continue;
+        }
+        let done = latest(c).is_some_and(|s| exited(s) && s.exit_code == 0);
+        if initialized || done {
             continue;
         }
         plan.init = Init::Running;
-        match latest {
+        match latest(c) {
             None => plan.start.push((c.name.clone(), 0)),
-            Some(s) if exited(s) && restart == "Never" => plan.init = Init::Failed,
+            Some(s) if exited(s) && !restarts(c, init_policy, s.exit_code) => {
+                plan.init = Init::Failed
+            }
             Some(s) if exited(s) => again(&mut plan, &c.name, s),
             Some(s) if never_started(s) => plan.start.push((c.name.clone(), attempt_of(s) + 1)),
             Some(_) => {}
@@ -155,12 +230,10 @@ pub fn plan(spec: &PodSpec, seen: &Observed, now: Timestamp) -> Plan {
         return plan;
     }
     for c in &spec.containers {
-        match seen.latest.get(&c.name) {
+        match latest(c) {
             None => plan.start.push((c.name.clone(), 0)),
-            Some(s) if exited(s) => {
-                if restart == "Always" || (restart == "OnFailure" && s.exit_code != 0) {
-                    again(&mut plan, &c.name, s);
-                }
+            Some(s) if exited(s) && restarts(c, restart, s.exit_code) => {
+                again(&mut plan, &c.name, s)
             }
             Some(s) if never_started(s) => plan.start.push((c.name.clone(), attempt_of(s) + 1)),
             Some(_) => {}
@@ -450,6 +523,179 @@ mod tests {
             assert_eq!(p.init, case.init, "{}", case.name);
             assert_eq!(p.due, case.due, "{}", case.name);
         }
+    }
+
+    /// `spec` with its init container `name` made a sidecar, with a
+    /// startup probe if `probed`.
+    fn with_sidecar(mut spec: PodSpec, name: &str, probed: bool) -> PodSpec {
+        for c in spec.init_containers.iter_mut().flatten() {
+            if c.name == name {
+                c.restart_policy = Some("Always".into());
+                c.startup_probe = probed.then(Default::default);
+            }
+        }
+        spec
+    }
+
+    #[test]
+    fn sidecars_start_in_the_init_sequence_and_run_beside_the_app() {
+        let pod = with_sidecar(spec(&["side", "i2"], &["app"], "Never"), "side", false);
+        let steps = [
+            (
+                "a new pod starts its sidecar first",
+                seen(&[]),
+                vec![("side", 0)],
+            ),
+            (
+                "the next init container starts once the sidecar runs",
+                seen(&[("side", status(Running, 0, 0))]),
+                vec![("i2", 0)],
+            ),
+            (
+                "the app starts beside the running sidecar",
+                seen(&[
+                    ("side", status(Running, 0, 0)),
+                    ("i2", status(Exited, 0, 0)),
+                ]),
+                vec![("app", 0)],
+            ),
+            (
+                "a sidecar that exits restarts, whatever the pod's policy",
+                seen(&[
+                    ("side", status(Exited, 0, 0)),
+                    ("i2", status(Exited, 0, 0)),
+                    ("app", status(Running, 0, 0)),
+                ]),
+                vec![("side", 1)],
+            ),
+        ];
+        for (name, seen, start) in steps {
+            let p = plan(&pod, &seen, after(0));
+            let start: Vec<(String, u32)> =
+                start.iter().map(|(n, a)| (n.to_string(), *a)).collect();
+            assert_eq!(p.start, start, "{name}");
+            assert!(p.stop.is_empty(), "{name}");
+        }
+        // While the app runs, the init sequence is over: a sidecar's
+        // back-off holds nothing back.
+        let crashed = seen(&[
+            ("side", status(Exited, 3, 1)),
+            ("i2", status(Exited, 0, 0)),
+            ("app", status(Running, 0, 0)),
+        ]);
+        let p = plan(&pod, &crashed, after(1));
+        assert_eq!((p.back_off, p.init), (vec!["side".to_string()], Init::Done));
+    }
+
+    #[test]
+    fn a_sidecar_with_a_startup_probe_holds_the_next_back_until_it_passes() {
+        let pod = with_sidecar(spec(&["side", "i2"], &["app"], "Always"), "side", true);
+        let mut running = seen(&[("side", status(Running, 0, 0))]);
+        let p = plan(&pod, &running, after(0));
+        assert_eq!((p.start.len(), p.init), (0, Init::Running));
+        running.started.insert("side".into());
+        assert_eq!(
+            plan(&pod, &running, after(0)).start,
+            vec![("i2".to_string(), 0)]
+        );
+    }
+
+    #[test]
+    fn sidecars_stop_in_reverse_once_the_app_is_over() {
+        let pod = with_sidecar(
+            with_sidecar(spec(&["s1", "s2"], &["app"], "OnFailure"), "s1", false),
+            "s2",
+            false,
+        );
+        let over = seen(&[
+            ("s1", status(Running, 0, 0)),
+            ("s2", status(Running, 0, 0)),
+            ("app", status(Exited, 0, 0)),
+        ]);
+        let p = plan(&pod, &over, after(0));
+        assert_eq!(p.stop, ["s2", "s1"]);
+        assert!(p.start.is_empty());
+        // A failed app container restarts under OnFailure: not over.
+        let failed = seen(&[
+            ("s1", status(Running, 0, 0)),
+            ("s2", status(Running, 0, 0)),
+            ("app", status(Exited, 0, 1)),
+        ]);
+        let p = plan(&pod, &failed, after(0));
+        assert_eq!((p.stop.len(), p.start), (0, vec![("app".to_string(), 1)]));
+    }
+
+    #[test]
+    fn a_container_restarts_by_its_own_rules_before_the_pods() {
+        let rule = |op: &str, codes: &[i32]| serde_json::json!({"action": "Restart", "exitCodes": {"operator": op, "values": codes}});
+        let container = |policy: Option<&str>, rules: Vec<serde_json::Value>| -> Container {
+            serde_json::from_value(serde_json::json!({
+                "name": "c", "restartPolicy": policy, "restartPolicyRules": rules,
+            }))
+            .unwrap()
+        };
+        let cases = [
+            (
+                "no rules: the pod's policy",
+                container(None, vec![]),
+                "OnFailure",
+                1,
+                true,
+            ),
+            (
+                "no rules: the pod's policy, success",
+                container(None, vec![]),
+                "OnFailure",
+                0,
+                false,
+            ),
+            (
+                "its own policy over the pod's",
+                container(Some("Never"), vec![]),
+                "Always",
+                1,
+                false,
+            ),
+            (
+                "a matching In rule restarts",
+                container(Some("Never"), vec![rule("In", &[42])]),
+                "Never",
+                42,
+                true,
+            ),
+            (
+                "an unmatched rule falls back",
+                container(Some("Never"), vec![rule("In", &[42])]),
+                "Always",
+                1,
+                false,
+            ),
+            (
+                "NotIn matches the codes not listed",
+                container(Some("Never"), vec![rule("NotIn", &[0, 1])]),
+                "Never",
+                3,
+                true,
+            ),
+            (
+                "NotIn leaves the listed ones",
+                container(Some("Never"), vec![rule("NotIn", &[0, 1])]),
+                "Never",
+                1,
+                false,
+            ),
+        ];
+        for (name, c, pod_policy, code, want) in cases {
+            assert_eq!(restarts(&c, pod_policy, code), want, "{name}");
+        }
+        // In a plan: a Never pod whose container restarts on 42.
+        let mut pod = spec(&[], &["c"], "Never");
+        pod.containers[0] = container(Some("Never"), vec![rule("In", &[42])]);
+        let p = plan(&pod, &seen(&[("c", status(Exited, 0, 42))]), after(0));
+        assert_eq!(p.start, vec![("c".to_string(), 1)]);
+        assert!(plan(&pod, &seen(&[("c", status(Exited, 0, 1))]), after(0))
+            .start
+            .is_empty());
     }
 
     #[test]

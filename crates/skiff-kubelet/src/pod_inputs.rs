@@ -142,11 +142,13 @@ pub async fn pull_secrets(
 }
 
 /// The container's environment; an error is a `CreateContainerConfigError`.
+/// `volumes` are the pod's, for variables read from an env file in one.
 pub async fn env(
     client: &Client,
     pod: &Pod,
     c: &Container,
     pod_ip: &str,
+    volumes: &BTreeMap<String, Volume>,
 ) -> Result<Vec<cri::KeyValue>, String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let mut out = service_vars(client, pod, &ns).await?;
@@ -209,6 +211,18 @@ pub async fn env(
                     r.optional == Some(true),
                 )
                 .await?
+            } else if let Some(r) = &src.file_key_ref {
+                let volume = volumes
+                    .get(&r.volume_name)
+                    .ok_or_else(|| format!("volume {:?} not found", r.volume_name))?;
+                let value = crate::env_file::lookup(&volume.path, &r.path, &r.key)?;
+                if value.is_none() && r.optional != Some(true) {
+                    return Err(format!(
+                        "couldn't find key {} in env file {:?} of volume {:?}",
+                        r.key, r.path, r.volume_name
+                    ));
+                }
+                value
             } else if let Some(r) = &src.field_ref {
                 field(pod, &r.field_path, pod_ip)
             } else if let Some(r) = &src.resource_field_ref {
@@ -1067,7 +1081,7 @@ mod tests {
         // No ConfigMap or Secret is named; no Service exists.
         let (client, _) = crate::fake_api::fake_api();
         let c = &pod.spec.as_ref().unwrap().containers[0];
-        let env = env(&client, &pod, c, "").await.unwrap();
+        let env = env(&client, &pod, c, "", &BTreeMap::new()).await.unwrap();
         let get = |k: &str| env.iter().find(|e| e.key == k).map(|e| e.value.clone());
         assert_eq!(get("MEM_MI").as_deref(), Some("128"));
         assert_eq!(get("CPU_M").as_deref(), Some("500"));

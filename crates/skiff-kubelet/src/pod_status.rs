@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Map, Value};
 
-use crate::plan::{attempt_of, exited, instant, running, Init, Observed};
+use crate::plan::{attempt_of, exited, instant, is_sidecar, restarts, running, Init, Observed};
 use crate::pod_inputs::recursive_read_only;
 
 /// Why a container is not running: upstream's reason and message.
@@ -166,7 +166,10 @@ fn container_status(c: &Container, f: &Facts, before_start: &str) -> ContainerSt
         image_id: latest.map(|s| s.image_ref.clone()).unwrap_or_default(),
         container_id: latest.map(|s| format!("containerd://{}", s.id)),
         ready: is_running && f.probed.get(&c.name).copied().unwrap_or(true),
-        started: Some(is_running),
+        // A startup probe holds `started` back until it passes.
+        started: Some(
+            is_running && (c.startup_probe.is_none() || f.seen.started.contains(&c.name)),
+        ),
         restart_count: latest.map_or(0, |s| attempt_of(s) as i32),
         state: Some(state),
         // Go holds the last state by value: `{}` before any.
@@ -216,7 +219,9 @@ fn mount_statuses(c: &Container, recursive: bool) -> Option<Vec<VolumeMountStatu
     (!mounts.is_empty()).then_some(mounts)
 }
 
-/// The pod's phase, as upstream's getPhase.
+/// The pod's phase, as upstream's getPhase: from its app containers
+/// (`statuses`, in the spec's order) alone; one that exited but runs again
+/// keeps the pod running.
 fn phase(spec: &PodSpec, init: Init, statuses: &[ContainerStatus]) -> &'static str {
     let restart = spec.restart_policy.as_deref().unwrap_or("Always");
     let exit_code = |s: &ContainerStatus| {
@@ -230,12 +235,17 @@ fn phase(spec: &PodSpec, init: Init, statuses: &[ContainerStatus]) -> &'static s
     let succeeded = count(&|s| exit_code(s) == Some(0));
     let failed = count(&|s| exit_code(s).is_some_and(|c| c != 0));
     let total = statuses.len();
+    let over = spec
+        .containers
+        .iter()
+        .zip(statuses)
+        .all(|(c, s)| exit_code(s).is_some_and(|code| !restarts(c, restart, code)));
     match init {
         Init::Failed => "Failed",
         Init::Running => "Pending",
         Init::Done if running == total => "Running",
-        Init::Done if succeeded == total && restart != "Always" => "Succeeded",
-        Init::Done if failed > 0 && succeeded + failed == total && restart == "Never" => "Failed",
+        Init::Done if over && succeeded == total => "Succeeded",
+        Init::Done if over => "Failed",
         Init::Done if running + succeeded + failed > 0 => "Running",
         Init::Done => "Pending",
     }
@@ -286,7 +296,14 @@ pub fn pod_status(f: &Facts) -> PodStatus {
             ..container_status(c, f, "ContainerCreating")
         })
         .collect();
-    let ready = statuses.iter().all(|s| s.ready);
+    // Sidecars count towards the pod's readiness, as upstream's.
+    let sidecars_ready = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .zip(&init_statuses)
+        .all(|(c, s)| !is_sidecar(c) || s.ready);
+    let ready = sidecars_ready && statuses.iter().all(|s| s.ready);
     let previous = |kind: &str| {
         f.previous
             .and_then(|p| p.conditions.as_ref())
@@ -471,6 +488,80 @@ mod tests {
             api: previous,
             now: instant(T0) + SignedDuration::from_secs(at),
         })
+    }
+
+    #[test]
+    fn a_sidecar_counts_towards_readiness_but_not_the_phase() {
+        let mut pod = spec("Never", true);
+        let init = &mut pod.init_containers.as_mut().unwrap()[0];
+        init.restart_policy = Some("Always".into());
+        init.readiness_probe = Some(Default::default());
+        let running = |side_ready: bool| {
+            let seen = seen(&[
+                ("i", container(Running, 0, 0)),
+                ("a", container(Running, 0, 0)),
+                ("b", container(Running, 0, 0)),
+            ]);
+            let probed = HashMap::from([("i".to_owned(), side_ready)]);
+            let status = pod_status(&Facts {
+                probed: &probed,
+                ..facts(&pod, &seen)
+            });
+            let ready = status.conditions.unwrap();
+            let ready = ready.iter().find(|c| c.type_ == "ContainersReady").unwrap();
+            ready.status.clone()
+        };
+        assert_eq!(
+            (running(false), running(true)),
+            ("False".into(), "True".into())
+        );
+        // The app done, the sidecar still running: the pod succeeded.
+        let done = seen(&[
+            ("i", container(Running, 0, 0)),
+            ("a", container(Exited, 0, 0)),
+            ("b", container(Exited, 0, 0)),
+        ]);
+        let status = pod_status(&facts(&pod, &done));
+        assert_eq!(status.phase.as_deref(), Some("Succeeded"));
+        let side = &status.init_container_statuses.unwrap()[0];
+        assert_eq!((side.ready, side.started), (true, Some(true)));
+    }
+
+    #[test]
+    fn a_startup_probe_holds_started_back_until_it_passes() {
+        let mut pod = spec("Always", false);
+        pod.containers[0].startup_probe = Some(Default::default());
+        let mut seen = seen(&[
+            ("a", container(Running, 0, 0)),
+            ("b", container(Running, 0, 0)),
+        ]);
+        let started = |seen: &Observed| {
+            let status = pod_status(&facts(&pod, seen));
+            status.container_statuses.unwrap()[0].started
+        };
+        assert_eq!(started(&seen), Some(false));
+        seen.started.insert("a".into());
+        assert_eq!(started(&seen), Some(true));
+    }
+
+    fn facts<'a>(spec: &'a PodSpec, seen: &'a Observed) -> Facts<'a> {
+        static NONE: std::sync::LazyLock<HashMap<String, Waiting>> =
+            std::sync::LazyLock::new(HashMap::new);
+        static PROBED: std::sync::LazyLock<HashMap<String, bool>> =
+            std::sync::LazyLock::new(HashMap::new);
+        Facts {
+            spec,
+            seen,
+            waiting: &NONE,
+            probed: &PROBED,
+            init: Init::Done,
+            generation: Some(1),
+            recursive_read_only: false,
+            node_ip: "192.0.2.1",
+            previous: None,
+            api: None,
+            now: instant(T0),
+        }
     }
 
     #[test]

@@ -199,7 +199,12 @@ impl Worker {
     /// probes is looked at every second, as is every pod while the
     /// runtime's events do not come.
     fn resync(&self, spec: &PodSpec) -> Duration {
-        let probed = spec.containers.iter().any(|c| {
+        let sidecars = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .filter(|c| plan::is_sidecar(c));
+        let probed = sidecars.chain(&spec.containers).any(|c| {
             c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some()
         });
         if self.simulated {
@@ -366,36 +371,63 @@ impl Worker {
                 Some(_) => rt.sandbox_ip(&sb.id).await.unwrap_or_default(),
                 None => String::new(),
             };
-            let stops = running.iter().map(|c| {
-                let pod_ip = pod_ip.clone();
-                async move {
-                    let spec = pod.and_then(|p| {
-                        let name = c.labels.get(NAME_LABEL)?;
-                        p.spec.as_ref()?.containers.iter().find(|s| &s.name == name)
-                    });
-                    if let (Some(pod), Some(spec)) = (pod, spec) {
-                        let message = format!("Stopping container {}", spec.name);
-                        self.event(pod, &spec.name, Type::Normal, "Killing", &message);
-                    }
-                    let pre_stop = spec.and_then(|s| s.lifecycle.as_ref()?.pre_stop.as_ref());
-                    if let (Some(spec), Some(hook)) = (spec, pre_stop) {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        let ran =
-                            crate::probes::hook(&**rt, spec, hook, &c.id, &pod_ip, left).await;
-                        if let Err(why) = ran {
-                            tracing::info!(container = %spec.name, %why, "preStop hook failed");
-                        }
-                    }
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    rt.stop_container(&c.id, left.as_secs() as i64).await
-                }
-            });
-            for stopped in futures::future::join_all(stops).await {
+            // As upstream: the app's containers stop together, then the
+            // sidecars one by one, the last started first.
+            let spec = pod.and_then(|p| p.spec.as_ref());
+            let sidecars: Vec<&str> = spec
+                .into_iter()
+                .flat_map(|s| s.init_containers.iter().flatten())
+                .filter(|c| plan::is_sidecar(c))
+                .map(|c| c.name.as_str())
+                .rev()
+                .collect();
+            let sidecar_at = |c: &cri::Container| {
+                let name = c.labels.get(NAME_LABEL)?;
+                sidecars.iter().position(|s| s == name)
+            };
+            let (mut last, first): (Vec<_>, Vec<_>) =
+                running.iter().partition(|c| sidecar_at(c).is_some());
+            last.sort_by_key(|c| sidecar_at(c));
+            let stop = |c| self.stop_in_tear_down(pod, c, &pod_ip, deadline);
+            for stopped in futures::future::join_all(first.into_iter().map(stop)).await {
                 stopped?;
+            }
+            for c in last {
+                stop(c).await?;
             }
             rt.stop_sandbox(&sb.id).await?;
             rt.remove_sandbox(&sb.id).await?;
         }
+        Ok(())
+    }
+
+    /// Stops one of a pod's containers after its preStop hook, by the
+    /// pod's deadline.
+    async fn stop_in_tear_down(
+        &self,
+        pod: Option<&Pod>,
+        c: &cri::Container,
+        pod_ip: &str,
+        deadline: Instant,
+    ) -> Result<(), Error> {
+        let rt = &self.runtime;
+        let spec = pod.and_then(|p| container_named(p.spec.as_ref()?, c.labels.get(NAME_LABEL)?));
+        if let (Some(pod), Some(spec)) = (pod, &spec) {
+            let message = format!("Stopping container {}", spec.name);
+            self.event(pod, &spec.name, Type::Normal, "Killing", &message);
+        }
+        let pre_stop = spec
+            .as_ref()
+            .and_then(|s| s.lifecycle.as_ref()?.pre_stop.as_ref());
+        if let (Some(spec), Some(hook)) = (&spec, pre_stop) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ran = crate::probes::hook(&**rt, spec, hook, &c.id, pod_ip, left).await;
+            if let Err(why) = ran {
+                tracing::info!(container = %spec.name, %why, "preStop hook failed");
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        rt.stop_container(&c.id, left.as_secs() as i64).await?;
         Ok(())
     }
 
@@ -513,6 +545,12 @@ impl Worker {
         if matches!(phase, Some("Succeeded" | "Failed")) {
             return Ok(self.resync(spec));
         }
+        // A pod for another OS is refused, as upstream's admission does.
+        if spec.os.as_ref().is_some_and(|os| os.name != "linux") {
+            let why = "Failed to admit pod as the OS field doesn't match node OS";
+            self.evict(pod, &uid, "PodOSNotSupported", why).await?;
+            return Ok(self.resync(spec));
+        }
         // Past its `activeDeadlineSeconds` the pod fails, as upstream's;
         // until then it is looked at again by then at the latest.
         let status = state.reported.as_ref().or(pod.status.as_ref());
@@ -596,6 +634,10 @@ impl Worker {
             }
         }
         let plan = plan::plan(spec, &seen, Timestamp::now());
+        if !plan.stop.is_empty() {
+            self.stop_sidecars(pod, &seen, &plan.stop).await?;
+            seen = self.observe(spec, &uid).await?;
+        }
         let mut waiting: HashMap<String, Waiting> = HashMap::new();
         for name in &plan.back_off {
             self.back_off(pod, name, &mut waiting);
@@ -830,13 +872,21 @@ impl Worker {
         attempt: u32,
         state: &mut PodState,
     ) -> Result<(), Waiting> {
-        let image_user = self.ensure_image(at.pod, c, state, at.interim).await?;
         let failed = |why: &str, reason: &str| {
             let message = format!("Error: {why}");
             self.event(at.pod, &c.name, Type::Warning, "Failed", &message);
             Waiting::new(reason, why)
         };
         let config_error = |why: String| failed(&why, "CreateContainerConfigError");
+        // Its name makes paths on this node: checked here again, whatever
+        // the API server let through.
+        if !skiff_core::validate::is_dns_label(&c.name) {
+            return Err(config_error(format!(
+                "container name {:?} is not a DNS label",
+                c.name
+            )));
+        }
+        let image_user = self.ensure_image(at.pod, c, state, at.interim).await?;
         let volumes = at.volumes.as_ref().map_err(|why| {
             let message = format!("MountVolume.SetUp failed: {why}");
             self.event(at.pod, "", Type::Warning, "FailedMount", &message);
@@ -844,7 +894,7 @@ impl Worker {
         })?;
         let env = match self.simulated {
             true => Ok(Vec::new()),
-            false => pod_inputs::env(&self.client, at.pod, c, at.pod_ip).await,
+            false => pod_inputs::env(&self.client, at.pod, c, at.pod_ip, volumes).await,
         };
         let mut security =
             security::container(spec_of(at.pod), c, &image_user).map_err(config_error)?;
@@ -948,6 +998,25 @@ impl Worker {
         Ok(())
     }
 
+    /// Stops the pod's sidecars, one after the other in `order`, once its
+    /// app containers are over, as upstream's kubelet does.
+    async fn stop_sidecars(
+        &self,
+        pod: &Pod,
+        seen: &Observed,
+        order: &[String],
+    ) -> Result<(), Error> {
+        let grace = spec_of(pod).termination_grace_period_seconds.unwrap_or(30);
+        for name in order {
+            if let Some(status) = seen.latest.get(name) {
+                let message = format!("Stopping container {name}");
+                self.event(pod, name, Type::Normal, "Killing", &message);
+                self.runtime.stop_container(&status.id, grace).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// One look at the pod: its newest sandbox's IP and the latest
     /// container of each name. While an app container has not run in a
     /// sandbox that replaced a dead one, its state in the dead one stands
@@ -963,11 +1032,18 @@ impl Worker {
         Ok(self.with_messages(spec, seen))
     }
 
-    /// `seen` with the termination messages its exited containers left.
+    /// `seen` with the termination messages its exited containers left,
+    /// and which running containers passed their startup probe.
     fn with_messages(&self, spec: &PodSpec, mut seen: Observed) -> Observed {
         if self.simulated {
             return seen;
         }
+        seen.started = seen
+            .latest
+            .iter()
+            .filter(|(_, s)| running(s) && self.prober.started(&s.id))
+            .map(|(name, _)| name.clone())
+            .collect();
         let statuses = seen.latest.iter_mut().chain(seen.previous.iter_mut());
         for (name, status) in statuses.filter(|(_, s)| plan::exited(s)) {
             let message =
@@ -1070,7 +1146,12 @@ impl Worker {
     async fn probe(&self, pod: &Pod, seen: &Observed) -> Result<HashMap<String, bool>, Error> {
         let spec = spec_of(pod);
         let mut ready = HashMap::new();
-        for c in &spec.containers {
+        let sidecars = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .filter(|c| plan::is_sidecar(c));
+        for c in sidecars.chain(&spec.containers) {
             let Some(status) = seen.latest.get(&c.name).filter(|s| running(s)) else {
                 continue;
             };

@@ -88,6 +88,13 @@ impl Prober {
         }
     }
 
+    /// Whether the container's startup probe has passed.
+    pub fn started(&self, id: &str) -> bool {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(&(id.to_owned(), "Startup"))
+            .is_some_and(|s| s.verdict == Some(true))
+    }
+
     /// Forgets containers that are gone.
     pub fn retain(&self, live: &[String]) {
         self.seen

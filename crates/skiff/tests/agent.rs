@@ -167,6 +167,7 @@ fn pods_run_as_real_containers() {
     port_forward_and_copy(&c);
     probes(&c);
     init_containers_and_volumes(&c);
+    sidecars_rules_and_env_files(&c);
     limits_and_termination(&c);
     registry_pulls(&c, &registry.host);
     private_registry_pulls(&c, &private.host);
@@ -868,6 +869,85 @@ fn termination_messages(c: &Cluster) {
         "Pod was active on the node longer than the specified deadline"
     );
     c.ok(&["delete", "pod", "farewell", "deadline", "--wait=false"]);
+}
+
+/// A sidecar starts in the init sequence (the next init container waits
+/// for its startup probe), runs beside the app and is stopped once the
+/// app is done; environment variables read from an env file an init
+/// container wrote; `hostnameOverride`; a container's own restart rules;
+/// a pod for another OS refused.
+fn sidecars_rules_and_env_files(c: &Cluster) {
+    create(
+        c,
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: sidecar}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  hostnameOverride: db.example
+  initContainers:
+  - name: side
+    image: skiff.local/busybox:1
+    restartPolicy: Always
+    command: [sh, -c, 'sleep 1; echo up > /shared/side; exec sleep 3600']
+    startupProbe: {exec: {command: [test, -f, /shared/side]}, periodSeconds: 1}
+    volumeMounts: [{name: shared, mountPath: /shared}]
+  - name: env
+    image: skiff.local/busybox:1
+    command:
+    - sh
+    - -c
+    - |
+      cat /shared/side
+      printf "DB='db:5432'\nNOTE='two words'\n" > /shared/config.env
+    volumeMounts: [{name: shared, mountPath: /shared}]
+  containers:
+  - name: main
+    image: skiff.local/busybox:1
+    command: [sh, -c, 'echo "$DB|$NOTE|${GONE-unset}"; hostname']
+    env:
+    - {name: DB, valueFrom: {fileKeyRef: {volumeName: shared, path: config.env, key: DB}}}
+    - {name: NOTE, valueFrom: {fileKeyRef: {volumeName: shared, path: config.env, key: NOTE}}}
+    - {name: GONE, valueFrom: {fileKeyRef: {volumeName: shared, path: config.env, key: GONE, optional: true}}}
+  volumes: [{name: shared, emptyDir: {}}]
+"#,
+    );
+    create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: rules}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    restartPolicy: Never\n    restartPolicyRules: [{action: Restart, exitCodes: {operator: In, values: [42]}}]\n    command: [sh, -c, 'if [ -f /data/once ]; then exit 3; fi; touch /data/once; exit 42']\n    volumeMounts: [{name: data, mountPath: /data}]\n  volumes: [{name: data, emptyDir: {}}]\n");
+    create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: windows}\nspec:\n  os: {name: windows}\n  containers:\n  - {name: main, image: skiff.local/busybox:1, command: [sleep, '3600']}\n");
+    let p = wait_for("sidecar to succeed", LIMIT, || {
+        let p = pod(c, "sidecar");
+        (p["status"]["phase"] == "Succeeded").then_some(p)
+    });
+    // The env init container ran once the sidecar had written its file;
+    // the sidecar was stopped before the pod was reported done.
+    assert_eq!(c.ok(&["logs", "sidecar", "-c", "env"]), "up\n");
+    let inits = &p["status"]["initContainerStatuses"];
+    assert!(inits[0]["state"]["terminated"].is_object(), "{inits}");
+    assert_eq!(inits[1]["state"]["terminated"]["exitCode"], 0, "{inits}");
+    assert_eq!(
+        c.ok(&["logs", "sidecar", "-c", "main"]),
+        "db:5432|two words|unset\ndb.example\n"
+    );
+    let main = wait_for("rules to end", LIMIT, || {
+        let p = pod(c, "rules");
+        (p["status"]["phase"] == "Failed").then(|| container_state(&p))
+    });
+    assert_eq!(main["restartCount"], 1, "{main}");
+    assert_eq!(main["state"]["terminated"]["exitCode"], 3, "{main}");
+    let status = wait_for("windows to be refused", LIMIT, || {
+        let s = pod(c, "windows")["status"].clone();
+        (s["phase"] == "Failed").then_some(s)
+    });
+    assert_eq!(status["reason"], "PodOSNotSupported", "{status}");
+    c.ok(&[
+        "delete",
+        "pod",
+        "sidecar",
+        "rules",
+        "windows",
+        "--wait=false",
+    ]);
 }
 
 /// Init containers run in order before the app; downwardAPI files and a

@@ -220,6 +220,7 @@ impl Strategy for Pods {
     }
 
     fn prepare_create(&self, pod: &mut Value) {
+        drop_alpha_fields(&mut pod["spec"]);
         admit_pod(pod);
     }
 
@@ -359,6 +360,26 @@ impl Strategy for CertificateSigningRequests {
         }
         next["status"] = status;
         next
+    }
+}
+
+/// Drops what only upstream's alpha features (off by default in 1.35)
+/// read, as its pod strategy drops the fields of disabled features: a
+/// container's `lifecycle.stopSignal` (ContainerStopSignals) and the pod's
+/// `workloadRef` (GenericWorkload).
+fn drop_alpha_fields(spec: &mut Value) {
+    if let Some(spec) = spec.as_object_mut() {
+        spec.remove("workloadRef");
+    }
+    for list in ["initContainers", "containers"] {
+        let containers = spec.get_mut(list).and_then(Value::as_array_mut);
+        let lifecycles = containers
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get_mut("lifecycle").and_then(Value::as_object_mut));
+        for lifecycle in lifecycles {
+            lifecycle.remove("stopSignal");
+        }
     }
 }
 
@@ -538,6 +559,18 @@ mod tests {
         assert_eq!(start("", "configmaps"), Some(json!({"phase": "Running"})));
 
         let pods = of(r("", "pods"));
+        let mut alpha = json!({"spec": {"workloadRef": {"name": "w"}, "containers": [
+            {"name": "a", "lifecycle": {"stopSignal": "SIGUSR1", "preStop": {"sleep": {"seconds": 1}}}},
+            {"name": "b"}]}});
+        pods.prepare_create(&mut alpha);
+        assert_eq!(alpha["spec"].get("workloadRef"), None);
+        assert_eq!(alpha["spec"].get("initContainers"), None);
+        let containers = &alpha["spec"]["containers"];
+        assert_eq!(
+            containers[0]["lifecycle"],
+            json!({"preStop": {"sleep": {"seconds": 1}}})
+        );
+        assert_eq!(containers[1].get("lifecycle"), None);
         let pod = |node: &str, phase: &str| json!({"spec": {"nodeName": node}, "status": {"phase": phase}});
         assert_eq!(pods.grace_seconds(&pod("n", "Running"), None), 30);
         assert_eq!(pods.grace_seconds(&pod("n", "Running"), Some(5)), 5);

@@ -217,14 +217,7 @@ fn check_selectable(fields: &[Value], schema: &Value, at: &str, causes: &mut Vec
         }
     }
     if seen.len() > MAX_SELECTABLE {
-        causes.push(Cause {
-            reason: "FieldValueTooMany",
-            field: at.to_owned(),
-            message: format!(
-                "Too many: {}: must have at most {MAX_SELECTABLE} items",
-                seen.len()
-            ),
-        });
+        causes.push(Cause::too_many(at, seen.len(), MAX_SELECTABLE));
     }
 }
 

@@ -505,11 +505,7 @@ impl<'a> Checked<'a> {
             ));
         }
         if let Some(max) = s["maxItems"].as_u64().filter(|m| n > *m) {
-            causes.push(Cause {
-                reason: "FieldValueTooMany",
-                field: at.to_owned(),
-                message: format!("Too many: {n}: must have at most {max} items"),
-            });
+            causes.push(Cause::too_many(at, n as usize, max as usize));
         }
         let list_type = s["x-kubernetes-list-type"].as_str().unwrap_or("");
         let keys: Vec<&str> = s["x-kubernetes-list-map-keys"]
@@ -587,11 +583,7 @@ impl<'a> Checked<'a> {
             ));
         }
         if let Some(max) = s["maxProperties"].as_u64().filter(|m| n > *m) {
-            causes.push(Cause {
-                reason: "FieldValueTooMany",
-                field: at.to_owned(),
-                message: format!("Too many: {n}: must have at most {max} items"),
-            });
+            causes.push(Cause::too_many(at, n as usize, max as usize));
         }
         if flag(s, "x-kubernetes-embedded-resource") {
             for field in ["apiVersion", "kind"] {
