@@ -52,6 +52,11 @@ const RETRY: Duration = Duration::from_secs(1);
 /// manager does.
 const USAGE_CHECK: Duration = Duration::from_secs(10);
 
+/// The pod's name for a container the runtime runs for it.
+fn name_of(c: &cri::Container) -> Option<&str> {
+    c.labels.get(NAME_LABEL).map(String::as_str)
+}
+
 pub(crate) fn attempt_of_container(c: &cri::Container) -> u32 {
     c.metadata.as_ref().map_or(0, |m| m.attempt)
 }
@@ -382,18 +387,21 @@ impl Worker {
                 .rev()
                 .collect();
             let sidecar_at = |c: &cri::Container| {
-                let name = c.labels.get(NAME_LABEL)?;
-                sidecars.iter().position(|s| s == name)
+                let name = name_of(c)?;
+                sidecars.iter().position(|s| *s == name)
             };
             let (mut last, first): (Vec<_>, Vec<_>) =
                 running.iter().partition(|c| sidecar_at(c).is_some());
             last.sort_by_key(|c| sidecar_at(c));
-            let stop = |c| self.stop_in_tear_down(pod, c, &pod_ip, deadline);
-            for stopped in futures::future::join_all(first.into_iter().map(stop)).await {
+            let stops = first
+                .into_iter()
+                .map(|c| self.stop_container(pod, name_of(c), &c.id, &pod_ip, deadline));
+            for stopped in futures::future::join_all(stops).await {
                 stopped?;
             }
             for c in last {
-                stop(c).await?;
+                self.stop_container(pod, name_of(c), &c.id, &pod_ip, deadline)
+                    .await?;
             }
             rt.stop_sandbox(&sb.id).await?;
             rt.remove_sandbox(&sb.id).await?;
@@ -403,15 +411,16 @@ impl Worker {
 
     /// Stops one of a pod's containers after its preStop hook, by the
     /// pod's deadline.
-    async fn stop_in_tear_down(
+    async fn stop_container(
         &self,
         pod: Option<&Pod>,
-        c: &cri::Container,
+        name: Option<&str>,
+        id: &str,
         pod_ip: &str,
         deadline: Instant,
     ) -> Result<(), Error> {
         let rt = &self.runtime;
-        let spec = pod.and_then(|p| container_named(p.spec.as_ref()?, c.labels.get(NAME_LABEL)?));
+        let spec = pod.and_then(|p| container_named(p.spec.as_ref()?, name?));
         if let (Some(pod), Some(spec)) = (pod, &spec) {
             let message = format!("Stopping container {}", spec.name);
             self.event(pod, &spec.name, Type::Normal, "Killing", &message);
@@ -421,13 +430,13 @@ impl Worker {
             .and_then(|s| s.lifecycle.as_ref()?.pre_stop.as_ref());
         if let (Some(spec), Some(hook)) = (&spec, pre_stop) {
             let left = deadline.saturating_duration_since(Instant::now());
-            let ran = crate::probes::hook(&**rt, spec, hook, &c.id, pod_ip, left).await;
+            let ran = crate::probes::hook(&**rt, spec, hook, id, pod_ip, left).await;
             if let Err(why) = ran {
                 tracing::info!(container = %spec.name, %why, "preStop hook failed");
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        rt.stop_container(&c.id, left.as_secs() as i64).await?;
+        rt.stop_container(id, left.as_secs() as i64).await?;
         Ok(())
     }
 
@@ -935,7 +944,42 @@ impl Worker {
             .map_err(|e| failed(e.message(), "RunContainerError"))?;
         let started = format!("Started container {}", c.name);
         self.event(at.pod, &c.name, Type::Normal, "Started", &started);
-        Ok(())
+        self.post_start(at, c, &id).await
+    }
+
+    /// Runs the container's postStart hook, as upstream's kubelet: the
+    /// start waits for it, and a failed hook kills the container (which
+    /// then restarts as its policy says). A hook gets at most the pod's
+    /// grace period, and 30 s at least.
+    async fn post_start(&self, at: &Launch<'_>, c: &Container, id: &str) -> Result<(), Waiting> {
+        let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) else {
+            return Ok(());
+        };
+        if self.simulated {
+            return Ok(());
+        }
+        let grace = spec_of(at.pod)
+            .termination_grace_period_seconds
+            .unwrap_or(30);
+        let timeout = Duration::from_secs(grace.max(30) as u64);
+        let rt = &*self.runtime;
+        let Err(why) = crate::probes::hook(rt, c, hook, id, at.pod_ip, timeout).await else {
+            return Ok(());
+        };
+        let message = format!("PostStartHook failed: {why}");
+        self.event(
+            at.pod,
+            &c.name,
+            Type::Warning,
+            "FailedPostStartHook",
+            &message,
+        );
+        let killing = format!("FailedPostStartHook: stopping container {}", c.name);
+        self.event(at.pod, &c.name, Type::Normal, "Killing", &killing);
+        if let Err(e) = rt.stop_container(id, grace).await {
+            tracing::info!(container = %c.name, error = %e, "could not stop after a failed postStart hook");
+        }
+        Err(Waiting::new("PostStartHookError", message))
     }
 
     /// The pod's `/etc/hosts`, written anew for each container start, and
@@ -1007,11 +1051,12 @@ impl Worker {
         order: &[String],
     ) -> Result<(), Error> {
         let grace = spec_of(pod).termination_grace_period_seconds.unwrap_or(30);
+        let deadline = Instant::now() + Duration::from_secs(grace.max(0) as u64);
         for name in order {
             if let Some(status) = seen.latest.get(name) {
-                let message = format!("Stopping container {name}");
-                self.event(pod, name, Type::Normal, "Killing", &message);
-                self.runtime.stop_container(&status.id, grace).await?;
+                let (id, ip) = (&status.id, &seen.pod_ip);
+                self.stop_container(Some(pod), Some(name), id, ip, deadline)
+                    .await?;
             }
         }
         Ok(())

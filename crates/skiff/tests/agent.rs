@@ -1072,6 +1072,23 @@ fn limits_and_termination(c: &Cluster) {
     );
     // The process left on SIGTERM: nothing waited for the 60 s SIGKILL.
     assert!(started.elapsed() < Duration::from_secs(50));
+    // A postStart hook runs as the container starts; one that fails kills
+    // its container.
+    create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: hooked}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    command: [sh, -c, 'while [ ! -f /tmp/hook ]; do sleep 0.2; done; cat /tmp/hook']\n    lifecycle: {postStart: {exec: {command: [sh, -c, 'echo hooked > /tmp/hook']}}}\n  - name: failing\n    image: skiff.local/busybox:1\n    command: [sleep, '3600']\n    lifecycle: {postStart: {exec: {command: [sh, -c, 'exit 3']}}}\n");
+    let statuses = wait_for("hooked to fail", LIMIT, || {
+        let p = pod(c, "hooked");
+        (p["status"]["phase"] == "Failed").then(|| p["status"]["containerStatuses"].clone())
+    });
+    assert_eq!(
+        statuses[0]["state"]["terminated"]["exitCode"], 0,
+        "{statuses}"
+    );
+    assert!(statuses[1]["state"]["terminated"].is_object(), "{statuses}");
+    assert_eq!(c.ok(&["logs", "hooked", "-c", "main"]), "hooked\n");
+    let selector = "--field-selector=reason=FailedPostStartHook,involvedObject.name=hooked";
+    let events = c.ok(&["get", "events", selector, "-o", "name"]);
+    assert!(!events.trim().is_empty(), "no FailedPostStartHook event");
+    c.ok(&["delete", "pod", "hooked", "--wait=false"]);
 }
 
 /// A pull from the local registry works; a missing image there reports
