@@ -1220,7 +1220,9 @@ impl Worker {
                     probe.to_lowercase()
                 );
                 self.event(pod, &c.name, Type::Normal, "Killing", &message);
-                let grace = spec.termination_grace_period_seconds.unwrap_or(30);
+                // The probe's own grace period first, as upstream's.
+                let grace = outcome.grace.or(spec.termination_grace_period_seconds);
+                let grace = grace.unwrap_or(30);
                 self.runtime.stop_container(&status.id, grace).await?;
             }
             ready.insert(c.name.clone(), outcome.ready);

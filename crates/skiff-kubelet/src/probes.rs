@@ -27,6 +27,8 @@ pub struct Outcome {
     /// Set when the container must be killed: the probe that failed it
     /// (`Liveness` or `Startup`).
     pub kill: Option<&'static str>,
+    /// The grace period that probe gives the container, if its own.
+    pub grace: Option<i64>,
     /// What each probe that failed this time said (`Readiness probe
     /// failed: …`), for `Unhealthy` events.
     pub failures: Vec<String>,
@@ -57,6 +59,7 @@ impl Prober {
                     return Outcome {
                         ready: false,
                         kill: Some("Startup"),
+                        grace: p.termination_grace_period_seconds,
                         failures,
                     }
                 }
@@ -73,6 +76,7 @@ impl Prober {
                 return Outcome {
                     ready: false,
                     kill: Some("Liveness"),
+                    grace: p.termination_grace_period_seconds,
                     failures,
                 };
             }
@@ -83,8 +87,8 @@ impl Prober {
         };
         Outcome {
             ready,
-            kill: None,
             failures,
+            ..Outcome::default()
         }
     }
 
@@ -190,6 +194,75 @@ pub async fn hook(
     probe(runtime, c, &as_probe, id, pod_ip, timeout).await
 }
 
+/// What the prober says it is, as upstream's `kube-probe/<minor>`.
+const PROBE_AGENT: &str = "kube-probe/1.35";
+
+/// `grpc.health.v1.HealthCheckRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    service: String,
+}
+
+/// `grpc.health.v1.HealthCheckResponse`: 1 is SERVING.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+/// A gRPC probe: the standard health service's `Check`, passing when it
+/// answers SERVING, with upstream's messages.
+async fn grpc_health(
+    host: &str,
+    port: i32,
+    service: String,
+    timeout: Duration,
+) -> Result<(), String> {
+    let target = format!("{host}:{port}");
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{target}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .user_agent(PROBE_AGENT)
+        .map_err(|e| e.to_string())?;
+    let channel = endpoint.connect().await.map_err(|e| {
+        format!(
+            "timeout: failed to connect service {target:?} within {}s: {e}",
+            timeout.as_secs()
+        )
+    })?;
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await.map_err(|e| e.to_string())?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/grpc.health.v1.Health/Check");
+    let request = tonic::Request::new(HealthCheckRequest { service });
+    let codec = tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default();
+    let answer = client.unary(request, path, codec).await.map_err(|status| {
+        match status.code() {
+            tonic::Code::Unimplemented => format!(
+                "error: this server does not implement the grpc health protocol (grpc.health.v1.Health): {}",
+                status.message()
+            ),
+            tonic::Code::DeadlineExceeded => format!(
+                "timeout: health rpc did not complete within {}s",
+                timeout.as_secs()
+            ),
+            _ => format!("error: health rpc probe failed: {status}"),
+        }
+    })?;
+    match answer.into_inner().status {
+        1 => Ok(()),
+        status => {
+            let name = match status {
+                2 => "NOT_SERVING",
+                3 => "SERVICE_UNKNOWN",
+                _ => "UNKNOWN",
+            };
+            Err(format!("service unhealthy (responded with {name:?})"))
+        }
+    }
+}
+
 /// One probe attempt: `Ok` on success, the failure message otherwise.
 async fn probe(
     runtime: &dyn ContainerRuntime,
@@ -216,17 +289,49 @@ async fn probe(
     }
     if let Some(http) = &p.http_get {
         let port = port(c, &http.port).ok_or("unknown named port")?;
-        let host = http.host.clone().unwrap_or_else(|| pod_ip.to_owned());
-        let url = format!(
-            "http://{host}:{port}{}",
-            http.path.as_deref().unwrap_or("/")
-        );
+        let host = http.host.clone().filter(|h| !h.is_empty());
+        let host = host.unwrap_or_else(|| pod_ip.to_owned());
+        let scheme = match http.scheme.as_deref() {
+            Some("HTTPS") => "https",
+            _ => "http",
+        };
+        let host = match host.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => format!("[{host}]"),
+            Err(_) => host,
+        };
+        let path = http.path.as_deref().unwrap_or("/");
+        let path = if path.starts_with('/') {
+            path.to_owned()
+        } else {
+            format!("/{path}")
+        };
+        let url = format!("{scheme}://{host}:{port}{path}");
+        // As upstream's prober: certificates are not checked, and the
+        // probe's headers (a `Host` among them) replace the defaults.
         let client = reqwest::Client::builder()
             .timeout(timeout)
+            .danger_accept_invalid_certs(true)
             .build()
             .map_err(|e| e.to_string())?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::USER_AGENT,
+            PROBE_AGENT.parse().map_err(|_| "user agent")?,
+        );
+        headers.insert(
+            reqwest::header::ACCEPT,
+            "*/*".parse().map_err(|_| "accept")?,
+        );
+        for h in http.http_headers.iter().flatten() {
+            let name = reqwest::header::HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| format!("invalid header name {:?}", h.name))?;
+            let value = reqwest::header::HeaderValue::from_str(&h.value)
+                .map_err(|_| format!("invalid value of header {:?}", h.name))?;
+            headers.insert(name, value);
+        }
         let r = client
             .get(&url)
+            .headers(headers)
             .send()
             .await
             .map_err(|e| format!("Get {url:?}: {e}"))?;
@@ -236,6 +341,14 @@ async fn probe(
         } else {
             Err(format!("HTTP probe failed with statuscode: {code}"))
         };
+    }
+    if let Some(grpc) = &p.grpc {
+        let host = match pod_ip.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => format!("[{pod_ip}]"),
+            Err(_) => pod_ip.to_owned(),
+        };
+        let service = grpc.service.clone().unwrap_or_default();
+        return grpc_health(&host, grpc.port, service, timeout).await;
     }
     if let Some(tcp) = &p.tcp_socket {
         let port = port(c, &tcp.port).ok_or("unknown named port")?;
@@ -252,4 +365,115 @@ async fn probe(
         };
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::fake::FakeRuntime;
+
+    /// A container probed on `port` of 127.0.0.1 by `p`.
+    async fn check(p: serde_json::Value) -> Result<(), String> {
+        let p: Probe = serde_json::from_value(p).unwrap();
+        let c = Container::default();
+        let timeout = Duration::from_secs(2);
+        probe(&FakeRuntime::default(), &c, &p, "id", "127.0.0.1", timeout).await
+    }
+
+    async fn serve(app: axum::Router) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        port
+    }
+
+    #[tokio::test]
+    async fn http_probes_send_their_headers() {
+        use axum::http::{HeaderMap, StatusCode};
+        let app = axum::Router::new().route(
+            "/healthz",
+            axum::routing::get(|headers: HeaderMap| async move {
+                let got = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                };
+                let ok = got("x-probe") == "yes"
+                    && got("host") == "app.example"
+                    && got("user-agent") == PROBE_AGENT;
+                if ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::IM_A_TEAPOT
+                }
+            }),
+        );
+        let port = serve(app).await;
+        let http = |headers: serde_json::Value| serde_json::json!({"httpGet": {"path": "healthz", "port": port, "httpHeaders": headers}});
+        let with = http(
+            serde_json::json!([{"name": "X-Probe", "value": "yes"}, {"name": "Host", "value": "app.example"}]),
+        );
+        assert_eq!(check(with).await, Ok(()));
+        let without = check(http(serde_json::json!([]))).await;
+        assert_eq!(
+            without,
+            Err("HTTP probe failed with statuscode: 418".into())
+        );
+    }
+
+    #[derive(Clone)]
+    struct Health(i32);
+    impl tonic::server::UnaryService<HealthCheckRequest> for Health {
+        type Response = HealthCheckResponse;
+        type Future =
+            std::future::Ready<Result<tonic::Response<HealthCheckResponse>, tonic::Status>>;
+        fn call(&mut self, request: tonic::Request<HealthCheckRequest>) -> Self::Future {
+            let status = match request.into_inner().service.as_str() {
+                "" => self.0,
+                _ => 3,
+            };
+            std::future::ready(Ok(tonic::Response::new(HealthCheckResponse { status })))
+        }
+    }
+
+    #[tokio::test]
+    async fn grpc_probes_ask_the_health_service() {
+        let health = |status: i32| {
+            axum::Router::new().route(
+                "/grpc.health.v1.Health/Check",
+                axum::routing::post(move |request: axum::extract::Request| async move {
+                    let codec =
+                        tonic_prost::ProstCodec::<HealthCheckResponse, HealthCheckRequest>::default(
+                        );
+                    let mut grpc = tonic::server::Grpc::new(codec);
+                    grpc.unary(Health(status), request)
+                        .await
+                        .map(axum::body::Body::new)
+                }),
+            )
+        };
+        let serving = serve(health(1)).await;
+        let failing = serve(health(2)).await;
+        let grpc = |port: u16, service: &str| serde_json::json!({"grpc": {"port": port, "service": service}});
+        assert_eq!(check(grpc(serving, "")).await, Ok(()));
+        let unknown = check(grpc(serving, "other")).await;
+        assert_eq!(
+            unknown,
+            Err("service unhealthy (responded with \"SERVICE_UNKNOWN\")".into())
+        );
+        let not_serving = check(grpc(failing, "")).await;
+        assert_eq!(
+            not_serving,
+            Err("service unhealthy (responded with \"NOT_SERVING\")".into())
+        );
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let refused = check(grpc(port, "")).await.unwrap_err();
+        assert!(
+            refused.starts_with("timeout: failed to connect service"),
+            "{refused}"
+        );
+    }
 }
