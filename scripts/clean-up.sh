@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Removes everything a stopped `skiff server` (or `skiff agent`) left on
 # this machine: the containers its containerd ran (their shims), the pods'
-# network namespaces, mounts under its data dir, the pod bridge, the
-# proxy's nftables table and routes, and the data dir itself. Stop the
-# server first (Ctrl-C).
+# network namespaces and forwarded node ports, mounts under its data dir,
+# the pod bridge, the proxy's nftables table and routes, and the data dir
+# itself. Stop the server first (Ctrl-C).
 # Usage: scripts/clean-up.sh DATA_DIR   (e.g. /tmp/skiff)
 set -uo pipefail
 dir="${1:?usage: clean-up.sh DATA_DIR}"
@@ -24,6 +24,7 @@ for containerd in "$dir/agent/containerd" "$dir/containerd"; do
           shims="$shims ${proc#/proc/}" ;;
     esac
   done
+  sandboxes="$(ls "$containerd/state/io.containerd.runtime.v2.task/k8s.io" 2>/dev/null)"
   networks="$(cat "$containerd"/state/io.containerd.runtime.v2.task/*/*/config.json \
     "$containerd/root/io.containerd.metadata.v1.bolt/meta.db" 2>/dev/null |
     grep -ao '/var/run/netns/cni-[0-9a-f-]\{1,\}' | sort -u)"
@@ -43,6 +44,18 @@ for containerd in "$dir/agent/containerd" "$dir/containerd"; do
   for netns in $networks; do
     umount "$netns" 2>/dev/null
     rm -f "$netns"
+  done
+  # And the node ports the CNI portmap plugin forwarded to pods whose
+  # sandboxes were not torn down: its rules name the sandbox.
+  command -v iptables > /dev/null || continue
+  for id in $sandboxes; do
+    iptables -w -t nat -L CNI-HOSTPORT-DNAT -n --line-numbers 2>/dev/null |
+      grep -F "id: \"$id\"" | sort -rn | while read -r num target _; do
+        iptables -w -t nat -D CNI-HOSTPORT-DNAT "$num"
+        case "$target" in
+          CNI-DN-*) iptables -w -t nat -F "$target" && iptables -w -t nat -X "$target" ;;
+        esac
+      done
   done
 done
 grep -o " $dir[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done

@@ -183,6 +183,8 @@ pub fn pod_spec(spec: &mut Value) {
     or_insert(spec, "schedulerName", json!("default-scheduler"));
     or_insert(spec, "terminationGracePeriodSeconds", json!(30));
     or_insert(spec, "securityContext", json!({}));
+    // On the node's network a port is the node's, as upstream defaults it.
+    let host_network = spec["hostNetwork"] == true;
     for list in ["initContainers", "containers"] {
         for c in spec
             .get_mut(list)
@@ -191,6 +193,11 @@ pub fn pod_spec(spec: &mut Value) {
             .flatten()
         {
             container(c);
+            let ports = c.get_mut("ports").and_then(Value::as_array_mut);
+            for port in ports.into_iter().flatten().filter(|_| host_network) {
+                let container_port = port["containerPort"].clone();
+                or_insert(port, "hostPort", container_port);
+            }
         }
     }
 }

@@ -387,6 +387,7 @@ fn pod_spec(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
     }
     volumes(spec, at, causes);
     restart_rules(spec, at, causes);
+    ports(spec, at, causes);
     hostname_override(spec, at, causes);
     env_files(spec, at, causes);
     security(spec, at, causes);
@@ -576,6 +577,96 @@ fn restart_rules(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
                 }
             }
         }
+    }
+}
+
+const PORT_RANGE: &str = "must be between 1 and 65535, inclusive";
+
+/// Containers' ports, as upstream's `validateContainerPorts`, and the
+/// node's ports they hold (`hostPort`): each once per pod, and on the
+/// node's network the container's own.
+fn ports(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
+    let in_range = |p: i64| (1..=65535).contains(&p);
+    let host_network = spec["hostNetwork"] == true;
+    let mut held = Vec::new();
+    for list in ["initContainers", "containers"] {
+        for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
+            let container = at.item(list, i);
+            let mut names = Vec::new();
+            for (j, p) in c["ports"].as_array().into_iter().flatten().enumerate() {
+                let here = container.item("ports", j);
+                if let Some(name) = p["name"].as_str().filter(|n| !n.is_empty()) {
+                    let field = here.field("name").to_string();
+                    if let Some(why) = port_name_problem(name) {
+                        causes.push(Cause::invalid(&field, name, why));
+                    } else if names.contains(&name) {
+                        causes.push(Cause {
+                            reason: "FieldValueDuplicate",
+                            field,
+                            message: format!("Duplicate value: {name:?}"),
+                        });
+                    }
+                    names.push(name);
+                }
+                let container_port = p["containerPort"].as_i64().unwrap_or(0);
+                let field = here.field("containerPort").to_string();
+                if container_port == 0 {
+                    causes.push(Cause::required(field));
+                } else if !in_range(container_port) {
+                    causes.push(Cause::invalid(
+                        field,
+                        &container_port.to_string(),
+                        PORT_RANGE,
+                    ));
+                }
+                let host_port = p["hostPort"].as_i64().unwrap_or(0);
+                let field = here.field("hostPort").to_string();
+                if host_port != 0 && !in_range(host_port) {
+                    causes.push(Cause::invalid(&field, &host_port.to_string(), PORT_RANGE));
+                }
+                if host_network && host_port != 0 && host_port != container_port {
+                    let why = "must match `containerPort` when `hostNetwork` is true";
+                    causes.push(Cause::invalid(&field, &host_port.to_string(), why));
+                }
+                let protocol = p["protocol"].as_str().unwrap_or("TCP");
+                if !matches!(protocol, "TCP" | "UDP" | "SCTP") {
+                    let field = here.field("protocol").to_string();
+                    causes.push(Cause::unsupported(field, protocol, &["SCTP", "TCP", "UDP"]));
+                }
+                if host_port != 0 {
+                    let ip = p["hostIP"].as_str().unwrap_or_default();
+                    let key = format!("{protocol}/{ip}/{host_port}");
+                    if held.contains(&key) {
+                        causes.push(Cause {
+                            reason: "FieldValueDuplicate",
+                            field,
+                            message: format!("Duplicate value: {key:?}"),
+                        });
+                    }
+                    held.push(key);
+                }
+            }
+        }
+    }
+}
+
+/// Why `name` may not name a port (upstream's `IsValidPortName`), if so.
+fn port_name_problem(name: &str) -> Option<&'static str> {
+    if name.len() > 15 {
+        Some("must be no more than 15 characters")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        Some("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)")
+    } else if !name.bytes().any(|b| b.is_ascii_lowercase()) {
+        Some("must contain at least one letter (a-z)")
+    } else if name.contains("--") {
+        Some("must not contain consecutive hyphens")
+    } else if name.starts_with('-') || name.ends_with('-') {
+        Some("must not begin or end with a hyphen")
+    } else {
+        None
     }
 }
 
@@ -1439,6 +1530,24 @@ mod tests {
                 ],
             ),
         ];
+        let mut ported = good.clone();
+        ported["spec"]["hostNetwork"] = json!(true);
+        ported["spec"]["containers"][0]["ports"] = json!([
+            {"name": "web", "containerPort": 80, "hostPort": 81},
+            {"name": "web", "containerPort": 70000},
+            {"name": "Bad_Name", "containerPort": 82, "protocol": "ICMP"},
+            {"containerPort": 83, "hostPort": 83}, {"containerPort": 83, "hostPort": 83}]);
+        let fields = cause_fields(object(pods, &ported, None).unwrap_err());
+        let port = |j: usize, f: &str| format!("spec.containers[0].ports[{j}].{f}");
+        let want = [
+            port(0, "hostPort"),
+            port(1, "name"),
+            port(1, "containerPort"),
+            port(2, "name"),
+            port(2, "protocol"),
+            port(4, "hostPort"),
+        ];
+        assert_eq!(fields, want);
         let mut named = good.clone();
         named["spec"]["hostnameOverride"] = json!("Not_A_Name");
         named["spec"]["hostNetwork"] = json!(true);

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{Container, Pod, PodDNSConfig};
+use k8s_openapi::api::core::v1::{Container, Pod, PodDNSConfig, PodSpec};
 
 use crate::agent::Dns;
 use crate::{expansion, security};
@@ -68,6 +68,7 @@ pub fn sandbox(
             None => hostname(&name),
         },
         log_directory: log_directory.display().to_string(),
+        port_mappings: pod.spec.as_ref().map(host_ports).unwrap_or_default(),
         labels: [
             (UID_LABEL.to_owned(), uid),
             (POD_LABEL.to_owned(), name),
@@ -241,6 +242,34 @@ pub fn container(
         ..Default::default()
     }
 }
+/// The node's ports the pod's containers (and sidecars) ask for
+/// (`hostPort`), which the CNI portmap plugin forwards to the pod.
+fn host_ports(spec: &PodSpec) -> Vec<cri::PortMapping> {
+    let sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| crate::plan::is_sidecar(c));
+    let ports = spec
+        .containers
+        .iter()
+        .chain(sidecars)
+        .flat_map(|c| c.ports.iter().flatten());
+    ports
+        .filter(|p| p.host_port.is_some_and(|h| h > 0))
+        .map(|p| cri::PortMapping {
+            protocol: match p.protocol.as_deref() {
+                Some("UDP") => cri::Protocol::Udp,
+                Some("SCTP") => cri::Protocol::Sctp,
+                _ => cri::Protocol::Tcp,
+            } as i32,
+            container_port: p.container_port,
+            host_port: p.host_port.unwrap_or_default(),
+            host_ip: p.host_ip.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
 /// A pod's hostname: at most 63 characters, without a trailing `-` or
 /// `.` where cut (the kernel refuses longer names; upstream's kubelet cuts
 /// them so).

@@ -131,6 +131,54 @@ pub struct PlacedPod {
     pub terminating: bool,
     /// The volumes a node's volume limits count: claims and inline CSI.
     pub volumes: Vec<PodVolume>,
+    /// The node's ports it holds.
+    pub host_ports: Vec<HostPort>,
+}
+
+/// A port of the node a pod holds (`hostPort`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostPort {
+    /// `0.0.0.0` (every address) unless the pod names one.
+    pub ip: String,
+    pub protocol: String,
+    pub port: i32,
+}
+
+impl HostPort {
+    /// The host ports of the pod's containers and sidecars.
+    pub fn of(pod: &Pod) -> Vec<Self> {
+        let Some(spec) = pod.spec.as_ref() else {
+            return Vec::new();
+        };
+        let sidecars = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+        let ports = spec.containers.iter().chain(sidecars);
+        ports
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter(|p| p.host_port.is_some_and(|h| h > 0))
+            .map(|p| Self {
+                ip: p
+                    .host_ip
+                    .clone()
+                    .filter(|ip| !ip.is_empty())
+                    .unwrap_or_else(|| "0.0.0.0".into()),
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                port: p.host_port.unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Whether two pods could not both hold these, as upstream's
+    /// `HostPortInfo`.
+    pub fn conflicts(&self, other: &HostPort) -> bool {
+        let any = |ip: &str| ip == "0.0.0.0";
+        self.port == other.port
+            && self.protocol == other.protocol
+            && (self.ip == other.ip || any(&self.ip) || any(&other.ip))
+    }
 }
 
 /// A volume of a pod that may count against a node's limits.
@@ -180,6 +228,7 @@ impl PlacedPod {
             requests: pod_requests(pod),
             terminating: pod.metadata.deletion_timestamp.is_some(),
             volumes: PodVolume::of(pod),
+            host_ports: HostPort::of(pod),
         }
     }
 }

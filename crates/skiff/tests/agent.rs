@@ -168,6 +168,7 @@ fn pods_run_as_real_containers() {
     probes(&c);
     init_containers_and_volumes(&c);
     sidecars_rules_and_env_files(&c);
+    host_ports(&c);
     limits_and_termination(&c);
     registry_pulls(&c, &registry.host);
     private_registry_pulls(&c, &private.host);
@@ -946,6 +947,46 @@ spec:
         "sidecar",
         "rules",
         "windows",
+        "--wait=false",
+    ]);
+}
+
+/// A container's `hostPort` is the node's: reached on the node, and held,
+/// so a second pod asking for it is not scheduled.
+fn host_ports(c: &Cluster) {
+    let port = support::free_port();
+    let manifest = |name: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: httpd\n    image: skiff.local/busybox:1\n    command: [sh, -c, 'mkdir -p /www && hostname > /www/index.html && httpd -f -p 8080 -h /www']\n    ports: [{{containerPort: 8080, hostPort: {port}}}]\n")
+    };
+    create(c, &manifest("hostport"));
+    let answer = wait_for("the pod to answer on the node's port", LIMIT, || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.contains("200 OK").then_some(out)
+    });
+    assert!(answer.ends_with("\r\n\r\nhostport\n"), "{answer}");
+    create(c, &manifest("hostport-again"));
+    let why = wait_for("the second pod not to be scheduled", LIMIT, || {
+        let p = pod(c, "hostport-again");
+        let conditions = p["status"]["conditions"].as_array()?.clone();
+        let scheduled = conditions.iter().find(|c| c["type"] == "PodScheduled")?;
+        (scheduled["status"] == "False").then(|| scheduled["message"].clone())
+    });
+    assert!(
+        why.as_str()
+            .unwrap_or_default()
+            .contains("didn't have free ports for the requested pod ports"),
+        "{why}"
+    );
+    c.ok(&[
+        "delete",
+        "pod",
+        "hostport",
+        "hostport-again",
         "--wait=false",
     ]);
 }

@@ -6,6 +6,7 @@ mod default_preemption;
 mod inter_pod_affinity;
 mod node_affinity;
 mod node_name;
+mod node_ports;
 mod node_resources_fit;
 mod node_unschedulable;
 mod node_volume_limits;
@@ -19,6 +20,7 @@ pub use default_preemption::DefaultPreemption;
 pub use inter_pod_affinity::InterPodAffinity;
 pub use node_affinity::NodeAffinity;
 pub use node_name::NodeName;
+pub use node_ports::NodePorts;
 pub use node_resources_fit::{LeastAllocated, NodeResourcesFit};
 pub use node_unschedulable::NodeUnschedulable;
 pub use node_volume_limits::NodeVolumeLimits;
@@ -53,6 +55,7 @@ pub fn profile(volumes: Arc<Volumes>, client: Option<kube::Client>) -> Profile {
             Box::new(NodeName),
             Box::new(TaintToleration),
             Box::new(NodeAffinity),
+            Box::new(NodePorts),
             Box::new(NodeResourcesFit),
             Box::new(NodeVolumeLimits {
                 volumes: volumes.clone(),
