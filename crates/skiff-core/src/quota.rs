@@ -33,21 +33,32 @@ pub fn counts(plural: &str, obj: &Value) -> bool {
 }
 
 /// The sum of one resource over a pod's containers: app containers add
-/// up, init containers run one at a time, so the larger wins.
+/// up, init containers run one at a time, so the larger wins; sidecars
+/// run beside the app and beside the init containers after them.
 fn pod_resource(spec: &Value, kind: &str, resource: &str) -> Option<i128> {
     let of = |c: &Value| {
         c["resources"][kind][resource]
             .as_str()
             .and_then(parse_milli)
     };
-    let list = |l: &str| spec[l].as_array().cloned().unwrap_or_default();
-    let apps: Vec<Option<i128>> = list("containers").iter().map(of).collect();
-    let inits: Vec<Option<i128>> = list("initContainers").iter().map(of).collect();
-    if apps.iter().chain(&inits).all(Option::is_none) {
+    let list = |l: &str| spec[l].as_array().map_or(&[][..], Vec::as_slice);
+    let (apps, inits) = (list("containers"), list("initContainers"));
+    if apps.iter().chain(inits).all(|c| of(c).is_none()) {
         return None;
     }
-    let sum: i128 = apps.iter().flatten().sum();
-    let init = inits.iter().flatten().copied().max().unwrap_or(0);
+    let mut sum: i128 = apps.iter().filter_map(of).sum();
+    let (mut sidecars, mut init) = (0, 0);
+    for c in inits {
+        let own = of(c).unwrap_or(0);
+        let during = if c["restartPolicy"] == "Always" {
+            sum += own;
+            sidecars += own;
+            sidecars
+        } else {
+            own + sidecars
+        };
+        init = init.max(during);
+    }
     Some(sum.max(init))
 }
 
@@ -160,6 +171,27 @@ pub fn format(resource: &str, milli: i128) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn sidecars_count_beside_the_app_and_the_inits_after_them() {
+        let cpu = |m: &str| json!({"requests": {"cpu": m}});
+        let pod = json!({"spec": {
+            "containers": [{"resources": cpu("100m")}],
+            "initContainers": [
+                {"resources": cpu("300m")},
+                {"resources": cpu("50m"), "restartPolicy": "Always"},
+                {"resources": cpu("400m")},
+            ],
+        }});
+        // The app with its sidecar: 150m; the last init beside the
+        // sidecar: 450m.
+        assert_eq!(usage("", "pods", &pod)["requests.cpu"], 450);
+        let mut steady = pod.clone();
+        steady["spec"]["initContainers"][2] = json!({"resources": cpu("10m")});
+        assert_eq!(usage("", "pods", &steady)["requests.cpu"], 300);
+        steady["spec"]["initContainers"][0] = json!({"resources": cpu("10m")});
+        assert_eq!(usage("", "pods", &steady)["requests.cpu"], 150);
+    }
 
     #[test]
     fn a_pod_counts_its_containers_and_the_larger_init() {

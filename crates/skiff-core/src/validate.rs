@@ -387,6 +387,7 @@ fn pod_spec(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
     }
     volumes(spec, at, causes);
     restart_rules(spec, at, causes);
+    scheduling_gates(spec, at, causes);
     ports(spec, at, causes);
     hostname_override(spec, at, causes);
     env_files(spec, at, causes);
@@ -577,6 +578,61 @@ fn restart_rules(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
                 }
             }
         }
+    }
+}
+
+/// Why `name` is no qualified name (`[prefix/]name`, upstream's
+/// `IsQualifiedName`), if it is not.
+fn qualified_name_problem(name: &str) -> Option<String> {
+    let (prefix, local) = match name.split_once('/') {
+        Some((prefix, local)) => (Some(prefix), local),
+        None => (None, name),
+    };
+    if prefix.is_some_and(|p| !is_dns_subdomain(p)) {
+        return Some(format!("prefix part {SUBDOMAIN_MSG}"));
+    }
+    let bytes = local.as_bytes();
+    if local.is_empty() {
+        Some("name part must be non-empty".into())
+    } else if local.len() > 63 {
+        Some("name part must be no more than 63 characters".into())
+    } else if !bytes
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        || !bytes[0].is_ascii_alphanumeric()
+        || !bytes[bytes.len() - 1].is_ascii_alphanumeric()
+    {
+        Some("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')".into())
+    } else {
+        None
+    }
+}
+
+/// Scheduling gates: qualified names, each once; a pod still gated may
+/// not name its node (upstream's `validateSchedulingGates`).
+fn scheduling_gates(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
+    let gates = spec["schedulingGates"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    let mut seen = Vec::new();
+    for (i, gate) in gates.iter().enumerate() {
+        let name = gate["name"].as_str().unwrap_or_default();
+        let field = at.item("schedulingGates", i).to_string();
+        if let Some(why) = qualified_name_problem(name) {
+            causes.push(Cause::invalid(&field, name, why));
+        } else if seen.contains(&name) {
+            causes.push(Cause {
+                reason: "FieldValueDuplicate",
+                field,
+                message: format!("Duplicate value: {name:?}"),
+            });
+        }
+        seen.push(name);
+    }
+    let bound = spec["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+    if bound && !gates.is_empty() {
+        let why = "cannot be set until all schedulingGates have been cleared";
+        causes.push(Cause::forbidden(at.field("nodeName").to_string(), why));
     }
 }
 
@@ -1124,6 +1180,24 @@ fn immutable(r: &ResourceType, new: &Value, old: &Value, causes: &mut Vec<Cause>
         }
     }
     if r.kind == "Pod" {
+        // Scheduling gates may only be removed.
+        let gates = |v: &Value| -> Vec<Value> {
+            let gates = v["spec"]["schedulingGates"]
+                .as_array()
+                .into_iter()
+                .flatten();
+            gates.map(|g| g["name"].clone()).collect()
+        };
+        let before = gates(old);
+        for (i, gate) in gates(new).iter().enumerate() {
+            if !before.contains(gate) {
+                let name = gate.as_str().unwrap_or_default();
+                causes.push(Cause::forbidden(
+                    format!("spec.schedulingGates[{i}]"),
+                    format!("only deletion is allowed, but found new scheduling gate '{name}'"),
+                ));
+            }
+        }
         let names = |v: &Value| -> Vec<Value> {
             v["spec"]["containers"]
                 .as_array()
@@ -1548,6 +1622,24 @@ mod tests {
             port(4, "hostPort"),
         ];
         assert_eq!(fields, want);
+        let mut gated = good.clone();
+        gated["spec"]["schedulingGates"] =
+            json!([{"name": "example.com/wait"}, {"name": "-bad"}, {"name": "example.com/wait"}]);
+        gated["spec"]["nodeName"] = json!("n1");
+        let fields = cause_fields(object(pods, &gated, None).unwrap_err());
+        let want = [
+            "spec.schedulingGates[1]",
+            "spec.schedulingGates[2]",
+            "spec.nodeName",
+        ];
+        assert_eq!(fields, want);
+        let mut waiting = good.clone();
+        waiting["spec"]["schedulingGates"] = json!([{"name": "a"}, {"name": "b"}]);
+        let mut fewer = waiting.clone();
+        fewer["spec"]["schedulingGates"] = json!([{"name": "b"}]);
+        assert!(object(pods, &fewer, Some(&waiting)).is_ok());
+        let fields = cause_fields(object(pods, &waiting, Some(&fewer)).unwrap_err());
+        assert_eq!(fields, ["spec.schedulingGates[0]"]);
         let mut named = good.clone();
         named["spec"]["hostnameOverride"] = json!("Not_A_Name");
         named["spec"]["hostNetwork"] = json!(true);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::node_info::{pod_requests, NodeInfo, PlacedPod, Resources};
+use crate::node_info::{pod_requests, HostPort, NodeInfo, PlacedPod, Resources};
 
 /// What the scheduler knows of the pods already placed, beyond the nodes'
 /// own records: what lets a plugin skip looking node by node.
@@ -34,6 +34,8 @@ impl Default for Existing {
 #[derive(Default)]
 pub struct CycleState {
     pub requests: Resources,
+    /// The node's ports the pod asks for.
+    pub host_ports: Vec<HostPort>,
     pub existing: Existing,
     plugins: Vec<(&'static str, Box<dyn Any + Send + Sync>)>,
 }
@@ -42,6 +44,7 @@ impl CycleState {
     pub fn for_pod(pod: &Pod) -> Self {
         Self {
             requests: pod_requests(pod),
+            host_ports: HostPort::of(pod),
             existing: Existing::default(),
             plugins: Vec::new(),
         }

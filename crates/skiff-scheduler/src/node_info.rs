@@ -376,9 +376,21 @@ pub fn pod_requests(pod: &Pod) -> Resources {
     for c in &spec.containers {
         total.add(&container(c), 1);
     }
+    // As upstream's PodRequests: sidecars run beside the app and beside
+    // every init container after them; init containers one at a time.
+    let (mut sidecars, mut init) = (Resources::default(), Resources::default());
     for c in spec.init_containers.iter().flatten() {
-        total.max(&container(c));
+        let mut during = container(c);
+        if c.restart_policy.as_deref() == Some("Always") {
+            total.add(&during, 1);
+            sidecars.add(&during, 1);
+            during = sidecars.clone();
+        } else {
+            during.add(&sidecars, 1);
+        }
+        init.max(&during);
     }
+    total.max(&init);
     if let Some(overhead) = &spec.overhead {
         total.add(&Resources::parse(overhead), 1);
     }

@@ -132,7 +132,13 @@ impl Cache {
                     .and_then(|s| s.scheduler_name.as_deref())
                     .unwrap_or(SCHEDULER_NAME)
                     == SCHEDULER_NAME;
-                if ours && !self.placed.contains_key(&k) {
+                // A gated pod waits, unqueued, until its gates are gone.
+                let gated = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.scheduling_gates.as_ref())
+                    .is_some_and(|g| !g.is_empty());
+                if ours && !gated && !self.placed.contains_key(&k) {
                     let priority = priority(&pod);
                     self.queued_at
                         .entry(k.clone())

@@ -147,6 +147,41 @@ fn node_selector_and_required_affinity() {
     assert_eq!(nodes["items"].as_array().unwrap().len(), 2);
 }
 
+/// A pod with scheduling gates waits, shown as `SchedulingGated`, until
+/// the last gate is removed; gates may be removed, never added.
+#[test]
+fn a_gated_pod_waits_until_its_gates_are_removed() {
+    let c = Cluster::start();
+    let _node = agent(&c, "gates", 1, &[]);
+    let gates = "  schedulingGates:\n  - name: example.com/quota\n  - name: example.com/review\n";
+    create(&c, &pod_manifest("gated", gates));
+    create(&c, &pod_manifest("plain", ""));
+    // The scheduler saw the gated pod before the plain one it placed.
+    wait_running(&c, "plain");
+    assert_eq!(node_of(&c, "gated"), None);
+    let shown = c.ok(&["get", "pod", "gated", "--no-headers"]);
+    assert_eq!(
+        shown.split_whitespace().nth(2),
+        Some("SchedulingGated"),
+        "{shown}"
+    );
+    let add = r#"[{"op": "add", "path": "/spec/schedulingGates/-", "value": {"name": "example.com/more"}}]"#;
+    let out = c.kubectl(&["patch", "pod", "gated", "--type=json", "-p", add]);
+    let refused = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        refused
+            .contains("only deletion is allowed, but found new scheduling gate 'example.com/more'"),
+        "{refused}"
+    );
+    let remove_first = r#"[{"op": "remove", "path": "/spec/schedulingGates/0"}]"#;
+    c.ok(&["patch", "pod", "gated", "--type=json", "-p", remove_first]);
+    create(&c, &pod_manifest("plain-2", ""));
+    wait_running(&c, "plain-2");
+    assert_eq!(node_of(&c, "gated"), None);
+    c.ok(&["patch", "pod", "gated", "--type=json", "-p", remove_first]);
+    wait_running(&c, "gated");
+}
+
 fn labelled_pod(name: &str, extra: &str) -> String {
     format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: web}}\nspec:\n  containers:\n  - name: main\n    image: busybox\n{extra}")
 }

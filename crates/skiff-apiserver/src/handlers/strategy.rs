@@ -222,6 +222,15 @@ impl Strategy for Pods {
     fn prepare_create(&self, pod: &mut Value) {
         drop_alpha_fields(&mut pod["spec"]);
         admit_pod(pod);
+        // A gated pod says so, as upstream's strategy writes it.
+        let gated = pod["spec"]["schedulingGates"]
+            .as_array()
+            .is_some_and(|g| !g.is_empty());
+        if gated {
+            pod["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "False",
+                "lastProbeTime": null, "lastTransitionTime": meta::now(),
+                "reason": "SchedulingGated", "message": "Scheduling is blocked due to non-empty scheduling gates"}]);
+        }
     }
 
     /// A pod bound to a node and not finished waits for its grace period
@@ -563,6 +572,14 @@ mod tests {
             {"name": "a", "lifecycle": {"stopSignal": "SIGUSR1", "preStop": {"sleep": {"seconds": 1}}}},
             {"name": "b"}]}});
         pods.prepare_create(&mut alpha);
+        assert_eq!(alpha["status"].get("conditions"), None);
+        let mut gated = json!({"spec": {"schedulingGates": [{"name": "g"}], "containers": []}});
+        pods.prepare_create(&mut gated);
+        let condition = &gated["status"]["conditions"][0];
+        assert_eq!(
+            (&condition["type"], &condition["reason"]),
+            (&json!("PodScheduled"), &json!("SchedulingGated"))
+        );
         assert_eq!(alpha["spec"].get("workloadRef"), None);
         assert_eq!(alpha["spec"].get("initContainers"), None);
         let containers = &alpha["spec"]["containers"];

@@ -226,6 +226,9 @@ impl Api {
                 if meta::is_deleting(current) {
                     return Err(ApiError::conflict("", "pods", name, "pod is being deleted, cannot be assigned to a host"));
                 }
+                if current["spec"]["schedulingGates"].as_array().is_some_and(|g| !g.is_empty()) {
+                    return Err(ApiError::conflict("", "pods", name, format!("pod {name} has non-empty .spec.schedulingGates")));
+                }
                 if let Some(bound) = current["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
                     return Err(ApiError::conflict("", "pods", name, format!("pod {name} is already assigned to node {bound:?}")));
                 }

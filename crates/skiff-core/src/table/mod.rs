@@ -335,26 +335,145 @@ fn selector(sel: &Value) -> String {
     }
 }
 
-fn pod_status(pod: &Value) -> String {
-    if meta::is_deleting(pod) {
-        return "Terminating".into();
+/// A pod's READY, STATUS and RESTARTS cells, as upstream's printPod
+/// works them out: init progress (`Init:1/2`, `Init:Error`) until the pod
+/// is initialized, then the first container with a reason; sidecars
+/// count among the containers; restarts with how long ago the last was.
+fn pod_summary(pod: &Value) -> (String, String, String) {
+    let (spec, status) = (&pod["spec"], &pod["status"]);
+    let init_specs = list(&spec["initContainers"]);
+    let sidecar = |name: &Value| {
+        init_specs
+            .iter()
+            .any(|c| &c["name"] == name && c["restartPolicy"] == "Always")
+    };
+    let sidecars = init_specs.iter().filter(|c| c["restartPolicy"] == "Always");
+    let total = list(&spec["containers"]).len() + sidecars.count();
+    let mut ready = 0;
+    let mut reason = match status["reason"].as_str() {
+        Some(r) if !r.is_empty() => r.to_owned(),
+        _ => or_none(s(&status["phase"])).replace("<none>", "Pending"),
+    };
+    let gated = list(&status["conditions"])
+        .iter()
+        .any(|c| c["type"] == "PodScheduled" && c["reason"] == "SchedulingGated");
+    if gated {
+        reason = "SchedulingGated".into();
     }
-    let statuses = pod["status"]["containerStatuses"]
+    let finished = |c: &Value| {
+        c["lastState"]["terminated"]["finishedAt"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let (mut restarts, mut last) = (0, None::<String>);
+    let (mut sidecar_restarts, mut sidecar_last) = (0, None::<String>);
+    let mut initializing = false;
+    for (i, c) in list(&status["initContainerStatuses"]).iter().enumerate() {
+        restarts += int(&c["restartCount"]);
+        last = last.max(finished(c));
+        let is_sidecar = sidecar(&c["name"]);
+        if is_sidecar {
+            sidecar_restarts += int(&c["restartCount"]);
+            sidecar_last = sidecar_last.max(finished(c));
+        }
+        let (terminated, waiting) = (&c["state"]["terminated"], &c["state"]["waiting"]);
+        if terminated.is_object() && int(&terminated["exitCode"]) == 0 {
+            continue;
+        }
+        if is_sidecar && c["started"] == true {
+            ready += usize::from(c["ready"] == true);
+            continue;
+        }
+        reason = if terminated.is_object() {
+            match terminated["reason"].as_str().filter(|r| !r.is_empty()) {
+                Some(r) => format!("Init:{r}"),
+                None if int(&terminated["signal"]) != 0 => {
+                    format!("Init:Signal:{}", int(&terminated["signal"]))
+                }
+                None => format!("Init:ExitCode:{}", int(&terminated["exitCode"])),
+            }
+        } else {
+            match waiting["reason"]
+                .as_str()
+                .filter(|r| !r.is_empty() && *r != "PodInitializing")
+            {
+                Some(r) => format!("Init:{r}"),
+                None => format!("Init:{i}/{}", init_specs.len()),
+            }
+        };
+        initializing = true;
+        break;
+    }
+    let initialized = list(&status["conditions"])
+        .iter()
+        .any(|c| c["type"] == "Initialized" && c["status"] == "True");
+    if !initializing || initialized {
+        (restarts, last) = (sidecar_restarts, sidecar_last);
+        let mut running = false;
+        for c in list(&status["containerStatuses"]).iter().rev() {
+            restarts += int(&c["restartCount"]);
+            last = last.max(finished(c));
+            let (terminated, waiting) = (&c["state"]["terminated"], &c["state"]["waiting"]);
+            if let Some(r) = waiting["reason"].as_str().filter(|r| !r.is_empty()) {
+                reason = r.into();
+            } else if let Some(r) = terminated["reason"].as_str().filter(|r| !r.is_empty()) {
+                reason = r.into();
+            } else if terminated.is_object() {
+                reason = match int(&terminated["signal"]) {
+                    0 => format!("ExitCode:{}", int(&terminated["exitCode"])),
+                    signal => format!("Signal:{signal}"),
+                };
+            } else if c["ready"] == true && c["state"]["running"].is_object() {
+                running = true;
+                ready += 1;
+            }
+        }
+        if reason == "Completed" && running {
+            let pod_ready = list(&status["conditions"])
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            reason = if pod_ready { "Running" } else { "NotReady" }.into();
+        }
+    }
+    let terminal = matches!(status["phase"].as_str(), Some("Succeeded" | "Failed"));
+    if meta::is_deleting(pod) && status["reason"] == "NodeLost" {
+        reason = "Unknown".into();
+    } else if meta::is_deleting(pod) && !terminal {
+        reason = "Terminating".into();
+    }
+    let restarts = match last.filter(|_| restarts != 0) {
+        Some(at) => format!("{restarts} ({} ago)", age(&at)),
+        None => restarts.to_string(),
+    };
+    (format!("{ready}/{total}"), reason, restarts)
+}
+
+/// The items of a list, none if it is no list.
+fn list(v: &Value) -> &[Value] {
+    v.as_array().map_or(&[], Vec::as_slice)
+}
+
+/// How many of the pod's readiness gates hold, as `true/all`.
+fn readiness_gates(pod: &Value) -> String {
+    let gates = pod["spec"]["readinessGates"]
         .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    for c in statuses {
-        if let Some(reason) = c["state"]["waiting"]["reason"].as_str() {
-            return reason.into();
-        }
-        if let Some(reason) = c["state"]["terminated"]["reason"].as_str() {
-            return reason.into();
-        }
+        .map_or(&[][..], Vec::as_slice);
+    if gates.is_empty() {
+        return "<none>".into();
     }
-    if let Some(reason) = pod["status"]["reason"].as_str() {
-        return reason.into();
-    }
-    or_none(s(&pod["status"]["phase"])).replace("<none>", "Pending")
+    let conditions = pod["status"]["conditions"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    let holding = gates
+        .iter()
+        .filter(|g| {
+            conditions
+                .iter()
+                .find(|c| c["type"] == g["conditionType"])
+                .is_some_and(|c| c["status"] == "True")
+        })
+        .count();
+    format!("{holding}/{}", gates.len())
 }
 
 fn cells(kind: &str, o: &Value) -> Vec<Value> {
@@ -363,23 +482,20 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
     let (spec, status) = (&o["spec"], &o["status"]);
     match kind {
         "Pod" => {
-            let statuses = status["containerStatuses"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or(&[]);
-            let total = spec["containers"].as_array().map_or(0, Vec::len);
-            let ready = statuses.iter().filter(|c| c["ready"] == true).count();
-            let restarts: i64 = statuses.iter().map(|c| int(&c["restartCount"])).sum();
+            let (ready, reason, restarts) = pod_summary(o);
+            let ip = status["podIPs"][0]["ip"]
+                .as_str()
+                .or(status["podIP"].as_str());
             vec![
                 name,
-                json!(format!("{ready}/{total}")),
-                json!(pod_status(o)),
-                json!(restarts.to_string()),
+                json!(ready),
+                json!(reason),
+                json!(restarts),
                 created,
-                json!(or_none(s(&status["podIP"]))),
+                json!(or_none(ip.unwrap_or_default().to_owned())),
                 json!(or_none(s(&spec["nodeName"]))),
                 json!(or_none(s(&status["nominatedNodeName"]))),
-                json!("<none>"),
+                json!(readiness_gates(o)),
             ]
         }
         "Deployment" => {
@@ -1059,7 +1175,15 @@ fn reads(kind: &str) -> &'static [(&'static str, Keep)] {
             ("metadata", NAME_AND_AGE),
             (
                 "spec",
-                Keep::Only(&[("containers", Keep::Only(&[])), ("nodeName", Keep::All)]),
+                Keep::Only(&[
+                    ("containers", Keep::Only(&[])),
+                    (
+                        "initContainers",
+                        Keep::Only(&[("name", Keep::All), ("restartPolicy", Keep::All)]),
+                    ),
+                    ("nodeName", Keep::All),
+                    ("readinessGates", Keep::All),
+                ]),
             ),
             ("status", Keep::All),
         ],
@@ -1135,7 +1259,8 @@ mod tests {
         let pod = json!({"metadata": {"name": "p", "creationTimestamp": meta::now()},
             "spec": {"nodeName": "n1", "containers": [{"name": "a"}, {"name": "b"}]},
             "status": {"phase": "Running", "podIP": "10.42.0.5",
-                "containerStatuses": [{"ready": true, "restartCount": 2}, {"ready": false, "restartCount": 1}]}});
+                "containerStatuses": [{"ready": true, "restartCount": 2, "state": {"running": {}}},
+                    {"ready": false, "restartCount": 1, "state": {"running": {}}}]}});
         let t = render(pods, &[pod], "7", None, "Metadata");
         let cells = &t["rows"][0]["cells"];
         assert_eq!(cells[0], "p");
@@ -1146,6 +1271,64 @@ mod tests {
         assert_eq!(cells[6], "n1");
         assert_eq!(t["columnDefinitions"][5]["priority"], 1);
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    }
+
+    #[test]
+    fn pod_status_cells_as_upstreams_print_pod() {
+        let init =
+            json!([{"name": "i1"}, {"name": "side", "restartPolicy": "Always"}, {"name": "i2"}]);
+        let spec = json!({"initContainers": init, "containers": [{"name": "a"}]});
+        let done = |name: &str| json!({"name": name, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}});
+        let running =
+            json!({"name": "side", "state": {"running": {}}, "ready": true, "started": true});
+        let pod =
+            |status: Value| json!({"metadata": {"name": "p"}, "spec": spec, "status": status});
+        let an_hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let cases = [
+            (
+                "the second init container runs",
+                json!({"phase": "Pending", "initContainerStatuses": [done("i1"),
+                    {"name": "side", "state": {"waiting": {"reason": "PodInitializing"}}}, {"name": "i2"}]}),
+                ("0/2", "Init:1/3", "0"),
+            ),
+            (
+                "a sidecar counts once started; the next init failed",
+                json!({"phase": "Pending", "initContainerStatuses": [done("i1"), running,
+                    {"name": "i2", "state": {"terminated": {"exitCode": 3}}, "restartCount": 2}]}),
+                ("1/2", "Init:ExitCode:3", "2"),
+            ),
+            (
+                "initialized: the sidecar's restarts and the app's",
+                json!({"phase": "Running", "conditions": [{"type": "Initialized", "status": "True"}],
+                    "initContainerStatuses": [done("i1"),
+                        {"name": "side", "state": {"running": {}}, "ready": true, "started": true, "restartCount": 1,
+                         "lastState": {"terminated": {"finishedAt": an_hour_ago}}}, done("i2")],
+                    "containerStatuses": [{"state": {"running": {}}, "ready": true, "restartCount": 1}]}),
+                ("2/2", "Running", "2 (60m ago)"),
+            ),
+            (
+                "an app container without a reason tells its exit code",
+                json!({"phase": "Running", "containerStatuses": [{"state": {"terminated": {"exitCode": 2}}}]}),
+                ("0/2", "ExitCode:2", "0"),
+            ),
+            (
+                "gated",
+                json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}]}),
+                ("0/2", "SchedulingGated", "0"),
+            ),
+        ];
+        for (name, status, (ready, reason, restarts)) in cases {
+            let got = pod_summary(&pod(status));
+            assert_eq!(
+                got,
+                (ready.into(), reason.into(), restarts.into()),
+                "{name}"
+            );
+        }
+        let gated = json!({"spec": {"readinessGates": [{"conditionType": "a"}, {"conditionType": "b"}]},
+            "status": {"conditions": [{"type": "a", "status": "True"}, {"type": "b", "status": "False"}]}});
+        assert_eq!(readiness_gates(&gated), "1/2");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::framework::{CycleState, Filter, Status};
-use crate::node_info::{HostPort, NodeInfo};
+use crate::node_info::NodeInfo;
 
 pub struct NodePorts;
 
@@ -16,8 +16,8 @@ impl Filter for NodePorts {
         "NodePorts"
     }
 
-    fn filter(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
-        let wanted = HostPort::of(pod);
+    fn filter(&self, state: &CycleState, _: &Pod, node: &NodeInfo) -> Status {
+        let wanted = &state.host_ports;
         if wanted.is_empty() {
             return Status::Success;
         }
@@ -59,7 +59,7 @@ mod tests {
             ("another address", asking(9090, "10.0.0.2", "TCP"), true),
             ("every address", asking(9090, "0.0.0.0", "TCP"), false),
         ] {
-            let status = NodePorts.filter(&CycleState::default(), &p, &node);
+            let status = NodePorts.filter(&CycleState::for_pod(&p), &p, &node);
             assert_eq!(status.is_success(), ok, "{name}");
         }
     }

@@ -142,6 +142,14 @@ mod tests {
                 ),
                 vec!["Insufficient cpu"],
             ),
+            // A sidecar's 1.5 CPU beside the app's 1: 2.5 in all.
+            (
+                pod(
+                    json!({"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "1"}}}],
+                "initContainers": [{"name": "side", "image": "i", "restartPolicy": "Always", "resources": {"requests": {"cpu": "1500m"}}}]}),
+                ),
+                vec!["Insufficient cpu"],
+            ),
         ];
         for (p, want) in cases {
             let got = NodeResourcesFit.filter(&CycleState::for_pod(&p), &p, &n);
