@@ -221,6 +221,7 @@ impl Strategy for Pods {
 
     fn prepare_create(&self, pod: &mut Value) {
         drop_alpha_fields(&mut pod["spec"]);
+        merge_label_keys(pod);
         admit_pod(pod);
         // A gated pod says so, as upstream's strategy writes it.
         let gated = pod["spec"]["schedulingGates"]
@@ -388,6 +389,65 @@ fn drop_alpha_fields(spec: &mut Value) {
             .filter_map(|c| c.get_mut("lifecycle").and_then(Value::as_object_mut));
         for lifecycle in lifecycles {
             lifecycle.remove("stopSignal");
+        }
+    }
+}
+
+/// Folds the pod's own label values into the selectors that name label
+/// keys, as upstream's pod strategy does on creation: `matchLabelKeys` of
+/// spread constraints and affinity terms become `In` requirements,
+/// `mismatchLabelKeys` `NotIn` ones (keys the pod lacks are left out; a
+/// term without a selector selects nothing, and stays so).
+fn merge_label_keys(pod: &mut Value) {
+    let labels = pod["metadata"]["labels"].clone();
+    let merge = |term: &mut Value| {
+        for (field, operator) in [("matchLabelKeys", "In"), ("mismatchLabelKeys", "NotIn")] {
+            let keys = term[field].as_array().cloned().unwrap_or_default();
+            let Some(selector) = term.get_mut("labelSelector").filter(|s| s.is_object()) else {
+                return;
+            };
+            for key in keys.iter().filter_map(Value::as_str) {
+                let Some(value) = labels[key].as_str() else {
+                    continue;
+                };
+                let requirement = json!({"key": key, "operator": operator, "values": [value]});
+                match selector
+                    .get_mut("matchExpressions")
+                    .and_then(Value::as_array_mut)
+                {
+                    Some(expressions) => expressions.push(requirement),
+                    None => selector["matchExpressions"] = json!([requirement]),
+                }
+            }
+        }
+    };
+    let Some(spec) = pod.get_mut("spec") else {
+        return;
+    };
+    let spread = spec
+        .get_mut("topologySpreadConstraints")
+        .and_then(Value::as_array_mut);
+    for constraint in spread.into_iter().flatten() {
+        // Spread constraints have no mismatch keys.
+        merge(constraint);
+    }
+    if let Some(affinity) = spec.get_mut("affinity") {
+        for kind in ["podAffinity", "podAntiAffinity"] {
+            let Some(of_kind) = affinity.get_mut(kind) else {
+                continue;
+            };
+            let required = "requiredDuringSchedulingIgnoredDuringExecution";
+            let preferred = "preferredDuringSchedulingIgnoredDuringExecution";
+            let hard = of_kind.get_mut(required).and_then(Value::as_array_mut);
+            for term in hard.into_iter().flatten() {
+                merge(term);
+            }
+            let soft = of_kind.get_mut(preferred).and_then(Value::as_array_mut);
+            for weighted in soft.into_iter().flatten() {
+                if let Some(term) = weighted.get_mut("podAffinityTerm") {
+                    merge(term);
+                }
+            }
         }
     }
 }
@@ -571,6 +631,24 @@ mod tests {
         let mut alpha = json!({"spec": {"workloadRef": {"name": "w"}, "containers": [
             {"name": "a", "lifecycle": {"stopSignal": "SIGUSR1", "preStop": {"sleep": {"seconds": 1}}}},
             {"name": "b"}]}});
+        let mut keyed = json!({"metadata": {"labels": {"app": "web", "rev": "7"}}, "spec": {"containers": [],
+            "topologySpreadConstraints": [{"labelSelector": {"matchLabels": {"app": "web"}}, "matchLabelKeys": ["rev", "missing"]}],
+            "affinity": {"podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": {}, "mismatchLabelKeys": ["app"]}],
+                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1, "podAffinityTerm": {"matchLabelKeys": ["rev"]}}]}}}});
+        pods.prepare_create(&mut keyed);
+        let spec = &keyed["spec"];
+        assert_eq!(
+            spec["topologySpreadConstraints"][0]["labelSelector"]["matchExpressions"],
+            json!([{"key": "rev", "operator": "In", "values": ["7"]}])
+        );
+        let anti = &spec["affinity"]["podAntiAffinity"];
+        assert_eq!(
+            anti["requiredDuringSchedulingIgnoredDuringExecution"][0]["labelSelector"],
+            json!({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["web"]}]})
+        );
+        let soft = &anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"];
+        assert_eq!(soft.get("labelSelector"), None);
         pods.prepare_create(&mut alpha);
         assert_eq!(alpha["status"].get("conditions"), None);
         let mut gated = json!({"spec": {"schedulingGates": [{"name": "g"}], "containers": []}});

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::api::core::v1::Pod;
 use skiff_core::selector::LabelSelector;
 
-use super::NodeAffinity;
+use super::{NodeAffinity, TaintToleration};
 use crate::framework::{normalize_min_max, CycleState, Filter, PreFilter, Score, Status};
 use crate::node_info::{NodeInfo, PlacedPod};
 
@@ -52,12 +52,13 @@ struct Seen {
 }
 
 impl Tally {
-    /// Brings the tally up to `nodes`, looking only at changed ones.
+    /// Brings the tally up to `nodes`, looking only at changed ones; only
+    /// `eligible` nodes count.
     fn refresh(
         &mut self,
         nodes: &[NodeInfo],
-        pod: &Pod,
         key: &str,
+        eligible: impl Fn(&NodeInfo) -> bool,
         matches: impl Fn(&PlacedPod) -> bool,
     ) {
         let gone: Vec<Seen> = self
@@ -68,20 +69,13 @@ impl Tally {
             self.forget(&seen);
         }
         self.nodes.resize_with(nodes.len(), Seen::default);
-        let none = CycleState::default();
         for (i, node) in nodes.iter().enumerate() {
             if self.nodes[i].generation == node.generation {
                 continue;
             }
             let old = std::mem::take(&mut self.nodes[i]);
             self.forget(&old);
-            // Only nodes the pod could go to by its node affinity count
-            // (upstream's default nodeAffinityPolicy: Honor).
-            let value = NodeAffinity
-                .filter(&none, pod, node)
-                .is_success()
-                .then(|| node.label(key))
-                .flatten();
+            let value = eligible(node).then(|| node.label(key)).flatten();
             let domain = value.map(|v| self.id(v));
             let pods = match domain {
                 Some(_) => node.pods.iter().filter(|p| matches(p)).count() as i64,
@@ -157,12 +151,26 @@ impl PreFilter for PodTopologySpread {
         };
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let labels = pod.metadata.labels.clone().unwrap_or_default();
-        let affinity = pod.spec.as_ref().map_or(String::new(), |s| {
-            let node_affinity = s.affinity.as_ref().and_then(|a| a.node_affinity.as_ref());
-            serde_json::to_string(&(&s.node_selector, node_affinity)).unwrap_or_default()
-        });
+        let none = CycleState::default();
         let mut constraints = Vec::new();
         for c in specs {
+            // Which nodes count, as upstream's policies say: those the
+            // pod's node affinity allows (`nodeAffinityPolicy: Honor`, the
+            // default), and with `nodeTaintsPolicy: Honor` those whose
+            // taints it tolerates.
+            let honor_affinity = c.node_affinity_policy.as_deref() != Some("Ignore");
+            let honor_taints = c.node_taints_policy.as_deref() == Some("Honor");
+            let spec = pod.spec.as_ref();
+            let affinity = spec.filter(|_| honor_affinity).map(|s| {
+                let node_affinity = s.affinity.as_ref().and_then(|a| a.node_affinity.as_ref());
+                (&s.node_selector, node_affinity)
+            });
+            let tolerations = spec.filter(|_| honor_taints).map(|s| &s.tolerations);
+            let eligibility = serde_json::to_string(&(affinity, tolerations)).unwrap_or_default();
+            let eligible = |node: &NodeInfo| {
+                (!honor_affinity || NodeAffinity.filter(&none, pod, node).is_success())
+                    && (!honor_taints || TaintToleration.filter(&none, pod, node).is_success())
+            };
             let selector = c
                 .label_selector
                 .as_ref()
@@ -177,7 +185,7 @@ impl PreFilter for PodTopologySpread {
             let key = (
                 ns.clone(),
                 selector.as_ref().map(|s| s.to_string()).unwrap_or_default(),
-                affinity.clone(),
+                eligibility,
                 c.topology_key.clone(),
             );
             let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
@@ -185,7 +193,7 @@ impl PreFilter for PodTopologySpread {
                 memo.clear();
             }
             let tally = memo.entry(key).or_default();
-            tally.refresh(nodes, pod, &c.topology_key, |p| {
+            tally.refresh(nodes, &c.topology_key, eligible, |p| {
                 p.namespace == ns && matches(&p.labels)
             });
             let counts: Vec<Option<i64>> = tally
@@ -193,7 +201,12 @@ impl PreFilter for PodTopologySpread {
                 .iter()
                 .map(|&(nodes, pods)| (nodes > 0).then_some(pods))
                 .collect();
-            let min = counts.iter().flatten().copied().min().unwrap_or(0);
+            let mut min = counts.iter().flatten().copied().min().unwrap_or(0);
+            // Fewer domains than `minDomains`: the missing ones hold none.
+            let domains = counts.iter().flatten().count();
+            if c.min_domains.is_some_and(|m| domains < m.max(0) as usize) {
+                min = 0;
+            }
             constraints.push(Constraint {
                 key: c.topology_key.clone(),
                 max_skew: i64::from(c.max_skew),
@@ -309,6 +322,52 @@ mod tests {
                     .is_success()
             })
             .collect()
+    }
+
+    /// `spread_pod` with `extra` set in its first constraint and `spec`
+    /// in its spec.
+    fn with(extra: serde_json::Value, spec: serde_json::Value) -> Pod {
+        let p = spread_pod("new", "DoNotSchedule");
+        let mut v = serde_json::to_value(&p).unwrap();
+        let constraint = &mut v["spec"]["topologySpreadConstraints"][0];
+        constraint
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        v["spec"]
+            .as_object_mut()
+            .unwrap()
+            .extend(spec.as_object().unwrap().clone());
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn min_domains_and_node_policies() {
+        let none = json!({});
+        // Three domains of the four asked for: the missing one holds none.
+        let few = with(json!({"minDomains": 4}), none.clone());
+        assert_eq!(feasible(&few, &zones([1, 1, 1])), [false, false, false]);
+        assert_eq!(
+            feasible(&with(none.clone(), none.clone()), &zones([1, 1, 1])),
+            [true; 3]
+        );
+        // Zone a's node is tainted: counted unless taints are honoured.
+        let mut tainted = zones([0, 1, 1]);
+        tainted[0] = node(
+            "n-a",
+            json!({"zone": "a"}),
+            json!({"taints": [{"key": "k", "effect": "NoSchedule"}]}),
+            json!({"cpu": "8"}),
+        );
+        assert!(!feasible(&with(none.clone(), none.clone()), &tainted)[1]);
+        let honor = with(json!({"nodeTaintsPolicy": "Honor"}), none.clone());
+        assert!(feasible(&honor, &tainted)[1]);
+        // Only zone b by node selector: the others count only if the
+        // affinity is ignored.
+        let only_b = json!({"nodeSelector": {"zone": "b"}});
+        assert!(feasible(&with(none.clone(), only_b.clone()), &zones([0, 1, 1]))[1]);
+        let ignore = with(json!({"nodeAffinityPolicy": "Ignore"}), only_b);
+        assert!(!feasible(&ignore, &zones([0, 1, 1]))[1]);
     }
 
     #[test]
