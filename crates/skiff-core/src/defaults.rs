@@ -103,6 +103,9 @@ pub fn apply(r: &ResourceType, obj: &mut Value) {
             let spec = spec(obj);
             or_insert(spec, "type", json!("ClusterIP"));
             or_insert(spec, "sessionAffinity", json!("None"));
+            if matches!(spec["type"].as_str(), Some("NodePort" | "LoadBalancer")) {
+                or_insert(spec, "externalTrafficPolicy", json!("Cluster"));
+            }
             if spec["type"] != "ExternalName" {
                 or_insert(spec, "internalTrafficPolicy", json!("Cluster"));
                 or_insert(spec, "ipFamilyPolicy", json!("SingleStack"));

@@ -1058,6 +1058,37 @@ fn mount_modes(m: &Value, container: &Value, mounts: At<'_>, causes: &mut Vec<Ca
     }
 }
 
+/// A Service's traffic policies, as upstream's validation; an external
+/// IP must be an address.
+fn traffic_policies(spec: &Value, kind: &str, causes: &mut Vec<Cause>) {
+    const POLICIES: [&str; 2] = ["Cluster", "Local"];
+    for field in ["internalTrafficPolicy", "externalTrafficPolicy"] {
+        if let Some(p) = spec[field].as_str().filter(|p| !POLICIES.contains(p)) {
+            causes.push(Cause::unsupported(format!("spec.{field}"), p, &POLICIES));
+        }
+    }
+    let external = !spec["externalTrafficPolicy"].is_null();
+    if external && !matches!(kind, "NodePort" | "LoadBalancer") {
+        causes.push(Cause::invalid(
+            "spec.externalTrafficPolicy",
+            spec["externalTrafficPolicy"].as_str().unwrap_or_default(),
+            "may only be set for externally-accessible services",
+        ));
+    }
+    for (i, ip) in spec["externalIPs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let ip = ip.as_str().unwrap_or_default();
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            let why = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)";
+            causes.push(Cause::invalid(format!("spec.externalIPs[{i}]"), ip, why));
+        }
+    }
+}
+
 fn service(spec: &Value, causes: &mut Vec<Cause>) {
     let kind = spec["type"].as_str().unwrap_or("ClusterIP");
     if !matches!(
@@ -1097,6 +1128,7 @@ fn service(spec: &Value, causes: &mut Vec<Cause>) {
             ));
         }
     }
+    traffic_policies(spec, kind, causes);
     match spec["clusterIP"].as_str() {
         None | Some("" | "None") => {}
         Some(ip) if ip.parse::<std::net::Ipv4Addr>().is_err() => causes.push(Cause::invalid(

@@ -200,7 +200,7 @@ pub async fn run(client: Client, config: Config) {
         routed = now;
         let svcs: Vec<Service> = services.list().iter().map(|s| (**s).clone()).collect();
         let eps: Vec<EndpointSlice> = slices.list().iter().map(|s| (**s).clone()).collect();
-        let next = rules::desired(&svcs, &eps);
+        let next = rules::desired(&svcs, &eps, &config.node_name);
         if cleanup.localnet_was.is_none() && dnats_to_loopback(&next) {
             if let Ok(was) = std::fs::read_to_string(ROUTE_LOCALNET) {
                 match std::fs::write(ROUTE_LOCALNET, "1") {

@@ -6,12 +6,14 @@
 //! Per Service port: a `svc-…` chain that picks a ready endpoint at random
 //! (or the one a client is pinned to, for `sessionAffinity: ClientIP`) and
 //! an `ep-…` chain per endpoint that marks the packet for masquerading and
-//! DNATs it. The `services` map sends ClusterIP traffic to its chain and
-//! `nodeports` sends NodePort traffic on local addresses there. A port with
-//! no ready endpoint has no element: its packets meet the service range's
+//! DNATs it. The `services` map sends ClusterIP and external-IP traffic
+//! to its chain and `nodeports` sends NodePort traffic on local addresses
+//! there. A `Local` traffic policy gets chains of its own (`svl-…` inside,
+//! `svx-…` outside) over this node's endpoints only. A port with no
+//! endpoint to pick has no element: its packets meet the service range's
 //! `unreachable` route and fail at once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use k8s_openapi::api::core::v1::Service;
@@ -83,8 +85,14 @@ fn ipv4(s: &str) -> Option<std::net::Ipv4Addr> {
     s.parse().ok()
 }
 
-/// The ruleset for these Services and their EndpointSlices.
-pub fn desired(services: &[Service], slices: &[EndpointSlice]) -> Ruleset {
+/// The ruleset for these Services and their EndpointSlices, on `node`.
+///
+/// A port's traffic policies pick its endpoints: `internalTrafficPolicy:
+/// Local` sends ClusterIP traffic only to endpoints on this node, and
+/// `externalTrafficPolicy: Local` NodePort and external-IP traffic, which
+/// then keeps the client's address (only traffic from this node itself is
+/// masqueraded). With no endpoint to pick, a port has no element.
+pub fn desired(services: &[Service], slices: &[EndpointSlice], node: &str) -> Ruleset {
     let mut set = Ruleset::default();
     for svc in services {
         let (Some(ns), Some(name)) = (&svc.metadata.namespace, &svc.metadata.name) else {
@@ -92,22 +100,29 @@ pub fn desired(services: &[Service], slices: &[EndpointSlice]) -> Ruleset {
         };
         let Some(spec) = &svc.spec else { continue };
         let cluster_ip = spec.cluster_ip.as_deref().and_then(ipv4);
-        let has_ip = cluster_ip.is_some();
-        let ip = cluster_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let external_ips: Vec<std::net::Ipv4Addr> = spec
+            .external_ips
+            .iter()
+            .flatten()
+            .filter_map(|ip| ipv4(ip))
+            .collect();
         let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
             spec.session_affinity_config
                 .as_ref()
                 .and_then(|c| c.client_ip.as_ref()?.timeout_seconds)
                 .unwrap_or(10800)
         });
+        let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+        let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
         let mine: Vec<&EndpointSlice> = slices_of(slices, ns, name).collect();
         for port in spec.ports.iter().flatten() {
             let Some(proto) = protocol(port.protocol.as_ref()) else {
                 continue;
             };
             let port_name = port.name.clone().unwrap_or_default();
-            // Ready endpoints of this port, each once.
-            let mut targets: BTreeSet<(String, i32)> = BTreeSet::new();
+            // Ready endpoints of this port, each once, and whether each
+            // is on this node.
+            let mut targets: BTreeMap<(String, i32), bool> = BTreeMap::new();
             for slice in &mine {
                 let Some(target) = slice.ports.iter().flatten().find(|p| {
                     p.name.clone().unwrap_or_default() == port_name
@@ -122,50 +137,111 @@ pub fn desired(services: &[Service], slices: &[EndpointSlice]) -> Ruleset {
                     let ready = e.conditions.as_ref().and_then(|c| c.ready) != Some(false);
                     if ready {
                         if let Some(addr) = e.addresses.first().and_then(|a| ipv4(a)) {
-                            targets.insert((addr.to_string(), target_port));
+                            let local = e.node_name.as_deref() == Some(node);
+                            targets.insert((addr.to_string(), target_port), local);
                         }
                     }
                 }
             }
-            if targets.is_empty() {
-                continue;
-            }
-            let key = format!("{ip} . {proto} . {}", port.port);
+            let all: Vec<&(String, i32)> = targets.keys().collect();
+            let local: Vec<&(String, i32)> = targets
+                .iter()
+                .filter(|(_, l)| **l)
+                .map(|(t, _)| t)
+                .collect();
             let svc_chain = service_chain(ns, name, &port_name, proto);
-            let mut svc_rules = Vec::new();
-            let mut picks = Vec::new();
-            for (i, (addr, target_port)) in targets.iter().enumerate() {
-                let ep_chain = format!("ep-{}-{i}", &svc_chain[4..]);
-                let mut rules = Vec::new();
-                if let Some(timeout) = affinity {
-                    let aff = format!("aff-{}-{i}", &svc_chain[4..]);
-                    svc_rules.push(format!("ip saddr @{aff} jump {ep_chain}"));
-                    rules.push(format!("update @{aff} {{ ip saddr }}"));
-                    set.affinity.insert(aff, timeout);
-                }
-                rules.push(format!("meta mark set meta mark | {MASQUERADE_MARK}"));
-                rules.push(format!(
-                    "meta l4proto {proto} dnat ip to {addr}:{target_port}"
-                ));
-                set.chains.insert(ep_chain.clone(), rules);
-                picks.push(format!("{i} : jump {ep_chain}"));
+            let pick = Pick { proto, affinity };
+            // The chain for each kind of traffic: every endpoint, or this
+            // node's; external traffic to this node's keeps its source.
+            let internal = match internal_local {
+                true => pick.chain(&mut set, &format!("svl-{}", &svc_chain[4..]), &local, true),
+                false => pick.chain(&mut set, &svc_chain, &all, true),
+            };
+            let external = match external_local {
+                true => pick.chain(&mut set, &format!("svx-{}", &svc_chain[4..]), &local, false),
+                false => pick.chain(&mut set, &svc_chain, &all, true),
+            };
+            if let (Some(ip), Some(chain)) = (cluster_ip, &internal) {
+                let key = format!("{ip} . {proto} . {}", port.port);
+                set.services.insert(key, chain.clone());
             }
-            svc_rules.push(format!(
-                "numgen random mod {} vmap {{ {} }}",
-                picks.len(),
-                picks.join(", ")
-            ));
-            set.chains.insert(svc_chain.clone(), svc_rules);
-            if has_ip {
-                set.services.insert(key, svc_chain.clone());
+            let Some(chain) = external else { continue };
+            for ip in &external_ips {
+                let key = format!("{ip} . {proto} . {}", port.port);
+                set.services.insert(key, chain.clone());
             }
             if let Some(node_port) = port.node_port.filter(|p| *p > 0) {
                 set.node_ports
-                    .insert(format!("{proto} . {node_port}"), svc_chain);
+                    .insert(format!("{proto} . {node_port}"), chain);
             }
         }
     }
     set
+}
+
+/// How a Service port's chains pick an endpoint.
+struct Pick {
+    proto: &'static str,
+    /// Client affinity's timeout, if clients are pinned.
+    affinity: Option<i32>,
+}
+
+impl Pick {
+    /// Adds the chain `name` that picks one of `targets` at random (or the
+    /// one a client is pinned to), with a chain per endpoint that DNATs to
+    /// it and marks for masquerading: every packet if `masquerade`, else
+    /// only those this node sent. `None` (and no chain) without targets.
+    fn chain(
+        &self,
+        set: &mut Ruleset,
+        name: &str,
+        targets: &[&(String, i32)],
+        masquerade: bool,
+    ) -> Option<String> {
+        if targets.is_empty() {
+            return None;
+        }
+        if set.chains.contains_key(name) {
+            return Some(name.to_owned());
+        }
+        let proto = self.proto;
+        // `svc-<id>` has `ep-<id>-<i>`, `svl-<id>` `epl-<id>-<i>`, and so on.
+        let (kind, id) = (name[2..3].trim_start_matches('c'), &name[3..]);
+        let mut rules = Vec::new();
+        let mut picks = Vec::new();
+        for (i, (addr, target_port)) in targets.iter().enumerate() {
+            let ep_chain = format!("ep{kind}{id}-{i}");
+            let mut ep_rules = Vec::new();
+            if let Some(timeout) = self.affinity {
+                let aff = format!("aff{kind}{id}-{i}");
+                rules.push(format!("ip saddr @{aff} jump {ep_chain}"));
+                ep_rules.push(format!("update @{aff} {{ ip saddr }}"));
+                set.affinity.insert(aff, timeout);
+            }
+            let mark = format!("meta mark set meta mark | {MASQUERADE_MARK}");
+            ep_rules.push(match masquerade {
+                true => mark,
+                false => format!("fib saddr type local {mark}"),
+            });
+            ep_rules.push(format!(
+                "meta l4proto {proto} dnat ip to {addr}:{target_port}"
+            ));
+            set.chains.insert(ep_chain.clone(), ep_rules);
+            picks.push(format!("{i} : jump {ep_chain}"));
+        }
+        rules.push(format!(
+            "numgen random mod {} vmap {{ {} }}",
+            picks.len(),
+            picks.join(", ")
+        ));
+        set.chains.insert(name.to_owned(), rules);
+        Some(name.to_owned())
+    }
+}
+
+/// Whether a chain picks an endpoint (and so jumps to endpoint chains).
+fn is_pick(name: &str) -> bool {
+    ["svc-", "svl-", "svx-"].iter().any(|p| name.starts_with(p))
 }
 
 /// Map elements to delete and to add going from `old` to `new`.
@@ -227,7 +303,7 @@ pub fn script(old: Option<&Ruleset>, new: &Ruleset) -> String {
         .iter()
         .filter(|(name, rules)| old.chains.get(*name) != Some(*rules))
         .collect();
-    order.sort_by_key(|(name, _)| name.starts_with("svc-"));
+    order.sort_by_key(|(name, _)| is_pick(name));
     for (name, rules) in order {
         let _ = writeln!(out, "add chain ip {TABLE} {name}");
         let _ = writeln!(out, "flush chain ip {TABLE} {name}");
@@ -241,7 +317,7 @@ pub fn script(old: Option<&Ruleset>, new: &Ruleset) -> String {
         .keys()
         .filter(|name| !new.chains.contains_key(*name))
         .collect();
-    gone.sort_by_key(|name| !name.starts_with("svc-"));
+    gone.sort_by_key(|name| !is_pick(name));
     for name in &gone {
         let _ = writeln!(out, "flush chain ip {TABLE} {name}");
     }
@@ -296,7 +372,7 @@ mod tests {
         let mut bad = slice(&[("10.42.0.5 ; flush ruleset", true), ("10.42.0.6", true)]);
         bad.metadata.labels =
             Some([("kubernetes.io/service-name".to_owned(), "web".to_owned())].into());
-        let set = desired(&[svc, other], &[bad]);
+        let set = desired(&[svc, other], &[bad], "n1");
         let script = format!("{set:?}");
         assert!(!script.contains("flush"), "{script}");
         let set = desired(
@@ -305,6 +381,7 @@ mod tests {
                 ("10.42.0.5 ; flush ruleset", true),
                 ("10.42.0.6", true),
             ])],
+            "n1",
         );
         let dnats: Vec<&String> = set
             .chains
@@ -324,6 +401,7 @@ mod tests {
                 ("10.42.1.6", true),
                 ("10.42.0.9", false),
             ])],
+            "n1",
         );
         let chain = &set.services["10.43.0.20 . tcp . 80"];
         assert_eq!(set.node_ports["tcp . 30080"], *chain);
@@ -346,9 +424,9 @@ mod tests {
 
     #[test]
     fn no_ready_endpoint_means_no_rules_and_affinity_pins_clients() {
-        let empty = desired(&[web(false, None)], &[slice(&[("10.42.0.5", false)])]);
+        let empty = desired(&[web(false, None)], &[slice(&[("10.42.0.5", false)])], "n1");
         assert!(empty.services.is_empty() && empty.chains.is_empty());
-        let pinned = desired(&[web(true, None)], &[slice(&[("10.42.0.5", true)])]);
+        let pinned = desired(&[web(true, None)], &[slice(&[("10.42.0.5", true)])], "n1");
         assert_eq!(
             pinned.affinity.values().copied().collect::<Vec<_>>(),
             vec![10800]
@@ -362,14 +440,66 @@ mod tests {
     }
 
     #[test]
+    fn traffic_policies_pick_this_nodes_endpoints_and_external_ips_route() {
+        let mut svc = web(false, Some(30080));
+        let spec = svc.spec.as_mut().unwrap();
+        spec.internal_traffic_policy = Some("Local".into());
+        spec.external_traffic_policy = Some("Local".into());
+        spec.external_ips = Some(vec!["192.0.2.10".into(), "not an ip".into()]);
+        let mut slice = slice(&[("10.42.0.5", true), ("10.42.1.6", true)]);
+        slice.endpoints[0].node_name = Some("n1".into());
+        slice.endpoints[1].node_name = Some("n2".into());
+        let set = desired(&[svc.clone()], &[slice.clone()], "n1");
+        let internal = &set.services["10.43.0.20 . tcp . 80"];
+        let external = &set.node_ports["tcp . 30080"];
+        assert!(internal.starts_with("svl-") && external.starts_with("svx-"));
+        assert_eq!(&set.services["192.0.2.10 . tcp . 80"], external);
+        assert_eq!(set.services.len(), 2, "{:?}", set.services);
+        let dnats = |chain: &str| -> Vec<String> {
+            let picks = &set.chains[chain];
+            let eps = picks.last().unwrap().split("jump ").skip(1);
+            eps.map(|e| {
+                e.trim_end_matches([' ', '}', ','])
+                    .split(',')
+                    .next()
+                    .unwrap()
+                    .trim()
+                    .to_owned()
+            })
+            .flat_map(|ep| set.chains[&ep].clone())
+            .collect()
+        };
+        let internal_rules = dnats(internal);
+        assert_eq!(
+            internal_rules.last().unwrap(),
+            "meta l4proto tcp dnat ip to 10.42.0.5:8080"
+        );
+        // External traffic keeps its source; only this node's is masqueraded.
+        let external_rules = dnats(external);
+        assert!(
+            external_rules[0].starts_with("fib saddr type local meta mark set"),
+            "{external_rules:?}"
+        );
+        assert_eq!(
+            external_rules.len(),
+            2,
+            "one local endpoint: {external_rules:?}"
+        );
+        // No endpoint here: no element for either, as upstream drops it.
+        let elsewhere = desired(&[svc], &[slice], "n3");
+        assert!(elsewhere.services.is_empty() && elsewhere.node_ports.is_empty());
+    }
+
+    #[test]
     fn scripts_touch_only_what_changed() {
-        let one = desired(&[web(false, None)], &[slice(&[("10.42.0.5", true)])]);
+        let one = desired(&[web(false, None)], &[slice(&[("10.42.0.5", true)])], "n1");
         let fresh = script(None, &one);
         assert!(fresh.contains("delete table ip skiff") && fresh.contains("map services"));
         assert_eq!(script(Some(&one), &one), "", "no change, no script");
         let two = desired(
             &[web(false, None)],
             &[slice(&[("10.42.0.5", true), ("10.42.0.6", true)])],
+            "n1",
         );
         let step = script(Some(&one), &two);
         assert!(!step.contains("element ip skiff services"), "{step}");

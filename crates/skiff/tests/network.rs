@@ -302,6 +302,44 @@ fn services_dns_and_pod_network_across_two_nodes() {
         });
         assert!(names.contains(body.trim()), "{body}");
     }
+    // `Local` traffic policies: each node's clients and NodePort reach
+    // that node's backend only.
+    let backend_on = |node: &str| -> String {
+        let p = backends
+            .iter()
+            .find(|p| p["spec"]["nodeName"] == node)
+            .unwrap();
+        p["metadata"]["name"].as_str().unwrap().to_owned()
+    };
+    let local = r#"{"spec": {"internalTrafficPolicy": "Local", "externalTrafficPolicy": "Local"}}"#;
+    c.ok(&["patch", "service", "web", "-p", local]);
+    for (i, h) in bed.hosts.iter().enumerate() {
+        // Each node's proxy has moved both kinds of traffic to chains of
+        // its own endpoints...
+        wait_for(&format!("the Local chains on {}", h.name), LIMIT, || {
+            let list = |map: &str| {
+                let out = bed.exec(i, &["nft", "list", "map", "ip", "skiff", map]);
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            };
+            let internal =
+                list("services").contains(&format!("{cluster_ip} . tcp . 80 : jump svl-"));
+            let external = list("nodeports").contains(&format!("tcp . {node_port} : jump svx-"));
+            (internal && external).then_some(())
+        });
+        // ...so every request lands there.
+        let client = format!("client-{}", h.name);
+        let mine = backend_on(&h.name);
+        for _ in 0..8 {
+            let out = fetch(&client, &cluster_ip);
+            assert_success(&out, "fetch through a Local ClusterIP");
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), mine);
+            let body = http_get(&format!("{}:{node_port}", h.ip));
+            assert_eq!(body.as_deref().map(str::trim), Some(mine.as_str()));
+        }
+    }
+    let cluster =
+        r#"{"spec": {"internalTrafficPolicy": "Cluster", "externalTrafficPolicy": "Cluster"}}"#;
+    c.ok(&["patch", "service", "web", "-p", cluster]);
     // An Ingress on the server routes by host and path to the backends.
     create(c, "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: app}\nspec:\n  rules:\n  - host: app.test\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n");
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -301,6 +301,13 @@ fn drop_type_dependent_fields(current: &Value, next: &mut Value) {
     if !takes_ports(current) || takes_ports(next) {
         return;
     }
+    // The external traffic policy goes with the type, unless changed too.
+    let policy = "externalTrafficPolicy";
+    if next["spec"][policy] == current["spec"][policy] {
+        if let Some(spec) = next["spec"].as_object_mut() {
+            spec.remove(policy);
+        }
+    }
     let old_ports = current["spec"]["ports"]
         .as_array()
         .cloned()
@@ -688,12 +695,13 @@ mod tests {
         assert!(!namespaces.holds_deletion(&json!({"spec": {"finalizers": []}})));
 
         let services = r("", "services");
-        let node_port =
-            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30001}]}});
+        let node_port = json!({"spec": {"type": "NodePort", "externalTrafficPolicy": "Cluster",
+            "ports": [{"port": 80, "nodePort": 30001}]}});
         let mut cluster_ip = node_port.clone();
         cluster_ip["spec"]["type"] = json!("ClusterIP");
         let next = of(services).prepare_update(services, &node_port, cluster_ip, None);
         assert!(next["spec"]["ports"][0]["nodePort"].is_null());
+        assert!(next["spec"].get("externalTrafficPolicy").is_none());
 
         let jobs = r("batch", "jobs");
         let mut job = json!({"metadata": {"name": "j", "uid": "u"}, "spec": {"template": {}}});
