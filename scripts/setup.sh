@@ -13,7 +13,7 @@
 # client's), pkg-config libssl-dev (kube-rs's openssl feature), jq, file.
 set -euo pipefail
 
-packages=(protobuf-compiler libprotobuf-dev make containerd runc containernetworking-plugins nftables iproute2)
+packages=(protobuf-compiler libprotobuf-dev make containerd runc containernetworking-plugins nftables iproute2 tzdata)
 if [ "${1:-}" = "--test" ]; then
   packages+=(etcd-server busybox-static umoci skopeo docker-registry apache2-utils procps util-linux curl
     python3-venv pkg-config libssl-dev jq file)

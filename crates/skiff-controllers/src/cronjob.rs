@@ -1,12 +1,13 @@
 //! The CronJob controller: creates a Job at each scheduled time (standard
-//! five-field cron syntax, in UTC), honouring concurrencyPolicy,
-//! startingDeadlineSeconds, suspend and the history limits.
+//! five-field cron syntax, in UTC or the CronJob's `timeZone`), honouring
+//! concurrencyPolicy, startingDeadlineSeconds, suspend and the history
+//! limits.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use kube::ResourceExt;
 use serde_json::{json, Value};
@@ -86,29 +87,113 @@ pub fn parse(schedule: &str) -> Result<croner::Cron, String> {
         .map_err(|e| format!("{schedule:?}: {e}"))
 }
 
-/// The latest scheduled time in `(after, now]`, and how many there were.
-pub fn latest_missed(
-    cron: &croner::Cron,
-    after: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> (Option<DateTime<Utc>>, usize) {
-    let (mut latest, mut count) = (None, 0);
-    for t in cron.iter_after(after) {
-        if t > now {
-            break;
-        }
-        latest = Some(t);
-        count += 1;
-        if count > MAX_MISSED {
-            // Too many to walk: jump to the last one before now.
-            let recent = cron
-                .iter_after(now - chrono::Duration::days(1))
-                .take_while(|t| *t <= now)
-                .last();
-            return (recent.or(latest), count);
+/// A parsed schedule in its time zone: the cron fields name wall-clock
+/// times there (UTC without one).
+pub struct Schedule {
+    cron: croner::Cron,
+    zone: Option<jiff::tz::TimeZone>,
+}
+
+impl Schedule {
+    /// `schedule` in `time_zone` (an IANA name), or why not.
+    pub fn new(schedule: &str, time_zone: Option<&str>) -> Result<Self, (&'static str, String)> {
+        let cron = parse(schedule).map_err(|e| ("UnparseableSchedule", e))?;
+        let zone = time_zone
+            .map(|name| {
+                jiff::tz::TimeZone::get(name).map_err(|e| {
+                    (
+                        "UnknownTimeZone",
+                        format!("invalid timeZone: {name:?}: {e}"),
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(Self { cron, zone })
+    }
+
+    /// The wall-clock time at `t` in the zone, written as if in UTC (what
+    /// the cron fields are matched against).
+    fn wall(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+        let Some(zone) = &self.zone else { return t };
+        let Ok(ts) = jiff::Timestamp::from_second(t.timestamp()) else {
+            return t;
+        };
+        let civil = ts.to_zoned(zone.clone()).datetime();
+        let date = chrono::NaiveDate::from_ymd_opt(
+            i32::from(civil.year()),
+            civil.month() as u32,
+            civil.day() as u32,
+        );
+        let time = chrono::NaiveTime::from_hms_opt(
+            civil.hour() as u32,
+            civil.minute() as u32,
+            civil.second() as u32,
+        );
+        match (date, time) {
+            (Some(d), Some(t)) => d.and_time(t).and_utc(),
+            _ => t,
         }
     }
-    (latest, count)
+
+    /// The instant a wall-clock time (as from [`Self::wall`]) names: in a
+    /// gap the time after it, in a fold the first, as upstream's Go
+    /// `time.Date` does.
+    fn instant(&self, wall: DateTime<Utc>) -> DateTime<Utc> {
+        let Some(zone) = &self.zone else { return wall };
+        let n = wall.naive_utc();
+        let civil = jiff::civil::DateTime::new(
+            n.year() as i16,
+            n.month() as i8,
+            n.day() as i8,
+            n.hour() as i8,
+            n.minute() as i8,
+            n.second() as i8,
+            0,
+        );
+        let at = civil
+            .and_then(|c| zone.to_ambiguous_zoned(c).compatible())
+            .map(|z| z.timestamp().as_second());
+        at.ok()
+            .and_then(|s| DateTime::from_timestamp(s, 0))
+            .unwrap_or(wall)
+    }
+
+    /// Scheduled times after `after`, in order.
+    fn times_after(&self, after: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        let walls = self.cron.iter_after(self.wall(after));
+        // A fold repeats wall times: each instant once, in order.
+        walls.map(|w| self.instant(w)).filter(move |t| *t > after)
+    }
+
+    /// The latest scheduled time in `(after, now]`, and how many there were.
+    pub fn latest_missed(
+        &self,
+        after: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> (Option<DateTime<Utc>>, usize) {
+        let (mut latest, mut count) = (None, 0);
+        for t in self.times_after(after) {
+            if t > now {
+                break;
+            }
+            latest = Some(t);
+            count += 1;
+            if count > MAX_MISSED {
+                // Too many to walk: jump to the last one before now.
+                let recent = self
+                    .times_after(now - chrono::Duration::days(1))
+                    .take_while(|t| *t <= now)
+                    .last();
+                return (recent.or(latest), count);
+            }
+        }
+        (latest, count)
+    }
+
+    /// The first scheduled time after `now`.
+    pub fn next_after(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.times_after(now).next()
+    }
 }
 
 #[async_trait]
@@ -126,16 +211,11 @@ impl Reconcile for CronJobController {
         }
         let spec = cj.spec.clone().unwrap_or_default();
         let now = Utc::now();
-        let cron = match parse(&spec.schedule) {
-            Ok(c) => c,
-            Err(e) => {
-                self.cluster.event(events::about(
-                    &*cj,
-                    COMPONENT,
-                    true,
-                    "UnparseableSchedule",
-                    &e,
-                ));
+        let schedule = match Schedule::new(&spec.schedule, spec.time_zone.as_deref()) {
+            Ok(s) => s,
+            Err((reason, why)) => {
+                self.cluster
+                    .event(events::about(&*cj, COMPONENT, true, reason, &why));
                 return Ok(Action::Done);
             }
         };
@@ -196,7 +276,7 @@ impl Reconcile for CronJobController {
                 .map(|t| t.0.as_second()))
             .and_then(|s| DateTime::from_timestamp(s, 0))
             .unwrap_or(now);
-        let (due, _) = latest_missed(&cron, after, now);
+        let (due, _) = schedule.latest_missed(after, now);
         let mut last_schedule = status.last_schedule_time.as_ref().map(|t| t.0.to_string());
         if let Some(t) = due {
             let too_late = spec
@@ -292,8 +372,8 @@ impl Reconcile for CronJobController {
                 .merge_patch(&target, json!({"status": next}), true)
                 .await?;
         }
-        let wake = cron
-            .find_next_occurrence(&now, false)
+        let wake = schedule
+            .next_after(now)
             .map(|t| (t - now).to_std().unwrap_or_default() + Duration::from_millis(100))
             .unwrap_or(Duration::from_secs(60));
         Ok(Action::RequeueAfter(wake))
@@ -311,30 +391,48 @@ mod tests {
 
     #[test]
     fn schedules_and_missed_times() {
-        let every5 = parse("*/5 * * * *").unwrap();
-        let (latest, count) = latest_missed(
-            &every5,
-            at("2024-01-01T00:00:00Z"),
-            at("2024-01-01T00:17:00Z"),
-        );
+        let every5 = Schedule::new("*/5 * * * *", None).unwrap();
+        let (latest, count) =
+            every5.latest_missed(at("2024-01-01T00:00:00Z"), at("2024-01-01T00:17:00Z"));
         assert_eq!((latest, count), (Some(at("2024-01-01T00:15:00Z")), 3));
         assert_eq!(
-            latest_missed(
-                &every5,
-                at("2024-01-01T00:15:00Z"),
-                at("2024-01-01T00:17:00Z")
-            ),
+            every5.latest_missed(at("2024-01-01T00:15:00Z"), at("2024-01-01T00:17:00Z")),
             (None, 0)
         );
         assert!(parse("@hourly").is_ok());
         assert!(parse("* * *").is_err());
         assert!(parse("61 * * * *").is_err());
-        let (latest, _) = latest_missed(
-            &parse("* * * * *").unwrap(),
-            at("2024-01-01T00:00:00Z"),
-            at("2024-01-02T00:00:30Z"),
-        );
+        let every_minute = Schedule::new("* * * * *", None).unwrap();
+        let (latest, _) =
+            every_minute.latest_missed(at("2024-01-01T00:00:00Z"), at("2024-01-02T00:00:30Z"));
         assert_eq!(latest, Some(at("2024-01-02T00:00:00Z")));
+    }
+
+    #[test]
+    fn a_time_zone_names_wall_clock_times_there() {
+        // 09:00 in Berlin: 08:00 UTC in winter, 07:00 in summer.
+        let nine = Schedule::new("0 9 * * *", Some("Europe/Berlin")).unwrap();
+        assert_eq!(
+            nine.next_after(at("2024-01-10T00:00:00Z")),
+            Some(at("2024-01-10T08:00:00Z"))
+        );
+        assert_eq!(
+            nine.next_after(at("2024-07-10T00:00:00Z")),
+            Some(at("2024-07-10T07:00:00Z"))
+        );
+        let (latest, count) =
+            nine.latest_missed(at("2024-01-10T07:59:00Z"), at("2024-01-10T08:00:30Z"));
+        assert_eq!((latest, count), (Some(at("2024-01-10T08:00:00Z")), 1));
+        // 02:30 does not exist on the spring-forward day: it runs at 03:00.
+        let gap = Schedule::new("30 2 * * *", Some("Europe/Berlin")).unwrap();
+        assert_eq!(
+            gap.next_after(at("2024-03-31T00:00:00Z")),
+            Some(at("2024-03-31T01:30:00Z"))
+        );
+        let unknown = Schedule::new("* * * * *", Some("Mars/Olympus"))
+            .err()
+            .unwrap();
+        assert_eq!(unknown.0, "UnknownTimeZone");
     }
 
     #[tokio::test]

@@ -110,8 +110,21 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
         }
         ("batch", "Job") => pod_template(&spec["template"], "spec.template", &mut causes),
         ("batch", "CronJob") => {
-            if spec["schedule"].as_str().is_none_or(str::is_empty) {
-                causes.push(Cause::required("spec.schedule"));
+            match spec["schedule"].as_str() {
+                None | Some("") => causes.push(Cause::required("spec.schedule")),
+                // The zone goes in `timeZone`, as upstream requires.
+                Some(s) if s.contains("TZ") => causes.push(Cause::invalid(
+                    "spec.schedule",
+                    s,
+                    "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+                )),
+                Some(_) => {}
+            }
+            if let Some(zone) = spec["timeZone"].as_str() {
+                if let Err(e) = jiff::tz::TimeZone::get(zone) {
+                    let why = format!("unknown time zone {zone}: {e}");
+                    causes.push(Cause::invalid("spec.timeZone", zone, why));
+                }
             }
             pod_template(
                 &spec["jobTemplate"]["spec"]["template"],
@@ -1686,6 +1699,25 @@ mod tests {
             let fields = cause_fields(object(pods, &pod(json!([container])), None).unwrap_err());
             assert_eq!(fields, want, "{extra}");
         }
+    }
+
+    #[test]
+    fn a_cronjobs_time_zone_is_a_known_one_and_not_in_its_schedule() {
+        let cronjobs = lookup("batch", "v1", "cronjobs").unwrap();
+        let cronjob = |schedule: &str, zone: &str| {
+            json!({"metadata": {"name": "c"}, "spec": {"schedule": schedule, "timeZone": zone,
+                "jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "i"}]}}}}}})
+        };
+        assert!(object(cronjobs, &cronjob("0 9 * * *", "Europe/Berlin"), None).is_ok());
+        let fields = cause_fields(
+            object(
+                cronjobs,
+                &cronjob("CRON_TZ=UTC 0 9 * * *", "Mars/Olympus"),
+                None,
+            )
+            .unwrap_err(),
+        );
+        assert_eq!(fields, ["spec.schedule", "spec.timeZone"]);
     }
 
     #[test]
