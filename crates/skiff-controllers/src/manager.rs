@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::{
     ReplicationController, ResourceQuota, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
 use kube::runtime::watcher;
@@ -156,6 +157,7 @@ const IDENTITIES: &[&str] = &[
     "cronjob-controller",
     "namespace-controller",
     "service-account-controller",
+    "disruption-controller",
     "resourcequota-controller",
     "root-ca-cert-publisher",
     "certificate-controller",
@@ -319,6 +321,22 @@ async fn run_all(client: Client, writers: Arc<Writers>, config: Config, metrics:
         q.clone(),
     );
     w.workers(c, q, 1);
+    let mut budgets = Informer::<PodDisruptionBudget>::default();
+    let q = Queue::new();
+    let owners = crate::disruption::Owners {
+        sets: sets.cache(),
+        rcs: rcs.cache(),
+        deployments: deployments.cache(),
+        statefulsets: statefulsets.cache(),
+    };
+    let c = crate::disruption::DisruptionController::new(
+        &mut budgets,
+        &mut pods,
+        owners,
+        cluster("disruption-controller"),
+        q.clone(),
+    );
+    w.workers(c, q, 1);
     let mut quotas = Informer::<ResourceQuota>::default();
     let q = Queue::new();
     let c = ResourceQuotaController::new(
@@ -452,6 +470,7 @@ async fn run_all(client: Client, writers: Arc<Writers>, config: Config, metrics:
     w.watch(namespaces, Api::all(client.clone()));
     w.watch(accounts, Api::all(client.clone()));
     w.watch(quotas, Api::all(client.clone()));
+    w.watch(budgets, Api::all(client.clone()));
     if config.root_ca.is_some() {
         let only =
             watcher::Config::default().fields(&format!("metadata.name={}", crate::root_ca::NAME));

@@ -231,6 +231,18 @@ impl ApiError {
         e.details = Some(d);
         e
     }
+    /// An eviction a PodDisruptionBudget refuses (429), as upstream's:
+    /// `why` says which budget and what it needs.
+    pub fn disruption_budget(why: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            429,
+            "TooManyRequests",
+            "Cannot evict pod as it would violate the pod's disruption budget.",
+        );
+        e.details =
+            Some(json!({"causes": [{"reason": "DisruptionBudget", "message": why.into()}]}));
+        e
+    }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message)
     }

@@ -419,3 +419,90 @@ fn pods_of_a_silent_node_are_evicted_and_come_back_elsewhere() {
     let events = c.ok(&["get", "events"]);
     assert!(events.contains("TaintManagerEviction"), "{events}");
 }
+
+/// A PodDisruptionBudget's status follows its pods, and an eviction it
+/// cannot afford is refused with upstream's 429 until the budget allows.
+#[test]
+fn disruption_budgets_guard_evictions() {
+    let c = Cluster::start();
+    let _nodes = agent(&c, "sim", 2, &[]);
+    c.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "--replicas=2",
+    ]);
+    c.ok(&[
+        "create",
+        "pdb",
+        "web",
+        "--selector=app=web",
+        "--min-available=2",
+    ]);
+    let status = |c: &Cluster| c.json(&["get", "pdb", "web"])["status"].clone();
+    wait_for("the budget to count two healthy pods", LIMIT, || {
+        let s = status(&c);
+        (s["currentHealthy"] == 2 && s["desiredHealthy"] == 2 && s["disruptionsAllowed"] == 0)
+            .then_some(())
+    });
+    let evict = |pod: &str| {
+        let url = format!("/api/v1/namespaces/default/pods/{pod}/eviction");
+        let eviction = format!(
+            r#"{{"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {{"name": "{pod}"}}}}"#
+        );
+        c.kubectl_stdin(&["create", "--raw", &url, "-f", "-"], &eviction)
+    };
+    let first = live_pods(&c, "app=web")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refused = evict(&first);
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        why.contains("Cannot evict pod as it would violate the pod's disruption budget."),
+        "{why}"
+    );
+    assert!(live_pods(&c, "app=web")
+        .iter()
+        .any(|p| p["metadata"]["name"] == first.as_str()));
+    // A percentage of the Deployment's scale: one of two may go.
+    c.ok(&[
+        "patch",
+        "pdb",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"minAvailable": null, "maxUnavailable": "50%"}}"#,
+    ]);
+    wait_for("the budget to allow one disruption", LIMIT, || {
+        let s = status(&c);
+        (s["expectedPods"] == 2 && s["disruptionsAllowed"] == 1).then_some(())
+    });
+    // No node takes the evicted pod's replacement: the budget stays spent.
+    for node in names(&c.json(&["get", "nodes"])) {
+        c.ok(&["cordon", &node]);
+    }
+    let out = evict(&first);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The eviction was counted at once: a second is refused.
+    let second = live_pods(&c, "app=web")
+        .iter()
+        .filter(|p| p["status"]["phase"] == "Running")
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+        .find(|n| *n != first)
+        .unwrap();
+    assert!(!evict(&second).status.success());
+    for node in names(&c.json(&["get", "nodes"])) {
+        c.ok(&["uncordon", &node]);
+    }
+    wait_for("the Deployment to replace the evicted pod", LIMIT, || {
+        let s = status(&c);
+        (s["currentHealthy"] == 2 && s["disruptionsAllowed"] == 1).then_some(())
+    });
+}

@@ -110,6 +110,20 @@ fn rules() -> Vec<(&'static str, Vec<Value>)> {
             vec![rule(&[""], &["serviceaccounts"], &["create"]), events()],
         ),
         (
+            "disruption-controller",
+            vec![
+                rule(
+                    &["apps"],
+                    &["deployments", "replicasets", "statefulsets"],
+                    READ,
+                ),
+                rule(&[""], &["replicationcontrollers", "pods"], READ),
+                rule(&["policy"], &["poddisruptionbudgets"], READ),
+                rule(&["policy"], &["poddisruptionbudgets/status"], WRITE),
+                events(),
+            ],
+        ),
+        (
             "resourcequota-controller",
             vec![
                 rule(&["*"], &["*"], &["list", "watch"]),

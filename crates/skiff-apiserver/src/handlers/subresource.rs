@@ -12,6 +12,7 @@ use super::prepare::prepare_update;
 use super::{Api, Call};
 use crate::admission::Operation;
 use crate::response;
+use crate::storage::{self, Change};
 
 /// The longest a service account token lives: a year.
 const MAX_TOKEN_SECONDS: i64 = 365 * 24 * 3600;
@@ -248,8 +249,8 @@ impl Api {
         Ok(response::json(201, &created("pods", name)))
     }
 
-    /// Evicts a pod: a delete with the eviction's options. Disruption
-    /// budgets are not consulted yet.
+    /// Evicts a pod: a delete with the eviction's options, once the pod's
+    /// PodDisruptionBudget allows it (counting it down), as upstream's.
     pub async fn evict(
         &self,
         call: &Call<'_>,
@@ -259,9 +260,86 @@ impl Api {
         let eviction = body::parse(raw, &body::content_type(call.headers))?;
         let opts = DeleteOptions::from_value(&eviction["deleteOptions"], call);
         let pods = registry::lookup("", "v1", "pods").expect("pods are served");
-        self.delete_one(call, pods, call.target.namespace.as_deref(), name, &opts)
-            .await?;
+        let ns = call.target.namespace.as_deref();
+        let pod = self.objects.get(pods, ns, name).await?;
+        self.charge_budget(ns, name, &pod).await?;
+        self.delete_one(call, pods, ns, name, &opts).await?;
         Ok(response::json(201, &created("pods", name)))
+    }
+
+    /// Counts an eviction of `pod` down in its PodDisruptionBudget, or
+    /// refuses it: a pod that is done, not yet running or being deleted
+    /// needs no budget; more than one budget is an error, as upstream's.
+    async fn charge_budget(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+        pod: &Value,
+    ) -> Result<(), ApiError> {
+        let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
+        if matches!(phase, "Succeeded" | "Failed" | "Pending") || meta::is_deleting(pod) {
+            return Ok(());
+        }
+        let budgets =
+            registry::lookup("policy", "v1", "poddisruptionbudgets").expect("budgets are served");
+        let (items, _, _) = self.objects.list(budgets, ns, Default::default()).await?;
+        let mut mine = Vec::new();
+        for kv in &items {
+            let budget = storage::decode(kv)?;
+            let selector = &budget["spec"]["selector"];
+            let all = selector.is_null() || *selector == json!({});
+            let matches =
+                all || LabelSelector::from_object(selector).is_ok_and(|s| s.matches_object(pod));
+            if matches {
+                mine.push(meta::name(&budget).to_owned());
+            }
+        }
+        let budget = match mine.as_slice() {
+            [] => return Ok(()),
+            [one] => one.clone(),
+            _ => {
+                return Err(ApiError::internal(
+                    "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+                ))
+            }
+        };
+        let ready = pod["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        let now = meta::now();
+        self.objects
+            .update(budgets, ns, &budget, |mut b| {
+                let status = &b["status"];
+                let observed = status["observedGeneration"].as_i64().unwrap_or(0);
+                if observed < meta::get(&b, "generation").and_then(Value::as_i64).unwrap_or(0) {
+                    let why = format!("The disruption budget {budget} is still being processed by the server.");
+                    return Err(ApiError::disruption_budget(why));
+                }
+                let (desired, healthy) = (
+                    status["desiredHealthy"].as_i64().unwrap_or(0),
+                    status["currentHealthy"].as_i64().unwrap_or(0),
+                );
+                // An unready pod goes freely while the budget holds
+                // (upstream's default unhealthyPodEvictionPolicy).
+                let policy = b["spec"]["unhealthyPodEvictionPolicy"].as_str();
+                if !ready && (policy == Some("AlwaysAllow") || healthy >= desired) {
+                    return Ok(Change::Keep);
+                }
+                let allowed = status["disruptionsAllowed"].as_i64().unwrap_or(0);
+                if allowed <= 0 {
+                    let why = format!(
+                        "The disruption budget {budget} needs {desired} healthy pods and has {healthy} currently"
+                    );
+                    return Err(ApiError::disruption_budget(why));
+                }
+                b["status"]["disruptionsAllowed"] = json!(allowed - 1);
+                b["status"]["disruptedPods"][name] = json!(now);
+                Ok(Change::Write(b))
+            })
+            .await?;
+        Ok(())
     }
 
     /// `serviceaccounts/token`: a signed token for the account, bound to a

@@ -124,6 +124,13 @@ fn columns(kind: &str) -> &'static [Column] {
             ("Replicas", "integer", 0),
             ("Age", "string", 0),
         ],
+        "PodDisruptionBudget" => &[
+            ("Name", "string", 0),
+            ("Min Available", "string", 0),
+            ("Max Unavailable", "string", 0),
+            ("Allowed Disruptions", "integer", 0),
+            ("Age", "string", 0),
+        ],
         "CronJob" => &[
             ("Name", "string", 0),
             ("Schedule", "string", 0),
@@ -734,6 +741,20 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                     .map_or("<unset>".into(), |n| n.to_string())),
                 json!(int(&spec["maxReplicas"])),
                 json!(int(&status["currentReplicas"])),
+                created,
+            ]
+        }
+        "PodDisruptionBudget" => {
+            let either = |v: &Value| match v {
+                Value::Null => "N/A".to_owned(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            vec![
+                name,
+                json!(either(&spec["minAvailable"])),
+                json!(either(&spec["maxUnavailable"])),
+                json!(int(&status["disruptionsAllowed"])),
                 created,
             ]
         }
