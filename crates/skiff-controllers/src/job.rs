@@ -24,6 +24,9 @@ use skiff_runtime::queue::Queue;
 
 const COMPONENT: &str = "job-controller";
 
+/// The `managedBy` of Jobs this controller runs, as upstream's.
+const MANAGER: &str = "kubernetes.io/job-controller";
+
 pub struct JobController {
     pub jobs: Arc<Cache<Job>>,
     pub pods: Arc<Cache<Pod>>,
@@ -97,6 +100,11 @@ impl Reconcile for JobController {
             return Ok(Action::Done);
         };
         if job.metadata.deletion_timestamp.is_some() {
+            return Ok(Action::Done);
+        }
+        // A Job another controller manages (`managedBy`) is left to it.
+        let managed_by = job.spec.as_ref().and_then(|s| s.managed_by.as_deref());
+        if managed_by.is_some_and(|m| m != MANAGER) {
             return Ok(Action::Done);
         }
         let now = chrono::Utc::now();

@@ -108,7 +108,10 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
                 ));
             }
         }
-        ("batch", "Job") => pod_template(&spec["template"], "spec.template", &mut causes),
+        ("batch", "Job") => {
+            job_features(spec, "spec", &mut causes);
+            pod_template(&spec["template"], "spec.template", &mut causes);
+        }
         ("batch", "CronJob") => {
             match spec["schedule"].as_str() {
                 None | Some("") => causes.push(Cause::required("spec.schedule")),
@@ -126,6 +129,11 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
                     causes.push(Cause::invalid("spec.timeZone", zone, why));
                 }
             }
+            job_features(
+                &spec["jobTemplate"]["spec"],
+                "spec.jobTemplate.spec",
+                &mut causes,
+            );
             pod_template(
                 &spec["jobTemplate"]["spec"]["template"],
                 "spec.jobTemplate.spec.template",
@@ -450,6 +458,29 @@ pub const SAFE_SYSCTLS: &[&str] = &[
     "net.ipv4.tcp_keepalive_intvl",
     "net.ipv4.tcp_keepalive_probes",
 ];
+
+/// Job settings Skiff's job controller does not implement, refused
+/// rather than ignored: indexed completions and the failure and success
+/// policies built on them.
+fn job_features(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
+    let why = "Skiff's job controller cannot apply this setting";
+    if spec["completionMode"] == "Indexed" {
+        causes.push(Cause::forbidden(format!("{at}.completionMode"), why));
+    }
+    for field in [
+        "podFailurePolicy",
+        "successPolicy",
+        "backoffLimitPerIndex",
+        "maxFailedIndexes",
+    ] {
+        if !spec[field].is_null() {
+            causes.push(Cause::forbidden(format!("{at}.{field}"), why));
+        }
+    }
+    if spec["podReplacementPolicy"] == "Failed" {
+        causes.push(Cause::forbidden(format!("{at}.podReplacementPolicy"), why));
+    }
+}
 
 /// A setting Skiff's node agent cannot apply: refused here rather than
 /// dropped on the node.
@@ -1718,6 +1749,23 @@ mod tests {
             .unwrap_err(),
         );
         assert_eq!(fields, ["spec.schedule", "spec.timeZone"]);
+    }
+
+    #[test]
+    fn job_features_the_controller_lacks_are_refused() {
+        let jobs = lookup("batch", "v1", "jobs").unwrap();
+        let template = json!({"spec": {"restartPolicy": "Never", "containers": [{"name": "a", "image": "i"}]}});
+        let job = |extra: Value| {
+            let mut spec = json!({"template": template});
+            spec.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            json!({"metadata": {"name": "j"}, "spec": spec})
+        };
+        assert!(object(jobs, &job(json!({"completionMode": "NonIndexed"})), None).is_ok());
+        let refused = job(json!({"completionMode": "Indexed", "podFailurePolicy": {"rules": []}}));
+        let fields = cause_fields(object(jobs, &refused, None).unwrap_err());
+        assert_eq!(fields, ["spec.completionMode", "spec.podFailurePolicy"]);
     }
 
     #[test]
