@@ -702,17 +702,9 @@ mod tests {
         )]);
         let probed = HashMap::from([("b".to_owned(), false)]);
         let status = pod_status(&Facts {
-            spec: &spec,
-            seen: &seen,
             waiting: &waiting,
             probed: &probed,
-            init: Init::Done,
-            generation: Some(1),
-            recursive_read_only: false,
-            node_ip: "192.0.2.1",
-            previous: None,
-            api: None,
-            now: instant(T0),
+            ..facts(&spec, &seen)
         });
         let statuses = status.container_statuses.unwrap();
         let a = &statuses[0];
