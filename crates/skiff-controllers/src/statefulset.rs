@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use crate::owned;
 use crate::pods;
 use crate::revisions;
+use crate::rollout;
 use crate::status::omit_zero;
 use skiff_runtime::api::{self, Cluster, Error, Target};
 use skiff_runtime::cache::{Cache, Informer};
@@ -403,15 +404,31 @@ impl Reconcile for StatefulSetController {
             self.delete_scaled_claims(&sts, &by_ordinal, &wanted)
                 .await?;
         }
-        // Rolling update, highest ordinal first, down to the partition.
-        if !on_delete && condemned.is_empty() && by_ordinal.values().all(|p| healthy(p)) {
+        // Rolling update, highest ordinal first, down to the partition:
+        // as many pods at once as `maxUnavailable` leaves room for (one
+        // by default; upstream's MaxUnavailableStatefulSet, on in 1.35).
+        if !on_delete && condemned.is_empty() {
+            let max_unavailable = rollout::scaled(
+                spec.update_strategy
+                    .as_ref()
+                    .and_then(|u| u.rolling_update.as_ref())
+                    .and_then(|r| r.max_unavailable.as_ref()),
+                replicas,
+                true,
+                "0%",
+            )
+            .max(1);
+            let unavailable = wanted
+                .clone()
+                .filter(|i| by_ordinal.get(i).is_none_or(|p| !healthy(p)))
+                .count() as i32;
             let stale = wanted
                 .clone()
                 .rev()
                 .filter(|i| i - start >= partition)
                 .filter_map(|i| by_ordinal.get(&i))
-                .find(|p| revision_of(p) != Some(&update_revision));
-            if let Some(p) = stale {
+                .filter(|p| healthy(p) && revision_of(p) != Some(&update_revision));
+            for p in stale.take((max_unavailable - unavailable).max(0) as usize) {
                 self.delete_pod(&sts, p).await?;
             }
         }
@@ -570,6 +587,33 @@ mod tests {
             .map(|p| p["metadata"]["name"].clone())
             .collect();
         assert_eq!(names, vec![json!("web-0"), json!("web-1"), json!("web-2")]);
+    }
+
+    #[tokio::test]
+    async fn a_rolling_update_replaces_as_many_as_max_unavailable_allows() {
+        for (max_unavailable, want) in [
+            (None, vec!["pods d/web-2"]),
+            (Some(json!(2)), vec!["pods d/web-2", "pods d/web-1"]),
+            (Some(json!("50%")), vec!["pods d/web-2", "pods d/web-1"]),
+        ] {
+            let (fake, sets, pods, c) = setup();
+            sets.apply(sts(3, "Parallel"));
+            c.reconcile("d/web").await.unwrap();
+            for p in created_pods(&fake) {
+                pods.apply(running(&p, true));
+            }
+            let mut next = sts(3, "Parallel");
+            let spec = next.spec.as_mut().unwrap();
+            spec.template.spec.as_mut().unwrap().containers[0].image = Some("busybox:2".into());
+            spec.update_strategy = serde_json::from_value(
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": max_unavailable}}),
+            )
+            .unwrap();
+            sets.apply(next);
+            fake.clear();
+            c.reconcile("d/web").await.unwrap();
+            assert_eq!(fake.made("delete"), want, "{max_unavailable:?}");
+        }
     }
 
     #[tokio::test]
