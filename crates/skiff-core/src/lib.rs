@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod metrics_api;
 pub mod openapi;
 pub mod placement;
+pub mod pod_containers;
 pub mod pod_security;
 pub mod protobuf;
 pub mod quantity;

@@ -245,18 +245,7 @@ pub fn container(
 /// The node's ports the pod's containers (and sidecars) ask for
 /// (`hostPort`), which the CNI portmap plugin forwards to the pod.
 fn host_ports(spec: &PodSpec) -> Vec<cri::PortMapping> {
-    let sidecars = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .filter(|c| crate::plan::is_sidecar(c));
-    let ports = spec
-        .containers
-        .iter()
-        .chain(sidecars)
-        .flat_map(|c| c.ports.iter().flatten());
-    ports
-        .filter(|p| p.host_port.is_some_and(|h| h > 0))
+    skiff_core::pod_containers::host_ports(spec)
         .map(|p| cri::PortMapping {
             protocol: match p.protocol.as_deref() {
                 Some("UDP") => cri::Protocol::Udp,

@@ -123,11 +123,7 @@ pub fn ephemeral_containers(spec: &PodSpec) -> Vec<(Container, Option<String>)> 
         .collect()
 }
 
-/// Whether an init container is a sidecar: started in the init sequence
-/// but run beside the app's containers, restarted whenever it exits.
-pub fn is_sidecar(c: &Container) -> bool {
-    c.restart_policy.as_deref() == Some("Always")
-}
+pub use skiff_core::pod_containers::is_sidecar;
 
 /// Whether a container that exited with `code` runs again, as upstream's
 /// container restart rules decide: the first of its rules that matches

@@ -266,7 +266,7 @@ pub fn pod_status(f: &Facts) -> PodStatus {
         .flatten()
         .map(|c| {
             let status = container_status(c, f, "PodInitializing");
-            if c.restart_policy.as_deref() == Some("Always") {
+            if is_sidecar(c) {
                 return status;
             }
             // An init container that is no sidecar is ready once done.

@@ -35,6 +35,7 @@ use crate::pulls::Pulls;
 use crate::runtime::ContainerRuntime;
 use crate::security;
 use crate::termination;
+use skiff_core::pod_containers::long_running;
 
 /// How often a pod's worker looks at the runtime when nothing else wakes
 /// it: the fallback that notices exits, and the probes' tick.
@@ -204,12 +205,7 @@ impl Worker {
     /// probes is looked at every second, as is every pod while the
     /// runtime's events do not come.
     fn resync(&self, spec: &PodSpec) -> Duration {
-        let sidecars = spec
-            .init_containers
-            .iter()
-            .flatten()
-            .filter(|c| plan::is_sidecar(c));
-        let probed = sidecars.chain(&spec.containers).any(|c| {
+        let probed = long_running(spec).any(|c| {
             c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some()
         });
         if self.simulated {
@@ -1191,12 +1187,7 @@ impl Worker {
     async fn probe(&self, pod: &Pod, seen: &Observed) -> Result<HashMap<String, bool>, Error> {
         let spec = spec_of(pod);
         let mut ready = HashMap::new();
-        let sidecars = spec
-            .init_containers
-            .iter()
-            .flatten()
-            .filter(|c| plan::is_sidecar(c));
-        for c in sidecars.chain(&spec.containers) {
+        for c in long_running(spec) {
             let Some(status) = seen.latest.get(&c.name).filter(|s| running(s)) else {
                 continue;
             };

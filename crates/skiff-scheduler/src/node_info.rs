@@ -150,15 +150,7 @@ impl HostPort {
         let Some(spec) = pod.spec.as_ref() else {
             return Vec::new();
         };
-        let sidecars = spec
-            .init_containers
-            .iter()
-            .flatten()
-            .filter(|c| c.restart_policy.as_deref() == Some("Always"));
-        let ports = spec.containers.iter().chain(sidecars);
-        ports
-            .flat_map(|c| c.ports.iter().flatten())
-            .filter(|p| p.host_port.is_some_and(|h| h > 0))
+        skiff_core::pod_containers::host_ports(spec)
             .map(|p| Self {
                 ip: p
                     .host_ip
@@ -381,7 +373,7 @@ pub fn pod_requests(pod: &Pod) -> Resources {
     let (mut sidecars, mut init) = (Resources::default(), Resources::default());
     for c in spec.init_containers.iter().flatten() {
         let mut during = container(c);
-        if c.restart_policy.as_deref() == Some("Always") {
+        if skiff_core::pod_containers::is_sidecar(c) {
             total.add(&during, 1);
             sidecars.add(&during, 1);
             during = sidecars.clone();
