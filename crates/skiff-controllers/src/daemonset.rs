@@ -1,14 +1,16 @@
 //! The DaemonSet controller: one pod on every node the template may run on
 //! (nodeSelector, required node affinity, taints against the template's
 //! tolerations plus the ones upstream adds to daemons), including nodes
-//! that join later; rolling updates within maxUnavailable.
+//! that join later; rolling updates within maxUnavailable, or surging
+//! within maxSurge.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, RollingUpdateDaemonSet};
 use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use serde_json::{json, Value};
 use skiff_core::placement::{node_selected, tolerated};
@@ -122,6 +124,22 @@ fn target_node(p: &Pod) -> Option<String> {
         .and_then(|f| f.values.as_ref()?.first().cloned())
 }
 
+/// `(maxSurge, maxUnavailable)` of a rolling update over `desired` nodes,
+/// percentages rounded up as upstream's; when both are zero, one node may
+/// be unavailable.
+fn limits(rolling: Option<&RollingUpdateDaemonSet>, desired: i32) -> (i32, i32) {
+    let scaled = |v: Option<&IntOrString>, default: i32| {
+        v.map_or(default, |v| rollout::scaled(Some(v), desired, true, "0"))
+    };
+    let surge = scaled(rolling.and_then(|r| r.max_surge.as_ref()), 0);
+    let unavailable = scaled(rolling.and_then(|r| r.max_unavailable.as_ref()), 1);
+    if surge == 0 && unavailable == 0 {
+        (0, 1)
+    } else {
+        (surge, unavailable)
+    }
+}
+
 /// Whether the daemon should run on the node.
 pub fn should_run(ds: &DaemonSet, node: &Node) -> bool {
     let Some(spec) = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
@@ -180,25 +198,19 @@ impl Reconcile for DaemonSetController {
         let nodes = self.nodes.list();
         let min_ready = spec.min_ready_seconds.unwrap_or(0);
         let now = chrono::Utc::now();
-        let mut create: Vec<String> = Vec::new();
         let mut delete: Vec<Arc<Pod>> = Vec::new();
-        let (mut desired, mut scheduled, mut misscheduled, mut ready, mut updated, mut available) =
-            (0, 0, 0, 0, 0, 0);
-        let mut stale: Vec<(Arc<Pod>, bool)> = Vec::new();
+        let mut misscheduled = 0;
+        // The nodes that should run the daemon, each with its live pods,
+        // oldest first.
+        let mut eligible: Vec<(String, Vec<Arc<Pod>>)> = Vec::new();
         for node in &nodes {
             let name = node.name_any();
             let mut here = by_node.remove(&name).unwrap_or_default();
             if should_run(&ds, node) {
-                desired += 1;
                 // Failed pods are replaced.
                 let (failed, mut live): (Vec<_>, Vec<_>) =
                     here.into_iter().partition(|p| pods::phase(p) == "Failed");
                 delete.extend(failed);
-                if live.is_empty() {
-                    create.push(name);
-                    continue;
-                }
-                scheduled += 1;
                 live.sort_by_key(|p| {
                     p.metadata
                         .creation_timestamp
@@ -206,16 +218,7 @@ impl Reconcile for DaemonSetController {
                         .map(|t| t.0.as_millisecond())
                         .unwrap_or(0)
                 });
-                delete.extend(live.drain(1..));
-                let p = &live[0];
-                let is_available = pods::is_available(p, min_ready, now);
-                ready += i32::from(pods::is_ready(p));
-                available += i32::from(is_available);
-                if p.labels().get(HASH_LABEL) == Some(&hash) {
-                    updated += 1;
-                } else {
-                    stale.push((p.clone(), is_available));
-                }
+                eligible.push((name, live));
             } else {
                 misscheduled += i32::from(!here.is_empty());
                 delete.append(&mut here);
@@ -223,33 +226,91 @@ impl Reconcile for DaemonSetController {
         }
         // Pods for nodes that no longer exist.
         delete.extend(by_node.into_values().flatten());
-        // Rolling update: unavailable stale pods go at once; available ones
-        // only within maxUnavailable.
-        let rolling = spec
-            .update_strategy
-            .as_ref()
-            .is_none_or(|u| u.type_.as_deref() != Some("OnDelete"));
-        if rolling {
-            let max_unavailable = rollout::scaled(
-                spec.update_strategy
-                    .as_ref()
-                    .and_then(|u| u.rolling_update.as_ref())
-                    .and_then(|r| r.max_unavailable.as_ref()),
-                desired,
-                false,
-                "1",
-            )
-            .max(1);
-            let mut budget = max_unavailable - (desired - available);
-            for (p, is_available) in stale {
-                if !is_available {
-                    delete.push(p);
-                } else if budget > 0 {
-                    budget -= 1;
-                    delete.push(p);
+        let desired = eligible.len() as i32;
+        let strategy = spec.update_strategy.as_ref();
+        let rolling = strategy.is_none_or(|u| u.type_.as_deref() != Some("OnDelete"));
+        let (max_surge, max_unavailable) = if rolling {
+            limits(strategy.and_then(|u| u.rolling_update.as_ref()), desired)
+        } else {
+            (0, 0)
+        };
+        let surge = max_surge > 0;
+        let is_new = |p: &Pod| p.labels().get(HASH_LABEL) == Some(&hash);
+        let is_available = |p: &Pod| pods::is_available(p, min_ready, now);
+        let mut create: Vec<String> = Vec::new();
+        let (mut scheduled, mut ready, mut updated, mut available) = (0, 0, 0, 0);
+        // The rolling update, as upstream's: nodes whose stale pod is
+        // unavailable are replaced at once; the others (candidates) only
+        // within maxUnavailable (deleting first) or maxSurge (starting the
+        // new pod beside the old one first).
+        let (mut unavailable, mut surging) = (0, 0);
+        let mut replace: Vec<(String, Arc<Pod>)> = Vec::new();
+        let mut candidates: Vec<(String, Arc<Pod>)> = Vec::new();
+        for (name, live) in eligible {
+            let Some(first) = live.first() else {
+                create.push(name);
+                unavailable += 1;
+                continue;
+            };
+            scheduled += 1;
+            ready += i32::from(pods::is_ready(first));
+            available += i32::from(is_available(first));
+            updated += i32::from(is_new(first));
+            let (new, old): (Vec<_>, Vec<_>) = live.iter().partition(|p| is_new(p));
+            // One pod per node; while surging, an old one beside a new one
+            // until the new one is ready.
+            if surge {
+                delete.extend(new.iter().skip(1).map(|p| (*p).clone()));
+                delete.extend(old.iter().skip(1).map(|p| (*p).clone()));
+                if let (Some(n), Some(o)) = (new.first(), old.first()) {
+                    if !pods::is_ready(o) || pods::is_ready(n) {
+                        delete.push((*o).clone());
+                    }
                 }
+            } else {
+                delete.extend(live.iter().skip(1).cloned());
+            }
+            if !rolling {
+                continue;
+            }
+            if new.len() > 1 || old.len() > 1 {
+                // Left to the pruning above; counts as in progress.
+                *(if surge {
+                    &mut surging
+                } else {
+                    &mut unavailable
+                }) += 1;
+                continue;
+            }
+            match (new.first(), old.first()) {
+                (Some(n), None) => unavailable += i32::from(!surge && !is_available(n)),
+                (None, Some(o)) if !is_available(o) => replace.push((name, (*o).clone())),
+                (None, Some(o)) => candidates.push((name, (*o).clone())),
+                (Some(n), Some(o)) if surge => {
+                    if is_available(n) {
+                        delete.push((*o).clone());
+                    } else {
+                        surging += 1;
+                    }
+                }
+                _ => unavailable += 1,
             }
         }
+        let room = if surge {
+            max_surge - surging
+        } else {
+            max_unavailable - unavailable
+        };
+        candidates.truncate(room.max(0) as usize);
+        for (node, old) in replace.into_iter().chain(candidates) {
+            if surge {
+                create.push(node);
+            } else {
+                delete.push(old);
+            }
+        }
+        delete.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        delete.dedup_by(|a, b| a.metadata.name == b.metadata.name);
         if self.expectations.satisfied(key) && (!create.is_empty() || !delete.is_empty()) {
             self.expectations.expect(key, create.len(), delete.len());
             let ns = ds.namespace().unwrap_or_default();
@@ -371,6 +432,108 @@ mod tests {
                 n.name_any()
             );
         }
+    }
+
+    /// A created daemon pod as the cluster shows it later: running, ready
+    /// or not, created at `second`.
+    fn running(created: &Value, ready: bool, second: u32) -> Pod {
+        let mut p = created.clone();
+        p["metadata"]["creationTimestamp"] = json!(format!("2026-01-01T00:00:{second:02}Z"));
+        p["status"] = json!({"phase": "Running", "conditions": [{"type": "Ready",
+            "status": if ready {"True"} else {"False"}, "lastTransitionTime": "2026-01-01T00:01:00Z"}]});
+        serde_json::from_value(p).unwrap()
+    }
+
+    /// A controller over nodes a, b and c, each running an available pod
+    /// of the first template, the set then given a second template and
+    /// `rolling_update`.
+    async fn rolled_out(
+        rolling_update: Value,
+    ) -> (Arc<FakeCluster>, Informer<Pod>, DaemonSetController) {
+        let fake = Arc::new(FakeCluster::default());
+        let (mut sets, mut pods, mut nodes, mut revs) = (
+            Informer::default(),
+            Informer::default(),
+            Informer::default(),
+            Informer::default(),
+        );
+        let c = DaemonSetController::new(
+            &mut sets,
+            &mut pods,
+            &mut nodes,
+            &mut revs,
+            fake.clone(),
+            Queue::new(),
+        );
+        for n in ["a", "b", "c"] {
+            nodes.apply(node(n, json!({}), json!([])));
+        }
+        sets.apply(ds(
+            json!({"containers": [{"name": "c", "image": "busybox"}]}),
+        ));
+        c.reconcile("d/agent").await.unwrap();
+        for p in fake.bodies("create").iter().filter(|o| o["kind"] == "Pod") {
+            pods.apply(running(p, true, 0));
+        }
+        let mut next = ds(json!({"containers": [{"name": "c", "image": "busybox:2"}]}));
+        next.metadata.generation = Some(2);
+        next.spec.as_mut().unwrap().update_strategy = serde_json::from_value(
+            json!({"type": "RollingUpdate", "rollingUpdate": rolling_update}),
+        )
+        .unwrap();
+        sets.apply(next);
+        fake.clear();
+        (fake, pods, c)
+    }
+
+    fn pods_made(fake: &FakeCluster, verb: &str) -> Vec<Value> {
+        fake.bodies(verb)
+            .into_iter()
+            .filter(|o| verb != "create" || o["kind"] == "Pod")
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_rolling_update_deletes_as_many_as_max_unavailable_rounded_up() {
+        for (max_unavailable, want) in [(json!(1), 1), (json!("50%"), 2), (json!("100%"), 3)] {
+            let (fake, _, c) =
+                rolled_out(json!({"maxUnavailable": max_unavailable, "maxSurge": 0})).await;
+            c.reconcile("d/agent").await.unwrap();
+            assert_eq!(fake.made("delete").len(), want, "{max_unavailable}");
+            assert!(pods_made(&fake, "create").is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_surging_update_starts_each_new_pod_before_stopping_the_old() {
+        let (fake, pods, c) = rolled_out(json!({"maxUnavailable": 0, "maxSurge": 1})).await;
+        c.reconcile("d/agent").await.unwrap();
+        // One new pod beside an old one; nothing stops yet.
+        let created = pods_made(&fake, "create");
+        assert_eq!(created.len(), 1);
+        assert!(fake.made("delete").is_empty());
+        let node = target_node(&running(&created[0], false, 1)).unwrap();
+        let old_there: Vec<String> = pods
+            .cache()
+            .list()
+            .iter()
+            .filter(|p| target_node(p).as_deref() == Some(&*node))
+            .map(|p| format!("pods d/{}", p.name_any()))
+            .collect();
+        // While the new pod is not ready, the old one keeps running.
+        pods.apply(running(&created[0], false, 1));
+        fake.clear();
+        c.reconcile("d/agent").await.unwrap();
+        assert!(pods_made(&fake, "create").is_empty());
+        assert!(fake.made("delete").is_empty());
+        // Once it is, the old one goes and the next node surges.
+        pods.apply(running(&created[0], true, 1));
+        fake.clear();
+        c.reconcile("d/agent").await.unwrap();
+        assert_eq!(fake.made("delete"), old_there);
+        let next = pods_made(&fake, "create");
+        assert_eq!(next.len(), 1);
+        assert_ne!(target_node(&running(&next[0], false, 2)).unwrap(), node);
     }
 
     #[tokio::test]

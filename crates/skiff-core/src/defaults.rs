@@ -66,11 +66,17 @@ pub fn apply(r: &ResourceType, obj: &mut Value) {
             or_insert(spec, "replicas", json!(1));
             or_insert(spec, "podManagementPolicy", json!("OrderedReady"));
             or_insert(spec, "revisionHistoryLimit", json!(10));
-            or_insert(
-                spec,
-                "updateStrategy",
-                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
-            );
+            or_insert(spec, "updateStrategy", json!({}));
+            let strategy = &mut spec["updateStrategy"];
+            if strategy.get("type").is_none_or(Value::is_null) {
+                strategy["type"] = json!("RollingUpdate");
+                or_insert(strategy, "rollingUpdate", json!({}));
+            }
+            if strategy["type"] == "RollingUpdate" && strategy["rollingUpdate"].is_object() {
+                let rolling = &mut strategy["rollingUpdate"];
+                or_insert(rolling, "partition", json!(0));
+                or_insert(rolling, "maxUnavailable", json!(1));
+            }
             or_insert(
                 spec,
                 "persistentVolumeClaimRetentionPolicy",
@@ -81,11 +87,15 @@ pub fn apply(r: &ResourceType, obj: &mut Value) {
         ("apps", "DaemonSet") => {
             let spec = spec(obj);
             or_insert(spec, "revisionHistoryLimit", json!(10));
-            or_insert(
-                spec,
-                "updateStrategy",
-                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
-            );
+            or_insert(spec, "updateStrategy", json!({}));
+            let strategy = &mut spec["updateStrategy"];
+            or_insert(strategy, "type", json!("RollingUpdate"));
+            if strategy["type"] == "RollingUpdate" {
+                or_insert(strategy, "rollingUpdate", json!({}));
+                let rolling = &mut strategy["rollingUpdate"];
+                or_insert(rolling, "maxUnavailable", json!(1));
+                or_insert(rolling, "maxSurge", json!(0));
+            }
             template(spec);
         }
         ("batch", "Job") => job_spec(spec(obj)),

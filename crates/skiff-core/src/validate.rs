@@ -8,6 +8,7 @@ use crate::selector::LabelSelector;
 use crate::status::Cause;
 use crate::{meta, ApiError};
 
+mod rollout;
 mod storage;
 
 /// Whether `s` is a DNS-1123 label (`[a-z0-9]([-a-z0-9]*[a-z0-9])?`, ≤ 63).
@@ -100,6 +101,12 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
         }
         ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") => {
             workload(spec, &mut causes);
+            match r.kind {
+                "Deployment" => rollout::deployment(spec, &mut causes),
+                "DaemonSet" => rollout::daemon_set(spec, &mut causes),
+                "StatefulSet" => rollout::stateful_set(spec, &mut causes),
+                _ => {}
+            }
             if spec["replicas"].as_i64().is_some_and(|n| n < 0) {
                 causes.push(Cause::invalid(
                     "spec.replicas",
@@ -167,6 +174,7 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
                 data_keys(&obj[field], field, &mut causes);
             }
         }
+        ("policy", "PodDisruptionBudget") => rollout::disruption_budget(spec, &mut causes),
         ("", "PersistentVolume") => storage::volume(spec, old, &mut causes),
         ("", "PersistentVolumeClaim") => storage::claim(obj, old, &mut causes),
         ("storage.k8s.io", "StorageClass") => storage::class(obj, old, &mut causes),

@@ -280,6 +280,53 @@ fn statefulset_orders_pods_and_daemonset_follows_nodes() {
     wait_for("a daemon pod on the new node", LIMIT, || {
         (placed(&c) == ["late-00000", "sim-00000", "sim-00001"]).then_some(())
     });
+
+    // A surging update starts each node's new pod before its old one stops.
+    let before = names(&c.json(&["get", "pods", "-l", "app=agent"]));
+    let watch = Watch::start(
+        &c,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=agent",
+            "--watch-only",
+            "--output-watch-events",
+            "--no-headers",
+        ],
+    );
+    c.ok(&[
+        "patch",
+        "daemonset",
+        "agent",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"updateStrategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {"metadata": {"annotations": {"revision": "2"}}}}}"#,
+    ]);
+    loop {
+        let line = watch.next();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (event, name, status) = (words[0], words[1], words[3]);
+        let old = before.iter().any(|b| b == name);
+        assert!(
+            !(old && (event == "DELETED" || status == "Terminating")),
+            "an old pod stopped before a new one started: {line}"
+        );
+        if !old && event == "ADDED" {
+            break;
+        }
+    }
+    c.ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    wait_for("three new daemon pods, one per node", LIMIT, || {
+        let pods = live_pods(&c, "app=agent");
+        let new = pods
+            .iter()
+            .filter(|p| p["metadata"]["annotations"]["revision"] == "2")
+            .count();
+        (new == 3 && pods.len() == 3 && placed(&c) == ["late-00000", "sim-00000", "sim-00001"])
+            .then_some(())
+    });
 }
 
 #[test]
