@@ -4,7 +4,7 @@
 //! that join later; rolling updates within maxUnavailable, or surging
 //! within maxSurge.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -346,6 +346,30 @@ impl Reconcile for DaemonSetController {
                 return Err(e);
             }
         }
+        // History beyond revisionHistoryLimit goes, as upstream's
+        // cleanupHistory: old revisions count towards the limit, but those
+        // a pod still runs are kept.
+        let set = ds.name_any();
+        let running: HashSet<String> = self
+            .pods
+            .list_in(&ds.namespace().unwrap_or_default())
+            .iter()
+            .filter(|p| pods::controlled_by(&p.metadata, &uid))
+            .filter_map(|p| Some(format!("{set}-{}", p.labels().get(HASH_LABEL)?)))
+            .collect();
+        let current = format!("{set}-{hash}");
+        let old: Vec<_> = revisions::history(&self.revisions, &*ds)
+            .into_iter()
+            .filter(|r| r.name_any() != current)
+            .collect();
+        let excess = old
+            .len()
+            .saturating_sub(revisions::limit(spec.revision_history_limit));
+        let unused: Vec<_> = old
+            .into_iter()
+            .filter(|r| !running.contains(&r.name_any()))
+            .collect();
+        revisions::delete_oldest(&*self.cluster, &unused, excess).await?;
         let status = json!({
             "desiredNumberScheduled": desired, "currentNumberScheduled": scheduled, "numberMisscheduled": misscheduled,
             "numberReady": ready, "updatedNumberScheduled": omit_zero(updated),
@@ -534,6 +558,33 @@ mod tests {
         let next = pods_made(&fake, "create");
         assert_eq!(next.len(), 1);
         assert_ne!(target_node(&running(&next[0], false, 2)).unwrap(), node);
+    }
+
+    #[tokio::test]
+    async fn history_beyond_the_limit_goes_but_not_what_a_pod_runs() {
+        use crate::revisions::testing::{deleted, revision};
+        let (fake, pods, c) = rolled_out(json!({"maxUnavailable": 1})).await;
+        let mut set = (*c.sets.get("d/agent").unwrap()).clone();
+        set.spec.as_mut().unwrap().revision_history_limit = Some(1);
+        c.sets.insert(set);
+        for (n, hash) in ["a", "b", "c"].iter().enumerate() {
+            let name = format!("agent-{hash}");
+            c.revisions
+                .insert(revision("DaemonSet", "agent", "ds", &name, n as i64 + 1));
+        }
+        let mut pod = (*pods.cache().list()[0]).clone();
+        pod.labels_mut().insert(HASH_LABEL.into(), "b".into());
+        pods.apply(pod);
+        c.reconcile("d/agent").await.unwrap();
+        // Upstream's DaemonSets count b, which a pod runs, towards the
+        // limit but keep it.
+        assert_eq!(
+            deleted(&fake),
+            [
+                "controllerrevisions d/agent-a",
+                "controllerrevisions d/agent-c"
+            ]
+        );
     }
 
     #[tokio::test]

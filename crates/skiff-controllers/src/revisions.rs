@@ -67,9 +67,52 @@ pub fn history<K: Resource<DynamicType = ()>>(
     out
 }
 
+/// Deletes the oldest `count` of `unused` (revisions no pod runs, oldest
+/// first): the clean-up that keeps a history to `revisionHistoryLimit`.
+pub async fn delete_oldest(
+    cluster: &dyn Cluster,
+    unused: &[Arc<ControllerRevision>],
+    count: usize,
+) -> Result<(), Error> {
+    for r in unused.iter().take(count) {
+        api::delete_exact(cluster, &**r).await?;
+    }
+    Ok(())
+}
+
+/// A workload's `revisionHistoryLimit`: 10 unless set.
+pub fn limit(set: Option<i32>) -> usize {
+    set.unwrap_or(10).max(0) as usize
+}
+
 /// The pod template a revision recorded.
 pub fn template_of(revision: &ControllerRevision) -> Option<PodTemplateSpec> {
     let mut t = revision.data.as_ref()?.0.pointer("/spec/template")?.clone();
     t.as_object_mut()?.remove("$patch");
     serde_json::from_value(t).ok()
+}
+
+#[cfg(test)]
+pub mod testing {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Revision `n` of the `kind` named `owner` (uid `uid`) in namespace d.
+    pub fn revision(kind: &str, owner: &str, uid: &str, name: &str, n: i64) -> ControllerRevision {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "d", "ownerReferences": [{"apiVersion": "apps/v1",
+                "kind": kind, "name": owner, "uid": uid, "controller": true}]},
+            "revision": n,
+        }))
+        .unwrap()
+    }
+
+    /// The revisions a fake cluster was asked to delete.
+    pub fn deleted(fake: &skiff_runtime::fake::FakeCluster) -> Vec<String> {
+        fake.made("delete")
+            .into_iter()
+            .filter(|d| d.starts_with("controllerrevisions "))
+            .collect()
+    }
 }

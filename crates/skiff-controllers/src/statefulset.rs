@@ -3,7 +3,7 @@
 //! at once (Parallel), updated from the highest ordinal down to the
 //! partition, with ControllerRevisions as history.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -492,6 +492,25 @@ impl StatefulSetController {
                 .merge_patch(&target, json!({"status": status}), true)
                 .await?;
         }
+        // History beyond revisionHistoryLimit goes, as upstream's
+        // truncateHistory: the current and update revisions and those a pod
+        // still runs are kept and not counted.
+        let uid = sts.uid().unwrap_or_default();
+        let mut live: HashSet<String> = self
+            .pods
+            .list_in(&sts.namespace().unwrap_or_default())
+            .iter()
+            .filter(|p| pods::controlled_by(&p.metadata, &uid))
+            .filter_map(|p| revision_of(p).cloned())
+            .collect();
+        live.extend([current.to_owned(), update.to_owned()]);
+        let unused: Vec<_> = revisions::history(&self.revisions, sts)
+            .into_iter()
+            .filter(|r| !live.contains(&r.name_any()))
+            .collect();
+        let limit = revisions::limit(sts.spec.as_ref().and_then(|s| s.revision_history_limit));
+        let excess = unused.len().saturating_sub(limit);
+        revisions::delete_oldest(&*self.cluster, &unused, excess).await?;
         Ok(Action::Done)
     }
 }
@@ -614,6 +633,28 @@ mod tests {
             c.reconcile("d/web").await.unwrap();
             assert_eq!(fake.made("delete"), want, "{max_unavailable:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn history_beyond_the_limit_goes_but_not_what_a_pod_runs() {
+        use crate::revisions::testing::{deleted, revision};
+        let (fake, sets, pods, c) = setup();
+        let mut set = sts(1, "Parallel");
+        set.spec.as_mut().unwrap().revision_history_limit = Some(1);
+        sets.apply(set);
+        c.reconcile("d/web").await.unwrap();
+        for (n, name) in ["web-r1", "web-r2", "web-r3"].iter().enumerate() {
+            c.revisions
+                .insert(revision("StatefulSet", "web", "sts", name, n as i64 + 1));
+        }
+        let mut pod = running(&created_pods(&fake)[0], true);
+        pod.labels_mut()
+            .insert(REVISION_LABEL.into(), "web-r2".into());
+        pods.apply(pod);
+        fake.clear();
+        c.reconcile("d/web").await.unwrap();
+        // r2 is run by a pod; of r1 and r3 one is over the limit.
+        assert_eq!(deleted(&fake), ["controllerrevisions d/web-r1"]);
     }
 
     #[tokio::test]

@@ -302,7 +302,7 @@ fn statefulset_orders_pods_and_daemonset_follows_nodes() {
         "--type=merge",
         "-p",
         r#"{"spec": {"updateStrategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {"metadata": {"annotations": {"revision": "2"}}}}}"#,
+            "revisionHistoryLimit": 0, "template": {"metadata": {"annotations": {"revision": "2"}}}}}"#,
     ]);
     loop {
         let line = watch.next();
@@ -326,6 +326,12 @@ fn statefulset_orders_pods_and_daemonset_follows_nodes() {
             .count();
         (new == 3 && pods.len() == 3 && placed(&c) == ["late-00000", "sim-00000", "sim-00001"])
             .then_some(())
+    });
+    // With revisionHistoryLimit 0, the first template's revision goes once
+    // no pod runs it.
+    wait_for("one revision left", LIMIT, || {
+        let revisions = names(&c.json(&["get", "controllerrevisions", "-l", "app=agent"]));
+        (revisions.len() == 1).then_some(())
     });
 }
 
