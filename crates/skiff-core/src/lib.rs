@@ -17,6 +17,7 @@ pub mod limit_range;
 pub mod meta;
 pub mod metrics;
 pub mod metrics_api;
+pub mod node_fit;
 pub mod openapi;
 pub mod placement;
 pub mod pod_containers;

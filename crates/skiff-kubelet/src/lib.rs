@@ -4,6 +4,7 @@
 //! register, heartbeat and run pods on paper, so that the scheduler and
 //! controllers can be exercised at scale with no containers.
 
+pub mod admission;
 pub mod agent;
 pub mod containerd;
 pub mod cri;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, Preconditions};
@@ -22,6 +22,7 @@ use serde_json::json;
 use skiff_runtime::watch::Change;
 use tokio::sync::watch;
 
+use crate::admission::{self, Rejection};
 use crate::cri::Error;
 use crate::cri_config::{self, ContainerInputs, NAME_LABEL, UID_LABEL};
 use crate::events::{container_path, Recorder, Type};
@@ -77,6 +78,9 @@ struct PodState {
     /// When this agent first synced the pod, until it was seen running.
     first_seen: Option<Instant>,
     started: bool,
+    /// Why the node refused the pod at admission (it never runs), and
+    /// whether its failure is written.
+    rejection: Option<(Rejection, bool)>,
 }
 
 /// The node's pod workers and what they share.
@@ -110,6 +114,8 @@ pub struct Worker {
     local_path: Option<Arc<LocalPath>>,
     /// The agent's Prometheus metrics (none when simulated).
     metrics: Option<crate::metrics::AgentMetrics>,
+    /// The node as the API shows it, which admission reads.
+    node_object: std::sync::RwLock<Option<Arc<Node>>>,
 }
 
 /// One pod's worker, as the dispatcher sees it: the latest pod (`None`
@@ -144,6 +150,7 @@ impl Worker {
             simulated: false,
             told: Default::default(),
             syncs: None,
+            node_object: Default::default(),
         }
     }
 
@@ -184,6 +191,36 @@ impl Worker {
             events: None,
             simulated: true,
             told: Default::default(),
+            node_object: Default::default(),
+        }
+    }
+
+    /// Takes the node as the API shows it now.
+    pub fn set_node(&self, node: Node) {
+        let mut held = self.node_object.write().unwrap_or_else(|e| e.into_inner());
+        *held = Some(Arc::new(node));
+    }
+
+    fn node_object(&self) -> Option<Arc<Node>> {
+        let held = self.node_object.read().unwrap_or_else(|e| e.into_inner());
+        held.clone()
+    }
+
+    /// Keeps the node as the API shows it, for admission.
+    async fn follow_node(self: Arc<Self>) {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", self.node));
+        let mut changes = std::pin::pin!(skiff_runtime::watch::changes(api, config));
+        while let Some(change) = changes.next().await {
+            match change {
+                Change::Relisted(nodes) => {
+                    if let Some(n) = nodes.into_iter().next() {
+                        self.set_node(n);
+                    }
+                }
+                Change::Applied(n) => self.set_node(n),
+                Change::Deleted(_) => {}
+            }
         }
     }
 
@@ -228,6 +265,12 @@ impl Worker {
     /// Follows the pods bound here, one worker each, and removes what the
     /// runtime runs for pods that no longer exist.
     pub async fn run(self: Arc<Self>) {
+        // Admission reads the node: it is known before the first pod.
+        match Api::<Node>::all(self.client.clone()).get(&self.node).await {
+            Ok(n) => self.set_node(n),
+            Err(e) => tracing::warn!(error = %e, "reading the node for admission"),
+        }
+        let follow = tokio::spawn(self.clone().follow_node());
         let api: Api<Pod> = Api::all(self.client.clone());
         let config = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node));
         let events = skiff_runtime::watch::changes(api, config);
@@ -256,7 +299,7 @@ impl Worker {
                 },
                 change = events.next() => match change {
                     Some(change) => pods.handle(change),
-                    None => return,
+                    None => break,
                 },
                 _ = housekeeping.tick() => {
                     if told && changes.is_none() {
@@ -268,12 +311,21 @@ impl Worker {
                 }
             }
         }
+        follow.abort();
     }
 
     /// One pod's worker: syncs at each change of the pod and when its
     /// next step is due, until the pod is gone.
-    async fn pod_worker(self: Arc<Self>, uid: String, mut pod: watch::Receiver<Option<Arc<Pod>>>) {
-        let mut state = PodState::default();
+    async fn pod_worker(
+        self: Arc<Self>,
+        uid: String,
+        mut pod: watch::Receiver<Option<Arc<Pod>>>,
+        rejection: Option<Rejection>,
+    ) {
+        let mut state = PodState {
+            rejection: rejection.map(|r| (r, false)),
+            ..Default::default()
+        };
         loop {
             let Some(current) = pod.borrow_and_update().clone() else {
                 if let Err(e) = Box::pin(self.tear_down(&uid, None, 0)).await {
@@ -550,11 +602,12 @@ impl Worker {
         if matches!(phase, Some("Succeeded" | "Failed")) {
             return Ok(self.resync(spec));
         }
-        // A pod for another OS is refused, as upstream's admission does.
-        if spec.os.as_ref().is_some_and(|os| os.name != "linux") {
-            let why = "Failed to admit pod as the OS field doesn't match node OS";
-            self.evict(pod, &uid, "PodOSNotSupported", why).await?;
-            return Ok(self.resync(spec));
+        // A pod the node refused never runs.
+        if let Some((rejection, written)) = &mut state.rejection {
+            if !*written {
+                *written = self.reject(pod, &uid, rejection).await;
+            }
+            return Ok(if *written { self.resync(spec) } else { RETRY });
         }
         // Past its `activeDeadlineSeconds` the pod fails, as upstream's;
         // until then it is looked at again by then at the latest.
@@ -739,6 +792,24 @@ impl Worker {
             .and_then(|s| s.termination_grace_period_seconds)
             .unwrap_or(30);
         self.tear_down(uid, Some(pod), grace).await?;
+        // Unwritten, it is measured again at the next check and evicted
+        // again.
+        self.write_failed(pod, uid, reason, message).await;
+        Ok(())
+    }
+
+    /// Fails a pod the node refused at admission, as upstream's
+    /// `rejectPod`: an event, and the pod Failed with the reason.
+    /// Whether the failure was written.
+    async fn reject(&self, pod: &Pod, uid: &str, r: &Rejection) -> bool {
+        self.event(pod, "", Type::Warning, &r.reason, &r.message);
+        let message = format!("Pod was rejected: {}", r.message);
+        self.write_failed(pod, uid, &r.reason, &message).await
+    }
+
+    /// Writes the pod Failed with this reason and message; whether it was
+    /// written.
+    async fn write_failed(&self, pod: &Pod, uid: &str, reason: &str, message: &str) -> bool {
         let url = Pod::url_path(&(), pod.metadata.namespace.as_deref());
         let now = Timestamp::now().to_string();
         // Merged by type: the pod's other conditions stay. An eviction is
@@ -751,13 +822,14 @@ impl Worker {
         }
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let patch = Patch::Strategic(&status);
-        if let Err(e) =
-            skiff_runtime::api::patch_status_unread(&self.client, &url, name, &patch).await
-        {
-            // Measured again at the next check, and evicted again.
-            tracing::warn!(error = %e, "could not report an eviction");
+        match skiff_runtime::api::patch_status_unread(&self.client, &url, name, &patch).await {
+            Ok(_) => true,
+            Err(e) => {
+                // Tried again at the pod's next sync.
+                tracing::warn!(error = %e, reason, "could not fail a pod");
+                false
+            }
         }
-        Ok(())
     }
 
     /// A pod being deleted: stop it within its grace period, then remove
@@ -1308,6 +1380,8 @@ pub struct Dispatcher {
     /// Until the first full list arrives, nothing is cleaned up: an empty
     /// map would make every running pod look orphaned.
     listed: bool,
+    /// The pods the node refused at admission.
+    rejected: std::collections::HashSet<String>,
 }
 
 impl Dispatcher {
@@ -1317,21 +1391,28 @@ impl Dispatcher {
             slots: HashMap::new(),
             running: HashMap::new(),
             listed: false,
+            rejected: Default::default(),
         }
     }
 
     pub fn handle(&mut self, change: Change<Pod>) {
         let uid = |pod: &Pod| pod.metadata.uid.clone().unwrap_or_default();
         match change {
-            Change::Relisted(pods) => {
-                let relist: HashMap<String, Pod> = pods.into_iter().map(|p| (uid(&p), p)).collect();
-                let gone = self.slots.extract_if(|uid, _| !relist.contains_key(uid));
+            Change::Relisted(mut pods) => {
+                let relist: std::collections::HashSet<String> = pods.iter().map(uid).collect();
+                let gone = self.slots.extract_if(|uid, _| !relist.contains(uid));
                 for (uid, slot) in gone {
                     tracing::debug!(pod = uid, "gone while the watch was down");
                     slot.send_replace(None);
+                    self.rejected.remove(&uid);
                 }
-                for (uid, pod) in relist {
-                    self.deliver(uid, pod);
+                // Admitted oldest first, as upstream's kubelet admits.
+                pods.sort_by(|a, b| {
+                    let created = |p: &Pod| p.metadata.creation_timestamp.clone();
+                    created(a).cmp(&created(b))
+                });
+                for pod in pods {
+                    self.deliver(uid(&pod), pod);
                 }
                 self.listed = true;
             }
@@ -1340,6 +1421,7 @@ impl Dispatcher {
                 if let Some(slot) = self.slots.remove(&uid(&pod)) {
                     slot.send_replace(None);
                 }
+                self.rejected.remove(&uid(&pod));
             }
         }
     }
@@ -1367,10 +1449,41 @@ impl Dispatcher {
             });
             return;
         }
+        let rejection = self.admit(&uid, &pod);
+        if let Some(r) = &rejection {
+            tracing::info!(pod = ?pod.metadata.name, reason = r.reason, "refused at admission");
+            self.rejected.insert(uid.clone());
+        }
         let (slot, rx) = watch::channel(Some(Arc::new(pod)));
         self.slots.insert(uid.clone(), slot);
-        let worker = tokio::spawn(self.worker.clone().pod_worker(uid.clone(), rx));
-        self.running.insert(uid, worker);
+        let worker = self.worker.clone().pod_worker(uid.clone(), rx, rejection);
+        self.running.insert(uid, tokio::spawn(worker));
+    }
+
+    /// The node's admission of a pod new to this agent, beside the active
+    /// pods it admitted; none for a pod that started before (this agent
+    /// admitted it before it restarted), is over or is being deleted.
+    fn admit(&self, uid: &str, pod: &Pod) -> Option<Rejection> {
+        let status = pod.status.as_ref();
+        let over = |p: &Pod| {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            matches!(phase, Some("Succeeded" | "Failed"))
+        };
+        if status.is_some_and(|s| s.start_time.is_some())
+            || over(pod)
+            || pod.metadata.deletion_timestamp.is_some()
+        {
+            return None;
+        }
+        let node = self.worker.node_object()?;
+        let others: Vec<Arc<Pod>> = self
+            .slots
+            .iter()
+            .filter(|(other, _)| *other != uid && !self.rejected.contains(*other))
+            .filter_map(|(_, slot)| slot.borrow().clone())
+            .filter(|p| !over(p))
+            .collect();
+        admission::admit(pod, &node, &others).err()
     }
 
     /// Removes what belongs to no pod worker, once the pods are known.

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{stream, StreamExt};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
 use kube::runtime::watcher;
-use kube::Client;
+use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 use skiff_runtime::watch::Change;
 
@@ -120,7 +120,12 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         .buffer_unordered(CONCURRENCY)
         .collect::<Vec<_>>()
         .await;
-    registered.into_iter().collect::<Result<Vec<_>, _>>()?;
+    // Admission reads each node as registered: simulated nodes do not
+    // follow later changes to their labels and taints.
+    let registered: HashMap<String, Node> = registered
+        .into_iter()
+        .map(|n| n.map(|n| (n.name_any(), n)))
+        .collect::<Result<_, _>>()?;
     tracing::info!(count = config.count, "simulated nodes registered");
     let index: Arc<HashMap<String, usize>> = Arc::new(
         names
@@ -131,7 +136,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
             .collect(),
     );
     let leases = tokio::spawn(renew_leases(client.clone(), names, config.heartbeat));
-    let pods = run_pods(client, config, index).await;
+    let pods = run_pods(client, config, index, registered).await;
     leases.abort();
     pods
 }
@@ -163,6 +168,7 @@ async fn run_pods(
     client: Client,
     config: Config,
     index: Arc<HashMap<String, usize>>,
+    mut registered: HashMap<String, Node>,
 ) -> Result<(), kube::Error> {
     let completing: Arc<Mutex<HashSet<String>>> = Arc::default();
     let syncs = Arc::new(tokio::sync::Semaphore::new(PARALLEL_SYNCS));
@@ -183,6 +189,9 @@ async fn run_pods(
                 node_ip(i),
                 syncs.clone(),
             );
+            if let Some(node) = registered.remove(name) {
+                worker.set_node(node);
+            }
             (name.clone(), Dispatcher::new(Arc::new(worker)))
         })
         .collect();

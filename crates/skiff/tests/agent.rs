@@ -952,7 +952,8 @@ spec:
 }
 
 /// A container's `hostPort` is the node's: reached on the node, and held,
-/// so a second pod asking for it is not scheduled.
+/// so a second pod asking for it is not scheduled, nor admitted when it
+/// names the node.
 fn host_ports(c: &Cluster) {
     let port = support::free_port();
     let manifest = |name: &str| {
@@ -982,11 +983,27 @@ fn host_ports(c: &Cluster) {
             .contains("didn't have free ports for the requested pod ports"),
         "{why}"
     );
+    // A pod that names the node skips the scheduler; the agent's own
+    // admission refuses it.
+    let node = pod(c, "hostport")["spec"]["nodeName"].clone();
+    let pinned =
+        manifest("hostport-pinned").replace("spec:\n", &format!("spec:\n  nodeName: {node}\n"));
+    create(c, &pinned);
+    let status = wait_for("the pinned pod to be refused", LIMIT, || {
+        let s = pod(c, "hostport-pinned")["status"].clone();
+        (s["phase"] == "Failed").then_some(s)
+    });
+    assert_eq!(status["reason"], "NodePorts", "{status}");
+    assert_eq!(
+        status["message"],
+        "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports"
+    );
     c.ok(&[
         "delete",
         "pod",
         "hostport",
         "hostport-again",
+        "hostport-pinned",
         "--wait=false",
     ]);
 }

@@ -61,7 +61,7 @@ impl Node {
     fn start(&self, pod: Pod) -> Slot {
         let uid = pod.metadata.uid.clone().unwrap();
         let (slot, rx) = watch::channel(Some(Arc::new(pod)));
-        tokio::spawn(self.worker.clone().pod_worker(uid, rx));
+        tokio::spawn(self.worker.clone().pod_worker(uid, rx, None));
         slot
     }
 
@@ -449,4 +449,48 @@ async fn a_pod_that_never_restarts_fails_with_its_sandbox() {
     assert!(n.fake.ready_sandboxes("uid-p").is_empty());
     let c = n.fake.container_named("uid-p", "c").unwrap();
     assert_eq!(attempt_of_status(&c), 0, "the container did not run again");
+}
+
+#[tokio::test]
+async fn the_node_refuses_a_pod_that_does_not_fit_beside_those_it_admitted() {
+    let n = node("admit");
+    n.fake.add_image("app:1");
+    n.worker.set_node(
+        serde_json::from_value(json!({"metadata": {"name": "n1"},
+            "status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "10"}}}))
+        .unwrap(),
+    );
+    let asking = |name: &str, cpu: &str, port: i32| {
+        let mut p = pod(name, &[("c", "app:1")], "Always");
+        let c = &mut p.spec.as_mut().unwrap().containers[0];
+        c.ports = serde_json::from_value(json!([{"containerPort": 80, "hostPort": port}])).unwrap();
+        c.resources = serde_json::from_value(json!({"requests": {"cpu": cpu}})).unwrap();
+        p
+    };
+    let mut pods = Dispatcher::new(n.worker.clone());
+    pods.handle(Change::Applied(asking("first", "600m", 8080)));
+    pods.handle(Change::Applied(asking("same-port", "100m", 8080)));
+    pods.handle(Change::Applied(asking("too-big", "500m", 9090)));
+    pods.handle(Change::Applied(asking("fits", "400m", 9090)));
+    until("the refused pods fail and the others run", || {
+        let phase = |name: &str| n.latest_status(name)["phase"].clone();
+        phase("same-port") == "Failed"
+            && phase("too-big") == "Failed"
+            && phase("first") == "Running"
+            && phase("fits") == "Running"
+    })
+    .await;
+    let refused = n.latest_status("same-port");
+    assert_eq!(refused["reason"], "NodePorts");
+    assert_eq!(
+        refused["message"],
+        "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports"
+    );
+    assert_eq!(n.latest_status("too-big")["reason"], "OutOfcpu");
+    // Nothing of a refused pod ever ran.
+    for refused in ["uid-same-port", "uid-too-big"] {
+        assert!(n.fake.ready_sandboxes(refused).is_empty());
+        assert!(n.fake.container_named(refused, "c").is_none());
+    }
+    assert!(n.fake.container_named("uid-fits", "c").is_some());
 }
