@@ -69,8 +69,24 @@ pub fn held(svc: &Value) -> Held {
     }
 }
 
-fn wants_node_ports(spec: &Value) -> bool {
-    matches!(spec["type"].as_str(), Some("NodePort" | "LoadBalancer"))
+/// Which of a Service's ports hold NodePorts.
+#[derive(Clone, Copy, PartialEq)]
+enum NodePorts {
+    /// Every port: a NodePort Service, or a LoadBalancer's by default.
+    All,
+    /// Only ports that ask for one by number: a LoadBalancer with
+    /// `allocateLoadBalancerNodePorts: false`, as upstream.
+    Asked,
+    None,
+}
+
+fn node_ports(spec: &Value) -> NodePorts {
+    match spec["type"].as_str() {
+        Some("NodePort") => NodePorts::All,
+        Some("LoadBalancer") if spec["allocateLoadBalancerNodePorts"] == false => NodePorts::Asked,
+        Some("LoadBalancer") => NodePorts::All,
+        _ => NodePorts::None,
+    }
 }
 
 impl Allocator {
@@ -207,18 +223,20 @@ impl Allocator {
             svc["spec"]["ipFamilies"] = json!(["IPv4"]);
             svc["spec"]["ipFamilyPolicy"] = json!("SingleStack");
         }
-        if wants_node_ports(&spec) {
-            self.add_node_ports(svc, &[], taken).await?;
+        let wanted = node_ports(&spec);
+        if wanted != NodePorts::None {
+            self.add_node_ports(svc, wanted == NodePorts::Asked, taken)
+                .await?;
         }
         Ok(())
     }
 
-    /// Allocates a NodePort for each port lacking one (claiming asked-for
-    /// ports not already in `kept`).
+    /// Claims the NodePorts ports ask for, and unless `asked_only`
+    /// allocates one for each port lacking one.
     async fn add_node_ports(
         &self,
         svc: &mut Value,
-        kept: &[u16],
+        asked_only: bool,
         taken: &mut Held,
     ) -> Result<(), ApiError> {
         let count = svc["spec"]["ports"].as_array().map_or(0, Vec::len);
@@ -227,7 +245,7 @@ impl Allocator {
                 .as_u64()
                 .and_then(|p| u16::try_from(p).ok())
                 .filter(|p| *p != 0);
-            if asked.is_some_and(|p| kept.contains(&p)) {
+            if asked.is_none() && asked_only {
                 continue;
             }
             let snapshot = svc.clone();
@@ -331,7 +349,7 @@ pub struct Need {
 /// a type without NodePorts drops them. Returns what is still missing.
 pub fn settle(old: &Value, new: &mut Value, pool: &Pool) -> Need {
     let mut need = Need::default();
-    let wanted = wants_node_ports(&new["spec"]);
+    let wanted = node_ports(&new["spec"]);
     let before = held(old).ports;
     let old_ports = old["spec"]["ports"].as_array().cloned().unwrap_or_default();
     let mut free = pool.free.iter().copied();
@@ -340,7 +358,7 @@ pub fn settle(old: &Value, new: &mut Value, pool: &Pool) -> Need {
         return need;
     };
     for (i, p) in ports.iter_mut().enumerate() {
-        if !wanted {
+        if wanted == NodePorts::None {
             if let Some(o) = p.as_object_mut() {
                 o.remove("nodePort");
             }
@@ -353,6 +371,7 @@ pub fn settle(old: &Value, new: &mut Value, pool: &Pool) -> Need {
         match asked {
             Some(n) if before.contains(&n) || pool.asked.contains(&n) => used.push(n),
             Some(n) => need.specific.push((i, n)),
+            None if wanted == NodePorts::Asked => {}
             None => {
                 let same = old_ports
                     .iter()
@@ -422,6 +441,15 @@ mod tests {
         assert_eq!(settle(&old, &mut new, &Pool::default()), Need::default());
         assert!(new["spec"]["ports"][0].get("nodePort").is_none());
         assert_eq!(held(&new).ports, Vec::<u16>::new());
+        // A LoadBalancer that allocates none keeps only ports asked for.
+        let mut new = svc(
+            "LoadBalancer",
+            json!([{"port": 80, "protocol": "TCP", "nodePort": 30080}, {"port": 443, "protocol": "TCP"}]),
+        );
+        new["spec"]["allocateLoadBalancerNodePorts"] = json!(false);
+        assert_eq!(settle(&old, &mut new, &Pool::default()), Need::default());
+        assert_eq!(new["spec"]["ports"][0]["nodePort"], 30080);
+        assert!(new["spec"]["ports"][1].get("nodePort").is_none(), "{new}");
         // A Service without ports is left without them (not set to null).
         let mut new = json!({"metadata": {"name": "web"}, "spec": {"type": "ClusterIP"}});
         assert_eq!(settle(&old, &mut new, &Pool::default()), Need::default());

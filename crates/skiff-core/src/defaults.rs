@@ -116,6 +116,9 @@ pub fn apply(r: &ResourceType, obj: &mut Value) {
             if matches!(spec["type"].as_str(), Some("NodePort" | "LoadBalancer")) {
                 or_insert(spec, "externalTrafficPolicy", json!("Cluster"));
             }
+            if spec["type"] == "LoadBalancer" {
+                or_insert(spec, "allocateLoadBalancerNodePorts", json!(true));
+            }
             if spec["type"] != "ExternalName" {
                 or_insert(spec, "internalTrafficPolicy", json!("Cluster"));
                 or_insert(spec, "ipFamilyPolicy", json!("SingleStack"));

@@ -8,6 +8,7 @@ use crate::selector::LabelSelector;
 use crate::status::Cause;
 use crate::{meta, ApiError};
 
+mod load_balancer;
 mod rollout;
 mod storage;
 
@@ -147,7 +148,10 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
                 &mut causes,
             );
         }
-        ("", "Service") => service(spec, &mut causes),
+        ("", "Service") => {
+            service(spec, &mut causes);
+            load_balancer::check(spec, old.map(|o| &o["spec"]), &mut causes);
+        }
         ("discovery.k8s.io", "EndpointSlice") => endpoint_slice(obj, &mut causes),
         ("", "Node") => {
             if let Some(cidr) = spec["podCIDR"].as_str().filter(|c| !c.is_empty()) {

@@ -19,6 +19,7 @@ use std::fmt::Write;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use sha2::{Digest, Sha256};
+use skiff_core::cidr::Cidr;
 use skiff_core::endpoint_slices::slices_of;
 
 /// The table the proxy owns, and nothing else.
@@ -106,6 +107,27 @@ pub fn desired(services: &[Service], slices: &[EndpointSlice], node: &str) -> Ru
             .flatten()
             .filter_map(|ip| ipv4(ip))
             .collect();
+        // A load balancer's addresses, as its controller wrote them in the
+        // status, take external traffic here too (those with `ipMode:
+        // Proxy` do not: the balancer sends to the node's own address),
+        // from its source ranges only when it has any.
+        let balancer: Vec<std::net::Ipv4Addr> = match spec.type_.as_deref() {
+            Some("LoadBalancer") => svc
+                .status
+                .iter()
+                .filter_map(|s| s.load_balancer.as_ref()?.ingress.as_ref())
+                .flatten()
+                .filter(|i| i.ip_mode.as_deref() != Some("Proxy"))
+                .filter_map(|i| ipv4(i.ip.as_deref()?))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let ranges: Vec<Cidr> = spec
+            .load_balancer_source_ranges
+            .iter()
+            .flatten()
+            .filter_map(|r| r.trim().parse().ok())
+            .collect();
         let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
             spec.session_affinity_config
                 .as_ref()
@@ -170,6 +192,16 @@ pub fn desired(services: &[Service], slices: &[EndpointSlice], node: &str) -> Ru
                 let key = format!("{ip} . {proto} . {}", port.port);
                 set.services.insert(key, chain.clone());
             }
+            if !balancer.is_empty() {
+                let entry = match ranges.is_empty() {
+                    true => chain.clone(),
+                    false => firewall(&mut set, &svc_chain, &ranges, &chain),
+                };
+                for ip in &balancer {
+                    let key = format!("{ip} . {proto} . {}", port.port);
+                    set.services.insert(key, entry.clone());
+                }
+            }
             if let Some(node_port) = port.node_port.filter(|p| *p > 0) {
                 set.node_ports
                     .insert(format!("{proto} . {node_port}"), chain);
@@ -177,6 +209,19 @@ pub fn desired(services: &[Service], slices: &[EndpointSlice], node: &str) -> Ru
         }
     }
     set
+}
+
+/// The chain `fw-<id>` in front of a load balancer's addresses: traffic
+/// from outside `ranges` is dropped, the rest goes on to `then`.
+fn firewall(set: &mut Ruleset, svc_chain: &str, ranges: &[Cidr], then: &str) -> String {
+    let name = format!("fw-{}", &svc_chain[4..]);
+    let sources: Vec<String> = ranges.iter().map(Cidr::to_string).collect();
+    let rules = vec![
+        format!("ip saddr != {{ {} }} drop", sources.join(", ")),
+        format!("goto {then}"),
+    ];
+    set.chains.insert(name.clone(), rules);
+    name
 }
 
 /// How a Service port's chains pick an endpoint.
@@ -239,9 +284,17 @@ impl Pick {
     }
 }
 
-/// Whether a chain picks an endpoint (and so jumps to endpoint chains).
-fn is_pick(name: &str) -> bool {
-    ["svc-", "svl-", "svx-"].iter().any(|p| name.starts_with(p))
+/// Where a chain stands in the jumps: endpoint chains (0) are jumped to
+/// by pick chains (1), which firewall chains (2) go to. A chain is made
+/// after those it jumps to and removed before them.
+fn rank(name: &str) -> u8 {
+    if name.starts_with("fw-") {
+        2
+    } else if ["svc-", "svl-", "svx-"].iter().any(|p| name.starts_with(p)) {
+        1
+    } else {
+        0
+    }
 }
 
 /// Map elements to delete and to add going from `old` to `new`.
@@ -296,14 +349,13 @@ pub fn script(old: Option<&Ruleset>, new: &Ruleset) -> String {
             );
         }
     }
-    // Changed chains are refilled: service chains last, so the endpoint
-    // chains they jump to exist.
+    // Changed chains are refilled, each after the chains it jumps to.
     let mut order: Vec<(&String, &Vec<String>)> = new
         .chains
         .iter()
         .filter(|(name, rules)| old.chains.get(*name) != Some(*rules))
         .collect();
-    order.sort_by_key(|(name, _)| is_pick(name));
+    order.sort_by_key(|(name, _)| rank(name));
     for (name, rules) in order {
         let _ = writeln!(out, "add chain ip {TABLE} {name}");
         let _ = writeln!(out, "flush chain ip {TABLE} {name}");
@@ -311,13 +363,13 @@ pub fn script(old: Option<&Ruleset>, new: &Ruleset) -> String {
             let _ = writeln!(out, "add rule ip {TABLE} {name} {r}");
         }
     }
-    // Chains that went: service chains first (they jump to endpoints).
+    // Chains that went, each before the chains it jumps to.
     let mut gone: Vec<&String> = old
         .chains
         .keys()
         .filter(|name| !new.chains.contains_key(*name))
         .collect();
-    gone.sort_by_key(|name| !is_pick(name));
+    gone.sort_by_key(|name| std::cmp::Reverse(rank(name)));
     for name in &gone {
         let _ = writeln!(out, "flush chain ip {TABLE} {name}");
     }
@@ -488,6 +540,59 @@ mod tests {
         // No endpoint here: no element for either, as upstream drops it.
         let elsewhere = desired(&[svc], &[slice], "n3");
         assert!(elsewhere.services.is_empty() && elsewhere.node_ports.is_empty());
+    }
+
+    #[test]
+    fn load_balancer_addresses_route_from_their_source_ranges() {
+        let mut svc = web(false, Some(30080));
+        svc.spec.as_mut().unwrap().type_ = Some("LoadBalancer".into());
+        svc.status = serde_json::from_value(json!({"loadBalancer": {"ingress": [
+            {"ip": "192.0.2.20"}, {"ip": "192.0.2.21", "ipMode": "Proxy"},
+            {"ip": "not an ip"}, {"hostname": "lb.example"}]}}))
+        .unwrap();
+        let endpoints = [slice(&[("10.42.0.5", true)])];
+        let open = desired(&[svc.clone()], &endpoints, "n1");
+        let chain = &open.services["10.43.0.20 . tcp . 80"];
+        assert_eq!(&open.services["192.0.2.20 . tcp . 80"], chain);
+        assert_eq!(open.services.len(), 2, "{:?}", open.services);
+        // Ranges put a firewall in front of the balancer's address only.
+        svc.spec.as_mut().unwrap().load_balancer_source_ranges = Some(vec![
+            " 10.0.0.0/8".into(),
+            "192.168.1.7/16".into(),
+            "bad; flush ruleset".into(),
+        ]);
+        let guarded = desired(&[svc.clone()], &endpoints, "n1");
+        let fw = &guarded.services["192.0.2.20 . tcp . 80"];
+        assert!(fw.starts_with("fw-"), "{fw}");
+        assert_eq!(
+            guarded.chains[fw],
+            [
+                "ip saddr != { 10.0.0.0/8, 192.168.0.0/16 } drop".to_owned(),
+                format!("goto {chain}")
+            ]
+        );
+        assert_eq!(guarded.node_ports["tcp . 30080"], *chain);
+        // A firewall chain is made after the chain it goes to, and goes
+        // before it.
+        let made = script(Some(&open), &guarded);
+        assert!(
+            made.find(&format!("add chain ip skiff {fw}")) > None,
+            "{made}"
+        );
+        let fresh = script(None, &guarded);
+        let pick = fresh.find(&format!("add rule ip skiff {chain} ")).unwrap();
+        let wall = fresh.find(&format!("add rule ip skiff {fw} ")).unwrap();
+        assert!(pick < wall, "{fresh}");
+        let gone = script(Some(&guarded), &Ruleset::default());
+        let wall = gone.find(&format!("delete chain ip skiff {fw}")).unwrap();
+        let pick = gone
+            .find(&format!("delete chain ip skiff {chain}"))
+            .unwrap();
+        assert!(wall < pick, "{gone}");
+        // A ClusterIP Service's status routes nothing.
+        svc.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+        let plain = desired(&[svc], &endpoints, "n1");
+        assert!(!plain.services.contains_key("192.0.2.20 . tcp . 80"));
     }
 
     #[test]

@@ -340,6 +340,55 @@ fn services_dns_and_pod_network_across_two_nodes() {
     let cluster =
         r#"{"spec": {"internalTrafficPolicy": "Cluster", "externalTrafficPolicy": "Cluster"}}"#;
     c.ok(&["patch", "service", "web", "-p", cluster]);
+    // A load balancer's address (here the first node's own, as a balancer
+    // that hands out node addresses writes it) takes the Service's port,
+    // from the Service's source ranges only.
+    let lb = format!("{}:80", bed.hosts[0].ip);
+    c.ok(&[
+        "patch",
+        "service",
+        "web",
+        "-p",
+        r#"{"spec": {"type": "LoadBalancer"}}"#,
+    ]);
+    let status = format!(
+        r#"{{"status": {{"loadBalancer": {{"ingress": [{{"ip": "{}"}}]}}}}}}"#,
+        bed.hosts[0].ip
+    );
+    c.ok(&[
+        "patch",
+        "service",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status,
+    ]);
+    let body = wait_for("the balancer's address to answer", LIMIT, || http_get(&lb));
+    assert!(names.contains(body.trim()), "{body}");
+    let outside = r#"{"spec": {"loadBalancerSourceRanges": ["192.0.2.0/24"]}}"#;
+    c.ok(&["patch", "service", "web", "-p", outside]);
+    wait_for(
+        "a firewall in front of the balancer's address",
+        LIMIT,
+        || {
+            let out = bed.exec(0, &["nft", "list", "map", "ip", "skiff", "services"]);
+            let map = String::from_utf8_lossy(&out.stdout).into_owned();
+            let wall = format!("{} . tcp . 80 : jump fw-", bed.hosts[0].ip);
+            map.contains(&wall).then_some(())
+        },
+    );
+    assert_eq!(http_get(&lb), None, "this client is outside the ranges");
+    let node_port_there = format!("{}:{node_port}", bed.hosts[0].ip);
+    assert!(
+        http_get(&node_port_there).is_some(),
+        "NodePorts are not filtered"
+    );
+    let inside = format!(r#"{{"spec": {{"loadBalancerSourceRanges": ["{SUBNET}.0/24"]}}}}"#);
+    c.ok(&["patch", "service", "web", "-p", &inside]);
+    wait_for("the balancer to answer its ranges", LIMIT, || http_get(&lb));
+    let back = r#"[{"op": "remove", "path": "/spec/loadBalancerSourceRanges"}, {"op": "replace", "path": "/spec/type", "value": "NodePort"}]"#;
+    c.ok(&["patch", "service", "web", "--type=json", "-p", back]);
     // An Ingress on the server routes by host and path to the backends.
     create(c, "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: app}\nspec:\n  rules:\n  - host: app.test\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n");
     let runtime = tokio::runtime::Runtime::new().unwrap();

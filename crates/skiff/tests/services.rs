@@ -115,6 +115,59 @@ fn services_get_addresses_that_never_collide() {
     );
     assert!(reuse["spec"]["ports"][1]["nodePort"].as_u64().is_some());
 
+    // A LoadBalancer gets NodePorts unless allocateLoadBalancerNodePorts
+    // is false, when only a port that names one keeps it; its class stays
+    // as it was, and its own fields go with its type.
+    create(&c, &service("lb", "LoadBalancer", ""));
+    let lb = c.json(&["get", "service", "lb"]);
+    assert_eq!(lb["spec"]["allocateLoadBalancerNodePorts"], true, "{lb}");
+    assert!(
+        lb["spec"]["ports"][1]["nodePort"].as_u64().is_some(),
+        "{lb}"
+    );
+    create(&c, &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: bare-lb}}\nspec:\n  type: LoadBalancer\n  allocateLoadBalancerNodePorts: false\n  loadBalancerClass: example.com/lb\n  ports:\n  - {{name: a, port: 80}}\n  - {{name: b, port: 81, nodePort: {}}}\n", ports[1]));
+    let bare = c.json(&["get", "service", "bare-lb"]);
+    assert!(bare["spec"]["ports"][0].get("nodePort").is_none(), "{bare}");
+    assert_eq!(
+        bare["spec"]["ports"][1]["nodePort"].as_u64(),
+        Some(ports[1])
+    );
+    let moved = c.kubectl(&[
+        "patch",
+        "service",
+        "bare-lb",
+        "-p",
+        r#"{"spec":{"loadBalancerClass":"example.com/other"}}"#,
+    ]);
+    let why = String::from_utf8_lossy(&moved.stderr);
+    assert!(why.contains("may not change once set"), "{why}");
+    c.ok(&[
+        "patch",
+        "service",
+        "bare-lb",
+        "-p",
+        r#"{"spec":{"type":"NodePort"}}"#,
+    ]);
+    let plain = c.json(&["get", "service", "bare-lb"]);
+    assert!(plain["spec"].get("loadBalancerClass").is_none(), "{plain}");
+    assert!(
+        plain["spec"].get("allocateLoadBalancerNodePorts").is_none(),
+        "{plain}"
+    );
+    assert!(
+        plain["spec"]["ports"][0]["nodePort"].as_u64().is_some(),
+        "{plain}"
+    );
+    let forbidden = c.fails_stdin(&service(
+        "ranged",
+        "NodePort",
+        "  loadBalancerSourceRanges: [10.0.0.0/8]\n",
+    ));
+    assert!(
+        forbidden.contains("may only be used when `type` is 'LoadBalancer'"),
+        "{forbidden}"
+    );
+
     // Allocations outlive a restart; deleting a Service frees its address.
     c.kill();
     c.spawn(&[]);

@@ -292,6 +292,17 @@ impl Strategy for Services {
 /// As upstream: a Service whose type changes to one without NodePorts
 /// loses the NodePorts it had, unless the update set them itself.
 fn drop_type_dependent_fields(current: &Value, next: &mut Value) {
+    // A load balancer's own fields go with its type, unless changed too.
+    let balanced = |v: &Value| v["spec"]["type"] == "LoadBalancer";
+    if balanced(current) && !balanced(next) {
+        for field in ["allocateLoadBalancerNodePorts", "loadBalancerClass"] {
+            if next["spec"][field] == current["spec"][field] {
+                if let Some(spec) = next["spec"].as_object_mut() {
+                    spec.remove(field);
+                }
+            }
+        }
+    }
     let takes_ports = |v: &Value| {
         matches!(
             v["spec"]["type"].as_str(),
