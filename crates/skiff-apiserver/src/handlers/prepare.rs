@@ -120,7 +120,9 @@ impl Api {
         self.admission.admit(a, obj).await?;
         strategy.prepare_create(obj);
         validate::object(r, obj, None)?;
-        self.admission.validate(a, obj).await
+        let mut verdict = self.admission.validate(a, obj).await?;
+        verdict.warnings.extend(strategy.warnings(obj));
+        Ok(verdict)
     }
 }
 
