@@ -2,7 +2,7 @@
 # Removes everything a stopped `skiff server` (or `skiff agent`) left on
 # this machine: the containers its containerd ran (their shims), the pods'
 # network namespaces and forwarded node ports, mounts under its data dir,
-# the pod bridge, the proxy's nftables table and routes, and the data dir
+# the pod bridge, the proxy's nftables tables and routes, and the data dir
 # itself. Stop the server first (Ctrl-C).
 # Usage: scripts/clean-up.sh DATA_DIR   (e.g. /tmp/skiff)
 set -uo pipefail
@@ -61,6 +61,7 @@ done
 grep -o " $dir[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
 ip link delete skiff0 2>/dev/null
 nft delete table ip skiff 2>/dev/null
+nft delete table ip skiff-policy 2>/dev/null
 for range in 10.42.0.0/16 10.43.0.0/16; do ip route delete unreachable "$range" 2>/dev/null; done
 rm -rf "$dir"
 echo "cleaned up $dir"

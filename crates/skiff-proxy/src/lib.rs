@@ -3,9 +3,11 @@
 //! nftables table in step (see [`rules`]), applying each change as one
 //! atomic `nft -f` transaction. It routes every other node's podCIDR via
 //! that node's InternalIP, and the rest of the cluster and service ranges
-//! to `unreachable`, so no packet for them leaves the machine. It removes
+//! to `unreachable`, so no packet for them leaves the machine. It enforces
+//! the NetworkPolicies of its node's pods (see [`policy`]). It removes
 //! everything it made when it stops.
 
+pub mod policy;
 pub mod rules;
 
 use std::process::Stdio;
@@ -13,8 +15,9 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Client;
 use skiff_runtime::cache::{follow, Cache};
 use tokio::io::AsyncWriteExt;
@@ -130,12 +133,38 @@ fn node_routes(
     out
 }
 
+/// Where bridged IPv4 traffic is sent through netfilter: traffic between
+/// pods of one node crosses only the bridge, and the policy table sees it
+/// only through this.
+const BRIDGE_NETFILTER: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+
+/// Has bridged traffic pass netfilter, for policies between pods of this
+/// node; says so when it cannot.
+fn filter_bridged_traffic() {
+    let on = std::fs::read_to_string(BRIDGE_NETFILTER).is_ok_and(|v| v.trim() == "1");
+    if !on {
+        if let Err(e) = std::fs::write(BRIDGE_NETFILTER, "1") {
+            tracing::warn!(error = %e, "bridged traffic bypasses netfilter: NetworkPolicies do not apply between pods of this node");
+        }
+    }
+}
+
+/// What NetworkPolicies select among: every pod, and the namespaces.
+type Members = (Arc<Cache<Pod>>, Arc<Cache<Namespace>>);
+
+/// What [`policy::script`] gives when no pod is isolated.
+fn no_policy() -> String {
+    policy::script(&[], &[], &[], "")
+}
+
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("nft")
-            .args(["delete", "table", "ip", TABLE])
-            .stderr(Stdio::null())
-            .status();
+        for table in [TABLE, policy::TABLE] {
+            let _ = std::process::Command::new("nft")
+                .args(["delete", "table", "ip", table])
+                .stderr(Stdio::null())
+                .status();
+        }
         if let Some(was) = &self.localnet_was {
             let _ = std::fs::write(ROUTE_LOCALNET, was);
         }
@@ -167,11 +196,16 @@ pub async fn run(client: Client, config: Config) {
     let services: Arc<Cache<Service>> = follow(&client, Some(wake.clone()));
     let slices: Arc<Cache<EndpointSlice>> = follow(&client, Some(wake.clone()));
     let nodes: Arc<Cache<Node>> = follow(&client, Some(wake.clone()));
+    let policies: Arc<Cache<NetworkPolicy>> = follow(&client, Some(wake.clone()));
     tokio::join!(
         services.wait_synced(),
         slices.wait_synced(),
-        nodes.wait_synced()
+        nodes.wait_synced(),
+        policies.wait_synced()
     );
+    // Pods and namespaces are followed from the first NetworkPolicy on.
+    let mut members: Option<Members> = None;
+    let mut enforced: Option<String> = None;
     let mut applied: Option<Ruleset> = None;
     let mut routed: BTreeMap<String, String> = BTreeMap::new();
     loop {
@@ -198,6 +232,29 @@ pub async fn run(client: Client, config: Config) {
             now.insert(cidr, via);
         }
         routed = now;
+        if members.is_none() && !policies.is_empty() {
+            let pods: Arc<Cache<Pod>> = follow(&client, Some(wake.clone()));
+            let namespaces: Arc<Cache<Namespace>> = follow(&client, Some(wake.clone()));
+            tokio::join!(pods.wait_synced(), namespaces.wait_synced());
+            filter_bridged_traffic();
+            members = Some((pods, namespaces));
+        }
+        let policy = match &members {
+            Some((pods, namespaces)) => policy::script(
+                &policies.list(),
+                &pods.list(),
+                &namespaces.list(),
+                &config.node_name,
+            ),
+            None => no_policy(),
+        };
+        if enforced.as_ref() != Some(&policy) {
+            match apply(&policy).await {
+                Ok(()) => enforced = Some(policy),
+                // Tried again on the next change.
+                Err(e) => tracing::error!(error = %e, "could not update the NetworkPolicy rules"),
+            }
+        }
         let svcs: Vec<Service> = services.list().iter().map(|s| (**s).clone()).collect();
         let eps: Vec<EndpointSlice> = slices.list().iter().map(|s| (**s).clone()).collect();
         let next = rules::desired(&svcs, &eps, &config.node_name);

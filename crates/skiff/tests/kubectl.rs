@@ -555,19 +555,6 @@ fn bad_input_gets_a_status() {
         "{err}"
     );
 
-    // A NetworkPolicy is kept, with a warning that nothing enforces it,
-    // at every write.
-    let policy = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny}\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]\n";
-    for verb in ["create", "apply"] {
-        let out = c.kubectl_stdin(&[verb, "-f", "-"], policy);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{err}");
-        assert!(
-            err.contains("Warning: NetworkPolicy is not enforced"),
-            "{verb}: {err}"
-        );
-    }
-
     let bad_name = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Bad_Name}\n";
     let out = c.kubectl_stdin(&["apply", "-f", "-"], bad_name);
     let err = String::from_utf8_lossy(&out.stderr);

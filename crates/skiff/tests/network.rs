@@ -389,6 +389,7 @@ fn services_dns_and_pod_network_across_two_nodes() {
     wait_for("the balancer to answer its ranges", LIMIT, || http_get(&lb));
     let back = r#"[{"op": "remove", "path": "/spec/loadBalancerSourceRanges"}, {"op": "replace", "path": "/spec/type", "value": "NodePort"}]"#;
     c.ok(&["patch", "service", "web", "--type=json", "-p", back]);
+    network_policies(c, &backends, &fetch, &cluster_ip);
     // An Ingress on the server routes by host and path to the backends.
     create(c, "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: app}\nspec:\n  rules:\n  - host: app.test\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n");
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -466,6 +467,61 @@ fn services_dns_and_pod_network_across_two_nodes() {
 }
 
 /// A plain HTTP GET from the test process; the body on a 200.
+/// NetworkPolicies, on both nodes: the web pods admit only the client
+/// labelled `role: allowed`, on their named port, whether it is on their
+/// node (bridged traffic) or not, and through the Service too; an egress
+/// policy lets that client reach one address only.
+fn network_policies(
+    c: &Cluster,
+    backends: &[Value],
+    fetch: &dyn Fn(&str, &str) -> std::process::Output,
+    cluster_ip: &str,
+) {
+    let ip = |p: &Value| p["status"]["podIP"].as_str().unwrap().to_owned();
+    let targets: Vec<String> = backends.iter().map(|p| format!("{}:8080", ip(p))).collect();
+    let answered = |client: &str, t: &str| fetch(client, t).status.success();
+    c.ok(&["label", "pod", "client-node-1", "role=allowed"]);
+    create(c, "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web}\nspec:\n  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {role: allowed}}}]\n    ports: [{port: http}]\n");
+    wait_for("both backends to refuse client-node-2", LIMIT, || {
+        targets
+            .iter()
+            .all(|t| !answered("client-node-2", t))
+            .then_some(())
+    });
+    for t in &targets {
+        assert!(answered("client-node-1", t), "the allowed client, to {t}");
+    }
+    assert!(
+        !answered("client-node-2", cluster_ip),
+        "nor through the Service"
+    );
+    c.ok(&["delete", "networkpolicy", "web"]);
+    wait_for("both backends to answer client-node-2 again", LIMIT, || {
+        targets
+            .iter()
+            .all(|t| answered("client-node-2", t))
+            .then_some(())
+    });
+    // Egress: the allowed client may reach the node-2 backend only.
+    let far_pod = backends
+        .iter()
+        .find(|p| p["spec"]["nodeName"] == "node-2")
+        .unwrap();
+    let far_ip = ip(far_pod);
+    let far = format!("{far_ip}:8080");
+    let near = targets.iter().find(|t| **t != far).unwrap().clone();
+    create(c, &format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: out}}\nspec:\n  podSelector: {{matchLabels: {{role: allowed}}}}\n  policyTypes: [Egress]\n  egress:\n  - to: [{{ipBlock: {{cidr: {far_ip}/32}}}}]\n"));
+    wait_for("client-node-1 to reach only the far backend", LIMIT, || {
+        (!answered("client-node-1", &near)).then_some(())
+    });
+    assert!(answered("client-node-1", &far), "the allowed address");
+    assert!(
+        answered("client-node-2", &near),
+        "other pods are not isolated"
+    );
+    c.ok(&["delete", "networkpolicy", "out"]);
+}
+
 fn http_get(addr: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut conn =

@@ -502,6 +502,10 @@ pub fn node_rules() -> Vec<Value> {
             &["services", "endpoints", "endpointslices"],
             READ,
         ),
+        // The proxy beside the agent enforces NetworkPolicies, whose
+        // namespace selectors read namespaces' labels.
+        rule(&["networking.k8s.io"], &["networkpolicies"], READ),
+        rule(&[""], &["namespaces"], READ),
         rule(
             &["storage.k8s.io"],
             &[

@@ -120,9 +120,7 @@ impl Api {
         self.admission.admit(a, obj).await?;
         strategy.prepare_create(obj);
         validate::object(r, obj, None)?;
-        let mut verdict = self.admission.validate(a, obj).await?;
-        verdict.warnings.extend(strategy.warnings(obj));
-        Ok(verdict)
+        self.admission.validate(a, obj).await
     }
 }
 

@@ -53,12 +53,6 @@ pub trait Strategy: Sync {
 
     /// What marking the object for deletion changes besides metadata.
     fn mark_deleting(&self, _obj: &mut Value) {}
-
-    /// What a client writing the object is warned of (upstream's
-    /// `WarningsOnCreate` and `WarningsOnUpdate`).
-    fn warnings(&self, _obj: &Value) -> Vec<String> {
-        Vec::new()
-    }
 }
 
 /// A status as its typed struct writes it: the fields upstream's Go types
@@ -167,7 +161,6 @@ pub fn of(r: &ResourceType) -> &'static dyn Strategy {
         ("certificates.k8s.io", "CertificateSigningRequest") => &CertificateSigningRequests,
         ("apiextensions.k8s.io", "CustomResourceDefinition") => &Definitions,
         ("apiregistration.k8s.io", "APIService") => &ApiServices,
-        ("networking.k8s.io", "NetworkPolicy") => &NetworkPolicies,
         _ if r.custom => &Custom,
         _ => &Generic,
     }
@@ -344,15 +337,6 @@ fn drop_type_dependent_fields(current: &Value, next: &mut Value) {
                 p.remove("nodePort");
             }
         }
-    }
-}
-
-/// NetworkPolicies are stored and served, but nothing enforces them: every
-/// write says so, rather than let a policy seem to isolate pods.
-struct NetworkPolicies;
-impl Strategy for NetworkPolicies {
-    fn warnings(&self, _obj: &Value) -> Vec<String> {
-        vec!["NetworkPolicy is not enforced: Skiff's pod network does not filter traffic, so this policy isolates nothing".into()]
     }
 }
 

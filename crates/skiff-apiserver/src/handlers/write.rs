@@ -273,12 +273,7 @@ impl Api {
         let mut next = next_of(&current)?;
         let a = call.attributes(Operation::Update, r, Some(&current));
         self.admission.admit(&a, &mut next).await?;
-        let mut verdict = self.admission.validate(&a, &next).await?;
-        if a.subresource.is_none() {
-            verdict
-                .warnings
-                .extend(super::strategy::of(r).warnings(&next));
-        }
+        let verdict = self.admission.validate(&a, &next).await?;
         let mut change = Change::unless_same(&current, next);
         if call.query.dry_run {
             let shown = match change {
