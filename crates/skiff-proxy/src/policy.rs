@@ -25,6 +25,9 @@ use skiff_core::selector;
 /// The table the policy enforcement owns, and nothing else.
 pub const TABLE: &str = "skiff-policy";
 
+/// The ports a rule may name.
+const PORTS: std::ops::RangeInclusive<i32> = 1..=65535;
+
 /// Which way a rule looks: at who sends to a pod, or where a pod sends.
 #[derive(Clone, Copy, PartialEq)]
 enum Direction {
@@ -227,8 +230,13 @@ impl World<'_> {
             };
             let clause = match &port.port {
                 None => format!("meta l4proto {proto}"),
+                // Ports the API server refuses (left from before it
+                // checked) make no rule rather than a script nft refuses.
+                Some(IntOrString::Int(n)) if !PORTS.contains(n) => continue,
                 Some(IntOrString::Int(n)) => match port.end_port {
-                    Some(end) if end > *n => format!("{proto} dport {n}-{end}"),
+                    Some(end) if end > *n && PORTS.contains(&end) => {
+                        format!("{proto} dport {n}-{end}")
+                    }
                     _ => format!("{proto} dport {n}"),
                 },
                 // The pod's own port of that name.
