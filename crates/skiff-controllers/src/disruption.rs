@@ -28,6 +28,39 @@ const COMPONENT: &str = "controllermanager";
 /// as upstream's `DeletionTimeout`.
 const DELETION_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Which pods of its namespace a budget covers: those its selector
+/// matches, every one for an empty selector (policy/v1), none for one
+/// that does not parse.
+enum Covers {
+    All,
+    Matching(selector::LabelSelector),
+    None,
+}
+
+impl Covers {
+    fn of(budget: &PodDisruptionBudget) -> Self {
+        let selector = budget
+            .spec
+            .as_ref()
+            .map(|s| serde_json::to_value(&s.selector));
+        match selector.and_then(Result::ok).unwrap_or_default() {
+            Value::Null => Covers::All,
+            s if s == json!({}) => Covers::All,
+            s => selector::LabelSelector::from_object(&s).map_or(Covers::None, Covers::Matching),
+        }
+    }
+
+    fn pod(&self, p: &Pod) -> bool {
+        match self {
+            Covers::All => true,
+            Covers::Matching(s) => {
+                s.matches(|k| p.metadata.labels.as_ref()?.get(k).map(String::as_str))
+            }
+            Covers::None => false,
+        }
+    }
+}
+
 /// The workloads whose scale a budget's percentages are taken of.
 pub struct Owners {
     pub sets: Arc<Cache<ReplicaSet>>,
@@ -44,7 +77,8 @@ pub struct DisruptionController {
 }
 
 impl DisruptionController {
-    /// Keyed by budget; a pod's change looks again at its namespace's.
+    /// Keyed by budget; a pod's change looks again at the budgets that
+    /// cover it, before or after.
     pub fn new(
         budgets: &mut Informer<PodDisruptionBudget>,
         pods: &mut Informer<Pod>,
@@ -64,8 +98,12 @@ impl DisruptionController {
         });
         let cache = budgets.cache();
         pods.on_change(move |old, new| {
-            if let Some(ns) = new.or(old).and_then(|p| p.namespace()) {
-                for b in cache.list_in(&ns) {
+            let Some(ns) = new.or(old).and_then(|p| p.namespace()) else {
+                return;
+            };
+            for b in cache.list_in(&ns) {
+                let covers = Covers::of(&b);
+                if old.into_iter().chain(new).any(|p| covers.pod(p)) {
                     queue.add(format!("{ns}/{}", b.name_any()));
                 }
             }
@@ -181,20 +219,12 @@ impl Reconcile for DisruptionController {
             return Ok(Action::Done);
         };
         let ns = budget.namespace().unwrap_or_default();
-        let spec = budget.spec.clone().unwrap_or_default();
-        // An empty selector selects every pod of the namespace (policy/v1).
-        let selector = serde_json::to_value(&spec.selector).unwrap_or_default();
-        let all = selector.is_null() || selector == json!({});
-        let selector = selector::LabelSelector::from_object(&selector).ok();
+        let covers = Covers::of(&budget);
         let mine: Vec<Arc<Pod>> = self
             .pods
             .list_in(&ns)
             .into_iter()
-            .filter(|p| {
-                all || selector.as_ref().is_some_and(|s| {
-                    s.matches(|k| p.metadata.labels.as_ref()?.get(k).map(String::as_str))
-                })
-            })
+            .filter(|p| covers.pod(p))
             .collect();
         let healthy = mine
             .iter()
@@ -308,6 +338,42 @@ mod tests {
         serde_json::from_value(json!({"metadata": {"name": "b"},
             "spec": {"minAvailable": min, "maxUnavailable": max}}))
         .unwrap()
+    }
+
+    #[test]
+    fn a_pod_change_wakes_only_the_budgets_that_cover_it() {
+        let (mut budgets, mut pods) = (Informer::default(), Informer::default());
+        let owners = Owners {
+            sets: Informer::default().cache(),
+            rcs: Informer::default().cache(),
+            deployments: Informer::default().cache(),
+            statefulsets: Informer::default().cache(),
+        };
+        let queue = Queue::new();
+        let fake = Arc::new(skiff_runtime::fake::FakeCluster::default());
+        let _c = DisruptionController::new(&mut budgets, &mut pods, owners, fake, queue.clone());
+        for (name, selector) in [
+            ("web", json!({"matchLabels": {"app": "web"}})),
+            ("db", json!({"matchLabels": {"app": "db"}})),
+            ("all", json!({})),
+        ] {
+            budgets.apply(
+                serde_json::from_value(json!({"metadata": {"name": name, "namespace": "d"},
+                    "spec": {"minAvailable": 1, "selector": selector}}))
+                .unwrap(),
+            );
+        }
+        while let Some(k) = queue.try_next() {
+            queue.done(&k);
+        }
+        let pod: Pod = serde_json::from_value(
+            json!({"metadata": {"name": "p", "namespace": "d", "labels": {"app": "web"}}}),
+        )
+        .unwrap();
+        pods.apply(pod);
+        let mut woken: Vec<String> = std::iter::from_fn(|| queue.try_next()).collect();
+        woken.sort();
+        assert_eq!(woken, ["d/all", "d/web"]);
     }
 
     #[test]
