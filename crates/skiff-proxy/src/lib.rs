@@ -197,11 +197,12 @@ pub async fn run(client: Client, config: Config) {
     let slices: Arc<Cache<EndpointSlice>> = follow(&client, Some(wake.clone()));
     let nodes: Arc<Cache<Node>> = follow(&client, Some(wake.clone()));
     let policies: Arc<Cache<NetworkPolicy>> = follow(&client, Some(wake.clone()));
+    // Services do not wait for policies: a proxy that may not read them
+    // still routes.
     tokio::join!(
         services.wait_synced(),
         slices.wait_synced(),
-        nodes.wait_synced(),
-        policies.wait_synced()
+        nodes.wait_synced()
     );
     // Pods and namespaces are followed from the first NetworkPolicy on.
     let mut members: Option<Members> = None;

@@ -318,6 +318,14 @@ pub fn cluster_roles() -> Vec<Value> {
             vec![
                 rule(&[""], &["endpoints", "services"], &["list", "watch"]),
                 rule(&[""], &["nodes"], READ),
+                // Skiff's proxy also enforces NetworkPolicies, which select
+                // among pods and namespaces.
+                rule(
+                    &["networking.k8s.io"],
+                    &["networkpolicies"],
+                    &["list", "watch"],
+                ),
+                rule(&[""], &["pods", "namespaces"], &["list", "watch"]),
                 rule(
                     &["discovery.k8s.io"],
                     &["endpointslices"],
