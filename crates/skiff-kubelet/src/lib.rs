@@ -19,6 +19,7 @@ mod fake_api;
 mod hosts_file;
 pub mod join;
 mod local_path;
+mod local_storage;
 mod logs;
 pub mod metrics;
 pub mod node;

@@ -498,55 +498,6 @@ pub struct Mounts<'a> {
     pub claimed: &'a mut Claimed,
 }
 
-/// Why the pod must be evicted, if one of its emptyDirs on disk holds
-/// more than its `sizeLimit` (in upstream's words).
-pub fn over_limit(pod: &Pod, volumes: &BTreeMap<String, Volume>) -> Option<String> {
-    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        let Some(e) = &v.empty_dir else { continue };
-        let Some(limit) = &e.size_limit else { continue };
-        if e.medium.as_deref() == Some("Memory") {
-            // tmpfs's own size bound holds it.
-            continue;
-        }
-        let (Some(bytes), Some(volume)) = (
-            skiff_core::quantity::parse_milli(&limit.0).map(|m| m / 1000),
-            volumes.get(&v.name),
-        ) else {
-            continue;
-        };
-        if disk_usage(&volume.path) as i128 > bytes {
-            return Some(format!(
-                "Usage of EmptyDir volume {:?} exceeds the limit {:?}. ",
-                v.name, limit.0
-            ));
-        }
-    }
-    None
-}
-
-/// The bytes the files under `dir` take on disk (as `du`), links not
-/// followed.
-fn disk_usage(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.path().symlink_metadata() else {
-                continue;
-            };
-            total += meta.blocks() * 512;
-            if meta.is_dir() {
-                stack.push(entry.path());
-            }
-        }
-    }
-    total
-}
-
 /// One volume of a pod on this node.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Volume {
@@ -1033,38 +984,6 @@ mod tests {
 
     fn tempfile_dir(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("skiff-{name}-{}", std::process::id()))
-    }
-
-    #[test]
-    fn an_empty_dir_over_its_size_limit_evicts_its_pod() {
-        let dir = tempfile_dir("size-limit");
-        std::fs::create_dir_all(dir.join("sub")).unwrap();
-        std::fs::write(dir.join("sub/big"), vec![1u8; 2 << 20]).unwrap();
-        let volumes: BTreeMap<String, Volume> = ["small", "large", "ram"]
-            .into_iter()
-            .map(|n| {
-                let v = Volume {
-                    path: dir.clone(),
-                    read_only: false,
-                };
-                (n.to_owned(), v)
-            })
-            .collect();
-        let pod = |name: &str, limit: &str, medium: Option<&str>| -> Pod {
-            serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [],
-                "volumes": [{"name": name, "emptyDir": {"sizeLimit": limit, "medium": medium}}]}}))
-            .unwrap()
-        };
-        assert_eq!(
-            over_limit(&pod("small", "1Mi", None), &volumes).as_deref(),
-            Some("Usage of EmptyDir volume \"small\" exceeds the limit \"1Mi\". ")
-        );
-        assert_eq!(over_limit(&pod("large", "4Mi", None), &volumes), None);
-        assert_eq!(
-            over_limit(&pod("ram", "1Mi", Some("Memory")), &volumes),
-            None
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]

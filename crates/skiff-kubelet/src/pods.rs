@@ -28,6 +28,7 @@ use crate::cri_config::{self, ContainerInputs, NAME_LABEL, UID_LABEL};
 use crate::events::{container_path, Recorder, Type};
 use crate::hosts_file;
 use crate::local_path::LocalPath;
+use crate::local_storage;
 use crate::plan::{self, running, Init, Observed, SandboxStep};
 use crate::pod_inputs;
 use crate::pod_status::{pod_status, status_patch, Facts, Waiting};
@@ -685,7 +686,9 @@ impl Worker {
                 .is_none_or(|t| t.elapsed() >= USAGE_CHECK);
             if due {
                 state.usage_checked = Some(Instant::now());
-                if let Some(message) = pod_inputs::over_limit(pod, v) {
+                let usage = self.usage.pod(&uid);
+                let pod_dir = self.log_dir.join(&uid);
+                if let Some(message) = local_storage::over_limit(pod, v, &pod_dir, usage.as_ref()) {
                     self.evict(pod, &uid, "Evicted", &message).await?;
                     return Ok(self.resync(spec));
                 }

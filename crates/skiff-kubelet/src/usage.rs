@@ -22,6 +22,8 @@ pub struct ContainerUsage {
     /// sample, or the runtime's own figure; `None` after a first sample.
     pub nano_cores: Option<u64>,
     pub memory_working_set: u64,
+    /// What its writable layer holds on disk.
+    pub writable_layer_bytes: u64,
 }
 
 /// One pod's containers at the latest sample.
@@ -83,10 +85,21 @@ impl Usage {
                     .as_ref()
                     .and_then(|m| m.working_set_bytes)
                     .map_or(0, |v| v.value),
+                writable_layer_bytes: s
+                    .writable_layer
+                    .as_ref()
+                    .and_then(|w| w.used_bytes)
+                    .map_or(0, |v| v.value),
             });
         }
         *previous = seen;
         *self.pods.lock().unwrap_or_else(|e| e.into_inner()) = pods;
+    }
+
+    /// The latest sample of one pod.
+    pub fn pod(&self, uid: &str) -> Option<PodUsage> {
+        let pods = self.pods.lock().unwrap_or_else(|e| e.into_inner());
+        pods.get(uid).cloned()
     }
 
     /// The latest sample, by pod uid.

@@ -1112,6 +1112,19 @@ fn limits_and_termination(c: &Cluster) {
         let s = container_state(&pod(c, "hog"));
         (s["state"]["terminated"]["reason"] == "OOMKilled").then_some(())
     });
+    // A container that writes more to its own filesystem than its
+    // ephemeral-storage limit gets its pod evicted.
+    create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: filler}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    command: [sh, -c, 'dd if=/dev/zero of=/fill bs=1M count=16; sleep 3600']\n    resources: {limits: {ephemeral-storage: 4Mi}}\n");
+    let status = wait_for("filler to be evicted", LIMIT, || {
+        let s = pod(c, "filler")["status"].clone();
+        (s["phase"] == "Failed").then_some(s)
+    });
+    assert_eq!(status["reason"], "Evicted", "{status}");
+    assert_eq!(
+        status["message"],
+        "Pod ephemeral local storage usage exceeds the total limit of containers 4Mi. "
+    );
+    c.ok(&["delete", "pod", "filler", "--wait=false"]);
     let host = c.dir.path().join("graceful");
     std::fs::create_dir_all(&host).unwrap();
     create(c, &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: graceful}}\nspec:\n  terminationGracePeriodSeconds: 60\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    command: [sh, -c, 'trap \"echo clean > /host/term; exit 0\" TERM; while true; do sleep 1; done']\n    lifecycle: {{preStop: {{exec: {{command: [sh, -c, 'echo ran > /host/prestop']}}}}}}\n    volumeMounts: [{{name: host, mountPath: /host}}]\n  volumes: [{{name: host, hostPath: {{path: {}}}}}]\n", host.display()));
