@@ -468,12 +468,14 @@ mod tests {
         serde_json::from_value(p).unwrap()
     }
 
-    /// A controller over nodes a, b and c, each running an available pod
-    /// of the first template, the set then given a second template and
-    /// `rolling_update`.
-    async fn rolled_out(
-        rolling_update: Value,
-    ) -> (Arc<FakeCluster>, Informer<Pod>, DaemonSetController) {
+    /// A controller on a fake cluster, with the informers it follows.
+    fn setup() -> (
+        Arc<FakeCluster>,
+        Informer<DaemonSet>,
+        Informer<Pod>,
+        Informer<Node>,
+        DaemonSetController,
+    ) {
         let fake = Arc::new(FakeCluster::default());
         let (mut sets, mut pods, mut nodes, mut revs) = (
             Informer::default(),
@@ -489,6 +491,16 @@ mod tests {
             fake.clone(),
             Queue::new(),
         );
+        (fake, sets, pods, nodes, c)
+    }
+
+    /// A controller over nodes a, b and c, each running an available pod
+    /// of the first template, the set then given a second template and
+    /// `rolling_update`.
+    async fn rolled_out(
+        rolling_update: Value,
+    ) -> (Arc<FakeCluster>, Informer<Pod>, DaemonSetController) {
+        let (fake, sets, pods, nodes, c) = setup();
         for n in ["a", "b", "c"] {
             nodes.apply(node(n, json!({}), json!([])));
         }
@@ -589,21 +601,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_pod_per_eligible_node_pinned_by_affinity() {
-        let fake = Arc::new(FakeCluster::default());
-        let (mut sets, mut pods, mut nodes, mut revs) = (
-            Informer::default(),
-            Informer::default(),
-            Informer::default(),
-            Informer::default(),
-        );
-        let c = DaemonSetController::new(
-            &mut sets,
-            &mut pods,
-            &mut nodes,
-            &mut revs,
-            fake.clone(),
-            Queue::new(),
-        );
+        let (fake, sets, _, nodes, c) = setup();
         nodes.apply(node("a", json!({}), json!([])));
         nodes.apply(node(
             "b",

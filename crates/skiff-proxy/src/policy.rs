@@ -22,6 +22,8 @@ use sha2::{Digest, Sha256};
 use skiff_core::cidr::Cidr;
 use skiff_core::selector;
 
+use crate::rules::protocol;
+
 /// The table the policy enforcement owns, and nothing else.
 pub const TABLE: &str = "skiff-policy";
 
@@ -124,17 +126,6 @@ fn members<'a>(pods: &'a [std::sync::Arc<Pod>]) -> Vec<Member<'a>> {
             })
         })
         .collect()
-}
-
-/// The protocol as nftables names it (TCP when unset); `None` for any
-/// other string.
-fn protocol(p: Option<&String>) -> Option<&'static str> {
-    match p.map(String::as_str) {
-        None | Some("TCP") => Some("tcp"),
-        Some("UDP") => Some("udp"),
-        Some("SCTP") => Some("sctp"),
-        Some(_) => None,
-    }
 }
 
 /// The container port named `name` with `proto` on `pod`.

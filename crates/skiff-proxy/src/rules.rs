@@ -69,9 +69,9 @@ pub fn service_chain(ns: &str, name: &str, port_name: &str, proto: &str) -> Stri
     format!("svc-{}", id(&[ns, name, port_name, proto]))
 }
 
-/// The protocol as nftables names it; `None` for any other string, which
-/// never reaches a script.
-fn protocol(p: Option<&String>) -> Option<&'static str> {
+/// The protocol as nftables names it (TCP when unset); `None` for any
+/// other string, which never reaches a script.
+pub(crate) fn protocol(p: Option<&String>) -> Option<&'static str> {
     match p.map(String::as_str) {
         None | Some("TCP") => Some("tcp"),
         Some("UDP") => Some("udp"),

@@ -55,6 +55,29 @@ fn int_or_percent(v: &Value, field: &str, beyond_100: bool, causes: &mut Vec<Cau
     }
 }
 
+/// A rolling update's `(maxUnavailable, maxSurge)`, checked, under `at`.
+fn bounds(
+    rolling: &Value,
+    at: &str,
+    surge_beyond_100: bool,
+    causes: &mut Vec<Cause>,
+) -> (i64, i64) {
+    let field = |name: &str| format!("{at}.{name}");
+    let unavailable = int_or_percent(
+        &rolling["maxUnavailable"],
+        &field("maxUnavailable"),
+        false,
+        causes,
+    );
+    let surge = int_or_percent(
+        &rolling["maxSurge"],
+        &field("maxSurge"),
+        surge_beyond_100,
+        causes,
+    );
+    (unavailable, surge)
+}
+
 /// `spec.strategy` of a Deployment.
 pub(super) fn deployment(spec: &Value, causes: &mut Vec<Cause>) {
     let strategy = &spec["strategy"];
@@ -74,19 +97,8 @@ pub(super) fn deployment(spec: &Value, causes: &mut Vec<Cause>) {
         }
         "RollingUpdate" => {
             let at = "spec.strategy.rollingUpdate";
-            let unavailable = int_or_percent(
-                &rolling["maxUnavailable"],
-                &format!("{at}.maxUnavailable"),
-                false,
-                causes,
-            );
-            // Only maxSurge may go beyond 100%.
-            let surge = int_or_percent(
-                &rolling["maxSurge"],
-                &format!("{at}.maxSurge"),
-                true,
-                causes,
-            );
+            // A Deployment's maxSurge may go beyond 100%.
+            let (unavailable, surge) = bounds(rolling, at, true, causes);
             if unavailable == 0 && surge == 0 {
                 causes.push(invalid(
                     &format!("{at}.maxUnavailable"),
@@ -119,18 +131,7 @@ pub(super) fn daemon_set(spec: &Value, causes: &mut Vec<Cause>) {
                 causes.push(Cause::required(at));
                 return;
             }
-            let unavailable = int_or_percent(
-                &rolling["maxUnavailable"],
-                &format!("{at}.maxUnavailable"),
-                false,
-                causes,
-            );
-            let surge = int_or_percent(
-                &rolling["maxSurge"],
-                &format!("{at}.maxSurge"),
-                false,
-                causes,
-            );
+            let (unavailable, surge) = bounds(rolling, at, false, causes);
             match (unavailable != 0, surge != 0) {
                 (true, true) => causes.push(invalid(
                     &format!("{at}.maxSurge"),
