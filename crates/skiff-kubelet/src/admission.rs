@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, Pod, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use skiff_core::node_fit::{allocatable, pod_requests, HostPort};
 use skiff_core::placement::{node_selected, tolerated};
 
@@ -26,6 +27,29 @@ impl Rejection {
             reason: name.into(),
             message: format!("Predicate {name} failed: {why}"),
         }
+    }
+}
+
+/// What admission reads of a node: its name, labels and taints, and what
+/// it offers. A simulated agent holds thousands of nodes, so it keeps no
+/// more.
+pub fn what_it_reads(node: Node) -> Node {
+    let status = node.status.map(|s| NodeStatus {
+        capacity: s.capacity.filter(|_| s.allocatable.is_none()),
+        allocatable: s.allocatable,
+        ..Default::default()
+    });
+    Node {
+        metadata: ObjectMeta {
+            name: node.metadata.name,
+            labels: node.metadata.labels,
+            ..Default::default()
+        },
+        spec: node.spec.map(|s| NodeSpec {
+            taints: s.taints,
+            ..Default::default()
+        }),
+        status,
     }
 }
 

@@ -196,27 +196,10 @@ impl Worker {
         }
     }
 
-    /// Takes the node as the API shows it now, keeping what admission
-    /// reads: its name, labels and taints, and what it offers (a
-    /// simulated agent holds thousands).
+    /// Takes the node as the API shows it now (what admission reads of
+    /// it).
     pub fn set_node(&self, node: Node) {
-        let status = node.status.map(|s| k8s_openapi::api::core::v1::NodeStatus {
-            capacity: s.capacity.filter(|_| s.allocatable.is_none()),
-            allocatable: s.allocatable,
-            ..Default::default()
-        });
-        let kept = Node {
-            metadata: kube::api::ObjectMeta {
-                name: node.metadata.name,
-                labels: node.metadata.labels,
-                ..Default::default()
-            },
-            spec: node.spec.map(|s| k8s_openapi::api::core::v1::NodeSpec {
-                taints: s.taints,
-                ..Default::default()
-            }),
-            status,
-        };
+        let kept = admission::what_it_reads(node);
         let mut held = self.node_object.write().unwrap_or_else(|e| e.into_inner());
         *held = Some(Arc::new(kept));
     }

@@ -116,7 +116,13 @@ fn status(resources: &Value, i: usize) -> Value {
 pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
     let names: Vec<String> = (0..config.count).map(|i| config.name(i)).collect();
     let registered = stream::iter(0..config.count)
-        .map(|i| crate::node::register(&client, config.node(i)))
+        .map(|i| {
+            let (client, node) = (&client, config.node(i));
+            async move {
+                let node = crate::node::register(client, node).await?;
+                Ok::<_, kube::Error>(crate::admission::what_it_reads(node))
+            }
+        })
         .buffer_unordered(CONCURRENCY)
         .collect::<Vec<_>>()
         .await;
