@@ -187,9 +187,18 @@ impl Reconcile for DaemonSetController {
         )
         .await?;
         let uid = ds.uid().unwrap_or_default();
+        let set = ds.name_any();
         let mut by_node: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();
+        // The revisions the set's pods run, those being deleted too.
+        let mut running: HashSet<String> = HashSet::new();
         for p in self.pods.list_in(&ds.namespace().unwrap_or_default()) {
-            if pods::controlled_by(&p.metadata, &uid) && p.metadata.deletion_timestamp.is_none() {
+            if !pods::controlled_by(&p.metadata, &uid) {
+                continue;
+            }
+            if let Some(h) = p.labels().get(HASH_LABEL) {
+                running.insert(format!("{set}-{h}"));
+            }
+            if p.metadata.deletion_timestamp.is_none() {
                 if let Some(n) = target_node(&p) {
                     by_node.entry(n).or_default().push(p);
                 }
@@ -349,14 +358,6 @@ impl Reconcile for DaemonSetController {
         // History beyond revisionHistoryLimit goes, as upstream's
         // cleanupHistory: old revisions count towards the limit, but those
         // a pod still runs are kept.
-        let set = ds.name_any();
-        let running: HashSet<String> = self
-            .pods
-            .list_in(&ds.namespace().unwrap_or_default())
-            .iter()
-            .filter(|p| pods::controlled_by(&p.metadata, &uid))
-            .filter_map(|p| Some(format!("{set}-{}", p.labels().get(HASH_LABEL)?)))
-            .collect();
         let current = format!("{set}-{hash}");
         let old: Vec<_> = revisions::history(&self.revisions, &*ds)
             .into_iter()

@@ -28,36 +28,24 @@ const COMPONENT: &str = "controllermanager";
 /// as upstream's `DeletionTimeout`.
 const DELETION_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Which pods of its namespace a budget covers: those its selector
-/// matches, every one for an empty selector (policy/v1), none for one
-/// that does not parse.
-enum Covers {
-    All,
-    Matching(selector::LabelSelector),
-    None,
-}
+/// The pods of its namespace a budget covers: those its selector
+/// matches (an empty or absent one matches every pod, as policy/v1 has
+/// it); none for a selector that does not parse.
+struct Covers(Option<selector::LabelSelector>);
 
 impl Covers {
     fn of(budget: &PodDisruptionBudget) -> Self {
-        let selector = budget
+        let sel = budget
             .spec
             .as_ref()
             .map(|s| serde_json::to_value(&s.selector));
-        match selector.and_then(Result::ok).unwrap_or_default() {
-            Value::Null => Covers::All,
-            s if s == json!({}) => Covers::All,
-            s => selector::LabelSelector::from_object(&s).map_or(Covers::None, Covers::Matching),
-        }
+        let sel = sel.and_then(Result::ok).unwrap_or_default();
+        Covers(selector::LabelSelector::from_object(&sel).ok())
     }
 
     fn pod(&self, p: &Pod) -> bool {
-        match self {
-            Covers::All => true,
-            Covers::Matching(s) => {
-                s.matches(|k| p.metadata.labels.as_ref()?.get(k).map(String::as_str))
-            }
-            Covers::None => false,
-        }
+        let labels = |k: &str| p.metadata.labels.as_ref()?.get(k).map(String::as_str);
+        self.0.as_ref().is_some_and(|s| s.matches(labels))
     }
 }
 

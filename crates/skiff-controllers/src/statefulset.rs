@@ -495,12 +495,8 @@ impl StatefulSetController {
         // History beyond revisionHistoryLimit goes, as upstream's
         // truncateHistory: the current and update revisions and those a pod
         // still runs are kept and not counted.
-        let uid = sts.uid().unwrap_or_default();
-        let mut live: HashSet<String> = self
-            .pods
-            .list_in(&sts.namespace().unwrap_or_default())
-            .iter()
-            .filter(|p| pods::controlled_by(&p.metadata, &uid))
+        let mut live: HashSet<String> = pods_by
+            .values()
             .filter_map(|p| revision_of(p).cloned())
             .collect();
         live.extend([current.to_owned(), update.to_owned()]);

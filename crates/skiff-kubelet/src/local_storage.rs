@@ -42,13 +42,17 @@ pub fn over_limit(
     if limits.is_empty() {
         return None;
     }
-    let used = |c: &Container| -> i128 {
-        let layer = usage
-            .and_then(|u| u.containers.iter().find(|s| s.name == c.name))
-            .map_or(0, |s| s.writable_layer_bytes);
-        i128::from(layer) + i128::from(disk_usage(&pod_dir.join(&c.name)))
-    };
-    let containers: i128 = running.iter().map(|c| used(c)).sum();
+    // Each container's writable layer and logs, measured once.
+    let used: Vec<i128> = running
+        .iter()
+        .map(|c| {
+            let layer = usage
+                .and_then(|u| u.containers.iter().find(|s| s.name == c.name))
+                .map_or(0, |s| s.writable_layer_bytes);
+            i128::from(layer) + i128::from(disk_usage(&pod_dir.join(&c.name)))
+        })
+        .collect();
+    let containers: i128 = used.iter().sum();
     let empty_dirs: i128 = pod
         .spec
         .iter()
@@ -71,9 +75,9 @@ pub fn over_limit(
             "Pod ephemeral local storage usage exceeds the total limit of containers {shown}. "
         ));
     }
-    running.iter().find_map(|c| {
+    running.iter().zip(&used).find_map(|(c, used)| {
         let (bytes, shown) = limit(c)?;
-        (used(c) > bytes).then(|| {
+        (*used > bytes).then(|| {
             format!(
                 "Container {} exceeded its local ephemeral storage limit {shown:?}. ",
                 c.name

@@ -204,7 +204,6 @@ pub async fn run(client: Client, config: Config) {
         slices.wait_synced(),
         nodes.wait_synced()
     );
-    // Pods and namespaces are followed from the first NetworkPolicy on.
     let mut members: Option<Members> = None;
     let mut enforced: Option<String> = None;
     let mut applied: Option<Ruleset> = None;
@@ -233,23 +232,29 @@ pub async fn run(client: Client, config: Config) {
             now.insert(cidr, via);
         }
         routed = now;
+        // Pods and namespaces are followed from the first policy on; the
+        // table stays as it is until they are listed, without holding up
+        // the Services.
         if members.is_none() && !policies.is_empty() {
-            let pods: Arc<Cache<Pod>> = follow(&client, Some(wake.clone()));
-            let namespaces: Arc<Cache<Namespace>> = follow(&client, Some(wake.clone()));
-            tokio::join!(pods.wait_synced(), namespaces.wait_synced());
+            members = Some((
+                follow(&client, Some(wake.clone())),
+                follow(&client, Some(wake.clone())),
+            ));
             filter_bridged_traffic();
-            members = Some((pods, namespaces));
         }
         let policy = match &members {
-            Some((pods, namespaces)) => policy::script(
-                &policies.list(),
-                &pods.list(),
-                &namespaces.list(),
-                &config.node_name,
-            ),
-            None => no_policy(),
+            Some((pods, namespaces)) if pods.is_synced() && namespaces.is_synced() => {
+                Some(policy::script(
+                    &policies.list(),
+                    &pods.list(),
+                    &namespaces.list(),
+                    &config.node_name,
+                ))
+            }
+            Some(_) => None,
+            None => Some(no_policy()),
         };
-        if enforced.as_ref() != Some(&policy) {
+        if let Some(policy) = policy.filter(|p| enforced.as_ref() != Some(p)) {
             match apply(&policy).await {
                 Ok(()) => enforced = Some(policy),
                 // Tried again on the next change.

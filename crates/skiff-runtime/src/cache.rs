@@ -98,6 +98,11 @@ impl<K: Resource> Cache<K> {
         self.write().remove(key)
     }
 
+    /// Whether the first full list has been loaded.
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+
     /// Waits until the first full list has been loaded.
     pub async fn wait_synced(&self) {
         let mut rx = self.synced.subscribe();
@@ -216,16 +221,22 @@ where
 }
 
 /// A cache of `K` kept current from the API server by a spawned informer;
-/// every change wakes `wake`, when given.
+/// every change wakes `wake`, when given, and so does the first full list
+/// (so a waker that looks at [`Cache::is_synced`] sees it true).
 pub fn follow<K: Object>(
     client: &kube::Client,
     wake: Option<Arc<tokio::sync::Notify>>,
 ) -> Arc<Cache<K>> {
     let mut informer = Informer::<K>::default();
-    if let Some(wake) = wake {
-        informer.on_change(move |_, _| wake.notify_one());
-    }
     let cache = informer.cache();
+    if let Some(wake) = wake {
+        let on_sync = (cache.clone(), wake.clone());
+        informer.on_change(move |_, _| wake.notify_one());
+        tokio::spawn(async move {
+            on_sync.0.wait_synced().await;
+            on_sync.1.notify_one();
+        });
+    }
     tokio::spawn(informer.run(Api::all(client.clone()), watcher::Config::default()));
     cache
 }

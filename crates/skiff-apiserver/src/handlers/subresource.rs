@@ -286,11 +286,9 @@ impl Api {
         let mut mine = Vec::new();
         for kv in &items {
             let budget = storage::decode(kv)?;
+            // An empty or absent selector matches every pod (policy/v1).
             let selector = &budget["spec"]["selector"];
-            let all = selector.is_null() || *selector == json!({});
-            let matches =
-                all || LabelSelector::from_object(selector).is_ok_and(|s| s.matches_object(pod));
-            if matches {
+            if LabelSelector::from_object(selector).is_ok_and(|s| s.matches_object(pod)) {
                 mine.push(meta::name(&budget).to_owned());
             }
         }
