@@ -184,11 +184,29 @@ fn job_spec(spec: &mut Value) {
     if spec["parallelism"] == 1 {
         or_insert(spec, "completions", json!(1));
     }
-    or_insert(spec, "backoffLimit", json!(6));
+    // A per-index limit replaces the Job's own, as upstream defaults it.
+    let backoff = if spec["backoffLimitPerIndex"].is_null() {
+        json!(6)
+    } else {
+        json!(i32::MAX)
+    };
+    or_insert(spec, "backoffLimit", backoff);
     or_insert(spec, "completionMode", json!("NonIndexed"));
     or_insert(spec, "suspend", json!(false));
     or_insert(spec, "manualSelector", json!(false));
-    or_insert(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+    let replacement = if spec["podFailurePolicy"].is_null() {
+        "TerminatingOrFailed"
+    } else {
+        "Failed"
+    };
+    or_insert(spec, "podReplacementPolicy", json!(replacement));
+    let rules = spec.pointer_mut("/podFailurePolicy/rules");
+    for rule in rules.and_then(Value::as_array_mut).into_iter().flatten() {
+        let patterns = rule.get_mut("onPodConditions");
+        for pattern in patterns.and_then(Value::as_array_mut).into_iter().flatten() {
+            or_insert(pattern, "status", json!("True"));
+        }
+    }
     template(spec);
 }
 

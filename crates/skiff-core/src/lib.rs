@@ -9,6 +9,7 @@ pub mod apply;
 pub mod autoscaling;
 pub mod certs;
 pub mod cidr;
+pub mod completion_indexes;
 pub mod crd;
 pub mod defaults;
 pub mod endpoint_slices;

@@ -37,6 +37,33 @@ impl Cause {
             message: format!("Invalid value: {value:?}: {why}"),
         }
     }
+    /// An `Invalid` cause quoting the value as upstream does: strings
+    /// quoted, numbers and other values bare.
+    pub fn invalid_value(field: impl Into<String>, v: &Value, why: impl std::fmt::Display) -> Self {
+        match v {
+            Value::String(s) => Self::invalid(field, s, why),
+            other => Self {
+                reason: "FieldValueInvalid",
+                field: field.into(),
+                message: format!("Invalid value: {other}: {why}"),
+            },
+        }
+    }
+    /// A `Required` cause that says when or what is required.
+    pub fn required_because(field: impl Into<String>, why: impl std::fmt::Display) -> Self {
+        Self {
+            reason: "FieldValueRequired",
+            field: field.into(),
+            message: format!("Required value: {why}"),
+        }
+    }
+    pub fn duplicate(field: impl Into<String>, shown: impl std::fmt::Display) -> Self {
+        Self {
+            reason: "FieldValueDuplicate",
+            field: field.into(),
+            message: format!("Duplicate value: {shown}"),
+        }
+    }
     pub fn forbidden(field: impl Into<String>, why: impl std::fmt::Display) -> Self {
         Self {
             reason: "FieldValueForbidden",

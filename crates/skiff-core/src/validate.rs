@@ -8,6 +8,7 @@ use crate::selector::LabelSelector;
 use crate::status::Cause;
 use crate::{meta, ApiError};
 
+mod job;
 mod load_balancer;
 mod network_policy;
 mod rollout;
@@ -118,7 +119,8 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
             }
         }
         ("batch", "Job") => {
-            job_features(spec, "spec", &mut causes);
+            job::spec(spec, "spec", &mut causes);
+            job::name(name, spec, &mut causes);
             pod_template(&spec["template"], "spec.template", &mut causes);
         }
         ("batch", "CronJob") => {
@@ -138,7 +140,7 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
                     causes.push(Cause::invalid("spec.timeZone", zone, why));
                 }
             }
-            job_features(
+            job::spec(
                 &spec["jobTemplate"]["spec"],
                 "spec.jobTemplate.spec",
                 &mut causes,
@@ -472,29 +474,6 @@ pub const SAFE_SYSCTLS: &[&str] = &[
     "net.ipv4.tcp_keepalive_intvl",
     "net.ipv4.tcp_keepalive_probes",
 ];
-
-/// Job settings Skiff's job controller does not implement, refused
-/// rather than ignored: indexed completions and the failure and success
-/// policies built on them.
-fn job_features(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
-    let why = "Skiff's job controller cannot apply this setting";
-    if spec["completionMode"] == "Indexed" {
-        causes.push(Cause::forbidden(format!("{at}.completionMode"), why));
-    }
-    for field in [
-        "podFailurePolicy",
-        "successPolicy",
-        "backoffLimitPerIndex",
-        "maxFailedIndexes",
-    ] {
-        if !spec[field].is_null() {
-            causes.push(Cause::forbidden(format!("{at}.{field}"), why));
-        }
-    }
-    if spec["podReplacementPolicy"] == "Failed" {
-        causes.push(Cause::forbidden(format!("{at}.podReplacementPolicy"), why));
-    }
-}
 
 /// A setting Skiff's node agent cannot apply: refused here rather than
 /// dropped on the node.
@@ -1254,7 +1233,15 @@ fn endpoint_slice(obj: &Value, causes: &mut Vec<Cause>) {
 fn immutable(r: &ResourceType, new: &Value, old: &Value, causes: &mut Vec<Cause>) {
     let paths: &[&str] = match (r.group, r.kind) {
         ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet") => &["spec.selector"],
-        ("batch", "Job") => &["spec.selector", "spec.completions"],
+        ("batch", "Job") => &[
+            "spec.selector",
+            "spec.completions",
+            "spec.completionMode",
+            "spec.podFailurePolicy",
+            "spec.backoffLimitPerIndex",
+            "spec.successPolicy",
+            "spec.managedBy",
+        ],
         ("", "Service") => &["spec.clusterIP"],
         ("", "Pod") => &["spec.nodeName", "spec.restartPolicy", "spec.volumes"],
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => &["roleRef"],
@@ -1751,7 +1738,7 @@ mod tests {
         let cronjobs = lookup("batch", "v1", "cronjobs").unwrap();
         let cronjob = |schedule: &str, zone: &str| {
             json!({"metadata": {"name": "c"}, "spec": {"schedule": schedule, "timeZone": zone,
-                "jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "i"}]}}}}}})
+                "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "a", "image": "i"}]}}}}}})
         };
         assert!(object(cronjobs, &cronjob("0 9 * * *", "Europe/Berlin"), None).is_ok());
         let fields = cause_fields(
@@ -1765,21 +1752,114 @@ mod tests {
         assert_eq!(fields, ["spec.schedule", "spec.timeZone"]);
     }
 
-    #[test]
-    fn job_features_the_controller_lacks_are_refused() {
-        let jobs = lookup("batch", "v1", "jobs").unwrap();
+    fn job(extra: Value) -> Value {
         let template = json!({"spec": {"restartPolicy": "Never", "containers": [{"name": "a", "image": "i"}]}});
-        let job = |extra: Value| {
-            let mut spec = json!({"template": template});
-            spec.as_object_mut()
+        let mut spec = json!({"template": template});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({"metadata": {"name": "j"}, "spec": spec})
+    }
+
+    fn job_causes(extra: Value) -> Vec<String> {
+        let jobs = lookup("batch", "v1", "jobs").unwrap();
+        match object(jobs, &job(extra), None) {
+            Ok(()) => Vec::new(),
+            Err(e) => e.details.unwrap()["causes"]
+                .as_array()
                 .unwrap()
-                .extend(extra.as_object().unwrap().clone());
-            json!({"metadata": {"name": "j"}, "spec": spec})
-        };
-        assert!(object(jobs, &job(json!({"completionMode": "NonIndexed"})), None).is_ok());
-        let refused = job(json!({"completionMode": "Indexed", "podFailurePolicy": {"rules": []}}));
-        let fields = cause_fields(object(jobs, &refused, None).unwrap_err());
-        assert_eq!(fields, ["spec.completionMode", "spec.podFailurePolicy"]);
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}: {}",
+                        c["field"].as_str().unwrap(),
+                        c["message"].as_str().unwrap()
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn job_modes_and_counts_are_checked_as_upstream() {
+        assert!(job_causes(json!({"completionMode": "Indexed", "completions": 3})).is_empty());
+        assert_eq!(
+            job_causes(json!({"completionMode": "Indexed", "maxFailedIndexes": 2})),
+            [
+                "spec.backoffLimitPerIndex: Required value: when maxFailedIndexes is specified",
+                "spec.completions: Required value: when completion mode is Indexed",
+            ]
+        );
+        assert_eq!(
+            job_causes(json!({"backoffLimitPerIndex": 1, "parallelism": -1})),
+            [
+                "spec.parallelism: Invalid value: -1: must be greater than or equal to 0",
+                "spec.backoffLimitPerIndex: Invalid value: 1: requires indexed completion mode",
+            ]
+        );
+        let mut long = job(json!({"completionMode": "Indexed", "completions": 100}));
+        long["metadata"]["name"] = json!("a".repeat(61));
+        let jobs = lookup("batch", "v1", "jobs").unwrap();
+        let err = object(jobs, &long, None).unwrap_err();
+        assert!(
+            err.message
+                .contains("will not able to create pod with invalid DNS label"),
+            "{}",
+            err.message
+        );
+        let mut always = job(json!({}));
+        always["spec"]["template"]["spec"]["restartPolicy"] = json!("Always");
+        let err = object(jobs, &always, None).unwrap_err();
+        assert!(err.message.contains(r#"spec.template.spec.restartPolicy: Required value: valid values: "OnFailure", "Never""#), "{}", err.message);
+    }
+
+    #[test]
+    fn job_policies_are_checked_as_upstream() {
+        let rule = |r: Value| json!({"podFailurePolicy": {"rules": [r]}});
+        assert!(job_causes(rule(json!({"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}))).is_empty());
+        assert_eq!(
+            job_causes(rule(json!({"action": "FailJob", "onExitCodes": {"containerName": "b", "operator": "In", "values": [3, 0, 3]}}))),
+            [
+                "spec.podFailurePolicy.rules[0].onExitCodes.containerName: Invalid value: \"b\": must be one of the container or initContainer names in the pod template",
+                "spec.podFailurePolicy.rules[0].onExitCodes.values[1]: Invalid value: 0: must not be 0 for the In operator",
+                "spec.podFailurePolicy.rules[0].onExitCodes.values[2]: Duplicate value: 3",
+                "spec.podFailurePolicy.rules[0].onExitCodes.values: Invalid value: [3,0,3]: must be ordered",
+            ]
+        );
+        assert_eq!(
+            job_causes(rule(json!({"action": "FailIndex"}))),
+            [
+                "spec.podFailurePolicy.rules[0].action: Invalid value: \"FailIndex\": requires the backoffLimitPerIndex to be set",
+                "spec.podFailurePolicy.rules[0]: Invalid value: specifying one of OnExitCodes and OnPodConditions is required",
+            ]
+        );
+        let mut failing =
+            rule(json!({"action": "Count", "onPodConditions": [{"type": "x", "status": "Maybe"}]}));
+        failing["podReplacementPolicy"] = json!("TerminatingOrFailed");
+        assert_eq!(
+            job_causes(failing),
+            [
+                "spec.podFailurePolicy.rules[0].onPodConditions[0].status: Unsupported value: \"Maybe\": supported values: \"False\", \"True\", \"Unknown\"",
+                "spec.podReplacementPolicy: Unsupported value: \"TerminatingOrFailed\": supported values: \"Failed\"",
+            ]
+        );
+        let success = |r: Value| json!({"completionMode": "Indexed", "completions": 5, "successPolicy": {"rules": [r]}});
+        assert!(job_causes(success(
+            json!({"succeededIndexes": "0,2-4", "succeededCount": 2})
+        ))
+        .is_empty());
+        assert_eq!(
+            job_causes(success(json!({"succeededIndexes": "3,1", "succeededCount": 6}))),
+            [
+                "spec.successPolicy.rules[0].succeededIndexes: Invalid value: \"3,1\": error parsing succeededIndexes: non-increasing order, previous: 3, current: 1",
+                "spec.successPolicy.rules[0].succeededCount: Invalid value: 6: must be less than or equal to 5 (the number of specified completions)",
+                "spec.successPolicy.rules[0].succeededCount: Invalid value: 6: must be less than or equal to 0 (the number of indexes in the specified succeededIndexes field)",
+            ]
+        );
+        assert_eq!(
+            job_causes(json!({"successPolicy": {"rules": []}})),
+            ["spec.successPolicy: Invalid value: {\"rules\":[]}: requires indexed completion mode"]
+        );
     }
 
     #[test]

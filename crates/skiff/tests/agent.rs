@@ -164,6 +164,7 @@ fn pods_run_as_real_containers() {
     references_and_mount_modes(&c);
     names_and_resolution(&c);
     termination_messages(&c);
+    indexed_jobs_and_failure_policies(&c);
     port_forward_and_copy(&c);
     probes(&c);
     init_containers_and_volumes(&c);
@@ -870,6 +871,59 @@ fn termination_messages(c: &Cluster) {
         "Pod was active on the node longer than the specified deadline"
     );
     c.ok(&["delete", "pod", "farewell", "deadline", "--wait=false"]);
+}
+
+/// An Indexed Job's pods each know their index (variable and hostname),
+/// and its status lists the done ones; a pod failure policy's `FailJob`
+/// rule fails a Job on the first matching exit code, whatever its
+/// backoff limit.
+fn indexed_jobs_and_failure_policies(c: &Cluster) {
+    create(c, "apiVersion: batch/v1\nkind: Job\nmetadata: {name: shards}\nspec:\n  completionMode: Indexed\n  completions: 3\n  parallelism: 3\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - {name: main, image: skiff.local/busybox:1, command: [sh, -c, 'test \"$(hostname)\" = shards-$JOB_COMPLETION_INDEX && echo shard $JOB_COMPLETION_INDEX']}\n");
+    c.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/shards",
+        "--timeout=60s",
+    ]);
+    let job = c.json(&["get", "job", "shards"]);
+    assert_eq!(
+        (
+            &job["status"]["completedIndexes"],
+            &job["status"]["succeeded"]
+        ),
+        (&"0-2".into(), &3.into()),
+        "{}",
+        job["status"]
+    );
+    let index = "batch.kubernetes.io/job-completion-index";
+    let second = c.json(&["get", "pods", "-l", &format!("job-name=shards,{index}=1")]);
+    let name = second["items"][0]["metadata"]["name"].as_str().unwrap();
+    assert!(name.starts_with("shards-1-"), "{name}");
+    assert_eq!(c.ok(&["logs", name]).trim(), "shard 1");
+
+    create(c, "apiVersion: batch/v1\nkind: Job\nmetadata: {name: picky}\nspec:\n  backoffLimit: 6\n  podFailurePolicy:\n    rules:\n    - action: FailJob\n      onExitCodes: {operator: In, values: [42]}\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - {name: main, image: skiff.local/busybox:1, command: [sh, -c, 'exit 42']}\n");
+    c.ok(&[
+        "wait",
+        "--for=condition=failed",
+        "job/picky",
+        "--timeout=60s",
+    ]);
+    let job = c.json(&["get", "job", "picky"]);
+    let failed = job["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .unwrap()
+        .clone();
+    assert_eq!(failed["reason"], "PodFailurePolicy");
+    let message = failed["message"].as_str().unwrap();
+    assert!(
+        message.ends_with("failed with exit code 42 matching FailJob rule at index 0"),
+        "{message}"
+    );
+    assert_eq!(job["status"]["failed"], 1, "no second pod ran");
+    c.ok(&["delete", "jobs", "shards", "picky", "--wait=false"]);
 }
 
 /// A sidecar starts in the init sequence (the next init container waits

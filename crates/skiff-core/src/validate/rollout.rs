@@ -8,19 +8,6 @@ use crate::status::Cause;
 
 const PERCENT_MSG: &str = "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')";
 
-/// An `Invalid` cause quoting the value as upstream does: strings quoted,
-/// numbers bare.
-fn invalid(field: &str, v: &Value, why: &str) -> Cause {
-    match v {
-        Value::String(s) => Cause::invalid(field, s, why),
-        other => Cause {
-            reason: "FieldValueInvalid",
-            field: field.into(),
-            message: format!("Invalid value: {other}: {why}"),
-        },
-    }
-}
-
 /// An int-or-percent field's number (a count, or a percentage without its
 /// `%`; 0 when absent or malformed), after upstream's checks: a count is
 /// not negative, a percentage is digits then `%`, and at most 100% unless
@@ -34,12 +21,16 @@ fn int_or_percent(v: &Value, field: &str, beyond_100: bool, causes: &mut Vec<Cau
                 .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
             match digits.map(|d| d.parse::<i64>().unwrap_or(i64::MAX)) {
                 None => {
-                    causes.push(invalid(field, v, PERCENT_MSG));
+                    causes.push(Cause::invalid_value(field, v, PERCENT_MSG));
                     0
                 }
                 Some(p) => {
                     if p > 100 && !beyond_100 {
-                        causes.push(invalid(field, v, "must not be greater than 100%"));
+                        causes.push(Cause::invalid_value(
+                            field,
+                            v,
+                            "must not be greater than 100%",
+                        ));
                     }
                     p
                 }
@@ -48,7 +39,11 @@ fn int_or_percent(v: &Value, field: &str, beyond_100: bool, causes: &mut Vec<Cau
         other => {
             let n = other.as_i64().unwrap_or(0);
             if n < 0 {
-                causes.push(invalid(field, v, "must be greater than or equal to 0"));
+                causes.push(Cause::invalid_value(
+                    field,
+                    v,
+                    "must be greater than or equal to 0",
+                ));
             }
             n
         }
@@ -100,8 +95,8 @@ pub(super) fn deployment(spec: &Value, causes: &mut Vec<Cause>) {
             // A Deployment's maxSurge may go beyond 100%.
             let (unavailable, surge) = bounds(rolling, at, true, causes);
             if unavailable == 0 && surge == 0 {
-                causes.push(invalid(
-                    &format!("{at}.maxUnavailable"),
+                causes.push(Cause::invalid_value(
+                    format!("{at}.maxUnavailable"),
                     &rolling["maxUnavailable"],
                     "may not be 0 when `maxSurge` is 0",
                 ));
@@ -133,8 +128,8 @@ pub(super) fn daemon_set(spec: &Value, causes: &mut Vec<Cause>) {
             }
             let (unavailable, surge) = bounds(rolling, at, false, causes);
             match (unavailable != 0, surge != 0) {
-                (true, true) => causes.push(invalid(
-                    &format!("{at}.maxSurge"),
+                (true, true) => causes.push(Cause::invalid_value(
+                    format!("{at}.maxSurge"),
                     &rolling["maxSurge"],
                     "may not be set when maxUnavailable is non-zero",
                 )),
@@ -158,7 +153,7 @@ pub(super) fn daemon_set(spec: &Value, causes: &mut Vec<Cause>) {
 pub(super) fn stateful_set(spec: &Value, causes: &mut Vec<Cause>) {
     let policy = &spec["podManagementPolicy"];
     if !policy.is_null() && !matches!(policy.as_str(), Some("OrderedReady" | "Parallel")) {
-        causes.push(invalid(
+        causes.push(Cause::invalid_value(
             "spec.podManagementPolicy",
             policy,
             "must be 'OrderedReady' or 'Parallel'",
@@ -173,7 +168,7 @@ pub(super) fn stateful_set(spec: &Value, causes: &mut Vec<Cause>) {
     match kind {
         "OnDelete" => {
             if !rolling.is_null() {
-                causes.push(invalid(
+                causes.push(Cause::invalid_value(
                     at,
                     rolling,
                     "only allowed for updateStrategy 'RollingUpdate'",
@@ -183,8 +178,8 @@ pub(super) fn stateful_set(spec: &Value, causes: &mut Vec<Cause>) {
         "RollingUpdate" => {
             let partition = &rolling["partition"];
             if partition.as_i64().is_some_and(|p| p < 0) {
-                causes.push(invalid(
-                    &format!("{at}.partition"),
+                causes.push(Cause::invalid_value(
+                    format!("{at}.partition"),
                     partition,
                     "must be greater than or equal to 0",
                 ));
@@ -193,11 +188,11 @@ pub(super) fn stateful_set(spec: &Value, causes: &mut Vec<Cause>) {
             if !unavailable.is_null() {
                 let field = format!("{at}.maxUnavailable");
                 if int_or_percent(unavailable, &field, false, causes) == 0 {
-                    causes.push(invalid(&field, unavailable, "cannot be 0"));
+                    causes.push(Cause::invalid_value(&field, unavailable, "cannot be 0"));
                 }
             }
         }
-        _ => causes.push(invalid(
+        _ => causes.push(Cause::invalid_value(
             "spec.updateStrategy",
             strategy,
             "must be 'RollingUpdate' or 'OnDelete'",
@@ -210,7 +205,7 @@ pub(super) fn stateful_set(spec: &Value, causes: &mut Vec<Cause>) {
 pub(super) fn disruption_budget(spec: &Value, causes: &mut Vec<Cause>) {
     let (min, max) = (&spec["minAvailable"], &spec["maxUnavailable"]);
     if !min.is_null() && !max.is_null() {
-        causes.push(invalid(
+        causes.push(Cause::invalid_value(
             "spec",
             spec,
             "minAvailable and maxUnavailable cannot be both set",

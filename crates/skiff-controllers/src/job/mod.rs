@@ -1,0 +1,782 @@
+//! The Job controller: runs pods until `completions` succeed, at most
+//! `parallelism` at a time, each with its own completion index when the
+//! Job is `Indexed`; fails the Job past its backoff limits (of the Job or
+//! of each index), on a pod failure policy's `FailJob` rule or past
+//! `activeDeadlineSeconds`; completes it early once its success policy
+//! is met; deletes finished Jobs after `ttlSecondsAfterFinished`.
+
+mod indexed;
+mod policies;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::batch::v1::{Job, JobSpec, JobStatus};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use serde_json::{json, Value};
+
+use self::policies::Verdict;
+use crate::owned;
+use crate::pods::{self, PodControl};
+use crate::status::omit_zero;
+use skiff_core::completion_indexes::Indexes;
+use skiff_runtime::api::{Cluster, Deletion, Error, Target};
+use skiff_runtime::cache::{Cache, Informer};
+use skiff_runtime::controller::{Action, Reconcile};
+use skiff_runtime::events;
+use skiff_runtime::expectations::Expectations;
+use skiff_runtime::queue::Queue;
+
+const COMPONENT: &str = "job-controller";
+
+/// The `managedBy` of Jobs this controller runs, as upstream's.
+const MANAGER: &str = "kubernetes.io/job-controller";
+
+pub struct JobController {
+    pub jobs: Arc<Cache<Job>>,
+    pub pods: Arc<Cache<Pod>>,
+    pub cluster: Arc<dyn Cluster>,
+    pub expectations: Arc<Expectations>,
+}
+
+impl JobController {
+    pub fn new(
+        jobs: &mut Informer<Job>,
+        pods: &mut Informer<Pod>,
+        cluster: Arc<dyn Cluster>,
+        queue: Arc<Queue>,
+    ) -> Self {
+        let expectations = Arc::new(Expectations::default());
+        owned::queue_self(jobs, queue.clone());
+        owned::track(pods, "Job", queue, Some(expectations.clone()), |_| {
+            Vec::new()
+        });
+        Self {
+            jobs: jobs.cache(),
+            pods: pods.cache(),
+            cluster,
+            expectations,
+        }
+    }
+
+    fn control<'a>(&'a self, key: &'a str, job: &'a Job) -> PodControl<'a, Job> {
+        PodControl {
+            cluster: &*self.cluster,
+            expectations: &self.expectations,
+            key,
+            owner: job,
+            component: COMPONENT,
+        }
+    }
+
+    async fn delete_pods(&self, key: &str, job: &Job, pods: &[Arc<Pod>]) -> Result<(), Error> {
+        if pods.is_empty() {
+            return Ok(());
+        }
+        self.expectations.expect(key, 0, pods.len());
+        self.control(key, job).delete_all(pods).await
+    }
+}
+
+fn stamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The condition type that says the Job finished, if it did.
+pub fn finished(job: &Job) -> Option<&str> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        .map(|c| c.type_.as_str())
+}
+
+/// What the Job's pods tell of its progress.
+struct Tally {
+    succeeded: i32,
+    /// Failures that count against `backoffLimit`.
+    failed: i32,
+    /// The indexes that succeeded, for an Indexed Job.
+    done: Option<Indexes>,
+    /// The indexes past their backoff limit, under a per-index limit.
+    failed_indexes: Option<Indexes>,
+    /// The message of a pod failure policy's `FailJob` rule a pod matched.
+    fail_job: Option<String>,
+}
+
+fn tally(spec: &JobSpec, status: &JobStatus, owned: &[Arc<Pod>]) -> Tally {
+    let completions = spec.completions.unwrap_or(0);
+    let of_phase = |phase: &'static str| owned.iter().filter(move |p| pods::phase(p) == phase);
+    let verdicts: Vec<(&Arc<Pod>, Verdict)> = of_phase("Failed")
+        .map(|p| (p, policies::judge(spec.pod_failure_policy.as_ref(), p)))
+        .collect();
+    let counted = verdicts.iter().filter(|(_, v)| v.counts()).count() as i32;
+    let in_range = |i: &i32| *i < completions;
+    let done = (spec.completion_mode.as_deref() == Some("Indexed")).then(|| {
+        let before = status.completed_indexes.as_deref().unwrap_or("");
+        let now = of_phase("Succeeded")
+            .filter_map(|p| indexed::of(p))
+            .filter(in_range);
+        Indexes::read(before, completions).with(now.collect::<Vec<_>>())
+    });
+    let per_index = spec.backoff_limit_per_index.filter(|_| done.is_some());
+    let failed_indexes = per_index.map(|limit| {
+        let before = status.failed_indexes.as_deref().unwrap_or("");
+        let now = verdicts
+            .iter()
+            .filter(|(p, v)| {
+                *v == Verdict::FailIndex || (v.counts() && indexed::failures_before(p).0 >= limit)
+            })
+            .filter_map(|(p, _)| indexed::of(p))
+            .filter(in_range);
+        Indexes::read(before, completions).with(now.collect::<Vec<_>>())
+    });
+    let succeeded = match &done {
+        Some(done) => done.total() as i32,
+        None => (of_phase("Succeeded").count() as i32).max(status.succeeded.unwrap_or(0)),
+    };
+    let fail_job = verdicts.into_iter().find_map(|(_, v)| match v {
+        Verdict::FailJob(message) => Some(message),
+        _ => None,
+    });
+    Tally {
+        succeeded,
+        failed: counted.max(status.failed.unwrap_or(0)),
+        done,
+        failed_indexes,
+        fail_job,
+    }
+}
+/// Why the Job fails, if it does: a reason and a message, as upstream's.
+fn failure(
+    spec: &JobSpec,
+    tally: &Tally,
+    active: &[Arc<Pod>],
+    late: bool,
+) -> Option<(&'static str, String)> {
+    let limit = spec.backoff_limit.unwrap_or(6);
+    if let Some(message) = &tally.fail_job {
+        return Some(("PodFailurePolicy", message.clone()));
+    }
+    if tally.failed > limit || restarts_past(spec, active, limit) {
+        let message = "Job has reached the specified backoff limit";
+        return Some(("BackoffLimitExceeded", message.into()));
+    }
+    if late {
+        let message = "Job was active longer than specified deadline";
+        return Some(("DeadlineExceeded", message.into()));
+    }
+    let failed = tally.failed_indexes.as_ref().map_or(0, Indexes::total);
+    if spec
+        .max_failed_indexes
+        .is_some_and(|max| failed > i64::from(max))
+    {
+        let message = "Job has exceeded the specified maximal number of failed indexes";
+        return Some(("MaxFailedIndexesExceeded", message.into()));
+    }
+    let completions = i64::from(spec.completions.unwrap_or(0));
+    if failed > 0 && failed + i64::from(tally.succeeded) >= completions {
+        return Some(("FailedIndexes", "Job has failed indexes".into()));
+    }
+    None
+}
+
+/// Whether pods restarted in place (`OnFailure`) as often as the backoff
+/// limit allows, as upstream's `pastBackoffLimitOnFailure`.
+fn restarts_past(spec: &JobSpec, active: &[Arc<Pod>], limit: i32) -> bool {
+    let policy = spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref());
+    if policy != Some("OnFailure") {
+        return false;
+    }
+    let restarts: i32 = active
+        .iter()
+        .filter(|p| matches!(pods::phase(p), "Running" | "Pending"))
+        .filter_map(|p| p.status.as_ref())
+        .flat_map(|s| {
+            s.init_container_statuses
+                .iter()
+                .flatten()
+                .chain(s.container_statuses.iter().flatten())
+        })
+        .map(|c| c.restart_count)
+        .sum();
+    if limit == 0 {
+        restarts > 0
+    } else {
+        restarts >= limit
+    }
+}
+
+#[async_trait]
+impl Reconcile for JobController {
+    fn name(&self) -> &'static str {
+        "job"
+    }
+
+    async fn reconcile(&self, key: &str) -> Result<Action, Error> {
+        let Some(job) = self.jobs.get(key) else {
+            self.expectations.remove(key);
+            return Ok(Action::Done);
+        };
+        if job.metadata.deletion_timestamp.is_some() {
+            return Ok(Action::Done);
+        }
+        // A Job another controller manages (`managedBy`) is left to it.
+        let managed_by = job.spec.as_ref().and_then(|s| s.managed_by.as_deref());
+        if managed_by.is_some_and(|m| m != MANAGER) {
+            return Ok(Action::Done);
+        }
+        let now = chrono::Utc::now();
+        let spec = job.spec.clone().unwrap_or_default();
+        let status = job.status.clone().unwrap_or_default();
+        let uid = job.uid().unwrap_or_default();
+        let owned: Vec<Arc<Pod>> = self
+            .pods
+            .list_in(&job.namespace().unwrap_or_default())
+            .into_iter()
+            .filter(|p| pods::controlled_by(&p.metadata, &uid))
+            .collect();
+        let active: Vec<Arc<Pod>> = owned
+            .iter()
+            .filter(|p| pods::is_active(p))
+            .cloned()
+            .collect();
+        if finished(&job).is_some() {
+            self.delete_pods(key, &job, &active).await?;
+            let Some(ttl) = spec.ttl_seconds_after_finished else {
+                return Ok(Action::Done);
+            };
+            let done = status.completion_time.as_ref().or(status
+                .conditions
+                .iter()
+                .flatten()
+                .find_map(|c| c.last_transition_time.as_ref()));
+            let done = done.map(|t| t.0.as_second()).unwrap_or(now.timestamp());
+            let left = done + i64::from(ttl) - now.timestamp();
+            if left > 0 {
+                return Ok(Action::RequeueAfter(Duration::from_secs(left as u64)));
+            }
+            let target = Target::of::<Job>(job.namespace().as_deref(), &job.name_any());
+            let how = Deletion {
+                uid: job.uid(),
+                propagation: Some("Foreground"),
+                ..Default::default()
+            };
+            return match self.cluster.delete(&target, how).await {
+                Err(e) if !e.is_not_found() => Err(e),
+                _ => Ok(Action::Done),
+            };
+        }
+        let tally = tally(&spec, &status, &owned);
+        let succeeded = tally.succeeded;
+        let ready = active.iter().filter(|p| pods::is_ready(p)).count();
+        let terminating = owned.iter().filter(|p| pods::is_terminating(p)).count();
+        let start = status
+            .start_time
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_else(|| stamp(now));
+        let started = status
+            .start_time
+            .as_ref()
+            .map(|t| t.0.as_second())
+            .unwrap_or(now.timestamp());
+        let mut requeue = None;
+        let mut conditions: Vec<Value> = Vec::new();
+        let mut completion_time = None;
+        let condition = |t: &str, reason: &str, message: &str| json!({"type": t, "status": "True", "reason": reason, "message": message, "lastProbeTime": stamp(now), "lastTransitionTime": stamp(now)});
+        let late = spec
+            .active_deadline_seconds
+            .is_some_and(|d| now.timestamp() - started >= d);
+        let failure = failure(&spec, &tally, &active, late);
+        let completions = spec.completions.unwrap_or(0);
+        let by_policy = tally
+            .done
+            .as_ref()
+            .and_then(|done| policies::success(spec.success_policy.as_ref(), completions, done));
+        let success = match (spec.completions, by_policy) {
+            (_, Some(message)) => Some(("SuccessPolicy", message)),
+            (Some(c), None) if succeeded >= c => Some(("CompletionsReached", REACHED.to_owned())),
+            (None, None) if succeeded > 0 && active.is_empty() => {
+                Some(("CompletionsReached", REACHED.to_owned()))
+            }
+            _ => None,
+        };
+        if let Some((reason, message)) = &failure {
+            self.delete_pods(key, &job, &active).await?;
+            conditions.push(condition("FailureTarget", reason, message));
+            conditions.push(condition("Failed", reason, message));
+            self.cluster
+                .event(events::about(&*job, COMPONENT, true, reason, message));
+        } else if let Some((reason, message)) = &success {
+            self.delete_pods(key, &job, &active).await?;
+            conditions.push(condition("SuccessCriteriaMet", reason, message));
+            conditions.push(condition("Complete", reason, message));
+            completion_time = Some(stamp(now));
+            self.cluster.event(events::about(
+                &*job,
+                COMPONENT,
+                false,
+                "Completed",
+                "Job completed",
+            ));
+        } else if self.expectations.satisfied(key) && spec.suspend != Some(true) {
+            let parallelism = spec.parallelism.unwrap_or(1).max(0);
+            let want = match spec.completions {
+                Some(c) => parallelism.min(c - succeeded).max(0),
+                None if succeeded > 0 => 0,
+                None => parallelism,
+            } as usize;
+            // Under `podReplacementPolicy: Failed` (and with a pod failure
+            // policy) a pod being deleted holds its place until it is gone.
+            let replace_failed_only = spec.pod_replacement_policy.as_deref() == Some("Failed")
+                || spec.pod_failure_policy.is_some();
+            let holding: Vec<Arc<Pod>> = match replace_failed_only {
+                true => owned
+                    .iter()
+                    .filter(|p| pods::is_terminating(p))
+                    .cloned()
+                    .collect(),
+                false => Vec::new(),
+            };
+            let plan = Plan {
+                want,
+                active: &active,
+                holding: &holding,
+                owned: &owned,
+                tally: &tally,
+            };
+            self.manage(key, &job, &spec, plan).await?;
+            if let Some(d) = spec.active_deadline_seconds {
+                requeue = Some(Duration::from_secs(
+                    (started + d - now.timestamp()).max(1) as u64
+                ));
+            }
+        } else if spec.suspend == Some(true) {
+            self.delete_pods(key, &job, &active).await?;
+        }
+        let mut next = json!({
+            "startTime": start, "active": omit_zero(active.len()), "succeeded": omit_zero(succeeded),
+            "failed": omit_zero(tally.failed), "ready": ready, "terminating": terminating,
+            // Upstream counts finished pods through a finalizer and lists
+            // those it has yet to count here; this controller counts them
+            // as it sees them, so the lists are always empty.
+            "uncountedTerminatedPods": {},
+        });
+        if let Some(done) = tally.done.as_ref().filter(|d| !d.is_empty()) {
+            next["completedIndexes"] = json!(done.to_string());
+        }
+        if let Some(failed) = &tally.failed_indexes {
+            next["failedIndexes"] = json!(failed.to_string());
+        }
+        if !conditions.is_empty() {
+            next["conditions"] = json!(conditions);
+            if failure.is_none() {
+                next["active"] = Value::Null;
+            }
+        }
+        if let Some(t) = completion_time {
+            next["completionTime"] = json!(t);
+        }
+        let old = serde_json::to_value(&status).unwrap_or_default();
+        let changed = !conditions.is_empty()
+            || old["startTime"].is_null()
+            || ["completedIndexes", "failedIndexes"]
+                .iter()
+                .any(|f| old[f] != next[f])
+            || ["active", "succeeded", "failed", "ready", "terminating"]
+                .iter()
+                .any(|f| old[f].as_i64().unwrap_or(0) != next[f].as_i64().unwrap_or(0));
+        if changed {
+            let target = Target::of::<Job>(job.namespace().as_deref(), &job.name_any());
+            self.cluster
+                .merge_patch(&target, json!({"status": next}), true)
+                .await?;
+        }
+        Ok(requeue.map_or(Action::Done, Action::RequeueAfter))
+    }
+}
+
+const REACHED: &str = "Reached expected number of succeeded pods";
+
+/// What a running Job's pods should become.
+struct Plan<'a> {
+    /// How many pods should run.
+    want: usize,
+    active: &'a [Arc<Pod>],
+    /// Pods being deleted that a replacement waits for.
+    holding: &'a [Arc<Pod>],
+    owned: &'a [Arc<Pod>],
+    tally: &'a Tally,
+}
+
+impl JobController {
+    /// Creates or deletes pods until `plan.want` run: for an Indexed Job,
+    /// one per index not done, lowest first, and never two of one index.
+    async fn manage(
+        &self,
+        key: &str,
+        job: &Job,
+        spec: &JobSpec,
+        plan: Plan<'_>,
+    ) -> Result<(), Error> {
+        let completions = spec.completions.unwrap_or(0);
+        let indexed = plan.tally.done.is_some();
+        let mut surplus: Vec<Arc<Pod>> = Vec::new();
+        let mut keep: Vec<Arc<Pod>> = plan.active.to_vec();
+        if indexed {
+            // Pods without a valid index, of a failed index, or a second
+            // pod of one index go first.
+            keep.sort_by_key(|p| (indexed::of(p), std::cmp::Reverse(pods::deletion_rank(p))));
+            let failed = plan.tally.failed_indexes.clone().unwrap_or_default();
+            let mut seen = Vec::new();
+            keep.retain(|p| {
+                let index = indexed::of(p).filter(|&i| i < completions && !failed.has(i));
+                let kept = index.is_some_and(|i| !seen.contains(&i));
+                seen.extend(index);
+                if !kept {
+                    surplus.push(p.clone());
+                }
+                kept
+            });
+        }
+        if keep.len() > plan.want {
+            keep.sort_by_key(|p| pods::deletion_rank(p));
+            surplus.extend(keep.drain(..keep.len() - plan.want));
+        }
+        if !surplus.is_empty() {
+            // Replacements wait until the deletions are seen.
+            return self.delete_pods(key, job, &surplus).await;
+        }
+        let missing = plan.want.saturating_sub(keep.len() + plan.holding.len());
+        if missing == 0 {
+            return Ok(());
+        }
+        let ns = job.namespace().unwrap_or_default();
+        let mut pod = pods::from_template(Some(&spec.template), &ns, pods::controller_ref(job));
+        let mut new_pods = Vec::new();
+        if let Some(done) = &plan.tally.done {
+            indexed::add_index_variable(&mut pod);
+            let taken_by = |pods: &[Arc<Pod>]| {
+                pods.iter()
+                    .filter_map(|p| indexed::of(p))
+                    .collect::<Vec<_>>()
+            };
+            let mut taken = done.with(taken_by(&keep)).with(taken_by(plan.holding));
+            if let Some(failed) = &plan.tally.failed_indexes {
+                taken = taken.union(failed);
+            }
+            for index in taken.first_missing(missing, completions) {
+                let mut indexed_pod = pod.clone();
+                let failures = spec
+                    .backoff_limit_per_index
+                    .map(|_| failures_so_far(index, plan.owned, spec));
+                indexed::stamp(&mut indexed_pod, &job.name_any(), index, failures);
+                new_pods.push(indexed_pod);
+            }
+        } else {
+            pod["metadata"]["generateName"] = json!(format!("{}-", job.name_any()));
+            new_pods.resize(missing, pod);
+        }
+        let n = new_pods.len();
+        self.expectations.expect(key, n, 0);
+        let control = self.control(key, job);
+        for (i, pod) in new_pods.into_iter().enumerate() {
+            if let Err(e) = control.create(pod).await {
+                for _ in i + 1..n {
+                    self.expectations.creation_observed(key);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The failures of `index` so far, counted and ignored, that its next
+/// pod carries: those its latest failed pod carried, and that pod's own.
+fn failures_so_far(index: i32, owned: &[Arc<Pod>], spec: &JobSpec) -> (i32, i32) {
+    let failed = owned
+        .iter()
+        .filter(|p| pods::phase(p) == "Failed" && indexed::of(p) == Some(index));
+    let latest = failed.max_by_key(|p| {
+        let (counted, ignored) = indexed::failures_before(p);
+        counted.saturating_add(ignored)
+    });
+    let Some(pod) = latest else {
+        return (0, 0);
+    };
+    let (counted, ignored) = indexed::failures_before(pod);
+    if policies::judge(spec.pod_failure_policy.as_ref(), pod).counts() {
+        (counted.saturating_add(1), ignored)
+    } else {
+        (counted, ignored.saturating_add(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_runtime::fake::FakeCluster;
+
+    fn job(completions: i32, parallelism: i32, backoff: i32) -> Job {
+        serde_json::from_value(json!({
+            "metadata": {"name": "pi", "namespace": "d", "uid": "job"},
+            "spec": {"completions": completions, "parallelism": parallelism, "backoffLimit": backoff,
+                     "template": {"metadata": {"labels": {"job-name": "pi"}}, "spec": {"restartPolicy": "Never", "containers": [{"name": "c"}]}}},
+        }))
+        .unwrap()
+    }
+
+    fn pod(name: &str, phase: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "d", "uid": name, "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "pi", "uid": "job", "controller": true}]},
+            "spec": {"containers": []}, "status": {"phase": phase},
+        }))
+        .unwrap()
+    }
+
+    fn setup() -> (
+        Arc<FakeCluster>,
+        Informer<Job>,
+        Informer<Pod>,
+        JobController,
+    ) {
+        let fake = Arc::new(FakeCluster::default());
+        let (mut jobs, mut pods) = (Informer::default(), Informer::default());
+        let c = JobController::new(&mut jobs, &mut pods, fake.clone(), Queue::new());
+        (fake, jobs, pods, c)
+    }
+
+    #[tokio::test]
+    async fn runs_parallelism_pods_until_completions_succeed() {
+        let (fake, jobs, pods, c) = setup();
+        jobs.apply(job(3, 2, 6));
+        c.reconcile("d/pi").await.unwrap();
+        assert_eq!(fake.made("create").len(), 2);
+        pods.apply(pod("a", "Succeeded"));
+        pods.apply(pod("b", "Succeeded"));
+        fake.clear();
+        c.reconcile("d/pi").await.unwrap();
+        assert_eq!(fake.made("create").len(), 1, "one completion left");
+        pods.apply(pod("c", "Succeeded"));
+        fake.clear();
+        c.reconcile("d/pi").await.unwrap();
+        let status = &fake.bodies("patch-status")[0]["status"];
+        assert_eq!(status["succeeded"], 3);
+        assert_eq!(status["conditions"][1]["type"], "Complete");
+        assert!(status["completionTime"].is_string());
+    }
+
+    #[tokio::test]
+    async fn a_pod_being_deleted_is_terminating_not_active() {
+        let (fake, jobs, pods, c) = setup();
+        jobs.apply(job(3, 1, 6));
+        let mut leaving = serde_json::to_value(pod("a", "Running")).unwrap();
+        leaving["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        pods.apply(serde_json::from_value(leaving).unwrap());
+        c.reconcile("d/pi").await.unwrap();
+        assert_eq!(fake.made("create").len(), 1, "replaced at once");
+        let status = &fake.bodies("patch-status")[0]["status"];
+        assert_eq!(
+            (&status["terminating"], &status["ready"]),
+            (&json!(1), &json!(0))
+        );
+        assert!(status["active"].is_null(), "a zero Go leaves out: {status}");
+    }
+
+    /// A job with `extra` merged into its spec.
+    fn job_with(extra: Value) -> Job {
+        let mut j = serde_json::to_value(job(4, 2, 6)).unwrap();
+        for (k, v) in extra.as_object().unwrap() {
+            j["spec"][k] = v.clone();
+        }
+        serde_json::from_value(j).unwrap()
+    }
+
+    /// A pod of index `index` in `phase`, with `extra` merged into it.
+    fn indexed_pod(name: &str, index: i32, phase: &str, extra: Value) -> Pod {
+        let mut p = serde_json::to_value(pod(name, phase)).unwrap();
+        p["metadata"]["annotations"] = json!({indexed::INDEX: index.to_string()});
+        for (k, v) in extra.as_object().unwrap() {
+            for (field, value) in v.as_object().unwrap() {
+                p[k][field] = value.clone();
+            }
+        }
+        serde_json::from_value(p).unwrap()
+    }
+
+    fn created_indexes(fake: &FakeCluster) -> Vec<String> {
+        fake.bodies("create")
+            .iter()
+            .map(|p| {
+                p["metadata"]["labels"][indexed::INDEX]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_indexed_job_runs_each_index_once_and_records_the_done_ones() {
+        let (fake, jobs, pods, c) = setup();
+        jobs.apply(job_with(json!({"completionMode": "Indexed"})));
+        c.reconcile("d/pi").await.unwrap();
+        assert_eq!(created_indexes(&fake), ["0", "1"]);
+        let first = &fake.bodies("create")[0];
+        assert_eq!(first["metadata"]["generateName"], "pi-0-");
+        assert_eq!(first["spec"]["hostname"], "pi-0");
+        assert_eq!(
+            first["spec"]["containers"][0]["env"][0]["name"],
+            "JOB_COMPLETION_INDEX"
+        );
+        pods.apply(indexed_pod("a", 0, "Succeeded", json!({})));
+        pods.apply(indexed_pod("b", 1, "Running", json!({})));
+        fake.clear();
+        c.reconcile("d/pi").await.unwrap();
+        assert_eq!(created_indexes(&fake), ["2"], "index 1 still runs");
+        let status = &fake.bodies("patch-status")[0]["status"];
+        assert_eq!(
+            (&status["completedIndexes"], &status["succeeded"]),
+            (&json!("0"), &json!(1))
+        );
+
+        pods.apply(indexed_pod("c", 1, "Running", json!({})));
+        fake.clear();
+        c.reconcile("d/pi").await.unwrap();
+        assert_eq!(fake.made("delete").len(), 1, "a second pod of index 1 goes");
+        assert!(fake.made("create").is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_index_past_its_own_backoff_limit_fails_and_is_not_rerun() {
+        let (fake, jobs, pods, c) = setup();
+        jobs.apply(job_with(
+            json!({"completionMode": "Indexed", "completions": 2, "backoffLimitPerIndex": 1}),
+        ));
+        pods.apply(indexed_pod("a", 0, "Failed", json!({})));
+        pods.apply(indexed_pod("b", 1, "Running", json!({})));
+        c.reconcile("d/pi").await.unwrap();
+        let replacement = &fake.bodies("create")[0]["metadata"]["annotations"];
+        assert_eq!(replacement[indexed::INDEX], "0");
+        assert_eq!(
+            replacement["batch.kubernetes.io/job-index-failure-count"],
+            "1"
+        );
+
+        let again = json!({"metadata": {"annotations": {indexed::INDEX: "0", "batch.kubernetes.io/job-index-failure-count": "1"}}});
+        pods.apply(indexed_pod("a2", 0, "Failed", again));
+        pods.apply(indexed_pod("b", 1, "Succeeded", json!({})));
+        fake.clear();
+        c.reconcile("d/pi").await.unwrap();
+        assert!(fake.made("create").is_empty(), "index 0 failed for good");
+        let status = &fake.bodies("patch-status")[0]["status"];
+        assert_eq!(
+            (&status["failedIndexes"], &status["completedIndexes"]),
+            (&json!("0"), &json!("1"))
+        );
+        assert_eq!(status["conditions"][1]["reason"], "FailedIndexes");
+    }
+
+    #[tokio::test]
+    async fn the_pod_failure_policy_fails_the_job_or_ignores_a_failure() {
+        let (fake, jobs, pods, c) = setup();
+        jobs.apply(job_with(json!({"backoffLimit": 0, "podFailurePolicy": {"rules": [
+            {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}},
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]}})));
+        let evicted =
+            json!({"status": {"conditions": [{"type": "DisruptionTarget", "status": "True"}]}});
+        pods.apply(indexed_pod("a", 0, "Failed", evicted));
+        c.reconcile("d/pi").await.unwrap();
+        assert_eq!(
+            fake.made("create").len(),
+            2,
+            "the ignored failure is replaced"
+        );
+        let status = &fake.bodies("patch-status")[0]["status"];
+        assert!(
+            status["failed"].is_null() && status["conditions"].is_null(),
+            "{status}"
+        );
+
+        let exited = json!({"status": {"containerStatuses": [{"name": "c", "image": "i", "imageID": "",
+            "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 42}}}]}});
+        pods.apply(indexed_pod("b", 0, "Failed", exited));
+        fake.clear();
+        c.reconcile("d/pi").await.unwrap();
+        let status = &fake.bodies("patch-status")[0]["status"];
+        assert_eq!(status["conditions"][1]["reason"], "PodFailurePolicy");
+        assert_eq!(
+            status["conditions"][1]["message"],
+            "Container c for pod d/b failed with exit code 42 matching FailJob rule at index 0"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_met_success_policy_completes_the_job_early() {
+        let (fake, jobs, pods, c) = setup();
+        jobs.apply(job_with(json!({"completionMode": "Indexed",
+            "successPolicy": {"rules": [{"succeededIndexes": "0"}]}})));
+        pods.apply(indexed_pod("a", 0, "Succeeded", json!({})));
+        pods.apply(indexed_pod("b", 1, "Running", json!({})));
+        c.reconcile("d/pi").await.unwrap();
+        assert_eq!(fake.made("delete"), ["pods d/b"]);
+        let status = &fake.bodies("patch-status")[0]["status"];
+        assert_eq!(status["conditions"][0]["type"], "SuccessCriteriaMet");
+        assert_eq!(status["conditions"][1]["reason"], "SuccessPolicy");
+        assert_eq!(
+            status["conditions"][1]["message"],
+            "Matched rules at index 0"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pod_being_deleted_holds_its_place_when_only_failed_pods_are_replaced() {
+        let (fake, jobs, pods, c) = setup();
+        jobs.apply(job_with(
+            json!({"parallelism": 1, "podReplacementPolicy": "Failed"}),
+        ));
+        let leaving = json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}});
+        pods.apply(indexed_pod("a", 0, "Running", leaving));
+        c.reconcile("d/pi").await.unwrap();
+        assert!(fake.made("create").is_empty());
+    }
+
+    #[tokio::test]
+    async fn restarts_in_place_count_against_the_backoff_limit() {
+        let (fake, jobs, pods, c) = setup();
+        let mut on_failure = serde_json::to_value(job(1, 1, 2)).unwrap();
+        on_failure["spec"]["template"]["spec"]["restartPolicy"] = json!("OnFailure");
+        jobs.apply(serde_json::from_value(on_failure).unwrap());
+        let restarted = json!({"status": {"containerStatuses": [{"name": "c", "image": "i", "imageID": "",
+            "ready": false, "restartCount": 2}]}});
+        pods.apply(indexed_pod("a", 0, "Running", restarted));
+        c.reconcile("d/pi").await.unwrap();
+        let status = &fake.bodies("patch-status")[0]["status"];
+        assert_eq!(status["conditions"][1]["reason"], "BackoffLimitExceeded");
+        assert_eq!(fake.made("delete"), ["pods d/a"]);
+    }
+
+    #[tokio::test]
+    async fn fails_past_the_backoff_limit() {
+        let (fake, jobs, pods, c) = setup();
+        jobs.apply(job(1, 1, 1));
+        pods.apply(pod("a", "Failed"));
+        pods.apply(pod("b", "Failed"));
+        c.reconcile("d/pi").await.unwrap();
+        let status = &fake.bodies("patch-status")[0]["status"];
+        assert_eq!(status["conditions"][1]["type"], "Failed");
+        assert_eq!(status["conditions"][1]["reason"], "BackoffLimitExceeded");
+        assert!(fake.made("create").is_empty());
+    }
+}
