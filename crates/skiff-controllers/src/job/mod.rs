@@ -5,6 +5,7 @@
 //! `activeDeadlineSeconds`; completes it early once its success policy
 //! is met; deletes finished Jobs after `ttlSecondsAfterFinished`.
 
+mod backoff;
 mod indexed;
 mod policies;
 
@@ -354,12 +355,11 @@ impl Reconcile for JobController {
                 owned: &owned,
                 tally: &tally,
             };
-            self.manage(key, &job, &spec, plan).await?;
-            if let Some(d) = spec.active_deadline_seconds {
-                requeue = Some(Duration::from_secs(
-                    (started + d - now.timestamp()).max(1) as u64
-                ));
-            }
+            let backing_off = self.manage(key, &job, &spec, plan).await?;
+            let deadline = spec
+                .active_deadline_seconds
+                .map(|d| Duration::from_secs((started + d - now.timestamp()).max(1) as u64));
+            requeue = backing_off.into_iter().chain(deadline).min();
         } else if spec.suspend == Some(true) {
             self.delete_pods(key, &job, &active).await?;
         }
@@ -421,13 +421,15 @@ struct Plan<'a> {
 impl JobController {
     /// Creates or deletes pods until `plan.want` run: for an Indexed Job,
     /// one per index not done, lowest first, and never two of one index.
+    /// Failed pods are replaced after the back-off; the wait left, if a
+    /// replacement waits.
     async fn manage(
         &self,
         key: &str,
         job: &Job,
         spec: &JobSpec,
         plan: Plan<'_>,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<Duration>, Error> {
         let completions = spec.completions.unwrap_or(0);
         let indexed = plan.tally.done.is_some();
         let mut surplus: Vec<Arc<Pod>> = Vec::new();
@@ -454,12 +456,19 @@ impl JobController {
         }
         if !surplus.is_empty() {
             // Replacements wait until the deletions are seen.
-            return self.delete_pods(key, job, &surplus).await;
+            return self.delete_pods(key, job, &surplus).await.map(|()| None);
         }
         let missing = plan.want.saturating_sub(keep.len() + plan.holding.len());
         if missing == 0 {
-            return Ok(());
+            return Ok(None);
         }
+        let now = jiff::Timestamp::now().as_millisecond();
+        let per_index = spec.backoff_limit_per_index.is_some();
+        let wait = backoff::for_job(plan.owned.iter().map(|p| &**p), now);
+        if !per_index && !wait.is_zero() {
+            return Ok(Some(wait));
+        }
+        let mut waiting = None;
         let ns = job.namespace().unwrap_or_default();
         let mut pod = pods::from_template(Some(&spec.template), &ns, pods::controller_ref(job));
         let mut new_pods = Vec::new();
@@ -476,9 +485,17 @@ impl JobController {
             }
             for index in taken.first_missing(missing, completions) {
                 let mut indexed_pod = pod.clone();
-                let failures = spec
-                    .backoff_limit_per_index
-                    .map(|_| failures_so_far(index, plan.owned, spec));
+                let mut failures = None;
+                if per_index {
+                    // Each index backs off from its own failures.
+                    let (so_far, last) = failures_so_far(index, plan.owned, spec);
+                    let wait = backoff::left((so_far.0 + so_far.1) as u32, last, now);
+                    if !wait.is_zero() {
+                        waiting = waiting.into_iter().chain([wait]).min();
+                        continue;
+                    }
+                    failures = Some(so_far);
+                }
                 indexed::stamp(&mut indexed_pod, &job.name_any(), index, failures);
                 new_pods.push(indexed_pod);
             }
@@ -497,13 +514,14 @@ impl JobController {
                 return Err(e);
             }
         }
-        Ok(())
+        Ok(waiting)
     }
 }
 
 /// The failures of `index` so far, counted and ignored, that its next
-/// pod carries: those its latest failed pod carried, and that pod's own.
-fn failures_so_far(index: i32, owned: &[Arc<Pod>], spec: &JobSpec) -> (i32, i32) {
+/// pod carries (those its latest failed pod carried, and that pod's
+/// own), and when that pod finished.
+fn failures_so_far(index: i32, owned: &[Arc<Pod>], spec: &JobSpec) -> ((i32, i32), Option<i64>) {
     let failed = owned
         .iter()
         .filter(|p| pods::phase(p) == "Failed" && indexed::of(p) == Some(index));
@@ -512,13 +530,14 @@ fn failures_so_far(index: i32, owned: &[Arc<Pod>], spec: &JobSpec) -> (i32, i32)
         counted.saturating_add(ignored)
     });
     let Some(pod) = latest else {
-        return (0, 0);
+        return ((0, 0), None);
     };
     let (counted, ignored) = indexed::failures_before(pod);
+    let last = backoff::last_failure([&**pod].into_iter());
     if policies::judge(spec.pod_failure_policy.as_ref(), pod).counts() {
-        (counted.saturating_add(1), ignored)
+        ((counted.saturating_add(1), ignored), last)
     } else {
-        (counted, ignored.saturating_add(1))
+        ((counted, ignored.saturating_add(1)), last)
     }
 }
 
@@ -765,6 +784,24 @@ mod tests {
         let status = &fake.bodies("patch-status")[0]["status"];
         assert_eq!(status["conditions"][1]["reason"], "BackoffLimitExceeded");
         assert_eq!(fake.made("delete"), ["pods d/a"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_pod_is_replaced_after_the_back_off() {
+        let (fake, jobs, pods, c) = setup();
+        jobs.apply(job(3, 1, 6));
+        let just_now = jiff::Timestamp::now().to_string();
+        let not_ready = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": just_now}]}});
+        pods.apply(indexed_pod("a", 0, "Failed", not_ready));
+        let action = c.reconcile("d/pi").await.unwrap();
+        assert!(fake.made("create").is_empty(), "not at once");
+        let Action::RequeueAfter(wait) = action else {
+            panic!("{action:?}")
+        };
+        assert!(
+            wait > Duration::from_secs(8) && wait <= Duration::from_secs(10),
+            "{wait:?}"
+        );
     }
 
     #[tokio::test]
