@@ -280,23 +280,22 @@ impl Reconcile for JobController {
         let succeeded = tally.succeeded;
         let ready = active.iter().filter(|p| pods::is_ready(p)).count();
         let terminating = owned.iter().filter(|p| pods::is_terminating(p)).count();
-        let start = status
-            .start_time
-            .as_ref()
-            .map(|t| t.0.to_string())
-            .unwrap_or_else(|| stamp(now));
-        let started = status
-            .start_time
-            .as_ref()
-            .map(|t| t.0.as_second())
-            .unwrap_or(now.timestamp());
+        let suspended = spec.suspend == Some(true);
+        let mut conditions = Conditions::of(&status, stamp(now));
+        // A suspended Job has not started; a resumed one starts anew.
+        let resumed = !suspended && conditions.is_true("Suspended");
+        let start = match &status.start_time {
+            Some(t) if !resumed => Some(t.0),
+            _ if suspended => None,
+            _ => Some(jiff::Timestamp::from_second(now.timestamp()).unwrap_or_default()),
+        };
+        let started = start.map_or(now.timestamp(), |t| t.as_second());
         let mut requeue = None;
-        let mut conditions: Vec<Value> = Vec::new();
         let mut completion_time = None;
-        let condition = |t: &str, reason: &str, message: &str| json!({"type": t, "status": "True", "reason": reason, "message": message, "lastProbeTime": stamp(now), "lastTransitionTime": stamp(now)});
-        let late = spec
-            .active_deadline_seconds
-            .is_some_and(|d| now.timestamp() - started >= d);
+        let late = !suspended
+            && spec
+                .active_deadline_seconds
+                .is_some_and(|d| now.timestamp() - started >= d);
         let failure = failure(&spec, &tally, &active, late);
         let completions = spec.completions.unwrap_or(0);
         let by_policy = tally
@@ -313,14 +312,14 @@ impl Reconcile for JobController {
         };
         if let Some((reason, message)) = &failure {
             self.delete_pods(key, &job, &active).await?;
-            conditions.push(condition("FailureTarget", reason, message));
-            conditions.push(condition("Failed", reason, message));
+            conditions.set("FailureTarget", true, reason, message);
+            conditions.set("Failed", true, reason, message);
             self.cluster
                 .event(events::about(&*job, COMPONENT, true, reason, message));
         } else if let Some((reason, message)) = &success {
             self.delete_pods(key, &job, &active).await?;
-            conditions.push(condition("SuccessCriteriaMet", reason, message));
-            conditions.push(condition("Complete", reason, message));
+            conditions.set("SuccessCriteriaMet", true, reason, message);
+            conditions.set("Complete", true, reason, message);
             completion_time = Some(stamp(now));
             self.cluster.event(events::about(
                 &*job,
@@ -329,42 +328,52 @@ impl Reconcile for JobController {
                 "Completed",
                 "Job completed",
             ));
-        } else if self.expectations.satisfied(key) && spec.suspend != Some(true) {
-            let parallelism = spec.parallelism.unwrap_or(1).max(0);
-            let want = match spec.completions {
-                Some(c) => parallelism.min(c - succeeded).max(0),
-                None if succeeded > 0 => 0,
-                None => parallelism,
-            } as usize;
-            // Under `podReplacementPolicy: Failed` (and with a pod failure
-            // policy) a pod being deleted holds its place until it is gone.
-            let replace_failed_only = spec.pod_replacement_policy.as_deref() == Some("Failed")
-                || spec.pod_failure_policy.is_some();
-            let holding: Vec<Arc<Pod>> = match replace_failed_only {
-                true => owned
-                    .iter()
-                    .filter(|p| pods::is_terminating(p))
-                    .cloned()
-                    .collect(),
-                false => Vec::new(),
-            };
-            let plan = Plan {
-                want,
-                active: &active,
-                holding: &holding,
-                owned: &owned,
-                tally: &tally,
-            };
-            let backing_off = self.manage(key, &job, &spec, plan).await?;
-            let deadline = spec
-                .active_deadline_seconds
-                .map(|d| Duration::from_secs((started + d - now.timestamp()).max(1) as u64));
-            requeue = backing_off.into_iter().chain(deadline).min();
-        } else if spec.suspend == Some(true) {
+        } else if suspended {
             self.delete_pods(key, &job, &active).await?;
+            if conditions.set("Suspended", true, "JobSuspended", "Job suspended") {
+                let about = events::about(&*job, COMPONENT, false, "Suspended", "Job suspended");
+                self.cluster.event(about);
+            }
+        } else {
+            if conditions.set("Suspended", false, "JobResumed", "Job resumed") {
+                let about = events::about(&*job, COMPONENT, false, "Resumed", "Job resumed");
+                self.cluster.event(about);
+            }
+            if self.expectations.satisfied(key) {
+                let parallelism = spec.parallelism.unwrap_or(1).max(0);
+                let want = match spec.completions {
+                    Some(c) => parallelism.min(c - succeeded).max(0),
+                    None if succeeded > 0 => 0,
+                    None => parallelism,
+                } as usize;
+                // Under `podReplacementPolicy: Failed` (and with a pod failure
+                // policy) a pod being deleted holds its place until it is gone.
+                let replace_failed_only = spec.pod_replacement_policy.as_deref() == Some("Failed")
+                    || spec.pod_failure_policy.is_some();
+                let holding: Vec<Arc<Pod>> = match replace_failed_only {
+                    true => owned
+                        .iter()
+                        .filter(|p| pods::is_terminating(p))
+                        .cloned()
+                        .collect(),
+                    false => Vec::new(),
+                };
+                let plan = Plan {
+                    want,
+                    active: &active,
+                    holding: &holding,
+                    owned: &owned,
+                    tally: &tally,
+                };
+                let backing_off = self.manage(key, &job, &spec, plan).await?;
+                let deadline = spec
+                    .active_deadline_seconds
+                    .map(|d| Duration::from_secs((started + d - now.timestamp()).max(1) as u64));
+                requeue = backing_off.into_iter().chain(deadline).min();
+            }
         }
         let mut next = json!({
-            "startTime": start, "active": omit_zero(active.len()), "succeeded": omit_zero(succeeded),
+            "startTime": start.map(|t| t.to_string()), "active": omit_zero(active.len()), "succeeded": omit_zero(succeeded),
             "failed": omit_zero(tally.failed), "ready": ready, "terminating": terminating,
             // Upstream counts finished pods through a finalizer and lists
             // those it has yet to count here; this controller counts them
@@ -377,18 +386,19 @@ impl Reconcile for JobController {
         if let Some(failed) = &tally.failed_indexes {
             next["failedIndexes"] = json!(failed.to_string());
         }
-        if !conditions.is_empty() {
-            next["conditions"] = json!(conditions);
-            if failure.is_none() {
-                next["active"] = Value::Null;
-            }
+        if success.is_some() && failure.is_none() {
+            next["active"] = Value::Null;
+        }
+        if conditions.changed {
+            next["conditions"] = json!(conditions.list);
         }
         if let Some(t) = completion_time {
             next["completionTime"] = json!(t);
         }
         let old = serde_json::to_value(&status).unwrap_or_default();
-        let changed = !conditions.is_empty()
-            || old["startTime"].is_null()
+        let changed = conditions.changed
+            || resumed
+            || (old["startTime"].is_null() && start.is_some())
             || ["completedIndexes", "failedIndexes"]
                 .iter()
                 .any(|f| old[f] != next[f])
@@ -406,6 +416,49 @@ impl Reconcile for JobController {
 }
 
 const REACHED: &str = "Reached expected number of succeeded pods";
+
+/// A Job's conditions as the controller rewrites them.
+struct Conditions {
+    list: Vec<Value>,
+    changed: bool,
+    now: String,
+}
+
+impl Conditions {
+    fn of(status: &JobStatus, now: String) -> Self {
+        let list = status.conditions.iter().flatten();
+        Self {
+            list: list.filter_map(|c| serde_json::to_value(c).ok()).collect(),
+            changed: false,
+            now,
+        }
+    }
+
+    fn is_true(&self, kind: &str) -> bool {
+        self.list
+            .iter()
+            .any(|c| c["type"] == kind && c["status"] == "True")
+    }
+
+    /// Sets a condition as upstream's `ensureJobConditionStatus` does: a
+    /// condition that says the same is left alone, and a false one is
+    /// not added. Whether it changed anything.
+    fn set(&mut self, kind: &str, status: bool, reason: &str, message: &str) -> bool {
+        let status = if status { "True" } else { "False" };
+        let condition = json!({"type": kind, "status": status, "reason": reason, "message": message,
+            "lastProbeTime": self.now, "lastTransitionTime": self.now});
+        let same =
+            |c: &Value| c["status"] == status && c["reason"] == reason && c["message"] == message;
+        match self.list.iter_mut().find(|c| c["type"] == kind) {
+            Some(c) if same(c) => return false,
+            Some(c) => *c = condition,
+            None if status == "False" => return false,
+            None => self.list.push(condition),
+        }
+        self.changed = true;
+        true
+    }
+}
 
 /// What a running Job's pods should become.
 struct Plan<'a> {
@@ -802,6 +855,38 @@ mod tests {
             wait > Duration::from_secs(8) && wait <= Duration::from_secs(10),
             "{wait:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_suspended_job_runs_nothing_until_resumed() {
+        let (fake, jobs, pods, c) = setup();
+        jobs.apply(job_with(json!({"suspend": true})));
+        pods.apply(pod("a", "Running"));
+        c.reconcile("d/pi").await.unwrap();
+        assert_eq!(fake.made("delete"), ["pods d/a"]);
+        assert!(fake.made("create").is_empty());
+        let status = &fake.bodies("patch-status")[0]["status"];
+        assert_eq!(status["conditions"][0]["reason"], "JobSuspended");
+        assert!(status["startTime"].is_null(), "not started: {status}");
+        assert_eq!(
+            fake.event_messages(),
+            ["SuccessfulDelete Deleted pod: a", "Suspended Job suspended"]
+        );
+
+        let mut resumed = serde_json::to_value(job_with(json!({"suspend": false}))).unwrap();
+        resumed["status"] = fake.bodies("patch-status")[0]["status"].clone();
+        jobs.apply(serde_json::from_value(resumed).unwrap());
+        pods.delete(&pod("a", "Running"));
+        fake.clear();
+        c.reconcile("d/pi").await.unwrap();
+        assert_eq!(fake.made("create").len(), 2);
+        let status = &fake.bodies("patch-status")[0]["status"];
+        let suspended = &status["conditions"][0];
+        assert_eq!(
+            (&suspended["status"], &suspended["reason"]),
+            (&json!("False"), &json!("JobResumed"))
+        );
+        assert!(status["startTime"].is_string());
     }
 
     #[tokio::test]
