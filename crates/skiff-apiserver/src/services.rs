@@ -1,5 +1,5 @@
-//! Service addresses: ClusterIPs from the service CIDR and NodePorts from
-//! 30000–32767. Each allocation is a key in the store naming its Service,
+//! Service addresses: ClusterIPs from the service CIDR, and NodePorts and
+//! health-check NodePorts from 30000–32767. Each allocation is a key in the store naming its Service,
 //! created atomically, so two Services never get the same address, and
 //! allocations survive restarts. Keys whose Service is gone (a crash between
 //! allocating and storing) are released at start.
@@ -12,6 +12,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 use skiff_core::cidr::Cidr;
 use skiff_core::status::Cause;
+use skiff_core::validate::needs_health_check;
 use skiff_core::{meta, registry, ApiError};
 use skiff_store::{ListOptions, Store};
 
@@ -25,7 +26,8 @@ pub struct Allocator {
     store: Arc<dyn Store>,
 }
 
-/// What a Service holds: its ClusterIP (if any) and NodePorts.
+/// What a Service holds: its ClusterIP (if any) and NodePorts (its
+/// health-check port among them).
 #[derive(Debug, Default, PartialEq)]
 pub struct Held {
     pub ip: Option<Ipv4Addr>,
@@ -57,17 +59,25 @@ fn invalid(svc: &Value, field: String, value: &str, why: &str) -> ApiError {
 /// The ClusterIP and NodePorts a Service asks for.
 pub fn held(svc: &Value) -> Held {
     let spec = &svc["spec"];
+    let ports = spec["ports"].as_array().into_iter().flatten();
+    let node_ports = ports.map(|p| &p["nodePort"]);
     Held {
         ip: spec["clusterIP"].as_str().and_then(|ip| ip.parse().ok()),
-        ports: spec["ports"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p["nodePort"].as_u64())
-            .filter_map(|p| u16::try_from(p).ok())
+        ports: node_ports
+            .chain([&spec["healthCheckNodePort"]])
+            .filter_map(port)
             .collect(),
     }
 }
+
+/// A port number set to other than 0.
+fn port(v: &Value) -> Option<u16> {
+    v.as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+}
+
+const HEALTH_CHECK: &str = "spec.healthCheckNodePort";
 
 /// Which of a Service's ports hold NodePorts.
 #[derive(Clone, Copy, PartialEq)]
@@ -162,14 +172,14 @@ impl Allocator {
         )))
     }
 
+    /// A NodePort for `field`: `asked`, or any free one.
     async fn allocate_port(
         &self,
         svc: &Value,
-        i: usize,
+        field: String,
         asked: Option<u16>,
     ) -> Result<u16, ApiError> {
         let who = owner(svc);
-        let field = format!("spec.ports[{i}].nodePort");
         if let Some(port) = asked {
             if !NODE_PORTS.contains(&port) {
                 let why = "provided port is not in the valid range. The range of valid ports is 30000-32767";
@@ -228,6 +238,12 @@ impl Allocator {
             self.add_node_ports(svc, wanted == NodePorts::Asked, taken)
                 .await?;
         }
+        if needs_health_check(&spec) {
+            let asked = port(&spec["healthCheckNodePort"]);
+            let port = self.allocate_port(svc, HEALTH_CHECK.into(), asked).await?;
+            taken.ports.push(port);
+            svc["spec"]["healthCheckNodePort"] = json!(port);
+        }
         Ok(())
     }
 
@@ -241,15 +257,13 @@ impl Allocator {
     ) -> Result<(), ApiError> {
         let count = svc["spec"]["ports"].as_array().map_or(0, Vec::len);
         for i in 0..count {
-            let asked = svc["spec"]["ports"][i]["nodePort"]
-                .as_u64()
-                .and_then(|p| u16::try_from(p).ok())
-                .filter(|p| *p != 0);
+            let asked = port(&svc["spec"]["ports"][i]["nodePort"]);
             if asked.is_none() && asked_only {
                 continue;
             }
             let snapshot = svc.clone();
-            let port = self.allocate_port(&snapshot, i, asked).await?;
+            let field = format!("spec.ports[{i}].nodePort");
+            let port = self.allocate_port(&snapshot, field, asked).await?;
             taken.ports.push(port);
             svc["spec"]["ports"][i]["nodePort"] = json!(port);
         }
@@ -259,12 +273,12 @@ impl Allocator {
     /// Claims what [`settle`] found missing: the ports asked for by number
     /// (an error if taken) and `any` more from the range.
     pub async fn fill(&self, svc: &Value, need: &Need, pool: &mut Pool) -> Result<(), ApiError> {
-        for (i, port) in &need.specific {
-            let port = self.allocate_port(svc, *i, Some(*port)).await?;
+        for (field, port) in &need.specific {
+            let port = self.allocate_port(svc, field.clone(), Some(*port)).await?;
             pool.asked.push(port);
         }
         for _ in 0..need.any {
-            let port = self.allocate_port(svc, 0, None).await?;
+            let port = self.allocate_port(svc, HEALTH_CHECK.into(), None).await?;
             pool.free.push(port);
         }
         Ok(())
@@ -338,15 +352,16 @@ impl Pool {
 /// What an update still needs claimed.
 #[derive(Debug, Default, PartialEq)]
 pub struct Need {
-    /// (port index, NodePort) pairs asked for by number.
-    pub specific: Vec<(usize, u16)>,
+    /// (field, NodePort) pairs asked for by number.
+    pub specific: Vec<(String, u16)>,
     pub any: usize,
 }
 
 /// Settles the NodePorts of an updated Service from what it held before
 /// and what `pool` has claimed: kept ports stay, a port naming none keeps
 /// its old one (same port and protocol) or takes one from the pool, and
-/// a type without NodePorts drops them. Returns what is still missing.
+/// a type without NodePorts drops them; a Service that newly needs a
+/// health-check port takes one. Returns what is still missing.
 pub fn settle(old: &Value, new: &mut Value, pool: &Pool) -> Need {
     let mut need = Need::default();
     let wanted = node_ports(&new["spec"]);
@@ -354,23 +369,17 @@ pub fn settle(old: &Value, new: &mut Value, pool: &Pool) -> Need {
     let old_ports = old["spec"]["ports"].as_array().cloned().unwrap_or_default();
     let mut free = pool.free.iter().copied();
     let mut used: Vec<u16> = Vec::new();
-    let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) else {
-        return need;
-    };
-    for (i, p) in ports.iter_mut().enumerate() {
+    let ports = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut);
+    for (i, p) in ports.into_iter().flatten().enumerate() {
         if wanted == NodePorts::None {
             if let Some(o) = p.as_object_mut() {
                 o.remove("nodePort");
             }
             continue;
         }
-        let asked = p["nodePort"]
-            .as_u64()
-            .and_then(|n| u16::try_from(n).ok())
-            .filter(|n| *n != 0);
-        match asked {
+        match port(&p["nodePort"]) {
             Some(n) if before.contains(&n) || pool.asked.contains(&n) => used.push(n),
-            Some(n) => need.specific.push((i, n)),
+            Some(n) => need.specific.push((format!("spec.ports[{i}].nodePort"), n)),
             None if wanted == NodePorts::Asked => {}
             None => {
                 let same = old_ports
@@ -388,6 +397,16 @@ pub fn settle(old: &Value, new: &mut Value, pool: &Pool) -> Need {
                     None => need.any += 1,
                 }
             }
+        }
+    }
+    if needs_health_check(&new["spec"]) {
+        match port(&new["spec"]["healthCheckNodePort"]) {
+            Some(n) if before.contains(&n) || pool.asked.contains(&n) => {}
+            Some(n) => need.specific.push((HEALTH_CHECK.into(), n)),
+            None => match free.next() {
+                Some(n) => new["spec"]["healthCheckNodePort"] = json!(n),
+                None => need.any += 1,
+            },
         }
     }
     need
@@ -431,7 +450,7 @@ mod tests {
         );
         assert_eq!(
             settle(&old, &mut new, &Pool::default()).specific,
-            vec![(0, 30500)]
+            vec![("spec.ports[0].nodePort".to_owned(), 30500)]
         );
         // ClusterIP drops NodePorts.
         let mut new = svc(
@@ -450,6 +469,22 @@ mod tests {
         assert_eq!(settle(&old, &mut new, &Pool::default()), Need::default());
         assert_eq!(new["spec"]["ports"][0]["nodePort"], 30080);
         assert!(new["spec"]["ports"][1].get("nodePort").is_none(), "{new}");
+        // A LoadBalancer turning its policy Local takes a health-check
+        // port from the pool, and needs one when the pool has none.
+        let lb = svc(
+            "LoadBalancer",
+            json!([{"port": 80, "protocol": "TCP", "nodePort": 30080}]),
+        );
+        let mut local = lb.clone();
+        local["spec"]["externalTrafficPolicy"] = json!("Local");
+        assert_eq!(settle(&lb, &mut local.clone(), &Pool::default()).any, 1);
+        let pool = Pool {
+            free: vec![31500],
+            asked: vec![],
+        };
+        assert_eq!(settle(&lb, &mut local, &pool), Need::default());
+        assert_eq!(local["spec"]["healthCheckNodePort"], 31500);
+        assert_eq!(held(&local).ports, [30080, 31500]);
         // A Service without ports is left without them (not set to null).
         let mut new = json!({"metadata": {"name": "web"}, "spec": {"type": "ClusterIP"}});
         assert_eq!(settle(&old, &mut new, &Pool::default()), Need::default());

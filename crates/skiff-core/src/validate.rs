@@ -14,6 +14,12 @@ mod network_policy;
 mod rollout;
 mod storage;
 
+/// Whether a Service with this spec needs a health-check NodePort: a
+/// LoadBalancer that keeps external traffic on the node it reaches.
+pub fn needs_health_check(spec: &Value) -> bool {
+    spec["type"] == "LoadBalancer" && spec["externalTrafficPolicy"] == "Local"
+}
+
 /// Whether `s` is a DNS-1123 label (`[a-z0-9]([-a-z0-9]*[a-z0-9])?`, ≤ 63).
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()

@@ -4,9 +4,11 @@
 //! atomic `nft -f` transaction. It routes every other node's podCIDR via
 //! that node's InternalIP, and the rest of the cluster and service ranges
 //! to `unreachable`, so no packet for them leaves the machine. It enforces
-//! the NetworkPolicies of its node's pods (see [`policy`]). It removes
-//! everything it made when it stops.
+//! the NetworkPolicies of its node's pods (see [`policy`]), and answers
+//! load balancers' health checks (see [`health`]). It removes everything
+//! it made when it stops.
 
+pub mod health;
 pub mod policy;
 pub mod rules;
 
@@ -208,6 +210,7 @@ pub async fn run(client: Client, config: Config) {
     let mut enforced: Option<String> = None;
     let mut applied: Option<Ruleset> = None;
     let mut routed: BTreeMap<String, String> = BTreeMap::new();
+    let mut health_checks = health::Servers::default();
     loop {
         let cluster = config.unreachable.first().and_then(|r| r.parse().ok());
         let want = node_routes(&nodes.list(), &config.node_name, cluster);
@@ -287,6 +290,8 @@ pub async fn run(client: Client, config: Config) {
         } else if applied.is_none() {
             applied = Some(next);
         }
+        let answers = health::wanted(&svcs, &eps, &config.node_name, applied.is_some());
+        health_checks.serve(answers).await;
         wake.notified().await;
     }
 }

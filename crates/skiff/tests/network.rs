@@ -387,6 +387,7 @@ fn services_dns_and_pod_network_across_two_nodes() {
     let inside = format!(r#"{{"spec": {{"loadBalancerSourceRanges": ["{SUBNET}.0/24"]}}}}"#);
     c.ok(&["patch", "service", "web", "-p", &inside]);
     wait_for("the balancer to answer its ranges", LIMIT, || http_get(&lb));
+    health_checks(c, &bed, &backend_on("node-2"));
     let back = r#"[{"op": "remove", "path": "/spec/loadBalancerSourceRanges"}, {"op": "replace", "path": "/spec/type", "value": "NodePort"}]"#;
     c.ok(&["patch", "service", "web", "--type=json", "-p", back]);
     network_policies(c, &backends, &fetch, &cluster_ip);
@@ -466,7 +467,47 @@ fn services_dns_and_pod_network_across_two_nodes() {
     assert_eq!(log, "first\nsecond\n");
 }
 
-/// A plain HTTP GET from the test process; the body on a 200.
+/// With `externalTrafficPolicy: Local`, a LoadBalancer gets a
+/// health-check NodePort that each node answers as kube-proxy does: 200
+/// where the Service has a ready endpoint, 503 where it has none. Here
+/// only `backend` (on node-2) stays selected.
+fn health_checks(c: &Cluster, bed: &Bed, backend: &str) {
+    let local = r#"{"spec": {"externalTrafficPolicy": "Local"}}"#;
+    c.ok(&["patch", "service", "web", "-p", local]);
+    let svc = c.json(&["get", "service", "web"]);
+    let port = svc["spec"]["healthCheckNodePort"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no health-check port: {svc}"));
+    c.ok(&["label", "pod", backend, "health=only"]);
+    let only = r#"{"spec": {"selector": {"health": "only"}}}"#;
+    c.ok(&["patch", "service", "web", "-p", only]);
+    let reply = |i: usize| http_reply(&format!("{}:{port}", bed.hosts[i].ip));
+    wait_for("node-1 to have no endpoint", LIMIT, || {
+        let (head, body) = reply(0)?;
+        (head.contains(" 503 ") && body.contains("\"localEndpoints\": 0")).then_some(())
+    });
+    let (head, body) = wait_for("node-2 to have its endpoint", LIMIT, || {
+        reply(1).filter(|(head, _)| head.contains(" 200 "))
+    });
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("content-type: application/json"), "{head}");
+    assert!(
+        head.contains("x-load-balancing-endpoint-weight: 1"),
+        "{head}"
+    );
+    assert_eq!(
+        body,
+        "{\n\t\"service\": {\n\t\t\"namespace\": \"default\",\n\t\t\"name\": \"web\"\n\t},\n\t\"localEndpoints\": 1,\n\t\"serviceProxyHealthy\": true\n}"
+    );
+    let back = r#"{"spec": {"externalTrafficPolicy": "Cluster", "selector": {"health": null}}}"#;
+    c.ok(&["patch", "service", "web", "-p", back]);
+    let svc = c.json(&["get", "service", "web"]);
+    assert!(svc["spec"].get("healthCheckNodePort").is_none(), "{svc}");
+    wait_for("the health-check port to close", LIMIT, || {
+        reply(1).is_none().then_some(())
+    });
+}
+
 /// NetworkPolicies, on both nodes: the web pods admit only the client
 /// labelled `role: allowed`, on their named port, whether it is on their
 /// node (bridged traffic) or not, and through the Service too; an egress
@@ -522,7 +563,14 @@ fn network_policies(
     c.ok(&["delete", "networkpolicy", "out"]);
 }
 
+/// A plain HTTP GET from the test process; the body on a 200.
 fn http_get(addr: &str) -> Option<String> {
+    let (head, body) = http_reply(addr)?;
+    head.contains(" 200 ").then_some(body)
+}
+
+/// A plain HTTP GET from the test process: the reply's head and body.
+fn http_reply(addr: &str) -> Option<(String, String)> {
     use std::io::{Read, Write};
     let mut conn =
         std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(3)).ok()?;
@@ -531,5 +579,5 @@ fn http_get(addr: &str) -> Option<String> {
     let mut reply = String::new();
     conn.read_to_string(&mut reply).ok()?;
     let (head, body) = reply.split_once("\r\n\r\n")?;
-    head.contains(" 200 ").then(|| body.to_owned())
+    Some((head.to_owned(), body.to_owned()))
 }

@@ -10,6 +10,7 @@ use std::sync::{LazyLock, Mutex};
 use serde_json::{json, Value};
 use skiff_core::meta;
 use skiff_core::registry::ResourceType;
+use skiff_core::validate::needs_health_check;
 
 /// What a resource does at each step of a write.
 pub trait Strategy: Sync {
@@ -290,8 +291,25 @@ impl Strategy for Services {
 }
 
 /// As upstream: a Service whose type changes to one without NodePorts
-/// loses the NodePorts it had, unless the update set them itself.
+/// loses the NodePorts it had, unless the update set them itself; a
+/// health-check port goes with the need for it, and stays while needed
+/// when the update leaves it out.
 fn drop_type_dependent_fields(current: &Value, next: &mut Value) {
+    let health = "healthCheckNodePort";
+    match (
+        needs_health_check(&current["spec"]),
+        needs_health_check(&next["spec"]),
+    ) {
+        (true, true) if next["spec"][health].as_i64().unwrap_or(0) == 0 => {
+            next["spec"][health] = current["spec"][health].clone();
+        }
+        (true, false) if next["spec"][health] == current["spec"][health] => {
+            if let Some(spec) = next["spec"].as_object_mut() {
+                spec.remove(health);
+            }
+        }
+        _ => {}
+    }
     // A load balancer's own fields go with its type, unless changed too.
     let balanced = |v: &Value| v["spec"]["type"] == "LoadBalancer";
     if balanced(current) && !balanced(next) {
@@ -713,6 +731,20 @@ mod tests {
         let next = of(services).prepare_update(services, &node_port, cluster_ip, None);
         assert!(next["spec"]["ports"][0]["nodePort"].is_null());
         assert!(next["spec"].get("externalTrafficPolicy").is_none());
+        // A health-check port stays while needed, and goes with the need.
+        let local = json!({"spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+            "healthCheckNodePort": 31000, "ports": [{"port": 80}]}});
+        let mut left_out = local.clone();
+        left_out["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("healthCheckNodePort");
+        let next = of(services).prepare_update(services, &local, left_out, None);
+        assert_eq!(next["spec"]["healthCheckNodePort"], 31000);
+        let mut cluster_policy = local.clone();
+        cluster_policy["spec"]["externalTrafficPolicy"] = json!("Cluster");
+        let next = of(services).prepare_update(services, &local, cluster_policy, None);
+        assert!(next["spec"].get("healthCheckNodePort").is_none());
 
         let jobs = r("batch", "jobs");
         let mut job = json!({"metadata": {"name": "j", "uid": "u"}, "spec": {"template": {}}});

@@ -1,6 +1,8 @@
 //! A Service's load-balancer fields, as upstream validates them: each
 //! belongs to `type: LoadBalancer` only; source ranges are CIDRs; the
-//! class is a qualified name that may not change once set.
+//! class is a qualified name that may not change once set; the
+//! health-check port belongs to a `Local` external traffic policy and
+//! stays as allocated.
 
 use serde_json::Value;
 
@@ -57,6 +59,22 @@ pub(super) fn check(spec: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) 
             causes.push(Cause::invalid(class, name, why));
         }
     }
+    let health = "spec.healthCheckNodePort";
+    let needs = super::needs_health_check(spec);
+    let port = spec["healthCheckNodePort"].as_i64().unwrap_or(0);
+    if port != 0 && !needs {
+        let why =
+            "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'";
+        causes.push(Cause::invalid_value(
+            health,
+            &spec["healthCheckNodePort"],
+            why,
+        ));
+    }
+    let kept = old.filter(|o| super::needs_health_check(o) && needs);
+    if kept.is_some_and(|o| o["healthCheckNodePort"] != spec["healthCheckNodePort"]) {
+        causes.push(Cause::forbidden(health, "field is immutable"));
+    }
     // Between two LoadBalancer states the class stays as it was, set or
     // not, as upstream's `sameLoadBalancerClass`.
     let before = old.filter(|o| o["type"] == "LoadBalancer");
@@ -81,6 +99,25 @@ mod tests {
         let mut causes = Vec::new();
         check(&spec, old.as_ref(), &mut causes);
         causes.into_iter().map(|c| c.field).collect()
+    }
+
+    #[test]
+    fn a_health_check_port_belongs_to_a_local_policy_and_stays() {
+        let local = json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local", "healthCheckNodePort": 31000});
+        assert!(fields(local.clone(), None).is_empty());
+        let mut cluster = local.clone();
+        cluster["externalTrafficPolicy"] = json!("Cluster");
+        let mut causes = Vec::new();
+        check(&cluster, None, &mut causes);
+        assert_eq!(causes[0].message, "Invalid value: 31000: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'");
+        let mut moved = local.clone();
+        moved["healthCheckNodePort"] = json!(31001);
+        let mut causes = Vec::new();
+        check(&moved, Some(&local), &mut causes);
+        assert_eq!(
+            (causes[0].field.as_str(), causes[0].message.as_str()),
+            ("spec.healthCheckNodePort", "Forbidden: field is immutable")
+        );
     }
 
     #[test]
