@@ -255,10 +255,13 @@ impl Reconcile for JobController {
             let Some(ttl) = spec.ttl_seconds_after_finished else {
                 return Ok(Action::Done);
             };
+            // When it finished: its completion, or its Complete or Failed
+            // condition turning true.
             let done = status.completion_time.as_ref().or(status
                 .conditions
                 .iter()
                 .flatten()
+                .filter(|c| matches!(c.type_.as_str(), "Complete" | "Failed") && c.status == "True")
                 .find_map(|c| c.last_transition_time.as_ref()));
             let done = done.map(|t| t.0.as_second()).unwrap_or(now.timestamp());
             let left = done + i64::from(ttl) - now.timestamp();
