@@ -1,12 +1,13 @@
 //! Endpoints and EndpointSlices for Services with a selector: the IPs of
 //! the pods it selects, ready or not, with the Service's ports resolved
-//! against each pod's container ports.
+//! against each pod's container ports, each slice endpoint with its
+//! node's zone and the hints the Service's `trafficDistribution` asks for.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
@@ -23,13 +24,38 @@ const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
 const MANAGER: &str = "endpointslice-controller.k8s.io";
 /// Endpoints per slice, upstream's default.
 const PER_SLICE: usize = 100;
+/// The node label that names its zone.
+const ZONE: &str = "topology.kubernetes.io/zone";
 
 pub struct EndpointsController {
     pub services: Arc<Cache<Service>>,
     pub pods: Arc<Cache<Pod>>,
     pub endpoints: Arc<Cache<Endpoints>>,
     pub slices: Arc<Cache<EndpointSlice>>,
+    pub nodes: Arc<Cache<Node>>,
     pub cluster: Arc<dyn Cluster>,
+}
+
+/// The hints a ready endpoint on `node` in `zone` carries for a Service's
+/// traffic distribution, as upstream's `trafficdist` heuristics write
+/// them: its zone for `PreferClose`/`PreferSameZone`, its node and zone
+/// for `PreferSameNode`, none otherwise.
+fn hints(distribution: Option<&str>, node: Option<&str>, zone: Option<&str>) -> Option<Value> {
+    let zones = zone.map(|z| json!([{"name": z}]));
+    let nodes = node.map(|n| json!([{"name": n}]));
+    let (zones, nodes) = match distribution {
+        Some("PreferClose" | "PreferSameZone") => (zones, None),
+        Some("PreferSameNode") => (zones, nodes),
+        _ => return None,
+    };
+    let mut hints = serde_json::Map::new();
+    if let Some(z) = zones {
+        hints.insert("forZones".into(), z);
+    }
+    if let Some(n) = nodes {
+        hints.insert("forNodes".into(), n);
+    }
+    (!hints.is_empty()).then_some(Value::Object(hints))
 }
 
 fn selects(svc: &Service, pod: &Pod) -> bool {
@@ -49,6 +75,7 @@ impl EndpointsController {
     pub fn new(
         services: &mut Informer<Service>,
         pods: &mut Informer<Pod>,
+        nodes: &mut Informer<Node>,
         endpoints: &Informer<Endpoints>,
         slices: &mut Informer<EndpointSlice>,
         cluster: Arc<dyn Cluster>,
@@ -56,6 +83,19 @@ impl EndpointsController {
     ) -> Self {
         crate::owned::queue_self(services, queue.clone());
         let svc_cache = services.cache();
+        // A node's zone is its endpoints': when it changes, every Service
+        // is looked at again (rare: zones are set when nodes join).
+        let (all, q) = (svc_cache.clone(), queue.clone());
+        nodes.on_change(move |old, new| {
+            let zone = |n: &Node| n.labels().get(ZONE).cloned();
+            if let (Some(a), Some(b)) = (old, new) {
+                if zone(a) != zone(b) {
+                    for svc in all.list() {
+                        q.add(key_of(&*svc));
+                    }
+                }
+            }
+        });
         let q = queue.clone();
         pods.on_change(move |old, new| {
             // Only what endpoints show matters: labels, IP, readiness, node.
@@ -93,6 +133,7 @@ impl EndpointsController {
             pods: pods.cache(),
             endpoints: endpoints.cache(),
             slices: slices.cache(),
+            nodes: nodes.cache(),
             cluster,
         }
     }
@@ -279,14 +320,36 @@ impl Reconcile for EndpointsController {
             }
         }
         // EndpointSlices: one per port set, at most PER_SLICE endpoints each.
+        let distribution = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.traffic_distribution.as_deref());
+        let slice_endpoint = |p: &Pod, ready: bool| {
+            let terminating = p.metadata.deletion_timestamp.is_some();
+            let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
+            let zone = node
+                .and_then(|n| self.nodes.get(n))
+                .and_then(|n| n.labels().get(ZONE).cloned());
+            let mut e = named(
+                json!({"addresses": [ip(p)], "conditions": {"ready": ready, "serving": pods::is_ready(p) || publish_not_ready, "terminating": terminating},
+                   "nodeName": node, "targetRef": target_ref(p)}),
+                p,
+            );
+            if let Some(h) = hints(distribution, node, zone.as_deref()).filter(|_| ready) {
+                e["hints"] = h;
+            }
+            if let Some(z) = zone {
+                e["zone"] = json!(z);
+            }
+            e
+        };
         let mut desired: Vec<Value> = Vec::new();
         for (ports, members) in &groups {
             for chunk in members.chunks(PER_SLICE) {
-                let endpoints: Vec<Value> = chunk.iter().map(|(p, ready)| {
-                    let terminating = p.metadata.deletion_timestamp.is_some();
-                    named(json!({"addresses": [ip(p)], "conditions": {"ready": ready, "serving": pods::is_ready(p) || publish_not_ready, "terminating": terminating},
-                           "nodeName": p.spec.as_ref().and_then(|s| s.node_name.clone()), "targetRef": target_ref(p)}), p)
-                }).collect();
+                let endpoints: Vec<Value> = chunk
+                    .iter()
+                    .map(|(p, ready)| slice_endpoint(p, *ready))
+                    .collect();
                 desired.push(json!({"ports": ports_json(ports), "endpoints": endpoints}));
             }
         }
@@ -360,6 +423,7 @@ mod tests {
     struct Informers {
         services: Informer<Service>,
         pods: Informer<Pod>,
+        nodes: Informer<Node>,
         slices: Informer<EndpointSlice>,
     }
 
@@ -368,12 +432,14 @@ mod tests {
         let mut i = Informers {
             services: Informer::default(),
             pods: Informer::default(),
+            nodes: Informer::default(),
             slices: Informer::default(),
         };
         let endpoints = Informer::default();
         let c = EndpointsController::new(
             &mut i.services,
             &mut i.pods,
+            &mut i.nodes,
             &endpoints,
             &mut i.slices,
             fake.clone(),
@@ -409,6 +475,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn endpoints_carry_their_zone_and_the_hints_the_distribution_asks_for() {
+        let (fake, c, i) = controller();
+        i.nodes.apply(
+            serde_json::from_value(json!({"metadata": {"name": "n1", "labels": {ZONE: "z1"}}}))
+                .unwrap(),
+        );
+        let svc = |distribution: &str| -> Service {
+            serde_json::from_value(json!({
+                "metadata": {"name": "web", "namespace": "d", "uid": "svc"},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}],
+                         "trafficDistribution": distribution},
+            }))
+            .unwrap()
+        };
+        i.services.apply(svc("PreferClose"));
+        i.pods.apply(pod("a", "10.42.0.5", true));
+        i.pods.apply(pod("b", "10.42.0.6", false));
+        c.reconcile("d/web").await.unwrap();
+        let slice = fake
+            .bodies("create")
+            .into_iter()
+            .find(|o| o["kind"] == "EndpointSlice")
+            .unwrap();
+        let (ready, not_ready) = (&slice["endpoints"][0], &slice["endpoints"][1]);
+        assert_eq!(ready["zone"], "z1");
+        assert_eq!(ready["hints"], json!({"forZones": [{"name": "z1"}]}));
+        assert!(
+            not_ready.get("hints").is_none(),
+            "only ready endpoints get hints"
+        );
+        assert_eq!(
+            hints(Some("PreferSameNode"), Some("n1"), None),
+            Some(json!({"forNodes": [{"name": "n1"}]}))
+        );
+        assert_eq!(hints(None, Some("n1"), Some("z1")), None);
+        assert_eq!(hints(Some("PreferClose"), Some("n1"), None), None);
+    }
+
+    #[tokio::test]
     async fn scaling_to_zero_empties_the_slice_every_time() {
         let (
             fake,
@@ -417,6 +522,7 @@ mod tests {
                 services,
                 pods,
                 slices,
+                ..
             },
         ) = controller();
         services.apply(

@@ -394,6 +394,7 @@ async fn run_all(client: Client, writers: Arc<Writers>, config: Config, metrics:
     let c = EndpointsController::new(
         &mut services,
         &mut pods,
+        &mut nodes,
         &endpoints,
         &mut slices,
         cluster("endpoint-controller"),

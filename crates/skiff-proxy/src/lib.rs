@@ -69,6 +69,9 @@ pub async fn apply(script: &str) -> Result<(), Error> {
     }
 }
 
+/// The node label that names its zone.
+const ZONE: &str = "topology.kubernetes.io/zone";
+
 /// Lets packets from pods be DNATed to loopback endpoints (the API server
 /// and cluster DNS of a single-node cluster listen on 127.0.0.1).
 const ROUTE_LOCALNET: &str = "/proc/sys/net/ipv4/conf/all/route_localnet";
@@ -266,7 +269,15 @@ pub async fn run(client: Client, config: Config) {
         }
         let svcs: Vec<Service> = services.list().iter().map(|s| (**s).clone()).collect();
         let eps: Vec<EndpointSlice> = slices.list().iter().map(|s| (**s).clone()).collect();
-        let next = rules::desired(&svcs, &eps, &config.node_name);
+        let me = nodes.get(&config.node_name);
+        let zone = me
+            .as_ref()
+            .and_then(|n| n.metadata.labels.as_ref()?.get(ZONE));
+        let place = rules::Place {
+            node: &config.node_name,
+            zone: zone.map(String::as_str),
+        };
+        let next = rules::desired(&svcs, &eps, place);
         if cleanup.localnet_was.is_none() && dnats_to_loopback(&next) {
             if let Ok(was) = std::fs::read_to_string(ROUTE_LOCALNET) {
                 match std::fs::write(ROUTE_LOCALNET, "1") {

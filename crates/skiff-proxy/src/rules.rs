@@ -86,14 +86,67 @@ fn ipv4(s: &str) -> Option<std::net::Ipv4Addr> {
     s.parse().ok()
 }
 
+/// Where the rules are for: a node, and its zone if it has one.
+#[derive(Clone, Copy, Debug)]
+pub struct Place<'a> {
+    pub node: &'a str,
+    pub zone: Option<&'a str>,
+}
+
+impl<'a> From<&'a str> for Place<'a> {
+    fn from(node: &'a str) -> Self {
+        Place { node, zone: None }
+    }
+}
+
+/// A ready endpoint of a port, as seen from one node.
+struct Target {
+    local: bool,
+    /// Whether its node hints name this node; none without node hints.
+    for_node: Option<bool>,
+    /// Whether its zone hints name this node's zone; none without.
+    for_zone: Option<bool>,
+}
+
+/// The endpoints cluster-wide traffic takes, as kube-proxy reads the
+/// hints a Service's `trafficDistribution` has the slices carry: those
+/// for this node, when every endpoint has node hints and one is for it;
+/// else those for this zone, when every endpoint has zone hints and one
+/// is for it; else all.
+fn by_topology(targets: &BTreeMap<(String, i32), Target>) -> Vec<&(String, i32)> {
+    let all_with = |hint: fn(&Target) -> Option<bool>| {
+        let hinted = targets.values().all(|t| hint(t).is_some());
+        hinted && targets.values().any(|t| hint(t) == Some(true))
+    };
+    let hint: Option<fn(&Target) -> Option<bool>> = if all_with(|t| t.for_node) {
+        Some(|t| t.for_node)
+    } else if all_with(|t| t.for_zone) {
+        Some(|t| t.for_zone)
+    } else {
+        None
+    };
+    targets
+        .iter()
+        .filter(|(_, t)| hint.is_none_or(|h| h(t) == Some(true)))
+        .map(|(k, _)| k)
+        .collect()
+}
+
 /// The ruleset for these Services and their EndpointSlices, on `node`.
 ///
 /// A port's traffic policies pick its endpoints: `internalTrafficPolicy:
 /// Local` sends ClusterIP traffic only to endpoints on this node, and
 /// `externalTrafficPolicy: Local` NodePort and external-IP traffic, which
 /// then keeps the client's address (only traffic from this node itself is
-/// masqueraded). With no endpoint to pick, a port has no element.
-pub fn desired(services: &[Service], slices: &[EndpointSlice], node: &str) -> Ruleset {
+/// masqueraded). Traffic for every endpoint takes those the slices' hints
+/// give this node or zone (see [`by_topology`]). With no endpoint to
+/// pick, a port has no element.
+pub fn desired<'a>(
+    services: &[Service],
+    slices: &[EndpointSlice],
+    place: impl Into<Place<'a>>,
+) -> Ruleset {
+    let Place { node, zone } = place.into();
     let mut set = Ruleset::default();
     for svc in services {
         let (Some(ns), Some(name)) = (&svc.metadata.namespace, &svc.metadata.name) else {
@@ -142,9 +195,8 @@ pub fn desired(services: &[Service], slices: &[EndpointSlice], node: &str) -> Ru
                 continue;
             };
             let port_name = port.name.clone().unwrap_or_default();
-            // Ready endpoints of this port, each once, and whether each
-            // is on this node.
-            let mut targets: BTreeMap<(String, i32), bool> = BTreeMap::new();
+            // Ready endpoints of this port, each once, where they are.
+            let mut targets: BTreeMap<(String, i32), Target> = BTreeMap::new();
             for slice in &mine {
                 let Some(target) = slice.ports.iter().flatten().find(|p| {
                     p.name.clone().unwrap_or_default() == port_name
@@ -157,19 +209,34 @@ pub fn desired(services: &[Service], slices: &[EndpointSlice], node: &str) -> Ru
                 };
                 for e in &slice.endpoints {
                     let ready = e.conditions.as_ref().and_then(|c| c.ready) != Some(false);
-                    if ready {
-                        if let Some(addr) = e.addresses.first().and_then(|a| ipv4(a)) {
-                            let local = e.node_name.as_deref() == Some(node);
-                            targets.insert((addr.to_string(), target_port), local);
-                        }
+                    let Some(addr) = e.addresses.first().and_then(|a| ipv4(a)) else {
+                        continue;
+                    };
+                    if !ready {
+                        continue;
                     }
+                    let hints = e.hints.as_ref();
+                    let for_node = hints
+                        .and_then(|h| h.for_nodes.as_ref())
+                        .filter(|n| !n.is_empty())
+                        .map(|n| n.iter().any(|n| n.name == node));
+                    let for_zone = hints
+                        .and_then(|h| h.for_zones.as_ref())
+                        .filter(|z| !z.is_empty())
+                        .map(|z| z.iter().any(|z| Some(z.name.as_str()) == zone));
+                    let target = Target {
+                        local: e.node_name.as_deref() == Some(node),
+                        for_node,
+                        for_zone,
+                    };
+                    targets.insert((addr.to_string(), target_port), target);
                 }
             }
-            let all: Vec<&(String, i32)> = targets.keys().collect();
+            let all = by_topology(&targets);
             let local: Vec<&(String, i32)> = targets
                 .iter()
-                .filter(|(_, l)| **l)
-                .map(|(t, _)| t)
+                .filter(|(_, t)| t.local)
+                .map(|(k, _)| k)
                 .collect();
             let svc_chain = service_chain(ns, name, &port_name, proto);
             let pick = Pick { proto, affinity };
@@ -491,6 +558,73 @@ mod tests {
         assert!(pinned.chains[svc_chain][0].starts_with("ip saddr @aff-"));
     }
 
+    /// The rules of the endpoints chain `chain` picks among.
+    fn dnats(set: &Ruleset, chain: &str) -> Vec<String> {
+        let picks = &set.chains[chain];
+        let eps = picks.last().unwrap().split("jump ").skip(1);
+        eps.map(|e| {
+            e.trim_end_matches([' ', '}', ','])
+                .split(',')
+                .next()
+                .unwrap()
+                .trim()
+                .to_owned()
+        })
+        .flat_map(|ep| set.chains[&ep].clone())
+        .collect()
+    }
+
+    #[test]
+    fn hints_keep_cluster_traffic_in_its_zone_or_on_its_node() {
+        let svc = web(false, None);
+        let mut hinted = slice(&[("10.42.0.5", true), ("10.42.1.6", true)]);
+        for (e, (node, zone)) in hinted
+            .endpoints
+            .iter_mut()
+            .zip([("n1", "z1"), ("n2", "z2")])
+        {
+            e.node_name = Some(node.into());
+            e.hints = serde_json::from_value(json!({"forZones": [{"name": zone}]})).unwrap();
+        }
+        let picked = |slice: &EndpointSlice, node: &'static str, zone: Option<&'static str>| {
+            let set = desired(
+                std::slice::from_ref(&svc),
+                std::slice::from_ref(slice),
+                Place { node, zone },
+            );
+            let rules = dnats(&set, &set.services["10.43.0.20 . tcp . 80"]);
+            rules.into_iter().filter(|r| r.contains("dnat")).count()
+        };
+        assert_eq!(picked(&hinted, "n1", Some("z1")), 1, "its own zone's");
+        assert_eq!(
+            picked(&hinted, "n3", Some("z9")),
+            2,
+            "no endpoint for this zone"
+        );
+        assert_eq!(picked(&hinted, "n3", None), 2, "a node without a zone");
+        let mut partly = hinted.clone();
+        partly.endpoints[1].hints = None;
+        assert_eq!(
+            picked(&partly, "n1", Some("z1")),
+            2,
+            "hints on every endpoint or none apply"
+        );
+        let mut by_node = hinted.clone();
+        for e in &mut by_node.endpoints {
+            let node = e.node_name.clone().unwrap();
+            e.hints = serde_json::from_value(
+                json!({"forNodes": [{"name": node}], "forZones": [{"name": "z1"}]}),
+            )
+            .unwrap();
+        }
+        assert_eq!(picked(&by_node, "n2", Some("z1")), 1, "its own node's");
+        assert_eq!(
+            picked(&by_node, "n3", Some("z1")),
+            2,
+            "none on this node: its zone's"
+        );
+    }
+
     #[test]
     fn traffic_policies_pick_this_nodes_endpoints_and_external_ips_route() {
         let mut svc = web(false, Some(30080));
@@ -507,27 +641,13 @@ mod tests {
         assert!(internal.starts_with("svl-") && external.starts_with("svx-"));
         assert_eq!(&set.services["192.0.2.10 . tcp . 80"], external);
         assert_eq!(set.services.len(), 2, "{:?}", set.services);
-        let dnats = |chain: &str| -> Vec<String> {
-            let picks = &set.chains[chain];
-            let eps = picks.last().unwrap().split("jump ").skip(1);
-            eps.map(|e| {
-                e.trim_end_matches([' ', '}', ','])
-                    .split(',')
-                    .next()
-                    .unwrap()
-                    .trim()
-                    .to_owned()
-            })
-            .flat_map(|ep| set.chains[&ep].clone())
-            .collect()
-        };
-        let internal_rules = dnats(internal);
+        let internal_rules = dnats(&set, internal);
         assert_eq!(
             internal_rules.last().unwrap(),
             "meta l4proto tcp dnat ip to 10.42.0.5:8080"
         );
         // External traffic keeps its source; only this node's is masqueraded.
-        let external_rules = dnats(external);
+        let external_rules = dnats(&set, external);
         assert!(
             external_rules[0].starts_with("fib saddr type local meta mark set"),
             "{external_rules:?}"

@@ -340,6 +340,8 @@ fn services_dns_and_pod_network_across_two_nodes() {
     let cluster =
         r#"{"spec": {"internalTrafficPolicy": "Cluster", "externalTrafficPolicy": "Cluster"}}"#;
     c.ok(&["patch", "service", "web", "-p", cluster]);
+    let mine: Vec<String> = bed.hosts.iter().map(|h| backend_on(&h.name)).collect();
+    traffic_distribution(c, &bed, &fetch, &cluster_ip, &mine);
     // A load balancer's address (here the first node's own, as a balancer
     // that hands out node addresses writes it) takes the Service's port,
     // from the Service's source ranges only.
@@ -465,6 +467,64 @@ fn services_dns_and_pod_network_across_two_nodes() {
     );
     let log = c.ok(&["exec", "second", "--", "cat", "/data/log"]);
     assert_eq!(log, "first\nsecond\n");
+}
+
+/// With `trafficDistribution: PreferClose` and each node in a zone of its
+/// own, the slices carry zone hints and each node's clients reach the
+/// backend in their zone only (`mine[i]`, on host `i`); without it, both
+/// again.
+fn traffic_distribution(
+    c: &Cluster,
+    bed: &Bed,
+    fetch: &dyn Fn(&str, &str) -> std::process::Output,
+    cluster_ip: &str,
+    mine: &[String],
+) {
+    for h in &bed.hosts {
+        let zone = format!("topology.kubernetes.io/zone=zone-{}", h.name);
+        c.ok(&["label", "node", &h.name, &zone]);
+    }
+    let close = r#"{"spec": {"trafficDistribution": "PreferClose"}}"#;
+    c.ok(&["patch", "service", "web", "-p", close]);
+    wait_for("zone hints in the slice", LIMIT, || {
+        let slices = c.json(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+        ]);
+        let endpoints = slices["items"][0]["endpoints"].as_array()?.clone();
+        let hinted = endpoints.iter().all(|e| {
+            let zone = e["zone"].as_str().unwrap_or("none");
+            e["hints"]["forZones"][0]["name"] == zone
+        });
+        (endpoints.len() == 2 && hinted).then_some(())
+    });
+    for (h, mine) in bed.hosts.iter().zip(mine) {
+        let client = format!("client-{}", h.name);
+        wait_for(&format!("{client} to keep to its zone"), LIMIT, || {
+            let answers: BTreeSet<String> = (0..8)
+                .filter_map(|_| {
+                    let out = fetch(&client, cluster_ip);
+                    out.status
+                        .success()
+                        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+                })
+                .collect();
+            (answers.len() == 1 && answers.contains(mine)).then_some(())
+        });
+    }
+    let anywhere = r#"{"spec": {"trafficDistribution": null}}"#;
+    c.ok(&["patch", "service", "web", "-p", anywhere]);
+    let client = format!("client-{}", bed.hosts[0].name);
+    let mut seen = BTreeSet::new();
+    wait_for("both zones again", LIMIT, || {
+        let out = fetch(&client, cluster_ip);
+        if out.status.success() {
+            seen.insert(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+        }
+        (seen.len() == 2).then_some(())
+    });
 }
 
 /// With `externalTrafficPolicy: Local`, a LoadBalancer gets a
