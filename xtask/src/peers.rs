@@ -60,6 +60,8 @@ fn start(root: &Path, kubectl: &Path) -> Result<Server> {
         // The Python client's metrics test reads a new pod's usage 10 s
         // after it runs: scrape more often than the default 15 s.
         .args(["--metrics-resolution", "5s"])
+        // Names outside the cluster are refused, not asked off the machine.
+        .args(["--upstream-resolv-conf", ""])
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()

@@ -230,8 +230,12 @@ impl Allocator {
             svc["spec"]["clusterIPs"] = json!([ip.to_string()]);
         }
         if !external {
+            // IPv4 only (validation refuses IPv6 and RequireDualStack);
+            // PreferDualStack is kept, as upstream keeps it.
             svc["spec"]["ipFamilies"] = json!(["IPv4"]);
-            svc["spec"]["ipFamilyPolicy"] = json!("SingleStack");
+            if svc["spec"]["ipFamilyPolicy"].is_null() {
+                svc["spec"]["ipFamilyPolicy"] = json!("SingleStack");
+            }
         }
         let wanted = node_ports(&spec);
         if wanted != NodePorts::None {

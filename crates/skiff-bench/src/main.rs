@@ -238,6 +238,9 @@ impl Server {
             .args(["server", "--data-dir"])
             .arg(dir)
             .args(["--https-port", &port.to_string()])
+            // Names outside the cluster are refused, not asked off the
+            // machine.
+            .args(["--upstream-resolv-conf", ""])
             .args(args)
             .env(
                 "RUST_LOG",

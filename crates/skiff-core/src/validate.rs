@@ -1101,13 +1101,23 @@ fn mount_modes(m: &Value, container: &Value, mounts: At<'_>, causes: &mut Vec<Ca
     }
 }
 
-/// A Service's traffic policies, as upstream's validation; an external
-/// IP must be an address.
+/// A Service's traffic policies and distribution, as upstream's
+/// validation; an external IP must be an address.
 fn traffic_policies(spec: &Value, kind: &str, causes: &mut Vec<Cause>) {
     const POLICIES: [&str; 2] = ["Cluster", "Local"];
     for field in ["internalTrafficPolicy", "externalTrafficPolicy"] {
         if let Some(p) = spec[field].as_str().filter(|p| !POLICIES.contains(p)) {
             causes.push(Cause::unsupported(format!("spec.{field}"), p, &POLICIES));
+        }
+    }
+    const DISTRIBUTIONS: [&str; 3] = ["PreferClose", "PreferSameNode", "PreferSameZone"];
+    if let Some(d) = spec["trafficDistribution"].as_str() {
+        if !DISTRIBUTIONS.contains(&d) {
+            causes.push(Cause::unsupported(
+                "spec.trafficDistribution",
+                d,
+                &DISTRIBUTIONS,
+            ));
         }
     }
     let external = !spec["externalTrafficPolicy"].is_null();
@@ -1172,6 +1182,20 @@ fn service(spec: &Value, causes: &mut Vec<Cause>) {
         }
     }
     traffic_policies(spec, kind, causes);
+    families(spec, kind, causes);
+    if kind == "ExternalName" {
+        // A fully qualified name may end with its dot.
+        match spec["externalName"]
+            .as_str()
+            .map(|n| n.strip_suffix('.').unwrap_or(n))
+        {
+            None | Some("") => causes.push(Cause::required("spec.externalName")),
+            Some(name) if !is_dns_subdomain(name) => {
+                causes.push(Cause::invalid("spec.externalName", name, SUBDOMAIN_MSG));
+            }
+            Some(_) => {}
+        }
+    }
     match spec["clusterIP"].as_str() {
         None | Some("" | "None") => {}
         Some(ip) if ip.parse::<std::net::Ipv4Addr>().is_err() => causes.push(Cause::invalid(
@@ -1184,6 +1208,46 @@ fn service(spec: &Value, causes: &mut Vec<Cause>) {
             "may not be set for ExternalName services",
         )),
         Some(_) => {}
+    }
+}
+
+/// A Service's IP families, as upstream checks them on a single-stack
+/// IPv4 cluster (Skiff's services are IPv4 only).
+fn families(spec: &Value, kind: &str, causes: &mut Vec<Cause>) {
+    let external = kind == "ExternalName";
+    const FOR_EXTERNAL: &str = "may not be set for ExternalName services";
+    let policy = &spec["ipFamilyPolicy"];
+    match policy.as_str() {
+        None => {}
+        Some(_) if external => causes.push(Cause::forbidden("spec.ipFamilyPolicy", FOR_EXTERNAL)),
+        Some("SingleStack" | "PreferDualStack") => {}
+        Some("RequireDualStack") => causes.push(Cause::invalid(
+            "spec.ipFamilyPolicy",
+            "RequireDualStack",
+            "this cluster is not configured for dual-stack services",
+        )),
+        Some(other) => causes.push(Cause::unsupported(
+            "spec.ipFamilyPolicy",
+            other,
+            &["PreferDualStack", "RequireDualStack", "SingleStack"],
+        )),
+    }
+    let families = spec["ipFamilies"].as_array().map_or(&[][..], Vec::as_slice);
+    if external && !families.is_empty() {
+        causes.push(Cause::forbidden("spec.ipFamilies", FOR_EXTERNAL));
+        return;
+    }
+    for (i, family) in families.iter().enumerate() {
+        let field = format!("spec.ipFamilies[{i}]");
+        match family.as_str().unwrap_or_default() {
+            "IPv4" => {}
+            "IPv6" => causes.push(Cause::invalid(
+                field,
+                "IPv6",
+                "not configured on this cluster",
+            )),
+            other => causes.push(Cause::unsupported(field, other, &["IPv4", "IPv6"])),
+        }
     }
 }
 
@@ -1866,6 +1930,53 @@ mod tests {
             job_causes(json!({"successPolicy": {"rules": []}})),
             ["spec.successPolicy: Invalid value: {\"rules\":[]}: requires indexed completion mode"]
         );
+    }
+
+    #[test]
+    fn services_are_ipv4_only_and_external_names_are_names() {
+        let services = lookup("", "v1", "services").unwrap();
+        let causes = |extra: Value| {
+            let mut svc = json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}});
+            for (k, v) in extra.as_object().unwrap() {
+                svc["spec"][k] = v.clone();
+            }
+            match object(services, &svc, None) {
+                Ok(()) => String::new(),
+                Err(e) => e.message,
+            }
+        };
+        assert_eq!(
+            causes(json!({"ipFamilyPolicy": "PreferDualStack", "ipFamilies": ["IPv4"]})),
+            ""
+        );
+        let dual =
+            causes(json!({"ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv4", "IPv6"]}));
+        assert!(dual.contains(r#"spec.ipFamilyPolicy: Invalid value: "RequireDualStack": this cluster is not configured for dual-stack services"#), "{dual}");
+        assert!(
+            dual.contains(
+                r#"spec.ipFamilies[1]: Invalid value: "IPv6": not configured on this cluster"#
+            ),
+            "{dual}"
+        );
+        let external =
+            |name: &str| causes(json!({"type": "ExternalName", "externalName": name, "ports": []}));
+        assert_eq!(external("mail.example.com."), "");
+        assert!(
+            external("mail example").contains("spec.externalName: Invalid value"),
+            "{}",
+            external("x y")
+        );
+        assert!(external("").contains("spec.externalName: Required value"));
+    }
+
+    #[test]
+    fn a_services_traffic_distribution_is_one_upstream_knows() {
+        let services = lookup("", "v1", "services").unwrap();
+        let svc = |d: &str| json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}], "trafficDistribution": d}});
+        assert!(object(services, &svc("PreferSameNode"), None).is_ok());
+        let err = object(services, &svc("Nearby"), None).unwrap_err();
+        let why = r#"spec.trafficDistribution: Unsupported value: "Nearby": supported values: "PreferClose", "PreferSameNode", "PreferSameZone""#;
+        assert!(err.message.contains(why), "{}", err.message);
     }
 
     #[test]

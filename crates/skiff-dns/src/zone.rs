@@ -4,7 +4,9 @@
 //!   headless Service;
 //! - `host.svc.ns.svc.<domain>`: an endpoint with a hostname (StatefulSet
 //!   pods);
-//! - `_port._proto.svc.ns.svc.<domain>`: SRV records of named ports.
+//! - `_port._proto.svc.ns.svc.<domain>`: SRV records of named ports;
+//! - `svc.ns.svc.<domain>` of an ExternalName Service: a CNAME to its
+//!   external name.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -17,7 +19,12 @@ use skiff_core::endpoint_slices::slices_of;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Entry {
     A(Ipv4Addr),
-    Srv { port: u16, target: String },
+    Srv {
+        port: u16,
+        target: String,
+    },
+    /// The name is an alias of this one (fully qualified).
+    Cname(String),
 }
 
 /// What a query finds.
@@ -67,6 +74,16 @@ impl Zone {
             let base = format!("{name}.{ns}.svc.{domain}");
             // The namespace and `svc` levels exist, if empty.
             zone.names.entry(format!("{ns}.svc.{domain}")).or_default();
+            if spec.type_.as_deref() == Some("ExternalName") {
+                // Validated as a DNS subdomain, with or without its dot.
+                let external = spec.external_name.as_deref().unwrap_or("");
+                let target = external.trim_end_matches('.').to_ascii_lowercase();
+                if !target.is_empty() {
+                    zone.names
+                        .insert(base, vec![Entry::Cname(format!("{target}."))]);
+                }
+                continue;
+            }
             let mine: Vec<&EndpointSlice> = slices_of(slices, ns, name).collect();
             let headless = spec.cluster_ip.as_deref() == Some("None");
             let mut targets = Vec::new();
@@ -174,6 +191,20 @@ mod tests {
         assert_eq!(z.find("nope.default.svc.cluster.local"), Found::NoName);
         assert_eq!(z.find("default.svc.cluster.local"), Found::Records(vec![]));
         assert_eq!(z.find("example.com"), Found::Elsewhere);
+    }
+
+    #[test]
+    fn an_external_name_is_an_alias() {
+        let services: Vec<Service> = serde_json::from_value(json!([
+            {"metadata": {"name": "mail", "namespace": "default"},
+             "spec": {"type": "ExternalName", "externalName": "Mail.Example.com."}},
+        ]))
+        .unwrap();
+        let z = Zone::build("cluster.local", &services, &[]);
+        assert_eq!(
+            z.find("mail.default.svc.cluster.local"),
+            Found::Records(vec![&Entry::Cname("mail.example.com.".into())])
+        );
     }
 
     #[test]

@@ -154,6 +154,11 @@ struct ServerArgs {
     /// The cluster's DNS domain.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// The `resolv.conf` whose nameservers cluster DNS asks for names
+    /// outside the cluster domain (as CoreDNS forwards them); "" refuses
+    /// those names instead.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    upstream_resolv_conf: String,
     /// Do not run the built-in ingress controller.
     #[arg(long)]
     disable_ingress: bool,
@@ -540,9 +545,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
             if !args.disable_dns {
                 let client = component_client(&server, Component::Dns).await?;
                 let admin = local_client(&server.kubeconfig, Component::Dns.agent()).await?;
+                let addr = std::net::SocketAddr::new(args.bind_address, args.dns_port);
+                let resolvers = match args.upstream_resolv_conf.as_str() {
+                    "" => String::new(),
+                    path => std::fs::read_to_string(path).unwrap_or_else(|e| {
+                        tracing::warn!(%path, error = %e, "no resolvers for names outside the cluster");
+                        String::new()
+                    }),
+                };
                 let config = skiff_dns::Config {
-                    addr: std::net::SocketAddr::new(args.bind_address, args.dns_port),
+                    addr,
                     domain: args.cluster_domain.clone(),
+                    upstream: skiff_dns::upstream::Upstream::from_resolv_conf(&resolvers, addr),
                 };
                 match skiff_dns::start(client.clone(), config).await {
                     Ok((serving, task)) => {

@@ -797,7 +797,8 @@ fn references_and_mount_modes(c: &Cluster) {
 
 /// A pod's `/etc/hosts` is the agent's, with the pod's own names and its
 /// `hostAliases`; its `dnsConfig` joins the cluster's resolver settings;
-/// `setHostnameAsFQDN` gives the kernel the full name.
+/// `setHostnameAsFQDN` gives the kernel the full name; an ExternalName
+/// Service resolves as an alias.
 fn names_and_resolution(c: &Cluster) {
     create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: named}\nspec:\n  terminationGracePeriodSeconds: 1\n  hostname: box\n  subdomain: web\n  setHostnameAsFQDN: true\n  hostAliases: [{ip: 192.0.2.7, hostnames: [db.local, cache.local]}]\n  dnsConfig: {searches: [corp.example], options: [{name: ndots, value: '2'}, {name: edns0}]}\n  containers:\n  - {name: main, image: skiff.local/busybox:1, command: [sleep, '3600']}\n");
     let ip = wait_for("named to run", LIMIT, || {
@@ -832,6 +833,22 @@ fn names_and_resolution(c: &Cluster) {
     assert_eq!(line("options "), "options ndots:2 edns0", "{resolv}");
     let hostname = c.ok(&["exec", "named", "--", "hostname"]);
     assert!(hostname.starts_with("box.web.default.svc."), "{hostname}");
+    // An ExternalName Service is an alias of its name: here the API
+    // server's Service, whose address the lookup ends at.
+    create(c, "apiVersion: v1\nkind: Service\nmetadata: {name: alias}\nspec:\n  type: ExternalName\n  externalName: kubernetes.default.svc.cluster.local\n");
+    let found = c.ok(&[
+        "exec",
+        "named",
+        "--",
+        "nslookup",
+        "alias.default.svc.cluster.local",
+    ]);
+    assert!(
+        found.contains("canonical name = kubernetes.default.svc.cluster.local"),
+        "{found}"
+    );
+    assert!(found.contains("Address: 10.43.0.1"), "{found}");
+    c.ok(&["delete", "service", "alias"]);
     c.ok(&["delete", "pod", "named", "--wait=false"]);
 }
 

@@ -74,6 +74,9 @@ impl Cluster {
             .args(["server", "--data-dir"])
             .arg(self.dir.path())
             .args(["--https-port", &self.port.to_string(), "--dns-port", "0"])
+            // Names outside the cluster are refused, not asked off the
+            // machine.
+            .args(["--upstream-resolv-conf", ""])
             .args(extra)
             .args(if self.with_agent {
                 &["--kubelet-port", "0"][..]
