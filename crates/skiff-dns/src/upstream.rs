@@ -22,15 +22,22 @@ impl Upstream {
         Self { servers }
     }
 
-    /// The `nameserver`s of a `resolv.conf`, on port 53, but `own` (the
-    /// cluster DNS itself, which would ask itself forever).
+    /// The `nameserver`s of a `resolv.conf`, on port 53, but the cluster
+    /// DNS itself at `own`, which would ask itself forever. Bound to every
+    /// address, it is also whatever loopback address names its port.
     pub fn from_resolv_conf(text: &str, own: SocketAddr) -> Self {
+        let itself = |addr: &SocketAddr| {
+            *addr == own
+                || (own.ip().is_unspecified()
+                    && addr.port() == own.port()
+                    && addr.ip().is_loopback())
+        };
         let servers = text
             .lines()
             .filter_map(|line| line.strip_prefix("nameserver"))
             .filter_map(|rest| rest.trim().parse::<IpAddr>().ok())
             .map(|ip| SocketAddr::new(ip, 53))
-            .filter(|addr| *addr != own)
+            .filter(|addr| !itself(addr))
             .collect();
         Self { servers }
     }
@@ -104,5 +111,14 @@ mod tests {
             ] as [SocketAddr; 2]
         );
         assert!(Upstream::from_resolv_conf("", own).is_empty());
+        let everywhere: SocketAddr = "0.0.0.0:53".parse().unwrap();
+        let local = Upstream::from_resolv_conf(
+            "nameserver 127.0.0.53\nnameserver 192.0.2.53\n",
+            everywhere,
+        );
+        assert_eq!(
+            local.servers,
+            ["192.0.2.53:53".parse().unwrap()] as [SocketAddr; 1]
+        );
     }
 }

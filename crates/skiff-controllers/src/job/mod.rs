@@ -152,6 +152,7 @@ fn tally(spec: &JobSpec, status: &JobStatus, owned: &[Arc<Pod>]) -> Tally {
         fail_job,
     }
 }
+
 /// Why the Job fails, if it does: a reason and a message, as upstream's.
 fn failure(
     spec: &JobSpec,
@@ -207,8 +208,7 @@ fn restarts_past(spec: &JobSpec, active: &[Arc<Pod>], limit: i32) -> bool {
                 .flatten()
                 .chain(s.container_statuses.iter().flatten())
         })
-        .map(|c| c.restart_count)
-        .sum();
+        .fold(0i32, |sum, c| sum.saturating_add(c.restart_count));
     if limit == 0 {
         restarts > 0
     } else {
@@ -545,7 +545,8 @@ impl JobController {
                 if per_index {
                     // Each index backs off from its own failures.
                     let (so_far, last) = failures_so_far(index, plan.owned, spec);
-                    let wait = backoff::left((so_far.0 + so_far.1) as u32, last, now);
+                    let count = so_far.0.saturating_add(so_far.1).max(0) as u32;
+                    let wait = backoff::left(count, last, now);
                     if !wait.is_zero() {
                         waiting = waiting.into_iter().chain([wait]).min();
                         continue;
