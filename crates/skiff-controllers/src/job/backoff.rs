@@ -14,7 +14,7 @@ const LONGEST: Duration = Duration::from_secs(600);
 /// When a finished pod finished, in milliseconds, as upstream's
 /// `getFinishedTime` reads it: its Ready condition turning false, else
 /// its last container's end, else its deletion, else its creation.
-fn finished_at(pod: &Pod) -> Option<i64> {
+pub fn finished_at(pod: &Pod) -> Option<i64> {
     let status = pod.status.as_ref();
     let not_ready = status
         .and_then(|s| s.conditions.as_ref())
@@ -61,11 +61,6 @@ pub fn for_job<'a>(pods: impl Iterator<Item = &'a Pod> + Clone, now: i64) -> Dur
         .filter(|&t| success.is_none_or(|s| t > s))
         .collect();
     left(failures.len() as u32, failures.iter().copied().max(), now)
-}
-
-/// When the latest of `pods`, all failed, finished.
-pub fn last_failure<'a>(pods: impl Iterator<Item = &'a Pod>) -> Option<i64> {
-    pods.filter_map(finished_at).max()
 }
 
 #[cfg(test)]

@@ -590,7 +590,7 @@ fn failures_so_far(index: i32, owned: &[Arc<Pod>], spec: &JobSpec) -> ((i32, i32
         return ((0, 0), None);
     };
     let (counted, ignored) = indexed::failures_before(pod);
-    let last = backoff::last_failure([&**pod].into_iter());
+    let last = backoff::finished_at(pod);
     if policies::judge(spec.pod_failure_policy.as_ref(), pod).counts() {
         ((counted.saturating_add(1), ignored), last)
     } else {

@@ -36,11 +36,12 @@ pub fn judge(policy: Option<&PodFailurePolicy>, pod: &Pod) -> Verdict {
     let Some(policy) = policy else {
         return Verdict::Count;
     };
-    let status = pod.status.clone().unwrap_or_default();
+    let status = pod.status.as_ref();
     for (i, rule) in policy.rules.iter().enumerate() {
         let matched = if let Some(req) = &rule.on_exit_codes {
-            let statuses = status.container_statuses.iter().flatten();
-            let inits = status.init_container_statuses.iter().flatten();
+            let statuses = status.and_then(|s| s.container_statuses.as_ref());
+            let inits = status.and_then(|s| s.init_container_statuses.as_ref());
+            let (statuses, inits) = (statuses.into_iter().flatten(), inits.into_iter().flatten());
             statuses.chain(inits).find_map(|c| exit_code(c, req)).map(|(name, code)| {
                 format!(
                     "Container {name} for pod {}/{} failed with exit code {code} matching {} rule at index {i}",
@@ -51,7 +52,8 @@ pub fn judge(policy: Option<&PodFailurePolicy>, pod: &Pod) -> Verdict {
             })
         } else {
             let patterns = rule.on_pod_conditions.iter().flatten();
-            let conditions = status.conditions.iter().flatten();
+            let conditions = status.and_then(|s| s.conditions.as_ref());
+            let conditions = conditions.into_iter().flatten();
             conditions
                 .filter(|c| {
                     patterns.clone().any(|p| {
