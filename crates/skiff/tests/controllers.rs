@@ -282,6 +282,8 @@ fn statefulset_orders_pods_and_daemonset_follows_nodes() {
     });
 
     // A surging update starts each node's new pod before its old one stops.
+    // The watch lists the pods first; the update starts once that list is
+    // read, so no event of the update can fall before the watch.
     let before = names(&c.json(&["get", "pods", "-l", "app=agent"]));
     let watch = Watch::start(
         &c,
@@ -290,11 +292,15 @@ fn statefulset_orders_pods_and_daemonset_follows_nodes() {
             "pods",
             "-l",
             "app=agent",
-            "--watch-only",
+            "--watch",
             "--output-watch-events",
             "--no-headers",
         ],
     );
+    for _ in &before {
+        let line = watch.next();
+        assert!(line.starts_with("ADDED "), "{line}");
+    }
     c.ok(&[
         "patch",
         "daemonset",
