@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, ContainerUser, HostIP, LinuxContainerUser,
+    ContainerStateWaiting, ContainerStatus, ContainerUser, HostIP, LinuxContainerUser, Pod,
     PodCondition, PodIP, PodSpec, PodStatus, VolumeMount, VolumeMountStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -251,6 +251,36 @@ fn phase(spec: &PodSpec, init: Init, statuses: &[ContainerStatus]) -> &'static s
     }
 }
 
+/// The phase the pod was last reported in.
+pub fn reported_phase(pod: &Pod) -> &str {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    phase.unwrap_or("Pending")
+}
+
+/// The final phase of a pod stopped for its deletion, as upstream's
+/// getPhase for a terminal pod: Succeeded if every app container was last
+/// seen exited with 0, Failed otherwise.
+pub fn phase_when_stopped(pod: &Pod) -> &'static str {
+    let spec = pod.spec.as_ref();
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref());
+    let exited_zero = |name: &str| {
+        statuses.into_iter().flatten().any(|s| {
+            s.name == name
+                && s.state
+                    .as_ref()
+                    .and_then(|st| st.terminated.as_ref())
+                    .is_some_and(|t| t.exit_code == 0)
+        })
+    };
+    match spec.is_some_and(|s| s.containers.iter().all(|c| exited_zero(&c.name))) {
+        true => "Succeeded",
+        false => "Failed",
+    }
+}
+
 /// The status the pod has, given the facts.
 pub fn pod_status(f: &Facts) -> PodStatus {
     let spec = f.spec;
@@ -431,6 +461,31 @@ mod tests {
     use k8s_openapi::jiff::SignedDuration;
 
     const T0: i64 = 1_700_000_000_000_000_000;
+
+    #[test]
+    fn a_stopped_pod_succeeded_only_if_every_container_exited_with_zero() {
+        let pod = |codes: &[i32]| -> Pod {
+            let statuses: Vec<Value> = codes
+                .iter()
+                .zip(["a", "b"])
+                .map(|(code, name)| {
+                    json!({"name": name, "image": "app:1", "imageID": "", "ready": false,
+                    "restartCount": 0, "state": {"terminated": {"exitCode": code}}})
+                })
+                .collect();
+            serde_json::from_value(json!({"spec": spec("Always", false),
+                "status": {"phase": "Running", "containerStatuses": statuses}}))
+            .unwrap()
+        };
+        assert_eq!(phase_when_stopped(&pod(&[0, 0])), "Succeeded");
+        assert_eq!(phase_when_stopped(&pod(&[0, 143])), "Failed");
+        assert_eq!(
+            phase_when_stopped(&pod(&[0])),
+            "Failed",
+            "b never seen ending"
+        );
+        assert_eq!(reported_phase(&pod(&[0])), "Running");
+    }
 
     fn spec(restart: &str, init: bool) -> PodSpec {
         serde_json::from_value(serde_json::json!({

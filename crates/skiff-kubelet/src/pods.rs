@@ -82,6 +82,9 @@ struct PodState {
     /// Why the node refused the pod at admission (it never runs), and
     /// whether its failure is written.
     rejection: Option<(Rejection, bool)>,
+    /// Stopped, its end written and its deletion asked for: what is left
+    /// is the finalizers of others.
+    finished: bool,
 }
 
 /// The node's pod workers and what they share.
@@ -597,7 +600,10 @@ impl Worker {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let spec = spec_of(pod);
         if pod.metadata.deletion_timestamp.is_some() {
-            self.finish(pod, &uid).await?;
+            if state.finished {
+                return Ok(self.resync(spec));
+            }
+            state.finished = self.finish(pod, &uid).await?;
             state.reported = None;
             return Ok(RETRY);
         }
@@ -837,11 +843,24 @@ impl Worker {
         }
     }
 
-    /// A pod being deleted: stop it within its grace period, then remove
-    /// it from the API and its directories from the node.
-    async fn finish(&self, pod: &Pod, uid: &str) -> Result<(), Error> {
+    /// A pod being deleted: stop it within its grace period, write how it
+    /// ended, then remove it from the API and its directories from the
+    /// node. Whether all of that was done.
+    async fn finish(&self, pod: &Pod, uid: &str) -> Result<bool, Error> {
         let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30);
         self.tear_down(uid, Some(pod), grace).await?;
+        // As upstream's kubelet, a pod ends in a final phase before it
+        // goes, so what counts finished pods (a Job, through its
+        // finalizer) sees how it ended.
+        if !matches!(
+            crate::pod_status::reported_phase(pod),
+            "Succeeded" | "Failed"
+        ) && !self
+            .write_phase(pod, uid, crate::pod_status::phase_when_stopped(pod))
+            .await
+        {
+            return Ok(false);
+        }
         let api: Api<Pod> = Api::namespaced(
             self.client.clone(),
             pod.metadata.namespace.as_deref().unwrap_or_default(),
@@ -854,7 +873,7 @@ impl Worker {
             }),
             ..Default::default()
         };
-        let _ = api
+        let deleted = api
             .delete(pod.metadata.name.as_deref().unwrap_or_default(), &params)
             .await;
         if !self.simulated {
@@ -863,7 +882,22 @@ impl Worker {
             let _ = std::fs::remove_dir_all(self.log_dir.join(uid));
             let _ = std::fs::remove_dir_all(cri_config::sandbox_log_dir(&self.log_dir, pod));
         }
-        Ok(())
+        Ok(deleted.is_ok())
+    }
+
+    /// Writes the pod's final phase; whether it was written.
+    async fn write_phase(&self, pod: &Pod, uid: &str, phase: &str) -> bool {
+        let url = Pod::url_path(&(), pod.metadata.namespace.as_deref());
+        let status = json!({"metadata": {"uid": uid}, "status": {"phase": phase}});
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let patch = Patch::Strategic(&status);
+        match skiff_runtime::api::patch_status_unread(&self.client, &url, name, &patch).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, phase, "could not write a stopped pod's phase");
+                false
+            }
+        }
     }
 
     /// The pod's ready sandbox, made if there is none ([`plan::sandbox_step`]).

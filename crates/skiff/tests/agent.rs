@@ -940,7 +940,46 @@ fn indexed_jobs_and_failure_policies(c: &Cluster) {
         "{message}"
     );
     assert_eq!(job["status"]["failed"], 1, "no second pod ran");
-    c.ok(&["delete", "jobs", "shards", "picky", "--wait=false"]);
+
+    // A Job's pod carries its tracking finalizer until counted: deleted
+    // while running, it counts as failed once the node wrote it Failed,
+    // then goes, and is replaced.
+    create(c, "apiVersion: batch/v1\nkind: Job\nmetadata: {name: keeper}\nspec:\n  podReplacementPolicy: Failed\n  template:\n    spec:\n      restartPolicy: Never\n      terminationGracePeriodSeconds: 1\n      containers:\n      - {name: main, image: skiff.local/busybox:1, command: [sleep, '3600']}\n");
+    let first = wait_for("keeper's pod to run", LIMIT, || {
+        let pods = c.json(&["get", "pods", "-l", "job-name=keeper"]);
+        let p = pods["items"].as_array()?.first()?.clone();
+        (p["status"]["phase"] == "Running").then_some(p)
+    });
+    assert_eq!(
+        first["metadata"]["finalizers"],
+        serde_json::json!(["batch.kubernetes.io/job-tracking"])
+    );
+    let name = first["metadata"]["name"].as_str().unwrap();
+    c.ok(&["delete", "pod", name, "--wait=false"]);
+    c.ok(&[
+        "wait",
+        "--for=delete",
+        &format!("pod/{name}"),
+        "--timeout=60s",
+    ]);
+    wait_for(
+        "keeper to count the failure and replace the pod",
+        LIMIT,
+        || {
+            let job = c.json(&["get", "job", "keeper"]);
+            let pods = c.json(&["get", "pods", "-l", "job-name=keeper"]);
+            let replaced = pods["items"].as_array()?.len() == 1;
+            (job["status"]["failed"] == 1 && replaced).then_some(())
+        },
+    );
+    c.ok(&[
+        "delete",
+        "jobs",
+        "shards",
+        "picky",
+        "keeper",
+        "--wait=false",
+    ]);
 }
 
 /// A sidecar starts in the init sequence (the next init container waits

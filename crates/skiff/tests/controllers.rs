@@ -369,6 +369,14 @@ fn job_completes_and_namespace_deletion_removes_its_contents() {
         "{status}"
     );
     assert_eq!(status["uncountedTerminatedPods"], serde_json::json!({}));
+    // Counted, every pod lost the Job's tracking finalizer.
+    let pods = c.json(&["get", "pods", "-l", "job-name=pi"]);
+    let pods = pods["items"].as_array().unwrap();
+    assert_eq!(pods.len(), 3);
+    assert!(
+        pods.iter().all(|p| p["metadata"]["finalizers"].is_null()),
+        "{pods:?}"
+    );
 
     c.ok(&["create", "namespace", "doomed"]);
     c.ok(&[

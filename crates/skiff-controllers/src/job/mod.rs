@@ -8,7 +8,9 @@
 mod backoff;
 mod indexed;
 mod policies;
+mod tracking;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 
 use self::policies::Verdict;
+use self::tracking::Counts;
 use crate::owned;
 use crate::pods::{self, PodControl};
 use crate::status::omit_zero;
@@ -40,6 +43,9 @@ pub struct JobController {
     pub pods: Arc<Cache<Pod>>,
     pub cluster: Arc<dyn Cluster>,
     pub expectations: Arc<Expectations>,
+    /// Pods whose finalizer is being removed, until the cache shows it
+    /// gone: a stale pod must not be counted twice.
+    releasing: Arc<Releasing>,
 }
 
 impl JobController {
@@ -50,6 +56,16 @@ impl JobController {
         queue: Arc<Queue>,
     ) -> Self {
         let expectations = Arc::new(Expectations::default());
+        let releasing = Arc::new(Releasing::default());
+        let observed = releasing.clone();
+        pods.on_change(move |_, now| {
+            if let Some(uid) = now
+                .filter(|p| !tracking::has_finalizer(p))
+                .and_then(|p| p.metadata.uid.as_deref())
+            {
+                observed.seen(uid);
+            }
+        });
         owned::queue_self(jobs, queue.clone());
         owned::track(pods, "Job", queue, Some(expectations.clone()), |_| {
             Vec::new()
@@ -59,7 +75,17 @@ impl JobController {
             pods: pods.cache(),
             cluster,
             expectations,
+            releasing,
         }
+    }
+
+    /// Whether the Job has still to count the pod: it carries the
+    /// finalizer, and no removal of it is under way.
+    fn tracked(&self, pod: &Pod) -> bool {
+        tracking::has_finalizer(pod)
+            && !self
+                .releasing
+                .has(pod.metadata.uid.as_deref().unwrap_or_default())
     }
 
     fn control<'a>(&'a self, key: &'a str, job: &'a Job) -> PodControl<'a, Job> {
@@ -72,12 +98,75 @@ impl JobController {
         }
     }
 
+    /// Deletes pods the Job still counts when they finish.
     async fn delete_pods(&self, key: &str, job: &Job, pods: &[Arc<Pod>]) -> Result<(), Error> {
         if pods.is_empty() {
             return Ok(());
         }
         self.expectations.expect(key, 0, pods.len());
         self.control(key, job).delete_all(pods).await
+    }
+
+    /// Deletes pods the Job does not count (surplus or suspended ones):
+    /// their finalizer goes first, as upstream's `deleteJobPods`.
+    async fn drop_pods(&self, key: &str, job: &Job, pods: &[Arc<Pod>]) -> Result<(), Error> {
+        if let (_, Some(e)) = self.release(pods).await {
+            return Err(e);
+        }
+        self.delete_pods(key, job, pods).await
+    }
+
+    /// Removes the tracking finalizer from `pods`: the UIDs of those it is
+    /// gone from (or that are gone), and the first error.
+    async fn release(&self, pods: &[Arc<Pod>]) -> (BTreeSet<String>, Option<Error>) {
+        let patches = pods
+            .iter()
+            .filter(|p| self.tracked(p))
+            .filter_map(|p| Some((p, tracking::release_patch(p)?)));
+        let done = futures::future::join_all(patches.map(|(p, patch)| async move {
+            let uid = p.metadata.uid.clone().unwrap_or_default();
+            self.releasing.expect(&uid);
+            let name = p.metadata.name.as_deref().unwrap_or_default();
+            let target = Target::of::<Pod>(p.metadata.namespace.as_deref(), name);
+            let result = self.cluster.json_patch(&target, patch).await;
+            (uid, result)
+        }))
+        .await;
+        let mut gone = BTreeSet::new();
+        let mut error = None;
+        for (uid, result) in done {
+            match result {
+                Err(e) if !e.is_not_found() => {
+                    self.releasing.seen(&uid);
+                    error.get_or_insert(e);
+                }
+                _ => {
+                    gone.insert(uid);
+                }
+            }
+        }
+        (gone, error)
+    }
+
+    /// Releases the pods in the namespace of `key` that no Job counts any
+    /// more: those of an earlier Job by its name, or of none (orphaned),
+    /// that still carry the tracking finalizer.
+    async fn release_orphans(&self, key: &str, uid: Option<&str>) -> Result<(), Error> {
+        let (ns, name) = key.split_once('/').unwrap_or(("", key));
+        let orphans: Vec<Arc<Pod>> = self
+            .pods
+            .list_in(ns)
+            .into_iter()
+            .filter(|p| tracking::has_finalizer(p))
+            .filter(|p| match pods::controller_of(&p.metadata) {
+                None => true,
+                Some(r) => r.kind == "Job" && r.name == name && Some(r.uid.as_str()) != uid,
+            })
+            .collect();
+        match self.release(&orphans).await {
+            (_, Some(e)) => Err(e),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -109,15 +198,88 @@ struct Tally {
     fail_job: Option<String>,
 }
 
-fn tally(spec: &JobSpec, status: &JobStatus, owned: &[Arc<Pod>]) -> Tally {
+/// Writes a Job's status over the version it was read at only, as
+/// upstream's updates: counts written from a stale Job would count its
+/// pods again.
+struct StatusWriter {
+    target: Target,
+    version: Option<String>,
+}
+
+impl StatusWriter {
+    fn of(job: &Job) -> Self {
+        Self {
+            target: Target::of::<Job>(job.namespace().as_deref(), &job.name_any()),
+            version: job.metadata.resource_version.clone(),
+        }
+    }
+
+    /// Merges `status` in; the next write follows this one.
+    async fn write(&mut self, cluster: &dyn Cluster, status: Value) -> Result<(), Error> {
+        let patch = json!({"metadata": {"resourceVersion": self.version}, "status": status});
+        let written = cluster.merge_patch(&self.target, patch, true).await?;
+        if let Some(v) = written["metadata"]["resourceVersion"].as_str() {
+            self.version = Some(v.to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// The UIDs of pods whose tracking finalizer is being removed, as
+/// upstream's `uidTrackingExpectations`.
+#[derive(Default)]
+struct Releasing(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl Releasing {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn expect(&self, uid: &str) {
+        self.lock().insert(uid.to_owned());
+    }
+
+    fn seen(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
+
+    fn has(&self, uid: &str) -> bool {
+        self.lock().contains(uid)
+    }
+}
+
+/// Tallies the Job's pods, listing in `counts` those newly finished that
+/// it still tracks.
+fn tally(
+    spec: &JobSpec,
+    status: &JobStatus,
+    owned: &[Arc<Pod>],
+    counts: &mut Counts,
+    tracked: impl Fn(&Pod) -> bool,
+) -> Tally {
     let completions = spec.completions.unwrap_or(0);
     let of_phase = |phase: &'static str| owned.iter().filter(move |p| pods::phase(p) == phase);
     let verdicts: Vec<(&Arc<Pod>, Verdict)> = of_phase("Failed")
         .map(|p| (p, policies::judge(spec.pod_failure_policy.as_ref(), p)))
         .collect();
-    let counted = verdicts.iter().filter(|(_, v)| v.counts()).count() as i32;
     let in_range = |i: &i32| *i < completions;
-    let done = (spec.completion_mode.as_deref() == Some("Indexed")).then(|| {
+    let indexed = spec.completion_mode.as_deref() == Some("Indexed");
+    for p in owned.iter().filter(|p| tracked(p)) {
+        let uid = p.metadata.uid.as_deref().unwrap_or_default();
+        if pods::phase(p) == "Succeeded" {
+            // An Indexed Job counts its done indexes instead.
+            if !indexed && !counts.is_listed(uid) {
+                counts.list(uid, true);
+            }
+        } else if tracking::is_failed(p, replaces_failed_only(spec))
+            && !counts.is_listed_failed(uid)
+            && (!indexed || indexed::of(p).is_some_and(|i| in_range(&i)))
+            && policies::judge(spec.pod_failure_policy.as_ref(), p).counts()
+        {
+            counts.list(uid, false);
+        }
+    }
+    let done = indexed.then(|| {
         let before = status.completed_indexes.as_deref().unwrap_or("");
         let now = of_phase("Succeeded")
             .filter_map(|p| indexed::of(p))
@@ -138,7 +300,7 @@ fn tally(spec: &JobSpec, status: &JobStatus, owned: &[Arc<Pod>]) -> Tally {
     });
     let succeeded = match &done {
         Some(done) => done.total() as i32,
-        None => (of_phase("Succeeded").count() as i32).max(status.succeeded.unwrap_or(0)),
+        None => counts.all_succeeded(),
     };
     let fail_job = verdicts.into_iter().find_map(|(_, v)| match v {
         Verdict::FailJob(message) => Some(message),
@@ -146,11 +308,17 @@ fn tally(spec: &JobSpec, status: &JobStatus, owned: &[Arc<Pod>]) -> Tally {
     });
     Tally {
         succeeded,
-        failed: counted.max(status.failed.unwrap_or(0)),
+        failed: counts.all_failed(),
         done,
         failed_indexes,
         fail_job,
     }
+}
+
+/// Whether a pod being deleted holds its place until it fails (under
+/// `podReplacementPolicy: Failed`, the default with a pod failure policy).
+fn replaces_failed_only(spec: &JobSpec) -> bool {
+    spec.pod_replacement_policy.as_deref() == Some("Failed") || spec.pod_failure_policy.is_some()
 }
 
 /// Why the Job fails, if it does: a reason and a message, as upstream's.
@@ -225,64 +393,46 @@ impl Reconcile for JobController {
     async fn reconcile(&self, key: &str) -> Result<Action, Error> {
         let Some(job) = self.jobs.get(key) else {
             self.expectations.remove(key);
+            self.release_orphans(key, None).await?;
             return Ok(Action::Done);
         };
-        if job.metadata.deletion_timestamp.is_some() {
-            return Ok(Action::Done);
-        }
-        // A Job another controller manages (`managedBy`) is left to it.
-        let managed_by = job.spec.as_ref().and_then(|s| s.managed_by.as_deref());
-        if managed_by.is_some_and(|m| m != MANAGER) {
-            return Ok(Action::Done);
-        }
-        let now = chrono::Utc::now();
-        let spec = job.spec.clone().unwrap_or_default();
-        let status = job.status.clone().unwrap_or_default();
         let uid = job.uid().unwrap_or_default();
+        self.release_orphans(key, Some(&uid)).await?;
         let owned: Vec<Arc<Pod>> = self
             .pods
             .list_in(&job.namespace().unwrap_or_default())
             .into_iter()
             .filter(|p| pods::controlled_by(&p.metadata, &uid))
             .collect();
+        // A Job another controller manages (`managedBy`) is left to it.
+        let managed_by = job.spec.as_ref().and_then(|s| s.managed_by.as_deref());
+        if managed_by.is_some_and(|m| m != MANAGER) {
+            return Ok(Action::Done);
+        }
+        if job.metadata.deletion_timestamp.is_some() {
+            // Its pods are counted no more; they go with it.
+            return match self.release(&owned).await {
+                (_, Some(e)) => Err(e),
+                _ => Ok(Action::Done),
+            };
+        }
+        let now = chrono::Utc::now();
+        let spec = job.spec.clone().unwrap_or_default();
+        let status = job.status.clone().unwrap_or_default();
         let active: Vec<Arc<Pod>> = owned
             .iter()
             .filter(|p| pods::is_active(p))
             .cloned()
             .collect();
         if finished(&job).is_some() {
-            self.delete_pods(key, &job, &active).await?;
-            let Some(ttl) = spec.ttl_seconds_after_finished else {
-                return Ok(Action::Done);
-            };
-            // When it finished: its completion, or its Complete or Failed
-            // condition turning true.
-            let done = status.completion_time.as_ref().or(status
-                .conditions
-                .iter()
-                .flatten()
-                .filter(|c| matches!(c.type_.as_str(), "Complete" | "Failed") && c.status == "True")
-                .find_map(|c| c.last_transition_time.as_ref()));
-            let done = done.map(|t| t.0.as_second()).unwrap_or(now.timestamp());
-            let left = done + i64::from(ttl) - now.timestamp();
-            if left > 0 {
-                return Ok(Action::RequeueAfter(Duration::from_secs(left as u64)));
-            }
-            let target = Target::of::<Job>(job.namespace().as_deref(), &job.name_any());
-            let how = Deletion {
-                uid: job.uid(),
-                propagation: Some("Foreground"),
-                ..Default::default()
-            };
-            return match self.cluster.delete(&target, how).await {
-                Err(e) if !e.is_not_found() => Err(e),
-                _ => Ok(Action::Done),
-            };
+            self.drop_pods(key, &job, &active).await?;
+            return self.expire(&job, &spec, &status, now).await;
         }
-        let tally = tally(&spec, &status, &owned);
+        let mut counts = Counts::of(&status, &owned);
+        let tally = tally(&spec, &status, &owned, &mut counts, |p| self.tracked(p));
         let succeeded = tally.succeeded;
-        let ready = active.iter().filter(|p| pods::is_ready(p)).count();
-        let terminating = owned.iter().filter(|p| pods::is_terminating(p)).count();
+        let mut ready = active.iter().filter(|p| pods::is_ready(p)).count();
+        let mut terminating = owned.iter().filter(|p| pods::is_terminating(p)).count();
         let suspended = spec.suspend == Some(true);
         let mut conditions = Conditions::of(&status, stamp(now));
         // A suspended Job has not started; a resumed one starts anew.
@@ -294,45 +444,49 @@ impl Reconcile for JobController {
         };
         let started = start.map_or(now.timestamp(), |t| t.as_second());
         let mut requeue = None;
-        let mut completion_time = None;
         let late = !suspended
             && spec
                 .active_deadline_seconds
                 .is_some_and(|d| now.timestamp() - started >= d);
-        let failure = failure(&spec, &tally, &active, late);
+        // A verdict of an earlier sync stands, as upstream's interim
+        // conditions: success met first, then a failure target.
+        let met = conditions.reason_of("SuccessCriteriaMet");
+        let failure = match met {
+            Some(_) => None,
+            None => conditions
+                .reason_of("FailureTarget")
+                .or_else(|| failure(&spec, &tally, &active, late).map(|(r, m)| (r.to_owned(), m))),
+        };
         let completions = spec.completions.unwrap_or(0);
         let by_policy = tally
             .done
             .as_ref()
             .and_then(|done| policies::success(spec.success_policy.as_ref(), completions, done));
-        let success = match (spec.completions, by_policy) {
-            (_, Some(message)) => Some(("SuccessPolicy", message)),
-            (Some(c), None) if succeeded >= c => Some(("CompletionsReached", REACHED.to_owned())),
-            (None, None) if succeeded > 0 && active.is_empty() => {
-                Some(("CompletionsReached", REACHED.to_owned()))
+        let success = match (met, spec.completions, by_policy) {
+            (Some(met), _, _) => Some(met),
+            (None, _, Some(message)) => Some(("SuccessPolicy".to_owned(), message)),
+            (None, Some(c), None) if succeeded >= c => {
+                Some(("CompletionsReached".to_owned(), REACHED.to_owned()))
+            }
+            (None, None, None) if succeeded > 0 && active.is_empty() => {
+                Some(("CompletionsReached".to_owned(), REACHED.to_owned()))
             }
             _ => None,
-        };
+        }
+        .filter(|_| failure.is_none());
         if let Some((reason, message)) = &failure {
-            self.delete_pods(key, &job, &active).await?;
             conditions.set("FailureTarget", true, reason, message);
-            conditions.set("Failed", true, reason, message);
-            self.cluster
-                .event(events::about(&*job, COMPONENT, true, reason, message));
         } else if let Some((reason, message)) = &success {
-            self.delete_pods(key, &job, &active).await?;
             conditions.set("SuccessCriteriaMet", true, reason, message);
-            conditions.set("Complete", true, reason, message);
-            completion_time = Some(stamp(now));
-            self.cluster.event(events::about(
-                &*job,
-                COMPONENT,
-                false,
-                "Completed",
-                "Job completed",
-            ));
-        } else if suspended {
+        }
+        let finishing = failure.is_some() || success.is_some();
+        if finishing {
+            // Deleted pods keep their finalizer: they are counted below.
             self.delete_pods(key, &job, &active).await?;
+            terminating += active.len();
+            ready = 0;
+        } else if suspended {
+            self.drop_pods(key, &job, &active).await?;
             if conditions.set("Suspended", true, "JobSuspended", "Job suspended") {
                 let about = events::about(&*job, COMPONENT, false, "Suspended", "Job suspended");
                 self.cluster.event(about);
@@ -349,11 +503,8 @@ impl Reconcile for JobController {
                     None if succeeded > 0 => 0,
                     None => parallelism,
                 } as usize;
-                // Under `podReplacementPolicy: Failed` (and with a pod failure
-                // policy) a pod being deleted holds its place until it is gone.
-                let replace_failed_only = spec.pod_replacement_policy.as_deref() == Some("Failed")
-                    || spec.pod_failure_policy.is_some();
-                let holding: Vec<Arc<Pod>> = match replace_failed_only {
+                // A pod being deleted may hold its place until it is gone.
+                let holding: Vec<Arc<Pod>> = match replaces_failed_only(&spec) {
                     true => owned
                         .iter()
                         .filter(|p| pods::is_terminating(p))
@@ -375,13 +526,44 @@ impl Reconcile for JobController {
                 requeue = backing_off.into_iter().chain(deadline).min();
             }
         }
+        let mut writer = StatusWriter::of(&job);
+        let released = self
+            .count_finished(
+                &mut writer,
+                &spec,
+                &owned,
+                &mut counts,
+                &conditions,
+                finishing,
+            )
+            .await?;
+        // The Job finishes once every pod is counted and none is still
+        // stopping, as upstream's `enactJobFinished`.
+        let mut completion_time = None;
+        let done = finishing && counts.is_settled() && terminating == 0;
+        if let (true, Some((reason, message))) = (done, &failure) {
+            conditions.set("Failed", true, reason, message);
+            self.cluster
+                .event(events::about(&*job, COMPONENT, true, reason, message));
+        } else if let (true, Some((reason, message))) = (done, &success) {
+            conditions.set("Complete", true, reason, message);
+            completion_time = Some(stamp(now));
+            self.cluster.event(events::about(
+                &*job,
+                COMPONENT,
+                false,
+                "Completed",
+                "Job completed",
+            ));
+        }
+        let succeeded = match tally.done {
+            Some(_) => succeeded,
+            None => counts.succeeded,
+        };
         let mut next = json!({
             "startTime": start.map(|t| t.to_string()), "active": omit_zero(active.len()), "succeeded": omit_zero(succeeded),
-            "failed": omit_zero(tally.failed), "ready": ready, "terminating": terminating,
-            // Upstream counts finished pods through a finalizer and lists
-            // those it has yet to count here; this controller counts them
-            // as it sees them, so the lists are always empty.
-            "uncountedTerminatedPods": {},
+            "failed": omit_zero(counts.failed), "ready": ready, "terminating": terminating,
+            "uncountedTerminatedPods": counts.uncounted(),
         });
         if let Some(done) = tally.done.as_ref().filter(|d| !d.is_empty()) {
             next["completedIndexes"] = json!(done.to_string());
@@ -389,7 +571,7 @@ impl Reconcile for JobController {
         if let Some(failed) = &tally.failed_indexes {
             next["failedIndexes"] = json!(failed.to_string());
         }
-        if success.is_some() && failure.is_none() {
+        if finishing {
             next["active"] = Value::Null;
         }
         if conditions.changed {
@@ -401,6 +583,7 @@ impl Reconcile for JobController {
         let old = serde_json::to_value(&status).unwrap_or_default();
         let changed = conditions.changed
             || resumed
+            || released
             || (old["startTime"].is_null() && start.is_some())
             || ["completedIndexes", "failedIndexes"]
                 .iter()
@@ -409,12 +592,110 @@ impl Reconcile for JobController {
                 .iter()
                 .any(|f| old[f].as_i64().unwrap_or(0) != next[f].as_i64().unwrap_or(0));
         if changed {
-            let target = Target::of::<Job>(job.namespace().as_deref(), &job.name_any());
-            self.cluster
-                .merge_patch(&target, json!({"status": next}), true)
-                .await?;
+            writer.write(&*self.cluster, next).await?;
         }
         Ok(requeue.map_or(Action::Done, Action::RequeueAfter))
+    }
+}
+
+impl JobController {
+    /// Counts the Job's finished pods, as upstream's
+    /// `trackJobStatusAndRemoveFinalizers`: lists the newly finished ones in
+    /// the status (with the interim conditions), removes their finalizer,
+    /// and moves those it went from into `counts`. All of a finishing
+    /// Job's pods are released; the running ones count as failed when it
+    /// fails. Whether any finalizer went.
+    async fn count_finished(
+        &self,
+        writer: &mut StatusWriter,
+        spec: &JobSpec,
+        owned: &[Arc<Pod>],
+        counts: &mut Counts,
+        conditions: &Conditions,
+        finishing: bool,
+    ) -> Result<bool, Error> {
+        let failing = conditions.is_true("FailureTarget");
+        let indexed = spec.completion_mode.as_deref() == Some("Indexed");
+        let in_range = |p: &Pod| indexed::of(p).is_some_and(|i| i < spec.completions.unwrap_or(0));
+        let replace_failed_only = replaces_failed_only(spec);
+        let releasing: Vec<Arc<Pod>> = owned
+            .iter()
+            .filter(|p| self.tracked(p))
+            .filter(|p| {
+                finishing
+                    || pods::phase(p) == "Succeeded"
+                    || tracking::is_failed(p, replace_failed_only)
+            })
+            .cloned()
+            .collect();
+        if releasing.is_empty() {
+            return Ok(false);
+        }
+        for p in releasing.iter().filter(|_| failing) {
+            let uid = p.metadata.uid.as_deref().unwrap_or_default();
+            if pods::phase(p) != "Succeeded"
+                && !counts.is_listed(uid)
+                && (!indexed || in_range(p))
+                && policies::judge(spec.pod_failure_policy.as_ref(), p).counts()
+            {
+                counts.list(uid, false);
+            }
+        }
+        if counts.listed {
+            let mut listed = json!({"uncountedTerminatedPods": counts.uncounted()});
+            if conditions.changed {
+                listed["conditions"] = json!(conditions.list);
+            }
+            writer.write(&*self.cluster, listed).await?;
+        }
+        let (gone, error) = self.release(&releasing).await;
+        let held: BTreeSet<&str> = owned
+            .iter()
+            .filter(|p| tracking::has_finalizer(p))
+            .filter_map(|p| p.metadata.uid.as_deref())
+            .filter(|uid| !gone.contains(*uid))
+            .collect();
+        counts.settle(|uid| held.contains(uid));
+        match error {
+            Some(e) => Err(e),
+            None => Ok(!gone.is_empty()),
+        }
+    }
+
+    /// Deletes a finished Job once its `ttlSecondsAfterFinished` passed.
+    async fn expire(
+        &self,
+        job: &Job,
+        spec: &JobSpec,
+        status: &JobStatus,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Action, Error> {
+        let Some(ttl) = spec.ttl_seconds_after_finished else {
+            return Ok(Action::Done);
+        };
+        // When it finished: its completion, or its Complete or Failed
+        // condition turning true.
+        let done = status.completion_time.as_ref().or(status
+            .conditions
+            .iter()
+            .flatten()
+            .filter(|c| matches!(c.type_.as_str(), "Complete" | "Failed") && c.status == "True")
+            .find_map(|c| c.last_transition_time.as_ref()));
+        let done = done.map(|t| t.0.as_second()).unwrap_or(now.timestamp());
+        let left = done + i64::from(ttl) - now.timestamp();
+        if left > 0 {
+            return Ok(Action::RequeueAfter(Duration::from_secs(left as u64)));
+        }
+        let target = Target::of::<Job>(job.namespace().as_deref(), &job.name_any());
+        let how = Deletion {
+            uid: job.uid(),
+            propagation: Some("Foreground"),
+            ..Default::default()
+        };
+        match self.cluster.delete(&target, how).await {
+            Err(e) if !e.is_not_found() => Err(e),
+            _ => Ok(Action::Done),
+        }
     }
 }
 
@@ -438,9 +719,17 @@ impl Conditions {
     }
 
     fn is_true(&self, kind: &str) -> bool {
-        self.list
+        self.reason_of(kind).is_some()
+    }
+
+    /// The reason and message of a true condition of this type.
+    fn reason_of(&self, kind: &str) -> Option<(String, String)> {
+        let c = self
+            .list
             .iter()
-            .any(|c| c["type"] == kind && c["status"] == "True")
+            .find(|c| c["type"] == kind && c["status"] == "True")?;
+        let text = |field: &str| c[field].as_str().unwrap_or_default().to_owned();
+        Some((text("reason"), text("message")))
     }
 
     /// Sets a condition as upstream's `ensureJobConditionStatus` does: a
@@ -512,7 +801,7 @@ impl JobController {
         }
         if !surplus.is_empty() {
             // Replacements wait until the deletions are seen.
-            return self.delete_pods(key, job, &surplus).await.map(|()| None);
+            return self.drop_pods(key, job, &surplus).await.map(|()| None);
         }
         let missing = plan.want.saturating_sub(keep.len() + plan.holding.len());
         if missing == 0 {
@@ -527,6 +816,7 @@ impl JobController {
         let mut waiting = None;
         let ns = job.namespace().unwrap_or_default();
         let mut pod = pods::from_template(Some(&spec.template), &ns, pods::controller_ref(job));
+        tracking::hold(&mut pod);
         let mut new_pods = Vec::new();
         if let Some(done) = &plan.tally.done {
             indexed::add_index_variable(&mut pod);
@@ -614,10 +904,41 @@ mod tests {
 
     fn pod(name: &str, phase: &str) -> Pod {
         serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": "d", "uid": name, "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "pi", "uid": "job", "controller": true}]},
+            "metadata": {"name": name, "namespace": "d", "uid": name, "finalizers": [tracking::FINALIZER],
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "pi", "uid": "job", "controller": true}]},
             "spec": {"containers": []}, "status": {"phase": phase},
         }))
         .unwrap()
+    }
+
+    /// The status the controller last wrote, all its patches merged.
+    fn written(fake: &FakeCluster) -> Value {
+        let mut status = json!({});
+        for body in fake.bodies("patch-status") {
+            json_patch::merge(&mut status, &body["status"]);
+        }
+        status
+    }
+
+    /// Feeds the controller's writes back to its caches, as the API
+    /// server's watch would: the Job's status, and its pods without the
+    /// finalizers it removed.
+    fn feed_back(fake: &FakeCluster, jobs: &Informer<Job>, pods: &Informer<Pod>) {
+        feed_job(fake, jobs);
+        for released in fake.made("json-patch") {
+            let key = released.trim_start_matches("pods ");
+            let mut pod = (*pods.cache().get(key).unwrap()).clone();
+            pod.metadata.finalizers = None;
+            pods.apply(pod);
+        }
+        fake.clear();
+    }
+
+    /// Feeds the Job's written status back to its cache.
+    fn feed_job(fake: &FakeCluster, jobs: &Informer<Job>) {
+        let mut job = serde_json::to_value(&*jobs.cache().get("d/pi").unwrap()).unwrap();
+        json_patch::merge(&mut job["status"], &written(fake));
+        jobs.apply(serde_json::from_value(job).unwrap());
     }
 
     fn setup() -> (
@@ -638,18 +959,87 @@ mod tests {
         jobs.apply(job(3, 2, 6));
         c.reconcile("d/pi").await.unwrap();
         assert_eq!(fake.made("create").len(), 2);
+        let created = &fake.bodies("create")[0];
+        assert_eq!(
+            created["metadata"]["finalizers"],
+            json!([tracking::FINALIZER])
+        );
         pods.apply(pod("a", "Succeeded"));
         pods.apply(pod("b", "Succeeded"));
         fake.clear();
         c.reconcile("d/pi").await.unwrap();
         assert_eq!(fake.made("create").len(), 1, "one completion left");
+        // Listed first, released next, counted last.
+        let listed = &fake.bodies("patch-status")[0]["status"];
+        assert_eq!(
+            listed["uncountedTerminatedPods"]["succeeded"],
+            json!(["a", "b"])
+        );
+        let mut released = fake.made("json-patch");
+        released.sort();
+        assert_eq!(released, ["pods d/a", "pods d/b"]);
+        let status = written(&fake);
+        assert_eq!(status["succeeded"], 2);
+        assert!(status["uncountedTerminatedPods"]["succeeded"].is_null());
+
+        // A counted pod deleted does not uncount; a new one counts.
+        feed_back(&fake, &jobs, &pods);
+        pods.delete(&pod("a", "Succeeded"));
         pods.apply(pod("c", "Succeeded"));
-        fake.clear();
         c.reconcile("d/pi").await.unwrap();
-        let status = &fake.bodies("patch-status")[0]["status"];
+        let status = written(&fake);
         assert_eq!(status["succeeded"], 3);
         assert_eq!(status["conditions"][1]["type"], "Complete");
         assert!(status["completionTime"].is_string());
+    }
+
+    #[tokio::test]
+    async fn a_pod_listed_but_not_yet_counted_is_counted_once_its_finalizer_is_gone() {
+        let (fake, jobs, _pods, c) = setup();
+        let mut listed = serde_json::to_value(job(3, 1, 6)).unwrap();
+        listed["status"] = json!({"succeeded": 1, "uncountedTerminatedPods": {"succeeded": ["a"]}});
+        jobs.apply(serde_json::from_value(listed).unwrap());
+        c.reconcile("d/pi").await.unwrap();
+        let status = written(&fake);
+        assert_eq!(status["succeeded"], 2, "{status}");
+        assert!(fake.made("json-patch").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_pod_released_but_not_yet_seen_so_is_not_counted_again() {
+        let (fake, jobs, pods, c) = setup();
+        jobs.apply(job(3, 1, 6));
+        pods.apply(pod("a", "Succeeded"));
+        c.reconcile("d/pi").await.unwrap();
+        assert_eq!(written(&fake)["succeeded"], 1);
+        // The Job's new status is seen, the pod's release not yet.
+        feed_job(&fake, &jobs);
+        fake.clear();
+        c.reconcile("d/pi").await.unwrap();
+        assert!(fake.made("json-patch").is_empty());
+        let writes = fake.bodies("patch-status");
+        assert!(
+            writes.iter().all(|w| w["status"]["succeeded"].is_null()),
+            "{writes:?}"
+        );
+        // Seen without its finalizer, it still counts once.
+        let mut released = pod("a", "Succeeded");
+        released.metadata.finalizers = None;
+        pods.apply(released);
+        c.reconcile("d/pi").await.unwrap();
+        let writes = fake.bodies("patch-status");
+        assert!(
+            writes.iter().all(|w| w["status"]["succeeded"].is_null()),
+            "{writes:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn pods_no_job_counts_lose_the_finalizer() {
+        let (fake, _jobs, pods, c) = setup();
+        pods.apply(pod("a", "Running"));
+        c.reconcile("d/pi").await.unwrap();
+        assert_eq!(fake.made("json-patch"), ["pods d/a"]);
     }
 
     #[tokio::test]
@@ -661,10 +1051,10 @@ mod tests {
         pods.apply(serde_json::from_value(leaving).unwrap());
         c.reconcile("d/pi").await.unwrap();
         assert_eq!(fake.made("create").len(), 1, "replaced at once");
-        let status = &fake.bodies("patch-status")[0]["status"];
+        let status = written(&fake);
         assert_eq!(
-            (&status["terminating"], &status["ready"]),
-            (&json!(1), &json!(0))
+            (&status["terminating"], &status["ready"], &status["failed"]),
+            (&json!(1), &json!(0), &json!(1))
         );
         assert!(status["active"].is_null(), "a zero Go leaves out: {status}");
     }
@@ -720,7 +1110,7 @@ mod tests {
         fake.clear();
         c.reconcile("d/pi").await.unwrap();
         assert_eq!(created_indexes(&fake), ["2"], "index 1 still runs");
-        let status = &fake.bodies("patch-status")[0]["status"];
+        let status = written(&fake);
         assert_eq!(
             (&status["completedIndexes"], &status["succeeded"]),
             (&json!("0"), &json!(1))
@@ -755,7 +1145,7 @@ mod tests {
         fake.clear();
         c.reconcile("d/pi").await.unwrap();
         assert!(fake.made("create").is_empty(), "index 0 failed for good");
-        let status = &fake.bodies("patch-status")[0]["status"];
+        let status = written(&fake);
         assert_eq!(
             (&status["failedIndexes"], &status["completedIndexes"]),
             (&json!("0"), &json!("1"))
@@ -779,7 +1169,7 @@ mod tests {
             2,
             "the ignored failure is replaced"
         );
-        let status = &fake.bodies("patch-status")[0]["status"];
+        let status = written(&fake);
         assert!(
             status["failed"].is_null() && status["conditions"].is_null(),
             "{status}"
@@ -788,9 +1178,9 @@ mod tests {
         let exited = json!({"status": {"containerStatuses": [{"name": "c", "image": "i", "imageID": "",
             "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 42}}}]}});
         pods.apply(indexed_pod("b", 0, "Failed", exited));
-        fake.clear();
+        feed_back(&fake, &jobs, &pods);
         c.reconcile("d/pi").await.unwrap();
-        let status = &fake.bodies("patch-status")[0]["status"];
+        let status = written(&fake);
         assert_eq!(status["conditions"][1]["reason"], "PodFailurePolicy");
         assert_eq!(
             status["conditions"][1]["message"],
@@ -807,8 +1197,14 @@ mod tests {
         pods.apply(indexed_pod("b", 1, "Running", json!({})));
         c.reconcile("d/pi").await.unwrap();
         assert_eq!(fake.made("delete"), ["pods d/b"]);
-        let status = &fake.bodies("patch-status")[0]["status"];
+        let status = written(&fake);
         assert_eq!(status["conditions"][0]["type"], "SuccessCriteriaMet");
+        assert!(status["conditions"][1].is_null(), "b still stops");
+        // Once it stopped, the Job completes.
+        feed_back(&fake, &jobs, &pods);
+        pods.delete(&indexed_pod("b", 1, "Running", json!({})));
+        c.reconcile("d/pi").await.unwrap();
+        let status = written(&fake);
         assert_eq!(status["conditions"][1]["reason"], "SuccessPolicy");
         assert_eq!(
             status["conditions"][1]["message"],
@@ -838,9 +1234,18 @@ mod tests {
             "ready": false, "restartCount": 2}]}});
         pods.apply(indexed_pod("a", 0, "Running", restarted));
         c.reconcile("d/pi").await.unwrap();
-        let status = &fake.bodies("patch-status")[0]["status"];
-        assert_eq!(status["conditions"][1]["reason"], "BackoffLimitExceeded");
+        let status = written(&fake);
+        assert_eq!(status["conditions"][0]["reason"], "BackoffLimitExceeded");
         assert_eq!(fake.made("delete"), ["pods d/a"]);
+        // The pod being deleted counts as failed; the Job fails once it is
+        // gone.
+        assert_eq!(status["failed"], 1, "{status}");
+        assert!(status["conditions"][1].is_null(), "{status}");
+        feed_back(&fake, &jobs, &pods);
+        pods.delete(&pod("a", "Running"));
+        c.reconcile("d/pi").await.unwrap();
+        let status = written(&fake);
+        assert_eq!(status["conditions"][1]["type"], "Failed");
     }
 
     #[tokio::test]
@@ -869,7 +1274,7 @@ mod tests {
         c.reconcile("d/pi").await.unwrap();
         assert_eq!(fake.made("delete"), ["pods d/a"]);
         assert!(fake.made("create").is_empty());
-        let status = &fake.bodies("patch-status")[0]["status"];
+        let status = written(&fake);
         assert_eq!(status["conditions"][0]["reason"], "JobSuspended");
         assert!(status["startTime"].is_null(), "not started: {status}");
         assert_eq!(
@@ -884,7 +1289,7 @@ mod tests {
         fake.clear();
         c.reconcile("d/pi").await.unwrap();
         assert_eq!(fake.made("create").len(), 2);
-        let status = &fake.bodies("patch-status")[0]["status"];
+        let status = written(&fake);
         let suspended = &status["conditions"][0];
         assert_eq!(
             (&suspended["status"], &suspended["reason"]),
@@ -900,7 +1305,8 @@ mod tests {
         pods.apply(pod("a", "Failed"));
         pods.apply(pod("b", "Failed"));
         c.reconcile("d/pi").await.unwrap();
-        let status = &fake.bodies("patch-status")[0]["status"];
+        let status = written(&fake);
+        assert_eq!(status["failed"], 2);
         assert_eq!(status["conditions"][1]["type"], "Failed");
         assert_eq!(status["conditions"][1]["reason"], "BackoffLimitExceeded");
         assert!(fake.made("create").is_empty());
