@@ -1,7 +1,8 @@
 //! Endpoints and EndpointSlices for Services with a selector: the IPs of
 //! the pods it selects, ready or not, with the Service's ports resolved
 //! against each pod's container ports, each slice endpoint with its
-//! node's zone and the hints the Service's `trafficDistribution` asks for.
+//! node's zone and the hints the Service's `trafficDistribution` asks for,
+//! or topology-aware ones when its `topology-mode` annotation is `Auto`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,8 +14,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use serde_json::{json, Value};
 
-use crate::pods;
-use skiff_core::endpoint_slices::SERVICE_NAME;
+use crate::{pods, topology_hints};
+use skiff_core::endpoint_slices::{SERVICE_NAME, ZONE};
 use skiff_runtime::api::{self, Cluster, Deletion, Error, Target};
 use skiff_runtime::cache::{key_of, Cache, Informer};
 use skiff_runtime::controller::{Action, Reconcile};
@@ -24,9 +25,6 @@ const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
 const MANAGER: &str = "endpointslice-controller.k8s.io";
 /// Endpoints per slice, upstream's default.
 const PER_SLICE: usize = 100;
-/// The node label that names its zone.
-const ZONE: &str = "topology.kubernetes.io/zone";
-
 pub struct EndpointsController {
     pub services: Arc<Cache<Service>>,
     pub pods: Arc<Cache<Pod>>,
@@ -72,6 +70,26 @@ fn selects(svc: &Service, pod: &Pod) -> bool {
 }
 
 impl EndpointsController {
+    /// Hints each ready endpoint of `slices` for a zone, in proportion to
+    /// the zones' CPU ([`topology_hints`]); none when that cannot be done.
+    fn hint_zones(&self, slices: &mut [Value]) {
+        let ready = slices
+            .iter_mut()
+            .flat_map(|s| s["endpoints"].as_array_mut().into_iter().flatten())
+            .filter(|e| e["conditions"]["ready"] == true);
+        let mut ready: Vec<&mut Value> = ready.collect();
+        let zones: Vec<Option<String>> = ready
+            .iter()
+            .map(|e| e["zone"].as_str().map(str::to_owned))
+            .collect();
+        let zones: Vec<Option<&str>> = zones.iter().map(Option::as_deref).collect();
+        let hinted = topology_hints::cpu_shares(&self.nodes.list())
+            .and_then(|shares| topology_hints::assign(&shares, &zones));
+        for (e, zone) in ready.iter_mut().zip(hinted.into_iter().flatten()) {
+            e["hints"] = json!({"forZones": [{"name": zone}]});
+        }
+    }
+
     pub fn new(
         services: &mut Informer<Service>,
         pods: &mut Informer<Pod>,
@@ -84,15 +102,29 @@ impl EndpointsController {
         crate::owned::queue_self(services, queue.clone());
         let svc_cache = services.cache();
         // A node's zone is its endpoints': when it changes, every Service
-        // is looked at again (rare: zones are set when nodes join).
+        // is looked at again (rare: zones are set when nodes join). Its
+        // readiness and CPU weigh in topology-aware hints.
         let (all, q) = (svc_cache.clone(), queue.clone());
         nodes.on_change(move |old, new| {
             let zone = |n: &Node| n.labels().get(ZONE).cloned();
-            if let (Some(a), Some(b)) = (old, new) {
-                if zone(a) != zone(b) {
-                    for svc in all.list() {
-                        q.add(key_of(&*svc));
-                    }
+            let capacity = |n: Option<&Node>| {
+                let status = n.and_then(|n| n.status.as_ref());
+                let ready = status
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+                    .map(|c| c.status.clone());
+                let cpu = status
+                    .and_then(|s| s.allocatable.as_ref())
+                    .and_then(|a| a.get("cpu").cloned());
+                (n.map(zone), ready, cpu)
+            };
+            let zoned = matches!((old, new), (Some(a), Some(b)) if zone(a) != zone(b));
+            if !zoned && capacity(old) == capacity(new) {
+                return;
+            }
+            for svc in all.list() {
+                if zoned || topology_hints::enabled(svc.annotations()) {
+                    q.add(key_of(&*svc));
                 }
             }
         });
@@ -320,10 +352,14 @@ impl Reconcile for EndpointsController {
             }
         }
         // EndpointSlices: one per port set, at most PER_SLICE endpoints each.
+        // Topology-aware hints, when asked for, take the place of those of
+        // a traffic distribution, as upstream's.
+        let auto = topology_hints::enabled(svc.annotations());
         let distribution = svc
             .spec
             .as_ref()
-            .and_then(|s| s.traffic_distribution.as_deref());
+            .and_then(|s| s.traffic_distribution.as_deref())
+            .filter(|_| !auto);
         let slice_endpoint = |p: &Pod, ready: bool| {
             let terminating = p.metadata.deletion_timestamp.is_some();
             let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
@@ -352,6 +388,9 @@ impl Reconcile for EndpointsController {
                     .collect();
                 desired.push(json!({"ports": ports_json(ports), "endpoints": endpoints}));
             }
+        }
+        if auto {
+            self.hint_zones(&mut desired);
         }
         let mut existing: Vec<Arc<EndpointSlice>> = self
             .slices
@@ -511,6 +550,59 @@ mod tests {
         );
         assert_eq!(hints(None, Some("n1"), Some("z1")), None);
         assert_eq!(hints(Some("PreferClose"), Some("n1"), None), None);
+    }
+
+    #[tokio::test]
+    async fn topology_mode_auto_shares_the_endpoints_among_zones_by_cpu() {
+        let (fake, c, i) = controller();
+        for (name, zone) in [("n1", "z1"), ("n2", "z2")] {
+            i.nodes.apply(
+                serde_json::from_value(json!({"metadata": {"name": name, "labels": {ZONE: zone}},
+                    "status": {"allocatable": {"cpu": "2"}, "conditions": [{"type": "Ready", "status": "True"}]}}))
+                .unwrap(),
+            );
+        }
+        i.services.apply(
+            serde_json::from_value(json!({
+                "metadata": {"name": "web", "namespace": "d", "uid": "svc",
+                             "annotations": {"service.kubernetes.io/topology-mode": "Auto"}},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}],
+                         "trafficDistribution": "PreferSameNode"},
+            }))
+            .unwrap(),
+        );
+        for (name, ip, node) in [
+            ("a", "10.42.0.5", "n1"),
+            ("b", "10.42.0.6", "n1"),
+            ("c", "10.42.0.7", "n1"),
+            ("d", "10.42.1.5", "n2"),
+        ] {
+            let mut p = pod(name, ip, true);
+            p.spec.as_mut().unwrap().node_name = Some(node.into());
+            i.pods.apply(p);
+        }
+        c.reconcile("d/web").await.unwrap();
+        let slice = fake
+            .bodies("create")
+            .into_iter()
+            .find(|o| o["kind"] == "EndpointSlice")
+            .unwrap();
+        let hinted: Vec<(&str, &Value)> = slice["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["zone"].as_str().unwrap(), &e["hints"]))
+            .collect();
+        let for_zone = |z: &str| json!({"forZones": [{"name": z}]});
+        // Two of z1's three endpoints stay; one serves z2, whose CPU is
+        // half the cluster's; the node hints of the distribution give way.
+        let to_z2 = hinted.iter().filter(|(_, h)| **h == for_zone("z2")).count();
+        assert_eq!(to_z2, 2, "{hinted:?}");
+        assert!(hinted.contains(&("z2", &for_zone("z2"))), "{hinted:?}");
+        assert_eq!(
+            hinted.iter().filter(|(_, h)| **h == for_zone("z1")).count(),
+            2
+        );
     }
 
     #[tokio::test]

@@ -26,4 +26,5 @@ pub mod root_ca;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod status;
+mod topology_hints;
 pub mod volume;

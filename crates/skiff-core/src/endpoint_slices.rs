@@ -6,6 +6,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 /// The label naming a slice's Service.
 pub const SERVICE_NAME: &str = "kubernetes.io/service-name";
 
+/// The node label naming its zone, which its endpoints carry.
+pub const ZONE: &str = "topology.kubernetes.io/zone";
+
 /// The EndpointSlices of Service `ns/name`.
 pub fn slices_of<'a>(
     slices: &'a [EndpointSlice],

@@ -12,15 +12,15 @@ pub mod health;
 pub mod policy;
 pub mod rules;
 
+use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::Arc;
-
-use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Client;
+use skiff_core::endpoint_slices::ZONE;
 use skiff_runtime::cache::{follow, Cache};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
@@ -68,9 +68,6 @@ pub async fn apply(script: &str) -> Result<(), Error> {
         ))
     }
 }
-
-/// The node label that names its zone.
-const ZONE: &str = "topology.kubernetes.io/zone";
 
 /// Lets packets from pods be DNATed to loopback endpoints (the API server
 /// and cluster DNS of a single-node cluster listen on 127.0.0.1).

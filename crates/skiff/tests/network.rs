@@ -469,10 +469,11 @@ fn services_dns_and_pod_network_across_two_nodes() {
     assert_eq!(log, "first\nsecond\n");
 }
 
-/// With `trafficDistribution: PreferClose` and each node in a zone of its
-/// own, the slices carry zone hints and each node's clients reach the
-/// backend in their zone only (`mine[i]`, on host `i`); without it, both
-/// again.
+/// With `trafficDistribution: PreferClose`, then with the annotation
+/// `service.kubernetes.io/topology-mode: Auto`, and each node in a zone of
+/// its own, the slices carry zone hints and each node's clients reach the
+/// backend in their zone only (`mine[i]`, on host `i`); without either,
+/// both again.
 fn traffic_distribution(
     c: &Cluster,
     bed: &Bed,
@@ -485,7 +486,34 @@ fn traffic_distribution(
         c.ok(&["label", "node", &h.name, &zone]);
     }
     let close = r#"{"spec": {"trafficDistribution": "PreferClose"}}"#;
-    c.ok(&["patch", "service", "web", "-p", close]);
+    let anywhere = r#"{"spec": {"trafficDistribution": null}}"#;
+    let auto = r#"{"metadata": {"annotations": {"service.kubernetes.io/topology-mode": "Auto"}}}"#;
+    let manual = r#"{"metadata": {"annotations": {"service.kubernetes.io/topology-mode": null}}}"#;
+    for (on, off) in [(close, anywhere), (auto, manual)] {
+        c.ok(&["patch", "service", "web", "-p", on]);
+        keeps_to_zones(c, bed, fetch, cluster_ip, mine);
+        c.ok(&["patch", "service", "web", "-p", off]);
+        let client = format!("client-{}", bed.hosts[0].name);
+        let mut seen = BTreeSet::new();
+        wait_for("both zones again", LIMIT, || {
+            let out = fetch(&client, cluster_ip);
+            if out.status.success() {
+                seen.insert(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+            }
+            (seen.len() == 2).then_some(())
+        });
+    }
+}
+
+/// Waits for the slice's zone hints, then for each node's client to reach
+/// only the backend in its zone.
+fn keeps_to_zones(
+    c: &Cluster,
+    bed: &Bed,
+    fetch: &dyn Fn(&str, &str) -> std::process::Output,
+    cluster_ip: &str,
+    mine: &[String],
+) {
     wait_for("zone hints in the slice", LIMIT, || {
         let slices = c.json(&[
             "get",
@@ -514,17 +542,6 @@ fn traffic_distribution(
             (answers.len() == 1 && answers.contains(mine)).then_some(())
         });
     }
-    let anywhere = r#"{"spec": {"trafficDistribution": null}}"#;
-    c.ok(&["patch", "service", "web", "-p", anywhere]);
-    let client = format!("client-{}", bed.hosts[0].name);
-    let mut seen = BTreeSet::new();
-    wait_for("both zones again", LIMIT, || {
-        let out = fetch(&client, cluster_ip);
-        if out.status.success() {
-            seen.insert(String::from_utf8_lossy(&out.stdout).trim().to_owned());
-        }
-        (seen.len() == 2).then_some(())
-    });
 }
 
 /// With `externalTrafficPolicy: Local`, a LoadBalancer gets a
