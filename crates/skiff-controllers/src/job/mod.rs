@@ -58,11 +58,13 @@ impl JobController {
         let expectations = Arc::new(Expectations::default());
         let releasing = Arc::new(Releasing::default());
         let observed = releasing.clone();
-        pods.on_change(move |_, now| {
-            if let Some(uid) = now
-                .filter(|p| !tracking::has_finalizer(p))
-                .and_then(|p| p.metadata.uid.as_deref())
-            {
+        pods.on_change(move |old, now| {
+            // Seen without its finalizer, or gone.
+            let released = match now {
+                Some(p) => Some(p).filter(|p| !tracking::has_finalizer(p)),
+                None => old,
+            };
+            if let Some(uid) = released.and_then(|p| p.metadata.uid.as_deref()) {
                 observed.seen(uid);
             }
         });
