@@ -1434,6 +1434,11 @@ impl Dispatcher {
         }
     }
 
+    /// Admission reads `node` as the node's from now on.
+    pub fn set_node(&self, node: Node) {
+        self.worker.set_node(node);
+    }
+
     pub fn handle(&mut self, change: Change<Pod>) {
         let uid = |pod: &Pod| pod.metadata.uid.clone().unwrap_or_default();
         match change {

@@ -22,6 +22,8 @@ use crate::runtime::fake::FakeRuntime;
 const CONCURRENCY: usize = 16;
 /// How many pods of all simulated nodes sync at once.
 const PARALLEL_SYNCS: usize = 64;
+/// The label every simulated node carries.
+const SIMULATED: &str = "node.skiff.dev/simulated";
 /// How often what belongs to no pod is removed from the fake runtimes.
 const HOUSEKEEPING: Duration = Duration::from_secs(10);
 
@@ -64,7 +66,7 @@ impl Config {
             "kubernetes.io/hostname": name,
             "kubernetes.io/os": "linux",
             "kubernetes.io/arch": "amd64",
-            "node.skiff.dev/simulated": "true",
+            SIMULATED: "true",
         });
         if self.zones > 0 {
             labels["topology.kubernetes.io/zone"] = json!(format!("zone-{}", i % self.zones));
@@ -126,8 +128,8 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         .buffer_unordered(CONCURRENCY)
         .collect::<Vec<_>>()
         .await;
-    // Admission reads each node as registered: simulated nodes do not
-    // follow later changes to their labels and taints.
+    // Admission reads each node as registered, then as the watch of the
+    // simulated nodes shows it.
     let registered: HashMap<String, Node> = registered
         .into_iter()
         .map(|n| n.map(|n| (n.name_any(), n)))
@@ -205,6 +207,9 @@ async fn run_pods(
     let selector = watcher::Config::default().fields("spec.nodeName!=");
     let events = skiff_runtime::watch::changes(pods, selector);
     let mut events = std::pin::pin!(events);
+    let simulated = watcher::Config::default().labels(&format!("{SIMULATED}=true"));
+    let node_changes = skiff_runtime::watch::changes(Api::<Node>::all(client.clone()), simulated);
+    let mut node_changes = std::pin::pin!(node_changes);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     loop {
         let change = tokio::select! {
@@ -212,6 +217,19 @@ async fn run_pods(
                 Some(change) => change,
                 None => return Ok(()),
             },
+            Some(change) = node_changes.next() => {
+                let changed = match change {
+                    Change::Relisted(all) => all,
+                    Change::Applied(node) => vec![node],
+                    Change::Deleted(_) => Vec::new(),
+                };
+                for node in changed {
+                    if let Some(d) = nodes.get(&node.name_any()) {
+                        d.set_node(node);
+                    }
+                }
+                continue;
+            }
             _ = housekeeping.tick() => {
                 for node in nodes.values_mut() {
                     node.housekeeping().await;

@@ -378,6 +378,27 @@ fn job_completes_and_namespace_deletion_removes_its_contents() {
         "{pods:?}"
     );
 
+    // A simulated node's admission follows its labels: a pod bound to it
+    // that selects a label added after it registered runs. (Until the
+    // agent sees the label, such a pod is refused; it is made again.)
+    c.ok(&["label", "node", "sim-00001", "disk=ssd"]);
+    wait_for("a pod selecting the new label admitted", LIMIT, || {
+        create(
+            &c,
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: pinned}\nspec:\n  nodeName: sim-00001\n  nodeSelector: {disk: ssd}\n  containers: [{name: c, image: busybox}]\n",
+        );
+        let phase = wait_for("pinned to start or be refused", LIMIT, || {
+            let pod = c.json(&["get", "pod", "pinned"]);
+            let phase = pod["status"]["phase"].as_str()?.to_owned();
+            (phase == "Running" || phase == "Failed").then_some(phase)
+        });
+        if phase == "Running" {
+            return Some(());
+        }
+        c.ok(&["delete", "pod", "pinned", "--wait"]);
+        None
+    });
+
     c.ok(&["create", "namespace", "doomed"]);
     c.ok(&[
         "-n",
