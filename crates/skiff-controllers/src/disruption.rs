@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use serde_json::{json, Value};
@@ -105,8 +106,9 @@ impl DisruptionController {
     }
 
     /// The replicas the pod's controller asks for, with its uid: `None`
-    /// for a pod no workload with a scale controls.
-    fn scale_of(&self, pod: &Pod) -> Option<(String, i64)> {
+    /// for a pod no workload with a scale controls. `custom`: the scales
+    /// of custom resources, by uid.
+    fn scale_of(&self, pod: &Pod, custom: &BTreeMap<String, i64>) -> Option<(String, i64)> {
         let owner = pods::controller_of(&pod.metadata)?;
         let ns = pod.namespace().unwrap_or_default();
         let key = format!("{ns}/{}", owner.name);
@@ -132,9 +134,73 @@ impl DisruptionController {
                 let set = self.owners.statefulsets.get(&key)?;
                 Some((owner.uid.clone(), replicas(set.spec.as_ref()?.replicas)))
             }
-            _ => None,
+            _ => Some((owner.uid.clone(), *custom.get(&owner.uid)?)),
         }
     }
+
+    /// The scales of the custom resources controlling `pods`, by uid,
+    /// read through their `scale` subresource as upstream's finder reads
+    /// them; a controller that has none, or is gone, is left out.
+    async fn custom_scales(
+        &self,
+        ns: &str,
+        pods: &[Arc<Pod>],
+    ) -> Result<BTreeMap<String, i64>, Error> {
+        let mut owners: BTreeMap<&str, &OwnerReference> = BTreeMap::new();
+        for p in pods {
+            if let Some(o) =
+                pods::controller_of(&p.metadata).filter(|o| !BUILT_IN.contains(&o.kind.as_str()))
+            {
+                owners.insert(&o.uid, o);
+            }
+        }
+        let mut scales = BTreeMap::new();
+        if owners.is_empty() {
+            return Ok(scales);
+        }
+        let served = skiff_runtime::api::custom_resources(&*self.cluster).await?;
+        for (uid, owner) in owners {
+            let group = owner.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+            let mut kinds = served
+                .iter()
+                .filter(|(r, _)| r.group == group && r.kind == owner.kind);
+            // The owner's own version, else any the definition serves.
+            let Some((resource, _)) = kinds
+                .clone()
+                .find(|(r, _)| r.api_version == owner.api_version)
+                .or_else(|| kinds.next())
+            else {
+                continue;
+            };
+            let target = Target {
+                resource: resource.clone(),
+                namespace: Some(ns.to_owned()),
+                name: owner.name.clone(),
+            };
+            let Some(scale) = self.cluster.get_subresource(&target, "scale").await? else {
+                continue;
+            };
+            if scale["metadata"]["uid"] == uid {
+                scales.insert(
+                    uid.to_owned(),
+                    scale["spec"]["replicas"].as_i64().unwrap_or(0),
+                );
+            }
+        }
+        Ok(scales)
+    }
+}
+
+/// The controllers whose scale the caches hold.
+const BUILT_IN: [&str; 3] = ["ReplicaSet", "ReplicationController", "StatefulSet"];
+
+/// Whether a budget's counts need the scale of the pods' controllers: a
+/// percentage, or `maxUnavailable`.
+fn needs_scale(budget: &PodDisruptionBudget) -> bool {
+    let spec = budget.spec.as_ref();
+    let min = spec.and_then(|s| s.min_available.as_ref());
+    let max = spec.and_then(|s| s.max_unavailable.as_ref());
+    matches!(min, Some(IntOrString::String(_))) || (min.is_none() && max.is_some())
 }
 
 /// What a budget's numbers come to.
@@ -218,10 +284,14 @@ impl Reconcile for DisruptionController {
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none() && pods::is_ready(p))
             .count() as i64;
+        let custom = match needs_scale(&budget) {
+            true => self.custom_scales(&ns, &mine).await?,
+            false => BTreeMap::new(),
+        };
         let scales = || {
             let mut by_owner = BTreeMap::new();
             for p in &mine {
-                let (uid, scale) = self.scale_of(p)?;
+                let (uid, scale) = self.scale_of(p, &custom)?;
                 by_owner.insert(uid, scale);
             }
             Some(by_owner.values().sum())
@@ -362,6 +432,55 @@ mod tests {
         let mut woken: Vec<String> = std::iter::from_fn(|| queue.try_next()).collect();
         woken.sort();
         assert_eq!(woken, ["d/all", "d/web"]);
+    }
+
+    #[tokio::test]
+    async fn a_percentage_over_pods_of_a_custom_resource_reads_its_scale() {
+        let (mut budgets, mut pods) = (Informer::default(), Informer::default());
+        let owners = Owners {
+            sets: Informer::default().cache(),
+            rcs: Informer::default().cache(),
+            deployments: Informer::default().cache(),
+            statefulsets: Informer::default().cache(),
+        };
+        let fake = Arc::new(skiff_runtime::fake::FakeCluster::default());
+        let c =
+            DisruptionController::new(&mut budgets, &mut pods, owners, fake.clone(), Queue::new());
+        fake.put("customresourcedefinitions", json!({"metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "widgets", "kind": "Widget"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "subresources": {"scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}}}]}}));
+        fake.put(
+            "widgets/scale",
+            json!({"metadata": {"name": "w", "namespace": "d", "uid": "w1"},
+            "spec": {"replicas": 4}}),
+        );
+        budgets.apply(
+            serde_json::from_value(json!({"metadata": {"name": "b", "namespace": "d"},
+                "spec": {"maxUnavailable": "50%", "selector": {"matchLabels": {"app": "w"}}}}))
+            .unwrap(),
+        );
+        for name in ["p1", "p2", "p3"] {
+            pods.apply(
+                serde_json::from_value(json!({"metadata": {"name": name, "namespace": "d", "labels": {"app": "w"},
+                    "ownerReferences": [{"apiVersion": "example.com/v1", "kind": "Widget", "name": "w", "uid": "w1", "controller": true}]},
+                    "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}))
+                .unwrap(),
+            );
+        }
+        c.reconcile("d/b").await.unwrap();
+        let status = &fake.bodies("patch-status")[0]["status"];
+        // 4 expected, 2 desired, 3 healthy: one may go.
+        assert_eq!(
+            (
+                &status["expectedPods"],
+                &status["desiredHealthy"],
+                &status["disruptionsAllowed"]
+            ),
+            (&json!(4), &json!(2), &json!(1)),
+            "{status}"
+        );
     }
 
     #[test]

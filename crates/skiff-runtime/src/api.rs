@@ -99,6 +99,13 @@ pub trait Cluster: Send + Sync {
     async fn delete(&self, target: &Target, how: Deletion) -> Result<(), Error>;
     /// Reads an object from the API server rather than a cache.
     async fn get(&self, target: &Target) -> Result<Option<Value>, Error>;
+    /// Reads a subresource of an object (`scale`); none when there is no
+    /// such object or subresource.
+    async fn get_subresource(
+        &self,
+        target: &Target,
+        subresource: &str,
+    ) -> Result<Option<Value>, Error>;
     /// Lists the objects of a resource in a namespace (or everywhere).
     async fn list(
         &self,
@@ -309,6 +316,15 @@ impl Cluster for KubeCluster {
             .get_opt(&t.name)
             .await?
             .map(to_value))
+    }
+
+    async fn get_subresource(&self, t: &Target, sub: &str) -> Result<Option<Value>, Error> {
+        let api = self.api(&t.resource, t.namespace.as_deref());
+        match api.get_subresource(sub, &t.name).await {
+            Ok(obj) => Ok(Some(to_value(obj))),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn list(&self, r: &ApiResource, ns: Option<&str>) -> Result<Vec<Value>, Error> {

@@ -194,6 +194,13 @@ impl Cluster for FakeCluster {
             .cloned())
     }
 
+    /// What [`FakeCluster::put`] stored under `<plural>/<subresource>`.
+    async fn get_subresource(&self, t: &Target, sub: &str) -> Result<Option<Value>, Error> {
+        let k = key(t.namespace.as_deref(), &t.name);
+        let plural = format!("{}/{sub}", t.resource.plural);
+        Ok(self.objects.lock().unwrap().get(&(plural, k)).cloned())
+    }
+
     async fn list(&self, r: &ApiResource, ns: Option<&str>) -> Result<Vec<Value>, Error> {
         let objects = self.objects.lock().unwrap();
         Ok(objects

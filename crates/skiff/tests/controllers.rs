@@ -593,4 +593,40 @@ fn disruption_budgets_guard_evictions() {
         let s = status(&c);
         (s["currentHealthy"] == 2 && s["disruptionsAllowed"] == 1).then_some(())
     });
+
+    // Pods a custom resource controls count at its scale, read through
+    // its scale subresource: 3 expected, so 50% leaves one to go.
+    create(
+        &c,
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: widgets.example.com}\nspec:\n  group: example.com\n  scope: Namespaced\n  names: {plural: widgets, singular: widget, kind: Widget}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}\n    subresources: {scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas}}\n",
+    );
+    c.ok(&[
+        "wait",
+        "--for=condition=established",
+        "crd/widgets.example.com",
+        "--timeout=60s",
+    ]);
+    create(
+        &c,
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\nspec: {replicas: 3}\n",
+    );
+    let uid = c.json(&["get", "widget", "w"])["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for name in ["w-1", "w-2"] {
+        create(&c, &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: widget}}\n  ownerReferences: [{{apiVersion: example.com/v1, kind: Widget, name: w, uid: {uid}, controller: true}}]\nspec:\n  containers: [{{name: c, image: busybox}}]\n"));
+    }
+    c.ok(&[
+        "create",
+        "pdb",
+        "widget",
+        "--selector=app=widget",
+        "--max-unavailable=50%",
+    ]);
+    wait_for("the budget to count the widget's scale", LIMIT, || {
+        let s = c.json(&["get", "pdb", "widget"])["status"].clone();
+        let counted = s["expectedPods"] == 3 && s["desiredHealthy"] == 1;
+        (counted && s["currentHealthy"] == 2 && s["disruptionsAllowed"] == 1).then_some(())
+    });
 }

@@ -120,6 +120,13 @@ fn rules() -> Vec<(&'static str, Vec<Value>)> {
                 rule(&[""], &["replicationcontrollers", "pods"], READ),
                 rule(&["policy"], &["poddisruptionbudgets"], READ),
                 rule(&["policy"], &["poddisruptionbudgets/status"], WRITE),
+                // The scale of custom resources that control pods.
+                rule(
+                    &["apiextensions.k8s.io"],
+                    &["customresourcedefinitions"],
+                    &["list"],
+                ),
+                rule(&["*"], &["*/scale"], &["get"]),
                 events(),
             ],
         ),
