@@ -398,15 +398,20 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn a_pod_change_wakes_only_the_budgets_that_cover_it() {
-        let (mut budgets, mut pods) = (Informer::default(), Informer::default());
-        let owners = Owners {
+    /// Owners with empty caches.
+    fn no_owners() -> Owners {
+        Owners {
             sets: Informer::default().cache(),
             rcs: Informer::default().cache(),
             deployments: Informer::default().cache(),
             statefulsets: Informer::default().cache(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_pod_change_wakes_only_the_budgets_that_cover_it() {
+        let (mut budgets, mut pods) = (Informer::default(), Informer::default());
+        let owners = no_owners();
         let queue = Queue::new();
         let fake = Arc::new(skiff_runtime::fake::FakeCluster::default());
         let _c = DisruptionController::new(&mut budgets, &mut pods, owners, fake, queue.clone());
@@ -437,12 +442,7 @@ mod tests {
     #[tokio::test]
     async fn a_percentage_over_pods_of_a_custom_resource_reads_its_scale() {
         let (mut budgets, mut pods) = (Informer::default(), Informer::default());
-        let owners = Owners {
-            sets: Informer::default().cache(),
-            rcs: Informer::default().cache(),
-            deployments: Informer::default().cache(),
-            statefulsets: Informer::default().cache(),
-        };
+        let owners = no_owners();
         let fake = Arc::new(skiff_runtime::fake::FakeCluster::default());
         let c =
             DisruptionController::new(&mut budgets, &mut pods, owners, fake.clone(), Queue::new());

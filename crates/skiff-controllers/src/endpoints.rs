@@ -466,6 +466,12 @@ mod tests {
         slices: Informer<EndpointSlice>,
     }
 
+    /// The EndpointSlice the controller created first.
+    fn created_slice(fake: &FakeCluster) -> Value {
+        let mut created = fake.bodies("create").into_iter();
+        created.find(|o| o["kind"] == "EndpointSlice").unwrap()
+    }
+
     fn controller() -> (Arc<FakeCluster>, EndpointsController, Informers) {
         let fake = Arc::new(FakeCluster::default());
         let mut i = Informers {
@@ -503,10 +509,7 @@ mod tests {
         assert_eq!(ep["subsets"][0]["addresses"][0]["ip"], "10.42.0.5");
         assert_eq!(ep["subsets"][0]["notReadyAddresses"][0]["ip"], "10.42.0.6");
         assert_eq!(ep["subsets"][0]["ports"][0]["port"], 8080);
-        let slice = created
-            .iter()
-            .find(|o| o["kind"] == "EndpointSlice")
-            .unwrap();
+        let slice = created_slice(&fake);
         assert_eq!(slice["metadata"]["labels"][SERVICE_NAME], "web");
         assert_eq!(slice["endpoints"].as_array().unwrap().len(), 2);
         assert_eq!(slice["endpoints"][1]["conditions"]["ready"], false);
@@ -532,11 +535,7 @@ mod tests {
         i.pods.apply(pod("a", "10.42.0.5", true));
         i.pods.apply(pod("b", "10.42.0.6", false));
         c.reconcile("d/web").await.unwrap();
-        let slice = fake
-            .bodies("create")
-            .into_iter()
-            .find(|o| o["kind"] == "EndpointSlice")
-            .unwrap();
+        let slice = created_slice(&fake);
         let (ready, not_ready) = (&slice["endpoints"][0], &slice["endpoints"][1]);
         assert_eq!(ready["zone"], "z1");
         assert_eq!(ready["hints"], json!({"forZones": [{"name": "z1"}]}));
@@ -582,11 +581,7 @@ mod tests {
             i.pods.apply(p);
         }
         c.reconcile("d/web").await.unwrap();
-        let slice = fake
-            .bodies("create")
-            .into_iter()
-            .find(|o| o["kind"] == "EndpointSlice")
-            .unwrap();
+        let slice = created_slice(&fake);
         let hinted: Vec<(&str, &Value)> = slice["endpoints"]
             .as_array()
             .unwrap()

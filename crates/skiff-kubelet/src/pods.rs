@@ -821,7 +821,6 @@ impl Worker {
     /// Writes the pod Failed with this reason and message; whether it was
     /// written.
     async fn write_failed(&self, pod: &Pod, uid: &str, reason: &str, message: &str) -> bool {
-        let url = Pod::url_path(&(), pod.metadata.namespace.as_deref());
         let now = Timestamp::now().to_string();
         // Merged by type: the pod's other conditions stay. An eviction is
         // a disruption; a deadline the pod's own.
@@ -831,13 +830,21 @@ impl Worker {
             status["status"]["conditions"] = json!([{"type": "DisruptionTarget", "status": "True",
                 "reason": "TerminationByKubelet", "message": message, "lastTransitionTime": now}]);
         }
+        // Tried again at the pod's next sync.
+        self.patch_status(pod, &status, "could not fail a pod")
+            .await
+    }
+
+    /// Merges `patch` (a strategic merge patch naming the pod's uid) into
+    /// the pod's status; whether it was written, else why not is logged.
+    async fn patch_status(&self, pod: &Pod, patch: &serde_json::Value, failed: &str) -> bool {
+        let url = Pod::url_path(&(), pod.metadata.namespace.as_deref());
         let name = pod.metadata.name.as_deref().unwrap_or_default();
-        let patch = Patch::Strategic(&status);
+        let patch = Patch::Strategic(patch);
         match skiff_runtime::api::patch_status_unread(&self.client, &url, name, &patch).await {
             Ok(_) => true,
             Err(e) => {
-                // Tried again at the pod's next sync.
-                tracing::warn!(error = %e, reason, "could not fail a pod");
+                tracing::warn!(error = %e, "{failed}");
                 false
             }
         }
@@ -887,17 +894,9 @@ impl Worker {
 
     /// Writes the pod's final phase; whether it was written.
     async fn write_phase(&self, pod: &Pod, uid: &str, phase: &str) -> bool {
-        let url = Pod::url_path(&(), pod.metadata.namespace.as_deref());
         let status = json!({"metadata": {"uid": uid}, "status": {"phase": phase}});
-        let name = pod.metadata.name.as_deref().unwrap_or_default();
-        let patch = Patch::Strategic(&status);
-        match skiff_runtime::api::patch_status_unread(&self.client, &url, name, &patch).await {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::warn!(error = %e, phase, "could not write a stopped pod's phase");
-                false
-            }
-        }
+        self.patch_status(pod, &status, "could not write a stopped pod's phase")
+            .await
     }
 
     /// The pod's ready sandbox, made if there is none ([`plan::sandbox_step`]).
