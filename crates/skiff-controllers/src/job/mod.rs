@@ -46,6 +46,8 @@ pub struct JobController {
     /// Pods whose finalizer is being removed, until the cache shows it
     /// gone: a stale pod must not be counted twice.
     releasing: Arc<Releasing>,
+    /// The status versions it wrote that the cache has yet to show.
+    written: Written,
 }
 
 impl JobController {
@@ -78,6 +80,7 @@ impl JobController {
             cluster,
             expectations,
             releasing,
+            written: Written::default(),
         }
     }
 
@@ -203,16 +206,20 @@ struct Tally {
 /// Writes a Job's status over the version it was read at only, as
 /// upstream's updates: counts written from a stale Job would count its
 /// pods again.
-struct StatusWriter {
+struct StatusWriter<'a> {
     target: Target,
     version: Option<String>,
+    key: &'a str,
+    written: &'a Written,
 }
 
-impl StatusWriter {
-    fn of(job: &Job) -> Self {
+impl<'a> StatusWriter<'a> {
+    fn of(job: &Job, key: &'a str, written: &'a Written) -> Self {
         Self {
             target: Target::of::<Job>(job.namespace().as_deref(), &job.name_any()),
             version: job.metadata.resource_version.clone(),
+            key,
+            written,
         }
     }
 
@@ -221,9 +228,48 @@ impl StatusWriter {
         let patch = json!({"metadata": {"resourceVersion": self.version}, "status": status});
         let written = cluster.merge_patch(&self.target, patch, true).await?;
         if let Some(v) = written["metadata"]["resourceVersion"].as_str() {
+            self.written.wrote(self.key, v);
             self.version = Some(v.to_owned());
         }
         Ok(())
+    }
+}
+
+/// The resourceVersion of each Job's last status write until the cache
+/// shows it (this store's versions are revisions, which grow).
+#[derive(Default)]
+struct Written(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+impl Written {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wrote(&self, key: &str, version: &str) {
+        if let Ok(v) = version.parse() {
+            self.lock().insert(key.to_owned(), v);
+        }
+    }
+
+    /// Whether the last write is newer than `job` as cached; forgotten
+    /// once it is not.
+    fn ahead_of(&self, key: &str, job: &Job) -> bool {
+        let mut written = self.lock();
+        let Some(&last) = written.get(key) else {
+            return false;
+        };
+        let cached = job.metadata.resource_version.as_deref();
+        match cached.and_then(|v| v.parse::<u64>().ok()) {
+            Some(seen) if seen < last => true,
+            _ => {
+                written.remove(key);
+                false
+            }
+        }
+    }
+
+    fn forget(&self, key: &str) {
+        self.lock().remove(key);
     }
 }
 
@@ -395,10 +441,16 @@ impl Reconcile for JobController {
     async fn reconcile(&self, key: &str) -> Result<Action, Error> {
         let Some(job) = self.jobs.get(key) else {
             self.expectations.remove(key);
+            self.written.forget(key);
             self.release_orphans(key, None).await?;
             return Ok(Action::Done);
         };
         let uid = job.uid().unwrap_or_default();
+        // A Job read before its last status write would count its released
+        // pods no more (and run them again): the write's event wakes it.
+        if self.written.ahead_of(key, &job) {
+            return Ok(Action::Done);
+        }
         self.release_orphans(key, Some(&uid)).await?;
         let owned: Vec<Arc<Pod>> = self
             .pods
@@ -528,7 +580,7 @@ impl Reconcile for JobController {
                 requeue = backing_off.into_iter().chain(deadline).min();
             }
         }
-        let mut writer = StatusWriter::of(&job);
+        let mut writer = StatusWriter::of(&job, key, &self.written);
         let released = self
             .count_finished(
                 &mut writer,
@@ -609,7 +661,7 @@ impl JobController {
     /// fails. Whether any finalizer went.
     async fn count_finished(
         &self,
-        writer: &mut StatusWriter,
+        writer: &mut StatusWriter<'_>,
         spec: &JobSpec,
         owned: &[Arc<Pod>],
         counts: &mut Counts,
@@ -1034,6 +1086,28 @@ mod tests {
             writes.iter().all(|w| w["status"]["succeeded"].is_null()),
             "{writes:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_job_read_before_its_last_status_write_waits_for_it() {
+        let (fake, jobs, pods, c) = setup();
+        let mut stale = serde_json::to_value(job(2, 1, 6)).unwrap();
+        stale["metadata"]["resourceVersion"] = json!("5");
+        jobs.apply(serde_json::from_value(stale.clone()).unwrap());
+        // Its pod counted and released, in a status the cache lacks yet.
+        let mut released = pod("a", "Succeeded");
+        released.metadata.finalizers = None;
+        pods.apply(released);
+        c.written.wrote("d/pi", "9");
+        c.reconcile("d/pi").await.unwrap();
+        assert!(fake.made("create").is_empty(), "a would run again");
+        assert!(fake.bodies("patch-status").is_empty());
+        // Once the cache shows the write, the Job goes on from its counts.
+        stale["metadata"]["resourceVersion"] = json!("9");
+        stale["status"] = json!({"succeeded": 1});
+        jobs.apply(serde_json::from_value(stale).unwrap());
+        c.reconcile("d/pi").await.unwrap();
+        assert_eq!(fake.made("create").len(), 1, "one completion left");
     }
 
     #[tokio::test]
