@@ -19,6 +19,7 @@ use kube::api::{Api, DeleteParams, Patch, Preconditions};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde_json::json;
+use skiff_runtime::lean::ForAdmission;
 use skiff_runtime::watch::Change;
 use tokio::sync::watch;
 
@@ -216,7 +217,8 @@ impl Worker {
     async fn follow_node(self: Arc<Self>) {
         let api: Api<Node> = Api::all(self.client.clone());
         let config = watcher::Config::default().fields(&format!("metadata.name={}", self.node));
-        let mut changes = std::pin::pin!(skiff_runtime::watch::changes(api, config));
+        let changes = skiff_runtime::watch::changes_without::<_, ForAdmission>(api, config);
+        let mut changes = std::pin::pin!(changes);
         while let Some(change) = changes.next().await {
             match change {
                 Change::Relisted(nodes) => {

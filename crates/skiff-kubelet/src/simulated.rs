@@ -13,6 +13,7 @@ use kube::api::Api;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
+use skiff_runtime::lean::ForAdmission;
 use skiff_runtime::watch::Change;
 
 use crate::pods::{Dispatcher, Worker};
@@ -208,7 +209,9 @@ async fn run_pods(
     let events = skiff_runtime::watch::changes(pods, selector);
     let mut events = std::pin::pin!(events);
     let simulated = watcher::Config::default().labels(&format!("{SIMULATED}=true"));
-    let node_changes = skiff_runtime::watch::changes(Api::<Node>::all(client.clone()), simulated);
+    let nodes_api = Api::<Node>::all(client.clone());
+    let node_changes =
+        skiff_runtime::watch::changes_without::<_, ForAdmission>(nodes_api, simulated);
     let mut node_changes = std::pin::pin!(node_changes);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     loop {

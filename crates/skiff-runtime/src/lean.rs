@@ -2,7 +2,8 @@
 //! watch looks at them (upstream's informers strip them too), and they are
 //! a large part of every object, so they are skipped in the JSON unread
 //! instead of decoded and dropped. Readers that place or count pods rather
-//! than run them skip the parts of a pod only its node reads as well
+//! than run them skip the parts of a pod only its node reads as well, and
+//! a node's admission skips the parts of its status it does not read
 //! ([`Leaves`]).
 
 use std::borrow::Cow;
@@ -21,10 +22,14 @@ use skiff_core::text::Text;
 #[derive(Clone, Debug)]
 pub struct Lean<K, L = ManagedFields>(pub K, pub PhantomData<L>);
 
-/// What a [`Lean`] read leaves out of a pod, beside its managed fields.
+/// What a [`Lean`] read leaves out of a pod or a node, beside its
+/// managed fields.
 pub trait Leaves: Clone + fmt::Debug + Send + Sync + 'static {
     /// The parts of a pod left out, if any.
     const POD: Option<PodParts>;
+    /// Whether a node's status is read for what it offers only
+    /// (`capacity` and `allocatable`).
+    const NODE_OFFER_ONLY: bool = false;
 }
 
 /// The parts of a pod a reader leaves out: what only its node reads (the
@@ -63,14 +68,25 @@ impl Leaves for ForScheduler {
     const POD: Option<PodParts> = Some(PodParts { statuses_too: true });
 }
 
+/// For a node's admission, which reads its labels, taints and what it
+/// offers: not its conditions, addresses, images or versions.
+#[derive(Clone, Debug)]
+pub struct ForAdmission;
+
+impl Leaves for ForAdmission {
+    const POD: Option<PodParts> = None;
+    const NODE_OFFER_ONLY: bool = true;
+}
+
 impl<'de, K, L> Deserialize<'de> for Lean<K, L>
 where
     K: Deserialize<'de> + Resource<DynamicType = ()>,
     L: Leaves,
 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let level = match L::POD {
-            Some(parts) if K::kind(&()) == "Pod" => Level::Pod(parts),
+        let level = match (L::POD, K::kind(&()).as_ref()) {
+            (Some(parts), "Pod") => Level::Pod(parts),
+            (_, "Node") if L::NODE_OFFER_ONLY => Level::Node,
             _ => Level::Object,
         };
         K::deserialize(Skipping { inner: d, level }).map(|k| Lean(k, PhantomData))
@@ -121,6 +137,9 @@ enum Level {
     /// A list of volumes, each read at [`Level::Volume`].
     Volumes,
     Volume,
+    /// A node read for its admission.
+    Node,
+    NodeStatus,
 }
 
 /// The fields of a container only its node reads.
@@ -146,7 +165,8 @@ impl Level {
     /// The level a field's value is read at, if it needs one.
     fn of_field(self, name: &str) -> Option<Level> {
         match (self, name) {
-            (Level::Object | Level::Pod(_), "metadata") => Some(Level::Metadata),
+            (Level::Object | Level::Pod(_) | Level::Node, "metadata") => Some(Level::Metadata),
+            (Level::Node, "status") => Some(Level::NodeStatus),
             (Level::Pod(_), "spec") => Some(Level::PodSpec),
             (Level::Pod(parts), "status") if parts.statuses_too => Some(Level::PodStatus),
             (Level::PodSpec, "containers" | "initContainers") => Some(Level::Containers),
@@ -175,6 +195,7 @@ impl Level {
             ),
             Level::Container => NODE_ONLY.contains(&name),
             Level::Volume => !VOLUME_KEPT.contains(&name),
+            Level::NodeStatus => !matches!(name, "capacity" | "allocatable"),
             _ => false,
         }
     }
@@ -398,7 +419,7 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Skipping<S> {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+    use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
     use serde_json::json;
 
     use super::*;
@@ -418,6 +439,28 @@ mod tests {
             "spec": {"containers": [{"name": "c", "image": "busybox"}]},
             "status": {"phase": "Pending"},
         })
+    }
+
+    #[test]
+    fn a_node_read_for_admission_keeps_its_labels_taints_and_offer_only() {
+        let node = json!({
+            "metadata": {"name": "n", "labels": {"disk": "ssd"}},
+            "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]},
+            "status": {"allocatable": {"cpu": "2"}, "capacity": {"cpu": "4"},
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]},
+        });
+        let Lean(lean, _) =
+            serde_json::from_value::<Lean<Node, ForAdmission>>(node.clone()).unwrap();
+        let status = lean.status.unwrap();
+        assert!(status.conditions.is_none() && status.addresses.is_none());
+        assert_eq!(status.allocatable.unwrap()["cpu"].0, "2");
+        assert_eq!(status.capacity.unwrap()["cpu"].0, "4");
+        assert_eq!(lean.metadata.labels.unwrap()["disk"], "ssd");
+        assert_eq!(lean.spec.unwrap().taints.unwrap()[0].key, "k");
+        // Other readers keep the whole status.
+        let Lean(full, _) = serde_json::from_value::<Lean<Node>>(node).unwrap();
+        assert!(full.status.unwrap().conditions.is_some());
     }
 
     #[test]
