@@ -4,7 +4,7 @@
 //! node's zone and the hints the Service's `trafficDistribution` asks for,
 //! or topology-aware ones when its `topology-mode` annotation is `Auto`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,12 +19,14 @@ use skiff_core::endpoint_slices::{SERVICE_NAME, ZONE};
 use skiff_runtime::api::{self, Cluster, Deletion, Error, Target};
 use skiff_runtime::cache::{key_of, Cache, Informer};
 use skiff_runtime::controller::{Action, Reconcile};
+use skiff_runtime::events;
 use skiff_runtime::queue::Queue;
 
 const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
 const MANAGER: &str = "endpointslice-controller.k8s.io";
 /// Endpoints per slice, upstream's default.
 const PER_SLICE: usize = 100;
+const COMPONENT: &str = "endpointslice-controller";
 pub struct EndpointsController {
     pub services: Arc<Cache<Service>>,
     pub pods: Arc<Cache<Pod>>,
@@ -32,6 +34,8 @@ pub struct EndpointsController {
     pub slices: Arc<Cache<EndpointSlice>>,
     pub nodes: Arc<Cache<Node>>,
     pub cluster: Arc<dyn Cluster>,
+    /// Each Service's last topology-aware verdict: hinted, or why not.
+    topology: std::sync::Mutex<HashMap<String, Result<(), String>>>,
 }
 
 /// The hints a ready endpoint on `node` in `zone` carries for a Service's
@@ -71,8 +75,9 @@ fn selects(svc: &Service, pod: &Pod) -> bool {
 
 impl EndpointsController {
     /// Hints each ready endpoint of `slices` for a zone, in proportion to
-    /// the zones' CPU ([`topology_hints`]); none when that cannot be done.
-    fn hint_zones(&self, slices: &mut [Value]) {
+    /// the zones' CPU ([`topology_hints`]); why not, when that cannot be
+    /// done.
+    fn hint_zones(&self, slices: &mut [Value]) -> Result<(), topology_hints::Refusal> {
         let ready = slices
             .iter_mut()
             .flat_map(|s| s["endpoints"].as_array_mut().into_iter().flatten())
@@ -83,11 +88,48 @@ impl EndpointsController {
             .map(|e| e["zone"].as_str().map(str::to_owned))
             .collect();
         let zones: Vec<Option<&str>> = zones.iter().map(Option::as_deref).collect();
-        let hinted = topology_hints::cpu_shares(&self.nodes.list())
-            .and_then(|shares| topology_hints::assign(&shares, &zones));
-        for (e, zone) in ready.iter_mut().zip(hinted.into_iter().flatten()) {
+        let shares = topology_hints::cpu_shares(&self.nodes.list());
+        let hinted = topology_hints::assign(shares.as_ref(), &zones)?;
+        for (e, zone) in ready.iter_mut().zip(hinted) {
             e["hints"] = json!({"forZones": [{"name": zone}]});
         }
+        Ok(())
+    }
+
+    fn forget_topology(&self, key: &str) {
+        let mut seen = self.topology.lock().unwrap_or_else(|e| e.into_inner());
+        seen.remove(key);
+    }
+
+    /// Records upstream's events when a Service's topology-aware hints
+    /// start, stop or cannot be given (`verdict`; none without the
+    /// annotation): once per change, as this recorder does not aggregate.
+    fn tell_topology(&self, svc: &Service, key: &str, verdict: Option<Result<(), String>>) {
+        let mut seen = self.topology.lock().unwrap_or_else(|e| e.into_inner());
+        let before = match &verdict {
+            Some(v) => seen.insert(key.to_owned(), v.clone()),
+            None => seen.remove(key),
+        };
+        if before == verdict {
+            return;
+        }
+        let (warning, reason, message) = match (&before, &verdict) {
+            (_, Some(Ok(()))) => (
+                false,
+                "TopologyAwareHintsEnabled",
+                "Topology Aware Hints has been enabled",
+            ),
+            (_, Some(Err(why))) => (true, "TopologyAwareHintsDisabled", why.as_str()),
+            (Some(Ok(())), None) => (
+                true,
+                "TopologyAwareHintsDisabled",
+                "Topology Aware Hints has been disabled",
+            ),
+            (_, None) => return,
+        };
+        let message = format!("{message}, addressType: IPv4");
+        let about = events::about(svc, COMPONENT, warning, reason, &message);
+        self.cluster.event(about);
     }
 
     pub fn new(
@@ -167,6 +209,7 @@ impl EndpointsController {
             slices: slices.cache(),
             nodes: nodes.cache(),
             cluster,
+            topology: Default::default(),
         }
     }
 
@@ -223,6 +266,7 @@ impl Reconcile for EndpointsController {
 
     async fn reconcile(&self, key: &str) -> Result<Action, Error> {
         let Some(svc) = self.services.get(key) else {
+            self.forget_topology(key);
             self.remove(key).await?;
             return Ok(Action::Done);
         };
@@ -389,9 +433,8 @@ impl Reconcile for EndpointsController {
                 desired.push(json!({"ports": ports_json(ports), "endpoints": endpoints}));
             }
         }
-        if auto {
-            self.hint_zones(&mut desired);
-        }
+        let verdict = auto.then(|| self.hint_zones(&mut desired).map_err(|r| r.to_string()));
+        self.tell_topology(&svc, key, verdict);
         let mut existing: Vec<Arc<EndpointSlice>> = self
             .slices
             .list_in(&ns)
@@ -597,6 +640,21 @@ mod tests {
         assert_eq!(
             hinted.iter().filter(|(_, h)| **h == for_zone("z1")).count(),
             2
+        );
+        // The verdict is told once, and again when it changes.
+        c.reconcile("d/web").await.unwrap();
+        i.nodes.apply(
+            serde_json::from_value(json!({"metadata": {"name": "n2", "labels": {ZONE: "z2"}},
+                "status": {"allocatable": {"cpu": "2"}, "conditions": [{"type": "Ready", "status": "False"}]}}))
+            .unwrap(),
+        );
+        c.reconcile("d/web").await.unwrap();
+        assert_eq!(
+            fake.event_messages(),
+            [
+                "TopologyAwareHintsEnabled Topology Aware Hints has been enabled, addressType: IPv4",
+                "TopologyAwareHintsDisabled Insufficient Node information: allocatable CPU or zone not specified on one or more nodes, addressType: IPv4",
+            ]
         );
     }
 

@@ -68,30 +68,65 @@ fn is_ready(node: &Node) -> bool {
 /// How many endpoints each zone should have; none when a zone would get
 /// none, or when the least each zone needs not to be overloaded adds up
 /// to more than there are (upstream's `getAllocations`).
-fn allocations(shares: &BTreeMap<String, f64>, endpoints: usize) -> Option<BTreeMap<&str, f64>> {
+fn allocations(
+    shares: &BTreeMap<String, f64>,
+    endpoints: usize,
+) -> Result<BTreeMap<&str, f64>, Refusal> {
+    let counts = (endpoints, shares.len());
     if shares.len() > endpoints {
-        return None;
+        return Err(Refusal::TooFewEndpoints(counts));
     }
     let mut left = endpoints;
     let mut out = BTreeMap::new();
     for (zone, share) in shares {
         let desired = share * endpoints as f64;
         let minimum = (desired / (1.0 + OVERLOAD)).ceil() as usize;
-        left = left.checked_sub(minimum)?;
+        left = left
+            .checked_sub(minimum)
+            .ok_or(Refusal::Overloaded(counts))?;
         out.insert(zone.as_str(), desired.max(minimum as f64));
     }
-    Some(out)
+    Ok(out)
 }
 
-/// The zone each ready endpoint is hinted for, given the zone each is in
-/// (in the slices' order); none when no hints can be given, as when an
-/// endpoint's zone is unknown.
-pub fn assign(shares: &BTreeMap<String, f64>, zones: &[Option<&str>]) -> Option<Vec<String>> {
+/// Why no hints are given, with upstream's messages.
+#[derive(Debug, PartialEq)]
+pub enum Refusal {
+    /// A ready node has no zone or CPU, or the ready nodes are in one zone.
+    NodeInfo,
+    /// Fewer endpoints than zones: (endpoints, zones).
+    TooFewEndpoints((usize, usize)),
+    /// The least each zone needs overloads an endpoint: (endpoints, zones).
+    Overloaded((usize, usize)),
+    /// A ready endpoint's zone is unknown.
+    NoZone,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NodeInfo => f.write_str("Insufficient Node information: allocatable CPU or zone not specified on one or more nodes"),
+            Refusal::TooFewEndpoints((e, z)) => write!(f, "Insufficient number of endpoints ({e} endpoints, {z} zones)"),
+            Refusal::Overloaded((e, z)) => write!(f, "Unable to allocate minimum required endpoints to each zone without exceeding overload threshold ({e} endpoints, {z} zones)"),
+            Refusal::NoZone => f.write_str("One or more endpoints do not have a zone specified"),
+        }
+    }
+}
+
+/// The zone each ready endpoint is hinted for, given the zones' shares
+/// (none when the nodes tell too little) and the zone each endpoint is in
+/// (in the slices' order); why not, when no hints can be given.
+pub fn assign(
+    shares: Option<&BTreeMap<String, f64>>,
+    zones: &[Option<&str>],
+) -> Result<Vec<String>, Refusal> {
+    let shares = shares.ok_or(Refusal::NodeInfo)?;
     let allocations = allocations(shares, zones.len())?;
     let mut hinted: Vec<String> = zones
         .iter()
         .map(|z| z.filter(|z| !z.is_empty()).map(str::to_owned))
-        .collect::<Option<_>>()?;
+        .collect::<Option<_>>()
+        .ok_or(Refusal::NoZone)?;
     let mut count: BTreeMap<&str, usize> = BTreeMap::new();
     for zone in zones.iter().flatten() {
         *count.entry(zone).or_default() += 1;
@@ -108,7 +143,7 @@ pub fn assign(shares: &BTreeMap<String, f64>, zones: &[Option<&str>]) -> Option<
         *wanted -= 1;
         *hint = (*to).to_owned();
     }
-    Some(hinted)
+    Ok(hinted)
 }
 
 /// How many endpoints each zone gives and receives, moved one at a time
@@ -189,22 +224,24 @@ mod tests {
     #[test]
     fn endpoints_stay_in_their_zone_unless_another_zone_lacks_its_share() {
         let even: BTreeMap<String, f64> = [("z1".into(), 0.5), ("z2".into(), 0.5)].into();
+        let even = Some(&even);
         let zones = [Some("z1"), Some("z2"), Some("z1"), Some("z2")];
-        assert_eq!(assign(&even, &zones).unwrap(), ["z1", "z2", "z1", "z2"]);
+        assert_eq!(assign(even, &zones).unwrap(), ["z1", "z2", "z1", "z2"]);
         // Three endpoints in z1, one in z2: z1 gives one to z2.
         let zones = [Some("z1"), Some("z1"), Some("z1"), Some("z2")];
-        assert_eq!(assign(&even, &zones).unwrap(), ["z2", "z1", "z1", "z2"]);
-        assert!(
-            assign(&even, &[Some("z1")]).is_none(),
-            "fewer endpoints than zones"
+        assert_eq!(assign(even, &zones).unwrap(), ["z2", "z1", "z1", "z2"]);
+        assert_eq!(
+            assign(even, &[Some("z1")]).unwrap_err().to_string(),
+            "Insufficient number of endpoints (1 endpoints, 2 zones)"
         );
-        assert!(
-            assign(&even, &[Some("z1"), None]).is_none(),
-            "a zone unknown"
-        );
+        assert_eq!(assign(even, &[Some("z1"), None]), Err(Refusal::NoZone));
+        assert_eq!(assign(None, &zones), Err(Refusal::NodeInfo));
         // 90 % of the CPU in z1 with two endpoints: z2 needs one, z1 two.
         let skewed: BTreeMap<String, f64> = [("z1".into(), 0.9), ("z2".into(), 0.1)].into();
-        assert!(assign(&skewed, &[Some("z1"), Some("z2")]).is_none());
+        assert_eq!(
+            assign(Some(&skewed), &[Some("z1"), Some("z2")]),
+            Err(Refusal::Overloaded((2, 2)))
+        );
     }
 
     #[test]
