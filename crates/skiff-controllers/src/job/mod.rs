@@ -321,8 +321,7 @@ fn tally(
             }
         } else if tracking::is_failed(p, replaces_failed_only(spec))
             && !counts.is_listed_failed(uid)
-            && (!indexed || indexed::of(p).is_some_and(|i| in_range(&i)))
-            && policies::judge(spec.pod_failure_policy.as_ref(), p).counts()
+            && counts_against_backoff(spec, p)
         {
             counts.list(uid, false);
         }
@@ -361,6 +360,15 @@ fn tally(
         failed_indexes,
         fail_job,
     }
+}
+
+/// Whether a failed pod counts in `failed`: not ignored by the pod
+/// failure policy, and of an index the Job has, if it is Indexed.
+fn counts_against_backoff(spec: &JobSpec, pod: &Pod) -> bool {
+    let in_range = |i: i32| i < spec.completions.unwrap_or(0);
+    let indexed = spec.completion_mode.as_deref() == Some("Indexed");
+    (!indexed || indexed::of(pod).is_some_and(in_range))
+        && policies::judge(spec.pod_failure_policy.as_ref(), pod).counts()
 }
 
 /// Whether a pod being deleted holds its place until it fails (under
@@ -669,8 +677,6 @@ impl JobController {
         finishing: bool,
     ) -> Result<bool, Error> {
         let failing = conditions.is_true("FailureTarget");
-        let indexed = spec.completion_mode.as_deref() == Some("Indexed");
-        let in_range = |p: &Pod| indexed::of(p).is_some_and(|i| i < spec.completions.unwrap_or(0));
         let replace_failed_only = replaces_failed_only(spec);
         let releasing: Vec<Arc<Pod>> = owned
             .iter()
@@ -688,9 +694,8 @@ impl JobController {
         for p in releasing.iter().filter(|_| failing) {
             let uid = p.metadata.uid.as_deref().unwrap_or_default();
             if pods::phase(p) != "Succeeded"
-                && !counts.is_listed(uid)
-                && (!indexed || in_range(p))
-                && policies::judge(spec.pod_failure_policy.as_ref(), p).counts()
+                && !counts.is_listed_failed(uid)
+                && counts_against_backoff(spec, p)
             {
                 counts.list(uid, false);
             }
