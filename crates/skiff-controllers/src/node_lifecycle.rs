@@ -245,6 +245,7 @@ impl NodeLifecycleController {
     }
 }
 
+/// The node's Ready condition.
 fn ready(node: &Node) -> Option<&k8s_openapi::api::core::v1::NodeCondition> {
     node.status
         .as_ref()?
@@ -252,6 +253,11 @@ fn ready(node: &Node) -> Option<&k8s_openapi::api::core::v1::NodeCondition> {
         .as_ref()?
         .iter()
         .find(|c| c.type_ == "Ready")
+}
+
+/// Whether the node's Ready condition is true.
+pub(crate) fn is_ready(node: &Node) -> bool {
+    ready(node).is_some_and(|c| c.status == "True")
 }
 
 /// How long until the pod must go for these NoExecute taints: zero for a

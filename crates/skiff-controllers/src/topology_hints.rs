@@ -36,7 +36,9 @@ pub fn cpu_shares(nodes: &[Arc<Node>]) -> Option<BTreeMap<String, f64>> {
     let mut by_zone: BTreeMap<String, i128> = BTreeMap::new();
     for node in nodes {
         let labels = node.metadata.labels.as_ref();
-        if labels.is_some_and(|l| EXCLUDED.iter().any(|e| l.contains_key(*e))) || !is_ready(node) {
+        if labels.is_some_and(|l| EXCLUDED.iter().any(|e| l.contains_key(*e)))
+            || !crate::node_lifecycle::is_ready(node)
+        {
             continue;
         }
         let zone = labels.and_then(|l| l.get(ZONE)).filter(|z| !z.is_empty())?;
@@ -55,14 +57,6 @@ pub fn cpu_shares(nodes: &[Arc<Node>]) -> Option<BTreeMap<String, f64>> {
     }
     let share = |cpu: i128| cpu as f64 / total as f64;
     Some(by_zone.into_iter().map(|(z, c)| (z, share(c))).collect())
-}
-
-fn is_ready(node: &Node) -> bool {
-    let conditions = node.status.as_ref().and_then(|s| s.conditions.as_ref());
-    conditions
-        .into_iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// How many endpoints each zone should have; none when a zone would get

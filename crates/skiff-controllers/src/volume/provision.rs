@@ -22,14 +22,6 @@ pub fn volume_name(claim: &PersistentVolumeClaim) -> String {
     format!("pvc-{}", claim.uid().unwrap_or_default())
 }
 
-fn ready(node: &Node) -> bool {
-    let conditions = node.status.as_ref().and_then(|s| s.conditions.as_ref());
-    conditions
-        .into_iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True")
-}
-
 /// The local-path root a node's agent published.
 fn root(node: &Node) -> Option<&str> {
     let annotations = node.metadata.annotations.as_ref()?;
@@ -95,7 +87,7 @@ pub async fn local_path(
                 .nodes
                 .list()
                 .into_iter()
-                .filter(|n| ready(n) && root(n).is_some())
+                .filter(|n| crate::node_lifecycle::is_ready(n) && root(n).is_some())
                 .collect();
             nodes.sort_by_key(|n| n.name_any());
             nodes.into_iter().next()
