@@ -140,7 +140,8 @@ impl DisruptionController {
 
     /// The scales of the custom resources controlling `pods`, by uid,
     /// read through their `scale` subresource as upstream's finder reads
-    /// them; a controller that has none, or is gone, is left out.
+    /// them; a controller that has none, is gone, or has a name no URL can
+    /// hold is left out.
     async fn custom_scales(
         &self,
         ns: &str,
@@ -177,8 +178,10 @@ impl DisruptionController {
                 namespace: Some(ns.to_owned()),
                 name: owner.name.clone(),
             };
-            let Some(scale) = self.cluster.get_subresource(&target, "scale").await? else {
-                continue;
+            let scale = match self.cluster.get_subresource(&target, "scale").await {
+                Ok(Some(scale)) => scale,
+                Ok(None) | Err(Error::InvalidName { .. }) => continue,
+                Err(e) => return Err(e),
             };
             if scale["metadata"]["uid"] == uid {
                 scales.insert(
@@ -481,6 +484,48 @@ mod tests {
             (&json!(4), &json!(2), &json!(1)),
             "{status}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_owner_name_that_is_no_path_segment_is_never_requested() {
+        let (mut budgets, mut pods) = (Informer::default(), Informer::default());
+        let fake = Arc::new(skiff_runtime::fake::FakeCluster::default());
+        let c = DisruptionController::new(
+            &mut budgets,
+            &mut pods,
+            no_owners(),
+            fake.clone(),
+            Queue::new(),
+        );
+        fake.put(
+            "customresourcedefinitions",
+            json!({"metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "widgets", "kind": "Widget"},
+                "versions": [{"name": "v1", "served": true, "storage": true}]}}),
+        );
+        // Were the name sent, this is what a lax server would answer.
+        fake.put(
+            "widgets/scale",
+            json!({"metadata": {"name": "../../secrets/token", "namespace": "d", "uid": "w1"},
+            "spec": {"replicas": 1}}),
+        );
+        budgets.apply(
+            serde_json::from_value(json!({"metadata": {"name": "b", "namespace": "d"},
+                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "w"}}}}))
+            .unwrap(),
+        );
+        pods.apply(
+            serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "d", "labels": {"app": "w"},
+                "ownerReferences": [{"apiVersion": "example.com/v1", "kind": "Widget",
+                    "name": "../../secrets/token", "uid": "w1", "controller": true}]},
+                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}))
+            .unwrap(),
+        );
+        c.reconcile("d/b").await.unwrap();
+        let status = &fake.bodies("patch-status")[0]["status"];
+        assert_eq!(status["conditions"][0]["reason"], "SyncFailed", "{status}");
+        assert_eq!(status["disruptionsAllowed"], 0, "{status}");
     }
 
     #[test]

@@ -172,11 +172,11 @@ impl GarbageCollector {
             },
             name: r.name.clone(),
         };
-        Ok(self
-            .cluster
-            .get(&target)
-            .await?
-            .is_some_and(|o| o["metadata"]["uid"] == r.uid.as_str()))
+        match self.cluster.get(&target).await {
+            // No object has a name that is no path segment.
+            Err(Error::InvalidName { .. }) => Ok(false),
+            got => Ok(got?.is_some_and(|o| o["metadata"]["uid"] == r.uid.as_str())),
+        }
     }
 
     async fn remove_finalizer(&self, e: &Entry, finalizer: &str) -> Result<(), Error> {
@@ -376,6 +376,21 @@ mod tests {
         drain(&queue, &gc).await;
         assert!(fake.made("delete").is_empty(), "the owner exists");
         sets.delete(&rs(&[], false));
+        drain(&queue, &gc).await;
+        assert_eq!(fake.made("delete"), vec!["pods d/p1"]);
+    }
+
+    #[tokio::test]
+    async fn an_owner_whose_name_no_url_can_hold_is_gone() {
+        let (fake, _sets, pods, queue, gc) = setup();
+        let mut p = pod("p1", false);
+        p.metadata.owner_references.as_mut().unwrap()[0].name = "../web".into();
+        // What the API server would answer were the name sent.
+        fake.put(
+            "replicasets",
+            json!({"metadata": {"name": "../web", "namespace": "d", "uid": "rs"}}),
+        );
+        pods.apply(p);
         drain(&queue, &gc).await;
         assert_eq!(fake.made("delete"), vec!["pods d/p1"]);
     }

@@ -28,6 +28,7 @@ async fn data(
     kind: &str,
     name: &str,
 ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+    skiff_runtime::api::path_segment(name).map_err(|e| format!("{kind} {e}"))?;
     let fail = |e: kube::Error| format!("{kind} {name:?}: {e}");
     if kind == "secret" {
         let s = Api::<Secret>::namespaced(client.clone(), ns)
@@ -695,6 +696,7 @@ async fn claim_path(
     name: &str,
     local_path: Option<&LocalPath>,
 ) -> Result<PathBuf, String> {
+    skiff_runtime::api::path_segment(name).map_err(|e| format!("persistentvolumeclaim {e}"))?;
     let claim = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
         .get_opt(name)
         .await
@@ -863,6 +865,21 @@ pub fn inside(base: &Path, relative: &str) -> Result<PathBuf, String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn names_from_the_pod_spec_never_leave_their_url_segment() {
+        // Nothing listens here: a refused name must fail before a request.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = Client::try_from(config).unwrap();
+        let e = data(&client, "d", "secret", "../../kube-system/secrets/x")
+            .await
+            .unwrap_err();
+        assert!(e.contains("may not contain '/'"), "{e}");
+        let e = claim_path(&client, "d", "..", None).await.unwrap_err();
+        assert!(e.contains("may not be '..'"), "{e}");
+        let e = data(&client, "d", "configmap", "app").await.unwrap_err();
+        assert!(!e.contains("invalid resource name"), "{e}");
+    }
 
     #[test]
     fn pod_fields_and_mounts() {

@@ -20,6 +20,10 @@ pub enum Error {
     },
     #[error("talking to the API server: {0}")]
     Transport(String),
+    /// A name that cannot be one segment of a URL path, refused before any
+    /// request is made.
+    #[error("invalid resource name {name:?}: {problem}")]
+    InvalidName { name: String, problem: &'static str },
     #[error("decoding {kind}: {source}")]
     Decode {
         kind: String,
@@ -59,6 +63,11 @@ pub struct Target {
 }
 
 impl Target {
+    /// The name as one segment of the object's URL path ([`path_segment`]).
+    pub fn segment(&self) -> Result<&str, Error> {
+        path_segment(&self.name)
+    }
+
     pub fn of<K: Resource<DynamicType = ()>>(namespace: Option<&str>, name: &str) -> Self {
         Target {
             resource: ApiResource::erase::<K>(&()),
@@ -66,6 +75,26 @@ impl Target {
             name: name.to_owned(),
         }
     }
+}
+
+/// A name as one segment of a URL path. Names read from a user's object
+/// (an owner reference, a pod's Secret or claim) are not all validated by
+/// the API server, so one with a `/`, a `%` or a lone `.` or `..` is
+/// refused here, as client-go's request builder does, rather than
+/// addressing another resource.
+pub fn path_segment(name: &str) -> Result<&str, Error> {
+    let problem = match name {
+        "" => "may not be empty",
+        "." => "may not be '.'",
+        ".." => "may not be '..'",
+        n if n.contains('/') => "may not contain '/'",
+        n if n.contains('%') => "may not contain '%'",
+        _ => return Ok(name),
+    };
+    Err(Error::InvalidName {
+        name: name.to_owned(),
+        problem,
+    })
 }
 
 /// How to delete.
@@ -268,10 +297,11 @@ impl Cluster for KubeCluster {
         let api = self.api(&t.resource, t.namespace.as_deref());
         let params = PatchParams::default();
         let patched = if status {
-            api.patch_status(&t.name, &params, &Patch::Merge(&patch))
+            api.patch_status(t.segment()?, &params, &Patch::Merge(&patch))
                 .await?
         } else {
-            api.patch(&t.name, &params, &Patch::Merge(&patch)).await?
+            api.patch(t.segment()?, &params, &Patch::Merge(&patch))
+                .await?
         };
         Ok(to_value(patched))
     }
@@ -284,7 +314,11 @@ impl Cluster for KubeCluster {
             })?;
         let api = self.api(&t.resource, t.namespace.as_deref());
         let patched = api
-            .patch(&t.name, &PatchParams::default(), &Patch::Json::<()>(patch))
+            .patch(
+                t.segment()?,
+                &PatchParams::default(),
+                &Patch::Json::<()>(patch),
+            )
             .await?;
         Ok(to_value(patched))
     }
@@ -305,7 +339,7 @@ impl Cluster for KubeCluster {
             ..Default::default()
         };
         self.api(&t.resource, t.namespace.as_deref())
-            .delete(&t.name, &params)
+            .delete(t.segment()?, &params)
             .await?;
         Ok(())
     }
@@ -313,14 +347,14 @@ impl Cluster for KubeCluster {
     async fn get(&self, t: &Target) -> Result<Option<Value>, Error> {
         Ok(self
             .api(&t.resource, t.namespace.as_deref())
-            .get_opt(&t.name)
+            .get_opt(t.segment()?)
             .await?
             .map(to_value))
     }
 
     async fn get_subresource(&self, t: &Target, sub: &str) -> Result<Option<Value>, Error> {
         let api = self.api(&t.resource, t.namespace.as_deref());
-        match api.get_subresource(sub, &t.name).await {
+        match api.get_subresource(sub, t.segment()?).await {
             Ok(obj) => Ok(Some(to_value(obj))),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
             Err(e) => Err(e.into()),
@@ -342,7 +376,7 @@ impl Cluster for KubeCluster {
     async fn replace_subresource(&self, t: &Target, sub: &str, obj: Value) -> Result<Value, Error> {
         let replaced = self
             .api(&t.resource, t.namespace.as_deref())
-            .replace_subresource(sub, &t.name, &PostParams::default(), &obj)
+            .replace_subresource(sub, t.segment()?, &PostParams::default(), &obj)
             .await?;
         Ok(to_value(replaced))
     }
@@ -356,5 +390,27 @@ impl Cluster for KubeCluster {
                 tracing::debug!(error = %e, "could not record an event");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Pod;
+
+    #[test]
+    fn a_name_is_one_path_segment_or_refused() {
+        let name = |n: &str| Target::of::<Pod>(Some("d"), n).segment().map(str::to_owned);
+        assert_eq!(name("web-1.a").unwrap(), "web-1.a");
+        for (bad, problem) in [
+            ("", "may not be empty"),
+            (".", "may not be '.'"),
+            ("..", "may not be '..'"),
+            ("../secrets", "may not contain '/'"),
+            ("a%2Fb", "may not contain '%'"),
+        ] {
+            let e = name(bad).unwrap_err().to_string();
+            assert!(e.contains(problem), "{bad}: {e}");
+        }
     }
 }

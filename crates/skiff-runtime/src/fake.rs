@@ -148,7 +148,7 @@ impl Cluster for FakeCluster {
     }
 
     async fn merge_patch(&self, t: &Target, patch: Value, status: bool) -> Result<Value, Error> {
-        let k = key(t.namespace.as_deref(), &t.name);
+        let k = key(t.namespace.as_deref(), t.segment()?);
         self.record(
             if status { "patch-status" } else { "patch" },
             &t.resource,
@@ -164,13 +164,13 @@ impl Cluster for FakeCluster {
     }
 
     async fn json_patch(&self, t: &Target, patch: Value) -> Result<Value, Error> {
-        let k = key(t.namespace.as_deref(), &t.name);
+        let k = key(t.namespace.as_deref(), t.segment()?);
         self.record("json-patch", &t.resource, k, patch);
         Ok(json!({}))
     }
 
     async fn delete(&self, t: &Target, how: Deletion) -> Result<(), Error> {
-        let k = key(t.namespace.as_deref(), &t.name);
+        let k = key(t.namespace.as_deref(), t.segment()?);
         self.record(
             "delete",
             &t.resource,
@@ -185,7 +185,7 @@ impl Cluster for FakeCluster {
     }
 
     async fn get(&self, t: &Target) -> Result<Option<Value>, Error> {
-        let k = key(t.namespace.as_deref(), &t.name);
+        let k = key(t.namespace.as_deref(), t.segment()?);
         Ok(self
             .objects
             .lock()
@@ -196,7 +196,7 @@ impl Cluster for FakeCluster {
 
     /// What [`FakeCluster::put`] stored under `<plural>/<subresource>`.
     async fn get_subresource(&self, t: &Target, sub: &str) -> Result<Option<Value>, Error> {
-        let k = key(t.namespace.as_deref(), &t.name);
+        let k = key(t.namespace.as_deref(), t.segment()?);
         let plural = format!("{}/{sub}", t.resource.plural);
         Ok(self.objects.lock().unwrap().get(&(plural, k)).cloned())
     }
@@ -222,7 +222,7 @@ impl Cluster for FakeCluster {
     }
 
     async fn replace_subresource(&self, t: &Target, sub: &str, obj: Value) -> Result<Value, Error> {
-        let k = key(t.namespace.as_deref(), &t.name);
+        let k = key(t.namespace.as_deref(), t.segment()?);
         self.record(
             if sub == "finalize" {
                 "finalize"
