@@ -21,7 +21,7 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 
 use self::policies::Verdict;
-use self::tracking::Counts;
+use self::tracking::{Counts, Releasing, StatusWriter, Written};
 use crate::owned;
 use crate::pods::{self, PodControl};
 use crate::status::omit_zero;
@@ -201,99 +201,6 @@ struct Tally {
     failed_indexes: Option<Indexes>,
     /// The message of a pod failure policy's `FailJob` rule a pod matched.
     fail_job: Option<String>,
-}
-
-/// Writes a Job's status over the version it was read at only, as
-/// upstream's updates: counts written from a stale Job would count its
-/// pods again.
-struct StatusWriter<'a> {
-    target: Target,
-    version: Option<String>,
-    key: &'a str,
-    written: &'a Written,
-}
-
-impl<'a> StatusWriter<'a> {
-    fn of(job: &Job, key: &'a str, written: &'a Written) -> Self {
-        Self {
-            target: Target::of::<Job>(job.namespace().as_deref(), &job.name_any()),
-            version: job.metadata.resource_version.clone(),
-            key,
-            written,
-        }
-    }
-
-    /// Merges `status` in; the next write follows this one.
-    async fn write(&mut self, cluster: &dyn Cluster, status: Value) -> Result<(), Error> {
-        let patch = json!({"metadata": {"resourceVersion": self.version}, "status": status});
-        let written = cluster.merge_patch(&self.target, patch, true).await?;
-        if let Some(v) = written["metadata"]["resourceVersion"].as_str() {
-            self.written.wrote(self.key, v);
-            self.version = Some(v.to_owned());
-        }
-        Ok(())
-    }
-}
-
-/// The resourceVersion of each Job's last status write until the cache
-/// shows it (this store's versions are revisions, which grow).
-#[derive(Default)]
-struct Written(std::sync::Mutex<std::collections::HashMap<String, u64>>);
-
-impl Written {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u64>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn wrote(&self, key: &str, version: &str) {
-        if let Ok(v) = version.parse() {
-            self.lock().insert(key.to_owned(), v);
-        }
-    }
-
-    /// Whether the last write is newer than `job` as cached; forgotten
-    /// once it is not.
-    fn ahead_of(&self, key: &str, job: &Job) -> bool {
-        let mut written = self.lock();
-        let Some(&last) = written.get(key) else {
-            return false;
-        };
-        let cached = job.metadata.resource_version.as_deref();
-        match cached.and_then(|v| v.parse::<u64>().ok()) {
-            Some(seen) if seen < last => true,
-            _ => {
-                written.remove(key);
-                false
-            }
-        }
-    }
-
-    fn forget(&self, key: &str) {
-        self.lock().remove(key);
-    }
-}
-
-/// The UIDs of pods whose tracking finalizer is being removed, as
-/// upstream's `uidTrackingExpectations`.
-#[derive(Default)]
-struct Releasing(std::sync::Mutex<std::collections::HashSet<String>>);
-
-impl Releasing {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn expect(&self, uid: &str) {
-        self.lock().insert(uid.to_owned());
-    }
-
-    fn seen(&self, uid: &str) {
-        self.lock().remove(uid);
-    }
-
-    fn has(&self, uid: &str) -> bool {
-        self.lock().contains(uid)
-    }
 }
 
 /// Tallies the Job's pods, listing in `counts` those newly finished that

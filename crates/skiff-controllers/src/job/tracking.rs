@@ -4,14 +4,20 @@
 //! saw it finish still counts, and one deleted after does not uncount.
 //! A finished pod is listed in `status.uncountedTerminatedPods` first, its
 //! finalizer removed next, and it moves into the counts last, so neither
-//! a crash nor a failed write counts it twice or never.
+//! a crash nor a failed write counts it twice or never. Nor does a stale
+//! cache: status is written over the version it was read at
+//! ([`StatusWriter`]), a Job is left alone until the cache shows its last
+//! write ([`Written`]), and a pod being released is not counted again
+//! ([`Releasing`]).
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use k8s_openapi::api::batch::v1::JobStatus;
+use k8s_openapi::api::batch::v1::{Job, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use serde_json::{json, Value};
+use skiff_runtime::api::{Cluster, Error, Target};
 
 use crate::pods;
 
@@ -152,6 +158,99 @@ pub fn release_patch(pod: &Pod) -> Option<Value> {
         {"op": "test", "path": path, "value": FINALIZER},
         {"op": "remove", "path": path},
     ]))
+}
+
+/// Writes a Job's status over the version it was read at only, as
+/// upstream's updates: counts written from a stale Job would count its
+/// pods again.
+pub struct StatusWriter<'a> {
+    target: Target,
+    version: Option<String>,
+    key: &'a str,
+    written: &'a Written,
+}
+
+impl<'a> StatusWriter<'a> {
+    pub fn of(job: &Job, key: &'a str, written: &'a Written) -> Self {
+        Self {
+            target: Target::of::<Job>(job.namespace().as_deref(), &job.name_any()),
+            version: job.metadata.resource_version.clone(),
+            key,
+            written,
+        }
+    }
+
+    /// Merges `status` in; the next write follows this one.
+    pub async fn write(&mut self, cluster: &dyn Cluster, status: Value) -> Result<(), Error> {
+        let patch = json!({"metadata": {"resourceVersion": self.version}, "status": status});
+        let written = cluster.merge_patch(&self.target, patch, true).await?;
+        if let Some(v) = written["metadata"]["resourceVersion"].as_str() {
+            self.written.wrote(self.key, v);
+            self.version = Some(v.to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// The resourceVersion of each Job's last status write until the cache
+/// shows it (this store's versions are revisions, which grow).
+#[derive(Default)]
+pub struct Written(Mutex<HashMap<String, u64>>);
+
+impl Written {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, u64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn wrote(&self, key: &str, version: &str) {
+        if let Ok(v) = version.parse() {
+            self.lock().insert(key.to_owned(), v);
+        }
+    }
+
+    /// Whether the last write is newer than `job` as cached; forgotten
+    /// once it is not.
+    pub fn ahead_of(&self, key: &str, job: &Job) -> bool {
+        let mut written = self.lock();
+        let Some(&last) = written.get(key) else {
+            return false;
+        };
+        let cached = job.metadata.resource_version.as_deref();
+        match cached.and_then(|v| v.parse::<u64>().ok()) {
+            Some(seen) if seen < last => true,
+            _ => {
+                written.remove(key);
+                false
+            }
+        }
+    }
+
+    pub fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
+}
+
+/// The UIDs of pods whose tracking finalizer is being removed, as
+/// upstream's `uidTrackingExpectations`.
+#[derive(Default)]
+pub struct Releasing(Mutex<HashSet<String>>);
+
+impl Releasing {
+    fn lock(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn expect(&self, uid: &str) {
+        self.lock().insert(uid.to_owned());
+    }
+
+    pub fn seen(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
+
+    pub fn has(&self, uid: &str) -> bool {
+        self.lock().contains(uid)
+    }
 }
 
 #[cfg(test)]
