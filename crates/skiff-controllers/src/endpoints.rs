@@ -36,6 +36,7 @@ pub struct EndpointsController {
     pub cluster: Arc<dyn Cluster>,
     /// Each Service's last topology-aware verdict: hinted, or why not.
     topology: std::sync::Mutex<HashMap<String, Result<(), String>>>,
+    shares: Arc<topology_hints::Shares>,
 }
 
 /// The hints a ready endpoint on `node` in `zone` carries for a Service's
@@ -88,8 +89,8 @@ impl EndpointsController {
             .map(|e| e["zone"].as_str().map(str::to_owned))
             .collect();
         let zones: Vec<Option<&str>> = zones.iter().map(Option::as_deref).collect();
-        let shares = topology_hints::cpu_shares(&self.nodes.list());
-        let hinted = topology_hints::assign(shares.as_ref(), &zones)?;
+        let shares = self.shares.of(&self.nodes);
+        let hinted = topology_hints::assign(shares.as_ref().as_ref(), &zones)?;
         for (e, zone) in ready.iter_mut().zip(hinted) {
             e["hints"] = json!({"forZones": [{"name": zone}]});
         }
@@ -146,7 +147,8 @@ impl EndpointsController {
         // A node's zone is its endpoints': when it changes, every Service
         // is looked at again (rare: zones are set when nodes join). Its
         // readiness and CPU weigh in topology-aware hints.
-        let (all, q) = (svc_cache.clone(), queue.clone());
+        let shares = Arc::new(topology_hints::Shares::default());
+        let (all, q, kept) = (svc_cache.clone(), queue.clone(), shares.clone());
         nodes.on_change(move |old, new| {
             let zone = |n: &Node| n.labels().get(ZONE).cloned();
             let capacity = |n: Option<&Node>| {
@@ -158,12 +160,14 @@ impl EndpointsController {
                 let cpu = status
                     .and_then(|s| s.allocatable.as_ref())
                     .and_then(|a| a.get("cpu").cloned());
-                (n.map(zone), ready, cpu)
+                let excluded = n.map(topology_hints::excluded);
+                (n.map(zone), ready, cpu, excluded)
             };
             let zoned = matches!((old, new), (Some(a), Some(b)) if zone(a) != zone(b));
             if !zoned && capacity(old) == capacity(new) {
                 return;
             }
+            kept.forget();
             for svc in all.list() {
                 if zoned || topology_hints::enabled(svc.annotations()) {
                     q.add(key_of(&*svc));
@@ -210,6 +214,7 @@ impl EndpointsController {
             nodes: nodes.cache(),
             cluster,
             topology: Default::default(),
+            shares,
         }
     }
 

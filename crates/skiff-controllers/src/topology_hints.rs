@@ -7,10 +7,11 @@
 //! Where that cannot be done, no endpoint is hinted.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Node;
 use skiff_core::endpoint_slices::ZONE;
+use skiff_runtime::cache::Cache;
 
 const MODE: &str = "service.kubernetes.io/topology-mode";
 /// The annotation `topology-mode` replaced, still read.
@@ -29,18 +30,44 @@ pub fn enabled(annotations: &BTreeMap<String, String>) -> bool {
     mode.is_some_and(|m| m == "Auto" || m == "auto")
 }
 
+/// Whether a node is left out of its zone's capacity (a control plane's).
+pub fn excluded(node: &Node) -> bool {
+    let labels = node.metadata.labels.as_ref();
+    labels.is_some_and(|l| EXCLUDED.iter().any(|e| l.contains_key(*e)))
+}
+
+/// The zones' CPU shares ([`cpu_shares`]) kept until a node's zone,
+/// readiness or CPU changes, as upstream's topology cache is set on node
+/// events rather than worked out again for each Service.
+#[derive(Default)]
+pub struct Shares(Mutex<Option<Arc<Option<ZoneShares>>>>);
+
+/// Each zone's share of the CPU, by zone.
+pub type ZoneShares = BTreeMap<String, f64>;
+
+impl Shares {
+    pub fn of(&self, nodes: &Cache<Node>) -> Arc<Option<ZoneShares>> {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        kept.get_or_insert_with(|| Arc::new(cpu_shares(&nodes.list())))
+            .clone()
+    }
+
+    /// A node changed: the next Service works the shares out again.
+    pub fn forget(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
 /// Each zone's share of the ready nodes' allocatable CPU; none when a
 /// ready node has no zone or no CPU, or when fewer than two zones have
 /// ready nodes (upstream's `SetNodes`).
-pub fn cpu_shares(nodes: &[Arc<Node>]) -> Option<BTreeMap<String, f64>> {
+pub fn cpu_shares(nodes: &[Arc<Node>]) -> Option<ZoneShares> {
     let mut by_zone: BTreeMap<String, i128> = BTreeMap::new();
     for node in nodes {
-        let labels = node.metadata.labels.as_ref();
-        if labels.is_some_and(|l| EXCLUDED.iter().any(|e| l.contains_key(*e)))
-            || !crate::node_lifecycle::is_ready(node)
-        {
+        if excluded(node) || !crate::node_lifecycle::is_ready(node) {
             continue;
         }
+        let labels = node.metadata.labels.as_ref();
         let zone = labels.and_then(|l| l.get(ZONE)).filter(|z| !z.is_empty())?;
         let cpu = node
             .status
@@ -213,6 +240,24 @@ mod tests {
             cpu_shares(&unzoned).is_none(),
             "a ready node without a zone"
         );
+    }
+
+    #[test]
+    fn shares_are_kept_until_forgotten() {
+        let nodes = skiff_runtime::cache::Informer::<Node>::default();
+        for n in [
+            node("a", Some("z1"), "1", true),
+            node("b", Some("z2"), "1", true),
+        ] {
+            nodes.apply((*n).clone());
+        }
+        let kept = Shares::default();
+        let z1 = |s: &Shares| s.of(&nodes.cache()).as_ref().as_ref().unwrap()["z1"];
+        assert_eq!(z1(&kept), 0.5);
+        nodes.apply((*node("a", Some("z1"), "3", true)).clone());
+        assert_eq!(z1(&kept), 0.5, "kept while no node change was told");
+        kept.forget();
+        assert_eq!(z1(&kept), 0.75);
     }
 
     #[test]
