@@ -2,7 +2,7 @@
 //! the same facts always give the same status and a condition's
 //! `lastTransitionTime` moves only when the condition does.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{
@@ -257,27 +257,47 @@ pub fn reported_phase(pod: &Pod) -> &str {
     phase.unwrap_or("Pending")
 }
 
-/// The final phase of a pod stopped for its deletion, as upstream's
-/// getPhase for a terminal pod: Succeeded if every app container was last
-/// seen exited with 0, Failed otherwise.
-pub fn phase_when_stopped(pod: &Pod) -> &'static str {
-    let spec = pod.spec.as_ref();
-    let statuses = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref());
-    let exited_zero = |name: &str| {
-        statuses.into_iter().flatten().any(|s| {
-            s.name == name
-                && s.state
-                    .as_ref()
-                    .and_then(|st| st.terminated.as_ref())
-                    .is_some_and(|t| t.exit_code == 0)
-        })
-    };
-    match spec.is_some_and(|s| s.containers.iter().all(|c| exited_zero(&c.name))) {
-        true => "Succeeded",
-        false => "Failed",
+/// How each of a stopped pod's containers last ended, by name: the exit
+/// code of its latest run, read from the runtime after the stop.
+#[derive(Debug, Default)]
+pub struct Exits(BTreeMap<String, (i64, i32)>);
+
+impl Exits {
+    /// Keeps `code` if this run (created at `created`) is the latest seen.
+    pub fn saw(&mut self, name: &str, created: i64, code: i32) {
+        let latest = self.0.entry(name.to_owned()).or_insert((created, code));
+        if created >= latest.0 {
+            *latest = (created, code);
+        }
+    }
+
+    /// The final phase of a pod stopped for its deletion, as upstream's
+    /// getPhase for a terminal pod: Succeeded if every app container's
+    /// last run exited with 0, Failed otherwise. A container the runtime
+    /// did not show is judged by its last reported state.
+    pub fn phase(&self, pod: &Pod) -> &'static str {
+        let statuses = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref());
+        let reported_zero = |name: &str| {
+            statuses.into_iter().flatten().any(|s| {
+                s.name == name
+                    && s.state
+                        .as_ref()
+                        .and_then(|st| st.terminated.as_ref())
+                        .is_some_and(|t| t.exit_code == 0)
+            })
+        };
+        let exited_zero = |name: &str| match self.0.get(name) {
+            Some(&(_, code)) => code == 0,
+            None => reported_zero(name),
+        };
+        let spec = pod.spec.as_ref();
+        match spec.is_some_and(|s| s.containers.iter().all(|c| exited_zero(&c.name))) {
+            true => "Succeeded",
+            false => "Failed",
+        }
     }
 }
 
@@ -477,14 +497,23 @@ mod tests {
                 "status": {"phase": "Running", "containerStatuses": statuses}}))
             .unwrap()
         };
-        assert_eq!(phase_when_stopped(&pod(&[0, 0])), "Succeeded");
-        assert_eq!(phase_when_stopped(&pod(&[0, 143])), "Failed");
-        assert_eq!(
-            phase_when_stopped(&pod(&[0])),
-            "Failed",
-            "b never seen ending"
-        );
+        let none = Exits::default();
+        assert_eq!(none.phase(&pod(&[0, 0])), "Succeeded");
+        assert_eq!(none.phase(&pod(&[0, 143])), "Failed");
+        assert_eq!(none.phase(&pod(&[0])), "Failed", "b never seen ending");
         assert_eq!(reported_phase(&pod(&[0])), "Running");
+        // What the runtime showed after the stop wins over what was
+        // reported before it, and the latest run of each container counts.
+        let mut stopped = Exits::default();
+        stopped.saw("b", 2, 0);
+        stopped.saw("b", 1, 1);
+        assert_eq!(
+            stopped.phase(&pod(&[0])),
+            "Succeeded",
+            "b exited 0 on SIGTERM"
+        );
+        stopped.saw("a", 3, 143);
+        assert_eq!(stopped.phase(&pod(&[0, 0])), "Failed", "a was killed");
     }
 
     fn spec(restart: &str, init: bool) -> PodSpec {

@@ -32,7 +32,7 @@ use crate::local_path::LocalPath;
 use crate::local_storage;
 use crate::plan::{self, running, Init, Observed, SandboxStep};
 use crate::pod_inputs;
-use crate::pod_status::{pod_status, status_patch, Facts, Waiting};
+use crate::pod_status::{pod_status, status_patch, Exits, Facts, Waiting};
 use crate::probes::Prober;
 use crate::pulls::Pulls;
 use crate::runtime::ContainerRuntime;
@@ -417,15 +417,16 @@ impl Worker {
 
     /// Stops and removes a pod's containers and sandboxes: each running
     /// container gets its preStop hook, then SIGTERM, then SIGKILL once the
-    /// grace period is over.
-    async fn tear_down(&self, uid: &str, pod: Option<&Pod>, grace: i64) -> Result<(), Error> {
+    /// grace period is over. Returns how each container's last run ended,
+    /// read once all are stopped.
+    async fn tear_down(&self, uid: &str, pod: Option<&Pod>, grace: i64) -> Result<Exits, Error> {
         let rt = &self.runtime;
         let deadline = Instant::now() + Duration::from_secs(grace.max(0) as u64);
+        let mut exits = Exits::default();
         for sb in rt.sandboxes(&[(UID_LABEL, uid)]).await? {
-            let running: Vec<cri::Container> = rt
-                .containers(Some(&sb.id))
-                .await?
-                .into_iter()
+            let all = rt.containers(Some(&sb.id)).await?;
+            let running: Vec<&cri::Container> = all
+                .iter()
                 .filter(|c| c.state == cri::ContainerState::ContainerRunning as i32)
                 .collect();
             let pod_ip = match pod {
@@ -447,7 +448,7 @@ impl Worker {
                 sidecars.iter().position(|s| *s == name)
             };
             let (mut last, first): (Vec<_>, Vec<_>) =
-                running.iter().partition(|c| sidecar_at(c).is_some());
+                running.into_iter().partition(|c| sidecar_at(c).is_some());
             last.sort_by_key(|c| sidecar_at(c));
             let stops = first
                 .into_iter()
@@ -459,10 +460,22 @@ impl Worker {
                 self.stop_container(pod, name_of(c), &c.id, &pod_ip, deadline)
                     .await?;
             }
+            if pod.is_some() {
+                for c in &all {
+                    let Some(name) = name_of(c) else { continue };
+                    let exited = cri::ContainerState::ContainerExited as i32;
+                    match rt.container_status(&c.id).await {
+                        Ok(status) if status.state == exited => {
+                            exits.saw(name, c.created_at, status.exit_code)
+                        }
+                        _ => {}
+                    }
+                }
+            }
             rt.stop_sandbox(&sb.id).await?;
             rt.remove_sandbox(&sb.id).await?;
         }
-        Ok(())
+        Ok(exits)
     }
 
     /// Stops one of a pod's containers after its preStop hook, by the
@@ -857,16 +870,14 @@ impl Worker {
     /// node. Whether all of that was done.
     async fn finish(&self, pod: &Pod, uid: &str) -> Result<bool, Error> {
         let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30);
-        self.tear_down(uid, Some(pod), grace).await?;
+        let exits = self.tear_down(uid, Some(pod), grace).await?;
         // As upstream's kubelet, a pod ends in a final phase before it
         // goes, so what counts finished pods (a Job, through its
         // finalizer) sees how it ended.
         if !matches!(
             crate::pod_status::reported_phase(pod),
             "Succeeded" | "Failed"
-        ) && !self
-            .write_phase(pod, uid, crate::pod_status::phase_when_stopped(pod))
-            .await
+        ) && !self.write_phase(pod, uid, exits.phase(pod)).await
         {
             return Ok(false);
         }

@@ -972,12 +972,36 @@ fn indexed_jobs_and_failure_policies(c: &Cluster) {
             (job["status"]["failed"] == 1 && replaced).then_some(())
         },
     );
+    // How a deleted pod ended is read after its stop: a process that
+    // exits 0 on SIGTERM leaves the pod Succeeded, and its Job complete.
+    create(c, "apiVersion: batch/v1\nkind: Job\nmetadata: {name: graceful}\nspec:\n  podReplacementPolicy: Failed\n  template:\n    spec:\n      restartPolicy: Never\n      terminationGracePeriodSeconds: 20\n      containers:\n      - {name: main, image: skiff.local/busybox:1, command: [sh, -c, 'trap \"exit 0\" TERM; while true; do sleep 1; done']}\n");
+    let pod = wait_for("graceful's pod to run", LIMIT, || {
+        let pods = c.json(&["get", "pods", "-l", "job-name=graceful"]);
+        let p = pods["items"].as_array()?.first()?.clone();
+        (p["status"]["phase"] == "Running").then_some(p)
+    });
+    let name = pod["metadata"]["name"].as_str().unwrap();
+    c.ok(&["delete", "pod", name, "--wait=false"]);
+    c.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/graceful",
+        "--timeout=60s",
+    ]);
+    let job = c.json(&["get", "job", "graceful"]);
+    assert_eq!(
+        (&job["status"]["succeeded"], &job["status"]["failed"]),
+        (&serde_json::json!(1), &serde_json::Value::Null),
+        "{}",
+        job["status"]
+    );
     c.ok(&[
         "delete",
         "jobs",
         "shards",
         "picky",
         "keeper",
+        "graceful",
         "--wait=false",
     ]);
 }
