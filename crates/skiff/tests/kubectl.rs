@@ -542,6 +542,19 @@ fn delete_wait_and_discovery() {
         explained.contains("rollingUpdate") && explained.contains("<RollingUpdateDeployment>"),
         "{explained}"
     );
+    // The local APIServices are listed at the stored ones' revision, so
+    // that a watch (the garbage collector's) can follow the list.
+    let raw = c.ok(&[
+        "get",
+        "--raw",
+        "/apis/apiregistration.k8s.io/v1/apiservices",
+    ]);
+    let services: Value = serde_json::from_str(&raw).unwrap();
+    let rv = services["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("");
+    assert!(rv.parse::<u64>().is_ok(), "{}", services["metadata"]);
+    assert!(services["items"].as_array().is_some_and(|i| !i.is_empty()));
 }
 
 #[test]

@@ -59,8 +59,11 @@ impl Api {
         } else {
             self.synthesized(r).await?
         };
+        // A list beside stored objects is at their revision, so that a
+        // watch can follow it (local objects never change).
+        let mut revision = None;
         if has_local(r) {
-            let (stored, _, _) = self
+            let (stored, rv, _) = self
                 .objects
                 .list(r, None, skiff_store::ListOptions::default())
                 .await?;
@@ -71,6 +74,7 @@ impl Api {
             items.retain(|local| !stored.iter().any(|s| meta::name(s) == meta::name(local)));
             items.extend(stored);
             items.sort_by(|a, b| meta::name(a).cmp(meta::name(b)));
+            revision = Some(rv.to_string());
         }
         let table = response::wants_table(call.accept());
         let include = call.query.include_object.as_deref().unwrap_or("Metadata");
@@ -88,6 +92,10 @@ impl Api {
                 Ok(response::json(200, &obj))
             }
             Verb::List => {
+                let metadata = match revision {
+                    Some(rv) => json!({"resourceVersion": rv}),
+                    None => json!({}),
+                };
                 if table {
                     let t = skiff_core::table::render(r, &items, "", None, include);
                     return Ok(response::json(200, &t));
@@ -95,7 +103,7 @@ impl Api {
                 Ok(response::json(
                     200,
                     &json!({"kind": r.list_kind(), "apiVersion": r.api_version(),
-                        "metadata": {}, "items": items}),
+                        "metadata": metadata, "items": items}),
                 ))
             }
             other => Err(ApiError::method_not_allowed(other.name(), r.plural)),
