@@ -1,21 +1,30 @@
 //! The garbage collector: deletes objects whose owners are gone
 //! (Background), deletes an owner's dependents before the owner
 //! (Foreground, the `foregroundDeletion` finalizer) or frees them (Orphan,
-//! the `orphan` finalizer). It keeps a graph of owner references over the
-//! kinds the controller manager watches.
+//! the `orphan` finalizer). It keeps a graph of owner references over
+//! every kind that is stored: those the controller manager keeps in
+//! informers, and the others (custom resources among them) followed by
+//! their metadata alone.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::Api;
 use kube::core::ApiResource;
+use kube::ResourceExt;
 use serde_json::{json, Value};
+use tokio::task::{AbortHandle, JoinSet};
 
 use skiff_runtime::api::{Cluster, Deletion, Error, Target};
 use skiff_runtime::cache::{Informer, Object};
 use skiff_runtime::controller::{Action, Reconcile};
 use skiff_runtime::queue::Queue;
+use skiff_runtime::watch::{self, Change};
 
 pub const ORPHAN: &str = "orphan";
 pub const FOREGROUND: &str = "foregroundDeletion";
@@ -52,7 +61,17 @@ pub struct GarbageCollector {
     graph: Arc<Mutex<Graph>>,
     queue: Arc<Queue>,
     cluster: Arc<dyn Cluster>,
+    /// The kinds an informer tells of, as `group/plural`.
+    watched: Mutex<HashSet<String>>,
 }
+
+/// Kinds nothing owns, or that are not stored: not followed.
+const UNFOLLOWED: [(&str, &str); 4] = [
+    ("", "events"),
+    ("events.k8s.io", "events"),
+    ("", "componentstatuses"),
+    ("metrics.k8s.io", "*"),
+];
 
 impl GarbageCollector {
     pub fn new(cluster: Arc<dyn Cluster>, queue: Arc<Queue>) -> Self {
@@ -60,6 +79,7 @@ impl GarbageCollector {
             graph: Arc::default(),
             queue,
             cluster,
+            watched: Mutex::default(),
         }
     }
 
@@ -67,69 +87,61 @@ impl GarbageCollector {
         self.graph.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds one kind of object to the graph.
+    /// What the collector is told of objects through.
+    pub fn observer(&self) -> Observer {
+        Observer {
+            graph: self.graph.clone(),
+            queue: self.queue.clone(),
+        }
+    }
+
+    /// Adds one kind of object the manager keeps in an informer to the
+    /// graph.
     pub fn watch<K>(&self, informer: &mut Informer<K>)
     where
         K: Object,
     {
-        let (graph, queue) = (self.graph.clone(), self.queue.clone());
+        let observer = self.observer();
         let resource = ApiResource::erase::<K>(&());
+        let kind = format!("{}/{}", resource.group, resource.plural);
+        self.watched.lock().unwrap().insert(kind);
         informer.on_change(move |old, new| {
-            let mut g = graph.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(o) = old {
-                let uid = o.meta().uid.clone().unwrap_or_default();
-                for r in o.meta().owner_references.iter().flatten() {
-                    if let Some(d) = g.dependents.get_mut(&r.uid) {
-                        d.remove(&uid);
-                    }
-                }
-                if new.is_none() {
-                    g.objects.remove(&uid);
-                    // Its dependents lost an owner; its owners may be
-                    // waiting for it in a foreground deletion.
-                    for d in g.dependents.get(&uid).into_iter().flatten() {
-                        queue.add(d.clone());
-                    }
-                    for r in o.meta().owner_references.iter().flatten() {
-                        queue.add(r.uid.clone());
-                    }
-                }
-            }
-            if let Some(n) = new {
-                let m = n.meta();
-                let uid = m.uid.clone().unwrap_or_default();
-                let entry = Entry {
-                    resource: resource.clone(),
-                    namespace: m.namespace.clone(),
-                    name: m.name.clone().unwrap_or_default(),
-                    owners: m.owner_references.clone().unwrap_or_default(),
-                    deleting: m.deletion_timestamp.is_some(),
-                    finalizers: m.finalizers.clone().unwrap_or_default(),
-                };
-                for r in &entry.owners {
-                    g.dependents
-                        .entry(r.uid.clone())
-                        .or_default()
-                        .insert(uid.clone());
-                }
-                let interesting = !entry.owners.is_empty()
-                    || entry
-                        .finalizers
-                        .iter()
-                        .any(|f| f == ORPHAN || f == FOREGROUND);
-                let started_deleting =
-                    entry.deleting && old.is_none_or(|o| o.meta().deletion_timestamp.is_none());
-                if started_deleting {
-                    for r in &entry.owners {
-                        queue.add(r.uid.clone());
-                    }
-                }
-                g.objects.insert(uid.clone(), entry);
-                if interesting {
-                    queue.add(uid);
-                }
-            }
+            observer.observe(&resource, old.map(|o| o.meta()), new.map(|n| n.meta()));
         });
+    }
+
+    /// The followers, by metadata, of every built-in kind no informer
+    /// tells of ([`Self::watch`]) and of every custom resource: as
+    /// upstream's collector, every kind that is stored, but events.
+    pub fn follow_the_rest(&self, client: &kube::Client) -> Vec<BoxFuture<'static, ()>> {
+        let mut out: Vec<BoxFuture<'static, ()>> = Vec::new();
+        for resource in self.unwatched() {
+            out.push(Box::pin(self.observer().follow(client.clone(), resource)));
+        }
+        out.push(Box::pin(self.observer().follow_custom(client.clone())));
+        out
+    }
+
+    /// The built-in kinds no informer tells of, each at one version.
+    fn unwatched(&self) -> Vec<ApiResource> {
+        let mut seen = self.watched.lock().unwrap().clone();
+        let mut out = Vec::new();
+        for t in skiff_core::registry::RESOURCES {
+            let unfollowed = UNFOLLOWED
+                .iter()
+                .any(|(g, p)| *g == t.group && (*p == t.plural || *p == "*"));
+            if unfollowed || !seen.insert(format!("{}/{}", t.group, t.plural)) {
+                continue;
+            }
+            out.push(ApiResource {
+                group: t.group.into(),
+                version: t.version.into(),
+                api_version: t.api_version(),
+                kind: t.kind.into(),
+                plural: t.plural.into(),
+            });
+        }
+        out
     }
 
     /// Whether the owner exists, asking the API server when the graph has
@@ -322,6 +334,184 @@ impl Reconcile for GarbageCollector {
     }
 }
 
+/// Tells the collector's graph of objects as they change.
+#[derive(Clone)]
+pub struct Observer {
+    graph: Arc<Mutex<Graph>>,
+    queue: Arc<Queue>,
+}
+
+impl Observer {
+    fn observe(&self, resource: &ApiResource, old: Option<&ObjectMeta>, new: Option<&ObjectMeta>) {
+        let mut g = self.graph.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(o) = old {
+            let uid = o.uid.clone().unwrap_or_default();
+            for r in o.owner_references.iter().flatten() {
+                if let Some(d) = g.dependents.get_mut(&r.uid) {
+                    d.remove(&uid);
+                }
+            }
+            if new.is_none() {
+                g.objects.remove(&uid);
+                // Its dependents lost an owner; its owners may be
+                // waiting for it in a foreground deletion.
+                for d in g.dependents.get(&uid).into_iter().flatten() {
+                    self.queue.add(d.clone());
+                }
+                for r in o.owner_references.iter().flatten() {
+                    self.queue.add(r.uid.clone());
+                }
+            }
+        }
+        if let Some(n) = new {
+            let m = n;
+            let uid = m.uid.clone().unwrap_or_default();
+            let entry = Entry {
+                resource: resource.clone(),
+                namespace: m.namespace.clone(),
+                name: m.name.clone().unwrap_or_default(),
+                owners: m.owner_references.clone().unwrap_or_default(),
+                deleting: m.deletion_timestamp.is_some(),
+                finalizers: m.finalizers.clone().unwrap_or_default(),
+            };
+            for r in &entry.owners {
+                g.dependents
+                    .entry(r.uid.clone())
+                    .or_default()
+                    .insert(uid.clone());
+            }
+            let interesting = !entry.owners.is_empty()
+                || entry
+                    .finalizers
+                    .iter()
+                    .any(|f| f == ORPHAN || f == FOREGROUND);
+            let started_deleting =
+                entry.deleting && old.is_none_or(|o| o.deletion_timestamp.is_none());
+            if started_deleting {
+                for r in &entry.owners {
+                    self.queue.add(r.uid.clone());
+                }
+            }
+            g.objects.insert(uid.clone(), entry);
+            if interesting {
+                self.queue.add(uid);
+            }
+        }
+    }
+
+    /// Adds one kind of object no informer of the manager keeps to the
+    /// graph, following its metadata alone, as upstream's collector
+    /// follows every kind that can be deleted: a ConfigMap or a custom
+    /// resource owned by another object goes with it, and a custom
+    /// resource's deletion reaches its dependents.
+    pub async fn follow(self, client: kube::Client, resource: ApiResource) {
+        let mut known: HashMap<String, ObjectMeta> = HashMap::new();
+        let changes = watch::metadata_changes(client, &resource, Default::default());
+        futures::pin_mut!(changes);
+        while let Some(change) = changes.next().await {
+            match change {
+                Change::Applied(m) => self.seen(&resource, &mut known, m),
+                Change::Deleted(m) => {
+                    let uid = m.uid.clone().unwrap_or_default();
+                    let last = known.remove(&uid).unwrap_or(m);
+                    self.observe(&resource, Some(&last), None);
+                }
+                Change::Relisted(all) => {
+                    let now: HashSet<&str> = all.iter().filter_map(|m| m.uid.as_deref()).collect();
+                    let gone: Vec<String> = known
+                        .keys()
+                        .filter(|uid| !now.contains(uid.as_str()))
+                        .cloned()
+                        .collect();
+                    for uid in gone {
+                        if let Some(last) = known.remove(&uid) {
+                            self.observe(&resource, Some(&last), None);
+                        }
+                    }
+                    for m in all {
+                        self.seen(&resource, &mut known, m);
+                    }
+                }
+            }
+        }
+    }
+
+    fn seen(&self, resource: &ApiResource, known: &mut HashMap<String, ObjectMeta>, m: ObjectMeta) {
+        // Only what the graph reads is kept.
+        let m = ObjectMeta {
+            name: m.name,
+            namespace: m.namespace,
+            uid: m.uid,
+            owner_references: m.owner_references,
+            finalizers: m.finalizers,
+            deletion_timestamp: m.deletion_timestamp,
+            ..Default::default()
+        };
+        let uid = m.uid.clone().unwrap_or_default();
+        let old = known.insert(uid, m.clone());
+        self.observe(resource, old.as_ref(), Some(&m));
+    }
+
+    /// Follows every custom resource, from when its definition is made to
+    /// when it is deleted, at the version it is stored at.
+    pub async fn follow_custom(self, client: kube::Client) {
+        let mut following: HashMap<String, (ApiResource, AbortHandle)> = HashMap::new();
+        let mut tasks = JoinSet::new();
+        let definitions = Api::<CustomResourceDefinition>::all(client.clone());
+        let changes = watch::changes(definitions, Default::default());
+        futures::pin_mut!(changes);
+        while let Some(change) = changes.next().await {
+            let (stop, start) = match change {
+                Change::Applied(d) => (vec![], vec![d]),
+                Change::Deleted(d) => (vec![d.name_any()], vec![]),
+                Change::Relisted(all) => {
+                    let names: HashSet<String> = all.iter().map(|d| d.name_any()).collect();
+                    let gone = following.keys().filter(|n| !names.contains(*n)).cloned();
+                    (gone.collect(), all)
+                }
+            };
+            for name in stop {
+                if let Some((_, task)) = following.remove(&name) {
+                    task.abort();
+                }
+            }
+            for d in start {
+                let Some(resource) = stored_resource(&d) else {
+                    continue;
+                };
+                let name = d.name_any();
+                if following.get(&name).is_some_and(|(r, _)| *r == resource) {
+                    continue;
+                }
+                let task = tasks.spawn(self.clone().follow(client.clone(), resource.clone()));
+                if let Some((_, old)) = following.insert(name, (resource, task)) {
+                    old.abort();
+                }
+            }
+            // Reap the aborted.
+            while tasks.try_join_next().is_some() {}
+        }
+    }
+}
+
+/// The resource a definition's objects are followed at: the version it
+/// stores, else the first it serves.
+fn stored_resource(crd: &CustomResourceDefinition) -> Option<ApiResource> {
+    let d = skiff_core::crd::Definition::parse(&serde_json::to_value(crd).ok()?);
+    let served = d.versions.iter().filter(|v| v.served);
+    let version = served
+        .clone()
+        .find(|v| v.storage)
+        .or(served.clone().next())?;
+    Some(ApiResource {
+        group: d.group.clone(),
+        version: version.name.clone(),
+        api_version: format!("{}/{}", d.group, version.name),
+        kind: d.kind.clone(),
+        plural: d.plural.clone(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,6 +583,46 @@ mod tests {
         pods.apply(p);
         drain(&queue, &gc).await;
         assert_eq!(fake.made("delete"), vec!["pods d/p1"]);
+    }
+
+    #[test]
+    fn every_stored_kind_is_followed_once_but_events() {
+        let (_fake, _sets, _pods, _queue, gc) = setup();
+        let kinds: Vec<String> = gc
+            .unwatched()
+            .iter()
+            .map(|r| format!("{}/{}", r.api_version, r.plural))
+            .collect();
+        for followed in [
+            "v1/configmaps",
+            "v1/secrets",
+            "coordination.k8s.io/v1/leases",
+        ] {
+            assert!(kinds.iter().any(|k| k == followed), "{followed}: {kinds:?}");
+        }
+        for left in [
+            "v1/pods",
+            "apps/v1/replicasets",
+            "v1/events",
+            "events.k8s.io/v1/events",
+        ] {
+            assert!(!kinds.iter().any(|k| k == left), "{left}: {kinds:?}");
+        }
+        let autoscalers = kinds
+            .iter()
+            .filter(|k| k.ends_with("/horizontalpodautoscalers"));
+        assert_eq!(autoscalers.count(), 1, "{kinds:?}");
+        let crd = serde_json::from_value(json!({"metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "widgets", "kind": "Widget"},
+                "versions": [{"name": "v1", "served": true, "storage": false},
+                    {"name": "v2", "served": true, "storage": true}]}}))
+        .unwrap();
+        let stored = stored_resource(&crd).unwrap();
+        assert_eq!(
+            (stored.api_version.as_str(), stored.plural.as_str()),
+            ("example.com/v2", "widgets")
+        );
     }
 
     #[tokio::test]

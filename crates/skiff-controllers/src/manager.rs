@@ -463,6 +463,7 @@ async fn run_all(client: Client, writers: Arc<Writers>, config: Config, metrics:
     gc.watch(&mut jobs);
     gc.watch(&mut cronjobs);
     gc.watch(&mut services);
+    w.watches.extend(gc.follow_the_rest(&client));
     w.workers(gc, q, n);
 
     w.watch_without::<_, ForControllers>(pods, Api::all(client.clone()));

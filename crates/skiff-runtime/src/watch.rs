@@ -10,7 +10,9 @@
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use kube::api::Api;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DynamicObject};
+use kube::core::{ApiResource, PartialObjectMeta};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 
@@ -61,6 +63,42 @@ pub fn changes_without<K: Object, L: Leaves>(
             futures::future::ready(Some(change))
         })
         .filter_map(futures::future::ready)
+}
+
+/// The changes of the objects of `resource`, perhaps known only at
+/// run time (a custom resource), read as their metadata alone, as
+/// upstream's metadata informers read them: for a reader that follows
+/// every kind there is and needs no more (the garbage collector).
+pub fn metadata_changes(
+    client: kube::Client,
+    resource: &ApiResource,
+    config: watcher::Config,
+) -> impl Stream<Item = Change<ObjectMeta>> + Send {
+    let kind = resource.kind.clone();
+    let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(client, resource);
+    let events = watcher::watcher(api, config).backoff(Doubling::new(FIRST_RETRY, MAX_RETRY));
+    events
+        .scan(None::<Vec<ObjectMeta>>, move |relist, event| {
+            let change = match event {
+                Ok(event) => gather(relist, metadata_of(event)),
+                Err(e) => {
+                    tracing::warn!(%kind, error = %e, "metadata watch failed; retrying");
+                    None
+                }
+            };
+            futures::future::ready(Some(change))
+        })
+        .filter_map(futures::future::ready)
+}
+
+fn metadata_of(event: Event<PartialObjectMeta<DynamicObject>>) -> Event<ObjectMeta> {
+    match event {
+        Event::Apply(obj) => Event::Apply(obj.metadata),
+        Event::Delete(obj) => Event::Delete(obj.metadata),
+        Event::Init => Event::Init,
+        Event::InitApply(obj) => Event::InitApply(obj.metadata),
+        Event::InitDone => Event::InitDone,
+    }
 }
 
 /// `api`, reading its objects as [`Lean`].

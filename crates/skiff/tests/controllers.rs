@@ -629,4 +629,35 @@ fn disruption_budgets_guard_evictions() {
         let counted = s["expectedPods"] == 3 && s["desiredHealthy"] == 1;
         (counted && s["currentHealthy"] == 2 && s["disruptionsAllowed"] == 1).then_some(())
     });
+
+    // The garbage collector follows every kind, custom resources and
+    // ConfigMaps among them: the widget's pods and its ConfigMap go with
+    // it, and a ConfigMap owned by a ConfigMap with its owner.
+    create(&c, &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: widget-config\n  ownerReferences: [{{apiVersion: example.com/v1, kind: Widget, name: w, uid: {uid}}}]\ndata: {{a: b}}\n"));
+    create(
+        &c,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: parent}\n",
+    );
+    let parent = c.json(&["get", "configmap", "parent"])["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    create(&c, &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: child\n  ownerReferences: [{{apiVersion: v1, kind: ConfigMap, name: parent, uid: {parent}}}]\n"));
+    c.ok(&["delete", "widget", "w", "--wait=false"]);
+    c.ok(&["delete", "configmap", "parent", "--wait=false"]);
+    wait_for(
+        "the widget's and the parent's dependents to go",
+        LIMIT,
+        || {
+            let pods = c.json(&["get", "pods", "-l", "app=widget"]);
+            let maps = c.json(&["get", "configmaps"]);
+            let left: Vec<&str> = maps["items"]
+                .as_array()?
+                .iter()
+                .filter_map(|m| m["metadata"]["name"].as_str())
+                .filter(|n| ["widget-config", "child"].contains(n))
+                .collect();
+            (pods["items"].as_array()?.is_empty() && left.is_empty()).then_some(())
+        },
+    );
 }
