@@ -442,6 +442,15 @@ mod tests {
         assert_eq!(woken, ["d/all", "d/web"]);
     }
 
+    /// A custom resource with a scale subresource: Widgets.
+    fn define_widgets(fake: &skiff_runtime::fake::FakeCluster) {
+        fake.put("customresourcedefinitions", json!({"metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "widgets", "kind": "Widget"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "subresources": {"scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}}}]}}));
+    }
+
     #[tokio::test]
     async fn a_percentage_over_pods_of_a_custom_resource_reads_its_scale() {
         let (mut budgets, mut pods) = (Informer::default(), Informer::default());
@@ -449,11 +458,7 @@ mod tests {
         let fake = Arc::new(skiff_runtime::fake::FakeCluster::default());
         let c =
             DisruptionController::new(&mut budgets, &mut pods, owners, fake.clone(), Queue::new());
-        fake.put("customresourcedefinitions", json!({"metadata": {"name": "widgets.example.com"},
-            "spec": {"group": "example.com", "scope": "Namespaced",
-                "names": {"plural": "widgets", "kind": "Widget"},
-                "versions": [{"name": "v1", "served": true, "storage": true,
-                    "subresources": {"scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}}}]}}));
+        define_widgets(&fake);
         fake.put(
             "widgets/scale",
             json!({"metadata": {"name": "w", "namespace": "d", "uid": "w1"},
@@ -497,13 +502,7 @@ mod tests {
             fake.clone(),
             Queue::new(),
         );
-        fake.put(
-            "customresourcedefinitions",
-            json!({"metadata": {"name": "widgets.example.com"},
-            "spec": {"group": "example.com", "scope": "Namespaced",
-                "names": {"plural": "widgets", "kind": "Widget"},
-                "versions": [{"name": "v1", "served": true, "storage": true}]}}),
-        );
+        define_widgets(&fake);
         // Were the name sent, this is what a lax server would answer.
         fake.put(
             "widgets/scale",
