@@ -363,8 +363,7 @@ impl Observer {
                 }
             }
         }
-        if let Some(n) = new {
-            let m = n;
+        if let Some(m) = new {
             let uid = m.uid.clone().unwrap_or_default();
             let entry = Entry {
                 resource: resource.clone(),
@@ -452,6 +451,27 @@ impl Observer {
         self.observe(resource, old.as_ref(), Some(&m));
     }
 
+    /// Drops the objects of a kind no longer followed from the graph, as
+    /// gone: their dependents are looked at again (an owner the graph
+    /// does not hold is asked of the API server).
+    fn forget(&self, resource: &ApiResource) {
+        let gone: Vec<ObjectMeta> = {
+            let g = self.graph.lock().unwrap_or_else(|e| e.into_inner());
+            g.objects
+                .iter()
+                .filter(|(_, e)| e.resource == *resource)
+                .map(|(uid, e)| ObjectMeta {
+                    uid: Some(uid.clone()),
+                    owner_references: Some(e.owners.clone()),
+                    ..Default::default()
+                })
+                .collect()
+        };
+        for m in gone {
+            self.observe(resource, Some(&m), None);
+        }
+    }
+
     /// Follows every custom resource, from when its definition is made to
     /// when it is deleted, at the version it is stored at.
     pub async fn follow_custom(self, client: kube::Client) {
@@ -471,8 +491,9 @@ impl Observer {
                 }
             };
             for name in stop {
-                if let Some((_, task)) = following.remove(&name) {
+                if let Some((resource, task)) = following.remove(&name) {
                     task.abort();
+                    self.forget(&resource);
                 }
             }
             for d in start {
@@ -484,8 +505,9 @@ impl Observer {
                     continue;
                 }
                 let task = tasks.spawn(self.clone().follow(client.clone(), resource.clone()));
-                if let Some((_, old)) = following.insert(name, (resource, task)) {
+                if let Some((before, old)) = following.insert(name, (resource, task)) {
                     old.abort();
+                    self.forget(&before);
                 }
             }
             // Reap the aborted.
@@ -583,6 +605,23 @@ mod tests {
         pods.apply(p);
         drain(&queue, &gc).await;
         assert_eq!(fake.made("delete"), vec!["pods d/p1"]);
+    }
+
+    #[tokio::test]
+    async fn a_kind_no_longer_followed_leaves_the_graph() {
+        let (_fake, _sets, pods, queue, gc) = setup();
+        pods.apply(pod("p1", false));
+        drain(&queue, &gc).await;
+        let observer = gc.observer();
+        let pods_resource = ApiResource::erase::<Pod>(&());
+        observer.forget(&pods_resource);
+        assert!(gc.graph().objects.is_empty());
+        assert!(gc.graph().dependents["rs"].is_empty());
+        assert_eq!(
+            queue.try_next().as_deref(),
+            Some("rs"),
+            "its owner looked at"
+        );
     }
 
     #[test]
