@@ -94,25 +94,25 @@ fn watches(s: &prometheus_parse::Scrape, resource: &str) -> f64 {
 }
 
 /// `kubectl get -w` opens a watch the cache feeds; when kubectl goes away
-/// the watch closes with its connection. (LimitRanges: no controller
-/// opens a watch of them meanwhile.)
+/// the watch closes with its connection. (Events: no component watches
+/// them, the garbage collector, which follows every other kind, included.)
 #[test]
 fn a_watch_counts_while_its_client_listens() {
     let c = Cluster::start();
     let limit = Duration::from_secs(30);
-    let before = watches(&scrape(&c), "limitranges");
+    let before = watches(&scrape(&c), "events");
     let mut kubectl = c
-        .kubectl_cmd(&["get", "limitranges", "-w", "-n", "default"])
+        .kubectl_cmd(&["get", "events", "-w", "-n", "default"])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     wait_for("kubectl's watch to open", limit, || {
-        (watches(&scrape(&c), "limitranges") == before + 1.0).then_some(())
+        (watches(&scrape(&c), "events") == before + 1.0).then_some(())
     });
     kubectl.kill().unwrap();
     kubectl.wait().unwrap();
     wait_for("kubectl's watch to close", limit, || {
-        (watches(&scrape(&c), "limitranges") == before).then_some(())
+        (watches(&scrape(&c), "events") == before).then_some(())
     });
 }
 
