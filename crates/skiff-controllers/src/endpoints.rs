@@ -152,12 +152,9 @@ impl EndpointsController {
         nodes.on_change(move |old, new| {
             let zone = |n: &Node| n.labels().get(ZONE).cloned();
             let capacity = |n: Option<&Node>| {
-                let status = n.and_then(|n| n.status.as_ref());
-                let ready = status
-                    .and_then(|s| s.conditions.as_ref())
-                    .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-                    .map(|c| c.status.clone());
-                let cpu = status
+                let ready = n.map(crate::node_lifecycle::is_ready);
+                let cpu = n
+                    .and_then(|n| n.status.as_ref())
                     .and_then(|s| s.allocatable.as_ref())
                     .and_then(|a| a.get("cpu").cloned());
                 let excluded = n.map(topology_hints::excluded);

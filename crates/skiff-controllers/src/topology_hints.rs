@@ -61,7 +61,7 @@ impl Shares {
 /// Each zone's share of the ready nodes' allocatable CPU; none when a
 /// ready node has no zone or no CPU, or when fewer than two zones have
 /// ready nodes (upstream's `SetNodes`).
-pub fn cpu_shares(nodes: &[Arc<Node>]) -> Option<ZoneShares> {
+fn cpu_shares(nodes: &[Arc<Node>]) -> Option<ZoneShares> {
     let mut by_zone: BTreeMap<String, i128> = BTreeMap::new();
     for node in nodes {
         if excluded(node) || !crate::node_lifecycle::is_ready(node) {
