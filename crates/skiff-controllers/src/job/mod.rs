@@ -48,6 +48,8 @@ pub struct JobController {
     releasing: Arc<Releasing>,
     /// The status versions it wrote that the cache has yet to show.
     written: Written,
+    /// Each Job's failures since its last success, for the back-off.
+    backoffs: backoff::Records,
 }
 
 impl JobController {
@@ -81,6 +83,7 @@ impl JobController {
             expectations,
             releasing,
             written: Written::default(),
+            backoffs: backoff::Records::default(),
         }
     }
 
@@ -357,6 +360,7 @@ impl Reconcile for JobController {
         let Some(job) = self.jobs.get(key) else {
             self.expectations.remove(key);
             self.written.forget(key);
+            self.backoffs.forget(key);
             self.release_orphans(key, None).await?;
             return Ok(Action::Done);
         };
@@ -394,10 +398,12 @@ impl Reconcile for JobController {
             .cloned()
             .collect();
         if finished(&job).is_some() {
+            self.backoffs.forget(key);
             self.drop_pods(key, &job, &active).await?;
             return self.expire(&job, &spec, &status, now).await;
         }
         let mut counts = Counts::of(&status, &owned);
+        let backoff = self.backoff_after(key, &spec, &owned, &counts);
         let tally = tally(&spec, &status, &owned, &mut counts, |p| self.tracked(p));
         let succeeded = tally.succeeded;
         let mut ready = active.iter().filter(|p| pods::is_ready(p)).count();
@@ -487,6 +493,7 @@ impl Reconcile for JobController {
                     holding: &holding,
                     owned: &owned,
                     tally: &tally,
+                    backoff: backoff.left(jiff::Timestamp::now().as_millisecond()),
                 };
                 let backing_off = self.manage(key, &job, &spec, plan).await?;
                 let deadline = spec
@@ -506,6 +513,7 @@ impl Reconcile for JobController {
                 finishing,
             )
             .await?;
+        self.backoffs.set(key, backoff);
         // The Job finishes once every pod is counted and none is still
         // stopping, as upstream's `enactJobFinished`.
         let mut completion_time = None;
@@ -568,6 +576,28 @@ impl Reconcile for JobController {
 }
 
 impl JobController {
+    /// The Job's back-off record once the pods that finished since the
+    /// status was written are counted, as upstream's `newBackoffRecord`:
+    /// those it tracks and has not listed yet. It is kept once they are
+    /// counted.
+    fn backoff_after(
+        &self,
+        key: &str,
+        spec: &JobSpec,
+        owned: &[Arc<Pod>],
+        counts: &Counts,
+    ) -> backoff::Record {
+        let fresh = owned
+            .iter()
+            .filter(|p| self.tracked(p))
+            .filter(|p| !counts.is_listed(p.metadata.uid.as_deref().unwrap_or_default()));
+        let succeeded = fresh.clone().filter(|p| pods::phase(p) == "Succeeded");
+        let failed = fresh.filter(|p| tracking::is_failed(p, replaces_failed_only(spec)));
+        self.backoffs
+            .get(key)
+            .after(succeeded.map(|p| &**p), failed.map(|p| &**p))
+    }
+
     /// Counts the Job's finished pods, as upstream's
     /// `trackJobStatusAndRemoveFinalizers`: lists the newly finished ones in
     /// the status (with the interim conditions), removes their finalizer,
@@ -727,6 +757,8 @@ struct Plan<'a> {
     holding: &'a [Arc<Pod>],
     owned: &'a [Arc<Pod>],
     tally: &'a Tally,
+    /// The wait left before failed pods are replaced.
+    backoff: Duration,
 }
 
 impl JobController {
@@ -775,9 +807,8 @@ impl JobController {
         }
         let now = jiff::Timestamp::now().as_millisecond();
         let per_index = spec.backoff_limit_per_index.is_some();
-        let wait = backoff::for_job(plan.owned.iter().map(|p| &**p), now);
-        if !per_index && !wait.is_zero() {
-            return Ok(Some(wait));
+        if !per_index && !plan.backoff.is_zero() {
+            return Ok(Some(plan.backoff));
         }
         let mut waiting = None;
         let ns = job.namespace().unwrap_or_default();
@@ -1252,6 +1283,36 @@ mod tests {
             wait > Duration::from_secs(8) && wait <= Duration::from_secs(10),
             "{wait:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_failed_pod_deleted_once_counted_still_holds_the_job_back() {
+        let (fake, jobs, pods, c) = setup();
+        jobs.apply(job(2, 1, 6));
+        let just_now = jiff::Timestamp::now().to_string();
+        let mut failed = serde_json::to_value(pod("a", "Failed")).unwrap();
+        failed["status"]["conditions"] =
+            json!([{"type": "Ready", "status": "False", "lastTransitionTime": just_now}]);
+        let failed: Pod = serde_json::from_value(failed).unwrap();
+        pods.apply(failed.clone());
+        let action = c.reconcile("d/pi").await.unwrap();
+        assert!(matches!(action, Action::RequeueAfter(_)), "{action:?}");
+        assert_eq!(written(&fake)["failed"], 1);
+        // Counted and released, then deleted: the back-off stands.
+        feed_back(&fake, &jobs, &pods);
+        pods.delete(&failed);
+        let action = c.reconcile("d/pi").await.unwrap();
+        assert!(fake.made("create").is_empty(), "not at once");
+        let Action::RequeueAfter(wait) = action else {
+            panic!("{action:?}")
+        };
+        assert!(wait > Duration::from_secs(8), "{wait:?}");
+
+        // A success clears it.
+        feed_back(&fake, &jobs, &pods);
+        pods.apply(pod("b", "Succeeded"));
+        c.reconcile("d/pi").await.unwrap();
+        assert_eq!(fake.made("create").len(), 1, "{:?}", fake.made("create"));
     }
 
     #[tokio::test]
