@@ -40,6 +40,13 @@ struct Entry {
     finalizers: Vec<String>,
 }
 
+/// What the graph knew of an object before a change.
+#[derive(Clone, Copy)]
+struct Before<'a> {
+    owners: &'a [OwnerReference],
+    deleting: bool,
+}
+
 impl Entry {
     fn target(&self) -> Target {
         Target {
@@ -342,29 +349,61 @@ pub struct Observer {
 }
 
 impl Observer {
+    /// Tells the graph of a change an informer saw: `old` as it was.
     fn observe(&self, resource: &ApiResource, old: Option<&ObjectMeta>, new: Option<&ObjectMeta>) {
+        let Some(uid) = new.or(old).and_then(|m| m.uid.as_deref()) else {
+            return;
+        };
+        let before = old.map(|o| Before {
+            owners: o.owner_references.as_deref().unwrap_or_default(),
+            deleting: o.deletion_timestamp.is_some(),
+        });
         let mut g = self.graph.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(o) = old {
-            let uid = o.uid.clone().unwrap_or_default();
-            for r in o.owner_references.iter().flatten() {
+        self.change(&mut g, resource, uid, before, new);
+    }
+
+    /// Tells the graph of a change to an object followed by its metadata:
+    /// the graph's entry is what was known of it before.
+    fn observe_followed(&self, resource: &ApiResource, uid: &str, new: Option<&ObjectMeta>) {
+        let mut g = self.graph.lock().unwrap_or_else(|e| e.into_inner());
+        let old = match g.objects.get(uid) {
+            Some(e) if e.resource == *resource => g.objects.remove(uid),
+            _ => None,
+        };
+        let before = old.as_ref().map(|e| Before {
+            owners: &e.owners,
+            deleting: e.deleting,
+        });
+        self.change(&mut g, resource, uid, before, new);
+    }
+
+    fn change(
+        &self,
+        g: &mut Graph,
+        resource: &ApiResource,
+        uid: &str,
+        before: Option<Before<'_>>,
+        new: Option<&ObjectMeta>,
+    ) {
+        if let Some(o) = &before {
+            for r in o.owners {
                 if let Some(d) = g.dependents.get_mut(&r.uid) {
-                    d.remove(&uid);
+                    d.remove(uid);
                 }
             }
             if new.is_none() {
-                g.objects.remove(&uid);
+                g.objects.remove(uid);
                 // Its dependents lost an owner; its owners may be
                 // waiting for it in a foreground deletion.
-                for d in g.dependents.get(&uid).into_iter().flatten() {
+                for d in g.dependents.get(uid).into_iter().flatten() {
                     self.queue.add(d.clone());
                 }
-                for r in o.owner_references.iter().flatten() {
+                for r in o.owners {
                     self.queue.add(r.uid.clone());
                 }
             }
         }
         if let Some(m) = new {
-            let uid = m.uid.clone().unwrap_or_default();
             let entry = Entry {
                 resource: resource.clone(),
                 namespace: m.namespace.clone(),
@@ -377,23 +416,22 @@ impl Observer {
                 g.dependents
                     .entry(r.uid.clone())
                     .or_default()
-                    .insert(uid.clone());
+                    .insert(uid.to_owned());
             }
             let interesting = !entry.owners.is_empty()
                 || entry
                     .finalizers
                     .iter()
                     .any(|f| f == ORPHAN || f == FOREGROUND);
-            let started_deleting =
-                entry.deleting && old.is_none_or(|o| o.deletion_timestamp.is_none());
+            let started_deleting = entry.deleting && before.is_none_or(|o| !o.deleting);
             if started_deleting {
                 for r in &entry.owners {
                     self.queue.add(r.uid.clone());
                 }
             }
-            g.objects.insert(uid.clone(), entry);
+            g.objects.insert(uid.to_owned(), entry);
             if interesting {
-                self.queue.add(uid);
+                self.queue.add(uid.to_owned());
             }
         }
     }
@@ -402,73 +440,56 @@ impl Observer {
     /// graph, following its metadata alone, as upstream's collector
     /// follows every kind that can be deleted: a ConfigMap or a custom
     /// resource owned by another object goes with it, and a custom
-    /// resource's deletion reaches its dependents.
+    /// resource's deletion reaches its dependents. The graph's entries
+    /// are all it keeps of them.
     pub async fn follow(self, client: kube::Client, resource: ApiResource) {
-        let mut known: HashMap<String, ObjectMeta> = HashMap::new();
         let changes = watch::metadata_changes(client, &resource, Default::default());
         futures::pin_mut!(changes);
         while let Some(change) = changes.next().await {
             match change {
-                Change::Applied(m) => self.seen(&resource, &mut known, m),
+                Change::Applied(m) => self.seen(&resource, &m),
                 Change::Deleted(m) => {
-                    let uid = m.uid.clone().unwrap_or_default();
-                    let last = known.remove(&uid).unwrap_or(m);
-                    self.observe(&resource, Some(&last), None);
+                    if let Some(uid) = m.uid.as_deref() {
+                        self.observe_followed(&resource, uid, None);
+                    }
                 }
                 Change::Relisted(all) => {
                     let now: HashSet<&str> = all.iter().filter_map(|m| m.uid.as_deref()).collect();
-                    let gone: Vec<String> = known
-                        .keys()
-                        .filter(|uid| !now.contains(uid.as_str()))
-                        .cloned()
-                        .collect();
-                    for uid in gone {
-                        if let Some(last) = known.remove(&uid) {
-                            self.observe(&resource, Some(&last), None);
+                    for uid in self.uids_of(&resource) {
+                        if !now.contains(uid.as_str()) {
+                            self.observe_followed(&resource, &uid, None);
                         }
                     }
-                    for m in all {
-                        self.seen(&resource, &mut known, m);
+                    for m in &all {
+                        self.seen(&resource, m);
                     }
                 }
             }
         }
     }
 
-    fn seen(&self, resource: &ApiResource, known: &mut HashMap<String, ObjectMeta>, m: ObjectMeta) {
-        // Only what the graph reads is kept.
-        let m = ObjectMeta {
-            name: m.name,
-            namespace: m.namespace,
-            uid: m.uid,
-            owner_references: m.owner_references,
-            finalizers: m.finalizers,
-            deletion_timestamp: m.deletion_timestamp,
-            ..Default::default()
-        };
-        let uid = m.uid.clone().unwrap_or_default();
-        let old = known.insert(uid, m.clone());
-        self.observe(resource, old.as_ref(), Some(&m));
+    fn seen(&self, resource: &ApiResource, m: &ObjectMeta) {
+        if let Some(uid) = m.uid.as_deref() {
+            self.observe_followed(resource, uid, Some(m));
+        }
+    }
+
+    /// The uids of the graph's objects of one kind.
+    fn uids_of(&self, resource: &ApiResource) -> Vec<String> {
+        let g = self.graph.lock().unwrap_or_else(|e| e.into_inner());
+        g.objects
+            .iter()
+            .filter(|(_, e)| e.resource == *resource)
+            .map(|(uid, _)| uid.clone())
+            .collect()
     }
 
     /// Drops the objects of a kind no longer followed from the graph, as
     /// gone: their dependents are looked at again (an owner the graph
     /// does not hold is asked of the API server).
     fn forget(&self, resource: &ApiResource) {
-        let gone: Vec<ObjectMeta> = {
-            let g = self.graph.lock().unwrap_or_else(|e| e.into_inner());
-            g.objects
-                .iter()
-                .filter(|(_, e)| e.resource == *resource)
-                .map(|(uid, e)| ObjectMeta {
-                    uid: Some(uid.clone()),
-                    owner_references: Some(e.owners.clone()),
-                    ..Default::default()
-                })
-                .collect()
-        };
-        for m in gone {
-            self.observe(resource, Some(&m), None);
+        for uid in self.uids_of(resource) {
+            self.observe_followed(resource, &uid, None);
         }
     }
 
@@ -620,6 +641,32 @@ mod tests {
         assert_eq!(
             queue.try_next().as_deref(),
             Some("rs"),
+            "its owner looked at"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_followed_object_is_known_by_its_graph_entry_alone() {
+        let (_fake, _sets, _pods, queue, gc) = setup();
+        let observer = gc.observer();
+        let config_maps = ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&());
+        let owned_by = |owner: &str| -> ObjectMeta {
+            serde_json::from_value(json!({"name": "c", "namespace": "d", "uid": "cm",
+                "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": owner, "uid": owner}]}))
+            .unwrap()
+        };
+        observer.seen(&config_maps, &owned_by("a"));
+        observer.seen(&config_maps, &owned_by("b"));
+        // The owner it had before is read from the graph's entry.
+        assert!(gc.graph().dependents["a"].is_empty());
+        assert!(gc.graph().dependents["b"].contains("cm"));
+        while queue.try_next().is_some() {}
+        observer.observe_followed(&config_maps, "cm", None);
+        assert!(gc.graph().objects.is_empty());
+        assert!(gc.graph().dependents["b"].is_empty());
+        assert_eq!(
+            queue.try_next().as_deref(),
+            Some("b"),
             "its owner looked at"
         );
     }
