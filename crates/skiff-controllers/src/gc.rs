@@ -636,11 +636,16 @@ mod tests {
         let observer = gc.observer();
         let pods_resource = ApiResource::erase::<Pod>(&());
         observer.forget(&pods_resource);
+        assert_gone_and_owner_looked_at(&gc, &queue, "rs");
+    }
+
+    /// The graph holds nothing, and the one object's owner was queued.
+    fn assert_gone_and_owner_looked_at(gc: &GarbageCollector, queue: &Queue, owner: &str) {
         assert!(gc.graph().objects.is_empty());
-        assert!(gc.graph().dependents["rs"].is_empty());
+        assert!(gc.graph().dependents[owner].is_empty());
         assert_eq!(
             queue.try_next().as_deref(),
-            Some("rs"),
+            Some(owner),
             "its owner looked at"
         );
     }
@@ -662,13 +667,7 @@ mod tests {
         assert!(gc.graph().dependents["b"].contains("cm"));
         while queue.try_next().is_some() {}
         observer.observe_followed(&config_maps, "cm", None);
-        assert!(gc.graph().objects.is_empty());
-        assert!(gc.graph().dependents["b"].is_empty());
-        assert_eq!(
-            queue.try_next().as_deref(),
-            Some("b"),
-            "its owner looked at"
-        );
+        assert_gone_and_owner_looked_at(&gc, &queue, "b");
     }
 
     #[test]
