@@ -336,7 +336,7 @@ impl Worker {
         };
         loop {
             let Some(current) = pod.borrow_and_update().clone() else {
-                if let Err(e) = Box::pin(self.tear_down(&uid, None, 0)).await {
+                if let Err(e) = Box::pin(self.tear_down(&uid, None, 0, None)).await {
                     tracing::warn!(pod = uid, error = %e, "tearing down a deleted pod");
                 }
                 self.release(&uid);
@@ -407,7 +407,7 @@ impl Worker {
                 continue;
             };
             if !known.contains(uid) {
-                if let Err(e) = self.tear_down(uid, None, 0).await {
+                if let Err(e) = self.tear_down(uid, None, 0, None).await {
                     tracing::debug!(error = %e, "orphan sandbox");
                 }
                 self.release(uid);
@@ -417,12 +417,17 @@ impl Worker {
 
     /// Stops and removes a pod's containers and sandboxes: each running
     /// container gets its preStop hook, then SIGTERM, then SIGKILL once the
-    /// grace period is over. Returns how each container's last run ended,
-    /// read once all are stopped.
-    async fn tear_down(&self, uid: &str, pod: Option<&Pod>, grace: i64) -> Result<Exits, Error> {
+    /// grace period is over. With `exits`, how each container's last run
+    /// ended is read into it once all are stopped.
+    async fn tear_down(
+        &self,
+        uid: &str,
+        pod: Option<&Pod>,
+        grace: i64,
+        mut exits: Option<&mut Exits>,
+    ) -> Result<(), Error> {
         let rt = &self.runtime;
         let deadline = Instant::now() + Duration::from_secs(grace.max(0) as u64);
-        let mut exits = Exits::default();
         for sb in rt.sandboxes(&[(UID_LABEL, uid)]).await? {
             let all = rt.containers(Some(&sb.id)).await?;
             let running: Vec<&cri::Container> = all
@@ -460,7 +465,7 @@ impl Worker {
                 self.stop_container(pod, name_of(c), &c.id, &pod_ip, deadline)
                     .await?;
             }
-            if pod.is_some() {
+            if let Some(exits) = exits.as_deref_mut() {
                 for c in &all {
                     let Some(name) = name_of(c) else { continue };
                     let exited = cri::ContainerState::ContainerExited as i32;
@@ -475,7 +480,7 @@ impl Worker {
             rt.stop_sandbox(&sb.id).await?;
             rt.remove_sandbox(&sb.id).await?;
         }
-        Ok(exits)
+        Ok(())
     }
 
     /// Stops one of a pod's containers after its preStop hook, by the
@@ -817,7 +822,7 @@ impl Worker {
             .as_ref()
             .and_then(|s| s.termination_grace_period_seconds)
             .unwrap_or(30);
-        self.tear_down(uid, Some(pod), grace).await?;
+        self.tear_down(uid, Some(pod), grace, None).await?;
         // Unwritten, it is measured again at the next check and evicted
         // again.
         self.write_failed(pod, uid, reason, message).await;
@@ -870,7 +875,9 @@ impl Worker {
     /// node. Whether all of that was done.
     async fn finish(&self, pod: &Pod, uid: &str) -> Result<bool, Error> {
         let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30);
-        let exits = self.tear_down(uid, Some(pod), grace).await?;
+        let mut exits = Exits::default();
+        self.tear_down(uid, Some(pod), grace, Some(&mut exits))
+            .await?;
         // As upstream's kubelet, a pod ends in a final phase before it
         // goes, so what counts finished pods (a Job, through its
         // finalizer) sees how it ended.
