@@ -510,10 +510,9 @@ impl Reconcile for JobController {
                 &owned,
                 &mut counts,
                 &conditions,
-                finishing,
+                backoff,
             )
             .await?;
-        self.backoffs.set(key, backoff);
         // The Job finishes once every pod is counted and none is still
         // stopping, as upstream's `enactJobFinished`.
         let mut completion_time = None;
@@ -579,7 +578,7 @@ impl JobController {
     /// The Job's back-off record once the pods that finished since the
     /// status was written are counted, as upstream's `newBackoffRecord`:
     /// those it tracks and has not listed yet. It is kept once they are
-    /// counted.
+    /// listed ([`Self::count_finished`]).
     fn backoff_after(
         &self,
         key: &str,
@@ -600,10 +599,11 @@ impl JobController {
 
     /// Counts the Job's finished pods, as upstream's
     /// `trackJobStatusAndRemoveFinalizers`: lists the newly finished ones in
-    /// the status (with the interim conditions), removes their finalizer,
-    /// and moves those it went from into `counts`. All of a finishing
-    /// Job's pods are released; the running ones count as failed when it
-    /// fails. Whether any finalizer went.
+    /// the status (with the interim conditions), keeps the back-off record
+    /// that counts them, removes their finalizer, and moves those it went
+    /// from into `counts`. All of a finishing Job's pods (one with a
+    /// failure or success target) are released; the running ones count as
+    /// failed when it fails. Whether any finalizer went.
     async fn count_finished(
         &self,
         writer: &mut StatusWriter<'_>,
@@ -611,9 +611,10 @@ impl JobController {
         owned: &[Arc<Pod>],
         counts: &mut Counts,
         conditions: &Conditions,
-        finishing: bool,
+        backoff: backoff::Record,
     ) -> Result<bool, Error> {
         let failing = conditions.is_true("FailureTarget");
+        let finishing = failing || conditions.is_true("SuccessCriteriaMet");
         let replace_failed_only = replaces_failed_only(spec);
         let releasing: Vec<Arc<Pod>> = owned
             .iter()
@@ -644,6 +645,9 @@ impl JobController {
             }
             writer.write(&*self.cluster, listed).await?;
         }
+        // Listed, the pods are not counted again: their failures are in
+        // the record from now on.
+        self.backoffs.set(writer.key(), backoff);
         let (gone, error) = self.release(&releasing).await;
         let held: BTreeSet<&str> = owned
             .iter()

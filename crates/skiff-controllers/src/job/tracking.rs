@@ -180,6 +180,11 @@ impl<'a> StatusWriter<'a> {
         }
     }
 
+    /// The key of the Job written.
+    pub fn key(&self) -> &'a str {
+        self.key
+    }
+
     /// Merges `status` in; the next write follows this one.
     pub async fn write(&mut self, cluster: &dyn Cluster, status: Value) -> Result<(), Error> {
         let patch = json!({"metadata": {"resourceVersion": self.version}, "status": status});
