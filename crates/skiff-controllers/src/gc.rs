@@ -47,6 +47,15 @@ struct Before<'a> {
     deleting: bool,
 }
 
+impl<'a> Before<'a> {
+    fn of(m: &'a ObjectMeta) -> Self {
+        Self {
+            owners: m.owner_references.as_deref().unwrap_or_default(),
+            deleting: m.deletion_timestamp.is_some(),
+        }
+    }
+}
+
 impl Entry {
     fn target(&self) -> Target {
         Target {
@@ -349,17 +358,22 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// Tells the graph of a change an informer saw: `old` as it was.
+    /// Tells the graph of a change an informer saw: `old` as it was. An
+    /// object of the same name but another uid (deleted and made again
+    /// while the watch was down) is one gone and another new.
     fn observe(&self, resource: &ApiResource, old: Option<&ObjectMeta>, new: Option<&ObjectMeta>) {
-        let Some(uid) = new.or(old).and_then(|m| m.uid.as_deref()) else {
-            return;
-        };
-        let before = old.map(|o| Before {
-            owners: o.owner_references.as_deref().unwrap_or_default(),
-            deleting: o.deletion_timestamp.is_some(),
-        });
+        let uid = |m: &ObjectMeta| m.uid.clone().unwrap_or_default();
         let mut g = self.graph.lock().unwrap_or_else(|e| e.into_inner());
-        self.change(&mut g, resource, uid, before, new);
+        match (old, new) {
+            (Some(o), Some(n)) if o.uid != n.uid => {
+                self.change(&mut g, resource, &uid(o), Some(Before::of(o)), None);
+                self.change(&mut g, resource, &uid(n), None, Some(n));
+            }
+            _ => {
+                let Some(m) = new.or(old) else { return };
+                self.change(&mut g, resource, &uid(m), old.map(Before::of), new);
+            }
+        }
     }
 
     /// Tells the graph of a change to an object followed by its metadata:
@@ -648,6 +662,20 @@ mod tests {
             Some(owner),
             "its owner looked at"
         );
+    }
+
+    #[tokio::test]
+    async fn an_object_made_again_under_its_name_replaces_the_old_one() {
+        let (_fake, _sets, pods, _queue, gc) = setup();
+        pods.apply(pod("p1", false));
+        let mut again = pod("p1", false);
+        again.metadata.uid = Some("p1-again".into());
+        pods.apply(again);
+        let g = gc.graph();
+        assert!(!g.objects.contains_key("p1"), "the old one is gone");
+        assert!(g.objects.contains_key("p1-again"));
+        let dependents: Vec<&String> = g.dependents["rs"].iter().collect();
+        assert_eq!(dependents, ["p1-again"]);
     }
 
     #[tokio::test]
