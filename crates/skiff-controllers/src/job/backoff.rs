@@ -9,36 +9,33 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
 const FIRST: Duration = Duration::from_secs(10);
 const LONGEST: Duration = Duration::from_secs(600);
 
 /// When a finished pod finished, in milliseconds, as upstream's
 /// `getFinishedTime` reads it: when its last container ended if all
-/// did, else when its Ready condition turned false, else when it was
+/// did (its sidecars', the init containers that always restart, counted
+/// too), else when its Ready condition turned false, else when it was
 /// asked to stop (its deletion less its grace period), else its creation.
 pub fn finished_at(pod: &Pod) -> Option<i64> {
     let status = pod.status.as_ref();
-    let containers = status
-        .and_then(|s| s.container_statuses.as_ref())
-        .filter(|all| !all.is_empty())
-        .and_then(|all| {
-            all.iter()
-                .map(|c| {
-                    Some(
-                        c.state
-                            .as_ref()?
-                            .terminated
-                            .as_ref()?
-                            .finished_at
-                            .as_ref()?
-                            .0,
-                    )
-                })
-                .collect::<Option<Vec<_>>>()
-        })
-        .and_then(|ends| ends.into_iter().max());
+    let sidecars: Vec<&str> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten())
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"))
+        .map(|c| c.name.as_str())
+        .collect();
+    let apps = status.and_then(|s| s.container_statuses.as_ref());
+    let inits = status.and_then(|s| s.init_container_statuses.as_ref());
+    let apps = latest_end(None, apps.into_iter().flatten());
+    let sidecar_statuses = inits
+        .into_iter()
+        .flatten()
+        .filter(|c| sidecars.contains(&c.name.as_str()));
+    let containers = latest_end(apps, sidecar_statuses);
     let not_ready = status
         .and_then(|s| s.conditions.as_ref())
         .into_iter()
@@ -59,6 +56,27 @@ pub fn finished_at(pod: &Pod) -> Option<i64> {
             .creation_timestamp
             .as_ref()
             .map(|t| t.0.as_millisecond()))
+}
+
+/// The latest end among `statuses` and `before`, as upstream's
+/// `latestFinishTime`: none if one of them has not ended.
+fn latest_end<'a>(
+    before: Option<jiff::Timestamp>,
+    statuses: impl Iterator<Item = &'a ContainerStatus>,
+) -> Option<jiff::Timestamp> {
+    let mut latest = before;
+    for c in statuses {
+        let end = c
+            .state
+            .as_ref()?
+            .terminated
+            .as_ref()?
+            .finished_at
+            .as_ref()?
+            .0;
+        latest = latest.max(Some(end));
+    }
+    latest
 }
 
 /// The wait left at `now` (milliseconds) after `failures` failures, the
@@ -186,6 +204,16 @@ mod tests {
             json!([ended("2026-01-01T00:00:02Z"), ended("2026-01-01T00:00:03Z")]);
         let all_ended: Pod = serde_json::from_value(pod.clone()).unwrap();
         assert_eq!(finished_at(&all_ended), Some(at("2026-01-01T00:00:03Z")));
+        // A sidecar ends after the app; a plain init container before.
+        let mut with_sidecar = pod.clone();
+        with_sidecar["spec"] = json!({"containers": [],
+            "initContainers": [{"name": "side", "restartPolicy": "Always"}, {"name": "init"}]});
+        with_sidecar["status"]["initContainerStatuses"] = json!([
+            {"name": "side", "state": {"terminated": {"exitCode": 0, "finishedAt": "2026-01-01T00:00:05Z"}}},
+            {"name": "init", "state": {"terminated": {"exitCode": 0, "finishedAt": "2026-01-01T00:00:08Z"}}},
+        ]);
+        let with_sidecar: Pod = serde_json::from_value(with_sidecar).unwrap();
+        assert_eq!(finished_at(&with_sidecar), Some(at("2026-01-01T00:00:05Z")));
         pod["status"]["containerStatuses"][1] = json!({"state": {"running": {}}});
         let one_running: Pod = serde_json::from_value(pod.clone()).unwrap();
         assert_eq!(finished_at(&one_running), Some(at("2026-01-01T00:00:09Z")));
