@@ -149,13 +149,7 @@ impl GarbageCollector {
             if unfollowed || !seen.insert(format!("{}/{}", t.group, t.plural)) {
                 continue;
             }
-            out.push(ApiResource {
-                group: t.group.into(),
-                version: t.version.into(),
-                api_version: t.api_version(),
-                kind: t.kind.into(),
-                plural: t.plural.into(),
-            });
+            out.push(api_resource(t));
         }
         out
     }
@@ -172,16 +166,7 @@ impl GarbageCollector {
         }
         let (group, version) = skiff_core::registry::split_api_version(&r.api_version);
         let resource = match skiff_core::registry::by_kind(group, version, &r.kind) {
-            Some(t) if !t.custom => Some((
-                ApiResource {
-                    group: t.group.into(),
-                    version: t.version.into(),
-                    api_version: t.api_version(),
-                    kind: t.kind.into(),
-                    plural: t.plural.into(),
-                },
-                t.namespaced,
-            )),
+            Some(t) if !t.custom => Some((api_resource(t), t.namespaced)),
             _ => skiff_runtime::api::custom_resources(self.cluster.as_ref())
                 .await?
                 .into_iter()
@@ -548,6 +533,17 @@ impl Observer {
             // Reap the aborted.
             while tasks.try_join_next().is_some() {}
         }
+    }
+}
+
+/// A built-in resource as the client addresses it.
+fn api_resource(t: &skiff_core::registry::ResourceType) -> ApiResource {
+    ApiResource {
+        group: t.group.into(),
+        version: t.version.into(),
+        api_version: t.api_version(),
+        kind: t.kind.into(),
+        plural: t.plural.into(),
     }
 }
 

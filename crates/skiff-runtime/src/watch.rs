@@ -49,20 +49,8 @@ pub fn changes_without<K: Object, L: Leaves>(
     api: Api<K>,
     config: watcher::Config,
 ) -> impl Stream<Item = Change<K>> + Send {
-    let events =
-        watcher::watcher(lean::<K, L>(api), config).backoff(Doubling::new(FIRST_RETRY, MAX_RETRY));
-    events
-        .scan(None::<Vec<K>>, |relist, event| {
-            let change = match event {
-                Ok(event) => gather(relist, unwrap(event)),
-                Err(e) => {
-                    tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying");
-                    None
-                }
-            };
-            futures::future::ready(Some(change))
-        })
-        .filter_map(futures::future::ready)
+    let events = watcher::watcher(lean::<K, L>(api), config);
+    gathered(events, K::kind(&()).into_owned(), |Lean(obj, _)| obj)
 }
 
 /// The changes of the objects of `resource`, perhaps known only at
@@ -74,31 +62,32 @@ pub fn metadata_changes(
     resource: &ApiResource,
     config: watcher::Config,
 ) -> impl Stream<Item = Change<ObjectMeta>> + Send {
-    let kind = resource.kind.clone();
     let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(client, resource);
-    let events = watcher::watcher(api, config).backoff(Doubling::new(FIRST_RETRY, MAX_RETRY));
+    let events = watcher::watcher(api, config);
+    gathered(events, resource.kind.clone(), |obj| obj.metadata)
+}
+
+/// A watcher's events as changes, each object read through `read`:
+/// failures are logged and the watch retried after a growing pause, and
+/// a relist's events are gathered into one [`Change::Relisted`].
+fn gathered<T, K: Send + 'static>(
+    events: impl Stream<Item = watcher::Result<Event<T>>> + Send,
+    kind: String,
+    read: impl Fn(T) -> K + Send + 'static,
+) -> impl Stream<Item = Change<K>> + Send {
     events
-        .scan(None::<Vec<ObjectMeta>>, move |relist, event| {
+        .backoff(Doubling::new(FIRST_RETRY, MAX_RETRY))
+        .scan(None::<Vec<K>>, move |relist, event| {
             let change = match event {
-                Ok(event) => gather(relist, metadata_of(event)),
+                Ok(event) => gather(relist, event_of(event, &read)),
                 Err(e) => {
-                    tracing::warn!(%kind, error = %e, "metadata watch failed; retrying");
+                    tracing::warn!(%kind, error = %e, "watch failed; retrying");
                     None
                 }
             };
             futures::future::ready(Some(change))
         })
         .filter_map(futures::future::ready)
-}
-
-fn metadata_of(event: Event<PartialObjectMeta<DynamicObject>>) -> Event<ObjectMeta> {
-    match event {
-        Event::Apply(obj) => Event::Apply(obj.metadata),
-        Event::Delete(obj) => Event::Delete(obj.metadata),
-        Event::Init => Event::Init,
-        Event::InitApply(obj) => Event::InitApply(obj.metadata),
-        Event::InitDone => Event::InitDone,
-    }
 }
 
 /// `api`, reading its objects as [`Lean`].
@@ -109,12 +98,13 @@ fn lean<K: Object, L: Leaves>(api: Api<K>) -> Api<Lean<K, L>> {
     }
 }
 
-fn unwrap<K, L>(event: Event<Lean<K, L>>) -> Event<K> {
+/// `event` with its object read through `read`.
+fn event_of<T, K>(event: Event<T>, read: impl Fn(T) -> K) -> Event<K> {
     match event {
-        Event::Apply(Lean(obj, _)) => Event::Apply(obj),
-        Event::Delete(Lean(obj, _)) => Event::Delete(obj),
+        Event::Apply(obj) => Event::Apply(read(obj)),
+        Event::Delete(obj) => Event::Delete(read(obj)),
         Event::Init => Event::Init,
-        Event::InitApply(Lean(obj, _)) => Event::InitApply(obj),
+        Event::InitApply(obj) => Event::InitApply(read(obj)),
         Event::InitDone => Event::InitDone,
     }
 }
