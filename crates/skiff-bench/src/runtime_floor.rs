@@ -54,7 +54,7 @@ pub async fn measure(
                 linux: Some(cri::LinuxContainerConfig::default()),
                 ..Default::default()
             };
-            let id = runtime.run_sandbox(&sandbox).await?;
+            let id = runtime.run_sandbox(&sandbox, "").await?;
             let c = runtime.create_container(&id, &container, &sandbox).await?;
             runtime.start_container(&c).await?;
             Ok::<_, anyhow::Error>((id, began.elapsed()))

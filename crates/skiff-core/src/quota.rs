@@ -81,14 +81,22 @@ pub fn usage(group: &str, plural: &str, obj: &Value) -> Usage {
         ("", "pods") => {
             let spec = &obj["spec"];
             for resource in ["cpu", "memory", "ephemeral-storage"] {
-                if let Some(r) = pod_resource(spec, "requests", resource) {
+                // As upstream's PodRequests and PodLimits: the overhead
+                // adds to the requests, and to the limits set.
+                let overhead = spec["overhead"][resource].as_str().and_then(parse_milli);
+                let requests = match (pod_resource(spec, "requests", resource), overhead) {
+                    (Some(r), o) => Some(r + o.unwrap_or(0)),
+                    (None, o) => o,
+                };
+                if let Some(r) = requests {
                     u.insert(format!("requests.{resource}"), r);
                     if resource != "ephemeral-storage" {
                         u.insert(resource.to_owned(), r);
                     }
                 }
                 if let Some(l) = pod_resource(spec, "limits", resource) {
-                    u.insert(format!("limits.{resource}"), l);
+                    let added = overhead.filter(|_| l != 0).unwrap_or(0);
+                    u.insert(format!("limits.{resource}"), l + added);
                 }
             }
         }
@@ -212,6 +220,20 @@ mod tests {
         assert!(!u.contains_key("limits.memory"));
         let done = json!({"spec": {}, "status": {"phase": "Succeeded"}});
         assert!(usage("", "pods", &done).is_empty());
+    }
+
+    #[test]
+    fn a_pods_overhead_counts_with_its_requests_and_limits() {
+        let pod = json!({"spec": {
+            "overhead": {"cpu": "250m", "memory": "64Mi"},
+            "containers": [{"resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "1"}}}]}});
+        let u = usage("", "pods", &pod);
+        assert_eq!(u["requests.cpu"], 350);
+        assert_eq!(u["cpu"], 350);
+        assert_eq!(u["limits.cpu"], 1250);
+        // Memory: no container asks, the overhead alone counts.
+        assert_eq!(u["requests.memory"], 64 * 1024 * 1024 * 1000);
+        assert!(!u.contains_key("limits.memory"));
     }
 
     #[test]

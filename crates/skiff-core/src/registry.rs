@@ -192,8 +192,8 @@ macro_rules! resources {
 use k8s_openapi::api::{
     apps::v1 as apps, autoscaling::v1 as as1, autoscaling::v2 as as2, batch::v1 as batch,
     certificates::v1 as certs, coordination::v1 as coord, core::v1 as core, discovery::v1 as disc,
-    events::v1 as ev, networking::v1 as net, policy::v1 as policy, rbac::v1 as rbac,
-    scheduling::v1 as sched, storage::v1 as storage,
+    events::v1 as ev, networking::v1 as net, node::v1 as node, policy::v1 as policy,
+    rbac::v1 as rbac, scheduling::v1 as sched, storage::v1 as storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as ext;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as reg;
@@ -223,6 +223,7 @@ resources! {
     "autoscaling" "v1" "HorizontalPodAutoscaler" "horizontalpodautoscalers" Namespaced as1::HorizontalPodAutoscaler, ["hpa"] ["all"] ["status"];
     "coordination.k8s.io" "v1" "Lease" "leases" Namespaced coord::Lease, [] [] [];
     "scheduling.k8s.io" "v1" "PriorityClass" "priorityclasses" Cluster sched::PriorityClass, ["pc"] [] [];
+    "node.k8s.io" "v1" "RuntimeClass" "runtimeclasses" Cluster node::RuntimeClass, [] [] [];
     "storage.k8s.io" "v1" "StorageClass" "storageclasses" Cluster storage::StorageClass, ["sc"] [] [];
     "storage.k8s.io" "v1" "CSINode" "csinodes" Cluster storage::CSINode, [] [] [];
     "rbac.authorization.k8s.io" "v1" "Role" "roles" Namespaced rbac::Role, [] [] [];

@@ -12,7 +12,9 @@ mod job;
 mod load_balancer;
 mod network_policy;
 mod rollout;
+mod runtime_class;
 mod storage;
+mod tolerations;
 
 /// Whether a Service with this spec needs a health-check NodePort: a
 /// LoadBalancer that keeps external traffic on the node it reaches.
@@ -192,6 +194,7 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
         ("", "PersistentVolume") => storage::volume(spec, old, &mut causes),
         ("", "PersistentVolumeClaim") => storage::claim(obj, old, &mut causes),
         ("storage.k8s.io", "StorageClass") => storage::class(obj, old, &mut causes),
+        ("node.k8s.io", "RuntimeClass") => runtime_class::class(obj, &mut causes),
         _ => {}
     }
     if let Some(old) = old {
@@ -204,20 +207,23 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
     }
 }
 
+/// Why `v` is no label value, if it is not.
+const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+
+/// Whether `v` may be a label's value (upstream's `IsValidLabelValue`).
+fn is_label_value(v: &str) -> bool {
+    v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && (v.is_empty()
+            || (v.as_bytes()[0].is_ascii_alphanumeric()
+                && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric()))
+}
+
 fn labels(obj: &Value, causes: &mut Vec<Cause>) {
     for (k, v) in meta::labels(obj) {
-        let valid_value = v.len() <= 63
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-            && (v.is_empty()
-                || (v.as_bytes()[0].is_ascii_alphanumeric()
-                    && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric()));
-        if !valid_value {
-            causes.push(Cause::invalid(
-                "metadata.labels",
-                v,
-                "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
-            ));
+        if !is_label_value(v) {
+            causes.push(Cause::invalid("metadata.labels", v, LABEL_VALUE_MSG));
         }
         let name = k.rsplit('/').next().unwrap_or(k);
         if name.is_empty() || name.len() > 63 {
@@ -435,6 +441,8 @@ fn pod_spec(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
     hostname_override(spec, at, causes);
     env_files(spec, at, causes);
     security(spec, at, causes);
+    runtime_class::pod(spec, at, causes);
+    tolerations::check(spec, at, causes);
     beyond_the_agent(spec, at, causes);
     dns(spec, at, causes);
     if let Some(policy) = spec["restartPolicy"].as_str() {
@@ -1313,7 +1321,14 @@ fn immutable(r: &ResourceType, new: &Value, old: &Value, causes: &mut Vec<Cause>
             "spec.managedBy",
         ],
         ("", "Service") => &["spec.clusterIP"],
-        ("", "Pod") => &["spec.nodeName", "spec.restartPolicy", "spec.volumes"],
+        ("", "Pod") => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.volumes",
+            "spec.runtimeClassName",
+            "spec.overhead",
+        ],
+        ("node.k8s.io", "RuntimeClass") => &["handler"],
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => &["roleRef"],
         _ => &[],
     };

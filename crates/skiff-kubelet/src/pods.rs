@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, Preconditions};
@@ -973,13 +974,37 @@ impl Worker {
             let _ = std::fs::create_dir_all(&log_dir);
         }
         let config = cri_config::sandbox(pod, next, security, &log_dir, dns);
-        match self.runtime.run_sandbox(&config).await {
+        let made = match self.runtime_handler(spec).await {
+            Ok(handler) => self.runtime.run_sandbox(&config, &handler).await,
+            Err(e) => Err(e),
+        };
+        match made {
             Ok(id) => Ok(Some((id, config, self.observe(spec, uid).await?))),
             Err(e) => {
                 let message = format!("Failed to create pod sandbox: {}", e.message());
                 self.event(pod, "", Type::Warning, "FailedCreatePodSandBox", &message);
                 Err(e.into())
             }
+        }
+    }
+
+    /// The runtime handler of the pod's RuntimeClass, read when its
+    /// sandbox is made (empty, the runtime's default, when it names none).
+    async fn runtime_handler(&self, spec: &PodSpec) -> Result<String, tonic::Status> {
+        let Some(name) = spec.runtime_class_name.as_deref() else {
+            return Ok(String::new());
+        };
+        match Api::<RuntimeClass>::all(self.client.clone())
+            .get_opt(name)
+            .await
+        {
+            Ok(Some(class)) => Ok(class.handler),
+            Ok(None) => Err(tonic::Status::not_found(format!(
+                "runtimeclass.node.k8s.io {name:?} not found"
+            ))),
+            Err(e) => Err(tonic::Status::unavailable(format!(
+                "failed to lookup RuntimeClass {name}: {e}"
+            ))),
         }
     }
 

@@ -164,6 +164,7 @@ fn pods_run_as_real_containers() {
     references_and_mount_modes(&c);
     names_and_resolution(&c);
     termination_messages(&c);
+    runtime_classes(&c);
     indexed_jobs_and_failure_policies(&c);
     port_forward_and_copy(&c);
     probes(&c);
@@ -888,6 +889,42 @@ fn termination_messages(c: &Cluster) {
         "Pod was active on the node longer than the specified deadline"
     );
     c.ok(&["delete", "pod", "farewell", "deadline", "--wait=false"]);
+}
+
+/// A RuntimeClass's handler reaches containerd: `runc`, the runtime the
+/// agent configures, runs the pod; a handler containerd lacks fails the
+/// sandbox with containerd's reason, shown as an event.
+fn runtime_classes(c: &Cluster) {
+    create(c, "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: plain}\nhandler: runc\n---\napiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: kata}\nhandler: kata\n");
+    let shown = c.ok(&["get", "runtimeclasses"]);
+    assert!(
+        shown.contains("HANDLER") && shown.contains("runc"),
+        "{shown}"
+    );
+    let classed = |name: &str, class: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  runtimeClassName: {class}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: main, image: skiff.local/busybox:1, command: [sleep, '3600']}}\n")
+    };
+    create(c, &classed("with-runc", "plain"));
+    create(c, &classed("with-kata", "kata"));
+    wait_for("with-runc to run", LIMIT, || {
+        (pod(c, "with-runc")["status"]["phase"] == "Running").then_some(())
+    });
+    let event = wait_for("with-kata's sandbox to fail", LIMIT, || {
+        let events = c.json(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=with-kata,reason=FailedCreatePodSandBox",
+        ]);
+        events["items"].as_array()?.first().cloned()
+    });
+    let message = event["message"].as_str().unwrap();
+    assert!(
+        message.contains("no runtime for \"kata\" is configured"),
+        "{message}"
+    );
+    assert_eq!(pod(c, "with-kata")["status"]["phase"], "Pending");
+    c.ok(&["delete", "pod", "with-runc", "with-kata", "--wait=false"]);
 }
 
 /// An Indexed Job's pods each know their index (variable and hostname),

@@ -114,6 +114,53 @@ fn taints_tolerations_and_cordon() {
     );
 }
 
+/// A pod naming a RuntimeClass takes the class's overhead, node selector
+/// and tolerations at admission; the scheduler counts the overhead; a
+/// class that does not exist refuses the pod.
+#[test]
+fn a_runtime_class_places_and_sizes_its_pods() {
+    let c = Cluster::start();
+    let _plain = agent(&c, "plain", 1, &["--cpu", "4"]);
+    let _sandbox = agent(
+        &c,
+        "sandbox",
+        1,
+        &[
+            "--cpu",
+            "2",
+            "--label",
+            "sandbox=yes",
+            "--taint",
+            "sandbox=yes:NoSchedule",
+        ],
+    );
+    create(&c, "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: sandboxed}\nhandler: runc\noverhead:\n  podFixed: {cpu: 900m}\nscheduling:\n  nodeSelector: {sandbox: \"yes\"}\n  tolerations:\n  - {key: sandbox, operator: Exists, effect: NoSchedule}\n");
+    let spec = |name: &str| {
+        let classed =
+            "    resources:\n      requests: {cpu: 500m}\n  runtimeClassName: sandboxed\n";
+        pod_manifest(name, classed)
+    };
+    create(&c, &spec("first"));
+    assert_eq!(wait_running(&c, "first"), "sandbox-00000");
+    let first = c.json(&["get", "pod", "first"]);
+    assert_eq!(first["spec"]["overhead"]["cpu"], "900m");
+    assert_eq!(first["spec"]["nodeSelector"]["sandbox"], "yes");
+    // 500m asked and 900m of overhead, twice, is more than the node's 2.
+    create(&c, &spec("second"));
+    let described = wait_for("second's FailedScheduling", Duration::from_secs(30), || {
+        let d = c.ok(&["describe", "pod", "second"]);
+        d.contains("FailedScheduling").then_some(d)
+    });
+    assert!(described.contains("1 Insufficient cpu"), "{described}");
+    let refused = c.fails_stdin(&pod_manifest("nowhere", "  runtimeClassName: missing\n"));
+    assert!(
+        refused.contains(
+            "pods \"nowhere\" is forbidden: pod rejected: RuntimeClass \"missing\" not found"
+        ),
+        "{refused}"
+    );
+}
+
 #[test]
 fn node_selector_and_required_affinity() {
     let c = Cluster::start();

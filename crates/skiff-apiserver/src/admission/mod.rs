@@ -124,7 +124,7 @@ impl Chain {
                 Box::new(quota::LimitRanger(objects.clone())),
                 Box::new(service_account::ServiceAccount(objects.clone())),
                 Box::new(priority::Priority(objects.clone())),
-                Box::new(runtime_class::RuntimeClass),
+                Box::new(runtime_class::RuntimeClass(objects.clone())),
                 Box::new(storage::DefaultStorageClass(objects.clone())),
                 Box::new(storage::StorageObjectInUseProtection),
                 Box::new(certificates::Requester),

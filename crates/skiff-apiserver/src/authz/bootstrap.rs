@@ -481,6 +481,8 @@ pub fn node_rules() -> Vec<Value> {
         ),
         rule(&[""], &["pods/status"], &["patch", "update"]),
         rule(&[""], &["pods/eviction"], &["create"]),
+        // The handler a pod's RuntimeClass runs it with.
+        rule(&["node.k8s.io"], &["runtimeclasses"], READ),
         rule(
             &["", "events.k8s.io"],
             &["events"],

@@ -211,6 +211,11 @@ fn columns(kind: &str) -> &'static [Column] {
             ("Holder", "string", 0),
             ("Age", "string", 0),
         ],
+        "RuntimeClass" => &[
+            ("Name", "string", 0),
+            ("Handler", "string", 0),
+            ("Age", "string", 0),
+        ],
         "EndpointSlice" => &[
             ("Name", "string", 0),
             ("AddressType", "string", 0),
@@ -887,6 +892,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             ]
         }
         "Lease" => vec![name, json!(or_none(s(&spec["holderIdentity"]))), created],
+        "RuntimeClass" => vec![name, json!(s(&o["handler"])), created],
         "CertificateSigningRequest" => {
             let mut conditions: Vec<String> = status["conditions"]
                 .as_array()

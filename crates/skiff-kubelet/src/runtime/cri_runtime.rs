@@ -43,10 +43,10 @@ impl ContainerRuntime for Cri {
             .unwrap_or_default())
     }
 
-    async fn run_sandbox(&self, config: &cri::PodSandboxConfig) -> Result<String> {
+    async fn run_sandbox(&self, config: &cri::PodSandboxConfig, handler: &str) -> Result<String> {
         let request = cri::RunPodSandboxRequest {
             config: Some(config.clone()),
-            runtime_handler: String::new(),
+            runtime_handler: handler.to_owned(),
         };
         let made = self.runtime.clone().run_pod_sandbox(request).await?;
         Ok(made.into_inner().pod_sandbox_id)

@@ -217,7 +217,13 @@ impl ContainerRuntime for FakeRuntime {
         Ok(ip.clone())
     }
 
-    async fn run_sandbox(&self, config: &cri::PodSandboxConfig) -> Result<String> {
+    async fn run_sandbox(&self, config: &cri::PodSandboxConfig, handler: &str) -> Result<String> {
+        // As the agent configures containerd: one runtime, `runc`.
+        if !matches!(handler, "" | "runc") {
+            return Err(Status::unknown(format!(
+                "failed to get sandbox runtime: no runtime for {handler:?} is configured"
+            )));
+        }
         let mut state = self.state();
         state.next_id += 1;
         let n = state.next_id;
@@ -239,6 +245,7 @@ impl ContainerRuntime for FakeRuntime {
             state: cri::PodSandboxState::SandboxReady as i32,
             created_at: now(),
             labels: config.labels.clone(),
+            runtime_handler: handler.to_owned(),
             ..Default::default()
         };
         state.sandboxes.insert(id.clone(), (sandbox, ip));

@@ -42,8 +42,8 @@ impl ContainerRuntime for Instrumented {
             .await
     }
 
-    async fn run_sandbox(&self, config: &cri::PodSandboxConfig) -> Result<String> {
-        self.timed("run_podsandbox", self.inner.run_sandbox(config))
+    async fn run_sandbox(&self, config: &cri::PodSandboxConfig, handler: &str) -> Result<String> {
+        self.timed("run_podsandbox", self.inner.run_sandbox(config, handler))
             .await
     }
 

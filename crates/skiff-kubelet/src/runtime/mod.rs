@@ -39,8 +39,9 @@ pub trait ContainerRuntime: Send + Sync {
     async fn sandboxes(&self, labels: &[(&str, &str)]) -> Result<Vec<cri::PodSandbox>>;
     /// The sandbox's pod IP, empty when it has none (host network).
     async fn sandbox_ip(&self, id: &str) -> Result<String>;
-    /// Creates and starts a sandbox; returns its id.
-    async fn run_sandbox(&self, config: &cri::PodSandboxConfig) -> Result<String>;
+    /// Creates and starts a sandbox with the runtime `handler` names (the
+    /// default one when empty); returns its id.
+    async fn run_sandbox(&self, config: &cri::PodSandboxConfig, handler: &str) -> Result<String>;
     async fn stop_sandbox(&self, id: &str) -> Result<()>;
     async fn remove_sandbox(&self, id: &str) -> Result<()>;
 
