@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
@@ -18,7 +19,7 @@ use serde_json::{json, Value};
 use skiff_core::selector;
 
 use crate::pods;
-use skiff_runtime::api::{Cluster, Error, Target};
+use skiff_runtime::api::{served_by, Cluster, Error, Target};
 use skiff_runtime::cache::{Cache, Informer};
 use skiff_runtime::controller::{Action, Reconcile};
 use skiff_runtime::events;
@@ -56,6 +57,8 @@ pub struct Owners {
     pub rcs: Arc<Cache<ReplicationController>>,
     pub deployments: Arc<Cache<Deployment>>,
     pub statefulsets: Arc<Cache<StatefulSet>>,
+    /// Which custom resources are served, for owners of other kinds.
+    pub definitions: Arc<Cache<CustomResourceDefinition>>,
 }
 
 pub struct DisruptionController {
@@ -159,7 +162,8 @@ impl DisruptionController {
         if owners.is_empty() {
             return Ok(scales);
         }
-        let served = skiff_runtime::api::custom_resources(&*self.cluster).await?;
+        let definitions = self.owners.definitions.list();
+        let served: Vec<_> = definitions.iter().flat_map(|d| served_by(d)).collect();
         for (uid, owner) in owners {
             let group = owner.api_version.rsplit_once('/').map_or("", |(g, _)| g);
             let mut kinds = served
@@ -408,6 +412,7 @@ mod tests {
             rcs: Informer::default().cache(),
             deployments: Informer::default().cache(),
             statefulsets: Informer::default().cache(),
+            definitions: Informer::default().cache(),
         }
     }
 
@@ -442,23 +447,29 @@ mod tests {
         assert_eq!(woken, ["d/all", "d/web"]);
     }
 
-    /// A custom resource with a scale subresource: Widgets.
-    fn define_widgets(fake: &skiff_runtime::fake::FakeCluster) {
-        fake.put("customresourcedefinitions", json!({"metadata": {"name": "widgets.example.com"},
+    /// Owners whose definitions serve a custom resource with a scale
+    /// subresource: Widgets.
+    fn widget_owners() -> Owners {
+        let definitions = Informer::default();
+        definitions.apply(serde_json::from_value(json!({"metadata": {"name": "widgets.example.com"},
             "spec": {"group": "example.com", "scope": "Namespaced",
                 "names": {"plural": "widgets", "kind": "Widget"},
                 "versions": [{"name": "v1", "served": true, "storage": true,
-                    "subresources": {"scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}}}]}}));
+                    "subresources": {"scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}}}]}}))
+            .unwrap());
+        Owners {
+            definitions: definitions.cache(),
+            ..no_owners()
+        }
     }
 
     #[tokio::test]
     async fn a_percentage_over_pods_of_a_custom_resource_reads_its_scale() {
         let (mut budgets, mut pods) = (Informer::default(), Informer::default());
-        let owners = no_owners();
+        let owners = widget_owners();
         let fake = Arc::new(skiff_runtime::fake::FakeCluster::default());
         let c =
             DisruptionController::new(&mut budgets, &mut pods, owners, fake.clone(), Queue::new());
-        define_widgets(&fake);
         fake.put(
             "widgets/scale",
             json!({"metadata": {"name": "w", "namespace": "d", "uid": "w1"},
@@ -498,11 +509,10 @@ mod tests {
         let c = DisruptionController::new(
             &mut budgets,
             &mut pods,
-            no_owners(),
+            widget_owners(),
             fake.clone(),
             Queue::new(),
         );
-        define_widgets(&fake);
         // Were the name sent, this is what a lax server would answer.
         fake.put(
             "widgets/scale",

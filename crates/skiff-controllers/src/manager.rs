@@ -21,6 +21,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
 use kube::runtime::watcher;
 use kube::Client;
@@ -322,12 +323,19 @@ async fn run_all(client: Client, writers: Arc<Writers>, config: Config, metrics:
     );
     w.workers(c, q, 1);
     let mut budgets = Informer::<PodDisruptionBudget>::default();
+    // Only which resources a definition serves is read: not its schemas.
+    let definitions = Informer::<CustomResourceDefinition>::trimmed(|d| {
+        for v in &mut d.spec.versions {
+            v.schema = None;
+        }
+    });
     let q = Queue::new();
     let owners = crate::disruption::Owners {
         sets: sets.cache(),
         rcs: rcs.cache(),
         deployments: deployments.cache(),
         statefulsets: statefulsets.cache(),
+        definitions: definitions.cache(),
     };
     let c = crate::disruption::DisruptionController::new(
         &mut budgets,
@@ -473,6 +481,7 @@ async fn run_all(client: Client, writers: Arc<Writers>, config: Config, metrics:
     w.watch(accounts, Api::all(client.clone()));
     w.watch(quotas, Api::all(client.clone()));
     w.watch(budgets, Api::all(client.clone()));
+    w.watch(definitions, Api::all(client.clone()));
     if config.root_ca.is_some() {
         let only =
             watcher::Config::default().fields(&format!("metadata.name={}", crate::root_ca::NAME));

@@ -2,6 +2,7 @@
 //! server, and unit tests use an in-memory fake that records every call.
 
 use async_trait::async_trait;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
 use kube::core::ApiResource;
 use kube::Resource;
@@ -158,30 +159,31 @@ pub trait Cluster: Send + Sync {
 /// The custom resources the definitions serve now, each at every served
 /// version, with whether it is namespaced.
 pub async fn custom_resources(cluster: &dyn Cluster) -> Result<Vec<(ApiResource, bool)>, Error> {
-    let definitions = ApiResource {
-        group: "apiextensions.k8s.io".into(),
-        version: "v1".into(),
-        api_version: "apiextensions.k8s.io/v1".into(),
-        kind: "CustomResourceDefinition".into(),
-        plural: "customresourcedefinitions".into(),
-    };
+    let definitions = ApiResource::erase::<CustomResourceDefinition>(&());
     let mut out = Vec::new();
     for crd in cluster.list(&definitions, None).await? {
-        let d = skiff_core::crd::Definition::parse(&crd);
-        for v in d.versions.iter().filter(|v| v.served) {
-            out.push((
-                ApiResource {
-                    group: d.group.clone(),
-                    version: v.name.clone(),
-                    api_version: format!("{}/{}", d.group, v.name),
-                    kind: d.kind.clone(),
-                    plural: d.plural.clone(),
-                },
-                d.namespaced,
-            ));
-        }
+        out.extend(served_by(&decode::<CustomResourceDefinition>(crd)?));
     }
     Ok(out)
+}
+
+/// The resources one definition serves, at each served version, with
+/// whether they are namespaced.
+pub fn served_by(crd: &CustomResourceDefinition) -> Vec<(ApiResource, bool)> {
+    let spec = &crd.spec;
+    let versions = spec.versions.iter().filter(|v| v.served);
+    versions
+        .map(|v| {
+            let resource = ApiResource {
+                group: spec.group.clone(),
+                version: v.name.clone(),
+                api_version: format!("{}/{}", spec.group, v.name),
+                kind: spec.names.kind.clone(),
+                plural: spec.names.plural.clone(),
+            };
+            (resource, spec.scope != "Cluster")
+        })
+        .collect()
 }
 
 /// Creates an object in the collection at `url` without decoding the

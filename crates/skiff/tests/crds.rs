@@ -565,3 +565,47 @@ fn served_versions_share_one_store_with_none_conversion() {
         "{listed}"
     );
 }
+
+/// A budget's percentage over pods that a custom resource controls is
+/// taken of that resource's scale, found through the definitions the
+/// controller manager watches.
+#[test]
+fn a_budget_over_pods_of_a_custom_resource_counts_its_scale() {
+    let c = Cluster::start();
+    create(&c, DEFINITION);
+    established(&c);
+    create(
+        &c,
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w2}\nspec: {name: second, replicas: 4, maxReplicas: 8}\n",
+    );
+    let uid = c.json(&["get", "widget", "w2"])["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for name in ["wp-1", "wp-2"] {
+        create(&c, &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: widget}}\n  ownerReferences:\n  - {{apiVersion: example.com/v1, kind: Widget, name: w2, uid: {uid}, controller: true}}\nspec:\n  containers:\n  - {{name: main, image: busybox}}\n"));
+    }
+    c.ok(&[
+        "create",
+        "pdb",
+        "widgets",
+        "--selector=app=widget",
+        "--max-unavailable=50%",
+    ]);
+    let status = wait_for("the budget's counts", Duration::from_secs(30), || {
+        let s = c.json(&["get", "pdb", "widgets"])["status"].clone();
+        s["expectedPods"]
+            .as_i64()
+            .is_some_and(|n| n > 0)
+            .then_some(s)
+    });
+    // 4 wanted by the widget's scale, half of them needed.
+    assert_eq!(
+        (
+            status["expectedPods"].as_i64(),
+            status["desiredHealthy"].as_i64()
+        ),
+        (Some(4), Some(2)),
+        "{status}"
+    );
+}
