@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{assert_success, wait_for, Cluster};
+use support::{assert_success, create, wait_for, Cluster};
 
 const MANIFEST: &str = r#"
 apiVersion: apps/v1
@@ -336,6 +336,77 @@ fn get_in_every_output_format() {
     for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(ns.contains(&format!("namespace/{n}")), "{ns}");
     }
+}
+
+/// The header and first row kubectl prints for `args`, split on spaces.
+fn table(c: &Cluster, args: &[&str]) -> (Vec<String>, Vec<String>) {
+    let out = c.ok(args);
+    let words = |l: &str| l.split_whitespace().map(str::to_owned).collect();
+    let mut lines = out.lines();
+    (
+        lines.next().map(words).unwrap_or_default(),
+        lines.next().map(words).unwrap_or_default(),
+    )
+}
+
+/// Kinds print upstream's columns: access, quotas, policies, ingresses,
+/// classes, revisions; kinds without a printer of their own, the
+/// creation time.
+#[test]
+fn each_kind_prints_upstreams_columns() {
+    let c = Cluster::start();
+    create(&c, "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: q}\nspec:\n  hard: {pods: \"10\", limits.cpu: \"2\"}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np}\nspec:\n  podSelector: {matchLabels: {app: web}}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: ing}\nspec:\n  ingressClassName: other\n  tls: [{hosts: [a.example]}]\n  rules:\n  - {host: a.example}\n  - {host: b.example}\n---\napiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: high}\nvalue: 1000\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: rb}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}\nsubjects:\n- {kind: User, name: alice}\n- {kind: ServiceAccount, name: robot, namespace: default}\n");
+    let cases: [(&[&str], &[&str], &[&str]); 6] = [
+        (
+            &["get", "clusterrolebinding", "cluster-admin"],
+            &["NAME", "ROLE", "AGE"],
+            &["cluster-admin", "ClusterRole/cluster-admin"],
+        ),
+        (
+            &["get", "rolebinding", "rb", "-o", "wide"],
+            &["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"],
+            &["rb", "ClusterRole/view"],
+        ),
+        (
+            &["get", "clusterrole", "view"],
+            &["NAME", "CREATED", "AT"],
+            &["view"],
+        ),
+        (
+            &["get", "networkpolicy", "np"],
+            &["NAME", "POD-SELECTOR", "AGE"],
+            &["np", "app=web"],
+        ),
+        (
+            &["get", "ingress", "ing"],
+            &["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"],
+            &["ing", "other", "a.example,b.example", "80,", "443"],
+        ),
+        (
+            &["get", "priorityclass", "high"],
+            &["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"],
+            &["high", "1000", "false"],
+        ),
+    ];
+    for (args, header, row) in cases {
+        let (got_header, got_row) = table(&c, args);
+        assert_eq!(got_header, header, "{args:?}");
+        assert_eq!(&got_row[..row.len()], row, "{args:?}: {got_row:?}");
+    }
+    let (_, rb) = table(&c, &["get", "rolebinding", "rb", "-o", "wide"]);
+    // Users and service accounts; no groups (an empty cell).
+    assert_eq!(rb[3..], ["alice", "default/robot"], "{rb:?}");
+    let quota = wait_for("the quota's status", Duration::from_secs(30), || {
+        let (header, row) = table(&c, &["get", "quota", "q"]);
+        (row.len() > 2).then_some((header, row))
+    });
+    assert_eq!(quota.0, ["NAME", "REQUEST", "LIMIT", "AGE"]);
+    assert_eq!(
+        quota.1[..4],
+        ["q", "pods:", "0/10", "limits.cpu:"],
+        "{:?}",
+        quota.1
+    );
 }
 
 #[test]

@@ -216,6 +216,56 @@ fn columns(kind: &str) -> &'static [Column] {
             ("Handler", "string", 0),
             ("Age", "string", 0),
         ],
+        "PriorityClass" => &[
+            ("Name", "string", 0),
+            ("Value", "integer", 0),
+            ("Global-Default", "boolean", 0),
+            ("Age", "string", 0),
+            ("PreemptionPolicy", "string", 0),
+        ],
+        "ResourceQuota" => &[
+            ("Name", "string", 0),
+            ("Request", "string", 0),
+            ("Limit", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "ControllerRevision" => &[
+            ("Name", "string", 0),
+            ("Controller", "string", 0),
+            ("Revision", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "Ingress" => &[
+            ("Name", "string", 0),
+            ("Class", "string", 0),
+            ("Hosts", "string", 0),
+            ("Address", "string", 0),
+            ("Ports", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "IngressClass" => &[
+            ("Name", "string", 0),
+            ("Controller", "string", 0),
+            ("Parameters", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "NetworkPolicy" => &[
+            ("Name", "string", 0),
+            ("Pod-Selector", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "RoleBinding" | "ClusterRoleBinding" => &[
+            ("Name", "string", 0),
+            ("Role", "string", 0),
+            ("Age", "string", 0),
+            ("Users", "string", 1),
+            ("Groups", "string", 1),
+            ("ServiceAccounts", "string", 1),
+        ],
+        // Upstream's default table, where a kind has no printer of its own.
+        "Role" | "ClusterRole" | "LimitRange" | "CustomResourceDefinition" => {
+            &[("Name", "string", 0), ("Created At", "date", 0)]
+        }
         "EndpointSlice" => &[
             ("Name", "string", 0),
             ("AddressType", "string", 0),
@@ -283,6 +333,77 @@ pub fn human_duration(secs: i64) -> String {
         },
         _ => format!("{}y", d / 365),
     }
+}
+
+/// A quota's REQUEST and LIMIT cells: `resource: used/hard` for each
+/// resource it holds, by name, limits apart.
+fn quota_usage(status: &Value) -> (String, String) {
+    let hard = status["hard"].as_object().cloned().unwrap_or_default();
+    let mut names: Vec<&String> = hard.keys().collect();
+    names.sort();
+    let (mut requests, mut limits) = (Vec::new(), Vec::new());
+    for r in names {
+        let used = status["used"][r].as_str().unwrap_or("0");
+        let cell = format!("{r}: {used}/{}", s(&hard[r]));
+        match r.split_once('.') {
+            Some(("limits", _)) => limits.push(cell),
+            _ => requests.push(cell),
+        }
+    }
+    (requests.join(", "), limits.join(", "))
+}
+
+/// The controller owning `o` as `kind.group/name` in lower case, or
+/// `<none>`.
+fn controller_of(o: &Value) -> String {
+    let owners = list(&o["metadata"]["ownerReferences"]);
+    let Some(owner) = owners.iter().find(|r| r["controller"] == true) else {
+        return "<none>".into();
+    };
+    let group = s(&owner["apiVersion"])
+        .rsplit_once('/')
+        .map(|(g, _)| g.to_owned());
+    let kind = match group {
+        Some(g) => format!("{}.{g}", s(&owner["kind"])),
+        None => s(&owner["kind"]),
+    };
+    format!("{}/{}", kind.to_lowercase(), s(&owner["name"]))
+}
+
+/// An Ingress's hosts: the first three named, `*` when none is.
+fn ingress_hosts(rules: &[Value]) -> String {
+    let mut named = Vec::new();
+    let mut more = false;
+    for rule in rules {
+        if named.len() == 3 {
+            more = true;
+            break;
+        }
+        named.extend(rule["host"].as_str().filter(|h| !h.is_empty()));
+    }
+    match (named.is_empty(), more) {
+        (true, _) => "*".into(),
+        (false, true) => format!("{} + {} more...", named.join(","), rules.len() - 3),
+        (false, false) => named.join(","),
+    }
+}
+
+/// The addresses a load balancer gives an Ingress, each once, sorted.
+fn ingress_address(lb: &Value) -> String {
+    let points = list(&lb["ingress"]);
+    let mut addresses: Vec<String> = points
+        .iter()
+        .map(|p| {
+            p["ip"]
+                .as_str()
+                .filter(|ip| !ip.is_empty())
+                .map_or_else(|| s(&p["hostname"]), str::to_owned)
+        })
+        .filter(|a| !a.is_empty())
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    addresses.join(",")
 }
 
 /// A claim's or volume's phase, or `Terminating` once it is being deleted.
@@ -893,6 +1014,77 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
         }
         "Lease" => vec![name, json!(or_none(s(&spec["holderIdentity"]))), created],
         "RuntimeClass" => vec![name, json!(s(&o["handler"])), created],
+        "PriorityClass" => vec![
+            name,
+            json!(int(&o["value"])),
+            json!(o["globalDefault"] == true),
+            created,
+            json!(s(&o["preemptionPolicy"])),
+        ],
+        "ResourceQuota" => {
+            let (requests, limits) = quota_usage(status);
+            vec![name, json!(requests), json!(limits), created]
+        }
+        "ControllerRevision" => {
+            vec![
+                name,
+                json!(controller_of(o)),
+                json!(int(&o["revision"])),
+                created,
+            ]
+        }
+        "Ingress" => {
+            let tls = list(&spec["tls"]).is_empty();
+            vec![
+                name,
+                json!(or_none(s(&spec["ingressClassName"]))),
+                json!(ingress_hosts(list(&spec["rules"]))),
+                json!(ingress_address(&status["loadBalancer"])),
+                json!(if tls { "80" } else { "80, 443" }),
+                created,
+            ]
+        }
+        "IngressClass" => {
+            let p = &spec["parameters"];
+            let parameters = match (p["kind"].as_str(), p["apiGroup"].as_str()) {
+                (None, _) => "<none>".to_owned(),
+                (Some(kind), Some(group)) => format!("{kind}.{group}/{}", s(&p["name"])),
+                (Some(kind), None) => format!("{kind}/{}", s(&p["name"])),
+            };
+            vec![
+                name,
+                json!(s(&spec["controller"])),
+                json!(parameters),
+                created,
+            ]
+        }
+        "NetworkPolicy" => vec![name, json!(selector(&spec["podSelector"])), created],
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let role = &o["roleRef"];
+            let subjects = list(&o["subjects"]);
+            let named = |kind: &str| {
+                let of_kind = subjects.iter().filter(|x| x["kind"] == kind);
+                let shown = of_kind.map(|x| match kind {
+                    "ServiceAccount" => format!("{}/{}", s(&x["namespace"]), s(&x["name"])),
+                    _ => s(&x["name"]),
+                });
+                json!(shown.collect::<Vec<_>>().join(", "))
+            };
+            vec![
+                name,
+                json!(format!("{}/{}", s(&role["kind"]), s(&role["name"]))),
+                created,
+                named("User"),
+                named("Group"),
+                named("ServiceAccount"),
+            ]
+        }
+        "Role" | "ClusterRole" | "LimitRange" | "CustomResourceDefinition" => {
+            vec![
+                name,
+                json!(meta::get_str(o, "creationTimestamp").unwrap_or_default()),
+            ]
+        }
         "CertificateSigningRequest" => {
             let mut conditions: Vec<String> = status["conditions"]
                 .as_array()
@@ -1216,6 +1408,18 @@ fn reads(kind: &str) -> &'static [(&'static str, Keep)] {
         ],
         // Roles come from labels, the default class from an annotation.
         "Node" | "StorageClass" => EVERYTHING,
+        "ControllerRevision" => &[
+            (
+                "metadata",
+                Keep::Only(&[
+                    ("name", Keep::All),
+                    ("creationTimestamp", Keep::All),
+                    ("deletionTimestamp", Keep::All),
+                    ("ownerReferences", Keep::All),
+                ]),
+            ),
+            ("*", Keep::All),
+        ],
         _ => &[("metadata", NAME_AND_AGE), ("*", Keep::All)],
     }
 }
@@ -1400,6 +1604,21 @@ mod tests {
                     "template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}},
                 "status": {"readyReplicas": 2}}),
             ),
+            (
+                "apps",
+                "controllerrevisions",
+                json!({"apiVersion": "apps/v1", "kind": "ControllerRevision",
+                "metadata": {"name": "web-1", "namespace": "d", "creationTimestamp": now,
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                        "name": "web", "uid": "u", "controller": true}]},
+                "revision": 1}),
+            ),
+            (
+                "rbac.authorization.k8s.io",
+                "clusterroles",
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": "view", "creationTimestamp": now}, "rules": []}),
+            ),
         ];
         for (group, resource, obj) in objects {
             let r = lookup(group, "v1", resource).unwrap();
@@ -1453,6 +1672,56 @@ mod tests {
         assert_eq!(got, want);
         stored[n - 1].0 = b"{";
         assert!(render_stored(r, &stored, "9", None, "Metadata").is_err());
+    }
+
+    #[test]
+    fn rows_of_classes_quotas_revisions_and_ingresses() {
+        let cells_of = |group: &str, plural: &str, o: Value| {
+            let r = crate::registry::preferred(group, plural).unwrap();
+            render(r, &[o], "1", None, "None")["rows"][0]["cells"].clone()
+        };
+        let revision = json!({"metadata": {"name": "web-1", "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "web", "controller": true}]},
+            "revision": 3});
+        let cells = cells_of("apps", "controllerrevisions", revision);
+        assert_eq!(
+            (&cells[1], &cells[2]),
+            (&json!("daemonset.apps/web"), &json!(3))
+        );
+        let quota = json!({"metadata": {"name": "q"}, "status": {
+            "hard": {"requests.cpu": "1", "pods": "10", "limits.memory": "1Gi"},
+            "used": {"pods": "2"}}});
+        let cells = cells_of("", "resourcequotas", quota);
+        assert_eq!(
+            (&cells[1], &cells[2]),
+            (
+                &json!("pods: 2/10, requests.cpu: 0/1"),
+                &json!("limits.memory: 0/1Gi")
+            )
+        );
+        let ingress = json!({"metadata": {"name": "i"}, "spec": {"rules": [
+            {"host": "a"}, {}, {"host": "b"}, {"host": "c"}, {"host": "d"}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.2"}, {"hostname": "lb"}, {"ip": "10.0.0.2"}]}}});
+        let cells = cells_of("networking.k8s.io", "ingresses", ingress);
+        assert_eq!(
+            cells.as_array().unwrap()[1..5],
+            [
+                json!("<none>"),
+                json!("a,b,c + 2 more..."),
+                json!("10.0.0.2,lb"),
+                json!("80")
+            ]
+        );
+        let class = json!({"metadata": {"name": "c"}, "spec": {"controller": "x.io/c",
+            "parameters": {"apiGroup": "x.io", "kind": "Params", "name": "p"}}});
+        let cells = cells_of("networking.k8s.io", "ingressclasses", class);
+        assert_eq!(cells[2], "Params.x.io/p");
+        let created = "2026-01-02T03:04:05Z";
+        let role = json!({"metadata": {"name": "r", "creationTimestamp": created}});
+        assert_eq!(
+            cells_of("rbac.authorization.k8s.io", "clusterroles", role)[1],
+            created
+        );
     }
 
     #[test]
