@@ -47,10 +47,7 @@ pub async fn run(api: &Api, address: SocketAddr) -> Result<(), ApiError> {
     }
     let classes = registry::lookup("scheduling.k8s.io", "v1", "priorityclasses")
         .expect("priority classes are served");
-    for (name, value, description) in [
-        ("system-cluster-critical", 2_000_000_000, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
-        ("system-node-critical", 2_000_001_000, "Used for system critical pods that must not be moved from their current node."),
-    ] {
+    for (name, value, description) in skiff_core::validate::priority_class::SYSTEM {
         if api.objects.try_get(classes, None, name).await?.is_some() {
             continue;
         }

@@ -164,6 +164,9 @@ pub fn apply(r: &ResourceType, obj: &mut Value) {
             or_insert(obj, "reclaimPolicy", json!("Delete"));
             or_insert(obj, "volumeBindingMode", json!("Immediate"));
         }
+        ("scheduling.k8s.io", "PriorityClass") => {
+            or_insert(obj, "preemptionPolicy", json!("PreemptLowerPriority"));
+        }
         _ => {}
     }
 }

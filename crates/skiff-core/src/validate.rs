@@ -11,6 +11,7 @@ use crate::{meta, ApiError};
 mod job;
 mod load_balancer;
 mod network_policy;
+pub mod priority_class;
 mod rollout;
 mod runtime_class;
 mod storage;
@@ -195,6 +196,7 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
         ("", "PersistentVolumeClaim") => storage::claim(obj, old, &mut causes),
         ("storage.k8s.io", "StorageClass") => storage::class(obj, old, &mut causes),
         ("node.k8s.io", "RuntimeClass") => runtime_class::class(obj, &mut causes),
+        ("scheduling.k8s.io", "PriorityClass") => priority_class::check(obj, old, &mut causes),
         _ => {}
     }
     if let Some(old) = old {

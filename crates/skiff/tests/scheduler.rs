@@ -319,6 +319,29 @@ fn a_higher_priority_pod_preempts_a_lower_one() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr)
         .contains("no PriorityClass with name missing was found"));
+    // No user's class outranks the system's, and one default at most.
+    let class = |name: &str, rest: &str| {
+        format!("apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {{name: {name}}}\n{rest}\n")
+    };
+    let err = c.fails_stdin(&class("above", "value: 2000000000"));
+    assert!(
+        err.contains(
+            "value: Forbidden: maximum allowed value of a user defined priority is 1000000000"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        c.json(&["get", "priorityclass", "low"])["preemptionPolicy"],
+        "PreemptLowerPriority"
+    );
+    create(&c, &class("usual", "value: 5\nglobalDefault: true"));
+    let err = c.fails_stdin(&class("other", "value: 6\nglobalDefault: true"));
+    assert!(
+        err.contains(
+            "PriorityClass usual is already marked as default. Only one default can exist"
+        ),
+        "{err}"
+    );
 }
 
 #[test]

@@ -132,6 +132,7 @@ impl Chain {
             vec![
                 Box::new(namespace_lifecycle::NamespaceLifecycle(objects.clone())),
                 Box::new(node_restriction::NodeRestriction),
+                Box::new(priority::Priority(objects.clone())),
                 Box::new(pod_security::PodSecurity(objects.clone())),
                 Box::new(storage::PersistentVolumeClaimResize(objects.clone())),
                 Box::new(certificates::ApprovalAndSigning(authorizer.clone())),

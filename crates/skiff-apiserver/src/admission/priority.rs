@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use skiff_core::registry;
 use skiff_core::{meta, ApiError};
 
-use super::{Attributes, Mutating, Operation};
+use super::{Attributes, Mutating, Operation, Validating, Verdict};
 use crate::storage::{mentions, Objects};
 
 pub struct Priority(pub Objects);
@@ -53,6 +53,39 @@ impl Mutating for Priority {
             }
         }
         Ok(())
+    }
+}
+
+/// A class may be the global default only while no other is.
+#[async_trait]
+impl Validating for Priority {
+    fn handles(&self, a: &Attributes<'_>) -> bool {
+        matches!(a.operation, Operation::Create | Operation::Update)
+            && a.subresource.is_none()
+            && a.is("scheduling.k8s.io", "PriorityClass")
+    }
+
+    async fn validate(
+        &self,
+        _a: &Attributes<'_>,
+        class: &Value,
+        _verdict: &mut Verdict,
+    ) -> Result<(), ApiError> {
+        if class["globalDefault"] != true {
+            return Ok(());
+        }
+        let classes = registry::lookup("scheduling.k8s.io", "v1", "priorityclasses")
+            .expect("priority classes are served");
+        let may_default = |b: &[u8]| mentions(b, br#""globalDefault":true"#);
+        let items = self.0.recent_list_where(classes, None, may_default).await?;
+        let name = meta::name(class);
+        match items.iter().find(|c| c["globalDefault"] == true && meta::name(c) != name) {
+            Some(other) => Err(ApiError::forbidden(format!(
+                "priorityclasses.scheduling.k8s.io {name:?} is forbidden: PriorityClass {} is already marked as default. Only one default can exist",
+                meta::name(other)
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -104,5 +137,35 @@ mod tests {
             ),
             (&json!(7), &json!("usual"))
         );
+    }
+
+    #[tokio::test]
+    async fn one_class_at_most_is_the_default() {
+        let f = Fixture::new();
+        let usual = json!({"metadata": {"name": "usual"}, "value": 7, "globalDefault": true});
+        f.put("scheduling.k8s.io", "priorityclasses", usual.clone())
+            .await;
+        let plugin = Priority(f.objects.clone());
+        let alice = user("alice", &[]);
+        let a = creating("scheduling.k8s.io", "priorityclasses", &alice);
+        let second = json!({"metadata": {"name": "other"}, "value": 8, "globalDefault": true});
+        let err = plugin
+            .validate(&a, &second, &mut Verdict::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (403, "priorityclasses.scheduling.k8s.io \"other\" is forbidden: PriorityClass usual is already marked as default. Only one default can exist")
+        );
+        // The default itself, written again, and a class that is not one.
+        plugin
+            .validate(&a, &usual, &mut Verdict::default())
+            .await
+            .unwrap();
+        let plain = json!({"metadata": {"name": "plain"}, "value": 9});
+        plugin
+            .validate(&a, &plain, &mut Verdict::default())
+            .await
+            .unwrap();
     }
 }
