@@ -8,6 +8,7 @@ use crate::selector::LabelSelector;
 use crate::status::Cause;
 use crate::{meta, ApiError};
 
+mod ingress;
 mod job;
 mod load_balancer;
 mod network_policy;
@@ -192,6 +193,7 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
         }
         ("policy", "PodDisruptionBudget") => rollout::disruption_budget(spec, &mut causes),
         ("networking.k8s.io", "NetworkPolicy") => network_policy::check(spec, &mut causes),
+        ("networking.k8s.io", "Ingress") => ingress::spec(spec, &mut causes),
         ("", "PersistentVolume") => storage::volume(spec, old, &mut causes),
         ("", "PersistentVolumeClaim") => storage::claim(obj, old, &mut causes),
         ("storage.k8s.io", "StorageClass") => storage::class(obj, old, &mut causes),

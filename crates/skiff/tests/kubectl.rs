@@ -647,6 +647,15 @@ fn bad_input_gets_a_status() {
         "{err}"
     );
 
+    // An Ingress is checked as upstream checks it.
+    let ingress = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec:\n  rules:\n  - host: 10.0.0.1\n    http:\n      paths:\n      - {path: api, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n";
+    let err = c.fails_stdin(ingress);
+    assert!(
+        err.contains("spec.rules[0].host: Invalid value: \"10.0.0.1\": must be a DNS name, not an IP address")
+            && err.contains("spec.rules[0].http.paths[0].path: Invalid value: \"api\": must be an absolute path"),
+        "{err}"
+    );
+
     let big = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata: {{a: \"{}\"}}\n",
         "x".repeat(4 << 20)
