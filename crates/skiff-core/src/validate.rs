@@ -13,6 +13,7 @@ mod job;
 mod load_balancer;
 mod network_policy;
 pub mod priority_class;
+mod resources;
 mod rollout;
 mod runtime_class;
 mod storage;
@@ -446,6 +447,7 @@ fn pod_spec(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
     env_files(spec, at, causes);
     security(spec, at, causes);
     runtime_class::pod(spec, at, causes);
+    resources::containers(spec, at, causes);
     tolerations::check(spec, at, causes);
     beyond_the_agent(spec, at, causes);
     dns(spec, at, causes);

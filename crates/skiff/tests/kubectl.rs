@@ -647,6 +647,14 @@ fn bad_input_gets_a_status() {
         "{err}"
     );
 
+    // A limit the node could not apply is refused, not run without.
+    let unlimited = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    resources: {limits: {memory: -1Gi}, requests: {cpu: \"2\"}}\n";
+    let err = c.fails_stdin(unlimited);
+    assert!(
+        err.contains("spec.containers[0].resources.limits[memory]: Invalid value: \"-1Gi\": must be greater than or equal to 0"),
+        "{err}"
+    );
+
     // An Ingress is checked as upstream checks it.
     let ingress = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec:\n  rules:\n  - host: 10.0.0.1\n    http:\n      paths:\n      - {path: api, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n";
     let err = c.fails_stdin(ingress);

@@ -6,10 +6,9 @@
 use serde_json::Value;
 
 use super::{
-    is_dns_label, is_dns_subdomain, is_label_value, qualified_name_problem, tolerations, At,
-    LABEL_MSG, LABEL_VALUE_MSG, SUBDOMAIN_MSG,
+    is_dns_label, is_dns_subdomain, is_label_value, qualified_name_problem, resources, tolerations,
+    At, LABEL_MSG, LABEL_VALUE_MSG, SUBDOMAIN_MSG,
 };
-use crate::quantity::parse_milli;
 use crate::status::Cause;
 
 /// A RuntimeClass.
@@ -18,11 +17,8 @@ pub(super) fn class(obj: &Value, causes: &mut Vec<Cause>) {
     if !is_dns_label(handler) {
         causes.push(Cause::invalid("handler", handler, LABEL_MSG));
     }
-    overhead(
-        &obj["overhead"]["podFixed"],
-        At::Root("overhead.podFixed"),
-        causes,
-    );
+    let fixed = &obj["overhead"]["podFixed"];
+    resources::amounts(fixed, At::Root("overhead.podFixed"), causes);
     let scheduling = &obj["scheduling"];
     let at = At::Root("scheduling.nodeSelector");
     for (k, v) in scheduling["nodeSelector"].as_object().into_iter().flatten() {
@@ -45,42 +41,7 @@ pub(super) fn pod(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
             causes.push(Cause::invalid(field, name, SUBDOMAIN_MSG));
         }
     }
-    overhead(&spec["overhead"], at.field("overhead"), causes);
-}
-
-/// Resources whose amounts a pod's overhead may hold.
-fn container_resource(name: &str) -> bool {
-    match name.split_once('/') {
-        // Extended resources, outside the `kubernetes.io` domains.
-        Some((domain, _)) => !domain.ends_with("kubernetes.io") && is_dns_subdomain(domain),
-        None => {
-            matches!(name, "cpu" | "memory" | "ephemeral-storage") || name.starts_with("hugepages-")
-        }
-    }
-}
-
-/// A list of resource amounts: container resources, each a quantity of
-/// at least 0.
-fn overhead(list: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
-    for (name, amount) in list.as_object().into_iter().flatten() {
-        let field = format!("{at}[{name}]");
-        if !container_resource(name) {
-            let why = "must be a standard resource for containers";
-            causes.push(Cause::invalid(&field, name, why));
-        }
-        let text = amount.as_str().unwrap_or_default();
-        match parse_milli(text) {
-            None => causes.push(Cause::invalid(
-                &field,
-                text,
-                "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
-            )),
-            Some(m) if m < 0 => {
-                causes.push(Cause::invalid(&field, text, "must be greater than or equal to 0"))
-            }
-            Some(_) => {}
-        }
-    }
+    resources::amounts(&spec["overhead"], at.field("overhead"), causes);
 }
 
 #[cfg(test)]
