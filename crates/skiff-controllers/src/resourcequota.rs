@@ -99,6 +99,7 @@ impl Reconcile for ResourceQuotaController {
                 .as_ref()
                 .and_then(|s| s.hard.clone())
                 .unwrap_or_default();
+            let spec = api::encode(&q.spec);
             let mut used = BTreeMap::new();
             for key in hard.keys() {
                 let Some(kind) = quota::counted_kind(key) else {
@@ -110,6 +111,7 @@ impl Reconcile for ResourceQuotaController {
                 }
                 let total: i128 = counted[&kind]
                     .iter()
+                    .filter(|o| quota::in_scope(&spec, &kind.0, &kind.1, o))
                     .filter_map(|o| quota::usage(&kind.0, &kind.1, o).get(key).copied())
                     .sum();
                 used.insert(key.clone(), quota::format(key, total));

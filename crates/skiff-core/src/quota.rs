@@ -62,6 +62,94 @@ fn pod_resource(spec: &Value, kind: &str, resource: &str) -> Option<i128> {
     Some(sum.max(init))
 }
 
+/// Whether a quota whose spec is `spec` covers `obj`, an object of
+/// `plural` in `group`: its `scopes` and `scopeSelector` narrow which pods
+/// it counts (all of them must match); other objects are always covered.
+pub fn in_scope(spec: &Value, group: &str, plural: &str, obj: &Value) -> bool {
+    if (group, plural) != ("", "pods") {
+        return true;
+    }
+    let scopes = spec["scopes"].as_array().into_iter().flatten();
+    let selected = spec["scopeSelector"]["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten();
+    scopes
+        .filter_map(Value::as_str)
+        .all(|scope| pod_in_scope(scope, None, &obj["spec"]))
+        && selected.into_iter().all(|e| {
+            let scope = e["scopeName"].as_str().unwrap_or_default();
+            pod_in_scope(scope, Some(e), &obj["spec"])
+        })
+}
+
+/// Whether a pod with `spec` is in `scope`, as upstream's quota evaluator
+/// reads it; `selector` is the expression naming the scope, if any (a
+/// scope listed in `scopes` means `Exists`).
+fn pod_in_scope(scope: &str, selector: Option<&Value>, spec: &Value) -> bool {
+    match scope {
+        "Terminating" => spec["activeDeadlineSeconds"]
+            .as_i64()
+            .is_some_and(|s| s >= 0),
+        "NotTerminating" => !pod_in_scope("Terminating", None, spec),
+        "BestEffort" => best_effort(spec),
+        "NotBestEffort" => !best_effort(spec),
+        "PriorityClass" => {
+            let class = spec["priorityClassName"].as_str().unwrap_or_default();
+            let values = selector.map_or(&[][..], |e| {
+                e["values"].as_array().map_or(&[][..], Vec::as_slice)
+            });
+            let listed = values.iter().any(|v| v == class);
+            match selector.and_then(|e| e["operator"].as_str()) {
+                None | Some("Exists") => !class.is_empty(),
+                Some("In") => listed,
+                Some("NotIn") => !listed,
+                // The class is always a key of the pod's scope labels.
+                _ => false,
+            }
+        }
+        "CrossNamespacePodAffinity" => cross_namespace_affinity(spec),
+        _ => false,
+    }
+}
+
+/// Whether no container of the pod asks for or is limited in CPU or
+/// memory (the `BestEffort` QoS class).
+fn best_effort(spec: &Value) -> bool {
+    let list = |l: &str| spec[l].as_array().map_or(&[][..], Vec::as_slice);
+    list("containers")
+        .iter()
+        .chain(list("initContainers"))
+        .all(|c| {
+            ["requests", "limits"].iter().all(|kind| {
+                let amounts = &c["resources"][kind];
+                amounts["cpu"].is_null() && amounts["memory"].is_null()
+            })
+        })
+}
+
+/// Whether a pod's affinity terms reach other namespaces (by names or a
+/// selector).
+fn cross_namespace_affinity(spec: &Value) -> bool {
+    let affinity = &spec["affinity"];
+    ["podAffinity", "podAntiAffinity"].iter().any(|kind| {
+        let of = &affinity[kind];
+        let required = of["requiredDuringSchedulingIgnoredDuringExecution"]
+            .as_array()
+            .into_iter()
+            .flatten();
+        let preferred = of["preferredDuringSchedulingIgnoredDuringExecution"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|w| &w["podAffinityTerm"]);
+        required.chain(preferred).any(|term| {
+            !term["namespaceSelector"].is_null()
+                || term["namespaces"].as_array().is_some_and(|n| !n.is_empty())
+        })
+    })
+}
+
 /// What one object uses, for the quota resources that apply to it.
 pub fn usage(group: &str, plural: &str, obj: &Value) -> Usage {
     let mut u = Usage::new();
@@ -234,6 +322,46 @@ mod tests {
         // Memory: no container asks, the overhead alone counts.
         assert_eq!(u["requests.memory"], 64 * 1024 * 1024 * 1000);
         assert!(!u.contains_key("limits.memory"));
+    }
+
+    #[test]
+    fn scopes_narrow_which_pods_a_quota_counts() {
+        let pod = |spec: Value| json!({"spec": spec});
+        let plain = pod(json!({"containers": [{"name": "c"}]}));
+        let sized = pod(
+            json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}],
+            "activeDeadlineSeconds": 30, "priorityClassName": "high"}),
+        );
+        let scoped = |spec: Value, obj: &Value| in_scope(&spec, "", "pods", obj);
+        assert!(scoped(
+            json!({"scopes": ["BestEffort", "NotTerminating"]}),
+            &plain
+        ));
+        assert!(!scoped(json!({"scopes": ["BestEffort"]}), &sized));
+        assert!(scoped(
+            json!({"scopes": ["NotBestEffort", "Terminating", "PriorityClass"]}),
+            &sized
+        ));
+        assert!(!scoped(json!({"scopes": ["PriorityClass"]}), &plain));
+        let class = |operator: &str| {
+            json!({"scopeSelector": {"matchExpressions": [
+                {"scopeName": "PriorityClass", "operator": operator, "values": ["high"]}]}})
+        };
+        assert!(scoped(class("In"), &sized) && !scoped(class("In"), &plain));
+        assert!(!scoped(class("NotIn"), &sized) && scoped(class("NotIn"), &plain));
+        let across = pod(
+            json!({"affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 1, "podAffinityTerm": {"topologyKey": "zone", "namespaces": ["other"]}}]}}}),
+        );
+        let cross = json!({"scopes": ["CrossNamespacePodAffinity"]});
+        assert!(scoped(cross.clone(), &across) && !scoped(cross.clone(), &plain));
+        // Objects other than pods are never out of a quota's scope.
+        assert!(in_scope(
+            &json!({"scopes": ["BestEffort"]}),
+            "",
+            "services",
+            &json!({})
+        ));
     }
 
     #[test]

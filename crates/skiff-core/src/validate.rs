@@ -13,6 +13,7 @@ mod job;
 mod load_balancer;
 mod network_policy;
 pub mod priority_class;
+mod quota;
 mod resources;
 mod rollout;
 mod runtime_class;
@@ -195,6 +196,8 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
         ("policy", "PodDisruptionBudget") => rollout::disruption_budget(spec, &mut causes),
         ("networking.k8s.io", "NetworkPolicy") => network_policy::check(spec, &mut causes),
         ("networking.k8s.io", "Ingress") => ingress::spec(spec, &mut causes),
+        ("", "ResourceQuota") => quota::resource_quota(spec, &mut causes),
+        ("", "LimitRange") => quota::limit_range(spec, &mut causes),
         ("", "PersistentVolume") => storage::volume(spec, old, &mut causes),
         ("", "PersistentVolumeClaim") => storage::claim(obj, old, &mut causes),
         ("storage.k8s.io", "StorageClass") => storage::class(obj, old, &mut causes),

@@ -110,3 +110,52 @@ fn pod_security_levels_refuse_and_warn_as_upstream() {
         "{stderr}"
     );
 }
+
+/// A quota's scopes narrow the pods it counts: a `BestEffort` quota holds
+/// pods that ask for nothing, and lets the others in.
+#[test]
+fn a_scoped_quota_counts_only_the_pods_in_its_scope() {
+    let c = Cluster::start();
+    c.ok(&["create", "namespace", "q"]);
+    create(
+        &c,
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: free, namespace: q}\nspec:\n  hard: {pods: '1'}\n  scopes: [BestEffort]\n",
+    );
+    wait_for("the quota's status", LIMIT, || {
+        let q = c.json(&["get", "quota", "free", "-n", "q"]);
+        (q["status"]["used"]["pods"] == "0").then_some(())
+    });
+    let sized = "    resources: {requests: {cpu: 100m}}\n";
+    create(&c, &pod("free-1", ""));
+    create(&c, &pod("sized-1", sized));
+    create(&c, &pod("sized-2", sized));
+    let refused = c.fails_stdin(&pod("free-2", ""));
+    assert!(
+        refused.contains(r#"pods "free-2" is forbidden: exceeded quota: free, requested: pods=1, used: pods=1, limited: pods=1"#),
+        "{refused}"
+    );
+    // Without the one best-effort pod, the controller's recount is 0:
+    // the sized pods are not the quota's.
+    c.ok(&[
+        "delete",
+        "pod",
+        "free-1",
+        "-n",
+        "q",
+        "--wait=false",
+        "--grace-period=0",
+        "--force",
+    ]);
+    wait_for("the quota's recount", LIMIT, || {
+        let q = c.json(&["get", "quota", "free", "-n", "q"]);
+        (q["status"]["used"]["pods"] == "0").then_some(())
+    });
+    create(&c, &pod("free-3", ""));
+    // An amount that bounds nothing, or scopes that contradict, are refused.
+    let err = c.fails_stdin("apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: odd, namespace: q}\nspec:\n  hard: {pods: lots}\n  scopes: [BestEffort, NotBestEffort]\n");
+    assert!(
+        err.contains("spec.hard[pods]: Invalid value: \"lots\"")
+            && err.contains("conflicting scopes: BestEffort, NotBestEffort"),
+        "{err}"
+    );
+}

@@ -94,6 +94,9 @@ impl ResourceQuota {
         };
         let resource = registry::lookup("", "v1", "resourcequotas").expect("served");
         for q in quotas {
+            if !quota::in_scope(&q["spec"], r.group, r.plural, obj) {
+                continue;
+            }
             let name = meta::name(&q).to_owned();
             let hard: BTreeMap<String, String> =
                 serde_json::from_value(q["spec"]["hard"].clone()).unwrap_or_default();
@@ -114,7 +117,8 @@ impl ResourceQuota {
             let mut live = BTreeMap::new();
             for key in &charged {
                 if q["status"]["used"][key.as_str()].is_null() {
-                    live.insert(key.to_string(), self.live_usage(key, &ns).await?);
+                    let usage = self.live_usage(key, &ns, &q["spec"]).await?;
+                    live.insert(key.to_string(), usage);
                 }
             }
             self.0
@@ -159,14 +163,16 @@ impl ResourceQuota {
         Ok(())
     }
 
-    /// A quota resource's usage in `ns`, from the objects themselves.
-    async fn live_usage(&self, key: &str, ns: &str) -> Result<i128, ApiError> {
+    /// A quota resource's usage in `ns`, from the objects themselves that
+    /// the quota (`spec`) covers.
+    async fn live_usage(&self, key: &str, ns: &str, spec: &Value) -> Result<i128, ApiError> {
         let Some((group, plural)) = quota::counted_kind(key) else {
             return Ok(0);
         };
         let objects = all_in(&self.0, &plural, &group, ns).await?;
         Ok(objects
             .iter()
+            .filter(|o| quota::in_scope(spec, &group, &plural, o))
             .filter_map(|o| quota::usage(&group, &plural, o).get(key).copied())
             .sum())
     }

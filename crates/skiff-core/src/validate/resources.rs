@@ -33,18 +33,26 @@ pub(super) fn amounts(list: &Value, at: At<'_>, causes: &mut Vec<Cause>) -> Vec<
             let why = "must be a standard resource for containers";
             causes.push(Cause::invalid(&field, name, why));
         }
-        let text = amount.as_str().unwrap_or_default();
-        match parse_milli(text) {
-            None => causes.push(Cause::invalid(&field, text, QUANTITY_MSG)),
-            Some(m) if m < 0 => causes.push(Cause::invalid(
-                &field,
-                text,
-                "must be greater than or equal to 0",
-            )),
-            Some(m) => parsed.push((name.clone(), m)),
+        if let Some(m) = quantity(amount, &field, causes) {
+            parsed.push((name.clone(), m));
         }
     }
     parsed
+}
+
+/// The amount at `field` in thousandths: a quantity of at least 0.
+pub(super) fn quantity(amount: &Value, field: &str, causes: &mut Vec<Cause>) -> Option<i128> {
+    let text = amount.as_str().unwrap_or_default();
+    match parse_milli(text) {
+        None => causes.push(Cause::invalid(field, text, QUANTITY_MSG)),
+        Some(m) if m < 0 => causes.push(Cause::invalid(
+            field,
+            text,
+            "must be greater than or equal to 0",
+        )),
+        Some(m) => return Some(m),
+    }
+    None
 }
 
 /// Each container's requests and limits: amounts as [`amounts`], and no
