@@ -158,4 +158,9 @@ fn a_scoped_quota_counts_only_the_pods_in_its_scope() {
             && err.contains("conflicting scopes: BestEffort, NotBestEffort"),
         "{err}"
     );
+    let err = c.fails_stdin("apiVersion: v1\nkind: LimitRange\nmetadata: {name: odd, namespace: q}\nspec:\n  limits:\n  - {type: Container, min: {cpu: '2'}, max: {cpu: '1'}}\n");
+    assert!(
+        err.contains("spec.limits[0].min[cpu]: Invalid value: \"2\": min value 2 is greater than max value 1"),
+        "{err}"
+    );
 }

@@ -3,6 +3,8 @@
 //! nothing), counts are whole, and a quota's scopes are ones it knows and
 //! do not contradict each other.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde_json::Value;
 
 use super::resources::quantity;
@@ -82,18 +84,105 @@ pub(super) fn resource_quota(spec: &Value, causes: &mut Vec<Cause>) {
 }
 
 pub(super) fn limit_range(spec: &Value, causes: &mut Vec<Cause>) {
+    let mut types = Vec::new();
     for (i, limit) in spec["limits"].as_array().into_iter().flatten().enumerate() {
-        for bound in [
-            "max",
-            "min",
-            "default",
-            "defaultRequest",
-            "maxLimitRequestRatio",
-        ] {
+        let at = format!("spec.limits[{i}]");
+        let kind = limit["type"].as_str().unwrap_or_default();
+        if types.contains(&kind) {
+            causes.push(Cause::duplicate(format!("{at}.type"), format!("{kind:?}")));
+        }
+        types.push(kind);
+        // Each bound's amounts that parsed, by resource.
+        let mut parsed: BTreeMap<&str, BTreeMap<&str, (i128, &str)>> = BTreeMap::new();
+        for bound in BOUNDS {
             for (name, amount) in limit[bound].as_object().into_iter().flatten() {
-                let field = format!("spec.limits[{i}].{bound}[{name}]");
-                quantity(amount, &field, causes);
+                let field = format!("{at}.{bound}[{name}]");
+                if let Some(m) = quantity(amount, &field, causes) {
+                    let text = amount.as_str().unwrap_or_default();
+                    parsed.entry(bound).or_default().insert(name, (m, text));
+                }
             }
+        }
+        if kind == "Pod" {
+            for bound in ["default", "defaultRequest"] {
+                if limit[bound].as_object().is_some_and(|m| !m.is_empty()) {
+                    let why = "may not be specified when `type` is 'Pod'";
+                    causes.push(Cause::forbidden(format!("{at}.{bound}"), why));
+                }
+            }
+        }
+        ordered(&at, &parsed, causes);
+    }
+}
+
+const BOUNDS: [&str; 5] = [
+    "max",
+    "min",
+    "default",
+    "defaultRequest",
+    "maxLimitRequestRatio",
+];
+
+/// The order of a limit's bounds, as upstream checks and words it: the
+/// lower bound, the upper one, the field an error names, whether it shows
+/// the lower value, and the upper bound's words.
+const ORDER: [(&str, &str, &str, bool, &str); 6] = [
+    ("min", "max", "min", true, "max"),
+    (
+        "min",
+        "defaultRequest",
+        "defaultRequest",
+        false,
+        "default request",
+    ),
+    ("defaultRequest", "max", "defaultRequest", true, "max"),
+    (
+        "defaultRequest",
+        "default",
+        "defaultRequest",
+        true,
+        "default limit",
+    ),
+    ("min", "default", "default", true, "default"),
+    ("default", "max", "default", false, "max"),
+];
+
+/// A limit's bounds in order, resource by resource: min ≤ default request
+/// ≤ default ≤ max, and a ratio of at least 1.
+fn ordered(
+    at: &str,
+    parsed: &BTreeMap<&str, BTreeMap<&str, (i128, &str)>>,
+    causes: &mut Vec<Cause>,
+) {
+    let get = |bound: &str, name: &str| parsed.get(bound).and_then(|b| b.get(name)).copied();
+    let names: BTreeSet<&str> = parsed.values().flat_map(|b| b.keys().copied()).collect();
+    for name in names {
+        for (low, high, field, shows_low, high_words) in ORDER {
+            let (Some(l), Some(h)) = (get(low, name), get(high, name)) else {
+                continue;
+            };
+            if l.0 > h.0 {
+                let low_words = match low {
+                    "defaultRequest" => "default request",
+                    other => other,
+                };
+                let value = if shows_low { l.1 } else { h.1 };
+                causes.push(Cause::invalid(
+                    format!("{at}.{field}[{name}]"),
+                    value,
+                    format!(
+                        "{low_words} value {} is greater than {high_words} value {}",
+                        l.1, h.1
+                    ),
+                ));
+            }
+        }
+        if let Some((_, text)) = get("maxLimitRequestRatio", name).filter(|r| r.0 < 1000) {
+            causes.push(Cause::invalid(
+                format!("{at}.maxLimitRequestRatio[{name}]"),
+                text,
+                format!("ratio {text} is less than 1"),
+            ));
         }
     }
 }
@@ -139,6 +228,22 @@ mod tests {
         assert_eq!(
             fields("limitranges", range),
             ["spec.limits[0].max[memory]", "spec.limits[0].default[cpu]"]
+        );
+        let disordered = json!({"limits": [
+            {"type": "Container", "min": {"cpu": "2"}, "max": {"cpu": "1"},
+                "default": {"memory": "1Gi"}, "defaultRequest": {"memory": "2Gi"},
+                "maxLimitRequestRatio": {"cpu": "500m"}},
+            {"type": "Pod", "default": {"cpu": "1"}},
+            {"type": "Pod"}]});
+        assert_eq!(
+            fields("limitranges", disordered),
+            [
+                "spec.limits[0].min[cpu]",
+                "spec.limits[0].maxLimitRequestRatio[cpu]",
+                "spec.limits[0].defaultRequest[memory]",
+                "spec.limits[1].default",
+                "spec.limits[2].type",
+            ]
         );
     }
 }
