@@ -57,6 +57,14 @@ fn needs_label_name(kind: &str) -> bool {
     matches!(kind, "Namespace" | "Service")
 }
 
+/// Whether `s` is a DNS-1035 label (a DNS label starting with a letter):
+/// what a Service's name must be, as its DNS name starts with it.
+fn is_dns1035_label(s: &str) -> bool {
+    is_dns_label(s) && s.starts_with(|c: char| c.is_ascii_lowercase())
+}
+
+const DNS1035_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
+
 /// Validates a whole object about to be written; `old` is the stored one on
 /// update.
 pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
@@ -64,6 +72,8 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
     let name = meta::name(obj);
     if name.is_empty() {
         causes.push(Cause::required("metadata.name"));
+    } else if r.kind == "Service" && !r.custom && !is_dns1035_label(name) {
+        causes.push(Cause::invalid("metadata.name", name, DNS1035_MSG));
     } else if needs_label_name(r.kind) && !is_dns_label(name) {
         causes.push(Cause::invalid("metadata.name", name, LABEL_MSG));
     } else if !needs_label_name(r.kind)
@@ -1402,6 +1412,13 @@ mod tests {
             assert_eq!(is_dns_label(s), label, "{s}");
             assert_eq!(is_dns_subdomain(s), sub, "{s}");
         }
+        // A Service's name starts with a letter.
+        let services = lookup("", "v1", "services").unwrap();
+        let service =
+            |name: &str| json!({"metadata": {"name": name}, "spec": {"ports": [{"port": 80}]}});
+        assert!(object(services, &service("web-1"), None).is_ok());
+        let err = object(services, &service("1web"), None).unwrap_err();
+        assert!(err.message.contains("a DNS-1035 label"), "{}", err.message);
     }
 
     #[test]

@@ -5,11 +5,12 @@
 
 use serde_json::Value;
 
-use super::{is_dns_label, is_dns_subdomain, port_name_problem, At, SUBDOMAIN_MSG};
+use super::{
+    is_dns1035_label, is_dns_subdomain, port_name_problem, At, DNS1035_MSG, SUBDOMAIN_MSG,
+};
 use crate::status::Cause;
 
 const WILDCARD_MSG: &str = "a wildcard DNS-1123 subdomain must start with '*.', followed by a valid DNS subdomain, which must consist of lower case alphanumeric characters, '-' or '.' and end with an alphanumeric character (e.g. '*.example.com', regex used for validation is '\\*\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
-const SERVICE_NAME_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
 const PATH_TYPES: &[&str] = &["Exact", "ImplementationSpecific", "Prefix"];
 
 pub(super) fn spec(spec: &Value, causes: &mut Vec<Cause>) {
@@ -152,12 +153,9 @@ fn backend(b: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
             let name = service["name"].as_str().unwrap_or_default();
             if name.is_empty() {
                 causes.push(Cause::required(here.field("name").to_string()));
-            } else if !is_dns_label(name) || !name.starts_with(|c: char| c.is_ascii_lowercase()) {
-                causes.push(Cause::invalid(
-                    here.field("name").to_string(),
-                    name,
-                    SERVICE_NAME_MSG,
-                ));
+            } else if !is_dns1035_label(name) {
+                let field = here.field("name").to_string();
+                causes.push(Cause::invalid(field, name, DNS1035_MSG));
             }
             let port = &service["port"];
             let (by_name, number) = (
