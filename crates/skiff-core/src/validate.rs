@@ -1393,6 +1393,30 @@ fn immutable(r: &ResourceType, new: &Value, old: &Value, causes: &mut Vec<Cause>
     }
 }
 
+/// The causes (field and message) that validating `obj` (over `old`) as
+/// an object of `group`'s `plural` finds; none for a valid one.
+#[cfg(test)]
+fn causes_of(group: &str, plural: &str, obj: &Value, old: Option<&Value>) -> Vec<(String, String)> {
+    let r = crate::registry::preferred(group, plural).expect("a served resource");
+    let Err(err) = object(r, obj, old) else {
+        return Vec::new();
+    };
+    let details = err.details.expect("an Invalid error has details");
+    let causes = details["causes"].as_array().cloned().unwrap_or_default();
+    let text = |c: &Value, k: &str| c[k].as_str().unwrap_or_default().to_owned();
+    causes
+        .iter()
+        .map(|c| (text(c, "field"), text(c, "message")))
+        .collect()
+}
+
+/// The fields of [`causes_of`].
+#[cfg(test)]
+fn fields_of(group: &str, plural: &str, obj: &Value, old: Option<&Value>) -> Vec<String> {
+    let causes = causes_of(group, plural, obj, old);
+    causes.into_iter().map(|(field, _)| field).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,31 +48,7 @@ pub(super) fn pod(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
 mod tests {
     use serde_json::{json, Value};
 
-    use crate::registry::lookup;
-    use crate::validate::object;
-
-    /// The fields the causes name, with their messages.
-    fn causes(
-        plural: &str,
-        group: &str,
-        obj: &Value,
-        old: Option<&Value>,
-    ) -> Vec<(String, String)> {
-        let r = lookup(group, "v1", plural).unwrap();
-        let Err(err) = object(r, obj, old) else {
-            return Vec::new();
-        };
-        let causes = err.details.unwrap()["causes"].as_array().unwrap().clone();
-        causes
-            .iter()
-            .map(|c| {
-                (
-                    c["field"].as_str().unwrap().to_owned(),
-                    c["message"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
-    }
+    use crate::validate::{causes_of, fields_of};
 
     #[test]
     fn a_class_has_a_label_for_handler_and_container_resources_for_overhead() {
@@ -85,12 +61,7 @@ mod tests {
             json!({"cpu": "250m", "example.com/dongle": "1"}),
             json!({"nodeSelector": {"sandbox": "yes"}, "tolerations": [{"operator": "Exists"}]}),
         );
-        let fields = |obj: &Value, old: Option<&Value>| -> Vec<String> {
-            causes("runtimeclasses", "node.k8s.io", obj, old)
-                .into_iter()
-                .map(|(f, _)| f)
-                .collect()
-        };
+        let fields = |obj: &Value, old| fields_of("node.k8s.io", "runtimeclasses", obj, old);
         assert_eq!(fields(&good, None), Vec::<String>::new());
         let bad = class(
             "Run_C",
@@ -126,7 +97,7 @@ mod tests {
             json!({"runtimeClassName": "sandboxed", "overhead": {"cpu": "250m"},
             "tolerations": [{"key": "k", "operator": "Equal", "value": "v", "effect": "NoExecute", "tolerationSeconds": 5}]}),
         );
-        assert_eq!(causes("pods", "", &good, None), vec![]);
+        assert_eq!(causes_of("", "pods", &good, None), vec![]);
         let bad = pod(
             json!({"runtimeClassName": "Sand/Boxed", "overhead": {"cpu": "x"},
             "tolerations": [
@@ -135,7 +106,7 @@ mod tests {
                 {"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5},
                 {"key": "k", "effect": "Sometimes"}]}),
         );
-        let got = causes("pods", "", &bad, None);
+        let got = causes_of("", "pods", &bad, None);
         let fields: Vec<&str> = got.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(
             fields,
@@ -163,10 +134,9 @@ mod tests {
             json!({"runtimeClassName": "other", "overhead": {"cpu": "250m"},
             "tolerations": [{"key": "k", "operator": "Equal", "value": "v", "effect": "NoExecute", "tolerationSeconds": 5}]}),
         );
-        let fields: Vec<String> = causes("pods", "", &other, Some(&good))
-            .into_iter()
-            .map(|(f, _)| f)
-            .collect();
-        assert_eq!(fields, ["spec.runtimeClassName"]);
+        assert_eq!(
+            fields_of("", "pods", &other, Some(&good)),
+            ["spec.runtimeClassName"]
+        );
     }
 }
