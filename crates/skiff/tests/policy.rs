@@ -155,7 +155,8 @@ fn a_scoped_quota_counts_only_the_pods_in_its_scope() {
     let err = c.fails_stdin("apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: odd, namespace: q}\nspec:\n  hard: {pods: lots}\n  scopes: [BestEffort, NotBestEffort]\n");
     assert!(
         err.contains("spec.hard[pods]: Invalid value: \"lots\"")
-            && err.contains("conflicting scopes: BestEffort, NotBestEffort"),
+            && err.contains("spec.scopes: Invalid value: ")
+            && err.contains(": conflicting scopes"),
         "{err}"
     );
     let err = c.fails_stdin("apiVersion: v1\nkind: LimitRange\nmetadata: {name: odd, namespace: q}\nspec:\n  limits:\n  - {type: Container, min: {cpu: '2'}, max: {cpu: '1'}}\n");

@@ -41,44 +41,118 @@ pub(super) fn resource_quota(spec: &Value, causes: &mut Vec<Cause>) {
             causes.push(Cause::invalid(&field, text, "must be an integer"));
         }
     }
-    let listed = spec["scopes"].as_array().into_iter().flatten();
-    let selected = spec["scopeSelector"]["matchExpressions"]
+    let hard: Vec<&str> = spec["hard"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let listed: Vec<&str> = spec["scopes"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|e| &e["scopeName"]);
-    let scopes: Vec<&str> = listed.chain(selected).filter_map(Value::as_str).collect();
-    for scope in &scopes {
-        if !SCOPES.contains(scope) {
-            causes.push(Cause::unsupported("spec.scopes", scope, SCOPES));
+        .filter_map(Value::as_str)
+        .collect();
+    for scope in &listed {
+        scope_for(scope, &hard, "spec.scopes", &spec["scopes"], causes);
+    }
+    conflicts(&listed, "spec.scopes", &spec["scopes"], causes);
+    let selector = &spec["scopeSelector"];
+    let expressions = selector["matchExpressions"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    let at = "spec.scopeSelector.matchExpressions";
+    let mut selected = Vec::new();
+    for e in expressions {
+        let scope = e["scopeName"].as_str().unwrap_or_default();
+        scope_for(scope, &hard, at, selector, causes);
+        selected.push(scope);
+        let operator = e["operator"].as_str().unwrap_or_default();
+        if scope != "PriorityClass" && SCOPES.contains(&scope) && operator != "Exists" {
+            causes.push(Cause::invalid(
+                format!("{at}.operator"),
+                operator,
+                "must be 'Exist' when scope is any of ResourceQuotaScopeTerminating, ResourceQuotaScopeNotTerminating, ResourceQuotaScopeBestEffort, ResourceQuotaScopeNotBestEffort or ResourceQuotaScopeCrossNamespacePodAffinity",
+            ));
+        }
+        let values = e["values"].as_array().map_or(0, Vec::len);
+        match operator {
+            "In" | "NotIn" if values == 0 => causes.push(Cause::required_because(
+                format!("{at}.values"),
+                "must be at least one value when `operator` is 'In' or 'NotIn' for scope selector",
+            )),
+            "Exists" | "DoesNotExist" if values != 0 => causes.push(Cause::invalid_value(
+                format!("{at}.values"),
+                &e["values"],
+                "must be no value when `operator` is 'Exist' or 'DoesNotExist' for scope selector",
+            )),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => causes.push(Cause::invalid(
+                format!("{at}.operator"),
+                other,
+                "not a valid selector operator",
+            )),
         }
     }
+    conflicts(&selected, at, &spec["scopes"], causes);
+}
+
+/// Resources a quota with `scope` may track, where upstream knows the
+/// resource (`IsResourceQuotaScopeValidForResource`): pods, and their
+/// compute resources except under `BestEffort`.
+fn scope_for(scope: &str, hard: &[&str], at: &str, shown: &Value, causes: &mut Vec<Cause>) {
+    if !SCOPES.contains(&scope) {
+        causes.push(Cause::invalid_value(at, shown, "unsupported scope"));
+        return;
+    }
+    let compute = [
+        "cpu",
+        "memory",
+        "requests.cpu",
+        "requests.memory",
+        "limits.cpu",
+        "limits.memory",
+    ];
+    let allowed = |r: &str| r == "pods" || (scope != "BestEffort" && compute.contains(&r));
+    for r in hard {
+        if standard_quota_resource(r) && !allowed(r) {
+            causes.push(Cause::invalid_value(
+                at,
+                shown,
+                "unsupported scope applied to resource",
+            ));
+        }
+    }
+}
+
+/// The quota resources upstream names (`IsStandardQuotaResourceName`).
+fn standard_quota_resource(r: &str) -> bool {
+    COUNTS.contains(&r)
+        || r.starts_with("hugepages-")
+        || r.starts_with("requests.hugepages-")
+        || matches!(
+            r,
+            "cpu"
+                | "memory"
+                | "ephemeral-storage"
+                | "requests.cpu"
+                | "requests.memory"
+                | "requests.storage"
+                | "requests.ephemeral-storage"
+                | "limits.cpu"
+                | "limits.memory"
+                | "limits.ephemeral-storage"
+        )
+}
+
+/// Scopes no pod can be in at once.
+fn conflicts(scopes: &[&str], at: &str, shown: &Value, causes: &mut Vec<Cause>) {
     for (a, b) in [
-        ("Terminating", "NotTerminating"),
         ("BestEffort", "NotBestEffort"),
+        ("Terminating", "NotTerminating"),
     ] {
         if scopes.contains(&a) && scopes.contains(&b) {
-            causes.push(Cause::invalid_value(
-                "spec.scopes",
-                &spec["scopes"],
-                format!("conflicting scopes: {a}, {b}"),
-            ));
-        }
-    }
-    for (i, e) in spec["scopeSelector"]["matchExpressions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let operator = e["operator"].as_str().unwrap_or_default();
-        let field = format!("spec.scopeSelector.matchExpressions[{i}].operator");
-        if !matches!(operator, "In" | "NotIn" | "Exists" | "DoesNotExist") {
-            causes.push(Cause::unsupported(
-                field,
-                operator,
-                &["DoesNotExist", "Exists", "In", "NotIn"],
-            ));
+            causes.push(Cause::invalid_value(at, shown, "conflicting scopes"));
         }
     }
 }
@@ -200,9 +274,27 @@ mod tests {
 
     #[test]
     fn amounts_that_bound_nothing_are_refused() {
-        let good =
-            json!({"hard": {"pods": "10", "requests.cpu": "1500m"}, "scopes": ["BestEffort"]});
-        assert_eq!(fields("resourcequotas", good), Vec::<String>::new());
+        for good in [
+            json!({"hard": {"pods": "10"}, "scopes": ["BestEffort"]}),
+            json!({"hard": {"pods": "10", "requests.cpu": "1500m"}, "scopes": ["NotBestEffort"]}),
+            json!({"hard": {"pods": "1"}, "scopeSelector": {"matchExpressions": [
+                {"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]}}),
+        ] {
+            assert_eq!(fields("resourcequotas", good), Vec::<String>::new());
+        }
+        // A BestEffort quota tracks pods only; selector expressions as upstream's.
+        let scoped = json!({"hard": {"requests.cpu": "1"}, "scopes": ["BestEffort"]});
+        assert_eq!(fields("resourcequotas", scoped), ["spec.scopes"]);
+        let selected = json!({"hard": {"pods": "1"}, "scopeSelector": {"matchExpressions": [
+            {"scopeName": "Terminating", "operator": "In", "values": ["x"]},
+            {"scopeName": "PriorityClass", "operator": "NotIn"}]}});
+        assert_eq!(
+            fields("resourcequotas", selected),
+            [
+                "spec.scopeSelector.matchExpressions.operator",
+                "spec.scopeSelector.matchExpressions.values",
+            ]
+        );
         let bad = json!({"hard": {"pods": "1500m", "requests.cpu": "lots", "requests.memory": "-1"},
             "scopes": ["Terminating", "NotTerminating", "Sometimes"]});
         assert_eq!(
