@@ -24,6 +24,7 @@ pub mod placement;
 pub mod pod_containers;
 pub mod pod_security;
 pub mod protobuf;
+pub mod qos;
 pub mod quantity;
 pub mod quota;
 pub mod registry;

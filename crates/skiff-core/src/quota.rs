@@ -92,8 +92,8 @@ fn pod_in_scope(scope: &str, selector: Option<&Value>, spec: &Value) -> bool {
             .as_i64()
             .is_some_and(|s| s >= 0),
         "NotTerminating" => !pod_in_scope("Terminating", None, spec),
-        "BestEffort" => best_effort(spec),
-        "NotBestEffort" => !best_effort(spec),
+        "BestEffort" => crate::qos::class(spec) == "BestEffort",
+        "NotBestEffort" => crate::qos::class(spec) != "BestEffort",
         "PriorityClass" => {
             let class = spec["priorityClassName"].as_str().unwrap_or_default();
             let values = selector.map_or(&[][..], |e| {
@@ -111,21 +111,6 @@ fn pod_in_scope(scope: &str, selector: Option<&Value>, spec: &Value) -> bool {
         "CrossNamespacePodAffinity" => cross_namespace_affinity(spec),
         _ => false,
     }
-}
-
-/// Whether no container of the pod asks for or is limited in CPU or
-/// memory (the `BestEffort` QoS class).
-fn best_effort(spec: &Value) -> bool {
-    let list = |l: &str| spec[l].as_array().map_or(&[][..], Vec::as_slice);
-    list("containers")
-        .iter()
-        .chain(list("initContainers"))
-        .all(|c| {
-            ["requests", "limits"].iter().all(|kind| {
-                let amounts = &c["resources"][kind];
-                amounts["cpu"].is_null() && amounts["memory"].is_null()
-            })
-        })
 }
 
 /// Whether a pod's affinity terms reach other namespaces (by names or a

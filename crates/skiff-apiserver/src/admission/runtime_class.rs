@@ -3,6 +3,8 @@
 //! naming a class that does not exist is refused, as is an overhead that
 //! is not the class's.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use serde_json::Value;
 use skiff_core::quantity::parse_milli;
@@ -77,7 +79,7 @@ fn overhead(pod: &mut Value, fixed: Option<&Value>) -> Result<(), ApiError> {
 /// Whether two resource lists hold the same amounts, however written
 /// (`1` and `1000m` are the same).
 fn same_amounts(a: &Value, b: &Value) -> bool {
-    let amounts = |v: &Value| -> Option<Vec<(String, i128)>> {
+    let amounts = |v: &Value| -> Option<BTreeMap<String, i128>> {
         let list = v.as_object()?;
         list.iter()
             .map(|(k, q)| Some((k.clone(), parse_milli(q.as_str()?)?)))
@@ -212,6 +214,9 @@ mod tests {
         let mut same = pod(json!({"runtimeClassName": "sandboxed",
             "overhead": {"cpu": "0.25", "memory": "64Mi"}}));
         plugin.admit(&a, &mut same).await.unwrap();
+        let mut reordered = pod(json!({"runtimeClassName": "sandboxed",
+            "overhead": {"memory": "64Mi", "cpu": "250m"}}));
+        plugin.admit(&a, &mut reordered).await.unwrap();
 
         for (spec, why) in [
             (

@@ -515,39 +515,7 @@ fn admit_pod(pod: &mut Value) {
         }
     }
     spec["tolerations"] = Value::Array(tolerations);
-    pod["status"]["qosClass"] = json!(qos_class(&pod["spec"]));
-}
-
-/// `Guaranteed` when every container's requests equal its limits for cpu
-/// and memory, `BestEffort` when none sets any, else `Burstable`.
-fn qos_class(spec: &Value) -> &'static str {
-    let containers: Vec<&Value> = ["initContainers", "containers"]
-        .iter()
-        .flat_map(|l| spec[*l].as_array().into_iter().flatten())
-        .collect();
-    let any = containers.iter().any(|c| {
-        let res = &c["resources"];
-        ["requests", "limits"].iter().any(|k| {
-            res[*k]
-                .as_object()
-                .is_some_and(|m| m.contains_key("cpu") || m.contains_key("memory"))
-        })
-    });
-    if !any {
-        return "BestEffort";
-    }
-    let guaranteed = containers.iter().all(|c| {
-        let res = &c["resources"];
-        ["cpu", "memory"].iter().all(|k| {
-            let limit = &res["limits"][*k];
-            !limit.is_null() && (res["requests"][*k].is_null() || res["requests"][*k] == *limit)
-        })
-    });
-    if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
+    pod["status"]["qosClass"] = json!(skiff_core::qos::class(&pod["spec"]));
 }
 
 #[cfg(test)]
@@ -765,25 +733,5 @@ mod tests {
         assert_eq!(approved["spec"]["request"], "a");
         assert_eq!(approved["status"]["certificate"], "c");
         assert_eq!(approved["status"]["conditions"][0]["type"], "Approved");
-    }
-
-    #[test]
-    fn qos_classes() {
-        let c = |res: Value| json!({"containers": [{"name": "c", "resources": res}]});
-        assert_eq!(qos_class(&c(json!({}))), "BestEffort");
-        assert_eq!(
-            qos_class(&c(json!({"requests": {"cpu": "1"}}))),
-            "Burstable"
-        );
-        assert_eq!(
-            qos_class(&c(json!({"limits": {"cpu": "1", "memory": "1Gi"}}))),
-            "Guaranteed"
-        );
-        assert_eq!(
-            qos_class(&c(
-                json!({"requests": {"cpu": "500m"}, "limits": {"cpu": "1", "memory": "1Gi"}})
-            )),
-            "Burstable"
-        );
     }
 }

@@ -1034,13 +1034,13 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             ]
         }
         "Ingress" => {
-            let tls = list(&spec["tls"]).is_empty();
+            let plain = list(&spec["tls"]).is_empty();
             vec![
                 name,
                 json!(or_none(s(&spec["ingressClassName"]))),
                 json!(ingress_hosts(list(&spec["rules"]))),
                 json!(ingress_address(&status["loadBalancer"])),
-                json!(if tls { "80" } else { "80, 443" }),
+                json!(if plain { "80" } else { "80, 443" }),
                 created,
             ]
         }
