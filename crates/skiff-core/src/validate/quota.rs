@@ -36,7 +36,7 @@ pub(super) fn resource_quota(spec: &Value, causes: &mut Vec<Cause>) {
     for (name, amount) in spec["hard"].as_object().into_iter().flatten() {
         let field = format!("spec.hard[{name}]");
         let whole = COUNTS.contains(&name.as_str());
-        if quantity(amount, &field, causes).is_some_and(|m| whole && m % 1000 != 0) {
+        if quantity(amount, || field.clone(), causes).is_some_and(|m| whole && m % 1000 != 0) {
             let text = amount.as_str().unwrap_or_default();
             causes.push(Cause::invalid(&field, text, "must be an integer"));
         }
@@ -171,7 +171,7 @@ pub(super) fn limit_range(spec: &Value, causes: &mut Vec<Cause>) {
         for bound in BOUNDS {
             for (name, amount) in limit[bound].as_object().into_iter().flatten() {
                 let field = format!("{at}.{bound}[{name}]");
-                if let Some(m) = quantity(amount, &field, causes) {
+                if let Some(m) = quantity(amount, || field.clone(), causes) {
                     let text = amount.as_str().unwrap_or_default();
                     parsed.entry(bound).or_default().insert(name, (m, text));
                 }

@@ -24,29 +24,38 @@ fn container_resource(name: &str) -> bool {
 }
 
 /// A list of amounts at `at`: container resources, each a quantity of at
-/// least 0. Returns the amounts that parsed, in thousandths.
-pub(super) fn amounts(list: &Value, at: At<'_>, causes: &mut Vec<Cause>) -> Vec<(String, i128)> {
+/// least 0. Returns the amounts that parsed, in thousandths. The field's
+/// path is written out only for a cause (this runs for every pod).
+pub(super) fn amounts<'a>(
+    list: &'a Value,
+    at: At<'_>,
+    causes: &mut Vec<Cause>,
+) -> Vec<(&'a str, i128)> {
     let mut parsed = Vec::new();
     for (name, amount) in list.as_object().into_iter().flatten() {
-        let field = format!("{at}[{name}]");
+        let field = || format!("{at}[{name}]");
         if !container_resource(name) {
             let why = "must be a standard resource for containers";
-            causes.push(Cause::invalid(&field, name, why));
+            causes.push(Cause::invalid(field(), name, why));
         }
-        if let Some(m) = quantity(amount, &field, causes) {
-            parsed.push((name.clone(), m));
+        if let Some(m) = quantity(amount, field, causes) {
+            parsed.push((name.as_str(), m));
         }
     }
     parsed
 }
 
 /// The amount at `field` in thousandths: a quantity of at least 0.
-pub(super) fn quantity(amount: &Value, field: &str, causes: &mut Vec<Cause>) -> Option<i128> {
+pub(super) fn quantity(
+    amount: &Value,
+    field: impl FnOnce() -> String,
+    causes: &mut Vec<Cause>,
+) -> Option<i128> {
     let text = amount.as_str().unwrap_or_default();
     match parse_milli(text) {
-        None => causes.push(Cause::invalid(field, text, QUANTITY_MSG)),
+        None => causes.push(Cause::invalid(field(), text, QUANTITY_MSG)),
         Some(m) if m < 0 => causes.push(Cause::invalid(
-            field,
+            field(),
             text,
             "must be greater than or equal to 0",
         )),
@@ -70,8 +79,8 @@ pub(super) fn containers(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
                     continue;
                 };
                 if asked > *limit {
-                    let shown = resources["limits"][&name].as_str().unwrap_or_default();
-                    let text = resources["requests"][&name].as_str().unwrap_or_default();
+                    let shown = resources["limits"][name].as_str().unwrap_or_default();
+                    let text = resources["requests"][name].as_str().unwrap_or_default();
                     causes.push(Cause::invalid(
                         format!("{here}.requests[{name}]"),
                         text,
