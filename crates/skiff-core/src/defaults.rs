@@ -164,10 +164,34 @@ pub fn apply(r: &ResourceType, obj: &mut Value) {
             or_insert(obj, "reclaimPolicy", json!("Delete"));
             or_insert(obj, "volumeBindingMode", json!("Immediate"));
         }
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => binding(obj),
         ("scheduling.k8s.io", "PriorityClass") => {
             or_insert(obj, "preemptionPolicy", json!("PreemptLowerPriority"));
         }
         _ => {}
+    }
+}
+
+/// A binding's role and its users and groups are of the RBAC group (its
+/// service accounts' group is the core one, which is left unwritten).
+fn binding(obj: &mut Value) {
+    const RBAC: &str = "rbac.authorization.k8s.io";
+    let unset = |v: &Value| v.as_str().is_none_or(str::is_empty);
+    if let Some(role_ref) = obj["roleRef"].as_object_mut() {
+        if role_ref.get("apiGroup").is_none_or(unset) {
+            role_ref.insert("apiGroup".into(), json!(RBAC));
+        }
+    }
+    for subject in obj["subjects"].as_array_mut().into_iter().flatten() {
+        if !matches!(subject["kind"].as_str(), Some("User" | "Group")) {
+            continue;
+        }
+        if let Some(s) = subject
+            .as_object_mut()
+            .filter(|s| s.get("apiGroup").is_none_or(unset))
+        {
+            s.insert("apiGroup".into(), json!(RBAC));
+        }
     }
 }
 

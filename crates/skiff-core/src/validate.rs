@@ -14,6 +14,7 @@ mod load_balancer;
 mod network_policy;
 pub mod priority_class;
 mod quota;
+mod rbac;
 mod resources;
 mod rollout;
 mod runtime_class;
@@ -76,13 +77,11 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
         causes.push(Cause::invalid("metadata.name", name, DNS1035_MSG));
     } else if needs_label_name(r.kind) && !is_dns_label(name) {
         causes.push(Cause::invalid("metadata.name", name, LABEL_MSG));
-    } else if !needs_label_name(r.kind)
-        && !is_dns_subdomain(name)
-        && !matches!(
-            r.kind,
-            "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding"
-        )
-    {
+    } else if r.group == rbac::GROUP {
+        for why in rbac::path_segment_problems(name) {
+            causes.push(Cause::invalid("metadata.name", name, why));
+        }
+    } else if !needs_label_name(r.kind) && !is_dns_subdomain(name) {
         causes.push(Cause::invalid("metadata.name", name, SUBDOMAIN_MSG));
     }
     labels(obj, &mut causes);
@@ -213,6 +212,10 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
         ("storage.k8s.io", "StorageClass") => storage::class(obj, old, &mut causes),
         ("node.k8s.io", "RuntimeClass") => runtime_class::class(obj, &mut causes),
         ("scheduling.k8s.io", "PriorityClass") => priority_class::check(obj, old, &mut causes),
+        (rbac::GROUP, "Role") => rbac::role(obj, true, &mut causes),
+        (rbac::GROUP, "ClusterRole") => rbac::role(obj, false, &mut causes),
+        (rbac::GROUP, "RoleBinding") => rbac::binding(obj, old, true, &mut causes),
+        (rbac::GROUP, "ClusterRoleBinding") => rbac::binding(obj, old, false, &mut causes),
         _ => {}
     }
     if let Some(old) = old {
@@ -1348,7 +1351,6 @@ fn immutable(r: &ResourceType, new: &Value, old: &Value, causes: &mut Vec<Cause>
             "spec.overhead",
         ],
         ("node.k8s.io", "RuntimeClass") => &["handler"],
-        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => &["roleRef"],
         _ => &[],
     };
     for path in paths {

@@ -281,6 +281,46 @@ fn roles_grant_what_they_say_in_their_namespace_only() {
     allowed(&c, &alice, &["get", "secrets", "-n", "a"]);
     forbidden(&c, &alice, &["get", "secrets", "-n", "b"]);
 
+    // Bindings and roles are validated and defaulted as upstream's: a user
+    // subject without its group gets it; a subject of a kind no one
+    // authenticates as, or a rule granting nothing, is refused.
+    let binding = |subject: &str| {
+        format!(
+            r#"{{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {{"name": "dave", "namespace": "a"}},
+                "roleRef": {{"kind": "ClusterRole", "name": "view"}}, "subjects": [{subject}]}}"#
+        )
+    };
+    let out = c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &binding(r#"{"kind": "User", "name": "dave"}"#),
+    );
+    support::assert_success(&out, "a binding without groups");
+    let groups = "jsonpath={.roleRef.apiGroup} {.subjects[0].apiGroup}";
+    assert_eq!(
+        c.ok(&["get", "rolebinding", "dave", "-n", "a", "-o", groups]),
+        "rbac.authorization.k8s.io rbac.authorization.k8s.io"
+    );
+    assert_eq!(
+        c.ok(&["auth", "can-i", "list", "pods", "-n", "a", "--as", "dave"])
+            .trim(),
+        "yes"
+    );
+    let said = c.fails_stdin(&binding(r#"{"kind": "Robot", "name": "r2"}"#));
+    assert!(
+        said.contains(r#"subjects[0].kind: Unsupported value: "Robot": supported values: "ServiceAccount", "User", "Group""#),
+        "{said}"
+    );
+    let said = c.fails_stdin(
+        r#"{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "nothing", "namespace": "a"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"]}]}"#,
+    );
+    assert!(
+        said.contains("rules[0].verbs: Required value: verbs must contain at least one value"),
+        "{said}"
+    );
+
     // The admin (system:masters) may do anything; discovery works for all.
     c.ok(&["get", "secrets", "-A"]);
     allowed(&c, &alice, &["api-versions"]);

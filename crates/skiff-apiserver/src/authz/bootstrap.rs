@@ -628,6 +628,21 @@ mod tests {
     use crate::auth::User;
 
     #[test]
+    fn the_default_roles_and_bindings_are_valid() {
+        let of = |plural| skiff_core::registry::preferred("rbac.authorization.k8s.io", plural);
+        let (roles, bindings) = (
+            of("clusterroles").unwrap(),
+            of("clusterrolebindings").unwrap(),
+        );
+        for role in cluster_roles() {
+            skiff_core::validate::object(roles, &role, None).unwrap();
+        }
+        for binding in cluster_role_bindings() {
+            skiff_core::validate::object(bindings, &binding, None).unwrap();
+        }
+    }
+
+    #[test]
     fn the_default_policy_grants_what_upstreams_does() {
         let index = Index::build(&cluster_roles(), &[], &cluster_role_bindings(), &[]);
         let ask = |groups: &[&str], verb: &str, group: &str, resource: &str, ns: Option<&str>| {
