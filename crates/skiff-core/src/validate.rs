@@ -8,6 +8,7 @@ use crate::selector::LabelSelector;
 use crate::status::Cause;
 use crate::{meta, ApiError};
 
+mod autoscaling;
 mod ingress;
 mod job;
 mod load_balancer;
@@ -212,6 +213,13 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
         ("storage.k8s.io", "StorageClass") => storage::class(obj, old, &mut causes),
         ("node.k8s.io", "RuntimeClass") => runtime_class::class(obj, &mut causes),
         ("scheduling.k8s.io", "PriorityClass") => priority_class::check(obj, old, &mut causes),
+        ("autoscaling", "HorizontalPodAutoscaler") if r.version == "v1" => {
+            let v2 = |o: &Value| crate::autoscaling::to_v2(o)["spec"].take();
+            autoscaling::spec(&v2(obj), old.map(v2).as_ref(), &mut causes);
+        }
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            autoscaling::spec(spec, old.map(|o| &o["spec"]), &mut causes);
+        }
         (rbac::GROUP, "Role") => rbac::role(obj, true, &mut causes),
         (rbac::GROUP, "ClusterRole") => rbac::role(obj, false, &mut causes),
         (rbac::GROUP, "RoleBinding") => rbac::binding(obj, old, true, &mut causes),

@@ -255,6 +255,37 @@ spec:
             .any(|k| k.starts_with("autoscaling.alpha")),
         "v1's annotations are taken back: {v2}"
     );
+    // Checked as upstream checks it, at either version.
+    let said = c.fails(&[
+        "patch",
+        "horizontalpodautoscalers.v1.autoscaling",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"targetCPUUtilizationPercentage":0}}"#,
+    ]);
+    assert!(
+        said.contains("spec.metrics[0].resource.target.averageUtilization: Invalid value: 0: must be greater than 0"),
+        "{said}"
+    );
+    let said = c.fails(&[
+        "patch",
+        "hpa",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"minReplicas":5,"behavior":{"scaleUp":{"selectPolicy":"Most"}}}}"#,
+    ]);
+    assert!(
+        said.contains(
+            "spec.maxReplicas: Invalid value: 4: must be greater than or equal to `minReplicas`"
+        ),
+        "{said}"
+    );
+    assert!(
+        said.contains(r#"spec.behavior.scaleUp.selectPolicy: Unsupported value: "Most""#),
+        "{said}"
+    );
     let table = c.ok(&["get", "hpa", "web", "--no-headers"]);
     assert!(
         table.contains("cpu: <unknown>/70%, memory: <unknown>/64Mi"),

@@ -9,12 +9,12 @@ use super::{is_dns_subdomain, At};
 use crate::quantity::parse_milli;
 use crate::status::Cause;
 
-const QUANTITY_MSG: &str =
+pub(super) const QUANTITY_MSG: &str =
     "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
 
 /// Resources a container may ask for: the standard ones and extended
 /// ones outside the `kubernetes.io` domains.
-fn container_resource(name: &str) -> bool {
+pub(super) fn container_resource(name: &str) -> bool {
     match name.split_once('/') {
         Some((domain, _)) => !domain.ends_with("kubernetes.io") && is_dns_subdomain(domain),
         None => {
