@@ -23,7 +23,10 @@ pub fn apply(r: &ResourceType, obj: &mut Value) {
                 crate::crd::structural::default(obj, &served.version.schema);
             }
         }
-        ("", "Pod") if obj.get("spec").is_some() => pod_spec(&mut obj["spec"]),
+        ("", "Pod") if obj.get("spec").is_some() => {
+            pod_spec(&mut obj["spec"]);
+            requests_from_limits(&mut obj["spec"]);
+        }
         ("apps", "Deployment") => {
             let spec = spec(obj);
             or_insert(spec, "replicas", json!(1));
@@ -237,6 +240,34 @@ fn job_spec(spec: &mut Value) {
     template(spec);
 }
 
+/// A pod's container that limits a resource without requesting it
+/// requests its limit, as upstream defaults pods (not templates): the
+/// scheduler and quotas then count what the limit allows.
+fn requests_from_limits(spec: &mut Value) {
+    for list in ["initContainers", "containers"] {
+        let containers = spec.get_mut(list).and_then(Value::as_array_mut);
+        for resources in containers
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get_mut("resources"))
+        {
+            let Some(limits) = resources["limits"]
+                .as_object()
+                .filter(|l| !l.is_empty())
+                .cloned()
+            else {
+                continue;
+            };
+            or_insert(resources, "requests", json!({}));
+            if let Some(requests) = resources["requests"].as_object_mut() {
+                for (name, limit) in limits {
+                    requests.entry(name).or_insert(limit);
+                }
+            }
+        }
+    }
+}
+
 /// Defaults of a pod spec, in pods and in templates.
 pub fn pod_spec(spec: &mut Value) {
     or_insert(spec, "restartPolicy", json!("Always"));
@@ -330,6 +361,32 @@ mod tests {
             "no nulls for absent lists"
         );
         assert!(c.get("ports").is_none());
+    }
+
+    #[test]
+    fn a_pods_limits_are_its_requests_unless_it_asks_for_less() {
+        let resources = json!({"limits": {"cpu": "1", "memory": "1Gi", "example.com/dongle": "2"},
+            "requests": {"cpu": "500m"}});
+        let spec = json!({"containers": [{"name": "c", "image": "i", "resources": resources}],
+            "initContainers": [{"name": "i", "image": "i", "resources": {"limits": {"cpu": "2"}}}]});
+        let mut pod = json!({"spec": spec.clone()});
+        apply(lookup("", "v1", "pods").unwrap(), &mut pod);
+        assert_eq!(
+            pod["spec"]["containers"][0]["resources"]["requests"],
+            json!({"cpu": "500m", "memory": "1Gi", "example.com/dongle": "2"})
+        );
+        assert_eq!(
+            pod["spec"]["initContainers"][0]["resources"]["requests"],
+            json!({"cpu": "2"})
+        );
+        // Templates are left as written: their pods are defaulted.
+        let mut rs = json!({"spec": {"template": {"spec": spec}}});
+        apply(lookup("apps", "v1", "replicasets").unwrap(), &mut rs);
+        let template = &rs["spec"]["template"]["spec"];
+        assert_eq!(
+            template["initContainers"][0]["resources"].get("requests"),
+            None
+        );
     }
 
     #[test]

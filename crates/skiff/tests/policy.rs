@@ -151,7 +151,35 @@ fn a_scoped_quota_counts_only_the_pods_in_its_scope() {
         (q["status"]["used"]["pods"] == "0").then_some(())
     });
     create(&c, &pod("free-3", ""));
-    // An amount that bounds nothing, or scopes that contradict, are refused.
+    // A pod that only limits requests its limits, as upstream defaults it:
+    // Guaranteed, and outside the best-effort quota.
+    let limited = "    resources: {limits: {cpu: 200m, memory: 64Mi}}\n";
+    create(&c, &pod("limited", limited));
+    let got = c.json(&["get", "pod", "limited", "-n", "q"]);
+    assert_eq!(
+        got["spec"]["containers"][0]["resources"]["requests"],
+        serde_json::json!({"cpu": "200m", "memory": "64Mi"}),
+        "{got}"
+    );
+    assert_eq!(got["status"]["qosClass"], "Guaranteed", "{got}");
+    // A device is counted whole and requested as limited.
+    let err = c.fails_stdin(&pod(
+        "device",
+        "    resources: {requests: {example.com/gpu: '1'}}\n",
+    ));
+    assert!(
+        err.contains("spec.containers[0].resources.limits: Required value: Limit must be set for non overcommitable resources"),
+        "{err}"
+    );
+    // An amount that bounds nothing, a resource no quota knows, or scopes
+    // that contradict, are refused.
+    let err = c.fails_stdin("apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: odd, namespace: q}\nspec:\n  hard: {gpus: '1'}\n");
+    assert!(
+        err.contains(
+            "spec.hard[gpus]: Invalid value: \"gpus\": must be a standard resource for quota"
+        ),
+        "{err}"
+    );
     let err = c.fails_stdin("apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: odd, namespace: q}\nspec:\n  hard: {pods: lots}\n  scopes: [BestEffort, NotBestEffort]\n");
     assert!(
         err.contains("spec.hard[pods]: Invalid value: \"lots\"")

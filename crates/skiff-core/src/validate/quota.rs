@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::resources::quantity;
+use super::qualified_name_problem;
+use super::resources::{container_resource, is_extended, quantity};
 use crate::status::Cause;
 
 /// Quota resources that count objects, so whole numbers.
@@ -35,7 +36,14 @@ const SCOPES: &[&str] = &[
 pub(super) fn resource_quota(spec: &Value, causes: &mut Vec<Cause>) {
     for (name, amount) in spec["hard"].as_object().into_iter().flatten() {
         let field = format!("spec.hard[{name}]");
-        let whole = COUNTS.contains(&name.as_str());
+        for why in resource_name_problems(name) {
+            causes.push(Cause::invalid(&field, name, why));
+        }
+        if !name.contains('/') && !standard_quota_resource(name) {
+            let why = "must be a standard resource for quota";
+            causes.push(Cause::invalid(&field, name, why));
+        }
+        let whole = COUNTS.contains(&name.as_str()) || is_extended(name);
         if quantity(amount, || field.clone(), causes).is_some_and(|m| whole && m % 1000 != 0) {
             let text = amount.as_str().unwrap_or_default();
             causes.push(Cause::invalid(&field, text, "must be an integer"));
@@ -145,6 +153,18 @@ fn standard_quota_resource(r: &str) -> bool {
         )
 }
 
+/// Why `name` names no resource: one upstream knows, or a qualified name
+/// (`count/deployments.apps`, `example.com/gpu`).
+fn resource_name_problems(name: &str) -> Vec<String> {
+    if let Some(why) = qualified_name_problem(name) {
+        return vec![why];
+    }
+    if name.contains('/') || standard_quota_resource(name) || name == "storage" {
+        return Vec::new();
+    }
+    vec!["must be a standard resource type or fully qualified".into()]
+}
+
 /// Scopes no pod can be in at once.
 fn conflicts(scopes: &[&str], at: &str, shown: &Value, causes: &mut Vec<Cause>) {
     for (a, b) in [
@@ -166,11 +186,28 @@ pub(super) fn limit_range(spec: &Value, causes: &mut Vec<Cause>) {
             causes.push(Cause::duplicate(format!("{at}.type"), format!("{kind:?}")));
         }
         types.push(kind);
+        let standard = matches!(kind, "Pod" | "Container" | "PersistentVolumeClaim");
+        if let Some(why) = qualified_name_problem(kind) {
+            causes.push(Cause::invalid(format!("{at}.type"), kind, why));
+        } else if !standard && !kind.contains('/') {
+            let why = "must be a standard limit type or fully qualified";
+            causes.push(Cause::invalid(format!("{at}.type"), kind, why));
+        }
         // Each bound's amounts that parsed, by resource.
         let mut parsed: BTreeMap<&str, BTreeMap<&str, (i128, &str)>> = BTreeMap::new();
         for bound in BOUNDS {
             for (name, amount) in limit[bound].as_object().into_iter().flatten() {
                 let field = format!("{at}.{bound}[{name}]");
+                if matches!(kind, "Pod" | "Container") {
+                    if !container_resource(name) {
+                        let why = "must be a standard resource for containers";
+                        causes.push(Cause::invalid(&field, name, why));
+                    }
+                } else {
+                    for why in resource_name_problems(name) {
+                        causes.push(Cause::invalid(&field, name, why));
+                    }
+                }
                 if let Some(m) = quantity(amount, || field.clone(), causes) {
                     let text = amount.as_str().unwrap_or_default();
                     parsed.entry(bound).or_default().insert(name, (m, text));
@@ -327,6 +364,40 @@ mod tests {
                 "spec.limits[1].default",
                 "spec.limits[2].type",
             ]
+        );
+    }
+
+    #[test]
+    fn resources_are_ones_a_quota_or_range_knows() {
+        let good = json!({"hard": {"requests.storage": "1Ti", "count/deployments.apps": "3",
+            "requests.example.com/gpu": "4", "hugepages-2Mi": "1Gi"}});
+        assert_eq!(fields("resourcequotas", good), Vec::<String>::new());
+        let causes = crate::validate::causes_of(
+            "",
+            "resourcequotas",
+            &json!({"metadata": {"name": "q"}, "spec": {"hard": {"gpus": "1", "storage": "1Gi",
+                "example.com/gpu": "1500m", "-bad/x": "1"}}}),
+            None,
+        );
+        let mut said: Vec<String> = causes.iter().map(|(f, m)| format!("{f}: {m}")).collect();
+        said.sort();
+        assert_eq!(
+            said,
+            [
+                "spec.hard[-bad/x]: Invalid value: \"-bad/x\": prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+                "spec.hard[example.com/gpu]: Invalid value: \"1500m\": must be an integer",
+                "spec.hard[gpus]: Invalid value: \"gpus\": must be a standard resource for quota",
+                "spec.hard[gpus]: Invalid value: \"gpus\": must be a standard resource type or fully qualified",
+                "spec.hard[storage]: Invalid value: \"storage\": must be a standard resource for quota",
+            ]
+        );
+        let range = json!({"limits": [
+            {"type": "Container", "max": {"pods": "1"}},
+            {"type": "PersistentVolumeClaim", "max": {"storage": "1Gi"}},
+            {"type": "Node"}]});
+        assert_eq!(
+            fields("limitranges", range),
+            ["spec.limits[0].max[pods]", "spec.limits[2].type"]
         );
     }
 }

@@ -23,9 +23,22 @@ pub(super) fn container_resource(name: &str) -> bool {
     }
 }
 
+/// Whether `name` is an extended resource (a device a node advertises):
+/// counted whole and never overcommitted.
+pub(super) fn is_extended(name: &str) -> bool {
+    name.contains('/') && !name.contains("kubernetes.io/") && !name.starts_with("requests.")
+}
+
+/// Whether a container may request less of `name` than it limits: of the
+/// node's own resources, all but huge pages.
+fn overcommits(name: &str) -> bool {
+    !is_extended(name) && !name.starts_with("hugepages-")
+}
+
 /// A list of amounts at `at`: container resources, each a quantity of at
-/// least 0. Returns the amounts that parsed, in thousandths. The field's
-/// path is written out only for a cause (this runs for every pod).
+/// least 0, extended ones whole. Returns the amounts that parsed, in
+/// thousandths. The field's path is written out only for a cause (this
+/// runs for every pod).
 pub(super) fn amounts<'a>(
     list: &'a Value,
     at: At<'_>,
@@ -38,9 +51,14 @@ pub(super) fn amounts<'a>(
             let why = "must be a standard resource for containers";
             causes.push(Cause::invalid(field(), name, why));
         }
-        if let Some(m) = quantity(amount, field, causes) {
-            parsed.push((name.as_str(), m));
+        let Some(m) = quantity(amount, field, causes) else {
+            continue;
+        };
+        if m % 1000 != 0 && is_extended(name) {
+            let text = amount.as_str().unwrap_or_default();
+            causes.push(Cause::invalid(field(), text, "must be an integer"));
         }
+        parsed.push((name.as_str(), m));
     }
     parsed
 }
@@ -64,8 +82,9 @@ pub(super) fn quantity(
     None
 }
 
-/// Each container's requests and limits: amounts as [`amounts`], and no
-/// request above its limit.
+/// Each container's requests and limits: amounts as [`amounts`], no
+/// request above its limit, and a resource that cannot be overcommitted
+/// requested exactly as limited.
 pub(super) fn containers(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
     for list in ["initContainers", "containers"] {
         for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
@@ -76,17 +95,24 @@ pub(super) fn containers(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
             let requests = amounts(&resources["requests"], here.field("requests"), causes);
             for (name, asked) in requests {
                 let Some((_, limit)) = limits.iter().find(|(n, _)| *n == name) else {
+                    if !overcommits(name) {
+                        causes.push(Cause::required_because(
+                            here.field("limits").to_string(),
+                            "Limit must be set for non overcommitable resources",
+                        ));
+                    }
                     continue;
                 };
-                if asked > *limit {
-                    let shown = resources["limits"][name].as_str().unwrap_or_default();
-                    let text = resources["requests"][name].as_str().unwrap_or_default();
-                    causes.push(Cause::invalid(
-                        format!("{here}.requests[{name}]"),
-                        text,
-                        format!("must be less than or equal to {name} limit of {shown}"),
-                    ));
-                }
+                let shown = resources["limits"][name].as_str().unwrap_or_default();
+                let why = if asked != *limit && !overcommits(name) {
+                    format!("must be equal to {name} limit of {shown}")
+                } else if asked > *limit {
+                    format!("must be less than or equal to {name} limit of {shown}")
+                } else {
+                    continue;
+                };
+                let text = resources["requests"][name].as_str().unwrap_or_default();
+                causes.push(Cause::invalid(format!("{here}.requests"), text, why));
             }
         }
     }
@@ -105,6 +131,37 @@ mod tests {
     }
 
     #[test]
+    fn devices_are_whole_and_never_overcommitted() {
+        let got = causes(
+            json!({"limits": {"example.com/gpu": "2", "example.com/fpga": "500m"},
+            "requests": {"example.com/gpu": "1", "example.com/nic": "1"}}),
+        );
+        assert_eq!(
+            got,
+            [
+                (
+                    "spec.containers[0].resources.limits[example.com/fpga]".to_owned(),
+                    "Invalid value: \"500m\": must be an integer".to_owned()
+                ),
+                (
+                    "spec.containers[0].resources.requests".to_owned(),
+                    "Invalid value: \"1\": must be equal to example.com/gpu limit of 2".to_owned()
+                ),
+                (
+                    "spec.containers[0].resources.limits".to_owned(),
+                    "Required value: Limit must be set for non overcommitable resources".to_owned()
+                ),
+            ]
+        );
+        // The node's own resources may be requested below their limit.
+        assert_eq!(
+            causes(json!({"limits": {"cpu": "2", "example.com/gpu": "1"},
+                "requests": {"cpu": "1", "example.com/gpu": "1"}})),
+            vec![]
+        );
+    }
+
+    #[test]
     fn a_limit_that_cannot_be_applied_is_refused() {
         let good = json!({"limits": {"cpu": "1", "memory": "1Gi", "example.com/dongle": "1"},
             "requests": {"cpu": "500m", "memory": "1Gi"}});
@@ -119,7 +176,7 @@ mod tests {
                 "spec.containers[0].resources.limits[memory]",
                 "spec.containers[0].resources.limits[ephemeral-storage]",
                 "spec.containers[0].resources.requests[pods]",
-                "spec.containers[0].resources.requests[cpu]",
+                "spec.containers[0].resources.requests",
             ]
         );
         assert_eq!(
