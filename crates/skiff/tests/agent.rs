@@ -924,7 +924,49 @@ fn runtime_classes(c: &Cluster) {
         "{message}"
     );
     assert_eq!(pod(c, "with-kata")["status"]["phase"], "Pending");
-    c.ok(&["delete", "pod", "with-runc", "with-kata", "--wait=false"]);
+    // A class deleted after its pod was admitted fails the pod's sandbox,
+    // as upstream's kubelet does: no handler is guessed.
+    create(
+        c,
+        "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: brief}\nhandler: runc\n",
+    );
+    let held = classed("with-brief", "brief").replace(
+        "  containers:",
+        "  schedulingGates: [{name: example.com/hold}]\n  containers:",
+    );
+    create(c, &held);
+    c.ok(&["delete", "runtimeclass", "brief"]);
+    c.ok(&[
+        "patch",
+        "pod",
+        "with-brief",
+        "--type=json",
+        "-p",
+        r#"[{"op": "remove", "path": "/spec/schedulingGates"}]"#,
+    ]);
+    let event = wait_for("with-brief's sandbox to fail", LIMIT, || {
+        let events = c.json(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=with-brief,reason=FailedCreatePodSandBox",
+        ]);
+        events["items"].as_array()?.first().cloned()
+    });
+    let message = event["message"].as_str().unwrap();
+    assert!(
+        message.contains(r#"runtimeclass.node.k8s.io "brief" not found"#),
+        "{message}"
+    );
+    assert_eq!(pod(c, "with-brief")["status"]["phase"], "Pending");
+    c.ok(&[
+        "delete",
+        "pod",
+        "with-runc",
+        "with-kata",
+        "with-brief",
+        "--wait=false",
+    ]);
 }
 
 /// An Indexed Job's pods each know their index (variable and hostname),
