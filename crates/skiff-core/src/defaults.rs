@@ -168,6 +168,14 @@ pub fn apply(r: &ResourceType, obj: &mut Value) {
             or_insert(obj, "volumeBindingMode", json!("Immediate"));
         }
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => binding(obj),
+        ("networking.k8s.io", "IngressClass") => {
+            if let Some(params) = obj
+                .pointer_mut("/spec/parameters")
+                .filter(|p| p.is_object())
+            {
+                or_insert(params, "scope", json!("Cluster"));
+            }
+        }
         ("scheduling.k8s.io", "PriorityClass") => {
             or_insert(obj, "preemptionPolicy", json!("PreemptLowerPriority"));
         }

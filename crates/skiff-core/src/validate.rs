@@ -206,6 +206,9 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
         ("policy", "PodDisruptionBudget") => rollout::disruption_budget(spec, &mut causes),
         ("networking.k8s.io", "NetworkPolicy") => network_policy::check(spec, &mut causes),
         ("networking.k8s.io", "Ingress") => ingress::spec(spec, &mut causes),
+        ("networking.k8s.io", "IngressClass") => {
+            ingress::class(spec, old.map(|o| &o["spec"]), &mut causes);
+        }
         ("", "ResourceQuota") => quota::resource_quota(spec, &mut causes),
         ("", "LimitRange") => quota::limit_range(spec, &mut causes),
         ("", "PersistentVolume") => storage::volume(spec, old, &mut causes),

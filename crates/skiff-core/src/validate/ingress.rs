@@ -1,14 +1,23 @@
-//! Ingresses, checked as upstream checks them: hosts are DNS names (a
-//! leading `*.` allowed), `Exact` and `Prefix` paths are absolute and
-//! plain, every path says its type, and every backend names one Service
-//! port.
+//! Ingresses and IngressClasses, checked as upstream checks them: hosts
+//! are DNS names (a leading `*.` allowed), `Exact` and `Prefix` paths are
+//! absolute and plain, every path says its type, every backend names one
+//! Service port or one object; a class names its controller as a
+//! domain-prefixed path, fixed once set, and scopes its parameters.
 
 use serde_json::Value;
 
+use super::rbac::path_segment_problems;
 use super::{
-    is_dns1035_label, is_dns_subdomain, port_name_problem, At, DNS1035_MSG, SUBDOMAIN_MSG,
+    is_dns1035_label, is_dns_label, is_dns_subdomain, port_name_problem, At, DNS1035_MSG,
+    LABEL_MSG, SUBDOMAIN_MSG,
 };
 use crate::status::Cause;
+
+/// The longest controller name a class may give.
+const MAX_CONTROLLER_LEN: usize = 250;
+const HTTP_PATH_MSG: &str =
+    "Invalid path (regex used for validation is '[A-Za-z0-9/\\-._~%!$&'()*+,;=:]+')";
+const SCOPES: &[&str] = &["Cluster", "Namespace"];
 
 const WILDCARD_MSG: &str = "a wildcard DNS-1123 subdomain must start with '*.', followed by a valid DNS subdomain, which must consist of lower case alphanumeric characters, '-' or '.' and end with an alphanumeric character (e.g. '*.example.com', regex used for validation is '\\*\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 const PATH_TYPES: &[&str] = &["Exact", "ImplementationSpecific", "Prefix"];
@@ -147,7 +156,7 @@ fn backend(b: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
             "",
             "resource or service backend is required",
         )),
-        (true, false) => {}
+        (true, false) => typed_ref(resource, &at.field("resource").to_string(), causes),
         (false, true) => {
             let here = at.field("service");
             let name = service["name"].as_str().unwrap_or_default();
@@ -188,6 +197,96 @@ fn backend(b: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
                     "must be between 1 and 65535, inclusive",
                 )),
                 (true, _) => {}
+            }
+        }
+    }
+}
+
+/// An IngressClass; `old` is the stored one on update.
+pub(super) fn class(spec: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
+    let controller = spec["controller"].as_str().unwrap_or_default();
+    let at = "spec.controller";
+    if controller.chars().count() > MAX_CONTROLLER_LEN {
+        causes.push(Cause {
+            reason: "FieldValueTooLong",
+            field: at.into(),
+            message: format!("Too long: may not be more than {MAX_CONTROLLER_LEN} bytes"),
+        });
+    }
+    match controller.split_once('/') {
+        _ if controller.is_empty() => causes.push(Cause::required(at)),
+        Some((host, path)) if !host.is_empty() && !path.is_empty() => {
+            if !is_dns_subdomain(host) {
+                causes.push(Cause::invalid(at, host, SUBDOMAIN_MSG));
+            }
+            if !path.bytes().all(http_path_byte) {
+                causes.push(Cause::invalid(at, path, HTTP_PATH_MSG));
+            }
+        }
+        _ => causes.push(Cause::invalid(
+            at,
+            controller,
+            "must be a domain-prefixed path (such as \"acme.io/foo\")",
+        )),
+    }
+    if old.is_some_and(|o| o["controller"].as_str().unwrap_or_default() != controller) {
+        causes.push(Cause::invalid(at, controller, "field is immutable"));
+    }
+    let params = &spec["parameters"];
+    if params.is_null() {
+        return;
+    }
+    let at = "spec.parameters";
+    typed_ref(params, at, causes);
+    let Some(scope) = params["scope"].as_str() else {
+        causes.push(Cause::required(format!("{at}.scope")));
+        return;
+    };
+    let namespace = params["namespace"].as_str();
+    match (scope, namespace) {
+        ("Namespace", None) => causes.push(Cause::required_because(
+            format!("{at}.namespace"),
+            "`parameters.scope` is set to 'Namespace'",
+        )),
+        ("Namespace", Some(ns)) if !is_dns_label(ns) => {
+            causes.push(Cause::invalid(format!("{at}.namespace"), ns, LABEL_MSG));
+        }
+        ("Cluster", Some(_)) => causes.push(Cause::forbidden(
+            format!("{at}.namespace"),
+            "`parameters.scope` is set to 'Cluster'",
+        )),
+        ("Namespace" | "Cluster", _) => {}
+        _ => causes.push(Cause::unsupported(format!("{at}.scope"), scope, SCOPES)),
+    }
+}
+
+/// A byte upstream allows in an HTTP path.
+fn http_path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"/-._~%!$&'()*+,;=:".contains(&b)
+}
+
+/// A reference to an object of a kind in a group: a backend's resource,
+/// a class's parameters.
+fn typed_ref(r: &Value, at: &str, causes: &mut Vec<Cause>) {
+    if let Some(group) = r["apiGroup"].as_str() {
+        if !is_dns_subdomain(group) {
+            causes.push(Cause::invalid(
+                format!("{at}.apiGroup"),
+                group,
+                SUBDOMAIN_MSG,
+            ));
+        }
+    }
+    for field in ["kind", "name"] {
+        match r[field].as_str().unwrap_or_default() {
+            "" => causes.push(Cause::required_because(
+                format!("{at}.{field}"),
+                format!("{field} is required"),
+            )),
+            value => {
+                for why in path_segment_problems(value) {
+                    causes.push(Cause::invalid(format!("{at}.{field}"), value, why));
+                }
             }
         }
     }
@@ -235,6 +334,76 @@ mod tests {
                 "spec.rules[1].host",
                 "spec.rules[1].http.paths",
             ]
+        );
+        let object = json!({"defaultBackend": {"resource": {"apiGroup": "k8s.example.com", "kind": "StorageBucket", "name": "static"}}});
+        assert_eq!(fields(object), Vec::<String>::new());
+        let unnamed = json!({"defaultBackend": {"resource": {"apiGroup": "", "kind": "a/b"}}});
+        assert_eq!(
+            fields(unnamed),
+            [
+                "spec.defaultBackend.resource.apiGroup",
+                "spec.defaultBackend.resource.kind",
+                "spec.defaultBackend.resource.name",
+            ]
+        );
+    }
+
+    fn class_fields(spec: Value, old: Option<Value>) -> Vec<String> {
+        let obj = |spec: Value| json!({"metadata": {"name": "c"}, "spec": spec});
+        let old = old.map(obj);
+        fields_of(
+            "networking.k8s.io",
+            "ingressclasses",
+            &obj(spec),
+            old.as_ref(),
+        )
+    }
+
+    #[test]
+    fn a_class_names_its_controller_and_scopes_its_parameters() {
+        let good = json!({"controller": "skiff.dev/ingress", "parameters": {"apiGroup": "k8s.example.com",
+            "kind": "Params", "name": "p", "scope": "Namespace", "namespace": "edge"}});
+        assert_eq!(class_fields(good.clone(), None), Vec::<String>::new());
+        for bad in ["", "ingress", "/ingress", "Skiff.dev/x", "skiff.dev/a b"] {
+            assert_eq!(
+                class_fields(json!({"controller": bad}), None),
+                ["spec.controller"],
+                "{bad}"
+            );
+        }
+        let long = format!("skiff.dev/{}", "x".repeat(250));
+        assert_eq!(
+            class_fields(json!({ "controller": long }), None),
+            ["spec.controller"]
+        );
+        // The controller is fixed once set.
+        let moved = json!({"controller": "other.dev/ingress"});
+        assert_eq!(class_fields(moved, Some(good)), ["spec.controller"]);
+        let params = |p: Value| json!({"controller": "skiff.dev/ingress", "parameters": p});
+        assert_eq!(
+            class_fields(params(json!({"kind": "P", "name": "p"})), None),
+            ["spec.parameters.scope"]
+        );
+        assert_eq!(
+            class_fields(
+                params(json!({"kind": "P", "name": "p", "scope": "Cluster", "namespace": "x"})),
+                None
+            ),
+            ["spec.parameters.namespace"]
+        );
+        assert_eq!(
+            class_fields(
+                params(json!({"kind": "P", "name": "p", "scope": "Namespace"})),
+                None
+            ),
+            ["spec.parameters.namespace"]
+        );
+        assert_eq!(
+            class_fields(
+                params(json!({"kind": "P", "name": "p", "scope": "Global"})),
+                None
+            ),
+            ["spec.parameters.scope"]
         );
     }
 }
