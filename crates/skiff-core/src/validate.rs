@@ -178,6 +178,7 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
             load_balancer::check(spec, old.map(|o| &o["spec"]), &mut causes);
         }
         ("discovery.k8s.io", "EndpointSlice") => endpoint_slice(obj, &mut causes),
+        ("coordination.k8s.io", "Lease") => lease(spec, &mut causes),
         ("", "Node") => {
             if let Some(cidr) = spec["podCIDR"].as_str().filter(|c| !c.is_empty()) {
                 if cidr.parse::<crate::cidr::Cidr>().is_err() {
@@ -1301,6 +1302,50 @@ fn protocol(value: &Value, field: String, causes: &mut Vec<Cause>) {
     }
 }
 
+/// A Lease lasts a positive time and counts its transitions from 0; a
+/// preferred holder comes with a strategy, one upstream knows or a
+/// qualified name (upstream's `ValidateLeaseSpec`).
+fn lease(spec: &Value, causes: &mut Vec<Cause>) {
+    if let Some(d) = spec["leaseDurationSeconds"].as_i64().filter(|d| *d <= 0) {
+        let why = "must be greater than 0";
+        causes.push(Cause::invalid_value(
+            "spec.leaseDurationSeconds",
+            &d.into(),
+            why,
+        ));
+    }
+    if let Some(t) = spec["leaseTransitions"].as_i64().filter(|t| *t < 0) {
+        let why = "must be greater than or equal to 0";
+        causes.push(Cause::invalid_value(
+            "spec.leaseTransitions",
+            &t.into(),
+            why,
+        ));
+    }
+    let strategy = spec["strategy"].as_str().unwrap_or_default();
+    if strategy.contains('/') {
+        if let Some(why) = qualified_name_problem(strategy) {
+            causes.push(Cause::invalid("spec.strategy", strategy, why));
+        }
+    } else if !strategy.is_empty() && strategy != "OldestEmulationVersion" {
+        causes.push(Cause::unsupported(
+            "spec.strategy",
+            strategy,
+            &["OldestEmulationVersion"],
+        ));
+    }
+    if spec["preferredHolder"]
+        .as_str()
+        .is_some_and(|h| !h.is_empty())
+        && strategy.is_empty()
+    {
+        causes.push(Cause::forbidden(
+            "spec.preferredHolder",
+            "may only be specified if `strategy` is defined",
+        ));
+    }
+}
+
 /// An EndpointSlice's addresses are of its `addressType`, its ports'
 /// protocols TCP, UDP or SCTP.
 fn endpoint_slice(obj: &Value, causes: &mut Vec<Cause>) {
@@ -2055,6 +2100,28 @@ mod tests {
         let err = object(services, &svc("Nearby"), None).unwrap_err();
         let why = r#"spec.trafficDistribution: Unsupported value: "Nearby": supported values: "PreferClose", "PreferSameNode", "PreferSameZone""#;
         assert!(err.message.contains(why), "{}", err.message);
+    }
+
+    #[test]
+    fn leases_last_and_count_from_zero() {
+        let lease =
+            |spec: Value| json!({"metadata": {"name": "l", "namespace": "n"}, "spec": spec});
+        let fields = |spec| fields_of("coordination.k8s.io", "leases", &lease(spec), None);
+        let good = json!({"holderIdentity": "a", "leaseDurationSeconds": 15, "leaseTransitions": 0,
+            "strategy": "OldestEmulationVersion", "preferredHolder": "b"});
+        assert!(fields(good).is_empty());
+        assert_eq!(
+            fields(
+                json!({"leaseDurationSeconds": 0, "leaseTransitions": -1, "preferredHolder": "b"})
+            ),
+            [
+                "spec.leaseDurationSeconds",
+                "spec.leaseTransitions",
+                "spec.preferredHolder"
+            ]
+        );
+        assert_eq!(fields(json!({"strategy": "Youngest"})), ["spec.strategy"]);
+        assert!(fields(json!({"strategy": "example.com/mine"})).is_empty());
     }
 
     #[test]
