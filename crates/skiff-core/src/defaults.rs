@@ -151,7 +151,10 @@ pub fn apply(r: &ResourceType, obj: &mut Value) {
             }
             labels["kubernetes.io/metadata.name"] = json!(name);
         }
-        ("", "Secret") => or_insert(obj, "type", json!("Opaque")),
+        ("", "Secret") => {
+            or_insert(obj, "type", json!("Opaque"));
+            string_data(obj);
+        }
         ("", "PersistentVolumeClaim") => {
             or_insert(spec(obj), "volumeMode", json!("Filesystem"));
             or_insert(obj, "status", json!({}));
@@ -246,6 +249,29 @@ fn job_spec(spec: &mut Value) {
         }
     }
     template(spec);
+}
+
+/// A Secret's `stringData` is written into its `data`, encoded, over any
+/// value there, as upstream's conversion does: it is write-only, never
+/// stored or shown.
+fn string_data(secret: &mut Value) {
+    use base64::Engine;
+    let Some(Value::Object(plain)) = secret.as_object_mut().and_then(|s| s.remove("stringData"))
+    else {
+        return;
+    };
+    if plain.is_empty() {
+        return;
+    }
+    or_insert(secret, "data", json!({}));
+    let Some(data) = secret["data"].as_object_mut() else {
+        return;
+    };
+    for (key, value) in plain {
+        let text = value.as_str().unwrap_or_default();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+        data.insert(key, Value::String(encoded));
+    }
 }
 
 /// A pod's container that limits a resource without requesting it
@@ -394,6 +420,17 @@ mod tests {
         assert_eq!(
             template["initContainers"][0]["resources"].get("requests"),
             None
+        );
+    }
+
+    #[test]
+    fn a_secrets_string_data_is_written_into_its_data() {
+        let mut s =
+            json!({"data": {"a": "b2xk", "b": "Yg=="}, "stringData": {"a": "new", "c": "c"}});
+        apply(lookup("", "v1", "secrets").unwrap(), &mut s);
+        assert_eq!(
+            s,
+            json!({"data": {"a": "bmV3", "b": "Yg==", "c": "Yw=="}, "type": "Opaque"})
         );
     }
 

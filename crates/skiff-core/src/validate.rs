@@ -9,6 +9,7 @@ use crate::status::Cause;
 use crate::{meta, ApiError};
 
 mod autoscaling;
+mod config;
 mod ingress;
 mod job;
 mod load_balancer;
@@ -180,6 +181,7 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
         ("discovery.k8s.io", "EndpointSlice") => endpoint_slice(obj, &mut causes),
         ("coordination.k8s.io", "Lease") => lease(spec, &mut causes),
         ("", "Node") => {
+            tolerations::taints(spec, &mut causes);
             if let Some(cidr) = spec["podCIDR"].as_str().filter(|c| !c.is_empty()) {
                 if cidr.parse::<crate::cidr::Cidr>().is_err() {
                     causes.push(Cause::invalid("spec.podCIDR", cidr, "must be a valid CIDR"));
@@ -194,16 +196,8 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
                 }
             }
         }
-        ("", "ConfigMap") => {
-            for field in ["data", "binaryData"] {
-                data_keys(&obj[field], field, &mut causes);
-            }
-        }
-        ("", "Secret") => {
-            for field in ["data", "stringData"] {
-                data_keys(&obj[field], field, &mut causes);
-            }
-        }
+        ("", "ConfigMap") => config::config_map(obj, old, &mut causes),
+        ("", "Secret") => config::secret(obj, old, &mut causes),
         ("policy", "PodDisruptionBudget") => rollout::disruption_budget(spec, &mut causes),
         ("networking.k8s.io", "NetworkPolicy") => network_policy::check(spec, &mut causes),
         ("networking.k8s.io", "Ingress") => ingress::spec(spec, &mut causes),
@@ -995,16 +989,6 @@ pub fn is_data_key(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && key != "."
         && !key.starts_with("..")
-}
-
-const DATA_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
-
-fn data_keys(map: &Value, at: &str, causes: &mut Vec<Cause>) {
-    for key in map.as_object().into_iter().flat_map(|m| m.keys()) {
-        if !is_data_key(key) {
-            causes.push(Cause::invalid(format!("{at}[{key}]"), key, DATA_KEY_MSG));
-        }
-    }
 }
 
 /// A file path in a volume's `items` (or a projection's).
@@ -2100,6 +2084,28 @@ mod tests {
         let err = object(services, &svc("Nearby"), None).unwrap_err();
         let why = r#"spec.trafficDistribution: Unsupported value: "Nearby": supported values: "PreferClose", "PreferSameNode", "PreferSameZone""#;
         assert!(err.message.contains(why), "{}", err.message);
+    }
+
+    #[test]
+    fn node_taints_are_unique_and_well_formed() {
+        let node = |taints: Value| json!({"metadata": {"name": "n"}, "spec": {"taints": taints}});
+        let fields = |taints| fields_of("", "nodes", &node(taints), None);
+        let good = json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"},
+            {"key": "dedicated", "value": "gpu", "effect": "NoExecute"}]);
+        assert!(fields(good).is_empty());
+        let bad = json!([{"key": "a b", "value": "x y", "effect": "Sometimes"},
+            {"key": "k", "effect": "NoSchedule"}, {"key": "k", "value": "v", "effect": "NoSchedule"},
+            {"key": "e"}]);
+        assert_eq!(
+            fields(bad),
+            [
+                "spec.taints[0].key",
+                "spec.taints[0].value",
+                "spec.taints[0].effect",
+                "spec.taints[2]",
+                "spec.taints[3].effect"
+            ]
+        );
     }
 
     #[test]

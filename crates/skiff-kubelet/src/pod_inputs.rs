@@ -36,19 +36,11 @@ async fn data(
             .await
             .map_err(fail)?;
         Ok(s.map(|s| {
-            let mut out: BTreeMap<String, Vec<u8>> = s
-                .data
+            s.data
                 .unwrap_or_default()
                 .into_iter()
                 .map(|(k, v)| (k, v.0))
-                .collect();
-            out.extend(
-                s.string_data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes())),
-            );
-            out
+                .collect()
         }))
     } else {
         let c = Api::<ConfigMap>::namespaced(client.clone(), ns)

@@ -706,6 +706,32 @@ fn bad_input_gets_a_status() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: nowhere}\n",
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("namespaces \"nowhere\" not found"));
+
+    // A Secret's stringData is written into its data, never kept; an
+    // immutable one keeps its data; a TLS one needs its key.
+    apply(
+        &c,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: plain}\nimmutable: true\nstringData: {password: hunter2}\n",
+        &[],
+    );
+    let secret = c.json(&["get", "secret", "plain"]);
+    assert_eq!(secret["data"]["password"], "aHVudGVyMg==", "{secret}");
+    assert!(secret.get("stringData").is_none(), "{secret}");
+    let err = c.fails(&[
+        "patch",
+        "secret",
+        "plain",
+        "-p",
+        r#"{"stringData":{"password":"swordfish"}}"#,
+    ]);
+    assert!(
+        err.contains("data: Forbidden: field is immutable when `immutable` is set"),
+        "{err}"
+    );
+    let err = c.fails_stdin(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: half}\ntype: kubernetes.io/tls\nstringData: {tls.crt: x}\n",
+    );
+    assert!(err.contains("data[tls.key]: Required value"), "{err}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Tolerations, of a pod or of a RuntimeClass, checked as upstream's
-//! `ValidateTolerations`: the scheduler and the taint manager read them.
+//! Tolerations, of a pod or of a RuntimeClass, and a node's taints,
+//! checked as upstream's `ValidateTolerations` and `validateNodeTaints`:
+//! the scheduler and the taint manager read them.
 
 use serde_json::Value;
 
@@ -63,5 +64,40 @@ pub(super) fn check(holder: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
                 EFFECTS,
             ));
         }
+    }
+}
+
+/// A node's taints: a qualified key, a label value, a known effect, one
+/// taint per key and effect.
+pub(super) fn taints(spec: &Value, causes: &mut Vec<Cause>) {
+    let list = spec["taints"].as_array().map_or(&[][..], Vec::as_slice);
+    let mut seen = Vec::new();
+    for (i, t) in list.iter().enumerate() {
+        let at = format!("spec.taints[{i}]");
+        let text = |f: &str| t[f].as_str().unwrap_or_default();
+        let (key, value, effect) = (text("key"), text("value"), text("effect"));
+        if let Some(why) = qualified_name_problem(key) {
+            causes.push(Cause::invalid(format!("{at}.key"), key, why));
+        }
+        if !is_label_value(value) {
+            causes.push(Cause::invalid(
+                format!("{at}.value"),
+                value,
+                LABEL_VALUE_MSG,
+            ));
+        }
+        if effect.is_empty() {
+            causes.push(Cause::required(format!("{at}.effect")));
+        } else if !EFFECTS.contains(&effect) {
+            causes.push(Cause::unsupported(format!("{at}.effect"), effect, EFFECTS));
+        }
+        if seen.contains(&(key, effect)) {
+            causes.push(Cause::duplicate(
+                at,
+                format!("{t}: taints must be unique by key and effect pair"),
+            ));
+            continue;
+        }
+        seen.push((key, effect));
     }
 }
