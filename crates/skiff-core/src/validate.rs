@@ -13,6 +13,7 @@ mod config;
 mod ingress;
 mod job;
 mod load_balancer;
+mod metadata;
 mod network_policy;
 pub mod priority_class;
 mod quota;
@@ -86,7 +87,7 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
     } else if !needs_label_name(r.kind) && !is_dns_subdomain(name) {
         causes.push(Cause::invalid("metadata.name", name, SUBDOMAIN_MSG));
     }
-    labels(obj, &mut causes);
+    metadata::check(obj, &mut causes);
     let spec = &obj["spec"];
     match (r.group, r.kind) {
         _ if r.custom => {
@@ -180,6 +181,7 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
         }
         ("discovery.k8s.io", "EndpointSlice") => endpoint_slice(obj, &mut causes),
         ("coordination.k8s.io", "Lease") => lease(spec, &mut causes),
+        ("", "Namespace") => metadata::namespace_finalizers(spec, &mut causes),
         ("", "Node") => {
             tolerations::taints(spec, &mut causes);
             if let Some(cidr) = spec["podCIDR"].as_str().filter(|c| !c.is_empty()) {
@@ -245,22 +247,6 @@ fn is_label_value(v: &str) -> bool {
         && (v.is_empty()
             || (v.as_bytes()[0].is_ascii_alphanumeric()
                 && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric()))
-}
-
-fn labels(obj: &Value, causes: &mut Vec<Cause>) {
-    for (k, v) in meta::labels(obj) {
-        if !is_label_value(v) {
-            causes.push(Cause::invalid("metadata.labels", v, LABEL_VALUE_MSG));
-        }
-        let name = k.rsplit('/').next().unwrap_or(k);
-        if name.is_empty() || name.len() > 63 {
-            causes.push(Cause::invalid(
-                "metadata.labels",
-                k,
-                "name part must be no more than 63 characters",
-            ));
-        }
-    }
 }
 
 /// Ephemeral containers (`kubectl debug`): added through their

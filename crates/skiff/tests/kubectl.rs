@@ -732,6 +732,15 @@ fn bad_input_gets_a_status() {
         "apiVersion: v1\nkind: Secret\nmetadata: {name: half}\ntype: kubernetes.io/tls\nstringData: {tls.crt: x}\n",
     );
     assert!(err.contains("data[tls.key]: Required value"), "{err}");
+
+    // An object has one controller at most: the collector follows it.
+    let err = c.fails_stdin(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: owned\n  ownerReferences:\n  - {apiVersion: apps/v1, kind: ReplicaSet, name: a, uid: '1', controller: true}\n  - {apiVersion: apps/v1, kind: ReplicaSet, name: b, uid: '2', controller: true}\n",
+    );
+    assert!(
+        err.contains("Only one reference can have Controller set to true. Found \"true\" in references for ReplicaSet/a and ReplicaSet/b"),
+        "{err}"
+    );
 }
 
 #[test]
