@@ -69,24 +69,6 @@ fn stamp(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// Parses a schedule, accepting the `@hourly`-style shorthands.
-pub fn parse(schedule: &str) -> Result<croner::Cron, String> {
-    let expanded = match schedule.trim() {
-        "@yearly" | "@annually" => "0 0 1 1 *",
-        "@monthly" => "0 0 1 * *",
-        "@weekly" => "0 0 * * 0",
-        "@daily" | "@midnight" => "0 0 * * *",
-        "@hourly" => "0 * * * *",
-        other => other,
-    };
-    if expanded.split_whitespace().count() != 5 {
-        return Err(format!("{schedule:?} is not a five-field cron schedule"));
-    }
-    croner::Cron::new(expanded)
-        .parse()
-        .map_err(|e| format!("{schedule:?}: {e}"))
-}
-
 /// A parsed schedule in its time zone: the cron fields name wall-clock
 /// times there (UTC without one).
 pub struct Schedule {
@@ -97,7 +79,7 @@ pub struct Schedule {
 impl Schedule {
     /// `schedule` in `time_zone` (an IANA name), or why not.
     pub fn new(schedule: &str, time_zone: Option<&str>) -> Result<Self, (&'static str, String)> {
-        let cron = parse(schedule).map_err(|e| ("UnparseableSchedule", e))?;
+        let cron = skiff_core::cron::parse(schedule).map_err(|e| ("UnparseableSchedule", e))?;
         let zone = time_zone
             .map(|name| {
                 jiff::tz::TimeZone::get(name).map_err(|e| {
@@ -399,9 +381,6 @@ mod tests {
             every5.latest_missed(at("2024-01-01T00:15:00Z"), at("2024-01-01T00:17:00Z")),
             (None, 0)
         );
-        assert!(parse("@hourly").is_ok());
-        assert!(parse("* * *").is_err());
-        assert!(parse("61 * * * *").is_err());
         let every_minute = Schedule::new("* * * * *", None).unwrap();
         let (latest, _) =
             every_minute.latest_missed(at("2024-01-01T00:00:00Z"), at("2024-01-02T00:00:30Z"));

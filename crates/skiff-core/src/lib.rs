@@ -11,6 +11,7 @@ pub mod certs;
 pub mod cidr;
 pub mod completion_indexes;
 pub mod crd;
+pub mod cron;
 pub mod defaults;
 pub mod endpoint_slices;
 pub mod fields;

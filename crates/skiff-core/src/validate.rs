@@ -148,22 +148,7 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
             pod_template(&spec["template"], "spec.template", &mut causes);
         }
         ("batch", "CronJob") => {
-            match spec["schedule"].as_str() {
-                None | Some("") => causes.push(Cause::required("spec.schedule")),
-                // The zone goes in `timeZone`, as upstream requires.
-                Some(s) if s.contains("TZ") => causes.push(Cause::invalid(
-                    "spec.schedule",
-                    s,
-                    "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
-                )),
-                Some(_) => {}
-            }
-            if let Some(zone) = spec["timeZone"].as_str() {
-                if let Err(e) = jiff::tz::TimeZone::get(zone) {
-                    let why = format!("unknown time zone {zone}: {e}");
-                    causes.push(Cause::invalid("spec.timeZone", zone, why));
-                }
-            }
+            job::cron_job(name, spec, old.is_none(), &mut causes);
             job::spec(
                 &spec["jobTemplate"]["spec"],
                 "spec.jobTemplate.spec",
@@ -1789,7 +1774,7 @@ mod tests {
             ),
             (
                 lookup("batch", "v1", "cronjobs"),
-                json!({"metadata": {"name": "c"}, "spec": {"schedule": "* * * * *",
+                json!({"metadata": {"name": "c"}, "spec": {"schedule": "* * * * *", "concurrencyPolicy": "Allow",
                     "jobTemplate": {"spec": {"template": {"spec": spec}}}}}),
                 "spec.jobTemplate.spec.template.spec",
             ),
@@ -1897,22 +1882,43 @@ mod tests {
     }
 
     #[test]
-    fn a_cronjobs_time_zone_is_a_known_one_and_not_in_its_schedule() {
+    fn a_cronjobs_schedule_parses_in_a_known_time_zone() {
         let cronjobs = lookup("batch", "v1", "cronjobs").unwrap();
         let cronjob = |schedule: &str, zone: &str| {
-            json!({"metadata": {"name": "c"}, "spec": {"schedule": schedule, "timeZone": zone,
+            json!({"metadata": {"name": "c"}, "spec": {"schedule": schedule, "timeZone": zone, "concurrencyPolicy": "Forbid",
                 "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "a", "image": "i"}]}}}}}})
         };
         assert!(object(cronjobs, &cronjob("0 9 * * *", "Europe/Berlin"), None).is_ok());
-        let fields = cause_fields(
-            object(
-                cronjobs,
-                &cronjob("CRON_TZ=UTC 0 9 * * *", "Mars/Olympus"),
-                None,
-            )
-            .unwrap_err(),
+        let fields = |obj: &Value, old: Option<&Value>| match object(cronjobs, obj, old) {
+            Ok(()) => Vec::new(),
+            Err(e) => cause_fields(e),
+        };
+        assert_eq!(
+            fields(&cronjob("CRON_TZ=UTC 0 9 * * *", "Mars/Olympus"), None),
+            ["spec.schedule", "spec.timeZone"]
         );
-        assert_eq!(fields, ["spec.schedule", "spec.timeZone"]);
+        assert_eq!(
+            fields(&cronjob("every monday", "UTC"), None),
+            ["spec.schedule"]
+        );
+        let mut odd = cronjob("@daily", "UTC");
+        odd["spec"]["concurrencyPolicy"] = json!("Sometimes");
+        odd["spec"]["startingDeadlineSeconds"] = json!(-1);
+        odd["spec"]["failedJobsHistoryLimit"] = json!(-1);
+        assert_eq!(
+            fields(&odd, None),
+            [
+                "spec.startingDeadlineSeconds",
+                "spec.failedJobsHistoryLimit",
+                "spec.concurrencyPolicy"
+            ]
+        );
+        // Its Jobs' names add 11 characters to its own: 52 at most, when
+        // it is created.
+        let mut long = cronjob("@daily", "UTC");
+        long["metadata"]["name"] = json!("c".repeat(53));
+        assert_eq!(fields(&long, None), ["metadata.name"]);
+        assert!(fields(&long, Some(&long)).is_empty());
     }
 
     fn job(extra: Value) -> Value {

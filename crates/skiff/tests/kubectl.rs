@@ -733,6 +733,15 @@ fn bad_input_gets_a_status() {
     );
     assert!(err.contains("data[tls.key]: Required value"), "{err}");
 
+    // A CronJob's schedule parses.
+    let err = c.fails_stdin(
+        "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: weekly}\nspec:\n  schedule: every monday\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{name: c, image: busybox}]\n",
+    );
+    assert!(
+        err.contains("spec.schedule: Invalid value: \"every monday\""),
+        "{err}"
+    );
+
     // An object has one controller at most: the collector follows it.
     let err = c.fails_stdin(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: owned\n  ownerReferences:\n  - {apiVersion: apps/v1, kind: ReplicaSet, name: a, uid: '1', controller: true}\n  - {apiVersion: apps/v1, kind: ReplicaSet, name: b, uid: '2', controller: true}\n",

@@ -117,6 +117,58 @@ pub fn name(name: &str, spec: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
+/// A CronJob's own fields (its template is a Job's spec); `created`
+/// when it is new.
+pub fn cron_job(name: &str, spec: &Value, created: bool, causes: &mut Vec<Cause>) {
+    // Its Jobs are named after it with an 11-character suffix.
+    if created && name.len() > 52 {
+        let why = "must be no more than 52 characters";
+        causes.push(Cause::invalid("metadata.name", name, why));
+    }
+    match spec["schedule"].as_str().unwrap_or_default() {
+        "" => causes.push(Cause::required("spec.schedule")),
+        // The zone goes in `timeZone`, as upstream requires.
+        s if s.contains("TZ") => causes.push(Cause::invalid(
+            "spec.schedule",
+            s,
+            "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+        )),
+        s => {
+            if let Err(e) = crate::cron::parse(s) {
+                causes.push(Cause::invalid("spec.schedule", s, e));
+            }
+        }
+    }
+    if let Some(zone) = spec["timeZone"].as_str() {
+        if let Err(e) = jiff::tz::TimeZone::get(zone) {
+            let why = format!("unknown time zone {zone}: {e}");
+            causes.push(Cause::invalid("spec.timeZone", zone, why));
+        }
+    }
+    for field in [
+        "startingDeadlineSeconds",
+        "successfulJobsHistoryLimit",
+        "failedJobsHistoryLimit",
+    ] {
+        if spec[field].as_i64().is_some_and(|n| n < 0) {
+            let why = "must be greater than or equal to 0";
+            causes.push(Cause::invalid_value(
+                format!("spec.{field}"),
+                &spec[field],
+                why,
+            ));
+        }
+    }
+    let policies = ["Allow", "Forbid", "Replace"];
+    match spec["concurrencyPolicy"].as_str().unwrap_or_default() {
+        "" => causes.push(Cause::required("spec.concurrencyPolicy")),
+        p if !policies.contains(&p) => {
+            causes.push(Cause::unsupported("spec.concurrencyPolicy", p, &policies));
+        }
+        _ => {}
+    }
+}
+
 fn indexed_bounds(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
     let field = |name: &str| format!("{at}.{name}");
     let completions = spec["completions"].as_i64();
