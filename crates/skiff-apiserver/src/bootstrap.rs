@@ -15,11 +15,14 @@ use crate::handlers::Api;
 /// The field manager of what the server writes itself.
 const MANAGER: &str = "skiff-apiserver";
 
-/// Who the server is when it writes its own objects (upstream's loopback
+/// The user the server writes its own objects as (upstream's loopback
 /// user).
+pub(crate) const SERVER_USER: &str = "system:apiserver";
+
+/// Who the server is when it writes its own objects.
 fn server() -> User {
     User {
-        name: "system:apiserver".into(),
+        name: SERVER_USER.into(),
         groups: vec!["system:masters".into(), "system:authenticated".into()],
     }
 }

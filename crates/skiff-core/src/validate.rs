@@ -166,6 +166,7 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
         }
         ("discovery.k8s.io", "EndpointSlice") => endpoint_slice(obj, &mut causes),
         ("coordination.k8s.io", "Lease") => lease(spec, &mut causes),
+        ("", "Endpoints") => endpoints(obj, &mut causes),
         ("", "Namespace") => metadata::namespace_finalizers(spec, &mut causes),
         ("", "Node") => {
             tolerations::taints(spec, &mut causes);
@@ -1257,6 +1258,68 @@ fn protocol(value: &Value, field: String, causes: &mut Vec<Cause>) {
     }
 }
 
+/// Why `ip` may not be an endpoint, if it may not (upstream's
+/// `ValidateEndpointIP`): unspecified, link-local (a node's metadata
+/// service) and link-local multicast addresses name no backend. Loopback
+/// ones are refused by admission, which knows who writes them.
+pub fn endpoint_ip_problem(ip: std::net::IpAddr) -> Option<String> {
+    use std::net::IpAddr;
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    };
+    let link_local_multicast = match ip {
+        IpAddr::V4(v4) => v4.octets()[..3] == [224, 0, 0],
+        IpAddr::V6(v6) => v6.segments()[0] & 0xff0f == 0xff02,
+    };
+    if ip.is_unspecified() {
+        Some(format!("may not be unspecified ({ip})"))
+    } else if link_local {
+        Some("may not be in the link-local range (169.254.0.0/16, fe80::/10)".into())
+    } else if link_local_multicast {
+        Some("may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)".into())
+    } else {
+        None
+    }
+}
+
+/// An Endpoints' addresses are IPs that may be endpoints, its ports in
+/// range with a known protocol.
+fn endpoints(obj: &Value, causes: &mut Vec<Cause>) {
+    let subsets = obj["subsets"].as_array().map_or(&[][..], Vec::as_slice);
+    for (i, subset) in subsets.iter().enumerate() {
+        for list in ["addresses", "notReadyAddresses"] {
+            for (j, a) in subset[list].as_array().into_iter().flatten().enumerate() {
+                let field = || format!("subsets[{i}].{list}[{j}].ip");
+                let text = a["ip"].as_str().unwrap_or_default();
+                match text.parse::<std::net::IpAddr>() {
+                    Err(_) => {
+                        let why = "must be a valid IP address";
+                        causes.push(Cause::invalid(field(), text, why));
+                    }
+                    Ok(ip) => {
+                        if let Some(why) = endpoint_ip_problem(ip) {
+                            causes.push(Cause::invalid(field(), text, why));
+                        }
+                    }
+                }
+            }
+        }
+        for (j, p) in subset["ports"].as_array().into_iter().flatten().enumerate() {
+            let port = p["port"].as_i64().unwrap_or(0);
+            if !(1..=65535).contains(&port) {
+                let field = format!("subsets[{i}].ports[{j}].port");
+                causes.push(Cause::invalid_value(field, &p["port"], PORT_RANGE));
+            }
+            protocol(
+                &p["protocol"],
+                format!("subsets[{i}].ports[{j}].protocol"),
+                causes,
+            );
+        }
+    }
+}
+
 /// A Lease lasts a positive time and counts its transitions from 0; a
 /// preferred holder comes with a strategy, one upstream knows or a
 /// qualified name (upstream's `ValidateLeaseSpec`).
@@ -1321,18 +1384,27 @@ fn endpoint_slice(obj: &Value, causes: &mut Vec<Cause>) {
     {
         for (j, a) in e["addresses"].as_array().into_iter().flatten().enumerate() {
             let a = a.as_str().unwrap_or_default();
-            let valid = match kind {
-                "IPv4" => a.parse::<std::net::Ipv4Addr>().is_ok(),
-                "IPv6" => a.parse::<std::net::Ipv6Addr>().is_ok(),
-                _ => is_dns_subdomain(a),
+            let field = || format!("endpoints[{i}].addresses[{j}]");
+            let ip: Option<std::net::IpAddr> = match kind {
+                "IPv4" => a.parse::<std::net::Ipv4Addr>().ok().map(Into::into),
+                "IPv6" => a.parse::<std::net::Ipv6Addr>().ok().map(Into::into),
+                _ => {
+                    if !is_dns_subdomain(a) {
+                        causes.push(Cause::invalid(field(), a, "must be a valid FQDN address"));
+                    }
+                    continue;
+                }
             };
-            if !valid {
-                let why = format!("must be a valid {kind} address");
-                causes.push(Cause::invalid(
-                    format!("endpoints[{i}].addresses[{j}]"),
-                    a,
-                    why,
-                ));
+            match ip {
+                None => {
+                    let why = format!("must be a valid {kind} address");
+                    causes.push(Cause::invalid(field(), a, why));
+                }
+                Some(ip) => {
+                    if let Some(why) = endpoint_ip_problem(ip) {
+                        causes.push(Cause::invalid(field(), a, why));
+                    }
+                }
             }
         }
     }
@@ -2097,6 +2169,40 @@ mod tests {
                 "spec.taints[2]",
                 "spec.taints[3].effect"
             ]
+        );
+    }
+
+    #[test]
+    fn endpoints_name_addresses_that_can_be_backends() {
+        let slice = |addresses: Value| {
+            json!({"metadata": {"name": "s", "namespace": "n"}, "addressType": "IPv4",
+                "endpoints": [{"addresses": addresses}], "ports": [{"port": 80, "protocol": "TCP"}]})
+        };
+        let of = |obj: &Value| fields_of("discovery.k8s.io", "endpointslices", obj, None);
+        assert!(of(&slice(json!(["10.42.0.5", "127.0.0.1"]))).is_empty());
+        assert_eq!(
+            of(&slice(json!([
+                "0.0.0.0",
+                "169.254.169.254",
+                "224.0.0.1",
+                "10.0.0"
+            ]))),
+            [
+                "endpoints[0].addresses[0]",
+                "endpoints[0].addresses[1]",
+                "endpoints[0].addresses[2]",
+                "endpoints[0].addresses[3]"
+            ]
+        );
+        let eps = |ip: &str, port: i64| {
+            json!({"metadata": {"name": "e", "namespace": "n"}, "subsets": [{
+                "addresses": [{"ip": ip}], "ports": [{"port": port, "protocol": "TCP"}]}]})
+        };
+        let of = |obj: &Value| fields_of("", "endpoints", obj, None);
+        assert!(of(&eps("192.0.2.10", 5432)).is_empty());
+        assert_eq!(
+            of(&eps("fe80::1", 0)),
+            ["subsets[0].addresses[0].ip", "subsets[0].ports[0].port"]
         );
     }
 

@@ -742,6 +742,23 @@ fn bad_input_gets_a_status() {
         "{err}"
     );
 
+    // A Service's endpoints are never a node's loopback or metadata
+    // address, whoever asks.
+    let err = c.fails_stdin(
+        "apiVersion: v1\nkind: Endpoints\nmetadata: {name: sneaky}\nsubsets:\n- addresses: [{ip: 127.0.0.1}, {ip: 169.254.169.254}]\n  ports: [{port: 10250}]\n",
+    );
+    assert!(
+        err.contains("subsets[0].addresses[1].ip: Invalid value: \"169.254.169.254\": may not be in the link-local range"),
+        "{err}"
+    );
+    let err = c.fails_stdin(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: sneaky}\naddressType: IPv4\nendpoints: [{addresses: [127.0.0.1]}]\nports: [{port: 10250}]\n",
+    );
+    assert!(
+        err.contains("endpoints[0].addresses[0]: Invalid value: \"127.0.0.1\": may not be in the loopback range"),
+        "{err}"
+    );
+
     // An object has one controller at most: the collector follows it.
     let err = c.fails_stdin(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: owned\n  ownerReferences:\n  - {apiVersion: apps/v1, kind: ReplicaSet, name: a, uid: '1', controller: true}\n  - {apiVersion: apps/v1, kind: ReplicaSet, name: b, uid: '2', controller: true}\n",

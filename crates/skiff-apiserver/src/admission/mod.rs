@@ -5,6 +5,7 @@
 //! pass; a new one is added to [`Chain::standard`] and nowhere else.
 
 mod certificates;
+mod endpoints;
 mod namespace_lifecycle;
 mod node_restriction;
 mod pod_security;
@@ -132,6 +133,7 @@ impl Chain {
             vec![
                 Box::new(namespace_lifecycle::NamespaceLifecycle(objects.clone())),
                 Box::new(node_restriction::NodeRestriction),
+                Box::new(endpoints::LoopbackEndpoints),
                 Box::new(priority::Priority(objects.clone())),
                 Box::new(pod_security::PodSecurity(objects.clone())),
                 Box::new(storage::PersistentVolumeClaimResize(objects.clone())),
