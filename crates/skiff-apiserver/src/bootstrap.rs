@@ -15,14 +15,11 @@ use crate::handlers::Api;
 /// The field manager of what the server writes itself.
 const MANAGER: &str = "skiff-apiserver";
 
-/// The user the server writes its own objects as (upstream's loopback
+/// Who the server is when it writes its own objects (upstream's loopback
 /// user).
-pub(crate) const SERVER_USER: &str = "system:apiserver";
-
-/// Who the server is when it writes its own objects.
 fn server() -> User {
     User {
-        name: SERVER_USER.into(),
+        name: "system:apiserver".into(),
         groups: vec!["system:masters".into(), "system:authenticated".into()],
     }
 }

@@ -1,9 +1,10 @@
 //! Loopback endpoints, refused as upstream's validation refuses them: a
 //! Service whose endpoint is 127.0.0.1 would reach whatever listens on
-//! each node's loopback (the API server, the agent's endpoint). Skiff's
-//! own writers are allowed them, as a single-node cluster serves its API
-//! and DNS there: the API server (the `kubernetes` Service) and the
-//! cluster DNS.
+//! each node's loopback (the API server, the agent's endpoint). The one
+//! exception is the cluster's own Services, `default/kubernetes` and
+//! `kube-system/kube-dns`, which a single-node cluster serves on
+//! 127.0.0.1, when a cluster administrator (the API server, Skiff's DNS)
+//! writes them.
 
 use std::net::IpAddr;
 
@@ -13,10 +14,11 @@ use skiff_core::status::Cause;
 use skiff_core::{meta, ApiError};
 
 use super::{Attributes, Operation, Validating, Verdict};
-use crate::bootstrap::SERVER_USER;
-use crate::Component;
 
 const LOOPBACK: &str = "may not be in the loopback range (127.0.0.0/8, ::1/128)";
+
+/// The Services the control plane serves itself: namespace and name.
+const OWN: [(&str, &str); 2] = [("default", "kubernetes"), ("kube-system", "kube-dns")];
 
 pub struct LoopbackEndpoints;
 
@@ -25,7 +27,6 @@ impl Validating for LoopbackEndpoints {
     fn handles(&self, a: &Attributes<'_>) -> bool {
         a.operation != Operation::Delete
             && (a.is("", "Endpoints") || a.is("discovery.k8s.io", "EndpointSlice"))
-            && ![SERVER_USER, Component::Dns.user()].contains(&a.user.name.as_str())
     }
 
     async fn validate(
@@ -34,6 +35,11 @@ impl Validating for LoopbackEndpoints {
         obj: &Value,
         _verdict: &mut Verdict,
     ) -> Result<(), ApiError> {
+        let namespace = obj["metadata"]["namespace"].as_str().unwrap_or_default();
+        let own = OWN.contains(&(namespace, meta::name(obj)));
+        if own && a.user.groups.iter().any(|g| g == "system:masters") {
+            return Ok(());
+        }
         let causes: Vec<Cause> = addresses(obj)
             .into_iter()
             .filter(|(_, ip)| ip.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()))
@@ -78,41 +84,49 @@ mod tests {
     use crate::admission::testing::{creating, user};
 
     #[tokio::test]
-    async fn only_the_clusters_dns_may_point_a_service_at_loopback() {
-        let slice = json!({"metadata": {"name": "s", "namespace": "n"}, "addressType": "IPv4",
-            "endpoints": [{"addresses": ["10.42.0.5"]}, {"addresses": ["127.0.0.1"]}]});
-        let endpoints = json!({"metadata": {"name": "e", "namespace": "n"},
-            "subsets": [{"notReadyAddresses": [{"ip": "::1"}]}]});
+    async fn only_administrators_point_the_clusters_own_services_at_loopback() {
+        let slice = |ns: &str, name: &str| {
+            json!({"metadata": {"name": name, "namespace": ns}, "addressType": "IPv4",
+                "endpoints": [{"addresses": ["10.42.0.5"]}, {"addresses": ["127.0.0.1"]}]})
+        };
+        let endpoints = |ns: &str, name: &str| {
+            json!({"metadata": {"name": name, "namespace": ns},
+                "subsets": [{"notReadyAddresses": [{"ip": "::1"}]}]})
+        };
         let admin = user("admin", &["system:masters"]);
-        let dns = user(Component::Dns.user(), &[]);
-        let server = user(SERVER_USER, &["system:masters"]);
+        let tenant = user("alice", &["system:authenticated"]);
         let mut verdict = Verdict::default();
         for (plural, group, obj, field) in [
             (
                 "endpointslices",
                 "discovery.k8s.io",
-                &slice,
+                slice as fn(&str, &str) -> Value,
                 "endpoints[1].addresses[0]",
             ),
             (
                 "endpoints",
                 "",
-                &endpoints,
+                endpoints,
                 "subsets[0].notReadyAddresses[0].ip",
             ),
         ] {
-            let by_admin = creating(group, plural, &admin);
-            assert!(LoopbackEndpoints.handles(&by_admin));
-            let err = LoopbackEndpoints
-                .validate(&by_admin, obj, &mut verdict)
-                .await
-                .unwrap_err();
-            assert_eq!(err.code, 422);
-            let cause = &err.details.unwrap()["causes"][0];
-            assert_eq!(cause["field"], field);
-            assert!(cause["message"].as_str().unwrap().ends_with(LOOPBACK));
-            assert!(!LoopbackEndpoints.handles(&creating(group, plural, &dns)));
-            assert!(!LoopbackEndpoints.handles(&creating(group, plural, &server)));
+            for (who, ns, name) in [(&admin, "n", "s"), (&tenant, "kube-system", "kube-dns")] {
+                let a = creating(group, plural, who);
+                assert!(LoopbackEndpoints.handles(&a));
+                let err = LoopbackEndpoints
+                    .validate(&a, &obj(ns, name), &mut verdict)
+                    .await
+                    .unwrap_err();
+                assert_eq!(err.code, 422);
+                let cause = &err.details.unwrap()["causes"][0];
+                assert_eq!(cause["field"], field);
+                assert!(cause["message"].as_str().unwrap().ends_with(LOOPBACK));
+            }
+            let own = creating(group, plural, &admin);
+            let result = LoopbackEndpoints
+                .validate(&own, &obj("kube-system", "kube-dns"), &mut verdict)
+                .await;
+            assert!(result.is_ok());
         }
     }
 }
