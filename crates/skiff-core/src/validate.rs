@@ -61,6 +61,20 @@ fn needs_label_name(kind: &str) -> bool {
     matches!(kind, "Namespace" | "Service")
 }
 
+/// Why `name` cannot be a name that appears whole as one segment of a
+/// URL path (a role's, an object a reference names), if it cannot
+/// (upstream's `IsValidPathSegmentName`).
+fn path_segment_problems(name: &str) -> Vec<String> {
+    if let Some(bad) = [".", ".."].into_iter().find(|b| *b == name) {
+        return vec![format!("may not be '{bad}'")];
+    }
+    ["/", "%"]
+        .into_iter()
+        .filter(|c| name.contains(c))
+        .map(|c| format!("may not contain '{c}'"))
+        .collect()
+}
+
 /// Whether `s` is a DNS-1035 label (a DNS label starting with a letter):
 /// what a Service's name must be, as its DNS name starts with it.
 fn is_dns1035_label(s: &str) -> bool {
@@ -81,7 +95,7 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
     } else if needs_label_name(r.kind) && !is_dns_label(name) {
         causes.push(Cause::invalid("metadata.name", name, LABEL_MSG));
     } else if r.group == rbac::GROUP {
-        for why in rbac::path_segment_problems(name) {
+        for why in path_segment_problems(name) {
             causes.push(Cause::invalid("metadata.name", name, why));
         }
     } else if !needs_label_name(r.kind) && !is_dns_subdomain(name) {

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use super::rbac::path_segment_problems;
+use super::path_segment_problems;
 use super::resources::{container_resource, QUANTITY_MSG};
 use super::{is_dns_label, LABEL_MSG};
 use crate::quantity::parse_milli;

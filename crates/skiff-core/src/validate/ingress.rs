@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use super::rbac::path_segment_problems;
+use super::path_segment_problems;
 use super::{
     is_dns1035_label, is_dns_label, is_dns_subdomain, port_name_problem, At, DNS1035_MSG,
     LABEL_MSG, SUBDOMAIN_MSG,

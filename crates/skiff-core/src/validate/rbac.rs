@@ -6,25 +6,12 @@
 
 use serde_json::Value;
 
-use super::{is_dns_subdomain, SUBDOMAIN_MSG};
+use super::{is_dns_subdomain, path_segment_problems, SUBDOMAIN_MSG};
 use crate::selector::LabelSelector;
 use crate::status::Cause;
 
 /// The API group of roles, and of the User and Group subjects.
 pub const GROUP: &str = "rbac.authorization.k8s.io";
-
-/// Why `name` cannot name a role or binding (which appear whole as one
-/// segment of a URL path), if it cannot.
-pub(super) fn path_segment_problems(name: &str) -> Vec<String> {
-    if let Some(bad) = [".", ".."].into_iter().find(|b| *b == name) {
-        return vec![format!("may not be '{bad}'")];
-    }
-    ["/", "%"]
-        .into_iter()
-        .filter(|c| name.contains(c))
-        .map(|c| format!("may not contain '{c}'"))
-        .collect()
-}
 
 /// A Role (`namespaced`) or ClusterRole.
 pub(super) fn role(obj: &Value, namespaced: bool, causes: &mut Vec<Cause>) {
