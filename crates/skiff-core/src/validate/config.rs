@@ -1,16 +1,14 @@
 //! ConfigMaps and Secrets, checked as upstream checks them: keys name
-//! files, the whole fits in 1 MiB, a Secret of a known type holds the
-//! keys its type promises, and one marked `immutable` keeps its data and
-//! the mark for good (the node agent may stop watching it).
+//! files, a Secret of a known type holds the keys its type promises, and
+//! one marked `immutable` keeps its data and the mark for good (the node
+//! agent may stop watching it). Their size is bounded by the store's
+//! object limit (1.5 MiB), as every object's is.
 
 use base64::Engine;
 use serde_json::Value;
 
 use super::is_data_key;
 use crate::status::Cause;
-
-/// The most bytes a ConfigMap's or Secret's data may hold.
-const MAX_SIZE: usize = 1024 * 1024;
 
 const KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
 
@@ -25,14 +23,6 @@ fn keys(map: &Value, at: &str, causes: &mut Vec<Cause>) {
         if !is_data_key(key) {
             causes.push(Cause::invalid(format!("{at}[{key}]"), key, KEY_MSG));
         }
-    }
-}
-
-fn too_long(field: &str) -> Cause {
-    Cause {
-        reason: "FieldValueTooLong",
-        field: field.into(),
-        message: format!("Too long: may not be more than {MAX_SIZE} bytes"),
     }
 }
 
@@ -57,19 +47,11 @@ fn kept(obj: &Value, old: Option<&Value>, fields: &[&str], causes: &mut Vec<Caus
 pub(super) fn config_map(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     keys(&obj["data"], "data", causes);
     keys(&obj["binaryData"], "binaryData", causes);
-    let mut size = 0;
-    for (key, value) in entries(&obj["data"]) {
-        size += value.as_str().map_or(0, str::len);
+    for (key, _) in entries(&obj["data"]) {
         if !obj["binaryData"][key].is_null() {
             let why = "duplicate of key present in data";
             causes.push(Cause::invalid("binaryData", key, why));
         }
-    }
-    size += entries(&obj["binaryData"])
-        .map(|(_, v)| decoded_len(v))
-        .sum::<usize>();
-    if size > MAX_SIZE {
-        causes.push(too_long(""));
     }
     kept(obj, old, &["data", "binaryData"], causes);
 }
@@ -124,9 +106,6 @@ pub(super) fn secret(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) 
         }
         _ => {}
     }
-    if entries(data).map(|(_, v)| decoded_len(v)).sum::<usize>() > MAX_SIZE {
-        causes.push(too_long("data"));
-    }
     if let Some(old) = old {
         if obj["type"] != old["type"] {
             causes.push(Cause::invalid("type", kind, "field is immutable"));
@@ -139,10 +118,6 @@ pub(super) fn secret(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) 
 fn decoded(v: &Value) -> Option<Vec<u8>> {
     let text = v.as_str()?;
     base64::engine::general_purpose::STANDARD.decode(text).ok()
-}
-
-fn decoded_len(v: &Value) -> usize {
-    v.as_str().map_or(0, |t| t.len() / 4 * 3)
 }
 
 #[cfg(test)]
@@ -242,15 +217,12 @@ mod tests {
     }
 
     #[test]
-    fn a_config_map_fits_and_names_each_key_once() {
+    fn a_config_map_names_each_key_once() {
         let map = json!({"metadata": {"name": "c", "namespace": "n"}, "data": {"a": "1", "b/c": "2"},
             "binaryData": {"a": "MQ=="}});
         assert_eq!(
             fields_of("", "configmaps", &map, None),
             ["data[b/c]", "binaryData"]
         );
-        let big = json!({"metadata": {"name": "c", "namespace": "n"},
-            "data": {"a": "x".repeat(super::MAX_SIZE), "b": "y"}});
-        assert_eq!(fields_of("", "configmaps", &big, None), [""]);
     }
 }
