@@ -22,7 +22,10 @@ use skiff_runtime::controller::{Action, Reconcile};
 use skiff_runtime::events;
 use skiff_runtime::queue::Queue;
 
-const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+pub(crate) const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+/// On Endpoints whose slices are kept beside them (this controller's, the
+/// API server's `default/kubernetes`): the mirroring controller leaves them.
+pub(crate) const SKIP_MIRROR: &str = "endpointslice.kubernetes.io/skip-mirror";
 const MANAGER: &str = "endpointslice-controller.k8s.io";
 /// Endpoints per slice, upstream's default.
 const PER_SLICE: usize = 100;
@@ -59,6 +62,22 @@ fn hints(distribution: Option<&str>, node: Option<&str>, zone: Option<&str>) -> 
         hints.insert("forNodes".into(), n);
     }
     (!hints.is_empty()).then_some(Value::Object(hints))
+}
+
+/// A merge patch turning the map `current` (labels, annotations) into
+/// `want`: changed keys set, gone ones removed.
+pub(crate) fn map_patch(
+    current: &BTreeMap<String, String>,
+    want: &BTreeMap<String, String>,
+) -> Value {
+    let mut patch = serde_json::Map::new();
+    for k in current.keys().filter(|k| !want.contains_key(*k)) {
+        patch.insert(k.clone(), Value::Null);
+    }
+    for (k, v) in want.iter().filter(|(k, v)| current.get(*k) != Some(v)) {
+        patch.insert(k.clone(), json!(v));
+    }
+    Value::Object(patch)
 }
 
 fn selects(svc: &Service, pod: &Pod) -> bool {
@@ -374,6 +393,8 @@ impl Reconcile for EndpointsController {
             })
             .collect();
         let labels = svc.labels().clone();
+        let mut ep_labels = labels.clone();
+        ep_labels.insert(SKIP_MIRROR.into(), "true".into());
         match self.endpoints.get(key) {
             Some(ep) => {
                 let current = serde_json::to_value(&ep.subsets).unwrap_or_default();
@@ -382,15 +403,15 @@ impl Reconcile for EndpointsController {
                 } else {
                     json!(subsets)
                 };
-                if current != want {
+                if current != want || *ep.labels() != ep_labels {
                     let target = Target::of::<Endpoints>(Some(&ns), &name);
-                    self.cluster
-                        .merge_patch(&target, json!({"subsets": subsets}), false)
-                        .await?;
+                    let labels = map_patch(ep.labels(), &ep_labels);
+                    let patch = json!({"metadata": {"labels": labels}, "subsets": subsets});
+                    self.cluster.merge_patch(&target, patch, false).await?;
                 }
             }
             None => {
-                let ep = json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name, "namespace": ns, "labels": labels}, "subsets": subsets});
+                let ep = json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name, "namespace": ns, "labels": ep_labels}, "subsets": subsets});
                 match api::create::<Endpoints>(&*self.cluster, &ep).await {
                     Err(e) if !e.is_conflict() => return Err(e),
                     _ => {}
@@ -554,6 +575,10 @@ mod tests {
         assert_eq!(ep["subsets"][0]["addresses"][0]["ip"], "10.42.0.5");
         assert_eq!(ep["subsets"][0]["notReadyAddresses"][0]["ip"], "10.42.0.6");
         assert_eq!(ep["subsets"][0]["ports"][0]["port"], 8080);
+        assert_eq!(
+            ep["metadata"]["labels"][SKIP_MIRROR], "true",
+            "not mirrored"
+        );
         let slice = created_slice(&fake);
         assert_eq!(slice["metadata"]["labels"][SERVICE_NAME], "web");
         assert_eq!(slice["endpoints"].as_array().unwrap().len(), 2);

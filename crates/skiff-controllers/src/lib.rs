@@ -13,6 +13,7 @@ pub mod hpa;
 pub mod ipam;
 pub mod job;
 pub mod manager;
+pub mod mirroring;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod owned;

@@ -36,6 +36,7 @@ use crate::gc::GarbageCollector;
 use crate::hpa::{HpaController, KubeTargets};
 use crate::ipam::IpamController;
 use crate::job::JobController;
+use crate::mirroring::MirroringController;
 use crate::namespace::NamespaceController;
 use crate::node_lifecycle::NodeLifecycleController;
 use crate::podgc::PodGcController;
@@ -164,6 +165,7 @@ const IDENTITIES: &[&str] = &[
     "certificate-controller",
     "node-controller",
     "endpoint-controller",
+    "endpointslicemirroring-controller",
     "persistent-volume-binder",
     "horizontal-pod-autoscaler",
     "pod-garbage-collector",
@@ -235,7 +237,7 @@ async fn run_all(client: Client, writers: Arc<Writers>, config: Config, metrics:
     let mut namespaces = Informer::<Namespace>::default();
     let mut accounts = Informer::<ServiceAccount>::default();
     let mut services = Informer::<Service>::default();
-    let endpoints = Informer::<Endpoints>::default();
+    let mut endpoints = Informer::<Endpoints>::default();
     let mut slices = Informer::<EndpointSlice>::default();
     let mut sets = Informer::<ReplicaSet>::default();
     let mut rcs = Informer::<ReplicationController>::default();
@@ -406,6 +408,15 @@ async fn run_all(client: Client, writers: Arc<Writers>, config: Config, metrics:
         &endpoints,
         &mut slices,
         cluster("endpoint-controller"),
+        q.clone(),
+    );
+    w.workers(c, q, n);
+    let q = Queue::new();
+    let c = MirroringController::new(
+        &mut services,
+        &mut endpoints,
+        &mut slices,
+        cluster("endpointslicemirroring-controller"),
         q.clone(),
     );
     w.workers(c, q, n);

@@ -283,6 +283,47 @@ fn services_dns_and_pod_network_across_two_nodes() {
         String::from_utf8_lossy(&out.stdout).trim(),
         far["metadata"]["name"].as_str().unwrap()
     );
+    // A Service without a selector reaches what its Endpoints list, through
+    // the slice mirrored from them.
+    create(c, &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: manual}}\nspec:\n  ports: [{{name: http, port: 80}}]\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: manual}}\nsubsets:\n- addresses: [{{ip: {far_ip}}}]\n  ports: [{{name: http, port: 8080}}]\n"));
+    let slices = wait_for("the mirrored slice", LIMIT, || {
+        let list = c.json(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=manual",
+        ]);
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        (!items.is_empty()).then_some(items)
+    });
+    let labels = &slices[0]["metadata"]["labels"];
+    assert_eq!(
+        labels["endpointslice.kubernetes.io/managed-by"],
+        "endpointslicemirroring-controller.k8s.io"
+    );
+    assert_eq!(slices[0]["endpoints"][0]["addresses"][0], far_ip);
+    let manual = c.json(&["get", "service", "manual"]);
+    let manual_ip = manual["spec"]["clusterIP"].as_str().unwrap();
+    let body = wait_for("the selectorless Service to answer", LIMIT, || {
+        let out = fetch("client-node-1", manual_ip);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    });
+    assert_eq!(body, far["metadata"]["name"].as_str().unwrap());
+    c.ok(&["delete", "service", "manual"]);
+    wait_for("the mirrored slice to go with its Service", LIMIT, || {
+        let list = c.json(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=manual",
+        ]);
+        list["items"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+            .then_some(())
+    });
     // The headless Service resolves to both pods.
     let looked_up = c.ok(&[
         "exec",

@@ -215,6 +215,23 @@ fn rules() -> Vec<(&'static str, Vec<Value>)> {
             ],
         ),
         (
+            "endpointslicemirroring-controller",
+            vec![
+                rule(&[""], &["services", "endpoints"], READ),
+                rule(
+                    &[""],
+                    &["services/finalizers", "endpoints/finalizers"],
+                    &["update"],
+                ),
+                rule(
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                    &read_write(&["create", "update", "patch", "delete"]),
+                ),
+                events(),
+            ],
+        ),
+        (
             "persistent-volume-binder",
             vec![
                 rule(
