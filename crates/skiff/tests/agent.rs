@@ -447,6 +447,35 @@ fn inputs_logs_and_exec(c: &Cluster) {
         "exec passes the exit code on"
     );
     assert!(String::from_utf8_lossy(&failed.stderr).contains("oops"));
+    // `kubectl debug` adds an ephemeral container that sees the target
+    // container's processes.
+    c.ok(&[
+        "debug",
+        "reader",
+        "--image=skiff.local/busybox:1",
+        "--image-pull-policy=Never",
+        "--container=dbg",
+        "--target=main",
+        "--",
+        "sh",
+        "-c",
+        "tr '\\0' ' ' < /proc/1/cmdline; echo",
+    ]);
+    let seen = wait_for("the debug container to end", LIMIT, || {
+        let p = pod(c, "reader");
+        let s = p["status"]["ephemeralContainerStatuses"][0].clone();
+        s["state"]["terminated"].is_object().then_some(s)
+    });
+    assert_eq!(seen["name"], "dbg");
+    assert_eq!(seen["state"]["terminated"]["exitCode"], 0, "{seen}");
+    wait_for(
+        "the target's pid 1 in the debug container's log",
+        LIMIT,
+        || {
+            let shown = c.ok(&["logs", "reader", "-c", "dbg"]);
+            shown.contains("sleep 3600").then_some(())
+        },
+    );
     let tail = c.ok(&["logs", "reader", "--tail=1", "--timestamps"]);
     assert!(
         tail.ends_with(" hello s3cret reader\n") && tail.starts_with("20"),
