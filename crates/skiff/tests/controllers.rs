@@ -593,6 +593,25 @@ fn disruption_budgets_guard_evictions() {
         let s = status(&c);
         (s["currentHealthy"] == 2 && s["disruptionsAllowed"] == 1).then_some(())
     });
+    // `kubectl drain` cordons a node and evicts its pods within the
+    // budget; they come back on the other node.
+    let drained = live_pods(&c, "app=web")[0]["spec"]["nodeName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.ok(&["drain", &drained, "--ignore-daemonsets", "--timeout=90s"]);
+    assert_eq!(
+        c.json(&["get", "node", &drained])["spec"]["unschedulable"],
+        true
+    );
+    wait_for("the web pods to run on the other node", LIMIT, || {
+        let pods = live_pods(&c, "app=web");
+        let moved = pods.iter().all(|p| {
+            p["spec"]["nodeName"] != drained.as_str() && p["status"]["phase"] == "Running"
+        });
+        (pods.len() == 2 && moved).then_some(())
+    });
+    c.ok(&["uncordon", &drained]);
 
     // Pods a custom resource controls count at its scale, read through
     // its scale subresource: 3 expected, so 50% leaves one to go.
