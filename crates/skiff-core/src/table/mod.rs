@@ -705,13 +705,24 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                     None => format!("{}/{}", int(&p["port"]), s(&p["protocol"])),
                 }
             }));
-            let external = join(
-                status["loadBalancer"]["ingress"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|i| s(&i["ip"])),
-            );
+            // As upstream's printer: a balancer's addresses (pending until
+            // it has some), then the Service's own external IPs; an
+            // ExternalName Service's name.
+            let ingress = status["loadBalancer"]["ingress"].as_array().into_iter();
+            let balancer = ingress.flatten().map(|i| match i["ip"].as_str() {
+                Some(ip) if !ip.is_empty() => ip.to_owned(),
+                _ => s(&i["hostname"]),
+            });
+            let own = spec["externalIPs"].as_array().into_iter().flatten().map(s);
+            let external = match spec["type"].as_str().unwrap_or_default() {
+                "ClusterIP" | "NodePort" => or_none(join(own)),
+                "LoadBalancer" => match join(balancer.chain(own)) {
+                    all if all.is_empty() => "<pending>".into(),
+                    all => all,
+                },
+                "ExternalName" => s(&spec["externalName"]),
+                _ => "<unknown>".into(),
+            };
             let sel = join(
                 spec["selector"]
                     .as_object()
@@ -723,7 +734,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 name,
                 json!(s(&spec["type"])),
                 json!(or_none(s(&spec["clusterIP"]))),
-                json!(or_none(external)),
+                json!(external),
                 json!(or_none(ports)),
                 created,
                 json!(or_none(sel)),
@@ -1672,6 +1683,29 @@ mod tests {
         assert_eq!(got, want);
         stored[n - 1].0 = b"{";
         assert!(render_stored(r, &stored, "9", None, "Metadata").is_err());
+    }
+
+    #[test]
+    fn a_services_external_column_follows_its_type() {
+        let external = |spec: Value, status: Value| {
+            let svc = json!({"metadata": {"name": "s"}, "spec": spec, "status": status});
+            let r = crate::registry::preferred("", "services").unwrap();
+            render(r, &[svc], "1", None, "None")["rows"][0]["cells"][3].clone()
+        };
+        let none = json!({});
+        let name = json!({"type": "ExternalName", "externalName": "db.example.com"});
+        assert_eq!(external(name, none.clone()), "db.example.com");
+        let plain = json!({"type": "ClusterIP", "clusterIP": "10.43.0.9"});
+        assert_eq!(external(plain, none.clone()), "<none>");
+        let own = json!({"type": "NodePort", "externalIPs": ["192.0.2.1", "192.0.2.2"]});
+        assert_eq!(external(own, none.clone()), "192.0.2.1,192.0.2.2");
+        let balancer = json!({"type": "LoadBalancer", "externalIPs": ["192.0.2.1"]});
+        assert_eq!(external(json!({"type": "LoadBalancer"}), none), "<pending>");
+        let ingress = json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.7"}, {"hostname": "lb.example"}]}});
+        assert_eq!(
+            external(balancer, ingress),
+            "198.51.100.7,lb.example,192.0.2.1"
+        );
     }
 
     #[test]
