@@ -291,11 +291,14 @@ impl Reconcile for EndpointsController {
             self.remove(key).await?;
             return Ok(Action::Done);
         };
-        if svc
-            .spec
-            .as_ref()
+        // As upstream: a Service without a selector gets the endpoints its
+        // users write, an ExternalName one none at all.
+        let spec = svc.spec.as_ref();
+        let external_name = spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName");
+        if spec
             .and_then(|s| s.selector.as_ref())
             .is_none_or(|s| s.is_empty())
+            || external_name
             || svc.metadata.deletion_timestamp.is_some()
         {
             return Ok(Action::Done);
@@ -584,6 +587,18 @@ mod tests {
         assert_eq!(slice["endpoints"].as_array().unwrap().len(), 2);
         assert_eq!(slice["endpoints"][1]["conditions"]["ready"], false);
         assert_eq!(slice["metadata"]["ownerReferences"][0]["uid"], "svc");
+    }
+
+    #[tokio::test]
+    async fn an_external_name_service_gets_no_endpoints() {
+        let (fake, c, Informers { services, pods, .. }) = controller();
+        services.apply(serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "d", "uid": "svc"},
+            "spec": {"type": "ExternalName", "externalName": "db.example.com", "selector": {"app": "web"}},
+        })).unwrap());
+        pods.apply(pod("a", "10.42.0.5", true));
+        c.reconcile("d/web").await.unwrap();
+        assert_eq!(fake.made("create"), Vec::<String>::new());
     }
 
     #[tokio::test]
