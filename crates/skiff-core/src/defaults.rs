@@ -179,10 +179,41 @@ pub fn apply(r: &ResourceType, obj: &mut Value) {
                 or_insert(params, "scope", json!("Cluster"));
             }
         }
+        (
+            "admissionregistration.k8s.io",
+            kind @ ("ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration"),
+        ) => {
+            webhooks(obj, kind.starts_with("Mutating"));
+        }
         ("scheduling.k8s.io", "PriorityClass") => {
             or_insert(obj, "preemptionPolicy", json!("PreemptLowerPriority"));
         }
         _ => {}
+    }
+}
+
+/// A webhook fails closed, matches equivalent requests, selects every
+/// namespace and object, waits 10 seconds, runs once; its rules cover
+/// every scope and its Service listens on 443, as upstream's defaults.
+fn webhooks(obj: &mut Value, mutating: bool) {
+    for hook in obj["webhooks"].as_array_mut().into_iter().flatten() {
+        or_insert(hook, "failurePolicy", json!("Fail"));
+        or_insert(hook, "matchPolicy", json!("Equivalent"));
+        or_insert(hook, "namespaceSelector", json!({}));
+        or_insert(hook, "objectSelector", json!({}));
+        or_insert(hook, "timeoutSeconds", json!(10));
+        if mutating {
+            or_insert(hook, "reinvocationPolicy", json!("Never"));
+        }
+        for rule in hook["rules"].as_array_mut().into_iter().flatten() {
+            or_insert(rule, "scope", json!("*"));
+        }
+        if let Some(service) = hook
+            .pointer_mut("/clientConfig/service")
+            .filter(|s| s.is_object())
+        {
+            or_insert(service, "port", json!(443));
+        }
     }
 }
 

@@ -190,10 +190,11 @@ macro_rules! resources {
 }
 
 use k8s_openapi::api::{
-    apps::v1 as apps, autoscaling::v1 as as1, autoscaling::v2 as as2, batch::v1 as batch,
-    certificates::v1 as certs, coordination::v1 as coord, core::v1 as core, discovery::v1 as disc,
-    events::v1 as ev, networking::v1 as net, node::v1 as node, policy::v1 as policy,
-    rbac::v1 as rbac, scheduling::v1 as sched, storage::v1 as storage,
+    admissionregistration::v1 as admreg, apps::v1 as apps, autoscaling::v1 as as1,
+    autoscaling::v2 as as2, batch::v1 as batch, certificates::v1 as certs,
+    coordination::v1 as coord, core::v1 as core, discovery::v1 as disc, events::v1 as ev,
+    networking::v1 as net, node::v1 as node, policy::v1 as policy, rbac::v1 as rbac,
+    scheduling::v1 as sched, storage::v1 as storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as ext;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as reg;
@@ -239,6 +240,8 @@ resources! {
     "policy" "v1" "PodDisruptionBudget" "poddisruptionbudgets" Namespaced policy::PodDisruptionBudget, ["pdb"] [] ["status"];
     "" "v1" "ReplicationController" "replicationcontrollers" Namespaced core::ReplicationController, ["rc"] ["all"] ["status", "scale"];
     "" "v1" "ComponentStatus" "componentstatuses" Cluster core::ComponentStatus, ["cs"] [] [];
+    "admissionregistration.k8s.io" "v1" "ValidatingWebhookConfiguration" "validatingwebhookconfigurations" Cluster admreg::ValidatingWebhookConfiguration, [] ["api-extensions"] [];
+    "admissionregistration.k8s.io" "v1" "MutatingWebhookConfiguration" "mutatingwebhookconfigurations" Cluster admreg::MutatingWebhookConfiguration, [] ["api-extensions"] [];
     "apiregistration.k8s.io" "v1" "APIService" "apiservices" Cluster reg::APIService, [] ["api-extensions"] ["status"];
     "metrics.k8s.io" "v1beta1" "NodeMetrics" "nodes" Cluster crate::metrics_api::NodeMetrics, [] [] [];
     "metrics.k8s.io" "v1beta1" "PodMetrics" "pods" Namespaced crate::metrics_api::PodMetrics, [] [] [];

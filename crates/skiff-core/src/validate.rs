@@ -23,6 +23,7 @@ mod rollout;
 mod runtime_class;
 mod storage;
 mod tolerations;
+pub mod webhooks;
 
 /// Whether a Service with this spec needs a health-check NodePort: a
 /// LoadBalancer that keeps external traffic on the node it reaches.
@@ -219,6 +220,12 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
         }
         ("autoscaling", "HorizontalPodAutoscaler") => {
             autoscaling::spec(spec, old.map(|o| &o["spec"]), &mut causes);
+        }
+        ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration") => {
+            webhooks::configuration(obj, false, &mut causes);
+        }
+        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => {
+            webhooks::configuration(obj, true, &mut causes);
         }
         (rbac::GROUP, "Role") => rbac::role(obj, true, &mut causes),
         (rbac::GROUP, "ClusterRole") => rbac::role(obj, false, &mut causes),

@@ -15,6 +15,7 @@ mod rbac;
 mod runtime_class;
 mod service_account;
 mod storage;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -129,6 +130,7 @@ impl Chain {
                 Box::new(storage::DefaultStorageClass(objects.clone())),
                 Box::new(storage::StorageObjectInUseProtection),
                 Box::new(certificates::Requester),
+                Box::new(webhooks::MutatingWebhooks(objects.clone())),
             ],
             vec![
                 Box::new(namespace_lifecycle::NamespaceLifecycle(objects.clone())),
@@ -139,6 +141,7 @@ impl Chain {
                 Box::new(storage::PersistentVolumeClaimResize(objects.clone())),
                 Box::new(certificates::ApprovalAndSigning(authorizer.clone())),
                 Box::new(rbac::Escalation(authorizer)),
+                Box::new(webhooks::ValidatingWebhooks(objects.clone())),
                 Box::new(quota::ResourceQuota(objects)),
             ],
         )

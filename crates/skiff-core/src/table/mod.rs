@@ -243,6 +243,11 @@ fn columns(kind: &str) -> &'static [Column] {
             ("Ports", "string", 0),
             ("Age", "string", 0),
         ],
+        "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => &[
+            ("Name", "string", 0),
+            ("Webhooks", "integer", 0),
+            ("Age", "string", 0),
+        ],
         "IngressClass" => &[
             ("Name", "string", 0),
             ("Controller", "string", 0),
@@ -1054,6 +1059,10 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 json!(if plain { "80" } else { "80, 443" }),
                 created,
             ]
+        }
+        "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => {
+            let count = o["webhooks"].as_array().map_or(0, Vec::len);
+            vec![name, json!(count), created]
         }
         "IngressClass" => {
             let p = &spec["parameters"];

@@ -1,0 +1,281 @@
+//! Admission webhooks, as upstream's `MutatingAdmissionWebhook` and
+//! `ValidatingAdmissionWebhook`: a write that a configured webhook's
+//! rules and selectors match is sent to it as an `AdmissionReview`. A
+//! validating webhook may refuse it; a mutating one may also patch it,
+//! and runs again (`reinvocationPolicy: IfNeeded`) when a later one
+//! changed the object. A webhook that cannot be reached refuses the write
+//! or lets it pass, as its `failurePolicy` says. Webhook configurations
+//! themselves are never sent to webhooks, so a broken one can be removed.
+
+mod call;
+mod rules;
+
+use async_trait::async_trait;
+use base64::Engine;
+use serde_json::{json, Value};
+use skiff_core::registry;
+use skiff_core::{meta, ApiError};
+
+use super::{Attributes, Mutating, Operation, Validating, Verdict};
+use crate::storage::Objects;
+
+const GROUP: &str = "admissionregistration.k8s.io";
+
+/// One webhook of a configuration.
+struct Hook {
+    spec: Value,
+}
+
+impl Hook {
+    fn name(&self) -> &str {
+        self.spec["name"].as_str().unwrap_or_default()
+    }
+
+    fn fails_open(&self) -> bool {
+        self.spec["failurePolicy"] == "Ignore"
+    }
+}
+
+/// The webhooks of every configuration of `plural`, configurations in
+/// name order, as upstream calls them.
+async fn hooks(objects: &Objects, plural: &str) -> Result<Vec<Hook>, ApiError> {
+    let r = registry::preferred(GROUP, plural).expect("webhook configurations are served");
+    let mut configs = objects.recent_list(r, None).await?;
+    configs.sort_by(|a, b| meta::name(a).cmp(meta::name(b)));
+    Ok(configs
+        .into_iter()
+        .flat_map(|mut c| match c["webhooks"].take() {
+            Value::Array(list) => list,
+            _ => Vec::new(),
+        })
+        .map(|spec| Hook { spec })
+        .collect())
+}
+
+/// Writes no webhook sees: of webhook configurations themselves.
+fn exempt(a: &Attributes<'_>) -> bool {
+    a.resource.group == GROUP && !a.resource.custom
+}
+
+/// The webhooks of `plural` that `a` (of `obj`) is for.
+async fn matching(
+    objects: &Objects,
+    plural: &str,
+    a: &Attributes<'_>,
+    obj: &Value,
+) -> Result<Vec<Hook>, ApiError> {
+    if exempt(a) {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for hook in hooks(objects, plural).await? {
+        if rules::matches(&hook.spec, a) && rules::selected(objects, &hook.spec, a, obj).await? {
+            out.push(hook);
+        }
+    }
+    Ok(out)
+}
+
+/// The review of `a` on `obj` for `hook`.
+fn review(hook: &Hook, a: &Attributes<'_>, obj: &Value, uid: &str) -> Value {
+    let versions = hook.spec["admissionReviewVersions"].as_array();
+    let version = versions
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find(|v| skiff_core::validate::webhooks::REVIEW_VERSIONS.contains(v))
+        .unwrap_or("v1");
+    let r = a.resource;
+    let operation = match a.operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+    };
+    let (object, old) = match a.operation {
+        Operation::Delete => (Value::Null, a.old.cloned().unwrap_or_else(|| obj.clone())),
+        Operation::Update => (obj.clone(), a.old.cloned().unwrap_or(Value::Null)),
+        Operation::Create => (obj.clone(), Value::Null),
+    };
+    let options = match a.operation {
+        Operation::Create => "CreateOptions",
+        Operation::Update => "UpdateOptions",
+        Operation::Delete => "DeleteOptions",
+    };
+    let kind = json!({"group": r.group, "version": r.version, "kind": r.kind});
+    let resource = json!({"group": r.group, "version": r.version, "resource": r.plural});
+    let named = if obj.is_null() {
+        old.clone()
+    } else {
+        obj.clone()
+    };
+    let mut request = json!({
+        "uid": uid,
+        "kind": kind, "resource": resource,
+        "requestKind": kind, "requestResource": resource,
+        "name": meta::name(&named),
+        "operation": operation,
+        "userInfo": {"username": a.user.name, "groups": a.user.groups},
+        "object": object, "oldObject": old,
+        "dryRun": a.dry_run,
+        "options": {"apiVersion": "meta.k8s.io/v1", "kind": options},
+    });
+    if let Some(ns) = meta::get_str(&named, "namespace").filter(|n| !n.is_empty()) {
+        request["namespace"] = json!(ns);
+    }
+    if let Some(sub) = a.subresource {
+        request["subResource"] = json!(sub);
+        request["requestSubResource"] = json!(sub);
+    }
+    json!({"apiVersion": format!("admission.k8s.io/{version}"), "kind": "AdmissionReview", "request": request})
+}
+
+/// What a webhook answered, or the error its failure policy decides on.
+async fn ask(
+    objects: &Objects,
+    hook: &Hook,
+    a: &Attributes<'_>,
+    obj: &Value,
+) -> Result<Option<Value>, ApiError> {
+    let uid = uuid::Uuid::new_v4().to_string();
+    match call::post(objects, &hook.spec, &review(hook, a, obj, &uid), &uid).await {
+        Ok(response) => Ok(Some(response)),
+        Err(e) if hook.fails_open() => {
+            tracing::warn!(webhook = hook.name(), error = %e, "webhook failed; its failurePolicy lets the request pass");
+            Ok(None)
+        }
+        Err(e) => Err(ApiError::internal(format!(
+            "Internal error occurred: failed calling webhook {:?}: {e}",
+            hook.name()
+        ))),
+    }
+}
+
+/// The error for a webhook's refusal, in upstream's words.
+fn denial(hook: &Hook, response: &Value) -> ApiError {
+    let status = &response["status"];
+    let by = format!("admission webhook {:?} denied the request", hook.name());
+    let message = match (status["message"].as_str(), status["reason"].as_str()) {
+        (Some(m), _) if !m.is_empty() => format!("{by}: {m}"),
+        (_, Some(r)) if !r.is_empty() => format!("{by}: {r}"),
+        _ => format!("{by} without explanation"),
+    };
+    let code = status["code"].as_u64().filter(|c| *c >= 400).unwrap_or(400);
+    let code = u16::try_from(code).unwrap_or(400);
+    ApiError::refused(code, status["reason"].as_str().unwrap_or_default(), message)
+}
+
+/// The validating webhooks.
+pub struct ValidatingWebhooks(pub Objects);
+
+#[async_trait]
+impl Validating for ValidatingWebhooks {
+    fn handles(&self, a: &Attributes<'_>) -> bool {
+        !exempt(a)
+    }
+
+    async fn validate(
+        &self,
+        a: &Attributes<'_>,
+        obj: &Value,
+        verdict: &mut Verdict,
+    ) -> Result<(), ApiError> {
+        for hook in matching(&self.0, "validatingwebhookconfigurations", a, obj).await? {
+            let Some(response) = ask(&self.0, &hook, a, obj).await? else {
+                continue;
+            };
+            if response["allowed"] != true {
+                return Err(denial(&hook, &response));
+            }
+            told(&hook, &response, verdict);
+        }
+        Ok(())
+    }
+}
+
+/// A webhook's warnings and audit annotations (keyed by its name).
+fn told(hook: &Hook, response: &Value, verdict: &mut Verdict) {
+    let warnings = response["warnings"].as_array().into_iter().flatten();
+    verdict
+        .warnings
+        .extend(warnings.filter_map(Value::as_str).map(str::to_owned));
+    let audit = response["auditAnnotations"]
+        .as_object()
+        .into_iter()
+        .flatten();
+    for (k, v) in audit {
+        let value = v.as_str().unwrap_or_default().to_owned();
+        verdict.audit.push((format!("{}/{k}", hook.name()), value));
+    }
+}
+
+/// The mutating webhooks.
+pub struct MutatingWebhooks(pub Objects);
+
+impl MutatingWebhooks {
+    /// Calls `hook` and applies its patch; whether it changed `obj`.
+    async fn mutate(
+        &self,
+        hook: &Hook,
+        a: &Attributes<'_>,
+        obj: &mut Value,
+    ) -> Result<bool, ApiError> {
+        let Some(response) = ask(&self.0, hook, a, obj).await? else {
+            return Ok(false);
+        };
+        if response["allowed"] != true {
+            return Err(denial(hook, &response));
+        }
+        let Some(encoded) = response["patch"].as_str() else {
+            return Ok(false);
+        };
+        let failed = |why: String| {
+            ApiError::internal(format!(
+                "Internal error occurred: failed calling webhook {:?}: {why}",
+                hook.name()
+            ))
+        };
+        if response["patchType"] != "JSONPatch" {
+            return Err(failed(format!(
+                "unsupported patch type {}: only JSONPatch is",
+                response["patchType"]
+            )));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| failed(format!("the patch is not base64: {e}")))?;
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes)
+            .map_err(|e| failed(format!("the patch is not a JSON patch: {e}")))?;
+        let before = obj.clone();
+        json_patch::patch(obj, &patch)
+            .map_err(|e| failed(format!("the patch does not apply: {e}")))?;
+        Ok(*obj != before)
+    }
+}
+
+#[async_trait]
+impl Mutating for MutatingWebhooks {
+    async fn admit(&self, a: &Attributes<'_>, obj: &mut Value) -> Result<(), ApiError> {
+        if a.operation == Operation::Delete {
+            return Ok(());
+        }
+        let hooks = matching(&self.0, "mutatingwebhookconfigurations", a, obj).await?;
+        let mut last_change = None;
+        for (i, hook) in hooks.iter().enumerate() {
+            if self.mutate(hook, a, obj).await? {
+                last_change = Some(i);
+            }
+        }
+        // Once more, for those that asked, if a later one changed the
+        // object after them.
+        let Some(last) = last_change else {
+            return Ok(());
+        };
+        for hook in hooks[..last]
+            .iter()
+            .filter(|h| h.spec["reinvocationPolicy"] == "IfNeeded")
+        {
+            self.mutate(hook, a, obj).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,120 @@
+//! Which writes a webhook is for: its rules (operations, groups,
+//! versions, resources and subresources, scope), then its namespace and
+//! object selectors, as upstream's matchers read them.
+
+use serde_json::Value;
+use skiff_core::registry;
+use skiff_core::selector::LabelSelector;
+use skiff_core::{meta, ApiError};
+
+use super::super::{Attributes, Operation};
+use crate::storage::Objects;
+
+/// Whether `list` (of a rule) names `want` or everything.
+fn listed(list: &Value, want: &str) -> bool {
+    let mut items = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str);
+    items.any(|i| i == "*" || i == want)
+}
+
+/// Whether a rule's `resources` entry (`pods`, `pods/status`, `*/scale`,
+/// `*`, `*/*`) covers `plural` and `subresource`.
+fn covers(entry: &str, plural: &str, subresource: Option<&str>) -> bool {
+    match entry.split_once('/') {
+        None => (entry == "*" || entry == plural) && subresource.is_none(),
+        Some((res, sub)) => {
+            (res == "*" || res == plural) && (sub == "*" || Some(sub) == subresource)
+        }
+    }
+}
+
+fn rule_matches(rule: &Value, a: &Attributes<'_>) -> bool {
+    let r = a.resource;
+    let operation = match a.operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+    };
+    let resources = rule["resources"].as_array().into_iter().flatten();
+    let scope = match rule["scope"].as_str().unwrap_or("*") {
+        "Cluster" => !r.namespaced,
+        "Namespaced" => r.namespaced,
+        _ => true,
+    };
+    listed(&rule["operations"], operation)
+        && listed(&rule["apiGroups"], r.group)
+        && listed(&rule["apiVersions"], r.version)
+        && resources
+            .filter_map(Value::as_str)
+            .any(|e| covers(e, r.plural, a.subresource))
+        && scope
+}
+
+/// Whether one of `hook`'s rules matches the write.
+pub fn matches(hook: &Value, a: &Attributes<'_>) -> bool {
+    let rules = hook["rules"].as_array().into_iter().flatten();
+    rules.into_iter().any(|rule| rule_matches(rule, a))
+}
+
+/// Whether `hook`'s selectors take the write: the object (or the one it
+/// replaces) by its labels; its namespace by that namespace's labels (a
+/// Namespace by its own; other cluster-wide objects always).
+pub async fn selected(
+    objects: &Objects,
+    hook: &Value,
+    a: &Attributes<'_>,
+    obj: &Value,
+) -> Result<bool, ApiError> {
+    let parse = |key: &str| {
+        let sel = &hook[key];
+        if sel.is_null() {
+            return Ok(LabelSelector::default());
+        }
+        LabelSelector::from_object(sel)
+    };
+    let (objects_sel, namespaces_sel) = (parse("objectSelector")?, parse("namespaceSelector")?);
+    let candidates = [Some(obj), a.old].into_iter().flatten();
+    let candidates: Vec<&Value> = candidates.filter(|o| !o.is_null()).collect();
+    if !objects_sel.is_empty() && !candidates.iter().any(|o| objects_sel.matches_object(o)) {
+        return Ok(false);
+    }
+    if namespaces_sel.is_empty() {
+        return Ok(true);
+    }
+    let r = a.resource;
+    if !r.namespaced {
+        if (r.group, r.kind) == ("", "Namespace") && a.subresource.is_none() {
+            return Ok(candidates.iter().any(|o| namespaces_sel.matches_object(o)));
+        }
+        return Ok(true);
+    }
+    let named = candidates.first().copied().unwrap_or(obj);
+    let Some(ns) = meta::get_str(named, "namespace").filter(|n| !n.is_empty()) else {
+        return Ok(true);
+    };
+    let namespaces = registry::preferred("", "namespaces").expect("namespaces are served");
+    let namespace = objects.recent(namespaces, None, ns).await?;
+    Ok(namespace.is_some_and(|n| namespaces_sel.matches_object(&n)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_name_their_subresources() {
+        assert!(covers("pods", "pods", None));
+        assert!(!covers("pods", "pods", Some("status")));
+        assert!(covers("pods/status", "pods", Some("status")));
+        assert!(covers("*/status", "deployments", Some("status")));
+        assert!(!covers("*/status", "deployments", Some("scale")));
+        assert!(covers("*", "pods", None));
+        assert!(!covers("*", "pods", Some("exec")));
+        assert!(covers("*/*", "pods", Some("exec")));
+        assert!(covers("pods/*", "pods", Some("ephemeralcontainers")));
+        assert!(!covers("configmaps", "pods", None));
+    }
+}

@@ -1,0 +1,264 @@
+//! Admission webhooks with the real kubectl: a validating webhook refuses
+//! and warns, a mutating one patches, selectors pick the namespaces they
+//! are for, and a webhook that cannot be reached fails closed or open as
+//! its policy says. The webhooks are an HTTPS server of this test, on
+//! 127.0.0.1.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use serde_json::{json, Value};
+use support::{create, free_port, Cluster};
+
+/// An HTTPS server answering reviews: `/validate` refuses objects
+/// labelled `deny: "yes"` and warns about the others, `/mutate` labels
+/// them `mutated: "yes"`. It keeps every review it was sent.
+struct Webhook {
+    port: u16,
+    ca: String,
+    seen: Arc<Mutex<Vec<Value>>>,
+}
+
+fn answer(path: &str, review: &Value) -> Value {
+    let request = &review["request"];
+    let mut response = json!({"uid": request["uid"], "allowed": true});
+    let labels = &request["object"]["metadata"]["labels"];
+    match path {
+        "/validate" if labels["deny"] == "yes" => {
+            response["allowed"] = json!(false);
+            response["status"] =
+                json!({"code": 403, "reason": "Forbidden", "message": "labelled deny"});
+        }
+        "/validate" => response["warnings"] = json!(["seen by the test webhook"]),
+        _ => {
+            let patch = json!([{"op": "add", "path": "/metadata/labels/mutated", "value": "yes"}]);
+            let encoded = base64::engine::general_purpose::STANDARD.encode(patch.to_string());
+            response["patchType"] = json!("JSONPatch");
+            response["patch"] = json!(encoded);
+        }
+    }
+    json!({"apiVersion": review["apiVersion"], "kind": "AdmissionReview", "response": response})
+}
+
+/// One HTTP/1.1 request on `stream`: its path and JSON body.
+fn read_request(stream: &mut impl Read) -> Option<(String, Value)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let path = head.split_whitespace().nth(1)?.to_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_owned())
+        })?
+        .parse()
+        .ok()?;
+    while buf.len() < head_end + length {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some((
+        path,
+        serde_json::from_slice(&buf[head_end..head_end + length]).ok()?,
+    ))
+}
+
+impl Webhook {
+    fn start() -> Self {
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let ca = cert.cert.pem();
+        let chain = vec![cert.cert.der().clone()];
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let config = Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = seen.clone();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming() {
+                let Ok(mut tcp) = tcp else { continue };
+                let Ok(mut tls) = rustls::ServerConnection::new(config.clone()) else {
+                    continue;
+                };
+                let mut stream = rustls::Stream::new(&mut tls, &mut tcp);
+                let Some((path, review)) = read_request(&mut stream) else {
+                    continue;
+                };
+                let body = answer(&path, &review).to_string();
+                kept.lock().unwrap().push(review);
+                let reply = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = stream.write_all(reply.as_bytes());
+                let _ = stream.flush();
+                tls.send_close_notify();
+                let _ = tls.complete_io(&mut tcp);
+            }
+        });
+        Self { port, ca, seen }
+    }
+
+    fn ca_bundle(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(&self.ca)
+    }
+
+    fn configuration(&self, kind: &str, name: &str, url: &str, policy: &str) -> String {
+        format!(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: {kind}\nmetadata: {{name: {name}}}\nwebhooks:\n- name: {name}\n  clientConfig: {{url: '{url}', caBundle: {}}}\n  rules: [{{operations: [CREATE, UPDATE], apiGroups: [''], apiVersions: [v1], resources: [configmaps]}}]\n  namespaceSelector: {{matchLabels: {{webhooks: 'on'}}}}\n  failurePolicy: {policy}\n  sideEffects: None\n  admissionReviewVersions: [v1]\n",
+            self.ca_bundle()
+        )
+    }
+}
+
+fn configmap(ns: &str, name: &str, label: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {ns}, labels: {{{label}}}}}\ndata: {{a: b}}\n")
+}
+
+#[test]
+fn webhooks_refuse_warn_and_patch_the_writes_they_select() {
+    let c = Cluster::start();
+    let hook = Webhook::start();
+    c.ok(&["create", "namespace", "hooked"]);
+    c.ok(&["label", "namespace", "hooked", "webhooks=on"]);
+    let url = |path: &str| format!("https://127.0.0.1:{}{path}", hook.port);
+    let validating = "ValidatingWebhookConfiguration";
+    create(
+        &c,
+        &hook.configuration(validating, "deny.skiff.test", &url("/validate"), "Fail"),
+    );
+    create(
+        &c,
+        &hook.configuration(
+            "MutatingWebhookConfiguration",
+            "label.skiff.test",
+            &url("/mutate"),
+            "Fail",
+        ),
+    );
+    let listed = c.ok(&["get", "validatingwebhookconfigurations"]);
+    assert!(listed.contains("deny.skiff.test   1 "), "{listed}");
+
+    // Refused with the webhook's words, in a namespace it selects only.
+    let refused = c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &configmap("hooked", "denied", "deny: 'yes'"),
+    );
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        why.contains("admission webhook \"deny.skiff.test\" denied the request: labelled deny"),
+        "{why}"
+    );
+    create(&c, &configmap("default", "elsewhere", "deny: 'yes'"));
+    let elsewhere = c.json(&["get", "configmap", "elsewhere"]);
+    assert!(
+        elsewhere["metadata"]["labels"]["mutated"].is_null(),
+        "not selected"
+    );
+
+    // Let through with its warning, after the mutating webhook's patch,
+    // which the validating one saw.
+    let out = c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &configmap("hooked", "passed", "app: x"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let warned = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warned.contains("Warning: seen by the test webhook"),
+        "{warned}"
+    );
+    let made = c.json(&["get", "configmap", "passed", "-n", "hooked"]);
+    assert_eq!(made["metadata"]["labels"]["mutated"], "yes");
+    let seen = hook.seen.lock().unwrap().clone();
+    let validated = seen
+        .iter()
+        .rev()
+        .find(|r| r["request"]["object"]["metadata"]["name"] == "passed")
+        .unwrap();
+    let request = &validated["request"];
+    assert_eq!(request["operation"], "CREATE");
+    assert_eq!(request["namespace"], "hooked");
+    assert_eq!(
+        request["kind"],
+        json!({"group": "", "version": "v1", "kind": "ConfigMap"})
+    );
+    assert_eq!(request["resource"]["resource"], "configmaps");
+    assert!(request["userInfo"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g == "system:masters"));
+    assert_eq!(request["object"]["metadata"]["labels"]["mutated"], "yes");
+
+    // A webhook nobody answers: closed, refused; open, let through.
+    let nowhere = format!("https://127.0.0.1:{}/", free_port());
+    let down = hook.configuration(validating, "down.skiff.test", &nowhere, "Fail");
+    create(&c, &down);
+    let refused = c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &configmap("hooked", "closed", "app: x"),
+    );
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        why.contains("failed calling webhook \"down.skiff.test\""),
+        "{why}"
+    );
+    c.ok(&[
+        "patch",
+        validating,
+        "down.skiff.test",
+        "--type=json",
+        "-p",
+        r#"[{"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Ignore"}]"#,
+    ]);
+    create(&c, &configmap("hooked", "open", "app: x"));
+    // Configurations never go through webhooks: a broken one can go.
+    c.ok(&["delete", validating, "down.skiff.test"]);
+
+    // Configurations are checked as upstream checks them.
+    let plain = hook.configuration(validating, "plain.skiff.test", "http://127.0.0.1/", "Fail");
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], &plain);
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        why.contains("'https' is the only allowed URL scheme"),
+        "{why}"
+    );
+    let cel = format!(
+        "{}  matchConditions: [{{name: a, expression: 'true'}}]\n",
+        hook.configuration(validating, "cel.skiff.test", &url("/validate"), "Fail")
+    );
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], &cel);
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(why.contains("Skiff does not evaluate"), "{why}");
+}
