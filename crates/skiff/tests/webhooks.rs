@@ -16,7 +16,8 @@ use support::{create, free_port, Cluster};
 
 /// An HTTPS server answering reviews: `/validate` refuses objects
 /// labelled `deny: "yes"` and warns about the others, `/mutate` labels
-/// them `mutated: "yes"`. It keeps every review it was sent.
+/// them `mutated: "yes"`, `/move` moves them to `default`. It keeps
+/// every review it was sent.
 struct Webhook {
     port: u16,
     ca: String,
@@ -35,7 +36,12 @@ fn answer(path: &str, review: &Value) -> Value {
         }
         "/validate" => response["warnings"] = json!(["seen by the test webhook"]),
         _ => {
-            let patch = json!([{"op": "add", "path": "/metadata/labels/mutated", "value": "yes"}]);
+            let patch = match path {
+                "/move" => {
+                    json!([{"op": "replace", "path": "/metadata/namespace", "value": "default"}])
+                }
+                _ => json!([{"op": "add", "path": "/metadata/labels/mutated", "value": "yes"}]),
+            };
             let encoded = base64::engine::general_purpose::STANDARD.encode(patch.to_string());
             response["patchType"] = json!("JSONPatch");
             response["patch"] = json!(encoded);
@@ -245,6 +251,24 @@ fn webhooks_refuse_warn_and_patch_the_writes_they_select() {
     create(&c, &configmap("hooked", "open", "app: x"));
     // Configurations never go through webhooks: a broken one can go.
     c.ok(&["delete", validating, "down.skiff.test"]);
+
+    // A patch may not move the object elsewhere.
+    let mutating = "MutatingWebhookConfiguration";
+    create(
+        &c,
+        &hook.configuration(mutating, "move.skiff.test", &url("/move"), "Fail"),
+    );
+    let moved = c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &configmap("hooked", "moved", "app: x"),
+    );
+    let why = String::from_utf8_lossy(&moved.stderr);
+    assert!(!moved.status.success());
+    assert!(
+        why.contains("\"move.skiff.test\" may not change metadata.namespace"),
+        "{why}"
+    );
+    c.ok(&["delete", mutating, "move.skiff.test"]);
 
     // Configurations are checked as upstream checks them.
     let plain = hook.configuration(validating, "plain.skiff.test", "http://127.0.0.1/", "Fail");

@@ -14,6 +14,10 @@ use skiff_core::selector::LabelSelector;
 
 use crate::storage::Objects;
 
+/// The largest answer read from a webhook (a patch may rewrite an
+/// object of the store's largest size).
+const MAX_ANSWER: usize = 10 << 20;
+
 /// Where a webhook is: the URL to post to, and the address its host
 /// stands for when it is a Service's.
 struct Target {
@@ -136,14 +140,20 @@ pub async fn post(
     let client = client(config, timeout, target.pinned.as_ref())?;
     let failed =
         |e: &dyn std::fmt::Display| format!("failed to call webhook: Post {:?}: {e}", target.url);
-    let reply = client
+    let mut reply = client
         .post(&target.url)
         .json(review)
         .send()
         .await
         .map_err(|e| failed(&error_chain(&e)))?;
     let status = reply.status();
-    let body = reply.bytes().await.map_err(|e| failed(&e))?;
+    let mut body = Vec::new();
+    while let Some(chunk) = reply.chunk().await.map_err(|e| failed(&e))? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(failed(&"the answer is larger than 10 MiB"));
+        }
+        body.extend_from_slice(&chunk);
+    }
     if !status.is_success() {
         return Err(failed(&format!("the server answered {status}")));
     }

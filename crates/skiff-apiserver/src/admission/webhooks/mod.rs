@@ -248,6 +248,18 @@ impl MutatingWebhooks {
         let before = obj.clone();
         json_patch::patch(obj, &patch)
             .map_err(|e| failed(format!("the patch does not apply: {e}")))?;
+        // The object stays the one the request is for.
+        for key in ["name", "namespace", "uid"] {
+            let was = meta::get_str(&before, key).unwrap_or_default();
+            if (!was.is_empty() || key == "namespace")
+                && meta::get_str(obj, key).unwrap_or_default() != was
+            {
+                return Err(ApiError::bad_request(format!(
+                    "admission webhook {:?} may not change metadata.{key}",
+                    hook.name()
+                )));
+            }
+        }
         Ok(*obj != before)
     }
 }
