@@ -114,6 +114,9 @@ fn columns(kind: &str) -> &'static [Column] {
             ("Completions", "string", 0),
             ("Duration", "string", 0),
             ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
         ],
         "HorizontalPodAutoscaler" => &[
             ("Name", "string", 0),
@@ -134,10 +137,14 @@ fn columns(kind: &str) -> &'static [Column] {
         "CronJob" => &[
             ("Name", "string", 0),
             ("Schedule", "string", 0),
+            ("Timezone", "string", 0),
             ("Suspend", "boolean", 0),
             ("Active", "integer", 0),
             ("Last Schedule", "string", 0),
             ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
         ],
         "Endpoints" => &[
             ("Name", "string", 0),
@@ -852,6 +859,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 (Some(a), None) => age(a),
                 _ => String::new(),
             };
+            let (c, i) = containers(&spec["template"]["spec"]);
             vec![
                 name,
                 json!(st),
@@ -862,6 +870,9 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 )),
                 json!(duration),
                 created,
+                json!(c),
+                json!(i),
+                json!(selector(&spec["selector"])),
             ]
         }
         "HorizontalPodAutoscaler" => {
@@ -900,16 +911,24 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 created,
             ]
         }
-        "CronJob" => vec![
-            name,
-            json!(s(&spec["schedule"])),
-            json!(spec["suspend"] == true),
-            json!(status["active"].as_array().map_or(0, Vec::len)),
-            json!(status["lastScheduleTime"]
-                .as_str()
-                .map_or("<none>".into(), age)),
-            created,
-        ],
+        "CronJob" => {
+            let job = &spec["jobTemplate"]["spec"];
+            let (c, i) = containers(&job["template"]["spec"]);
+            vec![
+                name,
+                json!(s(&spec["schedule"])),
+                json!(spec["timeZone"].as_str().unwrap_or("<none>")),
+                json!(spec["suspend"] == true),
+                json!(status["active"].as_array().map_or(0, Vec::len)),
+                json!(status["lastScheduleTime"]
+                    .as_str()
+                    .map_or("<none>".into(), age)),
+                created,
+                json!(c),
+                json!(i),
+                json!(selector(&job["selector"])),
+            ]
+        }
         "Endpoints" => {
             let eps: Vec<String> = o["subsets"]
                 .as_array()
@@ -1692,6 +1711,35 @@ mod tests {
         assert_eq!(got, want);
         stored[n - 1].0 = b"{";
         assert!(render_stored(r, &stored, "9", None, "Metadata").is_err());
+    }
+
+    #[test]
+    fn jobs_and_cron_jobs_show_their_time_zone_and_template() {
+        let cells = |plural: &str, o: Value| {
+            let r = crate::registry::preferred("batch", plural).unwrap();
+            render(r, &[o], "1", None, "None")["rows"][0]["cells"].clone()
+        };
+        let template = json!({"spec": {"containers": [
+            {"name": "a", "image": "busybox"}, {"name": "b", "image": "nginx"}]}});
+        let cron = json!({"metadata": {"name": "c"}, "spec": {"schedule": "@daily",
+            "timeZone": "Europe/Paris", "jobTemplate": {"spec": {"template": template}}}});
+        let row = cells("cronjobs", cron);
+        assert_eq!(row[2], "Europe/Paris");
+        assert_eq!(
+            row.as_array().unwrap()[7..],
+            [json!("a,b"), json!("busybox,nginx"), json!("<none>")]
+        );
+        let job = json!({"metadata": {"name": "j"}, "spec": {"template": template,
+            "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "u"}}}});
+        let row = cells("jobs", job);
+        assert_eq!(
+            row.as_array().unwrap()[5..],
+            [
+                json!("a,b"),
+                json!("busybox,nginx"),
+                json!("batch.kubernetes.io/controller-uid=u")
+            ]
+        );
     }
 
     #[test]
