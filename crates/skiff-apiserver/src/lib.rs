@@ -10,6 +10,7 @@ mod auth;
 mod authz;
 mod bootstrap;
 mod compaction;
+mod connect;
 mod crds;
 mod discovery;
 mod encryption;

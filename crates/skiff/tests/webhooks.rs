@@ -28,6 +28,13 @@ fn answer(path: &str, review: &Value) -> Value {
     let request = &review["request"];
     let mut response = json!({"uid": request["uid"], "allowed": true});
     let labels = &request["object"]["metadata"]["labels"];
+    if request["operation"] == "CONNECT" {
+        let command = &request["object"]["command"];
+        response["allowed"] = json!(false);
+        response["status"] =
+            json!({"message": format!("no exec of {command} in {}", request["name"])});
+        return json!({"apiVersion": review["apiVersion"], "kind": "AdmissionReview", "response": response});
+    }
     match path {
         "/validate" if labels["deny"] == "yes" => {
             response["allowed"] = json!(false);
@@ -269,6 +276,18 @@ fn webhooks_refuse_warn_and_patch_the_writes_they_select() {
         "{why}"
     );
     c.ok(&["delete", mutating, "move.skiff.test"]);
+
+    // A pod's exec is a CONNECT a webhook may refuse.
+    let exec = format!("apiVersion: admissionregistration.k8s.io/v1\nkind: {validating}\nmetadata: {{name: exec.skiff.test}}\nwebhooks:\n- name: exec.skiff.test\n  clientConfig: {{url: '{}', caBundle: {}}}\n  rules: [{{operations: [CONNECT], apiGroups: [''], apiVersions: [v1], resources: [pods/exec]}}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n", url("/validate"), hook.ca_bundle());
+    create(&c, &exec);
+    create(&c, "apiVersion: v1\nkind: Pod\nmetadata: {name: shell, namespace: hooked}\nspec:\n  containers: [{name: c, image: busybox}]\n");
+    let out = c.kubectl(&["exec", "-n", "hooked", "shell", "--", "ls", "/"]);
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        why.contains("admission webhook \"exec.skiff.test\" denied the request: no exec of [\"ls\",\"/\"] in \"shell\""),
+        "{why}"
+    );
 
     // Configurations are checked as upstream checks them.
     let plain = hook.configuration(validating, "plain.skiff.test", "http://127.0.0.1/", "Fail");

@@ -37,6 +37,8 @@ pub enum Operation {
     Create,
     Update,
     Delete,
+    /// A pod's exec, attach or port forwarding.
+    Connect,
 }
 
 /// What admission knows of a write besides its object.

@@ -21,7 +21,7 @@ pub struct NodeRestriction;
 #[async_trait]
 impl Validating for NodeRestriction {
     fn handles(&self, a: &Attributes<'_>) -> bool {
-        node_of(a.user).is_some()
+        a.operation != Operation::Connect && node_of(a.user).is_some()
     }
 
     async fn validate(

@@ -415,6 +415,10 @@ impl Api {
                 self.nodes.proxy(&self.objects, &node, &to, parts).await
             }
             Route::Resource(target) if is_node_stream(&target) => {
+                if let Some(options) = crate::connect::options(&target, parts.uri.query()) {
+                    self.admit_connect(&target, &attributes.user, &options)
+                        .await?;
+                }
                 self.nodes.forward(&self.objects, &target, parts).await
             }
             Route::Resource(target) => {
@@ -536,6 +540,30 @@ impl Api {
             }
         }
         Ok(crate::impersonation::user(&wanted))
+    }
+}
+
+impl Api {
+    /// Admission of a pod's exec, attach or port forwarding: a `CONNECT`
+    /// of its options, which validating webhooks may refuse.
+    async fn admit_connect(
+        &self,
+        target: &crate::request::Target,
+        user: &crate::auth::User,
+        options: &serde_json::Value,
+    ) -> Result<(), ApiError> {
+        let ns = target.namespace.as_deref();
+        let name = target.name.as_deref().unwrap_or_default();
+        let pod = self.objects.get(target.resource, ns, name).await?;
+        let a = admission::Attributes {
+            operation: admission::Operation::Connect,
+            resource: target.resource,
+            subresource: target.subresource.as_deref(),
+            user,
+            old: Some(&pod),
+            dry_run: false,
+        };
+        self.admission.validate(&a, options).await.map(drop)
     }
 }
 

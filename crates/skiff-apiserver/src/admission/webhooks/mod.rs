@@ -86,27 +86,27 @@ fn review(hook: &Hook, a: &Attributes<'_>, obj: &Value, uid: &str) -> Value {
         .find(|v| skiff_core::validate::webhooks::REVIEW_VERSIONS.contains(v))
         .unwrap_or("v1");
     let r = a.resource;
-    let operation = match a.operation {
-        Operation::Create => "CREATE",
-        Operation::Update => "UPDATE",
-        Operation::Delete => "DELETE",
-    };
+    let operation = rules::operation(a.operation);
     let (object, old) = match a.operation {
         Operation::Delete => (Value::Null, a.old.cloned().unwrap_or_else(|| obj.clone())),
         Operation::Update => (obj.clone(), a.old.cloned().unwrap_or(Value::Null)),
-        Operation::Create => (obj.clone(), Value::Null),
+        Operation::Create | Operation::Connect => (obj.clone(), Value::Null),
     };
+    let options = |kind: &str| json!({"apiVersion": "meta.k8s.io/v1", "kind": kind});
     let options = match a.operation {
-        Operation::Create => "CreateOptions",
-        Operation::Update => "UpdateOptions",
-        Operation::Delete => "DeleteOptions",
+        Operation::Create => options("CreateOptions"),
+        Operation::Update => options("UpdateOptions"),
+        Operation::Delete => options("DeleteOptions"),
+        // The connect options are the object itself.
+        Operation::Connect => Value::Null,
     };
     let kind = json!({"group": r.group, "version": r.version, "kind": r.kind});
     let resource = json!({"group": r.group, "version": r.version, "resource": r.plural});
-    let named = if obj.is_null() {
-        old.clone()
-    } else {
-        obj.clone()
+    // A connection is named by its pod.
+    let named = match (a.operation, a.old) {
+        (Operation::Connect, Some(pod)) => pod.clone(),
+        _ if obj.is_null() => old.clone(),
+        _ => obj.clone(),
     };
     let mut request = json!({
         "uid": uid,
@@ -117,7 +117,7 @@ fn review(hook: &Hook, a: &Attributes<'_>, obj: &Value, uid: &str) -> Value {
         "userInfo": {"username": a.user.name, "groups": a.user.groups},
         "object": object, "oldObject": old,
         "dryRun": a.dry_run,
-        "options": {"apiVersion": "meta.k8s.io/v1", "kind": options},
+        "options": options,
     });
     if let Some(ns) = meta::get_str(&named, "namespace").filter(|n| !n.is_empty()) {
         request["namespace"] = json!(ns);

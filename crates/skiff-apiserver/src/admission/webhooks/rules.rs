@@ -31,13 +31,19 @@ fn covers(entry: &str, plural: &str, subresource: Option<&str>) -> bool {
     }
 }
 
-fn rule_matches(rule: &Value, a: &Attributes<'_>) -> bool {
-    let r = a.resource;
-    let operation = match a.operation {
+/// An operation as rules and reviews name it.
+pub fn operation(op: Operation) -> &'static str {
+    match op {
         Operation::Create => "CREATE",
         Operation::Update => "UPDATE",
         Operation::Delete => "DELETE",
-    };
+        Operation::Connect => "CONNECT",
+    }
+}
+
+fn rule_matches(rule: &Value, a: &Attributes<'_>) -> bool {
+    let r = a.resource;
+    let operation = operation(a.operation);
     let resources = rule["resources"].as_array().into_iter().flatten();
     let scope = match rule["scope"].as_str().unwrap_or("*") {
         "Cluster" => !r.namespaced,
@@ -76,7 +82,11 @@ pub async fn selected(
         LabelSelector::from_object(sel)
     };
     let (objects_sel, namespaces_sel) = (parse("objectSelector")?, parse("namespaceSelector")?);
-    let candidates = [Some(obj), a.old].into_iter().flatten();
+    // A connection's object is its options, which carry no labels; its
+    // pod stands for it in the namespace only, as upstream.
+    let connect = a.operation == Operation::Connect;
+    let old = a.old.filter(|_| !connect);
+    let candidates = [Some(obj), old].into_iter().flatten();
     let candidates: Vec<&Value> = candidates.filter(|o| !o.is_null()).collect();
     if !objects_sel.is_empty() && !candidates.iter().any(|o| objects_sel.matches_object(o)) {
         return Ok(false);
@@ -91,7 +101,10 @@ pub async fn selected(
         }
         return Ok(true);
     }
-    let named = candidates.first().copied().unwrap_or(obj);
+    let named = match a.old {
+        Some(pod) if connect => pod,
+        _ => candidates.first().copied().unwrap_or(obj),
+    };
     let Some(ns) = meta::get_str(named, "namespace").filter(|n| !n.is_empty()) else {
         return Ok(true);
     };
