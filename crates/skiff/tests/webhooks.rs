@@ -29,10 +29,13 @@ fn answer(path: &str, review: &Value) -> Value {
     let mut response = json!({"uid": request["uid"], "allowed": true});
     let labels = &request["object"]["metadata"]["labels"];
     if request["operation"] == "CONNECT" {
-        let command = &request["object"]["command"];
+        let (command, kind) = (&request["object"]["command"], &request["kind"]["kind"]);
+        let what = format!(
+            "{kind} {command} in {}/{}",
+            request["name"], request["subResource"]
+        );
         response["allowed"] = json!(false);
-        response["status"] =
-            json!({"message": format!("no exec of {command} in {}", request["name"])});
+        response["status"] = json!({"message": format!("no exec: {what}")});
         return json!({"apiVersion": review["apiVersion"], "kind": "AdmissionReview", "response": response});
     }
     match path {
@@ -285,7 +288,7 @@ fn webhooks_refuse_warn_and_patch_the_writes_they_select() {
     let why = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        why.contains("admission webhook \"exec.skiff.test\" denied the request: no exec of [\"ls\",\"/\"] in \"shell\""),
+        why.contains("admission webhook \"exec.skiff.test\" denied the request: no exec: \"PodExecOptions\" [\"ls\",\"/\"] in \"shell\"/\"exec\""),
         "{why}"
     );
 

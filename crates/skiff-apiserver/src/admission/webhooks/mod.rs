@@ -100,7 +100,21 @@ fn review(hook: &Hook, a: &Attributes<'_>, obj: &Value, uid: &str) -> Value {
         // The connect options are the object itself.
         Operation::Connect => Value::Null,
     };
-    let kind = json!({"group": r.group, "version": r.version, "kind": r.kind});
+    // Through a subresource, the kind is of the object sent there (a
+    // Scale, an Eviction, the PodExecOptions of a CONNECT).
+    let sent = match (
+        a.subresource,
+        obj["apiVersion"].as_str(),
+        obj["kind"].as_str(),
+    ) {
+        (Some(_), Some(api_version), Some(kind)) => {
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            Some(json!({"group": group, "version": version, "kind": kind}))
+        }
+        _ => None,
+    };
+    let kind =
+        sent.unwrap_or_else(|| json!({"group": r.group, "version": r.version, "kind": r.kind}));
     let resource = json!({"group": r.group, "version": r.version, "resource": r.plural});
     // A connection is named by its pod.
     let named = match (a.operation, a.old) {
