@@ -292,6 +292,40 @@ fn webhooks_refuse_warn_and_patch_the_writes_they_select() {
         "{why}"
     );
 
+    // An eviction's body need not name its namespace: the request's is
+    // the one selected.
+    let evict = format!("apiVersion: admissionregistration.k8s.io/v1\nkind: {validating}\nmetadata: {{name: evict.skiff.test}}\nwebhooks:\n- name: evict.skiff.test\n  clientConfig: {{url: '{}', caBundle: {}}}\n  rules: [{{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods/eviction]}}]\n  namespaceSelector: {{matchLabels: {{webhooks: 'on'}}}}\n  sideEffects: None\n  admissionReviewVersions: [v1]\n", url("/validate"), hook.ca_bundle());
+    create(&c, &evict);
+    create(&c, "apiVersion: v1\nkind: Pod\nmetadata: {name: other, namespace: default}\nspec:\n  containers: [{name: c, image: busybox}]\n");
+    for (ns, pod) in [("default", "other"), ("hooked", "shell")] {
+        let url = format!("/api/v1/namespaces/{ns}/pods/{pod}/eviction");
+        let body = format!(
+            r#"{{"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {{"name": "{pod}"}}}}"#
+        );
+        let out = c.kubectl_stdin(&["create", "--raw", &url, "-f", "-"], &body);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let evictions: Vec<Value> = hook
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r["request"]["subResource"] == "eviction")
+        .map(|r| r["request"].clone())
+        .collect();
+    assert_eq!(
+        evictions.len(),
+        1,
+        "only the selected namespace's: {evictions:?}"
+    );
+    assert_eq!(evictions[0]["namespace"], "hooked");
+    assert_eq!(evictions[0]["name"], "shell");
+    assert_eq!(evictions[0]["kind"]["kind"], "Eviction");
+
     // Configurations are checked as upstream checks them.
     let plain = hook.configuration(validating, "plain.skiff.test", "http://127.0.0.1/", "Fail");
     let out = c.kubectl_stdin(&["apply", "-f", "-"], &plain);

@@ -46,6 +46,9 @@ pub struct Attributes<'a> {
     pub operation: Operation,
     pub resource: &'a ResourceType,
     pub subresource: Option<&'a str>,
+    /// The namespace the request names (its object may not say it: an
+    /// Eviction's, a connection's options).
+    pub namespace: Option<&'a str>,
     pub user: &'a User,
     /// The stored object an update or a deletion starts from (for a
     /// service account token request, the pod the token is bound to).
@@ -60,6 +63,7 @@ impl<'a> Attributes<'a> {
             operation: Operation::Create,
             resource,
             subresource: None,
+            namespace: None,
             user,
             old: None,
             dry_run: false,
@@ -292,6 +296,7 @@ mod tests {
             operation: Operation::Create,
             resource: r,
             subresource: None,
+            namespace: None,
             user: &user,
             old: None,
             dry_run: false,

@@ -262,6 +262,10 @@ impl Api {
         let pods = registry::lookup("", "v1", "pods").expect("pods are served");
         let ns = call.target.namespace.as_deref();
         let pod = self.objects.get(pods, ns, name).await?;
+        // As upstream, an eviction is a creation of pods/eviction to
+        // validating admission (webhooks among it).
+        let a = call.attributes(Operation::Create, pods, Some(&pod));
+        self.admission.validate(&a, &eviction).await?;
         self.charge_budget(ns, name, &pod).await?;
         self.delete_one(call, pods, ns, name, &opts).await?;
         Ok(response::json(201, &created("pods", name)))

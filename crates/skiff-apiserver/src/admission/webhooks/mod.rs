@@ -133,7 +133,8 @@ fn review(hook: &Hook, a: &Attributes<'_>, obj: &Value, uid: &str) -> Value {
         "dryRun": a.dry_run,
         "options": options,
     });
-    if let Some(ns) = meta::get_str(&named, "namespace").filter(|n| !n.is_empty()) {
+    let ns = a.namespace.or_else(|| meta::get_str(&named, "namespace"));
+    if let Some(ns) = ns.filter(|n| !n.is_empty()) {
         request["namespace"] = json!(ns);
     }
     if let Some(sub) = a.subresource {

@@ -105,7 +105,8 @@ pub async fn selected(
         Some(pod) if connect => pod,
         _ => candidates.first().copied().unwrap_or(obj),
     };
-    let Some(ns) = meta::get_str(named, "namespace").filter(|n| !n.is_empty()) else {
+    let ns = a.namespace.or_else(|| meta::get_str(named, "namespace"));
+    let Some(ns) = ns.filter(|n| !n.is_empty()) else {
         return Ok(true);
     };
     let namespaces = registry::preferred("", "namespaces").expect("namespaces are served");
