@@ -106,16 +106,16 @@ impl NodeDialer {
         })
     }
 
-    /// Forwards a pod stream request to the agent of the pod's node.
+    /// Forwards a pod stream request for `pod` to the agent of its node.
     pub async fn forward(
         &self,
         objects: &Objects,
         target: &Target,
+        pod: &Value,
         parts: Parts,
     ) -> Result<Response, ApiError> {
         let ns = target.namespace.as_deref().unwrap_or("default");
         let name = target.name.as_deref().unwrap_or_default();
-        let pod = objects.get(target.resource, Some(ns), name).await?;
         let node_name = pod["spec"]["nodeName"].as_str().unwrap_or_default();
         if node_name.is_empty() {
             return Err(ApiError::bad_request(format!(
@@ -130,7 +130,7 @@ impl NodeDialer {
         let path = match target.subresource.as_deref() {
             Some("portforward") => format!("/portForward/{ns}/{name}{query}"),
             Some(sub) => {
-                let container = container(&pod, parts.uri.query())?;
+                let container = container(pod, parts.uri.query())?;
                 let verb = if sub == "log" { "containerLogs" } else { sub };
                 format!("/{verb}/{ns}/{name}/{container}{query}")
             }

@@ -416,11 +416,16 @@ impl Api {
                 self.nodes.proxy(&self.objects, &node, &to, parts).await
             }
             Route::Resource(target) if is_node_stream(&target) => {
+                let ns = target.namespace.as_deref();
+                let name = target.name.as_deref().unwrap_or_default();
+                let pod = self.objects.get(target.resource, ns, name).await?;
                 if let Some(options) = crate::connect::options(&target, parts.uri.query()) {
-                    self.admit_connect(&target, &attributes.user, &options)
+                    self.admit_connect(&target, &attributes.user, &options, &pod)
                         .await?;
                 }
-                self.nodes.forward(&self.objects, &target, parts).await
+                self.nodes
+                    .forward(&self.objects, &target, &pod, parts)
+                    .await
             }
             Route::Resource(target) => {
                 let query = query.expect("parsed for every resource route");
@@ -552,17 +557,15 @@ impl Api {
         target: &crate::request::Target,
         user: &crate::auth::User,
         options: &serde_json::Value,
+        pod: &serde_json::Value,
     ) -> Result<(), ApiError> {
-        let ns = target.namespace.as_deref();
-        let name = target.name.as_deref().unwrap_or_default();
-        let pod = self.objects.get(target.resource, ns, name).await?;
         let a = admission::Attributes {
             operation: admission::Operation::Connect,
             resource: target.resource,
             subresource: target.subresource.as_deref(),
-            namespace: ns,
+            namespace: target.namespace.as_deref(),
             user,
-            old: Some(&pod),
+            old: Some(pod),
             dry_run: false,
         };
         self.admission.validate(&a, options).await.map(drop)

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use serde_json::Value;
+use skiff_core::endpoint_slices::SERVICE_NAME;
+use skiff_core::meta;
 use skiff_core::registry;
-use skiff_core::selector::LabelSelector;
 
 use crate::storage::Objects;
 
@@ -46,14 +47,12 @@ async fn endpoint(
         .map(|p| p["name"].as_str().unwrap_or_default().to_owned())
         .ok_or_else(|| format!("service \"{ns}/{name}\" has no port {port}"))?;
     let slices = registry::preferred("discovery.k8s.io", "endpointslices").expect("served");
-    let own = LabelSelector::parse(&format!("kubernetes.io/service-name={name}"))
-        .map_err(|e| e.message)?;
     for slice in objects
         .recent_list(slices, Some(ns))
         .await
         .map_err(|e| e.message)?
     {
-        if !own.matches_object(&slice) {
+        if meta::get(&slice, "labels").and_then(|l| l[SERVICE_NAME].as_str()) != Some(name) {
             continue;
         }
         let ports = slice["ports"].as_array().into_iter().flatten();
