@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::Value;
 use skiff_core::registry::ResourceType;
-use skiff_core::{meta, ApiError};
+use skiff_core::{events, meta, ApiError};
 use skiff_store::{KeyValue, ListOptions, Revision, Store};
 
 use crate::response::store_error;
@@ -62,6 +62,10 @@ pub fn converted(r: &ResourceType, stored: &[u8]) -> Option<Bytes> {
         let obj = serde_json::from_slice::<Value>(stored).ok()?;
         return Some(encode(&skiff_core::autoscaling::to_v1(&obj)));
     }
+    if events::is_new_api(r.group, r.plural) {
+        let obj = serde_json::from_slice::<Value>(stored).ok()?;
+        return Some(encode(&events::from_core(&obj)));
+    }
     storage_version(r)?;
     let mut obj = serde_json::from_slice::<Value>(stored).ok()?;
     obj["apiVersion"] = Value::from(r.api_version());
@@ -82,6 +86,9 @@ pub fn in_version(r: &ResourceType, stored: Bytes) -> Bytes {
 fn for_storage(r: &ResourceType, obj: &Value) -> Result<Bytes, ApiError> {
     if is_hpa_v1(r) {
         return encode_bounded(&skiff_core::autoscaling::to_v2(obj));
+    }
+    if events::is_new_api(r.group, r.plural) {
+        return encode_bounded(&events::to_core(obj));
     }
     match storage_version(r) {
         Some(api_version) => {

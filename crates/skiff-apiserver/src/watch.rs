@@ -16,7 +16,7 @@ use skiff_store::{EventKind, ListOptions, Revision};
 use crate::handlers::read::Filter;
 use crate::handlers::{Api, Call};
 use crate::response::{self, wants_table};
-use crate::storage::{decode_at, with_rv};
+use crate::storage::{decode_at, in_version, with_rv};
 
 /// How often an idle watch with bookmarks allowed gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
@@ -33,11 +33,10 @@ struct Render {
 }
 
 impl Render {
-    /// One event line for a stored object at revision `rev`. JSON objects
-    /// are spliced in unparsed; Tables and protobuf need the parsed object.
+    /// One event line for an object at revision `rev`, in the watched
+    /// version. JSON objects are spliced in unparsed; Tables and protobuf
+    /// need the parsed object.
     fn event(&self, kind: &str, stored: &[u8], rev: Revision) -> Option<Bytes> {
-        let converted = crate::storage::converted(self.r, stored);
-        let stored = converted.as_deref().unwrap_or(stored);
         if self.protobuf && self.metadata {
             let obj = decode_at(stored, rev).ok()?;
             return Some(self.frame(kind, &response::partial(&obj)));
@@ -238,15 +237,20 @@ impl Live {
 
 /// The watch event a store event becomes for this watcher, if any: an
 /// object entering the selector is ADDED, one leaving it DELETED.
+/// Selectors match the object in the watched version, as a list does.
 fn translate(render: &Render, filter: &Filter, event: &skiff_store::Event) -> Option<Bytes> {
-    let (value, rev) = (&event.kv.value, event.kv.mod_rev);
-    let now = filter.matches_bytes(value).ok()?;
+    let rev = event.kv.mod_rev;
+    let value = in_version(render.r, event.kv.value.clone());
+    let now = filter.matches_bytes(&value).ok()?;
     let kind = match event.kind {
         EventKind::Created => now.then_some("ADDED")?,
         EventKind::Deleted => now.then_some("DELETED")?,
         EventKind::Updated => {
             let before = match &event.prev {
-                Some(prev) if !filter.is_everything() => filter.matches_bytes(prev).ok()?,
+                Some(prev) if !filter.is_everything() => {
+                    let prev = in_version(render.r, prev.clone());
+                    filter.matches_bytes(&prev).ok()?
+                }
                 _ => now,
             };
             match (before, now) {
@@ -257,7 +261,7 @@ fn translate(render: &Render, filter: &Filter, event: &skiff_store::Event) -> Op
             }
         }
     };
-    render.event(kind, value, rev)
+    render.event(kind, &value, rev)
 }
 
 fn stream_response(

@@ -14,6 +14,7 @@ pub mod crd;
 pub mod cron;
 pub mod defaults;
 pub mod endpoint_slices;
+pub mod events;
 pub mod fields;
 pub mod limit_range;
 pub mod meta;

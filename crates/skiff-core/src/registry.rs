@@ -70,7 +70,8 @@ impl ResourceType {
         self.has_subresource("status")
     }
 
-    /// The storage key prefix shared by every version of this resource.
+    /// The storage key prefix shared by every version of this resource
+    /// (and by both APIs of events).
     pub fn key_prefix(&self) -> String {
         self.key_with(&[])
     }
@@ -94,7 +95,8 @@ impl ResourceType {
     /// The key prefix followed by `parts`, built in one allocation (a key
     /// is made for every read and write).
     fn key_with(&self, parts: &[&str]) -> String {
-        let group = if self.group.is_empty() {
+        // Both APIs' events are one resource, stored as the core one.
+        let group = if self.group.is_empty() || crate::events::is_new_api(self.group, self.plural) {
             "core"
         } else {
             self.group
@@ -496,5 +498,7 @@ mod tests {
         );
         let n = lookup("", "v1", "nodes").unwrap();
         assert_eq!(n.key(Some("ignored"), "n1"), "/registry/core/nodes/n1");
+        let events = lookup("events.k8s.io", "v1", "events").unwrap();
+        assert_eq!(events.key(Some("d"), "e"), "/registry/core/events/d/e");
     }
 }

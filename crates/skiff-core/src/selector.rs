@@ -323,7 +323,7 @@ fn field_label(group: &str, kind: &str, label: &str) -> Option<&'static str> {
         ("", "Node") => &["spec.unschedulable"],
         ("", "Event") if label == "source" => return Some("source.component"),
         ("", "Event") => EVENT,
-        ("events.k8s.io", "Event") if label == "deprecatedSource" => {
+        ("events.k8s.io", "Event") if label == "source" => {
             return Some("deprecatedSource.component")
         }
         ("events.k8s.io", "Event") => NEW_EVENT,

@@ -78,6 +78,13 @@ impl Cause {
             message: "field is immutable".into(),
         }
     }
+    pub fn too_long(field: impl Into<String>, max_bytes: usize) -> Self {
+        Self {
+            reason: "FieldValueTooLong",
+            field: field.into(),
+            message: format!("Too long: may not be more than {max_bytes} bytes"),
+        }
+    }
     pub fn too_many(field: impl Into<String>, count: usize, max: usize) -> Self {
         Self {
             reason: "FieldValueTooMany",

@@ -10,6 +10,7 @@ use crate::{meta, ApiError};
 
 mod autoscaling;
 mod config;
+mod event;
 mod ingress;
 mod job;
 mod load_balancer;
@@ -200,6 +201,7 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
             }
         }
         ("", "ConfigMap") => config::config_map(obj, old, &mut causes),
+        ("", "Event") | ("events.k8s.io", "Event") => event::check(r, obj, old, &mut causes),
         ("", "Secret") => config::secret(obj, old, &mut causes),
         ("policy", "PodDisruptionBudget") => rollout::disruption_budget(spec, &mut causes),
         ("networking.k8s.io", "NetworkPolicy") => network_policy::check(spec, &mut causes),

@@ -671,6 +671,17 @@ fn bad_input_gets_a_status() {
     let out = c.kubectl_stdin(&["apply", "-f", "-", "--validate=false"], &big);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("too large"), "{err}");
+    // A ConfigMap holds 1 MiB, however small its request.
+    let file = c.dir.path().join("mebibyte");
+    std::fs::write(&file, vec![b'x'; (1 << 20) + 1]).unwrap();
+    let from = format!("--from-file={}", file.display());
+    let err = c.fails(&["create", "configmap", "over", &from]);
+    assert!(
+        err.contains(
+            r#"ConfigMap "over" is invalid: []: Too long: may not be more than 1048576 bytes"#
+        ),
+        "{err}"
+    );
     // A JSON patch doubling the object with each copy is refused early.
     c.ok(&["create", "configmap", "bomb", "--from-literal=a=xxxxxxxx"]);
     let copies: Vec<String> = (0..40)
@@ -1018,5 +1029,161 @@ fn a_service_selector_is_applied_whole() {
             .filter(|e| e["manager"] != "b")
             .all(|e| e["fieldsV1"]["f:spec"].get("f:selector").is_none()),
         "{svc}"
+    );
+}
+
+/// Events written through either API are one resource: each API shows
+/// the other's in its own words, selects them by its own field names,
+/// and prints them alike; each refuses what upstream's refuses.
+#[test]
+fn events_of_either_api_are_one_resource() {
+    let c = Cluster::start();
+    create(
+        &c,
+        "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: new-api}\neventTime: \"2026-01-01T00:00:00.000000Z\"\nregarding: {kind: ConfigMap, name: cm-new, namespace: default}\nreportingController: example.com/ctl\nreportingInstance: ctl-1\naction: Syncing\nreason: Synced\nnote: synced through events.k8s.io\ntype: Normal\n---\napiVersion: v1\nkind: Event\nmetadata: {name: old-api}\ninvolvedObject: {kind: ConfigMap, name: cm-old, namespace: default}\nreason: Loaded\nmessage: loaded through v1\ntype: Warning\nsource: {component: loader}\ncount: 3\n",
+    );
+    let core = c.json(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=cm-new",
+        "-o",
+        "json",
+    ]);
+    let items = core["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{core}");
+    assert_eq!(items[0]["message"], "synced through events.k8s.io");
+    assert_eq!(items[0]["reportingComponent"], "example.com/ctl");
+    assert_eq!(items[0]["apiVersion"], "v1");
+
+    let new = c.json(&["get", "events.v1.events.k8s.io", "old-api", "-o", "json"]);
+    assert_eq!(new["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(new["regarding"]["name"], "cm-old");
+    assert_eq!(new["note"], "loaded through v1");
+    assert_eq!(new["deprecatedCount"], 3);
+    assert_eq!(new["deprecatedSource"]["component"], "loader");
+    assert!(new.get("message").is_none(), "{new}");
+    let selected = c.ok(&[
+        "get",
+        "events.events.k8s.io",
+        "--field-selector",
+        "regarding.name=cm-old,source=loader",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(selected.trim(), "event.events.k8s.io/old-api");
+
+    // Both print upstream's columns, the object and message included.
+    let (header, row) = table(
+        &c,
+        &[
+            "get",
+            "events.events.k8s.io",
+            "--field-selector",
+            "reason=Loaded",
+        ],
+    );
+    assert_eq!(
+        header,
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    );
+    assert_eq!(
+        row[1..],
+        [
+            "Warning",
+            "Loaded",
+            "configmap/cm-old",
+            "loaded",
+            "through",
+            "v1"
+        ],
+        "{row:?}"
+    );
+    let (_, row) = table(
+        &c,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=Synced",
+            "-o",
+            "wide",
+        ],
+    );
+    // No subobject (an empty cell); first seen at its eventTime.
+    assert_eq!(
+        row[1..8],
+        [
+            "Normal",
+            "Synced",
+            "configmap/cm-new",
+            "example.com/ctl,",
+            "ctl-1",
+            "synced",
+            "through"
+        ],
+        "{row:?}"
+    );
+    assert_eq!(row[9..], [row[0].as_str(), "1", "new-api"], "{row:?}");
+
+    // A watch through the new API sees an event written through v1.
+    let out_path = c.dir.path().join("events.watch");
+    let mut watcher = c
+        .kubectl_cmd(&[
+            "get",
+            "events.events.k8s.io",
+            "-w",
+            "--output-watch-events",
+            "-o",
+            "json",
+            "--field-selector",
+            "regarding.name=cm-watched",
+        ])
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .spawn()
+        .unwrap();
+    let seen = || {
+        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+        text.lines().find_map(|l| {
+            let e: Value = serde_json::from_str(l).ok()?;
+            (e["type"] == "ADDED").then(|| e["object"].clone())
+        })
+    };
+    let mut n = 0;
+    let watched = wait_for("the watched event", Duration::from_secs(20), || {
+        n += 1;
+        create(
+            &c,
+            &format!("apiVersion: v1\nkind: Event\nmetadata: {{name: watched-{n}}}\ninvolvedObject: {{kind: ConfigMap, name: cm-watched, namespace: default}}\nreason: Seen\nmessage: seen\n"),
+        );
+        seen()
+    });
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert_eq!(watched["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(watched["note"], "seen");
+
+    // Each API refuses what upstream's refuses.
+    let err = c.fails_stdin("apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: deprecated}\neventTime: \"2026-01-01T00:00:00.000000Z\"\nregarding: {kind: ConfigMap, name: cm, namespace: default}\nreportingController: example.com/ctl\nreportingInstance: ctl-1\naction: Syncing\nreason: Synced\ntype: Normal\ndeprecatedCount: 2\n");
+    assert!(
+        err.contains(r#"count: Invalid value: "": needs to be unset"#),
+        "{err}"
+    );
+    let err = c.fails_stdin("apiVersion: v1\nkind: Event\nmetadata: {name: elsewhere}\ninvolvedObject: {kind: ConfigMap, name: cm, namespace: kube-system}\nreason: Moved\n");
+    assert!(
+        err.contains(r#"involvedObject.namespace: Invalid value: "kube-system": does not match event.namespace"#),
+        "{err}"
+    );
+    let err = c.fails(&[
+        "patch",
+        "events.events.k8s.io",
+        "new-api",
+        "--type=merge",
+        "-p",
+        r#"{"note":"rewritten"}"#,
+    ]);
+    assert!(
+        err.contains("message: Invalid value: \"rewritten\": field is immutable"),
+        "{err}"
     );
 }

@@ -106,7 +106,12 @@ fn columns(kind: &str) -> &'static [Column] {
             ("Type", "string", 0),
             ("Reason", "string", 0),
             ("Object", "string", 0),
+            ("Subobject", "string", 1),
+            ("Source", "string", 1),
             ("Message", "string", 0),
+            ("First Seen", "string", 1),
+            ("Count", "string", 1),
+            ("Name", "string", 1),
         ],
         "Job" => &[
             ("Name", "string", 0),
@@ -806,26 +811,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             json!(o["data"].as_object().map_or(0, |m| m.len())),
             created,
         ],
-        "Event" => {
-            let last = ["lastTimestamp", "eventTime", "firstTimestamp"]
-                .iter()
-                .find_map(|f| o[f].as_str());
-            let last = last
-                .or_else(|| meta::get_str(o, "creationTimestamp"))
-                .map_or("<unknown>".into(), age);
-            let obj = format!(
-                "{}/{}",
-                s(&o["involvedObject"]["kind"]).to_lowercase(),
-                s(&o["involvedObject"]["name"])
-            );
-            vec![
-                json!(last),
-                json!(s(&o["type"])),
-                json!(s(&o["reason"])),
-                json!(obj),
-                json!(s(&o["message"])),
-            ]
-        }
+        "Event" => event_cells(o),
         "Job" => {
             let conds = status["conditions"]
                 .as_array()
@@ -1498,8 +1484,61 @@ fn row_cells(r: &ResourceType, custom: Option<&[crate::crd::Column]>, o: &Value)
         Some(cols) => std::iter::once(o["metadata"]["name"].clone())
             .chain(cols.iter().map(|c| crate::crd::columns::cell(c, o)))
             .collect(),
+        // Either API's events print alike, read as `v1` says them.
+        None if crate::events::is_new_api(r.group, r.plural) => {
+            cells(r.kind, &crate::events::to_core(o))
+        }
         None => cells(r.kind, o),
     }
+}
+
+/// An event's row as upstream prints it: seen first at `firstTimestamp`
+/// (or its `eventTime`), last at its series' last observation (or its
+/// `lastTimestamp`), a singleton counting once.
+fn event_cells(o: &Value) -> Vec<Value> {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let since = |v: &Value| v.as_str().map_or("<unknown>".into(), age);
+    let first = match o["firstTimestamp"].as_str() {
+        Some(_) => since(&o["firstTimestamp"]),
+        None => since(&o["eventTime"]),
+    };
+    let mut last = match o["lastTimestamp"].as_str() {
+        Some(_) => since(&o["lastTimestamp"]),
+        None => first.clone(),
+    };
+    let mut count = o["count"].as_i64().unwrap_or_default();
+    if o["series"].is_object() {
+        last = since(&o["series"]["lastObservedTime"]);
+        count = o["series"]["count"].as_i64().unwrap_or_default();
+    } else if count == 0 {
+        count = 1;
+    }
+    let involved = &o["involvedObject"];
+    let kind = s(&involved["kind"]).to_lowercase();
+    let target = match involved["name"].as_str() {
+        Some(name) if !name.is_empty() => format!("{kind}/{name}"),
+        _ => kind,
+    };
+    let either = |a: &Value, b: &Value| Some(s(a)).filter(|a| !a.is_empty()).unwrap_or(s(b));
+    let component = either(&o["source"]["component"], &o["reportingComponent"]);
+    let instance = either(&o["source"]["host"], &o["reportingInstance"]);
+    let source = if instance.is_empty() {
+        component
+    } else {
+        format!("{component}, {instance}")
+    };
+    vec![
+        json!(last),
+        json!(s(&o["type"])),
+        json!(s(&o["reason"])),
+        json!(target),
+        json!(s(&involved["fieldPath"])),
+        json!(source),
+        json!(s(&o["message"]).trim()),
+        json!(first),
+        json!(count),
+        o["metadata"]["name"].clone(),
+    ]
 }
 
 #[cfg(test)]

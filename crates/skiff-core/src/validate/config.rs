@@ -1,8 +1,7 @@
 //! ConfigMaps and Secrets, checked as upstream checks them: keys name
 //! files, a Secret of a known type holds the keys its type promises, and
 //! one marked `immutable` keeps its data and the mark for good (the node
-//! agent may stop watching it). Their size is bounded by the store's
-//! object limit (1.5 MiB), as every object's is.
+//! agent may stop watching it). Their data may hold 1 MiB at most.
 
 use base64::Engine;
 use serde_json::Value;
@@ -11,6 +10,10 @@ use super::is_data_key;
 use crate::status::Cause;
 
 const KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
+
+/// The most bytes a ConfigMap's or Secret's values may hold in all
+/// (upstream's `MaxSecretSize`).
+const MAX_DATA: usize = 1 << 20;
 
 const IMMUTABLE_MSG: &str = "field is immutable when `immutable` is set";
 
@@ -53,7 +56,25 @@ pub(super) fn config_map(obj: &Value, old: Option<&Value>, causes: &mut Vec<Caus
             causes.push(Cause::invalid("binaryData", key, why));
         }
     }
+    let text: usize = entries(&obj["data"]).map(|(_, v)| text_len(v)).sum();
+    let binary: usize = entries(&obj["binaryData"])
+        .map(|(_, v)| binary_len(v))
+        .sum();
+    if text + binary > MAX_DATA {
+        // Upstream names no field: the whole object is too big.
+        causes.push(Cause::too_long("[]", MAX_DATA));
+    }
     kept(obj, old, &["data", "binaryData"], causes);
+}
+
+fn text_len(v: &Value) -> usize {
+    v.as_str().map_or(0, str::len)
+}
+
+/// How many bytes a base64 value decodes to.
+fn binary_len(v: &Value) -> usize {
+    let text = v.as_str().unwrap_or_default().trim_end_matches('=');
+    text.len() * 3 / 4
 }
 
 /// A Secret, after its `stringData` was written into its `data`.
@@ -110,6 +131,9 @@ pub(super) fn secret(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) 
         if obj["type"] != old["type"] {
             causes.push(Cause::invalid("type", kind, "field is immutable"));
         }
+    }
+    if entries(data).map(|(_, v)| binary_len(v)).sum::<usize>() > MAX_DATA {
+        causes.push(Cause::too_long("data", MAX_DATA));
     }
     kept(obj, old, &["data"], causes);
 }
@@ -187,6 +211,34 @@ mod tests {
         // The type is fixed at creation.
         let opaque = secret("Opaque", json!({}));
         assert_eq!(fields(&half, Some(&opaque)), ["data[tls.key]", "type"]);
+    }
+
+    #[test]
+    fn data_holds_one_mebibyte_at_most() {
+        use base64::Engine;
+        let b64 = |n: usize| base64::engine::general_purpose::STANDARD.encode(vec![7u8; n]);
+        let half = 1 << 19;
+        let full = secret("Opaque", json!({"a": b64(half), "b": b64(half)}));
+        assert!(fields(&full, None).is_empty());
+        let over = secret("Opaque", json!({"a": b64(half), "b": b64(half + 1)}));
+        let causes = causes_of("", "secrets", &over, None);
+        assert_eq!(causes.len(), 1);
+        assert_eq!(
+            causes[0],
+            (
+                "data".to_owned(),
+                "Too long: may not be more than 1048576 bytes".to_owned()
+            )
+        );
+        let map = |text: usize, binary: usize| {
+            json!({"metadata": {"name": "m", "namespace": "n"},
+                "data": {"t": "x".repeat(text)}, "binaryData": {"b": b64(binary)}})
+        };
+        assert!(fields_of("", "configmaps", &map(half, half), None).is_empty());
+        assert_eq!(
+            fields_of("", "configmaps", &map(half, half + 1), None),
+            ["[]"]
+        );
     }
 
     #[test]

@@ -46,11 +46,7 @@ fn annotations(annotations: &Value, causes: &mut Vec<Cause>) {
         size += k.len() + v.as_str().map_or(0, str::len);
     }
     if size > MAX_ANNOTATIONS {
-        causes.push(Cause {
-            reason: "FieldValueTooLong",
-            field: at.into(),
-            message: format!("Too long: may not be more than {MAX_ANNOTATIONS} bytes"),
-        });
+        causes.push(Cause::too_long(at, MAX_ANNOTATIONS));
     }
 }
 
