@@ -14,6 +14,7 @@ mod connect;
 mod crds;
 mod discovery;
 mod encryption;
+mod event_ttl;
 mod handlers;
 mod impersonation;
 mod inflight;
@@ -59,6 +60,8 @@ pub struct Config {
     pub audit_policy: Option<PathBuf>,
     /// How often the store's history is compacted; never when absent.
     pub compaction_interval: Option<std::time::Duration>,
+    /// How long an event lives after its last write; for ever when absent.
+    pub event_ttl: Option<std::time::Duration>,
     /// An EncryptionConfiguration: which resources are encrypted at rest.
     pub encryption_config: Option<PathBuf>,
     /// Non-mutating requests in flight at most (0: no cap); beyond, 429.
@@ -150,6 +153,7 @@ impl Config {
             audit_log: None,
             audit_policy: None,
             compaction_interval: Some(std::time::Duration::from_secs(300)),
+            event_ttl: Some(std::time::Duration::from_secs(3600)),
             max_requests_inflight: 400,
             idle_connection_timeout: std::time::Duration::from_secs(90),
             max_mutating_requests_inflight: 200,
@@ -347,6 +351,9 @@ pub async fn start(config: Config) -> Result<Server, Error> {
             Arc::new(node_proxy::NodeDialer::new(&creds)?),
             config.metrics_resolution,
         ));
+    }
+    if let Some(ttl) = config.event_ttl.filter(|d| !d.is_zero()) {
+        tokio::spawn(event_ttl::run(store.clone(), ttl));
     }
     if let Some(every) = config.compaction_interval.filter(|d| !d.is_zero()) {
         tokio::spawn(compaction::run(store, every));

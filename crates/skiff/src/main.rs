@@ -101,6 +101,9 @@ struct ServerArgs {
     /// How often the store's history is compacted (0 never).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     compaction_interval: std::time::Duration,
+    /// How long an event is kept after it was last written (0 for ever).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    event_ttl: std::time::Duration,
     /// How often the agents' resource metrics are scraped for
     /// `metrics.k8s.io` (`kubectl top`, autoscaling); 0 never.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
@@ -182,6 +185,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "ms" => Ok(std::time::Duration::from_millis(n)),
         "s" => Ok(std::time::Duration::from_secs(n)),
         "m" => Ok(std::time::Duration::from_secs(n * 60)),
+        "h" => Ok(std::time::Duration::from_secs(n * 3600)),
         _ => Err(format!("{s:?} is not a duration like 40s")),
     }
 }
@@ -477,6 +481,7 @@ impl ServerArgs {
         config.audit_log = self.audit_log_path.clone();
         config.audit_policy = self.audit_policy_file.clone();
         config.compaction_interval = Some(self.compaction_interval);
+        config.event_ttl = Some(self.event_ttl);
         config.watch_cache.bytes = self.watch_cache_size_mb << 20;
         config.encryption_config = self.encryption_provider_config.clone();
         config.max_requests_inflight = self.max_requests_inflight;

@@ -1187,3 +1187,19 @@ fn events_of_either_api_are_one_resource() {
         "{err}"
     );
 }
+
+/// Events expire a TTL after their last write (`--event-ttl`).
+#[test]
+fn events_expire_after_their_ttl() {
+    let c = Cluster::start_with_flags(&["--event-ttl", "2s"]);
+    create(
+        &c,
+        "apiVersion: v1\nkind: Event\nmetadata: {name: brief}\ninvolvedObject: {kind: ConfigMap, name: cm, namespace: default}\nreason: Brief\n",
+    );
+    c.ok(&["get", "event", "brief"]);
+    wait_for("the event to expire", Duration::from_secs(30), || {
+        let out = c.kubectl(&["get", "event", "brief"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        (!out.status.success() && err.contains("NotFound")).then_some(())
+    });
+}
