@@ -43,6 +43,11 @@ pub fn apply(r: &ResourceType, obj: &mut Value) {
             template(spec);
         }
         ("autoscaling", "HorizontalPodAutoscaler") => crate::autoscaling::default(r.version, obj),
+        ("apiregistration.k8s.io", "APIService") => {
+            if let Some(service) = obj["spec"].get_mut("service").filter(|s| s.is_object()) {
+                or_insert(service, "port", json!(443));
+            }
+        }
         ("apps", "ReplicaSet") => {
             let spec = spec(obj);
             or_insert(spec, "replicas", json!(1));

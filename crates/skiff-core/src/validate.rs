@@ -8,6 +8,7 @@ use crate::selector::LabelSelector;
 use crate::status::Cause;
 use crate::{meta, ApiError};
 
+mod api_service;
 mod autoscaling;
 mod config;
 mod event;
@@ -96,6 +97,8 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
         causes.push(Cause::invalid("metadata.name", name, DNS1035_MSG));
     } else if needs_label_name(r.kind) && !is_dns_label(name) {
         causes.push(Cause::invalid("metadata.name", name, LABEL_MSG));
+    } else if (r.group, r.kind) == ("apiregistration.k8s.io", "APIService") {
+        api_service::name(obj, &mut causes);
     } else if r.group == rbac::GROUP {
         for why in path_segment_problems(name) {
             causes.push(Cause::invalid("metadata.name", name, why));
@@ -229,6 +232,7 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
         ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => {
             webhooks::configuration(obj, true, &mut causes);
         }
+        ("apiregistration.k8s.io", "APIService") => api_service::spec(spec, &mut causes),
         (rbac::GROUP, "Role") => rbac::role(obj, true, &mut causes),
         (rbac::GROUP, "ClusterRole") => rbac::role(obj, false, &mut causes),
         (rbac::GROUP, "RoleBinding") => rbac::binding(obj, old, true, &mut causes),

@@ -626,6 +626,11 @@ fn delete_wait_and_discovery() {
         .unwrap_or("");
     assert!(rv.parse::<u64>().is_ok(), "{}", services["metadata"]);
     assert!(services["items"].as_array().is_some_and(|i| !i.is_empty()));
+    // The core group's is `v1.`, made when the server started.
+    let (header, core) = table(&c, &["get", "apiservice", "v1."]);
+    assert_eq!(header, ["NAME", "SERVICE", "AVAILABLE", "AGE"]);
+    assert_eq!(core[..3], ["v1.", "Local", "True"], "{core:?}");
+    assert_ne!(core[3], "<unknown>");
 }
 
 #[test]
@@ -671,6 +676,13 @@ fn bad_input_gets_a_status() {
     let out = c.kubectl_stdin(&["apply", "-f", "-", "--validate=false"], &big);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("too large"), "{err}");
+    // An APIService is named for the group and version it serves.
+    let misnamed = "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {name: wardle}\nspec:\n  group: wardle.example.com\n  version: v1alpha1\n  groupPriorityMinimum: 1000\n  versionPriority: 15\n  service: {name: api, namespace: wardle}\n";
+    let err = c.fails_stdin(misnamed);
+    assert!(
+        err.contains(r#"metadata.name: Invalid value: "wardle": must be `spec.version+"."+spec.group`: "v1alpha1.wardle.example.com""#),
+        "{err}"
+    );
     // A ConfigMap holds 1 MiB, however small its request.
     let file = c.dir.path().join("mebibyte");
     std::fs::write(&file, vec![b'x'; (1 << 20) + 1]).unwrap();

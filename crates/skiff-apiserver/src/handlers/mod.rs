@@ -57,6 +57,8 @@ pub struct Api {
     /// The process's Prometheus metrics, served at `/metrics`.
     registry: skiff_core::metrics::Registry,
     metrics: crate::metrics::ApiMetrics,
+    /// When this server started: the local APIServices' creation.
+    started: String,
 }
 
 /// Everything a resource handler needs to know about its request.
@@ -135,6 +137,7 @@ impl Api {
             resource_metrics: Arc::default(),
             metrics: crate::metrics::ApiMetrics::new(&registry),
             registry,
+            started: skiff_core::meta::now(),
         }
     }
 

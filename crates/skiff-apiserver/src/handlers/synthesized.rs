@@ -113,7 +113,7 @@ impl Api {
     /// The objects of a synthesized resource, in name order.
     pub(super) async fn synthesized(&self, r: &ResourceType) -> Result<Vec<Value>, ApiError> {
         if r.plural == "apiservices" {
-            return Ok(api_services());
+            return Ok(api_services(&self.started));
         }
         let mut out = Vec::new();
         for (name, lease) in [
@@ -190,8 +190,9 @@ impl Api {
     }
 }
 
-/// The served group-versions as local APIServices (`v1.apps`).
-fn api_services() -> Vec<Value> {
+/// The served group-versions as local APIServices (`v1.apps`, `v1.` for
+/// the core group), made when the server `started`.
+fn api_services(started: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let custom_groups: Vec<&str> = registry::all()
         .iter()
@@ -200,11 +201,7 @@ fn api_services() -> Vec<Value> {
         .collect();
     for (group, versions) in registry::group_versions() {
         for (i, version) in versions.iter().enumerate() {
-            let name = if group.is_empty() {
-                version.to_string()
-            } else {
-                format!("{version}.{group}")
-            };
+            let name = format!("{version}.{group}");
             let custom = custom_groups.contains(&group);
             let mut labels = json!({});
             if custom {
@@ -213,7 +210,7 @@ fn api_services() -> Vec<Value> {
             out.push(json!({
                 "kind": "APIService",
                 "apiVersion": "apiregistration.k8s.io/v1",
-                "metadata": {"name": name, "labels": labels, "creationTimestamp": null},
+                "metadata": {"name": name, "labels": labels, "creationTimestamp": started},
                 "spec": {
                     "group": group,
                     "version": version,
@@ -222,7 +219,7 @@ fn api_services() -> Vec<Value> {
                 },
                 "status": {"conditions": [{"type": "Available", "status": "True",
                     "reason": "Local", "message": "Local APIServices are always available",
-                    "lastTransitionTime": null}]},
+                    "lastTransitionTime": started}]},
             }));
         }
     }
@@ -236,7 +233,7 @@ mod tests {
 
     #[test]
     fn served_group_versions_are_local_api_services() {
-        let services = api_services();
+        let services = api_services("2026-01-01T00:00:00Z");
         let apps = services
             .iter()
             .find(|s| meta::name(s) == "v1.apps")
@@ -244,7 +241,7 @@ mod tests {
         assert_eq!(apps["spec"]["group"], "apps");
         assert_eq!(apps["status"]["conditions"][0]["reason"], "Local");
         assert!(
-            services.iter().any(|s| meta::name(s) == "v1"),
+            services.iter().any(|s| meta::name(s) == "v1."),
             "the core group"
         );
         let mut names: Vec<&str> = services.iter().map(meta::name).collect();
