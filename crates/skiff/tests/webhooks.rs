@@ -15,9 +15,10 @@ use serde_json::{json, Value};
 use support::{create, free_port, Cluster};
 
 /// An HTTPS server answering reviews: `/validate` refuses objects
-/// labelled `deny: "yes"` and warns about the others, `/mutate` labels
-/// them `mutated: "yes"`, `/move` moves them to `default`. It keeps
-/// every review it was sent.
+/// labelled `deny: "yes"` and warns about the others, `/observe` lets
+/// everything through, `/mutate` labels them `mutated: "yes"` (with a
+/// warning), `/move` moves them to `default`. It keeps every review it
+/// was sent, with the path it was sent to.
 struct Webhook {
     port: u16,
     ca: String,
@@ -45,6 +46,7 @@ fn answer(path: &str, review: &Value) -> Value {
                 json!({"code": 403, "reason": "Forbidden", "message": "labelled deny"});
         }
         "/validate" => response["warnings"] = json!(["seen by the test webhook"]),
+        "/observe" => {}
         _ => {
             let patch = match path {
                 "/move" => {
@@ -55,6 +57,7 @@ fn answer(path: &str, review: &Value) -> Value {
             let encoded = base64::engine::general_purpose::STANDARD.encode(patch.to_string());
             response["patchType"] = json!("JSONPatch");
             response["patch"] = json!(encoded);
+            response["warnings"] = json!(["patched by the test webhook"]);
         }
     }
     json!({"apiVersion": review["apiVersion"], "kind": "AdmissionReview", "response": response})
@@ -128,6 +131,8 @@ impl Webhook {
                     continue;
                 };
                 let body = answer(&path, &review).to_string();
+                let mut review = review;
+                review["path"] = json!(path);
                 kept.lock().unwrap().push(review);
                 let reply = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
                 let _ = stream.write_all(reply.as_bytes());
@@ -169,6 +174,10 @@ fn webhooks_refuse_warn_and_patch_the_writes_they_select() {
     );
     create(
         &c,
+        &hook.configuration(validating, "observe.skiff.test", &url("/observe"), "Fail"),
+    );
+    create(
+        &c,
         &hook.configuration(
             "MutatingWebhookConfiguration",
             "label.skiff.test",
@@ -177,7 +186,9 @@ fn webhooks_refuse_warn_and_patch_the_writes_they_select() {
         ),
     );
     let listed = c.ok(&["get", "validatingwebhookconfigurations"]);
-    assert!(listed.contains("deny.skiff.test   1 "), "{listed}");
+    let deny = listed.lines().find(|l| l.starts_with("deny.skiff.test "));
+    let webhooks = deny.and_then(|l| l.split_whitespace().nth(1));
+    assert_eq!(webhooks, Some("1"), "{listed}");
 
     // Refused with the webhook's words, in a namespace it selects only.
     let refused = c.kubectl_stdin(
@@ -190,6 +201,13 @@ fn webhooks_refuse_warn_and_patch_the_writes_they_select() {
         why.contains("admission webhook \"deny.skiff.test\" denied the request: labelled deny"),
         "{why}"
     );
+    // Validating webhooks are all asked at once: the one after the
+    // refusing one was asked too.
+    let observed =
+        hook.seen.lock().unwrap().iter().any(|r| {
+            r["path"] == "/observe" && r["request"]["object"]["metadata"]["name"] == "denied"
+        });
+    assert!(observed, "the second validating webhook was not asked");
     create(&c, &configmap("default", "elsewhere", "deny: 'yes'"));
     let elsewhere = c.json(&["get", "configmap", "elsewhere"]);
     assert!(
@@ -208,15 +226,15 @@ fn webhooks_refuse_warn_and_patch_the_writes_they_select() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The mutating webhook's warning comes first, as its phase does.
     let warned = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        warned.contains("Warning: seen by the test webhook"),
-        "{warned}"
-    );
+    let patched = warned.find("Warning: patched by the test webhook");
+    let seen = warned.find("Warning: seen by the test webhook");
+    assert!(patched.is_some() && patched < seen, "{warned}");
     let made = c.json(&["get", "configmap", "passed", "-n", "hooked"]);
     assert_eq!(made["metadata"]["labels"]["mutated"], "yes");
-    let seen = hook.seen.lock().unwrap().clone();
-    let validated = seen
+    let reviews = hook.seen.lock().unwrap().clone();
+    let validated = reviews
         .iter()
         .rev()
         .find(|r| r["request"]["object"]["metadata"]["name"] == "passed")

@@ -29,7 +29,12 @@ pub struct Requester;
 
 #[async_trait]
 impl Mutating for Requester {
-    async fn admit(&self, a: &super::Attributes<'_>, csr: &mut Value) -> Result<(), ApiError> {
+    async fn admit(
+        &self,
+        a: &super::Attributes<'_>,
+        csr: &mut Value,
+        _: &mut super::Verdict,
+    ) -> Result<(), ApiError> {
         if a.operation == Operation::Create && is_request(a) {
             admit_new(a.user, csr)?;
         }

@@ -90,7 +90,12 @@ pub struct Verdict {
 /// A plugin that may change the object it admits.
 #[async_trait]
 pub trait Mutating: Send + Sync {
-    async fn admit(&self, a: &Attributes<'_>, obj: &mut Value) -> Result<(), ApiError>;
+    async fn admit(
+        &self,
+        a: &Attributes<'_>,
+        obj: &mut Value,
+        verdict: &mut Verdict,
+    ) -> Result<(), ApiError>;
 }
 
 /// A plugin that only accepts or refuses (and may warn).
@@ -153,17 +158,22 @@ impl Chain {
         )
     }
 
-    /// The mutating phase.
-    pub async fn admit(&self, a: &Attributes<'_>, obj: &mut Value) -> Result<(), ApiError> {
+    /// The mutating phase: what the plugins said (a webhook's warnings).
+    pub async fn admit(&self, a: &Attributes<'_>, obj: &mut Value) -> Result<Verdict, ApiError> {
+        let mut verdict = Verdict::default();
         for plugin in &self.mutating {
-            plugin.admit(a, obj).await?;
+            plugin.admit(a, obj, &mut verdict).await?;
         }
-        Ok(())
+        Ok(verdict)
     }
 
-    /// The validating phase.
-    pub async fn validate(&self, a: &Attributes<'_>, obj: &Value) -> Result<Verdict, ApiError> {
-        let mut verdict = Verdict::default();
+    /// The validating phase, adding to what the mutating phase said.
+    pub async fn validate(
+        &self,
+        a: &Attributes<'_>,
+        obj: &Value,
+        mut verdict: Verdict,
+    ) -> Result<Verdict, ApiError> {
         for plugin in self.validating.iter().filter(|p| p.handles(a)) {
             plugin.validate(a, obj, &mut verdict).await?;
         }
@@ -244,9 +254,15 @@ mod tests {
 
     #[async_trait]
     impl Mutating for Label {
-        async fn admit(&self, _a: &Attributes<'_>, obj: &mut Value) -> Result<(), ApiError> {
+        async fn admit(
+            &self,
+            _a: &Attributes<'_>,
+            obj: &mut Value,
+            verdict: &mut Verdict,
+        ) -> Result<(), ApiError> {
             let seen = obj["seen"].as_str().unwrap_or("").to_owned();
             obj["seen"] = json!(format!("{seen}{}", self.0));
+            verdict.warnings.push(format!("labelled {}", self.0));
             Ok(())
         }
     }
@@ -302,12 +318,14 @@ mod tests {
             dry_run: false,
         };
         let mut obj = json!({});
-        chain.admit(&a, &mut obj).await.unwrap();
+        let said = chain.admit(&a, &mut obj).await.unwrap();
         assert_eq!(obj["seen"], "ab");
-        let verdict = chain.validate(&a, &obj).await.unwrap();
-        assert_eq!(verdict.warnings, vec!["saw \"ab\"".to_owned()]);
+        // The validating phase adds to what the mutating one said.
+        let verdict = chain.validate(&a, &obj, said).await.unwrap();
+        assert_eq!(verdict.warnings, ["labelled a", "labelled b", "saw \"ab\""]);
         a.operation = Operation::Delete;
-        assert_eq!(chain.validate(&a, &obj).await.unwrap_err().code, 403);
+        let refused = chain.validate(&a, &obj, Verdict::default()).await;
+        assert_eq!(refused.unwrap_err().code, 403);
         assert!(a.is("", "ConfigMap"));
         a.subresource = Some("status");
         assert!(!a.is("", "ConfigMap"));

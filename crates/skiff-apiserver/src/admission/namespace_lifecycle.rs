@@ -14,7 +14,12 @@ pub struct NamespaceLifecycle(pub Objects);
 
 #[async_trait]
 impl Mutating for NamespaceLifecycle {
-    async fn admit(&self, a: &Attributes<'_>, obj: &mut Value) -> Result<(), ApiError> {
+    async fn admit(
+        &self,
+        a: &Attributes<'_>,
+        obj: &mut Value,
+        _: &mut super::Verdict,
+    ) -> Result<(), ApiError> {
         if a.operation != Operation::Create || !a.resource.namespaced {
             return Ok(());
         }
@@ -128,10 +133,19 @@ mod tests {
         let alice = user("alice", &[]);
         let a = creating("", "configmaps", &alice);
         let map = |ns: &str| json!({"metadata": {"name": "m", "namespace": ns}});
-        assert!(plugin.admit(&a, &mut map("live")).await.is_ok());
-        let missing = plugin.admit(&a, &mut map("nowhere")).await.unwrap_err();
+        assert!(plugin
+            .admit(&a, &mut map("live"), &mut Default::default())
+            .await
+            .is_ok());
+        let missing = plugin
+            .admit(&a, &mut map("nowhere"), &mut Default::default())
+            .await
+            .unwrap_err();
         assert_eq!(missing.code, 404);
-        let going = plugin.admit(&a, &mut map("going")).await.unwrap_err();
+        let going = plugin
+            .admit(&a, &mut map("going"), &mut Default::default())
+            .await
+            .unwrap_err();
         assert_eq!(going.code, 403);
         assert_eq!(
             going.message,
@@ -140,7 +154,11 @@ mod tests {
         // Cluster-scoped objects and updates are not its business.
         let nodes = creating("", "nodes", &alice);
         assert!(plugin
-            .admit(&nodes, &mut json!({"metadata": {"name": "n"}}))
+            .admit(
+                &nodes,
+                &mut json!({"metadata": {"name": "n"}}),
+                &mut Default::default(),
+            )
             .await
             .is_ok());
         // The built-in namespaces stay.

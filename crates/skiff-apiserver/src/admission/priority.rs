@@ -13,7 +13,12 @@ pub struct Priority(pub Objects);
 
 #[async_trait]
 impl Mutating for Priority {
-    async fn admit(&self, a: &Attributes<'_>, pod: &mut Value) -> Result<(), ApiError> {
+    async fn admit(
+        &self,
+        a: &Attributes<'_>,
+        pod: &mut Value,
+        _: &mut super::Verdict,
+    ) -> Result<(), ApiError> {
         if a.operation != Operation::Create || !a.is("", "Pod") {
             return Ok(());
         }
@@ -107,20 +112,36 @@ mod tests {
         let alice = user("alice", &[]);
         let a = creating("", "pods", &alice);
         let mut pod = json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "high"}});
-        plugin.admit(&a, &mut pod).await.unwrap();
+        plugin
+            .admit(&a, &mut pod, &mut Default::default())
+            .await
+            .unwrap();
         assert_eq!(pod["spec"]["priority"], 1000);
         assert_eq!(pod["spec"]["preemptionPolicy"], "Never");
         let mut forged = json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "high", "priority": 5}});
-        assert_eq!(plugin.admit(&a, &mut forged).await.unwrap_err().code, 403);
+        assert_eq!(
+            plugin
+                .admit(&a, &mut forged, &mut Default::default())
+                .await
+                .unwrap_err()
+                .code,
+            403
+        );
         let mut unknown = json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "nope"}});
-        let err = plugin.admit(&a, &mut unknown).await.unwrap_err();
+        let err = plugin
+            .admit(&a, &mut unknown, &mut Default::default())
+            .await
+            .unwrap_err();
         assert_eq!(
             err.message,
             "pods \"p\" is forbidden: no PriorityClass with name nope was found"
         );
         // Without a name and without a global default, nothing is set.
         let mut plain = json!({"metadata": {"name": "p"}, "spec": {}});
-        plugin.admit(&a, &mut plain).await.unwrap();
+        plugin
+            .admit(&a, &mut plain, &mut Default::default())
+            .await
+            .unwrap();
         assert!(plain["spec"]["priority"].is_null());
         // With one, a pod without a name takes it.
         f.put(
@@ -129,7 +150,10 @@ mod tests {
             json!({"metadata": {"name": "usual"}, "value": 7, "globalDefault": true}),
         )
         .await;
-        plugin.admit(&a, &mut plain).await.unwrap();
+        plugin
+            .admit(&a, &mut plain, &mut Default::default())
+            .await
+            .unwrap();
         assert_eq!(
             (
                 &plain["spec"]["priority"],

@@ -33,7 +33,12 @@ pub struct LimitRanger(pub Objects);
 
 #[async_trait]
 impl Mutating for LimitRanger {
-    async fn admit(&self, a: &Attributes<'_>, pod: &mut Value) -> Result<(), ApiError> {
+    async fn admit(
+        &self,
+        a: &Attributes<'_>,
+        pod: &mut Value,
+        _: &mut super::Verdict,
+    ) -> Result<(), ApiError> {
         if a.operation != Operation::Create || !a.is("", "Pod") {
             return Ok(());
         }
@@ -229,14 +234,20 @@ mod tests {
         let alice = user("alice", &[]);
         let a = creating("", "pods", &alice);
         let mut defaulted = pod("p", None);
-        plugin.admit(&a, &mut defaulted).await.unwrap();
+        plugin
+            .admit(&a, &mut defaulted, &mut Default::default())
+            .await
+            .unwrap();
         assert_eq!(
             defaulted["spec"]["containers"][0]["resources"]["requests"]["cpu"],
             "100m"
         );
         let mut greedy = pod("q", Some("2"));
         greedy["spec"]["containers"][0]["resources"]["limits"] = json!({"cpu": "2"});
-        let err = plugin.admit(&a, &mut greedy).await.unwrap_err();
+        let err = plugin
+            .admit(&a, &mut greedy, &mut Default::default())
+            .await
+            .unwrap_err();
         assert_eq!(err.code, 403);
         assert!(
             err.message.starts_with("pods \"q\" is forbidden: ["),

@@ -17,7 +17,12 @@ pub struct RuntimeClass(pub Objects);
 
 #[async_trait]
 impl Mutating for RuntimeClass {
-    async fn admit(&self, a: &Attributes<'_>, pod: &mut Value) -> Result<(), ApiError> {
+    async fn admit(
+        &self,
+        a: &Attributes<'_>,
+        pod: &mut Value,
+        _: &mut super::Verdict,
+    ) -> Result<(), ApiError> {
         if a.operation != Operation::Create || a.subresource.is_some() || !a.is("", "Pod") {
             return Ok(());
         }
@@ -195,7 +200,10 @@ mod tests {
             json!({"runtimeClassName": "sandboxed", "nodeSelector": {"disk": "ssd"},
             "tolerations": [{"key": "sandbox", "operator": "Equal", "value": "x", "effect": "NoSchedule"}]}),
         );
-        plugin.admit(&a, &mut p).await.unwrap();
+        plugin
+            .admit(&a, &mut p, &mut Default::default())
+            .await
+            .unwrap();
         assert_eq!(
             p["spec"]["overhead"],
             json!({"cpu": "250m", "memory": "64Mi"})
@@ -213,10 +221,16 @@ mod tests {
         // The same overhead, written otherwise, is the class's.
         let mut same = pod(json!({"runtimeClassName": "sandboxed",
             "overhead": {"cpu": "0.25", "memory": "64Mi"}}));
-        plugin.admit(&a, &mut same).await.unwrap();
+        plugin
+            .admit(&a, &mut same, &mut Default::default())
+            .await
+            .unwrap();
         let mut reordered = pod(json!({"runtimeClassName": "sandboxed",
             "overhead": {"memory": "64Mi", "cpu": "250m"}}));
-        plugin.admit(&a, &mut reordered).await.unwrap();
+        plugin
+            .admit(&a, &mut reordered, &mut Default::default())
+            .await
+            .unwrap();
 
         for (spec, why) in [
             (
@@ -236,14 +250,17 @@ mod tests {
                 "conflict: runtimeClass.scheduling.nodeSelector[sandbox] = yes; pod.spec.nodeSelector[sandbox] = no",
             ),
         ] {
-            let err = plugin.admit(&a, &mut pod(spec)).await.unwrap_err();
+            let err = plugin.admit(&a, &mut pod(spec), &mut Default::default()).await.unwrap_err();
             assert_eq!(
                 (err.code, err.message),
                 (403, format!("pods \"p\" is forbidden: {why}"))
             );
         }
         let mut plain = pod(json!({"containers": []}));
-        plugin.admit(&a, &mut plain).await.unwrap();
+        plugin
+            .admit(&a, &mut plain, &mut Default::default())
+            .await
+            .unwrap();
         assert_eq!(plain, pod(json!({"containers": []})));
     }
 

@@ -29,7 +29,12 @@ pub struct ServiceAccount(pub Objects);
 
 #[async_trait]
 impl Mutating for ServiceAccount {
-    async fn admit(&self, a: &Attributes<'_>, pod: &mut Value) -> Result<(), ApiError> {
+    async fn admit(
+        &self,
+        a: &Attributes<'_>,
+        pod: &mut Value,
+        _: &mut super::Verdict,
+    ) -> Result<(), ApiError> {
         if a.operation != Operation::Create || !a.is("", "Pod") {
             return Ok(());
         }
@@ -160,18 +165,27 @@ mod tests {
                 "spec": {"serviceAccountName": account, "containers": [{"name": "c"}]}})
         };
         let mut missing = pod("ghost");
-        let err = plugin.admit(&a, &mut missing).await.unwrap_err();
+        let err = plugin
+            .admit(&a, &mut missing, &mut Default::default())
+            .await
+            .unwrap_err();
         assert_eq!(
             err.message,
             "pods \"p\" is forbidden: error looking up service account a/ghost: serviceaccount \"ghost\" not found"
         );
         let mut quiet = pod("quiet");
-        plugin.admit(&a, &mut quiet).await.unwrap();
+        plugin
+            .admit(&a, &mut quiet, &mut Default::default())
+            .await
+            .unwrap();
         assert_eq!(quiet["spec"]["serviceAccount"], "quiet");
         assert!(quiet["spec"]["volumes"].is_null());
         // The default account may still be on its way: let through, mounted.
         let mut first = pod("");
-        plugin.admit(&a, &mut first).await.unwrap();
+        plugin
+            .admit(&a, &mut first, &mut Default::default())
+            .await
+            .unwrap();
         assert_eq!(first["spec"]["serviceAccountName"], "default");
         assert_eq!(
             first["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
@@ -196,13 +210,19 @@ mod tests {
                 "spec": {"serviceAccountName": "builder", "imagePullSecrets": secrets, "containers": [{"name": "c"}]}})
         };
         let mut plain = pod(Value::Null);
-        plugin.admit(&a, &mut plain).await.unwrap();
+        plugin
+            .admit(&a, &mut plain, &mut Default::default())
+            .await
+            .unwrap();
         assert_eq!(
             plain["spec"]["imagePullSecrets"],
             json!([{"name": "regcred"}])
         );
         let mut own = pod(json!([{"name": "mine"}]));
-        plugin.admit(&a, &mut own).await.unwrap();
+        plugin
+            .admit(&a, &mut own, &mut Default::default())
+            .await
+            .unwrap();
         assert_eq!(own["spec"]["imagePullSecrets"], json!([{"name": "mine"}]));
     }
 

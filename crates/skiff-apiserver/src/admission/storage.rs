@@ -27,7 +27,12 @@ pub struct DefaultStorageClass(pub Objects);
 
 #[async_trait]
 impl Mutating for DefaultStorageClass {
-    async fn admit(&self, a: &Attributes<'_>, claim: &mut Value) -> Result<(), ApiError> {
+    async fn admit(
+        &self,
+        a: &Attributes<'_>,
+        claim: &mut Value,
+        _: &mut super::Verdict,
+    ) -> Result<(), ApiError> {
         if a.operation != Operation::Create
             || !a.is("", "PersistentVolumeClaim")
             || !claim["spec"]["storageClassName"].is_null()
@@ -55,7 +60,12 @@ pub struct StorageObjectInUseProtection;
 
 #[async_trait]
 impl Mutating for StorageObjectInUseProtection {
-    async fn admit(&self, a: &Attributes<'_>, obj: &mut Value) -> Result<(), ApiError> {
+    async fn admit(
+        &self,
+        a: &Attributes<'_>,
+        obj: &mut Value,
+        _: &mut super::Verdict,
+    ) -> Result<(), ApiError> {
         if a.operation == Operation::Create && a.subresource.is_none() && !a.resource.custom {
             protect(a.resource, obj);
         }
@@ -171,10 +181,16 @@ mod tests {
         let alice = user("alice", &[]);
         let a = creating("", "persistentvolumeclaims", &alice);
         let mut claim = json!({"metadata": {"name": "c"}, "spec": {}});
-        plugin.admit(&a, &mut claim).await.unwrap();
+        plugin
+            .admit(&a, &mut claim, &mut Default::default())
+            .await
+            .unwrap();
         assert_eq!(claim["spec"]["storageClassName"], "new");
         let mut static_only = json!({"metadata": {"name": "c"}, "spec": {"storageClassName": ""}});
-        plugin.admit(&a, &mut static_only).await.unwrap();
+        plugin
+            .admit(&a, &mut static_only, &mut Default::default())
+            .await
+            .unwrap();
         assert_eq!(static_only["spec"]["storageClassName"], "");
     }
 

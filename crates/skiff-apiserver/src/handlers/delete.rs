@@ -145,7 +145,9 @@ impl Api {
             let current = self.objects.get(r, ns, name).await?;
             if admitted {
                 let a = call.attributes(Operation::Delete, r, Some(&current));
-                self.admission.validate(&a, &current).await?;
+                self.admission
+                    .validate(&a, &current, Default::default())
+                    .await?;
             }
             let uid = meta::get_str(&current, "uid").unwrap_or("");
             if let Some(want) = &opts.uid {

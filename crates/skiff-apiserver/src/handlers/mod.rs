@@ -571,7 +571,10 @@ impl Api {
             old: Some(pod),
             dry_run: false,
         };
-        self.admission.validate(&a, options).await.map(drop)
+        self.admission
+            .validate(&a, options, Default::default())
+            .await
+            .map(drop)
     }
 }
 

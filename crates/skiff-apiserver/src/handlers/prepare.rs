@@ -117,10 +117,10 @@ impl Api {
             status_apart: r.has_status(),
         };
         track_update(None, obj, &manager, root.shape());
-        self.admission.admit(a, obj).await?;
+        let said = self.admission.admit(a, obj).await?;
         strategy.prepare_create(obj);
         validate::object(r, obj, None)?;
-        self.admission.validate(a, obj).await
+        self.admission.validate(a, obj, said).await
     }
 }
 

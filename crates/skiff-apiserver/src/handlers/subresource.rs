@@ -265,7 +265,9 @@ impl Api {
         // As upstream, an eviction is a creation of pods/eviction to
         // validating admission (webhooks among it).
         let a = call.attributes(Operation::Create, pods, Some(&pod));
-        self.admission.validate(&a, &eviction).await?;
+        self.admission
+            .validate(&a, &eviction, Default::default())
+            .await?;
         self.charge_budget(ns, name, &pod).await?;
         self.delete_one(call, pods, ns, name, &opts).await?;
         Ok(response::json(201, &created("pods", name)))
@@ -407,12 +409,16 @@ impl Api {
                     )));
                 }
                 let a = call.attributes(Operation::Create, r, Some(&live));
-                self.admission.validate(&a, &request).await?;
+                self.admission
+                    .validate(&a, &request, Default::default())
+                    .await?;
                 Some((name.to_owned(), uid))
             }
             None => {
                 let a = call.attributes(Operation::Create, r, None);
-                self.admission.validate(&a, &request).await?;
+                self.admission
+                    .validate(&a, &request, Default::default())
+                    .await?;
                 None
             }
             Some(other) => {

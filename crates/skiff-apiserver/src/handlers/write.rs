@@ -272,8 +272,8 @@ impl Api {
         let (current, read) = self.objects.read(r, ns, name).await?;
         let mut next = next_of(&current)?;
         let a = call.attributes(Operation::Update, r, Some(&current));
-        self.admission.admit(&a, &mut next).await?;
-        let verdict = self.admission.validate(&a, &next).await?;
+        let said = self.admission.admit(&a, &mut next).await?;
+        let verdict = self.admission.validate(&a, &next, said).await?;
         let mut change = Change::unless_same(&current, next);
         if call.query.dry_run {
             let shown = match change {

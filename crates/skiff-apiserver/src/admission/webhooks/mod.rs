@@ -1,9 +1,9 @@
 //! Admission webhooks, as upstream's `MutatingAdmissionWebhook` and
 //! `ValidatingAdmissionWebhook`: a write that a configured webhook's
 //! rules and selectors match is sent to it as an `AdmissionReview`. A
-//! validating webhook may refuse it; a mutating one may also patch it,
-//! and runs again (`reinvocationPolicy: IfNeeded`) when a later one
-//! changed the object. A webhook that cannot be reached refuses the write
+//! validating webhook may refuse it (all are asked at once); a mutating
+//! one may also patch it, and runs again (`reinvocationPolicy:
+//! IfNeeded`) when a later one changed the object. Both may warn. A webhook that cannot be reached refuses the write
 //! or lets it pass, as its `failurePolicy` says. Webhook configurations
 //! themselves are never sent to webhooks, so a broken one can be removed.
 
@@ -194,14 +194,19 @@ impl Validating for ValidatingWebhooks {
         obj: &Value,
         verdict: &mut Verdict,
     ) -> Result<(), ApiError> {
-        for hook in matching(&self.0, "validatingwebhookconfigurations", a, obj).await? {
-            let Some(response) = ask(&self.0, &hook, a, obj).await? else {
+        // All at once, as upstream calls them; the first refusal (in
+        // configuration order) is the answer.
+        let hooks = matching(&self.0, "validatingwebhookconfigurations", a, obj).await?;
+        let asked = hooks.iter().map(|hook| ask(&self.0, hook, a, obj));
+        let answers = futures::future::join_all(asked).await;
+        for (hook, answer) in hooks.iter().zip(answers) {
+            let Some(response) = answer? else {
                 continue;
             };
             if response["allowed"] != true {
-                return Err(denial(&hook, &response));
+                return Err(denial(hook, &response));
             }
-            told(&hook, &response, verdict);
+            told(hook, &response, verdict);
         }
         Ok(())
     }
@@ -233,6 +238,7 @@ impl MutatingWebhooks {
         hook: &Hook,
         a: &Attributes<'_>,
         obj: &mut Value,
+        verdict: &mut Verdict,
     ) -> Result<bool, ApiError> {
         let Some(response) = ask(&self.0, hook, a, obj).await? else {
             return Ok(false);
@@ -240,6 +246,7 @@ impl MutatingWebhooks {
         if response["allowed"] != true {
             return Err(denial(hook, &response));
         }
+        told(hook, &response, verdict);
         let Some(encoded) = response["patch"].as_str() else {
             return Ok(false);
         };
@@ -281,14 +288,19 @@ impl MutatingWebhooks {
 
 #[async_trait]
 impl Mutating for MutatingWebhooks {
-    async fn admit(&self, a: &Attributes<'_>, obj: &mut Value) -> Result<(), ApiError> {
+    async fn admit(
+        &self,
+        a: &Attributes<'_>,
+        obj: &mut Value,
+        verdict: &mut Verdict,
+    ) -> Result<(), ApiError> {
         if a.operation == Operation::Delete {
             return Ok(());
         }
         let hooks = matching(&self.0, "mutatingwebhookconfigurations", a, obj).await?;
         let mut last_change = None;
         for (i, hook) in hooks.iter().enumerate() {
-            if self.mutate(hook, a, obj).await? {
+            if self.mutate(hook, a, obj, verdict).await? {
                 last_change = Some(i);
             }
         }
@@ -301,7 +313,7 @@ impl Mutating for MutatingWebhooks {
             .iter()
             .filter(|h| h.spec["reinvocationPolicy"] == "IfNeeded")
         {
-            self.mutate(hook, a, obj).await?;
+            self.mutate(hook, a, obj, verdict).await?;
         }
         Ok(())
     }
