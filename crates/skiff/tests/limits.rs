@@ -15,11 +15,10 @@ use support::Cluster;
 #[test]
 fn objects_connections_and_files_are_bounded() {
     let c = Cluster::start();
-    // 2 MiB of data: under the 3 MiB body limit, over the 1.5 MiB object one.
-    let big = format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata: {{a: \"{}\"}}\n",
-        "x".repeat(2 << 20)
-    );
+    // 2 MiB in an Event (a kind with no smaller cap of its own, unlike a
+    // ConfigMap's 1 MiB): under the 3 MiB body limit, over the 1.5 MiB
+    // object one.
+    let big = event("big", &"x".repeat(2 << 20));
     let out = c.kubectl_stdin(&["create", "-f", "-"], &big);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -27,23 +26,28 @@ fn objects_connections_and_files_are_bounded() {
         "{err}"
     );
     // Grown past it by a merge patch, in three steps under the body limit.
-    c.ok(&["create", "configmap", "grows"]);
+    let out = c.kubectl_stdin(&["create", "-f", "-"], &event("grows", "small"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let chunk = "y".repeat(700 << 10);
     let grow = |key: &str| {
         let file = c.dir.path().join(format!("patch-{key}.json"));
-        std::fs::write(&file, format!(r#"{{"data":{{"{key}":"{chunk}"}}}}"#)).unwrap();
+        std::fs::write(&file, format!(r#"{{"{key}":"{chunk}"}}"#)).unwrap();
         let file = file.display().to_string();
         c.kubectl(&[
             "patch",
-            "configmap",
+            "event",
             "grows",
             "--type=merge",
             "--patch-file",
             &file,
         ])
     };
-    assert!(grow("a").status.success() && grow("b").status.success());
-    let out = grow("c");
+    assert!(grow("message").status.success() && grow("action").status.success());
+    let out = grow("reason");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("too large"), "{err}");
@@ -70,6 +74,11 @@ fn objects_connections_and_files_are_bounded() {
     assert_eq!(mode(&c.dir.path().join("state.db")), 0o600);
 }
 
+/// A v1 Event saying `message`.
+fn event(name: &str, message: &str) -> String {
+    format!("apiVersion: v1\nkind: Event\nmetadata: {{name: {name}}}\ninvolvedObject: {{kind: Node, name: node-1}}\nreason: Big\nmessage: \"{message}\"\n")
+}
+
 /// The server's peak resident memory (VmHWM), in MiB.
 fn peak_rss_mib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -82,7 +91,7 @@ fn peak_rss_mib(pid: u32) -> u64 {
 }
 
 /// The server's memory while a storm of big updates goes through it stays
-/// under a bound. 8 writers replace a ConfigMap's 1.4 MiB value 120 times
+/// under a bound. 8 writers replace an Event's 1.4 MiB message 120 times
 /// in all (170 MiB of new values, beyond the watch cache's 64 MiB history)
 /// and send 40 bodies of 2 MiB that would make it too large, while a watch
 /// receives every change: peak RSS stays under 400 MiB (253 seen on a debug
@@ -91,10 +100,15 @@ fn peak_rss_mib(pid: u32) -> u64 {
 #[test]
 fn an_update_storm_of_big_objects_keeps_memory_bounded() {
     let c = Cluster::start();
-    c.ok(&["create", "configmap", "storm"]);
+    let out = c.kubectl_stdin(&["create", "-f", "-"], &event("storm", "calm"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = c.https().build().unwrap();
-    let url = format!("{}/api/v1/namespaces/default/configmaps", c.url());
+    let url = format!("{}/api/v1/namespaces/default/events", c.url());
     let token = c.admin_token();
     let (accepted, refused, watched) = runtime.block_on(async {
         let watch = client
@@ -124,7 +138,7 @@ fn an_update_storm_of_big_objects_keeps_memory_bounded() {
                 for i in 0..20 {
                     let size = if i % 4 == 3 { 2 << 20 } else { 1400 << 10 };
                     // Each value differs, so each accepted update is a change.
-                    let body = format!(r#"{{"data":{{"v":"{w}-{i}-{}"}}}}"#, "x".repeat(size));
+                    let body = format!(r#"{{"message":"{w}-{i}-{}"}}"#, "x".repeat(size));
                     let r = client
                         .patch(format!("{url}/storm"))
                         .bearer_auth(&token)
