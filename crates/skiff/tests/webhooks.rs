@@ -353,10 +353,98 @@ fn webhooks_refuse_warn_and_patch_the_writes_they_select() {
         "{why}"
     );
     let cel = format!(
-        "{}  matchConditions: [{{name: a, expression: 'true'}}]\n",
+        "{}  matchConditions: [{{name: a, expression: 'object.x ==='}}]\n",
         hook.configuration(validating, "cel.skiff.test", &url("/validate"), "Fail")
     );
     let out = c.kubectl_stdin(&["apply", "-f", "-"], &cel);
     let why = String::from_utf8_lossy(&out.stderr);
-    assert!(why.contains("Skiff does not evaluate"), "{why}");
+    assert!(
+        why.contains("webhooks[0].matchConditions[0].expression: Invalid value: \"object.x ===\": compilation failed"),
+        "{why}"
+    );
+
+    // A webhook whose match conditions do not all hold is not asked; one
+    // whose conditions cannot be evaluated fails as its policy says.
+    c.ok(&["delete", validating, "deny.skiff.test"]);
+    let conditional = format!(
+        "{}  matchConditions: [{{name: unless-skipped, expression: \"!('skip' in object.metadata.labels)\"}}]\n",
+        hook.configuration(validating, "conditional.skiff.test", &url("/validate"), "Fail")
+    );
+    create(&c, &conditional);
+    create(
+        &c,
+        &configmap("hooked", "skipped", "deny: 'yes', skip: 'yes'"),
+    );
+    let asked = |name: &str| {
+        let seen = hook.seen.lock().unwrap();
+        seen.iter()
+            .filter(|r| r["path"] == "/validate")
+            .any(|r| r["request"]["object"]["metadata"]["name"] == name)
+    };
+    assert!(!asked("skipped"));
+    let why = c.fails_stdin(&configmap("hooked", "caught", "deny: 'yes'"));
+    assert!(
+        why.contains(
+            "admission webhook \"conditional.skiff.test\" denied the request: labelled deny"
+        ),
+        "{why}"
+    );
+    let broken = format!(
+        "{}  matchConditions: [{{name: missing-field, expression: 'object.metadata.nothing == 1'}}]\n",
+        hook.configuration(validating, "broken.skiff.test", &url("/validate"), "Fail")
+    );
+    create(&c, &broken);
+    let why = c.fails_stdin(&configmap("hooked", "unevaluated", "skip: 'yes'"));
+    assert!(
+        why.contains("failed calling webhook \"broken.skiff.test\": failed evaluating match conditions: expression \"missing-field\" resulted in error"),
+        "{why}"
+    );
+}
+
+/// A webhook without a `caBundle` is trusted by the roots the server's
+/// machine trusts (here `SSL_CERT_FILE`, naming the test's CA), as
+/// upstream's; a webhook those roots do not vouch for fails.
+#[test]
+fn a_webhook_without_a_ca_bundle_is_checked_against_the_machines_roots() {
+    let hook = Webhook::start();
+    let mut c = Cluster::unstarted(false);
+    let roots = c.dir.path().join("roots.pem");
+    std::fs::write(&roots, &hook.ca).unwrap();
+    c.env
+        .push(("SSL_CERT_FILE".into(), roots.display().to_string()));
+    c.spawn(&[]);
+    c.ok(&["create", "namespace", "hooked"]);
+    c.ok(&["label", "namespace", "hooked", "webhooks=on"]);
+    let url = format!("https://127.0.0.1:{}/validate", hook.port);
+    let configuration = hook.configuration(
+        "ValidatingWebhookConfiguration",
+        "deny.skiff.test",
+        &url,
+        "Fail",
+    );
+    let bundle = format!(", caBundle: {}", hook.ca_bundle());
+    assert!(configuration.contains(&bundle));
+    create(&c, &configuration.replace(&bundle, ""));
+    let why = c.fails_stdin(&configmap("hooked", "denied", "deny: 'yes'"));
+    assert!(
+        why.contains("admission webhook \"deny.skiff.test\" denied the request: labelled deny"),
+        "{why}"
+    );
+
+    // Another server, trusting only an unrelated CA, cannot trust it.
+    let other = rcgen::generate_simple_self_signed(vec!["elsewhere".to_owned()]).unwrap();
+    let mut d = Cluster::unstarted(false);
+    let roots = d.dir.path().join("roots.pem");
+    std::fs::write(&roots, other.cert.pem()).unwrap();
+    d.env
+        .push(("SSL_CERT_FILE".into(), roots.display().to_string()));
+    d.spawn(&[]);
+    d.ok(&["create", "namespace", "hooked"]);
+    d.ok(&["label", "namespace", "hooked", "webhooks=on"]);
+    create(&d, &configuration.replace(&bundle, ""));
+    let why = d.fails_stdin(&configmap("hooked", "untrusted", "app: x"));
+    assert!(
+        why.contains("failed calling webhook \"deny.skiff.test\""),
+        "{why}"
+    );
 }

@@ -144,6 +144,20 @@ pub fn compile(rule: &str) -> Result<Program, String> {
     env().compile(rule).map_err(|e| e.to_string())
 }
 
+/// Whether `program` holds with `variables` bound (an admission
+/// webhook's match condition); an error if it fails or gives no boolean.
+pub fn holds(program: &Program, variables: &[(&str, &Value)]) -> Result<bool, String> {
+    let mut context = context();
+    for (name, value) in variables {
+        context.add_variable_from_value(*name, to_cel(value));
+    }
+    match program.execute(&context) {
+        Ok(cel::Value::Bool(b)) => Ok(b),
+        Ok(other) => Err(format!("the expression gave {other:?}, not a boolean")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The compiled rules of one schema, by their text and message expression.
 #[derive(Default)]
 pub struct Rules(HashMap<(String, String), Rule>);

@@ -3,7 +3,7 @@
 //! checks a definition must pass, and the served custom resource types
 //! derived from the established ones.
 
-mod cel;
+pub mod cel;
 mod cel_cost;
 mod cel_libraries;
 pub mod columns;

@@ -3,12 +3,11 @@
 //! webhook has a unique, fully qualified name, one way to be reached
 //! (an `https` URL or a Service), rules of known operations and scopes,
 //! declared side effects, a review version Skiff speaks, and a timeout of
-//! 1 to 30 seconds. Match conditions (CEL) are refused: Skiff has no CEL,
-//! and ignoring them would call webhooks upstream would not.
+//! 1 to 30 seconds, and match conditions that are named CEL expressions.
 
 use serde_json::Value;
 
-use super::{is_dns_label, is_dns_subdomain, LABEL_MSG, SUBDOMAIN_MSG};
+use super::{is_dns_label, is_dns_subdomain, qualified_name_problem, LABEL_MSG, SUBDOMAIN_MSG};
 use crate::selector::LabelSelector;
 use crate::status::Cause;
 
@@ -90,14 +89,51 @@ pub(super) fn configuration(obj: &Value, mutating: bool, causes: &mut Vec<Cause>
                 }
             }
         }
-        if hook["matchConditions"]
-            .as_array()
-            .is_some_and(|c| !c.is_empty())
-        {
-            causes.push(Cause::forbidden(
-                field("matchConditions"),
-                "match conditions are CEL expressions, which Skiff does not evaluate",
-            ));
+        match_conditions(&hook["matchConditions"], &field("matchConditions"), causes);
+    }
+}
+
+/// The most match conditions a webhook may have.
+const MAX_CONDITIONS: usize = 64;
+
+/// Match conditions: each a qualified name, once, and a CEL expression
+/// that compiles. The `authorizer` variable (authorization checks from
+/// within an expression) is refused: Skiff does not offer it.
+fn match_conditions(conditions: &Value, here: &str, causes: &mut Vec<Cause>) {
+    let conditions = conditions.as_array().map_or(&[][..], Vec::as_slice);
+    if conditions.len() > MAX_CONDITIONS {
+        causes.push(Cause::too_many(here, conditions.len(), MAX_CONDITIONS));
+    }
+    let mut names = Vec::new();
+    for (i, condition) in conditions.iter().enumerate() {
+        let at = |f: &str| format!("{here}[{i}].{f}");
+        let expression = condition["expression"].as_str().unwrap_or_default().trim();
+        if expression.is_empty() {
+            causes.push(Cause::required(at("expression")));
+        } else {
+            match crate::crd::cel::compile(expression) {
+                Err(e) => {
+                    let why = format!("compilation failed: {e}");
+                    causes.push(Cause::invalid(at("expression"), expression, why));
+                }
+                Ok(p) if p.references().has_variable("authorizer") => {
+                    let why = "authorization checks from match conditions (the authorizer variable) are not supported by Skiff";
+                    causes.push(Cause::invalid(at("expression"), expression, why));
+                }
+                Ok(_) => {}
+            }
+        }
+        let name = condition["name"].as_str().unwrap_or_default();
+        if name.is_empty() {
+            causes.push(Cause::required(at("name")));
+        } else if let Some(why) = qualified_name_problem(name) {
+            causes.push(Cause::invalid(at("name"), name, why));
+        }
+        if !name.is_empty() {
+            if names.contains(&name) {
+                causes.push(Cause::duplicate(at("name"), format!("{name:?}")));
+            }
+            names.push(name);
         }
     }
 }
@@ -274,6 +310,45 @@ mod tests {
     }
 
     #[test]
+    fn match_conditions_are_named_expressions_that_compile() {
+        let mut hook = good();
+        hook["matchConditions"] = json!([
+            {"name": "not-kube-system", "expression": "request.namespace != 'kube-system'"},
+            {"name": "example.com/labelled", "expression": "has(object.metadata.labels)"},
+        ]);
+        assert_eq!(problems(hook.clone()), Vec::<String>::new());
+        hook["matchConditions"] = json!([
+            {"name": "a", "expression": "true"},
+            {"name": "a", "expression": " "},
+            {"name": "-bad", "expression": "authorizer.group('').resource('pods').check('get').allowed()"},
+            {"expression": "object.x ==="},
+        ]);
+        let found = problems(hook);
+        let fields: Vec<&str> = found
+            .iter()
+            .map(|p| p.split(": ").next().unwrap())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "webhooks[0].matchConditions[1].expression",
+                "webhooks[0].matchConditions[1].name",
+                "webhooks[0].matchConditions[2].expression",
+                "webhooks[0].matchConditions[2].name",
+                "webhooks[0].matchConditions[3].expression",
+                "webhooks[0].matchConditions[3].name",
+            ],
+            "{found:?}"
+        );
+        assert!(found[2].contains("not supported by Skiff"), "{found:?}");
+        assert!(found[4].contains("compilation failed"), "{found:?}");
+        let mut many = good();
+        let one = json!({"name": "n", "expression": "true"});
+        many["matchConditions"] = Value::Array(vec![one; 65]);
+        assert!(problems(many)[0].starts_with("webhooks[0].matchConditions: Too many: 65"));
+    }
+
+    #[test]
     fn a_webhook_is_named_reachable_and_declares_its_side_effects() {
         assert_eq!(problems(good()), Vec::<String>::new());
         let mut bad = good();
@@ -283,7 +358,7 @@ mod tests {
         bad["admissionReviewVersions"] = json!(["v2"]);
         bad["timeoutSeconds"] = json!(31);
         bad["rules"][0]["operations"] = json!(["PATCH"]);
-        bad["matchConditions"] = json!([{"name": "a", "expression": "true"}]);
+        bad["matchConditions"] = json!([{"name": "a", "expression": "object.x ==="}]);
         let found = problems(bad);
         for field in [
             "name",
@@ -292,7 +367,7 @@ mod tests {
             "admissionReviewVersions",
             "timeoutSeconds",
             "rules[0].operations[0]",
-            "matchConditions",
+            "matchConditions[0].expression",
         ] {
             let field = format!("webhooks[0].{field}: ");
             assert!(

@@ -19,6 +19,8 @@ pub struct Cluster {
     /// Whether the server runs its node agent (real containers); tests
     /// that use simulated nodes leave it out.
     with_agent: bool,
+    /// Environment the server starts with, besides the test's.
+    pub env: Vec<(String, String)>,
 }
 
 /// The kubectl the tests use; it must be the upstream v1.35 client.
@@ -64,6 +66,7 @@ impl Cluster {
             port: free_port(),
             child: None,
             with_agent,
+            env: Vec::new(),
         }
     }
 
@@ -84,6 +87,7 @@ impl Cluster {
                 &["--disable-agent"][..]
             })
             .args((!extra.contains(&"--ingress-port")).then_some("--disable-ingress"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -1,8 +1,8 @@
 //! Sending a review to a webhook over HTTPS and reading its answer. A
 //! webhook behind a Service is reached at one of the Service's ready
 //! endpoints (as upstream with `--enable-aggregator-routing`), its
-//! certificate checked for `<service>.<namespace>.svc`; the server trusts
-//! only the configuration's `caBundle`.
+//! certificate checked for `<service>.<namespace>.svc`. The server trusts
+//! the configuration's `caBundle`, or without one the machine's roots.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -98,6 +98,23 @@ async fn target(objects: &Objects, config: &Value) -> Result<Target, String> {
     })
 }
 
+/// The roots this machine trusts (`SSL_CERT_FILE`, `SSL_CERT_DIR` or the
+/// system's store), read once.
+fn system_roots() -> &'static [reqwest::Certificate] {
+    static ROOTS: std::sync::OnceLock<Vec<reqwest::Certificate>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::warn!(error = %e, "reading the system's trusted roots");
+        }
+        found
+            .certs
+            .iter()
+            .filter_map(|der| reqwest::Certificate::from_der(der).ok())
+            .collect()
+    })
+}
+
 fn client(
     config: &Value,
     timeout: Duration,
@@ -107,15 +124,19 @@ fn client(
         .use_rustls_tls()
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none());
-    if let Some(bundle) = config["caBundle"].as_str().filter(|b| !b.is_empty()) {
-        let pem = base64::engine::general_purpose::STANDARD
-            .decode(bundle)
-            .map_err(|e| format!("caBundle is not base64: {e}"))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("caBundle holds no certificate: {e}"))?;
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
+    let roots = match config["caBundle"].as_str().filter(|b| !b.is_empty()) {
+        Some(bundle) => {
+            let pem = base64::engine::general_purpose::STANDARD
+                .decode(bundle)
+                .map_err(|e| format!("caBundle is not base64: {e}"))?;
+            reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("caBundle holds no certificate: {e}"))?
         }
+        // Without a bundle, the roots this machine trusts, as upstream.
+        None => system_roots().to_vec(),
+    };
+    for cert in roots {
+        builder = builder.add_root_certificate(cert);
     }
     if let Some((host, addr)) = pinned {
         builder = builder.resolve(host, *addr);

@@ -3,7 +3,8 @@
 //! rules and selectors match is sent to it as an `AdmissionReview`. A
 //! validating webhook may refuse it (all are asked at once); a mutating
 //! one may also patch it, and runs again (`reinvocationPolicy:
-//! IfNeeded`) when a later one changed the object. Both may warn. A webhook that cannot be reached refuses the write
+//! IfNeeded`) when a later one changed the object. Both may warn. A
+//! webhook whose match conditions (CEL) do not all hold is not asked. A webhook that cannot be reached refuses the write
 //! or lets it pass, as its `failurePolicy` says. Webhook configurations
 //! themselves are never sent to webhooks, so a broken one can be removed.
 
@@ -13,6 +14,7 @@ mod rules;
 use async_trait::async_trait;
 use base64::Engine;
 use serde_json::{json, Value};
+use skiff_core::crd::cel;
 use skiff_core::registry;
 use skiff_core::{meta, ApiError};
 
@@ -144,7 +146,8 @@ fn review(hook: &Hook, a: &Attributes<'_>, obj: &Value, uid: &str) -> Value {
     json!({"apiVersion": format!("admission.k8s.io/{version}"), "kind": "AdmissionReview", "request": request})
 }
 
-/// What a webhook answered, or the error its failure policy decides on.
+/// What a webhook answered; none if its match conditions pass the
+/// request by, or its failure policy lets a failure pass.
 async fn ask(
     objects: &Objects,
     hook: &Hook,
@@ -152,7 +155,13 @@ async fn ask(
     obj: &Value,
 ) -> Result<Option<Value>, ApiError> {
     let uid = uuid::Uuid::new_v4().to_string();
-    match call::post(objects, &hook.spec, &review(hook, a, obj, &uid), &uid).await {
+    let review = review(hook, a, obj, &uid);
+    let answer = match conditions_hold(hook, &review["request"]) {
+        Ok(false) => return Ok(None),
+        Ok(true) => call::post(objects, &hook.spec, &review, &uid).await,
+        Err(e) => Err(format!("failed evaluating match conditions: {e}")),
+    };
+    match answer {
         Ok(response) => Ok(Some(response)),
         Err(e) if hook.fails_open() => {
             tracing::warn!(webhook = hook.name(), error = %e, "webhook failed; its failurePolicy lets the request pass");
@@ -162,6 +171,39 @@ async fn ask(
             "Internal error occurred: failed calling webhook {:?}: {e}",
             hook.name()
         ))),
+    }
+}
+
+/// Whether every match condition of `hook` holds for `request` (with
+/// `object` and `oldObject` bound, as upstream binds them): false as soon
+/// as one is false, else an error if one could not be evaluated.
+fn conditions_hold(hook: &Hook, request: &Value) -> Result<bool, String> {
+    let variables = [
+        ("object", &request["object"]),
+        ("oldObject", &request["oldObject"]),
+        ("request", request),
+    ];
+    let mut errors = Vec::new();
+    for condition in hook.spec["matchConditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let expression = condition["expression"].as_str().unwrap_or_default();
+        let held = cel::compile(expression).and_then(|p| cel::holds(&p, &variables));
+        match held {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(e) => errors.push(format!(
+                "expression {:?} resulted in error: {e}",
+                condition["name"].as_str().unwrap_or_default()
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(true)
+    } else {
+        Err(errors.join("; "))
     }
 }
 
