@@ -4,6 +4,7 @@
 pub mod certificates;
 mod credentials;
 pub mod cronjob;
+pub mod csr_cleaner;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;

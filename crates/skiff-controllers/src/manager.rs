@@ -29,6 +29,7 @@ use kube::Client;
 use crate::certificates;
 use crate::credentials::Credentials;
 use crate::cronjob::CronJobController;
+use crate::csr_cleaner::CsrCleaner;
 use crate::daemonset::DaemonSetController;
 use crate::deployment::DeploymentController;
 use crate::endpoints::EndpointsController;
@@ -372,6 +373,9 @@ async fn run_all(client: Client, writers: Arc<Writers>, config: Config, metrics:
     let q = Queue::new();
     let c =
         certificates::Approver::new(&mut requests, cluster("certificate-controller"), q.clone());
+    w.workers(c, q, 1);
+    let q = Queue::new();
+    let c = CsrCleaner::new(&mut requests, cluster("certificate-controller"), q.clone());
     w.workers(c, q, 1);
     if let Some((cert, key)) = &config.signing_ca {
         match skiff_core::certs::Authority::new(cert, key) {
