@@ -42,8 +42,12 @@ impl FitError {
     }
 
     /// Upstream's message: "0/5 nodes are available: 2 Insufficient cpu,
-    /// 3 node(s) had untolerated taint {dedicated: gpu}."
+    /// 3 node(s) had untolerated taint {dedicated: gpu}.", or that there
+    /// is no node at all.
     pub fn message(&self) -> String {
+        if self.nodes == 0 {
+            return "no nodes available to schedule pods".into();
+        }
         let mut parts: Vec<String> = self
             .reasons
             .iter()
@@ -215,6 +219,10 @@ mod tests {
             panic!("the pod fits nowhere");
         };
         assert_eq!(err.message(), "0/5 nodes are available: 2 Insufficient cpu, 3 node(s) had untolerated taint {dedicated: gpu}.");
+        assert_eq!(
+            FitError::new(0, Vec::new()).message(),
+            "no nodes available to schedule pods"
+        );
     }
 
     #[test]
