@@ -307,6 +307,10 @@ fn get_in_every_output_format() {
         !narrow.contains("IMAGES"),
         "wide columns only with -o wide: {narrow}"
     );
+    // A status is printed as its object is.
+    let status = c.ok(&["get", "deployment", "web", "--subresource=status"]);
+    let header: Vec<&str> = status.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
     let yaml = c.ok(&["get", "service", "web", "-o", "yaml"]);
     assert!(
         yaml.contains("kind: Service") && yaml.contains("targetPort: 80"),

@@ -98,8 +98,10 @@ impl Api {
         let t = call.target;
         let r = t.resource;
         let name = t.name.as_deref().unwrap_or_default();
-        let table = wants_table(call.accept()) && t.subresource.is_none();
-        let metadata = response::wants_metadata(call.accept()) && t.subresource.is_none();
+        // A status is read as its whole object, and printed as one.
+        let whole = t.subresource.as_deref().is_none_or(|s| s == "status");
+        let table = wants_table(call.accept()) && whole;
+        let metadata = response::wants_metadata(call.accept()) && whole;
         if !table && !metadata && t.subresource.as_deref() != Some("scale") {
             let kv = self
                 .objects
