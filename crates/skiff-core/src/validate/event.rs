@@ -5,6 +5,8 @@
 //! form only (no deprecated fields), and only its series may change.
 //! Fields are named as `v1` names them, as upstream's messages do.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use super::qualified_name_problem;
@@ -37,10 +39,12 @@ const FIXED: [&str; 13] = [
 
 pub(super) fn check(r: &ResourceType, obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     let new_api = events::is_new_api(r.group, r.plural);
+    // Read as v1 names the fields; a v1 event as it is.
     let (event, old) = if new_api {
-        (events::to_core(obj), old.map(events::to_core))
+        let old = old.map(|o| Cow::Owned(events::to_core(o)));
+        (Cow::Owned(events::to_core(obj)), old)
     } else {
-        (obj.clone(), old.cloned())
+        (Cow::Borrowed(obj), old.map(Cow::Borrowed))
     };
     legacy(&event, new_api, causes);
     if !new_api {
