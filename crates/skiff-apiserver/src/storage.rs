@@ -100,6 +100,18 @@ fn for_storage(r: &ResourceType, obj: &Value) -> Result<Bytes, ApiError> {
     }
 }
 
+/// An object written through `from` as `to` shows it, both being views
+/// of one stored resource (its versions; both APIs of events).
+pub fn convert(from: &ResourceType, to: &ResourceType, obj: &Value) -> Result<Value, ApiError> {
+    let shown = in_version(to, for_storage(from, obj)?);
+    let mut out: Value = serde_json::from_slice(&shown)
+        .map_err(|e| ApiError::internal(format!("converting the object: {e}")))?;
+    if let Some(rv) = meta::get(obj, "resourceVersion").cloned() {
+        meta::set(&mut out, "resourceVersion", rv);
+    }
+    Ok(out)
+}
+
 /// The largest object stored (etcd's request limit, 1.5 MiB).
 pub const MAX_OBJECT_BYTES: usize = 3 << 19;
 

@@ -448,3 +448,72 @@ fn a_webhook_without_a_ca_bundle_is_checked_against_the_machines_roots() {
         "{why}"
     );
 }
+
+/// A webhook whose rules name one version of a resource sees writes made
+/// through another (`matchPolicy: Equivalent`, the default) converted to
+/// the version it names: an event written through `events.k8s.io` reaches
+/// a webhook for `v1` events as a `v1` event, and its patch comes back.
+/// With `matchPolicy: Exact` it is not asked.
+#[test]
+fn an_equivalent_webhook_sees_the_write_in_its_own_version() {
+    let c = Cluster::start();
+    let hook = Webhook::start();
+    c.ok(&["create", "namespace", "hooked"]);
+    c.ok(&["label", "namespace", "hooked", "webhooks=on"]);
+    let config = |kind: &str, name: &str, path: &str, policy: &str| {
+        format!("apiVersion: admissionregistration.k8s.io/v1\nkind: {kind}\nmetadata: {{name: {name}}}\nwebhooks:\n- name: {name}\n  clientConfig: {{url: 'https://127.0.0.1:{}{path}', caBundle: {}}}\n  rules: [{{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [events]}}]\n  namespaceSelector: {{matchLabels: {{webhooks: 'on'}}}}\n  matchPolicy: {policy}\n  sideEffects: None\n  admissionReviewVersions: [v1]\n", hook.port, hook.ca_bundle())
+    };
+    let validating = "ValidatingWebhookConfiguration";
+    create(
+        &c,
+        &config(validating, "observe.skiff.test", "/observe", "Equivalent"),
+    );
+    create(
+        &c,
+        &config(validating, "exact.skiff.test", "/validate", "Exact"),
+    );
+    create(
+        &c,
+        &config(
+            "MutatingWebhookConfiguration",
+            "label.skiff.test",
+            "/mutate",
+            "Equivalent",
+        ),
+    );
+    create(&c, "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: seen, namespace: hooked, labels: {deny: 'yes'}}\neventTime: \"2026-01-01T00:00:00.000000Z\"\nregarding: {kind: Pod, name: p, namespace: hooked}\nreportingController: example.com/ctl\nreportingInstance: ctl-1\naction: Acting\nreason: Acted\nnote: written through events.k8s.io\ntype: Normal\n");
+
+    let reviews = hook.seen.lock().unwrap().clone();
+    let observed: Vec<&Value> = reviews
+        .iter()
+        .filter(|r| r["path"] == "/observe")
+        .map(|r| &r["request"])
+        .collect();
+    assert_eq!(observed.len(), 1, "{reviews:?}");
+    let request = observed[0];
+    assert_eq!(
+        request["kind"],
+        json!({"group": "", "version": "v1", "kind": "Event"})
+    );
+    assert_eq!(
+        request["requestKind"],
+        json!({"group": "events.k8s.io", "version": "v1", "kind": "Event"})
+    );
+    assert_eq!(request["resource"]["group"], "");
+    assert_eq!(request["requestResource"]["group"], "events.k8s.io");
+    assert_eq!(request["object"]["apiVersion"], "v1");
+    assert_eq!(
+        request["object"]["message"],
+        "written through events.k8s.io"
+    );
+    // The mutating webhook's patch, made to the v1 event, came back.
+    assert_eq!(request["object"]["metadata"]["labels"]["mutated"], "yes");
+    let stored = c.json(&["get", "events.events.k8s.io", "seen", "-n", "hooked"]);
+    assert_eq!(stored["metadata"]["labels"]["mutated"], "yes");
+    assert_eq!(stored["note"], "written through events.k8s.io");
+    // The exact one (which refuses `deny: yes`) was never asked.
+    assert!(
+        reviews.iter().all(|r| r["path"] != "/validate"),
+        "{reviews:?}"
+    );
+}

@@ -4,28 +4,34 @@
 //! validating webhook may refuse it (all are asked at once); a mutating
 //! one may also patch it, and runs again (`reinvocationPolicy:
 //! IfNeeded`) when a later one changed the object. Both may warn. A
-//! webhook whose match conditions (CEL) do not all hold is not asked. A webhook that cannot be reached refuses the write
+//! webhook whose match conditions (CEL) do not all hold is not asked; one
+//! whose rules name another version of the resource sees the write in
+//! that version (`matchPolicy: Equivalent`). A webhook that cannot be reached refuses the write
 //! or lets it pass, as its `failurePolicy` says. Webhook configurations
 //! themselves are never sent to webhooks, so a broken one can be removed.
 
 mod call;
 mod rules;
 
+use std::borrow::Cow;
+
 use async_trait::async_trait;
 use base64::Engine;
 use serde_json::{json, Value};
 use skiff_core::crd::cel;
-use skiff_core::registry;
+use skiff_core::registry::{self, ResourceType};
 use skiff_core::{meta, ApiError};
 
 use super::{Attributes, Mutating, Operation, Validating, Verdict};
-use crate::storage::Objects;
+use crate::storage::{self, Objects};
+use rules::Seen;
 
 const GROUP: &str = "admissionregistration.k8s.io";
 
-/// One webhook of a configuration.
+/// One webhook of a configuration, and how it sees the write at hand.
 struct Hook {
     spec: Value,
+    seen: Seen,
 }
 
 impl Hook {
@@ -50,7 +56,10 @@ async fn hooks(objects: &Objects, plural: &str) -> Result<Vec<Hook>, ApiError> {
             Value::Array(list) => list,
             _ => Vec::new(),
         })
-        .map(|spec| Hook { spec })
+        .map(|spec| Hook {
+            spec,
+            seen: Seen::AsMade,
+        })
         .collect())
 }
 
@@ -70,16 +79,26 @@ async fn matching(
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
-    for hook in hooks(objects, plural).await? {
-        if rules::matches(&hook.spec, a) && rules::selected(objects, &hook.spec, a, obj).await? {
+    for mut hook in hooks(objects, plural).await? {
+        let Some(seen) = rules::matches(&hook.spec, a) else {
+            continue;
+        };
+        if rules::selected(objects, &hook.spec, a, obj).await? {
+            hook.seen = seen;
             out.push(hook);
         }
     }
     Ok(out)
 }
 
-/// The review of `a` on `obj` for `hook`.
-fn review(hook: &Hook, a: &Attributes<'_>, obj: &Value, uid: &str) -> Value {
+/// The review of `a` for `hook`, of `obj` and `old` as the hook sees
+/// them.
+fn review(
+    hook: &Hook,
+    a: &Attributes<'_>,
+    (obj, old): (&Value, Option<&Value>),
+    uid: &str,
+) -> Value {
     let versions = hook.spec["admissionReviewVersions"].as_array();
     let version = versions
         .into_iter()
@@ -87,11 +106,15 @@ fn review(hook: &Hook, a: &Attributes<'_>, obj: &Value, uid: &str) -> Value {
         .filter_map(Value::as_str)
         .find(|v| skiff_core::validate::webhooks::REVIEW_VERSIONS.contains(v))
         .unwrap_or("v1");
-    let r = a.resource;
+    let made = a.resource;
+    let r = match hook.seen {
+        Seen::AsMade => made,
+        Seen::As(equivalent) => equivalent,
+    };
     let operation = rules::operation(a.operation);
     let (object, old) = match a.operation {
-        Operation::Delete => (Value::Null, a.old.cloned().unwrap_or_else(|| obj.clone())),
-        Operation::Update => (obj.clone(), a.old.cloned().unwrap_or(Value::Null)),
+        Operation::Delete => (Value::Null, old.cloned().unwrap_or_else(|| obj.clone())),
+        Operation::Update => (obj.clone(), old.cloned().unwrap_or(Value::Null)),
         Operation::Create | Operation::Connect => (obj.clone(), Value::Null),
     };
     let options = |kind: &str| json!({"apiVersion": "meta.k8s.io/v1", "kind": kind});
@@ -115,9 +138,14 @@ fn review(hook: &Hook, a: &Attributes<'_>, obj: &Value, uid: &str) -> Value {
         }
         _ => None,
     };
-    let kind =
-        sent.unwrap_or_else(|| json!({"group": r.group, "version": r.version, "kind": r.kind}));
-    let resource = json!({"group": r.group, "version": r.version, "resource": r.plural});
+    let kind_of =
+        |r: &ResourceType| json!({"group": r.group, "version": r.version, "kind": r.kind});
+    let resource_of =
+        |r: &ResourceType| json!({"group": r.group, "version": r.version, "resource": r.plural});
+    let (kind, request_kind) = match sent {
+        Some(sent) => (sent.clone(), sent),
+        None => (kind_of(r), kind_of(made)),
+    };
     // A connection is named by its pod.
     let named = match (a.operation, a.old) {
         (Operation::Connect, Some(pod)) => pod.clone(),
@@ -126,8 +154,8 @@ fn review(hook: &Hook, a: &Attributes<'_>, obj: &Value, uid: &str) -> Value {
     };
     let mut request = json!({
         "uid": uid,
-        "kind": kind, "resource": resource,
-        "requestKind": kind, "requestResource": resource,
+        "kind": kind, "resource": resource_of(r),
+        "requestKind": request_kind, "requestResource": resource_of(made),
         "name": meta::name(&named),
         "operation": operation,
         "userInfo": {"username": a.user.name, "groups": a.user.groups},
@@ -152,10 +180,10 @@ async fn ask(
     objects: &Objects,
     hook: &Hook,
     a: &Attributes<'_>,
-    obj: &Value,
+    seen: (&Value, Option<&Value>),
 ) -> Result<Option<Value>, ApiError> {
     let uid = uuid::Uuid::new_v4().to_string();
-    let review = review(hook, a, obj, &uid);
+    let review = review(hook, a, seen, &uid);
     let answer = match conditions_hold(hook, &review["request"]) {
         Ok(false) => return Ok(None),
         Ok(true) => call::post(objects, &hook.spec, &review, &uid).await,
@@ -171,6 +199,28 @@ async fn ask(
             "Internal error occurred: failed calling webhook {:?}: {e}",
             hook.name()
         ))),
+    }
+}
+
+/// The write's object and the one it replaces, as `hook` sees them (in
+/// the version its rules name, with `matchPolicy: Equivalent`).
+fn as_seen<'v>(
+    hook: &Hook,
+    a: &Attributes<'v>,
+    obj: &'v Value,
+) -> Result<(Cow<'v, Value>, Option<Cow<'v, Value>>), ApiError> {
+    let old = a.old.filter(|_| a.operation != Operation::Connect);
+    match hook.seen {
+        Seen::AsMade => Ok((Cow::Borrowed(obj), old.map(Cow::Borrowed))),
+        Seen::As(seen) => {
+            let convert = |o: &Value| storage::convert(a.resource, seen, o).map(Cow::Owned);
+            let shown = if obj.is_null() {
+                Cow::Borrowed(obj)
+            } else {
+                convert(obj)?
+            };
+            Ok((shown, old.map(convert).transpose()?))
+        }
     }
 }
 
@@ -239,7 +289,10 @@ impl Validating for ValidatingWebhooks {
         // All at once, as upstream calls them; the first refusal (in
         // configuration order) is the answer.
         let hooks = matching(&self.0, "validatingwebhookconfigurations", a, obj).await?;
-        let asked = hooks.iter().map(|hook| ask(&self.0, hook, a, obj));
+        let asked = hooks.iter().map(|hook| async move {
+            let (obj, old) = as_seen(hook, a, obj)?;
+            ask(&self.0, hook, a, (&obj, old.as_deref())).await
+        });
         let answers = futures::future::join_all(asked).await;
         for (hook, answer) in hooks.iter().zip(answers) {
             let Some(response) = answer? else {
@@ -282,7 +335,8 @@ impl MutatingWebhooks {
         obj: &mut Value,
         verdict: &mut Verdict,
     ) -> Result<bool, ApiError> {
-        let Some(response) = ask(&self.0, hook, a, obj).await? else {
+        let (shown, shown_old) = as_seen(hook, a, obj)?;
+        let Some(response) = ask(&self.0, hook, a, (&shown, shown_old.as_deref())).await? else {
             return Ok(false);
         };
         if response["allowed"] != true {
@@ -309,14 +363,18 @@ impl MutatingWebhooks {
             .map_err(|e| failed(format!("the patch is not base64: {e}")))?;
         let patch: json_patch::Patch = serde_json::from_slice(&bytes)
             .map_err(|e| failed(format!("the patch is not a JSON patch: {e}")))?;
-        let before = obj.clone();
-        json_patch::patch(obj, &patch)
+        let mut patched = shown.into_owned();
+        json_patch::patch(&mut patched, &patch)
             .map_err(|e| failed(format!("the patch does not apply: {e}")))?;
+        // Back in the version the write was made in.
+        if let Seen::As(seen) = hook.seen {
+            patched = storage::convert(seen, a.resource, &patched)?;
+        }
         // The object stays the one the request is for.
         for key in ["name", "namespace", "uid"] {
-            let was = meta::get_str(&before, key).unwrap_or_default();
+            let was = meta::get_str(obj, key).unwrap_or_default();
             if (!was.is_empty() || key == "namespace")
-                && meta::get_str(obj, key).unwrap_or_default() != was
+                && meta::get_str(&patched, key).unwrap_or_default() != was
             {
                 return Err(ApiError::bad_request(format!(
                     "admission webhook {:?} may not change metadata.{key}",
@@ -324,7 +382,9 @@ impl MutatingWebhooks {
                 )));
             }
         }
-        Ok(*obj != before)
+        let changed = patched != *obj;
+        *obj = patched;
+        Ok(changed)
     }
 }
 

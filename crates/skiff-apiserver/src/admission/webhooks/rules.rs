@@ -3,7 +3,7 @@
 //! object selectors, as upstream's matchers read them.
 
 use serde_json::Value;
-use skiff_core::registry;
+use skiff_core::registry::{self, ResourceType};
 use skiff_core::selector::LabelSelector;
 use skiff_core::{meta, ApiError};
 
@@ -41,8 +41,10 @@ pub fn operation(op: Operation) -> &'static str {
     }
 }
 
-fn rule_matches(rule: &Value, a: &Attributes<'_>) -> bool {
-    let r = a.resource;
+/// Whether `rule` is for the write's operation and for the resource `r`
+/// (through the write's subresource), at `r`'s group and version when
+/// `versioned`.
+fn rule_matches(rule: &Value, a: &Attributes<'_>, r: &ResourceType, versioned: bool) -> bool {
     let operation = operation(a.operation);
     let resources = rule["resources"].as_array().into_iter().flatten();
     let scope = match rule["scope"].as_str().unwrap_or("*") {
@@ -51,18 +53,49 @@ fn rule_matches(rule: &Value, a: &Attributes<'_>) -> bool {
         _ => true,
     };
     listed(&rule["operations"], operation)
-        && listed(&rule["apiGroups"], r.group)
-        && listed(&rule["apiVersions"], r.version)
+        && (!versioned
+            || listed(&rule["apiGroups"], r.group) && listed(&rule["apiVersions"], r.version))
         && resources
             .filter_map(Value::as_str)
             .any(|e| covers(e, r.plural, a.subresource))
         && scope
 }
 
-/// Whether one of `hook`'s rules matches the write.
-pub fn matches(hook: &Value, a: &Attributes<'_>) -> bool {
-    let rules = hook["rules"].as_array().into_iter().flatten();
-    rules.into_iter().any(|rule| rule_matches(rule, a))
+/// The resource `hook` sees the write as, if one of its rules matches:
+/// the write's own; else, with `matchPolicy: Equivalent` (the default),
+/// another version or group of the same stored resource one of its rules
+/// names (an `autoscaling/v1` autoscaler as `v2`, an `events.k8s.io`
+/// event as `v1`, another version of a custom resource). Only the
+/// object itself or its status is sent converted.
+pub fn matches(hook: &Value, a: &Attributes<'_>) -> Option<Seen> {
+    let rules: Vec<&Value> = hook["rules"].as_array().into_iter().flatten().collect();
+    let r = a.resource;
+    if rules.iter().any(|rule| rule_matches(rule, a, r, true)) {
+        return Some(Seen::AsMade);
+    }
+    let convertible = matches!(a.subresource, None | Some("status"));
+    // Equivalents share the plural: only a rule for it may name one.
+    let named = rules.iter().any(|rule| rule_matches(rule, a, r, false));
+    if hook["matchPolicy"] == "Exact" || !convertible || !named {
+        return None;
+    }
+    let stored = r.key_prefix();
+    let equivalent = registry::all().into_iter().find(|other| {
+        (other.group, other.version) != (r.group, r.version)
+            && other.plural == r.plural
+            && other.key_prefix() == stored
+            && rules.iter().any(|rule| rule_matches(rule, a, other, true))
+    });
+    equivalent.map(Seen::As)
+}
+
+/// How a webhook sees a write its rules match.
+#[derive(Clone, Copy, Debug)]
+pub enum Seen {
+    /// As it was made.
+    AsMade,
+    /// As another version or group of the same stored resource.
+    As(&'static ResourceType),
 }
 
 /// Whether `hook`'s selectors take the write: the object (or the one it
