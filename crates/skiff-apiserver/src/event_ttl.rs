@@ -33,13 +33,19 @@ fn sweep_every(ttl: Duration) -> Duration {
     (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
+/// Where Skiff kept `events.k8s.io` events before both APIs' events were
+/// one resource: no API shows them, and they expire as the others do.
+const FORMER_NEW_API_EVENTS: &str = "/registry/events.k8s.io/events/";
+
 /// Deletes the events last written `ttl` or longer before `now`; returns
 /// how many.
 async fn sweep(store: &dyn Store, ttl: Duration, now: DateTime<Utc>) -> skiff_store::Result<usize> {
     let events = skiff_core::registry::lookup("", "v1", "events").expect("events are served");
     let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
     let mut expired = 0;
-    for kv in store.list_any(&events.key_prefix()).await? {
+    let mut stored = store.list_any(&events.key_prefix()).await?;
+    stored.extend(store.list_any(FORMER_NEW_API_EVENTS).await?);
+    for kv in stored {
         if last_written(&kv.value).is_none_or(|at| now - at < ttl) {
             continue;
         }
@@ -157,14 +163,18 @@ mod tests {
             Some("2026-01-01T00:59:00Z"),
         );
         store.create(&key("repeated"), repeated).await.unwrap();
+        let former = format!("{FORMER_NEW_API_EVENTS}d/former");
+        let stale = event("former", "2026-01-01T00:00:00Z", None);
+        store.create(&former, stale).await.unwrap();
         let pod = Bytes::from_static(
             b"{\"metadata\": {\"creationTimestamp\": \"2026-01-01T00:00:00Z\"}}",
         );
         store.create("/registry/core/pods/d/p", pod).await.unwrap();
         let now = "2026-01-01T01:30:00Z".parse().unwrap();
         let expired = sweep(&store, Duration::from_secs(3600), now).await.unwrap();
-        assert_eq!(expired, 1);
+        assert_eq!(expired, 2);
         assert!(store.get(&key("old")).await.unwrap().is_none());
+        assert!(store.get(&former).await.unwrap().is_none());
         assert!(store.get(&key("repeated")).await.unwrap().is_some());
         assert!(store
             .get("/registry/core/pods/d/p")
