@@ -6,9 +6,10 @@
 //! IfNeeded`) when a later one changed the object. Both may warn. A
 //! webhook whose match conditions (CEL) do not all hold is not asked; one
 //! whose rules name another version of the resource sees the write in
-//! that version (`matchPolicy: Equivalent`). A webhook that cannot be reached refuses the write
-//! or lets it pass, as its `failurePolicy` says. Webhook configurations
-//! themselves are never sent to webhooks, so a broken one can be removed.
+//! that version (`matchPolicy: Equivalent`). A webhook that cannot be
+//! reached refuses the write or lets it pass, as its `failurePolicy`
+//! says. Webhook configurations themselves are never sent to webhooks, so
+//! a broken one can be removed.
 
 mod call;
 mod rules;
@@ -142,9 +143,10 @@ fn review(
         |r: &ResourceType| json!({"group": r.group, "version": r.version, "kind": r.kind});
     let resource_of =
         |r: &ResourceType| json!({"group": r.group, "version": r.version, "resource": r.plural});
-    let (kind, request_kind) = match sent {
-        Some(sent) => (sent.clone(), sent),
-        None => (kind_of(r), kind_of(made)),
+    // A write seen in another version is of the object or its status.
+    let (kind, request_kind) = match (sent, hook.seen) {
+        (Some(sent), Seen::AsMade) => (sent.clone(), sent),
+        _ => (kind_of(r), kind_of(made)),
     };
     // A connection is named by its pod.
     let named = match (a.operation, a.old) {
