@@ -151,6 +151,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         "status": status,
     });
     let registered = node::register(&client, me).await?;
+    let node_uid = registered.metadata.uid.clone().unwrap_or_default();
     tracing::info!(node = %config.node_name, runtime = ?readiness, "node registered");
 
     // Status goes out at each heartbeat, and at once when readiness
@@ -167,7 +168,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
             wake.clone(),
         );
         tokio::spawn(async move {
-            let mut lease = node::LeaseKeeper::new(&client, &config.node_name);
+            let mut lease = node::LeaseKeeper::new(&client, &config.node_name, &node_uid);
             let nodes: Api<Node> = Api::all(client.clone());
             let mut next_beat = tokio::time::Instant::now();
             let mut reported = None;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
@@ -167,17 +167,28 @@ pub async fn register(client: &Client, node: Value) -> Result<Node, kube::Error>
 /// does: read (or created) once, then each renewal replaces the last copy
 /// with a new `renewTime`. A failed renewal makes the next one read the
 /// Lease again, so a conflict costs one extra request, not a lost beat.
+/// The Lease is owned by its Node, so that it goes with the Node.
 pub struct LeaseKeeper {
     leases: Api<Lease>,
     name: String,
+    owner: Option<OwnerReference>,
     last: Option<Lease>,
 }
 
 impl LeaseKeeper {
-    pub fn new(client: &Client, name: &str) -> Self {
+    /// The keeper of the Lease of node `name`, whose uid is `node_uid`.
+    pub fn new(client: &Client, name: &str, node_uid: &str) -> Self {
+        let owner = (!node_uid.is_empty()).then(|| OwnerReference {
+            api_version: "v1".into(),
+            kind: "Node".into(),
+            name: name.to_owned(),
+            uid: node_uid.to_owned(),
+            ..Default::default()
+        });
         Self {
             leases: Api::namespaced(client.clone(), "kube-node-lease"),
             name: name.to_owned(),
+            owner,
             last: None,
         }
     }
@@ -190,6 +201,10 @@ impl LeaseKeeper {
         };
         let renewed = match current {
             Some(mut lease) => {
+                let owners = &mut lease.metadata.owner_references;
+                if owners.as_ref().is_none_or(Vec::is_empty) {
+                    *owners = self.owner.clone().map(|o| vec![o]);
+                }
                 let spec = lease.spec.get_or_insert_with(Default::default);
                 spec.holder_identity = Some(self.name.clone());
                 spec.lease_duration_seconds = Some(LEASE_SECONDS);
@@ -203,6 +218,7 @@ impl LeaseKeeper {
                     metadata: ObjectMeta {
                         name: Some(self.name.clone()),
                         namespace: Some("kube-node-lease".into()),
+                        owner_references: self.owner.clone().map(|o| vec![o]),
                         ..Default::default()
                     },
                     spec: Some(LeaseSpec {

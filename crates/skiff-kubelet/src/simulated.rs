@@ -123,7 +123,8 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
             let (client, node) = (&client, config.node(i));
             async move {
                 let node = crate::node::register(client, node).await?;
-                Ok::<_, kube::Error>(crate::admission::what_it_reads(node))
+                let uid = node.metadata.uid.clone().unwrap_or_default();
+                Ok::<_, kube::Error>((uid, crate::admission::what_it_reads(node)))
             }
         })
         .buffer_unordered(CONCURRENCY)
@@ -131,10 +132,15 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         .await;
     // Admission reads each node as registered, then as the watch of the
     // simulated nodes shows it.
+    let registered: Vec<(String, Node)> = registered.into_iter().collect::<Result<_, _>>()?;
+    let owners: Vec<(String, String)> = registered
+        .iter()
+        .map(|(uid, n)| (n.name_any(), uid.clone()))
+        .collect();
     let registered: HashMap<String, Node> = registered
         .into_iter()
-        .map(|n| n.map(|n| (n.name_any(), n)))
-        .collect::<Result<_, _>>()?;
+        .map(|(_, n)| (n.name_any(), n))
+        .collect();
     tracing::info!(count = config.count, "simulated nodes registered");
     let index: Arc<HashMap<String, usize>> = Arc::new(
         names
@@ -144,17 +150,18 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
             .map(|(i, n)| (n, i))
             .collect(),
     );
-    let leases = tokio::spawn(renew_leases(client.clone(), names, config.heartbeat));
+    let leases = tokio::spawn(renew_leases(client.clone(), owners, config.heartbeat));
     let pods = run_pods(client, config, index, registered).await;
     leases.abort();
     pods
 }
 
-/// Keeps one Lease per node in `kube-node-lease` renewed.
-async fn renew_leases(client: Client, names: Vec<String>, every: Duration) {
-    let mut keepers: Vec<_> = names
+/// Keeps one Lease per node (by name and uid) in `kube-node-lease`
+/// renewed.
+async fn renew_leases(client: Client, nodes: Vec<(String, String)>, every: Duration) {
+    let mut keepers: Vec<_> = nodes
         .iter()
-        .map(|n| crate::node::LeaseKeeper::new(&client, n))
+        .map(|(name, uid)| crate::node::LeaseKeeper::new(&client, name, uid))
         .collect();
     let mut tick = tokio::time::interval(every);
     loop {

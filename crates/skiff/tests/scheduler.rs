@@ -363,11 +363,35 @@ fn a_node_deleted_while_the_schedulers_watch_is_cut_gets_no_more_pods() {
         &pod_manifest("before", "  nodeSelector:\n    pool: old\n"),
     );
     assert_eq!(wait_running(&c, "before"), "old-00000");
+    let lease = [
+        "get",
+        "lease",
+        "-n",
+        "kube-node-lease",
+        "old-00000",
+        "-o",
+        "json",
+    ];
+    let owned = wait_for("the node's Lease", Duration::from_secs(30), || {
+        let out = c.kubectl(&lease);
+        let lease: Value = serde_json::from_slice(&out.stdout).ok()?;
+        Some(lease["metadata"]["ownerReferences"][0].clone())
+    });
+    assert_eq!(
+        (owned["kind"].as_str(), owned["name"].as_str()),
+        (Some("Node"), Some("old-00000"))
+    );
 
     drop(old);
     relay.cut();
     c.ok(&["delete", "node", "old-00000"]);
     relay.mend();
+    // The Lease, owned by its Node, goes with it.
+    wait_for(
+        "the deleted node's Lease to go",
+        Duration::from_secs(30),
+        || (!c.kubectl(&lease).status.success()).then_some(()),
+    );
 
     // A node added after the deletion: once the scheduler places a pod
     // there, its node watch has passed the deletion.
