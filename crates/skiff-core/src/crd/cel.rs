@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use cel::extractors::This;
-use cel::{Context, Env, ExecutionError, Program};
+pub use cel::Program;
+use cel::{Context, Env, ExecutionError};
 use serde_json::Value;
 
 use super::cel_cost;

@@ -4,7 +4,9 @@
 //! certificate checked for `<service>.<namespace>.svc`. The server trusts
 //! the configuration's `caBundle`, or without one the machine's roots.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -47,8 +49,10 @@ async fn endpoint(
         .map(|p| p["name"].as_str().unwrap_or_default().to_owned())
         .ok_or_else(|| format!("service \"{ns}/{name}\" has no port {port}"))?;
     let slices = registry::preferred("discovery.k8s.io", "endpointslices").expect("served");
+    // Only slices that mention the Service are decoded.
+    let theirs = |stored: &[u8]| crate::storage::mentions(stored, name.as_bytes());
     for slice in objects
-        .recent_list(slices, Some(ns))
+        .recent_list_where(slices, Some(ns), theirs)
         .await
         .map_err(|e| e.message)?
     {
@@ -115,8 +119,41 @@ fn system_roots() -> &'static [reqwest::Certificate] {
     })
 }
 
+/// What a client is built from: the trust it is given, its timeout, and
+/// the address a Service's name stands for.
+type ClientKey = (String, Duration, Option<(String, SocketAddr)>);
+
+/// The clients made so far: each keeps its connections, so a webhook is
+/// not dialled and a TLS configuration not built again for every write.
+static CLIENTS: LazyLock<Mutex<HashMap<ClientKey, reqwest::Client>>> =
+    LazyLock::new(Default::default);
+
+/// The most clients kept; beyond, the cache starts over.
+const MAX_CLIENTS: usize = 64;
+
+/// A client for a webhook with `config`, made once.
 fn client(
     config: &Value,
+    timeout: Duration,
+    pinned: Option<&(String, SocketAddr)>,
+) -> Result<reqwest::Client, String> {
+    let bundle = config["caBundle"].as_str().unwrap_or_default();
+    let key = (bundle.to_owned(), timeout, pinned.cloned());
+    let clients = || CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(made) = clients().get(&key) {
+        return Ok(made.clone());
+    }
+    let made = new_client(bundle, timeout, pinned)?;
+    let mut all = clients();
+    if all.len() >= MAX_CLIENTS {
+        all.clear();
+    }
+    all.insert(key, made.clone());
+    Ok(made)
+}
+
+fn new_client(
+    bundle: &str,
     timeout: Duration,
     pinned: Option<&(String, SocketAddr)>,
 ) -> Result<reqwest::Client, String> {
@@ -124,7 +161,7 @@ fn client(
         .use_rustls_tls()
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none());
-    let roots = match config["caBundle"].as_str().filter(|b| !b.is_empty()) {
+    let roots = match Some(bundle).filter(|b| !b.is_empty()) {
         Some(bundle) => {
             let pem = base64::engine::general_purpose::STANDARD
                 .decode(bundle)

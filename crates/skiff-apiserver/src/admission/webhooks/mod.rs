@@ -15,6 +15,8 @@ mod call;
 mod rules;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -226,6 +228,29 @@ fn as_seen<'v>(
     }
 }
 
+/// Match conditions compiled so far, by their text: a condition is
+/// compiled once, not at every write it is asked about.
+static PROGRAMS: LazyLock<Mutex<HashMap<String, Arc<cel::Program>>>> =
+    LazyLock::new(Default::default);
+
+/// The most compiled conditions kept; beyond, the cache starts over.
+const MAX_PROGRAMS: usize = 1024;
+
+/// `expression`, compiled once.
+fn compiled(expression: &str) -> Result<Arc<cel::Program>, String> {
+    let programs = || PROGRAMS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(program) = programs().get(expression) {
+        return Ok(program.clone());
+    }
+    let program = Arc::new(cel::compile(expression)?);
+    let mut all = programs();
+    if all.len() >= MAX_PROGRAMS {
+        all.clear();
+    }
+    all.insert(expression.to_owned(), program.clone());
+    Ok(program)
+}
+
 /// Whether every match condition of `hook` holds for `request` (with
 /// `object` and `oldObject` bound, as upstream binds them): false as soon
 /// as one is false, else an error if one could not be evaluated.
@@ -242,7 +267,7 @@ fn conditions_hold(hook: &Hook, request: &Value) -> Result<bool, String> {
         .flatten()
     {
         let expression = condition["expression"].as_str().unwrap_or_default();
-        let held = cel::compile(expression).and_then(|p| cel::holds(&p, &variables));
+        let held = compiled(expression).and_then(|p| cel::holds(&p, &variables));
         match held {
             Ok(true) => {}
             Ok(false) => return Ok(false),
