@@ -311,6 +311,14 @@ fn get_in_every_output_format() {
     let status = c.ok(&["get", "deployment", "web", "--subresource=status"]);
     let header: Vec<&str> = status.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+    // A scale is printed as upstream prints a Scale.
+    let scale = c.ok(&["get", "deployment", "web", "--subresource=scale"]);
+    let rows: Vec<Vec<&str>> = scale
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["NAME", "DESIRED", "AVAILABLE", "AGE"], "{scale}");
+    assert_eq!(rows[1][..2], ["web", "2"], "{scale}");
     let yaml = c.ok(&["get", "service", "web", "-o", "yaml"]);
     assert!(
         yaml.contains("kind: Service") && yaml.contains("targetPort: 80"),

@@ -100,9 +100,10 @@ impl Api {
         let name = t.name.as_deref().unwrap_or_default();
         // A status is read as its whole object, and printed as one.
         let whole = t.subresource.as_deref().is_none_or(|s| s == "status");
-        let table = wants_table(call.accept()) && whole;
+        let scale = t.subresource.as_deref() == Some("scale");
+        let table = wants_table(call.accept()) && (whole || scale);
         let metadata = response::wants_metadata(call.accept()) && whole;
-        if !table && !metadata && t.subresource.as_deref() != Some("scale") {
+        if !table && !metadata && !scale {
             let kv = self
                 .objects
                 .get_raw(r, t.namespace.as_deref(), name)
@@ -114,15 +115,19 @@ impl Api {
             ));
         }
         let obj = self.objects.get(r, t.namespace.as_deref(), name).await?;
-        if t.subresource.as_deref() == Some("scale") {
-            return Ok(response::json(200, &super::subresource::scale_of(r, &obj)));
+        let include = call.query.include_object.as_deref().unwrap_or("Metadata");
+        if scale {
+            let scale = super::subresource::scale_of(r, &obj);
+            if table {
+                return Ok(response::json(200, &table::render_scale(&scale, include)));
+            }
+            return Ok(response::json(200, &scale));
         }
         if table {
             let rv = obj["metadata"]["resourceVersion"]
                 .as_str()
                 .unwrap_or("")
                 .to_owned();
-            let include = call.query.include_object.as_deref().unwrap_or("Metadata");
             return Ok(response::json(
                 200,
                 &table::render(r, &[obj], &rv, None, include),

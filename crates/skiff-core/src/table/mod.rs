@@ -283,6 +283,12 @@ fn columns(kind: &str) -> &'static [Column] {
         "Role" | "ClusterRole" | "LimitRange" | "CustomResourceDefinition" => {
             &[("Name", "string", 0), ("Created At", "date", 0)]
         }
+        "Scale" => &[
+            ("Name", "string", 0),
+            ("Desired", "integer", 0),
+            ("Available", "integer", 0),
+            ("Age", "string", 0),
+        ],
         "EndpointSlice" => &[
             ("Name", "string", 0),
             ("AddressType", "string", 0),
@@ -1161,6 +1167,12 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 created,
             ]
         }
+        "Scale" => vec![
+            name,
+            json!(int(&spec["replicas"])),
+            json!(int(&status["replicas"])),
+            created,
+        ],
         _ => vec![name, created],
     }
 }
@@ -1258,16 +1270,7 @@ pub fn render(
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {
-            let object = match include {
-                "None" => Value::Null,
-                "Object" => o.clone(),
-                _ => json!({
-                    "kind": "PartialObjectMetadata",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "metadata": o["metadata"].clone(),
-                }),
-            };
-            json!({"cells": row_cells(r, custom.as_deref(), o), "object": object})
+            json!({"cells": row_cells(r, custom.as_deref(), o), "object": row_object(o, include)})
         })
         .collect();
     json!({
@@ -1276,6 +1279,32 @@ pub fn render(
         "metadata": list_metadata(resource_version, cont),
         "columnDefinitions": definitions(r, custom.as_deref()),
         "rows": rows,
+    })
+}
+
+/// A row's object: none, the whole object, or its metadata (the default).
+fn row_object(o: &Value, include: &str) -> Value {
+    match include {
+        "None" => Value::Null,
+        "Object" => o.clone(),
+        _ => json!({
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": o["metadata"].clone(),
+        }),
+    }
+}
+
+/// A `/scale` subresource (an `autoscaling/v1` Scale) as a one-row Table,
+/// printed as upstream prints it.
+pub fn render_scale(scale: &Value, include: &str) -> Value {
+    let resource_version = meta::get_str(scale, "resourceVersion").unwrap_or_default();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_metadata(resource_version, None),
+        "columnDefinitions": kind_definitions("Scale"),
+        "rows": [{"cells": cells("Scale", scale), "object": row_object(scale, include)}],
     })
 }
 
@@ -1463,20 +1492,26 @@ fn definitions(r: &ResourceType, custom: Option<&[crate::crd::Column]>) -> Vec<V
     match custom {
         Some(cols) => std::iter::once(json!({"name": "Name", "type": "string", "format": "name",
                 "description": "Name must be unique within a namespace.", "priority": 0}))
-            .chain(cols.iter().map(|c| json!({"name": c.name, "type": c.kind, "format": c.format,
-                "description": c.description, "priority": c.priority})))
-            .collect(),
-        None => columns(r.kind)
-            .iter()
-            .map(|(name, ty, priority)| {
-                let mut c = json!({"name": name, "type": ty, "format": "", "description": "", "priority": priority});
-                if *name == "Name" {
-                    c["format"] = json!("name");
-                }
-                c
-            })
-            .collect(),
+        .chain(cols.iter().map(|c| {
+            json!({"name": c.name, "type": c.kind, "format": c.format,
+                "description": c.description, "priority": c.priority})
+        }))
+        .collect(),
+        None => kind_definitions(r.kind),
     }
+}
+
+fn kind_definitions(kind: &str) -> Vec<Value> {
+    columns(kind)
+        .iter()
+        .map(|(name, ty, priority)| {
+            let mut c = json!({"name": name, "type": ty, "format": "", "description": "", "priority": priority});
+            if *name == "Name" {
+                c["format"] = json!("name");
+            }
+            c
+        })
+        .collect()
 }
 
 fn row_cells(r: &ResourceType, custom: Option<&[crate::crd::Column]>, o: &Value) -> Vec<Value> {
