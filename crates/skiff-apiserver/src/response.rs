@@ -34,7 +34,14 @@ pub fn bytes(code: u16, content_type: &str, body: Vec<u8>) -> Response {
 }
 
 pub fn error(e: &ApiError) -> Response {
-    json(e.code, &e.to_status())
+    let reply = json(e.code, &e.to_status());
+    match e.said.as_deref() {
+        Some(said) => crate::audit::annotated(
+            crate::handlers::with_warnings(reply, &said.warnings),
+            said.audit.clone(),
+        ),
+        None => reply,
+    }
 }
 
 /// 429 beyond the in-flight caps, with upstream's body and `Retry-After`.

@@ -190,10 +190,37 @@ pub fn apply(r: &ResourceType, obj: &mut Value) {
         ) => {
             webhooks(obj, kind.starts_with("Mutating"));
         }
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
+            or_insert(spec(obj), "failurePolicy", json!("Fail"));
+            if let Some(constraints) = obj.pointer_mut("/spec/matchConstraints") {
+                match_resources(constraints);
+            }
+        }
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding") => {
+            if let Some(resources) = obj.pointer_mut("/spec/matchResources") {
+                match_resources(resources);
+            }
+        }
         ("scheduling.k8s.io", "PriorityClass") => {
             or_insert(obj, "preemptionPolicy", json!("PreemptLowerPriority"));
         }
         _ => {}
+    }
+}
+
+/// What an admission policy or its binding matches: equivalent requests,
+/// every namespace and object, rules of every scope (upstream's defaults).
+fn match_resources(m: &mut Value) {
+    if !m.is_object() {
+        return;
+    }
+    or_insert(m, "matchPolicy", json!("Equivalent"));
+    or_insert(m, "namespaceSelector", json!({}));
+    or_insert(m, "objectSelector", json!({}));
+    for key in ["resourceRules", "excludeResourceRules"] {
+        for rule in m[key].as_array_mut().into_iter().flatten() {
+            or_insert(rule, "scope", json!("*"));
+        }
     }
 }
 

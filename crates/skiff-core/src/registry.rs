@@ -244,6 +244,8 @@ resources! {
     "" "v1" "ComponentStatus" "componentstatuses" Cluster core::ComponentStatus, ["cs"] [] [];
     "admissionregistration.k8s.io" "v1" "ValidatingWebhookConfiguration" "validatingwebhookconfigurations" Cluster admreg::ValidatingWebhookConfiguration, [] ["api-extensions"] [];
     "admissionregistration.k8s.io" "v1" "MutatingWebhookConfiguration" "mutatingwebhookconfigurations" Cluster admreg::MutatingWebhookConfiguration, [] ["api-extensions"] [];
+    "admissionregistration.k8s.io" "v1" "ValidatingAdmissionPolicy" "validatingadmissionpolicies" Cluster admreg::ValidatingAdmissionPolicy, [] ["api-extensions"] ["status"];
+    "admissionregistration.k8s.io" "v1" "ValidatingAdmissionPolicyBinding" "validatingadmissionpolicybindings" Cluster admreg::ValidatingAdmissionPolicyBinding, [] ["api-extensions"] [];
     "apiregistration.k8s.io" "v1" "APIService" "apiservices" Cluster reg::APIService, [] ["api-extensions"] ["status"];
     "metrics.k8s.io" "v1beta1" "NodeMetrics" "nodes" Cluster crate::metrics_api::NodeMetrics, [] [] [];
     "metrics.k8s.io" "v1beta1" "PodMetrics" "pods" Namespaced crate::metrics_api::PodMetrics, [] [] [];

@@ -10,8 +10,19 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    /// `details` of the Status: name, group, kind, causes.
-    pub details: Option<Value>,
+    /// `details` of the Status: name, group, kind, causes (boxed, as is
+    /// what follows: errors stay small).
+    pub details: Option<Box<Value>>,
+    /// What admission had said when it refused.
+    pub said: Option<Box<Said>>,
+}
+
+/// The warnings and audit annotations admission gathered before it
+/// refused a write: upstream sends and records them with the refusal.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Said {
+    pub warnings: Vec<String>,
+    pub audit: Vec<(String, String)>,
 }
 
 /// One field-level cause of an `Invalid` error.
@@ -138,6 +149,7 @@ impl ApiError {
             reason,
             message: message.into(),
             details: None,
+            said: None,
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -155,7 +167,7 @@ impl ApiError {
             "NotFound",
             format!("{} {name:?} not found", qualified(group, resource)),
         );
-        e.details = Some(details(group, resource, name));
+        e.details = Some(Box::new(details(group, resource, name)));
         e
     }
     pub fn no_route(path: &str) -> Self {
@@ -181,7 +193,7 @@ impl ApiError {
             "AlreadyExists",
             format!("{} {name:?} already exists", qualified(group, resource)),
         );
-        e.details = Some(details(group, resource, name));
+        e.details = Some(Box::new(details(group, resource, name)));
         e
     }
     pub fn conflict(group: &str, resource: &str, name: &str, why: impl std::fmt::Display) -> Self {
@@ -193,7 +205,7 @@ impl ApiError {
                 qualified(group, resource)
             ),
         );
-        e.details = Some(details(group, resource, name));
+        e.details = Some(Box::new(details(group, resource, name)));
         e
     }
     pub fn stale(group: &str, resource: &str, name: &str) -> Self {
@@ -220,13 +232,13 @@ impl ApiError {
                 lines.join("\n")
             ),
         );
-        e.details = Some(json!({
+        e.details = Some(Box::new(json!({
             "causes": conflicts.iter().map(|(manager, field)| json!({
                 "reason": "FieldManagerConflict",
                 "message": format!("conflict with {manager:?}"),
                 "field": field,
             })).collect::<Vec<_>>()
-        }));
+        })));
         e
     }
     pub fn gone(message: impl Into<String>) -> Self {
@@ -262,7 +274,7 @@ impl ApiError {
             )
             .replace(". \"", " \""),
         );
-        e.details = Some(d);
+        e.details = Some(Box::new(d));
         e
     }
     /// An eviction a PodDisruptionBudget refuses (429), as upstream's:
@@ -273,8 +285,9 @@ impl ApiError {
             "TooManyRequests",
             "Cannot evict pod as it would violate the pod's disruption budget.",
         );
-        e.details =
-            Some(json!({"causes": [{"reason": "DisruptionBudget", "message": why.into()}]}));
+        e.details = Some(Box::new(
+            json!({"causes": [{"reason": "DisruptionBudget", "message": why.into()}]}),
+        ));
         e
     }
     /// A refusal whose code and reason another party chose (an admission
@@ -327,7 +340,7 @@ impl ApiError {
             s["reason"] = json!(self.reason);
         }
         if let Some(d) = &self.details {
-            s["details"] = d.clone();
+            s["details"] = (**d).clone();
         }
         s["code"] = json!(self.code);
         s

@@ -8,6 +8,7 @@ use crate::selector::LabelSelector;
 use crate::status::Cause;
 use crate::{meta, ApiError};
 
+mod admission_policies;
 mod api_service;
 mod autoscaling;
 mod config;
@@ -231,6 +232,12 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
         }
         ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => {
             webhooks::configuration(obj, true, &mut causes);
+        }
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
+            admission_policies::policy(crate::meta::name(obj), spec, &mut causes);
+        }
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding") => {
+            admission_policies::binding(spec, &mut causes);
         }
         ("apiregistration.k8s.io", "APIService") => api_service::spec(spec, &mut causes),
         (rbac::GROUP, "Role") => rbac::role(obj, true, &mut causes),

@@ -9,6 +9,7 @@ mod endpoints;
 mod namespace_lifecycle;
 mod node_restriction;
 mod pod_security;
+mod policies;
 mod priority;
 mod quota;
 mod rbac;
@@ -152,6 +153,7 @@ impl Chain {
                 Box::new(storage::PersistentVolumeClaimResize(objects.clone())),
                 Box::new(certificates::ApprovalAndSigning(authorizer.clone())),
                 Box::new(rbac::Escalation(authorizer)),
+                Box::new(policies::ValidatingPolicies(objects.clone())),
                 Box::new(webhooks::ValidatingWebhooks(objects.clone())),
                 Box::new(quota::ResourceQuota(objects)),
             ],
@@ -175,7 +177,16 @@ impl Chain {
         mut verdict: Verdict,
     ) -> Result<Verdict, ApiError> {
         for plugin in self.validating.iter().filter(|p| p.handles(a)) {
-            plugin.validate(a, obj, &mut verdict).await?;
+            if let Err(mut e) = plugin.validate(a, obj, &mut verdict).await {
+                // The refusal carries what was said before it.
+                if !verdict.warnings.is_empty() || !verdict.audit.is_empty() {
+                    e.said = Some(Box::new(skiff_core::status::Said {
+                        warnings: verdict.warnings,
+                        audit: verdict.audit,
+                    }));
+                }
+                return Err(e);
+            }
         }
         Ok(verdict)
     }

@@ -102,7 +102,7 @@ impl NamespaceLifecycle {
         match found {
             None => Err(ApiError::not_found("", "namespaces", ns)),
             Some(n) if n.metadata.deletion.is_some() => Err(ApiError {
-                details: Some(json!({"name": name, "kind": r.plural, "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]})),
+                details: Some(Box::new(json!({"name": name, "kind": r.plural, "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]}))),
                 ..ApiError::forbidden(format!(
                     "{} {name:?} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                     r.plural

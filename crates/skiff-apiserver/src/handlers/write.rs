@@ -419,15 +419,14 @@ use crate::storage::MAX_OBJECT_BYTES;
 /// before it fills memory.
 fn json_patch_bounded(current: &Value, ops: json_patch::Patch) -> Result<Value, ApiError> {
     if ops.0.len() > MAX_JSON_PATCH_OPERATIONS {
-        return Err(ApiError {
-            code: 413,
-            reason: "RequestEntityTooLarge",
-            message: format!(
+        return Err(ApiError::refused(
+            413,
+            "RequestEntityTooLarge",
+            format!(
                 "the allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, but found {}",
                 ops.0.len()
             ),
-            details: None,
-        });
+        ));
     }
     let size = |v: &Value| serde_json::to_vec(v).map_or(0, |b| b.len());
     let mut doc = current.clone();
@@ -442,11 +441,12 @@ fn json_patch_bounded(current: &Value, ops: json_patch::Patch) -> Result<Value, 
         if bound > MAX_OBJECT_BYTES {
             return Err(ApiError::too_large(MAX_OBJECT_BYTES));
         }
-        json_patch::patch(&mut doc, &[op]).map_err(|e| ApiError {
-            code: 422,
-            reason: "Invalid",
-            message: format!("the JSON patch could not be applied: {e}"),
-            details: None,
+        json_patch::patch(&mut doc, &[op]).map_err(|e| {
+            ApiError::refused(
+                422,
+                "Invalid",
+                format!("the JSON patch could not be applied: {e}"),
+            )
         })?;
     }
     Ok(doc)

@@ -148,14 +148,59 @@ pub fn compile(rule: &str) -> Result<Program, String> {
 /// Whether `program` holds with `variables` bound (an admission
 /// webhook's match condition); an error if it fails or gives no boolean.
 pub fn holds(program: &Program, variables: &[(&str, &Value)]) -> Result<bool, String> {
-    let mut context = context();
-    for (name, value) in variables {
-        context.add_variable_from_value(*name, to_cel(value));
+    Activation::new(variables).holds(program)
+}
+
+/// The bindings one admission policy's expressions run with: the
+/// request's values, then its `variables`.
+pub struct Activation {
+    context: Context<'static, 'static>,
+}
+
+impl Activation {
+    pub fn new(values: &[(&str, &Value)]) -> Self {
+        let mut context = context();
+        for (name, value) in values {
+            context.add_variable_from_value(*name, to_cel(value));
+        }
+        Self { context }
     }
-    match program.execute(&context) {
-        Ok(cel::Value::Bool(b)) => Ok(b),
-        Ok(other) => Err(format!("the expression gave {other:?}, not a boolean")),
-        Err(e) => Err(e.to_string()),
+
+    /// Binds `variables.<name>` to what each program gives, in order, so
+    /// that one may use those before it. One that fails is left out: only
+    /// an expression that uses it fails.
+    pub fn with_variables<'p>(&mut self, named: impl IntoIterator<Item = (&'p str, &'p Program)>) {
+        let mut variables: HashMap<String, cel::Value> = HashMap::new();
+        for (name, program) in named {
+            if let Ok(value) = program.execute(&self.context) {
+                variables.insert(name.to_owned(), value);
+                self.context
+                    .add_variable_from_value("variables", cel::Value::from(variables.clone()));
+            }
+        }
+        if variables.is_empty() {
+            self.context
+                .add_variable_from_value("variables", cel::Value::from(variables));
+        }
+    }
+
+    /// Whether `program` holds; an error if it fails or gives no boolean.
+    pub fn holds(&self, program: &Program) -> Result<bool, String> {
+        match program.execute(&self.context) {
+            Ok(cel::Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(format!("the expression gave {other:?}, not a boolean")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The string `program` gives, none for `null`; an error otherwise.
+    pub fn string(&self, program: &Program) -> Result<Option<String>, String> {
+        match program.execute(&self.context) {
+            Ok(cel::Value::String(s)) => Ok(Some(s.to_string())),
+            Ok(cel::Value::Null) => Ok(None),
+            Ok(other) => Err(format!("the expression gave {other:?}, not a string")),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 

@@ -283,6 +283,18 @@ fn columns(kind: &str) -> &'static [Column] {
         "Role" | "ClusterRole" | "LimitRange" | "CustomResourceDefinition" => {
             &[("Name", "string", 0), ("Created At", "date", 0)]
         }
+        "ValidatingAdmissionPolicy" => &[
+            ("Name", "string", 0),
+            ("Validations", "integer", 0),
+            ("ParamKind", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "ValidatingAdmissionPolicyBinding" => &[
+            ("Name", "string", 0),
+            ("PolicyName", "string", 0),
+            ("ParamRef", "string", 0),
+            ("Age", "string", 0),
+        ],
         "Scale" => &[
             ("Name", "string", 0),
             ("Desired", "integer", 0),
@@ -1074,6 +1086,32 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
         "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => {
             let count = o["webhooks"].as_array().map_or(0, Vec::len);
             vec![name, json!(count), created]
+        }
+        "ValidatingAdmissionPolicy" => {
+            let count = spec["validations"].as_array().map_or(0, Vec::len);
+            let kind = &spec["paramKind"];
+            let param_kind = if kind.is_object() {
+                format!("{}/{}", s(&kind["apiVersion"]), s(&kind["kind"]))
+            } else {
+                "<unset>".to_owned()
+            };
+            vec![name, json!(count), json!(param_kind), created]
+        }
+        "ValidatingAdmissionPolicyBinding" => {
+            let r = &spec["paramRef"];
+            // Without a namespace, the parameter's scope is not known here.
+            let param_ref = match (r["name"].as_str(), r["namespace"].as_str()) {
+                (Some(n), Some(ns)) if !n.is_empty() && !ns.is_empty() => format!("{ns}/{n}"),
+                (Some(n), _) if !n.is_empty() => format!("*/{n}"),
+                _ if r["selector"].is_object() => crate::selector::format_object(&r["selector"]),
+                _ => "<unset>".to_owned(),
+            };
+            vec![
+                name,
+                json!(s(&spec["policyName"])),
+                json!(param_ref),
+                created,
+            ]
         }
         "IngressClass" => {
             let p = &spec["parameters"];

@@ -13,8 +13,8 @@ use crate::status::Cause;
 
 const OPERATIONS: &[&str] = &["*", "CONNECT", "CREATE", "DELETE", "UPDATE"];
 const SCOPES: &[&str] = &["*", "Cluster", "Namespaced"];
-const FAILURE_POLICIES: &[&str] = &["Fail", "Ignore"];
-const MATCH_POLICIES: &[&str] = &["Equivalent", "Exact"];
+pub(super) const FAILURE_POLICIES: &[&str] = &["Fail", "Ignore"];
+pub(super) const MATCH_POLICIES: &[&str] = &["Equivalent", "Exact"];
 const SIDE_EFFECTS: &[&str] = &["None", "NoneOnDryRun"];
 const REINVOCATION: &[&str] = &["IfNeeded", "Never"];
 /// The AdmissionReview versions Skiff sends (both have one shape).
@@ -99,7 +99,7 @@ const MAX_CONDITIONS: usize = 64;
 /// Match conditions: each a qualified name, once, and a CEL expression
 /// that compiles. The `authorizer` variable (authorization checks from
 /// within an expression) is refused: Skiff does not offer it.
-fn match_conditions(conditions: &Value, here: &str, causes: &mut Vec<Cause>) {
+pub(super) fn match_conditions(conditions: &Value, here: &str, causes: &mut Vec<Cause>) {
     let conditions = conditions.as_array().map_or(&[][..], Vec::as_slice);
     if conditions.len() > MAX_CONDITIONS {
         causes.push(Cause::too_many(here, conditions.len(), MAX_CONDITIONS));
@@ -216,6 +216,25 @@ fn client_config(cc: &Value, here: &str, causes: &mut Vec<Cause>) {
             }
         }
     }
+}
+
+/// A policy's rule: a webhook's, which may also name the objects it is
+/// for (each a valid name, once).
+pub(super) fn named_rule(rule: &Value, here: &str, causes: &mut Vec<Cause>) {
+    let names = rule["resourceNames"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    for (i, name) in names.iter().enumerate() {
+        let name = name.as_str().unwrap_or_default();
+        let at = format!("{here}.resourceNames[{i}]");
+        for why in super::path_segment_problems(name) {
+            causes.push(Cause::invalid(&at, name, why));
+        }
+        if names[..i].iter().any(|n| n == name) {
+            causes.push(Cause::duplicate(at, format!("{name:?}")));
+        }
+    }
+    rule_with_operations(rule, here, causes);
 }
 
 fn rule_with_operations(rule: &Value, here: &str, causes: &mut Vec<Cause>) {

@@ -12,7 +12,7 @@
 //! a broken one can be removed.
 
 mod call;
-mod rules;
+pub(super) mod rules;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -66,8 +66,9 @@ async fn hooks(objects: &Objects, plural: &str) -> Result<Vec<Hook>, ApiError> {
         .collect())
 }
 
-/// Writes no webhook sees: of webhook configurations themselves.
-fn exempt(a: &Attributes<'_>) -> bool {
+/// Writes no webhook or admission policy sees: of their own
+/// configurations.
+pub(super) fn exempt(a: &Attributes<'_>) -> bool {
     a.resource.group == GROUP && !a.resource.custom
 }
 
@@ -109,8 +110,19 @@ fn review(
         .filter_map(Value::as_str)
         .find(|v| skiff_core::validate::webhooks::REVIEW_VERSIONS.contains(v))
         .unwrap_or("v1");
+    let request = request(hook.seen, a, (obj, old), uid);
+    json!({"apiVersion": format!("admission.k8s.io/{version}"), "kind": "AdmissionReview", "request": request})
+}
+
+/// The `AdmissionRequest` of `a`, of `obj` and `old` as they are `seen`.
+pub(super) fn request(
+    seen: Seen,
+    a: &Attributes<'_>,
+    (obj, old): (&Value, Option<&Value>),
+    uid: &str,
+) -> Value {
     let made = a.resource;
-    let r = match hook.seen {
+    let r = match seen {
         Seen::AsMade => made,
         Seen::As(equivalent) => equivalent,
     };
@@ -146,7 +158,7 @@ fn review(
     let resource_of =
         |r: &ResourceType| json!({"group": r.group, "version": r.version, "resource": r.plural});
     // A write seen in another version is of the object or its status.
-    let (kind, request_kind) = match (sent, hook.seen) {
+    let (kind, request_kind) = match (sent, seen) {
         (Some(sent), Seen::AsMade) => (sent.clone(), sent),
         _ => (kind_of(r), kind_of(made)),
     };
@@ -175,7 +187,7 @@ fn review(
         request["subResource"] = json!(sub);
         request["requestSubResource"] = json!(sub);
     }
-    json!({"apiVersion": format!("admission.k8s.io/{version}"), "kind": "AdmissionReview", "request": request})
+    request
 }
 
 /// What a webhook answered; none if its match conditions pass the
@@ -206,15 +218,15 @@ async fn ask(
     }
 }
 
-/// The write's object and the one it replaces, as `hook` sees them (in
-/// the version its rules name, with `matchPolicy: Equivalent`).
-fn as_seen<'v>(
-    hook: &Hook,
+/// The write's object and the one it replaces, as they are `seen` (in
+/// the version a hook's rules name, with `matchPolicy: Equivalent`).
+pub(super) fn as_seen<'v>(
+    seen: Seen,
     a: &Attributes<'v>,
     obj: &'v Value,
 ) -> Result<(Cow<'v, Value>, Option<Cow<'v, Value>>), ApiError> {
     let old = a.old.filter(|_| a.operation != Operation::Connect);
-    match hook.seen {
+    match seen {
         Seen::AsMade => Ok((Cow::Borrowed(obj), old.map(Cow::Borrowed))),
         Seen::As(seen) => {
             let convert = |o: &Value| storage::convert(a.resource, seen, o).map(Cow::Owned);
@@ -237,7 +249,7 @@ static PROGRAMS: LazyLock<Mutex<HashMap<String, Arc<cel::Program>>>> =
 const MAX_PROGRAMS: usize = 1024;
 
 /// `expression`, compiled once.
-fn compiled(expression: &str) -> Result<Arc<cel::Program>, String> {
+pub(super) fn compiled(expression: &str) -> Result<Arc<cel::Program>, String> {
     let programs = || PROGRAMS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(program) = programs().get(expression) {
         return Ok(program.clone());
@@ -317,7 +329,7 @@ impl Validating for ValidatingWebhooks {
         // configuration order) is the answer.
         let hooks = matching(&self.0, "validatingwebhookconfigurations", a, obj).await?;
         let asked = hooks.iter().map(|hook| async move {
-            let (obj, old) = as_seen(hook, a, obj)?;
+            let (obj, old) = as_seen(hook.seen, a, obj)?;
             ask(&self.0, hook, a, (&obj, old.as_deref())).await
         });
         let answers = futures::future::join_all(asked).await;
@@ -362,7 +374,7 @@ impl MutatingWebhooks {
         obj: &mut Value,
         verdict: &mut Verdict,
     ) -> Result<bool, ApiError> {
-        let (shown, shown_old) = as_seen(hook, a, obj)?;
+        let (shown, shown_old) = as_seen(hook.seen, a, obj)?;
         let Some(response) = ask(&self.0, hook, a, (&shown, shown_old.as_deref())).await? else {
             return Ok(false);
         };

@@ -43,8 +43,14 @@ pub fn operation(op: Operation) -> &'static str {
 
 /// Whether `rule` is for the write's operation and for the resource `r`
 /// (through the write's subresource), at `r`'s group and version when
-/// `versioned`.
-fn rule_matches(rule: &Value, a: &Attributes<'_>, r: &ResourceType, versioned: bool) -> bool {
+/// `versioned`, and for the object `name` if it names objects.
+fn rule_matches(
+    rule: &Value,
+    a: &Attributes<'_>,
+    r: &ResourceType,
+    versioned: bool,
+    name: &str,
+) -> bool {
     let operation = operation(a.operation);
     let resources = rule["resources"].as_array().into_iter().flatten();
     let scope = match rule["scope"].as_str().unwrap_or("*") {
@@ -59,6 +65,9 @@ fn rule_matches(rule: &Value, a: &Attributes<'_>, r: &ResourceType, versioned: b
             .filter_map(Value::as_str)
             .any(|e| covers(e, r.plural, a.subresource))
         && scope
+        && rule["resourceNames"]
+            .as_array()
+            .is_none_or(|names| names.is_empty() || names.iter().any(|n| n == name))
 }
 
 /// The resource `hook` sees the write as, if one of its rules matches:
@@ -68,15 +77,31 @@ fn rule_matches(rule: &Value, a: &Attributes<'_>, r: &ResourceType, versioned: b
 /// event as `v1`, another version of a custom resource). Only the
 /// object itself or its status is sent converted.
 pub fn matches(hook: &Value, a: &Attributes<'_>) -> Option<Seen> {
-    let rules: Vec<&Value> = hook["rules"].as_array().into_iter().flatten().collect();
+    matches_rules(&hook["rules"], &hook["matchPolicy"], a, "")
+}
+
+/// How `rules` (of a webhook or an admission policy, the object `name`
+/// written) see the write, as [`matches`] says.
+pub fn matches_rules(
+    rules: &Value,
+    match_policy: &Value,
+    a: &Attributes<'_>,
+    name: &str,
+) -> Option<Seen> {
+    let rules: Vec<&Value> = rules.as_array().into_iter().flatten().collect();
     let r = a.resource;
-    if rules.iter().any(|rule| rule_matches(rule, a, r, true)) {
+    if rules
+        .iter()
+        .any(|rule| rule_matches(rule, a, r, true, name))
+    {
         return Some(Seen::AsMade);
     }
     let convertible = matches!(a.subresource, None | Some("status"));
     // Equivalents share the plural: only a rule for it may name one.
-    let named = rules.iter().any(|rule| rule_matches(rule, a, r, false));
-    if hook["matchPolicy"] == "Exact" || !convertible || !named {
+    let named = rules
+        .iter()
+        .any(|rule| rule_matches(rule, a, r, false, name));
+    if match_policy == "Exact" || !convertible || !named {
         return None;
     }
     let stored = r.key_prefix();
@@ -84,7 +109,9 @@ pub fn matches(hook: &Value, a: &Attributes<'_>) -> Option<Seen> {
         (other.group, other.version) != (r.group, r.version)
             && other.plural == r.plural
             && other.key_prefix() == stored
-            && rules.iter().any(|rule| rule_matches(rule, a, other, true))
+            && rules
+                .iter()
+                .any(|rule| rule_matches(rule, a, other, true, name))
     });
     equivalent.map(Seen::As)
 }
