@@ -247,11 +247,15 @@ impl ValidatingPolicies {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(why) => {
-                    outcome.denial = outcome.denial.or(bound.failed(why));
+                    let failed = Denial {
+                        message: why,
+                        reason: String::new(),
+                    };
+                    act(bound, failed, 0, &mut outcome);
                     continue;
                 }
             }
-            self.validations(bound, &programs, &activation, &mut outcome);
+            validations(bound, &programs, &activation, &mut outcome);
             annotations(bound, &programs, &activation, &mut outcome);
         }
         Ok(outcome)
@@ -275,66 +279,73 @@ impl ValidatingPolicies {
             .await?
             .unwrap_or(Value::Null))
     }
+}
 
-    /// Runs the validations, acting on each failure as the binding says.
-    fn validations(
-        &self,
-        bound: &Bound<'_>,
-        programs: &Programs,
-        activation: &Activation,
-        outcome: &mut Outcome,
-    ) {
-        let validations = bound.policy["spec"]["validations"]
-            .as_array()
-            .into_iter()
-            .flatten();
-        for (i, (validation, (program, message))) in
-            validations.zip(&programs.validations).enumerate()
-        {
-            let expression = validation["expression"].as_str().unwrap_or_default().trim();
-            let failed = match activation.holds(program) {
-                Ok(true) => continue,
-                Ok(false) => Denial {
-                    message: worded(validation, message.as_deref(), activation)
-                        .unwrap_or_else(|| format!("failed expression: {expression}")),
-                    reason: validation["reason"]
-                        .as_str()
-                        .unwrap_or("Invalid")
-                        .to_owned(),
-                },
-                Err(e) if bound.fails_open() => {
-                    tracing::warn!(policy = bound.policy_name(), error = %e, "admission policy failed; its failurePolicy lets the request pass");
-                    continue;
-                }
-                Err(e) => Denial {
-                    message: format!("expression '{expression}' resulted in error: {e}"),
-                    reason: String::new(),
-                },
-            };
-            let actions = bound.actions();
-            for action in &actions {
-                match *action {
-                    "Warn" => outcome.warnings.push(format!(
-                        "Validation failed for ValidatingAdmissionPolicy '{}' with binding '{}': {}",
-                        bound.policy_name(),
-                        bound.binding_name(),
-                        failed.message
-                    )),
-                    "Audit" => {
-                        let value = json!([{
-                            "message": failed.message, "policy": bound.policy_name(),
-                            "binding": bound.binding_name(), "expressionIndex": i,
-                            "validationActions": actions,
-                        }]);
-                        outcome.audit.push((FAILURE_ANNOTATION.to_owned(), value.to_string()));
-                    }
-                    _ => {}
-                }
+/// Runs the validations, acting on each failure as the binding says.
+fn validations(
+    bound: &Bound<'_>,
+    programs: &Programs,
+    activation: &Activation,
+    outcome: &mut Outcome,
+) {
+    let validations = bound.policy["spec"]["validations"]
+        .as_array()
+        .into_iter()
+        .flatten();
+    for (i, (validation, (program, message))) in validations.zip(&programs.validations).enumerate()
+    {
+        let expression = validation["expression"].as_str().unwrap_or_default().trim();
+        let failed = match activation.holds(program) {
+            Ok(true) => continue,
+            Ok(false) => Denial {
+                message: worded(validation, message.as_deref(), activation)
+                    .unwrap_or_else(|| format!("failed expression: {expression}")),
+                reason: validation["reason"]
+                    .as_str()
+                    .unwrap_or("Invalid")
+                    .to_owned(),
+            },
+            Err(e) => Denial {
+                message: format!("expression '{expression}' resulted in error: {e}"),
+                reason: String::new(),
+            },
+        };
+        act(bound, failed, i, outcome);
+    }
+}
+
+/// Acts on a failed validation (number `index`) as the binding's actions
+/// say: refuse, warn, record. One that could not be evaluated (no
+/// reason) is let pass if the policy fails open.
+fn act(bound: &Bound<'_>, failed: Denial, index: usize, outcome: &mut Outcome) {
+    if failed.reason.is_empty() && bound.fails_open() {
+        tracing::warn!(policy = bound.policy_name(), error = %failed.message, "admission policy failed; its failurePolicy lets the request pass");
+        return;
+    }
+    let actions = bound.actions();
+    for action in &actions {
+        match *action {
+            "Warn" => outcome.warnings.push(format!(
+                "Validation failed for ValidatingAdmissionPolicy '{}' with binding '{}': {}",
+                bound.policy_name(),
+                bound.binding_name(),
+                failed.message
+            )),
+            "Audit" => {
+                let value = json!([{
+                    "message": failed.message, "policy": bound.policy_name(),
+                    "binding": bound.binding_name(), "expressionIndex": index,
+                    "validationActions": actions,
+                }]);
+                outcome
+                    .audit
+                    .push((FAILURE_ANNOTATION.to_owned(), value.to_string()));
             }
-            if actions.contains(&"Deny") && outcome.denial.is_none() {
-                outcome.denial = Some(failed);
-            }
+            _ => {}
         }
+    }
+    if actions.contains(&"Deny") && outcome.denial.is_none() {
+        outcome.denial = Some(failed);
     }
 }
 
