@@ -42,6 +42,7 @@ pub fn apply(r: &ResourceType, obj: &mut Value) {
             }
             template(spec);
         }
+        ("", "PodTemplate") => template(obj),
         ("autoscaling", "HorizontalPodAutoscaler") => crate::autoscaling::default(r.version, obj),
         ("apiregistration.k8s.io", "APIService") => {
             if let Some(service) = obj["spec"].get_mut("service").filter(|s| s.is_object()) {
@@ -170,6 +171,21 @@ pub fn apply(r: &ResourceType, obj: &mut Value) {
             or_insert(spec(obj), "volumeMode", json!("Filesystem"));
             or_insert(obj, "status", json!({}));
             or_insert(&mut obj["status"], "phase", json!("Pending"));
+        }
+        ("storage.k8s.io", "CSIDriver") => {
+            let spec = spec(obj);
+            or_insert(spec, "attachRequired", json!(true));
+            or_insert(spec, "podInfoOnMount", json!(false));
+            or_insert(spec, "storageCapacity", json!(false));
+            or_insert(spec, "fsGroupPolicy", json!("ReadWriteOnceWithFSType"));
+            or_insert(spec, "requiresRepublish", json!(false));
+            or_insert(spec, "seLinuxMount", json!(false));
+            if spec["volumeLifecycleModes"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+            {
+                spec["volumeLifecycleModes"] = json!(["Persistent"]);
+            }
         }
         ("storage.k8s.io", "StorageClass") => {
             or_insert(obj, "reclaimPolicy", json!("Delete"));

@@ -229,6 +229,7 @@ resources! {
     "node.k8s.io" "v1" "RuntimeClass" "runtimeclasses" Cluster node::RuntimeClass, [] [] [];
     "storage.k8s.io" "v1" "StorageClass" "storageclasses" Cluster storage::StorageClass, ["sc"] [] [];
     "storage.k8s.io" "v1" "CSINode" "csinodes" Cluster storage::CSINode, [] [] [];
+    "storage.k8s.io" "v1" "CSIDriver" "csidrivers" Cluster storage::CSIDriver, [] [] [];
     "rbac.authorization.k8s.io" "v1" "Role" "roles" Namespaced rbac::Role, [] [] [];
     "rbac.authorization.k8s.io" "v1" "RoleBinding" "rolebindings" Namespaced rbac::RoleBinding, [] [] [];
     "rbac.authorization.k8s.io" "v1" "ClusterRole" "clusterroles" Cluster rbac::ClusterRole, [] [] [];
@@ -242,6 +243,7 @@ resources! {
     "policy" "v1" "PodDisruptionBudget" "poddisruptionbudgets" Namespaced policy::PodDisruptionBudget, ["pdb"] [] ["status"];
     "" "v1" "ReplicationController" "replicationcontrollers" Namespaced core::ReplicationController, ["rc"] ["all"] ["status", "scale"];
     "" "v1" "ComponentStatus" "componentstatuses" Cluster core::ComponentStatus, ["cs"] [] [];
+    "" "v1" "PodTemplate" "podtemplates" Namespaced core::PodTemplate, [] [] [];
     "admissionregistration.k8s.io" "v1" "ValidatingWebhookConfiguration" "validatingwebhookconfigurations" Cluster admreg::ValidatingWebhookConfiguration, [] ["api-extensions"] [];
     "admissionregistration.k8s.io" "v1" "MutatingWebhookConfiguration" "mutatingwebhookconfigurations" Cluster admreg::MutatingWebhookConfiguration, [] ["api-extensions"] [];
     "admissionregistration.k8s.io" "v1" "ValidatingAdmissionPolicy" "validatingadmissionpolicies" Cluster admreg::ValidatingAdmissionPolicy, [] ["api-extensions"] ["status"];

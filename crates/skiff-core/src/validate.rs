@@ -204,6 +204,7 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
                 }
             }
         }
+        ("", "PodTemplate") => pod_template(&obj["template"], "template", &mut causes),
         ("", "ConfigMap") => config::config_map(obj, old, &mut causes),
         ("", "Event") | ("events.k8s.io", "Event") => event::check(r, obj, old, &mut causes),
         ("", "Secret") => config::secret(obj, old, &mut causes),
@@ -218,6 +219,9 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
         ("", "PersistentVolume") => storage::volume(spec, old, &mut causes),
         ("", "PersistentVolumeClaim") => storage::claim(obj, old, &mut causes),
         ("storage.k8s.io", "StorageClass") => storage::class(obj, old, &mut causes),
+        ("storage.k8s.io", "CSIDriver") => {
+            storage::csi_driver(spec, old.map(|o| &o["spec"]), &mut causes);
+        }
         ("node.k8s.io", "RuntimeClass") => runtime_class::class(obj, &mut causes),
         ("scheduling.k8s.io", "PriorityClass") => priority_class::check(obj, old, &mut causes),
         ("autoscaling", "HorizontalPodAutoscaler") if r.version == "v1" => {

@@ -1227,3 +1227,136 @@ fn events_expire_after_their_ttl() {
         (!out.status.success() && err.contains("NotFound")).then_some(())
     });
 }
+
+/// Pod templates are stored with a pod's defaults, checked as a pod's
+/// template is, and printed with their containers and labels.
+#[test]
+fn pod_templates_are_served() {
+    let c = Cluster::start();
+    create(
+        &c,
+        "apiVersion: v1
+kind: PodTemplate
+metadata: {name: web}
+template:
+  metadata: {labels: {tier: front, app: web}}
+  spec:
+    containers: [{name: web, image: 'busybox:1.36'}]
+",
+    );
+    let listed = c.ok(&["get", "podtemplates"]);
+    let rows: Vec<Vec<&str>> = listed
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["NAME", "CONTAINERS", "IMAGES", "POD", "LABELS"]);
+    assert_eq!(
+        rows[1],
+        ["web", "web", "busybox:1.36", "app=web,tier=front"]
+    );
+    let stored = c.json(&["get", "podtemplate", "web"]);
+    assert_eq!(stored["template"]["spec"]["restartPolicy"], "Always");
+    let refused = c.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1
+kind: PodTemplate
+metadata: {name: bad}
+template:
+  spec:
+    containers: [{name: web}]
+",
+    );
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("template.spec.containers[0].image: Required value"),
+        "{err}"
+    );
+}
+
+/// A CSI driver's registration (what its chart installs) is stored with
+/// upstream's defaults, checked, and printed as upstream prints it.
+#[test]
+fn csi_drivers_are_served() {
+    let c = Cluster::start();
+    create(
+        &c,
+        "apiVersion: storage.k8s.io/v1
+kind: CSIDriver
+metadata: {name: hostpath.csi.k8s.io}
+spec:
+  podInfoOnMount: true
+  tokenRequests: [{audience: vault}]
+",
+    );
+    let driver = c.json(&["get", "csidriver", "hostpath.csi.k8s.io"]);
+    let spec = &driver["spec"];
+    assert_eq!(spec["attachRequired"], true, "{spec}");
+    assert_eq!(spec["fsGroupPolicy"], "ReadWriteOnceWithFSType", "{spec}");
+    assert_eq!(
+        spec["volumeLifecycleModes"],
+        serde_json::json!(["Persistent"])
+    );
+    let listed = c.ok(&["get", "csidrivers"]);
+    let rows: Vec<Vec<&str>> = listed
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "NAME",
+            "ATTACHREQUIRED",
+            "PODINFOONMOUNT",
+            "STORAGECAPACITY",
+            "TOKENREQUESTS",
+            "REQUIRESREPUBLISH",
+            "MODES",
+            "AGE"
+        ]
+    );
+    assert_eq!(
+        rows[1][..7],
+        [
+            "hostpath.csi.k8s.io",
+            "true",
+            "true",
+            "false",
+            "vault",
+            "false",
+            "Persistent"
+        ]
+    );
+    let changed = c.kubectl(&[
+        "patch",
+        "csidriver",
+        "hostpath.csi.k8s.io",
+        "-p",
+        r#"{"spec":{"attachRequired":false}}"#,
+    ]);
+    assert!(!changed.status.success());
+    let err = String::from_utf8_lossy(&changed.stderr);
+    assert!(
+        err.contains("spec.attachedRequired: Invalid value: false: field is immutable"),
+        "{err}"
+    );
+    let bad = c.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: storage.k8s.io/v1
+kind: CSIDriver
+metadata: {name: short.csi.k8s.io}
+spec:
+  tokenRequests: [{audience: a, expirationSeconds: 60}, {audience: a}]
+  volumeLifecycleModes: [Forever]
+",
+    );
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    for want in [
+        "spec.tokenRequests[0].expirationSeconds: Invalid value: 60: may not specify a duration less than 10 minutes",
+        "spec.tokenRequests[1].audience: Duplicate value: \"a\"",
+        "spec.volumeLifecycleModes: Unsupported value: \"Forever\"",
+    ] {
+        assert!(err.contains(want), "{want} in {err}");
+    }
+}

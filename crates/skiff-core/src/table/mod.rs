@@ -295,6 +295,23 @@ fn columns(kind: &str) -> &'static [Column] {
             ("ParamRef", "string", 0),
             ("Age", "string", 0),
         ],
+        "CSIDriver" => &[
+            ("Name", "string", 0),
+            ("AttachRequired", "boolean", 0),
+            ("PodInfoOnMount", "boolean", 0),
+            ("StorageCapacity", "boolean", 0),
+            ("TokenRequests", "string", 0),
+            ("RequiresRepublish", "boolean", 0),
+            ("Modes", "string", 0),
+            ("Age", "string", 0),
+        ],
+        // Upstream prints no age for a pod template.
+        "PodTemplate" => &[
+            ("Name", "string", 0),
+            ("Containers", "string", 0),
+            ("Images", "string", 0),
+            ("Pod Labels", "string", 0),
+        ],
         "Scale" => &[
             ("Name", "string", 0),
             ("Desired", "integer", 0),
@@ -1203,6 +1220,44 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 json!(first_three(ports)),
                 json!(first_three(addresses)),
                 created,
+            ]
+        }
+        "CSIDriver" => {
+            let flag = |key: &str, unset: bool| json!(spec[key].as_bool().unwrap_or(unset));
+            let requests = spec["tokenRequests"].as_array();
+            let audiences = requests.map_or("<unset>".to_owned(), |r| {
+                join(r.iter().map(|t| s(&t["audience"])))
+            });
+            let modes = spec["volumeLifecycleModes"]
+                .as_array()
+                .into_iter()
+                .flatten();
+            vec![
+                name,
+                flag("attachRequired", true),
+                flag("podInfoOnMount", false),
+                flag("storageCapacity", false),
+                json!(audiences),
+                flag("requiresRepublish", false),
+                json!(or_none(join(modes.map(s)))),
+                created,
+            ]
+        }
+        "PodTemplate" => {
+            let template = &o["template"];
+            let (names, images) = containers(&template["spec"]);
+            let labels = template["metadata"]["labels"].as_object();
+            let mut pairs: Vec<String> = labels
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={}", s(v)))
+                .collect();
+            pairs.sort();
+            vec![
+                name,
+                json!(names),
+                json!(images),
+                json!(or_none(pairs.join(","))),
             ]
         }
         "Scale" => vec![

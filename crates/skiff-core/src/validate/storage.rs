@@ -278,6 +278,97 @@ pub fn class(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     }
 }
 
+const FS_GROUP_POLICIES: &[&str] = &["File", "None", "ReadWriteOnceWithFSType"];
+const LIFECYCLE_MODES: &[&str] = &["Persistent", "Ephemeral"];
+
+/// A CSIDriver's `spec` (upstream's `ValidateCSIDriver` and its update):
+/// its switches set (defaulting sets them), known policies and modes,
+/// one token request per audience of at least ten minutes, and whether
+/// it attaches and how its volumes live fixed once made.
+pub fn csi_driver(spec: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
+    // Upstream's field name for `attachRequired`, kept as it says it.
+    for (key, field) in [
+        ("attachRequired", "spec.attachedRequired"),
+        ("podInfoOnMount", "spec.podInfoOnMount"),
+        ("storageCapacity", "spec.storageCapacity"),
+    ] {
+        if !spec[key].is_boolean() {
+            causes.push(Cause::required(field));
+        }
+    }
+    if let Some(p) = spec["fsGroupPolicy"].as_str() {
+        if !FS_GROUP_POLICIES.contains(&p) {
+            causes.push(Cause::unsupported(
+                "spec.fsGroupPolicy",
+                p,
+                FS_GROUP_POLICIES,
+            ));
+        }
+    }
+    let requests = spec["tokenRequests"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    for (i, request) in requests.iter().enumerate() {
+        let audience = request["audience"].as_str().unwrap_or_default();
+        if requests[..i].iter().any(|r| r["audience"] == audience) {
+            let field = format!("spec.tokenRequests[{i}].audience");
+            causes.push(Cause::duplicate(field, format!("{audience:?}")));
+            continue;
+        }
+        let field = format!("spec.tokenRequests[{i}].expirationSeconds");
+        let seconds = &request["expirationSeconds"];
+        match seconds.as_i64() {
+            Some(s) if s < 600 => causes.push(Cause::invalid_value(
+                field,
+                seconds,
+                "may not specify a duration less than 10 minutes",
+            )),
+            Some(s) if s > 1 << 32 => causes.push(Cause::invalid_value(
+                field,
+                seconds,
+                "may not specify a duration larger than 2^32 seconds",
+            )),
+            _ => {}
+        }
+    }
+    let modes = spec["volumeLifecycleModes"]
+        .as_array()
+        .into_iter()
+        .flatten();
+    for mode in modes.filter_map(Value::as_str) {
+        if !LIFECYCLE_MODES.contains(&mode) {
+            causes.push(Cause::unsupported(
+                "spec.volumeLifecycleModes",
+                mode,
+                LIFECYCLE_MODES,
+            ));
+        }
+    }
+    let period = &spec["nodeAllocatableUpdatePeriodSeconds"];
+    if period.as_i64().is_some_and(|p| p < 10) {
+        let why = "must be greater than or equal to 10 seconds";
+        causes.push(Cause::invalid_value(
+            "spec.nodeAllocatableUpdatePeriodSeconds",
+            period,
+            why,
+        ));
+    }
+    if let Some(old) = old {
+        for (key, field) in [
+            ("attachRequired", "spec.attachedRequired"),
+            ("volumeLifecycleModes", "spec.volumeLifecycleModes"),
+        ] {
+            if spec[key] != old[key] {
+                causes.push(Cause::invalid_value(
+                    field,
+                    &spec[key],
+                    "field is immutable",
+                ));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
