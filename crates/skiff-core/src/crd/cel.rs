@@ -145,38 +145,50 @@ pub fn compile(rule: &str) -> Result<Program, String> {
     env().compile(rule).map_err(|e| e.to_string())
 }
 
-/// Whether `program` holds with `variables` bound (an admission
-/// webhook's match condition); an error if it fails or gives no boolean.
-pub fn holds(program: &Program, variables: &[(&str, &Value)]) -> Result<bool, String> {
-    Activation::new(variables).holds(program)
-}
+/// The most the expressions of one admission evaluation may cost
+/// together (upstream's runtime budget).
+pub const ADMISSION_BUDGET: u64 = 10_000_000;
 
-/// The bindings one admission policy's expressions run with: the
-/// request's values, then its `variables`.
-pub struct Activation {
+/// The bindings one admission evaluation's expressions run with (a
+/// webhook's match conditions, or a policy's expressions for one binding
+/// and parameter): the request's values, then `variables`. Each
+/// expression is charged its cost on these values, estimated before it
+/// runs, to one budget; one that would pass it fails.
+pub struct Activation<'v> {
     context: Context<'static, 'static>,
+    values: Vec<(&'v str, &'v Value)>,
+    /// The variables' values, as JSON, for estimates.
+    variables: Value,
+    budget: Cell<u64>,
 }
 
-impl Activation {
-    pub fn new(values: &[(&str, &Value)]) -> Self {
+impl<'v> Activation<'v> {
+    pub fn new(values: &[(&'v str, &'v Value)]) -> Self {
         let mut context = context();
         for (name, value) in values {
             context.add_variable_from_value(*name, to_cel(value));
         }
-        Self { context }
+        Self {
+            context,
+            values: values.to_vec(),
+            variables: Value::Object(Default::default()),
+            budget: Cell::new(ADMISSION_BUDGET),
+        }
     }
 
     /// Binds `variables.<name>` to what each program gives, in order, so
-    /// that one may use those before it. One that fails is left out: only
-    /// an expression that uses it fails.
+    /// that one may use those before it. One that fails (or costs more
+    /// than is left) is left out: only an expression that uses it fails.
     pub fn with_variables<'p>(&mut self, named: impl IntoIterator<Item = (&'p str, &'p Program)>) {
         let mut variables: HashMap<String, cel::Value> = HashMap::new();
         for (name, program) in named {
-            if let Ok(value) = program.execute(&self.context) {
-                variables.insert(name.to_owned(), value);
-                self.context
-                    .add_variable_from_value("variables", cel::Value::from(variables.clone()));
-            }
+            let Ok(value) = self.run(program) else {
+                continue;
+            };
+            self.variables[name] = from_cel(&value);
+            variables.insert(name.to_owned(), value);
+            self.context
+                .add_variable_from_value("variables", cel::Value::from(variables.clone()));
         }
         if variables.is_empty() {
             self.context
@@ -184,22 +196,33 @@ impl Activation {
         }
     }
 
+    /// Runs `program` once its cost is charged to the budget.
+    fn run(&self, program: &Program) -> Result<cel::Value, String> {
+        let mut values = self.values.clone();
+        values.push(("variables", &self.variables));
+        let left = self.budget.get();
+        let Some(cost) = cel_cost::with_values(program.expression(), &values, left) else {
+            self.budget.set(0);
+            return Err("operation cancelled: actual cost limit exceeded".into());
+        };
+        self.budget.set(left - cost);
+        program.execute(&self.context).map_err(|e| e.to_string())
+    }
+
     /// Whether `program` holds; an error if it fails or gives no boolean.
     pub fn holds(&self, program: &Program) -> Result<bool, String> {
-        match program.execute(&self.context) {
-            Ok(cel::Value::Bool(b)) => Ok(b),
-            Ok(other) => Err(format!("the expression gave {other:?}, not a boolean")),
-            Err(e) => Err(e.to_string()),
+        match self.run(program)? {
+            cel::Value::Bool(b) => Ok(b),
+            other => Err(format!("the expression gave {other:?}, not a boolean")),
         }
     }
 
     /// The string `program` gives, none for `null`; an error otherwise.
     pub fn string(&self, program: &Program) -> Result<Option<String>, String> {
-        match program.execute(&self.context) {
-            Ok(cel::Value::String(s)) => Ok(Some(s.to_string())),
-            Ok(cel::Value::Null) => Ok(None),
-            Ok(other) => Err(format!("the expression gave {other:?}, not a string")),
-            Err(e) => Err(e.to_string()),
+        match self.run(program)? {
+            cel::Value::String(s) => Ok(Some(s.to_string())),
+            cel::Value::Null => Ok(None),
+            other => Err(format!("the expression gave {other:?}, not a string")),
         }
     }
 }
@@ -398,6 +421,36 @@ fn collect(s: &Value, out: &mut HashMap<(String, String), Rule>) {
         if let Some(children) = map.get(key).and_then(Value::as_array) {
             children.iter().for_each(|c| collect(c, out));
         }
+    }
+}
+
+/// A CEL value as JSON (for estimates): bytes as a string, functions and
+/// opaque values as null.
+fn from_cel(v: &cel::Value) -> Value {
+    match v {
+        cel::Value::List(items) => Value::Array(items.iter().map(from_cel).collect()),
+        cel::Value::Map(map) => Value::Object(
+            map.map
+                .iter()
+                .map(|(k, v)| (cel_key(k), from_cel(v)))
+                .collect(),
+        ),
+        cel::Value::Int(i) => Value::from(*i),
+        cel::Value::UInt(u) => Value::from(*u),
+        cel::Value::Float(f) => Value::from(*f),
+        cel::Value::String(s) => Value::String(s.to_string()),
+        cel::Value::Bytes(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
+        cel::Value::Bool(b) => Value::Bool(*b),
+        _ => Value::Null,
+    }
+}
+
+fn cel_key(k: &cel::objects::Key) -> String {
+    match k {
+        cel::objects::Key::String(s) => s.to_string(),
+        cel::objects::Key::Int(i) => i.to_string(),
+        cel::objects::Key::Uint(u) => u.to_string(),
+        cel::objects::Key::Bool(b) => b.to_string(),
     }
 }
 

@@ -67,6 +67,17 @@ pub fn on_value(rule: &IdedExpr, v: &Value, old: Option<&Value>, limit: u64) -> 
     (cost <= limit).then_some(cost)
 }
 
+/// The cost of an expression with `values` bound by name (an admission
+/// policy's `object`, `request`, …), or `None` once it passes `limit`.
+pub fn with_values(rule: &IdedExpr, values: &[(&str, &Value)], limit: u64) -> Option<u64> {
+    let scope = values
+        .iter()
+        .map(|(name, v)| ((*name).to_owned(), Shape::Value(v)))
+        .collect();
+    let cost = Estimator { scope, limit }.cost(rule).cost;
+    (cost <= limit).then_some(cost)
+}
+
 /// What the estimator knows of a value's size.
 #[derive(Clone, Debug)]
 enum Shape<'a> {

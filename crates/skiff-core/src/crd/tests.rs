@@ -406,3 +406,37 @@ fn selectable_fields_are_simple_paths_to_scalars() {
     });
     assert_eq!(s.version.selectable, ["spec.mode"]);
 }
+
+#[test]
+fn admission_expressions_share_one_budget_and_see_their_variables() {
+    let items: Vec<Value> = (0..1_200).map(|i| json!(format!("item-{i}"))).collect();
+    let object = json!({"items": items, "name": "x"});
+    let request = json!({"operation": "CREATE"});
+    let values = [("object", &object), ("request", &request)];
+    let program = |e: &str| cel::compile(e).unwrap();
+    let mut activation = cel::Activation::new(&values);
+    let xs = program("object.items");
+    activation.with_variables([("xs", &xs)]);
+    assert_eq!(
+        activation.holds(&program("size(variables.xs) == 1200")),
+        Ok(true)
+    );
+    assert_eq!(
+        activation.string(&program("object.name + request.operation")),
+        Ok(Some("xCREATE".to_owned()))
+    );
+    // Every pair of 1,200 items is beyond the budget, through a variable
+    // as directly: the expression fails before it runs.
+    let pairs = program("variables.xs.all(a, variables.xs.all(b, a == b || true))");
+    let refused = activation.holds(&pairs).unwrap_err();
+    assert!(refused.contains("actual cost limit exceeded"), "{refused}");
+    // The budget is spent: even a cheap expression is refused after it,
+    // and a new evaluation has its own.
+    assert!(activation.holds(&program("object.name == 'x'")).is_err());
+    let mut fresh = cel::Activation::new(&values);
+    fresh.with_variables([("xs", &xs)]);
+    assert_eq!(
+        fresh.holds(&program("object.items.exists(i, i == 'item-3')")),
+        Ok(true)
+    );
+}

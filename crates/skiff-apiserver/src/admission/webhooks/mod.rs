@@ -267,11 +267,12 @@ pub(super) fn compiled(expression: &str) -> Result<Arc<cel::Program>, String> {
 /// `object` and `oldObject` bound, as upstream binds them): false as soon
 /// as one is false, else an error if one could not be evaluated.
 fn conditions_hold(hook: &Hook, request: &Value) -> Result<bool, String> {
-    let variables = [
+    // One budget for all of a webhook's conditions, as upstream's.
+    let activation = cel::Activation::new(&[
         ("object", &request["object"]),
         ("oldObject", &request["oldObject"]),
         ("request", request),
-    ];
+    ]);
     let mut errors = Vec::new();
     for condition in hook.spec["matchConditions"]
         .as_array()
@@ -279,7 +280,7 @@ fn conditions_hold(hook: &Hook, request: &Value) -> Result<bool, String> {
         .flatten()
     {
         let expression = condition["expression"].as_str().unwrap_or_default();
-        let held = compiled(expression).and_then(|p| cel::holds(&p, &variables));
+        let held = compiled(expression).and_then(|p| activation.holds(&p));
         match held {
             Ok(true) => {}
             Ok(false) => return Ok(false),
