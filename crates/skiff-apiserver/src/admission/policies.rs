@@ -143,7 +143,7 @@ impl ValidatingPolicies {
 
     /// The binding's parameters: none if its policy takes none (one
     /// evaluation without `params`), else those its `paramRef` finds.
-    async fn params(&self, bound: &Bound<'_>, a: &Attributes<'_>) -> Result<Vec<Value>, String> {
+    async fn params(&self, bound: &Bound<'_>, ns: Option<&str>) -> Result<Vec<Value>, String> {
         let kind = &bound.policy["spec"]["paramKind"];
         let param_ref = &bound.binding["spec"]["paramRef"];
         if !kind.is_object() || !param_ref.is_object() {
@@ -157,10 +157,12 @@ impl ValidatingPolicies {
                 "paramKind kind `{api_version}, Kind={kind_name}` not known"
             ));
         };
+        // Without a namespace of its own, the parameter is looked for in
+        // the request's.
         let ns = match param_ref["namespace"].as_str().filter(|n| !n.is_empty()) {
             _ if !r.namespaced => None,
             Some(ns) => Some(ns),
-            None => match a.namespace.filter(|n| !n.is_empty()) {
+            None => match ns {
                 Some(ns) => Some(ns),
                 None => {
                     return Err("cannot use namespaced paramRef in policy binding that matches cluster-scoped resources".into());
@@ -201,29 +203,19 @@ impl ValidatingPolicies {
         obj: &Value,
     ) -> Result<Outcome, ApiError> {
         let mut outcome = Outcome::default();
-        let params = match self.params(bound, a).await {
+        let (shown, shown_old) = as_seen(seen, a, obj)?;
+        let uid = uuid::Uuid::new_v4().to_string();
+        // The request says the object and the one it replaces as CEL sees
+        // them (a deletion's object is null).
+        let request = request(seen, a, (&shown, shown_old.as_deref()), &uid);
+        let ns = request["namespace"].as_str().filter(|n| !n.is_empty());
+        let params = match self.params(bound, ns).await {
             Ok(params) => params,
             Err(why) => {
                 outcome.denial = bound.failed(format!("failed to configure binding: {why}"));
                 return Ok(outcome);
             }
         };
-        let (shown, shown_old) = as_seen(seen, a, obj)?;
-        let (object, old_object) = match a.operation {
-            Operation::Delete => (
-                Value::Null,
-                shown_old
-                    .as_deref()
-                    .cloned()
-                    .unwrap_or_else(|| shown.clone().into_owned()),
-            ),
-            _ => (
-                shown.clone().into_owned(),
-                shown_old.as_deref().cloned().unwrap_or(Value::Null),
-            ),
-        };
-        let uid = uuid::Uuid::new_v4().to_string();
-        let request = request(seen, a, (&shown, shown_old.as_deref()), &uid);
         let namespace = self.namespace_object(a, &request).await?;
         let spec = &bound.policy["spec"];
         let programs = match Programs::of(spec) {
@@ -235,8 +227,8 @@ impl ValidatingPolicies {
         };
         for param in &params {
             let mut activation = Activation::new(&[
-                ("object", &object),
-                ("oldObject", &old_object),
+                ("object", &request["object"]),
+                ("oldObject", &request["oldObject"]),
                 ("request", &request),
                 ("params", param),
                 ("namespaceObject", &namespace),
