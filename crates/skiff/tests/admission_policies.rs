@@ -115,6 +115,27 @@ fn a_binding_warns_or_refuses_as_its_actions_say() {
         "--image=x",
         "--replicas=10",
     ]);
+
+    // A warning said before a refusal reaches the client with it: a
+    // second binding (first by name) only warns.
+    create(
+        &c,
+        "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: a-warning.example.com}
+spec:
+  policyName: max-replicas.example.com
+  validationActions: [Warn]
+",
+    );
+    let out = c.kubectl(&["create", "deploy", "widest", "--image=x", "--replicas=12"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Warning: Validation failed for ValidatingAdmissionPolicy 'max-replicas.example.com' with binding 'a-warning.example.com'"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("denied request"), "{stderr}");
 }
 
 const PARAMETERS: &str = "
