@@ -34,6 +34,9 @@ pub struct Trail {
     pub target: Option<Target>,
     pub level: Level,
     pub request: Option<Value>,
+    /// The name a creation's body gives its object (the path names
+    /// none), for the event's `objectRef`, as upstream's.
+    pub created: Option<String>,
 }
 
 impl Trail {
@@ -259,6 +262,8 @@ pub struct Record<'a> {
     pub response: Option<&'a Value>,
     pub omit_managed_fields: bool,
     pub annotations: Option<&'a Annotations>,
+    /// The name a creation's body gives its object.
+    pub created: Option<&'a str>,
 }
 
 /// The audit.k8s.io/v1 Event of a request that completed.
@@ -290,9 +295,10 @@ pub fn event(r: &Record) -> Value {
     } = r.target
     {
         let mut object = json!({"resource": resource, "apiGroup": group});
+        let name = name.as_deref().or(r.created);
         for (k, v) in [
-            ("subresource", subresource),
-            ("namespace", namespace),
+            ("subresource", subresource.as_deref()),
+            ("namespace", namespace.as_deref()),
             ("name", name),
         ] {
             if let Some(v) = v {
@@ -420,6 +426,7 @@ mod tests {
             response: Some(&body),
             omit_managed_fields: false,
             annotations: None,
+            created: None,
         };
         let meta = event(&record(Level::Metadata));
         assert_eq!(
@@ -472,7 +479,9 @@ mod tests {
             response: Some(&body),
             omit_managed_fields: true,
             annotations: None,
+            created: Some("m"),
         });
+        assert_eq!(event["objectRef"]["name"], "m");
         assert_eq!(event["requestObject"], json!({"metadata": {"name": "m"}}));
         assert_eq!(event["responseObject"], json!({"metadata": {"name": "m"}}));
     }

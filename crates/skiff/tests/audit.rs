@@ -100,6 +100,9 @@ fn one_event_per_request_at_the_policy_level() {
         .collect();
     assert_eq!(secret.len(), 1, "{secret:?}");
     assert_eq!(secret[0]["level"], "Metadata");
+    // A creation's object is named from its body, at any level.
+    assert_eq!(secret[0]["objectRef"]["name"], "s", "{secret:?}");
+    assert_eq!(made[0]["objectRef"]["name"], "m", "{made:?}");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
         !text.contains("aHVudGVyMg") && !text.contains("hunter2"),

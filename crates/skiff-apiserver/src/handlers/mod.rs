@@ -236,6 +236,7 @@ impl Api {
             response: response.as_ref(),
             omit_managed_fields: trail.omit_managed_fields,
             annotations: reply.extensions().get::<audit::Annotations>(),
+            created: trail.created.as_deref(),
         }));
         reply
     }
@@ -256,14 +257,30 @@ impl Api {
         trail.verb = verb.to_owned();
         trail.target = Some(target.clone());
         (trail.level, trail.omit_managed_fields) = policy.decide(user, verb, target);
-        if trail.level < audit::Level::Request || !matches!(verb, "create" | "update" | "patch") {
+        let kept =
+            trail.level >= audit::Level::Request && matches!(verb, "create" | "update" | "patch");
+        // A creation names its object in its body, which is read for the
+        // name at any level, as upstream's.
+        let unnamed = trail.level >= audit::Level::Metadata
+            && verb == "create"
+            && matches!(target, authz::Target::Resource { name: None, .. });
+        if !kept && !unnamed {
             return Ok(body);
         }
         let bytes = axum::body::to_bytes(body, body::MAX_BODY)
             .await
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         // JSON, YAML or protobuf, logged as JSON.
-        trail.request = body::parse(&bytes, &body::content_type(headers)).ok();
+        let request = body::parse(&bytes, &body::content_type(headers)).ok();
+        if unnamed {
+            let name = request
+                .as_ref()
+                .and_then(|o| o["metadata"]["name"].as_str());
+            trail.created = name.filter(|n| !n.is_empty()).map(str::to_owned);
+        }
+        if kept {
+            trail.request = request;
+        }
         Ok(Body::from(bytes))
     }
 
