@@ -230,6 +230,7 @@ resources! {
     "storage.k8s.io" "v1" "StorageClass" "storageclasses" Cluster storage::StorageClass, ["sc"] [] [];
     "storage.k8s.io" "v1" "CSINode" "csinodes" Cluster storage::CSINode, [] [] [];
     "storage.k8s.io" "v1" "CSIDriver" "csidrivers" Cluster storage::CSIDriver, [] [] [];
+    "storage.k8s.io" "v1" "VolumeAttributesClass" "volumeattributesclasses" Cluster storage::VolumeAttributesClass, ["vac"] [] [];
     "rbac.authorization.k8s.io" "v1" "Role" "roles" Namespaced rbac::Role, [] [] [];
     "rbac.authorization.k8s.io" "v1" "RoleBinding" "rolebindings" Namespaced rbac::RoleBinding, [] [] [];
     "rbac.authorization.k8s.io" "v1" "ClusterRole" "clusterroles" Cluster rbac::ClusterRole, [] [] [];

@@ -219,6 +219,9 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
         ("", "PersistentVolume") => storage::volume(spec, old, &mut causes),
         ("", "PersistentVolumeClaim") => storage::claim(obj, old, &mut causes),
         ("storage.k8s.io", "StorageClass") => storage::class(obj, old, &mut causes),
+        ("storage.k8s.io", "VolumeAttributesClass") => {
+            storage::attributes_class(obj, old, &mut causes);
+        }
         ("storage.k8s.io", "CSIDriver") => {
             storage::csi_driver(spec, old.map(|o| &o["spec"]), &mut causes);
         }

@@ -123,9 +123,10 @@ pub fn pinned_node(pv: &PersistentVolume) -> Option<&str> {
     }
 }
 
-/// Why `pv` cannot serve `claim`, or `None` when it can: the same class
-/// and volume mode, every access mode asked for, enough storage, the
-/// claim's selector, and no other claim named in its `claimRef`.
+/// Why `pv` cannot serve `claim`, or `None` when it can: the same class,
+/// volume attributes class and volume mode, every access mode asked for,
+/// enough storage, the claim's selector, and no other claim named in its
+/// `claimRef`.
 pub fn mismatch(claim: &PersistentVolumeClaim, pv: &PersistentVolume) -> Option<&'static str> {
     let (Some(cs), Some(vs)) = (claim.spec.as_ref(), pv.spec.as_ref()) else {
         return Some("no spec");
@@ -149,6 +150,11 @@ pub fn mismatch(claim: &PersistentVolumeClaim, pv: &PersistentVolume) -> Option<
     }
     if claim_class(claim) != volume_class(pv) {
         return Some("another storage class");
+    }
+    let attributes = |c: &Option<String>| c.clone().unwrap_or_default();
+    if attributes(&cs.volume_attributes_class_name) != attributes(&vs.volume_attributes_class_name)
+    {
+        return Some("another volume attributes class");
     }
     let mode = |m: Option<&str>| m.unwrap_or("Filesystem").to_owned();
     if mode(cs.volume_mode.as_deref()) != mode(vs.volume_mode.as_deref()) {
@@ -241,6 +247,20 @@ mod tests {
         let read_only = pv("ro", "1Gi", json!(["ReadOnlyMany"]));
         assert_eq!(mismatch(&c, &small), Some("too small"));
         assert_eq!(mismatch(&c, &read_only), Some("other access modes"));
+        // A claim of a volume attributes class takes volumes of it only.
+        let mut gold = c.clone();
+        gold.spec.as_mut().unwrap().volume_attributes_class_name = Some("gold".into());
+        assert_eq!(
+            mismatch(&gold, &exact),
+            Some("another volume attributes class")
+        );
+        let mut golden = exact.clone();
+        golden.spec.as_mut().unwrap().volume_attributes_class_name = Some("gold".into());
+        assert_eq!(mismatch(&gold, &golden), None);
+        assert_eq!(
+            mismatch(&c, &golden),
+            Some("another volume attributes class")
+        );
         let all = [small.clone(), big.clone(), exact.clone(), read_only];
         assert_eq!(
             best_match(&c, &all, None).unwrap().metadata.name.as_deref(),

@@ -1360,3 +1360,38 @@ spec:
         assert!(err.contains(want), "{want} in {err}");
     }
 }
+
+/// A VolumeAttributesClass names its driver, and neither it nor its
+/// parameters change once made.
+#[test]
+fn volume_attributes_classes_are_served() {
+    let c = Cluster::start();
+    create(
+        &c,
+        "apiVersion: storage.k8s.io/v1
+kind: VolumeAttributesClass
+metadata: {name: gold}
+driverName: pd.csi.storage.gke.io
+parameters: {iops: '5000'}
+",
+    );
+    let listed = c.ok(&["get", "vac"]);
+    let rows: Vec<Vec<&str>> = listed
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["NAME", "DRIVERNAME", "AGE"]);
+    assert_eq!(rows[1][..2], ["gold", "pd.csi.storage.gke.io"]);
+    let err = c.fails(&[
+        "patch",
+        "vac",
+        "gold",
+        "--type=merge",
+        "-p",
+        r#"{"parameters":{"iops":"9000"}}"#,
+    ]);
+    assert!(
+        err.contains("parameters: Forbidden: updates to parameters are forbidden."),
+        "{err}"
+    );
+}

@@ -195,6 +195,29 @@ async fn no_volume_and_no_class_is_told() {
     );
 }
 
+/// A local path has no attributes to apply: a claim asking for a volume
+/// attributes class is not provisioned, and is told why.
+#[tokio::test]
+async fn local_path_provisions_no_volume_attributes() {
+    let bed = Bed::new();
+    let mut class = local_path_class();
+    class["volumeBindingMode"] = json!("Immediate");
+    bed.put("storageclasses", class);
+    let mut c = claim(Some("local-path"), "1Gi");
+    c["spec"]["volumeAttributesClassName"] = json!("gold");
+    bed.put("persistentvolumeclaims", c);
+    bed.settle().await;
+    assert_eq!(bed.claim()["status"]["phase"], "Pending");
+    assert!(bed.fake.objects("persistentvolumes").is_empty());
+    let events = bed.fake.event_messages();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("ProvisioningFailed") && e.contains("\"gold\"")),
+        "{events:?}"
+    );
+}
+
 #[tokio::test]
 async fn local_path_waits_for_its_first_consumer_then_provisions_on_its_node() {
     let bed = Bed::new();

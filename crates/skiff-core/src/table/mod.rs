@@ -295,6 +295,11 @@ fn columns(kind: &str) -> &'static [Column] {
             ("ParamRef", "string", 0),
             ("Age", "string", 0),
         ],
+        "VolumeAttributesClass" => &[
+            ("Name", "string", 0),
+            ("DriverName", "string", 0),
+            ("Age", "string", 0),
+        ],
         "CSIDriver" => &[
             ("Name", "string", 0),
             ("AttachRequired", "boolean", 0),
@@ -1222,6 +1227,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 created,
             ]
         }
+        "VolumeAttributesClass" => vec![name, json!(s(&o["driverName"])), created],
         "CSIDriver" => {
             let flag = |key: &str, unset: bool| json!(spec[key].as_bool().unwrap_or(unset));
             let requests = spec["tokenRequests"].as_array();

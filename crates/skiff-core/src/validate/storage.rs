@@ -237,14 +237,7 @@ pub fn claim(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
 }
 
 pub fn class(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
-    match obj["provisioner"].as_str() {
-        Some(p) if !p.is_empty() => {
-            if !crate::validate::is_dns_subdomain(&p.replace('/', ".").to_ascii_lowercase()) {
-                causes.push(Cause::invalid("provisioner", p, "must be a qualified name"));
-            }
-        }
-        _ => causes.push(Cause::required("provisioner")),
-    }
+    provisioner(&obj["provisioner"], "provisioner", causes);
     if let Some(p) = obj["reclaimPolicy"].as_str() {
         if !matches!(p, "Delete" | "Retain") {
             causes.push(Cause::unsupported(
@@ -274,6 +267,32 @@ pub fn class(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
                 field,
                 format!("updates to {what} are forbidden."),
             ));
+        }
+    }
+}
+
+/// A provisioner's or CSI driver's name: a qualified name.
+fn provisioner(name: &Value, field: &str, causes: &mut Vec<Cause>) {
+    match name.as_str() {
+        Some(p) if !p.is_empty() => {
+            if !crate::validate::is_dns_subdomain(&p.replace('/', ".").to_ascii_lowercase()) {
+                causes.push(Cause::invalid(field, p, "must be a qualified name"));
+            }
+        }
+        _ => causes.push(Cause::required(field)),
+    }
+}
+
+/// A VolumeAttributesClass: the driver that applies it, named, and what
+/// it applies, both fixed once made.
+pub fn attributes_class(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
+    provisioner(&obj["driverName"], "driverName", causes);
+    let Some(old) = old else {
+        return;
+    };
+    for key in ["driverName", "parameters"] {
+        if obj[key] != old[key] {
+            causes.push(forbidden(key, format!("updates to {key} are forbidden.")));
         }
     }
 }
