@@ -109,21 +109,6 @@ impl ClaimController {
             );
             return Ok(Action::Done);
         }
-        // A local path has no attributes to set: a claim asking for some
-        // waits for a volume made for it by hand.
-        let attributes = claim
-            .spec
-            .as_ref()
-            .and_then(|c| c.volume_attributes_class_name.as_deref())
-            .filter(|c| !c.is_empty());
-        if let Some(attributes) = attributes {
-            let message = format!(
-                "the {} provisioner cannot apply volume attributes class {attributes:?}: create a volume of that class for the claim",
-                v::LOCAL_PATH
-            );
-            s.tell(claim, true, "ProvisioningFailed", &message);
-            return Ok(Action::Done);
-        }
         match super::provision::local_path(s, claim, &class, selected.as_deref()).await? {
             true => Ok(Action::Done),
             // No node to put it on yet: nodes come and go.

@@ -75,6 +75,13 @@ pub async fn local_path(
     if class.mount_options.as_ref().is_some_and(|o| !o.is_empty()) {
         return refuse(format!("{LOCAL_PATH} volumes take no mount options"));
     }
+    // A claim asking for attributes waits for a volume made for it.
+    let attributes = spec.volume_attributes_class_name.as_deref();
+    if let Some(c) = attributes.filter(|c| !c.is_empty()) {
+        return refuse(format!(
+            "{LOCAL_PATH} cannot apply volume attributes class {c:?}"
+        ));
+    }
     if spec.data_source.is_some() || spec.data_source_ref.is_some() {
         return refuse(format!(
             "{LOCAL_PATH} cannot fill a volume from a data source"
