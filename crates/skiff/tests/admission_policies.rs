@@ -352,3 +352,67 @@ spec:
     assert!(err.contains("spec.policyName: Required value"), "{err}");
     assert!(err.contains("must not contain both Deny and Warn"), "{err}");
 }
+
+/// A binding whose parameter names no namespace finds it in the
+/// request's; where there is none, `Allow` lets the write pass.
+#[test]
+fn parameters_are_found_in_the_requests_namespace() {
+    let c = Cluster::start();
+    create(
+        &c,
+        "
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: keys.example.com}
+spec:
+  paramKind: {apiVersion: v1, kind: ConfigMap}
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [secrets]}
+  validations:
+  - expression: size(object.data) <= int(params.data.most)
+    messageExpression: \"'at most ' + params.data.most + ' keys'\"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: keys-binding.example.com}
+spec:
+  policyName: keys.example.com
+  validationActions: [Deny]
+  paramRef: {name: limits, parameterNotFoundAction: Allow}
+",
+    );
+    for ns in ["team", "free"] {
+        c.ok(&["create", "namespace", ns]);
+    }
+    c.ok(&[
+        "create",
+        "configmap",
+        "limits",
+        "-n",
+        "team",
+        "--from-literal=most=1",
+    ]);
+    let secret = |ns: &str| {
+        c.kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "-n",
+            ns,
+            "--from-literal=a=1",
+            "--from-literal=b=2",
+        ])
+    };
+    let refused = secret("team");
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("denied request: at most 1 keys"), "{err}");
+    let passed = secret("free");
+    assert!(
+        passed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&passed.stderr)
+    );
+}
