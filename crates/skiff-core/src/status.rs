@@ -290,6 +290,27 @@ impl ApiError {
         ));
         e
     }
+    /// A write an admission plugin refused, worded as upstream's
+    /// `admission.NewForbidden` (`pods "x" is forbidden: why`), with the
+    /// code and reason the plugin chose and `why` as its one cause.
+    pub fn admission_refused(
+        code: u16,
+        reason: &str,
+        (group, resource, name): (&str, &str, &str),
+        why: &str,
+    ) -> Self {
+        let target = qualified(group, resource);
+        let message = if name.is_empty() {
+            format!("{target} is forbidden: {why}")
+        } else {
+            format!("{target} {name:?} is forbidden: {why}")
+        };
+        let mut e = Self::refused(code, reason, message);
+        let mut d = details(group, resource, name);
+        d["causes"] = json!([{ "message": why }]);
+        e.details = Some(Box::new(d));
+        e
+    }
     /// A refusal whose code and reason another party chose (an admission
     /// webhook): a reason upstream does not define is left out.
     pub fn refused(code: u16, reason: &str, message: impl Into<String>) -> Self {

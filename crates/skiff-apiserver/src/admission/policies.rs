@@ -10,12 +10,12 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use skiff_core::crd::cel::{Activation, Program};
-use skiff_core::registry::{self, ResourceType};
+use skiff_core::registry;
 use skiff_core::selector::LabelSelector;
 use skiff_core::{meta, ApiError};
 
 use super::webhooks::rules::{self, Seen};
-use super::webhooks::{as_seen, compiled, exempt, request};
+use super::webhooks::{as_seen, compiled, exempt, match_conditions_hold, request};
 use super::{Attributes, Operation, Validating, Verdict};
 use crate::storage::Objects;
 
@@ -216,7 +216,7 @@ impl ValidatingPolicies {
                 return Ok(outcome);
             }
         };
-        let namespace = self.namespace_object(a, &request).await?;
+        let namespace = self.namespace_object(a, ns).await?;
         let spec = &bound.policy["spec"];
         let programs = match Programs::of(spec) {
             Ok(p) => p,
@@ -235,7 +235,7 @@ impl ValidatingPolicies {
             ]);
             let variables = programs.variables.iter().map(|(n, p)| (n.as_str(), &**p));
             activation.with_variables(variables);
-            match programs.conditions_hold(&activation) {
+            match match_conditions_hold(&spec["matchConditions"], &activation) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(why) => {
@@ -258,9 +258,8 @@ impl ValidatingPolicies {
     async fn namespace_object(
         &self,
         a: &Attributes<'_>,
-        request: &Value,
+        ns: Option<&str>,
     ) -> Result<Value, ApiError> {
-        let ns = request["namespace"].as_str().filter(|n| !n.is_empty());
         let Some(ns) = ns.filter(|_| a.resource.namespaced) else {
             return Ok(Value::Null);
         };
@@ -310,10 +309,14 @@ fn validations(
 /// say: refuse, warn, record. One that could not be evaluated (no
 /// reason) is let pass if the policy fails open.
 fn act(bound: &Bound<'_>, failed: Denial, index: usize, outcome: &mut Outcome) {
-    if failed.reason.is_empty() && bound.fails_open() {
-        tracing::warn!(policy = bound.policy_name(), error = %failed.message, "admission policy failed; its failurePolicy lets the request pass");
-        return;
-    }
+    let failed = if failed.reason.is_empty() {
+        let Some(failed) = bound.failed(failed.message) else {
+            return;
+        };
+        failed
+    } else {
+        failed
+    };
     let actions = bound.actions();
     for action in &actions {
         match *action {
@@ -380,13 +383,7 @@ fn annotations(
         );
         match activation.string(program) {
             Ok(Some(mut value)) => {
-                if value.len() > MAX_ANNOTATION {
-                    let mut end = MAX_ANNOTATION;
-                    while !value.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    value.truncate(end);
-                }
+                value.truncate(value.floor_char_boundary(MAX_ANNOTATION));
                 if !outcome.audit.iter().any(|(k, v)| *k == key && *v == value) {
                     outcome.audit.push((key, value));
                 }
@@ -403,7 +400,6 @@ fn annotations(
 
 /// A policy's expressions, compiled (once each, process-wide).
 struct Programs {
-    conditions: Vec<(String, std::sync::Arc<Program>)>,
     variables: Vec<(String, std::sync::Arc<Program>)>,
     validations: Vec<(std::sync::Arc<Program>, Option<std::sync::Arc<Program>>)>,
     annotations: Vec<std::sync::Arc<Program>>,
@@ -415,12 +411,10 @@ impl Programs {
     fn of(spec: &Value) -> Result<Self, String> {
         let list = |key: &str| spec[key].as_array().map_or(&[][..], Vec::as_slice);
         let text = |v: &Value, key: &str| v[key].as_str().unwrap_or_default().to_owned();
-        let named = |key: &str| -> Result<Vec<_>, String> {
-            list(key)
-                .iter()
-                .map(|v| Ok((text(v, "name"), compiled(&text(v, "expression"))?)))
-                .collect()
-        };
+        let variables = list("variables")
+            .iter()
+            .map(|v| Ok((text(v, "name"), compiled(&text(v, "expression"))?)))
+            .collect::<Result<_, String>>()?;
         let validations = list("validations")
             .iter()
             .map(|v| {
@@ -436,29 +430,10 @@ impl Programs {
             .map(|v| compiled(&text(v, "valueExpression")))
             .collect::<Result<_, String>>()?;
         Ok(Self {
-            conditions: named("matchConditions")?,
-            variables: named("variables")?,
+            variables,
             validations,
             annotations,
         })
-    }
-
-    /// Whether every match condition holds: false as soon as one is
-    /// false, else an error if one could not be evaluated.
-    fn conditions_hold(&self, activation: &Activation) -> Result<bool, String> {
-        let mut errors = Vec::new();
-        for (name, program) in &self.conditions {
-            match activation.holds(program) {
-                Ok(true) => {}
-                Ok(false) => return Ok(false),
-                Err(e) => errors.push(format!("expression {name:?} resulted in error: {e}")),
-            }
-        }
-        if errors.is_empty() {
-            Ok(true)
-        } else {
-            Err(errors.join("; "))
-        }
     }
 }
 
@@ -470,38 +445,20 @@ fn refusal(a: &Attributes<'_>, name: &str, bound: &Bound<'_>, denial: Denial) ->
         bound.binding_name(),
         denial.message
     );
-    let r: &ResourceType = a.resource;
-    let resource = if r.group.is_empty() {
-        r.plural.to_owned()
-    } else {
-        format!("{}.{}", r.plural, r.group)
-    };
-    let full = if name.is_empty() {
-        format!("{resource} is forbidden: {message}")
-    } else {
-        format!("{resource} {name:?} is forbidden: {message}")
-    };
     let reason = if denial.reason.is_empty() {
         "Invalid"
     } else {
         &denial.reason
     };
+    // Upstream's `reasonToCode`.
     let code = match reason {
         "Forbidden" => 403,
         "Unauthorized" => 401,
         "RequestEntityTooLarge" => 413,
         _ => 422,
     };
-    let mut e = ApiError::refused(code, reason, full);
-    let mut details = json!({"kind": r.plural, "causes": [{"message": message}]});
-    if !name.is_empty() {
-        details["name"] = json!(name);
-    }
-    if !r.group.is_empty() {
-        details["group"] = json!(r.group);
-    }
-    e.details = Some(Box::new(details));
-    e
+    let r = a.resource;
+    ApiError::admission_refused(code, reason, (r.group, r.plural, name), &message)
 }
 
 #[async_trait]

@@ -7,7 +7,9 @@
 
 use serde_json::Value;
 
-use super::webhooks::{match_conditions, named_rule, FAILURE_POLICIES, MATCH_POLICIES};
+use super::webhooks::{
+    expression_compiles, match_conditions, named_rule, FAILURE_POLICIES, MATCH_POLICIES,
+};
 use super::{is_dns1035_label, is_dns_subdomain, qualified_name_problem, DNS1035_MSG};
 use crate::selector::LabelSelector;
 use crate::status::Cause;
@@ -191,19 +193,7 @@ fn expression(v: &Value, at: &str, causes: &mut Vec<Cause>) {
             format!("{last} is not specified"),
         ));
     } else {
-        compiles(text, at, causes);
-    }
-}
-
-/// An expression that compiles and uses no `authorizer`.
-fn compiles(text: &str, at: &str, causes: &mut Vec<Cause>) {
-    match crate::crd::cel::compile(text) {
-        Err(e) => causes.push(Cause::invalid(at, text, format!("compilation failed: {e}"))),
-        Ok(p) if p.references().has_variable("authorizer") => {
-            let why = "authorization checks from policies (the authorizer variable) are not supported by Skiff";
-            causes.push(Cause::invalid(at, text, why));
-        }
-        Ok(_) => {}
+        expression_compiles(text, at, "policies", causes);
     }
 }
 
@@ -218,7 +208,7 @@ fn validation(v: &Value, here: &str, causes: &mut Vec<Cause>) {
                 "must be non-empty if specified",
             ));
         } else {
-            compiles(m, &at("messageExpression"), causes);
+            expression_compiles(m, &at("messageExpression"), "policies", causes);
         }
     }
     if let Some(m) = v["message"].as_str() {

@@ -111,17 +111,7 @@ pub(super) fn match_conditions(conditions: &Value, here: &str, causes: &mut Vec<
         if expression.is_empty() {
             causes.push(Cause::required(at("expression")));
         } else {
-            match crate::crd::cel::compile(expression) {
-                Err(e) => {
-                    let why = format!("compilation failed: {e}");
-                    causes.push(Cause::invalid(at("expression"), expression, why));
-                }
-                Ok(p) if p.references().has_variable("authorizer") => {
-                    let why = "authorization checks from match conditions (the authorizer variable) are not supported by Skiff";
-                    causes.push(Cause::invalid(at("expression"), expression, why));
-                }
-                Ok(_) => {}
-            }
+            expression_compiles(expression, &at("expression"), "match conditions", causes);
         }
         let name = condition["name"].as_str().unwrap_or_default();
         if name.is_empty() {
@@ -135,6 +125,21 @@ pub(super) fn match_conditions(conditions: &Value, here: &str, causes: &mut Vec<
             }
             names.push(name);
         }
+    }
+}
+
+/// An admission CEL expression (of `whose`: match conditions, policies)
+/// that compiles and uses no `authorizer`, which Skiff does not offer.
+pub(super) fn expression_compiles(text: &str, at: &str, whose: &str, causes: &mut Vec<Cause>) {
+    match crate::crd::cel::compile(text) {
+        Err(e) => causes.push(Cause::invalid(at, text, format!("compilation failed: {e}"))),
+        Ok(p) if p.references().has_variable("authorizer") => {
+            let why = format!(
+                "authorization checks from {whose} (the authorizer variable) are not supported by Skiff"
+            );
+            causes.push(Cause::invalid(at, text, why));
+        }
+        Ok(_) => {}
     }
 }
 

@@ -273,12 +273,18 @@ fn conditions_hold(hook: &Hook, request: &Value) -> Result<bool, String> {
         ("oldObject", &request["oldObject"]),
         ("request", request),
     ]);
+    match_conditions_hold(&hook.spec["matchConditions"], &activation)
+}
+
+/// Whether every one of `conditions` (a webhook's or an admission
+/// policy's `matchConditions`) holds: false as soon as one is false,
+/// else an error if one could not be evaluated.
+pub(super) fn match_conditions_hold(
+    conditions: &Value,
+    activation: &cel::Activation<'_>,
+) -> Result<bool, String> {
     let mut errors = Vec::new();
-    for condition in hook.spec["matchConditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
+    for condition in conditions.as_array().into_iter().flatten() {
         let expression = condition["expression"].as_str().unwrap_or_default();
         let held = compiled(expression).and_then(|p| activation.holds(&p));
         match held {
