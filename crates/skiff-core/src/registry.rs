@@ -203,7 +203,7 @@ use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as reg;
 
 resources! {
     "" "v1" "Namespace" "namespaces" Cluster core::Namespace, ["ns"] [] ["status", "finalize"];
-    "" "v1" "Pod" "pods" Namespaced core::Pod, ["po"] ["all"] ["status", "binding", "eviction", "log", "exec", "attach", "portforward", "ephemeralcontainers"];
+    "" "v1" "Pod" "pods" Namespaced core::Pod, ["po"] ["all"] ["status", "binding", "eviction", "log", "exec", "attach", "portforward", "ephemeralcontainers", "resize"];
     "" "v1" "Node" "nodes" Cluster core::Node, ["no"] [] ["status", "proxy"];
     "" "v1" "Service" "services" Namespaced core::Service, ["svc"] ["all"] ["status"];
     "" "v1" "Endpoints" "endpoints" Namespaced core::Endpoints, ["ep"] [] [];

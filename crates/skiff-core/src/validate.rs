@@ -18,6 +18,7 @@ mod job;
 mod load_balancer;
 mod metadata;
 mod network_policy;
+mod pod_changes;
 pub mod priority_class;
 mod quota;
 mod rbac;
@@ -263,6 +264,20 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
     }
 }
 
+/// Validates a pod written through its `resize` subresource: the new
+/// pod as any, and only what a resize may change changed from `old`.
+pub fn pod_resize(r: &ResourceType, new: &Value, old: &Value) -> Result<(), ApiError> {
+    let mut causes = Vec::new();
+    metadata::check(new, &mut causes);
+    pod_spec(&new["spec"], At::Root("spec"), &mut causes);
+    causes.extend(pod_changes::resize(new, old));
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(r.group, r.kind, meta::name(new), causes))
+    }
+}
+
 /// Why `v` is no label value, if it is not.
 const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 
@@ -483,6 +498,7 @@ fn pod_spec(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
     security(spec, at, causes);
     runtime_class::pod(spec, at, causes);
     resources::containers(spec, at, causes);
+    pod_changes::resize_policies(spec, at, causes);
     tolerations::check(spec, at, causes);
     beyond_the_agent(spec, at, causes);
     dns(spec, at, causes);
@@ -1505,17 +1521,7 @@ fn immutable(r: &ResourceType, new: &Value, old: &Value, causes: &mut Vec<Cause>
                 ));
             }
         }
-        let names = |v: &Value| -> Vec<Value> {
-            v["spec"]["containers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|c| c["name"].clone())
-                .collect()
-        };
-        if names(new) != names(old) {
-            causes.push(Cause::forbidden("spec", "pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations), `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"));
-        }
+        pod_changes::update(new, old, causes);
     }
 }
 

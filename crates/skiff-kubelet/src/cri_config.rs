@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{Container, Pod, PodDNSConfig, PodSpec};
+use k8s_openapi::api::core::v1::{Container, Pod, PodDNSConfig, PodSpec, ResourceRequirements};
 
 use crate::agent::Dns;
 use crate::{expansion, security};
@@ -162,8 +162,8 @@ fn add_dns_config(config: &mut cri::DnsConfig, extra: &PodDNSConfig) {
 }
 
 /// CPU shares, quota and the memory limit from requests and limits.
-fn resources(c: &Container) -> cri::LinuxContainerResources {
-    let r = c.resources.clone().unwrap_or_default();
+pub fn resources(r: Option<&ResourceRequirements>) -> cri::LinuxContainerResources {
+    let r = r.cloned().unwrap_or_default();
     let (limits, requests) = (r.limits.unwrap_or_default(), r.requests.unwrap_or_default());
     let milli = |q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
         q.and_then(|q| skiff_core::quantity::parse_milli(&q.0))
@@ -236,7 +236,7 @@ pub fn container(
         stdin_once: c.stdin_once == Some(true),
         tty: c.tty == Some(true),
         linux: Some(cri::LinuxContainerConfig {
-            resources: Some(resources(c)),
+            resources: Some(resources(c.resources.as_ref())),
             security_context: Some(inputs.security),
         }),
         ..Default::default()

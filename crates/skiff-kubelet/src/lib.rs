@@ -33,6 +33,7 @@ mod port_forward;
 pub mod probes;
 mod pull_secrets;
 mod pulls;
+pub mod resize;
 pub mod resource_metrics;
 pub mod runtime;
 mod runtime_stream;

@@ -8,7 +8,7 @@ use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
     ContainerStateWaiting, ContainerStatus, ContainerUser, HostIP, LinuxContainerUser, Pod,
-    PodCondition, PodIP, PodSpec, PodStatus, VolumeMount, VolumeMountStatus,
+    PodCondition, PodIP, PodSpec, PodStatus, ResourceRequirements, VolumeMount, VolumeMountStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -54,10 +54,26 @@ pub struct Facts<'a> {
     /// which are kept, and those readiness gates wait for.
     pub api: Option<&'a PodStatus>,
     pub now: Timestamp,
+    pub resize: Resizing<'a>,
+}
+
+/// Where the pod's resize stands (see [`crate::resize`]).
+#[derive(Default)]
+pub struct Resizing<'a> {
+    /// What the node allocated to each container; the spec's when none.
+    pub allocated: Option<&'a crate::resize::ByContainer>,
+    /// What each running container was given, with its id.
+    pub applied: Option<&'a HashMap<String, (String, ResourceRequirements)>>,
+    /// Why a resize waits for the node.
+    pub pending: Option<&'a crate::resize::Pending>,
+    /// Why giving a container its allocation failed.
+    pub error: Option<&'a str>,
 }
 
 /// The conditions the agent owns; any other belongs to whoever set it.
-const OWN_CONDITIONS: [&str; 5] = [
+const OWN_CONDITIONS: [&str; 7] = [
+    "PodResizePending",
+    "PodResizeInProgress",
     "PodReadyToStartContainers",
     "Initialized",
     "Ready",
@@ -154,6 +170,17 @@ fn container_status(c: &Container, f: &Facts, before_start: &str) -> ContainerSt
             .map(terminated)
     });
     let is_running = state.running.is_some();
+    let allocated = f
+        .resize
+        .allocated
+        .and_then(|a| a.get(&c.name))
+        .or(c.resources.as_ref());
+    let actual = f
+        .resize
+        .applied
+        .and_then(|a| a.get(&c.name))
+        .filter(|(id, _)| is_running && latest.is_some_and(|s| s.id == *id))
+        .map(|(_, r)| r);
     // Once the container exists, its image is the runtime's name for it
     // and its id the digest the runtime resolved, as upstream reports.
     let image = latest
@@ -178,10 +205,9 @@ fn container_status(c: &Container, f: &Facts, before_start: &str) -> ContainerSt
             ..Default::default()
         }),
         volume_mounts: mount_statuses(c, f.recursive_read_only),
-        // No resize changes a container's resources in place: they are
-        // those it was started with, as asked.
-        resources: Some(c.resources.clone().unwrap_or_default()),
-        allocated_resources: c.resources.as_ref().and_then(|r| r.requests.clone()),
+        // What a running container was given, else what it starts with.
+        resources: Some(actual.or(allocated).cloned().unwrap_or_default()),
+        allocated_resources: allocated.and_then(|r| r.requests.clone()),
         user: latest.and_then(|s| s.user.as_ref()).and_then(user),
         ..Default::default()
     }
@@ -393,11 +419,13 @@ pub fn pod_status(f: &Facts) -> PodStatus {
         },
         None => condition("Ready", ready),
     };
+    let resize_conditions = resize_conditions(f, &statuses, &init_statuses, &condition);
     // Others' conditions first, as upstream merges them.
     let conditions = api_conditions
         .iter()
         .filter(|c| !OWN_CONDITIONS.contains(&c.type_.as_str()))
         .cloned()
+        .chain(resize_conditions)
         .chain([
             condition("PodReadyToStartContainers", network_ready),
             condition("Initialized", f.init == Init::Done),
@@ -422,6 +450,40 @@ pub fn pod_status(f: &Facts) -> PodStatus {
         observed_generation: f.generation,
         ..Default::default()
     }
+}
+
+/// `PodResizePending` while a resize waits for the node, and
+/// `PodResizeInProgress` while a running container does not hold what it
+/// was allocated (with the error that keeps it so, if any).
+fn resize_conditions(
+    f: &Facts,
+    statuses: &[ContainerStatus],
+    init_statuses: &[ContainerStatus],
+    condition: &dyn Fn(&str, bool) -> PodCondition,
+) -> Vec<PodCondition> {
+    let mut out = Vec::new();
+    if let Some(p) = f.resize.pending {
+        out.push(PodCondition {
+            reason: Some(p.reason.to_owned()),
+            message: Some(p.message.clone()),
+            ..condition("PodResizePending", true)
+        });
+    }
+    let behind = statuses.iter().chain(init_statuses).any(|s| {
+        s.state.as_ref().is_some_and(|st| st.running.is_some())
+            && s.resources.as_ref().and_then(|r| r.requests.as_ref())
+                != s.allocated_resources.as_ref()
+    });
+    if let Some(why) = f.resize.error {
+        out.push(PodCondition {
+            reason: Some("Error".to_owned()),
+            message: Some(why.to_owned()),
+            ..condition("PodResizeInProgress", true)
+        });
+    } else if behind {
+        out.push(condition("PodResizeInProgress", true));
+    }
+    out
 }
 
 /// The strategic merge patch that takes the status the API holds (`old`)
@@ -571,6 +633,7 @@ mod tests {
             previous,
             api: previous,
             now: instant(T0) + SignedDuration::from_secs(at),
+            resize: Resizing::default(),
         })
     }
 
@@ -645,6 +708,7 @@ mod tests {
             previous: None,
             api: None,
             now: instant(T0),
+            resize: Resizing::default(),
         }
     }
 
@@ -891,6 +955,7 @@ mod tests {
                 previous: None,
                 api: Some(api),
                 now: instant(T0),
+                resize: Resizing::default(),
             })
             .conditions
             .unwrap()
@@ -932,7 +997,8 @@ mod tests {
         let conditions = of(&api);
         let ready = find(&conditions, "Ready");
         assert_eq!((ready.status.as_str(), ready.reason), ("True", None));
-        assert_eq!(conditions.len(), 3 + OWN_CONDITIONS.len());
+        // The agent's own, but for the two of a resize under way.
+        assert_eq!(conditions.len(), 3 + OWN_CONDITIONS.len() - 2);
         assert_eq!(
             find(&conditions, "DisruptionTarget").reason.as_deref(),
             Some("EvictionByEvictionAPI")

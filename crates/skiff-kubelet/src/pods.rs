@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, PodStatus, ResourceRequirements};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -33,9 +33,10 @@ use crate::local_path::LocalPath;
 use crate::local_storage;
 use crate::plan::{self, running, Init, Observed, SandboxStep};
 use crate::pod_inputs;
-use crate::pod_status::{pod_status, status_patch, Exits, Facts, Waiting};
+use crate::pod_status::{self, pod_status, status_patch, Exits, Facts, Waiting};
 use crate::probes::Prober;
 use crate::pulls::Pulls;
+use crate::resize;
 use crate::runtime::ContainerRuntime;
 use crate::security;
 use crate::termination;
@@ -87,6 +88,14 @@ struct PodState {
     /// Stopped, its end written and its deletion asked for: what is left
     /// is the finalizers of others.
     finished: bool,
+    /// What the node allocated to the pod's containers, once synced.
+    allocated: Option<resize::ByContainer>,
+    /// What each running container was given: its id and resources.
+    applied: HashMap<String, (String, ResourceRequirements)>,
+    /// Why the latest resize waits, if it does.
+    pending: Option<resize::Pending>,
+    /// Why applying the allocation to a container failed, if it did.
+    resize_error: Option<String>,
 }
 
 /// The node's pod workers and what they share.
@@ -122,6 +131,9 @@ pub struct Worker {
     metrics: Option<crate::metrics::AgentMetrics>,
     /// The node as the API shows it, which admission reads.
     node_object: std::sync::RwLock<Option<Arc<Node>>>,
+    /// What each active pod was allocated, by uid: what a resize must
+    /// fit beside.
+    allocations: std::sync::Mutex<HashMap<String, skiff_core::node_fit::Resources>>,
 }
 
 /// One pod's worker, as the dispatcher sees it: the latest pod (`None`
@@ -157,6 +169,7 @@ impl Worker {
             told: Default::default(),
             syncs: None,
             node_object: Default::default(),
+            allocations: Default::default(),
         }
     }
 
@@ -198,6 +211,7 @@ impl Worker {
             simulated: true,
             told: Default::default(),
             node_object: Default::default(),
+            allocations: Default::default(),
         }
     }
 
@@ -266,9 +280,110 @@ impl Worker {
     /// Unmounts what the pod's directory holds (nothing on simulated
     /// nodes, which have none).
     fn release(&self, uid: &str) {
+        self.allocations().remove(uid);
         if !self.simulated {
             pod_inputs::release(&self.log_dir.join(uid));
         }
+    }
+
+    fn allocations(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, skiff_core::node_fit::Resources>> {
+        self.allocations.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Allocates what the pod's spec asks for where it changed (a
+    /// resize) and fits beside the node's other pods; otherwise says why
+    /// the resize waits.
+    fn allocate(&self, pod: &Pod, uid: &str, state: &mut PodState) {
+        let allocated = state.allocated.get_or_insert_with(|| resize::initial(pod));
+        let desired = resize::desired(spec_of(pod));
+        let mut ledger = self.allocations();
+        state.pending = None;
+        if desired != *allocated {
+            let want = resize::requests(pod, &desired);
+            let mut others = skiff_core::node_fit::Resources::default();
+            for (_, held) in ledger.iter().filter(|(other, _)| *other != uid) {
+                others.add(held, 1);
+            }
+            let fits = match self.node_object() {
+                Some(node) => resize::fits(&want, &node, &others),
+                None => Ok(()),
+            };
+            match fits {
+                Ok(()) => {
+                    *allocated = desired;
+                    ledger.insert(uid.to_owned(), want);
+                }
+                Err(pending) => state.pending = Some(pending),
+            }
+        }
+        if !ledger.contains_key(uid) {
+            ledger.insert(uid.to_owned(), resize::requests(pod, allocated));
+        }
+    }
+
+    /// Gives each running container what it was allocated: in place
+    /// through the runtime, or by stopping it (it starts again at its
+    /// new size) where its resize policy asks for a restart. True when a
+    /// container was stopped.
+    async fn actuate(&self, pod: &Pod, state: &mut PodState, seen: &Observed) -> bool {
+        let Some(allocated) = &state.allocated else {
+            return false;
+        };
+        let spec = spec_of(pod);
+        let running = cri::ContainerState::ContainerRunning as i32;
+        let mut stopped = false;
+        state.resize_error = None;
+        for c in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+        {
+            let (Some(want), Some(now)) = (allocated.get(&c.name), seen.latest.get(&c.name)) else {
+                continue;
+            };
+            if now.state != running {
+                continue;
+            }
+            // A container this agent did not start holds what the pod
+            // held when the agent first saw it.
+            let applied = state
+                .applied
+                .entry(c.name.clone())
+                .or_insert_with(|| (now.id.clone(), want.clone()));
+            if applied.0 != now.id {
+                *applied = (now.id.clone(), want.clone());
+            }
+            if applied.1 == *want {
+                continue;
+            }
+            if resize::needs_restart(c, &applied.1, want) {
+                let grace = spec.termination_grace_period_seconds.unwrap_or(30).max(0);
+                let deadline = Instant::now() + Duration::from_secs(grace as u64);
+                let ip = &seen.pod_ip;
+                let stop = self.stop_container(Some(pod), Some(&c.name), &now.id, ip, deadline);
+                match stop.await {
+                    Ok(()) => stopped = true,
+                    Err(e) => state.resize_error = Some(e.to_string()),
+                }
+                continue;
+            }
+            let linux = cri_config::resources(Some(want));
+            match self
+                .runtime
+                .update_container_resources(&now.id, &linux)
+                .await
+            {
+                Ok(()) => applied.1 = want.clone(),
+                Err(e) => {
+                    let why = format!("error updating container {}: {}", c.name, e.message());
+                    state.resize_error = Some(why);
+                }
+            }
+        }
+        stopped
     }
 
     /// Follows the pods bound here, one worker each, and removes what the
@@ -630,6 +745,7 @@ impl Worker {
         }
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if matches!(phase, Some("Succeeded" | "Failed")) {
+            self.allocations().remove(&uid);
             return Ok(self.resync(spec));
         }
         // A pod the node refused never runs.
@@ -723,6 +839,7 @@ impl Worker {
                 }
             }
         }
+        self.allocate(pod, &uid, state);
         let plan = plan::plan(spec, &seen, Timestamp::now());
         if !plan.stop.is_empty() {
             self.stop_sidecars(pod, &seen, &plan.stop).await?;
@@ -771,6 +888,9 @@ impl Worker {
             }
         }
         if !plan.start.is_empty() {
+            seen = self.observe(spec, &uid).await?;
+        }
+        if self.actuate(pod, state, &seen).await {
             seen = self.observe(spec, &uid).await?;
         }
         let ready = match self.simulated {
@@ -1082,7 +1202,13 @@ impl Worker {
             mounts,
             security,
         };
-        let config = cri_config::container(c, at.pod, attempt, inputs);
+        // A container starts with what it was allocated, which a resize
+        // still waiting leaves behind the spec.
+        let allocated = state.allocated.as_ref().and_then(|a| a.get(&c.name));
+        let mut config = cri_config::container(c, at.pod, attempt, inputs);
+        if let (Some(linux), Some(r)) = (config.linux.as_mut(), allocated) {
+            linux.resources = Some(cri_config::resources(Some(r)));
+        }
         let rt = &self.runtime;
         let id = rt
             .create_container(at.sandbox, &config, at.config)
@@ -1095,6 +1221,11 @@ impl Worker {
             .map_err(|e| failed(e.message(), "RunContainerError"))?;
         let started = format!("Started container {}", c.name);
         self.event(at.pod, &c.name, Type::Normal, "Started", &started);
+        let given = allocated
+            .or(c.resources.as_ref())
+            .cloned()
+            .unwrap_or_default();
+        state.applied.insert(c.name.clone(), (id.clone(), given));
         self.post_start(at, c, &id).await
     }
 
@@ -1417,6 +1548,12 @@ impl Worker {
             previous: written,
             api: pod.status.as_ref(),
             now: Timestamp::now(),
+            resize: pod_status::Resizing {
+                allocated: state.allocated.as_ref(),
+                applied: Some(&state.applied),
+                pending: state.pending.as_ref(),
+                error: state.resize_error.as_deref(),
+            },
         });
         if state.reported.as_ref() == Some(&status) {
             return true;

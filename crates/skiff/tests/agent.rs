@@ -172,6 +172,7 @@ fn pods_run_as_real_containers() {
     sidecars_rules_and_env_files(&c);
     host_ports(&c);
     limits_and_termination(&c);
+    in_place_resize(&c);
     registry_pulls(&c, &registry.host);
     private_registry_pulls(&c, &private.host);
     services_route_to_ready_pods(&c);
@@ -1345,6 +1346,113 @@ fn init_containers_and_volumes(c: &Cluster) {
 
 /// Going past the memory limit is OOMKilled; deletion runs the preStop hook
 /// and sends SIGTERM, which the process handles within its grace period.
+/// `kubectl patch --subresource resize` changes a running container's
+/// cpu in place (its cgroup follows, no restart) and its memory with a
+/// restart where its resize policy asks; a resize the node cannot hold
+/// waits, `Infeasible`; resources change through `resize` only, and never
+/// the pod's QoS class.
+fn in_place_resize(c: &Cluster) {
+    create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: resized}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    command: [sleep, '3600']\n    resources: {requests: {cpu: 100m, memory: 32Mi}, limits: {cpu: 200m, memory: 64Mi}}\n    resizePolicy: [{resourceName: cpu, restartPolicy: NotRequired}, {resourceName: memory, restartPolicy: RestartContainer}]\n");
+    wait_for("resized to run", LIMIT, || {
+        (pod(c, "resized")["status"]["phase"] == "Running").then_some(())
+    });
+    let read = |file: &str| {
+        c.ok(&["exec", "resized", "--", "cat", file])
+            .trim()
+            .to_owned()
+    };
+    let quota = || read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us");
+    assert_eq!(quota(), "20000");
+    let resize = |patch: &str| {
+        c.kubectl(&[
+            "patch",
+            "pod",
+            "resized",
+            "--subresource",
+            "resize",
+            "-p",
+            patch,
+        ])
+    };
+    let cpu = r#"{"spec":{"containers":[{"name":"main","resources":{"requests":{"cpu":"150m"},"limits":{"cpu":"300m"}}}]}}"#;
+    assert_success(&resize(cpu), "resize cpu");
+    let status = wait_for("the new cpu to be applied", LIMIT, || {
+        let p = pod(c, "resized");
+        let s = container_state(&p);
+        let settled = s["resources"]["limits"]["cpu"] == "300m"
+            && !p["status"]["conditions"].as_array()?.iter().any(|c| {
+                c["type"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("PodResize"))
+            });
+        settled.then_some(s)
+    });
+    assert_eq!(status["allocatedResources"]["cpu"], "150m", "{status}");
+    assert_eq!(status["restartCount"], 0, "in place: {status}");
+    assert_eq!(quota(), "30000");
+    // Resources change through the subresource only.
+    let plain = c.kubectl(&[
+        "patch",
+        "pod",
+        "resized",
+        "-p",
+        cpu.replace("150m", "160m").as_str(),
+    ]);
+    assert!(!plain.status.success());
+    let said = String::from_utf8_lossy(&plain.stderr);
+    assert!(
+        said.contains("pod updates may not change fields other than"),
+        "{said}"
+    );
+    // Requests raised to the limits would make the pod Guaranteed.
+    let qos = resize(
+        r#"{"spec":{"containers":[{"name":"main","resources":{"requests":{"cpu":"300m","memory":"64Mi"}}}]}}"#,
+    );
+    let said = String::from_utf8_lossy(&qos.stderr);
+    assert!(
+        said.contains("Pod QOS Class may not change as a result of resizing"),
+        "{said}"
+    );
+    // More cpu than the node has waits, said so.
+    let huge = r#"{"spec":{"containers":[{"name":"main","resources":{"requests":{"cpu":"1000"},"limits":{"cpu":"2000"}}}]}}"#;
+    assert_success(&resize(huge), "resize beyond the node");
+    let pending = wait_for("the resize to be Infeasible", LIMIT, || {
+        let p = pod(c, "resized");
+        let conditions = p["status"]["conditions"].as_array()?.clone();
+        conditions
+            .into_iter()
+            .find(|c| c["type"] == "PodResizePending")
+    });
+    assert_eq!(pending["reason"], "Infeasible", "{pending}");
+    assert!(
+        pending["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Node didn't have enough capacity: cpu, requested: 1000000"),
+        "{pending}"
+    );
+    assert_eq!(quota(), "30000", "nothing applied");
+    // Memory restarts the container, as its policy says, at the new size.
+    let memory = r#"{"spec":{"containers":[{"name":"main","resources":{"requests":{"cpu":"150m","memory":"48Mi"},"limits":{"cpu":"300m","memory":"96Mi"}}}]}}"#;
+    assert_success(&resize(memory), "resize memory");
+    let status = wait_for("the container to restart with more memory", LIMIT, || {
+        let p = pod(c, "resized");
+        let s = container_state(&p);
+        let pending = p["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "PodResizePending");
+        (s["resources"]["limits"]["memory"] == "96Mi"
+            && s["state"]["running"].is_object()
+            && !pending)
+            .then_some(s)
+    });
+    assert_eq!(status["restartCount"], 1, "{status}");
+    let limit = read("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+    assert_eq!(limit, (96 << 20).to_string());
+    c.ok(&["delete", "pod", "resized", "--wait=false"]);
+}
+
 fn limits_and_termination(c: &Cluster) {
     // The hog waits a moment: containerd 1.6's shim watches for the
     // kernel's OOM kill only once the task has started, and reports an

@@ -1,7 +1,8 @@
 //! Two admission steps on a namespace's policy objects: LimitRanger fills
 //! in and bounds pods' requests and limits; ResourceQuota charges each new
 //! object to its namespace's quotas (in their `status.used`, atomically per
-//! quota) and refuses what would go over, with upstream's messages. The
+//! quota) and refuses what would go over, with upstream's messages. A
+//! pod's resize is bounded and charged (what it grows by) alike. The
 //! quota controller recomputes usage from the objects themselves.
 
 use std::collections::BTreeMap;
@@ -39,7 +40,8 @@ impl Mutating for LimitRanger {
         pod: &mut Value,
         _: &mut super::Verdict,
     ) -> Result<(), ApiError> {
-        if a.operation != Operation::Create || !a.is("", "Pod") {
+        let resize = is_resize(a);
+        if !(a.operation == Operation::Create && a.is("", "Pod") || resize) {
             return Ok(());
         }
         let ns = meta::namespace(pod).unwrap_or("default").to_owned();
@@ -47,7 +49,9 @@ impl Mutating for LimitRanger {
         if ranges.is_empty() {
             return Ok(());
         }
-        limit_range::default_pod(pod, &ranges);
+        if !resize {
+            limit_range::default_pod(pod, &ranges);
+        }
         let broken = limit_range::violations(pod, &ranges);
         if broken.is_empty() {
             return Ok(());
@@ -67,7 +71,8 @@ pub struct ResourceQuota(pub Objects);
 #[async_trait]
 impl Validating for ResourceQuota {
     fn handles(&self, a: &Attributes<'_>) -> bool {
-        a.operation == Operation::Create && a.subresource.is_none() && !a.dry_run
+        let created = a.operation == Operation::Create && a.subresource.is_none();
+        (created || is_resize(a)) && !a.dry_run
     }
 
     async fn validate(
@@ -76,12 +81,33 @@ impl Validating for ResourceQuota {
         obj: &Value,
         _verdict: &mut Verdict,
     ) -> Result<(), ApiError> {
-        self.charge(a.resource, obj).await
+        let mut delta = quota::usage(a.resource.group, a.resource.plural, obj);
+        // A resize is charged what it adds.
+        if let (true, Some(old)) = (is_resize(a), a.old) {
+            let before = quota::usage(a.resource.group, a.resource.plural, old);
+            for (key, amount) in &mut delta {
+                *amount -= before.get(key).copied().unwrap_or(0);
+            }
+            delta.retain(|_, amount| *amount > 0);
+        }
+        self.charge(a.resource, obj, &delta).await
     }
 }
 
+/// A write through a pod's `resize` subresource.
+fn is_resize(a: &Attributes<'_>) -> bool {
+    a.operation == Operation::Update
+        && a.subresource == Some("resize")
+        && (a.resource.group, a.resource.kind) == ("", "Pod")
+}
+
 impl ResourceQuota {
-    async fn charge(&self, r: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    async fn charge(
+        &self,
+        r: &ResourceType,
+        obj: &Value,
+        delta: &BTreeMap<String, i128>,
+    ) -> Result<(), ApiError> {
         let Some(ns) = meta::namespace(obj).map(str::to_owned) else {
             return Ok(());
         };
@@ -89,7 +115,6 @@ impl ResourceQuota {
         if quotas.is_empty() {
             return Ok(());
         }
-        let delta = quota::usage(r.group, r.plural, obj);
         let forbidden = |message: String| {
             ApiError::forbidden(format!(
                 "{} \"{}\" is forbidden: {message}",

@@ -188,7 +188,11 @@ pub fn prepare_update(
             .unwrap_or(0);
         meta::set(&mut next, "generation", generation + 1);
     }
-    validate::object(r, &next, Some(current))?;
+    if (r.group, r.kind, subresource) == ("", "Pod", Some("resize")) {
+        validate::pod_resize(r, &next, current)?;
+    } else {
+        validate::object(r, &next, Some(current))?;
+    }
     let manager = Manager {
         name: manager,
         api_version: &r.api_version(),

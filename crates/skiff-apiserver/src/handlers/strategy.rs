@@ -105,6 +105,43 @@ pub fn split_status(
                 meta::set(&mut next, "managedFields", m);
             }
         }
+        // A resize changes containers' resources and resize policies
+        // only; containers added, removed, renamed or reordered are left for
+        // validation to refuse.
+        Some("resize") => {
+            let same_shape = ["containers", "initContainers"].iter().all(|l| {
+                let names = |v: &Value| -> Vec<Value> {
+                    let list = v["spec"][*l].as_array().into_iter().flatten();
+                    list.map(|c| c["name"].clone()).collect()
+                };
+                names(&next) == names(current)
+            });
+            if same_shape {
+                let managed = meta::get(&next, "managedFields").cloned();
+                let mut resized = current.clone();
+                for list in ["containers", "initContainers"] {
+                    let count = current["spec"][list].as_array().map_or(0, Vec::len);
+                    for i in 0..count {
+                        for field in ["resources", "resizePolicy"] {
+                            let asked = next["spec"][list][i].get(field).cloned();
+                            let c = &mut resized["spec"][list][i];
+                            match asked {
+                                Some(v) => c[field] = v,
+                                None => {
+                                    if let Some(m) = c.as_object_mut() {
+                                        m.remove(field);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                next = resized;
+                if let Some(m) = managed {
+                    meta::set(&mut next, "managedFields", m);
+                }
+            }
+        }
         // Usually `next` is `current` with another status, and is kept
         // as it is (no copy); only what else it changed is put back.
         Some("status") if meta::equal_except(current, &next, &["status"], &["managedFields"]) => {

@@ -129,6 +129,21 @@ impl ContainerRuntime for Cri {
         Ok(())
     }
 
+    async fn update_container_resources(
+        &self,
+        id: &str,
+        resources: &cri::LinuxContainerResources,
+    ) -> Result<()> {
+        let request = cri::UpdateContainerResourcesRequest {
+            container_id: id.to_owned(),
+            linux: Some(resources.clone()),
+            ..Default::default()
+        };
+        let mut runtime = self.runtime.clone();
+        runtime.update_container_resources(request).await?;
+        Ok(())
+    }
+
     async fn exec_sync(
         &self,
         id: &str,

@@ -338,6 +338,10 @@ impl ContainerRuntime for FakeRuntime {
             created_at: now(),
             image: config.image.clone(),
             labels: config.labels.clone(),
+            resources: config.linux.as_ref().map(|l| cri::ContainerResources {
+                linux: l.resources.clone(),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         state.containers.insert(id.clone(), (container, status));
@@ -370,6 +374,23 @@ impl ContainerRuntime for FakeRuntime {
 
     async fn remove_container(&self, id: &str) -> Result<()> {
         self.state().containers.remove(id);
+        Ok(())
+    }
+
+    async fn update_container_resources(
+        &self,
+        id: &str,
+        resources: &cri::LinuxContainerResources,
+    ) -> Result<()> {
+        let mut state = self.state();
+        let (_, status) = state
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| not_found("container", id))?;
+        status.resources = Some(cri::ContainerResources {
+            linux: Some(resources.clone()),
+            ..Default::default()
+        });
         Ok(())
     }
 

@@ -92,6 +92,15 @@ impl ContainerRuntime for Instrumented {
             .await
     }
 
+    async fn update_container_resources(
+        &self,
+        id: &str,
+        resources: &cri::LinuxContainerResources,
+    ) -> Result<()> {
+        let update = self.inner.update_container_resources(id, resources);
+        self.timed("update_container_resources", update).await
+    }
+
     async fn exec_sync(
         &self,
         id: &str,

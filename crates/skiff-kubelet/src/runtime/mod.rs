@@ -59,6 +59,12 @@ pub trait ContainerRuntime: Send + Sync {
     /// Sends SIGTERM, then SIGKILL after `timeout` seconds.
     async fn stop_container(&self, id: &str, timeout: i64) -> Result<()>;
     async fn remove_container(&self, id: &str) -> Result<()>;
+    /// Changes a running container's cgroup limits in place (a resize).
+    async fn update_container_resources(
+        &self,
+        id: &str,
+        resources: &cri::LinuxContainerResources,
+    ) -> Result<()>;
     /// Runs a command in a container to its end (exec probes and hooks).
     async fn exec_sync(
         &self,
