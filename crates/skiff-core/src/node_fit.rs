@@ -149,23 +149,39 @@ impl HostPort {
 
 /// A pod's requests: its containers' summed, or its largest init
 /// container's where that is more, plus overhead. A limit with no request
-/// counts as the request, as upstream defaulting makes it.
+/// counts as the request, as upstream defaulting makes it. A container
+/// being resized counts the most of what it asks, was allocated and
+/// holds (its status), as upstream's scheduler counts it.
 pub fn pod_requests(pod: &Pod) -> Resources {
     let Some(spec) = &pod.spec else {
         return Resources::default();
     };
+    let status = pod.status.as_ref();
+    let statuses = status.and_then(|s| s.container_statuses.as_ref());
+    let init_statuses = status.and_then(|s| s.init_container_statuses.as_ref());
     let container = |c: &k8s_openapi::api::core::v1::Container| -> Resources {
-        let Some(res) = c.resources.as_ref() else {
-            return Resources::default();
-        };
-        let mut out = res
-            .limits
-            .as_ref()
-            .map(Resources::parse)
-            .unwrap_or_default();
-        for (k, q) in res.requests.iter().flatten() {
-            if let Some(v) = parse_milli(&q.0) {
-                *out.slot(k) = v;
+        let mut out = Resources::default();
+        if let Some(res) = c.resources.as_ref() {
+            out = res
+                .limits
+                .as_ref()
+                .map(Resources::parse)
+                .unwrap_or_default();
+            for (k, q) in res.requests.iter().flatten() {
+                if let Some(v) = parse_milli(&q.0) {
+                    *out.slot(k) = v;
+                }
+            }
+        }
+        let held = statuses
+            .into_iter()
+            .chain(init_statuses)
+            .flatten()
+            .find(|s| s.name == c.name);
+        if let Some(held) = held {
+            let actual = held.resources.as_ref().and_then(|r| r.requests.as_ref());
+            for list in held.allocated_resources.iter().chain(actual) {
+                out.max(&Resources::parse(list));
             }
         }
         out
@@ -193,4 +209,26 @@ pub fn pod_requests(pod: &Pod) -> Resources {
         total.add(&Resources::parse(overhead), 1);
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_being_resized_counts_the_most_it_asks_was_given_or_holds() {
+        let pod = |status: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({"spec": {"containers": [
+                {"name": "c", "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]},
+                "status": status}))
+            .unwrap()
+        };
+        let asked = pod_requests(&pod(serde_json::json!({})));
+        assert_eq!((asked.cpu, asked.memory), (100, (64 << 20) * 1000));
+        // Shrinking: the node still holds the old size until it is applied.
+        let shrinking = pod(serde_json::json!({"containerStatuses": [{"name": "c",
+            "allocatedResources": {"cpu": "500m"}, "resources": {"requests": {"memory": "128Mi"}}}]}));
+        let counted = pod_requests(&shrinking);
+        assert_eq!((counted.cpu, counted.memory), (500, (128 << 20) * 1000));
+    }
 }

@@ -370,6 +370,10 @@ impl Worker {
                 }
                 continue;
             }
+            if let Some(why) = self.below_usage(pod, &c.name, &applied.1, want) {
+                state.resize_error = Some(why);
+                continue;
+            }
             let linux = cri_config::resources(Some(want));
             match self
                 .runtime
@@ -384,6 +388,34 @@ impl Worker {
             }
         }
         stopped
+    }
+
+    /// Why a memory limit cannot come down to `to` in place: the
+    /// container uses that much already (at the latest sample), and the
+    /// kernel would kill it, as upstream's kubelet refuses it.
+    fn below_usage(
+        &self,
+        pod: &Pod,
+        name: &str,
+        from: &ResourceRequirements,
+        to: &ResourceRequirements,
+    ) -> Option<String> {
+        let limit = |r: &ResourceRequirements| {
+            let q = r.limits.as_ref()?.get("memory")?;
+            skiff_core::quantity::parse_milli(&q.0).map(|m| m / 1000)
+        };
+        let new = limit(to)?;
+        if limit(from).is_some_and(|old| new >= old) {
+            return None;
+        }
+        let usage = self.usage.pod(pod.metadata.uid.as_deref()?)?;
+        let used = usage.containers.iter().find(|c| c.name == name)?;
+        (i128::from(used.memory_working_set) >= new).then(|| {
+            format!(
+                "attempting to set container {name:?} memory limit ({new}) below current usage ({})",
+                used.memory_working_set
+            )
+        })
     }
 
     /// Follows the pods bound here, one worker each, and removes what the

@@ -36,7 +36,8 @@ pub trait Leaves: Clone + fmt::Debug + Send + Sync + 'static {
 /// containers' commands, environment, mounts, probes, hooks and security
 /// settings; its ephemeral containers; every volume's source but a claim,
 /// an ephemeral claim or inline CSI), and the containers' statuses too
-/// if `statuses_too`.
+/// if `statuses_too`, but for their names and resources (what a resize
+/// under way holds, which the scheduler counts).
 #[derive(Clone, Copy, Debug)]
 pub struct PodParts {
     pub statuses_too: bool,
@@ -60,7 +61,8 @@ impl Leaves for ForControllers {
     });
 }
 
-/// For the scheduler, which reads no container status.
+/// For the scheduler, which reads of container statuses only what they
+/// hold.
 #[derive(Clone, Debug)]
 pub struct ForScheduler;
 
@@ -131,6 +133,10 @@ enum Level {
     Pod(PodParts),
     PodSpec,
     PodStatus,
+    /// A list of container statuses, each read at
+    /// [`Level::ContainerStatus`].
+    ContainerStatuses,
+    ContainerStatus,
     /// A list of containers, each read at [`Level::Container`].
     Containers,
     Container,
@@ -171,6 +177,9 @@ impl Level {
             (Level::Pod(parts), "status") if parts.statuses_too => Some(Level::PodStatus),
             (Level::PodSpec, "containers" | "initContainers") => Some(Level::Containers),
             (Level::PodSpec, "volumes") => Some(Level::Volumes),
+            (Level::PodStatus, "containerStatuses" | "initContainerStatuses") => {
+                Some(Level::ContainerStatuses)
+            }
             _ => None,
         }
     }
@@ -179,6 +188,7 @@ impl Level {
     fn of_element(self) -> Option<Level> {
         match self {
             Level::Containers => Some(Level::Container),
+            Level::ContainerStatuses => Some(Level::ContainerStatus),
             Level::Volumes => Some(Level::Volume),
             _ => None,
         }
@@ -189,10 +199,8 @@ impl Level {
         match self {
             Level::Metadata => name == "managedFields",
             Level::PodSpec => name == "ephemeralContainers",
-            Level::PodStatus => matches!(
-                name,
-                "containerStatuses" | "initContainerStatuses" | "ephemeralContainerStatuses"
-            ),
+            Level::PodStatus => name == "ephemeralContainerStatuses",
+            Level::ContainerStatus => !matches!(name, "name" | "allocatedResources" | "resources"),
             Level::Container => NODE_ONLY.contains(&name),
             Level::Volume => !VOLUME_KEPT.contains(&name),
             Level::NodeStatus => !matches!(name, "capacity" | "allocatable"),
@@ -528,7 +536,8 @@ mod tests {
         });
         pod["status"] = json!({"phase": "Running", "podIP": "10.0.0.1",
             "conditions": [{"type": "Ready", "status": "True"}],
-            "containerStatuses": [{"name": "c", "image": "busybox", "imageID": "", "ready": true, "restartCount": 2}],
+            "containerStatuses": [{"name": "c", "image": "busybox", "imageID": "", "ready": true, "restartCount": 2,
+                "allocatedResources": {"cpu": "100m"}, "resources": {"requests": {"cpu": "100m"}}}],
             "initContainerStatuses": [{"name": "init", "image": "busybox", "imageID": "", "ready": true, "restartCount": 0}]});
         pod
     }
@@ -565,14 +574,21 @@ mod tests {
         }
         if statuses_too {
             let status = pod.status.as_mut().unwrap();
-            status.container_statuses = None;
-            status.init_container_statuses = None;
+            let statuses = status.container_statuses.iter_mut().flatten();
+            for s in statuses.chain(status.init_container_statuses.iter_mut().flatten()) {
+                *s = k8s_openapi::api::core::v1::ContainerStatus {
+                    name: s.name.clone(),
+                    allocated_resources: s.allocated_resources.take(),
+                    resources: s.resources.take(),
+                    ..Default::default()
+                };
+            }
         }
         pod
     }
 
     #[test]
-    fn the_scheduler_reads_no_part_only_the_node_reads_nor_container_statuses() {
+    fn the_scheduler_reads_no_part_only_the_node_reads_nor_container_states() {
         let full = full_pod();
         let bytes = serde_json::to_vec(&full).unwrap();
         let Lean(lean, _) = serde_json::from_slice::<Lean<Pod, ForScheduler>>(&bytes).unwrap();

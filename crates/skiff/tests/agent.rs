@@ -1451,6 +1451,51 @@ fn in_place_resize(c: &Cluster) {
     let limit = read("/sys/fs/cgroup/memory/memory.limit_in_bytes");
     assert_eq!(limit, (96 << 20).to_string());
     c.ok(&["delete", "pod", "resized", "--wait=false"]);
+
+    // A memory limit is not taken in place below what the container uses.
+    create(c, "apiVersion: v1\nkind: Pod\nmetadata: {name: holder}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    command: [sh, -c, 'held=$(head -c 16000000 /dev/zero | tr \"\\\\0\" x); while sleep 3600; do :; done']\n    resources: {requests: {memory: 32Mi}, limits: {memory: 64Mi}}\n");
+    // The node agent judges by its latest sample of what containers use,
+    // which the metrics API shows.
+    wait_for("holder's memory to be sampled", LIMIT, || {
+        let path = "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/holder";
+        let out = c.kubectl(&["get", "--raw", path]);
+        let m: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let memory = m["containers"][0]["usage"]["memory"].as_str()?.to_owned();
+        let bytes = skiff_core::quantity::parse_milli(&memory)? / 1000;
+        (bytes > 12 << 20).then_some(())
+    });
+    let shrink = r#"{"spec":{"containers":[{"name":"main","resources":{"requests":{"memory":"8Mi"},"limits":{"memory":"12Mi"}}}]}}"#;
+    let shrunk = c.kubectl(&[
+        "patch",
+        "pod",
+        "holder",
+        "--subresource",
+        "resize",
+        "-p",
+        shrink,
+    ]);
+    assert_success(&shrunk, "resize below usage");
+    let error = wait_for("the resize to fail on usage", LIMIT, || {
+        let p = pod(c, "holder");
+        let conditions = p["status"]["conditions"].as_array()?.clone();
+        conditions
+            .into_iter()
+            .find(|c| c["type"] == "PodResizeInProgress" && c["reason"] == "Error")
+    });
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("memory limit (12582912) below current usage"),
+        "{error}"
+    );
+    let held = c.ok(&[
+        "exec",
+        "holder",
+        "--",
+        "cat",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]);
+    assert_eq!(held.trim(), (64 << 20).to_string(), "the old limit stays");
+    c.ok(&["delete", "pod", "holder", "--wait=false"]);
 }
 
 fn limits_and_termination(c: &Cluster) {

@@ -71,6 +71,46 @@ fn limit_ranges_fill_and_bound_and_quotas_refuse_the_fourth_pod() {
         big.contains("maximum memory usage per Container is 1Gi, but limit is 2Gi"),
         "{big}"
     );
+
+    // A resize is charged what it adds, and bounded alike.
+    let resize = |name: &str, resources: &str| {
+        let patch =
+            format!(r#"{{"spec":{{"containers":[{{"name":"c","resources":{resources}}}]}}}}"#);
+        c.kubectl(&[
+            "patch",
+            "pod",
+            name,
+            "-n",
+            "q",
+            "--subresource",
+            "resize",
+            "-p",
+            &patch,
+        ])
+    };
+    let grown = resize("p2", r#"{"requests":{"cpu":"150m"}}"#);
+    assert!(grown.status.success(), "{grown:?}");
+    wait_for("the quota to count the resize", LIMIT, || {
+        let q = c.json(&["get", "quota", "q", "-n", "q"]);
+        (q["status"]["used"]["requests.cpu"] == "350m").then_some(())
+    });
+    let over = resize("p3", r#"{"requests":{"cpu":"900m"},"limits":{"cpu":"1"}}"#);
+    let said = String::from_utf8_lossy(&over.stderr);
+    assert!(
+        said.contains(r#"pods "p3" is forbidden: exceeded quota: q, requested: requests.cpu=800m, used: requests.cpu=350m, limited: requests.cpu=1"#),
+        "{said}"
+    );
+    let bounded = resize("p3", r#"{"limits":{"memory":"2Gi"}}"#);
+    let said = String::from_utf8_lossy(&bounded.stderr);
+    assert!(
+        said.contains("maximum memory usage per Container is 1Gi, but limit is 2Gi"),
+        "{said}"
+    );
+    let p3 = c.json(&["get", "pod", "p3", "-n", "q"]);
+    assert_eq!(
+        p3["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+        "100m"
+    );
 }
 
 #[test]
