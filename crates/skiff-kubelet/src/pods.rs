@@ -335,12 +335,7 @@ impl Worker {
         let running = cri::ContainerState::ContainerRunning as i32;
         let mut stopped = false;
         state.resize_error = None;
-        for c in spec
-            .init_containers
-            .iter()
-            .flatten()
-            .chain(&spec.containers)
-        {
+        for c in long_running(spec) {
             let (Some(want), Some(now)) = (allocated.get(&c.name), seen.latest.get(&c.name)) else {
                 continue;
             };

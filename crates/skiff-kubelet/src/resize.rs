@@ -9,25 +9,16 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, ResourceRequirements};
 use skiff_core::node_fit::{allocatable, pod_requests, Resources};
-use skiff_core::pod_containers::is_sidecar;
+use skiff_core::pod_containers::long_running;
 
-/// Resources by container name, for the app's containers and sidecars.
+/// Resources by container name, for the containers a resize reaches: the
+/// app's and its sidecars.
 pub type ByContainer = HashMap<String, ResourceRequirements>;
-
-/// The containers a resize reaches: sidecars and the app's.
-fn resizable(spec: &PodSpec) -> impl Iterator<Item = &Container> {
-    let sidecars = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .filter(|c| is_sidecar(c));
-    sidecars.chain(&spec.containers)
-}
 
 /// What the spec asks for.
 pub fn desired(spec: &PodSpec) -> ByContainer {
     let asked = |c: &Container| c.resources.clone().unwrap_or_default();
-    resizable(spec)
+    long_running(spec)
         .map(|c| (c.name.clone(), asked(c)))
         .collect()
 }
