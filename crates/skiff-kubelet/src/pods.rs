@@ -324,16 +324,16 @@ impl Worker {
     }
 
     /// Gives each running container what it was allocated: in place
-    /// through the runtime, or by stopping it (it starts again at its
-    /// new size) where its resize policy asks for a restart. True when a
-    /// container was stopped.
-    async fn actuate(&self, pod: &Pod, state: &mut PodState, seen: &Observed) -> bool {
+    /// through the runtime, or by stopping it where its resize policy
+    /// asks for a restart. Returns the containers stopped, which start
+    /// again at once at their new size.
+    async fn actuate(&self, pod: &Pod, state: &mut PodState, seen: &Observed) -> Vec<String> {
+        let mut stopped = Vec::new();
         let Some(allocated) = &state.allocated else {
-            return false;
+            return stopped;
         };
         let spec = spec_of(pod);
         let running = cri::ContainerState::ContainerRunning as i32;
-        let mut stopped = false;
         state.resize_error = None;
         for c in long_running(spec) {
             let (Some(want), Some(now)) = (allocated.get(&c.name), seen.latest.get(&c.name)) else {
@@ -360,7 +360,7 @@ impl Worker {
                 let ip = &seen.pod_ip;
                 let stop = self.stop_container(Some(pod), Some(&c.name), &now.id, ip, deadline);
                 match stop.await {
-                    Ok(()) => stopped = true,
+                    Ok(()) => stopped.push(c.name.clone()),
                     Err(e) => state.resize_error = Some(e.to_string()),
                 }
                 continue;
@@ -867,7 +867,23 @@ impl Worker {
             }
         }
         self.allocate(pod, &uid, state);
-        let plan = plan::plan(spec, &seen, Timestamp::now());
+        let resized = self.actuate(pod, state, &seen).await;
+        if !resized.is_empty() {
+            seen = self.observe(spec, &uid).await?;
+        }
+        let mut plan = plan::plan(spec, &seen, Timestamp::now());
+        // A container stopped for a resize starts again at once, whatever
+        // its restart policy and back-off, as upstream's.
+        for name in resized {
+            plan.back_off.retain(|n| *n != name);
+            let attempt = seen
+                .latest
+                .get(&name)
+                .map_or(0, |s| plan::attempt_of(s) + 1);
+            if !plan.start.iter().any(|(n, _)| *n == name) {
+                plan.start.push((name, attempt));
+            }
+        }
         if !plan.stop.is_empty() {
             self.stop_sidecars(pod, &seen, &plan.stop).await?;
             seen = self.observe(spec, &uid).await?;
@@ -915,9 +931,6 @@ impl Worker {
             }
         }
         if !plan.start.is_empty() {
-            seen = self.observe(spec, &uid).await?;
-        }
-        if self.actuate(pod, state, &seen).await {
             seen = self.observe(spec, &uid).await?;
         }
         let ready = match self.simulated {
