@@ -367,6 +367,7 @@ fn ephemeral_containers(spec: &Value, old: Option<&Value>, causes: &mut Vec<Caus
             "startupProbe",
             "lifecycle",
             "resources",
+            "resizePolicy",
         ] {
             if c.get(field).is_some_and(|v| {
                 !v.is_null() && v != &serde_json::json!({}) && v != &serde_json::json!([])

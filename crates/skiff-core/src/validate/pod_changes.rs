@@ -435,6 +435,21 @@ mod tests {
     }
 
     #[test]
+    fn an_ephemeral_container_has_no_resize_policy() {
+        let old = pod(json!([app("100m", json!({}))]));
+        let mut new = old.clone();
+        new["spec"]["ephemeralContainers"] = json!([{"name": "debug", "image": "i",
+            "resizePolicy": [{"resourceName": "cpu", "restartPolicy": "NotRequired"}]}]);
+        assert_eq!(
+            causes_of("", "pods", &new, Some(&old)),
+            [(
+                "spec.ephemeralContainers[0].resizePolicy".to_owned(),
+                "Forbidden: cannot be set for an Ephemeral Container".to_owned()
+            )]
+        );
+    }
+
+    #[test]
     fn resize_policies_name_cpu_or_memory_once_with_a_known_restart() {
         let policies = |p: Value, restart: &str| {
             let mut spec = pod(json!([app("100m", json!({"resizePolicy": p}))]));
