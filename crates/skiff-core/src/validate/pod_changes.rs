@@ -57,6 +57,10 @@ fn same(a: &Value, b: &Value) -> bool {
 /// The checks of a pod update's spec.
 pub(super) fn update(new: &Value, old: &Value, causes: &mut Vec<Cause>) {
     let (spec, before) = (&new["spec"], &old["spec"]);
+    // Most updates (every status write) leave the spec as it was.
+    if spec == before {
+        return;
+    }
     let mut munged = spec.clone();
     for name in ["containers", "initContainers"] {
         let (now, then) = (list(spec, name), list(before, name));
