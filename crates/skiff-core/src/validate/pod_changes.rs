@@ -61,15 +61,6 @@ pub(super) fn update(new: &Value, old: &Value, causes: &mut Vec<Cause>) {
     if spec == before {
         return;
     }
-    let mut munged = spec.clone();
-    for name in ["containers", "initContainers"] {
-        let (now, then) = (list(spec, name), list(before, name));
-        if now.len() == then.len() {
-            for (i, c) in then.iter().enumerate() {
-                munged[name][i]["image"] = c["image"].clone();
-            }
-        }
-    }
     active_deadline(spec, before, causes);
     tolerations(spec, before, causes);
     let grace = |s: &Value| s["terminationGracePeriodSeconds"].as_i64();
@@ -90,10 +81,35 @@ pub(super) fn update(new: &Value, old: &Value, causes: &mut Vec<Cause>) {
     if !list(before, "schedulingGates").is_empty() {
         kept.extend(["nodeSelector", "affinity"]);
     }
-    for field in kept {
-        munged[field] = before[field].clone();
-    }
-    if !same(&munged, before) {
+    // The spec but for what may change, compared in place: containers
+    // but for their images.
+    let but_image = |a: &Value, b: &Value| match (a.as_object(), b.as_object()) {
+        (Some(x), Some(y)) => {
+            let keys = x.keys().chain(y.keys()).filter(|k| *k != "image");
+            keys.into_iter().all(|k| {
+                same(
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                )
+            })
+        }
+        _ => same(a, b),
+    };
+    let fields = spec
+        .as_object()
+        .into_iter()
+        .chain(before.as_object())
+        .flat_map(|m| m.keys());
+    let changed = fields
+        .filter(|k| !kept.contains(&k.as_str()))
+        .any(|k| match k.as_str() {
+            "containers" | "initContainers" => {
+                let (now, then) = (list(spec, k), list(before, k));
+                now.len() != then.len() || now.iter().zip(then).any(|(n, t)| !but_image(n, t))
+            }
+            _ => !same(&spec[k.as_str()], &before[k.as_str()]),
+        });
+    if changed {
         causes.push(Cause::forbidden("spec", UPDATE_MSG));
     }
 }
