@@ -60,11 +60,10 @@ pub struct Facts<'a> {
 /// Where the pod's resize stands (see [`crate::resize`]).
 #[derive(Default)]
 pub struct Resizing<'a> {
-    /// The spec whose resources the node allocated; the pod's when none.
-    pub allocated: Option<&'a PodSpec>,
-    /// Running containers that do not hold their allocation yet: their
-    /// id and what they hold.
-    pub behind: Option<&'a HashMap<String, (String, ResourceRequirements)>>,
+    /// What the node allocated to each container; the spec's when none.
+    pub allocated: Option<&'a crate::resize::ByContainer>,
+    /// What each running container was given, with its id.
+    pub applied: Option<&'a HashMap<String, (String, ResourceRequirements)>>,
     /// Why a resize waits for the node.
     pub pending: Option<&'a crate::resize::Pending>,
     /// Why giving a container its allocation failed.
@@ -174,11 +173,11 @@ fn container_status(c: &Container, f: &Facts, before_start: &str) -> ContainerSt
     let allocated = f
         .resize
         .allocated
-        .and_then(|a| crate::resize::asked(a, &c.name))
+        .and_then(|a| a.get(&c.name))
         .or(c.resources.as_ref());
     let actual = f
         .resize
-        .behind
+        .applied
         .and_then(|a| a.get(&c.name))
         .filter(|(id, _)| is_running && latest.is_some_and(|s| s.id == *id))
         .map(|(_, r)| r);

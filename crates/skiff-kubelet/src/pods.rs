@@ -40,7 +40,6 @@ use crate::resize;
 use crate::runtime::ContainerRuntime;
 use crate::security;
 use crate::termination;
-use skiff_core::node_fit::pod_requests;
 use skiff_core::pod_containers::long_running;
 
 /// How often a pod's worker looks at the runtime when nothing else wakes
@@ -89,12 +88,10 @@ struct PodState {
     /// Stopped, its end written and its deletion asked for: what is left
     /// is the finalizers of others.
     finished: bool,
-    /// The pod whose containers' resources the node allocated: the one
-    /// synced last, unless a resize waits (none before the first sync).
-    allocation: Option<Arc<Pod>>,
-    /// Running containers that do not hold their allocation yet: their
-    /// id and what they hold.
-    behind: HashMap<String, (String, ResourceRequirements)>,
+    /// What the node allocated to the pod's containers, once synced.
+    allocated: Option<resize::ByContainer>,
+    /// What each running container was given: its id and resources.
+    applied: HashMap<String, (String, ResourceRequirements)>,
     /// Why the latest resize waits, if it does.
     pending: Option<resize::Pending>,
     /// Why applying the allocation to a container failed, if it did.
@@ -297,19 +294,14 @@ impl Worker {
 
     /// Allocates what the pod's spec asks for where it changed (a
     /// resize) and fits beside the node's other pods; otherwise says why
-    /// the resize waits. The running containers the new allocation
-    /// changes are then behind it.
-    fn allocate(&self, pod: &Arc<Pod>, uid: &str, state: &mut PodState, seen: &Observed) {
-        let allocation = state
-            .allocation
-            .get_or_insert_with(|| resize::held_before(pod).map_or_else(|| pod.clone(), Arc::new));
+    /// the resize waits.
+    fn allocate(&self, pod: &Pod, uid: &str, state: &mut PodState) {
+        let allocated = state.allocated.get_or_insert_with(|| resize::initial(pod));
+        let desired = resize::desired(spec_of(pod));
         let mut ledger = self.allocations();
         state.pending = None;
-        if resize::same_resources(spec_of(allocation), spec_of(pod)) {
-            // Holds the latest pod, and so no older one.
-            *allocation = pod.clone();
-        } else {
-            let want = pod_requests(pod);
+        if desired != *allocated {
+            let want = resize::requests(pod, &desired);
             let mut others = skiff_core::node_fit::Resources::default();
             for (_, held) in ledger.iter().filter(|(other, _)| *other != uid) {
                 others.add(held, 1);
@@ -320,81 +312,72 @@ impl Worker {
             };
             match fits {
                 Ok(()) => {
-                    for c in long_running(spec_of(pod)) {
-                        let Some(now) = seen.latest.get(&c.name).filter(|s| running(s)) else {
-                            continue;
-                        };
-                        let held = resize::asked(spec_of(allocation), &c.name);
-                        let held = held.cloned().unwrap_or_default();
-                        let entry = state.behind.entry(c.name.clone());
-                        entry.or_insert_with(|| (now.id.clone(), held));
-                    }
-                    *allocation = pod.clone();
+                    *allocated = desired;
                     ledger.insert(uid.to_owned(), want);
                 }
                 Err(pending) => state.pending = Some(pending),
             }
         }
         if !ledger.contains_key(uid) {
-            ledger.insert(uid.to_owned(), pod_requests(allocation));
+            ledger.insert(uid.to_owned(), resize::requests(pod, allocated));
         }
     }
 
-    /// Gives each running container behind its allocation what it was
-    /// allocated: in place through the runtime, or by stopping it where
-    /// its resize policy asks for a restart. Returns the containers
-    /// stopped, which start again at once at their new size.
+    /// Gives each running container what it was allocated: in place
+    /// through the runtime, or by stopping it where its resize policy
+    /// asks for a restart. Returns the containers stopped, which start
+    /// again at once at their new size.
     async fn actuate(&self, pod: &Pod, state: &mut PodState, seen: &Observed) -> Vec<String> {
         let mut stopped = Vec::new();
-        state.resize_error = None;
-        let Some(allocation) = state.allocation.clone() else {
+        let Some(allocated) = &state.allocated else {
             return stopped;
         };
-        let given = spec_of(&allocation);
-        let names: Vec<String> = state.behind.keys().cloned().collect();
-        for name in names {
-            let Some((id, held)) = state.behind.get(&name).cloned() else {
+        let spec = spec_of(pod);
+        let running = cri::ContainerState::ContainerRunning as i32;
+        state.resize_error = None;
+        for c in long_running(spec) {
+            let (Some(want), Some(now)) = (allocated.get(&c.name), seen.latest.get(&c.name)) else {
                 continue;
             };
-            let now = seen.latest.get(&name).filter(|s| running(s) && s.id == id);
-            let c = long_running(given).find(|c| c.name == name);
-            let want = resize::asked(given, &name).cloned().unwrap_or_default();
-            // Gone, or started again (at its allocation).
-            let (Some(now), Some(c)) = (now, c) else {
-                state.behind.remove(&name);
-                continue;
-            };
-            if held == want {
-                state.behind.remove(&name);
+            if now.state != running {
                 continue;
             }
-            if resize::needs_restart(c, &held, &want) {
-                let grace = spec_of(pod).termination_grace_period_seconds;
-                let grace = grace.unwrap_or(30).max(0) as u64;
-                let deadline = Instant::now() + Duration::from_secs(grace);
+            // A container this agent did not start holds what the pod
+            // held when the agent first saw it.
+            let applied = state
+                .applied
+                .entry(c.name.clone())
+                .or_insert_with(|| (now.id.clone(), want.clone()));
+            if applied.0 != now.id {
+                *applied = (now.id.clone(), want.clone());
+            }
+            if applied.1 == *want {
+                continue;
+            }
+            if resize::needs_restart(c, &applied.1, want) {
+                let grace = spec.termination_grace_period_seconds.unwrap_or(30).max(0);
+                let deadline = Instant::now() + Duration::from_secs(grace as u64);
                 let ip = &seen.pod_ip;
-                let stop = self.stop_container(Some(pod), Some(&name), &now.id, ip, deadline);
+                let stop = self.stop_container(Some(pod), Some(&c.name), &now.id, ip, deadline);
                 match stop.await {
-                    Ok(()) => {
-                        state.behind.remove(&name);
-                        stopped.push(name);
-                    }
+                    Ok(()) => stopped.push(c.name.clone()),
                     Err(e) => state.resize_error = Some(e.to_string()),
                 }
                 continue;
             }
-            if let Some(why) = self.below_usage(pod, &name, &held, &want) {
+            if let Some(why) = self.below_usage(pod, &c.name, &applied.1, want) {
                 state.resize_error = Some(why);
                 continue;
             }
-            let linux = cri_config::resources(Some(&want));
-            let update = self.runtime.update_container_resources(&now.id, &linux);
-            match update.await {
-                Ok(()) => {
-                    state.behind.remove(&name);
-                }
+            let linux = cri_config::resources(Some(want));
+            match self
+                .runtime
+                .update_container_resources(&now.id, &linux)
+                .await
+            {
+                Ok(()) => applied.1 = want.clone(),
                 Err(e) => {
-                    let why = format!("error updating container {name}: {}", e.message());
+                    let why = format!("error updating container {}: {}", c.name, e.message());
                     state.resize_error = Some(why);
                 }
             }
@@ -775,7 +758,7 @@ impl Worker {
 
     /// One step for one pod, then its status; returns when the next step
     /// is due if nothing wakes the worker before.
-    async fn sync(&self, pod: &Arc<Pod>, state: &mut PodState) -> Result<Duration, Error> {
+    async fn sync(&self, pod: &Pod, state: &mut PodState) -> Result<Duration, Error> {
         state.first_seen.get_or_insert_with(Instant::now);
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let spec = spec_of(pod);
@@ -815,7 +798,7 @@ impl Worker {
     /// [`Self::sync`] of a pod that is neither being deleted nor over.
     async fn sync_running(
         &self,
-        pod: &Arc<Pod>,
+        pod: &Pod,
         state: &mut PodState,
         uid: &str,
     ) -> Result<Duration, Error> {
@@ -883,7 +866,7 @@ impl Worker {
                 }
             }
         }
-        self.allocate(pod, &uid, state, &seen);
+        self.allocate(pod, &uid, state);
         let resized = self.actuate(pod, state, &seen).await;
         if !resized.is_empty() {
             seen = self.observe(spec, &uid).await?;
@@ -1261,8 +1244,7 @@ impl Worker {
         };
         // A container starts with what it was allocated, which a resize
         // still waiting leaves behind the spec.
-        let allocation = state.allocation.as_deref().map(spec_of);
-        let allocated = allocation.and_then(|a| resize::asked(a, &c.name));
+        let allocated = state.allocated.as_ref().and_then(|a| a.get(&c.name));
         let mut config = cri_config::container(c, at.pod, attempt, inputs);
         if let (Some(linux), Some(r)) = (config.linux.as_mut(), allocated) {
             linux.resources = Some(cri_config::resources(Some(r)));
@@ -1279,8 +1261,11 @@ impl Worker {
             .map_err(|e| failed(e.message(), "RunContainerError"))?;
         let started = format!("Started container {}", c.name);
         self.event(at.pod, &c.name, Type::Normal, "Started", &started);
-        // It starts at its allocation.
-        state.behind.remove(&c.name);
+        let given = allocated
+            .or(c.resources.as_ref())
+            .cloned()
+            .unwrap_or_default();
+        state.applied.insert(c.name.clone(), (id.clone(), given));
         self.post_start(at, c, &id).await
     }
 
@@ -1604,8 +1589,8 @@ impl Worker {
             api: pod.status.as_ref(),
             now: Timestamp::now(),
             resize: pod_status::Resizing {
-                allocated: state.allocation.as_deref().map(spec_of),
-                behind: Some(&state.behind),
+                allocated: state.allocated.as_ref(),
+                applied: Some(&state.applied),
                 pending: state.pending.as_ref(),
                 error: state.resize_error.as_deref(),
             },

@@ -5,56 +5,52 @@
 //! then applied to each running container through the runtime, or by a
 //! restart where the container's resize policy asks for one.
 
+use std::collections::HashMap;
+
 use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, ResourceRequirements};
-use skiff_core::node_fit::{allocatable, Resources};
+use skiff_core::node_fit::{allocatable, pod_requests, Resources};
 use skiff_core::pod_containers::long_running;
 
-/// The resources `spec` asks for its container `name`, if a resize
-/// reaches it (an app container or a sidecar).
-pub fn asked<'a>(spec: &'a PodSpec, name: &str) -> Option<&'a ResourceRequirements> {
+/// Resources by container name, for the containers a resize reaches: the
+/// app's and its sidecars.
+pub type ByContainer = HashMap<String, ResourceRequirements>;
+
+/// What the spec asks for.
+pub fn desired(spec: &PodSpec) -> ByContainer {
+    let asked = |c: &Container| c.resources.clone().unwrap_or_default();
     long_running(spec)
-        .find(|c| c.name == name)
-        .and_then(|c| c.resources.as_ref())
+        .map(|c| (c.name.clone(), asked(c)))
+        .collect()
 }
 
-/// Whether two specs ask the same resources of every container a resize
-/// reaches.
-pub fn same_resources(a: &PodSpec, b: &PodSpec) -> bool {
-    let mut others = long_running(b);
-    long_running(a).all(|c| {
-        others
-            .next()
-            .is_some_and(|o| o.name == c.name && o.resources == c.resources)
-    }) && others.next().is_none()
-}
-
-/// What the pod held when this agent first synced it, where that is not
-/// what its spec asks: the resources its status reports (an agent before
-/// this one allocated them), as the pod they make.
-pub fn held_before(pod: &Pod) -> Option<Pod> {
-    let status = pod.status.as_ref()?;
-    let statuses = status.container_statuses.iter().flatten();
-    let reported = statuses.chain(status.init_container_statuses.iter().flatten());
-    let spec = pod.spec.as_ref()?;
-    let differs = |name: &str, r: &ResourceRequirements| {
-        long_running(spec).any(|c| c.name == name && c.resources.clone().unwrap_or_default() != *r)
-    };
-    let held: Vec<(&str, &ResourceRequirements)> = reported
-        .filter_map(|s| Some((s.name.as_str(), s.resources.as_ref()?)))
-        .filter(|(name, r)| differs(name, r))
-        .collect();
-    if held.is_empty() {
-        return None;
-    }
-    let mut sized = pod.clone();
-    let spec = sized.spec.as_mut()?;
-    let init = spec.init_containers.iter_mut().flatten();
-    for c in init.chain(spec.containers.iter_mut()) {
-        if let Some((_, r)) = held.iter().find(|(name, _)| *name == c.name) {
-            c.resources = Some((*r).clone());
+/// What the pod held when this agent first synced it: the resources its
+/// status reports (an agent before this one allocated them), else those
+/// its spec asks for.
+pub fn initial(pod: &Pod) -> ByContainer {
+    let mut held = desired(pod.spec.as_ref().unwrap_or(&PodSpec::default()));
+    let status = pod.status.as_ref();
+    let statuses = status.and_then(|s| s.container_statuses.as_ref());
+    let init = status.and_then(|s| s.init_container_statuses.as_ref());
+    for s in statuses.into_iter().chain(init).flatten() {
+        if let (Some(reported), Some(slot)) = (&s.resources, held.get_mut(&s.name)) {
+            slot.clone_from(reported);
         }
     }
-    Some(sized)
+    held
+}
+
+/// `pod`'s requests were its containers to hold `held`.
+pub fn requests(pod: &Pod, held: &ByContainer) -> Resources {
+    let mut sized = pod.clone();
+    if let Some(spec) = sized.spec.as_mut() {
+        let init = spec.init_containers.iter_mut().flatten();
+        for c in init.chain(spec.containers.iter_mut()) {
+            if let Some(r) = held.get(&c.name) {
+                c.resources = Some(r.clone());
+            }
+        }
+    }
+    pod_requests(&sized)
 }
 
 /// Why a resize waits: upstream's `PodResizePending` reason and message.
@@ -122,7 +118,6 @@ pub fn needs_restart(
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use skiff_core::node_fit::pod_requests;
 
     use super::*;
 
@@ -141,15 +136,26 @@ mod tests {
 
     #[test]
     fn a_resize_waits_until_it_fits_and_is_refused_past_the_node() {
-        let others = pod_requests(&pod("1500m"));
-        assert!(fits(&pod_requests(&pod("100m")), &node(), &others).is_ok());
-        let deferred = fits(&pod_requests(&pod("1")), &node(), &others).unwrap_err();
+        let others = requests(&pod("1500m"), &ByContainer::new());
+        let p = pod("100m");
+        let mut held = desired(p.spec.as_ref().unwrap());
+        assert!(fits(&requests(&p, &held), &node(), &others).is_ok());
+        held.get_mut("c")
+            .unwrap()
+            .requests
+            .as_mut()
+            .unwrap()
+            .insert(
+                "cpu".into(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity("1".into()),
+            );
+        let deferred = fits(&requests(&p, &held), &node(), &others).unwrap_err();
         assert_eq!(deferred.reason, "Deferred");
         assert_eq!(
             deferred.message,
             "Node didn't have enough resource: cpu, requested: 1000, used: 1500, capacity: 2000"
         );
-        let infeasible = fits(&pod_requests(&pod("3")), &node(), &others);
+        let infeasible = fits(&requests(&pod("3"), &ByContainer::new()), &node(), &others);
         assert_eq!(
             infeasible.unwrap_err(),
             Pending {
@@ -184,24 +190,12 @@ mod tests {
     #[test]
     fn what_an_agent_reported_is_what_the_pod_holds() {
         let mut p = pod("100m");
-        assert!(same_resources(
-            p.spec.as_ref().unwrap(),
-            pod("100m").spec.as_ref().unwrap()
-        ));
-        assert!(!same_resources(
-            p.spec.as_ref().unwrap(),
-            pod("200m").spec.as_ref().unwrap()
-        ));
-        assert!(held_before(&p).is_none());
+        assert_eq!(initial(&p), desired(p.spec.as_ref().unwrap()));
         p.status = serde_json::from_value(json!({"containerStatuses": [{"name": "c",
             "image": "i", "imageID": "", "ready": true, "restartCount": 0,
             "resources": {"requests": {"cpu": "50m"}}}]}))
         .unwrap();
-        let held = held_before(&p).unwrap();
-        let spec = held.spec.as_ref().unwrap();
-        assert_eq!(
-            asked(spec, "c").unwrap().requests.as_ref().unwrap()["cpu"].0,
-            "50m"
-        );
+        let held = initial(&p);
+        assert_eq!(held["c"].requests.as_ref().unwrap()["cpu"].0, "50m");
     }
 }
