@@ -40,6 +40,7 @@ use crate::resize;
 use crate::runtime::ContainerRuntime;
 use crate::security;
 use crate::termination;
+use skiff_core::node_fit::pod_requests;
 use skiff_core::pod_containers::long_running;
 
 /// How often a pod's worker looks at the runtime when nothing else wakes
@@ -297,11 +298,10 @@ impl Worker {
     /// the resize waits.
     fn allocate(&self, pod: &Pod, uid: &str, state: &mut PodState) {
         let allocated = state.allocated.get_or_insert_with(|| resize::initial(pod));
-        let desired = resize::desired(spec_of(pod));
         let mut ledger = self.allocations();
         state.pending = None;
-        if desired != *allocated {
-            let want = resize::requests(pod, &desired);
+        if !resize::asks(spec_of(pod), allocated) {
+            let want = pod_requests(pod);
             let mut others = skiff_core::node_fit::Resources::default();
             for (_, held) in ledger.iter().filter(|(other, _)| *other != uid) {
                 others.add(held, 1);
@@ -312,14 +312,19 @@ impl Worker {
             };
             match fits {
                 Ok(()) => {
-                    *allocated = desired;
+                    *allocated = resize::desired(spec_of(pod));
                     ledger.insert(uid.to_owned(), want);
                 }
                 Err(pending) => state.pending = Some(pending),
             }
         }
         if !ledger.contains_key(uid) {
-            ledger.insert(uid.to_owned(), resize::requests(pod, allocated));
+            // Only a resize still waiting holds other than the spec asks.
+            let held = match state.pending {
+                None => pod_requests(pod),
+                Some(_) => resize::requests(pod, allocated),
+            };
+            ledger.insert(uid.to_owned(), held);
         }
     }
 

@@ -23,6 +23,18 @@ pub fn desired(spec: &PodSpec) -> ByContainer {
         .collect()
 }
 
+/// Whether `spec` asks for what `held` holds, container by container.
+pub fn asks(spec: &PodSpec, held: &ByContainer) -> bool {
+    let mut count = 0;
+    let same = long_running(spec).all(|c| {
+        count += 1;
+        let asked = c.resources.as_ref();
+        held.get(&c.name)
+            .is_some_and(|h| asked.map_or(*h == ResourceRequirements::default(), |a| a == h))
+    });
+    same && count == held.len()
+}
+
 /// What the pod held when this agent first synced it: the resources its
 /// status reports (an agent before this one allocated them), else those
 /// its spec asks for.
@@ -191,11 +203,13 @@ mod tests {
     fn what_an_agent_reported_is_what_the_pod_holds() {
         let mut p = pod("100m");
         assert_eq!(initial(&p), desired(p.spec.as_ref().unwrap()));
+        assert!(asks(p.spec.as_ref().unwrap(), &initial(&p)));
         p.status = serde_json::from_value(json!({"containerStatuses": [{"name": "c",
             "image": "i", "imageID": "", "ready": true, "restartCount": 0,
             "resources": {"requests": {"cpu": "50m"}}}]}))
         .unwrap();
         let held = initial(&p);
         assert_eq!(held["c"].requests.as_ref().unwrap()["cpu"].0, "50m");
+        assert!(!asks(p.spec.as_ref().unwrap(), &held));
     }
 }

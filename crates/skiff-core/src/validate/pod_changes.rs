@@ -30,6 +30,11 @@ fn list<'a>(spec: &'a Value, list: &str) -> &'a [Value] {
 /// Equal but for nulls and empty lists and maps, which a client may send
 /// or leave out alike.
 fn same(a: &Value, b: &Value) -> bool {
+    same_except(a, b, &[])
+}
+
+/// [`same`], but for the fields of two maps named in `except`.
+fn same_except(a: &Value, b: &Value, except: &[&str]) -> bool {
     let empty = |v: &Value| match v {
         Value::Null => true,
         Value::Array(a) => a.is_empty(),
@@ -39,7 +44,7 @@ fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             let keys = x.keys().chain(y.keys());
-            keys.into_iter().all(|k| {
+            keys.filter(|k| !except.contains(&k.as_str())).all(|k| {
                 let (p, q) = (
                     x.get(k).unwrap_or(&Value::Null),
                     y.get(k).unwrap_or(&Value::Null),
@@ -83,32 +88,16 @@ pub(super) fn update(new: &Value, old: &Value, causes: &mut Vec<Cause>) {
     }
     // The spec but for what may change, compared in place: containers
     // but for their images.
-    let but_image = |a: &Value, b: &Value| match (a.as_object(), b.as_object()) {
-        (Some(x), Some(y)) => {
-            let keys = x.keys().chain(y.keys()).filter(|k| *k != "image");
-            keys.into_iter().all(|k| {
-                same(
-                    x.get(k).unwrap_or(&Value::Null),
-                    y.get(k).unwrap_or(&Value::Null),
-                )
-            })
-        }
-        _ => same(a, b),
-    };
-    let fields = spec
-        .as_object()
-        .into_iter()
-        .chain(before.as_object())
-        .flat_map(|m| m.keys());
-    let changed = fields
-        .filter(|k| !kept.contains(&k.as_str()))
-        .any(|k| match k.as_str() {
-            "containers" | "initContainers" => {
-                let (now, then) = (list(spec, k), list(before, k));
-                now.len() != then.len() || now.iter().zip(then).any(|(n, t)| !but_image(n, t))
-            }
-            _ => !same(&spec[k.as_str()], &before[k.as_str()]),
-        });
+    let containers_changed = ["containers", "initContainers"].iter().any(|name| {
+        let (now, then) = (list(spec, name), list(before, name));
+        now.len() != then.len()
+            || now
+                .iter()
+                .zip(then)
+                .any(|(n, t)| !same_except(n, t, &["image"]))
+    });
+    kept.extend(["containers", "initContainers"]);
+    let changed = containers_changed || !same_except(spec, before, &kept);
     if changed {
         causes.push(Cause::forbidden("spec", UPDATE_MSG));
     }
