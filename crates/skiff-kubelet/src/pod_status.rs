@@ -8,7 +8,7 @@ use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
     ContainerStateWaiting, ContainerStatus, ContainerUser, HostIP, LinuxContainerUser, Pod,
-    PodCondition, PodIP, PodSpec, PodStatus, ResourceRequirements, VolumeMount, VolumeMountStatus,
+    PodCondition, PodIP, PodSpec, PodStatus, VolumeMount, VolumeMountStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -63,7 +63,7 @@ pub struct Resizing<'a> {
     /// What the node allocated to each container; the spec's when none.
     pub allocated: Option<&'a crate::resize::ByContainer>,
     /// What each running container was given, with its id.
-    pub applied: Option<&'a HashMap<String, (String, ResourceRequirements)>>,
+    pub applied: Option<&'a crate::resize::ByName<(String, crate::resize::Size)>>,
     /// Why a resize waits for the node.
     pub pending: Option<&'a crate::resize::Pending>,
     /// Why giving a container its allocation failed.
@@ -170,17 +170,19 @@ fn container_status(c: &Container, f: &Facts, before_start: &str) -> ContainerSt
             .map(terminated)
     });
     let is_running = state.running.is_some();
-    let allocated = f
-        .resize
-        .allocated
-        .and_then(|a| a.get(&c.name))
-        .or(c.resources.as_ref());
+    let spec = c.resources.as_ref();
+    let allocated = f.resize.allocated.and_then(|a| a.get(&c.name));
     let actual = f
         .resize
         .applied
         .and_then(|a| a.get(&c.name))
         .filter(|(id, _)| is_running && latest.is_some_and(|s| s.id == *id))
-        .map(|(_, r)| r);
+        .map(|(_, size)| size);
+    let sized = |size: Option<&crate::resize::Size>| match size {
+        Some(size) => size.onto(spec),
+        None => spec.cloned().unwrap_or_default(),
+    };
+    let allocated = sized(allocated);
     // Once the container exists, its image is the runtime's name for it
     // and its id the digest the runtime resolved, as upstream reports.
     let image = latest
@@ -206,8 +208,8 @@ fn container_status(c: &Container, f: &Facts, before_start: &str) -> ContainerSt
         }),
         volume_mounts: mount_statuses(c, f.recursive_read_only),
         // What a running container was given, else what it starts with.
-        resources: Some(actual.or(allocated).cloned().unwrap_or_default()),
-        allocated_resources: allocated.and_then(|r| r.requests.clone()),
+        resources: Some(actual.map_or_else(|| allocated.clone(), |a| sized(Some(a)))),
+        allocated_resources: allocated.requests,
         user: latest.and_then(|s| s.user.as_ref()).and_then(user),
         ..Default::default()
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, PodStatus, ResourceRequirements};
+use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, PodStatus};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -92,7 +92,7 @@ struct PodState {
     /// What the node allocated to the pod's containers, once synced.
     allocated: Option<resize::ByContainer>,
     /// What each running container was given: its id and resources.
-    applied: HashMap<String, (String, ResourceRequirements)>,
+    applied: resize::ByName<(String, resize::Size)>,
     /// Why the latest resize waits, if it does.
     pending: Option<resize::Pending>,
     /// Why applying the allocation to a container failed, if it did.
@@ -351,8 +351,7 @@ impl Worker {
             // held when the agent first saw it.
             let applied = state
                 .applied
-                .entry(c.name.clone())
-                .or_insert_with(|| (now.id.clone(), want.clone()));
+                .get_or_insert_with(&c.name, || (now.id.clone(), want.clone()));
             if applied.0 != now.id {
                 *applied = (now.id.clone(), want.clone());
             }
@@ -374,7 +373,7 @@ impl Worker {
                 state.resize_error = Some(why);
                 continue;
             }
-            let linux = cri_config::resources(Some(want));
+            let linux = cri_config::resources(Some(&want.onto(c.resources.as_ref())));
             match self
                 .runtime
                 .update_container_resources(&now.id, &linux)
@@ -397,15 +396,11 @@ impl Worker {
         &self,
         pod: &Pod,
         name: &str,
-        from: &ResourceRequirements,
-        to: &ResourceRequirements,
+        from: &resize::Size,
+        to: &resize::Size,
     ) -> Option<String> {
-        let limit = |r: &ResourceRequirements| {
-            let q = r.limits.as_ref()?.get("memory")?;
-            skiff_core::quantity::parse_milli(&q.0).map(|m| m / 1000)
-        };
-        let new = limit(to)?;
-        if limit(from).is_some_and(|old| new >= old) {
+        let new = to.memory_limit()?;
+        if from.memory_limit().is_some_and(|old| new >= old) {
             return None;
         }
         let usage = self.usage.pod(pod.metadata.uid.as_deref()?)?;
@@ -1251,8 +1246,9 @@ impl Worker {
         // still waiting leaves behind the spec.
         let allocated = state.allocated.as_ref().and_then(|a| a.get(&c.name));
         let mut config = cri_config::container(c, at.pod, attempt, inputs);
-        if let (Some(linux), Some(r)) = (config.linux.as_mut(), allocated) {
-            linux.resources = Some(cri_config::resources(Some(r)));
+        if let (Some(linux), Some(size)) = (config.linux.as_mut(), allocated) {
+            let sized = size.onto(c.resources.as_ref());
+            linux.resources = Some(cri_config::resources(Some(&sized)));
         }
         let rt = &self.runtime;
         let id = rt
@@ -1267,10 +1263,9 @@ impl Worker {
         let started = format!("Started container {}", c.name);
         self.event(at.pod, &c.name, Type::Normal, "Started", &started);
         let given = allocated
-            .or(c.resources.as_ref())
             .cloned()
-            .unwrap_or_default();
-        state.applied.insert(c.name.clone(), (id.clone(), given));
+            .unwrap_or_else(|| resize::Size::of(c.resources.as_ref()));
+        state.applied.insert(&c.name, (id.clone(), given));
         self.post_start(at, c, &id).await
     }
 

@@ -5,21 +5,140 @@
 //! then applied to each running container through the runtime, or by a
 //! restart where the container's resize policy asks for one.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use skiff_core::node_fit::{allocatable, pod_requests, Resources};
 use skiff_core::pod_containers::long_running;
 
-/// Resources by container name, for the containers a resize reaches: the
+/// What a resize changes of a container: its cpu and memory requests and
+/// limits, as written. The rest of its resources stays as its spec says,
+/// so only these are kept (not a copy of the whole).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Size {
+    requests: [Option<Quantity>; 2],
+    limits: [Option<Quantity>; 2],
+}
+
+/// The resources a resize changes, in [`Size`]'s order.
+const RESIZABLE: [&str; 2] = ["cpu", "memory"];
+
+fn pick(list: Option<&BTreeMap<String, Quantity>>) -> [Option<&Quantity>; 2] {
+    RESIZABLE.map(|name| list.and_then(|l| l.get(name)))
+}
+
+impl Size {
+    /// The size `resources` give.
+    pub fn of(resources: Option<&ResourceRequirements>) -> Self {
+        let owned = |list| pick(list).map(|q| q.cloned());
+        Self {
+            requests: owned(resources.and_then(|r| r.requests.as_ref())),
+            limits: owned(resources.and_then(|r| r.limits.as_ref())),
+        }
+    }
+
+    /// Whether `resources` give this size.
+    pub fn is(&self, resources: Option<&ResourceRequirements>) -> bool {
+        let same = |held: &[Option<Quantity>; 2], list| {
+            held.iter().zip(pick(list)).all(|(h, q)| h.as_ref() == q)
+        };
+        same(&self.requests, resources.and_then(|r| r.requests.as_ref()))
+            && same(&self.limits, resources.and_then(|r| r.limits.as_ref()))
+    }
+
+    /// `base` (a container's spec) at this size.
+    pub fn onto(&self, base: Option<&ResourceRequirements>) -> ResourceRequirements {
+        let mut out = base.cloned().unwrap_or_default();
+        let set = |list: &mut Option<BTreeMap<String, Quantity>>, held: &[Option<Quantity>; 2]| {
+            for (name, q) in RESIZABLE.iter().zip(held) {
+                match q {
+                    Some(q) => {
+                        _ = list
+                            .get_or_insert_default()
+                            .insert((*name).into(), q.clone())
+                    }
+                    None => _ = list.as_mut().and_then(|l| l.remove(*name)),
+                }
+            }
+            if list.as_ref().is_some_and(|l| l.is_empty()) {
+                *list = None;
+            }
+        };
+        set(&mut out.requests, &self.requests);
+        set(&mut out.limits, &self.limits);
+        out
+    }
+
+    /// The memory limit, in bytes.
+    pub fn memory_limit(&self) -> Option<i128> {
+        let q = self.limits[1].as_ref()?;
+        skiff_core::quantity::parse_milli(&q.0).map(|m| m / 1000)
+    }
+
+    /// Whether `resource` (cpu or memory) differs between the two sizes.
+    fn differs(&self, other: &Self, resource: &str) -> bool {
+        let Some(i) = RESIZABLE.iter().position(|r| *r == resource) else {
+            return false;
+        };
+        self.requests[i] != other.requests[i] || self.limits[i] != other.limits[i]
+    }
+}
+
+/// Values by container name, kept in a vector: a pod has few containers,
+/// and a map's table would cost more than its entries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ByName<T>(Vec<(String, T)>);
+
+impl<T> Default for ByName<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<T> ByName<T> {
+    pub fn get(&self, name: &str) -> Option<&T> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut T> {
+        self.0.iter_mut().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// The value for `name`, made by `new` when there is none.
+    pub fn get_or_insert_with(&mut self, name: &str, new: impl FnOnce() -> T) -> &mut T {
+        let i = match self.0.iter().position(|(n, _)| n == name) {
+            Some(i) => i,
+            None => {
+                self.0.push((name.to_owned(), new()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    pub fn insert(&mut self, name: &str, value: T) {
+        match self.get_mut(name) {
+            Some(slot) => *slot = value,
+            None => self.0.push((name.to_owned(), value)),
+        }
+    }
+}
+
+impl<T> FromIterator<(String, T)> for ByName<T> {
+    fn from_iter<I: IntoIterator<Item = (String, T)>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+/// Sizes by container name, for the containers a resize reaches: the
 /// app's and its sidecars.
-pub type ByContainer = HashMap<String, ResourceRequirements>;
+pub type ByContainer = ByName<Size>;
 
 /// What the spec asks for.
 pub fn desired(spec: &PodSpec) -> ByContainer {
-    let asked = |c: &Container| c.resources.clone().unwrap_or_default();
     long_running(spec)
-        .map(|c| (c.name.clone(), asked(c)))
+        .map(|c| (c.name.clone(), Size::of(c.resources.as_ref())))
         .collect()
 }
 
@@ -28,11 +147,10 @@ pub fn asks(spec: &PodSpec, held: &ByContainer) -> bool {
     let mut count = 0;
     let same = long_running(spec).all(|c| {
         count += 1;
-        let asked = c.resources.as_ref();
         held.get(&c.name)
-            .is_some_and(|h| asked.map_or(*h == ResourceRequirements::default(), |a| a == h))
+            .is_some_and(|h| h.is(c.resources.as_ref()))
     });
-    same && count == held.len()
+    same && count == held.0.len()
 }
 
 /// What the pod held when this agent first synced it: the resources its
@@ -45,7 +163,7 @@ pub fn initial(pod: &Pod) -> ByContainer {
     let init = status.and_then(|s| s.init_container_statuses.as_ref());
     for s in statuses.into_iter().chain(init).flatten() {
         if let (Some(reported), Some(slot)) = (&s.resources, held.get_mut(&s.name)) {
-            slot.clone_from(reported);
+            *slot = Size::of(Some(reported));
         }
     }
     held
@@ -57,8 +175,8 @@ pub fn requests(pod: &Pod, held: &ByContainer) -> Resources {
     if let Some(spec) = sized.spec.as_mut() {
         let init = spec.init_containers.iter_mut().flatten();
         for c in init.chain(spec.containers.iter_mut()) {
-            if let Some(r) = held.get(&c.name) {
-                c.resources = Some(r.clone());
+            if let Some(size) = held.get(&c.name) {
+                c.resources = Some(size.onto(c.resources.as_ref()));
             }
         }
     }
@@ -107,24 +225,11 @@ pub fn fits(want: &Resources, node: &Node, others: &Resources) -> Result<(), Pen
 
 /// Whether taking `c` from `from` to `to` needs it restarted: a resource
 /// that changed has the `RestartContainer` policy.
-pub fn needs_restart(
-    c: &Container,
-    from: &ResourceRequirements,
-    to: &ResourceRequirements,
-) -> bool {
-    let amount = |r: &ResourceRequirements, part: bool, name: &str| {
-        let list = if part { &r.requests } else { &r.limits };
-        list.as_ref().and_then(|l| l.get(name)).map(|q| q.0.clone())
-    };
-    let changed = |name: &str| {
-        [true, false]
-            .iter()
-            .any(|part| amount(from, *part, name) != amount(to, *part, name))
-    };
+pub fn needs_restart(c: &Container, from: &Size, to: &Size) -> bool {
     c.resize_policy
         .iter()
         .flatten()
-        .any(|p| p.restart_policy == "RestartContainer" && changed(&p.resource_name))
+        .any(|p| p.restart_policy == "RestartContainer" && from.differs(to, &p.resource_name))
 }
 
 #[cfg(test)]
@@ -148,26 +253,22 @@ mod tests {
 
     #[test]
     fn a_resize_waits_until_it_fits_and_is_refused_past_the_node() {
-        let others = requests(&pod("1500m"), &ByContainer::new());
+        let others = requests(&pod("1500m"), &ByContainer::default());
         let p = pod("100m");
         let mut held = desired(p.spec.as_ref().unwrap());
         assert!(fits(&requests(&p, &held), &node(), &others).is_ok());
-        held.get_mut("c")
-            .unwrap()
-            .requests
-            .as_mut()
-            .unwrap()
-            .insert(
-                "cpu".into(),
-                k8s_openapi::apimachinery::pkg::api::resource::Quantity("1".into()),
-            );
+        held.get_mut("c").unwrap().requests[0] = Some(Quantity("1".into()));
         let deferred = fits(&requests(&p, &held), &node(), &others).unwrap_err();
         assert_eq!(deferred.reason, "Deferred");
         assert_eq!(
             deferred.message,
             "Node didn't have enough resource: cpu, requested: 1000, used: 1500, capacity: 2000"
         );
-        let infeasible = fits(&requests(&pod("3"), &ByContainer::new()), &node(), &others);
+        let infeasible = fits(
+            &requests(&pod("3"), &ByContainer::default()),
+            &node(),
+            &others,
+        );
         assert_eq!(
             infeasible.unwrap_err(),
             Pending {
@@ -182,20 +283,12 @@ mod tests {
     fn only_a_changed_resource_with_the_restart_policy_restarts() {
         let p = pod("100m");
         let c = &p.spec.as_ref().unwrap().containers[0];
-        let from = c.resources.clone().unwrap();
+        let from = Size::of(c.resources.as_ref());
         let mut cpu = from.clone();
-        let q = |s: &str| k8s_openapi::apimachinery::pkg::api::resource::Quantity(s.into());
-        cpu.requests
-            .as_mut()
-            .unwrap()
-            .insert("cpu".into(), q("200m"));
+        cpu.requests[0] = Some(Quantity("200m".into()));
         assert!(!needs_restart(c, &from, &cpu));
         let mut memory = from.clone();
-        memory
-            .requests
-            .as_mut()
-            .unwrap()
-            .insert("memory".into(), q("128Mi"));
+        memory.requests[1] = Some(Quantity("128Mi".into()));
         assert!(needs_restart(c, &from, &memory));
     }
 
@@ -209,7 +302,33 @@ mod tests {
             "resources": {"requests": {"cpu": "50m"}}}]}))
         .unwrap();
         let held = initial(&p);
-        assert_eq!(held["c"].requests.as_ref().unwrap()["cpu"].0, "50m");
+        assert_eq!(
+            held.get("c").unwrap().requests[0],
+            Some(Quantity("50m".into()))
+        );
+        assert_eq!(held.get("c").unwrap().requests[1], None);
         assert!(!asks(p.spec.as_ref().unwrap(), &held));
+    }
+
+    #[test]
+    fn a_size_changes_only_cpu_and_memory_of_the_spec() {
+        let spec: ResourceRequirements = serde_json::from_value(json!({
+            "requests": {"cpu": "100m", "memory": "64Mi", "ephemeral-storage": "1Gi"},
+            "limits": {"memory": "64Mi"}}))
+        .unwrap();
+        let size = Size::of(Some(
+            &serde_json::from_value(json!({
+            "requests": {"cpu": "200m", "memory": "64Mi"}}))
+            .unwrap(),
+        ));
+        assert!(!size.is(Some(&spec)));
+        let sized = size.onto(Some(&spec));
+        assert_eq!(
+            serde_json::to_value(&sized).unwrap(),
+            json!({"requests": {"cpu": "200m", "memory": "64Mi", "ephemeral-storage": "1Gi"}})
+        );
+        assert!(size.is(Some(&sized)));
+        assert_eq!(Size::of(Some(&spec)).memory_limit(), Some(64 << 20));
+        assert_eq!(size.memory_limit(), None);
     }
 }
