@@ -135,6 +135,9 @@ pub struct Worker {
     /// What each active pod was allocated, by uid: what a resize must
     /// fit beside.
     allocations: std::sync::Mutex<HashMap<String, skiff_core::node_fit::Resources>>,
+    /// Told when an allocation shrinks or goes: resizes waiting for room
+    /// try again then, as upstream's kubelet retries them.
+    freed: tokio::sync::Notify,
 }
 
 /// One pod's worker, as the dispatcher sees it: the latest pod (`None`
@@ -171,6 +174,7 @@ impl Worker {
             syncs: None,
             node_object: Default::default(),
             allocations: Default::default(),
+            freed: Default::default(),
         }
     }
 
@@ -213,6 +217,7 @@ impl Worker {
             told: Default::default(),
             node_object: Default::default(),
             allocations: Default::default(),
+            freed: Default::default(),
         }
     }
 
@@ -248,7 +253,6 @@ impl Worker {
         }
     }
 
-    /// How long a pod's worker waits when nothing wakes it.
     /// The runtime's container changes: its events, or else (a real
     /// node's runtime without them) a look at every container each
     /// [`RESYNC`].
@@ -281,7 +285,7 @@ impl Worker {
     /// Unmounts what the pod's directory holds (nothing on simulated
     /// nodes, which have none).
     fn release(&self, uid: &str) {
-        self.allocations().remove(uid);
+        self.free(uid);
         if !self.simulated {
             pod_inputs::release(&self.log_dir.join(uid));
         }
@@ -293,38 +297,61 @@ impl Worker {
         self.allocations.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Takes the pod's allocation off the node's ledger.
+    fn free(&self, uid: &str) {
+        if self.allocations().remove(uid).is_some() {
+            self.freed.notify_waiters();
+        }
+    }
+
     /// Allocates what the pod's spec asks for where it changed (a
     /// resize) and fits beside the node's other pods; otherwise says why
-    /// the resize waits.
-    fn allocate(&self, pod: &Pod, uid: &str, state: &mut PodState) {
+    /// the resize waits. Returns whether the allocation changed.
+    fn allocate(&self, pod: &Pod, uid: &str, state: &mut PodState) -> bool {
         let allocated = state.allocated.get_or_insert_with(|| resize::initial(pod));
         let mut ledger = self.allocations();
-        state.pending = None;
-        if !resize::asks(spec_of(pod), allocated) {
-            let want = pod_requests(pod);
-            let mut others = skiff_core::node_fit::Resources::default();
-            for (_, held) in ledger.iter().filter(|(other, _)| *other != uid) {
-                others.add(held, 1);
-            }
-            let fits = match self.node_object() {
-                Some(node) => resize::fits(&want, &node, &others),
-                None => Ok(()),
-            };
-            match fits {
-                Ok(()) => {
-                    *allocated = resize::desired(spec_of(pod));
-                    ledger.insert(uid.to_owned(), want);
-                }
-                Err(pending) => state.pending = Some(pending),
-            }
-        }
+        let asks = resize::asks(spec_of(pod), allocated);
         if !ledger.contains_key(uid) {
-            // Only a resize still waiting holds other than the spec asks.
-            let held = match state.pending {
-                None => pod_requests(pod),
-                Some(_) => resize::requests(pod, allocated),
+            // What the status tells the pod holds, where an agent before
+            // this one left a resize under way.
+            let held = match asks {
+                true => pod_requests(pod),
+                false => resize::requests(pod, allocated),
             };
             ledger.insert(uid.to_owned(), held);
+        }
+        state.pending = None;
+        if asks {
+            return false;
+        }
+        let want = pod_requests(pod);
+        let mut others = skiff_core::node_fit::Resources::default();
+        for (_, held) in ledger.iter().filter(|(other, _)| *other != uid) {
+            others.add(held, 1);
+        }
+        let fits = match self.node_object() {
+            Some(node) => resize::fits(&want, &node, &others),
+            None => Ok(()),
+        };
+        match fits {
+            Ok(()) => *allocated = resize::desired(spec_of(pod)),
+            Err(pending) => state.pending = Some(pending),
+        }
+        state.pending.is_none()
+    }
+
+    /// Counts on the node's ledger what a pod being resized holds: its
+    /// allocation, or more where a container still holds more.
+    fn count(&self, pod: &Pod, uid: &str, state: &PodState) {
+        let Some(allocated) = &state.allocated else {
+            return;
+        };
+        let mut held = resize::requests(pod, allocated);
+        held.max(&resize::requests(pod, &resize::sizes(&state.applied)));
+        let mut ledger = self.allocations();
+        let before = ledger.insert(uid.to_owned(), held.clone());
+        if before.is_some_and(|b| b.cpu > held.cpu || b.memory > held.memory) {
+            self.freed.notify_waiters();
         }
     }
 
@@ -491,6 +518,8 @@ impl Worker {
                 Some(syncs) => syncs.clone().acquire_owned().await.ok(),
                 None => None,
             };
+            // Made before the sync, so that room freed meanwhile is seen.
+            let freed = self.freed.notified();
             let next = match Box::pin(self.sync(&current, &mut state)).await {
                 Ok(next) => next,
                 Err(e) => {
@@ -499,6 +528,7 @@ impl Worker {
                 }
             };
             drop((current, permit));
+            let waits = state.pending.is_some();
             tokio::select! {
                 changed = pod.changed() => {
                     // The dispatcher went without a last word: stop.
@@ -507,6 +537,7 @@ impl Worker {
                     }
                 }
                 _ = tokio::time::sleep(next) => {}
+                _ = freed, if waits => {}
             }
         }
     }
@@ -772,7 +803,7 @@ impl Worker {
         }
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if matches!(phase, Some("Succeeded" | "Failed")) {
-            self.allocations().remove(&uid);
+            self.free(&uid);
             return Ok(self.resync(spec));
         }
         // A pod the node refused never runs.
@@ -866,8 +897,12 @@ impl Worker {
                 }
             }
         }
-        self.allocate(pod, &uid, state);
+        let reallocated = self.allocate(pod, &uid, state);
         let resized = self.actuate(pod, state, &seen).await;
+        let settled = (state.allocated.as_ref()).is_none_or(|a| resize::settled(a, &state.applied));
+        if reallocated || !settled {
+            self.count(pod, &uid, state);
+        }
         if !resized.is_empty() {
             seen = self.observe(spec, &uid).await?;
         }

@@ -169,9 +169,24 @@ pub fn initial(pod: &Pod) -> ByContainer {
     held
 }
 
-/// `pod`'s requests were its containers to hold `held`.
+/// What containers were given: their sizes, by name.
+pub fn sizes(applied: &ByName<(String, Size)>) -> ByContainer {
+    let given = applied.0.iter();
+    given
+        .map(|(name, (_, size))| (name.clone(), size.clone()))
+        .collect()
+}
+
+/// Whether every container holds what it was allocated.
+pub fn settled(allocated: &ByContainer, applied: &ByName<(String, Size)>) -> bool {
+    (applied.0.iter()).all(|(name, (_, size))| allocated.get(name).is_none_or(|a| a == size))
+}
+
+/// `pod`'s requests were its containers to hold `held` (what its status
+/// tells is left out).
 pub fn requests(pod: &Pod, held: &ByContainer) -> Resources {
     let mut sized = pod.clone();
+    sized.status = None;
     if let Some(spec) = sized.spec.as_mut() {
         let init = spec.init_containers.iter_mut().flatten();
         for c in init.chain(spec.containers.iter_mut()) {

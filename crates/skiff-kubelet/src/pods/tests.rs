@@ -494,3 +494,74 @@ async fn the_node_refuses_a_pod_that_does_not_fit_beside_those_it_admitted() {
     }
     assert!(n.fake.container_named("uid-fits", "c").is_some());
 }
+
+#[tokio::test]
+async fn a_deferred_resize_is_allocated_as_soon_as_room_is_freed() {
+    // A simulated node: its workers sleep ten seconds when nothing wakes
+    // them, so only the room freed can bring the resize on sooner.
+    let (client, requests) = fake_api();
+    let fake = Arc::new(FakeRuntime::default());
+    fake.add_image("app:1");
+    let syncs = Arc::new(tokio::sync::Semaphore::new(4));
+    let worker = Worker::simulated(client, fake.clone(), "n1".into(), "192.0.2.1".into(), syncs);
+    let dir = format!("skiff-pods-deferred-{}", std::process::id());
+    let n = Node {
+        worker: Arc::new(worker),
+        fake,
+        requests,
+        _dir: TempDir(std::env::temp_dir().join(dir)),
+    };
+    n.worker.set_node(
+        serde_json::from_value(json!({"metadata": {"name": "n1"},
+            "status": {"allocatable": {"cpu": "2", "memory": "1Gi", "pods": "10"}}}))
+        .unwrap(),
+    );
+    let asking = |name: &str, cpu: &str| {
+        let mut p = pod(name, &[("c", "app:1")], "Always");
+        let c = &mut p.spec.as_mut().unwrap().containers[0];
+        c.resources = serde_json::from_value(json!({"requests": {"cpu": cpu}})).unwrap();
+        p
+    };
+    let mut pods = Dispatcher::new(n.worker.clone());
+    pods.handle(Change::Applied(asking("big", "1500m")));
+    pods.handle(Change::Applied(asking("small", "100m")));
+    let phase = |name: &str| n.latest_status(name)["phase"].clone();
+    until("both pods run", || {
+        phase("big") == "Running" && phase("small") == "Running"
+    })
+    .await;
+    let deferred = || {
+        let status = n.latest_status("small");
+        let conditions = status["conditions"].as_array().cloned().unwrap_or_default();
+        let pending = conditions.iter().find(|c| c["type"] == "PodResizePending");
+        pending.map(|c| c["reason"].clone())
+    };
+    let allocated = || {
+        let status = n.latest_status("small");
+        status["containerStatuses"][0]["allocatedResources"]["cpu"].clone()
+    };
+    // Room freed by a resize down.
+    pods.handle(Change::Applied(asking("small", "1")));
+    until("the resize waits for room", || {
+        deferred().is_some_and(|r| r == "Deferred")
+    })
+    .await;
+    assert_eq!(allocated(), "100m");
+    pods.handle(Change::Applied(asking("big", "900m")));
+    until_within("the resize is allocated", SIMULATED_RESYNC / 2, || {
+        allocated() == "1" && deferred().is_none()
+    })
+    .await;
+    // Room freed by a pod that leaves.
+    pods.handle(Change::Applied(asking("small", "1500m")));
+    until("the resize waits for room", || {
+        deferred().is_some_and(|r| r == "Deferred")
+    })
+    .await;
+    assert_eq!(allocated(), "1");
+    pods.handle(Change::Deleted(asking("big", "900m")));
+    until_within("the resize is allocated", SIMULATED_RESYNC / 2, || {
+        allocated() == "1500m" && deferred().is_none()
+    })
+    .await;
+}
