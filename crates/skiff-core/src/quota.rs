@@ -35,11 +35,40 @@ pub fn counts(plural: &str, obj: &Value) -> bool {
 /// The sum of one resource over a pod's containers: app containers add
 /// up, init containers run one at a time, so the larger wins; sidecars
 /// run beside the app and beside the init containers after them.
-fn pod_resource(spec: &Value, kind: &str, resource: &str) -> Option<i128> {
+fn pod_resource(pod: &Value, kind: &str, resource: &str) -> Option<i128> {
+    let spec = &pod["spec"];
+    let status = &pod["status"];
+    let statuses = ["containerStatuses", "initContainerStatuses"]
+        .iter()
+        .flat_map(|l| status[l].as_array().map_or(&[][..], Vec::as_slice));
+    let conditions = status["conditions"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    let infeasible = conditions
+        .iter()
+        .any(|c| c["type"] == "PodResizePending" && c["reason"] == "Infeasible");
+    let amount = |list: &Value| list[resource].as_str().and_then(parse_milli);
+    // As upstream's PodRequests and PodLimits with the status' resources:
+    // a container being resized counts the most of what it asks, holds
+    // and (for requests) was allocated; only what it holds and was
+    // allocated while its resize cannot be done.
     let of = |c: &Value| {
-        c["resources"][kind][resource]
-            .as_str()
-            .and_then(parse_milli)
+        let asked = amount(&c["resources"][kind]);
+        let held = statuses
+            .clone()
+            .find(|s| s["name"] == c["name"] && s["resources"].is_object());
+        let Some(held) = held else {
+            return asked;
+        };
+        let mut counted = amount(&held["resources"][kind]);
+        if kind == "requests" {
+            counted = counted.max(amount(&held["allocatedResources"]));
+        }
+        if infeasible {
+            counted
+        } else {
+            counted.max(asked)
+        }
     };
     let list = |l: &str| spec[l].as_array().map_or(&[][..], Vec::as_slice);
     let (apps, inits) = (list("containers"), list("initContainers"));
@@ -157,7 +186,7 @@ pub fn usage(group: &str, plural: &str, obj: &Value) -> Usage {
                 // As upstream's PodRequests and PodLimits: the overhead
                 // adds to the requests, and to the limits set.
                 let overhead = spec["overhead"][resource].as_str().and_then(parse_milli);
-                let requests = match (pod_resource(spec, "requests", resource), overhead) {
+                let requests = match (pod_resource(obj, "requests", resource), overhead) {
                     (Some(r), o) => Some(r + o.unwrap_or(0)),
                     (None, o) => o,
                 };
@@ -167,7 +196,7 @@ pub fn usage(group: &str, plural: &str, obj: &Value) -> Usage {
                         u.insert(resource.to_owned(), r);
                     }
                 }
-                if let Some(l) = pod_resource(spec, "limits", resource) {
+                if let Some(l) = pod_resource(obj, "limits", resource) {
                     let added = overhead.filter(|_| l != 0).unwrap_or(0);
                     u.insert(format!("limits.{resource}"), l + added);
                 }
@@ -293,6 +322,34 @@ mod tests {
         assert!(!u.contains_key("limits.memory"));
         let done = json!({"spec": {}, "status": {"phase": "Succeeded"}});
         assert!(usage("", "pods", &done).is_empty());
+    }
+
+    #[test]
+    fn a_pod_being_resized_counts_the_most_it_asks_holds_and_was_allocated() {
+        let pod = |status: Value| {
+            json!({"spec": {"containers": [{"name": "c", "resources": {
+                "requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "1"}}}]},
+                "status": status})
+        };
+        let counted = |status: Value| {
+            let u = usage("", "pods", &pod(status));
+            (
+                u["requests.cpu"],
+                u["requests.memory"] / 1000 >> 20,
+                u["limits.cpu"],
+            )
+        };
+        assert_eq!(counted(json!({})), (100, 64, 1000));
+        // A shrink the node has not made yet: the node still holds more.
+        let shrinking = json!({"containerStatuses": [{"name": "c",
+            "allocatedResources": {"cpu": "500m", "memory": "32Mi"},
+            "resources": {"requests": {"cpu": "400m", "memory": "32Mi"}, "limits": {"cpu": "2"}}}]});
+        assert_eq!(counted(shrinking.clone()), (500, 64, 2000));
+        // A resize the node can never make counts what the pod holds.
+        let mut infeasible = shrinking;
+        infeasible["conditions"] =
+            json!([{"type": "PodResizePending", "status": "True", "reason": "Infeasible"}]);
+        assert_eq!(counted(infeasible), (500, 32, 2000));
     }
 
     #[test]
