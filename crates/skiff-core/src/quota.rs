@@ -335,7 +335,7 @@ mod tests {
             let u = usage("", "pods", &pod(status));
             (
                 u["requests.cpu"],
-                u["requests.memory"] / 1000 >> 20,
+                (u["requests.memory"] / 1000) >> 20,
                 u["limits.cpu"],
             )
         };
