@@ -5,6 +5,7 @@
 //! Objects travel as `serde_json::Value`; each kind is checked against its
 //! typed k8s-openapi struct through [`registry::ResourceType::decode`].
 
+pub mod app_armor;
 pub mod apply;
 pub mod autoscaling;
 pub mod certs;

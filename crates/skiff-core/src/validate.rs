@@ -10,6 +10,7 @@ use crate::{meta, ApiError};
 
 mod admission_policies;
 mod api_service;
+mod app_armor;
 mod autoscaling;
 mod config;
 mod event;
@@ -122,6 +123,12 @@ pub fn object(r: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), 
         ("", "Pod") => {
             pod_spec(spec, At::Root("spec"), &mut causes);
             ephemeral_containers(spec, old.map(|o| &o["spec"]), &mut causes);
+            let annotations = &obj["metadata"]["annotations"];
+            app_armor::annotations(annotations, spec, "metadata.annotations", &mut causes);
+            match old {
+                None => app_armor::match_on_create(obj, &mut causes),
+                Some(old) => app_armor::unchanged(obj, old, &mut causes),
+            }
         }
         ("", "ReplicationController") => {
             let selector = spec["selector"].as_object().filter(|m| !m.is_empty());
@@ -466,6 +473,9 @@ impl std::fmt::Display for At<'_> {
 
 fn pod_template(t: &Value, at: &str, causes: &mut Vec<Cause>) {
     pod_spec(&t["spec"], At::Root(at).field("spec"), causes);
+    let annotations = &t["metadata"]["annotations"];
+    let annotations_at = format!("{at}.metadata.annotations");
+    app_armor::annotations(annotations, &t["spec"], &annotations_at, causes);
 }
 
 fn pod_spec(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
@@ -947,16 +957,16 @@ fn beyond_the_agent(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
 fn security(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
     let pod = &spec["securityContext"];
     let here = at.field("securityContext");
-    for field in [
-        "seLinuxOptions",
-        "appArmorProfile",
-        "windowsOptions",
-        "seLinuxChangePolicy",
-    ] {
+    for field in ["seLinuxOptions", "windowsOptions", "seLinuxChangePolicy"] {
         if !pod[field].is_null() {
             causes.push(not_applied(here.field(field)));
         }
     }
+    app_armor::profile(
+        &pod["appArmorProfile"],
+        here.field("appArmorProfile"),
+        causes,
+    );
     for (i, sysctl) in pod["sysctls"].as_array().into_iter().flatten().enumerate() {
         let name = sysctl["name"].as_str().unwrap_or_default();
         if !SAFE_SYSCTLS.contains(&name) {
@@ -981,11 +991,16 @@ fn security(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
             let sc = &c["securityContext"];
             let container = at.item(list, i);
             let here = container.field("securityContext");
-            for field in ["seLinuxOptions", "appArmorProfile", "windowsOptions"] {
+            for field in ["seLinuxOptions", "windowsOptions"] {
                 if !sc[field].is_null() {
                     causes.push(not_applied(here.field(field)));
                 }
             }
+            app_armor::profile(
+                &sc["appArmorProfile"],
+                here.field("appArmorProfile"),
+                causes,
+            );
             if sc["procMount"].as_str().is_some_and(|p| p != "Default") {
                 causes.push(not_applied(here.field("procMount")));
             }
@@ -1736,6 +1751,119 @@ mod tests {
         let node = |cidr: &str| json!({"metadata": {"name": "n"}, "spec": {"podCIDR": cidr}});
         assert!(check("nodes", "", node("10.42.1.0/24")).is_ok());
         assert!(check("nodes", "", node("default")).is_err());
+    }
+
+    #[test]
+    fn app_armor_profiles_and_annotations_are_checked_as_upstream_checks_them() {
+        let pod = |annotations: Value, pod_sc: Value, sc: Value| {
+            json!({"metadata": {"name": "p", "annotations": annotations},
+                "spec": {"securityContext": pod_sc,
+                "containers": [{"name": "c", "image": "i", "securityContext": sc}]}})
+        };
+        let none = json!({});
+        let runtime = json!({"appArmorProfile": {"type": "RuntimeDefault"}});
+        let good = pod(
+            none.clone(),
+            runtime.clone(),
+            json!({"appArmorProfile":
+            {"type": "Localhost", "localhostProfile": "k8s-web"}}),
+        );
+        assert_eq!(causes_of("", "pods", &good, None), []);
+        let bad = pod(
+            json!({"container.apparmor.security.beta.kubernetes.io/gone": "bogus"}),
+            json!({"appArmorProfile": {"type": "Unconfined", "localhostProfile": "x"}}),
+            json!({"appArmorProfile": {"type": "Localhost", "localhostProfile": " web"}}),
+        );
+        let key = "metadata.annotations[container.apparmor.security.beta.kubernetes.io/gone]";
+        let at = "spec.containers[0].securityContext.appArmorProfile";
+        assert_eq!(
+            causes_of("", "pods", &bad, None),
+            [
+                (
+                    "spec.securityContext.appArmorProfile.localhostProfile".to_owned(),
+                    r#"Invalid value: "x": can only be set when AppArmor type is Localhost"#
+                        .to_owned()
+                ),
+                (
+                    format!("{at}.localhostProfile"),
+                    r#"Invalid value: " web": must not be padded with whitespace"#.to_owned()
+                ),
+                (
+                    key.to_owned(),
+                    r#"Invalid value: "gone": container not found"#.to_owned()
+                ),
+                (
+                    key.to_owned(),
+                    r#"Invalid value: "bogus": invalid AppArmor profile name: "bogus""#.to_owned()
+                ),
+            ]
+        );
+        let kinds = pod(
+            none.clone(),
+            json!({"appArmorProfile": {"type": "Strict"}}),
+            json!({"appArmorProfile": {"type": "Localhost"}}),
+        );
+        assert_eq!(
+            causes_of("", "pods", &kinds, None),
+            [
+                (
+                    "spec.securityContext.appArmorProfile.type".to_owned(),
+                    r#"Unsupported value: "Strict": supported values: "Localhost", "RuntimeDefault", "Unconfined""#.to_owned()
+                ),
+                (
+                    format!("{at}.localhostProfile"),
+                    "Required value: must be set when AppArmor type is Localhost".to_owned()
+                ),
+            ]
+        );
+        // On create an annotation must agree with the field it stands for.
+        let annotated = |value: &str| {
+            pod(
+                json!({"container.apparmor.security.beta.kubernetes.io/c": value}),
+                none.clone(),
+                json!({
+                "appArmorProfile": {"type": "Localhost", "localhostProfile": "web"}}),
+            )
+        };
+        assert_eq!(causes_of("", "pods", &annotated("localhost/web"), None), []);
+        assert_eq!(
+            causes_of("", "pods", &annotated("localhost/other"), None),
+            [(
+                format!("{at}.localhostProfile"),
+                "Forbidden: apparmor profile in annotation and field must match".to_owned()
+            )]
+        );
+        assert_eq!(
+            fields_of("", "pods", &annotated("runtime/default"), None),
+            [format!("{at}.type")]
+        );
+        // Afterwards the annotations stay as they are.
+        let plain = pod(none.clone(), runtime.clone(), none.clone());
+        let added = pod(
+            json!({"container.apparmor.security.beta.kubernetes.io/c": "runtime/default"}),
+            runtime.clone(),
+            none.clone(),
+        );
+        assert_eq!(
+            causes_of("", "pods", &added, Some(&plain)),
+            [(
+                "metadata.annotations[container.apparmor.security.beta.kubernetes.io/c]".to_owned(),
+                "Forbidden: may not add AppArmor annotations".to_owned()
+            )]
+        );
+        assert_eq!(
+            causes_of("", "pods", &plain, Some(&added))[0].1,
+            "Forbidden: may not remove or update AppArmor annotations"
+        );
+        // A template's annotations are checked too.
+        let deployment = json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"a": "b"}},
+            "template": {"metadata": {"labels": {"a": "b"},
+                "annotations": {"container.apparmor.security.beta.kubernetes.io/x": "runtime/default"}},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        assert_eq!(
+            fields_of("apps", "deployments", &deployment, None),
+            ["spec.template.metadata.annotations[container.apparmor.security.beta.kubernetes.io/x]"]
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod agent;
+pub mod app_armor;
 pub mod containerd;
 pub mod cri;
 mod cri_config;

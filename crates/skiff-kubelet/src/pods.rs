@@ -135,6 +135,9 @@ pub struct Worker {
     /// What each active pod was allocated, by uid: what a resize must
     /// fit beside.
     allocations: std::sync::Mutex<HashMap<String, skiff_core::node_fit::Resources>>,
+    /// Why this node cannot enforce AppArmor, if it cannot (a simulated
+    /// node can).
+    app_armor: Option<String>,
     /// Told when an allocation shrinks or goes: resizes waiting for room
     /// try again then, as upstream's kubelet retries them.
     freed: tokio::sync::Notify,
@@ -174,6 +177,7 @@ impl Worker {
             syncs: None,
             node_object: Default::default(),
             allocations: Default::default(),
+            app_armor: crate::app_armor::host_problem(),
             freed: Default::default(),
         }
     }
@@ -217,6 +221,7 @@ impl Worker {
             told: Default::default(),
             node_object: Default::default(),
             allocations: Default::default(),
+            app_armor: None,
             freed: Default::default(),
         }
     }
@@ -1783,7 +1788,9 @@ impl Dispatcher {
             .filter_map(|(_, slot)| slot.borrow().clone())
             .filter(|p| !over(p))
             .collect();
-        admission::admit(pod, &node, &others).err()
+        let app_armor = self.worker.app_armor.as_deref();
+        let refused = crate::app_armor::admit(pod, app_armor).err();
+        refused.or_else(|| admission::admit(pod, &node, &others).err())
     }
 
     /// Removes what belongs to no pod worker, once the pods are known.

@@ -2,7 +2,7 @@
 //! (`hostNetwork`, `hostPID`, `hostIPC`, `shareProcessNamespace`) and each
 //! container's `securityContext` merged over the pod's (user and group,
 //! `runAsNonRoot`, capabilities, `privileged`, `readOnlyRootFilesystem`,
-//! `allowPrivilegeEscalation`, seccomp). What a node cannot apply is
+//! `allowPrivilegeEscalation`, seccomp, AppArmor). What a node cannot apply is
 //! refused with a reason, never dropped: the pod's author asked for it.
 
 use k8s_cri::v1 as cri;
@@ -89,7 +89,6 @@ fn refuse_unsupported_pod_fields(spec: &PodSpec) -> Result<(), String> {
     };
     let unsupported = [
         ("seLinuxOptions", pod.se_linux_options.is_some()),
-        ("appArmorProfile", pod.app_armor_profile.is_some()),
         (
             "sysctls",
             pod.sysctls
@@ -123,7 +122,6 @@ pub fn container(
     let at = format!("container {:?}", c.name);
     let unsupported = [
         ("seLinuxOptions", own.se_linux_options.is_some()),
-        ("appArmorProfile", own.app_armor_profile.is_some()),
         ("windowsOptions", own.windows_options.is_some()),
         (
             "procMount",
@@ -179,12 +177,17 @@ pub fn container(
             .map(|c| c.trim_start_matches("CAP_").to_owned())
             .collect()
     };
+    let (apparmor, apparmor_profile) = crate::app_armor::for_runtime(spec, c);
     let seccomp_at = format!("{at}: securityContext");
     let profile = own
         .seccomp_profile
         .as_ref()
         .or(pod.seccomp_profile.as_ref());
-    Ok(cri::LinuxContainerSecurityContext {
+    let seccomp = Some(seccomp(profile, &seccomp_at)?);
+    // As upstream's kubelet: the AppArmor profile also in its older
+    // string form, for runtimes that predate the field.
+    #[allow(deprecated)]
+    let context = cri::LinuxContainerSecurityContext {
         capabilities: Some(cri::Capability {
             add_capabilities: names(capabilities.add),
             drop_capabilities: names(capabilities.drop),
@@ -197,9 +200,12 @@ pub fn container(
         readonly_rootfs: own.read_only_root_filesystem == Some(true),
         supplemental_groups: groups(spec),
         no_new_privs: own.allow_privilege_escalation == Some(false),
-        seccomp: Some(seccomp(profile, &seccomp_at)?),
+        seccomp,
+        apparmor,
+        apparmor_profile,
         ..Default::default()
-    })
+    };
+    Ok(context)
 }
 
 /// A seccomp profile for CRI: the runtime's default, none (upstream's

@@ -203,6 +203,41 @@ fn isolation_is_applied_or_refused() {
         .then_some(())
     });
 
+    // AppArmor: where the kernel enforces it, a confined container runs
+    // under the runtime's profile; where it does not, the node refuses
+    // the pod in upstream's words. Unconfined runs anywhere.
+    create(
+        c,
+        &pod(
+            "confined",
+            &container("    securityContext: {appArmorProfile: {type: RuntimeDefault}}\n"),
+        ),
+    );
+    create(
+        c,
+        &pod(
+            "unconfined",
+            &container("    securityContext: {appArmorProfile: {type: Unconfined}}\n"),
+        ),
+    );
+    running(c, "unconfined");
+    match skiff_kubelet::app_armor::host_problem() {
+        Some(problem) => {
+            let p = wait_for("the confined pod refused", LIMIT, || {
+                let p = support::pod(c, "confined");
+                (p["status"]["phase"] == "Failed").then_some(p)
+            });
+            assert_eq!(p["status"]["reason"], "AppArmor");
+            let message = format!("Pod was rejected: Cannot enforce AppArmor: {problem}");
+            assert_eq!(p["status"]["message"], message.as_str());
+        }
+        None => {
+            running(c, "confined");
+            let label = exec(c, "confined", "cat /proc/self/attr/current");
+            assert!(label.contains("(enforce)"), "{label}");
+        }
+    }
+
     // Settings the agent cannot apply are refused at admission.
     for security in [
         "    securityContext: {procMount: Unmasked}\n",

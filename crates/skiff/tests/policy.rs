@@ -149,6 +149,51 @@ fn pod_security_levels_refuse_and_warn_as_upstream() {
         stderr.contains(r#"Warning: would violate PodSecurity "baseline:latest": privileged (container "c" must not set securityContext.privileged=true)"#),
         "{stderr}"
     );
+
+    // AppArmor: baseline forbids running unconfined, in the field or in
+    // the deprecated annotation, which becomes the field with upstream's
+    // warning.
+    let unconfined = |name: &str, ns: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  annotations: {{container.apparmor.security.beta.kubernetes.io/c: unconfined}}\nspec:\n  containers:\n  - name: c\n    image: busybox\n")
+    };
+    c.ok(&["create", "namespace", "base"]);
+    c.ok(&[
+        "label",
+        "namespace",
+        "base",
+        "pod-security.kubernetes.io/enforce=baseline",
+    ]);
+    let refused = c.fails_stdin(&unconfined("loose", "base"));
+    assert!(
+        refused.contains(r#"violates PodSecurity "baseline:latest": forbidden AppArmor profiles (container "c" and annotation must not set AppArmor profile type to "Unconfined", "container.apparmor.security.beta.kubernetes.io/c=\"unconfined\"")"#),
+        "{refused}"
+    );
+    let created = c.kubectl_stdin(&["apply", "-f", "-"], &unconfined("loose", "default"));
+    support::assert_success(&created, "an unconfined pod where nothing forbids it");
+    let stderr = String::from_utf8_lossy(&created.stderr);
+    assert!(
+        stderr.contains(r#"Warning: metadata.annotations[container.apparmor.security.beta.kubernetes.io/c]: deprecated since v1.30; use the "appArmorProfile" field instead"#),
+        "{stderr}"
+    );
+    let pod = support::pod(&c, "loose");
+    assert_eq!(
+        pod["spec"]["containers"][0]["securityContext"]["appArmorProfile"],
+        serde_json::json!({"type": "Unconfined"})
+    );
+    // The annotation stays as it was made.
+    let out = c.kubectl(&[
+        "annotate",
+        "pod",
+        "loose",
+        "--overwrite",
+        "container.apparmor.security.beta.kubernetes.io/c=runtime/default",
+    ]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("may not remove or update AppArmor annotations"),
+        "{said}"
+    );
 }
 
 /// A quota's scopes narrow the pods it counts: a `BestEffort` quota holds

@@ -15,21 +15,15 @@ use crate::storage::Objects;
 
 const PREFIX: &str = "pod-security.kubernetes.io";
 
-/// Where a workload keeps its pod template's spec.
-fn template_spec<'a>(r: &ResourceType, obj: &'a Value) -> Option<&'a Value> {
+/// A workload's pod template (its metadata and spec); a pod itself.
+fn template<'a>(r: &ResourceType, obj: &'a Value) -> Option<&'a Value> {
     match (r.group, r.kind) {
-        ("", "Pod") => Some(&obj["spec"]),
+        ("", "Pod") => Some(obj),
         ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet")
         | ("batch", "Job")
-        | ("", "ReplicationController" | "PodTemplate") => {
-            let t = if r.kind == "PodTemplate" {
-                &obj["template"]
-            } else {
-                &obj["spec"]["template"]
-            };
-            Some(&t["spec"])
-        }
-        ("batch", "CronJob") => Some(&obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]),
+        | ("", "ReplicationController") => Some(&obj["spec"]["template"]),
+        ("", "PodTemplate") => Some(&obj["template"]),
+        ("batch", "CronJob") => Some(&obj["spec"]["jobTemplate"]["spec"]["template"]),
         _ => None,
     }
 }
@@ -50,7 +44,7 @@ impl Validating for PodSecurity {
         verdict: &mut Verdict,
     ) -> Result<(), ApiError> {
         let r = a.resource;
-        let (Some(spec), Some(ns)) = (template_spec(r, obj), meta::namespace(obj)) else {
+        let (Some(pod), Some(ns)) = (template(r, obj), meta::namespace(obj)) else {
             return Ok(());
         };
         let namespaces = registry::lookup("", "v1", "namespaces").expect("served");
@@ -77,7 +71,7 @@ impl Validating for PodSecurity {
         let is_pod = r.kind == "Pod" && r.group.is_empty();
         let warnings = &mut verdict.warnings;
         if let Some((level, shown)) = level_of("enforce") {
-            let broken = violations(level, spec);
+            let broken = violations(level, pod);
             if !broken.is_empty() {
                 let why = broken.join(", ");
                 if is_pod {
@@ -90,7 +84,7 @@ impl Validating for PodSecurity {
             }
         }
         if let Some((level, shown)) = level_of("warn") {
-            let broken = violations(level, spec);
+            let broken = violations(level, pod);
             let warning = format!(
                 "would violate PodSecurity \"{shown}\": {}",
                 broken.join(", ")
@@ -100,7 +94,7 @@ impl Validating for PodSecurity {
             }
         }
         if let Some((level, shown)) = level_of("audit") {
-            let broken = violations(level, spec);
+            let broken = violations(level, pod);
             if !broken.is_empty() {
                 verdict.audit.push((
                     format!("{PREFIX}/audit-violations"),

@@ -117,8 +117,8 @@ impl Api {
             status_apart: r.has_status(),
         };
         track_update(None, obj, &manager, root.shape());
-        let said = self.admission.admit(a, obj).await?;
-        strategy.prepare_create(obj);
+        let mut said = self.admission.admit(a, obj).await?;
+        said.warnings.extend(strategy.prepare_create(obj));
         validate::object(r, obj, None)?;
         self.admission.validate(a, obj, said).await
     }

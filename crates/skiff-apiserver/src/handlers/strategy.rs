@@ -25,8 +25,11 @@ pub trait Strategy: Sync {
         }
     }
 
-    /// What the server sets on a new object after defaults.
-    fn prepare_create(&self, _obj: &mut Value) {}
+    /// What the server sets on a new object after defaults; the
+    /// warnings that brings.
+    fn prepare_create(&self, _obj: &mut Value) -> Vec<String> {
+        Vec::new()
+    }
 
     /// The next state of `current` from `next`, written through
     /// `subresource`: `/status` changes only the status, the main
@@ -231,12 +234,13 @@ impl Strategy for ApiServices {
 /// A definition is held until its objects are deleted.
 struct Definitions;
 impl Strategy for Definitions {
-    fn prepare_create(&self, obj: &mut Value) {
+    fn prepare_create(&self, obj: &mut Value) -> Vec<String> {
         let mut finalizers = meta::finalizers(obj);
         if !finalizers.iter().any(|f| f == skiff_core::crd::CLEANUP) {
             finalizers.push(skiff_core::crd::CLEANUP.to_owned());
         }
         meta::set(obj, "finalizers", finalizers);
+        Vec::new()
     }
 }
 
@@ -257,10 +261,11 @@ impl Strategy for Pods {
         Some(json!({"phase": "Pending"}))
     }
 
-    fn prepare_create(&self, pod: &mut Value) {
+    fn prepare_create(&self, pod: &mut Value) -> Vec<String> {
         drop_alpha_fields(&mut pod["spec"]);
         merge_label_keys(pod);
         admit_pod(pod);
+        let warnings = skiff_core::app_armor::fields_from_annotations(pod);
         // A gated pod says so, as upstream's strategy writes it.
         let gated = pod["spec"]["schedulingGates"]
             .as_array()
@@ -270,6 +275,7 @@ impl Strategy for Pods {
                 "lastProbeTime": null, "lastTransitionTime": meta::now(),
                 "reason": "SchedulingGated", "message": "Scheduling is blocked due to non-empty scheduling gates"}]);
         }
+        warnings
     }
 
     /// A pod bound to a node and not finished waits for its grace period
@@ -399,9 +405,9 @@ struct Jobs;
 impl Strategy for Jobs {
     /// A Job without `manualSelector` selects its pods by its uid, and its
     /// template carries the matching labels.
-    fn prepare_create(&self, job: &mut Value) {
+    fn prepare_create(&self, job: &mut Value) -> Vec<String> {
         if job["spec"]["manualSelector"] == true {
-            return;
+            return Vec::new();
         }
         let uid = meta::get_str(job, "uid").unwrap_or_default().to_owned();
         let name = meta::name(job).to_owned();
@@ -419,6 +425,7 @@ impl Strategy for Jobs {
         ] {
             labels[key] = json!(value);
         }
+        Vec::new()
     }
 }
 
