@@ -168,6 +168,7 @@ const IDENTITIES: &[&str] = &[
     "endpoint-controller",
     "endpointslicemirroring-controller",
     "persistent-volume-binder",
+    "ephemeral-volume-controller",
     "horizontal-pod-autoscaler",
     "pod-garbage-collector",
     "generic-garbage-collector",
@@ -443,6 +444,14 @@ async fn run_all(client: Client, writers: Arc<Writers>, config: Config, metrics:
     };
     w.workers(c, claim_queue, n);
     w.workers(volume::VolumeController { shared }, volume_queue, n);
+    let q = Queue::new();
+    let c = volume::EphemeralController::new(
+        &mut pods,
+        &mut claims,
+        cluster("ephemeral-volume-controller"),
+        q.clone(),
+    );
+    w.workers(c, q, n);
     let mut hpas = Informer::<HorizontalPodAutoscaler>::default();
     let q = Queue::new();
     let c = HpaController::new(

@@ -308,7 +308,7 @@ mod tests {
         assert_eq!(volumes, ["data", "scratch"]);
         assert_eq!(
             crate::volume::claims_of(&trimmed).collect::<Vec<_>>(),
-            ["data-0"]
+            ["data-0", "p-scratch"]
         );
         for (c, full) in t
             .containers

@@ -26,6 +26,7 @@ mod rbac;
 mod resources;
 mod rollout;
 mod runtime_class;
+mod seccomp;
 mod storage;
 mod tolerations;
 pub mod webhooks;
@@ -979,9 +980,7 @@ fn security(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
             ));
         }
     }
-    if pod["seccompProfile"]["type"] == "Localhost" {
-        causes.push(not_applied(here.field("seccompProfile")));
-    }
+    seccomp::profile(&pod["seccompProfile"], here.field("seccompProfile"), causes);
     // Strict needs a runtime that reports the image's own groups.
     if pod["supplementalGroupsPolicy"] == "Strict" {
         causes.push(not_applied(here.field("supplementalGroupsPolicy")));
@@ -1004,9 +1003,7 @@ fn security(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
             if sc["procMount"].as_str().is_some_and(|p| p != "Default") {
                 causes.push(not_applied(here.field("procMount")));
             }
-            if sc["seccompProfile"]["type"] == "Localhost" {
-                causes.push(not_applied(here.field("seccompProfile")));
-            }
+            seccomp::profile(&sc["seccompProfile"], here.field("seccompProfile"), causes);
         }
     }
 }
@@ -1060,6 +1057,30 @@ fn items(list: &Value, keyed: bool, at: At<'_>, causes: &mut Vec<Cause>) {
     }
 }
 
+/// A generic ephemeral volume, as upstream's
+/// `validateEphemeralVolumeSource`: a claim template whose metadata holds
+/// only labels and annotations (the claim's name is the pod's and the
+/// volume's), with a claim's spec.
+fn ephemeral_volume(v: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
+    let template = &v["volumeClaimTemplate"];
+    let at = at.field("volumeClaimTemplate");
+    if template.is_null() {
+        causes.push(Cause::required(at.to_string()));
+        return;
+    }
+    let metadata = template["metadata"].as_object().into_iter().flatten();
+    for (field, value) in metadata {
+        let set = !value.is_null() && value.as_object().is_none_or(|o| !o.is_empty());
+        if set && !matches!(field.as_str(), "labels" | "annotations") {
+            causes.push(Cause::forbidden(
+                at.field("metadata").field(field).to_string(),
+                "cannot be set for an ephemeral volume",
+            ));
+        }
+    }
+    storage::claim_spec(&template["spec"], &at.field("spec").to_string(), causes);
+}
+
 /// Volume names are DNS labels, once each; the paths inside them stay
 /// inside them; every mount names a volume, and its subPath stays inside
 /// it.
@@ -1073,6 +1094,10 @@ fn volumes(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
         }
         let downward = here.field("downwardAPI");
         items(&v["downwardAPI"]["items"], false, downward, causes);
+        if v["ephemeral"].is_object() {
+            let ephemeral = here.field("ephemeral");
+            ephemeral_volume(&v["ephemeral"], ephemeral, causes);
+        }
         let projected = here.field("projected");
         let sources = v["projected"]["sources"].as_array();
         for (j, source) in sources.into_iter().flatten().enumerate() {
@@ -1867,6 +1892,79 @@ mod tests {
     }
 
     #[test]
+    fn an_ephemeral_volume_needs_a_claim_template_with_only_labels_and_annotations() {
+        let pod = |volume: Value| {
+            json!({"metadata": {"name": "p"}, "spec": {"volumes": [volume],
+                "containers": [{"name": "c", "image": "i"}]}})
+        };
+        let good = pod(json!({"name": "v", "ephemeral": {"volumeClaimTemplate": {
+            "metadata": {"labels": {"a": "b"}},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}}));
+        assert_eq!(causes_of("", "pods", &good, None), []);
+        let at = "spec.volumes[0].ephemeral.volumeClaimTemplate";
+        let named = pod(json!({"name": "v", "ephemeral": {"volumeClaimTemplate": {
+            "metadata": {"name": "mine"}, "spec": {"accessModes": ["ReadWriteOnce"]}}}}));
+        assert_eq!(
+            causes_of("", "pods", &named, None),
+            [
+                (
+                    format!("{at}.metadata.name"),
+                    "Forbidden: cannot be set for an ephemeral volume".to_owned()
+                ),
+                (
+                    format!("{at}.spec.resources[storage]"),
+                    "Required value".to_owned()
+                ),
+            ]
+        );
+        let bare = pod(json!({"name": "v", "ephemeral": {}}));
+        assert_eq!(fields_of("", "pods", &bare, None), [at]);
+    }
+
+    #[test]
+    fn seccomp_profiles_are_checked_as_upstream_checks_them() {
+        let pod = |sc: Value| {
+            json!({"metadata": {"name": "p"}, "spec": {
+                "containers": [{"name": "c", "image": "i", "securityContext": {"seccompProfile": sc}}]}})
+        };
+        let at = "spec.containers[0].securityContext.seccompProfile";
+        let good = pod(json!({"type": "Localhost", "localhostProfile": "profiles/audit.json"}));
+        assert_eq!(causes_of("", "pods", &good, None), []);
+        for (sc, field, message) in [
+            (
+                json!({"type": "Localhost", "localhostProfile": "../audit.json"}),
+                "localhostProfile",
+                r#"Invalid value: "../audit.json": must not contain '..'"#,
+            ),
+            (
+                json!({"type": "Localhost", "localhostProfile": "/etc/audit.json"}),
+                "localhostProfile",
+                r#"Invalid value: "/etc/audit.json": must be a relative path"#,
+            ),
+            (
+                json!({"type": "Localhost"}),
+                "localhostProfile",
+                "Required value: must be set when seccomp type is Localhost",
+            ),
+            (
+                json!({"type": "Strict"}),
+                "type",
+                r#"Unsupported value: "Strict": supported values: "Localhost", "RuntimeDefault", "Unconfined""#,
+            ),
+        ] {
+            assert_eq!(
+                causes_of("", "pods", &pod(sc), None),
+                [(format!("{at}.{field}"), message.to_owned())]
+            );
+        }
+        let named = pod(json!({"type": "RuntimeDefault", "localhostProfile": "x"}));
+        assert_eq!(
+            fields_of("", "pods", &named, None),
+            [format!("{at}.localhostProfile")]
+        );
+    }
+
+    #[test]
     fn security_settings_the_node_cannot_apply_are_refused() {
         let pods = lookup("", "v1", "pods").unwrap();
         let pod = |pod_sc: Value, sc: Value| {
@@ -1898,11 +1996,6 @@ mod tests {
                 json!({"supplementalGroupsPolicy": "Strict"}),
                 json!({}),
                 "spec.securityContext.supplementalGroupsPolicy",
-            ),
-            (
-                json!({}),
-                json!({"seccompProfile": {"type": "Localhost", "localhostProfile": "x.json"}}),
-                "spec.containers[0].securityContext.seccompProfile",
             ),
         ] {
             let err = object(pods, &pod(pod_sc.clone(), sc.clone()), None).unwrap_err();

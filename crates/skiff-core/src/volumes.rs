@@ -2,7 +2,7 @@
 //! agent agree on about persistent storage: the annotations and finalizers
 //! they hand each other, and when a volume can serve a claim.
 
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Volume};
 use k8s_openapi::api::storage::v1::StorageClass;
 
 use crate::placement::term_matches;
@@ -29,6 +29,57 @@ pub const BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
 pub const CLAIM_PROTECTION: &str = "kubernetes.io/pvc-protection";
 pub const VOLUME_PROTECTION: &str = "kubernetes.io/pv-protection";
 pub const HOSTNAME: &str = "kubernetes.io/hostname";
+
+/// The claim a pod's volume stands for: the one it names, or for a
+/// generic ephemeral volume the one the ephemeral volume controller makes
+/// for the pod, `<pod>-<volume>` (upstream's `VolumeClaimName`).
+pub fn pod_claim(pod: &Pod, v: &Volume) -> Option<PodClaim> {
+    if let Some(c) = &v.persistent_volume_claim {
+        return Some(PodClaim {
+            name: c.claim_name.clone(),
+            ephemeral: false,
+        });
+    }
+    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+    v.ephemeral.as_ref().map(|_| PodClaim {
+        name: format!("{pod_name}-{}", v.name),
+        ephemeral: true,
+    })
+}
+
+/// A claim a pod's volume uses (see [`pod_claim`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodClaim {
+    pub name: String,
+    /// Made for the pod, which must own it: a claim of that name made
+    /// otherwise is not the pod's.
+    pub ephemeral: bool,
+}
+
+/// The claims `pod`'s volumes use.
+pub fn pod_claims(pod: &Pod) -> impl Iterator<Item = PodClaim> + '_ {
+    let volumes = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten());
+    volumes.filter_map(move |v| pod_claim(pod, v))
+}
+
+/// Whether `claim` was made for `pod` (it is the pod's controller).
+pub fn owned_by(claim: &PersistentVolumeClaim, pod: &Pod) -> bool {
+    let owners = claim.metadata.owner_references.iter().flatten();
+    let mut controllers = owners.filter(|o| o.controller == Some(true));
+    controllers.any(|o| Some(&o.uid) == pod.metadata.uid.as_ref())
+}
+
+/// Upstream's words for an ephemeral volume's claim `pod` does not own.
+pub fn not_the_pods(claim: &PersistentVolumeClaim, pod: &Pod) -> String {
+    let (c, p) = (&claim.metadata, &pod.metadata);
+    format!(
+        "PVC {}/{} was not created for pod {}/{} (pod is not owner)",
+        c.namespace.as_deref().unwrap_or_default(),
+        c.name.as_deref().unwrap_or_default(),
+        p.namespace.as_deref().unwrap_or_default(),
+        p.name.as_deref().unwrap_or_default()
+    )
+}
 
 /// The storage a claim asks for, as written (`1Gi`).
 pub fn request(claim: &PersistentVolumeClaim) -> Option<&str> {

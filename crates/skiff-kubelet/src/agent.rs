@@ -227,6 +227,11 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         tracing::error!(error = %e, "could not write the CNI network");
     }
     wake.notify_one();
+    // The node's own seccomp profiles, as upstream's `<root-dir>/seccomp`.
+    let seccomp_root = config.data_dir.join("seccomp");
+    if let Err(e) = std::fs::create_dir_all(&seccomp_root) {
+        tracing::warn!(error = %e, dir = %seccomp_root.display(), "creating the seccomp profile directory");
+    }
     let sweeper = {
         let (client, local_path) = (client.clone(), local_path.clone());
         tokio::spawn(async move { local_path.run(client).await })
@@ -242,6 +247,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
             usage,
         )
         .with_local_path(local_path)
+        .with_seccomp_root(seccomp_root)
         .with_metrics(metrics),
     );
     worker.run().await;

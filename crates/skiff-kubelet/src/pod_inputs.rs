@@ -554,11 +554,13 @@ pub async fn volumes(
                 },
             );
             continue;
-        } else if let Some(c) = &v.persistent_volume_claim {
+        } else if let Some(claim) = skiff_core::volumes::pod_claim(pod, v) {
             let path = match claimed.get(&v.name) {
                 Some(p) => p.clone(),
                 None => {
-                    let p = claim_path(client, &ns, &c.claim_name, local_path).await?;
+                    // A generic ephemeral volume's claim must be the pod's own.
+                    let owner = claim.ephemeral.then_some(pod);
+                    let p = claim_path(client, &ns, &claim.name, owner, local_path).await?;
                     claimed.insert(v.name.clone(), p.clone());
                     p
                 }
@@ -568,7 +570,8 @@ pub async fn volumes(
                     crate::ownership::apply(&path, gid, false)?;
                 }
             }
-            let read_only = c.read_only == Some(true);
+            let named = v.persistent_volume_claim.as_ref();
+            let read_only = named.is_some_and(|c| c.read_only == Some(true));
             out.insert(v.name.clone(), Volume { path, read_only });
             continue;
         } else if let Some(h) = &v.host_path {
@@ -686,6 +689,7 @@ async fn claim_path(
     client: &Client,
     ns: &str,
     name: &str,
+    owner: Option<&Pod>,
     local_path: Option<&LocalPath>,
 ) -> Result<PathBuf, String> {
     skiff_runtime::api::path_segment(name).map_err(|e| format!("persistentvolumeclaim {e}"))?;
@@ -694,6 +698,9 @@ async fn claim_path(
         .await
         .map_err(|e| format!("persistentvolumeclaim {name:?}: {e}"))?
         .ok_or_else(|| format!("persistentvolumeclaim {name:?} not found"))?;
+    if let Some(pod) = owner.filter(|pod| !skiff_core::volumes::owned_by(&claim, pod)) {
+        return Err(skiff_core::volumes::not_the_pods(&claim, pod));
+    }
     let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
     let volume = claim.spec.as_ref().and_then(|s| s.volume_name.clone());
     let Some(volume) = volume.filter(|v| bound && !v.is_empty()) else {
@@ -867,7 +874,9 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.contains("may not contain '/'"), "{e}");
-        let e = claim_path(&client, "d", "..", None).await.unwrap_err();
+        let e = claim_path(&client, "d", "..", None, None)
+            .await
+            .unwrap_err();
         assert!(e.contains("may not be '..'"), "{e}");
         let e = data(&client, "d", "configmap", "app").await.unwrap_err();
         assert!(!e.contains("invalid resource name"), "{e}");

@@ -138,6 +138,9 @@ pub struct Worker {
     /// Why this node cannot enforce AppArmor, if it cannot (a simulated
     /// node can).
     app_armor: Option<String>,
+    /// Where the node keeps its own seccomp profiles (`Localhost`), if it
+    /// offers any.
+    seccomp_root: Option<std::path::PathBuf>,
     /// Told when an allocation shrinks or goes: resizes waiting for room
     /// try again then, as upstream's kubelet retries them.
     freed: tokio::sync::Notify,
@@ -178,6 +181,7 @@ impl Worker {
             node_object: Default::default(),
             allocations: Default::default(),
             app_armor: crate::app_armor::host_problem(),
+            seccomp_root: None,
             freed: Default::default(),
         }
     }
@@ -185,6 +189,12 @@ impl Worker {
     /// Mounts local-path volumes from `local_path`.
     pub fn with_local_path(mut self, local_path: Arc<LocalPath>) -> Self {
         self.local_path = Some(local_path);
+        self
+    }
+
+    /// Runs pods with the seccomp profiles in `dir` (`Localhost`).
+    pub fn with_seccomp_root(mut self, dir: std::path::PathBuf) -> Self {
+        self.seccomp_root = Some(dir);
         self
     }
 
@@ -222,6 +232,7 @@ impl Worker {
             node_object: Default::default(),
             allocations: Default::default(),
             app_armor: None,
+            seccomp_root: None,
             freed: Default::default(),
         }
     }
@@ -840,7 +851,7 @@ impl Worker {
     ) -> Result<Duration, Error> {
         let uid = uid.to_owned();
         let spec = spec_of(pod);
-        let security = match security::sandbox(spec) {
+        let security = match security::sandbox(spec, self.seccomp_root.as_deref()) {
             Ok(s) => s,
             Err(why) => {
                 // Nothing runs with less isolation than asked for.
@@ -1256,8 +1267,9 @@ impl Worker {
             true => Ok(Vec::new()),
             false => pod_inputs::env(&self.client, at.pod, c, at.pod_ip, volumes).await,
         };
-        let mut security =
-            security::container(spec_of(at.pod), c, &image_user).map_err(config_error)?;
+        let seccomp_root = self.seccomp_root.as_deref();
+        let mut security = security::container(spec_of(at.pod), c, &image_user, seccomp_root)
+            .map_err(config_error)?;
         if let (Some(target), Some(ns)) = (at.target, security.namespace_options.as_mut()) {
             ns.pid = cri::NamespaceMode::Target as i32;
             ns.target_id = target.to_owned();

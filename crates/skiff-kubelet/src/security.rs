@@ -6,6 +6,8 @@
 //! refused with a reason, never dropped: the pod's author asked for it.
 
 use k8s_cri::v1 as cri;
+use std::path::Path;
+
 use k8s_openapi::api::core::v1::{Container, PodSpec, SeccompProfile};
 
 /// Who an image runs as when nothing overrides it: a numeric uid, or a
@@ -58,8 +60,12 @@ pub fn sysctls(spec: &PodSpec) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
-/// The sandbox's security settings.
-pub fn sandbox(spec: &PodSpec) -> Result<cri::LinuxSandboxSecurityContext, String> {
+/// The sandbox's security settings. `seccomp_root` holds the node's own
+/// seccomp profiles (none: `Localhost` profiles cannot be used here).
+pub fn sandbox(
+    spec: &PodSpec,
+    seccomp_root: Option<&Path>,
+) -> Result<cri::LinuxSandboxSecurityContext, String> {
     let pod = spec.security_context.clone().unwrap_or_default();
     refuse_unsupported_pod_fields(spec)?;
     Ok(cri::LinuxSandboxSecurityContext {
@@ -70,6 +76,7 @@ pub fn sandbox(spec: &PodSpec) -> Result<cri::LinuxSandboxSecurityContext, Strin
         seccomp: Some(seccomp(
             pod.seccomp_profile.as_ref(),
             "spec.securityContext",
+            seccomp_root,
         )?),
         ..Default::default()
     })
@@ -116,6 +123,7 @@ pub fn container(
     spec: &PodSpec,
     c: &Container,
     image: &ImageUser,
+    seccomp_root: Option<&Path>,
 ) -> Result<cri::LinuxContainerSecurityContext, String> {
     let pod = spec.security_context.clone().unwrap_or_default();
     let own = c.security_context.clone().unwrap_or_default();
@@ -183,7 +191,7 @@ pub fn container(
         .seccomp_profile
         .as_ref()
         .or(pod.seccomp_profile.as_ref());
-    let seccomp = Some(seccomp(profile, &seccomp_at)?);
+    let seccomp = Some(seccomp(profile, &seccomp_at, seccomp_root)?);
     // As upstream's kubelet: the AppArmor profile also in its older
     // string form, for runtimes that predate the field.
     #[allow(deprecated)]
@@ -209,27 +217,46 @@ pub fn container(
 }
 
 /// A seccomp profile for CRI: the runtime's default, none (upstream's
-/// default when unset), or a file under the node's profile directory.
-fn seccomp(profile: Option<&SeccompProfile>, at: &str) -> Result<cri::SecurityProfile, String> {
+/// default when unset), or a file under the node's profile directory
+/// `root`, named by a relative path that stays inside it.
+fn seccomp(
+    profile: Option<&SeccompProfile>,
+    at: &str,
+    root: Option<&Path>,
+) -> Result<cri::SecurityProfile, String> {
     use cri::security_profile::ProfileType;
+    let of = |kind: ProfileType, localhost_ref: String| cri::SecurityProfile {
+        profile_type: kind as i32,
+        localhost_ref,
+    };
     let Some(profile) = profile else {
-        return Ok(cri::SecurityProfile {
-            profile_type: ProfileType::Unconfined as i32,
-            localhost_ref: String::new(),
-        });
+        return Ok(of(ProfileType::Unconfined, String::new()));
     };
     match profile.type_.as_str() {
-        "RuntimeDefault" => Ok(cri::SecurityProfile {
-            profile_type: ProfileType::RuntimeDefault as i32,
-            localhost_ref: String::new(),
-        }),
-        "Unconfined" => Ok(cri::SecurityProfile {
-            profile_type: ProfileType::Unconfined as i32,
-            localhost_ref: String::new(),
-        }),
-        "Localhost" => Err(format!(
-            "{at}.seccompProfile: Localhost profiles are not supported on this node"
-        )),
+        "RuntimeDefault" => Ok(of(ProfileType::RuntimeDefault, String::new())),
+        "Unconfined" => Ok(of(ProfileType::Unconfined, String::new())),
+        "Localhost" => {
+            let Some(root) = root else {
+                return Err(format!(
+                    "{at}.seccompProfile: Localhost profiles are not supported on this node"
+                ));
+            };
+            let name = profile.localhost_profile.as_deref().unwrap_or_default();
+            let problem = match name {
+                "" => Some("must be set when seccomp type is Localhost"),
+                name => skiff_core::validate::local_path_problem(name),
+            };
+            if let Some(why) = problem {
+                return Err(format!(
+                    "{at}.seccompProfile.localhostProfile {name:?}: {why}"
+                ));
+            }
+            let path = root.join(name);
+            Ok(of(
+                ProfileType::Localhost,
+                path.to_string_lossy().into_owned(),
+            ))
+        }
         other => Err(format!(
             "{at}.seccompProfile.type: unsupported value {other:?}"
         )),
@@ -271,7 +298,7 @@ mod tests {
             "containers": [{"name": "c", "securityContext": {
                 "runAsUser": 1001, "readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false,
                 "capabilities": {"drop": ["ALL"], "add": ["CAP_NET_BIND_SERVICE"]}}}]}));
-        let sc = container(&s, first(&s), &ImageUser::default()).unwrap();
+        let sc = container(&s, first(&s), &ImageUser::default(), None).unwrap();
         assert_eq!(sc.run_as_user.map(|u| u.value), Some(1001));
         assert_eq!(sc.run_as_group.map(|g| g.value), Some(3000));
         assert_eq!(sc.supplemental_groups, vec![2000]);
@@ -300,12 +327,16 @@ mod tests {
             (image(None, "app"), false),
             (image(Some(1000), ""), true),
         ] {
-            assert_eq!(container(&s, first(&s), &user).is_ok(), ok, "{user:?}");
+            assert_eq!(
+                container(&s, first(&s), &user, None).is_ok(),
+                ok,
+                "{user:?}"
+            );
         }
         let s = spec(
             json!({"containers": [{"name": "c", "securityContext": {"runAsNonRoot": true, "runAsUser": 0}}]}),
         );
-        let err = container(&s, first(&s), &image(Some(1000), "")).unwrap_err();
+        let err = container(&s, first(&s), &image(Some(1000), ""), None).unwrap_err();
         assert!(err.contains("breaks non-root policy"), "{err}");
     }
 
@@ -319,18 +350,47 @@ mod tests {
         ] {
             let s = spec(json!({"containers": [{"name": "c", "securityContext": sc}]}));
             assert!(
-                container(&s, first(&s), &ImageUser::default()).is_err(),
+                container(&s, first(&s), &ImageUser::default(), None).is_err(),
                 "{sc}"
             );
         }
         let s = spec(
             json!({"securityContext": {"sysctls": [{"name": "net.ipv4.ip_forward", "value": "1"}]}, "containers": [{"name": "c"}]}),
         );
-        assert!(sandbox(&s).is_err(), "not a safe sysctl");
+        assert!(sandbox(&s, None).is_err(), "not a safe sysctl");
         let s = spec(
             json!({"securityContext": {"sysctls": [{"name": "net.ipv4.tcp_syncookies", "value": "1"}]}, "containers": [{"name": "c"}]}),
         );
-        assert!(sandbox(&s).is_ok());
+        assert!(sandbox(&s, None).is_ok());
         assert_eq!(sysctls(&s)["net.ipv4.tcp_syncookies"], "1");
+    }
+
+    #[test]
+    fn a_localhost_seccomp_profile_is_a_file_under_the_nodes_directory() {
+        let root = Path::new("/var/lib/skiff/seccomp");
+        let with = |name: &str| {
+            let s = spec(
+                json!({"securityContext": {"seccompProfile": {"type": "Localhost",
+                "localhostProfile": name}}, "containers": [{"name": "c"}]}),
+            );
+            let sandbox = sandbox(&s, Some(root)).map(|s| s.seccomp.unwrap());
+            let own = container(&s, first(&s), &ImageUser::default(), Some(root));
+            (sandbox, own.map(|c| c.seccomp.unwrap()))
+        };
+        let (pod, own) = with("profiles/audit.json");
+        for profile in [pod.unwrap(), own.unwrap()] {
+            assert_eq!(
+                profile.profile_type,
+                cri::security_profile::ProfileType::Localhost as i32
+            );
+            assert_eq!(
+                profile.localhost_ref,
+                "/var/lib/skiff/seccomp/profiles/audit.json"
+            );
+        }
+        for escape in ["../audit.json", "/etc/audit.json", ""] {
+            let (pod, own) = with(escape);
+            assert!(pod.is_err() && own.is_err(), "{escape}");
+        }
     }
 }

@@ -46,8 +46,8 @@ impl PodVolume {
     pub fn of(pod: &Pod) -> Vec<Self> {
         let volumes = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten());
         volumes
-            .filter_map(|v| match (&v.persistent_volume_claim, &v.csi) {
-                (Some(c), _) => Some(Self::Claim(c.claim_name.clone())),
+            .filter_map(|v| match (skiff_core::volumes::pod_claim(pod, v), &v.csi) {
+                (Some(c), _) => Some(Self::Claim(c.name)),
                 (None, Some(csi)) => Some(Self::Inline {
                     driver: csi.driver.clone(),
                     name: v.name.clone(),

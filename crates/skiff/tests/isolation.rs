@@ -238,11 +238,55 @@ fn isolation_is_applied_or_refused() {
         }
     }
 
+    // A node's own seccomp profile, from its profile directory: this one
+    // refuses to make directories. One the node lacks stops the container
+    // at the runtime; one outside the directory is refused by the API.
+    let profiles = c.dir.path().join("agent/seccomp/profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(
+        profiles.join("no-mkdir.json"),
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let localhost = |name: &str| {
+        format!("    securityContext: {{seccompProfile: {{type: Localhost, localhostProfile: {name}}}}}\n")
+    };
+    create(
+        c,
+        &pod("filtered", &container(&localhost("profiles/no-mkdir.json"))),
+    );
+    running(c, "filtered");
+    let made = exec(c, "filtered", "mkdir /tmp/made && echo made");
+    assert!(
+        made.contains("Operation not permitted") && !made.contains("\nmade"),
+        "{made}"
+    );
+    assert!(exec(c, "open", "mkdir /tmp/made && echo made").contains("made"));
+    create(
+        c,
+        &pod(
+            "unfiltered",
+            &container(&localhost("profiles/missing.json")),
+        ),
+    );
+    wait_for(
+        "a missing seccomp profile stops the container",
+        LIMIT,
+        || {
+            let p = support::pod(c, "unfiltered");
+            let waiting = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+            let message = waiting["message"].as_str()?;
+            (waiting["reason"] == "CreateContainerError" && message.contains("missing.json"))
+                .then_some(())
+        },
+    );
+    let said = refused(c, &pod("never", &container(&localhost("../no-mkdir.json"))));
+    assert!(said.contains("must not contain '..'"), "{said}");
+
     // Settings the agent cannot apply are refused at admission.
     for security in [
         "    securityContext: {procMount: Unmasked}\n",
         "    securityContext: {seLinuxOptions: {level: s0}}\n",
-        "    securityContext: {seccompProfile: {type: Localhost, localhostProfile: x.json}}\n",
     ] {
         let said = refused(c, &pod("never", &container(security)));
         assert!(said.contains("Forbidden"), "{security}: {said}");

@@ -164,6 +164,52 @@ fn claims_outlive_pods() {
     assert!(message.contains("exceeds the limit \"1Mi\""), "{message}");
     delete_pod(c, "greedy");
 
+    // A generic ephemeral volume: its claim is made for the pod from the
+    // template, provisioned where the pod goes, and goes with the pod.
+    let template = |labels: &str| {
+        format!("ephemeral: {{volumeClaimTemplate: {{metadata: {{labels: {{{labels}}}}}, spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 16Mi}}}}}}}}}}")
+    };
+    create(
+        c,
+        &pod_on("ephemeral", &template("kind: scratch"), Some(&node)),
+    );
+    running(c, "ephemeral");
+    let made = c.json(&["get", "pvc", "ephemeral-data"]);
+    assert_eq!(made["metadata"]["labels"]["kind"], "scratch");
+    let owner = &made["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["name"].as_str()),
+        (Some("Pod"), Some("ephemeral"))
+    );
+    assert_eq!(owner["controller"], true);
+    wait_phase(c, "pvc", "ephemeral-data", "Bound");
+    let wrote = exec(c, "ephemeral", "echo kept > /data/file && cat /data/file");
+    assert_eq!(wrote, "kept\n");
+    delete_pod(c, "ephemeral");
+    wait_for("the ephemeral claim gone with its pod", LIMIT, || {
+        let out = c.kubectl(&["get", "pvc", "ephemeral-data"]);
+        (!out.status.success()).then_some(())
+    });
+    // A claim of that name made otherwise is not the pod's volume.
+    create(c, &claim("taken-data", None, "16Mi"));
+    create(c, &pod_on("taken", &template(""), Some(&node)));
+    wait_for("the claim refused for the pod", LIMIT, || {
+        events_of(c, "taken")
+            .contains(
+                "PVC default/taken-data was not created for pod default/taken (pod is not owner)",
+            )
+            .then_some(())
+    });
+    assert_eq!(phase(c, "pod", "taken"), "Pending");
+    delete_pod(c, "taken");
+    c.ok(&[
+        "delete",
+        "pvc",
+        "taken-data",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+
     // The default class waits for its first consumer.
     create(c, &claim("data", None, "64Mi"));
     wait_for("WaitForFirstConsumer", LIMIT, || {

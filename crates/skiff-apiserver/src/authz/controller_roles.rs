@@ -252,6 +252,15 @@ fn rules() -> Vec<(&'static str, Vec<Value>)> {
             ],
         ),
         (
+            "ephemeral-volume-controller",
+            vec![
+                rule(&[""], &["pods"], READ),
+                rule(&[""], &["pods/finalizers"], WRITE),
+                rule(&[""], &["persistentvolumeclaims"], &read_write(&["create"])),
+                events(),
+            ],
+        ),
+        (
             "horizontal-pod-autoscaler",
             vec![
                 rule(&["autoscaling"], &["horizontalpodautoscalers"], READ),

@@ -3,9 +3,11 @@
 //! (the built-in `skiff.io/local-path`, a directory on the node of the
 //! claim's first pod); volumes go Available, Bound, Released and are
 //! reclaimed by their policy; protection finalizers come off once nothing
-//! uses a claim or a volume.
+//! uses a claim or a volume. Generic ephemeral volumes get their claims
+//! made for their pods.
 
 mod claims;
+mod ephemeral;
 mod provision;
 mod volumes;
 
@@ -22,6 +24,7 @@ use skiff_runtime::cache::{key_of, Cache, Informer};
 use skiff_runtime::queue::Queue;
 
 pub use claims::ClaimController;
+pub use ephemeral::EphemeralController;
 pub use volumes::VolumeController;
 
 const COMPONENT: &str = "persistentvolume-controller";
@@ -190,13 +193,10 @@ pub struct Informers<'a> {
     pub pods: &'a mut Informer<Pod>,
 }
 
-/// The claims a pod's volumes name.
-pub fn claims_of(pod: &Pod) -> impl Iterator<Item = &str> {
-    pod.spec
-        .iter()
-        .flat_map(|s| s.volumes.iter().flatten())
-        .filter_map(|v| v.persistent_volume_claim.as_ref())
-        .map(|c| c.claim_name.as_str())
+/// The claims a pod's volumes use (a generic ephemeral volume's among
+/// them).
+pub fn claims_of(pod: &Pod) -> impl Iterator<Item = String> + '_ {
+    skiff_core::volumes::pod_claims(pod).map(|c| c.name)
 }
 
 #[cfg(test)]

@@ -105,10 +105,8 @@ pub fn match_on_create(pod: &Value, causes: &mut Vec<Cause>) {
         let profile = if own.is_null() { pod_profile } else { own };
         let name = c["name"].as_str().unwrap_or_default();
         let key = format!("{ANNOTATION_PREFIX}{name}");
-        let (Some(annotation), false) = (
-            pod["metadata"]["annotations"][&key].as_str(),
-            profile.is_null(),
-        ) else {
+        let annotation = pod["metadata"]["annotations"][&key].as_str();
+        let Some(annotation) = annotation.filter(|_| !profile.is_null()) else {
             continue;
         };
         let here = format!("{at}.securityContext.appArmorProfile");

@@ -179,16 +179,24 @@ pub fn volume(spec: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
 /// A claim: what it asks for; once made, only a bound claim's storage
 /// request may change (and not below what it has), and its volume be
 /// named once.
+/// A claim's spec at `at`: a claim's own, or a template's (a generic
+/// ephemeral volume's).
+pub fn claim_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
+    access_modes(&spec["accessModes"], &format!("{at}.accessModes"), causes);
+    volume_mode(&spec["volumeMode"], &format!("{at}.volumeMode"), causes);
+    let storage = &spec["resources"]["requests"]["storage"];
+    let storage_at = format!("{at}.resources[storage]");
+    if storage.is_null() {
+        causes.push(Cause::required(storage_at));
+    } else {
+        storage_quantity(storage, &storage_at, causes);
+    }
+}
+
 pub fn claim(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     let spec = &obj["spec"];
-    access_modes(&spec["accessModes"], "spec.accessModes", causes);
-    volume_mode(&spec["volumeMode"], "spec.volumeMode", causes);
+    claim_spec(spec, "spec", causes);
     let storage = &spec["resources"]["requests"]["storage"];
-    if storage.is_null() {
-        causes.push(Cause::required("spec.resources[storage]"));
-    } else {
-        storage_quantity(storage, "spec.resources[storage]", causes);
-    }
     let Some(old) = old else {
         return;
     };

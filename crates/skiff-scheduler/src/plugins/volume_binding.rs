@@ -181,22 +181,24 @@ impl VolumeBinding {
         let view = self.volumes.read();
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let mut needs = Vec::new();
-        let claims = pod
-            .spec
-            .iter()
-            .flat_map(|s| s.volumes.iter().flatten())
-            .filter_map(|v| v.persistent_volume_claim.as_ref());
-        for c in claims {
-            let Some(claim) = view.claims.get(&format!("{ns}/{}", c.claim_name)) else {
-                return Err(format!(
-                    "persistentvolumeclaim {:?} not found",
-                    c.claim_name
-                ));
+        for c in v::pod_claims(pod) {
+            let Some(claim) = view.claims.get(&format!("{ns}/{}", c.name)) else {
+                return Err(match c.ephemeral {
+                    // Normal for a moment after such a pod is created.
+                    true => format!(
+                        "waiting for ephemeral volume controller to create the persistentvolumeclaim {:?}",
+                        c.name
+                    ),
+                    false => format!("persistentvolumeclaim {:?} not found", c.name),
+                });
             };
+            if c.ephemeral && !v::owned_by(claim, pod) {
+                return Err(v::not_the_pods(claim, pod));
+            }
             if claim.metadata.deletion_timestamp.is_some() {
                 return Err(format!(
                     "persistentvolumeclaim {:?} is being deleted",
-                    c.claim_name
+                    c.name
                 ));
             }
             let bound = claim.spec.as_ref().and_then(|s| s.volume_name.as_deref());
@@ -219,7 +221,7 @@ impl VolumeBinding {
                 .filter(|pv| v::mismatch(claim, pv).is_none())
                 .cloned()
                 .collect();
-            let key = format!("{ns}/{}", c.claim_name);
+            let key = format!("{ns}/{}", c.name);
             let node = v::selected_node(claim)
                 .map(str::to_owned)
                 .or_else(|| view.assumed.get(&key).cloned());
@@ -245,12 +247,7 @@ impl PreFilter for VolumeBinding {
     }
 
     fn pre_filter(&self, state: &mut CycleState, pod: &Pod, _: &[NodeInfo]) {
-        let uses_claims = pod
-            .spec
-            .iter()
-            .flat_map(|s| s.volumes.iter().flatten())
-            .any(|v| v.persistent_volume_claim.is_some());
-        if uses_claims {
+        if v::pod_claims(pod).next().is_some() {
             state.put(NAME, self.needs(pod));
         }
     }
@@ -554,6 +551,49 @@ mod tests {
         chosen.metadata.annotations = Some([(SELECTED_NODE.to_owned(), "a".to_owned())].into());
         volumes.put(chosen);
         assert_eq!(decide(&plugin, "waiting", both), [ok, conflict]);
+    }
+
+    #[test]
+    fn an_ephemeral_volume_waits_for_the_claim_made_for_its_pod() {
+        let volumes = Arc::new(Volumes::default());
+        let plugin = VolumeBinding {
+            volumes: volumes.clone(),
+            client: None,
+        };
+        let mut a = node("a", json!({}), json!({}), json!({}));
+        a.node.metadata.annotations = Some([(LOCAL_PATH_ROOT.to_owned(), "/v".to_owned())].into());
+        let nodes = [a];
+        volumes.put(class("local-path", LOCAL_PATH, "WaitForFirstConsumer"));
+        let mut p = pod(
+            json!({"volumes": [{"name": "v", "ephemeral": {"volumeClaimTemplate": {
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}}]}),
+        );
+        p.metadata.uid = Some("pod-uid".into());
+        let decide = |p: &Pod| {
+            let mut state = CycleState::default();
+            plugin.pre_filter(&mut state, p, &nodes);
+            plugin.filter(&state, p, &nodes[0])
+        };
+        assert_eq!(
+            decide(&p),
+            Status::unresolvable(
+                "waiting for ephemeral volume controller to create the persistentvolumeclaim \"p-v\""
+            )
+        );
+        // A claim of that name the pod does not own is not its volume.
+        volumes.put(claim("p-v", "local-path", None));
+        assert_eq!(
+            decide(&p),
+            Status::unresolvable(
+                "PVC default/p-v was not created for pod default/p (pod is not owner)"
+            )
+        );
+        let mut made = claim("p-v", "local-path", None);
+        made.metadata.owner_references = serde_json::from_value(json!([{"apiVersion": "v1",
+            "kind": "Pod", "name": "p", "uid": "pod-uid", "controller": true}]))
+        .unwrap();
+        volumes.put(made);
+        assert!(decide(&p).is_success());
     }
 
     /// Pre-bind lets the pod be bound once its claims are, and sends it
