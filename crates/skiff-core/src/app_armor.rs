@@ -56,8 +56,13 @@ pub fn fields_from_annotations(pod: &mut Value) -> Vec<String> {
     if pod["spec"]["os"]["name"] == "windows" {
         return Vec::new();
     }
-    let annotations = pod["metadata"]["annotations"].clone();
-    let Some(annotations) = annotations.as_object() else {
+    let ours =
+        |a: &serde_json::Map<String, Value>| a.keys().any(|k| k.starts_with(ANNOTATION_PREFIX));
+    let annotations = pod["metadata"]["annotations"]
+        .as_object()
+        .filter(|a| ours(a));
+    // Nearly no pod has them: nothing is copied for the others.
+    let Some(annotations) = annotations.cloned() else {
         return Vec::new();
     };
     let pod_profile = pod["spec"]["securityContext"]["appArmorProfile"].clone();
@@ -68,7 +73,7 @@ pub fn fields_from_annotations(pod: &mut Value) -> Vec<String> {
             continue;
         };
         for c in containers {
-            sync(c, annotations, &pod_profile, &mut warnings);
+            sync(c, &annotations, &pod_profile, &mut warnings);
         }
     }
     warnings

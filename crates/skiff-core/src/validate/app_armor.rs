@@ -54,6 +54,13 @@ pub fn profile(profile: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
     }
 }
 
+/// Whether `pod` has any of the deprecated annotations (nearly none
+/// has: the checks that compare them cost nothing then).
+fn annotated(pod: &Value) -> bool {
+    let annotations = pod["metadata"]["annotations"].as_object();
+    annotations.is_some_and(|a| a.keys().any(|k| k.starts_with(ANNOTATION_PREFIX)))
+}
+
 /// The containers of a pod spec with their paths, as upstream visits
 /// them.
 fn containers<'a>(spec: &'a Value, at: &str) -> Vec<(String, &'a Value)> {
@@ -96,7 +103,7 @@ pub fn annotations(annotations: &Value, spec: &Value, at: &str, causes: &mut Vec
 /// `validateAppArmorAnnotationsAndFieldsMatchOnCreate`.
 pub fn match_on_create(pod: &Value, causes: &mut Vec<Cause>) {
     let spec = &pod["spec"];
-    if spec["os"]["name"] == "windows" {
+    if spec["os"]["name"] == "windows" || !annotated(pod) {
         return;
     }
     let pod_profile = &spec["securityContext"]["appArmorProfile"];
