@@ -9,6 +9,9 @@ use super::At;
 use crate::app_armor::{annotation_problem, ANNOTATION_PREFIX, MAX_LOCALHOST_PROFILE, TYPES};
 use crate::status::Cause;
 
+/// A pod spec's container lists, in the order upstream visits them.
+const LISTS: [&str; 3] = ["initContainers", "containers", "ephemeralContainers"];
+
 const LOCALHOST_REQUIRED: &str = "must be set when AppArmor type is Localhost";
 
 /// One `appArmorProfile` field at `at`, as upstream's
@@ -64,7 +67,6 @@ fn annotated(pod: &Value) -> bool {
 /// The containers of a pod spec with their paths, as upstream visits
 /// them.
 fn containers<'a>(spec: &'a Value, at: &str) -> Vec<(String, &'a Value)> {
-    let lists = ["initContainers", "containers", "ephemeralContainers"];
     let each = |list: &'static str| {
         let items = spec[list].as_array().map_or(&[][..], Vec::as_slice);
         items
@@ -72,7 +74,15 @@ fn containers<'a>(spec: &'a Value, at: &str) -> Vec<(String, &'a Value)> {
             .enumerate()
             .map(move |(i, c)| (format!("{at}.{list}[{i}]"), c))
     };
-    lists.into_iter().flat_map(each).collect()
+    LISTS.into_iter().flat_map(each).collect()
+}
+
+/// Whether any container of a pod spec (ephemeral ones too) is `name`.
+fn has_container(spec: &Value, name: &str) -> bool {
+    let mut all = LISTS
+        .iter()
+        .flat_map(|l| spec[*l].as_array().into_iter().flatten());
+    all.any(|c| c["name"] == name)
 }
 
 /// The deprecated annotations of a pod (or template) whose spec is
@@ -86,10 +96,7 @@ pub fn annotations(annotations: &Value, spec: &Value, at: &str, causes: &mut Vec
             continue;
         };
         let field = format!("{at}[{key}]");
-        if !containers(spec, "")
-            .iter()
-            .any(|(_, c)| c["name"] == container)
-        {
+        if !has_container(spec, container) {
             causes.push(Cause::invalid(&field, container, "container not found"));
         }
         let value = value.as_str().unwrap_or_default();
