@@ -283,14 +283,11 @@ pub fn track_update(
     }
     let now_tree = fields::tree_under(new, shape, scope, &touched);
     let is_touched = |p: &Path| touched.iter().any(|t| p.starts_with(t));
-    let changed = fields::changed_leaves(&now_tree, old, new);
-    let changed = if changed.is_empty() {
-        changed
-    } else {
-        let mut added = FieldSet(changed).to_json();
-        fields::mark_added(&mut added, Some(old), shape);
-        FieldSet::from_json(&added).0
-    };
+    let changed_tree = fields::changed_tree(&now_tree, old, new, shape);
+    let nothing_changed = changed_tree.as_object().is_none_or(Map::is_empty);
+    // The changed paths, made only when a stored entry needs them.
+    let changed_paths = std::cell::OnceCell::new();
+    let changed = || changed_paths.get_or_init(|| FieldSet::from_json(&changed_tree).0);
     let is_me = |e: &Entry| manager.wrote(e, "Update");
     // Only the writer's entry and those owning something where the write
     // changed the object can change: the others stay as stored, unparsed
@@ -328,19 +325,20 @@ pub fn track_update(
             .retain(|p| !is_touched(p) || fields::names_in(&now_tree, p));
         if is_me(&e) {
             found = true;
-            if !changed.is_empty() {
-                e.fields.0.extend(changed.iter().cloned());
+            if !nothing_changed {
+                e.fields.0.extend(changed().iter().cloned());
                 e.time = meta::now();
             }
         } else {
+            let changed = changed();
             e.fields.0.retain(|p| !changed.contains(p));
         }
         if !e.fields.is_empty() {
             list.push(e.to_json());
         }
     }
-    if !found && !changed.is_empty() {
-        list.push(manager.update_entry(FieldSet(changed).to_json()));
+    if !found && !nothing_changed {
+        list.push(manager.update_entry(changed_tree));
     }
     if list.is_empty() {
         meta::remove(new, "managedFields");

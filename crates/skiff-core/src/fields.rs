@@ -543,38 +543,44 @@ pub fn prepare_applied(config: &mut Value, shape: Option<Shape<'_>>) -> Prepared
     out
 }
 
-/// The leaf paths of `tree` (a `fieldsV1` tree) whose values differ
-/// between `old` and `new`: [`value_at`] on both for every leaf, in one
-/// walk down both objects (a keyed item is looked up once, not once per
-/// field of it).
-pub fn changed_leaves(tree: &Value, old: &Value, new: &Value) -> BTreeSet<Path> {
+/// What an update changed, as the `fieldsV1` tree it records: the leaves
+/// of `tree` (the tree of what it wrote) whose values differ between `old`
+/// and `new`, marked as [`mark_added`] marks them, with keys in the order
+/// [`FieldSet::to_json`] writes them. The same tree as those leaves put
+/// through `to_json`, `mark_added` and back, built without their paths.
+pub fn changed_tree(tree: &Value, old: &Value, new: &Value, shape: Option<Shape<'_>>) -> Value {
     fn walk(
         tree: &Map<String, Value>,
         (old, new): (Option<&Value>, Option<&Value>),
-        path: &mut Path,
-        out: &mut BTreeSet<Path>,
-    ) {
+    ) -> Map<String, Value> {
+        let mut out = Map::new();
         for (part, sub) in tree {
             let here = (
                 old.and_then(|v| step(v, part)),
                 new.and_then(|v| step(v, part)),
             );
-            path.push(part.clone());
             match sub.as_object() {
-                Some(m) if !m.is_empty() => walk(m, here, path, out),
+                Some(m) if !m.is_empty() => {
+                    let changed = walk(m, here);
+                    if !changed.is_empty() {
+                        out.insert(part.clone(), Value::Object(changed));
+                    }
+                }
                 _ if here.0 != here.1 => {
-                    out.insert(path.clone());
+                    out.insert(part.clone(), json!({}));
                 }
                 _ => {}
             }
-            path.pop();
         }
+        out
     }
-    let mut out = BTreeSet::new();
-    if let Some(tree) = tree.as_object() {
-        walk(tree, (Some(old), Some(new)), &mut Vec::new(), &mut out);
-    }
-    out
+    let mut changed = Value::Object(match tree.as_object() {
+        Some(tree) => walk(tree, (Some(old), Some(new))),
+        None => Map::new(),
+    });
+    mark_added(&mut changed, Some(old), shape);
+    changed.sort_all_objects();
+    changed
 }
 
 fn step<'a>(v: &'a Value, part: &str) -> Option<&'a Value> {
@@ -666,6 +672,49 @@ mod tests {
 
     const DEPLOY: Option<Shape> = Some(Shape::Definition("io.k8s.api.apps.v1.Deployment"));
 
+    /// The changed leaves as `track_update` found them before
+    /// [`changed_tree`]: paths, then a tree, marked, and paths again.
+    fn changed_by_paths(tree: &Value, old: &Value, new: &Value, shape: Option<Shape<'_>>) -> Value {
+        let changed = changed_leaves(tree, old, new);
+        let mut added = FieldSet(changed).to_json();
+        mark_added(&mut added, Some(old), shape);
+        FieldSet(FieldSet::from_json(&added).0).to_json()
+    }
+
+    /// The leaf paths of `tree` (a `fieldsV1` tree) whose values differ
+    /// between `old` and `new`: [`value_at`] on both for every leaf, in one
+    /// walk down both objects (a keyed item is looked up once, not once per
+    /// field of it).
+    fn changed_leaves(tree: &Value, old: &Value, new: &Value) -> BTreeSet<Path> {
+        fn walk(
+            tree: &Map<String, Value>,
+            (old, new): (Option<&Value>, Option<&Value>),
+            path: &mut Path,
+            out: &mut BTreeSet<Path>,
+        ) {
+            for (part, sub) in tree {
+                let here = (
+                    old.and_then(|v| step(v, part)),
+                    new.and_then(|v| step(v, part)),
+                );
+                path.push(part.clone());
+                match sub.as_object() {
+                    Some(m) if !m.is_empty() => walk(m, here, path, out),
+                    _ if here.0 != here.1 => {
+                        out.insert(path.clone());
+                    }
+                    _ => {}
+                }
+                path.pop();
+            }
+        }
+        let mut out = BTreeSet::new();
+        if let Some(tree) = tree.as_object() {
+            walk(tree, (Some(old), Some(new)), &mut Vec::new(), &mut out);
+        }
+        out
+    }
+
     #[test]
     fn keyed_lists_use_merge_keys_and_round_trip() {
         let d = json!({"metadata": {"name": "web", "labels": {"app": "web"}},
@@ -718,5 +767,67 @@ mod tests {
         );
         assert_eq!(fields["f:spec"]["f:tags"], json!({"v:\"a\"": {}}));
         assert_eq!(fields["f:spec"]["f:args"], json!({}));
+    }
+
+    #[test]
+    fn the_changed_tree_is_what_the_changed_paths_give() {
+        const POD: Option<Shape> = Some(Shape::Definition("io.k8s.api.core.v1.Pod"));
+        let pending = json!({"metadata": {"name": "p", "labels": {"a": "1"}},
+            "spec": {"nodeName": "n", "containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Pending", "qosClass": "Burstable",
+                "conditions": [{"type": "PodScheduled", "status": "True"}]}});
+        let mut running = pending.clone();
+        running["status"] = json!({"phase": "Running", "qosClass": "Burstable", "podIP": "10.0.0.1",
+            "podIPs": [{"ip": "10.0.0.1"}], "startTime": "2026-01-01T00:00:00Z",
+            "conditions": [{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}],
+            "containerStatuses": [{"name": "c", "ready": true, "restartCount": 0,
+                "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]});
+        let mut stopped = running.clone();
+        stopped["status"]["conditions"] =
+            json!([{"type": "Ready", "status": "False", "reason": "Stopped"}]);
+        stopped["status"]["containerStatuses"][0]["state"] = json!({"terminated": {"exitCode": 0}});
+        stopped["status"].as_object_mut().unwrap().remove("podIPs");
+        let mut relabelled = stopped.clone();
+        relabelled["metadata"]["labels"] = json!({"b": "2", "a": "1"});
+        relabelled["spec"]["containers"][0]["image"] = json!("j");
+        relabelled["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "d", "image": "k", "ports": [{"containerPort": 80}]}));
+        let d1 = json!({"metadata": {"name": "web"}, "spec": {"replicas": 1,
+            "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let mut d2 = d1.clone();
+        d2["spec"]["strategy"] = json!({"type": "Recreate"});
+        d2["spec"]["template"]["spec"]["containers"][0]["env"] =
+            json!([{"name": "A", "value": "1"}]);
+        let cases = [
+            (&pending, &running, POD, Scope::Status),
+            (&running, &stopped, POD, Scope::Status),
+            (&stopped, &running, POD, Scope::Status),
+            (&stopped, &relabelled, POD, Scope::Main),
+            (&relabelled, &pending, POD, Scope::Main),
+            (&d1, &d2, DEPLOY, Scope::Main),
+            (&d2, &d1, DEPLOY, Scope::Main),
+            (&d1, &d2, None, Scope::Whole),
+        ];
+        for (old, new, shape, scope) in cases {
+            let touched = touched(old, new, scope);
+            let tree = tree_under(new, shape, scope, &touched);
+            let direct = changed_tree(&tree, old, new, shape);
+            assert_eq!(
+                direct,
+                changed_by_paths(&tree, old, new, shape),
+                "{old} → {new}"
+            );
+            // The same keys in the same order, not only equal maps.
+            assert_eq!(
+                direct.to_string(),
+                changed_by_paths(&tree, old, new, shape).to_string()
+            );
+            assert!(
+                direct.as_object().is_some_and(|m| !m.is_empty()),
+                "{old} → {new}"
+            );
+        }
     }
 }
