@@ -81,6 +81,14 @@ impl Validating for ResourceQuota {
         obj: &Value,
         _verdict: &mut Verdict,
     ) -> Result<(), ApiError> {
+        let Some(ns) = meta::namespace(obj) else {
+            return Ok(());
+        };
+        // Most namespaces have no quota: nothing to count then.
+        let quotas = all_in(&self.0, "resourcequotas", "", ns).await?;
+        if quotas.is_empty() {
+            return Ok(());
+        }
         let mut delta = quota::usage(a.resource.group, a.resource.plural, obj);
         // A resize is charged what it adds.
         if let (true, Some(old)) = (is_resize(a), a.old) {
@@ -90,7 +98,7 @@ impl Validating for ResourceQuota {
             }
             delta.retain(|_, amount| *amount > 0);
         }
-        self.charge(a.resource, obj, &delta).await
+        self.charge(a.resource, obj, ns, quotas, &delta).await
     }
 }
 
@@ -102,19 +110,16 @@ fn is_resize(a: &Attributes<'_>) -> bool {
 }
 
 impl ResourceQuota {
+    /// Charges `delta`, what `obj` in `ns` counts, to `quotas` (those of
+    /// `ns`), or refuses it.
     async fn charge(
         &self,
         r: &ResourceType,
         obj: &Value,
+        ns: &str,
+        quotas: Vec<Value>,
         delta: &BTreeMap<String, i128>,
     ) -> Result<(), ApiError> {
-        let Some(ns) = meta::namespace(obj).map(str::to_owned) else {
-            return Ok(());
-        };
-        let quotas = all_in(&self.0, "resourcequotas", "", &ns).await?;
-        if quotas.is_empty() {
-            return Ok(());
-        }
         let forbidden = |message: String| {
             ApiError::forbidden(format!(
                 "{} \"{}\" is forbidden: {message}",
@@ -147,12 +152,12 @@ impl ResourceQuota {
             let mut live = BTreeMap::new();
             for key in &charged {
                 if q["status"]["used"][key.as_str()].is_null() {
-                    let usage = self.live_usage(key, &ns, &q["spec"]).await?;
+                    let usage = self.live_usage(key, ns, &q["spec"]).await?;
                     live.insert(key.to_string(), usage);
                 }
             }
             self.0
-                .update(resource, Some(&ns), &name, |mut current| {
+                .update(resource, Some(ns), &name, |mut current| {
                     let mut exceeded = Vec::new();
                     let mut next = BTreeMap::new();
                     for key in &charged {
