@@ -8,6 +8,16 @@ use serde_json::{json, Value};
 /// The deprecated annotation's key, before the container's name.
 pub const ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
 
+/// A pod spec's container lists, in the order upstream visits them.
+pub const CONTAINER_LISTS: [&str; 3] = ["initContainers", "containers", "ephemeralContainers"];
+
+/// Whether `pod` has any of the deprecated annotations (nearly none has:
+/// what reads them costs nothing then).
+pub fn annotated(pod: &Value) -> bool {
+    let annotations = pod["metadata"]["annotations"].as_object();
+    annotations.is_some_and(|a| a.keys().any(|k| k.starts_with(ANNOTATION_PREFIX)))
+}
+
 /// The profile types a field may name.
 pub const TYPES: &[&str] = &["Localhost", "RuntimeDefault", "Unconfined"];
 
@@ -56,19 +66,16 @@ pub fn fields_from_annotations(pod: &mut Value) -> Vec<String> {
     if pod["spec"]["os"]["name"] == "windows" {
         return Vec::new();
     }
-    let ours =
-        |a: &serde_json::Map<String, Value>| a.keys().any(|k| k.starts_with(ANNOTATION_PREFIX));
-    let annotations = pod["metadata"]["annotations"]
-        .as_object()
-        .filter(|a| ours(a));
     // Nearly no pod has them: nothing is copied for the others.
-    let Some(annotations) = annotations.cloned() else {
+    if !annotated(pod) {
+        return Vec::new();
+    }
+    let Some(annotations) = pod["metadata"]["annotations"].as_object().cloned() else {
         return Vec::new();
     };
     let pod_profile = pod["spec"]["securityContext"]["appArmorProfile"].clone();
     let mut warnings = Vec::new();
-    let lists = ["initContainers", "containers", "ephemeralContainers"];
-    for list in lists {
+    for list in CONTAINER_LISTS {
         let Some(containers) = pod["spec"][list].as_array_mut() else {
             continue;
         };

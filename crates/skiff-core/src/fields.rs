@@ -678,7 +678,7 @@ mod tests {
         let changed = changed_leaves(tree, old, new);
         let mut added = FieldSet(changed).to_json();
         mark_added(&mut added, Some(old), shape);
-        FieldSet(FieldSet::from_json(&added).0).to_json()
+        FieldSet::from_json(&added).to_json()
     }
 
     /// The leaf paths of `tree` (a `fieldsV1` tree) whose values differ

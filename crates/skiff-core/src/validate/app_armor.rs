@@ -6,11 +6,10 @@
 use serde_json::Value;
 
 use super::At;
-use crate::app_armor::{annotation_problem, ANNOTATION_PREFIX, MAX_LOCALHOST_PROFILE, TYPES};
+use crate::app_armor::{
+    annotated, annotation_problem, ANNOTATION_PREFIX, CONTAINER_LISTS, MAX_LOCALHOST_PROFILE, TYPES,
+};
 use crate::status::Cause;
-
-/// A pod spec's container lists, in the order upstream visits them.
-const LISTS: [&str; 3] = ["initContainers", "containers", "ephemeralContainers"];
 
 const LOCALHOST_REQUIRED: &str = "must be set when AppArmor type is Localhost";
 
@@ -57,13 +56,6 @@ pub fn profile(profile: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
     }
 }
 
-/// Whether `pod` has any of the deprecated annotations (nearly none
-/// has: the checks that compare them cost nothing then).
-fn annotated(pod: &Value) -> bool {
-    let annotations = pod["metadata"]["annotations"].as_object();
-    annotations.is_some_and(|a| a.keys().any(|k| k.starts_with(ANNOTATION_PREFIX)))
-}
-
 /// The containers of a pod spec with their paths, as upstream visits
 /// them.
 fn containers<'a>(spec: &'a Value, at: &str) -> Vec<(String, &'a Value)> {
@@ -74,12 +66,12 @@ fn containers<'a>(spec: &'a Value, at: &str) -> Vec<(String, &'a Value)> {
             .enumerate()
             .map(move |(i, c)| (format!("{at}.{list}[{i}]"), c))
     };
-    LISTS.into_iter().flat_map(each).collect()
+    CONTAINER_LISTS.into_iter().flat_map(each).collect()
 }
 
 /// Whether any container of a pod spec (ephemeral ones too) is `name`.
 fn has_container(spec: &Value, name: &str) -> bool {
-    let mut all = LISTS
+    let mut all = CONTAINER_LISTS
         .iter()
         .flat_map(|l| spec[*l].as_array().into_iter().flatten());
     all.any(|c| c["name"] == name)

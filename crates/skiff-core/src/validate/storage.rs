@@ -176,9 +176,6 @@ pub fn volume(spec: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     }
 }
 
-/// A claim: what it asks for; once made, only a bound claim's storage
-/// request may change (and not below what it has), and its volume be
-/// named once.
 /// A claim's spec at `at`: a claim's own, or a template's (a generic
 /// ephemeral volume's).
 pub fn claim_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
@@ -193,6 +190,9 @@ pub fn claim_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// A claim: what it asks for; once made, only a bound claim's storage
+/// request may change (and not below what it has), and its volume be
+/// named once.
 pub fn claim(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     let spec = &obj["spec"];
     claim_spec(spec, "spec", causes);
