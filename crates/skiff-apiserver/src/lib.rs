@@ -23,6 +23,7 @@ mod metrics;
 mod node_proxy;
 mod openapi;
 mod pki;
+mod recent;
 mod request;
 mod resource_metrics;
 mod response;
@@ -300,13 +301,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     };
     let mut api = handlers::Api::new(
         store.clone(),
-        auth::Chain::standard(
-            &creds,
-            issuer.clone(),
-            storage::Objects {
-                store: store.clone(),
-            },
-        ),
+        auth::Chain::standard(&creds, issuer.clone(), storage::Objects::new(store.clone())),
         creds.ca_pem.clone(),
         node_proxy::NodeDialer::new(&creds)?,
         config.service_cidr,
@@ -345,9 +340,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     if !config.metrics_resolution.is_zero() {
         tokio::spawn(resource_metrics::scrape(
             api.resource_metrics.clone(),
-            storage::Objects {
-                store: store.clone(),
-            },
+            storage::Objects::new(store.clone()),
             Arc::new(node_proxy::NodeDialer::new(&creds)?),
             config.metrics_resolution,
         ));

@@ -222,9 +222,7 @@ pub(crate) mod testing {
             std::fs::create_dir_all(&dir).unwrap();
             let store = skiff_store::Embedded::open(dir.join("state.db")).unwrap();
             Self {
-                objects: Objects {
-                    store: Arc::new(store),
-                },
+                objects: Objects::new(Arc::new(store)),
                 dir,
             }
         }
