@@ -9,9 +9,9 @@ use hashlink::LinkedHashMap;
 use serde_json::Value;
 use skiff_store::Revision;
 
-/// What the kept objects may add up to, counted as their stored JSON
-/// (a few thousand pods).
-const BUDGET: usize = 4 << 20;
+/// What the kept objects may add up to, counted as their stored JSON: a
+/// few hundred pods (decoded, an object takes about 15 times its JSON).
+const BUDGET: usize = 1 << 20;
 
 /// The oldest goes first when the budget is spent.
 #[derive(Default)]
