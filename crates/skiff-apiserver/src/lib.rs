@@ -345,6 +345,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
             config.metrics_resolution,
         ));
     }
+    tokio::spawn(api.objects.clone().expire_kept());
     if let Some(ttl) = config.event_ttl.filter(|d| !d.is_zero()) {
         tokio::spawn(event_ttl::run(store.clone(), ttl));
     }

@@ -4,6 +4,7 @@
 //! decoding the stored bytes again.
 
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use hashlink::LinkedHashMap;
 use serde_json::Value;
@@ -13,7 +14,12 @@ use skiff_store::Revision;
 /// few hundred pods (decoded, an object takes about 15 times its JSON).
 const BUDGET: usize = 1 << 20;
 
-/// The oldest goes first when the budget is spent.
+/// How long a kept object waits for its read: the write that follows
+/// another comes within milliseconds, and an idle server keeps nothing.
+pub const FRESH: Duration = Duration::from_secs(1);
+
+/// The oldest goes first when the budget is spent or it is no longer
+/// fresh.
 #[derive(Default)]
 pub struct Recent(Mutex<Kept>);
 
@@ -24,6 +30,7 @@ struct Kept {
 }
 
 struct Entry {
+    kept_at: Instant,
     revision: Revision,
     size: usize,
     obj: Value,
@@ -41,6 +48,7 @@ impl Recent {
         {
             let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
             let entry = Entry {
+                kept_at: Instant::now(),
                 revision,
                 size,
                 obj,
@@ -56,6 +64,25 @@ impl Recent {
                 };
                 kept.bytes -= oldest.size;
                 gone.push(oldest);
+            }
+        }
+        drop(gone);
+    }
+
+    /// Lets go of the objects kept longer than [`FRESH`] before `now`.
+    pub fn expire(&self, now: Instant) {
+        let mut gone = Vec::new();
+        {
+            let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            while kept
+                .objects
+                .front()
+                .is_some_and(|(_, e)| now.duration_since(e.kept_at) > FRESH)
+            {
+                if let Some((_, old)) = kept.objects.pop_front() {
+                    kept.bytes -= old.size;
+                    gone.push(old);
+                }
             }
         }
         drop(gone);
@@ -92,7 +119,7 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_go_when_the_budget_is_spent() {
+    fn the_oldest_go_when_the_budget_is_spent_or_they_are_stale() {
         let recent = Recent::default();
         let size = BUDGET / 64;
         for i in 0..65 {
@@ -101,6 +128,10 @@ mod tests {
         assert_eq!(recent.take("/pods/0", 0), None);
         assert_eq!(recent.take("/pods/1", 1), Some(json!(1)));
         assert_eq!(recent.take("/pods/64", 64), Some(json!(64)));
+        recent.expire(Instant::now());
+        assert_eq!(recent.take("/pods/2", 2), Some(json!(2)));
+        recent.expire(Instant::now() + FRESH * 2);
+        assert_eq!(recent.take("/pods/3", 3), None);
         // Too big to keep at all.
         recent.keep("/big".into(), 1, BUDGET / 64 + 1, json!("big"));
         assert_eq!(recent.take("/big", 1), None);

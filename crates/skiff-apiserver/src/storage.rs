@@ -10,7 +10,7 @@ use skiff_core::registry::ResourceType;
 use skiff_core::{events, meta, ApiError};
 use skiff_store::{KeyValue, ListOptions, Revision, Store};
 
-use crate::recent::Recent;
+use crate::recent::{Recent, FRESH};
 use crate::response::store_error;
 
 /// The typed-object view of the store.
@@ -282,6 +282,15 @@ impl Objects {
         if shown_as_stored(r) {
             let key = r.key(meta::namespace(&obj), meta::name(&obj));
             self.recent.keep(key, revision, size, obj);
+        }
+    }
+
+    /// Lets go, every [`FRESH`], of the kept objects no read took.
+    pub async fn expire_kept(self) {
+        let mut every = tokio::time::interval(FRESH);
+        loop {
+            let now = every.tick().await;
+            self.recent.expire(now.into_std());
         }
     }
 
