@@ -33,7 +33,7 @@ fn definitions() -> &'static ResourceType {
 impl Definitions {
     pub fn new(store: Arc<dyn Store>) -> Arc<Self> {
         Arc::new(Self {
-            objects: Objects::new(store),
+            objects: Objects { store },
             reloading: Default::default(),
             cleaning: Default::default(),
         })

@@ -23,7 +23,6 @@ mod metrics;
 mod node_proxy;
 mod openapi;
 mod pki;
-mod recent;
 mod request;
 mod resource_metrics;
 mod response;
@@ -301,7 +300,13 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     };
     let mut api = handlers::Api::new(
         store.clone(),
-        auth::Chain::standard(&creds, issuer.clone(), storage::Objects::new(store.clone())),
+        auth::Chain::standard(
+            &creds,
+            issuer.clone(),
+            storage::Objects {
+                store: store.clone(),
+            },
+        ),
         creds.ca_pem.clone(),
         node_proxy::NodeDialer::new(&creds)?,
         config.service_cidr,
@@ -340,12 +345,13 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     if !config.metrics_resolution.is_zero() {
         tokio::spawn(resource_metrics::scrape(
             api.resource_metrics.clone(),
-            storage::Objects::new(store.clone()),
+            storage::Objects {
+                store: store.clone(),
+            },
             Arc::new(node_proxy::NodeDialer::new(&creds)?),
             config.metrics_resolution,
         ));
     }
-    tokio::spawn(api.objects.clone().expire_kept());
     if let Some(ttl) = config.event_ttl.filter(|d| !d.is_zero()) {
         tokio::spawn(event_ttl::run(store.clone(), ttl));
     }

@@ -10,14 +10,12 @@ use skiff_core::registry::ResourceType;
 use skiff_core::{events, meta, ApiError};
 use skiff_store::{KeyValue, ListOptions, Revision, Store};
 
-use crate::recent::{Recent, FRESH};
 use crate::response::store_error;
 
 /// The typed-object view of the store.
 #[derive(Clone)]
 pub struct Objects {
     pub store: Arc<dyn Store>,
-    recent: Arc<Recent>,
 }
 
 /// Decodes a stored object and stamps its `resourceVersion`.
@@ -77,11 +75,6 @@ pub fn converted(r: &ResourceType, stored: &[u8]) -> Option<Bytes> {
 /// HorizontalPodAutoscalers at v1, stored (and converted) at v2.
 fn is_hpa_v1(r: &ResourceType) -> bool {
     (r.group, r.version, r.plural) == ("autoscaling", "v1", "horizontalpodautoscalers")
-}
-
-/// Whether `r` shows its objects as they are stored (no conversion).
-fn shown_as_stored(r: &ResourceType) -> bool {
-    !is_hpa_v1(r) && !events::is_new_api(r.group, r.plural) && storage_version(r).is_none()
 }
 
 /// A stored object as `r`'s version shows it (see [`converted`]).
@@ -266,34 +259,6 @@ impl Change {
 }
 
 impl Objects {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self {
-            store,
-            recent: Default::default(),
-        }
-    }
-
-    /// Keeps an object this server has just written (`size` bytes stored)
-    /// for the next [`Objects::read`] of it to take.
-    pub fn keep(&self, r: &ResourceType, obj: Value, size: usize) {
-        let Some(revision) = meta::resource_version(&obj) else {
-            return;
-        };
-        if shown_as_stored(r) {
-            let key = r.key(meta::namespace(&obj), meta::name(&obj));
-            self.recent.keep(key, revision, size, obj);
-        }
-    }
-
-    /// Lets go, every [`FRESH`], of the kept objects no read took.
-    pub async fn expire_kept(self) {
-        let mut every = tokio::time::interval(FRESH);
-        loop {
-            let now = every.tick().await;
-            self.recent.expire(now.into_std());
-        }
-    }
-
     pub async fn get(
         &self,
         r: &ResourceType,
@@ -443,11 +408,6 @@ impl Objects {
             .await
             .map_err(|e| store_error(e, r, name))?
             .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
-        if shown_as_stored(r) {
-            if let Some(obj) = self.recent.take(&kv.key, kv.mod_rev) {
-                return Ok((obj, kv));
-            }
-        }
         let shown = converted(r, &kv.value);
         let obj = decode_at(shown.as_deref().unwrap_or(&kv.value), kv.mod_rev)?;
         Ok((obj, kv))
@@ -580,33 +540,6 @@ mod tests {
         assert!(mentions(pod, br#""Pending"}}"#));
         assert!(!mentions(pod, br#""nodeName":"n2""#));
         assert!(!mentions(br#"{"a":1}"#, br#"{"a":1} and more"#));
-    }
-
-    #[tokio::test]
-    async fn a_kept_object_is_read_as_the_stored_one_at_its_revision_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = skiff_store::Embedded::open(dir.path().join("db")).unwrap();
-        let objects = Objects::new(Arc::new(store));
-        let pods = skiff_core::registry::lookup("", "v1", "pods").unwrap();
-        let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "p", "namespace": "d", "labels": {"a": "b"}},
-            "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80}]}]},
-            "status": {"phase": "Pending"}});
-        let stored = objects.create(pods, &mut pod).await.unwrap();
-        objects.keep(pods, pod.clone(), stored.len());
-        let (read, kv) = objects.read(pods, Some("d"), "p").await.unwrap();
-        assert_eq!(read, pod);
-        assert_eq!(read, decode(&kv).unwrap());
-        // Taken once; the next read decodes what is stored.
-        assert!(objects.recent.take(&kv.key, kv.mod_rev).is_none());
-        // A write this server did not keep leaves a kept object unread.
-        objects.keep(pods, pod.clone(), stored.len());
-        let mut next = pod.clone();
-        next["status"]["phase"] = json!("Running");
-        let written = objects.write(pods, &kv, Change::Write(next)).await.unwrap();
-        assert!(written.is_some());
-        let (read, _) = objects.read(pods, Some("d"), "p").await.unwrap();
-        assert_eq!(read["status"]["phase"], "Running");
     }
 
     #[test]

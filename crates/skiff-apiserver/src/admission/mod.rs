@@ -222,7 +222,9 @@ pub(crate) mod testing {
             std::fs::create_dir_all(&dir).unwrap();
             let store = skiff_store::Embedded::open(dir.join("state.db")).unwrap();
             Self {
-                objects: Objects::new(Arc::new(store)),
+                objects: Objects {
+                    store: Arc::new(store),
+                },
                 dir,
             }
         }

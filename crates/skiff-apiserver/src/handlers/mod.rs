@@ -121,7 +121,7 @@ impl Api {
         authorizer: Arc<dyn Authorizer>,
     ) -> Self {
         let registry = skiff_core::metrics::Registry::default();
-        let objects = Objects::new(store);
+        let objects = Objects { store };
         Self {
             issuer,
             admission: admission::Chain::standard(objects.clone(), authorizer.clone()),

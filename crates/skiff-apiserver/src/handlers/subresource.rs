@@ -223,7 +223,7 @@ impl Api {
         }
         let pods = call.target.resource;
         let ns = call.target.namespace.as_deref();
-        let (bound, _) = self.update_object(call, pods, ns, name, |current| {
+        self.update_object(call, pods, ns, name, |current| {
                 if meta::is_deleting(current) {
                     return Err(ApiError::conflict("", "pods", name, "pod is being deleted, cannot be assigned to a host"));
                 }
@@ -246,9 +246,6 @@ impl Api {
                 Ok(next)
             })
             .await?;
-        if let Some(json) = &bound.json {
-            self.objects.keep(pods, bound.obj, json.len());
-        }
         Ok(response::json(201, &created("pods", name)))
     }
 

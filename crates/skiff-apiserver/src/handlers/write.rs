@@ -40,9 +40,7 @@ impl Api {
             return Ok(audit::annotated(reply, admitted.audit));
         }
         let stored = self.store_new(r, &mut obj).await?;
-        let size = stored.len();
         let reply = with_warnings(stored_reply(call, stored), &warnings);
-        self.objects.keep(r, obj, size);
         Ok(audit::annotated(reply, admitted.audit))
     }
 
@@ -323,8 +321,7 @@ impl Api {
     }
 
     /// The reply to an update: the object as this write stored it (the
-    /// stored bytes, not encoded again, and the object kept for the next
-    /// read), or as its deletion finished.
+    /// stored bytes, not encoded again), or as its deletion finished.
     async fn updated_reply(
         &self,
         call: &Call<'_>,
@@ -337,7 +334,6 @@ impl Api {
         Ok(match (finished, updated.json) {
             (Some(gone), _) => reply(call, 200, &gone),
             (None, Some(json)) if !response::wants_metadata(call.accept()) => {
-                self.objects.keep(r, updated.obj, json.len());
                 response::bytes(200, "application/json", json)
             }
             (None, _) => reply(call, 200, &updated.obj),
