@@ -236,6 +236,20 @@ fn live(conn: &Connection, key: &str, at: Revision) -> rusqlite::Result<Option<K
         .map(|e| e.kv))
 }
 
+/// The latest revision of a live `key` and the revision that created it,
+/// without reading its value: what a create or an update checks.
+fn live_revisions(conn: &Connection, key: &str) -> rusqlite::Result<Option<(Revision, Revision)>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT rev, create_rev, deleted FROM log WHERE key = ?1 ORDER BY rev DESC LIMIT 1",
+        )?
+        .query_row([key.as_bytes()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, bool>(2)?))
+        })
+        .optional()?;
+    Ok(row.and_then(|(rev, create_rev, deleted)| (!deleted).then_some((rev, create_rev))))
+}
+
 #[async_trait]
 impl Store for Embedded {
     async fn create(&self, key: &str, value: Bytes) -> Result<Revision> {
@@ -516,9 +530,8 @@ fn apply(
                 prev: None,
             }))
         };
-    let at = Revision::MAX;
     Ok(match op {
-        Op::Create { key, value } => match live(tx, key, at)? {
+        Op::Create { key, value } => match live_revisions(tx, key)? {
             Some(_) => Err(Error::AlreadyExists { key: key.clone() }),
             None => Ok(insert(key, None, false, value)?),
         },
@@ -526,16 +539,16 @@ fn apply(
             key,
             value,
             expected,
-        } => match live(tx, key, at)? {
+        } => match live_revisions(tx, key)? {
             None => Err(Error::NotFound { key: key.clone() }),
-            Some(kv) if kv.mod_rev != *expected => Err(Error::Conflict {
+            Some((mod_rev, _)) if mod_rev != *expected => Err(Error::Conflict {
                 key: key.clone(),
                 expected: *expected,
-                actual: kv.mod_rev,
+                actual: mod_rev,
             }),
-            Some(kv) => Ok(insert(key, Some(kv.create_rev), false, value)?),
+            Some((_, create_rev)) => Ok(insert(key, Some(create_rev), false, value)?),
         },
-        Op::Delete { key, expected } => match live(tx, key, at)? {
+        Op::Delete { key, expected } => match live(tx, key, Revision::MAX)? {
             None => Err(Error::NotFound { key: key.clone() }),
             Some(kv) if expected.is_some_and(|e| e != kv.mod_rev) => Err(Error::Conflict {
                 key: key.clone(),

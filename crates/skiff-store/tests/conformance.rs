@@ -127,6 +127,17 @@ async fn create_get_update_delete(s: &dyn Store) {
         Err(Error::NotFound { .. })
     ));
     assert!(s.current_revision().await.unwrap() >= gone.mod_rev);
+    // A deleted key takes no update, and a create starts it anew; its
+    // updates keep the revision that created it.
+    assert!(matches!(
+        s.update("/t/a", b("3"), gone.mod_rev).await,
+        Err(Error::NotFound { .. })
+    ));
+    let r3 = s.create("/t/a", b("3")).await.unwrap();
+    assert!(r3 > gone.mod_rev);
+    let r4 = s.update("/t/a", b("4"), r3).await.unwrap();
+    let kv = s.get("/t/a").await.unwrap().unwrap();
+    assert_eq!((kv.value, kv.create_rev, kv.mod_rev), (b("4"), r3, r4));
 }
 
 async fn list_pages(s: &dyn Store) {
