@@ -155,6 +155,18 @@ fn names_a_node(pod: &[u8]) -> bool {
     crate::storage::mentions(pod, br#""nodeName":""#)
 }
 
+/// Whether a change to a pod must be read to keep its node's uses. One the
+/// graph does not hold yet counts if it may name a node. One it holds is
+/// already on its node, which it keeps, and its spec may change what it
+/// uses only by adding ephemeral containers: a status write (most of a
+/// bound pod's writes) changes nothing.
+fn needs_a_look(held: bool, pod: &[u8]) -> bool {
+    match held {
+        false => names_a_node(pod),
+        true => crate::storage::mentions(pod, br#""ephemeralContainers""#),
+    }
+}
+
 /// A pod spec's lists of containers, whose environment names secrets and
 /// config maps.
 const CONTAINER_LISTS: [&str; 3] = ["initContainers", "containers", "ephemeralContainers"];
@@ -310,10 +322,9 @@ impl Graph {
                 }
                 match (event.kind, key.starts_with(PODS)) {
                     (EventKind::Deleted, true) => edges.forget_pod(key),
-                    // A pod on no node, and on none before, changes nothing:
-                    // its bytes are not decoded (every new pod is one).
-                    (_, true)
-                        if !edges.pods.contains_key(key) && !names_a_node(&event.kv.value) => {}
+                    // Most changes change no uses: their bytes are not
+                    // decoded (every new pod, every status write).
+                    (_, true) if !needs_a_look(edges.pods.contains_key(key), &event.kv.value) => {}
                     (_, true) => {
                         if let Some(pod) = read_pod(&event.kv.value) {
                             edges.put_pod(key, &pod);
@@ -472,8 +483,13 @@ mod tests {
 
     #[test]
     fn only_a_pod_naming_a_node_needs_a_look() {
-        assert!(!names_a_node(br#"{"spec":{"containers":[]}}"#));
-        assert!(names_a_node(br#"{"spec":{"nodeName":"n1"}}"#));
+        assert!(!needs_a_look(false, br#"{"spec":{"containers":[]}}"#));
+        assert!(needs_a_look(false, br#"{"spec":{"nodeName":"n1"}}"#));
+        // Held, on its node: only ephemeral containers add uses.
+        let running = br#"{"spec":{"nodeName":"n1","containers":[]},"status":{"ephemeralContainerStatuses":[]}}"#;
+        assert!(!needs_a_look(true, running));
+        let debugged = br#"{"spec":{"nodeName":"n1","ephemeralContainers":[{"name":"d"}]}}"#;
+        assert!(needs_a_look(true, debugged));
     }
 
     fn node(name: &str) -> User {
