@@ -8,10 +8,15 @@
 //! - `cargo xtask bench WHAT [ARGS]`: builds `skiff` and `skiff-bench`
 //!   with the `dist` profile (the binary to ship) and runs
 //!   `skiff-bench WHAT [ARGS]`.
+//! - `cargo xtask compare A B PAIRS WHAT [ARGS]`: builds the same way and
+//!   runs `skiff-bench WHAT [ARGS]` against the `skiff`
+//!   binaries A and B in PAIRS alternating pairs; prints each pair's server
+//!   CPU and the median change (see `compare.rs`).
 //! - `cargo xtask fuzz [N]`: the fuzz targets (bodies, patches, selectors,
 //!   SPDY frames) with N inputs each (1,000,000 by default), `--release`.
 //! - `cargo xtask gen-protobuf`: regenerates the protobuf field table.
 
+mod compare;
 mod peers;
 mod protobuf;
 
@@ -27,8 +32,9 @@ fn main() -> Result<()> {
         Some("tidy") => tidy(),
         Some("gen-protobuf") => protobuf::generate(&root()),
         Some("bench") => bench(std::env::args().skip(2)),
+        Some("compare") => compare::run(std::env::args().skip(2), &build_bench()?),
         Some("fuzz") => fuzz(std::env::args().nth(2)),
-        _ => bail!("usage: cargo xtask <test|tidy|bench|fuzz|gen-protobuf>"),
+        _ => bail!("usage: cargo xtask <test|tidy|bench|compare|fuzz|gen-protobuf>"),
     }
 }
 
@@ -85,6 +91,13 @@ fn kubectl() -> Result<PathBuf> {
 }
 
 fn bench(args: impl Iterator<Item = String>) -> Result<()> {
+    run(Command::new(build_bench()?).args(args))
+}
+
+/// Builds `skiff` and `skiff-bench` with the `dist` profile (together, so
+/// that their shared crates are built once, with the same features);
+/// returns the bench's path.
+fn build_bench() -> Result<PathBuf> {
     run(cargo().args([
         "build",
         "--profile",
@@ -97,7 +110,7 @@ fn bench(args: impl Iterator<Item = String>) -> Result<()> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"));
-    run(Command::new(target.join("dist/skiff-bench")).args(args))
+    Ok(target.join("dist/skiff-bench"))
 }
 
 fn tidy() -> Result<()> {
