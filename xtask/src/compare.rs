@@ -11,7 +11,12 @@ use anyhow::{bail, Context, Result};
 
 const USAGE: &str = "usage: cargo xtask compare SKIFF_A SKIFF_B PAIRS WHAT [ARGS]";
 
-pub fn run(mut args: impl Iterator<Item = String>, bench: &Path) -> Result<()> {
+/// Reads the arguments, then builds the bench with `build` (a usage
+/// error comes before a long build) and runs the pairs.
+pub fn run(
+    mut args: impl Iterator<Item = String>,
+    build: impl FnOnce() -> Result<PathBuf>,
+) -> Result<()> {
     let (Some(a), Some(b), Some(pairs)) = (args.next(), args.next(), args.next()) else {
         bail!(USAGE);
     };
@@ -22,15 +27,16 @@ pub fn run(mut args: impl Iterator<Item = String>, bench: &Path) -> Result<()> {
     }
     let skiff = |p: &str| std::fs::canonicalize(p).with_context(|| format!("no skiff at {p}"));
     let (a, b) = (skiff(&a)?, skiff(&b)?);
+    let bench = build()?;
+    let cpu = |skiff: &Path| server_cpu_of(&bench, skiff, &what);
     let mut changes = Vec::with_capacity(pairs);
     for pair in 0..pairs {
         let b_first = pair % 2 == 1;
-        let first = server_cpu_of(bench, if b_first { &b } else { &a }, &what)?;
-        let second = server_cpu_of(bench, if b_first { &a } else { &b }, &what)?;
         let (with_a, with_b) = if b_first {
-            (second, first)
+            let with_b = cpu(&b)?;
+            (cpu(&a)?, with_b)
         } else {
-            (first, second)
+            (cpu(&a)?, cpu(&b)?)
         };
         let change = (with_b / with_a - 1.0) * 100.0;
         println!(
@@ -45,7 +51,7 @@ pub fn run(mut args: impl Iterator<Item = String>, bench: &Path) -> Result<()> {
 }
 
 /// One run of the bench against `skiff`: its server CPU per unit, in ms.
-fn server_cpu_of(bench: &Path, skiff: &PathBuf, what: &[String]) -> Result<f64> {
+fn server_cpu_of(bench: &Path, skiff: &Path, what: &[String]) -> Result<f64> {
     let out = Command::new(bench)
         .args(what)
         .env("SKIFF", skiff)

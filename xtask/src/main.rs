@@ -32,7 +32,7 @@ fn main() -> Result<()> {
         Some("tidy") => tidy(),
         Some("gen-protobuf") => protobuf::generate(&root()),
         Some("bench") => bench(std::env::args().skip(2)),
-        Some("compare") => compare::run(std::env::args().skip(2), &build_bench()?),
+        Some("compare") => compare::run(std::env::args().skip(2), build_bench),
         Some("fuzz") => fuzz(std::env::args().nth(2)),
         _ => bail!("usage: cargo xtask <test|tidy|bench|compare|fuzz|gen-protobuf>"),
     }

@@ -161,9 +161,10 @@ fn names_a_node(pod: &[u8]) -> bool {
 /// uses only by adding ephemeral containers: a status write (most of a
 /// bound pod's writes) changes nothing.
 fn needs_a_look(held: bool, pod: &[u8]) -> bool {
-    match held {
-        false => names_a_node(pod),
-        true => crate::storage::mentions(pod, br#""ephemeralContainers""#),
+    if held {
+        crate::storage::mentions(pod, br#""ephemeralContainers""#)
+    } else {
+        names_a_node(pod)
     }
 }
 
