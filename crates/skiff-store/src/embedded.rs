@@ -11,7 +11,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::{
@@ -77,25 +77,39 @@ fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
 
 fn open(path: &Path) -> Result<Connection> {
     // Only its owner reads the database (it holds Secrets); SQLite gives
-    // the WAL and shared-memory files the database's mode.
+    // the WAL file the database's mode.
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let io = |source| Error::Io {
         path: path.display().to_string(),
         source,
     };
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
+    // Only a new file is opened here: closing a descriptor of a file this
+    // process has locked would drop the lock.
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(io)?;
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(e)),
+        _ => {}
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-    let conn = Connection::open(path).map_err(sqlite(path))?;
+    // unix-excl: the process holds one lock on the file, so no other
+    // process opens it, a transaction takes no file lock of its own, and
+    // the WAL index lives in memory.
+    let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), c"unix-excl")
+        .map_err(sqlite(path))?;
     // Pages freed by compaction go back to the file system. This takes
     // only on a new file, before WAL mode and the first table; an older
     // file keeps its free pages for reuse.
     conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")
-        .map_err(sqlite(path))?;
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy) => Error::InUse {
+                path: path.display().to_string(),
+            },
+            _ => sqlite(path)(e),
+        })?;
     // secure_delete: the bytes of removed rows (a compacted Secret) are
     // overwritten, not left in free pages.
     conn.execute_batch(

@@ -28,6 +28,10 @@ pub enum Error {
         path: String,
         source: rusqlite::Error,
     },
+    #[error(
+        "embedded database {path} is in use by another process (another server on this data dir?)"
+    )]
+    InUse { path: String },
     #[error("embedded database {path}: {source}")]
     Io {
         path: String,

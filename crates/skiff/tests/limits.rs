@@ -1,16 +1,18 @@
 //! Limits with the real kubectl: an object past 1.5 MiB is refused with
 //! 413 though its request body is allowed; connections that never finish
 //! their TLS handshake do not keep the server from answering and are
-//! dropped; the data dir and the database are their owner's only.
+//! dropped; the data dir and the database are their owner's only, and one
+//! server's alone.
 
 mod support;
 
 use std::io::Read;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::Cluster;
+use support::{free_port, wait_for, Cluster, Process};
 
 #[test]
 fn objects_connections_and_files_are_bounded() {
@@ -72,6 +74,33 @@ fn objects_connections_and_files_are_bounded() {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(c.dir.path()), 0o700);
     assert_eq!(mode(&c.dir.path().join("state.db")), 0o600);
+
+    // A second server on the same data dir stops at the store, before it
+    // touches anything else there, and the first goes on.
+    let log = c.dir.path().join("second.log");
+    let mut second = Process::spawn(
+        Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["server", "--data-dir"])
+            .arg(c.dir.path())
+            .args(["--https-port", &free_port().to_string(), "--dns-port", "0"])
+            .args(["--disable-agent", "--disable-ingress"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    )
+    .unwrap();
+    let exit = wait_for("the second server to exit", Duration::from_secs(30), || {
+        second.0.try_wait().unwrap()
+    });
+    assert!(!exit.success());
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        err.contains("state.db is in use by another process"),
+        "{err}"
+    );
+    assert_eq!(
+        c.ok(&["get", "namespace", "default", "-o", "name"]).trim(),
+        "namespace/default"
+    );
 }
 
 /// A v1 Event saying `message`.
