@@ -494,36 +494,98 @@ fn resize_conditions(
 /// meanwhile stays; addresses replaced whole; and the pod's uid, which a
 /// pod created again under the same name refuses.
 pub fn status_patch(uid: &str, old: Option<&PodStatus>, new: &PodStatus) -> Value {
-    let old = old.map(fields).unwrap_or_default();
     let mut patch = Map::new();
-    for (field, value) in fields(new) {
-        if old.get(&field) == Some(&value) {
-            continue;
-        }
-        match (field.as_str(), value) {
+    for (field, value, before) in changed_fields(old, new) {
+        match (field, value) {
             ("conditions", Value::Array(conditions)) => {
-                let old = old.get("conditions").and_then(Value::as_array);
+                let old = before.as_ref().and_then(Value::as_array);
                 let (order, changed) = conditions_patch(old.map_or(&[], Vec::as_slice), conditions);
                 patch.insert("$setElementOrder/conditions".into(), order);
-                patch.insert(field, changed);
+                patch.insert(field.into(), changed);
             }
             ("podIPs" | "hostIPs", Value::Array(mut ips)) => {
                 ips.push(json!({"$patch": "replace"}));
-                patch.insert(field, Value::Array(ips));
+                patch.insert(field.into(), Value::Array(ips));
             }
             (_, value) => {
-                patch.insert(field, value);
+                patch.insert(field.into(), value);
             }
         }
     }
     json!({"metadata": {"uid": uid}, "status": patch})
 }
 
-fn fields(status: &PodStatus) -> Map<String, Value> {
-    match serde_json::to_value(status) {
-        Ok(Value::Object(fields)) => fields,
-        _ => Map::new(),
+/// The fields `new` sets whose JSON differs from `old`'s: the name, the
+/// new JSON and the old. Only a field unequal in the struct is encoded;
+/// the JSON decides, as times keep only their seconds there. Every field
+/// is named, so one that a new API version adds cannot be left out.
+fn changed_fields(
+    old: Option<&PodStatus>,
+    new: &PodStatus,
+) -> Vec<(&'static str, Value, Option<Value>)> {
+    let PodStatus {
+        allocated_resources,
+        conditions,
+        container_statuses,
+        ephemeral_container_statuses,
+        extended_resource_claim_status,
+        host_ip,
+        host_ips,
+        init_container_statuses,
+        message,
+        nominated_node_name,
+        observed_generation,
+        phase,
+        pod_ip,
+        pod_ips,
+        qos_class,
+        reason,
+        resize,
+        resource_claim_statuses,
+        resources,
+        start_time,
+    } = new;
+    let mut changed = Vec::new();
+    macro_rules! compare {
+        ($($name:literal => $field:ident),* $(,)?) => {$(
+            if let Some(now) = $field {
+                let before = old.and_then(|o| o.$field.as_ref());
+                if before != Some(now) {
+                    let (now, before) = (json(now), before.map(json));
+                    if before.as_ref() != Some(&now) {
+                        changed.push(($name, now, before));
+                    }
+                }
+            }
+        )*};
     }
+    compare!(
+        "allocatedResources" => allocated_resources,
+        "conditions" => conditions,
+        "containerStatuses" => container_statuses,
+        "ephemeralContainerStatuses" => ephemeral_container_statuses,
+        "extendedResourceClaimStatus" => extended_resource_claim_status,
+        "hostIP" => host_ip,
+        "hostIPs" => host_ips,
+        "initContainerStatuses" => init_container_statuses,
+        "message" => message,
+        "nominatedNodeName" => nominated_node_name,
+        "observedGeneration" => observed_generation,
+        "phase" => phase,
+        "podIP" => pod_ip,
+        "podIPs" => pod_ips,
+        "qosClass" => qos_class,
+        "reason" => reason,
+        "resize" => resize,
+        "resourceClaimStatuses" => resource_claim_statuses,
+        "resources" => resources,
+        "startTime" => start_time,
+    );
+    changed
+}
+
+fn json(value: &impl serde::Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or_default()
 }
 
 /// The order of `new`'s conditions, and those that differ from `old`'s:
@@ -1071,5 +1133,28 @@ mod tests {
         );
         let merged = skiff_core::strategic::patch(&stored, &patch, root.shape()).unwrap();
         assert_eq!(merged["status"]["conditions"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_field_that_differs_only_below_its_json_is_not_sent() {
+        let at = |nanos: i64| Time(Timestamp::from_nanosecond(i128::from(T0 + nanos)).unwrap());
+        let old = PodStatus {
+            phase: Some("Pending".into()),
+            start_time: Some(at(0)),
+            ..Default::default()
+        };
+        // The same second, which is all the API keeps of a time.
+        let new = PodStatus {
+            phase: Some("Running".into()),
+            start_time: Some(at(250_000_000)),
+            ..Default::default()
+        };
+        assert_eq!(
+            status_patch("u1", Some(&old), &new)["status"],
+            json!({"phase": "Running"})
+        );
+        // No status held yet: every field set is sent.
+        let sent = status_patch("u1", None, &new)["status"].clone();
+        assert_eq!(sent, serde_json::to_value(&new).unwrap());
     }
 }
