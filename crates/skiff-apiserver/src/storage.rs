@@ -161,36 +161,42 @@ pub fn mentions(stored: &[u8], needle: &[u8]) -> bool {
 /// metadata where upstream has it (after `uid`, else first), without
 /// parsing it (see [`encode`]).
 pub fn with_rv(bytes: &[u8], rev: Revision) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 32);
+    push_with_rv(&mut out, bytes, rev);
+    out
+}
+
+/// [`with_rv`] written at the end of `out`.
+pub fn push_with_rv(out: &mut Vec<u8>, bytes: &[u8], rev: Revision) {
     const KEY: &[u8] = b"\"metadata\":{";
     let Some(at) = memchr::memmem::find(bytes, KEY) else {
         // Not written by `encode`: take the slow road.
-        return decode_at(bytes, rev)
-            .map(|v| serde_json::to_vec(&v).unwrap_or_default())
-            .unwrap_or_default();
+        if let Ok(v) = decode_at(bytes, rev) {
+            let _ = serde_json::to_writer(out, &v);
+        }
+        return;
     };
     let start = at + KEY.len();
     let rv = |out: &mut Vec<u8>| {
         // Writing into a Vec cannot fail.
         let _ = write!(out, "\"resourceVersion\":\"{rev}\"");
     };
-    let mut out = Vec::with_capacity(bytes.len() + 32);
     match after_uid(&bytes[start..]) {
         Some(end) => {
             out.extend_from_slice(&bytes[..start + end]);
             out.push(b',');
-            rv(&mut out);
+            rv(out);
             out.extend_from_slice(&bytes[start + end..]);
         }
         None => {
             out.extend_from_slice(&bytes[..start]);
-            rv(&mut out);
+            rv(out);
             if bytes.get(start) != Some(&b'}') {
                 out.push(b',');
             }
             out.extend_from_slice(&bytes[start..]);
         }
     }
-    out
 }
 
 /// Where the metadata's own `uid` field ends, in the JSON of the

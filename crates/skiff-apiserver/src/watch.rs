@@ -16,7 +16,7 @@ use skiff_store::{EventKind, ListOptions, Revision};
 use crate::handlers::read::Filter;
 use crate::handlers::{Api, Call};
 use crate::response::{self, wants_table};
-use crate::storage::{decode_at, in_version, with_rv};
+use crate::storage::{decode_at, in_version, push_with_rv, with_rv};
 
 /// How often an idle watch with bookmarks allowed gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
@@ -44,7 +44,7 @@ impl Render {
         if self.protobuf {
             return Some(self.protobuf_frame(kind, &with_rv(stored, rev)));
         }
-        let mut line = Vec::with_capacity(stored.len() + 64);
+        let mut line = Vec::with_capacity(stored.len() + 96);
         line.extend_from_slice(b"{\"type\":\"");
         line.extend_from_slice(kind.as_bytes());
         line.extend_from_slice(b"\",\"object\":");
@@ -62,7 +62,7 @@ impl Render {
             let obj = decode_at(stored, rev).ok()?;
             serde_json::to_writer(&mut line, &response::partial(&obj)).ok()?;
         } else {
-            line.extend_from_slice(&with_rv(stored, rev));
+            push_with_rv(&mut line, stored, rev);
         }
         line.extend_from_slice(b"}\n");
         Some(Bytes::from(line))

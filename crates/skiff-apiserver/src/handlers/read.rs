@@ -10,7 +10,7 @@ use skiff_store::{KeyValue, ListOptions, Revision};
 
 use super::{Api, Call};
 use crate::response::{self, wants_table};
-use crate::storage::{decode, with_rv};
+use crate::storage::{decode, push_with_rv, with_rv};
 
 /// Where a paginated list goes on: the revision it reads at and the last
 /// key it returned.
@@ -222,7 +222,7 @@ impl Api {
             if i > 0 {
                 body.push(b',');
             }
-            body.extend_from_slice(&with_rv(&kv.value, kv.mod_rev));
+            push_with_rv(&mut body, &kv.value, kv.mod_rev);
         }
         body.extend_from_slice(b"]}");
         Ok(response::bytes(200, "application/json", body))
