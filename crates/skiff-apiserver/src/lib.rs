@@ -268,7 +268,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         }),
         None => backend,
     };
-    let cache = WatchCache::new(backend, config.watch_cache).await?;
+    let cache = WatchCache::new(backend, config.watch_cache, watch::INDEXES).await?;
     metrics::register_store(&config.metrics, cache.clone());
     let store: Arc<dyn Store> = cache;
     let creds = pki::Credentials::load_or_create(dir, config.bind_address)?;

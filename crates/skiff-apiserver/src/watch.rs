@@ -2,6 +2,7 @@
 //! frame each, for clients that ask), from the watch cache, with initial
 //! events, bookmarks and selector transitions as upstream sends them.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -10,6 +11,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use skiff_core::registry::ResourceType;
+use skiff_core::sparse::Paths;
 use skiff_core::{protobuf, table, ApiError};
 use skiff_store::{EventKind, ListOptions, Revision};
 
@@ -17,6 +19,31 @@ use crate::handlers::read::Filter;
 use crate::handlers::{Api, Call};
 use crate::response::{self, wants_table};
 use crate::storage::{decode_at, in_version, push_with_rv, with_rv};
+
+/// The field pods' watches are indexed by: a node agent watches only
+/// its own node's pods, and the scheduler the pods on none.
+const NODE_NAME: &str = "spec.nodeName";
+
+/// The watch cache's indexes (see [`skiff_store::Index`]).
+pub const INDEXES: &[skiff_store::Index] = &[skiff_store::Index {
+    resource: "/registry/core/pods/",
+    value: node_of,
+}];
+
+fn is_pods(r: &ResourceType) -> bool {
+    r.group.is_empty() && r.plural == "pods"
+}
+
+/// A stored pod's node, `""` if none.
+fn node_of(stored: &[u8]) -> Option<String> {
+    static READ: LazyLock<Paths> = LazyLock::new(|| Paths::of([NODE_NAME]));
+    let pod = READ.read(stored).ok()?;
+    match &pod["spec"]["nodeName"] {
+        Value::Null => Some(String::new()),
+        Value::String(node) => Some(node.clone()),
+        _ => None,
+    }
+}
 
 /// How often an idle watch with bookmarks allowed gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
@@ -160,7 +187,12 @@ impl Api {
                 .map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}")))?
         };
         let content_type = render.content_type();
-        let events = match self.objects.store.watch(&prefix, from).await {
+        let store = &self.objects.store;
+        let watched = match filter.fields.exact(NODE_NAME).filter(|_| is_pods(r)) {
+            Some(node) => store.watch_indexed(&prefix, from, node).await,
+            None => store.watch(&prefix, from).await,
+        };
+        let events = match watched {
             Ok(s) => s,
             Err(skiff_store::Error::Compacted { .. }) => {
                 let expired = futures::stream::once(async move { render.expired(&rv) });
@@ -272,4 +304,20 @@ fn stream_response(
     let mut reply = response::bytes(200, content_type, Vec::new());
     *reply.body_mut() = Body::from_stream(body);
     reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_is_indexed_by_its_node_and_one_on_none_by_the_empty_name() {
+        let on = br#"{"metadata":{"name":"p"},"spec":{"containers":[{"name":"c","args":["spec.nodeName"]}],"nodeName":"n1"}}"#;
+        assert_eq!(node_of(on).as_deref(), Some("n1"));
+        let pending = br#"{"metadata":{"name":"p"},"spec":{"containers":[]}}"#;
+        assert_eq!(node_of(pending).as_deref(), Some(""));
+        // Unreadable: every watch gets it.
+        assert_eq!(node_of(b"{\"spec\":"), None);
+        assert_eq!(node_of(br#"{"spec":{"nodeName":7}}"#), None);
+    }
 }

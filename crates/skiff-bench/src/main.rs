@@ -126,6 +126,9 @@ pub struct ApiArgs {
     /// Objects created while the watchers listen.
     #[arg(long, default_value_t = 100)]
     watch_events: usize,
+    /// Pod watches, one per node, as that many node agents hold them.
+    #[arg(long, default_value_t = 2_000)]
+    node_watchers: usize,
     /// The server's `--authorization-mode` (Node,RBAC, RBAC or AlwaysAllow).
     #[arg(long, default_value = "Node,RBAC")]
     authorization_mode: String,
@@ -1238,6 +1241,7 @@ async fn api(args: ApiArgs) -> Result<()> {
     );
 
     watchers(&server, &args).await?;
+    node_watches(&server, &args).await?;
     println!(
         "RSS after load                 {} MiB",
         server.rss_kib() / 1024
@@ -1246,6 +1250,74 @@ async fn api(args: ApiArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
 
     etcd_creates(&args).await
+}
+
+/// Pods created on one node while every node's agent watches its own
+/// pods: the server CPU per create, and when the node's watch has them.
+async fn node_watches(server: &Server, args: &ApiArgs) -> Result<()> {
+    const PODS: usize = 500;
+    let client = server.client()?;
+    let listed: serde_json::Value = client
+        .get(format!("{}/api/v1/pods?limit=1", server.url))
+        .bearer_auth(&server.token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let rv = listed["metadata"]["resourceVersion"]
+        .as_str()
+        .context("a list's resourceVersion")?
+        .to_owned();
+    // 100 streams to a connection, as in `watchers`.
+    let pool: Vec<reqwest::Client> = (0..args.node_watchers.div_ceil(100))
+        .map(|_| server.client())
+        .collect::<Result<_>>()?;
+    let mut open = Vec::new();
+    for i in 0..args.node_watchers {
+        let url = format!(
+            "{}/api/v1/pods?watch=true&resourceVersion={rv}&fieldSelector=spec.nodeName%3Dnode-{i}",
+            server.url
+        );
+        let r = pool[i % pool.len()]
+            .get(&url)
+            .bearer_auth(&server.token)
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await?
+            .error_for_status()?;
+        open.push(r);
+    }
+    let mut first = open.swap_remove(0).bytes_stream();
+    let received = tokio::spawn(async move {
+        let (mut lines, mut buf) = (0, Vec::new());
+        while lines < PODS {
+            let chunk = first.next().await.context("the watch ended")??;
+            buf.extend_from_slice(&chunk);
+            lines += buf.iter().filter(|b| **b == b'\n').count();
+            buf.drain(..buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1));
+        }
+        Ok::<_, anyhow::Error>(Instant::now())
+    });
+    let url = format!("{}/api/v1/namespaces/default/pods", server.url);
+    let cpu = server.cpu_time();
+    let started = Instant::now();
+    let on_node = (0..PODS).map(|i| {
+        let mut pod = pod(&format!("on-node-{i}"));
+        pod["spec"]["nodeName"] = json!("node-0");
+        pod
+    });
+    post_all(server, &url, args.clients, on_node).await?;
+    let per_create = (server.cpu_time() - cpu) / PODS as u32;
+    let done = tokio::time::timeout(Duration::from_secs(60), received).await???;
+    println!(
+        "{PODS} pods on 1 of {} watched nodes: server CPU per create {}, all watched in {}",
+        args.node_watchers,
+        fine_ms(per_create),
+        ms(done - started)
+    );
+    drop(open);
+    Ok(())
 }
 
 /// The name prefix of the objects the watchers wait for.

@@ -30,6 +30,18 @@ pub struct WatchCache {
     backlog: usize,
 }
 
+/// A field that the watches of one resource can ask for by value, as
+/// upstream's watch cache indexes pods by node: an event is then read
+/// once, not once per watch (a node agent watches only its own pods).
+#[derive(Clone, Copy, Debug)]
+pub struct Index {
+    /// The resource's key prefix (`/registry/core/pods/`).
+    pub resource: &'static str,
+    /// The field's value in an object's stored bytes: `""` when unset,
+    /// `None` when it cannot tell (every watch then gets the event).
+    pub value: fn(&[u8]) -> Option<String>,
+}
+
 /// The open watches, by the resource their prefix lies in (`""` for a
 /// prefix wider than one resource), so that an event wakes only the
 /// watches that may want it.
@@ -38,6 +50,8 @@ type Watchers = Mutex<HashMap<String, Vec<Watcher>>>;
 /// One open watch, fed by the cache.
 struct Watcher {
     prefix: String,
+    /// The value of its resource's [`Index`] it wants, if it asked for one.
+    wants: Option<String>,
     tx: mpsc::Sender<Arc<Event>>,
     /// Set when the watch fell `backlog` events behind and was dropped.
     lagged: Arc<AtomicBool>,
@@ -166,14 +180,30 @@ fn resource_prefix(key: &str) -> Option<&str> {
     Some(&key[.."/registry/".len() + group + 1 + plural + 1])
 }
 
-/// Hands `event` to the watches of `bucket` whose prefix it falls under;
-/// drops the watches that closed or fell too far behind.
-fn feed(bucket: Option<&mut Vec<Watcher>>, event: &Arc<Event>) {
+/// Hands `event` to the watches of `bucket` whose prefix it falls under
+/// and, for those that asked for a value of `index`, whose object has or
+/// had it; drops the watches that closed or fell too far behind.
+fn feed(bucket: Option<&mut Vec<Watcher>>, event: &Arc<Event>, index: Option<&Index>) {
     let Some(watchers) = bucket else {
         return;
     };
+    // Read once for all the watches, and only if one asked.
+    let mut values = None;
+    let mut wanted = |want: &str| {
+        let Some(index) = index else {
+            return true;
+        };
+        let (now, before) = values.get_or_insert_with(|| {
+            let before = event.prev.as_ref().map(|prev| (index.value)(prev));
+            ((index.value)(&event.kv.value), before)
+        });
+        let has = |v: &Option<String>| v.as_deref().is_none_or(|v| v == want);
+        has(now) || before.as_ref().is_some_and(has)
+    };
     watchers.retain(|w| {
-        if !event.kv.key.starts_with(&w.prefix) {
+        let skip = !event.kv.key.starts_with(&w.prefix)
+            || w.wants.as_deref().is_some_and(|want| !wanted(want));
+        if skip {
             return !w.tx.is_closed();
         }
         match w.tx.try_send(event.clone()) {
@@ -227,7 +257,11 @@ impl WatchCache {
 
     /// Loads the backend's whole keyspace and follows its changes, keeping
     /// the history `limits` allow for watchers that resume.
-    pub async fn new(inner: Arc<dyn Store>, limits: HistoryLimits) -> Result<Arc<Self>> {
+    pub async fn new(
+        inner: Arc<dyn Store>,
+        limits: HistoryLimits,
+        indexes: &[Index],
+    ) -> Result<Arc<Self>> {
         let (items, revision) = load(inner.as_ref()).await?;
         let limits = HistoryLimits {
             events: limits.events.max(1),
@@ -253,7 +287,15 @@ impl WatchCache {
             backlog: limits.events.clamp(16, 1 << 16),
         });
         let (following_tx, mut following) = watch::channel(false);
-        tokio::spawn(follow(inner, state, applied_tx, watchers, following_tx));
+        let indexes = indexes.to_vec();
+        tokio::spawn(follow(
+            inner,
+            state,
+            applied_tx,
+            watchers,
+            indexes,
+            following_tx,
+        ));
         // Ready once it follows the backend: a compaction made before then
         // would otherwise make it reload and forget the history it holds.
         let _ = tokio::time::timeout(FOLLOW_DEADLINE, following.wait_for(|f| *f)).await;
@@ -300,6 +342,7 @@ async fn follow(
     state: Arc<RwLock<State>>,
     applied: watch::Sender<Revision>,
     watchers: Arc<Watchers>,
+    indexes: Vec<Index>,
     following: watch::Sender<bool>,
 ) {
     loop {
@@ -333,9 +376,10 @@ async fn follow(
                     // while holding the read lock sees no gap and no repeat.
                     let mut open = watchers.lock().expect("watchers lock");
                     if let Some(resource) = resource_prefix(&event.kv.key) {
-                        feed(open.get_mut(resource), &event);
+                        let index = indexes.iter().find(|i| i.resource == resource);
+                        feed(open.get_mut(resource), &event, index);
                     }
-                    feed(open.get_mut(""), &event);
+                    feed(open.get_mut(""), &event, None);
                     drop(open);
                     drop(st);
                     applied.send_replace(rev);
@@ -386,6 +430,75 @@ async fn reload(
             tracing::warn!(error = %e, "watch cache: reload failed");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+impl WatchCache {
+    /// A watch of `prefix` after `after`; of the objects whose indexed
+    /// field is, or was, `wants` only, when given.
+    async fn watch_for(
+        &self,
+        prefix: &str,
+        after: Revision,
+        wants: Option<String>,
+    ) -> Result<WatchStream> {
+        let st = loop {
+            let st = self.state.read().await;
+            if after <= st.revision {
+                break st;
+            }
+            drop(st);
+            // A revision the cache has not seen yet: wait for it.
+            let mut applied = self.applied.clone();
+            let _ = applied.wait_for(|rev| *rev >= after).await;
+        };
+        let (start, recent) = st.recent(prefix);
+        if after < start {
+            return Err(Error::Compacted {
+                requested: after,
+                oldest: start,
+            });
+        }
+        let replay: Vec<Arc<Event>> = recent
+            .into_iter()
+            .flatten()
+            .filter(|e| e.kv.mod_rev > after && e.kv.key.starts_with(prefix))
+            .cloned()
+            .collect();
+        let (tx, rx) = mpsc::channel(self.backlog);
+        let lagged = Arc::new(AtomicBool::new(false));
+        let watcher = Watcher {
+            prefix: prefix.to_owned(),
+            wants,
+            tx,
+            lagged: lagged.clone(),
+        };
+        let bucket = resource_prefix(prefix).unwrap_or_default();
+        let mut open = self.watchers.lock().expect("watchers lock");
+        open.entry(bucket.to_owned()).or_default().push(watcher);
+        drop(open);
+        drop(st);
+        let last = replay.last().map_or(after, |e| e.kv.mod_rev);
+        let live = futures::stream::unfold(Some((rx, lagged, last)), |state| async move {
+            let (mut rx, lagged, last) = state?;
+            match rx.recv().await {
+                Some(e) => {
+                    let rev = e.kv.mod_rev;
+                    Some((Ok(Event::clone(&e)), Some((rx, lagged, rev))))
+                }
+                // Dropped for falling behind: the client lists again.
+                None if lagged.load(Ordering::Acquire) => {
+                    let behind = Error::Compacted {
+                        requested: last,
+                        oldest: last + 1,
+                    };
+                    Some((Err(behind), None))
+                }
+                None => None,
+            }
+        });
+        let replay = futures::stream::iter(replay).map(|e| Ok(Event::clone(&e)));
+        Ok(replay.chain(live).boxed())
     }
 }
 
@@ -454,60 +567,16 @@ impl Store for WatchCache {
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
-        let st = self.state.read().await;
-        let (start, recent) = st.recent(prefix);
-        if after < start {
-            return Err(Error::Compacted {
-                requested: after,
-                oldest: start,
-            });
-        }
-        if after > st.revision {
-            drop(st);
-            // A revision the cache has not seen yet: wait for it.
-            let mut applied = self.applied.clone();
-            let _ = applied.wait_for(|rev| *rev >= after).await;
-            return self.watch(prefix, after).await;
-        }
-        let replay: Vec<Arc<Event>> = recent
-            .into_iter()
-            .flatten()
-            .filter(|e| e.kv.mod_rev > after && e.kv.key.starts_with(prefix))
-            .cloned()
-            .collect();
-        let (tx, rx) = mpsc::channel(self.backlog);
-        let lagged = Arc::new(AtomicBool::new(false));
-        let watcher = Watcher {
-            prefix: prefix.to_owned(),
-            tx,
-            lagged: lagged.clone(),
-        };
-        let bucket = resource_prefix(prefix).unwrap_or_default();
-        let mut open = self.watchers.lock().expect("watchers lock");
-        open.entry(bucket.to_owned()).or_default().push(watcher);
-        drop(open);
-        drop(st);
-        let last = replay.last().map_or(after, |e| e.kv.mod_rev);
-        let live = futures::stream::unfold(Some((rx, lagged, last)), |state| async move {
-            let (mut rx, lagged, last) = state?;
-            match rx.recv().await {
-                Some(e) => {
-                    let rev = e.kv.mod_rev;
-                    Some((Ok(Event::clone(&e)), Some((rx, lagged, rev))))
-                }
-                // Dropped for falling behind: the client lists again.
-                None if lagged.load(Ordering::Acquire) => {
-                    let behind = Error::Compacted {
-                        requested: last,
-                        oldest: last + 1,
-                    };
-                    Some((Err(behind), None))
-                }
-                None => None,
-            }
-        });
-        let replay = futures::stream::iter(replay).map(|e| Ok(Event::clone(&e)));
-        Ok(replay.chain(live).boxed())
+        self.watch_for(prefix, after, None).await
+    }
+
+    async fn watch_indexed(
+        &self,
+        prefix: &str,
+        after: Revision,
+        value: &str,
+    ) -> Result<WatchStream> {
+        self.watch_for(prefix, after, Some(value.to_owned())).await
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {

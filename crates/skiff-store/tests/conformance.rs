@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use skiff_store::{
-    Embedded, Error, Etcd, EventKind, HistoryLimits, ListOptions, Store, WatchCache,
+    Embedded, Error, Etcd, EventKind, HistoryLimits, Index, ListOptions, Store, WatchCache,
 };
 
 struct Backend {
@@ -82,7 +82,7 @@ async fn cache_over(backend: &Backend, events: usize) -> Arc<WatchCache> {
         events,
         ..Default::default()
     };
-    WatchCache::new(backend.store.clone(), limits)
+    WatchCache::new(backend.store.clone(), limits, &[])
         .await
         .unwrap()
 }
@@ -448,6 +448,50 @@ async fn cache_feeds_each_watch_its_prefix_and_ends_one_left_behind() {
         other => panic!("expected Compacted, got {other:?}"),
     }
     assert!(behind.next().await.is_none());
+}
+
+/// A watch that asks for one value of its resource's index gets only the
+/// events of objects that have or had it, and those the index cannot
+/// read; the others' watches get every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_hands_an_indexed_watch_only_its_objects() {
+    let backend = embedded().await;
+    // A value `on:<node>` is on that node, `-` on none; others unreadable.
+    let node = |v: &[u8]| match std::str::from_utf8(v).ok()? {
+        "-" => Some(String::new()),
+        v => v.strip_prefix("on:").map(str::to_owned),
+    };
+    let pods = Index {
+        resource: "/registry/core/pods/",
+        value: node,
+    };
+    let cache = WatchCache::new(backend.store.clone(), HistoryLimits::default(), &[pods])
+        .await
+        .unwrap();
+    let from = cache.current_revision().await.unwrap();
+    let prefix = "/registry/core/pods/";
+    let mut on_1 = cache.watch_indexed(prefix, from, "n1").await.unwrap();
+    let mut on_2 = cache.watch_indexed(prefix, from, "n2").await.unwrap();
+    let mut unbound = cache.watch_indexed(prefix, from, "").await.unwrap();
+    let mut every = cache.watch(prefix, from).await.unwrap();
+    let key = |name: &str| format!("{prefix}a/{name}");
+    let rev = cache.create(&key("p"), b("-")).await.unwrap();
+    // Bound: the watch of its node gets it, and so does the one of
+    // unbound pods, which must see it leave.
+    cache.update(&key("p"), b("on:n1"), rev).await.unwrap();
+    cache.create(&key("q"), b("on:n2")).await.unwrap();
+    cache.create(&key("r"), b("unreadable")).await.unwrap();
+    cache.delete(&key("q"), None).await.unwrap();
+    let (p, q, r) = (key("p"), key("q"), key("r"));
+    let (p, q, r) = (p.as_str(), q.as_str(), r.as_str());
+    assert_eq!(next_keys(&mut every, 5).await, [p, p, q, r, q]);
+    assert_eq!(next_keys(&mut unbound, 3).await, [p, p, r]);
+    assert_eq!(next_keys(&mut on_1, 2).await, [p, r]);
+    assert_eq!(next_keys(&mut on_2, 3).await, [q, r, q]);
+    // Every event was handed out before the next was applied.
+    for w in [&mut on_1, &mut on_2, &mut unbound] {
+        assert!(w.next().now_or_never().is_none());
+    }
 }
 
 /// A watch of a quiet resource resumes from a revision that churn in
