@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use skiff_core::registry::ResourceType;
 use skiff_core::sparse::Paths;
 use skiff_core::{protobuf, table, ApiError};
-use skiff_store::{EventKind, ListOptions, Revision};
+use skiff_store::{EventKind, ListOptions, Only, Revision};
 
 use crate::handlers::read::Filter;
 use crate::handlers::{Api, Call};
@@ -187,12 +187,15 @@ impl Api {
                 .map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}")))?
         };
         let content_type = render.content_type();
-        let store = &self.objects.store;
-        let watched = match filter.fields.exact(NODE_NAME).filter(|_| is_pods(r)) {
-            Some(node) => store.watch_indexed(&prefix, from, node).await,
-            None => store.watch(&prefix, from).await,
+        let only = Only {
+            name: filter.fields.exact("metadata.name").map(str::to_owned),
+            indexed: filter
+                .fields
+                .exact(NODE_NAME)
+                .filter(|_| is_pods(r))
+                .map(str::to_owned),
         };
-        let events = match watched {
+        let events = match self.objects.store.watch_only(&prefix, from, &only).await {
             Ok(s) => s,
             Err(skiff_store::Error::Compacted { .. }) => {
                 let expired = futures::stream::once(async move { render.expired(&rv) });

@@ -47,11 +47,20 @@ pub struct Index {
 /// watches that may want it.
 type Watchers = Mutex<HashMap<String, Vec<Watcher>>>;
 
+/// What one watch wants of the objects under its prefix (see
+/// [`Store::watch_only`]).
+#[derive(Clone, Debug, Default)]
+pub struct Only {
+    /// The object of this name (a node agent's watch of its Node).
+    pub name: Option<String>,
+    /// The objects whose [`Index`]ed field is, or was, this value.
+    pub indexed: Option<String>,
+}
+
 /// One open watch, fed by the cache.
 struct Watcher {
     prefix: String,
-    /// The value of its resource's [`Index`] it wants, if it asked for one.
-    wants: Option<String>,
+    only: Only,
     tx: mpsc::Sender<Arc<Event>>,
     /// Set when the watch fell `backlog` events behind and was dropped.
     lagged: Arc<AtomicBool>,
@@ -181,8 +190,8 @@ fn resource_prefix(key: &str) -> Option<&str> {
 }
 
 /// Hands `event` to the watches of `bucket` whose prefix it falls under
-/// and, for those that asked for a value of `index`, whose object has or
-/// had it; drops the watches that closed or fell too far behind.
+/// and that want its object: by name, or by a value of `index` it has or
+/// had. Drops the watches that closed or fell too far behind.
 fn feed(bucket: Option<&mut Vec<Watcher>>, event: &Arc<Event>, index: Option<&Index>) {
     let Some(watchers) = bucket else {
         return;
@@ -200,9 +209,11 @@ fn feed(bucket: Option<&mut Vec<Watcher>>, event: &Arc<Event>, index: Option<&In
         let has = |v: &Option<String>| v.as_deref().is_none_or(|v| v == want);
         has(now) || before.as_ref().is_some_and(has)
     };
+    let name = event.kv.key.rsplit('/').next();
     watchers.retain(|w| {
         let skip = !event.kv.key.starts_with(&w.prefix)
-            || w.wants.as_deref().is_some_and(|want| !wanted(want));
+            || w.only.name.as_deref().is_some_and(|n| Some(n) != name)
+            || w.only.indexed.as_deref().is_some_and(|want| !wanted(want));
         if skip {
             return !w.tx.is_closed();
         }
@@ -434,14 +445,8 @@ async fn reload(
 }
 
 impl WatchCache {
-    /// A watch of `prefix` after `after`; of the objects whose indexed
-    /// field is, or was, `wants` only, when given.
-    async fn watch_for(
-        &self,
-        prefix: &str,
-        after: Revision,
-        wants: Option<String>,
-    ) -> Result<WatchStream> {
+    /// A watch of `prefix` after `after`, of the objects `only` names.
+    async fn watch_for(&self, prefix: &str, after: Revision, only: Only) -> Result<WatchStream> {
         let st = loop {
             let st = self.state.read().await;
             if after <= st.revision {
@@ -469,7 +474,7 @@ impl WatchCache {
         let lagged = Arc::new(AtomicBool::new(false));
         let watcher = Watcher {
             prefix: prefix.to_owned(),
-            wants,
+            only,
             tx,
             lagged: lagged.clone(),
         };
@@ -567,16 +572,11 @@ impl Store for WatchCache {
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
-        self.watch_for(prefix, after, None).await
+        self.watch_for(prefix, after, Only::default()).await
     }
 
-    async fn watch_indexed(
-        &self,
-        prefix: &str,
-        after: Revision,
-        value: &str,
-    ) -> Result<WatchStream> {
-        self.watch_for(prefix, after, Some(value.to_owned())).await
+    async fn watch_only(&self, prefix: &str, after: Revision, only: &Only) -> Result<WatchStream> {
+        self.watch_for(prefix, after, only.clone()).await
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {

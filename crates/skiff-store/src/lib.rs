@@ -13,7 +13,7 @@ mod embedded;
 mod error;
 mod etcd;
 
-pub use cache::{Figures, HistoryLimits, Index, WatchCache};
+pub use cache::{Figures, HistoryLimits, Index, Only, WatchCache};
 pub use embedded::Embedded;
 pub use error::{Error, Result};
 pub use etcd::Etcd;
@@ -104,16 +104,11 @@ pub trait Store: Send + Sync + 'static {
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue>;
     /// Streams every change under a prefix made after revision `after`.
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream>;
-    /// [`Store::watch`] for a watch that wants only the objects whose
-    /// [`Index`]ed field is, or was, `value`: a store may leave the others
-    /// out. The caller still filters what it gets.
-    async fn watch_indexed(
-        &self,
-        prefix: &str,
-        after: Revision,
-        value: &str,
-    ) -> Result<WatchStream> {
-        let _ = value;
+    /// [`Store::watch`] for a watch that wants only some of the objects
+    /// under its prefix: a store may leave the others out. The caller
+    /// still filters what it gets.
+    async fn watch_only(&self, prefix: &str, after: Revision, only: &Only) -> Result<WatchStream> {
+        let _ = only;
         self.watch(prefix, after).await
     }
     /// Forgets history up to and including `revision`.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use skiff_store::{
-    Embedded, Error, Etcd, EventKind, HistoryLimits, Index, ListOptions, Store, WatchCache,
+    Embedded, Error, Etcd, EventKind, HistoryLimits, Index, ListOptions, Only, Store, WatchCache,
 };
 
 struct Backend {
@@ -450,11 +450,12 @@ async fn cache_feeds_each_watch_its_prefix_and_ends_one_left_behind() {
     assert!(behind.next().await.is_none());
 }
 
-/// A watch that asks for one value of its resource's index gets only the
-/// events of objects that have or had it, and those the index cannot
-/// read; the others' watches get every event.
+/// A watch that asks for one object by name, or for one value of its
+/// resource's index, gets only the events of the objects that have or
+/// had it, and those the index cannot read; the others' watches get
+/// every event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cache_hands_an_indexed_watch_only_its_objects() {
+async fn cache_hands_a_watch_only_the_objects_it_asked_for() {
     let backend = embedded().await;
     // A value `on:<node>` is on that node, `-` on none; others unreadable.
     let node = |v: &[u8]| match std::str::from_utf8(v).ok()? {
@@ -470,9 +471,18 @@ async fn cache_hands_an_indexed_watch_only_its_objects() {
         .unwrap();
     let from = cache.current_revision().await.unwrap();
     let prefix = "/registry/core/pods/";
-    let mut on_1 = cache.watch_indexed(prefix, from, "n1").await.unwrap();
-    let mut on_2 = cache.watch_indexed(prefix, from, "n2").await.unwrap();
-    let mut unbound = cache.watch_indexed(prefix, from, "").await.unwrap();
+    let only = |name: Option<&str>, node: Option<&str>| Only {
+        name: name.map(str::to_owned),
+        indexed: node.map(str::to_owned),
+    };
+    let watch = |only: Only| {
+        let cache = cache.clone();
+        async move { cache.watch_only(prefix, from, &only).await.unwrap() }
+    };
+    let mut on_1 = watch(only(None, Some("n1"))).await;
+    let mut on_2 = watch(only(None, Some("n2"))).await;
+    let mut unbound = watch(only(None, Some(""))).await;
+    let mut named_q = watch(only(Some("q"), None)).await;
     let mut every = cache.watch(prefix, from).await.unwrap();
     let key = |name: &str| format!("{prefix}a/{name}");
     let rev = cache.create(&key("p"), b("-")).await.unwrap();
@@ -488,8 +498,9 @@ async fn cache_hands_an_indexed_watch_only_its_objects() {
     assert_eq!(next_keys(&mut unbound, 3).await, [p, p, r]);
     assert_eq!(next_keys(&mut on_1, 2).await, [p, r]);
     assert_eq!(next_keys(&mut on_2, 3).await, [q, r, q]);
+    assert_eq!(next_keys(&mut named_q, 2).await, [q, q]);
     // Every event was handed out before the next was applied.
-    for w in [&mut on_1, &mut on_2, &mut unbound] {
+    for w in [&mut on_1, &mut on_2, &mut unbound, &mut named_q] {
         assert!(w.next().now_or_never().is_none());
     }
 }
