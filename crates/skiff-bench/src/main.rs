@@ -1252,12 +1252,14 @@ async fn api(args: ApiArgs) -> Result<()> {
     etcd_creates(&args).await
 }
 
-/// Pods created on one node while every node's agent watches its own
-/// pods: the server CPU per create, and when the node's watch has them.
+/// What node agents' watches cost the server: pods created on one node
+/// while every node's agent watches its own pods, then Nodes created while
+/// each agent watches its own Node by name. Prints the server CPU per
+/// create, and when the first watch has all of its objects.
 async fn node_watches(server: &Server, args: &ApiArgs) -> Result<()> {
     const PODS: usize = 500;
-    let client = server.client()?;
-    let listed: serde_json::Value = client
+    let listed: serde_json::Value = server
+        .client()?
         .get(format!("{}/api/v1/pods?limit=1", server.url))
         .bearer_auth(&server.token)
         .send()
@@ -1269,18 +1271,61 @@ async fn node_watches(server: &Server, args: &ApiArgs) -> Result<()> {
         .as_str()
         .context("a list's resourceVersion")?
         .to_owned();
+    let n = args.node_watchers;
+    let watches = (0..n).map(|i| {
+        format!(
+            "{}/api/v1/pods?watch=true&resourceVersion={rv}&fieldSelector=spec.nodeName%3Dnode-{i}",
+            server.url
+        )
+    });
+    let on_node = (0..PODS).map(|i| {
+        let mut pod = pod(&format!("on-node-{i}"));
+        pod["spec"]["nodeName"] = json!("node-0");
+        pod
+    });
+    let pods = format!("{}/api/v1/namespaces/default/pods", server.url);
+    let (cpu, took) = watched_creates(server, args, watches, &pods, on_node, PODS).await?;
+    println!(
+        "{PODS} pods on 1 of {n} watched nodes: server CPU per create {}, all watched in {}",
+        fine_ms(cpu),
+        ms(took)
+    );
+    let watches = (0..n).map(|i| {
+        format!(
+            "{}/api/v1/nodes?watch=true&resourceVersion={rv}&fieldSelector=metadata.name%3D{}",
+            server.url,
+            api_node(i)["metadata"]["name"].as_str().unwrap_or_default()
+        )
+    });
+    let nodes = format!("{}/api/v1/nodes", server.url);
+    let (cpu, took) =
+        watched_creates(server, args, watches, &nodes, (0..PODS).map(api_node), 1).await?;
+    println!(
+        "{PODS} Nodes under {n} watches by name: server CPU per create {}, the first watched in {}",
+        fine_ms(cpu),
+        ms(took)
+    );
+    Ok(())
+}
+
+/// Opens `watches`, creates `objects` at `url`, and returns the server CPU
+/// per create and when the first watch had received `first` events.
+async fn watched_creates(
+    server: &Server,
+    args: &ApiArgs,
+    watches: impl Iterator<Item = String>,
+    url: &str,
+    objects: impl Iterator<Item = serde_json::Value>,
+    first: usize,
+) -> Result<(Duration, Duration)> {
     // 100 streams to a connection, as in `watchers`.
     let pool: Vec<reqwest::Client> = (0..args.node_watchers.div_ceil(100))
         .map(|_| server.client())
         .collect::<Result<_>>()?;
     let mut open = Vec::new();
-    for i in 0..args.node_watchers {
-        let url = format!(
-            "{}/api/v1/pods?watch=true&resourceVersion={rv}&fieldSelector=spec.nodeName%3Dnode-{i}",
-            server.url
-        );
+    for (i, watch) in watches.enumerate() {
         let r = pool[i % pool.len()]
-            .get(&url)
+            .get(&watch)
             .bearer_auth(&server.token)
             .timeout(Duration::from_secs(300))
             .send()
@@ -1288,36 +1333,25 @@ async fn node_watches(server: &Server, args: &ApiArgs) -> Result<()> {
             .error_for_status()?;
         open.push(r);
     }
-    let mut first = open.swap_remove(0).bytes_stream();
+    let mut stream = open.swap_remove(0).bytes_stream();
     let received = tokio::spawn(async move {
         let (mut lines, mut buf) = (0, Vec::new());
-        while lines < PODS {
-            let chunk = first.next().await.context("the watch ended")??;
+        while lines < first {
+            let chunk = stream.next().await.context("the watch ended")??;
             buf.extend_from_slice(&chunk);
             lines += buf.iter().filter(|b| **b == b'\n').count();
             buf.drain(..buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1));
         }
         Ok::<_, anyhow::Error>(Instant::now())
     });
-    let url = format!("{}/api/v1/namespaces/default/pods", server.url);
+    let objects: Vec<serde_json::Value> = objects.collect();
+    let count = objects.len() as u32;
     let cpu = server.cpu_time();
     let started = Instant::now();
-    let on_node = (0..PODS).map(|i| {
-        let mut pod = pod(&format!("on-node-{i}"));
-        pod["spec"]["nodeName"] = json!("node-0");
-        pod
-    });
-    post_all(server, &url, args.clients, on_node).await?;
-    let per_create = (server.cpu_time() - cpu) / PODS as u32;
+    post_all(server, url, args.clients, objects).await?;
+    let per_create = (server.cpu_time() - cpu) / count;
     let done = tokio::time::timeout(Duration::from_secs(60), received).await???;
-    println!(
-        "{PODS} pods on 1 of {} watched nodes: server CPU per create {}, all watched in {}",
-        args.node_watchers,
-        fine_ms(per_create),
-        ms(done - started)
-    );
-    drop(open);
-    Ok(())
+    Ok((per_create, done - started))
 }
 
 /// The name prefix of the objects the watchers wait for.
