@@ -146,17 +146,8 @@ async fn check(server: &Server, acked: &BTreeSet<String>, round: usize) -> Resul
 
 /// The ConfigMaps of the default namespace.
 async fn configmaps(server: &Server) -> Result<Vec<Value>> {
-    let list: Value = server
-        .client()?
-        .get(format!(
-            "{}/api/v1/namespaces/default/configmaps",
-            server.url
-        ))
-        .bearer_auth(&server.token)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
+    let list = server
+        .get_json("/api/v1/namespaces/default/configmaps")
         .await?;
     let items = list["items"].as_array().context("a list")?;
     Ok(items.clone())

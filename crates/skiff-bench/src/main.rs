@@ -305,19 +305,27 @@ impl Server {
         cpu_time(self.child.id())
     }
 
+    /// What a GET of `path` answers, as the admin; an error unless 2xx.
+    async fn get(&self, path: &str) -> Result<reqwest::Response> {
+        let r = self
+            .client()?
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        Ok(r.error_for_status()?)
+    }
+
+    /// The JSON that a GET of `path` answers.
+    async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        Ok(self.get(path).await?.json().await?)
+    }
+
     /// The server's count of writes answered so far (`apiserver_request_total`
     /// for POST, PUT, PATCH, DELETE and APPLY), by verb, resource and
     /// subresource, summed over codes and scopes.
     async fn writes(&self) -> Result<HashMap<String, f64>> {
-        let text = self
-            .client()?
-            .get(format!("{}/metrics", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?;
+        let text = self.get("/metrics").await?.text().await?;
         let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))?;
         let mut writes = HashMap::new();
         for s in scrape.samples {
@@ -1258,15 +1266,7 @@ async fn api(args: ApiArgs) -> Result<()> {
 /// create, and when the first watch has all of its objects.
 async fn node_watches(server: &Server, args: &ApiArgs) -> Result<()> {
     const PODS: usize = 500;
-    let listed: serde_json::Value = server
-        .client()?
-        .get(format!("{}/api/v1/pods?limit=1", server.url))
-        .bearer_auth(&server.token)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let listed = server.get_json("/api/v1/pods?limit=1").await?;
     let rv = listed["metadata"]["resourceVersion"]
         .as_str()
         .context("a list's resourceVersion")?
