@@ -2,7 +2,8 @@
 //! frame each, for clients that ask), from the watch cache, with initial
 //! events, bookmarks and selector transitions as upstream sends them.
 
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -187,6 +188,7 @@ impl Api {
                 .map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}")))?
         };
         let content_type = render.content_type();
+        let progress = Arc::new(AtomicI64::new(from));
         let only = Only {
             name: filter.fields.exact("metadata.name").map(str::to_owned),
             indexed: filter
@@ -194,6 +196,7 @@ impl Api {
                 .exact(NODE_NAME)
                 .filter(|_| is_pods(r))
                 .map(str::to_owned),
+            progress: Some(progress.clone()),
         };
         let events = match self.objects.store.watch_only(&prefix, from, &only).await {
             Ok(s) => s,
@@ -216,6 +219,7 @@ impl Api {
             ),
             bookmarks: q.allow_bookmarks,
             last: from,
+            progress,
             render,
             filter,
         };
@@ -240,6 +244,10 @@ struct Live {
     bookmarks: bool,
     /// The revision of the last event seen.
     last: Revision,
+    /// How far the events this watch was not handed reach (see
+    /// [`Only::progress`]): a bookmark carries it, so a watch of a quiet
+    /// node resumes from near now, as it would had it read them all.
+    progress: Arc<AtomicI64>,
     render: Render,
     filter: Filter,
 }
@@ -253,7 +261,8 @@ impl Live {
                 _ = &mut self.deadline => return None,
                 _ = self.ticker.tick() => {
                     if self.bookmarks {
-                        return Some((self.render.bookmark(self.last, false), false));
+                        let rev = self.last.max(self.progress.load(Ordering::Acquire));
+                        return Some((self.render.bookmark(rev, false), false));
                     }
                 }
                 next = self.events.next() => match next? {

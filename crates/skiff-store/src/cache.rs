@@ -5,7 +5,7 @@
 //! always reads its own writes.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,6 +55,10 @@ pub struct Only {
     pub name: Option<String>,
     /// The objects whose [`Index`]ed field is, or was, this value.
     pub indexed: Option<String>,
+    /// Raised to the revision of each event of its resource the watch is
+    /// not handed while it holds none unread: every event it is handed
+    /// before that revision has then been read, so a bookmark may carry it.
+    pub progress: Option<Arc<AtomicI64>>,
 }
 
 /// One open watch, fed by the cache.
@@ -215,6 +219,10 @@ fn feed(bucket: Option<&mut Vec<Watcher>>, event: &Arc<Event>, index: Option<&In
             || w.only.name.as_deref().is_some_and(|n| Some(n) != name)
             || w.only.indexed.as_deref().is_some_and(|want| !wanted(want));
         if skip {
+            let idle = w.tx.capacity() == w.tx.max_capacity();
+            if let Some(progress) = w.only.progress.as_ref().filter(|_| idle) {
+                progress.fetch_max(event.kv.mod_rev, Ordering::AcqRel);
+            }
             return !w.tx.is_closed();
         }
         match w.tx.try_send(event.clone()) {

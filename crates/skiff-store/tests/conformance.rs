@@ -1,6 +1,7 @@
 //! One conformance suite, run against every backend: the embedded store, etcd
 //! (a real `etcd` process started here), and the watch cache over each.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -474,12 +475,18 @@ async fn cache_hands_a_watch_only_the_objects_it_asked_for() {
     let only = |name: Option<&str>, node: Option<&str>| Only {
         name: name.map(str::to_owned),
         indexed: node.map(str::to_owned),
+        progress: None,
     };
+    let progress = Arc::new(AtomicI64::new(from));
     let watch = |only: Only| {
         let cache = cache.clone();
         async move { cache.watch_only(prefix, from, &only).await.unwrap() }
     };
-    let mut on_1 = watch(only(None, Some("n1"))).await;
+    let mut on_1 = watch(Only {
+        progress: Some(progress.clone()),
+        ..only(None, Some("n1"))
+    })
+    .await;
     let mut on_2 = watch(only(None, Some("n2"))).await;
     let mut unbound = watch(only(None, Some(""))).await;
     let mut named_q = watch(only(Some("q"), None)).await;
@@ -492,6 +499,10 @@ async fn cache_hands_a_watch_only_the_objects_it_asked_for() {
     cache.create(&key("q"), b("on:n2")).await.unwrap();
     cache.create(&key("r"), b("unreadable")).await.unwrap();
     cache.delete(&key("q"), None).await.unwrap();
+    // What n1's watch was not handed counts as read only while it held
+    // nothing unread: here up to p's creation, not past its binding.
+    cache.get(&key("p")).await.unwrap();
+    assert_eq!(progress.load(Ordering::Acquire), rev);
     let (p, q, r) = (key("p"), key("q"), key("r"));
     let (p, q, r) = (p.as_str(), q.as_str(), r.as_str());
     assert_eq!(next_keys(&mut every, 5).await, [p, p, q, r, q]);
@@ -503,6 +514,10 @@ async fn cache_hands_a_watch_only_the_objects_it_asked_for() {
     for w in [&mut on_1, &mut on_2, &mut unbound, &mut named_q] {
         assert!(w.next().now_or_never().is_none());
     }
+    // Read all it was handed, n1's watch is passed by what it is not.
+    let elsewhere = cache.create(&key("s"), b("on:n2")).await.unwrap();
+    cache.get(&key("s")).await.unwrap();
+    assert_eq!(progress.load(Ordering::Acquire), elsewhere);
 }
 
 /// A watch of a quiet resource resumes from a revision that churn in
