@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 use skiff_core::registry::ResourceType;
 use skiff_core::sparse::Paths;
@@ -245,8 +245,9 @@ struct Live {
     /// The revision of the last event seen.
     last: Revision,
     /// How far the events this watch was not handed reach (see
-    /// [`Only::progress`]): a bookmark carries it, so a watch of a quiet
-    /// node resumes from near now, as it would had it read them all.
+    /// [`Only::progress`]): a bookmark carries it once the watch holds
+    /// nothing unread, so a watch of a quiet node resumes from near now,
+    /// as it would had it read them all.
     progress: Arc<AtomicI64>,
     render: Render,
     filter: Filter,
@@ -257,23 +258,33 @@ impl Live {
     /// watch is over.
     async fn next_line(&mut self) -> Option<(Bytes, bool)> {
         loop {
-            tokio::select! {
+            let next = tokio::select! {
                 _ = &mut self.deadline => return None,
                 _ = self.ticker.tick() => {
-                    if self.bookmarks {
-                        let rev = self.last.max(self.progress.load(Ordering::Acquire));
-                        return Some((self.render.bookmark(rev, false), false));
+                    if !self.bookmarks {
+                        continue;
+                    }
+                    // Past what this watch was not handed, once it holds
+                    // nothing unread: read first, then look.
+                    let skipped = self.progress.load(Ordering::Acquire);
+                    match self.events.next().now_or_never() {
+                        None => {
+                            let rev = self.last.max(skipped);
+                            return Some((self.render.bookmark(rev, false), false));
+                        }
+                        Some(next) => next,
                     }
                 }
-                next = self.events.next() => match next? {
-                    Err(_) => return Some((self.render.expired(&self.last.to_string()), true)),
-                    Ok(event) => {
-                        self.last = event.kv.mod_rev;
-                        if let Some(line) = translate(&self.render, &self.filter, &event) {
-                            return Some((line, false));
-                        }
+                next = self.events.next() => next,
+            };
+            match next? {
+                Err(_) => return Some((self.render.expired(&self.last.to_string()), true)),
+                Ok(event) => {
+                    self.last = event.kv.mod_rev;
+                    if let Some(line) = translate(&self.render, &self.filter, &event) {
+                        return Some((line, false));
                     }
-                },
+                }
             }
         }
     }
@@ -321,6 +332,71 @@ fn stream_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use skiff_store::{Event, KeyValue};
+
+    /// A watch of pods whose store stream is `events`, whose events not
+    /// handed to it reach `progress`, with bookmarks every minute.
+    fn live(events: skiff_store::WatchStream, progress: Revision) -> Live {
+        let pods = skiff_core::registry::lookup("", "v1", "pods").unwrap();
+        Live {
+            events,
+            deadline: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
+            ticker: tokio::time::interval_at(
+                tokio::time::Instant::now() + BOOKMARK_EVERY,
+                BOOKMARK_EVERY,
+            ),
+            bookmarks: true,
+            last: 1,
+            progress: Arc::new(AtomicI64::new(progress)),
+            render: Render {
+                r: pods,
+                table: false,
+                metadata: false,
+                protobuf: false,
+                include: String::new(),
+            },
+            filter: Filter::everything(),
+        }
+    }
+
+    fn created(rev: Revision) -> Event {
+        let pod = br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"a"}}"#;
+        Event {
+            kind: EventKind::Created,
+            kv: KeyValue {
+                key: "/registry/core/pods/a/p".into(),
+                value: Bytes::from_static(pod),
+                create_rev: rev,
+                mod_rev: rev,
+            },
+            prev: None,
+        }
+    }
+
+    /// A bookmark carries the revision of events the watch was not handed
+    /// only once it holds nothing unread: an event before that revision,
+    /// still waiting when the minute is up, comes first.
+    #[tokio::test(start_paused = true)]
+    async fn a_bookmark_passes_what_the_watch_was_not_handed_after_what_it_holds() {
+        let line = |(bytes, _): (Bytes, bool)| {
+            serde_json::from_slice::<Value>(&bytes).expect("a JSON line")
+        };
+        // Both the tick and the event ready: whichever is chosen, the
+        // event is sent first.
+        for _ in 0..16 {
+            let (tx, rx) = futures::channel::mpsc::unbounded();
+            tx.unbounded_send(Ok(created(5))).unwrap();
+            let mut watch = live(rx.boxed(), 10);
+            tokio::time::advance(BOOKMARK_EVERY + Duration::from_secs(1)).await;
+            let first = line(watch.next_line().await.unwrap());
+            assert_eq!(first["type"], "ADDED");
+            assert_eq!(first["object"]["metadata"]["resourceVersion"], "5");
+            let next = line(watch.next_line().await.unwrap());
+            assert_eq!(next["type"], "BOOKMARK");
+            assert_eq!(next["object"]["metadata"]["resourceVersion"], "10");
+            drop(tx);
+        }
+    }
 
     #[test]
     fn a_pod_is_indexed_by_its_node_and_one_on_none_by_the_empty_name() {

@@ -56,8 +56,9 @@ pub struct Only {
     /// The objects whose [`Index`]ed field is, or was, this value.
     pub indexed: Option<String>,
     /// Raised to the revision of each event of its resource the watch is
-    /// not handed while it holds none unread: every event it is handed
-    /// before that revision has then been read, so a bookmark may carry it.
+    /// not handed, after the events it was handed before. Read before the
+    /// watch finds nothing more to read, it is a revision a bookmark may
+    /// carry.
     pub progress: Option<Arc<AtomicI64>>,
 }
 
@@ -219,8 +220,7 @@ fn feed(bucket: Option<&mut Vec<Watcher>>, event: &Arc<Event>, index: Option<&In
             || w.only.name.as_deref().is_some_and(|n| Some(n) != name)
             || w.only.indexed.as_deref().is_some_and(|want| !wanted(want));
         if skip {
-            let idle = w.tx.capacity() == w.tx.max_capacity();
-            if let Some(progress) = w.only.progress.as_ref().filter(|_| idle) {
+            if let Some(progress) = &w.only.progress {
                 progress.fetch_max(event.kv.mod_rev, Ordering::AcqRel);
             }
             return !w.tx.is_closed();

@@ -62,6 +62,16 @@ impl Filter {
         })
     }
 
+    /// A filter that lets every object through.
+    #[cfg(test)]
+    pub fn everything() -> Self {
+        Self {
+            labels: LabelSelector::parse("").expect("the empty selector"),
+            fields: FieldSelector::parse("").expect("the empty selector"),
+            read: Paths::default(),
+        }
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         self.labels.matches_object(obj) && self.fields.matches(obj)
     }
