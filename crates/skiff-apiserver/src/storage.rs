@@ -112,6 +112,9 @@ pub fn convert(from: &ResourceType, to: &ResourceType, obj: &Value) -> Result<Va
     Ok(out)
 }
 
+/// Where pods are stored.
+pub const PODS: &str = "/registry/core/pods/";
+
 /// The largest object stored (etcd's request limit, 1.5 MiB).
 pub const MAX_OBJECT_BYTES: usize = 3 << 19;
 

@@ -19,15 +19,15 @@ use skiff_store::{EventKind, ListOptions, Only, Revision};
 use crate::handlers::read::Filter;
 use crate::handlers::{Api, Call};
 use crate::response::{self, wants_table};
-use crate::storage::{decode_at, in_version, push_with_rv, with_rv};
+use crate::storage::{decode_at, in_version, push_with_rv, with_rv, PODS};
 
 /// The field pods' watches are indexed by: a node agent watches only
-/// its own node's pods, and the scheduler the pods on none.
+/// its own node's pods (and upstream's scheduler the pods on none).
 const NODE_NAME: &str = "spec.nodeName";
 
 /// The watch cache's indexes (see [`skiff_store::Index`]).
 pub const INDEXES: &[skiff_store::Index] = &[skiff_store::Index {
-    resource: "/registry/core/pods/",
+    resource: PODS,
     value: node_of,
 }];
 

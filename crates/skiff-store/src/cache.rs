@@ -306,13 +306,12 @@ impl WatchCache {
             backlog: limits.events.clamp(16, 1 << 16),
         });
         let (following_tx, mut following) = watch::channel(false);
-        let indexes = indexes.to_vec();
         tokio::spawn(follow(
             inner,
             state,
             applied_tx,
             watchers,
-            indexes,
+            indexes.to_vec(),
             following_tx,
         ));
         // Ready once it follows the backend: a compaction made before then
@@ -330,6 +329,67 @@ impl WatchCache {
             .await
             .map_err(|_| Error::Closed)?;
         Ok(())
+    }
+
+    /// A watch of `prefix` after `after`, of the objects `only` names.
+    async fn watch_for(&self, prefix: &str, after: Revision, only: Only) -> Result<WatchStream> {
+        let st = loop {
+            let st = self.state.read().await;
+            if after <= st.revision {
+                break st;
+            }
+            drop(st);
+            // A revision the cache has not seen yet: wait for it.
+            let mut applied = self.applied.clone();
+            let _ = applied.wait_for(|rev| *rev >= after).await;
+        };
+        let (start, recent) = st.recent(prefix);
+        if after < start {
+            return Err(Error::Compacted {
+                requested: after,
+                oldest: start,
+            });
+        }
+        let replay: Vec<Arc<Event>> = recent
+            .into_iter()
+            .flatten()
+            .filter(|e| e.kv.mod_rev > after && e.kv.key.starts_with(prefix))
+            .cloned()
+            .collect();
+        let (tx, rx) = mpsc::channel(self.backlog);
+        let lagged = Arc::new(AtomicBool::new(false));
+        let watcher = Watcher {
+            prefix: prefix.to_owned(),
+            only,
+            tx,
+            lagged: lagged.clone(),
+        };
+        let bucket = resource_prefix(prefix).unwrap_or_default();
+        let mut open = self.watchers.lock().expect("watchers lock");
+        open.entry(bucket.to_owned()).or_default().push(watcher);
+        drop(open);
+        drop(st);
+        let last = replay.last().map_or(after, |e| e.kv.mod_rev);
+        let live = futures::stream::unfold(Some((rx, lagged, last)), |state| async move {
+            let (mut rx, lagged, last) = state?;
+            match rx.recv().await {
+                Some(e) => {
+                    let rev = e.kv.mod_rev;
+                    Some((Ok(Event::clone(&e)), Some((rx, lagged, rev))))
+                }
+                // Dropped for falling behind: the client lists again.
+                None if lagged.load(Ordering::Acquire) => {
+                    let behind = Error::Compacted {
+                        requested: last,
+                        oldest: last + 1,
+                    };
+                    Some((Err(behind), None))
+                }
+                None => None,
+            }
+        });
+        let replay = futures::stream::iter(replay).map(|e| Ok(Event::clone(&e)));
+        Ok(replay.chain(live).boxed())
     }
 }
 
@@ -449,69 +509,6 @@ async fn reload(
             tracing::warn!(error = %e, "watch cache: reload failed");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    }
-}
-
-impl WatchCache {
-    /// A watch of `prefix` after `after`, of the objects `only` names.
-    async fn watch_for(&self, prefix: &str, after: Revision, only: Only) -> Result<WatchStream> {
-        let st = loop {
-            let st = self.state.read().await;
-            if after <= st.revision {
-                break st;
-            }
-            drop(st);
-            // A revision the cache has not seen yet: wait for it.
-            let mut applied = self.applied.clone();
-            let _ = applied.wait_for(|rev| *rev >= after).await;
-        };
-        let (start, recent) = st.recent(prefix);
-        if after < start {
-            return Err(Error::Compacted {
-                requested: after,
-                oldest: start,
-            });
-        }
-        let replay: Vec<Arc<Event>> = recent
-            .into_iter()
-            .flatten()
-            .filter(|e| e.kv.mod_rev > after && e.kv.key.starts_with(prefix))
-            .cloned()
-            .collect();
-        let (tx, rx) = mpsc::channel(self.backlog);
-        let lagged = Arc::new(AtomicBool::new(false));
-        let watcher = Watcher {
-            prefix: prefix.to_owned(),
-            only,
-            tx,
-            lagged: lagged.clone(),
-        };
-        let bucket = resource_prefix(prefix).unwrap_or_default();
-        let mut open = self.watchers.lock().expect("watchers lock");
-        open.entry(bucket.to_owned()).or_default().push(watcher);
-        drop(open);
-        drop(st);
-        let last = replay.last().map_or(after, |e| e.kv.mod_rev);
-        let live = futures::stream::unfold(Some((rx, lagged, last)), |state| async move {
-            let (mut rx, lagged, last) = state?;
-            match rx.recv().await {
-                Some(e) => {
-                    let rev = e.kv.mod_rev;
-                    Some((Ok(Event::clone(&e)), Some((rx, lagged, rev))))
-                }
-                // Dropped for falling behind: the client lists again.
-                None if lagged.load(Ordering::Acquire) => {
-                    let behind = Error::Compacted {
-                        requested: last,
-                        oldest: last + 1,
-                    };
-                    Some((Err(behind), None))
-                }
-                None => None,
-            }
-        });
-        let replay = futures::stream::iter(replay).map(|e| Ok(Event::clone(&e)));
-        Ok(replay.chain(live).boxed())
     }
 }
 

@@ -15,9 +15,8 @@ use skiff_store::{EventKind, ListOptions, Store};
 
 use super::{Attributes, Authorizer, Decision, Target};
 use crate::auth::User;
-use crate::storage::decode_at;
+use crate::storage::{decode_at, PODS};
 
-const PODS: &str = "/registry/core/pods/";
 const CLAIMS: &str = "/registry/core/persistentvolumeclaims/";
 const VOLUMES: &str = "/registry/core/persistentvolumes/";
 
