@@ -562,9 +562,6 @@ impl Worker {
     /// agent was down, probe results and tokens of gone containers.
     async fn housekeeping(&self, known: &[String]) {
         self.tokens.retain(known);
-        if let Some(events) = &self.events {
-            events.retain(known);
-        }
         let containers = self.runtime.containers(None).await.ok();
         if let Some(all) = &containers {
             let ids: Vec<String> = all.iter().map(|c| c.id.clone()).collect();

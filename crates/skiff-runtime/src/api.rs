@@ -265,11 +265,15 @@ pub fn encode<K: Serialize>(obj: &K) -> Value {
 #[derive(Clone)]
 pub struct KubeCluster {
     client: kube::Client,
+    events: crate::events::Sink,
 }
 
 impl KubeCluster {
     pub fn new(client: kube::Client) -> Self {
-        Self { client }
+        Self {
+            events: crate::events::Sink::new(client.clone()),
+            client,
+        }
     }
 
     fn api(&self, r: &ApiResource, ns: Option<&str>) -> Api<DynamicObject> {
@@ -384,14 +388,7 @@ impl Cluster for KubeCluster {
     }
 
     fn event(&self, event: Value) {
-        let ns = event["metadata"]["namespace"].as_str().unwrap_or("default");
-        let url = <k8s_openapi::api::core::v1::Event as Resource>::url_path(&(), Some(ns));
-        let client = self.client.clone();
-        tokio::spawn(async move {
-            if let Err(e) = create_unread(&client, &url, &event).await {
-                tracing::debug!(error = %e, "could not record an event");
-            }
-        });
+        self.events.record(event);
     }
 }
 

@@ -1,7 +1,20 @@
-//! Events that tell the story of each reconcile step (`kubectl get events`).
+//! Events that tell the story of each reconcile step (`kubectl get events`),
+//! and the sink that writes them as upstream's recorder does: through the
+//! [`Correlator`], in order, from one task, dropping what a full queue
+//! cannot take rather than making the caller wait.
 
+use std::sync::{Arc, Mutex, OnceLock};
+
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::correlator::{Correlator, Write};
+
+/// Writes waiting for the sink's task, as upstream's broadcaster queue.
+const QUEUE: usize = 1000;
 
 /// An event about `obj`, from `component`.
 pub fn about<K: Resource<DynamicType = ()>>(
@@ -33,4 +46,78 @@ pub fn about<K: Resource<DynamicType = ()>>(
         "reportingComponent": component,
         "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
     })
+}
+
+/// Writes one component's events to the API server.
+#[derive(Clone)]
+pub struct Sink {
+    client: kube::Client,
+    correlator: Arc<Mutex<Correlator>>,
+    writes: Arc<OnceLock<mpsc::Sender<Write>>>,
+}
+
+impl Sink {
+    pub fn new(client: kube::Client) -> Self {
+        Self {
+            client,
+            correlator: Arc::default(),
+            writes: Arc::default(),
+        }
+    }
+
+    /// Records `event` (a core/v1 Event); never waits, never fails the
+    /// caller. Must be called on a Tokio runtime.
+    pub fn record(&self, event: Value) {
+        let write = self
+            .correlator
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .correlate(event, chrono::Utc::now());
+        let Some(write) = write else {
+            return;
+        };
+        let writes = self.writes.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(send_all(self.client.clone(), rx));
+            tx
+        });
+        if writes.try_send(write).is_err() {
+            tracing::debug!("event queue full; an event was dropped");
+        }
+    }
+}
+
+async fn send_all(client: kube::Client, mut writes: mpsc::Receiver<Write>) {
+    while let Some(write) = writes.recv().await {
+        if let Err(e) = send(&client, write).await {
+            tracing::debug!(error = %e, "could not record an event");
+        }
+    }
+}
+
+async fn send(client: &kube::Client, write: Write) -> Result<(), kube::Error> {
+    let create = |event: Value| async move {
+        let ns = event["metadata"]["namespace"].as_str().unwrap_or("default");
+        let url = Event::url_path(&(), Some(ns));
+        crate::api::create_unread(client, &url, &event).await
+    };
+    match write {
+        Write::Create(event) => create(event).await,
+        Write::Patch {
+            namespace,
+            name,
+            patch,
+            event,
+        } => {
+            let api: kube::Api<Event> = kube::Api::namespaced(client.clone(), &namespace);
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                // Expired meanwhile: written whole again.
+                Err(kube::Error::Api(e)) if e.code == 404 => create(event).await,
+                other => other.map(drop),
+            }
+        }
+    }
 }

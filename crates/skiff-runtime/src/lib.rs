@@ -1,14 +1,16 @@
 //! The client runtime every component builds on: informers feed caches
 //! and queue keys; workers reconcile one key at a time; expectations
 //! guard against stale caches; writes go through the `Cluster` trait
-//! (its in-memory fake behind the `testing` feature); events, work-queue
-//! metrics and leader election; `watch` is the relisting watch they all
-//! stand on, `retry` the doubling pauses between failed attempts, and
-//! `user_agent` how a component names itself to the server.
+//! (its in-memory fake behind the `testing` feature); events, correlated
+//! as upstream's recorder does; work-queue metrics and leader election;
+//! `watch` is the relisting watch they all stand on, `retry` the doubling
+//! pauses between failed attempts, and `user_agent` how a component names
+//! itself to the server.
 
 pub mod api;
 pub mod cache;
 pub mod controller;
+pub mod correlator;
 pub mod events;
 pub mod expectations;
 #[cfg(any(test, feature = "testing"))]

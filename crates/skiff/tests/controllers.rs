@@ -680,3 +680,38 @@ fn disruption_budgets_guard_evictions() {
         },
     );
 }
+
+/// A controller's events go through upstream's correlator: a ReplicaSet
+/// making 12 pods says `SuccessfulCreate` nine times, then combines the
+/// rest into one event that counts them.
+#[test]
+fn similar_events_are_combined_and_counted() {
+    let c = Cluster::start();
+    create(
+        &c,
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: many}\nspec:\n  replicas: 12\n  selector: {matchLabels: {app: many}}\n  template:\n    metadata: {labels: {app: many}}\n    spec: {containers: [{name: c, image: busybox}]}\n",
+    );
+    let selector = "--field-selector=involvedObject.name=many,reason=SuccessfulCreate";
+    let events = wait_for("the combined event to count 3", LIMIT, || {
+        let events = c.json(&["get", "events", selector]);
+        let counted = events["items"].as_array()?.iter().any(|e| {
+            e["message"].as_str().is_some_and(|m| {
+                m.starts_with("(combined from similar events): Created pod: many-")
+            }) && e["count"] == 3
+        });
+        counted.then_some(events)
+    });
+    let items = events["items"].as_array().unwrap();
+    let plain: Vec<&str> = items
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .filter(|m| !m.starts_with('('))
+        .collect();
+    assert_eq!(items.len(), 10, "{events}");
+    assert_eq!(plain.len(), 9, "{plain:?}");
+    assert!(
+        plain.iter().all(|m| m.starts_with("Created pod: many-")),
+        "{plain:?}"
+    );
+    assert_eq!(live_pods(&c, "app=many").len(), 12);
+}
