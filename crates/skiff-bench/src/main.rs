@@ -472,6 +472,14 @@ async fn controllers(args: ControllersArgs) -> Result<()> {
         cpu_up.as_secs_f64(),
         100.0 * cpu_up.as_secs_f64() / up.as_secs_f64()
     );
+    let events: f64 = server
+        .writes()
+        .await?
+        .iter()
+        .filter(|(what, _)| what.ends_with(" events"))
+        .map(|(_, n)| n)
+        .sum();
+    println!("event writes, all components   {events:.0}");
     let cpu1 = cpu_time(pid);
     let started = Instant::now();
     let r = client
