@@ -47,6 +47,10 @@ pub struct Config {
     /// The agent's Prometheus registry, served at its endpoint's
     /// `/metrics`.
     pub metrics: skiff_core::metrics::Registry,
+    /// How often the node's status is written when nothing in it changed
+    /// but heartbeat times (upstream's `nodeStatusReportFrequency`); the
+    /// Lease is the heartbeat between.
+    pub status_report_every: Duration,
 }
 
 /// The cluster DNS server and domain pods are given.
@@ -173,6 +177,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
             let mut next_beat = tokio::time::Instant::now();
             let mut reported = None;
             let mut last = json!(registered.status);
+            let mut sent_at = tokio::time::Instant::now();
             loop {
                 let runtime = match &cri {
                     Ok(c) => c.ready().await.map(|_| "containerd".to_owned()),
@@ -186,15 +191,29 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
                     next_beat = tokio::time::Instant::now() + node::HEARTBEAT;
                 }
                 if beat || reported != Some(runtime.is_ok()) {
+                    // As upstream's kubelet, against the status stored now:
+                    // one another component changed (Ready=Unknown after
+                    // missed Lease renewals) is written over at once.
+                    let stored = nodes.get_status(&config.node_name).await;
+                    if let Ok(n) = &stored {
+                        last = json!(n.status);
+                    }
                     let mut status =
                         node::status(&config.node_name, &config.node_ip, &capacity, &runtime);
                     node::keep_transitions(&mut status, &last);
-                    match node::report(&nodes, &config.node_name, status).await {
-                        Ok(n) => {
-                            reported = Some(runtime.is_ok());
-                            last = json!(n.status);
+                    let due = stored.is_err()
+                        || reported != Some(runtime.is_ok())
+                        || node::changed(&status, &last)
+                        || sent_at.elapsed() >= config.status_report_every;
+                    if due {
+                        match node::report(&nodes, &config.node_name, status).await {
+                            Ok(n) => {
+                                reported = Some(runtime.is_ok());
+                                last = json!(n.status);
+                                sent_at = tokio::time::Instant::now();
+                            }
+                            Err(e) => tracing::warn!(error = %e, "node status update failed"),
                         }
-                        Err(e) => tracing::warn!(error = %e, "node status update failed"),
                     }
                 }
                 let pause = if runtime.is_ok() {

@@ -1,6 +1,7 @@
 //! The real node: registration with this machine's capacity, addresses and
 //! system info, a Lease renewed every 10 s, and a status whose Ready
-//! condition says whether the container runtime works (and why not).
+//! condition says whether the container runtime works (and why not),
+//! written when it changes and every few minutes otherwise.
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
 
-/// How often the Lease is renewed and the status refreshed.
+/// How often the Lease is renewed and the status looked at.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// How long a Lease holds without renewal, as the kubelet's default.
@@ -107,6 +108,32 @@ pub fn status(name: &str, ip: &str, capacity: &Value, runtime: &Result<String, S
             "kubeletVersion": "v1.35.0-skiff", "kubeProxyVersion": "",
             "operatingSystem": "linux", "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
         },
+    })
+}
+
+/// Whether the node's `stored` status differs from the agent's `status`
+/// in any field the agent sets, but for its conditions' heartbeat times.
+pub fn changed(status: &Value, stored: &Value) -> bool {
+    let Some(fields) = status.as_object() else {
+        return true;
+    };
+    let without_beat = |c: &Value| {
+        let mut c = c.clone();
+        if let Some(c) = c.as_object_mut() {
+            c.remove("lastHeartbeatTime");
+        }
+        c
+    };
+    fields.iter().any(|(k, v)| match k.as_str() {
+        "conditions" => v.as_array().into_iter().flatten().any(|c| {
+            let same_type = stored["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["type"] == c["type"]);
+            same_type.is_none_or(|s| without_beat(s) != without_beat(c))
+        }),
+        _ => stored.get(k) != Some(v),
     })
 }
 
@@ -265,6 +292,32 @@ mod tests {
             json!({"type": "InternalIP", "address": "10.0.0.1"})
         );
         assert_eq!(down["allocatable"], cap);
+    }
+
+    #[test]
+    fn only_a_change_beyond_heartbeat_times_is_a_change() {
+        let cap = json!({"cpu": "2", "memory": "1Gi", "pods": "110"});
+        let mut stored = status("n1", "10.0.0.1", &cap, &Ok("containerd".into()));
+        // Another component's condition is not the agent's to compare.
+        stored["conditions"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "NetworkUnavailable", "status": "False"}));
+        let mut beat = status("n1", "10.0.0.1", &cap, &Ok("containerd".into()));
+        keep_transitions(&mut beat, &stored);
+        for c in beat["conditions"].as_array_mut().unwrap() {
+            c["lastHeartbeatTime"] = json!("2030-01-01T00:00:00Z");
+        }
+        assert!(!changed(&beat, &stored));
+        let mut unknown = stored.clone();
+        unknown["conditions"][3]["status"] = json!("Unknown");
+        assert!(changed(&beat, &unknown), "Ready set by another");
+        let mut smaller = stored.clone();
+        smaller["allocatable"]["cpu"] = json!("1");
+        assert!(changed(&beat, &smaller));
+        let mut without = stored;
+        without["conditions"].as_array_mut().unwrap().remove(0);
+        assert!(changed(&beat, &without), "a condition gone");
     }
 
     #[test]

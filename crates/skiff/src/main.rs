@@ -138,6 +138,10 @@ struct ServerArgs {
     /// the agent itself).
     #[arg(long, default_value = skiff_kubelet::pause_image::DEFAULT)]
     pause_image: String,
+    /// How often the embedded agent writes its node's status when only
+    /// heartbeat times changed (the Lease is the heartbeat).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    node_status_report_frequency: std::time::Duration,
     /// How long a node may miss Lease renewals before it is unreachable.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: std::time::Duration,
@@ -272,6 +276,10 @@ struct AgentArgs {
     /// The sandbox image (default: Skiff's own, made by the agent itself).
     #[arg(long, default_value = skiff_kubelet::pause_image::DEFAULT)]
     pause_image: String,
+    /// How often the node's status is written when only heartbeat times
+    /// changed (the Lease is the heartbeat).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    node_status_report_frequency: std::time::Duration,
     /// The cluster's pod range (routed nowhere outside the nodes).
     #[arg(long, default_value = "10.42.0.0/16")]
     cluster_cidr: skiff_core::cidr::Cidr,
@@ -362,6 +370,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             }),
             pause_image: args.pause_image,
             metrics: Default::default(),
+            status_report_every: args.node_status_report_frequency,
         };
         let proxy = skiff_proxy::Config {
             node_name: config.node_name.clone(),
@@ -621,6 +630,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     }),
                     pause_image: args.pause_image.clone(),
                     metrics: Default::default(),
+                    status_report_every: args.node_status_report_frequency,
                 };
                 let proxy = skiff_proxy::Config {
                     node_name: config.node_name.clone(),

@@ -155,7 +155,7 @@ fn pods_run_as_real_containers() {
         .unwrap()
         .starts_with("10.42."));
     assert!(node["status"]["capacity"]["cpu"].as_str().is_some());
-    heartbeats_keep_what_others_set(&c, node["metadata"]["name"].as_str().unwrap());
+    status_writes_keep_what_others_set(&c, node["metadata"]["name"].as_str().unwrap());
 
     lifecycle_and_restarts(&c, &socket);
     a_hanging_pull_delays_no_other_pod(&c, &silent);
@@ -212,20 +212,35 @@ fn node_condition(c: &Cluster, node: &str, kind: &str) -> Option<Value> {
         .cloned()
 }
 
-/// A condition another component sets on the node outlives the agent's
-/// heartbeats, and a heartbeat moves a condition's lastHeartbeatTime but
-/// not its lastTransitionTime.
-fn heartbeats_keep_what_others_set(c: &Cluster, node: &str) {
-    let patch = r#"{"status":{"conditions":[{"type":"NetworkUnavailable","status":"False","reason":"RouteCreated","message":"set by a network plugin"}]}}"#;
+/// The agent writes its node's status over one another component changed
+/// (Ready=Unknown, as the node lifecycle controller sets it) at its next
+/// look, without waiting for the next periodic report; a condition another
+/// component set outlives that write, and a condition whose status stays
+/// keeps its lastTransitionTime while its lastHeartbeatTime moves.
+fn status_writes_keep_what_others_set(c: &Cluster, node: &str) {
+    let patch = r#"{"status":{"conditions":[{"type":"NetworkUnavailable","status":"False","reason":"RouteCreated","message":"set by a network plugin"},{"type":"Ready","status":"Unknown","reason":"NodeStatusUnknown","message":"Kubelet stopped posting node status."}]}}"#;
+    let memory = node_condition(c, node, "MemoryPressure").unwrap();
     c.ok(&["patch", "node", node, "--subresource=status", "-p", patch]);
-    let ready = node_condition(c, node, "Ready").unwrap();
-    let beat = wait_for("a heartbeat", LIMIT, || {
+    let ready = wait_for("the agent to write Ready=True again", LIMIT, || {
         let now = node_condition(c, node, "Ready")?;
-        (now["lastHeartbeatTime"] != ready["lastHeartbeatTime"]).then_some(now)
+        (now["status"] == "True").then_some(now)
     });
-    assert_eq!(beat["lastTransitionTime"], ready["lastTransitionTime"]);
+    assert_eq!(ready["reason"], "KubeletReady");
     let kept = node_condition(c, node, "NetworkUnavailable").expect("kept");
     assert_eq!(kept["reason"], "RouteCreated");
+    let after = node_condition(c, node, "MemoryPressure").unwrap();
+    assert_eq!(after["lastTransitionTime"], memory["lastTransitionTime"]);
+    assert_ne!(after["lastHeartbeatTime"], memory["lastHeartbeatTime"]);
+    // The node lifecycle controller's taint for Ready=Unknown goes again
+    // before the next steps schedule pods.
+    wait_for("the unreachable taint to go", LIMIT, || {
+        let n = c.json(&["get", "node", node]);
+        let taints = n["spec"]["taints"].as_array().cloned().unwrap_or_default();
+        (!taints
+            .iter()
+            .any(|t| t["key"] == "node.kubernetes.io/unreachable"))
+        .then_some(())
+    });
 }
 
 /// Running, succeeding, crashing with back-off, a missing image, and a
