@@ -121,11 +121,22 @@ impl NodeInfo {
     }
 
     /// Takes a newer version of the node, keeping the pods counted on it.
-    pub fn set_node(&mut self, mut node: Node) {
-        self.allocatable = skiff_core::node_fit::allocatable(&node);
+    /// Returns whether anything a pod's fit depends on changed: its
+    /// allocatable resources, labels, annotations or spec (taints,
+    /// `unschedulable`). Conditions count through the taints the node
+    /// lifecycle controller derives from them; a heartbeat changes none.
+    pub fn set_node(&mut self, mut node: Node) -> bool {
+        let allocatable = skiff_core::node_fit::allocatable(&node);
         node.status = None;
+        let (old, new) = (&self.node.metadata, &node.metadata);
+        let changed = allocatable != self.allocatable
+            || old.labels != new.labels
+            || old.annotations != new.annotations
+            || self.node.spec != node.spec;
+        self.allocatable = allocatable;
         self.node = node;
         self.generation = next_generation();
+        changed
     }
 
     pub fn name(&self) -> &str {

@@ -78,6 +78,21 @@ fn is_terminal(pod: &Pod) -> bool {
     )
 }
 
+/// Whether a waiting pod changed in a way that could change where it fits,
+/// as upstream's `isPodUpdated`: in anything but its status,
+/// resourceVersion, generation, managed fields and finalizers (its own
+/// `PodScheduled=False` does not send it round again).
+fn fit_changed(old: &Pod, new: &Pod) -> bool {
+    let meta = |p: &Pod| ObjectMeta {
+        resource_version: None,
+        generation: None,
+        managed_fields: None,
+        finalizers: None,
+        ..p.metadata.clone()
+    };
+    old.spec != new.spec || meta(old) != meta(new)
+}
+
 fn node_of(pod: &Pod) -> Option<&str> {
     pod.spec
         .as_ref()
@@ -143,8 +158,14 @@ impl Cache {
                     self.queued_at
                         .entry(k.clone())
                         .or_insert_with(std::time::Instant::now);
+                    let moved = self
+                        .pending
+                        .get(&k)
+                        .is_none_or(|old| fit_changed(old, &pod));
                     self.pending.insert(k.clone(), pod);
-                    self.queue.push(k, priority);
+                    if moved {
+                        self.queue.push(k, priority);
+                    }
                 }
             }
         }
@@ -164,7 +185,14 @@ impl Cache {
     fn apply_node(&mut self, node: Node) {
         let name = node.metadata.name.clone().unwrap_or_default();
         match self.index.get(&name) {
-            Some(&i) => self.nodes[i].set_node(node),
+            // As upstream, parked pods get another try only when the node
+            // changed in a way that could make one fit, not at each status
+            // heartbeat.
+            Some(&i) => {
+                if !self.nodes[i].set_node(node) {
+                    return;
+                }
+            }
             None => {
                 // Pods bound to it may have been seen before it was.
                 let mut info = NodeInfo::new(node);
@@ -725,6 +753,86 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["early"]
         );
+    }
+
+    #[test]
+    fn parked_pods_wake_on_a_change_that_could_fit_them_not_on_a_heartbeat() {
+        let mut c = Cache::default();
+        c.apply_node(node("a"));
+        c.apply_pod(pod("waiting", None));
+        assert_eq!(c.queue.pop().as_deref(), Some("d/waiting"));
+        c.queue.park("d/waiting".into());
+        let beat = |c: &mut Cache, n: Node| {
+            c.apply_node(n);
+            c.queue.sizes()
+        };
+        let mut heartbeat = node("a");
+        heartbeat.metadata.resource_version = Some("7".into());
+        heartbeat.status.as_mut().unwrap().conditions = Some(vec![serde_json::from_value(
+            serde_json::json!({"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-12-07T10:00:00Z"}),
+        )
+        .unwrap()]);
+        assert_eq!(beat(&mut c, heartbeat.clone()), (0, 1), "still parked");
+        let mut labelled = heartbeat.clone();
+        labelled.metadata.labels = Some([("disk".to_owned(), "ssd".to_owned())].into());
+        assert_eq!(
+            beat(&mut c, labelled.clone()),
+            (1, 0),
+            "a new label wakes it"
+        );
+        c.queue.pop();
+        c.queue.park("d/waiting".into());
+        let mut tainted = labelled;
+        tainted.spec = Some(
+            serde_json::from_value(
+                serde_json::json!({"taints": [{"key": "k", "effect": "NoSchedule"}]}),
+            )
+            .unwrap(),
+        );
+        assert_eq!(beat(&mut c, tainted.clone()), (1, 0), "so does a taint");
+        c.queue.pop();
+        c.queue.park("d/waiting".into());
+        let mut bigger = tainted;
+        bigger
+            .status
+            .as_mut()
+            .unwrap()
+            .allocatable
+            .as_mut()
+            .unwrap()
+            .insert(
+                "cpu".into(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity("16".into()),
+            );
+        assert_eq!(beat(&mut c, bigger), (1, 0), "and more room");
+        c.queue.pop();
+        c.queue.park("d/waiting".into());
+        assert_eq!(beat(&mut c, node("b")), (1, 0), "and a new node");
+    }
+
+    #[test]
+    fn a_waiting_pod_goes_round_again_on_a_change_of_its_own_not_of_its_status() {
+        let mut c = Cache::default();
+        c.apply_pod(pod("waiting", None));
+        assert_eq!(c.queue.pop().as_deref(), Some("d/waiting"));
+        c.queue.park("d/waiting".into());
+        let mut reported = pod("waiting", None);
+        reported.metadata.resource_version = Some("8".into());
+        reported.status = Some(
+            serde_json::from_value(serde_json::json!({"conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}))
+            .unwrap(),
+        );
+        c.apply_pod(reported.clone());
+        assert_eq!(c.queue.sizes(), (0, 1), "still parked");
+        assert!(
+            c.pending["d/waiting"].status.is_some(),
+            "the newer pod is kept"
+        );
+        let mut relabelled = reported;
+        relabelled.metadata.labels = Some([("tier".to_owned(), "x".to_owned())].into());
+        c.apply_pod(relabelled);
+        assert_eq!(c.queue.sizes(), (1, 0), "a new label is another try");
     }
 
     #[test]
