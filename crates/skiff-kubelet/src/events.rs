@@ -28,7 +28,7 @@ pub fn container_path(name: &str) -> String {
 
 impl Recorder {
     /// A recorder writing as `client`.
-    pub fn start(client: Client, node: &str) -> Self {
+    pub fn new(client: Client, node: &str) -> Self {
         Self {
             node: node.to_owned(),
             sink: Sink::new(client),

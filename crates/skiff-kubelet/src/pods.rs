@@ -160,7 +160,7 @@ impl Worker {
         dns: Option<crate::agent::Dns>,
         usage: Arc<crate::usage::Usage>,
     ) -> Self {
-        let events = Some(Recorder::start(client.clone(), &node));
+        let events = Some(Recorder::new(client.clone(), &node));
         Self {
             local_path: None,
             metrics: None,

@@ -37,38 +37,34 @@ pub enum Write {
     },
 }
 
-/// A map that forgets its least recently used entry beyond its size.
+/// A map bounded as an LRU cache is, in two generations: each time the
+/// recent one fills half the size it becomes the older one, whose entries
+/// not used since are then forgotten.
 struct Lru<V> {
-    entries: HashMap<String, (V, u64)>,
-    tick: u64,
+    recent: HashMap<String, V>,
+    older: HashMap<String, V>,
 }
 
 impl<V> Default for Lru<V> {
     fn default() -> Self {
         Self {
-            entries: HashMap::new(),
-            tick: 0,
+            recent: HashMap::new(),
+            older: HashMap::new(),
         }
     }
 }
 
 impl<V: Default> Lru<V> {
-    /// The entry of `key`, made if new, as the most recently used.
+    /// The entry of `key`, made if new, as one recently used.
     fn entry(&mut self, key: String) -> &mut V {
-        self.tick += 1;
-        if !self.entries.contains_key(&key) && self.entries.len() >= CACHE_ENTRIES {
-            let oldest = self
-                .entries
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| k.clone());
-            if let Some(oldest) = oldest {
-                self.entries.remove(&oldest);
+        if !self.recent.contains_key(&key) {
+            let kept = self.older.remove(&key);
+            if self.recent.len() >= CACHE_ENTRIES / 2 {
+                self.older = std::mem::take(&mut self.recent);
             }
+            self.recent.insert(key.clone(), kept.unwrap_or_default());
         }
-        let slot = self.entries.entry(key).or_insert((V::default(), 0));
-        slot.1 = self.tick;
-        &mut slot.0
+        self.recent.entry(key).or_default()
     }
 }
 
@@ -261,6 +257,20 @@ mod tests {
 
     fn at(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
+    }
+
+    #[test]
+    fn the_caches_keep_what_is_used_and_stay_bounded() {
+        let mut lru = Lru::<i32>::default();
+        *lru.entry("kept".into()) = 7;
+        for i in 0..3 * CACHE_ENTRIES {
+            *lru.entry(format!("k{i}")) = 1;
+            if i % 100 == 0 {
+                assert_eq!(*lru.entry("kept".into()), 7);
+            }
+        }
+        assert!(lru.recent.len() + lru.older.len() <= CACHE_ENTRIES);
+        assert_eq!(*lru.entry("k0".into()), 0, "long unused, forgotten");
     }
 
     #[test]
