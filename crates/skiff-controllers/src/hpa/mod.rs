@@ -35,8 +35,6 @@ use skiff_runtime::events;
 use skiff_runtime::queue::Queue;
 
 const COMPONENT: &str = "horizontal-pod-autoscaler";
-/// The shortest time between two recordings of the same event.
-const REPEAT_INTERVAL: Duration = Duration::from_secs(300);
 
 /// A scale target's size and the selector of its pods.
 #[derive(Clone, Debug, PartialEq)]
@@ -158,8 +156,6 @@ pub struct HpaController {
     cluster: Arc<dyn Cluster>,
     targets: Arc<dyn Targets>,
     history: Mutex<HashMap<String, History>>,
-    /// When each event (autoscaler, reason, message) was last recorded.
-    recorded: Mutex<HashMap<(String, String, String), std::time::Instant>>,
     sync_period: Duration,
     downscale_window: Duration,
 }
@@ -180,30 +176,14 @@ impl HpaController {
             cluster,
             targets,
             history: Mutex::default(),
-            recorded: Mutex::default(),
             sync_period,
             downscale_window,
         }
     }
 
-    /// Records an event, unless the same one was recorded within
-    /// [`REPEAT_INTERVAL`]: a failing autoscaler says the same thing at
-    /// every sync.
+    /// Records an event; a failing autoscaler says the same thing at every
+    /// sync, which the event sink counts on one event.
     fn event(&self, hpa: &HorizontalPodAutoscaler, warning: bool, reason: &str, message: &str) {
-        let key = (
-            hpa.uid().unwrap_or_default(),
-            reason.to_owned(),
-            message.to_owned(),
-        );
-        let now = std::time::Instant::now();
-        {
-            let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
-            recorded.retain(|_, at| now.duration_since(*at) < REPEAT_INTERVAL);
-            if recorded.contains_key(&key) {
-                return;
-            }
-            recorded.insert(key, now);
-        }
         self.cluster
             .event(events::about(hpa, COMPONENT, warning, reason, message));
     }
@@ -965,9 +945,9 @@ mod tests {
             "{events:?}"
         );
         assert_eq!(
-            events.len(),
-            2,
-            "a second sync says nothing new: {events:?}"
+            events[2..],
+            events[..2],
+            "a second sync says the same again, for the sink to count"
         );
     }
 
