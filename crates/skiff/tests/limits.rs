@@ -368,8 +368,10 @@ fn writes_beyond_the_in_flight_cap_get_429() {
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         // A write that holds the one slot until its body is sent (the
-        // cluster's own writers may hold it a moment: try again then).
-        let (refused, finish, slow) = loop {
+        // cluster's own writers may hold it a moment: try again then; the
+        // slow write itself may then be the one refused, seen only once
+        // its body is sent).
+        let (refused, slow) = loop {
             assert!(std::time::Instant::now() < deadline, "no 429 in 30 s");
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
             let stream = futures::stream::unfold(rx, |mut rx| async move {
@@ -390,22 +392,24 @@ fn writes_beyond_the_in_flight_cap_get_429() {
             )
             .await
             .unwrap();
-            if quick.status() == 429 {
-                break (quick, tx, slow);
+            let refused = quick.status() == 429;
+            if refused {
+                tx.send(Ok(b"{\"name\":\"slow\"}}".to_vec())).await.unwrap();
             }
             drop(tx);
-            let _ = slow.await;
+            let slow = slow.await;
+            if !refused {
+                continue;
+            }
+            let slow = slow.unwrap().unwrap();
+            if slow.status() != 429 {
+                break (quick, slow);
+            }
         };
         assert_eq!(refused.headers()["retry-after"], "1");
         let status: serde_json::Value = refused.json().await.unwrap();
         assert_eq!(status["reason"], "TooManyRequests");
         assert_eq!(status["code"], 429);
-        finish
-            .send(Ok(b"{\"name\":\"slow\"}}".to_vec()))
-            .await
-            .unwrap();
-        drop(finish);
-        let slow = slow.await.unwrap().unwrap();
         let code = slow.status();
         assert_eq!(
             code,
