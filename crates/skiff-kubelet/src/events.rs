@@ -9,7 +9,7 @@ use serde_json::json;
 use skiff_runtime::events::Sink;
 
 /// Normal or Warning, as upstream's event types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Type {
     Normal,
     Warning,

@@ -81,24 +81,19 @@ struct Logged {
     name: String,
 }
 
+/// Tokens left, and when last taken from; none yet is a full bucket.
 #[derive(Default)]
-struct Bucket {
-    tokens: Option<f64>,
-    at: Option<DateTime<Utc>>,
-}
+struct Bucket(Option<(f64, DateTime<Utc>)>);
 
 impl Bucket {
-    /// Takes a token if one is there (a new bucket is full).
+    /// Takes a token if one is there.
     fn take(&mut self, now: DateTime<Utc>) -> bool {
-        let elapsed = self.at.map_or(0.0, |at| {
-            (now - at).num_milliseconds().max(0) as f64 / 1000.0
+        let tokens = self.0.map_or(SPAM_BURST, |(t, at)| {
+            let elapsed = (now - at).num_milliseconds().max(0) as f64 / 1000.0;
+            (t + elapsed * SPAM_QPS).min(SPAM_BURST)
         });
-        let tokens = self
-            .tokens
-            .map_or(SPAM_BURST, |t| (t + elapsed * SPAM_QPS).min(SPAM_BURST));
-        self.at = Some(now);
         let taken = tokens >= 1.0;
-        self.tokens = Some(if taken { tokens - 1.0 } else { tokens });
+        self.0 = Some((if taken { tokens - 1.0 } else { tokens }, now));
         taken
     }
 }
