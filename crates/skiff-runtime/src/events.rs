@@ -1,9 +1,12 @@
 //! Events that tell the story of each reconcile step (`kubectl get events`),
-//! and the sink that writes them as upstream's recorder does: through the
-//! [`Correlator`], in order, from one task, dropping what a full queue
-//! cannot take rather than making the caller wait.
+//! and the sinks that write them as upstream's recorders do: [`Sink`]
+//! through the [`Correlator`], in order, from one task, dropping what a
+//! full queue cannot take rather than making the caller wait;
+//! [`SeriesSink`] through the events API's [`Series`], each write by its
+//! caller.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Patch, PatchParams};
@@ -12,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::correlator::{Correlator, Write};
+use crate::series::Series;
 
 /// Writes waiting for the sink's task, as upstream's broadcaster queue.
 const QUEUE: usize = 1000;
@@ -85,6 +89,67 @@ impl Sink {
             tracing::debug!("event queue full; an event was dropped");
         }
     }
+}
+
+/// How often a [`SeriesSink`] writes what its series owe.
+const SERIES_TICK: Duration = Duration::from_secs(60);
+
+/// Writes one component's events as upstream's events-API recorder does
+/// (the scheduler's): the first of a kind and the start of its series
+/// by the caller, later counts from [`SeriesSink::keep`].
+#[derive(Clone)]
+pub struct SeriesSink {
+    client: kube::Client,
+    series: Arc<Mutex<Series>>,
+}
+
+impl SeriesSink {
+    pub fn new(client: kube::Client) -> Self {
+        Self {
+            client,
+            series: Arc::default(),
+        }
+    }
+
+    /// Records `event` (a core/v1 Event with an `eventTime`); never fails
+    /// the caller.
+    pub async fn record(&self, event: Value) {
+        let write = self
+            .series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(event, chrono::Utc::now());
+        if let Some(write) = write {
+            if let Err(e) = send(&self.client, write).await {
+                tracing::debug!(error = %e, "could not record an event");
+            }
+        }
+    }
+
+    /// Writes, each minute, the counts of series that ended or are due
+    /// again; ends once every clone of this sink is gone.
+    pub fn keep(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (client, series) = (self.client.clone(), Arc::downgrade(&self.series));
+        async move {
+            let mut every = tokio::time::interval(SERIES_TICK);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(writes) = due(&series) else { return };
+                for write in writes {
+                    if let Err(e) = send(&client, write).await {
+                        tracing::debug!(error = %e, "could not write an event series");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn due(series: &Weak<Mutex<Series>>) -> Option<Vec<Write>> {
+    let series = series.upgrade()?;
+    let mut series = series.lock().unwrap_or_else(|e| e.into_inner());
+    Some(series.tick(chrono::Utc::now()))
 }
 
 async fn send_all(client: kube::Client, mut writes: mpsc::Receiver<Write>) {

@@ -2,7 +2,8 @@
 //! and queue keys; workers reconcile one key at a time; expectations
 //! guard against stale caches; writes go through the `Cluster` trait
 //! (its in-memory fake behind the `testing` feature); events, correlated
-//! as upstream's recorder does; work-queue metrics and leader election;
+//! as upstream's recorders do (`correlator`, and `series` for the events
+//! API); work-queue metrics and leader election;
 //! `watch` is the relisting watch they all stand on, `retry` the doubling
 //! pauses between failed attempts, and `user_agent` how a component names
 //! itself to the server.
@@ -22,5 +23,6 @@ pub mod metrics;
 pub mod queue;
 pub mod retry;
 pub mod rotating;
+pub mod series;
 pub mod user_agent;
 pub mod watch;

@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    Event, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+    Event, EventSource, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
 };
 use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::Client;
+use skiff_runtime::events::SeriesSink;
 use skiff_runtime::lean::ForScheduler;
 use skiff_runtime::watch::{self, Change};
 use tokio::sync::Notify;
@@ -51,7 +52,8 @@ struct Cache {
     placed_anti_affinity: usize,
     /// Unbound pods waiting for a node, by key.
     pending: HashMap<Key, Pod>,
-    /// The last failure message reported per pod, to report changes only.
+    /// The failure message last set on each waiting pod's condition, to
+    /// write the condition on a change only.
     reported: HashMap<Key, String>,
     queue: Queue,
     start: usize,
@@ -279,10 +281,13 @@ pub async fn run(client: Client, config: Config) {
         config.election.clone(),
     );
     let profile = Arc::new(profile(volumes, Some(client.clone())));
+    let events = SeriesSink::new(client.clone());
+    tokio::spawn(events.keep());
     let binder = Binder {
         bind: Arc::new(DefaultBinder {
             client: client.clone(),
         }),
+        events,
         slots: Arc::new(tokio::sync::Semaphore::new(BINDS_IN_FLIGHT)),
         metrics: SchedulerMetrics::new(&config.metrics),
     };
@@ -435,7 +440,7 @@ fn schedule_one(
             drop(c);
             tokio::spawn(bind(
                 Binding {
-                    client: client.clone(),
+                    events: binder.events.clone(),
                     binder: binder.bind.clone(),
                     slots: binder.slots.clone(),
                     metrics: binder.metrics.clone(),
@@ -465,27 +470,31 @@ fn schedule_one(
             if !waiting {
                 if let Some(n) = preempt(profile, &pod, &c.nodes, existing, &fit) {
                     let node = c.nodes[n.node].name().to_owned();
-                    tokio::spawn(evict(client.clone(), pod.clone(), node, n.victims));
+                    let (client, events) = (client.clone(), binder.events.clone());
+                    tokio::spawn(evict(client, events, pod.clone(), node, n.victims));
                 }
             }
             let message = fit.message();
             let changed =
                 c.reported.insert(key.clone(), message.clone()).as_ref() != Some(&message);
-            let reported = changed.then(|| pod.clone());
+            let report = Unschedulable {
+                pod: pod.clone(),
+                message,
+                changed,
+            };
             c.pending.insert(key.clone(), pod);
             c.queue.park(key);
             drop(c);
             binder.metrics.attempt(Outcome::Unschedulable);
-            if let Some(pod) = reported {
-                tokio::spawn(report_unschedulable(client.clone(), pod, message));
-            }
+            let events = binder.events.clone();
+            tokio::spawn(report.write(client.clone(), events));
         }
     }
 }
 
 /// What a binding task needs of the scheduler.
 struct Binding {
-    client: Client,
+    events: SeriesSink,
     binder: Arc<dyn Bind>,
     /// Shared by every binding task: how many may write at once.
     slots: Arc<tokio::sync::Semaphore>,
@@ -503,6 +512,7 @@ const BINDS_IN_FLIGHT: usize = 64;
 /// The binder and the slots binding tasks share.
 struct Binder {
     bind: Arc<dyn Bind>,
+    events: SeriesSink,
     slots: Arc<tokio::sync::Semaphore>,
     metrics: SchedulerMetrics,
 }
@@ -535,7 +545,7 @@ async fn bind(b: Binding, key: Key, pod: Pod, node: String, state: CycleState) {
             let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
             let name = pod.metadata.name.as_deref().unwrap_or_default();
             let message = format!("Successfully assigned {ns}/{name} to {node}");
-            record(&b.client, &pod, "Normal", "Scheduled", &message).await;
+            record(&b.events, &pod, "Normal", "Scheduled", &message).await;
         }
         failed => {
             drop(slot);
@@ -571,7 +581,13 @@ async fn retry_later(cache: Arc<Mutex<Cache>>, wake: Arc<Notify>, key: Key) {
 }
 
 /// Evicts the victims of a preemption and nominates the node for the pod.
-async fn evict(client: Client, pod: Pod, node: String, victims: Vec<Arc<PlacedPod>>) {
+async fn evict(
+    client: Client,
+    events: SeriesSink,
+    pod: Pod,
+    node: String,
+    victims: Vec<Arc<PlacedPod>>,
+) {
     let preemptor = format!(
         "{}/{}",
         pod.metadata.namespace.as_deref().unwrap_or_default(),
@@ -583,7 +599,7 @@ async fn evict(client: Client, pod: Pod, node: String, victims: Vec<Arc<PlacedPo
             Ok(either) => {
                 if let Some(victim) = either.left() {
                     let message = format!("Preempted by pod {preemptor} on node {node}");
-                    record(&client, &victim, "Normal", "Preempted", &message).await;
+                    record(&events, &victim, "Normal", "Preempted", &message).await;
                 }
             }
             Err(e) => tracing::debug!(victim = %v.name, error = %e, "could not preempt"),
@@ -606,24 +622,43 @@ async fn evict(client: Client, pod: Pod, node: String, victims: Vec<Arc<PlacedPo
     }
 }
 
-/// Sets `PodScheduled=False` with reason `Unschedulable` and records a
-/// `FailedScheduling` event.
-async fn report_unschedulable(client: Client, pod: Pod, message: String) {
-    let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let patch = serde_json::json!({"status": {"conditions": [{
-        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-        "message": message, "lastProbeTime": null, "lastTransitionTime": Time(now()),
-        "observedGeneration": pod.metadata.generation,
-    }]}});
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    if let Err(e) = pods
-        .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
-        .await
-    {
-        tracing::debug!(pod = %name, error = %e, "could not set PodScheduled=False");
+/// A failed attempt to place a pod, as upstream reports it.
+struct Unschedulable {
+    pod: Pod,
+    message: String,
+    /// Whether the message differs from the one on the pod's condition.
+    changed: bool,
+}
+
+impl Unschedulable {
+    /// Records a `FailedScheduling` event (each attempt: repeats count in
+    /// its series) and, if the message changed, sets `PodScheduled=False`
+    /// with reason `Unschedulable`.
+    async fn write(self, client: Client, events: SeriesSink) {
+        let Self {
+            pod,
+            message,
+            changed,
+        } = self;
+        record(&events, &pod, "Warning", "FailedScheduling", &message).await;
+        if !changed {
+            return;
+        }
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let patch = serde_json::json!({"status": {"conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": message, "lastProbeTime": null, "lastTransitionTime": Time(now()),
+            "observedGeneration": pod.metadata.generation,
+        }]}});
+        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let pods: Api<Pod> = Api::namespaced(client, ns);
+        if let Err(e) = pods
+            .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+        {
+            tracing::debug!(pod = %name, error = %e, "could not set PodScheduled=False");
+        }
     }
-    record(&client, &pod, "Warning", "FailedScheduling", &message).await;
 }
 
 fn now() -> k8s_openapi::jiff::Timestamp {
@@ -631,14 +666,17 @@ fn now() -> k8s_openapi::jiff::Timestamp {
 }
 
 /// Records an event about a pod, as `default-scheduler`.
-async fn record(client: &Client, pod: &Pod, kind: &str, reason: &str, message: &str) {
+async fn record(events: &SeriesSink, pod: &Pod, kind: &str, reason: &str, message: &str) {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let now = now();
     let event = Event {
         metadata: ObjectMeta {
-            generate_name: Some(format!(
-                "{}.",
-                pod.metadata.name.as_deref().unwrap_or("pod")
+            // Named by the recorder, as upstream's, so that a series can be
+            // written to it before the server has answered.
+            name: Some(format!(
+                "{}.{:x}",
+                pod.metadata.name.as_deref().unwrap_or("pod"),
+                now.as_nanosecond()
             )),
             namespace: Some(ns.clone()),
             ..Default::default()
@@ -666,15 +704,15 @@ async fn record(client: &Client, pod: &Pod, kind: &str, reason: &str, message: &
         } else {
             "Scheduling".into()
         }),
-        source: Some(k8s_openapi::api::core::v1::EventSource {
+        source: Some(EventSource {
             component: Some(SCHEDULER_NAME.into()),
             host: None,
         }),
         ..Default::default()
     };
-    let url = <Event as kube::Resource>::url_path(&(), Some(&ns));
-    if let Err(e) = skiff_runtime::api::create_unread(client, &url, &event).await {
-        tracing::debug!(error = %e, "could not record event");
+    match serde_json::to_value(&event) {
+        Ok(event) => events.record(event).await,
+        Err(e) => tracing::debug!(error = %e, "could not encode an event"),
     }
 }
 

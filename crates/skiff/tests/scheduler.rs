@@ -61,6 +61,30 @@ fn unschedulable_pod_waits_with_reasons_then_fits_a_new_node() {
         (cond["status"].as_str(), cond["reason"].as_str()),
         (Some("False"), Some("Unschedulable"))
     );
+    // Each attempt is recorded; repeats count in one event's series, as
+    // upstream's events-API recorder counts them, so `kubectl describe`
+    // shows "(x2 over …)". The series is written when it starts at 2,
+    // then when it ends: what the test sees first is 2.
+    let mut poke = 0;
+    let count = wait_for("a FailedScheduling series", Duration::from_secs(30), || {
+        // A new label on a node sends the waiting pod round again.
+        poke += 1;
+        let label = format!("poke={poke}");
+        c.ok(&["label", "node", "small-00000", &label, "--overwrite"]);
+        let events = c.json(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=big,reason=FailedScheduling",
+        ]);
+        events["items"]
+            .as_array()?
+            .iter()
+            .find_map(|e| e["series"]["count"].as_i64())
+    });
+    assert_eq!(count, 2);
+    let described = c.ok(&["describe", "pod", "big"]);
+    assert!(described.contains("(x2 over"), "{described}");
 
     let _big = agent(&c, "large", 1, &["--cpu", "8"]);
     assert_eq!(wait_running(&c, "big"), "large-00000");
