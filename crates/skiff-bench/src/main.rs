@@ -561,6 +561,8 @@ impl RealNode {
             .arg("--data-dir")
             .arg(dir.join("agent"))
             .args(["--node-name", "bench", "--kubelet-port", "0"])
+            // Its images are imported, not pulled: never collected.
+            .args(["--image-gc-high-threshold", "100"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()?;

@@ -51,6 +51,8 @@ pub struct Config {
     /// but heartbeat times (upstream's `nodeStatusReportFrequency`); the
     /// Lease is the heartbeat between.
     pub status_report_every: Duration,
+    /// When unused images are removed.
+    pub image_gc: crate::image_gc::Policy,
 }
 
 /// The cluster DNS server and domain pods are given.
@@ -255,6 +257,16 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         let (client, local_path) = (client.clone(), local_path.clone());
         tokio::spawn(async move { local_path.run(client).await })
     };
+    let collector = tokio::spawn(
+        crate::image_gc::Collector {
+            runtime: runtime.clone(),
+            policy: config.image_gc.clone(),
+            sandbox_image: config.pause_image.clone(),
+            containerd: socket.clone().ok(),
+            events: crate::events::Recorder::new(client.clone(), &config.node_name),
+        }
+        .run(),
+    );
     let worker = Arc::new(
         Worker::new(
             client,
@@ -271,6 +283,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
     );
     worker.run().await;
     sweeper.abort();
+    collector.abort();
     if let Some((_, serving)) = endpoint {
         serving.abort();
     }

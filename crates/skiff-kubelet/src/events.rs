@@ -1,5 +1,5 @@
 //! The agent's events about its pods (`Pulling`, `Created`, `Unhealthy`,
-//! `BackOff` …), written through the runtime's event sink as upstream's
+//! `BackOff` …) and its node (`FreeDiskSpaceFailed`), written through the runtime's event sink as upstream's
 //! kubelet writes them: the same event again raises its count, similar
 //! ones are combined, and recording never waits on the API server.
 
@@ -15,7 +15,7 @@ pub enum Type {
     Warning,
 }
 
-/// Records events about this node's pods.
+/// Records events about this node and its pods.
 pub struct Recorder {
     node: String,
     sink: Sink,
@@ -35,14 +35,19 @@ impl Recorder {
         }
     }
 
+    /// Records that `reason: message` happened to the node, named as
+    /// upstream's kubelet names it (its uid is its name).
+    pub fn record_node(&self, kind: Type, reason: &str, message: &str) {
+        let involved = json!({"kind": "Node", "name": self.node, "uid": self.node});
+        self.write("default", &self.node, involved, kind, reason, message);
+    }
+
     /// Records that `reason: message` happened to `pod` (or to its part at
     /// `field_path`, e.g. [`container_path`]).
     pub fn record(&self, pod: &Pod, field_path: &str, kind: Type, reason: &str, message: &str) {
         let m = &pod.metadata;
-        let now = chrono::Utc::now();
         let pod_name = m.name.clone().unwrap_or_default();
         let namespace = m.namespace.clone().unwrap_or_else(|| "default".into());
-        let stamp = now.format("%Y-%m-%dT%H:%M:%SZ").to_string();
         let mut involved = json!({
             "apiVersion": "v1", "kind": "Pod", "namespace": namespace,
             "name": pod_name, "uid": m.uid,
@@ -50,10 +55,25 @@ impl Recorder {
         if !field_path.is_empty() {
             involved["fieldPath"] = json!(field_path);
         }
+        self.write(&namespace, &pod_name, involved, kind, reason, message);
+    }
+
+    /// Records an event about `involved`, named after `name`.
+    fn write(
+        &self,
+        namespace: &str,
+        name: &str,
+        involved: serde_json::Value,
+        kind: Type,
+        reason: &str,
+        message: &str,
+    ) {
+        let now = chrono::Utc::now();
+        let stamp = now.format("%Y-%m-%dT%H:%M:%SZ").to_string();
         self.sink.record(json!({
             "apiVersion": "v1", "kind": "Event",
             "metadata": {
-                "name": format!("{pod_name}.{:016x}", now.timestamp_nanos_opt().unwrap_or_default()),
+                "name": format!("{name}.{:016x}", now.timestamp_nanos_opt().unwrap_or_default()),
                 "namespace": namespace,
             },
             "involvedObject": involved,

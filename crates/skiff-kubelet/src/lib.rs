@@ -18,6 +18,7 @@ mod expansion;
 #[cfg(test)]
 mod fake_api;
 mod hosts_file;
+pub mod image_gc;
 pub mod join;
 mod local_path;
 mod local_storage;

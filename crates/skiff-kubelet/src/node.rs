@@ -37,22 +37,22 @@ pub fn capacity(data_dir: &Path) -> Value {
 }
 
 fn disk_bytes(path: &Path) -> u64 {
+    disk_space(path).map_or(0, |(size, _)| size)
+}
+
+/// The size of the filesystem holding `path` and the bytes available on
+/// it to unprivileged users, in bytes.
+pub fn disk_space(path: &Path) -> Option<(u64, u64)> {
     // `df` is everywhere and spares us an unsafe statvfs.
-    std::process::Command::new("df")
-        .args(["-B1", "--output=size"])
+    let out = std::process::Command::new("df")
+        .args(["-B1", "--output=size,avail"])
         .arg(path)
         .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8(o.stdout)
-                .ok()?
-                .lines()
-                .nth(1)?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let mut fields = text.lines().nth(1)?.split_whitespace();
+    let mut number = || fields.next()?.parse().ok();
+    Some((number()?, number()?))
 }
 
 fn os_image() -> String {

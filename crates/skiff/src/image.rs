@@ -45,7 +45,15 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 let first = why.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
                 bail!("could not import {}: {first}", file.display());
             }
-            print!("{}", String::from_utf8_lossy(&out.stdout));
+            let printed = String::from_utf8_lossy(&out.stdout);
+            print!("{printed}");
+            // Pinned as k3s pins what it imports: the agent's image
+            // garbage collection keeps them, as they may not be pullable.
+            for reference in imported(&printed) {
+                skiff_kubelet::image_gc::pin(&socket, reference)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+            }
             Ok(())
         }
         Command::Ls { data_dir } => {
@@ -60,6 +68,15 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The references `ctr images import` says it unpacked
+/// (`unpacking REF (sha256:…)...done`).
+fn imported(printed: &str) -> impl Iterator<Item = &str> {
+    printed.lines().filter_map(|line| {
+        let reference = line.strip_prefix("unpacking ")?.split_whitespace().next()?;
+        (!reference.starts_with('-')).then_some(reference)
+    })
 }
 
 /// The containerd socket of the agent at `data_dir`, or of the embedded
@@ -118,6 +135,16 @@ mod tests {
         assert_eq!(human(512), "512B");
         assert_eq!(human(1_112), "1.1kB");
         assert_eq!(human(4_200_000), "4.2MB");
+    }
+
+    #[test]
+    fn the_imported_references_are_read_from_what_ctr_prints() {
+        let printed = "unpacking skiff.local/busybox:1 (sha256:70c8)...done\n\
+            unpacking docker.io/library/nginx:1.7.9 (sha256:aa)...done\nother line\n";
+        assert_eq!(
+            imported(printed).collect::<Vec<_>>(),
+            ["skiff.local/busybox:1", "docker.io/library/nginx:1.7.9"]
+        );
     }
 
     #[tokio::test]

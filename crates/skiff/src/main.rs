@@ -142,6 +142,8 @@ struct ServerArgs {
     /// heartbeat times changed (the Lease is the heartbeat).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     node_status_report_frequency: std::time::Duration,
+    #[command(flatten)]
+    image_gc: ImageGcArgs,
     /// How long a node may miss Lease renewals before it is unreachable.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: std::time::Duration,
@@ -175,6 +177,38 @@ struct ServerArgs {
     /// The ingress controller's HTTPS port; 0 picks one.
     #[arg(long, default_value_t = 443)]
     ingress_https_port: u16,
+}
+
+/// When a node removes images no container uses (upstream's kubelet
+/// flags of the same names).
+#[derive(clap::Args, Debug)]
+struct ImageGcArgs {
+    /// The image filesystem's usage (percent) from which unused images
+    /// are removed (100: only once the filesystem is full).
+    #[arg(long, default_value_t = 85)]
+    image_gc_high_threshold: u8,
+    /// The usage (percent) that removing images goes down to.
+    #[arg(long, default_value_t = 80)]
+    image_gc_low_threshold: u8,
+    /// How long an image stays at least once the node first saw it.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    image_minimum_gc_age: std::time::Duration,
+    /// How long an unused image may stay whatever the usage; 0s: no limit.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    image_maximum_gc_age: std::time::Duration,
+}
+
+impl ImageGcArgs {
+    fn policy(&self) -> anyhow::Result<skiff_kubelet::image_gc::Policy> {
+        let policy = skiff_kubelet::image_gc::Policy {
+            high: self.image_gc_high_threshold,
+            low: self.image_gc_low_threshold,
+            min_age: self.image_minimum_gc_age,
+            max_age: Some(self.image_maximum_gc_age).filter(|age| !age.is_zero()),
+        };
+        policy.check().map_err(anyhow::Error::msg)?;
+        Ok(policy)
+    }
 }
 
 /// `40s`, `2m`, `500ms` or a number of seconds.
@@ -280,6 +314,8 @@ struct AgentArgs {
     /// changed (the Lease is the heartbeat).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     node_status_report_frequency: std::time::Duration,
+    #[command(flatten)]
+    image_gc: ImageGcArgs,
     /// The cluster's pod range (routed nowhere outside the nodes).
     #[arg(long, default_value = "10.42.0.0/16")]
     cluster_cidr: skiff_core::cidr::Cidr,
@@ -371,6 +407,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             pause_image: args.pause_image,
             metrics: Default::default(),
             status_report_every: args.node_status_report_frequency,
+            image_gc: args.image_gc.policy()?,
         };
         let proxy = skiff_proxy::Config {
             node_name: config.node_name.clone(),
@@ -631,6 +668,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     pause_image: args.pause_image.clone(),
                     metrics: Default::default(),
                     status_report_every: args.node_status_report_frequency,
+                    image_gc: args.image_gc.policy()?,
                 };
                 let proxy = skiff_proxy::Config {
                     node_name: config.node_name.clone(),

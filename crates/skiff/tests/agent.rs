@@ -200,6 +200,94 @@ fn pods_run_as_real_containers() {
             .is_empty()
             .then_some(())
     });
+    unused_images_are_collected(&mut c, &socket, &registry_flags);
+}
+
+/// What `ctr images ls` prints for the runtime at `socket`.
+fn ctr_images(socket: &Path, args: &[&str]) -> String {
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(socket)
+        .args(["-n", "k8s.io", "images"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert_success(&out, "ctr images");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn images(socket: &Path) -> Vec<String> {
+    ctr_images(socket, &["ls", "-q"])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The node's `FreeDiskSpaceFailed` event whose message has `part`.
+fn free_disk_space_failed(c: &Cluster, part: &str) -> String {
+    wait_for(&format!("FreeDiskSpaceFailed with {part:?}"), LIMIT, || {
+        let events = c.json(&[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=FreeDiskSpaceFailed,involvedObject.kind=Node",
+        ]);
+        events["items"].as_array()?.iter().find_map(|e| {
+            let message = e["message"].as_str()?;
+            message.contains(part).then(|| message.to_owned())
+        })
+    })
+}
+
+/// With the image filesystem over the high threshold (1 % here), the
+/// agent removes the images no container uses as it starts: not those
+/// `skiff image import` pinned, not the sandbox image, not one a running
+/// container uses. What it cannot free is a `FreeDiskSpaceFailed` event
+/// on the node.
+fn unused_images_are_collected(c: &mut Cluster, socket: &Path, flags: &[&str]) {
+    let (busybox, nginx) = ("skiff.local/busybox:1", "skiff.local/nginx:1");
+    let pinned = skiff_kubelet::image_gc::pinned_references(&ctr_images(socket, &["ls"]));
+    assert!(
+        pinned.contains(busybox) && pinned.contains(nginx),
+        "imported images are pinned: {pinned:?}"
+    );
+    let mut collecting = flags.to_vec();
+    collecting.extend([
+        "--image-gc-high-threshold",
+        "1",
+        "--image-gc-low-threshold",
+        "0",
+        "--image-minimum-gc-age",
+        "0s",
+    ]);
+    // Unpinned, as an image pulled from a registry is, and unused: it goes.
+    ctr_images(socket, &["label", nginx, "io.cri-containerd.pinned="]);
+    c.kill();
+    c.spawn(&collecting);
+    let left = wait_for("the unpinned image to be removed", LIMIT, || {
+        let left = images(socket);
+        (!left.iter().any(|i| i == nginx)).then_some(left)
+    });
+    for kept in [busybox, skiff_kubelet::pause_image::DEFAULT] {
+        assert!(left.iter().any(|i| i == kept), "{kept} kept: {left:?}");
+    }
+    free_disk_space_failed(c, "Failed to garbage collect required amount of images.");
+    // Unpinned but used by a running container: it stays, and nothing is
+    // left to free.
+    ctr_images(socket, &["label", busybox, "io.cri-containerd.pinned="]);
+    create(
+        c,
+        &manifest("keeper", "Always", "IfNotPresent", busybox, "sleep 3600"),
+    );
+    wait_for("the keeper to run", LIMIT, || {
+        (pod(c, "keeper")["status"]["phase"] == "Running").then_some(())
+    });
+    c.kill();
+    c.spawn(&collecting);
+    free_disk_space_failed(c, "but only found 0 bytes eligible to free.");
+    let left = images(socket);
+    assert!(left.iter().any(|i| i == busybox), "{left:?}");
+    c.ok(&["delete", "pod", "keeper", "--timeout=60s"]);
 }
 
 /// The node's condition of `kind`.

@@ -260,6 +260,31 @@ impl ContainerRuntime for Cri {
         self.images.clone().pull_image(request).await?;
         Ok(())
     }
+
+    async fn images(&self) -> Result<Vec<cri::Image>> {
+        let request = cri::ListImagesRequest { filter: None };
+        Ok(self
+            .images
+            .clone()
+            .list_images(request)
+            .await?
+            .into_inner()
+            .images)
+    }
+
+    async fn remove_image(&self, id: &str) -> Result<()> {
+        let request = cri::RemoveImageRequest {
+            image: Some(spec(id)),
+        };
+        self.images.clone().remove_image(request).await?;
+        Ok(())
+    }
+
+    async fn image_filesystems(&self) -> Result<Vec<cri::FilesystemUsage>> {
+        let request = cri::ImageFsInfoRequest {};
+        let info = self.images.clone().image_fs_info(request).await?;
+        Ok(info.into_inner().image_filesystems)
+    }
 }
 
 fn spec(image: &str) -> cri::ImageSpec {

@@ -489,4 +489,17 @@ impl ContainerRuntime for FakeRuntime {
             ))),
         }
     }
+
+    async fn images(&self) -> Result<Vec<cri::Image>> {
+        Ok(self.state().images.values().cloned().collect())
+    }
+
+    async fn remove_image(&self, id: &str) -> Result<()> {
+        self.state().images.retain(|_, i| i.id != id);
+        Ok(())
+    }
+
+    async fn image_filesystems(&self) -> Result<Vec<cri::FilesystemUsage>> {
+        Ok(Vec::new())
+    }
 }

@@ -144,6 +144,20 @@ impl ContainerRuntime for Instrumented {
         self.timed("pull_image", self.inner.pull_image(image, auth))
             .await
     }
+
+    async fn images(&self) -> Result<Vec<cri::Image>> {
+        self.timed("list_images", self.inner.images()).await
+    }
+
+    async fn remove_image(&self, id: &str) -> Result<()> {
+        self.timed("remove_image", self.inner.remove_image(id))
+            .await
+    }
+
+    async fn image_filesystems(&self) -> Result<Vec<cri::FilesystemUsage>> {
+        self.timed("image_fs_info", self.inner.image_filesystems())
+            .await
+    }
 }
 
 #[cfg(test)]

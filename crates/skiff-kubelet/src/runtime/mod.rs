@@ -99,4 +99,10 @@ pub trait ContainerRuntime: Send + Sync {
     async fn image_status(&self, image: &str) -> Result<Option<cri::Image>>;
     /// Pulls `image`, with `auth` where the registry asks for it.
     async fn pull_image(&self, image: &str, auth: Option<&cri::AuthConfig>) -> Result<()>;
+    /// Every image the runtime holds.
+    async fn images(&self) -> Result<Vec<cri::Image>>;
+    /// Removes the image `id`.
+    async fn remove_image(&self, id: &str) -> Result<()>;
+    /// Where the runtime keeps its images, as `ImageFsInfo` says.
+    async fn image_filesystems(&self) -> Result<Vec<cri::FilesystemUsage>>;
 }

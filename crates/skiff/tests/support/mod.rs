@@ -86,6 +86,15 @@ impl Cluster {
             } else {
                 &["--disable-agent"][..]
             })
+            // The test images are imported, not pulled: once collected
+            // they could not come back. Only the test of collection asks
+            // for it.
+            .args(
+                (self.with_agent && !extra.contains(&"--image-gc-high-threshold"))
+                    .then_some(["--image-gc-high-threshold", "100"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args((!extra.contains(&"--ingress-port")).then_some("--disable-ingress"))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
