@@ -264,6 +264,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
             sandbox_image: config.pause_image.clone(),
             containerd: socket.clone().ok(),
             events: crate::events::Recorder::new(client.clone(), &config.node_name),
+            metrics: metrics.clone(),
         }
         .run(),
     );

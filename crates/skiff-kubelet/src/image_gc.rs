@@ -234,6 +234,7 @@ pub struct Collector {
     /// the runtime says is pinned).
     pub containerd: Option<std::path::PathBuf>,
     pub events: Recorder,
+    pub metrics: crate::metrics::AgentMetrics,
 }
 
 impl Collector {
@@ -269,7 +270,7 @@ impl Collector {
         }
         images.detect(&held, &in_use, now);
         for (id, _) in images.expired(now, began, &self.policy) {
-            self.remove(&id).await;
+            self.remove(&id, "age").await;
         }
         let filesystems = rt.image_filesystems().await.map_err(failed)?;
         let Some(mountpoint) = filesystems
@@ -295,7 +296,7 @@ impl Collector {
         );
         let mut freed = 0;
         for (id, size) in images.to_free(goal, now, &self.policy) {
-            if self.remove(&id).await {
+            if self.remove(&id, "space").await {
                 freed += size;
             }
         }
@@ -310,11 +311,12 @@ impl Collector {
         Ok(())
     }
 
-    /// Removes an image; whether it went.
-    async fn remove(&self, id: &str) -> bool {
+    /// Removes an image, for `reason` (age or space); whether it went.
+    async fn remove(&self, id: &str, reason: &'static str) -> bool {
         match self.runtime.remove_image(id).await {
             Ok(()) => {
-                tracing::info!(image = %id, "image garbage collected");
+                tracing::info!(image = %id, reason, "image garbage collected");
+                self.metrics.image_collected(reason);
                 true
             }
             Err(e) => {

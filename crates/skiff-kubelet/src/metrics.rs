@@ -1,5 +1,6 @@
 //! The agent's Prometheus metrics, as upstream's kubelet names them: pod
-//! start latency, runtime operations' latency and errors, and what runs.
+//! start latency, runtime operations' latency and errors, what runs, and
+//! the images garbage collected.
 
 use std::time::Duration;
 
@@ -20,6 +21,11 @@ struct State {
     container_state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Collected {
+    reason: &'static str,
+}
+
 #[derive(Clone)]
 pub struct AgentMetrics {
     pod_start: Histogram,
@@ -27,6 +33,7 @@ pub struct AgentMetrics {
     errors: Family<Operation, Counter>,
     running_pods: Gauge,
     containers: Family<State, Gauge>,
+    images_collected: Family<Collected, Counter>,
 }
 
 impl AgentMetrics {
@@ -37,6 +44,7 @@ impl AgentMetrics {
             errors: Family::default(),
             running_pods: Gauge::default(),
             containers: Family::default(),
+            images_collected: Family::default(),
         };
         register(
             registry,
@@ -68,7 +76,20 @@ impl AgentMetrics {
             "Number of containers currently running",
             m.containers.clone(),
         );
+        register(
+            registry,
+            "kubelet_image_garbage_collected",
+            "Total number of images garbage collected by the kubelet, whether through disk usage or image age.",
+            m.images_collected.clone(),
+        );
         m
+    }
+
+    /// An image was garbage collected, for its age or for space.
+    pub fn image_collected(&self, reason: &'static str) {
+        self.images_collected
+            .get_or_create(&Collected { reason })
+            .inc();
     }
 
     /// A pod ran `took` after the agent first saw it.

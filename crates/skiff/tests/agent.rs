@@ -272,6 +272,21 @@ fn unused_images_are_collected(c: &mut Cluster, socket: &Path, flags: &[&str]) {
         assert!(left.iter().any(|i| i == kept), "{kept} kept: {left:?}");
     }
     free_disk_space_failed(c, "Failed to garbage collect required amount of images.");
+    let node = c.json(&["get", "nodes"])["items"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let metrics = c.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{node}/proxy/metrics"),
+    ]);
+    let collected: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kubelet_image_garbage_collected_total{reason=\"space\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count of collected images: {metrics}"));
+    assert!(collected >= 1, "{collected}");
     // Unpinned but used by a running container: it stays, and nothing is
     // left to free.
     ctr_images(socket, &["label", busybox, "io.cri-containerd.pinned="]);
