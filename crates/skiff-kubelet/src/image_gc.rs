@@ -163,6 +163,11 @@ impl Images {
         }
     }
 
+    /// Forgets an image removed.
+    pub fn forget(&mut self, id: &str) {
+        self.0.remove(id);
+    }
+
     /// The images that may go at `now` (neither pinned nor in use at the
     /// last detection), least recently used first, never-used ones and
     /// then the first seen first.
@@ -257,11 +262,17 @@ impl Collector {
         let failed = |e: tonic::Status| e.message().to_owned();
         let now = Instant::now();
         let mut held = rt.images().await.map_err(failed)?;
-        if let Some(socket) = &self.containerd {
-            let pinned = labelled_pinned(socket).await?;
-            for image in &mut held {
-                image.pinned |= image.repo_tags.iter().any(|t| pinned.contains(t));
-            }
+        // Another runtime than containerd has no such labels: what CRI
+        // says is pinned is then all there is.
+        let labelled = match &self.containerd {
+            Some(socket) => labelled_pinned(socket).await.unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "no containerd labels pin images");
+                HashSet::new()
+            }),
+            None => HashSet::new(),
+        };
+        for image in &mut held {
+            image.pinned |= image.repo_tags.iter().any(|t| labelled.contains(t));
         }
         let containers = rt.containers(None).await.map_err(failed)?;
         let mut in_use: HashSet<String> = containers.into_iter().map(|c| c.image_ref).collect();
@@ -270,7 +281,9 @@ impl Collector {
         }
         images.detect(&held, &in_use, now);
         for (id, _) in images.expired(now, began, &self.policy) {
-            self.remove(&id, "age").await;
+            if self.remove(&id, "age").await {
+                images.forget(&id);
+            }
         }
         let filesystems = rt.image_filesystems().await.map_err(failed)?;
         let Some(mountpoint) = filesystems
@@ -399,6 +412,10 @@ mod tests {
         // "b" was never used: its age counts from when it was first seen.
         let now = began + Duration::from_secs(3700);
         assert_eq!(ids(&images.expired(now, began, &policy)), ["b"]);
+        // Removed, it is not counted again for space.
+        images.forget("b");
+        assert!(images.expired(now, began, &policy).is_empty());
+        assert_eq!(ids(&images.to_free(10, now, &policy)), ["a"]);
         assert!(Policy::default().max_age.is_none());
         assert!(Images::default()
             .expired(now, began, &Policy::default())
