@@ -53,6 +53,8 @@ pub struct Config {
     pub status_report_every: Duration,
     /// When unused images are removed.
     pub image_gc: crate::image_gc::Policy,
+    /// When container logs rotate, and how many files stay.
+    pub container_logs: crate::log_rotation::Policy,
 }
 
 /// The cluster DNS server and domain pods are given.
@@ -268,6 +270,10 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         }
         .run(),
     );
+    let rotation = tokio::spawn(crate::log_rotation::run(
+        runtime.clone(),
+        config.container_logs.clone(),
+    ));
     let worker = Arc::new(
         Worker::new(
             client,
@@ -285,6 +291,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
     worker.run().await;
     sweeper.abort();
     collector.abort();
+    rotation.abort();
     if let Some((_, serving)) = endpoint {
         serving.abort();
     }

@@ -22,6 +22,7 @@ pub mod image_gc;
 pub mod join;
 mod local_path;
 mod local_storage;
+pub mod log_rotation;
 mod logs;
 pub mod metrics;
 pub mod node;

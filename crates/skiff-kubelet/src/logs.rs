@@ -1,7 +1,8 @@
 //! `kubectl logs`: reads the CRI log files containerd writes (one record per
 //! line: `<RFC 3339 time> <stream> <P|F> <text>`) with upstream's options
 //! (`follow`, `previous`, `tailLines`, `sinceSeconds`, `sinceTime`,
-//! `timestamps`, `limitBytes`).
+//! `timestamps`, `limitBytes`); a followed log goes on in the new file
+//! once it rotates.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -202,9 +203,13 @@ pub async fn serve(
             let done =
                 polls.is_multiple_of(10) && !status(id.clone()).await.is_some_and(|s| running(&s));
             let mut more = String::new();
-            if file.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
-                if let Ok(n) = file.read_to_string(&mut more).await {
-                    offset += n as u64;
+            read_from(&mut file, &mut offset, &mut more).await;
+            // Rotated: the old file is read to its end (once more, for
+            // what was written as the runtime reopened), then the new one.
+            if more.is_empty() && replaced(&file, &path).await {
+                read_from(&mut file, &mut offset, &mut more).await;
+                if let Ok(new) = tokio::fs::File::open(&path).await {
+                    (file, offset) = (new, 0);
                 }
             }
             pending.push_str(&more);
@@ -228,6 +233,24 @@ pub async fn serve(
     text(Body::from_stream(
         tokio_stream::wrappers::ReceiverStream::new(rx),
     ))
+}
+
+/// Reads what `file` has past `offset` into `into`, moving `offset` on.
+async fn read_from(file: &mut tokio::fs::File, offset: &mut u64, into: &mut String) {
+    if file.seek(std::io::SeekFrom::Start(*offset)).await.is_ok() {
+        if let Ok(n) = file.read_to_string(into).await {
+            *offset += n as u64;
+        }
+    }
+}
+
+/// Whether `path` now names another file than `file` (the log rotated).
+async fn replaced(file: &tokio::fs::File, path: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata().await, tokio::fs::metadata(path).await) {
+        (Ok(open), Ok(now)) => (open.dev(), open.ino()) != (now.dev(), now.ino()),
+        _ => false,
+    }
 }
 
 fn text(body: Body) -> Response {

@@ -144,6 +144,8 @@ struct ServerArgs {
     node_status_report_frequency: std::time::Duration,
     #[command(flatten)]
     image_gc: ImageGcArgs,
+    #[command(flatten)]
+    container_logs: ContainerLogArgs,
     /// How long a node may miss Lease renewals before it is unreachable.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: std::time::Duration,
@@ -205,6 +207,35 @@ impl ImageGcArgs {
             low: self.image_gc_low_threshold,
             min_age: self.image_minimum_gc_age,
             max_age: Some(self.image_maximum_gc_age).filter(|age| !age.is_zero()),
+        };
+        policy.check().map_err(anyhow::Error::msg)?;
+        Ok(policy)
+    }
+}
+
+/// When a node rotates container logs (upstream's kubelet flags of the
+/// same names).
+#[derive(clap::Args, Debug)]
+struct ContainerLogArgs {
+    /// The size (a quantity: 10Mi) at which a container's log rotates.
+    #[arg(long, default_value = "10Mi")]
+    container_log_max_size: String,
+    /// How many log files a container keeps, its live log included.
+    #[arg(long, default_value_t = 5)]
+    container_log_max_files: usize,
+}
+
+impl ContainerLogArgs {
+    fn policy(&self) -> anyhow::Result<skiff_kubelet::log_rotation::Policy> {
+        let size = &self.container_log_max_size;
+        let milli = skiff_core::quantity::parse_milli(size)
+            .filter(|m| *m >= 0)
+            .ok_or_else(|| {
+                anyhow::anyhow!("--container-log-max-size {size:?} is not a quantity")
+            })?;
+        let policy = skiff_kubelet::log_rotation::Policy {
+            max_size: u64::try_from(milli / 1000).unwrap_or(0),
+            max_files: self.container_log_max_files,
         };
         policy.check().map_err(anyhow::Error::msg)?;
         Ok(policy)
@@ -316,6 +347,8 @@ struct AgentArgs {
     node_status_report_frequency: std::time::Duration,
     #[command(flatten)]
     image_gc: ImageGcArgs,
+    #[command(flatten)]
+    container_logs: ContainerLogArgs,
     /// The cluster's pod range (routed nowhere outside the nodes).
     #[arg(long, default_value = "10.42.0.0/16")]
     cluster_cidr: skiff_core::cidr::Cidr,
@@ -408,6 +441,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             metrics: Default::default(),
             status_report_every: args.node_status_report_frequency,
             image_gc: args.image_gc.policy()?,
+            container_logs: args.container_logs.policy()?,
         };
         let proxy = skiff_proxy::Config {
             node_name: config.node_name.clone(),
@@ -669,6 +703,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     metrics: Default::default(),
                     status_report_every: args.node_status_report_frequency,
                     image_gc: args.image_gc.policy()?,
+                    container_logs: args.container_logs.policy()?,
                 };
                 let proxy = skiff_proxy::Config {
                     node_name: config.node_name.clone(),

@@ -201,6 +201,90 @@ fn pods_run_as_real_containers() {
             .then_some(())
     });
     unused_images_are_collected(&mut c, &socket, &registry_flags);
+    container_logs_rotate(&mut c, &registry_flags);
+}
+
+/// A running container's log rotates at the maximum size (16Ki here):
+/// the older rotated files gzipped, no more files than the maximum (3,
+/// the live log included), and `kubectl logs -f` goes on across
+/// rotations.
+fn container_logs_rotate(c: &mut Cluster, flags: &[&str]) {
+    let mut rotating = flags.to_vec();
+    rotating.extend([
+        "--container-log-max-size",
+        "16Ki",
+        "--container-log-max-files",
+        "3",
+    ]);
+    c.kill();
+    c.spawn(&rotating);
+    // About 1 KiB a line, 20 lines a second: a rotation at each 10 s look.
+    let chatty = "pad=$(head -c 1000 /dev/zero | tr \"\\0\" x); i=0; while true; do i=$((i+1)); echo \"$i $pad\"; usleep 50000; done";
+    create(
+        c,
+        &manifest(
+            "chatty",
+            "Always",
+            "IfNotPresent",
+            "skiff.local/busybox:1",
+            chatty,
+        ),
+    );
+    let p = wait_for("the chatty pod to run", LIMIT, || {
+        let p = pod(c, "chatty");
+        (p["status"]["phase"] == "Running").then_some(p)
+    });
+    let mut follower = c
+        .kubectl_cmd(&["logs", "-f", "chatty"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            let n = line.split_whitespace().next().and_then(|n| n.parse().ok());
+            if tx.send(n.unwrap_or_default()).is_err() {
+                return;
+            }
+        }
+    });
+    let uid = p["metadata"]["uid"].as_str().unwrap();
+    let dir = c
+        .dir
+        .path()
+        .join(format!("agent/pods/default_chatty_{uid}/main"));
+    // Looked at between rotations (one renames the live log before the
+    // runtime opens it again, and compresses through a `.tmp` file): a
+    // gzipped log, the live one, and no more than 3 files. Keeping more
+    // would never settle.
+    wait_for("two rotations, settled", LIMIT, || {
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let settled = names.iter().any(|n| n.ends_with(".gz"))
+            && names.iter().any(|n| n == "0.log")
+            && !names.iter().any(|n| n.ends_with(".tmp"))
+            && names.len() <= 3;
+        settled.then_some(())
+    });
+    let last: u64 = wait_for("the last line", LIMIT, || {
+        let out = c.kubectl(&["logs", "chatty", "--tail", "1"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace().next()?.parse().ok()
+    });
+    let mut seen = 0;
+    wait_for("the follower to go on past the rotations", LIMIT, || {
+        while let Ok(n) = rx.try_recv() {
+            seen = seen.max(n);
+        }
+        (seen >= last).then_some(())
+    });
+    let _ = follower.kill();
+    let _ = follower.wait();
+    c.ok(&["delete", "pod", "chatty", "--timeout=60s"]);
 }
 
 /// What `ctr images ls` prints for the runtime at `socket`.

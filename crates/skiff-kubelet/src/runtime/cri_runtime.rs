@@ -285,6 +285,14 @@ impl ContainerRuntime for Cri {
         let info = self.images.clone().image_fs_info(request).await?;
         Ok(info.into_inner().image_filesystems)
     }
+
+    async fn reopen_container_log(&self, id: &str) -> Result<()> {
+        let request = cri::ReopenContainerLogRequest {
+            container_id: id.to_owned(),
+        };
+        self.runtime.clone().reopen_container_log(request).await?;
+        Ok(())
+    }
 }
 
 fn spec(image: &str) -> cri::ImageSpec {

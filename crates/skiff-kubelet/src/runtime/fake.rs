@@ -502,4 +502,8 @@ impl ContainerRuntime for FakeRuntime {
     async fn image_filesystems(&self) -> Result<Vec<cri::FilesystemUsage>> {
         Ok(Vec::new())
     }
+
+    async fn reopen_container_log(&self, _id: &str) -> Result<()> {
+        Ok(())
+    }
 }

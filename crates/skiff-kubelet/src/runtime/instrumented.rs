@@ -158,6 +158,11 @@ impl ContainerRuntime for Instrumented {
         self.timed("image_fs_info", self.inner.image_filesystems())
             .await
     }
+
+    async fn reopen_container_log(&self, id: &str) -> Result<()> {
+        self.timed("reopen_container_log", self.inner.reopen_container_log(id))
+            .await
+    }
 }
 
 #[cfg(test)]

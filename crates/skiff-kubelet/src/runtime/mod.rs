@@ -105,4 +105,7 @@ pub trait ContainerRuntime: Send + Sync {
     async fn remove_image(&self, id: &str) -> Result<()>;
     /// Where the runtime keeps its images, as `ImageFsInfo` says.
     async fn image_filesystems(&self) -> Result<Vec<cri::FilesystemUsage>>;
+    /// Has the runtime write the container's log to a new file at its
+    /// path (the old one was moved away).
+    async fn reopen_container_log(&self, id: &str) -> Result<()>;
 }
