@@ -292,7 +292,13 @@ impl Collector {
         else {
             return Err("the runtime names no image filesystem".into());
         };
-        let (capacity, available) = crate::node::disk_space(Path::new(&mountpoint))
+        // `df` is a process to wait for: off the async workers.
+        let space =
+            tokio::task::spawn_blocking(move || crate::node::disk_space(Path::new(&mountpoint)));
+        let (capacity, available) = space
+            .await
+            .ok()
+            .flatten()
             .filter(|(capacity, _)| *capacity > 0)
             .ok_or_else(|| {
                 let message = "invalid capacity 0 on image filesystem";

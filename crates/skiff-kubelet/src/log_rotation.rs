@@ -112,11 +112,13 @@ fn has_extension(path: &Path, ext: &str) -> bool {
     path.extension().is_some_and(|e| e == ext)
 }
 
-/// Rotates `log` of container `id` as `log.<stamp>`: what an interrupted
-/// compression left goes, the oldest rotated files go so that with the
-/// new one and the live log there are at most `max_files`, the others are
-/// gzipped, and the runtime reopens the log (the rename is undone if it
-/// cannot).
+fn io(what: &str, path: &Path, e: std::io::Error) -> String {
+    format!("{what} {}: {e}", path.display())
+}
+
+/// Rotates `log` of container `id` as `log.<stamp>`: the rotated files
+/// are tidied (off the async workers: gzip takes a while), then the log is
+/// renamed and the runtime reopens it (the rename is undone if it cannot).
 async fn rotate(
     rt: &dyn ContainerRuntime,
     id: &str,
@@ -124,7 +126,25 @@ async fn rotate(
     stamp: &str,
     policy: &Policy,
 ) -> Result<(), String> {
-    let io = |what: &str, path: &Path, e: std::io::Error| format!("{what} {}: {e}", path.display());
+    let (owned, max_files) = (log.to_owned(), policy.max_files);
+    tokio::task::spawn_blocking(move || tidy(&owned, max_files))
+        .await
+        .map_err(|e| e.to_string())??;
+    let moved = PathBuf::from(format!("{}.{stamp}", log.display()));
+    std::fs::rename(log, &moved).map_err(|e| io("renaming", log, e))?;
+    if let Err(e) = rt.reopen_container_log(id).await {
+        // Put back, to try again at the next look.
+        std::fs::rename(&moved, log).map_err(|e| io("renaming back", &moved, e))?;
+        return Err(format!("reopening the log: {}", e.message()));
+    }
+    Ok(())
+}
+
+/// Makes room for one more rotated file of `log`: what an interrupted
+/// compression left goes, the oldest rotated files go so that with the
+/// next one and the live log there are at most `max_files`, and the
+/// others are gzipped.
+fn tidy(log: &Path, max_files: usize) -> Result<(), String> {
     let mut old = Vec::new();
     for path in rotated(log) {
         let zipped = path.with_file_name(format!(
@@ -137,19 +157,12 @@ async fn rotate(
             old.push(path);
         }
     }
-    let excess = old.len().saturating_sub(policy.max_files.saturating_sub(2));
+    let excess = old.len().saturating_sub(max_files.saturating_sub(2));
     for path in old.drain(..excess) {
         std::fs::remove_file(&path).map_err(|e| io("removing", &path, e))?;
     }
     for path in old.iter().filter(|p| !has_extension(p, "gz")) {
         compress(path).map_err(|e| io("compressing", path, e))?;
-    }
-    let moved = PathBuf::from(format!("{}.{stamp}", log.display()));
-    std::fs::rename(log, &moved).map_err(|e| io("renaming", log, e))?;
-    if let Err(e) = rt.reopen_container_log(id).await {
-        // Put back, to try again at the next look.
-        std::fs::rename(&moved, log).map_err(|e| io("renaming back", &moved, e))?;
-        return Err(format!("reopening the log: {}", e.message()));
     }
     Ok(())
 }

@@ -138,14 +138,9 @@ struct ServerArgs {
     /// the agent itself).
     #[arg(long, default_value = skiff_kubelet::pause_image::DEFAULT)]
     pause_image: String,
-    /// How often the embedded agent writes its node's status when only
-    /// heartbeat times changed (the Lease is the heartbeat).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
-    node_status_report_frequency: std::time::Duration,
+    /// The embedded agent's upkeep of its node.
     #[command(flatten)]
-    image_gc: ImageGcArgs,
-    #[command(flatten)]
-    container_logs: ContainerLogArgs,
+    upkeep: NodeUpkeep,
     /// How long a node may miss Lease renewals before it is unreachable.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: std::time::Duration,
@@ -181,8 +176,21 @@ struct ServerArgs {
     ingress_https_port: u16,
 }
 
-/// When a node removes images no container uses (upstream's kubelet
-/// flags of the same names).
+/// How a real node keeps itself: its status writes, images and logs
+/// (upstream's kubelet flags of the same names).
+#[derive(clap::Args, Debug)]
+struct NodeUpkeep {
+    /// How often the node's status is written when only heartbeat times
+    /// changed (the Lease is the heartbeat).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    node_status_report_frequency: std::time::Duration,
+    #[command(flatten)]
+    image_gc: ImageGcArgs,
+    #[command(flatten)]
+    container_logs: ContainerLogArgs,
+}
+
+/// When a node removes images no container uses.
 #[derive(clap::Args, Debug)]
 struct ImageGcArgs {
     /// The image filesystem's usage (percent) from which unused images
@@ -213,8 +221,7 @@ impl ImageGcArgs {
     }
 }
 
-/// When a node rotates container logs (upstream's kubelet flags of the
-/// same names).
+/// When a node rotates container logs.
 #[derive(clap::Args, Debug)]
 struct ContainerLogArgs {
     /// The size (a quantity: 10Mi) at which a container's log rotates.
@@ -341,14 +348,8 @@ struct AgentArgs {
     /// The sandbox image (default: Skiff's own, made by the agent itself).
     #[arg(long, default_value = skiff_kubelet::pause_image::DEFAULT)]
     pause_image: String,
-    /// How often the node's status is written when only heartbeat times
-    /// changed (the Lease is the heartbeat).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
-    node_status_report_frequency: std::time::Duration,
     #[command(flatten)]
-    image_gc: ImageGcArgs,
-    #[command(flatten)]
-    container_logs: ContainerLogArgs,
+    upkeep: NodeUpkeep,
     /// The cluster's pod range (routed nowhere outside the nodes).
     #[arg(long, default_value = "10.42.0.0/16")]
     cluster_cidr: skiff_core::cidr::Cidr,
@@ -439,9 +440,9 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             }),
             pause_image: args.pause_image,
             metrics: Default::default(),
-            status_report_every: args.node_status_report_frequency,
-            image_gc: args.image_gc.policy()?,
-            container_logs: args.container_logs.policy()?,
+            status_report_every: args.upkeep.node_status_report_frequency,
+            image_gc: args.upkeep.image_gc.policy()?,
+            container_logs: args.upkeep.container_logs.policy()?,
         };
         let proxy = skiff_proxy::Config {
             node_name: config.node_name.clone(),
@@ -701,9 +702,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     }),
                     pause_image: args.pause_image.clone(),
                     metrics: Default::default(),
-                    status_report_every: args.node_status_report_frequency,
-                    image_gc: args.image_gc.policy()?,
-                    container_logs: args.container_logs.policy()?,
+                    status_report_every: args.upkeep.node_status_report_frequency,
+                    image_gc: args.upkeep.image_gc.policy()?,
+                    container_logs: args.upkeep.container_logs.policy()?,
                 };
                 let proxy = skiff_proxy::Config {
                     node_name: config.node_name.clone(),
