@@ -23,6 +23,13 @@ use skiff_runtime::queue::Queue;
 
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
+
+/// The NoSchedule taint for each pressure condition the agent reports.
+const PRESSURE_TAINTS: [(&str, &str); 3] = [
+    ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
+    ("DiskPressure", "node.kubernetes.io/disk-pressure"),
+    ("PIDPressure", "node.kubernetes.io/pid-pressure"),
+];
 const COMPONENT: &str = "node-controller";
 
 pub struct NodeLifecycleController {
@@ -143,13 +150,31 @@ impl NodeLifecycleController {
         Ok(())
     }
 
-    /// Sets the condition taints the node should carry for its readiness.
+    /// Sets the condition taints the node should carry: for its readiness
+    /// (NoSchedule and NoExecute), and NoSchedule for each pressure its
+    /// agent reports, as upstream's `TaintNodesByCondition`.
     async fn sync_taints(&self, node: &Node, readiness: &str) -> Result<(), Error> {
         let want = match readiness {
             "Unknown" => Some(UNREACHABLE),
             "False" => Some(NOT_READY),
             _ => None,
         };
+        let pressed: Vec<&str> = PRESSURE_TAINTS
+            .iter()
+            .filter(|(condition, _)| {
+                node.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c.type_ == *condition && c.status == "True")
+            })
+            .map(|(_, key)| *key)
+            .collect();
+        let managed = |key: &str| {
+            key == UNREACHABLE || key == NOT_READY || PRESSURE_TAINTS.iter().any(|(_, k)| *k == key)
+        };
+        let wanted = |key: &str| Some(key) == want || pressed.contains(&key);
         let current: Vec<Taint> = node
             .spec
             .as_ref()
@@ -157,17 +182,22 @@ impl NodeLifecycleController {
             .unwrap_or_default();
         let mut next: Vec<Value> = current
             .iter()
-            .filter(|t| {
-                (t.key != UNREACHABLE && t.key != NOT_READY) || Some(t.key.as_str()) == want
-            })
+            .filter(|t| !managed(&t.key) || wanted(&t.key))
             .map(|t| serde_json::to_value(t).unwrap_or_default())
             .collect();
+        let missing =
+            |key: &str, effect: &str| !current.iter().any(|t| t.key == key && t.effect == effect);
         if let Some(key) = want {
             let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
             for effect in ["NoSchedule", "NoExecute"] {
-                if !current.iter().any(|t| t.key == key && t.effect == effect) {
+                if missing(key, effect) {
                     next.push(json!({"key": key, "effect": effect, "timeAdded": now}));
                 }
+            }
+        }
+        for key in pressed {
+            if missing(key, "NoSchedule") {
+                next.push(json!({"key": key, "effect": "NoSchedule"}));
             }
         }
         if next.len() == current.len()
@@ -432,5 +462,49 @@ mod tests {
         nodes.apply(tainted);
         c.reconcile("n1").await.unwrap();
         assert_eq!(fake.made("delete"), vec!["pods d/p"]);
+    }
+
+    #[tokio::test]
+    async fn pressure_taints_the_node_no_schedule_while_it_lasts() {
+        use skiff_runtime::fake::FakeCluster;
+        let fake = Arc::new(FakeCluster::default());
+        let (mut nodes, mut leases, mut pods) = (
+            Informer::default(),
+            Informer::default(),
+            Informer::default(),
+        );
+        let c = NodeLifecycleController::new(
+            &mut nodes,
+            &mut leases,
+            &mut pods,
+            fake.clone(),
+            Queue::new(),
+            Duration::from_secs(3600),
+        );
+        let node = |conditions: Value, taints: Value| -> Node {
+            serde_json::from_value(json!({"metadata": {"name": "n1"},
+                "spec": {"taints": taints}, "status": {"conditions": conditions}}))
+            .unwrap()
+        };
+        let pressed = json!([{"type": "Ready", "status": "True"},
+            {"type": "MemoryPressure", "status": "True"}, {"type": "DiskPressure", "status": "False"}]);
+        let own = json!([{"key": "dedicated", "value": "x", "effect": "NoSchedule"}]);
+        nodes.apply(node(pressed, own));
+        c.reconcile("n1").await.unwrap();
+        let taints = fake.bodies("patch")[0]["spec"]["taints"].clone();
+        assert_eq!(
+            taints,
+            json!([{"key": "dedicated", "value": "x", "effect": "NoSchedule"},
+                {"key": "node.kubernetes.io/memory-pressure", "effect": "NoSchedule"}])
+        );
+        // Relieved: the pressure's taint goes, the others stay.
+        let relieved = json!([{"type": "Ready", "status": "True"},
+            {"type": "MemoryPressure", "status": "False"}]);
+        nodes.apply(node(relieved, taints));
+        c.reconcile("n1").await.unwrap();
+        assert_eq!(
+            fake.bodies("patch")[1]["spec"]["taints"],
+            json!([{"key": "dedicated", "value": "x", "effect": "NoSchedule"}])
+        );
     }
 }

@@ -55,6 +55,8 @@ pub struct Config {
     pub image_gc: crate::image_gc::Policy,
     /// When container logs rotate, and how many files stay.
     pub container_logs: crate::log_rotation::Policy,
+    /// When the node is under pressure, and evicts.
+    pub eviction: crate::eviction::Config,
 }
 
 /// The cluster DNS server and domain pods are given.
@@ -112,7 +114,14 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         Ok(c) => c.ready().await.map(|_| "containerd".to_owned()),
         Err(e) => Err(e.clone()),
     };
-    let status = node::status(&config.node_name, &config.node_ip, &capacity, &readiness);
+    let status = node::status(
+        &config.node_name,
+        &config.node_ip,
+        &capacity,
+        &readiness,
+        &[],
+    );
+    let pressure = Arc::new(crate::eviction::Pressure::default());
     let mut endpoint = None;
     let usage = Arc::new(crate::usage::Usage::default());
     let metrics = crate::metrics::AgentMetrics::new(&config.metrics);
@@ -168,12 +177,13 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
     // registration) and a wake-up checks it right away.
     let wake = Arc::new(tokio::sync::Notify::new());
     let heartbeat = {
-        let (client, config, cri, capacity, wake) = (
+        let (client, config, cri, capacity, wake, pressure) = (
             client.clone(),
             config.clone(),
             cri.clone(),
             capacity.clone(),
             wake.clone(),
+            pressure.clone(),
         );
         tokio::spawn(async move {
             let mut lease = node::LeaseKeeper::new(&client, &config.node_name, &node_uid);
@@ -182,6 +192,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
             let mut reported = None;
             let mut last = json!(registered.status);
             let mut sent_at = tokio::time::Instant::now();
+            let mut pressed = Vec::new();
             loop {
                 let runtime = match &cri {
                     Ok(c) => c.ready().await.map(|_| "containerd".to_owned()),
@@ -194,7 +205,8 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
                     }
                     next_beat = tokio::time::Instant::now() + node::HEARTBEAT;
                 }
-                if beat || reported != Some(runtime.is_ok()) {
+                let pressure = pressure.now();
+                if beat || reported != Some(runtime.is_ok()) || pressure != pressed {
                     // As upstream's kubelet, against the status stored now:
                     // one another component changed (Ready=Unknown after
                     // missed Lease renewals) is written over at once.
@@ -202,8 +214,13 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
                     if let Ok(n) = &stored {
                         last = json!(n.status);
                     }
-                    let mut status =
-                        node::status(&config.node_name, &config.node_ip, &capacity, &runtime);
+                    let mut status = node::status(
+                        &config.node_name,
+                        &config.node_ip,
+                        &capacity,
+                        &runtime,
+                        &pressure,
+                    );
                     node::keep_transitions(&mut status, &last);
                     let due = stored.is_err()
                         || reported != Some(runtime.is_ok())
@@ -213,6 +230,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
                         match node::report(&nodes, &config.node_name, status).await {
                             Ok(n) => {
                                 reported = Some(runtime.is_ok());
+                                pressed = pressure;
                                 last = json!(n.status);
                                 sent_at = tokio::time::Instant::now();
                             }
@@ -259,6 +277,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         let (client, local_path) = (client.clone(), local_path.clone());
         tokio::spawn(async move { local_path.run(client).await })
     };
+    let (reclaim, reclaims) = tokio::sync::mpsc::channel(1);
     let collector = tokio::spawn(
         crate::image_gc::Collector {
             runtime: runtime.clone(),
@@ -267,6 +286,20 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
             containerd: socket.clone().ok(),
             events: crate::events::Recorder::new(client.clone(), &config.node_name),
             metrics: metrics.clone(),
+        }
+        .run(reclaims),
+    );
+    let (ask, asks) = tokio::sync::mpsc::channel(1);
+    let eviction = tokio::spawn(
+        crate::eviction::Monitor {
+            manager: crate::eviction::Manager::new(config.eviction.clone()),
+            pressure: pressure.clone(),
+            runtime: runtime.clone(),
+            data_dir: config.data_dir.clone(),
+            images: reclaim,
+            pods: ask,
+            events: crate::events::Recorder::new(client.clone(), &config.node_name),
+            changed: wake.clone(),
         }
         .run(),
     );
@@ -286,11 +319,13 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         )
         .with_local_path(local_path)
         .with_seccomp_root(seccomp_root)
-        .with_metrics(metrics),
+        .with_metrics(metrics)
+        .with_eviction(pressure, asks),
     );
     worker.run().await;
     sweeper.abort();
     collector.abort();
+    eviction.abort();
     rotation.abort();
     if let Some((_, serving)) = endpoint {
         serving.abort();

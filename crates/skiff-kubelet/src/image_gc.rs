@@ -242,22 +242,37 @@ pub struct Collector {
     pub metrics: crate::metrics::AgentMetrics,
 }
 
+/// Asks the collector to remove every image it may, whatever the
+/// thresholds (the eviction manager's reclaim under disk pressure);
+/// answered once done.
+pub type Reclaim = tokio::sync::oneshot::Sender<()>;
+
 impl Collector {
-    /// Collects at once and then every [`PERIOD`], until dropped.
-    pub async fn run(self) {
+    /// Collects at once and then every [`PERIOD`], and reclaims what it
+    /// is asked to, until dropped.
+    pub async fn run(self, mut asks: tokio::sync::mpsc::Receiver<Reclaim>) {
         let began = Instant::now();
         let mut images = Images::default();
         let mut every = tokio::time::interval(PERIOD);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            every.tick().await;
-            if let Err(e) = self.collect(&mut images, began).await {
+            let done = tokio::select! {
+                _ = every.tick() => None,
+                Some(done) = asks.recv() => Some(done),
+            };
+            let all = done.is_some();
+            if let Err(e) = self.collect(&mut images, began, all).await {
                 tracing::warn!(error = %e, "image garbage collection failed");
+            }
+            if let Some(done) = done {
+                let _ = done.send(());
             }
         }
     }
 
-    async fn collect(&self, images: &mut Images, began: Instant) -> Result<(), String> {
+    /// Removes images too old, then as many as the thresholds ask (`all`:
+    /// every unused image past its minimum age).
+    async fn collect(&self, images: &mut Images, began: Instant, all: bool) -> Result<(), String> {
         let rt = &self.runtime;
         let failed = |e: tonic::Status| e.message().to_owned();
         let now = Instant::now();
@@ -299,6 +314,7 @@ impl Collector {
             .await
             .ok()
             .flatten()
+            .map(|s| (s.size, s.available))
             .filter(|(capacity, _)| *capacity > 0)
             .ok_or_else(|| {
                 let message = "invalid capacity 0 on image filesystem";
@@ -306,20 +322,26 @@ impl Collector {
                     .record_node(Type::Warning, "InvalidDiskCapacity", message);
                 message.to_owned()
             })?;
-        let Some(goal) = to_free(capacity, available, &self.policy) else {
-            return Ok(());
+        let goal = match to_free(capacity, available, &self.policy) {
+            _ if all => u64::MAX,
+            Some(goal) => goal,
+            None => return Ok(()),
         };
-        tracing::info!(
-            goal,
-            "disk usage on the image filesystem is over the high threshold, freeing images down to the low threshold"
-        );
+        if all {
+            tracing::info!("disk pressure: removing every unused image");
+        } else {
+            tracing::info!(
+                goal,
+                "disk usage on the image filesystem is over the high threshold, freeing images down to the low threshold"
+            );
+        }
         let mut freed = 0;
         for (id, size) in images.to_free(goal, now, &self.policy) {
             if self.remove(&id, "space").await {
                 freed += size;
             }
         }
-        if freed < goal {
+        if freed < goal && !all {
             let message = format!(
                 "Failed to garbage collect required amount of images. Attempted to free {goal} bytes, but only found {freed} bytes eligible to free."
             );

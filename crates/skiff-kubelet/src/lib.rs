@@ -13,6 +13,7 @@ mod cri_config;
 mod endpoint_auth;
 mod env_file;
 pub mod events;
+pub mod eviction;
 mod exec;
 mod expansion;
 #[cfg(test)]

@@ -13,6 +13,8 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
 
+use crate::eviction::Condition;
+
 /// How often the Lease is renewed and the status looked at.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
@@ -37,22 +39,37 @@ pub fn capacity(data_dir: &Path) -> Value {
 }
 
 fn disk_bytes(path: &Path) -> u64 {
-    disk_space(path).map_or(0, |(size, _)| size)
+    disk_space(path).map_or(0, |s| s.size)
 }
 
-/// The size of the filesystem holding `path` and the bytes available on
-/// it to unprivileged users, in bytes.
-pub fn disk_space(path: &Path) -> Option<(u64, u64)> {
+/// A filesystem's size and what is available on it to unprivileged
+/// users, in bytes, and its inodes (none counted: 0).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Space {
+    pub size: u64,
+    pub available: u64,
+    pub inodes: u64,
+    pub inodes_free: u64,
+}
+
+/// The space of the filesystem holding `path`.
+pub fn disk_space(path: &Path) -> Option<Space> {
     // `df` is everywhere and spares us an unsafe statvfs.
     let out = std::process::Command::new("df")
-        .args(["-B1", "--output=size,avail"])
+        .args(["-B1", "--output=size,avail,itotal,iavail"])
         .arg(path)
         .output()
         .ok()?;
     let text = String::from_utf8(out.stdout).ok()?;
     let mut fields = text.lines().nth(1)?.split_whitespace();
     let mut number = || fields.next()?.parse().ok();
-    Some((number()?, number()?))
+    Some(Space {
+        size: number()?,
+        available: number()?,
+        // Some filesystems count no inodes (`-`).
+        inodes: number().unwrap_or(0),
+        inodes_free: number().unwrap_or(0),
+    })
 }
 
 fn os_image() -> String {
@@ -73,10 +90,27 @@ fn kernel() -> String {
         .unwrap_or_default()
 }
 
-/// The node's status, Ready or not with the runtime's reason.
-pub fn status(name: &str, ip: &str, capacity: &Value, runtime: &Result<String, String>) -> Value {
+/// The node's status, Ready or not with the runtime's reason, under the
+/// pressure given or none.
+pub fn status(
+    name: &str,
+    ip: &str,
+    capacity: &Value,
+    runtime: &Result<String, String>,
+    pressure: &[Condition],
+) -> Value {
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let condition = |t: &str, s: &str, reason: &str, message: &str| json!({"type": t, "status": s, "reason": reason, "message": message, "lastHeartbeatTime": now, "lastTransitionTime": now});
+    let pressed = |c: Condition| {
+        let under = pressure.contains(&c);
+        let (reason, message) = c.said(under);
+        condition(
+            c.name(),
+            if under { "True" } else { "False" },
+            reason,
+            message,
+        )
+    };
     let ready = match runtime {
         Ok(_) => condition(
             "Ready",
@@ -95,9 +129,9 @@ pub fn status(name: &str, ip: &str, capacity: &Value, runtime: &Result<String, S
         "capacity": capacity,
         "allocatable": capacity,
         "conditions": [
-            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            pressed(Condition::MemoryPressure),
+            pressed(Condition::DiskPressure),
+            pressed(Condition::PidPressure),
             ready,
         ],
         "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
@@ -270,7 +304,7 @@ mod tests {
     #[test]
     fn ready_says_why_the_runtime_is_down() {
         let cap = json!({"cpu": "2", "memory": "1Gi", "pods": "110"});
-        let up = status("n1", "10.0.0.1", &cap, &Ok("containerd".into()));
+        let up = status("n1", "10.0.0.1", &cap, &Ok("containerd".into()), &[]);
         let ready = |s: &Value| {
             s["conditions"]
                 .as_array()
@@ -281,7 +315,13 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(ready(&up)["status"], "True");
-        let down = status("n1", "10.0.0.1", &cap, &Err("containerd not found".into()));
+        let down = status(
+            "n1",
+            "10.0.0.1",
+            &cap,
+            &Err("containerd not found".into()),
+            &[],
+        );
         assert_eq!(ready(&down)["status"], "False");
         assert!(ready(&down)["message"]
             .as_str()
@@ -297,13 +337,13 @@ mod tests {
     #[test]
     fn only_a_change_beyond_heartbeat_times_is_a_change() {
         let cap = json!({"cpu": "2", "memory": "1Gi", "pods": "110"});
-        let mut stored = status("n1", "10.0.0.1", &cap, &Ok("containerd".into()));
+        let mut stored = status("n1", "10.0.0.1", &cap, &Ok("containerd".into()), &[]);
         // Another component's condition is not the agent's to compare.
         stored["conditions"]
             .as_array_mut()
             .unwrap()
             .push(json!({"type": "NetworkUnavailable", "status": "False"}));
-        let mut beat = status("n1", "10.0.0.1", &cap, &Ok("containerd".into()));
+        let mut beat = status("n1", "10.0.0.1", &cap, &Ok("containerd".into()), &[]);
         keep_transitions(&mut beat, &stored);
         for c in beat["conditions"].as_array_mut().unwrap() {
             c["lastHeartbeatTime"] = json!("2030-01-01T00:00:00Z");
@@ -333,7 +373,7 @@ mod tests {
                 condition("DiskPressure", "False"),
             ]},
         });
-        let mut beat = status("n1", "10.0.0.1", &cap, &Ok("containerd".into()));
+        let mut beat = status("n1", "10.0.0.1", &cap, &Ok("containerd".into()), &[]);
         keep_transitions(&mut beat, &stored["status"]);
         let nodes = skiff_core::registry::lookup("", "v1", "nodes").unwrap();
         let root = skiff_core::schema::Root::of(nodes);

@@ -28,6 +28,7 @@ use crate::admission::{self, Rejection};
 use crate::cri::Error;
 use crate::cri_config::{self, ContainerInputs, NAME_LABEL, UID_LABEL};
 use crate::events::{container_path, Recorder, Type};
+use crate::eviction;
 use crate::hosts_file;
 use crate::local_path::LocalPath;
 use crate::local_storage;
@@ -144,6 +145,12 @@ pub struct Worker {
     /// Told when an allocation shrinks or goes: resizes waiting for room
     /// try again then, as upstream's kubelet retries them.
     freed: tokio::sync::Notify,
+    /// The node's pressure, which admission reads (none when simulated).
+    pressure: Option<Arc<eviction::Pressure>>,
+    /// The eviction manager's asks, taken by [`Worker::run`].
+    asks: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<eviction::Ask>>>,
+    /// Evictions a pod's worker carries out at its next sync, by uid.
+    evictions: std::sync::Mutex<HashMap<String, eviction::Eviction>>,
 }
 
 /// One pod's worker, as the dispatcher sees it: the latest pod (`None`
@@ -183,7 +190,22 @@ impl Worker {
             app_armor: crate::app_armor::host_problem(),
             seccomp_root: None,
             freed: Default::default(),
+            pressure: None,
+            asks: Default::default(),
+            evictions: Default::default(),
         }
+    }
+
+    /// Admits pods under the node's `pressure` and evicts as the eviction
+    /// manager `asks`.
+    pub fn with_eviction(
+        mut self,
+        pressure: Arc<eviction::Pressure>,
+        asks: tokio::sync::mpsc::Receiver<eviction::Ask>,
+    ) -> Self {
+        self.pressure = Some(pressure);
+        self.asks = std::sync::Mutex::new(Some(asks));
+        self
     }
 
     /// Mounts local-path volumes from `local_path`.
@@ -234,6 +256,9 @@ impl Worker {
             app_armor: None,
             seccomp_root: None,
             freed: Default::default(),
+            pressure: None,
+            asks: Default::default(),
+            evictions: Default::default(),
         }
     }
 
@@ -302,6 +327,10 @@ impl Worker {
     /// nodes, which have none).
     fn release(&self, uid: &str) {
         self.free(uid);
+        self.evictions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
         if !self.simulated {
             pod_inputs::release(&self.log_dir.join(uid));
         }
@@ -476,6 +505,7 @@ impl Worker {
         let mut changes = self.changes().await;
         let told = changes.is_some();
         self.told.store(told, std::sync::atomic::Ordering::Relaxed);
+        let mut asks = self.asks.lock().unwrap_or_else(|e| e.into_inner()).take();
         loop {
             let change = async {
                 match changes.as_mut() {
@@ -483,7 +513,17 @@ impl Worker {
                     None => std::future::pending().await,
                 }
             };
+            let ask = async {
+                match asks.as_mut() {
+                    Some(a) => a.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                ask = ask => match ask {
+                    Some(ask) => pods.evict_one(ask),
+                    None => asks = None,
+                },
                 uid = change => match uid {
                     Some(uid) => pods.wake(&uid),
                     None => {
@@ -806,6 +846,13 @@ impl Worker {
         state.first_seen.get_or_insert_with(Instant::now);
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let spec = spec_of(pod);
+        // An eviction asked of a pod already going or over is dropped:
+        // the eviction manager, told so, looks again.
+        let asked = self
+            .evictions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&uid);
         if pod.metadata.deletion_timestamp.is_some() {
             if state.finished {
                 return Ok(self.resync(spec));
@@ -826,13 +873,19 @@ impl Worker {
             }
             return Ok(if *written { self.resync(spec) } else { RETRY });
         }
+        if let Some(e) = asked {
+            self.evict(pod, &uid, "Evicted", &e.message, Some(e.grace))
+                .await?;
+            let _ = e.stopped.send(());
+            return Ok(self.resync(spec));
+        }
         // Past its `activeDeadlineSeconds` the pod fails, as upstream's;
         // until then it is looked at again by then at the latest.
         let status = state.reported.as_ref().or(pod.status.as_ref());
         let left = deadline_left(spec, status.and_then(|s| s.start_time.as_ref()));
         if left == Some(Duration::ZERO) {
             let why = "Pod was active on the node longer than the specified deadline";
-            self.evict(pod, &uid, "DeadlineExceeded", why).await?;
+            self.evict(pod, &uid, "DeadlineExceeded", why, None).await?;
             return Ok(self.resync(spec));
         }
         let next = Box::pin(self.sync_running(pod, state, &uid)).await?;
@@ -905,7 +958,7 @@ impl Worker {
                 let usage = self.usage.pod(&uid);
                 let pod_dir = self.log_dir.join(&uid);
                 if let Some(message) = local_storage::over_limit(pod, v, &pod_dir, usage.as_ref()) {
-                    self.evict(pod, &uid, "Evicted", &message).await?;
+                    self.evict(pod, &uid, "Evicted", &message, None).await?;
                     return Ok(self.resync(spec));
                 }
             }
@@ -1022,15 +1075,23 @@ impl Worker {
     }
 
     /// Evicts the pod as upstream's eviction manager does: stopped within
-    /// its grace period, then Failed with reason Evicted; its controller
-    /// replaces it.
-    async fn evict(&self, pod: &Pod, uid: &str, reason: &str, message: &str) -> Result<(), Error> {
+    /// its grace period (or the one given), then Failed with reason
+    /// Evicted; its controller replaces it.
+    async fn evict(
+        &self,
+        pod: &Pod,
+        uid: &str,
+        reason: &str,
+        message: &str,
+        grace: Option<i64>,
+    ) -> Result<(), Error> {
         self.event(pod, "", Type::Warning, reason, message);
-        let grace = pod
+        let own = pod
             .spec
             .as_ref()
             .and_then(|s| s.termination_grace_period_seconds)
             .unwrap_or(30);
+        let grace = grace.unwrap_or(own);
         self.tear_down(uid, Some(pod), grace, None).await?;
         // Unwritten, it is measured again at the next check and evicted
         // again.
@@ -1797,9 +1858,58 @@ impl Dispatcher {
             .filter_map(|(_, slot)| slot.borrow().clone())
             .filter(|p| !over(p))
             .collect();
+        let pressure = self.worker.pressure.as_ref().map(|p| p.now());
+        let pressed = pressure.and_then(|p| eviction::admit(&p, pod).err());
         let app_armor = self.worker.app_armor.as_deref();
-        let refused = crate::app_armor::admit(pod, app_armor).err();
+        let refused = pressed.or_else(|| crate::app_armor::admit(pod, app_armor).err());
         refused.or_else(|| admission::admit(pod, &node, &others).err())
+    }
+
+    /// Hands the first pod in the eviction order of `ask` to its worker to
+    /// evict, as upstream's eviction manager evicts one pod per look;
+    /// critical pods and pods already being evicted stay.
+    pub fn evict_one(&self, ask: eviction::Ask) {
+        let active: Vec<Arc<Pod>> = self
+            .slots
+            .iter()
+            .filter(|(uid, _)| !self.rejected.contains(*uid))
+            .filter_map(|(_, slot)| slot.borrow().clone())
+            .filter(|p| {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                !matches!(phase, Some("Succeeded" | "Failed"))
+                    && p.metadata.deletion_timestamp.is_none()
+            })
+            .collect();
+        let usage = self.worker.usage.pods();
+        let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
+        let mut ranked: Vec<(&Pod, Option<&crate::usage::PodUsage>)> = active
+            .iter()
+            .map(|p| (p.as_ref(), usage.get(&uid(p))))
+            .collect();
+        eviction::rank(ask.reclaim.signal, &mut ranked);
+        let mut evictions = self
+            .worker
+            .evictions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let chosen = ranked
+            .into_iter()
+            .find(|(p, _)| !eviction::is_critical(p) && !evictions.contains_key(&uid(p)));
+        let Some((pod, used)) = chosen else {
+            let _ = ask.evicted.send(None);
+            return;
+        };
+        let (stopped, done) = tokio::sync::oneshot::channel();
+        let eviction = eviction::Eviction {
+            message: eviction::message(&ask.reclaim, pod, used),
+            grace: eviction::grace_period(&ask.reclaim, ask.max_pod_grace, pod),
+            stopped,
+        };
+        tracing::info!(pod = ?pod.metadata.name, "eviction manager: evicting");
+        evictions.insert(uid(pod), eviction);
+        drop(evictions);
+        self.wake(&uid(pod));
+        let _ = ask.evicted.send(Some(done));
     }
 
     /// Removes what belongs to no pod worker, once the pods are known.

@@ -188,6 +188,52 @@ struct NodeUpkeep {
     image_gc: ImageGcArgs,
     #[command(flatten)]
     container_logs: ContainerLogArgs,
+    #[command(flatten)]
+    eviction: EvictionArgs,
+}
+
+/// When the node is under pressure and evicts pods (upstream's kubelet
+/// flags).
+#[derive(clap::Args, Debug)]
+struct EvictionArgs {
+    /// Thresholds that evict at once when met (`signal<value,…`: signals
+    /// memory.available, nodefs.available, nodefs.inodesFree,
+    /// imagefs.available, imagefs.inodesFree, pid.available; values a
+    /// quantity or a percentage of the capacity; empty: none).
+    #[arg(long, default_value = skiff_kubelet::eviction::DEFAULT_HARD)]
+    eviction_hard: String,
+    /// Thresholds that evict once met for their grace period.
+    #[arg(long, default_value = "")]
+    eviction_soft: String,
+    /// The grace period of each soft threshold (`signal=1m30s,…`).
+    #[arg(long, default_value = "")]
+    eviction_soft_grace_period: String,
+    /// What must be available beyond a threshold before its pressure
+    /// counts as relieved (`signal=value,…`).
+    #[arg(long, default_value = "")]
+    eviction_minimum_reclaim: String,
+    /// How long a pressure condition stays after its threshold was last
+    /// met.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    eviction_pressure_transition_period: std::time::Duration,
+    /// The longest grace period (seconds) of a pod evicted for a soft
+    /// threshold; negative: the pod's own.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    eviction_max_pod_grace_period: i64,
+}
+
+impl EvictionArgs {
+    fn config(&self) -> anyhow::Result<skiff_kubelet::eviction::Config> {
+        skiff_kubelet::eviction::Config::parse(
+            &self.eviction_hard,
+            &self.eviction_soft,
+            &self.eviction_soft_grace_period,
+            &self.eviction_minimum_reclaim,
+            self.eviction_pressure_transition_period,
+            self.eviction_max_pod_grace_period,
+        )
+        .map_err(anyhow::Error::msg)
+    }
 }
 
 /// When a node removes images no container uses.
@@ -443,6 +489,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             status_report_every: args.upkeep.node_status_report_frequency,
             image_gc: args.upkeep.image_gc.policy()?,
             container_logs: args.upkeep.container_logs.policy()?,
+            eviction: args.upkeep.eviction.config()?,
         };
         let proxy = skiff_proxy::Config {
             node_name: config.node_name.clone(),
@@ -705,6 +752,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     status_report_every: args.upkeep.node_status_report_frequency,
                     image_gc: args.upkeep.image_gc.policy()?,
                     container_logs: args.upkeep.container_logs.policy()?,
+                    eviction: args.upkeep.eviction.config()?,
                 };
                 let proxy = skiff_proxy::Config {
                     node_name: config.node_name.clone(),

@@ -202,6 +202,102 @@ fn pods_run_as_real_containers() {
     });
     unused_images_are_collected(&mut c, &socket, &registry_flags);
     container_logs_rotate(&mut c, &registry_flags);
+    memory_pressure_evicts_and_refuses(&mut c, &registry_flags);
+}
+
+/// Under memory pressure (here a threshold of all the node's memory,
+/// always met) the node reports MemoryPressure, the node lifecycle
+/// controller taints it, the agent evicts its BestEffort pod in
+/// upstream's words and refuses a new one; started again without the
+/// threshold, the pressure and its taint go.
+fn memory_pressure_evicts_and_refuses(c: &mut Cluster, flags: &[&str]) {
+    let busybox = "skiff.local/busybox:1";
+    create(
+        c,
+        &manifest("hog", "Always", "IfNotPresent", busybox, "sleep 3600"),
+    );
+    wait_for("the hog to run", LIMIT, || {
+        (pod(c, "hog")["status"]["phase"] == "Running").then_some(())
+    });
+    let mut pressed = flags.to_vec();
+    pressed.extend(["--eviction-hard", "memory.available<100%"]);
+    c.kill();
+    c.spawn(&pressed);
+    let node = c.json(&["get", "nodes"])["items"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let memory = wait_for("MemoryPressure", LIMIT, || {
+        let m = node_condition(c, &node, "MemoryPressure")?;
+        (m["status"] == "True").then_some(m)
+    });
+    assert_eq!(memory["reason"], "KubeletHasInsufficientMemory");
+    assert_eq!(
+        memory["message"],
+        "kubelet has insufficient memory available"
+    );
+    let tainted = |c: &Cluster| {
+        let n = c.json(&["get", "node", &node]);
+        let taints = n["spec"]["taints"].as_array().cloned().unwrap_or_default();
+        taints.iter().any(|t| {
+            t["key"] == "node.kubernetes.io/memory-pressure" && t["effect"] == "NoSchedule"
+        })
+    };
+    wait_for("the memory-pressure taint", LIMIT, || {
+        tainted(c).then_some(())
+    });
+    let evicted = wait_for("the hog to be evicted", LIMIT, || {
+        let p = pod(c, "hog");
+        (p["status"]["phase"] == "Failed").then_some(p)
+    });
+    let status = &evicted["status"];
+    assert_eq!(status["reason"], "Evicted", "{status}");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("The node was low on resource: memory. Threshold quantity: "),
+        "{message}"
+    );
+    let disruption = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "DisruptionTarget")
+        .cloned()
+        .unwrap_or_else(|| panic!("no DisruptionTarget: {status}"));
+    assert_eq!(disruption["reason"], "TerminationByKubelet");
+    let reclaiming = c.json(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=EvictionThresholdMet",
+    ]);
+    assert_eq!(
+        reclaiming["items"][0]["message"], "Attempting to reclaim memory",
+        "{reclaiming}"
+    );
+    // A pod naming the node skips the scheduler, which the taint keeps
+    // away: the node itself refuses it.
+    let refused = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "refused"},
+        "spec": {"nodeName": node, "containers": [{"name": "main", "image": busybox,
+            "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"]}]}});
+    create(c, &refused.to_string());
+    let status = wait_for("the new pod to be refused", LIMIT, || {
+        let p = pod(c, "refused");
+        (p["status"]["phase"] == "Failed").then(|| p["status"].clone())
+    });
+    assert_eq!(status["reason"], "Evicted", "{status}");
+    assert_eq!(
+        status["message"],
+        "Pod was rejected: The node had condition: [MemoryPressure]. "
+    );
+    c.kill();
+    c.spawn(flags);
+    wait_for("the pressure to go", LIMIT, || {
+        let m = node_condition(c, &node, "MemoryPressure")?;
+        (m["status"] == "False" && !tainted(c)).then_some(())
+    });
+    c.ok(&["delete", "pod", "hog", "refused", "--timeout=60s"]);
 }
 
 /// A running container's log rotates at the maximum size (16Ki here):
