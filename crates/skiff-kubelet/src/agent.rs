@@ -57,6 +57,8 @@ pub struct Config {
     pub container_logs: crate::log_rotation::Policy,
     /// When the node is under pressure, and evicts.
     pub eviction: crate::eviction::Config,
+    /// How many images the node's status lists (none: all).
+    pub max_images: Option<usize>,
 }
 
 /// The cluster DNS server and domain pods are given.
@@ -221,6 +223,15 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
                         &runtime,
                         &pressure,
                     );
+                    // Unlisted, the images stored stay as they are.
+                    if let Ok(c) = &cri {
+                        match c.images().await {
+                            Ok(held) => {
+                                status["images"] = node::images(held, config.max_images);
+                            }
+                            Err(e) => tracing::warn!(error = %e.message(), "listing images"),
+                        }
+                    }
                     node::keep_transitions(&mut status, &last);
                     let due = stored.is_err()
                         || reported != Some(runtime.is_ok())

@@ -145,6 +145,24 @@ pub fn status(
     })
 }
 
+/// How many names of one image the node's status gives (upstream's
+/// `MaxNamesPerImageInNodeStatus`).
+const NAMES_PER_IMAGE: usize = 5;
+
+/// The images the node holds as its status lists them (upstream's
+/// setter): largest first, at most `max` (none: all), each named by its
+/// digests and then its tags.
+pub fn images(mut held: Vec<k8s_cri::v1::Image>, max: Option<usize>) -> Value {
+    held.sort_by_key(|i| std::cmp::Reverse(i.size));
+    let listed = held.into_iter().take(max.unwrap_or(usize::MAX)).map(|i| {
+        let names: Vec<String> = (i.repo_digests.into_iter().chain(i.repo_tags))
+            .take(NAMES_PER_IMAGE)
+            .collect();
+        json!({"names": names, "sizeBytes": i.size})
+    });
+    Value::Array(listed.collect())
+}
+
 /// Whether the node's `stored` status differs from the agent's `status`
 /// in any field the agent sets, but for its conditions' heartbeat times.
 pub fn changed(status: &Value, stored: &Value) -> bool {
@@ -332,6 +350,34 @@ mod tests {
             json!({"type": "InternalIP", "address": "10.0.0.1"})
         );
         assert_eq!(down["allocatable"], cap);
+    }
+
+    #[test]
+    fn images_are_listed_largest_first_with_digests_then_tags() {
+        let image = |tags: &[&str], digests: &[&str], size: u64| k8s_cri::v1::Image {
+            repo_tags: tags.iter().map(|t| t.to_string()).collect(),
+            repo_digests: digests.iter().map(|d| d.to_string()).collect(),
+            size,
+            ..Default::default()
+        };
+        let many: Vec<String> = (0..7).map(|i| format!("r/x:{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let held = vec![
+            image(&["r/small:1"], &[], 10),
+            image(&["r/big:1"], &["r/big@sha256:ab"], 30),
+            image(&many, &[], 20),
+        ];
+        let listed = images(held.clone(), None);
+        assert_eq!(
+            listed[0],
+            json!({"names": ["r/big@sha256:ab", "r/big:1"], "sizeBytes": 30})
+        );
+        assert_eq!(
+            listed[1]["names"].as_array().unwrap().len(),
+            NAMES_PER_IMAGE
+        );
+        assert_eq!(listed[2]["sizeBytes"], 10);
+        assert_eq!(images(held, Some(1)).as_array().unwrap().len(), 1);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What the scheduler knows about one node: the node itself and the
 //! resources its pods (bound or assumed) request.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -111,6 +111,8 @@ pub struct NodeInfo {
     /// Requests with the non-zero defaults, for scoring.
     pub requested_nonzero: Resources,
     pub pod_count: i128,
+    /// The images the node holds, by each of their names: their sizes.
+    pub images: Arc<HashMap<String, i64>>,
 }
 
 impl NodeInfo {
@@ -127,6 +129,16 @@ impl NodeInfo {
     /// lifecycle controller derives from them; a heartbeat changes none.
     pub fn set_node(&mut self, mut node: Node) -> bool {
         let allocatable = skiff_core::node_fit::allocatable(&node);
+        let listed = node.status.as_ref().and_then(|s| s.images.as_ref());
+        let images: HashMap<String, i64> = (listed.into_iter().flatten())
+            .flat_map(|i| {
+                let size = i.size_bytes.unwrap_or(0);
+                i.names.iter().flatten().map(move |n| (n.clone(), size))
+            })
+            .collect();
+        if images != *self.images {
+            self.images = Arc::new(images);
+        }
         node.status = None;
         let (old, new) = (&self.node.metadata, &node.metadata);
         let changed = allocatable != self.allocatable

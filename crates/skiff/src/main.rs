@@ -190,6 +190,10 @@ struct NodeUpkeep {
     container_logs: ContainerLogArgs,
     #[command(flatten)]
     eviction: EvictionArgs,
+    /// How many images, largest first, the node's status lists (-1: all).
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true,
+        value_parser = clap::value_parser!(i64).range(-1..))]
+    node_status_max_images: i64,
 }
 
 /// When the node is under pressure and evicts pods (upstream's kubelet
@@ -490,6 +494,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             image_gc: args.upkeep.image_gc.policy()?,
             container_logs: args.upkeep.container_logs.policy()?,
             eviction: args.upkeep.eviction.config()?,
+            max_images: usize::try_from(args.upkeep.node_status_max_images).ok(),
         };
         let proxy = skiff_proxy::Config {
             node_name: config.node_name.clone(),
@@ -753,6 +758,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     image_gc: args.upkeep.image_gc.policy()?,
                     container_logs: args.upkeep.container_logs.policy()?,
                     eviction: args.upkeep.eviction.config()?,
+                    max_images: usize::try_from(args.upkeep.node_status_max_images).ok(),
                 };
                 let proxy = skiff_proxy::Config {
                     node_name: config.node_name.clone(),

@@ -156,6 +156,20 @@ fn pods_run_as_real_containers() {
         .starts_with("10.42."));
     assert!(node["status"]["capacity"]["cpu"].as_str().is_some());
     status_writes_keep_what_others_set(&c, node["metadata"]["name"].as_str().unwrap());
+    // The node's status lists the images it holds, as upstream's kubelet
+    // does (what the scheduler's ImageLocality reads).
+    wait_for("the imported images in the node's status", LIMIT, || {
+        let nodes = c.json(&["get", "nodes"]);
+        let images = nodes["items"][0]["status"]["images"].as_array()?.clone();
+        images
+            .iter()
+            .any(|i| {
+                let names = i["names"].as_array().into_iter().flatten();
+                names.clone().any(|n| n == "skiff.local/busybox:1")
+                    && i["sizeBytes"].as_i64() > Some(0)
+            })
+            .then_some(())
+    });
 
     lifecycle_and_restarts(&c, &socket);
     a_hanging_pull_delays_no_other_pod(&c, &silent);

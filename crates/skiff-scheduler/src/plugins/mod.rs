@@ -3,6 +3,7 @@
 mod balanced_allocation;
 mod default_binder;
 mod default_preemption;
+mod image_locality;
 mod inter_pod_affinity;
 mod node_affinity;
 mod node_name;
@@ -17,6 +18,7 @@ mod volume_binding;
 pub use balanced_allocation::BalancedAllocation;
 pub use default_binder::DefaultBinder;
 pub use default_preemption::DefaultPreemption;
+pub use image_locality::ImageLocality;
 pub use inter_pod_affinity::InterPodAffinity;
 pub use node_affinity::NodeAffinity;
 pub use node_name::NodeName;
@@ -65,7 +67,7 @@ pub fn profile(volumes: Arc<Volumes>, client: Option<kube::Client>) -> Profile {
             Box::new(PodTopologySpread::default()),
         ],
         post_filters: vec![Box::new(DefaultPreemption)],
-        pre_scores: vec![Box::new(InterPodAffinity)],
+        pre_scores: vec![Box::new(InterPodAffinity), Box::new(ImageLocality)],
         scores: vec![
             Box::new(TaintToleration),
             Box::new(NodeAffinity),
@@ -73,6 +75,7 @@ pub fn profile(volumes: Arc<Volumes>, client: Option<kube::Client>) -> Profile {
             Box::new(BalancedAllocation),
             Box::new(InterPodAffinity),
             Box::new(PodTopologySpread::default()),
+            Box::new(ImageLocality),
         ],
         // Waiting claims are held to the chosen node here, named on the
         // claims at pre-bind; the volume controller binds.
