@@ -59,6 +59,8 @@ pub struct Config {
     pub eviction: crate::eviction::Config,
     /// How many images the node's status lists (none: all).
     pub max_images: Option<usize>,
+    /// What pods are not offered, by resource, in thousandths.
+    pub reserved: std::collections::BTreeMap<String, i128>,
 }
 
 /// The cluster DNS server and domain pods are given.
@@ -108,6 +110,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         }
     }
     let capacity = node::capacity(&config.data_dir);
+    let allocatable = node::allocatable(&capacity, &config.reserved, &config.eviction);
     let arch = std::env::consts::ARCH
         .replace("x86_64", "amd64")
         .replace("aarch64", "arm64");
@@ -116,13 +119,8 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         Ok(c) => c.ready().await.map(|_| "containerd".to_owned()),
         Err(e) => Err(e.clone()),
     };
-    let status = node::status(
-        &config.node_name,
-        &config.node_ip,
-        &capacity,
-        &readiness,
-        &[],
-    );
+    let offer = (&capacity, &allocatable);
+    let status = node::status(&config.node_name, &config.node_ip, offer, &readiness, &[]);
     let pressure = Arc::new(crate::eviction::Pressure::default());
     let mut endpoint = None;
     let usage = Arc::new(crate::usage::Usage::default());
@@ -179,14 +177,14 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
     // registration) and a wake-up checks it right away.
     let wake = Arc::new(tokio::sync::Notify::new());
     let heartbeat = {
-        let (client, config, cri, capacity, wake, pressure) = (
+        let (client, config, cri, wake, pressure) = (
             client.clone(),
             config.clone(),
             cri.clone(),
-            capacity.clone(),
             wake.clone(),
             pressure.clone(),
         );
+        let (capacity, allocatable) = (capacity.clone(), allocatable.clone());
         tokio::spawn(async move {
             let mut lease = node::LeaseKeeper::new(&client, &config.node_name, &node_uid);
             let nodes: Api<Node> = Api::all(client.clone());
@@ -219,7 +217,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
                     let mut status = node::status(
                         &config.node_name,
                         &config.node_ip,
-                        &capacity,
+                        (&capacity, &allocatable),
                         &runtime,
                         &pressure,
                     );

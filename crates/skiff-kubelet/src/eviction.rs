@@ -303,6 +303,24 @@ pub fn go_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+impl Config {
+    /// What the hard thresholds keep free of a node resource of this
+    /// capacity (in its units): the memory one for memory, the node
+    /// filesystem's for ephemeral storage, as upstream's allocatable
+    /// reserves them.
+    pub fn hard_reservation(&self, resource: &str, capacity: i128) -> i128 {
+        let signal = match resource {
+            "memory" => Signal::MemoryAvailable,
+            "ephemeral-storage" => Signal::NodeFsAvailable,
+            _ => return 0,
+        };
+        self.thresholds
+            .iter()
+            .find(|t| t.signal == signal && t.grace.is_none())
+            .map_or(0, |t| t.amount.of(capacity))
+    }
+}
+
 /// `signal<value,…`, each signal once.
 fn statements(expr: &str) -> Result<Vec<Threshold>, String> {
     let mut out: Vec<Threshold> = Vec::new();

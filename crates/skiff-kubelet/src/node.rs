@@ -13,6 +13,10 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
 
+use std::collections::BTreeMap;
+
+use skiff_core::quantity::{format_bytes, parse_milli};
+
 use crate::eviction::Condition;
 
 /// How often the Lease is renewed and the status looked at.
@@ -40,6 +44,67 @@ pub fn capacity(data_dir: &Path) -> Value {
 
 fn disk_bytes(path: &Path) -> u64 {
     disk_space(path).map_or(0, |s| s.size)
+}
+
+/// What the node keeps from pods (`--kube-reserved` and
+/// `--system-reserved`, `name=quantity,…`), in thousandths, summed.
+/// Upstream also reserves `pid`, which needs a node-level cgroup for
+/// pods that Skiff does not make: refused rather than ignored.
+pub fn reserved(lists: &[&str]) -> Result<BTreeMap<String, i128>, String> {
+    let mut out = BTreeMap::new();
+    for list in lists {
+        for pair in list.split(',').filter(|p| !p.is_empty()) {
+            let Some((name, quantity)) = pair.split_once('=') else {
+                return Err(format!(
+                    "invalid reservation {pair:?}, expected <resource>=<quantity>"
+                ));
+            };
+            if !matches!(name, "cpu" | "memory" | "ephemeral-storage") {
+                return Err(format!("cannot reserve {name:?} resource"));
+            }
+            let Some(milli) = parse_milli(quantity) else {
+                return Err(format!("invalid quantity {quantity:?} for {name:?}"));
+            };
+            if milli < 0 {
+                return Err(format!(
+                    "resource quantity for {name:?} cannot be negative: {quantity}"
+                ));
+            }
+            *out.entry(name.to_owned()).or_default() += milli;
+        }
+    }
+    Ok(out)
+}
+
+/// What the node offers pods, as upstream's node allocatable: its
+/// capacity less what is `reserved` and what the hard eviction thresholds
+/// on memory and the node's filesystem keep free.
+pub fn allocatable(
+    capacity: &Value,
+    reserved: &BTreeMap<String, i128>,
+    eviction: &crate::eviction::Config,
+) -> Value {
+    let Some(offered) = capacity.as_object() else {
+        return capacity.clone();
+    };
+    let mut out = offered.clone();
+    for (name, value) in offered {
+        let Some(total) = value.as_str().and_then(parse_milli) else {
+            continue;
+        };
+        let kept = eviction.hard_reservation(name, total / 1000) * 1000;
+        let left = (total - reserved.get(name).copied().unwrap_or(0) - kept).max(0);
+        if left == total {
+            continue;
+        }
+        out[name] = match name.as_str() {
+            "cpu" if left % 1000 == 0 => json!((left / 1000).to_string()),
+            "cpu" => json!(format!("{left}m")),
+            "memory" => json!(format_bytes(u64::try_from(left / 1000).unwrap_or(0))),
+            _ => json!((left / 1000).to_string()),
+        };
+    }
+    Value::Object(out)
 }
 
 /// A filesystem's size and what is available on it to unprivileged
@@ -95,7 +160,7 @@ fn kernel() -> String {
 pub fn status(
     name: &str,
     ip: &str,
-    capacity: &Value,
+    (capacity, allocatable): (&Value, &Value),
     runtime: &Result<String, String>,
     pressure: &[Condition],
 ) -> Value {
@@ -127,7 +192,7 @@ pub fn status(
     };
     json!({
         "capacity": capacity,
-        "allocatable": capacity,
+        "allocatable": allocatable,
         "conditions": [
             pressed(Condition::MemoryPressure),
             pressed(Condition::DiskPressure),
@@ -322,7 +387,13 @@ mod tests {
     #[test]
     fn ready_says_why_the_runtime_is_down() {
         let cap = json!({"cpu": "2", "memory": "1Gi", "pods": "110"});
-        let up = status("n1", "10.0.0.1", &cap, &Ok("containerd".into()), &[]);
+        let up = status(
+            "n1",
+            "10.0.0.1",
+            (&cap, &cap),
+            &Ok("containerd".into()),
+            &[],
+        );
         let ready = |s: &Value| {
             s["conditions"]
                 .as_array()
@@ -336,7 +407,7 @@ mod tests {
         let down = status(
             "n1",
             "10.0.0.1",
-            &cap,
+            (&cap, &cap),
             &Err("containerd not found".into()),
             &[],
         );
@@ -350,6 +421,31 @@ mod tests {
             json!({"type": "InternalIP", "address": "10.0.0.1"})
         );
         assert_eq!(down["allocatable"], cap);
+    }
+
+    #[test]
+    fn pods_are_offered_the_capacity_less_reservations_and_hard_thresholds() {
+        let cap = json!({"cpu": "2", "memory": "2097152Ki", "ephemeral-storage": "1000000000", "pods": "110"});
+        let defaults = crate::eviction::Config::default();
+        let none = BTreeMap::new();
+        let offered = allocatable(&cap, &none, &defaults);
+        // 100Mi of memory and 5 % of the disk stay free.
+        assert_eq!(
+            offered,
+            json!({"cpu": "2", "memory": "1948Mi", "ephemeral-storage": "950000000", "pods": "110"})
+        );
+        let kept = reserved(&["cpu=100m,memory=100Mi", "cpu=400m,ephemeral-storage=1G"]).unwrap();
+        let offered = allocatable(&cap, &kept, &defaults);
+        assert_eq!(offered["cpu"], "1500m");
+        assert_eq!(offered["memory"], "1848Mi");
+        assert_eq!(offered["ephemeral-storage"], "0");
+        assert_eq!(
+            reserved(&["pid=100"]).unwrap_err(),
+            "cannot reserve \"pid\" resource"
+        );
+        assert!(reserved(&["memory=-1"])
+            .unwrap_err()
+            .contains("cannot be negative"));
     }
 
     #[test]
@@ -383,13 +479,25 @@ mod tests {
     #[test]
     fn only_a_change_beyond_heartbeat_times_is_a_change() {
         let cap = json!({"cpu": "2", "memory": "1Gi", "pods": "110"});
-        let mut stored = status("n1", "10.0.0.1", &cap, &Ok("containerd".into()), &[]);
+        let mut stored = status(
+            "n1",
+            "10.0.0.1",
+            (&cap, &cap),
+            &Ok("containerd".into()),
+            &[],
+        );
         // Another component's condition is not the agent's to compare.
         stored["conditions"]
             .as_array_mut()
             .unwrap()
             .push(json!({"type": "NetworkUnavailable", "status": "False"}));
-        let mut beat = status("n1", "10.0.0.1", &cap, &Ok("containerd".into()), &[]);
+        let mut beat = status(
+            "n1",
+            "10.0.0.1",
+            (&cap, &cap),
+            &Ok("containerd".into()),
+            &[],
+        );
         keep_transitions(&mut beat, &stored);
         for c in beat["conditions"].as_array_mut().unwrap() {
             c["lastHeartbeatTime"] = json!("2030-01-01T00:00:00Z");
@@ -419,7 +527,13 @@ mod tests {
                 condition("DiskPressure", "False"),
             ]},
         });
-        let mut beat = status("n1", "10.0.0.1", &cap, &Ok("containerd".into()), &[]);
+        let mut beat = status(
+            "n1",
+            "10.0.0.1",
+            (&cap, &cap),
+            &Ok("containerd".into()),
+            &[],
+        );
         keep_transitions(&mut beat, &stored["status"]);
         let nodes = skiff_core::registry::lookup("", "v1", "nodes").unwrap();
         let root = skiff_core::schema::Root::of(nodes);

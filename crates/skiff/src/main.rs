@@ -190,6 +190,14 @@ struct NodeUpkeep {
     container_logs: ContainerLogArgs,
     #[command(flatten)]
     eviction: EvictionArgs,
+    /// What the node keeps for Kubernetes' own processes rather than
+    /// pods (`cpu=100m,memory=256Mi,ephemeral-storage=1Gi`).
+    #[arg(long, default_value = "")]
+    kube_reserved: String,
+    /// What the node keeps for the system rather than pods, as
+    /// `--kube-reserved`.
+    #[arg(long, default_value = "")]
+    system_reserved: String,
     /// How many images, largest first, the node's status lists (-1: all).
     #[arg(long, default_value_t = 50, allow_negative_numbers = true,
         value_parser = clap::value_parser!(i64).range(-1..))]
@@ -224,6 +232,13 @@ struct EvictionArgs {
     /// threshold; negative: the pod's own.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     eviction_max_pod_grace_period: i64,
+}
+
+impl NodeUpkeep {
+    fn reserved(&self) -> anyhow::Result<std::collections::BTreeMap<String, i128>> {
+        skiff_kubelet::node::reserved(&[&self.kube_reserved, &self.system_reserved])
+            .map_err(anyhow::Error::msg)
+    }
 }
 
 impl EvictionArgs {
@@ -495,6 +510,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             container_logs: args.upkeep.container_logs.policy()?,
             eviction: args.upkeep.eviction.config()?,
             max_images: usize::try_from(args.upkeep.node_status_max_images).ok(),
+            reserved: args.upkeep.reserved()?,
         };
         let proxy = skiff_proxy::Config {
             node_name: config.node_name.clone(),
@@ -759,6 +775,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     container_logs: args.upkeep.container_logs.policy()?,
                     eviction: args.upkeep.eviction.config()?,
                     max_images: usize::try_from(args.upkeep.node_status_max_images).ok(),
+                    reserved: args.upkeep.reserved()?,
                 };
                 let proxy = skiff_proxy::Config {
                     node_name: config.node_name.clone(),
