@@ -420,10 +420,17 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_silent_node_turns_unknown_and_its_pods_go() {
-        use skiff_runtime::fake::FakeCluster;
-        let fake = Arc::new(FakeCluster::default());
+    /// A controller on a fake cluster, with the informers of its nodes and
+    /// pods.
+    fn controller(
+        grace: Duration,
+    ) -> (
+        Arc<skiff_runtime::fake::FakeCluster>,
+        NodeLifecycleController,
+        Informer<Node>,
+        Informer<Pod>,
+    ) {
+        let fake = Arc::new(skiff_runtime::fake::FakeCluster::default());
         let (mut nodes, mut leases, mut pods) = (
             Informer::default(),
             Informer::default(),
@@ -435,8 +442,14 @@ mod tests {
             &mut pods,
             fake.clone(),
             Queue::new(),
-            Duration::ZERO,
+            grace,
         );
+        (fake, c, nodes, pods)
+    }
+
+    #[tokio::test]
+    async fn a_silent_node_turns_unknown_and_its_pods_go() {
+        let (fake, c, nodes, pods) = controller(Duration::ZERO);
         nodes.apply(serde_json::from_value(json!({"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "NetworkUnavailable", "status": "False"}]}})).unwrap());
         pods.apply(serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "d", "uid": "u"}, "spec": {"containers": [], "nodeName": "n1"}})).unwrap());
         c.reconcile("n1").await.unwrap();
@@ -466,21 +479,7 @@ mod tests {
 
     #[tokio::test]
     async fn pressure_taints_the_node_no_schedule_while_it_lasts() {
-        use skiff_runtime::fake::FakeCluster;
-        let fake = Arc::new(FakeCluster::default());
-        let (mut nodes, mut leases, mut pods) = (
-            Informer::default(),
-            Informer::default(),
-            Informer::default(),
-        );
-        let c = NodeLifecycleController::new(
-            &mut nodes,
-            &mut leases,
-            &mut pods,
-            fake.clone(),
-            Queue::new(),
-            Duration::from_secs(3600),
-        );
+        let (fake, c, nodes, _) = controller(Duration::from_secs(3600));
         let node = |conditions: Value, taints: Value| -> Node {
             serde_json::from_value(json!({"metadata": {"name": "n1"},
                 "spec": {"taints": taints}, "status": {"conditions": conditions}}))

@@ -785,21 +785,11 @@ pub mod measure {
     /// beyond the working set (all used memory but inactive file pages,
     /// which the kernel reclaims first), as upstream counts it.
     pub fn memory(meminfo: &str) -> Option<Observation> {
-        let field = |name: &str| -> Option<i128> {
-            let line = meminfo.lines().find(|l| l.starts_with(name))?;
-            let kib: i128 = line[name.len()..]
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .ok()?;
-            Some(kib * 1024)
-        };
-        let total = field("MemTotal:")?;
-        let working_set = total - field("MemFree:")? - field("Inactive(file):")?;
+        let total = crate::resource_metrics::meminfo_bytes(meminfo, "MemTotal:")?;
+        let working_set = crate::resource_metrics::working_set(meminfo)?;
         Some(Observation {
-            available: total - working_set.max(0),
-            capacity: total,
+            available: i128::from(total.saturating_sub(working_set)),
+            capacity: i128::from(total),
         })
     }
 

@@ -384,16 +384,15 @@ impl LeaseKeeper {
 mod tests {
     use super::*;
 
+    /// The status of node `n1`, offering its capacity, under no pressure.
+    fn reported(cap: &Value, runtime: &Result<String, String>) -> Value {
+        status("n1", "10.0.0.1", (cap, cap), runtime, &[])
+    }
+
     #[test]
     fn ready_says_why_the_runtime_is_down() {
         let cap = json!({"cpu": "2", "memory": "1Gi", "pods": "110"});
-        let up = status(
-            "n1",
-            "10.0.0.1",
-            (&cap, &cap),
-            &Ok("containerd".into()),
-            &[],
-        );
+        let up = reported(&cap, &Ok("containerd".into()));
         let ready = |s: &Value| {
             s["conditions"]
                 .as_array()
@@ -404,13 +403,7 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(ready(&up)["status"], "True");
-        let down = status(
-            "n1",
-            "10.0.0.1",
-            (&cap, &cap),
-            &Err("containerd not found".into()),
-            &[],
-        );
+        let down = reported(&cap, &Err("containerd not found".into()));
         assert_eq!(ready(&down)["status"], "False");
         assert!(ready(&down)["message"]
             .as_str()
@@ -479,25 +472,13 @@ mod tests {
     #[test]
     fn only_a_change_beyond_heartbeat_times_is_a_change() {
         let cap = json!({"cpu": "2", "memory": "1Gi", "pods": "110"});
-        let mut stored = status(
-            "n1",
-            "10.0.0.1",
-            (&cap, &cap),
-            &Ok("containerd".into()),
-            &[],
-        );
+        let mut stored = reported(&cap, &Ok("containerd".into()));
         // Another component's condition is not the agent's to compare.
         stored["conditions"]
             .as_array_mut()
             .unwrap()
             .push(json!({"type": "NetworkUnavailable", "status": "False"}));
-        let mut beat = status(
-            "n1",
-            "10.0.0.1",
-            (&cap, &cap),
-            &Ok("containerd".into()),
-            &[],
-        );
+        let mut beat = reported(&cap, &Ok("containerd".into()));
         keep_transitions(&mut beat, &stored);
         for c in beat["conditions"].as_array_mut().unwrap() {
             c["lastHeartbeatTime"] = json!("2030-01-01T00:00:00Z");
@@ -527,13 +508,7 @@ mod tests {
                 condition("DiskPressure", "False"),
             ]},
         });
-        let mut beat = status(
-            "n1",
-            "10.0.0.1",
-            (&cap, &cap),
-            &Ok("containerd".into()),
-            &[],
-        );
+        let mut beat = reported(&cap, &Ok("containerd".into()));
         keep_transitions(&mut beat, &stored["status"]);
         let nodes = skiff_core::registry::lookup("", "v1", "nodes").unwrap();
         let root = skiff_core::schema::Root::of(nodes);

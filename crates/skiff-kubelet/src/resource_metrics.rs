@@ -47,18 +47,21 @@ pub fn busy_seconds(stat: &str) -> Option<f64> {
 /// The machine's memory working set from `/proc/meminfo`: what is used,
 /// less the file cache the kernel may drop first (cAdvisor's figure).
 pub fn working_set(meminfo: &str) -> Option<u64> {
-    let field = |name: &str| -> Option<u64> {
-        let line = meminfo.lines().find(|l| l.starts_with(name))?;
-        let kib: u64 = line[name.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kib * 1024)
-    };
+    let field = |name| meminfo_bytes(meminfo, name);
     let used = field("MemTotal:")?.saturating_sub(field("MemFree:")?);
     Some(used.saturating_sub(field("Inactive(file):").unwrap_or(0)))
+}
+
+/// One field of `/proc/meminfo` (`MemTotal:`), in bytes.
+pub fn meminfo_bytes(meminfo: &str, name: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with(name))?;
+    let kib: u64 = line[name.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// The node's use now, from `/proc`.
