@@ -9,12 +9,14 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::node_info::{pod_requests, HostPort, NodeInfo, PlacedPod, Resources};
 
-/// What the scheduler knows of the pods already placed, beyond the nodes'
-/// own records: what lets a plugin skip looking node by node.
+/// What the scheduler knows of the placed pods and the nodes, beyond the
+/// nodes' own records: what lets a plugin skip looking node by node.
 #[derive(Clone, Copy, Debug)]
 pub struct Existing {
     /// Whether any placed pod carries required anti-affinity terms.
     pub anti_affinity: bool,
+    /// Whether any node lists images in its status.
+    pub images: bool,
 }
 
 impl Default for Existing {
@@ -22,6 +24,7 @@ impl Default for Existing {
     fn default() -> Self {
         Self {
             anti_affinity: true,
+            images: true,
         }
     }
 }

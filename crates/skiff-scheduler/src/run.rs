@@ -50,6 +50,9 @@ struct Cache {
     /// How many of `placed` carry required anti-affinity terms: while
     /// none does, no cycle looks for them node by node.
     placed_anti_affinity: usize,
+    /// How many nodes list images: while none does, no cycle looks for
+    /// them node by node.
+    nodes_with_images: usize,
     /// Unbound pods waiting for a node, by key.
     pending: HashMap<Key, Pod>,
     /// The failure message last set on each waiting pod's condition, to
@@ -191,13 +194,19 @@ impl Cache {
             // changed in a way that could make one fit, not at each status
             // heartbeat.
             Some(&i) => {
-                if !self.nodes[i].set_node(node) {
+                let had = !self.nodes[i].images.is_empty();
+                let changed = self.nodes[i].set_node(node);
+                let has = !self.nodes[i].images.is_empty();
+                self.nodes_with_images =
+                    self.nodes_with_images + usize::from(has) - usize::from(had);
+                if !changed {
                     return;
                 }
             }
             None => {
                 // Pods bound to it may have been seen before it was.
                 let mut info = NodeInfo::new(node);
+                self.nodes_with_images += usize::from(!info.images.is_empty());
                 for (n, placed) in self.placed.values() {
                     if *n == name {
                         info.restore(placed.clone());
@@ -251,7 +260,8 @@ impl Cache {
 
     fn delete_node(&mut self, name: &str) {
         if let Some(i) = self.index.remove(name) {
-            self.nodes.swap_remove(i);
+            let gone = self.nodes.swap_remove(i);
+            self.nodes_with_images -= usize::from(!gone.images.is_empty());
             if let Some(moved) = self.nodes.get(i) {
                 self.index.insert(moved.name().to_owned(), i);
             }
@@ -415,6 +425,7 @@ fn schedule_one(
     c.start = c.start.wrapping_add(1);
     let existing = Existing {
         anti_affinity: c.placed_anti_affinity > 0,
+        images: c.nodes_with_images > 0,
     };
     match schedule(
         profile,
@@ -874,6 +885,28 @@ mod tests {
     }
 
     #[test]
+    fn nodes_listing_images_are_counted_through_updates_and_deletions() {
+        let with_images = |name: &str, images: serde_json::Value| {
+            let mut n = node(name);
+            n.status = serde_json::from_value(serde_json::json!({"images": images})).unwrap();
+            n
+        };
+        let busybox = serde_json::json!([{"names": ["r/busybox:1"], "sizeBytes": 2_000_000}]);
+        let mut c = Cache::default();
+        c.apply_node(node("a"));
+        assert_eq!(c.nodes_with_images, 0);
+        c.apply_node(with_images("b", busybox.clone()));
+        c.apply_node(with_images("b", busybox.clone()));
+        assert_eq!(c.nodes_with_images, 1, "updated, counted once");
+        c.apply_node(with_images("a", busybox));
+        assert_eq!(c.nodes_with_images, 2);
+        c.apply_node(with_images("a", serde_json::json!([])));
+        assert_eq!(c.nodes_with_images, 1, "a lists none any more");
+        c.delete_node("b");
+        assert_eq!(c.nodes_with_images, 0);
+    }
+
+    #[test]
     fn placed_anti_affinity_is_counted_and_still_keeps_newcomers_away() {
         let lonely = |name: &str, node: Option<&str>| -> Pod {
             serde_json::from_value(serde_json::json!({
@@ -904,6 +937,7 @@ mod tests {
         // A newcomer without terms of its own is kept off a by first's.
         let existing = Existing {
             anti_affinity: c.placed_anti_affinity > 0,
+            images: c.nodes_with_images > 0,
         };
         let profile = crate::plugins::default_profile();
         let mut newcomer = pod("second", None);

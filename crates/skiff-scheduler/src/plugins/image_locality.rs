@@ -42,7 +42,7 @@ impl PreScore for ImageLocality {
     }
 
     fn pre_score(&self, state: &mut CycleState, pod: &Pod, nodes: &[NodeInfo]) {
-        if nodes.iter().all(|n| n.images.is_empty()) {
+        if !state.existing.images {
             return;
         }
         let spread = images(pod)
@@ -134,7 +134,8 @@ mod tests {
         let everywhere = json!([{"names": ["r/big:1"], "sizeBytes": 2000 * MB}]);
         let nodes = [holding("n1", everywhere.clone()), holding("n2", everywhere)];
         assert_eq!(scores(&big, &nodes), vec![MAX_SCORE, MAX_SCORE]);
-        // Without images anywhere, every node scores 0.
+        // Without images anywhere, every node scores 0 (the scheduler
+        // then says so, and no node is looked at).
         assert_eq!(scores(&big, &[holding("n1", json!([]))]), vec![0]);
         assert_eq!(
             images(&p).collect::<Vec<_>>(),
