@@ -66,6 +66,9 @@ impl Score for ImageLocality {
     }
 
     fn score(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> i64 {
+        if !state.existing.images {
+            return 0;
+        }
         let Some(Spread(spread)) = state.get::<Spread>("ImageLocality") else {
             return 0;
         };
