@@ -308,6 +308,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
             images: reclaim,
             pods: ask,
             events: crate::events::Recorder::new(client.clone(), &config.node_name),
+            metrics: metrics.clone(),
             changed: wake.clone(),
         }
         .run(),

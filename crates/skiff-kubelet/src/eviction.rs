@@ -693,6 +693,7 @@ pub struct Monitor {
     /// The pod workers, which evict.
     pub pods: mpsc::Sender<Ask>,
     pub events: Recorder,
+    pub metrics: crate::metrics::AgentMetrics,
     /// Told when the conditions change, so that node status goes out.
     pub changed: Arc<Notify>,
 }
@@ -724,6 +725,7 @@ impl Monitor {
                 );
                 continue;
             }
+            let signal = reclaim.signal.name();
             let (evicted, answer) = oneshot::channel();
             let max_pod_grace = self.manager.config().max_pod_grace;
             let ask = Ask {
@@ -736,6 +738,7 @@ impl Monitor {
             }
             match answer.await {
                 Ok(Some(stopped)) => {
+                    self.metrics.evicted(signal);
                     let _ = tokio::time::timeout(CLEANUP, stopped).await;
                 }
                 _ => tracing::info!("eviction manager: unable to evict any pods from the node"),

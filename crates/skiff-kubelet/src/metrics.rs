@@ -1,6 +1,6 @@
 //! The agent's Prometheus metrics, as upstream's kubelet names them: pod
-//! start latency, runtime operations' latency and errors, what runs, and
-//! the images garbage collected.
+//! start latency, runtime operations' latency and errors, what runs, the
+//! images garbage collected and the pods evicted.
 
 use std::time::Duration;
 
@@ -26,6 +26,11 @@ struct Collected {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Evicted {
+    eviction_signal: &'static str,
+}
+
 #[derive(Clone)]
 pub struct AgentMetrics {
     pod_start: Histogram,
@@ -34,6 +39,7 @@ pub struct AgentMetrics {
     running_pods: Gauge,
     containers: Family<State, Gauge>,
     images_collected: Family<Collected, Counter>,
+    evictions: Family<Evicted, Counter>,
 }
 
 impl AgentMetrics {
@@ -45,6 +51,7 @@ impl AgentMetrics {
             running_pods: Gauge::default(),
             containers: Family::default(),
             images_collected: Family::default(),
+            evictions: Family::default(),
         };
         register(
             registry,
@@ -82,7 +89,22 @@ impl AgentMetrics {
             "Total number of images garbage collected by the kubelet, whether through disk usage or image age.",
             m.images_collected.clone(),
         );
+        register(
+            registry,
+            "kubelet_evictions",
+            "Cumulative number of pod evictions by eviction signal",
+            m.evictions.clone(),
+        );
         m
+    }
+
+    /// A pod was evicted for node pressure on `signal`.
+    pub fn evicted(&self, signal: &'static str) {
+        self.evictions
+            .get_or_create(&Evicted {
+                eviction_signal: signal,
+            })
+            .inc();
     }
 
     /// An image was garbage collected, for its age or for space.

@@ -289,6 +289,19 @@ fn memory_pressure_evicts_and_refuses(c: &mut Cluster, flags: &[&str]) {
         reclaiming["items"][0]["message"], "Attempting to reclaim memory",
         "{reclaiming}"
     );
+    let metrics = c.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{node}/proxy/metrics"),
+    ]);
+    let evictions: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("kubelet_evictions_total{eviction_signal=\"memory.available\"} ")
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count of evictions: {metrics}"));
+    assert!(evictions >= 1, "{evictions}");
     // A pod naming the node skips the scheduler, which the taint keeps
     // away: the node itself refuses it.
     let refused = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
