@@ -234,10 +234,28 @@ struct EvictionArgs {
     eviction_max_pod_grace_period: i64,
 }
 
+/// The node's upkeep settings, read and checked.
+struct Upkeep {
+    status_report_every: std::time::Duration,
+    image_gc: skiff_kubelet::image_gc::Policy,
+    container_logs: skiff_kubelet::log_rotation::Policy,
+    eviction: skiff_kubelet::eviction::Config,
+    max_images: Option<usize>,
+    reserved: std::collections::BTreeMap<String, i128>,
+}
+
 impl NodeUpkeep {
-    fn reserved(&self) -> anyhow::Result<std::collections::BTreeMap<String, i128>> {
-        skiff_kubelet::node::reserved(&[&self.kube_reserved, &self.system_reserved])
-            .map_err(anyhow::Error::msg)
+    fn read(&self) -> anyhow::Result<Upkeep> {
+        let reserved = [&self.kube_reserved, &self.system_reserved];
+        Ok(Upkeep {
+            status_report_every: self.node_status_report_frequency,
+            image_gc: self.image_gc.policy()?,
+            container_logs: self.container_logs.policy()?,
+            eviction: self.eviction.config()?,
+            max_images: usize::try_from(self.node_status_max_images).ok(),
+            reserved: skiff_kubelet::node::reserved(&reserved.map(String::as_str))
+                .map_err(anyhow::Error::msg)?,
+        })
     }
 }
 
@@ -474,6 +492,7 @@ fn parse_taint(s: &str) -> Result<(String, String, String), String> {
 }
 
 async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let upkeep = args.upkeep.read()?;
     let node_name = args.node_name.clone().unwrap_or_else(host_name);
     let (client, ca_pem) = match (&args.kubeconfig, &args.token, &args.token_file) {
         (Some(path), _, _) => skiff_kubelet::join::from_kubeconfig(path).await?,
@@ -505,12 +524,12 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             }),
             pause_image: args.pause_image,
             metrics: Default::default(),
-            status_report_every: args.upkeep.node_status_report_frequency,
-            image_gc: args.upkeep.image_gc.policy()?,
-            container_logs: args.upkeep.container_logs.policy()?,
-            eviction: args.upkeep.eviction.config()?,
-            max_images: usize::try_from(args.upkeep.node_status_max_images).ok(),
-            reserved: args.upkeep.reserved()?,
+            status_report_every: upkeep.status_report_every,
+            image_gc: upkeep.image_gc,
+            container_logs: upkeep.container_logs,
+            eviction: upkeep.eviction,
+            max_images: upkeep.max_images,
+            reserved: upkeep.reserved,
         };
         let proxy = skiff_proxy::Config {
             node_name: config.node_name.clone(),
@@ -662,6 +681,9 @@ fn main() -> anyhow::Result<()> {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Server(args) => {
+            // Read before anything starts: a wrong setting stops the
+            // server at once.
+            let upkeep = args.upkeep.read()?;
             // The control plane's components share one registry,
             // served at the API server's /metrics.
             let metrics = skiff_core::metrics::Registry::default();
@@ -770,12 +792,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     }),
                     pause_image: args.pause_image.clone(),
                     metrics: Default::default(),
-                    status_report_every: args.upkeep.node_status_report_frequency,
-                    image_gc: args.upkeep.image_gc.policy()?,
-                    container_logs: args.upkeep.container_logs.policy()?,
-                    eviction: args.upkeep.eviction.config()?,
-                    max_images: usize::try_from(args.upkeep.node_status_max_images).ok(),
-                    reserved: args.upkeep.reserved()?,
+                    status_report_every: upkeep.status_report_every,
+                    image_gc: upkeep.image_gc,
+                    container_logs: upkeep.container_logs,
+                    eviction: upkeep.eviction,
+                    max_images: upkeep.max_images,
+                    reserved: upkeep.reserved,
                 };
                 let proxy = skiff_proxy::Config {
                     node_name: config.node_name.clone(),

@@ -398,3 +398,59 @@ fn a_node_renews_its_certificate_before_it_expires() {
         }
     });
 }
+
+/// A wrong node setting (upstream's kubelet flags) stops `skiff server`
+/// and `skiff agent` with upstream's message before anything starts: no
+/// data directory is made.
+#[test]
+fn wrong_node_settings_stop_the_server_and_the_agent_before_they_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(args)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let said = run(&[
+        "server",
+        "--data-dir",
+        data,
+        "--eviction-soft",
+        "memory.available<1Gi",
+    ]);
+    assert!(
+        said.contains(
+            "grace period must be specified for the soft eviction threshold memory.available"
+        ),
+        "{said}"
+    );
+    let said = run(&[
+        "server",
+        "--data-dir",
+        data,
+        "--eviction-hard",
+        "memory.free<1Gi",
+    ]);
+    assert!(
+        said.contains("unsupported eviction signal memory.free"),
+        "{said}"
+    );
+    let said = run(&[
+        "agent",
+        "--data-dir",
+        data,
+        "--server",
+        "https://127.0.0.1:1",
+        "--token",
+        "t",
+        "--kube-reserved",
+        "pid=100",
+    ]);
+    assert!(said.contains("cannot reserve \"pid\" resource"), "{said}");
+    assert!(!Path::new(data).exists(), "nothing started");
+}
