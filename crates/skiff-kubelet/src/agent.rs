@@ -47,6 +47,15 @@ pub struct Config {
     /// The agent's Prometheus registry, served at its endpoint's
     /// `/metrics`.
     pub metrics: skiff_core::metrics::Registry,
+    /// How the node keeps itself: status reports, images, logs,
+    /// pressure.
+    pub upkeep: Upkeep,
+}
+
+/// How the node keeps itself over time (upstream's kubelet settings of
+/// the same names).
+#[derive(Clone, Debug)]
+pub struct Upkeep {
     /// How often the node's status is written when nothing in it changed
     /// but heartbeat times (upstream's `nodeStatusReportFrequency`); the
     /// Lease is the heartbeat between.
@@ -110,7 +119,8 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         }
     }
     let capacity = node::capacity(&config.data_dir);
-    let allocatable = node::allocatable(&capacity, &config.reserved, &config.eviction);
+    let allocatable =
+        node::allocatable(&capacity, &config.upkeep.reserved, &config.upkeep.eviction);
     let arch = std::env::consts::ARCH
         .replace("x86_64", "amd64")
         .replace("aarch64", "arm64");
@@ -225,7 +235,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
                     if let Ok(c) = &cri {
                         match c.images().await {
                             Ok(held) => {
-                                status["images"] = node::images(held, config.max_images);
+                                status["images"] = node::images(held, config.upkeep.max_images);
                             }
                             Err(e) => tracing::warn!(error = %e.message(), "listing images"),
                         }
@@ -234,7 +244,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
                     let due = stored.is_err()
                         || reported != Some(runtime.is_ok())
                         || node::changed(&status, &last)
-                        || sent_at.elapsed() >= config.status_report_every;
+                        || sent_at.elapsed() >= config.upkeep.status_report_every;
                     if due {
                         match node::report(&nodes, &config.node_name, status).await {
                             Ok(n) => {
@@ -290,7 +300,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
     let collector = tokio::spawn(
         crate::image_gc::Collector {
             runtime: runtime.clone(),
-            policy: config.image_gc.clone(),
+            policy: config.upkeep.image_gc.clone(),
             sandbox_image: config.pause_image.clone(),
             containerd: socket.clone().ok(),
             events: crate::events::Recorder::new(client.clone(), &config.node_name),
@@ -301,7 +311,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
     let (ask, asks) = tokio::sync::mpsc::channel(1);
     let eviction = tokio::spawn(
         crate::eviction::Monitor {
-            manager: crate::eviction::Manager::new(config.eviction.clone()),
+            manager: crate::eviction::Manager::new(config.upkeep.eviction.clone()),
             pressure: pressure.clone(),
             runtime: runtime.clone(),
             data_dir: config.data_dir.clone(),
@@ -315,7 +325,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
     );
     let rotation = tokio::spawn(crate::log_rotation::run(
         runtime.clone(),
-        config.container_logs.clone(),
+        config.upkeep.container_logs.clone(),
     ));
     let worker = Arc::new(
         Worker::new(

@@ -234,20 +234,11 @@ struct EvictionArgs {
     eviction_max_pod_grace_period: i64,
 }
 
-/// The node's upkeep settings, read and checked.
-struct Upkeep {
-    status_report_every: std::time::Duration,
-    image_gc: skiff_kubelet::image_gc::Policy,
-    container_logs: skiff_kubelet::log_rotation::Policy,
-    eviction: skiff_kubelet::eviction::Config,
-    max_images: Option<usize>,
-    reserved: std::collections::BTreeMap<String, i128>,
-}
-
 impl NodeUpkeep {
-    fn read(&self) -> anyhow::Result<Upkeep> {
+    /// The node's upkeep settings, read and checked.
+    fn read(&self) -> anyhow::Result<skiff_kubelet::agent::Upkeep> {
         let reserved = [&self.kube_reserved, &self.system_reserved];
-        Ok(Upkeep {
+        Ok(skiff_kubelet::agent::Upkeep {
             status_report_every: self.node_status_report_frequency,
             image_gc: self.image_gc.policy()?,
             container_logs: self.container_logs.policy()?,
@@ -524,12 +515,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             }),
             pause_image: args.pause_image,
             metrics: Default::default(),
-            status_report_every: upkeep.status_report_every,
-            image_gc: upkeep.image_gc,
-            container_logs: upkeep.container_logs,
-            eviction: upkeep.eviction,
-            max_images: upkeep.max_images,
-            reserved: upkeep.reserved,
+            upkeep,
         };
         let proxy = skiff_proxy::Config {
             node_name: config.node_name.clone(),
@@ -792,12 +778,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     }),
                     pause_image: args.pause_image.clone(),
                     metrics: Default::default(),
-                    status_report_every: upkeep.status_report_every,
-                    image_gc: upkeep.image_gc,
-                    container_logs: upkeep.container_logs,
-                    eviction: upkeep.eviction,
-                    max_images: upkeep.max_images,
-                    reserved: upkeep.reserved,
+                    upkeep,
                 };
                 let proxy = skiff_proxy::Config {
                     node_name: config.node_name.clone(),
