@@ -388,6 +388,16 @@ pub fn pod_spec(spec: &mut Value) {
     or_insert(spec, "schedulerName", json!("default-scheduler"));
     or_insert(spec, "terminationGracePeriodSeconds", json!(30));
     or_insert(spec, "securityContext", json!({}));
+    // An image volume's pull policy follows its tag, as a container's.
+    let volumes = spec.get_mut("volumes").and_then(Value::as_array_mut);
+    for image in volumes
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.get_mut("image"))
+    {
+        let policy = pull_policy(image["reference"].as_str().unwrap_or(""));
+        or_insert(image, "pullPolicy", json!(policy));
+    }
     // On the node's network a port is the node's, as upstream defaults it.
     let host_network = spec["hostNetwork"] == true;
     for list in ["initContainers", "containers"] {

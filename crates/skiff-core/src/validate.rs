@@ -1103,6 +1103,10 @@ fn volumes(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
             let ephemeral = here.field("ephemeral");
             ephemeral_volume(&v["ephemeral"], ephemeral, causes);
         }
+        if v["image"].is_object() {
+            let pod = matches!(at, At::Root("spec"));
+            image_volume(&v["image"], pod, here.field("image"), causes);
+        }
         let projected = here.field("projected");
         let sources = v["projected"]["sources"].as_array();
         for (j, source) in sources.into_iter().flatten().enumerate() {
@@ -1160,6 +1164,25 @@ fn volumes(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
                 mount_modes(m, c, mounts, causes);
             }
         }
+    }
+}
+
+/// An image volume, as upstream's `validateImageVolumeSource`: a pod's
+/// names its image (a template's may leave it to whoever fills it in),
+/// with one of the pull policies.
+fn image_volume(image: &Value, pod: bool, at: At<'_>, causes: &mut Vec<Cause>) {
+    if pod && image["reference"].as_str().is_none_or(str::is_empty) {
+        causes.push(Cause::required(at.field("reference").to_string()));
+    }
+    let field = at.field("pullPolicy").to_string();
+    match image["pullPolicy"].as_str() {
+        Some("Always" | "IfNotPresent" | "Never") => {}
+        None | Some("") => causes.push(Cause::required(field)),
+        Some(other) => causes.push(Cause::unsupported(
+            field,
+            other,
+            &["Always", "IfNotPresent", "Never"],
+        )),
     }
 }
 
@@ -1621,6 +1644,50 @@ mod tests {
         assert!(object(services, &service("web-1"), None).is_ok());
         let err = object(services, &service("1web"), None).unwrap_err();
         assert!(err.message.contains("a DNS-1035 label"), "{}", err.message);
+    }
+
+    #[test]
+    fn image_volumes_name_their_image_in_pods_and_pull_as_containers_do() {
+        let pods = lookup("", "v1", "pods").unwrap();
+        let deployments = lookup("apps", "v1", "deployments").unwrap();
+        let pod = |image: Value| {
+            let mut p = json!({"metadata": {"name": "p"}, "spec": {"containers": [
+                {"name": "c", "image": "i", "volumeMounts": [{"name": "v", "mountPath": "/m"}]}],
+                "volumes": [{"name": "v", "image": image}]}});
+            crate::defaults::pod_spec(&mut p["spec"]);
+            p
+        };
+        let fields = |p: &Value| object(pods, p, None).err().map_or(vec![], cause_fields);
+        let ok = pod(json!({"reference": "busybox:1.36"}));
+        assert_eq!(
+            ok["spec"]["volumes"][0]["image"]["pullPolicy"],
+            "IfNotPresent"
+        );
+        assert_eq!(fields(&ok), Vec::<String>::new());
+        let latest = pod(json!({"reference": "busybox"}));
+        assert_eq!(
+            latest["spec"]["volumes"][0]["image"]["pullPolicy"],
+            "Always"
+        );
+        let unnamed = pod(json!({}));
+        assert_eq!(fields(&unnamed), ["spec.volumes[0].image.reference"]);
+        let err = object(
+            pods,
+            &pod(json!({"reference": "b", "pullPolicy": "Sometimes"})),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("Unsupported value: \"Sometimes\""),
+            "{}",
+            err.message
+        );
+        // A template may leave the reference to whoever fills it in.
+        let template = json!({"metadata": {"name": "d"}, "spec": {
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {"metadata": {"labels": {"a": "b"}}, "spec": unnamed["spec"]}}});
+        let err = object(deployments, &template, None).err();
+        assert!(err.is_none(), "{err:?}");
     }
 
     #[test]

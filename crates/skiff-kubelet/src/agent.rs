@@ -296,6 +296,11 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
         let (client, local_path) = (client.clone(), local_path.clone());
         tokio::spawn(async move { local_path.run(client).await })
     };
+    let pods_dir = config.data_dir.join("pods");
+    let image_volumes = Arc::new(crate::image_volumes::ImageVolumes::new(
+        socket.clone().ok(),
+        &pods_dir,
+    ));
     let (reclaim, reclaims) = tokio::sync::mpsc::channel(1);
     let collector = tokio::spawn(
         crate::image_gc::Collector {
@@ -305,6 +310,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
             containerd: socket.clone().ok(),
             events: crate::events::Recorder::new(client.clone(), &config.node_name),
             metrics: metrics.clone(),
+            image_volumes: image_volumes.clone(),
         }
         .run(reclaims),
     );
@@ -333,11 +339,12 @@ pub async fn run(client: Client, config: Config) -> Result<(), kube::Error> {
             runtime,
             config.node_name.clone(),
             config.node_ip.clone(),
-            config.data_dir.join("pods"),
+            pods_dir,
             config.dns.clone(),
             usage,
         )
         .with_local_path(local_path)
+        .with_image_volumes(image_volumes)
         .with_seccomp_root(seccomp_root)
         .with_metrics(metrics)
         .with_eviction(pressure, asks),

@@ -39,8 +39,14 @@ pub async fn pin(socket: &Path, reference: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn ctr(socket: &Path) -> tokio::process::Command {
-    let mut ctr = tokio::process::Command::new("ctr");
+/// `ctr` on the containerd at `socket`, in CRI's namespace.
+pub(crate) fn ctr(socket: &Path) -> tokio::process::Command {
+    ctr_blocking(socket).into()
+}
+
+/// [`ctr`], for a caller that waits on it.
+pub(crate) fn ctr_blocking(socket: &Path) -> std::process::Command {
+    let mut ctr = std::process::Command::new("ctr");
     ctr.arg("--address").arg(socket).args(["-n", "k8s.io"]);
     ctr
 }
@@ -240,6 +246,8 @@ pub struct Collector {
     pub containerd: Option<std::path::PathBuf>,
     pub events: Recorder,
     pub metrics: crate::metrics::AgentMetrics,
+    /// The images that pods' image volumes show are in use.
+    pub image_volumes: Arc<crate::image_volumes::ImageVolumes>,
 }
 
 /// Asks the collector to remove every image it may, whatever the
@@ -291,6 +299,7 @@ impl Collector {
         }
         let containers = rt.containers(None).await.map_err(failed)?;
         let mut in_use: HashSet<String> = containers.into_iter().map(|c| c.image_ref).collect();
+        in_use.extend(self.image_volumes.in_use());
         if let Some(sandbox) = rt.image_status(&self.sandbox_image).await.map_err(failed)? {
             in_use.insert(sandbox.id);
         }

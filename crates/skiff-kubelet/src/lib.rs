@@ -20,6 +20,7 @@ mod expansion;
 mod fake_api;
 mod hosts_file;
 pub mod image_gc;
+pub mod image_volumes;
 pub mod join;
 mod local_path;
 mod local_storage;

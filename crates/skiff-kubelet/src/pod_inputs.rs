@@ -587,6 +587,9 @@ pub async fn volumes(
                 },
             );
             continue;
+        } else if v.image.is_some() {
+            // Pulled and mounted by the pod's worker, with its images.
+            continue;
         } else if let Some(c) = &v.config_map {
             mode = c.default_mode.unwrap_or(0o644);
             files = object_files(

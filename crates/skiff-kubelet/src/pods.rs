@@ -5,7 +5,7 @@
 //! reports the status ([`pod_status`]). The runtime's state is the truth,
 //! so a restarted agent picks up where it was.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ use crate::cri_config::{self, ContainerInputs, NAME_LABEL, UID_LABEL};
 use crate::events::{container_path, Recorder, Type};
 use crate::eviction;
 use crate::hosts_file;
+use crate::image_volumes::ImageVolumes;
 use crate::local_path::LocalPath;
 use crate::local_storage;
 use crate::plan::{self, running, Init, Observed, SandboxStep};
@@ -151,6 +152,8 @@ pub struct Worker {
     asks: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<eviction::Ask>>>,
     /// Evictions a pod's worker carries out at its next sync, by uid.
     evictions: std::sync::Mutex<HashMap<String, eviction::Eviction>>,
+    /// The pods' image volumes (none: this node mounts no images).
+    image_volumes: Option<Arc<ImageVolumes>>,
 }
 
 /// One pod's worker, as the dispatcher sees it: the latest pod (`None`
@@ -193,6 +196,7 @@ impl Worker {
             pressure: None,
             asks: Default::default(),
             evictions: Default::default(),
+            image_volumes: None,
         }
     }
 
@@ -205,6 +209,12 @@ impl Worker {
     ) -> Self {
         self.pressure = Some(pressure);
         self.asks = std::sync::Mutex::new(Some(asks));
+        self
+    }
+
+    /// Mounts pods' image volumes through `volumes`.
+    pub fn with_image_volumes(mut self, volumes: Arc<ImageVolumes>) -> Self {
+        self.image_volumes = Some(volumes);
         self
     }
 
@@ -259,6 +269,7 @@ impl Worker {
             pressure: None,
             asks: Default::default(),
             evictions: Default::default(),
+            image_volumes: None,
         }
     }
 
@@ -332,7 +343,11 @@ impl Worker {
             .unwrap_or_else(|e| e.into_inner())
             .remove(uid);
         if !self.simulated {
-            pod_inputs::release(&self.log_dir.join(uid));
+            let dir = self.log_dir.join(uid);
+            if let Some(images) = &self.image_volumes {
+                images.release(&dir);
+            }
+            pod_inputs::release(&dir);
         }
     }
 
@@ -765,16 +780,37 @@ impl Worker {
         state: &mut PodState,
         interim: &Interim<'_>,
     ) -> Result<security::ImageUser, Waiting> {
-        let event =
-            |kind, reason: &str, message: &str| self.event(pod, &c.name, kind, reason, message);
-        let image = c.image.clone().unwrap_or_default();
-        let status = |e: tonic::Status| Waiting::new("ErrImagePull", e.message());
-        let present = self.runtime.image_status(&image).await.map_err(status)?;
+        let image = c.image.as_deref().unwrap_or_default();
         let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
-        if let (Some(found), false) = (&present, policy == "Always") {
+        let pulled = self
+            .ensure_pulled(pod, &c.name, image, policy, state, interim)
+            .await?;
+        Ok(pulled
+            .as_ref()
+            .map(security::ImageUser::of)
+            .unwrap_or_default())
+    }
+
+    /// Pulls `image` as `policy` asks, with the pod's pull secrets, for
+    /// the container `who` (`""`: for the pod, an image volume's), which
+    /// the events name and whose pulls back off together; the image as
+    /// the runtime then holds it.
+    async fn ensure_pulled(
+        &self,
+        pod: &Pod,
+        who: &str,
+        image: &str,
+        policy: &str,
+        state: &mut PodState,
+        interim: &Interim<'_>,
+    ) -> Result<Option<cri::Image>, Waiting> {
+        let event = |kind, reason: &str, message: &str| self.event(pod, who, kind, reason, message);
+        let status = |e: tonic::Status| Waiting::new("ErrImagePull", e.message());
+        let present = self.runtime.image_status(image).await.map_err(status)?;
+        if let (Some(_), false) = (&present, policy == "Always") {
             let message = format!("Container image {image:?} already present on machine");
             event(Type::Normal, "Pulled", &message);
-            return Ok(security::ImageUser::of(found));
+            return Ok(present);
         }
         if policy == "Never" {
             let message =
@@ -783,7 +819,12 @@ impl Worker {
             event(Type::Warning, "Failed", "Error: ErrImageNeverPull");
             return Err(Waiting::new("ErrImageNeverPull", message));
         }
-        if let Some((until, _)) = state.pull_backoff.get(&c.name) {
+        // Container names are DNS labels: an image's own key cannot be one.
+        let backoff = match who {
+            "" => format!("image {image}"),
+            name => name.to_owned(),
+        };
+        if let Some((until, _)) = state.pull_backoff.get(&backoff) {
             if Instant::now() < *until {
                 let message = format!("Back-off pulling image {image:?}");
                 event(Type::Normal, "BackOff", &message);
@@ -805,39 +846,83 @@ impl Worker {
                 &message,
             );
         }
-        let auths = crate::pull_secrets::credentials(&image, &secrets);
+        let auths = crate::pull_secrets::credentials(image, &secrets);
         event(Type::Normal, "Pulling", &format!("Pulling image {image:?}"));
         let began = Instant::now();
-        let pull = self.pulls.pull(&self.runtime, &image, &auths);
+        let pull = self.pulls.pull(&self.runtime, image, &auths);
         match self.pulled(pod, state, interim, pull).await {
             Ok(()) => {
-                state.pull_backoff.remove(&c.name);
+                state.pull_backoff.remove(&backoff);
                 let took = began.elapsed().as_secs_f64();
                 let message = format!(
                     "Successfully pulled image {image:?} in {took:.3}s ({took:.3}s including waiting)"
                 );
                 event(Type::Normal, "Pulled", &message);
-                let pulled = self.runtime.image_status(&image).await.map_err(status)?;
-                Ok(pulled
-                    .as_ref()
-                    .map(security::ImageUser::of)
-                    .unwrap_or_default())
+                self.runtime.image_status(image).await.map_err(status)
             }
-            Err(_) if present.is_some() => Ok(present
-                .as_ref()
-                .map(security::ImageUser::of)
-                .unwrap_or_default()),
+            Err(_) if present.is_some() => Ok(present),
             Err(why) => {
-                let failures = state.pull_backoff.get(&c.name).map_or(0, |(_, n)| *n);
+                let failures = state.pull_backoff.get(&backoff).map_or(0, |(_, n)| *n);
                 let delay = Duration::from_secs((10u64 << failures.min(5)).min(300));
                 let entry = (Instant::now() + delay, failures + 1);
-                state.pull_backoff.insert(c.name.clone(), entry);
+                state.pull_backoff.insert(backoff, entry);
                 let message = format!("Failed to pull image {image:?}: {why}");
                 event(Type::Warning, "Failed", &message);
                 event(Type::Warning, "Failed", "Error: ErrImagePull");
                 Err(Waiting::new("ErrImagePull", why))
             }
         }
+    }
+
+    /// The pod's image volumes, pulled and mounted read-only, by name.
+    async fn image_volumes(
+        &self,
+        pod: &Pod,
+        uid: &str,
+        state: &mut PodState,
+        interim: &Interim<'_>,
+    ) -> Result<BTreeMap<String, pod_inputs::Volume>, Waiting> {
+        let mut out = BTreeMap::new();
+        let volumes = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten());
+        for (v, image) in volumes.filter_map(|v| Some((v, v.image.as_ref()?))) {
+            let failed = |why: String| {
+                let message = format!("MountVolume.SetUp failed for volume {:?}: {why}", v.name);
+                self.event(pod, "", Type::Warning, "FailedMount", &message);
+                Waiting::new("CreateContainerConfigError", why)
+            };
+            let Some(images) = &self.image_volumes else {
+                return Err(failed(
+                    "image volumes are not supported on this node".into(),
+                ));
+            };
+            let reference = image.reference.as_deref().unwrap_or_default();
+            if reference.is_empty() {
+                return Err(failed("the image volume names no image".into()));
+            }
+            // Its name makes a path on this node.
+            if !skiff_core::validate::is_dns_label(&v.name) {
+                return Err(failed(format!(
+                    "volume name {:?} is not a DNS label",
+                    v.name
+                )));
+            }
+            let policy = image.pull_policy.as_deref().unwrap_or("IfNotPresent");
+            let pulled = self
+                .ensure_pulled(pod, "", reference, policy, state, interim)
+                .await?
+                .ok_or_else(|| failed(format!("image {reference:?} is not on this node")))?;
+            let pod_dir = self.log_dir.join(uid);
+            let path = images
+                .mount(&pulled, &pod_dir, &v.name)
+                .await
+                .map_err(failed)?;
+            let volume = pod_inputs::Volume {
+                path,
+                read_only: true,
+            };
+            out.insert(v.name.clone(), volume);
+        }
+        Ok(out)
     }
 
     /// One step for one pod, then its status; returns when the next step
@@ -937,7 +1022,7 @@ impl Worker {
         };
         // Volumes are refreshed on every sync, so mounted ConfigMaps and
         // Secrets follow their objects.
-        let volumes = match self.simulated {
+        let mut volumes = match self.simulated {
             true => Ok(Default::default()),
             false => {
                 let volume_dir = self.log_dir.join(&uid).join("volumes");
@@ -1007,7 +1092,23 @@ impl Worker {
             init: plan.init,
             written: AtomicBool::new(false),
         };
-        for (name, attempt) in &plan.start {
+        // Image volumes are there before any container starts, as
+        // upstream's: what fails to pull keeps them all waiting.
+        let has_images =
+            !self.simulated && spec.volumes.iter().flatten().any(|v| v.image.is_some());
+        let mut start = plan.start.as_slice();
+        if let (Ok(mounted), false, true) = (&mut volumes, start.is_empty(), has_images) {
+            match self.image_volumes(pod, &uid, state, &interim).await {
+                Ok(images) => mounted.extend(images),
+                Err(why) => {
+                    for (name, _) in start {
+                        waiting.insert(name.clone(), why.clone());
+                    }
+                    start = &[];
+                }
+            }
+        }
+        for (name, attempt) in start {
             let Some(c) = by_name.get(name.as_str()) else {
                 continue;
             };

@@ -189,6 +189,7 @@ fn pods_run_as_real_containers() {
     in_place_resize(&c);
     registry_pulls(&c, &registry.host);
     private_registry_pulls(&c, &private.host);
+    image_volumes(&c, &registry.host, &socket);
     services_route_to_ready_pods(&c);
     ingress_routes_by_host_and_path(&c, http, https);
     agent_restart_keeps_containers(&mut c, &socket, &registry_flags);
@@ -1906,6 +1907,72 @@ fn registry_pulls(c: &Cluster, registry: &str) {
         }
         (reasons.contains("ImagePullBackOff")).then_some(())
     });
+}
+
+/// Whether anything is mounted from a pod's image volumes.
+fn image_volume_mounted() -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mounts.contains("/image-volumes/")
+}
+
+/// An image volume shows an image's files read-only, whole or one of its
+/// directories through `subPath`, pulled as a container's image is; one
+/// that cannot be pulled keeps the pod's containers waiting; a deleted
+/// pod leaves no mount and no snapshot behind.
+fn image_volumes(c: &Cluster, registry: &str, socket: &Path) {
+    let manifest = |name: &str, reference: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: skiff.local/busybox:1\n    imagePullPolicy: Never\n    command: [sh, -c, 'ls /img/etc; ls /sub; touch /img/x || echo refused; sleep 3600']\n    volumeMounts:\n    - {{name: img, mountPath: /img}}\n    - {{name: img, mountPath: /sub, subPath: bin}}\n  volumes:\n  - name: img\n    image: {{reference: \"{reference}\"}}\n"
+        )
+    };
+    create(
+        c,
+        &manifest("image-volume", &format!("{registry}/test/busybox:1")),
+    );
+    create(
+        c,
+        &manifest("image-volume-absent", &format!("{registry}/test/absent:1")),
+    );
+    let shown = pod(c, "image-volume");
+    assert_eq!(
+        shown["spec"]["volumes"][0]["image"]["pullPolicy"],
+        "IfNotPresent"
+    );
+    wait_for("the image volume's files in the container", LIMIT, || {
+        let logs = c.kubectl(&["logs", "image-volume"]);
+        let out = String::from_utf8_lossy(&logs.stdout).into_owned();
+        (out.contains("passwd") && out.contains("busybox") && out.contains("refused")).then_some(())
+    });
+    assert!(image_volume_mounted());
+    wait_for("the absent image to keep its pod waiting", LIMIT, || {
+        let s = container_state(&pod(c, "image-volume-absent"));
+        let reason = s["state"]["waiting"]["reason"].as_str()?.to_owned();
+        ["ErrImagePull", "ImagePullBackOff"]
+            .contains(&reason.as_str())
+            .then_some(())
+    });
+    c.ok(&[
+        "delete",
+        "pod",
+        "image-volume",
+        "image-volume-absent",
+        "--timeout=60s",
+    ]);
+    wait_for("the image volume to be unmounted", LIMIT, || {
+        (!image_volume_mounted()).then_some(())
+    });
+    // Their snapshots and leases go with them.
+    for what in ["leases", "snapshots"] {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(socket)
+            .args(["-n", "k8s.io", what, "ls"])
+            .output()
+            .unwrap();
+        assert_success(&out, what);
+        let listed = String::from_utf8_lossy(&out.stdout);
+        assert!(!listed.contains("image-volumes"), "{listed}");
+    }
 }
 
 /// A registry that wants credentials serves a pod whose `imagePullSecrets`
