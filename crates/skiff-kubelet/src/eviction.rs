@@ -20,6 +20,7 @@ use skiff_core::quantity::{format_bytes, parse_units};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::admission::Rejection;
+use crate::cri_config::UID_LABEL;
 use crate::events::{Recorder, Type};
 use crate::runtime::ContainerRuntime;
 use crate::usage::PodUsage;
@@ -562,22 +563,41 @@ struct Use {
     requested: i128,
 }
 
-fn use_of(signal: Signal, pod: &Pod, usage: Option<&PodUsage>) -> Use {
-    let requests = pod_requests(pod);
-    let containers = usage.map(|u| u.containers.as_slice()).unwrap_or(&[]);
+/// A pod the eviction manager may choose, with what it uses.
+pub struct Candidate<'a> {
+    pub pod: &'a Pod,
+    /// The runtime's latest sample of its containers.
+    pub usage: Option<&'a PodUsage>,
+    /// What its logs and its emptyDirs on disk hold on the node's
+    /// filesystem (counted for that filesystem's pressure only).
+    pub local_bytes: u64,
+    /// How many processes it runs (counted under PID pressure only).
+    pub processes: u64,
+}
+
+fn use_of(signal: Signal, c: &Candidate<'_>) -> Use {
+    let requests = pod_requests(c.pod);
+    let containers = c.usage.map(|u| u.containers.as_slice()).unwrap_or(&[]);
+    let layers = || {
+        containers
+            .iter()
+            .map(|c| c.writable_layer_bytes)
+            .sum::<u64>()
+    };
     let (used, requested): (u64, i128) = match signal {
         Signal::MemoryAvailable => (
             containers.iter().map(|c| c.memory_working_set).sum(),
             requests.memory / 1000,
         ),
-        Signal::NodeFsAvailable | Signal::ImageFsAvailable => (
-            containers.iter().map(|c| c.writable_layer_bytes).sum(),
-            requests.ephemeral_storage / 1000,
-        ),
+        // As upstream's ranking on one filesystem for both: the
+        // containers' writable layers, logs and local volumes.
+        Signal::NodeFsAvailable => (layers() + c.local_bytes, requests.ephemeral_storage / 1000),
+        Signal::ImageFsAvailable => (layers(), requests.ephemeral_storage / 1000),
+        Signal::PidAvailable => (c.processes, 0),
         _ => (0, 0),
     };
     Use {
-        priority: priority(pod),
+        priority: priority(c.pod),
         used: i128::from(used),
         requested,
     }
@@ -585,10 +605,11 @@ fn use_of(signal: Signal, pod: &Pod, usage: Option<&PodUsage>) -> Use {
 
 /// Orders `pods` for eviction on `signal` as upstream ranks them: those
 /// using more than they requested first, then lower priorities, then by
-/// how far beyond their requests they go (for PIDs, by priority alone).
-pub fn rank(signal: Signal, pods: &mut [(&Pod, Option<&PodUsage>)]) {
-    pods.sort_by_cached_key(|(pod, usage)| {
-        let u = use_of(signal, pod, *usage);
+/// how far beyond their requests they go (for PIDs, by priority, then the
+/// most processes first).
+pub fn rank(signal: Signal, pods: &mut [Candidate<'_>]) {
+    pods.sort_by_cached_key(|c| {
+        let u = use_of(signal, c);
         let over = u.used - u.requested;
         (
             std::cmp::Reverse(over > 0 && signal != Signal::PidAvailable),
@@ -666,6 +687,8 @@ pub fn grace_period(reclaim: &Reclaim, max_pod_grace: i64, pod: &Pod) -> i64 {
 pub struct Ask {
     pub reclaim: Reclaim,
     pub max_pod_grace: i64,
+    /// Under PID pressure, how many processes each pod runs, by uid.
+    pub processes: HashMap<String, u64>,
     pub evicted: oneshot::Sender<Option<oneshot::Receiver<()>>>,
 }
 
@@ -728,9 +751,14 @@ impl Monitor {
             let signal = reclaim.signal.name();
             let (evicted, answer) = oneshot::channel();
             let max_pod_grace = self.manager.config().max_pod_grace;
+            let processes = match reclaim.signal {
+                Signal::PidAvailable => self.processes().await,
+                _ => HashMap::new(),
+            };
             let ask = Ask {
                 reclaim,
                 max_pod_grace,
+                processes,
                 evicted,
             };
             if self.pods.send(ask).await.is_err() {
@@ -777,8 +805,29 @@ impl Monitor {
     }
 }
 
+impl Monitor {
+    /// How many processes each pod runs, by uid.
+    async fn processes(&self) -> HashMap<String, u64> {
+        let containers = match self.runtime.containers(None).await {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::warn!(error = %e.message(), "listing containers");
+                return HashMap::new();
+            }
+        };
+        let pods: HashMap<String, String> = containers
+            .into_iter()
+            .filter_map(|c| Some((c.id, c.labels.get(UID_LABEL)?.clone())))
+            .collect();
+        tokio::task::spawn_blocking(move || measure::processes(&pods))
+            .await
+            .unwrap_or_default()
+    }
+}
+
 /// The node as the eviction manager measures it.
 pub mod measure {
+    use std::collections::HashMap;
     use std::path::Path;
 
     use super::{Observation, Observations, Signal};
@@ -835,6 +884,40 @@ pub mod measure {
                 },
             );
         }
+    }
+
+    /// The container whose cgroup holds a process, from its
+    /// `/proc/<pid>/cgroup`: the last part of a cgroup path, as containerd
+    /// names it under cgroupfs (`…/<id>`) or systemd
+    /// (`…/cri-containerd-<id>.scope`).
+    pub fn container_of(cgroups: &str) -> Option<&str> {
+        let path = cgroups.lines().rev().find_map(|l| {
+            let path = l.splitn(3, ':').nth(2)?;
+            (path.len() > 1).then_some(path)
+        })?;
+        let last = path.rsplit('/').next()?;
+        let id = last.strip_prefix("cri-containerd-").unwrap_or(last);
+        Some(id.strip_suffix(".scope").unwrap_or(id))
+    }
+
+    /// How many processes run in each of the `containers` (by id), their
+    /// pods' uids as given: each pod's count. Blocking: reads `/proc`.
+    pub fn processes(containers: &HashMap<String, String>) -> HashMap<String, u64> {
+        let mut by_pod = HashMap::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(cgroups) = std::fs::read_to_string(entry.path().join("cgroup")) else {
+                continue;
+            };
+            let pod = container_of(&cgroups).and_then(|id| containers.get(id));
+            if let Some(uid) = pod {
+                *by_pod.entry(uid.clone()).or_default() += 1;
+            }
+        }
+        by_pod
     }
 
     /// Everything measured on this machine: memory, process IDs, the

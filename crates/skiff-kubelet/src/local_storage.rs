@@ -114,6 +114,22 @@ fn empty_dir_over_limit(pod: &Pod, volumes: &BTreeMap<String, Volume>) -> Option
 
 /// The bytes the files under `dir` take on disk (as `du`), links not
 /// followed.
+/// What the pod's containers' logs and its emptyDirs on disk hold: its
+/// use of the node's filesystem beside its writable layers, which the
+/// eviction manager ranks pods by. `pod_dir` is as in [`over_limit`].
+pub fn local_bytes(pod: &Pod, pod_dir: &Path) -> u64 {
+    let spec = pod.spec.iter();
+    let containers = spec.clone().flat_map(|s| {
+        let init = s.init_containers.iter().flatten();
+        init.chain(&s.containers).map(|c| pod_dir.join(&c.name))
+    });
+    let empty_dirs = spec
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter(|v| (v.empty_dir.as_ref()).is_some_and(|e| e.medium.as_deref() != Some("Memory")));
+    let volumes = empty_dirs.map(|v| pod_dir.join("volumes").join(&v.name));
+    containers.chain(volumes).map(|d| disk_usage(&d)).sum()
+}
+
 fn disk_usage(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;
@@ -232,6 +248,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(check(&free, &sample(1 << 40, 0)), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_pods_logs_and_empty_dirs_on_disk_are_its_local_bytes() {
+        let dir = tempfile_dir("local-bytes");
+        for (path, bytes) in [("app/0.log", 1 << 20), ("volumes/scratch/f", 2 << 20)] {
+            std::fs::create_dir_all(dir.join(path).parent().unwrap()).unwrap();
+            std::fs::write(dir.join(path), vec![1u8; bytes]).unwrap();
+        }
+        let pod = |medium: &str| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {
+                "containers": [{"name": "app"}],
+                "volumes": [{"name": "scratch", "emptyDir": {"medium": medium}}]}}))
+            .unwrap()
+        };
+        let counted = local_bytes(&pod(""), &dir);
+        assert!(
+            (3 << 20..(3 << 20) + (1 << 16)).contains(&counted),
+            "{counted}"
+        );
+        // A memory-backed emptyDir is not on the disk.
+        let counted = local_bytes(&pod("Memory"), &dir);
+        assert!(
+            (1 << 20..(1 << 20) + (1 << 16)).contains(&counted),
+            "{counted}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1983,9 +1983,20 @@ impl Dispatcher {
             .collect();
         let usage = self.worker.usage.pods();
         let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
-        let mut ranked: Vec<(&Pod, Option<&crate::usage::PodUsage>)> = active
+        // Logs and local volumes are measured only when they count.
+        let disk = ask.reclaim.signal == eviction::Signal::NodeFsAvailable;
+        let local_bytes = |p: &Pod| match disk && !self.worker.simulated {
+            true => local_storage::local_bytes(p, &self.worker.log_dir.join(uid(p))),
+            false => 0,
+        };
+        let mut ranked: Vec<eviction::Candidate<'_>> = active
             .iter()
-            .map(|p| (p.as_ref(), usage.get(&uid(p))))
+            .map(|p| eviction::Candidate {
+                pod: p,
+                usage: usage.get(&uid(p)),
+                local_bytes: local_bytes(p),
+                processes: ask.processes.get(&uid(p)).copied().unwrap_or(0),
+            })
             .collect();
         eviction::rank(ask.reclaim.signal, &mut ranked);
         let mut evictions = self
@@ -1995,8 +2006,11 @@ impl Dispatcher {
             .unwrap_or_else(|e| e.into_inner());
         let chosen = ranked
             .into_iter()
-            .find(|(p, _)| !eviction::is_critical(p) && !evictions.contains_key(&uid(p)));
-        let Some((pod, used)) = chosen else {
+            .find(|c| !eviction::is_critical(c.pod) && !evictions.contains_key(&uid(c.pod)));
+        let Some(eviction::Candidate {
+            pod, usage: used, ..
+        }) = chosen
+        else {
             let _ = ask.evicted.send(None);
             return;
         };

@@ -218,6 +218,54 @@ fn pods_run_as_real_containers() {
     unused_images_are_collected(&mut c, &socket, &registry_flags);
     container_logs_rotate(&mut c, &registry_flags);
     memory_pressure_evicts_and_refuses(&mut c, &registry_flags);
+    pid_pressure_evicts_the_busiest_first(&mut c, &registry_flags);
+}
+
+/// Under PID pressure (a threshold of every process ID, always met), of
+/// two pods of one priority the one running more processes goes first,
+/// as upstream ranks them; the other still runs when it goes.
+fn pid_pressure_evicts_the_busiest_first(c: &mut Cluster, flags: &[&str]) {
+    let busybox = "skiff.local/busybox:1";
+    let many = "sleep 3600 & sleep 3600 & sleep 3600 & sleep 3600";
+    create(
+        c,
+        &manifest("few", "Always", "IfNotPresent", busybox, "sleep 3600"),
+    );
+    create(
+        c,
+        &manifest("many", "Always", "IfNotPresent", busybox, many),
+    );
+    wait_for("both pods to run", LIMIT, || {
+        let running = |name| pod(c, name)["status"]["phase"] == "Running";
+        (running("few") && running("many")).then_some(())
+    });
+    let mut pressed = flags.to_vec();
+    pressed.extend(["--eviction-hard", "pid.available<100%"]);
+    c.kill();
+    c.spawn(&pressed);
+    let status = wait_for("the pod with more processes to be evicted", LIMIT, || {
+        let p = pod(c, "many");
+        (p["status"]["phase"] == "Failed").then(|| p["status"].clone())
+    });
+    // The manager waits for an evicted pod to stop, then ten seconds.
+    assert_eq!(pod(c, "few")["status"]["phase"], "Running");
+    assert_eq!(status["reason"], "Evicted", "{status}");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("The node was low on resource: pids. "),
+        "{message}"
+    );
+    c.kill();
+    c.spawn(flags);
+    let node = c.json(&["get", "nodes"])["items"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_for("the pressure to go", LIMIT, || {
+        let m = node_condition(c, &node, "PIDPressure")?;
+        (m["status"] == "False").then_some(())
+    });
+    c.ok(&["delete", "pod", "few", "many", "--timeout=60s"]);
 }
 
 /// Under memory pressure (here a threshold of all the node's memory,

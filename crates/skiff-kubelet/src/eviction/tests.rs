@@ -26,6 +26,12 @@ fn using(memory: u64) -> PodUsage {
     }
 }
 
+fn using_disk(bytes: u64) -> PodUsage {
+    let mut usage = using(0);
+    usage.containers[0].writable_layer_bytes = bytes;
+    usage
+}
+
 fn seen(pairs: &[(Signal, i128, i128)]) -> Observations {
     pairs
         .iter()
@@ -194,22 +200,59 @@ fn pods_rank_by_use_beyond_requests_then_priority_then_how_far_beyond() {
     let important = pod(json!({"priority": 1000}));
     let hungry = pod(json!({}));
     let (small, big, mid) = (using(10 << 20), using(200 << 20), using(50 << 20));
+    let candidate = |pod, usage, local_bytes| Candidate {
+        pod,
+        usage: Some(usage),
+        local_bytes,
+        processes: 0,
+    };
     let mut pods = vec![
-        (&within, Some(&mid)),
-        (&important, Some(&big)),
-        (&best_effort, Some(&small)),
-        (&hungry, Some(&big)),
+        candidate(&within, &mid, 0),
+        candidate(&important, &big, 0),
+        candidate(&best_effort, &small, 0),
+        candidate(&hungry, &big, 0),
     ];
+    let order = |pods: &[Candidate<'_>]| -> Vec<*const Pod> {
+        pods.iter().map(|c| c.pod as *const Pod).collect()
+    };
+    let of = |want: &[&Pod]| -> Vec<*const Pod> { want.iter().map(|p| *p as *const Pod).collect() };
     rank(Signal::MemoryAvailable, &mut pods);
-    let order: Vec<*const Pod> = pods.iter().map(|(p, _)| *p as *const Pod).collect();
-    let want: Vec<*const Pod> = [&hungry, &best_effort, &important, &within]
-        .iter()
-        .map(|p| *p as *const Pod)
-        .collect();
-    assert_eq!(order, want);
-    // For PIDs, priority alone.
+    assert_eq!(
+        order(&pods),
+        of(&[&hungry, &best_effort, &important, &within])
+    );
+    // For PIDs, priority, then the most processes.
+    pods[0].processes = 3;
+    pods[1].processes = 7;
+    pods[2].processes = 9;
     rank(Signal::PidAvailable, &mut pods);
-    assert!(std::ptr::eq(pods[3].0, &important));
+    assert_eq!(
+        order(&pods),
+        of(&[&best_effort, &hungry, &within, &important])
+    );
+    // On the node's filesystem, logs and local volumes count beside the
+    // writable layers; on the image filesystem, only the layers.
+    let (layer, none) = (using_disk(50 << 20), using_disk(0));
+    let mut pods = vec![
+        candidate(&best_effort, &layer, 0),
+        candidate(&hungry, &none, 200 << 20),
+    ];
+    rank(Signal::NodeFsAvailable, &mut pods);
+    assert_eq!(order(&pods), of(&[&hungry, &best_effort]));
+    rank(Signal::ImageFsAvailable, &mut pods);
+    assert_eq!(order(&pods), of(&[&best_effort, &hungry]));
+}
+
+#[test]
+fn processes_are_counted_by_the_container_whose_cgroup_holds_them() {
+    let cgroupfs = "12:pids:/k8s.io/4b1c0ffee\n1:name=systemd:/k8s.io/4b1c0ffee\n0::/\n";
+    assert_eq!(measure::container_of(cgroupfs), Some("4b1c0ffee"));
+    let systemd = "0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-4b1c0ffee.scope\n";
+    assert_eq!(measure::container_of(systemd), Some("4b1c0ffee"));
+    assert_eq!(measure::container_of("0::/\n"), None);
+    // This very process runs in no container of the map.
+    let none = HashMap::from([("4b1c0ffee".to_owned(), "uid".to_owned())]);
+    assert!(measure::processes(&none).is_empty());
 }
 
 #[test]
