@@ -27,25 +27,33 @@ pub const PINNED_LABEL: (&str, &str) = ("io.cri-containerd.pinned", "pinned");
 /// Pins `reference` in the containerd at `socket` (k8s.io namespace).
 pub async fn pin(socket: &Path, reference: &str) -> Result<(), String> {
     let (key, value) = PINNED_LABEL;
-    let out = ctr(socket)
-        .args(["images", "label", reference, &format!("{key}={value}")])
+    let label = format!("{key}={value}");
+    let doing = format!("could not pin {reference}");
+    ctr(socket, ["images", "label", reference, &label], &doing).await?;
+    Ok(())
+}
+
+/// Runs `ctr` with `args` on the containerd at `socket`, in CRI's
+/// namespace: what it printed, or what it said went wrong `doing` it.
+pub(crate) async fn ctr(
+    socket: &Path,
+    args: impl IntoIterator<Item = impl AsRef<std::ffi::OsStr>>,
+    doing: &str,
+) -> Result<String, String> {
+    let out = tokio::process::Command::from(ctr_command(socket))
+        .args(args)
         .output()
         .await
         .map_err(|e| format!("running ctr: {e}"))?;
     if !out.status.success() {
         let why = String::from_utf8_lossy(&out.stderr);
-        return Err(format!("could not pin {reference}: {}", why.trim()));
+        return Err(format!("{doing}: {}", why.trim()));
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// `ctr` on the containerd at `socket`, in CRI's namespace.
-pub(crate) fn ctr(socket: &Path) -> tokio::process::Command {
-    ctr_blocking(socket).into()
-}
-
-/// [`ctr`], for a caller that waits on it.
-pub(crate) fn ctr_blocking(socket: &Path) -> std::process::Command {
+pub(crate) fn ctr_command(socket: &Path) -> std::process::Command {
     let mut ctr = std::process::Command::new("ctr");
     ctr.arg("--address").arg(socket).args(["-n", "k8s.io"]);
     ctr
@@ -72,16 +80,8 @@ pub fn pinned_references(listing: &str) -> HashSet<String> {
 
 /// The references pinned in the containerd at `socket`.
 async fn labelled_pinned(socket: &Path) -> Result<HashSet<String>, String> {
-    let out = ctr(socket)
-        .args(["images", "ls"])
-        .output()
-        .await
-        .map_err(|e| format!("running ctr: {e}"))?;
-    if !out.status.success() {
-        let why = String::from_utf8_lossy(&out.stderr);
-        return Err(format!("listing images: {}", why.trim()));
-    }
-    Ok(pinned_references(&String::from_utf8_lossy(&out.stdout)))
+    let listing = ctr(socket, ["images", "ls"], "listing images").await?;
+    Ok(pinned_references(&listing))
 }
 
 /// When images are collected (upstream's `ImageGCPolicy`).

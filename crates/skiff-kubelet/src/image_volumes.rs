@@ -62,16 +62,14 @@ impl ImageVolumes {
         if !is_mounted(&target) {
             let name = containerd_name(image)?;
             std::fs::create_dir_all(&target).map_err(|e| problem(&target, e))?;
-            let out = crate::image_gc::ctr(socket)
-                .args(["images", "mount", name])
-                .arg(&target)
-                .output()
-                .await
-                .map_err(|e| format!("running ctr: {e}"))?;
-            if !out.status.success() {
-                let why = String::from_utf8_lossy(&out.stderr);
-                return Err(format!("mounting image {name}: {}", why.trim()));
-            }
+            let args = [
+                "images".as_ref(),
+                "mount".as_ref(),
+                name.as_ref(),
+                target.as_os_str(),
+            ];
+            let doing = format!("mounting image {name}");
+            crate::image_gc::ctr(socket, args, &doing).await?;
         }
         Ok(target)
     }
@@ -94,7 +92,7 @@ impl ImageVolumes {
             let Some(socket) = &self.containerd else {
                 continue;
             };
-            let unmounted = crate::image_gc::ctr_blocking(socket)
+            let unmounted = crate::image_gc::ctr_command(socket)
                 .args(["images", "unmount", "--rm"])
                 .arg(&target)
                 .output();
