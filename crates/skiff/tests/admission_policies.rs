@@ -416,3 +416,90 @@ spec:
         String::from_utf8_lossy(&passed.stderr)
     );
 }
+
+/// A policy's expressions ask the API server's authorizers through
+/// `authorizer`: here only a user who may list the namespace's Secrets
+/// may create its ConfigMaps.
+#[test]
+fn a_policy_asks_the_authorizer_about_the_requester() {
+    let c = Cluster::start();
+    let policy = "
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: secret-readers.example.com}
+spec:
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [configmaps]}
+  validations:
+  - expression: authorizer.group('').resource('secrets').namespace(request.namespace).check('list').allowed()
+    message: only those who may list secrets
+  - expression: \"!authorizer.serviceAccount('default', 'robot').group('').resource('configmaps').namespace('default').check('create').allowed()\"
+    message: the robot may not
+";
+    create(&c, policy);
+    let binding = "
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: secret-readers-binding.example.com}
+spec:
+  policyName: secret-readers.example.com
+  validationActions: [Deny]
+";
+    create(&c, binding);
+    c.ok(&[
+        "create",
+        "role",
+        "cm-writer",
+        "--verb=create",
+        "--resource=configmaps",
+    ]);
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "eve-cm",
+        "--role=cm-writer",
+        "--user=eve",
+    ]);
+    let refused = wait_for("the policy to refuse eve", Duration::from_secs(30), || {
+        let out = c.kubectl(&["create", "configmap", "by-eve", "--as=eve"]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (!out.status.success() && err.contains("ValidatingAdmissionPolicy")).then_some(err)
+    });
+    assert!(
+        refused.contains("denied request: only those who may list secrets"),
+        "{refused}"
+    );
+    // The administrator may list them.
+    c.ok(&["create", "configmap", "by-admin"]);
+    c.ok(&[
+        "create",
+        "role",
+        "secret-lister",
+        "--verb=list",
+        "--resource=secrets",
+    ]);
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "eve-secrets",
+        "--role=secret-lister",
+        "--user=eve",
+    ]);
+    c.ok(&["create", "configmap", "by-eve", "--as=eve"]);
+    // A service account named by the expression is asked about, not the
+    // requester.
+    c.ok(&["create", "serviceaccount", "robot"]);
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "robot-cm",
+        "--role=cm-writer",
+        "--serviceaccount=default:robot",
+    ]);
+    let refused = c.fails(&["create", "configmap", "after-robot"]);
+    assert!(
+        refused.contains("denied request: the robot may not"),
+        "{refused}"
+    );
+}

@@ -364,10 +364,12 @@ fn webhooks_refuse_warn_and_patch_the_writes_they_select() {
     );
 
     // A webhook whose match conditions do not all hold is not asked; one
-    // whose conditions cannot be evaluated fails as its policy says.
+    // whose conditions cannot be evaluated fails as its policy says. A
+    // condition may ask the authorizer (here about an account with no
+    // rights).
     c.ok(&["delete", validating, "deny.skiff.test"]);
     let conditional = format!(
-        "{}  matchConditions: [{{name: unless-skipped, expression: \"!('skip' in object.metadata.labels)\"}}]\n",
+        "{}  matchConditions: [{{name: unless-skipped, expression: \"!('skip' in object.metadata.labels)\"}}, {{name: nobody-may, expression: \"!authorizer.serviceAccount('hooked', 'nobody').group('').resource('configmaps').check('create').allowed()\"}}]\n",
         hook.configuration(validating, "conditional.skiff.test", &url("/validate"), "Fail")
     );
     create(&c, &conditional);

@@ -4,6 +4,7 @@
 //! order. A plugin looks at the writes it cares for and lets the others
 //! pass; a new one is added to [`Chain::standard`] and nowhere else.
 
+mod cel_authorizer;
 mod certificates;
 mod endpoints;
 mod namespace_lifecycle;
@@ -142,7 +143,10 @@ impl Chain {
                 Box::new(storage::DefaultStorageClass(objects.clone())),
                 Box::new(storage::StorageObjectInUseProtection),
                 Box::new(certificates::Requester),
-                Box::new(webhooks::MutatingWebhooks(objects.clone())),
+                Box::new(webhooks::MutatingWebhooks(
+                    objects.clone(),
+                    authorizer.clone(),
+                )),
             ],
             vec![
                 Box::new(namespace_lifecycle::NamespaceLifecycle(objects.clone())),
@@ -152,9 +156,15 @@ impl Chain {
                 Box::new(pod_security::PodSecurity(objects.clone())),
                 Box::new(storage::PersistentVolumeClaimResize(objects.clone())),
                 Box::new(certificates::ApprovalAndSigning(authorizer.clone())),
-                Box::new(rbac::Escalation(authorizer)),
-                Box::new(policies::ValidatingPolicies(objects.clone())),
-                Box::new(webhooks::ValidatingWebhooks(objects.clone())),
+                Box::new(rbac::Escalation(authorizer.clone())),
+                Box::new(policies::ValidatingPolicies(
+                    objects.clone(),
+                    authorizer.clone(),
+                )),
+                Box::new(webhooks::ValidatingWebhooks(
+                    objects.clone(),
+                    authorizer.clone(),
+                )),
                 Box::new(quota::ResourceQuota(objects)),
             ],
         )

@@ -6,6 +6,7 @@
 //! evaluated refuses or lets the write pass, as its `failurePolicy` says.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -17,6 +18,7 @@ use skiff_core::{meta, ApiError};
 use super::webhooks::rules::{self, Seen};
 use super::webhooks::{as_seen, compiled, exempt, match_conditions_hold, request};
 use super::{Attributes, Operation, Validating, Verdict};
+use crate::authz::Authorizer;
 use crate::storage::Objects;
 
 const GROUP: &str = "admissionregistration.k8s.io";
@@ -28,7 +30,7 @@ const MAX_ANNOTATION: usize = 10 * 1024;
 const MAX_MESSAGE: usize = 5 * 1024;
 
 /// The ValidatingAdmissionPolicy plugin.
-pub struct ValidatingPolicies(pub Objects);
+pub struct ValidatingPolicies(pub Objects, pub Arc<dyn Authorizer>);
 
 /// Why a write is refused: the message and the Status reason.
 struct Denial {
@@ -233,6 +235,11 @@ impl ValidatingPolicies {
                 ("params", param),
                 ("namespaceObject", &namespace),
             ]);
+            let authorize = super::cel_authorizer::for_request(self.1.clone(), a.user);
+            if let Err(why) = activation.with_authorizer(authorize, &request) {
+                outcome.denial = bound.failed(format!("failed to configure policy: {why}"));
+                return Ok(outcome);
+            }
             let variables = programs.variables.iter().map(|(n, p)| (n.as_str(), &**p));
             activation.with_variables(variables);
             match match_conditions_hold(&spec["matchConditions"], &activation) {

@@ -176,6 +176,16 @@ impl<'v> Activation<'v> {
         }
     }
 
+    /// Binds `authorizer` to checks that `authorize` answers for the
+    /// admission `request` ([`super::cel_authorizer`]).
+    pub fn with_authorizer(
+        &mut self,
+        authorize: super::cel_authorizer::Authorize,
+        request: &Value,
+    ) -> Result<(), String> {
+        super::cel_authorizer::register(&mut self.context, authorize, request)
+    }
+
     /// Binds `variables.<name>` to what each program gives, in order, so
     /// that one may use those before it. One that fails (or costs more
     /// than is left) is left out: only an expression that uses it fails.

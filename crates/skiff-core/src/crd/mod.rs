@@ -4,6 +4,7 @@
 //! derived from the established ones.
 
 pub mod cel;
+pub mod cel_authorizer;
 mod cel_cost;
 mod cel_libraries;
 pub mod columns;

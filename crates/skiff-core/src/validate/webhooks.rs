@@ -97,8 +97,7 @@ pub(super) fn configuration(obj: &Value, mutating: bool, causes: &mut Vec<Cause>
 const MAX_CONDITIONS: usize = 64;
 
 /// Match conditions: each a qualified name, once, and a CEL expression
-/// that compiles. The `authorizer` variable (authorization checks from
-/// within an expression) is refused: Skiff does not offer it.
+/// that compiles.
 pub(super) fn match_conditions(conditions: &Value, here: &str, causes: &mut Vec<Cause>) {
     let conditions = conditions.as_array().map_or(&[][..], Vec::as_slice);
     if conditions.len() > MAX_CONDITIONS {
@@ -111,7 +110,7 @@ pub(super) fn match_conditions(conditions: &Value, here: &str, causes: &mut Vec<
         if expression.is_empty() {
             causes.push(Cause::required(at("expression")));
         } else {
-            expression_compiles(expression, &at("expression"), "match conditions", causes);
+            expression_compiles(expression, &at("expression"), causes);
         }
         let name = condition["name"].as_str().unwrap_or_default();
         if name.is_empty() {
@@ -128,18 +127,10 @@ pub(super) fn match_conditions(conditions: &Value, here: &str, causes: &mut Vec<
     }
 }
 
-/// An admission CEL expression (of `whose`: match conditions, policies)
-/// that compiles and uses no `authorizer`, which Skiff does not offer.
-pub(super) fn expression_compiles(text: &str, at: &str, whose: &str, causes: &mut Vec<Cause>) {
-    match crate::crd::cel::compile(text) {
-        Err(e) => causes.push(Cause::invalid(at, text, format!("compilation failed: {e}"))),
-        Ok(p) if p.references().has_variable("authorizer") => {
-            let why = format!(
-                "authorization checks from {whose} (the authorizer variable) are not supported by Skiff"
-            );
-            causes.push(Cause::invalid(at, text, why));
-        }
-        Ok(_) => {}
+/// An admission CEL expression that compiles.
+pub(super) fn expression_compiles(text: &str, at: &str, causes: &mut Vec<Cause>) {
+    if let Err(e) = crate::crd::cel::compile(text) {
+        causes.push(Cause::invalid(at, text, format!("compilation failed: {e}")));
     }
 }
 
@@ -345,6 +336,7 @@ mod tests {
             {"name": "a", "expression": "true"},
             {"name": "a", "expression": " "},
             {"name": "-bad", "expression": "authorizer.group('').resource('pods').check('get').allowed()"},
+            {"name": "authorized", "expression": "authorizer.path('/x').check('get').allowed()"},
             {"expression": "object.x ==="},
         ]);
         let found = problems(hook);
@@ -357,15 +349,13 @@ mod tests {
             [
                 "webhooks[0].matchConditions[1].expression",
                 "webhooks[0].matchConditions[1].name",
-                "webhooks[0].matchConditions[2].expression",
                 "webhooks[0].matchConditions[2].name",
-                "webhooks[0].matchConditions[3].expression",
-                "webhooks[0].matchConditions[3].name",
+                "webhooks[0].matchConditions[4].expression",
+                "webhooks[0].matchConditions[4].name",
             ],
             "{found:?}"
         );
-        assert!(found[2].contains("not supported by Skiff"), "{found:?}");
-        assert!(found[4].contains("compilation failed"), "{found:?}");
+        assert!(found[3].contains("compilation failed"), "{found:?}");
         let mut many = good();
         let one = json!({"name": "n", "expression": "true"});
         many["matchConditions"] = Value::Array(vec![one; 65]);

@@ -22,10 +22,12 @@ use async_trait::async_trait;
 use base64::Engine;
 use serde_json::{json, Value};
 use skiff_core::crd::cel;
+use skiff_core::crd::cel_authorizer::Authorize;
 use skiff_core::registry::{self, ResourceType};
 use skiff_core::{meta, ApiError};
 
 use super::{Attributes, Mutating, Operation, Validating, Verdict};
+use crate::authz::Authorizer;
 use crate::storage::{self, Objects};
 use rules::Seen;
 
@@ -193,14 +195,15 @@ pub(super) fn request(
 /// What a webhook answered; none if its match conditions pass the
 /// request by, or its failure policy lets a failure pass.
 async fn ask(
-    objects: &Objects,
+    (objects, authorizer): (&Objects, &Arc<dyn Authorizer>),
     hook: &Hook,
     a: &Attributes<'_>,
     seen: (&Value, Option<&Value>),
 ) -> Result<Option<Value>, ApiError> {
     let uid = uuid::Uuid::new_v4().to_string();
     let review = review(hook, a, seen, &uid);
-    let answer = match conditions_hold(hook, &review["request"]) {
+    let authorize = super::cel_authorizer::for_request(authorizer.clone(), a.user);
+    let answer = match conditions_hold(hook, &review["request"], authorize) {
         Ok(false) => return Ok(None),
         Ok(true) => call::post(objects, &hook.spec, &review, &uid).await,
         Err(e) => Err(format!("failed evaluating match conditions: {e}")),
@@ -266,13 +269,14 @@ pub(super) fn compiled(expression: &str) -> Result<Arc<cel::Program>, String> {
 /// Whether every match condition of `hook` holds for `request` (with
 /// `object` and `oldObject` bound, as upstream binds them): false as soon
 /// as one is false, else an error if one could not be evaluated.
-fn conditions_hold(hook: &Hook, request: &Value) -> Result<bool, String> {
+fn conditions_hold(hook: &Hook, request: &Value, authorize: Authorize) -> Result<bool, String> {
     // One budget for all of a webhook's conditions, as upstream's.
-    let activation = cel::Activation::new(&[
+    let mut activation = cel::Activation::new(&[
         ("object", &request["object"]),
         ("oldObject", &request["oldObject"]),
         ("request", request),
     ]);
+    activation.with_authorizer(authorize, request)?;
     match_conditions_hold(&hook.spec["matchConditions"], &activation)
 }
 
@@ -318,7 +322,7 @@ fn denial(hook: &Hook, response: &Value) -> ApiError {
 }
 
 /// The validating webhooks.
-pub struct ValidatingWebhooks(pub Objects);
+pub struct ValidatingWebhooks(pub Objects, pub Arc<dyn Authorizer>);
 
 #[async_trait]
 impl Validating for ValidatingWebhooks {
@@ -337,7 +341,7 @@ impl Validating for ValidatingWebhooks {
         let hooks = matching(&self.0, "validatingwebhookconfigurations", a, obj).await?;
         let asked = hooks.iter().map(|hook| async move {
             let (obj, old) = as_seen(hook.seen, a, obj)?;
-            ask(&self.0, hook, a, (&obj, old.as_deref())).await
+            ask((&self.0, &self.1), hook, a, (&obj, old.as_deref())).await
         });
         let answers = futures::future::join_all(asked).await;
         for (hook, answer) in hooks.iter().zip(answers) {
@@ -370,7 +374,7 @@ fn told(hook: &Hook, response: &Value, verdict: &mut Verdict) {
 }
 
 /// The mutating webhooks.
-pub struct MutatingWebhooks(pub Objects);
+pub struct MutatingWebhooks(pub Objects, pub Arc<dyn Authorizer>);
 
 impl MutatingWebhooks {
     /// Calls `hook` and applies its patch; whether it changed `obj`.
@@ -382,7 +386,8 @@ impl MutatingWebhooks {
         verdict: &mut Verdict,
     ) -> Result<bool, ApiError> {
         let (shown, shown_old) = as_seen(hook.seen, a, obj)?;
-        let Some(response) = ask(&self.0, hook, a, (&shown, shown_old.as_deref())).await? else {
+        let seen: (&Value, _) = (&shown, shown_old.as_deref());
+        let Some(response) = ask((&self.0, &self.1), hook, a, seen).await? else {
             return Ok(false);
         };
         if response["allowed"] != true {
