@@ -535,9 +535,14 @@ pub fn admit(conditions: &[Condition], pod: &Pod) -> Result<(), Rejection> {
     }
     if conditions == [Condition::MemoryPressure] {
         let spec = pod.spec.as_ref();
-        let best_effort = spec
-            .and_then(|s| serde_json::to_value(s).ok())
-            .is_none_or(|s| skiff_core::qos::class(&s) == "BestEffort");
+        // The class the API server wrote, as upstream reads it when set.
+        let written = pod.status.as_ref().and_then(|s| s.qos_class.as_deref());
+        let best_effort = match written {
+            Some(class) => class == "BestEffort",
+            None => spec
+                .and_then(|s| serde_json::to_value(s).ok())
+                .is_none_or(|s| skiff_core::qos::class(&s) == "BestEffort"),
+        };
         let taint = Taint {
             key: "node.kubernetes.io/memory-pressure".into(),
             effect: "NoSchedule".into(),

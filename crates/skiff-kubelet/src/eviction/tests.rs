@@ -275,6 +275,13 @@ fn pressure_refuses_pods_as_upstreams_admission_does() {
     );
     assert_eq!(admit(&memory, &burstable), Ok(()));
     assert_eq!(admit(&memory, &tolerating), Ok(()));
+    // The class the API server wrote is read as it is.
+    let mut written = burstable.clone();
+    written.status = Some(k8s_openapi::api::core::v1::PodStatus {
+        qos_class: Some("BestEffort".into()),
+        ..Default::default()
+    });
+    assert!(admit(&memory, &written).is_err());
     let both = [Condition::MemoryPressure, Condition::DiskPressure];
     assert_eq!(
         admit(&both, &burstable).unwrap_err().message,
