@@ -935,7 +935,7 @@ fn env_files(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
 
 /// Pod settings the node agent has no means for, refused rather than
 /// dropped on the node: a pod-level cgroup (`resources`), user namespaces
-/// (`hostUsers: false`), raw block devices and dynamic resource claims.
+/// (`hostUsers: false`) and dynamic resource claims.
 fn beyond_the_agent(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
     let set = |v: &Value| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty());
     for field in ["resources", "resourceClaims"] {
@@ -949,9 +949,6 @@ fn beyond_the_agent(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
     for list in ["initContainers", "containers"] {
         for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
             let container = at.item(list, i);
-            if set(&c["volumeDevices"]) {
-                causes.push(not_applied(container.field("volumeDevices")));
-            }
             if set(&c["resources"]["claims"]) {
                 causes.push(not_applied(container.field("resources").field("claims")));
             }
@@ -1163,6 +1160,73 @@ fn volumes(spec: &Value, at: At<'_>, causes: &mut Vec<Cause>) {
                 }
                 mount_modes(m, c, mounts, causes);
             }
+            volume_devices(c, spec, container, causes);
+        }
+    }
+}
+
+/// A container's raw block devices, as upstream's `ValidateVolumeDevices`:
+/// each names a claim's volume (a PersistentVolumeClaim or an ephemeral
+/// one) once, at its own path without backsteps, and neither the volume
+/// nor the path is also mounted.
+fn volume_devices(c: &Value, spec: &Value, container: At<'_>, causes: &mut Vec<Cause>) {
+    let mounts = c["volumeMounts"].as_array().map_or(&[][..], Vec::as_slice);
+    let mounted = |field: &str, value: &str| mounts.iter().any(|m| m[field] == value);
+    let (mut names, mut paths) = (Vec::new(), Vec::new());
+    let devices = c["volumeDevices"].as_array().into_iter().flatten();
+    for (i, d) in devices.enumerate() {
+        let here = container.item("volumeDevices", i);
+        let (name_at, path_at) = (
+            here.field("name").to_string(),
+            here.field("devicePath").to_string(),
+        );
+        let name = d["name"].as_str().unwrap_or_default();
+        let path = d["devicePath"].as_str().unwrap_or_default();
+        let volume = spec["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == name);
+        if name.is_empty() {
+            causes.push(Cause::required(name_at.clone()));
+        }
+        if names.contains(&name) {
+            causes.push(Cause::invalid(name_at.clone(), name, "must be unique"));
+        }
+        match volume {
+            Some(v) if v["persistentVolumeClaim"].is_null() && v["ephemeral"].is_null() => {
+                let why = "can only use volume source type of PersistentVolumeClaim or Ephemeral for block mode";
+                causes.push(Cause::invalid(name_at.clone(), name, why));
+            }
+            Some(_) => {}
+            None => causes.push(Cause {
+                reason: "FieldValueNotFound",
+                field: name_at.clone(),
+                message: format!("Not found: {name:?}"),
+            }),
+        }
+        if path.is_empty() {
+            causes.push(Cause::required(path_at.clone()));
+        }
+        if paths.contains(&path) {
+            causes.push(Cause::invalid(path_at.clone(), path, "must be unique"));
+        }
+        if path.split('/').any(|part| part == "..") {
+            let why = "can not contain backsteps ('..')";
+            causes.push(Cause::invalid(path_at.clone(), path, why));
+        } else {
+            paths.push(path);
+        }
+        if mounted("name", name) {
+            let why = "must not already exist in volumeMounts";
+            causes.push(Cause::invalid(name_at, name, why));
+        }
+        if mounted("mountPath", path) {
+            let why = "must not already exist as a path in volumeMounts";
+            causes.push(Cause::invalid(path_at, path, why));
+        }
+        if !name.is_empty() {
+            names.push(name);
         }
     }
 }
@@ -1644,6 +1708,56 @@ mod tests {
         assert!(object(services, &service("web-1"), None).is_ok());
         let err = object(services, &service("1web"), None).unwrap_err();
         assert!(err.message.contains("a DNS-1035 label"), "{}", err.message);
+    }
+
+    #[test]
+    fn block_devices_name_claims_once_at_paths_of_their_own() {
+        let pods = lookup("", "v1", "pods").unwrap();
+        let pod = |devices: Value, mounts: Value| {
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [
+                {"name": "c", "image": "i", "volumeDevices": devices, "volumeMounts": mounts}],
+                "volumes": [{"name": "disk", "persistentVolumeClaim": {"claimName": "d"}},
+                    {"name": "scratch", "emptyDir": {}}]}})
+        };
+        let fields = |p: &Value| object(pods, p, None).err().map_or(vec![], cause_fields);
+        let good = pod(
+            json!([{"name": "disk", "devicePath": "/dev/xvda"}]),
+            json!([]),
+        );
+        assert_eq!(fields(&good), Vec::<String>::new());
+        let bad = pod(
+            json!([
+                {"name": "disk", "devicePath": "/dev/xvda"},
+                {"name": "disk", "devicePath": "/dev/xvda"},
+                {"name": "scratch", "devicePath": "/dev/../etc/x"},
+                {"name": "gone", "devicePath": "/m"},
+            ]),
+            json!([{"name": "scratch", "mountPath": "/m"}]),
+        );
+        let err = object(pods, &bad, None).unwrap_err();
+        let message = err.message.clone();
+        assert_eq!(
+            cause_fields(err),
+            [
+                "spec.containers[0].volumeDevices[1].name",
+                "spec.containers[0].volumeDevices[1].devicePath",
+                "spec.containers[0].volumeDevices[2].name",
+                "spec.containers[0].volumeDevices[2].devicePath",
+                "spec.containers[0].volumeDevices[2].name",
+                "spec.containers[0].volumeDevices[3].name",
+                "spec.containers[0].volumeDevices[3].devicePath",
+            ]
+        );
+        for why in [
+            "must be unique",
+            "can only use volume source type of PersistentVolumeClaim or Ephemeral for block mode",
+            "can not contain backsteps ('..')",
+            "must not already exist in volumeMounts",
+            "Not found: \"gone\"",
+            "must not already exist as a path in volumeMounts",
+        ] {
+            assert!(message.contains(why), "{why} in {message}");
+        }
     }
 
     #[test]
@@ -2132,11 +2246,6 @@ mod tests {
                 json!({"resourceClaims": [{"name": "gpu", "resourceClaimName": "gpu"}]}),
                 json!({}),
                 "spec.resourceClaims",
-            ),
-            (
-                json!({}),
-                json!({"volumeDevices": [{"name": "v", "devicePath": "/dev/xvda"}]}),
-                "spec.containers[0].volumeDevices",
             ),
         ] {
             let err = object(pods, &with(spec.clone(), container), None).unwrap_err();

@@ -186,6 +186,8 @@ pub fn resources(r: Option<&ResourceRequirements>) -> cri::LinuxContainerResourc
 pub struct ContainerInputs {
     pub env: Vec<cri::KeyValue>,
     pub mounts: Vec<cri::Mount>,
+    /// Raw block devices, from the pod's claims in block mode.
+    pub devices: Vec<cri::Device>,
     pub security: cri::LinuxContainerSecurityContext,
 }
 
@@ -224,6 +226,7 @@ pub fn container(
         working_dir: c.working_dir.clone().unwrap_or_default(),
         envs: inputs.env,
         mounts: inputs.mounts,
+        devices: inputs.devices,
         labels: [
             (NAME_LABEL.to_owned(), name.clone()),
             (UID_LABEL.to_owned(), part(&m.uid)),
@@ -288,6 +291,7 @@ mod tests {
         let inputs = ContainerInputs {
             env: vec![var("GREETING", "hi"), var("NODE_NAME", "n1")],
             mounts: Vec::new(),
+            devices: Vec::new(),
             security: Default::default(),
         };
         let config = container(&c, &pod, 0, inputs);

@@ -173,6 +173,7 @@ mod tests {
                 let v = Volume {
                     path: dir.clone(),
                     read_only: false,
+                    block: false,
                 };
                 (n.to_owned(), v)
             })

@@ -481,7 +481,15 @@ async fn token(
 }
 
 /// The directories of a pod's claims, by volume name.
-pub type Claimed = HashMap<String, PathBuf>;
+pub type Claimed = HashMap<String, ClaimedVolume>;
+
+/// Where a claim's volume is on this node, and whether it is a raw block
+/// device (`volumeMode: Block`) rather than a directory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimedVolume {
+    pub path: PathBuf,
+    pub block: bool,
+}
 
 /// What mounting a pod's volumes reads and remembers besides the pod.
 pub struct Mounts<'a> {
@@ -499,6 +507,9 @@ pub struct Volume {
     /// projections) are mounted read-only, as upstream does, so that no
     /// container can plant what the agent would write through.
     pub read_only: bool,
+    /// A raw block device, which containers get through `volumeDevices`
+    /// only.
+    pub block: bool,
 }
 
 /// Makes the pod's volumes exist under `dir`; an error is a
@@ -551,11 +562,12 @@ pub async fn volumes(
                 Volume {
                     path,
                     read_only: false,
+                    block: false,
                 },
             );
             continue;
         } else if let Some(claim) = skiff_core::volumes::pod_claim(pod, v) {
-            let path = match claimed.get(&v.name) {
+            let ClaimedVolume { path, block } = match claimed.get(&v.name) {
                 Some(p) => p.clone(),
                 None => {
                     // A generic ephemeral volume's claim must be the pod's own.
@@ -565,14 +577,19 @@ pub async fn volumes(
                     p
                 }
             };
-            if let Some(gid) = fs_group {
+            if let Some(gid) = fs_group.filter(|_| !block) {
                 if !crate::ownership::root_matches(&path, gid, false) {
                     crate::ownership::apply(&path, gid, false)?;
                 }
             }
             let named = v.persistent_volume_claim.as_ref();
             let read_only = named.is_some_and(|c| c.read_only == Some(true));
-            out.insert(v.name.clone(), Volume { path, read_only });
+            let volume = Volume {
+                path,
+                read_only,
+                block,
+            };
+            out.insert(v.name.clone(), volume);
             continue;
         } else if let Some(h) = &v.host_path {
             if h.type_.as_deref() == Some("DirectoryOrCreate") {
@@ -584,6 +601,7 @@ pub async fn volumes(
                 Volume {
                     path,
                     read_only: false,
+                    block: false,
                 },
             );
             continue;
@@ -680,21 +698,23 @@ pub async fn volumes(
             Volume {
                 path,
                 read_only: true,
+                block: false,
             },
         );
     }
     Ok(out)
 }
 
-/// The directory on this node of the volume bound to a claim; an error
-/// while the claim is unbound (the pod waits).
+/// Where the volume bound to a claim is on this node (a directory, or a
+/// block device for `volumeMode: Block`); an error while the claim is
+/// unbound (the pod waits).
 async fn claim_path(
     client: &Client,
     ns: &str,
     name: &str,
     owner: Option<&Pod>,
     local_path: Option<&LocalPath>,
-) -> Result<PathBuf, String> {
+) -> Result<ClaimedVolume, String> {
     skiff_runtime::api::path_segment(name).map_err(|e| format!("persistentvolumeclaim {e}"))?;
     let claim = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
         .get_opt(name)
@@ -714,18 +734,15 @@ async fn claim_path(
         .await
         .map_err(|e| format!("persistentvolume {volume:?}: {e}"))?;
     let spec = pv.spec.clone().unwrap_or_default();
-    if spec.volume_mode.as_deref() == Some("Block") {
-        return Err(format!(
-            "persistentvolume {volume:?}: volumeMode Block is not supported on this node"
-        ));
-    }
+    let block = spec.volume_mode.as_deref() == Some("Block");
     if skiff_core::volumes::is_local_path(&pv) {
         let Some(local_path) = local_path else {
             return Err(format!(
                 "persistentvolume {volume:?}: this node keeps no local-path volumes"
             ));
         };
-        return local_path.ensure(client, &pv).await;
+        let path = local_path.ensure(client, &pv).await?;
+        return Ok(ClaimedVolume { path, block: false });
     }
     let path = match (&spec.local, &spec.host_path) {
         (Some(l), _) => PathBuf::from(&l.path),
@@ -742,13 +759,22 @@ async fn claim_path(
             ));
         }
     };
-    if !path.is_dir() {
+    if block {
+        use std::os::unix::fs::FileTypeExt;
+        let device = std::fs::metadata(&path).is_ok_and(|m| m.file_type().is_block_device());
+        if !device {
+            return Err(format!(
+                "persistentvolume {volume:?}: path {} is not a block device on this node",
+                path.display()
+            ));
+        }
+    } else if !path.is_dir() {
         return Err(format!(
             "persistentvolume {volume:?}: path {} does not exist on this node",
             path.display()
         ));
     }
-    Ok(path)
+    Ok(ClaimedVolume { path, block })
 }
 
 /// The kind of a volume or projection source: its one field besides the
@@ -779,6 +805,12 @@ pub fn mounts(
         let Some(volume) = volumes.get(&m.name) else {
             continue;
         };
+        if volume.block {
+            return Err(format!(
+                "volume {:?} is a block device: a container gets it through volumeDevices",
+                m.name
+            ));
+        }
         let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
         let sub = match (non_empty(&m.sub_path), non_empty(&m.sub_path_expr)) {
             (Some(sub), _) => Some(sub),
@@ -804,6 +836,33 @@ pub fn mounts(
             recursive_read_only,
             propagation: propagation as i32,
             ..Default::default()
+        });
+    }
+    Ok(out)
+}
+
+/// The container's raw block devices (`volumeDevices`): each a claim's
+/// volume in block mode, at its `devicePath`, writable unless the pod's
+/// claim is read-only.
+pub fn devices(
+    c: &Container,
+    volumes: &BTreeMap<String, Volume>,
+) -> Result<Vec<cri::Device>, String> {
+    let mut out = Vec::new();
+    for d in c.volume_devices.iter().flatten() {
+        let Some(volume) = volumes.get(&d.name) else {
+            continue;
+        };
+        if !volume.block {
+            return Err(format!(
+                "volume {:?} is not a block device: a container mounts it through volumeMounts",
+                d.name
+            ));
+        }
+        out.push(cri::Device {
+            container_path: d.device_path.clone(),
+            host_path: volume.path.display().to_string(),
+            permissions: if volume.read_only { "mr" } else { "mrw" }.into(),
         });
     }
     Ok(out)
@@ -910,6 +969,7 @@ mod tests {
         let volume = |path: &str, read_only| Volume {
             path: PathBuf::from(path),
             read_only,
+            block: false,
         };
         let data = tempfile_dir("mounts");
         std::fs::create_dir_all(&data).unwrap();
@@ -926,6 +986,53 @@ mod tests {
         std::fs::remove_dir_all(&data).unwrap();
     }
 
+    /// A claim in block mode reaches the container as a device, never as a
+    /// mount, and a directory never as a device.
+    #[test]
+    fn block_volumes_are_devices_and_only_devices() {
+        let c: Container = serde_json::from_value(json!({"name": "c",
+            "volumeDevices": [{"name": "disk", "devicePath": "/dev/xvda"},
+                {"name": "ro", "devicePath": "/dev/xvdb"}, {"name": "gone", "devicePath": "/dev/x"}]}))
+        .unwrap();
+        let volume = |path: &str, read_only, block| Volume {
+            path: PathBuf::from(path),
+            read_only,
+            block,
+        };
+        let mut volumes: BTreeMap<String, Volume> = [
+            ("disk".to_owned(), volume("/dev/loop7", false, true)),
+            ("ro".to_owned(), volume("/dev/loop8", true, true)),
+        ]
+        .into();
+        let found = devices(&c, &volumes).unwrap();
+        let seen: Vec<(&str, &str, &str)> = found
+            .iter()
+            .map(|d| {
+                (
+                    d.container_path.as_str(),
+                    d.host_path.as_str(),
+                    d.permissions.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("/dev/xvda", "/dev/loop7", "mrw"),
+                ("/dev/xvdb", "/dev/loop8", "mr")
+            ]
+        );
+        let mounting: Container = serde_json::from_value(
+            json!({"name": "c", "volumeMounts": [{"name": "disk", "mountPath": "/d"}]}),
+        )
+        .unwrap();
+        let err = mounts(&mounting, &volumes, &[], false).unwrap_err();
+        assert!(err.contains("through volumeDevices"), "{err}");
+        volumes.insert("disk".into(), volume("/srv/disk", false, false));
+        let err = devices(&c, &volumes).unwrap_err();
+        assert!(err.contains("through volumeMounts"), "{err}");
+    }
+
     /// A `subPathExpr` names the container's variables; propagation and
     /// recursive read-only mounts reach the runtime as asked, or the
     /// container does not start, with upstream's reasons.
@@ -938,6 +1045,7 @@ mod tests {
             Volume {
                 path: data.clone(),
                 read_only: false,
+                block: false,
             },
         )]
         .into();

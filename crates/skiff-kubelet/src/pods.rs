@@ -919,6 +919,7 @@ impl Worker {
             let volume = pod_inputs::Volume {
                 path,
                 read_only: true,
+                block: false,
             };
             out.insert(v.name.clone(), volume);
         }
@@ -1448,9 +1449,11 @@ impl Worker {
                 termination::mount(c, &run.join(attempt.to_string())).map_err(config_error)?,
             );
         }
+        let devices = pod_inputs::devices(c, volumes).map_err(config_error)?;
         let inputs = ContainerInputs {
             env,
             mounts,
+            devices,
             security,
         };
         // A container starts with what it was allocated, which a resize

@@ -384,4 +384,107 @@ spec:
     assert_eq!(again["spec"]["nodeName"], node.as_str());
     assert_eq!(exec(c, "web-1", "cat /data/who"), "web-1\n");
     wait_phase(c, "pvc", "www-web-0", "Bound");
+    raw_block_volumes(c, &node);
+}
+
+/// A loop device over a file, detached when dropped.
+struct LoopDevice(String);
+
+impl LoopDevice {
+    fn over(file: &Path) -> Self {
+        std::fs::write(file, vec![0u8; 1 << 20]).unwrap();
+        let out = std::process::Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(file)
+            .output()
+            .unwrap();
+        support::assert_success(&out, "losetup");
+        Self(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .args(["--detach", &self.0])
+            .status();
+    }
+}
+
+/// A claim in block mode reaches its pod as a raw device at its
+/// `devicePath`: what the container writes there is on the node's device
+/// (here a loop device over a file).
+fn raw_block_volumes(c: &Cluster, node: &str) {
+    let backing = c.dir.path().join("block.img");
+    let device = LoopDevice::over(&backing);
+    let manifest = format!(
+        "apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: raw-disk}}
+spec:
+  capacity: {{storage: 1Mi}}
+  accessModes: [ReadWriteOnce]
+  volumeMode: Block
+  storageClassName: ''
+  local: {{path: {}}}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions: [{{key: kubernetes.io/hostname, operator: In, values: [{node}]}}]
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: raw-disk}}
+spec:
+  accessModes: [ReadWriteOnce]
+  volumeMode: Block
+  storageClassName: ''
+  volumeName: raw-disk
+  resources: {{requests: {{storage: 1Mi}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: raw-disk-user}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: disk
+    persistentVolumeClaim: {{claimName: raw-disk}}
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    command: [sh, -c, 'echo written-by-the-pod | dd of=/dev/xvda conv=fsync && sleep 3600']
+    volumeDevices: [{{name: disk, devicePath: /dev/xvda}}]
+",
+        device.0
+    );
+    create(c, &manifest);
+    running(c, "raw-disk-user");
+    wait_for("the pod's bytes on the device", LIMIT, || {
+        let bytes = std::fs::read(&backing).ok()?;
+        bytes.starts_with(b"written-by-the-pod\n").then_some(())
+    });
+    // A claim in block mode is no directory to mount.
+    let mounting = pod(
+        "raw-disk-mounted",
+        "persistentVolumeClaim: {claimName: raw-disk}",
+    );
+    create(c, &mounting);
+    wait_for("the mount to be refused", LIMIT, || {
+        let p = get_pod(c, "raw-disk-mounted")?;
+        let waiting = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+        let message = waiting["message"].as_str()?;
+        (waiting["reason"] == "CreateContainerConfigError"
+            && message.contains("through volumeDevices"))
+        .then_some(())
+    });
+    c.ok(&[
+        "delete",
+        "pod",
+        "raw-disk-user",
+        "raw-disk-mounted",
+        "--timeout=60s",
+    ]);
+    c.ok(&["delete", "pvc", "raw-disk", "--timeout=60s"]);
+    c.ok(&["delete", "pv", "raw-disk", "--timeout=60s"]);
 }
