@@ -40,13 +40,14 @@ const BASELINE_CAPS: &[&str] = &[
     "SYS_CHROOT",
 ];
 
-/// Volume types restricted allows.
+/// Volume types restricted allows (image volumes since upstream's 1.33).
 const RESTRICTED_VOLUMES: &[&str] = &[
     "configMap",
     "csi",
     "downwardAPI",
     "emptyDir",
     "ephemeral",
+    "image",
     "persistentVolumeClaim",
     "projected",
     "secret",
@@ -503,7 +504,8 @@ mod tests {
             "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "Unconfined"}},
             "containers": [{"name": "a", "securityContext": {"allowPrivilegeEscalation": false,
                 "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}}}],
-            "volumes": [{"name": "root", "hostPath": {"path": "/"}}]}});
+            "volumes": [{"name": "root", "hostPath": {"path": "/"}},
+                {"name": "tools", "image": {"reference": "busybox:1.36"}}]}});
         assert_eq!(
             violations(Level::Restricted, &pod),
             [
