@@ -4,42 +4,33 @@
 //! the image's snapshot made through containerd itself (`ctr images
 //! mount`), keyed by the volume's directory, and removed with the pod.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use k8s_cri::v1 as cri;
+
+use crate::pod_inputs::is_mounted;
 
 /// The directory under a pod's own that holds its image volumes.
 const DIR: &str = "image-volumes";
 /// The directory under a pod's own that names, by volume, the image each
-/// shows: what stays in use across the agent's restarts.
+/// shows: the images in use, also across the agent's restarts.
 const IMAGES: &str = "image-volume-images";
 
-/// The node's mounted image volumes.
+/// The node's image volumes.
 pub struct ImageVolumes {
     /// containerd's socket (none: this node's runtime cannot mount images).
     containerd: Option<PathBuf>,
-    /// The image each volume shows, by its directory: images in use.
-    mounted: Mutex<HashMap<PathBuf, String>>,
+    /// The pods' directories.
+    pods: PathBuf,
 }
 
 impl ImageVolumes {
-    /// The image volumes of the pods under `pods`, as mounted before.
+    /// The image volumes of the pods under `pods`.
     pub fn new(containerd: Option<PathBuf>, pods: &Path) -> Self {
-        let mut mounted = HashMap::new();
-        for pod in std::fs::read_dir(pods).into_iter().flatten().flatten() {
-            let named = std::fs::read_dir(pod.path().join(IMAGES));
-            for volume in named.into_iter().flatten().flatten() {
-                if let Ok(id) = std::fs::read_to_string(volume.path()) {
-                    let target = pod.path().join(DIR).join(volume.file_name());
-                    mounted.insert(target, id);
-                }
-            }
-        }
         Self {
             containerd,
-            mounted: Mutex::new(mounted),
+            pods: pods.to_path_buf(),
         }
     }
 
@@ -58,7 +49,6 @@ impl ImageVolumes {
         let images = pod_dir.join(IMAGES);
         std::fs::create_dir_all(&images).map_err(|e| problem(&images, e))?;
         std::fs::write(images.join(name), &image.id).map_err(|e| problem(&images, e))?;
-        self.mounted().insert(target.clone(), image.id.clone());
         if !is_mounted(&target) {
             let name = containerd_name(image)?;
             std::fs::create_dir_all(&target).map_err(|e| problem(&target, e))?;
@@ -76,7 +66,16 @@ impl ImageVolumes {
 
     /// The ids of the images that volumes show.
     pub fn in_use(&self) -> HashSet<String> {
-        self.mounted().values().cloned().collect()
+        let pods = std::fs::read_dir(&self.pods)
+            .into_iter()
+            .flatten()
+            .flatten();
+        let named = pods.flat_map(|pod| std::fs::read_dir(pod.path().join(IMAGES)).into_iter());
+        named
+            .flatten()
+            .flatten()
+            .filter_map(|volume| std::fs::read_to_string(volume.path()).ok())
+            .collect()
     }
 
     /// Unmounts the image volumes of the pod whose directory is `pod_dir`
@@ -88,7 +87,6 @@ impl ImageVolumes {
             return;
         };
         for target in entries.flatten().map(|e| e.path()) {
-            self.mounted().remove(&target);
             let Some(socket) = &self.containerd else {
                 continue;
             };
@@ -106,10 +104,6 @@ impl ImageVolumes {
                 Err(e) => tracing::warn!(error = %e, "running ctr"),
             }
         }
-    }
-
-    fn mounted(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, String>> {
-        self.mounted.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -132,15 +126,6 @@ fn containerd_name(image: &cri::Image) -> Result<&str, String> {
 
 fn problem(path: &Path, e: std::io::Error) -> String {
     format!("{}: {e}", path.display())
-}
-
-/// Whether something is mounted at `target`.
-fn is_mounted(target: &Path) -> bool {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    mounts
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| Path::new(m) == target)
 }
 
 #[cfg(test)]

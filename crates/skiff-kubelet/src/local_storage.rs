@@ -53,15 +53,7 @@ pub fn over_limit(
         })
         .collect();
     let containers: i128 = used.iter().sum();
-    let empty_dirs: i128 = pod
-        .spec
-        .iter()
-        .flat_map(|s| s.volumes.iter().flatten())
-        .filter(|v| {
-            v.empty_dir
-                .as_ref()
-                .is_some_and(|e| e.medium.as_deref() != Some("Memory"))
-        })
+    let empty_dirs: i128 = empty_dirs_on_disk(pod)
         .filter_map(|v| volumes.get(&v.name))
         .map(|v| i128::from(disk_usage(&v.path)))
         .sum();
@@ -118,16 +110,19 @@ fn empty_dir_over_limit(pod: &Pod, volumes: &BTreeMap<String, Volume>) -> Option
 /// use of the node's filesystem beside its writable layers, which the
 /// eviction manager ranks pods by. `pod_dir` is as in [`over_limit`].
 pub fn local_bytes(pod: &Pod, pod_dir: &Path) -> u64 {
-    let spec = pod.spec.iter();
-    let containers = spec.clone().flat_map(|s| {
+    let containers = pod.spec.iter().flat_map(|s| {
         let init = s.init_containers.iter().flatten();
         init.chain(&s.containers).map(|c| pod_dir.join(&c.name))
     });
-    let empty_dirs = spec
-        .flat_map(|s| s.volumes.iter().flatten())
-        .filter(|v| (v.empty_dir.as_ref()).is_some_and(|e| e.medium.as_deref() != Some("Memory")));
-    let volumes = empty_dirs.map(|v| pod_dir.join("volumes").join(&v.name));
+    let volumes = empty_dirs_on_disk(pod).map(|v| pod_dir.join("volumes").join(&v.name));
     containers.chain(volumes).map(|d| disk_usage(&d)).sum()
+}
+
+/// The pod's emptyDirs that are not memory-backed.
+fn empty_dirs_on_disk(pod: &Pod) -> impl Iterator<Item = &k8s_openapi::api::core::v1::Volume> {
+    let volumes = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten());
+    volumes
+        .filter(|v| (v.empty_dir.as_ref()).is_some_and(|e| e.medium.as_deref() != Some("Memory")))
 }
 
 fn disk_usage(dir: &Path) -> u64 {

@@ -376,14 +376,10 @@ fn resource_field(c: &Container, resource: &str, divisor: Option<&str>) -> Resul
 /// Mounts a tmpfs at `path` (a `medium: Memory` emptyDir, or a volume of
 /// secrets), once; `mode` is its root directory's.
 fn mount_tmpfs(path: &Path, mode: u32, size: Option<&str>) -> Result<(), String> {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let target = path.display().to_string();
-    if mounts
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some(&target))
-    {
+    if is_mounted(path) {
         return Ok(());
     }
+    let target = path.display().to_string();
     let mut options = format!("mode={mode:o}");
     if let Some(bytes) = size.and_then(skiff_core::quantity::parse_milli) {
         options.push_str(&format!(",size={}", bytes / 1000));
@@ -397,6 +393,15 @@ fn mount_tmpfs(path: &Path, mode: u32, size: Option<&str>) -> Result<(), String>
         return Err(format!("mount tmpfs on {target} failed"));
     }
     Ok(())
+}
+
+/// Whether something is mounted at `target`.
+pub fn is_mounted(target: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| Path::new(m) == target)
 }
 
 /// Unmounts whatever is mounted under `dir` (memory-backed emptyDirs), so

@@ -257,15 +257,35 @@ fn pid_pressure_evicts_the_busiest_first(c: &mut Cluster, flags: &[&str]) {
     );
     c.kill();
     c.spawn(flags);
-    let node = c.json(&["get", "nodes"])["items"][0]["metadata"]["name"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let node = node_name(c);
     wait_for("the pressure to go", LIMIT, || {
         let m = node_condition(c, &node, "PIDPressure")?;
         (m["status"] == "False").then_some(())
     });
     c.ok(&["delete", "pod", "few", "many", "--timeout=60s"]);
+}
+
+/// The name of the cluster's one node.
+fn node_name(c: &Cluster) -> String {
+    let nodes = c.json(&["get", "nodes"]);
+    nodes["items"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A counter the agent of `node` serves, read through the node proxy.
+fn node_counter(c: &Cluster, node: &str, series: &str) -> u64 {
+    let metrics = c.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{node}/proxy/metrics"),
+    ]);
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in: {metrics}"))
 }
 
 /// Under memory pressure (here a threshold of all the node's memory,
@@ -286,10 +306,7 @@ fn memory_pressure_evicts_and_refuses(c: &mut Cluster, flags: &[&str]) {
     pressed.extend(["--eviction-hard", "memory.available<100%"]);
     c.kill();
     c.spawn(&pressed);
-    let node = c.json(&["get", "nodes"])["items"][0]["metadata"]["name"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let node = node_name(c);
     let memory = wait_for("MemoryPressure", LIMIT, || {
         let m = node_condition(c, &node, "MemoryPressure")?;
         (m["status"] == "True").then_some(m)
@@ -338,18 +355,8 @@ fn memory_pressure_evicts_and_refuses(c: &mut Cluster, flags: &[&str]) {
         reclaiming["items"][0]["message"], "Attempting to reclaim memory",
         "{reclaiming}"
     );
-    let metrics = c.ok(&[
-        "get",
-        "--raw",
-        &format!("/api/v1/nodes/{node}/proxy/metrics"),
-    ]);
-    let evictions: u64 = metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("kubelet_evictions_total{eviction_signal=\"memory.available\"} ")
-        })
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no count of evictions: {metrics}"));
+    let series = "kubelet_evictions_total{eviction_signal=\"memory.available\"}";
+    let evictions = node_counter(c, &node, series);
     assert!(evictions >= 1, "{evictions}");
     // A pod naming the node skips the scheduler, which the taint keeps
     // away: the node itself refuses it.
@@ -528,20 +535,12 @@ fn unused_images_are_collected(c: &mut Cluster, socket: &Path, flags: &[&str]) {
         assert!(left.iter().any(|i| i == kept), "{kept} kept: {left:?}");
     }
     free_disk_space_failed(c, "Failed to garbage collect required amount of images.");
-    let node = c.json(&["get", "nodes"])["items"][0]["metadata"]["name"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let metrics = c.ok(&[
-        "get",
-        "--raw",
-        &format!("/api/v1/nodes/{node}/proxy/metrics"),
-    ]);
-    let collected: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("kubelet_image_garbage_collected_total{reason=\"space\"} "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no count of collected images: {metrics}"));
+    let node = node_name(c);
+    let collected = node_counter(
+        c,
+        &node,
+        "kubelet_image_garbage_collected_total{reason=\"space\"}",
+    );
     assert!(collected >= 1, "{collected}");
     // Unpinned but used by a running container: it stays, and nothing is
     // left to free.

@@ -63,13 +63,9 @@ pub fn register(
         name: text("name"),
         ..Check::default()
     };
-    let mut authorizer = to_map("authorizer", &Check::default());
-    if let Value::Map(m) = &mut authorizer {
-        let mut fields = (*m.map).clone();
-        fields.insert(key("requestResource"), to_map("resource", &own));
-        m.map = Arc::new(fields);
-    }
-    context.add_variable_from_value("authorizer", authorizer);
+    let mut authorizer = fields("authorizer", &Check::default());
+    authorizer.insert(key("requestResource"), to_map("resource", &own));
+    context.add_variable_from_value("authorizer", Value::from(authorizer));
     for (name, from, field) in [
         ("path", "authorizer", Field::Path),
         ("group", "authorizer", Field::Group),
@@ -172,6 +168,11 @@ fn key(name: &str) -> Key {
 
 /// A step of a check as a CEL map.
 fn to_map(step: &str, check: &Check) -> Value {
+    Value::from(fields(step, check))
+}
+
+/// The fields of [`to_map`]'s map.
+fn fields(step: &str, check: &Check) -> HashMap<Key, Value> {
     let mut fields = HashMap::from([(key(STEP), Value::from(step.to_owned()))]);
     for (name, value) in [
         ("group", &check.group),
@@ -189,7 +190,7 @@ fn to_map(step: &str, check: &Check) -> Value {
         let account = format!("{namespace}/{name}");
         fields.insert(key("serviceAccount"), Value::from(account));
     }
-    Value::from(fields)
+    fields
 }
 
 /// The check a map of one of `steps` holds; an error naming `function`
