@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 mod autoscale;
 mod crash;
 mod crds;
+mod floor;
 mod leases;
 mod network;
 mod runtime_floor;
@@ -56,6 +57,12 @@ pub enum What {
     /// SIGKILLs of the server under concurrent writers, and a full disk
     /// (root): no acknowledged write lost.
     Crash(crash::CrashArgs),
+    /// What `api`'s creates cost with no API server: the same clients and
+    /// HTTPS to a server that only stores each body durably.
+    Floor(floor::FloorArgs),
+    /// The server `floor` starts in a child process.
+    #[command(hide = true)]
+    FloorServe(floor::ServeArgs),
     /// The embedded store alone: durable creates and updates from
     /// concurrent writers, in this process.
     Store(store::StoreArgs),
@@ -206,6 +213,8 @@ async fn run(what: What) -> Result<()> {
         What::Crash(args) => crash::run(args).await,
         What::Leases(args) => leases::run(args).await,
         What::Store(args) => store::run(args).await,
+        What::Floor(args) => floor::run(args).await,
+        What::FloorServe(args) => floor::serve(args).await,
     }
 }
 
@@ -1096,13 +1105,33 @@ async fn create_pods(
     prefix: &str,
 ) -> Result<(f64, Vec<Duration>)> {
     let url = format!("{}/api/v1/namespaces/default/pods", server.url);
+    create_pods_at(
+        &url,
+        &server.token,
+        || server.client(),
+        clients,
+        count,
+        prefix,
+    )
+    .await
+}
+
+/// [`create_pods`] to `url`, each client made by `client`.
+async fn create_pods_at(
+    url: &str,
+    token: &str,
+    client: impl Fn() -> Result<reqwest::Client>,
+    clients: usize,
+    count: usize,
+    prefix: &str,
+) -> Result<(f64, Vec<Duration>)> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (client, url, token, prefix) = (
-            server.client()?,
-            url.clone(),
-            server.token.clone(),
+            client()?,
+            url.to_owned(),
+            token.to_owned(),
             prefix.to_owned(),
         );
         tasks.push(tokio::spawn(async move {
