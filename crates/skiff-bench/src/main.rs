@@ -143,6 +143,11 @@ pub struct ApiArgs {
     /// pods, to measure what encryption at rest costs the creates).
     #[arg(long)]
     encryption_provider_config: Option<std::path::PathBuf>,
+    /// The API server without the controller manager that `skiff server`
+    /// runs beside it (whose informers read every pod), as upstream's
+    /// kube-apiserver runs alone.
+    #[arg(long)]
+    without_controller_manager: bool,
 }
 
 /// The Accept header of client-go's typed clients.
@@ -1182,6 +1187,10 @@ async fn api(args: ApiArgs) -> Result<()> {
         flags.push(path.display().to_string());
         println!("encryption at rest             {}", path.display());
     }
+    if args.without_controller_manager {
+        flags.push("--disable-controller-manager".into());
+        println!("controller manager             disabled");
+    }
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let (server, ready) = Server::start(&dir, &flags).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1540,11 +1549,11 @@ async fn etcd_creates(args: &ApiArgs) -> Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let (server, _) = Server::start(
-            &dir.join("skiff"),
-            &["--datastore-endpoint", &client_url, "--disable-scheduler"],
-        )
-        .await?;
+        let mut flags = vec!["--datastore-endpoint", &client_url, "--disable-scheduler"];
+        if args.without_controller_manager {
+            flags.push("--disable-controller-manager");
+        }
+        let (server, _) = Server::start(&dir.join("skiff"), &flags).await?;
         let (rate, lat) = create_pods(&server, args.clients, args.pods.min(5_000), "etcd").await?;
         println!(
             "creates/s (etcd, {} clients)   {rate:.0}  (p50 {}, p99 {})",
