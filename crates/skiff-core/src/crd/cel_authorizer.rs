@@ -1,7 +1,8 @@
 //! The `authorizer` variable of admission expressions, as upstream's CEL
 //! authorization library offers it: a check is built as
 //! `authorizer.group(g).resource(r)`, narrowed by `.subresource(s)`,
-//! `.namespace(n)` and `.name(x)`, or as `authorizer.path(p)`, and asked
+//! `.namespace(n)`, `.name(x)`, `.fieldSelector(f)` and
+//! `.labelSelector(l)`, or as `authorizer.path(p)`, and asked
 //! with `.check(verb)`; the decision says `allowed()`, `reason()`,
 //! `errored()` and `error()`. `authorizer.serviceAccount(ns, name)` asks
 //! for that account instead of the requester, and
@@ -29,6 +30,11 @@ pub struct Check {
     pub subresource: String,
     pub namespace: String,
     pub name: String,
+    /// The selectors the check names, as written. Upstream hands them to
+    /// its authorizers parsed; its RBAC decides without them, and so do
+    /// Skiff's RBAC and Node authorizers.
+    pub field_selector: String,
+    pub label_selector: String,
     pub verb: String,
 }
 
@@ -73,6 +79,8 @@ pub fn register(
         ("subresource", "resource", Field::Subresource),
         ("namespace", "resource", Field::Namespace),
         ("name", "resource", Field::Name),
+        ("fieldSelector", "resource", Field::Fields),
+        ("labelSelector", "resource", Field::Labels),
     ] {
         let to = match field {
             Field::Path => "path",
@@ -82,6 +90,13 @@ pub fn register(
         context
             .add_function(name, move |This(this): This<Value>, value: Arc<String>| {
                 let mut check = of_step(&this, &[from], name)?;
+                if matches!(field, Field::Path | Field::Resource) && value.trim().is_empty() {
+                    let what = if name == "path" { "path" } else { "resource" };
+                    return Err(ExecutionError::function_error(
+                        name,
+                        format!("{what} must not be empty"),
+                    ));
+                }
                 field.set(&mut check, value.to_string());
                 Ok::<_, ExecutionError>(to_map(to, &check))
             })
@@ -92,6 +107,18 @@ pub fn register(
             "serviceAccount",
             |This(this): This<Value>, namespace: Arc<String>, name: Arc<String>| {
                 let mut check = of_step(&this, &["authorizer"], "serviceAccount")?;
+                let invalid = |what: &str| {
+                    ExecutionError::function_error(
+                        "serviceAccount",
+                        format!("Invalid service account {what}"),
+                    )
+                };
+                if !crate::validate::is_dns_subdomain(&name) {
+                    return Err(invalid("name"));
+                }
+                if !crate::validate::is_dns_label(&namespace) {
+                    return Err(invalid("namespace"));
+                }
                 check.service_account = Some((namespace.to_string(), name.to_string()));
                 Ok::<_, ExecutionError>(to_map("authorizer", &check))
             },
@@ -143,6 +170,10 @@ enum Field {
     Subresource,
     Namespace,
     Name,
+    /// The field selector.
+    Fields,
+    /// The label selector.
+    Labels,
 }
 
 impl Field {
@@ -157,6 +188,8 @@ impl Field {
             Field::Subresource => &mut check.subresource,
             Field::Namespace => &mut check.namespace,
             Field::Name => &mut check.name,
+            Field::Fields => &mut check.field_selector,
+            Field::Labels => &mut check.label_selector,
         };
         *field = value;
     }
@@ -180,6 +213,8 @@ fn fields(step: &str, check: &Check) -> HashMap<Key, Value> {
         ("subresource", &check.subresource),
         ("namespace", &check.namespace),
         ("name", &check.name),
+        ("fieldSelector", &check.field_selector),
+        ("labelSelector", &check.label_selector),
     ] {
         fields.insert(key(name), Value::from(value.clone()));
     }
@@ -220,6 +255,8 @@ fn of_step(value: &Value, steps: &[&str], function: &str) -> Result<Check, Execu
         subresource: field("subresource"),
         namespace: field("namespace"),
         name: field("name"),
+        field_selector: field("fieldSelector"),
+        label_selector: field("labelSelector"),
         verb: String::new(),
     })
 }
@@ -287,8 +324,40 @@ mod tests {
         let text = "authorizer.path('/healthz').check('get').errored()";
         assert_eq!(holds(text), Ok(false));
         assert_eq!(last().path.as_deref(), Some("/healthz"));
+        let text = "authorizer.group('').resource('pods').fieldSelector('spec.nodeName=n1').labelSelector('app in (a, b)').check('list').allowed()";
+        assert_eq!(holds(text), Ok(true));
+        let want = Check {
+            resource: "pods".into(),
+            field_selector: "spec.nodeName=n1".into(),
+            label_selector: "app in (a, b)".into(),
+            verb: "list".into(),
+            ..Check::default()
+        };
+        assert_eq!(last(), want);
         // Steps in their order only.
         let err = holds("authorizer.resource('pods').check('get').allowed()").unwrap_err();
         assert!(err.contains("may only follow group"), "{err}");
+        let err =
+            holds("authorizer.group('').fieldSelector('a=b').check('get').allowed()").unwrap_err();
+        assert!(err.contains("may only follow resource"), "{err}");
+        // What upstream refuses to build.
+        for (text, says) in [
+            (
+                "authorizer.group('').resource(' ')",
+                "resource must not be empty",
+            ),
+            ("authorizer.path('')", "path must not be empty"),
+            (
+                "authorizer.serviceAccount('default', 'Robot!')",
+                "Invalid service account name",
+            ),
+            (
+                "authorizer.serviceAccount('a.b', 'robot')",
+                "Invalid service account namespace",
+            ),
+        ] {
+            let err = holds(&format!("{text}.check('get').allowed()")).unwrap_err();
+            assert!(err.contains(says), "{text}: {err}");
+        }
     }
 }
