@@ -9,7 +9,7 @@
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ use skiff_testkit::process::cpu_time;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use super::{create_pods_at, fine_ms, ms, percentile, tempdir};
+use super::{create_pods, fine_ms, ms, percentile, tempdir, Server};
 
 /// The serving certificate the child writes once it listens.
 const CERT: &str = "floor.crt";
@@ -66,19 +66,11 @@ pub async fn run(args: FloorArgs) -> Result<()> {
 }
 
 async fn round(args: &FloorArgs, dir: &Path, decode: bool) -> Result<()> {
-    let floor = Floor::start(dir, decode).await?;
-    let cpu = cpu_time(floor.child.id());
+    let floor = start(dir, decode).await?;
+    let cpu = floor.cpu_time();
     let own_cpu = cpu_time(std::process::id());
-    let (rate, lat) = create_pods_at(
-        &floor.url,
-        "",
-        || floor.client(),
-        args.clients,
-        args.pods,
-        "pod",
-    )
-    .await?;
-    let server = (cpu_time(floor.child.id()) - cpu) / args.pods as u32;
+    let (rate, lat) = create_pods(&floor, args.clients, args.pods, "pod").await?;
+    let server = (floor.cpu_time() - cpu) / args.pods as u32;
     let client = (cpu_time(std::process::id()) - own_cpu) / args.pods as u32;
     let what = match decode {
         false => "bytes stored as sent",
@@ -99,62 +91,40 @@ async fn round(args: &FloorArgs, dir: &Path, decode: bool) -> Result<()> {
     Ok(())
 }
 
-/// The floor server, a child process of this binary.
-struct Floor {
-    child: Child,
-    url: String,
-    ca: reqwest::Certificate,
-}
-
-impl Drop for Floor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Starts the floor server, a child process of this binary, which takes
+/// no token.
+async fn start(dir: &Path, decode: bool) -> Result<Server> {
+    let port = free_port();
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .args(["floor-serve", "--dir"])
+        .arg(dir)
+        .args(["--port", &port.to_string()]);
+    if decode {
+        command.arg("--decode");
     }
-}
-
-impl Floor {
-    async fn start(dir: &Path, decode: bool) -> Result<Self> {
-        let port = free_port();
-        let mut command = Command::new(std::env::current_exe()?);
-        command
-            .args(["floor-serve", "--dir"])
-            .arg(dir)
-            .args(["--port", &port.to_string()]);
-        if decode {
-            command.arg("--decode");
+    let mut child = command.stdout(Stdio::null()).spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pem = loop {
+        if let Ok(pem) = std::fs::read(dir.join(CERT)) {
+            break pem;
         }
-        let mut child = command.stdout(Stdio::null()).spawn()?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let pem = loop {
-            if let Ok(pem) = std::fs::read(dir.join(CERT)) {
-                break pem;
-            }
-            if let Some(status) = child.try_wait()? {
-                bail!("the floor server exited: {status}");
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("the floor server did not start in 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
-        Ok(Self {
-            child,
-            url: format!("https://127.0.0.1:{port}"),
-            ca: reqwest::Certificate::from_pem(&pem)?,
-        })
-    }
-
-    /// A client as `bench api`'s.
-    fn client(&self) -> Result<reqwest::Client> {
-        Ok(reqwest::Client::builder()
-            .add_root_certificate(self.ca.clone())
-            .pool_max_idle_per_host(1)
-            .timeout(Duration::from_secs(60))
-            .build()?)
-    }
+        if let Some(status) = child.try_wait()? {
+            bail!("the floor server exited: {status}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the floor server did not start in 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    Ok(Server {
+        child,
+        url: format!("https://127.0.0.1:{port}"),
+        token: String::new(),
+        ca: reqwest::Certificate::from_pem(&pem)?,
+    })
 }
 
 /// The child: serves creates until it is killed.

@@ -1110,33 +1110,13 @@ async fn create_pods(
     prefix: &str,
 ) -> Result<(f64, Vec<Duration>)> {
     let url = format!("{}/api/v1/namespaces/default/pods", server.url);
-    create_pods_at(
-        &url,
-        &server.token,
-        || server.client(),
-        clients,
-        count,
-        prefix,
-    )
-    .await
-}
-
-/// [`create_pods`] to `url`, each client made by `client`.
-async fn create_pods_at(
-    url: &str,
-    token: &str,
-    client: impl Fn() -> Result<reqwest::Client>,
-    clients: usize,
-    count: usize,
-    prefix: &str,
-) -> Result<(f64, Vec<Duration>)> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (client, url, token, prefix) = (
-            client()?,
-            url.to_owned(),
-            token.to_owned(),
+            server.client()?,
+            url.clone(),
+            server.token.clone(),
             prefix.to_owned(),
         );
         tasks.push(tokio::spawn(async move {
