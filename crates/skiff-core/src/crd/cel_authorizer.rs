@@ -91,10 +91,9 @@ pub fn register(
             .add_function(name, move |This(this): This<Value>, value: Arc<String>| {
                 let mut check = of_step(&this, &[from], name)?;
                 if matches!(field, Field::Path | Field::Resource) && value.trim().is_empty() {
-                    let what = if name == "path" { "path" } else { "resource" };
                     return Err(ExecutionError::function_error(
                         name,
-                        format!("{what} must not be empty"),
+                        format!("{name} must not be empty"),
                     ));
                 }
                 field.set(&mut check, value.to_string());
